@@ -1,0 +1,176 @@
+"""The one exception tree of tidings.
+
+Every error knows the HTTP status it maps to (RFC 9457 problem+json at the edge)
+and the WebSocket close code it maps to, so each layer raises what it means and
+the server translates once::
+
+    TidingsError                      500
+    ├── BadRequest                    400  malformed JSON, bad parameter
+    │   └── BadPosition               400  an offset, time or token that is not valid
+    ├── Unauthorized                  401
+    ├── Forbidden                     403
+    ├── NotFound                      404
+    │   ├── TopicNotFound             404
+    │   └── GroupNotFound             404
+    ├── Conflict                      409
+    │   └── StaleLease                409  ack/nack of a lease that expired or was re-leased
+    ├── OffsetOutOfRange              416  below the log start (retention) or past its end
+    ├── TooLarge                      413
+    ├── UnsupportedMediaType          415
+    ├── InvalidEvent                  422  names the attribute and why (and the batch index)
+    ├── RateLimited                   429
+    ├── StorageError                  500
+    │   └── CorruptLog                500  a bad batch inside a sealed segment: file and position
+    └── StorageUnavailable            503  disk full, closed, shutting down
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class TidingsError(Exception):
+    """The root of every error tidings raises on purpose."""
+
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+    close_code: ClassVar[int] = 1011
+
+    def __init__(self, detail: str, **fields: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        #: Extra problem+json members, e.g. ``attribute`` or ``index``.
+        self.fields = fields
+
+    @property
+    def type_uri(self) -> str:
+        name = type(self).__name__
+        slug = "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
+        return f"https://tidings.dev/problems/{slug}"
+
+    def to_problem(self) -> dict[str, Any]:
+        """The RFC 9457 problem details object for this error."""
+        problem: dict[str, Any] = {
+            "type": self.type_uri,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        problem.update(self.fields)
+        return problem
+
+
+class BadRequest(TidingsError):
+    status = 400
+    title = "Bad request"
+    close_code = 4400
+
+
+class BadPosition(BadRequest):
+    title = "Bad position"
+
+
+class Unauthorized(TidingsError):
+    status = 401
+    title = "Unauthorized"
+    close_code = 4401
+
+
+class Forbidden(TidingsError):
+    status = 403
+    title = "Forbidden"
+    close_code = 4403
+
+
+class NotFound(TidingsError):
+    status = 404
+    title = "Not found"
+    close_code = 4404
+
+
+class TopicNotFound(NotFound):
+    title = "Topic not found"
+
+
+class GroupNotFound(NotFound):
+    title = "Consumer group not found"
+
+
+class Conflict(TidingsError):
+    status = 409
+    title = "Conflict"
+    close_code = 4409
+
+
+class StaleLease(Conflict):
+    title = "Stale lease"
+
+
+class OffsetOutOfRange(TidingsError):
+    status = 416
+    title = "Offset out of range"
+    close_code = 4416
+
+
+class TooLarge(TidingsError):
+    status = 413
+    title = "Payload too large"
+    close_code = 1009
+
+
+class UnsupportedMediaType(TidingsError):
+    status = 415
+    title = "Unsupported media type"
+    close_code = 4415
+
+
+class InvalidEvent(TidingsError):
+    """An event that breaks CloudEvents 1.0 or a registered schema.
+
+    ``attribute`` names the attribute at fault; ``index`` its place in a batch.
+    """
+
+    status = 422
+    title = "Invalid event"
+    close_code = 4422
+
+    def __init__(self, detail: str, *, attribute: str | None = None, **fields: Any) -> None:
+        if attribute is not None:
+            fields["attribute"] = attribute
+        super().__init__(detail, **fields)
+        self.attribute = attribute
+
+    def at_index(self, index: int) -> InvalidEvent:
+        """The same error, placed at ``index`` of a batch."""
+        err = InvalidEvent(f"event {index}: {self.detail}", attribute=self.attribute)
+        err.fields.update(self.fields)
+        err.fields["index"] = index
+        return err
+
+
+class RateLimited(TidingsError):
+    status = 429
+    title = "Too many requests"
+    close_code = 4429
+
+
+class StorageError(TidingsError):
+    status = 500
+    title = "Storage error"
+
+
+class CorruptLog(StorageError):
+    """A batch that fails its CRC or framing where the log cannot repair it."""
+
+    title = "Corrupt log"
+
+    def __init__(self, detail: str, *, file: str, position: int) -> None:
+        super().__init__(f"{detail} in {file} at byte {position}", file=file, position=position)
+        self.file = file
+        self.position = position
+
+
+class StorageUnavailable(TidingsError):
+    status = 503
+    title = "Storage unavailable"
+    close_code = 1013

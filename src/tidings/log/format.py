@@ -1,0 +1,155 @@
+"""The byte layout of the event log.
+
+A partition is a directory of segments. A segment is three files named by the
+offset of its first record, zero-padded to 20 digits::
+
+    00000000000000004096.log        batches, append-only
+    00000000000000004096.index      sparse offset index (a cache)
+    00000000000000004096.timeindex  sparse time index (a cache)
+
+The ``.log`` file is a sequence of batches. One batch is written by one append
+and is the unit of integrity: it is whole, or recovery cuts it off. All integers
+are little-endian::
+
+    batch header (40 bytes)
+      u32  length       bytes after this field: 36 + the records
+      u32  crc          zlib.crc32 of every byte after this field
+      u64  base_offset  offset of the first record
+      u32  count        records in the batch, at least 1
+      i64  first_ts     append time of the first record, ms since the epoch
+      i64  last_ts      append time of the last record
+      u8   magic        FORMAT_VERSION
+      u8   flags        0
+      u16  reserved     0
+    record (8 bytes + payload), ``count`` times
+      u32  ts_delta     ms after first_ts
+      u32  size         payload bytes
+      ...  payload      the serialized event
+
+The ``.index`` file holds 8-byte entries ``(u32 relative_offset, u32 position)``:
+the base offset (relative to the segment's) and byte position of a batch, one
+entry each time at least ``index_interval`` bytes were written since the last.
+The ``.timeindex`` file holds 12-byte entries ``(i64 max_ts, u32 relative_offset)``
+written beside the offset entries. Indexes are caches, never the truth:
+recovery rebuilds any that fail a sanity check, from the ``.log``.
+
+A torn or corrupt tail cut off by recovery is kept beside its segment as
+``<base>.log.cut-<position>``.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+
+FORMAT_VERSION = 1
+
+BATCH_HEADER = "<IIQIqqBBH"
+BATCH_HEADER_LEN = 40
+assert struct.calcsize(BATCH_HEADER) == BATCH_HEADER_LEN
+# length and crc sit before what the crc covers
+CRC_START = 8
+LENGTH_FIELD_LEN = 4
+
+RECORD_HEADER = "<II"
+RECORD_HEADER_LEN = 8
+assert struct.calcsize(RECORD_HEADER) == RECORD_HEADER_LEN
+
+INDEX_ENTRY = "<II"
+INDEX_ENTRY_LEN = 8
+assert struct.calcsize(INDEX_ENTRY) == INDEX_ENTRY_LEN
+
+TIME_INDEX_ENTRY = "<qI"
+TIME_INDEX_ENTRY_LEN = 12
+assert struct.calcsize(TIME_INDEX_ENTRY) == TIME_INDEX_ENTRY_LEN
+
+MAX_BATCH_BYTES = 1 << 30
+
+_batch_header = struct.Struct(BATCH_HEADER)
+_length_crc = struct.Struct("<II")
+_header_tail = struct.Struct("<" + BATCH_HEADER[3:])
+assert _length_crc.size + _header_tail.size == BATCH_HEADER_LEN
+_record_header = struct.Struct(RECORD_HEADER)
+_pack_record_header = _record_header.pack
+_crc32 = zlib.crc32
+
+
+def segment_name(base_offset: int, suffix: str) -> str:
+    return f"{base_offset:020d}{suffix}"
+
+
+def encode_batch(base_offset: int, payloads: Sequence[bytes], timestamp_ms: int) -> bytes:
+    """One batch whose records all carry ``timestamp_ms``."""
+    pack = _pack_record_header
+    parts: list[bytes] = []
+    for p in payloads:
+        parts.append(pack(0, len(p)))
+        parts.append(p)
+    body = b"".join(parts)
+    tail = _header_tail.pack(
+        base_offset, len(payloads), timestamp_ms, timestamp_ms, FORMAT_VERSION, 0, 0
+    )
+    crc = _crc32(body, _crc32(tail))
+    length = BATCH_HEADER_LEN - LENGTH_FIELD_LEN + len(body)
+    return b"".join((_length_crc.pack(length, crc), tail, body))
+
+
+class BatchHeader:
+    """A decoded batch header; ``size`` is the whole batch in bytes."""
+
+    __slots__ = ("base_offset", "count", "crc", "first_ts", "last_ts", "size")
+
+    def __init__(self, raw: bytes | memoryview) -> None:
+        length, crc, base, count, first_ts, last_ts, magic, _flags, _res = _batch_header.unpack(
+            raw[:BATCH_HEADER_LEN]
+        )
+        if magic != FORMAT_VERSION:
+            raise ValueError(f"unknown batch magic {magic}")
+        if count < 1:
+            raise ValueError("batch with no records")
+        if length < BATCH_HEADER_LEN - LENGTH_FIELD_LEN or length > MAX_BATCH_BYTES:
+            raise ValueError(f"batch length {length} out of range")
+        self.size = length + LENGTH_FIELD_LEN
+        self.crc = crc
+        self.base_offset = base
+        self.count = count
+        self.first_ts = first_ts
+        self.last_ts = last_ts
+
+    @property
+    def next_offset(self) -> int:
+        return int(self.base_offset + self.count)
+
+
+def check_crc(header: BatchHeader, batch: bytes | memoryview) -> bool:
+    return bool(_crc32(memoryview(batch)[CRC_START : header.size]) == header.crc)
+
+
+def decode_records(
+    header: BatchHeader, batch: bytes | memoryview
+) -> list[tuple[int, int, bytes]]:
+    """The records of a checked batch as ``(offset, timestamp_ms, payload)``.
+
+    Raises ValueError when the records do not fill the batch exactly.
+    """
+    view = memoryview(batch)
+    unpack = _record_header.unpack_from
+    pos = BATCH_HEADER_LEN
+    end = header.size
+    offset = header.base_offset
+    first_ts = header.first_ts
+    out: list[tuple[int, int, bytes]] = []
+    for _ in range(header.count):
+        if pos + RECORD_HEADER_LEN > end:
+            raise ValueError("record header past the end of its batch")
+        delta, size = unpack(view, pos)
+        pos += RECORD_HEADER_LEN
+        if pos + size > end:
+            raise ValueError("record payload past the end of its batch")
+        out.append((offset, first_ts + delta, bytes(view[pos : pos + size])))
+        pos += size
+        offset += 1
+    if pos != end:
+        raise ValueError("bytes left over after the last record of a batch")
+    return out

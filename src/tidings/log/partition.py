@@ -1,0 +1,387 @@
+"""A partition: ordered segments, one writer with group commit, readers that wait.
+
+Appends are framed at once (offsets are assigned in call order) and queued; a
+single writer task writes everything queued in one ``write`` and, under the
+``always`` policy, one ``fdatasync`` in a worker thread. Appends that arrive
+while that fsync runs queue up and share the next one: group commit.
+
+A record becomes visible to readers when its append is acknowledged, so no
+reader ever sees a record that a crash could take back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from tidings.errors import BadRequest, OffsetOutOfRange, StorageError, StorageUnavailable
+from tidings.log import format as fmt
+from tidings.log.recovery import RecoveryReport, recover_active, recover_sealed
+from tidings.log.segment import Segment, fsync_dir
+
+LogRecord = tuple[int, int, bytes]
+"""(offset, timestamp in ms, payload)"""
+
+
+class Clock(Protocol):
+    def time_ms(self) -> int: ...
+
+
+class SystemClock:
+    def time_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class FsyncPolicy:
+    """When an append is acknowledged.
+
+    ``always``: after its bytes are fsynced. ``interval``: once written to the
+    operating system (safe from a process crash), with an fsync at most
+    ``interval_ms`` later (a power loss loses at most that window). ``never``:
+    once written; the operating system flushes when it likes.
+    """
+
+    mode: Literal["always", "interval", "never"] = "interval"
+    interval_ms: int = 50
+
+    @classmethod
+    def parse(cls, text: str) -> FsyncPolicy:
+        text = text.strip()
+        if text in ("always", "never"):
+            return cls(text)  # type: ignore[arg-type]
+        if text.startswith("interval:"):
+            raw = text.removeprefix("interval:")
+            if raw.isdigit() and int(raw) > 0:
+                return cls("interval", int(raw))
+        raise BadRequest(
+            f"fsync policy {text!r} is not one of 'always', 'interval:<ms>' (ms > 0), 'never'"
+        )
+
+    def __str__(self) -> str:
+        return f"interval:{self.interval_ms}" if self.mode == "interval" else self.mode
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """How a partition lays out and keeps its segments."""
+
+    segment_bytes: int = 64 * 1024 * 1024
+    segment_ms: int | None = 7 * 24 * 3600 * 1000
+    index_interval: int = 4096
+    retention_ms: int | None = None
+    retention_bytes: int | None = None
+
+
+class PartitionLog:
+    """One partition's log on disk. Use :meth:`open`; one instance per directory."""
+
+    def __init__(
+        self, directory: Path, config: LogConfig, policy: FsyncPolicy, clock: Clock
+    ) -> None:
+        self.directory = directory
+        self.config = config
+        self.policy = policy
+        self.clock = clock
+        self.report = RecoveryReport()
+        self._segments: list[Segment] = []
+        self._bases: list[int] = []
+        self._next_offset = 0  # assigned, including queued appends
+        self._end_offset = 0  # acknowledged and visible
+        self._queue: list[tuple[bytes, int, int, int]] = []  # frame, base, count, ts
+        self._waiting: list[tuple[asyncio.Future[int], int]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._readers: list[asyncio.Future[None]] = []
+        self._closed = False
+        self._failed: BaseException | None = None
+        self.dirty = False  # written since the last fsync
+
+    # -- opening -----------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        config: LogConfig | None = None,
+        policy: FsyncPolicy | None = None,
+        clock: Clock | None = None,
+    ) -> PartitionLog:
+        """Open (creating if needed) and recover the partition in ``directory``."""
+        log = cls(directory, config or LogConfig(), policy or FsyncPolicy(), clock or SystemClock())
+        directory.mkdir(parents=True, exist_ok=True)
+        bases = sorted(int(p.stem) for p in directory.glob("*.log") if p.stem.isdigit())
+        if not bases:
+            bases = [0]
+        segments = [Segment(directory, b, index_interval=log.config.index_interval) for b in bases]
+        for seg, nxt in zip(segments, bases[1:], strict=False):
+            recover_sealed(seg, nxt, log.report)
+        recover_active(segments[-1], log.report)
+        fsync_dir(directory)
+        log._segments = segments
+        log._bases = bases
+        log._next_offset = log._end_offset = segments[-1].next_offset
+        return log
+
+    # -- positions ---------------------------------------------------------------
+
+    @property
+    def start_offset(self) -> int:
+        """The first offset still kept."""
+        return self._bases[0]
+
+    @property
+    def end_offset(self) -> int:
+        """One past the last acknowledged record: the next offset a reader waits for."""
+        return self._end_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    # -- appending ---------------------------------------------------------------
+
+    def append(
+        self, payloads: Sequence[bytes], timestamp_ms: int | None = None
+    ) -> asyncio.Future[int]:
+        """Queue ``payloads`` as one batch; the future gives its base offset once acknowledged.
+
+        Offsets are assigned now, in call order, so two appends made one after
+        the other land in that order whatever their futures do.
+        """
+        if self._closed or self._failed is not None:
+            raise StorageUnavailable(
+                f"partition {self.directory} is {'closed' if self._closed else 'failed'}"
+            )
+        if not payloads:
+            raise BadRequest("an append needs at least one record")
+        ts = self.clock.time_ms() if timestamp_ms is None else timestamp_ms
+        base = self._next_offset
+        frame = fmt.encode_batch(base, payloads, ts)
+        self._next_offset = base + len(payloads)
+        self._queue.append((frame, base, len(payloads), ts))
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((fut, base))
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        return fut
+
+    async def _write_loop(self) -> None:
+        try:
+            while self._queue:
+                queue, self._queue = self._queue, []
+                waiting, self._waiting = self._waiting, []
+                end = queue[-1][1] + queue[-1][2]
+                self._write(queue)
+                if self.policy.mode == "always":
+                    fd = self._segments[-1].fd
+                    await asyncio.get_running_loop().run_in_executor(None, os.fdatasync, fd)
+                    self.dirty = False
+                self._end_offset = end
+                for fut, base in waiting:
+                    if not fut.done():
+                        fut.set_result(base)
+                self._wake_readers()
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        finally:
+            self._writer = None
+
+    def _write(self, queue: list[tuple[bytes, int, int, int]]) -> None:
+        """Write queued frames, rolling to a new segment where one fills up or ages."""
+        seg = self._segments[-1]
+        run: list[tuple[bytes, int, int, int]] = []
+        run_bytes = 0
+        for item in queue:
+            if (seg.size or run) and self._should_roll(seg, run_bytes + len(item[0]), item[3]):
+                if run:
+                    seg.append_batches(run)
+                    run, run_bytes = [], 0
+                seg = self._roll()
+            run.append(item)
+            run_bytes += len(item[0])
+        seg.append_batches(run)
+        self.dirty = True
+
+    def _should_roll(self, seg: Segment, adding: int, now: int) -> bool:
+        if seg.size + adding > self.config.segment_bytes:
+            return True
+        age = self.config.segment_ms
+        return age is not None and seg.created_ms is not None and now - seg.created_ms >= age
+
+    def _roll(self) -> Segment:
+        old = self._segments[-1]
+        old.seal()
+        seg = Segment(self.directory, old.next_offset, index_interval=self.config.index_interval)
+        seg.open_indexes_for_append()
+        fsync_dir(self.directory)
+        self._segments.append(seg)
+        self._bases.append(seg.base_offset)
+        return seg
+
+    def roll(self) -> None:
+        """Seal the active segment and start a new one (if it holds anything)."""
+        self._check_open()
+        if self._segments[-1].size:
+            self._roll()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failed = exc
+        err = StorageUnavailable(f"write to {self.directory} failed: {exc}")
+        for fut, _ in self._waiting:
+            if not fut.done():
+                fut.set_exception(err)
+        self._waiting = []
+        self._queue = []
+
+    # -- durability --------------------------------------------------------------
+
+    def sync(self) -> None:
+        """fsync the active segment (the interval flusher calls this from a thread)."""
+        if self._segments and not self._closed:
+            self.dirty = False
+            self._segments[-1].sync()
+
+    async def flush(self) -> None:
+        """Wait for queued appends, then fsync whatever they wrote."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+        if self.dirty:
+            await asyncio.get_running_loop().run_in_executor(None, self.sync)
+
+    async def close(self) -> None:
+        """Finish queued appends, fsync, seal nothing, close files."""
+        if self._closed:
+            return
+        try:
+            await self.flush()
+        finally:
+            self._closed = True
+            for seg in self._segments:
+                seg.close()
+            self._wake_readers()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageUnavailable(f"partition {self.directory} is closed")
+
+    # -- reading -----------------------------------------------------------------
+
+    def read(
+        self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20
+    ) -> list[LogRecord]:
+        """Acknowledged records from ``offset``, in order, at least one if any."""
+        self._check_open()
+        if offset < self.start_offset or offset > self._end_offset:
+            raise OffsetOutOfRange(
+                f"offset {offset} is outside [{self.start_offset}, {self._end_offset}]",
+                start=self.start_offset,
+                end=self._end_offset,
+            )
+        out: list[LogRecord] = []
+        i = bisect_right(self._bases, offset) - 1
+        while i < len(self._segments) and offset < self._end_offset and len(out) < max_records:
+            seg = self._segments[i]
+            got = seg.read(offset, self._end_offset, max_records - len(out), max_bytes)
+            if got:
+                out.extend(got)
+                offset = got[-1][0] + 1
+                max_bytes -= sum(len(r[2]) for r in got)
+                if max_bytes <= 0:
+                    break
+            if offset < seg.next_offset and got:
+                continue  # the segment had more than the budget allowed
+            i += 1
+        return out
+
+    def offset_for_time(self, ts_ms: int) -> int:
+        """The first offset whose append time is at or after ``ts_ms`` (the end if none)."""
+        self._check_open()
+        end = self._end_offset
+        for seg in self._segments:
+            if seg.max_ts < ts_ms or seg.base_offset >= end:
+                continue
+            offset = seg.offset_for_time(ts_ms)
+            while offset < min(seg.next_offset, end):
+                got = seg.read(offset, end, 10_000, 1 << 24)
+                if not got:
+                    break
+                for rec in got:
+                    if rec[1] >= ts_ms:
+                        return rec[0]
+                offset = got[-1][0] + 1
+        return end
+
+    async def wait(self, offset: int, timeout: float | None = None) -> bool:
+        """Wait until a record at ``offset`` is visible; False on timeout or close."""
+        while self._end_offset <= offset:
+            if self._closed:
+                return False
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._readers.append(fut)
+            try:
+                await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                return self._end_offset > offset
+            finally:
+                if fut in self._readers and not fut.done():
+                    self._readers.remove(fut)
+        return True
+
+    def _wake_readers(self) -> None:
+        readers, self._readers = self._readers, []
+        for fut in readers:
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- retention ---------------------------------------------------------------
+
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        """Delete whole sealed segments past the age or size limits; returns how many.
+
+        The active segment is rolled first if it is old enough, as Kafka's
+        ``segment.ms`` does, so that retention by age can reach its records.
+        """
+        self._check_open()
+        now = self.clock.time_ms() if now_ms is None else now_ms
+        active = self._segments[-1]
+        if active.size and self._should_roll(active, 0, now) and self._writer is None:
+            self._roll()
+        removed = 0
+        total = self.size_bytes
+        cfg = self.config
+        while len(self._segments) > 1:
+            seg = self._segments[0]
+            too_old = cfg.retention_ms is not None and seg.max_ts < now - cfg.retention_ms
+            too_big = cfg.retention_bytes is not None and total - seg.size >= cfg.retention_bytes
+            if not (too_old or too_big):
+                break
+            total -= seg.size
+            seg.delete()
+            del self._segments[0], self._bases[0]
+            removed += 1
+        if removed:
+            fsync_dir(self.directory)
+        return removed
+
+    async def delete(self) -> None:
+        """Close and remove the partition's files."""
+        await self.close()
+        if self._failed is None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def check(self) -> None:
+        """Raise if the writer failed."""
+        if self._failed is not None:
+            raise StorageError(f"partition {self.directory} failed: {self._failed}")

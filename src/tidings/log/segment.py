@@ -1,0 +1,318 @@
+"""One segment: a ``.log`` file of batches and its sparse offset and time indexes.
+
+A segment knows bytes and offsets only. It is written by one writer (its
+partition) and read with ``pread``, so reads never move the write position.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
+
+from tidings.errors import CorruptLog
+from tidings.log import format as fmt
+
+_index_entry = struct.Struct(fmt.INDEX_ENTRY)
+_time_entry = struct.Struct(fmt.TIME_INDEX_ENTRY)
+
+# How much to read ahead when a read starts: enough for many small batches.
+_READ_CHUNK = 256 * 1024
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Segment:
+    """A ``.log`` file, open for append and ``pread``, with its indexes in memory."""
+
+    def __init__(self, directory: Path, base_offset: int, *, index_interval: int) -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        self.path = directory / fmt.segment_name(base_offset, ".log")
+        self.index_path = directory / fmt.segment_name(base_offset, ".index")
+        self.time_index_path = directory / fmt.segment_name(base_offset, ".timeindex")
+        self.index_interval = index_interval
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.size = os.fstat(self._fd).st_size
+        self.next_offset = base_offset
+        self.max_ts = -1
+        self.created_ms: int | None = None  # append time of the first record
+        # In-memory sparse indexes: parallel lists, relative offsets and positions.
+        self._idx_offsets: list[int] = []
+        self._idx_positions: list[int] = []
+        self._tidx_ts: list[int] = []
+        self._tidx_offsets: list[int] = []
+        self._bytes_since_index = 0
+        self._index_fd: int | None = None
+        self._time_index_fd: int | None = None
+        #: Byte position of a bad batch that a read must refuse, if any.
+        self.corrupt_at: int | None = None
+        self.sealed = False
+
+    # -- writing ---------------------------------------------------------------
+
+    def open_indexes_for_append(self) -> None:
+        """Truncate and reopen the index files, then write the in-memory entries."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        self._index_fd = os.open(self.index_path, flags, 0o644)
+        self._time_index_fd = os.open(self.time_index_path, flags, 0o644)
+        self._write_all(
+            self._index_fd,
+            b"".join(
+                _index_entry.pack(o, p)
+                for o, p in zip(self._idx_offsets, self._idx_positions, strict=True)
+            ),
+        )
+        self._write_all(
+            self._time_index_fd,
+            b"".join(
+                _time_entry.pack(t, o)
+                for t, o in zip(self._tidx_ts, self._tidx_offsets, strict=True)
+            ),
+        )
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+
+    def append_batches(self, run: list[tuple[bytes, int, int, int]]) -> None:
+        """Write whole batches ``(frame, base_offset, count, timestamp)`` in one write."""
+        position = self.size
+        data = b"".join([item[0] for item in run]) if len(run) > 1 else run[0][0]
+        self._write_all(self._fd, data)
+        for frame, base, count, ts in run:
+            self.note_batch(position, base, count, ts, ts, len(frame))
+            position += len(frame)
+        self.size = position
+
+    def note_batch(
+        self, position: int, base_offset: int, count: int, first_ts: int, last_ts: int, size: int
+    ) -> None:
+        """Account for a batch at ``position``: offsets, timestamps, index entries."""
+        if self.created_ms is None:
+            self.created_ms = first_ts
+        if last_ts > self.max_ts:
+            self.max_ts = last_ts
+        if not self._idx_offsets or self._bytes_since_index >= self.index_interval:
+            rel = base_offset - self.base_offset
+            self._idx_offsets.append(rel)
+            self._idx_positions.append(position)
+            self._tidx_ts.append(self.max_ts)
+            self._tidx_offsets.append(rel)
+            self._bytes_since_index = 0
+            if self._index_fd is not None and self._time_index_fd is not None:
+                os.write(self._index_fd, _index_entry.pack(rel, position))
+                os.write(self._time_index_fd, _time_entry.pack(self.max_ts, rel))
+        self._bytes_since_index += size
+        self.next_offset = base_offset + count
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    def sync(self) -> None:
+        os.fdatasync(self._fd)
+
+    def seal(self) -> None:
+        """Make the segment read-only: final time entry, indexes and data on disk."""
+        if self._time_index_fd is not None and self._tidx_offsets and (
+            self._tidx_ts[-1] != self.max_ts
+        ):
+            rel = self.next_offset - 1 - self.base_offset
+            self._tidx_ts.append(self.max_ts)
+            self._tidx_offsets.append(rel)
+            os.write(self._time_index_fd, _time_entry.pack(self.max_ts, rel))
+        os.fsync(self._fd)
+        for fd in (self._index_fd, self._time_index_fd):
+            if fd is not None:
+                os.fsync(fd)
+                os.close(fd)
+        self._index_fd = self._time_index_fd = None
+        self.sealed = True
+
+    def truncate(self, position: int) -> None:
+        os.ftruncate(self._fd, position)
+        os.fsync(self._fd)
+        self.size = position
+
+    def close(self) -> None:
+        for fd in (self._index_fd, self._time_index_fd):
+            if fd is not None:
+                os.close(fd)
+        self._index_fd = self._time_index_fd = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def delete(self) -> None:
+        self.close()
+        for path in (self.path, self.index_path, self.time_index_path):
+            path.unlink(missing_ok=True)
+
+    # -- indexes ---------------------------------------------------------------
+
+    def load_indexes(self, next_offset: int) -> bool:
+        """Load the index files of a sealed segment; False if they fail a check."""
+        try:
+            raw = self.index_path.read_bytes()
+            traw = self.time_index_path.read_bytes()
+        except FileNotFoundError:
+            return False
+        if not raw or len(raw) % fmt.INDEX_ENTRY_LEN or len(traw) % fmt.TIME_INDEX_ENTRY_LEN:
+            return False
+        entries = list(_index_entry.iter_unpack(raw))
+        tentries = list(_time_entry.iter_unpack(traw))
+        offsets = [o for o, _ in entries]
+        positions = [p for _, p in entries]
+        if offsets[0] != 0 or positions[0] != 0:
+            return False
+        for a, b in pairwise(entries):
+            if b[0] <= a[0] or b[1] <= a[1]:
+                return False
+        if positions[-1] >= self.size or self.base_offset + offsets[-1] >= next_offset:
+            return False
+        if not tentries or any(b[0] < a[0] for a, b in pairwise(tentries)):
+            return False
+        # The last entry must point at a batch whose header agrees with it.
+        header = self._header_at(positions[-1])
+        if header is None or header.base_offset != self.base_offset + offsets[-1]:
+            return False
+        self._idx_offsets, self._idx_positions = offsets, positions
+        self._tidx_ts = [t for t, _ in tentries]
+        self._tidx_offsets = [o for _, o in tentries]
+        self.max_ts = self._tidx_ts[-1]
+        self.next_offset = next_offset
+        self.created_ms = self._header_at(0).first_ts if self.size else None  # type: ignore[union-attr]
+        return True
+
+    def reset_indexes(self) -> None:
+        self._idx_offsets, self._idx_positions = [], []
+        self._tidx_ts, self._tidx_offsets = [], []
+        self._bytes_since_index = 0
+        self.max_ts = -1
+        self.created_ms = None
+        self.next_offset = self.base_offset
+
+    def _header_at(self, position: int) -> fmt.BatchHeader | None:
+        raw = os.pread(self._fd, fmt.BATCH_HEADER_LEN, position)
+        if len(raw) < fmt.BATCH_HEADER_LEN:
+            return None
+        try:
+            return fmt.BatchHeader(raw)
+        except ValueError:
+            return None
+
+    # -- scanning and reading ----------------------------------------------------
+
+    def scan(self, position: int = 0) -> Iterator[tuple[int, fmt.BatchHeader | None, str]]:
+        """Walk the batches from ``position``, checking each one whole.
+
+        Yields ``(position, header, "")`` for each good batch, then, if the file
+        does not end on a good batch, one ``(position, None, why)``.
+        """
+        expected = None
+        size = self.size
+        while position < size:
+            raw = os.pread(self._fd, fmt.BATCH_HEADER_LEN, position)
+            if len(raw) < fmt.BATCH_HEADER_LEN:
+                yield position, None, "torn batch header"
+                return
+            try:
+                header = fmt.BatchHeader(raw)
+            except ValueError as exc:
+                yield position, None, str(exc)
+                return
+            if position + header.size > size:
+                yield position, None, "batch runs past the end of the file"
+                return
+            batch = os.pread(self._fd, header.size, position)
+            if not fmt.check_crc(header, batch):
+                yield position, None, "batch fails its CRC"
+                return
+            if expected is not None and header.base_offset != expected:
+                yield position, None, f"batch offset {header.base_offset}, expected {expected}"
+                return
+            try:
+                fmt.decode_records(header, batch)
+            except ValueError as exc:
+                yield position, None, str(exc)
+                return
+            expected = header.next_offset
+            yield position, header, ""
+            position += header.size
+
+    def position_for(self, offset: int) -> int:
+        """Byte position of the last indexed batch at or before ``offset``."""
+        i = bisect_right(self._idx_offsets, offset - self.base_offset) - 1
+        return self._idx_positions[i] if i >= 0 else 0
+
+    def offset_for_time(self, ts: int) -> int:
+        """An indexed offset from which a scan finds the first record at or after ``ts``."""
+        # The entry before the first whose max_ts >= ts: everything before it is older.
+        i = bisect_left(self._tidx_ts, ts) - 1
+        return self.base_offset + (self._tidx_offsets[i] if i >= 0 else 0)
+
+    def read(
+        self, offset: int, end_offset: int, max_records: int, max_bytes: int
+    ) -> list[tuple[int, int, bytes]]:
+        """Records from ``offset`` up to (not including) ``end_offset``."""
+        out: list[tuple[int, int, bytes]] = []
+        position = self.position_for(offset)
+        budget = max_bytes
+        size = self.size
+        chunk = b""
+        chunk_start = position
+        while position < size and len(out) < max_records:
+            rel = position - chunk_start
+            if rel + fmt.BATCH_HEADER_LEN > len(chunk):
+                chunk = os.pread(self._fd, max(_READ_CHUNK, min(budget, 1 << 24)), position)
+                chunk_start, rel = position, 0
+                if len(chunk) < fmt.BATCH_HEADER_LEN:
+                    raise self._corrupt(position, "torn batch header")
+            try:
+                header = fmt.BatchHeader(chunk[rel : rel + fmt.BATCH_HEADER_LEN])
+            except ValueError as exc:
+                raise self._corrupt(position, str(exc)) from None
+            if header.base_offset >= end_offset:
+                break
+            if header.next_offset <= offset:
+                position += header.size
+                continue
+            if rel + header.size > len(chunk):
+                chunk = os.pread(self._fd, max(_READ_CHUNK, header.size), position)
+                chunk_start, rel = position, 0
+            batch = memoryview(chunk)[rel : rel + header.size]
+            if len(batch) < header.size or not fmt.check_crc(header, batch):
+                raise self._corrupt(position, "batch fails its CRC")
+            try:
+                records = fmt.decode_records(header, batch)
+            except ValueError as exc:
+                raise self._corrupt(position, str(exc)) from None
+            for rec in records:
+                if rec[0] < offset:
+                    continue
+                if rec[0] >= end_offset or len(out) >= max_records:
+                    break
+                if out and len(rec[2]) > budget:
+                    return out
+                out.append(rec)
+                budget -= len(rec[2])
+            if budget <= 0:
+                break
+            position += header.size
+        return out
+
+    def _corrupt(self, position: int, why: str) -> CorruptLog:
+        return CorruptLog(why, file=str(self.path), position=position)
