@@ -1,0 +1,54 @@
+"""tidings: an event hub for event-driven systems.
+
+A durable event log, pub/sub with consumer groups, live push and signed webhooks
+in one process. See the README for a tour and ``docs/architecture.md`` for the
+design.
+"""
+
+from tidings.errors import (
+    BadPosition,
+    BadRequest,
+    Conflict,
+    CorruptLog,
+    Forbidden,
+    GroupNotFound,
+    InvalidEvent,
+    NotFound,
+    OffsetOutOfRange,
+    RateLimited,
+    StaleLease,
+    StorageError,
+    StorageUnavailable,
+    TidingsError,
+    TooLarge,
+    TopicNotFound,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from tidings.events import Event, Record
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadPosition",
+    "BadRequest",
+    "Conflict",
+    "CorruptLog",
+    "Event",
+    "Forbidden",
+    "GroupNotFound",
+    "InvalidEvent",
+    "NotFound",
+    "OffsetOutOfRange",
+    "RateLimited",
+    "Record",
+    "StaleLease",
+    "StorageError",
+    "StorageUnavailable",
+    "TidingsError",
+    "TooLarge",
+    "TopicNotFound",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "__version__",
+]

@@ -14,7 +14,7 @@ the server translates once::
     │   └── GroupNotFound             404
     ├── Conflict                      409
     │   └── StaleLease                409  ack/nack of a lease that expired or was re-leased
-    ├── OffsetOutOfRange              416  below the log start (retention) or past its end
+    │   └── OffsetOutOfRange          400  below the log start (retention) or past its end
     ├── TooLarge                      413
     ├── UnsupportedMediaType          415
     ├── InvalidEvent                  422  names the attribute and why (and the batch index)
@@ -106,10 +106,8 @@ class StaleLease(Conflict):
     title = "Stale lease"
 
 
-class OffsetOutOfRange(TidingsError):
-    status = 416
+class OffsetOutOfRange(BadPosition):
     title = "Offset out of range"
-    close_code = 4416
 
 
 class TooLarge(TidingsError):

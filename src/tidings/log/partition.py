@@ -19,7 +19,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from tidings.errors import BadRequest, OffsetOutOfRange, StorageError, StorageUnavailable
 from tidings.log import format as fmt
@@ -28,6 +28,31 @@ from tidings.log.segment import Segment, fsync_dir
 
 LogRecord = tuple[int, int, bytes]
 """(offset, timestamp in ms, payload)"""
+
+Positions = dict[int, tuple[int, list[int]]]
+"""A group's durable state: per partition, the committed offset and offsets done above it."""
+
+GroupRow = tuple[str, str, dict[str, Any], Positions]
+"""(topic, group, config, positions) as the metadata store keeps them."""
+
+
+class FsyncStats:
+    """How many fsyncs the log made and how long they took, for ``/metrics``."""
+
+    __slots__ = ("count", "seconds")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+
+    def fdatasync(self, fd: int) -> None:
+        start = time.perf_counter()
+        os.fdatasync(fd)
+        self.seconds += time.perf_counter() - start
+        self.count += 1
+
+
+FSYNC_STATS = FsyncStats()
 
 
 class Clock(Protocol):
@@ -59,7 +84,7 @@ class FsyncPolicy:
             return cls(text)  # type: ignore[arg-type]
         if text.startswith("interval:"):
             raw = text.removeprefix("interval:")
-            if raw.isdigit() and int(raw) > 0:
+            if raw.isascii() and raw.isdigit() and int(raw) > 0:  # isdigit alone takes "²"
                 return cls("interval", int(raw))
         raise BadRequest(
             f"fsync policy {text!r} is not one of 'always', 'interval:<ms>' (ms > 0), 'never'"
@@ -67,6 +92,14 @@ class FsyncPolicy:
 
     def __str__(self) -> str:
         return f"interval:{self.interval_ms}" if self.mode == "interval" else self.mode
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a topic keeps its records: whole segments go past either limit."""
+
+    max_age_ms: int | None = None
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +218,8 @@ class PartitionLog:
                 self._write(queue)
                 if self.policy.mode == "always":
                     fd = self._segments[-1].fd
-                    await asyncio.get_running_loop().run_in_executor(None, os.fdatasync, fd)
+                    loop = asyncio.get_running_loop()
+                    await loop.run_in_executor(None, FSYNC_STATS.fdatasync, fd)
                     self.dirty = False
                 self._end_offset = end
                 for fut, base in waiting:
@@ -251,7 +285,7 @@ class PartitionLog:
         """fsync the active segment (the interval flusher calls this from a thread)."""
         if self._segments and not self._closed:
             self.dirty = False
-            self._segments[-1].sync()
+            FSYNC_STATS.fdatasync(self._segments[-1].fd)
 
     async def flush(self) -> None:
         """Wait for queued appends, then fsync whatever they wrote."""
@@ -294,6 +328,8 @@ class PartitionLog:
         while i < len(self._segments) and offset < self._end_offset and len(out) < max_records:
             seg = self._segments[i]
             got = seg.read(offset, self._end_offset, max_records - len(out), max_bytes)
+            if out and got and len(got[0][2]) > max_bytes:
+                break  # a segment always gives one record; only a read's first may overflow
             if got:
                 out.extend(got)
                 offset = got[-1][0] + 1
@@ -325,13 +361,16 @@ class PartitionLog:
 
     async def wait(self, offset: int, timeout: float | None = None) -> bool:
         """Wait until a record at ``offset`` is visible; False on timeout or close."""
+        loop = asyncio.get_running_loop()
+        # One deadline for the whole wait: appends short of ``offset`` must not restart it.
+        deadline = None if timeout is None else loop.time() + timeout
         while self._end_offset <= offset:
             if self._closed:
                 return False
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[None] = loop.create_future()
             self._readers.append(fut)
             try:
-                await asyncio.wait_for(fut, timeout)
+                await asyncio.wait_for(fut, None if deadline is None else deadline - loop.time())
             except TimeoutError:
                 return self._end_offset > offset
             finally:

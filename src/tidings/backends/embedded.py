@@ -1,0 +1,176 @@
+"""The embedded backend: partitions in the segment log, metadata in SQLite.
+
+Layout of the data directory::
+
+    tidings-data/
+      meta.sqlite3                   topics, groups, group positions (WAL mode)
+      topics/<topic>/<partition>/    segments of one partition (see tidings.log.format)
+
+SQLite commits follow the hub's fsync policy: ``synchronous=FULL`` under
+``always``, ``NORMAL`` otherwise (WAL: safe from a process crash, and a power
+loss may take back the last commits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from tidings.errors import StorageUnavailable
+from tidings.log.partition import (
+    Clock,
+    FsyncPolicy,
+    GroupRow,
+    LogConfig,
+    PartitionLog,
+    Positions,
+    Retention,
+    SystemClock,
+)
+from tidings.log.segment import fsync_dir
+
+logger = logging.getLogger("tidings.storage")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, config TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS groups (
+    topic TEXT NOT NULL, name TEXT NOT NULL, config TEXT NOT NULL,
+    positions TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (topic, name));
+"""
+
+
+class EmbeddedStorage:
+    """Everything on local disk under ``data_dir``."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        policy: FsyncPolicy | None = None,
+        log_config: LogConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.policy = policy or FsyncPolicy()
+        self.log_config = log_config or LogConfig()
+        self.clock = clock or SystemClock()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "topics").mkdir(exist_ok=True)
+        self._db = sqlite3.connect(self.data_dir / "meta.sqlite3", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            f"PRAGMA synchronous={'FULL' if self.policy.mode == 'always' else 'NORMAL'}"
+        )
+        self._db.executescript(_SCHEMA)
+        self.partitions: dict[tuple[str, int], PartitionLog] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- partitions --------------------------------------------------------------
+
+    def _topic_dir(self, topic: str) -> Path:
+        return self.data_dir / "topics" / topic
+
+    def open_partition(self, topic: str, partition: int, retention: Retention) -> PartitionLog:
+        if self._closed:
+            raise StorageUnavailable("storage is closed")
+        key = (topic, partition)
+        config = LogConfig(
+            segment_bytes=self.log_config.segment_bytes,
+            segment_ms=self.log_config.segment_ms,
+            index_interval=self.log_config.index_interval,
+            retention_ms=retention.max_age_ms,
+            retention_bytes=retention.max_bytes,
+        )
+        part = self.partitions.get(key)
+        if part is not None:
+            part.config = config
+            return part
+        directory = self._topic_dir(topic) / str(partition)
+        part = PartitionLog.open(directory, config, self.policy, self.clock)
+        self.partitions[key] = part
+        if self.policy.mode == "interval" and self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_every_interval())
+        return part
+
+    async def drop_topic(self, topic: str) -> None:
+        for key in [k for k in self.partitions if k[0] == topic]:
+            await self.partitions.pop(key).close()
+        shutil.rmtree(self._topic_dir(topic), ignore_errors=True)
+        fsync_dir(self.data_dir / "topics")
+        self._db.execute("DELETE FROM topics WHERE name = ?", (topic,))
+        self._db.execute("DELETE FROM groups WHERE topic = ?", (topic,))
+
+    async def _flush_every_interval(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.policy.interval_ms / 1000
+        while not self._closed:
+            await asyncio.sleep(interval)
+            dirty = [p for p in self.partitions.values() if p.dirty]
+            if dirty:
+                try:
+                    await loop.run_in_executor(None, _sync_all, dirty)
+                except OSError:
+                    logger.exception("interval fsync failed")
+
+    # -- metadata ----------------------------------------------------------------
+
+    def load_topics(self) -> dict[str, dict[str, Any]]:
+        rows = self._db.execute("SELECT name, config FROM topics").fetchall()
+        return {name: json.loads(config) for name, config in rows}
+
+    def save_topic(self, topic: str, config: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO topics (name, config) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET config = excluded.config",
+            (topic, json.dumps(config)),
+        )
+
+    def load_groups(self) -> list[GroupRow]:
+        rows = self._db.execute("SELECT topic, name, config, positions FROM groups").fetchall()
+        return [
+            (t, g, json.loads(c), {int(p): (v[0], v[1]) for p, v in json.loads(pos).items()})
+            for t, g, c, pos in rows
+        ]
+
+    def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO groups (topic, name, config) VALUES (?, ?, ?) "
+            "ON CONFLICT(topic, name) DO UPDATE SET config = excluded.config",
+            (topic, group, json.dumps(config)),
+        )
+
+    def save_positions(
+        self, topic: str, group: str, positions: Positions
+    ) -> None:
+        self._db.execute(
+            "UPDATE groups SET positions = ? WHERE topic = ? AND name = ?",
+            (json.dumps({str(p): list(v) for p, v in positions.items()}), topic, group),
+        )
+
+    def delete_group(self, topic: str, group: str) -> None:
+        self._db.execute("DELETE FROM groups WHERE topic = ? AND name = ?", (topic, group))
+
+    # -- closing -----------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        for part in self.partitions.values():
+            await part.close()
+        self._db.close()
+
+
+def _sync_all(parts: list[PartitionLog]) -> None:
+    for p in parts:
+        p.sync()

@@ -1,0 +1,642 @@
+"""The hub: topics, publish with dedupe, reads, and consumer groups over a Storage.
+
+This is the broker without sockets. The server and the SDK's in-memory harness
+drive it; it reaches disk only through :class:`~tidings.core.storage.Storage`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tidings.core.dedupe import DedupeWindow
+from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig
+from tidings.core.metrics import Metrics
+from tidings.core.patterns import TypeFilter
+from tidings.core.positions import check_name, parse_time_ms, parse_token
+from tidings.core.storage import PartitionStore, Retention, Storage
+from tidings.errors import (
+    BadPosition,
+    BadRequest,
+    Conflict,
+    GroupNotFound,
+    TopicNotFound,
+)
+from tidings.log.partition import Clock, SystemClock
+
+logger = logging.getLogger("tidings.hub")
+
+MAX_PARTITIONS = 1024
+_TOKEN = re.compile(r"\d+:\d+(,\d+:\d+)*")
+MAX_WAIT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class HubOptions:
+    auto_create: bool = True
+    dedupe_window_ms: int = 120_000
+    retention_check_s: float = 30.0
+    sweep_s: float = 1.0
+
+
+@dataclass(slots=True)
+class Topic:
+    name: str
+    partitions: list[PartitionStore]
+    retention: Retention
+    groups: dict[str, ConsumerGroup] = field(default_factory=dict)
+    rr: int = 0
+
+    def info(self) -> dict[str, Any]:
+        parts = [
+            {
+                "partition": i,
+                "first_offset": p.start_offset,
+                "next_offset": p.end_offset,
+                "events": p.end_offset - p.start_offset,
+                "bytes": p.size_bytes,
+            }
+            for i, p in enumerate(self.partitions)
+        ]
+        return {
+            "name": self.name,
+            "partitions": parts,
+            "retention": {
+                "max_age": None
+                if self.retention.max_age_ms is None
+                else self.retention.max_age_ms / 1000,
+                "max_bytes": self.retention.max_bytes,
+            },
+            "events": sum(p["events"] for p in parts),
+            "bytes": sum(p["bytes"] for p in parts),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    id: str
+    partition: int
+    offset: int
+    duplicate: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "partition": self.partition, "offset": self.offset}
+        if self.duplicate:
+            d["duplicate"] = True
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    records: list[tuple[int, int, bytes]]  # (partition, offset, payload)
+    next: dict[int, int]
+
+
+class Hub:
+    def __init__(
+        self, storage: Storage, options: HubOptions | None = None, clock: Clock | None = None
+    ) -> None:
+        self.storage = storage
+        self.options = options or HubOptions()
+        self.clock = clock or SystemClock()
+        self.topics: dict[str, Topic] = {}
+        self.dedupe = DedupeWindow(self.options.dedupe_window_ms)
+        self.metrics = Metrics()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._group_changed: dict[tuple[str, str], asyncio.Event] = {}
+        self.closing = False
+
+    # -- life ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for name, cfg in self.storage.load_topics().items():
+            self._open_topic(
+                name, int(cfg["partitions"]), _retention(cfg.get("retention")), save=False
+            )
+        for topic, name, cfg, positions in self.storage.load_groups():
+            t = self.topics.get(topic)
+            if t is None:
+                continue
+            group = ConsumerGroup(topic, name, _group_config(cfg), positions)
+            self._fill_positions(t, group)
+            t.groups[name] = group
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._maintain())]
+
+    async def close(self) -> None:
+        self.closing = True
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for ev in self._group_changed.values():
+            ev.set()
+        await self.storage.close()
+
+    async def _maintain(self) -> None:
+        """Retention, and leases that ran out with nobody fetching."""
+        last_retention = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.options.sweep_s)
+            now = self.clock.time_ms()
+            try:
+                for topic in list(self.topics.values()):
+                    for group in list(topic.groups.values()):
+                        due = group.next_due_ms()
+                        if due is not None and due <= now:
+                            dead = group.expire(now)
+                            if dead:
+                                await self._dead_letter(topic, group, dead)
+                                self.storage.save_positions(
+                                    topic.name, group.name, group.positions()
+                                )
+                if loop.time() - last_retention >= self.options.retention_check_s:
+                    last_retention = loop.time()
+                    self.apply_retention(now)
+            except Exception:
+                logger.exception("maintenance failed")
+
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        removed = 0
+        for topic in self.topics.values():
+            for i, part in enumerate(topic.partitions):
+                removed += part.apply_retention(now_ms)
+                for group in topic.groups.values():
+                    group.clamp(i, part.start_offset)
+        return removed
+
+    # -- topics --------------------------------------------------------------------
+
+    def _open_topic(
+        self, name: str, partitions: int, retention: Retention, save: bool = True
+    ) -> Topic:
+        if save:
+            self.storage.save_topic(name, _topic_dict(partitions, retention))
+        parts = [self.storage.open_partition(name, i, retention) for i in range(partitions)]
+        topic = self.topics[name] = Topic(name, parts, retention)
+        return topic
+
+    def topic(self, name: str) -> Topic:
+        t = self.topics.get(name)
+        if t is None:
+            check_name("topic", name)
+            raise TopicNotFound(f"topic {name!r} does not exist", topic=name)
+        return t
+
+    async def create_topic(
+        self, name: str, partitions: int = 1, retention: Retention | None = None
+    ) -> tuple[Topic, bool]:
+        """Create ``name`` or change its partitions (up only) and retention; True if created."""
+        check_name("topic", name)
+        if (
+            isinstance(partitions, bool)
+            or not isinstance(partitions, int)
+            or not (1 <= partitions <= MAX_PARTITIONS)
+        ):
+            raise BadRequest(
+                f"partitions must be an integer from 1 to {MAX_PARTITIONS}", field="partitions"
+            )
+        retention = retention or Retention()
+        t = self.topics.get(name)
+        if t is not None and partitions < len(t.partitions):
+            raise Conflict(
+                f"topic {name!r} has {len(t.partitions)} partitions; they can grow, not shrink",
+                field="partitions",
+            )
+        if t is None:
+            return self._open_topic(name, partitions, retention), True
+        self.storage.save_topic(name, _topic_dict(partitions, retention))
+        t.retention = retention
+        for i in range(partitions):
+            part = self.storage.open_partition(name, i, retention)
+            if i >= len(t.partitions):
+                t.partitions.append(part)
+                for group in t.groups.values():
+                    group.add_partitions({i: part.start_offset})
+        return t, False
+
+    async def delete_topic(self, name: str) -> None:
+        t = self.topic(name)
+        del self.topics[name]
+        self.dedupe.drop_topic(name)
+        await self.storage.drop_topic(name)
+        for key in [k for k in self._group_changed if k[0] == name]:
+            self._group_changed.pop(key).set()
+        del t
+
+    def _topic_for_publish(self, name: str) -> Topic:
+        t = self.topics.get(name)
+        if t is not None:
+            return t
+        check_name("topic", name)
+        if not self.options.auto_create:
+            raise TopicNotFound(
+                f"topic {name!r} does not exist and the hub runs with auto-create off",
+                topic=name,
+            )
+        return self._open_topic(name, 1, Retention())
+
+    # -- publish -------------------------------------------------------------------
+
+    async def publish(
+        self, topic_name: str, events: Sequence[Mapping[str, Any]]
+    ) -> list[Published]:
+        """Append checked events (see :func:`tidings.events.normalize_event`), all or none.
+
+        Events with an ``id`` already seen on this topic within the dedupe window
+        append nothing and answer the first position.
+        """
+        topic = self._topic_for_publish(topic_name)
+        now = self.clock.time_ms()
+        dedupe = self.dedupe
+        dedupe.expire(now)
+        n = len(topic.partitions)
+        sticky = topic.rr % n
+        topic.rr += 1
+        by_part: dict[int, list[tuple[int, bytes]]] = {}
+        results: list[Published | None] = [None] * len(events)
+        first_in_batch: dict[str, int] = {}
+        repeats: list[tuple[int, int]] = []
+        dumps = orjson.dumps
+        nbytes = 0
+        for i, ev in enumerate(events):
+            eid = ev["id"]
+            hit = dedupe.get(topic_name, eid, now)
+            if hit is not None:
+                results[i] = Published(eid, hit.partition, hit.offset, True)
+                continue
+            if eid in first_in_batch:
+                repeats.append((i, first_in_batch[eid]))
+                continue
+            first_in_batch[eid] = i
+            key = ev.get("partitionkey")
+            p = zlib.crc32(key.encode()) % n if key is not None and n > 1 else sticky
+            payload = dumps(ev)
+            nbytes += len(payload)
+            by_part.setdefault(p, []).append((i, payload))
+        if by_part:
+            parts = list(by_part)
+            bases = await asyncio.gather(
+                *(topic.partitions[p].append([x[1] for x in by_part[p]]) for p in parts)
+            )
+            for p, base in zip(parts, bases, strict=True):
+                for k, (i, _) in enumerate(by_part[p]):
+                    eid = events[i]["id"]
+                    results[i] = Published(eid, p, base + k)
+                    dedupe.put(topic_name, eid, p, base + k, now)
+        for i, first in repeats:
+            r = results[first]
+            assert r is not None
+            results[i] = Published(r.id, r.partition, r.offset, True)
+        appended = sum(len(v) for v in by_part.values())
+        self.metrics.published(topic_name, appended, nbytes)
+        return [r for r in results if r is not None]
+
+    # -- read ------------------------------------------------------------------------
+
+    def positions(
+        self,
+        topic: Topic,
+        partition: int | None,
+        start: str | None,
+        from_time: str | None,
+    ) -> dict[int, int]:
+        """Where a read starts, per partition: from ``partition``, ``from`` or ``from_time``."""
+        n = len(topic.partitions)
+        if partition is not None and not (0 <= partition < n):
+            raise BadPosition(
+                f"partition {partition} does not exist; topic {topic.name!r} has {n}",
+                field="partition",
+            )
+        chosen = [partition] if partition is not None else list(range(n))
+        if from_time is not None:
+            if start is not None:
+                raise BadRequest("give from or from_time, not both", field="from_time")
+            ts = parse_time_ms(from_time, "from_time")
+            return {p: topic.partitions[p].offset_for_time(ts) for p in chosen}
+        if start is None or start == "earliest":
+            return {p: topic.partitions[p].start_offset for p in chosen}
+        if start == "latest":
+            return {p: topic.partitions[p].end_offset for p in chosen}
+        if start.isdigit():
+            if partition is None and n > 1:
+                raise BadPosition(
+                    "an offset in from needs partition= on a topic with several partitions",
+                    field="from",
+                )
+            pos = {chosen[0]: int(start)}
+        else:
+            pos = parse_token(start, n)
+            if partition is not None:
+                pos = {p: o for p, o in pos.items() if p == partition}
+        for p, o in pos.items():
+            part = topic.partitions[p]
+            if not (part.start_offset <= o <= part.end_offset):
+                raise BadPosition(
+                    f"offset {o} of partition {p} is outside [{part.start_offset}, "
+                    f"{part.end_offset}]",
+                    field="from",
+                    first_offset=part.start_offset,
+                    next_offset=part.end_offset,
+                )
+        return pos
+
+    async def read(
+        self,
+        topic_name: str,
+        positions: dict[int, int],
+        limit: int = 100,
+        wait_s: float = 0.0,
+        types: TypeFilter | None = None,
+    ) -> ReadResult:
+        """Records from ``positions`` in offset order per partition; ``wait_s`` long-polls."""
+        topic = self.topic(topic_name)
+        if not (1 <= limit <= 10_000):
+            raise BadRequest("limit must be from 1 to 10000", field="limit")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
+        pos = dict(positions)
+        while True:
+            out: list[tuple[int, int, bytes]] = []
+            for p in sorted(pos):
+                part = topic.partitions[p]
+                if pos[p] < part.start_offset:
+                    pos[p] = part.start_offset  # retention moved on
+                while len(out) < limit and pos[p] < part.end_offset:
+                    got = part.read(pos[p], limit - len(out))
+                    if not got:
+                        break
+                    pos[p] = got[-1][0] + 1
+                    if types:
+                        out.extend((p, o, b) for o, _, b in got if types.matches(_type(b)))
+                    else:
+                        out.extend((p, o, b) for o, _, b in got)
+            remaining = deadline - loop.time()
+            if out or remaining <= 0 or self.closing:
+                self.metrics.delivered(topic_name, len(out))
+                return ReadResult(out, pos)
+            waits = [
+                loop.create_task(topic.partitions[p].wait(o, remaining)) for p, o in pos.items()
+            ]
+            _, rest = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in rest:
+                w.cancel()
+            if topic_name not in self.topics:
+                raise TopicNotFound(f"topic {topic_name!r} was deleted", topic=topic_name)
+
+    # -- consumer groups ---------------------------------------------------------------
+
+    def group(self, topic_name: str, name: str) -> tuple[Topic, ConsumerGroup]:
+        topic = self.topic(topic_name)
+        g = topic.groups.get(name)
+        if g is None:
+            check_name("group", name)
+            raise GroupNotFound(
+                f"group {name!r} does not exist on topic {topic_name!r}",
+                topic=topic_name,
+                group=name,
+            )
+        return topic, g
+
+    async def put_group(
+        self, topic_name: str, name: str, config: GroupConfig
+    ) -> tuple[ConsumerGroup, bool]:
+        check_name("group", name)
+        if config.dead_letter_topic is not None:
+            check_name("dead_letter_topic", config.dead_letter_topic)
+        topic = self.topics.get(topic_name) or self._topic_for_publish(topic_name)
+        existing = topic.groups.get(name)
+        self.storage.save_group(topic_name, name, config.to_dict())
+        if existing is not None:
+            existing.config = config
+            existing._filter = TypeFilter(config.types)
+            return existing, False
+        if config.start == "latest":
+            start = {i: p.end_offset for i, p in enumerate(topic.partitions)}
+        else:
+            start = {i: p.start_offset for i, p in enumerate(topic.partitions)}
+        group = ConsumerGroup(topic_name, name, config, {p: (o, []) for p, o in start.items()})
+        topic.groups[name] = group
+        self.storage.save_positions(topic_name, name, group.positions())
+        return group, True
+
+    def _fill_positions(self, topic: Topic, group: ConsumerGroup) -> None:
+        known = set(group.partitions)
+        fresh = {i: p.start_offset for i, p in enumerate(topic.partitions) if i not in known}
+        group.add_partitions(fresh)
+        for i, p in enumerate(topic.partitions):
+            group.clamp(i, p.start_offset)
+
+    async def delete_group(self, topic_name: str, name: str) -> None:
+        topic, _ = self.group(topic_name, name)
+        del topic.groups[name]
+        self.storage.delete_group(topic_name, name)
+        ev = self._group_changed.pop((topic_name, name), None)
+        if ev is not None:
+            ev.set()
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return [self.group_info(t.name, g) for t in self.topics.values() for g in sorted(t.groups)]
+
+    def group_info(self, topic_name: str, name: str) -> dict[str, Any]:
+        topic, g = self.group(topic_name, name)
+        parts = []
+        for i, p in enumerate(topic.partitions):
+            committed = max(g.committed(i), p.start_offset)
+            parts.append(
+                {
+                    "partition": i,
+                    "committed": committed,
+                    "next_offset": p.end_offset,
+                    "lag": p.end_offset - committed,
+                    "pending": g.in_flight(i),
+                }
+            )
+        return {
+            "topic": topic_name,
+            "name": name,
+            "config": g.config.to_dict(),
+            "partitions": parts,
+            "lag": sum(x["lag"] for x in parts),
+            "pending": sum(x["pending"] for x in parts),
+            "delivered": g.delivered,
+            "redelivered": g.redelivered,
+            "dead_lettered": g.dead_lettered,
+        }
+
+    async def fetch(
+        self,
+        topic_name: str,
+        name: str,
+        max_records: int = 10,
+        wait_s: float = 0.0,
+        types: TypeFilter | None = None,
+    ) -> list[Delivery]:
+        topic, g = self.group(topic_name, name)
+        if (
+            isinstance(max_records, bool)
+            or not isinstance(max_records, int)
+            or not (1 <= max_records <= 10_000)
+        ):
+            raise BadRequest("max must be an integer from 1 to 10000", field="max")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
+
+        def read(p: int, offset: int, n: int) -> list[tuple[int, int, bytes]]:
+            part = topic.partitions[p]
+            if offset >= part.end_offset:
+                return []
+            return part.read(max(offset, part.start_offset), n)
+
+        while True:
+            now = self.clock.time_ms()
+            out, dead = g.fetch(now, max_records, read, types)
+            if dead:
+                await self._dead_letter(topic, g, dead)
+                self.storage.save_positions(topic_name, name, g.positions())
+            remaining = deadline - loop.time()
+            if out or remaining <= 0 or self.closing:
+                self.metrics.delivered(topic_name, len(out))
+                return out
+            timeout = remaining
+            due = g.next_due_ms()
+            if due is not None:
+                timeout = min(timeout, max(due - now, 1) / 1000)
+            changed = self._group_changed.setdefault((topic_name, name), asyncio.Event())
+            changed.clear()
+            waits = [
+                loop.create_task(topic.partitions[p].wait(g.fetched(p), timeout))
+                for p in g.partitions
+            ]
+            waits.append(loop.create_task(_wait_event(changed, timeout)))
+            _, rest = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in rest:
+                w.cancel()
+            topic, g = self.group(topic_name, name)
+
+    async def ack(self, topic_name: str, name: str, leases: Sequence[str]) -> int:
+        _, g = self.group(topic_name, name)
+        n = g.ack(_leases(leases))
+        self.storage.save_positions(topic_name, name, g.positions())
+        return n
+
+    async def nack(
+        self, topic_name: str, name: str, leases: Sequence[str], delay_ms: int = 0
+    ) -> int:
+        topic, g = self.group(topic_name, name)
+        leases = _leases(leases)
+        dead = g.nack(leases, self.clock.time_ms(), delay_ms)
+        if dead:
+            await self._dead_letter(topic, g, dead)
+        self.storage.save_positions(topic_name, name, g.positions())
+        ev = self._group_changed.get((topic_name, name))
+        if ev is not None:
+            ev.set()
+        return len(leases)
+
+    async def seek(self, topic_name: str, name: str, to: object) -> dict[int, int]:
+        topic, g = self.group(topic_name, name)
+        if to == "earliest":
+            pos = {i: p.start_offset for i, p in enumerate(topic.partitions)}
+        elif to == "latest":
+            pos = {i: p.end_offset for i, p in enumerate(topic.partitions)}
+        elif isinstance(to, dict) and set(to) == {"partition", "offset"}:
+            pos = self.positions(
+                topic,
+                _int(to["partition"], "to.partition"),
+                str(_int(to["offset"], "to.offset")),
+                None,
+            )
+        elif isinstance(to, dict) and set(to) == {"time"}:
+            pos = self.positions(topic, None, None, to["time"])
+        elif isinstance(to, str) and _TOKEN.fullmatch(to):
+            pos = self.positions(topic, None, to, None)
+        elif isinstance(to, str | int) and not isinstance(to, bool):
+            pos = self.positions(topic, None, None, str(to))
+        else:
+            raise BadPosition(
+                "to must be earliest, latest, a time, a position token or "
+                '{"partition": p, "offset": o}',
+                field="to",
+            )
+        g.seek(pos)
+        self.storage.save_positions(topic_name, name, g.positions())
+        ev = self._group_changed.get((topic_name, name))
+        if ev is not None:
+            ev.set()
+        return pos
+
+    async def _dead_letter(self, topic: Topic, g: ConsumerGroup, dead: list[DeadLetter]) -> None:
+        target = g.config.dead_letter_topic or f"{topic.name}.dlq"
+        dlq = self.topics.get(target)
+        if dlq is None:
+            dlq = self._open_topic(target, 1, Retention())
+        payloads = []
+        for d in dead:
+            event = orjson.loads(d.payload)
+            event.update(
+                dlqtopic=topic.name,
+                dlqpartition=d.partition,
+                dlqoffset=d.offset,
+                dlqgroup=g.name,
+                dlqreason=d.reason,
+                dlqdeliveries=d.deliveries,
+            )
+            payloads.append(orjson.dumps(event))
+        await dlq.partitions[0].append(payloads)
+        self.metrics.dead_lettered(topic.name, len(payloads))
+
+
+async def _wait_event(ev: asyncio.Event, timeout: float) -> bool:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ev.wait(), timeout)
+    return ev.is_set()
+
+
+def _type(payload: bytes) -> str:
+    return str(orjson.loads(payload).get("type", ""))
+
+
+def _int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadPosition(f"{name} must be a non-negative integer", field=name)
+    return value
+
+
+def _leases(leases: object) -> list[str]:
+    if not isinstance(leases, list) or not leases:
+        raise BadRequest("leases must be a non-empty list of lease strings", field="leases")
+    return leases
+
+
+def _retention(raw: object) -> Retention:
+    if not isinstance(raw, dict):
+        return Retention()
+    return Retention(raw.get("max_age_ms"), raw.get("max_bytes"))
+
+
+def _topic_dict(partitions: int, r: Retention) -> dict[str, Any]:
+    return {
+        "partitions": partitions,
+        "retention": {"max_age_ms": r.max_age_ms, "max_bytes": r.max_bytes},
+    }
+
+
+def _group_config(raw: Mapping[str, Any]) -> GroupConfig:
+    return GroupConfig(
+        start=raw.get("start", "earliest"),
+        ack_wait_ms=int(raw.get("ack_wait", 30) * 1000),
+        max_deliver=int(raw.get("max_deliver", 5)),
+        dead_letter_topic=raw.get("dead_letter_topic"),
+        ordering=raw.get("ordering", "none"),
+        types=tuple(raw.get("types", ())),
+    )

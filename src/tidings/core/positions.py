@@ -1,0 +1,86 @@
+"""Names, times, durations and positions as the API spells them.
+
+A position token names an offset per partition, ``"0:15,1:7"``; a read answers
+one in ``next`` and takes it back in ``from``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from tidings.errors import BadPosition, BadRequest
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
+_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
+
+
+def check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise BadRequest(
+            f"{kind} name {name!r} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,199}}", field=kind
+        )
+    return name
+
+
+def parse_duration_ms(value: object, field: str) -> int:
+    """Seconds as a number, or a string such as ``"500ms"``, ``"30s"``, ``"7d"``."""
+    if isinstance(value, bool):
+        raise BadRequest(f"{field} must be a duration, not a boolean", field=field)
+    if isinstance(value, int | float):
+        if value < 0:
+            raise BadRequest(f"{field} must not be negative", field=field)
+        return int(value * 1000)
+    if isinstance(value, str):
+        m = _DURATION.fullmatch(value.strip())
+        if m:
+            return int(float(m.group(1)) * _UNITS[m.group(2)])
+    raise BadRequest(
+        f"{field} {value!r} is not a duration: seconds, or a number with ms, s, m, h or d",
+        field=field,
+    )
+
+
+def parse_time_ms(value: object, field: str = "time") -> int:
+    """An RFC 3339 time, or milliseconds since the epoch, as ms since the epoch."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        try:
+            dt = datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError:
+            pass
+        else:
+            if dt.tzinfo is not None:
+                return int(dt.timestamp() * 1000)
+    raise BadPosition(
+        f"{field} {value!r} is not an RFC 3339 time with an offset, nor ms since the epoch",
+        field=field,
+    )
+
+
+def parse_token(value: str, partitions: int, field: str = "from") -> dict[int, int]:
+    """``"0:15,1:7"`` as ``{0: 15, 1: 7}``; partitions are checked against the topic."""
+    out: dict[int, int] = {}
+    for part in value.split(","):
+        p, sep, o = part.strip().partition(":")
+        if not sep or not p.isdigit() or not o.isdigit():
+            raise BadPosition(
+                f"{field} {value!r} is not earliest, latest, an offset or a position "
+                "token like '0:15,1:7'",
+                field=field,
+            )
+        if int(p) >= partitions:
+            raise BadPosition(
+                f"{field} names partition {p}; the topic has {partitions}", field=field
+            )
+        out[int(p)] = int(o)
+    return out
+
+
+def format_token(positions: dict[int, int]) -> str:
+    return ",".join(f"{p}:{o}" for p, o in sorted(positions.items()))

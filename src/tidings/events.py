@@ -1,0 +1,834 @@
+"""The CloudEvents 1.0 envelope: check and fill events, parse and write them over HTTP.
+
+The hub checks every published event here, up to 200,000 a second from one
+process, so the hot path works on plain dicts decoded by orjson: cheap checks
+first (``str.isprintable`` before a regex), values already seen (sources,
+content types, extension names) checked once, and the clock read once per batch.
+:class:`Event` and :class:`Record` are the frozen dataclasses SDK users see; the
+hub itself never builds them.
+
+An event that passes :func:`normalize_event` always has ``specversion`` "1.0",
+a non-empty ``id``, ``source`` and ``type``, and a ``time`` that
+:meth:`datetime.datetime.fromisoformat` can parse (``T`` and ``Z`` in upper case,
+no leap second). The size limit applies to the event as the log stores it: its
+JSON serialization.
+
+Specifications implemented:
+
+- attributes and type system:
+  https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/spec.md
+- JSON format, batch format, ``null`` as absent (2.2), ``data`` handling (3.1):
+  https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/formats/json-format.md
+- HTTP binding, binary mode headers and their percent-encoding (3.1.3.2):
+  https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-protocol-binding.md
+- distributed tracing extension (``traceparent``), W3C Trace Context 3.2:
+  https://www.w3.org/TR/trace-context/#traceparent-header
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time as _time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Final
+from urllib.parse import quote, unquote
+
+import orjson
+from uuid_utils import uuid7
+
+from tidings.errors import BadRequest, InvalidEvent, TooLarge, UnsupportedMediaType
+
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "Event",
+    "Record",
+    "new_event_id",
+    "normalize_event",
+    "now_rfc3339",
+    "parse_batch",
+    "parse_binary",
+    "parse_http",
+    "parse_structured",
+    "serialize",
+    "to_binary",
+]
+
+MAX_EVENT_BYTES: Final = 1 << 20
+"""Default limit on one event, measured as its JSON serialization."""
+
+STRUCTURED: Final = "application/cloudevents+json"
+BATCH: Final = "application/cloudevents-batch+json"
+
+# Members of the JSON form that are not extensions.
+_CONTEXT: Final = frozenset(
+    {
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "datacontenttype",
+        "dataschema",
+        "data",
+        "data_base64",
+    }
+)
+# Extensions tidings gives a meaning to; their values must be strings.
+_STRING_EXTENSIONS: Final = frozenset(
+    {"partitionkey", "correlationid", "causationid", "tracestate"}
+)
+_INT32_MIN: Final = -(1 << 31)
+_INT32_MAX: Final = (1 << 31) - 1
+
+_EXTENSION_NAME: Final = re.compile(r"[a-z0-9]{1,20}")
+_LOWER_ALNUM: Final = re.compile(r"[a-z0-9]+")
+# spec.md "Type System", String: no control characters, surrogates or non-characters.
+_FORBIDDEN_CHAR: Final = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"\\U{plane:04x}fffe\\U{plane:04x}ffff" for plane in range(17))
+    + "]"
+)
+# Characters RFC 3986 allows in a URI-reference only percent-encoded; finer points
+# of URI syntax are left to the producer.
+_NOT_IN_URI: Final = re.compile(r'[\s"<>\\^`{|}]')
+_URI_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_MEDIA_TYPE: Final = re.compile(
+    r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*;.*)?"
+)
+# RFC 3339 section 5.6, minus year 0000 and leap seconds, which datetime cannot hold.
+_RFC3339: Final = re.compile(
+    r"(?!0000)(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt]"
+    r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
+)
+_TRACEPARENT: Final = re.compile(
+    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?", re.ASCII | re.DOTALL
+)
+# HTTP binding 3.1.3.2: printable ASCII is sent as is, except space, '"' and '%'.
+_HEADER_SAFE: Final = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+_QUOTED_PAIR: Final = re.compile(r"\\(.)", re.DOTALL)
+
+
+def new_event_id() -> str:
+    """A new UUIDv7 (RFC 9562): unique, and sorting as text sorts by creation time."""
+    return str(uuid7())
+
+
+_second: tuple[int, str] = (-1, "")
+
+
+def now_rfc3339() -> str:
+    """The current UTC time as RFC 3339 with microseconds, e.g. ``2026-11-27T03:26:25.123456Z``."""
+    global _second
+    ns = _time.time_ns()
+    seconds = ns // 1_000_000_000
+    cached, prefix = _second
+    if seconds != cached:
+        prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(seconds))
+        _second = (seconds, prefix)
+    return f"{prefix}.{ns % 1_000_000_000 // 1000:06d}Z"
+
+
+# Values already checked, so that a stream of events from one producer pays for each
+# check once. Bounded: past the limit, new values are checked every time.
+_CACHE_LIMIT: Final = 1024
+_checked_sources: set[str] = set()
+_checked_media: dict[str, bool] = {}  # datacontenttype -> does it declare JSON?
+# Extension names whose string values need only the character check.
+_plain_extensions: set[str] = set(_STRING_EXTENSIONS)
+
+
+def normalize_event(obj: object, *, topic: str, now: str | None = None) -> dict[str, Any]:
+    """Check one event (a parsed JSON object), fill what is missing, return a new dict.
+
+    Fills ``specversion`` "1.0", ``id`` (a UUIDv7), ``source`` "/topics/{topic}" and
+    ``time`` (``now``, else the clock). ``null`` attributes count as absent
+    (JSON format 2.2) and are dropped; ``"data": null`` is an explicit null payload
+    and is kept (JSON format 3.1.1). Raises :class:`InvalidEvent` naming the
+    attribute and the reason.
+    """
+    # Each check is a fast test inline; only when it fails is a function called, to name
+    # the fault or to pass what the test was too strict for (a no-break space or a
+    # zero-width joiner is allowed, yet not str.isprintable()).
+    if not isinstance(obj, dict):
+        hint = f"; send a batch as {BATCH}" if isinstance(obj, list) else ""
+        raise InvalidEvent(f"event must be a JSON object, not {_kind(obj)}{hint}")
+    get = obj.get
+
+    etype = get("type")
+    if not isinstance(etype, str) or not etype or not etype.isprintable():
+        _check_string("type", etype)
+
+    specversion = get("specversion")
+    if specversion is not None and specversion != "1.0":
+        raise InvalidEvent(
+            f"attribute 'specversion' must be \"1.0\", not {_show(specversion)}",
+            attribute="specversion",
+        )
+
+    eid = get("id")
+    if eid is None:
+        eid = str(uuid7())
+    elif not isinstance(eid, str) or not eid or not eid.isprintable():
+        _check_string("id", eid)
+
+    source = get("source")
+    if source is None:
+        source = "/topics/" + topic
+    elif not isinstance(source, str) or source not in _checked_sources:
+        source = _check_uri_reference("source", source)
+        if len(_checked_sources) < _CACHE_LIMIT:
+            _checked_sources.add(source)
+
+    out: dict[str, Any] = {"specversion": "1.0", "id": eid, "source": source, "type": etype}
+
+    subject = get("subject")
+    if subject is not None:
+        if not isinstance(subject, str) or not subject or not subject.isprintable():
+            _check_string("subject", subject)
+        out["subject"] = subject
+
+    etime = get("time")
+    out["time"] = (now or now_rfc3339()) if etime is None else _check_time(etime)
+
+    json_data = True
+    content_type = get("datacontenttype")
+    if content_type is not None:
+        if isinstance(content_type, str) and content_type in _checked_media:
+            json_data = _checked_media[content_type]
+        else:
+            json_data = _check_media_type(content_type)
+        out["datacontenttype"] = content_type
+
+    schema = get("dataschema")
+    if schema is not None:
+        out["dataschema"] = _check_uri("dataschema", schema)
+
+    for name, value in obj.items():
+        if name in _CONTEXT:
+            continue
+        if isinstance(value, str) and name in _plain_extensions:
+            if not value.isprintable():
+                _check_chars(name, value, "extension attribute")
+        elif value is None:
+            continue
+        else:
+            _check_extension(name, value)
+        out[name] = value
+
+    data_base64 = get("data_base64")
+    if "data" in obj:
+        if data_base64 is not None:
+            raise InvalidEvent(
+                "attributes 'data' and 'data_base64' cannot both be present",
+                attribute="data_base64",
+            )
+        data = obj["data"]
+        if not json_data and not isinstance(data, str):
+            raise InvalidEvent(
+                f"attribute 'data' must be a string when datacontenttype {content_type!r}"
+                f" is not JSON, not {_kind(data)}; send bytes as 'data_base64'",
+                attribute="data",
+            )
+        out["data"] = data
+    elif data_base64 is not None:
+        _check_base64(data_base64)
+        out["data_base64"] = data_base64
+    return out
+
+
+def parse_structured(
+    body: bytes, *, topic: str, max_event_bytes: int = MAX_EVENT_BYTES
+) -> dict[str, Any]:
+    """One event in structured mode (``application/cloudevents+json``), checked and filled."""
+    if len(body) > max_event_bytes:
+        raise _too_large(len(body), max_event_bytes)
+    event = normalize_event(_loads(body), topic=topic)
+    _check_size(event, max_event_bytes, None)
+    return event
+
+
+def parse_batch(
+    body: bytes, *, topic: str, max_event_bytes: int = MAX_EVENT_BYTES
+) -> list[dict[str, Any]]:
+    """A batch (``application/cloudevents-batch+json``): every event checked and filled.
+
+    All or nothing: the first bad event raises, naming its index. The events of one
+    batch share one ``time`` where they give none.
+    """
+    items = _loads(body)
+    if not isinstance(items, list):
+        raise BadRequest(f"a batch must be a JSON array of events, not {_kind(items)}")
+    if not items:
+        raise BadRequest("a batch must hold at least one event")
+    now = now_rfc3339()
+    events = []
+    for index, item in enumerate(items):
+        try:
+            event = normalize_event(item, topic=topic, now=now)
+        except InvalidEvent as err:
+            raise err.at_index(index) from None
+        _check_size(event, max_event_bytes, index)
+        events.append(event)
+    return events
+
+
+def parse_binary(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    topic: str,
+    max_event_bytes: int = MAX_EVENT_BYTES,
+) -> dict[str, Any]:
+    """One event in binary mode: attributes in ``ce-*`` headers, ``Content-Type``, data as body.
+
+    A JSON body (``*/json``, ``*/*+json``) becomes ``data`` as a JSON value, a
+    ``text/*`` body a string, anything else ``data_base64``; an empty body, no data.
+    """
+    content_type = None
+    for key, value in headers.items():
+        if key.lower() == "content-type":
+            content_type = value
+    return _parse_binary(headers, content_type, body, topic, max_event_bytes)
+
+
+def parse_http(
+    content_type: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    topic: str,
+    max_event_bytes: int = MAX_EVENT_BYTES,
+) -> list[dict[str, Any]]:
+    """The events of one HTTP request, in whichever CloudEvents mode it uses.
+
+    Structured and batch mode are chosen by media type; binary mode by a
+    ``ce-specversion`` or ``ce-type`` header (with or without a content type, as
+    an event may have no data). Anything else is :class:`UnsupportedMediaType`.
+    """
+    media = _media(content_type) if content_type else ""
+    if media == STRUCTURED:
+        return [parse_structured(body, topic=topic, max_event_bytes=max_event_bytes)]
+    if media == BATCH:
+        return parse_batch(body, topic=topic, max_event_bytes=max_event_bytes)
+    if not media.startswith("application/cloudevents") and any(
+        key.lower() in ("ce-specversion", "ce-type") for key in headers
+    ):
+        return [_parse_binary(headers, content_type, body, topic, max_event_bytes)]
+    accepted = [STRUCTURED, BATCH, "binary mode (ce-type and ce-specversion headers)"]
+    what = f"content type {content_type!r} is not accepted" if content_type else "no content type"
+    raise UnsupportedMediaType(f"{what}: send {', '.join(accepted)}", accepted=accepted)
+
+
+def to_binary(event: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
+    """An event as binary-mode HTTP headers and body: the inverse of :func:`parse_binary`.
+
+    Attribute values travel in their canonical string form, so an integer or a
+    boolean extension comes back from :func:`parse_binary` as a string. ``data``
+    without a ``datacontenttype`` is sent as ``application/json``, as JSON format
+    3.1.2 asks.
+    """
+    headers: dict[str, str] = {}
+    for name, value in event.items():
+        if value is None or name in ("data", "data_base64", "datacontenttype"):
+            continue
+        headers["ce-" + name] = _header_value(value)
+    content_type: str | None = event.get("datacontenttype")
+    body = b""
+    data_base64 = event.get("data_base64")
+    if data_base64 is not None:
+        body = base64.b64decode(data_base64)
+    elif "data" in event:
+        data = event["data"]
+        if content_type is None:
+            content_type = "application/json"
+        if _is_json(content_type) or not isinstance(data, str):
+            body = orjson.dumps(data)
+        else:
+            body = _encode_text(data, content_type)
+    if content_type is not None:
+        headers["content-type"] = content_type
+    return headers, body
+
+
+def serialize(event: Mapping[str, Any]) -> bytes:
+    """An event in the JSON format, as the log stores it and structured mode sends it."""
+    return orjson.dumps(event if isinstance(event, dict) else dict(event))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A CloudEvent for SDK users.
+
+    ``extensions`` holds every attribute outside the core set (``partitionkey``,
+    ``correlationid``, ``causationid``, ``traceparent``, ...). ``topic`` is where a
+    handler wants a returned event to go; it is not a CloudEvents attribute and is
+    never serialized. ``data=None`` means no data.
+    """
+
+    type: str
+    data: Any = None
+    id: str | None = None
+    source: str | None = None
+    subject: str | None = None
+    time: str | None = None
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+    data_base64: str | None = None
+    specversion: str = "1.0"
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+    topic: str | None = None
+
+    def __post_init__(self) -> None:
+        clash = _CONTEXT.intersection(self.extensions)
+        if clash:
+            name = min(clash)
+            raise InvalidEvent(
+                f"{name!r} is a core attribute, not an extension; pass it as {name}=",
+                attribute=name,
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CloudEvents JSON attributes: ``None`` dropped, extensions flattened."""
+        out: dict[str, Any] = {"specversion": self.specversion}
+        for name in ("id", "source"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        out["type"] = self.type
+        for name in ("subject", "time", "datacontenttype", "dataschema"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        for name, value in self.extensions.items():
+            if value is not None:
+                out[name] = value
+        if self.data_base64 is not None:
+            out["data_base64"] = self.data_base64
+        elif self.data is not None:
+            out["data"] = self.data
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Event:
+        """An event from its JSON attributes; attributes outside the core set become extensions."""
+        if not isinstance(d, Mapping):
+            raise InvalidEvent(f"event must be a JSON object, not {_kind(d)}")
+        etype = _check_string("type", d.get("type"))
+        strings: dict[str, str | None] = {}
+        for name in ("id", "source", "subject", "time", "datacontenttype", "dataschema"):
+            value = d.get(name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidEvent(
+                    f"attribute {name!r} must be a string, not {_kind(value)}", attribute=name
+                )
+            strings[name] = value
+        data_base64 = d.get("data_base64")
+        if data_base64 is not None and not isinstance(data_base64, str):
+            raise InvalidEvent("attribute 'data_base64' must be a string", attribute="data_base64")
+        return cls(
+            type=etype,
+            data=d.get("data"),
+            data_base64=data_base64,
+            specversion=d.get("specversion") or "1.0",
+            extensions={k: v for k, v in d.items() if k not in _CONTEXT and v is not None},
+            **strings,
+        )
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A core attribute or an extension by name; ``default`` if it is absent."""
+        if name in _CONTEXT:
+            value = getattr(self, name)
+            return default if value is None else value
+        return self.extensions.get(name, default)
+
+    @property
+    def partitionkey(self) -> str | None:
+        """The key that chooses the partition: same key, same partition, same order."""
+        return _str_or_none(self.extensions.get("partitionkey"))
+
+    @property
+    def correlationid(self) -> str | None:
+        """The id shared by every event of one flow (e.g. one order)."""
+        return _str_or_none(self.extensions.get("correlationid"))
+
+    @property
+    def causationid(self) -> str | None:
+        """The id of the event that caused this one."""
+        return _str_or_none(self.extensions.get("causationid"))
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A delivered event: where it sits in the log and what it is."""
+
+    topic: str
+    partition: int
+    offset: int
+    event: Event
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Record:
+        """A record from ``{"topic", "partition", "offset", "event": {...}}``."""
+        topic, event = d.get("topic"), d.get("event")
+        if not isinstance(topic, str):
+            raise ValueError(f"record 'topic' must be a string, not {_kind(topic)}")
+        if not isinstance(event, Mapping):
+            raise ValueError(f"record 'event' must be an object, not {_kind(event)}")
+        return cls(topic, _position(d, "partition"), _position(d, "offset"), Event.from_dict(event))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "event": self.event.to_dict(),
+        }
+
+
+# -- checks -------------------------------------------------------------------------------------
+
+
+def _check_string(name: str, value: object) -> str:
+    """A String attribute that the spec requires to be non-empty."""
+    if value is None:
+        raise InvalidEvent(f"attribute {name!r} is required", attribute=name)
+    if not isinstance(value, str):
+        raise InvalidEvent(
+            f"attribute {name!r} must be a string, not {_kind(value)}", attribute=name
+        )
+    if not value:
+        raise InvalidEvent(f"attribute {name!r} must not be empty", attribute=name)
+    _check_chars(name, value)
+    return value
+
+
+def _check_chars(name: str, value: str, what: str = "attribute") -> None:
+    # Every forbidden character is unprintable, so printable text (nearly all) skips the regex.
+    if not value.isprintable():
+        bad = _FORBIDDEN_CHAR.search(value)
+        if bad is not None:
+            raise InvalidEvent(
+                f"{what} {name!r} must not contain U+{ord(bad.group()):04X}"
+                " (control characters, surrogates and non-characters are not allowed)",
+                attribute=name,
+            )
+
+
+def _check_uri_reference(name: str, value: object) -> str:
+    value = _check_string(name, value)
+    if _NOT_IN_URI.search(value) is not None:
+        raise InvalidEvent(
+            f"attribute {name!r} must be a URI-reference (RFC 3986): no spaces or"
+            f' "<>\\^`{{|}}, got {_show(value)}',
+            attribute=name,
+        )
+    return value
+
+
+def _check_media_type(value: object) -> bool:
+    """A datacontenttype (RFC 2046); returns whether it declares JSON data."""
+    value = _check_string("datacontenttype", value)
+    if _MEDIA_TYPE.fullmatch(value) is None:
+        raise InvalidEvent(
+            f"attribute 'datacontenttype' must be a media type (RFC 2046) such as"
+            f" 'application/json', not {_show(value)}",
+            attribute="datacontenttype",
+        )
+    json_data = _is_json(value)
+    if len(_checked_media) < _CACHE_LIMIT:
+        _checked_media[value] = json_data
+    return json_data
+
+
+def _check_uri(name: str, value: object) -> str:
+    """An absolute URI (RFC 3986): a URI-reference with a scheme."""
+    value = _check_uri_reference(name, value)
+    if _URI_SCHEME.match(value) is None:
+        raise InvalidEvent(
+            f"attribute {name!r} must be an absolute URI with a scheme, not {_show(value)}",
+            attribute=name,
+        )
+    return value
+
+
+def _check_time(value: object) -> str:
+    """An RFC 3339 timestamp, returned with ``T`` and ``Z`` in upper case."""
+    if not isinstance(value, str) or (match := _RFC3339.fullmatch(value)) is None:
+        raise InvalidEvent(
+            "attribute 'time' must be an RFC 3339 timestamp such as"
+            f" '2026-11-27T03:26:25.123Z', not {_show(value)}",
+            attribute="time",
+        )
+    if match[3] > "28":  # the regex allows 31 days in every month
+        try:
+            date(int(match[1]), int(match[2]), int(match[3]))
+        except ValueError:
+            raise InvalidEvent(
+                f"attribute 'time' names a day that does not exist: {_show(value)}",
+                attribute="time",
+            ) from None
+    return value.upper() if "t" in value or "z" in value else value
+
+
+def _check_base64(value: object) -> None:
+    if not isinstance(value, str):
+        raise InvalidEvent(
+            f"attribute 'data_base64' must be a base64 string, not {_kind(value)}",
+            attribute="data_base64",
+        )
+    try:
+        binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError) as err:
+        raise InvalidEvent(
+            f"attribute 'data_base64' is not valid base64 (RFC 4648): {err}",
+            attribute="data_base64",
+        ) from None
+
+
+def _check_extension(name: str, value: object) -> None:
+    if name in _STRING_EXTENSIONS:
+        if not isinstance(value, str):
+            raise InvalidEvent(
+                f"extension attribute {name!r} must be a string, not {_kind(value)}",
+                attribute=name,
+            )
+        _check_chars(name, value, "extension attribute")
+        return
+    if name == "traceparent":
+        _check_traceparent(value)
+        return
+    if not isinstance(name, str) or _EXTENSION_NAME.fullmatch(name) is None:
+        if isinstance(name, str) and _LOWER_ALNUM.fullmatch(name) is not None:
+            reason = f"is {len(name)} characters long; CloudEvents allows at most 20"
+        else:
+            reason = "must be 1-20 lower-case letters or digits"
+        raise InvalidEvent(f"extension name {_show(name)} {reason}", attribute=str(name))
+    if len(_plain_extensions) < _CACHE_LIMIT:
+        _plain_extensions.add(name)
+    if isinstance(value, str):
+        _check_chars(name, value, "extension attribute")
+    elif isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        if not _INT32_MIN <= value <= _INT32_MAX:
+            raise InvalidEvent(
+                f"extension attribute {name!r} is {value}, outside the 32-bit integer range"
+                " of the CloudEvents Integer type; send it as a string",
+                attribute=name,
+            )
+    else:
+        if isinstance(value, float):
+            why = "CloudEvents has no floating-point type; send it as a string"
+        else:
+            why = "extension values are flat; put structured values in data"
+        raise InvalidEvent(
+            f"extension attribute {name!r} must be a string, an integer or a boolean,"
+            f" not {_kind(value)} ({why})",
+            attribute=name,
+        )
+
+
+def _check_traceparent(value: object) -> None:
+    match = _TRACEPARENT.fullmatch(value) if isinstance(value, str) else None
+    if match is not None:
+        version, trace_id, parent_id, rest = match.groups()
+        if (
+            version != "ff"
+            and not (version == "00" and rest is not None)
+            and trace_id != "0" * 32
+            and parent_id != "0" * 16
+        ):
+            return
+    raise InvalidEvent(
+        "extension attribute 'traceparent' must be a W3C traceparent"
+        " (version-traceid-parentid-flags in lower-case hex, ids not all zero, version not ff),"
+        f" not {_show(value)}",
+        attribute="traceparent",
+    )
+
+
+def _check_size(event: dict[str, Any], limit: int, index: int | None) -> None:
+    size = len(orjson.dumps(event))
+    if size > limit:
+        raise _too_large(size, limit, index)
+
+
+def _too_large(size: int, limit: int, index: int | None = None) -> TooLarge:
+    if index is None:
+        return TooLarge(f"event is {size} bytes, over the limit of {limit}", size=size, limit=limit)
+    return TooLarge(
+        f"event {index}: event is {size} bytes, over the limit of {limit}",
+        index=index,
+        size=size,
+        limit=limit,
+    )
+
+
+# -- HTTP binding -------------------------------------------------------------------------------
+
+
+def _parse_binary(
+    headers: Mapping[str, str],
+    content_type: str | None,
+    body: bytes,
+    topic: str,
+    limit: int,
+) -> dict[str, Any]:
+    if len(body) > limit:
+        raise _too_large(len(body), limit)
+    attributes: dict[str, Any] = {}
+    for key, raw in headers.items():
+        lowered = key.lower()
+        if not lowered.startswith("ce-"):
+            continue
+        name = lowered[3:]
+        if name in ("data", "data_base64", "datacontenttype"):
+            where = "the Content-Type header" if name == "datacontenttype" else "the body"
+            raise InvalidEvent(
+                f"header {lowered!r} is not allowed in binary mode; {name} travels in {where}",
+                attribute=name,
+            )
+        attributes[name] = _decode_header_value(name, raw)
+    data_base64 = None
+    if content_type:
+        attributes["datacontenttype"] = content_type.strip()
+    if body:
+        if content_type and _is_json(content_type):
+            attributes["data"] = _loads(body, "malformed JSON in body")
+        elif content_type and _media(content_type).startswith("text/"):
+            attributes["data"] = _decode_text(body, content_type)
+        else:
+            # Encoded after the checks, so normalize_event does not decode it again.
+            data_base64 = base64.b64encode(body).decode("ascii")
+    event = normalize_event(attributes, topic=topic)
+    if data_base64 is not None:
+        event["data_base64"] = data_base64
+    _check_size(event, limit, None)
+    return event
+
+
+def _header_value(value: object) -> str:
+    """The canonical string form of an attribute value, percent-encoded per 3.1.3.2."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = value if isinstance(value, str) else str(value)
+    if (
+        text.isascii()
+        and text.isprintable()
+        and " " not in text
+        and '"' not in text
+        and "%" not in text
+    ):
+        return text
+    return quote(text, safe=_HEADER_SAFE)
+
+
+def _decode_header_value(name: str, raw: str) -> str:
+    value = raw.strip(" \t")
+    # Older senders may quote the value (RFC 7230 3.2.6); 3.1.3.2 says to accept it.
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        value = _QUOTED_PAIR.sub(r"\1", value[1:-1])
+    if "%" in value:
+        try:
+            value = unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidEvent(
+                f"header 'ce-{name}' is not valid percent-encoded UTF-8: {_show(raw)}",
+                attribute=name,
+            ) from None
+    return value
+
+
+def _media(content_type: str) -> str:
+    """The media type without parameters, lower-cased."""
+    return content_type.partition(";")[0].strip().lower()
+
+
+def _is_json(content_type: str) -> bool:
+    """JSON format 3.1.1: a media type of the form ``*/json`` or ``*/*+json``."""
+    media = _media(content_type)
+    return media.endswith("/json") or media.endswith("+json")
+
+
+def _charset(content_type: str) -> str:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip('"') or "utf-8"
+    return "utf-8"
+
+
+def _decode_text(body: bytes, content_type: str) -> str:
+    charset = _charset(content_type)
+    try:
+        return body.decode(charset)
+    except LookupError:
+        raise BadRequest(f"unknown charset {charset!r} in content type") from None
+    except UnicodeDecodeError as err:
+        raise BadRequest(f"body is not valid {charset}: {err.reason} at byte {err.start}") from None
+
+
+def _encode_text(text: str, content_type: str) -> bytes:
+    charset = _charset(content_type)
+    try:
+        return text.encode(charset)
+    except LookupError:
+        return text.encode()  # a charset Python does not know: UTF-8, the usual default
+    except UnicodeEncodeError as err:
+        raise InvalidEvent(
+            f"attribute 'data' cannot be encoded as {charset}, which datacontenttype names:"
+            f" {err.reason}",
+            attribute="data",
+        ) from None
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+
+def _loads(body: bytes, what: str = "malformed JSON") -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise BadRequest(f"{what}: {err}") from None
+
+
+def _kind(value: object) -> str:
+    """What a value is, in JSON terms, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a floating-point number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
+def _show(value: object) -> str:
+    """A value for an error message, cut short so a huge value cannot bloat the error."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _position(d: Mapping[str, Any], name: str) -> int:
+    value = d.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"record {name!r} must be an integer >= 0, not {_show(value)}")
+    return value
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,148 @@
+"""The storage interface in memory, for tests of the layers above the log."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from tidings.errors import OffsetOutOfRange, StorageUnavailable
+from tidings.log.partition import Clock, GroupRow, LogRecord, Positions, Retention, SystemClock
+
+
+class MemoryPartition:
+    """A partition kept in a list; same contract as :class:`~tidings.log.partition.PartitionLog`."""
+
+    def __init__(self, retention: Retention | None = None, clock: Clock | None = None) -> None:
+        self.retention = retention or Retention()
+        self.clock = clock or SystemClock()
+        self._records: list[LogRecord] = []
+        self._start = 0
+        self._readers: list[asyncio.Future[None]] = []
+        self.closed = False
+
+    @property
+    def start_offset(self) -> int:
+        return self._start
+
+    @property
+    def end_offset(self) -> int:
+        return self._start + len(self._records)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(len(r[2]) for r in self._records)
+
+    def append(
+        self, payloads: Sequence[bytes], timestamp_ms: int | None = None
+    ) -> asyncio.Future[int]:
+        if self.closed:
+            raise StorageUnavailable("partition is closed")
+        ts = self.clock.time_ms() if timestamp_ms is None else timestamp_ms
+        base = self.end_offset
+        self._records.extend((base + i, ts, bytes(p)) for i, p in enumerate(payloads))
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut.set_result(base)
+        readers, self._readers = self._readers, []
+        for r in readers:
+            if not r.done():
+                r.set_result(None)
+        return fut
+
+    def read(
+        self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20
+    ) -> list[LogRecord]:
+        if offset < self._start or offset > self.end_offset:
+            raise OffsetOutOfRange(
+                f"offset {offset} is outside [{self._start}, {self.end_offset}]",
+                start=self._start,
+                end=self.end_offset,
+            )
+        out: list[LogRecord] = []
+        for rec in self._records[offset - self._start : offset - self._start + max_records]:
+            if out and len(rec[2]) > max_bytes:
+                break
+            out.append(rec)
+            max_bytes -= len(rec[2])
+        return out
+
+    def offset_for_time(self, ts_ms: int) -> int:
+        for rec in self._records:
+            if rec[1] >= ts_ms:
+                return rec[0]
+        return self.end_offset
+
+    async def wait(self, offset: int, timeout: float | None = None) -> bool:
+        while self.end_offset <= offset and not self.closed:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._readers.append(fut)
+            try:
+                await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                break
+        return self.end_offset > offset
+
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        now = self.clock.time_ms() if now_ms is None else now_ms
+        removed = 0
+        r = self.retention
+        while self._records and (
+            (r.max_age_ms is not None and self._records[0][1] < now - r.max_age_ms)
+            or (r.max_bytes is not None and self.size_bytes > r.max_bytes)
+        ):
+            self._records.pop(0)
+            self._start += 1
+            removed += 1
+        return removed
+
+
+class MemoryStorage:
+    """Partitions and metadata in memory; nothing survives the process."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or SystemClock()
+        self.partitions: dict[tuple[str, int], MemoryPartition] = {}
+        self.topics: dict[str, dict[str, Any]] = {}
+        self.groups: dict[tuple[str, str], dict[str, Any]] = {}
+        self.positions: dict[tuple[str, str], Positions] = {}
+
+    def open_partition(self, topic: str, partition: int, retention: Retention) -> MemoryPartition:
+        part = self.partitions.get((topic, partition))
+        if part is None:
+            part = self.partitions[(topic, partition)] = MemoryPartition(retention, self.clock)
+        part.retention = retention
+        return part
+
+    async def drop_topic(self, topic: str) -> None:
+        for key in [k for k in self.partitions if k[0] == topic]:
+            part = self.partitions.pop(key)
+            part.closed = True
+        self.topics.pop(topic, None)
+        for gkey in [k for k in self.groups if k[0] == topic]:
+            self.groups.pop(gkey)
+            self.positions.pop(gkey, None)
+
+    def load_topics(self) -> dict[str, dict[str, Any]]:
+        return dict(self.topics)
+
+    def save_topic(self, topic: str, config: dict[str, Any]) -> None:
+        self.topics[topic] = dict(config)
+
+    def load_groups(self) -> list[GroupRow]:
+        return [(t, g, c, self.positions.get((t, g), {})) for (t, g), c in self.groups.items()]
+
+    def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None:
+        self.groups[(topic, group)] = dict(config)
+
+    def save_positions(
+        self, topic: str, group: str, positions: Positions
+    ) -> None:
+        self.positions[(topic, group)] = dict(positions)
+
+    def delete_group(self, topic: str, group: str) -> None:
+        self.groups.pop((topic, group), None)
+        self.positions.pop((topic, group), None)
+
+    async def close(self) -> None:
+        for part in self.partitions.values():
+            part.closed = True

@@ -1,0 +1,403 @@
+"""The HTTP API under ``/v1``: a thin ASGI layer over :class:`~tidings.core.hub.Hub`.
+
+Handlers parse and check the request, call the hub, and write JSON; errors are
+raised as :mod:`tidings.errors` and become problem+json in :mod:`.problems`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from tidings import events as ce
+from tidings.core.groups import Delivery, GroupConfig
+from tidings.core.hub import Hub
+from tidings.core.patterns import TypeFilter
+from tidings.core.positions import format_token, parse_duration_ms
+from tidings.core.storage import Retention
+from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarge
+from tidings.server import openapi
+from tidings.server.auth import Action, Auth
+from tidings.server.metrics import render_metrics
+from tidings.server.problems import http_error, tidings_error, unexpected_error
+
+MAX_REQUEST_BYTES = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    max_event_bytes: int = ce.MAX_EVENT_BYTES
+    max_request_bytes: int = MAX_REQUEST_BYTES
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
+
+
+def _records_body(topic: str, records: list[tuple[int, int, bytes]], extra: bytes) -> bytes:
+    """``{"records": [...]...}`` with each stored event spliced in as it is, unparsed."""
+    head = b'{"topic":' + orjson.dumps(topic) + b',"partition":'
+    parts = [
+        head + b"%d,\"offset\":%d,\"event\":" % (p, o) + payload + b"}"
+        for p, o, payload in records
+    ]
+    return b'{"records":[' + b",".join(parts) + b"]" + extra + b"}"
+
+
+def _deliveries_body(topic: str, deliveries: list[Delivery]) -> bytes:
+    head = b'{"topic":' + orjson.dumps(topic) + b',"partition":'
+    parts = [
+        head
+        + b'%d,"offset":%d,"lease":"%s","deliveries":%d,"event":'
+        % (d.partition, d.offset, d.lease.encode(), d.deliveries)
+        + d.payload
+        + b"}"
+        for d in deliveries
+    ]
+    return b'{"records":[' + b",".join(parts) + b"]}"
+
+
+class Api:
+    """Route handlers bound to one hub."""
+
+    def __init__(self, hub: Hub, auth: Auth, options: ServerOptions) -> None:
+        self.hub = hub
+        self.auth = auth
+        self.options = options
+
+    def _authorize(self, request: Request, action: Action, topic: str | None = None) -> None:
+        if self.auth.enabled:
+            self.auth.check(request.headers.get("authorization"), action, topic)
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.options.max_request_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise TooLarge(f"request body of {length} bytes is over the {limit}-byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"request body is over the {limit}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _json_body(self, request: Request, allow_empty: bool = True) -> dict[str, Any]:
+        body = await self._body(request)
+        if not body.strip():
+            if allow_empty:
+                return {}
+            raise BadRequest("request body must be a JSON object")
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"malformed JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise BadRequest("request body must be a JSON object")
+        return obj
+
+    # -- operations ------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        if self.hub.closing:
+            raise StorageUnavailable("the hub is shutting down")
+        return _json({"status": "ready", "topics": len(self.hub.topics)})
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(
+            render_metrics(self.hub), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    async def openapi_json(self, request: Request) -> Response:
+        return _json(openapi.spec())
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(openapi.docs_html())
+
+    async def index(self, request: Request) -> Response:
+        return HTMLResponse(openapi.index_html(self.hub))
+
+    # -- topics ------------------------------------------------------------------------
+
+    async def list_topics(self, request: Request) -> Response:
+        self._authorize(request, "admin") if self.auth.enabled else None
+        return _json({"topics": [t.info() for _, t in sorted(self.hub.topics.items())]})
+
+    async def put_topic(self, request: Request) -> Response:
+        name = request.path_params["topic"]
+        self._authorize(request, "admin")
+        body = await self._json_body(request)
+        _only(body, {"partitions", "retention"})
+        partitions = body.get("partitions", 1)
+        retention = _parse_retention(body.get("retention"))
+        topic, created = await self.hub.create_topic(name, partitions, retention)
+        return _json(topic.info(), 201 if created else 200)
+
+    async def get_topic(self, request: Request) -> Response:
+        name = request.path_params["topic"]
+        self._authorize(request, "subscribe", name)
+        return _json(self.hub.topic(name).info())
+
+    async def delete_topic(self, request: Request) -> Response:
+        name = request.path_params["topic"]
+        self._authorize(request, "admin")
+        await self.hub.delete_topic(name)
+        return Response(status_code=204)
+
+    # -- publish and read -----------------------------------------------------------------
+
+    async def publish(self, request: Request) -> Response:
+        name = request.path_params["topic"]
+        self._authorize(request, "publish", name)
+        if self.hub.closing:
+            raise StorageUnavailable("the hub is shutting down")
+        body = await self._body(request)
+        headers = request.headers
+        events = ce.parse_http(
+            headers.get("content-type"),
+            headers,
+            body,
+            topic=name,
+            max_event_bytes=self.options.max_event_bytes,
+        )
+        results = await self.hub.publish(name, events)
+        return _json({"events": [r.to_dict() for r in results]}, 202)
+
+    async def read(self, request: Request) -> Response:
+        name = request.path_params["topic"]
+        self._authorize(request, "subscribe", name)
+        q = request.query_params
+        _only(q, {"partition", "from", "from_time", "limit", "wait", "types"})
+        topic = self.hub.topic(name)
+        partition = _opt_int(q.get("partition"), "partition")
+        positions = self.hub.positions(topic, partition, q.get("from"), q.get("from_time"))
+        limit = _opt_int(q.get("limit"), "limit")
+        wait = _opt_seconds(q.get("wait"), "wait")
+        result = await self.hub.read(
+            name,
+            positions,
+            limit=100 if limit is None else limit,
+            wait_s=wait,
+            types=TypeFilter.parse(q.get("types")),
+        )
+        extra = b',"next":' + orjson.dumps(format_token(result.next))
+        return Response(_records_body(name, result.records, extra), media_type="application/json")
+
+    # -- consumer groups -----------------------------------------------------------------
+
+    async def put_group(self, request: Request) -> Response:
+        topic, name = request.path_params["topic"], request.path_params["group"]
+        self._authorize(request, "subscribe", topic)
+        body = await self._json_body(request)
+        config = _parse_group_config(body)
+        _, created = await self.hub.put_group(topic, name, config)
+        return _json(self.hub.group_info(topic, name), 201 if created else 200)
+
+    async def get_group(self, request: Request) -> Response:
+        topic, name = request.path_params["topic"], request.path_params["group"]
+        self._authorize(request, "subscribe", topic)
+        return _json(self.hub.group_info(topic, name))
+
+    async def delete_group(self, request: Request) -> Response:
+        topic, name = request.path_params["topic"], request.path_params["group"]
+        self._authorize(request, "subscribe", topic)
+        await self.hub.delete_group(topic, name)
+        return Response(status_code=204)
+
+    async def list_groups(self, request: Request) -> Response:
+        self._authorize(request, "admin") if self.auth.enabled else None
+        return _json({"groups": self.hub.list_groups()})
+
+    async def fetch(self, request: Request) -> Response:
+        topic, name = request.path_params["topic"], request.path_params["group"]
+        self._authorize(request, "subscribe", topic)
+        body = await self._json_body(request)
+        _only(body, {"max", "wait", "types"})
+        types = body.get("types")
+        if types is not None and not (
+            isinstance(types, list) and all(isinstance(t, str) for t in types)
+        ):
+            raise BadRequest("types must be a list of type patterns", field="types")
+        deliveries = await self.hub.fetch(
+            topic,
+            name,
+            max_records=body.get("max", 10),
+            wait_s=parse_duration_ms(body.get("wait", 0), "wait") / 1000,
+            types=TypeFilter(types) if types else None,
+        )
+        return Response(_deliveries_body(topic, deliveries), media_type="application/json")
+
+    async def ack(self, request: Request) -> Response:
+        topic, name = request.path_params["topic"], request.path_params["group"]
+        self._authorize(request, "subscribe", topic)
+        body = await self._json_body(request, allow_empty=False)
+        _only(body, {"leases"})
+        n = await self.hub.ack(topic, name, body.get("leases"))  # type: ignore[arg-type]
+        return _json({"acked": n})
+
+    async def nack(self, request: Request) -> Response:
+        topic, name = request.path_params["topic"], request.path_params["group"]
+        self._authorize(request, "subscribe", topic)
+        body = await self._json_body(request, allow_empty=False)
+        _only(body, {"leases", "delay"})
+        delay = parse_duration_ms(body.get("delay", 0), "delay")
+        n = await self.hub.nack(topic, name, body.get("leases"), delay)  # type: ignore[arg-type]
+        return _json({"nacked": n})
+
+    async def seek(self, request: Request) -> Response:
+        topic, name = request.path_params["topic"], request.path_params["group"]
+        self._authorize(request, "subscribe", topic)
+        body = await self._json_body(request, allow_empty=False)
+        _only(body, {"to"})
+        if "to" not in body:
+            raise BadRequest("seek needs 'to'", field="to")
+        positions = await self.hub.seek(topic, name, body["to"])
+        return _json({"positions": format_token(positions)})
+
+
+# -- request parsing helpers ------------------------------------------------------------
+
+
+def _only(obj: Any, allowed: set[str]) -> None:
+    unknown = sorted(set(obj.keys()) - allowed)
+    if unknown:
+        raise BadRequest(
+            f"unknown field {unknown[0]!r}; expected one of {sorted(allowed)}", field=unknown[0]
+        )
+
+
+def _opt_int(raw: str | None, field: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise BadRequest(f"{field} must be a non-negative integer, not {raw!r}", field=field)
+    return int(raw)
+
+
+def _opt_seconds(raw: str | None, field: str) -> float:
+    if raw is None or raw == "":
+        return 0.0
+    return parse_duration_ms(raw, field) / 1000
+
+
+def _parse_retention(raw: object) -> Retention:
+    if raw is None:
+        return Retention()
+    if not isinstance(raw, dict):
+        raise BadRequest(
+            "retention must be an object with max_age and max_bytes", field="retention"
+        )
+    _only(raw, {"max_age", "max_bytes"})
+    age = raw.get("max_age")
+    size = raw.get("max_bytes")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise BadRequest(
+            "retention.max_bytes must be a positive integer", field="retention.max_bytes"
+        )
+    return Retention(
+        None if age is None else parse_duration_ms(age, "retention.max_age"), size
+    )
+
+
+def _parse_group_config(body: dict[str, Any]) -> GroupConfig:
+    _only(body, {"start", "ack_wait", "max_deliver", "dead_letter_topic", "ordering", "types"})
+    start = body.get("start", "earliest")
+    if start not in ("earliest", "latest"):
+        raise BadRequest("start must be 'earliest' or 'latest'", field="start")
+    ordering = body.get("ordering", "none")
+    if ordering not in ("none", "key"):
+        raise BadRequest("ordering must be 'none' or 'key'", field="ordering")
+    max_deliver = body.get("max_deliver", 5)
+    if isinstance(max_deliver, bool) or not isinstance(max_deliver, int) or max_deliver < 1:
+        raise BadRequest("max_deliver must be a positive integer", field="max_deliver")
+    ack_wait = parse_duration_ms(body.get("ack_wait", 30), "ack_wait")
+    if ack_wait < 1:
+        raise BadRequest("ack_wait must be more than 0", field="ack_wait")
+    dlq = body.get("dead_letter_topic")
+    if dlq is not None and not isinstance(dlq, str):
+        raise BadRequest("dead_letter_topic must be a topic name", field="dead_letter_topic")
+    types = body.get("types", [])
+    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+        raise BadRequest("types must be a list of type patterns", field="types")
+    TypeFilter(types)  # checks the patterns
+    return GroupConfig(
+        start=start,
+        ack_wait_ms=ack_wait,
+        max_deliver=max_deliver,
+        dead_letter_topic=dlq,
+        ordering=ordering,
+        types=tuple(types),
+    )
+
+
+def create_app(
+    hub: Hub,
+    auth: Auth | None = None,
+    options: ServerOptions | None = None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> Starlette:
+    """The ASGI app; its lifespan starts the hub and closes it (flushing the log) at the end."""
+    api = Api(hub, auth or Auth([]), options or ServerOptions())
+    T = "/v1/topics/{topic}"
+    G = T + "/groups/{group}"
+    routes = [
+        Route("/", api.index, methods=["GET"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/openapi.json", api.openapi_json, methods=["GET"]),
+        Route("/docs", api.docs, methods=["GET"]),
+        Route("/v1/topics", api.list_topics, methods=["GET"]),
+        Route(T, api.put_topic, methods=["PUT"]),
+        Route(T, api.get_topic, methods=["GET"]),
+        Route(T, api.delete_topic, methods=["DELETE"]),
+        Route(T + "/events", api.publish, methods=["POST"]),
+        Route(T + "/events", api.read, methods=["GET"]),
+        Route(G, api.put_group, methods=["PUT"]),
+        Route(G, api.get_group, methods=["GET"]),
+        Route(G, api.delete_group, methods=["DELETE"]),
+        Route(G + "/fetch", api.fetch, methods=["POST"]),
+        Route(G + "/ack", api.ack, methods=["POST"]),
+        Route(G + "/nack", api.nack, methods=["POST"]),
+        Route(G + "/seek", api.seek, methods=["POST"]),
+        Route("/v1/groups", api.list_groups, methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            hub.closing = True
+            if on_shutdown is not None:
+                await on_shutdown()
+            await hub.close()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            TidingsError: tidings_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+    )
+    app.state.hub = hub
+    return app
+
+
+__all__ = ["JSONResponse", "ServerOptions", "create_app"]

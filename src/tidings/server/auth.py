@@ -1,0 +1,103 @@
+"""Bearer tokens with scopes, from a JSON file or the environment.
+
+The file (``--auth-file`` / ``TIDINGS_AUTH_FILE``) is::
+
+    {"tokens": [
+      {"name": "shop", "token": "s3cret", "publish": ["orders", "cart.*"], "subscribe": ["*"]},
+      {"name": "ops", "token": "t0ken", "admin": true}
+    ]}
+
+Topic patterns are shell-style (``fnmatch``): ``*`` matches any run of characters.
+An admin token may do everything. ``TIDINGS_TOKENS`` may hold the same JSON.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Literal
+
+from tidings.errors import BadRequest, Forbidden, Unauthorized
+
+Action = Literal["publish", "subscribe", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    name: str
+    secret: str
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+    admin: bool = False
+
+    def allows(self, action: Action, topic: str | None) -> bool:
+        if self.admin:
+            return True
+        if action == "admin" or topic is None:
+            return False
+        patterns = self.publish if action == "publish" else self.subscribe
+        return any(fnmatchcase(topic, p) for p in patterns)
+
+
+class Auth:
+    """Checks ``Authorization: Bearer …``; open when no tokens are configured."""
+
+    def __init__(self, tokens: list[Token]) -> None:
+        self.tokens = tokens
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> Auth:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"{where}: not JSON: {exc}") from None
+        items = raw.get("tokens") if isinstance(raw, dict) else None
+        if not isinstance(items, list):
+            raise BadRequest(f'{where}: expected {{"tokens": [...]}}')
+        tokens = []
+        for i, item in enumerate(items):
+            secret = item.get("token") if isinstance(item, dict) else None
+            if not isinstance(secret, str) or not secret:
+                raise BadRequest(f"{where}: tokens[{i}] needs a non-empty string 'token'")
+            for key in ("publish", "subscribe"):
+                if not isinstance(item.get(key, []), list):
+                    raise BadRequest(f"{where}: tokens[{i}].{key} must be a list of topic patterns")
+            tokens.append(
+                Token(
+                    name=str(item.get("name", f"token-{i}")),
+                    secret=item["token"],
+                    publish=tuple(item.get("publish", [])),
+                    subscribe=tuple(item.get("subscribe", [])),
+                    admin=bool(item.get("admin", False)),
+                )
+            )
+        return cls(tokens)
+
+    @classmethod
+    def load(cls, path: str | None, env_json: str | None) -> Auth:
+        if path:
+            return cls.from_json(Path(path).read_text(), path)
+        if env_json:
+            return cls.from_json(env_json, "TIDINGS_TOKENS")
+        return cls([])
+
+    def check(self, authorization: str | None, action: Action, topic: str | None) -> None:
+        if not self.tokens:
+            return
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Unauthorized("this hub needs 'Authorization: Bearer <token>'")
+        given = authorization.removeprefix("Bearer ").strip()
+        for token in self.tokens:
+            if hmac.compare_digest(token.secret.encode(), given.encode()):
+                if token.allows(action, topic):
+                    return
+                what = f"{action} on topic {topic!r}" if topic else action
+                raise Forbidden(f"token {token.name!r} may not {what}")
+        raise Unauthorized("unknown bearer token")

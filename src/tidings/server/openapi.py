@@ -1,0 +1,164 @@
+"""The OpenAPI 3.1 description of the HTTP API, and the pages that show it.
+
+Written by hand, beside the routes in :mod:`.app`: the API is small, and a test
+checks that every route is described and that the document is valid OpenAPI.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import cache
+from typing import Any
+
+from tidings import __version__
+from tidings.core.hub import Hub
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _problems(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Malformed request or bad position",
+        401: "Missing or unknown bearer token",
+        403: "The token's scopes do not allow this",
+        404: "Unknown topic or group",
+        409: "Conflict, or a stale lease",
+        413: "Event or request too large",
+        415: "Unsupported content type",
+        422: "Invalid event",
+        503: "Storage unavailable or shutting down",
+    }
+    return {
+        str(c): {"description": text[c], "content": {"application/problem+json": {"schema": _PROBLEM}}}
+        for c in codes
+    }
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema, "description": description}
+
+
+_TOPIC = _param("topic", "path", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"}, "Topic name")
+_GROUP = _param("group", "path", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"}, "Consumer group name")
+
+
+def _body(schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+@cache
+def spec() -> dict[str, Any]:
+    leases: dict[str, Any] = {"type": "object", "required": ["leases"], "properties": {"leases": {"type": "array", "items": {"type": "string"}}}}
+    group_ops = {
+        "fetch": ("Lease records", _body({"type": "object", "properties": {"max": {"type": "integer", "minimum": 1, "maximum": 10000}, "wait": {"type": ["number", "string"]}, "types": {"type": "array", "items": {"type": "string"}}}}), _json(_ref("Deliveries"))),
+        "ack": ("Acknowledge leases (all or none)", _body(leases, True), _json({"type": "object", "properties": {"acked": {"type": "integer"}}})),
+        "nack": ("Give leases back, to be redelivered after delay", _body({**leases, "properties": {**leases["properties"], "delay": {"type": ["number", "string"]}}}, True), _json({"type": "object", "properties": {"nacked": {"type": "integer"}}})),
+        "seek": ("Move the group's position", _body({"type": "object", "required": ["to"], "properties": {"to": {}}}, True), _json({"type": "object", "properties": {"positions": {"type": "string"}}})),
+    }
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": _json({"type": "object"})}}},
+        "/readyz": {"get": {"summary": "Readiness", "operationId": "readyz", "responses": {"200": _json({"type": "object"}), **_problems(503)}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics", "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/v1/topics": {"get": {"summary": "List topics", "operationId": "listTopics", "responses": {"200": _json({"type": "object", "properties": {"topics": {"type": "array", "items": _ref("Topic")}}}), **_problems(401, 403)}}},
+        "/v1/topics/{topic}": {
+            "parameters": [_TOPIC],
+            "put": {"summary": "Create or configure a topic", "operationId": "putTopic", "requestBody": _body(_ref("TopicConfig")), "responses": {"200": _json(_ref("Topic")), "201": _json(_ref("Topic"), "Created"), **_problems(400, 401, 403, 409)}},
+            "get": {"summary": "Describe a topic", "operationId": "getTopic", "responses": {"200": _json(_ref("Topic")), **_problems(401, 403, 404)}},
+            "delete": {"summary": "Delete a topic and its groups", "operationId": "deleteTopic", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
+        },
+        "/v1/topics/{topic}/events": {
+            "parameters": [_TOPIC],
+            "post": {
+                "summary": "Publish events (CloudEvents structured, batch or binary mode)",
+                "operationId": "publish",
+                "requestBody": {"required": True, "content": {"application/cloudevents+json": {"schema": _ref("CloudEvent")}, "application/cloudevents-batch+json": {"schema": {"type": "array", "items": _ref("CloudEvent")}}, "*/*": {"schema": {}, "description": "binary mode: attributes in ce-* headers"}}},
+                "responses": {"202": _json(_ref("Published"), "Accepted: durable by the hub's fsync policy"), **_problems(400, 401, 403, 404, 413, 415, 422, 503)},
+            },
+            "get": {
+                "summary": "Read and replay records",
+                "operationId": "read",
+                "parameters": [
+                    _param("partition", "query", {"type": "integer", "minimum": 0}, "Read only this partition"),
+                    _param("from", "query", {"type": "string"}, "earliest, latest, an offset, or a position token like 0:15,1:7"),
+                    _param("from_time", "query", {"type": "string"}, "RFC 3339 time or ms since the epoch"),
+                    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 10000}, "Most records to answer (100)"),
+                    _param("wait", "query", {"type": "string"}, "Long-poll up to this many seconds (or 500ms, 10s)"),
+                    _param("types", "query", {"type": "string"}, "Comma-separated type patterns: order.* one token, order.> the rest"),
+                ],
+                "responses": {"200": _json(_ref("Records")), **_problems(400, 401, 403, 404)},
+            },
+        },
+        "/v1/topics/{topic}/groups/{group}": {
+            "parameters": [_TOPIC, _GROUP],
+            "put": {"summary": "Create or configure a consumer group", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(400, 401, 403, 404)}},
+            "get": {"summary": "Describe a group: lag, pending, redelivered, dead-lettered", "operationId": "getGroup", "responses": {"200": _json(_ref("Group")), **_problems(401, 403, 404)}},
+            "delete": {"summary": "Delete a group", "operationId": "deleteGroup", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
+        },
+        "/v1/groups": {"get": {"summary": "List consumer groups", "operationId": "listGroups", "responses": {"200": _json({"type": "object", "properties": {"groups": {"type": "array", "items": _ref("Group")}}}), **_problems(401, 403)}}},
+    }
+    for op, (summary, body, ok) in group_ops.items():
+        paths[f"/v1/topics/{{topic}}/groups/{{group}}/{op}"] = {
+            "parameters": [_TOPIC, _GROUP],
+            "post": {"summary": summary, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(400, 401, 403, 404, 409)}},
+        }
+    record_props = {"topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "event": _ref("CloudEvent")}
+    schemas = {
+        "Problem": {"type": "object", "description": "RFC 9457 problem details", "required": ["type", "title", "status", "detail"], "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "instance": {"type": "string"}, "attribute": {"type": "string"}, "field": {"type": "string"}, "index": {"type": "integer"}}},
+        "CloudEvent": {"type": "object", "description": "CloudEvents 1.0 JSON format; the hub fills id, source, time and specversion", "required": ["type"], "properties": {"specversion": {"const": "1.0"}, "id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string", "minLength": 1}, "subject": {"type": "string"}, "time": {"type": "string", "format": "date-time"}, "datacontenttype": {"type": "string"}, "dataschema": {"type": "string"}, "data": {}, "data_base64": {"type": "string"}, "partitionkey": {"type": "string"}, "correlationid": {"type": "string"}, "causationid": {"type": "string"}, "traceparent": {"type": "string"}}},
+        "Published": {"type": "object", "properties": {"events": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "duplicate": {"type": "boolean"}}}}}},
+        "Records": {"type": "object", "properties": {"records": {"type": "array", "items": {"type": "object", "properties": record_props}}, "next": {"type": "string", "description": "position token to pass back as from"}}},
+        "Deliveries": {"type": "object", "properties": {"records": {"type": "array", "items": {"type": "object", "properties": {**record_props, "lease": {"type": "string"}, "deliveries": {"type": "integer"}}}}}},
+        "TopicConfig": {"type": "object", "properties": {"partitions": {"type": "integer", "minimum": 1, "maximum": 1024}, "retention": {"type": "object", "properties": {"max_age": {"type": ["number", "string"]}, "max_bytes": {"type": "integer", "minimum": 1}}}}},
+        "Topic": {"type": "object", "properties": {"name": {"type": "string"}, "partitions": {"type": "array", "items": {"type": "object", "properties": {"partition": {"type": "integer"}, "first_offset": {"type": "integer"}, "next_offset": {"type": "integer"}, "events": {"type": "integer"}, "bytes": {"type": "integer"}}}}, "retention": {"type": "object"}, "events": {"type": "integer"}, "bytes": {"type": "integer"}}},
+        "GroupConfig": {"type": "object", "properties": {"start": {"enum": ["earliest", "latest"]}, "ack_wait": {"type": ["number", "string"]}, "max_deliver": {"type": "integer", "minimum": 1}, "dead_letter_topic": {"type": "string"}, "ordering": {"enum": ["none", "key"]}, "types": {"type": "array", "items": {"type": "string"}}}},
+        "Group": {"type": "object", "properties": {"topic": {"type": "string"}, "name": {"type": "string"}, "config": _ref("GroupConfig"), "partitions": {"type": "array", "items": {"type": "object"}}, "lag": {"type": "integer"}, "pending": {"type": "integer"}, "delivered": {"type": "integer"}, "redelivered": {"type": "integer"}, "dead_lettered": {"type": "integer"}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tidings", "version": __version__, "description": "An event hub: durable event log, pub/sub with consumer groups, CloudEvents over HTTP."},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{}, {"bearer": []}],
+    }
+
+
+def docs_html() -> str:
+    """A self-contained page listing every operation (no script from elsewhere)."""
+    rows = []
+    for path, item in spec()["paths"].items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            codes = ", ".join(op["responses"])
+            rows.append(
+                f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
+                f"<td>{html.escape(op['summary'])}</td><td>{codes}</td></tr>"
+            )
+    return (
+        "<!doctype html><html><head><meta charset=utf-8><title>tidings API</title>"
+        "<style>body{font:15px system-ui;margin:2em}td{padding:4px 12px;border-bottom:1px solid #ddd}</style>"
+        "</head><body><h1>tidings HTTP API</h1><p>Machine-readable: <a href=/openapi.json>/openapi.json</a>.</p>"
+        f"<table><tr><th>method</th><th>path</th><th>what</th><th>answers</th></tr>{''.join(rows)}</table></body></html>"
+    )
+
+
+def index_html(hub: Hub) -> str:
+    topics = "".join(
+        f"<li><code>{html.escape(name)}</code>: {t.info()['events']} events, {len(t.partitions)} partition(s), {len(t.groups)} group(s)</li>"
+        for name, t in sorted(hub.topics.items())
+    )
+    return (
+        "<!doctype html><html><head><meta charset=utf-8><title>tidings</title>"
+        "<style>body{font:15px system-ui;margin:2em}</style></head><body><h1>tidings</h1>"
+        f"<p>{len(hub.topics)} topic(s).</p><ul>{topics}</ul>"
+        "<p><a href=/docs>API</a> · <a href=/metrics>metrics</a> · <a href=/healthz>health</a></p></body></html>"
+    )

@@ -1,0 +1,83 @@
+"""``tidings serve``: the hub on the embedded log, under uvicorn with uvloop and httptools."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from tidings.backends.embedded import EmbeddedStorage
+from tidings.core.hub import Hub, HubOptions
+from tidings.errors import BadRequest
+from tidings.log.partition import FsyncPolicy, LogConfig
+from tidings.server.app import ServerOptions, create_app
+from tidings.server.auth import Auth
+
+logger = logging.getLogger("tidings.serve")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8700
+    data_dir: Path = Path("./tidings-data")
+    fsync: FsyncPolicy = field(default_factory=FsyncPolicy)
+    auth_file: str | None = None
+    tokens_json: str | None = None
+    auto_create: bool = True
+    insecure: bool = False
+    segment_bytes: int = 64 * 1024 * 1024
+    log_level: str = "info"
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None)
+        except OSError:
+            return False
+        return all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
+    """The app and server settings, after checking that the config is safe to serve."""
+    auth = Auth.load(config.auth_file, config.tokens_json)
+    if not is_loopback(config.host) and not auth.enabled and not config.insecure:
+        raise BadRequest(
+            f"refusing to serve {config.host} without tokens: configure --auth-file, "
+            "or pass --insecure to serve an open hub beyond loopback"
+        )
+    storage = EmbeddedStorage(
+        config.data_dir, config.fsync, LogConfig(segment_bytes=config.segment_bytes)
+    )
+    hub = Hub(storage, HubOptions(auto_create=config.auto_create))
+    app = create_app(hub, auth, ServerOptions())
+    uv = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level=config.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return uv, hub
+
+
+def serve(config: ServeConfig) -> None:
+    uv, _ = build(config)
+    logger.info(
+        "tidings on http://%s:%d, data in %s, fsync %s",
+        config.host, config.port, config.data_dir, config.fsync,
+    )
+    uvicorn.Server(uv).run()
