@@ -243,10 +243,10 @@ def normalize_event(obj: object, *, topic: str, now: str | None = None) -> dict[
 
 
 def parse_structured(
-    body: bytes, *, topic: str, max_event_bytes: int = MAX_EVENT_BYTES
+    body: bytes, *, topic: str, max_event_bytes: int | None = MAX_EVENT_BYTES
 ) -> dict[str, Any]:
     """One event in structured mode (``application/cloudevents+json``), checked and filled."""
-    if len(body) > max_event_bytes:
+    if max_event_bytes is not None and len(body) > max_event_bytes:
         raise _too_large(len(body), max_event_bytes)
     event = normalize_event(_loads(body), topic=topic)
     _check_size(event, max_event_bytes, None)
@@ -254,7 +254,7 @@ def parse_structured(
 
 
 def parse_batch(
-    body: bytes, *, topic: str, max_event_bytes: int = MAX_EVENT_BYTES
+    body: bytes, *, topic: str, max_event_bytes: int | None = MAX_EVENT_BYTES
 ) -> list[dict[str, Any]]:
     """A batch (``application/cloudevents-batch+json``): every event checked and filled.
 
@@ -283,7 +283,7 @@ def parse_binary(
     body: bytes,
     *,
     topic: str,
-    max_event_bytes: int = MAX_EVENT_BYTES,
+    max_event_bytes: int | None = MAX_EVENT_BYTES,
 ) -> dict[str, Any]:
     """One event in binary mode: attributes in ``ce-*`` headers, ``Content-Type``, data as body.
 
@@ -303,7 +303,7 @@ def parse_http(
     body: bytes,
     *,
     topic: str,
-    max_event_bytes: int = MAX_EVENT_BYTES,
+    max_event_bytes: int | None = MAX_EVENT_BYTES,
 ) -> list[dict[str, Any]]:
     """The events of one HTTP request, in whichever CloudEvents mode it uses.
 
@@ -653,7 +653,10 @@ def _check_traceparent(value: object) -> None:
     )
 
 
-def _check_size(event: dict[str, Any], limit: int, index: int | None) -> None:
+def _check_size(event: dict[str, Any], limit: int | None, index: int | None) -> None:
+    # None: the caller measures the event as it stores it (the hub serializes once).
+    if limit is None:
+        return
     size = len(orjson.dumps(event))
     if size > limit:
         raise _too_large(size, limit, index)
@@ -678,9 +681,9 @@ def _parse_binary(
     content_type: str | None,
     body: bytes,
     topic: str,
-    limit: int,
+    limit: int | None,
 ) -> dict[str, Any]:
-    if len(body) > limit:
+    if limit is not None and len(body) > limit:
         raise _too_large(len(body), limit)
     attributes: dict[str, Any] = {}
     for key, raw in headers.items():

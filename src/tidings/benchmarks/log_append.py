@@ -527,7 +527,10 @@ def parse_args(argv: list[str] | None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the log append benchmark; returns the process exit status."""
-    opts = parse_args(argv)
+    try:
+        opts = parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has printed
+        return exc.code if isinstance(exc.code, int) else 2
     err = Console(stderr=True, log_path=False)
     try:
         if opts.data_dir is not None:

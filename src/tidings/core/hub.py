@@ -13,7 +13,7 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -28,6 +28,7 @@ from tidings.errors import (
     BadRequest,
     Conflict,
     GroupNotFound,
+    TooLarge,
     TopicNotFound,
 )
 from tidings.log.partition import Clock, SystemClock
@@ -42,6 +43,7 @@ MAX_WAIT_S = 60.0
 @dataclass(frozen=True, slots=True)
 class HubOptions:
     auto_create: bool = True
+    max_event_bytes: int = 1 << 20
     dedupe_window_ms: int = 120_000
     retention_check_s: float = 30.0
     sweep_s: float = 1.0
@@ -80,8 +82,9 @@ class Topic:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
+class Published(NamedTuple):
+    """Where a published event landed (a tuple: made once per event on the hot path)."""
+
     id: str
     partition: int
     offset: int
@@ -262,11 +265,14 @@ class Hub:
         n = len(topic.partitions)
         sticky = topic.rr % n
         topic.rr += 1
+        if len(events) == 1:
+            return [await self._publish_one(topic, events[0], now, sticky)]
         by_part: dict[int, list[tuple[int, bytes]]] = {}
         results: list[Published | None] = [None] * len(events)
         first_in_batch: dict[str, int] = {}
         repeats: list[tuple[int, int]] = []
         dumps = orjson.dumps
+        limit = self.options.max_event_bytes
         nbytes = 0
         for i, ev in enumerate(events):
             eid = ev["id"]
@@ -281,13 +287,14 @@ class Hub:
             key = ev.get("partitionkey")
             p = zlib.crc32(key.encode()) % n if key is not None and n > 1 else sticky
             payload = dumps(ev)
+            if len(payload) > limit:
+                raise _too_large(len(payload), limit, i if len(events) > 1 else None)
             nbytes += len(payload)
             by_part.setdefault(p, []).append((i, payload))
         if by_part:
             parts = list(by_part)
-            bases = await asyncio.gather(
-                *(topic.partitions[p].append([x[1] for x in by_part[p]]) for p in parts)
-            )
+            appends = [topic.partitions[p].append([x[1] for x in by_part[p]]) for p in parts]
+            bases = [await appends[0]] if len(appends) == 1 else await asyncio.gather(*appends)
             for p, base in zip(parts, bases, strict=True):
                 for k, (i, _) in enumerate(by_part[p]):
                     eid = events[i]["id"]
@@ -300,6 +307,25 @@ class Hub:
         appended = sum(len(v) for v in by_part.values())
         self.metrics.published(topic_name, appended, nbytes)
         return [r for r in results if r is not None]
+
+    async def _publish_one(
+        self, topic: Topic, ev: Mapping[str, Any], now: int, sticky: int
+    ) -> Published:
+        """The common case of :meth:`publish`, without a batch's bookkeeping."""
+        eid = ev["id"]
+        hit = self.dedupe.get(topic.name, eid, now)
+        if hit is not None:
+            return Published(eid, hit.partition, hit.offset, True)
+        key = ev.get("partitionkey")
+        n = len(topic.partitions)
+        p = zlib.crc32(key.encode()) % n if key is not None and n > 1 else sticky
+        payload = orjson.dumps(ev)
+        if len(payload) > self.options.max_event_bytes:
+            raise _too_large(len(payload), self.options.max_event_bytes, None)
+        offset = await topic.partitions[p].append((payload,))
+        self.dedupe.put(topic.name, eid, p, offset, now)
+        self.metrics.published(topic.name, 1, len(payload))
+        return Published(eid, p, offset)
 
     # -- read ------------------------------------------------------------------------
 
@@ -527,6 +553,10 @@ class Hub:
         _, g = self.group(topic_name, name)
         n = g.ack(_leases(leases))
         self.storage.save_positions(topic_name, name, g.positions())
+        # An ack may free a key that ordering=key held back: wake waiting fetches.
+        ev = self._group_changed.get((topic_name, name))
+        if ev is not None:
+            ev.set()
         return n
 
     async def nack(
@@ -600,6 +630,14 @@ async def _wait_event(ev: asyncio.Event, timeout: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(ev.wait(), timeout)
     return ev.is_set()
+
+
+def _too_large(size: int, limit: int, index: int | None) -> TooLarge:
+    where = "event" if index is None else f"event {index}"
+    fields: dict[str, Any] = {"size": size, "limit": limit}
+    if index is not None:
+        fields["index"] = index
+    return TooLarge(f"{where} is {size} bytes stored, over the limit of {limit}", **fields)
 
 
 def _type(payload: bytes) -> str:

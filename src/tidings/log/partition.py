@@ -130,7 +130,8 @@ class PartitionLog:
         self._end_offset = 0  # acknowledged and visible
         self._queue: list[tuple[bytes, int, int, int]] = []  # frame, base, count, ts
         self._waiting: list[tuple[asyncio.Future[int], int]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None  # under "always"
+        self._handle: asyncio.Handle | None = None  # under "interval" and "never"
         self._readers: list[asyncio.Future[None]] = []
         self._closed = False
         self._failed: BaseException | None = None
@@ -203,32 +204,56 @@ class PartitionLog:
         frame = fmt.encode_batch(base, payloads, ts)
         self._next_offset = base + len(payloads)
         self._queue.append((frame, base, len(payloads), ts))
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
         self._waiting.append((fut, base))
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        if self._writer is None and self._handle is None:
+            if self.policy.mode == "always":
+                self._writer = loop.create_task(self._write_and_sync())
+            else:
+                # No fsync to wait for: a plain callback is cheaper than a task.
+                self._handle = loop.call_soon(self._write_now)
         return fut
 
-    async def _write_loop(self) -> None:
+    def _write_queued(self) -> tuple[int, list[tuple[asyncio.Future[int], int]]]:
+        """Write everything queued; the end offset and the appends it acknowledges."""
+        queue, self._queue = self._queue, []
+        waiting, self._waiting = self._waiting, []
         try:
-            while self._queue:
-                queue, self._queue = self._queue, []
-                waiting, self._waiting = self._waiting, []
-                end = queue[-1][1] + queue[-1][2]
-                self._write(queue)
-                if self.policy.mode == "always":
-                    fd = self._segments[-1].fd
-                    loop = asyncio.get_running_loop()
-                    await loop.run_in_executor(None, FSYNC_STATS.fdatasync, fd)
-                    self.dirty = False
-                self._end_offset = end
-                for fut, base in waiting:
-                    if not fut.done():
-                        fut.set_result(base)
-                self._wake_readers()
+            self._write(queue)
         except BaseException as exc:
+            self._waiting = waiting + self._waiting
             self._fail(exc)
             raise
+        return queue[-1][1] + queue[-1][2], waiting
+
+    def _acknowledge(self, end: int, waiting: list[tuple[asyncio.Future[int], int]]) -> None:
+        self._end_offset = end
+        for fut, base in waiting:
+            if not fut.done():
+                fut.set_result(base)
+        self._wake_readers()
+
+    def _write_now(self) -> None:
+        self._handle = None
+        if self._queue:
+            self._acknowledge(*self._write_queued())
+
+    async def _write_and_sync(self) -> None:
+        """Group commit: write what is queued, fsync once, acknowledge it all; repeat."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                end, waiting = self._write_queued()
+                try:
+                    fd = self._segments[-1].fd
+                    await loop.run_in_executor(None, FSYNC_STATS.fdatasync, fd)
+                except BaseException as exc:
+                    self._waiting = waiting + self._waiting
+                    self._fail(exc)
+                    raise
+                self.dirty = False
+                self._acknowledge(end, waiting)
         finally:
             self._writer = None
 
@@ -289,6 +314,9 @@ class PartitionLog:
 
     async def flush(self) -> None:
         """Wait for queued appends, then fsync whatever they wrote."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._write_now()
         while self._writer is not None:
             await asyncio.shield(self._writer)
         if self.dirty:

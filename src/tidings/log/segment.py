@@ -269,7 +269,11 @@ class Segment:
     ) -> list[tuple[int, int, bytes]]:
         """Records from ``offset`` up to (not including) ``end_offset``."""
         out: list[tuple[int, int, bytes]] = []
-        position = self.position_for(offset)
+        i = bisect_right(self._idx_offsets, offset - self.base_offset) - 1
+        position = self._idx_positions[i] if i >= 0 else 0
+        # Each batch must start where the one before ended: a whole batch in the
+        # wrong place, or a short segment, is damage, not a gap to skip over.
+        expected = self.base_offset + (self._idx_offsets[i] if i >= 0 else 0)
         budget = max_bytes
         size = self.size
         chunk = b""
@@ -285,17 +289,24 @@ class Segment:
                 header = fmt.BatchHeader(chunk[rel : rel + fmt.BATCH_HEADER_LEN])
             except ValueError as exc:
                 raise self._corrupt(position, str(exc)) from None
-            if header.base_offset >= end_offset:
-                break
-            if header.next_offset <= offset:
-                position += header.size
-                continue
+            # Check the batch before its header decides to stop or skip: a flipped
+            # offset, count or length must not read as the end or as a gap.
             if rel + header.size > len(chunk):
                 chunk = os.pread(self._fd, max(_READ_CHUNK, header.size), position)
                 chunk_start, rel = position, 0
             batch = memoryview(chunk)[rel : rel + header.size]
             if len(batch) < header.size or not fmt.check_crc(header, batch):
                 raise self._corrupt(position, "batch fails its CRC")
+            if header.base_offset != expected:
+                raise self._corrupt(
+                    position, f"batch offset {header.base_offset}, expected {expected}"
+                )
+            expected = header.next_offset
+            if header.base_offset >= end_offset:
+                break
+            if header.next_offset <= offset:
+                position += header.size
+                continue
             try:
                 records = fmt.decode_records(header, batch)
             except ValueError as exc:
@@ -312,6 +323,9 @@ class Segment:
             if budget <= 0:
                 break
             position += header.size
+        missing = min(self.next_offset, end_offset)
+        if position >= size and len(out) < max_records and expected < missing:
+            raise self._corrupt(position, f"segment ends at offset {expected}, not {missing}")
         return out
 
     def _corrupt(self, position: int, why: str) -> CorruptLog:

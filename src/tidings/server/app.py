@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from tidings import events as ce
 from tidings.core.groups import Delivery, GroupConfig
@@ -35,7 +36,6 @@ MAX_REQUEST_BYTES = 16 << 20
 
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
-    max_event_bytes: int = ce.MAX_EVENT_BYTES
     max_request_bytes: int = MAX_REQUEST_BYTES
 
 
@@ -79,18 +79,9 @@ class Api:
             self.auth.check(request.headers.get("authorization"), action, topic)
 
     async def _body(self, request: Request) -> bytes:
-        limit = self.options.max_request_bytes
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise TooLarge(f"request body of {length} bytes is over the {limit}-byte limit")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(f"request body is over the {limit}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await _read_body(
+            request.receive, request.headers.get("content-length"), self.options.max_request_bytes
+        )
 
     async def _json_body(self, request: Request, allow_empty: bool = True) -> dict[str, Any]:
         body = await self._body(request)
@@ -158,23 +149,6 @@ class Api:
         return Response(status_code=204)
 
     # -- publish and read -----------------------------------------------------------------
-
-    async def publish(self, request: Request) -> Response:
-        name = request.path_params["topic"]
-        self._authorize(request, "publish", name)
-        if self.hub.closing:
-            raise StorageUnavailable("the hub is shutting down")
-        body = await self._body(request)
-        headers = request.headers
-        events = ce.parse_http(
-            headers.get("content-type"),
-            headers,
-            body,
-            topic=name,
-            max_event_bytes=self.options.max_event_bytes,
-        )
-        results = await self.hub.publish(name, events)
-        return _json({"events": [r.to_dict() for r in results]}, 202)
 
     async def read(self, request: Request) -> Response:
         name = request.path_params["topic"]
@@ -268,6 +242,66 @@ class Api:
         return _json({"positions": format_token(positions)})
 
 
+class PublishEndpoint:
+    """``POST /v1/topics/{topic}/events`` as a bare ASGI app: the hot path.
+
+    It skips Starlette's Request and Response objects (a third of the cost of a
+    one-event publish); errors still propagate to the app's problem handlers.
+    """
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        api = self.api
+        name = scope["path_params"]["topic"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if api.auth.enabled:
+            api.auth.check(headers.get("authorization"), "publish", name)
+        if api.hub.closing:
+            raise StorageUnavailable("the hub is shutting down")
+        limit = api.options.max_request_bytes
+        body = await _read_body(receive, headers.get("content-length"), limit)
+        events = ce.parse_http(
+            headers.get("content-type"),
+            headers,
+            body,
+            topic=name,
+            max_event_bytes=None,  # the hub measures each event as it stores it
+        )
+        results = await api.hub.publish(name, events)
+        answer = orjson.dumps({"events": [r.to_dict() for r in results]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 202,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(answer)),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+
+async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes:
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise TooLarge(f"request body of {length} bytes is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("the client went away before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body is over the {limit}-byte limit")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 # -- request parsing helpers ------------------------------------------------------------
 
 
@@ -354,6 +388,8 @@ def create_app(
     T = "/v1/topics/{topic}"
     G = T + "/groups/{group}"
     routes = [
+        # The hot path first: Starlette tries routes in order.
+        Route(T + "/events", PublishEndpoint(api), methods=["POST"]),
         Route("/", api.index, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
@@ -364,7 +400,6 @@ def create_app(
         Route(T, api.put_topic, methods=["PUT"]),
         Route(T, api.get_topic, methods=["GET"]),
         Route(T, api.delete_topic, methods=["DELETE"]),
-        Route(T + "/events", api.publish, methods=["POST"]),
         Route(T + "/events", api.read, methods=["GET"]),
         Route(G, api.put_group, methods=["PUT"]),
         Route(G, api.get_group, methods=["GET"]),
