@@ -41,9 +41,7 @@ def test_round_trip(base: int, payloads: list[bytes], ts: int) -> None:
     assert header.next_offset == base + len(payloads)
     assert header.first_ts == header.last_ts == ts
     assert fmt.check_crc(header, frame)
-    assert fmt.decode_records(header, frame) == [
-        (base + i, ts, p) for i, p in enumerate(payloads)
-    ]
+    assert fmt.decode_records(header, frame) == [(base + i, ts, p) for i, p in enumerate(payloads)]
 
 
 def test_layout_matches_the_documented_sizes() -> None:

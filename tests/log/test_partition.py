@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -68,11 +69,10 @@ def segment_bases(directory: Path) -> list[int]:
 
 
 def open_log(
-    path: Path, clock: FakeClock | None = None, policy: str = "never", **config: int | None
+    path: Path, clock: FakeClock | None = None, policy: str = "never", **config: Any
 ) -> PartitionLog:
-    return PartitionLog.open(
-        path, LogConfig(**config), FsyncPolicy.parse(policy), clock or FakeClock()  # type: ignore[arg-type]
-    )
+    clock = clock or FakeClock()
+    return PartitionLog.open(path, LogConfig(**config), FsyncPolicy.parse(policy), clock)
 
 
 # -- append and read -----------------------------------------------------------------
@@ -501,8 +501,18 @@ def test_fsync_policy_parse(text: str, mode: str, interval_ms: int) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["interval:0", "interval:x", "interval:", "interval:-5", "interval:1.5", "sometimes", "",
-     "ALWAYS", "interval", "interval:²"],
+    [
+        "interval:0",
+        "interval:x",
+        "interval:",
+        "interval:-5",
+        "interval:1.5",
+        "sometimes",
+        "",
+        "ALWAYS",
+        "interval",
+        "interval:²",
+    ],
 )
 def test_fsync_policy_parse_refuses(text: str) -> None:
     with pytest.raises(BadRequest) as err:

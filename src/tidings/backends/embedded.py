@@ -69,6 +69,7 @@ class EmbeddedStorage:
         self._db.executescript(_SCHEMA)
         self.partitions: dict[tuple[str, int], PartitionLog] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._sync_lock = asyncio.Lock()
         self._closed = False
 
     # -- partitions --------------------------------------------------------------
@@ -99,8 +100,9 @@ class EmbeddedStorage:
         return part
 
     async def drop_topic(self, topic: str) -> None:
-        for key in [k for k in self.partitions if k[0] == topic]:
-            await self.partitions.pop(key).close()
+        async with self._sync_lock:
+            for key in [k for k in self.partitions if k[0] == topic]:
+                await self.partitions.pop(key).close()
         shutil.rmtree(self._topic_dir(topic), ignore_errors=True)
         fsync_dir(self.data_dir / "topics")
         self._db.execute("DELETE FROM topics WHERE name = ?", (topic,))
@@ -111,12 +113,14 @@ class EmbeddedStorage:
         interval = self.policy.interval_ms / 1000
         while not self._closed:
             await asyncio.sleep(interval)
-            dirty = [p for p in self.partitions.values() if p.dirty]
-            if dirty:
-                try:
-                    await loop.run_in_executor(None, _sync_all, dirty)
-                except OSError:
-                    logger.exception("interval fsync failed")
+            # Under the lock, so no partition closes while a thread fsyncs its file.
+            async with self._sync_lock:
+                dirty = [p for p in self.partitions.values() if p.dirty]
+                if dirty:
+                    try:
+                        await loop.run_in_executor(None, _sync_all, dirty)
+                    except OSError:
+                        logger.exception("interval fsync failed")
 
     # -- metadata ----------------------------------------------------------------
 
@@ -162,12 +166,13 @@ class EmbeddedStorage:
         if self._closed:
             return
         self._closed = True
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        for part in self.partitions.values():
-            await part.close()
+        async with self._sync_lock:
+            if self._flusher is not None:
+                self._flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._flusher
+            for part in self.partitions.values():
+                await part.close()
         self._db.close()
 
 

@@ -134,6 +134,7 @@ class PartitionLog:
         self._handle: asyncio.Handle | None = None  # under "interval" and "never"
         self._readers: list[asyncio.Future[None]] = []
         self._closed = False
+        self._closing = False
         self._failed: BaseException | None = None
         self.dirty = False  # written since the last fsync
 
@@ -193,9 +194,9 @@ class PartitionLog:
         Offsets are assigned now, in call order, so two appends made one after
         the other land in that order whatever their futures do.
         """
-        if self._closed or self._failed is not None:
+        if self._closing or self._failed is not None:
             raise StorageUnavailable(
-                f"partition {self.directory} is {'closed' if self._closed else 'failed'}"
+                f"partition {self.directory} is {'closed' if self._closing else 'failed'}"
             )
         if not payloads:
             raise BadRequest("an append needs at least one record")
@@ -324,8 +325,9 @@ class PartitionLog:
 
     async def close(self) -> None:
         """Finish queued appends, fsync, seal nothing, close files."""
-        if self._closed:
+        if self._closed or self._closing:
             return
+        self._closing = True  # appends from now on are refused
         try:
             await self.flush()
         finally:

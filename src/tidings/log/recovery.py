@@ -79,7 +79,6 @@ def recover_sealed(segment: Segment, next_offset: int, report: RecoveryReport) -
         bad = segment.size
         why = f"ends at offset {segment.next_offset}, next segment starts at {next_offset}"
     if bad is not None:
-        segment.corrupt_at = bad
         segment.next_offset = next_offset
         report.corrupt.append((str(segment.path), bad, why))
         logger.error("corrupt sealed segment %s at byte %d: %s", segment.path, bad, why)

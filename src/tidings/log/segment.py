@@ -54,8 +54,6 @@ class Segment:
         self._bytes_since_index = 0
         self._index_fd: int | None = None
         self._time_index_fd: int | None = None
-        #: Byte position of a bad batch that a read must refuse, if any.
-        self.corrupt_at: int | None = None
         self.sealed = False
 
     # -- writing ---------------------------------------------------------------
@@ -127,10 +125,11 @@ class Segment:
 
     def seal(self) -> None:
         """Make the segment read-only: final time entry, indexes and data on disk."""
+        rel = self.next_offset - 1 - self.base_offset
+        # Always end the time index on the last record, so a load can check it.
         if self._time_index_fd is not None and self._tidx_offsets and (
-            self._tidx_ts[-1] != self.max_ts
+            self._tidx_offsets[-1] != rel
         ):
-            rel = self.next_offset - 1 - self.base_offset
             self._tidx_ts.append(self.max_ts)
             self._tidx_offsets.append(rel)
             os.write(self._time_index_fd, _time_entry.pack(self.max_ts, rel))
@@ -183,7 +182,10 @@ class Segment:
                 return False
         if positions[-1] >= self.size or self.base_offset + offsets[-1] >= next_offset:
             return False
-        if not tentries or any(b[0] < a[0] for a, b in pairwise(tentries)):
+        if not tentries or any(b[0] < a[0] or b[1] <= a[1] for a, b in pairwise(tentries)):
+            return False
+        # Sealing ends the time index on the last record (see seal()).
+        if self.base_offset + tentries[-1][1] != next_offset - 1:
             return False
         # The last entry must point at a batch whose header agrees with it.
         header = self._header_at(positions[-1])
@@ -222,7 +224,8 @@ class Segment:
         Yields ``(position, header, "")`` for each good batch, then, if the file
         does not end on a good batch, one ``(position, None, why)``.
         """
-        expected = None
+        # The first batch must start at the segment's base offset.
+        expected = self.base_offset if position == 0 else None
         size = self.size
         while position < size:
             raw = os.pread(self._fd, fmt.BATCH_HEADER_LEN, position)
@@ -252,11 +255,6 @@ class Segment:
             expected = header.next_offset
             yield position, header, ""
             position += header.size
-
-    def position_for(self, offset: int) -> int:
-        """Byte position of the last indexed batch at or before ``offset``."""
-        i = bisect_right(self._idx_offsets, offset - self.base_offset) - 1
-        return self._idx_positions[i] if i >= 0 else 0
 
     def offset_for_time(self, ts: int) -> int:
         """An indexed offset from which a scan finds the first record at or after ``ts``."""
