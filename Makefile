@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8700
 DATA_DIR ?= ./tidings-data
 
-.PHONY: run test lint bench clean
+.PHONY: run test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ test: $(VENV)/.installed-test
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-bench: $(VENV)/.installed
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[bench]'
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	touch $@
+
+bench: $(VENV)/.installed $(VENV)/.installed-bench
 	$(BIN)/tidings bench log
 	$(BIN)/tidings bench http
 

@@ -26,14 +26,18 @@ from tidings.errors import (
     UnsupportedMediaType,
 )
 from tidings.events import Event, Record
+from tidings.sdk import AsyncClient, Client, Delivery
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
     "BadPosition",
     "BadRequest",
+    "Client",
     "Conflict",
     "CorruptLog",
+    "Delivery",
     "Event",
     "Forbidden",
     "GroupNotFound",

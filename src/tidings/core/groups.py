@@ -145,14 +145,16 @@ class ConsumerGroup:
         cursors = self._cursors.values() if partition is None else [self._cursors[partition]]
         return sum(1 for c in cursors for r in c.pending.values() if r.lease is not None)
 
-    def next_due_ms(self) -> int | None:
-        """The earliest time a lease runs out or a nacked record comes due."""
+    def next_due_ms(self, after_ms: int | None = None) -> int | None:
+        """The earliest time a lease runs out or a nacked record comes due (after ``after_ms``)."""
         due = [
             r.expires_ms if r.lease is not None else r.due_ms
             for c in self._cursors.values()
             for r in c.pending.values()
             if r.lease is not None or r.deliveries
         ]
+        if after_ms is not None:
+            due = [d for d in due if d > after_ms]
         return min(due) if due else None
 
     def add_partitions(self, positions: dict[int, int]) -> None:
@@ -212,6 +214,8 @@ class ConsumerGroup:
                 if offset < c.fetched:
                     continue
                 c.fetched = offset + 1
+                if offset in c.done_above:
+                    continue  # done out of order before a restart: never deliver it again
                 event_type, key = _type_and_key(payload)
                 if not self._filter.matches(event_type):
                     self._done(c, offset)

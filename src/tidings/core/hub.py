@@ -11,13 +11,13 @@ import contextlib
 import logging
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
 
-from tidings.core.dedupe import DedupeWindow
+from tidings.core.dedupe import DedupeWindow, dedupe_key
 from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig
 from tidings.core.metrics import Metrics
 from tidings.core.patterns import TypeFilter
@@ -27,7 +27,9 @@ from tidings.errors import (
     BadPosition,
     BadRequest,
     Conflict,
+    CorruptLog,
     GroupNotFound,
+    OffsetOutOfRange,
     TooLarge,
     TopicNotFound,
 )
@@ -115,11 +117,18 @@ class Hub:
         self.metrics = Metrics()
         self._tasks: list[asyncio.Task[None]] = []
         self._group_changed: dict[tuple[str, str], asyncio.Event] = {}
+        # dedupe key -> (partition, append future, index in its batch) of an append not
+        # yet durable: a concurrent publish of the same id answers its position instead
+        # of appending a second copy.
+        self._appending: dict[str, tuple[int, Awaitable[int], int]] = {}
         self.closing = False
+        self._closing = asyncio.Event()  # wakes long polls when shutdown begins
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop it runs on, once started
 
     # -- life ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         for name, cfg in self.storage.load_topics().items():
             self._open_topic(
                 name, int(cfg["partitions"]), _retention(cfg.get("retention")), save=False
@@ -131,11 +140,54 @@ class Hub:
             group = ConsumerGroup(topic, name, _group_config(cfg), positions)
             self._fill_positions(t, group)
             t.groups[name] = group
+        self._restore_dedupe()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._maintain())]
 
-    async def close(self) -> None:
+    def _restore_dedupe(self, max_records: int = 1_000_000) -> None:
+        """Refill the dedupe window from the log's last ``dedupe_window_ms``.
+
+        A producer that retries across a restart of the hub still gets its first
+        position back. Bounded: at most ``max_records`` records are read.
+        """
+        now = self.clock.time_ms()
+        since = now - self.options.dedupe_window_ms
+        budget = max_records
+        found: list[tuple[int, str, str, int, int]] = []
+        for topic in self.topics.values():
+            for p, part in enumerate(topic.partitions):
+                try:
+                    got_all = self._recent(part, since, budget)
+                except CorruptLog as exc:
+                    logger.error("dedupe window of %s/%d not restored: %s", topic.name, p, exc)
+                    continue
+                budget -= len(got_all)
+                for o, ts, payload in got_all:
+                    event_id = orjson.loads(payload).get("id")
+                    if isinstance(event_id, str):
+                        found.append((ts, topic.name, event_id, p, o))
+        for ts, topic_name, event_id, p, o in sorted(found):
+            self.dedupe.put(topic_name, event_id, p, o, ts)
+
+    @staticmethod
+    def _recent(part: PartitionStore, since: int, budget: int) -> list[tuple[int, int, bytes]]:
+        out: list[tuple[int, int, bytes]] = []
+        offset = part.offset_for_time(since)
+        while offset < part.end_offset and len(out) < budget:
+            got = part.read(offset, min(budget - len(out), 10_000))
+            if not got:
+                break
+            out.extend(got)
+            offset = got[-1][0] + 1
+        return out
+
+    def begin_shutdown(self) -> None:
+        """Refuse new publishes and answer every long poll now, with what it has."""
         self.closing = True
+        self._closing.set()
+
+    async def close(self) -> None:
+        self.begin_shutdown()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -196,10 +248,19 @@ class Hub:
         return t
 
     async def create_topic(
-        self, name: str, partitions: int = 1, retention: Retention | None = None
+        self, name: str, partitions: int | None = None, retention: Retention | None = None
     ) -> tuple[Topic, bool]:
-        """Create ``name`` or change its partitions (up only) and retention; True if created."""
+        """Create ``name`` or change its partitions (up only) and retention; True if created.
+
+        What is left out (None) keeps its value: one partition and no retention
+        limits for a new topic.
+        """
         check_name("topic", name)
+        t = self.topics.get(name)
+        if partitions is None:
+            partitions = 1 if t is None else len(t.partitions)
+        if retention is None:
+            retention = Retention() if t is None else t.retention
         if (
             isinstance(partitions, bool)
             or not isinstance(partitions, int)
@@ -208,8 +269,6 @@ class Hub:
             raise BadRequest(
                 f"partitions must be an integer from 1 to {MAX_PARTITIONS}", field="partitions"
             )
-        retention = retention or Retention()
-        t = self.topics.get(name)
         if t is not None and partitions < len(t.partitions):
             raise Conflict(
                 f"topic {name!r} has {len(t.partitions)} partitions; they can grow, not shrink",
@@ -271,6 +330,8 @@ class Hub:
         results: list[Published | None] = [None] * len(events)
         first_in_batch: dict[str, int] = {}
         repeats: list[tuple[int, int]] = []
+        waits: list[tuple[int, tuple[int, Awaitable[int], int]]] = []
+        appending = self._appending
         dumps = orjson.dumps
         limit = self.options.max_event_bytes
         nbytes = 0
@@ -283,29 +344,48 @@ class Hub:
             if eid in first_in_batch:
                 repeats.append((i, first_in_batch[eid]))
                 continue
+            earlier = appending.get(dedupe_key(topic_name, eid))
+            if earlier is not None:
+                waits.append((i, earlier))
+                continue
             first_in_batch[eid] = i
             key = ev.get("partitionkey")
             p = zlib.crc32(key.encode()) % n if key is not None and n > 1 else sticky
             payload = dumps(ev)
             if len(payload) > limit:
-                raise _too_large(len(payload), limit, i if len(events) > 1 else None)
+                raise _too_large(len(payload), limit, i)
             nbytes += len(payload)
             by_part.setdefault(p, []).append((i, payload))
-        if by_part:
+        claimed: list[str] = []
+        try:
             parts = list(by_part)
             appends = [topic.partitions[p].append([x[1] for x in by_part[p]]) for p in parts]
-            bases = [await appends[0]] if len(appends) == 1 else await asyncio.gather(*appends)
-            for p, base in zip(parts, bases, strict=True):
+            for p, fut in zip(parts, appends, strict=True):
                 for k, (i, _) in enumerate(by_part[p]):
-                    eid = events[i]["id"]
-                    results[i] = Published(eid, p, base + k)
-                    dedupe.put(topic_name, eid, p, base + k, now)
+                    claim = dedupe_key(topic_name, events[i]["id"])
+                    appending[claim] = (p, fut, k)
+                    claimed.append(claim)
+            if len(appends) == 1:
+                bases = [await appends[0]]
+            elif appends:
+                bases = await asyncio.gather(*appends)
+            else:
+                bases = []
+        finally:
+            for claim in claimed:
+                del appending[claim]
+        for p, base in zip(parts, bases, strict=True):
+            for k, (i, _) in enumerate(by_part[p]):
+                eid = events[i]["id"]
+                results[i] = Published(eid, p, base + k)
+                dedupe.put(topic_name, eid, p, base + k, now)
+        for i, (p, fut, k) in waits:
+            results[i] = Published(events[i]["id"], p, await asyncio.shield(fut) + k, True)
         for i, first in repeats:
             r = results[first]
             assert r is not None
             results[i] = Published(r.id, r.partition, r.offset, True)
-        appended = sum(len(v) for v in by_part.values())
-        self.metrics.published(topic_name, appended, nbytes)
+        self.metrics.published(topic_name, len(first_in_batch), nbytes)
         return [r for r in results if r is not None]
 
     async def _publish_one(
@@ -316,13 +396,24 @@ class Hub:
         hit = self.dedupe.get(topic.name, eid, now)
         if hit is not None:
             return Published(eid, hit.partition, hit.offset, True)
+        claim = dedupe_key(topic.name, eid)
+        earlier = self._appending.get(claim)
+        if earlier is not None:
+            # The same id is being appended by a concurrent request: answer its position.
+            p, fut, k = earlier
+            return Published(eid, p, await asyncio.shield(fut) + k, True)
         key = ev.get("partitionkey")
         n = len(topic.partitions)
         p = zlib.crc32(key.encode()) % n if key is not None and n > 1 else sticky
         payload = orjson.dumps(ev)
         if len(payload) > self.options.max_event_bytes:
             raise _too_large(len(payload), self.options.max_event_bytes, None)
-        offset = await topic.partitions[p].append((payload,))
+        fut = topic.partitions[p].append((payload,))
+        self._appending[claim] = (p, fut, 0)
+        try:
+            offset = await fut
+        finally:
+            del self._appending[claim]
         self.dedupe.put(topic.name, eid, p, offset, now)
         self.metrics.published(topic.name, 1, len(payload))
         return Published(eid, p, offset)
@@ -364,10 +455,17 @@ class Hub:
             pos = parse_token(start, n)
             if partition is not None:
                 pos = {p: o for p, o in pos.items() if p == partition}
+            else:
+                # Partitions added since the token was made start at their beginning.
+                for p in chosen:
+                    pos.setdefault(p, topic.partitions[p].start_offset)
         for p, o in pos.items():
             part = topic.partitions[p]
-            if not (part.start_offset <= o <= part.end_offset):
-                raise BadPosition(
+            if o < part.start_offset and not start.isdigit():
+                # A resume token older than retention: go on from what is kept.
+                pos[p] = part.start_offset
+            elif not (part.start_offset <= o <= part.end_offset):
+                raise OffsetOutOfRange(
                     f"offset {o} of partition {p} is outside [{part.start_offset}, "
                     f"{part.end_offset}]",
                     field="from",
@@ -413,6 +511,7 @@ class Hub:
             waits = [
                 loop.create_task(topic.partitions[p].wait(o, remaining)) for p, o in pos.items()
             ]
+            waits.append(loop.create_task(self._closing.wait()))
             _, rest = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for w in rest:
                 w.cancel()
@@ -534,9 +633,11 @@ class Hub:
                 self.metrics.delivered(topic_name, len(out))
                 return out
             timeout = remaining
-            due = g.next_due_ms()
+            # A record already due and still not leased waits on a key or on this fetch's
+            # types: an append, ack, nack or seek wakes the fetch, not the clock.
+            due = g.next_due_ms(after_ms=now)
             if due is not None:
-                timeout = min(timeout, max(due - now, 1) / 1000)
+                timeout = min(timeout, (due - now) / 1000)
             changed = self._group_changed.setdefault((topic_name, name), asyncio.Event())
             changed.clear()
             waits = [
@@ -544,6 +645,7 @@ class Hub:
                 for p in g.partitions
             ]
             waits.append(loop.create_task(_wait_event(changed, timeout)))
+            waits.append(loop.create_task(self._closing.wait()))
             _, rest = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for w in rest:
                 w.cancel()

@@ -25,13 +25,16 @@ def _compile(pattern: str) -> re.Pattern[str]:
             parts.append(r"[^.]+")
         elif tok == ">":
             if i != len(tokens) - 1:
-                raise BadRequest(f"type pattern {pattern!r}: '>' may only be the last token")
+                raise BadRequest(
+                    f"type pattern {pattern!r}: '>' may only be the last token", field="types"
+                )
             parts.append(r".+")
         elif _TOKEN.fullmatch(tok):
             parts.append(re.escape(tok))
         else:
             raise BadRequest(
-                f"type pattern {pattern!r}: token {tok!r} must be a name, '*' or a final '>'"
+                f"type pattern {pattern!r}: token {tok!r} must be a name, '*' or a final '>'",
+                field="types",
             )
     return re.compile(r"\.".join(parts))
 

@@ -15,7 +15,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -108,6 +108,7 @@ class Api:
         return _json({"status": "ready", "topics": len(self.hub.topics)})
 
     async def metrics(self, request: Request) -> Response:
+        self._authorize(request, "admin")  # names every topic and group
         return Response(
             render_metrics(self.hub), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
@@ -124,17 +125,22 @@ class Api:
     # -- topics ------------------------------------------------------------------------
 
     async def list_topics(self, request: Request) -> Response:
-        self._authorize(request, "admin") if self.auth.enabled else None
-        return _json({"topics": [t.info() for _, t in sorted(self.hub.topics.items())]})
+        shown = self.auth.visible(request.headers.get("authorization"), self.hub.topics)
+        topics = sorted(self.hub.topics.items())
+        return _json({"topics": [t.info() for n, t in topics if n in shown]})
 
     async def put_topic(self, request: Request) -> Response:
         name = request.path_params["topic"]
         self._authorize(request, "admin")
         body = await self._json_body(request)
         _only(body, {"partitions", "retention"})
-        partitions = body.get("partitions", 1)
-        retention = _parse_retention(body.get("retention"))
-        topic, created = await self.hub.create_topic(name, partitions, retention)
+        existing = self.hub.topics.get(name)
+        retention = None
+        if "retention" in body:
+            retention = _parse_retention(
+                body["retention"], existing.retention if existing else Retention()
+            )
+        topic, created = await self.hub.create_topic(name, body.get("partitions"), retention)
         return _json(topic.info(), 201 if created else 200)
 
     async def get_topic(self, request: Request) -> Response:
@@ -175,6 +181,8 @@ class Api:
     async def put_group(self, request: Request) -> Response:
         topic, name = request.path_params["topic"], request.path_params["group"]
         self._authorize(request, "subscribe", topic)
+        if topic not in self.hub.topics:
+            self._authorize(request, "publish", topic)  # it creates the topic
         body = await self._json_body(request)
         config = _parse_group_config(body)
         _, created = await self.hub.put_group(topic, name, config)
@@ -192,8 +200,8 @@ class Api:
         return Response(status_code=204)
 
     async def list_groups(self, request: Request) -> Response:
-        self._authorize(request, "admin") if self.auth.enabled else None
-        return _json({"groups": self.hub.list_groups()})
+        shown = self.auth.visible(request.headers.get("authorization"), self.hub.topics)
+        return _json({"groups": [g for g in self.hub.list_groups() if g["topic"] in shown]})
 
     async def fetch(self, request: Request) -> Response:
         topic, name = request.path_params["topic"], request.path_params["group"]
@@ -327,7 +335,8 @@ def _opt_seconds(raw: str | None, field: str) -> float:
     return parse_duration_ms(raw, field) / 1000
 
 
-def _parse_retention(raw: object) -> Retention:
+def _parse_retention(raw: object, current: Retention) -> Retention:
+    """The retention a PUT asks for: fields it names replace ``current`` (null clears)."""
     if raw is None:
         return Retention()
     if not isinstance(raw, dict):
@@ -335,15 +344,20 @@ def _parse_retention(raw: object) -> Retention:
             "retention must be an object with max_age and max_bytes", field="retention"
         )
     _only(raw, {"max_age", "max_bytes"})
-    age = raw.get("max_age")
-    size = raw.get("max_bytes")
+    age = raw.get("max_age") if "max_age" in raw else _UNSET
+    size = raw.get("max_bytes", current.max_bytes)
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise BadRequest(
             "retention.max_bytes must be a positive integer", field="retention.max_bytes"
         )
-    return Retention(
-        None if age is None else parse_duration_ms(age, "retention.max_age"), size
-    )
+    if age is _UNSET:
+        age_ms = current.max_age_ms
+    else:
+        age_ms = None if age is None else parse_duration_ms(age, "retention.max_age")
+    return Retention(age_ms, size)
+
+
+_UNSET = object()
 
 
 def _parse_group_config(body: dict[str, Any]) -> GroupConfig:
@@ -435,4 +449,4 @@ def create_app(
     return app
 
 
-__all__ = ["JSONResponse", "ServerOptions", "create_app"]
+__all__ = ["PublishEndpoint", "ServerOptions", "create_app"]

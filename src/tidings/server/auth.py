@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -88,16 +89,27 @@ class Auth:
             return cls.from_json(env_json, "TIDINGS_TOKENS")
         return cls([])
 
+    def token(self, authorization: str | None) -> Token:
+        """The token a request presents; Unauthorized if none or unknown."""
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Unauthorized("this hub needs 'Authorization: Bearer <token>'")
+        given = authorization.removeprefix("Bearer ").strip().encode()
+        for token in self.tokens:
+            if hmac.compare_digest(token.secret.encode(), given):
+                return token
+        raise Unauthorized("unknown bearer token")
+
     def check(self, authorization: str | None, action: Action, topic: str | None) -> None:
         if not self.tokens:
             return
-        if not authorization or not authorization.startswith("Bearer "):
-            raise Unauthorized("this hub needs 'Authorization: Bearer <token>'")
-        given = authorization.removeprefix("Bearer ").strip()
-        for token in self.tokens:
-            if hmac.compare_digest(token.secret.encode(), given.encode()):
-                if token.allows(action, topic):
-                    return
-                what = f"{action} on topic {topic!r}" if topic else action
-                raise Forbidden(f"token {token.name!r} may not {what}")
-        raise Unauthorized("unknown bearer token")
+        token = self.token(authorization)
+        if not token.allows(action, topic):
+            what = f"{action} on topic {topic!r}" if topic else action
+            raise Forbidden(f"token {token.name!r} may not {what}")
+
+    def visible(self, authorization: str | None, topics: Iterable[str]) -> set[str]:
+        """The topics a listing shows this request: any valid token may list what it may read."""
+        if not self.tokens:
+            return set(topics)
+        token = self.token(authorization)
+        return {t for t in topics if token.allows("subscribe", t)}

@@ -67,6 +67,9 @@ def spec() -> dict[str, Any]:
         "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": _json({"type": "object"})}}},
         "/readyz": {"get": {"summary": "Readiness", "operationId": "readyz", "responses": {"200": _json({"type": "object"}), **_problems(503)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics", "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This OpenAPI document", "operationId": "openapi", "responses": {"200": _json({"type": "object"})}}},
+        "/docs": {"get": {"summary": "The API reference as an HTML page", "operationId": "docs", "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/": {"get": {"summary": "The dashboard", "operationId": "dashboard", "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
         "/v1/topics": {"get": {"summary": "List topics", "operationId": "listTopics", "responses": {"200": _json({"type": "object", "properties": {"topics": {"type": "array", "items": _ref("Topic")}}}), **_problems(401, 403)}}},
         "/v1/topics/{topic}": {
             "parameters": [_TOPIC],
@@ -79,7 +82,7 @@ def spec() -> dict[str, Any]:
             "post": {
                 "summary": "Publish events (CloudEvents structured, batch or binary mode)",
                 "operationId": "publish",
-                "requestBody": {"required": True, "content": {"application/cloudevents+json": {"schema": _ref("CloudEvent")}, "application/cloudevents-batch+json": {"schema": {"type": "array", "items": _ref("CloudEvent")}}, "*/*": {"schema": {}, "description": "binary mode: attributes in ce-* headers"}}},
+                "requestBody": {"required": True, "description": "One event (structured), a JSON array of events (batch), or binary mode: attributes in ce-* headers, the body is the data", "content": {"application/cloudevents+json": {"schema": _ref("CloudEvent")}, "application/cloudevents-batch+json": {"schema": {"type": "array", "items": _ref("CloudEvent")}}, "*/*": {"schema": {}}}},
                 "responses": {"202": _json(_ref("Published"), "Accepted: durable by the hub's fsync policy"), **_problems(400, 401, 403, 404, 413, 415, 422, 503)},
             },
             "get": {

@@ -7,6 +7,7 @@ import logging
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -74,10 +75,28 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
     return uv, hub
 
 
+class HubServer(uvicorn.Server):
+    """uvicorn, telling the hub as soon as a signal asks it to stop.
+
+    uvicorn waits for open requests before the app's shutdown runs; long polls
+    would hold it for their whole wait. The hub answers them at once instead.
+    """
+
+    def __init__(self, config: uvicorn.Config, hub: Hub) -> None:
+        super().__init__(config)
+        self.hub = hub
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        loop = self.hub.loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self.hub.begin_shutdown)
+        super().handle_exit(sig, frame)
+
+
 def serve(config: ServeConfig) -> None:
-    uv, _ = build(config)
+    uv, hub = build(config)
     logger.info(
         "tidings on http://%s:%d, data in %s, fsync %s",
         config.host, config.port, config.data_dir, config.fsync,
     )
-    uvicorn.Server(uv).run()
+    HubServer(uv, hub).run()

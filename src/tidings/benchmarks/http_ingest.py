@@ -1,0 +1,746 @@
+"""HTTP ingest benchmark: the hub's publish route beside a bare ASGI ceiling, in one run.
+
+Both servers run as their own process on a free loopback port, under uvicorn with
+uvloop and httptools and no access log, and take the same load from the same
+load generator (``wrk``; an aiohttp loop in this process when wrk is missing)::
+
+    ours      python -m tidings serve --fsync interval:5 --log-level warning
+    ceiling   ceiling_app below: Starlette, one POST route that reads the body,
+              parses it with orjson and answers 202 with a small JSON body
+
+    single    one 256-byte order.placed CloudEvent per request
+              (application/cloudevents+json): req/s, p50, p99
+    batch     1000 of them per request (application/cloudevents-batch+json): events/s
+
+The events carry no ``id``, so the hub gives each one a UUIDv7 and no request hits
+the dedupe window. Anchors, measured when the service answers on loopback and
+skipped otherwise: NATS JetStream (nats-py ``publish_async``) and Redis Streams
+(redis-py, pipelined ``XADD``, 1000 per pipeline), the same events, one client.
+
+Run it with ``tidings bench http`` or ``python bench/http_ingest.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from secrets import token_hex
+from typing import Any
+
+import aiohttp
+import orjson
+import uvloop
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+EVENT_BYTES = 256
+TOPIC = "bench.orders"
+PATH = f"/v1/topics/{TOPIC}/events"
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+GOALS = {"single": 0.60, "batch": 0.30}
+
+# Bounds besides --seconds: how long a server may take to start and to stop, how far
+# past its deadline a measurement may run, and how many events an anchor may send.
+_START_S = 30.0
+_STOP_S = 15.0
+_GRACE_S = 30.0
+_MAX_REQUESTS = 20_000_000
+_MAX_ANCHOR_EVENTS = 4_000_000
+
+_now = time.perf_counter
+
+
+# -- the ceiling ------------------------------------------------------------------------
+
+
+async def _ceiling_publish(request: Request) -> Response:
+    obj = orjson.loads(await request.body())
+    accepted = len(obj) if isinstance(obj, list) else 1
+    return Response(b'{"accepted":%d}' % accepted, 202, media_type="application/json")
+
+
+async def _ceiling_healthz(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+ceiling_app = Starlette(
+    routes=[
+        Route("/v1/topics/{topic}/events", _ceiling_publish, methods=["POST"]),
+        Route("/healthz", _ceiling_healthz, methods=["GET"]),
+    ]
+)
+"""What any Python ASGI ingest route costs at least: the ceiling for ``tidings serve``."""
+
+
+# -- the events -------------------------------------------------------------------------
+
+
+def build_events(count: int, seed: int = 7) -> list[bytes]:
+    """``count`` distinct ``order.placed`` CloudEvents without ``id``, each exactly 256 bytes.
+
+    See https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/formats/json-format.md
+    """
+    rng = random.Random(seed)
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    out: list[bytes] = []
+    for n in range(count):
+        qty = [rng.randrange(1, 5) for _ in range(rng.randrange(1, 4))]
+        items = [{"sku": f"SKU-{rng.randrange(1000, 9999)}", "qty": q} for q in qty]
+        total = f"{sum(qty) * rng.randrange(500, 5000) / 100:.2f}"
+        data: dict[str, Any] = {"order_id": f"ord_{n:08d}", "customer": "cus_", "items": items}
+        # Fewer items until it fits, then a longer customer id up to the exact size.
+        while len(_order_placed(now, data, total)) > EVENT_BYTES and len(items) > 1:
+            items.pop()
+        short = EVENT_BYTES - len(_order_placed(now, data, total))
+        data["customer"] += "".join(rng.choice("abcdefghjkmnpqrstuvwxyz") for _ in range(short))
+        event = _order_placed(now, data, total)
+        if len(event) != EVENT_BYTES:
+            raise ValueError(f"an order.placed event is {len(event)} bytes, not {EVENT_BYTES}")
+        out.append(event)
+    return out
+
+
+def _order_placed(now: str, data: dict[str, Any], total: str) -> bytes:
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "source": "/shop/orders",
+            "type": "order.placed",
+            "time": now,
+            "data": {**data, "total": total},
+        }
+    )
+
+
+# -- results ----------------------------------------------------------------------------
+
+
+class BenchmarkFailed(Exception):
+    """A server did not start, a load generator failed, or a figure cannot be trusted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What one load run saw: 2xx answers, everything else, and the answers' latency."""
+
+    ok: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    events_per_request: int
+
+    @property
+    def req_per_s(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def events_per_s(self) -> float:
+        return self.req_per_s * self.events_per_request
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    name: str
+    connections: int
+    ours: Load
+    ceiling: Load
+
+    @property
+    def ratio(self) -> float:
+        c = self.ceiling.events_per_s
+        return self.ours.events_per_s / c if c > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    name: str
+    events: int = 0
+    seconds: float = 0.0
+    detail: str = ""
+    skipped: str | None = None
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    seconds: int
+    warmup: int
+    connections: int
+    batch_connections: int
+    threads: int
+    batch: int
+    load: str
+    nats_url: str
+    redis_url: str
+    anchors: bool
+    json: bool
+    data_dir: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    options: Options
+    load_tool: str
+    cases: list[Case]
+    anchors: list[Anchor]
+    stored: int
+    notes: list[str]
+
+
+# -- servers ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _server(name: str, argv: list[str], port: int, logs: Path) -> Iterator[str]:
+    """Start ``argv`` as a process serving on ``port``, yield its URL once it answers, stop it."""
+    url = f"http://127.0.0.1:{port}"
+    log_path = logs / f"{name}.log"
+    with log_path.open("wb") as log:
+        # Its own session: a Ctrl-C here reaches us, and we stop it in order.
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    try:
+        deadline = _now() + _START_S
+        while True:
+            if proc.poll() is not None:
+                raise BenchmarkFailed(f"{name} exited with {proc.returncode}: {_tail(log_path)}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(url + "/healthz", timeout=1) as r,
+            ):
+                if r.status == 200:
+                    break
+            if _now() > deadline:
+                raise BenchmarkFailed(f"{name} did not answer within {_START_S:g} s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(_STOP_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(_STOP_S)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-2000:].strip() or "(no output)"
+
+
+def _post(url: str, body: bytes, content_type: str) -> None:
+    """One request outside the timing: checks the route answers 202, and creates the topic."""
+    req = urllib.request.Request(url, body, {"Content-Type": content_type}, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        if r.status != 202:
+            raise BenchmarkFailed(f"POST {url} answered {r.status}, not 202")
+
+
+def _stored_events(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/v1/topics/{TOPIC}", timeout=10) as r:
+        count: int = orjson.loads(r.read())["events"]
+        return count
+
+
+# -- load generators ----------------------------------------------------------------------
+
+_WRK_SCRIPT = """\
+local f = assert(io.open([==[{body}]==], "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "{content_type}"
+function done(s, latency, requests)
+  local e = s.errors
+  io.write(string.format('TIDINGS_WRK {{"requests":%d,"duration_us":%d,"connect":%d,' ..
+    '"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}}\\n',
+    s.requests, s.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+class Wrk:
+    """``wrk`` with a Lua script that POSTs one body and reports its summary as JSON."""
+
+    def __init__(self, exe: str, threads: int, scratch: Path) -> None:
+        self.exe = exe
+        self.threads = threads
+        self.scratch = scratch
+
+    @property
+    def version(self) -> str:
+        out = subprocess.run([self.exe, "-v"], capture_output=True, text=True, timeout=10)
+        found = re.search(r"wrk (\S+)", out.stdout + out.stderr)
+        return f"wrk {found.group(1) if found else '?'}"
+
+    def run(self, url: str, body: bytes, content_type: str, events: int,
+            connections: int, seconds: int) -> Load:
+        body_path = self.scratch / f"body-{events}.json"
+        body_path.write_bytes(body)
+        script = self.scratch / f"post-{events}.lua"
+        script.write_text(_WRK_SCRIPT.format(body=body_path, content_type=content_type))
+        argv = [
+            self.exe, f"-t{min(self.threads, connections)}", f"-c{connections}",
+            f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url,
+        ]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + _GRACE_S)
+        found = re.search(r"^TIDINGS_WRK (\{.*\})$", out.stdout, re.MULTILINE)
+        if out.returncode != 0 or found is None:
+            raise BenchmarkFailed(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
+        s = orjson.loads(found.group(1))
+        errors = s["connect"] + s["read"] + s["write"] + s["status"] + s["timeout"]
+        return Load(
+            ok=s["requests"] - s["status"],
+            errors=errors,
+            seconds=s["duration_us"] / 1e6,
+            p50_ms=s["p50_us"] / 1000,
+            p99_ms=s["p99_us"] / 1000,
+            events_per_request=events,
+        )
+
+
+async def _aiohttp_load(url: str, body: bytes, content_type: str, events: int,
+                        connections: int, seconds: int) -> Load:
+    """The fallback: ``connections`` tasks in this process, each POSTing in a loop."""
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Content-Type": content_type}
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def worker() -> None:
+            nonlocal errors
+            while _now() < deadline and len(latencies) + errors < _MAX_REQUESTS:
+                sent = _now()
+                try:
+                    async with session.post(url, data=body, headers=headers) as r:
+                        await r.read()
+                        ok = 200 <= r.status < 300
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+                if ok:
+                    latencies.append(_now() - sent)
+                else:
+                    errors += 1
+
+        start = _now()
+        deadline = start + seconds
+        async with asyncio.timeout(seconds + _GRACE_S):
+            await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = _now() - start
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[int(q * (len(latencies) - 1))] * 1000 if latencies else 0.0
+
+    return Load(len(latencies), errors, elapsed, pct(0.50), pct(0.99), events)
+
+
+LoadFn = Callable[[str, bytes, str, int, int, int], Load]
+
+
+def _load_generator(opts: Options, scratch: Path) -> tuple[str, LoadFn, list[str]]:
+    exe = shutil.which("wrk") if opts.load in ("auto", "wrk") else None
+    if exe is not None:
+        wrk = Wrk(exe, opts.threads, scratch)
+        return f"{wrk.version}, {opts.threads} threads", wrk.run, []
+    if opts.load == "wrk":
+        raise BenchmarkFailed("wrk is not on PATH (apt-get install -y wrk)")
+
+    def run(*args: Any) -> Load:
+        return uvloop.run(_aiohttp_load(*args))
+
+    if opts.load == "aiohttp":
+        return "aiohttp", run, []
+    note = "wrk not found: the load came from an aiohttp loop in the benchmark's process"
+    return "aiohttp (wrk not found)", run, [note]
+
+
+# -- anchors ------------------------------------------------------------------------------
+# nats-py and redis are optional: imported by name, so mypy passes with or without them.
+
+
+def _listening(url: str, default_port: int) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    address = (parts.hostname or "127.0.0.1", parts.port or default_port)
+    try:
+        with socket.create_connection(address, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+async def _nats_anchor(url: str, events: Sequence[bytes], seconds: int) -> Anchor:
+    name = "anchor: NATS JetStream, publish_async"
+    try:
+        nats = importlib.import_module("nats")
+        failures = (importlib.import_module("nats.errors").Error, OSError)
+    except ImportError:
+        return Anchor(name, skipped="nats-py is not installed")
+    if not _listening(url, 4222):
+        return Anchor(name, skipped=f"nothing listens at {url}")
+
+    async def quiet(exc: Exception) -> None:
+        """nats-py logs each failed attempt with a traceback; the failure is reported below."""
+
+    try:
+        # The client retries a refused connect forever by default: once more, then give up.
+        nc = await nats.connect(
+            url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=1,
+            reconnect_time_wait=0.5, error_cb=quiet,
+        )
+    except failures as exc:
+        return Anchor(name, skipped=f"no NATS at {url}: {exc!r}")
+    js = nc.jetstream(publish_async_max_pending=4000)
+    stream, subject = f"tidings_bench_{token_hex(4)}", f"tidings.bench.{token_hex(4)}"
+    try:
+        await js.add_stream(name=stream, subjects=[subject])
+        sent = 0
+        start = _now()
+        deadline = start + seconds
+        async with asyncio.timeout(seconds + _GRACE_S):
+            while sent < _MAX_ANCHOR_EVENTS and _now() < deadline:
+                for event in events:
+                    await js.publish_async(subject, event)
+                sent += len(events)
+            await js.publish_async_completed()
+        elapsed = _now() - start
+        info = await js.stream_info(stream)
+        v = nc.connected_server_version
+        detail = f"nats-server {v.major}.{v.minor}.{v.patch}, {info.config.storage} storage"
+        return Anchor(name, info.state.messages, elapsed, detail)
+    except failures as exc:
+        return Anchor(name, skipped=f"failed: {exc!r}")
+    finally:
+        with contextlib.suppress(*failures):
+            await js.delete_stream(stream)
+        await nc.close()
+
+
+def _redis_anchor(url: str, events: Sequence[bytes], seconds: int) -> Anchor:
+    name = f"anchor: Redis Streams, XADD x{len(events)} pipelined"
+    try:
+        redis = importlib.import_module("redis")
+    except ImportError:
+        return Anchor(name, skipped="redis (redis-py) is not installed")
+    failures = (redis.RedisError, OSError)
+    r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30)
+    try:
+        info = r.info("server")
+    except failures as exc:
+        r.close()
+        return Anchor(name, skipped=f"no Redis at {url}: {exc!r}")
+    key = f"tidings-bench:{token_hex(6)}"
+    try:
+        appendonly = r.config_get("appendonly").get("appendonly")
+        sent = 0
+        start = _now()
+        deadline = start + seconds
+        while sent < _MAX_ANCHOR_EVENTS and _now() < deadline:
+            pipe = r.pipeline(transaction=False)
+            for event in events:
+                pipe.xadd(key, {"event": event})
+            pipe.execute()
+            sent += len(events)
+        elapsed = _now() - start
+        detail = f"redis {info['redis_version']}, appendonly {appendonly}"
+        return Anchor(name, r.xlen(key), elapsed, detail)
+    except failures as exc:
+        return Anchor(name, skipped=f"failed: {exc!r}")
+    finally:
+        with contextlib.suppress(*failures):
+            r.delete(key)
+        r.close()
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def run_all(opts: Options, root: Path, progress: Console) -> Run:
+    events = build_events(opts.batch)
+    single, batch = events[0], b"[" + b",".join(events) + b"]"
+    tool, load, notes = _load_generator(opts, root)
+    python = sys.executable
+    hub_port, ceiling_port = _free_port(), _free_port()
+    hub_argv = [
+        python, "-m", "tidings", "serve", "--port", str(hub_port),
+        "--data-dir", str(root / "hub-data"), "--fsync", "interval:5", "--log-level", "warning",
+    ]
+    ceiling_argv = [
+        python, "-m", "uvicorn", "tidings.benchmarks.http_ingest:ceiling_app",
+        "--host", "127.0.0.1", "--port", str(ceiling_port), "--loop", "uvloop",
+        "--http", "httptools", "--no-access-log", "--lifespan", "on", "--log-level", "warning",
+    ]
+    cases: list[Case] = []
+    progress.log(f"load: {tool}; starting the hub and the ceiling")
+    with (
+        _server("hub", hub_argv, hub_port, root) as hub,
+        _server("ceiling", ceiling_argv, ceiling_port, root) as ceiling,
+    ):
+        for url in (hub, ceiling):
+            _post(url + PATH, single, STRUCTURED)
+        measured = [
+            ("single", single, STRUCTURED, 1, opts.connections),
+            (f"batch {opts.batch}", batch, BATCH, opts.batch, opts.batch_connections),
+        ]
+        for name, body, ctype, per_request, conns in measured:
+            figures = []
+            # Ours, then the ceiling right after it, each after its own warm-up.
+            for who, url in (("ours", hub), ("ceiling", ceiling)):
+                progress.log(f"{name}: {who}, {conns} connections, {opts.seconds} s")
+                if opts.warmup:
+                    load(url + PATH, body, ctype, per_request, conns, opts.warmup)
+                figures.append(load(url + PATH, body, ctype, per_request, conns, opts.seconds))
+            cases.append(Case(name, conns, figures[0], figures[1]))
+        stored = _stored_events(hub)
+    # Warm-ups and the checks are stored too, so the log holds at least what was answered.
+    answered = sum(c.ours.ok * c.ours.events_per_request for c in cases)
+    if stored < answered:
+        raise BenchmarkFailed(f"the hub stored {stored} events but acknowledged {answered}")
+    for c in cases:
+        for who, figure in (("ours", c.ours), ("ceiling", c.ceiling)):
+            if figure.errors:
+                notes.append(f"{c.name}, {who}: {figure.errors} failed requests (not counted)")
+    anchors: list[Anchor] = []
+    if opts.anchors:
+        progress.log(f"anchor: NATS JetStream at {opts.nats_url}")
+        anchors.append(uvloop.run(_nats_anchor(opts.nats_url, events, opts.seconds)))
+        progress.log(f"anchor: Redis Streams at {opts.redis_url}")
+        anchors.append(_redis_anchor(opts.redis_url, events, opts.seconds))
+    return Run(opts, tool, cases, anchors, stored, notes)
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def _machine() -> dict[str, Any]:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = {p: metadata.version(p) for p in ("uvicorn", "uvloop", "httptools", "starlette")}
+    return {"cpus": cpus, "python": sys.version.split()[0], **versions}
+
+
+def _load_json(load: Load) -> dict[str, Any]:
+    return {
+        "requests": load.ok,
+        "errors": load.errors,
+        "seconds": round(load.seconds, 3),
+        "req_per_s": round(load.req_per_s, 1),
+        "events_per_s": round(load.events_per_s, 1),
+        "p50_ms": round(load.p50_ms, 3),
+        "p99_ms": round(load.p99_ms, 3),
+    }
+
+
+def _goal(case: Case) -> float:
+    return GOALS["single" if case.ours.events_per_request == 1 else "batch"]
+
+
+def to_json(run: Run) -> dict[str, Any]:
+    opts = run.options
+    ours_batch = run.cases[-1].ours.events_per_s if run.cases else 0.0
+    return {
+        "benchmark": "http_ingest",
+        "date": datetime.now(UTC).date().isoformat(),
+        "event_bytes": EVENT_BYTES,
+        "seconds": opts.seconds,
+        "warmup": opts.warmup,
+        "load": run.load_tool,
+        "machine": _machine(),
+        "cases": [
+            {
+                "case": c.name,
+                "events_per_request": c.ours.events_per_request,
+                "connections": c.connections,
+                "ours": _load_json(c.ours),
+                "ceiling": _load_json(c.ceiling),
+                "ratio": round(c.ratio, 3),
+                "goal": _goal(c),
+                "met": c.ratio >= _goal(c),
+            }
+            for c in run.cases
+        ],
+        "hub_stored_events": run.stored,
+        "anchors": [
+            {
+                "anchor": a.name,
+                "skipped": a.skipped,
+                "detail": a.detail,
+                "events": a.events,
+                "seconds": round(a.seconds, 3),
+                "events_per_s": round(a.events_per_s, 1),
+                "ours_batch_ratio": round(ours_batch / a.events_per_s, 3)
+                if a.events_per_s
+                else None,
+            }
+            for a in run.anchors
+        ],
+        "notes": run.notes,
+    }
+
+
+def to_table(run: Run) -> Table:
+    opts, m = run.options, _machine()
+    notes = [
+        "ours: tidings serve --fsync interval:5. ceiling: a Starlette route that reads the "
+        "body, parses it with orjson and answers 202, same server settings, right after ours. "
+        "ratio: ours / ceiling in events/s, beside its goal. Anchors: one client of another "
+        "store sending the same events; ratio: ours (batch) / anchor.",
+        *(f"{a.name}: {a.detail or 'skipped: ' + str(a.skipped)}" for a in run.anchors),
+        *run.notes,
+    ]
+    table = Table(
+        title=(
+            f"HTTP ingest: {EVENT_BYTES}-byte order.placed CloudEvents, {opts.seconds} s per "
+            f"figure, load {run.load_tool}, {m['cpus']} CPUs, Python {m['python']}, "
+            f"uvicorn {m['uvicorn']}, uvloop, httptools"
+        ),
+        caption="\n".join(notes),
+        title_justify="left",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("case")
+    table.add_column("ours", justify="right", no_wrap=True)
+    table.add_column("ceiling", justify="right", no_wrap=True)
+    table.add_column("ratio", justify="right", no_wrap=True)
+    for c in run.cases:
+        goal = _goal(c)
+        met = f"[green]>= {goal:.2f}[/green]" if c.ratio >= goal else f"[red]< {goal:.2f}[/red]"
+        unit = "req/s" if c.ours.events_per_request == 1 else "events/s"
+        table.add_row(
+            f"{c.name}, c{c.connections}, {unit}",
+            f"{c.ours.events_per_s:,.0f}",
+            f"{c.ceiling.events_per_s:,.0f}",
+            f"{c.ratio:.2f}x {met}",
+        )
+        for label in ("p50", "p99"):
+            ours, ceiling = getattr(c.ours, f"{label}_ms"), getattr(c.ceiling, f"{label}_ms")
+            table.add_row(f"  {label}, ms", f"{ours:,.2f}", f"{ceiling:,.2f}", "")
+        table.add_section()
+    ours_batch = run.cases[-1].ours.events_per_s if run.cases else 0.0
+    for a in run.anchors:
+        if a.skipped is None and a.events_per_s > 0:
+            ratio = f"{ours_batch / a.events_per_s:.2f}x"
+            table.add_row(f"{a.name}", f"{ours_batch:,.0f}", f"{a.events_per_s:,.0f}", ratio)
+        else:
+            table.add_row(f"{a.name}", "", "skipped", "")
+    return table
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not above 0")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="tidings bench http",
+        description="Publish throughput of tidings serve over HTTP, beside a bare Starlette "
+        "ceiling measured in the same run, with NATS JetStream and Redis Streams as anchors.",
+    )
+    add = parser.add_argument
+    add("--seconds", type=_positive_int, default=8, help="length of each figure (default 8)")
+    add("--warmup", type=int, default=1, help="seconds of load before each figure (default 1)")
+    add("--connections", type=_positive_int, default=64,
+        help="connections for single-event requests (default 64)")
+    add("--batch-connections", type=_positive_int, default=8,
+        help="connections for batch requests (default 8)")
+    add("--threads", type=_positive_int, default=2, help="wrk threads (default 2)")
+    add("--batch", type=_positive_int, default=1000, help="events per batch request (default 1000)")
+    add("--load", choices=("auto", "wrk", "aiohttp"), default="auto",
+        help="load generator: wrk, else aiohttp (default auto)")
+    add("--nats-url", default="nats://127.0.0.1:4222", help="NATS anchor (default %(default)s)")
+    add("--redis-url", default="redis://127.0.0.1:6379/0",
+        help="Redis anchor (default %(default)s)")
+    add("--no-anchors", dest="anchors", action="store_false", help="skip NATS and Redis")
+    add("--json", action="store_true", help="print one JSON object")
+    add("--data-dir", type=Path, default=None,
+        help="where the hub writes: a fresh directory inside it, removed after "
+        "(default: one in the system temp dir)")
+    ns = parser.parse_args(argv)
+    if ns.warmup < 0:
+        parser.error("--warmup must be 0 or more")
+    return Options(
+        ns.seconds, ns.warmup, ns.connections, ns.batch_connections, ns.threads, ns.batch,
+        ns.load, ns.nats_url, ns.redis_url, ns.anchors, ns.json, ns.data_dir,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the HTTP ingest benchmark; returns the process exit status."""
+    try:
+        opts = parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has printed
+        return exc.code if isinstance(exc.code, int) else 2
+    err = Console(stderr=True, log_path=False)
+    try:
+        if opts.data_dir is not None:
+            opts.data_dir.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="tidings-bench-http-", dir=opts.data_dir))
+    except OSError as exc:
+        err.print(f"cannot make a data directory: {exc}")
+        return 1
+    try:
+        run = run_all(opts, root, err)
+    except (BenchmarkFailed, OSError, subprocess.SubprocessError, TimeoutError) as exc:
+        err.print(f"HTTP ingest benchmark failed: {exc}")
+        return 1
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if opts.json:
+        sys.stdout.write(orjson.dumps(to_json(run), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        Console().print(to_table(run))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

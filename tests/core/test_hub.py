@@ -1,0 +1,321 @@
+"""Hub over the in-memory storage, with a fake clock: publish, dedupe, read, groups, delete."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from tidings.core.groups import GroupConfig
+from tidings.core.hub import Hub, HubOptions
+from tidings.core.patterns import TypeFilter
+from tidings.errors import GroupNotFound, TopicNotFound
+from tidings.events import normalize_event
+from tidings.log.memory import MemoryPartition, MemoryStorage
+from tidings.log.partition import Retention
+
+T0 = 1_700_000_000_000
+WINDOW_MS = 10_000
+
+
+class FakeClock:
+    """The ``Clock`` seam: a time the test moves by hand."""
+
+    def __init__(self, now_ms: int = T0) -> None:
+        self.now_ms = now_ms
+
+    def time_ms(self) -> int:
+        return self.now_ms
+
+
+class DeferredPartition(MemoryPartition):
+    """Acknowledges an append on the next turn of the loop, as a log writing to disk does."""
+
+    def append(self, payloads: Any, timestamp_ms: int | None = None) -> asyncio.Future[int]:
+        base = super().append(payloads, timestamp_ms).result()
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(fut.set_result, base)
+        return fut
+
+
+class CountingPartition(MemoryPartition):
+    """Counts the waits of readers, to see a loop that polls instead of waiting."""
+
+    waits = 0
+
+    async def wait(self, offset: int, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return await super().wait(offset, timeout)
+
+
+class SeamStorage(MemoryStorage):
+    """MemoryStorage whose partitions are of the class the test gives."""
+
+    def __init__(self, clock: FakeClock, kind: type[MemoryPartition]) -> None:
+        super().__init__(clock)
+        self.kind = kind
+
+    def open_partition(self, topic: str, partition: int, retention: Retention) -> MemoryPartition:
+        part = self.partitions.get((topic, partition))
+        if part is None:
+            part = self.partitions[(topic, partition)] = self.kind(retention, self.clock)
+        part.retention = retention
+        return part
+
+
+def ev(topic: str = "orders", etype: str = "order.placed", **attrs: Any) -> dict[str, Any]:
+    return normalize_event({"type": etype, **attrs}, topic=topic)
+
+
+def ids_of(records: list[tuple[int, int, bytes]]) -> list[str]:
+    return [orjson.loads(payload)["id"] for _, _, payload in records]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def storage(clock: FakeClock) -> MemoryStorage:
+    return MemoryStorage(clock)
+
+
+@pytest.fixture
+async def hub(storage: MemoryStorage, clock: FakeClock) -> AsyncIterator[Hub]:
+    h = Hub(storage, HubOptions(dedupe_window_ms=WINDOW_MS), clock)
+    await h.start()
+    yield h
+    await h.close()
+
+
+async def test_publish_appends_in_order_and_creates_the_topic(hub: Hub) -> None:
+    out = await hub.publish("orders", [ev(id="a"), ev(id="b")])
+    assert [(p.id, p.partition, p.offset, p.duplicate) for p in out] == [
+        ("a", 0, 0, False),
+        ("b", 0, 1, False),
+    ]
+    [one] = await hub.publish("orders", [ev(id="c")])
+    assert (one.partition, one.offset) == (0, 2)
+    assert "orders" in hub.topics
+    result = await hub.read("orders", {0: 0})
+    assert ids_of(result.records) == ["a", "b", "c"]
+    assert result.next == {0: 3}
+    assert hub.metrics.events_in["orders"] == 3
+
+
+async def test_publish_to_an_unknown_topic_without_auto_create(
+    storage: MemoryStorage, clock: FakeClock
+) -> None:
+    h = Hub(storage, HubOptions(auto_create=False), clock)
+    with pytest.raises(TopicNotFound):
+        await h.publish("orders", [ev()])
+    await h.create_topic("orders")
+    assert len(await h.publish("orders", [ev()])) == 1
+
+
+async def test_same_key_same_partition(hub: Hub) -> None:
+    await hub.create_topic("orders", 4)
+    seen: dict[str, set[int]] = {}
+    for i in range(40):
+        key = f"k{i % 7}"
+        [p] = await hub.publish("orders", [ev(partitionkey=key)])
+        seen.setdefault(key, set()).add(p.partition)
+    assert all(len(parts) == 1 for parts in seen.values())
+
+
+async def test_dedupe_within_the_window_appends_nothing(hub: Hub, clock: FakeClock) -> None:
+    [first] = await hub.publish("orders", [ev(id="x")])
+    clock.now_ms += WINDOW_MS - 1
+    [again] = await hub.publish("orders", [ev(id="x", data=2)])
+    assert again.duplicate
+    assert (again.partition, again.offset) == (first.partition, first.offset)
+    assert hub.topic("orders").partitions[0].end_offset == 1
+    assert hub.metrics.events_in["orders"] == 1
+
+
+async def test_dedupe_window_expires(hub: Hub, clock: FakeClock) -> None:
+    await hub.publish("orders", [ev(id="x")])
+    clock.now_ms += WINDOW_MS
+    [later] = await hub.publish("orders", [ev(id="x")])
+    assert not later.duplicate
+    assert later.offset == 1
+    # The old entry expired; the new one is remembered in its place.
+    hit = hub.dedupe.get("orders", "x", clock.now_ms)
+    assert hit is not None and (hit.partition, hit.offset) == (later.partition, later.offset)
+    # Entries live at most two windows, then the memory is given back.
+    clock.now_ms += 2 * WINDOW_MS
+    await hub.publish("orders", [ev(id="y")])
+    clock.now_ms += WINDOW_MS
+    await hub.publish("orders", [ev(id="z")])
+    assert len(hub.dedupe) == 2  # y (old generation) and z
+
+
+async def test_dedupe_is_per_topic(hub: Hub) -> None:
+    await hub.publish("orders", [ev(id="x")])
+    [other] = await hub.publish("carts", [ev("carts", id="x")])
+    assert not other.duplicate
+
+
+async def test_dedupe_inside_one_batch(hub: Hub) -> None:
+    await hub.publish("orders", [ev(id="old")])
+    out = await hub.publish("orders", [ev(id="n1"), ev(id="old"), ev(id="n1"), ev(id="n2")])
+    assert [(p.id, p.offset, p.duplicate) for p in out] == [
+        ("n1", 1, False),
+        ("old", 0, True),
+        ("n1", 1, True),
+        ("n2", 2, False),
+    ]
+    assert hub.topic("orders").partitions[0].end_offset == 3
+
+
+async def test_dedupe_holds_for_concurrent_publishes(clock: FakeClock) -> None:
+    """Requests with one id, the later arriving while the first is not yet durable."""
+    storage = SeamStorage(clock, DeferredPartition)
+    hub = Hub(storage, HubOptions(dedupe_window_ms=WINDOW_MS), clock)
+    await hub.create_topic("orders")
+    singles = await asyncio.gather(*(hub.publish("orders", [ev(id="same")]) for _ in range(3)))
+    batches = await asyncio.gather(
+        hub.publish("orders", [ev(id="b1"), ev(id="b2")]),
+        hub.publish("orders", [ev(id="b2"), ev(id="b3")]),
+        hub.publish("orders", [ev(id="b1")]),
+    )
+    assert hub.topic("orders").partitions[0].end_offset == 4
+    assert [p.duplicate for [p] in singles].count(False) == 1
+    assert len({p.offset for [p] in singles}) == 1
+    by_id: dict[str, set[int]] = {}
+    for out in batches:
+        for p in out:
+            by_id.setdefault(p.id, set()).add(p.offset)
+    assert all(len(offsets) == 1 for offsets in by_id.values()), by_id
+    result = await hub.read("orders", {0: 0})
+    assert sorted(ids_of(result.records)) == ["b1", "b2", "b3", "same"]
+
+
+async def test_read_with_types(hub: Hub) -> None:
+    await hub.publish(
+        "orders",
+        [
+            ev(etype="order.placed", id="a"),
+            ev(etype="order.item.added", id="b"),
+            ev(etype="cart.added", id="c"),
+            ev(etype="order.paid", id="d"),
+        ],
+    )
+    one = await hub.read("orders", {0: 0}, types=TypeFilter(["order.*"]))
+    assert ids_of(one.records) == ["a", "d"]
+    assert one.next == {0: 4}
+    rest = await hub.read("orders", {0: 0}, types=TypeFilter(["order.>"]))
+    assert ids_of(rest.records) == ["a", "b", "d"]
+    limited = await hub.read("orders", {0: 0}, limit=1, types=TypeFilter(["cart.*"]))
+    assert ids_of(limited.records) == ["c"]
+    assert limited.next == {0: 3}
+
+
+async def test_read_wait_wakes_on_publish(hub: Hub) -> None:
+    await hub.create_topic("orders", 2)
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        await hub.publish("orders", [ev(id="late", partitionkey="k")])
+
+    result, _ = await asyncio.gather(hub.read("orders", {0: 0, 1: 0}, wait_s=30), later())
+    assert ids_of(result.records) == ["late"]
+
+
+async def test_delete_topic(hub: Hub, storage: MemoryStorage) -> None:
+    await hub.publish("orders", [ev(id="x")])
+    await hub.put_group("orders", "g", GroupConfig())
+    await hub.delete_topic("orders")
+    with pytest.raises(TopicNotFound):
+        hub.topic("orders")
+    with pytest.raises(TopicNotFound):
+        await hub.read("orders", {0: 0})
+    with pytest.raises(TopicNotFound):
+        hub.group("orders", "g")
+    with pytest.raises(TopicNotFound):
+        await hub.delete_topic("orders")
+    assert "orders" not in storage.topics
+    assert not [k for k in storage.partitions if k[0] == "orders"]
+    assert not [k for k in storage.groups if k[0] == "orders"]
+    # Its ids are forgotten with it.
+    [again] = await hub.publish("orders", [ev(id="x")])
+    assert (again.offset, again.duplicate) == (0, False)
+
+
+async def test_delete_group(hub: Hub) -> None:
+    await hub.put_group("orders", "g", GroupConfig())
+    await hub.delete_group("orders", "g")
+    with pytest.raises(GroupNotFound):
+        hub.group("orders", "g")
+    assert hub.list_groups() == []
+
+
+async def test_group_positions_survive_a_new_hub(storage: MemoryStorage, clock: FakeClock) -> None:
+    """Acknowledged out of order, then a restart: nothing acknowledged comes back."""
+    first = Hub(storage, HubOptions(), clock)  # never started: no task outlives the test
+    await first.publish("orders", [ev(id=f"e{i}") for i in range(6)])
+    await first.put_group("orders", "g", GroupConfig(ack_wait_ms=60_000))
+    got = await first.fetch("orders", "g", max_records=6)
+    assert [d.offset for d in got] == [0, 1, 2, 3, 4, 5]
+    await first.ack("orders", "g", [got[0].lease, got[2].lease, got[3].lease, got[5].lease])
+
+    second = Hub(storage, HubOptions(), clock)
+    await second.start()
+    try:
+        again = await second.fetch("orders", "g", max_records=10)
+        assert [d.offset for d in again] == [1, 4]
+        assert all(d.deliveries == 1 for d in again)
+        info = second.group_info("orders", "g")
+        assert info["partitions"][0]["committed"] == 1
+        await second.ack("orders", "g", [d.lease for d in again])
+        assert second.group_info("orders", "g")["lag"] == 0
+    finally:
+        await second.close()
+
+
+async def test_fetch_wait_does_not_poll_for_a_due_record_it_may_not_lease(
+    clock: FakeClock,
+) -> None:
+    storage = SeamStorage(clock, CountingPartition)
+    hub = Hub(storage, HubOptions(), clock)
+    await hub.publish("orders", [ev(etype="a")])
+    await hub.put_group("orders", "g", GroupConfig(ack_wait_ms=60_000))
+    [d] = await hub.fetch("orders", "g")
+    await hub.nack("orders", "g", [d.lease])  # due again now, but not of the type fetched below
+    part = storage.partitions[("orders", 0)]
+    assert isinstance(part, CountingPartition)
+    part.waits = 0
+    assert await hub.fetch("orders", "g", wait_s=0.3, types=TypeFilter(["b"])) == []
+    assert part.waits <= 3, f"fetch woke {part.waits} times in 0.3 s: it polls"
+    [again] = await hub.fetch("orders", "g")
+    assert (again.offset, again.deliveries) == (0, 2)
+
+
+async def test_ack_wakes_a_fetch_waiting_behind_a_key(hub: Hub) -> None:
+    await hub.put_group("orders", "g", GroupConfig(ordering="key", ack_wait_ms=60_000))
+    await hub.publish("orders", [ev(id="k1", partitionkey="k"), ev(id="k2", partitionkey="k")])
+    [first] = await hub.fetch("orders", "g", max_records=10)
+    waiting = asyncio.create_task(hub.fetch("orders", "g", wait_s=30))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await hub.ack("orders", "g", [first.lease])
+    [second] = await asyncio.wait_for(waiting, 5)
+    assert orjson.loads(second.payload)["id"] == "k2"
+
+
+async def test_fetch_wait_wakes_when_a_lease_runs_out(clock: FakeClock) -> None:
+    """Beside a due record the fetch may not take, a lease that runs out still wakes it."""
+    hub = Hub(MemoryStorage(clock), HubOptions(), clock)
+    await hub.publish("orders", [ev(etype="a", id="x"), ev(etype="b", id="y")])
+    await hub.put_group("orders", "g", GroupConfig(ack_wait_ms=200))
+    x, _ = await hub.fetch("orders", "g", max_records=2)
+    await hub.nack("orders", "g", [x.lease])  # x is due now, but the fetch below wants b
+    waiting = asyncio.create_task(hub.fetch("orders", "g", wait_s=30, types=TypeFilter(["b"])))
+    await asyncio.sleep(0.05)
+    clock.now_ms += 200  # y's lease has run out
+    [again] = await asyncio.wait_for(waiting, 10)
+    assert (again.offset, again.deliveries) == (1, 2)

@@ -1,0 +1,44 @@
+"""Fixtures of the server tests: real hub processes (see ``hubproc``) and an HTTP session.
+
+``hub_factory`` starts as many hubs as a test needs, each configuration by its
+own extra arguments; every hub it started is stopped at teardown (SIGTERM, then
+SIGKILL if it does not exit in time). ``hub`` is one default hub shared by the
+tests of a module: they use topics of their own (see ``hubapi.unique``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from hubproc import HubFactory, HubProcess
+
+
+@pytest.fixture
+def hub_factory(tmp_path: Path) -> Iterator[HubFactory]:
+    """Hubs of any configuration for one test: ``hub_factory.start("--no-auto-create")``."""
+    factory = HubFactory(tmp_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_hub_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubFactory]:
+    """Hubs shared by the tests of one module."""
+    factory = HubFactory(tmp_path_factory.mktemp("hubs"))
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def hub(module_hub_factory: HubFactory) -> HubProcess:
+    """A default hub shared by a module's tests; each test uses topics of its own."""
+    return module_hub_factory.start()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session

@@ -1,0 +1,154 @@
+"""Real hub processes: ``python -m tidings serve`` on a free port, restartable and killable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 15.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def hub_env() -> dict[str, str]:
+    """The environment without TIDINGS_* settings, so only the arguments configure a hub."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def serve_command(
+    port: int, data_dir: Path, fsync: str, extra: tuple[str, ...], host: str = "127.0.0.1"
+) -> list[str]:
+    return [
+        sys.executable, "-m", "tidings", "serve",
+        "--host", host,
+        "--port", str(port),
+        "--data-dir", str(data_dir),
+        "--fsync", fsync,
+        "--log-level", "warning",
+        *extra,
+    ]  # fmt: skip
+
+
+class HubProcess:
+    """One ``tidings serve`` process; restartable on the same data directory and port."""
+
+    def __init__(self, data_dir: Path, port: int, fsync: str, extra: tuple[str, ...]) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.fsync = fsync
+        self.extra = extra
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = data_dir.parent / f"{data_dir.name}.hub.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> HubProcess:
+        assert not self.running, "hub already running"
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"--- start {self.starts}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                serve_command(self.port, self.data_dir, self.fsync, self.extra),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=hub_env(),
+            )
+        self._wait_healthy()
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"hub exited with {self.proc.returncode} while starting:\n{self.log_text()}"
+                )
+            try:
+                with urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"hub not healthy after {START_TIMEOUT_S}s:\n{self.log_text()}")
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code (None if not running)."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs in the hub."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def restart(self, *, hard: bool = False) -> HubProcess:
+        """Stop (gracefully, or kill -9 if ``hard``) and start again on the same dir and port."""
+        if hard:
+            self.kill()
+        else:
+            self.stop()
+        return self.start()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class HubFactory:
+    """Starts hubs under one directory and stops them all at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.hubs: list[HubProcess] = []
+
+    def start(
+        self,
+        *extra: str,
+        fsync: str = "interval:5",
+        data_dir: Path | None = None,
+    ) -> HubProcess:
+        if data_dir is None:
+            data_dir = self.root / f"hub{len(self.hubs)}"
+        hub = HubProcess(data_dir, free_port(), fsync, extra)
+        self.hubs.append(hub)
+        return hub.start()
+
+    def close(self) -> None:
+        for hub in self.hubs:
+            hub.stop()
