@@ -44,9 +44,14 @@ class DedupeWindow:
         return len(self._new) + len(self._old)
 
     def get(self, topic: str, event_id: str, now_ms: int) -> Position | None:
-        key = dedupe_key(topic, event_id)
+        return self.lookup(dedupe_key(topic, event_id), now_ms)
+
+    def lookup(self, key: str, now_ms: int) -> Position | None:
+        """:meth:`get` by a key made with :func:`dedupe_key`."""
         packed = self._new.get(key)
         if packed is None:
+            if not self._old:
+                return None
             packed = self._old.get(key)
             if packed is None:
                 return None
@@ -55,9 +60,11 @@ class DedupeWindow:
         return Position((packed >> _OFFSET_BITS) & _PARTITION_MASK, packed & _OFFSET_MASK)
 
     def put(self, topic: str, event_id: str, partition: int, offset: int, now_ms: int) -> None:
-        self._new[dedupe_key(topic, event_id)] = (
-            (now_ms << _TS_SHIFT) | (partition << _OFFSET_BITS) | offset
-        )
+        self.remember(dedupe_key(topic, event_id), partition, offset, now_ms)
+
+    def remember(self, key: str, partition: int, offset: int, now_ms: int) -> None:
+        """:meth:`put` by a key made with :func:`dedupe_key`."""
+        self._new[key] = (now_ms << _TS_SHIFT) | (partition << _OFFSET_BITS) | offset
 
     def forget(self, topic: str, event_id: str) -> None:
         key = dedupe_key(topic, event_id)

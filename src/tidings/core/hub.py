@@ -326,59 +326,68 @@ class Hub:
         topic.rr += 1
         if len(events) == 1:
             return [await self._publish_one(topic, events[0], now, sticky)]
-        by_part: dict[int, list[tuple[int, bytes]]] = {}
+        # Per partition: the events' indexes, payloads and dedupe keys, in order.
+        by_part: dict[int, tuple[list[int], list[bytes], list[str]]] = {}
         results: list[Published | None] = [None] * len(events)
         first_in_batch: dict[str, int] = {}
         repeats: list[tuple[int, int]] = []
         waits: list[tuple[int, tuple[int, Awaitable[int], int]]] = []
         appending = self._appending
+        lookup = dedupe.lookup
         dumps = orjson.dumps
+        crc32 = zlib.crc32
         limit = self.options.max_event_bytes
+        prefix = dedupe_key(topic_name, "")
         nbytes = 0
         for i, ev in enumerate(events):
             eid = ev["id"]
-            hit = dedupe.get(topic_name, eid, now)
+            dkey = prefix + eid
+            hit = lookup(dkey, now)
             if hit is not None:
                 results[i] = Published(eid, hit.partition, hit.offset, True)
                 continue
-            if eid in first_in_batch:
-                repeats.append((i, first_in_batch[eid]))
+            first = first_in_batch.get(dkey)
+            if first is not None:
+                repeats.append((i, first))
                 continue
-            earlier = appending.get(dedupe_key(topic_name, eid))
-            if earlier is not None:
-                waits.append((i, earlier))
-                continue
-            first_in_batch[eid] = i
+            if appending:
+                earlier = appending.get(dkey)
+                if earlier is not None:
+                    waits.append((i, earlier))
+                    continue
+            first_in_batch[dkey] = i
             key = ev.get("partitionkey")
-            p = zlib.crc32(key.encode()) % n if key is not None and n > 1 else sticky
+            p = crc32(key.encode()) % n if key is not None and n > 1 else sticky
             payload = dumps(ev)
             if len(payload) > limit:
                 raise _too_large(len(payload), limit, i)
             nbytes += len(payload)
-            by_part.setdefault(p, []).append((i, payload))
-        claimed: list[str] = []
+            lists = by_part.get(p)
+            if lists is None:
+                lists = by_part[p] = ([], [], [])
+            lists[0].append(i)
+            lists[1].append(payload)
+            lists[2].append(dkey)
+        parts = list(by_part)
+        appends = [topic.partitions[p].append(by_part[p][1]) for p in parts]
+        for p, fut in zip(parts, appends, strict=True):
+            for k, dkey in enumerate(by_part[p][2]):
+                appending[dkey] = (p, fut, k)
         try:
-            parts = list(by_part)
-            appends = [topic.partitions[p].append([x[1] for x in by_part[p]]) for p in parts]
-            for p, fut in zip(parts, appends, strict=True):
-                for k, (i, _) in enumerate(by_part[p]):
-                    claim = dedupe_key(topic_name, events[i]["id"])
-                    appending[claim] = (p, fut, k)
-                    claimed.append(claim)
             if len(appends) == 1:
                 bases = [await appends[0]]
-            elif appends:
-                bases = await asyncio.gather(*appends)
             else:
-                bases = []
+                bases = await asyncio.gather(*appends) if appends else []
         finally:
-            for claim in claimed:
-                del appending[claim]
+            for p in parts:
+                for dkey in by_part[p][2]:
+                    del appending[dkey]
+        remember = dedupe.remember
         for p, base in zip(parts, bases, strict=True):
-            for k, (i, _) in enumerate(by_part[p]):
-                eid = events[i]["id"]
-                results[i] = Published(eid, p, base + k)
-                dedupe.put(topic_name, eid, p, base + k, now)
+            indexes, _, keys = by_part[p]
+            for k, i in enumerate(indexes):
+                results[i] = Published(events[i]["id"], p, base + k)
+                remember(keys[k], p, base + k, now)
         for i, (p, fut, k) in waits:
             results[i] = Published(events[i]["id"], p, await asyncio.shield(fut) + k, True)
         for i, first in repeats:

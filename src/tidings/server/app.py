@@ -7,6 +7,7 @@ raised as :mod:`tidings.errors` and become problem+json in :mod:`.problems`.
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -428,6 +429,13 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
+        # Everything made so far lives as long as the process: keep it out of the
+        # cyclic collector's walks. Requests allocate thousands of short-lived dicts
+        # (a batch of events) that reference counting frees; collecting every 700
+        # of them (the default) cost more than a third of batch publish throughput.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         try:
             yield
         finally:
