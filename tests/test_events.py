@@ -29,11 +29,13 @@ from tidings.events import (
     new_event_id,
     normalize_event,
     now_rfc3339,
+    serialize,
+)
+from tidings.events_http import (
     parse_batch,
     parse_binary,
     parse_http,
     parse_structured,
-    serialize,
     to_binary,
 )
 

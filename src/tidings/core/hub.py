@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import zlib
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +16,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from tidings.core.consuming import MAX_WAIT_S, GroupOps, group_config
 from tidings.core.dedupe import DedupeWindow, dedupe_key
-from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig
+from tidings.core.groups import ConsumerGroup
 from tidings.core.metrics import Metrics
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, parse_time_ms, parse_token
@@ -28,7 +28,6 @@ from tidings.errors import (
     BadRequest,
     Conflict,
     CorruptLog,
-    GroupNotFound,
     OffsetOutOfRange,
     TooLarge,
     TopicNotFound,
@@ -38,8 +37,6 @@ from tidings.log.partition import Clock, SystemClock
 logger = logging.getLogger("tidings.hub")
 
 MAX_PARTITIONS = 1024
-_TOKEN = re.compile(r"\d+:\d+(,\d+:\d+)*")
-MAX_WAIT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +102,7 @@ class ReadResult:
     next: dict[int, int]
 
 
-class Hub:
+class Hub(GroupOps):
     def __init__(
         self, storage: Storage, options: HubOptions | None = None, clock: Clock | None = None
     ) -> None:
@@ -137,7 +134,7 @@ class Hub:
             t = self.topics.get(topic)
             if t is None:
                 continue
-            group = ConsumerGroup(topic, name, _group_config(cfg), positions)
+            group = ConsumerGroup(topic, name, group_config(cfg), positions)
             self._fill_positions(t, group)
             t.groups[name] = group
         self._restore_dedupe()
@@ -527,222 +524,6 @@ class Hub:
             if topic_name not in self.topics:
                 raise TopicNotFound(f"topic {topic_name!r} was deleted", topic=topic_name)
 
-    # -- consumer groups ---------------------------------------------------------------
-
-    def group(self, topic_name: str, name: str) -> tuple[Topic, ConsumerGroup]:
-        topic = self.topic(topic_name)
-        g = topic.groups.get(name)
-        if g is None:
-            check_name("group", name)
-            raise GroupNotFound(
-                f"group {name!r} does not exist on topic {topic_name!r}",
-                topic=topic_name,
-                group=name,
-            )
-        return topic, g
-
-    async def put_group(
-        self, topic_name: str, name: str, config: GroupConfig
-    ) -> tuple[ConsumerGroup, bool]:
-        check_name("group", name)
-        if config.dead_letter_topic is not None:
-            check_name("dead_letter_topic", config.dead_letter_topic)
-        topic = self.topics.get(topic_name) or self._topic_for_publish(topic_name)
-        existing = topic.groups.get(name)
-        self.storage.save_group(topic_name, name, config.to_dict())
-        if existing is not None:
-            existing.config = config
-            existing._filter = TypeFilter(config.types)
-            return existing, False
-        if config.start == "latest":
-            start = {i: p.end_offset for i, p in enumerate(topic.partitions)}
-        else:
-            start = {i: p.start_offset for i, p in enumerate(topic.partitions)}
-        group = ConsumerGroup(topic_name, name, config, {p: (o, []) for p, o in start.items()})
-        topic.groups[name] = group
-        self.storage.save_positions(topic_name, name, group.positions())
-        return group, True
-
-    def _fill_positions(self, topic: Topic, group: ConsumerGroup) -> None:
-        known = set(group.partitions)
-        fresh = {i: p.start_offset for i, p in enumerate(topic.partitions) if i not in known}
-        group.add_partitions(fresh)
-        for i, p in enumerate(topic.partitions):
-            group.clamp(i, p.start_offset)
-
-    async def delete_group(self, topic_name: str, name: str) -> None:
-        topic, _ = self.group(topic_name, name)
-        del topic.groups[name]
-        self.storage.delete_group(topic_name, name)
-        ev = self._group_changed.pop((topic_name, name), None)
-        if ev is not None:
-            ev.set()
-
-    def list_groups(self) -> list[dict[str, Any]]:
-        return [self.group_info(t.name, g) for t in self.topics.values() for g in sorted(t.groups)]
-
-    def group_info(self, topic_name: str, name: str) -> dict[str, Any]:
-        topic, g = self.group(topic_name, name)
-        parts = []
-        for i, p in enumerate(topic.partitions):
-            committed = max(g.committed(i), p.start_offset)
-            parts.append(
-                {
-                    "partition": i,
-                    "committed": committed,
-                    "next_offset": p.end_offset,
-                    "lag": p.end_offset - committed,
-                    "pending": g.in_flight(i),
-                }
-            )
-        return {
-            "topic": topic_name,
-            "name": name,
-            "config": g.config.to_dict(),
-            "partitions": parts,
-            "lag": sum(x["lag"] for x in parts),
-            "pending": sum(x["pending"] for x in parts),
-            "delivered": g.delivered,
-            "redelivered": g.redelivered,
-            "dead_lettered": g.dead_lettered,
-        }
-
-    async def fetch(
-        self,
-        topic_name: str,
-        name: str,
-        max_records: int = 10,
-        wait_s: float = 0.0,
-        types: TypeFilter | None = None,
-    ) -> list[Delivery]:
-        topic, g = self.group(topic_name, name)
-        if (
-            isinstance(max_records, bool)
-            or not isinstance(max_records, int)
-            or not (1 <= max_records <= 10_000)
-        ):
-            raise BadRequest("max must be an integer from 1 to 10000", field="max")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
-
-        def read(p: int, offset: int, n: int) -> list[tuple[int, int, bytes]]:
-            part = topic.partitions[p]
-            if offset >= part.end_offset:
-                return []
-            return part.read(max(offset, part.start_offset), n)
-
-        while True:
-            now = self.clock.time_ms()
-            out, dead = g.fetch(now, max_records, read, types)
-            if dead:
-                await self._dead_letter(topic, g, dead)
-                self.storage.save_positions(topic_name, name, g.positions())
-            remaining = deadline - loop.time()
-            if out or remaining <= 0 or self.closing:
-                self.metrics.delivered(topic_name, len(out))
-                return out
-            timeout = remaining
-            # A record already due and still not leased waits on a key or on this fetch's
-            # types: an append, ack, nack or seek wakes the fetch, not the clock.
-            due = g.next_due_ms(after_ms=now)
-            if due is not None:
-                timeout = min(timeout, (due - now) / 1000)
-            changed = self._group_changed.setdefault((topic_name, name), asyncio.Event())
-            changed.clear()
-            waits = [
-                loop.create_task(topic.partitions[p].wait(g.fetched(p), timeout))
-                for p in g.partitions
-            ]
-            waits.append(loop.create_task(_wait_event(changed, timeout)))
-            waits.append(loop.create_task(self._closing.wait()))
-            _, rest = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for w in rest:
-                w.cancel()
-            topic, g = self.group(topic_name, name)
-
-    async def ack(self, topic_name: str, name: str, leases: Sequence[str]) -> int:
-        _, g = self.group(topic_name, name)
-        n = g.ack(_leases(leases))
-        self.storage.save_positions(topic_name, name, g.positions())
-        # An ack may free a key that ordering=key held back: wake waiting fetches.
-        ev = self._group_changed.get((topic_name, name))
-        if ev is not None:
-            ev.set()
-        return n
-
-    async def nack(
-        self, topic_name: str, name: str, leases: Sequence[str], delay_ms: int = 0
-    ) -> int:
-        topic, g = self.group(topic_name, name)
-        leases = _leases(leases)
-        dead = g.nack(leases, self.clock.time_ms(), delay_ms)
-        if dead:
-            await self._dead_letter(topic, g, dead)
-        self.storage.save_positions(topic_name, name, g.positions())
-        ev = self._group_changed.get((topic_name, name))
-        if ev is not None:
-            ev.set()
-        return len(leases)
-
-    async def seek(self, topic_name: str, name: str, to: object) -> dict[int, int]:
-        topic, g = self.group(topic_name, name)
-        if to == "earliest":
-            pos = {i: p.start_offset for i, p in enumerate(topic.partitions)}
-        elif to == "latest":
-            pos = {i: p.end_offset for i, p in enumerate(topic.partitions)}
-        elif isinstance(to, dict) and set(to) == {"partition", "offset"}:
-            pos = self.positions(
-                topic,
-                _int(to["partition"], "to.partition"),
-                str(_int(to["offset"], "to.offset")),
-                None,
-            )
-        elif isinstance(to, dict) and set(to) == {"time"}:
-            pos = self.positions(topic, None, None, to["time"])
-        elif isinstance(to, str) and _TOKEN.fullmatch(to):
-            pos = self.positions(topic, None, to, None)
-        elif isinstance(to, str | int) and not isinstance(to, bool):
-            pos = self.positions(topic, None, None, str(to))
-        else:
-            raise BadPosition(
-                "to must be earliest, latest, a time, a position token or "
-                '{"partition": p, "offset": o}',
-                field="to",
-            )
-        g.seek(pos)
-        self.storage.save_positions(topic_name, name, g.positions())
-        ev = self._group_changed.get((topic_name, name))
-        if ev is not None:
-            ev.set()
-        return pos
-
-    async def _dead_letter(self, topic: Topic, g: ConsumerGroup, dead: list[DeadLetter]) -> None:
-        target = g.config.dead_letter_topic or f"{topic.name}.dlq"
-        dlq = self.topics.get(target)
-        if dlq is None:
-            dlq = self._open_topic(target, 1, Retention())
-        payloads = []
-        for d in dead:
-            event = orjson.loads(d.payload)
-            event.update(
-                dlqtopic=topic.name,
-                dlqpartition=d.partition,
-                dlqoffset=d.offset,
-                dlqgroup=g.name,
-                dlqreason=d.reason,
-                dlqdeliveries=d.deliveries,
-            )
-            payloads.append(orjson.dumps(event))
-        await dlq.partitions[0].append(payloads)
-        self.metrics.dead_lettered(topic.name, len(payloads))
-
-
-async def _wait_event(ev: asyncio.Event, timeout: float) -> bool:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(ev.wait(), timeout)
-    return ev.is_set()
-
-
 def _too_large(size: int, limit: int, index: int | None) -> TooLarge:
     where = "event" if index is None else f"event {index}"
     fields: dict[str, Any] = {"size": size, "limit": limit}
@@ -753,18 +534,6 @@ def _too_large(size: int, limit: int, index: int | None) -> TooLarge:
 
 def _type(payload: bytes) -> str:
     return str(orjson.loads(payload).get("type", ""))
-
-
-def _int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadPosition(f"{name} must be a non-negative integer", field=name)
-    return value
-
-
-def _leases(leases: object) -> list[str]:
-    if not isinstance(leases, list) or not leases:
-        raise BadRequest("leases must be a non-empty list of lease strings", field="leases")
-    return leases
 
 
 def _retention(raw: object) -> Retention:
@@ -780,12 +549,3 @@ def _topic_dict(partitions: int, r: Retention) -> dict[str, Any]:
     }
 
 
-def _group_config(raw: Mapping[str, Any]) -> GroupConfig:
-    return GroupConfig(
-        start=raw.get("start", "earliest"),
-        ack_wait_ms=int(raw.get("ack_wait", 30) * 1000),
-        max_deliver=int(raw.get("max_deliver", 5)),
-        dead_letter_topic=raw.get("dead_letter_topic"),
-        ordering=raw.get("ordering", "none"),
-        types=tuple(raw.get("types", ())),
-    )

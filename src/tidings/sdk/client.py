@@ -23,7 +23,8 @@ import aiohttp
 import orjson
 
 from tidings.errors import TidingsError
-from tidings.events import Event, Record, to_binary
+from tidings.events import Event, Record
+from tidings.events_http import to_binary
 from tidings.sdk.batching import PublishBatcher
 from tidings.sdk.problems import error_from_response
 from tidings.sdk.receiving import AsyncConsumer, AsyncSubscription, Delivery

@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tidings import events as ce
+from tidings import events_http as ce
 from tidings.core.groups import Delivery, GroupConfig
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter

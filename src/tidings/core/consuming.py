@@ -1,0 +1,296 @@
+"""Consumer groups on the hub: the I/O around the sans-I/O :mod:`tidings.core.groups`.
+
+The hub pumps each :class:`~tidings.core.groups.ConsumerGroup`: it reads the
+log for it, waits for new records, appends its dead letters, and saves its
+positions after every change. :class:`Hub` takes these methods from
+:class:`GroupOps`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig
+from tidings.core.patterns import TypeFilter
+from tidings.core.positions import check_name
+from tidings.core.storage import Retention
+from tidings.errors import BadPosition, BadRequest, GroupNotFound
+
+if TYPE_CHECKING:
+    from tidings.core.hub import Topic
+    from tidings.core.metrics import Metrics
+    from tidings.core.storage import Storage
+    from tidings.log.partition import Clock
+
+MAX_WAIT_S = 60.0
+_TOKEN = re.compile(r"\d+:\d+(,\d+:\d+)*")
+
+
+class GroupOps:
+    """The consumer-group half of :class:`~tidings.core.hub.Hub`, which provides these."""
+
+    topics: dict[str, Topic]
+    storage: Storage
+    clock: Clock
+    metrics: Metrics
+    closing: bool
+    _closing: asyncio.Event
+    _group_changed: dict[tuple[str, str], asyncio.Event]
+
+    def topic(self, name: str) -> Topic:
+        raise NotImplementedError
+
+    def positions(
+        self, topic: Topic, partition: int | None, start: str | None, from_time: str | None
+    ) -> dict[int, int]:
+        raise NotImplementedError
+
+    def _topic_for_publish(self, name: str) -> Topic:
+        raise NotImplementedError
+
+    def _open_topic(
+        self, name: str, partitions: int, retention: Retention, save: bool = True
+    ) -> Topic:
+        raise NotImplementedError
+
+    def group(self, topic_name: str, name: str) -> tuple[Topic, ConsumerGroup]:
+        topic = self.topic(topic_name)
+        g = topic.groups.get(name)
+        if g is None:
+            check_name("group", name)
+            raise GroupNotFound(
+                f"group {name!r} does not exist on topic {topic_name!r}",
+                topic=topic_name,
+                group=name,
+            )
+        return topic, g
+
+    async def put_group(
+        self, topic_name: str, name: str, config: GroupConfig
+    ) -> tuple[ConsumerGroup, bool]:
+        check_name("group", name)
+        if config.dead_letter_topic is not None:
+            check_name("dead_letter_topic", config.dead_letter_topic)
+        topic = self.topics.get(topic_name) or self._topic_for_publish(topic_name)
+        existing = topic.groups.get(name)
+        self.storage.save_group(topic_name, name, config.to_dict())
+        if existing is not None:
+            existing.config = config
+            existing._filter = TypeFilter(config.types)
+            return existing, False
+        if config.start == "latest":
+            start = {i: p.end_offset for i, p in enumerate(topic.partitions)}
+        else:
+            start = {i: p.start_offset for i, p in enumerate(topic.partitions)}
+        group = ConsumerGroup(topic_name, name, config, {p: (o, []) for p, o in start.items()})
+        topic.groups[name] = group
+        self.storage.save_positions(topic_name, name, group.positions())
+        return group, True
+
+    def _fill_positions(self, topic: Topic, group: ConsumerGroup) -> None:
+        known = set(group.partitions)
+        fresh = {i: p.start_offset for i, p in enumerate(topic.partitions) if i not in known}
+        group.add_partitions(fresh)
+        for i, p in enumerate(topic.partitions):
+            group.clamp(i, p.start_offset)
+
+    async def delete_group(self, topic_name: str, name: str) -> None:
+        topic, _ = self.group(topic_name, name)
+        del topic.groups[name]
+        self.storage.delete_group(topic_name, name)
+        ev = self._group_changed.pop((topic_name, name), None)
+        if ev is not None:
+            ev.set()
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return [self.group_info(t.name, g) for t in self.topics.values() for g in sorted(t.groups)]
+
+    def group_info(self, topic_name: str, name: str) -> dict[str, Any]:
+        topic, g = self.group(topic_name, name)
+        parts = []
+        for i, p in enumerate(topic.partitions):
+            committed = max(g.committed(i), p.start_offset)
+            parts.append(
+                {
+                    "partition": i,
+                    "committed": committed,
+                    "next_offset": p.end_offset,
+                    "lag": p.end_offset - committed,
+                    "pending": g.in_flight(i),
+                }
+            )
+        return {
+            "topic": topic_name,
+            "name": name,
+            "config": g.config.to_dict(),
+            "partitions": parts,
+            "lag": sum(x["lag"] for x in parts),
+            "pending": sum(x["pending"] for x in parts),
+            "delivered": g.delivered,
+            "redelivered": g.redelivered,
+            "dead_lettered": g.dead_lettered,
+        }
+
+    async def fetch(
+        self,
+        topic_name: str,
+        name: str,
+        max_records: int = 10,
+        wait_s: float = 0.0,
+        types: TypeFilter | None = None,
+    ) -> list[Delivery]:
+        topic, g = self.group(topic_name, name)
+        if (
+            isinstance(max_records, bool)
+            or not isinstance(max_records, int)
+            or not (1 <= max_records <= 10_000)
+        ):
+            raise BadRequest("max must be an integer from 1 to 10000", field="max")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
+
+        def read(p: int, offset: int, n: int) -> list[tuple[int, int, bytes]]:
+            part = topic.partitions[p]
+            if offset >= part.end_offset:
+                return []
+            return part.read(max(offset, part.start_offset), n)
+
+        while True:
+            now = self.clock.time_ms()
+            out, dead = g.fetch(now, max_records, read, types)
+            if dead:
+                await self._dead_letter(topic, g, dead)
+                self.storage.save_positions(topic_name, name, g.positions())
+            remaining = deadline - loop.time()
+            if out or remaining <= 0 or self.closing:
+                self.metrics.delivered(topic_name, len(out))
+                return out
+            timeout = remaining
+            # A record already due and still not leased waits on a key or on this fetch's
+            # types: an append, ack, nack or seek wakes the fetch, not the clock.
+            due = g.next_due_ms(after_ms=now)
+            if due is not None:
+                timeout = min(timeout, (due - now) / 1000)
+            changed = self._group_changed.setdefault((topic_name, name), asyncio.Event())
+            changed.clear()
+            waits = [
+                loop.create_task(topic.partitions[p].wait(g.fetched(p), timeout))
+                for p in g.partitions
+            ]
+            waits.append(loop.create_task(_wait_event(changed, timeout)))
+            waits.append(loop.create_task(self._closing.wait()))
+            _, rest = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in rest:
+                w.cancel()
+            topic, g = self.group(topic_name, name)
+
+    async def ack(self, topic_name: str, name: str, leases: Sequence[str]) -> int:
+        _, g = self.group(topic_name, name)
+        n = g.ack(_leases(leases))
+        self.storage.save_positions(topic_name, name, g.positions())
+        # An ack may free a key that ordering=key held back: wake waiting fetches.
+        ev = self._group_changed.get((topic_name, name))
+        if ev is not None:
+            ev.set()
+        return n
+
+    async def nack(
+        self, topic_name: str, name: str, leases: Sequence[str], delay_ms: int = 0
+    ) -> int:
+        topic, g = self.group(topic_name, name)
+        leases = _leases(leases)
+        dead = g.nack(leases, self.clock.time_ms(), delay_ms)
+        if dead:
+            await self._dead_letter(topic, g, dead)
+        self.storage.save_positions(topic_name, name, g.positions())
+        ev = self._group_changed.get((topic_name, name))
+        if ev is not None:
+            ev.set()
+        return len(leases)
+
+    async def seek(self, topic_name: str, name: str, to: object) -> dict[int, int]:
+        topic, g = self.group(topic_name, name)
+        if to == "earliest":
+            pos = {i: p.start_offset for i, p in enumerate(topic.partitions)}
+        elif to == "latest":
+            pos = {i: p.end_offset for i, p in enumerate(topic.partitions)}
+        elif isinstance(to, dict) and set(to) == {"partition", "offset"}:
+            pos = self.positions(
+                topic,
+                _int(to["partition"], "to.partition"),
+                str(_int(to["offset"], "to.offset")),
+                None,
+            )
+        elif isinstance(to, dict) and set(to) == {"time"}:
+            pos = self.positions(topic, None, None, to["time"])
+        elif isinstance(to, str) and _TOKEN.fullmatch(to):
+            pos = self.positions(topic, None, to, None)
+        elif isinstance(to, str | int) and not isinstance(to, bool):
+            pos = self.positions(topic, None, None, str(to))
+        else:
+            raise BadPosition(
+                "to must be earliest, latest, a time, a position token or "
+                '{"partition": p, "offset": o}',
+                field="to",
+            )
+        g.seek(pos)
+        self.storage.save_positions(topic_name, name, g.positions())
+        ev = self._group_changed.get((topic_name, name))
+        if ev is not None:
+            ev.set()
+        return pos
+
+    async def _dead_letter(self, topic: Topic, g: ConsumerGroup, dead: list[DeadLetter]) -> None:
+        target = g.config.dead_letter_topic or f"{topic.name}.dlq"
+        dlq = self.topics.get(target)
+        if dlq is None:
+            dlq = self._open_topic(target, 1, Retention())
+        payloads = []
+        for d in dead:
+            event = orjson.loads(d.payload)
+            event.update(
+                dlqtopic=topic.name,
+                dlqpartition=d.partition,
+                dlqoffset=d.offset,
+                dlqgroup=g.name,
+                dlqreason=d.reason,
+                dlqdeliveries=d.deliveries,
+            )
+            payloads.append(orjson.dumps(event))
+        await dlq.partitions[0].append(payloads)
+        self.metrics.dead_lettered(topic.name, len(payloads))
+
+
+async def _wait_event(ev: asyncio.Event, timeout: float) -> bool:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ev.wait(), timeout)
+    return ev.is_set()
+
+
+def _int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadPosition(f"{name} must be a non-negative integer", field=name)
+    return value
+
+
+def _leases(leases: object) -> list[str]:
+    if not isinstance(leases, list) or not leases:
+        raise BadRequest("leases must be a non-empty list of lease strings", field="leases")
+    return leases
+
+
+def group_config(raw: Mapping[str, Any]) -> GroupConfig:
+    return GroupConfig(
+        start=raw.get("start", "earliest"),
+        ack_wait_ms=int(raw.get("ack_wait", 30) * 1000),
+        max_deliver=int(raw.get("max_deliver", 5)),
+        dead_letter_topic=raw.get("dead_letter_topic"),
+        ordering=raw.get("ordering", "none"),
+        types=tuple(raw.get("types", ())),
+    )
