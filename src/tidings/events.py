@@ -70,6 +70,8 @@ _CONTEXT: Final = frozenset(
         "data_base64",
     }
 )
+# Optional context attributes that a null in JSON leaves out.
+_NULLABLE: Final = ("subject", "datacontenttype", "dataschema", "data_base64")
 # Extensions tidings gives a meaning to; their values must be strings.
 _STRING_EXTENSIONS: Final = frozenset(
     {"partitionkey", "correlationid", "causationid", "tracestate"}
@@ -206,24 +208,23 @@ def _fill(obj: object, topic: str, now: str | None) -> dict[str, Any]:
     if schema is not None:
         obj["dataschema"] = _check_uri("dataschema", schema)
 
-    absent: list[str] | None = None
-    for name, value in obj.items():
+    data_base64 = get("data_base64")
+    # null means absent (JSON format 2.2): drop optional attributes given as null.
+    if subject is None or content_type is None or schema is None or data_base64 is None:
+        for name in _NULLABLE:
+            if name in obj and obj[name] is None:
+                del obj[name]
+    extensions = obj.keys() - _CONTEXT  # a set difference in C, not a loop over every key
+    for name in extensions:
+        value = obj[name]
         if value is None:
-            if name != "data":
-                absent = [name] if absent is None else [*absent, name]
-            continue
-        if name in _CONTEXT:
-            continue
-        if isinstance(value, str) and name in _plain_extensions:
+            del obj[name]
+        elif isinstance(value, str) and name in _plain_extensions:
             if not value.isprintable():
                 _check_chars(name, value, "extension attribute")
         else:
             _check_extension(name, value)
-    if absent is not None:
-        for name in absent:
-            del obj[name]
 
-    data_base64 = get("data_base64")
     if "data" in obj:
         if data_base64 is not None:
             raise InvalidEvent(

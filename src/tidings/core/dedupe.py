@@ -62,9 +62,19 @@ class DedupeWindow:
     def put(self, topic: str, event_id: str, partition: int, offset: int, now_ms: int) -> None:
         self.remember(dedupe_key(topic, event_id), partition, offset, now_ms)
 
+    def knows_any(self, keys: list[str]) -> bool:
+        """Whether any of ``keys`` is held (perhaps expired): a batch's quick check."""
+        new = self._new.keys() & keys  # iterates the smaller side
+        return bool(new) or bool(self._old and self._old.keys() & keys)
+
     def remember(self, key: str, partition: int, offset: int, now_ms: int) -> None:
         """:meth:`put` by a key made with :func:`dedupe_key`."""
         self._new[key] = (now_ms << _TS_SHIFT) | (partition << _OFFSET_BITS) | offset
+
+    def remember_run(self, keys: list[str], partition: int, base: int, now_ms: int) -> None:
+        """Remember ``keys`` at consecutive offsets from ``base``: one batch's append."""
+        start = (now_ms << _TS_SHIFT) | (partition << _OFFSET_BITS) | base
+        self._new.update(zip(keys, range(start, start + len(keys)), strict=True))
 
     def forget(self, topic: str, event_id: str) -> None:
         key = dedupe_key(topic, event_id)

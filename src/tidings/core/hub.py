@@ -96,6 +96,21 @@ class Published(NamedTuple):
         return d
 
 
+class _Claim:
+    """One append in flight and the dedupe keys of its events, in offset order."""
+
+    __slots__ = ("future", "keys", "partition")
+
+    def __init__(self, partition: int, future: Awaitable[int], keys: list[str]) -> None:
+        self.partition = partition
+        self.future = future
+        self.keys = keys
+
+    async def offset(self, dkey: str) -> int:
+        """Where the event of ``dkey`` lands (waits for the append; rare: a repeat)."""
+        return await asyncio.shield(self.future) + self.keys.index(dkey)
+
+
 @dataclass(frozen=True, slots=True)
 class ReadResult:
     records: list[tuple[int, int, bytes]]  # (partition, offset, payload)
@@ -114,10 +129,8 @@ class Hub(GroupOps):
         self.metrics = Metrics()
         self._tasks: list[asyncio.Task[None]] = []
         self._group_changed: dict[tuple[str, str], asyncio.Event] = {}
-        # dedupe key -> (partition, append future, index in its batch) of an append not
-        # yet durable: a concurrent publish of the same id answers its position instead
-        # of appending a second copy.
-        self._appending: dict[str, tuple[int, Awaitable[int], int]] = {}
+        # dedupe key -> the append that carries it, until it is durable.
+        self._appending: dict[str, _Claim] = {}
         self.closing = False
         self._closing = asyncio.Event()  # wakes long polls when shutdown begins
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop it runs on, once started
@@ -323,12 +336,16 @@ class Hub(GroupOps):
         topic.rr += 1
         if len(events) == 1:
             return [await self._publish_one(topic, events[0], now, sticky)]
-        # Per partition: the events' indexes, payloads and dedupe keys, in order.
+        fast = await self._publish_new(topic, events, now, sticky)
+        if fast is not None:
+            return fast
+        # Some ids repeat (within the batch, the window or a concurrent append),
+        # or keys spread the batch over partitions: event by event.
         by_part: dict[int, tuple[list[int], list[bytes], list[str]]] = {}
         results: list[Published | None] = [None] * len(events)
         first_in_batch: dict[str, int] = {}
         repeats: list[tuple[int, int]] = []
-        waits: list[tuple[int, tuple[int, Awaitable[int], int]]] = []
+        waits: list[tuple[int, _Claim, str]] = []
         appending = self._appending
         lookup = dedupe.lookup
         dumps = orjson.dumps
@@ -347,11 +364,10 @@ class Hub(GroupOps):
             if first is not None:
                 repeats.append((i, first))
                 continue
-            if appending:
-                earlier = appending.get(dkey)
-                if earlier is not None:
-                    waits.append((i, earlier))
-                    continue
+            earlier = appending.get(dkey)
+            if earlier is not None:
+                waits.append((i, earlier, dkey))
+                continue
             first_in_batch[dkey] = i
             key = ev.get("partitionkey")
             p = crc32(key.encode()) % n if key is not None and n > 1 else sticky
@@ -366,33 +382,70 @@ class Hub(GroupOps):
             lists[1].append(payload)
             lists[2].append(dkey)
         parts = list(by_part)
-        appends = [topic.partitions[p].append(by_part[p][1]) for p in parts]
-        for p, fut in zip(parts, appends, strict=True):
-            for k, dkey in enumerate(by_part[p][2]):
-                appending[dkey] = (p, fut, k)
-        try:
-            if len(appends) == 1:
-                bases = [await appends[0]]
-            else:
-                bases = await asyncio.gather(*appends) if appends else []
-        finally:
-            for p in parts:
-                for dkey in by_part[p][2]:
-                    del appending[dkey]
-        remember = dedupe.remember
+        claims = [
+            _Claim(p, topic.partitions[p].append(by_part[p][1]), by_part[p][2]) for p in parts
+        ]
+        bases = await self._await_claims(claims)
+        make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
         for p, base in zip(parts, bases, strict=True):
             indexes, _, keys = by_part[p]
+            dedupe.remember_run(keys, p, base, now)
             for k, i in enumerate(indexes):
-                results[i] = Published(events[i]["id"], p, base + k)
-                remember(keys[k], p, base + k, now)
-        for i, (p, fut, k) in waits:
-            results[i] = Published(events[i]["id"], p, await asyncio.shield(fut) + k, True)
+                results[i] = make(Published, (events[i]["id"], p, base + k, False))
+        for i, claim, dkey in waits:
+            results[i] = Published(events[i]["id"], claim.partition, await claim.offset(dkey), True)
         for i, first in repeats:
             r = results[first]
             assert r is not None
             results[i] = Published(r.id, r.partition, r.offset, True)
         self.metrics.published(topic_name, len(first_in_batch), nbytes)
         return [r for r in results if r is not None]
+
+    async def _publish_new(
+        self, topic: Topic, events: Sequence[Mapping[str, Any]], now: int, sticky: int
+    ) -> list[Published] | None:
+        """A batch of new ids bound for one partition, with no loop per event in Python
+        beyond serializing; None when the batch needs :meth:`publish`'s careful path."""
+        if len(topic.partitions) > 1 and any("partitionkey" in ev for ev in events):
+            return None
+        ids = [ev["id"] for ev in events]
+        prefix = dedupe_key(topic.name, "")
+        keys = [prefix + eid for eid in ids]
+        if (
+            len(set(keys)) != len(keys)
+            or self.dedupe.knows_any(keys)
+            or (self._appending and not self._appending.keys().isdisjoint(keys))
+        ):
+            return None
+        dumps = orjson.dumps
+        payloads = [dumps(ev) for ev in events]
+        sizes = list(map(len, payloads))
+        limit = self.options.max_event_bytes
+        if max(sizes) > limit:
+            i = next(i for i, size in enumerate(sizes) if size > limit)
+            raise _too_large(sizes[i], limit, i)
+        [base] = await self._await_claims(
+            [_Claim(sticky, topic.partitions[sticky].append(payloads), keys)]
+        )
+        self.dedupe.remember_run(keys, sticky, base, now)
+        self.metrics.published(topic.name, len(payloads), sum(sizes))
+        make = tuple.__new__
+        return [make(Published, (eid, sticky, base + k, False)) for k, eid in enumerate(ids)]
+
+    async def _await_claims(self, claims: list[_Claim]) -> list[int]:
+        """Await appends while their ids are claimed: a concurrent publish of one of
+        them answers its position instead of appending a second copy."""
+        appending = self._appending
+        for claim in claims:
+            appending.update(dict.fromkeys(claim.keys, claim))
+        try:
+            if len(claims) == 1:
+                return [await claims[0].future]
+            return list(await asyncio.gather(*(c.future for c in claims)))
+        finally:
+            for claim in claims:
+                for dkey in claim.keys:
+                    del appending[dkey]
 
     async def _publish_one(
         self, topic: Topic, ev: Mapping[str, Any], now: int, sticky: int
@@ -402,25 +455,24 @@ class Hub(GroupOps):
         hit = self.dedupe.get(topic.name, eid, now)
         if hit is not None:
             return Published(eid, hit.partition, hit.offset, True)
-        claim = dedupe_key(topic.name, eid)
-        earlier = self._appending.get(claim)
+        dkey = dedupe_key(topic.name, eid)
+        earlier = self._appending.get(dkey)
         if earlier is not None:
             # The same id is being appended by a concurrent request: answer its position.
-            p, fut, k = earlier
-            return Published(eid, p, await asyncio.shield(fut) + k, True)
+            return Published(eid, earlier.partition, await earlier.offset(dkey), True)
         key = ev.get("partitionkey")
         n = len(topic.partitions)
         p = zlib.crc32(key.encode()) % n if key is not None and n > 1 else sticky
         payload = orjson.dumps(ev)
         if len(payload) > self.options.max_event_bytes:
             raise _too_large(len(payload), self.options.max_event_bytes, None)
-        fut = topic.partitions[p].append((payload,))
-        self._appending[claim] = (p, fut, 0)
+        claim = _Claim(p, topic.partitions[p].append((payload,)), [dkey])
+        self._appending[dkey] = claim
         try:
-            offset = await fut
+            offset = await claim.future
         finally:
-            del self._appending[claim]
-        self.dedupe.put(topic.name, eid, p, offset, now)
+            del self._appending[dkey]
+        self.dedupe.remember(dkey, p, offset, now)
         self.metrics.published(topic.name, 1, len(payload))
         return Published(eid, p, offset)
 
