@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from tidings import events_http as ce
@@ -29,8 +29,11 @@ from tidings.core.storage import Retention
 from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarge
 from tidings.server import openapi
 from tidings.server.auth import Action, Auth
+from tidings.server.live import LiveOptions
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
+from tidings.server.sse import SseEndpoint
+from tidings.server.ws import WebSocketEndpoint
 
 MAX_REQUEST_BYTES = 16 << 20
 
@@ -38,6 +41,7 @@ MAX_REQUEST_BYTES = 16 << 20
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
     max_request_bytes: int = MAX_REQUEST_BYTES
+    live: LiveOptions = field(default_factory=LiveOptions)  # WebSocket and SSE
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -279,7 +283,14 @@ class PublishEndpoint:
             max_event_bytes=None,  # the hub measures each event as it stores it
         )
         results = await api.hub.publish(name, events)
-        answer = orjson.dumps({"events": [r.to_dict() for r in results]})
+        answer = orjson.dumps(
+            {
+                "events": [
+                    {"id": r[0], "partition": r[1], "offset": r[2]} if not r[3] else r.to_dict()
+                    for r in results
+                ]
+            }
+        )
         await send(
             {
                 "type": "http.response.start",
@@ -405,6 +416,8 @@ def create_app(
     routes = [
         # The hot path first: Starlette tries routes in order.
         Route(T + "/events", PublishEndpoint(api), methods=["POST"]),
+        WebSocketRoute("/v1/ws", WebSocketEndpoint(hub, api.auth, api.options.live).handle),
+        Route(T + "/sse", SseEndpoint(hub, api.auth, api.options.live).handle, methods=["GET"]),
         Route("/", api.index, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),

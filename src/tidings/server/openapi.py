@@ -77,6 +77,10 @@ def spec() -> dict[str, Any]:
             "get": {"summary": "Describe a topic", "operationId": "getTopic", "responses": {"200": _json(_ref("Topic")), **_problems(401, 403, 404)}},
             "delete": {"summary": "Delete a topic and its groups", "operationId": "deleteTopic", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
         },
+        "/v1/topics/{topic}/sse": {
+            "parameters": [_TOPIC],
+            "get": {"summary": "Follow a topic as Server-Sent Events: each id is a resume token; Last-Event-ID resumes with no gap (the WebSocket gateway is GET /v1/ws, subprotocol tidings.v1)", "operationId": "sse", "parameters": [_param("from", "query", {"type": "string"}, "earliest, latest (default), a resume token like 0:15,1:7, or a time"), _param("types", "query", {"type": "string"}, "Comma-separated type patterns"), _param("token", "query", {"type": "string"}, "Bearer token, for EventSource, which cannot set headers"), {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}, "description": "Resume token; wins over from"}], "responses": {"200": {"description": "retry, then messages: id = resume token, data = the record", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **_problems(400, 401, 403, 404)}},
+        },
         "/v1/topics/{topic}/events": {
             "parameters": [_TOPIC],
             "post": {

@@ -71,6 +71,10 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         log_level=config.log_level,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # RFC 6455 pings from uvicorn's websockets protocol: one every 20 s, and a peer
+        # that has not answered 20 s later is closed (1011).
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
     )
     return uv, hub
 

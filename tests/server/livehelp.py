@@ -1,0 +1,82 @@
+"""Helpers of the live-channel tests: a publisher that keeps going, and the exactly-once check."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from typing import Any
+
+import aiohttp
+import orjson
+import websockets
+from hubapi import STRUCTURED
+
+PROTOCOL = websockets.Subprotocol("tidings.v1")
+
+
+def ws_url(base_url: str, query: str = "") -> str:
+    return base_url.replace("http://", "ws://") + "/v1/ws" + (f"?{query}" if query else "")
+
+
+async def recv(ws: websockets.ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
+    out: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return out
+
+
+class Publisher:
+    """Publishes ``count`` keyed events over HTTP, retrying each (same id) until a 202.
+
+    It goes on through client drops and hub restarts: a refused connection is
+    retried, and the dedupe window answers a retry of an event already stored.
+    """
+
+    def __init__(self, base_url: str, topic: str, count: int, keys: int = 6) -> None:
+        self.base_url = base_url
+        self.topic = topic
+        self.ids = [f"e-{i:05d}" for i in range(count)]
+        self.keys = keys
+        self.done = 0
+        self.progress = asyncio.Event()
+
+    async def run(self, http: aiohttp.ClientSession, deadline_s: float = 60.0) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        url = f"{self.base_url}/v1/topics/{self.topic}/events"
+        for i, eid in enumerate(self.ids):
+            body = orjson.dumps(
+                {"type": "n.made", "id": eid, "partitionkey": f"k{i % self.keys}", "data": i}
+            )
+            while True:
+                assert loop.time() < end, f"publisher stuck at {eid}"
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                    async with http.post(
+                        url, data=body, headers={"content-type": STRUCTURED}, timeout=5
+                    ) as resp:
+                        if resp.status == 202:
+                            break
+                await asyncio.sleep(0.05)
+            self.done = i + 1
+            self.progress.set()
+
+    async def reached(self, n: int, timeout: float = 30.0) -> None:
+        async def wait() -> None:
+            while self.done < n:
+                self.progress.clear()
+                await self.progress.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+
+def check_exactly_once(records: list[dict[str, Any]], ids: list[str]) -> None:
+    """Every id once, and offsets strictly increasing with no gap within each partition."""
+    got = [r["event"]["id"] for r in records]
+    dupes = {i for i in got if got.count(i) > 1} if len(set(got)) != len(got) else set()
+    assert not dupes, f"duplicates: {sorted(dupes)[:10]}"
+    missing = sorted(set(ids) - set(got))
+    assert not missing, f"{len(missing)} missing, first {missing[:10]}"
+    by_part: dict[int, list[int]] = defaultdict(list)
+    for r in records:
+        by_part[r["partition"]].append(r["offset"])
+    for p, offsets in by_part.items():
+        assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), f"partition {p}"
