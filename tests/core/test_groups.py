@@ -210,10 +210,28 @@ def test_max_deliver_expired_becomes_a_dead_letter(log: ListLog) -> None:
     assert dead == [
         DeadLetter(0, 0, d1.payload, 2, "ack_wait expired after 2 deliveries (max_deliver 2)")
     ]
-    assert g.dead_lettered == 1
-    assert g.committed(0) == 1
+    # Held, not done, until the dead-letter topic has it: no position passes it yet.
+    assert g.committed(0) == 0
+    assert g.dead_lettered == 0
     with pytest.raises(StaleLease):
         g.ack([d2.lease])
+    g.settle(dead)
+    assert g.dead_lettered == 1
+    assert g.committed(0) == 1
+
+
+def test_a_failed_dead_letter_append_is_tried_again(log: ListLog) -> None:
+    g = group(max_deliver=1)
+    fetch(g, log, now=0, n=1)
+    dead = g.expire(ACK_WAIT)
+    assert [x.offset for x in dead] == [0]
+    g.unsettle(dead)  # the append to the dead-letter topic failed
+    assert g.committed(0) == 0
+    out, again = g.fetch(ACK_WAIT + 1, 5, log.read)
+    assert 0 not in offsets(out)  # not delivered a second time past max_deliver
+    assert [x.offset for x in again] == [0]
+    g.settle(again)
+    assert g.committed(0) == 1
 
 
 def test_max_deliver_nacked_becomes_a_dead_letter(log: ListLog) -> None:
@@ -222,6 +240,8 @@ def test_max_deliver_nacked_becomes_a_dead_letter(log: ListLog) -> None:
     dead = g.nack([got[1].lease], now_ms=5, delay_ms=1000)
     assert [(x.partition, x.offset, x.deliveries) for x in dead] == [(0, 1, 1)]
     assert dead[0].reason.startswith("nacked after 1 deliveries")
+    assert g.positions() == {0: (0, [])}
+    g.settle(dead)
     assert g.positions() == {0: (0, [1])}
     g.ack([got[0].lease])
     assert g.positions() == {0: (2, [])}
@@ -233,6 +253,7 @@ def test_dead_letter_from_expire_sweep(log: ListLog) -> None:
     dead = g.expire(ACK_WAIT)
     assert [x.offset for x in dead] == [0]
     assert "ack_wait expired" in dead[0].reason
+    g.settle(dead)
     assert g.committed(0) == 1
 
 
@@ -329,7 +350,10 @@ def test_ordering_key_dead_letter_frees_the_key() -> None:
     log.add(key="a")
     g = group(ordering="key", max_deliver=1)
     [d] = fetch(g, log, now=0)
-    assert len(g.nack([d.lease], now_ms=0)) == 1
+    dead = g.nack([d.lease], now_ms=0)
+    assert len(dead) == 1
+    assert offsets(fetch(g, log, now=0)) == []  # the key waits for the dead letter
+    g.settle(dead)
     assert offsets(fetch(g, log, now=0)) == [1]
 
 
@@ -411,3 +435,19 @@ def test_add_partitions_keeps_existing_ones(log: ListLog) -> None:
     assert g.committed(0) == 0  # the existing partition keeps its state
     assert g.in_flight(0) == 2
     assert g.committed(1) == 0
+
+
+def test_switching_to_key_ordering_indexes_records_already_read(log: ListLog) -> None:
+    g = group()
+    out = fetch(g, log, now=0, n=2)
+    g.nack([d.lease for d in out], now_ms=1)
+    g.reconfigure(GroupConfig(ack_wait_ms=ACK_WAIT, max_deliver=5, ordering="key"))
+    again = fetch(g, log, now=2, n=10)  # no KeyError; records come back
+    assert offsets(again)[:2] == [0, 1]
+
+
+def test_a_position_past_the_log_end_moves_back() -> None:
+    g = ConsumerGroup("t", "g", GroupConfig(), {0: (10, [])})
+    assert g.clamp(0, 0, 3)
+    assert g.committed(0) == 3
+    assert not g.clamp(0, 0, 3)

@@ -12,7 +12,7 @@ import pytest
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub, HubOptions
 from tidings.core.patterns import TypeFilter
-from tidings.errors import GroupNotFound, TopicNotFound
+from tidings.errors import Conflict, GroupNotFound, TopicNotFound
 from tidings.events import normalize_event
 from tidings.log.memory import MemoryPartition, MemoryStorage
 from tidings.log.partition import Retention
@@ -193,6 +193,50 @@ async def test_dedupe_holds_for_concurrent_publishes(clock: FakeClock) -> None:
     assert all(len(offsets) == 1 for offsets in by_id.values()), by_id
     result = await hub.read("orders", {0: 0})
     assert sorted(ids_of(result.records)) == ["b1", "b2", "b3", "same"]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_a_cancelled_publish_still_dedupes_its_retry(clock: FakeClock, batch: bool) -> None:
+    """The client went away mid-append: the append goes on, and a retry finds it."""
+    storage = SeamStorage(clock, DeferredPartition)
+    hub = Hub(storage, HubOptions(dedupe_window_ms=WINDOW_MS), clock)
+    await hub.create_topic("orders")
+    events = [ev(id="c1"), ev(id="c2")] if batch else [ev(id="c1")]
+    first = asyncio.ensure_future(hub.publish("orders", events))
+    waiter = asyncio.ensure_future(hub.publish("orders", [ev(id="c1")]))  # same id, meanwhile
+    await asyncio.sleep(0)
+    first.cancel()
+    [dup] = await waiter  # not cancelled by the other request's cancellation
+    assert dup.duplicate and dup.offset == 0
+    retry = await hub.publish("orders", events)
+    assert all(p.duplicate for p in retry)
+    assert hub.topic("orders").partitions[0].end_offset == len(events)
+
+
+class GatedDropStorage(SeamStorage):
+    """Storage whose topic deletion waits for the test to open the gate."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock, DeferredPartition)
+        self.gate = asyncio.Event()
+
+    async def drop_topic(self, topic: str) -> None:
+        await self.gate.wait()
+        await super().drop_topic(topic)
+
+
+async def test_a_publish_during_topic_deletion_is_refused(clock: FakeClock) -> None:
+    storage = GatedDropStorage(clock)
+    hub = Hub(storage, HubOptions(dedupe_window_ms=WINDOW_MS), clock)
+    await hub.publish("orders", [ev(id="a")])
+    deleting = asyncio.ensure_future(hub.delete_topic("orders"))
+    await asyncio.sleep(0)
+    with pytest.raises(Conflict, match="being deleted"):
+        await hub.publish("orders", [ev(id="b")])
+    storage.gate.set()
+    await deleting
+    [fresh] = await hub.publish("orders", [ev(id="b")])  # the name is free again
+    assert fresh.offset == 0
 
 
 async def test_read_with_types(hub: Hub) -> None:

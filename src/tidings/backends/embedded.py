@@ -67,10 +67,20 @@ class EmbeddedStorage:
             f"PRAGMA synchronous={'FULL' if self.policy.mode == 'always' else 'NORMAL'}"
         )
         self._db.executescript(_SCHEMA)
+        self._remove_orphans()
         self.partitions: dict[tuple[str, int], PartitionLog] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._sync_lock = asyncio.Lock()
         self._closed = False
+
+    def _remove_orphans(self) -> None:
+        """Delete topic directories that no metadata names: a deletion a crash cut
+        short. Left there, a new topic of the same name would find their records."""
+        known = set(self.load_topics())
+        for directory in (self.data_dir / "topics").iterdir():
+            if directory.is_dir() and directory.name not in known:
+                logger.warning("removing %s: no topic of that name exists", directory)
+                shutil.rmtree(directory, ignore_errors=True)
 
     # -- partitions --------------------------------------------------------------
 
@@ -100,13 +110,17 @@ class EmbeddedStorage:
         return part
 
     async def drop_topic(self, topic: str) -> None:
+        # Metadata first: a crash halfway leaves files nobody names, never a topic
+        # that comes back empty with its old group positions.
+        self._db.execute("BEGIN")
+        self._db.execute("DELETE FROM topics WHERE name = ?", (topic,))
+        self._db.execute("DELETE FROM groups WHERE topic = ?", (topic,))
+        self._db.execute("COMMIT")
         async with self._sync_lock:
             for key in [k for k in self.partitions if k[0] == topic]:
                 await self.partitions.pop(key).close()
         shutil.rmtree(self._topic_dir(topic), ignore_errors=True)
         fsync_dir(self.data_dir / "topics")
-        self._db.execute("DELETE FROM topics WHERE name = ?", (topic,))
-        self._db.execute("DELETE FROM groups WHERE topic = ?", (topic,))
 
     async def _flush_every_interval(self) -> None:
         loop = asyncio.get_running_loop()

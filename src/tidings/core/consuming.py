@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ import orjson
 
 from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig
 from tidings.core.patterns import TypeFilter
-from tidings.core.positions import check_name
+from tidings.core.positions import check_name, is_token
 from tidings.core.storage import Retention
 from tidings.errors import BadPosition, BadRequest, GroupNotFound
 
@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from tidings.core.storage import Storage
     from tidings.log.partition import Clock
 
+logger = logging.getLogger("tidings.hub")
+
 MAX_WAIT_S = 60.0
-_TOKEN = re.compile(r"\d+:\d+(,\d+:\d+)*")
 
 
 class GroupOps:
@@ -81,8 +82,7 @@ class GroupOps:
         existing = topic.groups.get(name)
         self.storage.save_group(topic_name, name, config.to_dict())
         if existing is not None:
-            existing.config = config
-            existing._filter = TypeFilter(config.types)
+            existing.reconfigure(config)
             return existing, False
         if config.start == "latest":
             start = {i: p.end_offset for i, p in enumerate(topic.partitions)}
@@ -98,7 +98,11 @@ class GroupOps:
         fresh = {i: p.start_offset for i, p in enumerate(topic.partitions) if i not in known}
         group.add_partitions(fresh)
         for i, p in enumerate(topic.partitions):
-            group.clamp(i, p.start_offset)
+            if group.clamp(i, p.start_offset, p.end_offset):
+                logger.warning(
+                    "group %s of %s/%d was outside the log [%d, %d]: moved to its edge",
+                    group.name, topic.name, i, p.start_offset, p.end_offset,
+                )
 
     async def delete_group(self, topic_name: str, name: str) -> None:
         topic, _ = self.group(topic_name, name)
@@ -179,9 +183,12 @@ class GroupOps:
                 timeout = min(timeout, (due - now) / 1000)
             changed = self._group_changed.setdefault((topic_name, name), asyncio.Event())
             changed.clear()
+            # A partition with no room for more pending records is not read: waiting
+            # on it would return at once and spin until an ack makes room.
             waits = [
                 loop.create_task(topic.partitions[p].wait(g.fetched(p), timeout))
                 for p in g.partitions
+                if g.can_read(p)
             ]
             waits.append(loop.create_task(_wait_event(changed, timeout)))
             waits.append(loop.create_task(self._closing.wait()))
@@ -229,7 +236,7 @@ class GroupOps:
             )
         elif isinstance(to, dict) and set(to) == {"time"}:
             pos = self.positions(topic, None, None, to["time"])
-        elif isinstance(to, str) and _TOKEN.fullmatch(to):
+        elif isinstance(to, str) and is_token(to):
             pos = self.positions(topic, None, to, None)
         elif isinstance(to, str | int) and not isinstance(to, bool):
             pos = self.positions(topic, None, None, str(to))
@@ -263,7 +270,12 @@ class GroupOps:
                 dlqdeliveries=d.deliveries,
             )
             payloads.append(orjson.dumps(event))
-        await dlq.partitions[0].append(payloads)
+        try:
+            await dlq.partitions[0].append(payloads)
+        except BaseException:
+            g.unsettle(dead)  # due again: the next fetch or sweep tries once more
+            raise
+        g.settle(dead)  # only now, so that no saved position passes an event not yet copied
         self.metrics.dead_lettered(topic.name, len(payloads))
 
 

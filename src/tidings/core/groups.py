@@ -30,10 +30,16 @@ from typing import Any, Literal
 import orjson
 
 from tidings.core.patterns import TypeFilter
+from tidings.core.positions import is_decimal
 from tidings.errors import BadRequest, StaleLease
 
 ReadFn = Callable[[int, int, int], Sequence[tuple[int, int, bytes]]]
 """read(partition, offset, max_records) -> [(offset, timestamp_ms, payload)]"""
+
+# The lease of a record being appended to the dead-letter topic: never acked by a
+# client, never expiring; done only once that append is durable (settle()).
+_DEAD = ""
+_NEVER = 1 << 62
 
 # How many records a partition may hold read but not leased (filtered out by a
 # fetch's types, or waiting behind their key).
@@ -161,11 +167,32 @@ class ConsumerGroup:
         for p, start in positions.items():
             self._cursors.setdefault(p, _Cursor(committed=start, fetched=start))
 
-    def clamp(self, partition: int, start_offset: int) -> None:
-        """Move past offsets that retention deleted."""
+    def clamp(self, partition: int, start_offset: int, end_offset: int | None = None) -> bool:
+        """Move past offsets that retention deleted, and back from beyond the log's end
+        (its tail lost to a power cut, say; as Kafka's reset). True if it moved."""
         c = self._cursors[partition]
         if c.committed < start_offset:
             self._reset(c, start_offset)
+            return True
+        if end_offset is not None and c.committed > end_offset:
+            self._reset(c, end_offset)
+            return True
+        return False
+
+    def can_read(self, partition: int) -> bool:
+        """Whether a fetch would read new records of ``partition`` (room for them)."""
+        return len(self._cursors[partition].pending) < _READY_LIMIT
+
+    def reconfigure(self, config: GroupConfig) -> None:
+        """Take a new config; records already read are indexed by key as it needs."""
+        self.config = config
+        self._filter = TypeFilter(config.types)
+        for c in self._cursors.values():
+            c.keys.clear()
+            if config.ordering == "key":
+                for offset, rec in sorted(c.pending.items()):
+                    if rec.key is not None:
+                        c.keys.setdefault(rec.key, []).append(offset)
 
     # -- fetch -------------------------------------------------------------------
 
@@ -253,7 +280,7 @@ class ConsumerGroup:
                 raise BadRequest("each lease must be a string", field="leases")
             parts = lease.split(".")
             c = rec = None
-            if len(parts) == 4 and parts[0].isdigit() and parts[1].isdigit():
+            if len(parts) == 4 and is_decimal(parts[0]) and is_decimal(parts[1]):
                 c = self._cursors.get(int(parts[0]))
                 rec = c.pending.get(int(parts[1])) if c else None
             if c is None or rec is None or rec.lease != lease:
@@ -287,21 +314,44 @@ class ConsumerGroup:
     def expire(self, now_ms: int) -> list[DeadLetter]:
         """Leases that ran out become due again, or dead letters after ``max_deliver``."""
         dead: list[DeadLetter] = []
+        limit = self.config.max_deliver
         for c in self._cursors.values():
             for rec in list(c.pending.values()):
                 if rec.lease is not None and rec.expires_ms <= now_ms:
                     rec.lease = None
                     rec.due_ms = now_ms
-                    if rec.deliveries >= self.config.max_deliver:
+                    if rec.deliveries >= limit:
                         dead.append(self._dead(c, rec, "ack_wait expired"))
+                elif rec.lease is None and rec.deliveries >= limit and rec.due_ms <= now_ms:
+                    # nacked for the last time with a delay, or a dead-letter append that failed
+                    dead.append(self._dead(c, rec, "delivered too often"))
         return dead
 
     def _dead(self, c: _Cursor, rec: _Pending, why: str) -> DeadLetter:
+        """Hold ``rec`` for the dead-letter topic: neither leased again nor done yet."""
         p = next(p for p, cur in self._cursors.items() if cur is c)
-        self.dead_lettered += 1
-        self._done(c, rec.offset)
+        rec.lease = _DEAD
+        rec.expires_ms = _NEVER
         reason = f"{why} after {rec.deliveries} deliveries (max_deliver {self.config.max_deliver})"
         return DeadLetter(p, rec.offset, rec.payload, rec.deliveries, reason)
+
+    def settle(self, dead: Sequence[DeadLetter]) -> None:
+        """The dead letters are durable in the dead-letter topic: their records are done."""
+        for d in dead:
+            c = self._cursors.get(d.partition)
+            rec = c.pending.get(d.offset) if c else None
+            if c is not None and rec is not None and rec.lease == _DEAD:
+                self._done(c, d.offset)
+                self.dead_lettered += 1
+
+    def unsettle(self, dead: Sequence[DeadLetter]) -> None:
+        """The dead-letter append failed: the records are due again (to be tried again)."""
+        for d in dead:
+            c = self._cursors.get(d.partition)
+            rec = c.pending.get(d.offset) if c else None
+            if rec is not None and rec.lease == _DEAD:
+                rec.lease = None
+                rec.due_ms = 0
 
     def _done(self, c: _Cursor, offset: int) -> None:
         rec = c.pending.pop(offset, None)

@@ -12,6 +12,7 @@ import logging
 import zlib
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import orjson
@@ -21,7 +22,7 @@ from tidings.core.dedupe import DedupeWindow, dedupe_key
 from tidings.core.groups import ConsumerGroup
 from tidings.core.metrics import Metrics
 from tidings.core.patterns import TypeFilter
-from tidings.core.positions import check_name, parse_time_ms, parse_token
+from tidings.core.positions import check_name, is_decimal, parse_time_ms, parse_token
 from tidings.core.storage import PartitionStore, Retention, Storage
 from tidings.errors import (
     BadPosition,
@@ -99,12 +100,13 @@ class Published(NamedTuple):
 class _Claim:
     """One append in flight and the dedupe keys of its events, in offset order."""
 
-    __slots__ = ("future", "keys", "partition")
+    __slots__ = ("future", "keys", "partition", "settled")
 
-    def __init__(self, partition: int, future: Awaitable[int], keys: list[str]) -> None:
+    def __init__(self, partition: int, append: Awaitable[int], keys: list[str]) -> None:
         self.partition = partition
-        self.future = future
+        self.future: asyncio.Future[int] = asyncio.ensure_future(append)
         self.keys = keys
+        self.settled = False  # out of the claims, and in the dedupe window if durable
 
     async def offset(self, dkey: str) -> int:
         """Where the event of ``dkey`` lands (waits for the append; rare: a repeat)."""
@@ -131,6 +133,7 @@ class Hub(GroupOps):
         self._group_changed: dict[tuple[str, str], asyncio.Event] = {}
         # dedupe key -> the append that carries it, until it is durable.
         self._appending: dict[str, _Claim] = {}
+        self._deleting: set[str] = set()  # topics whose files are being removed
         self.closing = False
         self._closing = asyncio.Event()  # wakes long polls when shutdown begins
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop it runs on, once started
@@ -266,6 +269,7 @@ class Hub(GroupOps):
         limits for a new topic.
         """
         check_name("topic", name)
+        self._check_not_deleting(name)
         t = self.topics.get(name)
         if partitions is None:
             partitions = 1 if t is None else len(t.partitions)
@@ -297,19 +301,29 @@ class Hub(GroupOps):
         return t, False
 
     async def delete_topic(self, name: str) -> None:
-        t = self.topic(name)
+        self.topic(name)
+        # Until its files are gone, the name is not free: a publish meanwhile would
+        # open the directory being deleted and be acknowledged into nothing.
+        self._deleting.add(name)
         del self.topics[name]
-        self.dedupe.drop_topic(name)
-        await self.storage.drop_topic(name)
+        try:
+            self.dedupe.drop_topic(name)
+            await self.storage.drop_topic(name)
+        finally:
+            self._deleting.discard(name)
         for key in [k for k in self._group_changed if k[0] == name]:
             self._group_changed.pop(key).set()
-        del t
+
+    def _check_not_deleting(self, name: str) -> None:
+        if name in self._deleting:
+            raise Conflict(f"topic {name!r} is being deleted; try again", topic=name)
 
     def _topic_for_publish(self, name: str) -> Topic:
         t = self.topics.get(name)
         if t is not None:
             return t
         check_name("topic", name)
+        self._check_not_deleting(name)
         if not self.options.auto_create:
             raise TopicNotFound(
                 f"topic {name!r} does not exist and the hub runs with auto-create off",
@@ -385,11 +399,10 @@ class Hub(GroupOps):
         claims = [
             _Claim(p, topic.partitions[p].append(by_part[p][1]), by_part[p][2]) for p in parts
         ]
-        bases = await self._await_claims(claims)
+        bases = await self._await_claims(claims, now)
         make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
         for p, base in zip(parts, bases, strict=True):
-            indexes, _, keys = by_part[p]
-            dedupe.remember_run(keys, p, base, now)
+            indexes = by_part[p][0]
             for k, i in enumerate(indexes):
                 results[i] = make(Published, (events[i]["id"], p, base + k, False))
         for i, claim, dkey in waits:
@@ -425,27 +438,43 @@ class Hub(GroupOps):
             i = next(i for i, size in enumerate(sizes) if size > limit)
             raise _too_large(sizes[i], limit, i)
         [base] = await self._await_claims(
-            [_Claim(sticky, topic.partitions[sticky].append(payloads), keys)]
+            [_Claim(sticky, topic.partitions[sticky].append(payloads), keys)], now
         )
-        self.dedupe.remember_run(keys, sticky, base, now)
         self.metrics.published(topic.name, len(payloads), sum(sizes))
         make = tuple.__new__
         return [make(Published, (eid, sticky, base + k, False)) for k, eid in enumerate(ids)]
 
-    async def _await_claims(self, claims: list[_Claim]) -> list[int]:
+    async def _await_claims(self, claims: list[_Claim], now: int) -> list[int]:
         """Await appends while their ids are claimed: a concurrent publish of one of
-        them answers its position instead of appending a second copy."""
+        them answers its position instead of appending a second copy.
+
+        The appends go on if the request is cancelled (its client went away), and
+        each one, once durable, enters the dedupe window all the same: a retry of
+        the request finds its events instead of appending them twice.
+        """
         appending = self._appending
         for claim in claims:
             appending.update(dict.fromkeys(claim.keys, claim))
-        try:
-            if len(claims) == 1:
-                return [await claims[0].future]
-            return list(await asyncio.gather(*(c.future for c in claims)))
-        finally:
-            for claim in claims:
-                for dkey in claim.keys:
-                    del appending[dkey]
+            claim.future.add_done_callback(partial(self._settled, claim, now))
+        if len(claims) == 1:
+            bases = [await asyncio.shield(claims[0].future)]
+        else:
+            bases = list(await asyncio.shield(asyncio.gather(*(c.future for c in claims))))
+        for claim in claims:  # now, not at the next turn of the loop
+            self._settled(claim, now, claim.future)
+        return bases
+
+    def _settled(self, claim: _Claim, now: int, future: asyncio.Future[int]) -> None:
+        if claim.settled:
+            return
+        claim.settled = True
+        appending = self._appending
+        for dkey in claim.keys:
+            if appending.get(dkey) is claim:
+                del appending[dkey]
+        if future.cancelled() or future.exception() is not None:
+            return
+        self.dedupe.remember_run(claim.keys, claim.partition, future.result(), now)
 
     async def _publish_one(
         self, topic: Topic, ev: Mapping[str, Any], now: int, sticky: int
@@ -466,13 +495,9 @@ class Hub(GroupOps):
         payload = orjson.dumps(ev)
         if len(payload) > self.options.max_event_bytes:
             raise _too_large(len(payload), self.options.max_event_bytes, None)
-        claim = _Claim(p, topic.partitions[p].append((payload,)), [dkey])
-        self._appending[dkey] = claim
-        try:
-            offset = await claim.future
-        finally:
-            del self._appending[dkey]
-        self.dedupe.remember(dkey, p, offset, now)
+        [offset] = await self._await_claims(
+            [_Claim(p, topic.partitions[p].append((payload,)), [dkey])], now
+        )
         self.metrics.published(topic.name, 1, len(payload))
         return Published(eid, p, offset)
 
@@ -502,7 +527,7 @@ class Hub(GroupOps):
             return {p: topic.partitions[p].start_offset for p in chosen}
         if start == "latest":
             return {p: topic.partitions[p].end_offset for p in chosen}
-        if start.isdigit():
+        if is_decimal(start):
             if partition is None and n > 1:
                 raise BadPosition(
                     "an offset in from needs partition= on a topic with several partitions",
@@ -519,7 +544,7 @@ class Hub(GroupOps):
                     pos.setdefault(p, topic.partitions[p].start_offset)
         for p, o in pos.items():
             part = topic.partitions[p]
-            if o < part.start_offset and not start.isdigit():
+            if o < part.start_offset and not is_decimal(start):
                 # A resume token older than retention: go on from what is kept.
                 pos[p] = part.start_offset
             elif not (part.start_offset <= o <= part.end_offset):

@@ -16,6 +16,20 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
 
 
+MAX_DURATION_MS = 100 * 365 * 86_400_000
+_TOKEN_RE = re.compile(r"\d+:\d+(,\d+:\d+)*", re.ASCII)
+
+
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` alone takes "²", which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
+def is_token(text: str) -> bool:
+    """Whether ``text`` has the shape of a position token, ``"0:15,1:7"``."""
+    return _TOKEN_RE.fullmatch(text) is not None
+
+
 def check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise BadRequest(
@@ -28,14 +42,19 @@ def parse_duration_ms(value: object, field: str) -> int:
     """Seconds as a number, or a string such as ``"500ms"``, ``"30s"``, ``"7d"``."""
     if isinstance(value, bool):
         raise BadRequest(f"{field} must be a duration, not a boolean", field=field)
+    ms: float | None = None
     if isinstance(value, int | float):
         if value < 0:
             raise BadRequest(f"{field} must not be negative", field=field)
-        return int(value * 1000)
-    if isinstance(value, str):
+        ms = value * 1000
+    elif isinstance(value, str):
         m = _DURATION.fullmatch(value.strip())
         if m:
-            return int(float(m.group(1)) * _UNITS[m.group(2)])
+            ms = float(m.group(1)) * _UNITS[m.group(2)]
+    if ms is not None:
+        if not ms <= MAX_DURATION_MS:  # also refuses nan and inf
+            raise BadRequest(f"{field} {value!r} is longer than 100 years", field=field)
+        return int(ms)
     raise BadRequest(
         f"{field} {value!r} is not a duration: seconds, or a number with ms, s, m, h or d",
         field=field,
@@ -48,7 +67,7 @@ def parse_time_ms(value: object, field: str = "time") -> int:
         return value
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
+        if is_decimal(text.removeprefix("-")):
             return int(text)
         try:
             dt = datetime.fromisoformat(text.replace("z", "Z"))
@@ -68,7 +87,7 @@ def parse_token(value: str, partitions: int, field: str = "from") -> dict[int, i
     out: dict[int, int] = {}
     for part in value.split(","):
         p, sep, o = part.strip().partition(":")
-        if not sep or not p.isdigit() or not o.isdigit():
+        if not sep or not is_decimal(p) or not is_decimal(o):
             raise BadPosition(
                 f"{field} {value!r} is not earliest, latest, an offset or a position "
                 "token like '0:15,1:7'",

@@ -51,7 +51,6 @@ Rules:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
@@ -59,14 +58,19 @@ from typing import Any, Literal, NamedTuple, Protocol
 import orjson
 
 from tidings.core.patterns import TypeFilter
-from tidings.core.positions import check_name, format_token, parse_duration_ms, parse_time_ms
+from tidings.core.positions import (
+    check_name,
+    format_token,
+    is_token,
+    parse_duration_ms,
+    parse_time_ms,
+)
 from tidings.errors import BadRequest, Conflict, NotFound, RateLimited, TidingsError
 from tidings.events import normalize_event
 
 SUBPROTOCOL = "tidings.v1"
 MAX_SUBSCRIPTIONS = 100
 MAX_ID_CHARS = 200
-_TOKEN = re.compile(r"\d+:\d+(,\d+:\d+)*")
 
 Ref = str | int | None
 
@@ -454,7 +458,7 @@ def _start(raw: object) -> tuple[str | None, str | None]:
     """``from`` as ``(start, from_time)`` for ``Hub.positions``."""
     if raw in ("earliest", "latest"):
         return str(raw), None
-    if isinstance(raw, str) and _TOKEN.fullmatch(raw):
+    if isinstance(raw, str) and is_token(raw):
         return raw, None
     if isinstance(raw, dict) and set(raw) == {"time"}:
         t = raw["time"]

@@ -151,7 +151,8 @@ class PartitionLog:
         """Open (creating if needed) and recover the partition in ``directory``."""
         log = cls(directory, config or LogConfig(), policy or FsyncPolicy(), clock or SystemClock())
         directory.mkdir(parents=True, exist_ok=True)
-        bases = sorted(int(p.stem) for p in directory.glob("*.log") if p.stem.isdigit())
+        stems = [p.stem for p in directory.glob("*.log")]
+        bases = sorted(int(s) for s in stems if s.isascii() and s.isdigit())
         if not bases:
             bases = [0]
         segments = [Segment(directory, b, index_interval=log.config.index_interval) for b in bases]

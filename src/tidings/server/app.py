@@ -24,7 +24,7 @@ from tidings import events_http as ce
 from tidings.core.groups import Delivery, GroupConfig
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
-from tidings.core.positions import format_token, parse_duration_ms
+from tidings.core.positions import format_token, is_decimal, parse_duration_ms
 from tidings.core.storage import Retention
 from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarge
 from tidings.server import openapi
@@ -305,7 +305,7 @@ class PublishEndpoint:
 
 
 async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes:
-    if length is not None and length.isdigit() and int(length) > limit:
+    if length is not None and is_decimal(length) and int(length) > limit:
         raise TooLarge(f"request body of {length} bytes is over the {limit}-byte limit")
     chunks: list[bytes] = []
     size = 0
@@ -336,7 +336,7 @@ def _only(obj: Any, allowed: set[str]) -> None:
 def _opt_int(raw: str | None, field: str) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
+    if not is_decimal(raw):
         raise BadRequest(f"{field} must be a non-negative integer, not {raw!r}", field=field)
     return int(raw)
 

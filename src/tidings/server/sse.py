@@ -27,7 +27,6 @@ of the log back, not memory.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 
 import orjson
@@ -36,12 +35,11 @@ from starlette.responses import Response, StreamingResponse
 
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
-from tidings.core.positions import format_token
+from tidings.core.positions import format_token, is_token
 from tidings.errors import BadRequest, Forbidden
 from tidings.server.auth import Auth
 from tidings.server.live import LiveOptions, allows, caller
 
-_TOKEN = re.compile(r"\d+:\d+(,\d+:\d+)*")
 _QUERY = frozenset({"types", "from", "token"})
 
 
@@ -66,7 +64,7 @@ class SseEndpoint:
         topic = self.hub.topic(name)
         last = request.headers.get("last-event-id", "").strip()
         if last:
-            if not _TOKEN.fullmatch(last):
+            if not is_token(last):
                 raise BadRequest(
                     f"Last-Event-ID {last!r} is not a resume token like '0:15,1:7'",
                     field="Last-Event-ID",
@@ -74,7 +72,7 @@ class SseEndpoint:
             positions = self.hub.positions(topic, None, last, None)
         else:
             start = q.get("from", "latest")
-            if start in ("earliest", "latest") or _TOKEN.fullmatch(start):
+            if start in ("earliest", "latest") or is_token(start):
                 positions = self.hub.positions(topic, None, start, None)
             else:
                 positions = self.hub.positions(topic, None, None, start)
