@@ -334,21 +334,20 @@ class Session:
         sub = self.subscriptions.get(sub_id)
         if sub is None or sub.state != "active":
             return []
-        pos = sub.positions
-        head = sub.head
-        frames = []
-        for p, o, payload in records:
-            pos[p] = o + 1
-            frames.append(
-                head
-                + b',"resume":"'
-                + format_token(pos).encode()
-                + b'","partition":%d,"offset":%d,"event":' % (p, o)
-                + payload
-                + b"}"
-            )
-        pos.update(next_positions)
+        frames = [event_frame(sub, p, o, event_body(p, o, payload)) for p, o, payload in records]
+        sub.positions.update(next_positions)
         return frames
+
+    def cursor(self, sub_id: str) -> Subscription | None:
+        """The active log subscription ``sub_id`` (None if gone, pending or in a group).
+
+        The I/O layer builds its frames with :func:`event_frame`, which moves its
+        ``positions``; nothing else may change them.
+        """
+        sub = self.subscriptions.get(sub_id)
+        if sub is None or sub.group is not None or sub.state != "active":
+            return None
+        return sub
 
     def leased(self, sub_id: str, deliveries: Iterable[Leased]) -> list[bytes]:
         """``event`` frames of a group subscription, each with its lease."""
@@ -404,6 +403,23 @@ class Session:
         if key not in TRANSITIONS:
             raise Conflict(f"cannot {event} a subscription that is {state or 'absent'}")
         return TRANSITIONS[key]
+
+
+def event_body(partition: int, offset: int, payload: bytes) -> bytes:
+    """The part of an ``event`` frame after its resume token: the same for every subscriber."""
+    return b'","partition":%d,"offset":%d,"event":' % (partition, offset) + payload + b"}"
+
+
+def event_frame(sub: Subscription, partition: int, offset: int, body: bytes) -> bytes:
+    """The ``event`` frame of ``sub`` for the record at ``offset``; its cursor moves past it.
+
+    ``body`` is :func:`event_body` of the record, made once for all subscribers.
+    """
+    pos = sub.positions
+    pos[partition] = offset + 1
+    one = len(pos) == 1
+    token = b"%d:%d" % (partition, offset + 1) if one else format_token(pos).encode()
+    return sub.head + b',"resume":"' + token + body
 
 
 def error_frame(ref: Ref, exc: TidingsError, sub: str | None = None) -> bytes:

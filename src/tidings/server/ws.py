@@ -1,8 +1,12 @@
 """``GET /v1/ws``: the WebSocket gateway, the asyncio pump around :mod:`tidings.core.session`.
 
 Each connection runs a receive loop (client frames into the session), one reader
-task per subscription (``Hub.read``, or ``Hub.fetch`` for a group) and one sender
-draining a :class:`SendBuffer`. Close codes (RFC 6455 section 7.4):
+task per subscription and one sender draining a :class:`SendBuffer`. A log
+subscription near a partition's end follows that partition's shared tail
+(:mod:`tidings.core.fanout`: one read and one frame body per record for every
+connection); behind it, or after its buffer filled, its reader reads the log
+itself (``Hub.read``) until it catches up. A group subscription reads with
+``Hub.fetch``. Close codes (RFC 6455 section 7.4):
 
 - 1001: the hub is shutting down; resume from the last token elsewhere or later.
 - 4008: too slow: the send buffer stayed full for ``slow_after_s``. Frames still
@@ -20,13 +24,14 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import orjson
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketState
 
+from tidings.core.fanout import SharedRecord, TailRegistry
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
@@ -38,8 +43,11 @@ from tidings.core.session import (
     Session,
     Settle,
     Subscribe,
+    Subscription,
     Unsubscribe,
     error_frame,
+    event_body,
+    event_frame,
 )
 from tidings.errors import (
     Forbidden,
@@ -94,10 +102,7 @@ class SendBuffer:
                 raise SlowConsumer(
                     f"{self.bytes} bytes waiting and none sent for {self.slow_after_s} s"
                 ) from None
-        self._frames.append(frame)
-        self.bytes += len(frame)
-        self.peak = max(self.peak, self.bytes)
-        self._ready.set()
+        self.push(frame)
 
     async def get(self) -> bytes:
         while not self._frames:
@@ -108,6 +113,32 @@ class SendBuffer:
         self._space.set()
         return frame
 
+    def offer(self, frame: bytes) -> bool:
+        """Add ``frame`` now if it fits (or the buffer is empty); False if it does not."""
+        if self._frames and self.bytes + len(frame) > self.max_bytes:
+            return False
+        self.push(frame)
+        return True
+
+    def push(self, frame: bytes) -> None:
+        """Add ``frame`` whatever the bound (after :meth:`room` made space for it)."""
+        self._frames.append(frame)
+        self.bytes += len(frame)
+        if self.bytes > self.peak:
+            self.peak = self.bytes
+        self._ready.set()
+
+    async def room(self, nbytes: int) -> None:
+        """Wait until ``nbytes`` more fit; :class:`SlowConsumer` as :meth:`put` does."""
+        while self._frames and self.bytes + nbytes > self.max_bytes:
+            self._space.clear()
+            try:
+                await asyncio.wait_for(self._space.wait(), self.slow_after_s)
+            except TimeoutError:
+                raise SlowConsumer(
+                    f"{self.bytes} bytes waiting and none sent for {self.slow_after_s} s"
+                ) from None
+
     def clear(self) -> None:
         self._frames.clear()
         self.bytes = 0
@@ -117,9 +148,18 @@ class SendBuffer:
 class Connection:
     """One accepted WebSocket: its session, readers, publishes and send buffer."""
 
-    def __init__(self, ws: WebSocket, hub: Hub, token: Token | None, options: LiveOptions) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        hub: Hub,
+        token: Token | None,
+        options: LiveOptions,
+        tails: TailRegistry | None = None,
+    ) -> None:
         self.ws = ws
         self.hub = hub
+        self.tails = tails or TailRegistry(hub)
+        self.cursors: dict[str, LiveCursor] = {}  # log subscriptions, by id
         self.token = token
         self.options = options
         self.session = Session()
@@ -149,6 +189,8 @@ class Connection:
         try:
             close = await self._end
         finally:
+            for cursor in list(self.cursors.values()):
+                cursor.close()
             for task in [*tasks, *self.readers.values(), *self.publishing]:
                 task.cancel()
             for task in [*tasks, *self.readers.values(), *self.publishing]:
@@ -205,6 +247,9 @@ class Connection:
             task = self.readers.pop(action.id, None)
             if task is not None:
                 task.cancel()
+            cursor = self.cursors.pop(action.id, None)
+            if cursor is not None:
+                cursor.close()  # now: no tail may offer it a frame after "unsubscribed"
             self._settled.pop(action.id, None)
             self._in_flight.pop(action.id, None)
             await self.buffer.put(action.frame)
@@ -291,18 +336,52 @@ class Connection:
     async def _read_log(
         self, action: Subscribe, positions: dict[int, int], types: TypeFilter | None
     ) -> None:
-        hub, session, put = self.hub, self.session, self.buffer.put
-        pos = positions
-        while True:
-            result = await hub.read(
-                action.topic, pos, limit=self.options.read_batch, wait_s=READ_WAIT_S, types=types
-            )
-            if hub.closing:
-                self.end((CLOSE_GOING_AWAY, "the hub is shutting down"))
-                return
-            for frame in session.events(action.id, result.records, result.next):
-                await put(frame)
-            pos = result.next
+        """Follow the partitions' shared tails; read on its own where it is behind them."""
+        hub, buffer, tails = self.hub, self.buffer, self.tails
+        sub = self.session.cursor(action.id)
+        if sub is None:
+            return
+        cursor = self.cursors[action.id] = LiveCursor(sub, buffer, types)
+        pos = sub.positions
+        topic = action.topic
+        wait_s = 0.0
+        try:
+            while True:
+                if cursor.hub_closing:
+                    self.end((CLOSE_GOING_AWAY, "the hub is shutting down"))
+                    return
+                if cursor.ended is not None:
+                    raise cursor.ended
+                own = {p: o for p, o in pos.items() if p not in cursor.following}
+                for p in list(own):
+                    if tails.join(cursor, topic, p, own[p]):
+                        cursor.following.add(p)
+                        del own[p]
+                if not own:
+                    cursor.wake.clear()
+                    await cursor.wake.wait()
+                    continue
+                # Behind the tails: there is something to read, so no long poll
+                # (one that found nothing waits, in case no tail can be joined).
+                result = await hub.read(
+                    topic, own, limit=self.options.read_batch, wait_s=wait_s, types=types
+                )
+                if hub.closing:
+                    self.end((CLOSE_GOING_AWAY, "the hub is shutting down"))
+                    return
+                wait_s = 0.0 if result.records or result.next != own else READ_WAIT_S
+                for p, o, payload in result.records:
+                    body = event_body(p, o, payload)
+                    if not buffer.offer(event_frame(sub, p, o, body)):
+                        # Wait for room, then build the frame again: a tail may have
+                        # moved another partition's position into the token meanwhile.
+                        await buffer.room(len(sub.head) + len(body) + 32)
+                        buffer.push(event_frame(sub, p, o, body))
+                pos.update(result.next)
+        finally:
+            cursor.close()
+            if self.cursors.get(action.id) is cursor:
+                del self.cursors[action.id]
 
     async def _read_group(self, action: Subscribe, group: str, types: TypeFilter | None) -> None:
         hub = self.hub
@@ -341,6 +420,65 @@ class Connection:
                 await asyncio.wait_for(settled.wait(), max(wake, 0.01))
 
 
+class LiveCursor:
+    """One log subscription as a :class:`~tidings.core.fanout.Follower` of partition tails.
+
+    ``following`` holds the partitions whose records a tail offers it; for the
+    others the subscription's reader reads the log itself. A tail's records
+    become frames straight into the send buffer, without waking the reader; a
+    frame that does not fit sends the partition back to the reader (``wake``),
+    which waits for room under the slow-client rule.
+    """
+
+    __slots__ = ("buffer", "ended", "following", "hub_closing", "sub", "types", "wake")
+
+    def __init__(self, sub: Subscription, buffer: SendBuffer, types: TypeFilter | None) -> None:
+        self.sub = sub
+        self.buffer = buffer
+        self.types = types
+        self.following: set[int] = set()
+        self.wake = asyncio.Event()
+        self.ended: TidingsError | None = None  # the topic was deleted
+        self.hub_closing = False
+
+    def offer(self, partition: int, records: Sequence[SharedRecord]) -> bool:
+        if partition not in self.following:
+            return False
+        sub, types, buffer = self.sub, self.types, self.buffer
+        pos = sub.positions
+        at = pos[partition]
+        for r in records:
+            o = r.offset
+            if o < at:
+                continue  # joined past it
+            if o > at:
+                return self._leave(partition)  # a gap: never expected; read it from the log
+            at = o + 1
+            if types is not None and not types.matches(r.type):
+                pos[partition] = at
+                continue
+            frame = event_frame(sub, partition, o, r.body)
+            if not buffer.offer(frame):
+                pos[partition] = o  # not sent: the reader goes on from here
+                return self._leave(partition)
+        return True
+
+    def _leave(self, partition: int) -> bool:
+        self.following.discard(partition)
+        self.wake.set()
+        return False
+
+    def stop(self, partition: int, error: TidingsError | None) -> None:
+        self.following.discard(partition)
+        self.ended = error
+        self.hub_closing = error is None
+        self.wake.set()
+
+    def close(self) -> None:
+        """Leave every tail at once (unsubscribed or the connection ends)."""
+        self.following.clear()
+
+
 def _forbidden(action: str, topic: str) -> Forbidden:
     return Forbidden(f"this token may not {action} on topic {topic!r}")
 
@@ -352,6 +490,7 @@ class WebSocketEndpoint:
         self.hub = hub
         self.auth = auth
         self.options = options
+        self.tails = TailRegistry(hub)  # shared by every connection's log subscriptions
         self.connections: set[Connection] = set()
         #: The most bytes any connection's send buffer held: the bound, as measured.
         self.peak_buffer_bytes = 0
@@ -369,7 +508,7 @@ class WebSocketEndpoint:
             return
         offered = ws.scope.get("subprotocols") or []
         await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        conn = Connection(ws, self.hub, token, self.options)
+        conn = Connection(ws, self.hub, token, self.options, self.tails)
         self.connections.add(conn)
         try:
             await conn.run()
@@ -387,4 +526,4 @@ async def _deny(ws: WebSocket, exc: TidingsError) -> None:
         await ws.close(exc.close_code, exc.detail[:120])
 
 
-__all__ = ["SendBuffer", "SlowConsumer", "WebSocketEndpoint"]
+__all__ = ["LiveCursor", "SendBuffer", "SlowConsumer", "WebSocketEndpoint"]
