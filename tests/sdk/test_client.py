@@ -22,7 +22,7 @@ from tidings import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from tidings.sdk import AsyncClient, Delivery
+from tidings.sdk import AsyncClient, Delivery, LiveSubscription
 
 # -- operations ---------------------------------------------------------------------------
 
@@ -222,13 +222,18 @@ async def test_read_errors(hub: AsyncClient, topic: str) -> None:
     assert bad.value.fields["field"] == "limit"
 
 
+@pytest.mark.parametrize("live", [True, False], ids=["live", "long-poll"])
 async def test_subscribe_receives_events_published_after_it_starts(
-    hub: AsyncClient, topic: str
+    hub: AsyncClient, topic: str, live: bool
 ) -> None:
     await hub.publish(topic, "before")
-    sub = hub.subscribe(topic, wait=5)
-    first = asyncio.create_task(anext(sub))
-    await asyncio.sleep(0.2)  # the first long poll is waiting at the end of the topic
+    sub = hub.subscribe(topic, wait=5, live=live)
+    if isinstance(sub, LiveSubscription):
+        await sub.start()  # subscribed: "latest" is fixed where the topic ends now
+        first = asyncio.create_task(anext(sub))
+    else:
+        first = asyncio.create_task(anext(sub))
+        await asyncio.sleep(0.2)  # the first long poll is waiting at the end of the topic
     await hub.publish(topic, "after", 1)
     await hub.publish(topic, "after", 2)
     record = await asyncio.wait_for(first, 5)
@@ -240,18 +245,21 @@ async def test_subscribe_receives_events_published_after_it_starts(
         await anext(sub)
 
 
-async def test_subscribe_from_earliest_with_types_and_resume(hub: AsyncClient, topic: str) -> None:
+@pytest.mark.parametrize("live", [True, False], ids=["live", "long-poll"])
+async def test_subscribe_from_earliest_with_types_and_resume(
+    hub: AsyncClient, topic: str, live: bool
+) -> None:
     await hub.publish_many(
         topic, [{"type": t, "data": i} for i, t in enumerate(["a.x", "b.x", "a.y", "a.z"])]
     )
-    sub = hub.subscribe(topic, start="earliest", types=["a.*"], wait=1)
+    sub = hub.subscribe(topic, start="earliest", types=["a.*"], wait=1, live=live)
     assert sub.position is None
     got = [await anext(sub), await anext(sub)]
     assert [r.event.data for r in got] == [0, 2]
-    # One record read and not handed out: the position stops before it.
+    # After the last record handed out (read ahead or not).
     assert sub.position == "0:3"
     assert sub.position is not None
-    rest = hub.subscribe(topic, start=sub.position, wait=1)
+    rest = hub.subscribe(topic, start=sub.position, wait=1, live=live)
     assert (await anext(rest)).event.data == 3
 
 

@@ -68,6 +68,40 @@ class Publisher:
         await asyncio.wait_for(wait(), timeout)
 
 
+class GatedPublisher:
+    """Publishes keyed events over HTTP as ``livehelp.Publisher`` does (each retried with
+    the same id until a 202), but stops before each count in ``holds`` until let go.
+
+    So that a kill lands while the subscription still has events to come; the test
+    lets the publisher go as soon as the hub is killed, and it keeps publishing
+    (retrying) while the hub is down and after it is back.
+    """
+
+    def __init__(self, base_url: str, topic: str, count: int, holds: tuple[int, ...]) -> None:
+        self.url = f"{base_url}/v1/topics/{topic}/events"
+        self.ids = [f"e-{i:05d}" for i in range(count)]
+        self.held = {n: asyncio.Event() for n in holds}
+        self.go = {n: asyncio.Event() for n in holds}
+
+    async def run(self, http: aiohttp.ClientSession, deadline_s: float = 60.0) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        for i, eid in enumerate(self.ids):
+            if i in self.go:
+                self.held[i].set()
+                await asyncio.wait_for(self.go[i].wait(), deadline_s)
+            body = orjson.dumps({"type": "n.made", "id": eid, "partitionkey": f"k{i % 6}"})
+            while True:
+                assert loop.time() < end, f"publisher stuck at {eid}"
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                    async with http.post(
+                        self.url, data=body, headers={"content-type": STRUCTURED}, timeout=5
+                    ) as resp:
+                        if resp.status == 202:
+                            break
+                await asyncio.sleep(0.05)
+
+
 def check_exactly_once(records: list[dict[str, Any]], ids: list[str]) -> None:
     """Every id once, and offsets strictly increasing with no gap within each partition."""
     got = [r["event"]["id"] for r in records]

@@ -26,6 +26,7 @@ from tidings.errors import TidingsError
 from tidings.events import Event, Record
 from tidings.events_http import to_binary
 from tidings.sdk.batching import PublishBatcher
+from tidings.sdk.live import LiveStart, LiveSubscription, Reconnect
 from tidings.sdk.problems import error_from_response
 from tidings.sdk.receiving import AsyncConsumer, AsyncSubscription, Delivery
 
@@ -79,7 +80,9 @@ class AsyncClient:
         self._timeout = timeout
         self._default_timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_connections = max_connections
+        self._token = token
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._live: set[LiveSubscription] = set()  # closed with the client
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         #: The producer-side batcher, when ``batch_linger_ms`` > 0.
@@ -107,6 +110,9 @@ class AsyncClient:
         if self.batcher is not None:
             await self.batcher.flush()
         self._closed = True
+        for sub in list(self._live):
+            await sub.aclose()
+        self._live.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -307,19 +313,57 @@ class AsyncClient:
         topic: str,
         *,
         types: Types = None,
-        start: Start = "latest",
+        start: Start | LiveStart = "latest",
         partition: int | None = None,
         wait: float = 10,
-    ) -> AsyncSubscription:
+        live: bool = True,
+        reconnect: Reconnect | None = None,
+    ) -> LiveSubscription | AsyncSubscription:
         """Follow ``topic`` for ever: an async iterator of its records, as they arrive.
 
-        Long-polls with :meth:`read`, each read starting where the last one ended.
-        ``start="latest"`` begins at the end of the topic when the first read
-        reaches the hub. An error ends the iteration; the subscription's
-        ``position`` is where to resume without a gap or a repeat.
+        ``start`` is earliest, latest, a position token from an earlier
+        subscription's ``position``, or a time (``{"time": ...}`` or a datetime).
+        ``start="latest"`` begins at the end of the topic when the subscription
+        reaches the hub (``await sub.start()`` makes that happen at once on a
+        live subscription).
+
+        With ``live`` (the default) and no ``partition``, records are pushed over
+        the WebSocket (:class:`~tidings.sdk.live.LiveSubscription`): a dropped
+        connection or a restarted hub is reconnected as ``reconnect`` says and
+        resumed with no gap and no repeat. Otherwise, or with ``start`` an
+        offset, it long-polls with :meth:`read` (``wait`` seconds per poll), and
+        an error ends the iteration. Either way ``position`` is where another
+        subscription resumes.
         """
+        if live and partition is None and not isinstance(start, int):
+            self._live = {s for s in self._live if not s.closed}
+            sub = LiveSubscription(
+                self.url,
+                topic,
+                types=types,
+                start=start,
+                token=self._token,
+                reconnect=reconnect,
+                open_timeout=self._timeout,
+            )
+            self._live.add(sub)
+            return sub
+        from_time: str | None = None
+        first: Start
+        if isinstance(start, datetime):
+            first, from_time = "earliest", start.isoformat()
+        elif isinstance(start, Mapping):
+            first, from_time = "earliest", str(start["time"])
+        else:
+            first = start
         return AsyncSubscription(
-            self.read, topic, types=types, start=start, partition=partition, wait=wait
+            self.read,
+            topic,
+            types=types,
+            start=first,
+            partition=partition,
+            wait=wait,
+            from_time=from_time,
         )
 
     # -- topics ------------------------------------------------------------------------

@@ -70,11 +70,13 @@ class AsyncSubscription:
         partition: int | None,
         wait: float,
         limit: int = 100,
+        from_time: str | None = None,
     ) -> None:
         self.topic = topic
         self._read = read
         self._types = types
         self._from: Start = start
+        self._from_time = from_time  # for the first read only
         self._partition = partition
         self._wait = wait
         self._limit = limit
@@ -105,10 +107,12 @@ class AsyncSubscription:
                 self.topic,
                 partition=self._partition,
                 start=self._from,
+                from_time=self._from_time,
                 limit=self._limit,
                 wait=self._wait,
                 types=self._types,
             )
+            self._from_time = None
             self._buffer.extend(records)
             self._from = self._next = token
         return self._buffer.popleft()

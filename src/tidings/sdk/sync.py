@@ -26,6 +26,7 @@ from tidings.sdk.client import (
     Start,
     Types,
 )
+from tidings.sdk.live import LiveStart, LiveSubscription, Reconnect
 from tidings.sdk.receiving import AsyncConsumer, AsyncMessage, AsyncSubscription, Delivery
 
 __all__ = ["Client", "Consumer", "Message", "Subscription"]
@@ -206,12 +207,25 @@ class Client:
         topic: str,
         *,
         types: Types = None,
-        start: Start = "latest",
+        start: Start | LiveStart = "latest",
         partition: int | None = None,
         wait: float = 10,
+        live: bool = True,
+        reconnect: Reconnect | None = None,
     ) -> Subscription:
-        """Follow ``topic`` for ever: an iterator of records; see :meth:`AsyncClient.subscribe`."""
-        sub = self._async.subscribe(topic, types=types, start=start, partition=partition, wait=wait)
+        """Follow ``topic`` for ever: an iterator of records; see :meth:`AsyncClient.subscribe`.
+
+        Live by default: pushed over the WebSocket and resumed by itself after a drop.
+        """
+        sub = self._async.subscribe(
+            topic,
+            types=types,
+            start=start,
+            partition=partition,
+            wait=wait,
+            live=live,
+            reconnect=reconnect,
+        )
         return Subscription(self, sub)
 
     # -- topics ------------------------------------------------------------------------
@@ -330,9 +344,9 @@ class Client:
 
 
 class Subscription:
-    """A topic's records as they arrive: a blocking ``AsyncSubscription``."""
+    """A topic's records as they arrive: a blocking live or long-poll subscription."""
 
-    def __init__(self, client: Client, subscription: AsyncSubscription) -> None:
+    def __init__(self, client: Client, subscription: LiveSubscription | AsyncSubscription) -> None:
         self._client = client
         self._async = subscription
 
@@ -350,9 +364,30 @@ class Subscription:
         except StopAsyncIteration:
             raise StopIteration from None
 
+    def start(self) -> str | None:
+        """Reach the hub now rather than at the first record; answers ``position``.
+
+        A live subscription connects and subscribes (``start="latest"`` then holds
+        every record written after this returns); a long-poll one does nothing.
+        """
+        if isinstance(self._async, LiveSubscription):
+            return self._client._run(self._async.start())
+        return self._async.position
+
     def close(self) -> None:
         """End the iteration."""
         self._client._run(self._async.aclose())
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class Message:
