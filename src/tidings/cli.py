@@ -64,7 +64,10 @@ def serve(
         ),
     ] = False,
     segment_bytes: Annotated[
-        int, typer.Option(envvar="TIDINGS_SEGMENT_BYTES", help="Roll segments at this size")
+        int,
+        typer.Option(
+            envvar="TIDINGS_SEGMENT_BYTES", min=4096, help="Roll segments at this size (bytes)"
+        ),
     ] = 64 * 1024 * 1024,
     log_level: Annotated[str, typer.Option(envvar="TIDINGS_LOG_LEVEL")] = "info",
 ) -> None:
@@ -385,6 +388,22 @@ def bench_http(
     from tidings.benchmarks.http_ingest import main as bench_main
 
     argv = ["--seconds", str(seconds)] + ([] if anchors else ["--no-anchors"])
+    raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
+
+
+@bench_app.command("ws")
+def bench_ws(
+    clients: Annotated[int, typer.Option(min=1, help="WebSocket subscribers")] = 1000,
+    seconds: Annotated[float, typer.Option(min=0.5, help="Seconds per rate step")] = 5.0,
+    rates: Annotated[
+        str, typer.Option(help="Events/s per step, comma-separated; the first is the latency goal")
+    ] = "10,50,100,200",
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Fan-out to many WebSocket subscribers, beside a bare websockets broadcast (same run)."""
+    from tidings.benchmarks.ws_fanout import main as bench_main
+
+    argv = ["--clients", str(clients), "--seconds", str(seconds), "--rates", rates]
     raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
 
 

@@ -7,6 +7,7 @@ the server translates once::
     TidingsError                      500
     ├── BadRequest                    400  malformed JSON, bad parameter
     │   └── BadPosition               400  an offset, time or token that is not valid
+    │       └── OffsetOutOfRange      400  below the log start (retention) or past its end
     ├── Unauthorized                  401
     ├── Forbidden                     403
     ├── NotFound                      404
@@ -14,7 +15,6 @@ the server translates once::
     │   └── GroupNotFound             404
     ├── Conflict                      409
     │   └── StaleLease                409  ack/nack of a lease that expired or was re-leased
-    │   └── OffsetOutOfRange          400  below the log start (retention) or past its end
     ├── TooLarge                      413
     ├── UnsupportedMediaType          415
     ├── InvalidEvent                  422  names the attribute and why (and the batch index)

@@ -134,6 +134,7 @@ class EmbeddedStorage:
                     try:
                         await loop.run_in_executor(None, _sync_all, dirty)
                     except OSError:
+                        # The partition that failed refuses appends from now on (503).
                         logger.exception("interval fsync failed")
 
     # -- metadata ----------------------------------------------------------------

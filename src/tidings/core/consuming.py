@@ -300,7 +300,7 @@ def _leases(leases: object) -> list[str]:
 def group_config(raw: Mapping[str, Any]) -> GroupConfig:
     return GroupConfig(
         start=raw.get("start", "earliest"),
-        ack_wait_ms=int(raw.get("ack_wait", 30) * 1000),
+        ack_wait_ms=round(raw.get("ack_wait", 30) * 1000),
         max_deliver=int(raw.get("max_deliver", 5)),
         dead_letter_topic=raw.get("dead_letter_topic"),
         ordering=raw.get("ordering", "none"),

@@ -134,6 +134,7 @@ class Hub(GroupOps):
         # dedupe key -> the append that carries it, until it is durable.
         self._appending: dict[str, _Claim] = {}
         self._deleting: set[str] = set()  # topics whose files are being removed
+        self._read_turn = 0
         self.closing = False
         self._closing = asyncio.Event()  # wakes long polls when shutdown begins
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop it runs on, once started
@@ -574,7 +575,11 @@ class Hub(GroupOps):
         pos = dict(positions)
         while True:
             out: list[tuple[int, int, bytes]] = []
-            for p in sorted(pos):
+            # Start at another partition each time, so a busy one cannot starve the rest.
+            order = sorted(pos)
+            turn = self._read_turn % len(order) if order else 0
+            self._read_turn += 1
+            for p in order[turn:] + order[:turn]:
                 part = topic.partitions[p]
                 if pos[p] < part.start_offset:
                     pos[p] = part.start_offset  # retention moved on

@@ -309,10 +309,18 @@ class PartitionLog:
     # -- durability --------------------------------------------------------------
 
     def sync(self) -> None:
-        """fsync the active segment (the interval flusher calls this from a thread)."""
+        """fsync the active segment (the interval flusher calls this from a thread).
+
+        A failed fsync may have dropped the written pages: the partition stops
+        taking appends (503) rather than acknowledge what may be gone.
+        """
         if self._segments and not self._closed:
             self.dirty = False
-            FSYNC_STATS.fdatasync(self._segments[-1].fd)
+            try:
+                FSYNC_STATS.fdatasync(self._segments[-1].fd)
+            except OSError as exc:
+                self._failed = exc
+                raise
 
     async def flush(self) -> None:
         """Wait for queued appends, then fsync whatever they wrote."""

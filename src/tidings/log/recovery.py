@@ -54,7 +54,11 @@ def recover_active(segment: Segment, report: RecoveryReport) -> None:
     if bad is not None:
         cut = segment.size - bad
         side = segment.path.with_name(f"{segment.path.name}.cut-{bad}")
-        with open(side, "wb") as out:
+        n = 1
+        while side.exists():  # an earlier cut at the same place: keep both
+            side = segment.path.with_name(f"{segment.path.name}.cut-{bad}.{n}")
+            n += 1
+        with open(side, "xb") as out:
             out.write(os.pread(segment.fd, cut, bad))
             out.flush()
             os.fsync(out.fileno())

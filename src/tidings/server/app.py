@@ -10,14 +10,17 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from tidings import events_http as ce
@@ -36,6 +39,7 @@ from tidings.server.sse import SseEndpoint
 from tidings.server.ws import WebSocketEndpoint
 
 MAX_REQUEST_BYTES = 16 << 20
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +129,8 @@ class Api:
         return HTMLResponse(openapi.docs_html())
 
     async def index(self, request: Request) -> Response:
-        return HTMLResponse(openapi.index_html(self.hub))
+        # With tokens configured, the open page names no topics (a listing needs a token).
+        return HTMLResponse(openapi.index_html(self.hub, list_topics=not self.auth.enabled))
 
     # -- topics ------------------------------------------------------------------------
 
@@ -190,6 +195,9 @@ class Api:
             self._authorize(request, "publish", topic)  # it creates the topic
         body = await self._json_body(request)
         config = _parse_group_config(body)
+        if config.dead_letter_topic is not None:
+            # Dead letters are published there on the group's behalf.
+            self._authorize(request, "publish", config.dead_letter_topic)
         _, created = await self.hub.put_group(topic, name, config)
         return _json(self.hub.group_info(topic, name), 201 if created else 200)
 
@@ -437,6 +445,9 @@ def create_app(
         Route(G + "/nack", api.nack, methods=["POST"]),
         Route(G + "/seek", api.seek, methods=["POST"]),
         Route("/v1/groups", api.list_groups, methods=["GET"]),
+        # The browser client, /static/tidings.js: an ES module, no build step. Pages
+        # of any origin may import it (a module script is fetched with CORS).
+        Mount("/static", CORSMiddleware(StaticFiles(directory=STATIC_DIR), allow_origins=["*"])),
     ]
 
     @contextlib.asynccontextmanager

@@ -158,7 +158,13 @@ def docs_html() -> str:
     )
 
 
-def index_html(hub: Hub) -> str:
+def index_html(hub: Hub, list_topics: bool = True) -> str:
+    if not list_topics:
+        return (
+            "<!doctype html><html><head><meta charset=utf-8><title>tidings</title></head>"
+            "<body><h1>tidings</h1><p><a href=/docs>API</a> · <a href=/healthz>health</a></p>"
+            "</body></html>"
+        )
     topics = "".join(
         f"<li><code>{html.escape(name)}</code>: {t.info()['events']} events, {len(t.partitions)} partition(s), {len(t.groups)} group(s)</li>"
         for name, t in sorted(hub.topics.items())
