@@ -394,6 +394,9 @@ def bench_http(
 @bench_app.command("ws")
 def bench_ws(
     clients: Annotated[int, typer.Option(min=1, help="WebSocket subscribers")] = 1000,
+    client_procs: Annotated[
+        int, typer.Option(min=1, help="Processes the subscribers are spread over")
+    ] = 2,
     seconds: Annotated[float, typer.Option(min=0.5, help="Seconds per rate step")] = 5.0,
     rates: Annotated[
         str, typer.Option(help="Events/s per step, comma-separated; the first is the latency goal")
@@ -403,7 +406,8 @@ def bench_ws(
     """Fan-out to many WebSocket subscribers, beside a bare websockets broadcast (same run)."""
     from tidings.benchmarks.ws_fanout import main as bench_main
 
-    argv = ["--clients", str(clients), "--seconds", str(seconds), "--rates", rates]
+    argv = ["--clients", str(clients), "--client-procs", str(client_procs)]
+    argv += ["--seconds", str(seconds), "--rates", rates]
     raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
 import resource
@@ -171,6 +172,8 @@ class _Clients:
             "max_ms": lat[-1] / 1e6 if lat else float("nan"),
             "min_per_client": min(self.per_client),
             "max_per_client": max(self.per_client),
+            # every latency, so the orchestrator can merge several clients processes
+            "latency_ns": base64.b64encode(self.latency_ns.tobytes()).decode(),
         }
         del self.recv_ns[:], self.latency_ns[:]  # in place: the receive loops hold them
         self.per_client[:] = [0] * len(self.per_client)
@@ -208,6 +211,7 @@ async def _run_clients(url: str, kind: str, n: int) -> None:
 @dataclass(frozen=True, slots=True)
 class Options:
     clients: int = 1000
+    client_procs: int = 2
     seconds: float = 5.0
     rates: tuple[int, ...] = (10, 50, 100, 200)
     json: bool = False
@@ -267,6 +271,9 @@ def _event(i: int, t: int) -> dict[str, Any]:
     }
 
 
+REPORT_LIMIT = 256 * 1024 * 1024
+
+
 class _ClientsProcess:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
@@ -312,19 +319,51 @@ async def _drain_answers(ws: ClientConnection) -> None:
             pass
 
 
+def _merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One step's report from the reports of every clients process."""
+    lat = array("q")
+    for r in reports:
+        lat.frombytes(base64.b64decode(r["latency_ns"]))
+    ordered = sorted(lat)
+
+    def pct(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6 if ordered else 0.0
+
+    return {
+        "received": sum(r["received"] for r in reports),
+        "in_window": sum(r["in_window"] for r in reports),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": ordered[-1] / 1e6 if ordered else 0.0,
+        "min_per_client": min(r["min_per_client"] for r in reports),
+        "max_per_client": max(r["max_per_client"] for r in reports),
+    }
+
+
 async def _measure(kind: str, url: str, opts: Options, progress: Console) -> Target:
     target = Target(kind)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tidings.benchmarks.ws_fanout", "--clients-mode",
-        "--url", url.replace("http://", "ws://"), "--kind", kind, "--clients", str(opts.clients),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    clients = _ClientsProcess(proc)
+    shares = [
+        opts.clients // opts.client_procs + (1 if i < opts.clients % opts.client_procs else 0)
+        for i in range(opts.client_procs)
+    ]
+    ws_url = url.replace("http://", "ws://")
+    procs = []
+    for n in shares:
+        command = [sys.executable, "-m", "tidings.benchmarks.ws_fanout", "--clients-mode"]
+        command += ["--url", ws_url, "--kind", kind, "--clients", str(n)]
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=REPORT_LIMIT,  # a report line carries every latency of its step
+        )
+        procs.append(proc)
+    group = [_ClientsProcess(proc) for proc in procs]
     try:
-        ready = await clients.line(READY_S)
-        if ready != "READY":
-            raise BenchmarkFailed(f"the clients process said {ready!r}")
-        ws_url = url.replace("http://", "ws://")
+        for clients in group:
+            ready = await clients.line(READY_S)
+            if ready != "READY":
+                raise BenchmarkFailed(f"a clients process said {ready!r}")
         if kind == "ours":
             pub = await websockets.connect(
                 ws_url + "/v1/ws", subprotocols=[websockets.Subprotocol("tidings.v1")],
@@ -337,25 +376,29 @@ async def _measure(kind: str, url: str, opts: Options, progress: Console) -> Tar
         try:
             for rate in opts.rates:
                 progress.print(f"  {kind}: {rate} events/s x {opts.clients} clients")
-                await clients.say("start")
+                for clients in group:
+                    await clients.say("start")
                 await asyncio.sleep(0.2)  # the clients read stdin on their own
                 t0 = time.time_ns()
                 sent = await _publish(pub, kind, rate, opts.seconds, first)
                 t1 = time.time_ns()
                 first += sent
                 await asyncio.sleep(DRAIN_S)
-                await clients.say(f"stop {t0} {t1}")
-                r = orjson.loads(await clients.line(60))
-                target.steps.append(Step(rate, sent, (t1 - t0) / 1e9, **r))
+                for clients in group:
+                    await clients.say(f"stop {t0} {t1}")
+                reports = [orjson.loads(await clients.line(60)) for clients in group]
+                target.steps.append(Step(rate, sent, (t1 - t0) / 1e9, **_merge(reports)))
         finally:
             answers.cancel()
             await pub.close()
-        await clients.say("quit")
-        await asyncio.wait_for(proc.wait(), 30)
+        for clients in group:
+            await clients.say("quit")
+        await asyncio.wait_for(asyncio.gather(*(proc.wait() for proc in procs)), 30)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
     return target
 
 
@@ -401,6 +444,7 @@ def to_json(targets: list[Target], opts: Options) -> dict[str, Any]:
     return {
         "benchmark": "ws_fanout",
         "clients": opts.clients,
+        "client_procs": opts.client_procs,
         "seconds": opts.seconds,
         "machine": _machine(),
         "targets": {
@@ -477,6 +521,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="tidings bench ws", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     ap.add_argument("--clients", type=int, default=1000, help="WebSocket subscribers")
+    ap.add_argument(
+        "--client-procs",
+        type=int,
+        default=2,
+        help="processes the subscribers are spread over (one Python loop per core)",
+    )
     ap.add_argument("--seconds", type=float, default=5.0, help="seconds per rate step")
     ap.add_argument("--rates", type=_rates, default=(10, 50, 100, 200),
                     help="events/s of each step, comma-separated; the first is the latency goal")
@@ -497,7 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.clients_mode:
         uvloop.run(_run_clients(args.url, args.kind, args.clients))
         return 0
-    opts = Options(args.clients, args.seconds, args.rates, args.json)
+    if args.client_procs < 1 or args.client_procs > args.clients:
+        print("--client-procs must be from 1 to --clients", file=sys.stderr)
+        return 2
+    opts = Options(args.clients, args.client_procs, args.seconds, args.rates, args.json)
     progress = Console(stderr=True)
     try:
         with tempfile.TemporaryDirectory(prefix="tidings-bench-ws-") as tmp:
