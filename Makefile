@@ -37,6 +37,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 bench: $(VENV)/.installed $(VENV)/.installed-bench
 	$(BIN)/tidings bench log
 	$(BIN)/tidings bench http
+	$(BIN)/tidings bench ws
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
