@@ -1,0 +1,248 @@
+"""Publishing on the hub: dedupe, partition choice, appends, and what each event got.
+
+:class:`~tidings.core.hub.Hub` takes these methods from :class:`PublishOps`.
+Every event is checked and filled before any is appended (see
+:mod:`tidings.events`), so a bad event writes nothing. While an append is in
+flight its ids are claimed: a concurrent publish of one of them answers the
+first's position instead of appending a second copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Awaitable, Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import orjson
+
+from tidings.core.dedupe import DedupeWindow, dedupe_key
+from tidings.core.metrics import Metrics
+from tidings.errors import TooLarge
+
+if TYPE_CHECKING:
+    from tidings.core.hub import HubOptions, Topic
+    from tidings.log.partition import Clock
+
+
+class Published(NamedTuple):
+    """Where a published event landed (a tuple: made once per event on the hot path)."""
+
+    id: str
+    partition: int
+    offset: int
+    duplicate: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "partition": self.partition, "offset": self.offset}
+        if self.duplicate:
+            d["duplicate"] = True
+        return d
+
+
+class _Claim:
+    """One append in flight and the dedupe keys of its events, in offset order."""
+
+    __slots__ = ("future", "keys", "partition", "settled")
+
+    def __init__(self, partition: int, append: Awaitable[int], keys: list[str]) -> None:
+        self.partition = partition
+        self.future: asyncio.Future[int] = asyncio.ensure_future(append)
+        self.keys = keys
+        self.settled = False  # out of the claims, and in the dedupe window if durable
+
+    async def offset(self, dkey: str) -> int:
+        """Where the event of ``dkey`` lands (waits for the append; rare: a repeat)."""
+        return await asyncio.shield(self.future) + self.keys.index(dkey)
+
+
+class PublishOps:
+    """The publishing half of :class:`~tidings.core.hub.Hub`, which provides these."""
+
+    options: HubOptions
+    clock: Clock
+    dedupe: DedupeWindow
+    metrics: Metrics
+    _appending: dict[str, _Claim]
+
+    def _topic_for_publish(self, name: str) -> Topic:
+        raise NotImplementedError
+
+    async def publish(
+        self, topic_name: str, events: Sequence[Mapping[str, Any]]
+    ) -> list[Published]:
+        """Append checked events (see :func:`tidings.events.normalize_event`), all or none.
+
+        Events with an ``id`` already seen on this topic within the dedupe window
+        append nothing and answer the first position.
+        """
+        topic = self._topic_for_publish(topic_name)
+        now = self.clock.time_ms()
+        dedupe = self.dedupe
+        dedupe.expire(now)
+        n = len(topic.partitions)
+        sticky = topic.rr % n
+        topic.rr += 1
+        if len(events) == 1:
+            return [await self._publish_one(topic, events[0], now, sticky)]
+        fast = await self._publish_new(topic, events, now, sticky)
+        if fast is not None:
+            return fast
+        # Some ids repeat (within the batch, the window or a concurrent append),
+        # or keys spread the batch over partitions: event by event.
+        by_part: dict[int, tuple[list[int], list[bytes], list[str]]] = {}
+        results: list[Published | None] = [None] * len(events)
+        first_in_batch: dict[str, int] = {}
+        repeats: list[tuple[int, int]] = []
+        waits: list[tuple[int, _Claim, str]] = []
+        appending = self._appending
+        lookup = dedupe.lookup
+        dumps = orjson.dumps
+        crc32 = zlib.crc32
+        limit = self.options.max_event_bytes
+        prefix = dedupe_key(topic_name, "")
+        nbytes = 0
+        for i, ev in enumerate(events):
+            eid = ev["id"]
+            dkey = prefix + eid
+            hit = lookup(dkey, now)
+            if hit is not None:
+                results[i] = Published(eid, hit.partition, hit.offset, True)
+                continue
+            first = first_in_batch.get(dkey)
+            if first is not None:
+                repeats.append((i, first))
+                continue
+            earlier = appending.get(dkey)
+            if earlier is not None:
+                waits.append((i, earlier, dkey))
+                continue
+            first_in_batch[dkey] = i
+            key = ev.get("partitionkey")
+            p = crc32(key.encode()) % n if key is not None and n > 1 else sticky
+            payload = dumps(ev)
+            if len(payload) > limit:
+                raise _too_large(len(payload), limit, i)
+            nbytes += len(payload)
+            lists = by_part.get(p)
+            if lists is None:
+                lists = by_part[p] = ([], [], [])
+            lists[0].append(i)
+            lists[1].append(payload)
+            lists[2].append(dkey)
+        parts = list(by_part)
+        claims = [
+            _Claim(p, topic.partitions[p].append(by_part[p][1]), by_part[p][2]) for p in parts
+        ]
+        bases = await self._await_claims(claims, now)
+        make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
+        for p, base in zip(parts, bases, strict=True):
+            indexes = by_part[p][0]
+            for k, i in enumerate(indexes):
+                results[i] = make(Published, (events[i]["id"], p, base + k, False))
+        for i, claim, dkey in waits:
+            results[i] = Published(events[i]["id"], claim.partition, await claim.offset(dkey), True)
+        for i, first in repeats:
+            r = results[first]
+            assert r is not None
+            results[i] = Published(r.id, r.partition, r.offset, True)
+        self.metrics.published(topic_name, len(first_in_batch), nbytes)
+        return [r for r in results if r is not None]
+
+    async def _publish_new(
+        self, topic: Topic, events: Sequence[Mapping[str, Any]], now: int, sticky: int
+    ) -> list[Published] | None:
+        """A batch of new ids bound for one partition, with no loop per event in Python
+        beyond serializing; None when the batch needs :meth:`publish`'s careful path."""
+        if len(topic.partitions) > 1 and any("partitionkey" in ev for ev in events):
+            return None
+        ids = [ev["id"] for ev in events]
+        prefix = dedupe_key(topic.name, "")
+        keys = [prefix + eid for eid in ids]
+        if (
+            len(set(keys)) != len(keys)
+            or self.dedupe.knows_any(keys)
+            or (self._appending and not self._appending.keys().isdisjoint(keys))
+        ):
+            return None
+        dumps = orjson.dumps
+        payloads = [dumps(ev) for ev in events]
+        sizes = list(map(len, payloads))
+        limit = self.options.max_event_bytes
+        if max(sizes) > limit:
+            i = next(i for i, size in enumerate(sizes) if size > limit)
+            raise _too_large(sizes[i], limit, i)
+        [base] = await self._await_claims(
+            [_Claim(sticky, topic.partitions[sticky].append(payloads), keys)], now
+        )
+        self.metrics.published(topic.name, len(payloads), sum(sizes))
+        make = tuple.__new__
+        return [make(Published, (eid, sticky, base + k, False)) for k, eid in enumerate(ids)]
+
+    async def _await_claims(self, claims: list[_Claim], now: int) -> list[int]:
+        """Await appends while their ids are claimed: a concurrent publish of one of
+        them answers its position instead of appending a second copy.
+
+        The appends go on if the request is cancelled (its client went away), and
+        each one, once durable, enters the dedupe window all the same: a retry of
+        the request finds its events instead of appending them twice.
+        """
+        appending = self._appending
+        for claim in claims:
+            appending.update(dict.fromkeys(claim.keys, claim))
+            claim.future.add_done_callback(partial(self._settled, claim, now))
+        if len(claims) == 1:
+            bases = [await asyncio.shield(claims[0].future)]
+        else:
+            bases = list(await asyncio.shield(asyncio.gather(*(c.future for c in claims))))
+        for claim in claims:  # now, not at the next turn of the loop
+            self._settled(claim, now, claim.future)
+        return bases
+
+    def _settled(self, claim: _Claim, now: int, future: asyncio.Future[int]) -> None:
+        if claim.settled:
+            return
+        claim.settled = True
+        appending = self._appending
+        for dkey in claim.keys:
+            if appending.get(dkey) is claim:
+                del appending[dkey]
+        if future.cancelled() or future.exception() is not None:
+            return
+        self.dedupe.remember_run(claim.keys, claim.partition, future.result(), now)
+
+    async def _publish_one(
+        self, topic: Topic, ev: Mapping[str, Any], now: int, sticky: int
+    ) -> Published:
+        """The common case of :meth:`publish`, without a batch's bookkeeping."""
+        eid = ev["id"]
+        hit = self.dedupe.get(topic.name, eid, now)
+        if hit is not None:
+            return Published(eid, hit.partition, hit.offset, True)
+        dkey = dedupe_key(topic.name, eid)
+        earlier = self._appending.get(dkey)
+        if earlier is not None:
+            # The same id is being appended by a concurrent request: answer its position.
+            return Published(eid, earlier.partition, await earlier.offset(dkey), True)
+        key = ev.get("partitionkey")
+        n = len(topic.partitions)
+        p = zlib.crc32(key.encode()) % n if key is not None and n > 1 else sticky
+        payload = orjson.dumps(ev)
+        if len(payload) > self.options.max_event_bytes:
+            raise _too_large(len(payload), self.options.max_event_bytes, None)
+        [offset] = await self._await_claims(
+            [_Claim(p, topic.partitions[p].append((payload,)), [dkey])], now
+        )
+        self.metrics.published(topic.name, 1, len(payload))
+        return Published(eid, p, offset)
+
+
+def _too_large(size: int, limit: int, index: int | None) -> TooLarge:
+    where = "event" if index is None else f"event {index}"
+    fields: dict[str, Any] = {"size": size, "limit": limit}
+    if index is not None:
+        fields["index"] = index
+    return TooLarge(f"{where} is {size} bytes stored, over the limit of {limit}", **fields)
+
+
