@@ -24,26 +24,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import importlib
 import os
 import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from secrets import token_hex
 from typing import Any
 
 import aiohttp
@@ -57,6 +52,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tidings.benchmarks.anchors import Anchor, nats_anchor, redis_anchor
+from tidings.benchmarks.processes import BenchmarkFailed, free_port, serve_process
+
 EVENT_BYTES = 256
 TOPIC = "bench.orders"
 PATH = f"/v1/topics/{TOPIC}/events"
@@ -64,13 +62,10 @@ STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 GOALS = {"single": 0.60, "batch": 0.30}
 
-# Bounds besides --seconds: how long a server may take to start and to stop, how far
-# past its deadline a measurement may run, and how many events an anchor may send.
-_START_S = 30.0
-_STOP_S = 15.0
+# Bounds besides --seconds: how far past its deadline a measurement may run, and how
+# many events an anchor may send.
 _GRACE_S = 30.0
 _MAX_REQUESTS = 20_000_000
-_MAX_ANCHOR_EVENTS = 4_000_000
 
 _now = time.perf_counter
 
@@ -140,10 +135,6 @@ def _order_placed(now: str, data: dict[str, Any], total: str) -> bytes:
 # -- results ----------------------------------------------------------------------------
 
 
-class BenchmarkFailed(Exception):
-    """A server did not start, a load generator failed, or a figure cannot be trusted."""
-
-
 @dataclass(frozen=True, slots=True)
 class Load:
     """What one load run saw: 2xx answers, everything else, and the answers' latency."""
@@ -178,19 +169,6 @@ class Case:
 
 
 @dataclass(frozen=True, slots=True)
-class Anchor:
-    name: str
-    events: int = 0
-    seconds: float = 0.0
-    detail: str = ""
-    skipped: str | None = None
-
-    @property
-    def events_per_s(self) -> float:
-        return self.events / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class Options:
     seconds: int
     warmup: int
@@ -214,55 +192,6 @@ class Run:
     anchors: list[Anchor]
     stored: int
     notes: list[str]
-
-
-# -- servers ----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def _server(name: str, argv: list[str], port: int, logs: Path) -> Iterator[str]:
-    """Start ``argv`` as a process serving on ``port``, yield its URL once it answers, stop it."""
-    url = f"http://127.0.0.1:{port}"
-    log_path = logs / f"{name}.log"
-    with log_path.open("wb") as log:
-        # Its own session: a Ctrl-C here reaches us, and we stop it in order.
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
-    try:
-        deadline = _now() + _START_S
-        while True:
-            if proc.poll() is not None:
-                raise BenchmarkFailed(f"{name} exited with {proc.returncode}: {_tail(log_path)}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(url + "/healthz", timeout=1) as r,
-            ):
-                if r.status == 200:
-                    break
-            if _now() > deadline:
-                raise BenchmarkFailed(f"{name} did not answer within {_START_S:g} s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(_STOP_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(_STOP_S)
-
-
-def _tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-2000:].strip() or "(no output)"
 
 
 def _post(url: str, body: bytes, content_type: str) -> None:
@@ -395,103 +324,6 @@ def _load_generator(opts: Options, scratch: Path) -> tuple[str, LoadFn, list[str
     return "aiohttp (wrk not found)", run, [note]
 
 
-# -- anchors ------------------------------------------------------------------------------
-# nats-py and redis are optional: imported by name, so mypy passes with or without them.
-
-
-def _listening(url: str, default_port: int) -> bool:
-    parts = urllib.parse.urlsplit(url)
-    address = (parts.hostname or "127.0.0.1", parts.port or default_port)
-    try:
-        with socket.create_connection(address, timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-async def _nats_anchor(url: str, events: Sequence[bytes], seconds: int) -> Anchor:
-    name = "anchor: NATS JetStream, publish_async"
-    try:
-        nats = importlib.import_module("nats")
-        failures = (importlib.import_module("nats.errors").Error, OSError)
-    except ImportError:
-        return Anchor(name, skipped="nats-py is not installed")
-    if not _listening(url, 4222):
-        return Anchor(name, skipped=f"nothing listens at {url}")
-
-    async def quiet(exc: Exception) -> None:
-        """nats-py logs each failed attempt with a traceback; the failure is reported below."""
-
-    try:
-        # The client retries a refused connect forever by default: once more, then give up.
-        nc = await nats.connect(
-            url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=1,
-            reconnect_time_wait=0.5, error_cb=quiet,
-        )
-    except failures as exc:
-        return Anchor(name, skipped=f"no NATS at {url}: {exc!r}")
-    js = nc.jetstream(publish_async_max_pending=4000)
-    stream, subject = f"tidings_bench_{token_hex(4)}", f"tidings.bench.{token_hex(4)}"
-    try:
-        await js.add_stream(name=stream, subjects=[subject])
-        sent = 0
-        start = _now()
-        deadline = start + seconds
-        async with asyncio.timeout(seconds + _GRACE_S):
-            while sent < _MAX_ANCHOR_EVENTS and _now() < deadline:
-                for event in events:
-                    await js.publish_async(subject, event)
-                sent += len(events)
-            await js.publish_async_completed()
-        elapsed = _now() - start
-        info = await js.stream_info(stream)
-        v = nc.connected_server_version
-        detail = f"nats-server {v.major}.{v.minor}.{v.patch}, {info.config.storage} storage"
-        return Anchor(name, info.state.messages, elapsed, detail)
-    except failures as exc:
-        return Anchor(name, skipped=f"failed: {exc!r}")
-    finally:
-        with contextlib.suppress(*failures):
-            await js.delete_stream(stream)
-        await nc.close()
-
-
-def _redis_anchor(url: str, events: Sequence[bytes], seconds: int) -> Anchor:
-    name = f"anchor: Redis Streams, XADD x{len(events)} pipelined"
-    try:
-        redis = importlib.import_module("redis")
-    except ImportError:
-        return Anchor(name, skipped="redis (redis-py) is not installed")
-    failures = (redis.RedisError, OSError)
-    r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30)
-    try:
-        info = r.info("server")
-    except failures as exc:
-        r.close()
-        return Anchor(name, skipped=f"no Redis at {url}: {exc!r}")
-    key = f"tidings-bench:{token_hex(6)}"
-    try:
-        appendonly = r.config_get("appendonly").get("appendonly")
-        sent = 0
-        start = _now()
-        deadline = start + seconds
-        while sent < _MAX_ANCHOR_EVENTS and _now() < deadline:
-            pipe = r.pipeline(transaction=False)
-            for event in events:
-                pipe.xadd(key, {"event": event})
-            pipe.execute()
-            sent += len(events)
-        elapsed = _now() - start
-        detail = f"redis {info['redis_version']}, appendonly {appendonly}"
-        return Anchor(name, r.xlen(key), elapsed, detail)
-    except failures as exc:
-        return Anchor(name, skipped=f"failed: {exc!r}")
-    finally:
-        with contextlib.suppress(*failures):
-            r.delete(key)
-        r.close()
-
-
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -500,7 +332,7 @@ def run_all(opts: Options, root: Path, progress: Console) -> Run:
     single, batch = events[0], b"[" + b",".join(events) + b"]"
     tool, load, notes = _load_generator(opts, root)
     python = sys.executable
-    hub_port, ceiling_port = _free_port(), _free_port()
+    hub_port, ceiling_port = free_port(), free_port()
     hub_argv = [
         python, "-m", "tidings", "serve", "--port", str(hub_port),
         "--data-dir", str(root / "hub-data"), "--fsync", "interval:5", "--log-level", "warning",
@@ -513,8 +345,8 @@ def run_all(opts: Options, root: Path, progress: Console) -> Run:
     cases: list[Case] = []
     progress.log(f"load: {tool}; starting the hub and the ceiling")
     with (
-        _server("hub", hub_argv, hub_port, root) as hub,
-        _server("ceiling", ceiling_argv, ceiling_port, root) as ceiling,
+        serve_process("hub", hub_argv, hub_port, root) as hub,
+        serve_process("ceiling", ceiling_argv, ceiling_port, root) as ceiling,
     ):
         for url in (hub, ceiling):
             _post(url + PATH, single, STRUCTURED)
@@ -543,9 +375,9 @@ def run_all(opts: Options, root: Path, progress: Console) -> Run:
     anchors: list[Anchor] = []
     if opts.anchors:
         progress.log(f"anchor: NATS JetStream at {opts.nats_url}")
-        anchors.append(uvloop.run(_nats_anchor(opts.nats_url, events, opts.seconds)))
+        anchors.append(uvloop.run(nats_anchor(opts.nats_url, events, opts.seconds)))
         progress.log(f"anchor: Redis Streams at {opts.redis_url}")
-        anchors.append(_redis_anchor(opts.redis_url, events, opts.seconds))
+        anchors.append(redis_anchor(opts.redis_url, events, opts.seconds))
     return Run(opts, tool, cases, anchors, stored, notes)
 
 

@@ -55,7 +55,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.http11 import Request, Response
 
-from tidings.benchmarks.http_ingest import BenchmarkFailed, _free_port, _server
+from tidings.benchmarks.processes import BenchmarkFailed, free_port, serve_process
 
 TOPIC = "fanout"
 PAD = "x" * 120  # the event's data makes a ~300-byte CloudEvent, a ~420-byte frame
@@ -416,17 +416,17 @@ def run_all(opts: Options, root: Path, progress: Console) -> list[Target]:
     logs = root / "logs"
     logs.mkdir()
     out: list[Target] = []
-    port = _free_port()
+    port = free_port()
     ours = [
         sys.executable, "-m", "tidings", "serve", "--port", str(port),
         "--data-dir", str(root / "data"), "--fsync", "interval:5", "--log-level", "warning",
     ]  # fmt: skip
-    with _server("ours", ours, port, logs) as url:
+    with serve_process("ours", ours, port, logs) as url:
         _create_topic(url)
         out.append(uvloop.run(_measure("ours", url, opts, progress)))
-    port = _free_port()
+    port = free_port()
     ceiling = [sys.executable, "-m", "tidings.benchmarks.ws_fanout", "--ceiling", str(port)]
-    with _server("ceiling", ceiling, port, logs) as url:
+    with serve_process("ceiling", ceiling, port, logs) as url:
         out.append(uvloop.run(_measure("ceiling", url, opts, progress)))
     return out
 

@@ -1,0 +1,66 @@
+"""Servers the benchmarks start as processes of their own, on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+# How long a server may take to start and to stop.
+START_S = 30.0
+STOP_S = 15.0
+
+
+class BenchmarkFailed(Exception):
+    """A server did not start, a load generator failed, or a figure cannot be trusted."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def serve_process(name: str, argv: list[str], port: int, logs: Path) -> Iterator[str]:
+    """Start ``argv`` as a process serving on ``port``, yield its URL once it answers, stop it."""
+    url = f"http://127.0.0.1:{port}"
+    log_path = logs / f"{name}.log"
+    with log_path.open("wb") as log:
+        # Its own session: a Ctrl-C here reaches us, and we stop it in order.
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    try:
+        deadline = time.perf_counter() + START_S
+        while True:
+            if proc.poll() is not None:
+                raise BenchmarkFailed(f"{name} exited with {proc.returncode}: {_tail(log_path)}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(url + "/healthz", timeout=1) as r,
+            ):
+                if r.status == 200:
+                    break
+            if time.perf_counter() > deadline:
+                raise BenchmarkFailed(f"{name} did not answer within {START_S:g} s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_S)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-2000:].strip() or "(no output)"
