@@ -69,15 +69,16 @@ def parse_batch(
     if not items:
         raise BadRequest("a batch must hold at least one event")
     now = now_rfc3339()
-    events = []
-    for index, item in enumerate(items):
-        try:
-            event = _fill(item, topic, now)
-        except InvalidEvent as err:
-            raise err.at_index(index) from None
-        _check_size(event, max_event_bytes, index)
-        events.append(event)
-    return events
+    try:
+        # Filled in place: the list that was parsed is the list returned.
+        for index, item in enumerate(items):
+            _fill(item, topic, now)
+    except InvalidEvent as err:
+        raise err.at_index(index) from None
+    if max_event_bytes is not None:
+        for index, event in enumerate(items):
+            _check_size(event, max_event_bytes, index)
+    return items
 
 
 def parse_binary(
