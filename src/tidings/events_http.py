@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
+import msgspec
 import orjson
 
 from tidings.errors import BadRequest, InvalidEvent, TooLarge, UnsupportedMediaType
@@ -26,6 +27,7 @@ from tidings.events import (
     _media,
     _show,
     now_rfc3339,
+    serialize,
 )
 
 __all__ = [
@@ -63,7 +65,9 @@ def parse_batch(
     All or nothing: the first bad event raises, naming its index. The events of one
     batch share one ``time`` where they give none.
     """
-    items = _loads(body)
+    items = _decode_batch(body)
+    if items is None:  # not an array of objects: the careful parse names the fault
+        items = _loads(body)
     if not isinstance(items, list):
         raise BadRequest(f"a batch must be a JSON array of events, not {_kind(items)}")
     if not items:
@@ -71,8 +75,8 @@ def parse_batch(
     now = now_rfc3339()
     try:
         # Filled in place: the list that was parsed is the list returned.
-        for index, item in enumerate(items):
-            _fill(item, topic, now)
+        for index in range(len(items)):
+            _fill(items[index], topic, now)
     except InvalidEvent as err:
         raise err.at_index(index) from None
     if max_event_bytes is not None:
@@ -163,7 +167,7 @@ def _check_size(event: dict[str, Any], limit: int | None, index: int | None) -> 
     # None: the caller measures the event as it stores it (the hub serializes once).
     if limit is None:
         return
-    size = len(orjson.dumps(event))
+    size = len(serialize(event))
     if size > limit:
         raise _too_large(size, limit, index)
 
@@ -284,6 +288,26 @@ def _encode_text(text: str, content_type: str) -> bytes:
             f" {err.reason}",
             attribute="data",
         ) from None
+
+
+# Each event's attributes as their JSON text: ``data``, often most of an event, is
+# never parsed, and is stored as it came; the other attributes are decoded to be
+# checked. An order of magnitude fewer objects than a full parse, to make and free.
+_raw_events = msgspec.json.Decoder(list[dict[str, msgspec.Raw]]).decode
+_value = msgspec.json.Decoder().decode
+
+
+def _decode_batch(body: bytes) -> list[dict[str, Any]] | None:
+    try:
+        events: list[dict[str, Any]] = _raw_events(body)
+    except msgspec.DecodeError:
+        return None
+    value = _value
+    for event in events:
+        for name, raw in event.items():
+            if name != "data":
+                event[name] = value(raw)
+    return events
 
 
 # -- small helpers -----------------------------------------------------------------------------
