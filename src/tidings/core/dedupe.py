@@ -64,8 +64,10 @@ class DedupeWindow:
 
     def knows_any(self, keys: list[str]) -> bool:
         """Whether any of ``keys`` is held (perhaps expired): a batch's quick check."""
-        new = self._new.keys() & keys  # iterates the smaller side
-        return bool(new) or bool(self._old and self._old.keys() & keys)
+        # isdisjoint walks ``keys`` and stops at the first one held; it builds nothing.
+        return not self._new.keys().isdisjoint(keys) or (
+            bool(self._old) and not self._old.keys().isdisjoint(keys)
+        )
 
     def remember(self, key: str, partition: int, offset: int, now_ms: int) -> None:
         """:meth:`put` by a key made with :func:`dedupe_key`."""
