@@ -78,11 +78,6 @@ class DedupeWindow:
         start = (now_ms << _TS_SHIFT) | (partition << _OFFSET_BITS) | base
         self._new.update(zip(keys, range(start, start + len(keys)), strict=True))
 
-    def forget(self, topic: str, event_id: str) -> None:
-        key = dedupe_key(topic, event_id)
-        self._new.pop(key, None)
-        self._old.pop(key, None)
-
     def expire(self, now_ms: int) -> None:
         if self._rotated_ms is None:
             self._rotated_ms = now_ms

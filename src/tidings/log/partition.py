@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from tidings.errors import BadRequest, OffsetOutOfRange, StorageError, StorageUnavailable
+from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
 from tidings.log import format as fmt
 from tidings.log.recovery import RecoveryReport, recover_active, recover_sealed
 from tidings.log.segment import Segment, fsync_dir
@@ -452,14 +451,3 @@ class PartitionLog:
         if removed:
             fsync_dir(self.directory)
         return removed
-
-    async def delete(self) -> None:
-        """Close and remove the partition's files."""
-        await self.close()
-        if self._failed is None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-    def check(self) -> None:
-        """Raise if the writer failed."""
-        if self._failed is not None:
-            raise StorageError(f"partition {self.directory} failed: {self._failed}")

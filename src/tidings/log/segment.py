@@ -157,7 +157,9 @@ class Segment:
 
     def delete(self) -> None:
         self.close()
-        for path in (self.path, self.index_path, self.time_index_path):
+        # Indexes first: a crash halfway leaves a .log whose indexes are rebuilt,
+        # never index files that nothing would ever remove.
+        for path in (self.index_path, self.time_index_path, self.path):
             path.unlink(missing_ok=True)
 
     # -- indexes ---------------------------------------------------------------
