@@ -297,7 +297,20 @@ _raw_events = msgspec.json.Decoder(list[dict[str, msgspec.Raw]]).decode
 _value = msgspec.json.Decoder().decode
 
 
+# What the raw decode lets through inside ``data`` and a full parse would refuse:
+# numbers past a double's range, and bytes that are not UTF-8. Such a body takes
+# the careful path, so nothing is stored that readers could not parse.
+_RISKY_NUMBER = re.compile(rb"[:\[,]\s*-?[0-9.]+[eE][+-]?[0-9]{3}|[:\[,]\s*-?[0-9]{300}")
+
+
 def _decode_batch(body: bytes) -> list[dict[str, Any]] | None:
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if _RISKY_NUMBER.search(body):
+        return None
     try:
         events: list[dict[str, Any]] = _raw_events(body)
     except msgspec.DecodeError:
