@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final
 
-import msgspec
+import orjson
 from uuid_utils import uuid7
 
 from tidings.errors import InvalidEvent
@@ -231,13 +231,10 @@ def _fill(obj: object, topic: str, now: str | None) -> dict[str, Any]:
                 "attributes 'data' and 'data_base64' cannot both be present",
                 attribute="data_base64",
             )
-        data = obj["data"]
-        if not json_data and isinstance(data, msgspec.Raw):  # a batch keeps data as JSON text
-            data = msgspec.json.decode(data)
-        if not json_data and not isinstance(data, str):
+        if not json_data and not isinstance(obj["data"], str):
             raise InvalidEvent(
                 f"attribute 'data' must be a string when datacontenttype {content_type!r}"
-                f" is not JSON, not {_kind(data)}; send bytes as 'data_base64'",
+                f" is not JSON, not {_kind(obj['data'])}; send bytes as 'data_base64'",
                 attribute="data",
             )
     elif data_base64 is not None:
@@ -245,16 +242,9 @@ def _fill(obj: object, topic: str, now: str | None) -> dict[str, Any]:
     return obj
 
 
-_encode = msgspec.json.Encoder().encode
-
-
 def serialize(event: Mapping[str, Any]) -> bytes:
-    """An event in the JSON format, as the log stores it and structured mode sends it.
-
-    ``data`` may be a :class:`msgspec.Raw` (a batch keeps it as the JSON text it
-    came in, unparsed): it is written as it is.
-    """
-    return _encode(event)
+    """An event in the JSON format, as the log stores it and structured mode sends it."""
+    return orjson.dumps(event if isinstance(event, dict) else dict(event))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
-import msgspec
 import orjson
 
 from tidings.errors import BadRequest, InvalidEvent, TooLarge, UnsupportedMediaType
@@ -27,7 +26,6 @@ from tidings.events import (
     _media,
     _show,
     now_rfc3339,
-    serialize,
 )
 
 __all__ = [
@@ -65,9 +63,7 @@ def parse_batch(
     All or nothing: the first bad event raises, naming its index. The events of one
     batch share one ``time`` where they give none.
     """
-    items = _decode_batch(body)
-    if items is None:  # not an array of objects: the careful parse names the fault
-        items = _loads(body)
+    items = _loads(body)
     if not isinstance(items, list):
         raise BadRequest(f"a batch must be a JSON array of events, not {_kind(items)}")
     if not items:
@@ -167,7 +163,7 @@ def _check_size(event: dict[str, Any], limit: int | None, index: int | None) -> 
     # None: the caller measures the event as it stores it (the hub serializes once).
     if limit is None:
         return
-    size = len(serialize(event))
+    size = len(orjson.dumps(event))
     if size > limit:
         raise _too_large(size, limit, index)
 
@@ -288,39 +284,6 @@ def _encode_text(text: str, content_type: str) -> bytes:
             f" {err.reason}",
             attribute="data",
         ) from None
-
-
-# Each event's attributes as their JSON text: ``data``, often most of an event, is
-# never parsed, and is stored as it came; the other attributes are decoded to be
-# checked. An order of magnitude fewer objects than a full parse, to make and free.
-_raw_events = msgspec.json.Decoder(list[dict[str, msgspec.Raw]]).decode
-_value = msgspec.json.Decoder().decode
-
-
-# What the raw decode lets through inside ``data`` and a full parse would refuse:
-# numbers past a double's range, and bytes that are not UTF-8. Such a body takes
-# the careful path, so nothing is stored that readers could not parse.
-_RISKY_NUMBER = re.compile(rb"[:\[,]\s*-?[0-9.]+[eE][+-]?[0-9]{3}|[:\[,]\s*-?[0-9]{300}")
-
-
-def _decode_batch(body: bytes) -> list[dict[str, Any]] | None:
-    if not body.isascii():
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    if _RISKY_NUMBER.search(body):
-        return None
-    try:
-        events: list[dict[str, Any]] = _raw_events(body)
-    except msgspec.DecodeError:
-        return None
-    value = _value
-    for event in events:
-        for name, raw in event.items():
-            if name != "data":
-                event[name] = value(raw)
-    return events
 
 
 # -- small helpers -----------------------------------------------------------------------------

@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import orjson
+
 from tidings.core.dedupe import DedupeWindow, dedupe_key
 from tidings.core.metrics import Metrics
 from tidings.errors import TooLarge
-from tidings.events import serialize
 
 if TYPE_CHECKING:
     from tidings.core.hub import HubOptions, Topic
@@ -97,7 +98,7 @@ class PublishOps:
         waits: list[tuple[int, _Claim, str]] = []
         appending = self._appending
         lookup = dedupe.lookup
-        dumps = serialize
+        dumps = orjson.dumps
         crc32 = zlib.crc32
         limit = self.options.max_event_bytes
         prefix = dedupe_key(topic_name, "")
@@ -165,7 +166,7 @@ class PublishOps:
             or (self._appending and not self._appending.keys().isdisjoint(keys))
         ):
             return None
-        dumps = serialize
+        dumps = orjson.dumps
         payloads = [dumps(ev) for ev in events]
         sizes = list(map(len, payloads))
         limit = self.options.max_event_bytes
@@ -227,7 +228,7 @@ class PublishOps:
         key = ev.get("partitionkey")
         n = len(topic.partitions)
         p = zlib.crc32(key.encode()) % n if key is not None and n > 1 else sticky
-        payload = serialize(ev)
+        payload = orjson.dumps(ev)
         if len(payload) > self.options.max_event_bytes:
             raise _too_large(len(payload), self.options.max_event_bytes, None)
         [offset] = await self._await_claims(
