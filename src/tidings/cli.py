@@ -69,6 +69,22 @@ def serve(
             envvar="TIDINGS_SEGMENT_BYTES", min=4096, help="Roll segments at this size (bytes)"
         ),
     ] = 64 * 1024 * 1024,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="TIDINGS_ALLOWED_ORIGINS",
+            help="Browser origin allowed to open a WebSocket (repeatable; '*' for any). "
+            "Default: loopback origins and the hub's own",
+        ),
+    ] = None,
+    ws_send_buffer: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_WS_SEND_BUFFER",
+            min=4096,
+            help="Bytes queued for one WebSocket before it is a slow consumer (4008)",
+        ),
+    ] = 1 << 20,
     log_level: Annotated[str, typer.Option(envvar="TIDINGS_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve the hub on the embedded log."""
@@ -87,6 +103,8 @@ def serve(
             auto_create=not no_auto_create,
             insecure=insecure,
             segment_bytes=segment_bytes,
+            allowed_origins=_origins(allowed_origin),
+            ws_send_buffer=ws_send_buffer,
             log_level=log_level,
         )
         run(config)
@@ -362,6 +380,17 @@ def replay(
 
     _run(go())
 
+
+
+def _origins(given: list[str] | None) -> tuple[str, ...] | None:
+    """Origins from flags or TIDINGS_ALLOWED_ORIGINS (comma- or space-separated)."""
+    if not given:
+        return None
+    origins = tuple(o.strip().rstrip("/") for g in given for o in g.replace(",", " ").split())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            _fail(f"--allowed-origin {origin!r} is not '*' nor an http(s) origin")
+    return origins
 
 
 @bench_app.command("log")

@@ -126,3 +126,16 @@ def test_serve_refuses_a_bad_fsync_policy(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "fsync policy 'sometimes'" in out.stderr
+
+
+def test_serve_refuses_a_bad_allowed_origin(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tidings", "serve", "--data-dir", str(tmp_path),
+         "--allowed-origin", "shop.example"],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=hub_env(),
+    )
+    assert out.returncode == 2
+    assert "--allowed-origin 'shop.example'" in out.stderr

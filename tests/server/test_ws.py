@@ -253,3 +253,20 @@ async def test_foreign_origins_are_refused(hub: HubProcess) -> None:
     ) as ws:
         await send(ws, type="publish", ref=1, topic=unique(), event={"type": "a"})
         assert (await recv(ws))["type"] == "published"
+
+
+async def test_allowed_origins_flag_replaces_the_default(hub_factory: HubFactory) -> None:
+    hub = hub_factory.start("--allowed-origin", "https://shop.example")
+
+    async def status(origin: str) -> int:
+        try:
+            async with websockets.connect(
+                ws_url(hub.base_url), subprotocols=[PROTOCOL], origin=websockets.Origin(origin)
+            ):
+                return 101
+        except websockets.InvalidStatus as exc:
+            return exc.response.status_code
+
+    assert await status("https://shop.example") == 101
+    assert await status("https://evil.example") == 403
+    assert await status("http://localhost:3000") == 403  # the list replaces the default

@@ -17,6 +17,7 @@ from tidings.errors import BadRequest
 from tidings.log.partition import FsyncPolicy, LogConfig
 from tidings.server.app import ServerOptions, create_app
 from tidings.server.auth import Auth
+from tidings.server.live import LiveOptions
 
 logger = logging.getLogger("tidings.serve")
 
@@ -32,6 +33,8 @@ class ServeConfig:
     auto_create: bool = True
     insecure: bool = False
     segment_bytes: int = 64 * 1024 * 1024
+    allowed_origins: tuple[str, ...] | None = None
+    ws_send_buffer: int = 1 << 20
     log_level: str = "info"
 
 
@@ -60,7 +63,10 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         config.data_dir, config.fsync, LogConfig(segment_bytes=config.segment_bytes)
     )
     hub = Hub(storage, HubOptions(auto_create=config.auto_create))
-    app = create_app(hub, auth, ServerOptions())
+    live = LiveOptions(
+        allowed_origins=config.allowed_origins, send_buffer_bytes=config.ws_send_buffer
+    )
+    app = create_app(hub, auth, ServerOptions(live=live))
     uv = uvicorn.Config(
         app,
         host=config.host,
