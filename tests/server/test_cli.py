@@ -129,9 +129,9 @@ def test_serve_refuses_a_bad_fsync_policy(tmp_path: Path) -> None:
 
 
 def test_serve_refuses_a_bad_allowed_origin(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "tidings", "serve", "--data-dir", str(tmp_path)]
     out = subprocess.run(
-        [sys.executable, "-m", "tidings", "serve", "--data-dir", str(tmp_path),
-         "--allowed-origin", "shop.example"],  # fmt: skip
+        [*argv, "--allowed-origin", "shop.example"],
         capture_output=True,
         text=True,
         timeout=60,
