@@ -5,12 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import uvicorn
 import websockets
 from hubapi import STRUCTURED
+from hubproc import free_port
+
+from tidings.backends.embedded import EmbeddedStorage
+from tidings.core.hub import Hub
+from tidings.log.partition import FsyncPolicy, LogConfig
+from tidings.server.app import ServerOptions, create_app
+from tidings.server.live import LiveOptions
+from tidings.server.ws import WebSocketEndpoint
 
 PROTOCOL = websockets.Subprotocol("tidings.v1")
 
@@ -114,3 +125,27 @@ def check_exactly_once(records: list[dict[str, Any]], ids: list[str]) -> None:
         by_part[r["partition"]].append(r["offset"])
     for p, offsets in by_part.items():
         assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), f"partition {p}"
+
+
+@contextlib.asynccontextmanager
+async def in_process_hub(
+    data_dir: Path, live: LiveOptions
+) -> AsyncIterator[tuple[str, Hub, WebSocketEndpoint]]:
+    """A hub served by uvicorn inside the test's process, for live options that
+    ``tidings serve`` has no flag for; yields its ``/v1/ws`` URL, the hub, the endpoint."""
+    storage = EmbeddedStorage(data_dir, FsyncPolicy.parse("never"), LogConfig())
+    hub = Hub(storage)
+    app = create_app(hub, options=ServerOptions(live=live))
+    [route] = [r for r in app.routes if getattr(r, "path", None) == "/v1/ws"]
+    endpoint = route.endpoint.__self__  # type: ignore[attr-defined]
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    srv = uvicorn.Server(config)
+    task = asyncio.create_task(srv.serve())
+    while not srv.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"ws://127.0.0.1:{port}/v1/ws", hub, endpoint
+    finally:
+        srv.should_exit = True
+        await asyncio.wait_for(task, 20)

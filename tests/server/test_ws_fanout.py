@@ -7,21 +7,16 @@ look at the endpoint's tails and connections, and set a small send buffer.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 import websockets
-from livehelp import PROTOCOL, recv
+from livehelp import PROTOCOL, in_process_hub, recv
 
-from tidings.backends.embedded import EmbeddedStorage
 from tidings.core.hub import Hub
-from tidings.log.partition import FsyncPolicy, LogConfig
-from tidings.server.app import ServerOptions, create_app
 from tidings.server.live import LiveOptions
 from tidings.server.ws import WebSocketEndpoint
 
@@ -32,31 +27,12 @@ BUFFER = 64 * 1024
 Server = tuple[str, Hub, WebSocketEndpoint]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    storage = EmbeddedStorage(tmp_path / "data", FsyncPolicy.parse("never"), LogConfig())
-    hub = Hub(storage)
-    live = LiveOptions(send_buffer_bytes=BUFFER, slow_after_s=1.0)
-    app = create_app(hub, options=ServerOptions(live=live))
-    [route] = [r for r in app.routes if getattr(r, "path", None) == "/v1/ws"]
-    endpoint = route.endpoint.__self__  # type: ignore[attr-defined]
-    port = _port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield f"ws://127.0.0.1:{port}/v1/ws", hub, endpoint
-    finally:
-        srv.should_exit = True
-        await asyncio.wait_for(task, 20)
+    async with in_process_hub(
+        tmp_path / "data", LiveOptions(send_buffer_bytes=BUFFER, slow_after_s=1.0)
+    ) as served:
+        yield served
 
 
 async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -130,9 +106,7 @@ async def test_type_filters_apply_per_subscriber_on_the_shared_records(server: S
     assert (await recv(ws))["type"] == "subscribed"
     try:
         await until(lambda: followers(endpoint, "mixed") == 2, "2 followers")
-        batch = [
-            {**e, "type": "a.x" if i % 3 == 0 else "b.y"} for i, e in enumerate(events(30))
-        ]
+        batch = [{**e, "type": "a.x" if i % 3 == 0 else "b.y"} for i, e in enumerate(events(30))]
         await hub.publish("mixed", batch)
         check_in_order(await take(every, 30), 0, 30)
         some = await take(ws, 10)

@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
-import uvicorn
 import websockets
-from livehelp import PROTOCOL, recv
+from livehelp import PROTOCOL, in_process_hub, recv
 
-from tidings.backends.embedded import EmbeddedStorage
 from tidings.core.hub import Hub
-from tidings.log.partition import FsyncPolicy, LogConfig
-from tidings.server.app import ServerOptions, create_app
 from tidings.server.live import LiveOptions
 from tidings.server.ws import WebSocketEndpoint
 
@@ -34,31 +29,13 @@ BUFFER = 64 * 1024
 EVENT_DATA = "x" * 8000
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[tuple[str, Hub, WebSocketEndpoint]]:
-    storage = EmbeddedStorage(tmp_path / "data", FsyncPolicy.parse("never"), LogConfig())
-    hub = Hub(storage)
-    live = LiveOptions(send_buffer_bytes=BUFFER, slow_after_s=1.0, sse_heartbeat_s=0.2)
-    app = create_app(hub, options=ServerOptions(live=live))
-    [route] = [r for r in app.routes if getattr(r, "path", None) == "/v1/ws"]
-    endpoint = route.endpoint.__self__  # type: ignore[attr-defined]
-    port = _port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield f"ws://127.0.0.1:{port}/v1/ws", hub, endpoint
-    finally:
-        srv.should_exit = True
-        await asyncio.wait_for(task, 20)
+    async with in_process_hub(
+        tmp_path / "data",
+        LiveOptions(send_buffer_bytes=BUFFER, slow_after_s=1.0, sse_heartbeat_s=0.2),
+    ) as served:
+        yield served
 
 
 async def test_a_client_that_never_reads_gets_4008_and_memory_stays_bounded(

@@ -34,8 +34,6 @@ class Anchor:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-
-
 # nats-py and redis are optional: imported by name, so mypy passes with or without them.
 
 
@@ -65,8 +63,12 @@ async def nats_anchor(url: str, events: Sequence[bytes], seconds: int) -> Anchor
     try:
         # The client retries a refused connect forever by default: once more, then give up.
         nc = await nats.connect(
-            url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=1,
-            reconnect_time_wait=0.5, error_cb=quiet,
+            url,
+            connect_timeout=2,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.5,
+            error_cb=quiet,
         )
     except failures as exc:
         return Anchor(name, skipped=f"no NATS at {url}: {exc!r}")

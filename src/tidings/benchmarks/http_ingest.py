@@ -30,7 +30,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -53,7 +52,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tidings.benchmarks.anchors import Anchor, nats_anchor, redis_anchor
-from tidings.benchmarks.processes import BenchmarkFailed, free_port, serve_process
+from tidings.benchmarks.processes import BenchmarkFailed, free_port, scratch_dir, serve_process
 
 EVENT_BYTES = 256
 TOPIC = "bench.orders"
@@ -240,15 +239,23 @@ class Wrk:
         found = re.search(r"wrk (\S+)", out.stdout + out.stderr)
         return f"wrk {found.group(1) if found else '?'}"
 
-    def run(self, url: str, body: bytes, content_type: str, events: int,
-            connections: int, seconds: int) -> Load:
+    def run(
+        self, url: str, body: bytes, content_type: str, events: int, connections: int, seconds: int
+    ) -> Load:
         body_path = self.scratch / f"body-{events}.json"
         body_path.write_bytes(body)
         script = self.scratch / f"post-{events}.lua"
         script.write_text(_WRK_SCRIPT.format(body=body_path, content_type=content_type))
         argv = [
-            self.exe, f"-t{min(self.threads, connections)}", f"-c{connections}",
-            f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url,
+            self.exe,
+            f"-t{min(self.threads, connections)}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
         ]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + _GRACE_S)
         found = re.search(r"^TIDINGS_WRK (\{.*\})$", out.stdout, re.MULTILINE)
@@ -266,8 +273,9 @@ class Wrk:
         )
 
 
-async def _aiohttp_load(url: str, body: bytes, content_type: str, events: int,
-                        connections: int, seconds: int) -> Load:
+async def _aiohttp_load(
+    url: str, body: bytes, content_type: str, events: int, connections: int, seconds: int
+) -> Load:
     """The fallback: ``connections`` tasks in this process, each POSTing in a loop."""
     latencies: list[float] = []
     errors = 0
@@ -334,13 +342,37 @@ def run_all(opts: Options, root: Path, progress: Console) -> Run:
     python = sys.executable
     hub_port, ceiling_port = free_port(), free_port()
     hub_argv = [
-        python, "-m", "tidings", "serve", "--port", str(hub_port),
-        "--data-dir", str(root / "hub-data"), "--fsync", "interval:5", "--log-level", "warning",
+        python,
+        "-m",
+        "tidings",
+        "serve",
+        "--port",
+        str(hub_port),
+        "--data-dir",
+        str(root / "hub-data"),
+        "--fsync",
+        "interval:5",
+        "--log-level",
+        "warning",
     ]
     ceiling_argv = [
-        python, "-m", "uvicorn", "tidings.benchmarks.http_ingest:ceiling_app",
-        "--host", "127.0.0.1", "--port", str(ceiling_port), "--loop", "uvloop",
-        "--http", "httptools", "--no-access-log", "--lifespan", "on", "--log-level", "warning",
+        python,
+        "-m",
+        "uvicorn",
+        "tidings.benchmarks.http_ingest:ceiling_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(ceiling_port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--lifespan",
+        "on",
+        "--log-level",
+        "warning",
     ]
     cases: list[Case] = []
     progress.log(f"load: {tool}; starting the hub and the ceiling")
@@ -521,28 +553,55 @@ def parse_args(argv: list[str] | None) -> Options:
     add = parser.add_argument
     add("--seconds", type=_positive_int, default=8, help="length of each figure (default 8)")
     add("--warmup", type=int, default=1, help="seconds of load before each figure (default 1)")
-    add("--connections", type=_positive_int, default=64,
-        help="connections for single-event requests (default 64)")
-    add("--batch-connections", type=_positive_int, default=8,
-        help="connections for batch requests (default 8)")
+    add(
+        "--connections",
+        type=_positive_int,
+        default=64,
+        help="connections for single-event requests (default 64)",
+    )
+    add(
+        "--batch-connections",
+        type=_positive_int,
+        default=8,
+        help="connections for batch requests (default 8)",
+    )
     add("--threads", type=_positive_int, default=2, help="wrk threads (default 2)")
     add("--batch", type=_positive_int, default=1000, help="events per batch request (default 1000)")
-    add("--load", choices=("auto", "wrk", "aiohttp"), default="auto",
-        help="load generator: wrk, else aiohttp (default auto)")
+    add(
+        "--load",
+        choices=("auto", "wrk", "aiohttp"),
+        default="auto",
+        help="load generator: wrk, else aiohttp (default auto)",
+    )
     add("--nats-url", default="nats://127.0.0.1:4222", help="NATS anchor (default %(default)s)")
-    add("--redis-url", default="redis://127.0.0.1:6379/0",
-        help="Redis anchor (default %(default)s)")
+    add(
+        "--redis-url", default="redis://127.0.0.1:6379/0", help="Redis anchor (default %(default)s)"
+    )
     add("--no-anchors", dest="anchors", action="store_false", help="skip NATS and Redis")
     add("--json", action="store_true", help="print one JSON object")
-    add("--data-dir", type=Path, default=None,
+    add(
+        "--data-dir",
+        type=Path,
+        default=None,
         help="where the hub writes: a fresh directory inside it, removed after "
-        "(default: one in the system temp dir)")
+        "(default: one in the system temp dir)",
+    )
     ns = parser.parse_args(argv)
     if ns.warmup < 0:
         parser.error("--warmup must be 0 or more")
     return Options(
-        ns.seconds, ns.warmup, ns.connections, ns.batch_connections, ns.threads, ns.batch,
-        ns.load, ns.nats_url, ns.redis_url, ns.anchors, ns.json, ns.data_dir,
+        ns.seconds,
+        ns.warmup,
+        ns.connections,
+        ns.batch_connections,
+        ns.threads,
+        ns.batch,
+        ns.load,
+        ns.nats_url,
+        ns.redis_url,
+        ns.anchors,
+        ns.json,
+        ns.data_dir,
     )
 
 
@@ -554,9 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     err = Console(stderr=True, log_path=False)
     try:
-        if opts.data_dir is not None:
-            opts.data_dir.mkdir(parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix="tidings-bench-http-", dir=opts.data_dir))
+        root = scratch_dir("tidings-bench-http-", opts.data_dir)
     except OSError as exc:
         err.print(f"cannot make a data directory: {exc}")
         return 1

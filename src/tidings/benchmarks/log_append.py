@@ -28,7 +28,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -46,6 +45,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from tidings.benchmarks.processes import scratch_dir
 from tidings.errors import TidingsError
 from tidings.log.partition import FsyncPolicy, LogConfig, PartitionLog
 
@@ -533,9 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     err = Console(stderr=True, log_path=False)
     try:
-        if opts.data_dir is not None:
-            opts.data_dir.mkdir(parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix="tidings-bench-", dir=opts.data_dir))
+        root = scratch_dir("tidings-bench-", opts.data_dir)
     except OSError as exc:
         err.print(f"cannot make a data directory: {exc}")
         return 1

@@ -6,6 +6,7 @@ import contextlib
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -64,3 +65,10 @@ def serve_process(name: str, argv: list[str], port: int, logs: Path) -> Iterator
 
 def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-2000:].strip() or "(no output)"
+
+
+def scratch_dir(prefix: str, under: Path | None) -> Path:
+    """A new directory for one run, in the system temp dir or inside ``under``."""
+    if under is not None:
+        under.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=under))

@@ -253,9 +253,7 @@ def _frame(offset: int, event: bytes) -> bytes:
     """The ``event`` frame the hub sends for ``event`` at ``offset`` (for the ceiling)."""
     return (
         b'{"type":"event","sub":"s","topic":"%s","resume":"0:%d","partition":0,"offset":%d,'
-        b'"event":' % (TOPIC.encode(), offset + 1, offset)
-        + event
-        + b"}"
+        b'"event":' % (TOPIC.encode(), offset + 1, offset) + event + b"}"
     )
 
 
@@ -528,8 +526,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="processes the subscribers are spread over (one Python loop per core)",
     )
     ap.add_argument("--seconds", type=float, default=5.0, help="seconds per rate step")
-    ap.add_argument("--rates", type=_rates, default=(10, 50, 100, 200),
-                    help="events/s of each step, comma-separated; the first is the latency goal")
+    ap.add_argument(
+        "--rates",
+        type=_rates,
+        default=(10, 50, 100, 200),
+        help="events/s of each step, comma-separated; the first is the latency goal",
+    )
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     ap.add_argument("--ceiling", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--clients-mode", action="store_true", help=argparse.SUPPRESS)
