@@ -85,6 +85,31 @@ def serve(
             help="Bytes queued for one WebSocket before it is a slow consumer (4008)",
         ),
     ] = 1 << 20,
+    webhook_allow_net: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="TIDINGS_WEBHOOK_ALLOW_NET",
+            help="Let webhooks reach this network, in CIDR notation (repeatable), "
+            "e.g. 127.0.0.0/8; otherwise only public addresses",
+        ),
+    ] = None,
+    webhook_retry_schedule: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TIDINGS_WEBHOOK_RETRY_SCHEDULE",
+            help="Seconds to wait before each webhook attempt, comma-separated "
+            "(default 0,5,300,1800,7200,18000,36000,36000)",
+        ),
+    ] = None,
+    webhook_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="TIDINGS_WEBHOOK_TIMEOUT",
+            min=0.001,
+            max=300,
+            help="Seconds a webhook endpoint has to answer an attempt",
+        ),
+    ] = 15.0,
     log_level: Annotated[str, typer.Option(envvar="TIDINGS_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve the hub on the embedded log."""
@@ -105,6 +130,9 @@ def serve(
             segment_bytes=segment_bytes,
             allowed_origins=_origins(allowed_origin),
             ws_send_buffer=ws_send_buffer,
+            webhook_allow_nets=_split(webhook_allow_net),
+            webhook_retry_schedule=webhook_retry_schedule,
+            webhook_timeout_s=webhook_timeout,
             log_level=log_level,
         )
         run(config)
@@ -380,6 +408,11 @@ def replay(
 
     _run(go())
 
+
+
+def _split(given: list[str] | None) -> tuple[str, ...]:
+    """Values of a repeatable option; its variable may hold several, comma-separated."""
+    return tuple(v.strip() for item in given or () for v in item.split(",") if v.strip())
 
 
 def _origins(given: list[str] | None) -> tuple[str, ...] | None:

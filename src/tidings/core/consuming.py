@@ -221,6 +221,15 @@ class GroupOps:
             ev.set()
         return len(leases)
 
+    def hurry(self, topic_name: str, name: str) -> int:
+        """Records of the group waiting out a nack's delay are due now (wakes fetches)."""
+        _, g = self.group(topic_name, name)
+        n = g.hurry(self.clock.time_ms())
+        ev = self._group_changed.get((topic_name, name))
+        if ev is not None and n:
+            ev.set()
+        return n
+
     async def seek(self, topic_name: str, name: str, to: object) -> dict[int, int]:
         topic, g = self.group(topic_name, name)
         if to == "earliest":

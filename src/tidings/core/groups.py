@@ -163,6 +163,24 @@ class ConsumerGroup:
             due = [d for d in due if d > after_ms]
         return min(due) if due else None
 
+    def has_due_retry(self, now_ms: int) -> bool:
+        """Whether a record delivered before and not leased now is due again."""
+        return any(
+            r.lease is None and r.deliveries and r.due_ms <= now_ms
+            for c in self._cursors.values()
+            for r in c.pending.values()
+        )
+
+    def hurry(self, now_ms: int) -> int:
+        """Make every record waiting out a nack's delay due now; how many there were."""
+        n = 0
+        for c in self._cursors.values():
+            for r in c.pending.values():
+                if r.lease is None and r.due_ms > now_ms:
+                    r.due_ms = now_ms
+                    n += 1
+        return n
+
     def add_partitions(self, positions: dict[int, int]) -> None:
         for p, start in positions.items():
             self._cursors.setdefault(p, _Cursor(committed=start, fetched=start))

@@ -36,6 +36,8 @@ from tidings.server.live import LiveOptions
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
 from tidings.server.sse import SseEndpoint
+from tidings.server.webhook_routes import WebhookRoutes
+from tidings.server.webhooks import WebhookService
 from tidings.server.ws import WebSocketEndpoint
 
 MAX_REQUEST_BYTES = 16 << 20
@@ -416,6 +418,7 @@ def create_app(
     auth: Auth | None = None,
     options: ServerOptions | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    webhooks: WebhookService | None = None,
 ) -> Starlette:
     """The ASGI app; its lifespan starts the hub and closes it (flushing the log) at the end."""
     api = Api(hub, auth or Auth([]), options or ServerOptions())
@@ -445,6 +448,7 @@ def create_app(
         Route(G + "/nack", api.nack, methods=["POST"]),
         Route(G + "/seek", api.seek, methods=["POST"]),
         Route("/v1/groups", api.list_groups, methods=["GET"]),
+        *(WebhookRoutes(api, webhooks).routes() if webhooks is not None else []),
         # The browser client, /static/tidings.js: an ES module, no build step. Pages
         # of any origin may import it (a module script is fetched with CORS).
         Mount("/static", CORSMiddleware(StaticFiles(directory=STATIC_DIR), allow_origins=["*"])),
@@ -453,6 +457,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
+        if webhooks is not None:
+            await webhooks.start()
         # Everything made so far lives as long as the process: keep it out of the
         # cyclic collector's walks. Requests allocate thousands of short-lived dicts
         # (a batch of events) that reference counting frees; collecting every 700
@@ -466,6 +472,8 @@ def create_app(
             hub.closing = True
             if on_shutdown is not None:
                 await on_shutdown()
+            if webhooks is not None:
+                await webhooks.close()
             await hub.close()
 
     app = Starlette(
@@ -478,6 +486,7 @@ def create_app(
         },
     )
     app.state.hub = hub
+    app.state.webhooks = webhooks
     return app
 
 

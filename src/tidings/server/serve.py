@@ -12,12 +12,17 @@ from types import FrameType
 import uvicorn
 
 from tidings.backends.embedded import EmbeddedStorage
+from tidings.backends.webhook_sqlite import SqliteWebhookStore
 from tidings.core.hub import Hub, HubOptions
+from tidings.core.webhook_schedule import RetrySchedule
+from tidings.core.webhook_targets import parse_networks
+from tidings.core.webhooks import WebhookPolicy, parse_schedule
 from tidings.errors import BadRequest
 from tidings.log.partition import FsyncPolicy, LogConfig
 from tidings.server.app import ServerOptions, create_app
 from tidings.server.auth import Auth
 from tidings.server.live import LiveOptions
+from tidings.server.webhooks import WebhookService
 
 logger = logging.getLogger("tidings.serve")
 
@@ -35,6 +40,9 @@ class ServeConfig:
     segment_bytes: int = 64 * 1024 * 1024
     allowed_origins: tuple[str, ...] | None = None
     ws_send_buffer: int = 1 << 20
+    webhook_allow_nets: tuple[str, ...] = ()
+    webhook_retry_schedule: str | None = None  # seconds before each attempt, "0,5,300"
+    webhook_timeout_s: float = 15.0
     log_level: str = "info"
 
 
@@ -59,6 +67,15 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
             f"refusing to serve {config.host} without tokens: configure --auth-file, "
             "or pass --insecure to serve an open hub beyond loopback"
         )
+    policy = WebhookPolicy(
+        schedule=(
+            parse_schedule(config.webhook_retry_schedule)
+            if config.webhook_retry_schedule
+            else RetrySchedule()
+        ),
+        allow_nets=parse_networks(config.webhook_allow_nets),
+        timeout_s=config.webhook_timeout_s,
+    )
     storage = EmbeddedStorage(
         config.data_dir, config.fsync, LogConfig(segment_bytes=config.segment_bytes)
     )
@@ -66,7 +83,12 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
     live = LiveOptions(
         allowed_origins=config.allowed_origins, send_buffer_bytes=config.ws_send_buffer
     )
-    app = create_app(hub, auth, ServerOptions(live=live))
+    store = SqliteWebhookStore(
+        config.data_dir / "webhooks.sqlite3",
+        "FULL" if config.fsync.mode == "always" else "NORMAL",
+    )
+    webhooks = WebhookService(hub, store, policy)
+    app = create_app(hub, auth, ServerOptions(live=live), webhooks=webhooks)
     uv = uvicorn.Config(
         app,
         host=config.host,
