@@ -24,6 +24,8 @@ from tidings.errors import (
     TopicNotFound,
     Unauthorized,
     UnsupportedMediaType,
+    UrlNotAllowed,
+    WebhookNotFound,
 )
 from tidings.events import Event, Record
 from tidings.sdk import AsyncClient, Client, Delivery
@@ -54,5 +56,7 @@ __all__ = [
     "TopicNotFound",
     "Unauthorized",
     "UnsupportedMediaType",
+    "UrlNotAllowed",
+    "WebhookNotFound",
     "__version__",
 ]

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import orjson
 import typer
 
+from tidings.cli_support import (
+    DEFAULT_URL,
+    JsonOpt,
+    TokenOpt,
+    Url,
+)
+from tidings.cli_support import console as _console
+from tidings.cli_support import fail as _fail
+from tidings.cli_support import print_json as _print_json
+from tidings.cli_support import run_async as _run
+from tidings.cli_webhooks import webhooks_app
 from tidings.errors import TidingsError
 
 app = typer.Typer(
@@ -23,15 +32,11 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks that print ours beside the ceiling, from the same run.")
 app.add_typer(bench_app, name="bench")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def _env(name: str) -> str | None:
     return os.environ.get(f"TIDINGS_{name}")
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -139,31 +144,6 @@ def serve(
     except TidingsError as exc:
         _fail(exc.detail)
 
-Url = Annotated[
-    str, typer.Option("--url", envvar="TIDINGS_URL", help="The hub's address")
-]
-TokenOpt = Annotated[
-    str | None, typer.Option("--token", envvar="TIDINGS_TOKEN", help="Bearer token")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
-DEFAULT_URL = "http://127.0.0.1:8700"
-
-
-def _run(coro: Coroutine[Any, Any, int | None]) -> None:
-    try:
-        code = asyncio.run(coro)
-    except TidingsError as exc:
-        _fail(exc.detail)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    raise typer.Exit(code or 0)
-
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(orjson.dumps(obj).decode() + "\n")
-    sys.stdout.flush()
-
-
 @app.command()
 def publish(
     topic: Annotated[str, typer.Argument(help="Topic to publish to")],
@@ -230,12 +210,6 @@ def publish(
         return 0
 
     _run(one() if type_ is not None else many())
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
 
 
 def _format_record(record: Any) -> str:

@@ -6,13 +6,15 @@ the server translates once::
 
     TidingsError                      500
     ├── BadRequest                    400  malformed JSON, bad parameter
-    │   └── BadPosition               400  an offset, time or token that is not valid
-    │       └── OffsetOutOfRange      400  below the log start (retention) or past its end
+    │   ├── BadPosition               400  an offset, time or token that is not valid
+    │   │   └── OffsetOutOfRange      400  below the log start (retention) or past its end
+    │   └── UrlNotAllowed             400  a webhook URL that is not http(s) or not public
     ├── Unauthorized                  401
     ├── Forbidden                     403
     ├── NotFound                      404
     │   ├── TopicNotFound             404
-    │   └── GroupNotFound             404
+    │   ├── GroupNotFound             404
+    │   └── WebhookNotFound           404
     ├── Conflict                      409
     │   └── StaleLease                409  ack/nack of a lease that expired or was re-leased
     ├── TooLarge                      413
@@ -70,6 +72,14 @@ class BadPosition(BadRequest):
     title = "Bad position"
 
 
+class UrlNotAllowed(BadRequest):
+    """A webhook URL of a scheme other than http(s), or whose host resolves to a
+    loopback, private, link-local, CGNAT, multicast or reserved address that the
+    hub does not allow (``field`` is ``url``)."""
+
+    title = "Webhook URL not allowed"
+
+
 class Unauthorized(TidingsError):
     status = 401
     title = "Unauthorized"
@@ -94,6 +104,10 @@ class TopicNotFound(NotFound):
 
 class GroupNotFound(NotFound):
     title = "Consumer group not found"
+
+
+class WebhookNotFound(NotFound):
+    title = "Webhook not found"
 
 
 class Conflict(TidingsError):

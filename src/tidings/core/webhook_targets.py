@@ -16,19 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from tidings.errors import BadRequest
+from tidings.errors import BadRequest, UrlNotAllowed
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _BENCHMARKING = ipaddress.ip_network("198.18.0.0/15")
-
-
-class BlockedTarget(BadRequest):
-    """A webhook URL that is not allowed, and why (``field`` is ``url``)."""
-
-    title = "Webhook URL not allowed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,25 +45,25 @@ def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
 
 
 def check_url(url: object) -> Target:
-    """The URL's scheme, host and port; BlockedTarget if its shape is not allowed."""
+    """The URL's scheme, host and port; UrlNotAllowed if its shape is not allowed."""
     if not isinstance(url, str) or not url:
-        raise BlockedTarget("url must be a non-empty string", field="url")
+        raise UrlNotAllowed("url must be a non-empty string", field="url")
     if len(url) > 2048:
-        raise BlockedTarget("url is longer than 2048 characters", field="url")
+        raise UrlNotAllowed("url is longer than 2048 characters", field="url")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise BlockedTarget(f"url {url!r} is not a valid URL: {exc}", field="url") from None
+        raise UrlNotAllowed(f"url {url!r} is not a valid URL: {exc}", field="url") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise BlockedTarget(f"url must be http or https, not {scheme or 'relative'!r}", field="url")
+        raise UrlNotAllowed(f"url must be http or https, not {scheme or 'relative'!r}", field="url")
     if not parts.hostname:
-        raise BlockedTarget(f"url {url!r} has no host", field="url")
+        raise UrlNotAllowed(f"url {url!r} has no host", field="url")
     if parts.username is not None or parts.password is not None:
-        raise BlockedTarget("url must not hold a user name or password", field="url")
+        raise UrlNotAllowed("url must not hold a user name or password", field="url")
     if parts.fragment:
-        raise BlockedTarget("url must not have a fragment", field="url")
+        raise UrlNotAllowed("url must not have a fragment", field="url")
     return Target(scheme, parts.hostname, port or (443 if scheme == "https" else 80))
 
 
@@ -118,14 +112,14 @@ class AddressPolicy:
         return f"{address} is a {why} address"
 
     def check_addresses(self, host: str, addresses: Iterable[str]) -> list[str]:
-        """The addresses, all allowed; BlockedTarget naming the first one that is not."""
+        """The addresses, all allowed; UrlNotAllowed naming the first one that is not."""
         out = list(addresses)
         if not out:
-            raise BlockedTarget(f"{host!r} resolves to no address", field="url")
+            raise UrlNotAllowed(f"{host!r} resolves to no address", field="url")
         for a in out:
             why = self.refusal(a)
             if why is not None:
-                raise BlockedTarget(
+                raise UrlNotAllowed(
                     f"{host!r} resolves to {why}; webhooks may reach only public "
                     "addresses unless the hub allows the network (--webhook-allow-net)",
                     field="url",

@@ -29,6 +29,7 @@ from tidings.sdk.batching import PublishBatcher
 from tidings.sdk.live import LiveStart, LiveSubscription, Reconnect
 from tidings.sdk.problems import error_from_response
 from tidings.sdk.receiving import AsyncConsumer, AsyncSubscription, Delivery
+from tidings.sdk.webhook_calls import AsyncWebhookCalls
 
 __all__ = ["DEFAULT_URL", "AsyncClient", "EventLike", "Leases", "Seek", "Start", "Types"]
 
@@ -51,7 +52,7 @@ Seek = Literal["earliest", "latest"] | str | int | datetime | Mapping[str, Any]
 token such as ``"0:15,1:7"``, or ``{"partition": p, "offset": o}``."""
 
 
-class AsyncClient:
+class AsyncClient(AsyncWebhookCalls):
     """A connection to one hub, for use from asyncio.
 
     ::

@@ -28,6 +28,7 @@ from tidings.sdk.client import (
 )
 from tidings.sdk.live import LiveStart, LiveSubscription, Reconnect
 from tidings.sdk.receiving import AsyncConsumer, AsyncMessage, AsyncSubscription, Delivery
+from tidings.sdk.webhook_calls import WebhookCalls
 
 __all__ = ["Client", "Consumer", "Message", "Subscription"]
 
@@ -61,7 +62,7 @@ class _Runner:
         self.loop.close()
 
 
-class Client:
+class Client(WebhookCalls):
     """A blocking connection to one hub, with the methods and arguments of ``AsyncClient``.
 
     ::
@@ -123,6 +124,9 @@ class Client:
             self._runner.run(self._async.close())
         finally:
             self._runner.stop()
+
+    def _hooks(self) -> AsyncClient:
+        return self._async
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._closed:

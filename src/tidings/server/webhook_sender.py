@@ -22,7 +22,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from tidings.core.webhook_targets import AddressPolicy, BlockedTarget, check_url
+from tidings.core.webhook_targets import AddressPolicy, check_url
+from tidings.errors import UrlNotAllowed
 
 RESPONSE_KEPT = 1024
 
@@ -44,7 +45,7 @@ class Sender(Protocol):
     ) -> SendResult: ...
 
     async def check(self, url: str) -> None:
-        """BlockedTarget unless ``url`` and every address its host resolves to are allowed."""
+        """UrlNotAllowed unless ``url`` and every address its host resolves to are allowed."""
         ...
 
     async def close(self) -> None: ...
@@ -105,7 +106,7 @@ class AiohttpSender:
                 target.host, target.port, type=socket.SOCK_STREAM
             )
         except OSError as exc:
-            raise BlockedTarget(f"{target.host!r} does not resolve: {exc}", field="url") from None
+            raise UrlNotAllowed(f"{target.host!r} does not resolve: {exc}", field="url") from None
         self.policy.check_addresses(target.host, [str(i[4][0]) for i in infos])
 
     async def send(
@@ -131,13 +132,13 @@ class AiohttpSender:
                     head[:RESPONSE_KEPT].decode("utf-8", "replace"),
                     resp.headers.get("retry-after"),
                 )
-        except BlockedTarget as exc:
+        except UrlNotAllowed as exc:
             return self._failed(start, f"refused: {exc.detail}")
         except TimeoutError:
             return self._failed(start, f"timed out after {timeout_s:g} s")
         except aiohttp.ClientConnectorError as exc:
             cause: Any = exc.os_error
-            if isinstance(cause, BlockedTarget):
+            if isinstance(cause, UrlNotAllowed):
                 return self._failed(start, f"refused: {cause.detail}")
             return self._failed(start, f"connection failed: {exc.os_error or exc}")
         except (aiohttp.ClientError, OSError) as exc:

@@ -37,7 +37,7 @@ from tidings.core.webhook_signing import signature_header
 from tidings.core.webhook_store import Attempt, Trigger, WebhookDeadLetter, WebhookStore
 from tidings.core.webhook_targets import AddressPolicy
 from tidings.core.webhooks import Endpoint, WebhookPolicy, parse_config, parse_grace_ms
-from tidings.errors import BadPosition, BadRequest, NotFound
+from tidings.errors import BadPosition, BadRequest, NotFound, WebhookNotFound
 from tidings.server.webhook_dispatch import EndpointDispatcher
 from tidings.server.webhook_sender import AiohttpSender, Sender, SendResult
 
@@ -46,10 +46,6 @@ logger = logging.getLogger("tidings.webhooks")
 FLUSH_S = 0.2
 PRUNE_S = 600.0
 NEVER_DEAD = 1 << 31  # the group never dead-letters: the schedule decides
-
-
-class WebhookNotFound(NotFound):
-    title = "Webhook not found"
 
 
 class WebhookService:
