@@ -25,9 +25,11 @@ after the schedule's next delay (or ``Retry-After``) while attempts remain;
 ``dead`` once they are exhausted; ``release`` (back to the cursor, undelivered,
 its attempts kept) when the endpoint is or becomes disabled.
 
-While an endpoint fails, new records stay in the log: one at a time may go out
-as a probe, no sooner than ``probe_delay`` after the last failure (doubling up
-to ``probe_max``). The first success makes it healthy and drains what waits,
+Once ``probe_after`` attempts in a row have failed, the endpoint is taken to be
+down and new records stay in the log: one at a time may go out as a probe, no
+sooner than ``probe_delay`` after the last failure (doubling up to
+``probe_max``). A flapping endpoint, whose failures are scattered among
+successes, keeps its full concurrency. The first success makes it healthy and drains what waits,
 in the cursor's order, so an outage ends without anyone pressing "recover".
 
 Nothing here awaits, sleeps or touches a socket; the dispatcher pumps it.
@@ -164,6 +166,7 @@ class EndpointHealth:
 
     schedule: RetrySchedule = field(default_factory=RetrySchedule)
     disable_after_ms: int = DEFAULT_DISABLE_AFTER_MS
+    probe_after: int = 5
     probe_delay_ms: int = 1_000
     probe_max_ms: int = 60_000
     rng: random.Random = field(default_factory=random.Random)
@@ -176,22 +179,27 @@ class EndpointHealth:
 
     # -- what may go out ------------------------------------------------------------
 
+    @property
+    def down(self) -> bool:
+        """Failing ``probe_after`` times in a row: new records wait, probes go one by one."""
+        return self.state is State.FAILING and self.consecutive_failures >= self.probe_after
+
     def new_records_allowed(self, in_flight: int, concurrency: int, now_ms: int) -> int:
         """How many records not yet attempted may be leased now."""
         if self.state is State.DISABLED:
             return 0
         room = max(0, concurrency - in_flight)
-        if self.state is State.HEALTHY:
+        if not self.down:
             return room
         if in_flight or now_ms < self.probe_at_ms():
             return 0
         return min(room, 1)
 
     def probe_at_ms(self) -> int:
-        """While failing: when a new record may go out to see if the endpoint is back."""
-        if self.state is not State.FAILING or self.last_failure_ms is None:
+        """While down: when a new record may go out to see if the endpoint is back."""
+        if not self.down or self.last_failure_ms is None:
             return 0
-        steps = min(max(self.consecutive_failures - 1, 0), 30)
+        steps = min(self.consecutive_failures - self.probe_after, 30)
         return self.last_failure_ms + min(self.probe_delay_ms << steps, self.probe_max_ms)
 
     # -- an attempt's outcome in, a decision out --------------------------------------

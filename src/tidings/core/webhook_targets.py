@@ -83,9 +83,11 @@ def address_class(addr: IPAddress) -> str | None:
         return "CGNAT (shared address space)"
     if isinstance(addr, ipaddress.IPv4Address) and addr in _BENCHMARKING:
         return "reserved"
+    if addr.is_reserved:
+        return "reserved"
     if addr.is_private:
         return "private"
-    if addr.is_reserved or not addr.is_global:
+    if not addr.is_global:
         return "reserved"
     return None
 

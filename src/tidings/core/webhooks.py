@@ -207,12 +207,14 @@ class Endpoint:
         return [s.key for s in self.secrets if s.expires_ms is None or s.expires_ms > now_ms]
 
     def rotate(self, now_ms: int, grace_ms: int) -> str:
-        live = [s for s in self.secrets if s.expires_ms is None or s.expires_ms > now_ms]
-        for s in live:
-            if s.expires_ms is None:
-                s.expires_ms = now_ms + grace_ms
+        """A new current secret; every older one signs beside it for ``grace_ms`` at most."""
+        until = now_ms + grace_ms
+        for s in self.secrets:
+            s.expires_ms = until if s.expires_ms is None else min(s.expires_ms, until)
         fresh = Secret(new_secret())
-        self.secrets = [fresh] + [s for s in live if s.expires_ms and s.expires_ms > now_ms]
+        self.secrets = [fresh] + [
+            s for s in self.secrets if s.expires_ms is not None and s.expires_ms > now_ms
+        ]
         return fresh.value
 
     def set_enabled(self, enabled: bool) -> None:

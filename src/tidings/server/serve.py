@@ -67,14 +67,17 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
             f"refusing to serve {config.host} without tokens: configure --auth-file, "
             "or pass --insecure to serve an open hub beyond loopback"
         )
+    schedule = (
+        parse_schedule(config.webhook_retry_schedule)
+        if config.webhook_retry_schedule
+        else RetrySchedule()
+    )
     policy = WebhookPolicy(
-        schedule=(
-            parse_schedule(config.webhook_retry_schedule)
-            if config.webhook_retry_schedule
-            else RetrySchedule()
-        ),
+        schedule=schedule,
         allow_nets=parse_networks(config.webhook_allow_nets),
         timeout_s=config.webhook_timeout_s,
+        # A failing endpoint is probed no less often than its retries come.
+        probe_max_ms=max(1, min(60_000, max(schedule.delays_ms[1:], default=60_000))),
     )
     storage = EmbeddedStorage(
         config.data_dir, config.fsync, LogConfig(segment_bytes=config.segment_bytes)

@@ -121,14 +121,14 @@ class EndpointDispatcher:
             free = min(free, self.bucket.available(now_ms))
             if free <= 0:
                 return 0
-        if health.state is State.HEALTHY:
-            return free
+        allowed = health.new_records_allowed(self.in_flight, self.ep.config.concurrency, now_ms)
+        if allowed:
+            return min(free, allowed)
         if self.in_flight:
-            return 0  # while failing, one attempt at a time
+            return 0
+        # Down: the records waiting for a retry go one at a time, as probes too.
         _, g = self.hub.group(topic, self.group)
-        if g.has_due_retry(now_ms) or now_ms >= health.probe_at_ms():
-            return 1
-        return 0
+        return 1 if g.has_due_retry(now_ms) else 0
 
     def _idle_s(self, topic: str, now_ms: int) -> float:
         """How long a pump with no room may sleep before it looks again (a worker
@@ -137,7 +137,7 @@ class EndpointDispatcher:
         health = self.ep.health
         if self.bucket is not None:
             wait_ms = min(wait_ms, self.bucket.wait_ms(now_ms))
-        if health.state is State.FAILING:
+        if health.down:
             wait_ms = min(wait_ms, max(1, health.probe_at_ms() - now_ms))
             _, g = self.hub.group(topic, self.group)
             due = g.next_due_ms(after_ms=now_ms)
@@ -157,7 +157,7 @@ class EndpointDispatcher:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), self._idle_s(topic, now))
                     continue
-                wait = FETCH_WAIT_S if self.ep.health.state is State.HEALTHY else 0.0
+                wait = 0.0 if self.ep.health.down else FETCH_WAIT_S
                 deliveries = await self.hub.fetch(topic, self.group, n, wait)
             except NotFound:
                 # The topic was deleted: wait for it to come back, then follow it anew.
@@ -167,7 +167,7 @@ class EndpointDispatcher:
             except StorageUnavailable:
                 return
             if not deliveries:
-                if self.ep.health.state is not State.HEALTHY:
+                if self.ep.health.down:
                     wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), self._idle_s(topic, clock.time_ms()))

@@ -24,7 +24,7 @@ import uuid_utils
 
 from tidings.core.groups import Delivery, GroupConfig
 from tidings.core.hub import Hub
-from tidings.core.positions import is_token
+from tidings.core.positions import is_token, parse_time_ms
 from tidings.core.webhook_schedule import (
     Decision,
     EndpointHealth,
@@ -266,7 +266,9 @@ class WebhookService:
                               field="since")
         if since in ("earliest", "latest"):
             raise BadPosition("since must be a time or a position token", field="since")
-        target: object = since if isinstance(since, str) and is_token(since) else {"time": since}
+        target: object = since
+        if not (isinstance(since, str) and is_token(since)):
+            target = {"time": parse_time_ms(since, "since")}
         moved: dict[str, str] = {}
         for t in topics:
             await self.follow(ep, t)
