@@ -447,6 +447,20 @@ def bench_ws(
     raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
 
 
+@bench_app.command("webhooks")
+def bench_webhooks(
+    concurrency: Annotated[int, typer.Option(min=1, help="POSTs in flight")] = 50,
+    events: Annotated[int, typer.Option(min=1000, help="Backlog the hub drains")] = 40_000,
+    rounds: Annotated[int, typer.Option(min=1, help="Ceiling then ours, this many times")] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Webhook deliveries per second, beside a bare aiohttp posting loop (same run)."""
+    from tidings.benchmarks.webhooks import main as bench_main
+
+    argv = ["--concurrency", str(concurrency), "--events", str(events), "--rounds", str(rounds)]
+    raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
+
+
 def main() -> None:
     try:
         app()

@@ -898,7 +898,11 @@ async def test_openapi_is_valid_and_describes_every_route(hub: HubProcess, http:
         spec = await expect(resp, 200)
     validate(spec)
 
-    app = create_app(Hub(MemoryStorage()))
+    from tidings.core.webhook_store import MemoryWebhookStore
+    from tidings.server.webhooks import WebhookService
+
+    memory_hub = Hub(MemoryStorage())
+    app = create_app(memory_hub, webhooks=WebhookService(memory_hub, MemoryWebhookStore()))
     missing = []
     for route in app.routes:
         for method in sorted(getattr(route, "methods", None) or ()):

@@ -116,6 +116,7 @@ def spec() -> dict[str, Any]:
             "parameters": [_TOPIC, _GROUP],
             "post": {"summary": summary, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(400, 401, 403, 404, 409)}},
         }
+    paths.update(_webhook_paths())
     record_props = {"topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "event": _ref("CloudEvent")}
     schemas = {
         "Problem": {"type": "object", "description": "RFC 9457 problem details", "required": ["type", "title", "status", "detail"], "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "instance": {"type": "string"}, "attribute": {"type": "string"}, "field": {"type": "string"}, "index": {"type": "integer"}}},
@@ -135,6 +136,36 @@ def spec() -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{}, {"bearer": []}],
+    }
+
+
+_WEBHOOK = _param("id", "path", {"type": "string"}, "Webhook id (wh_...)")
+_WEBHOOK_CONFIG: dict[str, Any] = {"type": "object", "properties": {"url": {"type": "string", "format": "uri", "description": "http or https; its host must resolve to public addresses unless the hub allows the network"}, "topics": {"type": "array", "items": {"type": "string"}, "minItems": 1}, "types": {"type": "array", "items": {"type": "string"}}, "description": {"type": "string", "maxLength": 1000}, "rate_limit": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "deliveries per second"}, "ordering": {"enum": ["none", "key"]}, "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000}}}
+_WEBHOOK_VIEW: dict[str, Any] = {"type": "object", "properties": {**_WEBHOOK_CONFIG["properties"], "id": {"type": "string"}, "enabled": {"type": "boolean"}, "state": {"enum": ["healthy", "failing", "disabled"]}, "disabled_reason": {"type": ["string", "null"]}, "failing_since": {"type": ["integer", "null"]}, "last_success": {"type": ["integer", "null"]}, "created": {"type": "integer"}, "lag": {"type": "object", "additionalProperties": {"type": "integer"}}, "secret": {"type": "string", "description": "only when created: whsec_ + base64"}}}
+
+
+def _webhook_paths() -> dict[str, Any]:
+    """``/v1/webhooks``: Standard Webhooks signatures, retries, attempts, dead letters, replay."""
+    view = _json(_WEBHOOK_VIEW)
+    page: dict[str, Any] = {"type": "object", "properties": {"next": {"type": ["integer", "null"], "description": "pass as before for the next page"}}}
+    paging = [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Most items (100)"), _param("before", "query", {"type": "integer"}, "Items older than this id")]
+    return {
+        "/v1/webhooks": {
+            "post": {"summary": "Register an endpoint (admin); the answer holds its secret", "operationId": "createWebhook", "requestBody": _body({**_WEBHOOK_CONFIG, "required": ["url", "topics"]}, True), "responses": {"201": _json(_WEBHOOK_VIEW, "Created"), **_problems(400, 401, 403)}},
+            "get": {"summary": "List endpoints (admin)", "operationId": "listWebhooks", "responses": {"200": _json({"type": "object", "properties": {"webhooks": {"type": "array", "items": _WEBHOOK_VIEW}}}), **_problems(401, 403)}},
+        },
+        "/v1/webhooks/{id}": {
+            "parameters": [_WEBHOOK],
+            "get": {"summary": "Describe an endpoint: state, lag per topic", "operationId": "getWebhook", "responses": {"200": view, **_problems(401, 403, 404)}},
+            "patch": {"summary": "Change an endpoint; enabled: true brings a disabled one back and drains what it missed, in order", "operationId": "patchWebhook", "requestBody": _body({**_WEBHOOK_CONFIG, "properties": {**_WEBHOOK_CONFIG["properties"], "enabled": {"type": "boolean"}}}, True), "responses": {"200": view, **_problems(400, 401, 403, 404)}},
+            "delete": {"summary": "Delete an endpoint, its attempts and dead letters", "operationId": "deleteWebhook", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
+        },
+        "/v1/webhooks/{id}/rotate-secret": {"parameters": [_WEBHOOK], "post": {"summary": "A new secret; older ones keep signing beside it for grace (default 24 h)", "operationId": "rotateWebhookSecret", "requestBody": _body({"type": "object", "properties": {"grace": {"type": ["number", "string"]}}}), "responses": {"200": _json({"type": "object", "properties": {"secret": {"type": "string"}, "previous_valid_until": {"type": "integer"}}}), **_problems(400, 401, 403, 404)}}},
+        "/v1/webhooks/{id}/attempts": {"parameters": [_WEBHOOK], "get": {"summary": "The attempts log, newest first", "operationId": "webhookAttempts", "parameters": [_param("status", "query", {"enum": ["succeeded", "failed", "success", "gone", "throttled"]}, "Only these"), *paging], "responses": {"200": _json({**page, "properties": {**page["properties"], "attempts": {"type": "array", "items": {"type": "object"}}}}), **_problems(400, 401, 403, 404)}}},
+        "/v1/webhooks/{id}/replay": {"parameters": [_WEBHOOK], "post": {"summary": "Deliver again every matching event since a time, or (with topic) a position token", "operationId": "replayWebhook", "requestBody": _body({"type": "object", "required": ["since"], "properties": {"since": {"type": ["string", "integer"]}, "topic": {"type": "string"}}}, True), "responses": {"202": _json({"type": "object", "properties": {"topics": {"type": "object", "additionalProperties": {"type": "string"}}}}, "Accepted"), **_problems(400, 401, 403, 404)}}},
+        "/v1/webhooks/{id}/test": {"parameters": [_WEBHOOK], "post": {"summary": "Send one tidings.webhook.test event now; answers the attempt", "operationId": "testWebhook", "responses": {"200": _json({"type": "object", "properties": {"event": _ref("CloudEvent"), "attempt": {"type": "object"}}}), **_problems(401, 403, 404)}}},
+        "/v1/webhooks/{id}/dead-letters": {"parameters": [_WEBHOOK], "get": {"summary": "Events whose attempts were all spent", "operationId": "webhookDeadLetters", "parameters": paging, "responses": {"200": _json({**page, "properties": {**page["properties"], "dead_letters": {"type": "array", "items": {"type": "object"}}}}), **_problems(400, 401, 403, 404)}}},
+        "/v1/webhooks/{id}/dead-letters/replay": {"parameters": [_WEBHOOK], "post": {"summary": "Send dead letters again: all, or those of ids", "operationId": "replayWebhookDeadLetters", "requestBody": _body({"type": "object", "properties": {"ids": {"type": "array", "items": {"type": "integer"}}}}), "responses": {"202": _json({"type": "object", "properties": {"replaying": {"type": "integer"}}}, "Accepted"), **_problems(400, 401, 403, 404)}}},
     }
 
 
