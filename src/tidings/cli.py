@@ -115,6 +115,14 @@ def serve(
             help="Seconds a webhook endpoint has to answer an attempt",
         ),
     ] = 15.0,
+    webhook_disable_after: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TIDINGS_WEBHOOK_DISABLE_AFTER",
+            help="Disable a webhook endpoint after this long without a success "
+            "(seconds, or 30m, 12h, 5d; default 5d)",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(envvar="TIDINGS_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve the hub on the embedded log."""
@@ -138,6 +146,7 @@ def serve(
             webhook_allow_nets=_split(webhook_allow_net),
             webhook_retry_schedule=webhook_retry_schedule,
             webhook_timeout_s=webhook_timeout,
+            webhook_disable_after=webhook_disable_after,
             log_level=log_level,
         )
         run(config)

@@ -586,3 +586,72 @@ async def test_publish_still_answers_while_an_endpoint_hangs(
     ) as resp:
         assert resp.status == 202
     assert time.monotonic() - start < 2.5
+
+
+async def test_an_endpoint_failing_past_disable_after_is_disabled(
+    hub_factory: HubFactory, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    hub = hub_factory.start(
+        "--webhook-allow-net", "127.0.0.0/8",
+        "--webhook-retry-schedule", ",".join(["0.05"] * 50),
+        "--webhook-disable-after", "1s",
+    )  # fmt: skip
+    receiver.answer = always(500)
+    topic = unique()
+    wh = await create(http, hub.base_url, url=receiver.url, topics=[topic])
+    await publish(http, hub.base_url, topic, {"type": "a"})
+    base = f"{hub.base_url}/v1/webhooks/{wh['id']}"
+    for _ in range(100):
+        view = await call(http, "GET", base)
+        if view["state"] == "disabled":
+            break
+        await asyncio.sleep(0.1)
+    assert view["disabled_reason"] == "no successful delivery for 1 seconds"
+    # the event was not dead-lettered: it waits in the log for the endpoint
+    assert (await call(http, "GET", base + "/dead-letters"))["dead_letters"] == []
+    assert view["lag"] == {topic: 1}
+    receiver.answer = always(200)
+    await call(http, "PATCH", base, json={"enabled": True})
+    for _ in range(50):
+        if (await call(http, "GET", base))["lag"] == {topic: 0}:
+            break
+        await asyncio.sleep(0.1)
+    assert (await call(http, "GET", base))["lag"] == {topic: 0}
+
+
+async def test_a_restart_goes_on_with_the_schedule_where_it_was(
+    hub_factory: HubFactory, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    hub = hub_factory.start(
+        "--webhook-allow-net", "127.0.0.0/8", "--webhook-retry-schedule", "0,0.1,4,0.1"
+    )
+    receiver.answer = always(500)
+    topic = unique()
+    await create(http, hub.base_url, url=receiver.url, topics=[topic])
+    await publish(http, hub.base_url, topic, {"type": "a"})
+    await receiver.wait_for(lambda: len(receiver.requests) >= 2)
+    await asyncio.sleep(0.5)  # the attempts log is written every 200 ms
+    hub.kill()
+    hub.start()
+    await receiver.wait_for(lambda: len(receiver.requests) >= 3, timeout=20)
+    second, third = receiver.requests[1], receiver.requests[2]
+    assert third.headers["tidings-attempt"] == "3"
+    assert third.at - second.at >= 3.0  # its 4 s wait went on across the restart
+
+
+async def test_webhook_metrics(
+    whub: HubProcess, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    topic = unique()
+    wh = await create(http, whub.base_url, url=receiver.url, topics=[topic])
+    await publish(http, whub.base_url, topic, {"type": "a"})
+    await receiver.wait_for(lambda: len(receiver.requests) >= 1)
+    lag = f'tidings_group_lag{{topic="{topic}",group="webhook.{wh["id"]}"}} 0'
+    for _ in range(50):  # the ack follows the answer by a moment
+        async with http.get(f"{whub.base_url}/metrics") as resp:
+            text = await resp.text()
+        if lag in text:
+            break
+        await asyncio.sleep(0.1)
+    assert lag in text
+    assert f'tidings_webhook_attempts_total{{webhook="{wh["id"]}",outcome="success"}} 1' in text

@@ -117,6 +117,18 @@ class SqliteWebhookStore:
         self._db.execute("COMMIT")
         return n
 
+    def retry_state(
+        self, endpoint: str, since_ms: int
+    ) -> dict[tuple[str, int, int], tuple[int, int]]:
+        rows = self._db.execute(
+            'SELECT topic, partition, "offset", MAX(attempt), MAX(time_ms) FROM attempts '
+            "WHERE endpoint = ? AND trigger = 'delivery' AND time_ms >= ? "
+            'AND topic IS NOT NULL GROUP BY topic, partition, "offset" '
+            "HAVING SUM(outcome = 'success') = 0",
+            (endpoint, since_ms),
+        )
+        return {(t, p, o): (made, last) for t, p, o, made, last in rows}
+
     # -- dead letters ------------------------------------------------------------------
 
     def add_dead_letter(self, dead: WebhookDeadLetter) -> int:

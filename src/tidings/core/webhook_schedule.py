@@ -231,8 +231,9 @@ class EndpointHealth:
             self.failing_since_ms = now_ms
         self.state = after
         if now_ms - self.failing_since_ms >= self.disable_after_ms:
-            days = self.disable_after_ms / 86_400_000
-            return self._disable(before, f"no successful delivery for {days:g} days")
+            return self._disable(
+                before, f"no successful delivery for {_span(self.disable_after_ms)}"
+            )
         delay = self.schedule.delay_ms(attempts_made, self.rng)
         if delay is None:
             return Decision(
@@ -284,6 +285,13 @@ class EndpointHealth:
         self.consecutive_failures = num("consecutive_failures") or 0
         reason = raw.get("disabled_reason")
         self.disabled_reason = reason if isinstance(reason, str) else None
+
+
+def _span(ms: int) -> str:
+    for unit, size in (("days", 86_400_000), ("hours", 3_600_000), ("minutes", 60_000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size} {unit}"
+    return f"{ms / 1000:g} seconds"
 
 
 @dataclass(slots=True)

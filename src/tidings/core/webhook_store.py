@@ -85,6 +85,12 @@ class WebhookStore(Protocol):
         ...
 
     def prune_attempts(self, older_than_ms: int, keep: int) -> int: ...
+    def retry_state(
+        self, endpoint: str, since_ms: int
+    ) -> dict[tuple[str, int, int], tuple[int, int]]:
+        """Records with delivery attempts since ``since_ms`` and no success: per
+        (topic, partition, offset), the attempts made and the time of the last."""
+        ...
 
     def add_dead_letter(self, dead: WebhookDeadLetter) -> int: ...
     def dead_letters(
@@ -156,6 +162,23 @@ class MemoryWebhookStore:
                 per[a.endpoint] = n + 1
         self._attempts = kept[::-1]
         return before - len(self._attempts)
+
+    def retry_state(
+        self, endpoint: str, since_ms: int
+    ) -> dict[tuple[str, int, int], tuple[int, int]]:
+        state: dict[tuple[str, int, int], tuple[int, int]] = {}
+        succeeded: set[tuple[str, int, int]] = set()
+        for a in self._attempts:
+            if a.endpoint != endpoint or a.trigger != "delivery" or a.time_ms < since_ms:
+                continue
+            if a.topic is None or a.partition is None or a.offset is None:
+                continue
+            pos = (a.topic, a.partition, a.offset)
+            if a.outcome == "success":
+                succeeded.add(pos)
+            made, last = state.get(pos, (0, 0))
+            state[pos] = (max(made, a.attempt), max(last, a.time_ms))
+        return {p: v for p, v in state.items() if p not in succeeded}
 
     def add_dead_letter(self, dead: WebhookDeadLetter) -> int:
         i = self._next

@@ -80,10 +80,17 @@ def _deliveries_body(topic: str, deliveries: list[Delivery]) -> bytes:
 class Api:
     """Route handlers bound to one hub."""
 
-    def __init__(self, hub: Hub, auth: Auth, options: ServerOptions) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        auth: Auth,
+        options: ServerOptions,
+        webhooks: WebhookService | None = None,
+    ) -> None:
         self.hub = hub
         self.auth = auth
         self.options = options
+        self.webhooks = webhooks
 
     def _authorize(self, request: Request, action: Action, topic: str | None = None) -> None:
         if self.auth.enabled:
@@ -121,7 +128,8 @@ class Api:
     async def metrics(self, request: Request) -> Response:
         self._authorize(request, "admin")  # names every topic and group
         return Response(
-            render_metrics(self.hub), media_type="text/plain; version=0.0.4; charset=utf-8"
+            render_metrics(self.hub, self.webhooks),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
     async def openapi_json(self, request: Request) -> Response:
@@ -421,7 +429,7 @@ def create_app(
     webhooks: WebhookService | None = None,
 ) -> Starlette:
     """The ASGI app; its lifespan starts the hub and closes it (flushing the log) at the end."""
-    api = Api(hub, auth or Auth([]), options or ServerOptions())
+    api = Api(hub, auth or Auth([]), options or ServerOptions(), webhooks)
     T = "/v1/topics/{topic}"
     G = T + "/groups/{group}"
     routes = [

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 
 from tidings.core.hub import Hub
 from tidings.log.partition import FSYNC_STATS
+from tidings.server.webhooks import WebhookService
 
 
 def _label(value: str) -> str:
@@ -16,7 +17,7 @@ def _by_topic(values: Mapping[str, int]) -> list[tuple[str, float]]:
     return [(f'{{topic="{_label(t)}"}}', n) for t, n in sorted(values.items())]
 
 
-def render_metrics(hub: Hub) -> str:
+def render_metrics(hub: Hub, webhooks: WebhookService | None = None) -> str:
     lines: list[str] = []
 
     def family(name: str, kind: str, text: str, samples: Iterable[tuple[str, float]]) -> None:
@@ -56,4 +57,18 @@ def render_metrics(hub: Hub) -> str:
         "tidings_fsync_seconds", "summary", "Time spent in fsync of the event log.",
         [("_count", FSYNC_STATS.count), ("_sum", FSYNC_STATS.seconds)],
     )
+    if webhooks is not None:
+        family(
+            "tidings_webhook_attempts_total", "counter",
+            "Webhook attempts, per endpoint and outcome (success, gone, throttled, failed).",
+            [
+                (f'{{webhook="{_label(w)}",outcome="{o}"}}', n)
+                for (w, o), n in sorted(webhooks.attempt_counts.items())
+            ],
+        )
+        family(
+            "tidings_webhook_dead_letters_total", "counter",
+            "Webhook deliveries dead-lettered after their last attempt, per endpoint.",
+            [(f'{{webhook="{_label(w)}"}}', n) for w, n in sorted(webhooks.dead_counts.items())],
+        )
     return "\n".join(lines) + "\n"

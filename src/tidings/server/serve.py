@@ -14,7 +14,8 @@ import uvicorn
 from tidings.backends.embedded import EmbeddedStorage
 from tidings.backends.webhook_sqlite import SqliteWebhookStore
 from tidings.core.hub import Hub, HubOptions
-from tidings.core.webhook_schedule import RetrySchedule
+from tidings.core.positions import parse_duration_ms
+from tidings.core.webhook_schedule import DEFAULT_DISABLE_AFTER_MS, RetrySchedule
 from tidings.core.webhook_targets import parse_networks
 from tidings.core.webhooks import WebhookPolicy, parse_schedule
 from tidings.errors import BadRequest
@@ -43,6 +44,7 @@ class ServeConfig:
     webhook_allow_nets: tuple[str, ...] = ()
     webhook_retry_schedule: str | None = None  # seconds before each attempt, "0,5,300"
     webhook_timeout_s: float = 15.0
+    webhook_disable_after: str | None = None  # a duration: "5d", "12h", seconds
     log_level: str = "info"
 
 
@@ -76,6 +78,11 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         schedule=schedule,
         allow_nets=parse_networks(config.webhook_allow_nets),
         timeout_s=config.webhook_timeout_s,
+        disable_after_ms=(
+            parse_duration_ms(config.webhook_disable_after, "webhook_disable_after")
+            if config.webhook_disable_after
+            else DEFAULT_DISABLE_AFTER_MS
+        ),
         # A failing endpoint is probed no less often than its retries come.
         probe_max_ms=max(1, min(60_000, max(schedule.delays_ms[1:], default=60_000))),
     )

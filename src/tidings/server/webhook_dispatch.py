@@ -55,6 +55,8 @@ class EndpointDispatcher:
         self.queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self.in_flight = 0
         self.attempts: dict[tuple[str, int, int], int] = {}  # attempts made, per record
+        # Records attempted before a restart: when their last attempt was.
+        self._last_attempt: dict[tuple[str, int, int], int] = {}
         rate = endpoint.config.rate_limit
         self.bucket = TokenBucket(rate, burst=max(1.0, rate), tokens=1.0) if rate else None
         self._wakes: dict[str, asyncio.Event] = {}
@@ -66,6 +68,22 @@ class EndpointDispatcher:
         self.running = False
 
     # -- life ------------------------------------------------------------------------
+
+    def resume(self, state: dict[tuple[str, int, int], tuple[int, int]]) -> None:
+        """Take the attempts made before a restart, for records not done yet, so that
+        their schedule goes on where it was rather than starting over."""
+        for (topic, p, o), (made, last) in state.items():
+            try:
+                _, g = self.hub.group(topic, self.group)
+            except NotFound:
+                continue
+            positions = g.positions()
+            if p not in positions:
+                continue
+            committed, done_above = positions[p]
+            if o >= committed and o not in done_above:
+                self.attempts[(topic, p, o)] = made
+                self._last_attempt[(topic, p, o)] = last
 
     def start(self) -> None:
         self.running = True
@@ -197,6 +215,16 @@ class EndpointDispatcher:
     async def _deliver(self, job: _Job) -> None:
         d = job.delivery
         pos = (job.topic, d.partition, d.offset)
+        last = self._last_attempt.pop(pos, None)
+        if last is not None:
+            # Attempted before a restart: wait out the rest of its delay first.
+            wait = self.ep.health.schedule.delays_ms[
+                min(self.attempts.get(pos, 0), self.ep.health.schedule.attempts - 1)
+            ]
+            due = last + wait - self.hub.clock.time_ms()
+            if due > 0:
+                await self._nack(job, due)
+                return
         made = self.attempts.get(pos, 0) + 1
         before = self.ep.health.state
         outcome, decision = await self.service.attempt(

@@ -68,9 +68,9 @@ class WebhookService:
         self.dispatchers: dict[str, EndpointDispatcher] = {}
         self._log: list[Attempt] = []
         self._flusher: asyncio.Task[None] | None = None
-        self.delivered = 0
-        self.failed = 0
-        self.dead_lettered = 0
+        # For /metrics: attempts per (endpoint, outcome), dead letters per endpoint.
+        self.attempt_counts: dict[tuple[str, str], int] = {}
+        self.dead_counts: dict[str, int] = {}
 
     def _health(self) -> EndpointHealth:
         p = self.policy
@@ -90,7 +90,7 @@ class WebhookService:
             self.endpoints[ep.id] = ep
             for topic in ep.config.topics:
                 await self.follow(ep, topic)
-            self._run(ep)
+            self._run(ep, resume=True)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_every())
 
     async def close(self) -> None:
@@ -104,8 +104,11 @@ class WebhookService:
         await self.sender.close()
         self.store.close()
 
-    def _run(self, ep: Endpoint) -> None:
+    def _run(self, ep: Endpoint, resume: bool = False) -> None:
         d = EndpointDispatcher(self, ep)
+        if resume:
+            since = self.hub.clock.time_ms() - sum(self.policy.schedule.delays_ms) - 86_400_000
+            d.resume(self.store.retry_state(ep.id, since))
         self.dispatchers[ep.id] = d
         d.start()
 
@@ -114,6 +117,8 @@ class WebhookService:
         if old is not None:
             await old.stop()
         self._run(ep)
+        if old is not None:  # the records waiting for a retry keep their counts
+            self.dispatchers[ep.id].attempts.update(old.attempts)
 
     async def follow(self, ep: Endpoint, topic: str) -> None:
         """Make sure the endpoint's group on ``topic`` exists (new ones start at the end)."""
@@ -352,10 +357,6 @@ class WebhookService:
             parse_retry_after(result.retry_after, now) if outcome is Outcome.THROTTLED else None
         )
         decision = ep.health.on_attempt(outcome, made, now, retry_after)
-        if outcome is Outcome.SUCCESS:
-            self.delivered += 1
-        else:
-            self.failed += 1
         return outcome, decision
 
     async def _post(
@@ -386,6 +387,8 @@ class WebhookService:
             headers["tidings-offset"] = str(offset)
         result = await self.sender.send(ep.config.url, body, headers, self.policy.timeout_s)
         outcome = classify(result.status)
+        counted = (ep.id, outcome.value)
+        self.attempt_counts[counted] = self.attempt_counts.get(counted, 0) + 1
         self._log.append(
             Attempt(
                 ep.id, now_ms, msg_id, topic, partition, offset, made, outcome.value,
@@ -401,7 +404,7 @@ class WebhookService:
                 _event_id(d.payload), d.payload, made, reason,
             )
         )
-        self.dead_lettered += 1
+        self.dead_counts[ep.id] = self.dead_counts.get(ep.id, 0) + 1
         logger.warning("webhook %s: %s/%d@%d dead-lettered: %s",
                        ep.id, topic, d.partition, d.offset, reason)
 
