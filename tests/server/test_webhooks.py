@@ -655,3 +655,20 @@ async def test_webhook_metrics(
         await asyncio.sleep(0.1)
     assert lag in text
     assert f'tidings_webhook_attempts_total{{webhook="{wh["id"]}",outcome="success"}} 1' in text
+
+
+async def test_a_deleted_topic_stays_deleted_and_is_followed_when_it_returns(
+    whub: HubProcess, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    topic = unique()
+    await create(http, whub.base_url, url=receiver.url, topics=[topic])
+    await publish(http, whub.base_url, topic, {"type": "before"})
+    await receiver.wait_for(lambda: len(receiver.requests) >= 1)
+    await call(http, "DELETE", f"{whub.base_url}/v1/topics/{topic}", 204)
+    await asyncio.sleep(2.0)
+    listed = await call(http, "GET", f"{whub.base_url}/v1/topics")
+    assert topic not in [t["name"] for t in listed["topics"]]
+    await call(http, "PUT", f"{whub.base_url}/v1/topics/{topic}", 201, json={})
+    await publish(http, whub.base_url, topic, {"type": "after"})
+    await receiver.wait_for(lambda: len(receiver.requests) >= 2)
+    assert [r.event["type"] for r in receiver.requests] == ["before", "after"]

@@ -28,7 +28,7 @@ from tidings.core.webhook_schedule import (
     TokenBucket,
 )
 from tidings.core.webhook_store import WebhookDeadLetter
-from tidings.errors import NotFound, StaleLease, StorageUnavailable
+from tidings.errors import NotFound, StaleLease, StorageUnavailable, TidingsError
 
 if TYPE_CHECKING:
     from tidings.core.webhooks import Endpoint
@@ -166,7 +166,7 @@ class EndpointDispatcher:
     async def _pump(self, topic: str) -> None:
         wake = self._wakes[topic]
         clock = self.hub.clock
-        while self.running:
+        while self.running and not self.hub.closing:
             try:
                 now = clock.time_ms()
                 n = self._room(topic, now)
@@ -178,9 +178,12 @@ class EndpointDispatcher:
                 wait = 0.0 if self.ep.health.down else FETCH_WAIT_S
                 deliveries = await self.hub.fetch(topic, self.group, n, wait)
             except NotFound:
-                # The topic was deleted: wait for it to come back, then follow it anew.
+                # The topic was deleted: wait for it to come back, then follow all of
+                # it, as all of it is new. The endpoint does not bring a deleted topic back.
                 await asyncio.sleep(IDLE_LOOK_S)
-                await self.service.follow(self.ep, topic)
+                if topic in self.hub.topics:
+                    with contextlib.suppress(TidingsError):
+                        await self.service.follow(self.ep, topic, start="earliest")
                 continue
             except StorageUnavailable:
                 return

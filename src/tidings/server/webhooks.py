@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import uuid_utils
@@ -120,15 +120,19 @@ class WebhookService:
         if old is not None:  # the records waiting for a retry keep their counts
             self.dispatchers[ep.id].attempts.update(old.attempts)
 
-    async def follow(self, ep: Endpoint, topic: str) -> None:
-        """Make sure the endpoint's group on ``topic`` exists (new ones start at the end)."""
+    async def follow(
+        self, ep: Endpoint, topic: str, start: Literal["earliest", "latest"] = "latest"
+    ) -> None:
+        """Make sure the endpoint's group on ``topic`` exists (by default from the end)."""
         if topic in self.hub.topics and ep.group in self.hub.topics[topic].groups:
             return
-        await self.hub.put_group(topic, ep.group, self._group_config(ep))
+        await self.hub.put_group(topic, ep.group, self._group_config(ep, start))
 
-    def _group_config(self, ep: Endpoint) -> GroupConfig:
+    def _group_config(
+        self, ep: Endpoint, start: Literal["earliest", "latest"] = "latest"
+    ) -> GroupConfig:
         return GroupConfig(
-            start="latest",
+            start=start,
             ack_wait_ms=round(self.policy.timeout_s * 1000) + 30_000,
             max_deliver=NEVER_DEAD,
             ordering=ep.config.ordering,
