@@ -672,3 +672,22 @@ async def test_a_deleted_topic_stays_deleted_and_is_followed_when_it_returns(
     await publish(http, whub.base_url, topic, {"type": "after"})
     await receiver.wait_for(lambda: len(receiver.requests) >= 2)
     assert [r.event["type"] for r in receiver.requests] == ["before", "after"]
+
+
+async def test_a_refused_connection_is_a_failed_attempt_retried(
+    whub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    from hubproc import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    topic = unique()
+    wh = await create(http, whub.base_url, url=url, topics=[topic])
+    await publish(http, whub.base_url, topic, {"type": "a"})
+    for _ in range(100):
+        log = await attempts(http, whub.base_url, wh["id"])
+        if len(log) >= 3:
+            break
+        await asyncio.sleep(0.1)
+    assert len(log) >= 3
+    assert all(a["status"] is None and "connection failed" in a["error"] for a in log)
+    assert [a["attempt"] for a in log[::-1][:3]] == [1, 2, 3]
