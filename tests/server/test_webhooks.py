@@ -37,6 +37,14 @@ def whub(module_hub_factory: HubFactory) -> HubProcess:
 
 
 @pytest.fixture
+async def http_fresh() -> AsyncIterator[aiohttp.ClientSession]:
+    """A session with no kept-alive connections: the hub restarts under it."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+
+
+@pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     r = await Receiver().start()
     yield r
@@ -363,7 +371,7 @@ async def test_replay_since_a_time_delivers_what_was_never_sent(
 
 
 async def test_nothing_is_lost_when_the_hub_is_killed_mid_retry(
-    hub_factory: HubFactory, http: aiohttp.ClientSession, receiver: Receiver
+    hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
     hub = hub_factory.start(
         "--webhook-allow-net", "127.0.0.0/8", "--webhook-retry-schedule", "0,0.2,0.5,1,1,1,1,1,1,1"
@@ -371,14 +379,14 @@ async def test_nothing_is_lost_when_the_hub_is_killed_mid_retry(
     tally = Tally(lambda r, n: Answer(500))
     receiver.answer = tally
     topic = unique()
-    wh = await create(http, hub.base_url, url=receiver.url, topics=[topic], ordering="key")
-    ids = await publish_n(http, hub.base_url, topic, 40, keys=4)
+    wh = await create(http_fresh, hub.base_url, url=receiver.url, topics=[topic], ordering="key")
+    ids = await publish_n(http_fresh, hub.base_url, topic, 40, keys=4)
     await receiver.wait_for(lambda: len(receiver.requests) >= 4)
     hub.kill()  # SIGKILL while deliveries wait for their retries
     tally.decide = lambda r, n: Answer(200)
     hub.start()
     await receiver.wait_for(lambda: set(ids) <= set(tally.succeeded), timeout=60)
-    view = await call(http, "GET", f"{hub.base_url}/v1/webhooks/{wh['id']}")
+    view = await call(http_fresh, "GET", f"{hub.base_url}/v1/webhooks/{wh['id']}")
     assert view["state"] == "healthy" and view["lag"] == {topic: 0}
     # a clean restart after everything was acknowledged delivers nothing again
     count = len(receiver.requests)
@@ -388,16 +396,18 @@ async def test_nothing_is_lost_when_the_hub_is_killed_mid_retry(
 
 
 async def test_endpoints_survive_a_restart(
-    hub_factory: HubFactory, http: aiohttp.ClientSession, receiver: Receiver
+    hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
     hub = hub_factory.start(*HUB_ARGS)
     topic = unique()
-    wh = await create(http, hub.base_url, url=receiver.url, topics=[topic], description="shop")
+    wh = await create(
+        http_fresh, hub.base_url, url=receiver.url, topics=[topic], description="shop"
+    )
     hub.restart(hard=True)
-    listed = await call(http, "GET", f"{hub.base_url}/v1/webhooks")
+    listed = await call(http_fresh, "GET", f"{hub.base_url}/v1/webhooks")
     assert [w["id"] for w in listed["webhooks"]] == [wh["id"]]
     assert listed["webhooks"][0]["description"] == "shop"
-    await publish(http, hub.base_url, topic, {"type": "a"})
+    await publish(http_fresh, hub.base_url, topic, {"type": "a"})
     await receiver.wait_for(lambda: len(receiver.requests) >= 1)
     Webhook(wh["secret"]).verify(receiver.requests[0].body, receiver.requests[0].headers)
 
@@ -548,22 +558,22 @@ async def test_non_public_addresses_are_refused_at_registration(
 
 
 async def test_an_address_refused_at_delivery_is_never_connected(
-    hub_factory: HubFactory, http: aiohttp.ClientSession, receiver: Receiver
+    hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
     """Registered while loopback was allowed; the hub restarted without it: each
     attempt is refused before connecting, and logged."""
     hub = hub_factory.start(*HUB_ARGS)
     topic = unique()
     for url in (receiver.url, receiver.url.replace("127.0.0.1", "localhost")):
-        await create(http, hub.base_url, url=url, topics=[topic])
+        await create(http_fresh, hub.base_url, url=url, topics=[topic])
     hub.stop()
     hub.extra = ("--webhook-retry-schedule", "0,0.1,0.1")
     hub.start()
-    await publish(http, hub.base_url, topic, {"type": "a"})
-    listed = (await call(http, "GET", f"{hub.base_url}/v1/webhooks"))["webhooks"]
+    await publish(http_fresh, hub.base_url, topic, {"type": "a"})
+    listed = (await call(http_fresh, "GET", f"{hub.base_url}/v1/webhooks"))["webhooks"]
     for wh in listed:
         for _ in range(100):
-            log = await attempts(http, hub.base_url, wh["id"])
+            log = await attempts(http_fresh, hub.base_url, wh["id"])
             if len(log) >= 3:
                 break
             await asyncio.sleep(0.1)
@@ -589,7 +599,7 @@ async def test_publish_still_answers_while_an_endpoint_hangs(
 
 
 async def test_an_endpoint_failing_past_disable_after_is_disabled(
-    hub_factory: HubFactory, http: aiohttp.ClientSession, receiver: Receiver
+    hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
     hub = hub_factory.start(
         "--webhook-allow-net", "127.0.0.0/8",
@@ -598,37 +608,37 @@ async def test_an_endpoint_failing_past_disable_after_is_disabled(
     )  # fmt: skip
     receiver.answer = always(500)
     topic = unique()
-    wh = await create(http, hub.base_url, url=receiver.url, topics=[topic])
-    await publish(http, hub.base_url, topic, {"type": "a"})
+    wh = await create(http_fresh, hub.base_url, url=receiver.url, topics=[topic])
+    await publish(http_fresh, hub.base_url, topic, {"type": "a"})
     base = f"{hub.base_url}/v1/webhooks/{wh['id']}"
     for _ in range(100):
-        view = await call(http, "GET", base)
+        view = await call(http_fresh, "GET", base)
         if view["state"] == "disabled":
             break
         await asyncio.sleep(0.1)
     assert view["disabled_reason"] == "no successful delivery for 1 seconds"
     # the event was not dead-lettered: it waits in the log for the endpoint
-    assert (await call(http, "GET", base + "/dead-letters"))["dead_letters"] == []
+    assert (await call(http_fresh, "GET", base + "/dead-letters"))["dead_letters"] == []
     assert view["lag"] == {topic: 1}
     receiver.answer = always(200)
-    await call(http, "PATCH", base, json={"enabled": True})
+    await call(http_fresh, "PATCH", base, json={"enabled": True})
     for _ in range(50):
-        if (await call(http, "GET", base))["lag"] == {topic: 0}:
+        if (await call(http_fresh, "GET", base))["lag"] == {topic: 0}:
             break
         await asyncio.sleep(0.1)
-    assert (await call(http, "GET", base))["lag"] == {topic: 0}
+    assert (await call(http_fresh, "GET", base))["lag"] == {topic: 0}
 
 
 async def test_a_restart_goes_on_with_the_schedule_where_it_was(
-    hub_factory: HubFactory, http: aiohttp.ClientSession, receiver: Receiver
+    hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
     hub = hub_factory.start(
         "--webhook-allow-net", "127.0.0.0/8", "--webhook-retry-schedule", "0,0.1,4,0.1"
     )
     receiver.answer = always(500)
     topic = unique()
-    await create(http, hub.base_url, url=receiver.url, topics=[topic])
-    await publish(http, hub.base_url, topic, {"type": "a"})
+    await create(http_fresh, hub.base_url, url=receiver.url, topics=[topic])
+    await publish(http_fresh, hub.base_url, topic, {"type": "a"})
     await receiver.wait_for(lambda: len(receiver.requests) >= 2)
     await asyncio.sleep(0.5)  # the attempts log is written every 200 ms
     hub.kill()

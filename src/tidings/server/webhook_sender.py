@@ -82,6 +82,9 @@ class AiohttpSender:
         self.policy = policy
         self.max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+        # Per URL: why it is refused before any lookup (scheme, or an IP literal the
+        # policy forbids), or None. The policy is fixed, so the answer is too.
+        self._refused: dict[str, str | None] = {}
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -113,10 +116,12 @@ class AiohttpSender:
         self, url: str, body: bytes, headers: dict[str, str], timeout_s: float
     ) -> SendResult:
         start = time.perf_counter()
+        refused = self._refused.get(url, "")
+        if refused == "":
+            refused = self._refused[url] = self._refusal(url)
+        if refused is not None:
+            return self._failed(start, f"refused: {refused}")
         try:
-            host = check_url(url).host
-            if _is_ip(host):
-                self.policy.check_addresses(host, [host])
             async with self._http().post(
                 url,
                 data=body,
@@ -143,6 +148,17 @@ class AiohttpSender:
             return self._failed(start, f"connection failed: {exc.os_error or exc}")
         except (aiohttp.ClientError, OSError) as exc:
             return self._failed(start, f"{type(exc).__name__}: {exc}")
+
+    def _refusal(self, url: str) -> str | None:
+        try:
+            host = check_url(url).host
+            if _is_ip(host):
+                self.policy.check_addresses(host, [host])
+        except UrlNotAllowed as exc:
+            return exc.detail
+        if len(self._refused) > 10_000:
+            self._refused.clear()
+        return None
 
     @staticmethod
     def _failed(start: float, error: str) -> SendResult:
