@@ -132,8 +132,11 @@ class EndpointDispatcher:
         health = self.ep.health
         if health.state is State.DISABLED:
             return 0
-        free = self.ep.config.concurrency - self.in_flight
-        if free <= 0:
+        concurrency = self.ep.config.concurrency
+        free = concurrency - self.in_flight
+        # Refill in batches: one fetch per quarter of the workers, not one per
+        # finished attempt (a fetch walks the group's pending records).
+        if free <= 0 or (self.in_flight and free < concurrency // 4):
             return 0
         if self.bucket is not None:
             free = min(free, self.bucket.available(now_ms))

@@ -85,6 +85,7 @@ class AiohttpSender:
         # Per URL: why it is refused before any lookup (scheme, or an IP literal the
         # policy forbids), or None. The policy is fixed, so the answer is too.
         self._refused: dict[str, str | None] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -121,13 +122,12 @@ class AiohttpSender:
             refused = self._refused[url] = self._refusal(url)
         if refused is not None:
             return self._failed(start, f"refused: {refused}")
+        timeout = self._timeouts.get(timeout_s)
+        if timeout is None:
+            timeout = self._timeouts[timeout_s] = aiohttp.ClientTimeout(total=timeout_s)
         try:
             async with self._http().post(
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                url, data=body, headers=headers, allow_redirects=False, timeout=timeout
             ) as resp:
                 head = await self._read_capped(resp)
                 return SendResult(
@@ -166,6 +166,9 @@ class AiohttpSender:
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
         """Up to ``max_response_bytes``; a longer answer's connection is closed, not reused."""
+        length = resp.content_length
+        if length is not None and length <= self.max_response_bytes:
+            return await resp.read()
         chunks: list[bytes] = []
         size = 0
         while size < self.max_response_bytes:
