@@ -1,8 +1,8 @@
 """The webhook sender: POSTs over aiohttp with keep-alive, to checked addresses only.
 
-aiohttp was chosen by measurement: on the benchmark machine it posted several
-thousand requests a second at concurrency 50 where httpx's AsyncClient managed
-a few hundred. Its connector takes a resolver; ours resolves the host and
+aiohttp posts several thousand requests a second from one process here (see
+docs/benchmarks.md, "Webhook delivery"), and the SDK already uses it. Its
+connector takes a resolver; ours resolves the host and
 refuses the answer unless every address is allowed (see
 :mod:`tidings.core.webhook_targets`), and the connector then connects to those
 very addresses. Hosts given as IP literals skip resolvers in aiohttp, so they
