@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from hubproc import HubFactory, HubProcess
+from receivers import Receiver
 
 
 @pytest.fixture
@@ -42,3 +43,11 @@ def hub(module_hub_factory: HubFactory) -> HubProcess:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         yield session
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on a free loopback port (see ``receivers``)."""
+    r = await Receiver().start()
+    yield r
+    await r.close()

@@ -6,7 +6,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +44,6 @@ def whub(module_hub_factory: HubFactory) -> HubProcess:
     return module_hub_factory.start(
         "--webhook-allow-net", "127.0.0.0/8", "--webhook-retry-schedule", "0,0.1"
     )
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    yield r
-    await r.close()
 
 
 async def test_a_webhooks_session(

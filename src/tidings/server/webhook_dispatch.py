@@ -65,6 +65,8 @@ class EndpointDispatcher:
         self._pumps: list[asyncio.Task[None]] = []
         self._workers: list[asyncio.Task[None]] = []
         self._dead_tasks: dict[int, asyncio.Task[None]] = {}
+        # Dead letters sent again go out at most `concurrency` at a time.
+        self._resend_slots = asyncio.Semaphore(endpoint.config.concurrency)
         self.running = False
 
     # -- life ------------------------------------------------------------------------
@@ -316,10 +318,11 @@ class EndpointDispatcher:
                 return  # stays marked; sent when the endpoint is enabled again
             made += 1
             before = self.ep.health.state
-            outcome, decision = await self.service.attempt(
-                self.ep, dead.payload, dead.topic, dead.partition, dead.offset, made,
-                trigger="dead-letter",
-            )
+            async with self._resend_slots:
+                outcome, decision = await self.service.attempt(
+                    self.ep, dead.payload, dead.topic, dead.partition, dead.offset, made,
+                    trigger="dead-letter",
+                )
             self._after(before, outcome, decision)
             if decision.action == "ack":
                 self.service.store.remove_dead_letter(dead.id or 0)
