@@ -704,3 +704,17 @@ async def test_a_refused_connection_is_a_failed_attempt_retried(
     assert len(log) >= 3
     assert all(a["status"] is None and "connection failed" in a["error"] for a in log)
     assert [a["attempt"] for a in log[::-1][:3]] == [1, 2, 3]
+
+
+async def test_groups_no_endpoint_owns_are_removed_at_start(
+    hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    """What a registration cut short by a crash leaves behind: a group and no endpoint."""
+    hub = hub_factory.start(*HUB_ARGS)
+    topic = unique()
+    wh = await create(http_fresh, hub.base_url, url=receiver.url, topics=[topic])
+    orphan = "webhook.wh_0000000000000000000000000000dead"
+    await call(http_fresh, "PUT", f"{hub.base_url}/v1/topics/{topic}/groups/{orphan}", 201, json={})
+    hub.restart()
+    groups = (await call(http_fresh, "GET", f"{hub.base_url}/v1/groups"))["groups"]
+    assert [g["name"] for g in groups if g["topic"] == topic] == [f"webhook.{wh['id']}"]

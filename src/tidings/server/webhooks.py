@@ -91,6 +91,12 @@ class WebhookService:
             for topic in ep.config.topics:
                 await self.follow(ep, topic)
             self._run(ep, resume=True)
+        # A registration cut short by a crash leaves groups that no endpoint owns.
+        owned = {ep.group for ep in self.endpoints.values()}
+        for t in list(self.hub.topics.values()):
+            for name in list(t.groups):
+                if name.startswith("webhook.wh_") and name not in owned:
+                    await self.hub.delete_group(t.name, name)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_every())
 
     async def close(self) -> None:
@@ -176,12 +182,9 @@ class WebhookService:
         ep = self.get(id)
         out = ep.view()
         lag: dict[str, int] = {}
-        pending = 0
         for topic in ep.config.topics:
             with contextlib.suppress(NotFound):
-                info = self.hub.group_info(topic, ep.group)
-                lag[topic] = info["lag"]
-                pending += info["pending"]
+                lag[topic] = self.hub.group_info(topic, ep.group)["lag"]
         d = self.dispatchers.get(ep.id)
         out["lag"] = lag
         out["in_flight"] = d.in_flight if d else 0
