@@ -26,18 +26,22 @@ from tidings.errors import (
     UnsupportedMediaType,
 )
 from tidings.events import Event, Record
-from tidings.sdk import AsyncClient, Client, Delivery
+from tidings.sdk import App, AsyncClient, Backoff, Client, Context, Delivery, Envelope
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
     "AsyncClient",
+    "Backoff",
     "BadPosition",
     "BadRequest",
     "Client",
     "Conflict",
+    "Context",
     "CorruptLog",
     "Delivery",
+    "Envelope",
     "Event",
     "Forbidden",
     "GroupNotFound",
