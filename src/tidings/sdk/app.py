@@ -218,15 +218,14 @@ class App:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(c.run(), name=f"{self.name}:{c.spec.name}")
                        for c in self.consumers]
-        if path is not None:
-            self._flusher = loop.create_task(self._flush_handled())
+        self._flusher = loop.create_task(self._flush_handled())
         logger.info(
             "app %s started on %s with %d handler(s)", self.name, self.hub, len(self.consumers),
             extra={"app": self.name},
         )
 
     async def _flush_handled(self) -> None:
-        """Make handled ids durable within 50 ms, also while a long batch runs."""
+        """Make handled ids durable within 50 ms (and forget those out of the window)."""
         while True:
             await asyncio.sleep(0.05)
             if self._handled is not None and self._handled.dirty:

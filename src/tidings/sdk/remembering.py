@@ -5,8 +5,13 @@ crash, a restart or an expired lease) is acknowledged without running the
 handler again. Ids live in memory, in insertion order, for ``window_ms``; with
 a ``path`` they are also written to SQLite, so that the memory survives a
 restart of the process. Writes are batched: :meth:`HandledIds.flush` commits
-what was added since the last one, and the framework calls it before it acks,
-and on a short interval while handlers run.
+what was added since the last one; the app calls it every 50 ms while ids
+come in, and when it stops.
+
+The memory matters for events handled and not acknowledged: an ack that
+reached the hub already keeps the event from coming again. So an id need not
+be durable before its ack; a crash between a handler's end and the next flush
+may run that handler once more, which at-least-once delivery allows.
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ from tidings.log.partition import Clock
 
 __all__ = ["HandledIds"]
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS handled (key TEXT PRIMARY KEY, at INTEGER NOT NULL)"
+# Append-only, no index: rows are only ever read all at once at start-up (a later
+# row of the same id wins), and deleted by age now and then.
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS handled (grp TEXT NOT NULL, id TEXT NOT NULL, at INTEGER NOT NULL)"
+)
+_PRUNE_EVERY_MS = 60_000
 
 
 class HandledIds:
@@ -27,9 +37,10 @@ class HandledIds:
     def __init__(self, window_ms: int, clock: Clock, path: Path | None = None) -> None:
         self.window_ms = window_ms
         self.clock = clock
-        self._seen: dict[str, int] = {}
-        self._pending: list[tuple[str, int]] = []
+        self._groups: dict[str, dict[str, int]] = {}
+        self._pending: list[tuple[str, str, int]] = []
         self._db: sqlite3.Connection | None = None
+        self._pruned_ms = clock.time_ms()
         if path is not None and window_ms > 0:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None)
@@ -38,8 +49,9 @@ class HandledIds:
             self._db.execute(_SCHEMA)
             since = clock.time_ms() - window_ms
             self._db.execute("DELETE FROM handled WHERE at < ?", (since,))
-            rows = self._db.execute("SELECT key, at FROM handled ORDER BY at").fetchall()
-            self._seen = dict(rows)
+            rows = self._db.execute("SELECT grp, id, at FROM handled ORDER BY rowid").fetchall()
+            for group, event_id, at in rows:
+                self.group(group)[event_id] = at
 
     @property
     def enabled(self) -> bool:
@@ -49,37 +61,48 @@ class HandledIds:
     def dirty(self) -> bool:
         return bool(self._pending)
 
-    def seen(self, group: str, event_id: str) -> bool:
-        at = self._seen.get(group + "/" + event_id)
-        return at is not None and at >= self.clock.time_ms() - self.window_ms
+    def group(self, group: str) -> dict[str, int]:
+        """The ids ``group`` handled, each with when (ms); in time order."""
+        ids = self._groups.get(group)
+        if ids is None:
+            ids = self._groups[group] = {}
+        return ids
 
-    def add(self, group: str, event_id: str) -> None:
-        key = group + "/" + event_id
-        now = self.clock.time_ms()
-        self._seen.pop(key, None)  # re-inserted at the end: the dict stays in time order
-        self._seen[key] = now
+    def seen(self, ids: dict[str, int], event_id: str, now_ms: int) -> bool:
+        at = ids.get(event_id)
+        return at is not None and at >= now_ms - self.window_ms
+
+    def add(self, group: str, ids: dict[str, int], event_id: str, now_ms: int) -> None:
+        ids.pop(event_id, None)  # re-inserted at the end: the dict stays in time order
+        ids[event_id] = now_ms
         if self._db is not None:
-            self._pending.append((key, now))
+            self._pending.append((group, event_id, now_ms))
 
     def flush(self) -> None:
         """Commit the ids added since the last flush, and forget those out of the window."""
         since = self.clock.time_ms() - self.window_ms
-        seen = self._seen
-        # Oldest first: stop at the first id still inside the window.
-        expired = []
-        for key, at in seen.items():
-            if at >= since:
-                break
-            expired.append(key)
-        for key in expired:
-            del seen[key]
-        if self._db is None or not (self._pending or expired):
+        forgot = False
+        for ids in self._groups.values():
+            # Oldest first: stop at the first id still inside the window.
+            expired = []
+            for event_id, at in ids.items():
+                if at >= since:
+                    break
+                expired.append(event_id)
+            for event_id in expired:
+                del ids[event_id]
+            forgot = forgot or bool(expired)
+        if self._db is None:
+            return
+        prune = forgot and since - self._pruned_ms >= _PRUNE_EVERY_MS
+        if not (self._pending or prune):
             return
         pending, self._pending = self._pending, []
         db = self._db
         db.execute("BEGIN")
-        db.executemany("INSERT OR REPLACE INTO handled (key, at) VALUES (?, ?)", pending)
-        if expired:
+        db.executemany("INSERT INTO handled (grp, id, at) VALUES (?, ?, ?)", pending)
+        if prune:
+            self._pruned_ms = since
             db.execute("DELETE FROM handled WHERE at < ?", (since,))
         db.execute("COMMIT")
 

@@ -5,7 +5,7 @@ Per batch, in this order:
 1. Each event is handled: skipped if its id was handled before (idempotency),
    dead-lettered at once if its data does not validate, else the handler runs
    and what it returns is published, chained to it.
-2. The ids handled are made durable (:class:`~tidings.sdk.remembering.HandledIds`).
+2. The ids handled are remembered (:class:`~tidings.sdk.remembering.HandledIds`).
 3. One ack for every lease settled; nacks grouped by their backoff delay. An
    event that fails after ``retries`` retries is published to the dead-letter
    topic with the last lines of its traceback, then acked.
@@ -58,20 +58,23 @@ _RETRY_PAUSE_S = 0.5  # after a failed fetch (hub unreachable, restarting)
 class _Settled:
     """What a batch's events came to: leases to ack, leases to nack by delay."""
 
-    __slots__ = ("acks", "nacks", "open")
+    __slots__ = ("acks", "batch", "nacks", "now_ms")
 
-    def __init__(self, batch: Sequence[Incoming]) -> None:
+    def __init__(self, batch: Sequence[Incoming], now_ms: int) -> None:
+        self.batch = batch
+        self.now_ms = now_ms  # one reading of the clock for the whole batch
         self.acks: list[str] = []
         self.nacks: dict[float, list[str]] = {}
-        self.open = {m.lease for m in batch}  # not yet settled either way
-
-    def ack(self, lease: str) -> None:
-        self.acks.append(lease)
-        self.open.discard(lease)
 
     def nack(self, lease: str, delay: float) -> None:
         self.nacks.setdefault(delay, []).append(lease)
-        self.open.discard(lease)
+
+    def unsettled(self) -> list[str]:
+        """Leases neither acked nor nacked (their handlers were cut short)."""
+        if len(self.acks) + sum(map(len, self.nacks.values())) == len(self.batch):
+            return []
+        done = set(self.acks).union(*self.nacks.values())
+        return [m.lease for m in self.batch if m.lease not in done]
 
 
 class Consumer:
@@ -99,7 +102,9 @@ class Consumer:
         self._publish_mw = tuple(publish_middleware)
         self._publish: Next = chain(self._publish_mw, self._publish_last)
         self._stopping = False
-        self._fetching: asyncio.Task[list[Incoming]] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._in_fetch = False
+        self._ids = handled.group(spec.group)
         self.handled_count = 0
         self.failed_count = 0
         self.dead_lettered = 0
@@ -121,13 +126,14 @@ class Consumer:
 
     async def run(self) -> None:
         spec = self.spec
-        transport = self.transport
+        fetch = self.transport.fetch
+        self._task = asyncio.current_task()
         while not self._stopping:
-            self._fetching = asyncio.ensure_future(
-                transport.fetch(spec.topic, spec.group, self.fetch_max, self.poll_wait)
-            )
+            # The fetch is awaited in this task (no task per fetch); stop() cancels
+            # this task only while it waits here.
+            self._in_fetch = True
             try:
-                batch = await self._fetching
+                batch = await fetch(spec.topic, spec.group, self.fetch_max, self.poll_wait)
             except asyncio.CancelledError:
                 if self._stopping:
                     break
@@ -139,23 +145,26 @@ class Consumer:
                 await asyncio.sleep(_RETRY_PAUSE_S)
                 continue
             finally:
-                self._fetching = None
+                self._in_fetch = False
             if batch:
                 await self.process(batch)
 
     def stop(self) -> None:
         """Take no new leases: a fetch waiting for events is given up."""
         self._stopping = True
-        if self._fetching is not None:
-            self._fetching.cancel()
+        if self._in_fetch and self._task is not None:
+            self._task.cancel()
 
     async def process(self, batch: list[Incoming]) -> None:
-        settled = _Settled(batch)
+        settled = _Settled(batch, self.transport.clock.time_ms())
         try:
             if self.spec.concurrency == 1:
                 handle = self._handle
-                for msg in batch:
-                    await handle(msg, settled)
+                if self._consume_mw or self.spec.wants_ctx:
+                    for msg in batch:
+                        await handle(msg, settled)
+                else:
+                    await self._handle_plain(batch, settled)
             else:
                 await self._run_lanes(batch, settled)
         finally:
@@ -191,11 +200,10 @@ class Consumer:
     async def _settle(self, settled: _Settled) -> None:
         spec = self.spec
         transport = self.transport
-        if self.handled.dirty:
-            self.handled.flush()
         try:
-            if settled.open:
-                await transport.nack(spec.topic, spec.group, list(settled.open), 0)
+            unsettled = settled.unsettled()
+            if unsettled:
+                await transport.nack(spec.topic, spec.group, unsettled, 0)
             if settled.acks:
                 await transport.ack(spec.topic, spec.group, settled.acks)
             for delay, leases in settled.nacks.items():
@@ -212,58 +220,102 @@ class Consumer:
     async def _handle(self, msg: Incoming, settled: _Settled) -> None:
         spec = self.spec
         ev = msg.event
-        eid = ev.get("id")
+        eid: str = ev.get("id") or ""
         handled = self.handled
-        if handled.enabled and eid is not None and handled.seen(spec.group, eid):
-            settled.ack(msg.lease)
+        remember = handled.enabled and bool(eid)
+        if remember and handled.seen(self._ids, eid, settled.now_ms):
+            settled.acks.append(msg.lease)
             return
-        ctx = Context(self, msg.topic, msg.partition, msg.offset, msg.lease, msg.deliveries, ev)
+        ctx = None
         try:
             if self._consume_mw:
+                ctx = self._context(msg)
                 call = chain(self._consume_mw, self._call_handler)
                 result = await call(
                     Envelope("consume", msg.topic, ev, self.app_name, spec.group, ctx)
                 )
+            elif spec.wants_ctx:
+                ctx = self._context(msg)
+                result = await spec.func(spec.decode(ev), ctx)
             else:
-                payload = spec.decode(ev)
-                if spec.wants_ctx:
-                    result = await spec.func(payload, ctx)
-                else:
-                    result = await spec.func(payload)
+                result = await spec.func(spec.decode(ev))
             if result is not None:
                 out = emitted(result, ev, msg.topic, spec.group)
-                await self._publish_all(out, ctx)
+                await self._publish_all(out, ctx or self._context(msg))
         except BadPayload as exc:
             await self._dead_letter(msg, str(exc), None, settled)
             return
         except Exception as exc:
-            self.failed_count += 1
-            if msg.deliveries > spec.retries:
-                lines = "".join(traceback.format_exception(exc)).strip().splitlines()
-                # An extension attribute holds no control characters: lines joined by " | ".
-                tail = [line.strip() for line in lines[-_TRACEBACK_LINES:]]
-                reason = (
-                    f"handler {spec.name} raised {type(exc).__name__}: {exc} "
-                    f"(delivery {msg.deliveries}, retries {spec.retries})"
-                )
-                await self._dead_letter(msg, reason, " | ".join(tail)[-2000:], settled)
-            else:
-                delay = spec.backoff.delay(msg.deliveries)
-                logger.warning(
-                    "handler %s failed on delivery %d, retrying in %gs: %r",
-                    spec.name, msg.deliveries, delay, exc,
-                    extra={"topic": msg.topic, "group": spec.group, "event_id": eid},
-                )
-                settled.nack(msg.lease, delay)
+            await self._failed(msg, exc, settled)
             return
-        if eid is not None and handled.enabled:
-            handled.add(spec.group, eid)
+        if remember:
+            handled.add(spec.group, self._ids, eid, settled.now_ms)
         self.handled_count += 1
-        settled.ack(msg.lease)
+        settled.acks.append(msg.lease)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "handled %s", eid, extra={"topic": msg.topic, "group": spec.group, "event_id": eid}
             )
+
+    async def _handle_plain(self, batch: list[Incoming], settled: _Settled) -> None:
+        """:meth:`_handle` for a handler that takes no ctx, with no middleware: the same
+        steps, inline in one loop (no coroutine per event)."""
+        spec = self.spec
+        func, decode, group = spec.func, spec.decode, spec.group
+        handled, ids, now = self.handled, self._ids, settled.now_ms
+        enabled = handled.enabled
+        window_start = now - handled.window_ms
+        acks = settled.acks
+        for msg in batch:
+            ev = msg.event
+            eid: str = ev.get("id") or ""
+            remember = enabled and bool(eid)
+            if remember:
+                at = ids.get(eid)
+                if at is not None and at >= window_start:
+                    acks.append(msg.lease)
+                    continue
+            try:
+                result = await func(decode(ev))
+                if result is not None:
+                    out = emitted(result, ev, msg.topic, group)
+                    await self._publish_all(out, self._context(msg))
+            except BadPayload as exc:
+                await self._dead_letter(msg, str(exc), None, settled)
+                continue
+            except Exception as exc:
+                await self._failed(msg, exc, settled)
+                continue
+            if remember:
+                handled.add(group, ids, eid, now)
+            acks.append(msg.lease)
+            self.handled_count += 1
+
+    def _context(self, msg: Incoming) -> Context:
+        return Context(
+            self, msg.topic, msg.partition, msg.offset, msg.lease, msg.deliveries, msg.event
+        )
+
+    async def _failed(self, msg: Incoming, exc: Exception, settled: _Settled) -> None:
+        spec = self.spec
+        self.failed_count += 1
+        if msg.deliveries > spec.retries:
+            lines = "".join(traceback.format_exception(exc)).strip().splitlines()
+            # An extension attribute holds no control characters: lines joined by " | ".
+            tail = [line.strip() for line in lines[-_TRACEBACK_LINES:]]
+            reason = (
+                f"handler {spec.name} raised {type(exc).__name__}: {exc} "
+                f"(delivery {msg.deliveries}, retries {spec.retries})"
+            )
+            await self._dead_letter(msg, reason, " | ".join(tail)[-2000:], settled)
+            return
+        delay = spec.backoff.delay(msg.deliveries)
+        logger.warning(
+            "handler %s failed on delivery %d, retrying in %gs: %r",
+            spec.name, msg.deliveries, delay, exc,
+            extra={"topic": msg.topic, "group": spec.group, "event_id": msg.event.get("id")},
+        )
+        settled.nack(msg.lease, delay)
 
     async def _call_handler(self, envelope: Envelope) -> Any:
         spec = self.spec
@@ -301,7 +353,7 @@ class Consumer:
             "dead-lettered to %s: %s", spec.dead_letter_topic, reason,
             extra={"topic": msg.topic, "group": spec.group, "event_id": ev.get("id")},
         )
-        settled.ack(msg.lease)
+        settled.acks.append(msg.lease)
 
     # -- publishing --------------------------------------------------------------------
 
