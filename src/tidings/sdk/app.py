@@ -189,7 +189,8 @@ class App:
             raise RuntimeError(f"app {self.name!r} is already running")
         if not self.handlers:
             logger.warning("app %s has no handlers", self.name, extra={"app": self.name})
-        await transport.open()
+        if owned:
+            await transport.open()
         self._transport, self._owns_transport = transport, owned
         self._stopped = asyncio.Event()
         path = None

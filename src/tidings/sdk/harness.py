@@ -243,6 +243,8 @@ class TestHub:
         """
         if self._virtual is not None:
             v = self._virtual
+            if v.consumers == 0:
+                return
             v.changed()
             await asyncio.sleep(0)
             await asyncio.wait_for(v.idle.wait(), timeout)
@@ -270,6 +272,13 @@ class TestHub:
     async def group_state(self, topic: str, group: str) -> tuple[int, int]:
         """(lag, pending) of a group."""
         return await self._t().group_state(topic, group)
+
+    async def seek(self, topic: str, group: str, to: str = "earliest") -> None:
+        """Move a group (earliest, latest, a time or a position token): its events
+        come again, as after a lost ack."""
+        await self._t().seek(topic, group, to)
+        if self._virtual is not None:
+            self._virtual.changed()
 
     def time_ms(self) -> int:
         """The hub's time now (virtual or real), in ms since the epoch."""

@@ -84,6 +84,7 @@ class Transport(Protocol):
         self, topic: str, group: str, leases: Sequence[str], delay: float
     ) -> None: ...
     async def publish(self, topic: str, events: Sequence[dict[str, Any]]) -> None: ...
+    async def seek(self, topic: str, group: str, to: str) -> None: ...
     async def read_all(self, topic: str) -> list[dict[str, Any]]:
         """Every record of ``topic``, ``{"topic", "partition", "offset", "event"}``."""
         ...
@@ -182,6 +183,9 @@ class HttpTransport:
     async def publish(self, topic: str, events: Sequence[dict[str, Any]]) -> None:
         await self.client.publish_many(topic, events)
 
+    async def seek(self, topic: str, group: str, to: str) -> None:
+        await self.client.seek(topic, group, to)
+
     async def read_all(self, topic: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         position = "earliest"
@@ -238,6 +242,9 @@ class CoreTransport:
     async def publish(self, topic: str, events: Sequence[dict[str, Any]]) -> None:
         now = now_rfc3339()
         await self.hub.publish(topic, [normalize_event(ev, topic=topic, now=now) for ev in events])
+
+    async def seek(self, topic: str, group: str, to: str) -> None:
+        await self.hub.seek(topic, group, to)
 
     async def read_all(self, topic: str) -> list[dict[str, Any]]:
         t = self.hub.topics.get(topic)
