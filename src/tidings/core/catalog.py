@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from tidings.core.storage import PartitionStore
+from tidings.errors import TidingsError
 
 __all__ = ["Catalog"]
 
@@ -44,9 +45,12 @@ class Catalog:
             known = self._types[topic] = set()
             for part in partitions:
                 start = max(part.start_offset, part.end_offset - SAMPLE)
-                if start < part.end_offset:
-                    for _, _, payload in part.read(start, SAMPLE, 16 << 20):
-                        etype = orjson.loads(payload).get("type")
-                        if isinstance(etype, str):
-                            known.add(etype)
+                try:
+                    records = part.read(start, SAMPLE, 16 << 20) if start < part.end_offset else []
+                except TidingsError:  # a damaged tail: the catalogue makes do without it
+                    continue
+                for _, _, payload in records:
+                    etype = orjson.loads(payload).get("type")
+                    if isinstance(etype, str):
+                        known.add(etype)
         return sorted(known)
