@@ -38,6 +38,7 @@ bench: $(VENV)/.installed $(VENV)/.installed-bench
 	$(BIN)/tidings bench log
 	$(BIN)/tidings bench http
 	$(BIN)/tidings bench ws
+	$(BIN)/tidings bench handlers
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -104,7 +104,9 @@ async def _publish_embedded(data_dir: Path, topic: str, ids: list[str]) -> None:
     transport = EmbeddedTransport(data_dir)
     await transport.open()
     try:
-        await transport.publish(topic, [{"type": "job.queued", "id": i} for i in ids])
+        await transport.publish(
+            topic, [{"type": "job.queued", "id": i, "data": {"order": i}} for i in ids]
+        )
     finally:
         await transport.close()
 
@@ -193,3 +195,58 @@ def test_a_handler_past_the_shutdown_deadline_is_cut_and_its_event_handed_back(
     assert time.monotonic() - began < 20  # cut at the deadline, not after the 60 s handler
     assert worker.lines() == ["start e0"]
     assert asyncio.run(_group(hub_url, topic, app)) == (1, 0)  # nacked: due again, not leased
+
+
+TWO_APPS = """
+import os
+from typing import Any
+from tidings import App
+
+hub = "embedded:" + os.environ["DATA_DIR"]
+billing = App("billing", hub=hub, poll_wait=0.5)
+audit = App("audit", hub=hub, poll_wait=0.5)
+
+def note(line: str) -> None:
+    with open(os.environ["EFFECTS"], "a") as f:
+        f.write(line + "\\n")
+
+@billing.on("orders")
+async def bill(data: Any) -> dict[str, Any]:
+    note("billed " + data["order"])
+    return {"type": "invoice.sent", "topic": "invoices", "data": data}
+
+@audit.on("invoices")
+async def record(data: Any) -> None:
+    note("audited " + data["order"])
+"""
+
+
+def test_tidings_run_runs_several_apps_on_one_embedded_hub(worker: Worker, tmp_path: Path) -> None:
+    (tmp_path / "twoapps.py").write_text(textwrap.dedent(TWO_APPS))
+    data = tmp_path / "data"
+    asyncio.run(_publish_embedded(data, "orders", ["o1"]))
+    log = tmp_path / "two.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tidings", "run", "twoapps:billing", "twoapps:audit",
+             "--log-format", "text"],
+            cwd=tmp_path,
+            env={**worker.env, "DATA_DIR": str(data)},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while len(worker.lines()) < 2:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, worker.lines()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert worker.lines() == ["billed o1", "audited o1"]
+    assert "app billing started" in log.read_text() and "app audit stopped" in log.read_text()
