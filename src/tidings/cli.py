@@ -497,13 +497,15 @@ def bench_ws(
 
 @bench_app.command("handlers")
 def bench_handlers(
-    events: Annotated[int, typer.Option(min=1000, help="Events per measurement")] = 50_000,
+    events: Annotated[int, typer.Option(min=1000, help="Events per measurement")] = 200_000,
+    rounds: Annotated[int, typer.Option(min=1, max=10, help="Rounds per case")] = 4,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """A no-op handler app beside the bare group fetch/ack loop, over HTTP and embedded."""
     from tidings.benchmarks.handlers import main as bench_main
 
-    raise typer.Exit(bench_main(["--events", str(events)] + (["--json"] if json_out else [])))
+    argv = ["--events", str(events), "--rounds", str(rounds)]
+    raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
 
 
 def main() -> None:

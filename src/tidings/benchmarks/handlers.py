@@ -15,8 +15,9 @@ Ours runs with every default on: payload decoding (a ``dict`` annotation), a
 ``Context`` per event, idempotency memory (in SQLite under ``embedded:``), one
 ack per batch. Its time runs from the end of ``app.start()`` (the group made,
 as the bare loops' time starts once theirs is) to the last event handled.
-Each case runs ``--rounds`` times, ceiling then ours, and the ratio is taken
-from the sums. Run it with ``tidings bench handlers`` or
+Each case runs ``--rounds`` times, ceiling then ours in odd rounds and ours
+then ceiling in even ones (so that drift of a shared machine hits both), and
+the ratio is taken from the sums. Run it with ``tidings bench handlers`` or
 ``python bench/handlers.py``.
 """
 
@@ -153,8 +154,12 @@ async def run_http(opts: argparse.Namespace, root: Path, err: Console) -> list[t
             for i in range(0, len(events), 1000):
                 await client.publish_many(TOPIC, events[i : i + 1000])
             for r in range(opts.rounds):
-                bare = await _bare_http(url, f"bare-{r}", opts.batch, opts.events)
-                ours = await _ours(f"ours-{r}", url, opts.batch, opts.events)
+                if r % 2 == 0:
+                    bare = await _bare_http(url, f"bare-{r}", opts.batch, opts.events)
+                    ours = await _ours(f"ours-{r}", url, opts.batch, opts.events)
+                else:  # the other order every other round, so drift hits both alike
+                    ours = await _ours(f"ours-{r}", url, opts.batch, opts.events)
+                    bare = await _bare_http(url, f"bare-{r}", opts.batch, opts.events)
                 err.log(f"http round {r + 1}: bare {bare.per_s:,.0f}/s, ours {ours.per_s:,.0f}/s")
                 rounds.append((bare, ours))
     return rounds
@@ -171,9 +176,14 @@ async def run_embedded(
         events = _events(opts.events)
         for i in range(0, len(events), 1000):  # as over HTTP: one log batch per 1000
             await transport.publish(TOPIC, events[i : i + 1000])
+        hub = f"embedded:{data_dir}"
         for r in range(opts.rounds):
-            bare = await _bare_core(transport, f"bare-{r}", opts.batch, opts.events)
-            ours = await _ours(f"ours-{r}", f"embedded:{data_dir}", opts.batch, opts.events)
+            if r % 2 == 0:
+                bare = await _bare_core(transport, f"bare-{r}", opts.batch, opts.events)
+                ours = await _ours(f"ours-{r}", hub, opts.batch, opts.events)
+            else:
+                ours = await _ours(f"ours-{r}", hub, opts.batch, opts.events)
+                bare = await _bare_core(transport, f"bare-{r}", opts.batch, opts.events)
             err.log(f"embedded round {r + 1}: bare {bare.per_s:,.0f}/s, ours {ours.per_s:,.0f}/s")
             rounds.append((bare, ours))
     finally:
@@ -198,9 +208,9 @@ def _summary(rounds: list[tuple[Rate, Rate]]) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--events", type=int, default=50_000, help="events per measurement")
+    p.add_argument("--events", type=int, default=200_000, help="events per measurement")
     p.add_argument("--batch", type=int, default=100, help="events per fetch (both loops)")
-    p.add_argument("--rounds", type=int, default=2, help="ceiling-then-ours rounds per case")
+    p.add_argument("--rounds", type=int, default=4, help="rounds per case (ceiling and ours)")
     p.add_argument("--only", choices=["http", "embedded"], help="run one case")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-dir", type=Path, help="where the scratch directory is made")
