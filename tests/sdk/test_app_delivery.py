@@ -230,3 +230,77 @@ async def test_a_redelivered_event_already_handled_is_acked_without_the_handler(
         await hub.drain()
         assert await hub.group_state(topic, app.name) == (0, 0)
     assert sent == ["ann", "bob"]
+
+
+async def test_a_slow_event_holds_up_its_own_worker_only(target: str | None) -> None:
+    s = suffix()
+    topic = f"reports-{s}"
+    app = App(f"reports-{s}", hub="http://127.0.0.1:1", poll_wait=0.5)
+    late_done = asyncio.Event()
+    slow_started = asyncio.Event()
+    order: list[str] = []
+
+    @app.on(topic, concurrency=2)
+    async def build(data: dict[str, Any], ctx: Context) -> None:
+        if ctx.id == "slow":
+            slow_started.set()
+            # Finishes only once an event published after it started was handled:
+            # the fetch and the other worker go on meanwhile.
+            await asyncio.wait_for(late_done.wait(), 20)
+        order.append(ctx.id)
+        if ctx.id == "late":
+            late_done.set()
+
+    async with TestHub(app, hub=target) as hub:
+        await hub.publish(topic, type="report.requested", id="slow")
+        await asyncio.wait_for(slow_started.wait(), 20)
+        await hub.publish(topic, type="report.requested", id="late")
+        await hub.drain()
+        assert await hub.group_state(topic, app.name) == (0, 0)
+    assert order == ["late", "slow"]
+
+
+async def test_stopping_lets_running_handlers_finish_and_acks_them(target: str | None) -> None:
+    s = suffix()
+    topic = f"exports-{s}"
+    app = App(f"exports-{s}", hub="http://127.0.0.1:1", poll_wait=0.5)
+    started = 0
+    all_started = asyncio.Event()
+    finished: list[str] = []
+
+    @app.on(topic, concurrency=3)
+    async def export(data: dict[str, Any], ctx: Context) -> None:
+        nonlocal started
+        started += 1
+        if started == 3:
+            all_started.set()
+        await asyncio.sleep(0.3)
+        finished.append(ctx.id)
+
+    async with TestHub(app, hub=target) as hub:
+        for n in range(3):
+            await hub.publish(topic, type="export.requested", id=f"x{n}")
+        await asyncio.wait_for(all_started.wait(), 20)
+        await app.stop()  # mid-handler: they finish, then their acks go out
+        assert sorted(finished) == ["x0", "x1", "x2"]
+        assert await hub.group_state(topic, app.name) == (0, 0)
+
+
+async def test_handlers_past_the_stop_deadline_are_cut_and_their_events_handed_back(
+    target: str | None,
+) -> None:
+    s = suffix()
+    topic = f"renders-{s}"
+    app = App(f"renders-{s}", hub="http://127.0.0.1:1", poll_wait=0.5)
+    running = asyncio.Event()
+
+    @app.on(topic, concurrency=2)
+    async def render(data: dict[str, Any]) -> None:
+        running.set()
+        await asyncio.sleep(60)
+
+    async with TestHub(app, hub=target) as hub:
+        await hub.publish(topic, type="render.requested")
+        await asyncio.wait_for(running.wait(), 20)
+        await app.stop(timeout=0.2)
+        assert await hub.group_state(topic, app.name) == (1, 0)  # due again, not leased

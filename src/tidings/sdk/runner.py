@@ -10,15 +10,16 @@ Per batch, in this order:
    event that fails after ``retries`` retries is published to the dead-letter
    topic with the last lines of its traceback, then acked.
 
-A batch runs inline in the fetch loop (``concurrency=1``) or on at most
-``concurrency`` worker coroutines; with ``ordering="key"`` events of one
-``partitionkey`` share a worker and keep their order (the hub also leases no
-event while an earlier one of its key is in flight, so order holds across
-workers and retries). No task is made per event, acks go one call per batch,
-and nothing is logged per event unless DEBUG is on.
+With ``concurrency=1`` a batch runs inline in the fetch loop, in order. With
+more, :class:`~tidings.sdk.pool.WorkerPool` fetches while ``concurrency``
+workers handle, and acks what finished in one call at a time; with
+``ordering="key"`` events of one ``partitionkey`` keep their order (the hub
+also leases no event while an earlier one of its key is in flight, so order
+holds across workers and retries). No task is made per event, and nothing is
+logged per event unless DEBUG is on.
 
-Stopping: no new fetch; the batch in flight finishes (or is cut at the
-deadline, its unfinished events nacked); then acks are sent.
+Stopping: no new fetch; the events in flight finish (or are cut at the
+deadline, their events nacked); then acks are sent.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 import traceback
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ from tidings.sdk.handlers import (
     chain,
     emitted,
 )
+from tidings.sdk.pool import WorkerPool
 from tidings.sdk.remembering import HandledIds
 from tidings.sdk.transport import GroupSpec, Incoming, Transport
 
@@ -104,6 +105,7 @@ class Consumer:
         self._stopping = False
         self._task: asyncio.Task[Any] | None = None
         self._in_fetch = False
+        self._pool: WorkerPool | None = None
         self._ids = handled.group(spec.group)
         self.handled_count = 0
         self.failed_count = 0
@@ -125,6 +127,12 @@ class Consumer:
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        if self.spec.concurrency > 1:
+            self._pool = WorkerPool(self, _Settled)
+            if self._stopping:
+                return
+            await self._pool.run()
+            return
         spec = self.spec
         fetch = self.transport.fetch
         self._task = asyncio.current_task()
@@ -152,50 +160,25 @@ class Consumer:
     def stop(self) -> None:
         """Take no new leases: a fetch waiting for events is given up."""
         self._stopping = True
-        if self._in_fetch and self._task is not None:
+        if self._pool is not None:
+            self._pool.stop()
+        elif self._in_fetch and self._task is not None:
             self._task.cancel()
 
     async def process(self, batch: list[Incoming]) -> None:
+        """Handle one batch in order (``concurrency=1``), then settle it."""
         settled = _Settled(batch, self.transport.clock.time_ms())
         try:
-            if self.spec.concurrency == 1:
+            if self._consume_mw or self.spec.wants_ctx:
                 handle = self._handle
-                if self._consume_mw or self.spec.wants_ctx:
-                    for msg in batch:
-                        await handle(msg, settled)
-                else:
-                    await self._handle_plain(batch, settled)
+                for msg in batch:
+                    await handle(msg, settled)
             else:
-                await self._run_lanes(batch, settled)
+                await self._handle_plain(batch, settled)
         finally:
             # Also when cut short at the shutdown deadline: what finished is acked,
             # what did not is handed back for redelivery.
             await self._settle(settled)
-
-    async def _run_lanes(self, batch: list[Incoming], settled: _Settled) -> None:
-        lanes: deque[list[Incoming]] = deque()
-        if self.spec.ordering == "key":
-            by_key: dict[str, list[Incoming]] = {}
-            for msg in batch:
-                key = msg.event.get("partitionkey")
-                if key is None:
-                    lanes.append([msg])
-                else:
-                    lane = by_key.get(key)
-                    if lane is None:
-                        lane = by_key[key] = []
-                        lanes.append(lane)
-                    lane.append(msg)
-        else:
-            lanes.extend([m] for m in batch)
-
-        async def worker() -> None:
-            while lanes:
-                for msg in lanes.popleft():
-                    await self._handle(msg, settled)
-
-        workers = [worker() for _ in range(min(self.spec.concurrency, len(lanes)))]
-        await asyncio.gather(*workers)
 
     async def _settle(self, settled: _Settled) -> None:
         spec = self.spec
