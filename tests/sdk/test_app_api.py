@@ -187,3 +187,36 @@ def test_tidings_run_with_a_bad_path_exits_with_the_error(app_module: str) -> No
     )
     assert done.returncode == 2
     assert "module 'svcmod' has no attribute 'missing'" in done.stderr
+
+
+def test_tidings_run_against_a_hub_that_does_not_answer_says_so(tmp_path: Path) -> None:
+    (tmp_path / "nohub.py").write_text(
+        textwrap.dedent(
+            """
+            from typing import Any
+            from tidings import App
+            app = App("lonely", hub="http://127.0.0.1:9")
+
+            @app.on("orders")
+            async def handle(data: Any) -> None: ...
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tidings", "run", "nohub:app"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "cannot reach the hub at http://127.0.0.1:9" in done.stderr
+
+
+def test_a_payload_annotation_that_does_not_resolve_is_refused() -> None:
+    app = App("svc")
+
+    async def handler(data: NotDefinedAnywhere) -> None: ...  # type: ignore[name-defined]  # noqa: F821
+
+    with pytest.raises(TypeError, match="'NotDefinedAnywhere' does not resolve to a type"):
+        app.on("t")(handler)

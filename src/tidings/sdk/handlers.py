@@ -282,6 +282,11 @@ def _decoder(tp: Any) -> Decode:
         return _data
     if tp is Event:
         return Event.from_dict
+    if isinstance(tp, str):
+        raise TypeError(
+            f"the payload annotation {tp!r} does not resolve to a type: "
+            "define it before the handler, at module level"
+        )
     from pydantic import TypeAdapter, ValidationError
 
     if is_model(tp):

@@ -15,9 +15,10 @@ on with the next of the same key. (The hub's group, made with ``ordering: key``,
 leases no event while an earlier one of its key is in flight; this keeps the
 order if it ever did.)
 
-Stopping: the fetch is given up, events leased and not started are handed back
-(nacked at once), the handlers running finish, and the last acks are sent. If
-the app's deadline cuts that short, what did not finish is nacked.
+Stopping: no new fetch (a poll already out to a hub over HTTP is let finish),
+events leased and not started are handed back (nacked at once), the handlers
+running finish, and the last acks are sent. If the app's deadline cuts that
+short, what did not finish is nacked.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class WorkerPool:
         self.waiting_keys: dict[str, deque[Incoming]] = {}  # keys being handled -> next ones
         self.leased: dict[str, Incoming] = {}  # lease -> event, until settled
         self.stopping = False
+        self.returned: list[Incoming] = []  # leased after stop(): handed back unhandled
         self._fetcher: asyncio.Task[None] | None = None
         self._work = asyncio.Event()
         self._room = asyncio.Event()
@@ -86,6 +88,9 @@ class WorkerPool:
 
     def _queue(self, msg: Incoming) -> None:
         self.leased[msg.lease] = msg
+        if self.stopping:  # brought by a poll that was out when stop() came
+            self.returned.append(msg)
+            return
         if self.spec.ordering == "key":
             key = msg.event.get("partitionkey")
             if key is not None:
@@ -100,7 +105,7 @@ class WorkerPool:
     async def _worker(self) -> None:
         handle = self.consumer._handle
         while True:
-            while not self.queue:
+            while not self.queue or self.stopping:
                 if self.stopping:
                     return
                 self._work.clear()
@@ -155,9 +160,10 @@ class WorkerPool:
         try:
             await self._stop.wait()
             # No new leases; what was leased and not started goes back at once.
-            await _cancel(self._fetcher)
-            back = list(self.queue) + [m for q in self.waiting_keys.values() for m in q]
-            self.queue.clear()
+            await self._end_fetch()
+            back = self.returned + list(self.queue)
+            back += [m for q in self.waiting_keys.values() for m in q]
+            self.returned, self.queue = [], deque()
             for q in self.waiting_keys.values():
                 q.clear()
             self._work.set()
@@ -167,12 +173,24 @@ class WorkerPool:
         finally:
             # Also when cut short at the app's deadline: cancelled handlers' events
             # are handed back, and every ack gathered is sent.
-            for task in (self._fetcher, *workers):
+            await self._end_fetch()
+            for task in workers:
                 await _cancel(task)
             await _cancel(acker)
             await self._flush()
             if self.leased:
                 await self._hand_back(list(self.leased.values()))
+
+    async def _end_fetch(self) -> None:
+        """Stop fetching. A poll of a hub over the network is let finish (its leases are
+        handed back): given up, the hub would go on with it and lease events to no one
+        until their ack_wait ran out."""
+        fetcher = self._fetcher
+        if fetcher is None or fetcher.done():
+            return
+        if self.consumer.transport.remote:
+            await asyncio.wait({fetcher}, timeout=self.consumer.poll_wait + 5)
+        await _cancel(fetcher)
 
     async def _hand_back(self, msgs: list[Incoming]) -> None:
         spec = self.spec

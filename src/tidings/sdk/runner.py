@@ -154,15 +154,18 @@ class Consumer:
                 continue
             finally:
                 self._in_fetch = False
-            if batch:
+            if batch and self._stopping:  # a poll let finish after stop(): hand it back
+                await self._settle(_Settled(batch, 0))
+            elif batch:
                 await self.process(batch)
 
     def stop(self) -> None:
-        """Take no new leases: a fetch waiting for events is given up."""
+        """Take no new leases: a fetch waiting for events in this process is given up;
+        a poll out to a hub over HTTP is let finish, and what it brings handed back."""
         self._stopping = True
         if self._pool is not None:
             self._pool.stop()
-        elif self._in_fetch and self._task is not None:
+        elif self._in_fetch and self._task is not None and not self.transport.remote:
             self._task.cancel()
 
     async def process(self, batch: list[Incoming]) -> None:

@@ -74,6 +74,9 @@ class Transport(Protocol):
     """What the App framework needs of a hub."""
 
     clock: Clock
+    #: True when a fetch is a request to another process: one given up half-way
+    #: goes on there (and may lease events), so it is let finish instead.
+    remote: bool
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -142,6 +145,7 @@ class HttpTransport:
         self.url = url
         self.client = AsyncClient(url, token=token, timeout=30)
         self.clock: Clock = SystemClock()
+        self.remote = True
 
     async def open(self) -> None:
         await self.client.healthz()
@@ -207,6 +211,7 @@ class CoreTransport:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.clock: Clock = hub.clock
+        self.remote = False
 
     async def open(self) -> None:
         pass
@@ -284,6 +289,7 @@ class EmbeddedTransport(CoreTransport):
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
         self.clock = SystemClock()
+        self.remote = False
 
     async def open(self) -> None:
         from tidings.backends.embedded import EmbeddedStorage
