@@ -72,12 +72,15 @@ def _events(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def _noop_app(name: str, hub: str, batch: int, want: int) -> tuple[App, asyncio.Event, list[int]]:
-    app = App(name, hub=hub, fetch_max=batch, poll_wait=1.0)
+def _noop_app(
+    name: str, hub: str, opts: argparse.Namespace
+) -> tuple[App, asyncio.Event, list[int]]:
+    app = App(name, hub=hub, fetch_max=opts.batch, poll_wait=1.0)
+    want = opts.events
     done = asyncio.Event()
     seen = [0]
 
-    @app.on(TOPIC)
+    @app.on(TOPIC, concurrency=opts.concurrency)
     async def noop(data: dict[str, Any]) -> None:
         seen[0] += 1
         if seen[0] >= want:
@@ -86,8 +89,8 @@ def _noop_app(name: str, hub: str, batch: int, want: int) -> tuple[App, asyncio.
     return app, done, seen
 
 
-async def _ours(name: str, hub: str, batch: int, want: int) -> Rate:
-    app, done, seen = _noop_app(name, hub, batch, want)
+async def _ours(name: str, hub: str, opts: argparse.Namespace) -> Rate:
+    app, done, seen = _noop_app(name, hub, opts)
     await app.start()  # as the bare loops, timed once the group exists
     start = _now()
     try:
@@ -156,9 +159,9 @@ async def run_http(opts: argparse.Namespace, root: Path, err: Console) -> list[t
             for r in range(opts.rounds):
                 if r % 2 == 0:
                     bare = await _bare_http(url, f"bare-{r}", opts.batch, opts.events)
-                    ours = await _ours(f"ours-{r}", url, opts.batch, opts.events)
+                    ours = await _ours(f"ours-{r}", url, opts)
                 else:  # the other order every other round, so drift hits both alike
-                    ours = await _ours(f"ours-{r}", url, opts.batch, opts.events)
+                    ours = await _ours(f"ours-{r}", url, opts)
                     bare = await _bare_http(url, f"bare-{r}", opts.batch, opts.events)
                 err.log(f"http round {r + 1}: bare {bare.per_s:,.0f}/s, ours {ours.per_s:,.0f}/s")
                 rounds.append((bare, ours))
@@ -180,9 +183,9 @@ async def run_embedded(
         for r in range(opts.rounds):
             if r % 2 == 0:
                 bare = await _bare_core(transport, f"bare-{r}", opts.batch, opts.events)
-                ours = await _ours(f"ours-{r}", hub, opts.batch, opts.events)
+                ours = await _ours(f"ours-{r}", hub, opts)
             else:
-                ours = await _ours(f"ours-{r}", hub, opts.batch, opts.events)
+                ours = await _ours(f"ours-{r}", hub, opts)
                 bare = await _bare_core(transport, f"bare-{r}", opts.batch, opts.events)
             err.log(f"embedded round {r + 1}: bare {bare.per_s:,.0f}/s, ours {ours.per_s:,.0f}/s")
             rounds.append((bare, ours))
@@ -212,6 +215,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=100, help="events per fetch (both loops)")
     p.add_argument("--rounds", type=int, default=4, help="rounds per case (ceiling and ours)")
     p.add_argument("--only", choices=["http", "embedded"], help="run one case")
+    p.add_argument(
+        "--concurrency", type=int, default=1, help="the handler's concurrency (ours only)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-dir", type=Path, help="where the scratch directory is made")
     opts = p.parse_args(argv)
@@ -219,6 +225,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--events must be from 1000 to 2000000")
     if not 1 <= opts.batch <= 10_000 or not 1 <= opts.rounds <= 10:
         p.error("--batch must be from 1 to 10000 and --rounds from 1 to 10")
+    if not 1 <= opts.concurrency <= 1000:
+        p.error("--concurrency must be from 1 to 1000")
     return opts
 
 
@@ -246,7 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    result = {"events": opts.events, "batch": opts.batch, "rounds": opts.rounds, "cases": cases}
+    result = {
+        "events": opts.events,
+        "batch": opts.batch,
+        "rounds": opts.rounds,
+        "concurrency": opts.concurrency,
+        "cases": cases,
+    }
     if opts.json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
