@@ -53,7 +53,7 @@ class WorkerPool:
         self.stopping = False
         self.returned: list[Incoming] = []  # leased after stop(): handed back unhandled
         self._fetcher: asyncio.Task[None] | None = None
-        self._work = asyncio.Event()
+        self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
         self._room = asyncio.Event()
         self._room.set()
         self._finished = asyncio.Event()
@@ -100,16 +100,30 @@ class WorkerPool:
                     return
                 self.waiting_keys[key] = deque()
         self.queue.append(msg)
-        self._work.set()
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake one idle worker (an Event would wake them all, each to find nothing)."""
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _wake_all(self) -> None:
+        while self._idle:
+            self._wake_one()
 
     async def _worker(self) -> None:
         handle = self.consumer._handle
+        loop = asyncio.get_running_loop()
         while True:
             while not self.queue or self.stopping:
                 if self.stopping:
                     return
-                self._work.clear()
-                await self._work.wait()
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
             msg: Incoming | None = self.queue.popleft()
             while msg is not None:
                 await handle(msg, self.settled)
@@ -166,7 +180,7 @@ class WorkerPool:
             self.returned, self.queue = [], deque()
             for q in self.waiting_keys.values():
                 q.clear()
-            self._work.set()
+            self._wake_all()
             if back:
                 await self._hand_back(back)
             await asyncio.gather(*workers)  # the handlers running finish
@@ -207,6 +221,7 @@ class WorkerPool:
     def stop(self) -> None:
         self.stopping = True
         self._room.set()
+        self._wake_all()
         self._stop.set()
 
 
