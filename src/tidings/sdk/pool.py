@@ -40,6 +40,8 @@ logger = logging.getLogger("tidings.app")
 
 
 class WorkerPool:
+    """The fetcher, workers and acker of one consumer with ``concurrency`` > 1."""
+
     def __init__(self, consumer: Consumer, settled: type[_Settled]) -> None:
         self.consumer = consumer
         self.spec = consumer.spec
@@ -68,10 +70,12 @@ class WorkerPool:
             await self._room.wait()
             if self.stopping:
                 return
+            want = self.limit - len(self.leased)
+            if want <= 0:
+                self._room.clear()
+                continue
             try:
-                batch = await fetch(
-                    spec.topic, spec.group, self.limit - len(self.leased), c.poll_wait
-                )
+                batch = await fetch(spec.topic, spec.group, want, c.poll_wait)
             except TidingsError as exc:
                 logger.warning(
                     "fetch failed: %s", exc.detail,
