@@ -23,10 +23,12 @@ from tidings.log.partition import Clock
 
 __all__ = ["HandledIds"]
 
-# Append-only, no index: rows are only ever read all at once at start-up (a later
-# row of the same id wins), and deleted by age now and then.
+# One row per group per flush: the ids joined by newlines (an event id holds no
+# control character, CloudEvents 1.0 "String") and the time of the newest. Rows are
+# only read all at once at start-up, and deleted by age now and then; an id lives
+# at most one flush longer than its window.
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS handled (grp TEXT NOT NULL, id TEXT NOT NULL, at INTEGER NOT NULL)"
+    "CREATE TABLE IF NOT EXISTS handled (grp TEXT NOT NULL, at INTEGER NOT NULL, ids TEXT NOT NULL)"
 )
 _PRUNE_EVERY_MS = 60_000
 
@@ -38,7 +40,7 @@ class HandledIds:
         self.window_ms = window_ms
         self.clock = clock
         self._groups: dict[str, dict[str, int]] = {}
-        self._pending: list[tuple[str, str, int]] = []
+        self._pending: dict[str, list[str]] = {}  # group -> ids since the last flush
         self._db: sqlite3.Connection | None = None
         self._pruned_ms = clock.time_ms()
         if path is not None and window_ms > 0:
@@ -49,9 +51,9 @@ class HandledIds:
             self._db.execute(_SCHEMA)
             since = clock.time_ms() - window_ms
             self._db.execute("DELETE FROM handled WHERE at < ?", (since,))
-            rows = self._db.execute("SELECT grp, id, at FROM handled ORDER BY rowid").fetchall()
-            for group, event_id, at in rows:
-                self.group(group)[event_id] = at
+            rows = self._db.execute("SELECT grp, at, ids FROM handled ORDER BY rowid").fetchall()
+            for group, at, ids in rows:
+                self.group(group).update(dict.fromkeys(ids.split("\n"), at))
 
     @property
     def enabled(self) -> bool:
@@ -59,7 +61,7 @@ class HandledIds:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._pending)
+        return any(self._pending.values())
 
     def group(self, group: str) -> dict[str, int]:
         """The ids ``group`` handled, each with when (ms); in time order."""
@@ -72,11 +74,21 @@ class HandledIds:
         at = ids.get(event_id)
         return at is not None and at >= now_ms - self.window_ms
 
+    def pending(self, group: str) -> list[str] | None:
+        """Where to append ids of ``group`` to be written, or None when nothing is."""
+        if self._db is None:
+            return None
+        found = self._pending.get(group)
+        if found is None:
+            found = self._pending[group] = []
+        return found
+
     def add(self, group: str, ids: dict[str, int], event_id: str, now_ms: int) -> None:
         ids.pop(event_id, None)  # re-inserted at the end: the dict stays in time order
         ids[event_id] = now_ms
-        if self._db is not None:
-            self._pending.append((group, event_id, now_ms))
+        pending = self.pending(group)
+        if pending is not None:
+            pending.append(event_id)
 
     def flush(self) -> None:
         """Commit the ids added since the last flush, and forget those out of the window."""
@@ -95,12 +107,15 @@ class HandledIds:
         if self._db is None:
             return
         prune = forgot and since - self._pruned_ms >= _PRUNE_EVERY_MS
-        if not (self._pending or prune):
+        if not (self.dirty or prune):
             return
-        pending, self._pending = self._pending, []
+        now = self.clock.time_ms()
+        rows = [(g, now, "\n".join(new)) for g, new in self._pending.items() if new]
+        for new in self._pending.values():
+            new.clear()  # the same lists: consumers hold them
         db = self._db
         db.execute("BEGIN")
-        db.executemany("INSERT INTO handled (grp, id, at) VALUES (?, ?, ?)", pending)
+        db.executemany("INSERT INTO handled (grp, at, ids) VALUES (?, ?, ?)", rows)
         if prune:
             self._pruned_ms = since
             db.execute("DELETE FROM handled WHERE at < ?", (since,))

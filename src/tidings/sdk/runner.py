@@ -250,12 +250,14 @@ class Consumer:
         func, decode, group = spec.func, spec.decode, spec.group
         handled, ids, now = self.handled, self._ids, settled.now_ms
         enabled = handled.enabled
+        pending = handled.pending(group)
         window_start = now - handled.window_ms
         acks = settled.acks
+        done = 0
         for msg in batch:
             ev = msg.event
             eid: str = ev.get("id") or ""
-            remember = enabled and bool(eid)
+            remember = enabled and eid != ""
             if remember:
                 at = ids.get(eid)
                 if at is not None and at >= window_start:
@@ -272,10 +274,14 @@ class Consumer:
             except Exception as exc:
                 await self._failed(msg, exc, settled)
                 continue
-            if remember:
-                handled.add(group, ids, eid, now)
+            if remember:  # HandledIds.add, inline
+                ids.pop(eid, None)
+                ids[eid] = now
+                if pending is not None:
+                    pending.append(eid)
             acks.append(msg.lease)
-            self.handled_count += 1
+            done += 1
+        self.handled_count += done
 
     def _context(self, msg: Incoming) -> Context:
         return Context(
