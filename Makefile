@@ -36,9 +36,9 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 
 bench: $(VENV)/.installed $(VENV)/.installed-bench
 	$(BIN)/tidings bench log
+	$(BIN)/tidings bench handlers
 	$(BIN)/tidings bench http
 	$(BIN)/tidings bench ws
-	$(BIN)/tidings bench handlers
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
