@@ -36,6 +36,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 
 bench: $(VENV)/.installed $(VENV)/.installed-bench
 	$(BIN)/tidings bench log
+	$(BIN)/tidings bench handlers
 	$(BIN)/tidings bench http
 	$(BIN)/tidings bench ws
 	$(BIN)/tidings bench webhooks

@@ -28,18 +28,22 @@ from tidings.errors import (
     WebhookNotFound,
 )
 from tidings.events import Event, Record
-from tidings.sdk import AsyncClient, Client, Delivery
+from tidings.sdk import App, AsyncClient, Backoff, Client, Context, Delivery, Envelope
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
     "AsyncClient",
+    "Backoff",
     "BadPosition",
     "BadRequest",
     "Client",
     "Conflict",
+    "Context",
     "CorruptLog",
     "Delivery",
+    "Envelope",
     "Event",
     "Forbidden",
     "GroupNotFound",

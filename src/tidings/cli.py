@@ -323,6 +323,60 @@ def groups(url: Url = DEFAULT_URL, token: TokenOpt = None, json_out: JsonOpt = F
     _run(go())
 
 
+@app.command("run")
+def run_apps(
+    paths: Annotated[
+        list[str], typer.Argument(help="Apps as module:attribute (several allowed)")
+    ],
+    log_format: Annotated[
+        str, typer.Option(envvar="TIDINGS_LOG_FORMAT", help="json (one object a line) or text")
+    ] = "json",
+    log_level: Annotated[str, typer.Option(envvar="TIDINGS_LOG_LEVEL")] = "info",
+) -> None:
+    """Run handler apps until SIGINT or SIGTERM, then stop them gracefully."""
+    import logging
+
+    from tidings.sdk.app import run_apps as run_all
+    from tidings.sdk.loading import AppNotFound, JsonLogFormatter, load_apps
+
+    if log_format not in ("json", "text"):
+        _fail(f"--log-format must be json or text, not {log_format!r}")
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        _fail(f"--log-level {log_level!r} is not a logging level")
+    try:
+        apps = load_apps(paths)
+    except AppNotFound as exc:
+        _fail(str(exc))
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    _run(run_all(apps))
+
+
+@app.command("asyncapi")
+def asyncapi_doc(
+    paths: Annotated[list[str], typer.Argument(help="Apps as module:attribute")],
+    title: Annotated[str | None, typer.Option(help="The document's title")] = None,
+) -> None:
+    """Print an AsyncAPI 3.0 document of what the apps consume and emit."""
+    from tidings.sdk.asyncapi import asyncapi_document
+    from tidings.sdk.loading import AppNotFound, load_apps
+
+    try:
+        apps = load_apps(paths)
+    except AppNotFound as exc:
+        _fail(str(exc))
+    sys.stdout.write(
+        orjson.dumps(asyncapi_document(apps, title), option=orjson.OPT_INDENT_2).decode() + "\n"
+    )
+
+
 @app.command()
 def replay(
     source: Annotated[str, typer.Argument(help="Topic to read")],
@@ -419,6 +473,19 @@ def bench_log(
 
     argv = ["--seconds", str(seconds)] + (["--json"] if json_out else [])
     raise typer.Exit(bench_main(argv))
+
+
+@bench_app.command("handlers")
+def bench_handlers(
+    events: Annotated[int, typer.Option(min=1000, help="Events per measurement")] = 200_000,
+    rounds: Annotated[int, typer.Option(min=1, max=10, help="Rounds per case")] = 4,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """A no-op handler app beside the bare group fetch/ack loop, over HTTP and embedded."""
+    from tidings.benchmarks.handlers import main as bench_main
+
+    argv = ["--events", str(events), "--rounds", str(rounds)]
+    raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
 
 
 @bench_app.command("http")

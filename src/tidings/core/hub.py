@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from tidings.core.catalog import Catalog
 from tidings.core.consuming import MAX_WAIT_S, GroupOps, group_config
 from tidings.core.dedupe import DedupeWindow
 from tidings.core.groups import ConsumerGroup
@@ -94,6 +95,7 @@ class Hub(PublishOps, GroupOps):
         self.clock = clock or SystemClock()
         self.topics: dict[str, Topic] = {}
         self.dedupe = DedupeWindow(self.options.dedupe_window_ms)
+        self.catalog = Catalog()  # event types per topic, for /asyncapi.json
         self.metrics = Metrics()
         self._tasks: list[asyncio.Task[None]] = []
         self._group_changed: dict[tuple[str, str], asyncio.Event] = {}
@@ -275,6 +277,7 @@ class Hub(PublishOps, GroupOps):
         del self.topics[name]
         try:
             self.dedupe.drop_topic(name)
+            self.catalog.drop(name)
             await self.storage.drop_topic(name)
         finally:
             self._deleting.discard(name)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
+from tidings.core.catalog import Catalog
 from tidings.core.dedupe import DedupeWindow, dedupe_key
 from tidings.core.metrics import Metrics
 from tidings.errors import TooLarge
@@ -62,6 +63,7 @@ class PublishOps:
 
     options: HubOptions
     clock: Clock
+    catalog: Catalog
     dedupe: DedupeWindow
     metrics: Metrics
     _appending: dict[str, _Claim]
@@ -78,6 +80,7 @@ class PublishOps:
         append nothing and answer the first position.
         """
         topic = self._topic_for_publish(topic_name)
+        self.catalog.saw(topic_name, events)
         now = self.clock.time_ms()
         dedupe = self.dedupe
         dedupe.expire(now)

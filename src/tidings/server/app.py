@@ -30,7 +30,7 @@ from tidings.core.patterns import TypeFilter
 from tidings.core.positions import format_token, is_decimal, parse_duration_ms
 from tidings.core.storage import Retention
 from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarge
-from tidings.server import openapi
+from tidings.server import asyncapi, openapi
 from tidings.server.auth import Action, Auth
 from tidings.server.live import LiveOptions
 from tidings.server.metrics import render_metrics
@@ -134,6 +134,12 @@ class Api:
 
     async def openapi_json(self, request: Request) -> Response:
         return _json(openapi.spec())
+
+    async def asyncapi_json(self, request: Request) -> Response:
+        # Names topics and event types: open only where listing topics is.
+        if self.auth.enabled:
+            self._authorize(request, "admin")
+        return _json(asyncapi.document(self.hub))
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(openapi.docs_html())
@@ -442,6 +448,7 @@ def create_app(
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi_json, methods=["GET"]),
+        Route("/asyncapi.json", api.asyncapi_json, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
         Route("/v1/topics", api.list_topics, methods=["GET"]),
         Route(T, api.put_topic, methods=["PUT"]),

@@ -68,6 +68,7 @@ def spec() -> dict[str, Any]:
         "/readyz": {"get": {"summary": "Readiness", "operationId": "readyz", "responses": {"200": _json({"type": "object"}), **_problems(503)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics", "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This OpenAPI document", "operationId": "openapi", "responses": {"200": _json({"type": "object"})}}},
+        "/asyncapi.json": {"get": {"summary": "An AsyncAPI 3.0 document: each topic and the event types it has carried", "operationId": "asyncapi", "responses": {"200": _json({"type": "object"}), **_problems(401, 403)}}},
         "/docs": {"get": {"summary": "The API reference as an HTML page", "operationId": "docs", "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
         "/": {"get": {"summary": "The dashboard", "operationId": "dashboard", "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
         "/v1/topics": {"get": {"summary": "List topics", "operationId": "listTopics", "responses": {"200": _json({"type": "object", "properties": {"topics": {"type": "array", "items": _ref("Topic")}}}), **_problems(401, 403)}}},

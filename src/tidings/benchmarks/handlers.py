@@ -1,0 +1,284 @@
+"""Handler framework benchmark: a no-op ``App`` beside the bare group fetch/ack loop.
+
+Both consume the same ``--events`` events of one topic, each through a new
+consumer group that starts at the earliest offset, in the same run::
+
+    over a running hub (python -m tidings serve, a process of its own)
+      ceiling   fetch(max=--batch) then one ack per batch, over the SDK's HTTP client
+                (the framework's HttpTransport: records kept as dicts)
+      ours      App("bench", hub="http://…", fetch_max=--batch): @app.on a no-op handler
+    embedded (the hub's core in this process, on a data directory)
+      ceiling   Hub.fetch(max=--batch) then one Hub.ack per batch, on the core
+      ours      App("bench", hub="embedded:DIR", fetch_max=--batch): the same no-op handler
+
+Ours runs with every default on: payload decoding (a ``dict`` annotation), a
+``Context`` per event, idempotency memory (in SQLite under ``embedded:``), one
+ack per batch. Its time runs from the end of ``app.start()`` (the group made,
+as the bare loops' time starts once theirs is) to the last event handled.
+Each case runs ``--rounds`` times, ceiling then ours in odd rounds and ours
+then ceiling in even ones (so that drift of a shared machine hits both), and
+the ratio is taken from the sums. Run it with ``tidings bench handlers`` or
+``python bench/handlers.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from tidings.benchmarks.processes import BenchmarkFailed, free_port, scratch_dir, serve_process
+from tidings.errors import TidingsError
+from tidings.sdk.app import App
+from tidings.sdk.client import AsyncClient
+from tidings.sdk.transport import EmbeddedTransport, HttpTransport
+
+TOPIC = "bench.orders"
+_DEADLINE_S = 300.0  # no measurement may take longer
+
+_now = time.perf_counter
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    events: int
+    seconds: float
+
+    @property
+    def per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def _events(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "order.placed",
+            "source": "/shop/orders",
+            "partitionkey": f"ord_{i % 1000:04d}",
+            "data": {"order_id": f"ord_{i:08d}", "customer": "cus_1234", "total": "42.00"},
+        }
+        for i in range(n)
+    ]
+
+
+def _noop_app(
+    name: str, hub: str, opts: argparse.Namespace
+) -> tuple[App, asyncio.Event, list[int]]:
+    app = App(name, hub=hub, fetch_max=opts.batch, poll_wait=1.0)
+    want = opts.events
+    done = asyncio.Event()
+    seen = [0]
+
+    @app.on(TOPIC, concurrency=opts.concurrency)
+    async def noop(data: dict[str, Any]) -> None:
+        seen[0] += 1
+        if seen[0] >= want:
+            done.set()
+
+    return app, done, seen
+
+
+async def _ours(name: str, hub: str, opts: argparse.Namespace) -> Rate:
+    app, done, seen = _noop_app(name, hub, opts)
+    await app.start()  # as the bare loops, timed once the group exists
+    start = _now()
+    try:
+        await asyncio.wait_for(done.wait(), _DEADLINE_S)
+        took = _now() - start
+    finally:
+        await app.stop()
+    return Rate(seen[0], took)
+
+
+async def _bare_http(url: str, group: str, batch: int, want: int) -> Rate:
+    async with AsyncClient(url, timeout=60) as client:
+        await client.create_group(TOPIC, group, start="earliest")
+    # The framework's own transport, without the framework: records as dicts.
+    transport = HttpTransport(url)
+    try:
+        return await _bare_loop(transport, group, batch, want)
+    finally:
+        await transport.close()
+
+
+async def _bare_loop(transport: HttpTransport, group: str, batch: int, want: int) -> Rate:
+    got = 0
+    start = _now()
+    end = start + _DEADLINE_S
+    while got < want:
+        if _now() > end:
+            raise BenchmarkFailed(f"the bare HTTP loop got {got} of {want} events")
+        deliveries = await transport.fetch(TOPIC, group, batch, 1.0)
+        if deliveries:
+            await transport.ack(TOPIC, group, [d.lease for d in deliveries])
+            got += len(deliveries)
+    return Rate(got, _now() - start)
+
+
+async def _bare_core(transport: EmbeddedTransport, group: str, batch: int, want: int) -> Rate:
+    from tidings.core.groups import GroupConfig
+
+    hub = transport.hub
+    await hub.put_group(TOPIC, group, GroupConfig())
+    got = 0
+    start = _now()
+    end = start + _DEADLINE_S
+    while got < want:
+        if _now() > end:
+            raise BenchmarkFailed(f"the bare core loop got {got} of {want} events")
+        deliveries = await hub.fetch(TOPIC, group, batch, 1.0)
+        if deliveries:
+            await hub.ack(TOPIC, group, [d.lease for d in deliveries])
+            got += len(deliveries)
+    return Rate(got, _now() - start)
+
+
+async def run_http(opts: argparse.Namespace, root: Path, err: Console) -> list[tuple[Rate, Rate]]:
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "tidings", "serve", "--port", str(port),
+        "--data-dir", str(root / "hub"), "--fsync", "interval:5", "--log-level", "warning",
+    ]  # fmt: skip
+    rounds: list[tuple[Rate, Rate]] = []
+    with serve_process("hub", argv, port, root) as url:
+        async with AsyncClient(url, timeout=60) as client:
+            events = _events(opts.events)
+            for i in range(0, len(events), 1000):
+                await client.publish_many(TOPIC, events[i : i + 1000])
+            for r in range(opts.rounds):
+                if r % 2 == 0:
+                    bare = await _bare_http(url, f"bare-{r}", opts.batch, opts.events)
+                    ours = await _ours(f"ours-{r}", url, opts)
+                else:  # the other order every other round, so drift hits both alike
+                    ours = await _ours(f"ours-{r}", url, opts)
+                    bare = await _bare_http(url, f"bare-{r}", opts.batch, opts.events)
+                err.log(f"http round {r + 1}: bare {bare.per_s:,.0f}/s, ours {ours.per_s:,.0f}/s")
+                rounds.append((bare, ours))
+    return rounds
+
+
+async def run_embedded(
+    opts: argparse.Namespace, root: Path, err: Console
+) -> list[tuple[Rate, Rate]]:
+    data_dir = root / "embedded"
+    transport = EmbeddedTransport(data_dir)
+    await transport.open()  # the apps below share this core: one per directory
+    rounds: list[tuple[Rate, Rate]] = []
+    try:
+        events = _events(opts.events)
+        for i in range(0, len(events), 1000):  # as over HTTP: one log batch per 1000
+            await transport.publish(TOPIC, events[i : i + 1000])
+        hub = f"embedded:{data_dir}"
+        for r in range(opts.rounds):
+            if r % 2 == 0:
+                bare = await _bare_core(transport, f"bare-{r}", opts.batch, opts.events)
+                ours = await _ours(f"ours-{r}", hub, opts)
+            else:
+                ours = await _ours(f"ours-{r}", hub, opts)
+                bare = await _bare_core(transport, f"bare-{r}", opts.batch, opts.events)
+            err.log(f"embedded round {r + 1}: bare {bare.per_s:,.0f}/s, ours {ours.per_s:,.0f}/s")
+            rounds.append((bare, ours))
+    finally:
+        await transport.close()
+    return rounds
+
+
+def _summary(rounds: list[tuple[Rate, Rate]]) -> dict[str, Any]:
+    bare = Rate(sum(b.events for b, _ in rounds), sum(b.seconds for b, _ in rounds))
+    ours = Rate(sum(o.events for _, o in rounds), sum(o.seconds for _, o in rounds))
+    return {
+        "rounds": [
+            {"bare_per_s": round(b.per_s), "ours_per_s": round(o.per_s),
+             "ratio": round(o.per_s / b.per_s, 3)}
+            for b, o in rounds
+        ],
+        "bare_per_s": round(bare.per_s),
+        "ours_per_s": round(ours.per_s),
+        "ratio": round(ours.per_s / bare.per_s, 3) if bare.per_s else 0.0,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--events", type=int, default=200_000, help="events per measurement")
+    p.add_argument("--batch", type=int, default=100, help="events per fetch (both loops)")
+    p.add_argument("--rounds", type=int, default=4, help="rounds per case (ceiling and ours)")
+    p.add_argument("--only", choices=["http", "embedded"], help="run one case")
+    p.add_argument(
+        "--concurrency", type=int, default=1, help="the handler's concurrency (ours only)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--data-dir", type=Path, help="where the scratch directory is made")
+    opts = p.parse_args(argv)
+    if not 1_000 <= opts.events <= 2_000_000:
+        p.error("--events must be from 1000 to 2000000")
+    if not 1 <= opts.batch <= 10_000 or not 1 <= opts.rounds <= 10:
+        p.error("--batch must be from 1 to 10000 and --rounds from 1 to 10")
+    if not 1 <= opts.concurrency <= 1000:
+        p.error("--concurrency must be from 1 to 1000")
+    return opts
+
+
+async def run_cases(opts: argparse.Namespace, root: Path, err: Console) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if opts.only in (None, "http"):
+        out["http"] = _summary(await run_http(opts, root, err))
+    if opts.only in (None, "embedded"):
+        out["embedded"] = _summary(await run_embedded(opts, root, err))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the handler benchmark; returns the process exit status."""
+    try:
+        opts = parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    err = Console(stderr=True, log_path=False)
+    root = scratch_dir("tidings-bench-handlers-", opts.data_dir)
+    try:
+        cases = uvloop.run(run_cases(opts, root, err))
+    except (OSError, TidingsError, TimeoutError, BenchmarkFailed) as exc:
+        err.print(f"handler benchmark failed: {exc!r}")
+        return 1
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    result = {
+        "events": opts.events,
+        "batch": opts.batch,
+        "rounds": opts.rounds,
+        "concurrency": opts.concurrency,
+        "cases": cases,
+    }
+    if opts.json:
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    table = Table(box=box.SIMPLE_HEAD, title=f"no-op handler, {opts.events:,} events a round")
+    for col in ("hub", "round", "bare fetch/ack, events/s", "App, events/s", "App / bare"):
+        table.add_column(col, justify="right" if col != "hub" else "left")
+    for name, case in cases.items():
+        for i, r in enumerate(case["rounds"], 1):
+            table.add_row(
+                name, str(i), f"{r['bare_per_s']:,}", f"{r['ours_per_s']:,}", f"{r['ratio']:.2f}x"
+            )
+        table.add_row(
+            name, "all", f"{case['bare_per_s']:,}", f"{case['ours_per_s']:,}",
+            f"[bold]{case['ratio']:.2f}x[/bold]",
+        )
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
