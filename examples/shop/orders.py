@@ -14,23 +14,27 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from examples.shop.catalog import PRODUCTS, PROMO_CODES, subtotal
 from examples.shop.settings import HUB
 from tidings import AsyncClient, Record, TidingsError
 
 logger = logging.getLogger("shop.orders")
+STATIC = Path(__file__).parent / "static"
 
 # The events of an order's journey, the topics they come on, and the state each
 # leads to; a state only moves forward (rank), so events may arrive in any order.
 TOPICS = ("orders", "inventory", "payments", "shipments", "notifications")
+STOREFRONT = ("catalog", "cart", "likes", "promos")  # published by the page itself
 STATES: dict[str, tuple[str, int]] = {
     "order.placed": ("placed", 0),
     "inventory.reserved": ("reserved", 1),
@@ -109,7 +113,7 @@ class Orders:
 
     async def start(self) -> None:
         self.hub = AsyncClient(self.hub_url)
-        for topic in TOPICS:
+        for topic in TOPICS + STOREFRONT:
             await self.hub.create_topic(topic)
         for topic in TOPICS:
             self._tasks.append(asyncio.create_task(self._follow(topic)))
@@ -192,6 +196,13 @@ def create_app(hub_url: str = HUB) -> Starlette:
             [{"sku": p.sku, "name": p.name, "price": p.price} for p in PRODUCTS.values()]
         )
 
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def config(request: Request) -> Response:
+        # The page talks to the hub itself: its WebSocket and /static/tidings.js.
+        return JSONResponse({"hub": hub_url})
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "orders": len(orders.orders)})
 
@@ -209,6 +220,9 @@ def create_app(hub_url: str = HUB) -> Starlette:
             Route("/orders/{order_id}", get, methods=["GET"]),
             Route("/products", products, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/", index, methods=["GET"]),
+            Route("/config", config, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=STATIC)),
         ],
         lifespan=lifespan,
     )
