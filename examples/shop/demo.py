@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,8 +189,10 @@ async def place_orders(
     concurrency: int = 20,
     timeout_s: float = 120.0,
     progress: Any = None,
+    midway: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> LoadResult:
-    """Place ``n`` orders over HTTP and wait for each one's notification."""
+    """Place ``n`` orders over HTTP and wait for each one's notification; ``midway``
+    runs beside the rest once half of them are placed."""
     placed_at: dict[str, float] = {}
     finals: dict[str, str] = {}
     latencies: list[float] = []
@@ -229,9 +232,13 @@ async def place_orders(
                     if resp.status != 202:
                         raise RuntimeError(f"POST /orders: {resp.status} {await resp.text()}")
                     placed_at[(await resp.json())["order_id"]] = t0
+                if midway is not None and len(placed_at) == n // 2:
+                    side.append(asyncio.create_task(midway()))
 
+        side: list[asyncio.Task[None]] = []
         async with aiohttp.ClientSession() as http:
             await asyncio.gather(*(placer(http) for _ in range(concurrency)))
+        await asyncio.gather(*side)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), timeout_s)
         watcher.cancel()
@@ -254,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=Path("./tidings-demo"))
     ap.add_argument("--orders", type=int, default=0, help="place this many orders, then stop")
     ap.add_argument("--concurrency", type=int, default=20, help="orders placed at once")
+    ap.add_argument(
+        "--kill", choices=SERVICES, default=None,
+        help="with --orders: kill -9 this service halfway through, and start it again",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     if not Path("examples/shop").is_dir():
         print("run the demo from the root of the tidings repository", file=sys.stderr)
@@ -273,12 +284,21 @@ def main(argv: list[str] | None = None) -> int:
             f"logs       {args.data_dir / 'logs'}"
         )
         if args.orders:
+            midway = None
+            if args.kill:
+                victim: str = args.kill
+
+                async def midway() -> None:
+                    await asyncio.to_thread(stack.restart, victim, hard=True)
+                    console.print(f"killed {victim} (SIGKILL) and started it again")
+
             with Progress(console=console) as bar:
                 task = bar.add_task("orders finished", total=args.orders)
                 result = asyncio.run(
                     place_orders(
                         stack, args.orders, args.concurrency,
                         progress=lambda k: bar.update(task, completed=k),
+                        midway=midway,
                     )
                 )  # fmt: skip
             counts: dict[str, int] = {}

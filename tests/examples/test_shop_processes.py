@@ -54,13 +54,10 @@ def get_json(url: str) -> object:
 
 
 async def test_orders_reach_a_final_state_with_a_service_killed_mid_run(stack: Stack) -> None:
-    async def kill_payments_soon() -> None:
-        await asyncio.sleep(1.0)
+    async def kill_payments() -> None:
         await asyncio.to_thread(stack.restart, "payments", hard=True)
 
-    killer = asyncio.create_task(kill_payments_soon())
-    result = await place_orders(stack, 150, concurrency=10, timeout_s=120)
-    await killer
+    result = await place_orders(stack, 150, concurrency=10, timeout_s=120, midway=kill_payments)
     assert result.missing == [], f"{len(result.missing)} orders never finished"
     assert result.placed == 150
     statuses = set(result.finals.values())
