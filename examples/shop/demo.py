@@ -60,6 +60,10 @@ class Proc:
                 time.sleep(0.1)
             raise RuntimeError(f"{self.name} did not start within {START_S:g} s; see {self.log}")
 
+    def signal(self, signum: int) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signum)
+
     def stop(self, timeout: float = 15.0) -> None:
         p = self.popen
         if p is None or p.poll() is not None:
@@ -162,10 +166,14 @@ class Stack:
         proc.start()
 
     def stop(self) -> None:
-        # The producers of events first, the hub last.
-        for name in ("orders", *SERVICES, "partner", "hub"):
-            if name in self.procs:
-                self.procs[name].stop()
+        # The producers and consumers of events together (each stops gracefully),
+        # then the partner, the hub last.
+        for group in (("orders", *SERVICES), ("partner",), ("hub",)):
+            procs = [self.procs[n] for n in group if n in self.procs]
+            for p in procs:
+                p.signal(signal.SIGTERM)
+            for p in procs:
+                p.stop()
 
 
 # -- load ---------------------------------------------------------------------------
@@ -313,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0 if not result.missing else 1
         console.print("Ctrl-C stops everything.")
+        # Explicitly: a shell may start a background job with SIGINT ignored.
+        signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
         while True:
             time.sleep(3600)
