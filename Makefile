@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8700
 DATA_DIR ?= ./tidings-data
 
-.PHONY: run test bench clean
+.PHONY: run test bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,14 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	touch $(VENV)/.installed $@
 
+demo: $(VENV)/.installed
+	$(BIN)/tidings demo $(if $(ORDERS),--orders $(ORDERS))
+
 run: $(VENV)/.installed
 	$(BIN)/tidings serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 

@@ -377,6 +377,26 @@ def asyncapi_doc(
     )
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def demo(ctx: typer.Context) -> None:
+    """Run the shop example: hub, services, orders API, page and partner (from the repo root).
+
+    Options go to the demo: --port, --data-dir, --orders N (place N orders under load,
+    then stop), --concurrency, --kill SERVICE (kill -9 and restart it halfway through
+    the orders); `python -m examples.shop.demo --help` describes them.
+    """
+    import importlib
+
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        shop_demo = importlib.import_module("examples.shop.demo")
+    except ModuleNotFoundError:
+        _fail("the shop example is not here: run tidings demo from the root of the repository")
+    raise typer.Exit(shop_demo.main(list(ctx.args)))
+
+
 @app.command()
 def replay(
     source: Annotated[str, typer.Argument(help="Topic to read")],
