@@ -90,6 +90,8 @@ def test_secret_format() -> None:
         ("240.0.0.1", "reserved"), ("198.18.0.1", "reserved"),
         ("0.0.0.0", "unspecified"), ("::", "unspecified"),
         ("::ffff:10.0.0.1", "private"), ("::ffff:127.0.0.1", "loopback"),
+        ("2002:0a00:0001::1", "private"),  # 6to4 around 10.0.0.1
+        ("fec0::1", "site-local"), ("192.0.0.8", "reserved"),
     ],
 )  # fmt: skip
 def test_address_classes_are_refused(address: str, kind: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 from hubapi import expect, publish, unique
-from hubproc import HubFactory
+from hubproc import HubFactory, HubProcess
 
 
 async def test_the_catalogue_is_refilled_from_the_log_after_a_restart(
@@ -31,3 +31,23 @@ async def test_the_catalogue_is_refilled_from_the_log_after_a_restart(
     assert types == ["cart.added", "cart.cleared", "cart.removed"]
     assert dropped not in doc["channels"]
     assert "like.given" not in doc["components"]["messages"]
+
+
+async def test_a_publish_after_a_restart_does_not_hide_the_types_before_it(
+    hub_factory: HubFactory,
+) -> None:
+    hub = hub_factory.start()
+    # No kept-alive connections: the hub restarts under the session.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+        await _publish_restart_publish(hub, http)
+
+
+async def _publish_restart_publish(hub: HubProcess, http: aiohttp.ClientSession) -> None:
+    topic = unique("orders")
+    await publish(http, hub.base_url, topic, {"type": "order.placed"}, {"type": "order.paid"})
+    hub.restart()
+    await publish(http, hub.base_url, topic, {"type": "order.shipped"})  # before any read
+    async with http.get(hub.base_url + "/asyncapi.json") as resp:
+        doc = await expect(resp, 200)
+    types = sorted(doc["channels"][topic]["messages"])
+    assert types == ["order.paid", "order.placed", "order.shipped"]

@@ -7,9 +7,10 @@ Endpoints and dead letters are committed at once; attempts come in batches.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,18 @@ _DEAD_COLUMNS = (
 
 
 class SqliteWebhookStore:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN … COMMIT, or ROLLBACK on any error: a failed statement must not
+        leave the connection inside a transaction that every later BEGIN refuses."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -60,27 +73,25 @@ class SqliteWebhookStore:
         )
 
     def delete_endpoint(self, endpoint: str) -> None:
-        self._db.execute("BEGIN")
-        self._db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint,))
-        self._db.execute("DELETE FROM attempts WHERE endpoint = ?", (endpoint,))
-        self._db.execute("DELETE FROM dead_letters WHERE endpoint = ?", (endpoint,))
-        self._db.execute("COMMIT")
+        with self._transaction():
+            self._db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint,))
+            self._db.execute("DELETE FROM attempts WHERE endpoint = ?", (endpoint,))
+            self._db.execute("DELETE FROM dead_letters WHERE endpoint = ?", (endpoint,))
 
     # -- attempts --------------------------------------------------------------------
 
     def add_attempts(self, attempts: Sequence[Attempt]) -> None:
         if not attempts:
             return
-        self._db.execute("BEGIN")
-        self._db.executemany(
-            f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (a.endpoint, a.time_ms, a.msg_id, a.topic, a.partition, a.offset, a.attempt,
-                 a.outcome, a.status, a.latency_ms, a.error, a.response, a.trigger)
-                for a in attempts
-            ],
-        )
-        self._db.execute("COMMIT")
+        with self._transaction():
+            self._db.executemany(
+                f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (a.endpoint, a.time_ms, a.msg_id, a.topic, a.partition, a.offset, a.attempt,
+                     a.outcome, a.status, a.latency_ms, a.error, a.response, a.trigger)
+                    for a in attempts
+                ],
+            )
 
     def attempts(
         self, endpoint: str, outcome: str | None, limit: int, before: int | None
@@ -106,15 +117,17 @@ class SqliteWebhookStore:
         ]
 
     def prune_attempts(self, older_than_ms: int, keep: int) -> int:
-        self._db.execute("BEGIN")
-        n = self._db.execute("DELETE FROM attempts WHERE time_ms < ?", (older_than_ms,)).rowcount
-        for (endpoint,) in self._db.execute("SELECT DISTINCT endpoint FROM attempts").fetchall():
-            n += self._db.execute(
-                "DELETE FROM attempts WHERE endpoint = ? AND id <= (SELECT id FROM attempts "
-                "WHERE endpoint = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                (endpoint, endpoint, keep),
+        with self._transaction():
+            n = self._db.execute(
+                "DELETE FROM attempts WHERE time_ms < ?", (older_than_ms,)
             ).rowcount
-        self._db.execute("COMMIT")
+            endpoints = self._db.execute("SELECT DISTINCT endpoint FROM attempts").fetchall()
+            for (endpoint,) in endpoints:
+                n += self._db.execute(
+                    "DELETE FROM attempts WHERE endpoint = ? AND id <= (SELECT id FROM "
+                    "attempts WHERE endpoint = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (endpoint, endpoint, keep),
+                ).rowcount
         return n
 
     def retry_state(
@@ -168,15 +181,14 @@ class SqliteWebhookStore:
                 (endpoint,),
             )
             return cur.rowcount
-        self._db.execute("BEGIN")
         n = 0
-        for i in ids:
-            n += self._db.execute(
-                "UPDATE dead_letters SET replaying = 1 "
-                "WHERE endpoint = ? AND id = ? AND replaying = 0",
-                (endpoint, i),
-            ).rowcount
-        self._db.execute("COMMIT")
+        with self._transaction():
+            for i in ids:
+                n += self._db.execute(
+                    "UPDATE dead_letters SET replaying = 1 "
+                    "WHERE endpoint = ? AND id = ? AND replaying = 0",
+                    (endpoint, i),
+                ).rowcount
         return n
 
     def update_dead_letter(self, dead: WebhookDeadLetter) -> None:

@@ -25,6 +25,9 @@ SAMPLE = 1000
 class Catalog:
     def __init__(self) -> None:
         self._types: dict[str, set[str]] = {}
+        # Topics whose log was sampled: what a publish since start adds does not stand
+        # for what the topic carried before it.
+        self._sampled: set[str] = set()
 
     def saw(self, topic: str, events: Sequence[Mapping[str, Any]]) -> None:
         known = self._types.get(topic)
@@ -37,12 +40,13 @@ class Catalog:
 
     def drop(self, topic: str) -> None:
         self._types.pop(topic, None)
+        self._sampled.discard(topic)
 
     def types(self, topic: str, partitions: Sequence[PartitionStore]) -> list[str]:
         """The types ``topic`` has carried, sorted; sampled from its log the first time."""
-        known = self._types.get(topic)
-        if known is None:
-            known = self._types[topic] = set()
+        known = self._types.setdefault(topic, set())
+        if topic not in self._sampled:
+            self._sampled.add(topic)
             for part in partitions:
                 start = max(part.start_offset, part.end_offset - SAMPLE)
                 try:

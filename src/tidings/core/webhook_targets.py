@@ -23,6 +23,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _BENCHMARKING = ipaddress.ip_network("198.18.0.0/15")
+_IETF_PROTOCOL = ipaddress.ip_network("192.0.0.0/24")  # RFC 6890: not for general use
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +70,13 @@ def check_url(url: object) -> Target:
 
 def address_class(addr: IPAddress) -> str | None:
     """Why ``addr`` is not a public address, or None if it is."""
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return address_class(addr.ipv4_mapped)
+    if isinstance(addr, ipaddress.IPv6Address):
+        # IPv6 addresses that carry an IPv4 one (mapped, 6to4) reach it: judge that.
+        inner = addr.ipv4_mapped or addr.sixtofour
+        if inner is not None:
+            return address_class(inner)
+        if addr.is_site_local:
+            return "site-local"
     if addr.is_unspecified:
         return "unspecified"
     if addr.is_loopback:
@@ -81,7 +87,9 @@ def address_class(addr: IPAddress) -> str | None:
         return "multicast"
     if isinstance(addr, ipaddress.IPv4Address) and addr in _CGNAT:
         return "CGNAT (shared address space)"
-    if isinstance(addr, ipaddress.IPv4Address) and addr in _BENCHMARKING:
+    if isinstance(addr, ipaddress.IPv4Address) and (
+        addr in _BENCHMARKING or addr in _IETF_PROTOCOL
+    ):
         return "reserved"
     if addr.is_reserved:
         return "reserved"
@@ -107,7 +115,9 @@ class AddressPolicy:
         why = address_class(addr)
         if why is None:
             return None
-        plain = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+        plain = (
+            addr.ipv4_mapped or addr.sixtofour if isinstance(addr, ipaddress.IPv6Address) else None
+        )
         for net in self.allow:
             if addr in net or (plain is not None and plain in net):
                 return None

@@ -3,7 +3,8 @@
 An endpoint is a durable cursor over the log: one consumer group per topic it
 follows, named ``webhook.{id}``, so an endpoint that is down, disabled, or
 behind a restarting hub misses nothing, and a replay is a seek of its groups.
-The delivery itself (sender, workers) is in :mod:`tidings.server.webhooks`;
+The delivery itself is in :mod:`tidings.server.webhook_dispatch` (workers) and
+:mod:`tidings.server.webhook_sender` (the network);
 when to try again is in :mod:`tidings.core.webhook_schedule`.
 """
 

@@ -230,7 +230,12 @@ class App:
         while True:
             await asyncio.sleep(0.05)
             if self._handled is not None and self._handled.dirty:
-                self._handled.flush()
+                try:
+                    self._handled.flush()
+                except Exception:
+                    # Kept pending: written at the next turn. Meanwhile a redelivered
+                    # event may run again after a crash (at least once).
+                    logger.exception("app %s: writing handled ids failed", self.name)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop gracefully: no new leases; in-flight handlers get ``timeout`` seconds

@@ -59,6 +59,7 @@ class WorkerPool:
         self._room = asyncio.Event()
         self._room.set()
         self._finished = asyncio.Event()
+        self._acker_done = False
         self._stop = asyncio.Event()
 
     # -- the three loops ---------------------------------------------------------------
@@ -152,7 +153,7 @@ class WorkerPool:
         self._finished.set()
 
     async def _ack_loop(self) -> None:
-        while True:
+        while not self._acker_done:
             await self._finished.wait()
             self._finished.clear()
             await self._flush()
@@ -194,6 +195,11 @@ class WorkerPool:
             await self._end_fetch()
             for task in workers:
                 await _cancel(task)
+            # The acker is asked to end, not cancelled: cut in the middle of a request,
+            # the acks it had taken would be neither sent nor handed back.
+            self._acker_done = True
+            self._finished.set()
+            await asyncio.wait({acker}, timeout=self.consumer.poll_wait + 30)
             await _cancel(acker)
             await self._flush()
             if self.leased:

@@ -111,15 +111,23 @@ class HandledIds:
             return
         now = self.clock.time_ms()
         rows = [(g, now, "\n".join(new)) for g, new in self._pending.items() if new]
+        taken = {g: list(new) for g, new in self._pending.items() if new}
         for new in self._pending.values():
             new.clear()  # the same lists: consumers hold them
         db = self._db
         db.execute("BEGIN")
-        db.executemany("INSERT INTO handled (grp, at, ids) VALUES (?, ?, ?)", rows)
+        try:
+            db.executemany("INSERT INTO handled (grp, at, ids) VALUES (?, ?, ?)", rows)
+            if prune:
+                db.execute("DELETE FROM handled WHERE at < ?", (since,))
+        except BaseException:
+            db.execute("ROLLBACK")
+            for g, kept in taken.items():  # written next time
+                self._pending[g][:0] = kept
+            raise
+        db.execute("COMMIT")
         if prune:
             self._pruned_ms = since
-            db.execute("DELETE FROM handled WHERE at < ?", (since,))
-        db.execute("COMMIT")
 
     def close(self) -> None:
         if self._db is not None:

@@ -28,10 +28,10 @@ import asyncio
 import contextlib
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tidings.errors import TidingsError
+from tidings.errors import StaleLease, TidingsError
 from tidings.sdk.handlers import (
     BadPayload,
     Context,
@@ -184,20 +184,37 @@ class Consumer:
             await self._settle(settled)
 
     async def _settle(self, settled: _Settled) -> None:
+        """Acks first, then delayed nacks, then what was not handled goes back; each
+        step on its own, so one stale lease (run out at a deadline) spoils no other."""
         spec = self.spec
         transport = self.transport
+        if settled.acks:
+            await self._step("acking", transport.ack(spec.topic, spec.group, settled.acks),
+                             settled.acks, retry=True)
+        for delay, leases in settled.nacks.items():
+            await self._step("nacking", transport.nack(spec.topic, spec.group, leases, delay),
+                             leases)
+        unsettled = settled.unsettled()
+        if unsettled:
+            await self._step("handing back",
+                             transport.nack(spec.topic, spec.group, unsettled, 0), unsettled)
+
+    async def _step(
+        self, what: str, call: Awaitable[object], leases: list[str], retry: bool = False
+    ) -> None:
+        spec = self.spec
         try:
-            unsettled = settled.unsettled()
-            if unsettled:
-                await transport.nack(spec.topic, spec.group, unsettled, 0)
-            if settled.acks:
-                await transport.ack(spec.topic, spec.group, settled.acks)
-            for delay, leases in settled.nacks.items():
-                await transport.nack(spec.topic, spec.group, leases, delay)
+            await call
+        except StaleLease as exc:
+            # Some leases ran out (their events come again): settle the others.
+            stale = set(exc.fields.get("stale", ()))
+            rest = [lease for lease in leases if lease not in stale]
+            if retry and rest:
+                await self._step(what, self.transport.ack(spec.topic, spec.group, rest), rest)
         except TidingsError as exc:
             # The leases run out and the events come again: at-least-once holds.
             logger.warning(
-                "settling a batch failed: %s", exc.detail,
+                "%s %d lease(s) failed: %s", what, len(leases), exc.detail,
                 extra={"topic": spec.topic, "group": spec.group},
             )
 

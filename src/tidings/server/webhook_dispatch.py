@@ -18,7 +18,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from tidings.core.groups import Delivery
 from tidings.core.webhook_schedule import (
@@ -28,7 +28,14 @@ from tidings.core.webhook_schedule import (
     TokenBucket,
 )
 from tidings.core.webhook_store import WebhookDeadLetter
-from tidings.errors import NotFound, StaleLease, StorageUnavailable, TidingsError
+from tidings.errors import (
+    GroupNotFound,
+    NotFound,
+    StaleLease,
+    StorageUnavailable,
+    TidingsError,
+    TopicNotFound,
+)
 
 if TYPE_CHECKING:
     from tidings.core.webhooks import Endpoint
@@ -65,6 +72,7 @@ class EndpointDispatcher:
         self._pumps: list[asyncio.Task[None]] = []
         self._workers: list[asyncio.Task[None]] = []
         self._dead_tasks: dict[int, asyncio.Task[None]] = {}
+        self._cut: list[_Job] = []
         # Dead letters sent again go out at most `concurrency` at a time.
         self._resend_slots = asyncio.Semaphore(endpoint.config.concurrency)
         self.running = False
@@ -116,6 +124,7 @@ class EndpointDispatcher:
             for t in late:
                 t.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        unsent.extend(self._cut)  # attempts cut short: the receiver may have them; due again
         resending = list(self._dead_tasks.values())
         for t in resending:
             t.cancel()
@@ -171,6 +180,7 @@ class EndpointDispatcher:
     async def _pump(self, topic: str) -> None:
         wake = self._wakes[topic]
         clock = self.hub.clock
+        topic_gone = False
         while self.running and not self.hub.closing:
             try:
                 now = clock.time_ms()
@@ -182,16 +192,32 @@ class EndpointDispatcher:
                     continue
                 wait = 0.0 if self.ep.health.down else FETCH_WAIT_S
                 deliveries = await self.hub.fetch(topic, self.group, n, wait)
-            except NotFound:
+            except TopicNotFound:
                 # The topic was deleted: wait for it to come back, then follow all of
                 # it, as all of it is new. The endpoint does not bring a deleted topic back.
+                topic_gone = True
                 await asyncio.sleep(IDLE_LOOK_S)
-                if topic in self.hub.topics:
-                    with contextlib.suppress(TidingsError):
-                        await self.service.follow(self.ep, topic, start="earliest")
+                continue
+            except GroupNotFound:
+                # The topic is back (then all of it is new), or someone deleted the
+                # endpoint's group: follow on from the end, not the whole history again.
+                start: Literal["earliest", "latest"] = "earliest" if topic_gone else "latest"
+                try:
+                    await self.service.follow(self.ep, topic, start=start)
+                    topic_gone = False
+                except TidingsError:
+                    await asyncio.sleep(IDLE_LOOK_S)
                 continue
             except StorageUnavailable:
-                return
+                if self.hub.closing:
+                    return
+                logger.warning("webhook %s: %s unavailable; trying again", self.ep.id, topic)
+                await asyncio.sleep(IDLE_LOOK_S)
+                continue
+            except Exception:
+                logger.exception("webhook %s: leasing from %s failed", self.ep.id, topic)
+                await asyncio.sleep(IDLE_LOOK_S)
+                continue
             if not deliveries:
                 if self.ep.health.down:
                     wake.clear()
@@ -213,8 +239,15 @@ class EndpointDispatcher:
                 return
             try:
                 await self._deliver(job)
+            except asyncio.CancelledError:
+                self._cut.append(job)  # stop() gives its lease back
+                raise
             except Exception:
-                logger.exception("webhook %s: delivery of %s failed", self.ep.id, job.delivery)
+                d = job.delivery
+                logger.exception(
+                    "webhook %s: delivery of %s/%d@%d failed",
+                    self.ep.id, job.topic, d.partition, d.offset,
+                )
                 await self._nack(job, 1000)
             finally:
                 self.in_flight -= 1
@@ -291,6 +324,10 @@ class EndpointDispatcher:
                         await self.hub.ack(topic, self.group, rest)
             except NotFound:
                 pass
+            except Exception:
+                # Not acked: the records come again after ack_wait (at least once).
+                logger.exception("webhook %s: acking %d on %s failed",
+                                 self.ep.id, len(leases), topic)
 
     async def _nack(self, job: _Job, delay_ms: int) -> None:
         with contextlib.suppress(StaleLease, NotFound, StorageUnavailable):
@@ -312,6 +349,16 @@ class EndpointDispatcher:
         self._dead_tasks.pop(dead_id, None)
 
     async def _resend(self, dead: WebhookDeadLetter) -> None:
+        try:
+            await self._resend_until_done(dead)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The row stays marked: the next start or replay request sends it again.
+            logger.exception("webhook %s: sending dead letter %s again failed",
+                             self.ep.id, dead.id)
+
+    async def _resend_until_done(self, dead: WebhookDeadLetter) -> None:
         made = 0
         while self.running:
             if self.ep.health.state is State.DISABLED:

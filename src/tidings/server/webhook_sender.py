@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.helpers import is_ip_address
 from aiohttp.resolver import DefaultResolver
 
 from tidings.core.webhook_targets import AddressPolicy, check_url
@@ -69,6 +71,19 @@ class CheckedResolver(AbstractResolver):
         await self._inner.close()
 
 
+def _connect_host(url: str) -> str:
+    """The host as aiohttp will connect to it: yarl's ASCII form (IDNA, and digits of
+    any script made plain, so "①②⑦.0.0.1" is 127.0.0.1)."""
+    try:
+        host = yarl.URL(url).raw_host
+    except (ValueError, UnicodeError) as exc:
+        raise UrlNotAllowed(f"url {url!r} has a host that cannot be encoded: {exc}",
+                            field="url") from None
+    if not host:
+        raise UrlNotAllowed(f"url {url!r} has no host", field="url")
+    return host
+
+
 def _is_ip(host: str) -> bool:
     try:
         socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host.split("%")[0])
@@ -102,16 +117,17 @@ class AiohttpSender:
 
     async def check(self, url: str) -> None:
         target = check_url(url)
-        if _is_ip(target.host):
-            self.policy.check_addresses(target.host, [target.host])
+        host = _connect_host(url)
+        if _is_ip(host) or is_ip_address(host):
+            self.policy.check_addresses(host, [host])
             return
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
-                target.host, target.port, type=socket.SOCK_STREAM
+                host, target.port, type=socket.SOCK_STREAM
             )
         except OSError as exc:
-            raise UrlNotAllowed(f"{target.host!r} does not resolve: {exc}", field="url") from None
-        self.policy.check_addresses(target.host, [str(i[4][0]) for i in infos])
+            raise UrlNotAllowed(f"{host!r} does not resolve: {exc}", field="url") from None
+        self.policy.check_addresses(host, [str(i[4][0]) for i in infos])
 
     async def send(
         self, url: str, body: bytes, headers: dict[str, str], timeout_s: float
@@ -151,8 +167,9 @@ class AiohttpSender:
 
     def _refusal(self, url: str) -> str | None:
         try:
-            host = check_url(url).host
-            if _is_ip(host):
+            check_url(url)
+            host = _connect_host(url)
+            if _is_ip(host) or is_ip_address(host):
                 self.policy.check_addresses(host, [host])
         except UrlNotAllowed as exc:
             return exc.detail

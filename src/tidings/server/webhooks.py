@@ -37,7 +37,13 @@ from tidings.core.webhook_signing import signature_header
 from tidings.core.webhook_store import Attempt, Trigger, WebhookDeadLetter, WebhookStore
 from tidings.core.webhook_targets import AddressPolicy
 from tidings.core.webhooks import Endpoint, WebhookPolicy, parse_config, parse_grace_ms
-from tidings.errors import BadPosition, BadRequest, NotFound, WebhookNotFound
+from tidings.errors import (
+    BadPosition,
+    BadRequest,
+    NotFound,
+    TopicNotFound,
+    WebhookNotFound,
+)
 from tidings.server.webhook_dispatch import EndpointDispatcher
 from tidings.server.webhook_sender import AiohttpSender, Sender, SendResult
 
@@ -68,6 +74,7 @@ class WebhookService:
         self.dispatchers: dict[str, EndpointDispatcher] = {}
         self._log: list[Attempt] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._changing = asyncio.Lock()
         # For /metrics: attempts per (endpoint, outcome), dead letters per endpoint.
         self.attempt_counts: dict[tuple[str, str], int] = {}
         self.dead_counts: dict[str, int] = {}
@@ -89,7 +96,8 @@ class WebhookService:
             ep = Endpoint.from_row(row, self._health())
             self.endpoints[ep.id] = ep
             for topic in ep.config.topics:
-                await self.follow(ep, topic)
+                if topic in self.hub.topics:  # a deleted topic's pump waits for its return
+                    await self.follow(ep, topic)
             self._run(ep, resume=True)
         # A registration cut short by a crash leaves groups that no endpoint owns.
         owned = {ep.group for ep in self.endpoints.values()}
@@ -191,7 +199,27 @@ class WebhookService:
         out["retrying"] = len(d.attempts) if d else 0
         return out
 
+    # Changes of endpoints take turns: each awaits (a DNS lookup, a dispatcher
+    # stopping), and two at once could leave two dispatchers on one endpoint or bring
+    # a deleted one back.
+
     async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        async with self._changing:
+            return await self._create(body)
+
+    async def patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        async with self._changing:
+            return await self._patch(id, body)
+
+    async def delete(self, id: str) -> None:
+        async with self._changing:
+            await self._delete(id)
+
+    async def replay(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        async with self._changing:
+            return await self._replay(id, body)
+
+    async def _create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         config = parse_config(body)
         await self.sender.check(config.url)
         ep = Endpoint.new(config, self._health(), self.hub.clock.time_ms())
@@ -202,12 +230,13 @@ class WebhookService:
         self._run(ep)
         return {**ep.view(), "secret": ep.secrets[0].value}
 
-    async def patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def _patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         ep = self.get(id)
         config = parse_config(body, ep.config)
         if config.url != ep.config.url:
             await self.sender.check(config.url)
         old = ep.config
+        was = ep.health.state
         dropped = [t for t in old.topics if t not in config.topics]
         ep.config = replace(config, enabled=old.enabled)
         if "enabled" in body:
@@ -215,16 +244,21 @@ class WebhookService:
         for topic in config.topics:
             if topic in self.hub.topics and ep.group in self.hub.topics[topic].groups:
                 await self.hub.put_group(topic, ep.group, self._group_config(ep))
-            else:
-                await self.follow(ep, topic)
+            elif topic not in old.topics:
+                await self.follow(ep, topic)  # a new topic: followed from its end
+            # else: a followed topic that was deleted; its pump waits for it
         self.save(ep)
-        await self._restart(ep)
+        delivery = ("url", "topics", "types", "ordering", "concurrency", "rate_limit")
+        if any(getattr(old, f) != getattr(ep.config, f) for f in delivery) or (
+            ep.health.state is not was
+        ):
+            await self._restart(ep)
         for topic in dropped:
             with contextlib.suppress(NotFound):
                 await self.hub.delete_group(topic, ep.group)
         return self.view(id)
 
-    async def delete(self, id: str) -> None:
+    async def _delete(self, id: str) -> None:
         ep = self.get(id)
         del self.endpoints[id]
         d = self.dispatchers.pop(id, None)
@@ -259,7 +293,7 @@ class WebhookService:
             "next": rows[-1].id if len(rows) == limit else None,
         }
 
-    async def replay(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def _replay(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Deliver again everything since a time or a position: the groups seek back."""
         ep = self.get(id)
         unknown = sorted(set(body) - {"since", "topic"})
@@ -281,8 +315,12 @@ class WebhookService:
         target: object = since
         if not (isinstance(since, str) and is_token(since)):
             target = {"time": parse_time_ms(since, "since")}
+        if topic is not None and topic not in self.hub.topics:
+            raise TopicNotFound(f"topic {topic!r} does not exist", topic=topic)
         moved: dict[str, str] = {}
         for t in topics:
+            if t not in self.hub.topics:
+                continue  # deleted: nothing of it to deliver again
             await self.follow(ep, t)
             pos = await self.hub.seek(t, ep.group, target)
             moved[t] = ",".join(f"{p}:{o}" for p, o in sorted(pos.items()))
