@@ -127,13 +127,16 @@ class Orders:
 
     async def _follow(self, topic: str) -> None:
         assert self.hub is not None
+        start: str = "earliest"
         while True:
+            sub = self.hub.subscribe(topic, start=start)
             try:
-                async for record in self.hub.subscribe(topic, start="earliest"):
+                async for record in sub:
                     self.apply(record)
             except TidingsError as exc:
                 logger.warning("following %s: %s; again in 1 s", topic, exc.detail)
                 await asyncio.sleep(1)
+            start = sub.position or start  # on from where it was: no event twice
 
     def apply(self, record: Record) -> None:
         data = record.event.data
@@ -178,7 +181,10 @@ def create_app(hub_url: str = HUB) -> Starlette:
             return JSONResponse({"detail": "invalid order", "errors": errors}, 422)
         except ValueError:
             return JSONResponse({"detail": "the body must be a JSON object"}, 400)
-        order_id = await orders.place(order)
+        try:
+            order_id = await orders.place(order)
+        except TidingsError as exc:
+            return JSONResponse({"detail": f"the hub did not take the order: {exc.detail}"}, 503)
         return JSONResponse(
             {"order_id": order_id, "status": "accepted"},
             202,

@@ -28,16 +28,16 @@ $("hub").textContent = config.hub;
 // -- products and their live counts ---------------------------------------------------
 
 const products = await (await fetch("/products")).json();
-const stats = {}; // sku -> {views, likes, carts}
-const statLines = {};
+const stats = new Map(); // sku -> {views, likes, carts}; a Map: skus come from anyone
+const statLines = new Map();
 for (const p of products) {
-  stats[p.sku] = { views: 0, likes: 0, carts: 0 };
+  stats.set(p.sku, { views: 0, likes: 0, carts: 0 });
   const li = el("li");
   li.dataset.sku = p.sku;
   const left = el("div");
   left.append(el("strong", p.name), el("div", `${p.price.toFixed(2)} €`));
-  statLines[p.sku] = el("div", "", "stats");
-  left.append(statLines[p.sku]);
+  statLines.set(p.sku, el("div", "", "stats"));
+  left.append(statLines.get(p.sku));
   const like = el("button", "♥ Like", "quiet");
   like.onclick = () => storefront("likes", "product.liked", { sku: p.sku });
   const add = el("button", "Add to cart");
@@ -49,8 +49,8 @@ for (const p of products) {
 }
 
 function showStats(sku) {
-  const s = stats[sku];
-  statLines[sku].textContent = `${s.views} views · ${s.likes} likes · ${s.carts} added to carts`;
+  const s = stats.get(sku);
+  statLines.get(sku).textContent = `${s.views} views · ${s.likes} likes · ${s.carts} added to carts`;
 }
 products.forEach((p) => showStats(p.sku));
 
@@ -71,11 +71,12 @@ for (const topic of ["catalog", "likes", "cart"]) {
   hub.subscribe(topic, {
     from: "earliest",
     onEvent({ event }) {
-      const sku = event.data && event.data.sku;
-      if (!stats[sku]) return;
-      if (counts[event.type]) stats[sku][counts[event.type]] += 1;
-      if (event.type === "cart.item_added") stats[sku].carts += 1;
-      if (event.type === "cart.item_removed") stats[sku].carts -= 1;
+      const s = stats.get(event.data && event.data.sku);
+      if (!s) return;
+      if (Object.hasOwn(counts, event.type)) s[counts[event.type]] += 1;
+      if (event.type === "cart.item_added") s.carts += 1;
+      if (event.type === "cart.item_removed") s.carts -= 1;
+      const sku = event.data.sku;
       showStats(sku);
     },
   });
@@ -177,7 +178,7 @@ for (const topic of ["orders", "inventory", "payments", "shipments", "notificati
   hub.subscribe(topic, {
     from: "latest",
     onEvent({ event }) {
-      if (!event.data || !STEPS[event.type]) return;
+      if (!event.data || !Object.hasOwn(STEPS, event.type)) return;
       if (mine.has(event.data.order_id)) {
         step(event);
       } else {
