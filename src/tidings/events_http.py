@@ -21,6 +21,7 @@ from tidings.events import (
     BATCH,
     MAX_EVENT_BYTES,
     _fill,
+    _fill_batch,
     _is_json,
     _kind,
     _media,
@@ -69,12 +70,14 @@ def parse_batch(
     if not items:
         raise BadRequest("a batch must hold at least one event")
     now = now_rfc3339()
-    try:
-        # Filled in place: the list that was parsed is the list returned.
-        for index in range(len(items)):
-            _fill(items[index], topic, now)
-    except InvalidEvent as err:
-        raise err.at_index(index) from None
+    # Filled in place: the list that was parsed is the list returned. The whole
+    # batch at once when it can be; event by event to name a fault with its index.
+    if not _fill_batch(items, topic, now):
+        try:
+            for index in range(len(items)):
+                _fill(items[index], topic, now)
+        except InvalidEvent as err:
+            raise err.at_index(index) from None
     if max_event_bytes is not None:
         for index, event in enumerate(items):
             _check_size(event, max_event_bytes, index)
