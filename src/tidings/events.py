@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from itertools import repeat
 from operator import setitem
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 from uuid_utils import uuid7
@@ -253,12 +253,13 @@ def _fill(obj: object, topic: str, now: str | None) -> dict[str, Any]:
     return obj
 
 
-def _fill_batch(items: list[Any], topic: str, now: str) -> bool:
+def _fill_batch(items: list[Any], topic: str, now: str) -> Literal["new ids", "filled"] | None:
     """:func:`_fill` on every event of a batch at once, attribute by attribute.
 
     Each attribute's values are gathered in C (``map``) and each distinct value is
     checked once, so the cost per event is a few lookups instead of a pass of
-    :func:`_fill`. Returns False, having changed nothing, whenever the batch needs
+    :func:`_fill`. Returns "new ids" when it gave every event its id, "filled" when
+    the events had theirs, and None, having changed nothing, whenever the batch needs
     :func:`_fill` event by event: a fault to name with its index, an attribute given
     as ``null`` where that matters, ``data_base64``, a content type that is not JSON,
     an extension seen for the first time or with a value that is not a string. The
@@ -266,13 +267,13 @@ def _fill_batch(items: list[Any], topic: str, now: str) -> bool:
     included.
     """
     if set(map(type, items)) != _ONLY_DICTS:
-        return False
+        return None
     n = len(items)
     names: set[str] = set().union(*items)
     if "data_base64" in names or not all(
         name in _plain_extensions or name == "traceparent" for name in names - _CONTEXT
     ):
-        return False  # data_base64, or an extension name not checked yet
+        return None  # data_base64, or an extension name not checked yet
     get = dict.get
     absent = repeat(_ABSENT)  # told apart from null, which _fill drops
     try:
@@ -285,7 +286,7 @@ def _fill_batch(items: list[Any], topic: str, now: str) -> bool:
         if "specversion" in names:
             versions = _distinct(list(map(get, items, repeat("specversion"))))
             if not versions <= _SPECVERSIONS:
-                return False
+                return None
             fill_specversion = None in versions
         else:
             fill_specversion = True
@@ -294,16 +295,16 @@ def _fill_batch(items: list[Any], topic: str, now: str) -> bool:
         if "id" in names:
             ids = list(map(get, items, repeat("id")))
             if None in ids:
-                return False  # some given, some not (or null): event by event
+                return None  # some given, some not (or null): event by event
             # str.isprintable raises TypeError on anything but a string.
             if not all(ids) or not all(map(str.isprintable, ids)):
-                return False
+                return None
 
         fill_source = "source" not in names
         if not fill_source:
             for value in _distinct(list(map(get, items, repeat("source")))):
                 if value is None:
-                    return False
+                    return None
                 if type(value) is not str or value not in _checked_sources:
                     _check_uri_reference("source", value)
                     if len(_checked_sources) < _CACHE_LIMIT:
@@ -313,12 +314,12 @@ def _fill_batch(items: list[Any], topic: str, now: str) -> bool:
         if not fill_time:
             times = _distinct(list(map(get, items, repeat("time"))))
             if None in times or not _times_ok(times):
-                return False
+                return None
 
         if "subject" in names:
             for value in _distinct(list(map(get, items, repeat("subject"), absent))):
                 if value is None:
-                    return False
+                    return None
                 if value is _ABSENT:
                     continue
                 if type(value) is not str or not value or not value.isprintable():
@@ -328,16 +329,16 @@ def _fill_batch(items: list[Any], topic: str, now: str) -> bool:
                 if value is _ABSENT:
                     continue
                 if type(value) is not str:
-                    return False
+                    return None
                 json_data = _checked_media.get(value)
                 if json_data is None:
                     json_data = _check_media_type(value)
                 if not json_data:
-                    return False  # data must be a string: checked event by event
+                    return None  # data must be a string: checked event by event
         if "dataschema" in names:
             for value in _distinct(list(map(get, items, repeat("dataschema"), absent))):
                 if value is None:
-                    return False
+                    return None
                 if value is not _ABSENT:
                     _check_uri("dataschema", value)
         for name in names - _CONTEXT:
@@ -345,13 +346,13 @@ def _fill_batch(items: list[Any], topic: str, now: str) -> bool:
                 if value is _ABSENT:
                     continue
                 if type(value) is not str:
-                    return False  # null, or a number or boolean: event by event
+                    return None  # null, or a number or boolean: event by event
                 if name == "traceparent":
                     _check_traceparent(value)
                 elif not value.isprintable():
                     _check_chars(name, value, "extension attribute")
     except (InvalidEvent, TypeError):
-        return False
+        return None
 
     # Every check passed: fill, in the order _fill fills.
     if fill_specversion:
@@ -362,7 +363,7 @@ def _fill_batch(items: list[Any], topic: str, now: str) -> bool:
         deque(map(setitem, items, repeat("source"), repeat("/topics/" + topic, n)), 0)
     if fill_time:
         deque(map(setitem, items, repeat("time"), repeat(now, n)), 0)
-    return True
+    return "new ids" if ids is None else "filled"
 
 
 def _distinct(values: list[Any]) -> set[Any]:
