@@ -62,19 +62,24 @@ class Run(NamedTuple):
 class _Claim:
     """One append in flight and the dedupe keys of its events, in offset order.
 
-    ``claimed``: its keys are in the hub's claims while it is in flight. Ids the hub
-    has just made need no claim, as no one else can know them yet.
+    With ``new_in``, the keys are instead the ids the hub has just made for a batch
+    to that topic: they need no claim, as no one else can know them yet, and enter
+    the window as one run.
     """
 
-    __slots__ = ("claimed", "future", "keys", "partition", "settled")
+    __slots__ = ("future", "keys", "new_in", "partition", "settled")
 
     def __init__(
-        self, partition: int, append: Awaitable[int], keys: list[str], claimed: bool = True
+        self,
+        partition: int,
+        append: Awaitable[int],
+        keys: list[str],
+        new_in: str | None = None,
     ) -> None:
         self.partition = partition
         self.future: asyncio.Future[int] = asyncio.ensure_future(append)
         self.keys = keys
-        self.claimed = claimed
+        self.new_in = new_in
         self.settled = False  # out of the claims, and in the dedupe window if durable
 
     async def offset(self, dkey: str) -> int:
@@ -136,7 +141,7 @@ class PublishOps:
         repeats: list[tuple[int, int]] = []
         waits: list[tuple[int, _Claim, str]] = []
         appending = self._appending
-        lookup = dedupe.lookup
+        lookup = dedupe.get
         dumps = orjson.dumps
         crc32 = zlib.crc32
         limit = self.options.max_event_bytes
@@ -145,7 +150,7 @@ class PublishOps:
         for i, ev in enumerate(events):
             eid = ev["id"]
             dkey = prefix + eid
-            hit = lookup(dkey, now)
+            hit = lookup(topic_name, eid, now, dkey)
             if hit is not None:
                 results[i] = Published(eid, hit.partition, hit.offset, True)
                 continue
@@ -202,13 +207,17 @@ class PublishOps:
         if len(topic.partitions) > 1 and any(map(contains, events, repeat("partitionkey"))):
             return None
         ids = list(map(_get_id, events))
-        keys = list(map(dedupe_key(topic.name, "").__add__, ids))
-        if not new_ids and (
-            len(set(keys)) != len(keys)
-            or self.dedupe.knows_any(keys)
-            or (self._appending and not self._appending.keys().isdisjoint(keys))
-        ):
-            return None
+        if new_ids:
+            claim_keys, new_in = ids, topic.name
+        else:
+            claim_keys = list(map(dedupe_key(topic.name, "").__add__, ids))
+            new_in = None
+            if (
+                len(set(ids)) != len(ids)
+                or self.dedupe.knows_any(topic.name, ids, claim_keys)
+                or (self._appending and not self._appending.keys().isdisjoint(claim_keys))
+            ):
+                return None
         payloads = list(map(orjson.dumps, events))
         sizes = list(map(len, payloads))
         limit = self.options.max_event_bytes
@@ -216,7 +225,7 @@ class PublishOps:
             i = next(i for i, size in enumerate(sizes) if size > limit)
             raise _too_large(sizes[i], limit, i)
         append = topic.partitions[sticky].append(payloads)
-        [base] = await self._await_claims([_Claim(sticky, append, keys, not new_ids)], now)
+        [base] = await self._await_claims([_Claim(sticky, append, claim_keys, new_in)], now)
         self.metrics.published(topic.name, len(payloads), sum(sizes))
         return Run(ids, sticky, base)
 
@@ -230,7 +239,7 @@ class PublishOps:
         """
         appending = self._appending
         for claim in claims:
-            if claim.claimed:
+            if claim.new_in is None:
                 appending.update(dict.fromkeys(claim.keys, claim))
             claim.future.add_done_callback(partial(self._settled, claim, now))
         if len(claims) == 1:
@@ -245,14 +254,19 @@ class PublishOps:
         if claim.settled:
             return
         claim.settled = True
-        if claim.claimed:
+        if claim.new_in is None:
             appending = self._appending
             for dkey in claim.keys:
                 if appending.get(dkey) is claim:
                     del appending[dkey]
         if future.cancelled() or future.exception() is not None:
             return
-        self.dedupe.remember_run(claim.keys, claim.partition, future.result(), now)
+        if claim.new_in is None:
+            self.dedupe.remember_run(claim.keys, claim.partition, future.result(), now)
+        else:
+            self.dedupe.remember_new(
+                claim.new_in, claim.keys, claim.partition, future.result(), now
+            )
 
     async def _publish_one(
         self, topic: Topic, ev: Mapping[str, Any], now: int, sticky: int
