@@ -291,7 +291,10 @@ class PublishEndpoint:
             topic=name,
             max_event_bytes=None,  # the hub measures each event as it stores it
         )
-        result = await api.hub.publish_batch(name, events, new_ids=new_ids)
+        # Handed over, not kept: the hub frees the events once it has serialized them.
+        publishing = api.hub.publish_batch(name, events, new_ids=new_ids)
+        del events, body
+        result = await publishing
         answer = (_run_answer(result) if isinstance(result, Run) else None) or _answer(result)
         await send(
             {
