@@ -787,3 +787,20 @@ def test_any_batch_fills_or_fails_as_event_by_event(events: list[dict[str, Any]]
     with pytest.MonkeyPatch.context() as monkeypatch:
         got, want = _batch_and_reference(events, monkeypatch)
     assert got == want
+
+
+def test_batch_with_a_time_per_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    times = [f"2028-02-{d:02d}T03:26:{s:02d}.{s}Z" for d in (27, 28, 29) for s in range(20)]
+    events = [order(time=t) for t in times]
+    got, want = _batch_and_reference(events, monkeypatch)
+    assert got == want
+    assert got[0] is not None and [dict(e)["time"] for e in got[0]] == times
+    for bad in ("2027-02-29T00:00:00Z", "2028-02-30T00:00:00Z", "2028-02-28T00:00:60Z"):
+        events[41] = order(time=bad)
+        got, want = _batch_and_reference(events, monkeypatch)
+        assert got == want
+        assert got[1] is not None and got[1][2] == 41
+    # All distinct times checked at once: no event by event.
+    monkeypatch.setattr("tidings.events_http._fill", None)
+    events[41] = order(time="2028-02-29T00:00:00+01:00")
+    assert len(parse_batch(orjson.dumps(events), topic="orders")) == len(events)
