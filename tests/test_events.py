@@ -27,6 +27,7 @@ from tidings.events import (
     Event,
     Record,
     new_event_id,
+    new_event_ids,
     normalize_event,
     now_rfc3339,
     serialize,
@@ -211,6 +212,33 @@ def test_ids_are_unique_and_sort_in_creation_order() -> None:
     ids = [new_event_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert sorted(ids) == ids
+
+
+def test_ids_made_for_a_batch_are_uuid7s_in_creation_order() -> None:
+    ids: list[str] = []
+    for count in (1, 2, 1000, 1, 5000, 3):
+        ids.append(new_event_id())
+        ids.extend(new_event_ids(count))
+    assert len(set(ids)) == len(ids)
+    assert sorted(ids) == ids
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert [str(u) for u in parsed] == ids
+    assert new_event_ids(0) == []
+
+
+def test_ids_for_a_batch_whose_count_would_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = iter(range(100))
+    near_the_top = 0x01A21BD3_DAB4_7211_B37C_CE13FFFFFFFE
+
+    def fake_uuid7() -> uuid.UUID:
+        return uuid.UUID(int=near_the_top + next(made))
+
+    monkeypatch.setattr("tidings.events.uuid7", fake_uuid7)
+    ids = new_event_ids(3)
+    assert ids == [str(uuid.UUID(int=near_the_top + k)) for k in range(3)]
+    monkeypatch.setattr("tidings.events.uuid7", lambda: uuid.UUID(int=near_the_top - 10))
+    assert new_event_ids(3)[2] == str(uuid.UUID(int=near_the_top - 8))
 
 
 def test_now_rfc3339() -> None:

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import binascii
 import re
+import sys
 import time as _time
+from array import array
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -119,10 +121,30 @@ def new_event_id() -> str:
 
 
 def new_event_ids(count: int) -> list[str]:
-    """``count`` new UUIDv7s, in creation order, which is their sorted order."""
-    ids = [str(uuid7()) for _ in range(count)]
-    ids.sort()  # a no-op but for a clock that stepped back: one comparison per id
-    return ids
+    """``count`` new UUIDv7s, in creation order, which is their sorted order.
+
+    One UUIDv7 is made, and the others count up from it in its last 32 random bits
+    (RFC 9562 6.2, method 2: the random part incremented within a millisecond),
+    written as hex in C: about half the cost of making each. Where those bits would
+    overflow, each is made on its own.
+    """
+    if count < 1:
+        return []
+    first = str(uuid7())
+    low = int(first[_LOW_HEX:], 16)
+    if low + count > 1 << 32:
+        ids = [first] + [str(uuid7()) for _ in range(count - 1)]
+        ids.sort()  # a no-op but for a clock that stepped back: one comparison per id
+        return ids
+    counts = array(_U32, range(low, low + count))
+    if sys.byteorder == "little":
+        counts.byteswap()  # hex digits in reading order
+    return list(map(first[:_LOW_HEX].__add__, counts.tobytes().hex(",", 4).split(",")))
+
+
+# The last 8 hex digits of a UUID's text, and an array type of 32-bit items.
+_LOW_HEX: Final = 28
+_U32: Final = next(code for code in "IL" if array(code).itemsize == 4)
 
 
 _second: tuple[int, str] = (-1, "")
