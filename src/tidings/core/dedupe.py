@@ -114,17 +114,26 @@ class DedupeWindow:
         :func:`dedupe_key` when the caller has made it already."""
         if key is None:
             key = dedupe_key(topic, event_id)
-        for gen in (self._new, self._old):
-            packed = gen.keys.get(key)
-            if packed is None and gen.runs:
-                runs = gen.runs.get(topic)
-                if runs is not None:
-                    packed = runs.find(event_id)
-            if packed is not None:
-                if (packed >> _TS_SHIFT) <= now_ms - self.window_ms:
-                    return None
-                return Position((packed >> _OFFSET_BITS) & _PARTITION_MASK, packed & _OFFSET_MASK)
-        return None
+        packed = self._new.keys.get(key)
+        if packed is None:
+            packed = self._find(topic, event_id, key)
+            if packed is None:
+                return None
+        if (packed >> _TS_SHIFT) <= now_ms - self.window_ms:
+            return None
+        return Position((packed >> _OFFSET_BITS) & _PARTITION_MASK, packed & _OFFSET_MASK)
+
+    def _find(self, topic: str, event_id: str, key: str) -> int | None:
+        """:meth:`get` past the new generation's keys: its runs, then the old generation."""
+        new, old = self._new, self._old
+        runs = new.runs.get(topic) if new.runs else None
+        packed = runs.find(event_id) if runs is not None else None
+        if packed is None and (old.keys or old.runs):
+            packed = old.keys.get(key)
+            if packed is None:
+                runs = old.runs.get(topic)
+                packed = runs.find(event_id) if runs is not None else None
+        return packed
 
     def put(self, topic: str, event_id: str, partition: int, offset: int, now_ms: int) -> None:
         self._new.keys[dedupe_key(topic, event_id)] = _pack(now_ms, partition, offset)

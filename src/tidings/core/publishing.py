@@ -275,10 +275,10 @@ class PublishOps:
     ) -> Published:
         """The common case of :meth:`publish`, without a batch's bookkeeping."""
         eid = ev["id"]
-        hit = self.dedupe.get(topic.name, eid, now)
+        dkey = dedupe_key(topic.name, eid)
+        hit = self.dedupe.get(topic.name, eid, now, dkey)
         if hit is not None:
             return Published(eid, hit.partition, hit.offset, True)
-        dkey = dedupe_key(topic.name, eid)
         earlier = self._appending.get(dkey)
         if earlier is not None:
             # The same id is being appended by a concurrent request: answer its position.

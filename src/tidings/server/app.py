@@ -295,7 +295,10 @@ class PublishEndpoint:
         publishing = api.hub.publish_batch(name, events, new_ids=new_ids)
         del events, body
         result = await publishing
-        answer = (_run_answer(result) if isinstance(result, Run) else None) or _answer(result)
+        if isinstance(result, Run):
+            answer = _run_answer(result) or _answer(result.published())
+        else:
+            answer = _answer(result)
         await send(
             {
                 "type": "http.response.start",
@@ -309,9 +312,8 @@ class PublishEndpoint:
         await send({"type": "http.response.body", "body": answer})
 
 
-def _answer(result: Run | list[Published]) -> bytes:
+def _answer(results: list[Published]) -> bytes:
     """``{"events": [{"id", "partition", "offset"(, "duplicate")}, ...]}``."""
-    results = result.published() if isinstance(result, Run) else result
     return orjson.dumps(
         {
             "events": [
