@@ -182,7 +182,7 @@ class DedupeWindow:
             self._rotated_ms = now_ms
         elif (
             now_ms - self._rotated_ms >= self.window_ms
-            or len(self._new) > self.max_entries // 2
+            or len(self._new.keys) + self._new.size > self.max_entries // 2
         ):
             self._old, self._new = self._new, _Generation()
             self._rotated_ms = now_ms

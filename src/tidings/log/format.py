@@ -83,11 +83,14 @@ def segment_name(base_offset: int, suffix: str) -> str:
 
 def encode_batch(base_offset: int, payloads: Sequence[bytes], timestamp_ms: int) -> bytes:
     """One batch whose records all carry ``timestamp_ms``."""
-    # Record headers and payloads interleaved by slice assignment: no loop in Python.
-    parts: list[bytes] = [b""] * (2 * len(payloads))
-    parts[0::2] = map(_pack_size_only, map(len, payloads))
-    parts[1::2] = payloads
-    body = b"".join(parts)
+    if len(payloads) == 1:
+        body = _pack_size_only(len(payloads[0])) + payloads[0]
+    else:
+        # Record headers and payloads interleaved by slice assignment: no loop in Python.
+        parts: list[bytes] = [b""] * (2 * len(payloads))
+        parts[0::2] = map(_pack_size_only, map(len, payloads))
+        parts[1::2] = payloads
+        body = b"".join(parts)
     tail = _header_tail.pack(
         base_offset, len(payloads), timestamp_ms, timestamp_ms, FORMAT_VERSION, 0, 0
     )
