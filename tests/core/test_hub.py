@@ -411,3 +411,26 @@ def test_runs_of_new_ids_in_the_window() -> None:
     assert window.get("t", first[0], 1000) is None  # past the window
     window.drop_topic("t")
     assert len(window) == 0 and window.get("t", second[0], 5) is None
+
+
+def test_runs_of_new_ids_rotate_with_their_generation() -> None:
+    window = DedupeWindow(window_ms=1000, max_entries=10)
+    window.expire(0)
+    ids = new_event_ids(4)
+    window.remember_new("t", ids, 0, 0, 0)
+    window.expire(999)  # neither old enough nor full: nothing moves
+    window.expire(1000)  # a window old: to the old generation, still found
+    assert window.get("t", ids[3], 1500) is None  # past the window by its own time
+    assert window.get("t", ids[3], 999) == Position(0, 3)
+    assert window.knows_any("t", [ids[1]], ["t\0" + ids[1]])
+    window.expire(2000)  # one more rotation: gone
+    assert len(window) == 0 and window.get("t", ids[3], 999) is None
+    # Runs count towards the entries that make the window rotate early.
+    first, second = new_event_ids(6), new_event_ids(6)
+    window.remember_new("t", first, 0, 10, 2000)
+    window.expire(2001)
+    window.remember_new("t", second, 0, 16, 2001)
+    assert len(window) == 12 and window.get("t", first[0], 2002) == Position(0, 10)
+    window.expire(2002)  # the first six go, a generation later
+    assert len(window) == 6 and window.get("t", first[0], 2002) is None
+    assert window.get("t", second[5], 2002) == Position(0, 21)
