@@ -27,6 +27,7 @@ from tidings.events import (
     Event,
     Record,
     new_event_id,
+    new_event_ids,
     normalize_event,
     now_rfc3339,
     serialize,
@@ -211,6 +212,33 @@ def test_ids_are_unique_and_sort_in_creation_order() -> None:
     ids = [new_event_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert sorted(ids) == ids
+
+
+def test_ids_made_for_a_batch_are_uuid7s_in_creation_order() -> None:
+    ids: list[str] = []
+    for count in (1, 2, 1000, 1, 5000, 3):
+        ids.append(new_event_id())
+        ids.extend(new_event_ids(count))
+    assert len(set(ids)) == len(ids)
+    assert sorted(ids) == ids
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert [str(u) for u in parsed] == ids
+    assert new_event_ids(0) == []
+
+
+def test_ids_for_a_batch_whose_count_would_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = iter(range(100))
+    near_the_top = 0x01A21BD3_DAB4_7211_B37C_CE13FFFFFFFE
+
+    def fake_uuid7() -> uuid.UUID:
+        return uuid.UUID(int=near_the_top + next(made))
+
+    monkeypatch.setattr("tidings.events.uuid7", fake_uuid7)
+    ids = new_event_ids(3)
+    assert ids == [str(uuid.UUID(int=near_the_top + k)) for k in range(3)]
+    monkeypatch.setattr("tidings.events.uuid7", lambda: uuid.UUID(int=near_the_top - 10))
+    assert new_event_ids(3)[2] == str(uuid.UUID(int=near_the_top - 8))
 
 
 def test_now_rfc3339() -> None:
@@ -624,3 +652,183 @@ def test_batch_refuses_data_that_readers_could_not_parse(data: bytes) -> None:
     body = b'[{"type": "ok"}, {"type": "a", "data": ' + data + b"}]"
     with pytest.raises(BadRequest, match="malformed JSON"):
         parse_batch(body, topic="t")
+
+
+# -- a batch at once, as event by event -----------------------------------------------------------
+
+BATCH_NOW = "2026-11-27T03:26:25.000001Z"
+
+
+def _batch_and_reference(
+    events: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, Any]:
+    """parse_batch of ``events`` and what normalize_event gives each, as (items, error).
+
+    Generated ids are masked in both, since each path draws its own.
+    """
+    monkeypatch.setattr("tidings.events_http.now_rfc3339", lambda: BATCH_NOW)
+
+    def mask(given: Any, filled: dict[str, Any]) -> list[tuple[str, Any]]:
+        out = list(filled.items())
+        if not (isinstance(given, dict) and given.get("id") is not None):
+            out = [(k, "<new>" if k == "id" else v) for k, v in out]
+        return out
+
+    def run(fn: Any) -> tuple[Any, Any]:
+        try:
+            return fn(), None
+        except InvalidEvent as err:
+            return None, (err.detail, err.attribute, err.fields.get("index"))
+
+    def reference() -> list[list[tuple[str, Any]]]:
+        out = []
+        for index, event in enumerate(events):
+            try:
+                out.append(mask(event, normalize_event(event, topic="orders", now=BATCH_NOW)))
+            except InvalidEvent as err:
+                raise err.at_index(index) from None
+        return out
+
+    def batch() -> list[list[tuple[str, Any]]]:
+        parsed = parse_batch(orjson.dumps(events), topic="orders")
+        return [mask(given, filled) for given, filled in zip(events, parsed, strict=True)]
+
+    return run(batch), run(reference)
+
+
+def test_batch_of_one_shape_fills_only_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    events = [
+        {"type": "order.placed", "source": "/shop", "time": "2026-11-27T03:26:25.1Z", "data": i}
+        for i in range(50)
+    ]
+    got, want = _batch_and_reference(events, monkeypatch)
+    assert got == want
+    assert got[0] is not None
+    assert [k for k, _ in got[0][0]] == ["type", "source", "time", "data", "specversion", "id"]
+    # The whole batch at once: no event goes through the event-by-event fill once
+    # its extension names are known (the first batch to name one checks it).
+    events = [order(tenant="acme") for _ in range(3)] + [order(traceparent=TRACEPARENT)]
+    parse_batch(orjson.dumps(events), topic="orders")
+    monkeypatch.setattr("tidings.events_http._fill", None)
+    parsed = parse_batch(orjson.dumps(events), topic="orders")
+    assert [e["time"] for e in parsed] == [BATCH_NOW] * 4
+    assert len({e["id"] for e in parsed}) == 4
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param(order(id="e-2"), id="one id given"),
+        pytest.param(order(time="2026-11-27t03:26:25Z"), id="lower-case time"),
+        pytest.param(order(time="2026-11-27T03:26:25Z"), id="time on one"),
+        pytest.param(order(subject=None), id="null subject"),
+        pytest.param(order(specversion=None), id="null specversion"),
+        pytest.param(order(retries=3), id="integer extension"),
+        pytest.param(order(tenant=None), id="null extension"),
+        pytest.param(order(fresh="x"), id="new extension name"),
+        pytest.param(order(traceparent=TRACEPARENT), id="traceparent"),
+        pytest.param({"type": "blob", "data_base64": "AA=="}, id="data_base64"),
+        pytest.param(
+            order(datacontenttype="text/plain", data="hi"), id="text datacontenttype"
+        ),
+        pytest.param(order(subject="a\xa0b", nbsp="a\u200db"), id="printable in spirit"),
+        pytest.param(order(time="2028-02-29T00:00:00Z"), id="leap day"),
+        pytest.param(order(source="urn:other"), id="another source"),
+        pytest.param(order(dataschema="https://s.example/o.json"), id="dataschema"),
+    ],
+)
+def test_batch_with_an_odd_event_fills_as_event_by_event(
+    second: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for events in ([order(), second, order()], [second, second], [second]):
+        got, want = _batch_and_reference(events, monkeypatch)
+        assert got == want
+        assert got[0] is not None
+
+
+@pytest.mark.parametrize(
+    "bad", [pytest.param(e, id=name) for name, e, _, _ in BAD_EVENTS]
+)
+def test_batch_names_a_bad_event_as_event_by_event(
+    bad: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for events in ([order(), order(), bad, order()], [bad, bad], [bad]):
+        got, want = _batch_and_reference(events, monkeypatch)
+        assert got == want
+        assert got[1] is not None and got[1][2] == events.index(bad)
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**32), 2**32),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(
+        [
+            "",
+            "1.0",
+            "0.3",
+            "/shop",
+            "urn:shop",
+            "my shop",
+            "order.placed",
+            "a\nb",
+            "a\xa0b",
+            "2026-11-27T03:26:25Z",
+            "2026-11-27t03:26:25z",
+            "2026-02-30T00:00:00Z",
+            "2026-11-27T03:26:25Z\n2026-11-27T03:26:25Z",
+            "application/json",
+            "text/plain",
+            "json",
+            "https://s.example/o.json",
+            "AA==",
+            TRACEPARENT,
+        ]
+    ),
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=2),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 9), max_size=2),
+)
+_NAMES = st.sampled_from(
+    [
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "datacontenttype",
+        "dataschema",
+        "data",
+        "data_base64",
+        "partitionkey",
+        "tenant",
+        "traceparent",
+        "Bad_Name",
+    ]
+)
+_EVENT = st.dictionaries(_NAMES, _VALUES, max_size=6).map(lambda e: {"type": "t", **e})
+
+
+@given(st.lists(st.one_of(_EVENT, st.just(order())), min_size=1, max_size=6))
+def test_any_batch_fills_or_fails_as_event_by_event(events: list[dict[str, Any]]) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        got, want = _batch_and_reference(events, monkeypatch)
+    assert got == want
+
+
+def test_batch_with_a_time_per_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    times = [f"2028-02-{d:02d}T03:26:{s:02d}.{s}Z" for d in (27, 28, 29) for s in range(20)]
+    events = [order(time=t) for t in times]
+    got, want = _batch_and_reference(events, monkeypatch)
+    assert got == want
+    assert got[0] is not None and [dict(e)["time"] for e in got[0]] == times
+    for bad in ("2027-02-29T00:00:00Z", "2028-02-30T00:00:00Z", "2028-02-28T00:00:60Z"):
+        events[41] = order(time=bad)
+        got, want = _batch_and_reference(events, monkeypatch)
+        assert got == want
+        assert got[1] is not None and got[1][2] == 41
+    # All distinct times checked at once: no event by event.
+    monkeypatch.setattr("tidings.events_http._fill", None)
+    events[41] = order(time="2028-02-29T00:00:00+01:00")
+    assert len(parse_batch(orjson.dumps(events), topic="orders")) == len(events)

@@ -21,6 +21,7 @@ from tidings.events import (
     BATCH,
     MAX_EVENT_BYTES,
     _fill,
+    _fill_batch,
     _is_json,
     _kind,
     _media,
@@ -34,6 +35,7 @@ __all__ = [
     "parse_batch",
     "parse_binary",
     "parse_http",
+    "parse_request",
     "parse_structured",
     "to_binary",
 ]
@@ -63,22 +65,32 @@ def parse_batch(
     All or nothing: the first bad event raises, naming its index. The events of one
     batch share one ``time`` where they give none.
     """
+    return _parse_batch(body, topic, max_event_bytes)[0]
+
+
+def _parse_batch(
+    body: bytes, topic: str, max_event_bytes: int | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """:func:`parse_batch`, and whether every id in it is one just made (none was given)."""
     items = _loads(body)
     if not isinstance(items, list):
         raise BadRequest(f"a batch must be a JSON array of events, not {_kind(items)}")
     if not items:
         raise BadRequest("a batch must hold at least one event")
     now = now_rfc3339()
-    try:
-        # Filled in place: the list that was parsed is the list returned.
-        for index in range(len(items)):
-            _fill(items[index], topic, now)
-    except InvalidEvent as err:
-        raise err.at_index(index) from None
+    # Filled in place: the list that was parsed is the list returned. The whole
+    # batch at once when it can be; event by event to name a fault with its index.
+    filled = _fill_batch(items, topic, now)
+    if filled is None:
+        try:
+            for index in range(len(items)):
+                _fill(items[index], topic, now)
+        except InvalidEvent as err:
+            raise err.at_index(index) from None
     if max_event_bytes is not None:
         for index, event in enumerate(items):
             _check_size(event, max_event_bytes, index)
-    return items
+    return items, filled == "new ids"
 
 
 def parse_binary(
@@ -114,15 +126,33 @@ def parse_http(
     ``ce-specversion`` or ``ce-type`` header (with or without a content type, as
     an event may have no data). Anything else is :class:`UnsupportedMediaType`.
     """
+    return parse_request(
+        content_type, headers, body, topic=topic, max_event_bytes=max_event_bytes
+    )[0]
+
+
+def parse_request(
+    content_type: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    topic: str,
+    max_event_bytes: int | None = MAX_EVENT_BYTES,
+) -> tuple[list[dict[str, Any]], bool]:
+    """:func:`parse_http`, and whether every event's id was made here (none was given).
+
+    Such ids cannot repeat one the hub has seen (see
+    :meth:`tidings.core.publishing.PublishOps.publish_batch`). False means unknown.
+    """
     media = _media(content_type) if content_type else ""
     if media == STRUCTURED:
-        return [parse_structured(body, topic=topic, max_event_bytes=max_event_bytes)]
+        return [parse_structured(body, topic=topic, max_event_bytes=max_event_bytes)], False
     if media == BATCH:
-        return parse_batch(body, topic=topic, max_event_bytes=max_event_bytes)
+        return _parse_batch(body, topic, max_event_bytes)
     if not media.startswith("application/cloudevents") and any(
         key.lower() in ("ce-specversion", "ce-type") for key in headers
     ):
-        return [_parse_binary(headers, content_type, body, topic, max_event_bytes)]
+        return [_parse_binary(headers, content_type, body, topic, max_event_bytes)], False
     accepted = [STRUCTURED, BATCH, "binary mode (ce-type and ce-specversion headers)"]
     what = f"content type {content_type!r} is not accepted" if content_type else "no content type"
     raise UnsupportedMediaType(f"{what}: send {', '.join(accepted)}", accepted=accepted)

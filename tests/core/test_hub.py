@@ -9,11 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
+from tidings.core.dedupe import DedupeWindow, Position
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub, HubOptions
 from tidings.core.patterns import TypeFilter
 from tidings.errors import Conflict, GroupNotFound, TopicNotFound
-from tidings.events import normalize_event
+from tidings.events import new_event_ids, normalize_event
 from tidings.log.memory import MemoryPartition, MemoryStorage
 from tidings.log.partition import Retention
 
@@ -363,3 +364,73 @@ async def test_fetch_wait_wakes_when_a_lease_runs_out(clock: FakeClock) -> None:
     clock.now_ms += 200  # y's lease has run out
     [again] = await asyncio.wait_for(waiting, 10)
     assert (again.offset, again.deliveries) == (1, 2)
+
+
+async def test_a_batch_of_new_ids_is_remembered_as_one_run(hub: Hub, clock: FakeClock) -> None:
+    events = [ev(data=i) for i in range(5)]  # ids made one after the other: sorted
+    out = await hub.publish("orders", events, new_ids=True)
+    assert [(p.offset, p.duplicate) for p in out] == [(i, False) for i in range(5)]
+    assert len(hub.dedupe) == 5
+    # Sent again with those ids, in a batch or alone, they are the same events.
+    again = await hub.publish("orders", [events[3], ev(id="other"), events[0]])
+    assert [(p.id, p.offset, p.duplicate) for p in again] == [
+        (events[3]["id"], 3, True),
+        ("other", 5, False),
+        (events[0]["id"], 0, True),
+    ]
+    [alone] = await hub.publish("orders", [events[4]])
+    assert (alone.offset, alone.duplicate) == (4, True)
+    [elsewhere] = await hub.publish("carts", [events[4]])
+    assert not elsewhere.duplicate
+    clock.now_ms += WINDOW_MS
+    [later] = await hub.publish("orders", [events[4]])
+    assert not later.duplicate
+
+
+def test_runs_of_new_ids_in_the_window() -> None:
+    window = DedupeWindow(window_ms=1000)
+    first = new_event_ids(4)
+    second = new_event_ids(3)
+    window.remember_new("t", second, 1, 10, 0)
+    window.remember_new("t", first, 0, 20, 0)  # settled out of order: still found
+    assert [window.get("t", i, 5) for i in first] == [Position(0, 20 + k) for k in range(4)]
+    assert [window.get("t", i, 5) for i in second] == [Position(1, 10 + k) for k in range(3)]
+    assert window.get("u", first[0], 5) is None
+    assert window.get("t", first[0] + "x", 5) is None
+    assert window.knows_any("t", ["a", second[2]], ["t\0a", "t\0" + second[2]])
+    assert not window.knows_any("t", ["a", first[0] + "x"], ["t\0a", "t\0" + first[0] + "x"])
+    assert not window.knows_any("u", first, ["u\0" + i for i in first])
+    # A run that overlaps one held, or is out of order, is kept id by id.
+    overlapping = [first[1] + "0", first[2] + "0"]
+    window.remember_new("t", overlapping, 2, 30, 0)
+    window.remember_new("t", ["z", "b"], 2, 40, 0)
+    assert window.get("t", overlapping[1], 5) == Position(2, 31)
+    assert window.get("t", "b", 5) == Position(2, 41)
+    assert window.get("t", first[2], 5) == Position(0, 22)
+    assert len(window) == 11
+    assert window.get("t", first[0], 1000) is None  # past the window
+    window.drop_topic("t")
+    assert len(window) == 0 and window.get("t", second[0], 5) is None
+
+
+def test_runs_of_new_ids_rotate_with_their_generation() -> None:
+    window = DedupeWindow(window_ms=1000, max_entries=10)
+    window.expire(0)
+    ids = new_event_ids(4)
+    window.remember_new("t", ids, 0, 0, 0)
+    window.expire(999)  # neither old enough nor full: nothing moves
+    window.expire(1000)  # a window old: to the old generation, still found
+    assert window.get("t", ids[3], 1500) is None  # past the window by its own time
+    assert window.get("t", ids[3], 999) == Position(0, 3)
+    assert window.knows_any("t", [ids[1]], ["t\0" + ids[1]])
+    window.expire(2000)  # one more rotation: gone
+    assert len(window) == 0 and window.get("t", ids[3], 999) is None
+    # Runs count towards the entries that make the window rotate early.
+    first, second = new_event_ids(6), new_event_ids(6)
+    window.remember_new("t", first, 0, 10, 2000)
+    window.expire(2001)
+    window.remember_new("t", second, 0, 16, 2001)
+    assert len(window) == 12 and window.get("t", first[0], 2002) == Position(0, 10)
+    window.expire(2002)  # the first six go, a generation later
+    assert len(window) == 6 and window.get("t", first[0], 2002) is None
+    assert window.get("t", second[5], 2002) == Position(0, 21)

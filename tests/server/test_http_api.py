@@ -238,6 +238,28 @@ async def test_publish_batch_answers_every_position_in_order(
     assert [r["event"]["data"] for r in records] == list(range(5))
 
 
+async def test_publish_batch_answers_ids_it_made_and_ids_that_need_escaping(
+    hub: HubProcess, http: Session
+) -> None:
+    t = unique()
+    made = await publish(http, hub.base_url, t, *[ev(data=i) for i in range(4)])
+    assert [(p["partition"], p["offset"]) for p in made] == [(0, i) for i in range(4)]
+    assert len({p["id"] for p in made}) == 4
+    assert all(set(p) == {"id", "partition", "offset"} for p in made)
+    # An id the hub made is in the dedupe window like any other.
+    [again] = await publish(http, hub.base_url, t, ev(id=made[2]["id"]))
+    assert again == {**made[2], "duplicate": True}
+
+    odd = ['q"uote', "back\\slash", "caf\u00e9 \u20ac", '","partition":9', "{}"]
+    out = await publish(http, hub.base_url, t, *[ev(id=i) for i in odd])
+    assert out == [{"id": i, "partition": 0, "offset": 4 + k} for k, i in enumerate(odd)]
+    plain = ["caf\u00e9", "\U0001f600", "a,b"]
+    out = await publish(http, hub.base_url, t, *[ev(id=i) for i in plain])
+    assert out == [{"id": i, "partition": 0, "offset": 9 + k} for k, i in enumerate(plain)]
+    records = await read_all(http, hub.base_url, t)
+    assert [r["event"]["id"] for r in records] == [p["id"] for p in made] + odd + plain
+
+
 async def test_publish_binary_mode(hub: HubProcess, http: Session) -> None:
     t = unique()
     url = f"{hub.base_url}/v1/topics/{t}/events"

@@ -13,6 +13,8 @@ import asyncio
 import zlib
 from collections.abc import Awaitable, Mapping, Sequence
 from functools import partial
+from itertools import repeat
+from operator import contains, itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
@@ -42,15 +44,43 @@ class Published(NamedTuple):
         return d
 
 
+class Run(NamedTuple):
+    """A batch that landed whole in one partition: event ``i`` at offset ``base + i``.
+
+    What a batch of new ids usually gets: one object, not a :class:`Published` per event.
+    """
+
+    ids: list[str]
+    partition: int
+    base: int
+
+    def published(self) -> list[Published]:
+        make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
+        p, base = self.partition, self.base
+        return [make(Published, (eid, p, base + k, False)) for k, eid in enumerate(self.ids)]
+
+
 class _Claim:
-    """One append in flight and the dedupe keys of its events, in offset order."""
+    """One append in flight and the dedupe keys of its events, in offset order.
 
-    __slots__ = ("future", "keys", "partition", "settled")
+    With ``new_in``, the keys are instead the ids the hub has just made for a batch
+    to that topic: they need no claim, as no one else can know them yet, and enter
+    the window as one run.
+    """
 
-    def __init__(self, partition: int, append: Awaitable[int], keys: list[str]) -> None:
+    __slots__ = ("future", "keys", "new_in", "partition", "settled")
+
+    def __init__(
+        self,
+        partition: int,
+        append: Awaitable[int],
+        keys: list[str],
+        new_in: str | None = None,
+    ) -> None:
         self.partition = partition
         self.future: asyncio.Future[int] = asyncio.ensure_future(append)
         self.keys = keys
+        self.new_in = new_in
         self.settled = False  # out of the claims, and in the dedupe window if durable
 
     async def offset(self, dkey: str) -> int:
@@ -72,12 +102,26 @@ class PublishOps:
         raise NotImplementedError
 
     async def publish(
-        self, topic_name: str, events: Sequence[Mapping[str, Any]]
+        self, topic_name: str, events: Sequence[Mapping[str, Any]], *, new_ids: bool = False
     ) -> list[Published]:
         """Append checked events (see :func:`tidings.events.normalize_event`), all or none.
 
         Events with an ``id`` already seen on this topic within the dedupe window
-        append nothing and answer the first position.
+        append nothing and answer the first position. ``new_ids``: the hub gave every
+        event its id just now (see :meth:`publish_batch`).
+        """
+        result = await self.publish_batch(topic_name, events, new_ids=new_ids)
+        return result.published() if isinstance(result, Run) else result
+
+    async def publish_batch(
+        self, topic_name: str, events: Sequence[Mapping[str, Any]], *, new_ids: bool = False
+    ) -> Run | list[Published]:
+        """:meth:`publish`, answering a :class:`Run` when the batch landed whole and new.
+
+        ``new_ids`` says that every id is a UUIDv7 the hub made for this request, so
+        none can repeat one in the window, in the batch or in a concurrent append:
+        those checks are skipped. The ids still enter the window, so a producer that
+        sends one of them again later gets its first position.
         """
         topic = self._topic_for_publish(topic_name)
         self.catalog.saw(topic_name, events)
@@ -89,9 +133,17 @@ class PublishOps:
         topic.rr += 1
         if len(events) == 1:
             return [await self._publish_one(topic, events[0], now, sticky)]
-        fast = await self._publish_new(topic, events, now, sticky)
-        if fast is not None:
-            return fast
+        started = self._start_new(topic, events, sticky, new_ids)
+        if started is not None:
+            # Nothing needs the events any more. Without this frame's reference (and
+            # the caller's: see PublishEndpoint) they are freed here, still in the
+            # CPU's cache, instead of once the append is durable, when freeing them
+            # costs a cache miss per object.
+            del events
+            claim, ids, nbytes = started
+            [base] = await self._await_claims([claim], now)
+            self.metrics.published(topic_name, len(ids), nbytes)
+            return Run(ids, claim.partition, base)
         # Some ids repeat (within the batch, the window or a concurrent append),
         # or keys spread the batch over partitions: event by event.
         by_part: dict[int, tuple[list[int], list[bytes], list[str]]] = {}
@@ -100,7 +152,7 @@ class PublishOps:
         repeats: list[tuple[int, int]] = []
         waits: list[tuple[int, _Claim, str]] = []
         appending = self._appending
-        lookup = dedupe.lookup
+        lookup = dedupe.get
         dumps = orjson.dumps
         crc32 = zlib.crc32
         limit = self.options.max_event_bytes
@@ -109,7 +161,7 @@ class PublishOps:
         for i, ev in enumerate(events):
             eid = ev["id"]
             dkey = prefix + eid
-            hit = lookup(dkey, now)
+            hit = lookup(topic_name, eid, now, dkey)
             if hit is not None:
                 results[i] = Published(eid, hit.partition, hit.offset, True)
                 continue
@@ -153,35 +205,34 @@ class PublishOps:
         self.metrics.published(topic_name, len(first_in_batch), nbytes)
         return [r for r in results if r is not None]
 
-    async def _publish_new(
-        self, topic: Topic, events: Sequence[Mapping[str, Any]], now: int, sticky: int
-    ) -> list[Published] | None:
-        """A batch of new ids bound for one partition, with no loop per event in Python
-        beyond serializing; None when the batch needs :meth:`publish`'s careful path."""
-        if len(topic.partitions) > 1 and any("partitionkey" in ev for ev in events):
+    def _start_new(
+        self, topic: Topic, events: Sequence[Mapping[str, Any]], sticky: int, new_ids: bool
+    ) -> tuple[_Claim, list[str], int] | None:
+        """Append a batch of new ids bound for one partition, with no loop per event in
+        Python: its claim, ids and size in bytes. None when the batch needs
+        :meth:`publish_batch`'s careful path."""
+        if len(topic.partitions) > 1 and any(map(contains, events, repeat("partitionkey"))):
             return None
-        ids = [ev["id"] for ev in events]
-        prefix = dedupe_key(topic.name, "")
-        keys = [prefix + eid for eid in ids]
-        if (
-            len(set(keys)) != len(keys)
-            or self.dedupe.knows_any(keys)
-            or (self._appending and not self._appending.keys().isdisjoint(keys))
-        ):
-            return None
-        dumps = orjson.dumps
-        payloads = [dumps(ev) for ev in events]
+        ids = list(map(_get_id, events))
+        if new_ids:
+            claim_keys, new_in = ids, topic.name
+        else:
+            claim_keys = list(map(dedupe_key(topic.name, "").__add__, ids))
+            new_in = None
+            if (
+                len(set(ids)) != len(ids)
+                or self.dedupe.knows_any(topic.name, ids, claim_keys)
+                or (self._appending and not self._appending.keys().isdisjoint(claim_keys))
+            ):
+                return None
+        payloads = list(map(orjson.dumps, events))
         sizes = list(map(len, payloads))
         limit = self.options.max_event_bytes
         if max(sizes) > limit:
             i = next(i for i, size in enumerate(sizes) if size > limit)
             raise _too_large(sizes[i], limit, i)
-        [base] = await self._await_claims(
-            [_Claim(sticky, topic.partitions[sticky].append(payloads), keys)], now
-        )
-        self.metrics.published(topic.name, len(payloads), sum(sizes))
-        make = tuple.__new__
-        return [make(Published, (eid, sticky, base + k, False)) for k, eid in enumerate(ids)]
+        append = topic.partitions[sticky].append(payloads)
+        return _Claim(sticky, append, claim_keys, new_in), ids, sum(sizes)
 
     async def _await_claims(self, claims: list[_Claim], now: int) -> list[int]:
         """Await appends while their ids are claimed: a concurrent publish of one of
@@ -193,7 +244,8 @@ class PublishOps:
         """
         appending = self._appending
         for claim in claims:
-            appending.update(dict.fromkeys(claim.keys, claim))
+            if claim.new_in is None:
+                appending.update(dict.fromkeys(claim.keys, claim))
             claim.future.add_done_callback(partial(self._settled, claim, now))
         if len(claims) == 1:
             bases = [await asyncio.shield(claims[0].future)]
@@ -207,23 +259,29 @@ class PublishOps:
         if claim.settled:
             return
         claim.settled = True
-        appending = self._appending
-        for dkey in claim.keys:
-            if appending.get(dkey) is claim:
-                del appending[dkey]
+        if claim.new_in is None:
+            appending = self._appending
+            for dkey in claim.keys:
+                if appending.get(dkey) is claim:
+                    del appending[dkey]
         if future.cancelled() or future.exception() is not None:
             return
-        self.dedupe.remember_run(claim.keys, claim.partition, future.result(), now)
+        if claim.new_in is None:
+            self.dedupe.remember_run(claim.keys, claim.partition, future.result(), now)
+        else:
+            self.dedupe.remember_new(
+                claim.new_in, claim.keys, claim.partition, future.result(), now
+            )
 
     async def _publish_one(
         self, topic: Topic, ev: Mapping[str, Any], now: int, sticky: int
     ) -> Published:
         """The common case of :meth:`publish`, without a batch's bookkeeping."""
         eid = ev["id"]
-        hit = self.dedupe.get(topic.name, eid, now)
+        dkey = dedupe_key(topic.name, eid)
+        hit = self.dedupe.get(topic.name, eid, now, dkey)
         if hit is not None:
             return Published(eid, hit.partition, hit.offset, True)
-        dkey = dedupe_key(topic.name, eid)
         earlier = self._appending.get(dkey)
         if earlier is not None:
             # The same id is being appended by a concurrent request: answer its position.
@@ -239,6 +297,9 @@ class PublishOps:
         )
         self.metrics.published(topic.name, 1, len(payload))
         return Published(eid, p, offset)
+
+
+_get_id = itemgetter("id")
 
 
 def _too_large(size: int, limit: int, index: int | None) -> TooLarge:

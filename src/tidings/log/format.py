@@ -71,7 +71,9 @@ _length_crc = struct.Struct("<II")
 _header_tail = struct.Struct("<" + BATCH_HEADER[3:])
 assert _length_crc.size + _header_tail.size == BATCH_HEADER_LEN
 _record_header = struct.Struct(RECORD_HEADER)
-_pack_record_header = _record_header.pack
+# A record header with ts_delta 0: four zero bytes, then the size.
+_pack_size_only = struct.Struct("<4xI").pack
+assert _pack_size_only(7) == _record_header.pack(0, 7)
 _crc32 = zlib.crc32
 
 
@@ -81,12 +83,14 @@ def segment_name(base_offset: int, suffix: str) -> str:
 
 def encode_batch(base_offset: int, payloads: Sequence[bytes], timestamp_ms: int) -> bytes:
     """One batch whose records all carry ``timestamp_ms``."""
-    pack = _pack_record_header
-    parts: list[bytes] = []
-    for p in payloads:
-        parts.append(pack(0, len(p)))
-        parts.append(p)
-    body = b"".join(parts)
+    if len(payloads) == 1:
+        body = _pack_size_only(len(payloads[0])) + payloads[0]
+    else:
+        # Record headers and payloads interleaved by slice assignment: no loop in Python.
+        parts: list[bytes] = [b""] * (2 * len(payloads))
+        parts[0::2] = map(_pack_size_only, map(len, payloads))
+        parts[1::2] = payloads
+        body = b"".join(parts)
     tail = _header_tail.pack(
         base_offset, len(payloads), timestamp_ms, timestamp_ms, FORMAT_VERSION, 0, 0
     )

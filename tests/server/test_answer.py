@@ -1,0 +1,33 @@
+"""The 202 body of a publish, spliced for a run, is byte for byte what orjson writes."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tidings.core.publishing import Run
+from tidings.events import new_event_ids
+from tidings.server.app import _answer, _run_answer
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        new_event_ids(1000),
+        ["a"],
+        ["café", "😀", "a,b", "{}", "[]", "x/y", "100%"],
+    ],
+)
+def test_a_run_is_answered_as_orjson_would(ids: list[str]) -> None:
+    run = Run(ids, 3, 2**40)
+    assert _run_answer(run) == _answer(run.published())
+    assert orjson.loads(_answer(run.published()))["events"][-1] == {
+        "id": ids[-1],
+        "partition": 3,
+        "offset": 2**40 + len(ids) - 1,
+    }
+
+
+@pytest.mark.parametrize("odd", ['q"uote', "back\\slash", '","partition":9', "tab\there"])
+def test_an_id_that_json_escapes_is_answered_the_general_way(odd: str) -> None:
+    assert _run_answer(Run(["a", odd, "b"], 0, 0)) is None
