@@ -8,6 +8,7 @@ hub's last start is filled, once, from the last records of each partition.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,30 @@ import orjson
 from tidings.core.storage import PartitionStore
 from tidings.errors import TidingsError
 
-__all__ = ["Catalog"]
+__all__ = ["Catalog", "ComponentIds"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+class ComponentIds:
+    """Keys for one kind of AsyncAPI component (``^[\\w\\d.\\-_]+$``): one per name,
+    never shared, so "a/b" and "a_b" do not become one message."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, str] = {}
+        self._taken: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        got = self._by_name.get(name)
+        if got is None:
+            base = got = _UNSAFE.sub("_", name) or "_"
+            n = 1
+            while got in self._taken:
+                n += 1
+                got = f"{base}_{n}"
+            self._by_name[name] = got
+            self._taken.add(got)
+        return got
 
 # Records read from the end of each partition to fill a topic not seen since start.
 SAMPLE = 1000

@@ -10,21 +10,16 @@ Specification: https://www.asyncapi.com/docs/reference/specification/v3.0.0
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from tidings.core.catalog import ComponentIds
 from tidings.sdk.app import App
 from tidings.sdk.handlers import HandlerSpec, is_model
 
 __all__ = ["asyncapi_document"]
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 _REF = "#/components/schemas/{model}"
-
-
-def _id(name: str) -> str:
-    return _UNSAFE.sub("_", name) or "_"
 
 
 class _Builder:
@@ -33,6 +28,9 @@ class _Builder:
         self.operations: dict[str, dict[str, Any]] = {}
         self.messages: dict[str, dict[str, Any]] = {}
         self.schemas: dict[str, Any] = {}
+        self.message_id, self.channel_id, self.operation_id = (
+            ComponentIds(), ComponentIds(), ComponentIds()
+        )
 
     def schema_of(self, tp: Any) -> dict[str, Any]:
         if is_model(tp):
@@ -53,7 +51,7 @@ class _Builder:
 
     def message(self, topic: str, etype: str, payload: dict[str, Any], summary: str) -> str:
         """Add ``etype`` to the channel of ``topic``; answer the message's reference."""
-        mid = _id(etype)
+        mid = self.message_id(etype)
         message = self.messages.setdefault(
             mid,
             {
@@ -65,7 +63,7 @@ class _Builder:
         )
         if summary and "summary" not in message:
             message["summary"] = summary
-        cid = _id(topic)
+        cid = self.channel_id(topic)
         channel = self.channels.setdefault(cid, {"address": topic, "messages": {}})
         channel["messages"][mid] = {"$ref": f"#/components/messages/{mid}"}
         return f"#/channels/{cid}/messages/{mid}"
@@ -73,12 +71,12 @@ class _Builder:
     def operation(self, oid: str, action: str, topic: str, refs: list[str], doc: str) -> None:
         op: dict[str, Any] = {
             "action": action,
-            "channel": {"$ref": f"#/channels/{_id(topic)}"},
+            "channel": {"$ref": f"#/channels/{self.channel_id(topic)}"},
             "messages": [{"$ref": r} for r in dict.fromkeys(refs)],
         }
         if doc:
             op["summary"] = doc
-        self.operations[_id(oid)] = op
+        self.operations[self.operation_id(oid)] = op
 
     def handler(self, app: App, spec: HandlerSpec) -> None:
         doc = (inspect.getdoc(spec.func) or "").split("\n", 1)[0]

@@ -9,18 +9,11 @@ Specification: https://www.asyncapi.com/docs/reference/specification/v3.0.0
 
 from __future__ import annotations
 
-import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from tidings.core.catalog import ComponentIds
 from tidings.core.hub import Hub
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
-
-
-def component_id(name: str) -> str:
-    """A key AsyncAPI accepts in ``components`` (``^[\\w\\d.\\-_]+$``)."""
-    return _UNSAFE.sub("_", name) or "_"
 
 
 def _version() -> str:
@@ -33,11 +26,12 @@ def _version() -> str:
 def document(hub: Hub) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
+    message_id, channel_id = ComponentIds(), ComponentIds()
     for name in sorted(hub.topics):
         topic = hub.topics[name]
         refs: dict[str, Any] = {}
         for etype in hub.catalog.types(name, topic.partitions):
-            mid = component_id(etype)
+            mid = message_id(etype)
             messages.setdefault(
                 mid,
                 {
@@ -48,7 +42,7 @@ def document(hub: Hub) -> dict[str, Any]:
                 },
             )
             refs[mid] = {"$ref": f"#/components/messages/{mid}"}
-        channels[component_id(name)] = {"address": name, "messages": refs}
+        channels[channel_id(name)] = {"address": name, "messages": refs}
     return {
         "asyncapi": "3.0.0",
         "info": {
