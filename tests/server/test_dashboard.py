@@ -382,3 +382,40 @@ async def test_trace_shows_why_an_order_was_cancelled(
         await page.fill("#trace-id", "o-nope")
         await page.click("#trace-find")
         await page.locator("#trace-empty").wait_for()
+
+
+async def test_flow_map_draws_sources_types_and_their_consumers(
+    hub_factory: HubFactory,
+    http: aiohttp.ClientSession,
+    receiver: Receiver,
+    screenshots: Path,
+) -> None:
+    hub = hub_factory.start(*WEBHOOK_ARGS)
+    base = hub.base_url
+    await load_orders(http, base)
+    await put_group(http, base, "orders", "fulfilment", types=["order.confirmed"])
+    await put_group(http, base, "payments", "ledger")
+    body = {"url": receiver.url, "topics": ["shipping"], "description": "carrier"}
+    async with http.post(f"{base}/v1/webhooks", json=body) as resp:
+        hook = (await expect(resp, 201))["id"]
+
+    async with dashboard(hub, "flow") as page:
+        await page.locator('#flow-table tr[data-type="order.placed"]').wait_for()
+        await page.wait_for_function("window.flow && window.flow.nodes().length > 0")
+        nodes = set(await page.evaluate("window.flow.nodes()"))
+        edges = set(await page.evaluate("window.flow.edges()"))
+        assert {
+            "source:/services/checkout", "source:/services/payments", "type:orders:order.placed",
+            "type:payments:payment.failed", "group:orders:fulfilment", "group:payments:ledger",
+            f"webhook:{hook}",
+        } <= nodes  # fmt: skip
+        assert "source:/services/checkout->type:orders:order.placed" in edges
+        assert "type:orders:order.confirmed->group:orders:fulfilment" in edges
+        # The group's type filter is honoured: it takes no other order events.
+        assert "type:orders:order.placed->group:orders:fulfilment" not in edges
+        assert "type:payments:payment.failed->group:payments:ledger" in edges
+        assert f"type:shipping:shipment.created->webhook:{hook}" in edges
+        row = page.locator('#flow-table tr[data-type="inventory.reserved"]')
+        assert "nobody" in await row.inner_text()
+        await page.locator("#flow-graph canvas").first.wait_for()
+        await page.screenshot(path=screenshots / "flow.png", full_page=True)

@@ -5,11 +5,13 @@
 //   #/groups?topic=orders&group=g   consumer groups: lag, dead letters, seek, re-drive
 //   #/webhooks?id=wh_...            endpoints, attempts, enable, replay, test
 //   #/trace?id=o-1                  the events of one correlationid, as a timeline
+//   #/flow                          sources → event types → groups and webhooks, a graph
 //
 // ?poll=MS in the page's own query sets how often the hub is sampled (default 2000).
 
 import { getToken, setToken } from "./api.js";
 import { fill, h } from "./dom.js";
+import * as flow from "./flow.js";
 import * as groups from "./groups.js";
 import * as overview from "./overview.js";
 import { isAuthError, Sampler } from "./sampler.js";
@@ -17,7 +19,7 @@ import * as tail from "./tail.js";
 import * as trace from "./trace.js";
 import * as webhooks from "./webhooks.js";
 
-const VIEWS = { overview, tail, groups, webhooks, trace };
+const VIEWS = { overview, tail, groups, webhooks, trace, flow };
 
 const poll = Number(new URLSearchParams(location.search).get("poll")) || 2000;
 const sampler = new Sampler(Math.max(200, poll));
