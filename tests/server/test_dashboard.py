@@ -354,8 +354,12 @@ async def test_trace_shows_why_an_order_was_cancelled(
     await load_orders(http, hub.base_url)
     async with dashboard(hub, "overview") as page:
         await page.click('#nav a[data-view="trace"]')
-        await page.fill("#trace-id", "o-1004")
-        await page.click("#trace-find")
+        # With no id given, the page offers recent ones, those in trouble first.
+        recent = page.locator('tr.recent-row[data-id="o-1004"]')
+        assert "order.cancelled" in await recent.locator(".reason").inner_text()
+        first = await page.locator("tr.recent-row").first.get_attribute("data-id")
+        assert first in {"o-1004", "o-1008", "o-1012"}  # the cancelled orders
+        await recent.locator("a").click()
         summary = page.locator("#trace-summary")
         await summary.wait_for()
         assert "the last is order.cancelled" in await summary.inner_text()

@@ -9,6 +9,7 @@ import { dataPreview, eventDetail } from "./events.js";
 
 const SCAN_PER_TOPIC = 20_000;
 const PAGE = 1000;
+const RECENT_PER_PARTITION = 200;
 
 async function scanTopic(info, id) {
   const found = [];
@@ -29,6 +30,29 @@ async function scanTopic(info, id) {
     if (done) break;
   }
   return found;
+}
+
+/** The correlation ids of each topic's most recent events: where a trace could start. */
+async function recentCorrelations(topics) {
+  const byId = new Map();
+  await Promise.all(topics.map(async (info) => {
+    if (info.events === 0 || info.name.endsWith(".dlq")) return;
+    const from = info.partitions
+      .map((p) => `${p.partition}:${Math.max(p.first_offset, p.next_offset - RECENT_PER_PARTITION)}`)
+      .join(",");
+    const page = await get(`/v1/topics/${enc(info.name)}/events?from=${enc(from)}&limit=${RECENT_PER_PARTITION * info.partitions.length}`);
+    for (const r of page.records) {
+      const id = r.event.correlationid;
+      if (!id) continue;
+      let c = byId.get(id);
+      if (!c) byId.set(id, (c = { id, events: 0, last: null, trouble: null }));
+      c.events++;
+      const t = Date.parse(r.event.time) || 0;
+      if (!c.last || t >= c.last.t) c.last = { t, type: r.event.type };
+      if (isTrouble(r.event) && (!c.trouble || t >= c.trouble.t)) c.trouble = { t, type: r.event.type };
+    }
+  }));
+  return [...byId.values()].sort((a, b) => (!!b.trouble - !!a.trouble) || b.last.t - a.last.t);
 }
 
 function isTrouble(ev) {
@@ -109,7 +133,26 @@ export function mount(root, params, { sampler }) {
         h("tbody", {}, rows)));
   }
 
+  async function suggest() {
+    try {
+      const recent = (await recentCorrelations(await topics())).slice(0, 30);
+      if (input.value || recent.length === 0) return;
+      fill(out, h("h2", {}, "Recent correlation ids"),
+        h("p", { class: "muted" }, "From each topic's latest events; those with a failure or cancellation first. Click one to trace it."),
+        h("table", { class: "recent" },
+          h("thead", {}, h("tr", {}, ["correlationid", "events seen", "latest", "trouble"].map((x) => h("th", {}, x)))),
+          h("tbody", {}, recent.map((c) => h("tr", { class: "recent-row", dataset: { id: c.id } },
+            h("td", {}, h("a", { href: `#/trace?id=${encodeURIComponent(c.id)}` }, c.id)),
+            h("td", { class: "num" }, fmtNumber(c.events)),
+            h("td", {}, `${c.last.type} · ${fmtTime(c.last.t)}`),
+            h("td", { class: "reason" }, c.trouble ? c.trouble.type : ""))))));
+    } catch (err) {
+      if (!input.value) fill(out, errorBox(err));
+    }
+  }
+
   if (input.value) run(input.value);
+  else suggest();
   return {
     update(p) {
       const id = p.get("id") || "";
