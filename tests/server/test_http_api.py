@@ -971,6 +971,15 @@ async def test_docs_and_dashboard_are_html(hub: HubProcess, http: Session) -> No
     async with http.get(f"{hub.base_url}/") as resp:
         assert resp.status == 200
         assert resp.content_type == "text/html"
+        # The dashboard runs only the hub's own scripts and talks only to the hub.
+        assert "script-src 'self'" in resp.headers["content-security-policy"]
+        page = await resp.text()
+    assert '<script type="module" src="/static/dashboard/app.js">' in page
+    for asset in ("/static/dashboard/app.js", "/static/vendor/uplot/uPlot.esm.js",
+                  "/static/vendor/cytoscape/cytoscape.esm.min.js"):
+        async with http.get(f"{hub.base_url}{asset}") as resp:
+            assert resp.status == 200
+            assert resp.content_type == "text/javascript", asset
 
 
 async def test_publish_content_types_are_matched_case_insensitively(

@@ -21,7 +21,8 @@ export class Sampler {
   start() {
     if (this._timer) return;
     const tick = async () => {
-      await this.sample();
+      // A tab in the background asks the hub nothing; it samples again when shown.
+      if (!document.hidden || this.samples.length === 0) await this.sample();
       this._timer = setTimeout(tick, this.intervalMs);
     };
     this._timer = setTimeout(tick, 0);
