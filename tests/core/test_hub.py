@@ -405,3 +405,14 @@ async def test_redrive_without_dead_letters_sends_nothing(hub: Hub) -> None:
     }
     with pytest.raises(GroupNotFound):
         await hub.redrive("orders", "nope")
+
+
+async def test_redrive_keeps_a_place_per_group_on_a_shared_dead_letter_topic(hub: Hub) -> None:
+    for topic in ("orders", "refunds"):
+        await hub.put_group(topic, "g", GroupConfig(max_deliver=1, dead_letter_topic="dead"))
+        await hub.publish(topic, [ev(topic, id=f"{topic}-1")])
+        got = await hub.fetch(topic, "g")
+        await hub.nack(topic, "g", [d.lease for d in got])
+    assert (await hub.redrive("orders", "g"))["redriven"] == 1
+    assert (await hub.redrive("refunds", "g"))["redriven"] == 1
+    assert set(hub.topics["dead"].groups) == {"redrive.orders.g", "redrive.refunds.g"}

@@ -271,8 +271,8 @@ class GroupOps:
     ) -> dict[str, Any]:
         """Publish a group's dead letters again on its topic, each one once.
 
-        The dead-letter topic is read from a cursor of its own, the group
-        ``redrive.{name}`` on it, so a second call sends only what was dead-lettered
+        The dead-letter topic is read from a cursor of its own, a group on it
+        (:func:`redrive_cursor`), so a second call sends only what was dead-lettered
         since. Each event goes back as it was published (same id, the ``dlq*``
         attributes removed) to the partition its key chooses, past the dedupe
         window: a re-drive is asked for, not a producer's retry.
@@ -283,7 +283,7 @@ class GroupOps:
         answer: dict[str, Any] = {"dead_letter_topic": target, "redriven": 0, "skipped": 0}
         if dlq is None:
             return answer
-        cursor_name = f"redrive.{name}"
+        cursor_name = redrive_cursor(topic_name, name, target)
         cursor = dlq.groups.get(cursor_name)
         if cursor is None:
             cursor, _ = await self.put_group(target, cursor_name, GroupConfig(start="earliest"))
@@ -346,6 +346,15 @@ class GroupOps:
             raise
         g.settle(dead)  # only now, so that no saved position passes an event not yet copied
         self.metrics.dead_lettered(topic.name, len(payloads))
+
+
+def redrive_cursor(topic: str, group: str, dead_letter_topic: str) -> str:
+    """The group on the dead-letter topic that keeps a group's re-drive position:
+    ``redrive.{group}`` on the default ``{topic}.dlq``, ``redrive.{topic}.{group}`` on
+    a dead-letter topic that groups of several topics may share."""
+    if dead_letter_topic == f"{topic}.dlq":
+        return f"redrive.{group}"
+    return f"redrive.{topic}.{group}"
 
 
 async def _wait_event(ev: asyncio.Event, timeout: float) -> bool:

@@ -61,7 +61,7 @@ def spec() -> dict[str, Any]:
         "ack": ("Acknowledge leases (all or none)", _body(leases, True), _json({"type": "object", "properties": {"acked": {"type": "integer"}}})),
         "nack": ("Give leases back, to be redelivered after delay", _body({**leases, "properties": {**leases["properties"], "delay": {"type": ["number", "string"]}}}, True), _json({"type": "object", "properties": {"nacked": {"type": "integer"}}})),
         "seek": ("Move the group's position", _body({"type": "object", "required": ["to"], "properties": {"to": {}}}, True), _json({"type": "object", "properties": {"positions": {"type": "string"}}})),
-        "redrive": ("Publish the group's dead letters again on its topic (same ids, dlq attributes removed), each once: the group redrive.{group} on the dead-letter topic keeps the place", _body({"type": "object"}), _json({"type": "object", "properties": {"dead_letter_topic": {"type": "string"}, "redriven": {"type": "integer"}, "skipped": {"type": "integer", "description": "dead letters of other groups passed over"}}})),
+        "redrive": ("Publish the group's dead letters again on its topic (same ids, dlq attributes removed), each once: a group on the dead-letter topic keeps the place (redrive.{group}, or redrive.{topic}.{group} on a dead_letter_topic of the group's own)", _body({"type": "object"}), _json({"type": "object", "properties": {"dead_letter_topic": {"type": "string"}, "redriven": {"type": "integer"}, "skipped": {"type": "integer", "description": "dead letters of other groups passed over"}}})),
     }
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": _json({"type": "object"})}}},

@@ -159,7 +159,8 @@ function groupDetail(root, topic, name, sampler, go) {
         .join(",");
       const [read, cursor] = await Promise.all([
         get(`/v1/topics/${enc(dlq)}/events?from=${enc(from)}&limit=1000`),
-        get(groupUrl(dlq, `redrive.${name}`)).catch((err) => {
+        // The re-drive cursor: see redrive_cursor in tidings/core/consuming.py.
+        get(groupUrl(dlq, dlq === `${topic}.dlq` ? `redrive.${name}` : `redrive.${topic}.${name}`)).catch((err) => {
           if (err instanceof ApiError && err.status === 404) return null;
           throw err;
         }),
