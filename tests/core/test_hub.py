@@ -434,3 +434,55 @@ def test_runs_of_new_ids_rotate_with_their_generation() -> None:
     window.expire(2002)  # the first six go, a generation later
     assert len(window) == 6 and window.get("t", first[0], 2002) is None
     assert window.get("t", second[5], 2002) == Position(0, 21)
+
+async def test_redrive_publishes_dead_letters_again_once_each(hub: Hub) -> None:
+    await hub.create_topic("orders", 2)
+    await hub.put_group("orders", "g", GroupConfig(max_deliver=1))
+    await hub.put_group("orders", "other", GroupConfig(max_deliver=1))
+    await hub.publish("orders", [ev(id="a", partitionkey="k1"), ev(id="b", partitionkey="k2")])
+    for group in ("g", "other"):
+        got = await hub.fetch("orders", group, max_records=10)
+        await hub.nack("orders", group, [d.lease for d in got])
+    assert hub.group_info("orders", "g")["dead_lettered"] == 2
+    where = {}
+    for p, part in enumerate(hub.topics["orders"].partitions):
+        for offset, _, payload in part.read(0):
+            where[orjson.loads(payload)["id"]] = (p, offset)
+
+    answer = await hub.redrive("orders", "g")
+    assert answer == {"dead_letter_topic": "orders.dlq", "redriven": 2, "skipped": 2}
+    again: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for p, part in enumerate(hub.topics["orders"].partitions):
+        for offset, _, payload in part.read(0):
+            event = orjson.loads(payload)
+            if (p, offset) != where[event["id"]]:
+                again.setdefault(event["id"], []).append((p, event))
+    assert sorted(again) == ["a", "b"]  # the same ids, past the dedupe window
+    for eid, [(p, event)] in again.items():
+        assert p == where[eid][0]  # the partition it was dead-lettered from
+        assert not any(name.startswith("dlq") for name in event)
+    # The group sees them again; a second re-drive has nothing new to send.
+    redelivered = await hub.fetch("orders", "g", max_records=10)
+    assert {orjson.loads(d.payload)["id"] for d in redelivered} == {"a", "b"}
+    assert (await hub.redrive("orders", "g"))["redriven"] == 0
+    assert (await hub.redrive("orders", "other"))["redriven"] == 2
+
+
+async def test_redrive_without_dead_letters_sends_nothing(hub: Hub) -> None:
+    await hub.put_group("orders", "g", GroupConfig())
+    assert await hub.redrive("orders", "g") == {
+        "dead_letter_topic": "orders.dlq", "redriven": 0, "skipped": 0,
+    }
+    with pytest.raises(GroupNotFound):
+        await hub.redrive("orders", "nope")
+
+
+async def test_redrive_keeps_a_place_per_group_on_a_shared_dead_letter_topic(hub: Hub) -> None:
+    for topic in ("orders", "refunds"):
+        await hub.put_group(topic, "g", GroupConfig(max_deliver=1, dead_letter_topic="dead"))
+        await hub.publish(topic, [ev(topic, id=f"{topic}-1")])
+        got = await hub.fetch(topic, "g")
+        await hub.nack(topic, "g", [d.lease for d in got])
+    assert (await hub.redrive("orders", "g"))["redriven"] == 1
+    assert (await hub.redrive("refunds", "g"))["redriven"] == 1
+    assert set(hub.topics["dead"].groups) == {"redrive.orders.g", "redrive.refunds.g"}

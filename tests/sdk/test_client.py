@@ -411,6 +411,16 @@ async def test_seek(hub: AsyncClient, topic: str) -> None:
         await hub.seek(topic, "g", {"offset": 1})
 
 
+async def test_redrive(hub: AsyncClient, topic: str) -> None:
+    await hub.publish(topic, "order.placed", data={"n": 1})
+    await hub.create_group(topic, "g", max_deliver=1)
+    await hub.nack(topic, "g", await hub.fetch(topic, "g"))
+    assert await hub.redrive(topic, "g") == 1
+    (again,) = await hub.fetch(topic, "g")
+    assert again.event.data == {"n": 1} and "dlqreason" not in again.event.extensions
+    assert await hub.redrive(topic, "g") == 0
+
+
 # -- consume ------------------------------------------------------------------------------
 
 

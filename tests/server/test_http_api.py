@@ -909,6 +909,47 @@ async def test_metrics_prometheus_text(hub: HubProcess, http: Session) -> None:
         assert name in families or name.rsplit("_", 1)[0] in families, name
 
 
+async def test_metrics_count_live_connections_and_process_memory(
+    hub: HubProcess, http: Session
+) -> None:
+    t = unique()
+    await publish(http, hub.base_url, t, ev())
+
+    async def gauges() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        async with http.get(f"{hub.base_url}/metrics") as resp:
+            return parse_prometheus(await resp.text())
+
+    ws_url = hub.base_url.replace("http", "ws") + "/v1/ws"
+    async with http.get(f"{hub.base_url}/v1/topics/{t}/sse?from=earliest") as sse:
+        await sse.content.readline()  # retry: the stream is open
+        async with http.ws_connect(ws_url, protocols=("tidings.v1",)):
+            samples = await gauges()
+    assert samples[("tidings_connections", frozenset({("channel", "websocket")}))] >= 1
+    assert samples[("tidings_connections", frozenset({("channel", "sse")}))] >= 1
+    assert samples[("process_resident_memory_bytes", frozenset())] > 1 << 20
+    assert samples[("process_cpu_seconds_total", frozenset())] > 0
+    assert samples[("process_start_time_seconds", frozenset())] <= time.time()
+
+
+async def test_redrive_publishes_a_groups_dead_letters_again(
+    hub: HubProcess, http: Session
+) -> None:
+    t = unique()
+    base = hub.base_url
+    await put_group(http, base, t, "g", max_deliver=1)
+    [first] = await publish(http, base, t, ev(id="d1", correlationid="o-1"))
+    leases = [r["lease"] for r in await fetch(http, base, t, "g")]
+    await group_post(http, base, t, "g", "nack", {"leases": leases})
+    assert (await get_group(http, base, t, "g"))["dead_lettered"] == 1
+    answer = await group_post(http, base, t, "g", "redrive", {})
+    assert answer == {"dead_letter_topic": f"{t}.dlq", "redriven": 1, "skipped": 0}
+    [again] = await fetch(http, base, t, "g")
+    assert again["event"]["id"] == "d1" and again["offset"] == first["offset"] + 1
+    assert "dlqreason" not in again["event"]
+    assert (await group_post(http, base, t, "g", "redrive", {}))["redriven"] == 0
+    await group_post(http, base, t, "g", "redrive", {"all": True}, status=400)
+
+
 async def test_openapi_is_valid_and_describes_every_route(hub: HubProcess, http: Session) -> None:
     from openapi_spec_validator import validate
 
@@ -952,6 +993,15 @@ async def test_docs_and_dashboard_are_html(hub: HubProcess, http: Session) -> No
     async with http.get(f"{hub.base_url}/") as resp:
         assert resp.status == 200
         assert resp.content_type == "text/html"
+        # The dashboard runs only the hub's own scripts and talks only to the hub.
+        assert "script-src 'self'" in resp.headers["content-security-policy"]
+        page = await resp.text()
+    assert '<script type="module" src="/static/dashboard/app.js">' in page
+    for asset in ("/static/dashboard/app.js", "/static/vendor/uplot/uPlot.esm.js",
+                  "/static/vendor/cytoscape/cytoscape.esm.min.js"):
+        async with http.get(f"{hub.base_url}{asset}") as resp:
+            assert resp.status == 200
+            assert resp.content_type == "text/javascript", asset
 
 
 async def test_publish_content_types_are_matched_case_insensitively(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tidings.hub")
 
 MAX_WAIT_S = 60.0
+_DLQ_ATTRIBUTES = (
+    "dlqtopic", "dlqpartition", "dlqoffset", "dlqgroup", "dlqreason", "dlqdeliveries",
+)  # fmt: skip
 
 
 class GroupOps:
@@ -262,6 +266,62 @@ class GroupOps:
             ev.set()
         return pos
 
+    async def redrive(
+        self, topic_name: str, name: str, max_records: int = 10_000
+    ) -> dict[str, Any]:
+        """Publish a group's dead letters again on its topic, each one once.
+
+        The dead-letter topic is read from a cursor of its own, a group on it
+        (:func:`redrive_cursor`), so a second call sends only what was dead-lettered
+        since. Each event goes back as it was published (same id, the ``dlq*``
+        attributes removed) to the partition its key chooses, past the dedupe
+        window: a re-drive is asked for, not a producer's retry.
+        """
+        topic, g = self.group(topic_name, name)
+        target = g.config.dead_letter_topic or f"{topic_name}.dlq"
+        dlq = self.topics.get(target)
+        answer: dict[str, Any] = {"dead_letter_topic": target, "redriven": 0, "skipped": 0}
+        if dlq is None:
+            return answer
+        cursor_name = redrive_cursor(topic_name, name, target)
+        cursor = dlq.groups.get(cursor_name)
+        if cursor is None:
+            cursor, _ = await self.put_group(target, cursor_name, GroupConfig(start="earliest"))
+        self._fill_positions(dlq, cursor)
+        moved: dict[int, int] = {}
+        by_part: dict[int, list[bytes]] = {}
+        n = len(topic.partitions)
+        budget = max_records
+        for i, part in enumerate(dlq.partitions):
+            offset = max(cursor.committed(i), part.start_offset)
+            while budget > 0 and offset < part.end_offset:
+                batch = part.read(offset, min(budget, 1000))
+                if not batch:
+                    break
+                for _, _, payload in batch:
+                    event = orjson.loads(payload)
+                    if event.get("dlqtopic") != topic_name or event.get("dlqgroup") != name:
+                        answer["skipped"] += 1
+                        continue
+                    p = event.get("dlqpartition")
+                    if not isinstance(p, int) or not 0 <= p < n:
+                        key = event.get("partitionkey")
+                        p = zlib.crc32(key.encode()) % n if isinstance(key, str) and n > 1 else 0
+                    for attr in _DLQ_ATTRIBUTES:
+                        event.pop(attr, None)
+                    by_part.setdefault(p, []).append(orjson.dumps(event))
+                budget -= len(batch)
+                offset = batch[-1][0] + 1
+            moved[i] = offset
+        for p, payloads in sorted(by_part.items()):
+            await topic.partitions[p].append(payloads)
+            self.metrics.published(topic_name, len(payloads), sum(map(len, payloads)))
+            answer["redriven"] += len(payloads)
+        # Only now: a crash before this line sends them again, never zero times.
+        cursor.seek(moved)
+        self.storage.save_positions(target, cursor_name, cursor.positions())
+        return answer
+
     async def _dead_letter(self, topic: Topic, g: ConsumerGroup, dead: list[DeadLetter]) -> None:
         target = g.config.dead_letter_topic or f"{topic.name}.dlq"
         dlq = self.topics.get(target)
@@ -286,6 +346,15 @@ class GroupOps:
             raise
         g.settle(dead)  # only now, so that no saved position passes an event not yet copied
         self.metrics.dead_lettered(topic.name, len(payloads))
+
+
+def redrive_cursor(topic: str, group: str, dead_letter_topic: str) -> str:
+    """The group on the dead-letter topic that keeps a group's re-drive position:
+    ``redrive.{group}`` on the default ``{topic}.dlq``, ``redrive.{topic}.{group}`` on
+    a dead-letter topic that groups of several topics may share."""
+    if dead_letter_topic == f"{topic}.dlq":
+        return f"redrive.{group}"
+    return f"redrive.{topic}.{group}"
 
 
 async def _wait_event(ev: asyncio.Event, timeout: float) -> bool:

@@ -504,6 +504,12 @@ class AsyncClient(AsyncWebhookCalls):
         answer = await self._call("POST", _group_path(topic, group) + "/seek", {"to": target})
         return str(answer["positions"])
 
+    async def redrive(self, topic: str, group: str) -> int:
+        """Publish the group's dead letters again on its topic, each once (same ids,
+        the ``dlq*`` attributes removed); answers how many went back."""
+        answer = await self._call("POST", _group_path(topic, group) + "/redrive", {})
+        return int(answer["redriven"])
+
     def consume(
         self,
         topic: str,

@@ -321,6 +321,10 @@ class Client(WebhookCalls):
         """Move the group; see :meth:`AsyncClient.seek`."""
         return self._run(self._async.seek(topic, group, to))
 
+    def redrive(self, topic: str, group: str) -> int:
+        """Publish the group's dead letters again; see :meth:`AsyncClient.redrive`."""
+        return self._run(self._async.redrive(topic, group))
+
     def consume(
         self,
         topic: str,

@@ -43,6 +43,11 @@ from tidings.server.ws import WebSocketEndpoint
 
 MAX_REQUEST_BYTES = 16 << 20
 STATIC_DIR = Path(__file__).parent / "static"
+# The dashboard runs only its own scripts and talks only to this hub.
+DASHBOARD_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,8 @@ class Api:
         self.auth = auth
         self.options = options
         self.webhooks = webhooks
+        # Open live connections per channel, for /metrics; create_app fills it in.
+        self.connections: Callable[[], dict[str, int]] | None = None
 
     def _authorize(self, request: Request, action: Action, topic: str | None = None) -> None:
         if self.auth.enabled:
@@ -129,7 +136,9 @@ class Api:
     async def metrics(self, request: Request) -> Response:
         self._authorize(request, "admin")  # names every topic and group
         return Response(
-            render_metrics(self.hub, self.webhooks),
+            render_metrics(
+                self.hub, self.webhooks, self.connections() if self.connections else None
+            ),
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
@@ -146,8 +155,12 @@ class Api:
         return HTMLResponse(openapi.docs_html())
 
     async def index(self, request: Request) -> Response:
-        # With tokens configured, the open page names no topics (a listing needs a token).
-        return HTMLResponse(openapi.index_html(self.hub, list_topics=not self.auth.enabled))
+        # The dashboard: a static page that reads everything through the API with the
+        # token the user gives it, so the page itself names nothing.
+        return HTMLResponse(
+            (STATIC_DIR / "dashboard" / "index.html").read_bytes(),
+            headers={"content-security-policy": DASHBOARD_CSP},
+        )
 
     # -- topics ------------------------------------------------------------------------
 
@@ -278,6 +291,13 @@ class Api:
             raise BadRequest("seek needs 'to'", field="to")
         positions = await self.hub.seek(topic, name, body["to"])
         return _json({"positions": format_token(positions)})
+
+    async def redrive(self, request: Request) -> Response:
+        topic, name = request.path_params["topic"], request.path_params["group"]
+        self._authorize(request, "subscribe", topic)
+        self._authorize(request, "publish", topic)  # the events go back on the topic
+        _only(await self._json_body(request), set())
+        return _json(await self.hub.redrive(topic, name))
 
 
 class PublishEndpoint:
@@ -466,13 +486,16 @@ def create_app(
 ) -> Starlette:
     """The ASGI app; its lifespan starts the hub and closes it (flushing the log) at the end."""
     api = Api(hub, auth or Auth([]), options or ServerOptions(), webhooks)
+    ws = WebSocketEndpoint(hub, api.auth, api.options.live)
+    sse = SseEndpoint(hub, api.auth, api.options.live)
+    api.connections = lambda: {"websocket": len(ws.connections), "sse": sse.streams}
     T = "/v1/topics/{topic}"
     G = T + "/groups/{group}"
     routes = [
         # The hot path first: Starlette tries routes in order.
         Route(T + "/events", PublishEndpoint(api), methods=["POST"]),
-        WebSocketRoute("/v1/ws", WebSocketEndpoint(hub, api.auth, api.options.live).handle),
-        Route(T + "/sse", SseEndpoint(hub, api.auth, api.options.live).handle, methods=["GET"]),
+        WebSocketRoute("/v1/ws", ws.handle),
+        Route(T + "/sse", sse.handle, methods=["GET"]),
         Route("/", api.index, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
@@ -492,6 +515,7 @@ def create_app(
         Route(G + "/ack", api.ack, methods=["POST"]),
         Route(G + "/nack", api.nack, methods=["POST"]),
         Route(G + "/seek", api.seek, methods=["POST"]),
+        Route(G + "/redrive", api.redrive, methods=["POST"]),
         Route("/v1/groups", api.list_groups, methods=["GET"]),
         *(WebhookRoutes(api, webhooks).routes() if webhooks is not None else []),
         # The browser client, /static/tidings.js: an ES module, no build step. Pages

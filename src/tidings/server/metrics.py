@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import time
 from collections.abc import Iterable, Mapping
 
 from tidings.core.hub import Hub
@@ -17,7 +20,25 @@ def _by_topic(values: Mapping[str, int]) -> list[tuple[str, float]]:
     return [(f'{{topic="{_label(t)}"}}', n) for t, n in sorted(values.items())]
 
 
-def render_metrics(hub: Hub, webhooks: WebhookService | None = None) -> str:
+_START_TIME = time.time()
+
+
+def resident_memory_bytes() -> int:
+    """The process's resident set now: /proc on Linux, else the peak that getrusage knows."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if os.uname().sysname == "Darwin" else peak * 1024
+
+
+def render_metrics(
+    hub: Hub,
+    webhooks: WebhookService | None = None,
+    connections: Mapping[str, int] | None = None,
+) -> str:
+    """Every family; ``connections`` counts the open live connections per channel."""
     lines: list[str] = []
 
     def family(name: str, kind: str, text: str, samples: Iterable[tuple[str, float]]) -> None:
@@ -56,6 +77,25 @@ def render_metrics(hub: Hub, webhooks: WebhookService | None = None) -> str:
     family(
         "tidings_fsync_seconds", "summary", "Time spent in fsync of the event log.",
         [("_count", FSYNC_STATS.count), ("_sum", FSYNC_STATS.seconds)],
+    )
+    if connections is not None:
+        family(
+            "tidings_connections", "gauge", "Open live connections, per channel (websocket, sse).",
+            [(f'{{channel="{_label(c)}"}}', n) for c, n in sorted(connections.items())],
+        )
+    # The names and meanings of the Prometheus client libraries' process collector.
+    cpu = os.times()
+    family(
+        "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+        [("", resident_memory_bytes())],
+    )
+    family(
+        "process_cpu_seconds_total", "counter", "User and system CPU time spent in seconds.",
+        [("", round(cpu.user + cpu.system, 3))],
+    )
+    family(
+        "process_start_time_seconds", "gauge", "Start time of the process since the epoch.",
+        [("", round(_START_TIME, 3))],
     )
     if webhooks is not None:
         family(

@@ -11,7 +11,6 @@ from functools import cache
 from typing import Any
 
 from tidings import __version__
-from tidings.core.hub import Hub
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -62,6 +61,7 @@ def spec() -> dict[str, Any]:
         "ack": ("Acknowledge leases (all or none)", _body(leases, True), _json({"type": "object", "properties": {"acked": {"type": "integer"}}})),
         "nack": ("Give leases back, to be redelivered after delay", _body({**leases, "properties": {**leases["properties"], "delay": {"type": ["number", "string"]}}}, True), _json({"type": "object", "properties": {"nacked": {"type": "integer"}}})),
         "seek": ("Move the group's position", _body({"type": "object", "required": ["to"], "properties": {"to": {}}}, True), _json({"type": "object", "properties": {"positions": {"type": "string"}}})),
+        "redrive": ("Publish the group's dead letters again on its topic (same ids, dlq attributes removed), each once: a group on the dead-letter topic keeps the place (redrive.{group}, or redrive.{topic}.{group} on a dead_letter_topic of the group's own)", _body({"type": "object"}), _json({"type": "object", "properties": {"dead_letter_topic": {"type": "string"}, "redriven": {"type": "integer"}, "skipped": {"type": "integer", "description": "dead letters of other groups passed over"}}})),
     }
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": _json({"type": "object"})}}},
@@ -189,21 +189,3 @@ def docs_html() -> str:
         f"<table><tr><th>method</th><th>path</th><th>what</th><th>answers</th></tr>{''.join(rows)}</table></body></html>"
     )
 
-
-def index_html(hub: Hub, list_topics: bool = True) -> str:
-    if not list_topics:
-        return (
-            "<!doctype html><html><head><meta charset=utf-8><title>tidings</title></head>"
-            "<body><h1>tidings</h1><p><a href=/docs>API</a> · <a href=/healthz>health</a></p>"
-            "</body></html>"
-        )
-    topics = "".join(
-        f"<li><code>{html.escape(name)}</code>: {t.info()['events']} events, {len(t.partitions)} partition(s), {len(t.groups)} group(s)</li>"
-        for name, t in sorted(hub.topics.items())
-    )
-    return (
-        "<!doctype html><html><head><meta charset=utf-8><title>tidings</title>"
-        "<style>body{font:15px system-ui;margin:2em}</style></head><body><h1>tidings</h1>"
-        f"<p>{len(hub.topics)} topic(s).</p><ul>{topics}</ul>"
-        "<p><a href=/docs>API</a> · <a href=/metrics>metrics</a> · <a href=/healthz>health</a></p></body></html>"
-    )

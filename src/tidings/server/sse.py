@@ -27,7 +27,8 @@ of the log back, not memory.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import orjson
 from starlette.requests import Request
@@ -48,6 +49,7 @@ class SseEndpoint:
         self.hub = hub
         self.auth = auth
         self.options = options
+        self.streams = 0  # open now, for /metrics
 
     async def handle(self, request: Request) -> Response:
         name = request.path_params["topic"]
@@ -86,6 +88,17 @@ class SseEndpoint:
     async def _stream(
         self, name: str, positions: dict[int, int], types: TypeFilter | None
     ) -> AsyncIterator[bytes]:
+        self.streams += 1
+        try:
+            async with contextlib.aclosing(self._messages(name, positions, types)) as messages:
+                async for chunk in messages:
+                    yield chunk
+        finally:
+            self.streams -= 1
+
+    async def _messages(
+        self, name: str, positions: dict[int, int], types: TypeFilter | None
+    ) -> AsyncGenerator[bytes, None]:
         hub, options = self.hub, self.options
         yield b"retry: %d\n\n" % options.sse_retry_ms
         head = b'data: {"topic":' + orjson.dumps(name) + b',"partition":'

@@ -1,0 +1,133 @@
+// Overview: the hub's health, events/s per topic over the last minutes, and the topics.
+
+import { metric } from "./api.js";
+import { TimeChart } from "./chart.js";
+import { fill, fmtBytes, fmtNumber, h, table } from "./dom.js";
+
+const MAX_SERIES = 6;
+
+/** Events appended to each topic since the previous sample, per second. */
+function topicRates(prev, cur, dt) {
+  const rates = {};
+  const counter = (s, topic) => metric(s.metrics, "tidings_events_in_total", { topic });
+  const before = Object.fromEntries(prev.topics.map((t) => [t.name, t]));
+  for (const t of cur.topics) {
+    let a = counter(prev, t.name);
+    let b = counter(cur, t.name);
+    if (a == null || b == null) {
+      // No /metrics (a token without admin): what the topic keeps, which retention may cut.
+      a = before[t.name] ? before[t.name].events : t.events;
+      b = t.events;
+    }
+    rates[t.name] = Math.max(0, (b - a) / dt);
+  }
+  return rates;
+}
+
+function health(sampler) {
+  const n = sampler.samples.length;
+  const cur = sampler.samples[n - 1];
+  const prev = sampler.samples[n - 2];
+  const m = cur.metrics;
+  const cards = [];
+  const card = (label, value, note = "") =>
+    h("div", { class: "card", "data-metric": label }, h("div", { class: "label" }, label),
+      h("div", { class: "value" }, value), note ? h("div", { class: "note" }, note) : null);
+  const events = cur.topics.reduce((a, t) => a + t.events, 0);
+  cards.push(card("topics", fmtNumber(cur.topics.length), `${fmtNumber(events)} events kept`));
+  if (prev) {
+    const rates = topicRates(prev, cur, (cur.t - prev.t) / 1000);
+    const total = Object.values(rates).reduce((a, b) => a + b, 0);
+    cards.push(card("events/s", fmtNumber(total), "appended, all topics"));
+  }
+  if (!m) {
+    cards.push(card("health", "–", "/metrics needs an admin token"));
+    return cards;
+  }
+  const fsyncCount = metric(m, "tidings_fsync_seconds_count");
+  const fsyncSum = metric(m, "tidings_fsync_seconds_sum");
+  let fsync = "–";
+  let fsyncNote = `${fmtNumber(fsyncCount)} fsyncs since start`;
+  if (prev && prev.metrics) {
+    const dc = fsyncCount - metric(prev.metrics, "tidings_fsync_seconds_count");
+    const ds = fsyncSum - metric(prev.metrics, "tidings_fsync_seconds_sum");
+    if (dc > 0) fsync = `${fmtNumber((ds / dc) * 1000)} ms`;
+    else fsync = "idle";
+    fsyncNote = `mean of the last ${Math.round((cur.t - prev.t) / 1000)} s; ${fmtNumber(dc)} fsyncs`;
+  } else if (fsyncCount > 0) {
+    fsync = `${fmtNumber((fsyncSum / fsyncCount) * 1000)} ms`;
+    fsyncNote = "mean since start";
+  }
+  cards.push(card("fsync latency", fsync, fsyncNote));
+  const ws = metric(m, "tidings_connections", { channel: "websocket" });
+  const sse = metric(m, "tidings_connections", { channel: "sse" });
+  cards.push(card("connections", fmtNumber((ws || 0) + (sse || 0)), `${fmtNumber(ws)} WebSocket · ${fmtNumber(sse)} SSE`));
+  cards.push(card("memory", fmtBytes(metric(m, "process_resident_memory_bytes")), "resident"));
+  if (prev && prev.metrics) {
+    const cpu = metric(m, "process_cpu_seconds_total") - metric(prev.metrics, "process_cpu_seconds_total");
+    cards.push(card("CPU", `${fmtNumber((cpu / ((cur.t - prev.t) / 1000)) * 100)} %`, "of one core"));
+  }
+  const start = metric(m, "process_start_time_seconds");
+  if (start) {
+    const up = Date.now() / 1000 - start;
+    const text = up < 3600 ? `${Math.round(up / 60)} min` : `${(up / 3600).toFixed(1)} h`;
+    cards.push(card("up", text));
+  }
+  return cards;
+}
+
+export function mount(root, params, { sampler, go }) {
+  const cards = h("section", { class: "cards", id: "health" });
+  const chart = new TimeChart({ title: "events/s per topic", yLabel: "events/s" });
+  const topics = h("section", { id: "topics" });
+  fill(root, h("h1", {}, "Overview"), cards, h("section", { class: "panel" }, chart.el), topics);
+
+  function render() {
+    const cur = sampler.last;
+    if (!cur) return;
+    fill(cards, health(sampler));
+    // The busiest topics of the last minutes get a line each; the rest are summed.
+    const [xs, rates] = sampler.series(topicRates);
+    const totals = {};
+    for (const r of rates) for (const [name, v] of Object.entries(r)) totals[name] = (totals[name] || 0) + v;
+    const top = Object.keys(totals).sort((a, b) => totals[b] - totals[a]).slice(0, MAX_SERIES);
+    const series = top.map((name) => ({ label: name, values: rates.map((r) => r[name] ?? null) }));
+    if (Object.keys(totals).length > top.length) {
+      const shown = new Set(top);
+      series.push({
+        label: "other topics",
+        values: rates.map((r) => Object.entries(r).filter(([n]) => !shown.has(n)).reduce((a, [, v]) => a + v, 0)),
+      });
+    }
+    chart.update(xs, series.length ? series : [{ label: "events/s", values: xs.map(() => 0) }]);
+
+    const now = rates[rates.length - 1] || {};
+    const groupsBy = {};
+    for (const g of cur.groups) (groupsBy[g.topic] ||= []).push(g);
+    const rows = cur.topics.map((t) =>
+      h("tr", { "data-topic": t.name },
+        h("td", {}, h("a", { href: "#", onclick: (ev) => { ev.preventDefault(); go("tail", { topic: t.name }); } }, t.name)),
+        h("td", { class: "num" }, t.partitions.length),
+        h("td", { class: "num" }, fmtNumber(t.events)),
+        h("td", { class: "num" }, fmtBytes(t.bytes)),
+        h("td", { class: "num" }, fmtNumber(now[t.name] ?? null)),
+        h("td", {}, (groupsBy[t.name] || []).map((g) =>
+          h("a", { class: "chip", href: "#", onclick: (ev) => { ev.preventDefault(); go("groups", { topic: g.topic, group: g.name }); } },
+            `${g.name} (lag ${fmtNumber(g.lag)})`))),
+        h("td", { class: "small" }, t.partitions.map((p) => `${p.partition}: ${p.first_offset}…${p.next_offset}`).join("  ")),
+      ));
+    fill(topics, h("h2", {}, "Topics"),
+      rows.length
+        ? table(["topic", "partitions", "events", "size", "events/s", "groups", "offsets (first…next)"], rows, { class: "topics" })
+        : h("p", { class: "muted" }, "No topics yet: publish an event and it shows here."));
+  }
+
+  const off = sampler.on(render);
+  render();
+  return {
+    unmount() {
+      off();
+      chart.destroy();
+    },
+  };
+}
