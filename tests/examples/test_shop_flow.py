@@ -43,10 +43,13 @@ async def test_every_order_reaches_a_final_state_in_memory() -> None:
         assert statuses["confirmed"] > 30 and statuses["cancelled"] > 0
         # the trace: every event of an order carries its correlation id, and each
         # was caused by the one before it
-        for topic in ("inventory", "payments", "shipments", "notifications"):
+        services = {"inventory": "inventory", "payments": "payments",
+                    "shipments": "shipping", "notifications": "notifications"}  # fmt: skip
+        for topic, service in services.items():
             for e in await hub.events(topic):
                 assert e.extensions["correlationid"] == e.data["order_id"]
                 assert e.extensions.get("causationid")
+                assert e.source == f"/apps/{service}"  # the service that emitted it
         # the kettle (3 in stock) rejects some orders; declined payments release stock
         rejected = [e for e in await hub.events("inventory") if e.type == "inventory.rejected"]
         assert rejected and all("out of stock" in e.data["reason"] for e in rejected)

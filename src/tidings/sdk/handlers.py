@@ -344,7 +344,12 @@ def _emitted_models(tp: Any) -> tuple[Any, ...]:
 
 
 def emitted(
-    result: object, handled: Mapping[str, Any], default_topic: str, group: str, start: int = 0
+    result: object,
+    handled: Mapping[str, Any],
+    default_topic: str,
+    group: str,
+    start: int = 0,
+    source: str | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """``(topic, event dict)`` for each event in a handler's result, chained to ``handled``."""
     if result is None:
@@ -353,7 +358,7 @@ def emitted(
     out: list[tuple[str, dict[str, Any]]] = []
     for n, item in enumerate(items, start):
         topic, ev = _event_of(item)
-        out.append((topic or default_topic, chained(ev, handled, group, n)))
+        out.append((topic or default_topic, chained(ev, handled, group, n, source)))
     return out
 
 
@@ -377,10 +382,22 @@ def _event_of(item: object) -> tuple[str | None, dict[str, Any]]:
     )
 
 
+def app_source(app: str) -> str:
+    """The CloudEvents ``source`` of what an app emits."""
+    return f"/apps/{app}"
+
+
 def chained(
-    ev: dict[str, Any], handled: Mapping[str, Any], group: str, n: int
+    ev: dict[str, Any],
+    handled: Mapping[str, Any],
+    group: str,
+    n: int,
+    source: str | None = None,
 ) -> dict[str, Any]:
-    """``ev`` with causation, correlation, trace context, key and a stable id filled."""
+    """``ev`` with causation, correlation, trace context, key and a stable id filled,
+    and ``source`` (the app that emits it, ``/apps/{name}``) unless it has its own."""
+    if source is not None:
+        ev.setdefault("source", source)
     hid = handled.get("id")
     if hid is not None:
         ev.setdefault("causationid", hid)
@@ -505,5 +522,5 @@ class Context:
         # Numbered after what the handler may return, so the ids never collide.
         n = 1_000_000 + self._emitted
         self._emitted += 1
-        chained(ev, self.attributes, self.group, n)
+        chained(ev, self.attributes, self.group, n, app_source(self.app))
         await self._consumer.publish_from(self, topic or self.topic, [ev])

@@ -38,6 +38,7 @@ from tidings.sdk.handlers import (
     Envelope,
     HandlerSpec,
     Middleware,
+    app_source,
     chain,
     emitted,
 )
@@ -94,6 +95,7 @@ class Consumer:
         publish_middleware: Sequence[Middleware] = (),
     ) -> None:
         self.app_name = app_name
+        self.source = app_source(app_name)  # of the events it emits
         self.spec = spec
         self.transport = transport
         self.handled = handled
@@ -243,7 +245,7 @@ class Consumer:
             else:
                 result = await spec.func(spec.decode(ev))
             if result is not None:
-                out = emitted(result, ev, msg.topic, spec.group)
+                out = emitted(result, ev, msg.topic, spec.group, source=self.source)
                 await self._publish_all(out, ctx or self._context(msg))
         except BadPayload as exc:
             await self._dead_letter(msg, str(exc), None, settled)
@@ -283,7 +285,7 @@ class Consumer:
             try:
                 result = await func(decode(ev))
                 if result is not None:
-                    out = emitted(result, ev, msg.topic, group)
+                    out = emitted(result, ev, msg.topic, group, source=self.source)
                     await self._publish_all(out, self._context(msg))
             except BadPayload as exc:
                 await self._dead_letter(msg, str(exc), None, settled)
