@@ -7,11 +7,13 @@ webhooks view). Each view is opened in headless Chromium (Debian's package).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from test_shop_processes import free_base_port
 
@@ -66,6 +68,24 @@ async def test_every_view_shows_the_shop(shop: Stack, tmp_path: Path) -> None:
         for topic in ("orders", "inventory", "payments", "shipments", "notifications"):
             await page.locator(f'#topics tr[data-topic="{topic}"]').wait_for()
         await page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+
+        # The live tail of notifications shows an order placed now, and its data.
+        await page.evaluate("location.hash = '#/tail?topic=notifications'")
+        await page.locator('#tail-state[data-state="live"]').wait_for()
+        async with aiohttp.ClientSession() as http:
+            body = {"customer": "dana", "items": [{"sku": "mug", "qty": 1}]}
+            async with http.post(shop.orders_url + "/orders", json=body) as resp:
+                assert resp.status == 202
+                order_id = (await resp.json())["order_id"]
+        row = page.locator("tr.event-row").filter(has_text="customer.notified").first
+        await row.wait_for()
+        for _ in range(50):  # the newest row first: the order just placed
+            await page.locator("tr.event-row").first.click()
+            if order_id in await page.locator("#tail-detail").inner_text():
+                break
+            await asyncio.sleep(0.2)
+        assert order_id in await page.locator("#tail-detail pre.data").inner_text()
+        await page.screenshot(path=str(tmp_path / "tail.png"), full_page=True)
 
         # Why was an order cancelled? Its trace says, with the reason.
         await page.click('#nav a[data-view="trace"]')
