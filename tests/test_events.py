@@ -27,11 +27,11 @@ from tidings.events import (
     Event,
     Record,
     new_event_id,
-    new_event_ids,
     normalize_event,
     now_rfc3339,
     serialize,
 )
+from tidings.events_batch import new_event_ids
 from tidings.events_http import (
     parse_batch,
     parse_binary,
@@ -234,10 +234,10 @@ def test_ids_for_a_batch_whose_count_would_overflow(monkeypatch: pytest.MonkeyPa
     def fake_uuid7() -> uuid.UUID:
         return uuid.UUID(int=near_the_top + next(made))
 
-    monkeypatch.setattr("tidings.events.uuid7", fake_uuid7)
+    monkeypatch.setattr("tidings.events_batch.uuid7", fake_uuid7)
     ids = new_event_ids(3)
     assert ids == [str(uuid.UUID(int=near_the_top + k)) for k in range(3)]
-    monkeypatch.setattr("tidings.events.uuid7", lambda: uuid.UUID(int=near_the_top - 10))
+    monkeypatch.setattr("tidings.events_batch.uuid7", lambda: uuid.UUID(int=near_the_top - 10))
     assert new_event_ids(3)[2] == str(uuid.UUID(int=near_the_top - 8))
 
 

@@ -21,13 +21,13 @@ from tidings.events import (
     BATCH,
     MAX_EVENT_BYTES,
     _fill,
-    _fill_batch,
     _is_json,
     _kind,
     _media,
     _show,
     now_rfc3339,
 )
+from tidings.events_batch import fill_batch
 
 __all__ = [
     "BATCH",
@@ -80,7 +80,7 @@ def _parse_batch(
     now = now_rfc3339()
     # Filled in place: the list that was parsed is the list returned. The whole
     # batch at once when it can be; event by event to name a fault with its index.
-    filled = _fill_batch(items, topic, now)
+    filled = fill_batch(items, topic, now)
     if filled is None:
         try:
             for index in range(len(items)):
