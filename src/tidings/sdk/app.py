@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from tidings.events import Event
+from tidings.sdk.client import event_dict
 from tidings.sdk.handlers import (
     Backoff,
     Envelope,
@@ -296,20 +297,7 @@ class App:
         """Publish one event through the app's middleware (the app must be running)."""
         if self._transport is None:
             raise RuntimeError(f"app {self.name!r} is not running: await app.start() first")
-        if event is not None:
-            ev = event.to_dict() if isinstance(event, Event) else dict(event)
-        elif type is None:
-            raise TypeError("publish needs type= or event=")
-        else:
-            ev = {"type": type}
-            if data is not None:
-                ev["data"] = data
-        if extensions:
-            ev.update(extensions)
-        if key is not None:
-            ev["partitionkey"] = key
-        if id is not None:
-            ev["id"] = id
+        ev = event_dict(type, data, event, key, id, None, None, extensions)
         transport = self._transport
 
         async def last(envelope: Envelope) -> None:

@@ -225,7 +225,7 @@ class AsyncClient(AsyncWebhookCalls):
         missing. Give your own ``id`` to make a retry safe: within the hub's dedupe
         window a repeated id appends nothing and is answered ``"duplicate": True``.
         """
-        ev = _event_dict(type, data, event, key, id, subject, source, extensions)
+        ev = event_dict(type, data, event, key, id, subject, source, extensions)
         payload = orjson.dumps(ev)
         if self.batcher is not None:
             return await self.batcher.publish(topic, payload)
@@ -241,7 +241,7 @@ class AsyncClient(AsyncWebhookCalls):
         refuses the whole batch with an error naming its ``index``.
         """
         payloads = [
-            orjson.dumps(_event_dict(None, None, e, None, None, None, None, None)) for e in events
+            orjson.dumps(event_dict(None, None, e, None, None, None, None, None)) for e in events
         ]
         if not payloads:
             return []
@@ -259,7 +259,7 @@ class AsyncClient(AsyncWebhookCalls):
         The body is ``data`` as the ``datacontenttype`` says (JSON when none is given),
         or the bytes of ``data_base64``.
         """
-        headers, body = to_binary(_event_dict(None, None, event, None, None, None, None, None))
+        headers, body = to_binary(event_dict(None, None, event, None, None, None, None, None))
         # Without a datacontenttype there must be no Content-Type, or aiohttp's
         # application/octet-stream would become the event's datacontenttype.
         raw = await self._request(
@@ -556,7 +556,7 @@ def _published(raw: bytes) -> list[dict[str, Any]]:
     return events
 
 
-def _event_dict(
+def event_dict(
     type: str | None,
     data: Any,
     event: EventLike | None,
@@ -566,6 +566,7 @@ def _event_dict(
     source: str | None,
     extensions: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
+    """The event a ``publish(topic, type, data, event=, key=, ...)`` call names."""
     if event is not None:
         if type is not None or data is not None:
             raise TypeError("give type and data, or event, not both")

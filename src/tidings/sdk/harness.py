@@ -31,6 +31,7 @@ from tidings.core.hub import Hub, HubOptions
 from tidings.events import Event, Record
 from tidings.log.memory import MemoryStorage
 from tidings.sdk.app import App
+from tidings.sdk.client import event_dict
 from tidings.sdk.transport import CoreTransport, Incoming, Transport, open_transport
 
 __all__ = ["TestHub", "VirtualClock"]
@@ -211,19 +212,7 @@ class TestHub:
         extensions: Mapping[str, Any] | None = None,
     ) -> None:
         """Publish one event, as a producer outside the apps would."""
-        if event is not None:
-            ev = event.to_dict() if isinstance(event, Event) else dict(event)
-        elif type is None:
-            raise TypeError("publish needs type= or event=")
-        else:
-            ev = {"type": type}
-            if data is not None:
-                ev["data"] = data
-        if extensions:
-            ev.update(extensions)
-        for name, value in (("partitionkey", key), ("id", id)):
-            if value is not None:
-                ev[name] = value
+        ev = event_dict(type, data, event, key, id, None, None, extensions)
         await self._t().publish(topic, [ev])
 
     async def records(self, topic: str) -> list[Record]:
