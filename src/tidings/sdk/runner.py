@@ -171,15 +171,24 @@ class Consumer:
             self._task.cancel()
 
     async def process(self, batch: list[Incoming]) -> None:
-        """Handle one batch in order (``concurrency=1``), then settle it."""
-        settled = _Settled(batch, self.transport.clock.time_ms())
+        """Handle one batch in order (``concurrency=1``), then settle it.
+
+        The batch's leases were taken together: once half their ``ack_wait`` has gone,
+        what is done is settled and the events not yet started are handed back, to be
+        fetched again with fresh leases, rather than handled after their leases ran
+        out (when the hub may already have given them to another consumer)."""
+        clock = self.transport.clock
+        settled = _Settled(batch, clock.time_ms())
+        deadline = settled.now_ms + round(self.spec.ack_wait * 500)
         try:
             if self._consume_mw or self.spec.wants_ctx:
                 handle = self._handle
                 for msg in batch:
+                    if clock.time_ms() > deadline:
+                        break
                     await handle(msg, settled)
             else:
-                await self._handle_plain(batch, settled)
+                await self._handle_plain(batch, settled, deadline)
         finally:
             # Also when cut short at the shutdown deadline: what finished is acked,
             # what did not is handed back for redelivery.
@@ -262,7 +271,9 @@ class Consumer:
                 "handled %s", eid, extra={"topic": msg.topic, "group": spec.group, "event_id": eid}
             )
 
-    async def _handle_plain(self, batch: list[Incoming], settled: _Settled) -> None:
+    async def _handle_plain(
+        self, batch: list[Incoming], settled: _Settled, deadline_ms: int
+    ) -> None:
         """:meth:`_handle` for a handler that takes no ctx, with no middleware: the same
         steps, inline in one loop (no coroutine per event)."""
         spec = self.spec
@@ -272,8 +283,11 @@ class Consumer:
         pending = handled.pending(group)
         window_start = now - handled.window_ms
         acks = settled.acks
+        time_ms = self.transport.clock.time_ms
         done = 0
         for msg in batch:
+            if time_ms() > deadline_ms:
+                break  # the rest is handed back (see process)
             ev = msg.event
             eid: str = ev.get("id") or ""
             remember = enabled and eid != ""
