@@ -378,7 +378,9 @@ class WebhookService:
             if d is not None:
                 d.drain()
         self.flush()
-        attempt = self.store.attempts(id, None, 1, None)[0]
+        # The newest attempt of this message: deliveries may have been logged since.
+        recent = self.store.attempts(id, None, 100, None)
+        attempt = next(a for a in recent if a.msg_id == msg_id and a.trigger == "test")
         return {"id": id, "event": event, "attempt": attempt.view()}
 
     # -- delivery ------------------------------------------------------------------------
