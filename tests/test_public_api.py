@@ -33,3 +33,41 @@ def test_every_public_name_of_the_module_is_in_all() -> None:
         if not name.startswith("_") and not inspect.ismodule(obj)
     }
     assert public <= set(tidings.__all__), public - set(tidings.__all__)
+
+
+# The public surface, pinned: a name added, removed or moved here is an API change.
+PINNED = {
+    "tidings": [
+        "App", "AsyncClient", "Backoff", "BadPosition", "BadRequest", "Client", "Conflict",
+        "Context", "CorruptLog", "Delivery", "Envelope", "Event", "Forbidden", "GroupNotFound",
+        "InvalidEvent", "NotFound", "OffsetOutOfRange", "RateLimited", "Record", "StaleLease",
+        "StorageError", "StorageUnavailable", "TidingsError", "TooLarge", "TopicNotFound",
+        "Unauthorized", "UnsupportedMediaType", "UrlNotAllowed", "WebhookNotFound",
+        "__version__",
+    ],
+    "tidings.testing": ["TestHub", "VirtualClock"],
+    "tidings.webhooks": ["WebhookVerificationError", "verify"],
+}
+
+
+def test_the_public_surface_is_pinned() -> None:
+    import importlib
+
+    for name, expected in PINNED.items():
+        module = importlib.import_module(name)
+        assert list(module.__all__) == expected, name
+        for attr in expected:
+            assert getattr(module, attr) is not None, f"{name}.{attr}"
+
+
+def test_the_readme_imports_work() -> None:
+    from tidings import App, AsyncClient, Client, Event
+    from tidings.testing import TestHub
+    from tidings.webhooks import verify
+
+    assert App.__module__ == "tidings.app.app"
+    assert AsyncClient.__module__ == "tidings.client.async_client"
+    assert Client.__module__ == "tidings.client.sync_client"
+    assert Event.__module__ == "tidings.events.envelope"
+    assert TestHub.__module__ == "tidings.app.harness"
+    assert callable(verify)

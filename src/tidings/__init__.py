@@ -3,8 +3,14 @@
 A durable event log, pub/sub with consumer groups, live push and signed webhooks
 in one process. See the README for a tour and ``docs/architecture.md`` for the
 design.
+
+This module is the public API: it re-exports from ``app``, ``client``, ``events``
+and ``errors``, and nothing inside the package imports it. Beside it sit
+:mod:`tidings.testing` (``TestHub``) and :mod:`tidings.webhooks` (``verify``).
 """
 
+from tidings.app import App, Backoff, Context, Envelope
+from tidings.client import AsyncClient, Client, Delivery
 from tidings.errors import (
     BadPosition,
     BadRequest,
@@ -28,7 +34,6 @@ from tidings.errors import (
     WebhookNotFound,
 )
 from tidings.events import Event, Record
-from tidings.sdk import App, AsyncClient, Backoff, Client, Context, Delivery, Envelope
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
-"""The test harness of the App framework: ``TestHub`` (see :mod:`tidings.sdk.harness`)."""
+"""The test harness of the App framework: ``TestHub`` (see :mod:`tidings.app.harness`)."""
 
-from tidings.sdk.harness import TestHub, VirtualClock
+from tidings.app.harness import TestHub, VirtualClock
 
 __all__ = ["TestHub", "VirtualClock"]

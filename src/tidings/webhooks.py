@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from tidings.core.webhook_signing import matches, secret_key
+from tidings.core.webhooks.signing import matches, secret_key
 
 __all__ = ["WebhookVerificationError", "verify"]
 

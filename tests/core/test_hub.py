@@ -14,8 +14,8 @@ from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub, HubOptions
 from tidings.core.patterns import TypeFilter
 from tidings.errors import Conflict, GroupNotFound, TopicNotFound
-from tidings.events import normalize_event
-from tidings.events_batch import new_event_ids
+from tidings.events.batch import new_event_ids
+from tidings.events.envelope import normalize_event
 from tidings.log.memory import MemoryPartition, MemoryStorage
 from tidings.log.partition import Retention
 

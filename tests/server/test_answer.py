@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from tidings.core.publishing import Run
-from tidings.events_batch import new_event_ids
+from tidings.events.batch import new_event_ids
 from tidings.server.app import _answer, _run_answer
 
 

@@ -961,8 +961,8 @@ async def test_openapi_is_valid_and_describes_every_route(hub: HubProcess, http:
         spec = await expect(resp, 200)
     validate(spec)
 
-    from tidings.core.webhook_store import MemoryWebhookStore
-    from tidings.server.webhooks import WebhookService
+    from tidings.core.webhooks.store import MemoryWebhookStore
+    from tidings.server.webhooks.service import WebhookService
 
     memory_hub = Hub(MemoryStorage())
     app = create_app(memory_hub, webhooks=WebhookService(memory_hub, MemoryWebhookStore()))

@@ -38,11 +38,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from tidings.app.app import App
+from tidings.app.transport import EmbeddedTransport, HttpTransport
 from tidings.benchmarks.processes import BenchmarkFailed, free_port, scratch_dir, serve_process
+from tidings.client.async_client import AsyncClient
 from tidings.errors import TidingsError
-from tidings.sdk.app import App
-from tidings.sdk.client import AsyncClient
-from tidings.sdk.transport import EmbeddedTransport, HttpTransport
 
 TOPIC = "bench.orders"
 _DEADLINE_S = 300.0  # no measurement may take longer

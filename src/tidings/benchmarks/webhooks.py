@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tidings.benchmarks.processes import BenchmarkFailed, free_port, scratch_dir, serve_process
-from tidings.core.webhook_signing import new_secret, secret_key, signature_header
+from tidings.core.webhooks.signing import new_secret, secret_key, signature_header
 
 EVENT = {
     "specversion": "1.0",

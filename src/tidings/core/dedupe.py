@@ -160,7 +160,7 @@ class DedupeWindow:
     ) -> None:
         """:meth:`remember_run` for ids the hub made for one batch, kept as one run.
 
-        They are sorted, as :func:`tidings.events_batch.new_event_ids` makes them, and
+        They are sorted, as :func:`tidings.events.batch.new_event_ids` makes them, and
         after every run held for the topic but in a rare race; ids that are not are
         remembered one by one.
         """

@@ -2,7 +2,7 @@
 
 :class:`~tidings.core.hub.Hub` takes these methods from :class:`PublishOps`.
 Every event is checked and filled before any is appended (see
-:mod:`tidings.events`), so a bad event writes nothing. While an append is in
+:mod:`tidings.events.envelope`), so a bad event writes nothing. While an append is in
 flight its ids are claimed: a concurrent publish of one of them answers the
 first's position instead of appending a second copy.
 """

@@ -66,7 +66,7 @@ from tidings.core.positions import (
     parse_time_ms,
 )
 from tidings.errors import BadRequest, Conflict, NotFound, RateLimited, TidingsError
-from tidings.events import normalize_event
+from tidings.events.envelope import normalize_event
 
 SUBPROTOCOL = "tidings.v1"
 MAX_SUBSCRIPTIONS = 100

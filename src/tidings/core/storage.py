@@ -1,6 +1,6 @@
 """The one narrow interface between the hub and where its log lives.
 
-The embedded backend (``tidings.backends.embedded``) keeps partitions in the
+The embedded backend (``tidings.backends.embedded.storage``) keeps partitions in the
 segment log of ``tidings.log`` and metadata in SQLite; ``tidings.log.memory``
 keeps both in memory for tests. A scale-out backend (NATS JetStream) implements
 the same two protocols; nothing above the core changes.

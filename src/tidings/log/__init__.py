@@ -1,0 +1,11 @@
+"""Layer 1, storage: the append-only log, bytes on disk and nothing above them.
+
+- ``format``: the byte layout of segments and indexes, written out at its top.
+- ``segment``, ``partition``: one segment file; one partition's segments, its
+  writer (group commit) and readers, rolling and retention.
+- ``recovery``: checking the active segment at open and cutting a torn tail.
+- ``memory``: the same interface in memory, for tests of the layers above.
+
+Imports only :mod:`tidings.errors`. Imported by ``core`` (through the
+``Storage`` seam's types), ``backends`` and the benchmarks.
+"""

@@ -1,0 +1,12 @@
+"""Layer 3, the only network I/O of the hub: HTTP, WebSocket, SSE and webhooks out.
+
+- ``app``: the Starlette routes under ``/v1``; ``auth`` (tokens and scopes),
+  ``problems`` (RFC 9457 answers), ``metrics``, ``openapi``, ``asyncapi``.
+- ``ws``, ``sse``, ``live``: live push over the WebSocket and SSE.
+- ``webhooks/``: the routes, dispatchers and sender of outgoing webhooks.
+- ``serve``: builds a hub from its settings and runs it under uvicorn.
+- ``static/``: the dashboard and the browser client.
+
+Imports ``events``, ``log``, ``core``, ``backends`` and ``errors``. Imported only
+by the CLI and the benchmarks.
+"""

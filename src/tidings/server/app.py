@@ -23,7 +23,6 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from tidings import events_http as ce
 from tidings.core.groups import Delivery, GroupConfig
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
@@ -31,14 +30,15 @@ from tidings.core.positions import format_token, is_decimal, parse_duration_ms
 from tidings.core.publishing import Published, Run
 from tidings.core.storage import Retention
 from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarge
+from tidings.events import http as ce
 from tidings.server import asyncapi, openapi
 from tidings.server.auth import Action, Auth
 from tidings.server.live import LiveOptions
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
 from tidings.server.sse import SseEndpoint
-from tidings.server.webhook_routes import WebhookRoutes
-from tidings.server.webhooks import WebhookService
+from tidings.server.webhooks.routes import WebhookRoutes
+from tidings.server.webhooks.service import WebhookService
 from tidings.server.ws import WebSocketEndpoint
 
 MAX_REQUEST_BYTES = 16 << 20

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 
 from tidings.core.hub import Hub
 from tidings.log.partition import FSYNC_STATS
-from tidings.server.webhooks import WebhookService
+from tidings.server.webhooks.service import WebhookService
 
 
 def _label(value: str) -> str:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import html
 from functools import cache
+from importlib.metadata import version
 from typing import Any
-
-from tidings import __version__
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -132,7 +131,7 @@ def spec() -> dict[str, Any]:
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "tidings", "version": __version__, "description": "An event hub: durable event log, pub/sub with consumer groups, CloudEvents over HTTP."},
+        "info": {"title": "tidings", "version": version("tidings"), "description": "An event hub: durable event log, pub/sub with consumer groups, CloudEvents over HTTP."},
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},

@@ -11,19 +11,19 @@ from types import FrameType
 
 import uvicorn
 
-from tidings.backends.embedded import EmbeddedStorage
-from tidings.backends.webhook_sqlite import SqliteWebhookStore
+from tidings.backends.embedded.storage import EmbeddedStorage
+from tidings.backends.embedded.webhooks import SqliteWebhookStore
 from tidings.core.hub import Hub, HubOptions
 from tidings.core.positions import parse_duration_ms
-from tidings.core.webhook_schedule import DEFAULT_DISABLE_AFTER_MS, RetrySchedule
-from tidings.core.webhook_targets import parse_networks
-from tidings.core.webhooks import WebhookPolicy, parse_schedule
+from tidings.core.webhooks.config import WebhookPolicy, parse_schedule
+from tidings.core.webhooks.schedule import DEFAULT_DISABLE_AFTER_MS, RetrySchedule
+from tidings.core.webhooks.targets import parse_networks
 from tidings.errors import BadRequest
 from tidings.log.partition import FsyncPolicy, LogConfig
 from tidings.server.app import ServerOptions, create_app
 from tidings.server.auth import Auth
 from tidings.server.live import LiveOptions
-from tidings.server.webhooks import WebhookService
+from tidings.server.webhooks.service import WebhookService
 
 logger = logging.getLogger("tidings.serve")
 

@@ -1,0 +1,337 @@
+"""The App: a service written as a few decorated functions.
+
+::
+
+    app = App("payments", hub="http://127.0.0.1:8700")   # or "embedded:./tidings-data"
+
+    @app.on("orders", types=["order.placed"], retries=5)
+    async def charge(order: OrderPlaced, ctx: Context) -> PaymentSucceeded | None:
+        ...
+
+Each handler consumes through a consumer group (``group``, by default the app's
+name): delivery is at least once, an exception nacks with backoff, and after
+``retries`` the event goes to the dead-letter topic. What the handler returns
+is published, chained to the event it handled (see :mod:`tidings.app.handlers`).
+``await app.run()`` runs until SIGINT or SIGTERM (or :meth:`App.stop`) and then
+shuts down gracefully: no new leases, handlers in flight finish (up to
+``shutdown_timeout``), acks are sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from tidings.app.handlers import (
+    Backoff,
+    Envelope,
+    HandlerSpec,
+    Middleware,
+    chain,
+    check_name,
+    make_spec,
+)
+from tidings.app.remembering import HandledIds
+from tidings.app.runner import Consumer, cancel_quietly
+from tidings.app.transport import (
+    EmbeddedTransport,
+    Transport,
+    open_transport,
+    parse_hub_url,
+)
+from tidings.client.async_client import event_dict
+from tidings.events.envelope import Event
+
+__all__ = ["App", "run_apps"]
+
+logger = logging.getLogger("tidings.app")
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+DEFAULT_HUB = "http://127.0.0.1:8700"
+DEFAULT_BACKOFF = Backoff()
+
+
+class App:
+    """A named service: handlers registered with :meth:`on`, run against one hub.
+
+    ``hub`` is ``http://HOST:PORT`` (a running hub) or ``embedded:PATH`` (the hub's
+    core in this process, on the data directory ``PATH``). ``fetch_max`` is how
+    many events one fetch leases; ``poll_wait`` how long (seconds) a fetch waits
+    for events. Handled ids are remembered per group for ``idempotency_window``
+    seconds (0: not at all), in the data directory under ``embedded:``, in memory
+    otherwise. ``middleware`` wraps every consume and publish (see
+    :data:`~tidings.app.handlers.Middleware`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        hub: str = DEFAULT_HUB,
+        *,
+        token: str | None = None,
+        fetch_max: int = 100,
+        poll_wait: float = 5.0,
+        idempotency_window: float = 600.0,
+        shutdown_timeout: float = 30.0,
+        middleware: Iterable[Middleware] = (),
+    ) -> None:
+        self.name = check_name("app name", name)
+        parse_hub_url(hub)
+        self.hub = hub
+        self.token = token
+        if isinstance(fetch_max, bool) or not isinstance(fetch_max, int):
+            raise ValueError(f"fetch_max must be an integer from 1 to 10000, not {fetch_max!r}")
+        if not 1 <= fetch_max <= 10_000:
+            raise ValueError(f"fetch_max must be an integer from 1 to 10000, not {fetch_max!r}")
+        for label, value in (
+            ("poll_wait", poll_wait),
+            ("idempotency_window", idempotency_window),
+            ("shutdown_timeout", shutdown_timeout),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{label} must be a non-negative number, not {value!r}")
+        self.fetch_max = fetch_max
+        self.poll_wait = float(poll_wait)
+        self.idempotency_window = float(idempotency_window)
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.middleware: list[Middleware] = list(middleware)
+        self.handlers: list[HandlerSpec] = []
+        self.consumers: list[Consumer] = []
+        self._transport: Transport | None = None
+        self._owns_transport = False
+        self._handled: HandledIds | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r}, hub={self.hub!r}, handlers={len(self.handlers)})"
+
+    # -- registration -----------------------------------------------------------------
+
+    def on(
+        self,
+        topic: str,
+        *,
+        types: str | Iterable[str] | None = None,
+        group: str | None = None,
+        retries: int = 3,
+        backoff: float | Sequence[float] | Backoff = DEFAULT_BACKOFF,
+        concurrency: int = 1,
+        ordering: str = "none",
+        ack_wait: float = 30.0,
+        start: str = "earliest",
+        dead_letter_topic: str | None = None,
+    ) -> Callable[[F], F]:
+        """Register the decorated ``async def handler(payload[, ctx])``; it stays callable.
+
+        ``types``: event-type patterns (``order.*``); by default all types, or the
+        payload model's ``event_type``. ``group``: the consumer group (the app's
+        name by default). ``retries``: redeliveries after a failure before the
+        event is dead-lettered. ``backoff``: delay before a redelivery (seconds,
+        a list of seconds, or :class:`Backoff`). ``concurrency``: events handled
+        at once; ``ordering="key"`` keeps the order of events of one
+        ``partitionkey``. ``ack_wait``: how long a lease lasts. ``start``: where a
+        new group begins (earliest | latest). ``dead_letter_topic``: default
+        ``{topic}.dlq``.
+        """
+
+        def register(func: F) -> F:
+            spec = make_spec(
+                func,
+                app=self.name,
+                topic=topic,
+                types=types,
+                group=group,
+                retries=retries,
+                backoff=backoff,
+                concurrency=concurrency,
+                ordering=ordering,
+                ack_wait=ack_wait,
+                start=start,
+                dead_letter_topic=dead_letter_topic,
+            )
+            for other in self.handlers:
+                if (other.topic, other.group) == (spec.topic, spec.group):
+                    raise ValueError(
+                        f"{spec.name} and {other.name} both consume {spec.topic!r} in group "
+                        f"{spec.group!r}: each event would reach only one of them; "
+                        "give one a group= of its own"
+                    )
+            self.handlers.append(spec)
+            return func
+
+        return register
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Add a middleware (outermost last added is innermost); usable as a decorator."""
+        if not callable(middleware):
+            raise TypeError(f"middleware must be an async callable, not {middleware!r}")
+        self.middleware.append(middleware)
+        return middleware
+
+    # -- life ---------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
+
+    async def start(self) -> None:
+        """Connect, create the groups, and start consuming."""
+        await self._start_on(open_transport(self.hub, self.token), owned=True)
+
+    async def _start_on(self, transport: Transport, *, owned: bool = False) -> None:
+        if self._tasks:
+            raise RuntimeError(f"app {self.name!r} is already running")
+        if not self.handlers:
+            logger.warning("app %s has no handlers", self.name, extra={"app": self.name})
+        if owned:
+            await transport.open()
+        self._transport, self._owns_transport = transport, owned
+        self._stopped = asyncio.Event()
+        path = None
+        if isinstance(transport, EmbeddedTransport):
+            path = transport.data_dir / "apps" / f"{self.name}.handled.sqlite3"
+        window_ms = round(self.idempotency_window * 1000)
+        self._handled = HandledIds(window_ms, transport.clock, path)
+        self.consumers = []
+        try:
+            for spec in self.handlers:
+                consumer = Consumer(
+                    self.name,
+                    spec,
+                    transport,
+                    self._handled,
+                    fetch_max=self.fetch_max,
+                    poll_wait=self.poll_wait,
+                    consume_middleware=self.middleware,
+                    publish_middleware=self.middleware,
+                )
+                await transport.put_group(spec.topic, spec.group, consumer.group_spec())
+                self.consumers.append(consumer)
+        except BaseException:
+            await self._close_transport()
+            raise
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(c.run(), name=f"{self.name}:{c.spec.name}")
+                       for c in self.consumers]
+        self._flusher = loop.create_task(self._flush_handled())
+        logger.info(
+            "app %s started on %s with %d handler(s)", self.name, self.hub, len(self.consumers),
+            extra={"app": self.name},
+        )
+
+    async def _flush_handled(self) -> None:
+        """Make handled ids durable within 50 ms (and forget those out of the window)."""
+        while True:
+            await asyncio.sleep(0.05)
+            if self._handled is not None and self._handled.dirty:
+                try:
+                    self._handled.flush()
+                except Exception:
+                    # Kept pending: written at the next turn. Meanwhile a redelivered
+                    # event may run again after a crash (at least once).
+                    logger.exception("app %s: writing handled ids failed", self.name)
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: no new leases; in-flight handlers get ``timeout`` seconds
+        (``shutdown_timeout`` by default) to finish; then acks are sent."""
+        if not self._tasks:
+            return
+        timeout = self.shutdown_timeout if timeout is None else timeout
+        for c in self.consumers:
+            c.stop()
+        tasks, self._tasks = self._tasks, []
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        if late:
+            logger.warning(
+                "app %s: %d handler(s) still running after %gs; their events come again",
+                self.name, len(late), timeout, extra={"app": self.name},
+            )
+            for task in late:
+                await cancel_quietly(task)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                logger.error("consumer failed", exc_info=task.exception(),
+                             extra={"app": self.name})
+        if self._flusher is not None:
+            await cancel_quietly(self._flusher)
+            self._flusher = None
+        await self._close_transport()
+        self._stopped.set()
+        logger.info("app %s stopped", self.name, extra={"app": self.name})
+
+    async def _close_transport(self) -> None:
+        if self._handled is not None:
+            self._handled.close()
+            self._handled = None
+        transport, self._transport = self._transport, None
+        if transport is not None and self._owns_transport:
+            await transport.close()
+
+    async def run(self) -> None:
+        """Start, run until SIGINT/SIGTERM or :meth:`stop`, then stop gracefully."""
+        await run_apps([self])
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    # -- publishing outside handlers ------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        type: str | None = None,
+        data: Any = None,
+        *,
+        event: Event | Mapping[str, Any] | None = None,
+        key: str | None = None,
+        id: str | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Publish one event through the app's middleware (the app must be running)."""
+        if self._transport is None:
+            raise RuntimeError(f"app {self.name!r} is not running: await app.start() first")
+        ev = event_dict(type, data, event, key, id, None, None, extensions)
+        transport = self._transport
+
+        async def last(envelope: Envelope) -> None:
+            await transport.publish(envelope.topic, [envelope.event])
+
+        await chain(self.middleware, last)(Envelope("publish", topic, ev, self.name))
+
+
+async def run_apps(apps: Sequence[App], *, signals: bool = True) -> None:
+    """Run ``apps`` in this process until SIGINT or SIGTERM, then stop each gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+    if signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+    started: list[App] = []
+    try:
+        for app in apps:
+            await app.start()
+            started.append(app)
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+        waits += [asyncio.ensure_future(a.wait_stopped()) for a in apps]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if stop.is_set():
+            logger.info("signal received: stopping gracefully")
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await asyncio.gather(*(a.stop() for a in started))
+

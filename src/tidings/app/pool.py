@@ -1,0 +1,246 @@
+"""A consumer with ``concurrency`` > 1: fetch while workers handle, ack as they finish.
+
+Three kinds of coroutine, made once per consumer, never per event:
+
+- the fetcher leases events while fewer than ``limit`` are held, and queues them;
+- ``concurrency`` workers take events from the queue and handle them
+  (:meth:`Consumer._handle <tidings.app.runner.Consumer>`);
+- the acker sends, in one call, the acks of every event finished since its
+  last call, and the nacks grouped by delay.
+
+So a slow event holds up its own worker only, never the fetch nor the others.
+With ``ordering="key"`` an event whose ``partitionkey`` is already being
+handled waits behind it, and the worker that finishes one event of a key goes
+on with the next of the same key. (The hub's group, made with ``ordering: key``,
+leases no event while an earlier one of its key is in flight; this keeps the
+order if it ever did.)
+
+Stopping: no new fetch (a poll already out to a hub over HTTP is let finish),
+events leased and not started are handed back (nacked at once), the handlers
+running finish, and the last acks are sent. If the app's deadline cuts that
+short, what did not finish is nacked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from tidings.errors import TidingsError
+
+if TYPE_CHECKING:
+    from tidings.app.runner import Consumer, _Settled
+    from tidings.app.transport import Incoming
+
+__all__ = ["WorkerPool"]
+
+logger = logging.getLogger("tidings.app")
+
+
+class WorkerPool:
+    """The fetcher, workers and acker of one consumer with ``concurrency`` > 1."""
+
+    def __init__(self, consumer: Consumer, settled: type[_Settled]) -> None:
+        self.consumer = consumer
+        self.spec = consumer.spec
+        self.limit = max(consumer.fetch_max, self.spec.concurrency)
+        self._new_settled = settled
+        self.clock = consumer.transport.clock
+        self.settled = settled([], self.clock.time_ms())
+        self.queue: deque[Incoming] = deque()
+        self.waiting_keys: dict[str, deque[Incoming]] = {}  # keys being handled -> next ones
+        self.leased: dict[str, Incoming] = {}  # lease -> event, until settled
+        self.stopping = False
+        self.returned: list[Incoming] = []  # leased after stop(): handed back unhandled
+        self._fetcher: asyncio.Task[None] | None = None
+        self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
+        self._room = asyncio.Event()
+        self._room.set()
+        self._finished = asyncio.Event()
+        self._acker_done = False
+        self._stop = asyncio.Event()
+
+    # -- the three loops ---------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        c, spec = self.consumer, self.spec
+        fetch = c.transport.fetch
+        while not self.stopping:
+            await self._room.wait()
+            if self.stopping:
+                return
+            want = self.limit - len(self.leased)
+            if want <= 0:
+                self._room.clear()
+                continue
+            try:
+                batch = await fetch(spec.topic, spec.group, want, c.poll_wait)
+            except TidingsError as exc:
+                logger.warning(
+                    "fetch failed: %s", exc.detail,
+                    extra={"topic": spec.topic, "group": spec.group},
+                )
+                await asyncio.sleep(0.5)
+                continue
+            if batch:
+                self.settled.now_ms = self.clock.time_ms()
+                for msg in batch:
+                    self._queue(msg)
+                if len(self.leased) >= self.limit:
+                    self._room.clear()
+
+    def _queue(self, msg: Incoming) -> None:
+        self.leased[msg.lease] = msg
+        if self.stopping:  # brought by a poll that was out when stop() came
+            self.returned.append(msg)
+            return
+        if self.spec.ordering == "key":
+            key = msg.event.get("partitionkey")
+            if key is not None:
+                behind = self.waiting_keys.get(key)
+                if behind is not None:  # one of this key is being handled: wait for it
+                    behind.append(msg)
+                    return
+                self.waiting_keys[key] = deque()
+        self.queue.append(msg)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake one idle worker (an Event would wake them all, each to find nothing)."""
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _wake_all(self) -> None:
+        while self._idle:
+            self._wake_one()
+
+    async def _worker(self) -> None:
+        handle = self.consumer._handle
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self.queue or self.stopping:
+                if self.stopping:
+                    return
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+            msg: Incoming | None = self.queue.popleft()
+            while msg is not None:
+                await handle(msg, self.settled)
+                self._done(msg)
+                msg = self._next_of_key(msg)
+
+    def _next_of_key(self, msg: Incoming) -> Incoming | None:
+        if self.spec.ordering != "key":
+            return None
+        key = msg.event.get("partitionkey")
+        if key is None:
+            return None
+        behind = self.waiting_keys.get(key)
+        if behind and not self.stopping:
+            return behind.popleft()
+        self.waiting_keys.pop(key, None)
+        return None
+
+    def _done(self, msg: Incoming) -> None:
+        self.leased.pop(msg.lease, None)
+        self._room.set()
+        self._finished.set()
+
+    async def _ack_loop(self) -> None:
+        while not self._acker_done:
+            await self._finished.wait()
+            self._finished.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        # Taken out of the one _Settled the workers hold, not swapped for a new one:
+        # a handler running now appends to it when it ends, after this flush.
+        now = self.settled
+        if not now.acks and not now.nacks:
+            return
+        out = self._new_settled([], now.now_ms)
+        out.acks, now.acks = now.acks, []
+        out.nacks, now.nacks = now.nacks, {}
+        await self.consumer._settle(out)
+
+    # -- life ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._fetcher = loop.create_task(self._fetch_loop())
+        acker = loop.create_task(self._ack_loop())
+        workers = [loop.create_task(self._worker()) for _ in range(self.spec.concurrency)]
+        try:
+            await self._stop.wait()
+            # No new leases; what was leased and not started goes back at once.
+            await self._end_fetch()
+            back = self.returned + list(self.queue)
+            back += [m for q in self.waiting_keys.values() for m in q]
+            self.returned, self.queue = [], deque()
+            for q in self.waiting_keys.values():
+                q.clear()
+            self._wake_all()
+            if back:
+                await self._hand_back(back)
+            await asyncio.gather(*workers)  # the handlers running finish
+        finally:
+            # Also when cut short at the app's deadline: cancelled handlers' events
+            # are handed back, and every ack gathered is sent.
+            await self._end_fetch()
+            for task in workers:
+                await _cancel(task)
+            # The acker is asked to end, not cancelled: cut in the middle of a request,
+            # the acks it had taken would be neither sent nor handed back.
+            self._acker_done = True
+            self._finished.set()
+            await asyncio.wait({acker}, timeout=self.consumer.poll_wait + 30)
+            await _cancel(acker)
+            await self._flush()
+            if self.leased:
+                await self._hand_back(list(self.leased.values()))
+
+    async def _end_fetch(self) -> None:
+        """Stop fetching. A poll of a hub over the network is let finish (its leases are
+        handed back): given up, the hub would go on with it and lease events to no one
+        until their ack_wait ran out."""
+        fetcher = self._fetcher
+        if fetcher is None or fetcher.done():
+            return
+        if self.consumer.transport.remote:
+            await asyncio.wait({fetcher}, timeout=self.consumer.poll_wait + 5)
+        await _cancel(fetcher)
+
+    async def _hand_back(self, msgs: list[Incoming]) -> None:
+        spec = self.spec
+        for m in msgs:
+            self.leased.pop(m.lease, None)
+        try:
+            await self.consumer.transport.nack(spec.topic, spec.group, [m.lease for m in msgs], 0)
+        except TidingsError as exc:
+            logger.warning(
+                "handing back %d event(s) failed: %s", len(msgs), exc.detail,
+                extra={"topic": spec.topic, "group": spec.group},
+            )
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._room.set()
+        self._wake_all()
+        self._stop.set()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    if not task.done():
+        task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        logger.exception("a consumer's loop failed")

@@ -1,0 +1,408 @@
+"""One handler's consumer: fetch a batch of leases, run the handler on each, settle them.
+
+Per batch, in this order:
+
+1. Each event is handled: skipped if its id was handled before (idempotency),
+   dead-lettered at once if its data does not validate, else the handler runs
+   and what it returns is published, chained to it.
+2. The ids handled are remembered (:class:`~tidings.app.remembering.HandledIds`).
+3. One ack for every lease settled; nacks grouped by their backoff delay. An
+   event that fails after ``retries`` retries is published to the dead-letter
+   topic with the last lines of its traceback, then acked.
+
+With ``concurrency=1`` a batch runs inline in the fetch loop, in order. With
+more, :class:`~tidings.app.pool.WorkerPool` fetches while ``concurrency``
+workers handle, and acks what finished in one call at a time; with
+``ordering="key"`` events of one ``partitionkey`` keep their order (the hub
+also leases no event while an earlier one of its key is in flight, so order
+holds across workers and retries). No task is made per event, and nothing is
+logged per event unless DEBUG is on.
+
+Stopping: no new fetch; the events in flight finish (or are cut at the
+deadline, their events nacked); then acks are sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tidings.app.handlers import (
+    BadPayload,
+    Context,
+    Envelope,
+    HandlerSpec,
+    Middleware,
+    app_source,
+    chain,
+    emitted,
+)
+from tidings.app.pool import WorkerPool
+from tidings.app.remembering import HandledIds
+from tidings.app.transport import GroupSpec, Incoming, Transport
+from tidings.errors import StaleLease, TidingsError
+
+if TYPE_CHECKING:
+    from tidings.app.handlers import Next
+
+__all__ = ["Consumer"]
+
+logger = logging.getLogger("tidings.app")
+
+_TRACEBACK_LINES = 6
+_RETRY_PAUSE_S = 0.5  # after a failed fetch (hub unreachable, restarting)
+
+
+class _Settled:
+    """What a batch's events came to: leases to ack, leases to nack by delay."""
+
+    __slots__ = ("acks", "batch", "nacks", "now_ms")
+
+    def __init__(self, batch: Sequence[Incoming], now_ms: int) -> None:
+        self.batch = batch
+        self.now_ms = now_ms  # one reading of the clock for the whole batch
+        self.acks: list[str] = []
+        self.nacks: dict[float, list[str]] = {}
+
+    def nack(self, lease: str, delay: float) -> None:
+        self.nacks.setdefault(delay, []).append(lease)
+
+    def unsettled(self) -> list[str]:
+        """Leases neither acked nor nacked (their handlers were cut short)."""
+        if len(self.acks) + sum(map(len, self.nacks.values())) == len(self.batch):
+            return []
+        done = set(self.acks).union(*self.nacks.values())
+        return [m.lease for m in self.batch if m.lease not in done]
+
+
+class Consumer:
+    """Runs one :class:`~tidings.app.handlers.HandlerSpec` against a transport."""
+
+    def __init__(
+        self,
+        app_name: str,
+        spec: HandlerSpec,
+        transport: Transport,
+        handled: HandledIds,
+        *,
+        fetch_max: int,
+        poll_wait: float,
+        consume_middleware: Sequence[Middleware] = (),
+        publish_middleware: Sequence[Middleware] = (),
+    ) -> None:
+        self.app_name = app_name
+        self.source = app_source(app_name)  # of the events it emits
+        self.spec = spec
+        self.transport = transport
+        self.handled = handled
+        self.fetch_max = fetch_max
+        self.poll_wait = poll_wait
+        self._consume_mw = tuple(consume_middleware)
+        self._publish_mw = tuple(publish_middleware)
+        self._publish: Next = chain(self._publish_mw, self._publish_last)
+        self._stopping = False
+        self._task: asyncio.Task[Any] | None = None
+        self._in_fetch = False
+        self._pool: WorkerPool | None = None
+        self._ids = handled.group(spec.group)
+        self.handled_count = 0
+        self.failed_count = 0
+        self.dead_lettered = 0
+
+    def group_spec(self) -> GroupSpec:
+        s = self.spec
+        return GroupSpec(
+            start=s.start,
+            ack_wait=s.ack_wait,
+            # The framework dead-letters after `retries`; the hub's limit is a safety
+            # net for a process that dies on the same event again and again.
+            max_deliver=s.retries + 2,
+            dead_letter_topic=s.dead_letter_topic,
+            ordering=s.ordering,
+            types=s.types,
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if self.spec.concurrency > 1:
+            self._pool = WorkerPool(self, _Settled)
+            if self._stopping:
+                return
+            await self._pool.run()
+            return
+        spec = self.spec
+        fetch = self.transport.fetch
+        self._task = asyncio.current_task()
+        while not self._stopping:
+            # The fetch is awaited in this task (no task per fetch); stop() cancels
+            # this task only while it waits here.
+            self._in_fetch = True
+            try:
+                batch = await fetch(spec.topic, spec.group, self.fetch_max, self.poll_wait)
+            except asyncio.CancelledError:
+                if self._stopping:
+                    break
+                raise
+            except TidingsError as exc:
+                logger.warning(
+                    "fetch failed: %s", exc.detail, extra={"topic": spec.topic, "group": spec.group}
+                )
+                await asyncio.sleep(_RETRY_PAUSE_S)
+                continue
+            finally:
+                self._in_fetch = False
+            if batch and self._stopping:  # a poll let finish after stop(): hand it back
+                await self._settle(_Settled(batch, 0))
+            elif batch:
+                await self.process(batch)
+
+    def stop(self) -> None:
+        """Take no new leases: a fetch waiting for events in this process is given up;
+        a poll out to a hub over HTTP is let finish, and what it brings handed back."""
+        self._stopping = True
+        if self._pool is not None:
+            self._pool.stop()
+        elif self._in_fetch and self._task is not None and not self.transport.remote:
+            self._task.cancel()
+
+    async def process(self, batch: list[Incoming]) -> None:
+        """Handle one batch in order (``concurrency=1``), then settle it.
+
+        The batch's leases were taken together: once half their ``ack_wait`` has gone,
+        what is done is settled and the events not yet started are handed back, to be
+        fetched again with fresh leases, rather than handled after their leases ran
+        out (when the hub may already have given them to another consumer)."""
+        clock = self.transport.clock
+        settled = _Settled(batch, clock.time_ms())
+        deadline = settled.now_ms + round(self.spec.ack_wait * 500)
+        try:
+            if self._consume_mw or self.spec.wants_ctx:
+                handle = self._handle
+                for msg in batch:
+                    if clock.time_ms() > deadline:
+                        break
+                    await handle(msg, settled)
+            else:
+                await self._handle_plain(batch, settled, deadline)
+        finally:
+            # Also when cut short at the shutdown deadline: what finished is acked,
+            # what did not is handed back for redelivery.
+            await self._settle(settled)
+
+    async def _settle(self, settled: _Settled) -> None:
+        """Acks first, then delayed nacks, then what was not handled goes back; each
+        step on its own, so one stale lease (run out at a deadline) spoils no other."""
+        spec = self.spec
+        transport = self.transport
+        if settled.acks:
+            await self._step("acking", transport.ack(spec.topic, spec.group, settled.acks),
+                             settled.acks, retry=True)
+        for delay, leases in settled.nacks.items():
+            await self._step("nacking", transport.nack(spec.topic, spec.group, leases, delay),
+                             leases)
+        unsettled = settled.unsettled()
+        if unsettled:
+            await self._step("handing back",
+                             transport.nack(spec.topic, spec.group, unsettled, 0), unsettled)
+
+    async def _step(
+        self, what: str, call: Awaitable[object], leases: list[str], retry: bool = False
+    ) -> None:
+        spec = self.spec
+        try:
+            await call
+        except StaleLease as exc:
+            # Some leases ran out (their events come again): settle the others.
+            stale = set(exc.fields.get("stale", ()))
+            rest = [lease for lease in leases if lease not in stale]
+            if retry and rest:
+                await self._step(what, self.transport.ack(spec.topic, spec.group, rest), rest)
+        except TidingsError as exc:
+            # The leases run out and the events come again: at-least-once holds.
+            logger.warning(
+                "%s %d lease(s) failed: %s", what, len(leases), exc.detail,
+                extra={"topic": spec.topic, "group": spec.group},
+            )
+
+    # -- one event -----------------------------------------------------------------------
+
+    async def _handle(self, msg: Incoming, settled: _Settled) -> None:
+        spec = self.spec
+        ev = msg.event
+        eid: str = ev.get("id") or ""
+        handled = self.handled
+        remember = handled.enabled and bool(eid)
+        if remember and handled.seen(self._ids, eid, settled.now_ms):
+            settled.acks.append(msg.lease)
+            return
+        ctx = None
+        try:
+            if self._consume_mw:
+                ctx = self._context(msg)
+                call = chain(self._consume_mw, self._call_handler)
+                result = await call(
+                    Envelope("consume", msg.topic, ev, self.app_name, spec.group, ctx)
+                )
+            elif spec.wants_ctx:
+                ctx = self._context(msg)
+                result = await spec.func(spec.decode(ev), ctx)
+            else:
+                result = await spec.func(spec.decode(ev))
+            if result is not None:
+                out = emitted(result, ev, msg.topic, spec.group, source=self.source)
+                await self._publish_all(out, ctx or self._context(msg))
+        except BadPayload as exc:
+            await self._dead_letter(msg, str(exc), None, settled)
+            return
+        except Exception as exc:
+            await self._failed(msg, exc, settled)
+            return
+        if remember:
+            handled.add(spec.group, self._ids, eid, settled.now_ms)
+        self.handled_count += 1
+        settled.acks.append(msg.lease)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "handled %s", eid, extra={"topic": msg.topic, "group": spec.group, "event_id": eid}
+            )
+
+    async def _handle_plain(
+        self, batch: list[Incoming], settled: _Settled, deadline_ms: int
+    ) -> None:
+        """:meth:`_handle` for a handler that takes no ctx, with no middleware: the same
+        steps, inline in one loop (no coroutine per event)."""
+        spec = self.spec
+        func, decode, group = spec.func, spec.decode, spec.group
+        handled, ids, now = self.handled, self._ids, settled.now_ms
+        enabled = handled.enabled
+        pending = handled.pending(group)
+        window_start = now - handled.window_ms
+        acks = settled.acks
+        time_ms = self.transport.clock.time_ms
+        done = 0
+        for msg in batch:
+            if time_ms() > deadline_ms:
+                break  # the rest is handed back (see process)
+            ev = msg.event
+            eid: str = ev.get("id") or ""
+            remember = enabled and eid != ""
+            if remember:
+                at = ids.get(eid)
+                if at is not None and at >= window_start:
+                    acks.append(msg.lease)
+                    continue
+            try:
+                result = await func(decode(ev))
+                if result is not None:
+                    out = emitted(result, ev, msg.topic, group, source=self.source)
+                    await self._publish_all(out, self._context(msg))
+            except BadPayload as exc:
+                await self._dead_letter(msg, str(exc), None, settled)
+                continue
+            except Exception as exc:
+                await self._failed(msg, exc, settled)
+                continue
+            if remember:  # HandledIds.add, inline
+                ids.pop(eid, None)
+                ids[eid] = now
+                if pending is not None:
+                    pending.append(eid)
+            acks.append(msg.lease)
+            done += 1
+        self.handled_count += done
+
+    def _context(self, msg: Incoming) -> Context:
+        return Context(
+            self, msg.topic, msg.partition, msg.offset, msg.lease, msg.deliveries, msg.event
+        )
+
+    async def _failed(self, msg: Incoming, exc: Exception, settled: _Settled) -> None:
+        spec = self.spec
+        self.failed_count += 1
+        if msg.deliveries > spec.retries:
+            lines = "".join(traceback.format_exception(exc)).strip().splitlines()
+            # An extension attribute holds no control characters: lines joined by " | ".
+            tail = [line.strip() for line in lines[-_TRACEBACK_LINES:]]
+            reason = (
+                f"handler {spec.name} raised {type(exc).__name__}: {exc} "
+                f"(delivery {msg.deliveries}, retries {spec.retries})"
+            )
+            await self._dead_letter(msg, reason, " | ".join(tail)[-2000:], settled)
+            return
+        delay = spec.backoff.delay(msg.deliveries)
+        logger.warning(
+            "handler %s failed on delivery %d, retrying in %gs: %r",
+            spec.name, msg.deliveries, delay, exc,
+            extra={"topic": msg.topic, "group": spec.group, "event_id": msg.event.get("id")},
+        )
+        settled.nack(msg.lease, delay)
+
+    async def _call_handler(self, envelope: Envelope) -> Any:
+        spec = self.spec
+        payload = spec.decode(envelope.event)
+        if spec.wants_ctx:
+            return await spec.func(payload, envelope.ctx)
+        return await spec.func(payload)
+
+    async def _dead_letter(
+        self, msg: Incoming, reason: str, trace: str | None, settled: _Settled
+    ) -> None:
+        spec = self.spec
+        ev = dict(msg.event)
+        ev.update(
+            dlqtopic=msg.topic,
+            dlqpartition=msg.partition,
+            dlqoffset=msg.offset,
+            dlqgroup=spec.group,
+            dlqreason=reason[:4000],
+            dlqdeliveries=msg.deliveries,
+        )
+        if trace:
+            ev["dlqtraceback"] = trace
+        try:
+            await self.transport.publish(spec.dead_letter_topic, [ev])
+        except TidingsError as exc:
+            logger.error(
+                "dead-lettering failed, the event comes again: %s", exc.detail,
+                extra={"topic": msg.topic, "group": spec.group, "event_id": ev.get("id")},
+            )
+            settled.nack(msg.lease, spec.backoff.delay(msg.deliveries))
+            return
+        self.dead_lettered += 1
+        logger.error(
+            "dead-lettered to %s: %s", spec.dead_letter_topic, reason,
+            extra={"topic": msg.topic, "group": spec.group, "event_id": ev.get("id")},
+        )
+        settled.acks.append(msg.lease)
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def _publish_all(self, out: list[tuple[str, dict[str, Any]]], ctx: Context) -> None:
+        if not out:
+            return
+        if not self._publish_mw:
+            by_topic: dict[str, list[dict[str, Any]]] = {}
+            for topic, ev in out:
+                by_topic.setdefault(topic, []).append(ev)
+            for topic, evs in by_topic.items():
+                await self.transport.publish(topic, evs)
+            return
+        for topic, ev in out:
+            await self._publish(Envelope("publish", topic, ev, self.app_name, self.spec.group, ctx))
+
+    async def publish_from(self, ctx: Context, topic: str, events: list[dict[str, Any]]) -> None:
+        await self._publish_all([(topic, ev) for ev in events], ctx)
+
+    async def _publish_last(self, envelope: Envelope) -> None:
+        await self.transport.publish(envelope.topic, [envelope.event])
+
+
+async def cancel_quietly(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

@@ -1,0 +1,317 @@
+"""The seam between the App framework and a hub: one protocol, three implementations.
+
+- :class:`HttpTransport`: a running hub, over :class:`~tidings.client.async_client.AsyncClient`.
+- :class:`CoreTransport`: the hub's core in this process (``embedded:PATH``), on
+  the same data directory format as ``tidings serve``; no server, no sockets.
+- the test harness (:mod:`tidings.app.harness`) extends :class:`CoreTransport`
+  with an in-memory log and a virtual clock.
+
+Every method takes and answers plain dicts and lists: a delivered event is an
+:class:`Incoming` whose ``event`` is the dict of its CloudEvents attributes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from tidings.client.async_client import AsyncClient, _group_path
+from tidings.core.groups import GroupConfig
+from tidings.core.hub import Hub
+from tidings.errors import StaleLease
+from tidings.events.envelope import normalize_event, now_rfc3339
+from tidings.log.partition import Clock, SystemClock
+
+__all__ = [
+    "CoreTransport",
+    "GroupSpec",
+    "HttpTransport",
+    "Incoming",
+    "Transport",
+    "open_transport",
+    "parse_hub_url",
+]
+
+
+class Incoming:
+    """One leased event: where it sits, its lease, its delivery count, its attributes."""
+
+    __slots__ = ("deliveries", "event", "lease", "offset", "partition", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        lease: str,
+        deliveries: int,
+        event: dict[str, Any],
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.lease = lease
+        self.deliveries = deliveries
+        self.event = event
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSpec:
+    start: Literal["earliest", "latest"]
+    ack_wait: float
+    max_deliver: int
+    dead_letter_topic: str
+    ordering: Literal["none", "key"]
+    types: tuple[str, ...]
+
+
+class Transport(Protocol):
+    """What the App framework needs of a hub."""
+
+    clock: Clock
+    #: True when a fetch is a request to another process: one given up half-way
+    #: goes on there (and may lease events), so it is let finish instead.
+    remote: bool
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def put_group(self, topic: str, group: str, spec: GroupSpec) -> None: ...
+    async def fetch(self, topic: str, group: str, max: int, wait: float) -> list[Incoming]: ...
+    async def ack(self, topic: str, group: str, leases: Sequence[str]) -> None: ...
+    async def nack(
+        self, topic: str, group: str, leases: Sequence[str], delay: float
+    ) -> None: ...
+    async def publish(self, topic: str, events: Sequence[dict[str, Any]]) -> None: ...
+    async def seek(self, topic: str, group: str, to: str) -> None: ...
+    async def read_all(self, topic: str) -> list[dict[str, Any]]:
+        """Every record of ``topic``, ``{"topic", "partition", "offset", "event"}``."""
+        ...
+
+    async def group_state(self, topic: str, group: str) -> tuple[int, int]:
+        """(lag, pending) of a group."""
+        ...
+
+
+def parse_hub_url(url: object) -> tuple[Literal["http", "embedded"], str]:
+    """``http://…``/``https://…`` or ``embedded:PATH``; ValueError names what is wrong."""
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"hub must be a URL string, not {url!r}")
+    if url.startswith(("http://", "https://")):
+        if len(url.split("://", 1)[1].strip("/")) == 0:
+            raise ValueError(f"hub URL {url!r} names no host")
+        return "http", url
+    if url.startswith("embedded:"):
+        path = url[len("embedded:") :]
+        if not path:
+            raise ValueError("hub 'embedded:' needs a data directory: embedded:./tidings-data")
+        return "embedded", path
+    if url.startswith("nats://"):
+        raise ValueError(f"hub {url!r}: the NATS JetStream backend is not available yet")
+    raise ValueError(
+        f"hub {url!r} is not understood: give http://HOST:PORT (a running hub) "
+        "or embedded:PATH (the hub's core in this process)"
+    )
+
+
+def open_transport(url: str, token: str | None = None) -> Transport:
+    kind, where = parse_hub_url(url)
+    if kind == "http":
+        return HttpTransport(where, token)
+    return EmbeddedTransport(Path(where))
+
+
+async def _ack_live(
+    ack: Any, topic: str, group: str, leases: Sequence[str]
+) -> None:
+    """Ack ``leases``; if some went stale (expired, re-leased), ack the others."""
+    try:
+        await ack(topic, group, list(leases))
+    except StaleLease as exc:
+        stale = set(exc.fields.get("stale") or ())
+        rest = [lease for lease in leases if lease not in stale]
+        if rest and len(rest) < len(leases):
+            await _ack_live(ack, topic, group, rest)
+
+
+class HttpTransport:
+    """A hub at ``http://…``, over the SDK's async client."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        self.url = url
+        self.client = AsyncClient(url, token=token, timeout=30)
+        self.clock: Clock = SystemClock()
+        self.remote = True
+
+    async def open(self) -> None:
+        await self.client.healthz()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def put_group(self, topic: str, group: str, spec: GroupSpec) -> None:
+        await self.client.create_group(
+            topic,
+            group,
+            start=spec.start,
+            ack_wait=spec.ack_wait,
+            max_deliver=spec.max_deliver,
+            dead_letter_topic=spec.dead_letter_topic,
+            ordering=spec.ordering,
+            types=spec.types or None,
+        )
+
+    async def fetch(self, topic: str, group: str, max: int, wait: float) -> list[Incoming]:
+        # The answer's records as dicts: no Record or Event objects on the hot path.
+        answer = await self.client._call(
+            "POST", _group_path(topic, group) + "/fetch", {"max": max, "wait": wait}, wait=wait
+        )
+        records: list[dict[str, Any]] = answer["records"]
+        return [
+            Incoming(
+                r["topic"], r["partition"], r["offset"], r["lease"], r["deliveries"], r["event"]
+            )
+            for r in records
+        ]
+
+    async def ack(self, topic: str, group: str, leases: Sequence[str]) -> None:
+        await _ack_live(self.client.ack, topic, group, leases)
+
+    async def nack(self, topic: str, group: str, leases: Sequence[str], delay: float) -> None:
+        await self.client.nack(topic, group, list(leases), delay)
+
+    async def publish(self, topic: str, events: Sequence[dict[str, Any]]) -> None:
+        await self.client.publish_many(topic, events)
+
+    async def seek(self, topic: str, group: str, to: str) -> None:
+        await self.client.seek(topic, group, to)
+
+    async def read_all(self, topic: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        position = "earliest"
+        while True:
+            records, nxt = await self.client.read(topic, start=position, limit=1000)
+            out.extend(r.to_dict() for r in records)
+            if not records or nxt == position:
+                return out
+            position = nxt
+
+    async def group_state(self, topic: str, group: str) -> tuple[int, int]:
+        info = await self.client.group(topic, group)
+        return int(info["lag"]), int(info["pending"])
+
+
+class CoreTransport:
+    """The hub's core in this process: the same calls the server makes, without HTTP."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.clock: Clock = hub.clock
+        self.remote = False
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def put_group(self, topic: str, group: str, spec: GroupSpec) -> None:
+        config = GroupConfig(
+            start=spec.start,
+            ack_wait_ms=round(spec.ack_wait * 1000),
+            max_deliver=spec.max_deliver,
+            dead_letter_topic=spec.dead_letter_topic,
+            ordering=spec.ordering,
+            types=spec.types,
+        )
+        await self.hub.put_group(topic, group, config)
+
+    async def fetch(self, topic: str, group: str, max: int, wait: float) -> list[Incoming]:
+        got = await self.hub.fetch(topic, group, max, wait)
+        loads = orjson.loads
+        return [
+            Incoming(topic, d.partition, d.offset, d.lease, d.deliveries, loads(d.payload))
+            for d in got
+        ]
+
+    async def ack(self, topic: str, group: str, leases: Sequence[str]) -> None:
+        await _ack_live(self.hub.ack, topic, group, leases)
+
+    async def nack(self, topic: str, group: str, leases: Sequence[str], delay: float) -> None:
+        await self.hub.nack(topic, group, list(leases), round(delay * 1000))
+
+    async def publish(self, topic: str, events: Sequence[dict[str, Any]]) -> None:
+        now = now_rfc3339()
+        await self.hub.publish(topic, [normalize_event(ev, topic=topic, now=now) for ev in events])
+
+    async def seek(self, topic: str, group: str, to: str) -> None:
+        await self.hub.seek(topic, group, to)
+
+    async def read_all(self, topic: str) -> list[dict[str, Any]]:
+        t = self.hub.topics.get(topic)
+        if t is None:
+            return []
+        out: list[dict[str, Any]] = []
+        for p, part in enumerate(t.partitions):
+            offset = part.start_offset
+            while offset < part.end_offset:
+                got = part.read(offset, 1000)
+                if not got:
+                    break
+                out.extend(
+                    {"topic": topic, "partition": p, "offset": o, "event": orjson.loads(b)}
+                    for o, _, b in got
+                )
+                offset = got[-1][0] + 1
+        return out
+
+    async def group_state(self, topic: str, group: str) -> tuple[int, int]:
+        info = self.hub.group_info(topic, group)
+        return int(info["lag"]), int(info["pending"])
+
+
+# -- embedded: one core per data directory in this process -----------------------------
+
+_OPEN: dict[tuple[int, Path], tuple[Hub, int]] = {}
+
+
+class EmbeddedTransport(CoreTransport):
+    """``embedded:PATH``: the hub's core on the data directory ``PATH``.
+
+    Apps of one process that name the same directory share one core: a data
+    directory is opened once.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self.clock = SystemClock()
+        self.remote = False
+
+    async def open(self) -> None:
+        from tidings.backends.embedded.storage import EmbeddedStorage
+
+        key = (id(asyncio.get_running_loop()), self.data_dir)
+        found = _OPEN.get(key)
+        if found is None:
+            hub = Hub(EmbeddedStorage(self.data_dir))
+            await hub.start()
+            found = (hub, 0)
+        _OPEN[key] = (found[0], found[1] + 1)
+        self.hub = found[0]
+        self.clock = self.hub.clock
+
+    async def close(self) -> None:
+        key = (id(asyncio.get_running_loop()), self.data_dir)
+        found = _OPEN.get(key)
+        if found is None:
+            return
+        hub, users = found
+        if users > 1:
+            _OPEN[key] = (hub, users - 1)
+            return
+        del _OPEN[key]
+        await hub.close()

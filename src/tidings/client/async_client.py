@@ -1,0 +1,602 @@
+"""The asyncio client of the hub's HTTP API (``/v1``), on aiohttp.
+
+One :class:`aiohttp.ClientSession` per client keeps connections alive (up to
+``max_connections``); bodies are written and read with orjson. Every error the
+hub answers is raised as its :mod:`tidings.errors` class (see
+:mod:`tidings.client.problems`); a hub that cannot be reached raises
+:class:`~tidings.errors.TidingsError` naming the address.
+
+Events follow CloudEvents 1.0: structured mode for one event, batch mode for
+several, binary mode on request
+(https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-protocol-binding.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, Literal
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from tidings.client.batching import PublishBatcher
+from tidings.client.live import LiveStart, LiveSubscription, Reconnect
+from tidings.client.problems import error_from_response
+from tidings.client.receiving import AsyncConsumer, AsyncSubscription, Delivery
+from tidings.client.webhooks import AsyncWebhookCalls
+from tidings.errors import TidingsError
+from tidings.events.envelope import Event, Record
+from tidings.events.http import to_binary
+
+__all__ = ["DEFAULT_URL", "AsyncClient", "EventLike", "Leases", "Seek", "Start", "Types"]
+
+DEFAULT_URL: Final = "http://127.0.0.1:8700"
+
+STRUCTURED: Final = "application/cloudevents+json"
+BATCH: Final = "application/cloudevents-batch+json"
+_JSON: Final = {"Content-Type": "application/json"}
+
+EventLike = Event | Mapping[str, Any]
+"""A :class:`~tidings.Event`, or a dict of CloudEvents attributes with at least ``type``."""
+Start = Literal["earliest", "latest"] | int | str
+"""Where a read starts: earliest, latest, an offset (with ``partition``) or a position token."""
+Types = str | Iterable[str] | None
+"""Event-type patterns (``order.*``, ``order.>``), as a list or comma-separated."""
+Leases = str | Delivery | Iterable[str | Delivery]
+"""One lease, one delivery, or several of either."""
+Seek = Literal["earliest", "latest"] | str | int | datetime | Mapping[str, Any]
+"""earliest, latest, a time (RFC 3339, a datetime or ms since the epoch), a position
+token such as ``"0:15,1:7"``, or ``{"partition": p, "offset": o}``."""
+
+
+class AsyncClient(AsyncWebhookCalls):
+    """A connection to one hub, for use from asyncio.
+
+    ::
+
+        async with AsyncClient("http://127.0.0.1:8700") as hub:
+            await hub.publish("orders", type="order.placed", data={"order_id": "o-1"}, key="o-1")
+
+    ``token`` is sent as ``Authorization: Bearer …``. ``timeout`` (seconds) bounds
+    each request; a long poll (``wait``) gets its wait on top. With
+    ``batch_linger_ms`` > 0, concurrent :meth:`publish` calls are sent together
+    (see :class:`~tidings.client.batching.PublishBatcher`), trading up to that many
+    milliseconds of latency for far fewer requests.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 30,
+        max_connections: int = 100,
+        batch_linger_ms: float = 0,
+        batch_max: int = 500,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._timeout = timeout
+        self._default_timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_connections = max_connections
+        self._token = token
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._live: set[LiveSubscription] = set()  # closed with the client
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        #: The producer-side batcher, when ``batch_linger_ms`` > 0.
+        self.batcher: PublishBatcher | None = None
+        if batch_linger_ms > 0:
+            self.batcher = PublishBatcher(
+                self._publish_batch_body, linger_ms=batch_linger_ms, max_events=batch_max
+            )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Send what the batcher holds, then close every connection. Safe to call twice."""
+        if self._closed:
+            return
+        if self.batcher is not None:
+            await self.batcher.flush()
+        self._closed = True
+        for sub in list(self._live):
+            await sub.aclose()
+        self._live.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            if self._closed:
+                raise RuntimeError("this client is closed")
+            # Made on first use, inside the running loop, as aiohttp wants.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                timeout=self._default_timeout,
+                headers=self._headers,
+            )
+        return self._session
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        wait: float = 0,
+        skip_auto_headers: tuple[str, ...] = (),
+    ) -> bytes:
+        url = self.url + path
+        timeout = self._default_timeout
+        if wait > 0:
+            timeout = aiohttp.ClientTimeout(total=self._timeout + wait)
+        try:
+            async with self._http().request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                params=params,
+                timeout=timeout,
+                skip_auto_headers=skip_auto_headers,
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError as exc:
+            raise TidingsError(
+                f"no answer from the hub at {self.url} within {self._timeout + wait:g} s"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise TidingsError(f"cannot reach the hub at {self.url}: {exc}") from exc
+        if status >= 400:
+            raise error_from_response(status, raw, f"{method} {path}")
+        return raw
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        wait: float = 0,
+    ) -> Any:
+        """A JSON request (``body`` None sends none) and its decoded JSON answer, if any."""
+        data = None if body is None else orjson.dumps(body)
+        raw = await self._request(
+            method,
+            path,
+            body=data,
+            headers=None if data is None else _JSON,
+            params=params,
+            wait=wait,
+        )
+        return orjson.loads(raw) if raw else None
+
+    # -- operations --------------------------------------------------------------------
+
+    async def healthz(self) -> dict[str, Any]:
+        """``GET /healthz``: ``{"status": "ok"}`` while the hub serves."""
+        answer: dict[str, Any] = await self._call("GET", "/healthz")
+        return answer
+
+    async def metrics(self) -> str:
+        """``GET /metrics``: the Prometheus text exposition."""
+        return (await self._request("GET", "/metrics")).decode()
+
+    # -- publish -----------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        type: str | None = None,
+        data: Any = None,
+        *,
+        event: EventLike | None = None,
+        key: str | None = None,
+        id: str | None = None,
+        subject: str | None = None,
+        source: str | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Publish one event; answer ``{"id", "partition", "offset"}`` once it is durable.
+
+        Give ``type`` and ``data``, or a whole ``event`` (a :class:`~tidings.Event` or a
+        dict of CloudEvents attributes); the keywords add to either. ``key`` becomes the
+        ``partitionkey`` extension: same key, same partition, same order. ``data=None``
+        sends no data. The hub fills ``id``, ``source`` and ``time`` when they are
+        missing. Give your own ``id`` to make a retry safe: within the hub's dedupe
+        window a repeated id appends nothing and is answered ``"duplicate": True``.
+        """
+        ev = event_dict(type, data, event, key, id, subject, source, extensions)
+        payload = orjson.dumps(ev)
+        if self.batcher is not None:
+            return await self.batcher.publish(topic, payload)
+        raw = await self._request(
+            "POST", _events_path(topic), body=payload, headers={"Content-Type": STRUCTURED}
+        )
+        return _published(raw)[0]
+
+    async def publish_many(self, topic: str, events: Iterable[EventLike]) -> list[dict[str, Any]]:
+        """Publish several events in one batch request: all of them are appended or none.
+
+        Answers one ``{"id", "partition", "offset"}`` per event, in order. A bad event
+        refuses the whole batch with an error naming its ``index``.
+        """
+        payloads = [
+            orjson.dumps(event_dict(None, None, e, None, None, None, None, None)) for e in events
+        ]
+        if not payloads:
+            return []
+        return await self._publish_batch_body(topic, b"[" + b",".join(payloads) + b"]")
+
+    async def _publish_batch_body(self, topic: str, body: bytes) -> list[dict[str, Any]]:
+        raw = await self._request(
+            "POST", _events_path(topic), body=body, headers={"Content-Type": BATCH}
+        )
+        return _published(raw)
+
+    async def publish_binary(self, topic: str, event: EventLike) -> dict[str, Any]:
+        """Publish one event in binary mode: attributes as ``ce-*`` headers, data as the body.
+
+        The body is ``data`` as the ``datacontenttype`` says (JSON when none is given),
+        or the bytes of ``data_base64``.
+        """
+        headers, body = to_binary(event_dict(None, None, event, None, None, None, None, None))
+        # Without a datacontenttype there must be no Content-Type, or aiohttp's
+        # application/octet-stream would become the event's datacontenttype.
+        raw = await self._request(
+            "POST",
+            _events_path(topic),
+            body=body or None,
+            headers=headers,
+            skip_auto_headers=("Content-Type",),
+        )
+        return _published(raw)[0]
+
+    # -- read --------------------------------------------------------------------------
+
+    async def read(
+        self,
+        topic: str,
+        *,
+        partition: int | None = None,
+        start: Start = "earliest",
+        from_time: str | datetime | int | None = None,
+        limit: int = 100,
+        wait: float = 0,
+        types: Types = None,
+    ) -> tuple[list[Record], str]:
+        """Read records in offset order; answer them and the token the next read starts from.
+
+        ``start`` is earliest, latest, an offset (with ``partition`` on a topic of
+        several) or a position token from an earlier read. ``from_time`` (RFC 3339, a
+        datetime or ms since the epoch) starts at the first event at or after it
+        instead. ``wait`` (seconds) long-polls until a record arrives.
+        """
+        params: dict[str, str] = {"limit": str(limit)}
+        if from_time is not None:
+            params["from_time"] = _time(from_time)
+            if start != "earliest":
+                params["from"] = str(start)  # both: the hub says which one to drop
+        else:
+            params["from"] = str(start)
+        if partition is not None:
+            params["partition"] = str(partition)
+        if wait > 0:
+            params["wait"] = _ms(wait)
+        if types is not None:
+            params["types"] = _types_query(types)
+        raw = await self._request("GET", _events_path(topic), params=params, wait=wait)
+        answer = orjson.loads(raw)
+        records = [Record.from_dict(r) for r in answer["records"]]
+        return records, str(answer["next"])
+
+    def subscribe(
+        self,
+        topic: str,
+        *,
+        types: Types = None,
+        start: Start | LiveStart = "latest",
+        partition: int | None = None,
+        wait: float = 10,
+        live: bool = True,
+        reconnect: Reconnect | None = None,
+    ) -> LiveSubscription | AsyncSubscription:
+        """Follow ``topic`` for ever: an async iterator of its records, as they arrive.
+
+        ``start`` is earliest, latest, a position token from an earlier
+        subscription's ``position``, or a time (``{"time": ...}`` or a datetime).
+        ``start="latest"`` begins at the end of the topic when the subscription
+        reaches the hub (``await sub.start()`` makes that happen at once on a
+        live subscription).
+
+        With ``live`` (the default) and no ``partition``, records are pushed over
+        the WebSocket (:class:`~tidings.client.live.LiveSubscription`): a dropped
+        connection or a restarted hub is reconnected as ``reconnect`` says and
+        resumed with no gap and no repeat. Otherwise, or with ``start`` an
+        offset, it long-polls with :meth:`read` (``wait`` seconds per poll), and
+        an error ends the iteration. Either way ``position`` is where another
+        subscription resumes.
+        """
+        if live and partition is None and not isinstance(start, int):
+            self._live = {s for s in self._live if not s.closed}
+            sub = LiveSubscription(
+                self.url,
+                topic,
+                types=types,
+                start=start,
+                token=self._token,
+                reconnect=reconnect,
+                open_timeout=self._timeout,
+            )
+            self._live.add(sub)
+            return sub
+        from_time: str | None = None
+        first: Start
+        if isinstance(start, datetime):
+            first, from_time = "earliest", start.isoformat()
+        elif isinstance(start, Mapping):
+            first, from_time = "earliest", str(start["time"])
+        else:
+            first = start
+        return AsyncSubscription(
+            self.read,
+            topic,
+            types=types,
+            start=first,
+            partition=partition,
+            wait=wait,
+            from_time=from_time,
+        )
+
+    # -- topics ------------------------------------------------------------------------
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        max_age: float | str | None = None,
+        max_bytes: int | None = None,
+    ) -> dict[str, Any]:
+        """Create a topic, or set its partitions (which only grow) and retention.
+
+        ``max_age`` is seconds or a duration such as ``"7d"``; ``max_bytes`` bounds
+        each partition. Answers the topic as :meth:`topic` does.
+        """
+        body: dict[str, Any] = {"partitions": partitions}
+        if max_age is not None or max_bytes is not None:
+            body["retention"] = {"max_age": max_age, "max_bytes": max_bytes}
+        answer: dict[str, Any] = await self._call("PUT", _topic_path(name), body)
+        return answer
+
+    async def topics(self) -> list[dict[str, Any]]:
+        """Every topic, as :meth:`topic` describes it, by name."""
+        answer = await self._call("GET", "/v1/topics")
+        topics: list[dict[str, Any]] = answer["topics"]
+        return topics
+
+    async def topic(self, name: str) -> dict[str, Any]:
+        """One topic: its partitions (first and next offsets, events, bytes) and retention."""
+        answer: dict[str, Any] = await self._call("GET", _topic_path(name))
+        return answer
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic, its events and its groups."""
+        await self._call("DELETE", _topic_path(name))
+
+    # -- consumer groups ---------------------------------------------------------------
+
+    async def create_group(
+        self,
+        topic: str,
+        group: str,
+        *,
+        start: Literal["earliest", "latest"] = "earliest",
+        ack_wait: float | str = 30,
+        max_deliver: int = 5,
+        dead_letter_topic: str | None = None,
+        ordering: Literal["none", "key"] = "none",
+        types: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """Create a consumer group on ``topic``, or change its settings.
+
+        An event leased and not acknowledged within ``ack_wait`` seconds is delivered
+        again; after ``max_deliver`` deliveries it moves to ``dead_letter_topic``
+        (default ``{topic}.dlq``). ``ordering="key"`` leases no event while an earlier
+        one with the same key is in flight. Answers the group as :meth:`group` does.
+        """
+        body: dict[str, Any] = {
+            "start": start,
+            "ack_wait": ack_wait,
+            "max_deliver": max_deliver,
+            "ordering": ordering,
+        }
+        if dead_letter_topic is not None:
+            body["dead_letter_topic"] = dead_letter_topic
+        if types is not None:
+            body["types"] = [types] if isinstance(types, str) else list(types)
+        answer: dict[str, Any] = await self._call("PUT", _group_path(topic, group), body)
+        return answer
+
+    async def group(self, topic: str, group: str) -> dict[str, Any]:
+        """One group: settings, lag and pending per partition, delivered, dead-lettered."""
+        answer: dict[str, Any] = await self._call("GET", _group_path(topic, group))
+        return answer
+
+    async def groups(self) -> list[dict[str, Any]]:
+        """Every consumer group of every topic, as :meth:`group` describes it."""
+        answer = await self._call("GET", "/v1/groups")
+        groups: list[dict[str, Any]] = answer["groups"]
+        return groups
+
+    async def delete_group(self, topic: str, group: str) -> None:
+        """Delete a consumer group and its positions."""
+        await self._call("DELETE", _group_path(topic, group))
+
+    async def fetch(
+        self,
+        topic: str,
+        group: str,
+        max: int = 10,
+        wait: float = 0,
+        types: Iterable[str] | None = None,
+    ) -> list[Delivery]:
+        """Lease up to ``max`` events for this group; ``wait`` (seconds) long-polls.
+
+        Acknowledge each with :meth:`ack` within the group's ``ack_wait``, or it is
+        delivered again.
+        """
+        body: dict[str, Any] = {"max": max, "wait": wait}
+        if types is not None:
+            body["types"] = [types] if isinstance(types, str) else list(types)
+        answer = await self._call("POST", _group_path(topic, group) + "/fetch", body, wait=wait)
+        return [Delivery.from_dict(r) for r in answer["records"]]
+
+    async def ack(self, topic: str, group: str, leases: Leases) -> int:
+        """Mark leased events done; answers how many.
+
+        All or nothing: if any lease expired or was re-leased, :class:`~tidings.StaleLease`
+        names them in ``fields["stale"]`` and nothing changes. No leases, no request.
+        """
+        names = _lease_list(leases)
+        if not names:
+            return 0
+        answer = await self._call("POST", _group_path(topic, group) + "/ack", {"leases": names})
+        return int(answer["acked"])
+
+    async def nack(self, topic: str, group: str, leases: Leases, delay: float = 0) -> int:
+        """Hand leased events back, due again after ``delay`` seconds; answers how many."""
+        names = _lease_list(leases)
+        if not names:
+            return 0
+        answer = await self._call(
+            "POST", _group_path(topic, group) + "/nack", {"leases": names, "delay": delay}
+        )
+        return int(answer["nacked"])
+
+    async def seek(self, topic: str, group: str, to: Seek) -> str:
+        """Move the group to ``to``; answers its new position token. Live leases go stale.
+
+        ``to`` is earliest, latest, a time (RFC 3339, a datetime, or ms since the
+        epoch), a position token or ``{"partition": p, "offset": o}``.
+        """
+        target: object = to.isoformat() if isinstance(to, datetime) else to
+        if isinstance(target, Mapping):
+            target = dict(target)
+        answer = await self._call("POST", _group_path(topic, group) + "/seek", {"to": target})
+        return str(answer["positions"])
+
+    async def redrive(self, topic: str, group: str) -> int:
+        """Publish the group's dead letters again on its topic, each once (same ids,
+        the ``dlq*`` attributes removed); answers how many went back."""
+        answer = await self._call("POST", _group_path(topic, group) + "/redrive", {})
+        return int(answer["redriven"])
+
+    def consume(
+        self,
+        topic: str,
+        group: str,
+        *,
+        max: int = 10,
+        wait: float = 10,
+        types: Iterable[str] | None = None,
+    ) -> AsyncConsumer:
+        """Work through a group's events for ever: an async iterator of messages.
+
+        ::
+
+            async for msg in hub.consume("orders", "payments"):
+                async with msg:
+                    await charge(msg.event)
+
+        A block that ends normally acknowledges its message; one that raises
+        nacks it for redelivery at once and the exception propagates, ending the
+        loop. Events fetched and not yet handed out are nacked when the consumer
+        is closed (``async with hub.consume(...) as messages`` or ``aclose()``);
+        otherwise they come back after the group's ``ack_wait``.
+        """
+        return AsyncConsumer(self, topic, group, max=max, wait=wait, types=types)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _topic_path(topic: str) -> str:
+    return "/v1/topics/" + quote(topic, safe="")
+
+
+def _events_path(topic: str) -> str:
+    return _topic_path(topic) + "/events"
+
+
+def _group_path(topic: str, group: str) -> str:
+    return _topic_path(topic) + "/groups/" + quote(group, safe="")
+
+
+def _published(raw: bytes) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = orjson.loads(raw)["events"]
+    return events
+
+
+def event_dict(
+    type: str | None,
+    data: Any,
+    event: EventLike | None,
+    key: str | None,
+    id: str | None,
+    subject: str | None,
+    source: str | None,
+    extensions: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The event a ``publish(topic, type, data, event=, key=, ...)`` call names."""
+    if event is not None:
+        if type is not None or data is not None:
+            raise TypeError("give type and data, or event, not both")
+        ev = event.to_dict() if isinstance(event, Event) else dict(event)
+    elif type is None:
+        raise TypeError("an event needs a type: publish(topic, type, data) or event=")
+    else:
+        ev = {"specversion": "1.0", "type": type}
+        if data is not None:
+            ev["data"] = data
+    if extensions:
+        ev.update(extensions)
+    given = {"partitionkey": key, "id": id, "subject": subject, "source": source}
+    ev.update((name, value) for name, value in given.items() if value is not None)
+    return ev
+
+
+def _ms(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"
+
+
+def _time(value: str | datetime | int) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _types_query(types: str | Iterable[str]) -> str:
+    return types if isinstance(types, str) else ",".join(types)
+
+
+def _lease_list(leases: Leases) -> list[str]:
+    if isinstance(leases, str | Delivery):
+        leases = [leases]
+    return [x.lease if isinstance(x, Delivery) else x for x in leases]

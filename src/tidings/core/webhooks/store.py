@@ -1,0 +1,218 @@
+"""Where webhook endpoints, their attempts log and their dead letters are kept.
+
+:class:`WebhookStore` is the seam; the embedded backend keeps it in SQLite
+(``tidings.backends.embedded.webhooks``) and :class:`MemoryWebhookStore` in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, Protocol
+
+Trigger = Literal["delivery", "dead-letter", "test"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One POST to an endpoint and how it ended."""
+
+    endpoint: str
+    time_ms: int
+    msg_id: str
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    attempt: int
+    outcome: str  # success | gone | throttled | failed
+    status: int | None
+    latency_ms: float
+    error: str | None
+    response: str  # the first KiB of the answer's body
+    trigger: Trigger = "delivery"
+    id: int | None = None
+
+    def view(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["time"] = out.pop("time_ms")
+        out["latency_ms"] = round(self.latency_ms, 3)
+        out["status_class"] = "succeeded" if self.outcome == "success" else "failed"
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDeadLetter:
+    """An event whose attempts were all spent, kept whole so it can be sent again."""
+
+    endpoint: str
+    time_ms: int
+    topic: str
+    partition: int
+    offset: int
+    msg_id: str
+    payload: bytes
+    attempts: int
+    reason: str
+    replaying: bool = False
+    id: int | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": self.time_ms,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "msg_id": self.msg_id,
+            "attempts": self.attempts,
+            "reason": self.reason,
+            "replaying": self.replaying,
+        }
+
+
+class WebhookStore(Protocol):
+    def load_endpoints(self) -> list[dict[str, Any]]: ...
+    def save_endpoint(self, row: dict[str, Any]) -> None: ...
+    def delete_endpoint(self, endpoint: str) -> None:
+        """The endpoint, its attempts and its dead letters."""
+        ...
+
+    def add_attempts(self, attempts: Sequence[Attempt]) -> None: ...
+    def attempts(
+        self, endpoint: str, outcome: str | None, limit: int, before: int | None
+    ) -> list[Attempt]:
+        """Newest first; ``outcome`` "succeeded" or "failed" or one outcome's name."""
+        ...
+
+    def prune_attempts(self, older_than_ms: int, keep: int) -> int: ...
+    def retry_state(
+        self, endpoint: str, since_ms: int
+    ) -> dict[tuple[str, int, int], tuple[int, int]]:
+        """Records with delivery attempts since ``since_ms`` and no success: per
+        (topic, partition, offset), the attempts made and the time of the last."""
+        ...
+
+    def add_dead_letter(self, dead: WebhookDeadLetter) -> int: ...
+    def dead_letters(
+        self, endpoint: str, limit: int, before: int | None, replaying: bool | None = None
+    ) -> list[WebhookDeadLetter]: ...
+    def mark_replaying(self, endpoint: str, ids: Iterable[int] | None) -> int: ...
+    def update_dead_letter(self, dead: WebhookDeadLetter) -> None: ...
+    def remove_dead_letter(self, id: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def outcome_filter(outcome: str | None) -> tuple[str, ...] | None:
+    """The outcomes a ``status`` filter selects."""
+    if outcome is None:
+        return None
+    if outcome == "succeeded":
+        return ("success",)
+    if outcome == "failed":
+        return ("gone", "throttled", "failed")
+    return (outcome,)
+
+
+class MemoryWebhookStore:
+    """The same interface in memory, for tests of the layers above."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, dict[str, Any]] = {}
+        self._attempts: list[Attempt] = []
+        self._dead: dict[int, WebhookDeadLetter] = {}
+        self._next = 1
+
+    def load_endpoints(self) -> list[dict[str, Any]]:
+        return list(self.endpoints.values())
+
+    def save_endpoint(self, row: dict[str, Any]) -> None:
+        self.endpoints[row["id"]] = row
+
+    def delete_endpoint(self, endpoint: str) -> None:
+        self.endpoints.pop(endpoint, None)
+        self._attempts = [a for a in self._attempts if a.endpoint != endpoint]
+        self._dead = {k: d for k, d in self._dead.items() if d.endpoint != endpoint}
+
+    def add_attempts(self, attempts: Sequence[Attempt]) -> None:
+        for a in attempts:
+            self._attempts.append(replace(a, id=self._next))
+            self._next += 1
+
+    def attempts(
+        self, endpoint: str, outcome: str | None, limit: int, before: int | None
+    ) -> list[Attempt]:
+        wanted = outcome_filter(outcome)
+        out = [
+            a
+            for a in reversed(self._attempts)
+            if a.endpoint == endpoint
+            and (wanted is None or a.outcome in wanted)
+            and (before is None or (a.id or 0) < before)
+        ]
+        return out[:limit]
+
+    def prune_attempts(self, older_than_ms: int, keep: int) -> int:
+        before = len(self._attempts)
+        kept: list[Attempt] = []
+        per: dict[str, int] = {}
+        for a in reversed(self._attempts):
+            n = per.get(a.endpoint, 0)
+            if a.time_ms >= older_than_ms and n < keep:
+                kept.append(a)
+                per[a.endpoint] = n + 1
+        self._attempts = kept[::-1]
+        return before - len(self._attempts)
+
+    def retry_state(
+        self, endpoint: str, since_ms: int
+    ) -> dict[tuple[str, int, int], tuple[int, int]]:
+        state: dict[tuple[str, int, int], tuple[int, int]] = {}
+        succeeded: set[tuple[str, int, int]] = set()
+        for a in self._attempts:
+            if a.endpoint != endpoint or a.trigger != "delivery" or a.time_ms < since_ms:
+                continue
+            if a.topic is None or a.partition is None or a.offset is None:
+                continue
+            pos = (a.topic, a.partition, a.offset)
+            if a.outcome == "success":
+                succeeded.add(pos)
+            made, last = state.get(pos, (0, 0))
+            state[pos] = (max(made, a.attempt), max(last, a.time_ms))
+        return {p: v for p, v in state.items() if p not in succeeded}
+
+    def add_dead_letter(self, dead: WebhookDeadLetter) -> int:
+        i = self._next
+        self._next += 1
+        self._dead[i] = replace(dead, id=i)
+        return i
+
+    def dead_letters(
+        self, endpoint: str, limit: int, before: int | None, replaying: bool | None = None
+    ) -> list[WebhookDeadLetter]:
+        out = [
+            d
+            for i, d in sorted(self._dead.items(), reverse=True)
+            if d.endpoint == endpoint
+            and (before is None or i < before)
+            and (replaying is None or d.replaying == replaying)
+        ]
+        return out[:limit]
+
+    def mark_replaying(self, endpoint: str, ids: Iterable[int] | None) -> int:
+        chosen = None if ids is None else set(ids)
+        n = 0
+        for i, d in self._dead.items():
+            if d.endpoint == endpoint and not d.replaying and (chosen is None or i in chosen):
+                self._dead[i] = replace(d, replaying=True)
+                n += 1
+        return n
+
+    def update_dead_letter(self, dead: WebhookDeadLetter) -> None:
+        if dead.id in self._dead:
+            self._dead[dead.id] = dead
+
+    def remove_dead_letter(self, id: int) -> None:
+        self._dead.pop(id, None)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,464 @@
+"""Webhooks on the hub: endpoints registered, followed, signed, sent and logged.
+
+:class:`WebhookService` holds the endpoints and runs an
+:class:`~tidings.server.webhooks.dispatch.EndpointDispatcher` for each. It
+signs per Standard Webhooks (:mod:`tidings.core.webhooks.signing`), posts
+through a :class:`~tidings.server.webhooks.sender.Sender` (the seam tests can
+replace), and writes every attempt to the store's log in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+import uuid_utils
+
+from tidings.core.groups import Delivery, GroupConfig
+from tidings.core.hub import Hub
+from tidings.core.positions import is_token, parse_time_ms
+from tidings.core.webhooks.config import Endpoint, WebhookPolicy, parse_config, parse_grace_ms
+from tidings.core.webhooks.schedule import (
+    Decision,
+    EndpointHealth,
+    Outcome,
+    State,
+    classify,
+    parse_retry_after,
+)
+from tidings.core.webhooks.signing import signature_header
+from tidings.core.webhooks.store import Attempt, Trigger, WebhookDeadLetter, WebhookStore
+from tidings.core.webhooks.targets import AddressPolicy
+from tidings.errors import (
+    BadPosition,
+    BadRequest,
+    NotFound,
+    TopicNotFound,
+    WebhookNotFound,
+)
+from tidings.server.webhooks.dispatch import EndpointDispatcher
+from tidings.server.webhooks.sender import AiohttpSender, Sender, SendResult
+
+logger = logging.getLogger("tidings.webhooks")
+
+FLUSH_S = 0.2
+PRUNE_S = 600.0
+NEVER_DEAD = 1 << 31  # the group never dead-letters: the schedule decides
+
+
+class WebhookService:
+    def __init__(
+        self,
+        hub: Hub,
+        store: WebhookStore,
+        policy: WebhookPolicy | None = None,
+        sender: Sender | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.hub = hub
+        self.store = store
+        self.policy = policy or WebhookPolicy()
+        self.sender = sender or AiohttpSender(
+            AddressPolicy(self.policy.allow_nets), self.policy.max_response_bytes
+        )
+        self.rng = rng or random.Random()
+        self.endpoints: dict[str, Endpoint] = {}
+        self.dispatchers: dict[str, EndpointDispatcher] = {}
+        self._log: list[Attempt] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._changing = asyncio.Lock()
+        # For /metrics: attempts per (endpoint, outcome), dead letters per endpoint.
+        self.attempt_counts: dict[tuple[str, str], int] = {}
+        self.dead_counts: dict[str, int] = {}
+
+    def _health(self) -> EndpointHealth:
+        p = self.policy
+        return EndpointHealth(
+            schedule=p.schedule,
+            disable_after_ms=p.disable_after_ms,
+            probe_max_ms=p.probe_max_ms,
+            probe_delay_ms=min(1_000, p.probe_max_ms),
+            rng=self.rng,
+        )
+
+    # -- life ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for row in self.store.load_endpoints():
+            ep = Endpoint.from_row(row, self._health())
+            self.endpoints[ep.id] = ep
+            for topic in ep.config.topics:
+                if topic in self.hub.topics:  # a deleted topic's pump waits for its return
+                    await self.follow(ep, topic)
+            self._run(ep, resume=True)
+        # A registration cut short by a crash leaves groups that no endpoint owns.
+        owned = {ep.group for ep in self.endpoints.values()}
+        for t in list(self.hub.topics.values()):
+            for name in list(t.groups):
+                if name.startswith("webhook.wh_") and name not in owned:
+                    await self.hub.delete_group(t.name, name)
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_every())
+
+    async def close(self) -> None:
+        await asyncio.gather(*(d.stop() for d in self.dispatchers.values()))
+        self.dispatchers.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        self.flush()
+        await self.sender.close()
+        self.store.close()
+
+    def _run(self, ep: Endpoint, resume: bool = False) -> None:
+        d = EndpointDispatcher(self, ep)
+        if resume:
+            since = self.hub.clock.time_ms() - sum(self.policy.schedule.delays_ms) - 86_400_000
+            d.resume(self.store.retry_state(ep.id, since))
+        self.dispatchers[ep.id] = d
+        d.start()
+
+    async def _restart(self, ep: Endpoint) -> None:
+        old = self.dispatchers.pop(ep.id, None)
+        if old is not None:
+            await old.stop()
+        self._run(ep)
+        if old is not None:  # the records waiting for a retry keep their counts
+            self.dispatchers[ep.id].attempts.update(old.attempts)
+
+    async def follow(
+        self, ep: Endpoint, topic: str, start: Literal["earliest", "latest"] = "latest"
+    ) -> None:
+        """Make sure the endpoint's group on ``topic`` exists (by default from the end)."""
+        if topic in self.hub.topics and ep.group in self.hub.topics[topic].groups:
+            return
+        await self.hub.put_group(topic, ep.group, self._group_config(ep, start))
+
+    def _group_config(
+        self, ep: Endpoint, start: Literal["earliest", "latest"] = "latest"
+    ) -> GroupConfig:
+        return GroupConfig(
+            start=start,
+            ack_wait_ms=round(self.policy.timeout_s * 1000) + 30_000,
+            max_deliver=NEVER_DEAD,
+            ordering=ep.config.ordering,
+            types=ep.config.types,
+        )
+
+    async def _flush_every(self) -> None:
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            try:
+                self.flush()
+                if time.monotonic() - last_prune > PRUNE_S:
+                    last_prune = time.monotonic()
+                    self.store.prune_attempts(
+                        self.hub.clock.time_ms() - self.policy.attempts_max_age_ms,
+                        self.policy.attempts_kept,
+                    )
+            except Exception:
+                logger.exception("could not write the webhook attempts log")
+
+    def flush(self) -> None:
+        log, self._log = self._log, []
+        self.store.add_attempts(log)
+
+    def save(self, ep: Endpoint) -> None:
+        self.store.save_endpoint(ep.to_row())
+
+    # -- the API -------------------------------------------------------------------------
+
+    def get(self, id: str) -> Endpoint:
+        ep = self.endpoints.get(id)
+        if ep is None:
+            raise WebhookNotFound(f"webhook {id!r} does not exist", webhook=id)
+        return ep
+
+    def list(self) -> list[dict[str, Any]]:
+        return [ep.view() for ep in sorted(self.endpoints.values(), key=lambda e: e.id)]
+
+    def view(self, id: str) -> dict[str, Any]:
+        ep = self.get(id)
+        out = ep.view()
+        lag: dict[str, int] = {}
+        for topic in ep.config.topics:
+            with contextlib.suppress(NotFound):
+                lag[topic] = self.hub.group_info(topic, ep.group)["lag"]
+        d = self.dispatchers.get(ep.id)
+        out["lag"] = lag
+        out["in_flight"] = d.in_flight if d else 0
+        out["retrying"] = len(d.attempts) if d else 0
+        return out
+
+    # Changes of endpoints take turns: each awaits (a DNS lookup, a dispatcher
+    # stopping), and two at once could leave two dispatchers on one endpoint or bring
+    # a deleted one back.
+
+    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        async with self._changing:
+            return await self._create(body)
+
+    async def patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        async with self._changing:
+            return await self._patch(id, body)
+
+    async def delete(self, id: str) -> None:
+        async with self._changing:
+            await self._delete(id)
+
+    async def replay(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        async with self._changing:
+            return await self._replay(id, body)
+
+    async def _create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        config = parse_config(body)
+        await self.sender.check(config.url)
+        ep = Endpoint.new(config, self._health(), self.hub.clock.time_ms())
+        for topic in config.topics:
+            await self.follow(ep, topic)
+        self.endpoints[ep.id] = ep
+        self.save(ep)
+        self._run(ep)
+        return {**ep.view(), "secret": ep.secrets[0].value}
+
+    async def _patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        ep = self.get(id)
+        config = parse_config(body, ep.config)
+        if config.url != ep.config.url:
+            await self.sender.check(config.url)
+        old = ep.config
+        was = ep.health.state
+        dropped = [t for t in old.topics if t not in config.topics]
+        ep.config = replace(config, enabled=old.enabled)
+        if "enabled" in body:
+            ep.set_enabled(config.enabled)
+        for topic in config.topics:
+            if topic in self.hub.topics and ep.group in self.hub.topics[topic].groups:
+                await self.hub.put_group(topic, ep.group, self._group_config(ep))
+            elif topic not in old.topics:
+                await self.follow(ep, topic)  # a new topic: followed from its end
+            # else: a followed topic that was deleted; its pump waits for it
+        self.save(ep)
+        delivery = ("url", "topics", "types", "ordering", "concurrency", "rate_limit")
+        if any(getattr(old, f) != getattr(ep.config, f) for f in delivery) or (
+            ep.health.state is not was
+        ):
+            await self._restart(ep)
+        for topic in dropped:
+            with contextlib.suppress(NotFound):
+                await self.hub.delete_group(topic, ep.group)
+        return self.view(id)
+
+    async def _delete(self, id: str) -> None:
+        ep = self.get(id)
+        del self.endpoints[id]
+        d = self.dispatchers.pop(id, None)
+        if d is not None:
+            await d.stop(grace_s=0)
+        for topic in ep.config.topics:
+            with contextlib.suppress(NotFound):
+                await self.hub.delete_group(topic, ep.group)
+        self.flush()
+        self.store.delete_endpoint(id)
+
+    def rotate(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        ep = self.get(id)
+        grace = parse_grace_ms(body)
+        now = self.hub.clock.time_ms()
+        secret = ep.rotate(now, grace)
+        self.save(ep)
+        return {"id": id, "secret": secret, "previous_valid_until": now + grace}
+
+    def attempts(
+        self, id: str, status: str | None, limit: int, before: int | None
+    ) -> dict[str, Any]:
+        self.get(id)
+        if status not in (None, "succeeded", "failed", "success", "gone", "throttled"):
+            raise BadRequest(
+                "status must be succeeded, failed, success, gone, throttled", field="status"
+            )
+        self.flush()
+        rows = self.store.attempts(id, status, limit, before)
+        return {
+            "attempts": [a.view() for a in rows],
+            "next": rows[-1].id if len(rows) == limit else None,
+        }
+
+    async def _replay(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Deliver again everything since a time or a position: the groups seek back."""
+        ep = self.get(id)
+        unknown = sorted(set(body) - {"since", "topic"})
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
+        if "since" not in body:
+            raise BadRequest("since is required: a time, or a position token with topic",
+                             field="since")
+        since = body["since"]
+        topic = body.get("topic")
+        if topic is not None and topic not in ep.config.topics:
+            raise BadRequest(f"the webhook does not follow topic {topic!r}", field="topic")
+        topics = [topic] if topic is not None else list(ep.config.topics)
+        if isinstance(since, str) and is_token(since) and topic is None and len(topics) > 1:
+            raise BadPosition("a position token names offsets of one topic: give topic too",
+                              field="since")
+        if since in ("earliest", "latest"):
+            raise BadPosition("since must be a time or a position token", field="since")
+        target: object = since
+        if not (isinstance(since, str) and is_token(since)):
+            target = {"time": parse_time_ms(since, "since")}
+        if topic is not None and topic not in self.hub.topics:
+            raise TopicNotFound(f"topic {topic!r} does not exist", topic=topic)
+        moved: dict[str, str] = {}
+        for t in topics:
+            if t not in self.hub.topics:
+                continue  # deleted: nothing of it to deliver again
+            await self.follow(ep, t)
+            pos = await self.hub.seek(t, ep.group, target)
+            moved[t] = ",".join(f"{p}:{o}" for p, o in sorted(pos.items()))
+        d = self.dispatchers.get(id)
+        if d is not None:
+            d.attempts = {k: v for k, v in d.attempts.items() if k[0] not in topics}
+            d.notify()
+        return {"id": id, "topics": moved}
+
+    def dead_letters(self, id: str, limit: int, before: int | None) -> dict[str, Any]:
+        self.get(id)
+        rows = self.store.dead_letters(id, limit, before)
+        return {
+            "dead_letters": [d.view() for d in rows],
+            "next": rows[-1].id if len(rows) == limit else None,
+        }
+
+    def replay_dead_letters(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.get(id)
+        unknown = sorted(set(body) - {"ids"})
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
+        ids = body.get("ids")
+        if ids is not None and (
+            not isinstance(ids, list)
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            raise BadRequest("ids must be a list of dead-letter ids", field="ids")
+        n = self.store.mark_replaying(id, ids)
+        d = self.dispatchers.get(id)
+        if d is not None:
+            d.replay_dead_letters()
+        return {"id": id, "replaying": n}
+
+    async def test(self, id: str) -> dict[str, Any]:
+        """One attempt of a ``tidings.webhook.test`` event, outside the log and its retries."""
+        ep = self.get(id)
+        now = datetime.now(UTC)
+        msg_id = str(uuid_utils.uuid7())
+        event = {
+            "specversion": "1.0",
+            "id": msg_id,
+            "source": f"/webhooks/{id}",
+            "type": "tidings.webhook.test",
+            "time": now.isoformat().replace("+00:00", "Z"),
+            "datacontenttype": "application/json",
+            "data": {"webhook": id, "message": "a test event from tidings"},
+        }
+        body = orjson.dumps(event)
+        _, outcome = await self._post(ep, body, msg_id, None, None, None, 1, "test")
+        if outcome is Outcome.SUCCESS and ep.health.state is State.FAILING:
+            ep.health.on_attempt(outcome, 1, self.hub.clock.time_ms())
+            self.save(ep)
+            d = self.dispatchers.get(id)
+            if d is not None:
+                d.drain()
+        self.flush()
+        # The newest attempt of this message: deliveries may have been logged since.
+        recent = self.store.attempts(id, None, 100, None)
+        attempt = next(a for a in recent if a.msg_id == msg_id and a.trigger == "test")
+        return {"id": id, "event": event, "attempt": attempt.view()}
+
+    # -- delivery ------------------------------------------------------------------------
+
+    async def attempt(
+        self,
+        ep: Endpoint,
+        payload: bytes,
+        topic: str,
+        partition: int,
+        offset: int,
+        made: int,
+        trigger: Trigger = "delivery",
+    ) -> tuple[Outcome, Decision]:
+        """Send one record once, log it, and let the endpoint's health decide what next."""
+        msg_id = _event_id(payload)
+        result, outcome = await self._post(ep, payload, msg_id, topic, partition, offset, made,
+                                           trigger)
+        now = self.hub.clock.time_ms()
+        retry_after = (
+            parse_retry_after(result.retry_after, now) if outcome is Outcome.THROTTLED else None
+        )
+        decision = ep.health.on_attempt(outcome, made, now, retry_after)
+        return outcome, decision
+
+    async def _post(
+        self,
+        ep: Endpoint,
+        body: bytes,
+        msg_id: str,
+        topic: str | None,
+        partition: int | None,
+        offset: int | None,
+        made: int,
+        trigger: Trigger,
+    ) -> tuple[SendResult, Outcome]:
+        now_ms = self.hub.clock.time_ms()
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/cloudevents+json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(
+                ep.signing_keys(now_ms), msg_id, timestamp, body
+            ),
+            "tidings-attempt": str(made),
+        }
+        if topic is not None:
+            headers["tidings-topic"] = topic
+            headers["tidings-partition"] = str(partition)
+            headers["tidings-offset"] = str(offset)
+        result = await self.sender.send(ep.config.url, body, headers, self.policy.timeout_s)
+        outcome = classify(result.status)
+        counted = (ep.id, outcome.value)
+        self.attempt_counts[counted] = self.attempt_counts.get(counted, 0) + 1
+        self._log.append(
+            Attempt(
+                ep.id, now_ms, msg_id, topic, partition, offset, made, outcome.value,
+                result.status, result.latency_ms, result.error, result.response, trigger,
+            )
+        )
+        return result, outcome
+
+    def dead_letter(self, ep: Endpoint, topic: str, d: Delivery, made: int, reason: str) -> None:
+        self.store.add_dead_letter(
+            WebhookDeadLetter(
+                ep.id, self.hub.clock.time_ms(), topic, d.partition, d.offset,
+                _event_id(d.payload), d.payload, made, reason,
+            )
+        )
+        self.dead_counts[ep.id] = self.dead_counts.get(ep.id, 0) + 1
+        logger.warning("webhook %s: %s/%d@%d dead-lettered: %s",
+                       ep.id, topic, d.partition, d.offset, reason)
+
+
+def _event_id(payload: bytes) -> str:
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return ""
+    return str(event.get("id", "")) if isinstance(event, dict) else ""
