@@ -71,7 +71,18 @@ class GroupSpec:
 
 
 class Transport(Protocol):
-    """What the App framework needs of a hub."""
+    """What the App framework needs of a hub; the runner and the pool use it.
+
+    What an implementation owes: ``put_group`` creates the group, or sets an
+    existing group's configuration and keeps its positions; ``fetch`` leases up
+    to ``max`` events, waiting at most ``wait`` seconds for the first, each
+    leased to this caller alone until it is acked, nacked or its ``ack_wait``
+    runs out (then it is delivered again); ``ack`` settles the leases that are
+    still this caller's, even when others in the call went stale; ``publish``
+    is all or nothing and deduplicates by event id, so a retry after a failure
+    stores nothing twice; ``read_all`` and ``group_state`` answer what is
+    acknowledged now.
+    """
 
     clock: Clock
     #: True when a fetch is a request to another process: one given up half-way

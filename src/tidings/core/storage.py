@@ -1,9 +1,10 @@
 """The one narrow interface between the hub and where its log lives.
 
-The embedded backend (``tidings.backends.embedded.storage``) keeps partitions in the
-segment log of ``tidings.log`` and metadata in SQLite; ``tidings.log.memory``
-keeps both in memory for tests. A scale-out backend (NATS JetStream) implements
-the same two protocols; nothing above the core changes.
+The core uses it; a backend implements it. The embedded backend
+(``tidings.backends.embedded.storage``) keeps partitions in the segment log of
+``tidings.log`` and metadata in SQLite; ``tidings.log.memory`` keeps both in
+memory for tests. Another backend implements the same two protocols and owes
+the hub what their docstrings list; nothing above the core changes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,26 @@ __all__ = ["GroupRow", "LogRecord", "PartitionStore", "Positions", "Retention", 
 
 
 class PartitionStore(Protocol):
-    """One partition: an append-only sequence of records."""
+    """One partition: an append-only sequence of records.
+
+    What an implementation owes the hub:
+
+    - Offsets are dense: ``append`` gives its records the next offsets at the
+      moment it is called, so appends land in call order, and no offset is
+      skipped or reused, across restarts too.
+    - An append's awaitable resolves with its first offset only once its records
+      are durable as the hub's policy asks (fsynced under ``always``); on failure
+      it raises :class:`~tidings.errors.StorageUnavailable` and none of them is
+      readable. An append is all or nothing.
+    - A record is readable (``read``, ``wait``) only once its append resolved:
+      no reader sees a record that a crash could take back.
+    - ``read`` answers records in offset order from ``offset``, at least one if
+      any is there (however large), else up to ``max_records``/``max_bytes``; an
+      offset outside ``[start_offset, end_offset]`` raises
+      :class:`~tidings.errors.OffsetOutOfRange`.
+    - ``apply_retention`` removes records from the start only, moving
+      ``start_offset`` on; it never changes a record that stays.
+    """
 
     @property
     def start_offset(self) -> int: ...
@@ -46,7 +66,14 @@ class PartitionStore(Protocol):
 
 
 class Storage(Protocol):
-    """Partitions and the hub's metadata (topics, groups, their positions)."""
+    """Partitions and the hub's metadata (topics, groups, their positions).
+
+    What an implementation owes the hub: ``open_partition`` answers the same
+    partition, with its records, for the same (topic, partition) however often
+    it is called and after a restart; each ``save_*`` and ``delete_group`` is
+    durable when it returns (under the hub's policy) and ``load_*`` answers the
+    last one saved; ``close`` lets queued appends finish before it returns.
+    """
 
     def open_partition(self, topic: str, partition: int, retention: Retention) -> PartitionStore:
         ...

@@ -71,6 +71,17 @@ class WebhookDeadLetter:
 
 
 class WebhookStore(Protocol):
+    """Where endpoints, their attempts log and their dead letters are kept.
+
+    The hub's :class:`~tidings.server.webhooks.service.WebhookService` uses it; a
+    backend implements it. What an implementation owes: an endpoint saved or
+    deleted, and a dead letter added, updated or removed, is durable when the
+    call returns (a restart finds it); attempts may be written in batches, and
+    ``retry_state`` answers from what was written; ``attempts`` and
+    ``dead_letters`` page newest first by id, ``before`` excluded; deleting an
+    endpoint deletes its attempts and dead letters with it.
+    """
+
     def load_endpoints(self) -> list[dict[str, Any]]: ...
     def save_endpoint(self, row: dict[str, Any]) -> None: ...
     def delete_endpoint(self, endpoint: str) -> None:

@@ -1,0 +1,83 @@
+"""``tidings bench``: benchmarks that print ours beside the ceiling, from the same run."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+bench_app = typer.Typer(help="Benchmarks that print ours beside the ceiling, from the same run.")
+
+
+@bench_app.command("log")
+def bench_log(
+    seconds: Annotated[float, typer.Option(help="Seconds per measurement")] = 3.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Append throughput of the log under each fsync policy, beside bare os.write."""
+    from tidings.benchmarks.log_append import main as bench_main
+
+    argv = ["--seconds", str(seconds)] + (["--json"] if json_out else [])
+    raise typer.Exit(bench_main(argv))
+
+
+@bench_app.command("handlers")
+def bench_handlers(
+    events: Annotated[int, typer.Option(min=1000, help="Events per measurement")] = 200_000,
+    rounds: Annotated[int, typer.Option(min=1, max=10, help="Rounds per case")] = 4,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """A no-op handler app beside the bare group fetch/ack loop, over HTTP and embedded."""
+    from tidings.benchmarks.handlers import main as bench_main
+
+    argv = ["--events", str(events), "--rounds", str(rounds)]
+    raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
+
+
+@bench_app.command("http")
+def bench_http(
+    seconds: Annotated[int, typer.Option(min=1, help="Seconds per measurement")] = 8,
+    anchors: Annotated[
+        bool, typer.Option(help="Also measure NATS JetStream and Redis Streams where they run")
+    ] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Publish throughput over HTTP, beside a bare Starlette ceiling from the same run."""
+    from tidings.benchmarks.http_ingest import main as bench_main
+
+    argv = ["--seconds", str(seconds)] + ([] if anchors else ["--no-anchors"])
+    raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
+
+
+@bench_app.command("ws")
+def bench_ws(
+    clients: Annotated[int, typer.Option(min=1, help="WebSocket subscribers")] = 1000,
+    client_procs: Annotated[
+        int, typer.Option(min=1, help="Processes the subscribers are spread over")
+    ] = 2,
+    seconds: Annotated[float, typer.Option(min=0.5, help="Seconds per rate step")] = 5.0,
+    rates: Annotated[
+        str, typer.Option(help="Events/s per step, comma-separated; the first is the latency goal")
+    ] = "10,50,100,200",
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Fan-out to many WebSocket subscribers, beside a bare websockets broadcast (same run)."""
+    from tidings.benchmarks.ws_fanout import main as bench_main
+
+    argv = ["--clients", str(clients), "--client-procs", str(client_procs)]
+    argv += ["--seconds", str(seconds), "--rates", rates]
+    raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
+
+
+@bench_app.command("webhooks")
+def bench_webhooks(
+    concurrency: Annotated[int, typer.Option(min=1, help="POSTs in flight")] = 50,
+    events: Annotated[int, typer.Option(min=1000, help="Backlog the hub drains")] = 40_000,
+    rounds: Annotated[int, typer.Option(min=1, help="Ceiling then ours, this many times")] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Webhook deliveries per second, beside a bare aiohttp posting loop (same run)."""
+    from tidings.benchmarks.webhooks import main as bench_main
+
+    argv = ["--concurrency", str(concurrency), "--events", str(events), "--rounds", str(rounds)]
+    raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))

@@ -1,0 +1,146 @@
+"""``tidings serve``: the hub's settings as flags and ``TIDINGS_*`` variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tidings.cli.support import fail as _fail
+from tidings.errors import TidingsError
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(f"TIDINGS_{name}")
+
+
+def serve(
+    host: Annotated[str, typer.Option(envvar="TIDINGS_HOST", help="Address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="TIDINGS_PORT", help="Port to bind")] = 8700,
+    data_dir: Annotated[
+        Path, typer.Option(envvar="TIDINGS_DATA_DIR", help="Where the log and metadata live")
+    ] = Path("./tidings-data"),
+    fsync: Annotated[
+        str,
+        typer.Option(
+            envvar="TIDINGS_FSYNC",
+            help="always | interval:MS | never: when a publish is acknowledged",
+        ),
+    ] = "interval:50",
+    auth_file: Annotated[
+        str | None, typer.Option(envvar="TIDINGS_AUTH_FILE", help="JSON file of bearer tokens")
+    ] = None,
+    no_auto_create: Annotated[
+        bool,
+        typer.Option(
+            "--no-auto-create", envvar="TIDINGS_NO_AUTO_CREATE", help="Refuse unknown topics"
+        ),
+    ] = False,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", envvar="TIDINGS_INSECURE", help="Allow a non-loopback bind without tokens"
+        ),
+    ] = False,
+    segment_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_SEGMENT_BYTES", min=4096, help="Roll segments at this size (bytes)"
+        ),
+    ] = 64 * 1024 * 1024,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="TIDINGS_ALLOWED_ORIGINS",
+            help="Browser origin allowed to open a WebSocket (repeatable; '*' for any). "
+            "Default: loopback origins and the hub's own",
+        ),
+    ] = None,
+    ws_send_buffer: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_WS_SEND_BUFFER",
+            min=4096,
+            help="Bytes queued for one WebSocket before it is a slow consumer (4008)",
+        ),
+    ] = 1 << 20,
+    webhook_allow_net: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="TIDINGS_WEBHOOK_ALLOW_NET",
+            help="Let webhooks reach this network, in CIDR notation (repeatable), "
+            "e.g. 127.0.0.0/8; otherwise only public addresses",
+        ),
+    ] = None,
+    webhook_retry_schedule: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TIDINGS_WEBHOOK_RETRY_SCHEDULE",
+            help="Seconds to wait before each webhook attempt, comma-separated "
+            "(default 0,5,300,1800,7200,18000,36000,36000)",
+        ),
+    ] = None,
+    webhook_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="TIDINGS_WEBHOOK_TIMEOUT",
+            min=0.001,
+            max=300,
+            help="Seconds a webhook endpoint has to answer an attempt",
+        ),
+    ] = 15.0,
+    webhook_disable_after: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TIDINGS_WEBHOOK_DISABLE_AFTER",
+            help="Disable a webhook endpoint after this long without a success "
+            "(seconds, or 30m, 12h, 5d; default 5d)",
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(envvar="TIDINGS_LOG_LEVEL")] = "info",
+) -> None:
+    """Serve the hub on the embedded log."""
+    from tidings.log.partition import FsyncPolicy
+    from tidings.server.serve import ServeConfig
+    from tidings.server.serve import serve as run
+
+    try:
+        config = ServeConfig(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            fsync=FsyncPolicy.parse(fsync),
+            auth_file=auth_file,
+            tokens_json=_env("TOKENS"),
+            auto_create=not no_auto_create,
+            insecure=insecure,
+            segment_bytes=segment_bytes,
+            allowed_origins=_origins(allowed_origin),
+            ws_send_buffer=ws_send_buffer,
+            webhook_allow_nets=_split(webhook_allow_net),
+            webhook_retry_schedule=webhook_retry_schedule,
+            webhook_timeout_s=webhook_timeout,
+            webhook_disable_after=webhook_disable_after,
+            log_level=log_level,
+        )
+        run(config)
+    except TidingsError as exc:
+        _fail(exc.detail)
+
+
+def _split(given: list[str] | None) -> tuple[str, ...]:
+    """Values of a repeatable option; its variable may hold several, comma-separated."""
+    return tuple(v.strip() for item in given or () for v in item.split(",") if v.strip())
+
+
+def _origins(given: list[str] | None) -> tuple[str, ...] | None:
+    """Origins from flags or TIDINGS_ALLOWED_ORIGINS (comma- or space-separated)."""
+    if not given:
+        return None
+    origins = tuple(o.strip().rstrip("/") for g in given for o in g.replace(",", " ").split())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            _fail(f"--allowed-origin {origin!r} is not '*' nor an http(s) origin")
+    return origins
