@@ -46,7 +46,7 @@ bench: $(VENV)/.installed $(VENV)/.installed-bench
 
 # Ten minutes of hostile clients beside ordinary publishes; prints a JSON summary.
 soak: $(VENV)/.installed-test
-	$(BIN)/python tests/support/soak.py --seconds $(or $(SECONDS),600)
+	$(BIN)/python tests/support/soak.py --seconds $(or $(SOAK_SECONDS),600)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
