@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig
+from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig, internal_group
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, is_token
 from tidings.core.storage import Retention
@@ -145,6 +145,7 @@ class GroupOps:
             "delivered": g.delivered,
             "redelivered": g.redelivered,
             "dead_lettered": g.dead_lettered,
+            "internal": internal_group(name) is not None,  # the hub's own: read-only
         }
 
     async def fetch(

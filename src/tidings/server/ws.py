@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketState
 
 from tidings.core.fanout import SharedRecord, TailRegistry
-from tidings.core.groups import GroupConfig
+from tidings.core.groups import GroupConfig, check_client_group
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
 from tidings.core.session import (
@@ -238,9 +238,13 @@ class Connection:
         if isinstance(action, Send):
             await self.buffer.put(action.frame)
         elif isinstance(action, Subscribe):
-            if not allows(self.token, "subscribe", action.topic):
-                frame = self.session.failed(action.id, _forbidden("subscribe", action.topic))
-                await self._put(frame)
+            try:
+                if action.group is not None:
+                    check_client_group(action.group)  # the hub's own: out of reach
+                if not allows(self.token, "subscribe", action.topic):
+                    raise _forbidden("subscribe", action.topic)
+            except Forbidden as exc:
+                await self._put(self.session.failed(action.id, exc))
                 return
             self.readers[action.id] = asyncio.create_task(self._guard(self._reader(action)))
         elif isinstance(action, Unsubscribe):
