@@ -545,6 +545,7 @@ def auth_hub(
                         "token": "shop-s3cret",
                         "publish": ["orders"],
                         "subscribe": ["orders*"],
+                        "manage": ["orders"],
                     },
                 ]
             }
@@ -612,6 +613,7 @@ async def test_scoped_token_may_do_what_its_scopes_say(auth_hub: HubProcess, htt
         ("GET", "/v1/topics/payments/events", {}),
         ("GET", "/v1/topics/payments", {}),
         ("PUT", "/v1/topics/payments/groups/shop", {"json": {}}),
+        ("PUT", "/v1/topics/orders.dlq/groups/shop", {"json": {}}),  # subscribe, not manage
         ("GET", "/metrics", {}),
         ("PUT", "/v1/topics/orders", {"json": {}}),
         ("DELETE", "/v1/topics/orders", {}),

@@ -219,3 +219,80 @@ async def test_concurrent_redrives_send_each_dead_letter_back_once(
     assert sum(a["redriven"] for a in answers) == n, answers
     copies = Counter(r["event"]["id"] for r in await read_all(http, base, t))
     assert set(copies.values()) == {2} and len(copies) == n  # the original and one re-drive
+
+
+async def test_a_subscribe_token_consumes_a_group_and_only_a_manage_token_runs_it(
+    auth_hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    base, t = auth_hub.base_url, "orders-" + unique()
+    group = f"{base}/v1/topics/{t}/groups"
+    await publish(http, base, t, *({"type": "order.placed"} for _ in range(3)), headers=OPS)
+
+    status, problem = await request(http, "PUT", f"{group}/g", READER, {"max_deliver": 1})
+    assert status == 403 and "may not manage groups on topic" in problem["detail"], problem
+    assert (await request(http, "GET", f"{group}/g", OPS))[0] == 404  # nothing was made
+    status, made = await request(http, "PUT", f"{group}/g", SERVICE, {"max_deliver": 1})
+    assert status == 201 and made["config"]["max_deliver"] == 1
+
+    # The reader consumes: fetch, ack, nack, describe, join over the WebSocket.
+    _, got = await request(http, "POST", f"{group}/g/fetch", READER, {"max": 10})
+    leases = [r["lease"] for r in got["records"]]
+    assert len(leases) == 3
+    acked = await request(http, "POST", f"{group}/g/ack", READER, {"leases": leases[:2]})
+    assert acked == (200, {"acked": 2})
+    # Its last delivery: dead-lettered to the default t.dlq, which the hub writes to
+    # on the group's behalf though this token may not publish there.
+    status, _ = await request(http, "POST", f"{group}/g/nack", READER, {"leases": leases[2:]})
+    assert status == 200
+    _, info = await request(http, "GET", f"{group}/g", READER)
+    assert info["dead_lettered"] == 1 and info["lag"] == 0
+    _, dlq = await request(http, "GET", f"{base}/v1/topics/{t}.dlq", OPS)
+    assert dlq["events"] == 1
+    joined = await ws_join(base, t, "g", "reader-t")
+    assert joined["type"] == "subscribed", joined
+
+    # ... and runs nothing: no seek, change, delete, re-drive, nor a join that makes a group.
+    for method, path, body in [
+        ("POST", "/g/seek", {"to": "earliest"}),
+        ("PUT", "/g", {"max_deliver": 9}),
+        ("DELETE", "/g", None),
+        ("POST", "/g/redrive", {}),
+    ]:
+        status, problem = await request(http, method, group + path, READER, body)
+        assert status == 403 and "may not manage groups on topic" in problem["detail"], path
+    refused = await ws_join(base, t, "g2", "reader-t")
+    assert (refused["type"], refused["status"]) == ("error", 403), refused
+    assert "may not manage groups" in refused["detail"]
+    _, info = await request(http, "GET", f"{group}/g", OPS)
+    assert info["config"]["max_deliver"] == 1 and info["lag"] == 0
+    assert (await request(http, "GET", f"{group}/g2", OPS))[0] == 404
+
+    # The manage token does all of it.
+    assert (await request(http, "POST", f"{group}/g/seek", SERVICE, {"to": "earliest"}))[0] == 200
+    assert (await request(http, "GET", f"{group}/g", OPS))[1]["lag"] == 3
+    _, answer = await request(http, "POST", f"{group}/g/redrive", SERVICE, {})
+    assert answer["redriven"] == 1
+    joined = await ws_join(base, t, "g3", "service-t")
+    assert joined["type"] == "subscribed", joined
+    assert (await request(http, "DELETE", f"{group}/g", SERVICE))[0] == 204
+    assert (await request(http, "GET", f"{group}/g", OPS))[0] == 404
+
+
+async def test_an_explicit_dead_letter_topic_needs_publish_there(
+    auth_hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    base, t = auth_hub.base_url, "orders-" + unique()
+    url = f"{base}/v1/topics/{t}/groups/g"
+    await publish(http, base, t, {"type": "order.placed"}, headers=OPS)
+    status, problem = await request(http, "PUT", url, SERVICE, {"dead_letter_topic": "audit"})
+    assert status == 403 and "may not publish on topic 'audit'" in problem["detail"], problem
+    assert (await request(http, "GET", url, OPS))[0] == 404
+    status, made = await request(http, "PUT", url, SERVICE, {"dead_letter_topic": f"{t}.failed"})
+    assert status == 201 and made["config"]["dead_letter_topic"] == f"{t}.failed"
+    status, _ = await request(http, "PUT", url, SERVICE, {"dead_letter_topic": "audit"})
+    assert status == 403
+    _, info = await request(http, "GET", url, OPS)
+    assert info["config"]["dead_letter_topic"] == f"{t}.failed"  # the refused PUT changed nothing
+    # An admin may send a group's dead letters anywhere.
+    status, _ = await request(http, "PUT", url, OPS, {"dead_letter_topic": "audit"})
+    assert status == 200

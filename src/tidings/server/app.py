@@ -229,13 +229,14 @@ class Api:
 
     async def put_group(self, request: Request) -> Response:
         topic, name = self._group(request)
-        self._authorize(request, "subscribe", topic)
+        self._authorize(request, "manage", topic)
         if topic not in self.hub.topics:
             self._authorize(request, "publish", topic)  # it creates the topic
         body = await self._json_body(request)
         config = _parse_group_config(body)
         if config.dead_letter_topic is not None:
-            # Dead letters are published there on the group's behalf.
+            # A topic the token names is one it must be able to publish to: dead
+            # letters are published there. The default {topic}.dlq is the hub's.
             self._authorize(request, "publish", config.dead_letter_topic)
         _, created = await self.hub.put_group(topic, name, config)
         return _json(self.hub.group_info(topic, name), 201 if created else 200)
@@ -247,7 +248,7 @@ class Api:
 
     async def delete_group(self, request: Request) -> Response:
         topic, name = self._group(request)
-        self._authorize(request, "subscribe", topic)
+        self._authorize(request, "manage", topic)
         await self.hub.delete_group(topic, name)
         return Response(status_code=204)
 
@@ -293,7 +294,7 @@ class Api:
 
     async def seek(self, request: Request) -> Response:
         topic, name = self._group(request)
-        self._authorize(request, "subscribe", topic)
+        self._authorize(request, "manage", topic)
         body = await self._json_body(request, allow_empty=False)
         _only(body, {"to"})
         if "to" not in body:
@@ -303,7 +304,7 @@ class Api:
 
     async def redrive(self, request: Request) -> Response:
         topic, name = self._group(request)
-        self._authorize(request, "subscribe", topic)
+        self._authorize(request, "manage", topic)
         self._authorize(request, "publish", topic)  # the events go back on the topic
         _only(await self._json_body(request), set())
         return _json(await self.hub.redrive(topic, name))

@@ -6,7 +6,9 @@ subscription near a partition's end follows that partition's shared tail
 (:mod:`tidings.core.fanout`: one read and one frame body per record for every
 connection); behind it, or after its buffer filled, its reader reads the log
 itself (``Hub.read``) until it catches up. A group subscription reads with
-``Hub.fetch``. Close codes (RFC 6455 section 7.4):
+``Hub.fetch``; joining a group needs ``subscribe`` on its topic, a join that
+creates the group ``manage`` as well, and the hub's own groups are refused
+(:func:`tidings.core.groups.check_client_group`). Close codes (RFC 6455 section 7.4):
 
 - 1001: the hub is shutting down; resume from the last token elsewhere or later.
 - 4008: too slow: the send buffer stayed full for ``slow_after_s``. Frames still
@@ -334,6 +336,11 @@ class Connection:
         try:
             self.hub.group(action.topic, action.group)
         except GroupNotFound:
+            if not allows(self.token, "manage", action.topic):
+                raise Forbidden(
+                    f"group {action.group!r} does not exist on topic {action.topic!r}, and "
+                    f"this token may not manage groups there to create it"
+                ) from None
             config = GroupConfig(start="latest" if action.start == "latest" else "earliest")
             await self.hub.put_group(action.topic, action.group, config)
 
