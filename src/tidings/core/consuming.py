@@ -2,7 +2,10 @@
 
 The hub pumps each :class:`~tidings.core.groups.ConsumerGroup`: it reads the
 log for it, waits for new records, appends its dead letters, and saves its
-positions after every change. :class:`Hub` takes these methods from
+durable state (positions, delivery counts, due times) once per fetch that
+leases, before answering it, and before it applies an ack, nack or seek: a
+save that fails (a full disk) answers 503 with nothing changed, so a retry
+once there is room succeeds. :class:`Hub` takes these methods from
 :class:`GroupOps`.
 """
 
@@ -22,7 +25,7 @@ from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, is_token
 from tidings.core.storage import Retention
-from tidings.errors import BadPosition, BadRequest, GroupNotFound
+from tidings.errors import BadPosition, BadRequest, GroupNotFound, StorageUnavailable
 
 if TYPE_CHECKING:
     from tidings.core.hub import Topic
@@ -95,8 +98,8 @@ class GroupOps:
         else:
             start = {i: p.start_offset for i, p in enumerate(topic.partitions)}
         group = ConsumerGroup(topic_name, name, config, {p: (o, []) for p, o in start.items()})
-        topic.groups[name] = group
         self.storage.save_positions(topic_name, name, group.positions())
+        topic.groups[name] = group
         return group, True
 
     def _fill_positions(self, topic: Topic, group: ConsumerGroup) -> None:
@@ -176,8 +179,19 @@ class GroupOps:
             now = self.clock.time_ms()
             out, dead = g.fetch(now, max_records, read, types)
             if dead:
-                await self._dead_letter(topic, g, dead)
-                self.storage.save_positions(topic_name, name, g.positions())
+                try:
+                    await self._dead_letter(topic, g, dead)
+                except BaseException:
+                    g.unlease(out)
+                    raise
+            if out or dead:
+                # One save per fetch, before its leases go out: delivery counts
+                # outlive a restart, so max_deliver holds across any number of them.
+                try:
+                    self.storage.save_positions(topic_name, name, g.positions())
+                except BaseException:
+                    g.unlease(out)
+                    raise
             remaining = deadline - loop.time()
             if out or remaining <= 0 or self.closing:
                 self.metrics.delivered(topic_name, len(out))
@@ -206,8 +220,9 @@ class GroupOps:
 
     async def ack(self, topic_name: str, name: str, leases: Sequence[str]) -> int:
         _, g = self.group(topic_name, name)
-        n = g.ack(_leases(leases))
-        self.storage.save_positions(topic_name, name, g.positions())
+        leases = _leases(leases)
+        self.storage.save_positions(topic_name, name, g.ack_positions(leases))
+        n = g.ack(leases)
         # An ack may free a key that ordering=key held back: wake waiting fetches.
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
@@ -215,14 +230,30 @@ class GroupOps:
         return n
 
     async def nack(
-        self, topic_name: str, name: str, leases: Sequence[str], delay_ms: int = 0
+        self,
+        topic_name: str,
+        name: str,
+        leases: Sequence[str],
+        delay_ms: int = 0,
+        unsent: bool = False,
     ) -> int:
+        """Make leased records due after ``delay_ms``; ``unsent``: they were released
+        without being handed to anyone, so the delivery does not count."""
         topic, g = self.group(topic_name, name)
         leases = _leases(leases)
-        dead = g.nack(leases, self.clock.time_ms(), delay_ms)
+        now = self.clock.time_ms()
+        self.storage.save_positions(
+            topic_name, name, g.nack_positions(leases, now, delay_ms, unsent)
+        )
+        dead = g.nack(leases, now, delay_ms, unsent)
         if dead:
-            await self._dead_letter(topic, g, dead)
-        self.storage.save_positions(topic_name, name, g.positions())
+            # The nack stands (it is saved): a dead letter that cannot be copied now
+            # is due again, and the next fetch or sweep copies it.
+            try:
+                await self._dead_letter(topic, g, dead)
+                self.storage.save_positions(topic_name, name, g.positions())
+            except StorageUnavailable as exc:
+                logger.warning("dead letters of %s/%s wait: %s", topic_name, name, exc)
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
             ev.set()
@@ -262,8 +293,8 @@ class GroupOps:
                 '{"partition": p, "offset": o}',
                 field="to",
             )
+        self.storage.save_positions(topic_name, name, g.positions(reset=pos))
         g.seek(pos)
-        self.storage.save_positions(topic_name, name, g.positions())
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
             ev.set()

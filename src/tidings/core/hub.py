@@ -206,6 +206,15 @@ class Hub(PublishOps, GroupOps):
             except Exception:
                 logger.exception("maintenance failed")
 
+    def failed_partitions(self) -> list[tuple[str, int, str]]:
+        """(topic, partition, why) for each partition refusing appends now."""
+        return [
+            (t.name, i, why)
+            for t in self.topics.values()
+            for i, p in enumerate(t.partitions)
+            if (why := p.failure) is not None
+        ]
+
     def apply_retention(self, now_ms: int | None = None) -> int:
         removed = 0
         for topic in self.topics.values():
