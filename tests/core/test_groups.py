@@ -456,3 +456,78 @@ def test_a_position_past_the_log_end_moves_back() -> None:
     assert g.clamp(0, 0, 3)
     assert g.committed(0) == 3
     assert not g.clamp(0, 0, 3)
+
+
+def restarted(g: ConsumerGroup, **config: Any) -> ConsumerGroup:
+    """A new group from what ``g`` saved: what a restart of the hub makes."""
+    config.setdefault("ack_wait_ms", ACK_WAIT)
+    return ConsumerGroup("orders", "g", GroupConfig(**config), g.positions())
+
+
+def test_delivery_counts_and_nack_delays_outlive_a_restart() -> None:
+    log = ListLog()
+    log.add()
+    g = group()
+    (d,) = fetch(g, log, now=0)
+    assert g.nack([d.lease], now_ms=0, delay_ms=500) == []
+    assert g.positions() == {0: (0, [], [(0, 1, 500)])}
+    again = restarted(g)
+    assert fetch(again, log, now=100) == []  # still waiting out its delay
+    (d2,) = fetch(again, log, now=500)
+    assert (d2.offset, d2.deliveries) == (0, 2)
+
+
+def test_a_lease_open_at_a_restart_counts_and_is_due_at_once() -> None:
+    log = ListLog()
+    log.add()
+    g = group()
+    fetch(g, log, now=0)
+    assert g.positions() == {0: (0, [], [(0, 1, 0)])}
+    (d,) = fetch(restarted(g), log, now=1)
+    assert d.deliveries == 2
+
+
+def test_a_record_at_max_deliver_before_a_restart_is_dead_lettered_not_delivered() -> None:
+    log = ListLog()
+    log.add()
+    g = group(max_deliver=2)
+    (d,) = fetch(g, log, now=0)
+    g.nack([d.lease], now_ms=0)
+    fetch(g, log, now=0)  # the second delivery, then the hub stops
+    out, dead = restarted(g, max_deliver=2).fetch(1, 10, log.read)
+    assert out == []
+    assert [(x.offset, x.deliveries) for x in dead] == [(0, 2)]
+
+
+def test_a_copy_to_the_dead_letter_topic_found_after_a_restart_is_not_made_again() -> None:
+    log = ListLog()
+    log.add()
+    log.add()
+    g = group(max_deliver=1)
+    first, second = fetch(g, log, now=0)
+    dead = g.nack([first.lease, second.lease], now_ms=0)
+    g.mark_dead_letters(dead, 7)
+    assert g.positions() == {0: (0, [], [(0, 1, -8), (1, 1, -8)])}
+    again = restarted(g, max_deliver=1)
+    assert again.dying_since() == 7
+    again.dead_lettered_before({(0, 0)})  # found in the dead-letter topic; 1 was not
+    assert again.committed(0) == 1
+    out, dead = again.fetch(1, 10, log.read)
+    assert out == []
+    assert [x.offset for x in dead] == [1]
+
+
+def test_what_an_ack_would_save_is_computed_without_applying_it() -> None:
+    log = ListLog()
+    for _ in range(3):
+        log.add()
+    g = group()
+    got = fetch(g, log, now=0)
+    before = g.positions()
+    assert g.ack_positions([got[0].lease, got[2].lease]) == {0: (1, [2], [(1, 1, 0)])}
+    assert g.nack_positions([got[1].lease], now_ms=5, delay_ms=10) == {
+        0: (0, [], [(0, 1, 0), (1, 1, 15), (2, 1, 0)])
+    }
+    assert g.positions(reset={0: 3}) == {0: (3, [], [])}
+    assert g.positions() == before
+    assert g.ack([got[0].lease, got[2].lease]) == 2  # the leases are still live

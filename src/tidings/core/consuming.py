@@ -385,13 +385,39 @@ class GroupOps:
                 dlqdeliveries=d.deliveries,
             )
             payloads.append(orjson.dumps(event))
+        # Saved first, with where the copies will land: a crash after the append
+        # finds them there at start-up and does not copy them twice.
+        g.mark_dead_letters(dead, dlq.partitions[0].end_offset)
         try:
+            self.storage.save_positions(topic.name, g.name, g.positions())
             await dlq.partitions[0].append(payloads)
         except BaseException:
             g.unsettle(dead)  # due again: the next fetch or sweep tries once more
             raise
         g.settle(dead)  # only now, so that no saved position passes an event not yet copied
         self.metrics.dead_lettered(topic.name, len(payloads))
+
+
+def find_dead_letters(topic: Topic, g: ConsumerGroup, dlq: Topic | None) -> None:
+    """At start-up: tell ``g`` which records it was copying to ``dlq`` when the hub
+    stopped are there (done), so that no record is dead-lettered twice."""
+    since = g.dying_since()
+    if since is None:
+        return
+    copied: set[tuple[int, int]] = set()
+    if dlq is not None:
+        part = dlq.partitions[0]
+        offset = max(since, part.start_offset)
+        while offset < part.end_offset:
+            batch = part.read(offset, 1000)
+            if not batch:
+                break
+            for _, _, payload in batch:
+                event = orjson.loads(payload)
+                if event.get("dlqtopic") == topic.name and event.get("dlqgroup") == g.name:
+                    copied.add((event.get("dlqpartition"), event.get("dlqoffset")))
+            offset = batch[-1][0] + 1
+    g.dead_lettered_before(copied)
 
 
 def redrive_cursor(topic: str, group: str, dead_letter_topic: str) -> str:

@@ -120,6 +120,7 @@ class _Pending:
     due_ms: int = 0  # when it may be leased (again)
     lease: str | None = None  # the live lease, if leased
     expires_ms: int = 0
+    dlq_from: int | None = None  # being copied to the dead-letter topic at this offset or later
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +206,9 @@ class ConsumerGroup:
         and ``(offset, deliveries, due_ms)`` of each record delivered and not done.
 
         A leased record is saved as due at once: after a restart its lease is stale.
+        A record being copied to the dead-letter topic from offset ``n`` on is saved
+        with ``due_ms`` ``-1 - n``: after a crash the hub looks there for its copy
+        (:meth:`dying_since`, :meth:`dead_lettered_before`) rather than copy it twice.
         The arguments give the state a change would leave without making it: the
         ``(partition, offset)`` records in ``done`` done, those in ``due`` with
         these ``(deliveries, due_ms)``, the partitions in ``reset`` moved there.
@@ -232,10 +236,41 @@ class ConsumerGroup:
                     n, t = due[(p, o)]
                     if n:
                         retries.append((o, n, t))
+                elif r.lease == _DEAD and r.dlq_from is not None:
+                    retries.append((o, r.deliveries, -1 - r.dlq_from))
                 elif r.deliveries:
                     retries.append((o, r.deliveries, r.due_ms if r.lease is None else 0))
             out[p] = (committed, sorted(above), sorted(retries))
         return out
+
+    def mark_dead_letters(self, dead: Sequence[DeadLetter], dlq_from: int) -> None:
+        """``dead`` are about to be appended to the dead-letter topic, at ``dlq_from`` or later."""
+        for d in dead:
+            c = self._cursors.get(d.partition)
+            rec = c.pending.get(d.offset) if c else None
+            if rec is not None and rec.lease == _DEAD:
+                rec.dlq_from = dlq_from
+
+    def dying_since(self) -> int | None:
+        """The lowest dead-letter offset a copy saved before a restart may be at."""
+        marks = [-1 - t for c in self._cursors.values() for _, t in c.restored.values() if t < 0]
+        return min(marks) if marks else None
+
+    def dead_lettered_before(self, copied: Collection[tuple[int, int]]) -> None:
+        """Of the records saved as being copied to the dead-letter topic, those
+        ``(partition, offset)`` in ``copied`` made it: they are done. The others are
+        due at once, to be copied again."""
+        for p, c in self._cursors.items():
+            for o, (n, t) in list(c.restored.items()):
+                if t >= 0:
+                    continue
+                if (p, o) in copied:
+                    del c.restored[o]
+                    self._done(c, o)
+                    self.dead_lettered += 1
+                else:
+                    c.restored[o] = (n, 0)
+            c.fetched = max(c.fetched, c.committed)
 
     def ack_positions(self, leases: Sequence[str]) -> Positions:
         """The durable state once ``leases`` are acked; checks them, changes nothing."""
@@ -382,7 +417,8 @@ class ConsumerGroup:
                     continue
                 rec = _Pending(offset, payload, event_type, key, due_ms=now_ms)
                 if c.restored:
-                    rec.deliveries, rec.due_ms = c.restored.pop(offset, (0, now_ms))
+                    rec.deliveries, due = c.restored.pop(offset, (0, now_ms))
+                    rec.due_ms = max(due, 0)
                 c.pending[offset] = rec
                 if self.config.ordering == "key" and key is not None:
                     c.keys.setdefault(key, []).append(offset)
@@ -508,6 +544,7 @@ class ConsumerGroup:
             if rec is not None and rec.lease == _DEAD:
                 rec.lease = None
                 rec.due_ms = 0
+                rec.dlq_from = None
 
     def _done(self, c: _Cursor, offset: int) -> None:
         rec = c.pending.pop(offset, None)

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from tidings.core.catalog import Catalog
-from tidings.core.consuming import MAX_WAIT_S, GroupOps, group_config
+from tidings.core.consuming import MAX_WAIT_S, GroupOps, find_dead_letters, group_config
 from tidings.core.dedupe import DedupeWindow
 from tidings.core.groups import ConsumerGroup
 from tidings.core.metrics import Metrics
@@ -126,6 +126,8 @@ class Hub(PublishOps, GroupOps):
             group = ConsumerGroup(topic, name, group_config(cfg), positions)
             self._fill_positions(t, group)
             t.groups[name] = group
+            dlq = group.config.dead_letter_topic or f"{topic}.dlq"
+            find_dead_letters(t, group, self.topics.get(dlq))
         self._restore_dedupe()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._maintain())]
