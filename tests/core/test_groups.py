@@ -524,7 +524,7 @@ def test_what_an_ack_would_save_is_computed_without_applying_it() -> None:
     g = group()
     got = fetch(g, log, now=0)
     before = g.positions()
-    assert g.ack_positions([got[0].lease, got[2].lease]) == {0: (1, [2], [(1, 1, 0)])}
+    assert g.ack_positions([got[0].lease, got[2].lease])[0] == {0: (1, [2], [(1, 1, 0)])}
     assert g.nack_positions([got[1].lease], now_ms=5, delay_ms=10) == {
         0: (0, [], [(0, 1, 0), (1, 1, 15), (2, 1, 0)])
     }

@@ -220,9 +220,9 @@ class GroupOps:
 
     async def ack(self, topic_name: str, name: str, leases: Sequence[str]) -> int:
         _, g = self.group(topic_name, name)
-        leases = _leases(leases)
-        self.storage.save_positions(topic_name, name, g.ack_positions(leases))
-        n = g.ack(leases)
+        positions, acked = g.ack_positions(_leases(leases))
+        self.storage.save_positions(topic_name, name, positions)
+        n = g.ack(acked)
         # An ack may free a key that ordering=key held back: wake waiting fetches.
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:

@@ -141,6 +141,13 @@ class DeadLetter:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """Leases :meth:`ConsumerGroup.ack_positions` checked, for :meth:`ConsumerGroup.ack`."""
+
+    found: list[tuple[int, _Cursor, _Pending]]
+
+
 @dataclass(slots=True)
 class _Cursor:
     committed: int
@@ -272,9 +279,11 @@ class ConsumerGroup:
                     c.restored[o] = (n, 0)
             c.fetched = max(c.fetched, c.committed)
 
-    def ack_positions(self, leases: Sequence[str]) -> Positions:
-        """The durable state once ``leases`` are acked; checks them, changes nothing."""
-        return self.positions(done=[(p, rec.offset) for p, _, rec in self._resolve(leases)])
+    def ack_positions(self, leases: Sequence[str]) -> tuple[Positions, Acked]:
+        """The durable state once ``leases`` are acked, and the records to pass to
+        :meth:`ack` then (with no other change in between); changes nothing."""
+        found = self._resolve(leases)
+        return self.positions(done=[(p, rec.offset) for p, _, rec in found]), Acked(found)
 
     def nack_positions(
         self, leases: Sequence[str], now_ms: int, delay_ms: int = 0, unsent: bool = False
@@ -482,8 +491,8 @@ class ConsumerGroup:
             )
         return found
 
-    def ack(self, leases: Sequence[str]) -> int:
-        found = self._resolve(leases)
+    def ack(self, leases: Sequence[str] | Acked) -> int:
+        found = leases.found if isinstance(leases, Acked) else self._resolve(leases)
         for _, c, rec in found:
             self._done(c, rec.offset)
         return len(found)

@@ -22,6 +22,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from tidings.backends.embedded.sqlite import connect
 from tidings.errors import StorageUnavailable
 from tidings.log.partition import (
@@ -165,7 +167,7 @@ class EmbeddedStorage:
                 json.loads(c),
                 {
                     int(p): (v[0], v[1], [tuple(r) for r in v[2]] if len(v) > 2 else [])
-                    for p, v in json.loads(pos).items()
+                    for p, v in orjson.loads(pos).items()
                 },
             )
             for t, g, c, pos in rows
@@ -183,7 +185,7 @@ class EmbeddedStorage:
     ) -> None:
         self._write(
             "UPDATE groups SET positions = ? WHERE topic = ? AND name = ?",
-            (json.dumps({str(p): list(v) for p, v in positions.items()}), topic, group),
+            (orjson.dumps({str(p): v for p, v in positions.items()}).decode(), topic, group),
         )
 
     def delete_group(self, topic: str, group: str) -> None:
