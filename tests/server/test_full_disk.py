@@ -1,20 +1,20 @@
 """A full disk, for real: the hub's data directory on a small tmpfs that the test fills.
 
-Mounting needs root (CI runs the suite as root); elsewhere these tests skip.
-Each drives a real hub process: fill the disk, see what it answers, free the
-space, and see it carry on by itself, with no restart and nothing lost.
+Mounting needs root (CI runs the suite as root); elsewhere these tests skip
+(see ``fulldisk``). Each drives a real hub process: fill the disk, see what it
+answers, free the space, and see it carry on by itself, with no restart and
+nothing lost.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
+from fulldisk import Disk, small_disk
 from hubapi import (
     STRUCTURED,
     expect,
@@ -29,53 +29,11 @@ from hubapi import (
 )
 from hubproc import HubFactory, HubProcess, free_port
 
-DISK_BYTES = 16 << 20
-
-
-class Disk:
-    """A tmpfs of ``DISK_BYTES`` that fills to the last byte and empties again."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.filler = path / "filler"
-
-    def fill(self) -> None:
-        chunk = b"\0" * 4096
-        with self.filler.open("ab", buffering=0) as f:
-            while True:
-                try:
-                    f.write(chunk)
-                except OSError:
-                    break
-        for size in (512, 64, 1):  # the last few bytes too
-            with self.filler.open("ab", buffering=0) as f:
-                try:
-                    while True:
-                        f.write(b"\0" * size)
-                except OSError:
-                    pass
-
-    def free(self) -> None:
-        self.filler.unlink(missing_ok=True)
-
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Disk]:
-    path = tmp_path / "disk"
-    path.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(path)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield Disk(path)
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
+    with small_disk(tmp_path / "disk") as d:
+        yield d
 
 
 @pytest.fixture

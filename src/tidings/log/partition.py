@@ -374,14 +374,21 @@ class PartitionLog:
         """
         if self._failed is None:
             return True
-        if self._closing or self._writer is not None:
-            return False
+        if self._closing or self._writer is not None or self._handle is not None or self._queue:
+            return False  # a write is still under way: its outcome first
         end = self._end_offset
         try:
-            # Segments a failed write rolled to hold nothing acknowledged.
+            # Segments a failed write rolled to hold nothing acknowledged, and the
+            # files of one whose roll failed halfway.
             while len(self._segments) > 1 and self._bases[-1] > end:
                 self._segments.pop().delete()
                 self._bases.pop()
+            kept = set(self._bases)
+            for path in self.directory.glob("*.log"):
+                base = int(path.stem) if path.stem.isascii() and path.stem.isdigit() else -1
+                if base > end and base not in kept:
+                    for suffix in (".index", ".timeindex", ".log"):
+                        path.with_suffix(suffix).unlink(missing_ok=True)
             seg = self._segments[-1]
             if self._owed_cut:
                 cut_tail(seg, seg.size, "torn tail found at open", self.report, keep=True)
