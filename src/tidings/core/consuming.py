@@ -181,6 +181,10 @@ class GroupOps:
             if dead:
                 try:
                     await self._dead_letter(topic, g, dead)
+                except StorageUnavailable as exc:
+                    # Due again: the next fetch or sweep copies them. The leases
+                    # still go out if their save below succeeds.
+                    logger.warning("dead letters of %s/%s wait: %s", topic_name, name, exc)
                 except BaseException:
                     g.unlease(out)
                     raise
