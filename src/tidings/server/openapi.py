@@ -24,7 +24,7 @@ def _problems(*codes: int) -> dict[str, Any]:
         413: "Event or request too large",
         415: "Unsupported content type",
         422: "Invalid event",
-        503: "Storage unavailable or shutting down",
+        503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After) or shutting down",
     }
     return {
         str(c): {"description": text[c], "content": {"application/problem+json": {"schema": _PROBLEM}}}
@@ -68,7 +68,7 @@ def spec() -> dict[str, Any]:
     }
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": _json({"type": "object"})}}},
-        "/readyz": {"get": {"summary": "Readiness", "operationId": "readyz", "responses": {"200": _json({"type": "object"}), **_problems(503)}}},
+        "/readyz": {"get": {"summary": "Readiness: 503 while shutting down or while a partition refuses appends (a full disk)", "operationId": "readyz", "responses": {"200": _json({"type": "object"}), **_problems(503)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics", "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This OpenAPI document", "operationId": "openapi", "responses": {"200": _json({"type": "object"})}}},
         "/asyncapi.json": {"get": {"summary": "An AsyncAPI 3.0 document: each topic and the event types it has carried", "operationId": "asyncapi", "responses": {"200": _json({"type": "object"}), **_problems(401, 403)}}},
@@ -118,7 +118,7 @@ def spec() -> dict[str, Any]:
     for op, (summary, body, ok) in group_ops.items():
         paths[f"/v1/topics/{{topic}}/groups/{{group}}/{op}"] = {
             "parameters": [_TOPIC, _GROUP],
-            "post": {"summary": summary, "description": _MANAGE + (" Re-driving publishes on the topic: it needs publish there too." if op == "redrive" else "") if op in ("seek", "redrive") else _CONSUME, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(400, 401, 403, 404, 409)}},
+            "post": {"summary": summary, "description": _MANAGE + (" Re-driving publishes on the topic: it needs publish there too." if op == "redrive" else "") if op in ("seek", "redrive") else _CONSUME, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(400, 401, 403, 404, 409, 503)}},
         }
     paths.update(_webhook_paths())
     record_props = {"topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "event": _ref("CloudEvent")}
