@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -33,6 +34,7 @@ from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarg
 from tidings.events import http as ce
 from tidings.server import asyncapi, openapi
 from tidings.server.auth import Action, Auth
+from tidings.server.guard import LOOPBACK_HOSTS, BrowserGuard, BrowserRules
 from tidings.server.live import LiveOptions
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
@@ -54,6 +56,8 @@ DASHBOARD_CSP = (
 class ServerOptions:
     max_request_bytes: int = MAX_REQUEST_BYTES
     live: LiveOptions = field(default_factory=LiveOptions)  # WebSocket and SSE
+    # Host names the hub answers (see .guard); allowed origins are live.allowed_origins.
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -563,9 +567,12 @@ def create_app(
                 await webhooks.close()
             await hub.close()
 
+    rules = BrowserRules(api.options.allowed_hosts, api.options.live.allowed_origins)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        # Outside the routes: a request a foreign page forged reaches none of them.
+        middleware=[Middleware(BrowserGuard, rules=rules)],
         exception_handlers={
             TidingsError: tidings_error,
             HTTPException: http_error,

@@ -22,6 +22,7 @@ from tidings.errors import BadRequest
 from tidings.log.partition import FsyncPolicy, LogConfig
 from tidings.server.app import ServerOptions, create_app
 from tidings.server.auth import Auth
+from tidings.server.guard import LOOPBACK_HOSTS
 from tidings.server.live import LiveOptions
 from tidings.server.webhooks.service import WebhookService
 
@@ -40,6 +41,7 @@ class ServeConfig:
     insecure: bool = False
     segment_bytes: int = 64 * 1024 * 1024
     allowed_origins: tuple[str, ...] | None = None
+    allowed_hosts: tuple[str, ...] = ()  # beside loopback names and the bound address
     ws_send_buffer: int = 1 << 20
     webhook_allow_nets: tuple[str, ...] = ()
     webhook_retry_schedule: str | None = None  # seconds before each attempt, "0,5,300"
@@ -59,6 +61,15 @@ def is_loopback(host: str) -> bool:
         except OSError:
             return False
         return all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def served_hosts(config: ServeConfig) -> tuple[str, ...]:
+    """The Host names the hub answers: loopback, the bound address, and --allowed-host."""
+    bound = config.host.lower()
+    if ":" in bound and not bound.startswith("["):
+        bound = f"[{bound}]"  # an IPv6 address, as a Host header brackets it
+    given = tuple(h.strip().lower().rstrip(".") for h in config.allowed_hosts if h.strip())
+    return tuple(dict.fromkeys((*LOOPBACK_HOSTS, bound, *given)))
 
 
 def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
@@ -98,7 +109,8 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         "FULL" if config.fsync.mode == "always" else "NORMAL",
     )
     webhooks = WebhookService(hub, store, policy)
-    app = create_app(hub, auth, ServerOptions(live=live), webhooks=webhooks)
+    options = ServerOptions(live=live, allowed_hosts=served_hosts(config))
+    app = create_app(hub, auth, options, webhooks=webhooks)
     uv = uvicorn.Config(
         app,
         host=config.host,

@@ -1,0 +1,207 @@
+"""What a foreign web page could make a browser send, against a real open hub.
+
+Forged ``Origin`` and ``Host`` headers and CORS-simple content types, as aiohttp
+sends them: each is refused with a problem naming the header, and changes
+nothing. The same attacks from a real browser are in test_cross_site.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from hubapi import BATCH, STRUCTURED, expect, expect_problem, publish, put_topic, unique
+from hubproc import HubFactory, HubProcess
+
+EVIL = "http://evil.example"
+SIMPLE_TYPES = ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+
+
+@pytest.fixture(scope="module")
+def open_hub(module_hub_factory: HubFactory) -> HubProcess:
+    """An open hub on loopback that may deliver webhooks to loopback."""
+    return module_hub_factory.start("--webhook-allow-net", "127.0.0.0/8")
+
+
+async def _state(http: aiohttp.ClientSession, base: str, topic: str) -> Any:
+    """Everything the attacks below could change, to compare before and after."""
+    async with http.get(f"{base}/v1/webhooks") as resp:
+        webhooks = await expect(resp, 200)
+    async with http.get(f"{base}/v1/topics") as resp:
+        topics = await expect(resp, 200)
+    async with http.get(f"{base}/v1/topics/{topic}/groups/g") as resp:
+        group = await expect(resp, 200)
+    return webhooks, topics, group["partitions"], group.get("pending")
+
+
+async def _group_with_history(http: aiohttp.ClientSession, base: str) -> str:
+    topic = unique()
+    await put_topic(http, base, topic)
+    events = [{"type": "order.placed", "data": {"n": i}} for i in range(3)]
+    await publish(http, base, topic, *events)
+    async with http.put(f"{base}/v1/topics/{topic}/groups/g", json={"start": "latest"}) as resp:
+        await expect(resp, 201)
+    return topic
+
+
+def _attacks(base: str, topic: str) -> list[tuple[str, str, bytes]]:
+    """What a page would do with an open hub: register a webhook (whose replay would
+    send all history away), rewind a group, lease its events, publish, delete."""
+    group = f"{base}/v1/topics/{topic}/groups/g"
+    hook = orjson.dumps({"url": "http://127.0.0.1:9/steal", "topics": [topic]})
+    return [
+        ("POST", f"{base}/v1/webhooks", hook),
+        ("POST", f"{group}/seek", b'{"to": "earliest"}'),
+        ("POST", f"{group}/fetch", b'{"max": 10}'),
+        ("POST", f"{group}/redrive", b""),
+        ("POST", f"{base}/v1/topics/{topic}/events", b'{"type": "forged"}'),
+        ("PUT", f"{base}/v1/topics/{unique()}", b"{}"),
+    ]
+
+
+async def test_a_foreign_origin_changes_nothing(
+    open_hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    base = open_hub.base_url
+    topic = await _group_with_history(http, base)
+    before = await _state(http, base, topic)
+    for content_type in ["application/json", STRUCTURED, BATCH, *SIMPLE_TYPES]:
+        for method, url, body in _attacks(base, topic):
+            headers = {"origin": EVIL, "content-type": content_type}
+            async with http.request(method, url, data=body, headers=headers) as resp:
+                problem = await expect_problem(resp, 403)
+            assert problem["header"] == "Origin", problem
+            assert EVIL in problem["detail"]
+    for url in [f"{base}/v1/topics/{topic}/groups/g", f"{base}/v1/topics/{topic}"]:
+        async with http.delete(url, headers={"origin": EVIL}) as resp:
+            assert (await expect_problem(resp, 403))["header"] == "Origin"
+    # "null" is the origin of sandboxed frames and of pages from files.
+    async with http.post(
+        f"{base}/v1/topics/{topic}/groups/g/seek",
+        json={"to": "earliest"},
+        headers={"origin": "null"},
+    ) as resp:
+        assert (await expect_problem(resp, 403))["header"] == "Origin"
+    assert await _state(http, base, topic) == before
+
+
+async def test_simple_content_types_change_nothing(
+    open_hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    """No Origin at all (an old browser, a plugin): the content type alone refuses."""
+    base = open_hub.base_url
+    topic = await _group_with_history(http, base)
+    before = await _state(http, base, topic)
+    for content_type in [*SIMPLE_TYPES, None]:
+        for method, url, body in _attacks(base, topic):
+            headers = {"content-type": content_type} if content_type else {}
+            skip = () if content_type else ("Content-Type",)
+            async with http.request(
+                method, url, data=body, headers=headers, skip_auto_headers=skip
+            ) as resp:
+                problem = await expect_problem(resp, 415)
+            assert problem["header"] == "Content-Type", problem
+    assert await _state(http, base, topic) == before
+
+
+async def test_the_hubs_own_pages_and_programs_still_change_it(
+    open_hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    base = open_hub.base_url
+    topic = await _group_with_history(http, base)
+    origins = [base, "http://localhost:5173", None]  # its own, a local dev server, no browser
+    for origin in origins:
+        headers = {"origin": origin} if origin else {}
+        async with http.post(
+            f"{base}/v1/topics/{topic}/groups/g/seek", json={"to": "earliest"}, headers=headers
+        ) as resp:
+            await expect(resp, 200)
+    # CloudEvents binary mode keeps any content type: its ce-* headers need a preflight.
+    binary = {"ce-specversion": "1.0", "ce-type": "note.added", "ce-source": "/t", "ce-id": "b1"}
+    async with http.post(
+        f"{base}/v1/topics/{topic}/events",
+        data=b"plain words",
+        headers={**binary, "content-type": "text/plain", "origin": base},
+    ) as resp:
+        answer = await expect(resp, 202)
+    assert answer["events"][0]["offset"] == 3
+    # A bodyless PUT is never sent cross-site without a preflight: it needs no type.
+    bare = ("Content-Type",)
+    async with http.put(f"{base}/v1/topics/{unique()}", skip_auto_headers=bare) as resp:
+        await expect(resp, 201)
+
+
+async def test_a_foreign_host_is_refused_on_reads_and_writes(
+    open_hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    """DNS rebinding: the page's own name now points at the hub; Origin matches Host."""
+    base = open_hub.base_url
+    topic = await _group_with_history(http, base)
+    before = await _state(http, base, topic)
+    rebound = f"rebind.evil.example:{open_hub.port}"
+    headers = {"host": rebound, "origin": f"http://{rebound}"}
+    reads = [
+        f"{base}/v1/topics",
+        f"{base}/v1/topics/{topic}/events?from=earliest",
+        f"{base}/v1/topics/{topic}/sse?from=earliest",
+        f"{base}/v1/groups",
+        f"{base}/metrics",
+    ]
+    for url in reads:
+        async with http.get(url, headers=headers) as resp:
+            problem = await expect_problem(resp, 403)
+        assert problem["header"] == "Host" and rebound in problem["detail"], problem
+    for method, url, body in _attacks(base, topic):
+        async with http.request(
+            method, url, data=body, headers={**headers, "content-type": "application/json"}
+        ) as resp:
+            assert (await expect_problem(resp, 403))["header"] == "Host"
+    assert await _state(http, base, topic) == before
+
+
+async def test_the_websocket_refuses_a_foreign_host(
+    open_hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    rebound = f"rebind.evil.example:{open_hub.port}"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await http.ws_connect(
+            f"{open_hub.base_url}/v1/ws",
+            protocols=("tidings.v1",),
+            headers={"host": rebound, "origin": f"http://{rebound}"},
+        )
+    assert refused.value.status == 403
+    # The names the hub serves still open it.
+    for host in [f"localhost:{open_hub.port}", f"127.0.0.1:{open_hub.port}"]:
+        ws = await http.ws_connect(
+            f"{open_hub.base_url}/v1/ws", protocols=("tidings.v1",), headers={"host": host}
+        )
+        await ws.close()
+
+
+async def test_allowed_host_and_origin_flags(
+    hub_factory: HubFactory, http: aiohttp.ClientSession
+) -> None:
+    """Behind a proxy: the public name and the app's origin are listed; nothing else is."""
+    hub = hub_factory.start(
+        "--allowed-host", "hub.example.com",
+        "--allowed-host", ".internal.example",
+        "--allowed-origin", "https://app.example.com",
+    )  # fmt: skip
+    base, topic = hub.base_url, unique()
+    for host in ["hub.example.com", "HUB.example.com.", "a.internal.example:443", "localhost"]:
+        async with http.put(
+            f"{base}/v1/topics/{topic}",
+            json={},
+            headers={"host": host, "origin": "https://app.example.com"},
+        ) as resp:
+            assert resp.status in (200, 201), (host, await resp.text())
+    for host in ["hub.example.org", "internal.example.evil.example", "evil-hub.example.com"]:
+        async with http.get(f"{base}/v1/topics", headers={"host": host}) as resp:
+            assert (await expect_problem(resp, 403))["header"] == "Host", host
+    # With a list, a loopback origin is no longer allowed by default.
+    async with http.put(
+        f"{base}/v1/topics/{topic}", json={}, headers={"origin": "http://localhost:3000"}
+    ) as resp:
+        assert (await expect_problem(resp, 403))["header"] == "Origin"
