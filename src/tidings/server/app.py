@@ -39,6 +39,7 @@ from tidings.server.live import LiveOptions
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
 from tidings.server.sse import SseEndpoint
+from tidings.server.tickets import Tickets
 from tidings.server.webhooks.routes import WebhookRoutes
 from tidings.server.webhooks.service import WebhookService
 from tidings.server.ws import WebSocketEndpoint
@@ -101,6 +102,7 @@ class Api:
         self.auth = auth
         self.options = options
         self.webhooks = webhooks
+        self.tickets = Tickets()  # stand-ins for a token on /v1/ws and SSE URLs
         # Open live connections per channel, for /metrics; create_app fills it in.
         self.connections: Callable[[], dict[str, int]] | None = None
 
@@ -182,6 +184,13 @@ class Api:
             (STATIC_DIR / "dashboard" / "index.html").read_bytes(),
             headers={"content-security-policy": DASHBOARD_CSP},
         )
+
+    async def ws_ticket(self, request: Request) -> Response:
+        # A ticket acts for the token that asked for it, once, on one live URL (.tickets).
+        token = self.auth.token(request.headers.get("authorization")) if self.auth.enabled else None
+        _only(await self._json_body(request), set())
+        ticket = self.tickets.issue(token)
+        return _json({"ticket": ticket, "expires_in": self.tickets.ttl_s})
 
     # -- topics ------------------------------------------------------------------------
 
@@ -508,8 +517,8 @@ def create_app(
 ) -> Starlette:
     """The ASGI app; its lifespan starts the hub and closes it (flushing the log) at the end."""
     api = Api(hub, auth or Auth([]), options or ServerOptions(), webhooks)
-    ws = WebSocketEndpoint(hub, api.auth, api.options.live)
-    sse = SseEndpoint(hub, api.auth, api.options.live)
+    ws = WebSocketEndpoint(hub, api.auth, api.options.live, api.tickets)
+    sse = SseEndpoint(hub, api.auth, api.options.live, api.tickets)
     api.connections = lambda: {"websocket": len(ws.connections), "sse": sse.streams}
     T = "/v1/topics/{topic}"
     G = T + "/groups/{group}"
@@ -517,6 +526,7 @@ def create_app(
         # The hot path first: Starlette tries routes in order.
         Route(T + "/events", PublishEndpoint(api), methods=["POST"]),
         WebSocketRoute("/v1/ws", ws.handle),
+        Route("/v1/ws/ticket", api.ws_ticket, methods=["POST"]),
         Route(T + "/sse", sse.handle, methods=["GET"]),
         Route("/", api.index, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),

@@ -24,6 +24,7 @@ from tidings.server.app import ServerOptions, create_app
 from tidings.server.auth import Auth
 from tidings.server.guard import LOOPBACK_HOSTS
 from tidings.server.live import LiveOptions
+from tidings.server.redact import log_config
 from tidings.server.webhooks.service import WebhookService
 
 logger = logging.getLogger("tidings.serve")
@@ -119,6 +120,7 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         http="httptools",
         lifespan="on",
         log_level=config.log_level,
+        log_config=log_config(),  # uvicorn's, with secrets in URLs redacted
         access_log=False,
         timeout_graceful_shutdown=10,
         # RFC 6455 pings from uvicorn's websockets protocol: one every 20 s, and a peer
