@@ -7,6 +7,9 @@
   origin still changes it.
 - A page that uses ``/static/tidings.js`` with a token, and guesses that the hub
   refuses: the hub's log (its stderr, at level info) holds no token.
+- A page of an origin the hub allows (``--allowed-origin``) gets a ticket with
+  its token (a CORS request the hub grants) and follows a topic with
+  ``EventSource``; a foreign page gets no ticket.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ LAUNCH_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     # A foreign site's name, served from loopback: the attack needs no network.
-    "--host-resolver-rules=MAP evil.example 127.0.0.1",
+    "--host-resolver-rules=MAP evil.example 127.0.0.1, MAP app.example 127.0.0.1",
 ]
 
 pytestmark = [
@@ -107,6 +110,28 @@ CLIENT = """<!doctype html>
   wrong.subscribe(%(topic)s, { onEvent() {}, onError(err) { window.refused.push(err.status); } });
   const old = new WebSocket("%(ws)s/v1/ws?token=" + %(guess2)s, "tidings.v1");
   old.onclose = () => window.refused.push("closed");
+</script>
+"""
+
+
+TICKETED = """<!doctype html>
+<meta charset="utf-8"><title>EventSource with a ticket</title>
+<script type="module">
+  window.received = [];
+  try {
+    const resp = await fetch("%(hub)s/v1/ws/ticket", {
+      method: "POST",
+      headers: { authorization: "Bearer " + %(token)s, "content-type": "application/json" },
+      body: "{}",
+    });
+    const { ticket } = await resp.json();
+    const source = new EventSource(
+      "%(hub)s/v1/topics/" + %(topic)s + "/sse?from=earliest&ticket=" + ticket);
+    source.onmessage = (m) => window.received.push(JSON.parse(m.data).event.id);
+    window.outcome = "ticket";
+  } catch (err) {
+    window.outcome = "blocked";
+  }
 </script>
 """
 
@@ -279,3 +304,39 @@ async def test_no_token_reaches_the_hub_log(
     assert '"WebSocket /v1/ws' in log, log  # the handshakes are logged at this level
     for value in (secret, guess, guess2):
         assert value not in log, log
+
+
+async def test_an_allowed_origin_follows_a_topic_with_a_ticket(
+    hub_factory: HubFactory,
+    http: aiohttp.ClientSession,
+    pages: Pages,
+    browser: Any,
+    tmp_path: Path,
+) -> None:
+    secret = "s3cret-0f-the-app"
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"tokens": [{"name": "app", "token": secret, "admin": True}]}))
+    app = f"http://app.example:{pages.port}"
+    hub = hub_factory.start(
+        "--auth-file", str(tokens), "--allowed-origin", app, "--log-level", "info"
+    )  # fmt: skip
+    base, topic = hub.base_url, unique()
+    bearer = {"Authorization": f"Bearer {secret}"}
+    async with http.put(f"{base}/v1/topics/{topic}", json={}, headers=bearer) as resp:
+        await expect(resp, 201)
+    await publish(http, base, topic, {"type": "order.placed", "id": "e-1"}, headers=bearer)
+    pages.pages["/app.html"] = (
+        TICKETED % {"hub": base, "topic": json.dumps(topic), "token": json.dumps(secret)}
+    ).encode()
+
+    page = await browser.new_page()
+    await page.goto(f"{app}/app.html")
+    await page.wait_for_function("window.received.length === 1", timeout=30000)
+    assert await page.evaluate("window.outcome") == "ticket"
+    assert await page.evaluate("window.received") == ["e-1"]
+
+    foreign = await browser.new_page()
+    await foreign.goto(f"http://evil.example:{pages.port}/app.html")
+    await foreign.wait_for_function("window.outcome !== undefined", timeout=30000)
+    assert await foreign.evaluate("window.outcome") == "blocked"
+    assert secret not in hub.log_text()

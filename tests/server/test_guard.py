@@ -205,3 +205,29 @@ async def test_allowed_host_and_origin_flags(
         f"{base}/v1/topics/{topic}", json={}, headers={"origin": "http://localhost:3000"}
     ) as resp:
         assert (await expect_problem(resp, 403))["header"] == "Origin"
+
+
+async def test_a_cors_preflight_is_granted_only_to_an_allowed_origin(
+    open_hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    base = open_hub.base_url
+    asks = {
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization,content-type",
+    }
+    async with http.options(f"{base}/v1/ws/ticket", headers={**asks, "origin": EVIL}) as resp:
+        assert (await expect_problem(resp, 403))["header"] == "Origin"
+        assert "access-control-allow-origin" not in resp.headers
+    local = "http://localhost:5173"  # a loopback origin: allowed by default
+    async with http.options(f"{base}/v1/ws/ticket", headers={**asks, "origin": local}) as resp:
+        assert resp.status == 204
+        assert resp.headers["access-control-allow-origin"] == local
+        assert resp.headers["access-control-allow-headers"] == "authorization,content-type"
+        assert "POST" in resp.headers["access-control-allow-methods"]
+    async with http.post(f"{base}/v1/ws/ticket", json={}, headers={"origin": local}) as resp:
+        await expect(resp, 200)
+        assert resp.headers["access-control-allow-origin"] == local
+    # A read from a foreign origin is answered, but without the header that lets it read.
+    async with http.get(f"{base}/v1/topics", headers={"origin": EVIL}) as resp:
+        await expect(resp, 200)
+        assert "access-control-allow-origin" not in resp.headers

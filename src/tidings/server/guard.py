@@ -7,12 +7,14 @@ machine can, on behalf of any page it shows. :class:`BrowserGuard` wraps the app
   rebinding points a foreign name at 127.0.0.1, which makes the foreign page
   same-origin with the hub; its requests still carry the foreign name as Host.
   The rule of Jupyter (``allow_remote_access``) and Vite (``server.allowedHosts``).
-- A state-changing request (POST, PUT, PATCH, DELETE) with an ``Origin`` must
-  come from an allowed origin: the rule of the WebSocket handshake
-  (:func:`tidings.server.live.origin_allowed`, ``--allowed-origin``).
+- A state-changing request (POST, PUT, PATCH, DELETE), or a CORS preflight
+  (OPTIONS), with an ``Origin`` must come from an allowed origin: the rule of
+  the WebSocket handshake (:func:`tidings.server.live.origin_allowed`,
+  ``--allowed-origin``).
 - A POST, and a PUT or PATCH with a body, must carry a JSON or CloudEvents
   content type. Neither an HTML form nor a CORS-simple ``fetch`` can send one, so
-  a page on another origin needs a CORS preflight, which the hub does not grant.
+  a page on another origin needs a CORS preflight, which the hub grants only to
+  an allowed origin (and then lets that origin read the answers).
   A POST needs it even without a body, as a bodyless POST is CORS-simple too; a
   PUT, PATCH or DELETE never is, so without a body it needs no content type. The
   publish route also takes CloudEvents binary mode with any content type: its
@@ -21,14 +23,16 @@ machine can, on behalf of any page it shows. :class:`BrowserGuard` wraps the app
 
 A refusal is a problem (403 naming the header, or 415) sent before the app sees
 the request, so it changes nothing. The scan is one pass over the headers.
+``/static`` keeps its own CORS rule: any page may import the browser client.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings.errors import Forbidden, TidingsError, UnsupportedMediaType
 from tidings.server.live import origin_allowed
@@ -43,6 +47,12 @@ JSON_TYPES = frozenset(
     }
 )
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_PREFLIGHT_HEADERS = [
+    (b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE"),
+    (b"access-control-max-age", b"600"),
+    (b"vary", b"Origin"),
+    (b"content-length", b"0"),
+]
 _BINARY_MODE = frozenset({b"ce-specversion", b"ce-type"})
 
 
@@ -82,6 +92,14 @@ def refusal(
     method: str, path: str, headers: list[tuple[bytes, bytes]], rules: BrowserRules
 ) -> TidingsError | None:
     """Why a request must not reach the app, or None. ``method`` is "WEBSOCKET" for a handshake."""
+    return _refusal(method, path, _scan(headers), rules)
+
+
+_Seen = tuple[bytes | None, bytes | None, bytes | None, bool, bool]
+
+
+def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
+    """Host, Origin, Content-Type, whether binary mode, whether a body: one pass."""
     host = origin = content_type = None
     binary = body = False
     for key, value in headers:
@@ -97,6 +115,11 @@ def refusal(
             body = body or value.strip() != b"0"
         elif key == b"transfer-encoding":
             body = True
+    return host, origin, content_type, binary, body
+
+
+def _refusal(method: str, path: str, seen: _Seen, rules: BrowserRules) -> TidingsError | None:
+    host, origin, content_type, binary, body = seen
     host_text = None if host is None else host.decode("latin-1")
     if not host_allowed(host_text, rules.allowed_hosts):
         return Forbidden(
@@ -104,7 +127,7 @@ def refusal(
             "a hub reached by that name lists it with --allowed-host",
             header="Host",
         )
-    if method not in _STATE_CHANGING:
+    if method not in _STATE_CHANGING and method != "OPTIONS":  # a preflight asks for them
         return None
     if origin is not None:
         origin_text = origin.decode("latin-1")
@@ -114,7 +137,7 @@ def refusal(
                 "a page of that origin is allowed with --allowed-origin",
                 header="Origin",
             )
-    if method == "DELETE" or (method != "POST" and not body):
+    if method in ("OPTIONS", "DELETE") or (method != "POST" and not body):
         return None
     media = b"" if content_type is None else content_type.split(b";", 1)[0].strip().lower()
     if media in JSON_TYPES:
@@ -133,7 +156,8 @@ def refusal(
 
 
 class BrowserGuard:
-    """ASGI middleware applying :func:`refusal` to every HTTP request and WebSocket handshake."""
+    """ASGI middleware applying :func:`refusal` to every HTTP request and WebSocket handshake,
+    and answering CORS for allowed origins."""
 
     def __init__(self, app: ASGIApp, rules: BrowserRules) -> None:
         self.app = app
@@ -142,7 +166,20 @@ class BrowserGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            error = refusal(scope["method"], scope["path"], scope["headers"], self.rules)
+            method, path, headers = scope["method"], scope["path"], scope["headers"]
+            seen = _scan(headers)
+            error = _refusal(method, path, seen, self.rules)
+            origin = seen[1]
+            if (
+                error is None
+                and origin is not None
+                and _cross_origin(origin, seen[0], self.rules)
+                and not path.startswith("/static/")
+            ):
+                if method == "OPTIONS":
+                    await _preflight(origin, headers, send)
+                    return
+                send = _with_cors(send, origin)
         elif kind == "websocket":
             error = refusal("WEBSOCKET", scope["path"], scope["headers"], self.rules)
         else:
@@ -168,6 +205,46 @@ class BrowserGuard:
             await send({"type": "websocket.http.response.body", "body": body})
         else:
             await send({"type": "websocket.close", "code": error.close_code})
+
+
+def _cross_origin(origin: bytes, host: bytes | None, rules: BrowserRules) -> bool:
+    """Whether ``origin`` is an allowed one other than the hub's own (which needs no CORS)."""
+    text, host_text = origin.decode("latin-1"), None if host is None else host.decode("latin-1")
+    if urlsplit(text).netloc == host_text:
+        return False
+    return origin_allowed(text, host_text, rules.allowed_origins)
+
+
+async def _preflight(origin: bytes, headers: list[tuple[bytes, bytes]], send: Send) -> None:
+    """A CORS preflight from an allowed origin: the methods and the headers it asks for."""
+    asked = next((v for k, v in headers if k == b"access-control-request-headers"), b"")
+    extra = [(b"access-control-allow-headers", asked)] if asked else []
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 204,
+            "headers": [(b"access-control-allow-origin", origin), *extra, *_PREFLIGHT_HEADERS],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _with_cors(send: Send, origin: bytes) -> Send:
+    """``send`` adding the headers that let an allowed origin's page read the answer."""
+
+    async def cors_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {
+                **message,
+                "headers": [
+                    *message.get("headers", ()),
+                    (b"access-control-allow-origin", origin),
+                    (b"vary", b"Origin"),
+                ],
+            }
+        await send(message)
+
+    return cors_send
 
 
 __all__ = ["LOOPBACK_HOSTS", "BrowserGuard", "BrowserRules", "host_allowed", "refusal"]
