@@ -7,13 +7,20 @@ nothing. The same attacks from a real browser are in test_cross_site.py.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from hubapi import BATCH, STRUCTURED, expect, expect_problem, publish, put_topic, unique
-from hubproc import HubFactory, HubProcess
+from hubproc import HubFactory, HubProcess, free_port, hub_env, serve_command
+
+from tidings.server.guard import host_allowed
+from tidings.server.serve import ServeConfig, served_hosts
 
 EVIL = "http://evil.example"
 SIMPLE_TYPES = ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
@@ -231,3 +238,34 @@ async def test_a_cors_preflight_is_granted_only_to_an_allowed_origin(
     async with http.get(f"{base}/v1/topics", headers={"origin": EVIL}) as resp:
         await expect(resp, 200)
         assert "access-control-allow-origin" not in resp.headers
+
+
+def test_the_hub_serves_loopback_its_bound_address_and_the_listed_names() -> None:
+    config = ServeConfig(host="10.1.2.3", allowed_hosts=("Hub.Example.", " ", "hub.example"))
+    assert served_hosts(config) == ("localhost", "127.0.0.1", "[::1]", "10.1.2.3", "hub.example")
+    assert served_hosts(ServeConfig(host="::")) == ("localhost", "127.0.0.1", "[::1]", "[::]")
+    assert host_allowed("[::]:8700", served_hosts(ServeConfig(host="::")))
+
+
+async def test_allowed_hosts_from_the_environment(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    env = {**hub_env(), "TIDINGS_ALLOWED_HOSTS": "a.example,b.example"}
+    command = serve_command(port, tmp_path / "data", "never", ())
+    with (tmp_path / "hub.log").open("wb") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"{base}/healthz") as resp:
+                    if resp.status == 200:
+                        break
+            await asyncio.sleep(0.05)
+        for host, status in [("a.example", 200), ("b.example:80", 200), ("c.example", 403)]:
+            async with http.get(f"{base}/v1/topics", headers={"host": host}) as resp:
+                assert resp.status == status, (host, await resp.text())
+    finally:
+        proc.terminate()
+        proc.wait(15)

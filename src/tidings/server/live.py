@@ -20,7 +20,8 @@ class LiveOptions:
     """Settings of ``/v1/ws`` and ``/v1/topics/{topic}/sse``.
 
     ``allowed_origins``: browser origins (``"https://shop.example"``) that may open
-    a WebSocket; ``("*",)`` allows any. Left None, a handshake is accepted without
+    a WebSocket, send state-changing requests and get CORS answers (see
+    :mod:`.guard`); ``("*",)`` allows any. Left None, a handshake is accepted without
     an ``Origin`` (not a browser), from the hub's own origin, or from a loopback
     origin (``http://localhost:3000``): a page on some other site must not read
     a hub on the user's machine (cross-site WebSocket hijacking; WebSockets have
