@@ -28,6 +28,7 @@ the request, so it changes nothing. The scan is one pass over the headers.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -88,6 +89,12 @@ def host_allowed(header: str | None, allowed: tuple[str, ...]) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=256)
+def _host_verdict(host: bytes | None, allowed: tuple[str, ...]) -> bool:
+    # Nearly every request names the same Host: parse each one once.
+    return host_allowed(None if host is None else host.decode("latin-1"), allowed)
+
+
 def refusal(
     method: str, path: str, headers: list[tuple[bytes, bytes]], rules: BrowserRules
 ) -> TidingsError | None:
@@ -121,7 +128,7 @@ def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
 def _refusal(method: str, path: str, seen: _Seen, rules: BrowserRules) -> TidingsError | None:
     host, origin, content_type, binary, body = seen
     host_text = None if host is None else host.decode("latin-1")
-    if not host_allowed(host_text, rules.allowed_hosts):
+    if not _host_verdict(host, rules.allowed_hosts):
         return Forbidden(
             f"Host {host_text!r} is not a name this hub serves; "
             "a hub reached by that name lists it with --allowed-host",
@@ -138,6 +145,8 @@ def _refusal(method: str, path: str, seen: _Seen, rules: BrowserRules) -> Tiding
                 header="Origin",
             )
     if method in ("OPTIONS", "DELETE") or (method != "POST" and not body):
+        return None
+    if content_type in JSON_TYPES:  # as clients send it: no parameters, lowercase
         return None
     media = b"" if content_type is None else content_type.split(b";", 1)[0].strip().lower()
     if media in JSON_TYPES:
