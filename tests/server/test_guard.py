@@ -238,6 +238,10 @@ async def test_a_cors_preflight_is_granted_only_to_an_allowed_origin(
     async with http.get(f"{base}/v1/topics", headers={"origin": EVIL}) as resp:
         await expect(resp, 200)
         assert "access-control-allow-origin" not in resp.headers
+    # Except the browser client, which any page may import.
+    async with http.get(f"{base}/static/tidings.js", headers={"origin": EVIL}) as resp:
+        assert resp.status == 200
+        assert resp.headers["access-control-allow-origin"] == "*"
 
 
 def test_the_hub_serves_loopback_its_bound_address_and_the_listed_names() -> None:

@@ -134,8 +134,8 @@ def _refusal(method: str, path: str, seen: _Seen, rules: BrowserRules) -> Tiding
             "a hub reached by that name lists it with --allowed-host",
             header="Host",
         )
-    if method not in _STATE_CHANGING and method != "OPTIONS":  # a preflight asks for them
-        return None
+    if method not in _STATE_CHANGING and (method != "OPTIONS" or path.startswith("/static/")):
+        return None  # a preflight (OPTIONS) asks for what it would change
     if origin is not None:
         origin_text = origin.decode("latin-1")
         if not origin_allowed(origin_text, host_text, rules.allowed_origins):
