@@ -54,8 +54,17 @@ def serve(
         list[str] | None,
         typer.Option(
             envvar="TIDINGS_ALLOWED_ORIGINS",
-            help="Browser origin allowed to open a WebSocket (repeatable; '*' for any). "
-            "Default: loopback origins and the hub's own",
+            help="Browser origin allowed to open a WebSocket and to change the hub "
+            "(repeatable; '*' for any). Default: loopback origins and the hub's own",
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="TIDINGS_ALLOWED_HOSTS",
+            help="Host name clients reach the hub by, e.g. behind a proxy (repeatable; "
+            "'.example.com' for a domain and its subdomains, '*' for any). "
+            "Always served: localhost, 127.0.0.1, [::1] and the --host address",
         ),
     ] = None,
     ws_send_buffer: Annotated[
@@ -118,6 +127,7 @@ def serve(
             insecure=insecure,
             segment_bytes=segment_bytes,
             allowed_origins=_origins(allowed_origin),
+            allowed_hosts=_split(allowed_host),
             ws_send_buffer=ws_send_buffer,
             webhook_allow_nets=_split(webhook_allow_net),
             webhook_retry_schedule=webhook_retry_schedule,

@@ -22,7 +22,9 @@ from tidings.errors import BadRequest
 from tidings.log.partition import FsyncPolicy, LogConfig
 from tidings.server.app import ServerOptions, create_app
 from tidings.server.auth import Auth
+from tidings.server.guard import LOOPBACK_HOSTS
 from tidings.server.live import LiveOptions
+from tidings.server.redact import log_config
 from tidings.server.webhooks.service import WebhookService
 
 logger = logging.getLogger("tidings.serve")
@@ -40,6 +42,7 @@ class ServeConfig:
     insecure: bool = False
     segment_bytes: int = 64 * 1024 * 1024
     allowed_origins: tuple[str, ...] | None = None
+    allowed_hosts: tuple[str, ...] = ()  # beside loopback names and the bound address
     ws_send_buffer: int = 1 << 20
     webhook_allow_nets: tuple[str, ...] = ()
     webhook_retry_schedule: str | None = None  # seconds before each attempt, "0,5,300"
@@ -59,6 +62,15 @@ def is_loopback(host: str) -> bool:
         except OSError:
             return False
         return all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def served_hosts(config: ServeConfig) -> tuple[str, ...]:
+    """The Host names the hub answers: loopback, the bound address, and --allowed-host."""
+    bound = config.host.lower()
+    if ":" in bound and not bound.startswith("["):
+        bound = f"[{bound}]"  # an IPv6 address, as a Host header brackets it
+    given = tuple(h.strip().lower().rstrip(".") for h in config.allowed_hosts if h.strip())
+    return tuple(dict.fromkeys((*LOOPBACK_HOSTS, bound, *given)))
 
 
 def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
@@ -98,7 +110,8 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         "FULL" if config.fsync.mode == "always" else "NORMAL",
     )
     webhooks = WebhookService(hub, store, policy)
-    app = create_app(hub, auth, ServerOptions(live=live), webhooks=webhooks)
+    options = ServerOptions(live=live, allowed_hosts=served_hosts(config))
+    app = create_app(hub, auth, options, webhooks=webhooks)
     uv = uvicorn.Config(
         app,
         host=config.host,
@@ -107,6 +120,7 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         http="httptools",
         lifespan="on",
         log_level=config.log_level,
+        log_config=log_config(),  # uvicorn's, with secrets in URLs redacted
         access_log=False,
         timeout_graceful_shutdown=10,
         # RFC 6455 pings from uvicorn's websockets protocol: one every 20 s, and a peer
