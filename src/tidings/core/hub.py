@@ -36,11 +36,14 @@ from tidings.log.partition import Clock, SystemClock
 logger = logging.getLogger("tidings.hub")
 
 MAX_PARTITIONS = 1024
+MAX_TOPICS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class HubOptions:
     auto_create: bool = True
+    max_topics: int = MAX_TOPICS  # created by PUT, a publish or a group; dead-letter topics aside
+    max_partitions: int = MAX_PARTITIONS  # per topic
     max_event_bytes: int = 1 << 20
     dedupe_window_ms: int = 120_000
     retention_check_s: float = 30.0
@@ -102,6 +105,7 @@ class Hub(PublishOps, GroupOps):
         # dedupe key -> the append that carries it, until it is durable.
         self._appending: dict[str, _Claim] = {}
         self._deleting: set[str] = set()  # topics whose files are being removed
+        self._discarding: set[asyncio.Task[None]] = set()  # topics whose creation failed
         self._read_turn = 0
         self.closing = False
         self._closing = asyncio.Event()  # wakes long polls when shutdown begins
@@ -170,6 +174,9 @@ class Hub(PublishOps, GroupOps):
 
     async def close(self) -> None:
         self.begin_shutdown()
+        for discarding in list(self._discarding):
+            with contextlib.suppress(Exception):
+                await discarding
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -216,11 +223,47 @@ class Hub(PublishOps, GroupOps):
     def _open_topic(
         self, name: str, partitions: int, retention: Retention, save: bool = True
     ) -> Topic:
-        if save:
-            self.storage.save_topic(name, _topic_dict(partitions, retention))
-        parts = [self.storage.open_partition(name, i, retention) for i in range(partitions)]
+        """Open (with ``save``: create) a topic. Its partitions open first and its
+        metadata is saved last, so a creation that fails records nothing; what it
+        opened is closed and its directory removed."""
+        parts: list[PartitionStore] = []
+        try:
+            for i in range(partitions):
+                parts.append(self.storage.open_partition(name, i, retention))
+            if save:
+                self.storage.save_topic(name, _topic_dict(partitions, retention))
+        except BaseException:
+            if save:
+                self._discard(name)
+            raise
         topic = self.topics[name] = Topic(name, parts, retention)
         return topic
+
+    def _discard(self, name: str) -> None:
+        """Remove what a failed creation of ``name`` left; the name is busy until then."""
+        self._deleting.add(name)
+
+        async def discard() -> None:
+            try:
+                await self.storage.drop_topic(name)
+            except Exception:
+                logger.exception("could not remove what the failed creation of %r left", name)
+            finally:
+                self._deleting.discard(name)
+
+        task = asyncio.get_running_loop().create_task(discard())
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
+
+    def _check_room_for_topic(self) -> None:
+        limit = self.options.max_topics
+        if len(self.topics) >= limit:
+            raise Conflict(
+                f"the hub has {len(self.topics)} topics, its limit (--max-topics {limit}); "
+                "delete a topic or raise the limit",
+                limit="max_topics",
+                max_topics=limit,
+            )
 
     def topic(self, name: str) -> Topic:
         t = self.topics.get(name)
@@ -244,13 +287,14 @@ class Hub(PublishOps, GroupOps):
             partitions = 1 if t is None else len(t.partitions)
         if retention is None:
             retention = Retention() if t is None else t.retention
-        if (
-            isinstance(partitions, bool)
-            or not isinstance(partitions, int)
-            or not (1 <= partitions <= MAX_PARTITIONS)
+        most = self.options.max_partitions
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or not (
+            1 <= partitions <= most
         ):
             raise BadRequest(
-                f"partitions must be an integer from 1 to {MAX_PARTITIONS}", field="partitions"
+                f"partitions must be an integer from 1 to {most} (--max-partitions)",
+                field="partitions",
+                max_partitions=most,
             )
         if t is not None and partitions < len(t.partitions):
             raise Conflict(
@@ -258,6 +302,7 @@ class Hub(PublishOps, GroupOps):
                 field="partitions",
             )
         if t is None:
+            self._check_room_for_topic()
             return self._open_topic(name, partitions, retention), True
         self.storage.save_topic(name, _topic_dict(partitions, retention))
         t.retention = retention
@@ -299,6 +344,7 @@ class Hub(PublishOps, GroupOps):
                 f"topic {name!r} does not exist and the hub runs with auto-create off",
                 topic=name,
             )
+        self._check_room_for_topic()
         return self._open_topic(name, 1, Retention())
 
     # -- read ------------------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""File descriptors, topics and partitions against real hubs under a low ``ulimit -n``.
+
+Each partition used to hold its three files open for ever, so under ``ulimit -n
+1024`` topic #335 failed with 500, new connections were reset, the failed topic
+was recorded anyway and the hub could not start again until the limit was
+raised. The log now opens its files on demand and closes the least recently
+used (``--max-open-files``), topics and partitions have limits of their own, and
+a creation that fails leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+import websockets
+from hubapi import expect, expect_problem, publish, put_topic, read_all
+from hubproc import HubFactory, HubProcess
+from livehelp import PROTOCOL, ws_url
+
+pytestmark = pytest.mark.timeout(300)
+
+NOFILE = 128  # the hub's ulimit -n, soft and hard
+TOPICS = 150  # three files each: 450 files, far past NOFILE
+PAYLOAD = "x" * 1000
+
+
+async def fresh_connection_works(hub: HubProcess) -> None:
+    """A new TCP connection (HTTP and WebSocket) is accepted and answered."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as fresh,
+        fresh.get(hub.base_url + "/healthz") as resp,
+    ):
+        await expect(resp, 200)
+    async with websockets.connect(ws_url(hub.base_url), subprotocols=[PROTOCOL]) as ws:
+        assert ws.subprotocol == PROTOCOL
+
+
+async def test_more_partitions_than_descriptors(
+    hub_factory: HubFactory, http: aiohttp.ClientSession
+) -> None:
+    hub = hub_factory.start("--segment-bytes", "4096", nofile=NOFILE)
+    names = [f"fd-{i}" for i in range(TOPICS)]
+    for i, name in enumerate(names):
+        await put_topic(http, hub.base_url, name, status=201, partitions=1 + (i % 3 == 0))
+        # A few records each, rolling the 4 KiB segments now and then.
+        await publish(
+            http, hub.base_url, name, *({"type": "fd.filled", "data": {"n": n, "pad": PAYLOAD}}
+                                        for n in range(3))
+        )
+    assert hub.open_descriptors < NOFILE
+    await fresh_connection_works(hub)
+
+    async def check_all() -> None:
+        for name in names:
+            records = await read_all(http, hub.base_url, name)
+            assert sorted(r["event"]["data"]["n"] for r in records) == [0, 1, 2], name
+
+    await check_all()
+    # Restarted under the same limit: it opens every partition again, and starts.
+    hub.restart()
+    await check_all()
+    await publish(http, hub.base_url, names[0], {"type": "fd.after"})
+    await fresh_connection_works(hub)
+    assert hub.open_descriptors < NOFILE
+
+
+async def test_the_topic_and_partition_limits_answer_naming_themselves(
+    hub_factory: HubFactory, http: aiohttp.ClientSession
+) -> None:
+    hub = hub_factory.start("--max-topics", "5", "--max-partitions", "8", nofile=NOFILE)
+    for i in range(5):
+        await put_topic(http, hub.base_url, f"lim-{i}", status=201)
+    async with http.put(f"{hub.base_url}/v1/topics/lim-5", json={}) as resp:
+        problem = await expect_problem(resp, 409)
+    assert problem["limit"] == "max_topics" and problem["max_topics"] == 5, problem
+    assert "--max-topics" in problem["detail"], problem
+    # Nor does a publish or a group create a sixth.
+    async with http.post(
+        f"{hub.base_url}/v1/topics/lim-6/events", json={"type": "t.x"},
+        headers={"content-type": "application/cloudevents+json"},
+    ) as resp:
+        problem = await expect_problem(resp, 409)
+    assert problem["limit"] == "max_topics", problem
+    async with http.put(f"{hub.base_url}/v1/topics/lim-7/groups/g", json={}) as resp:
+        await expect_problem(resp, 409)
+    async with http.put(f"{hub.base_url}/v1/topics/lim-0", json={"partitions": 9}) as resp:
+        problem = await expect_problem(resp, 400)
+    assert problem["field"] == "partitions" and problem["max_partitions"] == 8, problem
+    async with http.get(f"{hub.base_url}/v1/topics") as resp:
+        listed = await expect(resp, 200)
+    names = sorted(t["name"] for t in listed["topics"])
+    assert names == [f"lim-{i}" for i in range(5)]
+    assert sorted(p.name for p in (hub.data_dir / "topics").iterdir()) == names
+    # Deleting one makes room again.
+    async with http.delete(f"{hub.base_url}/v1/topics/lim-0") as resp:
+        await expect(resp, 204)
+    await put_topic(http, hub.base_url, "lim-5", status=201, partitions=8)
+
+
+async def test_a_topic_that_fails_to_be_created_leaves_nothing(
+    hub_factory: HubFactory, http: aiohttp.ClientSession
+) -> None:
+    hub = hub_factory.start(nofile=NOFILE)
+    # A file where partition 1's directory must go: partition 0 opens, 1 cannot.
+    topic_dir = hub.data_dir / "topics" / "broken"
+    topic_dir.mkdir(parents=True)
+    (topic_dir / "1").write_bytes(b"in the way")
+    async with http.put(f"{hub.base_url}/v1/topics/broken", json={"partitions": 2}) as resp:
+        problem = await expect_problem(resp, 503)
+    assert "partition 1" in problem["detail"], problem
+    async with http.get(f"{hub.base_url}/v1/topics/broken") as resp:
+        await expect_problem(resp, 404)
+    await wait_until_gone(topic_dir)
+    # Nothing was recorded: the hub starts again, without the topic.
+    hub.restart()
+    async with http.get(f"{hub.base_url}/v1/topics/broken") as resp:
+        await expect_problem(resp, 404)
+    # And the name is free: the topic can be made now that nothing is in the way.
+    await put_topic(http, hub.base_url, "broken", status=201, partitions=2)
+    await publish(http, hub.base_url, "broken", {"type": "t.ok"})
+
+
+async def wait_until_gone(path: Path) -> None:
+    for _ in range(100):
+        if not path.exists():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{path} is still there: {sorted(p.name for p in path.iterdir())}")
