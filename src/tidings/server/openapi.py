@@ -20,7 +20,7 @@ def _problems(*codes: int) -> dict[str, Any]:
         401: "Missing or unknown bearer token",
         403: "The token's scopes do not allow this",
         404: "Unknown topic or group",
-        409: "Conflict, or a stale lease",
+        409: "Conflict, a stale lease, or the hub's topic limit (--max-topics) reached",
         413: "Event or request too large",
         415: "Unsupported content type",
         422: "Invalid event",
@@ -73,7 +73,7 @@ def spec() -> dict[str, Any]:
         "/v1/topics": {"get": {"summary": "List topics", "operationId": "listTopics", "responses": {"200": _json({"type": "object", "properties": {"topics": {"type": "array", "items": _ref("Topic")}}}), **_problems(401, 403)}}},
         "/v1/topics/{topic}": {
             "parameters": [_TOPIC],
-            "put": {"summary": "Create or configure a topic", "operationId": "putTopic", "requestBody": _body(_ref("TopicConfig")), "responses": {"200": _json(_ref("Topic")), "201": _json(_ref("Topic"), "Created"), **_problems(400, 401, 403, 409)}},
+            "put": {"summary": "Create or configure a topic", "operationId": "putTopic", "requestBody": _body(_ref("TopicConfig")), "responses": {"200": _json(_ref("Topic")), "201": _json(_ref("Topic"), "Created"), **_problems(400, 401, 403, 409, 503)}},
             "get": {"summary": "Describe a topic", "operationId": "getTopic", "responses": {"200": _json(_ref("Topic")), **_problems(401, 403, 404)}},
             "delete": {"summary": "Delete a topic and its groups", "operationId": "deleteTopic", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
         },
@@ -87,7 +87,7 @@ def spec() -> dict[str, Any]:
                 "summary": "Publish events (CloudEvents structured, batch or binary mode)",
                 "operationId": "publish",
                 "requestBody": {"required": True, "description": "One event (structured), a JSON array of events (batch), or binary mode: attributes in ce-* headers, the body is the data", "content": {"application/cloudevents+json": {"schema": _ref("CloudEvent")}, "application/cloudevents-batch+json": {"schema": {"type": "array", "items": _ref("CloudEvent")}}, "*/*": {"schema": {}}}},
-                "responses": {"202": _json(_ref("Published"), "Accepted: durable by the hub's fsync policy"), **_problems(400, 401, 403, 404, 413, 415, 422, 503)},
+                "responses": {"202": _json(_ref("Published"), "Accepted: durable by the hub's fsync policy"), **_problems(400, 401, 403, 404, 409, 413, 415, 422, 503)},
             },
             "get": {
                 "summary": "Read and replay records",
@@ -105,7 +105,7 @@ def spec() -> dict[str, Any]:
         },
         "/v1/topics/{topic}/groups/{group}": {
             "parameters": [_TOPIC, _GROUP],
-            "put": {"summary": "Create or configure a consumer group", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(400, 401, 403, 404)}},
+            "put": {"summary": "Create or configure a consumer group", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(400, 401, 403, 404, 409, 503)}},
             "get": {"summary": "Describe a group: lag, pending, redelivered, dead-lettered", "operationId": "getGroup", "responses": {"200": _json(_ref("Group")), **_problems(401, 403, 404)}},
             "delete": {"summary": "Delete a group", "operationId": "deleteGroup", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
         },
