@@ -124,6 +124,25 @@ async def test_a_topic_that_fails_to_be_created_leaves_nothing(
     await publish(http, hub.base_url, "broken", {"type": "t.ok"})
 
 
+async def test_a_topic_that_fails_to_grow_keeps_its_partitions(
+    hub_factory: HubFactory, http: aiohttp.ClientSession
+) -> None:
+    hub = hub_factory.start(nofile=NOFILE)
+    await put_topic(http, hub.base_url, "grown", status=201, partitions=1)
+    obstacle = hub.data_dir / "topics" / "grown" / "1"
+    obstacle.write_bytes(b"in the way")
+    async with http.put(f"{hub.base_url}/v1/topics/grown", json={"partitions": 2}) as resp:
+        await expect_problem(resp, 503)
+    async with http.get(f"{hub.base_url}/v1/topics/grown") as resp:
+        assert len((await expect(resp, 200))["partitions"]) == 1
+    # The metadata still says one partition: the hub starts, with the obstacle there.
+    hub.restart()
+    async with http.get(f"{hub.base_url}/v1/topics/grown") as resp:
+        assert len((await expect(resp, 200))["partitions"]) == 1
+    obstacle.unlink()
+    await put_topic(http, hub.base_url, "grown", status=200, partitions=2)
+
+
 async def wait_until_gone(path: Path) -> None:
     for _ in range(100):
         if not path.exists():

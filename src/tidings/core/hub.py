@@ -304,10 +304,11 @@ class Hub(PublishOps, GroupOps):
         if t is None:
             self._check_room_for_topic()
             return self._open_topic(name, partitions, retention), True
+        # Partitions first, metadata last: a partition that cannot open records nothing.
+        parts = [self.storage.open_partition(name, i, retention) for i in range(partitions)]
         self.storage.save_topic(name, _topic_dict(partitions, retention))
         t.retention = retention
-        for i in range(partitions):
-            part = self.storage.open_partition(name, i, retention)
+        for i, part in enumerate(parts):
             if i >= len(t.partitions):
                 t.partitions.append(part)
                 for group in t.groups.values():
