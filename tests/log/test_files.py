@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,50 @@ def test_a_file_that_went_missing_is_not_created_again(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         f.get()
     assert not (tmp_path / "gone").exists()
+
+
+def test_closing_a_pinned_file_waits_for_its_release(tmp_path: Path) -> None:
+    """A segment deleted while a thread fsyncs its file: the descriptor stays valid."""
+    files = OpenFiles(4)
+    f = files.file(tmp_path / "busy", os.O_RDWR | os.O_APPEND)
+    fd = f.open(os.O_RDWR | os.O_CREAT | os.O_APPEND)
+    f.pin()
+    f.close()
+    os.fdatasync(fd)  # still this file's descriptor
+    assert f.fd == fd
+    f.unpin()
+    assert f.fd == -1 and files.open_count == 0
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+_OUT_OF_DESCRIPTORS = """
+import os, resource, sys
+from tidings.errors import StorageUnavailable
+from tidings.log.files import OpenFiles
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+root = sys.argv[1]
+files = OpenFiles(1000)  # more than the process may open: EMFILE comes first
+opened = [files.file(f"{root}/f{i}", os.O_RDWR) for i in range(200)]
+for f in opened:
+    f.open(os.O_RDWR | os.O_CREAT)  # each EMFILE closes one of ours and tries again
+assert files.open_count < 64 and files.closes > 0, (files.open_count, files.closes)
+for f in opened:
+    if f.fd >= 0:
+        f.pin()  # every open file held by a thread: none can be given back
+try:
+    files.file(f"{root}/last", os.O_RDWR).open(os.O_RDWR | os.O_CREAT)
+except StorageUnavailable as exc:
+    assert exc.fields["limit"] == "max_open_files", exc.fields
+    print("503:", exc.detail)
+"""
+
+
+def test_running_out_of_descriptors_gives_back_ours_then_answers_503(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _OUT_OF_DESCRIPTORS, str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("503:") and "--max-open-files" in done.stdout, done.stdout

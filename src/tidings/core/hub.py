@@ -42,12 +42,12 @@ MAX_TOPICS = 10_000
 @dataclass(frozen=True, slots=True)
 class HubOptions:
     auto_create: bool = True
-    max_topics: int = MAX_TOPICS  # created by PUT, a publish or a group; dead-letter topics aside
-    max_partitions: int = MAX_PARTITIONS  # per topic
     max_event_bytes: int = 1 << 20
     dedupe_window_ms: int = 120_000
     retention_check_s: float = 30.0
     sweep_s: float = 1.0
+    max_topics: int = MAX_TOPICS  # created by PUT, a publish or a group; dead-letter topics aside
+    max_partitions: int = MAX_PARTITIONS  # per topic
 
 
 @dataclass(slots=True)

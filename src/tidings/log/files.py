@@ -95,7 +95,7 @@ class OpenFiles:
 class SegmentFile:
     """One file of a segment: its descriptor while open, and how to reopen it."""
 
-    __slots__ = ("fd", "files", "flags", "path", "pins")
+    __slots__ = ("closed", "fd", "files", "flags", "path", "pins")
 
     def __init__(self, files: OpenFiles, path: str, flags: int) -> None:
         self.files = files
@@ -103,11 +103,13 @@ class SegmentFile:
         self.flags = flags
         self.fd = -1
         self.pins = 0
+        self.closed = False  # closed for good while pinned: the last unpin closes it
 
     def open(self, flags: int) -> int:
         """Open it now with ``flags`` (O_CREAT, O_TRUNC: what only the first open does)."""
         if self.fd >= 0:
             self.close()
+        self.closed = False
         return self.files._open(self, flags)
 
     def get(self) -> int:
@@ -126,8 +128,14 @@ class SegmentFile:
 
     def unpin(self) -> None:
         self.pins -= 1
+        if not self.pins and self.closed:
+            self.close()
 
     def close(self) -> None:
+        """Close it (a segment closed or deleted); if a thread holds it, once released."""
+        if self.pins:
+            self.closed = True
+            return
         fd = self.fd
         if fd >= 0:
             self.files._forget(self)

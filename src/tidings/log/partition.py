@@ -172,7 +172,7 @@ class PartitionLog:
         try:
             for b in bases:
                 segments.append(
-                    Segment(directory, b, index_interval=log.config.index_interval, files=files)
+                    Segment(directory, b, index_interval=log.config.index_interval, files=log.files)
                 )
             for seg, nxt in zip(segments, bases[1:], strict=False):
                 recover_sealed(seg, nxt, log.report)
