@@ -13,7 +13,7 @@ import re
 import sys
 from array import array
 from collections import deque
-from itertools import compress, repeat
+from itertools import repeat
 from operator import setitem
 from typing import Any, Final, Literal
 
@@ -35,7 +35,7 @@ from tidings.events.envelope import (
     _checked_sources,
     _plain_extensions,
 )
-from tidings.events.nesting import MAX_DEPTH, deeper_than, is_container
+from tidings.events.nesting import any_too_deep
 
 __all__ = ["fill_batch", "new_event_ids"]
 
@@ -173,11 +173,8 @@ def fill_batch(items: list[Any], topic: str, now: str) -> Literal["new ids", "fi
                     _check_chars(name, value, "extension attribute")
     except (InvalidEvent, TypeError):
         return None
-    if "data" in names:
-        data = list(map(get, items, repeat("data")))
-        nested = list(compress(data, map(is_container, map(type, data))))
-        if nested and deeper_than(nested, MAX_DEPTH - 1):
-            return None  # _fill names the event that nests too deep
+    if "data" in names and any_too_deep(list(map(get, items, repeat("data")))):
+        return None  # _fill names the event that nests too deep
 
     # Every check passed: fill, in the order _fill fills.
     if fill_specversion:

@@ -4,41 +4,52 @@ orjson parses 1024 levels but serializes only 254, so an event nested between th
 two parsed, then failed where the hub stored it. The hub refuses it where it
 parses it instead, far below both, with :class:`~tidings.errors.InvalidEvent` (422).
 
-The walk goes level by level and does its per-item work in C (``map``,
-``compress``): a flat ``data`` object costs one pass over its values.
+The walk stops at the first branch past the limit; otherwise it visits each
+object and array once (the request size limit bounds how many there are).
 """
 
 from __future__ import annotations
 
-from itertools import chain, compress, repeat
-from operator import is_
+from itertools import chain
 from typing import Any, Final
 
 from tidings.errors import InvalidEvent
 
-__all__ = ["MAX_DEPTH", "check_data_depth", "deeper_than", "is_container", "too_deep"]
+__all__ = ["MAX_DEPTH", "any_too_deep", "check_data_depth", "deeper_than", "too_deep"]
 
 MAX_DEPTH: Final = 64
 """Levels of objects and arrays an event may nest, the event object itself being one."""
 
-is_container = frozenset({dict, list}).__contains__
-"""Whether a type (as ``type(value)`` gives it) is a JSON object or array."""
+_CONTAINERS: Final = frozenset({dict, list})
+_OBJECTS: Final = {dict}
+
+
+def any_too_deep(data: list[Any]) -> bool:
+    """True if an event whose ``data`` is one of ``data`` nests deeper than :data:`MAX_DEPTH`."""
+    kinds = set(map(type, data))
+    if kinds == _OBJECTS:
+        # The usual batch, objects of plain values: checked in C, with no loop in Python.
+        if _CONTAINERS.isdisjoint(map(type, chain.from_iterable(map(dict.values, data)))):
+            return False
+    elif _CONTAINERS.isdisjoint(kinds):
+        return False
+    return deeper_than([d for d in data if type(d) is dict or type(d) is list], MAX_DEPTH - 1)
 
 
 def deeper_than(values: list[Any], levels: int) -> bool:
     """True if any of ``values`` (objects and arrays) nests more than ``levels`` levels."""
-    dicts = [v for v in values if type(v) is dict]
-    lists = [v for v in values if type(v) is list]
-    depth = 1
-    while dicts or lists:
-        if depth > levels:
+    return any(_deeper(value, levels) for value in values)
+
+
+def _deeper(value: Any, room: int) -> bool:
+    # Recursion at most MAX_DEPTH deep: the walk stops where the room runs out. A
+    # plain loop measured faster here than gathering each level with map() in C.
+    if room <= 0:
+        return True
+    for child in value.values() if type(value) is dict else value:
+        kind = type(child)
+        if (kind is dict or kind is list) and _deeper(child, room - 1):
             return True
-        children = list(chain(chain.from_iterable(map(dict.values, dicts)), *lists))
-        types = list(map(type, children))
-        present = set(types)
-        dicts = list(compress(children, map(is_, types, repeat(dict)))) if dict in present else []
-        lists = list(compress(children, map(is_, types, repeat(list)))) if list in present else []
-        depth += 1
     return False
 
 
@@ -54,5 +65,5 @@ def too_deep() -> InvalidEvent:
 
 def check_data_depth(data: Any) -> None:
     """Raise :class:`InvalidEvent` if an event whose ``data`` is ``data`` nests too deep."""
-    if is_container(type(data)) and deeper_than([data], MAX_DEPTH - 1):
+    if type(data) in _CONTAINERS and deeper_than([data], MAX_DEPTH - 1):
         raise too_deep()
