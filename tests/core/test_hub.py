@@ -13,7 +13,7 @@ from tidings.core.dedupe import DedupeWindow, Position
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub, HubOptions
 from tidings.core.patterns import TypeFilter
-from tidings.errors import Conflict, GroupNotFound, TopicNotFound
+from tidings.errors import Conflict, GroupNotFound, StorageUnavailable, TopicNotFound
 from tidings.events.batch import new_event_ids
 from tidings.events.envelope import normalize_event
 from tidings.log.memory import MemoryPartition, MemoryStorage
@@ -487,3 +487,23 @@ async def test_redrive_keeps_a_place_per_group_on_a_shared_dead_letter_topic(hub
     assert (await hub.redrive("orders", "g"))["redriven"] == 1
     assert (await hub.redrive("refunds", "g"))["redriven"] == 1
     assert set(hub.topics["dead"].groups) == {"redrive.orders.g", "redrive.refunds.g"}
+
+
+class FailingPartition(MemoryPartition):
+    """A partition whose appends fail, as a disk that refuses a write does."""
+
+    def append(self, payloads: Any, timestamp_ms: int | None = None) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut.set_exception(StorageUnavailable("the disk refused the write"))
+        return fut
+
+
+@pytest.mark.parametrize("count", [1, 3])
+async def test_a_failed_publish_records_no_type_in_the_catalogue(
+    clock: FakeClock, count: int
+) -> None:
+    hub = Hub(SeamStorage(clock, FailingPartition), HubOptions(), clock)
+    await hub.create_topic("orders")
+    with pytest.raises(StorageUnavailable):
+        await hub.publish("orders", [ev(etype="order.lost") for _ in range(count)])
+    assert hub.catalog.types("orders", hub.topic("orders").partitions) == []
