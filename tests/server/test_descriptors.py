@@ -68,6 +68,14 @@ async def test_more_partitions_than_descriptors(
     assert hub.open_descriptors < NOFILE
 
 
+def test_the_hub_raises_its_soft_limit_to_the_hard_one(hub_factory: HubFactory) -> None:
+    hub = hub_factory.start(nofile=(64, 4096))
+    assert hub.proc is not None
+    limits = Path(f"/proc/{hub.proc.pid}/limits").read_text()
+    [line] = [line for line in limits.splitlines() if line.startswith("Max open files")]
+    assert line.split()[3:5] == ["4096", "4096"], line
+
+
 async def test_the_topic_and_partition_limits_answer_naming_themselves(
     hub_factory: HubFactory, http: aiohttp.ClientSession
 ) -> None:

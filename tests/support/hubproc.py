@@ -47,8 +47,9 @@ def serve_command(
 class HubProcess:
     """One ``tidings serve`` process; restartable on the same data directory and port.
 
-    ``nofile``: the process's RLIMIT_NOFILE, soft and hard (``ulimit -n``), set in
-    the child before it runs the hub; None inherits the test's.
+    ``nofile``: the process's RLIMIT_NOFILE (``ulimit -n``), one number for soft and
+    hard or a (soft, hard) pair, set in the child before it runs the hub; None
+    inherits the test's.
     """
 
     def __init__(
@@ -57,7 +58,7 @@ class HubProcess:
         port: int,
         fsync: str,
         extra: tuple[str, ...],
-        nofile: int | None = None,
+        nofile: int | tuple[int, int] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port
@@ -92,7 +93,8 @@ class HubProcess:
 
     def _limit_files(self) -> None:
         assert self.nofile is not None
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        soft, hard = self.nofile if isinstance(self.nofile, tuple) else (self.nofile,) * 2
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
     @property
     def open_descriptors(self) -> int:
@@ -166,7 +168,7 @@ class HubFactory:
         *extra: str,
         fsync: str = "interval:5",
         data_dir: Path | None = None,
-        nofile: int | None = None,
+        nofile: int | tuple[int, int] | None = None,
     ) -> HubProcess:
         if data_dir is None:
             data_dir = self.root / f"hub{len(self.hubs)}"
