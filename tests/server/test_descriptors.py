@@ -79,34 +79,46 @@ def test_the_hub_raises_its_soft_limit_to_the_hard_one(hub_factory: HubFactory) 
 async def test_the_topic_and_partition_limits_answer_naming_themselves(
     hub_factory: HubFactory, http: aiohttp.ClientSession
 ) -> None:
-    hub = hub_factory.start("--max-topics", "5", "--max-partitions", "8", nofile=NOFILE)
-    for i in range(5):
-        await put_topic(http, hub.base_url, f"lim-{i}", status=201)
-    async with http.put(f"{hub.base_url}/v1/topics/lim-5", json={}) as resp:
-        problem = await expect_problem(resp, 409)
-    assert problem["limit"] == "max_topics" and problem["max_topics"] == 5, problem
-    assert "--max-topics" in problem["detail"], problem
-    # Nor does a publish or a group create a sixth.
-    async with http.post(
-        f"{hub.base_url}/v1/topics/lim-6/events", json={"type": "t.x"},
-        headers={"content-type": "application/cloudevents+json"},
-    ) as resp:
-        problem = await expect_problem(resp, 409)
-    assert problem["limit"] == "max_topics", problem
-    async with http.put(f"{hub.base_url}/v1/topics/lim-7/groups/g", json={}) as resp:
-        await expect_problem(resp, 409)
-    async with http.put(f"{hub.base_url}/v1/topics/lim-0", json={"partitions": 9}) as resp:
+    """Topics up to the limit, more files than ulimit -n allows: the limit answers
+    naming itself, new connections are served, and the hub restarts under it."""
+    most = 60  # three files each: 180, past NOFILE
+    hub = hub_factory.start("--max-topics", str(most), "--max-partitions", "8", nofile=NOFILE)
+    names = [f"lim-{i:02d}" for i in range(most)]
+    for name in names:
+        await put_topic(http, hub.base_url, name, status=201)
+        await publish(http, hub.base_url, name, {"type": "lim.one"})
+
+    async def refused() -> None:
+        async with http.put(f"{hub.base_url}/v1/topics/lim-new", json={}) as resp:
+            problem = await expect_problem(resp, 409)
+        assert problem["limit"] == "max_topics" and problem["max_topics"] == most, problem
+        assert "--max-topics" in problem["detail"], problem
+        # Nor does a publish or a group create one more.
+        async with http.post(
+            f"{hub.base_url}/v1/topics/lim-pub/events", json={"type": "t.x"},
+            headers={"content-type": "application/cloudevents+json"},
+        ) as resp:
+            assert (await expect_problem(resp, 409))["limit"] == "max_topics"
+        async with http.put(f"{hub.base_url}/v1/topics/lim-grp/groups/g", json={}) as resp:
+            await expect_problem(resp, 409)
+        async with http.get(f"{hub.base_url}/v1/topics") as resp:
+            listed = await expect(resp, 200)
+        assert sorted(t["name"] for t in listed["topics"]) == names
+        assert sorted(p.name for p in (hub.data_dir / "topics").iterdir()) == names
+        await fresh_connection_works(hub)
+
+    await refused()
+    async with http.put(f"{hub.base_url}/v1/topics/lim-00", json={"partitions": 9}) as resp:
         problem = await expect_problem(resp, 400)
     assert problem["field"] == "partitions" and problem["max_partitions"] == 8, problem
-    async with http.get(f"{hub.base_url}/v1/topics") as resp:
-        listed = await expect(resp, 200)
-    names = sorted(t["name"] for t in listed["topics"])
-    assert names == [f"lim-{i}" for i in range(5)]
-    assert sorted(p.name for p in (hub.data_dir / "topics").iterdir()) == names
+    hub.restart()
+    await refused()
+    for name in names:
+        assert len(await read_all(http, hub.base_url, name)) == 1
     # Deleting one makes room again.
-    async with http.delete(f"{hub.base_url}/v1/topics/lim-0") as resp:
+    async with http.delete(f"{hub.base_url}/v1/topics/lim-00") as resp:
         await expect(resp, 204)
-    await put_topic(http, hub.base_url, "lim-5", status=201, partitions=8)
+    await put_topic(http, hub.base_url, "lim-new", status=201, partitions=8)
 
 
 async def test_a_topic_that_fails_to_be_created_leaves_nothing(
