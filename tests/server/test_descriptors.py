@@ -53,6 +53,15 @@ async def test_more_partitions_than_descriptors(
         )
     assert hub.open_descriptors < NOFILE
     await fresh_connection_works(hub)
+    async with http.get(hub.base_url + "/metrics") as resp:
+        metrics = dict(
+            line.rsplit(" ", 1) for line in (await resp.text()).splitlines()
+            if line and not line.startswith("#") and "{" not in line
+        )
+    assert float(metrics["process_max_fds"]) == NOFILE
+    assert 0 < float(metrics["tidings_log_open_files"]) <= NOFILE // 2
+    assert float(metrics["tidings_log_files_closed_total"]) > 0
+    assert float(metrics["process_open_fds"]) < NOFILE
 
     async def check_all() -> None:
         for name in names:
