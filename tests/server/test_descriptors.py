@@ -11,6 +11,7 @@ a creation that fails leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +22,14 @@ from hubproc import HubFactory, HubProcess
 from livehelp import PROTOCOL, ws_url
 
 pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """No kept-alive connections: the hubs here restart under the session."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
 
 NOFILE = 128  # the hub's ulimit -n, soft and hard
 TOPICS = 150  # three files each: 450 files, far past NOFILE
@@ -178,3 +187,37 @@ async def wait_until_gone(path: Path) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{path} is still there: {sorted(p.name for p in path.iterdir())}")
+
+
+async def test_the_hub_starts_whatever_state_a_topic_is_in(
+    hub_factory: HubFactory, http: aiohttp.ClientSession
+) -> None:
+    """A topic whose partition cannot be opened at start answers 503; the rest serve."""
+    hub = hub_factory.start(nofile=NOFILE)
+    await put_topic(http, hub.base_url, "damaged", status=201, partitions=2)
+    await put_topic(http, hub.base_url, "healthy", status=201)
+    await publish(http, hub.base_url, "damaged", {"type": "t.kept"})
+    hub.stop()
+    partition = hub.data_dir / "topics" / "damaged" / "1"
+    partition.rename(partition.with_name("moved"))
+    partition.write_bytes(b"a file where a directory must be")
+    hub.start()
+    await publish(http, hub.base_url, "healthy", {"type": "t.ok"})
+    await fresh_connection_works(hub)
+    for method, path, body in [
+        ("GET", "/v1/topics/damaged", None),
+        ("POST", "/v1/topics/damaged/events", {"type": "t.lost"}),
+        ("PUT", "/v1/topics/damaged", {}),
+        ("PUT", "/v1/topics/damaged/groups/g", {}),
+    ]:
+        headers = {"content-type": "application/cloudevents+json"} if method == "POST" else {}
+        async with http.request(
+            method, hub.base_url + path, json=body, headers=headers
+        ) as resp:
+            problem = await expect_problem(resp, 503)
+        assert problem["topic"] == "damaged" and "delete" in problem["detail"], problem
+    # Deleting it frees the name.
+    async with http.delete(f"{hub.base_url}/v1/topics/damaged") as resp:
+        await expect(resp, 204)
+    assert not (hub.data_dir / "topics" / "damaged").exists()
+    await put_topic(http, hub.base_url, "damaged", status=201)

@@ -29,6 +29,7 @@ from tidings.errors import (
     Conflict,
     CorruptLog,
     OffsetOutOfRange,
+    StorageUnavailable,
     TopicNotFound,
 )
 from tidings.log.partition import Clock, SystemClock
@@ -106,6 +107,8 @@ class Hub(PublishOps, GroupOps):
         self._appending: dict[str, _Claim] = {}
         self._deleting: set[str] = set()  # topics whose files are being removed
         self._discarding: set[asyncio.Task[None]] = set()  # topics whose creation failed
+        # Topics whose partitions could not be opened at start, and why.
+        self.unavailable: dict[str, str] = {}
         self._read_turn = 0
         self.closing = False
         self._closing = asyncio.Event()  # wakes long polls when shutdown begins
@@ -116,9 +119,14 @@ class Hub(PublishOps, GroupOps):
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         for name, cfg in self.storage.load_topics().items():
-            self._open_topic(
-                name, int(cfg["partitions"]), _retention(cfg.get("retention")), save=False
-            )
+            try:
+                self._open_topic(
+                    name, int(cfg["partitions"]), _retention(cfg.get("retention")), save=False
+                )
+            except StorageUnavailable as exc:
+                # The hub starts all the same; this topic answers 503 until it is deleted.
+                logger.error("topic %r is unavailable: %s", name, exc.detail)
+                self.unavailable[name] = exc.detail
         for topic, name, cfg, positions in self.storage.load_groups():
             t = self.topics.get(topic)
             if t is None:
@@ -255,11 +263,21 @@ class Hub(PublishOps, GroupOps):
         self._discarding.add(task)
         task.add_done_callback(self._discarding.discard)
 
+    def _check_available(self, name: str) -> None:
+        why = self.unavailable.get(name)
+        if why is not None:
+            raise StorageUnavailable(
+                f"topic {name!r} could not be opened when the hub started ({why}); "
+                "repair its files and restart, or delete it",
+                topic=name,
+            )
+
     def _check_room_for_topic(self) -> None:
         limit = self.options.max_topics
-        if len(self.topics) >= limit:
+        count = len(self.topics) + len(self.unavailable)
+        if count >= limit:
             raise Conflict(
-                f"the hub has {len(self.topics)} topics, its limit (--max-topics {limit}); "
+                f"the hub has {count} topics, its limit (--max-topics {limit}); "
                 "delete a topic or raise the limit",
                 limit="max_topics",
                 max_topics=limit,
@@ -269,6 +287,7 @@ class Hub(PublishOps, GroupOps):
         t = self.topics.get(name)
         if t is None:
             check_name("topic", name)
+            self._check_available(name)
             raise TopicNotFound(f"topic {name!r} does not exist", topic=name)
         return t
 
@@ -282,6 +301,7 @@ class Hub(PublishOps, GroupOps):
         """
         check_name("topic", name)
         self._check_not_deleting(name)
+        self._check_available(name)
         t = self.topics.get(name)
         if partitions is None:
             partitions = 1 if t is None else len(t.partitions)
@@ -316,6 +336,13 @@ class Hub(PublishOps, GroupOps):
         return t, False
 
     async def delete_topic(self, name: str) -> None:
+        if self.unavailable.pop(name, None) is not None:
+            self._deleting.add(name)
+            try:
+                await self.storage.drop_topic(name)
+            finally:
+                self._deleting.discard(name)
+            return
         self.topic(name)
         # Until its files are gone, the name is not free: a publish meanwhile would
         # open the directory being deleted and be acknowledged into nothing.
@@ -340,6 +367,7 @@ class Hub(PublishOps, GroupOps):
             return t
         check_name("topic", name)
         self._check_not_deleting(name)
+        self._check_available(name)
         if not self.options.auto_create:
             raise TopicNotFound(
                 f"topic {name!r} does not exist and the hub runs with auto-create off",
