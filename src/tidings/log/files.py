@@ -7,9 +7,11 @@ open across all partitions, closing the least recently used when it needs room,
 so thousands of idle partitions cost no descriptors and a hub with more files
 than ``ulimit -n`` still starts.
 
-A descriptor is used on the event loop's thread between two awaits, so nothing
-can close it meanwhile. A worker thread (an fsync) uses one only while it is
-pinned (:meth:`SegmentFile.pin`): pinned files are never closed to make room.
+Every use asks for the descriptor again (:meth:`SegmentFile.get`) and is done,
+on the event loop's thread, before another file is opened, so nothing closes it
+meanwhile. A worker thread (an fsync) uses one only while it is pinned
+(:meth:`SegmentFile.pin`): a pinned file is never closed to make room, and one
+closed for good (its segment deleted) is closed when the thread lets it go.
 Closing a file that was written and not yet fsynced is safe: the pages stay in
 the page cache and a later ``fdatasync`` on a new descriptor of the same file
 flushes them.
