@@ -167,11 +167,14 @@ class Segment:
         os.fsync(fd)
         self.size = position
 
-    def close(self) -> None:
+    def close_indexes(self) -> None:
         for f in (self._index, self._time_index):
             if f is not None:
                 f.close()
         self._index = self._time_index = None
+
+    def close(self) -> None:
+        self.close_indexes()
         self._file.close()
 
     def delete(self) -> None:
