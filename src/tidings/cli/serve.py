@@ -109,6 +109,27 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(envvar="TIDINGS_LOG_LEVEL")] = "info",
+    max_topics: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_TOPICS",
+            min=1,
+            help="Topics the hub holds (dead-letter topics aside)",
+        ),
+    ] = 10_000,
+    max_partitions: Annotated[
+        int,
+        typer.Option(envvar="TIDINGS_MAX_PARTITIONS", min=1, help="Partitions one topic may have"),
+    ] = 1024,
+    max_open_files: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_OPEN_FILES",
+            min=4,
+            help="Segment and index files the log keeps open at once; the least recently "
+            "used are closed (at most half of ulimit -n)",
+        ),
+    ] = 256,
 ) -> None:
     """Serve the hub on the embedded log."""
     from tidings.log.partition import FsyncPolicy
@@ -134,6 +155,9 @@ def serve(
             webhook_timeout_s=webhook_timeout,
             webhook_disable_after=webhook_disable_after,
             log_level=log_level,
+            max_topics=max_topics,
+            max_partitions=max_partitions,
+            max_open_files=max_open_files,
         )
         run(config)
     except TidingsError as exc:

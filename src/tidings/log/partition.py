@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 
 from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
 from tidings.log import format as fmt
+from tidings.log.files import OpenFiles, SegmentFile, shared_files
 from tidings.log.recovery import (
     RecoveryReport,
     cut_back,
@@ -138,9 +139,15 @@ class PartitionLog:
     """One partition's log on disk. Use :meth:`open`; one instance per directory."""
 
     def __init__(
-        self, directory: Path, config: LogConfig, policy: FsyncPolicy, clock: Clock
+        self,
+        directory: Path,
+        config: LogConfig,
+        policy: FsyncPolicy,
+        clock: Clock,
+        files: OpenFiles | None = None,
     ) -> None:
         self.directory = directory
+        self.files = shared_files() if files is None else files
         self.config = config
         self.policy = policy
         self.clock = clock
@@ -171,17 +178,33 @@ class PartitionLog:
         config: LogConfig | None = None,
         policy: FsyncPolicy | None = None,
         clock: Clock | None = None,
+        files: OpenFiles | None = None,
     ) -> PartitionLog:
-        """Open (creating if needed) and recover the partition in ``directory``."""
-        log = cls(directory, config or LogConfig(), policy or FsyncPolicy(), clock or SystemClock())
+        """Open (creating if needed) and recover the partition in ``directory``.
+
+        Its files are opened through ``files`` (a hub shares one), which closes
+        them while idle; on failure every file it opened is closed again.
+        """
+        log = cls(
+            directory, config or LogConfig(), policy or FsyncPolicy(), clock or SystemClock(), files
+        )
         directory.mkdir(parents=True, exist_ok=True)
         stems = [p.stem for p in directory.glob("*.log")]
         bases = sorted(int(s) for s in stems if s.isascii() and s.isdigit())
         if not bases:
             bases = [0]
-        segments = [Segment(directory, b, index_interval=log.config.index_interval) for b in bases]
-        for seg, nxt in zip(segments, bases[1:], strict=False):
-            recover_sealed(seg, nxt, log.report)
+        segments: list[Segment] = []
+        try:
+            for b in bases:
+                segments.append(
+                    Segment(directory, b, index_interval=log.config.index_interval, files=log.files)
+                )
+            for seg, nxt in zip(segments, bases[1:], strict=False):
+                recover_sealed(seg, nxt, log.report)
+        except BaseException:
+            for seg in segments:
+                seg.close()
+            raise
         log._segments = segments
         log._bases = bases
         try:
@@ -189,6 +212,10 @@ class PartitionLog:
             fsync_dir(directory)
         except OSError as exc:  # a full disk: serve reads, heal when there is room
             log._failed = exc
+        except BaseException:
+            for seg in segments:
+                seg.close()
+            raise
         else:
             if log._owed_cut:
                 log._failed = OSError("a torn tail waits for room for its side copy")
@@ -286,9 +313,13 @@ class PartitionLog:
         try:
             while self._queue:
                 end, waiting = self._write_queued()
+                active = self._segments[-1].file
                 try:
-                    fd = self._segments[-1].fd
-                    await loop.run_in_executor(None, FSYNC_STATS.fdatasync, fd)
+                    fd = active.pin()  # not closed for room while the thread uses it
+                    try:
+                        await loop.run_in_executor(None, FSYNC_STATS.fdatasync, fd)
+                    finally:
+                        active.unpin()
                 except BaseException as exc:
                     self._waiting = waiting + self._waiting
                     self._fail(exc)
@@ -323,7 +354,12 @@ class PartitionLog:
     def _roll(self) -> Segment:
         old = self._segments[-1]
         old.seal()
-        seg = Segment(self.directory, old.next_offset, index_interval=self.config.index_interval)
+        seg = Segment(
+            self.directory,
+            old.next_offset,
+            index_interval=self.config.index_interval,
+            files=self.files,
+        )
         seg.open_indexes_for_append()
         fsync_dir(self.directory)
         self._segments.append(seg)
@@ -413,21 +449,30 @@ class PartitionLog:
 
     # -- durability --------------------------------------------------------------
 
-    def sync(self) -> None:
-        """fsync the active segment (the interval flusher calls this from a thread).
+    def pin_active(self) -> SegmentFile | None:
+        """On the loop: the active segment's file, pinned open for :meth:`sync` in a
+        thread (None if closed). The caller unpins it once the sync is done."""
+        if not self._segments or self._closed:
+            return None
+        active = self._segments[-1].file
+        active.pin()
+        self.dirty = False  # what is written from now on needs the next sync
+        return active
+
+    def sync(self, active: SegmentFile) -> None:
+        """fsync ``active`` (from :meth:`pin_active`); the interval flusher calls this
+        from a thread.
 
         A failed fsync may have dropped the written pages: the partition stops
         taking appends (503) rather than acknowledge what may be gone.
         """
-        if self._segments and not self._closed:
-            self.dirty = False
-            try:
-                FSYNC_STATS.fdatasync(self._segments[-1].fd)
-            except OSError as exc:
-                self._failed = exc
-                if self._loop is not None:  # called from a worker thread
-                    self._loop.call_soon_threadsafe(self._start_healing)
-                raise
+        try:
+            FSYNC_STATS.fdatasync(active.fd)
+        except OSError as exc:
+            self._failed = exc
+            if self._loop is not None:  # called from a worker thread
+                self._loop.call_soon_threadsafe(self._start_healing)
+            raise
 
     async def flush(self) -> None:
         """Wait for queued appends, then fsync whatever they wrote."""
@@ -437,7 +482,16 @@ class PartitionLog:
         while self._writer is not None:
             await asyncio.shield(self._writer)
         if self.dirty:
-            await asyncio.get_running_loop().run_in_executor(None, self.sync)
+            await self.sync_in_thread()
+
+    async def sync_in_thread(self) -> None:
+        """fsync the active segment in a worker thread, its file pinned meanwhile."""
+        active = self.pin_active()
+        if active is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.sync, active)
+            finally:
+                active.unpin()
 
     async def close(self) -> None:
         """Finish queued appends, fsync, seal nothing, close files."""

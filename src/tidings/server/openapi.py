@@ -20,7 +20,7 @@ def _problems(*codes: int) -> dict[str, Any]:
         401: "Missing or unknown bearer token",
         403: "The token's scopes do not allow this, or the request's Host or Origin is not one the hub allows (the problem's header names which)",
         404: "Unknown topic or group",
-        409: "Conflict, or a stale lease",
+        409: "Conflict, a stale lease, or the hub's topic limit (--max-topics) reached",
         413: "Event or request too large",
         415: "Unsupported content type",
         422: "Invalid event",
@@ -78,7 +78,7 @@ def spec() -> dict[str, Any]:
         "/v1/topics": {"get": {"summary": "List topics", "operationId": "listTopics", "responses": {"200": _json({"type": "object", "properties": {"topics": {"type": "array", "items": _ref("Topic")}}}), **_problems(401, 403)}}},
         "/v1/topics/{topic}": {
             "parameters": [_TOPIC],
-            "put": {"summary": "Create or configure a topic", "operationId": "putTopic", "requestBody": _body(_ref("TopicConfig")), "responses": {"200": _json(_ref("Topic")), "201": _json(_ref("Topic"), "Created"), **_problems(400, 401, 403, 409)}},
+            "put": {"summary": "Create or configure a topic", "operationId": "putTopic", "requestBody": _body(_ref("TopicConfig")), "responses": {"200": _json(_ref("Topic")), "201": _json(_ref("Topic"), "Created"), **_problems(400, 401, 403, 409, 503)}},
             "get": {"summary": "Describe a topic", "operationId": "getTopic", "responses": {"200": _json(_ref("Topic")), **_problems(401, 403, 404)}},
             "delete": {"summary": "Delete a topic and its groups", "operationId": "deleteTopic", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
         },
@@ -92,7 +92,7 @@ def spec() -> dict[str, Any]:
                 "summary": "Publish events (CloudEvents structured, batch or binary mode)",
                 "operationId": "publish",
                 "requestBody": {"required": True, "description": "One event (structured), a JSON array of events (batch), or binary mode: attributes in ce-* headers, the body is the data", "content": {"application/cloudevents+json": {"schema": _ref("CloudEvent")}, "application/cloudevents-batch+json": {"schema": {"type": "array", "items": _ref("CloudEvent")}}, "*/*": {"schema": {}}}},
-                "responses": {"202": _json(_ref("Published"), "Accepted: durable by the hub's fsync policy"), **_problems(400, 401, 403, 404, 413, 415, 422, 503)},
+                "responses": {"202": _json(_ref("Published"), "Accepted: durable by the hub's fsync policy"), **_problems(400, 401, 403, 404, 409, 413, 415, 422, 503)},
             },
             "get": {
                 "summary": "Read and replay records",
@@ -110,7 +110,7 @@ def spec() -> dict[str, Any]:
         },
         "/v1/topics/{topic}/groups/{group}": {
             "parameters": [_TOPIC, _GROUP],
-            "put": {"summary": "Create or configure a consumer group", "description": _MANAGE + " Creating the topic too needs publish on it, and an explicit dead_letter_topic needs publish on that topic; the default {topic}.dlq is written by the hub on the group's behalf.", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(400, 401, 403, 404)}},
+            "put": {"summary": "Create or configure a consumer group", "description": _MANAGE + " Creating the topic too needs publish on it, and an explicit dead_letter_topic needs publish on that topic; the default {topic}.dlq is written by the hub on the group's behalf.", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(400, 401, 403, 404, 409, 503)}},
             "get": {"summary": "Describe a group: lag, pending, redelivered, dead-lettered", "description": _CONSUME, "operationId": "getGroup", "responses": {"200": _json(_ref("Group")), **_problems(401, 403, 404)}},
             "delete": {"summary": "Delete a group", "description": _MANAGE, "operationId": "deleteGroup", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
         },
@@ -159,7 +159,7 @@ def _browser_refusals(paths: dict[str, Any]) -> None:
 
 
 _WEBHOOK = _param("id", "path", {"type": "string"}, "Webhook id (wh_...)")
-_WEBHOOK_CONFIG: dict[str, Any] = {"type": "object", "properties": {"url": {"type": "string", "format": "uri", "description": "http or https; its host must resolve to public addresses unless the hub allows the network"}, "topics": {"type": "array", "items": {"type": "string"}, "minItems": 1}, "types": {"type": "array", "items": {"type": "string"}}, "description": {"type": "string", "maxLength": 1000}, "rate_limit": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "deliveries per second"}, "ordering": {"enum": ["none", "key"]}, "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000}}}
+_WEBHOOK_CONFIG: dict[str, Any] = {"type": "object", "properties": {"url": {"type": "string", "format": "uri", "description": "http or https; its host must resolve to public addresses unless the hub allows the network"}, "topics": {"type": "array", "items": {"type": "string"}, "minItems": 1}, "types": {"type": "array", "items": {"type": "string"}}, "description": {"type": "string", "maxLength": 1000}, "rate_limit": {"type": ["number", "null"], "minimum": 0.001, "maximum": 100000, "description": "deliveries per second"}, "ordering": {"enum": ["none", "key"]}, "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000}}}
 _WEBHOOK_VIEW: dict[str, Any] = {"type": "object", "properties": {**_WEBHOOK_CONFIG["properties"], "id": {"type": "string"}, "enabled": {"type": "boolean"}, "state": {"enum": ["healthy", "failing", "disabled"]}, "disabled_reason": {"type": ["string", "null"]}, "failing_since": {"type": ["integer", "null"]}, "last_success": {"type": ["integer", "null"]}, "created": {"type": "integer"}, "lag": {"type": "object", "additionalProperties": {"type": "integer"}}, "secret": {"type": "string", "description": "only when created: whsec_ + base64"}}}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import resource
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +14,13 @@ import uvicorn
 
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.backends.embedded.webhooks import SqliteWebhookStore
-from tidings.core.hub import Hub, HubOptions
+from tidings.core.hub import MAX_PARTITIONS, MAX_TOPICS, Hub, HubOptions
 from tidings.core.positions import parse_duration_ms
 from tidings.core.webhooks.config import WebhookPolicy, parse_schedule
 from tidings.core.webhooks.schedule import DEFAULT_DISABLE_AFTER_MS, RetrySchedule
 from tidings.core.webhooks.targets import parse_networks
 from tidings.errors import BadRequest
+from tidings.log.files import DEFAULT_MAX_OPEN_FILES, OpenFiles
 from tidings.log.partition import FsyncPolicy, LogConfig
 from tidings.server.app import ServerOptions, create_app
 from tidings.server.auth import Auth
@@ -49,6 +51,9 @@ class ServeConfig:
     webhook_timeout_s: float = 15.0
     webhook_disable_after: str | None = None  # a duration: "5d", "12h", seconds
     log_level: str = "info"
+    max_topics: int = MAX_TOPICS
+    max_partitions: int = MAX_PARTITIONS  # per topic
+    max_open_files: int = DEFAULT_MAX_OPEN_FILES  # segment and index files the log keeps open
 
 
 def is_loopback(host: str) -> bool:
@@ -99,9 +104,19 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         probe_max_ms=max(1, min(60_000, max(schedule.delays_ms[1:], default=60_000))),
     )
     storage = EmbeddedStorage(
-        config.data_dir, config.fsync, LogConfig(segment_bytes=config.segment_bytes)
+        config.data_dir,
+        config.fsync,
+        LogConfig(segment_bytes=config.segment_bytes),
+        files=OpenFiles(log_files_limit(config.max_open_files)),
     )
-    hub = Hub(storage, HubOptions(auto_create=config.auto_create))
+    hub = Hub(
+        storage,
+        HubOptions(
+            auto_create=config.auto_create,
+            max_topics=config.max_topics,
+            max_partitions=config.max_partitions,
+        ),
+    )
     live = LiveOptions(
         allowed_origins=config.allowed_origins, send_buffer_bytes=config.ws_send_buffer
     )
@@ -149,7 +164,33 @@ class HubServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one; the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            logger.warning("could not raise ulimit -n from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
+def log_files_limit(wanted: int) -> int:
+    """``wanted`` files for the log, or half the process's descriptors if that is less:
+    the other half is for sockets and the databases."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and wanted > soft // 2:
+        logger.warning(
+            "--max-open-files %d is more than half of ulimit -n %d: the log keeps %d open",
+            wanted, soft, max(4, soft // 2),
+        )
+        return max(4, soft // 2)
+    return wanted
+
+
 def serve(config: ServeConfig) -> None:
+    raise_open_files_limit()
     uv, hub = build(config)
     logger.info(
         "tidings on http://%s:%d, data in %s, fsync %s",
