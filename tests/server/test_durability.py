@@ -48,14 +48,11 @@ async def publisher(
     out: Outcome,
     stop: asyncio.Event,
     deadline: float,
-    *,
-    one_key_per_batch: bool = False,
 ) -> None:
     """Publish up to EVENTS_PER_PUBLISHER events (odd publishers in batches) until cut off.
 
-    With ``one_key_per_batch`` each batch goes to one partition. A batch spread over
-    several partitions is several appends, and a kill -9 between them keeps some: no
-    202 was given, yet the batch is not all or nothing (see the report of this suite).
+    Each event of a batch picks its own partition key, so most batches spread over
+    several partitions: a kill -9 must keep such a batch whole or not at all.
     """
     rng = random.Random(n)
     per_request = 1 if n % 2 == 0 else 10
@@ -64,12 +61,10 @@ async def publisher(
             if stop.is_set() or time.monotonic() > deadline:
                 return
             events = []
-            batch_key = f"key-{rng.randrange(20)}" if rng.random() < 0.8 else None
             for j in range(per_request):
                 event: dict[str, Any] = {"type": "load.tick", "id": f"p{n}-{i}-{j}", "data": i}
-                key = batch_key if one_key_per_batch else f"key-{rng.randrange(20)}"
-                if key is not None and (one_key_per_batch or rng.random() < 0.8):
-                    event["partitionkey"] = key
+                if rng.random() < 0.8:
+                    event["partitionkey"] = f"key-{rng.randrange(20)}"
                 events.append(event)
             batch = [e["id"] for e in events]
             out.batches.append(batch)
@@ -127,7 +122,7 @@ async def test_kill_9_during_a_publish_load_loses_no_acknowledged_event(
     deadline = time.monotonic() + LOAD_DEADLINE_S
     tasks = [
         asyncio.create_task(
-            publisher(hub.base_url, topic, n, out, stop, deadline, one_key_per_batch=True)
+            publisher(hub.base_url, topic, n, out, stop, deadline)
         )
         for n in range(PUBLISHERS)
     ]

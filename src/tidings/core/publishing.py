@@ -26,6 +26,7 @@ from tidings.errors import TooLarge
 
 if TYPE_CHECKING:
     from tidings.core.hub import HubOptions, Topic
+    from tidings.core.storage import Storage
     from tidings.log.partition import Clock
 
 
@@ -92,6 +93,7 @@ class PublishOps:
     """The publishing half of :class:`~tidings.core.hub.Hub`, which provides these."""
 
     options: HubOptions
+    storage: Storage
     clock: Clock
     catalog: Catalog
     dedupe: DedupeWindow
@@ -187,9 +189,17 @@ class PublishOps:
             lists[1].append(payload)
             lists[2].append(dkey)
         parts = list(by_part)
-        claims = [
-            _Claim(p, topic.partitions[p].append(by_part[p][1]), by_part[p][2]) for p in parts
-        ]
+        if len(parts) == 1:
+            [p] = parts
+            claims = [_Claim(p, topic.partitions[p].append(by_part[p][1]), by_part[p][2])]
+        else:
+            # One publish over several partitions: all of it or none, across a crash too.
+            linked = asyncio.ensure_future(
+                self.storage.append_linked(topic.name, [(p, by_part[p][1]) for p in parts])
+            )
+            claims = [
+                _Claim(p, _part_of(linked, k), by_part[p][2]) for k, p in enumerate(parts)
+            ]
         bases = await self._await_claims(claims, now)
         make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
         for p, base in zip(parts, bases, strict=True):
@@ -300,6 +310,11 @@ class PublishOps:
 
 
 _get_id = itemgetter("id")
+
+
+async def _part_of(linked: Awaitable[list[int]], k: int) -> int:
+    """The base offset of part ``k`` of a linked append."""
+    return (await linked)[k]
 
 
 def _too_large(size: int, limit: int, index: int | None) -> TooLarge:
