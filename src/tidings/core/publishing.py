@@ -99,6 +99,7 @@ class PublishOps:
     dedupe: DedupeWindow
     metrics: Metrics
     _appending: dict[str, _Claim]
+    _refilled: asyncio.Event
 
     def _topic_for_publish(self, name: str) -> Topic:
         raise NotImplementedError
@@ -125,6 +126,10 @@ class PublishOps:
         those checks are skipped. The ids still enter the window, so a producer that
         sends one of them again later gets its first position.
         """
+        if not self._refilled.is_set():
+            # Just started: until the window knows the log's recent ids, a retry
+            # could be appended twice.
+            await self._refilled.wait()
         topic = self._topic_for_publish(topic_name)
         self.catalog.saw(topic_name, events)
         now = self.clock.time_ms()

@@ -131,6 +131,8 @@ class Api:
     async def readyz(self, request: Request) -> Response:
         if self.hub.closing:
             raise StorageUnavailable("the hub is shutting down")
+        if not self.hub.ready:
+            raise StorageUnavailable("the hub is refilling its dedupe window from the log")
         return _json({"status": "ready", "topics": len(self.hub.topics)})
 
     async def metrics(self, request: Request) -> Response:
@@ -525,7 +527,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await hub.start()
+        # /healthz answers while the dedupe window refills; /readyz once it is done.
+        await hub.start(wait_ready=False)
         if webhooks is not None:
             await webhooks.start()
         # Everything made so far lives as long as the process: keep it out of the
