@@ -4,6 +4,7 @@
 - ``segment``, ``partition``: one segment file; one partition's segments, its
   writer (group commit) and readers, rolling and retention.
 - ``recovery``: checking the active segment at open and cutting a torn tail.
+- ``linked``: one publish over several partitions, whole or not at all.
 - ``memory``: the same interface in memory, for tests of the layers above.
 
 Imports only :mod:`tidings.errors`. Imported by ``core`` (through the

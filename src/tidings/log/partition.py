@@ -232,10 +232,7 @@ class PartitionLog:
         it and every later record stay unreadable, and later appends unacknowledged,
         until :meth:`release` of that base.
         """
-        if self._closing or self._failed is not None:
-            raise StorageUnavailable(
-                f"partition {self.directory} is {'closed' if self._closing else 'failed'}"
-            )
+        self.check_appendable()
         base = self._next_offset
         frame = fmt.encode_batch(base, payloads, timestamp_ms, link)
         fut = self._enqueue(frame, base, len(payloads), timestamp_ms)
@@ -253,6 +250,7 @@ class PartitionLog:
         self._fail(exc)
 
     def check_appendable(self) -> None:
+        """Raise :class:`~tidings.errors.StorageUnavailable` if an append would be refused."""
         if self._closing or self._failed is not None:
             raise StorageUnavailable(
                 f"partition {self.directory} is {'closed' if self._closing else 'failed'}"
