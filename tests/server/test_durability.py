@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from hubapi import ack, fetch_all, get_group, publish, put_group, put_topic, read_all
+from hubapi import ack, fetch_all, get_group, publish, put_group, put_topic, read, read_all
 from hubproc import HubFactory, HubProcess
 
 PUBLISHERS = 8
@@ -81,6 +81,19 @@ async def publisher(
                 out.acked[p["id"]] = (p["partition"], p["offset"])
 
 
+async def tail(base: str, topic: str, seen: set[str], stop: asyncio.Event) -> None:
+    """Read every partition as it grows (long polls), noting each id read, until cut off."""
+    position: str | None = None
+    async with session() as http:
+        while not stop.is_set():
+            try:
+                page = await read(http, base, topic, limit=1000, wait=1, **{"from": position})
+            except (AssertionError, TimeoutError, aiohttp.ClientError):
+                return
+            seen.update(r["event"]["id"] for r in page["records"])
+            position = page["next"]
+
+
 async def read_back(hub: HubProcess, topic: str) -> dict[tuple[int, int], str]:
     """Every record of ``topic`` after a restart, checking that each partition is contiguous."""
     log: dict[tuple[int, int], str] = {}
@@ -126,6 +139,8 @@ async def test_kill_9_during_a_publish_load_loses_no_acknowledged_event(
         )
         for n in range(PUBLISHERS)
     ]
+    seen: set[str] = set()
+    tasks.append(asyncio.create_task(tail(hub.base_url, topic, seen, stop)))
     await asyncio.sleep(kill_after)
     hub.kill()
     stop.set()
@@ -135,8 +150,11 @@ async def test_kill_9_during_a_publish_load_loses_no_acknowledged_event(
 
     hub.start()
     log = await read_back(hub, topic)
-    print(f"{len(out.acked)} events acknowledged, {len(log)} in the log after the restart")
+    print(f"{len(out.acked)} events acknowledged, {len(seen)} read, {len(log)} in the log after")
     check_acknowledged(out, log)
+    # A reader never saw what the crash took back.
+    unread = sorted(seen - set(log.values()))
+    assert unread == [], f"{len(unread)} events read before the kill are gone, e.g. {unread[:3]}"
 
     # The hub goes on where the log ends.
     async with session() as http:
