@@ -276,3 +276,30 @@ def test_a_segment_rolled_with_a_held_part_is_marked(tmp_path: Path) -> None:
             await log.close()
 
     asyncio.run(go())
+
+
+async def test_recovery_cuts_a_torn_part_in_a_segment_rolled_since(tmp_path: Path) -> None:
+    """A part held when its segment rolled, whose sibling never got written: recovery
+    finds it by the segment's mark and cuts it, with the segment written after it."""
+    storage = EmbeddedStorage(tmp_path, FsyncPolicy.parse("always"), LogConfig(segment_bytes=300))
+    storage.save_topic(TOPIC, {"partitions": 2})
+    p0 = storage.open_partition(TOPIC, 0, Retention())
+    storage.open_partition(TOPIC, 1, Retention())
+    assert await p0.append([b"kept"]) == 0
+    link = fmt.encode_link(fmt.Link(9, ((0, 1, 1), (1, 0, 1))))
+    part = p0.append_held([b"p" * 100], link, 1_000)  # its sibling in partition 1 never comes
+    after = p0.append([b"a" * 250])  # rolls a segment while the part is held
+    assert await part == 1
+    assert p0.segment_count == 2
+    await storage.close()  # as if killed here: everything written, nothing released
+    assert not after.done()
+
+    again = EmbeddedStorage(tmp_path, FsyncPolicy.parse("always"), LogConfig(segment_bytes=300))
+    try:
+        p0 = again.open_partition(TOPIC, 0, Retention())
+        assert [r[2] for r in p0.read(0)] == [b"kept"]
+        assert p0.end_offset == 1 and p0.segment_count == 1
+        assert list((tmp_path / "topics" / TOPIC / "0").glob("*.linked")) == []
+        assert await p0.append([b"next"]) == 1
+    finally:
+        await again.close()
