@@ -23,12 +23,12 @@ from tidings.core.metrics import Metrics
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, is_decimal, parse_time_ms, parse_token
 from tidings.core.publishing import PublishOps, _Claim
+from tidings.core.refill import refill
 from tidings.core.storage import PartitionStore, Retention, Storage
 from tidings.errors import (
     BadPosition,
     BadRequest,
     Conflict,
-    CorruptLog,
     OffsetOutOfRange,
     StorageUnavailable,
     TopicNotFound,
@@ -116,11 +116,19 @@ class Hub(PublishOps, GroupOps):
         self._read_turn = 0
         self.closing = False
         self._closing = asyncio.Event()  # wakes long polls when shutdown begins
+        # Clear while start() refills the dedupe window from the log: publishes wait.
+        self._refilled = asyncio.Event()
+        self._refilled.set()
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop it runs on, once started
 
     # -- life ----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, wait_ready: bool = True) -> None:
+        """Open every topic and group, and refill the dedupe window from the log.
+
+        ``wait_ready=False`` returns before the refill is done (it goes on in the
+        background; see :attr:`ready`), so a server can answer ``/healthz`` at once.
+        """
         self.loop = asyncio.get_running_loop()
         for name, cfg in self.storage.load_topics().items():
             try:
@@ -140,46 +148,35 @@ class Hub(PublishOps, GroupOps):
             t.groups[name] = group
             dlq = group.config.dead_letter_topic or f"{topic}.dlq"
             find_dead_letters(t, group, self.topics.get(dlq))
-        self._restore_dedupe()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._maintain())]
+        self._refilled.clear()
+        self._tasks = [loop.create_task(self._maintain()), loop.create_task(self._refill_dedupe())]
+        if wait_ready:
+            await self._refilled.wait()
 
-    def _restore_dedupe(self, max_records: int = 1_000_000) -> None:
-        """Refill the dedupe window from the log's last ``dedupe_window_ms``.
+    async def _refill_dedupe(self) -> None:
+        """Refill the dedupe window from the log (see :mod:`tidings.core.refill`): a
+        producer that retries across a restart gets its first position back."""
+        started = self.loop.time() if self.loop is not None else 0.0
+        try:
+            n = await refill(
+                self.dedupe,
+                {name: list(t.partitions) for name, t in self.topics.items()},
+                self.clock.time_ms(),
+            )
+            if self.loop is not None:
+                logger.info(
+                    "dedupe window refilled: %d ids in %.2fs", n, self.loop.time() - started
+                )
+        except Exception:
+            logger.exception("dedupe window not refilled")
+        finally:
+            self._refilled.set()
 
-        A producer that retries across a restart of the hub still gets its first
-        position back. Bounded: at most ``max_records`` records are read.
-        """
-        now = self.clock.time_ms()
-        since = now - self.options.dedupe_window_ms
-        budget = max_records
-        found: list[tuple[int, str, str, int, int]] = []
-        for topic in self.topics.values():
-            for p, part in enumerate(topic.partitions):
-                try:
-                    got_all = self._recent(part, since, budget)
-                except CorruptLog as exc:
-                    logger.error("dedupe window of %s/%d not restored: %s", topic.name, p, exc)
-                    continue
-                budget -= len(got_all)
-                for o, ts, payload in got_all:
-                    event_id = orjson.loads(payload).get("id")
-                    if isinstance(event_id, str):
-                        found.append((ts, topic.name, event_id, p, o))
-        for ts, topic_name, event_id, p, o in sorted(found):
-            self.dedupe.put(topic_name, event_id, p, o, ts)
-
-    @staticmethod
-    def _recent(part: PartitionStore, since: int, budget: int) -> list[tuple[int, int, bytes]]:
-        out: list[tuple[int, int, bytes]] = []
-        offset = part.offset_for_time(since)
-        while offset < part.end_offset and len(out) < budget:
-            got = part.read(offset, min(budget - len(out), 10_000))
-            if not got:
-                break
-            out.extend(got)
-            offset = got[-1][0] + 1
-        return out
+    @property
+    def ready(self) -> bool:
+        """Whether the dedupe window is refilled: until then, publishes wait."""
+        return self._refilled.is_set()
 
     def begin_shutdown(self) -> None:
         """Refuse new publishes and answer every long poll now, with what it has."""

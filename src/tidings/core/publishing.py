@@ -26,6 +26,7 @@ from tidings.errors import TooLarge
 
 if TYPE_CHECKING:
     from tidings.core.hub import HubOptions, Topic
+    from tidings.core.storage import Storage
     from tidings.log.partition import Clock
 
 
@@ -92,11 +93,13 @@ class PublishOps:
     """The publishing half of :class:`~tidings.core.hub.Hub`, which provides these."""
 
     options: HubOptions
+    storage: Storage
     clock: Clock
     catalog: Catalog
     dedupe: DedupeWindow
     metrics: Metrics
     _appending: dict[str, _Claim]
+    _refilled: asyncio.Event
 
     def _topic_for_publish(self, name: str) -> Topic:
         raise NotImplementedError
@@ -123,6 +126,10 @@ class PublishOps:
         those checks are skipped. The ids still enter the window, so a producer that
         sends one of them again later gets its first position.
         """
+        if not self._refilled.is_set():
+            # Just started: until the window knows the log's recent ids, a retry
+            # could be appended twice.
+            await self._refilled.wait()
         topic = self._topic_for_publish(topic_name)
         now = self.clock.time_ms()
         dedupe = self.dedupe
@@ -188,9 +195,17 @@ class PublishOps:
             lists[1].append(payload)
             lists[2].append(dkey)
         parts = list(by_part)
-        claims = [
-            _Claim(p, topic.partitions[p].append(by_part[p][1]), by_part[p][2]) for p in parts
-        ]
+        if len(parts) == 1:
+            [p] = parts
+            claims = [_Claim(p, topic.partitions[p].append(by_part[p][1]), by_part[p][2])]
+        else:
+            # One publish over several partitions: all of it or none, across a crash too.
+            linked = asyncio.ensure_future(
+                self.storage.append_linked(topic.name, [(p, by_part[p][1]) for p in parts])
+            )
+            claims = [
+                _Claim(p, _part_of(linked, k), by_part[p][2]) for k, p in enumerate(parts)
+            ]
         bases = await self._await_claims(claims, now)
         self.catalog.saw(topic_name, events)
         make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
@@ -305,6 +320,11 @@ class PublishOps:
 
 _get_id = itemgetter("id")
 _get_type = itemgetter("type")
+
+
+async def _part_of(linked: Awaitable[list[int]], k: int) -> int:
+    """The base offset of part ``k`` of a linked append."""
+    return (await linked)[k]
 
 
 def _too_large(size: int, limit: int, index: int | None) -> TooLarge:

@@ -6,6 +6,10 @@ corrupt tail: those bytes are copied to ``<base>.log.cut-<position>`` beside the
 segment, fsynced, and the segment is truncated to its last good batch. Indexes
 are rebuilt from what remains.
 
+Linked batches (one publish over several partitions) found in the active
+segment, or in a sealed one marked ``<base>.linked``, are listed in the report;
+:mod:`tidings.log.linked` checks them against the other partitions.
+
 A sealed segment was fsynced whole when it rolled, so a bad batch inside it is
 damage, not a torn write: it is never cut. Recovery reports it with file and
 position, and reads that reach it raise :class:`~tidings.errors.CorruptLog`.
@@ -16,7 +20,9 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from tidings.log.format import BatchHeader, Link, decode_link
 from tidings.log.segment import Segment, fsync_dir
 
 logger = logging.getLogger("tidings.log")
@@ -31,10 +37,37 @@ class RecoveryReport:
     corrupt: list[tuple[str, int, str]] = field(default_factory=list)
     """(file, position, why) for damage inside a sealed segment."""
     rebuilt_indexes: list[str] = field(default_factory=list)
+    linked: list[tuple[int, int, Link]] = field(default_factory=list)
+    """(base, count, link) of each linked batch that may yet be torn."""
 
 
-def _rebuild(segment: Segment) -> tuple[int | None, str]:
-    """Scan ``segment`` from the start, re-noting every good batch.
+def linked_marker(segment: Segment) -> Path:
+    """The empty file that marks a segment rolled while a linked batch in it was not whole."""
+    return segment.path.with_suffix(".linked")
+
+
+def scan_links(segment: Segment) -> list[tuple[int, int, Link]]:
+    """(base, count, link) of every linked batch in ``segment``, up to its first bad one."""
+    found: list[tuple[int, int, Link]] = []
+    for position, header, _ in segment.scan(0):
+        if header is None:
+            break
+        if header.linked:
+            found.append(_link(segment, position, header))
+    return found
+
+
+def _link(segment: Segment, position: int, header: BatchHeader) -> tuple[int, int, Link]:
+    link = decode_link(header, os.pread(segment.fd, header.size, position))
+    assert link is not None  # the header says linked
+    return header.base_offset, header.count, link
+
+
+def _rebuild(
+    segment: Segment, links: list[tuple[int, int, Link]] | None = None
+) -> tuple[int | None, str]:
+    """Scan ``segment`` from the start, re-noting every good batch (and adding each
+    linked one to ``links``).
 
     Returns the position and reason of the first bad batch, or (None, "").
     """
@@ -42,6 +75,8 @@ def _rebuild(segment: Segment) -> tuple[int | None, str]:
     for position, header, why in segment.scan(0):
         if header is None:
             return position, why
+        if links is not None and header.linked:
+            links.append(_link(segment, position, header))
         segment.note_batch(
             position, header.base_offset, header.count, header.first_ts, header.last_ts, header.size
         )
@@ -55,7 +90,9 @@ def recover_active(segment: Segment, report: RecoveryReport) -> bool:
     written (a full disk): the segment then reads up to its last good batch,
     and the caller takes no append until :func:`cut_tail` succeeds.
     """
-    bad, why = _rebuild(segment)
+    links: list[tuple[int, int, Link]] = []
+    bad, why = _rebuild(segment, links)
+    report.linked.extend(links)
     owed = False
     if bad is not None:
         try:

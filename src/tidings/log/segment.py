@@ -352,5 +352,25 @@ class Segment:
             raise self._corrupt(position, f"segment ends at offset {expected}, not {missing}")
         return out
 
+    def position_of(self, offset: int) -> int | None:
+        """The byte position of the batch that starts at ``offset``, if one does."""
+        i = bisect_right(self._idx_offsets, offset - self.base_offset) - 1
+        for position, header, _ in self.scan(self._idx_positions[i] if i >= 0 else 0):
+            if header is None or header.base_offset > offset:
+                return None
+            if header.base_offset == offset:
+                return position
+        return None
+
+    def link_at(self, offset: int) -> fmt.Link | None:
+        """The link of the linked batch that starts at ``offset``, if one does."""
+        position = self.position_of(offset)
+        if position is None:
+            return None
+        header = self._header_at(position)
+        if header is None or not header.linked:
+            return None
+        return fmt.decode_link(header, os.pread(self._file.get(), header.size, position))
+
     def _corrupt(self, position: int, why: str) -> CorruptLog:
         return CorruptLog(why, file=str(self.path), position=position)

@@ -146,6 +146,8 @@ class Api:
     async def readyz(self, request: Request) -> Response:
         if self.hub.closing:
             raise StorageUnavailable("the hub is shutting down")
+        if not self.hub.ready:
+            raise StorageUnavailable("the hub is refilling its dedupe window from the log")
         failed = self.hub.failed_partitions()
         if failed:
             topic, p, why = failed[0]
@@ -557,7 +559,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await hub.start()
+        # /healthz answers while the dedupe window refills; /readyz once it is done.
+        await hub.start(wait_ready=False)
         if webhooks is not None:
             await webhooks.start()
         # Everything made so far lives as long as the process: keep it out of the

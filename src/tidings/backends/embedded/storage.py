@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import orjson
 from tidings.backends.embedded.sqlite import connect
 from tidings.errors import StorageUnavailable
 from tidings.log.files import OpenFiles, SegmentFile
+from tidings.log.linked import append_linked, resolve
 from tidings.log.partition import (
     Clock,
     FsyncPolicy,
@@ -94,6 +96,14 @@ class EmbeddedStorage:
         return self.data_dir / "topics" / topic
 
     def open_partition(self, topic: str, partition: int, retention: Retention) -> PartitionLog:
+        part = self._open_log(topic, partition, retention)
+        if part.report.linked:
+            # A publish over several partitions may have been cut short by a crash:
+            # keep it only if whole, in this partition and the ones it names.
+            resolve(part, lambda p: self._open_log(topic, p, retention))
+        return part
+
+    def _open_log(self, topic: str, partition: int, retention: Retention) -> PartitionLog:
         if self._closed:
             raise StorageUnavailable("storage is closed")
         key = (topic, partition)
@@ -119,6 +129,12 @@ class EmbeddedStorage:
         if self.policy.mode == "interval" and self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_every_interval())
         return part
+
+    def append_linked(
+        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+    ) -> asyncio.Future[list[int]]:
+        logs = [(p, self.partitions[(topic, p)], payloads) for p, payloads in parts]
+        return append_linked(logs, self.clock.time_ms())
 
     async def drop_topic(self, topic: str) -> None:
         # Metadata first: a crash halfway leaves files nobody names, never a topic
