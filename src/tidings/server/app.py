@@ -36,6 +36,7 @@ from tidings.server.auth import Action, Auth
 from tidings.server.live import LiveOptions
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
+from tidings.server.routing import one_route_per_path
 from tidings.server.sse import SseEndpoint
 from tidings.server.webhooks.routes import WebhookRoutes
 from tidings.server.webhooks.service import WebhookService
@@ -564,7 +565,7 @@ def create_app(
             await hub.close()
 
     app = Starlette(
-        routes=routes,
+        routes=one_route_per_path(routes),  # a 405's Allow names all of a path's methods
         lifespan=lifespan,
         exception_handlers={
             TidingsError: tidings_error,
