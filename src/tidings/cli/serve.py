@@ -100,6 +100,14 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(envvar="TIDINGS_LOG_LEVEL")] = "info",
+    max_type_patterns: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_TYPE_PATTERNS",
+            min=1,
+            help="Type patterns one read, fetch, group, subscription or webhook may name",
+        ),
+    ] = 100,
 ) -> None:
     """Serve the hub on the embedded log."""
     from tidings.log.partition import FsyncPolicy
@@ -124,6 +132,7 @@ def serve(
             webhook_timeout_s=webhook_timeout,
             webhook_disable_after=webhook_disable_after,
             log_level=log_level,
+            max_type_patterns=max_type_patterns,
         )
         run(config)
     except TidingsError as exc:

@@ -229,7 +229,7 @@ class Api:
             positions,
             limit=100 if limit is None else limit,
             wait_s=wait,
-            types=TypeFilter.parse(q.get("types")),
+            types=TypeFilter.parse(q.get("types"), limit=self.hub.options.max_type_patterns),
         )
         extra = b',"next":' + orjson.dumps(format_token(result.next))
         return Response(_records_body(name, result.records, extra), media_type="application/json")
@@ -242,7 +242,7 @@ class Api:
         if topic not in self.hub.topics:
             self._authorize(request, "publish", topic)  # it creates the topic
         body = await self._json_body(request)
-        config = _parse_group_config(body)
+        config = _parse_group_config(body, self.hub.options.max_type_patterns)
         if config.dead_letter_topic is not None:
             # A topic the token names is one it must be able to publish to: dead
             # letters are published there. The default {topic}.dlq is the hub's.
@@ -280,7 +280,7 @@ class Api:
             name,
             max_records=body.get("max", 10),
             wait_s=parse_duration_ms(body.get("wait", 0), "wait") / 1000,
-            types=TypeFilter(types) if types else None,
+            types=TypeFilter(types, limit=self.hub.options.max_type_patterns) if types else None,
         )
         return Response(_deliveries_body(topic, deliveries), media_type="application/json")
 
@@ -465,7 +465,7 @@ def _parse_retention(raw: object, current: Retention) -> Retention:
 _UNSET = object()
 
 
-def _parse_group_config(body: dict[str, Any]) -> GroupConfig:
+def _parse_group_config(body: dict[str, Any], max_type_patterns: int) -> GroupConfig:
     _only(body, {"start", "ack_wait", "max_deliver", "dead_letter_topic", "ordering", "types"})
     start = body.get("start", "earliest")
     if start not in ("earliest", "latest"):
@@ -485,7 +485,7 @@ def _parse_group_config(body: dict[str, Any]) -> GroupConfig:
     types = body.get("types", [])
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
         raise BadRequest("types must be a list of type patterns", field="types")
-    TypeFilter(types)  # checks the patterns
+    TypeFilter(types, limit=max_type_patterns)  # checks the patterns
     return GroupConfig(
         start=start,
         ack_wait_ms=ack_wait,

@@ -14,6 +14,7 @@ import uvicorn
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.backends.embedded.webhooks import SqliteWebhookStore
 from tidings.core.hub import Hub, HubOptions
+from tidings.core.patterns import MAX_TYPE_PATTERNS
 from tidings.core.positions import parse_duration_ms
 from tidings.core.webhooks.config import WebhookPolicy, parse_schedule
 from tidings.core.webhooks.schedule import DEFAULT_DISABLE_AFTER_MS, RetrySchedule
@@ -46,6 +47,7 @@ class ServeConfig:
     webhook_timeout_s: float = 15.0
     webhook_disable_after: str | None = None  # a duration: "5d", "12h", seconds
     log_level: str = "info"
+    max_type_patterns: int = MAX_TYPE_PATTERNS
 
 
 def is_loopback(host: str) -> bool:
@@ -89,7 +91,10 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
     storage = EmbeddedStorage(
         config.data_dir, config.fsync, LogConfig(segment_bytes=config.segment_bytes)
     )
-    hub = Hub(storage, HubOptions(auto_create=config.auto_create))
+    hub = Hub(
+        storage,
+        HubOptions(auto_create=config.auto_create, max_type_patterns=config.max_type_patterns),
+    )
     live = LiveOptions(
         allowed_origins=config.allowed_origins, send_buffer_bytes=config.ws_send_buffer
     )
