@@ -108,9 +108,57 @@ def serve(
             help="Type patterns one read, fetch, group, subscription or webhook may name",
         ),
     ] = 100,
+    max_header_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_HEADER_BYTES",
+            min=1024,
+            help="Bytes of a request's line and header fields; more is a 431",
+        ),
+    ] = 64 * 1024,
+    max_headers: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_HEADERS", min=8, help="Header fields of a request; more is a 431"
+        ),
+    ] = 100,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="TIDINGS_HEADER_TIMEOUT",
+            min=0.1,
+            help="Seconds a request's line and headers may take to arrive; then 408 and close",
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="TIDINGS_BODY_TIMEOUT",
+            min=0.1,
+            help="Seconds a request's body may take to arrive after its head; then 408 and close",
+        ),
+    ] = 60.0,
+    keep_alive_timeout: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_KEEP_ALIVE_TIMEOUT",
+            min=1,
+            help="Seconds an idle connection is kept open between requests",
+        ),
+    ] = 5,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_CONNECTIONS",
+            min=1,
+            help="Open connections (HTTP, WebSocket, SSE); more are answered 503 "
+            "(lowered to leave 128 of the process's open-file limit)",
+        ),
+    ] = 1024,
 ) -> None:
     """Serve the hub on the embedded log."""
     from tidings.log.partition import FsyncPolicy
+    from tidings.server.protocol import HttpLimits
     from tidings.server.serve import ServeConfig
     from tidings.server.serve import serve as run
 
@@ -133,6 +181,14 @@ def serve(
             webhook_disable_after=webhook_disable_after,
             log_level=log_level,
             max_type_patterns=max_type_patterns,
+            http=HttpLimits(
+                max_header_bytes=max_header_bytes,
+                max_headers=max_headers,
+                header_timeout_s=header_timeout,
+                body_timeout_s=body_timeout,
+                max_connections=max_connections,
+            ),
+            keep_alive_timeout_s=keep_alive_timeout,
         )
         run(config)
     except TidingsError as exc:

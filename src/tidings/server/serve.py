@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import resource
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
@@ -24,6 +25,7 @@ from tidings.log.partition import FsyncPolicy, LogConfig
 from tidings.server.app import ServerOptions, create_app
 from tidings.server.auth import Auth
 from tidings.server.live import LiveOptions
+from tidings.server.protocol import HttpLimits, HubHttpProtocol
 from tidings.server.webhooks.service import WebhookService
 
 logger = logging.getLogger("tidings.serve")
@@ -48,6 +50,8 @@ class ServeConfig:
     webhook_disable_after: str | None = None  # a duration: "5d", "12h", seconds
     log_level: str = "info"
     max_type_patterns: int = MAX_TYPE_PATTERNS
+    http: HttpLimits = field(default_factory=HttpLimits)  # per connection, before the app
+    keep_alive_timeout_s: int = 5  # an idle connection between requests is closed
 
 
 def is_loopback(host: str) -> bool:
@@ -109,7 +113,8 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http="httptools",
+        http=HubHttpProtocol.under(_within_descriptors(config.http)),
+        timeout_keep_alive=config.keep_alive_timeout_s,
         lifespan="on",
         log_level=config.log_level,
         access_log=False,
@@ -120,6 +125,23 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         ws_ping_timeout=20.0,
     )
     return uv, hub
+
+
+# Descriptors kept for what the hub opens besides connections: segments, indexes, SQLite.
+RESERVED_DESCRIPTORS = 128
+
+
+def _within_descriptors(limits: HttpLimits) -> HttpLimits:
+    """``limits`` with max_connections lowered to leave the process descriptors of its own."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or limits.max_connections <= soft - RESERVED_DESCRIPTORS:
+        return limits
+    cap = max(1, soft - RESERVED_DESCRIPTORS)
+    logger.warning(
+        "max_connections %d is over what %d open files allow; taking %d",
+        limits.max_connections, soft, cap,
+    )
+    return replace(limits, max_connections=cap)
 
 
 class HubServer(uvicorn.Server):
