@@ -155,6 +155,15 @@ def serve(
             "(lowered to leave 128 of the process's open-file limit)",
         ),
     ] = 1024,
+    max_body_bytes_in_flight: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_BODY_BYTES_IN_FLIGHT",
+            min=16 << 20,
+            help="Request body bytes the hub reads at once, across requests; "
+            "a body past it is a 503 with Retry-After",
+        ),
+    ] = 64 << 20,
 ) -> None:
     """Serve the hub on the embedded log."""
     from tidings.log.partition import FsyncPolicy
@@ -189,6 +198,7 @@ def serve(
                 max_connections=max_connections,
             ),
             keep_alive_timeout_s=keep_alive_timeout,
+            max_body_bytes_in_flight=max_body_bytes_in_flight,
         )
         run(config)
     except TidingsError as exc:

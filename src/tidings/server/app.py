@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -33,6 +34,7 @@ from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarg
 from tidings.events import http as ce
 from tidings.server import asyncapi, openapi
 from tidings.server.auth import Action, Auth
+from tidings.server.budget import BodyBudget, BodyBudgetMiddleware
 from tidings.server.live import LiveOptions
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
@@ -43,6 +45,7 @@ from tidings.server.webhooks.service import WebhookService
 from tidings.server.ws import WebSocketEndpoint
 
 MAX_REQUEST_BYTES = 16 << 20
+MAX_BODY_BYTES_IN_FLIGHT = 64 << 20
 STATIC_DIR = Path(__file__).parent / "static"
 # The dashboard runs only its own scripts and talks only to this hub.
 DASHBOARD_CSP = (
@@ -54,6 +57,8 @@ DASHBOARD_CSP = (
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
     max_request_bytes: int = MAX_REQUEST_BYTES
+    # Request body bytes read or parsed at once, across requests; past it 503 (Retry-After).
+    max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT
     live: LiveOptions = field(default_factory=LiveOptions)  # WebSocket and SSE
 
 
@@ -564,8 +569,10 @@ def create_app(
                 await webhooks.close()
             await hub.close()
 
+    budget = BodyBudget(max(api.options.max_body_bytes_in_flight, api.options.max_request_bytes))
     app = Starlette(
         routes=one_route_per_path(routes),  # a 405's Allow names all of a path's methods
+        middleware=[Middleware(BodyBudgetMiddleware, budget=budget)],
         lifespan=lifespan,
         exception_handlers={
             TidingsError: tidings_error,
@@ -574,6 +581,7 @@ def create_app(
         },
     )
     app.state.hub = hub
+    app.state.body_budget = budget
     app.state.webhooks = webhooks
     return app
 

@@ -24,7 +24,7 @@ def _problems(*codes: int) -> dict[str, Any]:
         413: "Event or request too large",
         415: "Unsupported content type",
         422: "Invalid event",
-        503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After) or shutting down",
+        503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After), shutting down, or busy: request bodies past the hub's budget (Retry-After)",
     }
     return {
         str(c): {"description": text[c], "content": {"application/problem+json": {"schema": _PROBLEM}}}

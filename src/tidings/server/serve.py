@@ -22,7 +22,7 @@ from tidings.core.webhooks.schedule import DEFAULT_DISABLE_AFTER_MS, RetrySchedu
 from tidings.core.webhooks.targets import parse_networks
 from tidings.errors import BadRequest
 from tidings.log.partition import FsyncPolicy, LogConfig
-from tidings.server.app import ServerOptions, create_app
+from tidings.server.app import MAX_BODY_BYTES_IN_FLIGHT, ServerOptions, create_app
 from tidings.server.auth import Auth
 from tidings.server.live import LiveOptions
 from tidings.server.protocol import HttpLimits, HubHttpProtocol
@@ -52,6 +52,7 @@ class ServeConfig:
     max_type_patterns: int = MAX_TYPE_PATTERNS
     http: HttpLimits = field(default_factory=HttpLimits)  # per connection, before the app
     keep_alive_timeout_s: int = 5  # an idle connection between requests is closed
+    max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT
 
 
 def is_loopback(host: str) -> bool:
@@ -107,7 +108,8 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         "FULL" if config.fsync.mode == "always" else "NORMAL",
     )
     webhooks = WebhookService(hub, store, policy)
-    app = create_app(hub, auth, ServerOptions(live=live), webhooks=webhooks)
+    options = ServerOptions(live=live, max_body_bytes_in_flight=config.max_body_bytes_in_flight)
+    app = create_app(hub, auth, options, webhooks=webhooks)
     uv = uvicorn.Config(
         app,
         host=config.host,
