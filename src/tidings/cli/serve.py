@@ -164,6 +164,14 @@ def serve(
             "a body past it is a 503 with Retry-After",
         ),
     ] = 64 << 20,
+    ws_max_message_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_WS_MAX_MESSAGE_BYTES",
+            min=64 * 1024,
+            help="Bytes of one WebSocket message from a client; more closes it with 1009",
+        ),
+    ] = 4 << 20,
 ) -> None:
     """Serve the hub on the embedded log."""
     from tidings.log.partition import FsyncPolicy
@@ -199,6 +207,7 @@ def serve(
             ),
             keep_alive_timeout_s=keep_alive_timeout,
             max_body_bytes_in_flight=max_body_bytes_in_flight,
+            ws_max_message_bytes=ws_max_message_bytes,
         )
         run(config)
     except TidingsError as exc:

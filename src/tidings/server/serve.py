@@ -27,6 +27,7 @@ from tidings.server.auth import Auth
 from tidings.server.live import LiveOptions
 from tidings.server.protocol import HttpLimits, HubHttpProtocol
 from tidings.server.webhooks.service import WebhookService
+from tidings.server.wsprotocol import HubWebSocketProtocol
 
 logger = logging.getLogger("tidings.serve")
 
@@ -53,6 +54,7 @@ class ServeConfig:
     http: HttpLimits = field(default_factory=HttpLimits)  # per connection, before the app
     keep_alive_timeout_s: int = 5  # an idle connection between requests is closed
     max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT
+    ws_max_message_bytes: int = 4 << 20  # a WebSocket message past it is closed with 1009
 
 
 def is_loopback(host: str) -> bool:
@@ -117,6 +119,8 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         loop="uvloop",
         http=HubHttpProtocol.under(_within_descriptors(config.http)),
         timeout_keep_alive=config.keep_alive_timeout_s,
+        ws=HubWebSocketProtocol,
+        ws_max_size=config.ws_max_message_bytes,
         lifespan="on",
         log_level=config.log_level,
         access_log=False,
