@@ -61,6 +61,7 @@ async def test_concurrent_big_bodies_stay_within_the_budget(
         assert after == "1"
         assert problem["status"] == 503 and problem["retry_after"] == 1, problem
         assert "max_body_bytes_in_flight" in str(problem["detail"]), problem
+    assert "Traceback" not in hub.log_text()
     assert grew < 40 * MiB, f"8 bodies of 15 MiB at once: peak RSS grew {grew / MiB:.0f} MiB"
 
 

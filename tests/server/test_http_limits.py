@@ -78,6 +78,7 @@ async def test_an_endless_header_is_a_431_and_costs_the_hub_little(hub: HubProce
     _problem(body, 431, "max_header_bytes")
     grew = peak_rss(hub) - before
     assert grew < 16 * MiB, f"the hub's peak RSS grew {grew / MiB:.0f} MiB"
+    assert "Traceback" not in hub.log_text()
 
 
 async def test_a_head_over_the_byte_or_field_limit_is_a_431(hub: HubProcess) -> None:
@@ -147,6 +148,7 @@ async def test_slow_heads_and_bodies_are_cut_off_with_408(quick_hub: HubProcess)
         assert status == 408, (setting, problem)
         _problem(problem, 408, setting)
         assert elapsed < 4, f"{setting}: cut off after {elapsed:.1f} s"
+    assert "Traceback" not in quick_hub.log_text()
 
 
 async def test_an_idle_keep_alive_connection_is_closed(quick_hub: HubProcess) -> None:
