@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import subprocess
 import time
+from pathlib import Path
 
 import orjson
 import pytest
-from hubproc import HubFactory, HubProcess
+from hubproc import HubFactory, HubProcess, free_port, hub_env, serve_command
 
 MiB = 1 << 20
 
@@ -193,3 +195,39 @@ async def test_slow_connections_cannot_lock_everyone_out(hub_factory: HubFactory
     finally:
         for _, writer in silent:
             writer.close()
+
+
+async def test_the_connection_cap_leaves_descriptors_under_the_open_file_limit(
+    tmp_path: Path,
+) -> None:
+    """Under a hard limit of 256 open files the default cap of 1024 is lowered to 128."""
+    port = free_port()
+    log = (tmp_path / "hub.log").open("wb")
+    proc = subprocess.Popen(
+        serve_command(port, tmp_path / "data", "interval:5", ()),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=hub_env(),
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)),
+    )
+    hub = HubProcess(tmp_path / "data", port, "interval:5", ())
+    hub.proc = proc
+    try:
+        hub._wait_healthy()
+        held = [await connect(hub) for _ in range(127)]  # and the one below: 128
+        assert await request(hub, b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n") == 200
+        await asyncio.sleep(0.5)  # the hub has seen the request's connection close
+        held.append(await connect(hub))  # the 128th
+        await asyncio.sleep(0.5)
+        try:
+            status = await request(hub, b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n", 3)
+        except ConnectionResetError:
+            status = 503
+        assert status == 503
+        for _, writer in held:
+            writer.close()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+    assert "taking 128" in (tmp_path / "hub.log").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import resource
@@ -138,9 +139,19 @@ RESERVED_DESCRIPTORS = 128
 
 
 def _within_descriptors(limits: HttpLimits) -> HttpLimits:
-    """``limits`` with max_connections lowered to leave the process descriptors of its own."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or limits.max_connections <= soft - RESERVED_DESCRIPTORS:
+    """``limits`` within the open-file limit, leaving the process descriptors of its own.
+
+    The soft limit is raised toward the hard one as far as max_connections needs;
+    if that is not enough, max_connections is lowered.
+    """
+    need = limits.max_connections + RESERVED_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
         return limits
     cap = max(1, soft - RESERVED_DESCRIPTORS)
     logger.warning(
