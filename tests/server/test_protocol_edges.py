@@ -148,3 +148,28 @@ async def test_the_websocket_message_limit_is_a_setting(hub_factory: HubFactory)
     code, _ = await read_close(reader)
     writer.close()
     assert code == 1009
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"BLAH\r\n\r\n",
+        b"GET /v1/topics/\xff\xfe HTTP/1.1\r\nHost: hub\r\n\r\n",
+        b"GET /v1/topics/%ff%fe HTTP/1.1\r\nHost: hub\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: hub\r\nX: \x01\r\n\r\n",
+        b"POST /v1/topics/t/events HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\nzz\r\n",
+        b"GET /v1/ws HTTP/1.1\r\nHost: hub\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"POST /v1/topics/t/events HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 3\r\n\r\n\xff\xfe\xfd",
+    ],
+)
+async def test_a_malformed_request_is_a_4xx_without_a_traceback(
+    hub: HubProcess, raw: bytes
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    writer.write(raw)
+    line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert 400 <= int(line.split(b" ", 2)[1]) < 500, line
+    assert "Traceback" not in hub.log_text()
