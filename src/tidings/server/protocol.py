@@ -9,7 +9,9 @@ per connection (:class:`HttpLimits`):
   and closes, holding no more than that (and one read) of an endless header;
 - the head must arrive within ``header_timeout_s`` of the connection opening or
   of the request's first byte, and the body within ``body_timeout_s`` of the
-  head: else 408 and close, so slow clients (slowloris) cannot hold connections;
+  head (the clock starts again when it runs out while the hub itself has paused
+  reading): else 408 and close, so slow clients (slowloris) cannot hold
+  connections;
 - past ``max_connections`` open connections (HTTP, WebSocket and SSE alike) a new
   one is answered 503 with ``Retry-After`` and closed at once.
 
@@ -192,6 +194,11 @@ class HubHttpProtocol(HttpToolsProtocol):
 
     def _body_timed_out(self) -> None:
         self._timer = None
+        if self.flow.read_paused:
+            # The hub stopped reading (the app has not taken what came, or a pipelined
+            # request waits its turn): the client is not the slow one.
+            self._arm(self.limits.body_timeout_s, self._body_timed_out)
+            return
         cycle = self.cycle
         if cycle is not None and cycle.response_started:
             self.transport.close()  # the app has answered; nothing more to say
