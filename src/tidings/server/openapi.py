@@ -25,7 +25,7 @@ def _problems(*codes: int) -> dict[str, Any]:
         415: "Unsupported content type",
         422: "Invalid event",
         429: "Too many requests",
-        503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After) or shutting down",
+        503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After), shutting down, or busy: request bodies past the hub's budget (Retry-After)",
     }
     return {
         str(c): {"description": text[c], "content": {"application/problem+json": {"schema": _PROBLEM}}}
@@ -138,7 +138,7 @@ def spec() -> dict[str, Any]:
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "tidings", "version": version("tidings"), "description": "An event hub: durable event log, pub/sub with consumer groups, CloudEvents over HTTP."},
+        "info": {"title": "tidings", "version": version("tidings"), "description": "An event hub: durable event log, pub/sub with consumer groups, CloudEvents over HTTP. Before a request reaches its operation the hub may answer 431 (request line and headers over max_header_bytes or max_headers), 408 (head or body slower than header_timeout or body_timeout) or 503 with Retry-After (max_connections open, or request bodies past max_body_bytes_in_flight), each as problem+json."},
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "With tokens configured: each token's scopes are topic patterns for publish, subscribe and manage (consumer groups), or admin (everything)."}}},

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import uuid_utils
 
-from tidings.core.patterns import TypeFilter
+from tidings.core.patterns import MAX_TYPE_PATTERNS, TypeFilter
 from tidings.core.positions import check_name, parse_duration_ms
 from tidings.core.webhooks.schedule import (
     DEFAULT_DISABLE_AFTER_MS,
@@ -101,7 +101,11 @@ class EndpointConfig:
 _FIELDS = {"url", "topics", "types", "description", "rate_limit", "ordering", "concurrency"}
 
 
-def parse_config(body: Mapping[str, Any], base: EndpointConfig | None = None) -> EndpointConfig:
+def parse_config(
+    body: Mapping[str, Any],
+    base: EndpointConfig | None = None,
+    max_type_patterns: int = MAX_TYPE_PATTERNS,
+) -> EndpointConfig:
     """A new config from a create body (``base`` None) or a patch of ``base``."""
     allowed = _FIELDS | ({"enabled"} if base is not None else set())
     unknown = sorted(set(body) - allowed)
@@ -128,7 +132,7 @@ def parse_config(body: Mapping[str, Any], base: EndpointConfig | None = None) ->
         types = body["types"]
         if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
             raise BadRequest("types must be a list of type patterns", field="types")
-        TypeFilter(types)
+        TypeFilter(types, limit=max_type_patterns)
         changes["types"] = tuple(types)
     if "description" in body:
         desc = body["description"]

@@ -220,7 +220,7 @@ class WebhookService:
             return await self._replay(id, body)
 
     async def _create(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        config = parse_config(body)
+        config = parse_config(body, max_type_patterns=self.hub.options.max_type_patterns)
         await self.sender.check(config.url)
         ep = Endpoint.new(config, self._health(), self.hub.clock.time_ms())
         for topic in config.topics:
@@ -232,7 +232,7 @@ class WebhookService:
 
     async def _patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         ep = self.get(id)
-        config = parse_config(body, ep.config)
+        config = parse_config(body, ep.config, self.hub.options.max_type_patterns)
         if config.url != ep.config.url:
             await self.sender.check(config.url)
         old = ep.config
