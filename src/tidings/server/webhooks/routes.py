@@ -83,7 +83,9 @@ class WebhookRoutes:
         return _json(await self.service.replay(request.path_params["id"], body), 202)
 
     async def test(self, request: Request) -> Response:
-        await self._admin_body(request)
+        unknown = sorted(await self._admin_body(request))
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}; a test takes none", field=unknown[0])
         return _json(await self.service.test(request.path_params["id"]))
 
     async def dead_letters(self, request: Request) -> Response:
