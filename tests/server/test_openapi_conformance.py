@@ -48,8 +48,7 @@ STATE_DEPENDENT = {
     "read": {"partition", "from", "from_time"},
     "sse": {"from", "Last-Event-ID"},  # partitions and offsets that exist
     "seek": {"from", "to", "to.partition", "to.offset", "partition"},  # likewise
-    # a topic the webhook follows, one topic for a token; partitions that exist (named "from")
-    "replayWebhook": {"topic", "since", "from"},
+    "replayWebhook": {"topic", "since"},  # a topic the webhook follows; partitions that exist
 }
 REFUSALS = {400, 413, 415, 422}
 

@@ -322,7 +322,10 @@ class WebhookService:
             if t not in self.hub.topics:
                 continue  # deleted: nothing of it to deliver again
             await self.follow(ep, t)
-            pos = await self.hub.seek(t, ep.group, target)
+            try:
+                pos = await self.hub.seek(t, ep.group, target)
+            except BadPosition as exc:  # the hub names its own parameter, from
+                raise type(exc)(exc.detail, **{**exc.fields, "field": "since"}) from None
             moved[t] = ",".join(f"{p}:{o}" for p, o in sorted(pos.items()))
         d = self.dispatchers.get(id)
         if d is not None:
