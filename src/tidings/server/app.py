@@ -408,7 +408,7 @@ def _only(obj: Any, allowed: set[str]) -> None:
 
 
 def _opt_int(raw: str | None, field: str) -> int | None:
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if not is_decimal(raw):
         raise BadRequest(f"{field} must be a non-negative integer, not {raw!r}", field=field)
@@ -416,7 +416,7 @@ def _opt_int(raw: str | None, field: str) -> int | None:
 
 
 def _opt_seconds(raw: str | None, field: str) -> float:
-    if raw is None or raw == "":
+    if raw is None:
         return 0.0
     return parse_duration_ms(raw, field) / 1000
 

@@ -349,7 +349,9 @@ class WebhookService:
         ids = body.get("ids")
         if ids is not None and (
             not isinstance(ids, list)
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+            or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1 << 63 for i in ids
+            )
         ):
             raise BadRequest("ids must be a list of dead-letter ids", field="ids")
         n = self.store.mark_replaying(id, ids)
