@@ -67,12 +67,21 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 _NAME = {"type": "string", "pattern": NAME_PATTERN}
 # A type pattern: dot-separated names, * for one token, > for the rest (last only).
-# A name has no dot, * or >, comma, control character or white space.
-_TYPE_NAME = r"[^.*>,\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
-_TYPE_PATTERN_TEXT = rf"((\*|{_TYPE_NAME})\.)*(\*|>|{_TYPE_NAME})"
-_TYPE_PATTERN = {"type": "string", "pattern": rf"^({_TYPE_PATTERN_TEXT})?$"}
+# A name has no dot, * or > and no white space (Python's, spelled out).
+_SPACE = r"\t\n\u000b\u000c\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def _type_pattern(name: str) -> str:
+    return rf"((\*|{name})\.)*(\*|>|{name})"
+
+
+_TYPE_PATTERN = {"type": "string", "pattern": rf"^({_type_pattern(rf'[^.*>{_SPACE}]+')})?$"}
 _TYPES = {"type": "array", "items": _TYPE_PATTERN}
-_TYPES_QUERY = {"type": "string", "pattern": rf"^ *({_TYPE_PATTERN_TEXT})? *(, *({_TYPE_PATTERN_TEXT})? *)*$"}
+# In a query, comma-separated; white space around each is ignored, and so is an empty one.
+_QUERY_TYPE = rf"[{_SPACE}]*({_type_pattern(rf'[^.*>,{_SPACE}]+')})?[{_SPACE}]*"
+_TYPES_QUERY = {"type": "string", "pattern": rf"^{_QUERY_TYPE}(,{_QUERY_TYPE})*$"}
+_INT64 = {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": (1 << 63) - 1}
 _MAX_SECONDS = 100 * 365 * 86_400
 # Seconds as a number, or a number and a unit; at most 9999 of a unit keeps it under 100 years.
 _DURATION_TEXT = {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,3})(\.[0-9]{1,3})?(ms|s|m|h|d)?$"}
@@ -196,17 +205,20 @@ def _schemas() -> dict[str, Any]:
             "propertyNames": {"anyOf": [{"pattern": "^[a-z0-9]{1,20}$"}, {"enum": ["data_base64"]}]},
             "additionalProperties": extension,
             "not": {"required": ["data", "data_base64"], "properties": {"data_base64": {"type": "string"}}},
+            # data of a media type that is not JSON (not */json nor */*+json) is text
+            "if": {"required": ["datacontenttype", "data"], "properties": {"datacontenttype": {"type": "string", "not": {"pattern": r"^[^;]*(/|\+)[Jj][Ss][Oo][Nn][ \t]*(;.*)?$"}}}},
+            "then": {"properties": {"data": {"type": "string"}}},
         },
         "Published": _object({"events": {"type": "array", "items": {"type": "object", "required": ["id", "partition", "offset"], "properties": {"id": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "duplicate": {"type": "boolean"}}}}}, "events"),
         "Record": record,
         "Records": _object({"records": {"type": "array", "items": _ref("Record")}, "next": {"type": "string", "description": "position token to pass back as from"}}, "records", "next"),
         "Deliveries": _object({"records": {"type": "array", "items": {**record, "required": [*record["required"], "lease", "deliveries"], "properties": {**record_props, "lease": {"type": "string"}, "deliveries": {"type": "integer"}}}}}, "records"),
-        "Retention": _nullable(_object({"max_age": _nullable(_DURATION), "max_bytes": _nullable({"type": "integer", "minimum": 1})})),
+        "Retention": _nullable(_object({"max_age": _nullable(_DURATION), "max_bytes": _nullable({**_COUNT, "minimum": 1})})),
         "TopicConfig": _object({"partitions": {"type": "integer", "minimum": 1, "maximum": 1024}, "retention": _ref("Retention")}),
         "Topic": {"type": "object", "required": ["name", "partitions", "retention"], "properties": {"name": {"type": "string"}, "partitions": {"type": "array", "items": {"type": "object", "properties": {"partition": {"type": "integer"}, "first_offset": {"type": "integer"}, "next_offset": {"type": "integer"}, "events": {"type": "integer"}, "bytes": {"type": "integer"}}}}, "retention": {"type": "object", "properties": {"max_age": {"type": ["number", "null"], "description": "seconds"}, "max_bytes": {"type": ["integer", "null"]}}}, "events": {"type": "integer"}, "bytes": {"type": "integer"}}},
         "GroupConfig": _object({"start": {"enum": ["earliest", "latest"]}, "ack_wait": _POSITIVE_DURATION, "max_deliver": {"type": "integer", "minimum": 1, "maximum": (1 << 63) - 1}, "dead_letter_topic": _nullable(_NAME), "ordering": {"enum": ["none", "key"]}, "types": _TYPES}),
         "Group": {"type": "object", "required": ["topic", "name", "config"], "properties": {"topic": {"type": "string"}, "name": {"type": "string"}, "config": {"type": "object", "properties": {"start": {"enum": ["earliest", "latest"]}, "ack_wait": {"type": "number", "description": "seconds"}, "max_deliver": {"type": "integer"}, "dead_letter_topic": {"type": ["string", "null"]}, "ordering": {"enum": ["none", "key"]}, "types": {"type": "array", "items": {"type": "string"}}}}, "partitions": {"type": "array", "items": {"type": "object"}}, "lag": {"type": "integer"}, "pending": {"type": "integer"}, "delivered": {"type": "integer"}, "redelivered": {"type": "integer"}, "dead_lettered": {"type": "integer"}}},
-        "SeekTarget": {"anyOf": [{"enum": ["earliest", "latest"]}, {"type": "string", "pattern": _TOKEN_PATTERN, "description": "position token"}, *_TIME["anyOf"], {"type": "integer", "description": "ms since the epoch"}, _object({"partition": {"type": "integer", "minimum": 0}, "offset": {"type": "integer", "minimum": 0}}, "partition", "offset"), _object({"time": _TIME}, "time")]},
+        "SeekTarget": {"anyOf": [{"enum": ["earliest", "latest"]}, {"type": "string", "pattern": _TOKEN_PATTERN, "description": "position token"}, *_TIME["anyOf"], {**_INT64, "description": "ms since the epoch"}, _object({"partition": _COUNT, "offset": _COUNT}, "partition", "offset"), _object({"time": _TIME}, "time")]},
     }
 
 
@@ -219,7 +231,7 @@ def _webhook_paths() -> dict[str, Any]:
     """``/v1/webhooks``: Standard Webhooks signatures, retries, attempts, dead letters, replay."""
     view = _json(_WEBHOOK_VIEW)
     page: dict[str, Any] = {"type": "object", "properties": {"next": {"type": ["integer", "null"], "description": "pass as before for the next page"}}}
-    paging = [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Most items (100)"), _param("before", "query", {"type": "integer", "minimum": 0}, "Items older than this id")]
+    paging = [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Most items (100)"), _param("before", "query", _COUNT, "Items older than this id")]
     named = (*AUTH, 404)
     changes = (*named, *BODY)
     grace = {"anyOf": [{"type": "number", "minimum": 0, "maximum": 30 * 86_400}, {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,5})(\.[0-9]{1,3})?(ms|s)?$"}]}
@@ -236,10 +248,10 @@ def _webhook_paths() -> dict[str, Any]:
         },
         "/v1/webhooks/{id}/rotate-secret": {"parameters": [_WEBHOOK], "post": {"summary": "A new secret; older ones keep signing beside it for grace (default 24 h, at most 30 days)", "operationId": "rotateWebhookSecret", "requestBody": _body(_object({"grace": grace})), "responses": {"200": _json(_object({"id": {"type": "string"}, "secret": {"type": "string"}, "previous_valid_until": {"type": "integer"}}, "id", "secret", "previous_valid_until")), **_problems(*changes)}}},
         "/v1/webhooks/{id}/attempts": {"parameters": [_WEBHOOK], "get": {"summary": "The attempts log, newest first", "operationId": "webhookAttempts", "parameters": [_param("status", "query", {"enum": ["succeeded", "failed", "success", "gone", "throttled"]}, "Only these"), *paging], "responses": {"200": _json({**page, "required": ["attempts", "next"], "properties": {**page["properties"], "attempts": {"type": "array", "items": {"type": "object"}}}}), **_problems(*named, 400)}}},
-        "/v1/webhooks/{id}/replay": {"parameters": [_WEBHOOK], "post": {"summary": "Deliver again every matching event since a time, or (with topic) a position token", "operationId": "replayWebhook", "requestBody": _body(_object({"since": {"anyOf": [{"type": "string", "pattern": _TOKEN_PATTERN}, *_TIME["anyOf"], {"type": "integer"}]}, "topic": _NAME}, "since"), True), "responses": {"202": _json(_object({"id": {"type": "string"}, "topics": {"type": "object", "additionalProperties": {"type": "string"}}}, "id", "topics"), "Accepted"), **_problems(*changes)}}},
+        "/v1/webhooks/{id}/replay": {"parameters": [_WEBHOOK], "post": {"summary": "Deliver again every matching event since a time, or (with topic) a position token", "operationId": "replayWebhook", "requestBody": _body(_object({"since": {"anyOf": [{"type": "string", "pattern": _TOKEN_PATTERN}, *_TIME["anyOf"], _INT64]}, "topic": _NAME}, "since"), True), "responses": {"202": _json(_object({"id": {"type": "string"}, "topics": {"type": "object", "additionalProperties": {"type": "string"}}}, "id", "topics"), "Accepted"), **_problems(*changes)}}},
         "/v1/webhooks/{id}/test": {"parameters": [_WEBHOOK], "post": {"summary": "Send one tidings.webhook.test event now; answers the attempt", "operationId": "testWebhook", "requestBody": _body(_object({})), "responses": {"200": _json(_object({"id": {"type": "string"}, "event": _ref("CloudEvent"), "attempt": {"type": "object"}}, "id", "event", "attempt")), **_problems(*changes)}}},
         "/v1/webhooks/{id}/dead-letters": {"parameters": [_WEBHOOK], "get": {"summary": "Events whose attempts were all spent", "operationId": "webhookDeadLetters", "parameters": paging, "responses": {"200": _json({**page, "required": ["dead_letters", "next"], "properties": {**page["properties"], "dead_letters": {"type": "array", "items": {"type": "object"}}}}), **_problems(*named, 400)}}},
-        "/v1/webhooks/{id}/dead-letters/replay": {"parameters": [_WEBHOOK], "post": {"summary": "Send dead letters again: all, or those of ids", "operationId": "replayWebhookDeadLetters", "requestBody": _body(_object({"ids": {"type": "array", "items": {"type": "integer"}}})), "responses": {"202": _json(_object({"id": {"type": "string"}, "replaying": {"type": "integer"}}, "id", "replaying"), "Accepted"), **_problems(*changes)}}},
+        "/v1/webhooks/{id}/dead-letters/replay": {"parameters": [_WEBHOOK], "post": {"summary": "Send dead letters again: all, or those of ids", "operationId": "replayWebhookDeadLetters", "requestBody": _body(_object({"ids": {"type": "array", "items": _COUNT}})), "responses": {"202": _json(_object({"id": {"type": "string"}, "replaying": {"type": "integer"}}, "id", "replaying"), "Accepted"), **_problems(*changes)}}},
     }
 
 
