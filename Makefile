@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8700
 DATA_DIR ?= ./tidings-data
 
-.PHONY: run test bench demo clean
+.PHONY: run test bench demo soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(VENV)/.installed $(VENV)/.installed-bench
 	$(BIN)/tidings bench http
 	$(BIN)/tidings bench ws
 	$(BIN)/tidings bench webhooks
+
+# Ten minutes of hostile clients beside ordinary publishes; prints a JSON summary.
+soak: $(VENV)/.installed-test
+	$(BIN)/python tests/support/soak.py --seconds $(or $(SOAK_SECONDS),600)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

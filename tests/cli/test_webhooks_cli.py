@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,47 @@ def test_serve_refuses_bad_webhook_settings(
     )
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
+
+
+async def test_human_output_has_no_reprs_nor_epoch_milliseconds(
+    whub: HubProcess, receiver: Receiver, http: aiohttp.ClientSession
+) -> None:
+    topics = [unique(), unique()]
+    created = await cli(whub, "webhooks", "create", receiver.url, "--topic", topics[0],
+                        "--topic", topics[1], "--type", "order.*")  # fmt: skip
+    text = created.stdout
+    assert "['" not in text and "{'" not in text, text
+    assert f"topics: {topics[0]}, {topics[1]}" in text
+    assert "types: order.*" in text
+    created_line = next(line for line in text.splitlines() if line.startswith("created:"))
+    # a local time, not 1796422373674
+    assert re.fullmatch(r"created: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", created_line), created_line
+    wh = next(line for line in text.splitlines() if line.startswith("id:")).split()[1]
+
+    receiver.answer = always(503, body=b"upstream is down for maintenance")
+    await publish(http, whub.base_url, topics[0], {"type": "order.placed"})
+    for _ in range(100):
+        page = await cli_json(whub, "webhooks", "attempts", wh)
+        if page["attempts"]:
+            break
+        await asyncio.sleep(0.1)
+    table = (await cli(whub, "webhooks", "attempts", wh)).stdout
+    assert "answer" in table and "upstream is down" in table, table
+    shown = (await cli(whub, "webhooks", "show", wh)).stdout
+    assert f"lag: {topics[0]}=" in shown and "['" not in shown
+    await cli(whub, "webhooks", "delete", wh)
+
+
+def test_the_id_column_is_never_cut_on_a_narrow_terminal(whub: HubProcess) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tidings", "webhooks", "create", "https://93.184.215.14/h",
+         "--topic", unique(), "--json", "--url", whub.base_url],
+        capture_output=True, text=True, timeout=60, env=hub_env(),
+    )  # fmt: skip
+    wh = json.loads(out.stdout)["id"]
+    narrow = subprocess.run(
+        [sys.executable, "-m", "tidings", "webhooks", "list", "--url", whub.base_url],
+        capture_output=True, text=True, timeout=60, env={**hub_env(), "COLUMNS": "80"},
+    )  # fmt: skip
+    assert wh in narrow.stdout
+    tidings(whub, "webhooks", "delete", wh)

@@ -77,6 +77,22 @@ async def test_subscribe_then_publish(hub: AsyncClient, topic: str) -> None:
         await anext(sub)
 
 
+async def test_leaving_early_with_a_backlog_closes_at_once(hub_url: str, topic: str) -> None:
+    # Unread frames used to hold the hub's close frame back: aclose() and the
+    # client's close() then waited out the WebSocket's 10 s close timeout.
+    async with AsyncClient(hub_url) as client:
+        await client.publish_many(
+            topic, [{"type": "n.made", "data": {"i": i, "pad": "x" * 300}} for i in range(3000)]
+        )
+        sub = client.subscribe(topic, start="earliest")
+        async for _ in sub:
+            break
+        await asyncio.sleep(0.3)  # the hub fills the socket meanwhile
+        started = asyncio.get_running_loop().time()
+    took = asyncio.get_running_loop().time() - started
+    assert took < 5, f"closing took {took:.1f} s"
+
+
 async def test_start_earliest_token_and_time(hub: AsyncClient, topic: str) -> None:
     await hub.publish_many(topic, [{"type": "a", "data": i} for i in range(3)])
     await asyncio.sleep(0.02)  # the log keeps append times in ms: keep clear of the cut's

@@ -87,6 +87,10 @@ def publish(
     _run(one() if type_ is not None else many())
 
 
+# How long a command waits for the hub to answer its first request.
+CONNECT_S = 10.0
+
+
 def _format_record(record: Any) -> str:
     """One line of rich markup: time, where, type, data (shortened)."""
     from rich.markup import escape
@@ -106,12 +110,20 @@ def _format_record(record: Any) -> str:
 def tail(
     topic: Annotated[str, typer.Argument(help="Topic to follow")],
     start: Annotated[
-        str, typer.Option("--from", help="earliest, latest, an offset or a position token")
+        str,
+        typer.Option(
+            "--from",
+            help="earliest, latest, a position token (0:15,1:7), or an offset with "
+            "--partition (a topic of one partition needs none)",
+        ),
     ] = "latest",
+    partition: Annotated[
+        int | None, typer.Option(min=0, help="Follow this partition only")
+    ] = None,
     types: Annotated[
         list[str] | None, typer.Option("--type", "-t", help="Type pattern (repeatable)")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Stop after this many records")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many records")] = None,
     url: Url = DEFAULT_URL,
     token: TokenOpt = None,
     json_out: JsonOpt = False,
@@ -122,15 +134,31 @@ def tail(
     async def go() -> int:
         console = _console()
         seen = 0
-        async with AsyncClient(url, token=token) as hub:
-            async for record in hub.subscribe(topic, types=types, start=start):
-                if json_out:
-                    _print_json(record.to_dict())
-                else:
-                    console.print(_format_record(record))
-                seen += 1
-                if limit is not None and seen >= limit:
-                    break
+        async with AsyncClient(url, token=token, timeout=CONNECT_S) as hub:
+            # Fail within seconds when the hub cannot be reached or the topic is not
+            # there, rather than reconnecting in silence.
+            info = await hub.topic(topic)
+            first: str | int = start
+            only = partition
+            if start.isdecimal():
+                if only is None and len(info["partitions"]) != 1:
+                    _fail(
+                        f"--from {start} is an offset: name its partition with --partition "
+                        f"({topic} has {len(info['partitions'])}), or give a position token"
+                    )
+                first, only = int(start), only or 0
+            sub = hub.subscribe(topic, types=types, start=first, partition=only)
+            try:
+                async for record in sub:
+                    if json_out:
+                        _print_json(record.to_dict())
+                    else:
+                        console.print(_format_record(record))
+                    seen += 1
+                    if limit is not None and seen >= limit:
+                        break
+            finally:
+                await sub.aclose()
         return 0
 
     _run(go())

@@ -1,6 +1,7 @@
 """The ``tidings`` command line. It imports the layers; nothing imports it."""
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -15,6 +16,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"tidings {version('tidings')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version"),
+    ] = None,
+) -> None:
+    """An event hub: durable event log, pub/sub, consumer groups, CloudEvents over HTTP."""
+
+
 app.add_typer(bench_app, name="bench")
 app.add_typer(webhooks_app, name="webhooks")
 

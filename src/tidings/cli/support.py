@@ -18,8 +18,33 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
+def hub_url(value: str) -> str:
+    """The ``--url`` as given, with ``http://`` put in front when it names no scheme."""
+    from urllib.parse import urlsplit
+
+    given = value.strip()
+    if "://" not in given:
+        given = "http://" + given
+    try:
+        parts = urlsplit(given)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise typer.BadParameter(
+            f"{value!r} is not a hub address: give HOST:PORT or http(s)://HOST:PORT"
+        )
+    return given.rstrip("/")
+
+
 Url = Annotated[
-    str, typer.Option("--url", envvar="TIDINGS_URL", help="The hub's address")
+    str,
+    typer.Option(
+        "--url",
+        envvar="TIDINGS_URL",
+        callback=hub_url,
+        help="The hub's address (http://HOST:PORT, or HOST:PORT)",
+    ),
 ]
 TokenOpt = Annotated[
     str | None, typer.Option("--token", envvar="TIDINGS_TOKEN", help="Bearer token")
@@ -44,6 +69,58 @@ def print_json(obj: Any) -> None:
 
 
 def console(stderr: bool = False) -> Any:
+    """A rich console; piped, it writes each line whole (no wrapping at 80 columns)."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=10_000)
+
+
+def local_time(ms: int | None) -> str:
+    """Epoch milliseconds as a local time, 24-hour clock; ``-`` for none."""
+    from datetime import datetime
+
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+# Fields of the hub's answers that hold epoch milliseconds.
+TIME_FIELDS = frozenset(
+    {"created", "last_success", "failing_since", "time", "expires", "previous_valid_until"}
+)
+
+
+def human(value: Any, key: str = "") -> str:
+    """One value of an answer as a person reads it: no reprs, times as local times."""
+    if key in TIME_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        return local_time(value)
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(human(v) for v in value) if value else "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={human(v, k)}" for k, v in value.items()) if value else "-"
+    return str(value)
+
+
+def show_fields(obj: dict[str, Any]) -> None:
+    """An answer as ``key: value`` lines; a nested object as indented lines of its own."""
+    from rich.markup import escape
+
+    out = console()
+    for key, value in obj.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            out.print(f"[bold]{escape(key)}[/bold]:")
+            for name, inner in value.items():
+                out.print(f"  {escape(str(name))}: {escape(human(inner))}")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            out.print(f"[bold]{escape(key)}[/bold]:")
+            for inner in value:
+                out.print(f"  - {escape(human(inner))}")
+        else:
+            out.print(f"[bold]{escape(key)}[/bold]: {escape(human(value, key))}")

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
-from tidings.cli.support import DEFAULT_URL, JsonOpt, TokenOpt, Url, console, print_json, run_async
+from tidings.cli.support import (
+    DEFAULT_URL,
+    JsonOpt,
+    TokenOpt,
+    Url,
+    console,
+    local_time,
+    print_json,
+    run_async,
+    show_fields,
+)
 
 webhooks_app = typer.Typer(
     help="Webhook endpoints: signed POSTs of every matching event, retried until a 2xx.",
@@ -15,12 +24,6 @@ webhooks_app = typer.Typer(
 )
 
 IdArg = Annotated[str, typer.Argument(help="The webhook's id (wh_…)")]
-
-
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _call(url: str, token: str | None, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -45,25 +48,39 @@ def _call(url: str, token: str | None, method: str, *args: Any, **kwargs: Any) -
 def _show(obj: Any, json_out: bool) -> None:
     if json_out:
         print_json(obj)
-        return
-    out = console()
-    for key, value in obj.items():
-        out.print(f"[bold]{key}[/bold]: {value}")
+    else:
+        show_fields(obj)
+
+
+def _table(*columns: str) -> Any:
+    """A table whose first column (the id one copies) is never cut or wrapped."""
+    from rich.table import Table
+
+    table = Table()
+    for i, name in enumerate(columns):
+        if i == 0:
+            table.add_column(name, no_wrap=True, overflow="ignore")
+        else:
+            table.add_column(name, overflow="fold")
+    return table
+
+
+def _one_line(text: str | None, width: int = 40) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 @webhooks_app.command("list")
 def list_(url: Url = DEFAULT_URL, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """List endpoints with their state."""
-    from rich.table import Table
-
     items = _call(url, token, "webhooks")
     if json_out:
         print_json(items)
         return
-    table = Table("id", "url", "topics", "state", "last success")
+    table = _table("id", "url", "topics", "state", "last success")
     for w in items:
         table.add_row(
-            w["id"], w["url"], ",".join(w["topics"]), w["state"], _when(w["last_success"])
+            w["id"], w["url"], ", ".join(w["topics"]), w["state"], local_time(w["last_success"])
         )
     console().print(table)
 
@@ -127,10 +144,15 @@ def update(
 
 
 @webhooks_app.command()
-def delete(id: IdArg, url: Url = DEFAULT_URL, token: TokenOpt = None) -> None:
+def delete(
+    id: IdArg, url: Url = DEFAULT_URL, token: TokenOpt = None, json_out: JsonOpt = False
+) -> None:
     """Delete an endpoint, its attempts log and its dead letters."""
     _call(url, token, "delete_webhook", id)
-    console().print(f"deleted {id}")
+    if json_out:
+        print_json({"id": id, "deleted": True})
+    else:
+        console().print(f"deleted {id}")
 
 
 @webhooks_app.command("rotate-secret")
@@ -154,19 +176,18 @@ def attempts(
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The attempts log, newest first."""
-    from rich.table import Table
-
+    """The attempts log, newest first, with the start of each answer."""
     page = _call(url, token, "webhook_attempts", id, status, limit)
     if json_out:
         print_json(page)
         return
-    table = Table("time", "event", "position", "try", "outcome", "status", "ms", "error")
+    table = _table("event", "time", "position", "try", "outcome", "status", "ms", "answer")
     for a in page["attempts"]:
         where = "-" if a["topic"] is None else f"{a['topic']}/{a['partition']}@{a['offset']}"
         table.add_row(
-            _when(a["time"]), a["msg_id"], where, str(a["attempt"]), a["outcome"],
-            str(a["status"] or "-"), f"{a['latency_ms']:.1f}", a["error"] or "",
+            a["msg_id"], local_time(a["time"]), where, str(a["attempt"]), a["outcome"],
+            str(a["status"] or "-"), f"{a['latency_ms']:.1f}",
+            _one_line(a["error"] or a["response"]),
         )  # fmt: skip
     console().print(table)
 
@@ -208,8 +229,6 @@ def dead_letters(
     json_out: JsonOpt = False,
 ) -> None:
     """Events whose attempts were all spent; --replay sends them again."""
-    from rich.table import Table
-
     if replay:
         _show(_call(url, token, "replay_webhook_dead_letters", id, only), json_out)
         return
@@ -217,10 +236,10 @@ def dead_letters(
     if json_out:
         print_json(page)
         return
-    table = Table("id", "time", "event", "position", "attempts", "reason", "replaying")
+    table = _table("id", "time", "event", "position", "attempts", "reason", "replaying")
     for d in page["dead_letters"]:
         table.add_row(
-            str(d["id"]), _when(d["time"]), d["msg_id"],
+            str(d["id"]), local_time(d["time"]), d["msg_id"],
             f"{d['topic']}/{d['partition']}@{d['offset']}", str(d["attempts"]), d["reason"],
             "yes" if d["replaying"] else "",
         )  # fmt: skip

@@ -16,6 +16,7 @@ and the hub closes with 4008, after which the subscription resumes where it was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -182,11 +183,23 @@ class LiveSubscription:
         return self._position
 
     async def aclose(self) -> None:
-        """End the iteration and close the socket (a normal close). Safe to call twice."""
+        """End the iteration and close the socket (a normal close). Safe to call twice.
+
+        Frames the hub sent before it saw the close are read and dropped meanwhile:
+        left unread, they would stop the hub's close frame behind them, and the
+        close would wait out its timeout.
+        """
         self._closed = True
         ws, self._ws = self._ws, None
-        if ws is not None:
+        if ws is None:
+            return
+        drain = asyncio.create_task(_discard(ws))
+        try:
             await ws.close()
+        finally:
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
 
     async def __aenter__(self) -> LiveSubscription:
         return self
@@ -305,6 +318,14 @@ class LiveSubscription:
             # Where "latest" or a time landed: a reconnect goes on from here.
             self._position = str(frame["resume"])
         return ws
+
+
+async def _discard(ws: websockets.ClientConnection) -> None:
+    """Read and drop frames until the connection closes."""
+    # Another task may be in recv() already (ConcurrencyError): then it drains.
+    with contextlib.suppress(Exception):
+        async for _ in ws:
+            pass
 
 
 def _frame_error(frame: Mapping[str, Any]) -> Exception:

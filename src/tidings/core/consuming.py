@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig
+from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig, internal_group
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, is_token
 from tidings.core.storage import Retention
@@ -47,6 +48,7 @@ class GroupOps:
     closing: bool
     _closing: asyncio.Event
     _group_changed: dict[tuple[str, str], asyncio.Event]
+    _redriving: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]
 
     def topic(self, name: str) -> Topic:
         raise NotImplementedError
@@ -143,6 +145,7 @@ class GroupOps:
             "delivered": g.delivered,
             "redelivered": g.redelivered,
             "dead_lettered": g.dead_lettered,
+            "internal": internal_group(name) is not None,  # the hub's own: read-only
         }
 
     async def fetch(
@@ -275,8 +278,20 @@ class GroupOps:
         (:func:`redrive_cursor`), so a second call sends only what was dead-lettered
         since. Each event goes back as it was published (same id, the ``dlq*``
         attributes removed) to the partition its key chooses, past the dedupe
-        window: a re-drive is asked for, not a producer's retry.
+        window: a re-drive is asked for, not a producer's retry. Re-drives of one
+        group take turns: a second call that came while one ran reads the cursor
+        the first one moved, so it sends nothing twice.
         """
+        self.group(topic_name, name)  # an unknown group is refused without waiting
+        key = (topic_name, name)
+        lock = self._redriving.get(key)
+        if lock is None:
+            # Kept while a call holds or waits on it (the local name), dropped after.
+            lock = self._redriving[key] = asyncio.Lock()
+        async with lock:
+            return await self._redrive(topic_name, name, max_records)
+
+    async def _redrive(self, topic_name: str, name: str, max_records: int) -> dict[str, Any]:
         topic, g = self.group(topic_name, name)
         target = g.config.dead_letter_topic or f"{topic_name}.dlq"
         dlq = self.topics.get(target)

@@ -31,10 +31,45 @@ import orjson
 
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import is_decimal
-from tidings.errors import BadRequest, StaleLease
+from tidings.errors import BadRequest, Forbidden, StaleLease
 
 ReadFn = Callable[[int, int, int], Sequence[tuple[int, int, bytes]]]
 """read(partition, offset, max_records) -> [(offset, timestamp_ms, payload)]"""
+
+# The hub's own groups, by the prefix of their name, and what keeps each: no client
+# reaches them (the server refuses every group route and WebSocket join), whatever
+# its token. A webhook's cursor is ``webhook.{id}`` (tidings.core.webhooks.config),
+# a re-drive cursor ``redrive.…`` (tidings.core.consuming.redrive_cursor); groups
+# the hub keeps for anything else (view processors) are named ``tidings.…``.
+INTERNAL_GROUP_PREFIXES: Mapping[str, str] = {
+    "webhook.": "a webhook's delivery cursor",
+    "redrive.": "a re-drive cursor",
+    "tidings.": "one of the hub's own groups",
+}
+
+
+def internal_group(name: str) -> str | None:
+    """What keeps the group ``name`` if it is one of the hub's own, else None."""
+    for prefix, what in INTERNAL_GROUP_PREFIXES.items():
+        if name.startswith(prefix):
+            return what
+    return None
+
+
+def check_client_group(name: str) -> None:
+    """Forbidden if ``name`` is in the hub's own namespace (:data:`INTERNAL_GROUP_PREFIXES`)."""
+    what = internal_group(name)
+    if what is None:
+        return
+    reserved = ", ".join(repr(p + "*") for p in INTERNAL_GROUP_PREFIXES)
+    detail = (
+        f"group {name!r} is {what}: the hub keeps it, and no client may use or change it"
+        f" (the names {reserved} are reserved)"
+    )
+    if name.startswith("webhook."):
+        detail += f"; see or replay the webhook at /v1/webhooks/{name.removeprefix('webhook.')}"
+    raise Forbidden(detail, group=name)
+
 
 # The lease of a record being appended to the dead-letter topic: never acked by a
 # client, never expiring; done only once that append is durable (settle()).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,9 @@ class Hub(PublishOps, GroupOps):
         self.metrics = Metrics()
         self._tasks: list[asyncio.Task[None]] = []
         self._group_changed: dict[tuple[str, str], asyncio.Event] = {}
+        self._redriving: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )  # one re-drive of a group at a time
         # dedupe key -> the append that carries it, until it is durable.
         self._appending: dict[str, _Claim] = {}
         self._deleting: set[str] = set()  # topics whose files are being removed

@@ -92,6 +92,10 @@ _MS_TEXT = {"type": "string", "pattern": r"^-?[0-9]{1,15}$", "description": "ms 
 _TIME = {"anyOf": [{"type": "string", "format": "date-time"}, _MS_TEXT]}
 _TOPIC = _param("topic", "path", _NAME, "Topic name")
 _GROUP = _param("group", "path", _NAME, "Consumer group name")
+# What a token needs on a group route; every group route answers 403 for the hub's own groups.
+_OWN_GROUPS = " Groups named webhook.*, redrive.* or tidings.* are the hub's own: 403 whatever the token, also on an open hub."
+_CONSUME = "Token scope: subscribe on the topic." + _OWN_GROUPS
+_MANAGE = "Token scope: manage on the topic." + _OWN_GROUPS
 
 
 def _body(schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
@@ -153,16 +157,16 @@ def spec() -> dict[str, Any]:
         },
         "/v1/topics/{topic}/groups/{group}": {
             "parameters": [_TOPIC, _GROUP],
-            "put": {"summary": "Create or configure a consumer group", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(*NAMED, *AUTH, *BODY, 409)}},
-            "get": {"summary": "Describe a group: lag, pending, redelivered, dead-lettered", "operationId": "getGroup", "responses": {"200": _json(_ref("Group")), **_problems(*NAMED, *AUTH)}},
-            "delete": {"summary": "Delete a group", "operationId": "deleteGroup", "responses": {"204": {"description": "Deleted"}, **_problems(*NAMED, *AUTH)}},
+            "put": {"summary": "Create or configure a consumer group", "description": _MANAGE + " Creating the topic too needs publish on it, and an explicit dead_letter_topic needs publish on that topic; the default {topic}.dlq is written by the hub on the group's behalf.", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(*NAMED, *AUTH, *BODY, 409)}},
+            "get": {"summary": "Describe a group: lag, pending, redelivered, dead-lettered", "description": _CONSUME, "operationId": "getGroup", "responses": {"200": _json(_ref("Group")), **_problems(*NAMED, *AUTH)}},
+            "delete": {"summary": "Delete a group", "description": _MANAGE, "operationId": "deleteGroup", "responses": {"204": {"description": "Deleted"}, **_problems(*NAMED, *AUTH)}},
         },
-        "/v1/groups": {"get": {"summary": "List the consumer groups of the topics the token may read", "operationId": "listGroups", "responses": {"200": _json(_object({"groups": {"type": "array", "items": _ref("Group")}}, "groups")), **_problems(401)}}},
+        "/v1/groups": {"get": {"summary": "List consumer groups", "description": "The groups of the topics the token may subscribe to, the hub's own among them marked internal (read-only).", "operationId": "listGroups", "responses": {"200": _json(_object({"groups": {"type": "array", "items": _ref("Group")}}, "groups")), **_problems(401)}}},
     }
     for op, (summary, body, ok) in group_ops.items():
         paths[f"/v1/topics/{{topic}}/groups/{{group}}/{op}"] = {
             "parameters": [_TOPIC, _GROUP],
-            "post": {"summary": summary, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(*NAMED, *AUTH, *BODY, 409)}},
+            "post": {"summary": summary, "description": _MANAGE + (" Re-driving publishes on the topic: it needs publish there too." if op == "redrive" else "") if op in ("seek", "redrive") else _CONSUME, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(*NAMED, *AUTH, *BODY, 409)}},
         }
     paths.update(_webhook_paths())
     return {
@@ -170,7 +174,7 @@ def spec() -> dict[str, Any]:
         "info": {"title": "tidings", "version": version("tidings"), "description": "An event hub: durable event log, pub/sub with consumer groups, CloudEvents over HTTP."},
         "servers": [{"url": "/"}],
         "paths": paths,
-        "components": {"schemas": _schemas(), "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": _schemas(), "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "With tokens configured: each token's scopes are topic patterns for publish, subscribe and manage (consumer groups), or admin (everything)."}}},
         "security": [{}, {"bearer": []}],
     }
 
@@ -217,7 +221,7 @@ def _schemas() -> dict[str, Any]:
         "TopicConfig": _object({"partitions": {"type": "integer", "minimum": 1, "maximum": 1024}, "retention": _ref("Retention")}),
         "Topic": {"type": "object", "required": ["name", "partitions", "retention"], "properties": {"name": {"type": "string"}, "partitions": {"type": "array", "items": {"type": "object", "properties": {"partition": {"type": "integer"}, "first_offset": {"type": "integer"}, "next_offset": {"type": "integer"}, "events": {"type": "integer"}, "bytes": {"type": "integer"}}}}, "retention": {"type": "object", "properties": {"max_age": {"type": ["number", "null"], "description": "seconds"}, "max_bytes": {"type": ["integer", "null"]}}}, "events": {"type": "integer"}, "bytes": {"type": "integer"}}},
         "GroupConfig": _object({"start": {"enum": ["earliest", "latest"]}, "ack_wait": _POSITIVE_DURATION, "max_deliver": {"type": "integer", "minimum": 1, "maximum": (1 << 63) - 1}, "dead_letter_topic": _nullable(_NAME), "ordering": {"enum": ["none", "key"]}, "types": _TYPES}),
-        "Group": {"type": "object", "required": ["topic", "name", "config"], "properties": {"topic": {"type": "string"}, "name": {"type": "string"}, "config": {"type": "object", "properties": {"start": {"enum": ["earliest", "latest"]}, "ack_wait": {"type": "number", "description": "seconds"}, "max_deliver": {"type": "integer"}, "dead_letter_topic": {"type": ["string", "null"]}, "ordering": {"enum": ["none", "key"]}, "types": {"type": "array", "items": {"type": "string"}}}}, "partitions": {"type": "array", "items": {"type": "object"}}, "lag": {"type": "integer"}, "pending": {"type": "integer"}, "delivered": {"type": "integer"}, "redelivered": {"type": "integer"}, "dead_lettered": {"type": "integer"}}},
+        "Group": {"type": "object", "required": ["topic", "name", "config"], "properties": {"topic": {"type": "string"}, "name": {"type": "string"}, "config": {"type": "object", "properties": {"start": {"enum": ["earliest", "latest"]}, "ack_wait": {"type": "number", "description": "seconds"}, "max_deliver": {"type": "integer"}, "dead_letter_topic": {"type": ["string", "null"]}, "ordering": {"enum": ["none", "key"]}, "types": {"type": "array", "items": {"type": "string"}}}}, "partitions": {"type": "array", "items": {"type": "object"}}, "lag": {"type": "integer"}, "pending": {"type": "integer"}, "delivered": {"type": "integer"}, "redelivered": {"type": "integer"}, "dead_lettered": {"type": "integer"}, "internal": {"type": "boolean", "description": "one of the hub's own groups (webhook.*, redrive.*, tidings.*): listed read-only, refused by every group route and WebSocket join"}}},
         "SeekTarget": {"anyOf": [{"enum": ["earliest", "latest"]}, {"type": "string", "pattern": _TOKEN_PATTERN, "description": "position token"}, *_TIME["anyOf"], {**_INT64, "description": "ms since the epoch"}, _object({"partition": _COUNT, "offset": _COUNT}, "partition", "offset"), _object({"time": _TIME}, "time")]},
     }
 
