@@ -2,7 +2,10 @@
 
 The hub pumps each :class:`~tidings.core.groups.ConsumerGroup`: it reads the
 log for it, waits for new records, appends its dead letters, and saves its
-positions after every change. :class:`Hub` takes these methods from
+durable state (positions, delivery counts, due times) once per fetch that
+leases, before answering it, and before it applies an ack, nack or seek: a
+save that fails (a full disk) answers 503 with nothing changed, so a retry
+once there is room succeeds. :class:`Hub` takes these methods from
 :class:`GroupOps`.
 """
 
@@ -22,7 +25,7 @@ from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, is_token
 from tidings.core.storage import Retention
-from tidings.errors import BadPosition, BadRequest, GroupNotFound
+from tidings.errors import BadPosition, BadRequest, GroupNotFound, StorageUnavailable
 
 if TYPE_CHECKING:
     from tidings.core.hub import Topic
@@ -95,8 +98,8 @@ class GroupOps:
         else:
             start = {i: p.start_offset for i, p in enumerate(topic.partitions)}
         group = ConsumerGroup(topic_name, name, config, {p: (o, []) for p, o in start.items()})
-        topic.groups[name] = group
         self.storage.save_positions(topic_name, name, group.positions())
+        topic.groups[name] = group
         return group, True
 
     def _fill_positions(self, topic: Topic, group: ConsumerGroup) -> None:
@@ -176,8 +179,23 @@ class GroupOps:
             now = self.clock.time_ms()
             out, dead = g.fetch(now, max_records, read, types)
             if dead:
-                await self._dead_letter(topic, g, dead)
-                self.storage.save_positions(topic_name, name, g.positions())
+                try:
+                    await self._dead_letter(topic, g, dead)
+                except StorageUnavailable as exc:
+                    # Due again: the next fetch or sweep copies them. The leases
+                    # still go out if their save below succeeds.
+                    logger.warning("dead letters of %s/%s wait: %s", topic_name, name, exc)
+                except BaseException:
+                    g.unlease(out)
+                    raise
+            if out or dead:
+                # One save per fetch, before its leases go out: delivery counts
+                # outlive a restart, so max_deliver holds across any number of them.
+                try:
+                    self.storage.save_positions(topic_name, name, g.positions())
+                except BaseException:
+                    g.unlease(out)
+                    raise
             remaining = deadline - loop.time()
             if out or remaining <= 0 or self.closing:
                 self.metrics.delivered(topic_name, len(out))
@@ -206,8 +224,9 @@ class GroupOps:
 
     async def ack(self, topic_name: str, name: str, leases: Sequence[str]) -> int:
         _, g = self.group(topic_name, name)
-        n = g.ack(_leases(leases))
-        self.storage.save_positions(topic_name, name, g.positions())
+        positions, acked = g.ack_positions(_leases(leases))
+        self.storage.save_positions(topic_name, name, positions)
+        n = g.ack(acked)
         # An ack may free a key that ordering=key held back: wake waiting fetches.
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
@@ -215,14 +234,30 @@ class GroupOps:
         return n
 
     async def nack(
-        self, topic_name: str, name: str, leases: Sequence[str], delay_ms: int = 0
+        self,
+        topic_name: str,
+        name: str,
+        leases: Sequence[str],
+        delay_ms: int = 0,
+        unsent: bool = False,
     ) -> int:
+        """Make leased records due after ``delay_ms``; ``unsent``: they were released
+        without being handed to anyone, so the delivery does not count."""
         topic, g = self.group(topic_name, name)
         leases = _leases(leases)
-        dead = g.nack(leases, self.clock.time_ms(), delay_ms)
+        now = self.clock.time_ms()
+        self.storage.save_positions(
+            topic_name, name, g.nack_positions(leases, now, delay_ms, unsent)
+        )
+        dead = g.nack(leases, now, delay_ms, unsent)
         if dead:
-            await self._dead_letter(topic, g, dead)
-        self.storage.save_positions(topic_name, name, g.positions())
+            # The nack stands (it is saved): a dead letter that cannot be copied now
+            # is due again, and the next fetch or sweep copies it.
+            try:
+                await self._dead_letter(topic, g, dead)
+                self.storage.save_positions(topic_name, name, g.positions())
+            except StorageUnavailable as exc:
+                logger.warning("dead letters of %s/%s wait: %s", topic_name, name, exc)
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
             ev.set()
@@ -262,8 +297,8 @@ class GroupOps:
                 '{"partition": p, "offset": o}',
                 field="to",
             )
+        self.storage.save_positions(topic_name, name, g.positions(reset=pos))
         g.seek(pos)
-        self.storage.save_positions(topic_name, name, g.positions())
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
             ev.set()
@@ -354,13 +389,39 @@ class GroupOps:
                 dlqdeliveries=d.deliveries,
             )
             payloads.append(orjson.dumps(event))
+        # Saved first, with where the copies will land: a crash after the append
+        # finds them there at start-up and does not copy them twice.
+        g.mark_dead_letters(dead, dlq.partitions[0].end_offset)
         try:
+            self.storage.save_positions(topic.name, g.name, g.positions())
             await dlq.partitions[0].append(payloads)
         except BaseException:
             g.unsettle(dead)  # due again: the next fetch or sweep tries once more
             raise
         g.settle(dead)  # only now, so that no saved position passes an event not yet copied
         self.metrics.dead_lettered(topic.name, len(payloads))
+
+
+def find_dead_letters(topic: Topic, g: ConsumerGroup, dlq: Topic | None) -> None:
+    """At start-up: tell ``g`` which records it was copying to ``dlq`` when the hub
+    stopped are there (done), so that no record is dead-lettered twice."""
+    since = g.dying_since()
+    if since is None:
+        return
+    copied: set[tuple[int, int]] = set()
+    if dlq is not None:
+        part = dlq.partitions[0]
+        offset = max(since, part.start_offset)
+        while offset < part.end_offset:
+            batch = part.read(offset, 1000)
+            if not batch:
+                break
+            for _, _, payload in batch:
+                event = orjson.loads(payload)
+                if event.get("dlqtopic") == topic.name and event.get("dlqgroup") == g.name:
+                    copied.add((event.get("dlqpartition"), event.get("dlqoffset")))
+            offset = batch[-1][0] + 1
+    g.dead_lettered_before(copied)
 
 
 def redrive_cursor(topic: str, group: str, dead_letter_topic: str) -> str:

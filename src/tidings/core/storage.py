@@ -37,6 +37,9 @@ class PartitionStore(Protocol):
       :class:`~tidings.errors.OffsetOutOfRange`.
     - ``apply_retention`` removes records from the start only, moving
       ``start_offset`` on; it never changes a record that stays.
+    - ``failure`` says why appends are refused (a write that failed: a full
+      disk); None when they are taken. A failed partition still serves reads,
+      and heals by itself once the cause goes: no restart.
     """
 
     @property
@@ -45,6 +48,8 @@ class PartitionStore(Protocol):
     def end_offset(self) -> int: ...
     @property
     def size_bytes(self) -> int: ...
+    @property
+    def failure(self) -> str | None: ...
 
     def append(
         self, payloads: Sequence[bytes], timestamp_ms: int | None = None

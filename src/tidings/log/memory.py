@@ -33,6 +33,10 @@ class MemoryPartition:
     def size_bytes(self) -> int:
         return sum(len(r[2]) for r in self._records)
 
+    @property
+    def failure(self) -> str | None:
+        return None  # memory does not fill up the way a disk does
+
     def append(
         self, payloads: Sequence[bytes], timestamp_ms: int | None = None
     ) -> asyncio.Future[int]:

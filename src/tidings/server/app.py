@@ -140,6 +140,14 @@ class Api:
     async def readyz(self, request: Request) -> Response:
         if self.hub.closing:
             raise StorageUnavailable("the hub is shutting down")
+        failed = self.hub.failed_partitions()
+        if failed:
+            topic, p, why = failed[0]
+            raise StorageUnavailable(
+                f"{len(failed)} partition(s) refuse appends until they heal; "
+                f"{topic}/{p}: {why}",
+                failed=[{"topic": t, "partition": i} for t, i, _ in failed[:100]],
+            )
         return _json({"status": "ready", "topics": len(self.hub.topics)})
 
     async def metrics(self, request: Request) -> Response:

@@ -26,7 +26,7 @@ PROBLEM_TEXT = {
     413: "Event or request too large",
     415: "Unsupported content type",
     422: "Invalid event",
-    503: "Storage unavailable or shutting down",
+    503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After) or shutting down",
 }
 AUTH = (401, 403)  # any operation behind a token
 BODY = (400, 413)  # any operation that reads a request body
@@ -116,7 +116,7 @@ def spec() -> dict[str, Any]:
     html_page = {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": _json(status)}}},
-        "/readyz": {"get": {"summary": "Readiness", "operationId": "readyz", "responses": {"200": _json(status), **_problems(503)}}},
+        "/readyz": {"get": {"summary": "Readiness: 503 while shutting down or while a partition refuses appends (a full disk)", "operationId": "readyz", "responses": {"200": _json(status), **_problems(503)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (admin)", "operationId": "metrics", "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_problems(*AUTH)}}},
         "/openapi.json": {"get": {"summary": "This OpenAPI document", "operationId": "openapi", "responses": {"200": _json({"type": "object"})}}},
         "/asyncapi.json": {"get": {"summary": "An AsyncAPI 3.0 document: each topic and the event types it has carried", "operationId": "asyncapi", "responses": {"200": _json({"type": "object"}), **_problems(*AUTH)}}},
@@ -166,7 +166,7 @@ def spec() -> dict[str, Any]:
     for op, (summary, body, ok) in group_ops.items():
         paths[f"/v1/topics/{{topic}}/groups/{{group}}/{op}"] = {
             "parameters": [_TOPIC, _GROUP],
-            "post": {"summary": summary, "description": _MANAGE + (" Re-driving publishes on the topic: it needs publish there too." if op == "redrive" else "") if op in ("seek", "redrive") else _CONSUME, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(*NAMED, *AUTH, *BODY, 409)}},
+            "post": {"summary": summary, "description": _MANAGE + (" Re-driving publishes on the topic: it needs publish there too." if op == "redrive" else "") if op in ("seek", "redrive") else _CONSUME, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(*NAMED, *AUTH, *BODY, 409, 503)}},
         }
     paths.update(_webhook_paths())
     return {
