@@ -315,6 +315,9 @@ async def test_wrong_method_is_a_405_problem(hub: HubProcess, http: Session) -> 
         ({"from": "999", "partition": "1"}, "from"),
         ({"partition": "3"}, "partition"),
         ({"partition": "x"}, "partition"),
+        ({"partition": ""}, "partition"),  # empty is not absent
+        ({"limit": ""}, "limit"),
+        ({"wait": ""}, "wait"),
         ({"from_time": "last week"}, "from_time"),
         ({"from_time": "0", "from": "earliest"}, "from_time"),
         ({"limit": "0"}, "limit"),

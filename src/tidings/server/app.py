@@ -141,7 +141,7 @@ class Api:
             raise BadRequest(f"malformed JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise BadRequest("request body must be a JSON object")
-        return obj
+        return _whole_numbers(obj)  # type: ignore[no-any-return]
 
     # -- operations ------------------------------------------------------------------
 
@@ -437,6 +437,17 @@ async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes:
 # -- request parsing helpers ------------------------------------------------------------
 
 
+def _whole_numbers(value: Any) -> Any:
+    """``3.0`` as ``3``: JSON has one number type and JSON Schema counts both as integers."""
+    if type(value) is float and value.is_integer() and -(2**63) <= value < 2**63:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
 def _only(obj: Any, allowed: set[str]) -> None:
     unknown = sorted(set(obj.keys()) - allowed)
     if unknown:
@@ -446,7 +457,7 @@ def _only(obj: Any, allowed: set[str]) -> None:
 
 
 def _opt_int(raw: str | None, field: str) -> int | None:
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if not is_decimal(raw):
         raise BadRequest(f"{field} must be a non-negative integer, not {raw!r}", field=field)
@@ -454,7 +465,7 @@ def _opt_int(raw: str | None, field: str) -> int | None:
 
 
 def _opt_seconds(raw: str | None, field: str) -> float:
-    if raw is None or raw == "":
+    if raw is None:
         return 0.0
     return parse_duration_ms(raw, field) / 1000
 

@@ -35,6 +35,7 @@ MAX_CONCURRENCY = 1000
 MIN_RATE_LIMIT = 0.001
 MAX_RATE_LIMIT = 100_000
 DEFAULT_ROTATION_GRACE_MS = 86_400_000
+MAX_ROTATION_GRACE_MS = 30 * 86_400_000
 Ordering = Literal["none", "key"]
 
 
@@ -180,8 +181,12 @@ def parse_grace_ms(body: Mapping[str, Any]) -> int:
         raise BadRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
     if "grace" not in body:
         return DEFAULT_ROTATION_GRACE_MS
-    grace = parse_duration_ms(body["grace"], "grace")
-    if grace > 30 * 86_400_000:
+    raw = body["grace"]
+    grace = parse_duration_ms(raw, "grace")
+    # A number is checked before it is cut to whole ms: 2592000.0001 s is over the limit.
+    if grace > MAX_ROTATION_GRACE_MS or (
+        isinstance(raw, float) and raw * 1000 > MAX_ROTATION_GRACE_MS
+    ):
         raise BadRequest("grace must be at most 30 days", field="grace")
     return grace
 

@@ -322,7 +322,10 @@ class WebhookService:
             if t not in self.hub.topics:
                 continue  # deleted: nothing of it to deliver again
             await self.follow(ep, t)
-            pos = await self.hub.seek(t, ep.group, target)
+            try:
+                pos = await self.hub.seek(t, ep.group, target)
+            except BadPosition as exc:  # the hub names its own parameter, from
+                raise type(exc)(exc.detail, **{**exc.fields, "field": "since"}) from None
             moved[t] = ",".join(f"{p}:{o}" for p, o in sorted(pos.items()))
         d = self.dispatchers.get(id)
         if d is not None:
@@ -346,7 +349,9 @@ class WebhookService:
         ids = body.get("ids")
         if ids is not None and (
             not isinstance(ids, list)
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+            or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1 << 63 for i in ids
+            )
         ):
             raise BadRequest("ids must be a list of dead-letter ids", field="ids")
         n = self.store.mark_replaying(id, ids)
