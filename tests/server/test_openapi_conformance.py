@@ -253,6 +253,7 @@ def _describe(case: Any, response: Any) -> str:
     body = response.content[:300].decode(errors="replace")
     return (
         f"    {case.method} {case.formatted_path} query={case.query} headers={case.headers} "
-        f"body={str(case.body)[:300]}\n    -> {response.status_code} "
+        f"media_type={case.media_type} body={str(case.body)[:300]}\n"
+        f"    generated as: {str(getattr(case, 'meta', None))[:300]}\n    -> {response.status_code} "
         f"{response.headers.get('content-type')}: {body}"
     )

@@ -59,14 +59,16 @@ class TypeFilter:
     __slots__ = ("_exact", "_root", "patterns")
 
     def __init__(self, patterns: Iterable[str] = (), *, limit: int | None = None) -> None:
-        self.patterns = tuple(p for p in patterns if p)
-        if limit is not None and len(self.patterns) > limit:
+        given = tuple(patterns)
+        # Counted as given, empty ones too: the limit bounds what a request may send.
+        if limit is not None and len(given) > limit:
             raise BadRequest(
-                f"{len(self.patterns)} type patterns is over the limit of {limit} "
+                f"{len(given)} type patterns is over the limit of {limit} "
                 "(max_type_patterns)",
                 field="types",
                 limit=limit,
             )
+        self.patterns = tuple(p for p in given if p)
         self._exact = frozenset(p for p in self.patterns if "*" not in p and ">" not in p)
         self._root: _Node | None = None
         for p in self.patterns:

@@ -239,6 +239,9 @@ def _browser_refusals(paths: dict[str, Any]) -> None:
                 codes = (403, 415) if method in ("post", "put", "patch") else (403,)
                 for code in codes:
                     op["responses"].setdefault(str(code), _problems(code)[str(code)])
+            if method == "post" and "requestBody" in op:
+                # A POST needs a JSON content type even with nothing to say: send {}.
+                op["requestBody"] = {**op["requestBody"], "required": True}
 
 
 _WEBHOOK = _param("id", "path", {"type": "string"}, "Webhook id (wh_...)")
