@@ -254,6 +254,7 @@ def _describe(case: Any, response: Any) -> str:
     return (
         f"    {case.method} {case.formatted_path} query={case.query} headers={case.headers} "
         f"media_type={case.media_type} body={str(case.body)[:300]}\n"
-        f"    generated as: {str(getattr(case, 'meta', None))[:300]}\n    -> {response.status_code} "
+        f"    generated as: {str(getattr(case, 'meta', None))[:300]}\n"
+        f"    -> {response.status_code} "
         f"{response.headers.get('content-type')}: {body}"
     )
