@@ -12,6 +12,7 @@ repeats exactly.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -171,14 +172,31 @@ def test_the_served_document_is_valid_openapi(conformance_hub: HubProcess) -> No
 
 def _tame(case: Any, dead_url: str) -> None:
     """Keep a request off the network and short: webhook URLs go to a dead loopback port,
-    long polls do not wait (the document allows up to a minute)."""
+    long polls do not wait (the document allows up to a minute).
+
+    Only values the document allows are changed: an invalid one (a negative case)
+    stays as generated, or the case would no longer be the invalid request it is.
+    """
     if isinstance(case.body, dict):
-        if isinstance(case.body.get("url"), str):
+        url = case.body.get("url")
+        if isinstance(url, str) and len(url) <= 2048 and _HTTP_URL.match(url):
             case.body["url"] = dead_url
-        if "wait" in case.body:
+        if "wait" in case.body and _valid_wait(case.body["wait"]):
             case.body["wait"] = 0
-    if case.query and "wait" in case.query:
+    if case.query and "wait" in case.query and _valid_wait(case.query["wait"]):
         case.query["wait"] = "0"
+
+
+_HTTP_URL = re.compile(r"^[Hh][Tt][Tt][Pp][Ss]?://[^@#]+$")
+_WAIT_TEXT = re.compile(r"^(0|[1-9][0-9]{0,3})(\.[0-9]{1,3})?(ms|s|m|h|d)?$")
+
+
+def _valid_wait(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return 0 <= value <= 3153600000
+    return isinstance(value, str) and _WAIT_TEXT.match(value) is not None
 
 
 @pytest.mark.timeout(120)
