@@ -4,6 +4,7 @@
 - ``segment``, ``partition``: one segment file; one partition's segments, its
   writer (group commit) and readers, rolling and retention.
 - ``recovery``: checking the active segment at open and cutting a torn tail.
+- ``damage``: telling damage from a torn tail, stepping over it, its record.
 - ``memory``: the same interface in memory, for tests of the layers above.
 
 Imports only :mod:`tidings.errors`. Imported by ``core`` (through the

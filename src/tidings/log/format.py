@@ -33,8 +33,10 @@ The ``.timeindex`` file holds 12-byte entries ``(i64 max_ts, u32 relative_offset
 written beside the offset entries. Indexes are caches, never the truth:
 recovery rebuilds any that fail a sanity check, from the ``.log``.
 
-A torn or corrupt tail cut off by recovery is kept beside its segment as
-``<base>.log.cut-<position>``.
+A torn tail (a bad batch with no good batch after it) cut off by recovery is
+kept beside its segment as ``<base>.log.cut-<position>``. A bad batch with good
+batches after it is damage: it stays in place and is recorded in the partition's
+``damage.json`` (see :mod:`tidings.log.damage`).
 """
 
 from __future__ import annotations

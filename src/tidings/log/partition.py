@@ -12,6 +12,7 @@ reader ever sees a record that a crash could take back.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from bisect import bisect_right
@@ -21,9 +22,13 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
+from tidings.log import damage as damage_record
 from tidings.log import format as fmt
+from tidings.log.damage import Damage
 from tidings.log.recovery import RecoveryReport, recover_active, recover_sealed
 from tidings.log.segment import Segment, fsync_dir
+
+logger = logging.getLogger("tidings.log")
 
 LogRecord = tuple[int, int, bytes]
 """(offset, timestamp in ms, payload)"""
@@ -136,6 +141,7 @@ class PartitionLog:
         self._closing = False
         self._failed: BaseException | None = None
         self.dirty = False  # written since the last fsync
+        self._damage: list[Damage] = []
 
     # -- opening -----------------------------------------------------------------
 
@@ -162,7 +168,47 @@ class PartitionLog:
         log._segments = segments
         log._bases = bases
         log._next_offset = log._end_offset = segments[-1].next_offset
+        log._track_damage()
         return log
+
+    # -- damage ------------------------------------------------------------------
+
+    def _track_damage(self) -> None:
+        """Merge the damage recovery found with the record on disk; hear of new damage."""
+        names = {seg.path.name for seg in self._segments}
+        known = [d for d in damage_record.load(self.directory) if d.segment in names]
+        found = [d for seg in self._segments for d in seg.damage.values()]
+        self._damage = damage_record.merge(known, found)
+        if self._damage != known:
+            damage_record.save(self.directory, self._damage)
+        for seg in self._segments:
+            seg.on_damage = self._damage_found
+
+    def _damage_found(self, damage: Damage) -> None:
+        """A read stepped over damage: name it, log it and keep the record."""
+        logger.error(
+            "damage in %s at byte %d (%s): offsets %d to %d skipped",
+            self.directory / damage.segment, damage.position, damage.why,
+            damage.first_offset, damage.end_offset - 1,
+        )
+        self._damage = damage_record.merge(self._damage, [damage])
+        try:
+            damage_record.save(self.directory, self._damage)
+        except OSError:
+            logger.exception("could not record the damage in %s", self.directory)
+
+    @property
+    def damage(self) -> list[Damage]:
+        """The known bad ranges of this partition's segments, in offset order."""
+        return list(self._damage)
+
+    def _forget_damage(self) -> None:
+        """Retention removed segments: their damage goes with them."""
+        names = {seg.path.name for seg in self._segments}
+        kept = [d for d in self._damage if d.segment in names]
+        if kept != self._damage:
+            self._damage = kept
+            damage_record.save(self.directory, kept)
 
     # -- positions ---------------------------------------------------------------
 
@@ -284,6 +330,7 @@ class PartitionLog:
         old = self._segments[-1]
         old.seal()
         seg = Segment(self.directory, old.next_offset, index_interval=self.config.index_interval)
+        seg.on_damage = self._damage_found
         seg.open_indexes_for_append()
         fsync_dir(self.directory)
         self._segments.append(seg)
@@ -450,4 +497,5 @@ class PartitionLog:
             removed += 1
         if removed:
             fsync_dir(self.directory)
+            self._forget_damage()
         return removed

@@ -1,14 +1,19 @@
 """Start-up recovery, after Kafka's ``LogSegment.recover()`` and ZODB's side files.
 
 The active (last) segment is checked batch by batch: length, framing, CRC and
-offset continuity. The first bad batch and everything after it is a torn or
-corrupt tail: those bytes are copied to ``<base>.log.cut-<position>`` beside the
-segment, fsynced, and the segment is truncated to its last good batch. Indexes
-are rebuilt from what remains.
+offset continuity. A bad batch with a good batch somewhere after it is damage
+(:mod:`tidings.log.damage`): it stays in place, its offsets are reported as a
+:class:`~tidings.log.damage.Damage`, and the scan goes on from the good batch,
+so acknowledged records after it are kept and the next append continues after
+the highest offset any good batch holds. A bad batch with no good batch after
+it is a torn tail, the unfinished last write: those bytes are copied to
+``<base>.log.cut-<position>`` beside the segment, fsynced, and the segment is
+truncated to its last good batch. Indexes are rebuilt from what remains.
 
 A sealed segment was fsynced whole when it rolled, so a bad batch inside it is
-damage, not a torn write: it is never cut. Recovery reports it with file and
-position, and reads that reach it raise :class:`~tidings.errors.CorruptLog`.
+damage, never a torn write: it is never cut. When its indexes must be rebuilt,
+recovery scans it the same way and reports the damage; otherwise reads find it
+(see :meth:`~tidings.log.segment.Segment.read`) and step over it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from tidings.log.damage import Damage, find_next_batch
 from tidings.log.segment import Segment, fsync_dir
 
 logger = logging.getLogger("tidings.log")
@@ -30,27 +36,62 @@ class RecoveryReport:
     """(file, position, bytes cut, why) for each tail cut off."""
     corrupt: list[tuple[str, int, str]] = field(default_factory=list)
     """(file, position, why) for damage inside a sealed segment."""
+    damaged: list[Damage] = field(default_factory=list)
+    """Every bad range with good batches after it (or in a sealed segment), kept in place."""
     rebuilt_indexes: list[str] = field(default_factory=list)
 
 
-def _rebuild(segment: Segment) -> tuple[int | None, str]:
+def _rebuild(
+    segment: Segment, report: RecoveryReport, limit: int | None = None
+) -> tuple[int | None, str]:
     """Scan ``segment`` from the start, re-noting every good batch.
 
-    Returns the position and reason of the first bad batch, or (None, "").
+    Damage with a good batch after it is noted and stepped over. Returns the
+    position and reason of a bad batch with no good batch after it (a torn
+    tail), or (None, ""). ``limit`` is the segment's end offset, when sealed.
     """
     segment.reset_indexes()
-    for position, header, why in segment.scan(0):
-        if header is None:
-            return position, why
-        segment.note_batch(
-            position, header.base_offset, header.count, header.first_ts, header.last_ts, header.size
-        )
-    return None, ""
+    position, expected = 0, segment.base_offset
+    while True:
+        bad: tuple[int, str] | None = None
+        for at, header, why in segment.scan(position, expected):
+            if header is None:
+                bad = at, why
+                break
+            segment.note_batch(
+                at, header.base_offset, header.count, header.first_ts, header.last_ts, header.size
+            )
+            expected = header.next_offset
+        if bad is None:
+            return None, ""
+        found = _step_over(segment, bad[0], expected, bad[1], limit, report)
+        if found is None:
+            return bad
+        position, expected = found
+
+
+def _step_over(
+    segment: Segment, bad: int, expected: int, why: str, limit: int | None, report: RecoveryReport
+) -> tuple[int, int] | None:
+    """Note the damage at ``bad`` if a good batch follows; (its position, its base offset)."""
+    found = find_next_batch(segment.fd, bad, segment.size, expected, limit)
+    if found is None:
+        return None
+    at, header = found
+    damage = Damage(segment.path.name, bad, at - bad, expected, header.base_offset, why)
+    segment.note_damage(damage)
+    report.damaged.append(damage)
+    logger.error(
+        "damage in %s at byte %d (%s): offsets %d to %d lost, %d bytes skipped; "
+        "the good batches after it are kept",
+        segment.path, bad, why, expected, header.base_offset - 1, at - bad,
+    )
+    return at, header.base_offset
 
 
 def recover_active(segment: Segment, report: RecoveryReport) -> None:
     """Check the last segment whole and cut a torn or corrupt tail."""
-    bad, why = _rebuild(segment)
+    bad, why = _rebuild(segment, report)
     if bad is not None:
         cut = segment.size - bad
         side = segment.path.with_name(f"{segment.path.name}.cut-{bad}")
@@ -78,14 +119,20 @@ def recover_sealed(segment: Segment, next_offset: int, report: RecoveryReport) -
     if segment.load_indexes(next_offset):
         segment.sealed = True
         return
-    bad, why = _rebuild(segment)
+    bad, why = _rebuild(segment, report, next_offset)
     if bad is None and segment.next_offset != next_offset:
         bad = segment.size
         why = f"ends at offset {segment.next_offset}, next segment starts at {next_offset}"
     if bad is not None:
-        segment.next_offset = next_offset
-        report.corrupt.append((str(segment.path), bad, why))
-        logger.error("corrupt sealed segment %s at byte %d: %s", segment.path, bad, why)
+        lost = Damage(
+            segment.path.name, bad, segment.size - bad, segment.next_offset, next_offset, why
+        )
+        segment.note_damage(lost)
+        report.damaged.append(lost)
+        logger.error("damage in sealed segment %s at byte %d: %s", segment.path, bad, why)
+    for damage in segment.damage.values():
+        report.corrupt.append((str(segment.path), damage.position, damage.why))
+    segment.next_offset = next_offset
     segment.open_indexes_for_append()
     segment.seal()
     report.rebuilt_indexes.append(str(segment.index_path))
