@@ -20,6 +20,7 @@ import orjson
 from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, is_token
+from tidings.core.skipping import Skipped, read_past_damage
 from tidings.core.storage import Retention
 from tidings.errors import BadPosition, BadRequest, GroupNotFound
 
@@ -143,6 +144,11 @@ class GroupOps:
             "delivered": g.delivered,
             "redelivered": g.redelivered,
             "dead_lettered": g.dead_lettered,
+            "skipped_events": g.skipped_events,
+            "skipped": [
+                {"partition": p, "from": first, "to": end, "why": why}
+                for p, first, end, why in g.skipped
+            ],
         }
 
     async def fetch(
@@ -163,15 +169,22 @@ class GroupOps:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
 
+        skipped: list[Skipped] = []
+
         def read(p: int, offset: int, n: int) -> list[tuple[int, int, bytes]]:
             part = topic.partitions[p]
             if offset >= part.end_offset:
                 return []
-            return part.read(max(offset, part.start_offset), n)
+            got, _, lost = read_past_damage(part, p, max(offset, part.start_offset), n)
+            skipped.extend(lost)
+            return got
 
         while True:
             now = self.clock.time_ms()
             out, dead = g.fetch(now, max_records, read, types)
+            if skipped:
+                self._skip_damage(topic, g, skipped)
+                skipped.clear()
             if dead:
                 await self._dead_letter(topic, g, dead)
                 self.storage.save_positions(topic_name, name, g.positions())
@@ -200,6 +213,21 @@ class GroupOps:
             for w in rest:
                 w.cancel()
             topic, g = self.group(topic_name, name)
+
+    def _skip_damage(self, topic: Topic, g: ConsumerGroup, skipped: list[Skipped]) -> None:
+        """Offsets the log lost to damage: the group moves past them, and says so."""
+        changed = False
+        for s in skipped:
+            n = g.skip(s.partition, s.first, s.end, s.why)
+            if n:
+                changed = True
+                self.metrics.skipped(topic.name, n)
+                logger.warning(
+                    "group %s of %s/%d skipped offsets %d to %d, lost to damage on disk (%s)",
+                    g.name, topic.name, s.partition, s.first, s.end - 1, s.why,
+                )
+        if changed:
+            self.storage.save_positions(topic.name, g.name, g.positions())
 
     async def ack(self, topic_name: str, name: str, leases: Sequence[str]) -> int:
         _, g = self.group(topic_name, name)
@@ -295,8 +323,8 @@ class GroupOps:
         for i, part in enumerate(dlq.partitions):
             offset = max(cursor.committed(i), part.start_offset)
             while budget > 0 and offset < part.end_offset:
-                batch = part.read(offset, min(budget, 1000))
-                if not batch:
+                batch, nxt, _ = read_past_damage(part, i, offset, min(budget, 1000))
+                if nxt == offset:
                     break
                 for _, _, payload in batch:
                     event = orjson.loads(payload)
@@ -311,7 +339,7 @@ class GroupOps:
                         event.pop(attr, None)
                     by_part.setdefault(p, []).append(orjson.dumps(event))
                 budget -= len(batch)
-                offset = batch[-1][0] + 1
+                offset = nxt
             moved[i] = offset
         for p, payloads in sorted(by_part.items()):
             await topic.partitions[p].append(payloads)

@@ -214,6 +214,8 @@ class Api:
             types=TypeFilter.parse(q.get("types")),
         )
         extra = b',"next":' + orjson.dumps(format_token(result.next))
+        if result.skipped:  # offsets lost to damage on disk that this read stepped over
+            extra += b',"skipped":' + orjson.dumps([s.to_dict() for s in result.skipped])
         return Response(_records_body(name, result.records, extra), media_type="application/json")
 
     # -- consumer groups -----------------------------------------------------------------
