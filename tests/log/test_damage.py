@@ -15,6 +15,7 @@ import pytest
 
 from tests.log.test_corruption import BATCH, FLIPS, PER_BATCH, flip, payload
 from tidings.log import format as fmt
+from tidings.log.check import check_partition
 from tidings.log.damage import DAMAGE_FILE, load
 from tidings.log.partition import FsyncPolicy, LogConfig, LogRecord, PartitionLog
 
@@ -135,4 +136,23 @@ async def test_retention_forgets_the_damage_of_the_segments_it_removes(tmp_path:
     assert log.apply_retention() == 1
     assert log.damage == []
     assert not (tmp_path / DAMAGE_FILE).exists()
+    await log.close()
+
+
+async def test_check_finds_what_recovery_finds_and_changes_nothing(tmp_path: Path) -> None:
+    active, _ = await make_log(tmp_path)
+    clean = check_partition(tmp_path)
+    assert (clean.segments, clean.batches, clean.records) == (1, BATCHES, BATCHES * PER_BATCH)
+    assert not clean.damaged and clean.torn is None
+    flip(active, 6 * BATCH + fmt.BATCH_HEADER_LEN + 3)
+    os.truncate(active, BATCHES * BATCH - 1)
+    before = active.read_bytes()
+    found = check_partition(tmp_path)
+    assert active.read_bytes() == before
+    assert [(d.position, d.first_offset, d.end_offset) for d in found.damage] == [
+        (6 * BATCH, 18, 21)
+    ]
+    assert found.torn is not None and found.torn[1:3] == (9 * BATCH, BATCH - 1)
+    log = open_log(tmp_path)
+    assert log.damage == found.damage
     await log.close()

@@ -9,7 +9,10 @@ delivered and no fetch fails.
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from hubapi import (
     read_all,
     unique,
 )
-from hubproc import HubFactory, HubProcess
+from hubproc import HubFactory, HubProcess, hub_env
 
 HEADER = 40  # see tidings.log.format: the batch header
 RECORD_HEADER = 8
@@ -53,6 +56,16 @@ def flip(path: Path, position: int) -> None:
         byte = f.read(1)[0]
         f.seek(position)
         f.write(bytes([byte ^ 0x20]))
+
+
+def tidings_check(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tidings", "check", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=hub_env(),
+    )
 
 
 def partition_dir(data_dir: Path, topic: str, partition: int) -> Path:
@@ -84,7 +97,15 @@ async def test_a_flipped_byte_mid_active_segment_keeps_the_events_after_it(
     assert [(b[2], b[3]) for b in layout] == [(i * 5, 5) for i in range(10)]
     bad_pos, _, bad_base, _ = layout[4]  # the fifth batch
     assert bad_base == 20
+    clean = tidings_check(hub.data_dir)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "no damage" in clean.stdout
     flip(active, bad_pos + HEADER + RECORD_HEADER + 10)
+    damaged = tidings_check(hub.data_dir)
+    assert damaged.returncode == 1, damaged.stdout + damaged.stderr
+    [line] = [x for x in damaged.stdout.splitlines() if x.startswith("DAMAGED")]
+    assert f"{t}/0 {active.name} byte {bad_pos}" in line
+    assert "offsets 20 to 24 lost (5 events): batch fails its CRC" in line
     hub.start()
     async with aiohttp.ClientSession() as http:  # no connection kept from the first run
         await check_active_damage(http, hub, t, active, bad_pos)
@@ -206,3 +227,24 @@ async def check_sealed_damage(
     assert (await get_topic(http, base, t))["partitions"][1]["next_offset"] == max(
         o for p, o in placed.values() if p == 1
     ) + 1
+
+
+async def test_tidings_check_names_a_torn_tail_without_failing(
+    hub_factory: HubFactory, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    hub = hub_factory.start(fsync="always")
+    t = unique("dmg")
+    for b in range(3):
+        await publish(http, hub.base_url, t, *[event(b * 2 + i) for i in range(2)])
+    hub.stop()
+    [active] = sorted(partition_dir(hub.data_dir, t, 0).glob("*.log"))
+    size = active.stat().st_size
+    os.truncate(active, size - 3)  # the last write did not finish
+    torn = tidings_check(hub.data_dir)
+    assert torn.returncode == 0, torn.stdout + torn.stderr
+    assert "torn tail" in torn.stdout and "no damage" in torn.stdout
+    assert active.stat().st_size == size - 3  # the check changes nothing
+
+    missing = tidings_check(tmp_path / "nowhere")
+    assert missing.returncode == 2
+    assert "not a tidings data directory" in missing.stderr
