@@ -181,10 +181,12 @@ class GroupOps:
 
         while True:
             now = self.clock.time_ms()
-            out, dead = g.fetch(now, max_records, read, types)
-            if skipped:
-                self._skip_damage(topic, g, skipped)
-                skipped.clear()
+            try:
+                out, dead = g.fetch(now, max_records, read, types)
+            finally:  # records after a gap may be leased already: the gap is done too
+                if skipped:
+                    self._skip_damage(topic, g, skipped)
+                    skipped.clear()
             if dead:
                 await self._dead_letter(topic, g, dead)
                 self.storage.save_positions(topic_name, name, g.positions())

@@ -278,8 +278,8 @@ class Segment:
                 damage = self.damaged_at(position, expected, why)
                 position, expected = damage.position + damage.length, damage.end_offset
                 continue
-            if rel + header.size > len(chunk):
-                chunk, chunk_start = bytes(batch), position
+            if rel + header.size > len(chunk):  # _batch_in read a chunk of its own from here
+                chunk, chunk_start = batch.obj, position  # type: ignore[assignment]
             expected = header.next_offset
             if header.base_offset >= end_offset:
                 break
