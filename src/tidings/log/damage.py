@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,6 +102,23 @@ def _candidate(
     return header
 
 
+def _plausible(raw: bytes, position: int, size: int, expected: int, limit: int | None) -> bool:
+    """Whether the header bytes ``raw`` could start the next good batch: checked in
+    memory, before the batch is read and its CRC computed."""
+    try:
+        header = fmt.BatchHeader(raw)
+    except (ValueError, struct.error):
+        return False
+    if position + header.size > size or header.base_offset < expected:
+        return False
+    # Invariants of the layout: every record takes at least its header, and
+    # ts_delta is unsigned, so the last timestamp is never before the first.
+    room = header.size - fmt.BATCH_HEADER_LEN
+    if header.count * fmt.RECORD_HEADER_LEN > room or header.last_ts < header.first_ts:
+        return False
+    return limit is None or header.next_offset <= limit
+
+
 def find_next_batch(
     fd: int, bad: int, size: int, expected: int, limit: int | None = None
 ) -> tuple[int, fmt.BatchHeader] | None:
@@ -126,9 +144,11 @@ def find_next_batch(
             position = start + i - _MAGIC_AT
             if position + fmt.BATCH_HEADER_LEN > size:
                 return None
-            header = _candidate(fd, position, size, expected, limit)
-            if header is not None:
-                return position, header
+            rel = i - _MAGIC_AT
+            if _plausible(chunk[rel : rel + fmt.BATCH_HEADER_LEN], position, size, expected, limit):
+                header = _candidate(fd, position, size, expected, limit)
+                if header is not None:
+                    return position, header
             i = chunk.find(_MAGIC, i + 1)
         start += _SCAN_CHUNK
     return None
