@@ -159,6 +159,19 @@ class GroupOps:
         wait_s: float = 0.0,
         types: TypeFilter | None = None,
     ) -> list[Delivery]:
+        out, _ = await self.fetch_reporting(topic_name, name, max_records, wait_s, types)
+        return out
+
+    async def fetch_reporting(
+        self,
+        topic_name: str,
+        name: str,
+        max_records: int = 10,
+        wait_s: float = 0.0,
+        types: TypeFilter | None = None,
+    ) -> tuple[list[Delivery], list[Skipped]]:
+        """:meth:`fetch`, and the ranges lost to damage that this fetch moved the group past."""
+        noted: list[Skipped] = []
         topic, g = self.group(topic_name, name)
         if (
             isinstance(max_records, bool)
@@ -185,7 +198,7 @@ class GroupOps:
                 out, dead = g.fetch(now, max_records, read, types)
             finally:  # records after a gap may be leased already: the gap is done too
                 if skipped:
-                    self._skip_damage(topic, g, skipped)
+                    noted.extend(self._skip_damage(topic, g, skipped))
                     skipped.clear()
             if dead:
                 await self._dead_letter(topic, g, dead)
@@ -193,7 +206,7 @@ class GroupOps:
             remaining = deadline - loop.time()
             if out or remaining <= 0 or self.closing:
                 self.metrics.delivered(topic_name, len(out))
-                return out
+                return out, noted
             timeout = remaining
             # A record already due and still not leased waits on a key or on this fetch's
             # types: an append, ack, nack or seek wakes the fetch, not the clock.
@@ -216,13 +229,17 @@ class GroupOps:
                 w.cancel()
             topic, g = self.group(topic_name, name)
 
-    def _skip_damage(self, topic: Topic, g: ConsumerGroup, skipped: list[Skipped]) -> None:
-        """Offsets the log lost to damage: the group moves past them, and says so."""
-        changed = False
+    def _skip_damage(
+        self, topic: Topic, g: ConsumerGroup, skipped: list[Skipped]
+    ) -> list[Skipped]:
+        """Offsets the log lost to damage: the group moves past them, and says so.
+
+        Returns the ranges that moved it (not those it was past already)."""
+        changed: list[Skipped] = []
         for s in skipped:
             n = g.skip(s.partition, s.first, s.end, s.why)
             if n:
-                changed = True
+                changed.append(s)
                 self.metrics.skipped(topic.name, n)
                 logger.warning(
                     "group %s of %s/%d skipped offsets %d to %d, lost to damage on disk (%s)",
@@ -230,6 +247,7 @@ class GroupOps:
                 )
         if changed:
             self.storage.save_positions(topic.name, g.name, g.positions())
+        return changed
 
     async def ack(self, topic_name: str, name: str, leases: Sequence[str]) -> int:
         _, g = self.group(topic_name, name)
