@@ -481,3 +481,17 @@ def test_a_skip_at_the_committed_offset_moves_it_past_the_range() -> None:
     g = group()
     assert g.skip(0, 0, 4, "lost") == 4
     assert (g.committed(0), g.fetched(0)) == (4, 4)
+
+
+def test_a_skip_never_passes_a_record_still_pending() -> None:
+    log = ListLog()
+    for _ in range(2):
+        log.add()
+    g = group()
+    got = fetch(g, log, 0, n=2)
+    assert offsets(got) == [0, 1]
+    # a range that claims a leased record: that record stays pending, the rest is done
+    assert g.skip(0, 0, 4, "stale") == 2
+    assert g.committed(0) == 0
+    g.ack([d.lease for d in got])
+    assert g.committed(0) == 4

@@ -156,3 +156,26 @@ async def test_check_finds_what_recovery_finds_and_changes_nothing(tmp_path: Pat
     log = open_log(tmp_path)
     assert log.damage == found.damage
     await log.close()
+
+
+async def test_damage_a_read_finds_while_open_is_recorded_and_found_again(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    for b in range(BATCHES):
+        await log.append([payload(b * PER_BATCH + i) for i in range(PER_BATCH)])
+    [active] = sorted(tmp_path.glob("*.log"))
+    flip(active, 2 * BATCH + fmt.BATCH_HEADER_LEN + 3)  # bit rot under a running log
+    flip(active, 9 * BATCH + fmt.BATCH_HEADER_LEN + 3)  # and in its last batch
+    got = log.read(0, max_records=100)
+    assert [r[0] for r in got] == [o for o in range(27) if not 6 <= o < 9]
+    assert [(d.first_offset, d.end_offset) for d in log.damage] == [(6, 9), (27, 30)]
+    assert [(d.first_offset, d.end_offset) for d in load(tmp_path)] == [(6, 9), (27, 30)]
+    await log.close()
+
+    # after a restart the middle one is damage again; the last batch, with nothing
+    # good after it, is a torn tail: cut, and no longer in the record
+    again = open_log(tmp_path)
+    assert [(d.first_offset, d.end_offset) for d in again.damage] == [(6, 9)]
+    assert [(d.first_offset, d.end_offset) for d in load(tmp_path)] == [(6, 9)]
+    assert [t[1] for t in again.report.truncated] == [9 * BATCH]
+    assert again.end_offset == 27
+    await again.close()

@@ -407,17 +407,19 @@ class ConsumerGroup:
         lo = max(first, c.committed)
         if lo >= end:
             return 0
-        if lo == c.committed:
+        if lo == c.committed and not any(lo <= o < end for o in c.pending):
             c.committed = end
             c.done_above = {o for o in c.done_above if o >= end}
             while c.committed in c.done_above:
                 c.done_above.discard(c.committed)
                 c.committed += 1
             n = end - lo
-        else:
-            fresh = set(range(lo, end)) - c.done_above - set(c.pending)
-            c.done_above |= fresh
-            n = len(fresh)
+        else:  # a record read from the range stays pending: only the others are done
+            n = 0
+            for o in range(lo, end):
+                if o not in c.pending and o not in c.done_above:
+                    self._done(c, o)
+                    n += 1
         c.fetched = max(c.fetched, end)
         if n:
             self.skipped = [*self.skipped, (partition, first, end, why)][-_SKIPPED_KEPT:]

@@ -174,12 +174,18 @@ class PartitionLog:
     # -- damage ------------------------------------------------------------------
 
     def _track_damage(self) -> None:
-        """Merge the damage recovery found with the record on disk; hear of new damage."""
-        names = {seg.path.name for seg in self._segments}
-        known = [d for d in damage_record.load(self.directory) if d.segment in names]
+        """Merge the damage recovery found with the record on disk; hear of new damage.
+
+        Recovery scanned the active segment whole, so what it found there replaces
+        the record's entries for it (a bad last batch is now a torn tail, cut).
+        Sealed segments keep their entries: reads find their damage again.
+        """
+        recorded = damage_record.load(self.directory)
+        sealed = {seg.path.name for seg in self._segments[:-1]}
+        known = [d for d in recorded if d.segment in sealed]
         found = [d for seg in self._segments for d in seg.damage.values()]
         self._damage = damage_record.merge(known, found)
-        if self._damage != known:
+        if self._damage != recorded:
             damage_record.save(self.directory, self._damage)
         for seg in self._segments:
             seg.on_damage = self._damage_found
