@@ -35,6 +35,8 @@ async def test_the_decorated_function_stays_callable_as_it_was() -> None:
     [
         ({"topic": "bad topic"}, "topic 'bad topic' must match"),
         ({"topic": "orders", "group": ""}, "group '' must match"),
+        ({"topic": "orders", "group": "webhook.mine"}, "is in the hub's own names"),
+        ({"topic": "orders", "group": "tidings.views"}, "is in the hub's own names"),
         ({"topic": "orders", "retries": -1}, "retries must be an integer >= 0"),
         ({"topic": "orders", "retries": True}, "retries must be an integer >= 0"),
         ({"topic": "orders", "concurrency": 0}, "concurrency must be an integer >= 1"),

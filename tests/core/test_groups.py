@@ -48,6 +48,11 @@ def group(
     return ConsumerGroup("orders", "g", GroupConfig(**config), positions)
 
 
+def done(g: ConsumerGroup) -> dict[int, tuple[int, list[int]]]:
+    """The saved positions without the delivery counts: committed and done above it."""
+    return {p: (c, above) for p, (c, above, _) in g.positions().items()}
+
+
 def offsets(deliveries: Sequence[Delivery]) -> list[int]:
     return [d.offset for d in deliveries]
 
@@ -111,7 +116,7 @@ def test_ack_in_order_advances_committed(log: ListLog) -> None:
     got = fetch(g, log, now=0, n=5)
     assert g.ack([got[0].lease, got[1].lease]) == 2
     assert g.committed(0) == 2
-    assert g.positions() == {0: (2, [])}
+    assert done(g) == {0: (2, [])}
     assert g.in_flight() == 3
 
 
@@ -120,13 +125,13 @@ def test_ack_out_of_order_commits_only_a_contiguous_prefix(log: ListLog) -> None
     got = fetch(g, log, now=0, n=5)
     g.ack([got[3].lease, got[1].lease])
     assert g.committed(0) == 0
-    assert g.positions() == {0: (0, [1, 3])}
+    assert done(g) == {0: (0, [1, 3])}
     g.ack([got[0].lease])
-    assert g.positions() == {0: (2, [3])}
+    assert done(g) == {0: (2, [3])}
     g.ack([got[4].lease])
-    assert g.positions() == {0: (2, [3, 4])}
+    assert done(g) == {0: (2, [3, 4])}
     g.ack([got[2].lease])
-    assert g.positions() == {0: (5, [])}
+    assert done(g) == {0: (5, [])}
     assert g.in_flight() == 0
     assert g.next_due_ms() is None
 
@@ -137,12 +142,12 @@ def test_positions_with_done_above_are_not_delivered_again(log: ListLog) -> None
     got = fetch(g, log, now=0)
     assert offsets(got) == [1, 3]
     g.ack([d.lease for d in got])
-    assert g.positions() == {0: (5, [])}
+    assert done(g) == {0: (5, [])}
 
 
 def test_positions_below_committed_are_dropped() -> None:
     g = group(positions={0: (3, [1, 2, 5])})
-    assert g.positions() == {0: (3, [5])}
+    assert done(g) == {0: (3, [5])}
 
 
 # -- nack, expiry, redelivery ----------------------------------------------------------------
@@ -240,11 +245,11 @@ def test_max_deliver_nacked_becomes_a_dead_letter(log: ListLog) -> None:
     dead = g.nack([got[1].lease], now_ms=5, delay_ms=1000)
     assert [(x.partition, x.offset, x.deliveries) for x in dead] == [(0, 1, 1)]
     assert dead[0].reason.startswith("nacked after 1 deliveries")
-    assert g.positions() == {0: (0, [])}
+    assert done(g) == {0: (0, [])}
     g.settle(dead)
-    assert g.positions() == {0: (0, [1])}
+    assert done(g) == {0: (0, [1])}
     g.ack([got[0].lease])
-    assert g.positions() == {0: (2, [])}
+    assert done(g) == {0: (2, [])}
 
 
 def test_dead_letter_from_expire_sweep(log: ListLog) -> None:
@@ -284,7 +289,7 @@ def test_stale_leases_change_nothing(log: ListLog) -> None:
         assert err.value.fields["stale"] == [stale]
         with pytest.raises(StaleLease):
             g.nack([got[1].lease, stale], now_ms=0)
-    assert g.positions() == {0: (1, [])}
+    assert done(g) == {0: (1, [])}
     assert g.in_flight() == 2
     assert g.ack([got[1].lease, got[2].lease]) == 2
 
@@ -374,9 +379,9 @@ def test_types_in_config_skip_other_events_as_done() -> None:
     g = group(types=("order.*",))
     got = fetch(g, log, now=0)
     assert offsets(got) == [0, 3]
-    assert g.positions() == {0: (0, [1, 2, 4])}
+    assert done(g) == {0: (0, [1, 2, 4])}
     g.ack([d.lease for d in got])
-    assert g.positions() == {0: (5, [])}
+    assert done(g) == {0: (5, [])}
 
 
 def test_types_on_fetch_leave_the_rest_pending() -> None:
@@ -387,12 +392,12 @@ def test_types_on_fetch_leave_the_rest_pending() -> None:
     carts = fetch(g, log, now=0, types=TypeFilter(["cart.*"]))
     assert offsets(carts) == [1]
     g.ack([carts[0].lease])
-    assert g.positions() == {0: (0, [1])}  # 0 is not done: it waits for another fetch
+    assert done(g) == {0: (0, [1])}  # 0 is not done: it waits for another fetch
     rest = fetch(g, log, now=0)
     assert offsets(rest) == [0, 2]
     assert all(d.deliveries == 1 for d in rest)
     g.ack([d.lease for d in rest])
-    assert g.positions() == {0: (3, [])}
+    assert done(g) == {0: (3, [])}
 
 
 # -- seek, clamp, partitions ------------------------------------------------------------------
@@ -403,7 +408,7 @@ def test_seek_starts_over_and_makes_leases_stale(log: ListLog) -> None:
     got = fetch(g, log, now=0, n=5)
     g.ack([got[0].lease, got[2].lease])
     g.seek({0: 0})
-    assert g.positions() == {0: (0, [])}
+    assert done(g) == {0: (0, [])}
     assert g.in_flight() == 0
     with pytest.raises(StaleLease):
         g.ack([got[1].lease])
@@ -423,7 +428,7 @@ def test_clamp_moves_past_deleted_offsets(log: ListLog) -> None:
     g.clamp(0, 0)
     assert g.in_flight() == 1
     g.clamp(0, 3)
-    assert g.positions() == {0: (3, [])}
+    assert done(g) == {0: (3, [])}
     assert g.in_flight() == 0
 
 
@@ -471,7 +476,7 @@ def test_skipped_offsets_are_done_never_delivered_and_noted() -> None:
     g.ack([d.lease for d in got if d.offset > 2])
     assert g.committed(0) == 0  # 0 to 2 still leased
     g.ack([d.lease for d in got if d.offset <= 2])
-    assert g.positions() == {0: (10, [])}
+    assert g.positions() == {0: (10, [], [])}
     # a range already done changes nothing and is not noted again
     assert g.skip(0, 3, 6, "again") == 0
     assert g.skipped_events == 3
@@ -495,3 +500,78 @@ def test_a_skip_never_passes_a_record_still_pending() -> None:
     assert g.committed(0) == 0
     g.ack([d.lease for d in got])
     assert g.committed(0) == 4
+
+
+def restarted(g: ConsumerGroup, **config: Any) -> ConsumerGroup:
+    """A new group from what ``g`` saved: what a restart of the hub makes."""
+    config.setdefault("ack_wait_ms", ACK_WAIT)
+    return ConsumerGroup("orders", "g", GroupConfig(**config), g.positions())
+
+
+def test_delivery_counts_and_nack_delays_outlive_a_restart() -> None:
+    log = ListLog()
+    log.add()
+    g = group()
+    (d,) = fetch(g, log, now=0)
+    assert g.nack([d.lease], now_ms=0, delay_ms=500) == []
+    assert g.positions() == {0: (0, [], [(0, 1, 500)])}
+    again = restarted(g)
+    assert fetch(again, log, now=100) == []  # still waiting out its delay
+    (d2,) = fetch(again, log, now=500)
+    assert (d2.offset, d2.deliveries) == (0, 2)
+
+
+def test_a_lease_open_at_a_restart_counts_and_is_due_at_once() -> None:
+    log = ListLog()
+    log.add()
+    g = group()
+    fetch(g, log, now=0)
+    assert g.positions() == {0: (0, [], [(0, 1, 0)])}
+    (d,) = fetch(restarted(g), log, now=1)
+    assert d.deliveries == 2
+
+
+def test_a_record_at_max_deliver_before_a_restart_is_dead_lettered_not_delivered() -> None:
+    log = ListLog()
+    log.add()
+    g = group(max_deliver=2)
+    (d,) = fetch(g, log, now=0)
+    g.nack([d.lease], now_ms=0)
+    fetch(g, log, now=0)  # the second delivery, then the hub stops
+    out, dead = restarted(g, max_deliver=2).fetch(1, 10, log.read)
+    assert out == []
+    assert [(x.offset, x.deliveries) for x in dead] == [(0, 2)]
+
+
+def test_a_copy_to_the_dead_letter_topic_found_after_a_restart_is_not_made_again() -> None:
+    log = ListLog()
+    log.add()
+    log.add()
+    g = group(max_deliver=1)
+    first, second = fetch(g, log, now=0)
+    dead = g.nack([first.lease, second.lease], now_ms=0)
+    g.mark_dead_letters(dead, 7)
+    assert g.positions() == {0: (0, [], [(0, 1, -8), (1, 1, -8)])}
+    again = restarted(g, max_deliver=1)
+    assert again.dying_since() == 7
+    again.dead_lettered_before({(0, 0)})  # found in the dead-letter topic; 1 was not
+    assert again.committed(0) == 1
+    out, dead = again.fetch(1, 10, log.read)
+    assert out == []
+    assert [x.offset for x in dead] == [1]
+
+
+def test_what_an_ack_would_save_is_computed_without_applying_it() -> None:
+    log = ListLog()
+    for _ in range(3):
+        log.add()
+    g = group()
+    got = fetch(g, log, now=0)
+    before = g.positions()
+    assert g.ack_positions([got[0].lease, got[2].lease])[0] == {0: (1, [2], [(1, 1, 0)])}
+    assert g.nack_positions([got[1].lease], now_ms=5, delay_ms=10) == {
+        0: (0, [], [(0, 1, 0), (1, 1, 15), (2, 1, 0)])
+    }
+    assert g.positions(reset={0: 3}) == {0: (3, [], [])}
+    assert g.positions() == before
+    assert g.ack([got[0].lease, got[2].lease]) == 2  # the leases are still live

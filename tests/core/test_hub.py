@@ -13,7 +13,7 @@ from tidings.core.dedupe import DedupeWindow, Position
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub, HubOptions
 from tidings.core.patterns import TypeFilter
-from tidings.errors import Conflict, GroupNotFound, TopicNotFound
+from tidings.errors import Conflict, GroupNotFound, StorageUnavailable, TopicNotFound
 from tidings.events.batch import new_event_ids
 from tidings.events.envelope import normalize_event
 from tidings.log.memory import MemoryPartition, MemoryStorage
@@ -314,7 +314,7 @@ async def test_group_positions_survive_a_new_hub(storage: MemoryStorage, clock: 
     try:
         again = await second.fetch("orders", "g", max_records=10)
         assert [d.offset for d in again] == [1, 4]
-        assert all(d.deliveries == 1 for d in again)
+        assert all(d.deliveries == 2 for d in again)  # the delivery before the restart counts
         info = second.group_info("orders", "g")
         assert info["partitions"][0]["committed"] == 1
         await second.ack("orders", "g", [d.lease for d in again])
@@ -487,3 +487,43 @@ async def test_redrive_keeps_a_place_per_group_on_a_shared_dead_letter_topic(hub
     assert (await hub.redrive("orders", "g"))["redriven"] == 1
     assert (await hub.redrive("refunds", "g"))["redriven"] == 1
     assert set(hub.topics["dead"].groups) == {"redrive.orders.g", "redrive.refunds.g"}
+
+
+class StoppingStorage(MemoryStorage):
+    """Saves up to ``saves_left`` group positions, then refuses them: a hub that stops
+    (as if killed) right there keeps only what was saved before."""
+
+    saves_left = 1 << 30
+
+    def save_positions(self, topic: str, group: str, positions: Any) -> None:
+        if self.saves_left <= 0:
+            raise StorageUnavailable("stopped")
+        self.saves_left -= 1
+        super().save_positions(topic, group, positions)
+
+
+async def test_a_stop_between_the_dead_letter_append_and_its_save_copies_it_once(
+    clock: FakeClock,
+) -> None:
+    storage = StoppingStorage(clock)
+    first = Hub(storage, HubOptions(), clock)  # never started: no task outlives the test
+    await first.publish("orders", [ev(id="poison")])
+    await first.put_group("orders", "g", GroupConfig(max_deliver=1))
+    (poison,) = await first.fetch("orders", "g", max_records=2)
+    # The nack's save and the save before the dead-letter append go through; the
+    # one after it (the copy is done) does not.
+    storage.saves_left = 2
+    assert await first.nack("orders", "g", [poison.lease]) == 1
+    assert first.topics["orders.dlq"].partitions[0].end_offset == 1
+
+    storage.saves_left = 1 << 30
+    second = Hub(storage, HubOptions(), clock)
+    await second.start()
+    try:
+        await second.publish("orders", [ev(id="fine")])
+        again = await second.fetch("orders", "g", max_records=10)
+        assert [(d.offset, d.deliveries) for d in again] == [(1, 1)]  # "fine" only
+        assert second.topics["orders.dlq"].partitions[0].end_offset == 1  # not copied twice
+        assert second.group_info("orders", "g")["partitions"][0]["committed"] == 1
+    finally:
+        await second.close()

@@ -242,6 +242,16 @@ async def test_groups_show_lag_and_dead_letters_and_redrive_and_seek_take_effect
         again = await fetch(http, base, "orders", "payments", max=10, wait=1)
         assert sorted(r["event"]["id"] for r in again) == ["o-1004-0", "o-1004-4"]
 
+        # The re-drive cursor is the hub's own group: listed, shown read-only.
+        cursor = page.locator(
+            '#group-list tr[data-topic="orders.dlq"][data-group="redrive.payments"]'
+        )
+        await cursor.get_by_text("re-drive cursor").wait_for()
+        await page.evaluate("location.hash = '#/groups?topic=orders.dlq&group=redrive.payments'")
+        await page.locator("#group-internal").wait_for()
+        assert not await page.locator("#seek").is_visible()
+        assert not await page.locator("#redrive").is_visible()
+
         # Seek the fulfilment group past its backlog.
         assert (await get_group(http, base, "orders", "fulfilment"))["lag"] > 0
         await page.evaluate("location.hash = '#/groups?topic=orders&group=fulfilment'")

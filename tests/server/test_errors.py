@@ -545,6 +545,7 @@ def auth_hub(
                         "token": "shop-s3cret",
                         "publish": ["orders"],
                         "subscribe": ["orders*"],
+                        "manage": ["orders"],
                     },
                 ]
             }
@@ -612,6 +613,7 @@ async def test_scoped_token_may_do_what_its_scopes_say(auth_hub: HubProcess, htt
         ("GET", "/v1/topics/payments/events", {}),
         ("GET", "/v1/topics/payments", {}),
         ("PUT", "/v1/topics/payments/groups/shop", {"json": {}}),
+        ("PUT", "/v1/topics/orders.dlq/groups/shop", {"json": {}}),  # subscribe, not manage
         ("GET", "/metrics", {}),
         ("PUT", "/v1/topics/orders", {"json": {}}),
         ("DELETE", "/v1/topics/orders", {}),
@@ -692,6 +694,8 @@ def test_binding_beyond_loopback_with_insecure() -> None:
         (("--fsync", "sometimes"), "fsync policy"),
         (("--auth-file", "{missing}"), ""),
         (("--auth-file", "{bad}"), "not JSON"),
+        # A string, not a list: read as one pattern per character it would allow far more.
+        (("--auth-file", "{scope}"), "tokens[0].manage must be a list of topic patterns"),
     ],
 )
 def test_bad_configuration_is_refused_with_a_message(
@@ -699,7 +703,11 @@ def test_bad_configuration_is_refused_with_a_message(
 ) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{tokens")
-    args = tuple(a.format(missing=tmp_path / "missing.json", bad=bad) for a in extra)
+    scope = tmp_path / "scope.json"
+    scope.write_text(json.dumps({"tokens": [{"token": "t", "manage": "orders"}]}))
+    args = tuple(
+        a.format(missing=tmp_path / "missing.json", bad=bad, scope=scope) for a in extra
+    )
     done = run_serve(tmp_path, *args)
     assert done.returncode != 0
     assert "error" in done.stderr.lower()

@@ -43,6 +43,15 @@ uvicorn.run(create_app(hub, auth), host=host, port=port, loop="uvloop", log_leve
 TOKENS = {
     "tokens": [
         {"name": "shop", "token": "shop-secret", "publish": ["orders*"], "subscribe": ["*"]},
+        {
+            # A service that runs an App: it makes its groups (manage) and publishes
+            # its results and its dead letters ({topic}.dlq) on the orders topics.
+            "name": "payments",
+            "token": "payments-secret",
+            "publish": ["orders*"],
+            "subscribe": ["orders*"],
+            "manage": ["orders*"],
+        },
         {"name": "ops", "token": "ops-secret", "admin": True},
     ]
 }

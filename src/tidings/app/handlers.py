@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from tidings.core.groups import INTERNAL_GROUP_PREFIXES, internal_group
 from tidings.events.envelope import Event
 
 if TYPE_CHECKING:
@@ -192,6 +193,12 @@ def make_spec(
     """Check every argument of ``@app.on`` and the handler's signature."""
     check_name("topic", topic)
     group = check_name("group", app if group is None else group)
+    if internal_group(group) is not None:
+        reserved = ", ".join(p + "*" for p in INTERNAL_GROUP_PREFIXES)
+        raise ValueError(
+            f"group {group!r} is in the hub's own names ({reserved}), which no client may "
+            "use; give the handler a group= (or the app a name) outside them"
+        )
     if not _is_int(retries) or retries < 0:
         raise ValueError(f"retries must be an integer >= 0, not {retries!r}")
     if not _is_int(concurrency) or concurrency < 1:

@@ -2,7 +2,10 @@
 
 The hub pumps each :class:`~tidings.core.groups.ConsumerGroup`: it reads the
 log for it, waits for new records, appends its dead letters, and saves its
-positions after every change. :class:`Hub` takes these methods from
+durable state (positions, delivery counts, due times) once per fetch that
+leases, before answering it, and before it applies an ack, nack or seek: a
+save that fails (a full disk) answers 503 with nothing changed, so a retry
+once there is room succeeds. :class:`Hub` takes these methods from
 :class:`GroupOps`.
 """
 
@@ -11,18 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig
+from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig, internal_group
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, is_token
 from tidings.core.skipping import Skipped, read_past_damage
 from tidings.core.storage import Retention
-from tidings.errors import BadPosition, BadRequest, GroupNotFound
+from tidings.errors import BadPosition, BadRequest, GroupNotFound, StorageUnavailable
 
 if TYPE_CHECKING:
     from tidings.core.hub import Topic
@@ -48,6 +52,7 @@ class GroupOps:
     closing: bool
     _closing: asyncio.Event
     _group_changed: dict[tuple[str, str], asyncio.Event]
+    _redriving: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]
 
     def topic(self, name: str) -> Topic:
         raise NotImplementedError
@@ -94,8 +99,8 @@ class GroupOps:
         else:
             start = {i: p.start_offset for i, p in enumerate(topic.partitions)}
         group = ConsumerGroup(topic_name, name, config, {p: (o, []) for p, o in start.items()})
-        topic.groups[name] = group
         self.storage.save_positions(topic_name, name, group.positions())
+        topic.groups[name] = group
         return group, True
 
     def _fill_positions(self, topic: Topic, group: ConsumerGroup) -> None:
@@ -149,6 +154,7 @@ class GroupOps:
                 {"partition": p, "from": first, "to": end, "why": why}
                 for p, first, end, why in g.skipped
             ],
+            "internal": internal_group(name) is not None,  # the hub's own: read-only
         }
 
     async def fetch(
@@ -197,12 +203,27 @@ class GroupOps:
             try:
                 out, dead = g.fetch(now, max_records, read, types)
             finally:  # records after a gap may be leased already: the gap is done too
-                if skipped:
-                    noted.extend(self._skip_damage(topic, g, skipped))
-                    skipped.clear()
+                moved = self._skip_damage(topic, g, skipped) if skipped else []
+                skipped.clear()
+            noted.extend(moved)
             if dead:
-                await self._dead_letter(topic, g, dead)
-                self.storage.save_positions(topic_name, name, g.positions())
+                try:
+                    await self._dead_letter(topic, g, dead)
+                except StorageUnavailable as exc:
+                    # Due again: the next fetch or sweep copies them. The leases
+                    # still go out if their save below succeeds.
+                    logger.warning("dead letters of %s/%s wait: %s", topic_name, name, exc)
+                except BaseException:
+                    g.unlease(out)
+                    raise
+            if out or dead or moved:
+                # One save per fetch, before its leases go out: delivery counts
+                # outlive a restart, so max_deliver holds across any number of them.
+                try:
+                    self.storage.save_positions(topic_name, name, g.positions())
+                except BaseException:
+                    g.unlease(out)
+                    raise
             remaining = deadline - loop.time()
             if out or remaining <= 0 or self.closing:
                 self.metrics.delivered(topic_name, len(out))
@@ -234,7 +255,8 @@ class GroupOps:
     ) -> list[Skipped]:
         """Offsets the log lost to damage: the group moves past them, and says so.
 
-        Returns the ranges that moved it (not those it was past already)."""
+        Returns the ranges that moved it (not those it was past already); the
+        caller saves the positions."""
         changed: list[Skipped] = []
         for s in skipped:
             n = g.skip(s.partition, s.first, s.end, s.why)
@@ -245,14 +267,13 @@ class GroupOps:
                     "group %s of %s/%d skipped offsets %d to %d, lost to damage on disk (%s)",
                     g.name, topic.name, s.partition, s.first, s.end - 1, s.why,
                 )
-        if changed:
-            self.storage.save_positions(topic.name, g.name, g.positions())
-        return changed
+        return changed  # the fetch saves the group's positions once, with its leases
 
     async def ack(self, topic_name: str, name: str, leases: Sequence[str]) -> int:
         _, g = self.group(topic_name, name)
-        n = g.ack(_leases(leases))
-        self.storage.save_positions(topic_name, name, g.positions())
+        positions, acked = g.ack_positions(_leases(leases))
+        self.storage.save_positions(topic_name, name, positions)
+        n = g.ack(acked)
         # An ack may free a key that ordering=key held back: wake waiting fetches.
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
@@ -260,14 +281,30 @@ class GroupOps:
         return n
 
     async def nack(
-        self, topic_name: str, name: str, leases: Sequence[str], delay_ms: int = 0
+        self,
+        topic_name: str,
+        name: str,
+        leases: Sequence[str],
+        delay_ms: int = 0,
+        unsent: bool = False,
     ) -> int:
+        """Make leased records due after ``delay_ms``; ``unsent``: they were released
+        without being handed to anyone, so the delivery does not count."""
         topic, g = self.group(topic_name, name)
         leases = _leases(leases)
-        dead = g.nack(leases, self.clock.time_ms(), delay_ms)
+        now = self.clock.time_ms()
+        self.storage.save_positions(
+            topic_name, name, g.nack_positions(leases, now, delay_ms, unsent)
+        )
+        dead = g.nack(leases, now, delay_ms, unsent)
         if dead:
-            await self._dead_letter(topic, g, dead)
-        self.storage.save_positions(topic_name, name, g.positions())
+            # The nack stands (it is saved): a dead letter that cannot be copied now
+            # is due again, and the next fetch or sweep copies it.
+            try:
+                await self._dead_letter(topic, g, dead)
+                self.storage.save_positions(topic_name, name, g.positions())
+            except StorageUnavailable as exc:
+                logger.warning("dead letters of %s/%s wait: %s", topic_name, name, exc)
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
             ev.set()
@@ -307,8 +344,8 @@ class GroupOps:
                 '{"partition": p, "offset": o}',
                 field="to",
             )
+        self.storage.save_positions(topic_name, name, g.positions(reset=pos))
         g.seek(pos)
-        self.storage.save_positions(topic_name, name, g.positions())
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
             ev.set()
@@ -323,8 +360,20 @@ class GroupOps:
         (:func:`redrive_cursor`), so a second call sends only what was dead-lettered
         since. Each event goes back as it was published (same id, the ``dlq*``
         attributes removed) to the partition its key chooses, past the dedupe
-        window: a re-drive is asked for, not a producer's retry.
+        window: a re-drive is asked for, not a producer's retry. Re-drives of one
+        group take turns: a second call that came while one ran reads the cursor
+        the first one moved, so it sends nothing twice.
         """
+        self.group(topic_name, name)  # an unknown group is refused without waiting
+        key = (topic_name, name)
+        lock = self._redriving.get(key)
+        if lock is None:
+            # Kept while a call holds or waits on it (the local name), dropped after.
+            lock = self._redriving[key] = asyncio.Lock()
+        async with lock:
+            return await self._redrive(topic_name, name, max_records)
+
+    async def _redrive(self, topic_name: str, name: str, max_records: int) -> dict[str, Any]:
         topic, g = self.group(topic_name, name)
         target = g.config.dead_letter_topic or f"{topic_name}.dlq"
         dlq = self.topics.get(target)
@@ -387,13 +436,39 @@ class GroupOps:
                 dlqdeliveries=d.deliveries,
             )
             payloads.append(orjson.dumps(event))
+        # Saved first, with where the copies will land: a crash after the append
+        # finds them there at start-up and does not copy them twice.
+        g.mark_dead_letters(dead, dlq.partitions[0].end_offset)
         try:
+            self.storage.save_positions(topic.name, g.name, g.positions())
             await dlq.partitions[0].append(payloads)
         except BaseException:
             g.unsettle(dead)  # due again: the next fetch or sweep tries once more
             raise
         g.settle(dead)  # only now, so that no saved position passes an event not yet copied
         self.metrics.dead_lettered(topic.name, len(payloads))
+
+
+def find_dead_letters(topic: Topic, g: ConsumerGroup, dlq: Topic | None) -> None:
+    """At start-up: tell ``g`` which records it was copying to ``dlq`` when the hub
+    stopped are there (done), so that no record is dead-lettered twice."""
+    since = g.dying_since()
+    if since is None:
+        return
+    copied: set[tuple[int, int]] = set()
+    if dlq is not None:
+        part = dlq.partitions[0]
+        offset = max(since, part.start_offset)
+        while offset < part.end_offset:
+            batch = part.read(offset, 1000)
+            if not batch:
+                break
+            for _, _, payload in batch:
+                event = orjson.loads(payload)
+                if event.get("dlqtopic") == topic.name and event.get("dlqgroup") == g.name:
+                    copied.add((event.get("dlqpartition"), event.get("dlqoffset")))
+            offset = batch[-1][0] + 1
+    g.dead_lettered_before(copied)
 
 
 def redrive_cursor(topic: str, group: str, dead_letter_topic: str) -> str:

@@ -18,6 +18,12 @@ Rules, per partition of the group's topic:
   refused as stale.
 - Offsets lost to damage on disk are never delivered: the hub hands them to
   ``skip``, which makes them done and keeps a note of the range in ``skipped``.
+- The durable state (:meth:`ConsumerGroup.positions`) holds, beside the
+  positions, each undone record's delivery count and when it is due, so
+  ``max_deliver`` and nack delays hold across restarts. The hub saves it before
+  it hands out a fetch's leases, and before it applies an ack, nack or seek:
+  the ``*_positions`` methods give the state a change would leave, changing
+  nothing, so a change that cannot be saved is never applied.
 
 Nothing here awaits or touches a socket or a file; the hub pumps it.
 """
@@ -25,7 +31,7 @@ Nothing here awaits or touches a socket or a file; the hub pumps it.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,10 +39,46 @@ import orjson
 
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import is_decimal
-from tidings.errors import BadRequest, StaleLease
+from tidings.errors import BadRequest, Forbidden, StaleLease
+from tidings.log.partition import Positions
 
 ReadFn = Callable[[int, int, int], Sequence[tuple[int, int, bytes]]]
 """read(partition, offset, max_records) -> [(offset, timestamp_ms, payload)]"""
+
+# The hub's own groups, by the prefix of their name, and what keeps each: no client
+# reaches them (the server refuses every group route and WebSocket join), whatever
+# its token. A webhook's cursor is ``webhook.{id}`` (tidings.core.webhooks.config),
+# a re-drive cursor ``redrive.…`` (tidings.core.consuming.redrive_cursor); groups
+# the hub keeps for anything else (view processors) are named ``tidings.…``.
+INTERNAL_GROUP_PREFIXES: Mapping[str, str] = {
+    "webhook.": "a webhook's delivery cursor",
+    "redrive.": "a re-drive cursor",
+    "tidings.": "one of the hub's own groups",
+}
+
+
+def internal_group(name: str) -> str | None:
+    """What keeps the group ``name`` if it is one of the hub's own, else None."""
+    for prefix, what in INTERNAL_GROUP_PREFIXES.items():
+        if name.startswith(prefix):
+            return what
+    return None
+
+
+def check_client_group(name: str) -> None:
+    """Forbidden if ``name`` is in the hub's own namespace (:data:`INTERNAL_GROUP_PREFIXES`)."""
+    what = internal_group(name)
+    if what is None:
+        return
+    reserved = ", ".join(repr(p + "*") for p in INTERNAL_GROUP_PREFIXES)
+    detail = (
+        f"group {name!r} is {what}: the hub keeps it, and no client may use or change it"
+        f" (the names {reserved} are reserved)"
+    )
+    if name.startswith("webhook."):
+        detail += f"; see or replay the webhook at /v1/webhooks/{name.removeprefix('webhook.')}"
+    raise Forbidden(detail, group=name)
+
 
 # The lease of a record being appended to the dead-letter topic: never acked by a
 # client, never expiring; done only once that append is durable (settle()).
@@ -83,6 +125,7 @@ class _Pending:
     due_ms: int = 0  # when it may be leased (again)
     lease: str | None = None  # the live lease, if leased
     expires_ms: int = 0
+    dlq_from: int | None = None  # being copied to the dead-letter topic at this offset or later
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +146,13 @@ class DeadLetter:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """Leases :meth:`ConsumerGroup.ack_positions` checked, for :meth:`ConsumerGroup.ack`."""
+
+    found: list[tuple[int, _Cursor, _Pending]]
+
+
 @dataclass(slots=True)
 class _Cursor:
     committed: int
@@ -110,6 +160,8 @@ class _Cursor:
     done_above: set[int] = field(default_factory=set)
     pending: dict[int, _Pending] = field(default_factory=dict)
     keys: dict[str, list[int]] = field(default_factory=dict)  # key -> pending offsets, in order
+    # Saved before a restart and not read again yet: offset -> (deliveries, due_ms).
+    restored: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 class ConsumerGroup:
@@ -120,17 +172,30 @@ class ConsumerGroup:
         topic: str,
         name: str,
         config: GroupConfig,
-        positions: Mapping[int, tuple[int, Iterable[int]]],
+        positions: Mapping[int, Sequence[Any]],
     ) -> None:
+        """``positions``: per partition ``(committed, done_above)`` or, as saved by
+        :meth:`positions`, ``(committed, done_above, [(offset, deliveries, due_ms)])``."""
         self.topic = topic
         self.name = name
         self.config = config
         self.epoch = secrets.token_hex(4)
         self._filter = TypeFilter(config.types)
-        self._cursors = {
-            p: _Cursor(committed=c, fetched=c, done_above={o for o in above if o >= c})
-            for p, (c, above) in positions.items()
-        }
+        self._cursors: dict[int, _Cursor] = {}
+        for p, saved in positions.items():
+            c = int(saved[0])
+            above = {int(o) for o in saved[1] if o >= c}
+            retries = saved[2] if len(saved) > 2 else ()
+            self._cursors[p] = _Cursor(
+                committed=c,
+                fetched=c,
+                done_above=above,
+                restored={
+                    int(o): (int(n), int(due))
+                    for o, n, due in retries
+                    if o >= c and o not in above and n > 0
+                },
+            )
         self._rotate = 0
         self.skipped: list[tuple[int, int, int, str]] = []  # the latest (p, first, end, why)
         self.skipped_events = 0
@@ -144,9 +209,99 @@ class ConsumerGroup:
     def partitions(self) -> list[int]:
         return sorted(self._cursors)
 
-    def positions(self) -> dict[int, tuple[int, list[int]]]:
-        """The durable state: per partition, ``committed`` and the offsets done above it."""
-        return {p: (c.committed, sorted(c.done_above)) for p, c in self._cursors.items()}
+    def positions(
+        self,
+        *,
+        done: Collection[tuple[int, int]] = (),
+        due: Mapping[tuple[int, int], tuple[int, int]] | None = None,
+        reset: Mapping[int, int] | None = None,
+    ) -> Positions:
+        """The durable state: per partition ``committed``, the offsets done above it,
+        and ``(offset, deliveries, due_ms)`` of each record delivered and not done.
+
+        A leased record is saved as due at once: after a restart its lease is stale.
+        A record being copied to the dead-letter topic from offset ``n`` on is saved
+        with ``due_ms`` ``-1 - n``: after a crash the hub looks there for its copy
+        (:meth:`dying_since`, :meth:`dead_lettered_before`) rather than copy it twice.
+        The arguments give the state a change would leave without making it: the
+        ``(partition, offset)`` records in ``done`` done, those in ``due`` with
+        these ``(deliveries, due_ms)``, the partitions in ``reset`` moved there.
+        """
+        out: Positions = {}
+        gone: dict[int, set[int]] = {}
+        for p, o in done:
+            gone.setdefault(p, set()).add(o)
+        for p, c in self._cursors.items():
+            if reset is not None and p in reset:
+                out[p] = (reset[p], [], [])
+                continue
+            committed, above = c.committed, c.done_above
+            finished = gone.get(p)
+            if finished:
+                above = above | finished
+                while committed in above:
+                    above.discard(committed)
+                    committed += 1
+            retries = [(o, n, t) for o, (n, t) in c.restored.items()]
+            for o, r in c.pending.items():
+                if finished and o in finished:
+                    continue
+                if due is not None and (p, o) in due:
+                    n, t = due[(p, o)]
+                    if n:
+                        retries.append((o, n, t))
+                elif r.lease == _DEAD and r.dlq_from is not None:
+                    retries.append((o, r.deliveries, -1 - r.dlq_from))
+                elif r.deliveries:
+                    retries.append((o, r.deliveries, r.due_ms if r.lease is None else 0))
+            out[p] = (committed, sorted(above), sorted(retries))
+        return out
+
+    def mark_dead_letters(self, dead: Sequence[DeadLetter], dlq_from: int) -> None:
+        """``dead`` are about to be appended to the dead-letter topic, at ``dlq_from`` or later."""
+        for d in dead:
+            c = self._cursors.get(d.partition)
+            rec = c.pending.get(d.offset) if c else None
+            if rec is not None and rec.lease == _DEAD:
+                rec.dlq_from = dlq_from
+
+    def dying_since(self) -> int | None:
+        """The lowest dead-letter offset a copy saved before a restart may be at."""
+        marks = [-1 - t for c in self._cursors.values() for _, t in c.restored.values() if t < 0]
+        return min(marks) if marks else None
+
+    def dead_lettered_before(self, copied: Collection[tuple[int, int]]) -> None:
+        """Of the records saved as being copied to the dead-letter topic, those
+        ``(partition, offset)`` in ``copied`` made it: they are done. The others are
+        due at once, to be copied again."""
+        for p, c in self._cursors.items():
+            for o, (n, t) in list(c.restored.items()):
+                if t >= 0:
+                    continue
+                if (p, o) in copied:
+                    del c.restored[o]
+                    self._done(c, o)
+                    self.dead_lettered += 1
+                else:
+                    c.restored[o] = (n, 0)
+            c.fetched = max(c.fetched, c.committed)
+
+    def ack_positions(self, leases: Sequence[str]) -> tuple[Positions, Acked]:
+        """The durable state once ``leases`` are acked, and the records to pass to
+        :meth:`ack` then (with no other change in between); changes nothing."""
+        found = self._resolve(leases)
+        return self.positions(done=[(p, rec.offset) for p, _, rec in found]), Acked(found)
+
+    def nack_positions(
+        self, leases: Sequence[str], now_ms: int, delay_ms: int = 0, unsent: bool = False
+    ) -> Positions:
+        """The durable state once ``leases`` are nacked; checks them, changes nothing."""
+        return self.positions(
+            due={
+                (p, rec.offset): (rec.deliveries - unsent, now_ms + delay_ms)
+                for p, _, rec in self._resolve(leases)
+            }
+        )
 
     def committed(self, partition: int) -> int:
         return self._cursors[partition].committed
@@ -236,7 +391,7 @@ class ConsumerGroup:
         for p in parts[self._rotate :] + parts[: self._rotate]:
             if len(out) >= max_records:
                 break
-            self._fetch_partition(p, now_ms, max_records - len(out), read, types, out)
+            self._fetch_partition(p, now_ms, max_records - len(out), read, types, out, dead)
         self.delivered += len(out)
         return out, dead
 
@@ -248,6 +403,7 @@ class ConsumerGroup:
         read: ReadFn,
         types: TypeFilter | None,
         out: list[Delivery],
+        dead: list[DeadLetter],
     ) -> None:
         c = self._cursors[p]
         start = len(out)
@@ -256,6 +412,9 @@ class ConsumerGroup:
             if len(out) - start >= want:
                 return
             if rec.lease is None and rec.due_ms <= now_ms and self._may_lease(c, rec, types):
+                if rec.deliveries >= self.config.max_deliver:
+                    dead.append(self._dead(c, rec, "delivered too often"))
+                    continue
                 out.append(self._lease(p, rec, now_ms))
         # New records from the log.
         while len(out) - start < want and len(c.pending) < _READY_LIMIT:
@@ -273,10 +432,17 @@ class ConsumerGroup:
                     self._done(c, offset)
                     continue
                 rec = _Pending(offset, payload, event_type, key, due_ms=now_ms)
+                if c.restored:
+                    rec.deliveries, due = c.restored.pop(offset, (0, now_ms))
+                    rec.due_ms = max(due, 0)
                 c.pending[offset] = rec
                 if self.config.ordering == "key" and key is not None:
                     c.keys.setdefault(key, []).append(offset)
-                if len(out) - start < want and self._may_lease(c, rec, types):
+                if rec.due_ms > now_ms:
+                    continue  # nacked with a delay before a restart
+                if rec.deliveries >= self.config.max_deliver:
+                    dead.append(self._dead(c, rec, "delivered too often"))
+                elif len(out) - start < want and self._may_lease(c, rec, types):
                     out.append(self._lease(p, rec, now_ms))
 
     def _may_lease(self, c: _Cursor, rec: _Pending, types: TypeFilter | None) -> bool:
@@ -296,9 +462,21 @@ class ConsumerGroup:
 
     # -- ack, nack, expiry -------------------------------------------------------
 
-    def _resolve(self, leases: Sequence[str]) -> list[tuple[_Cursor, _Pending]]:
+    def unlease(self, deliveries: Sequence[Delivery]) -> None:
+        """Take back a fetch's leases that could not be saved: as if never delivered."""
+        for d in deliveries:
+            c = self._cursors.get(d.partition)
+            rec = c.pending.get(d.offset) if c else None
+            if rec is not None and rec.lease == d.lease:
+                rec.lease = None
+                rec.deliveries -= 1
+                self.delivered -= 1
+                if rec.deliveries:
+                    self.redelivered -= 1
+
+    def _resolve(self, leases: Sequence[str]) -> list[tuple[int, _Cursor, _Pending]]:
         """Look up every lease; refuse them all if any is stale or malformed."""
-        found: list[tuple[_Cursor, _Pending]] = []
+        found: list[tuple[int, _Cursor, _Pending]] = []
         stale: list[str] = []
         for lease in leases:
             if not isinstance(lease, str):
@@ -311,7 +489,7 @@ class ConsumerGroup:
             if c is None or rec is None or rec.lease != lease:
                 stale.append(lease)
             else:
-                found.append((c, rec))
+                found.append((int(parts[0]), c, rec))
         if stale:
             raise StaleLease(
                 f"{len(stale)} lease(s) expired, were re-leased or are unknown; "
@@ -320,18 +498,23 @@ class ConsumerGroup:
             )
         return found
 
-    def ack(self, leases: Sequence[str]) -> int:
-        found = self._resolve(leases)
-        for c, rec in found:
+    def ack(self, leases: Sequence[str] | Acked) -> int:
+        found = leases.found if isinstance(leases, Acked) else self._resolve(leases)
+        for _, c, rec in found:
             self._done(c, rec.offset)
         return len(found)
 
-    def nack(self, leases: Sequence[str], now_ms: int, delay_ms: int = 0) -> list[DeadLetter]:
+    def nack(
+        self, leases: Sequence[str], now_ms: int, delay_ms: int = 0, unsent: bool = False
+    ) -> list[DeadLetter]:
+        """Make leased records due after ``delay_ms``; ``unsent``: they were never
+        handed to anyone (released), so this delivery does not count."""
         found = self._resolve(leases)
         dead: list[DeadLetter] = []
-        for c, rec in found:
+        for _, c, rec in found:
             rec.lease = None
             rec.due_ms = now_ms + delay_ms
+            rec.deliveries -= unsent
             if rec.deliveries >= self.config.max_deliver:
                 dead.append(self._dead(c, rec, "nacked"))
         return dead
@@ -377,6 +560,7 @@ class ConsumerGroup:
             if rec is not None and rec.lease == _DEAD:
                 rec.lease = None
                 rec.due_ms = 0
+                rec.dlq_from = None
 
     def _done(self, c: _Cursor, offset: int) -> None:
         rec = c.pending.pop(offset, None)
@@ -439,6 +623,7 @@ class ConsumerGroup:
         c.done_above.clear()
         c.pending.clear()
         c.keys.clear()
+        c.restored.clear()
 
 
 def _type_and_key(payload: bytes) -> tuple[str, str | None]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from tidings.core.catalog import Catalog
-from tidings.core.consuming import MAX_WAIT_S, GroupOps, group_config
+from tidings.core.consuming import MAX_WAIT_S, GroupOps, find_dead_letters, group_config
 from tidings.core.dedupe import DedupeWindow
 from tidings.core.groups import ConsumerGroup
 from tidings.core.metrics import Metrics
@@ -101,6 +102,9 @@ class Hub(PublishOps, GroupOps):
         self.metrics = Metrics()
         self._tasks: list[asyncio.Task[None]] = []
         self._group_changed: dict[tuple[str, str], asyncio.Event] = {}
+        self._redriving: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )  # one re-drive of a group at a time
         # dedupe key -> the append that carries it, until it is durable.
         self._appending: dict[str, _Claim] = {}
         self._deleting: set[str] = set()  # topics whose files are being removed
@@ -124,6 +128,8 @@ class Hub(PublishOps, GroupOps):
             group = ConsumerGroup(topic, name, group_config(cfg), positions)
             self._fill_positions(t, group)
             t.groups[name] = group
+            dlq = group.config.dead_letter_topic or f"{topic}.dlq"
+            find_dead_letters(t, group, self.topics.get(dlq))
         self._restore_dedupe()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._maintain())]
@@ -200,6 +206,15 @@ class Hub(PublishOps, GroupOps):
                     self.apply_retention(now)
             except Exception:
                 logger.exception("maintenance failed")
+
+    def failed_partitions(self) -> list[tuple[str, int, str]]:
+        """(topic, partition, why) for each partition refusing appends now."""
+        return [
+            (t.name, i, why)
+            for t in self.topics.values()
+            for i, p in enumerate(t.partitions)
+            if (why := p.failure) is not None
+        ]
 
     def apply_retention(self, now_ms: int | None = None) -> int:
         removed = 0

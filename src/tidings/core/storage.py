@@ -43,6 +43,9 @@ class PartitionStore(Protocol):
     - Records lost to damage on disk are named in ``damage`` (offset ranges)
       and ``read`` steps over them: it answers the records after them, and
       nothing only when every offset from ``offset`` to the end is lost.
+    - ``failure`` says why appends are refused (a write that failed: a full
+      disk); None when they are taken. A failed partition still serves reads,
+      and heals by itself once the cause goes: no restart.
     """
 
     @property
@@ -55,6 +58,8 @@ class PartitionStore(Protocol):
     def damage(self) -> Sequence[Damage]:
         """The bad ranges known so far, in offset order."""
         ...
+    @property
+    def failure(self) -> str | None: ...
 
     def append(
         self, payloads: Sequence[bytes], timestamp_ms: int | None = None

@@ -39,6 +39,10 @@ class MemoryPartition:
         """Memory is never damaged: always empty."""
         return []
 
+    @property
+    def failure(self) -> str | None:
+        return None  # memory does not fill up the way a disk does
+
     def append(
         self, payloads: Sequence[bytes], timestamp_ms: int | None = None
     ) -> asyncio.Future[int]:

@@ -7,11 +7,17 @@ while that fsync runs queue up and share the next one: group commit.
 
 A record becomes visible to readers when its append is acknowledged, so no
 reader ever sees a record that a crash could take back.
+
+A write or fsync that fails (a full disk, say) fails the appends it carried and
+the partition refuses appends (503) while it is *failed*; it then tries every
+``HEAL_S`` to cut itself back to what it acknowledged and to find room for
+more, and takes appends again once it can, with no restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -25,16 +31,29 @@ from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
 from tidings.log import damage as damage_record
 from tidings.log import format as fmt
 from tidings.log.damage import Damage
-from tidings.log.recovery import RecoveryReport, recover_active, recover_sealed
+from tidings.log.recovery import (
+    RecoveryReport,
+    cut_back,
+    cut_tail,
+    recover_active,
+    recover_sealed,
+)
 from tidings.log.segment import Segment, fsync_dir
 
 logger = logging.getLogger("tidings.log")
 
+HEAL_S = 0.5
+"""How often a failed partition tries to heal."""
+
+_ROOM_BYTES = 1 << 20
+"""The free space a failed partition must find (by reserving it) before it takes appends."""
+
 LogRecord = tuple[int, int, bytes]
 """(offset, timestamp in ms, payload)"""
 
-Positions = dict[int, tuple[int, list[int]]]
-"""A group's durable state: per partition, the committed offset and offsets done above it."""
+Positions = dict[int, tuple[int, list[int], list[tuple[int, int, int]]]]
+"""A group's durable state: per partition, the committed offset, offsets done above it,
+and ``(offset, deliveries, due_ms)`` of each record delivered and not done yet."""
 
 GroupRow = tuple[str, str, dict[str, Any], Positions]
 """(topic, group, config, positions) as the metadata store keeps them."""
@@ -140,6 +159,9 @@ class PartitionLog:
         self._closed = False
         self._closing = False
         self._failed: BaseException | None = None
+        self._owed_cut = False  # a torn tail found at open whose side copy failed
+        self._healer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.dirty = False  # written since the last fsync
         self._damage: list[Damage] = []
 
@@ -163,12 +185,22 @@ class PartitionLog:
         segments = [Segment(directory, b, index_interval=log.config.index_interval) for b in bases]
         for seg, nxt in zip(segments, bases[1:], strict=False):
             recover_sealed(seg, nxt, log.report)
-        recover_active(segments[-1], log.report)
-        fsync_dir(directory)
         log._segments = segments
         log._bases = bases
+        try:
+            log._owed_cut = recover_active(segments[-1], log.report)
+            fsync_dir(directory)
+        except OSError as exc:  # a full disk: serve reads, heal when there is room
+            log._failed = exc
+        else:
+            if log._owed_cut:
+                log._failed = OSError("a torn tail waits for room for its side copy")
         log._next_offset = log._end_offset = segments[-1].next_offset
         log._track_damage()
+        if log._failed is not None:
+            with contextlib.suppress(RuntimeError):  # no loop: heal() is called by hand
+                log._loop = asyncio.get_running_loop()
+                log._start_healing()
         return log
 
     # -- damage ------------------------------------------------------------------
@@ -186,7 +218,7 @@ class PartitionLog:
         found = [d for seg in self._segments for d in seg.damage.values()]
         self._damage = damage_record.merge(known, found)
         if self._damage != recorded:
-            damage_record.save(self.directory, self._damage)
+            self._save_damage()
         for seg in self._segments:
             seg.on_damage = self._damage_found
 
@@ -198,6 +230,10 @@ class PartitionLog:
             damage.first_offset, damage.end_offset - 1,
         )
         self._damage = damage_record.merge(self._damage, [damage])
+        self._save_damage()
+
+    def _save_damage(self) -> None:
+        """Write the record; a failure (a full disk) is logged: reads find damage anyway."""
         try:
             damage_record.save(self.directory, self._damage)
         except OSError:
@@ -214,7 +250,7 @@ class PartitionLog:
         kept = [d for d in self._damage if d.segment in names]
         if kept != self._damage:
             self._damage = kept
-            damage_record.save(self.directory, kept)
+            self._save_damage()
 
     # -- positions ---------------------------------------------------------------
 
@@ -235,6 +271,11 @@ class PartitionLog:
     @property
     def segment_count(self) -> int:
         return len(self._segments)
+
+    @property
+    def failure(self) -> str | None:
+        """Why appends are refused now (a write that failed); None when healthy."""
+        return None if self._failed is None else str(self._failed) or type(self._failed).__name__
 
     # -- appending ---------------------------------------------------------------
 
@@ -257,7 +298,7 @@ class PartitionLog:
         frame = fmt.encode_batch(base, payloads, ts)
         self._next_offset = base + len(payloads)
         self._queue.append((frame, base, len(payloads), ts))
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         self._waiting.append((fut, base))
         if self._writer is None and self._handle is None:
@@ -357,6 +398,72 @@ class PartitionLog:
                 fut.set_exception(err)
         self._waiting = []
         self._queue = []
+        logger.error(
+            "partition %s failed: %s; refusing appends until it heals", self.directory, exc
+        )
+        self._start_healing()
+
+    # -- healing -----------------------------------------------------------------
+
+    def _start_healing(self) -> None:
+        if self._healer is None and not self._closing and self._loop is not None:
+            self._healer = self._loop.create_task(self._heal_until_healed())
+
+    async def _heal_until_healed(self) -> None:
+        try:
+            while self._failed is not None and not self._closing:
+                await asyncio.sleep(HEAL_S)
+                if self._writer is None and not self._closing:
+                    self.heal()
+        finally:
+            self._healer = None
+
+    def heal(self) -> bool:
+        """Try once to leave the failed state; True if the partition takes appends again.
+
+        Everything past the acknowledged end was refused to its appenders (503),
+        so it is cut off without a side copy; a torn tail found at open is cut
+        with its side copy. Then room for more is reserved and released: only a
+        partition that can write again says it is healthy.
+        """
+        if self._failed is None:
+            return True
+        if self._closing or self._writer is not None or self._handle is not None or self._queue:
+            return False  # a write is still under way: its outcome first
+        end = self._end_offset
+        try:
+            # Segments a failed write rolled to hold nothing acknowledged, and the
+            # files of one whose roll failed halfway.
+            while len(self._segments) > 1 and self._bases[-1] > end:
+                self._segments.pop().delete()
+                self._bases.pop()
+            kept = set(self._bases)
+            for path in self.directory.glob("*.log"):
+                base = int(path.stem) if path.stem.isascii() and path.stem.isdigit() else -1
+                if base > end and base not in kept:
+                    for suffix in (".index", ".timeindex", ".log"):
+                        path.with_suffix(suffix).unlink(missing_ok=True)
+            seg = self._segments[-1]
+            if self._owed_cut:
+                cut_tail(seg, seg.size, "torn tail found at open", self.report, keep=True)
+                self._owed_cut = False
+            else:
+                cut_tail(seg, cut_back(seg, end), "refused appends", self.report, keep=False)
+            seg.sealed = False
+            seg.close_indexes()
+            seg.open_indexes_for_append()
+            fsync_dir(self.directory)
+            _reserve_room(self.directory)
+        except OSError as exc:
+            logger.debug("partition %s not healed yet: %s", self.directory, exc)
+            self._failed = exc
+            return False
+        self._next_offset = end
+        self.dirty = False
+        self._failed = None
+        logger.warning("partition %s healed: taking appends again from offset %d",
+                       self.directory, end)
+        return True
 
     # -- durability --------------------------------------------------------------
 
@@ -372,6 +479,8 @@ class PartitionLog:
                 FSYNC_STATS.fdatasync(self._segments[-1].fd)
             except OSError as exc:
                 self._failed = exc
+                if self._loop is not None:  # called from a worker thread
+                    self._loop.call_soon_threadsafe(self._start_healing)
                 raise
 
     async def flush(self) -> None:
@@ -389,6 +498,8 @@ class PartitionLog:
         if self._closed or self._closing:
             return
         self._closing = True  # appends from now on are refused
+        if self._healer is not None:
+            self._healer.cancel()
         try:
             await self.flush()
         finally:
@@ -505,3 +616,14 @@ class PartitionLog:
             fsync_dir(self.directory)
             self._forget_damage()
         return removed
+
+
+def _reserve_room(directory: Path) -> None:
+    """Raise OSError unless ``_ROOM_BYTES`` can be allocated in ``directory``."""
+    probe = directory / ".room"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, _ROOM_BYTES)
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)

@@ -89,29 +89,85 @@ def _step_over(
     return at, header.base_offset
 
 
-def recover_active(segment: Segment, report: RecoveryReport) -> None:
-    """Check the last segment whole and cut a torn or corrupt tail."""
+def recover_active(segment: Segment, report: RecoveryReport) -> bool:
+    """Check the last segment whole, step over damage and cut a torn tail.
+
+    True if a torn tail is still there because its side copy could not be
+    written (a full disk): the segment then reads up to its last good batch,
+    and the caller takes no append until :func:`cut_tail` succeeds.
+    """
     bad, why = _rebuild(segment, report)
+    owed = False
     if bad is not None:
-        cut = segment.size - bad
-        side = segment.path.with_name(f"{segment.path.name}.cut-{bad}")
-        n = 1
-        while side.exists():  # an earlier cut at the same place: keep both
-            side = segment.path.with_name(f"{segment.path.name}.cut-{bad}.{n}")
-            n += 1
-        with open(side, "xb") as out:
-            out.write(os.pread(segment.fd, cut, bad))
-            out.flush()
-            os.fsync(out.fileno())
-        segment.truncate(bad)
-        fsync_dir(segment.directory)
-        report.truncated.append((str(segment.path), bad, cut, why))
-        logger.warning(
-            "cut %d bytes of torn tail from %s at byte %d (%s); kept in %s",
-            cut, segment.path, bad, why, side.name,
-        )
+        try:
+            cut_tail(segment, bad, why, report, keep=True)
+        except OSError as exc:
+            # Never lose the bytes: leave them in place and read up to them.
+            segment.size = bad
+            owed = True
+            logger.error(
+                "torn tail of %s at byte %d (%s) not cut: its side copy failed: %s",
+                segment.path, bad, why, exc,
+            )
     segment.open_indexes_for_append()
     report.rebuilt_indexes.append(str(segment.index_path))
+    return owed
+
+
+def cut_tail(
+    segment: Segment, position: int, why: str, report: RecoveryReport, *, keep: bool
+) -> None:
+    """Truncate ``segment`` at ``position``; with ``keep``, copy the cut bytes to
+    ``<base>.log.cut-<position>`` first (and leave no side file if that fails)."""
+    cut = os.fstat(segment.fd).st_size - position
+    if keep and cut > 0:
+        side = segment.path.with_name(f"{segment.path.name}.cut-{position}")
+        n = 1
+        while side.exists():  # an earlier cut at the same place: keep both
+            side = segment.path.with_name(f"{segment.path.name}.cut-{position}.{n}")
+            n += 1
+        try:
+            with open(side, "xb") as out:
+                out.write(os.pread(segment.fd, cut, position))
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError:
+            side.unlink(missing_ok=True)
+            raise
+        logger.warning(
+            "cut %d bytes of torn tail from %s at byte %d (%s); kept in %s",
+            cut, segment.path, position, why, side.name,
+        )
+    segment.truncate(position)
+    fsync_dir(segment.directory)
+    if cut > 0:
+        report.truncated.append((str(segment.path), position, cut, why))
+
+
+def cut_back(segment: Segment, end_offset: int) -> int:
+    """Where ``segment`` must end to hold nothing from ``end_offset`` on: its batches
+    before it are noted again (indexes rebuilt in memory), the byte position returned."""
+    segment.close_indexes()
+    segment.reset_indexes()
+    position, expected = 0, segment.base_offset
+    while True:
+        for at, header, _why in segment.scan(position, expected):
+            if header is None:
+                position = at
+                break
+            if header.base_offset >= end_offset:
+                return at
+            segment.note_batch(
+                at, header.base_offset, header.count, header.first_ts, header.last_ts, header.size
+            )
+            expected = header.next_offset
+        else:
+            return segment.size
+        # Damage is not the end: the good batches after it below end_offset stay.
+        found = find_next_batch(segment.fd, position, segment.size, expected)
+        if found is None or found[1].base_offset >= end_offset:
+            return position
+        position, expected = found[0], found[1].base_offset
 
 
 def recover_sealed(segment: Segment, next_offset: int, report: RecoveryReport) -> None:

@@ -149,11 +149,14 @@ class Segment:
         os.fsync(self._fd)
         self.size = position
 
-    def close(self) -> None:
+    def close_indexes(self) -> None:
         for fd in (self._index_fd, self._time_index_fd):
             if fd is not None:
                 os.close(fd)
         self._index_fd = self._time_index_fd = None
+
+    def close(self) -> None:
+        self.close_indexes()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

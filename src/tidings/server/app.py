@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from tidings.core.groups import Delivery, GroupConfig
+from tidings.core.groups import Delivery, GroupConfig, check_client_group
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import format_token, is_decimal, parse_duration_ms
@@ -104,6 +104,15 @@ class Api:
         if self.auth.enabled:
             self.auth.check(request.headers.get("authorization"), action, topic)
 
+    def _group(self, request: Request) -> tuple[str, str]:
+        """The topic and group a group route names; Forbidden for the hub's own groups,
+        whatever the token (after it is known to be a token at all)."""
+        topic, name = request.path_params["topic"], request.path_params["group"]
+        if self.auth.enabled:
+            self.auth.token(request.headers.get("authorization"))
+        check_client_group(name)
+        return topic, name
+
     async def _body(self, request: Request) -> bytes:
         return await _read_body(
             request.receive, request.headers.get("content-length"), self.options.max_request_bytes
@@ -131,6 +140,14 @@ class Api:
     async def readyz(self, request: Request) -> Response:
         if self.hub.closing:
             raise StorageUnavailable("the hub is shutting down")
+        failed = self.hub.failed_partitions()
+        if failed:
+            topic, p, why = failed[0]
+            raise StorageUnavailable(
+                f"{len(failed)} partition(s) refuse appends until they heal; "
+                f"{topic}/{p}: {why}",
+                failed=[{"topic": t, "partition": i} for t, i, _ in failed[:100]],
+            )
         return _json({"status": "ready", "topics": len(self.hub.topics)})
 
     async def metrics(self, request: Request) -> Response:
@@ -221,26 +238,27 @@ class Api:
     # -- consumer groups -----------------------------------------------------------------
 
     async def put_group(self, request: Request) -> Response:
-        topic, name = request.path_params["topic"], request.path_params["group"]
-        self._authorize(request, "subscribe", topic)
+        topic, name = self._group(request)
+        self._authorize(request, "manage", topic)
         if topic not in self.hub.topics:
             self._authorize(request, "publish", topic)  # it creates the topic
         body = await self._json_body(request)
         config = _parse_group_config(body)
         if config.dead_letter_topic is not None:
-            # Dead letters are published there on the group's behalf.
+            # A topic the token names is one it must be able to publish to: dead
+            # letters are published there. The default {topic}.dlq is the hub's.
             self._authorize(request, "publish", config.dead_letter_topic)
         _, created = await self.hub.put_group(topic, name, config)
         return _json(self.hub.group_info(topic, name), 201 if created else 200)
 
     async def get_group(self, request: Request) -> Response:
-        topic, name = request.path_params["topic"], request.path_params["group"]
+        topic, name = self._group(request)
         self._authorize(request, "subscribe", topic)
         return _json(self.hub.group_info(topic, name))
 
     async def delete_group(self, request: Request) -> Response:
-        topic, name = request.path_params["topic"], request.path_params["group"]
-        self._authorize(request, "subscribe", topic)
+        topic, name = self._group(request)
+        self._authorize(request, "manage", topic)
         await self.hub.delete_group(topic, name)
         return Response(status_code=204)
 
@@ -249,7 +267,7 @@ class Api:
         return _json({"groups": [g for g in self.hub.list_groups() if g["topic"] in shown]})
 
     async def fetch(self, request: Request) -> Response:
-        topic, name = request.path_params["topic"], request.path_params["group"]
+        topic, name = self._group(request)
         self._authorize(request, "subscribe", topic)
         body = await self._json_body(request)
         _only(body, {"max", "wait", "types"})
@@ -272,7 +290,7 @@ class Api:
         return Response(body_bytes, media_type="application/json")
 
     async def ack(self, request: Request) -> Response:
-        topic, name = request.path_params["topic"], request.path_params["group"]
+        topic, name = self._group(request)
         self._authorize(request, "subscribe", topic)
         body = await self._json_body(request, allow_empty=False)
         _only(body, {"leases"})
@@ -280,7 +298,7 @@ class Api:
         return _json({"acked": n})
 
     async def nack(self, request: Request) -> Response:
-        topic, name = request.path_params["topic"], request.path_params["group"]
+        topic, name = self._group(request)
         self._authorize(request, "subscribe", topic)
         body = await self._json_body(request, allow_empty=False)
         _only(body, {"leases", "delay"})
@@ -289,8 +307,8 @@ class Api:
         return _json({"nacked": n})
 
     async def seek(self, request: Request) -> Response:
-        topic, name = request.path_params["topic"], request.path_params["group"]
-        self._authorize(request, "subscribe", topic)
+        topic, name = self._group(request)
+        self._authorize(request, "manage", topic)
         body = await self._json_body(request, allow_empty=False)
         _only(body, {"to"})
         if "to" not in body:
@@ -299,8 +317,8 @@ class Api:
         return _json({"positions": format_token(positions)})
 
     async def redrive(self, request: Request) -> Response:
-        topic, name = request.path_params["topic"], request.path_params["group"]
-        self._authorize(request, "subscribe", topic)
+        topic, name = self._group(request)
+        self._authorize(request, "manage", topic)
         self._authorize(request, "publish", topic)  # the events go back on the topic
         _only(await self._json_body(request), set())
         return _json(await self.hub.redrive(topic, name))

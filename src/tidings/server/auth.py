@@ -4,11 +4,35 @@ The file (``--auth-file`` / ``TIDINGS_AUTH_FILE``) is::
 
     {"tokens": [
       {"name": "shop", "token": "s3cret", "publish": ["orders", "cart.*"], "subscribe": ["*"]},
+      {"name": "payments", "token": "p4y", "publish": ["orders", "orders.dlq"],
+       "subscribe": ["orders"], "manage": ["orders"]},
       {"name": "ops", "token": "t0ken", "admin": true}
     ]}
 
-Topic patterns are shell-style (``fnmatch``): ``*`` matches any run of characters.
-An admin token may do everything. ``TIDINGS_TOKENS`` may hold the same JSON.
+Each scope is a list of topic patterns, shell-style (``fnmatch``: ``*`` matches
+any run of characters); it allows, on a topic it matches:
+
+- ``publish``: publishing (HTTP, WebSocket ``publish``).
+- ``subscribe``: reading (``GET .../events``, SSE, WebSocket ``subscribe``), the
+  topic's description, and consuming in a consumer group that exists: ``fetch``,
+  ``ack``, ``nack``, ``GET`` of the group, a WebSocket join of the group. A listing
+  (``GET /v1/topics``, ``GET /v1/groups``) shows the topics a token may subscribe to.
+- ``manage``: running the topic's consumer groups: creating one or changing its
+  config (``PUT``), ``seek``, ``DELETE``, ``redrive``, and a WebSocket join that
+  creates the group. Where this writes to a topic, the token needs ``publish``
+  there as well: ``redrive`` publishes on the group's topic, a ``PUT`` that creates
+  the topic publishes to it, and an explicit ``dead_letter_topic`` is a topic the
+  group's dead letters are published to. The default ``{topic}.dlq`` is written by
+  the hub on the group's behalf and needs no scope.
+- ``admin: true``: everything, the scopes above on every topic, and what has no
+  topic: creating, changing and deleting topics, webhooks, ``/metrics``,
+  ``/asyncapi.json``.
+
+No token reaches the hub's own groups (``webhook.*``, ``redrive.*``, ``tidings.*``;
+see :data:`tidings.core.groups.INTERNAL_GROUP_PREFIXES`), admin included: a
+webhook's cursor is moved by the admin-only webhook routes (replay). With no
+tokens configured the hub is open, and those groups are still out of reach.
+``TIDINGS_TOKENS`` may hold the same JSON.
 """
 
 from __future__ import annotations
@@ -23,7 +47,8 @@ from typing import Literal
 
 from tidings.errors import BadRequest, Forbidden, Unauthorized
 
-Action = Literal["publish", "subscribe", "admin"]
+Action = Literal["publish", "subscribe", "manage", "admin"]
+_SCOPES = ("publish", "subscribe", "manage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +57,7 @@ class Token:
     secret: str
     publish: tuple[str, ...] = ()
     subscribe: tuple[str, ...] = ()
+    manage: tuple[str, ...] = ()
     admin: bool = False
 
     def allows(self, action: Action, topic: str | None) -> bool:
@@ -39,8 +65,8 @@ class Token:
             return True
         if action == "admin" or topic is None:
             return False
-        patterns = self.publish if action == "publish" else self.subscribe
-        return any(fnmatchcase(topic, p) for p in patterns)
+        scopes = {"publish": self.publish, "subscribe": self.subscribe, "manage": self.manage}
+        return any(fnmatchcase(topic, p) for p in scopes[action])
 
 
 class Auth:
@@ -67,8 +93,9 @@ class Auth:
             secret = item.get("token") if isinstance(item, dict) else None
             if not isinstance(secret, str) or not secret:
                 raise BadRequest(f"{where}: tokens[{i}] needs a non-empty string 'token'")
-            for key in ("publish", "subscribe"):
-                if not isinstance(item.get(key, []), list):
+            for key in _SCOPES:
+                patterns = item.get(key, [])
+                if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
                     raise BadRequest(f"{where}: tokens[{i}].{key} must be a list of topic patterns")
             tokens.append(
                 Token(
@@ -76,6 +103,7 @@ class Auth:
                     secret=item["token"],
                     publish=tuple(item.get("publish", [])),
                     subscribe=tuple(item.get("subscribe", [])),
+                    manage=tuple(item.get("manage", [])),
                     admin=bool(item.get("admin", False)),
                 )
             )
@@ -104,7 +132,8 @@ class Auth:
             return
         token = self.token(authorization)
         if not token.allows(action, topic):
-            what = f"{action} on topic {topic!r}" if topic else action
+            verb = "manage groups" if action == "manage" else action
+            what = f"{verb} on topic {topic!r}" if topic else action
             raise Forbidden(f"token {token.name!r} may not {what}")
 
     def visible(self, authorization: str | None, topics: Iterable[str]) -> set[str]:

@@ -82,6 +82,11 @@ def render_metrics(
     family("tidings_topic_events", "gauge", "Events kept in a topic.", _by_topic(kept))
     family("tidings_topic_bytes", "gauge", "Bytes kept on disk for a topic.", _by_topic(size))
     _damage_families(family, hub, topics)
+    family(
+        "tidings_storage_failed_partitions", "gauge",
+        "Partitions refusing appends until they heal (a write failed: a full disk).",
+        [("", len(hub.failed_partitions()))],
+    )
     lag: list[tuple[str, float]] = []
     pending: list[tuple[str, float]] = []
     for name, t in topics:

@@ -24,7 +24,7 @@ def _problems(*codes: int) -> dict[str, Any]:
         413: "Event or request too large",
         415: "Unsupported content type",
         422: "Invalid event",
-        503: "Storage unavailable or shutting down",
+        503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After) or shutting down",
     }
     return {
         str(c): {"description": text[c], "content": {"application/problem+json": {"schema": _PROBLEM}}}
@@ -46,6 +46,10 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str, requ
 
 _TOPIC = _param("topic", "path", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"}, "Topic name")
 _GROUP = _param("group", "path", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"}, "Consumer group name")
+# What a token needs on a group route; every group route answers 403 for the hub's own groups.
+_OWN_GROUPS = " Groups named webhook.*, redrive.* or tidings.* are the hub's own: 403 whatever the token, also on an open hub."
+_CONSUME = "Token scope: subscribe on the topic." + _OWN_GROUPS
+_MANAGE = "Token scope: manage on the topic." + _OWN_GROUPS
 
 
 def _body(schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
@@ -64,7 +68,7 @@ def spec() -> dict[str, Any]:
     }
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": _json({"type": "object"})}}},
-        "/readyz": {"get": {"summary": "Readiness", "operationId": "readyz", "responses": {"200": _json({"type": "object"}), **_problems(503)}}},
+        "/readyz": {"get": {"summary": "Readiness: 503 while shutting down or while a partition refuses appends (a full disk)", "operationId": "readyz", "responses": {"200": _json({"type": "object"}), **_problems(503)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics", "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This OpenAPI document", "operationId": "openapi", "responses": {"200": _json({"type": "object"})}}},
         "/asyncapi.json": {"get": {"summary": "An AsyncAPI 3.0 document: each topic and the event types it has carried", "operationId": "asyncapi", "responses": {"200": _json({"type": "object"}), **_problems(401, 403)}}},
@@ -105,16 +109,16 @@ def spec() -> dict[str, Any]:
         },
         "/v1/topics/{topic}/groups/{group}": {
             "parameters": [_TOPIC, _GROUP],
-            "put": {"summary": "Create or configure a consumer group", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(400, 401, 403, 404)}},
-            "get": {"summary": "Describe a group: lag, pending, redelivered, dead-lettered", "operationId": "getGroup", "responses": {"200": _json(_ref("Group")), **_problems(401, 403, 404)}},
-            "delete": {"summary": "Delete a group", "operationId": "deleteGroup", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
+            "put": {"summary": "Create or configure a consumer group", "description": _MANAGE + " Creating the topic too needs publish on it, and an explicit dead_letter_topic needs publish on that topic; the default {topic}.dlq is written by the hub on the group's behalf.", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(400, 401, 403, 404)}},
+            "get": {"summary": "Describe a group: lag, pending, redelivered, dead-lettered", "description": _CONSUME, "operationId": "getGroup", "responses": {"200": _json(_ref("Group")), **_problems(401, 403, 404)}},
+            "delete": {"summary": "Delete a group", "description": _MANAGE, "operationId": "deleteGroup", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
         },
-        "/v1/groups": {"get": {"summary": "List consumer groups", "operationId": "listGroups", "responses": {"200": _json({"type": "object", "properties": {"groups": {"type": "array", "items": _ref("Group")}}}), **_problems(401, 403)}}},
+        "/v1/groups": {"get": {"summary": "List consumer groups", "description": "The groups of the topics the token may subscribe to, the hub's own among them marked internal (read-only).", "operationId": "listGroups", "responses": {"200": _json({"type": "object", "properties": {"groups": {"type": "array", "items": _ref("Group")}}}), **_problems(401, 403)}}},
     }
     for op, (summary, body, ok) in group_ops.items():
         paths[f"/v1/topics/{{topic}}/groups/{{group}}/{op}"] = {
             "parameters": [_TOPIC, _GROUP],
-            "post": {"summary": summary, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(400, 401, 403, 404, 409)}},
+            "post": {"summary": summary, "description": _MANAGE + (" Re-driving publishes on the topic: it needs publish there too." if op == "redrive" else "") if op in ("seek", "redrive") else _CONSUME, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(400, 401, 403, 404, 409, 503)}},
         }
     paths.update(_webhook_paths())
     record_props = {"topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "event": _ref("CloudEvent")}
@@ -127,7 +131,7 @@ def spec() -> dict[str, Any]:
         "TopicConfig": {"type": "object", "properties": {"partitions": {"type": "integer", "minimum": 1, "maximum": 1024}, "retention": {"type": "object", "properties": {"max_age": {"type": ["number", "string"]}, "max_bytes": {"type": "integer", "minimum": 1}}}}},
         "Topic": {"type": "object", "properties": {"name": {"type": "string"}, "partitions": {"type": "array", "items": {"type": "object", "properties": {"partition": {"type": "integer"}, "first_offset": {"type": "integer"}, "next_offset": {"type": "integer"}, "events": {"type": "integer"}, "bytes": {"type": "integer"}, "damage": {"type": "array", "description": "ranges lost to damage on disk", "items": _ref("Damage")}}}}, "retention": {"type": "object"}, "events": {"type": "integer"}, "bytes": {"type": "integer"}}},
         "GroupConfig": {"type": "object", "properties": {"start": {"enum": ["earliest", "latest"]}, "ack_wait": {"type": ["number", "string"]}, "max_deliver": {"type": "integer", "minimum": 1}, "dead_letter_topic": {"type": "string"}, "ordering": {"enum": ["none", "key"]}, "types": {"type": "array", "items": {"type": "string"}}}},
-        "Group": {"type": "object", "properties": {"topic": {"type": "string"}, "name": {"type": "string"}, "config": _ref("GroupConfig"), "partitions": {"type": "array", "items": {"type": "object"}}, "lag": {"type": "integer"}, "pending": {"type": "integer"}, "delivered": {"type": "integer"}, "redelivered": {"type": "integer"}, "dead_lettered": {"type": "integer"}, "skipped_events": {"type": "integer", "description": "offsets lost to damage that the group stepped over"}, "skipped": {"type": "array", "description": "the latest 100 ranges the group stepped over", "items": _ref("Skipped")}}},
+        "Group": {"type": "object", "properties": {"topic": {"type": "string"}, "name": {"type": "string"}, "config": _ref("GroupConfig"), "partitions": {"type": "array", "items": {"type": "object"}}, "lag": {"type": "integer"}, "pending": {"type": "integer"}, "delivered": {"type": "integer"}, "redelivered": {"type": "integer"}, "dead_lettered": {"type": "integer"}, "internal": {"type": "boolean", "description": "one of the hub's own groups (webhook.*, redrive.*, tidings.*): listed read-only, refused by every group route and WebSocket join"}, "skipped_events": {"type": "integer", "description": "offsets lost to damage that the group stepped over"}, "skipped": {"type": "array", "description": "the latest 100 ranges the group stepped over", "items": _ref("Skipped")}}},
         "Skipped": {"type": "object", "description": "offsets from (inclusive) to to (exclusive) of a partition, lost to damage on disk", "properties": {"partition": {"type": "integer"}, "from": {"type": "integer"}, "to": {"type": "integer"}, "why": {"type": "string"}}},
         "Damage": {"type": "object", "description": "a bad byte range of a segment and the offsets it cost", "properties": {"from": {"type": "integer"}, "to": {"type": "integer"}, "events": {"type": "integer"}, "segment": {"type": "string"}, "position": {"type": "integer"}, "bytes": {"type": "integer"}, "why": {"type": "string"}}},
     }
@@ -136,7 +140,7 @@ def spec() -> dict[str, Any]:
         "info": {"title": "tidings", "version": version("tidings"), "description": "An event hub: durable event log, pub/sub with consumer groups, CloudEvents over HTTP."},
         "servers": [{"url": "/"}],
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "With tokens configured: each token's scopes are topic patterns for publish, subscribe and manage (consumer groups), or admin (everything)."}}},
         "security": [{}, {"bearer": []}],
     }
 

@@ -15,6 +15,7 @@ from tidings.errors import TidingsError
 logger = logging.getLogger("tidings.server")
 
 PROBLEM = "application/problem+json"
+RETRY_AFTER_S = "1"
 
 
 def problem_response(problem: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -28,6 +29,8 @@ async def tidings_error(request: Request, exc: Exception) -> Response:
     problem = exc.to_problem()
     problem["instance"] = request.url.path
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status == 503:
+        headers = {"Retry-After": RETRY_AFTER_S}  # a full disk or a restart: soon, not now
     return problem_response(problem, headers)
 
 

@@ -6,7 +6,9 @@ subscription near a partition's end follows that partition's shared tail
 (:mod:`tidings.core.fanout`: one read and one frame body per record for every
 connection); behind it, or after its buffer filled, its reader reads the log
 itself (``Hub.read``) until it catches up. A group subscription reads with
-``Hub.fetch``. Close codes (RFC 6455 section 7.4):
+``Hub.fetch``; joining a group needs ``subscribe`` on its topic, a join that
+creates the group ``manage`` as well, and the hub's own groups are refused
+(:func:`tidings.core.groups.check_client_group`). Close codes (RFC 6455 section 7.4):
 
 - 1001: the hub is shutting down; resume from the last token elsewhere or later.
 - 4008: too slow: the send buffer stayed full for ``slow_after_s``. Frames still
@@ -32,7 +34,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketState
 
 from tidings.core.fanout import SharedRecord, TailRegistry
-from tidings.core.groups import GroupConfig
+from tidings.core.groups import GroupConfig, check_client_group
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
 from tidings.core.session import (
@@ -238,9 +240,13 @@ class Connection:
         if isinstance(action, Send):
             await self.buffer.put(action.frame)
         elif isinstance(action, Subscribe):
-            if not allows(self.token, "subscribe", action.topic):
-                frame = self.session.failed(action.id, _forbidden("subscribe", action.topic))
-                await self._put(frame)
+            try:
+                if action.group is not None:
+                    check_client_group(action.group)  # the hub's own: out of reach
+                if not allows(self.token, "subscribe", action.topic):
+                    raise _forbidden("subscribe", action.topic)
+            except Forbidden as exc:
+                await self._put(self.session.failed(action.id, exc))
                 return
             self.readers[action.id] = asyncio.create_task(self._guard(self._reader(action)))
         elif isinstance(action, Unsubscribe):
@@ -330,6 +336,11 @@ class Connection:
         try:
             self.hub.group(action.topic, action.group)
         except GroupNotFound:
+            if not allows(self.token, "manage", action.topic):
+                raise Forbidden(
+                    f"group {action.group!r} does not exist on topic {action.topic!r}, and "
+                    f"this token may not manage groups there to create it"
+                ) from None
             config = GroupConfig(start="latest" if action.start == "latest" else "earliest")
             await self.hub.put_group(action.topic, action.group, config)
 

@@ -22,6 +22,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from tidings.backends.embedded.sqlite import connect
 from tidings.errors import StorageUnavailable
 from tidings.log.partition import (
     Clock,
@@ -61,10 +64,8 @@ class EmbeddedStorage:
         self.clock = clock or SystemClock()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "topics").mkdir(exist_ok=True)
-        self._db = sqlite3.connect(self.data_dir / "meta.sqlite3", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            f"PRAGMA synchronous={'FULL' if self.policy.mode == 'always' else 'NORMAL'}"
+        self._db = connect(
+            self.data_dir / "meta.sqlite3", "FULL" if self.policy.mode == "always" else "NORMAL"
         )
         self._db.executescript(_SCHEMA)
         self._remove_orphans()
@@ -143,8 +144,15 @@ class EmbeddedStorage:
         rows = self._db.execute("SELECT name, config FROM topics").fetchall()
         return {name: json.loads(config) for name, config in rows}
 
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        """One statement, its own transaction: a full disk refuses it whole (503)."""
+        try:
+            self._db.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(f"metadata not saved: {exc}") from exc
+
     def save_topic(self, topic: str, config: dict[str, Any]) -> None:
-        self._db.execute(
+        self._write(
             "INSERT INTO topics (name, config) VALUES (?, ?) "
             "ON CONFLICT(name) DO UPDATE SET config = excluded.config",
             (topic, json.dumps(config)),
@@ -153,12 +161,20 @@ class EmbeddedStorage:
     def load_groups(self) -> list[GroupRow]:
         rows = self._db.execute("SELECT topic, name, config, positions FROM groups").fetchall()
         return [
-            (t, g, json.loads(c), {int(p): (v[0], v[1]) for p, v in json.loads(pos).items()})
+            (
+                t,
+                g,
+                json.loads(c),
+                {
+                    int(p): (v[0], v[1], [tuple(r) for r in v[2]] if len(v) > 2 else [])
+                    for p, v in orjson.loads(pos).items()
+                },
+            )
             for t, g, c, pos in rows
         ]
 
     def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None:
-        self._db.execute(
+        self._write(
             "INSERT INTO groups (topic, name, config) VALUES (?, ?, ?) "
             "ON CONFLICT(topic, name) DO UPDATE SET config = excluded.config",
             (topic, group, json.dumps(config)),
@@ -167,13 +183,13 @@ class EmbeddedStorage:
     def save_positions(
         self, topic: str, group: str, positions: Positions
     ) -> None:
-        self._db.execute(
+        self._write(
             "UPDATE groups SET positions = ? WHERE topic = ? AND name = ?",
-            (json.dumps({str(p): list(v) for p, v in positions.items()}), topic, group),
+            (orjson.dumps({str(p): v for p, v in positions.items()}).decode(), topic, group),
         )
 
     def delete_group(self, topic: str, group: str) -> None:
-        self._db.execute("DELETE FROM groups WHERE topic = ? AND name = ?", (topic, group))
+        self._write("DELETE FROM groups WHERE topic = ? AND name = ?", (topic, group))
 
     # -- closing -----------------------------------------------------------------
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tidings.backends.embedded.sqlite import connect
 from tidings.core.webhooks.store import Attempt, WebhookDeadLetter, outcome_filter
 
 _SCHEMA = """
@@ -55,9 +55,7 @@ class SqliteWebhookStore:
         self._db.execute("COMMIT")
 
     def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db = connect(Path(path), synchronous)
         self._db.executescript(_SCHEMA)
 
     # -- endpoints -----------------------------------------------------------------

@@ -90,7 +90,7 @@ class EndpointDispatcher:
             positions = g.positions()
             if p not in positions:
                 continue
-            committed, done_above = positions[p]
+            committed, done_above, _ = positions[p]
             if o >= committed and o not in done_above:
                 self.attempts[(topic, p, o)] = made
                 self._last_attempt[(topic, p, o)] = last
@@ -124,13 +124,14 @@ class EndpointDispatcher:
             for t in late:
                 t.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        unsent.extend(self._cut)  # attempts cut short: the receiver may have them; due again
         resending = list(self._dead_tasks.values())
         for t in resending:
             t.cancel()
         await asyncio.gather(*resending, return_exceptions=True)
         await self._flush_acks()
-        for job in unsent:  # leased but never sent: due again at once
+        for job in unsent:  # leased but never sent: due again at once, not counted
+            await self._nack(job, 0, unsent=True)
+        for job in self._cut:  # attempts cut short: the receiver may have them; due again
             await self._nack(job, 0)
 
     def notify(self) -> None:
@@ -264,9 +265,11 @@ class EndpointDispatcher:
             ]
             due = last + wait - self.hub.clock.time_ms()
             if due > 0:
-                await self._nack(job, due)
+                await self._nack(job, due, unsent=True)
                 return
-        made = self.attempts.get(pos, 0) + 1
+        # The group counts each attempt as a delivery and keeps the count across a
+        # restart; the attempts log (written every FLUSH_S) may be behind it.
+        made = max(self.attempts.get(pos, 0), d.deliveries - 1) + 1
         before = self.ep.health.state
         outcome, decision = await self.service.attempt(
             self.ep, d.payload, job.topic, d.partition, d.offset, made
@@ -329,9 +332,9 @@ class EndpointDispatcher:
                 logger.exception("webhook %s: acking %d on %s failed",
                                  self.ep.id, len(leases), topic)
 
-    async def _nack(self, job: _Job, delay_ms: int) -> None:
+    async def _nack(self, job: _Job, delay_ms: int, unsent: bool = False) -> None:
         with contextlib.suppress(StaleLease, NotFound, StorageUnavailable):
-            await self.hub.nack(job.topic, self.group, [job.delivery.lease], delay_ms)
+            await self.hub.nack(job.topic, self.group, [job.delivery.lease], delay_ms, unsent)
 
     # -- dead letters sent again ------------------------------------------------------------
 

@@ -69,7 +69,7 @@ function buildGraph(seen, groups, webhooks) {
     }
     const takers = [];
     for (const g of groups) {
-      if (g.topic !== s.topic || g.name.startsWith("webhook.") || g.name.startsWith("redrive.")) continue;
+      if (g.topic !== s.topic || g.internal) continue; // the hub's own: webhooks are drawn below
       if (!typeMatches(g.config && g.config.types, s.type)) continue;
       const gid = node(`group:${g.topic}:${g.name}`, "group", lines(g.name, `group on ${g.topic}`, g.lag ? `lag ${fmtNumber(g.lag)}` : ""),
         { topic: g.topic, group: g.name, trouble: g.dead_lettered > 0 ? "yes" : "no" });

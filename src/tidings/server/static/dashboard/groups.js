@@ -1,7 +1,9 @@
 // Consumer groups: lag per partition over time, pending and redelivered counts, dead
-// letters with their reason, and the actions: seek, and re-drive dead letters.
+// letters with their reason, and the actions: seek, and re-drive dead letters. The
+// hub's own groups (g.internal: webhook and re-drive cursors) are shown read-only:
+// no group route reaches them, so they have no actions.
 
-import { ApiError, enc, get, post } from "./api.js";
+import { enc, get, post } from "./api.js";
 import { TimeChart } from "./chart.js";
 import { badge, errorBox, fill, fmtJson, fmtNumber, fmtTime, h, table } from "./dom.js";
 import { eventDetail } from "./events.js";
@@ -26,8 +28,8 @@ export function mount(root, params, { sampler, go }) {
     const cur = sampler.last;
     if (!cur) return;
     const rows = cur.groups.map((g) => {
-      const webhook = g.name.startsWith("webhook.");
-      const redrive = g.name.startsWith("redrive.");
+      const webhook = g.internal && g.name.startsWith("webhook.");
+      const redrive = g.internal && g.name.startsWith("redrive.");
       const pick = (ev) => {
         ev.preventDefault();
         go("groups", { topic: g.topic, group: g.name });
@@ -36,7 +38,8 @@ export function mount(root, params, { sampler, go }) {
       return h("tr", { class: isSel ? "selected" : "", dataset: { topic: g.topic, group: g.name } },
         h("td", {}, g.topic),
         h("td", {}, h("a", { href: "#", onclick: pick }, g.name), " ",
-          webhook ? badge("webhook", "info") : null, redrive ? badge("re-drive cursor", "info") : null),
+          webhook ? badge("webhook", "info") : null, redrive ? badge("re-drive cursor", "info") : null,
+          g.internal && !webhook && !redrive ? badge("hub", "info") : null),
         h("td", { class: "num" }, fmtNumber(g.lag)),
         h("td", { class: "num" }, fmtNumber(g.pending)),
         h("td", { class: "num" }, fmtNumber(g.delivered)),
@@ -125,14 +128,21 @@ function groupDetail(root, topic, name, sampler, go) {
   });
 
   const back = h("a", { href: "#", onclick: (ev) => { ev.preventDefault(); go("groups"); } }, "all groups");
+  // Shown for the hub's own groups instead of the actions (render() picks one).
+  const internalNote = h("p", { class: "muted", id: "group-internal", hidden: true },
+    "The hub keeps this group for itself: it is shown here, and no client may change it.",
+    name.startsWith("webhook.") ? " Replay the webhook on its page." : "");
+  const actions = h("div", { id: "group-actions", hidden: true },
+    h("h3", {}, "Actions"), seekForm, h("div", { class: "controls" }, redriveBtn), result,
+    h("h3", {}, "Dead letters"),
+    h("div", { class: "split" }, dead, eventBox));
   fill(root,
     h("h2", {}, `${topic} / ${name} `, h("small", {}, "(", back, ")")),
     summary,
     h("section", { class: "panel" }, chart.el),
     parts,
-    h("h3", {}, "Actions"), seekForm, h("div", { class: "controls" }, redriveBtn), result,
-    h("h3", {}, "Dead letters"),
-    h("div", { class: "split" }, dead, eventBox));
+    internalNote,
+    actions);
 
   let deadKey = null;
 
@@ -143,7 +153,7 @@ function groupDetail(root, topic, name, sampler, go) {
   async function loadDeadLetters(force = false) {
     const cur = sampler.last;
     const g = findGroup(cur, topic, name);
-    if (!g) return;
+    if (!g || g.internal) return;
     const dlq = dlqName(g);
     const info = cur.topics.find((t) => t.name === dlq);
     const key = info ? `${info.events}:${info.partitions.map((p) => p.next_offset).join(",")}` : "none";
@@ -157,14 +167,10 @@ function groupDetail(root, topic, name, sampler, go) {
       const from = info.partitions
         .map((p) => `${p.partition}:${Math.max(p.first_offset, p.next_offset - DEAD_LETTERS_SHOWN)}`)
         .join(",");
-      const [read, cursor] = await Promise.all([
-        get(`/v1/topics/${enc(dlq)}/events?from=${enc(from)}&limit=1000`),
-        // The re-drive cursor: see redrive_cursor in tidings/core/consuming.py.
-        get(groupUrl(dlq, dlq === `${topic}.dlq` ? `redrive.${name}` : `redrive.${topic}.${name}`)).catch((err) => {
-          if (err instanceof ApiError && err.status === 404) return null;
-          throw err;
-        }),
-      ]);
+      const read = await get(`/v1/topics/${enc(dlq)}/events?from=${enc(from)}&limit=1000`);
+      // The re-drive cursor (redrive_cursor in tidings/core/consuming.py): one of the
+      // hub's own groups, read from the listing since no group route reaches it.
+      const cursor = findGroup(cur, dlq, dlq === `${topic}.dlq` ? `redrive.${name}` : `redrive.${topic}.${name}`);
       const committed = {};
       if (cursor) for (const p of cursor.partitions) committed[p.partition] = p.committed;
       const mine = read.records
@@ -208,6 +214,8 @@ function groupDetail(root, topic, name, sampler, go) {
       fill(summary, errorBox(`No group ${name} on topic ${topic} (yet).`));
       return;
     }
+    internalNote.hidden = !g.internal;
+    actions.hidden = Boolean(g.internal);
     const card = (label, value, cls = "") => h("div", { class: `card ${cls}`, "data-metric": label },
       h("div", { class: "label" }, label), h("div", { class: "value" }, value));
     fill(summary,

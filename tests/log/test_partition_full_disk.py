@@ -1,0 +1,65 @@
+"""A partition on a full disk (a small tmpfs, see ``fulldisk``): appends fail,
+the partition heals once there is room, and what it kept opens clean."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fulldisk import Disk, small_disk
+
+from tidings.errors import StorageUnavailable
+from tidings.log.partition import FsyncPolicy, LogConfig, PartitionLog
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Disk]:
+    with small_disk(tmp_path / "disk") as d:
+        yield d
+
+
+@pytest.mark.parametrize("policy", ["always", "interval:5"])
+async def test_a_partition_cut_short_mid_roll_heals_and_reopens_clean(
+    disk: Disk, policy: str
+) -> None:
+    directory = disk.path / "p"
+    config = LogConfig(segment_bytes=8 * 1024)  # rolls every few appends
+    log = PartitionLog.open(directory, config, FsyncPolicy.parse(policy))
+    payload = b"x" * 1000
+    acked: list[int] = []
+    for _ in range(10):
+        acked.append(await log.append([payload, payload]))
+    disk.fill()
+    failed = 0
+    for _ in range(200):  # appends that roll, on a disk that has no room
+        try:
+            acked.append(await log.append([payload] * 3))
+        except StorageUnavailable:
+            failed += 1
+            break
+    assert failed == 1
+    assert log.failure is not None
+    with pytest.raises(StorageUnavailable):
+        log.append([payload])
+    assert not log.heal()  # still full
+    end = log.end_offset
+
+    disk.free()
+    assert log.heal()
+    assert log.failure is None
+    assert not list(directory.glob("*.cut-*"))  # refused appends are not kept
+    after = await log.append([b"after"])
+    assert after == end  # no offset skipped
+    records = log.read(0, 10_000, 1 << 30)
+    assert [r[0] for r in records] == list(range(end + 1))
+    assert records[-1][2] == b"after"
+    await log.close()
+
+    again = PartitionLog.open(directory, config, FsyncPolicy.parse(policy))
+    try:
+        assert (again.report.truncated, again.report.corrupt) == ([], [])
+        assert again.end_offset == end + 1
+        assert [r[0] for r in again.read(0, 10_000, 1 << 30)] == list(range(end + 1))
+    finally:
+        await again.close()
