@@ -179,3 +179,29 @@ async def test_damage_a_read_finds_while_open_is_recorded_and_found_again(tmp_pa
     assert [t[1] for t in again.report.truncated] == [9 * BATCH]
     assert again.end_offset == 27
     await again.close()
+
+
+async def test_healing_after_a_full_disk_keeps_the_good_batches_after_damage(
+    tmp_path: Path,
+) -> None:
+    from fulldisk import small_disk
+
+    from tidings.errors import StorageUnavailable
+
+    with small_disk(tmp_path / "disk") as disk:
+        directory = disk.path / "p"
+        active, records = await make_log(directory)
+        flip(active, 2 * BATCH + fmt.BATCH_HEADER_LEN + 3)
+        log = open_log(directory)
+        assert [(d.first_offset, d.end_offset) for d in log.damage] == [(6, 9)]
+        disk.fill()
+        with pytest.raises(StorageUnavailable):
+            for _ in range(100):
+                await log.append([b"x" * 4000] * 4)
+        end = log.end_offset
+        disk.free()
+        assert log.heal()
+        # the heal cut back only what was refused, never the good batches after the damage
+        assert log.read(0, max_records=10_000)[: len(records) - 3] == without(records, 2)
+        assert await log.append([b"after"]) == end
+        await log.close()
