@@ -527,3 +527,23 @@ async def test_a_stop_between_the_dead_letter_append_and_its_save_copies_it_once
         assert second.group_info("orders", "g")["partitions"][0]["committed"] == 1
     finally:
         await second.close()
+
+
+class FailingPartition(MemoryPartition):
+    """A partition whose appends fail, as a disk that refuses a write does."""
+
+    def append(self, payloads: Any, timestamp_ms: int | None = None) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut.set_exception(StorageUnavailable("the disk refused the write"))
+        return fut
+
+
+@pytest.mark.parametrize("count", [1, 3])
+async def test_a_failed_publish_records_no_type_in_the_catalogue(
+    clock: FakeClock, count: int
+) -> None:
+    hub = Hub(SeamStorage(clock, FailingPartition), HubOptions(), clock)
+    await hub.create_topic("orders")
+    with pytest.raises(StorageUnavailable):
+        await hub.publish("orders", [ev(etype="order.lost") for _ in range(count)])
+    assert hub.catalog.types("orders", hub.topic("orders").partitions) == []

@@ -97,11 +97,10 @@ async def main() -> None:
 
     async def flusher() -> None:
         # what the embedded backend does under interval:<ms>
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(log.policy.interval_ms / 1000)
             if log.dirty:
-                await loop.run_in_executor(None, log.sync)
+                await log.sync_in_thread()
 
     tasks = [appender() for _ in range(APPENDERS)]
     if log.policy.mode == "interval":

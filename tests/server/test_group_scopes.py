@@ -86,8 +86,10 @@ async def request(
 
 async def ws_join(base: str, topic: str, group: str, token: str | None = None) -> dict[str, Any]:
     """The answer to a WebSocket subscribe that joins ``group``."""
-    query = f"token={token}" if token else ""
-    async with websockets.connect(ws_url(base, query), subprotocols=[PROTOCOL]) as ws:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with websockets.connect(
+        ws_url(base), subprotocols=[PROTOCOL], additional_headers=headers
+    ) as ws:
         frame = {"type": "subscribe", "id": "s", "topic": topic, "group": group}
         await ws.send(orjson.dumps(frame).decode())
         return await recv(ws)

@@ -155,3 +155,29 @@ async def test_resume_across_a_hub_restart_with_last_event_id(
         task.cancel()
     assert hub.starts == 2
     check_exactly_once(records, pub.ids)
+
+
+async def test_eventsource_authenticates_with_a_ticket_not_a_token_in_the_url(
+    hub_factory: HubFactory, http: aiohttp.ClientSession, tmp_path: Any
+) -> None:
+    """EventSource sets no header: a one-use ticket goes in the URL, never the token."""
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text('{"tokens": [{"name": "ops", "token": "r3ad", "admin": true}]}')
+    hub = hub_factory.start("--auth-file", str(tokens))
+    bearer = {"Authorization": "Bearer r3ad"}
+    topic = unique()
+    async with http.put(f"{hub.base_url}/v1/topics/{topic}", json={}, headers=bearer) as resp:
+        assert resp.status == 201
+    url = f"{hub.base_url}/v1/topics/{topic}/sse?from=earliest"
+    async with http.get(f"{url}&token=r3ad") as resp:
+        assert resp.status == 401  # before reading: an accepted stream never ends
+        problem = await expect_problem(resp, 401)
+    assert "ticket" in problem["detail"]
+    async with http.post(f"{hub.base_url}/v1/ws/ticket", json={}, headers=bearer) as resp:
+        assert resp.status == 200
+        ticket = (await resp.json())["ticket"]
+    async with http.get(f"{url}&ticket={ticket}") as resp:
+        assert resp.status == 200
+        assert await anext(messages(resp)) == {"retry": "2000"}
+    async with http.get(f"{url}&ticket={ticket}") as resp:  # spent
+        await expect_problem(resp, 401)

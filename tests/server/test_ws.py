@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,24 @@ async def test_handshake_needs_a_token_with_tokens_configured(auth_hub: HubProce
     assert b'"status":401' in info.value.response.body
 
 
-async def test_token_by_header_or_query_and_scopes_per_frame(auth_hub: HubProcess) -> None:
+def bearer(token: str) -> str:
+    """The subprotocol that carries a token, as /static/tidings.js offers it."""
+    return "tidings.bearer." + base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+async def ticket(base_url: str, token: str) -> str:
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{base_url}/v1/ws/ticket", json={}, headers={"Authorization": f"Bearer {token}"}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        answer = await resp.json()
+    assert answer["expires_in"] == 30
+    return str(answer["ticket"])
+
+
+async def test_token_by_header_subprotocol_or_ticket_and_scopes_per_frame(
+    auth_hub: HubProcess,
+) -> None:
     headers = {"Authorization": "Bearer r3ad"}
     async with websockets.connect(
         ws_url(auth_hub.base_url), subprotocols=[PROTOCOL], additional_headers=headers
@@ -223,18 +241,46 @@ async def test_token_by_header_or_query_and_scopes_per_frame(auth_hub: HubProces
         got = await recv(ws)
         assert (got["type"], got["status"], got["ref"]) == ("error", 403, 1)
     async with websockets.connect(
-        ws_url(auth_hub.base_url, "token=wr1te"), subprotocols=[PROTOCOL]
+        ws_url(auth_hub.base_url), subprotocols=[PROTOCOL, bearer("wr1te")]
     ) as ws:
+        assert ws.subprotocol == PROTOCOL  # the token is never echoed back
         await send(ws, type="publish", ref=2, topic="open-x", event={"type": "a"})
         assert (await recv(ws))["type"] == "published"
+    read = await ticket(auth_hub.base_url, "r3ad")
     async with websockets.connect(
-        ws_url(auth_hub.base_url, "token=r3ad"), subprotocols=[PROTOCOL]
+        ws_url(auth_hub.base_url, f"ticket={read}"), subprotocols=[PROTOCOL]
     ) as ws:
         await send(ws, type="subscribe", id="s", topic="secret")
         got = await recv(ws)
         assert (got["type"], got["status"], got["sub"]) == ("error", 403, "s")
         await subscribe(ws, "t", "open-x", **{"from": "earliest"})
         assert (await recv(ws))["event"]["type"] == "a"
+
+
+async def test_a_token_in_the_url_or_a_spent_ticket_is_refused(auth_hub: HubProcess) -> None:
+    """A URL is written to logs: ?token= is refused, and a ticket works once."""
+    spent = await ticket(auth_hub.base_url, "wr1te")
+    async with websockets.connect(
+        ws_url(auth_hub.base_url, f"ticket={spent}"), subprotocols=[PROTOCOL]
+    ):
+        pass
+    for query in ["token=wr1te", f"ticket={spent}", "ticket=tkt_made-up"]:
+        with pytest.raises(websockets.InvalidStatus) as info:
+            async with websockets.connect(
+                ws_url(auth_hub.base_url, query), subprotocols=[PROTOCOL]
+            ):
+                pass
+        assert info.value.response.status_code == 401, query
+    with pytest.raises(websockets.InvalidStatus) as info:
+        async with websockets.connect(
+            ws_url(auth_hub.base_url), subprotocols=[PROTOCOL, bearer("wrong")]
+        ):
+            pass
+    assert info.value.response.status_code == 401
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{auth_hub.base_url}/v1/ws/ticket", json={}, headers={"Authorization": "Bearer nope"}
+    ) as resp:
+        assert resp.status == 401
 
 
 async def test_foreign_origins_are_refused(hub: HubProcess) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -44,13 +45,26 @@ def serve_command(
 
 
 class HubProcess:
-    """One ``tidings serve`` process; restartable on the same data directory and port."""
+    """One ``tidings serve`` process; restartable on the same data directory and port.
 
-    def __init__(self, data_dir: Path, port: int, fsync: str, extra: tuple[str, ...]) -> None:
+    ``nofile``: the process's RLIMIT_NOFILE (``ulimit -n``), one number for soft and
+    hard or a (soft, hard) pair, set in the child before it runs the hub; None
+    inherits the test's.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        fsync: str,
+        extra: tuple[str, ...],
+        nofile: int | tuple[int, int] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.fsync = fsync
         self.extra = extra
+        self.nofile = nofile
         self.base_url = f"http://127.0.0.1:{port}"
         self.log_path = data_dir.parent / f"{data_dir.name}.hub.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -72,9 +86,21 @@ class HubProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=hub_env(),
+                preexec_fn=None if self.nofile is None else self._limit_files,
             )
         self._wait_healthy()
         return self
+
+    def _limit_files(self) -> None:
+        assert self.nofile is not None
+        soft, hard = self.nofile if isinstance(self.nofile, tuple) else (self.nofile,) * 2
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    @property
+    def open_descriptors(self) -> int:
+        """How many descriptors the running hub holds (from /proc)."""
+        assert self.proc is not None
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -142,10 +168,11 @@ class HubFactory:
         *extra: str,
         fsync: str = "interval:5",
         data_dir: Path | None = None,
+        nofile: int | tuple[int, int] | None = None,
     ) -> HubProcess:
         if data_dir is None:
             data_dir = self.root / f"hub{len(self.hubs)}"
-        hub = HubProcess(data_dir, free_port(), fsync, extra)
+        hub = HubProcess(data_dir, free_port(), fsync, extra, nofile)
         self.hubs.append(hub)
         return hub.start()
 

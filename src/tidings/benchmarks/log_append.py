@@ -174,11 +174,10 @@ class _IntervalFlusher:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._stopping:
             await asyncio.sleep(self._interval_s)
             if self._log.dirty:
-                await loop.run_in_executor(None, self._log.sync)
+                await self._log.sync_in_thread()
 
     async def stop(self) -> None:
         # Let a running fsync finish rather than cancel it: the log closes its files next.

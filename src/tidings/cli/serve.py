@@ -54,8 +54,17 @@ def serve(
         list[str] | None,
         typer.Option(
             envvar="TIDINGS_ALLOWED_ORIGINS",
-            help="Browser origin allowed to open a WebSocket (repeatable; '*' for any). "
-            "Default: loopback origins and the hub's own",
+            help="Browser origin allowed to open a WebSocket and to change the hub "
+            "(repeatable; '*' for any). Default: loopback origins and the hub's own",
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="TIDINGS_ALLOWED_HOSTS",
+            help="Host name clients reach the hub by, e.g. behind a proxy (repeatable; "
+            "'.example.com' for a domain and its subdomains, '*' for any). "
+            "Always served: localhost, 127.0.0.1, [::1] and the --host address",
         ),
     ] = None,
     ws_send_buffer: Annotated[
@@ -100,6 +109,27 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(envvar="TIDINGS_LOG_LEVEL")] = "info",
+    max_topics: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_TOPICS",
+            min=1,
+            help="Topics the hub holds (dead-letter topics aside)",
+        ),
+    ] = 10_000,
+    max_partitions: Annotated[
+        int,
+        typer.Option(envvar="TIDINGS_MAX_PARTITIONS", min=1, help="Partitions one topic may have"),
+    ] = 1024,
+    max_open_files: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_OPEN_FILES",
+            min=4,
+            help="Segment and index files the log keeps open at once; the least recently "
+            "used are closed (at most half of ulimit -n)",
+        ),
+    ] = 256,
 ) -> None:
     """Serve the hub on the embedded log."""
     from tidings.log.partition import FsyncPolicy
@@ -118,12 +148,16 @@ def serve(
             insecure=insecure,
             segment_bytes=segment_bytes,
             allowed_origins=_origins(allowed_origin),
+            allowed_hosts=_split(allowed_host),
             ws_send_buffer=ws_send_buffer,
             webhook_allow_nets=_split(webhook_allow_net),
             webhook_retry_schedule=webhook_retry_schedule,
             webhook_timeout_s=webhook_timeout,
             webhook_disable_after=webhook_disable_after,
             log_level=log_level,
+            max_topics=max_topics,
+            max_partitions=max_partitions,
+            max_open_files=max_open_files,
         )
         run(config)
     except TidingsError as exc:

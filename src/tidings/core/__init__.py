@@ -1,6 +1,7 @@
 """Layer 2, no sockets: what a hub does, whatever stores it and serves it.
 
-Topics, publishing and the dedupe window (``hub``, ``publishing``, ``dedupe``),
+Topics, publishing and the dedupe window (``hub``, ``publishing``, ``dedupe``,
+``refill``),
 reads and consumer groups (``consuming``, ``groups``: a group's state machine,
 sans I/O), the WebSocket session state machine (``session``), live fan-out
 (``fanout``), the event-type catalogue (``catalog``), and ``webhooks/``: endpoint

@@ -1,7 +1,7 @@
 """The event catalogue: which event types each topic has carried.
 
-The hub notes the types of every publish (a set per topic, no count, so the
-publish path pays one set update per request). A topic published to before the
+The hub notes the types of every publish once it is stored (a set per topic, no
+count, so the publish path pays one set update per request). A topic published to before the
 hub's last start is filled, once, from the last records of each partition.
 ``/asyncapi.json`` is written from it.
 """
@@ -9,7 +9,7 @@ hub's last start is filled, once, from the last records of each partition.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -54,13 +54,16 @@ class Catalog:
         self._sampled: set[str] = set()
 
     def saw(self, topic: str, events: Sequence[Mapping[str, Any]]) -> None:
+        """Note the types of ``events``, once they are stored."""
+        self.note(topic, [ev["type"] for ev in events])
+
+    def note(self, topic: str, types: Iterable[str]) -> None:
+        """Note ``types`` on ``topic``: called once a publish is stored, never before,
+        so a publish that is refused or fails leaves no type behind."""
         known = self._types.get(topic)
         if known is None:
             known = self._types[topic] = set()
-        if len(events) == 1:
-            known.add(events[0]["type"])
-        else:
-            known.update([ev["type"] for ev in events])
+        known.update(types)
 
     def drop(self, topic: str) -> None:
         self._types.pop(topic, None)

@@ -138,6 +138,27 @@ class DedupeWindow:
     def put(self, topic: str, event_id: str, partition: int, offset: int, now_ms: int) -> None:
         self._new.keys[dedupe_key(topic, event_id)] = _pack(now_ms, partition, offset)
 
+    def put_many(
+        self,
+        topic: str,
+        partition: int,
+        offsets: list[int],
+        times: list[int],
+        event_ids: list[str | None],
+        since_ms: int = -1,
+    ) -> int:
+        """:meth:`put` for records of one partition (an id None is skipped, and so is a
+        time before ``since_ms``); returns how many were remembered."""
+        keys = self._new.keys
+        prefix = dedupe_key(topic, "")
+        where = partition << _OFFSET_BITS
+        n = 0
+        for offset, ts, event_id in zip(offsets, times, event_ids, strict=True):
+            if event_id is not None and ts >= since_ms:
+                keys[prefix + event_id] = (ts << _TS_SHIFT) | where | offset
+                n += 1
+        return n
+
     def knows_any(self, topic: str, event_ids: list[str], keys: list[str]) -> bool:
         """Whether any of ``event_ids`` (``keys`` their dedupe keys) is held (perhaps
         expired): a batch's quick check."""

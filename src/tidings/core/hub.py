@@ -23,6 +23,7 @@ from tidings.core.metrics import Metrics
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, is_decimal, parse_time_ms, parse_token
 from tidings.core.publishing import PublishOps, _Claim
+from tidings.core.refill import refill
 from tidings.core.skipping import Skipped, read_past_damage
 from tidings.core.storage import Damage, PartitionStore, Retention, Storage
 from tidings.errors import (
@@ -30,6 +31,7 @@ from tidings.errors import (
     BadRequest,
     Conflict,
     OffsetOutOfRange,
+    StorageUnavailable,
     TopicNotFound,
 )
 from tidings.log.partition import Clock, SystemClock
@@ -37,6 +39,7 @@ from tidings.log.partition import Clock, SystemClock
 logger = logging.getLogger("tidings.hub")
 
 MAX_PARTITIONS = 1024
+MAX_TOPICS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,8 @@ class HubOptions:
     dedupe_window_ms: int = 120_000
     retention_check_s: float = 30.0
     sweep_s: float = 1.0
+    max_topics: int = MAX_TOPICS  # created by PUT, a publish or a group; dead-letter topics aside
+    max_partitions: int = MAX_PARTITIONS  # per topic
 
 
 @dataclass(slots=True)
@@ -108,19 +113,35 @@ class Hub(PublishOps, GroupOps):
         # dedupe key -> the append that carries it, until it is durable.
         self._appending: dict[str, _Claim] = {}
         self._deleting: set[str] = set()  # topics whose files are being removed
+        self._discarding: set[asyncio.Task[None]] = set()  # topics whose creation failed
+        # Topics whose partitions could not be opened at start, and why.
+        self.unavailable: dict[str, str] = {}
         self._read_turn = 0
         self.closing = False
         self._closing = asyncio.Event()  # wakes long polls when shutdown begins
+        # Clear while start() refills the dedupe window from the log: publishes wait.
+        self._refilled = asyncio.Event()
+        self._refilled.set()
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop it runs on, once started
 
     # -- life ----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, wait_ready: bool = True) -> None:
+        """Open every topic and group, and refill the dedupe window from the log.
+
+        ``wait_ready=False`` returns before the refill is done (it goes on in the
+        background; see :attr:`ready`), so a server can answer ``/healthz`` at once.
+        """
         self.loop = asyncio.get_running_loop()
         for name, cfg in self.storage.load_topics().items():
-            self._open_topic(
-                name, int(cfg["partitions"]), _retention(cfg.get("retention")), save=False
-            )
+            try:
+                self._open_topic(
+                    name, int(cfg["partitions"]), _retention(cfg.get("retention")), save=False
+                )
+            except StorageUnavailable as exc:
+                # The hub starts all the same; this topic answers 503 until it is deleted.
+                logger.error("topic %r is unavailable: %s", name, exc.detail)
+                self.unavailable[name] = exc.detail
         for topic, name, cfg, positions in self.storage.load_groups():
             t = self.topics.get(topic)
             if t is None:
@@ -130,43 +151,35 @@ class Hub(PublishOps, GroupOps):
             t.groups[name] = group
             dlq = group.config.dead_letter_topic or f"{topic}.dlq"
             find_dead_letters(t, group, self.topics.get(dlq))
-        self._restore_dedupe()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._maintain())]
+        self._refilled.clear()
+        self._tasks = [loop.create_task(self._maintain()), loop.create_task(self._refill_dedupe())]
+        if wait_ready:
+            await self._refilled.wait()
 
-    def _restore_dedupe(self, max_records: int = 1_000_000) -> None:
-        """Refill the dedupe window from the log's last ``dedupe_window_ms``.
+    async def _refill_dedupe(self) -> None:
+        """Refill the dedupe window from the log (see :mod:`tidings.core.refill`): a
+        producer that retries across a restart gets its first position back."""
+        started = self.loop.time() if self.loop is not None else 0.0
+        try:
+            n = await refill(
+                self.dedupe,
+                {name: list(t.partitions) for name, t in self.topics.items()},
+                self.clock.time_ms(),
+            )
+            if self.loop is not None:
+                logger.info(
+                    "dedupe window refilled: %d ids in %.2fs", n, self.loop.time() - started
+                )
+        except Exception:
+            logger.exception("dedupe window not refilled")
+        finally:
+            self._refilled.set()
 
-        A producer that retries across a restart of the hub still gets its first
-        position back. Bounded: at most ``max_records`` records are read.
-        """
-        now = self.clock.time_ms()
-        since = now - self.options.dedupe_window_ms
-        budget = max_records
-        found: list[tuple[int, str, str, int, int]] = []
-        for topic in self.topics.values():
-            for p, part in enumerate(topic.partitions):
-                got_all = self._recent(part, since, budget)
-                budget -= len(got_all)
-                for o, ts, payload in got_all:
-                    event_id = orjson.loads(payload).get("id")
-                    if isinstance(event_id, str):
-                        found.append((ts, topic.name, event_id, p, o))
-        for ts, topic_name, event_id, p, o in sorted(found):
-            self.dedupe.put(topic_name, event_id, p, o, ts)
-
-    @staticmethod
-    def _recent(part: PartitionStore, since: int, budget: int) -> list[tuple[int, int, bytes]]:
-        out: list[tuple[int, int, bytes]] = []
-        offset = part.offset_for_time(since)
-        while offset < part.end_offset and len(out) < budget:
-            # Damage is stepped over: the intact records after it are remembered too.
-            got, nxt, _ = read_past_damage(part, 0, offset, min(budget - len(out), 10_000))
-            if nxt == offset:
-                break
-            out.extend(got)
-            offset = nxt
-        return out
+    @property
+    def ready(self) -> bool:
+        """Whether the dedupe window is refilled: until then, publishes wait."""
+        return self._refilled.is_set()
 
     def begin_shutdown(self) -> None:
         """Refuse new publishes and answer every long poll now, with what it has."""
@@ -175,6 +188,9 @@ class Hub(PublishOps, GroupOps):
 
     async def close(self) -> None:
         self.begin_shutdown()
+        for discarding in list(self._discarding):
+            with contextlib.suppress(Exception):
+                await discarding
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -230,16 +246,63 @@ class Hub(PublishOps, GroupOps):
     def _open_topic(
         self, name: str, partitions: int, retention: Retention, save: bool = True
     ) -> Topic:
-        if save:
-            self.storage.save_topic(name, _topic_dict(partitions, retention))
-        parts = [self.storage.open_partition(name, i, retention) for i in range(partitions)]
+        """Open (with ``save``: create) a topic. Its partitions open first and its
+        metadata is saved last, so a creation that fails records nothing; what it
+        opened is closed and its directory removed."""
+        parts: list[PartitionStore] = []
+        try:
+            for i in range(partitions):
+                parts.append(self.storage.open_partition(name, i, retention))
+            if save:
+                self.storage.save_topic(name, _topic_dict(partitions, retention))
+        except BaseException:
+            if save:
+                self._discard(name)
+            raise
         topic = self.topics[name] = Topic(name, parts, retention)
         return topic
+
+    def _discard(self, name: str) -> None:
+        """Remove what a failed creation of ``name`` left; the name is busy until then."""
+        self._deleting.add(name)
+
+        async def discard() -> None:
+            try:
+                await self.storage.drop_topic(name)
+            except Exception:
+                logger.exception("could not remove what the failed creation of %r left", name)
+            finally:
+                self._deleting.discard(name)
+
+        task = asyncio.get_running_loop().create_task(discard())
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
+
+    def _check_available(self, name: str) -> None:
+        why = self.unavailable.get(name)
+        if why is not None:
+            raise StorageUnavailable(
+                f"topic {name!r} could not be opened when the hub started ({why}); "
+                "repair its files and restart, or delete it",
+                topic=name,
+            )
+
+    def _check_room_for_topic(self) -> None:
+        limit = self.options.max_topics
+        count = len(self.topics) + len(self.unavailable)
+        if count >= limit:
+            raise Conflict(
+                f"the hub has {count} topics, its limit (--max-topics {limit}); "
+                "delete a topic or raise the limit",
+                limit="max_topics",
+                max_topics=limit,
+            )
 
     def topic(self, name: str) -> Topic:
         t = self.topics.get(name)
         if t is None:
             check_name("topic", name)
+            self._check_available(name)
             raise TopicNotFound(f"topic {name!r} does not exist", topic=name)
         return t
 
@@ -253,18 +316,20 @@ class Hub(PublishOps, GroupOps):
         """
         check_name("topic", name)
         self._check_not_deleting(name)
+        self._check_available(name)
         t = self.topics.get(name)
         if partitions is None:
             partitions = 1 if t is None else len(t.partitions)
         if retention is None:
             retention = Retention() if t is None else t.retention
-        if (
-            isinstance(partitions, bool)
-            or not isinstance(partitions, int)
-            or not (1 <= partitions <= MAX_PARTITIONS)
+        most = self.options.max_partitions
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or not (
+            1 <= partitions <= most
         ):
             raise BadRequest(
-                f"partitions must be an integer from 1 to {MAX_PARTITIONS}", field="partitions"
+                f"partitions must be an integer from 1 to {most} (--max-partitions)",
+                field="partitions",
+                max_partitions=most,
             )
         if t is not None and partitions < len(t.partitions):
             raise Conflict(
@@ -272,11 +337,13 @@ class Hub(PublishOps, GroupOps):
                 field="partitions",
             )
         if t is None:
+            self._check_room_for_topic()
             return self._open_topic(name, partitions, retention), True
+        # Partitions first, metadata last: a partition that cannot open records nothing.
+        parts = [self.storage.open_partition(name, i, retention) for i in range(partitions)]
         self.storage.save_topic(name, _topic_dict(partitions, retention))
         t.retention = retention
-        for i in range(partitions):
-            part = self.storage.open_partition(name, i, retention)
+        for i, part in enumerate(parts):
             if i >= len(t.partitions):
                 t.partitions.append(part)
                 for group in t.groups.values():
@@ -284,6 +351,13 @@ class Hub(PublishOps, GroupOps):
         return t, False
 
     async def delete_topic(self, name: str) -> None:
+        if self.unavailable.pop(name, None) is not None:
+            self._deleting.add(name)
+            try:
+                await self.storage.drop_topic(name)
+            finally:
+                self._deleting.discard(name)
+            return
         self.topic(name)
         # Until its files are gone, the name is not free: a publish meanwhile would
         # open the directory being deleted and be acknowledged into nothing.
@@ -308,11 +382,13 @@ class Hub(PublishOps, GroupOps):
             return t
         check_name("topic", name)
         self._check_not_deleting(name)
+        self._check_available(name)
         if not self.options.auto_create:
             raise TopicNotFound(
                 f"topic {name!r} does not exist and the hub runs with auto-create off",
                 topic=name,
             )
+        self._check_room_for_topic()
         return self._open_topic(name, 1, Retention())
 
     # -- read ------------------------------------------------------------------------

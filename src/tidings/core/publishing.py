@@ -26,6 +26,7 @@ from tidings.errors import TooLarge
 
 if TYPE_CHECKING:
     from tidings.core.hub import HubOptions, Topic
+    from tidings.core.storage import Storage
     from tidings.log.partition import Clock
 
 
@@ -92,11 +93,13 @@ class PublishOps:
     """The publishing half of :class:`~tidings.core.hub.Hub`, which provides these."""
 
     options: HubOptions
+    storage: Storage
     clock: Clock
     catalog: Catalog
     dedupe: DedupeWindow
     metrics: Metrics
     _appending: dict[str, _Claim]
+    _refilled: asyncio.Event
 
     def _topic_for_publish(self, name: str) -> Topic:
         raise NotImplementedError
@@ -123,8 +126,11 @@ class PublishOps:
         those checks are skipped. The ids still enter the window, so a producer that
         sends one of them again later gets its first position.
         """
+        if not self._refilled.is_set():
+            # Just started: until the window knows the log's recent ids, a retry
+            # could be appended twice.
+            await self._refilled.wait()
         topic = self._topic_for_publish(topic_name)
-        self.catalog.saw(topic_name, events)
         now = self.clock.time_ms()
         dedupe = self.dedupe
         dedupe.expire(now)
@@ -139,9 +145,11 @@ class PublishOps:
             # the caller's: see PublishEndpoint) they are freed here, still in the
             # CPU's cache, instead of once the append is durable, when freeing them
             # costs a cache miss per object.
+            claim, ids, nbytes, types = started
             del events
-            claim, ids, nbytes = started
             [base] = await self._await_claims([claim], now)
+            # Noted once stored: a refused or failed publish names no type.
+            self.catalog.note(topic_name, types)
             self.metrics.published(topic_name, len(ids), nbytes)
             return Run(ids, claim.partition, base)
         # Some ids repeat (within the batch, the window or a concurrent append),
@@ -187,10 +195,19 @@ class PublishOps:
             lists[1].append(payload)
             lists[2].append(dkey)
         parts = list(by_part)
-        claims = [
-            _Claim(p, topic.partitions[p].append(by_part[p][1]), by_part[p][2]) for p in parts
-        ]
+        if len(parts) == 1:
+            [p] = parts
+            claims = [_Claim(p, topic.partitions[p].append(by_part[p][1]), by_part[p][2])]
+        else:
+            # One publish over several partitions: all of it or none, across a crash too.
+            linked = asyncio.ensure_future(
+                self.storage.append_linked(topic.name, [(p, by_part[p][1]) for p in parts])
+            )
+            claims = [
+                _Claim(p, _part_of(linked, k), by_part[p][2]) for k, p in enumerate(parts)
+            ]
         bases = await self._await_claims(claims, now)
+        self.catalog.saw(topic_name, events)
         make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
         for p, base in zip(parts, bases, strict=True):
             indexes = by_part[p][0]
@@ -207,9 +224,9 @@ class PublishOps:
 
     def _start_new(
         self, topic: Topic, events: Sequence[Mapping[str, Any]], sticky: int, new_ids: bool
-    ) -> tuple[_Claim, list[str], int] | None:
+    ) -> tuple[_Claim, list[str], int, set[str]] | None:
         """Append a batch of new ids bound for one partition, with no loop per event in
-        Python: its claim, ids and size in bytes. None when the batch needs
+        Python: its claim, ids, size in bytes and event types. None when the batch needs
         :meth:`publish_batch`'s careful path."""
         if len(topic.partitions) > 1 and any(map(contains, events, repeat("partitionkey"))):
             return None
@@ -232,7 +249,8 @@ class PublishOps:
             i = next(i for i, size in enumerate(sizes) if size > limit)
             raise _too_large(sizes[i], limit, i)
         append = topic.partitions[sticky].append(payloads)
-        return _Claim(sticky, append, claim_keys, new_in), ids, sum(sizes)
+        types = set(map(_get_type, events))
+        return _Claim(sticky, append, claim_keys, new_in), ids, sum(sizes), types
 
     async def _await_claims(self, claims: list[_Claim], now: int) -> list[int]:
         """Await appends while their ids are claimed: a concurrent publish of one of
@@ -295,11 +313,18 @@ class PublishOps:
         [offset] = await self._await_claims(
             [_Claim(p, topic.partitions[p].append((payload,)), [dkey])], now
         )
+        self.catalog.note(topic.name, (ev["type"],))
         self.metrics.published(topic.name, 1, len(payload))
         return Published(eid, p, offset)
 
 
 _get_id = itemgetter("id")
+_get_type = itemgetter("type")
+
+
+async def _part_of(linked: Awaitable[list[int]], k: int) -> int:
+    """The base offset of part ``k`` of a linked append."""
+    return (await linked)[k]
 
 
 def _too_large(size: int, limit: int, index: int | None) -> TooLarge:

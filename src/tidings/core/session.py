@@ -67,6 +67,7 @@ from tidings.core.positions import (
 )
 from tidings.errors import BadRequest, Conflict, NotFound, RateLimited, TidingsError
 from tidings.events.envelope import normalize_event
+from tidings.events.nesting import too_deep
 
 SUBPROTOCOL = "tidings.v1"
 MAX_SUBSCRIPTIONS = 100
@@ -192,6 +193,8 @@ class Session:
             try:
                 msg = orjson.loads(data)
             except orjson.JSONDecodeError as exc:
+                if str(exc).startswith("depth limit exceeded"):
+                    raise too_deep() from None
                 raise BadRequest(f"frame is not JSON: {exc}") from None
             if not isinstance(msg, dict):
                 raise BadRequest("frame must be a JSON object with a 'type'")

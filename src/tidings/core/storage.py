@@ -87,10 +87,23 @@ class Storage(Protocol):
     partition, with its records, for the same (topic, partition) however often
     it is called and after a restart; each ``save_*`` and ``delete_group`` is
     durable when it returns (under the hub's policy) and ``load_*`` answers the
-    last one saved; ``close`` lets queued appends finish before it returns.
+    last one saved; ``append_linked`` is all or nothing across partitions;
+    ``close`` lets queued appends finish before it returns.
     """
 
     def open_partition(self, topic: str, partition: int, retention: Retention) -> PartitionStore:
+        ...
+
+    def append_linked(
+        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+    ) -> Awaitable[list[int]]:
+        """Append ``(partition, payloads)`` to several open partitions of ``topic`` as one.
+
+        Owes what :meth:`PartitionStore.append` owes, for the parts together: offsets
+        are assigned at the call; the awaitable gives each part's base offset once all
+        are durable; no part is readable before every one is, and whatever instant the
+        process dies, every part survives or none does.
+        """
         ...
 
     async def drop_topic(self, topic: str) -> None:

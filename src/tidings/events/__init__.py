@@ -5,6 +5,7 @@
 - ``batch``: checking and filling a batch attribute by attribute; the ids the
   hub makes for a batch.
 - ``http``: the CloudEvents HTTP binding (structured, batch and binary modes).
+- ``nesting``: how deep an event may nest (:data:`~tidings.events.nesting.MAX_DEPTH`).
 
 Imports only :mod:`tidings.errors`. Imported by every layer above.
 """

@@ -35,6 +35,7 @@ from tidings.events.envelope import (
     _checked_sources,
     _plain_extensions,
 )
+from tidings.events.nesting import any_too_deep
 
 __all__ = ["fill_batch", "new_event_ids"]
 
@@ -172,6 +173,8 @@ def fill_batch(items: list[Any], topic: str, now: str) -> Literal["new ids", "fi
                     _check_chars(name, value, "extension attribute")
     except (InvalidEvent, TypeError):
         return None
+    if "data" in names and any_too_deep(list(map(get, items, repeat("data")))):
+        return None  # _fill names the event that nests too deep
 
     # Every check passed: fill, in the order _fill fills.
     if fill_specversion:

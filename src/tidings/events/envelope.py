@@ -39,6 +39,7 @@ import orjson
 from uuid_utils import uuid7
 
 from tidings.errors import InvalidEvent
+from tidings.events.nesting import check_data_depth
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -226,6 +227,7 @@ def _fill(obj: object, topic: str, now: str | None) -> dict[str, Any]:
             _check_extension(name, value)
 
     if "data" in obj:
+        check_data_depth(obj["data"])
         if data_base64 is not None:
             raise InvalidEvent(
                 "attributes 'data' and 'data_base64' cannot both be present",

@@ -28,6 +28,7 @@ from tidings.events.envelope import (
     _show,
     now_rfc3339,
 )
+from tidings.events.nesting import too_deep
 
 __all__ = [
     "BATCH",
@@ -323,6 +324,8 @@ def _loads(body: bytes, what: str = "malformed JSON") -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as err:
+        if str(err).startswith("depth limit exceeded"):
+            raise too_deep() from None
         raise BadRequest(f"{what}: {err}") from None
 
 

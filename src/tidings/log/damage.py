@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -36,9 +37,10 @@ from tidings.log import format as fmt
 
 DAMAGE_FILE = "damage.json"
 
-# The magic byte sits at this position of a batch header: scans look for it first.
+# The magic byte sits at this position of a batch header: scans look for it first,
+# a plain batch's or a linked one's.
 _MAGIC_AT = 36
-_MAGIC = bytes([fmt.FORMAT_VERSION])
+_MAGIC = re.compile(b"[" + re.escape(bytes([fmt.FORMAT_VERSION, fmt.LINKED_VERSION])) + b"]")
 _SCAN_CHUNK = 1 << 20
 
 
@@ -139,17 +141,15 @@ def find_next_batch(
     start = bad + 1
     while start + fmt.BATCH_HEADER_LEN <= size:
         chunk = os.pread(fd, _SCAN_CHUNK + fmt.BATCH_HEADER_LEN, start)
-        i = chunk.find(_MAGIC, _MAGIC_AT)
-        while i >= 0 and i - _MAGIC_AT < _SCAN_CHUNK:
-            position = start + i - _MAGIC_AT
+        for found in _MAGIC.finditer(chunk, _MAGIC_AT, _SCAN_CHUNK + _MAGIC_AT):
+            rel = found.start() - _MAGIC_AT
+            position = start + rel
             if position + fmt.BATCH_HEADER_LEN > size:
                 return None
-            rel = i - _MAGIC_AT
             if _plausible(chunk[rel : rel + fmt.BATCH_HEADER_LEN], position, size, expected, limit):
                 header = _candidate(fd, position, size, expected, limit)
                 if header is not None:
                     return position, header
-            i = chunk.find(_MAGIC, i + 1)
         start += _SCAN_CHUNK
     return None
 

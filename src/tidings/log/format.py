@@ -18,9 +18,16 @@ are little-endian::
       u32  count        records in the batch, at least 1
       i64  first_ts     append time of the first record, ms since the epoch
       i64  last_ts      append time of the last record
-      u8   magic        FORMAT_VERSION
-      u8   flags        0
+      u8   magic        FORMAT_VERSION, or LINKED_VERSION for a linked batch
+      u8   flags        0, or FLAG_LINKED
       u16  reserved     0
+    link (linked batches only: magic LINKED_VERSION, flags FLAG_LINKED)
+      u64  link_id      the same in every part of one publish
+      u16  parts        how many partitions the publish spans, at least 2
+      part (16 bytes), ``parts`` times, in partition order
+        u32  partition  the partition's number in its topic
+        u64  base       offset of the part's first record in that partition
+        u32  count      records of the part
     record (8 bytes + payload), ``count`` times
       u32  ts_delta     ms after first_ts
       u32  size         payload bytes
@@ -33,6 +40,14 @@ The ``.timeindex`` file holds 12-byte entries ``(i64 max_ts, u32 relative_offset
 written beside the offset entries. Indexes are caches, never the truth:
 recovery rebuilds any that fail a sanity check, from the ``.log``.
 
+A publish spread over several partitions is written as one linked batch in each,
+every part naming all of them. Its records become readable only once every part
+is written (fsynced under ``always``), and recovery keeps a linked batch only
+if every part it names is there; otherwise it cuts it and what follows it in
+its partition, as a torn tail (see ``tidings.log.linked``). A segment rolled
+while a linked batch in it was not yet whole is marked by an empty
+``<base>.linked`` file, so that recovery checks it too.
+
 A torn tail (a bad batch with no good batch after it) cut off by recovery is
 kept beside its segment as ``<base>.log.cut-<position>``. A bad batch with good
 batches after it is damage: it stays in place and is recorded in the partition's
@@ -44,8 +59,11 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Sequence
+from typing import NamedTuple
 
 FORMAT_VERSION = 1
+LINKED_VERSION = 2
+FLAG_LINKED = 1
 
 BATCH_HEADER = "<IIQIqqBBH"
 BATCH_HEADER_LEN = 40
@@ -66,6 +84,13 @@ TIME_INDEX_ENTRY = "<qI"
 TIME_INDEX_ENTRY_LEN = 12
 assert struct.calcsize(TIME_INDEX_ENTRY) == TIME_INDEX_ENTRY_LEN
 
+LINK_HEADER = "<QH"
+LINK_HEADER_LEN = 10
+assert struct.calcsize(LINK_HEADER) == LINK_HEADER_LEN
+LINK_PART = "<IQI"
+LINK_PART_LEN = 16
+assert struct.calcsize(LINK_PART) == LINK_PART_LEN
+
 MAX_BATCH_BYTES = 1 << 30
 
 _batch_header = struct.Struct(BATCH_HEADER)
@@ -77,14 +102,46 @@ _record_header = struct.Struct(RECORD_HEADER)
 _pack_size_only = struct.Struct("<4xI").pack
 assert _pack_size_only(7) == _record_header.pack(0, 7)
 _crc32 = zlib.crc32
+_link_header = struct.Struct(LINK_HEADER)
+_link_part = struct.Struct(LINK_PART)
+
+
+class Link(NamedTuple):
+    """What a linked batch says of the publish it is part of."""
+
+    link_id: int
+    parts: tuple[tuple[int, int, int], ...]  # (partition, base, count), by partition
+
+
+def encode_link(link: Link) -> bytes:
+    return _link_header.pack(link.link_id, len(link.parts)) + b"".join(
+        _link_part.pack(*part) for part in link.parts
+    )
+
+
+def decode_link(header: BatchHeader, batch: bytes | memoryview) -> Link | None:
+    """The link of a linked batch (None for a plain one); ValueError if it is malformed."""
+    if not header.linked:
+        return None
+    end = BATCH_HEADER_LEN + LINK_HEADER_LEN
+    if end > header.size:
+        raise ValueError("link header past the end of its batch")
+    link_id, n = _link_header.unpack_from(batch, BATCH_HEADER_LEN)
+    if n < 2 or end + n * LINK_PART_LEN > header.size:
+        raise ValueError(f"link of {n} parts does not fit its batch")
+    parts = tuple(_link_part.unpack_from(batch, end + k * LINK_PART_LEN) for k in range(n))
+    return Link(link_id, parts)
 
 
 def segment_name(base_offset: int, suffix: str) -> str:
     return f"{base_offset:020d}{suffix}"
 
 
-def encode_batch(base_offset: int, payloads: Sequence[bytes], timestamp_ms: int) -> bytes:
-    """One batch whose records all carry ``timestamp_ms``."""
+def encode_batch(
+    base_offset: int, payloads: Sequence[bytes], timestamp_ms: int, link: bytes = b""
+) -> bytes:
+    """One batch whose records all carry ``timestamp_ms``; ``link`` (see
+    :func:`encode_link`) makes it a linked batch."""
     if len(payloads) == 1:
         body = _pack_size_only(len(payloads[0])) + payloads[0]
     else:
@@ -93,8 +150,13 @@ def encode_batch(base_offset: int, payloads: Sequence[bytes], timestamp_ms: int)
         parts[0::2] = map(_pack_size_only, map(len, payloads))
         parts[1::2] = payloads
         body = b"".join(parts)
+    if link:
+        body = link + body
+        magic, flags = LINKED_VERSION, FLAG_LINKED
+    else:
+        magic, flags = FORMAT_VERSION, 0
     tail = _header_tail.pack(
-        base_offset, len(payloads), timestamp_ms, timestamp_ms, FORMAT_VERSION, 0, 0
+        base_offset, len(payloads), timestamp_ms, timestamp_ms, magic, flags, 0
     )
     crc = _crc32(body, _crc32(tail))
     length = BATCH_HEADER_LEN - LENGTH_FIELD_LEN + len(body)
@@ -104,14 +166,18 @@ def encode_batch(base_offset: int, payloads: Sequence[bytes], timestamp_ms: int)
 class BatchHeader:
     """A decoded batch header; ``size`` is the whole batch in bytes."""
 
-    __slots__ = ("base_offset", "count", "crc", "first_ts", "last_ts", "size")
+    __slots__ = ("base_offset", "count", "crc", "first_ts", "last_ts", "linked", "size")
 
     def __init__(self, raw: bytes | memoryview) -> None:
-        length, crc, base, count, first_ts, last_ts, magic, _flags, _res = _batch_header.unpack(
+        length, crc, base, count, first_ts, last_ts, magic, flags, _res = _batch_header.unpack(
             raw[:BATCH_HEADER_LEN]
         )
-        if magic != FORMAT_VERSION:
-            raise ValueError(f"unknown batch magic {magic}")
+        if magic == FORMAT_VERSION:
+            self.linked = False
+        elif magic == LINKED_VERSION and flags == FLAG_LINKED:
+            self.linked = True
+        else:
+            raise ValueError(f"unknown batch magic {magic} (flags {flags})")
         if count < 1:
             raise ValueError("batch with no records")
         if length < BATCH_HEADER_LEN - LENGTH_FIELD_LEN or length > MAX_BATCH_BYTES:
@@ -142,6 +208,10 @@ def decode_records(
     view = memoryview(batch)
     unpack = _record_header.unpack_from
     pos = BATCH_HEADER_LEN
+    if header.linked:
+        if pos + LINK_HEADER_LEN > header.size:
+            raise ValueError("link header past the end of its batch")
+        pos += LINK_HEADER_LEN + LINK_PART_LEN * _link_header.unpack_from(view, pos)[1]
     end = header.size
     offset = header.base_offset
     first_ts = header.first_ts

@@ -123,6 +123,18 @@ class MemoryStorage:
         part.retention = retention
         return part
 
+    def append_linked(
+        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+    ) -> asyncio.Future[list[int]]:
+        """Nothing in memory survives a crash, so the parts are simply appended together."""
+        ts = self.clock.time_ms()
+        bases = [self.partitions[(topic, p)].end_offset for p, _ in parts]
+        for p, payloads in parts:
+            self.partitions[(topic, p)].append(payloads, ts)
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        fut.set_result(bases)
+        return fut
+
     async def drop_topic(self, topic: str) -> None:
         for key in [k for k in self.partitions if k[0] == topic]:
             part = self.partitions.pop(key)

@@ -6,7 +6,10 @@ single writer task writes everything queued in one ``write`` and, under the
 while that fsync runs queue up and share the next one: group commit.
 
 A record becomes visible to readers when its append is acknowledged, so no
-reader ever sees a record that a crash could take back.
+reader ever sees a record that a crash could take back. A part of a linked batch
+(one publish over several partitions, see :mod:`tidings.log.linked`) is held:
+it and every record after it stay unreadable and unacknowledged until the
+publish is whole in every partition and :meth:`PartitionLog.release` is called.
 
 A write or fsync that fails (a full disk, say) fails the appends it carried and
 the partition refuses appends (503) while it is *failed*; it then tries every
@@ -27,16 +30,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
+from tidings.errors import BadRequest, CorruptLog, OffsetOutOfRange, StorageUnavailable
 from tidings.log import damage as damage_record
 from tidings.log import format as fmt
 from tidings.log.damage import Damage
+from tidings.log.files import OpenFiles, SegmentFile, shared_files
 from tidings.log.recovery import (
     RecoveryReport,
     cut_back,
     cut_tail,
+    linked_marker,
     recover_active,
     recover_sealed,
+    scan_links,
 )
 from tidings.log.segment import Segment, fsync_dir
 
@@ -140,9 +146,15 @@ class PartitionLog:
     """One partition's log on disk. Use :meth:`open`; one instance per directory."""
 
     def __init__(
-        self, directory: Path, config: LogConfig, policy: FsyncPolicy, clock: Clock
+        self,
+        directory: Path,
+        config: LogConfig,
+        policy: FsyncPolicy,
+        clock: Clock,
+        files: OpenFiles | None = None,
     ) -> None:
         self.directory = directory
+        self.files = shared_files() if files is None else files
         self.config = config
         self.policy = policy
         self.clock = clock
@@ -153,6 +165,11 @@ class PartitionLog:
         self._end_offset = 0  # acknowledged and visible
         self._queue: list[tuple[bytes, int, int, int]] = []  # frame, base, count, ts
         self._waiting: list[tuple[asyncio.Future[int], int]] = []
+        # Linked parts not yet whole: base -> (end, the part's future). While any is
+        # held, appends written after it wait in _blocked, written but unreadable.
+        self._holds: dict[int, tuple[int, asyncio.Future[int]]] = {}
+        self._blocked: list[tuple[asyncio.Future[int], int]] = []
+        self._written_end = 0  # written (and fsynced under "always"), held or not
         self._writer: asyncio.Task[None] | None = None  # under "always"
         self._handle: asyncio.Handle | None = None  # under "interval" and "never"
         self._readers: list[asyncio.Future[None]] = []
@@ -174,17 +191,33 @@ class PartitionLog:
         config: LogConfig | None = None,
         policy: FsyncPolicy | None = None,
         clock: Clock | None = None,
+        files: OpenFiles | None = None,
     ) -> PartitionLog:
-        """Open (creating if needed) and recover the partition in ``directory``."""
-        log = cls(directory, config or LogConfig(), policy or FsyncPolicy(), clock or SystemClock())
+        """Open (creating if needed) and recover the partition in ``directory``.
+
+        Its files are opened through ``files`` (a hub shares one), which closes
+        them while idle; on failure every file it opened is closed again.
+        """
+        log = cls(
+            directory, config or LogConfig(), policy or FsyncPolicy(), clock or SystemClock(), files
+        )
         directory.mkdir(parents=True, exist_ok=True)
         stems = [p.stem for p in directory.glob("*.log")]
         bases = sorted(int(s) for s in stems if s.isascii() and s.isdigit())
         if not bases:
             bases = [0]
-        segments = [Segment(directory, b, index_interval=log.config.index_interval) for b in bases]
-        for seg, nxt in zip(segments, bases[1:], strict=False):
-            recover_sealed(seg, nxt, log.report)
+        segments: list[Segment] = []
+        try:
+            for b in bases:
+                segments.append(
+                    Segment(directory, b, index_interval=log.config.index_interval, files=log.files)
+                )
+            for seg, nxt in zip(segments, bases[1:], strict=False):
+                recover_sealed(seg, nxt, log.report)
+        except BaseException:
+            for seg in segments:
+                seg.close()
+            raise
         log._segments = segments
         log._bases = bases
         try:
@@ -192,10 +225,17 @@ class PartitionLog:
             fsync_dir(directory)
         except OSError as exc:  # a full disk: serve reads, heal when there is room
             log._failed = exc
+        except BaseException:
+            for seg in segments:
+                seg.close()
+            raise
         else:
             if log._owed_cut:
                 log._failed = OSError("a torn tail waits for room for its side copy")
-        log._next_offset = log._end_offset = segments[-1].next_offset
+        for seg in segments[:-1]:
+            if linked_marker(seg).exists():
+                log.report.linked.extend(scan_links(seg))
+        log._next_offset = log._end_offset = log._written_end = segments[-1].next_offset
         log._track_damage()
         if log._failed is not None:
             with contextlib.suppress(RuntimeError):  # no loop: heal() is called by hand
@@ -296,8 +336,49 @@ class PartitionLog:
         ts = self.clock.time_ms() if timestamp_ms is None else timestamp_ms
         base = self._next_offset
         frame = fmt.encode_batch(base, payloads, ts)
-        self._next_offset = base + len(payloads)
-        self._queue.append((frame, base, len(payloads), ts))
+        return self._enqueue(frame, base, len(payloads), ts)
+
+    def append_held(
+        self, payloads: Sequence[bytes], link: bytes, timestamp_ms: int
+    ) -> asyncio.Future[int]:
+        """Queue one part of a linked batch (``link`` from :func:`~tidings.log.format.encode_link`).
+
+        The future gives its base offset once written (fsynced under ``always``), but
+        it and every later record stay unreadable, and later appends unacknowledged,
+        until :meth:`release` of that base.
+        """
+        self.check_appendable()
+        base = self._next_offset
+        frame = fmt.encode_batch(base, payloads, timestamp_ms, link)
+        fut = self._enqueue(frame, base, len(payloads), timestamp_ms)
+        self._holds[base] = (base + len(payloads), fut)
+        return fut
+
+    def release(self, base: int) -> None:
+        """The linked batch whose part starts at ``base`` is whole: let it be read."""
+        if self._holds.pop(base, None) is not None and self._failed is None:
+            self._settle_held()
+
+    def fail(self, exc: BaseException) -> None:
+        """Refuse appends from now on and fail those waiting: a linked batch with a
+        part here could not be written whole (recovery cuts it at the next start)."""
+        self._fail(exc)
+
+    def check_appendable(self) -> None:
+        """Raise :class:`~tidings.errors.StorageUnavailable` if an append would be refused."""
+        if self._closing or self._failed is not None:
+            raise StorageUnavailable(
+                f"partition {self.directory} is {'closed' if self._closing else 'failed'}"
+            )
+
+    @property
+    def next_offset(self) -> int:
+        """The offset the next append gets."""
+        return self._next_offset
+
+    def _enqueue(self, frame: bytes, base: int, count: int, ts: int) -> asyncio.Future[int]:
+        self._next_offset = base + count
+        self._queue.append((frame, base, count, ts))
         loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         self._waiting.append((fut, base))
@@ -322,11 +403,35 @@ class PartitionLog:
         return queue[-1][1] + queue[-1][2], waiting
 
     def _acknowledge(self, end: int, waiting: list[tuple[asyncio.Future[int], int]]) -> None:
+        self._written_end = end
+        if self._holds:
+            self._blocked.extend(waiting)
+            self._settle_held()
+            return
         self._end_offset = end
         for fut, base in waiting:
             if not fut.done():
                 fut.set_result(base)
         self._wake_readers()
+
+    def _settle_held(self) -> None:
+        """Acknowledge what is written before the first held part, and each held part
+        that is written (its records stay unreadable)."""
+        written = self._written_end
+        visible = min(written, min(self._holds)) if self._holds else written
+        holds = self._holds
+        keep: list[tuple[asyncio.Future[int], int]] = []
+        for fut, base in self._blocked:
+            held = holds.get(base)
+            if base < visible or (held is not None and held[1] is fut and held[0] <= written):
+                if not fut.done():
+                    fut.set_result(base)
+            else:
+                keep.append((fut, base))
+        self._blocked = keep
+        if visible > self._end_offset:
+            self._end_offset = visible
+            self._wake_readers()
 
     def _write_now(self) -> None:
         self._handle = None
@@ -339,9 +444,13 @@ class PartitionLog:
         try:
             while self._queue:
                 end, waiting = self._write_queued()
+                active = self._segments[-1].file
                 try:
-                    fd = self._segments[-1].fd
-                    await loop.run_in_executor(None, FSYNC_STATS.fdatasync, fd)
+                    fd = active.pin()  # not closed for room while the thread uses it
+                    try:
+                        await loop.run_in_executor(None, FSYNC_STATS.fdatasync, fd)
+                    finally:
+                        active.unpin()
                 except BaseException as exc:
                     self._waiting = waiting + self._waiting
                     self._fail(exc)
@@ -375,8 +484,16 @@ class PartitionLog:
 
     def _roll(self) -> Segment:
         old = self._segments[-1]
+        if any(base < old.next_offset for base in self._holds):
+            # A linked part in it may yet be torn: recovery must look at this one too.
+            linked_marker(old).touch()
         old.seal()
-        seg = Segment(self.directory, old.next_offset, index_interval=self.config.index_interval)
+        seg = Segment(
+            self.directory,
+            old.next_offset,
+            index_interval=self.config.index_interval,
+            files=self.files,
+        )
         seg.on_damage = self._damage_found
         seg.open_indexes_for_append()
         fsync_dir(self.directory)
@@ -390,13 +507,66 @@ class PartitionLog:
         if self._segments[-1].size:
             self._roll()
 
+    def cut_from(self, offset: int, why: str) -> None:
+        """Cut the batch that starts at ``offset`` and everything after it, keeping the
+        bytes in side files: a torn linked batch, found at start-up before any append."""
+        if offset >= self._next_offset:
+            return
+        i = bisect_right(self._bases, offset) - 1
+        seg = self._segments[i]
+        position = seg.position_of(offset)
+        if position is None:
+            raise CorruptLog(
+                f"no batch starts at offset {offset}", file=str(seg.path), position=0
+            )
+        for later in self._segments[i + 1 :]:
+            cut_tail(later, 0, why, self.report, keep=True)
+            later.delete()
+            linked_marker(later).unlink(missing_ok=True)
+        del self._segments[i + 1 :], self._bases[i + 1 :]
+        cut_tail(seg, position, why, self.report, keep=True)
+        # Damage in what was cut went with it (the bytes are in the side files).
+        seg.damage = {at: d for at, d in seg.damage.items() if at < position}
+        kept = [found for found in self.report.linked if found[0] < offset]
+        seg.sealed = False
+        recover_active(seg, self.report)  # rebuilds its indexes, open for appends again
+        self.report.linked = kept
+        fsync_dir(self.directory)
+        self._next_offset = self._end_offset = self._written_end = seg.next_offset
+        names = {later.path.name for later in self._segments}
+        left = [
+            d
+            for d in self._damage
+            if d.segment in names and (d.segment != seg.path.name or d.position < position)
+        ]
+        if left != self._damage:
+            self._damage = left
+            self._save_damage()
+
+    def link_at(self, offset: int) -> fmt.Link | None:
+        """The link of the linked batch that starts at ``offset``, if one does."""
+        if not (self.start_offset <= offset < self._next_offset):
+            return None
+        return self._segments[bisect_right(self._bases, offset) - 1].link_at(offset)
+
+    def forget_linked_markers(self) -> None:
+        """Every linked batch recovery found is whole or cut: drop the segments' marks."""
+        marks = [linked_marker(seg) for seg in self._segments]
+        if any(m.exists() for m in marks):
+            for m in marks:
+                m.unlink(missing_ok=True)
+            fsync_dir(self.directory)
+        self.report.linked = []
+
     def _fail(self, exc: BaseException) -> None:
         self._failed = exc
         err = StorageUnavailable(f"write to {self.directory} failed: {exc}")
-        for fut, _ in self._waiting:
+        for fut, _ in self._waiting + self._blocked:
             if not fut.done():
                 fut.set_exception(err)
         self._waiting = []
+        self._blocked = []
+        self._holds.clear()
         self._queue = []
         logger.error(
             "partition %s failed: %s; refusing appends until it heals", self.directory, exc
@@ -435,7 +605,9 @@ class PartitionLog:
             # Segments a failed write rolled to hold nothing acknowledged, and the
             # files of one whose roll failed halfway.
             while len(self._segments) > 1 and self._bases[-1] > end:
-                self._segments.pop().delete()
+                gone = self._segments.pop()
+                gone.delete()
+                linked_marker(gone).unlink(missing_ok=True)
                 self._bases.pop()
             kept = set(self._bases)
             for path in self.directory.glob("*.log"):
@@ -458,7 +630,7 @@ class PartitionLog:
             logger.debug("partition %s not healed yet: %s", self.directory, exc)
             self._failed = exc
             return False
-        self._next_offset = end
+        self._next_offset = self._written_end = end
         self.dirty = False
         self._failed = None
         logger.warning("partition %s healed: taking appends again from offset %d",
@@ -467,21 +639,30 @@ class PartitionLog:
 
     # -- durability --------------------------------------------------------------
 
-    def sync(self) -> None:
-        """fsync the active segment (the interval flusher calls this from a thread).
+    def pin_active(self) -> SegmentFile | None:
+        """On the loop: the active segment's file, pinned open for :meth:`sync` in a
+        thread (None if closed). The caller unpins it once the sync is done."""
+        if not self._segments or self._closed:
+            return None
+        active = self._segments[-1].file
+        active.pin()
+        self.dirty = False  # what is written from now on needs the next sync
+        return active
+
+    def sync(self, active: SegmentFile) -> None:
+        """fsync ``active`` (from :meth:`pin_active`); the interval flusher calls this
+        from a thread.
 
         A failed fsync may have dropped the written pages: the partition stops
         taking appends (503) rather than acknowledge what may be gone.
         """
-        if self._segments and not self._closed:
-            self.dirty = False
-            try:
-                FSYNC_STATS.fdatasync(self._segments[-1].fd)
-            except OSError as exc:
-                self._failed = exc
-                if self._loop is not None:  # called from a worker thread
-                    self._loop.call_soon_threadsafe(self._start_healing)
-                raise
+        try:
+            FSYNC_STATS.fdatasync(active.fd)
+        except OSError as exc:
+            self._failed = exc
+            if self._loop is not None:  # called from a worker thread
+                self._loop.call_soon_threadsafe(self._start_healing)
+            raise
 
     async def flush(self) -> None:
         """Wait for queued appends, then fsync whatever they wrote."""
@@ -491,7 +672,16 @@ class PartitionLog:
         while self._writer is not None:
             await asyncio.shield(self._writer)
         if self.dirty:
-            await asyncio.get_running_loop().run_in_executor(None, self.sync)
+            await self.sync_in_thread()
+
+    async def sync_in_thread(self) -> None:
+        """fsync the active segment in a worker thread, its file pinned meanwhile."""
+        active = self.pin_active()
+        if active is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.sync, active)
+            finally:
+                active.unpin()
 
     async def close(self) -> None:
         """Finish queued appends, fsync, seal nothing, close files."""
@@ -610,6 +800,7 @@ class PartitionLog:
                 break
             total -= seg.size
             seg.delete()
+            linked_marker(seg).unlink(missing_ok=True)
             del self._segments[0], self._bases[0]
             removed += 1
         if removed:

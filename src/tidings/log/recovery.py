@@ -10,6 +10,10 @@ it is a torn tail, the unfinished last write: those bytes are copied to
 ``<base>.log.cut-<position>`` beside the segment, fsynced, and the segment is
 truncated to its last good batch. Indexes are rebuilt from what remains.
 
+Linked batches (one publish over several partitions) found in the active
+segment, or in a sealed one marked ``<base>.linked``, are listed in the report;
+:mod:`tidings.log.linked` checks them against the other partitions.
+
 A sealed segment was fsynced whole when it rolled, so a bad batch inside it is
 damage, never a torn write: it is never cut. When its indexes must be rebuilt,
 recovery scans it the same way and reports the damage; otherwise reads find it
@@ -21,8 +25,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tidings.log.damage import Damage, find_next_batch
+from tidings.log.format import BatchHeader, Link, decode_link
 from tidings.log.segment import Segment, fsync_dir
 
 logger = logging.getLogger("tidings.log")
@@ -39,12 +45,38 @@ class RecoveryReport:
     damaged: list[Damage] = field(default_factory=list)
     """Every bad range with good batches after it (or in a sealed segment), kept in place."""
     rebuilt_indexes: list[str] = field(default_factory=list)
+    linked: list[tuple[int, int, Link]] = field(default_factory=list)
+    """(base, count, link) of each linked batch that may yet be torn."""
+
+
+def linked_marker(segment: Segment) -> Path:
+    """The empty file that marks a segment rolled while a linked batch in it was not whole."""
+    return segment.path.with_suffix(".linked")
+
+
+def scan_links(segment: Segment) -> list[tuple[int, int, Link]]:
+    """(base, count, link) of every linked batch in ``segment``, damage stepped over."""
+    found: list[tuple[int, int, Link]] = []
+    for position, header in segment.batches():
+        if header.linked:
+            found.append(_link(segment, position, header))
+    return found
+
+
+def _link(segment: Segment, position: int, header: BatchHeader) -> tuple[int, int, Link]:
+    link = decode_link(header, os.pread(segment.fd, header.size, position))
+    assert link is not None  # the header says linked
+    return header.base_offset, header.count, link
 
 
 def _rebuild(
-    segment: Segment, report: RecoveryReport, limit: int | None = None
+    segment: Segment,
+    report: RecoveryReport,
+    limit: int | None = None,
+    links: list[tuple[int, int, Link]] | None = None,
 ) -> tuple[int | None, str]:
-    """Scan ``segment`` from the start, re-noting every good batch.
+    """Scan ``segment`` from the start, re-noting every good batch (and adding each
+    linked one to ``links``).
 
     Damage with a good batch after it is noted and stepped over. Returns the
     position and reason of a bad batch with no good batch after it (a torn
@@ -58,6 +90,8 @@ def _rebuild(
             if header is None:
                 bad = at, why
                 break
+            if links is not None and header.linked:
+                links.append(_link(segment, at, header))
             segment.note_batch(
                 at, header.base_offset, header.count, header.first_ts, header.last_ts, header.size
             )
@@ -96,7 +130,9 @@ def recover_active(segment: Segment, report: RecoveryReport) -> bool:
     written (a full disk): the segment then reads up to its last good batch,
     and the caller takes no append until :func:`cut_tail` succeeds.
     """
-    bad, why = _rebuild(segment, report)
+    links: list[tuple[int, int, Link]] = []
+    bad, why = _rebuild(segment, report, links=links)
+    report.linked.extend(links)
     owed = False
     if bad is not None:
         try:

@@ -1,7 +1,9 @@
 """One segment: a ``.log`` file of batches and its sparse offset and time indexes.
 
 A segment knows bytes and offsets only. It is written by one writer (its
-partition) and read with ``pread``, so reads never move the write position.
+partition) and read with ``pread``, so reads never move the write position. Its
+files are opened through :class:`~tidings.log.files.OpenFiles`, which may close
+them while they are idle: every use asks for the descriptor again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from tidings.log import format as fmt
 from tidings.log.damage import Damage, batch_at, find_next_batch
+from tidings.log.files import OpenFiles, SegmentFile, shared_files
 
 _index_entry = struct.Struct(fmt.INDEX_ENTRY)
 _time_entry = struct.Struct(fmt.TIME_INDEX_ENTRY)
@@ -34,15 +37,24 @@ def fsync_dir(path: Path) -> None:
 class Segment:
     """A ``.log`` file, open for append and ``pread``, with its indexes in memory."""
 
-    def __init__(self, directory: Path, base_offset: int, *, index_interval: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        base_offset: int,
+        *,
+        index_interval: int,
+        files: OpenFiles | None = None,
+    ) -> None:
         self.directory = directory
         self.base_offset = base_offset
         self.path = directory / fmt.segment_name(base_offset, ".log")
         self.index_path = directory / fmt.segment_name(base_offset, ".index")
         self.time_index_path = directory / fmt.segment_name(base_offset, ".timeindex")
         self.index_interval = index_interval
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        self.size = os.fstat(self._fd).st_size
+        self._files = shared_files() if files is None else files
+        # Reopened without O_CREAT: a file that went missing is an error, not a new file.
+        self._file = self._files.file(self.path, os.O_RDWR | os.O_APPEND)
+        self.size = os.fstat(self._file.open(os.O_RDWR | os.O_CREAT | os.O_APPEND)).st_size
         self.next_offset = base_offset
         self.max_ts = -1
         self.created_ms: int | None = None  # append time of the first record
@@ -52,8 +64,8 @@ class Segment:
         self._tidx_ts: list[int] = []
         self._tidx_offsets: list[int] = []
         self._bytes_since_index = 0
-        self._index_fd: int | None = None
-        self._time_index_fd: int | None = None
+        self._index: SegmentFile | None = None  # open for append while active
+        self._time_index: SegmentFile | None = None
         self.sealed = False
         # Damage found in this file, by byte position; on_damage hears of each new one.
         self.damage: dict[int, Damage] = {}
@@ -63,18 +75,20 @@ class Segment:
 
     def open_indexes_for_append(self) -> None:
         """Truncate and reopen the index files, then write the in-memory entries."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        self._index_fd = os.open(self.index_path, flags, 0o644)
-        self._time_index_fd = os.open(self.time_index_path, flags, 0o644)
+        first = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+        self._index = self._files.file(self.index_path, os.O_WRONLY | os.O_APPEND)
+        self._time_index = self._files.file(self.time_index_path, os.O_WRONLY | os.O_APPEND)
+        self._index.open(first)
+        self._time_index.open(first)
         self._write_all(
-            self._index_fd,
+            self._index.get(),
             b"".join(
                 _index_entry.pack(o, p)
                 for o, p in zip(self._idx_offsets, self._idx_positions, strict=True)
             ),
         )
         self._write_all(
-            self._time_index_fd,
+            self._time_index.get(),
             b"".join(
                 _time_entry.pack(t, o)
                 for t, o in zip(self._tidx_ts, self._tidx_offsets, strict=True)
@@ -92,7 +106,7 @@ class Segment:
         """Write whole batches ``(frame, base_offset, count, timestamp)`` in one write."""
         position = self.size
         data = b"".join([item[0] for item in run]) if len(run) > 1 else run[0][0]
-        self._write_all(self._fd, data)
+        self._write_all(self._file.get(), data)
         for frame, base, count, ts in run:
             self.note_batch(position, base, count, ts, ts, len(frame))
             position += len(frame)
@@ -113,53 +127,58 @@ class Segment:
             self._tidx_ts.append(self.max_ts)
             self._tidx_offsets.append(rel)
             self._bytes_since_index = 0
-            if self._index_fd is not None and self._time_index_fd is not None:
-                os.write(self._index_fd, _index_entry.pack(rel, position))
-                os.write(self._time_index_fd, _time_entry.pack(self.max_ts, rel))
+            if self._index is not None and self._time_index is not None:
+                os.write(self._index.get(), _index_entry.pack(rel, position))
+                os.write(self._time_index.get(), _time_entry.pack(self.max_ts, rel))
         self._bytes_since_index += size
         self.next_offset = base_offset + count
 
     @property
     def fd(self) -> int:
-        return self._fd
+        """The ``.log`` file's descriptor, for use before the next await."""
+        return self._file.get()
+
+    @property
+    def file(self) -> SegmentFile:
+        """The ``.log`` file: pin it to use its descriptor from another thread."""
+        return self._file
 
     def sync(self) -> None:
-        os.fdatasync(self._fd)
+        os.fdatasync(self._file.get())
 
     def seal(self) -> None:
         """Make the segment read-only: final time entry, indexes and data on disk."""
         rel = self.next_offset - 1 - self.base_offset
         # Always end the time index on the last record, so a load can check it.
-        if self._time_index_fd is not None and self._tidx_offsets and (
+        if self._time_index is not None and self._tidx_offsets and (
             self._tidx_offsets[-1] != rel
         ):
             self._tidx_ts.append(self.max_ts)
             self._tidx_offsets.append(rel)
-            os.write(self._time_index_fd, _time_entry.pack(self.max_ts, rel))
-        os.fsync(self._fd)
-        for fd in (self._index_fd, self._time_index_fd):
-            if fd is not None:
-                os.fsync(fd)
-                os.close(fd)
-        self._index_fd = self._time_index_fd = None
+            os.write(self._time_index.get(), _time_entry.pack(self.max_ts, rel))
+        os.fsync(self._file.get())
+        for f in (self._index, self._time_index):
+            if f is not None:
+                os.fsync(f.get())
+                f.close()
+        self._index = self._time_index = None
         self.sealed = True
 
     def truncate(self, position: int) -> None:
-        os.ftruncate(self._fd, position)
-        os.fsync(self._fd)
+        fd = self._file.get()
+        os.ftruncate(fd, position)
+        os.fsync(fd)
         self.size = position
 
     def close_indexes(self) -> None:
-        for fd in (self._index_fd, self._time_index_fd):
-            if fd is not None:
-                os.close(fd)
-        self._index_fd = self._time_index_fd = None
+        for f in (self._index, self._time_index):
+            if f is not None:
+                f.close()
+        self._index = self._time_index = None
 
     def close(self) -> None:
         self.close_indexes()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()
 
     def delete(self) -> None:
         self.close()
@@ -216,7 +235,7 @@ class Segment:
         self.next_offset = self.base_offset
 
     def _header_at(self, position: int) -> fmt.BatchHeader | None:
-        raw = os.pread(self._fd, fmt.BATCH_HEADER_LEN, position)
+        raw = os.pread(self._file.get(), fmt.BATCH_HEADER_LEN, position)
         if len(raw) < fmt.BATCH_HEADER_LEN:
             return None
         try:
@@ -239,7 +258,8 @@ class Segment:
             expected = self.base_offset
         size = self.size
         while position < size:
-            header, why = batch_at(self._fd, position, size, expected)
+            # The file again each batch: the caller may open files between.
+            header, why = batch_at(self._file.get(), position, size, expected)
             if header is None:
                 yield position, None, why
                 return
@@ -274,7 +294,9 @@ class Segment:
         while position < size and len(out) < max_records:
             rel = position - chunk_start
             if rel < 0 or rel + fmt.BATCH_HEADER_LEN > len(chunk):
-                chunk = os.pread(self._fd, max(_READ_CHUNK, min(budget, 1 << 24)), position)
+                # The file again each read: stepping over damage may note it between.
+                want = max(_READ_CHUNK, min(budget, 1 << 24))
+                chunk = os.pread(self._file.get(), want, position)
                 chunk_start, rel = position, 0
             header, batch, why = self._batch_in(chunk, rel, position, expected)
             if header is None or batch is None:
@@ -324,7 +346,7 @@ class Segment:
         # Check the batch before its header decides to stop or skip: a flipped
         # offset, count or length must not read as the end or as a gap.
         if rel + header.size > len(chunk):
-            chunk = os.pread(self._fd, max(_READ_CHUNK, header.size), position)
+            chunk = os.pread(self._file.get(), max(_READ_CHUNK, header.size), position)
             rel = 0
         batch = memoryview(chunk)[rel : rel + header.size]
         if len(batch) < header.size or not fmt.check_crc(header, batch):
@@ -349,7 +371,7 @@ class Segment:
             return known
         if limit is None and self.sealed:
             limit = self.next_offset
-        found = find_next_batch(self._fd, position, self.size, expected, limit)
+        found = find_next_batch(self._file.get(), position, self.size, expected, limit)
         if found is None:
             end = self.next_offset if limit is None else limit
             damage = Damage(self.path.name, position, self.size - position, expected, end, why)
@@ -372,3 +394,46 @@ class Segment:
         self.damage[damage.position] = damage
         if self.on_damage is not None:
             self.on_damage(damage)
+
+    def batches(
+        self, position: int = 0, expected: int | None = None
+    ) -> Iterator[tuple[int, fmt.BatchHeader]]:
+        """``(position, header)`` of every good batch from ``position``, stepping over
+        damage to the next good batch (and noting it: see :meth:`damaged_at`)."""
+        if expected is None:
+            expected = self.base_offset
+        while position < self.size:
+            bad: tuple[int, str] | None = None
+            for at, header, why in self.scan(position, expected):
+                if header is None:
+                    bad = at, why
+                    break
+                expected = header.next_offset
+                yield at, header
+            if bad is None:
+                return
+            damage = self.damaged_at(bad[0], expected, bad[1])
+            position, expected = damage.position + damage.length, damage.end_offset
+
+    def position_of(self, offset: int) -> int | None:
+        """The byte position of the batch that starts at ``offset``, if one does (a
+        batch after damage too)."""
+        i = bisect_right(self._idx_offsets, offset - self.base_offset) - 1
+        position = self._idx_positions[i] if i >= 0 else 0
+        expected = self.base_offset + (self._idx_offsets[i] if i >= 0 else 0)
+        for at, header in self.batches(position, expected):
+            if header.base_offset > offset:
+                return None
+            if header.base_offset == offset:
+                return at
+        return None
+
+    def link_at(self, offset: int) -> fmt.Link | None:
+        """The link of the linked batch that starts at ``offset``, if one does."""
+        position = self.position_of(offset)
+        if position is None:
+            return None
+        header = self._header_at(position)
+        if header is None or not header.linked:
+            return None
+        return fmt.decode_link(header, os.pread(self._file.get(), header.size, position))

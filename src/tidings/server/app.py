@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -33,10 +34,12 @@ from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarg
 from tidings.events import http as ce
 from tidings.server import asyncapi, openapi
 from tidings.server.auth import Action, Auth
+from tidings.server.guard import LOOPBACK_HOSTS, BrowserGuard, BrowserRules
 from tidings.server.live import LiveOptions
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
 from tidings.server.sse import SseEndpoint
+from tidings.server.tickets import Tickets
 from tidings.server.webhooks.routes import WebhookRoutes
 from tidings.server.webhooks.service import WebhookService
 from tidings.server.ws import WebSocketEndpoint
@@ -54,6 +57,8 @@ DASHBOARD_CSP = (
 class ServerOptions:
     max_request_bytes: int = MAX_REQUEST_BYTES
     live: LiveOptions = field(default_factory=LiveOptions)  # WebSocket and SSE
+    # Host names the hub answers (see .guard); allowed origins are live.allowed_origins.
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -97,6 +102,7 @@ class Api:
         self.auth = auth
         self.options = options
         self.webhooks = webhooks
+        self.tickets = Tickets()  # stand-ins for a token on /v1/ws and SSE URLs
         # Open live connections per channel, for /metrics; create_app fills it in.
         self.connections: Callable[[], dict[str, int]] | None = None
 
@@ -140,6 +146,8 @@ class Api:
     async def readyz(self, request: Request) -> Response:
         if self.hub.closing:
             raise StorageUnavailable("the hub is shutting down")
+        if not self.hub.ready:
+            raise StorageUnavailable("the hub is refilling its dedupe window from the log")
         failed = self.hub.failed_partitions()
         if failed:
             topic, p, why = failed[0]
@@ -178,6 +186,13 @@ class Api:
             (STATIC_DIR / "dashboard" / "index.html").read_bytes(),
             headers={"content-security-policy": DASHBOARD_CSP},
         )
+
+    async def ws_ticket(self, request: Request) -> Response:
+        # A ticket acts for the token that asked for it, once, on one live URL (.tickets).
+        token = self.auth.token(request.headers.get("authorization")) if self.auth.enabled else None
+        _only(await self._json_body(request), set())
+        ticket = self.tickets.issue(token)
+        return _json({"ticket": ticket, "expires_in": self.tickets.ttl_s})
 
     # -- topics ------------------------------------------------------------------------
 
@@ -510,8 +525,8 @@ def create_app(
 ) -> Starlette:
     """The ASGI app; its lifespan starts the hub and closes it (flushing the log) at the end."""
     api = Api(hub, auth or Auth([]), options or ServerOptions(), webhooks)
-    ws = WebSocketEndpoint(hub, api.auth, api.options.live)
-    sse = SseEndpoint(hub, api.auth, api.options.live)
+    ws = WebSocketEndpoint(hub, api.auth, api.options.live, api.tickets)
+    sse = SseEndpoint(hub, api.auth, api.options.live, api.tickets)
     api.connections = lambda: {"websocket": len(ws.connections), "sse": sse.streams}
     T = "/v1/topics/{topic}"
     G = T + "/groups/{group}"
@@ -519,6 +534,7 @@ def create_app(
         # The hot path first: Starlette tries routes in order.
         Route(T + "/events", PublishEndpoint(api), methods=["POST"]),
         WebSocketRoute("/v1/ws", ws.handle),
+        Route("/v1/ws/ticket", api.ws_ticket, methods=["POST"]),
         Route(T + "/sse", sse.handle, methods=["GET"]),
         Route("/", api.index, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
@@ -549,7 +565,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await hub.start()
+        # /healthz answers while the dedupe window refills; /readyz once it is done.
+        await hub.start(wait_ready=False)
         if webhooks is not None:
             await webhooks.start()
         # Everything made so far lives as long as the process: keep it out of the
@@ -569,9 +586,12 @@ def create_app(
                 await webhooks.close()
             await hub.close()
 
+    rules = BrowserRules(api.options.allowed_hosts, api.options.live.allowed_origins)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        # Outside the routes: a request a foreign page forged reaches none of them.
+        middleware=[Middleware(BrowserGuard, rules=rules)],
         exception_handlers={
             TidingsError: tidings_error,
             HTTPException: http_error,

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from tidings.core.hub import Hub, Topic
+from tidings.log.files import OpenFiles
 from tidings.log.partition import FSYNC_STATS
 from tidings.server.webhooks.service import WebhookService
 
@@ -21,6 +22,14 @@ def _by_topic(values: Mapping[str, int]) -> list[tuple[str, float]]:
 
 
 _START_TIME = time.time()
+
+
+def _open_fds() -> list[tuple[str, float]]:
+    """The process's open descriptors, from /proc (none where there is no /proc)."""
+    try:
+        return [("", len(os.listdir("/proc/self/fd")))]
+    except OSError:
+        return []
 
 
 def resident_memory_bytes() -> int:
@@ -120,6 +129,23 @@ def render_metrics(
         "process_start_time_seconds", "gauge", "Start time of the process since the epoch.",
         [("", round(_START_TIME, 3))],
     )
+    family("process_open_fds", "gauge", "Number of open file descriptors.", _open_fds())
+    family(
+        "process_max_fds", "gauge", "Maximum number of open file descriptors.",
+        [("", resource.getrlimit(resource.RLIMIT_NOFILE)[0])],
+    )
+    files = getattr(hub.storage, "files", None)
+    if isinstance(files, OpenFiles):
+        family(
+            "tidings_log_open_files", "gauge",
+            "Segment and index files the log holds open (at most --max-open-files).",
+            [("", files.open_count)],
+        )
+        family(
+            "tidings_log_files_closed_total", "counter",
+            "Log files closed to make room for others (reopened when next used).",
+            [("", files.closes)],
+        )
     if webhooks is not None:
         family(
             "tidings_webhook_attempts_total", "counter",

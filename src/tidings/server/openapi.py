@@ -18,12 +18,13 @@ def _problems(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed request or bad position",
         401: "Missing or unknown bearer token",
-        403: "The token's scopes do not allow this",
+        403: "The token's scopes do not allow this, or the request's Host or Origin is not one the hub allows (the problem's header names which)",
         404: "Unknown topic or group",
-        409: "Conflict, or a stale lease",
+        409: "Conflict, a stale lease, or the hub's topic limit (--max-topics) reached",
         413: "Event or request too large",
         415: "Unsupported content type",
         422: "Invalid event",
+        429: "Too many requests",
         503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After) or shutting down",
     }
     return {
@@ -77,13 +78,13 @@ def spec() -> dict[str, Any]:
         "/v1/topics": {"get": {"summary": "List topics", "operationId": "listTopics", "responses": {"200": _json({"type": "object", "properties": {"topics": {"type": "array", "items": _ref("Topic")}}}), **_problems(401, 403)}}},
         "/v1/topics/{topic}": {
             "parameters": [_TOPIC],
-            "put": {"summary": "Create or configure a topic", "operationId": "putTopic", "requestBody": _body(_ref("TopicConfig")), "responses": {"200": _json(_ref("Topic")), "201": _json(_ref("Topic"), "Created"), **_problems(400, 401, 403, 409)}},
+            "put": {"summary": "Create or configure a topic", "operationId": "putTopic", "requestBody": _body(_ref("TopicConfig")), "responses": {"200": _json(_ref("Topic")), "201": _json(_ref("Topic"), "Created"), **_problems(400, 401, 403, 409, 503)}},
             "get": {"summary": "Describe a topic", "operationId": "getTopic", "responses": {"200": _json(_ref("Topic")), **_problems(401, 403, 404)}},
             "delete": {"summary": "Delete a topic and its groups", "operationId": "deleteTopic", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
         },
         "/v1/topics/{topic}/sse": {
             "parameters": [_TOPIC],
-            "get": {"summary": "Follow a topic as Server-Sent Events: each id is a resume token; Last-Event-ID resumes with no gap (the WebSocket gateway is GET /v1/ws, subprotocol tidings.v1)", "operationId": "sse", "parameters": [_param("from", "query", {"type": "string"}, "earliest, latest (default), a resume token like 0:15,1:7, or a time"), _param("types", "query", {"type": "string"}, "Comma-separated type patterns"), _param("token", "query", {"type": "string"}, "Bearer token, for EventSource, which cannot set headers"), {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}, "description": "Resume token; wins over from"}], "responses": {"200": {"description": "retry, then messages: id = resume token, data = the record", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **_problems(400, 401, 403, 404)}},
+            "get": {"summary": "Follow a topic as Server-Sent Events: each id is a resume token; Last-Event-ID resumes with no gap (the WebSocket gateway is GET /v1/ws, subprotocol tidings.v1)", "operationId": "sse", "parameters": [_param("from", "query", {"type": "string"}, "earliest, latest (default), a resume token like 0:15,1:7, or a time"), _param("types", "query", {"type": "string"}, "Comma-separated type patterns"), _param("ticket", "query", {"type": "string"}, "A ticket from POST /v1/ws/ticket, for EventSource, which cannot set headers"), {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}, "description": "Resume token; wins over from"}], "responses": {"200": {"description": "retry, then messages: id = resume token, data = the record", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **_problems(400, 401, 403, 404)}},
         },
         "/v1/topics/{topic}/events": {
             "parameters": [_TOPIC],
@@ -91,7 +92,7 @@ def spec() -> dict[str, Any]:
                 "summary": "Publish events (CloudEvents structured, batch or binary mode)",
                 "operationId": "publish",
                 "requestBody": {"required": True, "description": "One event (structured), a JSON array of events (batch), or binary mode: attributes in ce-* headers, the body is the data", "content": {"application/cloudevents+json": {"schema": _ref("CloudEvent")}, "application/cloudevents-batch+json": {"schema": {"type": "array", "items": _ref("CloudEvent")}}, "*/*": {"schema": {}}}},
-                "responses": {"202": _json(_ref("Published"), "Accepted: durable by the hub's fsync policy"), **_problems(400, 401, 403, 404, 413, 415, 422, 503)},
+                "responses": {"202": _json(_ref("Published"), "Accepted: durable by the hub's fsync policy"), **_problems(400, 401, 403, 404, 409, 413, 415, 422, 503)},
             },
             "get": {
                 "summary": "Read and replay records",
@@ -109,10 +110,11 @@ def spec() -> dict[str, Any]:
         },
         "/v1/topics/{topic}/groups/{group}": {
             "parameters": [_TOPIC, _GROUP],
-            "put": {"summary": "Create or configure a consumer group", "description": _MANAGE + " Creating the topic too needs publish on it, and an explicit dead_letter_topic needs publish on that topic; the default {topic}.dlq is written by the hub on the group's behalf.", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(400, 401, 403, 404)}},
+            "put": {"summary": "Create or configure a consumer group", "description": _MANAGE + " Creating the topic too needs publish on it, and an explicit dead_letter_topic needs publish on that topic; the default {topic}.dlq is written by the hub on the group's behalf.", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(400, 401, 403, 404, 409, 503)}},
             "get": {"summary": "Describe a group: lag, pending, redelivered, dead-lettered", "description": _CONSUME, "operationId": "getGroup", "responses": {"200": _json(_ref("Group")), **_problems(401, 403, 404)}},
             "delete": {"summary": "Delete a group", "description": _MANAGE, "operationId": "deleteGroup", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
         },
+        "/v1/ws/ticket": {"post": {"summary": "A ticket that acts for the bearer token once, within 30 s, as ?ticket= on GET /v1/ws or an SSE stream: for browsers, which cannot set headers there", "operationId": "wsTicket", "requestBody": _body({"type": "object"}), "responses": {"200": _json({"type": "object", "properties": {"ticket": {"type": "string"}, "expires_in": {"type": "number"}}}), **_problems(400, 401, 429)}}},
         "/v1/groups": {"get": {"summary": "List consumer groups", "description": "The groups of the topics the token may subscribe to, the hub's own among them marked internal (read-only).", "operationId": "listGroups", "responses": {"200": _json({"type": "object", "properties": {"groups": {"type": "array", "items": _ref("Group")}}}), **_problems(401, 403)}}},
     }
     for op, (summary, body, ok) in group_ops.items():
@@ -121,6 +123,7 @@ def spec() -> dict[str, Any]:
             "post": {"summary": summary, "description": _MANAGE + (" Re-driving publishes on the topic: it needs publish there too." if op == "redrive" else "") if op in ("seek", "redrive") else _CONSUME, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(400, 401, 403, 404, 409, 503)}},
         }
     paths.update(_webhook_paths())
+    _browser_refusals(paths)
     record_props = {"topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "event": _ref("CloudEvent")}
     schemas = {
         "Problem": {"type": "object", "description": "RFC 9457 problem details", "required": ["type", "title", "status", "detail"], "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "instance": {"type": "string"}, "attribute": {"type": "string"}, "field": {"type": "string"}, "index": {"type": "integer"}}},
@@ -145,8 +148,20 @@ def spec() -> dict[str, Any]:
     }
 
 
+def _browser_refusals(paths: dict[str, Any]) -> None:
+    """What server/guard.py answers before any route: 403 for a Host the hub does not
+    serve (or an Origin it does not allow on a state-changing route), and 415 for a
+    POST, PUT or PATCH body that is not JSON or CloudEvents."""
+    for item in paths.values():
+        for method, op in item.items():
+            if method != "parameters":
+                codes = (403, 415) if method in ("post", "put", "patch") else (403,)
+                for code in codes:
+                    op["responses"].setdefault(str(code), _problems(code)[str(code)])
+
+
 _WEBHOOK = _param("id", "path", {"type": "string"}, "Webhook id (wh_...)")
-_WEBHOOK_CONFIG: dict[str, Any] = {"type": "object", "properties": {"url": {"type": "string", "format": "uri", "description": "http or https; its host must resolve to public addresses unless the hub allows the network"}, "topics": {"type": "array", "items": {"type": "string"}, "minItems": 1}, "types": {"type": "array", "items": {"type": "string"}}, "description": {"type": "string", "maxLength": 1000}, "rate_limit": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "deliveries per second"}, "ordering": {"enum": ["none", "key"]}, "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000}}}
+_WEBHOOK_CONFIG: dict[str, Any] = {"type": "object", "properties": {"url": {"type": "string", "format": "uri", "description": "http or https; its host must resolve to public addresses unless the hub allows the network"}, "topics": {"type": "array", "items": {"type": "string"}, "minItems": 1}, "types": {"type": "array", "items": {"type": "string"}}, "description": {"type": "string", "maxLength": 1000}, "rate_limit": {"type": ["number", "null"], "minimum": 0.001, "maximum": 100000, "description": "deliveries per second"}, "ordering": {"enum": ["none", "key"]}, "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000}}}
 _WEBHOOK_VIEW: dict[str, Any] = {"type": "object", "properties": {**_WEBHOOK_CONFIG["properties"], "id": {"type": "string"}, "enabled": {"type": "boolean"}, "state": {"enum": ["healthy", "failing", "disabled"]}, "disabled_reason": {"type": ["string", "null"]}, "failing_since": {"type": ["integer", "null"]}, "last_success": {"type": ["integer", "null"]}, "created": {"type": "integer"}, "lag": {"type": "object", "additionalProperties": {"type": "integer"}}, "secret": {"type": "string", "description": "only when created: whsec_ + base64"}}}
 
 

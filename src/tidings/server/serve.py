@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import resource
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,16 +14,19 @@ import uvicorn
 
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.backends.embedded.webhooks import SqliteWebhookStore
-from tidings.core.hub import Hub, HubOptions
+from tidings.core.hub import MAX_PARTITIONS, MAX_TOPICS, Hub, HubOptions
 from tidings.core.positions import parse_duration_ms
 from tidings.core.webhooks.config import WebhookPolicy, parse_schedule
 from tidings.core.webhooks.schedule import DEFAULT_DISABLE_AFTER_MS, RetrySchedule
 from tidings.core.webhooks.targets import parse_networks
 from tidings.errors import BadRequest
+from tidings.log.files import DEFAULT_MAX_OPEN_FILES, OpenFiles
 from tidings.log.partition import FsyncPolicy, LogConfig
 from tidings.server.app import ServerOptions, create_app
 from tidings.server.auth import Auth
+from tidings.server.guard import LOOPBACK_HOSTS
 from tidings.server.live import LiveOptions
+from tidings.server.redact import log_config
 from tidings.server.webhooks.service import WebhookService
 
 logger = logging.getLogger("tidings.serve")
@@ -40,12 +44,16 @@ class ServeConfig:
     insecure: bool = False
     segment_bytes: int = 64 * 1024 * 1024
     allowed_origins: tuple[str, ...] | None = None
+    allowed_hosts: tuple[str, ...] = ()  # beside loopback names and the bound address
     ws_send_buffer: int = 1 << 20
     webhook_allow_nets: tuple[str, ...] = ()
     webhook_retry_schedule: str | None = None  # seconds before each attempt, "0,5,300"
     webhook_timeout_s: float = 15.0
     webhook_disable_after: str | None = None  # a duration: "5d", "12h", seconds
     log_level: str = "info"
+    max_topics: int = MAX_TOPICS
+    max_partitions: int = MAX_PARTITIONS  # per topic
+    max_open_files: int = DEFAULT_MAX_OPEN_FILES  # segment and index files the log keeps open
 
 
 def is_loopback(host: str) -> bool:
@@ -59,6 +67,15 @@ def is_loopback(host: str) -> bool:
         except OSError:
             return False
         return all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def served_hosts(config: ServeConfig) -> tuple[str, ...]:
+    """The Host names the hub answers: loopback, the bound address, and --allowed-host."""
+    bound = config.host.lower()
+    if ":" in bound and not bound.startswith("["):
+        bound = f"[{bound}]"  # an IPv6 address, as a Host header brackets it
+    given = tuple(h.strip().lower().rstrip(".") for h in config.allowed_hosts if h.strip())
+    return tuple(dict.fromkeys((*LOOPBACK_HOSTS, bound, *given)))
 
 
 def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
@@ -87,9 +104,19 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         probe_max_ms=max(1, min(60_000, max(schedule.delays_ms[1:], default=60_000))),
     )
     storage = EmbeddedStorage(
-        config.data_dir, config.fsync, LogConfig(segment_bytes=config.segment_bytes)
+        config.data_dir,
+        config.fsync,
+        LogConfig(segment_bytes=config.segment_bytes),
+        files=OpenFiles(log_files_limit(config.max_open_files)),
     )
-    hub = Hub(storage, HubOptions(auto_create=config.auto_create))
+    hub = Hub(
+        storage,
+        HubOptions(
+            auto_create=config.auto_create,
+            max_topics=config.max_topics,
+            max_partitions=config.max_partitions,
+        ),
+    )
     live = LiveOptions(
         allowed_origins=config.allowed_origins, send_buffer_bytes=config.ws_send_buffer
     )
@@ -98,7 +125,8 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         "FULL" if config.fsync.mode == "always" else "NORMAL",
     )
     webhooks = WebhookService(hub, store, policy)
-    app = create_app(hub, auth, ServerOptions(live=live), webhooks=webhooks)
+    options = ServerOptions(live=live, allowed_hosts=served_hosts(config))
+    app = create_app(hub, auth, options, webhooks=webhooks)
     uv = uvicorn.Config(
         app,
         host=config.host,
@@ -107,6 +135,7 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         http="httptools",
         lifespan="on",
         log_level=config.log_level,
+        log_config=log_config(),  # uvicorn's, with secrets in URLs redacted
         access_log=False,
         timeout_graceful_shutdown=10,
         # RFC 6455 pings from uvicorn's websockets protocol: one every 20 s, and a peer
@@ -135,7 +164,33 @@ class HubServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one; the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            logger.warning("could not raise ulimit -n from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
+def log_files_limit(wanted: int) -> int:
+    """``wanted`` files for the log, or half the process's descriptors if that is less:
+    the other half is for sockets and the databases."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and wanted > soft // 2:
+        logger.warning(
+            "--max-open-files %d is more than half of ulimit -n %d: the log keeps %d open",
+            wanted, soft, max(4, soft // 2),
+        )
+        return max(4, soft // 2)
+    return wanted
+
+
 def serve(config: ServeConfig) -> None:
+    raise_open_files_limit()
     uv, hub = build(config)
     logger.info(
         "tidings on http://%s:%d, data in %s, fsync %s",

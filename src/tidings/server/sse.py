@@ -1,8 +1,9 @@
 """``GET /v1/topics/{topic}/sse``: the topic as Server-Sent Events (HTML Living Standard 9.2).
 
 Query: ``types`` (comma-separated type patterns), ``from`` (earliest, latest,
-a resume token or a time; default latest), ``token`` (for ``EventSource``,
-which cannot set headers). The stream opens with ``retry:``; then each message
+a resume token or a time; default latest), ``ticket`` (from ``POST
+/v1/ws/ticket``, for ``EventSource``, which cannot set headers; see
+:mod:`.tickets`). The stream opens with ``retry:``; then each message
 is::
 
     id: 0:16,1:7
@@ -40,21 +41,23 @@ from tidings.core.positions import format_token, is_token
 from tidings.errors import BadRequest, Forbidden
 from tidings.server.auth import Auth
 from tidings.server.live import LiveOptions, allows, caller
+from tidings.server.tickets import Tickets
 
-_QUERY = frozenset({"types", "from", "token"})
+_QUERY = frozenset({"types", "from", "ticket"})
 
 
 class SseEndpoint:
-    def __init__(self, hub: Hub, auth: Auth, options: LiveOptions) -> None:
+    def __init__(self, hub: Hub, auth: Auth, options: LiveOptions, tickets: Tickets) -> None:
         self.hub = hub
         self.auth = auth
         self.options = options
+        self.tickets = tickets
         self.streams = 0  # open now, for /metrics
 
     async def handle(self, request: Request) -> Response:
         name = request.path_params["topic"]
         q = request.query_params
-        token = caller(self.auth, request.headers, q)
+        token = caller(self.auth, self.tickets, request.headers, q)
         if not allows(token, "subscribe", name):
             raise Forbidden(f"this token may not subscribe on topic {name!r}")
         unknown = sorted(set(q.keys()) - _QUERY)

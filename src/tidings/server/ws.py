@@ -60,6 +60,7 @@ from tidings.errors import (
 )
 from tidings.server.auth import Auth, Token
 from tidings.server.live import LiveOptions, allows, caller, origin_allowed
+from tidings.server.tickets import Tickets
 
 logger = logging.getLogger("tidings.ws")
 
@@ -497,10 +498,11 @@ def _forbidden(action: str, topic: str) -> Forbidden:
 class WebSocketEndpoint:
     """The ASGI app of ``GET /v1/ws``: checks the handshake, then runs a :class:`Connection`."""
 
-    def __init__(self, hub: Hub, auth: Auth, options: LiveOptions) -> None:
+    def __init__(self, hub: Hub, auth: Auth, options: LiveOptions, tickets: Tickets) -> None:
         self.hub = hub
         self.auth = auth
         self.options = options
+        self.tickets = tickets
         self.tails = TailRegistry(hub)  # shared by every connection's log subscriptions
         self.connections: set[Connection] = set()
         #: The most bytes any connection's send buffer held: the bound, as measured.
@@ -508,16 +510,17 @@ class WebSocketEndpoint:
 
     async def handle(self, ws: WebSocket) -> None:
         try:
-            token = caller(self.auth, ws.headers, ws.query_params)
             host = ws.headers.get("host")
             if not origin_allowed(ws.headers.get("origin"), host, self.options.allowed_origins):
                 raise Forbidden(f"origin {ws.headers.get('origin')!r} is not allowed")
+            offered = ws.scope.get("subprotocols") or []
+            token = caller(self.auth, self.tickets, ws.headers, ws.query_params, offered)
             if self.hub.closing:
                 raise StorageUnavailable("the hub is shutting down")
         except (Unauthorized, Forbidden, StorageUnavailable) as exc:
             await _deny(ws, exc)
             return
-        offered = ws.scope.get("subprotocols") or []
+        # Never the bearer subprotocol: a token is not echoed back in a header.
         await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         conn = Connection(ws, self.hub, token, self.options, self.tails)
         self.connections.add(conn)

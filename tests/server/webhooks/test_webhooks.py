@@ -430,7 +430,8 @@ async def test_test_patch_delete(
     topic, other = unique(), unique()
     wh = await create(http, whub.base_url, url=receiver.url, topics=[topic])
     base = f"{whub.base_url}/v1/webhooks/{wh['id']}"
-    tested = await call(http, "POST", base + "/test")
+    # A POST always says its body is JSON, even an empty one (see server/guard.py).
+    tested = await call(http, "POST", base + "/test", json={})
     assert tested["attempt"]["outcome"] == "success" and tested["attempt"]["trigger"] == "test"
     sent = receiver.requests[-1]
     assert sent.event["type"] == "tidings.webhook.test"
@@ -483,6 +484,34 @@ async def test_bad_registrations_are_refused_and_change_nothing(
     assert await call(http, "GET", f"{whub.base_url}/v1/webhooks") == before
 
 
+@pytest.mark.parametrize("rate", [5e-324, 0.0005, 100_001, 1e308])
+async def test_rate_limit_out_of_range_is_refused_and_changes_nothing(
+    whub: HubProcess, http: aiohttp.ClientSession, receiver: Receiver, rate: float
+) -> None:
+    """A rate the token bucket cannot wait for (5e-324 made its wait overflow every
+    second) is refused at registration and at update, naming the field and range."""
+    topic = unique()
+    before = await call(http, "GET", f"{whub.base_url}/v1/webhooks")
+    body = {"url": receiver.url, "topics": [topic], "rate_limit": rate}
+    async with http.post(f"{whub.base_url}/v1/webhooks", json=body) as resp:
+        problem = await expect_problem(resp, 400)
+    assert problem["field"] == "rate_limit", problem
+    assert "0.001" in problem["detail"] and "100000" in problem["detail"], problem
+    assert await call(http, "GET", f"{whub.base_url}/v1/webhooks") == before
+
+    wh = await create(http, whub.base_url, url=receiver.url, topics=[topic], rate_limit=50)
+    base = f"{whub.base_url}/v1/webhooks/{wh['id']}"
+    async with http.patch(base, json={"rate_limit": rate}) as resp:
+        problem = await expect_problem(resp, 400)
+    assert problem["field"] == "rate_limit", problem
+    view = await call(http, "GET", base)
+    assert view["rate_limit"] == 50
+    # The endpoint still delivers.
+    await publish(http, whub.base_url, topic, {"type": "order.placed", "data": {}})
+    await receiver.wait_for(lambda: len(receiver.requests) >= 1, timeout=10)
+    await call(http, "DELETE", base, 204)
+
+
 async def test_bad_calls_on_an_endpoint(
     whub: HubProcess, http: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
@@ -502,7 +531,7 @@ async def test_bad_calls_on_an_endpoint(
         ("GET", base + "/attempts", {"params": {"limit": "0"}}, 400, "limit"),
         ("GET", base + "/attempts", {"params": {"before": "x"}}, 400, "before"),
         ("GET", f"{whub.base_url}/v1/webhooks/wh_nope", {}, 404, None),
-        ("POST", f"{whub.base_url}/v1/webhooks/wh_nope/test", {}, 404, None),
+        ("POST", f"{whub.base_url}/v1/webhooks/wh_nope/test", {"json": {}}, 404, None),
         ("DELETE", f"{whub.base_url}/v1/webhooks/wh_nope", {}, 404, None),
     ]
     for method, url, kw, status, field in cases:

@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ import orjson
 
 from tidings.backends.embedded.sqlite import connect
 from tidings.errors import StorageUnavailable
+from tidings.log.files import OpenFiles, SegmentFile
+from tidings.log.linked import append_linked, resolve
 from tidings.log.partition import (
     Clock,
     FsyncPolicy,
@@ -57,8 +60,12 @@ class EmbeddedStorage:
         policy: FsyncPolicy | None = None,
         log_config: LogConfig | None = None,
         clock: Clock | None = None,
+        files: OpenFiles | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # One pool for every partition: the log's descriptors stay bounded however
+        # many partitions there are (see tidings.log.files).
+        self.files = OpenFiles() if files is None else files
         self.policy = policy or FsyncPolicy()
         self.log_config = log_config or LogConfig()
         self.clock = clock or SystemClock()
@@ -89,6 +96,14 @@ class EmbeddedStorage:
         return self.data_dir / "topics" / topic
 
     def open_partition(self, topic: str, partition: int, retention: Retention) -> PartitionLog:
+        part = self._open_log(topic, partition, retention)
+        if part.report.linked:
+            # A publish over several partitions may have been cut short by a crash:
+            # keep it only if whole, in this partition and the ones it names.
+            resolve(part, lambda p: self._open_log(topic, p, retention))
+        return part
+
+    def _open_log(self, topic: str, partition: int, retention: Retention) -> PartitionLog:
         if self._closed:
             raise StorageUnavailable("storage is closed")
         key = (topic, partition)
@@ -104,11 +119,22 @@ class EmbeddedStorage:
             part.config = config
             return part
         directory = self._topic_dir(topic) / str(partition)
-        part = PartitionLog.open(directory, config, self.policy, self.clock)
+        try:
+            part = PartitionLog.open(directory, config, self.policy, self.clock, self.files)
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"cannot open partition {partition} of {topic!r}: {exc}"
+            ) from exc
         self.partitions[key] = part
         if self.policy.mode == "interval" and self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_every_interval())
         return part
+
+    def append_linked(
+        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+    ) -> asyncio.Future[list[int]]:
+        logs = [(p, self.partitions[(topic, p)], payloads) for p, payloads in parts]
+        return append_linked(logs, self.clock.time_ms())
 
     async def drop_topic(self, topic: str) -> None:
         # Metadata first: a crash halfway leaves files nobody names, never a topic
@@ -131,12 +157,17 @@ class EmbeddedStorage:
             # Under the lock, so no partition closes while a thread fsyncs its file.
             async with self._sync_lock:
                 dirty = [p for p in self.partitions.values() if p.dirty]
-                if dirty:
+                # Pinned here, on the loop: no file is closed for room while the thread syncs.
+                pinned = [(p, f) for p in dirty if (f := p.pin_active()) is not None]
+                if pinned:
                     try:
-                        await loop.run_in_executor(None, _sync_all, dirty)
+                        await loop.run_in_executor(None, _sync_all, pinned)
                     except OSError:
                         # The partition that failed refuses appends from now on (503).
                         logger.exception("interval fsync failed")
+                    finally:
+                        for _, f in pinned:
+                            f.unpin()
 
     # -- metadata ----------------------------------------------------------------
 
@@ -207,6 +238,6 @@ class EmbeddedStorage:
         self._db.close()
 
 
-def _sync_all(parts: list[PartitionLog]) -> None:
-    for p in parts:
-        p.sync()
+def _sync_all(pinned: list[tuple[PartitionLog, SegmentFile]]) -> None:
+    for p, f in pinned:
+        p.sync(f)

@@ -30,6 +30,10 @@ from tidings.core.webhooks.targets import IPNetwork, check_url
 from tidings.errors import BadRequest
 
 MAX_CONCURRENCY = 1000
+# Deliveries per second an endpoint may be limited to: at the floor, one every
+# 1000 s; anything slower would make the wait before a send overflow (or never end).
+MIN_RATE_LIMIT = 0.001
+MAX_RATE_LIMIT = 100_000
 DEFAULT_ROTATION_GRACE_MS = 86_400_000
 Ordering = Literal["none", "key"]
 
@@ -135,10 +139,17 @@ def parse_config(body: Mapping[str, Any], base: EndpointConfig | None = None) ->
     if "rate_limit" in body:
         rate = body["rate_limit"]
         if rate is not None and (
-            isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 100_000
+            isinstance(rate, bool)
+            or not isinstance(rate, int | float)
+            or not MIN_RATE_LIMIT <= rate <= MAX_RATE_LIMIT
         ):
-            raise BadRequest("rate_limit must be null or deliveries per second, "
-                             "above 0 and at most 100000", field="rate_limit")
+            raise BadRequest(
+                f"rate_limit must be null or deliveries per second, from {MIN_RATE_LIMIT:g} "
+                f"to {MAX_RATE_LIMIT}; got {rate!r}",
+                field="rate_limit",
+                minimum=MIN_RATE_LIMIT,
+                maximum=MAX_RATE_LIMIT,
+            )
         changes["rate_limit"] = None if rate is None else float(rate)
     if "ordering" in body:
         if body["ordering"] not in ("none", "key"):

@@ -323,4 +323,6 @@ class TokenBucket:
         self._refill(now_ms)
         if self.tokens >= 1:
             return 0
-        return max(1, int((1 - self.tokens) / self.rate * 1000 + 0.999))
+        # Capped, so a rate below what registration allows (an endpoint stored
+        # before the check existed) waits a day rather than overflowing.
+        return max(1, int(min((1 - self.tokens) / self.rate * 1000 + 0.999, 86_400_000)))

@@ -11,8 +11,10 @@
 //   sub.close(); hub.close();
 //
 // One WebSocket per Tidings object (GET /v1/ws, subprotocol tidings.v1; the frames are
-// those of tidings/core/session.py). Browsers cannot set headers, so the token goes in
-// ?token=. Every event frame carries a resume token; each subscription keeps the one
+// those of tidings/core/session.py). Browsers cannot set headers on a WebSocket, so the
+// token goes as a second subprotocol offered beside tidings.v1, tidings.bearer.<the token
+// in base64url>, which the hub reads and never selects: never in the URL, which logs keep.
+// Every event frame carries a resume token; each subscription keeps the one
 // of the last event it handed to onEvent. When the socket closes for any reason but
 // close(), the client reconnects with capped, jittered exponential backoff and
 // subscribes again from those tokens: no event is missed and none repeated.
@@ -21,6 +23,7 @@
 // until the hub answers "published": the hub's dedupe window makes the resend safe.
 
 const SUBPROTOCOL = "tidings.v1";
+const BEARER_PROTOCOL = "tidings.bearer.";
 const NORMAL_CLOSURE = 1000;
 // Answers that mean "not now" rather than "never".
 const RETRY_STATUSES = new Set([429, 500, 502, 503, 504]);
@@ -37,11 +40,19 @@ export class TidingsError extends Error {
   }
 }
 
-function wsUrl(url, token) {
+function wsUrl(url) {
   const u = new URL("/v1/ws", url.replace(/\/+$/, "") + "/");
   u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
-  if (token) u.searchParams.set("token", token);
   return u.toString();
+}
+
+/** The subprotocols to offer: tidings.v1, and the token (UTF-8, base64url) if any. */
+function protocols(token) {
+  if (!token) return [SUBPROTOCOL];
+  let binary = "";
+  for (const byte of new TextEncoder().encode(token)) binary += String.fromCharCode(byte);
+  const encoded = btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return [SUBPROTOCOL, BEARER_PROTOCOL + encoded];
 }
 
 function newId() {
@@ -106,7 +117,8 @@ export class Tidings {
    *   within maxDelay of opening (default: no bound).
    */
   constructor(url, options = {}) {
-    this.url = wsUrl(url, options.token);
+    this.url = wsUrl(url);
+    this.protocols = protocols(options.token);
     this.initialDelay = options.initialDelay ?? 100;
     this.maxDelay = options.maxDelay ?? 5000;
     this.maxReconnects = options.maxReconnects ?? Infinity;
@@ -172,7 +184,7 @@ export class Tidings {
     if (this.ws || this.closed || this._timer) return;
     let ws;
     try {
-      ws = new WebSocket(this.url, SUBPROTOCOL);
+      ws = new WebSocket(this.url, this.protocols);
     } catch (err) {
       this._failAll(new TidingsError(`cannot open ${this.url}: ${err}`));
       return;

@@ -1,8 +1,9 @@
 // The hub's public HTTP API as the dashboard uses it, with the user's token.
 //
 // The token lives in sessionStorage (this tab only, gone when it closes). It goes as
-// Authorization: Bearer on every fetch, and as ?token= on the WebSocket, which cannot
-// carry headers (see /static/tidings.js). A hub with tokens off needs none.
+// Authorization: Bearer on every fetch, and as a subprotocol on the WebSocket, which
+// cannot carry headers (see /static/tidings.js); never in a URL, which logs keep. A hub
+// with tokens off needs none.
 
 import { Tidings } from "../tidings.js";
 

@@ -1,0 +1,105 @@
+"""One publish over several partitions, written whole or not at all, across a crash.
+
+Each partition gets one linked batch (see :mod:`tidings.log.format`) naming every
+part by partition, base offset and count. Offsets are assigned when the parts are
+queued, so each part can name the others before any is written. A part is held
+(:meth:`~tidings.log.partition.PartitionLog.append_held`): its records, and every
+record after it in its partition, stay unreadable and unacknowledged until every
+part is written (fsynced under ``always``); then all are released together.
+
+So whatever instant the process dies, nothing acknowledged or read depends on a
+linked batch that is not whole on disk. At start-up :func:`resolve` keeps a linked
+batch only if every part it names is there, and otherwise cuts it, with what
+follows it in its partition (never acknowledged, since it waited behind it), as a
+torn tail; a cut may tear another linked batch, so it runs until nothing changes.
+
+If a part fails to be written, every partition of the publish fails (refuses
+appends, 503) until a restart, whose recovery cuts the torn batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable, Sequence
+
+from tidings.log import format as fmt
+from tidings.log.partition import PartitionLog
+
+
+def append_linked(
+    parts: Sequence[tuple[int, PartitionLog, Sequence[bytes]]], timestamp_ms: int
+) -> asyncio.Future[list[int]]:
+    """Queue ``(partition number, log, payloads)`` parts as one publish; the future
+    gives each part's base offset once all are written, and readable."""
+    for _, log, _ in parts:
+        log.check_appendable()
+    ordered = sorted(parts, key=lambda part: part[0])
+    link = fmt.encode_link(
+        fmt.Link(
+            int.from_bytes(os.urandom(8), "little"),
+            tuple((p, log.next_offset, len(payloads)) for p, log, payloads in ordered),
+        )
+    )
+    # No await between reading next_offset and queueing: the offsets named are theirs.
+    written = [log.append_held(payloads, link, timestamp_ms) for _, log, payloads in parts]
+    return asyncio.ensure_future(_settle(parts, written))
+
+
+async def _settle(
+    parts: Sequence[tuple[int, PartitionLog, Sequence[bytes]]],
+    written: list[asyncio.Future[int]],
+) -> list[int]:
+    try:
+        bases = list(await asyncio.gather(*written))
+    except BaseException as exc:
+        for _, log, _ in parts:
+            log.fail(exc)
+        raise
+    for (_, log, _), base in zip(parts, bases, strict=True):
+        log.release(base)
+    return bases
+
+
+def resolve(first: PartitionLog, partition: Callable[[int], PartitionLog]) -> None:
+    """Check the linked batches recovery found in ``first`` and in every partition of
+    its topic they lead to (``partition`` opens one by number), cutting those torn."""
+    logs: dict[int, PartitionLog] = {}
+    todo = [first]
+    while todo:
+        log = todo.pop()
+        for _, _, link in log.report.linked:
+            for p, _, _ in link.parts:
+                if p not in logs:
+                    logs[p] = partition(p)
+                    todo.append(logs[p])
+    if not logs:
+        return
+    ends = {p: log.next_offset for p, log in logs.items()}
+    changed = True
+    while changed:
+        changed = False
+        for p, log in logs.items():
+            for base, _, link in sorted(log.report.linked, key=lambda found: found[0]):
+                if base >= ends[p]:
+                    break
+                if not _whole(link, logs, ends):
+                    ends[p] = base
+                    changed = True
+                    break
+    for p, log in logs.items():
+        if ends[p] < log.next_offset:
+            log.cut_from(ends[p], "a linked batch not whole in every partition")
+    for log in _unique(logs.values()):
+        log.forget_linked_markers()
+
+
+def _whole(link: fmt.Link, logs: dict[int, PartitionLog], ends: dict[int, int]) -> bool:
+    return all(
+        base + count <= ends[p] and logs[p].link_at(base) == link
+        for p, base, count in link.parts
+    )
+
+
+def _unique(logs: Iterable[PartitionLog]) -> list[PartitionLog]:
+    return list({id(log): log for log in logs}.values())
