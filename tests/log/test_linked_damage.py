@@ -70,3 +70,36 @@ async def test_damage_before_the_parts_of_a_whole_linked_batch_cuts_nothing(
     finally:
         await storage.close()
 
+
+async def test_a_damaged_part_of_a_linked_batch_costs_its_own_records_only(
+    tmp_path: Path,
+) -> None:
+    """Partition 1's part of a linked publish is damaged, with a good batch after it:
+    it was written whole once, so the publish is not torn. The part's records are
+    lost and named; the other part and everything after both are kept."""
+    setup = EmbeddedStorage(tmp_path)
+    setup.save_topic(TOPIC, {"partitions": 2})
+    await setup.close()
+    topic = tmp_path / "topics" / TOPIC
+    link = fmt.encode_link(fmt.Link(6, ((0, 1, 1), (1, 1, 2))))
+    write_batch(topic / "0", 0, [b"a0"])
+    write_batch(topic / "0", 1, [b"l0"], link)
+    write_batch(topic / "0", 2, [b"a2"])
+    write_batch(topic / "1", 0, [b"b0"])
+    part = write_batch(topic / "1", 1, [b"l1", b"l2"], link)
+    write_batch(topic / "1", 3, [b"b3"])
+    flip(topic / "1" / fmt.segment_name(0, ".log"), part + fmt.BATCH_HEADER_LEN + 3)
+
+    storage = EmbeddedStorage(tmp_path)
+    try:
+        p0 = storage.open_partition(TOPIC, 0, Retention())
+        p1 = storage.open_partition(TOPIC, 1, Retention())
+        assert p0.report.truncated == [] and p1.report.truncated == []
+        assert [(r[0], r[2]) for r in p0.read(0)] == [(0, b"a0"), (1, b"l0"), (2, b"a2")]
+        assert [(r[0], r[2]) for r in p1.read(0)] == [(0, b"b0"), (3, b"b3")]
+        assert [(d.position, d.first_offset, d.end_offset) for d in p1.damage] == [(part, 1, 3)]
+        assert list(topic.glob("*/*.cut-*")) == []
+        assert await p0.append([b"next"]) == 3
+        assert await p1.append([b"next"]) == 4
+    finally:
+        await storage.close()
