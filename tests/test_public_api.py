@@ -40,9 +40,9 @@ PINNED = {
     "tidings": [
         "App", "AsyncClient", "Backoff", "BadPosition", "BadRequest", "Client", "Conflict",
         "Context", "CorruptLog", "Delivery", "Envelope", "Event", "Forbidden", "GroupNotFound",
-        "InvalidEvent", "NotFound", "OffsetOutOfRange", "RateLimited", "Record", "StaleLease",
-        "StorageError", "StorageUnavailable", "TidingsError", "TooLarge", "TopicNotFound",
-        "Unauthorized", "UnsupportedMediaType", "UrlNotAllowed", "WebhookNotFound",
+        "InvalidEvent", "NotFound", "OffsetOutOfRange", "RateLimited", "Record", "ServerBusy",
+        "StaleLease", "StorageError", "StorageUnavailable", "TidingsError", "TooLarge",
+        "TopicNotFound", "Unauthorized", "UnsupportedMediaType", "UrlNotAllowed", "WebhookNotFound",
         "__version__",
     ],
     "tidings.testing": ["TestHub", "VirtualClock"],

@@ -23,7 +23,8 @@ the server translates once::
     ├── RateLimited                   429
     ├── StorageError                  500
     │   └── CorruptLog                500  a bad batch inside a sealed segment: file and position
-    └── StorageUnavailable            503  disk full, closed, shutting down
+    ├── StorageUnavailable            503  disk full, closed, shutting down
+    └── ServerBusy                    503  over a hub-wide budget; Retry-After says when to retry
 """
 
 from __future__ import annotations
@@ -189,3 +190,16 @@ class StorageUnavailable(TidingsError):
     status = 503
     title = "Storage unavailable"
     close_code = 1013
+
+
+class ServerBusy(TidingsError):
+    """The hub is at a budget it shares among requests; the request may be retried."""
+
+    status = 503
+    title = "Server busy"
+    close_code = 1013
+
+    def __init__(self, detail: str, *, retry_after_s: int = 1, **fields: Any) -> None:
+        super().__init__(detail, retry_after=retry_after_s, **fields)
+        #: Seconds to wait before retrying; the HTTP answer's ``Retry-After``.
+        self.retry_after_s = retry_after_s

@@ -439,6 +439,7 @@ BAD_EVENTS = [
     ("array extension", {"type": "t", "tags": ["a"]}, "tags", "not an array"),
     ("float extension", {"type": "t", "amount": 9.99}, "amount", "no floating-point type"),
     ("int64 extension", {"type": "t", "big": 2**31}, "big", "32-bit integer range"),
+    ("whole float past int32", {"type": "t", "big": 2.0**31}, "big", "32-bit integer range"),
     ("control char extension", {"type": "t", "note": "a\x00"}, "note", "U+0000"),
     ("C1 control in subject", {"type": "t", "subject": "a\x85"}, "subject", "U+0085"),
     ("non-character in id", {"type": "t", "id": "a\ufffe"}, "id", "U+FFFE"),
@@ -832,3 +833,10 @@ def test_batch_with_a_time_per_event(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("tidings.events.http._fill", None)
     events[41] = order(time="2028-02-29T00:00:00+01:00")
     assert len(parse_batch(orjson.dumps(events), topic="orders")) == len(events)
+
+
+def test_a_whole_float_extension_is_an_integer() -> None:
+    # JSON has one number type: 7.0 is the CloudEvents Integer 7, as JSON Schema says.
+    event = normalize_event({"type": "t", "qty": 7.0, "n": 7}, topic="orders")
+    assert event["qty"] == 7 and type(event["qty"]) is int
+    assert event["n"] == 7

@@ -315,6 +315,9 @@ async def test_wrong_method_is_a_405_problem(hub: HubProcess, http: Session) -> 
         ({"from": "999", "partition": "1"}, "from"),
         ({"partition": "3"}, "partition"),
         ({"partition": "x"}, "partition"),
+        ({"partition": ""}, "partition"),  # empty is not absent
+        ({"limit": ""}, "limit"),
+        ({"wait": ""}, "wait"),
         ({"from_time": "last week"}, "from_time"),
         ({"from_time": "0", "from": "earliest"}, "from_time"),
         ({"limit": "0"}, "limit"),
@@ -567,7 +570,7 @@ async def test_no_token_is_401_with_www_authenticate(auth_hub: HubProcess, http:
         async with http.request(method, base + path, json={"type": "a"}) as resp:
             await expect_problem(resp, 401)
             assert resp.headers.get("WWW-Authenticate", "").startswith("Bearer")
-    for header in ("Basic YWRtaW46YWRtaW4=", "Bearer", "bearer admin-s3cret"):
+    for header in ("Basic YWRtaW46YWRtaW4=", "Bearer", "Bearer ", "Bearers admin-s3cret"):
         async with http.get(base + "/v1/topics", headers={"Authorization": header}) as resp:
             await expect_problem(resp, 401)
 

@@ -102,6 +102,16 @@ async def test_topic_names_at_the_limits_are_accepted(hub: HubProcess, http: Ses
         await put_topic(http, hub.base_url, name, partitions=1)
 
 
+async def test_whole_numbers_with_a_fraction_are_integers(hub: HubProcess, http: Session) -> None:
+    # JSON has one number type; JSON Schema, and so the OpenAPI document, counts 2.0 as 2.
+    t = unique()
+    info = await put_topic(http, hub.base_url, t, 201, partitions=2.0, retention={"max_bytes": 1e6})
+    assert len(info["partitions"]) == 2 and info["retention"]["max_bytes"] == 1_000_000
+    group = await put_group(http, hub.base_url, t, "g", 201, max_deliver=3.0)
+    assert group["config"]["max_deliver"] == 3
+    await put_topic(http, hub.base_url, t, 400, partitions=2.5)
+
+
 async def test_put_topic_sets_retention(hub: HubProcess, http: Session) -> None:
     t = unique()
     info = await put_topic(

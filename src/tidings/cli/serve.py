@@ -130,9 +130,82 @@ def serve(
             "used are closed (at most half of ulimit -n)",
         ),
     ] = 256,
+    max_type_patterns: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_TYPE_PATTERNS",
+            min=1,
+            help="Type patterns one read, fetch, group, subscription or webhook may name",
+        ),
+    ] = 100,
+    max_header_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_HEADER_BYTES",
+            min=1024,
+            help="Bytes of a request's line and header fields; more is a 431",
+        ),
+    ] = 64 * 1024,
+    max_headers: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_HEADERS", min=8, help="Header fields of a request; more is a 431"
+        ),
+    ] = 100,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="TIDINGS_HEADER_TIMEOUT",
+            min=0.1,
+            help="Seconds a request's line and headers may take to arrive; then 408 and close",
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="TIDINGS_BODY_TIMEOUT",
+            min=0.1,
+            help="Seconds a request's body may take to arrive after its head; then 408 and close",
+        ),
+    ] = 60.0,
+    keep_alive_timeout: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_KEEP_ALIVE_TIMEOUT",
+            min=1,
+            help="Seconds an idle connection is kept open between requests",
+        ),
+    ] = 5,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_CONNECTIONS",
+            min=1,
+            help="Open connections (HTTP, WebSocket, SSE); more are answered 503 "
+            "(lowered to leave 128 of the process's open-file limit)",
+        ),
+    ] = 1024,
+    max_body_bytes_in_flight: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_MAX_BODY_BYTES_IN_FLIGHT",
+            min=16 << 20,
+            help="Request body bytes the hub reads at once, across requests; "
+            "a body past it is a 503 with Retry-After",
+        ),
+    ] = 64 << 20,
+    ws_max_message_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_WS_MAX_MESSAGE_BYTES",
+            min=64 * 1024,
+            help="Bytes of one WebSocket message from a client; more closes it with 1009",
+        ),
+    ] = 4 << 20,
 ) -> None:
     """Serve the hub on the embedded log."""
     from tidings.log.partition import FsyncPolicy
+    from tidings.server.protocol import HttpLimits
     from tidings.server.serve import ServeConfig
     from tidings.server.serve import serve as run
 
@@ -158,6 +231,17 @@ def serve(
             max_topics=max_topics,
             max_partitions=max_partitions,
             max_open_files=max_open_files,
+            max_type_patterns=max_type_patterns,
+            http=HttpLimits(
+                max_header_bytes=max_header_bytes,
+                max_headers=max_headers,
+                header_timeout_s=header_timeout,
+                body_timeout_s=body_timeout,
+                max_connections=max_connections,
+            ),
+            keep_alive_timeout_s=keep_alive_timeout,
+            max_body_bytes_in_flight=max_body_bytes_in_flight,
+            ws_max_message_bytes=ws_max_message_bytes,
         )
         run(config)
     except TidingsError as exc:

@@ -24,6 +24,7 @@ from tidings.errors import (
     InvalidEvent,
     NotFound,
     RateLimited,
+    ServerBusy,
     StorageUnavailable,
     TidingsError,
     TooLarge,
@@ -82,6 +83,9 @@ def build_error(cls: type[TidingsError], detail: str, fields: Mapping[str, Any])
         err.file = str(fields.get("file", ""))
         position = fields.get("position")
         err.position = position if isinstance(position, int) else -1
+    elif isinstance(err, ServerBusy):
+        after = fields.get("retry_after")
+        err.retry_after_s = after if isinstance(after, int) else 1
     return err
 
 

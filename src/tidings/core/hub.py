@@ -20,7 +20,7 @@ from tidings.core.consuming import MAX_WAIT_S, GroupOps, find_dead_letters, grou
 from tidings.core.dedupe import DedupeWindow
 from tidings.core.groups import ConsumerGroup
 from tidings.core.metrics import Metrics
-from tidings.core.patterns import TypeFilter
+from tidings.core.patterns import MAX_TYPE_PATTERNS, TypeFilter
 from tidings.core.positions import check_name, is_decimal, parse_time_ms, parse_token
 from tidings.core.publishing import PublishOps, _Claim
 from tidings.core.refill import refill
@@ -45,6 +45,7 @@ MAX_TOPICS = 10_000
 @dataclass(frozen=True, slots=True)
 class HubOptions:
     auto_create: bool = True
+    max_type_patterns: int = MAX_TYPE_PATTERNS  # per read, fetch, group, subscription, webhook
     max_event_bytes: int = 1 << 20
     dedupe_window_ms: int = 120_000
     retention_check_s: float = 30.0

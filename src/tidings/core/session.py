@@ -57,7 +57,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
-from tidings.core.patterns import TypeFilter
+from tidings.core.patterns import MAX_TYPE_PATTERNS, TypeFilter
 from tidings.core.positions import (
     check_name,
     format_token,
@@ -179,8 +179,13 @@ class Leased(Protocol):
 class Session:
     """The protocol state of one connection: its subscriptions and their cursors."""
 
-    def __init__(self, max_subscriptions: int = MAX_SUBSCRIPTIONS) -> None:
+    def __init__(
+        self,
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
+        max_type_patterns: int = MAX_TYPE_PATTERNS,
+    ) -> None:
         self.max_subscriptions = max_subscriptions
+        self.max_type_patterns = max_type_patterns
         self.subscriptions: dict[str, Subscription] = {}
 
     # -- client frames -------------------------------------------------------------------
@@ -233,7 +238,7 @@ class Session:
             types = [types]
         if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
             raise BadRequest("types must be a list of type patterns", field="types")
-        TypeFilter(types)  # checks the patterns
+        TypeFilter(types, limit=self.max_type_patterns)  # checks the patterns and their count
         group = msg.get("group")
         if group is not None:
             check_name("group", group)

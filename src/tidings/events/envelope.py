@@ -223,8 +223,8 @@ def _fill(obj: object, topic: str, now: str | None) -> dict[str, Any]:
         elif isinstance(value, str) and name in _plain_extensions:
             if not value.isprintable():
                 _check_chars(name, value, "extension attribute")
-        else:
-            _check_extension(name, value)
+        elif (whole := _check_extension(name, value)) is not None:
+            obj[name] = whole
 
     if "data" in obj:
         check_data_depth(obj["data"])
@@ -479,7 +479,8 @@ def _check_base64(value: object) -> None:
         ) from None
 
 
-def _check_extension(name: str, value: object) -> None:
+def _check_extension(name: str, value: object) -> int | None:
+    """Raises if the extension is not allowed; a whole float comes back as its integer."""
     if name in _STRING_EXTENSIONS:
         if not isinstance(value, str):
             raise InvalidEvent(
@@ -487,10 +488,10 @@ def _check_extension(name: str, value: object) -> None:
                 attribute=name,
             )
         _check_chars(name, value, "extension attribute")
-        return
+        return None
     if name == "traceparent":
         _check_traceparent(value)
-        return
+        return None
     if not isinstance(name, str) or _EXTENSION_NAME.fullmatch(name) is None:
         if isinstance(name, str) and _LOWER_ALNUM.fullmatch(name) is not None:
             reason = f"is {len(name)} characters long; CloudEvents allows at most 20"
@@ -499,6 +500,9 @@ def _check_extension(name: str, value: object) -> None:
         raise InvalidEvent(f"extension name {_show(name)} {reason}", attribute=str(name))
     if len(_plain_extensions) < _CACHE_LIMIT:
         _plain_extensions.add(name)
+    whole = None
+    if isinstance(value, float) and value.is_integer():
+        value = whole = int(value)  # JSON has one number type: 7.0 is the Integer 7
     if isinstance(value, str):
         _check_chars(name, value, "extension attribute")
     elif isinstance(value, bool):
@@ -520,6 +524,7 @@ def _check_extension(name: str, value: object) -> None:
             f" not {_kind(value)} ({why})",
             attribute=name,
         )
+    return whole
 
 
 def _check_traceparent(value: object) -> None:

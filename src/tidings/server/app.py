@@ -34,10 +34,12 @@ from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarg
 from tidings.events import http as ce
 from tidings.server import asyncapi, openapi
 from tidings.server.auth import Action, Auth
+from tidings.server.budget import BodyBudget, BodyBudgetMiddleware
 from tidings.server.guard import LOOPBACK_HOSTS, BrowserGuard, BrowserRules
 from tidings.server.live import LiveOptions
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
+from tidings.server.routing import one_route_per_path
 from tidings.server.sse import SseEndpoint
 from tidings.server.tickets import Tickets
 from tidings.server.webhooks.routes import WebhookRoutes
@@ -45,6 +47,7 @@ from tidings.server.webhooks.service import WebhookService
 from tidings.server.ws import WebSocketEndpoint
 
 MAX_REQUEST_BYTES = 16 << 20
+MAX_BODY_BYTES_IN_FLIGHT = 64 << 20
 STATIC_DIR = Path(__file__).parent / "static"
 # The dashboard runs only its own scripts and talks only to this hub.
 DASHBOARD_CSP = (
@@ -56,6 +59,8 @@ DASHBOARD_CSP = (
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
     max_request_bytes: int = MAX_REQUEST_BYTES
+    # Request body bytes read or parsed at once, across requests; past it 503 (Retry-After).
+    max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT
     live: LiveOptions = field(default_factory=LiveOptions)  # WebSocket and SSE
     # Host names the hub answers (see .guard); allowed origins are live.allowed_origins.
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
@@ -136,7 +141,7 @@ class Api:
             raise BadRequest(f"malformed JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise BadRequest("request body must be a JSON object")
-        return obj
+        return _whole_numbers(obj)  # type: ignore[no-any-return]
 
     # -- operations ------------------------------------------------------------------
 
@@ -243,7 +248,7 @@ class Api:
             positions,
             limit=100 if limit is None else limit,
             wait_s=wait,
-            types=TypeFilter.parse(q.get("types")),
+            types=TypeFilter.parse(q.get("types"), limit=self.hub.options.max_type_patterns),
         )
         extra = b',"next":' + orjson.dumps(format_token(result.next))
         if result.skipped:  # offsets lost to damage on disk that this read stepped over
@@ -258,7 +263,7 @@ class Api:
         if topic not in self.hub.topics:
             self._authorize(request, "publish", topic)  # it creates the topic
         body = await self._json_body(request)
-        config = _parse_group_config(body)
+        config = _parse_group_config(body, self.hub.options.max_type_patterns)
         if config.dead_letter_topic is not None:
             # A topic the token names is one it must be able to publish to: dead
             # letters are published there. The default {topic}.dlq is the hub's.
@@ -296,7 +301,7 @@ class Api:
             name,
             max_records=body.get("max", 10),
             wait_s=parse_duration_ms(body.get("wait", 0), "wait") / 1000,
-            types=TypeFilter(types) if types else None,
+            types=TypeFilter(types, limit=self.hub.options.max_type_patterns) if types else None,
         )
         body_bytes = _deliveries_body(topic, deliveries)
         if skipped:  # offsets lost to damage on disk that this fetch moved the group past
@@ -438,6 +443,17 @@ async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes:
 # -- request parsing helpers ------------------------------------------------------------
 
 
+def _whole_numbers(value: Any) -> Any:
+    """``3.0`` as ``3``: JSON has one number type and JSON Schema counts both as integers."""
+    if type(value) is float and value.is_integer() and -(2**63) <= value < 2**63:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
 def _only(obj: Any, allowed: set[str]) -> None:
     unknown = sorted(set(obj.keys()) - allowed)
     if unknown:
@@ -447,7 +463,7 @@ def _only(obj: Any, allowed: set[str]) -> None:
 
 
 def _opt_int(raw: str | None, field: str) -> int | None:
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if not is_decimal(raw):
         raise BadRequest(f"{field} must be a non-negative integer, not {raw!r}", field=field)
@@ -455,7 +471,7 @@ def _opt_int(raw: str | None, field: str) -> int | None:
 
 
 def _opt_seconds(raw: str | None, field: str) -> float:
-    if raw is None or raw == "":
+    if raw is None:
         return 0.0
     return parse_duration_ms(raw, field) / 1000
 
@@ -485,7 +501,7 @@ def _parse_retention(raw: object, current: Retention) -> Retention:
 _UNSET = object()
 
 
-def _parse_group_config(body: dict[str, Any]) -> GroupConfig:
+def _parse_group_config(body: dict[str, Any], max_type_patterns: int) -> GroupConfig:
     _only(body, {"start", "ack_wait", "max_deliver", "dead_letter_topic", "ordering", "types"})
     start = body.get("start", "earliest")
     if start not in ("earliest", "latest"):
@@ -505,7 +521,7 @@ def _parse_group_config(body: dict[str, Any]) -> GroupConfig:
     types = body.get("types", [])
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
         raise BadRequest("types must be a list of type patterns", field="types")
-    TypeFilter(types)  # checks the patterns
+    TypeFilter(types, limit=max_type_patterns)  # checks the patterns
     return GroupConfig(
         start=start,
         ack_wait_ms=ack_wait,
@@ -587,11 +603,16 @@ def create_app(
             await hub.close()
 
     rules = BrowserRules(api.options.allowed_hosts, api.options.live.allowed_origins)
+    budget = BodyBudget(max(api.options.max_body_bytes_in_flight, api.options.max_request_bytes))
     app = Starlette(
-        routes=routes,
+        routes=one_route_per_path(routes),  # a 405's Allow names all of a path's methods
         lifespan=lifespan,
-        # Outside the routes: a request a foreign page forged reaches none of them.
-        middleware=[Middleware(BrowserGuard, rules=rules)],
+        # Outermost, the guard: a request a foreign page forged reaches nothing,
+        # the body budget included; then the budget, before any route reads.
+        middleware=[
+            Middleware(BrowserGuard, rules=rules),
+            Middleware(BodyBudgetMiddleware, budget=budget),
+        ],
         exception_handlers={
             TidingsError: tidings_error,
             HTTPException: http_error,
@@ -599,6 +620,7 @@ def create_app(
         },
     )
     app.state.hub = hub
+    app.state.body_budget = budget
     app.state.webhooks = webhooks
     return app
 

@@ -70,7 +70,7 @@ class Token:
 
 
 class Auth:
-    """Checks ``Authorization: Bearer …``; open when no tokens are configured."""
+    """Checks ``Authorization: Bearer …`` (RFC 6750); open when no tokens are configured."""
 
     def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
@@ -118,10 +118,15 @@ class Auth:
         return cls([])
 
     def token(self, authorization: str | None) -> Token:
-        """The token a request presents; Unauthorized if none or unknown."""
-        if not authorization or not authorization.startswith("Bearer "):
+        """The token a request presents; Unauthorized if none or unknown.
+
+        The scheme is case-insensitive (RFC 9110 section 11.1): ``bearer`` and
+        ``BEARER`` name the same scheme as ``Bearer``.
+        """
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        given = credentials.strip().encode()
+        if scheme.lower() != "bearer" or not given:
             raise Unauthorized("this hub needs 'Authorization: Bearer <token>'")
-        given = authorization.removeprefix("Bearer ").strip().encode()
         for token in self.tokens:
             if hmac.compare_digest(token.secret.encode(), given):
                 return token

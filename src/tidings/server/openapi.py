@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 description of the HTTP API, and the pages that show it.
 
-Written by hand, beside the routes in :mod:`.app`: the API is small, and a test
-checks that every route is described and that the document is valid OpenAPI.
+Written by hand, beside the routes in :mod:`.app`: the API is small. Tests check
+that every route is described, that the document is valid OpenAPI, and (with
+schemathesis, against a real hub) that the server answers as it says: request
+schemas as strict as the handlers, every 4xx listed, answers of the stated shape.
 """
 
 from __future__ import annotations
@@ -13,23 +15,29 @@ from typing import Any
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
+# What each status means, for every operation that can answer it: one table, so a
+# new status is documented once and named where it applies.
+PROBLEM_TEXT = {
+    400: "Malformed request: a field, parameter or name the hub refuses (the problem names it)",
+    401: "Missing or unknown bearer token",
+    403: "The token's scopes do not allow this, or the request's Host or Origin is not one the hub allows (the problem's header names which)",
+    404: "Unknown topic, group or webhook",
+    409: "Conflict, a stale lease, or the hub's topic limit (--max-topics) reached",
+    413: "Event or request too large",
+    415: "Unsupported content type",
+    422: "Invalid event",
+    429: "Too many requests",
+    503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After), shutting down, or busy: request bodies past the hub's budget (Retry-After)",
+}
+AUTH = (401, 403)  # any operation behind a token
+BODY = (400, 413)  # any operation that reads a request body
+NAMED = (400, 404)  # any operation on a path that names a topic, group or webhook
+
 
 def _problems(*codes: int) -> dict[str, Any]:
-    text = {
-        400: "Malformed request or bad position",
-        401: "Missing or unknown bearer token",
-        403: "The token's scopes do not allow this, or the request's Host or Origin is not one the hub allows (the problem's header names which)",
-        404: "Unknown topic or group",
-        409: "Conflict, a stale lease, or the hub's topic limit (--max-topics) reached",
-        413: "Event or request too large",
-        415: "Unsupported content type",
-        422: "Invalid event",
-        429: "Too many requests",
-        503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After) or shutting down",
-    }
     return {
-        str(c): {"description": text[c], "content": {"application/problem+json": {"schema": _PROBLEM}}}
-        for c in codes
+        str(c): {"description": PROBLEM_TEXT[c], "content": {"application/problem+json": {"schema": _PROBLEM}}}
+        for c in sorted(set(codes))
     }
 
 
@@ -45,8 +53,46 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str, requ
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema, "description": description}
 
 
-_TOPIC = _param("topic", "path", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"}, "Topic name")
-_GROUP = _param("group", "path", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"}, "Consumer group name")
+def _object(properties: dict[str, Any], *required: str) -> dict[str, Any]:
+    """A JSON object of exactly these fields: the hub refuses any other."""
+    out: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": properties}
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+_NAME = {"type": "string", "pattern": NAME_PATTERN}
+# A type pattern: dot-separated names, * for one token, > for the rest (last only).
+# A name has no dot, * or > and no white space (Python's, spelled out).
+_SPACE = r"\t\n\u000b\u000c\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def _type_pattern(name: str) -> str:
+    return rf"((\*|{name})\.)*(\*|>|{name})"
+
+
+_TYPE_PATTERN = {"type": "string", "pattern": rf"^({_type_pattern(rf'[^.*>{_SPACE}]+')})?$"}
+_TYPES = {"type": "array", "maxItems": 100, "items": _TYPE_PATTERN}  # --max-type-patterns
+# In a query, comma-separated; white space around each is ignored, and so is an empty one.
+_QUERY_TYPE = rf"[{_SPACE}]*({_type_pattern(rf'[^.*>,{_SPACE}]+')})?[{_SPACE}]*"
+_TYPES_QUERY = {"type": "string", "pattern": rf"^{_QUERY_TYPE}(,{_QUERY_TYPE})*$"}
+_INT64 = {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": (1 << 63) - 1}
+_MAX_SECONDS = 100 * 365 * 86_400
+# Seconds as a number, or a number and a unit; at most 9999 of a unit keeps it under 100 years.
+_DURATION_TEXT = {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,3})(\.[0-9]{1,3})?(ms|s|m|h|d)?$"}
+_DURATION = {"anyOf": [{"type": "number", "minimum": 0, "maximum": _MAX_SECONDS}, _DURATION_TEXT]}
+_POSITIVE_DURATION = {"anyOf": [{"type": "number", "minimum": 0.001, "maximum": _MAX_SECONDS}, {"type": "string", "pattern": r"^[1-9][0-9]{0,3}(\.[0-9]{1,3})?(ms|s|m|h|d)?$"}]}
+_TOKEN_PATTERN = r"^[0-9]+:[0-9]+(,[0-9]+:[0-9]+)*$"
+_MS_TEXT = {"type": "string", "pattern": r"^-?[0-9]{1,15}$", "description": "ms since the epoch"}
+_TIME = {"anyOf": [{"type": "string", "format": "date-time"}, _MS_TEXT]}
+_TOPIC = _param("topic", "path", _NAME, "Topic name")
+_GROUP = _param("group", "path", _NAME, "Consumer group name")
 # What a token needs on a group route; every group route answers 403 for the hub's own groups.
 _OWN_GROUPS = " Groups named webhook.*, redrive.* or tidings.* are the hub's own: 403 whatever the token, also on an open hub."
 _CONSUME = "Token scope: subscribe on the topic." + _OWN_GROUPS
@@ -59,92 +105,129 @@ def _body(schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
 
 @cache
 def spec() -> dict[str, Any]:
-    leases: dict[str, Any] = {"type": "object", "required": ["leases"], "properties": {"leases": {"type": "array", "items": {"type": "string"}}}}
+    leases = {"type": "array", "minItems": 1, "items": {"type": "string"}}
     group_ops = {
-        "fetch": ("Lease records", _body({"type": "object", "properties": {"max": {"type": "integer", "minimum": 1, "maximum": 10000}, "wait": {"type": ["number", "string"]}, "types": {"type": "array", "items": {"type": "string"}}}}), _json(_ref("Deliveries"))),
-        "ack": ("Acknowledge leases (all or none)", _body(leases, True), _json({"type": "object", "properties": {"acked": {"type": "integer"}}})),
-        "nack": ("Give leases back, to be redelivered after delay", _body({**leases, "properties": {**leases["properties"], "delay": {"type": ["number", "string"]}}}, True), _json({"type": "object", "properties": {"nacked": {"type": "integer"}}})),
-        "seek": ("Move the group's position", _body({"type": "object", "required": ["to"], "properties": {"to": {}}}, True), _json({"type": "object", "properties": {"positions": {"type": "string"}}})),
-        "redrive": ("Publish the group's dead letters again on its topic (same ids, dlq attributes removed), each once: a group on the dead-letter topic keeps the place (redrive.{group}, or redrive.{topic}.{group} on a dead_letter_topic of the group's own)", _body({"type": "object"}), _json({"type": "object", "properties": {"dead_letter_topic": {"type": "string"}, "redriven": {"type": "integer"}, "skipped": {"type": "integer", "description": "dead letters of other groups passed over"}}})),
+        "fetch": ("Lease records", _body(_object({"max": {"type": "integer", "minimum": 1, "maximum": 10000}, "wait": _DURATION, "types": _TYPES})), _json(_ref("Deliveries"))),
+        "ack": ("Acknowledge leases (all or none)", _body(_object({"leases": leases}, "leases"), True), _json(_object({"acked": {"type": "integer"}}, "acked"))),
+        "nack": ("Give leases back, to be redelivered after delay", _body(_object({"leases": leases, "delay": _DURATION}, "leases"), True), _json(_object({"nacked": {"type": "integer"}}, "nacked"))),
+        "seek": ("Move the group's position", _body(_object({"to": _ref("SeekTarget")}, "to"), True), _json(_object({"positions": {"type": "string"}}, "positions"))),
+        "redrive": ("Publish the group's dead letters again on its topic (same ids, dlq attributes removed), each once: a group on the dead-letter topic keeps the place (redrive.{group}, or redrive.{topic}.{group} on a dead_letter_topic of the group's own)", _body(_object({})), _json(_object({"dead_letter_topic": {"type": "string"}, "redriven": {"type": "integer"}, "skipped": {"type": "integer", "description": "dead letters of other groups passed over"}}, "dead_letter_topic", "redriven", "skipped"))),
     }
+    status = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+    html_page = {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": _json({"type": "object"})}}},
-        "/readyz": {"get": {"summary": "Readiness: 503 while shutting down or while a partition refuses appends (a full disk)", "operationId": "readyz", "responses": {"200": _json({"type": "object"}), **_problems(503)}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics", "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": _json(status)}}},
+        "/readyz": {"get": {"summary": "Readiness: 503 while shutting down or while a partition refuses appends (a full disk)", "operationId": "readyz", "responses": {"200": _json(status), **_problems(503)}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (admin)", "operationId": "metrics", "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_problems(*AUTH)}}},
         "/openapi.json": {"get": {"summary": "This OpenAPI document", "operationId": "openapi", "responses": {"200": _json({"type": "object"})}}},
-        "/asyncapi.json": {"get": {"summary": "An AsyncAPI 3.0 document: each topic and the event types it has carried", "operationId": "asyncapi", "responses": {"200": _json({"type": "object"}), **_problems(401, 403)}}},
-        "/docs": {"get": {"summary": "The API reference as an HTML page", "operationId": "docs", "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
-        "/": {"get": {"summary": "The dashboard", "operationId": "dashboard", "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
-        "/v1/topics": {"get": {"summary": "List topics", "operationId": "listTopics", "responses": {"200": _json({"type": "object", "properties": {"topics": {"type": "array", "items": _ref("Topic")}}}), **_problems(401, 403)}}},
+        "/asyncapi.json": {"get": {"summary": "An AsyncAPI 3.0 document: each topic and the event types it has carried", "operationId": "asyncapi", "responses": {"200": _json({"type": "object"}), **_problems(*AUTH)}}},
+        "/docs": {"get": {"summary": "The API reference as an HTML page", "operationId": "docs", "responses": {"200": html_page}}},
+        "/": {"get": {"summary": "The dashboard", "operationId": "dashboard", "responses": {"200": html_page}}},
+        "/v1/topics": {"get": {"summary": "List the topics the token may read", "operationId": "listTopics", "responses": {"200": _json(_object({"topics": {"type": "array", "items": _ref("Topic")}}, "topics")), **_problems(401)}}},
         "/v1/topics/{topic}": {
             "parameters": [_TOPIC],
-            "put": {"summary": "Create or configure a topic", "operationId": "putTopic", "requestBody": _body(_ref("TopicConfig")), "responses": {"200": _json(_ref("Topic")), "201": _json(_ref("Topic"), "Created"), **_problems(400, 401, 403, 409, 503)}},
-            "get": {"summary": "Describe a topic", "operationId": "getTopic", "responses": {"200": _json(_ref("Topic")), **_problems(401, 403, 404)}},
-            "delete": {"summary": "Delete a topic and its groups", "operationId": "deleteTopic", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
+            "put": {"summary": "Create or configure a topic (admin)", "operationId": "putTopic", "requestBody": _body(_ref("TopicConfig")), "responses": {"200": _json(_ref("Topic")), "201": _json(_ref("Topic"), "Created"), **_problems(*BODY, *AUTH, 409, 503)}},
+            "get": {"summary": "Describe a topic", "operationId": "getTopic", "responses": {"200": _json(_ref("Topic")), **_problems(*NAMED, *AUTH)}},
+            "delete": {"summary": "Delete a topic and its groups (admin)", "operationId": "deleteTopic", "responses": {"204": {"description": "Deleted"}, **_problems(*NAMED, *AUTH, 409)}},
         },
         "/v1/topics/{topic}/sse": {
             "parameters": [_TOPIC],
-            "get": {"summary": "Follow a topic as Server-Sent Events: each id is a resume token; Last-Event-ID resumes with no gap (the WebSocket gateway is GET /v1/ws, subprotocol tidings.v1)", "operationId": "sse", "parameters": [_param("from", "query", {"type": "string"}, "earliest, latest (default), a resume token like 0:15,1:7, or a time"), _param("types", "query", {"type": "string"}, "Comma-separated type patterns"), _param("ticket", "query", {"type": "string"}, "A ticket from POST /v1/ws/ticket, for EventSource, which cannot set headers"), {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}, "description": "Resume token; wins over from"}], "responses": {"200": {"description": "retry, then messages: id = resume token, data = the record", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **_problems(400, 401, 403, 404)}},
+            "get": {"summary": "Follow a topic as Server-Sent Events: each id is a resume token; Last-Event-ID resumes with no gap (the WebSocket gateway is GET /v1/ws, subprotocol tidings.v1)", "operationId": "sse", "parameters": [_param("from", "query", {"anyOf": [{"enum": ["earliest", "latest"]}, {"type": "string", "pattern": _TOKEN_PATTERN}, *_TIME["anyOf"]]}, "earliest, latest (default), a resume token like 0:15,1:7, or a time"), _param("types", "query", _TYPES_QUERY, "Comma-separated type patterns"), _param("ticket", "query", {"type": "string"}, "A ticket from POST /v1/ws/ticket, for EventSource, which cannot set headers"), {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "pattern": r"^([0-9]+:[0-9]+(,[0-9]+:[0-9]+)*)?$"}, "description": "Resume token; wins over from (empty: none)"}], "responses": {"200": {"description": "retry, then messages: id = resume token, data = the record", "content": {"text/event-stream": {"schema": {"type": "object", "description": "one message", "properties": {"retry": {"type": "integer"}, "id": {"type": "string", "pattern": _TOKEN_PATTERN}, "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": _ref("Record")}}}}}}, **_problems(*NAMED, *AUTH)}},
         },
         "/v1/topics/{topic}/events": {
             "parameters": [_TOPIC],
             "post": {
                 "summary": "Publish events (CloudEvents structured, batch or binary mode)",
                 "operationId": "publish",
-                "requestBody": {"required": True, "description": "One event (structured), a JSON array of events (batch), or binary mode: attributes in ce-* headers, the body is the data", "content": {"application/cloudevents+json": {"schema": _ref("CloudEvent")}, "application/cloudevents-batch+json": {"schema": {"type": "array", "items": _ref("CloudEvent")}}, "*/*": {"schema": {}}}},
-                "responses": {"202": _json(_ref("Published"), "Accepted: durable by the hub's fsync policy"), **_problems(400, 401, 403, 404, 409, 413, 415, 422, 503)},
+                "requestBody": {"required": True, "description": "One event (structured), a JSON array of events (batch), or binary mode: attributes in ce-* headers, the body is the data", "content": {"application/cloudevents+json": {"schema": _ref("CloudEvent")}, "application/cloudevents-batch+json": {"schema": {"type": "array", "minItems": 1, "items": _ref("CloudEvent")}}}},
+                "responses": {"202": _json(_ref("Published"), "Accepted: durable by the hub's fsync policy"), **_problems(*NAMED, *AUTH, *BODY, 409, 415, 422, 503)},
             },
             "get": {
                 "summary": "Read and replay records",
                 "operationId": "read",
                 "parameters": [
-                    _param("partition", "query", {"type": "integer", "minimum": 0}, "Read only this partition"),
-                    _param("from", "query", {"type": "string"}, "earliest, latest, an offset, or a position token like 0:15,1:7"),
-                    _param("from_time", "query", {"type": "string"}, "RFC 3339 time or ms since the epoch"),
+                    _param("partition", "query", {"type": "integer", "minimum": 0, "maximum": 1023}, "Read only this partition"),
+                    _param("from", "query", {"anyOf": [{"enum": ["earliest", "latest"]}, {"type": "string", "pattern": "^[0-9]+$"}, {"type": "string", "pattern": _TOKEN_PATTERN}]}, "earliest, latest, an offset, or a position token like 0:15,1:7"),
+                    _param("from_time", "query", _TIME, "RFC 3339 time or ms since the epoch"),
                     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 10000}, "Most records to answer (100)"),
-                    _param("wait", "query", {"type": "string"}, "Long-poll up to this many seconds (or 500ms, 10s)"),
-                    _param("types", "query", {"type": "string"}, "Comma-separated type patterns: order.* one token, order.> the rest"),
+                    _param("wait", "query", _DURATION_TEXT, "Long-poll up to this many seconds (or 500ms, 10s); at most 60 s"),
+                    _param("types", "query", _TYPES_QUERY, "Comma-separated type patterns: order.* one token, order.> the rest"),
                 ],
-                "responses": {"200": _json(_ref("Records")), **_problems(400, 401, 403, 404)},
+                "responses": {"200": _json(_ref("Records")), **_problems(*NAMED, *AUTH)},
             },
         },
         "/v1/topics/{topic}/groups/{group}": {
             "parameters": [_TOPIC, _GROUP],
-            "put": {"summary": "Create or configure a consumer group", "description": _MANAGE + " Creating the topic too needs publish on it, and an explicit dead_letter_topic needs publish on that topic; the default {topic}.dlq is written by the hub on the group's behalf.", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(400, 401, 403, 404, 409, 503)}},
-            "get": {"summary": "Describe a group: lag, pending, redelivered, dead-lettered", "description": _CONSUME, "operationId": "getGroup", "responses": {"200": _json(_ref("Group")), **_problems(401, 403, 404)}},
-            "delete": {"summary": "Delete a group", "description": _MANAGE, "operationId": "deleteGroup", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
+            "put": {"summary": "Create or configure a consumer group", "description": _MANAGE + " Creating the topic too needs publish on it, and an explicit dead_letter_topic needs publish on that topic; the default {topic}.dlq is written by the hub on the group's behalf.", "operationId": "putGroup", "requestBody": _body(_ref("GroupConfig")), "responses": {"200": _json(_ref("Group")), "201": _json(_ref("Group"), "Created"), **_problems(*NAMED, *AUTH, *BODY, 409, 503)}},
+            "get": {"summary": "Describe a group: lag, pending, redelivered, dead-lettered", "description": _CONSUME, "operationId": "getGroup", "responses": {"200": _json(_ref("Group")), **_problems(*NAMED, *AUTH)}},
+            "delete": {"summary": "Delete a group", "description": _MANAGE, "operationId": "deleteGroup", "responses": {"204": {"description": "Deleted"}, **_problems(*NAMED, *AUTH)}},
         },
-        "/v1/ws/ticket": {"post": {"summary": "A ticket that acts for the bearer token once, within 30 s, as ?ticket= on GET /v1/ws or an SSE stream: for browsers, which cannot set headers there", "operationId": "wsTicket", "requestBody": _body({"type": "object"}), "responses": {"200": _json({"type": "object", "properties": {"ticket": {"type": "string"}, "expires_in": {"type": "number"}}}), **_problems(400, 401, 429)}}},
-        "/v1/groups": {"get": {"summary": "List consumer groups", "description": "The groups of the topics the token may subscribe to, the hub's own among them marked internal (read-only).", "operationId": "listGroups", "responses": {"200": _json({"type": "object", "properties": {"groups": {"type": "array", "items": _ref("Group")}}}), **_problems(401, 403)}}},
+        "/v1/ws/ticket": {"post": {"summary": "A ticket that acts for the bearer token once, within 30 s, as ?ticket= on GET /v1/ws or an SSE stream: for browsers, which cannot set headers there", "operationId": "wsTicket", "requestBody": _body(_object({})), "responses": {"200": _json(_object({"ticket": {"type": "string"}, "expires_in": {"type": "number"}}, "ticket", "expires_in")), **_problems(*BODY, 401, 429)}}},
+        "/v1/groups": {"get": {"summary": "List consumer groups", "description": "The groups of the topics the token may subscribe to, the hub's own among them marked internal (read-only).", "operationId": "listGroups", "responses": {"200": _json(_object({"groups": {"type": "array", "items": _ref("Group")}}, "groups")), **_problems(401)}}},
     }
     for op, (summary, body, ok) in group_ops.items():
         paths[f"/v1/topics/{{topic}}/groups/{{group}}/{op}"] = {
             "parameters": [_TOPIC, _GROUP],
-            "post": {"summary": summary, "description": _MANAGE + (" Re-driving publishes on the topic: it needs publish there too." if op == "redrive" else "") if op in ("seek", "redrive") else _CONSUME, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(400, 401, 403, 404, 409, 503)}},
+            "post": {"summary": summary, "description": _MANAGE + (" Re-driving publishes on the topic: it needs publish there too." if op == "redrive" else "") if op in ("seek", "redrive") else _CONSUME, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(*NAMED, *AUTH, *BODY, 409, 503)}},
         }
     paths.update(_webhook_paths())
     _browser_refusals(paths)
-    record_props = {"topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "event": _ref("CloudEvent")}
-    schemas = {
-        "Problem": {"type": "object", "description": "RFC 9457 problem details", "required": ["type", "title", "status", "detail"], "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "instance": {"type": "string"}, "attribute": {"type": "string"}, "field": {"type": "string"}, "index": {"type": "integer"}}},
-        "CloudEvent": {"type": "object", "description": "CloudEvents 1.0 JSON format; the hub fills id, source, time and specversion", "required": ["type"], "properties": {"specversion": {"const": "1.0"}, "id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string", "minLength": 1}, "subject": {"type": "string"}, "time": {"type": "string", "format": "date-time"}, "datacontenttype": {"type": "string"}, "dataschema": {"type": "string"}, "data": {}, "data_base64": {"type": "string"}, "partitionkey": {"type": "string"}, "correlationid": {"type": "string"}, "causationid": {"type": "string"}, "traceparent": {"type": "string"}}},
-        "Published": {"type": "object", "properties": {"events": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "duplicate": {"type": "boolean"}}}}}},
-        "Records": {"type": "object", "properties": {"records": {"type": "array", "items": {"type": "object", "properties": record_props}}, "next": {"type": "string", "description": "position token to pass back as from"}, "skipped": {"type": "array", "description": "only when this read stepped over offsets lost to damage on disk", "items": _ref("Skipped")}}},
-        "Deliveries": {"type": "object", "properties": {"records": {"type": "array", "items": {"type": "object", "properties": {**record_props, "lease": {"type": "string"}, "deliveries": {"type": "integer"}}}}, "skipped": {"type": "array", "description": "only when this fetch moved the group past offsets lost to damage on disk", "items": _ref("Skipped")}}},
-        "TopicConfig": {"type": "object", "properties": {"partitions": {"type": "integer", "minimum": 1, "maximum": 1024}, "retention": {"type": "object", "properties": {"max_age": {"type": ["number", "string"]}, "max_bytes": {"type": "integer", "minimum": 1}}}}},
-        "Topic": {"type": "object", "properties": {"name": {"type": "string"}, "partitions": {"type": "array", "items": {"type": "object", "properties": {"partition": {"type": "integer"}, "first_offset": {"type": "integer"}, "next_offset": {"type": "integer"}, "events": {"type": "integer"}, "bytes": {"type": "integer"}, "damage": {"type": "array", "description": "ranges lost to damage on disk", "items": _ref("Damage")}}}}, "retention": {"type": "object"}, "events": {"type": "integer"}, "bytes": {"type": "integer"}}},
-        "GroupConfig": {"type": "object", "properties": {"start": {"enum": ["earliest", "latest"]}, "ack_wait": {"type": ["number", "string"]}, "max_deliver": {"type": "integer", "minimum": 1}, "dead_letter_topic": {"type": "string"}, "ordering": {"enum": ["none", "key"]}, "types": {"type": "array", "items": {"type": "string"}}}},
-        "Group": {"type": "object", "properties": {"topic": {"type": "string"}, "name": {"type": "string"}, "config": _ref("GroupConfig"), "partitions": {"type": "array", "items": {"type": "object"}}, "lag": {"type": "integer"}, "pending": {"type": "integer"}, "delivered": {"type": "integer"}, "redelivered": {"type": "integer"}, "dead_lettered": {"type": "integer"}, "internal": {"type": "boolean", "description": "one of the hub's own groups (webhook.*, redrive.*, tidings.*): listed read-only, refused by every group route and WebSocket join"}, "skipped_events": {"type": "integer", "description": "offsets lost to damage that the group stepped over"}, "skipped": {"type": "array", "description": "the latest 100 ranges the group stepped over", "items": _ref("Skipped")}}},
-        "Skipped": {"type": "object", "description": "offsets from (inclusive) to to (exclusive) of a partition, lost to damage on disk", "properties": {"partition": {"type": "integer"}, "from": {"type": "integer"}, "to": {"type": "integer"}, "why": {"type": "string"}}},
-        "Damage": {"type": "object", "description": "a bad byte range of a segment and the offsets it cost", "properties": {"from": {"type": "integer"}, "to": {"type": "integer"}, "events": {"type": "integer"}, "segment": {"type": "string"}, "position": {"type": "integer"}, "bytes": {"type": "integer"}, "why": {"type": "string"}}},
-    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "tidings", "version": version("tidings"), "description": "An event hub: durable event log, pub/sub with consumer groups, CloudEvents over HTTP."},
+        "info": {"title": "tidings", "version": version("tidings"), "description": "An event hub: durable event log, pub/sub with consumer groups, CloudEvents over HTTP. Before a request reaches its operation the hub may answer 431 (request line and headers over max_header_bytes or max_headers), 408 (head or body slower than header_timeout or body_timeout) or 503 with Retry-After (max_connections open, or request bodies past max_body_bytes_in_flight), each as problem+json."},
         "servers": [{"url": "/"}],
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "With tokens configured: each token's scopes are topic patterns for publish, subscribe and manage (consumer groups), or admin (everything)."}}},
+        "components": {"schemas": _schemas(), "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "With tokens configured: each token's scopes are topic patterns for publish, subscribe and manage (consumer groups), or admin (everything)."}}},
         "security": [{}, {"bearer": []}],
+    }
+
+
+# Text the hub takes in an event attribute: no control characters, surrogates or
+# non-characters (CloudEvents "Type System", String).
+_TEXT_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]*$"
+_NONEMPTY_TEXT = {"type": "string", "minLength": 1, "pattern": _TEXT_PATTERN}
+_URI_REFERENCE = {"type": "string", "minLength": 1, "pattern": r'^[^\s"<>\\^`{|}\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]+$'}
+
+
+def _schemas() -> dict[str, Any]:
+    record_props = {"topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "event": _ref("CloudEvent")}
+    record = {"type": "object", "required": list(record_props), "properties": record_props}
+    extension = {"anyOf": [{"type": "string", "pattern": _TEXT_PATTERN}, {"type": "boolean"}, {"type": "integer", "minimum": -(1 << 31), "maximum": (1 << 31) - 1}, {"type": "null"}]}
+    return {
+        "Problem": {"type": "object", "description": "RFC 9457 problem details", "required": ["type", "title", "status", "detail"], "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "instance": {"type": "string"}, "attribute": {"type": "string"}, "field": {"type": "string"}, "index": {"type": "integer"}}},
+        "CloudEvent": {
+            "type": "object",
+            "description": "CloudEvents 1.0 JSON format; the hub fills id, source, time and specversion. Other members are extension attributes: names of 1-20 lower-case letters or digits; a null attribute is left out",
+            "required": ["type"],
+            "properties": {
+                "specversion": _nullable({"const": "1.0"}), "id": _nullable(_NONEMPTY_TEXT), "source": _nullable(_URI_REFERENCE), "type": _NONEMPTY_TEXT,
+                "subject": _nullable(_NONEMPTY_TEXT),
+                "time": _nullable({"type": "string", "pattern": r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$", "description": "RFC 3339"}),
+                "datacontenttype": _nullable({"type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+$"}),
+                "dataschema": _nullable({**_URI_REFERENCE, "pattern": r'^[A-Za-z][A-Za-z0-9+.-]*:[^\s"<>\\^`{|}\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]*$'}),
+                "data": {}, "data_base64": _nullable({"type": "string", "pattern": "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}),
+                "partitionkey": _nullable({"type": "string", "pattern": _TEXT_PATTERN}), "correlationid": _nullable({"type": "string", "pattern": _TEXT_PATTERN}), "causationid": _nullable({"type": "string", "pattern": _TEXT_PATTERN}), "tracestate": _nullable({"type": "string", "pattern": _TEXT_PATTERN}),
+                "traceparent": _nullable({"type": "string", "pattern": "^(0[0-9a-f]|[1-9a-e][0-9a-f]|f[0-9a-e])-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$"}),
+            },
+            "propertyNames": {"anyOf": [{"pattern": "^[a-z0-9]{1,20}$"}, {"enum": ["data_base64"]}]},
+            "additionalProperties": extension,
+            "not": {"required": ["data", "data_base64"], "properties": {"data_base64": {"type": "string"}}},
+            # data of a media type that is not JSON (not */json nor */*+json) is text
+            "if": {"required": ["datacontenttype", "data"], "properties": {"datacontenttype": {"type": "string", "not": {"pattern": r"^[^;]*(/|\+)[Jj][Ss][Oo][Nn][ \t]*(;.*)?$"}}}},
+            "then": {"properties": {"data": {"type": "string"}}},
+        },
+        "Published": _object({"events": {"type": "array", "items": {"type": "object", "required": ["id", "partition", "offset"], "properties": {"id": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "duplicate": {"type": "boolean"}}}}}, "events"),
+        "Record": record,
+        "Records": _object({"records": {"type": "array", "items": _ref("Record")}, "next": {"type": "string", "description": "position token to pass back as from"}, "skipped": {"type": "array", "description": "only when this read stepped over offsets lost to damage on disk", "items": _ref("Skipped")}}, "records", "next"),
+        "Deliveries": _object({"records": {"type": "array", "items": {**record, "required": [*record["required"], "lease", "deliveries"], "properties": {**record_props, "lease": {"type": "string"}, "deliveries": {"type": "integer"}}}}, "skipped": {"type": "array", "description": "only when this fetch moved the group past offsets lost to damage on disk", "items": _ref("Skipped")}}, "records"),
+        "Retention": _nullable(_object({"max_age": _nullable(_DURATION), "max_bytes": _nullable({**_COUNT, "minimum": 1})})),
+        "TopicConfig": _object({"partitions": {"type": "integer", "minimum": 1, "maximum": 1024}, "retention": _ref("Retention")}),
+        "Topic": {"type": "object", "required": ["name", "partitions", "retention"], "properties": {"name": {"type": "string"}, "partitions": {"type": "array", "items": {"type": "object", "properties": {"partition": {"type": "integer"}, "first_offset": {"type": "integer"}, "next_offset": {"type": "integer"}, "events": {"type": "integer"}, "bytes": {"type": "integer"}, "damage": {"type": "array", "description": "ranges lost to damage on disk", "items": _ref("Damage")}}}}, "retention": {"type": "object", "properties": {"max_age": {"type": ["number", "null"], "description": "seconds"}, "max_bytes": {"type": ["integer", "null"]}}}, "events": {"type": "integer"}, "bytes": {"type": "integer"}}},
+        "GroupConfig": _object({"start": {"enum": ["earliest", "latest"]}, "ack_wait": _POSITIVE_DURATION, "max_deliver": {"type": "integer", "minimum": 1, "maximum": (1 << 63) - 1}, "dead_letter_topic": _nullable(_NAME), "ordering": {"enum": ["none", "key"]}, "types": _TYPES}),
+        "Group": {"type": "object", "required": ["topic", "name", "config"], "properties": {"topic": {"type": "string"}, "name": {"type": "string"}, "config": {"type": "object", "properties": {"start": {"enum": ["earliest", "latest"]}, "ack_wait": {"type": "number", "description": "seconds"}, "max_deliver": {"type": "integer"}, "dead_letter_topic": {"type": ["string", "null"]}, "ordering": {"enum": ["none", "key"]}, "types": {"type": "array", "items": {"type": "string"}}}}, "partitions": {"type": "array", "items": {"type": "object"}}, "lag": {"type": "integer"}, "pending": {"type": "integer"}, "delivered": {"type": "integer"}, "redelivered": {"type": "integer"}, "dead_lettered": {"type": "integer"}, "internal": {"type": "boolean", "description": "one of the hub's own groups (webhook.*, redrive.*, tidings.*): listed read-only, refused by every group route and WebSocket join"}, "skipped_events": {"type": "integer", "description": "offsets lost to damage that the group stepped over"}, "skipped": {"type": "array", "description": "the latest 100 ranges the group stepped over", "items": _ref("Skipped")}}},
+        "Skipped": {"type": "object", "description": "offsets from (inclusive) to to (exclusive) of a partition, lost to damage on disk", "required": ["partition", "from", "to", "why"], "properties": {"partition": {"type": "integer"}, "from": {"type": "integer"}, "to": {"type": "integer"}, "why": {"type": "string"}}},
+        "Damage": {"type": "object", "description": "a bad byte range of a segment and the offsets it cost", "properties": {"from": {"type": "integer"}, "to": {"type": "integer"}, "events": {"type": "integer"}, "segment": {"type": "string"}, "position": {"type": "integer"}, "bytes": {"type": "integer"}, "why": {"type": "string"}}},
+        "SeekTarget": {"anyOf": [{"enum": ["earliest", "latest"]}, {"type": "string", "pattern": _TOKEN_PATTERN, "description": "position token"}, *_TIME["anyOf"], {**_INT64, "description": "ms since the epoch"}, _object({"partition": _COUNT, "offset": _COUNT}, "partition", "offset"), _object({"time": _TIME}, "time")]},
     }
 
 
@@ -158,35 +241,41 @@ def _browser_refusals(paths: dict[str, Any]) -> None:
                 codes = (403, 415) if method in ("post", "put", "patch") else (403,)
                 for code in codes:
                     op["responses"].setdefault(str(code), _problems(code)[str(code)])
+            if method == "post" and "requestBody" in op:
+                # A POST needs a JSON content type even with nothing to say: send {}.
+                op["requestBody"] = {**op["requestBody"], "required": True}
 
 
 _WEBHOOK = _param("id", "path", {"type": "string"}, "Webhook id (wh_...)")
-_WEBHOOK_CONFIG: dict[str, Any] = {"type": "object", "properties": {"url": {"type": "string", "format": "uri", "description": "http or https; its host must resolve to public addresses unless the hub allows the network"}, "topics": {"type": "array", "items": {"type": "string"}, "minItems": 1}, "types": {"type": "array", "items": {"type": "string"}}, "description": {"type": "string", "maxLength": 1000}, "rate_limit": {"type": ["number", "null"], "minimum": 0.001, "maximum": 100000, "description": "deliveries per second"}, "ordering": {"enum": ["none", "key"]}, "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000}}}
-_WEBHOOK_VIEW: dict[str, Any] = {"type": "object", "properties": {**_WEBHOOK_CONFIG["properties"], "id": {"type": "string"}, "enabled": {"type": "boolean"}, "state": {"enum": ["healthy", "failing", "disabled"]}, "disabled_reason": {"type": ["string", "null"]}, "failing_since": {"type": ["integer", "null"]}, "last_success": {"type": ["integer", "null"]}, "created": {"type": "integer"}, "lag": {"type": "object", "additionalProperties": {"type": "integer"}}, "secret": {"type": "string", "description": "only when created: whsec_ + base64"}}}
+_WEBHOOK_FIELDS: dict[str, Any] = {"url": {"type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^@#]+$", "maxLength": 2048, "description": "http or https; its host must resolve to public addresses unless the hub allows the network"}, "topics": {"type": "array", "items": _NAME, "minItems": 1}, "types": _TYPES, "description": {"type": "string", "maxLength": 1000}, "rate_limit": {"type": ["number", "null"], "minimum": 0.001, "maximum": 100000, "description": "deliveries per second"}, "ordering": {"enum": ["none", "key"]}, "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000}}
+_WEBHOOK_VIEW: dict[str, Any] = {"type": "object", "required": ["id", "url", "topics", "enabled", "state"], "properties": {**_WEBHOOK_FIELDS, "topics": {"type": "array", "items": {"type": "string"}}, "types": {"type": "array", "items": {"type": "string"}}, "id": {"type": "string"}, "enabled": {"type": "boolean"}, "state": {"enum": ["healthy", "failing", "disabled"]}, "disabled_reason": {"type": ["string", "null"]}, "failing_since": {"type": ["integer", "null"]}, "last_success": {"type": ["integer", "null"]}, "created": {"type": "integer"}, "lag": {"type": "object", "additionalProperties": {"type": "integer"}}, "in_flight": {"type": "integer"}, "retrying": {"type": "integer"}, "secret": {"type": "string", "description": "only when created: whsec_ + base64"}}}
 
 
 def _webhook_paths() -> dict[str, Any]:
     """``/v1/webhooks``: Standard Webhooks signatures, retries, attempts, dead letters, replay."""
     view = _json(_WEBHOOK_VIEW)
     page: dict[str, Any] = {"type": "object", "properties": {"next": {"type": ["integer", "null"], "description": "pass as before for the next page"}}}
-    paging = [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Most items (100)"), _param("before", "query", {"type": "integer"}, "Items older than this id")]
+    paging = [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Most items (100)"), _param("before", "query", _COUNT, "Items older than this id")]
+    named = (*AUTH, 404)
+    changes = (*named, *BODY)
+    grace = {"anyOf": [{"type": "number", "minimum": 0, "maximum": 30 * 86_400}, {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,5})(\.[0-9]{1,3})?(ms|s)?$"}]}
     return {
         "/v1/webhooks": {
-            "post": {"summary": "Register an endpoint (admin); the answer holds its secret", "operationId": "createWebhook", "requestBody": _body({**_WEBHOOK_CONFIG, "required": ["url", "topics"]}, True), "responses": {"201": _json(_WEBHOOK_VIEW, "Created"), **_problems(400, 401, 403)}},
-            "get": {"summary": "List endpoints (admin)", "operationId": "listWebhooks", "responses": {"200": _json({"type": "object", "properties": {"webhooks": {"type": "array", "items": _WEBHOOK_VIEW}}}), **_problems(401, 403)}},
+            "post": {"summary": "Register an endpoint (admin); the answer holds its secret", "operationId": "createWebhook", "requestBody": _body(_object(_WEBHOOK_FIELDS, "url", "topics"), True), "responses": {"201": _json(_WEBHOOK_VIEW, "Created"), **_problems(*AUTH, *BODY)}},
+            "get": {"summary": "List endpoints (admin)", "operationId": "listWebhooks", "responses": {"200": _json(_object({"webhooks": {"type": "array", "items": _WEBHOOK_VIEW}}, "webhooks")), **_problems(*AUTH)}},
         },
         "/v1/webhooks/{id}": {
             "parameters": [_WEBHOOK],
-            "get": {"summary": "Describe an endpoint: state, lag per topic", "operationId": "getWebhook", "responses": {"200": view, **_problems(401, 403, 404)}},
-            "patch": {"summary": "Change an endpoint; enabled: true brings a disabled one back and drains what it missed, in order", "operationId": "patchWebhook", "requestBody": _body({**_WEBHOOK_CONFIG, "properties": {**_WEBHOOK_CONFIG["properties"], "enabled": {"type": "boolean"}}}, True), "responses": {"200": view, **_problems(400, 401, 403, 404)}},
-            "delete": {"summary": "Delete an endpoint, its attempts and dead letters", "operationId": "deleteWebhook", "responses": {"204": {"description": "Deleted"}, **_problems(401, 403, 404)}},
+            "get": {"summary": "Describe an endpoint: state, lag per topic", "operationId": "getWebhook", "responses": {"200": view, **_problems(*named)}},
+            "patch": {"summary": "Change an endpoint; enabled: true brings a disabled one back and drains what it missed, in order", "operationId": "patchWebhook", "requestBody": _body(_object({**_WEBHOOK_FIELDS, "enabled": {"type": "boolean"}}), True), "responses": {"200": view, **_problems(*changes)}},
+            "delete": {"summary": "Delete an endpoint, its attempts and dead letters", "operationId": "deleteWebhook", "responses": {"204": {"description": "Deleted"}, **_problems(*named)}},
         },
-        "/v1/webhooks/{id}/rotate-secret": {"parameters": [_WEBHOOK], "post": {"summary": "A new secret; older ones keep signing beside it for grace (default 24 h)", "operationId": "rotateWebhookSecret", "requestBody": _body({"type": "object", "properties": {"grace": {"type": ["number", "string"]}}}), "responses": {"200": _json({"type": "object", "properties": {"secret": {"type": "string"}, "previous_valid_until": {"type": "integer"}}}), **_problems(400, 401, 403, 404)}}},
-        "/v1/webhooks/{id}/attempts": {"parameters": [_WEBHOOK], "get": {"summary": "The attempts log, newest first", "operationId": "webhookAttempts", "parameters": [_param("status", "query", {"enum": ["succeeded", "failed", "success", "gone", "throttled"]}, "Only these"), *paging], "responses": {"200": _json({**page, "properties": {**page["properties"], "attempts": {"type": "array", "items": {"type": "object"}}}}), **_problems(400, 401, 403, 404)}}},
-        "/v1/webhooks/{id}/replay": {"parameters": [_WEBHOOK], "post": {"summary": "Deliver again every matching event since a time, or (with topic) a position token", "operationId": "replayWebhook", "requestBody": _body({"type": "object", "required": ["since"], "properties": {"since": {"type": ["string", "integer"]}, "topic": {"type": "string"}}}, True), "responses": {"202": _json({"type": "object", "properties": {"topics": {"type": "object", "additionalProperties": {"type": "string"}}}}, "Accepted"), **_problems(400, 401, 403, 404)}}},
-        "/v1/webhooks/{id}/test": {"parameters": [_WEBHOOK], "post": {"summary": "Send one tidings.webhook.test event now; answers the attempt", "operationId": "testWebhook", "responses": {"200": _json({"type": "object", "properties": {"event": _ref("CloudEvent"), "attempt": {"type": "object"}}}), **_problems(401, 403, 404)}}},
-        "/v1/webhooks/{id}/dead-letters": {"parameters": [_WEBHOOK], "get": {"summary": "Events whose attempts were all spent", "operationId": "webhookDeadLetters", "parameters": paging, "responses": {"200": _json({**page, "properties": {**page["properties"], "dead_letters": {"type": "array", "items": {"type": "object"}}}}), **_problems(400, 401, 403, 404)}}},
-        "/v1/webhooks/{id}/dead-letters/replay": {"parameters": [_WEBHOOK], "post": {"summary": "Send dead letters again: all, or those of ids", "operationId": "replayWebhookDeadLetters", "requestBody": _body({"type": "object", "properties": {"ids": {"type": "array", "items": {"type": "integer"}}}}), "responses": {"202": _json({"type": "object", "properties": {"replaying": {"type": "integer"}}}, "Accepted"), **_problems(400, 401, 403, 404)}}},
+        "/v1/webhooks/{id}/rotate-secret": {"parameters": [_WEBHOOK], "post": {"summary": "A new secret; older ones keep signing beside it for grace (default 24 h, at most 30 days)", "operationId": "rotateWebhookSecret", "requestBody": _body(_object({"grace": grace})), "responses": {"200": _json(_object({"id": {"type": "string"}, "secret": {"type": "string"}, "previous_valid_until": {"type": "integer"}}, "id", "secret", "previous_valid_until")), **_problems(*changes)}}},
+        "/v1/webhooks/{id}/attempts": {"parameters": [_WEBHOOK], "get": {"summary": "The attempts log, newest first", "operationId": "webhookAttempts", "parameters": [_param("status", "query", {"enum": ["succeeded", "failed", "success", "gone", "throttled"]}, "Only these"), *paging], "responses": {"200": _json({**page, "required": ["attempts", "next"], "properties": {**page["properties"], "attempts": {"type": "array", "items": {"type": "object"}}}}), **_problems(*named, 400)}}},
+        "/v1/webhooks/{id}/replay": {"parameters": [_WEBHOOK], "post": {"summary": "Deliver again every matching event since a time, or (with topic) a position token", "operationId": "replayWebhook", "requestBody": _body(_object({"since": {"anyOf": [{"type": "string", "pattern": _TOKEN_PATTERN}, *_TIME["anyOf"], _INT64]}, "topic": _NAME}, "since"), True), "responses": {"202": _json(_object({"id": {"type": "string"}, "topics": {"type": "object", "additionalProperties": {"type": "string"}}}, "id", "topics"), "Accepted"), **_problems(*changes)}}},
+        "/v1/webhooks/{id}/test": {"parameters": [_WEBHOOK], "post": {"summary": "Send one tidings.webhook.test event now; answers the attempt", "operationId": "testWebhook", "requestBody": _body(_object({})), "responses": {"200": _json(_object({"id": {"type": "string"}, "event": _ref("CloudEvent"), "attempt": {"type": "object"}}, "id", "event", "attempt")), **_problems(*changes)}}},
+        "/v1/webhooks/{id}/dead-letters": {"parameters": [_WEBHOOK], "get": {"summary": "Events whose attempts were all spent", "operationId": "webhookDeadLetters", "parameters": paging, "responses": {"200": _json({**page, "required": ["dead_letters", "next"], "properties": {**page["properties"], "dead_letters": {"type": "array", "items": {"type": "object"}}}}), **_problems(*named, 400)}}},
+        "/v1/webhooks/{id}/dead-letters/replay": {"parameters": [_WEBHOOK], "post": {"summary": "Send dead letters again: all, or those of ids", "operationId": "replayWebhookDeadLetters", "requestBody": _body(_object({"ids": {"type": "array", "items": _COUNT}})), "responses": {"202": _json(_object({"id": {"type": "string"}, "replaying": {"type": "integer"}}, "id", "replaying"), "Accepted"), **_problems(*changes)}}},
     }
 
 

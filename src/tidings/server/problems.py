@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tidings.errors import TidingsError
+from tidings.errors import ServerBusy, TidingsError
 
 logger = logging.getLogger("tidings.server")
 
@@ -29,7 +29,9 @@ async def tidings_error(request: Request, exc: Exception) -> Response:
     problem = exc.to_problem()
     problem["instance"] = request.url.path
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    if exc.status == 503:
+    if isinstance(exc, ServerBusy):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    elif exc.status == 503:
         headers = {"Retry-After": RETRY_AFTER_S}  # a full disk or a restart: soon, not now
     return problem_response(problem, headers)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import resource
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
@@ -15,6 +16,7 @@ import uvicorn
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.backends.embedded.webhooks import SqliteWebhookStore
 from tidings.core.hub import MAX_PARTITIONS, MAX_TOPICS, Hub, HubOptions
+from tidings.core.patterns import MAX_TYPE_PATTERNS
 from tidings.core.positions import parse_duration_ms
 from tidings.core.webhooks.config import WebhookPolicy, parse_schedule
 from tidings.core.webhooks.schedule import DEFAULT_DISABLE_AFTER_MS, RetrySchedule
@@ -22,12 +24,14 @@ from tidings.core.webhooks.targets import parse_networks
 from tidings.errors import BadRequest
 from tidings.log.files import DEFAULT_MAX_OPEN_FILES, OpenFiles
 from tidings.log.partition import FsyncPolicy, LogConfig
-from tidings.server.app import ServerOptions, create_app
+from tidings.server.app import MAX_BODY_BYTES_IN_FLIGHT, ServerOptions, create_app
 from tidings.server.auth import Auth
 from tidings.server.guard import LOOPBACK_HOSTS
 from tidings.server.live import LiveOptions
+from tidings.server.protocol import HttpLimits, HubHttpProtocol
 from tidings.server.redact import log_config
 from tidings.server.webhooks.service import WebhookService
+from tidings.server.wsprotocol import HubWebSocketProtocol
 
 logger = logging.getLogger("tidings.serve")
 
@@ -54,6 +58,11 @@ class ServeConfig:
     max_topics: int = MAX_TOPICS
     max_partitions: int = MAX_PARTITIONS  # per topic
     max_open_files: int = DEFAULT_MAX_OPEN_FILES  # segment and index files the log keeps open
+    max_type_patterns: int = MAX_TYPE_PATTERNS
+    http: HttpLimits = field(default_factory=HttpLimits)  # per connection, before the app
+    keep_alive_timeout_s: int = 5  # an idle connection between requests is closed
+    max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT
+    ws_max_message_bytes: int = 4 << 20  # a WebSocket message past it is closed with 1009
 
 
 def is_loopback(host: str) -> bool:
@@ -103,11 +112,12 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         # A failing endpoint is probed no less often than its retries come.
         probe_max_ms=max(1, min(60_000, max(schedule.delays_ms[1:], default=60_000))),
     )
+    log_files = log_files_limit(config.max_open_files)
     storage = EmbeddedStorage(
         config.data_dir,
         config.fsync,
         LogConfig(segment_bytes=config.segment_bytes),
-        files=OpenFiles(log_files_limit(config.max_open_files)),
+        files=OpenFiles(log_files),
     )
     hub = Hub(
         storage,
@@ -115,6 +125,7 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
             auto_create=config.auto_create,
             max_topics=config.max_topics,
             max_partitions=config.max_partitions,
+            max_type_patterns=config.max_type_patterns,
         ),
     )
     live = LiveOptions(
@@ -125,14 +136,21 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         "FULL" if config.fsync.mode == "always" else "NORMAL",
     )
     webhooks = WebhookService(hub, store, policy)
-    options = ServerOptions(live=live, allowed_hosts=served_hosts(config))
+    options = ServerOptions(
+        live=live,
+        allowed_hosts=served_hosts(config),
+        max_body_bytes_in_flight=config.max_body_bytes_in_flight,
+    )
     app = create_app(hub, auth, options, webhooks=webhooks)
     uv = uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http="httptools",
+        http=HubHttpProtocol.under(_within_descriptors(config.http, log_files)),
+        timeout_keep_alive=config.keep_alive_timeout_s,
+        ws=HubWebSocketProtocol,
+        ws_max_size=config.ws_max_message_bytes,
         lifespan="on",
         log_level=config.log_level,
         log_config=log_config(),  # uvicorn's, with secrets in URLs redacted
@@ -144,6 +162,35 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         ws_ping_timeout=20.0,
     )
     return uv, hub
+
+
+# Descriptors kept for what the hub opens besides connections: segments, indexes, SQLite.
+RESERVED_DESCRIPTORS = 128
+
+
+def _within_descriptors(limits: HttpLimits, log_files: int = 0) -> HttpLimits:
+    """``limits`` within the open-file limit, leaving the process descriptors of its own
+    and the ``log_files`` the log may keep open.
+
+    The soft limit is raised toward the hard one as far as max_connections needs;
+    if that is not enough, max_connections is lowered.
+    """
+    reserved = RESERVED_DESCRIPTORS + log_files
+    need = limits.max_connections + reserved
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return limits
+    cap = max(1, soft - reserved)
+    logger.warning(
+        "max_connections %d is over what %d open files allow; taking %d",
+        limits.max_connections, soft, cap,
+    )
+    return replace(limits, max_connections=cap)
 
 
 class HubServer(uvicorn.Server):

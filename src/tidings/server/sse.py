@@ -81,7 +81,7 @@ class SseEndpoint:
                 positions = self.hub.positions(topic, None, start, None)
             else:
                 positions = self.hub.positions(topic, None, None, start)
-        types = TypeFilter.parse(q.get("types")) or None
+        types = TypeFilter.parse(q.get("types"), limit=self.hub.options.max_type_patterns) or None
         return StreamingResponse(
             self._stream(name, positions, types),
             media_type="text/event-stream",

@@ -165,7 +165,7 @@ class Connection:
         self.cursors: dict[str, LiveCursor] = {}  # log subscriptions, by id
         self.token = token
         self.options = options
-        self.session = Session()
+        self.session = Session(max_type_patterns=hub.options.max_type_patterns)
         self.buffer = SendBuffer(options.send_buffer_bytes, options.slow_after_s)
         self.readers: dict[str, asyncio.Task[None]] = {}
         self.publishing: set[asyncio.Task[None]] = set()

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import uuid_utils
 
-from tidings.core.patterns import TypeFilter
+from tidings.core.patterns import MAX_TYPE_PATTERNS, TypeFilter
 from tidings.core.positions import check_name, parse_duration_ms
 from tidings.core.webhooks.schedule import (
     DEFAULT_DISABLE_AFTER_MS,
@@ -35,6 +35,7 @@ MAX_CONCURRENCY = 1000
 MIN_RATE_LIMIT = 0.001
 MAX_RATE_LIMIT = 100_000
 DEFAULT_ROTATION_GRACE_MS = 86_400_000
+MAX_ROTATION_GRACE_MS = 30 * 86_400_000
 Ordering = Literal["none", "key"]
 
 
@@ -101,7 +102,11 @@ class EndpointConfig:
 _FIELDS = {"url", "topics", "types", "description", "rate_limit", "ordering", "concurrency"}
 
 
-def parse_config(body: Mapping[str, Any], base: EndpointConfig | None = None) -> EndpointConfig:
+def parse_config(
+    body: Mapping[str, Any],
+    base: EndpointConfig | None = None,
+    max_type_patterns: int = MAX_TYPE_PATTERNS,
+) -> EndpointConfig:
     """A new config from a create body (``base`` None) or a patch of ``base``."""
     allowed = _FIELDS | ({"enabled"} if base is not None else set())
     unknown = sorted(set(body) - allowed)
@@ -128,7 +133,7 @@ def parse_config(body: Mapping[str, Any], base: EndpointConfig | None = None) ->
         types = body["types"]
         if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
             raise BadRequest("types must be a list of type patterns", field="types")
-        TypeFilter(types)
+        TypeFilter(types, limit=max_type_patterns)
         changes["types"] = tuple(types)
     if "description" in body:
         desc = body["description"]
@@ -176,8 +181,12 @@ def parse_grace_ms(body: Mapping[str, Any]) -> int:
         raise BadRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
     if "grace" not in body:
         return DEFAULT_ROTATION_GRACE_MS
-    grace = parse_duration_ms(body["grace"], "grace")
-    if grace > 30 * 86_400_000:
+    raw = body["grace"]
+    grace = parse_duration_ms(raw, "grace")
+    # A number is checked before it is cut to whole ms: 2592000.0001 s is over the limit.
+    if grace > MAX_ROTATION_GRACE_MS or (
+        isinstance(raw, float) and raw * 1000 > MAX_ROTATION_GRACE_MS
+    ):
         raise BadRequest("grace must be at most 30 days", field="grace")
     return grace
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from tidings.server.webhooks.service import WebhookService
 
 MAX_PAGE = 1000
+MAX_ID = (1 << 63) - 1  # ids are SQLite integers
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -31,7 +32,7 @@ def _page(request: Request) -> tuple[int, int | None]:
     limit, before = q.get("limit", "100"), q.get("before")
     if not is_decimal(limit) or not 1 <= int(limit) <= MAX_PAGE:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_PAGE}", field="limit")
-    if before is not None and not is_decimal(before):
+    if before is not None and not (is_decimal(before) and int(before) <= MAX_ID):
         raise BadRequest("before must be an id from an earlier page's next", field="before")
     return int(limit), None if before is None else int(before)
 
@@ -83,7 +84,9 @@ class WebhookRoutes:
         return _json(await self.service.replay(request.path_params["id"], body), 202)
 
     async def test(self, request: Request) -> Response:
-        await self._admin_body(request)
+        unknown = sorted(await self._admin_body(request))
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}; a test takes none", field=unknown[0])
         return _json(await self.service.test(request.path_params["id"]))
 
     async def dead_letters(self, request: Request) -> Response:

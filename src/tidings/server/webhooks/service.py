@@ -220,7 +220,7 @@ class WebhookService:
             return await self._replay(id, body)
 
     async def _create(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        config = parse_config(body)
+        config = parse_config(body, max_type_patterns=self.hub.options.max_type_patterns)
         await self.sender.check(config.url)
         ep = Endpoint.new(config, self._health(), self.hub.clock.time_ms())
         for topic in config.topics:
@@ -232,7 +232,7 @@ class WebhookService:
 
     async def _patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         ep = self.get(id)
-        config = parse_config(body, ep.config)
+        config = parse_config(body, ep.config, self.hub.options.max_type_patterns)
         if config.url != ep.config.url:
             await self.sender.check(config.url)
         old = ep.config
@@ -322,7 +322,10 @@ class WebhookService:
             if t not in self.hub.topics:
                 continue  # deleted: nothing of it to deliver again
             await self.follow(ep, t)
-            pos = await self.hub.seek(t, ep.group, target)
+            try:
+                pos = await self.hub.seek(t, ep.group, target)
+            except BadPosition as exc:  # the hub names its own parameter, from
+                raise type(exc)(exc.detail, **{**exc.fields, "field": "since"}) from None
             moved[t] = ",".join(f"{p}:{o}" for p, o in sorted(pos.items()))
         d = self.dispatchers.get(id)
         if d is not None:
@@ -346,7 +349,9 @@ class WebhookService:
         ids = body.get("ids")
         if ids is not None and (
             not isinstance(ids, list)
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+            or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1 << 63 for i in ids
+            )
         ):
             raise BadRequest("ids must be a list of dead-letter ids", field="ids")
         n = self.store.mark_replaying(id, ids)
