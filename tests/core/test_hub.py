@@ -13,7 +13,7 @@ from tidings.core.dedupe import DedupeWindow, Position
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub, HubOptions
 from tidings.core.patterns import TypeFilter
-from tidings.errors import Conflict, GroupNotFound, StorageUnavailable, TopicNotFound
+from tidings.errors import Conflict, GroupNotFound, StorageUnavailable, TooLarge, TopicNotFound
 from tidings.events.batch import new_event_ids
 from tidings.events.envelope import normalize_event
 from tidings.log.memory import MemoryPartition, MemoryStorage
@@ -547,3 +547,16 @@ async def test_a_failed_publish_records_no_type_in_the_catalogue(
     with pytest.raises(StorageUnavailable):
         await hub.publish("orders", [ev(etype="order.lost") for _ in range(count)])
     assert hub.catalog.types("orders", hub.topic("orders").partitions) == []
+
+
+@pytest.mark.parametrize("count", [1, 3])
+async def test_an_event_too_large_makes_no_topic(hub: Hub, count: int) -> None:
+    # It used to be measured only once the publish had made its topic.
+    big = [ev(etype="order.placed", data="x" * (hub.options.max_event_bytes + 1))]
+    events = [ev() for _ in range(count - 1)] + big
+    with pytest.raises(TooLarge) as refused:
+        await hub.publish("fresh", events)
+    assert refused.value.fields.get("index") == (None if count == 1 else count - 1)
+    assert "fresh" not in hub.topics
+    with pytest.raises(TopicNotFound):
+        hub.topic("fresh")

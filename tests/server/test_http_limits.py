@@ -64,7 +64,7 @@ def _problem(body: bytes, status: int, setting: str) -> None:
 async def test_an_endless_header_is_a_431_and_costs_the_hub_little(hub: HubProcess) -> None:
     before = peak_rss(hub)
     reader, writer = await connect(hub)
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: hub\r\nX-Endless: ")
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Endless: ")
     chunk = b"a" * (256 * 1024)
     sent = 0
     answer = asyncio.ensure_future(read_response(reader, timeout=30))
@@ -85,17 +85,17 @@ async def test_an_endless_header_is_a_431_and_costs_the_hub_little(hub: HubProce
 
 async def test_a_head_over_the_byte_or_field_limit_is_a_431(hub: HubProcess) -> None:
     fields = b"".join(b"X-F%d: v\r\n" % i for i in range(99))
-    ok = b"GET /healthz HTTP/1.1\r\nHost: hub\r\n" + fields + b"\r\n"
+    ok = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + fields + b"\r\n"
     assert await request(hub, ok) == 200  # 100 fields
     reader, writer = await connect(hub)
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n" + fields + b"X-F99: v\r\n\r\n")
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + fields + b"X-F99: v\r\n\r\n")
     status, body = await read_response(reader)
     writer.close()
     assert status == 431
     _problem(body, 431, "max_headers")
-    big = b"GET /healthz HTTP/1.1\r\nHost: hub\r\nX-Big: " + b"b" * (64 * 1024) + b"\r\n\r\n"
+    big = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"b" * (64 * 1024) + b"\r\n\r\n"
     assert await request(hub, big) == 431
-    long_url = b"GET /healthz?" + b"q" * (64 * 1024) + b" HTTP/1.1\r\nHost: hub\r\n\r\n"
+    long_url = b"GET /healthz?" + b"q" * (64 * 1024) + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     assert await request(hub, long_url) == 431
 
 
@@ -104,7 +104,7 @@ async def test_the_head_limits_are_settings(hub_factory: HubFactory) -> None:
     assert await request(hub, b"GET /healthz HTTP/1.1\r\nX: " + b"x" * 3000 + b"\r\n\r\n") == 431
     fields = b"".join(b"X-F%d: v\r\n" % i for i in range(11))
     assert await request(hub, b"GET /healthz HTTP/1.1\r\n" + fields + b"\r\n") == 431
-    assert await request(hub, b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n") == 200
+    assert await request(hub, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") == 200
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ async def test_slow_heads_and_bodies_are_cut_off_with_408(quick_hub: HubProcess)
         trickle(b"", b""),
         trickle(b"GET /healthz HTTP/1.1\r\n", b"X"),
         trickle(
-            b"POST /v1/topics/slow/events HTTP/1.1\r\nHost: hub\r\n"
+            b"POST /v1/topics/slow/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/cloudevents+json\r\nContent-Length: 1000\r\n\r\n{",
             b" ",
         ),
@@ -155,7 +155,7 @@ async def test_slow_heads_and_bodies_are_cut_off_with_408(quick_hub: HubProcess)
 
 async def test_an_idle_keep_alive_connection_is_closed(quick_hub: HubProcess) -> None:
     reader, writer = await connect(quick_hub)
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await writer.drain()
     started = time.monotonic()
     data = await asyncio.wait_for(reader.read(), 5)  # the response, then end of stream
@@ -174,7 +174,7 @@ async def test_slow_connections_cannot_lock_everyone_out(hub_factory: HubFactory
         # Past the cap a connection is refused at once (503, or a reset if the hub's
         # answer came before the request), not left hanging.
         try:
-            refused = await request(hub, b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n", 3)
+            refused = await request(hub, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 3)
         except ConnectionResetError:
             refused = 503
         assert refused == 503
@@ -183,7 +183,7 @@ async def test_slow_connections_cannot_lock_everyone_out(hub_factory: HubFactory
         status = 0
         while time.monotonic() < deadline and status != 200:
             with contextlib.suppress(TimeoutError, ConnectionError, IndexError, ValueError):
-                status = await request(hub, b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n", 1)
+                status = await request(hub, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 1)
             await asyncio.sleep(0.2)
         assert status == 200, "no request was served while slow connections were open"
         closed = 0
@@ -215,12 +215,12 @@ async def test_the_connection_cap_leaves_descriptors_under_the_open_file_limit(
     try:
         hub._wait_healthy()
         held = [await connect(hub) for _ in range(127)]  # and the one below: 128
-        assert await request(hub, b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n") == 200
+        assert await request(hub, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") == 200
         await asyncio.sleep(0.5)  # the hub has seen the request's connection close
         held.append(await connect(hub))  # the 128th
         await asyncio.sleep(0.5)
         try:
-            status = await request(hub, b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n", 3)
+            status = await request(hub, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 3)
         except ConnectionResetError:
             status = 503
         assert status == 503

@@ -43,7 +43,10 @@ def _allow(resp: aiohttp.ClientResponse) -> set[str]:
 async def test_a_405_allows_every_method_of_its_path(
     hub: HubProcess, http: Session, method: str, path: str, allowed: set[str]
 ) -> None:
-    async with http.request(method, hub.base_url + path) as resp:
+    # A JSON content type, as the browser guard asks of every POST, so the answer
+    # is about the method.
+    headers = {"content-type": "application/json"}
+    async with http.request(method, hub.base_url + path, headers=headers) as resp:
         await expect_problem(resp, 405)
         assert _allow(resp) == allowed
 
@@ -75,7 +78,7 @@ async def ws_handshake(hub: HubProcess) -> tuple[asyncio.StreamReader, asyncio.S
     reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
     key = base64.b64encode(os.urandom(16))
     writer.write(
-        b"GET /v1/ws HTTP/1.1\r\nHost: hub\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n"
         b"Sec-WebSocket-Protocol: tidings.v1\r\n\r\n"
     )
@@ -154,14 +157,15 @@ async def test_the_websocket_message_limit_is_a_setting(hub_factory: HubFactory)
     "raw",
     [
         b"BLAH\r\n\r\n",
-        b"GET /v1/topics/\xff\xfe HTTP/1.1\r\nHost: hub\r\n\r\n",
-        b"GET /v1/topics/%ff%fe HTTP/1.1\r\nHost: hub\r\n\r\n",
-        b"GET /healthz HTTP/1.1\r\nHost: hub\r\nX: \x01\r\n\r\n",
-        b"POST /v1/topics/t/events HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n"
+        b"GET /v1/topics/\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /v1/topics/%ff%fe HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX: \x01\r\n\r\n",
+        b"POST /v1/topics/t/events HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
         b"\r\nzz\r\n",
-        b"GET /v1/ws HTTP/1.1\r\nHost: hub\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-        b"POST /v1/topics/t/events HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 3\r\n\r\n\xff\xfe\xfd",
+        b"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n\r\n",
+        b"POST /v1/topics/t/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 3\r\n\r\n\xff\xfe\xfd",
     ],
 )
 async def test_a_malformed_request_is_a_4xx_without_a_traceback(

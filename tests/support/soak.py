@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -202,7 +203,7 @@ async def big_bodies(url: str, stop: asyncio.Event, out: Counter[str]) -> None:
             try:
                 async with http.post(
                     f"{url}/v1/topics/soak.big/events",
-                    data=body,
+                    data=io.BytesIO(body),
                     headers={"content-type": "application/cloudevents+json"},
                 ) as r:
                     await r.read()
@@ -259,7 +260,7 @@ async def wide_patterns(url: str, stop: asyncio.Event, out: Counter[str]) -> Non
             try:
                 async with http.put(
                     group,
-                    data=orjson.dumps({"types": types}),
+                    data=io.BytesIO(orjson.dumps({"types": types})),
                     headers={"content-type": "application/json"},
                 ) as r:
                     await r.read()
@@ -317,14 +318,15 @@ def start_hub(
 
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
-    log = (data_dir.parent / "hub.log").open("wb")
+    log_path = data_dir.parent / "hub.log"
     argv = [sys.executable, "-m", "tidings", "serve", "--port", str(port)]
     argv += ["--data-dir", str(data_dir), "--log-level", "warning", *extra]
-    proc = subprocess.Popen(argv, stdout=log, stderr=log, preexec_fn=limits)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, preexec_fn=limits)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the hub exited with {proc.returncode}; see {log.name}")
+            raise RuntimeError(f"the hub exited with {proc.returncode}; see {log_path}")
         with (
             contextlib.suppress(OSError),
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1),

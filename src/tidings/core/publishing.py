@@ -98,6 +98,7 @@ class PublishOps:
     catalog: Catalog
     dedupe: DedupeWindow
     metrics: Metrics
+    topics: dict[str, Topic]
     _appending: dict[str, _Claim]
     _refilled: asyncio.Event
 
@@ -130,6 +131,10 @@ class PublishOps:
             # Just started: until the window knows the log's recent ids, a retry
             # could be appended twice.
             await self._refilled.wait()
+        if topic_name not in self.topics:
+            # A publish that makes its topic: refuse an event too large before the
+            # topic exists, so a refused publish leaves none behind.
+            _check_sizes(events, self.options.max_event_bytes)
         topic = self._topic_for_publish(topic_name)
         now = self.clock.time_ms()
         dedupe = self.dedupe
@@ -325,6 +330,15 @@ _get_type = itemgetter("type")
 async def _part_of(linked: Awaitable[list[int]], k: int) -> int:
     """The base offset of part ``k`` of a linked append."""
     return (await linked)[k]
+
+
+def _check_sizes(events: Sequence[Mapping[str, Any]], limit: int) -> None:
+    """Raise :func:`_too_large` for the first event over ``limit`` as stored."""
+    one = len(events) == 1
+    for i, ev in enumerate(events):
+        size = len(orjson.dumps(ev))
+        if size > limit:
+            raise _too_large(size, limit, None if one else i)
 
 
 def _too_large(size: int, limit: int, index: int | None) -> TooLarge:

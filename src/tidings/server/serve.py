@@ -147,7 +147,7 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http=HubHttpProtocol.under(_within_descriptors(config.http, log_files)),
+        http=HubHttpProtocol.under(_within_descriptors(config.http)),
         timeout_keep_alive=config.keep_alive_timeout_s,
         ws=HubWebSocketProtocol,
         ws_max_size=config.ws_max_message_bytes,
@@ -168,15 +168,14 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
 RESERVED_DESCRIPTORS = 128
 
 
-def _within_descriptors(limits: HttpLimits, log_files: int = 0) -> HttpLimits:
-    """``limits`` within the open-file limit, leaving the process descriptors of its own
-    and the ``log_files`` the log may keep open.
+def _within_descriptors(limits: HttpLimits) -> HttpLimits:
+    """``limits`` within the open-file limit, leaving the process descriptors of its own.
 
     The soft limit is raised toward the hard one as far as max_connections needs;
-    if that is not enough, max_connections is lowered.
+    if that is not enough, max_connections is lowered. (The log's pool of open
+    files gives its own back when the process runs out: see tidings.log.files.)
     """
-    reserved = RESERVED_DESCRIPTORS + log_files
-    need = limits.max_connections + reserved
+    need = limits.max_connections + RESERVED_DESCRIPTORS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < need:
         want = need if hard == resource.RLIM_INFINITY else min(need, hard)
@@ -185,7 +184,7 @@ def _within_descriptors(limits: HttpLimits, log_files: int = 0) -> HttpLimits:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= need:
         return limits
-    cap = max(1, soft - reserved)
+    cap = max(1, soft - RESERVED_DESCRIPTORS)
     logger.warning(
         "max_connections %d is over what %d open files allow; taking %d",
         limits.max_connections, soft, cap,
