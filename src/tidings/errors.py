@@ -173,7 +173,10 @@ class StorageError(TidingsError):
 
 
 class CorruptLog(StorageError):
-    """A batch that fails its CRC or framing where the log cannot repair it."""
+    """A batch that fails its CRC or framing where a storage cannot step over it.
+
+    The embedded log steps over damage and names it instead (``tidings.log.damage``).
+    """
 
     title = "Corrupt log"
 

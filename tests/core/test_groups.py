@@ -458,6 +458,50 @@ def test_a_position_past_the_log_end_moves_back() -> None:
     assert not g.clamp(0, 0, 3)
 
 
+def test_skipped_offsets_are_done_never_delivered_and_noted() -> None:
+    log = ListLog()
+    for _ in range(10):
+        log.add()
+    del log.parts[0][3:6]  # offsets 3 to 5 were lost to damage
+
+    def read(p: int, offset: int, n: int) -> Sequence[tuple[int, int, bytes]]:
+        return [r for r in log.parts[p] if r[0] >= offset][:n]
+
+    g = group()
+    got, _ = g.fetch(0, 10, read)
+    assert offsets(got) == [0, 1, 2, 6, 7, 8, 9]
+    assert g.skip(0, 3, 6, "batch fails its CRC") == 3
+    assert g.skipped == [(0, 3, 6, "batch fails its CRC")]
+    assert g.skipped_events == 3
+    g.ack([d.lease for d in got if d.offset > 2])
+    assert g.committed(0) == 0  # 0 to 2 still leased
+    g.ack([d.lease for d in got if d.offset <= 2])
+    assert g.positions() == {0: (10, [], [])}
+    # a range already done changes nothing and is not noted again
+    assert g.skip(0, 3, 6, "again") == 0
+    assert g.skipped_events == 3
+
+
+def test_a_skip_at_the_committed_offset_moves_it_past_the_range() -> None:
+    g = group()
+    assert g.skip(0, 0, 4, "lost") == 4
+    assert (g.committed(0), g.fetched(0)) == (4, 4)
+
+
+def test_a_skip_never_passes_a_record_still_pending() -> None:
+    log = ListLog()
+    for _ in range(2):
+        log.add()
+    g = group()
+    got = fetch(g, log, 0, n=2)
+    assert offsets(got) == [0, 1]
+    # a range that claims a leased record: that record stays pending, the rest is done
+    assert g.skip(0, 0, 4, "stale") == 2
+    assert g.committed(0) == 0
+    g.ack([d.lease for d in got])
+    assert g.committed(0) == 4
+
+
 def restarted(g: ConsumerGroup, **config: Any) -> ConsumerGroup:
     """A new group from what ``g`` saved: what a restart of the hub makes."""
     config.setdefault("ack_wait_ms", ACK_WAIT)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import orjson
 
+from tests.log.test_corruption import flip
 from tidings.core.dedupe import DedupeWindow
 from tidings.core.refill import refill
 from tidings.log.memory import MemoryPartition
+from tidings.log.partition import FsyncPolicy, PartitionLog
 
 NOW = 1_000_000_000
 
@@ -51,3 +56,31 @@ async def test_records_older_than_the_window_are_not_refilled() -> None:
     assert window.get("t", "a-1", NOW) is None
     assert window.get("t", "a-2", NOW) == (0, 2)
     assert window.get("t", "a-3", NOW) == (0, 3)
+
+
+async def test_a_damaged_newest_batch_does_not_end_its_partitions_refill(
+    tmp_path: Path,
+) -> None:
+    """The newest batch of a partition (the end of a sealed segment, the active one
+    empty) is damaged, and holds more records than one chunk of the refill: the ids of
+    the intact records before it are refilled all the same."""
+    log = PartitionLog.open(tmp_path, policy=FsyncPolicy.parse("always"))
+    try:
+        assert await log.append([orjson.dumps({"id": f"a-{i}"}) for i in range(10)]) == 0
+        assert await log.append([orjson.dumps({"id": f"b-{i}"}) for i in range(2_500)]) == 10
+        log.roll()
+    finally:
+        await log.close()
+    sealed = tmp_path / "00000000000000000000.log"
+    flip(sealed, sealed.stat().st_size - 3)  # the last record's payload: its batch's CRC fails
+
+    log = PartitionLog.open(tmp_path, policy=FsyncPolicy.parse("always"))
+    try:
+        window = DedupeWindow(120_000)
+        now = int(time.time() * 1000)
+        assert await refill(window, {"t": [log]}, now) == 10
+        assert [window.get("t", f"a-{i}", now) for i in range(10)] == [(0, i) for i in range(10)]
+        assert window.get("t", "b-0", now) is None
+        assert [(d.first_offset, d.end_offset) for d in log.damage] == [(10, 2_510)]
+    finally:
+        await log.close()

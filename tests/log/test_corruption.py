@@ -1,4 +1,4 @@
-"""Damage on disk: torn or corrupt tails are cut aside, damage in sealed segments is refused."""
+"""Damage on disk: torn tails are cut aside; damage with good batches after it is skipped."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tidings.errors import CorruptLog
 from tidings.log import format as fmt
+from tidings.log.damage import DAMAGE_FILE
 from tidings.log.partition import FsyncPolicy, LogConfig, LogRecord, PartitionLog
 
 PER_BATCH = 3
@@ -192,12 +192,17 @@ async def test_an_active_segment_cut_to_nothing(tmp_path: Path) -> None:
     await log.close()
 
 
-# -- sealed segments: never cut, refused on read -----------------------------------------
+# -- sealed segments: never cut, stepped over and reported ------------------------------
+
+
+def lost(records: list[LogRecord], first: int, end: int) -> list[LogRecord]:
+    """``records`` without offsets ``first`` to ``end``, as a read past damage answers them."""
+    return records[:first] + records[end:]
 
 
 @pytest.mark.parametrize("batch_in_segment", [0, 3, 7])
 @pytest.mark.parametrize(("at", "bit"), list(FLIPS.values()), ids=list(FLIPS))
-async def test_a_flipped_bit_in_a_sealed_segment_is_refused_on_read(
+async def test_a_flipped_bit_in_a_sealed_segment_is_skipped_and_reported(
     tmp_path: Path, batch_in_segment: int, at: int, bit: int
 ) -> None:
     records = await make_log(tmp_path, BATCHES)
@@ -207,6 +212,7 @@ async def test_a_flipped_bit_in_a_sealed_segment_is_refused_on_read(
     size = sealed.stat().st_size
     bad_pos = batch_in_segment * BATCH
     bad_base = seg_base + batch_in_segment * PER_BATCH
+    bad_end = bad_base + PER_BATCH
     flip(sealed, bad_pos + at, bit)
 
     log = open_log(tmp_path)
@@ -215,40 +221,41 @@ async def test_a_flipped_bit_in_a_sealed_segment_is_refused_on_read(
     assert sealed.stat().st_size == size
     assert (log.start_offset, log.end_offset) == (0, BATCHES * PER_BATCH)
 
-    # every read that reaches the bad batch is refused, naming file and position
-    for offset, max_records in [
-        (bad_base, 1),
-        (bad_base + 2, 1),
-        (seg_base, 1000),
-        (seg_base - 1, 1000),
-        (0, 10_000),
-    ]:
-        with pytest.raises(CorruptLog) as err:
-            log.read(offset, max_records=max_records)
-        assert err.value.file == str(sealed), (offset, max_records)
-        assert err.value.position == bad_pos, (offset, max_records)
-        assert str(sealed) in str(err.value)
-
-    # records that a read can reach without crossing the bad batch stay readable
-    first_segment = log.read(0, max_records=seg_base)
-    assert first_segment == records[:seg_base]
+    # every read that reaches the bad batch steps over it to the next good one
+    assert log.read(bad_base, max_records=1) == [records[bad_end]]
+    assert log.read(bad_base + 2, max_records=1) == [records[bad_end]]
+    assert log.read(seg_base, max_records=1000) == lost(records, bad_base, bad_end)[seg_base:]
+    assert log.read(0, max_records=10_000) == lost(records, bad_base, bad_end)
+    assert read_all(log) == lost(records, bad_base, bad_end)
+    # and it is named: file, bytes, offsets lost, why
+    [damage] = log.damage
+    assert (damage.segment, damage.position, damage.length) == (sealed.name, bad_pos, BATCH)
+    assert (damage.first_offset, damage.end_offset) == (bad_base, bad_end)
+    assert damage.why
+    # records before it stay readable
+    assert log.read(0, max_records=seg_base) == records[:seg_base]
     if batch_in_segment:
         assert log.read(seg_base, max_records=bad_base - seg_base) == records[seg_base:bad_base]
-    third = 16 * PER_BATCH
-    assert read_all(log, third) == records[third:]
-    # and appends go on
+    # appends go on
     end = BATCHES * PER_BATCH
     assert await log.append([b"again"]) == end
     assert log.read(end)[0][2] == b"again"
     await log.close()
 
+    # the record of it is kept beside the segments, and known after a restart
+    assert (tmp_path / DAMAGE_FILE).exists()
+    again = open_log(tmp_path)
+    assert again.damage == [damage]
+    assert again.read(0, max_records=10_000)[:-1] == lost(records, bad_base, bad_end)
+    await again.close()
+
 
 @pytest.mark.parametrize("index", ["intact", "deleted"])
-async def test_a_sealed_segment_cut_short_is_refused_not_skipped(
+async def test_a_sealed_segment_cut_short_is_skipped_not_read_as_the_next(
     tmp_path: Path, index: str
 ) -> None:
     # The last batch of a sealed segment is gone: its offsets must not read as the
-    # next segment's records.
+    # next segment's records; they are skipped and reported.
     records = await make_log(tmp_path, BATCHES)
     sealed = segments(tmp_path)[0]
     if index == "deleted":
@@ -259,31 +266,37 @@ async def test_a_sealed_segment_cut_short_is_refused_not_skipped(
     if index == "deleted":
         assert [c[:2] for c in log.report.corrupt] == [(str(sealed), 7 * BATCH)]
     assert log.read(0, max_records=21) == records[:21]
-    for offset, max_records in [(21, 1), (22, 1), (23, 5), (0, 100), (20, 2)]:
-        with pytest.raises(CorruptLog) as err:
-            log.read(offset, max_records=max_records)
-        assert (err.value.file, err.value.position) == (str(sealed), 7 * BATCH)
+    assert log.read(21, max_records=1) == [records[24]]
+    assert log.read(0, max_records=100) == records[:21] + records[24:]
+    [damage] = log.damage
+    assert (damage.segment, damage.position, damage.length) == (sealed.name, 7 * BATCH, 0)
+    assert (damage.first_offset, damage.end_offset) == (21, 24)
     assert read_all(log, 24) == records[24:]
     await log.close()
 
 
-async def test_a_sealed_batch_with_a_good_crc_but_a_wrong_offset_is_refused(
+async def test_a_sealed_batch_with_a_good_crc_but_a_wrong_offset_is_skipped(
     tmp_path: Path,
 ) -> None:
     records = await make_log(tmp_path, BATCHES)
     sealed = segments(tmp_path)[1]
     seg_base = int(sealed.stem)
+    bad = seg_base + 2 * PER_BATCH
     # a whole, well-formed batch whose offsets belong elsewhere
     with open(sealed, "r+b") as f:
         f.seek(2 * BATCH)
         f.write(fmt.encode_batch(500, [payload(500 + i) for i in range(PER_BATCH)], 0))
     log = open_log(tmp_path)
-    with pytest.raises(CorruptLog) as err:
-        log.read(seg_base + 2 * PER_BATCH)
-    assert (err.value.file, err.value.position) == (str(sealed), 2 * BATCH)
-    with pytest.raises(CorruptLog):
-        log.read(seg_base, max_records=100)
+    assert log.read(bad) == records[bad + PER_BATCH : BATCHES * PER_BATCH]
+    assert log.read(seg_base, max_records=100) == lost(records, bad, bad + PER_BATCH)[
+        seg_base:
+    ]
     assert log.read(seg_base, max_records=6) == records[seg_base : seg_base + 6]
+    [damage] = log.damage
+    assert (damage.position, damage.first_offset, damage.end_offset) == (
+        2 * BATCH, bad, bad + PER_BATCH,
+    )
+    assert damage.why == f"batch offset 500, expected {bad}"
     await log.close()
 
 
@@ -295,9 +308,11 @@ async def test_damage_found_by_recovery_in_a_sealed_segment_is_reported(tmp_path
     log = open_log(tmp_path)
     assert [c[:2] for c in log.report.corrupt] == [(str(sealed), 4 * BATCH)]
     assert log.report.truncated == []
-    with pytest.raises(CorruptLog) as err:
-        log.read(int(sealed.stem), max_records=100)
-    assert err.value.position == 4 * BATCH
+    assert [(d.position, d.first_offset, d.end_offset) for d in log.report.damaged] == [
+        (4 * BATCH, 36, 39)
+    ]
+    assert log.damage == log.report.damaged
+    assert log.read(int(sealed.stem), max_records=100) == records[24:36] + records[39:]
     assert log.read(0, max_records=24) == records[:24]
     await log.close()
 

@@ -433,3 +433,31 @@ async def test_flow_map_draws_sources_types_and_their_consumers(
         assert "nobody" in await row.inner_text()
         await page.locator("#flow-graph canvas").first.wait_for()
         await page.screenshot(path=screenshots / "flow.png", full_page=True)
+
+
+async def test_overview_and_group_show_damage_on_disk(
+    hub_factory: HubFactory, http: aiohttp.ClientSession
+) -> None:
+    hub = hub_factory.start(fsync="always")
+    for b in range(4):
+        events = [{"type": "t.d", "id": f"d{b}-{i}", "source": "/d"} for i in range(3)]
+        await publish(http, hub.base_url, "damaged", *events)
+    hub.stop()
+    [segment] = (hub.data_dir / "topics" / "damaged" / "0").glob("*.log")
+    raw = bytearray(segment.read_bytes())
+    second = int.from_bytes(raw[0:4], "little") + 4  # the second batch starts here
+    raw[second + 60] ^= 0x20  # a byte of its first payload
+    segment.write_bytes(bytes(raw))
+    hub.start()
+    async with aiohttp.ClientSession() as fresh:
+        await put_group(fresh, hub.base_url, "damaged", "g", start="earliest")
+        got = await fetch(fresh, hub.base_url, "damaged", "g", max=100)
+        assert len(got) == 9
+    async with dashboard(hub, "overview") as page:
+        note = page.locator('#topics [data-damage="damaged"]')
+        await note.wait_for()
+        assert (await note.inner_text()).startswith("damaged: 0: 3…5 (3 lost")
+    async with dashboard(hub, "groups?topic=damaged&group=g") as page:
+        card = page.locator('[data-metric="skipped (damage)"] .value')
+        await card.wait_for()
+        assert await card.inner_text() == "3"

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from tidings.cli import apps, events, serve
+from tidings.cli import apps, check, events, serve
 from tidings.cli.bench import bench_app
 from tidings.cli.webhooks import webhooks_app
 
@@ -50,6 +50,7 @@ app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options"
     apps.demo
 )
 app.command()(events.replay)
+app.command()(check.check)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import orjson
 from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig, internal_group
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, is_token
+from tidings.core.skipping import Skipped, read_past_damage
 from tidings.core.storage import Retention
 from tidings.errors import BadPosition, BadRequest, GroupNotFound, StorageUnavailable
 
@@ -148,6 +149,11 @@ class GroupOps:
             "delivered": g.delivered,
             "redelivered": g.redelivered,
             "dead_lettered": g.dead_lettered,
+            "skipped_events": g.skipped_events,
+            "skipped": [
+                {"partition": p, "from": first, "to": end, "why": why}
+                for p, first, end, why in g.skipped
+            ],
             "internal": internal_group(name) is not None,  # the hub's own: read-only
         }
 
@@ -159,6 +165,19 @@ class GroupOps:
         wait_s: float = 0.0,
         types: TypeFilter | None = None,
     ) -> list[Delivery]:
+        out, _ = await self.fetch_reporting(topic_name, name, max_records, wait_s, types)
+        return out
+
+    async def fetch_reporting(
+        self,
+        topic_name: str,
+        name: str,
+        max_records: int = 10,
+        wait_s: float = 0.0,
+        types: TypeFilter | None = None,
+    ) -> tuple[list[Delivery], list[Skipped]]:
+        """:meth:`fetch`, and the ranges lost to damage that this fetch moved the group past."""
+        noted: list[Skipped] = []
         topic, g = self.group(topic_name, name)
         if (
             isinstance(max_records, bool)
@@ -169,15 +188,24 @@ class GroupOps:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
 
+        skipped: list[Skipped] = []
+
         def read(p: int, offset: int, n: int) -> list[tuple[int, int, bytes]]:
             part = topic.partitions[p]
             if offset >= part.end_offset:
                 return []
-            return part.read(max(offset, part.start_offset), n)
+            got, _, lost = read_past_damage(part, p, max(offset, part.start_offset), n)
+            skipped.extend(lost)
+            return got
 
         while True:
             now = self.clock.time_ms()
-            out, dead = g.fetch(now, max_records, read, types)
+            try:
+                out, dead = g.fetch(now, max_records, read, types)
+            finally:  # records after a gap may be leased already: the gap is done too
+                moved = self._skip_damage(topic, g, skipped) if skipped else []
+                skipped.clear()
+            noted.extend(moved)
             if dead:
                 try:
                     await self._dead_letter(topic, g, dead)
@@ -188,7 +216,7 @@ class GroupOps:
                 except BaseException:
                     g.unlease(out)
                     raise
-            if out or dead:
+            if out or dead or moved:
                 # One save per fetch, before its leases go out: delivery counts
                 # outlive a restart, so max_deliver holds across any number of them.
                 try:
@@ -199,7 +227,7 @@ class GroupOps:
             remaining = deadline - loop.time()
             if out or remaining <= 0 or self.closing:
                 self.metrics.delivered(topic_name, len(out))
-                return out
+                return out, noted
             timeout = remaining
             # A record already due and still not leased waits on a key or on this fetch's
             # types: an append, ack, nack or seek wakes the fetch, not the clock.
@@ -221,6 +249,25 @@ class GroupOps:
             for w in rest:
                 w.cancel()
             topic, g = self.group(topic_name, name)
+
+    def _skip_damage(
+        self, topic: Topic, g: ConsumerGroup, skipped: list[Skipped]
+    ) -> list[Skipped]:
+        """Offsets the log lost to damage: the group moves past them, and says so.
+
+        Returns the ranges that moved it (not those it was past already); the
+        caller saves the positions."""
+        changed: list[Skipped] = []
+        for s in skipped:
+            n = g.skip(s.partition, s.first, s.end, s.why)
+            if n:
+                changed.append(s)
+                self.metrics.skipped(topic.name, n)
+                logger.warning(
+                    "group %s of %s/%d skipped offsets %d to %d, lost to damage on disk (%s)",
+                    g.name, topic.name, s.partition, s.first, s.end - 1, s.why,
+                )
+        return changed  # the fetch saves the group's positions once, with its leases
 
     async def ack(self, topic_name: str, name: str, leases: Sequence[str]) -> int:
         _, g = self.group(topic_name, name)
@@ -345,8 +392,8 @@ class GroupOps:
         for i, part in enumerate(dlq.partitions):
             offset = max(cursor.committed(i), part.start_offset)
             while budget > 0 and offset < part.end_offset:
-                batch = part.read(offset, min(budget, 1000))
-                if not batch:
+                batch, nxt, _ = read_past_damage(part, i, offset, min(budget, 1000))
+                if nxt == offset:
                     break
                 for _, _, payload in batch:
                     event = orjson.loads(payload)
@@ -361,7 +408,7 @@ class GroupOps:
                         event.pop(attr, None)
                     by_part.setdefault(p, []).append(orjson.dumps(event))
                 budget -= len(batch)
-                offset = batch[-1][0] + 1
+                offset = nxt
             moved[i] = offset
         for p, payloads in sorted(by_part.items()):
             await topic.partitions[p].append(payloads)

@@ -16,6 +16,8 @@ Rules, per partition of the group's topic:
 - Every lease names its partition, offset, delivery and the group's epoch, so an
   ack of a lease that expired, was re-leased or came from before a restart is
   refused as stale.
+- Offsets lost to damage on disk are never delivered: the hub hands them to
+  ``skip``, which makes them done and keeps a note of the range in ``skipped``.
 - The durable state (:meth:`ConsumerGroup.positions`) holds, beside the
   positions, each undone record's delivery count and when it is due, so
   ``max_deliver`` and nack delays hold across restarts. The hub saves it before
@@ -86,6 +88,9 @@ _NEVER = 1 << 62
 # How many records a partition may hold read but not leased (filtered out by a
 # fetch's types, or waiting behind their key).
 _READY_LIMIT = 10_000
+
+# How many skipped ranges a group remembers for its status.
+_SKIPPED_KEPT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +197,8 @@ class ConsumerGroup:
                 },
             )
         self._rotate = 0
+        self.skipped: list[tuple[int, int, int, str]] = []  # the latest (p, first, end, why)
+        self.skipped_events = 0
         self.redelivered = 0
         self.dead_lettered = 0
         self.delivered = 0
@@ -569,6 +576,39 @@ class ConsumerGroup:
                 c.committed += 1
         elif offset > c.committed:
             c.done_above.add(offset)
+
+    # -- damage --------------------------------------------------------------------
+
+    def skip(self, partition: int, first: int, end: int, why: str) -> int:
+        """Offsets ``first`` to ``end`` of ``partition`` are lost: done, never delivered.
+
+        Returns how many were not done already; a range that changed something is
+        noted in :attr:`skipped` (the latest ``_SKIPPED_KEPT``).
+        """
+        c = self._cursors.get(partition)
+        if c is None:
+            return 0
+        lo = max(first, c.committed)
+        if lo >= end:
+            return 0
+        if lo == c.committed and not any(lo <= o < end for o in c.pending):
+            c.committed = end
+            c.done_above = {o for o in c.done_above if o >= end}
+            while c.committed in c.done_above:
+                c.done_above.discard(c.committed)
+                c.committed += 1
+            n = end - lo
+        else:  # a record read from the range stays pending: only the others are done
+            n = 0
+            for o in range(lo, end):
+                if o not in c.pending and o not in c.done_above:
+                    self._done(c, o)
+                    n += 1
+        c.fetched = max(c.fetched, end)
+        if n:
+            self.skipped = [*self.skipped, (partition, first, end, why)][-_SKIPPED_KEPT:]
+            self.skipped_events += n
+        return n
 
     # -- seek ----------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ from tidings.core.patterns import MAX_TYPE_PATTERNS, TypeFilter
 from tidings.core.positions import check_name, is_decimal, parse_time_ms, parse_token
 from tidings.core.publishing import PublishOps, _Claim
 from tidings.core.refill import refill
-from tidings.core.storage import PartitionStore, Retention, Storage
+from tidings.core.skipping import Skipped, read_past_damage
+from tidings.core.storage import Damage, PartitionStore, Retention, Storage
 from tidings.errors import (
     BadPosition,
     BadRequest,
@@ -69,6 +70,7 @@ class Topic:
                 "next_offset": p.end_offset,
                 "events": p.end_offset - p.start_offset,
                 "bytes": p.size_bytes,
+                "damage": [_damage(d) for d in p.damage],
             }
             for i, p in enumerate(self.partitions)
         ]
@@ -90,6 +92,7 @@ class Topic:
 class ReadResult:
     records: list[tuple[int, int, bytes]]  # (partition, offset, payload)
     next: dict[int, int]
+    skipped: list[Skipped] = field(default_factory=list)  # ranges lost to damage, stepped over
 
 
 class Hub(PublishOps, GroupOps):
@@ -460,6 +463,7 @@ class Hub(PublishOps, GroupOps):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
         pos = dict(positions)
+        skipped: list[Skipped] = []
         while True:
             out: list[tuple[int, int, bytes]] = []
             # Start at another partition each time, so a busy one cannot starve the rest.
@@ -471,18 +475,20 @@ class Hub(PublishOps, GroupOps):
                 if pos[p] < part.start_offset:
                     pos[p] = part.start_offset  # retention moved on
                 while len(out) < limit and pos[p] < part.end_offset:
-                    got = part.read(pos[p], limit - len(out))
-                    if not got:
+                    got, nxt, lost = read_past_damage(part, p, pos[p], limit - len(out))
+                    if nxt == pos[p]:
                         break
-                    pos[p] = got[-1][0] + 1
+                    pos[p] = nxt
+                    skipped.extend(lost)
                     if types:
                         out.extend((p, o, b) for o, _, b in got if types.matches(_type(b)))
                     else:
                         out.extend((p, o, b) for o, _, b in got)
             remaining = deadline - loop.time()
-            if out or remaining <= 0 or self.closing:
+            if out or skipped or remaining <= 0 or self.closing:
                 self.metrics.delivered(topic_name, len(out))
-                return ReadResult(out, pos)
+                self.metrics.skipped(topic_name, sum(s.end - s.first for s in skipped))
+                return ReadResult(out, pos, skipped)
             waits = [
                 loop.create_task(topic.partitions[p].wait(o, remaining)) for p, o in pos.items()
             ]
@@ -492,6 +498,19 @@ class Hub(PublishOps, GroupOps):
                 w.cancel()
             if topic_name not in self.topics:
                 raise TopicNotFound(f"topic {topic_name!r} was deleted", topic=topic_name)
+
+def _damage(d: Damage) -> dict[str, Any]:
+    """A bad range as the API shows it: offsets lost, where, and why."""
+    return {
+        "from": d.first_offset,
+        "to": d.end_offset,
+        "events": d.records,
+        "segment": d.segment,
+        "position": d.position,
+        "bytes": d.length,
+        "why": d.why,
+    }
+
 
 def _type(payload: bytes) -> str:
     return str(orjson.loads(payload).get("type", ""))

@@ -11,6 +11,7 @@ class Metrics:
         self.bytes_in: defaultdict[str, int] = defaultdict(int)
         self.events_out: defaultdict[str, int] = defaultdict(int)
         self.dead_letters: defaultdict[str, int] = defaultdict(int)
+        self.skipped_events: defaultdict[str, int] = defaultdict(int)
 
     def published(self, topic: str, events: int, nbytes: int) -> None:
         self.events_in[topic] += events
@@ -22,3 +23,8 @@ class Metrics:
 
     def dead_lettered(self, topic: str, events: int) -> None:
         self.dead_letters[topic] += events
+
+    def skipped(self, topic: str, events: int) -> None:
+        """Offsets lost to damage that a read or a group stepped over."""
+        if events:
+            self.skipped_events[topic] += events

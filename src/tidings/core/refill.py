@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import orjson
 
 from tidings.core.dedupe import DedupeWindow
+from tidings.core.skipping import read_past_damage
 from tidings.core.storage import PartitionStore
 from tidings.errors import TidingsError
 
@@ -39,29 +40,33 @@ class _Cursor:
 
     def chunk(self, since_ms: int) -> list[tuple[int, int, bytes]]:
         """The next records back from the end, oldest first, all after ``since_ms``
-        (an empty list once there are none)."""
-        part, hi = self.part, self.hi
-        try:
-            lo = max(part.start_offset, hi - _CHUNK)
-            records: list[tuple[int, int, bytes]] = []
-            offset = lo
-            while offset < hi:
-                got = part.read(offset, hi - offset, 1 << 18)
-                if not got:
-                    break
-                records.extend(got)
-                offset = got[-1][0] + 1
-        except (TidingsError, OSError) as exc:  # damage, or retention or a deletion meanwhile
-            logger.error("dedupe window of %s/%d refilled in part: %s", self.topic, self.p, exc)
-            self.hi = 0
-            return []
-        del records[hi - lo :]
-        if records and records[0][1] <= since_ms:
-            records = [r for r in records if r[1] > since_ms]
-            self.hi = 0  # nothing older counts
-        else:
-            self.hi = lo
-        return records
+        (an empty list once there are none). A range lost to damage is stepped
+        over: the chunks before it are read on."""
+        part = self.part
+        while self.hi > part.start_offset:
+            hi = self.hi
+            try:
+                lo = max(part.start_offset, hi - _CHUNK)
+                records: list[tuple[int, int, bytes]] = []
+                offset = lo
+                while offset < hi:
+                    got, nxt, _ = read_past_damage(part, self.p, offset, hi - offset, 1 << 18)
+                    records.extend(r for r in got if r[0] < hi)
+                    if nxt <= offset:
+                        break
+                    offset = nxt
+            except (TidingsError, OSError) as exc:  # retention or a deletion meanwhile
+                logger.error("dedupe window of %s/%d refilled in part: %s", self.topic, self.p, exc)
+                self.hi = 0
+                return []
+            if records and records[0][1] <= since_ms:
+                records = [r for r in records if r[1] > since_ms]
+                self.hi = 0  # nothing older counts
+            else:
+                self.hi = lo
+            if records or not self.hi:
+                return records
+        return []
 
 
 class _Chunk:

@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
+from tidings.log.damage import Damage
 from tidings.log.partition import GroupRow, LogRecord, Positions, Retention
 
-__all__ = ["GroupRow", "LogRecord", "PartitionStore", "Positions", "Retention", "Storage"]
+__all__ = [
+    "Damage", "GroupRow", "LogRecord", "PartitionStore", "Positions", "Retention", "Storage",
+]  # fmt: skip
 
 
 class PartitionStore(Protocol):
@@ -37,6 +40,9 @@ class PartitionStore(Protocol):
       :class:`~tidings.errors.OffsetOutOfRange`.
     - ``apply_retention`` removes records from the start only, moving
       ``start_offset`` on; it never changes a record that stays.
+    - Records lost to damage on disk are named in ``damage`` (offset ranges)
+      and ``read`` steps over them: it answers the records after them, and
+      nothing only when every offset from ``offset`` to the end is lost.
     - ``failure`` says why appends are refused (a write that failed: a full
       disk); None when they are taken. A failed partition still serves reads,
       and heals by itself once the cause goes: no restart.
@@ -48,6 +54,10 @@ class PartitionStore(Protocol):
     def end_offset(self) -> int: ...
     @property
     def size_bytes(self) -> int: ...
+    @property
+    def damage(self) -> Sequence[Damage]:
+        """The bad ranges known so far, in offset order."""
+        ...
     @property
     def failure(self) -> str | None: ...
 

@@ -48,8 +48,10 @@ its partition, as a torn tail (see ``tidings.log.linked``). A segment rolled
 while a linked batch in it was not yet whole is marked by an empty
 ``<base>.linked`` file, so that recovery checks it too.
 
-A torn or corrupt tail cut off by recovery is kept beside its segment as
-``<base>.log.cut-<position>``.
+A torn tail (a bad batch with no good batch after it) cut off by recovery is
+kept beside its segment as ``<base>.log.cut-<position>``. A bad batch with good
+batches after it is damage: it stays in place and is recorded in the partition's
+``damage.json`` (see :mod:`tidings.log.damage`).
 """
 
 from __future__ import annotations

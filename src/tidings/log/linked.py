@@ -12,6 +12,9 @@ linked batch that is not whole on disk. At start-up :func:`resolve` keeps a link
 batch only if every part it names is there, and otherwise cuts it, with what
 follows it in its partition (never acknowledged, since it waited behind it), as a
 torn tail; a cut may tear another linked batch, so it runs until nothing changes.
+A part lost to damage (a bad batch with good batches after it, see
+:mod:`tidings.log.damage`) counts as there: like any damage, it costs its own
+records only, and the other parts are kept.
 
 If a part fails to be written, every partition of the publish fails (refuses
 appends, 503) until a restart, whose recovery cuts the torn batch.
@@ -96,9 +99,19 @@ def resolve(first: PartitionLog, partition: Callable[[int], PartitionLog]) -> No
 
 def _whole(link: fmt.Link, logs: dict[int, PartitionLog], ends: dict[int, int]) -> bool:
     return all(
-        base + count <= ends[p] and logs[p].link_at(base) == link
+        base + count <= ends[p] and _there(logs[p], base, count, link)
         for p, base, count in link.parts
     )
+
+
+def _there(log: PartitionLog, base: int, count: int, link: fmt.Link) -> bool:
+    """Whether the part ``base``/``count`` of ``link`` is in ``log``: its linked batch,
+    or a bad range covering it with a good batch after it (damage, not a torn write:
+    it was written whole once, and damage costs its own records only)."""
+    found = log.link_at(base)
+    if found is not None:
+        return found == link
+    return any(d.first_offset <= base and base + count <= d.end_offset for d in log.damage)
 
 
 def _unique(logs: Iterable[PartitionLog]) -> list[PartitionLog]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidings.errors import OffsetOutOfRange, StorageUnavailable
+from tidings.log.damage import Damage
 from tidings.log.partition import Clock, GroupRow, LogRecord, Positions, Retention, SystemClock
 
 
@@ -32,6 +33,11 @@ class MemoryPartition:
     @property
     def size_bytes(self) -> int:
         return sum(len(r[2]) for r in self._records)
+
+    @property
+    def damage(self) -> list[Damage]:
+        """Memory is never damaged: always empty."""
+        return []
 
     @property
     def failure(self) -> str | None:

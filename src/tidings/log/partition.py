@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from tidings.errors import BadRequest, CorruptLog, OffsetOutOfRange, StorageUnavailable
+from tidings.log import damage as damage_record
 from tidings.log import format as fmt
+from tidings.log.damage import Damage
 from tidings.log.files import OpenFiles, SegmentFile, shared_files
 from tidings.log.recovery import (
     RecoveryReport,
@@ -178,6 +180,7 @@ class PartitionLog:
         self._healer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dirty = False  # written since the last fsync
+        self._damage: list[Damage] = []
 
     # -- opening -----------------------------------------------------------------
 
@@ -233,11 +236,61 @@ class PartitionLog:
             if linked_marker(seg).exists():
                 log.report.linked.extend(scan_links(seg))
         log._next_offset = log._end_offset = log._written_end = segments[-1].next_offset
+        log._track_damage()
         if log._failed is not None:
             with contextlib.suppress(RuntimeError):  # no loop: heal() is called by hand
                 log._loop = asyncio.get_running_loop()
                 log._start_healing()
         return log
+
+    # -- damage ------------------------------------------------------------------
+
+    def _track_damage(self) -> None:
+        """Merge the damage recovery found with the record on disk; hear of new damage.
+
+        Recovery scanned the active segment whole, so what it found there replaces
+        the record's entries for it (a bad last batch is now a torn tail, cut).
+        Sealed segments keep their entries: reads find their damage again.
+        """
+        recorded = damage_record.load(self.directory)
+        sealed = {seg.path.name for seg in self._segments[:-1]}
+        known = [d for d in recorded if d.segment in sealed]
+        found = [d for seg in self._segments for d in seg.damage.values()]
+        self._damage = damage_record.merge(known, found)
+        if self._damage != recorded:
+            self._save_damage()
+        for seg in self._segments:
+            seg.on_damage = self._damage_found
+
+    def _damage_found(self, damage: Damage) -> None:
+        """A read stepped over damage: name it, log it and keep the record."""
+        logger.error(
+            "damage in %s at byte %d (%s): offsets %d to %d skipped",
+            self.directory / damage.segment, damage.position, damage.why,
+            damage.first_offset, damage.end_offset - 1,
+        )
+        self._damage = damage_record.merge(self._damage, [damage])
+        self._save_damage()
+
+    def _save_damage(self) -> None:
+        """Write the record; a failure (a full disk) is logged: reads find damage anyway."""
+        try:
+            damage_record.save(self.directory, self._damage)
+        except OSError:
+            logger.exception("could not record the damage in %s", self.directory)
+
+    @property
+    def damage(self) -> list[Damage]:
+        """The known bad ranges of this partition's segments, in offset order."""
+        return list(self._damage)
+
+    def _forget_damage(self) -> None:
+        """Retention removed segments: their damage goes with them."""
+        names = {seg.path.name for seg in self._segments}
+        kept = [d for d in self._damage if d.segment in names]
+        if kept != self._damage:
+            self._damage = kept
+            self._save_damage()
 
     # -- positions ---------------------------------------------------------------
 
@@ -441,6 +494,7 @@ class PartitionLog:
             index_interval=self.config.index_interval,
             files=self.files,
         )
+        seg.on_damage = self._damage_found
         seg.open_indexes_for_append()
         fsync_dir(self.directory)
         self._segments.append(seg)
@@ -471,12 +525,23 @@ class PartitionLog:
             linked_marker(later).unlink(missing_ok=True)
         del self._segments[i + 1 :], self._bases[i + 1 :]
         cut_tail(seg, position, why, self.report, keep=True)
+        # Damage in what was cut went with it (the bytes are in the side files).
+        seg.damage = {at: d for at, d in seg.damage.items() if at < position}
         kept = [found for found in self.report.linked if found[0] < offset]
         seg.sealed = False
         recover_active(seg, self.report)  # rebuilds its indexes, open for appends again
         self.report.linked = kept
         fsync_dir(self.directory)
         self._next_offset = self._end_offset = self._written_end = seg.next_offset
+        names = {later.path.name for later in self._segments}
+        left = [
+            d
+            for d in self._damage
+            if d.segment in names and (d.segment != seg.path.name or d.position < position)
+        ]
+        if left != self._damage:
+            self._damage = left
+            self._save_damage()
 
     def link_at(self, offset: int) -> fmt.Link | None:
         """The link of the linked batch that starts at ``offset``, if one does."""
@@ -740,6 +805,7 @@ class PartitionLog:
             removed += 1
         if removed:
             fsync_dir(self.directory)
+            self._forget_damage()
         return removed
 
 

@@ -1,18 +1,23 @@
 """Start-up recovery, after Kafka's ``LogSegment.recover()`` and ZODB's side files.
 
 The active (last) segment is checked batch by batch: length, framing, CRC and
-offset continuity. The first bad batch and everything after it is a torn or
-corrupt tail: those bytes are copied to ``<base>.log.cut-<position>`` beside the
-segment, fsynced, and the segment is truncated to its last good batch. Indexes
-are rebuilt from what remains.
+offset continuity. A bad batch with a good batch somewhere after it is damage
+(:mod:`tidings.log.damage`): it stays in place, its offsets are reported as a
+:class:`~tidings.log.damage.Damage`, and the scan goes on from the good batch,
+so acknowledged records after it are kept and the next append continues after
+the highest offset any good batch holds. A bad batch with no good batch after
+it is a torn tail, the unfinished last write: those bytes are copied to
+``<base>.log.cut-<position>`` beside the segment, fsynced, and the segment is
+truncated to its last good batch. Indexes are rebuilt from what remains.
 
 Linked batches (one publish over several partitions) found in the active
 segment, or in a sealed one marked ``<base>.linked``, are listed in the report;
 :mod:`tidings.log.linked` checks them against the other partitions.
 
 A sealed segment was fsynced whole when it rolled, so a bad batch inside it is
-damage, not a torn write: it is never cut. Recovery reports it with file and
-position, and reads that reach it raise :class:`~tidings.errors.CorruptLog`.
+damage, never a torn write: it is never cut. When its indexes must be rebuilt,
+recovery scans it the same way and reports the damage; otherwise reads find it
+(see :meth:`~tidings.log.segment.Segment.read`) and step over it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tidings.log.damage import Damage, find_next_batch
 from tidings.log.format import BatchHeader, Link, decode_link
 from tidings.log.segment import Segment, fsync_dir
 
@@ -36,6 +42,8 @@ class RecoveryReport:
     """(file, position, bytes cut, why) for each tail cut off."""
     corrupt: list[tuple[str, int, str]] = field(default_factory=list)
     """(file, position, why) for damage inside a sealed segment."""
+    damaged: list[Damage] = field(default_factory=list)
+    """Every bad range with good batches after it (or in a sealed segment), kept in place."""
     rebuilt_indexes: list[str] = field(default_factory=list)
     linked: list[tuple[int, int, Link]] = field(default_factory=list)
     """(base, count, link) of each linked batch that may yet be torn."""
@@ -47,11 +55,9 @@ def linked_marker(segment: Segment) -> Path:
 
 
 def scan_links(segment: Segment) -> list[tuple[int, int, Link]]:
-    """(base, count, link) of every linked batch in ``segment``, up to its first bad one."""
+    """(base, count, link) of every linked batch in ``segment``, damage stepped over."""
     found: list[tuple[int, int, Link]] = []
-    for position, header, _ in segment.scan(0):
-        if header is None:
-            break
+    for position, header in segment.batches():
         if header.linked:
             found.append(_link(segment, position, header))
     return found
@@ -64,34 +70,68 @@ def _link(segment: Segment, position: int, header: BatchHeader) -> tuple[int, in
 
 
 def _rebuild(
-    segment: Segment, links: list[tuple[int, int, Link]] | None = None
+    segment: Segment,
+    report: RecoveryReport,
+    limit: int | None = None,
+    links: list[tuple[int, int, Link]] | None = None,
 ) -> tuple[int | None, str]:
     """Scan ``segment`` from the start, re-noting every good batch (and adding each
     linked one to ``links``).
 
-    Returns the position and reason of the first bad batch, or (None, "").
+    Damage with a good batch after it is noted and stepped over. Returns the
+    position and reason of a bad batch with no good batch after it (a torn
+    tail), or (None, ""). ``limit`` is the segment's end offset, when sealed.
     """
     segment.reset_indexes()
-    for position, header, why in segment.scan(0):
-        if header is None:
-            return position, why
-        if links is not None and header.linked:
-            links.append(_link(segment, position, header))
-        segment.note_batch(
-            position, header.base_offset, header.count, header.first_ts, header.last_ts, header.size
-        )
-    return None, ""
+    position, expected = 0, segment.base_offset
+    while True:
+        bad: tuple[int, str] | None = None
+        for at, header, why in segment.scan(position, expected):
+            if header is None:
+                bad = at, why
+                break
+            if links is not None and header.linked:
+                links.append(_link(segment, at, header))
+            segment.note_batch(
+                at, header.base_offset, header.count, header.first_ts, header.last_ts, header.size
+            )
+            expected = header.next_offset
+        if bad is None:
+            return None, ""
+        found = _step_over(segment, bad[0], expected, bad[1], limit, report)
+        if found is None:
+            return bad
+        position, expected = found
+
+
+def _step_over(
+    segment: Segment, bad: int, expected: int, why: str, limit: int | None, report: RecoveryReport
+) -> tuple[int, int] | None:
+    """Note the damage at ``bad`` if a good batch follows; (its position, its base offset)."""
+    found = find_next_batch(segment.fd, bad, segment.size, expected, limit)
+    if found is None:
+        return None
+    at, header = found
+    damage = Damage(segment.path.name, bad, at - bad, expected, header.base_offset, why)
+    segment.note_damage(damage)
+    report.damaged.append(damage)
+    logger.error(
+        "damage in %s at byte %d (%s): offsets %d to %d lost, %d bytes skipped; "
+        "the good batches after it are kept",
+        segment.path, bad, why, expected, header.base_offset - 1, at - bad,
+    )
+    return at, header.base_offset
 
 
 def recover_active(segment: Segment, report: RecoveryReport) -> bool:
-    """Check the last segment whole and cut a torn or corrupt tail.
+    """Check the last segment whole, step over damage and cut a torn tail.
 
     True if a torn tail is still there because its side copy could not be
     written (a full disk): the segment then reads up to its last good batch,
     and the caller takes no append until :func:`cut_tail` succeeds.
     """
     links: list[tuple[int, int, Link]] = []
-    bad, why = _rebuild(segment, links)
+    bad, why = _rebuild(segment, report, links=links)
     report.linked.extend(links)
     owed = False
     if bad is not None:
@@ -145,13 +185,25 @@ def cut_back(segment: Segment, end_offset: int) -> int:
     before it are noted again (indexes rebuilt in memory), the byte position returned."""
     segment.close_indexes()
     segment.reset_indexes()
-    for position, header, _why in segment.scan(0):
-        if header is None or header.base_offset >= end_offset:
+    position, expected = 0, segment.base_offset
+    while True:
+        for at, header, _why in segment.scan(position, expected):
+            if header is None:
+                position = at
+                break
+            if header.base_offset >= end_offset:
+                return at
+            segment.note_batch(
+                at, header.base_offset, header.count, header.first_ts, header.last_ts, header.size
+            )
+            expected = header.next_offset
+        else:
+            return segment.size
+        # Damage is not the end: the good batches after it below end_offset stay.
+        found = find_next_batch(segment.fd, position, segment.size, expected)
+        if found is None or found[1].base_offset >= end_offset:
             return position
-        segment.note_batch(
-            position, header.base_offset, header.count, header.first_ts, header.last_ts, header.size
-        )
-    return segment.size
+        position, expected = found[0], found[1].base_offset
 
 
 def recover_sealed(segment: Segment, next_offset: int, report: RecoveryReport) -> None:
@@ -159,14 +211,20 @@ def recover_sealed(segment: Segment, next_offset: int, report: RecoveryReport) -
     if segment.load_indexes(next_offset):
         segment.sealed = True
         return
-    bad, why = _rebuild(segment)
+    bad, why = _rebuild(segment, report, next_offset)
     if bad is None and segment.next_offset != next_offset:
         bad = segment.size
         why = f"ends at offset {segment.next_offset}, next segment starts at {next_offset}"
     if bad is not None:
-        segment.next_offset = next_offset
-        report.corrupt.append((str(segment.path), bad, why))
-        logger.error("corrupt sealed segment %s at byte %d: %s", segment.path, bad, why)
+        lost = Damage(
+            segment.path.name, bad, segment.size - bad, segment.next_offset, next_offset, why
+        )
+        segment.note_damage(lost)
+        report.damaged.append(lost)
+        logger.error("damage in sealed segment %s at byte %d: %s", segment.path, bad, why)
+    for damage in segment.damage.values():
+        report.corrupt.append((str(segment.path), damage.position, damage.why))
+    segment.next_offset = next_offset
     segment.open_indexes_for_append()
     segment.seal()
     report.rebuilt_indexes.append(str(segment.index_path))

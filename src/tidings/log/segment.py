@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import struct
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
 
-from tidings.errors import CorruptLog
 from tidings.log import format as fmt
+from tidings.log.damage import Damage, batch_at, find_next_batch
 from tidings.log.files import OpenFiles, SegmentFile, shared_files
 
 _index_entry = struct.Struct(fmt.INDEX_ENTRY)
@@ -67,6 +67,9 @@ class Segment:
         self._index: SegmentFile | None = None  # open for append while active
         self._time_index: SegmentFile | None = None
         self.sealed = False
+        # Damage found in this file, by byte position; on_damage hears of each new one.
+        self.damage: dict[int, Damage] = {}
+        self.on_damage: Callable[[Damage], None] | None = None
 
     # -- writing ---------------------------------------------------------------
 
@@ -242,40 +245,23 @@ class Segment:
 
     # -- scanning and reading ----------------------------------------------------
 
-    def scan(self, position: int = 0) -> Iterator[tuple[int, fmt.BatchHeader | None, str]]:
+    def scan(
+        self, position: int = 0, expected: int | None = None
+    ) -> Iterator[tuple[int, fmt.BatchHeader | None, str]]:
         """Walk the batches from ``position``, checking each one whole.
 
         Yields ``(position, header, "")`` for each good batch, then, if the file
-        does not end on a good batch, one ``(position, None, why)``.
+        does not end on a good batch, one ``(position, None, why)``. The first
+        batch must have base offset ``expected`` (the segment's base at 0).
         """
-        # The first batch must start at the segment's base offset.
-        expected = self.base_offset if position == 0 else None
+        if expected is None and position == 0:
+            expected = self.base_offset
         size = self.size
         while position < size:
-            fd = self._file.get()  # again each batch: the caller may open files between
-            raw = os.pread(fd, fmt.BATCH_HEADER_LEN, position)
-            if len(raw) < fmt.BATCH_HEADER_LEN:
-                yield position, None, "torn batch header"
-                return
-            try:
-                header = fmt.BatchHeader(raw)
-            except ValueError as exc:
-                yield position, None, str(exc)
-                return
-            if position + header.size > size:
-                yield position, None, "batch runs past the end of the file"
-                return
-            batch = os.pread(fd, header.size, position)
-            if not fmt.check_crc(header, batch):
-                yield position, None, "batch fails its CRC"
-                return
-            if expected is not None and header.base_offset != expected:
-                yield position, None, f"batch offset {header.base_offset}, expected {expected}"
-                return
-            try:
-                fmt.decode_records(header, batch)
-            except ValueError as exc:
-                yield position, None, str(exc)
+            # The file again each batch: the caller may open files between.
+            header, why = batch_at(self._file.get(), position, size, expected)
+            if header is None:
+                yield position, None, why
                 return
             expected = header.next_offset
             yield position, header, ""
@@ -290,7 +276,11 @@ class Segment:
     def read(
         self, offset: int, end_offset: int, max_records: int, max_bytes: int
     ) -> list[tuple[int, int, bytes]]:
-        """Records from ``offset`` up to (not including) ``end_offset``."""
+        """Records from ``offset`` up to (not including) ``end_offset``.
+
+        A bad batch is skipped over to the next good one and noted as a
+        :class:`~tidings.log.damage.Damage` (see :meth:`damaged_at`).
+        """
         out: list[tuple[int, int, bytes]] = []
         i = bisect_right(self._idx_offsets, offset - self.base_offset) - 1
         position = self._idx_positions[i] if i >= 0 else 0
@@ -301,30 +291,20 @@ class Segment:
         size = self.size
         chunk = b""
         chunk_start = position
-        fd = self._file.get()  # no other file is opened until this returns
         while position < size and len(out) < max_records:
             rel = position - chunk_start
-            if rel + fmt.BATCH_HEADER_LEN > len(chunk):
-                chunk = os.pread(fd, max(_READ_CHUNK, min(budget, 1 << 24)), position)
+            if rel < 0 or rel + fmt.BATCH_HEADER_LEN > len(chunk):
+                # The file again each read: stepping over damage may note it between.
+                want = max(_READ_CHUNK, min(budget, 1 << 24))
+                chunk = os.pread(self._file.get(), want, position)
                 chunk_start, rel = position, 0
-                if len(chunk) < fmt.BATCH_HEADER_LEN:
-                    raise self._corrupt(position, "torn batch header")
-            try:
-                header = fmt.BatchHeader(chunk[rel : rel + fmt.BATCH_HEADER_LEN])
-            except ValueError as exc:
-                raise self._corrupt(position, str(exc)) from None
-            # Check the batch before its header decides to stop or skip: a flipped
-            # offset, count or length must not read as the end or as a gap.
-            if rel + header.size > len(chunk):
-                chunk = os.pread(fd, max(_READ_CHUNK, header.size), position)
-                chunk_start, rel = position, 0
-            batch = memoryview(chunk)[rel : rel + header.size]
-            if len(batch) < header.size or not fmt.check_crc(header, batch):
-                raise self._corrupt(position, "batch fails its CRC")
-            if header.base_offset != expected:
-                raise self._corrupt(
-                    position, f"batch offset {header.base_offset}, expected {expected}"
-                )
+            header, batch, why = self._batch_in(chunk, rel, position, expected)
+            if header is None or batch is None:
+                damage = self.damaged_at(position, expected, why)
+                position, expected = damage.position + damage.length, damage.end_offset
+                continue
+            if rel + header.size > len(chunk):  # _batch_in read a chunk of its own from here
+                chunk, chunk_start = batch.obj, position  # type: ignore[assignment]
             expected = header.next_offset
             if header.base_offset >= end_offset:
                 break
@@ -334,7 +314,9 @@ class Segment:
             try:
                 records = fmt.decode_records(header, batch)
             except ValueError as exc:
-                raise self._corrupt(position, str(exc)) from None
+                damage = self.damaged_at(position, header.base_offset, str(exc))
+                position, expected = damage.position + damage.length, damage.end_offset
+                continue
             for rec in records:
                 if rec[0] < offset:
                     continue
@@ -347,19 +329,103 @@ class Segment:
             if budget <= 0:
                 break
             position += header.size
-        missing = min(self.next_offset, end_offset)
-        if position >= size and len(out) < max_records and expected < missing:
-            raise self._corrupt(position, f"segment ends at offset {expected}, not {missing}")
+        if position >= size and len(out) < max_records and expected < self.next_offset:
+            self._short(expected)
         return out
 
+    def _batch_in(
+        self, chunk: bytes, rel: int, position: int, expected: int
+    ) -> tuple[fmt.BatchHeader | None, memoryview | None, str]:
+        """The batch at ``position`` (``rel`` into ``chunk``), checked: framing, CRC, offset."""
+        if len(chunk) - rel < fmt.BATCH_HEADER_LEN:
+            return None, None, "torn batch header"
+        try:
+            header = fmt.BatchHeader(chunk[rel : rel + fmt.BATCH_HEADER_LEN])
+        except ValueError as exc:
+            return None, None, str(exc)
+        # Check the batch before its header decides to stop or skip: a flipped
+        # offset, count or length must not read as the end or as a gap.
+        if rel + header.size > len(chunk):
+            chunk = os.pread(self._file.get(), max(_READ_CHUNK, header.size), position)
+            rel = 0
+        batch = memoryview(chunk)[rel : rel + header.size]
+        if len(batch) < header.size or not fmt.check_crc(header, batch):
+            return None, None, "batch fails its CRC"
+        if header.base_offset != expected:
+            return None, None, f"batch offset {header.base_offset}, expected {expected}"
+        return header, batch, ""
+
+    # -- damage ------------------------------------------------------------------
+
+    def damaged_at(
+        self, position: int, expected: int, why: str, limit: int | None = None
+    ) -> Damage:
+        """The damage starting with the bad batch at ``position``, found once and kept.
+
+        It reaches the next good batch after it, or the end of the file; its
+        offsets run from ``expected`` to that batch's base (or to ``limit``, the
+        segment's end offset, by default :attr:`next_offset` once sealed).
+        """
+        known = self.damage.get(position)
+        if known is not None:
+            return known
+        if limit is None and self.sealed:
+            limit = self.next_offset
+        found = find_next_batch(self._file.get(), position, self.size, expected, limit)
+        if found is None:
+            end = self.next_offset if limit is None else limit
+            damage = Damage(self.path.name, position, self.size - position, expected, end, why)
+        else:
+            at, header = found
+            length, end = at - position, header.base_offset
+            damage = Damage(self.path.name, position, length, expected, end, why)
+        self.note_damage(damage)
+        return damage
+
+    def _short(self, expected: int) -> None:
+        """The file ends before the segment's last offset: those offsets are damage."""
+        if self.size not in self.damage:
+            why = f"segment ends at offset {expected}, not {self.next_offset}"
+            self.note_damage(
+                Damage(self.path.name, self.size, 0, expected, self.next_offset, why)
+            )
+
+    def note_damage(self, damage: Damage) -> None:
+        self.damage[damage.position] = damage
+        if self.on_damage is not None:
+            self.on_damage(damage)
+
+    def batches(
+        self, position: int = 0, expected: int | None = None
+    ) -> Iterator[tuple[int, fmt.BatchHeader]]:
+        """``(position, header)`` of every good batch from ``position``, stepping over
+        damage to the next good batch (and noting it: see :meth:`damaged_at`)."""
+        if expected is None:
+            expected = self.base_offset
+        while position < self.size:
+            bad: tuple[int, str] | None = None
+            for at, header, why in self.scan(position, expected):
+                if header is None:
+                    bad = at, why
+                    break
+                expected = header.next_offset
+                yield at, header
+            if bad is None:
+                return
+            damage = self.damaged_at(bad[0], expected, bad[1])
+            position, expected = damage.position + damage.length, damage.end_offset
+
     def position_of(self, offset: int) -> int | None:
-        """The byte position of the batch that starts at ``offset``, if one does."""
+        """The byte position of the batch that starts at ``offset``, if one does (a
+        batch after damage too)."""
         i = bisect_right(self._idx_offsets, offset - self.base_offset) - 1
-        for position, header, _ in self.scan(self._idx_positions[i] if i >= 0 else 0):
-            if header is None or header.base_offset > offset:
+        position = self._idx_positions[i] if i >= 0 else 0
+        expected = self.base_offset + (self._idx_offsets[i] if i >= 0 else 0)
+        for at, header in self.batches(position, expected):
+            if header.base_offset > offset:
                 return None
             if header.base_offset == offset:
-                return position
+                return at
         return None
 
     def link_at(self, offset: int) -> fmt.Link | None:
@@ -371,6 +437,3 @@ class Segment:
         if header is None or not header.linked:
             return None
         return fmt.decode_link(header, os.pread(self._file.get(), header.size, position))
-
-    def _corrupt(self, position: int, why: str) -> CorruptLog:
-        return CorruptLog(why, file=str(self.path), position=position)

@@ -251,6 +251,8 @@ class Api:
             types=TypeFilter.parse(q.get("types"), limit=self.hub.options.max_type_patterns),
         )
         extra = b',"next":' + orjson.dumps(format_token(result.next))
+        if result.skipped:  # offsets lost to damage on disk that this read stepped over
+            extra += b',"skipped":' + orjson.dumps([s.to_dict() for s in result.skipped])
         return Response(_records_body(name, result.records, extra), media_type="application/json")
 
     # -- consumer groups -----------------------------------------------------------------
@@ -294,14 +296,18 @@ class Api:
             isinstance(types, list) and all(isinstance(t, str) for t in types)
         ):
             raise BadRequest("types must be a list of type patterns", field="types")
-        deliveries = await self.hub.fetch(
+        deliveries, skipped = await self.hub.fetch_reporting(
             topic,
             name,
             max_records=body.get("max", 10),
             wait_s=parse_duration_ms(body.get("wait", 0), "wait") / 1000,
             types=TypeFilter(types, limit=self.hub.options.max_type_patterns) if types else None,
         )
-        return Response(_deliveries_body(topic, deliveries), media_type="application/json")
+        body_bytes = _deliveries_body(topic, deliveries)
+        if skipped:  # offsets lost to damage on disk that this fetch moved the group past
+            extra = b',"skipped":' + orjson.dumps([s.to_dict() for s in skipped])
+            body_bytes = body_bytes[:-1] + extra + b"}"
+        return Response(body_bytes, media_type="application/json")
 
     async def ack(self, request: Request) -> Response:
         topic, name = self._group(request)

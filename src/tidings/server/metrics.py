@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
-from tidings.core.hub import Hub
+from tidings.core.hub import Hub, Topic
 from tidings.log.files import OpenFiles
 from tidings.log.partition import FSYNC_STATS
 from tidings.server.webhooks.service import WebhookService
@@ -42,6 +42,23 @@ def resident_memory_bytes() -> int:
         return peak if os.uname().sysname == "Darwin" else peak * 1024
 
 
+def _damage_families(
+    family: Callable[..., None], hub: Hub, topics: list[tuple[str, Topic]]
+) -> None:
+    """Events lost to damage on disk, and how many of them readers stepped over."""
+    lost = {n: sum(d.records for p in t.partitions for d in p.damage) for n, t in topics}
+    family(
+        "tidings_damaged_events", "gauge",
+        "Offsets of a topic lost to damage on disk (see GET /v1/topics/{topic}).",
+        _by_topic(lost),
+    )
+    family(
+        "tidings_skipped_events_total", "counter",
+        "Offsets lost to damage that reads and consumer groups stepped over.",
+        _by_topic(hub.metrics.skipped_events),
+    )
+
+
 def render_metrics(
     hub: Hub,
     webhooks: WebhookService | None = None,
@@ -73,6 +90,7 @@ def render_metrics(
     size = {n: sum(p.size_bytes for p in t.partitions) for n, t in topics}
     family("tidings_topic_events", "gauge", "Events kept in a topic.", _by_topic(kept))
     family("tidings_topic_bytes", "gauge", "Bytes kept on disk for a topic.", _by_topic(size))
+    _damage_families(family, hub, topics)
     family(
         "tidings_storage_failed_partitions", "gauge",
         "Partitions refusing appends until they heal (a write failed: a full disk).",

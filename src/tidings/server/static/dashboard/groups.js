@@ -224,6 +224,7 @@ function groupDetail(root, topic, name, sampler, go) {
       card("delivered", fmtNumber(g.delivered)),
       card("redelivered", fmtNumber(g.redelivered), g.redelivered ? "warn" : ""),
       card("dead-lettered", fmtNumber(g.dead_lettered), g.dead_lettered ? "warn" : ""),
+      card("skipped (damage)", fmtNumber(g.skipped_events || 0), g.skipped_events ? "warn" : ""),
       h("div", { class: "card config" }, h("div", { class: "label" }, "config"), h("pre", {}, fmtJson(g.config))));
     const xs = [];
     const lags = g.partitions.map(() => []);

@@ -114,7 +114,8 @@ export function mount(root, params, { sampler, go }) {
         h("td", {}, (groupsBy[t.name] || []).map((g) =>
           h("a", { class: "chip", href: "#", onclick: (ev) => { ev.preventDefault(); go("groups", { topic: g.topic, group: g.name }); } },
             `${g.name} (lag ${fmtNumber(g.lag)})`))),
-        h("td", { class: "small" }, t.partitions.map((p) => `${p.partition}: ${p.first_offset}…${p.next_offset}`).join("  ")),
+        h("td", { class: "small" }, t.partitions.map((p) => `${p.partition}: ${p.first_offset}…${p.next_offset}`).join("  "),
+          damageNote(t)),
       ));
     fill(topics, h("h2", {}, "Topics"),
       rows.length
@@ -130,4 +131,13 @@ export function mount(root, params, { sampler, go }) {
       chart.destroy();
     },
   };
+}
+
+// Offsets lost to damage on disk, per partition (GET /v1/topics/{t} "damage"): a warning.
+function damageNote(t) {
+  const ranges = t.partitions.flatMap((p) => (p.damage || []).map((d) => ({ p: p.partition, ...d })));
+  if (!ranges.length) return null;
+  const text = ranges.map((d) => `${d.p}: ${d.from}…${d.to - 1} (${fmtNumber(d.events)} lost, ${d.segment} byte ${d.position}: ${d.why})`);
+  return h("div", { class: "warn", "data-damage": t.name, title: "run tidings check DATA_DIR for details" },
+    `damaged: ${text.join("; ")}`);
 }

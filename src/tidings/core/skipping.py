@@ -1,0 +1,46 @@
+"""Reading past damage: the records after a bad range, and a note of what was skipped.
+
+A partition's ``read`` steps over records lost to damage on disk (see
+:attr:`~tidings.core.storage.PartitionStore.damage`). The hub's readers (reads,
+groups, the dedupe refill, re-drive) go through :func:`read_past_damage`, which
+also says which offsets it stepped over, so each can report them and none of
+them stops at a range it cannot read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tidings.core.storage import LogRecord, PartitionStore
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """Offsets ``first`` to ``end`` (exclusive) of a partition, lost to damage."""
+
+    partition: int
+    first: int
+    end: int
+    why: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"partition": self.partition, "from": self.first, "to": self.end, "why": self.why}
+
+
+def read_past_damage(
+    part: PartitionStore, partition: int, offset: int, max_records: int, max_bytes: int = 1 << 20
+) -> tuple[list[LogRecord], int, list[Skipped]]:
+    """Records from ``offset``, the offset to read next, and the damage stepped over.
+
+    The next offset is ``offset`` itself when there is nothing to read yet.
+    """
+    got = part.read(offset, max_records, max_bytes)
+    upto = got[-1][0] + 1 if got else part.end_offset
+    skipped = [
+        Skipped(partition, max(d.first_offset, offset), min(d.end_offset, upto), d.why)
+        for d in part.damage
+        if d.first_offset < upto and d.end_offset > offset
+    ]
+    if not got and not skipped:
+        return [], offset, []
+    return got, upto, skipped
