@@ -22,7 +22,7 @@ the server translates once::
     ├── InvalidEvent                  422  names the attribute and why (and the batch index)
     ├── RateLimited                   429
     ├── StorageError                  500
-    │   └── CorruptLog                500  a bad batch inside a sealed segment: file and position
+    │   └── CorruptLog                500  a batch the log cannot step over: file and position
     ├── StorageUnavailable            503  disk full, closed, shutting down
     └── ServerBusy                    503  over a hub-wide budget; Retry-After says when to retry
 """

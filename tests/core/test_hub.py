@@ -560,3 +560,19 @@ async def test_an_event_too_large_makes_no_topic(hub: Hub, count: int) -> None:
     assert "fresh" not in hub.topics
     with pytest.raises(TopicNotFound):
         hub.topic("fresh")
+
+
+async def test_dead_letters_wait_for_a_dead_letter_topic_that_could_not_open(
+    hub: Hub, storage: MemoryStorage
+) -> None:
+    # Its metadata is there but it failed to open at start: dead-lettering used to
+    # make it again over what is stored (one partition, default retention).
+    storage.save_topic("orders.dlq", {"partitions": 3, "retention": None})
+    hub.unavailable["orders.dlq"] = "its files could not be opened"
+    await hub.put_group("orders", "g", GroupConfig(max_deliver=1))
+    await hub.publish("orders", [ev(id="poison")])
+    got = await hub.fetch("orders", "g")
+    await hub.nack("orders", "g", [d.lease for d in got])
+    assert "orders.dlq" not in hub.topics
+    assert storage.load_topics()["orders.dlq"]["partitions"] == 3
+    assert hub.group_info("orders", "g")["dead_lettered"] == 0  # it waits, not lost

@@ -70,6 +70,9 @@ class GroupOps:
     ) -> Topic:
         raise NotImplementedError
 
+    def _dead_letter_topic(self, name: str) -> Topic:
+        raise NotImplementedError
+
     def group(self, topic_name: str, name: str) -> tuple[Topic, ConsumerGroup]:
         topic = self.topic(topic_name)
         g = topic.groups.get(name)
@@ -116,8 +119,8 @@ class GroupOps:
 
     async def delete_group(self, topic_name: str, name: str) -> None:
         topic, _ = self.group(topic_name, name)
+        self.storage.delete_group(topic_name, name)  # saved first, as every change
         del topic.groups[name]
-        self.storage.delete_group(topic_name, name)
         ev = self._group_changed.pop((topic_name, name), None)
         if ev is not None:
             ev.set()
@@ -421,9 +424,7 @@ class GroupOps:
 
     async def _dead_letter(self, topic: Topic, g: ConsumerGroup, dead: list[DeadLetter]) -> None:
         target = g.config.dead_letter_topic or f"{topic.name}.dlq"
-        dlq = self.topics.get(target)
-        if dlq is None:
-            dlq = self._open_topic(target, 1, Retention())
+        dlq = self._dead_letter_topic(target)
         payloads = []
         for d in dead:
             event = orjson.loads(d.payload)

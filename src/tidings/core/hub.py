@@ -377,6 +377,21 @@ class Hub(PublishOps, GroupOps):
         if name in self._deleting:
             raise Conflict(f"topic {name!r} is being deleted; try again", topic=name)
 
+    def _dead_letter_topic(self, name: str) -> Topic:
+        """Where a group's dead letters go, made on first use by the hub on the group's
+        behalf (so not counted against ``max_topics``). A topic that could not be
+        opened at start, or one being deleted, is never made again over what is
+        there: the dead letters wait (StorageUnavailable) and are copied later."""
+        t = self.topics.get(name)
+        if t is not None:
+            return t
+        if name in self._deleting or name in self.unavailable:
+            raise StorageUnavailable(
+                f"dead-letter topic {name!r} is being deleted or could not be opened",
+                topic=name,
+            )
+        return self._open_topic(name, 1, Retention())
+
     def _topic_for_publish(self, name: str) -> Topic:
         t = self.topics.get(name)
         if t is not None:

@@ -233,11 +233,24 @@ class EmbeddedStorage:
                 self._flusher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._flusher
-            for part in self.partitions.values():
-                await part.close()
-        self._db.close()
+            try:
+                for part in self.partitions.values():
+                    try:
+                        await part.close()
+                    except Exception:  # a failed partition: close the others all the same
+                        logger.exception("partition %s did not close cleanly", part.directory)
+            finally:
+                self._db.close()
 
 
 def _sync_all(pinned: list[tuple[PartitionLog, SegmentFile]]) -> None:
+    """fsync every pinned partition, even past one that fails: each was marked clean
+    when pinned, so one skipped here would wait for its next write to be synced."""
+    failed: OSError | None = None
     for p, f in pinned:
-        p.sync(f)
+        try:
+            p.sync(f)
+        except OSError as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed
