@@ -1,11 +1,11 @@
 """Layer 2, no sockets: what a hub does, whatever stores it and serves it.
 
 Topics, publishing and the dedupe window (``hub``, ``publishing``, ``dedupe``,
-``refill``),
-reads and consumer groups (``consuming``, ``groups``: a group's state machine,
-sans I/O), the WebSocket session state machine (``session``), live fan-out
-(``fanout``), the event-type catalogue (``catalog``), and ``webhooks/``: endpoint
-configuration, retry schedule, signing, URL checks and the store seam.
+``refill``), reads and consumer groups (``consuming``, ``groups``: a group's
+state machine, sans I/O; ``skipping``: reads that step over damage), the
+WebSocket session state machine (``session``), live fan-out (``fanout``), the
+event-type catalogue (``catalog``), and ``webhooks/``: endpoint configuration,
+retry schedule, signing, URL checks and the store seam.
 
 The seams live here, beside the code that uses them: ``storage.Storage`` and
 ``storage.PartitionStore`` (what a backend owes the hub) and

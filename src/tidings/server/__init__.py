@@ -4,6 +4,12 @@
   ``problems`` (RFC 9457 answers), ``metrics``, ``openapi``, ``asyncapi``.
 - ``ws``, ``sse``, ``live``: live push over the WebSocket and SSE.
 - ``webhooks/``: the routes, dispatchers and sender of outgoing webhooks.
+- ``guard``, ``tickets``, ``redact``: what a foreign page may not make a browser
+  send (Host, Origin, content type), one-use tickets for live streams, and no
+  secret in a logged URL.
+- ``protocol``, ``wsprotocol``, ``budget``, ``routing``: limits at the edge (heads,
+  slow clients, connections, WebSocket frames, body bytes in flight) and a
+  complete ``Allow``.
 - ``serve``: builds a hub from its settings and runs it under uvicorn.
 - ``static/``: the dashboard and the browser client.
 
