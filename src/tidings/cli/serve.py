@@ -114,7 +114,8 @@ def serve(
         typer.Option(
             envvar="TIDINGS_MAX_TOPICS",
             min=1,
-            help="Topics the hub holds (dead-letter topics aside)",
+            help="Topics the hub holds; past it a new topic is refused (409), except "
+            "a group's dead-letter topic, which the hub makes on the group's behalf",
         ),
     ] = 10_000,
     max_partitions: Annotated[

@@ -379,9 +379,9 @@ class Hub(PublishOps, GroupOps):
 
     def _dead_letter_topic(self, name: str) -> Topic:
         """Where a group's dead letters go, made on first use by the hub on the group's
-        behalf (so not counted against ``max_topics``). A topic that could not be
-        opened at start, or one being deleted, is never made again over what is
-        there: the dead letters wait (StorageUnavailable) and are copied later."""
+        behalf: never refused by ``max_topics``, though it counts. A topic that could
+        not be opened at start, or one being deleted, is never made again over what
+        is there: the dead letters wait (StorageUnavailable) and are copied later."""
         t = self.topics.get(name)
         if t is not None:
             return t
