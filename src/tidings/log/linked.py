@@ -26,6 +26,7 @@ import asyncio
 import os
 from collections.abc import Callable, Iterable, Sequence
 
+from tidings.errors import StorageUnavailable
 from tidings.log import format as fmt
 from tidings.log.partition import PartitionLog
 
@@ -59,6 +60,13 @@ async def _settle(
         for _, log, _ in parts:
             log.fail(exc)
         raise
+    # A partition may have failed since its part was written (its interval fsync, or
+    # another linked publish sharing it): its hold is gone. Release none then.
+    if not all(log.holding(base) for (_, log, _), base in zip(parts, bases, strict=True)):
+        err = StorageUnavailable("a partition of this publish failed before it was whole")
+        for _, log, _ in parts:
+            log.fail(err)
+        raise err
     for (_, log, _), base in zip(parts, bases, strict=True):
         log.release(base)
     return bases

@@ -354,14 +354,25 @@ class PartitionLog:
         self._holds[base] = (base + len(payloads), fut)
         return fut
 
-    def release(self, base: int) -> None:
-        """The linked batch whose part starts at ``base`` is whole: let it be read."""
-        if self._holds.pop(base, None) is not None and self._failed is None:
-            self._settle_held()
+    def holding(self, base: int) -> bool:
+        """Whether the part at ``base`` is still held on a healthy partition: released,
+        it would be readable (a failure drops every hold and refuses the part)."""
+        return self._failed is None and base in self._holds
+
+    def release(self, base: int) -> bool:
+        """The linked batch whose part starts at ``base`` is whole: let it be read.
+
+        False if the hold was gone or the partition failed: nothing was released.
+        """
+        if self._holds.pop(base, None) is None or self._failed is not None:
+            return False
+        self._settle_held()
+        return True
 
     def fail(self, exc: BaseException) -> None:
-        """Refuse appends from now on and fail those waiting: a linked batch with a
-        part here could not be written whole (recovery cuts it at the next start)."""
+        """Refuse appends and fail every append waiting or held here: a linked batch
+        with a part here could not be written whole. Healing (every ``HEAL_S``) cuts
+        the partition back to what it acknowledged, the part with it."""
         self._fail(exc)
 
     def check_appendable(self) -> None:
@@ -403,6 +414,11 @@ class PartitionLog:
         return queue[-1][1] + queue[-1][2], waiting
 
     def _acknowledge(self, end: int, waiting: list[tuple[asyncio.Future[int], int]]) -> None:
+        if self._failed is not None:
+            # Failed while this was written or fsynced (a linked part elsewhere, or
+            # the interval fsync): refused, never read; healing cuts it.
+            self._refuse(waiting, self._failed)
+            return
         self._written_end = end
         if self._holds:
             self._blocked.extend(waiting)
@@ -417,6 +433,8 @@ class PartitionLog:
     def _settle_held(self) -> None:
         """Acknowledge what is written before the first held part, and each held part
         that is written (its records stay unreadable)."""
+        if self._failed is not None:
+            return
         written = self._written_end
         visible = min(written, min(self._holds)) if self._holds else written
         holds = self._holds
@@ -558,12 +576,15 @@ class PartitionLog:
             fsync_dir(self.directory)
         self.report.linked = []
 
-    def _fail(self, exc: BaseException) -> None:
-        self._failed = exc
+    def _refuse(self, waiting: list[tuple[asyncio.Future[int], int]], exc: BaseException) -> None:
         err = StorageUnavailable(f"write to {self.directory} failed: {exc}")
-        for fut, _ in self._waiting + self._blocked:
+        for fut, _ in waiting:
             if not fut.done():
                 fut.set_exception(err)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failed = exc
+        self._refuse(self._waiting + self._blocked, exc)
         self._waiting = []
         self._blocked = []
         self._holds.clear()
@@ -654,14 +675,16 @@ class PartitionLog:
         from a thread.
 
         A failed fsync may have dropped the written pages: the partition stops
-        taking appends (503) rather than acknowledge what may be gone.
+        taking appends (503) rather than acknowledge what may be gone, and fails
+        (on the loop) every append waiting or held, as a failed write does.
         """
         try:
             FSYNC_STATS.fdatasync(active.fd)
         except OSError as exc:
-            self._failed = exc
-            if self._loop is not None:  # called from a worker thread
-                self._loop.call_soon_threadsafe(self._start_healing)
+            self._failed = exc  # appends are refused from now on
+            if self._loop is not None:  # called from a worker thread: fail on the loop
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nothing waits
+                    self._loop.call_soon_threadsafe(self._fail, exc)
             raise
 
     async def flush(self) -> None:
