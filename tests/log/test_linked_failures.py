@@ -8,14 +8,17 @@ import asyncio
 import errno
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fulldisk import Disk, small_disk
 
+from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.errors import StorageUnavailable
+from tidings.log import format as fmt
 from tidings.log.linked import append_linked
-from tidings.log.partition import FsyncPolicy, PartitionLog
+from tidings.log.partition import FsyncPolicy, PartitionLog, Retention
 
 
 def fdatasync_failing_under(
@@ -116,3 +119,53 @@ async def test_a_publish_whose_partition_fails_its_interval_fsync_is_refused(
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Disk]:
+    with small_disk(tmp_path / "disk") as d:
+        yield d
+
+
+async def test_a_torn_linked_batch_on_a_full_disk_is_cut_once_there_is_room(disk: Disk) -> None:
+    """Start-up finds a linked batch missing its other part, and no room for the side
+    copy of the cut: the partition opens failed, reads stop before the torn batch, and
+    healing makes the cut, its bytes kept, once the disk has room."""
+    setup = EmbeddedStorage(disk.path)
+    setup.save_topic("t", {"partitions": 2})
+    await setup.close()
+    topic = disk.path / "topics" / "t"
+    (topic / "0").mkdir(parents=True)
+    (topic / "1").mkdir(parents=True)
+    with open(topic / "0" / fmt.segment_name(0, ".log"), "ab") as f:
+        f.write(fmt.encode_batch(0, [b"kept"], 1_000))
+        torn = fmt.encode_link(fmt.Link(8, ((0, 1, 1), (1, 0, 1))))  # partition 1 never got it
+        f.write(fmt.encode_batch(1, [b"torn"], 1_000, torn))
+        f.write(fmt.encode_batch(2, [b"after" * 2000], 1_000))  # waited behind it
+    disk.fill()
+    storage = EmbeddedStorage(disk.path)
+    try:
+        p0 = storage.open_partition("t", 0, Retention())
+        assert p0.failure is not None
+        assert p0.end_offset == 1
+        assert [r[2] for r in p0.read(0)] == [b"kept"]
+        with pytest.raises(StorageUnavailable):
+            p0.append([b"no room"])
+        assert not p0.heal()  # still full
+
+        disk.free()
+        assert p0.heal()
+        [side] = (topic / "0").glob("*.cut-*")
+        assert side.read_bytes().endswith(b"after" * 2000)
+        assert await p0.append([b"next"]) == 1
+        assert [r[2] for r in p0.read(0)] == [b"kept", b"next"]
+    finally:
+        await storage.close()
+    again = EmbeddedStorage(disk.path)
+    try:
+        p0 = again.open_partition("t", 0, Retention())
+        assert p0.failure is None
+        assert [r[2] for r in p0.read(0)] == [b"kept", b"next"]
+        assert list((topic / "0").glob("*.linked")) == []
+    finally:
+        await again.close()

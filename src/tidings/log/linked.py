@@ -102,7 +102,8 @@ def resolve(first: PartitionLog, partition: Callable[[int], PartitionLog]) -> No
         if ends[p] < log.next_offset:
             log.cut_from(ends[p], "a linked batch not whole in every partition")
     for log in _unique(logs.values()):
-        log.forget_linked_markers()
+        if not log.owes_cut:  # else its marks stay until healing has cut it
+            log.forget_linked_markers()
 
 
 def _whole(link: fmt.Link, logs: dict[int, PartitionLog], ends: dict[int, int]) -> bool:

@@ -177,6 +177,7 @@ class PartitionLog:
         self._closing = False
         self._failed: BaseException | None = None
         self._owed_cut = False  # a torn tail found at open whose side copy failed
+        self._owed_link_cut: tuple[int, str] | None = None  # cut_from that failed: offset, why
         self._healer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dirty = False  # written since the last fsync
@@ -527,29 +528,62 @@ class PartitionLog:
 
     def cut_from(self, offset: int, why: str) -> None:
         """Cut the batch that starts at ``offset`` and everything after it, keeping the
-        bytes in side files: a torn linked batch, found at start-up before any append."""
+        bytes in side files: a torn linked batch, found at start-up before any append.
+
+        If the cut cannot be made (a full disk: no room for a side copy), the
+        partition reads up to ``offset`` only, refuses appends (failed), and healing
+        finishes the cut once there is room.
+        """
         if offset >= self._next_offset:
             return
+        try:
+            self._cut_from(offset, why)
+        except OSError as exc:
+            self._owed_link_cut = (offset, why)
+            self._end_offset = min(self._end_offset, offset)
+            self._failed = exc
+            logger.error(
+                "linked batch at offset %d of %s not cut yet (%s): %s; reads stop before it",
+                offset, self.directory, why, exc,
+            )
+            self._heal_later()
+
+    @property
+    def owes_cut(self) -> bool:
+        """Whether a cut found needed at start-up is still to be made (see :meth:`heal`)."""
+        return self._owed_cut or self._owed_link_cut is not None
+
+    def _cut_from(self, offset: int, why: str) -> None:
+        """:meth:`cut_from`, which may stop at any step with OSError and be called again."""
         i = bisect_right(self._bases, offset) - 1
         seg = self._segments[i]
         position = seg.position_of(offset)
+        if position is None and self._owed_link_cut == (offset, why):
+            position = os.fstat(seg.fd).st_size  # a retry: this segment was cut already
         if position is None:
             raise CorruptLog(
                 f"no batch starts at offset {offset}", file=str(seg.path), position=0
             )
-        for later in self._segments[i + 1 :]:
+        while len(self._segments) > i + 1:  # the last first: each step may be retried
+            later = self._segments[-1]
             cut_tail(later, 0, why, self.report, keep=True)
             later.delete()
             linked_marker(later).unlink(missing_ok=True)
-        del self._segments[i + 1 :], self._bases[i + 1 :]
+            self._segments.pop()
+            self._bases.pop()
         cut_tail(seg, position, why, self.report, keep=True)
         # Damage in what was cut went with it (the bytes are in the side files).
         seg.damage = {at: d for at, d in seg.damage.items() if at < position}
         kept = [found for found in self.report.linked if found[0] < offset]
         seg.sealed = False
-        recover_active(seg, self.report)  # rebuilds its indexes, open for appends again
+        # Rebuilds its indexes, open for appends again; a tail it cannot cut is owed.
+        owed = recover_active(seg, self.report)
         self.report.linked = kept
         fsync_dir(self.directory)
+        if owed:
+            self._owed_cut = True
+            self._failed = OSError("a torn tail waits for room for its side copy")
+            self._heal_later()
         self._next_offset = self._end_offset = self._written_end = seg.next_offset
         names = {later.path.name for later in self._segments}
         left = [
@@ -596,6 +630,12 @@ class PartitionLog:
 
     # -- healing -----------------------------------------------------------------
 
+    def _heal_later(self) -> None:
+        """Heal in the background if a loop runs (else :meth:`heal` is called by hand)."""
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+            self._start_healing()
+
     def _start_healing(self) -> None:
         if self._healer is None and not self._closing and self._loop is not None:
             self._healer = self._loop.create_task(self._heal_until_healed())
@@ -621,8 +661,11 @@ class PartitionLog:
             return True
         if self._closing or self._writer is not None or self._handle is not None or self._queue:
             return False  # a write is still under way: its outcome first
-        end = self._end_offset
         try:
+            if self._owed_link_cut is not None:  # a torn linked batch found at start-up
+                self._cut_from(*self._owed_link_cut)
+                self._owed_link_cut = None
+            end = self._end_offset
             # Segments a failed write rolled to hold nothing acknowledged, and the
             # files of one whose roll failed halfway.
             while len(self._segments) > 1 and self._bases[-1] > end:
