@@ -16,8 +16,20 @@ A part lost to damage (a bad batch with good batches after it, see
 :mod:`tidings.log.damage`) counts as there: like any damage, it costs its own
 records only, and the other parts are kept.
 
-If a part fails to be written, every partition of the publish fails (refuses
-appends, 503) until a restart, whose recovery cuts the torn batch.
+If a part fails to be written (or fsynced), or one of its partitions fails before
+the publish is released (its interval fsync, or another publish sharing it), the
+publish is refused whole (503): no part is acknowledged or read, and every
+partition of it fails, failing the appends waiting or held there. Each then heals
+by itself (every ``HEAL_S``, once there is room): it is cut back to what it
+acknowledged, its part with it, and takes appends again at that offset.
+A torn batch that :func:`resolve` cannot cut (no room for the side copy) leaves
+its partition failed, read up to the batch, until healing makes the cut.
+
+A power loss is covered as far as the checks reach: recovery looks at the active
+segment and at segments marked ``.linked`` (rolled while a part in them was held).
+Under ``interval`` a part released, then rolled into a sealed segment before every
+other part was fsynced, is not checked again: a power loss in that window (within
+the fsync interval) can leave that publish in part.
 """
 
 from __future__ import annotations
