@@ -654,8 +654,9 @@ class PartitionLog:
 
         Everything past the acknowledged end was refused to its appenders (503),
         so it is cut off without a side copy; a torn tail found at open, or a torn
-        linked batch :meth:`cut_from` could not cut, is cut with its side copy. Then room for more is reserved and released: only a
-        partition that can write again says it is healthy.
+        linked batch :meth:`cut_from` could not cut, is cut with its side copy. Then
+        room for more is reserved and released: only a partition that can write
+        again says it is healthy.
         """
         if self._failed is None:
             return True
