@@ -21,13 +21,17 @@ from hubapi import (
     expect_problem,
     fetch,
     get_group,
+    next_offsets,
     parse_prometheus,
     poll_until,
     publish,
     put_group,
+    put_topic,
     read_all,
 )
 from hubproc import HubFactory, HubProcess, free_port
+
+from tidings.log import format as fmt
 
 
 @pytest.fixture
@@ -188,3 +192,40 @@ def is_ready(http: aiohttp.ClientSession, base: str) -> Callable[[], Awaitable[b
         return await ready(http, base) == 200
 
     return probe
+
+
+async def test_a_hub_starts_on_a_full_disk_with_a_torn_linked_batch(
+    hub_factory: HubFactory, disk: Disk, http_fresh: aiohttp.ClientSession
+) -> None:
+    """A publish over two partitions cut short (only partition 0 got its part), found
+    at start on a disk with no room for the cut's side copy: the hub starts, serves
+    what was acknowledged, and makes the cut once space is freed."""
+    hub = start(hub_factory, disk)
+    base, topic = hub.base_url, "orders"
+    await put_topic(http_fresh, base, topic, partitions=2)
+    events = [{"type": "o", "id": f"e{i}"} for i in range(10)]
+    for event in events:
+        await publish(http_fresh, base, topic, event)
+    ends = await next_offsets(http_fresh, base, topic)
+    hub.stop()
+    segment = disk.path / "data" / "topics" / topic / "0" / f"{0:020d}.log"
+    link = fmt.encode_link(fmt.Link(5, ((0, ends[0], 1), (1, ends[1], 1))))
+    torn = fmt.encode_batch(ends[0], [b"{}"], 1_000, link)
+    with segment.open("ab") as f:  # partition 1 never got its part
+        f.write(torn)
+    disk.fill()
+
+    hub.start()
+    records = await read_all(http_fresh, base, topic)
+    assert sorted(r["event"]["id"] for r in records) == sorted(e["id"] for e in events)
+    assert await ready(http_fresh, base) == 503  # partition 0 waits for room
+
+    disk.free()
+    await poll_until(is_ready(http_fresh, base), timeout=10, what="ready once space is freed")
+    assert [c.read_bytes() for c in segment.parent.glob("*.cut-*")] == [torn]
+    assert await next_offsets(http_fresh, base, topic) == ends
+    await publish(http_fresh, base, topic, {"type": "o", "id": "after"})
+    records = await read_all(http_fresh, base, topic)
+    assert sorted(r["event"]["id"] for r in records) == sorted(
+        [e["id"] for e in events] + ["after"]
+    )

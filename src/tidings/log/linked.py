@@ -16,8 +16,20 @@ A part lost to damage (a bad batch with good batches after it, see
 :mod:`tidings.log.damage`) counts as there: like any damage, it costs its own
 records only, and the other parts are kept.
 
-If a part fails to be written, every partition of the publish fails (refuses
-appends, 503) until a restart, whose recovery cuts the torn batch.
+If a part fails to be written (or fsynced), or one of its partitions fails before
+the publish is released (its interval fsync, or another publish sharing it), the
+publish is refused whole (503): no part is acknowledged or read, and every
+partition of it fails, failing the appends waiting or held there. Each then heals
+by itself (every ``HEAL_S``, once there is room): it is cut back to what it
+acknowledged, its part with it, and takes appends again at that offset.
+A torn batch that :func:`resolve` cannot cut (no room for the side copy) leaves
+its partition failed, read up to the batch, until healing makes the cut.
+
+A power loss is covered as far as the checks reach: recovery looks at the active
+segment and at segments marked ``.linked`` (rolled while a part in them was held).
+Under ``interval`` a part released, then rolled into a sealed segment before every
+other part was fsynced, is not checked again: a power loss in that window (within
+the fsync interval) can leave that publish in part.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import asyncio
 import os
 from collections.abc import Callable, Iterable, Sequence
 
+from tidings.errors import StorageUnavailable
 from tidings.log import format as fmt
 from tidings.log.partition import PartitionLog
 
@@ -59,6 +72,13 @@ async def _settle(
         for _, log, _ in parts:
             log.fail(exc)
         raise
+    # A partition may have failed since its part was written (its interval fsync, or
+    # another linked publish sharing it): its hold is gone. Release none then.
+    if not all(log.holding(base) for (_, log, _), base in zip(parts, bases, strict=True)):
+        err = StorageUnavailable("a partition of this publish failed before it was whole")
+        for _, log, _ in parts:
+            log.fail(err)
+        raise err
     for (_, log, _), base in zip(parts, bases, strict=True):
         log.release(base)
     return bases
@@ -94,7 +114,8 @@ def resolve(first: PartitionLog, partition: Callable[[int], PartitionLog]) -> No
         if ends[p] < log.next_offset:
             log.cut_from(ends[p], "a linked batch not whole in every partition")
     for log in _unique(logs.values()):
-        log.forget_linked_markers()
+        if not log.owes_cut:  # else its marks stay until healing has cut it
+            log.forget_linked_markers()
 
 
 def _whole(link: fmt.Link, logs: dict[int, PartitionLog], ends: dict[int, int]) -> bool:

@@ -177,6 +177,7 @@ class PartitionLog:
         self._closing = False
         self._failed: BaseException | None = None
         self._owed_cut = False  # a torn tail found at open whose side copy failed
+        self._owed_link_cut: tuple[int, str] | None = None  # cut_from that failed: offset, why
         self._healer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dirty = False  # written since the last fsync
@@ -354,14 +355,25 @@ class PartitionLog:
         self._holds[base] = (base + len(payloads), fut)
         return fut
 
-    def release(self, base: int) -> None:
-        """The linked batch whose part starts at ``base`` is whole: let it be read."""
-        if self._holds.pop(base, None) is not None and self._failed is None:
-            self._settle_held()
+    def holding(self, base: int) -> bool:
+        """Whether the part at ``base`` is still held on a healthy partition: released,
+        it would be readable (a failure drops every hold and refuses the part)."""
+        return self._failed is None and base in self._holds
+
+    def release(self, base: int) -> bool:
+        """The linked batch whose part starts at ``base`` is whole: let it be read.
+
+        False if the hold was gone or the partition failed: nothing was released.
+        """
+        if self._holds.pop(base, None) is None or self._failed is not None:
+            return False
+        self._settle_held()
+        return True
 
     def fail(self, exc: BaseException) -> None:
-        """Refuse appends from now on and fail those waiting: a linked batch with a
-        part here could not be written whole (recovery cuts it at the next start)."""
+        """Refuse appends and fail every append waiting or held here: a linked batch
+        with a part here could not be written whole. Healing (every ``HEAL_S``) cuts
+        the partition back to what it acknowledged, the part with it."""
         self._fail(exc)
 
     def check_appendable(self) -> None:
@@ -403,6 +415,11 @@ class PartitionLog:
         return queue[-1][1] + queue[-1][2], waiting
 
     def _acknowledge(self, end: int, waiting: list[tuple[asyncio.Future[int], int]]) -> None:
+        if self._failed is not None:
+            # Failed while this was written or fsynced (a linked part elsewhere, or
+            # the interval fsync): refused, never read; healing cuts it.
+            self._refuse(waiting, self._failed)
+            return
         self._written_end = end
         if self._holds:
             self._blocked.extend(waiting)
@@ -417,6 +434,8 @@ class PartitionLog:
     def _settle_held(self) -> None:
         """Acknowledge what is written before the first held part, and each held part
         that is written (its records stay unreadable)."""
+        if self._failed is not None:
+            return
         written = self._written_end
         visible = min(written, min(self._holds)) if self._holds else written
         holds = self._holds
@@ -509,29 +528,62 @@ class PartitionLog:
 
     def cut_from(self, offset: int, why: str) -> None:
         """Cut the batch that starts at ``offset`` and everything after it, keeping the
-        bytes in side files: a torn linked batch, found at start-up before any append."""
+        bytes in side files: a torn linked batch, found at start-up before any append.
+
+        If the cut cannot be made (a full disk: no room for a side copy), the
+        partition reads up to ``offset`` only, refuses appends (failed), and healing
+        finishes the cut once there is room.
+        """
         if offset >= self._next_offset:
             return
+        try:
+            self._cut_from(offset, why)
+        except OSError as exc:
+            self._owed_link_cut = (offset, why)
+            self._end_offset = min(self._end_offset, offset)
+            self._failed = exc
+            logger.error(
+                "linked batch at offset %d of %s not cut yet (%s): %s; reads stop before it",
+                offset, self.directory, why, exc,
+            )
+            self._heal_later()
+
+    @property
+    def owes_cut(self) -> bool:
+        """Whether a cut found needed at start-up is still to be made (see :meth:`heal`)."""
+        return self._owed_cut or self._owed_link_cut is not None
+
+    def _cut_from(self, offset: int, why: str) -> None:
+        """:meth:`cut_from`, which may stop at any step with OSError and be called again."""
         i = bisect_right(self._bases, offset) - 1
         seg = self._segments[i]
         position = seg.position_of(offset)
+        if position is None and self._owed_link_cut == (offset, why):
+            position = os.fstat(seg.fd).st_size  # a retry: this segment was cut already
         if position is None:
             raise CorruptLog(
                 f"no batch starts at offset {offset}", file=str(seg.path), position=0
             )
-        for later in self._segments[i + 1 :]:
+        while len(self._segments) > i + 1:  # the last first: each step may be retried
+            later = self._segments[-1]
             cut_tail(later, 0, why, self.report, keep=True)
             later.delete()
             linked_marker(later).unlink(missing_ok=True)
-        del self._segments[i + 1 :], self._bases[i + 1 :]
+            self._segments.pop()
+            self._bases.pop()
         cut_tail(seg, position, why, self.report, keep=True)
         # Damage in what was cut went with it (the bytes are in the side files).
         seg.damage = {at: d for at, d in seg.damage.items() if at < position}
         kept = [found for found in self.report.linked if found[0] < offset]
         seg.sealed = False
-        recover_active(seg, self.report)  # rebuilds its indexes, open for appends again
+        # Rebuilds its indexes, open for appends again; a tail it cannot cut is owed.
+        owed = recover_active(seg, self.report)
         self.report.linked = kept
         fsync_dir(self.directory)
+        if owed:
+            self._owed_cut = True
+            self._failed = OSError("a torn tail waits for room for its side copy")
+            self._heal_later()
         self._next_offset = self._end_offset = self._written_end = seg.next_offset
         names = {later.path.name for later in self._segments}
         left = [
@@ -558,12 +610,15 @@ class PartitionLog:
             fsync_dir(self.directory)
         self.report.linked = []
 
-    def _fail(self, exc: BaseException) -> None:
-        self._failed = exc
+    def _refuse(self, waiting: list[tuple[asyncio.Future[int], int]], exc: BaseException) -> None:
         err = StorageUnavailable(f"write to {self.directory} failed: {exc}")
-        for fut, _ in self._waiting + self._blocked:
+        for fut, _ in waiting:
             if not fut.done():
                 fut.set_exception(err)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failed = exc
+        self._refuse(self._waiting + self._blocked, exc)
         self._waiting = []
         self._blocked = []
         self._holds.clear()
@@ -574,6 +629,12 @@ class PartitionLog:
         self._start_healing()
 
     # -- healing -----------------------------------------------------------------
+
+    def _heal_later(self) -> None:
+        """Heal in the background if a loop runs (else :meth:`heal` is called by hand)."""
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+            self._start_healing()
 
     def _start_healing(self) -> None:
         if self._healer is None and not self._closing and self._loop is not None:
@@ -592,16 +653,20 @@ class PartitionLog:
         """Try once to leave the failed state; True if the partition takes appends again.
 
         Everything past the acknowledged end was refused to its appenders (503),
-        so it is cut off without a side copy; a torn tail found at open is cut
-        with its side copy. Then room for more is reserved and released: only a
-        partition that can write again says it is healthy.
+        so it is cut off without a side copy; a torn tail found at open, or a torn
+        linked batch :meth:`cut_from` could not cut, is cut with its side copy. Then
+        room for more is reserved and released: only a partition that can write
+        again says it is healthy.
         """
         if self._failed is None:
             return True
         if self._closing or self._writer is not None or self._handle is not None or self._queue:
             return False  # a write is still under way: its outcome first
-        end = self._end_offset
         try:
+            if self._owed_link_cut is not None:  # a torn linked batch found at start-up
+                self._cut_from(*self._owed_link_cut)
+                self._owed_link_cut = None
+            end = self._end_offset
             # Segments a failed write rolled to hold nothing acknowledged, and the
             # files of one whose roll failed halfway.
             while len(self._segments) > 1 and self._bases[-1] > end:
@@ -654,14 +719,16 @@ class PartitionLog:
         from a thread.
 
         A failed fsync may have dropped the written pages: the partition stops
-        taking appends (503) rather than acknowledge what may be gone.
+        taking appends (503) rather than acknowledge what may be gone, and fails
+        (on the loop) every append waiting or held, as a failed write does.
         """
         try:
             FSYNC_STATS.fdatasync(active.fd)
         except OSError as exc:
-            self._failed = exc
-            if self._loop is not None:  # called from a worker thread
-                self._loop.call_soon_threadsafe(self._start_healing)
+            self._failed = exc  # appends are refused from now on
+            if self._loop is not None:  # called from a worker thread: fail on the loop
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nothing waits
+                    self._loop.call_soon_threadsafe(self._fail, exc)
             raise
 
     async def flush(self) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from tidings.backends.embedded.sqlite import connect
-from tidings.errors import StorageUnavailable
+from tidings.errors import CorruptLog, StorageUnavailable
 from tidings.log.files import OpenFiles, SegmentFile
 from tidings.log.linked import append_linked, resolve
 from tidings.log.partition import (
@@ -100,7 +100,13 @@ class EmbeddedStorage:
         if part.report.linked:
             # A publish over several partitions may have been cut short by a crash:
             # keep it only if whole, in this partition and the ones it names.
-            resolve(part, lambda p: self._open_log(topic, p, retention))
+            try:
+                resolve(part, lambda p: self._open_log(topic, p, retention))
+            except (OSError, CorruptLog) as exc:
+                raise StorageUnavailable(
+                    f"cannot check the linked batches of partition {partition} of {topic!r}: "
+                    f"{exc}"
+                ) from exc
         return part
 
     def _open_log(self, topic: str, partition: int, retention: Retention) -> PartitionLog:
