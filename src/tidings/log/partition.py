@@ -270,8 +270,10 @@ class PartitionLog:
             self.directory / damage.segment, damage.position, damage.why,
             damage.first_offset, damage.end_offset - 1,
         )
-        self._damage = damage_record.merge(self._damage, [damage])
-        self._save_damage()
+        merged = damage_record.merge(self._damage, [damage])
+        if merged != self._damage:  # known damage, found again, is not written again
+            self._damage = merged
+            self._save_damage()
 
     def _save_damage(self) -> None:
         """Write the record; a failure (a full disk) is logged: reads find damage anyway."""
@@ -513,9 +515,13 @@ class PartitionLog:
             index_interval=self.config.index_interval,
             files=self.files,
         )
-        seg.on_damage = self._damage_found
-        seg.open_indexes_for_append()
-        fsync_dir(self.directory)
+        try:
+            seg.on_damage = self._damage_found
+            seg.open_indexes_for_append()
+            fsync_dir(self.directory)
+        except BaseException:
+            seg.close()  # its files leave the pool; healing removes what is on disk
+            raise
         self._segments.append(seg)
         self._bases.append(seg.base_offset)
         return seg

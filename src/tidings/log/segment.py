@@ -143,9 +143,6 @@ class Segment:
         """The ``.log`` file: pin it to use its descriptor from another thread."""
         return self._file
 
-    def sync(self) -> None:
-        os.fdatasync(self._file.get())
-
     def seal(self) -> None:
         """Make the segment read-only: final time entry, indexes and data on disk."""
         rel = self.next_offset - 1 - self.base_offset
