@@ -22,7 +22,7 @@ from typing import Any
 
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.core.hub import Hub
-from tidings.log.partition import FsyncPolicy
+from tidings.log.config import FsyncPolicy
 
 BATCH = 100
 PARTITIONS = 4

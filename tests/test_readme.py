@@ -35,6 +35,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from chromium import CHROMIUM, LAUNCH_ARGS
 from hubproc import HubFactory, HubProcess, hub_env
 from receivers import Receiver
 
@@ -212,8 +213,7 @@ def run_js(hub: HubProcess, block: Block) -> None:
     code = block.code.replace(README_URL, hub.base_url)
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS
         )
         try:
             page = browser.new_page()

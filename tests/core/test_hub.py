@@ -16,8 +16,8 @@ from tidings.core.patterns import TypeFilter
 from tidings.errors import Conflict, GroupNotFound, StorageUnavailable, TooLarge, TopicNotFound
 from tidings.events.batch import new_event_ids
 from tidings.events.envelope import normalize_event
+from tidings.log.config import Retention
 from tidings.log.memory import MemoryPartition, MemoryStorage
-from tidings.log.partition import Retention
 
 T0 = 1_700_000_000_000
 WINDOW_MS = 10_000

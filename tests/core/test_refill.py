@@ -10,8 +10,9 @@ import orjson
 from tests.log.test_corruption import flip
 from tidings.core.dedupe import DedupeWindow
 from tidings.core.refill import refill
+from tidings.log.config import FsyncPolicy
 from tidings.log.memory import MemoryPartition
-from tidings.log.partition import FsyncPolicy, PartitionLog
+from tidings.log.partition import PartitionLog
 
 NOW = 1_000_000_000
 

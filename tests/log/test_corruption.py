@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tidings.log import format as fmt
+from tidings.log.config import FsyncPolicy, LogConfig, LogRecord
 from tidings.log.damage import DAMAGE_FILE
-from tidings.log.partition import FsyncPolicy, LogConfig, LogRecord, PartitionLog
+from tidings.log.partition import PartitionLog
 
 PER_BATCH = 3
 BATCH = fmt.BATCH_HEADER_LEN + PER_BATCH * (fmt.RECORD_HEADER_LEN + 20)

@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tidings.log.partition import FsyncPolicy, LogConfig, PartitionLog
+from tidings.log.config import FsyncPolicy, LogConfig
+from tidings.log.partition import PartitionLog
 
 KILLS = 50
 BUDGET_S = 55
@@ -59,7 +60,8 @@ import random
 import sys
 from pathlib import Path
 
-from tidings.log.partition import FsyncPolicy, LogConfig, PartitionLog
+from tidings.log.config import FsyncPolicy, LogConfig
+from tidings.log.partition import PartitionLog
 
 {helpers}
 

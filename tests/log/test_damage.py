@@ -16,8 +16,9 @@ import pytest
 from tests.log.test_corruption import BATCH, FLIPS, PER_BATCH, flip, payload
 from tidings.log import format as fmt
 from tidings.log.check import check_partition
+from tidings.log.config import FsyncPolicy, LogConfig, LogRecord
 from tidings.log.damage import DAMAGE_FILE, load
-from tidings.log.partition import FsyncPolicy, LogConfig, LogRecord, PartitionLog
+from tidings.log.partition import PartitionLog
 
 BATCHES = 10
 # One segment holds everything: the damage is in the active segment.

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tidings.log.config import FsyncPolicy, LogConfig
 from tidings.log.files import OpenFiles
-from tidings.log.partition import FsyncPolicy, LogConfig, PartitionLog
+from tidings.log.partition import PartitionLog
 
 
 def open_descriptors() -> int:

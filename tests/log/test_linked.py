@@ -26,7 +26,8 @@ import pytest
 
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.log import format as fmt
-from tidings.log.partition import FsyncPolicy, LogConfig, PartitionLog, Retention
+from tidings.log.config import FsyncPolicy, LogConfig, Retention
+from tidings.log.partition import PartitionLog
 from tidings.log.segment import Segment
 
 KILLS = 20
@@ -42,7 +43,7 @@ import random
 import sys
 
 from tidings.backends.embedded.storage import EmbeddedStorage
-from tidings.log.partition import FsyncPolicy, LogConfig, Retention
+from tidings.log.config import FsyncPolicy, LogConfig, Retention
 
 PARTITIONS = {partitions}
 

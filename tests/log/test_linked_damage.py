@@ -9,7 +9,7 @@ from tests.log.test_corruption import flip
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.log import format as fmt
 from tidings.log.check import check_partition
-from tidings.log.partition import Retention
+from tidings.log.config import Retention
 
 TOPIC = "t"
 

@@ -17,8 +17,9 @@ from fulldisk import Disk, small_disk
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.errors import StorageUnavailable
 from tidings.log import format as fmt
+from tidings.log.config import FsyncPolicy, Retention
 from tidings.log.linked import append_linked
-from tidings.log.partition import FsyncPolicy, PartitionLog, Retention
+from tidings.log.partition import PartitionLog
 
 
 def fdatasync_failing_under(

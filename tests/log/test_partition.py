@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
 from tidings.log import format as fmt
-from tidings.log.partition import FsyncPolicy, LogConfig, LogRecord, PartitionLog
+from tidings.log.config import FsyncPolicy, LogConfig, LogRecord
+from tidings.log.partition import PartitionLog
 
 T0 = 1_700_000_000_000
 

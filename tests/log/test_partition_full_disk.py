@@ -10,7 +10,8 @@ import pytest
 from fulldisk import Disk, small_disk
 
 from tidings.errors import StorageUnavailable
-from tidings.log.partition import FsyncPolicy, LogConfig, PartitionLog
+from tidings.log.config import FsyncPolicy, LogConfig
+from tidings.log.partition import PartitionLog
 
 
 @pytest.fixture

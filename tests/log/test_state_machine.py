@@ -20,7 +20,8 @@ from hypothesis.stateful import (
 )
 
 from tidings.errors import OffsetOutOfRange
-from tidings.log.partition import FsyncPolicy, LogConfig, LogRecord, PartitionLog
+from tidings.log.config import FsyncPolicy, LogConfig, LogRecord
+from tidings.log.partition import PartitionLog
 
 T = TypeVar("T")
 T0 = 1_700_000_000_000

@@ -13,33 +13,18 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from chromium import CHROMIUM, LAUNCH_ARGS, NEEDS_CHROMIUM
 from hubapi import put_topic, unique
 from hubproc import HubFactory
 from livehelp import GatedPublisher, check_exactly_once
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 pytestmark = [
     pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="/usr/bin/chromium is absent: `apt-get install chromium` (make test does)",
-    ),
+    NEEDS_CHROMIUM,
 ]
 
 PAGE = """<!doctype html>

@@ -24,30 +24,21 @@ from typing import Any
 
 import aiohttp
 import pytest
+from chromium import CHROMIUM, NEEDS_CHROMIUM
+from chromium import LAUNCH_ARGS as CHROME_ARGS
 from hubapi import expect, publish, put_topic, unique
 from hubproc import HubFactory
 from receivers import Receiver
 
-CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    *CHROME_ARGS,
     # A foreign site's name, served from loopback: the attack needs no network.
     "--host-resolver-rules=MAP evil.example 127.0.0.1, MAP app.example 127.0.0.1",
 ]
 
 pytestmark = [
     pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="/usr/bin/chromium is absent: `apt-get install chromium` (make test does)",
-    ),
+    NEEDS_CHROMIUM,
 ]
 
 ATTACK = """<!doctype html>

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from chromium import CHROMIUM, LAUNCH_ARGS, NEEDS_CHROMIUM
 from hubapi import (
     expect,
     fetch,
@@ -33,25 +34,12 @@ from hubproc import HubFactory, HubProcess
 from receivers import Answer, Received, Receiver
 from shoporders import DECLINED, TOPICS, load_orders
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_MS = 15_000
 WEBHOOK_ARGS = ("--webhook-allow-net", "127.0.0.0/8", "--webhook-retry-schedule", "0,0.1")
 
 pytestmark = [
     pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="/usr/bin/chromium is absent: `apt-get install chromium` (make test does)",
-    ),
+    NEEDS_CHROMIUM,
 ]
 
 

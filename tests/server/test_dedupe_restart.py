@@ -20,7 +20,7 @@ from hubapi import get_topic, publish
 from hubproc import HubFactory, HubProcess
 
 from tidings.backends.embedded.storage import EmbeddedStorage
-from tidings.log.partition import FsyncPolicy, Retention
+from tidings.log.config import FsyncPolicy, Retention
 
 PARTITIONS = 8
 HISTORY = 1_100_000

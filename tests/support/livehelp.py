@@ -18,7 +18,7 @@ from hubproc import free_port
 
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.core.hub import Hub
-from tidings.log.partition import FsyncPolicy, LogConfig
+from tidings.log.config import FsyncPolicy, LogConfig
 from tidings.server.app import ServerOptions, create_app
 from tidings.server.live import LiveOptions
 from tidings.server.ws import WebSocketEndpoint

@@ -30,7 +30,7 @@ import sys
 import uvicorn
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.core.hub import Hub
-from tidings.log.partition import FsyncPolicy
+from tidings.log.config import FsyncPolicy
 from tidings.server.app import create_app
 from tidings.server.auth import Auth
 

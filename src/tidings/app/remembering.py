@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tidings.log.partition import Clock
+from tidings.log.config import Clock
 
 __all__ = ["HandledIds"]
 

@@ -25,7 +25,7 @@ from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub
 from tidings.errors import StaleLease
 from tidings.events.envelope import normalize_event, now_rfc3339
-from tidings.log.partition import Clock, SystemClock
+from tidings.log.config import Clock, SystemClock
 
 __all__ = [
     "CoreTransport",

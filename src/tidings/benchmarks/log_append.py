@@ -47,7 +47,8 @@ from rich.table import Table
 
 from tidings.benchmarks.processes import scratch_dir
 from tidings.errors import TidingsError
-from tidings.log.partition import FsyncPolicy, LogConfig, PartitionLog
+from tidings.log.config import FsyncPolicy, LogConfig
+from tidings.log.partition import PartitionLog
 
 EVENT_BYTES = 256
 POLICIES = ("interval:5", "never", "always")

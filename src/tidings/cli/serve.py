@@ -205,7 +205,7 @@ def serve(
     ] = 4 << 20,
 ) -> None:
     """Serve the hub on the embedded log."""
-    from tidings.log.partition import FsyncPolicy
+    from tidings.log.config import FsyncPolicy
     from tidings.server.protocol import HttpLimits
     from tidings.server.serve import ServeConfig
     from tidings.server.serve import serve as run

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from tidings.core.hub import Topic
     from tidings.core.metrics import Metrics
     from tidings.core.storage import Storage
-    from tidings.log.partition import Clock
+    from tidings.log.config import Clock
 
 logger = logging.getLogger("tidings.hub")
 

@@ -40,7 +40,7 @@ import orjson
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import is_decimal
 from tidings.errors import BadRequest, Forbidden, StaleLease
-from tidings.log.partition import Positions
+from tidings.log.config import Positions
 
 ReadFn = Callable[[int, int, int], Sequence[tuple[int, int, bytes]]]
 """read(partition, offset, max_records) -> [(offset, timestamp_ms, payload)]"""

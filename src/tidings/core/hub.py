@@ -34,7 +34,7 @@ from tidings.errors import (
     StorageUnavailable,
     TopicNotFound,
 )
-from tidings.log.partition import Clock, SystemClock
+from tidings.log.config import Clock, SystemClock
 
 logger = logging.getLogger("tidings.hub")
 

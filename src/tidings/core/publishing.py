@@ -27,7 +27,7 @@ from tidings.errors import TooLarge
 if TYPE_CHECKING:
     from tidings.core.hub import HubOptions, Topic
     from tidings.core.storage import Storage
-    from tidings.log.partition import Clock
+    from tidings.log.config import Clock
 
 
 class Published(NamedTuple):

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
+from tidings.log.config import GroupRow, LogRecord, Positions, Retention
 from tidings.log.damage import Damage
-from tidings.log.partition import GroupRow, LogRecord, Positions, Retention
 
 __all__ = [
     "Damage", "GroupRow", "LogRecord", "PartitionStore", "Positions", "Retention", "Storage",

@@ -1,10 +1,12 @@
 """Layer 1, storage: the append-only log, bytes on disk and nothing above them.
 
+- ``config``: the fsync policy, retention, segment layout, clock and record types.
 - ``format``: the byte layout of segments and indexes, written out at its top.
 - ``segment``, ``partition``: one segment file; one partition's segments, its
   writer (group commit) and readers, rolling and retention.
 - ``recovery``: checking the active segment at open and cutting a torn tail.
-- ``damage``: telling damage from a torn tail, stepping over it, its record.
+- ``damage``: telling damage from a torn tail, stepping over it, its record;
+  ``check``: the same scan offline, for ``tidings check``.
 - ``files``: the open files of every partition, bounded, least recently used closed.
 - ``linked``: one publish over several partitions, whole or not at all.
 - ``memory``: the same interface in memory, for tests of the layers above.

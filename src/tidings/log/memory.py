@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidings.errors import OffsetOutOfRange, StorageUnavailable
+from tidings.log.config import Clock, GroupRow, LogRecord, Positions, Retention, SystemClock
 from tidings.log.damage import Damage
-from tidings.log.partition import Clock, GroupRow, LogRecord, Positions, Retention, SystemClock
 
 
 class MemoryPartition:

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from tidings.core.hub import Hub, Topic
+from tidings.log.config import FSYNC_STATS
 from tidings.log.files import OpenFiles
-from tidings.log.partition import FSYNC_STATS
 from tidings.server.webhooks.service import WebhookService
 
 

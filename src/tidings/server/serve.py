@@ -22,8 +22,8 @@ from tidings.core.webhooks.config import WebhookPolicy, parse_schedule
 from tidings.core.webhooks.schedule import DEFAULT_DISABLE_AFTER_MS, RetrySchedule
 from tidings.core.webhooks.targets import parse_networks
 from tidings.errors import BadRequest
+from tidings.log.config import FsyncPolicy, LogConfig
 from tidings.log.files import DEFAULT_MAX_OPEN_FILES, OpenFiles
-from tidings.log.partition import FsyncPolicy, LogConfig
 from tidings.server.app import MAX_BODY_BYTES_IN_FLIGHT, ServerOptions, create_app
 from tidings.server.auth import Auth
 from tidings.server.guard import LOOPBACK_HOSTS

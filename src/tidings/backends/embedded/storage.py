@@ -27,18 +27,18 @@ import orjson
 
 from tidings.backends.embedded.sqlite import connect
 from tidings.errors import CorruptLog, StorageUnavailable
-from tidings.log.files import OpenFiles, SegmentFile
-from tidings.log.linked import append_linked, resolve
-from tidings.log.partition import (
+from tidings.log.config import (
     Clock,
     FsyncPolicy,
     GroupRow,
     LogConfig,
-    PartitionLog,
     Positions,
     Retention,
     SystemClock,
 )
+from tidings.log.files import OpenFiles, SegmentFile
+from tidings.log.linked import append_linked, resolve
+from tidings.log.partition import PartitionLog
 from tidings.log.segment import fsync_dir
 
 logger = logging.getLogger("tidings.storage")

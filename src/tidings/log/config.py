@@ -1,0 +1,102 @@
+"""The log's settings and the values it hands up: fsync policy, retention, segment
+layout, the clock it reads, a record, and a group's durable positions.
+
+Imports only :mod:`tidings.errors`; imported by every module of ``log`` and by the
+layers above, which name these types without opening a partition.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from tidings.errors import BadRequest
+
+LogRecord = tuple[int, int, bytes]
+"""(offset, timestamp in ms, payload)"""
+
+Positions = dict[int, tuple[int, list[int], list[tuple[int, int, int]]]]
+"""A group's durable state: per partition, the committed offset, offsets done above it,
+and ``(offset, deliveries, due_ms)`` of each record delivered and not done yet."""
+
+GroupRow = tuple[str, str, dict[str, Any], Positions]
+"""(topic, group, config, positions) as the metadata store keeps them."""
+
+
+class FsyncStats:
+    """How many fsyncs the log made and how long they took, for ``/metrics``."""
+
+    __slots__ = ("count", "seconds")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+
+    def fdatasync(self, fd: int) -> None:
+        start = time.perf_counter()
+        os.fdatasync(fd)
+        self.seconds += time.perf_counter() - start
+        self.count += 1
+
+
+FSYNC_STATS = FsyncStats()
+
+
+class Clock(Protocol):
+    def time_ms(self) -> int: ...
+
+
+class SystemClock:
+    def time_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class FsyncPolicy:
+    """When an append is acknowledged.
+
+    ``always``: after its bytes are fsynced. ``interval``: once written to the
+    operating system (safe from a process crash), with an fsync at most
+    ``interval_ms`` later (a power loss loses at most that window). ``never``:
+    once written; the operating system flushes when it likes.
+    """
+
+    mode: Literal["always", "interval", "never"] = "interval"
+    interval_ms: int = 50
+
+    @classmethod
+    def parse(cls, text: str) -> FsyncPolicy:
+        text = text.strip()
+        if text in ("always", "never"):
+            return cls(text)  # type: ignore[arg-type]
+        if text.startswith("interval:"):
+            raw = text.removeprefix("interval:")
+            if raw.isascii() and raw.isdigit() and int(raw) > 0:  # isdigit alone takes "²"
+                return cls("interval", int(raw))
+        raise BadRequest(
+            f"fsync policy {text!r} is not one of 'always', 'interval:<ms>' (ms > 0), 'never'"
+        )
+
+    def __str__(self) -> str:
+        return f"interval:{self.interval_ms}" if self.mode == "interval" else self.mode
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a topic keeps its records: whole segments go past either limit."""
+
+    max_age_ms: int | None = None
+    max_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """How a partition lays out and keeps its segments."""
+
+    segment_bytes: int = 64 * 1024 * 1024
+    segment_ms: int | None = 7 * 24 * 3600 * 1000
+    index_interval: int = 4096
+    retention_ms: int | None = None
+    retention_bytes: int | None = None
