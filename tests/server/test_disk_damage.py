@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from hubapi import (
     ack,
     expect,
@@ -62,9 +63,9 @@ def flip(path: Path, position: int) -> None:
         f.write(bytes([byte ^ 0x20]))
 
 
-def tidings_check(data_dir: Path) -> subprocess.CompletedProcess[str]:
+def tidings_check(data_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tidings", "check", str(data_dir)],
+        [sys.executable, "-m", "tidings", "check", str(data_dir), *flags],
         capture_output=True,
         text=True,
         timeout=60,
@@ -110,6 +111,14 @@ async def test_a_flipped_byte_mid_active_segment_keeps_the_events_after_it(
     [line] = [x for x in damaged.stdout.splitlines() if x.startswith("DAMAGED")]
     assert f"{t}/0 {active.name} byte {bad_pos}" in line
     assert "offsets 20 to 24 lost (5 events): batch fails its CRC" in line
+    as_json = tidings_check(hub.data_dir, "--json")
+    assert as_json.returncode == 1, as_json.stdout + as_json.stderr
+    report = orjson.loads(as_json.stdout)
+    assert (report["damaged"], report["lost"], report["torn"]) == (1, 5, [])
+    [found] = report["damage"]
+    assert found["partition"] == f"{t}/0" and found["segment"] == active.name
+    assert (found["position"], found["first_offset"], found["end_offset"]) == (bad_pos, 20, 25)
+    assert found["why"] == "batch fails its CRC"
     hub.start()
     async with aiohttp.ClientSession() as http:  # no connection kept from the first run
         await check_active_damage(http, hub, t, active, bad_pos)
@@ -310,6 +319,12 @@ async def test_tidings_check_names_a_torn_tail_without_failing(
     assert torn.returncode == 0, torn.stdout + torn.stderr
     assert "torn tail" in torn.stdout and "no damage" in torn.stdout
     assert active.stat().st_size == size - 3  # the check changes nothing
+    as_json = tidings_check(hub.data_dir, "--json")
+    assert as_json.returncode == 0, as_json.stdout + as_json.stderr
+    report = orjson.loads(as_json.stdout)
+    assert report["damage"] == [] and report["batches"] == 2
+    [cut] = report["torn"]
+    assert (cut["partition"], cut["segment"]) == (f"{t}/0", active.name)
 
     missing = tidings_check(tmp_path / "nowhere")
     assert missing.returncode == 2
