@@ -16,7 +16,7 @@ from hubproc import HubProcess, hub_env
 
 
 def tidings(
-    hub: HubProcess, *args: str, stdin: str | None = None
+    hub: HubProcess, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tidings", *args, "--url", hub.base_url],
@@ -24,7 +24,7 @@ def tidings(
         capture_output=True,
         text=True,
         timeout=60,
-        env=hub_env(),
+        env=env or hub_env(),
     )
 
 
@@ -234,3 +234,14 @@ def test_piped_tail_output_keeps_each_record_on_one_line(hub: HubProcess) -> Non
     tail = tidings(hub, "tail", topic, "--from", "earliest", "--limit", "1")
     lines = tail.stdout.splitlines()
     assert len(lines) == 1 and "n.made" in lines[0], tail.stdout
+
+
+def test_tail_shows_event_times_as_local_24_hour_times(hub: HubProcess) -> None:
+    topic = unique()
+    event = {"type": "n.timed", "time": "2026-03-01T23:30:05.250Z", "data": 1}
+    out = tidings(hub, "publish", topic, stdin=json.dumps(event) + "\n")
+    assert out.returncode == 0, out.stderr
+    env = {**hub_env(), "TZ": "Asia/Kolkata"}  # UTC+05:30, no daylight saving
+    tail = tidings(hub, "tail", topic, "--from", "earliest", "--limit", "1", env=env)
+    assert tail.returncode == 0, tail.stderr
+    assert tail.stdout.startswith("2026-03-02 05:00:05.250 "), tail.stdout

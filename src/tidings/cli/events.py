@@ -91,6 +91,21 @@ def publish(
 CONNECT_S = 10.0
 
 
+def _event_time(value: str | None) -> str:
+    """An event's RFC 3339 ``time`` as a local time on the 24-hour clock, to the millisecond."""
+    from datetime import datetime
+
+    if not value:
+        return "-"
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return value  # a time the hub kept as given: shown as it is
+    if when.tzinfo is None:
+        return value
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
 def _format_record(record: Any) -> str:
     """One line of rich markup: time, where, type, data (shortened)."""
     from rich.markup import escape
@@ -101,7 +116,7 @@ def _format_record(record: Any) -> str:
     if len(shown) > 200:
         shown = shown[:197] + "..."
     return (
-        f"[dim]{escape(ev.time or '')}[/dim] "
+        f"[dim]{escape(_event_time(ev.time))}[/dim] "
         f"[cyan]{escape(record.topic)}/{record.partition}@{record.offset}[/cyan] "
         f"[bold]{escape(ev.type)}[/bold] {escape(shown)}"
     )
