@@ -49,7 +49,7 @@ from tidings.log.recovery import (
     recover_sealed,
     scan_links,
 )
-from tidings.log.segment import Segment, fsync_dir
+from tidings.log.segment import Segment, fsync_dir, make_dirs
 
 logger = logging.getLogger("tidings.log")
 
@@ -119,7 +119,8 @@ class PartitionLog:
         log = cls(
             directory, config or LogConfig(), policy or FsyncPolicy(), clock or SystemClock(), files
         )
-        directory.mkdir(parents=True, exist_ok=True)
+        # The partition's directory and its topic's, each synced in its parent.
+        make_dirs(directory, 2)
         stems = [p.stem for p in directory.glob("*.log")]
         bases = sorted(int(s) for s in stems if s.isascii() and s.isdigit())
         if not bases:

@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tidings.log.config import disk
 from tidings.log.damage import Damage, find_next_batch
 from tidings.log.format import BatchHeader, Link, decode_link
 from tidings.log.segment import Segment, fsync_dir
@@ -166,7 +167,7 @@ def cut_tail(
             with open(side, "xb") as out:
                 out.write(os.pread(segment.fd, cut, position))
                 out.flush()
-                os.fsync(out.fileno())
+                disk().fsync(out.fileno())
         except OSError:
             side.unlink(missing_ok=True)
             raise

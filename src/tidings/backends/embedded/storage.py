@@ -39,7 +39,7 @@ from tidings.log.config import (
 from tidings.log.files import OpenFiles, SegmentFile
 from tidings.log.linked import append_linked, resolve
 from tidings.log.partition import PartitionLog
-from tidings.log.segment import fsync_dir
+from tidings.log.segment import fsync_dir, make_dirs
 
 logger = logging.getLogger("tidings.storage")
 
@@ -69,8 +69,7 @@ class EmbeddedStorage:
         self.policy = policy or FsyncPolicy()
         self.log_config = log_config or LogConfig()
         self.clock = clock or SystemClock()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "topics").mkdir(exist_ok=True)
+        make_dirs(self.data_dir / "topics", 2)  # durable before any partition in it
         self._db = connect(
             self.data_dir / "meta.sqlite3", "FULL" if self.policy.mode == "always" else "NORMAL"
         )
