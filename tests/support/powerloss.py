@@ -44,6 +44,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -258,9 +259,12 @@ def _options() -> HubOptions:
     return HubOptions(sweep_s=0.05)
 
 
-async def _load(run: Run, data: Path, disk: RecordingDisk, cut_dir: Path, rng: random.Random) -> None:
+async def _load(
+    run: Run, data: Path, disk: RecordingDisk, cut_dir: Path, rng: random.Random
+) -> None:
     """Publish and consume until the cut, then build the cut directory."""
-    storage = EmbeddedStorage(data, run.policy, LogConfig(segment_bytes=rng.choice((8192, 20000, 1 << 20))))
+    segment_bytes = rng.choice((8192, 20000, 1 << 20))
+    storage = EmbeddedStorage(data, run.policy, LogConfig(segment_bytes=segment_bytes))
     hub = Hub(storage, _options())
     await hub.start()
     cut = asyncio.Event()
@@ -374,7 +378,8 @@ async def _check(run: Run, cut_dir: Path) -> None:
                     else:
                         c["lost"] += 1
                         run.problems.append(
-                            f"acknowledged {e['id']} at {pos} lost ({age * 1000:.1f} ms before the cut)"
+                            f"acknowledged {e['id']} at {pos} lost "
+                            f"({age * 1000:.1f} ms before the cut)"
                         )
                 elif got != pos:
                     c["out_of_order"] += 1
@@ -382,7 +387,7 @@ async def _check(run: Run, cut_dir: Path) -> None:
         # Offsets go on from the end: one keyless event per partition, in turn.
         ends = [log.end_offset for log in logs]
         for _ in range(PARTITIONS):
-            [got_pub] = await hub.publish(TOPIC, [_event(random.Random(run.seed), None)])
+            [got_pub] = await hub.publish(TOPIC, [_event(random.Random(), None)])
             if got_pub.offset != ends[got_pub.partition]:
                 c["out_of_order"] += 1
                 run.problems.append(
@@ -394,7 +399,8 @@ async def _check(run: Run, cut_dir: Path) -> None:
         for pub in run.publishes:
             out = await hub.publish(TOPIC, [dict(e) for e in pub.events])
             for e, p in zip(pub.events, out, strict=True):
-                if e["id"] in where and (not p.duplicate or (p.partition, p.offset) != where[e["id"]]):
+                kept = where.get(e["id"])
+                if kept is not None and (not p.duplicate or (p.partition, p.offset) != kept):
                     c["dedupe_errors"] += 1
                     run.problems.append(f"retry of kept {e['id']} answered {p}")
         after = contents()
@@ -406,7 +412,11 @@ async def _check(run: Run, cut_dir: Path) -> None:
             run.problems.append(f"{len(attempted - set(seen))} ids missing after the retries")
             c["lost"] += len(attempted - set(seen))
         # The group delivers every event it had not acknowledged, once.
-        expect = {eid for pos, eid in after.items() if not (eid in run.group_acked and found.get(pos) == eid)}
+        expect = {
+            eid
+            for pos, eid in after.items()
+            if not (eid in run.group_acked and found.get(pos) == eid)
+        }
         delivered: dict[str, int] = {}
         for _ in range(1000):
             got = await hub.fetch(TOPIC, GROUP, 500)
@@ -449,8 +459,8 @@ async def one_run(seed: int, policy: FsyncPolicy, workdir: Path) -> Run:
         await _load(run, data, disk, cut_dir, rng)
     finally:
         use_disk(previous)
-    syncs = [t for t in disk.syncs if t <= run.cut_at]
-    gaps = [b - a for a, b in zip(syncs, syncs[1:] + [run.cut_at], strict=True)]
+    points = [t for t in disk.syncs if t <= run.cut_at] + [run.cut_at]
+    gaps = [b - a for a, b in pairwise(points)]
     run.counts["max_sync_gap_us"] = int(max(gaps, default=0.0) * 1e6)
     try:
         await _check(run, cut_dir)

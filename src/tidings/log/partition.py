@@ -99,6 +99,11 @@ class PartitionLog:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dirty = False  # written since the last fsync
         self._damage: list[Damage] = []
+        # Under "interval": a linked part was queued since the last roll, and the marks
+        # of segments rolled with released parts in them, which the next whole flush
+        # round makes needless (see take_linked_marks).
+        self._linked_since_roll = False
+        self._marks_to_clear: list[Path] = []
 
     # -- opening -----------------------------------------------------------------
 
@@ -273,6 +278,7 @@ class PartitionLog:
         frame = fmt.encode_batch(base, payloads, timestamp_ms, link)
         fut = self._enqueue(frame, base, len(payloads), timestamp_ms)
         self._holds[base] = (base + len(payloads), fut)
+        self._linked_since_roll = True
         return fut
 
     def holding(self, base: int) -> bool:
@@ -423,9 +429,19 @@ class PartitionLog:
 
     def _roll(self) -> Segment:
         old = self._segments[-1]
-        if any(base < old.next_offset for base in self._holds):
+        held = any(base < old.next_offset for base in self._holds)
+        # Under "interval" a part released here may have parts elsewhere not yet
+        # fsynced, while sealing syncs this one: a power loss then would keep it alone.
+        unsynced = self._linked_since_roll and self.policy.mode == "interval"
+        if held or unsynced:
             # A linked part in it may yet be torn: recovery must look at this one too.
-            linked_marker(old).touch()
+            # The mark is durable before the segment is sealed and the next one made.
+            mark = linked_marker(old)
+            mark.touch()
+            fsync_dir(self.directory)
+            if not held:
+                self._marks_to_clear.append(mark)
+        self._linked_since_roll = False
         old.seal()
         seg = Segment(
             self.directory,
@@ -524,6 +540,13 @@ class PartitionLog:
         if not (self.start_offset <= offset < self._next_offset):
             return None
         return self._segments[bisect_right(self._bases, offset) - 1].link_at(offset)
+
+    def take_linked_marks(self) -> list[Path]:
+        """The marks of segments rolled under ``interval`` with released linked parts in
+        them, handed to a flush round that starts now: once it has fsynced every dirty
+        partition, every part written before it is durable, and the marks may go."""
+        marks, self._marks_to_clear = self._marks_to_clear, []
+        return marks
 
     def forget_linked_markers(self) -> None:
         """Every linked batch recovery found is whole or cut: drop the segments' marks."""
