@@ -17,7 +17,7 @@ from powerloss import RecordingDisk, campaign
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.core.hub import Hub
 from tidings.events.envelope import normalize_event
-from tidings.log.config import FsyncPolicy, LogConfig, use_disk
+from tidings.log.config import FsyncPolicy, LogConfig, Retention, use_disk
 from tidings.log.partition import PartitionLog
 
 ALWAYS = FsyncPolicy("always")
@@ -152,3 +152,41 @@ async def test_a_page_never_written_back_is_a_torn_tail_not_damage(tmp_path: Pat
         assert (await log.append([b"next"])) == log.end_offset - 1
     finally:
         await log.close()
+
+
+async def test_a_linked_part_written_after_a_roll_in_the_same_write(tmp_path: Path) -> None:
+    # One write rolls partition 0 and then writes a linked part into the new segment;
+    # a later append rolls that one too (sealed, synced) while partition 1's part is
+    # not yet synced. That segment needs its mark as well.
+    data = tmp_path / "data"
+    data.mkdir()
+    disk = RecordingDisk(data)
+    previous = use_disk(disk)
+    policy = FsyncPolicy("interval", 60_000)
+    config = LogConfig(segment_bytes=1000)
+    try:
+        storage = EmbeddedStorage(data, policy, config)
+        storage.save_topic("orders", {"partitions": 2})  # else removed at the next start
+        p0 = storage.open_partition("orders", 0, Retention())
+        storage.open_partition("orders", 1, Retention())
+        plain = p0.append([b"x" * 900])
+        linked = storage.append_linked("orders", [(0, [b"a"]), (1, [b"b"])])
+        assert await plain == 0
+        assert await linked == [1, 0]
+        assert p0.segment_count == 2  # the part went to the second segment
+        await p0.append([b"y" * 950])  # rolls the second segment, sealing the part
+        assert p0.segment_count == 3
+        disk.cut(tmp_path / "cut", random.Random(0), "synced")
+        await storage.close()
+    finally:
+        use_disk(previous)
+    storage = EmbeddedStorage(tmp_path / "cut", policy, config)
+    try:
+        kept = [
+            r[2]
+            for p in (0, 1)
+            for r in storage.open_partition("orders", p, Retention()).read(0, 100)
+        ]
+        assert kept == [b"x" * 900]  # the publish is cut, with what followed it
+    finally:
+        await storage.close()

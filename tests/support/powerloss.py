@@ -230,6 +230,7 @@ class Run:
     mode: str
     publishes: list[Publish] = field(default_factory=list)
     group_acked: set[str] = field(default_factory=set)  # ids the group acked before the cut
+    started_at: float = 0.0  # when the first partition opened: the flusher's start
     cut_at: float = 0.0
     problems: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -271,6 +272,7 @@ async def _load(
     target_acks = rng.randint(0, 300)
     acks = 0
     try:
+        run.started_at = time.monotonic()
         await hub.create_topic(TOPIC, PARTITIONS)
         await hub.put_group(TOPIC, GROUP, GroupConfig(ack_wait_ms=60_000))
 
@@ -364,7 +366,11 @@ async def _check(run: Run, cut_dir: Path) -> None:
             there = [e["id"] in where for e in pub.events]
             if any(there) and not all(there):
                 c["torn"] += 1
-                run.problems.append(f"publish of {len(there)} kept {sum(there)}")
+                kept = [where.get(e["id"]) for e in pub.events]
+                run.problems.append(
+                    f"publish of {len(there)} ({'acknowledged' if pub.acked_at else 'not'}) "
+                    f"kept {sum(there)}: {kept}"
+                )
             if pub.acked_at is None:
                 continue
             c["acknowledged"] += len(pub.events)
@@ -436,11 +442,16 @@ async def _check(run: Run, cut_dir: Path) -> None:
 
 
 def _window(run: Run) -> float:
-    """How long before the cut an acknowledged event may be lost under ``interval``:
-    the interval, plus one flush round (measured: the longest gap between fsyncs,
-    which holds the flusher's lateness on a busy loop, and the round itself)."""
+    """How long before the cut an acknowledged event may be lost under ``interval``.
+
+    The flusher fsyncs every dirty partition each ``MS`` (later on a busy loop: its
+    cadence is measured here as the longest gap between fsync starts, from the
+    flusher's start to the cut). An event acknowledged just after a round began is synced
+    by the next, which starts within one gap and ends before the following one:
+    so ``MS`` plus one flush is at most two such gaps.
+    """
     interval = run.policy.interval_ms / 1000
-    return interval + max(interval, run.counts.get("max_sync_gap_us", 0) / 1e6)
+    return 2 * max(interval, run.counts.get("max_sync_gap_us", 0) / 1e6)
 
 
 async def one_run(seed: int, policy: FsyncPolicy, workdir: Path) -> Run:
@@ -459,12 +470,15 @@ async def one_run(seed: int, policy: FsyncPolicy, workdir: Path) -> Run:
         await _load(run, data, disk, cut_dir, rng)
     finally:
         use_disk(previous)
-    points = [t for t in disk.syncs if t <= run.cut_at] + [run.cut_at]
+    points = [run.started_at, *(t for t in disk.syncs if t <= run.cut_at), run.cut_at]
     gaps = [b - a for a, b in pairwise(points)]
     run.counts["max_sync_gap_us"] = int(max(gaps, default=0.0) * 1e6)
+    restart = workdir / f"restart-{seed}"
+    shutil.copytree(cut_dir, restart)  # the cut itself stays as it was, for a look
     try:
-        await _check(run, cut_dir)
+        await _check(run, restart)
     finally:
+        shutil.rmtree(restart, ignore_errors=True)
         shutil.rmtree(data, ignore_errors=True)
         if not run.problems:
             shutil.rmtree(cut_dir, ignore_errors=True)
@@ -507,7 +521,9 @@ def campaign(cuts: int, seed: int, seconds: float, keep: Path | None = None) -> 
             if run.problems:
                 summary["failures"].append(
                     {"seed": run.seed, "policy": str(policy), "mode": run.mode,
-                     "cut_dir": str(base / f"cut-{run.seed}"), "problems": run.problems[:10]}
+                     "cut_dir": str(base / f"cut-{run.seed}"),
+                     "window_ms": round(_window(run) * 1000, 1),
+                     "problems": run.problems[:10]}
                 )
     finally:
         if not summary["failures"]:

@@ -99,10 +99,10 @@ class PartitionLog:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dirty = False  # written since the last fsync
         self._damage: list[Damage] = []
-        # Under "interval": a linked part was queued since the last roll, and the marks
-        # of segments rolled with released parts in them, which the next whole flush
-        # round makes needless (see take_linked_marks).
-        self._linked_since_roll = False
+        # Under "interval": the base offset of the last linked part queued, and the
+        # marks of segments rolled with released parts in them, which the next whole
+        # flush round makes needless (see take_linked_marks).
+        self._last_linked = -1
         self._marks_to_clear: list[Path] = []
 
     # -- opening -----------------------------------------------------------------
@@ -278,7 +278,8 @@ class PartitionLog:
         frame = fmt.encode_batch(base, payloads, timestamp_ms, link)
         fut = self._enqueue(frame, base, len(payloads), timestamp_ms)
         self._holds[base] = (base + len(payloads), fut)
-        self._linked_since_roll = True
+        if self.policy.mode == "interval":
+            self._last_linked = base
         return fut
 
     def holding(self, base: int) -> bool:
@@ -432,7 +433,9 @@ class PartitionLog:
         held = any(base < old.next_offset for base in self._holds)
         # Under "interval" a part released here may have parts elsewhere not yet
         # fsynced, while sealing syncs this one: a power loss then would keep it alone.
-        unsynced = self._linked_since_roll and self.policy.mode == "interval"
+        # (Or in a later segment, one write rolling more than once: a mark too many
+        # costs nothing, the flusher removes it.)
+        unsynced = self._last_linked >= old.base_offset
         if held or unsynced:
             # A linked part in it may yet be torn: recovery must look at this one too.
             # The mark is durable before the segment is sealed and the next one made.
@@ -441,7 +444,6 @@ class PartitionLog:
             fsync_dir(self.directory)
             if not held:
                 self._marks_to_clear.append(mark)
-        self._linked_since_roll = False
         old.seal()
         seg = Segment(
             self.directory,
