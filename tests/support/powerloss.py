@@ -492,12 +492,13 @@ def campaign(cuts: int, seed: int, seconds: float, keep: Path | None = None) -> 
     """Run up to ``cuts`` power cuts (seeded: run ``k`` uses seed ``seed + k``), stopping
     early once ``seconds`` have passed; the summary of all runs.
 
-    Each run's policy is ``always``, ``interval:5`` or ``interval:20`` in turn. A run
-    that found a problem keeps its cut directory (under ``keep``, else a temporary
-    directory) and is listed in ``failures`` with what was wrong.
+    Each run's policy is ``always``, ``interval:5`` or ``interval:20`` in turn. Runs
+    work in a RAM disk when there is one. A run that found a problem keeps its cut
+    directory (moved under ``keep`` if given) and is listed in ``failures`` with what
+    was wrong.
     """
     started = time.monotonic()
-    base = Path(tempfile.mkdtemp(prefix="powerloss-", dir=keep or _scratch()))
+    base = Path(tempfile.mkdtemp(prefix="powerloss-", dir=_scratch()))
     summary: dict[str, Any] = dict.fromkeys(COUNTS, 0)
     summary.update(seed=seed, by_policy={}, failures=[], modes={"prefix": 0, "pages": 0})
     totals: dict[str, int] = {}
@@ -526,7 +527,12 @@ def campaign(cuts: int, seed: int, seconds: float, keep: Path | None = None) -> 
                      "problems": run.problems[:10]}
                 )
     finally:
-        if not summary["failures"]:
+        if keep is not None:
+            for failure in summary["failures"]:
+                moved = keep / Path(failure["cut_dir"]).name
+                shutil.move(failure["cut_dir"], moved)
+                failure["cut_dir"] = str(moved)
+        if keep is not None or not summary["failures"]:
             shutil.rmtree(base, ignore_errors=True)
     summary.update(totals)
     summary["seconds"] = round(time.monotonic() - started, 1)
