@@ -458,6 +458,15 @@ def test_a_position_past_the_log_end_moves_back() -> None:
     assert not g.clamp(0, 0, 3)
 
 
+def test_acks_and_deliveries_past_the_log_end_are_forgotten() -> None:
+    # A power cut took back offsets 6 on; the group's saved state had acked 7 and 9 and
+    # delivered 8. Records appended there after the restart are new to it.
+    g = ConsumerGroup("t", "g", GroupConfig(), {0: (3, [4, 7, 9], [(5, 1, 0), (8, 2, 0)])})
+    assert g.clamp(0, 0, 6)
+    assert g.positions()[0] == (3, [4], [(5, 1, 0)])
+    assert not g.clamp(0, 0, 6)
+
+
 def test_skipped_offsets_are_done_never_delivered_and_noted() -> None:
     log = ListLog()
     for _ in range(10):

@@ -357,6 +357,14 @@ class ConsumerGroup:
         if end_offset is not None and c.committed > end_offset:
             self._reset(c, end_offset)
             return True
+        if end_offset is not None and (
+            any(o >= end_offset for o in c.done_above) or any(o >= end_offset for o in c.restored)
+        ):
+            # Acked or delivered past an end a power cut took back: the offsets there
+            # will hold new records, which this group has never seen.
+            c.done_above = {o for o in c.done_above if o < end_offset}
+            c.restored = {o: r for o, r in c.restored.items() if o < end_offset}
+            return True
         return False
 
     def can_read(self, partition: int) -> bool:

@@ -25,6 +25,47 @@ GroupRow = tuple[str, str, dict[str, Any], Positions]
 """(topic, group, config, positions) as the metadata store keeps them."""
 
 
+class Disk:
+    """The seam under the log's durability: every fsync the log makes goes here.
+
+    The log writes with plain ``os.write`` and asks this object only to make
+    something durable: a file's data (:meth:`fdatasync`), a file's data and
+    metadata (:meth:`fsync`), or a directory's entries (:meth:`fsync_dir`). A
+    power-loss test swaps it (:func:`use_disk`) for one that notes what each
+    call made durable, so that it can build what a machine that lost power at
+    any instant could have kept. Writes need no seam: what was written and not
+    yet made durable is the file as it stands minus what the last sync kept.
+    """
+
+    def fdatasync(self, fd: int) -> None:
+        os.fdatasync(fd)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def fsync_dir(self, path: str | os.PathLike[str]) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_disk = Disk()
+
+
+def disk() -> Disk:
+    """The :class:`Disk` the log syncs through now."""
+    return _disk
+
+
+def use_disk(new: Disk) -> Disk:
+    """Make the log sync through ``new`` from now on; returns the one it replaces."""
+    global _disk
+    old, _disk = _disk, new
+    return old
+
+
 class FsyncStats:
     """How many fsyncs the log made and how long they took, for ``/metrics``."""
 
@@ -36,7 +77,7 @@ class FsyncStats:
 
     def fdatasync(self, fd: int) -> None:
         start = time.perf_counter()
-        os.fdatasync(fd)
+        _disk.fdatasync(fd)
         self.seconds += time.perf_counter() - start
         self.count += 1
 

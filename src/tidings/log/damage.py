@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from tidings.log import format as fmt
+from tidings.log.config import disk
 
 DAMAGE_FILE = "damage.json"
 
@@ -179,7 +180,7 @@ def save(directory: Path, damage: Iterable[Damage]) -> None:
     with open(tmp, "wb") as out:
         out.write(json.dumps({"damage": items}, indent=1).encode())
         out.flush()
-        os.fsync(out.fileno())
+        disk().fsync(out.fileno())
     os.replace(tmp, path)
     _fsync_dir(directory)
 
@@ -193,8 +194,4 @@ def merge(known: Iterable[Damage], found: Iterable[Damage]) -> list[Damage]:
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    disk().fsync_dir(path)

@@ -45,8 +45,9 @@ every part naming all of them. Its records become readable only once every part
 is written (fsynced under ``always``), and recovery keeps a linked batch only
 if every part it names is there; otherwise it cuts it and what follows it in
 its partition, as a torn tail (see ``tidings.log.linked``). A segment rolled
-while a linked batch in it was not yet whole is marked by an empty
-``<base>.linked`` file, so that recovery checks it too.
+while a linked batch in it was not yet whole (or, under ``interval``, not yet
+fsynced in every partition) is marked by an empty ``<base>.linked`` file, so that
+recovery checks it too.
 
 A torn tail (a bad batch with no good batch after it) cut off by recovery is
 kept beside its segment as ``<base>.log.cut-<position>``. A bad batch with good

@@ -25,11 +25,11 @@ acknowledged, its part with it, and takes appends again at that offset.
 A torn batch that :func:`resolve` cannot cut (no room for the side copy) leaves
 its partition failed, read up to the batch, until healing makes the cut.
 
-A power loss is covered as far as the checks reach: recovery looks at the active
-segment and at segments marked ``.linked`` (rolled while a part in them was held).
-Under ``interval`` a part released, then rolled into a sealed segment before every
-other part was fsynced, is not checked again: a power loss in that window (within
-the fsync interval) can leave that publish in part.
+A power loss is covered too: recovery looks at the active segment and at segments
+marked ``.linked``: rolled while a part in them was held, or, under ``interval``,
+rolled with a released part in them whose other parts may not be fsynced yet (that
+mark goes once the next flush round has synced every partition; see
+:meth:`~tidings.log.partition.PartitionLog.take_linked_marks`).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from tidings.log.recovery import (
     recover_sealed,
     scan_links,
 )
-from tidings.log.segment import Segment, fsync_dir
+from tidings.log.segment import Segment, fsync_dir, make_dirs
 
 logger = logging.getLogger("tidings.log")
 
@@ -99,6 +99,11 @@ class PartitionLog:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dirty = False  # written since the last fsync
         self._damage: list[Damage] = []
+        # Under "interval": the base offset of the last linked part queued, and the
+        # marks of segments rolled with released parts in them, which the next whole
+        # flush round makes needless (see take_linked_marks).
+        self._last_linked = -1
+        self._marks_to_clear: list[Path] = []
 
     # -- opening -----------------------------------------------------------------
 
@@ -119,7 +124,8 @@ class PartitionLog:
         log = cls(
             directory, config or LogConfig(), policy or FsyncPolicy(), clock or SystemClock(), files
         )
-        directory.mkdir(parents=True, exist_ok=True)
+        # The partition's directory and its topic's, each synced in its parent.
+        make_dirs(directory, 2)
         stems = [p.stem for p in directory.glob("*.log")]
         bases = sorted(int(s) for s in stems if s.isascii() and s.isdigit())
         if not bases:
@@ -272,6 +278,8 @@ class PartitionLog:
         frame = fmt.encode_batch(base, payloads, timestamp_ms, link)
         fut = self._enqueue(frame, base, len(payloads), timestamp_ms)
         self._holds[base] = (base + len(payloads), fut)
+        if self.policy.mode == "interval":
+            self._last_linked = base
         return fut
 
     def holding(self, base: int) -> bool:
@@ -422,9 +430,20 @@ class PartitionLog:
 
     def _roll(self) -> Segment:
         old = self._segments[-1]
-        if any(base < old.next_offset for base in self._holds):
+        held = any(base < old.next_offset for base in self._holds)
+        # Under "interval" a part released here may have parts elsewhere not yet
+        # fsynced, while sealing syncs this one: a power loss then would keep it alone.
+        # (Or in a later segment, one write rolling more than once: a mark too many
+        # costs nothing, the flusher removes it.)
+        unsynced = self._last_linked >= old.base_offset
+        if held or unsynced:
             # A linked part in it may yet be torn: recovery must look at this one too.
-            linked_marker(old).touch()
+            # The mark is durable before the segment is sealed and the next one made.
+            mark = linked_marker(old)
+            mark.touch()
+            fsync_dir(self.directory)
+            if not held:
+                self._marks_to_clear.append(mark)
         old.seal()
         seg = Segment(
             self.directory,
@@ -523,6 +542,13 @@ class PartitionLog:
         if not (self.start_offset <= offset < self._next_offset):
             return None
         return self._segments[bisect_right(self._bases, offset) - 1].link_at(offset)
+
+    def take_linked_marks(self) -> list[Path]:
+        """The marks of segments rolled under ``interval`` with released linked parts in
+        them, handed to a flush round that starts now: once it has fsynced every dirty
+        partition, every part written before it is durable, and the marks may go."""
+        marks, self._marks_to_clear = self._marks_to_clear, []
+        return marks
 
     def forget_linked_markers(self) -> None:
         """Every linked batch recovery found is whole or cut: drop the segments' marks."""

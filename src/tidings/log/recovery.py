@@ -6,7 +6,8 @@ offset continuity. A bad batch with a good batch somewhere after it is damage
 :class:`~tidings.log.damage.Damage`, and the scan goes on from the good batch,
 so acknowledged records after it are kept and the next append continues after
 the highest offset any good batch holds. A bad batch with no good batch after
-it is a torn tail, the unfinished last write: those bytes are copied to
+it is a torn tail, the unfinished last write (and so is one whose bad range holds a
+page the OS never wrote back, see :func:`_unwritten_page`): those bytes are copied to
 ``<base>.log.cut-<position>`` beside the segment, fsynced, and the segment is
 truncated to its last good batch. Indexes are rebuilt from what remains.
 
@@ -27,6 +28,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tidings.log.config import disk
 from tidings.log.damage import Damage, find_next_batch
 from tidings.log.format import BatchHeader, Link, decode_link
 from tidings.log.segment import Segment, fsync_dir
@@ -107,11 +109,22 @@ def _rebuild(
 def _step_over(
     segment: Segment, bad: int, expected: int, why: str, limit: int | None, report: RecoveryReport
 ) -> tuple[int, int] | None:
-    """Note the damage at ``bad`` if a good batch follows; (its position, its base offset)."""
+    """Note the damage at ``bad`` if a good batch follows; (its position, its base offset).
+
+    In the active segment (no ``limit``), a bad range holding a page never written
+    back is no damage but a torn tail (None): see :func:`_unwritten_page`.
+    """
     found = find_next_batch(segment.fd, bad, segment.size, expected, limit)
     if found is None:
         return None
     at, header = found
+    if limit is None and _unwritten_page(segment, bad, at):
+        logger.warning(
+            "%s holds a page never written back at byte %d (a power loss before its "
+            "fsync): the batches from there on are a torn tail",
+            segment.path, bad,
+        )
+        return None
     damage = Damage(segment.path.name, bad, at - bad, expected, header.base_offset, why)
     segment.note_damage(damage)
     report.damaged.append(damage)
@@ -121,6 +134,35 @@ def _step_over(
         segment.path, bad, why, expected, header.base_offset - 1, at - bad,
     )
     return at, header.base_offset
+
+
+PAGE_BYTES = 4096
+"""The page size the operating system writes files back in."""
+
+_HOLE_RUN = 32
+"""Zero bytes before a page boundary that no batch holds: its headers and JSON payloads
+never have more than a dozen in a row."""
+
+
+def _unwritten_page(segment: Segment, bad: int, at: int) -> bool:
+    """Whether ``[bad, at)`` holds zeros up to a page boundary, either ``_HOLE_RUN`` of
+    them or all from ``bad``: a page the OS had not written back when the power went.
+
+    The OS writes a file's dirty pages back in no set order, so a power loss may keep
+    a later page of unsynced appends and not an earlier one, which reads as zeros (the
+    file's size was already extended). Every batch after such a page was written after
+    the last fsync (an fsync writes back every dirty page), so none was acknowledged
+    under ``always``, and under ``interval`` all are within the interval: they are cut,
+    with a side copy, not kept as good batches after damage. A flipped bit does not make
+    a run of zeros end on a page boundary.
+    """
+    boundary = (bad // PAGE_BYTES + 1) * PAGE_BYTES
+    while boundary <= at:
+        start = max(bad, boundary - _HOLE_RUN)
+        if not os.pread(segment.fd, boundary - start, start).strip(b"\0"):
+            return True
+        boundary += PAGE_BYTES
+    return False
 
 
 def recover_active(segment: Segment, report: RecoveryReport) -> bool:
@@ -166,7 +208,7 @@ def cut_tail(
             with open(side, "xb") as out:
                 out.write(os.pread(segment.fd, cut, position))
                 out.flush()
-                os.fsync(out.fileno())
+                disk().fsync(out.fileno())
         except OSError:
             side.unlink(missing_ok=True)
             raise

@@ -16,6 +16,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from tidings.log import format as fmt
+from tidings.log.config import disk
 from tidings.log.damage import Damage, batch_at, find_next_batch
 from tidings.log.files import OpenFiles, SegmentFile, shared_files
 
@@ -27,11 +28,17 @@ _READ_CHUNK = 256 * 1024
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    disk().fsync_dir(path)
+
+
+def make_dirs(path: Path, levels: int) -> None:
+    """Create ``path`` and its missing parents, and fsync the ``levels`` directories
+    above it: a directory is an entry in its parent, and one made and not synced there
+    may be gone after a power loss, with every file in it. Synced even when it was
+    there already: a crash may have come between the ``mkdir`` and the sync."""
+    path.mkdir(parents=True, exist_ok=True)
+    for made in [path, *path.parents][:levels]:
+        fsync_dir(made.parent)
 
 
 class Segment:
@@ -153,10 +160,11 @@ class Segment:
             self._tidx_ts.append(self.max_ts)
             self._tidx_offsets.append(rel)
             os.write(self._time_index.get(), _time_entry.pack(self.max_ts, rel))
-        os.fsync(self._file.get())
+        sync = disk().fsync
+        sync(self._file.get())
         for f in (self._index, self._time_index):
             if f is not None:
-                os.fsync(f.get())
+                sync(f.get())
                 f.close()
         self._index = self._time_index = None
         self.sealed = True
@@ -164,7 +172,7 @@ class Segment:
     def truncate(self, position: int) -> None:
         fd = self._file.get()
         os.ftruncate(fd, position)
-        os.fsync(fd)
+        disk().fsync(fd)
         self.size = position
 
     def close_indexes(self) -> None:

@@ -39,7 +39,7 @@ from tidings.log.config import (
 from tidings.log.files import OpenFiles, SegmentFile
 from tidings.log.linked import append_linked, resolve
 from tidings.log.partition import PartitionLog
-from tidings.log.segment import fsync_dir
+from tidings.log.segment import fsync_dir, make_dirs
 
 logger = logging.getLogger("tidings.storage")
 
@@ -69,8 +69,7 @@ class EmbeddedStorage:
         self.policy = policy or FsyncPolicy()
         self.log_config = log_config or LogConfig()
         self.clock = clock or SystemClock()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "topics").mkdir(exist_ok=True)
+        make_dirs(self.data_dir / "topics", 2)  # durable before any partition in it
         self._db = connect(
             self.data_dir / "meta.sqlite3", "FULL" if self.policy.mode == "always" else "NORMAL"
         )
@@ -163,6 +162,9 @@ class EmbeddedStorage:
             # Under the lock, so no partition closes while a thread fsyncs its file.
             async with self._sync_lock:
                 dirty = [p for p in self.partitions.values() if p.dirty]
+                # Segments rolled with linked parts in them since the last round: once
+                # this round has synced every partition, their parts are all durable.
+                marks = [m for p in self.partitions.values() for m in p.take_linked_marks()]
                 # Pinned here, on the loop: no file is closed for room while the thread syncs.
                 pinned = [(p, f) for p in dirty if (f := p.pin_active()) is not None]
                 if pinned:
@@ -171,9 +173,12 @@ class EmbeddedStorage:
                     except OSError:
                         # The partition that failed refuses appends from now on (503).
                         logger.exception("interval fsync failed")
+                        marks = []  # kept: recovery checks those segments
                     finally:
                         for _, f in pinned:
                             f.unpin()
+                for mark in marks:  # a removal a crash undoes costs a scan at start-up
+                    mark.unlink(missing_ok=True)
 
     # -- metadata ----------------------------------------------------------------
 
