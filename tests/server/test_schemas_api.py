@@ -23,19 +23,26 @@ def order(**props: Any) -> dict[str, Any]:
     }
 
 
-async def put_schema(http: Session, base: str, etype: str, schema: Any, status: int,
-                     **more: Any) -> dict[str, Any]:
+async def put_schema(
+    http: Session, base: str, etype: str, schema: Any, status: int, **more: Any
+) -> dict[str, Any]:
     async with http.put(f"{base}/v1/schemas/{etype}", json={"schema": schema, **more}) as resp:
         if status >= 400:
             return await expect_problem(resp, status)
         return await expect(resp, status)  # type: ignore[no-any-return]
 
 
-async def test_versions_are_added_idempotently_and_read_back(hub: HubProcess, http: Session) -> None:
+async def test_versions_are_added_idempotently_and_read_back(
+    hub: HubProcess, http: Session
+) -> None:
     etype, base = unique("order.placed"), hub.base_url
     first = await put_schema(http, base, etype, order(), 201)
-    assert first == {"type": etype, "version": 1, "uri": f"/v1/schemas/{etype}/versions/1",
-                     "created": True}
+    assert first == {
+        "type": etype,
+        "version": 1,
+        "uri": f"/v1/schemas/{etype}/versions/1",
+        "created": True,
+    }
     # The same schema again (keys in another order) is the same version.
     again = json.loads(json.dumps(order(), sort_keys=True))
     assert (await put_schema(http, base, etype, again, 200))["version"] == 1
@@ -89,7 +96,9 @@ async def test_bad_schemas_and_names_change_nothing(hub: HubProcess, http: Sessi
         async with http.put(f"{base}/v1/schemas/{etype}", json=body) as resp:
             problem = await expect_problem(resp, 400)
         assert problem["field"] == field, problem
-    async with http.put(f"{base}/v1/schemas/{etype}/config", json={"compatibility": "sideways"}) as r:
+    async with http.put(
+        f"{base}/v1/schemas/{etype}/config", json={"compatibility": "sideways"}
+    ) as r:
         assert (await expect_problem(r, 400))["field"] == "compatibility"
     async with http.get(f"{base}/v1/schemas/{etype}") as resp:
         await expect_problem(resp, 404)
@@ -101,35 +110,53 @@ async def test_validate_checks_data_sets_dataschema_and_refuses_a_batch_whole(
     hub: HubProcess, http: Session
 ) -> None:
     base, topic, etype = hub.base_url, unique(), unique("cart.changed")
-    schema = order(items={"type": "array", "items": {
-        "type": "object", "properties": {"qty": {"type": "integer", "minimum": 1}},
-        "required": ["qty"]}})
+    schema = order(
+        items={
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"qty": {"type": "integer", "minimum": 1}},
+                "required": ["qty"],
+            },
+        }
+    )
     await put_schema(http, base, etype, schema, 201)
     info = await put_topic(http, base, topic, schemas="validate")
     assert info["schemas"] == "validate"
     good = {"type": etype, "data": {"order_id": "o-1", "items": [{"qty": 2}]}}
     await publish(http, base, topic, good)
     bad = {"type": etype, "data": {"order_id": "o-2", "items": [{"qty": 2}, {"qty": 0}]}}
-    async with http.post(f"{base}/v1/topics/{topic}/events", data=orjson.dumps(bad),
-                         headers={"content-type": STRUCTURED}) as resp:
+    async with http.post(
+        f"{base}/v1/topics/{topic}/events",
+        data=orjson.dumps(bad),
+        headers={"content-type": STRUCTURED},
+    ) as resp:
         problem = await expect_problem(resp, 422)
     assert problem["path"] == "$.items[1].qty" and problem["attribute"] == "data"
     assert "$.items[1].qty" in problem["detail"]
-    async with http.post(f"{base}/v1/topics/{topic}/events", data=orjson.dumps([good, good, bad]),
-                         headers={"content-type": BATCH}) as resp:
+    async with http.post(
+        f"{base}/v1/topics/{topic}/events",
+        data=orjson.dumps([good, good, bad]),
+        headers={"content-type": BATCH},
+    ) as resp:
         problem = await expect_problem(resp, 422)
     assert problem["index"] == 2 and problem["path"] == "$.items[1].qty"
     # A type with no schema passes under validate; under required it is refused.
     other = {"type": unique("free"), "data": [1]}
     await publish(http, base, topic, other)
     await put_topic(http, base, topic, schemas="required")
-    async with http.post(f"{base}/v1/topics/{topic}/events", data=orjson.dumps(other),
-                         headers={"content-type": STRUCTURED}) as resp:
+    async with http.post(
+        f"{base}/v1/topics/{topic}/events",
+        data=orjson.dumps(other),
+        headers={"content-type": STRUCTURED},
+    ) as resp:
         assert (await expect_problem(resp, 422))["attribute"] == "type"
     await publish(http, base, topic, good, good)
     records = await read_all(http, base, topic)
     assert [r["event"].get("dataschema") for r in records] == [
-        f"/v1/schemas/{etype}/versions/1", None, f"/v1/schemas/{etype}/versions/1",
+        f"/v1/schemas/{etype}/versions/1",
+        None,
+        f"/v1/schemas/{etype}/versions/1",
         f"/v1/schemas/{etype}/versions/1",
     ]
     async with http.get(f"{base}/v1/schemas/{etype}") as resp:
@@ -143,8 +170,9 @@ async def test_consumers_that_would_break_are_named(hub: HubProcess, http: Sessi
     reads = order()
     reads["required"] = ["order_id", "total"]
     # A consumer that needs total while the producer's schema makes it optional: refused.
-    async with http.put(f"{base}/v1/schemas/{etype}/consumers/shipping",
-                        json={"schema": reads}) as resp:
+    async with http.put(
+        f"{base}/v1/schemas/{etype}/consumers/shipping", json={"schema": reads}
+    ) as resp:
         problem = await expect_problem(resp, 409)
     assert problem["changes"][0]["path"] == "$.total"
     v2 = order()
@@ -153,10 +181,13 @@ async def test_consumers_that_would_break_are_named(hub: HubProcess, http: Sessi
     async with http.put(f"{base}/v1/schemas/{etype}/config", json={"compatibility": "none"}) as r:
         await expect(r, 200)
     await put_schema(http, base, etype, v2, 201)
-    async with http.put(f"{base}/v1/schemas/{etype}/config", json={"compatibility": "backward"}) as r:
+    async with http.put(
+        f"{base}/v1/schemas/{etype}/config", json={"compatibility": "backward"}
+    ) as r:
         await expect(r, 200)
-    async with http.put(f"{base}/v1/schemas/{etype}/consumers/shipping",
-                        json={"schema": reads}) as resp:
+    async with http.put(
+        f"{base}/v1/schemas/{etype}/consumers/shipping", json={"schema": reads}
+    ) as resp:
         assert await expect(resp, 200) == {"type": etype, "consumer": "shipping"}
     # A producer dropping total from the data: backward compatible (open model), but
     # the consumer reading with total required would break.
@@ -173,10 +204,16 @@ async def test_consumers_that_would_break_are_named(hub: HubProcess, http: Sessi
 
 async def test_inferred_schema_from_traffic(hub: HubProcess, http: Session) -> None:
     base, topic, etype = hub.base_url, unique(), unique("like.added")
-    await publish(http, base, topic, *[
-        {"type": etype, "source": "/storefront", "data": {"sku": f"s{i}", "n": i}}
-        for i in range(5)
-    ], {"type": etype, "source": "/app", "data": {"sku": "x", "n": 1, "extra": True}})
+    await publish(
+        http,
+        base,
+        topic,
+        *[
+            {"type": etype, "source": "/storefront", "data": {"sku": f"s{i}", "n": i}}
+            for i in range(5)
+        ],
+        {"type": etype, "source": "/app", "data": {"sku": "x", "n": 1, "extra": True}},
+    )
     async with http.get(f"{base}/v1/schemas/{etype}/inferred") as resp:
         got = await expect(resp, 200)
     assert got["events"] == 6 and got["topics"] == [topic]
@@ -206,9 +243,11 @@ async def test_schemas_survive_a_sigkill(hub_factory: HubFactory, http: Session)
         info = await expect(resp, 200)
     assert (info["latest"], info["compatibility"]) == (2, "full")
     assert (await put_topic(http, base, topic))["schemas"] == "required"
-    async with http.post(f"{base}/v1/topics/{topic}/events",
-                         data=orjson.dumps({"type": etype, "data": {"total": 1}}),
-                         headers={"content-type": STRUCTURED}) as resp:
+    async with http.post(
+        f"{base}/v1/topics/{topic}/events",
+        data=orjson.dumps({"type": etype, "data": {"total": 1}}),
+        headers={"content-type": STRUCTURED},
+    ) as resp:
         assert (await expect_problem(resp, 422))["path"] == "$"
 
 
@@ -216,11 +255,17 @@ async def test_registering_needs_admin_or_the_schemas_scope(
     hub_factory: HubFactory, http: Session, tmp_path: Any
 ) -> None:
     auth = tmp_path / "auth.json"
-    auth.write_text(json.dumps({"tokens": [
-        {"name": "ops", "token": "adm", "admin": True},
-        {"name": "orders", "token": "ord", "schemas": ["order.*"], "publish": ["*"]},
-        {"name": "reader", "token": "rd", "subscribe": ["*"]},
-    ]}))
+    auth.write_text(
+        json.dumps(
+            {
+                "tokens": [
+                    {"name": "ops", "token": "adm", "admin": True},
+                    {"name": "orders", "token": "ord", "schemas": ["order.*"], "publish": ["*"]},
+                    {"name": "reader", "token": "rd", "subscribe": ["*"]},
+                ]
+            }
+        )
+    )
     hub = hub_factory.start("--auth-file", str(auth))
     base = hub.base_url
 

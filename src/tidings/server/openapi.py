@@ -228,6 +228,7 @@ def _schemas() -> dict[str, Any]:
         "Group": {"type": "object", "required": ["topic", "name", "config"], "properties": {"topic": {"type": "string"}, "name": {"type": "string"}, "config": {"type": "object", "properties": {"start": {"enum": ["earliest", "latest"]}, "ack_wait": {"type": "number", "description": "seconds"}, "max_deliver": {"type": "integer"}, "dead_letter_topic": {"type": ["string", "null"]}, "ordering": {"enum": ["none", "key"]}, "types": {"type": "array", "items": {"type": "string"}}}}, "partitions": {"type": "array", "items": {"type": "object"}}, "lag": {"type": "integer"}, "pending": {"type": "integer"}, "delivered": {"type": "integer"}, "redelivered": {"type": "integer"}, "dead_lettered": {"type": "integer"}, "internal": {"type": "boolean", "description": "one of the hub's own groups (webhook.*, redrive.*, tidings.*): listed read-only, refused by every group route and WebSocket join"}, "skipped_events": {"type": "integer", "description": "offsets lost to damage that the group stepped over"}, "skipped": {"type": "array", "description": "the latest 100 ranges the group stepped over", "items": _ref("Skipped")}}},
         "Skipped": {"type": "object", "description": "offsets from (inclusive) to to (exclusive) of a partition, lost to damage on disk", "required": ["partition", "from", "to", "why"], "properties": {"partition": {"type": "integer"}, "from": {"type": "integer"}, "to": {"type": "integer"}, "why": {"type": "string"}}},
         "Damage": {"type": "object", "description": "a bad byte range of a segment and the offsets it cost", "properties": {"from": {"type": "integer"}, "to": {"type": "integer"}, "events": {"type": "integer"}, "segment": {"type": "string"}, "position": {"type": "integer"}, "bytes": {"type": "integer"}, "why": {"type": "string"}}},
+        "JsonSchema": _json_schema_component(),
         "SeekTarget": {"anyOf": [{"enum": ["earliest", "latest"]}, {"type": "string", "pattern": _TOKEN_PATTERN, "description": "position token"}, *_TIME["anyOf"], {**_INT64, "description": "ms since the epoch"}, _object({"partition": _COUNT, "offset": _COUNT}, "partition", "offset"), _object({"time": _TIME}, "time")]},
     }
 
@@ -282,9 +283,43 @@ def _webhook_paths() -> dict[str, Any]:
 
 _ETYPE = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"}
 _APP = {"type": "string", "pattern": NAME_PATTERN}
-_JSON_SCHEMA = {"type": ["object", "boolean"], "description": "a JSON Schema 2020-12 document; $ref only inside it (#/...)"}
+_JSON_SCHEMA = _ref("JsonSchema")
 _CHANGE = {"type": "object", "required": ["path", "change", "detail"], "properties": {"path": {"type": "string", "description": "JSON path of the value, like $.items[*].qty"}, "change": {"type": "string"}, "detail": {"type": "string"}, "direction": {"enum": ["backward", "forward"]}, "version": {"type": "integer"}}}
 _COMPAT = {"enum": ["none", "backward", "forward", "full", "backward_transitive", "forward_transitive", "full_transitive"]}
+
+
+def _json_schema_component() -> dict[str, Any]:
+    """A JSON Schema 2020-12 document, keyword by keyword as its meta-schema checks them;
+    other members are allowed, as 2020-12 ignores unknown keywords. What no schema can
+    say is checked by compiling it: a pattern must be a regular expression and a $ref
+    must resolve inside the document (400 otherwise)."""
+    sub = _ref("JsonSchema")
+    subs = {"type": "array", "minItems": 1, "items": sub}
+    named = {"type": "object", "additionalProperties": sub}
+    count = {"type": "integer", "minimum": 0}
+    simple = {"enum": ["array", "boolean", "integer", "null", "number", "object", "string"]}
+    inside = {"type": "string", "pattern": "^#"}
+    keywords: dict[str, Any] = {
+        "$schema": {"enum": ["https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2020-12/schema#"]},
+        "$ref": inside, "$dynamicRef": inside, "$comment": {"type": "string"}, "$defs": named,
+        "title": {"type": "string"}, "description": {"type": "string"}, "deprecated": {"type": "boolean"},
+        "type": {"anyOf": [simple, {"type": "array", "items": simple, "minItems": 1, "uniqueItems": True}]},
+        "enum": {"type": "array"}, "const": {},
+        "properties": named, "patternProperties": named, "additionalProperties": sub,
+        "required": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+        "dependentRequired": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}},
+        "propertyNames": sub, "minProperties": count, "maxProperties": count,
+        "items": sub, "prefixItems": subs, "contains": sub, "minItems": count, "maxItems": count, "uniqueItems": {"type": "boolean"},
+        "anyOf": subs, "oneOf": subs, "allOf": subs, "not": sub, "if": sub, "then": sub, "else": sub,
+        "minimum": {"type": "number"}, "maximum": {"type": "number"}, "exclusiveMinimum": {"type": "number"}, "exclusiveMaximum": {"type": "number"},
+        "multipleOf": {"type": "number", "exclusiveMinimum": 0},
+        "minLength": count, "maxLength": count, "pattern": {"type": "string", "description": "an ECMA 262 regular expression"}, "format": {"type": "string"},
+    }
+    return {
+        "type": ["object", "boolean"],
+        "description": "A JSON Schema 2020-12 document ($schema absent or 2020-12) of at most 256 KiB, nested at most 64 deep; a $ref points inside it (#/...): the hub fetches nothing",
+        "properties": keywords,
+    }
 
 
 def _schema_paths() -> dict[str, Any]:

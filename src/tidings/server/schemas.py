@@ -78,7 +78,8 @@ class SchemaRoutes:
         producers = [
             {"name": name, "via": "app", "version": v} for name, v in sorted(ts.producers.items())
         ] + [
-            {"name": src, "via": "traffic", "events": n} for src, n in sorted(sample.sources.items())
+            {"name": src, "via": "traffic", "events": n}
+            for src, n in sorted(sample.sources.items())
         ]
         consumers = [{"name": name, "via": "app"} for name in sorted(ts.consumers)]
         for topic_name in sample.topics:
@@ -124,17 +125,17 @@ class SchemaRoutes:
         self._writer(request, etype)
         sample = sample_type(etype, self._carriers(etype))
         if not sample.events:
-            raise NotFound(
-                f"no recent event of type {etype!r} to infer a schema from", type=etype
-            )
-        return _json({
-            "type": etype,
-            "events": len(sample.data),
-            "topics": sample.topics,
-            "sources": sorted(sample.sources),
-            "registered": etype in self.registry.types,
-            "schema": infer_schema(sample.data),
-        })
+            raise NotFound(f"no recent event of type {etype!r} to infer a schema from", type=etype)
+        return _json(
+            {
+                "type": etype,
+                "events": len(sample.data),
+                "topics": sample.topics,
+                "sources": sorted(sample.sources),
+                "registered": etype in self.registry.types,
+                "schema": infer_schema(sample.data),
+            }
+        )
 
     # -- changes -------------------------------------------------------------------------
 

@@ -89,9 +89,7 @@ _TYPES = ("null", "boolean", "object", "array", "number", "integer", "string")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def check_compatibility(
-    mode: Mode, new: Any, earlier: list[Any]
-) -> list[Break]:
+def check_compatibility(mode: Mode, new: Any, earlier: list[Any]) -> list[Break]:
     """The breaks of ``new`` against ``earlier`` (oldest first) under ``mode``."""
     if mode == "none" or not earlier:
         return []
@@ -205,64 +203,104 @@ class _Compare:
         for kw in sorted(set(wide) - _ANNOTATIONS - _HANDLED):
             if wide.get(kw) != narrow.get(kw):
                 self.brk(
-                    out, path, "keyword-changed",
+                    out,
+                    path,
+                    "keyword-changed",
                     f"{kw!r} differs between the old and the new schema; "
                     "tidings cannot prove the change safe",
                 )
 
-    def _types(self, wide: Mapping[str, Any], narrow: Mapping[str, Any], path: str,
-               out: list[Break]) -> None:
+    def _types(
+        self, wide: Mapping[str, Any], narrow: Mapping[str, Any], path: str, out: list[Break]
+    ) -> None:
         if "type" not in wide:
             return
         w, n = _type_set(wide), _type_set(narrow)
-        lost = [t for t in _TYPES if t in n and t not in w and not (t == "integer" and "number" in w)]
+        lost = [
+            t for t in _TYPES if t in n and t not in w and not (t == "integer" and "number" in w)
+        ]
         if not lost:
             return
         if self.new_is_wide:
-            self.brk(out, path, "type-narrowed",
-                     f"the new schema no longer accepts {_join(lost)} here")
+            self.brk(
+                out, path, "type-narrowed", f"the new schema no longer accepts {_join(lost)} here"
+            )
         else:
-            self.brk(out, path, "type-widened",
-                     f"the new schema accepts {_join(lost)} here, which the old one refuses")
+            self.brk(
+                out,
+                path,
+                "type-widened",
+                f"the new schema accepts {_join(lost)} here, which the old one refuses",
+            )
 
-    def _values(self, wide: Mapping[str, Any], narrow: Mapping[str, Any], path: str,
-                out: list[Break]) -> None:
+    def _values(
+        self, wide: Mapping[str, Any], narrow: Mapping[str, Any], path: str, out: list[Break]
+    ) -> None:
         w_enum = _enum(wide)
         if w_enum is None:
             return
         n_enum = _enum(narrow)
         if n_enum is None:
-            self.brk(out, path, "enum-added",
-                     f"the {self._side(True)} schema allows only {_values_text(w_enum)} here")
+            self.brk(
+                out,
+                path,
+                "enum-added",
+                f"the {self._side(True)} schema allows only {_values_text(w_enum)} here",
+            )
             return
         missing = [v for v in n_enum if v not in w_enum]
         if missing:
             if self.new_is_wide:
-                self.brk(out, path, "enum-value-removed",
-                         f"the new schema no longer allows {_values_text(missing)}")
+                self.brk(
+                    out,
+                    path,
+                    "enum-value-removed",
+                    f"the new schema no longer allows {_values_text(missing)}",
+                )
             else:
-                self.brk(out, path, "enum-value-added",
-                         f"the new schema allows {_values_text(missing)}, which the old one refuses")
+                self.brk(
+                    out,
+                    path,
+                    "enum-value-added",
+                    f"the new schema allows {_values_text(missing)}, which the old one refuses",
+                )
 
-    def _bounds(self, wide: Mapping[str, Any], narrow: Mapping[str, Any], path: str,
-                out: list[Break]) -> None:
+    def _bounds(
+        self, wide: Mapping[str, Any], narrow: Mapping[str, Any], path: str, out: list[Break]
+    ) -> None:
         def tighter(kw: str, what: str) -> None:
-            self.brk(out, path, f"{kw}-tightened",
-                     f"{what}: {kw} is {_text(wide.get(kw))} in the {self._side(True)} schema, "
-                     f"{_text(narrow.get(kw))} in the {self._side(False)} one")
+            self.brk(
+                out,
+                path,
+                f"{kw}-tightened",
+                f"{what}: {kw} is {_text(wide.get(kw))} in the {self._side(True)} schema, "
+                f"{_text(narrow.get(kw))} in the {self._side(False)} one",
+            )
 
         for kw in ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties"):
             if kw in wide and _num(wide[kw]) is not None:
                 lo = _lower(narrow, kw)
-                if lo is None or lo < wide[kw] or (
-                    kw == "exclusiveMinimum" and lo == wide[kw] and "exclusiveMinimum" not in narrow
+                if (
+                    lo is None
+                    or lo < wide[kw]
+                    or (
+                        kw == "exclusiveMinimum"
+                        and lo == wide[kw]
+                        and "exclusiveMinimum" not in narrow
+                    )
                 ):
                     tighter(kw, "a lower bound rose")
         for kw in ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties"):
             if kw in wide and _num(wide[kw]) is not None:
                 hi = _upper(narrow, kw)
-                if hi is None or hi > wide[kw] or (
-                    kw == "exclusiveMaximum" and hi == wide[kw] and "exclusiveMaximum" not in narrow
+                if (
+                    hi is None
+                    or hi > wide[kw]
+                    or (
+                        kw == "exclusiveMaximum"
+                        and hi == wide[kw]
+                        and "exclusiveMaximum" not in narrow
+                    )
                 ):
                     tighter(kw, "an upper bound fell")
         if "multipleOf" in wide:
@@ -275,22 +313,35 @@ class _Compare:
         if wide.get("uniqueItems") is True and narrow.get("uniqueItems") is not True:
             tighter("uniqueItems", "items must now be unique")
 
-    def _object(self, wide: Mapping[str, Any], narrow: Mapping[str, Any], path: str,
-                out: list[Break]) -> None:
+    def _object(
+        self, wide: Mapping[str, Any], narrow: Mapping[str, Any], path: str, out: list[Break]
+    ) -> None:
         w_req, n_req = set(wide.get("required", ())), set(narrow.get("required", ()))
         for name in sorted(w_req - n_req):
             where = _child(path, name)
             if self.new_is_wide:
-                self.brk(out, where, "required-added",
-                         f"{name!r} is required in the new schema; old events may lack it")
+                self.brk(
+                    out,
+                    where,
+                    "required-added",
+                    f"{name!r} is required in the new schema; old events may lack it",
+                )
             else:
-                self.brk(out, where, "required-removed",
-                         f"{name!r} is no longer required; readers with the old schema need it")
+                self.brk(
+                    out,
+                    where,
+                    "required-removed",
+                    f"{name!r} is no longer required; readers with the old schema need it",
+                )
         for name, needs in (wide.get("dependentRequired") or {}).items():
             has = (narrow.get("dependentRequired") or {}).get(name, [])
             for other in sorted(set(needs) - set(has) - n_req):
-                self.brk(out, _child(path, other), "required-added",
-                         f"{other!r} is required with {name!r} in the {self._side(True)} schema")
+                self.brk(
+                    out,
+                    _child(path, other),
+                    "required-added",
+                    f"{other!r} is required with {name!r} in the {self._side(True)} schema",
+                )
         w_props: Mapping[str, Any] = wide.get("properties") or {}
         n_props: Mapping[str, Any] = narrow.get("properties") or {}
         for name in sorted(set(w_props) | set(n_props)):
@@ -302,26 +353,44 @@ class _Compare:
                 trial: list[Break] = []
                 self.cover(w_sub, n_sub, where, trial)
                 if trial:
-                    model = "an open content model" if n_sub in (True, {}) else "a partially open model"
+                    model = (
+                        "an open content model" if n_sub in (True, {}) else "a partially open model"
+                    )
                     if self.new_is_wide:
-                        self.brk(out, where, "property-added-open",
-                                 f"{name!r} is added, but under {model} old events may carry "
-                                 f"{name!r} with any value; close the model "
-                                 "(additionalProperties: false) to add properties")
+                        self.brk(
+                            out,
+                            where,
+                            "property-added-open",
+                            f"{name!r} is added, but under {model} old events may carry "
+                            f"{name!r} with any value; close the model "
+                            "(additionalProperties: false) to add properties",
+                        )
                     else:
-                        self.brk(out, where, "property-removed-open",
-                                 f"{name!r} is removed; under {model} new events may carry it "
-                                 "with a value the old schema refuses")
+                        self.brk(
+                            out,
+                            where,
+                            "property-removed-open",
+                            f"{name!r} is removed; under {model} new events may carry it "
+                            "with a value the old schema refuses",
+                        )
                 continue
             if n_from == "properties" and w_from != "properties" and w_sub is False:
                 if self.new_is_wide:
-                    self.brk(out, where, "property-removed-closed",
-                             f"{name!r} is removed under a closed content model: "
-                             "old events that carry it are refused")
+                    self.brk(
+                        out,
+                        where,
+                        "property-removed-closed",
+                        f"{name!r} is removed under a closed content model: "
+                        "old events that carry it are refused",
+                    )
                 else:
-                    self.brk(out, where, "property-added-closed",
-                             f"{name!r} is added, but the old schema's closed content model "
-                             "refuses events that carry it")
+                    self.brk(
+                        out,
+                        where,
+                        "property-added-closed",
+                        f"{name!r} is added, but the old schema's closed content model "
+                        "refuses events that carry it",
+                    )
                 continue
             self.cover(w_sub, n_sub, where, out)
         # Names neither side declares.
@@ -335,21 +404,30 @@ class _Compare:
         extra_where = f"{path}.*"
         if w_extra is False and n_extra is not False:
             if self.new_is_wide:
-                self.brk(out, extra_where, "model-closed",
-                         "the new schema closes the content model (additionalProperties: false); "
-                         "old events with other properties are refused")
+                self.brk(
+                    out,
+                    extra_where,
+                    "model-closed",
+                    "the new schema closes the content model (additionalProperties: false); "
+                    "old events with other properties are refused",
+                )
             else:
-                self.brk(out, extra_where, "model-opened",
-                         "the new schema opens the content model; the old one refuses "
-                         "properties it does not name")
+                self.brk(
+                    out,
+                    extra_where,
+                    "model-opened",
+                    "the new schema opens the content model; the old one refuses "
+                    "properties it does not name",
+                )
         elif w_extra is not False:
             self.cover(w_extra, n_extra, extra_where, out)
         for pattern, w_sub in w_pat.items():
             if pattern not in n_pat and w_sub not in (True, {}):
                 self.cover(w_sub, n_extra, f"{path}[/{pattern}/]", out)
 
-    def _array(self, wide: Mapping[str, Any], narrow: Mapping[str, Any], path: str,
-               out: list[Break]) -> None:
+    def _array(
+        self, wide: Mapping[str, Any], narrow: Mapping[str, Any], path: str, out: list[Break]
+    ) -> None:
         w_pre: list[Any] = list(wide.get("prefixItems") or [])
         n_pre: list[Any] = list(narrow.get("prefixItems") or [])
         w_rest, n_rest = wide.get("items", True), narrow.get("items", True)
@@ -406,7 +484,9 @@ def _type_set(schema: Mapping[str, Any]) -> set[str]:
     if t is None:
         if "enum" in schema or "const" in schema:
             return {_json_type(v) for v in _enum(schema) or []} | (
-                {"number"} if any(_json_type(v) == "integer" for v in _enum(schema) or []) else set()
+                {"number"}
+                if any(_json_type(v) == "integer" for v in _enum(schema) or [])
+                else set()
             )
         return set(_TYPES)
     got = {t} if isinstance(t, str) else set(t)
@@ -443,16 +523,22 @@ def _num(v: Any) -> float | None:
 def _lower(schema: Mapping[str, Any], kw: str) -> float | None:
     """Narrow's lower bound to compare with ``kw`` (minimum and exclusiveMinimum mix)."""
     if kw in ("minimum", "exclusiveMinimum"):
-        vals = [x for x in (_num(schema.get("minimum")), _num(schema.get("exclusiveMinimum")))
-                if x is not None]
+        vals = [
+            x
+            for x in (_num(schema.get("minimum")), _num(schema.get("exclusiveMinimum")))
+            if x is not None
+        ]
         return max(vals) if vals else None
     return _num(schema.get(kw))
 
 
 def _upper(schema: Mapping[str, Any], kw: str) -> float | None:
     if kw in ("maximum", "exclusiveMaximum"):
-        vals = [x for x in (_num(schema.get("maximum")), _num(schema.get("exclusiveMaximum")))
-                if x is not None]
+        vals = [
+            x
+            for x in (_num(schema.get("maximum")), _num(schema.get("exclusiveMaximum")))
+            if x is not None
+        ]
         return min(vals) if vals else None
     return _num(schema.get(kw))
 

@@ -133,7 +133,8 @@ class SchemaRegistry:
         if not 1 <= number <= len(ts.versions):
             raise NotFound(
                 f"type {etype!r} has versions 1 to {len(ts.versions)}, not {number}",
-                type=etype, version=number,
+                type=etype,
+                version=number,
             )
         return ts.versions[number - 1]
 
@@ -160,11 +161,13 @@ class SchemaRegistry:
         ts = self.types.get(etype) or TypeSchemas(check_type_name(etype))
         canonical = _canonical(schema)
         same = next((v for v in ts.versions if v.canonical == canonical), None)
-        breaks = [] if same else check_compatibility(
-            ts.compatibility, schema, [v.schema for v in ts.versions]
+        breaks = (
+            []
+            if same
+            else check_compatibility(ts.compatibility, schema, [v.schema for v in ts.versions])
         )
-        consumers = [] if ts.compatibility == "none" else self._broken_consumers(
-            ts, schema, producer
+        consumers = (
+            [] if ts.compatibility == "none" else self._broken_consumers(ts, schema, producer)
         )
         return {
             "type": etype,
@@ -260,14 +263,15 @@ class SchemaRegistry:
             # The common batch: one type. One call into the validator for all of them.
             ts = self.types.get(etype)
             version = ts.latest if ts is not None else None
-            if version is not None and not any("dataschema" in ev for ev in events):
-                if not any("data_base64" in ev for ev in events) and version.many.is_valid(
-                    [ev.get("data") for ev in events]
-                ):
-                    uri = version.uri
-                    for ev in events:
-                        cast(dict[str, Any], ev)["dataschema"] = uri
-                    return
+            if (
+                version is not None
+                and not any("dataschema" in ev or "data_base64" in ev for ev in events)
+                and version.many.is_valid([ev.get("data") for ev in events])
+            ):
+                uri = version.uri
+                for ev in events:
+                    cast(dict[str, Any], ev)["dataschema"] = uri
+                return
         for i, ev in enumerate(events):
             try:
                 self._check_event(cast(dict[str, Any], ev), required)
@@ -284,10 +288,14 @@ class SchemaRegistry:
             if m is not None and m.group(1) == etype and ts is not None:
                 n = int(m.group(2))
                 if n > len(ts.versions):
-                    raise self._failed(ts, InvalidEvent(
-                        f"dataschema names version {n} of {etype!r}, which has "
-                        f"{len(ts.versions)}", attribute="dataschema",
-                    ))
+                    raise self._failed(
+                        ts,
+                        InvalidEvent(
+                            f"dataschema names version {n} of {etype!r}, which has "
+                            f"{len(ts.versions)}",
+                            attribute="dataschema",
+                        ),
+                    )
                 version = ts.versions[n - 1]
         if version is None or ts is None:
             if required:
@@ -298,20 +306,26 @@ class SchemaRegistry:
                 )
             return
         if "data_base64" in ev:
-            raise self._failed(ts, InvalidEvent(
-                f"type {etype!r} has a schema; its data must be JSON, not data_base64",
-                attribute="data_base64",
-            ))
+            raise self._failed(
+                ts,
+                InvalidEvent(
+                    f"type {etype!r} has a schema; its data must be JSON, not data_base64",
+                    attribute="data_base64",
+                ),
+            )
         data = ev.get("data")
         if not version.validator.is_valid(data):
             err = next(iter(version.validator.iter_errors(data)))
             path = json_path(err.instance_path)
-            raise self._failed(ts, InvalidEvent(
-                f"data at {path} does not match {version.uri}: {err.message}",
-                attribute="data",
-                path=path,
-                dataschema=version.uri,
-            ))
+            raise self._failed(
+                ts,
+                InvalidEvent(
+                    f"data at {path} does not match {version.uri}: {err.message}",
+                    attribute="data",
+                    path=path,
+                    dataschema=version.uri,
+                ),
+            )
         ev["dataschema"] = version.uri
 
     def _failed(self, ts: TypeSchemas, exc: InvalidEvent) -> InvalidEvent:
@@ -343,16 +357,23 @@ def check_schema(schema: Any) -> None:
     if isinstance(schema, dict):
         declared = schema.get("$schema", DRAFT)
         if declared not in (DRAFT, DRAFT + "#"):
-            raise BadRequest(f"schema must be JSON Schema 2020-12 ($schema {DRAFT})",
-                             field="schema")
+            raise BadRequest(
+                f"schema must be JSON Schema 2020-12 ($schema {DRAFT})", field="schema"
+            )
     _check_refs(schema, "$", 0)
-    if not jsonschema_rs.meta.is_valid(schema if isinstance(schema, dict) else {}):
+    if isinstance(schema, dict) and not jsonschema_rs.meta.is_valid(schema):
         try:
             jsonschema_rs.meta.validate(schema)
         except jsonschema_rs.ValidationError as exc:
             raise BadRequest(
                 f"schema is not valid JSON Schema 2020-12: {exc.message}", field="schema"
             ) from None
+    try:  # what the meta-schema leaves: references that resolve, patterns that compile
+        jsonschema_rs.Draft202012Validator(schema)
+    except (jsonschema_rs.ValidationError, ValueError) as exc:
+        raise BadRequest(
+            f"schema cannot be compiled: {str(exc).splitlines()[0]}", field="schema"
+        ) from None
 
 
 def _check_refs(node: Any, path: str, depth: int) -> None:
@@ -364,7 +385,8 @@ def _check_refs(node: Any, path: str, depth: int) -> None:
             if ref is not None and not (isinstance(ref, str) and ref.startswith("#")):
                 raise BadRequest(
                     f"{key} at {path} must point inside the schema (#/...): the hub fetches "
-                    "nothing", field="schema",
+                    "nothing",
+                    field="schema",
                 )
         for k, v in node.items():
             _check_refs(v, f"{path}.{k}", depth + 1)
@@ -378,11 +400,16 @@ def _compile(etype: str, number: int, schema: Any) -> Version:
         validator = jsonschema_rs.Draft202012Validator(schema)
         # The data schema as a resource of its own ($id), so its "#/..." references
         # still point into it once it is wrapped.
-        items = {**schema, "$id": _DATA_ID} if isinstance(schema, dict) and "$id" not in schema \
+        items = (
+            {**schema, "$id": _DATA_ID}
+            if isinstance(schema, dict) and "$id" not in schema
             else schema
+        )
         many = jsonschema_rs.Draft202012Validator({"type": "array", "items": items})
     except (jsonschema_rs.ValidationError, ValueError) as exc:
-        raise BadRequest(f"schema cannot be compiled: {exc}", field="schema") from None
+        raise BadRequest(
+            f"schema cannot be compiled: {str(exc).splitlines()[0]}", field="schema"
+        ) from None
     return Version(number, schema, _canonical(schema), validator, many, schema_uri(etype, number))
 
 
@@ -395,8 +422,13 @@ def _canonical(schema: Any) -> bytes:
 
 def _copy(ts: TypeSchemas) -> TypeSchemas:
     return TypeSchemas(
-        ts.name, list(ts.versions), ts.compatibility, dict(ts.producers), dict(ts.consumers),
-        ts.failures, ts.last_failure,
+        ts.name,
+        list(ts.versions),
+        ts.compatibility,
+        dict(ts.producers),
+        dict(ts.consumers),
+        ts.failures,
+        ts.last_failure,
     )
 
 
@@ -420,9 +452,7 @@ def _incompatible(etype: str, result: dict[str, Any]) -> Conflict:
     if result["changes"]:
         c = result["changes"][0]
         more = len(result["changes"]) - 1
-        parts.append(
-            f"{c['path']}: {c['detail']}" + (f" (and {more} more)" if more else "")
-        )
+        parts.append(f"{c['path']}: {c['detail']}" + (f" (and {more} more)" if more else ""))
     if result["consumers"]:
         names = ", ".join(c["name"] for c in result["consumers"])
         parts.append(f"consumers that would break: {names}")
