@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import aiohttp
+import jsonschema
 import orjson
 import pytest
 from hubapi import BATCH, STRUCTURED, expect, expect_problem, publish, put_topic, read_all, unique
@@ -287,3 +288,30 @@ async def test_registering_needs_admin_or_the_schemas_scope(
         assert (await expect(resp, 200))["compatibility"] == "full"
     async with http.get(url) as resp:
         await expect_problem(resp, 401)
+
+
+async def test_asyncapi_carries_the_registered_schemas(hub: HubProcess, http: Session) -> None:
+    base, topic, etype = hub.base_url, unique(), unique("shipment.created")
+    with_defs = {
+        "$defs": {"Addr": {"type": "object", "properties": {"zip": {"type": "string"}}}},
+        "type": "object",
+        "properties": {"to": {"$ref": "#/$defs/Addr"}},
+    }
+    await put_schema(http, base, etype, with_defs, 201)
+    await publish(http, base, topic, {"type": etype, "data": {"to": {"zip": "1000"}}})
+    async with http.get(f"{base}/asyncapi.json") as resp:
+        doc = await expect(resp, 200)
+    message = doc["components"]["messages"][etype]
+    ref = message["payload"]["properties"]["data"]["$ref"]
+    assert ref == f"#/components/schemas/{etype}.v1"
+    schema = doc["components"]["schemas"][f"{etype}.v1"]
+    assert schema["properties"]["to"]["$ref"] == f"#/components/schemas/{etype}.v1/$defs/Addr"
+    # The document's own references resolve: validate the data through them.
+    resolver_doc = {**doc, "$ref": ref}
+    jsonschema.validate({"to": {"zip": "1000"}}, resolver_doc)
+    try:
+        jsonschema.validate({"to": {"zip": 1000}}, resolver_doc)
+    except jsonschema.ValidationError:
+        pass
+    else:
+        raise AssertionError("the relocated schema no longer checks the zip's type")

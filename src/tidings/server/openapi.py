@@ -289,11 +289,13 @@ _COMPAT = {"enum": ["none", "backward", "forward", "full", "backward_transitive"
 
 
 def _json_schema_component() -> dict[str, Any]:
-    """A JSON Schema 2020-12 document, keyword by keyword as its meta-schema checks them;
+    """A JSON Schema 2020-12 document, its keywords as its meta-schema checks them;
     other members are allowed, as 2020-12 ignores unknown keywords. What no schema can
     say is checked by compiling it: a pattern must be a regular expression and a $ref
     must resolve inside the document (400 otherwise)."""
-    sub = _ref("JsonSchema")
+    # A subschema is an object or a boolean here; its own keywords are checked as
+    # the document's are (the 400 names the schema), not spelled out again.
+    sub = {"type": ["object", "boolean"]}
     subs = {"type": "array", "minItems": 1, "items": sub}
     named = {"type": "object", "additionalProperties": sub}
     count = {"type": "integer", "minimum": 0}
@@ -304,13 +306,13 @@ def _json_schema_component() -> dict[str, Any]:
         "$ref": inside, "$dynamicRef": inside, "$comment": {"type": "string"}, "$defs": named,
         "title": {"type": "string"}, "description": {"type": "string"}, "deprecated": {"type": "boolean"},
         "type": {"anyOf": [simple, {"type": "array", "items": simple, "minItems": 1, "uniqueItems": True}]},
-        "enum": {"type": "array"}, "const": {},
+        "enum": {"type": "array"},
         "properties": named, "patternProperties": named, "additionalProperties": sub,
         "required": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
         "dependentRequired": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}},
         "propertyNames": sub, "minProperties": count, "maxProperties": count,
         "items": sub, "prefixItems": subs, "contains": sub, "minItems": count, "maxItems": count, "uniqueItems": {"type": "boolean"},
-        "anyOf": subs, "oneOf": subs, "allOf": subs, "not": sub, "if": sub, "then": sub, "else": sub,
+        "anyOf": subs, "oneOf": subs, "allOf": subs, "if": sub, "then": sub, "else": sub,
         "minimum": {"type": "number"}, "maximum": {"type": "number"}, "exclusiveMinimum": {"type": "number"}, "exclusiveMaximum": {"type": "number"},
         "multipleOf": {"type": "number", "exclusiveMinimum": 0},
         "minLength": count, "maxLength": count, "pattern": {"type": "string", "description": "an ECMA 262 regular expression"}, "format": {"type": "string"},

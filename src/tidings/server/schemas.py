@@ -64,7 +64,9 @@ class SchemaRoutes:
         seen: set[str] = set()
         for name, topic in list(self.hub.topics.items()):
             seen.update(self.hub.catalog.types(name, topic.partitions))
-        unregistered = sorted(t for t in seen if t not in self.registry.types)
+        unregistered = sorted(
+            t for t in seen if t not in self.registry.types or not self.registry.types[t].versions
+        )
         return _json({"schemas": registered, "unregistered": unregistered})
 
     async def get(self, request: Request) -> Response:
@@ -132,7 +134,9 @@ class SchemaRoutes:
                 "events": len(sample.data),
                 "topics": sample.topics,
                 "sources": sorted(sample.sources),
-                "registered": etype in self.registry.types,
+                "registered": bool(
+                    etype in self.registry.types and self.registry.types[etype].versions
+                ),
                 "schema": infer_schema(sample.data),
             }
         )
