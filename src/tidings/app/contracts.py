@@ -16,19 +16,22 @@ schemas check``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from tidings.app.handlers import is_model
 from tidings.core.schemas.compat import covers
-from tidings.errors import Conflict
+from tidings.errors import Conflict, Forbidden
 
 if TYPE_CHECKING:
     from tidings.app.app import App
     from tidings.app.transport import Transport
 
 __all__ = ["Contract", "check", "contracts", "register"]
+
+logger = logging.getLogger("tidings.app")
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -92,13 +95,22 @@ def contracts(app: App) -> list[Contract]:
 
 async def register(app: App, transport: Transport) -> None:
     """Register the app's contracts with the hub; Conflict (the app must not start)
-    naming the model, the type and each breaking change when the hub refuses one."""
+    naming the model, the type and each breaking change when the hub refuses one.
+
+    A token without the ``schemas`` scope for a type registers nothing for it: the
+    app logs a warning and starts, as it did before the registry existed."""
     for c in contracts(app):
         try:
             if c.role == "producer":
                 await transport.put_schema(c.etype, c.schema, c.app)
             else:
                 await transport.put_schema_consumer(c.etype, c.app, c.schema)
+        except Forbidden as exc:
+            logger.warning(
+                "app %s did not register its %s schema of %s: %s (give its token the "
+                "schemas scope for the type)", app.name, c.role, c.etype, exc.detail,
+                extra={"app": app.name},
+            )
         except Conflict as exc:
             raise Conflict(
                 f"app {app.name!r} cannot start: its {c.role} model {c.model} for type "
