@@ -154,15 +154,21 @@ async def test_validate_checks_data_sets_dataschema_and_refuses_a_batch_whole(
         assert (await expect_problem(resp, 422))["attribute"] == "type"
     await publish(http, base, topic, good, good)
     records = await read_all(http, base, topic)
-    assert [r["event"].get("dataschema") for r in records] == [
-        f"/v1/schemas/{etype}/versions/1",
-        None,
-        f"/v1/schemas/{etype}/versions/1",
-        f"/v1/schemas/{etype}/versions/1",
-    ]
+    uri = f"{base}/v1/schemas/{etype}/versions/1"  # absolute, as CloudEvents wants
+    assert [r["event"].get("dataschema") for r in records] == [uri, None, uri, uri]
+    # An event naming a version in its dataschema is checked against that version.
+    named = {**good, "dataschema": uri}
+    await publish(http, base, topic, named)
+    gone = {**good, "dataschema": f"{base}/v1/schemas/{etype}/versions/9"}
+    async with http.post(
+        f"{base}/v1/topics/{topic}/events",
+        data=orjson.dumps(gone),
+        headers={"content-type": STRUCTURED},
+    ) as resp:
+        assert (await expect_problem(resp, 422))["attribute"] == "dataschema"
     async with http.get(f"{base}/v1/schemas/{etype}") as resp:
         described = await expect(resp, 200)
-    assert described["failures"]["count"] == 2 and topic in described["topics"]
+    assert described["failures"]["count"] == 3 and topic in described["topics"]
 
 
 async def test_consumers_that_would_break_are_named(hub: HubProcess, http: Session) -> None:

@@ -50,7 +50,9 @@ MAX_DEPTH = 64
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 TYPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$")
 APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,199}$")
-_URI = re.compile(r"^/v1/schemas/([^/]+)/versions/([1-9][0-9]{0,8})$")
+_URI = re.compile(r"/v1/schemas/([^/]+)/versions/([1-9][0-9]{0,8})$")
+# Where an event's dataschema points when no server says its address (in process).
+IN_PROCESS = "tidings:"
 
 
 def schema_uri(etype: str, version: int) -> str:
@@ -109,6 +111,9 @@ class SchemaRegistry:
     def __init__(self, storage: Any) -> None:
         self.storage = storage
         self.types: dict[str, TypeSchemas] = {}
+        #: Put before a version's path to make an event's dataschema, which CloudEvents
+        #: wants absolute: the hub's address (``tidings serve`` sets it), else "tidings:".
+        self.base_uri = IN_PROCESS
 
     def load(self) -> None:
         for name, entry in self.storage.load_schemas().items():
@@ -268,7 +273,7 @@ class SchemaRegistry:
                 and not any("dataschema" in ev or "data_base64" in ev for ev in events)
                 and version.many.is_valid([ev.get("data") for ev in events])
             ):
-                uri = version.uri
+                uri = self.base_uri + version.uri
                 for ev in events:
                     cast(dict[str, Any], ev)["dataschema"] = uri
                 return
@@ -284,7 +289,7 @@ class SchemaRegistry:
         version = ts.latest if ts is not None else None
         named = ev.get("dataschema")
         if named is not None:
-            m = _URI.match(named)
+            m = _URI.search(named)
             if m is not None and m.group(1) == etype and ts is not None:
                 n = int(m.group(2))
                 if n > len(ts.versions):
@@ -326,7 +331,7 @@ class SchemaRegistry:
                     dataschema=version.uri,
                 ),
             )
-        ev["dataschema"] = version.uri
+        ev["dataschema"] = self.base_uri + version.uri
 
     def _failed(self, ts: TypeSchemas, exc: InvalidEvent) -> InvalidEvent:
         ts.failures += 1
