@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -310,6 +311,11 @@ async def test_asyncapi_carries_the_registered_schemas(hub: HubProcess, http: Se
     message = doc["components"]["messages"][etype]
     ref = message["payload"]["properties"]["data"]["$ref"]
     assert ref == f"#/components/schemas/{etype}.v1"
+    spec = json.loads(
+        (Path(__file__).parents[1] / "data" / "asyncapi-3.0.0.schema.json").read_text()
+    )
+    errors = list(jsonschema.Draft7Validator(spec).iter_errors(doc))
+    assert not errors, [e.message for e in errors[:3]]
     schema = doc["components"]["schemas"][f"{etype}.v1"]
     assert schema["properties"]["to"]["$ref"] == f"#/components/schemas/{etype}.v1/$defs/Addr"
     # The document's own references resolve: validate the data through them.
