@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from examples.shop.catalog import PRODUCTS, PROMO_CODES, subtotal
+from examples.shop.events import OrderPlaced
 from examples.shop.settings import HUB
 from tidings import AsyncClient, Record, TidingsError
 
@@ -33,6 +34,7 @@ STATIC = Path(__file__).parent / "static"
 
 # The events of an order's journey, the topics they come on, and the state each
 # leads to; a state only moves forward (rank), so events may arrive in any order.
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 TOPICS = ("orders", "inventory", "payments", "shipments", "notifications")
 STOREFRONT = ("catalog", "cart", "likes", "promos")  # published by the page itself
 STATES: dict[str, tuple[str, int]] = {
@@ -115,6 +117,13 @@ class Orders:
         self.hub = AsyncClient(self.hub_url)
         for topic in TOPICS + STOREFRONT:
             await self.hub.create_topic(topic)
+        # The orders API emits order.placed: say so to the schema registry, so a change
+        # to OrderPlaced that the services reading it cannot take is refused here.
+        await self.hub.put_schema(
+            OrderPlaced.event_type,
+            {"$schema": DRAFT_2020_12, **OrderPlaced.model_json_schema(mode="serialization")},
+            producer="orders",
+        )
         for topic in TOPICS:
             self._tasks.append(asyncio.create_task(self._follow(topic)))
 

@@ -8,13 +8,19 @@ managing them; consuming needs ``subscribe``, its results and its dead letters
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from pydantic import BaseModel
 
 from tidings import App, AsyncClient, Forbidden
 
 pytestmark = pytest.mark.timeout(60)
+
+
+class Placed(BaseModel):
+    event_type: ClassVar[str] = "order.placed"
+    order_id: str
 
 
 async def test_an_app_runs_on_a_secured_hub_with_a_token_that_may_manage_its_groups(
@@ -56,3 +62,25 @@ async def test_an_app_whose_token_may_not_manage_groups_is_refused_at_start(
     with pytest.raises(Forbidden, match="may not manage groups on topic"):
         await app.start()
     assert not app.running
+
+
+async def test_an_app_whose_token_may_not_register_schemas_starts_and_says_so(
+    secured_hub_url: str, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App(f"payments-{topic}", hub=secured_hub_url, token="payments-secret", poll_wait=0.5)
+
+    @app.on(f"orders-{topic}")
+    async def charge(order: Placed) -> None:
+        pass
+
+    with caplog.at_level("WARNING", logger="tidings.app"):
+        await app.start()
+    try:
+        assert app.running
+        assert any(
+            "did not register its consumer schema of order.placed" in r.getMessage()
+            and "schemas scope" in r.getMessage()
+            for r in caplog.records
+        ), caplog.records
+    finally:
+        await app.stop()

@@ -26,6 +26,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from tidings.app.contracts import register as register_contracts
 from tidings.app.handlers import (
     Backoff,
     Envelope,
@@ -65,7 +66,11 @@ class App:
     for events. Handled ids are remembered per group for ``idempotency_window``
     seconds (0: not at all), in the data directory under ``embedded:``, in memory
     otherwise. ``middleware`` wraps every consume and publish (see
-    :data:`~tidings.app.handlers.Middleware`).
+    :data:`~tidings.app.handlers.Middleware`). With ``register_schemas`` (the
+    default) the app registers the JSON Schemas of the models it emits and
+    consumes at start, and does not start (:class:`~tidings.errors.Conflict`)
+    when the hub's schema registry finds one incompatible (see
+    :mod:`tidings.app.contracts`).
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class App:
         idempotency_window: float = 600.0,
         shutdown_timeout: float = 30.0,
         middleware: Iterable[Middleware] = (),
+        register_schemas: bool = True,
     ) -> None:
         self.name = check_name("app name", name)
         parse_hub_url(hub)
@@ -100,6 +106,7 @@ class App:
         self.idempotency_window = float(idempotency_window)
         self.shutdown_timeout = float(shutdown_timeout)
         self.middleware: list[Middleware] = list(middleware)
+        self.register_schemas = register_schemas
         self.handlers: list[HandlerSpec] = []
         self.consumers: list[Consumer] = []
         self._transport: Transport | None = None
@@ -201,6 +208,8 @@ class App:
         self._handled = HandledIds(window_ms, transport.clock, path)
         self.consumers = []
         try:
+            if self.register_schemas:
+                await register_contracts(self, transport)
             for spec in self.handlers:
                 consumer = Consumer(
                     self.name,

@@ -23,7 +23,7 @@ import orjson
 from tidings.client.async_client import AsyncClient, _group_path
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub
-from tidings.errors import StaleLease
+from tidings.errors import NotFound, StaleLease
 from tidings.events.envelope import normalize_event, now_rfc3339
 from tidings.log.config import Clock, SystemClock
 
@@ -101,6 +101,22 @@ class Transport(Protocol):
     async def seek(self, topic: str, group: str, to: str) -> None: ...
     async def read_all(self, topic: str) -> list[dict[str, Any]]:
         """Every record of ``topic``, ``{"topic", "partition", "offset", "event"}``."""
+        ...
+
+    async def put_schema(self, etype: str, schema: Any, producer: str) -> None:
+        """Register ``schema`` as what app ``producer`` emits as ``etype`` (Conflict if not)."""
+        ...
+
+    async def put_schema_consumer(self, etype: str, name: str, schema: Any) -> None:
+        """Record that app ``name`` reads ``etype`` with ``schema`` (Conflict if it cannot)."""
+        ...
+
+    async def check_schema(self, etype: str, schema: Any, producer: str) -> dict[str, Any]:
+        """What registering ``schema`` would meet, changing nothing."""
+        ...
+
+    async def latest_schema(self, etype: str) -> tuple[int, Any] | None:
+        """The latest version of ``etype``'s schema and its number; None if it has none."""
         ...
 
     async def group_state(self, topic: str, group: str) -> tuple[int, int]:
@@ -215,6 +231,22 @@ class HttpTransport:
         info = await self.client.group(topic, group)
         return int(info["lag"]), int(info["pending"])
 
+    async def put_schema(self, etype: str, schema: Any, producer: str) -> None:
+        await self.client.put_schema(etype, schema, producer=producer)
+
+    async def put_schema_consumer(self, etype: str, name: str, schema: Any) -> None:
+        await self.client.put_schema_consumer(etype, name, schema)
+
+    async def check_schema(self, etype: str, schema: Any, producer: str) -> dict[str, Any]:
+        return await self.client.check_schema(etype, schema, producer=producer)
+
+    async def latest_schema(self, etype: str) -> tuple[int, Any] | None:
+        try:
+            got = await self.client.schema_version(etype)
+        except NotFound:
+            return None
+        return int(got["version"]), got["schema"]
+
 
 class CoreTransport:
     """The hub's core in this process: the same calls the server makes, without HTTP."""
@@ -283,6 +315,20 @@ class CoreTransport:
     async def group_state(self, topic: str, group: str) -> tuple[int, int]:
         info = self.hub.group_info(topic, group)
         return int(info["lag"]), int(info["pending"])
+
+    async def put_schema(self, etype: str, schema: Any, producer: str) -> None:
+        self.hub.schemas.put(etype, schema, producer)
+
+    async def put_schema_consumer(self, etype: str, name: str, schema: Any) -> None:
+        self.hub.schemas.put_consumer(etype, name, schema)
+
+    async def check_schema(self, etype: str, schema: Any, producer: str) -> dict[str, Any]:
+        return self.hub.schemas.check(etype, schema, producer)
+
+    async def latest_schema(self, etype: str) -> tuple[int, Any] | None:
+        ts = self.hub.schemas.types.get(etype)
+        latest = ts.latest if ts is not None else None
+        return None if latest is None else (latest.number, latest.schema)
 
 
 # -- embedded: one core per data directory in this process -----------------------------

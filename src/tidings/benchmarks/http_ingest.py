@@ -11,6 +11,9 @@ load generator (``wrk``; an aiohttp loop in this process when wrk is missing)::
     single    one 256-byte order.placed CloudEvent per request
               (application/cloudevents+json): req/s, p50, p99
     batch     1000 of them per request (application/cloudevents-batch+json): events/s
+    validate  (with --schemas) each of the above again on a topic with schemas
+              "validate" and order.placed's schema registered (ORDER_SCHEMA), beside
+              ours without schemas from the same run: the cost of checking data
 
 The events carry no ``id``, so the hub gives each one a UUIDv7 and no request hits
 the dedupe window. Anchors, measured when the service answers on loopback and
@@ -59,7 +62,29 @@ TOPIC = "bench.orders"
 PATH = f"/v1/topics/{TOPIC}/events"
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
-GOALS = {"single": 0.60, "batch": 0.30}
+VALIDATED_TOPIC = "bench.validated"
+VALIDATED_PATH = f"/v1/topics/{VALIDATED_TOPIC}/events"
+GOALS = {"single": 0.60, "batch": 0.30, "validate": 0.70}
+# What build_events makes, as a JSON Schema 2020-12 document.
+ORDER_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "order_id": {"type": "string", "pattern": "^ord_[0-9]+$"},
+        "customer": {"type": "string", "minLength": 1},
+        "items": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "properties": {"sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}},
+                "required": ["sku", "qty"],
+            },
+        },
+        "total": {"type": "string", "pattern": "^[0-9]+\\.[0-9]{2}$"},
+    },
+    "required": ["order_id", "customer", "items", "total"],
+}
 
 # Bounds besides --seconds: how far past its deadline a measurement may run, and how
 # many events an anchor may send.
@@ -181,6 +206,7 @@ class Options:
     anchors: bool
     json: bool
     data_dir: Path | None
+    schemas: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +219,15 @@ class Run:
     notes: list[str]
 
 
+def _put(url: str, body: Any) -> None:
+    req = urllib.request.Request(
+        url, orjson.dumps(body), {"Content-Type": "application/json"}, method="PUT"
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        if r.status not in (200, 201):
+            raise BenchmarkFailed(f"PUT {url} answered {r.status}")
+
+
 def _post(url: str, body: bytes, content_type: str) -> None:
     """One request outside the timing: checks the route answers 202, and creates the topic."""
     req = urllib.request.Request(url, body, {"Content-Type": content_type}, method="POST")
@@ -201,10 +236,12 @@ def _post(url: str, body: bytes, content_type: str) -> None:
             raise BenchmarkFailed(f"POST {url} answered {r.status}, not 202")
 
 
-def _stored_events(url: str) -> int:
-    with urllib.request.urlopen(f"{url}/v1/topics/{TOPIC}", timeout=10) as r:
-        count: int = orjson.loads(r.read())["events"]
-        return count
+def _stored_events(url: str, topics: tuple[str, ...] = (TOPIC,)) -> int:
+    count = 0
+    for topic in topics:
+        with urllib.request.urlopen(f"{url}/v1/topics/{topic}", timeout=10) as r:
+            count += int(orjson.loads(r.read())["events"])
+    return count
 
 
 # -- load generators ----------------------------------------------------------------------
@@ -382,6 +419,10 @@ def run_all(opts: Options, root: Path, progress: Console) -> Run:
     ):
         for url in (hub, ceiling):
             _post(url + PATH, single, STRUCTURED)
+        if opts.schemas:
+            _put(hub + "/v1/schemas/order.placed", {"schema": ORDER_SCHEMA})
+            _put(hub + f"/v1/topics/{VALIDATED_TOPIC}", {"schemas": "validate"})
+            _post(hub + VALIDATED_PATH, single, STRUCTURED)
         measured = [
             ("single", single, STRUCTURED, 1, opts.connections),
             (f"batch {opts.batch}", batch, BATCH, opts.batch, opts.batch_connections),
@@ -395,8 +436,16 @@ def run_all(opts: Options, root: Path, progress: Console) -> Run:
                     load(url + PATH, body, ctype, per_request, conns, opts.warmup)
                 figures.append(load(url + PATH, body, ctype, per_request, conns, opts.seconds))
             cases.append(Case(name, conns, figures[0], figures[1]))
-        stored = _stored_events(hub)
+            if opts.schemas:
+                # Checked against ours without schemas, measured just before.
+                progress.log(f"{name}: ours, schemas validate, {conns} connections")
+                if opts.warmup:
+                    load(hub + VALIDATED_PATH, body, ctype, per_request, conns, opts.warmup)
+                checked = load(hub + VALIDATED_PATH, body, ctype, per_request, conns, opts.seconds)
+                cases.append(Case(f"{name}, schemas validate", conns, checked, figures[0]))
+        stored = _stored_events(hub, (TOPIC, VALIDATED_TOPIC) if opts.schemas else (TOPIC,))
     # Warm-ups and the checks are stored too, so the log holds at least what was answered.
+    # (a validate case's ceiling is ours without schemas: counted once, as ours)
     answered = sum(c.ours.ok * c.ours.events_per_request for c in cases)
     if stored < answered:
         raise BenchmarkFailed(f"the hub stored {stored} events but acknowledged {answered}")
@@ -435,12 +484,14 @@ def _load_json(load: Load) -> dict[str, Any]:
 
 
 def _goal(case: Case) -> float:
+    if case.name.endswith("schemas validate"):
+        return GOALS["validate"]
     return GOALS["single" if case.ours.events_per_request == 1 else "batch"]
 
 
 def to_json(run: Run) -> dict[str, Any]:
     opts = run.options
-    ours_batch = run.cases[-1].ours.events_per_s if run.cases else 0.0
+    ours_batch = _plain_batch(run)
     return {
         "benchmark": "http_ingest",
         "date": datetime.now(UTC).date().isoformat(),
@@ -481,13 +532,21 @@ def to_json(run: Run) -> dict[str, Any]:
     }
 
 
+def _plain_batch(run: Run) -> float:
+    plain = [c for c in run.cases if not c.name.endswith("schemas validate")]
+    return plain[-1].ours.events_per_s if plain else 0.0
+
+
 def to_table(run: Run) -> Table:
     opts, m = run.options, _machine()
     notes = [
         "ours: tidings serve --fsync interval:5. ceiling: a Starlette route that reads the "
         "body, parses it with orjson and answers 202, same server settings, right after ours. "
         "ratio: ours / ceiling in events/s, beside its goal. Anchors: one client of another "
-        "store sending the same events; ratio: ours (batch) / anchor.",
+        "store sending the same events; ratio: ours (batch) / anchor."
+        + (" schemas validate: ours on a topic that checks each event's data against "
+           "order.placed's registered schema; its ceiling column is ours without schemas "
+           "from the same run." if opts.schemas else ""),
         *(f"{a.name}: {a.detail or 'skipped: ' + str(a.skipped)}" for a in run.anchors),
         *run.notes,
     ]
@@ -521,7 +580,7 @@ def to_table(run: Run) -> Table:
             ours, ceiling = getattr(c.ours, f"{label}_ms"), getattr(c.ceiling, f"{label}_ms")
             table.add_row(f"  {label}, ms", f"{ours:,.2f}", f"{ceiling:,.2f}", "")
         table.add_section()
-    ours_batch = run.cases[-1].ours.events_per_s if run.cases else 0.0
+    ours_batch = _plain_batch(run)
     for a in run.anchors:
         if a.skipped is None and a.events_per_s > 0:
             ratio = f"{ours_batch / a.events_per_s:.2f}x"
@@ -580,6 +639,11 @@ def parse_args(argv: list[str] | None) -> Options:
     add("--no-anchors", dest="anchors", action="store_false", help="skip NATS and Redis")
     add("--json", action="store_true", help="print one JSON object")
     add(
+        "--schemas",
+        action="store_true",
+        help="also measure publishing to a topic with schemas validate, beside ours without",
+    )
+    add(
         "--data-dir",
         type=Path,
         default=None,
@@ -602,6 +666,7 @@ def parse_args(argv: list[str] | None) -> Options:
         ns.anchors,
         ns.json,
         ns.data_dir,
+        ns.schemas,
     )
 
 

@@ -7,6 +7,7 @@ import typer
 
 from tidings.cli import apps, check, events, serve
 from tidings.cli.bench import bench_app
+from tidings.cli.schemas import schemas_app
 from tidings.cli.webhooks import webhooks_app
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ def _options(
 
 app.add_typer(bench_app, name="bench")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(schemas_app, name="schemas")
 
 app.command()(serve.serve)
 app.command()(events.publish)

@@ -26,6 +26,7 @@ from tidings.client.batching import PublishBatcher
 from tidings.client.live import LiveStart, LiveSubscription, Reconnect
 from tidings.client.problems import error_from_response
 from tidings.client.receiving import AsyncConsumer, AsyncSubscription, Delivery
+from tidings.client.schemas import AsyncSchemaCalls
 from tidings.client.webhooks import AsyncWebhookCalls
 from tidings.errors import TidingsError
 from tidings.events.envelope import Event, Record
@@ -52,7 +53,7 @@ Seek = Literal["earliest", "latest"] | str | int | datetime | Mapping[str, Any]
 token such as ``"0:15,1:7"``, or ``{"partition": p, "offset": o}``."""
 
 
-class AsyncClient(AsyncWebhookCalls):
+class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls):
     """A connection to one hub, for use from asyncio.
 
     ::
@@ -375,15 +376,20 @@ class AsyncClient(AsyncWebhookCalls):
         partitions: int = 1,
         max_age: float | str | None = None,
         max_bytes: int | None = None,
+        schemas: Literal["off", "validate", "required"] | None = None,
     ) -> dict[str, Any]:
         """Create a topic, or set its partitions (which only grow) and retention.
 
         ``max_age`` is seconds or a duration such as ``"7d"``; ``max_bytes`` bounds
-        each partition. Answers the topic as :meth:`topic` does.
+        each partition. ``schemas`` checks event data at publish against the
+        registered schemas (``validate``; ``required`` also refuses a type with
+        none). Answers the topic as :meth:`topic` does.
         """
         body: dict[str, Any] = {"partitions": partitions}
         if max_age is not None or max_bytes is not None:
             body["retention"] = {"max_age": max_age, "max_bytes": max_bytes}
+        if schemas is not None:
+            body["schemas"] = schemas
         answer: dict[str, Any] = await self._call("PUT", _topic_path(name), body)
         return answer
 

@@ -27,6 +27,7 @@ from tidings.client.async_client import (
 from tidings.client.batching import PublishBatcher
 from tidings.client.live import LiveStart, LiveSubscription, Reconnect
 from tidings.client.receiving import AsyncConsumer, AsyncMessage, AsyncSubscription, Delivery
+from tidings.client.schemas import SchemaCalls
 from tidings.client.webhooks import WebhookCalls
 from tidings.events.envelope import Event, Record
 
@@ -62,7 +63,7 @@ class _Runner:
         self.loop.close()
 
 
-class Client(WebhookCalls):
+class Client(WebhookCalls, SchemaCalls):
     """A blocking connection to one hub, with the methods and arguments of ``AsyncClient``.
 
     ::
@@ -124,6 +125,9 @@ class Client(WebhookCalls):
             self._runner.run(self._async.close())
         finally:
             self._runner.stop()
+
+    def _schema_calls(self) -> AsyncClient:
+        return self._async
 
     def _hooks(self) -> AsyncClient:
         return self._async
@@ -240,9 +244,10 @@ class Client(WebhookCalls):
         partitions: int = 1,
         max_age: float | str | None = None,
         max_bytes: int | None = None,
+        schemas: Literal["off", "validate", "required"] | None = None,
     ) -> dict[str, Any]:
         """Create a topic or change it; see :meth:`AsyncClient.create_topic`."""
-        return self._run(self._async.create_topic(name, partitions, max_age, max_bytes))
+        return self._run(self._async.create_topic(name, partitions, max_age, max_bytes, schemas))
 
     def topics(self) -> list[dict[str, Any]]:
         """Every topic."""

@@ -24,6 +24,7 @@ from tidings.core.patterns import MAX_TYPE_PATTERNS, TypeFilter
 from tidings.core.positions import check_name, is_decimal, parse_time_ms, parse_token
 from tidings.core.publishing import PublishOps, _Claim
 from tidings.core.refill import refill
+from tidings.core.schemas.registry import TOPIC_MODES, SchemaRegistry
 from tidings.core.skipping import Skipped, read_past_damage
 from tidings.core.storage import Damage, PartitionStore, Retention, Storage
 from tidings.errors import (
@@ -61,6 +62,7 @@ class Topic:
     retention: Retention
     groups: dict[str, ConsumerGroup] = field(default_factory=dict)
     rr: int = 0
+    schemas: str = "off"  # off | validate | required: checks of event data at publish
 
     def info(self) -> dict[str, Any]:
         parts = [
@@ -85,6 +87,7 @@ class Topic:
             },
             "events": sum(p["events"] for p in parts),
             "bytes": sum(p["bytes"] for p in parts),
+            "schemas": self.schemas,
         }
 
 
@@ -105,6 +108,7 @@ class Hub(PublishOps, GroupOps):
         self.topics: dict[str, Topic] = {}
         self.dedupe = DedupeWindow(self.options.dedupe_window_ms)
         self.catalog = Catalog()  # event types per topic, for /asyncapi.json
+        self.schemas = SchemaRegistry(storage)  # data schemas per event type
         self.metrics = Metrics()
         self._tasks: list[asyncio.Task[None]] = []
         self._group_changed: dict[tuple[str, str], asyncio.Event] = {}
@@ -134,11 +138,12 @@ class Hub(PublishOps, GroupOps):
         background; see :attr:`ready`), so a server can answer ``/healthz`` at once.
         """
         self.loop = asyncio.get_running_loop()
+        self.schemas.load()
         for name, cfg in self.storage.load_topics().items():
             try:
                 self._open_topic(
                     name, int(cfg["partitions"]), _retention(cfg.get("retention")), save=False
-                )
+                ).schemas = cfg.get("schemas", "off")
             except StorageUnavailable as exc:
                 # The hub starts all the same; this topic answers 503 until it is deleted.
                 logger.error("topic %r is unavailable: %s", name, exc.detail)
@@ -245,7 +250,12 @@ class Hub(PublishOps, GroupOps):
     # -- topics --------------------------------------------------------------------
 
     def _open_topic(
-        self, name: str, partitions: int, retention: Retention, save: bool = True
+        self,
+        name: str,
+        partitions: int,
+        retention: Retention,
+        save: bool = True,
+        schemas: str = "off",
     ) -> Topic:
         """Open (with ``save``: create) a topic. Its partitions open first and its
         metadata is saved last, so a creation that fails records nothing; what it
@@ -255,12 +265,12 @@ class Hub(PublishOps, GroupOps):
             for i in range(partitions):
                 parts.append(self.storage.open_partition(name, i, retention))
             if save:
-                self.storage.save_topic(name, _topic_dict(partitions, retention))
+                self.storage.save_topic(name, _topic_dict(partitions, retention, schemas))
         except BaseException:
             if save:
                 self._discard(name)
             raise
-        topic = self.topics[name] = Topic(name, parts, retention)
+        topic = self.topics[name] = Topic(name, parts, retention, schemas=schemas)
         return topic
 
     def _discard(self, name: str) -> None:
@@ -308,14 +318,23 @@ class Hub(PublishOps, GroupOps):
         return t
 
     async def create_topic(
-        self, name: str, partitions: int | None = None, retention: Retention | None = None
+        self,
+        name: str,
+        partitions: int | None = None,
+        retention: Retention | None = None,
+        schemas: str | None = None,
     ) -> tuple[Topic, bool]:
-        """Create ``name`` or change its partitions (up only) and retention; True if created.
+        """Create ``name`` or change its partitions (up only), retention and schema checks
+        (``off``, ``validate``, ``required``); True if created.
 
-        What is left out (None) keeps its value: one partition and no retention
-        limits for a new topic.
+        What is left out (None) keeps its value: one partition, no retention
+        limits and no schema checks for a new topic.
         """
         check_name("topic", name)
+        if schemas is not None and schemas not in TOPIC_MODES:
+            raise BadRequest(
+                f"schemas must be one of {', '.join(TOPIC_MODES)}", field="schemas"
+            )
         self._check_not_deleting(name)
         self._check_available(name)
         t = self.topics.get(name)
@@ -339,11 +358,14 @@ class Hub(PublishOps, GroupOps):
             )
         if t is None:
             self._check_room_for_topic()
-            return self._open_topic(name, partitions, retention), True
+            return self._open_topic(name, partitions, retention, schemas=schemas or "off"), True
+        if schemas is None:
+            schemas = t.schemas
         # Partitions first, metadata last: a partition that cannot open records nothing.
         parts = [self.storage.open_partition(name, i, retention) for i in range(partitions)]
-        self.storage.save_topic(name, _topic_dict(partitions, retention))
+        self.storage.save_topic(name, _topic_dict(partitions, retention, schemas))
         t.retention = retention
+        t.schemas = schemas
         for i, part in enumerate(parts):
             if i >= len(t.partitions):
                 t.partitions.append(part)
@@ -537,10 +559,13 @@ def _retention(raw: object) -> Retention:
     return Retention(raw.get("max_age_ms"), raw.get("max_bytes"))
 
 
-def _topic_dict(partitions: int, r: Retention) -> dict[str, Any]:
-    return {
+def _topic_dict(partitions: int, r: Retention, schemas: str = "off") -> dict[str, Any]:
+    d: dict[str, Any] = {
         "partitions": partitions,
         "retention": {"max_age_ms": r.max_age_ms, "max_bytes": r.max_bytes},
     }
+    if schemas != "off":
+        d["schemas"] = schemas
+    return d
 
 

@@ -22,6 +22,7 @@ import orjson
 from tidings.core.catalog import Catalog
 from tidings.core.dedupe import DedupeWindow, dedupe_key
 from tidings.core.metrics import Metrics
+from tidings.core.schemas.registry import SchemaRegistry
 from tidings.errors import TooLarge
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class PublishOps:
     storage: Storage
     clock: Clock
     catalog: Catalog
+    schemas: SchemaRegistry
     dedupe: DedupeWindow
     metrics: Metrics
     topics: dict[str, Topic]
@@ -136,6 +138,9 @@ class PublishOps:
             # topic exists, so a refused publish leaves none behind.
             _check_sizes(events, self.options.max_event_bytes)
         topic = self._topic_for_publish(topic_name)
+        if topic.schemas != "off":
+            # Before anything is appended: a batch with one bad event writes nothing.
+            self.schemas.check_events(events, topic.schemas == "required")
         now = self.clock.time_ms()
         dedupe = self.dedupe
         dedupe.expire(now)

@@ -81,7 +81,7 @@ class PartitionStore(Protocol):
 
 
 class Storage(Protocol):
-    """Partitions and the hub's metadata (topics, groups, their positions).
+    """Partitions and the hub's metadata (topics, groups, their positions, schemas).
 
     What an implementation owes the hub: ``open_partition`` answers the same
     partition, with its records, for the same (topic, partition) however often
@@ -122,6 +122,16 @@ class Storage(Protocol):
         self, topic: str, group: str, positions: Positions
     ) -> None: ...
     def delete_group(self, topic: str, group: str) -> None: ...
+
+    def load_schemas(self) -> dict[str, dict[str, Any]]:
+        """Every event type's registry entry, as last saved (see
+        :mod:`tidings.core.schemas.registry`)."""
+        ...
+
+    def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
+        """Keep ``entry`` (versions, compatibility, producers, consumers) for ``etype``,
+        replacing what was there; durable when it returns, like ``save_topic``."""
+        ...
 
     async def close(self) -> None:
         """Finish queued appends, make everything durable, close."""

@@ -113,6 +113,7 @@ class MemoryStorage:
         self.clock = clock or SystemClock()
         self.partitions: dict[tuple[str, int], MemoryPartition] = {}
         self.topics: dict[str, dict[str, Any]] = {}
+        self.schemas: dict[str, dict[str, Any]] = {}
         self.groups: dict[tuple[str, str], dict[str, Any]] = {}
         self.positions: dict[tuple[str, str], Positions] = {}
 
@@ -149,6 +150,12 @@ class MemoryStorage:
 
     def save_topic(self, topic: str, config: dict[str, Any]) -> None:
         self.topics[topic] = dict(config)
+
+    def load_schemas(self) -> dict[str, dict[str, Any]]:
+        return dict(self.schemas)
+
+    def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
+        self.schemas[etype] = dict(entry)
 
     def load_groups(self) -> list[GroupRow]:
         return [(t, g, c, self.positions.get((t, g), {})) for (t, g), c in self.groups.items()]

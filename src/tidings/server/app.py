@@ -40,6 +40,7 @@ from tidings.server.live import LiveOptions
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
 from tidings.server.routing import one_route_per_path
+from tidings.server.schemas import SchemaRoutes
 from tidings.server.sse import SseEndpoint
 from tidings.server.tickets import Tickets
 from tidings.server.webhooks.routes import WebhookRoutes
@@ -210,14 +211,16 @@ class Api:
         name = request.path_params["topic"]
         self._authorize(request, "admin")
         body = await self._json_body(request)
-        _only(body, {"partitions", "retention"})
+        _only(body, {"partitions", "retention", "schemas"})
         existing = self.hub.topics.get(name)
         retention = None
         if "retention" in body:
             retention = _parse_retention(
                 body["retention"], existing.retention if existing else Retention()
             )
-        topic, created = await self.hub.create_topic(name, body.get("partitions"), retention)
+        topic, created = await self.hub.create_topic(
+            name, body.get("partitions"), retention, body.get("schemas")
+        )
         return _json(topic.info(), 201 if created else 200)
 
     async def get_topic(self, request: Request) -> Response:
@@ -573,6 +576,7 @@ def create_app(
         Route(G + "/seek", api.seek, methods=["POST"]),
         Route(G + "/redrive", api.redrive, methods=["POST"]),
         Route("/v1/groups", api.list_groups, methods=["GET"]),
+        *SchemaRoutes(api).routes(),
         *(WebhookRoutes(api, webhooks).routes() if webhooks is not None else []),
         # The browser client, /static/tidings.js: an ES module, no build step. Pages
         # of any origin may import it (a module script is fetched with CORS).

@@ -24,6 +24,9 @@ any run of characters); it allows, on a topic it matches:
   the topic publishes to it, and an explicit ``dead_letter_topic`` is a topic the
   group's dead letters are published to. The default ``{topic}.dlq`` is written by
   the hub on the group's behalf and needs no scope.
+- ``schemas``: a list of event-type patterns (not topics): registering schemas
+  of those types (``PUT /v1/schemas/{type}``, its ``config`` and ``consumers``)
+  and reading a type's inferred schema. Reading the registry needs any valid token.
 - ``admin: true``: everything, the scopes above on every topic, and what has no
   topic: creating, changing and deleting topics, webhooks, ``/metrics``,
   ``/asyncapi.json``.
@@ -47,8 +50,8 @@ from typing import Literal
 
 from tidings.errors import BadRequest, Forbidden, Unauthorized
 
-Action = Literal["publish", "subscribe", "manage", "admin"]
-_SCOPES = ("publish", "subscribe", "manage")
+Action = Literal["publish", "subscribe", "manage", "schemas", "admin"]
+_SCOPES = ("publish", "subscribe", "manage", "schemas")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class Token:
     publish: tuple[str, ...] = ()
     subscribe: tuple[str, ...] = ()
     manage: tuple[str, ...] = ()
+    schemas: tuple[str, ...] = ()  # event-type patterns whose schemas it may register
     admin: bool = False
 
     def allows(self, action: Action, topic: str | None) -> bool:
@@ -65,7 +69,10 @@ class Token:
             return True
         if action == "admin" or topic is None:
             return False
-        scopes = {"publish": self.publish, "subscribe": self.subscribe, "manage": self.manage}
+        scopes = {
+            "publish": self.publish, "subscribe": self.subscribe, "manage": self.manage,
+            "schemas": self.schemas,
+        }
         return any(fnmatchcase(topic, p) for p in scopes[action])
 
 
@@ -104,6 +111,7 @@ class Auth:
                     publish=tuple(item.get("publish", [])),
                     subscribe=tuple(item.get("subscribe", [])),
                     manage=tuple(item.get("manage", [])),
+                    schemas=tuple(item.get("schemas", [])),
                     admin=bool(item.get("admin", False)),
                 )
             )
@@ -137,6 +145,8 @@ class Auth:
             return
         token = self.token(authorization)
         if not token.allows(action, topic):
+            if action == "schemas":
+                raise Forbidden(f"token {token.name!r} may not register schemas of type {topic!r}")
             verb = "manage groups" if action == "manage" else action
             what = f"{verb} on topic {topic!r}" if topic else action
             raise Forbidden(f"token {token.name!r} may not {what}")

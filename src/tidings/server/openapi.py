@@ -21,11 +21,11 @@ PROBLEM_TEXT = {
     400: "Malformed request: a field, parameter or name the hub refuses (the problem names it)",
     401: "Missing or unknown bearer token",
     403: "The token's scopes do not allow this, or the request's Host or Origin is not one the hub allows (the problem's header names which)",
-    404: "Unknown topic, group or webhook",
-    409: "Conflict, a stale lease, or the hub's topic limit (--max-topics) reached",
+    404: "Unknown topic, group, webhook or schema",
+    409: "Conflict, a stale lease, the hub's topic limit (--max-topics) reached, or a schema incompatible with the registry (each breaking change by path)",
     413: "Event or request too large",
     415: "Unsupported content type",
-    422: "Invalid event",
+    422: "Invalid event, or event data that fails its type's schema (the path of the failing field)",
     429: "Too many requests",
     503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After), shutting down, or busy: request bodies past the hub's budget (Retry-After)",
 }
@@ -171,6 +171,7 @@ def spec() -> dict[str, Any]:
             "post": {"summary": summary, "description": _MANAGE + (" Re-driving publishes on the topic: it needs publish there too." if op == "redrive" else "") if op in ("seek", "redrive") else _CONSUME, "operationId": op, "requestBody": body, "responses": {"200": ok, **_problems(*NAMED, *AUTH, *BODY, 409, 503)}},
         }
     paths.update(_webhook_paths())
+    paths.update(_schema_paths())
     _browser_refusals(paths)
     return {
         "openapi": "3.1.0",
@@ -221,12 +222,13 @@ def _schemas() -> dict[str, Any]:
         "Records": _object({"records": {"type": "array", "items": _ref("Record")}, "next": {"type": "string", "description": "position token to pass back as from"}, "skipped": {"type": "array", "description": "only when this read stepped over offsets lost to damage on disk", "items": _ref("Skipped")}}, "records", "next"),
         "Deliveries": _object({"records": {"type": "array", "items": {**record, "required": [*record["required"], "lease", "deliveries"], "properties": {**record_props, "lease": {"type": "string"}, "deliveries": {"type": "integer"}}}}, "skipped": {"type": "array", "description": "only when this fetch moved the group past offsets lost to damage on disk", "items": _ref("Skipped")}}, "records"),
         "Retention": _nullable(_object({"max_age": _nullable(_DURATION), "max_bytes": _nullable({**_COUNT, "minimum": 1})})),
-        "TopicConfig": _object({"partitions": {"type": "integer", "minimum": 1, "maximum": 1024}, "retention": _ref("Retention")}),
-        "Topic": {"type": "object", "required": ["name", "partitions", "retention"], "properties": {"name": {"type": "string"}, "partitions": {"type": "array", "items": {"type": "object", "properties": {"partition": {"type": "integer"}, "first_offset": {"type": "integer"}, "next_offset": {"type": "integer"}, "events": {"type": "integer"}, "bytes": {"type": "integer"}, "damage": {"type": "array", "description": "ranges lost to damage on disk", "items": _ref("Damage")}}}}, "retention": {"type": "object", "properties": {"max_age": {"type": ["number", "null"], "description": "seconds"}, "max_bytes": {"type": ["integer", "null"]}}}, "events": {"type": "integer"}, "bytes": {"type": "integer"}}},
+        "TopicConfig": _object({"partitions": {"type": "integer", "minimum": 1, "maximum": 1024}, "retention": _ref("Retention"), "schemas": {"enum": ["off", "validate", "required"], "description": "checks of event data at publish against the registered schema of each event's type: validate checks types that have one, required also refuses types that have none"}}),
+        "Topic": {"type": "object", "required": ["name", "partitions", "retention"], "properties": {"name": {"type": "string"}, "partitions": {"type": "array", "items": {"type": "object", "properties": {"partition": {"type": "integer"}, "first_offset": {"type": "integer"}, "next_offset": {"type": "integer"}, "events": {"type": "integer"}, "bytes": {"type": "integer"}, "damage": {"type": "array", "description": "ranges lost to damage on disk", "items": _ref("Damage")}}}}, "retention": {"type": "object", "properties": {"max_age": {"type": ["number", "null"], "description": "seconds"}, "max_bytes": {"type": ["integer", "null"]}}}, "events": {"type": "integer"}, "bytes": {"type": "integer"}, "schemas": {"enum": ["off", "validate", "required"]}}},
         "GroupConfig": _object({"start": {"enum": ["earliest", "latest"]}, "ack_wait": _POSITIVE_DURATION, "max_deliver": {"type": "integer", "minimum": 1, "maximum": (1 << 63) - 1}, "dead_letter_topic": _nullable(_NAME), "ordering": {"enum": ["none", "key"]}, "types": _TYPES}),
         "Group": {"type": "object", "required": ["topic", "name", "config"], "properties": {"topic": {"type": "string"}, "name": {"type": "string"}, "config": {"type": "object", "properties": {"start": {"enum": ["earliest", "latest"]}, "ack_wait": {"type": "number", "description": "seconds"}, "max_deliver": {"type": "integer"}, "dead_letter_topic": {"type": ["string", "null"]}, "ordering": {"enum": ["none", "key"]}, "types": {"type": "array", "items": {"type": "string"}}}}, "partitions": {"type": "array", "items": {"type": "object"}}, "lag": {"type": "integer"}, "pending": {"type": "integer"}, "delivered": {"type": "integer"}, "redelivered": {"type": "integer"}, "dead_lettered": {"type": "integer"}, "internal": {"type": "boolean", "description": "one of the hub's own groups (webhook.*, redrive.*, tidings.*): listed read-only, refused by every group route and WebSocket join"}, "skipped_events": {"type": "integer", "description": "offsets lost to damage that the group stepped over"}, "skipped": {"type": "array", "description": "the latest 100 ranges the group stepped over", "items": _ref("Skipped")}}},
         "Skipped": {"type": "object", "description": "offsets from (inclusive) to to (exclusive) of a partition, lost to damage on disk", "required": ["partition", "from", "to", "why"], "properties": {"partition": {"type": "integer"}, "from": {"type": "integer"}, "to": {"type": "integer"}, "why": {"type": "string"}}},
         "Damage": {"type": "object", "description": "a bad byte range of a segment and the offsets it cost", "properties": {"from": {"type": "integer"}, "to": {"type": "integer"}, "events": {"type": "integer"}, "segment": {"type": "string"}, "position": {"type": "integer"}, "bytes": {"type": "integer"}, "why": {"type": "string"}}},
+        "JsonSchema": _json_schema_component(),
         "SeekTarget": {"anyOf": [{"enum": ["earliest", "latest"]}, {"type": "string", "pattern": _TOKEN_PATTERN, "description": "position token"}, *_TIME["anyOf"], {**_INT64, "description": "ms since the epoch"}, _object({"partition": _COUNT, "offset": _COUNT}, "partition", "offset"), _object({"time": _TIME}, "time")]},
     }
 
@@ -276,6 +278,76 @@ def _webhook_paths() -> dict[str, Any]:
         "/v1/webhooks/{id}/test": {"parameters": [_WEBHOOK], "post": {"summary": "Send one tidings.webhook.test event now; answers the attempt", "operationId": "testWebhook", "requestBody": _body(_object({})), "responses": {"200": _json(_object({"id": {"type": "string"}, "event": _ref("CloudEvent"), "attempt": {"type": "object"}}, "id", "event", "attempt")), **_problems(*changes)}}},
         "/v1/webhooks/{id}/dead-letters": {"parameters": [_WEBHOOK], "get": {"summary": "Events whose attempts were all spent", "operationId": "webhookDeadLetters", "parameters": paging, "responses": {"200": _json({**page, "required": ["dead_letters", "next"], "properties": {**page["properties"], "dead_letters": {"type": "array", "items": {"type": "object"}}}}), **_problems(*named, 400)}}},
         "/v1/webhooks/{id}/dead-letters/replay": {"parameters": [_WEBHOOK], "post": {"summary": "Send dead letters again: all, or those of ids", "operationId": "replayWebhookDeadLetters", "requestBody": _body(_object({"ids": {"type": "array", "items": _COUNT}})), "responses": {"202": _json(_object({"id": {"type": "string"}, "replaying": {"type": "integer"}}, "id", "replaying"), "Accepted"), **_problems(*changes)}}},
+    }
+
+
+_ETYPE = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"}
+_APP = {"type": "string", "pattern": NAME_PATTERN}
+_JSON_SCHEMA = _ref("JsonSchema")
+_CHANGE = {"type": "object", "required": ["path", "change", "detail"], "properties": {"path": {"type": "string", "description": "JSON path of the value, like $.items[*].qty"}, "change": {"type": "string"}, "detail": {"type": "string"}, "direction": {"enum": ["backward", "forward"]}, "version": {"type": "integer"}}}
+_COMPAT = {"enum": ["none", "backward", "forward", "full", "backward_transitive", "forward_transitive", "full_transitive"]}
+
+
+def _json_schema_component() -> dict[str, Any]:
+    """A JSON Schema 2020-12 document, its keywords as its meta-schema checks them;
+    other members are allowed, as 2020-12 ignores unknown keywords. What no schema can
+    say is checked by compiling it: a pattern must be a regular expression and a $ref
+    must resolve inside the document (400 otherwise)."""
+    # A subschema is an object or a boolean here; its own keywords are checked as
+    # the document's are (the 400 names the schema), not spelled out again.
+    sub = {"type": ["object", "boolean"]}
+    subs = {"type": "array", "minItems": 1, "items": sub}
+    named = {"type": "object", "additionalProperties": sub}
+    count = {"type": "integer", "minimum": 0}
+    simple = {"enum": ["array", "boolean", "integer", "null", "number", "object", "string"]}
+    inside = {"type": "string", "pattern": "^#"}
+    keywords: dict[str, Any] = {
+        "$schema": {"enum": ["https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2020-12/schema#"]},
+        "$ref": inside, "$dynamicRef": inside, "$comment": {"type": "string"}, "$defs": named,
+        "title": {"type": "string"}, "description": {"type": "string"}, "deprecated": {"type": "boolean"},
+        "type": {"anyOf": [simple, {"type": "array", "items": simple, "minItems": 1, "uniqueItems": True}]},
+        "enum": {"type": "array"},
+        "properties": named, "patternProperties": named, "additionalProperties": sub,
+        "required": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+        "dependentRequired": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}},
+        "propertyNames": sub, "minProperties": count, "maxProperties": count,
+        "items": sub, "prefixItems": subs, "contains": sub, "minItems": count, "maxItems": count, "uniqueItems": {"type": "boolean"},
+        "anyOf": subs, "oneOf": subs, "allOf": subs, "if": sub, "then": sub, "else": sub,
+        "minimum": {"type": "number"}, "maximum": {"type": "number"}, "exclusiveMinimum": {"type": "number"}, "exclusiveMaximum": {"type": "number"},
+        "multipleOf": {"type": "number", "exclusiveMinimum": 0},
+        "minLength": count, "maxLength": count, "pattern": {"type": "string", "description": "an ECMA 262 regular expression"}, "format": {"type": "string"},
+    }
+    return {
+        "type": ["object", "boolean"],
+        "description": "A JSON Schema 2020-12 document ($schema absent or 2020-12) of at most 256 KiB, nested at most 64 deep; a $ref points inside it (#/...): the hub fetches nothing",
+        "properties": keywords,
+    }
+
+
+def _schema_paths() -> dict[str, Any]:
+    """``/v1/schemas``: the schema registry."""
+    etype = _param("type", "path", _ETYPE, "Event type")
+    reads = "Token: any valid one."
+    writes = "Token scope: admin, or schemas on a pattern matching the type."
+    changed = (*AUTH, *BODY, 409, 503)
+    summary = {"type": "object", "required": ["type", "latest", "versions", "compatibility", "producers", "consumers", "failures"], "properties": {"type": {"type": "string"}, "latest": {"type": ["integer", "null"]}, "versions": {"type": "integer"}, "compatibility": _COMPAT, "producers": {"type": "array", "items": {"type": "string"}}, "consumers": {"type": "array", "items": {"type": "string"}}, "failures": {"type": "integer"}}}
+    party = {"type": "object", "required": ["name", "via"], "properties": {"name": {"type": "string"}, "via": {"enum": ["app", "traffic", "group"]}, "version": {"type": "integer"}, "events": {"type": "integer"}, "topic": {"type": "string"}}}
+    described = _object({"type": {"type": "string"}, "compatibility": _COMPAT, "latest": {"type": ["integer", "null"]}, "versions": {"type": "array", "items": _object({"version": {"type": "integer"}, "uri": {"type": "string"}}, "version", "uri")}, "producers": {"type": "array", "items": party}, "consumers": {"type": "array", "items": party}, "topics": {"type": "array", "items": {"type": "string"}}, "failures": _object({"count": {"type": "integer"}, "last": {"type": ["string", "null"]}}, "count", "last")}, "type", "compatibility", "latest", "versions", "producers", "consumers", "topics", "failures")
+    registered = _object({"type": {"type": "string"}, "version": {"type": "integer"}, "uri": {"type": "string"}, "created": {"type": "boolean"}}, "type", "version", "uri", "created")
+    checked = _object({"type": {"type": "string"}, "compatible": {"type": "boolean"}, "compatibility": _COMPAT, "version": {"type": ["integer", "null"], "description": "the version this schema already is, if any"}, "changes": {"type": "array", "items": _CHANGE}, "consumers": {"type": "array", "items": _object({"name": {"type": "string"}, "changes": {"type": "array", "items": _CHANGE}}, "name", "changes")}}, "type", "compatible", "compatibility", "version", "changes", "consumers")
+    proposal = _body(_object({"schema": _JSON_SCHEMA, "producer": _APP}, "schema"), True)
+    return {
+        "/v1/schemas": {"get": {"summary": "List the registered schemas, and the types seen in traffic that have none", "description": reads, "operationId": "listSchemas", "responses": {"200": _json(_object({"schemas": {"type": "array", "items": summary}, "unregistered": {"type": "array", "items": {"type": "string"}}}, "schemas", "unregistered")), **_problems(401)}}},
+        "/v1/schemas/{type}": {
+            "parameters": [etype],
+            "put": {"summary": "Register a schema for the type's data: a new version if it is compatible (409 names each breaking change by path, and the consumers that would break), the same version if it is one already", "description": writes + " producer names the app that emits it.", "operationId": "putSchema", "requestBody": proposal, "responses": {"200": _json(registered), "201": _json(registered, "Created"), **_problems(*changed)}},
+            "get": {"summary": "A type's versions, compatibility mode, producers and consumers (registered apps, sources and groups seen in recent traffic) and failures at publish", "description": reads, "operationId": "getSchema", "responses": {"200": _json(described), **_problems(*NAMED, 401)}},
+        },
+        "/v1/schemas/{type}/versions/{version}": {"parameters": [etype, _param("version", "path", {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 999999999}, {"const": "latest"}]}, "Version number or latest")], "get": {"summary": "One version of a type's schema", "description": reads, "operationId": "getSchemaVersion", "responses": {"200": _json(_object({"type": {"type": "string"}, "version": {"type": "integer"}, "uri": {"type": "string"}, "schema": _JSON_SCHEMA}, "type", "version", "uri", "schema")), **_problems(*NAMED, 401)}}},
+        "/v1/schemas/{type}/config": {"parameters": [etype], "put": {"summary": "Set the type's compatibility mode (default backward)", "description": writes, "operationId": "putSchemaConfig", "requestBody": _body(_object({"compatibility": _COMPAT}, "compatibility"), True), "responses": {"200": _json(_object({"type": {"type": "string"}, "compatibility": _COMPAT}, "type", "compatibility")), **_problems(*AUTH, *BODY, 409, 503)}}},
+        "/v1/schemas/{type}/check": {"parameters": [etype], "post": {"summary": "Whether a schema would be accepted, without registering it: the breaking changes and the consumers that would break", "description": reads, "operationId": "checkSchema", "requestBody": proposal, "responses": {"200": _json(checked), **_problems(*BODY, 401)}}},
+        "/v1/schemas/{type}/consumers/{name}": {"parameters": [etype, _param("name", "path", _APP, "App name")], "put": {"summary": "Record that an app reads the type with this schema; 409 when it cannot read what the latest version allows", "description": writes, "operationId": "putSchemaConsumer", "requestBody": _body(_object({"schema": _JSON_SCHEMA}, "schema"), True), "responses": {"200": _json(_object({"type": {"type": "string"}, "consumer": {"type": "string"}}, "type", "consumer")), **_problems(*changed)}}},
+        "/v1/schemas/{type}/inferred": {"parameters": [etype], "get": {"summary": "A schema inferred from the type's recent events (their data), to review and adopt", "description": writes, "operationId": "inferredSchema", "responses": {"200": _json(_object({"type": {"type": "string"}, "events": {"type": "integer"}, "topics": {"type": "array", "items": {"type": "string"}}, "sources": {"type": "array", "items": {"type": "string"}}, "registered": {"type": "boolean"}, "schema": _JSON_SCHEMA}, "type", "events", "topics", "sources", "registered", "schema")), **_problems(*NAMED, *AUTH)}}},
     }
 
 

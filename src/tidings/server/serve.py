@@ -128,6 +128,9 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
             max_type_patterns=config.max_type_patterns,
         ),
     )
+    # An event's dataschema is an absolute URI (CloudEvents): the version's path here.
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    hub.schemas.base_uri = f"http://{host}:{config.port}"
     live = LiveOptions(
         allowed_origins=config.allowed_origins, send_buffer_bytes=config.ws_send_buffer
     )

@@ -3,7 +3,7 @@
 Layout of the data directory::
 
     tidings-data/
-      meta.sqlite3                   topics, groups, group positions (WAL mode)
+      meta.sqlite3                   topics, groups, group positions, schemas (WAL mode)
       topics/<topic>/<partition>/    segments of one partition (see tidings.log.format)
 
 SQLite commits follow the hub's fsync policy: ``synchronous=FULL`` under
@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, config TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS groups (
     topic TEXT NOT NULL, name TEXT NOT NULL, config TEXT NOT NULL,
     positions TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (topic, name));
+CREATE TABLE IF NOT EXISTS schemas (type TEXT PRIMARY KEY, entry TEXT NOT NULL);
 """
 
 
@@ -198,6 +199,17 @@ class EmbeddedStorage:
             "INSERT INTO topics (name, config) VALUES (?, ?) "
             "ON CONFLICT(name) DO UPDATE SET config = excluded.config",
             (topic, json.dumps(config)),
+        )
+
+    def load_schemas(self) -> dict[str, dict[str, Any]]:
+        rows = self._db.execute("SELECT type, entry FROM schemas").fetchall()
+        return {etype: json.loads(entry) for etype, entry in rows}
+
+    def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
+        self._write(
+            "INSERT INTO schemas (type, entry) VALUES (?, ?) "
+            "ON CONFLICT(type) DO UPDATE SET entry = excluded.entry",
+            (etype, json.dumps(entry)),
         )
 
     def load_groups(self) -> list[GroupRow]:

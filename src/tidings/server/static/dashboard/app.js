@@ -6,10 +6,12 @@
 //   #/webhooks?id=wh_...            endpoints, attempts, enable, replay, test
 //   #/trace?id=o-1                  the events of one correlationid, as a timeline
 //   #/flow                          sources → event types → groups and webhooks, a graph
+//   #/catalog?type=order.placed     event types: schema versions and diffs, producers, consumers
 //
 // ?poll=MS in the page's own query sets how often the hub is sampled (default 2000).
 
 import { getToken, setToken } from "./api.js";
+import * as catalog from "./catalog.js";
 import { fill, h } from "./dom.js";
 import * as flow from "./flow.js";
 import * as groups from "./groups.js";
@@ -19,7 +21,7 @@ import * as tail from "./tail.js";
 import * as trace from "./trace.js";
 import * as webhooks from "./webhooks.js";
 
-const VIEWS = { overview, tail, groups, webhooks, trace, flow };
+const VIEWS = { overview, tail, groups, webhooks, trace, flow, catalog };
 
 const poll = Number(new URLSearchParams(location.search).get("poll")) || 2000;
 const sampler = new Sampler(Math.max(200, poll));
