@@ -159,7 +159,7 @@ class MetricsHistory:
         if self.store is None:
             return 0
         n = 0
-        for t, values in self.store.load(now_ms - self.span_ms):
+        for t, values in self.store.load(now_ms - self.span_ms + 1):
             self._add(t, values)
             n += 1
         return n
@@ -192,7 +192,7 @@ class MetricsHistory:
                 values[key] = value
         self._add(t, values)
         if self.store is not None:
-            self.store.append(t, values, t - self.span_ms)
+            self.store.append(t, values, t - self.span_ms + 1)
         return values
 
     def _add(self, t: int, values: Mapping[SeriesKey, float]) -> None:
