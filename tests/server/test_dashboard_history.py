@@ -127,6 +127,17 @@ async def test_the_overview_chart_opens_with_the_day_of_a_restarted_hub(
                 }""",
                 arg=[card, value],
             )
+        # Its lag chart, too, opens with the hub's points of before the kill.
+        lag = '.chart[data-chart="lag per partition"]'
+        await page.wait_for_function(
+            f"""() => {{
+                const el = document.querySelector('{lag}');
+                const u = el && el.chart && el.chart.plot;
+                return u && u.data[0].length >= 8 && u.series[1].label === "all partitions";
+            }}"""
+        )
+        low = await page.evaluate(f"document.querySelector('{lag}').chart.plot.scales.x.min")
+        assert time.time() - 86_400 <= low < opened - 3
         await page.screenshot(path=tmp_path / "group-after-restart.png", full_page=True)
 
 

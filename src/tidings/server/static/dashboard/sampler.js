@@ -92,7 +92,7 @@ export class Sampler {
   }
 
   /** A chart's data over the day: the hub's history of `family`, a column per series
-   * named label(series), then the live samples after its last point, whose values
+   * named label(series) (null: left out; series of one name are summed), then the live samples after its last point, whose values
    * live(prev, cur, dt seconds) gives as {column: value}. Returns [xs (s), {column: values}]. */
   timeline(family, label, live) {
     const xs = [];
@@ -102,8 +102,8 @@ export class Sampler {
     if (h && h.times.length) {
       for (const t of h.times) xs.push(t / 1000);
       for (const s of h.series) {
-        if (s.name !== family) continue;
-        const name = label(s);
+        const name = s.name === family ? label(s) : null;
+        if (name == null) continue;
         const col = (columns[name] ||= new Array(xs.length).fill(null));
         s.values.forEach((v, i) => { if (v != null) col[i] = (col[i] || 0) + v; });
       }
