@@ -10,6 +10,7 @@ retry schedule, signing, URL checks and the store seam.
 
 The seams live here, beside the code that uses them: ``storage.Storage`` and
 ``storage.PartitionStore`` (what a backend owes the hub),
-``history.HistoryStore`` and ``webhooks.store.WebhookStore``. Imports ``events``, ``log`` (its value types
-and clock) and ``errors``. Imported by ``backends``, ``server`` and ``app``.
+``history.HistoryStore`` and ``webhooks.store.WebhookStore``. Imports ``events``,
+``log`` (its value types and clock) and ``errors``. Imported by ``backends``,
+``server`` and ``app``.
 """
