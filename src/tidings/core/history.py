@@ -28,12 +28,12 @@ Imports only errors and the core's parsing helpers; the server pumps it.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import math
 import re
 from array import array
-from collections import deque
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -123,8 +123,16 @@ class HistoryStore(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(slots=True)
+class _Columns:
+    """The points: their times, and a column of values per series (NaN: none)."""
+
+    times: array[int] = field(default_factory=lambda: array("q"))
+    values: dict[SeriesKey, array[float]] = field(default_factory=dict)
+
+
 class MetricsHistory:
-    """The last ``points`` points, in memory (and through ``store``, on disk)."""
+    """The last ``points`` points, in memory as columns (and through ``store``, on disk)."""
 
     def __init__(
         self,
@@ -137,9 +145,7 @@ class MetricsHistory:
         self.interval_ms = interval_ms
         self.points = points
         self.store = store
-        self._keys: list[SeriesKey] = []
-        self._index: dict[SeriesKey, int] = {}
-        self._points: deque[tuple[int, array[float]]] = deque()
+        self._data = _Columns()
         self._last: tuple[int, Reading] | None = None  # the previous reading, this process
         self._base: tuple[int, Reading] | None = None  # the one the last point's rates are from
         self._full_logged = False
@@ -150,25 +156,53 @@ class MetricsHistory:
         return self.interval_ms * self.points
 
     def __len__(self) -> int:
-        return len(self._points)
+        return len(self._data.times)
+
+    @property
+    def series(self) -> list[SeriesKey]:
+        return list(self._data.values)
 
     # -- in ------------------------------------------------------------------------
 
     def load(self, now_ms: int) -> int:
         """Take the store's points of the last :attr:`span_ms`; how many there were."""
+        return self.adopt(self.read_store(now_ms))
+
+    def read_store(self, now_ms: int) -> _Columns:
+        """The store's points of the last :attr:`span_ms` as columns, for :meth:`adopt`.
+        Touches the store only, not this history: it may run in a worker thread."""
+        loaded = _Columns()
         if self.store is None:
-            return 0
-        n = 0
-        for t, values in self.store.load(now_ms - self.span_ms + 1):
-            self._add(t, values)
-            n += 1
+            return loaded
+        rows = list(self.store.load(now_ms - self.span_ms + 1))[-self.points :]
+        keys = list(dict.fromkeys(k for _, values in rows for k in values))[:MAX_SERIES]
+        loaded.times.extend(t for t, _ in rows)
+        for key in keys:
+            loaded.values[key] = array("d", [values.get(key, math.nan) for _, values in rows])
+        return loaded
+
+    def adopt(self, loaded: _Columns) -> int:
+        """Points :meth:`read_store` read, before any this history has; how many."""
+        data = self._data
+        keep = [i for i, t in enumerate(loaded.times) if not data.times or t < data.times[0]]
+        n = len(keep)
+        if n:
+            merged = _Columns(array("q", loaded.times[:n]))
+            merged.times.extend(data.times)
+            for key in dict.fromkeys([*loaded.values, *data.values]):
+                old = loaded.values.get(key)
+                col = array("d", old[:n]) if old is not None else _gap(n)
+                col.extend(data.values.get(key, _gap(len(data.times))))
+                merged.values[key] = col
+            self._data = merged
         return n
 
     def observe(self, now_ms: int, reading: Reading) -> dict[SeriesKey, float]:
         """One reading: the point it makes (also stored), by series."""
         values: dict[SeriesKey, float] = {}
         t = self.interval_ms * round(now_ms / self.interval_ms)
-        if self._points and self._points[-1][0] == t:
+        times = self._data.times
+        if times and times[-1] == t:
             last = self._base  # this slot again: its rates cover the whole slot
         else:
             last = self._base = self._last
@@ -196,26 +230,39 @@ class MetricsHistory:
         return values
 
     def _add(self, t: int, values: Mapping[SeriesKey, float]) -> None:
-        while self._points and self._points[-1][0] >= t:
-            self._points.pop()  # the same slot again (or a clock that went back)
+        data = self._data
+        times, cols = data.times, data.values
+        cut = len(times)
+        while cut and times[cut - 1] >= t:
+            cut -= 1  # the same slot again (or a clock that went back)
+        if cut < len(times):
+            del times[cut:]
+            for col in cols.values():
+                del col[cut:]
         for key in values:
-            if key not in self._index:
+            if key not in cols:
                 self._new_series(key, values)
-        row = array("d", [math.nan] * len(self._keys))
-        for key, value in values.items():
-            i = self._index.get(key)
-            if i is not None:
-                row[i] = value
-        self._points.append((t, row))
-        while self._points and (
-            len(self._points) > self.points or self._points[0][0] <= t - self.span_ms
+        times.append(t)
+        for key, col in cols.items():
+            col.append(values.get(key, math.nan))
+        old = 0
+        while old < len(times) and (
+            len(times) - old > self.points or times[old] <= t - self.span_ms
         ):
-            self._points.popleft()
+            old += 1
+        if old:
+            del times[:old]
+            for col in cols.values():
+                del col[:old]
 
     def _new_series(self, key: SeriesKey, current: Collection[SeriesKey]) -> None:
-        if len(self._keys) >= MAX_SERIES:
-            self._compact(current)
-        if len(self._keys) >= MAX_SERIES:
+        cols = self._data.values
+        if len(cols) >= MAX_SERIES:
+            # Forget the series that neither a kept point nor the point being made has.
+            for old in [k for k, col in cols.items() if k not in current and _empty(col)]:
+                del cols[old]
+                self._full_logged = False
+        if len(cols) >= MAX_SERIES:
             if not self._full_logged:
                 logger.warning(
                     "metrics history holds %d series: %s and others are left out "
@@ -223,23 +270,7 @@ class MetricsHistory:
                 )  # fmt: skip
                 self._full_logged = True
             return
-        self._index[key] = len(self._keys)
-        self._keys.append(key)
-        for _, row in self._points:
-            row.append(math.nan)
-
-    def _compact(self, current: Collection[SeriesKey]) -> None:
-        """Forget the series that neither a kept point nor the point being made has."""
-        used = [
-            i for i, key in enumerate(self._keys)
-            if key in current or any(not math.isnan(row[i]) for _, row in self._points)
-        ]  # fmt: skip
-        if len(used) == len(self._keys):
-            return
-        self._keys = [self._keys[i] for i in used]
-        self._index = {k: i for i, k in enumerate(self._keys)}
-        self._points = deque((t, array("d", (row[i] for i in used))) for t, row in self._points)
-        self._full_logged = False
+        cols[key] = _gap(len(self._data.times))
 
     # -- out -----------------------------------------------------------------------
 
@@ -251,27 +282,37 @@ class MetricsHistory:
     ) -> dict[str, Any]:
         """The points from ``since_ms`` on of the series of ``families`` (all when
         empty) whose labels include ``labels``: a time column and a value column
-        per series that has a value there (null where it has none)."""
-        rows = [(t, r) for t, r in self._points if since_ms is None or t >= since_ms]
+        per series that has a value there (NaN where it has none: orjson, which
+        the server answers with, writes it as null)."""
+        data = self._data
+        start = 0 if since_ms is None else bisect.bisect_left(data.times, since_ms)
         wanted = set(families) or set(FAMILIES)
         series = []
-        for i, key in sorted(enumerate(self._keys), key=lambda x: x[1]):
+        for key in sorted(data.values):
             name, values = key
             if name not in wanted:
                 continue
             named = dict(zip(FAMILIES[name].labels, values, strict=True))
             if labels and any(named.get(k) != v for k, v in labels.items()):
                 continue
-            column = [None if i >= len(r) or math.isnan(r[i]) else r[i] for _, r in rows]
-            if any(v is not None for v in column):
+            column = data.values[key][start:].tolist()
+            if any(v == v for v in column):  # not all NaN
                 series.append(
                     {"name": name, "labels": named, "unit": FAMILIES[name].unit, "values": column}
                 )
         return {
             "interval": self.interval_ms / 1000,
-            "times": [t for t, _ in rows],
+            "times": data.times[start:].tolist(),
             "series": series,
         }
+
+
+def _gap(n: int) -> array[float]:
+    return array("d", [math.nan]) * n
+
+
+def _empty(col: array[float]) -> bool:
+    return all(v != v for v in col)
 
 
 def _growth(before: float | None, now: float) -> float:

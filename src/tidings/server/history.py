@@ -112,15 +112,20 @@ class HistorySampler:
             self._failing = False
 
     def start(self) -> None:
-        """Take back the stored points, then sample every interval."""
+        """Take back the stored points (in a worker thread), then sample every interval."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def load(self) -> None:
         try:
-            n = self.history.load(self.hub.clock.time_ms())
+            # A day of points takes a while to read and decode: not on the event loop.
+            loaded = await asyncio.to_thread(self.history.read_store, self.hub.clock.time_ms())
+            n = self.history.adopt(loaded)
             logger.info("metrics history: %d points taken back", n)
         except Exception:
             logger.exception("metrics history not loaded; it starts empty")
-        self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        await self.load()
         interval = self.history.interval_ms / 1000
         self.sample()  # gauges at once; rates from the next point on
         while True:

@@ -74,7 +74,9 @@ class SqliteHistoryStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = connect(self.path, "NORMAL")
+        # Loaded in a worker thread at start (the event loop goes on), then written
+        # from the loop: one thread at a time.
+        self._db = connect(self.path, "NORMAL", any_thread=True)
         self._db.executescript(_SCHEMA)
         self._ids: dict[SeriesKey, int] = {}
         self._last_used: dict[int, int] = {}  # series id -> its newest point
