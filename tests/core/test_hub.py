@@ -495,11 +495,11 @@ class StoppingStorage(MemoryStorage):
 
     saves_left = 1 << 30
 
-    def save_positions(self, topic: str, group: str, positions: Any) -> None:
+    def save_positions(self, topic: str, group: str, positions: Any, stats: Any = None) -> None:
         if self.saves_left <= 0:
             raise StorageUnavailable("stopped")
         self.saves_left -= 1
-        super().save_positions(topic, group, positions)
+        super().save_positions(topic, group, positions, stats)
 
 
 async def test_a_stop_between_the_dead_letter_append_and_its_save_copies_it_once(
@@ -576,3 +576,65 @@ async def test_dead_letters_wait_for_a_dead_letter_topic_that_could_not_open(
     assert "orders.dlq" not in hub.topics
     assert storage.load_topics()["orders.dlq"]["partitions"] == 3
     assert hub.group_info("orders", "g")["dead_lettered"] == 0  # it waits, not lost
+
+
+COUNTERS = ("delivered", "redelivered", "acked", "dead_lettered", "skipped_events")
+
+
+def counters(hub: Hub, topic: str, group: str) -> dict[str, int]:
+    info = hub.group_info(topic, group)
+    return {k: info[k] for k in COUNTERS}
+
+
+async def test_group_counters_outlive_a_restart(clock: FakeClock) -> None:
+    storage = MemoryStorage(clock)
+    first = Hub(storage, HubOptions(), clock)  # never started: no task outlives the test
+    await first.publish("orders", [ev(id=f"e{i}") for i in range(5)])
+    await first.put_group("orders", "g", GroupConfig(max_deliver=2))
+    got = await first.fetch("orders", "g", max_records=5)
+    await first.ack("orders", "g", [got[0].lease, got[1].lease])
+    await first.nack("orders", "g", [d.lease for d in got[2:]])
+    again = await first.fetch("orders", "g", max_records=5)  # the 3 nacked, redelivered
+    await first.nack("orders", "g", [d.lease for d in again])  # the second time: dead
+    before = counters(first, "orders", "g")
+    assert before == {
+        "delivered": 8, "redelivered": 3, "acked": 2, "dead_lettered": 3, "skipped_events": 0,
+    }  # fmt: skip
+
+    second = Hub(storage, HubOptions(), clock)
+    await second.start()
+    try:
+        assert counters(second, "orders", "g") == before
+        assert second.topics["orders.dlq"].partitions[0].end_offset == 3
+        # and they go on counting from there
+        await second.publish("orders", [ev(id="e5")])
+        (late,) = await second.fetch("orders", "g", max_records=5)
+        await second.ack("orders", "g", [late.lease])
+        after = counters(second, "orders", "g")
+        assert (after["delivered"], after["acked"]) == (9, 3)
+    finally:
+        await second.close()
+
+
+async def test_a_dead_letter_copied_before_a_stop_is_counted_once_after_it(
+    clock: FakeClock,
+) -> None:
+    storage = StoppingStorage(clock)
+    first = Hub(storage, HubOptions(), clock)
+    await first.publish("orders", [ev(id="poison")])
+    await first.put_group("orders", "g", GroupConfig(max_deliver=1))
+    (poison,) = await first.fetch("orders", "g")
+    storage.saves_left = 2  # the nack's save and the one before the copy; not the one after
+    await first.nack("orders", "g", [poison.lease])
+    assert first.group_info("orders", "g")["dead_lettered"] == 1
+
+    storage.saves_left = 1 << 30
+    second = Hub(storage, HubOptions(), clock)
+    await second.start()
+    try:
+        # Saved as "being copied" with a count of 0; found in orders.dlq at start: 1.
+        assert counters(second, "orders", "g") == {
+            "delivered": 1, "redelivered": 0, "acked": 0, "dead_lettered": 1, "skipped_events": 0,
+        }  # fmt: skip
+    finally:
+        await second.close()

@@ -203,9 +203,20 @@ def serve(
             help="Bytes of one WebSocket message from a client; more closes it with 1009",
         ),
     ] = 4 << 20,
+    history_interval: Annotated[
+        float,
+        typer.Option(
+            envvar="TIDINGS_HISTORY_INTERVAL",
+            min=0.1,
+            max=3600,
+            help="Seconds between points of the metrics history (GET /v1/metrics/history); "
+            "it keeps the last 8640 points, 24 h at the default",
+        ),
+    ] = 10.0,
 ) -> None:
     """Serve the hub on the embedded log."""
     from tidings.log.config import FsyncPolicy
+    from tidings.server.history import HistoryOptions
     from tidings.server.protocol import HttpLimits
     from tidings.server.serve import ServeConfig
     from tidings.server.serve import serve as run
@@ -243,6 +254,7 @@ def serve(
             keep_alive_timeout_s=keep_alive_timeout,
             max_body_bytes_in_flight=max_body_bytes_in_flight,
             ws_max_message_bytes=ws_max_message_bytes,
+            history=HistoryOptions(interval_ms=max(1, round(history_interval * 1000))),
         )
         run(config)
     except TidingsError as exc:

@@ -102,7 +102,7 @@ class GroupOps:
         else:
             start = {i: p.start_offset for i, p in enumerate(topic.partitions)}
         group = ConsumerGroup(topic_name, name, config, {p: (o, []) for p, o in start.items()})
-        self.storage.save_positions(topic_name, name, group.positions())
+        self.storage.save_positions(topic_name, name, group.positions(), group.stats())
         topic.groups[name] = group
         return group, True
 
@@ -151,6 +151,7 @@ class GroupOps:
             "pending": sum(x["pending"] for x in parts),
             "delivered": g.delivered,
             "redelivered": g.redelivered,
+            "acked": g.acked,
             "dead_lettered": g.dead_lettered,
             "skipped_events": g.skipped_events,
             "skipped": [
@@ -223,7 +224,7 @@ class GroupOps:
                 # One save per fetch, before its leases go out: delivery counts
                 # outlive a restart, so max_deliver holds across any number of them.
                 try:
-                    self.storage.save_positions(topic_name, name, g.positions())
+                    self.storage.save_positions(topic_name, name, g.positions(), g.stats())
                 except BaseException:
                     g.unlease(out)
                     raise
@@ -275,7 +276,9 @@ class GroupOps:
     async def ack(self, topic_name: str, name: str, leases: Sequence[str]) -> int:
         _, g = self.group(topic_name, name)
         positions, acked = g.ack_positions(_leases(leases))
-        self.storage.save_positions(topic_name, name, positions)
+        self.storage.save_positions(
+            topic_name, name, positions, g.stats(acked=len(acked.found))
+        )
         n = g.ack(acked)
         # An ack may free a key that ordering=key held back: wake waiting fetches.
         ev = self._group_changed.get((topic_name, name))
@@ -297,7 +300,7 @@ class GroupOps:
         leases = _leases(leases)
         now = self.clock.time_ms()
         self.storage.save_positions(
-            topic_name, name, g.nack_positions(leases, now, delay_ms, unsent)
+            topic_name, name, g.nack_positions(leases, now, delay_ms, unsent), g.stats()
         )
         dead = g.nack(leases, now, delay_ms, unsent)
         if dead:
@@ -305,7 +308,7 @@ class GroupOps:
             # is due again, and the next fetch or sweep copies it.
             try:
                 await self._dead_letter(topic, g, dead)
-                self.storage.save_positions(topic_name, name, g.positions())
+                self.storage.save_positions(topic_name, name, g.positions(), g.stats())
             except StorageUnavailable as exc:
                 logger.warning("dead letters of %s/%s wait: %s", topic_name, name, exc)
         ev = self._group_changed.get((topic_name, name))
@@ -347,7 +350,7 @@ class GroupOps:
                 '{"partition": p, "offset": o}',
                 field="to",
             )
-        self.storage.save_positions(topic_name, name, g.positions(reset=pos))
+        self.storage.save_positions(topic_name, name, g.positions(reset=pos), g.stats())
         g.seek(pos)
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
@@ -419,7 +422,7 @@ class GroupOps:
             answer["redriven"] += len(payloads)
         # Only now: a crash before this line sends them again, never zero times.
         cursor.seek(moved)
-        self.storage.save_positions(target, cursor_name, cursor.positions())
+        self.storage.save_positions(target, cursor_name, cursor.positions(), cursor.stats())
         return answer
 
     async def _dead_letter(self, topic: Topic, g: ConsumerGroup, dead: list[DeadLetter]) -> None:
@@ -441,7 +444,7 @@ class GroupOps:
         # finds them there at start-up and does not copy them twice.
         g.mark_dead_letters(dead, dlq.partitions[0].end_offset)
         try:
-            self.storage.save_positions(topic.name, g.name, g.positions())
+            self.storage.save_positions(topic.name, g.name, g.positions(), g.stats())
             await dlq.partitions[0].append(payloads)
         except BaseException:
             g.unsettle(dead)  # due again: the next fetch or sweep tries once more

@@ -24,6 +24,9 @@ Rules, per partition of the group's topic:
   it hands out a fetch's leases, and before it applies an ack, nack or seek:
   the ``*_positions`` methods give the state a change would leave, changing
   nothing, so a change that cannot be saved is never applied.
+- The group's counters (:meth:`ConsumerGroup.stats`: delivered, redelivered,
+  acked, dead-lettered, skipped) are saved with those positions, in the same
+  write, so after a restart they read what they read when it was last saved.
 
 Nothing here awaits or touches a socket or a file; the hub pumps it.
 """
@@ -40,7 +43,7 @@ import orjson
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import is_decimal
 from tidings.errors import BadRequest, Forbidden, StaleLease
-from tidings.log.config import Positions
+from tidings.log.config import GroupStats, Positions
 
 ReadFn = Callable[[int, int, int], Sequence[tuple[int, int, bytes]]]
 """read(partition, offset, max_records) -> [(offset, timestamp_ms, payload)]"""
@@ -173,9 +176,11 @@ class ConsumerGroup:
         name: str,
         config: GroupConfig,
         positions: Mapping[int, Sequence[Any]],
+        stats: GroupStats | None = None,
     ) -> None:
         """``positions``: per partition ``(committed, done_above)`` or, as saved by
-        :meth:`positions`, ``(committed, done_above, [(offset, deliveries, due_ms)])``."""
+        :meth:`positions`, ``(committed, done_above, [(offset, deliveries, due_ms)])``;
+        ``stats``: the counters as :meth:`stats` saved them (all 0 when None)."""
         self.topic = topic
         self.name = name
         self.config = config
@@ -197,11 +202,16 @@ class ConsumerGroup:
                 },
             )
         self._rotate = 0
-        self.skipped: list[tuple[int, int, int, str]] = []  # the latest (p, first, end, why)
-        self.skipped_events = 0
-        self.redelivered = 0
-        self.dead_lettered = 0
-        self.delivered = 0
+        counts = stats or {}
+        self.skipped: list[tuple[int, int, int, str]] = [  # the latest (p, first, end, why)
+            (int(p), int(first), int(end), str(why))
+            for p, first, end, why in counts.get("skipped", ())
+        ][-_SKIPPED_KEPT:]
+        self.skipped_events = _count(counts, "skipped_events")
+        self.redelivered = _count(counts, "redelivered")
+        self.dead_lettered = _count(counts, "dead_lettered")
+        self.delivered = _count(counts, "delivered")
+        self.acked = _count(counts, "acked")
 
     # -- state for the hub -------------------------------------------------------
 
@@ -256,6 +266,18 @@ class ConsumerGroup:
                     retries.append((o, r.deliveries, r.due_ms if r.lease is None else 0))
             out[p] = (committed, sorted(above), sorted(retries))
         return out
+
+    def stats(self, *, acked: int = 0) -> GroupStats:
+        """The counters, to be saved with :meth:`positions`; ``acked`` more acks counted
+        (an ack's save comes before the ack is applied)."""
+        return {
+            "delivered": self.delivered,
+            "redelivered": self.redelivered,
+            "acked": self.acked + acked,
+            "dead_lettered": self.dead_lettered,
+            "skipped_events": self.skipped_events,
+            "skipped": [list(s) for s in self.skipped],
+        }
 
     def mark_dead_letters(self, dead: Sequence[DeadLetter], dlq_from: int) -> None:
         """``dead`` are about to be appended to the dead-letter topic, at ``dlq_from`` or later."""
@@ -510,6 +532,7 @@ class ConsumerGroup:
         found = leases.found if isinstance(leases, Acked) else self._resolve(leases)
         for _, c, rec in found:
             self._done(c, rec.offset)
+        self.acked += len(found)
         return len(found)
 
     def nack(
@@ -632,6 +655,11 @@ class ConsumerGroup:
         c.pending.clear()
         c.keys.clear()
         c.restored.clear()
+
+
+def _count(saved: GroupStats, name: str) -> int:
+    value = saved.get(name, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _type_and_key(payload: bytes) -> tuple[str, str | None]:

@@ -148,11 +148,11 @@ class Hub(PublishOps, GroupOps):
                 # The hub starts all the same; this topic answers 503 until it is deleted.
                 logger.error("topic %r is unavailable: %s", name, exc.detail)
                 self.unavailable[name] = exc.detail
-        for topic, name, cfg, positions in self.storage.load_groups():
+        for topic, name, cfg, positions, stats in self.storage.load_groups():
             t = self.topics.get(topic)
             if t is None:
                 continue
-            group = ConsumerGroup(topic, name, group_config(cfg), positions)
+            group = ConsumerGroup(topic, name, group_config(cfg), positions, stats)
             self._fill_positions(t, group)
             t.groups[name] = group
             dlq = group.config.dead_letter_topic or f"{topic}.dlq"
@@ -221,7 +221,7 @@ class Hub(PublishOps, GroupOps):
                             if dead:
                                 await self._dead_letter(topic, group, dead)
                                 self.storage.save_positions(
-                                    topic.name, group.name, group.positions()
+                                    topic.name, group.name, group.positions(), group.stats()
                                 )
                 if loop.time() - last_retention >= self.options.retention_check_s:
                     last_retention = loop.time()

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
-from tidings.log.config import GroupRow, LogRecord, Positions, Retention
+from tidings.log.config import GroupRow, GroupStats, LogRecord, Positions, Retention
 from tidings.log.damage import Damage
 
 __all__ = [
-    "Damage", "GroupRow", "LogRecord", "PartitionStore", "Positions", "Retention", "Storage",
+    "Damage", "GroupRow", "GroupStats", "LogRecord", "PartitionStore", "Positions", "Retention",
+    "Storage",
 ]  # fmt: skip
 
 
@@ -114,13 +115,16 @@ class Storage(Protocol):
     def save_topic(self, topic: str, config: dict[str, Any]) -> None: ...
 
     def load_groups(self) -> list[GroupRow]:
-        """(topic, group, config, positions) for every group."""
+        """(topic, group, config, positions, stats) for every group."""
         ...
 
     def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None: ...
     def save_positions(
-        self, topic: str, group: str, positions: Positions
-    ) -> None: ...
+        self, topic: str, group: str, positions: Positions, stats: GroupStats | None = None
+    ) -> None:
+        """The group's positions and, unless None, its counters, in one durable write."""
+        ...
+
     def delete_group(self, topic: str, group: str) -> None: ...
 
     def load_schemas(self) -> dict[str, dict[str, Any]]:

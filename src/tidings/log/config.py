@@ -21,8 +21,12 @@ Positions = dict[int, tuple[int, list[int], list[tuple[int, int, int]]]]
 """A group's durable state: per partition, the committed offset, offsets done above it,
 and ``(offset, deliveries, due_ms)`` of each record delivered and not done yet."""
 
-GroupRow = tuple[str, str, dict[str, Any], Positions]
-"""(topic, group, config, positions) as the metadata store keeps them."""
+GroupStats = dict[str, Any]
+"""A group's counters (delivered, redelivered, acked, dead_lettered, skipped_events) and
+its latest skipped ranges, saved with its positions so that they outlive a restart."""
+
+GroupRow = tuple[str, str, dict[str, Any], Positions, GroupStats]
+"""(topic, group, config, positions, stats) as the metadata store keeps them."""
 
 
 class Disk:

@@ -7,7 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidings.errors import OffsetOutOfRange, StorageUnavailable
-from tidings.log.config import Clock, GroupRow, LogRecord, Positions, Retention, SystemClock
+from tidings.log.config import (
+    Clock,
+    GroupRow,
+    GroupStats,
+    LogRecord,
+    Positions,
+    Retention,
+    SystemClock,
+)
 from tidings.log.damage import Damage
 
 
@@ -116,6 +124,7 @@ class MemoryStorage:
         self.schemas: dict[str, dict[str, Any]] = {}
         self.groups: dict[tuple[str, str], dict[str, Any]] = {}
         self.positions: dict[tuple[str, str], Positions] = {}
+        self.stats: dict[tuple[str, str], GroupStats] = {}
 
     def open_partition(self, topic: str, partition: int, retention: Retention) -> MemoryPartition:
         part = self.partitions.get((topic, partition))
@@ -144,6 +153,7 @@ class MemoryStorage:
         for gkey in [k for k in self.groups if k[0] == topic]:
             self.groups.pop(gkey)
             self.positions.pop(gkey, None)
+            self.stats.pop(gkey, None)
 
     def load_topics(self) -> dict[str, dict[str, Any]]:
         return dict(self.topics)
@@ -158,19 +168,25 @@ class MemoryStorage:
         self.schemas[etype] = dict(entry)
 
     def load_groups(self) -> list[GroupRow]:
-        return [(t, g, c, self.positions.get((t, g), {})) for (t, g), c in self.groups.items()]
+        return [
+            (t, g, c, self.positions.get((t, g), {}), dict(self.stats.get((t, g), {})))
+            for (t, g), c in self.groups.items()
+        ]
 
     def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None:
         self.groups[(topic, group)] = dict(config)
 
     def save_positions(
-        self, topic: str, group: str, positions: Positions
+        self, topic: str, group: str, positions: Positions, stats: GroupStats | None = None
     ) -> None:
         self.positions[(topic, group)] = dict(positions)
+        if stats is not None:
+            self.stats[(topic, group)] = dict(stats)
 
     def delete_group(self, topic: str, group: str) -> None:
         self.groups.pop((topic, group), None)
         self.positions.pop((topic, group), None)
+        self.stats.pop((topic, group), None)
 
     async def close(self) -> None:
         for part in self.partitions.values():

@@ -10,6 +10,7 @@
 - ``protocol``, ``wsprotocol``, ``budget``, ``routing``: limits at the edge (heads,
   slow clients, connections, WebSocket frames, body bytes in flight) and a
   complete ``Allow``.
+- ``history``: the sampler of the metrics history (``GET /v1/metrics/history``).
 - ``serve``: builds a hub from its settings and runs it under uvicorn.
 - ``static/``: the dashboard and the browser client.
 

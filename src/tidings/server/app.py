@@ -25,6 +25,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from tidings.core.groups import Delivery, GroupConfig, check_client_group
+from tidings.core.history import (
+    LABEL_FILTERS,
+    HistoryStore,
+    MetricsHistory,
+    parse_families,
+    parse_since,
+)
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import format_token, is_decimal, parse_duration_ms
@@ -36,6 +43,7 @@ from tidings.server import asyncapi, openapi
 from tidings.server.auth import Action, Auth
 from tidings.server.budget import BodyBudget, BodyBudgetMiddleware
 from tidings.server.guard import LOOPBACK_HOSTS, BrowserGuard, BrowserRules
+from tidings.server.history import HistoryOptions, HistorySampler
 from tidings.server.live import LiveOptions
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
@@ -65,6 +73,7 @@ class ServerOptions:
     live: LiveOptions = field(default_factory=LiveOptions)  # WebSocket and SSE
     # Host names the hub answers (see .guard); allowed origins are live.allowed_origins.
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    history: HistoryOptions = field(default_factory=HistoryOptions)  # /v1/metrics/history
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -111,6 +120,7 @@ class Api:
         self.tickets = Tickets()  # stand-ins for a token on /v1/ws and SSE URLs
         # Open live connections per channel, for /metrics; create_app fills it in.
         self.connections: Callable[[], dict[str, int]] | None = None
+        self.history: MetricsHistory | None = None  # create_app fills it in
 
     def _authorize(self, request: Request, action: Action, topic: str | None = None) -> None:
         if self.auth.enabled:
@@ -172,6 +182,19 @@ class Api:
             ),
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
+
+    async def metrics_history(self, request: Request) -> Response:
+        self._authorize(request, "admin")  # names every topic, group and webhook
+        q = request.query_params
+        _only(q, {"series", "since", *LABEL_FILTERS})
+        for name in ("series", "since", *LABEL_FILTERS):
+            if len(q.getlist(name)) > 1:
+                raise BadRequest(f"{name} is given more than once", field=name)
+        families = parse_families(q.get("series"))
+        since = parse_since(q.get("since"), self.hub.clock.time_ms())
+        labels = {k: q[k] for k in LABEL_FILTERS if k in q}
+        assert self.history is not None  # create_app sets it
+        return _json(self.history.query(families, since, labels))
 
     async def openapi_json(self, request: Request) -> Response:
         return _json(openapi.spec())
@@ -541,12 +564,19 @@ def create_app(
     options: ServerOptions | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     webhooks: WebhookService | None = None,
+    history_store: HistoryStore | None = None,
 ) -> Starlette:
-    """The ASGI app; its lifespan starts the hub and closes it (flushing the log) at the end."""
+    """The ASGI app; its lifespan starts the hub and closes it (flushing the log) at the end.
+
+    ``history_store`` keeps the metrics history across restarts; without it the
+    history is in memory only."""
     api = Api(hub, auth or Auth([]), options or ServerOptions(), webhooks)
     ws = WebSocketEndpoint(hub, api.auth, api.options.live, api.tickets)
     sse = SseEndpoint(hub, api.auth, api.options.live, api.tickets)
     api.connections = lambda: {"websocket": len(ws.connections), "sse": sse.streams}
+    history = HistoryOptions() if options is None else options.history
+    api.history = MetricsHistory(history.interval_ms, history.points, history_store)
+    sampler = HistorySampler(hub, api.history, webhooks, api.connections)
     T = "/v1/topics/{topic}"
     G = T + "/groups/{group}"
     routes = [
@@ -559,6 +589,7 @@ def create_app(
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/v1/metrics/history", api.metrics_history, methods=["GET"]),
         Route("/openapi.json", api.openapi_json, methods=["GET"]),
         Route("/asyncapi.json", api.asyncapi_json, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
@@ -589,6 +620,7 @@ def create_app(
         await hub.start(wait_ready=False)
         if webhooks is not None:
             await webhooks.start()
+        sampler.start()
         # Everything made so far lives as long as the process: keep it out of the
         # cyclic collector's walks. Requests allocate thousands of short-lived dicts
         # (a batch of events) that reference counting frees; collecting every 700
@@ -600,6 +632,7 @@ def create_app(
             yield
         finally:
             hub.closing = True
+            await sampler.close()
             if on_shutdown is not None:
                 await on_shutdown()
             if webhooks is not None:
@@ -626,6 +659,7 @@ def create_app(
     app.state.hub = hub
     app.state.body_budget = budget
     app.state.webhooks = webhooks
+    app.state.history = sampler
     return app
 
 

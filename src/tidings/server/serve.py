@@ -7,12 +7,14 @@ import ipaddress
 import logging
 import resource
 import socket
+import sqlite3
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
+from tidings.backends.embedded.history import SqliteHistoryStore
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.backends.embedded.webhooks import SqliteWebhookStore
 from tidings.core.hub import MAX_PARTITIONS, MAX_TOPICS, Hub, HubOptions
@@ -27,6 +29,7 @@ from tidings.log.files import DEFAULT_MAX_OPEN_FILES, OpenFiles
 from tidings.server.app import MAX_BODY_BYTES_IN_FLIGHT, ServerOptions, create_app
 from tidings.server.auth import Auth
 from tidings.server.guard import LOOPBACK_HOSTS
+from tidings.server.history import HistoryOptions
 from tidings.server.live import LiveOptions
 from tidings.server.protocol import HttpLimits, HubHttpProtocol
 from tidings.server.redact import log_config
@@ -63,6 +66,7 @@ class ServeConfig:
     keep_alive_timeout_s: int = 5  # an idle connection between requests is closed
     max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT
     ws_max_message_bytes: int = 4 << 20  # a WebSocket message past it is closed with 1009
+    history: HistoryOptions = field(default_factory=HistoryOptions)  # metrics over time
 
 
 def is_loopback(host: str) -> bool:
@@ -143,8 +147,11 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         live=live,
         allowed_hosts=served_hosts(config),
         max_body_bytes_in_flight=config.max_body_bytes_in_flight,
+        history=config.history,
     )
-    app = create_app(hub, auth, options, webhooks=webhooks)
+    app = create_app(
+        hub, auth, options, webhooks=webhooks, history_store=open_history(config.data_dir)
+    )
     uv = uvicorn.Config(
         app,
         host=config.host,
@@ -165,6 +172,24 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         ws_ping_timeout=20.0,
     )
     return uv, hub
+
+
+def open_history(data_dir: Path) -> SqliteHistoryStore | None:
+    """The metrics history's file; one SQLite cannot open is moved aside and made anew
+    (it holds metrics, nothing acknowledged), and if that fails too, none (memory only)."""
+    path = data_dir / "history.sqlite3"
+    try:
+        return SqliteHistoryStore(path)
+    except sqlite3.DatabaseError as exc:
+        logger.error("%s cannot be read (%s): moved aside, the history starts empty", path, exc)
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{path}{suffix}").replace(Path(f"{path}{suffix}.damaged"))
+        return SqliteHistoryStore(path)
+    except (OSError, sqlite3.DatabaseError) as exc:
+        logger.error("%s: %s; the metrics history is kept in memory only", path, exc)
+        return None
 
 
 # Descriptors kept for what the hub opens besides connections: segments, indexes, SQLite.

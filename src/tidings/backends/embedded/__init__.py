@@ -4,6 +4,8 @@
   with topics, groups and positions in ``meta.sqlite3``.
 - ``webhooks``: :class:`SqliteWebhookStore`, the ``WebhookStore`` seam in
   ``webhooks.sqlite3``.
+- ``history``: ``SqliteHistoryStore``, the ``HistoryStore`` seam in
+  ``history.sqlite3``.
 
 Imports ``log``, ``core`` and ``errors``; imported by ``server.serve`` and
 ``app.transport``.

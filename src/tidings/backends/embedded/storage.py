@@ -3,7 +3,7 @@
 Layout of the data directory::
 
     tidings-data/
-      meta.sqlite3                   topics, groups, group positions, schemas (WAL mode)
+      meta.sqlite3                   topics, groups (positions, counters), schemas (WAL mode)
       topics/<topic>/<partition>/    segments of one partition (see tidings.log.format)
 
 SQLite commits follow the hub's fsync policy: ``synchronous=FULL`` under
@@ -31,6 +31,7 @@ from tidings.log.config import (
     Clock,
     FsyncPolicy,
     GroupRow,
+    GroupStats,
     LogConfig,
     Positions,
     Retention,
@@ -47,7 +48,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, config TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS groups (
     topic TEXT NOT NULL, name TEXT NOT NULL, config TEXT NOT NULL,
-    positions TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (topic, name));
+    positions TEXT NOT NULL DEFAULT '{}', stats TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (topic, name));
 CREATE TABLE IF NOT EXISTS schemas (type TEXT PRIMARY KEY, entry TEXT NOT NULL);
 """
 
@@ -75,6 +77,9 @@ class EmbeddedStorage:
             self.data_dir / "meta.sqlite3", "FULL" if self.policy.mode == "always" else "NORMAL"
         )
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(groups)")}
+        if "stats" not in columns:  # a data directory from before group counters were kept
+            self._db.execute("ALTER TABLE groups ADD COLUMN stats TEXT NOT NULL DEFAULT '{}'")
         self._remove_orphans()
         self.partitions: dict[tuple[str, int], PartitionLog] = {}
         self._flusher: asyncio.Task[None] | None = None
@@ -213,7 +218,9 @@ class EmbeddedStorage:
         )
 
     def load_groups(self) -> list[GroupRow]:
-        rows = self._db.execute("SELECT topic, name, config, positions FROM groups").fetchall()
+        rows = self._db.execute(
+            "SELECT topic, name, config, positions, stats FROM groups"
+        ).fetchall()
         return [
             (
                 t,
@@ -223,8 +230,9 @@ class EmbeddedStorage:
                     int(p): (v[0], v[1], [tuple(r) for r in v[2]] if len(v) > 2 else [])
                     for p, v in orjson.loads(pos).items()
                 },
+                orjson.loads(stats),
             )
-            for t, g, c, pos in rows
+            for t, g, c, pos, stats in rows
         ]
 
     def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None:
@@ -235,12 +243,19 @@ class EmbeddedStorage:
         )
 
     def save_positions(
-        self, topic: str, group: str, positions: Positions
+        self, topic: str, group: str, positions: Positions, stats: GroupStats | None = None
     ) -> None:
-        self._write(
-            "UPDATE groups SET positions = ? WHERE topic = ? AND name = ?",
-            (orjson.dumps({str(p): v for p, v in positions.items()}).decode(), topic, group),
-        )
+        encoded = orjson.dumps({str(p): v for p, v in positions.items()}).decode()
+        if stats is None:
+            self._write(
+                "UPDATE groups SET positions = ? WHERE topic = ? AND name = ?",
+                (encoded, topic, group),
+            )
+        else:
+            self._write(
+                "UPDATE groups SET positions = ?, stats = ? WHERE topic = ? AND name = ?",
+                (encoded, orjson.dumps(stats).decode(), topic, group),
+            )
 
     def delete_group(self, topic: str, group: str) -> None:
         self._write("DELETE FROM groups WHERE topic = ? AND name = ?", (topic, group))

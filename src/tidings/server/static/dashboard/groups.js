@@ -226,17 +226,15 @@ function groupDetail(root, topic, name, sampler, go) {
       card("dead-lettered", fmtNumber(g.dead_lettered), g.dead_lettered ? "warn" : ""),
       card("skipped (damage)", fmtNumber(g.skipped_events || 0), g.skipped_events ? "warn" : ""),
       h("div", { class: "card config" }, h("div", { class: "label" }, "config"), h("pre", {}, fmtJson(g.config))));
-    const xs = [];
-    const lags = g.partitions.map(() => []);
-    for (const s of sampler.samples) {
-      const sg = findGroup(s, topic, name);
-      xs.push(s.t / 1000);
-      g.partitions.forEach((p, i) => {
-        const sp = sg && sg.partitions.find((x) => x.partition === p.partition);
-        lags[i].push(sp ? sp.lag : null);
-      });
-    }
-    chart.update(xs, g.partitions.map((p, i) => ({ label: `partition ${p.partition}`, values: lags[i] })));
+    // The hub's day of the group's lag, then the live samples, per partition too.
+    const mine = (s) => (s.labels.topic === topic && s.labels.group === name ? "all partitions" : null);
+    const [xs, lags] = sampler.timeline("group_lag", mine, (prev, cur) => {
+      const sg = findGroup(cur, topic, name);
+      const out = sg ? { "all partitions": sg.lag } : {};
+      if (sg && sg.partitions.length > 1) for (const p of sg.partitions) out[`partition ${p.partition}`] = p.lag;
+      return out;
+    });
+    chart.update(xs, Object.keys(lags).sort().map((label) => ({ label, values: lags[label] })));
     fill(parts, table(["partition", "committed", "next offset", "lag", "pending"],
       g.partitions.map((p) => h("tr", { dataset: { partition: String(p.partition) } },
         h("td", { class: "num" }, p.partition), h("td", { class: "num" }, fmtNumber(p.committed)),

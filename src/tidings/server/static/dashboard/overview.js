@@ -1,4 +1,4 @@
-// Overview: the hub's health, events/s per topic over the last minutes, and the topics.
+// Overview: the hub's health, events/s per topic over the last day, and the topics.
 
 import { metric } from "./api.js";
 import { TimeChart } from "./chart.js";
@@ -86,21 +86,26 @@ export function mount(root, params, { sampler, go }) {
     const cur = sampler.last;
     if (!cur) return;
     fill(cards, health(sampler));
-    // The busiest topics of the last minutes get a line each; the rest are summed.
-    const [xs, rates] = sampler.series(topicRates);
+    // The hub's day of events/s per topic, then the live samples: the busiest topics
+    // get a line each; the rest are summed.
+    const [xs, columns] = sampler.timeline("events_in", (s) => s.labels.topic, topicRates);
     const totals = {};
-    for (const r of rates) for (const [name, v] of Object.entries(r)) totals[name] = (totals[name] || 0) + v;
+    for (const [name, col] of Object.entries(columns)) totals[name] = col.reduce((a, v) => a + (v || 0), 0);
     const top = Object.keys(totals).sort((a, b) => totals[b] - totals[a]).slice(0, MAX_SERIES);
-    const series = top.map((name) => ({ label: name, values: rates.map((r) => r[name] ?? null) }));
+    const series = top.map((name) => ({ label: name, values: columns[name] }));
     if (Object.keys(totals).length > top.length) {
-      const shown = new Set(top);
+      const rest = Object.keys(totals).filter((name) => !top.includes(name)).map((name) => columns[name]);
       series.push({
         label: "other topics",
-        values: rates.map((r) => Object.entries(r).filter(([n]) => !shown.has(n)).reduce((a, [, v]) => a + v, 0)),
+        values: xs.map((_, i) => {
+          const vs = rest.map((col) => col[i]).filter((v) => v != null);
+          return vs.length ? vs.reduce((a, v) => a + v, 0) : null;
+        }),
       });
     }
     chart.update(xs, series.length ? series : [{ label: "events/s", values: xs.map(() => 0) }]);
 
+    const [, rates] = sampler.series(topicRates);
     const now = rates[rates.length - 1] || {};
     const groupsBy = {};
     for (const g of cur.groups) (groupsBy[g.topic] ||= []).push(g);

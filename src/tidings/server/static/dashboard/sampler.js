@@ -1,11 +1,16 @@
-// What the hub looks like over time: every few seconds the sampler reads the topics,
-// the consumer groups, the webhooks and /metrics, and keeps the last minutes of
-// samples. Rates (events/s, fsync latency, CPU) and lag over time are differences
-// between samples; nothing is stored on the hub for them.
+// What the hub looks like over time. The hub keeps a history of its own metrics (one
+// point every 10 s for a day: GET /v1/metrics/history); the sampler loads it when the
+// page opens, so charts open full, and adds what is new every interval. Between two
+// points of the hub's, it reads the topics, the consumer groups, the webhooks and
+// /metrics every few seconds and keeps the last minutes of samples: the live end of a
+// chart, and the cards, are differences between those samples.
 
 import { ApiError, get, parsePrometheus } from "./api.js";
 
 const KEEP_MS = 10 * 60 * 1000;
+const HISTORY_MS = 24 * 3600 * 1000;
+// What the charts use of the hub's history (see /openapi.json for every family).
+const HISTORY_FAMILIES = ["events_in", "events_out", "group_lag", "webhook_attempts", "fsync_latency", "cpu"];
 
 export class Sampler {
   constructor(intervalMs) {
@@ -16,6 +21,12 @@ export class Sampler {
     this.listeners = new Set();
     this._timer = null;
     this._running = false;
+    // The hub's history: {interval (s), times (ms since the epoch), series: [{name, labels,
+    // unit, values}]}, null until loaded; historyError: why it is not (an admin token is
+    // needed, or a hub without it): the charts then show what this tab sampled.
+    this.history = null;
+    this.historyError = null;
+    this._historyDue = 0;
   }
 
   start() {
@@ -39,6 +50,8 @@ export class Sampler {
         get("/v1/groups"),
         get("/v1/webhooks"),
         get("/metrics"),
+        // Due, or the samples were dropped (a new token): the history too.
+        t >= this._historyDue || this.samples.length === 0 ? this.loadHistory(t) : null,
       ]);
       if (topics.status === "rejected") {
         this.error = topics.reason;
@@ -60,6 +73,53 @@ export class Sampler {
     } finally {
       this._running = false;
     }
+  }
+
+  /** Load the hub's history, or what is new of it since the last load. */
+  async loadHistory(now = Date.now()) {
+    const h = this.history;
+    const since = h && h.times.length ? h.times[h.times.length - 1] + 1 : now - HISTORY_MS;
+    try {
+      const got = await get(`/v1/metrics/history?series=${HISTORY_FAMILIES.join(",")}&since=${since}`);
+      this.history = h ? joinHistory(h, got, now - HISTORY_MS) : got;
+      this.historyError = null;
+      // Next when the hub has made its next point (its interval, 10 s by default).
+      this._historyDue = now + Math.max(1000, got.interval * 1000);
+    } catch (err) {
+      this.historyError = err;
+      this._historyDue = now + 30_000;
+    }
+  }
+
+  /** A chart's data over the day: the hub's history of `family`, a column per series
+   * named label(series) (null: left out; series of one name are summed), then the live samples after its last point, whose values
+   * live(prev, cur, dt seconds) gives as {column: value}. Returns [xs (s), {column: values}]. */
+  timeline(family, label, live) {
+    const xs = [];
+    const columns = {};
+    const h = this.history;
+    let end = -Infinity;
+    if (h && h.times.length) {
+      for (const t of h.times) xs.push(t / 1000);
+      for (const s of h.series) {
+        const name = s.name === family ? label(s) : null;
+        if (name == null) continue;
+        const col = (columns[name] ||= new Array(xs.length).fill(null));
+        s.values.forEach((v, i) => { if (v != null) col[i] = (col[i] || 0) + v; });
+      }
+      end = h.times[h.times.length - 1];
+    }
+    for (let i = 1; i < this.samples.length; i++) {
+      const prev = this.samples[i - 1];
+      const cur = this.samples[i];
+      const dt = (cur.t - prev.t) / 1000;
+      if (cur.t <= end || dt <= 0) continue;
+      const values = live(prev, cur, dt);
+      xs.push(cur.t / 1000);
+      for (const name of Object.keys(values)) columns[name] ||= new Array(xs.length - 1).fill(null);
+      for (const [name, col] of Object.entries(columns)) col.push(values[name] ?? null);
+    }
+    return [xs, columns];
   }
 
   get last() {
@@ -96,6 +156,28 @@ export class Sampler {
     }
     return [xs, ys];
   }
+}
+
+/** `older` with the points of `newer` after it, and none before `keepFrom` (ms). */
+function joinHistory(older, newer, keepFrom) {
+  const key = (s) => `${s.name}\u0000${JSON.stringify(s.labels)}`;
+  const times = [...older.times, ...newer.times];
+  const cut = times.findIndex((t) => t >= keepFrom);
+  const drop = cut < 0 ? times.length : cut;
+  const byKey = new Map();
+  for (const s of older.series) {
+    byKey.set(key(s), { ...s, values: [...s.values, ...new Array(newer.times.length).fill(null)] });
+  }
+  newer.series.forEach((s) => {
+    const k = key(s);
+    const have = byKey.get(k) || { ...s, values: new Array(times.length).fill(null) };
+    have.values.splice(older.times.length, newer.times.length, ...s.values);
+    byKey.set(k, have);
+  });
+  const series = [...byKey.values()]
+    .map((s) => ({ ...s, values: s.values.slice(drop) }))
+    .filter((s) => s.values.some((v) => v != null));
+  return { interval: newer.interval, times: times.slice(drop), series };
 }
 
 export function isAuthError(err) {
