@@ -144,12 +144,20 @@ EVENT_RULES = [
             ev(source="urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66"),
             ev(source="/cloudevents/spec/pull/123"),
             ev(source="1-555-123-4567"),
+            ev(source="http://[::1]:8080/a%20b?q=1#frag"),
+            ev(source="//example.com/x"),
+            ev(source="?only=query"),
             ev(),
         ),
         (
             refused("source", "must not be empty", source=""),
             refused("source", "URI-reference", source="my service"),
             refused("source", "URI-reference", source="a<b>"),
+            refused("source", "URI-reference", source="100%"),  # % only as %XX
+            refused("source", "URI-reference", source="/a%zz"),
+            refused("source", "URI-reference", source="/a[b]"),  # [ ] only around an IP
+            refused("source", "URI-reference", source="/café"),  # an IRI, not a URI
+            refused("source", "URI-reference", source="/x#y#z"),
             refused("source", "must be a string", source=5),
         ),
     ),
@@ -182,11 +190,15 @@ EVENT_RULES = [
             ev(datacontenttype="application/json", data={"a": 1}),
             ev(datacontenttype="application/json; charset=utf-8", data=1),
             ev(datacontenttype="application/vnd.apache.thrift.binary", data_base64="AA=="),
+            ev(datacontenttype='multipart/mixed; boundary="a \\"b\\""'),
             ev(datacontenttype="text/plain"),
         ),
         (
             refused("datacontenttype", "RFC 2046", datacontenttype="json"),
             refused("datacontenttype", "RFC 2046", datacontenttype="text/"),
+            refused("datacontenttype", "RFC 2046", datacontenttype="text/plain; charset"),
+            refused("datacontenttype", "RFC 2046", datacontenttype="text/plain charset=utf-8"),
+            refused("datacontenttype", "RFC 2046", datacontenttype="text/plain; a=b c"),
             refused("datacontenttype", "must not be empty", datacontenttype=""),
             refused("datacontenttype", "must be a string", datacontenttype=5),
         ),
@@ -194,11 +206,17 @@ EVENT_RULES = [
     Rule(
         f"{CORE} OPTIONAL Attributes: dataschema",
         "dataschema is a non-empty URI (absolute)",
-        (ev(dataschema="https://example.com/s.json"), ev(dataschema="urn:example:schema:1")),
+        (
+            ev(dataschema="https://example.com/s.json"),
+            ev(dataschema="urn:example:schema:1"),
+            ev(dataschema="https://example.com/schemas?type=order&v=2"),
+        ),
         (
             refused("dataschema", "absolute URI", dataschema="/s.json"),
             refused("dataschema", "must not be empty", dataschema=""),
             refused("dataschema", "URI-reference", dataschema="https://a b"),
+            refused("dataschema", "absolute URI", dataschema="https://example.com/s.json#/a"),
+            refused("dataschema", "absolute URI", dataschema="//example.com/s.json"),
         ),
     ),
     Rule(

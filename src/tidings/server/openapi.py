@@ -13,6 +13,8 @@ from functools import cache
 from importlib.metadata import version
 from typing import Any
 
+from tidings.events.envelope import ABSOLUTE_URI_PATTERN, MEDIA_TYPE_PATTERN, URI_REFERENCE_PATTERN
+
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 # What each status means, for every operation that can answer it: one table, so a
@@ -186,7 +188,7 @@ def spec() -> dict[str, Any]:
 # non-characters (CloudEvents "Type System", String).
 _TEXT_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]*$"
 _NONEMPTY_TEXT = {"type": "string", "minLength": 1, "pattern": _TEXT_PATTERN}
-_URI_REFERENCE = {"type": "string", "minLength": 1, "pattern": r'^[^\s"<>\\^`{|}\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]+$'}
+_URI_REFERENCE = {"type": "string", "minLength": 1, "pattern": f"^{URI_REFERENCE_PATTERN}$", "description": "RFC 3986 URI-reference"}
 
 
 def _schemas() -> dict[str, Any]:
@@ -203,8 +205,8 @@ def _schemas() -> dict[str, Any]:
                 "specversion": _nullable({"const": "1.0"}), "id": _nullable(_NONEMPTY_TEXT), "source": _nullable(_URI_REFERENCE), "type": _NONEMPTY_TEXT,
                 "subject": _nullable(_NONEMPTY_TEXT),
                 "time": _nullable({"type": "string", "pattern": r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$", "description": "RFC 3339"}),
-                "datacontenttype": _nullable({"type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+$"}),
-                "dataschema": _nullable({**_URI_REFERENCE, "pattern": r'^[A-Za-z][A-Za-z0-9+.-]*:[^\s"<>\\^`{|}\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]*$'}),
+                "datacontenttype": _nullable({"type": "string", "pattern": f"^{MEDIA_TYPE_PATTERN}$", "description": "RFC 2046 media type"}),
+                "dataschema": _nullable({"type": "string", "pattern": f"^{ABSOLUTE_URI_PATTERN}$", "description": "RFC 3986 absolute URI (no fragment)"}),
                 "data": {}, "data_base64": _nullable({"type": "string", "pattern": "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}),
                 "partitionkey": _nullable({"type": "string", "pattern": _TEXT_PATTERN}), "correlationid": _nullable({"type": "string", "pattern": _TEXT_PATTERN}), "causationid": _nullable({"type": "string", "pattern": _TEXT_PATTERN}), "tracestate": _nullable({"type": "string", "pattern": _TEXT_PATTERN}),
                 "traceparent": _nullable({"type": "string", "pattern": "^(0[0-9a-f]|[1-9a-e][0-9a-f]|f[0-9a-e])-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$"}),
