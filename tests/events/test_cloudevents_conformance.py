@@ -199,6 +199,7 @@ EVENT_RULES = [
             refused("datacontenttype", "RFC 2046", datacontenttype="text/plain; charset"),
             refused("datacontenttype", "RFC 2046", datacontenttype="text/plain charset=utf-8"),
             refused("datacontenttype", "RFC 2046", datacontenttype="text/plain; a=b c"),
+            refused("datacontenttype", "U+0009", datacontenttype="text/plain;\tq=1"),
             refused("datacontenttype", "must not be empty", datacontenttype=""),
             refused("datacontenttype", "must be a string", datacontenttype=5),
         ),

@@ -119,11 +119,11 @@ URI_REFERENCE_PATTERN: Final = (
 _ABSOLUTE_URI: Final = re.compile(ABSOLUTE_URI_PATTERN)
 _URI_REFERENCE: Final = re.compile(URI_REFERENCE_PATTERN)
 # RFC 2046 via RFC 9110 8.3.1: type "/" subtype *( OWS ";" OWS [ token "=" value ] ),
-# a value being a token or a quoted-string.
+# a value being a token or a quoted-string. No tab: a String holds no control character.
 _TOKEN: Final = "[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 MEDIA_TYPE_PATTERN: Final = (
     f"{_TOKEN}/{_TOKEN}"
-    rf'(?:[ \t]*;(?:[ \t]*{_TOKEN}=(?:{_TOKEN}|"(?:[\t !#-\[\]-~]|\\[\t -~])*"))?)*'
+    rf'(?: *;(?: *{_TOKEN}=(?:{_TOKEN}|"(?:[ !#-\[\]-~]|\\[ -~])*"))?)*'
 )
 """A media type with its parameters (RFC 2046, RFC 9110 section 8.3.1)."""
 _MEDIA_TYPE: Final = re.compile(MEDIA_TYPE_PATTERN)
