@@ -70,7 +70,6 @@ async def topic(hub: HubProcess, http: Session) -> AsyncIterator[str]:
         (STRUCTURED, b"\xff\xfe"),
         (BATCH, b'[{"type": "a"}, {"type": '),
         (BATCH, b'{"type": "a"}'),  # a batch must be an array
-        (BATCH, b"[]"),
         ("application/json", b"{not json"),  # binary mode below, with ce- headers
     ],
 )
@@ -137,7 +136,7 @@ async def test_unsupported_content_type_is_415(
         ({"type": "a", "source": "has space"}, "source"),
         ({"type": "a", "Bad-Ext": "x"}, "Bad-Ext"),
         ({"type": "a", "UPPER": "x"}, "UPPER"),
-        ({"type": "a", "waytoolongextensionname": "x"}, "waytoolongextensionname"),
+        ({"type": "a", "Way_Too_Bad": "x"}, "Way_Too_Bad"),
         ({"type": "a", "nested": {"x": 1}}, "nested"),
         ({"type": "a", "ratio": 0.5}, "ratio"),
         ({"type": "a", "partitionkey": 7}, "partitionkey"),

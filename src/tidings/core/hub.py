@@ -418,6 +418,14 @@ class Hub(PublishOps, GroupOps):
         t = self.topics.get(name)
         if t is not None:
             return t
+        self._check_publishable(name)
+        self._check_room_for_topic()
+        return self._open_topic(name, 1, Retention())
+
+    def _check_publishable(self, name: str) -> None:
+        """Raise what a publish to ``name`` would raise before it makes the topic."""
+        if name in self.topics:
+            return
         check_name("topic", name)
         self._check_not_deleting(name)
         self._check_available(name)
@@ -426,8 +434,6 @@ class Hub(PublishOps, GroupOps):
                 f"topic {name!r} does not exist and the hub runs with auto-create off",
                 topic=name,
             )
-        self._check_room_for_topic()
-        return self._open_topic(name, 1, Retention())
 
     # -- read ------------------------------------------------------------------------
 

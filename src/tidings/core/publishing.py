@@ -107,6 +107,9 @@ class PublishOps:
     def _topic_for_publish(self, name: str) -> Topic:
         raise NotImplementedError
 
+    def _check_publishable(self, name: str) -> None:
+        raise NotImplementedError
+
     async def publish(
         self, topic_name: str, events: Sequence[Mapping[str, Any]], *, new_ids: bool = False
     ) -> list[Published]:
@@ -129,6 +132,11 @@ class PublishOps:
         those checks are skipped. The ids still enter the window, so a producer that
         sends one of them again later gets its first position.
         """
+        if not events:
+            # An empty batch is a valid CloudEvents batch (JSON format 4.3): it is
+            # refused where a publish would be, appends nothing and makes no topic.
+            self._check_publishable(topic_name)
+            return []
         if not self._refilled.is_set():
             # Just started: until the window knows the log's recent ids, a retry
             # could be appended twice.

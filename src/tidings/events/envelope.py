@@ -80,21 +80,53 @@ _STRING_EXTENSIONS: Final = frozenset(
 _INT32_MIN: Final = -(1 << 31)
 _INT32_MAX: Final = (1 << 31) - 1
 
-_EXTENSION_NAME: Final = re.compile(r"[a-z0-9]{1,20}")
-_LOWER_ALNUM: Final = re.compile(r"[a-z0-9]+")
+# spec.md "Attribute Naming Convention": a-z and 0-9 only. Names "SHOULD NOT exceed
+# 20 characters": a producer's guideline, so a longer name is accepted.
+_EXTENSION_NAME: Final = re.compile(r"[a-z0-9]+")
 # spec.md "Type System", String: no control characters, surrogates or non-characters.
 _FORBIDDEN_CHAR: Final = re.compile(
     r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
     + "".join(f"\\U{plane:04x}fffe\\U{plane:04x}ffff" for plane in range(17))
     + "]"
 )
-# Characters RFC 3986 allows in a URI-reference only percent-encoded; finer points
-# of URI syntax are left to the producer.
-_NOT_IN_URI: Final = re.compile(r'[\s"<>\\^`{|}]')
-_URI_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
-_MEDIA_TYPE: Final = re.compile(
-    r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*;.*)?"
+# RFC 3986 Appendix A, written once for the hub and for /openapi.json, so in syntax
+# that Python and ECMA-262 read alike. An IP-literal's inside is only told apart from
+# a registered name, not parsed as an IPv6 address.
+_HEX2: Final = "%[0-9A-Fa-f]{2}"
+_PCHAR: Final = f"(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|{_HEX2})"
+_AUTHORITY: Final = (
+    f"(?:(?:[A-Za-z0-9._~!$&'()*+,;=:-]|{_HEX2})*@)?"
+    r"(?:\[(?:[0-9A-Fa-f:.]+|[Vv][0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+)\]"
+    f"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|{_HEX2})*)(?::[0-9]*)?"
 )
+_PATH_ABEMPTY: Final = f"(?:/{_PCHAR}*)*"
+_PATH_ABSOLUTE: Final = f"/(?:{_PCHAR}+{_PATH_ABEMPTY})?"
+_QUERY: Final = f"(?:{_PCHAR}|[/?])*"
+_HIER_PART: Final = (
+    f"(?://{_AUTHORITY}{_PATH_ABEMPTY}|{_PATH_ABSOLUTE}|{_PCHAR}+{_PATH_ABEMPTY}|)"
+)
+_RELATIVE_PART: Final = (
+    f"(?://{_AUTHORITY}{_PATH_ABEMPTY}|{_PATH_ABSOLUTE}"
+    f"|(?:[A-Za-z0-9._~!$&'()*+,;=@-]|{_HEX2})+{_PATH_ABEMPTY}|)"
+)
+_SCHEME: Final = "[A-Za-z][A-Za-z0-9+.-]*"
+ABSOLUTE_URI_PATTERN: Final = f"{_SCHEME}:{_HIER_PART}(?:\\?{_QUERY})?"
+"""RFC 3986 section 4.3 ``absolute-URI``: the CloudEvents ``URI`` type (no fragment)."""
+URI_REFERENCE_PATTERN: Final = (
+    f"(?:{_SCHEME}:{_HIER_PART}|{_RELATIVE_PART})(?:\\?{_QUERY})?(?:#{_QUERY})?"
+)
+"""RFC 3986 section 4.1 ``URI-reference``: the CloudEvents ``URI-reference`` type."""
+_ABSOLUTE_URI: Final = re.compile(ABSOLUTE_URI_PATTERN)
+_URI_REFERENCE: Final = re.compile(URI_REFERENCE_PATTERN)
+# RFC 2046 via RFC 9110 8.3.1: type "/" subtype *( OWS ";" OWS [ token "=" value ] ),
+# a value being a token or a quoted-string. No tab: a String holds no control character.
+_TOKEN: Final = "[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+MEDIA_TYPE_PATTERN: Final = (
+    f"{_TOKEN}/{_TOKEN}"
+    rf'(?: *;(?: *{_TOKEN}=(?:{_TOKEN}|"(?:[ !#-\[\]-~]|\\[ -~])*"))?)*'
+)
+"""A media type with its parameters (RFC 2046, RFC 9110 section 8.3.1)."""
+_MEDIA_TYPE: Final = re.compile(MEDIA_TYPE_PATTERN)
 # RFC 3339 section 5.6, minus year 0000 and leap seconds, which datetime cannot hold.
 _RFC3339_TEXT: Final = (
     r"(?!0000)(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt]"
@@ -130,6 +162,7 @@ def now_rfc3339() -> str:
 # check once. Bounded: past the limit, new values are checked every time.
 _CACHE_LIMIT: Final = 1024
 _checked_sources: set[str] = set()
+_checked_uris: set[str] = set()  # dataschema values
 _checked_media: dict[str, bool] = {}  # datacontenttype -> does it declare JSON?
 # Extension names whose string values need only the character check.
 _plain_extensions: set[str] = set(_STRING_EXTENSIONS)
@@ -410,10 +443,11 @@ def _check_chars(name: str, value: str, what: str = "attribute") -> None:
 
 def _check_uri_reference(name: str, value: object) -> str:
     value = _check_string(name, value)
-    if _NOT_IN_URI.search(value) is not None:
+    if _URI_REFERENCE.fullmatch(value) is None:
         raise InvalidEvent(
-            f"attribute {name!r} must be a URI-reference (RFC 3986): no spaces or"
-            f' "<>\\^`{{|}}, got {_show(value)}',
+            f"attribute {name!r} must be a URI-reference (RFC 3986 section 4.1): ASCII"
+            " letters, digits and -._~!$&'()*+,;=:@/?# in their places, anything else"
+            f" percent-encoded as %XX; got {_show(value)}",
             attribute=name,
         )
     return value
@@ -425,7 +459,7 @@ def _check_media_type(value: object) -> bool:
     if _MEDIA_TYPE.fullmatch(value) is None:
         raise InvalidEvent(
             f"attribute 'datacontenttype' must be a media type (RFC 2046) such as"
-            f" 'application/json', not {_show(value)}",
+            f" 'application/json; charset=utf-8' (parameters as name=value), not {_show(value)}",
             attribute="datacontenttype",
         )
     json_data = _is_json(value)
@@ -435,13 +469,18 @@ def _check_media_type(value: object) -> bool:
 
 
 def _check_uri(name: str, value: object) -> str:
-    """An absolute URI (RFC 3986): a URI-reference with a scheme."""
+    """An absolute URI (RFC 3986 section 4.3): a scheme, no fragment."""
+    if isinstance(value, str) and value in _checked_uris:
+        return value
     value = _check_uri_reference(name, value)
-    if _URI_SCHEME.match(value) is None:
+    if _ABSOLUTE_URI.fullmatch(value) is None:
         raise InvalidEvent(
-            f"attribute {name!r} must be an absolute URI with a scheme, not {_show(value)}",
+            f"attribute {name!r} must be an absolute URI (RFC 3986 section 4.3): a scheme"
+            f" such as https: and no #fragment, not {_show(value)}",
             attribute=name,
         )
+    if len(_checked_uris) < _CACHE_LIMIT:
+        _checked_uris.add(value)
     return value
 
 
@@ -493,11 +532,11 @@ def _check_extension(name: str, value: object) -> int | None:
         _check_traceparent(value)
         return None
     if not isinstance(name, str) or _EXTENSION_NAME.fullmatch(name) is None:
-        if isinstance(name, str) and _LOWER_ALNUM.fullmatch(name) is not None:
-            reason = f"is {len(name)} characters long; CloudEvents allows at most 20"
-        else:
-            reason = "must be 1-20 lower-case letters or digits"
-        raise InvalidEvent(f"extension name {_show(name)} {reason}", attribute=str(name))
+        raise InvalidEvent(
+            f"extension name {_show(name)} must be lower-case letters or digits, a-z and 0-9"
+            " (CloudEvents attribute naming convention)",
+            attribute=str(name),
+        )
     if len(_plain_extensions) < _CACHE_LIMIT:
         _plain_extensions.add(name)
     whole = None

@@ -64,7 +64,8 @@ def parse_batch(
     """A batch (``application/cloudevents-batch+json``): every event checked and filled.
 
     All or nothing: the first bad event raises, naming its index. The events of one
-    batch share one ``time`` where they give none.
+    batch share one ``time`` where they give none. An empty array is a valid batch
+    (JSON format 4.3, HTTP binding 3.3.2) and gives no events.
     """
     return _parse_batch(body, topic, max_event_bytes)[0]
 
@@ -77,7 +78,7 @@ def _parse_batch(
     if not isinstance(items, list):
         raise BadRequest(f"a batch must be a JSON array of events, not {_kind(items)}")
     if not items:
-        raise BadRequest("a batch must hold at least one event")
+        return items, False  # JSON format 4.3: "[]" is a valid batch, of no events
     now = now_rfc3339()
     # Filled in place: the list that was parsed is the list returned. The whole
     # batch at once when it can be; event by event to name a fault with its index.
@@ -271,6 +272,14 @@ def _header_value(value: object) -> str:
 
 def _decode_header_value(name: str, raw: str) -> str:
     value = raw.strip(" \t")
+    if not value.isascii():
+        # 3.1.3.2: header values are printable US-ASCII, anything else percent-encoded
+        # UTF-8; raw bytes past ASCII would be read in some guessed charset.
+        raise InvalidEvent(
+            f"header 'ce-{name}' holds bytes outside US-ASCII; percent-encode them as UTF-8"
+            f" (CloudEvents HTTP binding 3.1.3.2): {_show(raw)}",
+            attribute=name,
+        )
     # Older senders may quote the value (RFC 7230 3.2.6); 3.1.3.2 says to accept it.
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
         value = _QUOTED_PAIR.sub(r"\1", value[1:-1])

@@ -14,6 +14,7 @@ from importlib.metadata import version
 from typing import Any
 
 from tidings.core.history import FAMILIES, LABEL_FILTERS
+from tidings.events.envelope import ABSOLUTE_URI_PATTERN, MEDIA_TYPE_PATTERN, URI_REFERENCE_PATTERN
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -143,7 +144,7 @@ def spec() -> dict[str, Any]:
             "post": {
                 "summary": "Publish events (CloudEvents structured, batch or binary mode)",
                 "operationId": "publish",
-                "requestBody": {"required": True, "description": "One event (structured), a JSON array of events (batch), or binary mode: attributes in ce-* headers, the body is the data", "content": {"application/cloudevents+json": {"schema": _ref("CloudEvent")}, "application/cloudevents-batch+json": {"schema": {"type": "array", "minItems": 1, "items": _ref("CloudEvent")}}}},
+                "requestBody": {"required": True, "description": "One event (structured), a JSON array of events (batch), or binary mode: attributes in ce-* headers, the body is the data", "content": {"application/cloudevents+json": {"schema": _ref("CloudEvent")}, "application/cloudevents-batch+json": {"schema": {"type": "array", "items": _ref("CloudEvent"), "description": "may be empty (JSON format 4.3): answered 202 with no events, writing nothing"}}}},
                 "responses": {"202": _json(_ref("Published"), "Accepted: durable by the hub's fsync policy"), **_problems(*NAMED, *AUTH, *BODY, 409, 415, 422, 503)},
             },
             "get": {
@@ -192,7 +193,7 @@ def spec() -> dict[str, Any]:
 # non-characters (CloudEvents "Type System", String).
 _TEXT_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]*$"
 _NONEMPTY_TEXT = {"type": "string", "minLength": 1, "pattern": _TEXT_PATTERN}
-_URI_REFERENCE = {"type": "string", "minLength": 1, "pattern": r'^[^\s"<>\\^`{|}\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]+$'}
+_URI_REFERENCE = {"type": "string", "minLength": 1, "pattern": f"^{URI_REFERENCE_PATTERN}$", "description": "RFC 3986 URI-reference"}
 
 
 def _schemas() -> dict[str, Any]:
@@ -203,19 +204,19 @@ def _schemas() -> dict[str, Any]:
         "Problem": {"type": "object", "description": "RFC 9457 problem details", "required": ["type", "title", "status", "detail"], "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "instance": {"type": "string"}, "attribute": {"type": "string"}, "field": {"type": "string"}, "index": {"type": "integer"}}},
         "CloudEvent": {
             "type": "object",
-            "description": "CloudEvents 1.0 JSON format; the hub fills id, source, time and specversion. Other members are extension attributes: names of 1-20 lower-case letters or digits; a null attribute is left out",
+            "description": "CloudEvents 1.0 JSON format. Where the contract differs from the specification, which requires id, source and specversion: the hub fills a missing id (a UUIDv7), source (/topics/{topic}), specversion (1.0) and time (when it accepts the event). Other members are extension attributes, named with lower-case letters and digits; a null attribute is left out",
             "required": ["type"],
             "properties": {
                 "specversion": _nullable({"const": "1.0"}), "id": _nullable(_NONEMPTY_TEXT), "source": _nullable(_URI_REFERENCE), "type": _NONEMPTY_TEXT,
                 "subject": _nullable(_NONEMPTY_TEXT),
                 "time": _nullable({"type": "string", "pattern": r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$", "description": "RFC 3339"}),
-                "datacontenttype": _nullable({"type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+$"}),
-                "dataschema": _nullable({**_URI_REFERENCE, "pattern": r'^[A-Za-z][A-Za-z0-9+.-]*:[^\s"<>\\^`{|}\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]*$'}),
+                "datacontenttype": _nullable({"type": "string", "pattern": f"^{MEDIA_TYPE_PATTERN}$", "description": "RFC 2046 media type"}),
+                "dataschema": _nullable({"type": "string", "pattern": f"^{ABSOLUTE_URI_PATTERN}$", "description": "RFC 3986 absolute URI (no fragment)"}),
                 "data": {}, "data_base64": _nullable({"type": "string", "pattern": "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}),
                 "partitionkey": _nullable({"type": "string", "pattern": _TEXT_PATTERN}), "correlationid": _nullable({"type": "string", "pattern": _TEXT_PATTERN}), "causationid": _nullable({"type": "string", "pattern": _TEXT_PATTERN}), "tracestate": _nullable({"type": "string", "pattern": _TEXT_PATTERN}),
                 "traceparent": _nullable({"type": "string", "pattern": "^(0[0-9a-f]|[1-9a-e][0-9a-f]|f[0-9a-e])-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$"}),
             },
-            "propertyNames": {"anyOf": [{"pattern": "^[a-z0-9]{1,20}$"}, {"enum": ["data_base64"]}]},
+            "propertyNames": {"anyOf": [{"pattern": "^[a-z0-9]+$"}, {"enum": ["data_base64"]}]},
             "additionalProperties": extension,
             "not": {"required": ["data", "data_base64"], "properties": {"data_base64": {"type": "string"}}},
             # data of a media type that is not JSON (not */json nor */*+json) is text
