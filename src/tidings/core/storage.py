@@ -16,8 +16,13 @@ from tidings.log.config import GroupRow, LogRecord, Positions, Retention
 from tidings.log.damage import Damage
 
 __all__ = [
-    "Damage", "GroupRow", "LogRecord", "PartitionStore", "Positions", "Retention", "Storage",
+    "Damage", "GroupRow", "IndexRow", "IndexStore", "LogRecord", "PartitionStore", "Positions",
+    "Retention", "Storage",
 ]  # fmt: skip
+
+# One indexed record: (offset, append time in ms, hash of its id, hash of its
+# correlationid or None). The hashes are :func:`tidings.core.eventindex.key_hash`.
+IndexRow = tuple[int, int, int, int | None]
 
 
 class PartitionStore(Protocol):
@@ -80,6 +85,49 @@ class PartitionStore(Protocol):
     def apply_retention(self, now_ms: int | None = None) -> int: ...
 
 
+class IndexStore(Protocol):
+    """Where the event index (:mod:`tidings.core.eventindex`) keeps its rows.
+
+    A row says that the record at ``(topic, partition, offset)`` has an id (and a
+    correlationid) of a given hash. Rows are hints, never the truth: the index
+    reads each record a row points at and checks the full value, so a row whose
+    record is gone or different (retention, a deleted topic, a tail lost to a power
+    cut) is skipped, never answered. What an implementation owes:
+
+    - ``add`` stores its rows and each partition's new indexed-up-to offset as one
+      change: after a crash, ``load`` answers offsets whose rows are all there.
+    - ``by_id`` and ``by_correlation`` answer in publish order: append time, then
+      the order rows were added. ``by_correlation`` continues after a cursor
+      ``(time, seq)`` it gave.
+    - ``forget`` drops a topic's rows and offsets; ``trim`` those of one partition
+      outside ``[start, end)``.
+    - Every method may be called from a worker thread (one writer, one reader).
+    """
+
+    def load(self) -> dict[tuple[str, int], int]:
+        """The next offset to index, per partition indexed so far."""
+        ...
+
+    def add(self, parts: Sequence[tuple[str, int, int, Sequence[IndexRow]]]) -> None:
+        """``(topic, partition, next offset, rows)`` for each partition, as one change."""
+        ...
+
+    def forget(self, topic: str) -> None: ...
+    def trim(self, topic: str, partition: int, start: int, end: int) -> None: ...
+
+    def by_id(self, id_hash: int, limit: int) -> list[tuple[str, int, int]]:
+        """``(topic, partition, offset)`` of rows with this id hash, in publish order."""
+        ...
+
+    def by_correlation(
+        self, corr_hash: int, after: tuple[int, int] | None, limit: int
+    ) -> list[tuple[int, int, str, int, int]]:
+        """``(time, seq, topic, partition, offset)`` past ``after``, in publish order."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Storage(Protocol):
     """Partitions and the hub's metadata (topics, groups, their positions).
 
@@ -122,6 +170,10 @@ class Storage(Protocol):
         self, topic: str, group: str, positions: Positions
     ) -> None: ...
     def delete_group(self, topic: str, group: str) -> None: ...
+
+    def open_index(self) -> IndexStore:
+        """Where the event index keeps its rows (it owns them and closes them)."""
+        ...
 
     async def close(self) -> None:
         """Finish queued appends, make everything durable, close."""

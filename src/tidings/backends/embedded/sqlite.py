@@ -18,15 +18,18 @@ from pathlib import Path
 logger = logging.getLogger("tidings.storage")
 
 
-def connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    """A connection to ``path`` in WAL mode with ``synchronous`` (FULL or NORMAL)."""
-    db = sqlite3.connect(path, isolation_level=None)
+def connect(path: Path, synchronous: str, *, any_thread: bool = False) -> sqlite3.Connection:
+    """A connection to ``path`` in WAL mode with ``synchronous`` (FULL or NORMAL).
+
+    ``any_thread``: the connection is made here and used by one worker thread.
+    """
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=not any_thread)
     try:
         db.execute("PRAGMA journal_mode=WAL")
     except sqlite3.OperationalError as exc:
         db.close()
         logger.warning("%s: %s; opening it for this process alone", path, exc)
-        db = sqlite3.connect(path, isolation_level=None)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=not any_thread)
         db.execute("PRAGMA locking_mode=EXCLUSIVE")
         db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous}")

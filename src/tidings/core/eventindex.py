@@ -1,0 +1,436 @@
+"""The event index: a record by its event id, an order's records by correlationid.
+
+The index follows the log as every other reader does, as a cursor: one task reads
+each partition from the offset it has indexed up to, a few thousand records a
+round, and a worker thread parses them and stores a row per record (the hash of
+its id, the hash of its correlationid, its position and append time) with each
+partition's new offset, as one change, in an
+:class:`~tidings.core.storage.IndexStore`. So a publish does no index work on its
+own path; the index trails the log by a round (tens of milliseconds), and a lookup
+first waits, a bounded time, for every record acknowledged before it to be indexed.
+
+After a crash the index goes on from the offsets it stored with its last rows: it
+may trail the log, never skip a record. Rows are hints: a lookup reads each record
+a row points at and checks its full id or correlationid, so a row whose record is
+gone (retention, a deleted topic, a tail lost to a power cut) or is another
+record (a hash collision, an offset reused after a power cut) is never answered.
+Rows below a partition's first offset, or past its end, are trimmed as the task
+meets them; a deleted topic's rows are forgotten before its files go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+from zlib import adler32, crc32
+
+import orjson
+
+from tidings.core.skipping import read_past_damage
+from tidings.core.storage import IndexRow, IndexStore, LogRecord, PartitionStore
+from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
+
+if TYPE_CHECKING:
+    from tidings.core.hub import Topic
+
+logger = logging.getLogger("tidings.index")
+
+ROUND_RECORDS = 5000  # records read per round, over all partitions
+IDLE_S = 0.05  # how often a caught-up index looks for new records (a lookup wakes it at once)
+SETTLE_S = 2.0  # how long a lookup waits for the records acknowledged before it
+MAX_LIMIT = 1000  # records per page of a correlation lookup
+NEAR_RECORDS, NEAR_BYTES = 256, 1 << 16  # what one lookup read keeps of the records after
+MAX_ID_MATCHES = 100  # records sharing one id (a dead letter keeps its id, a re-drive too)
+
+_T = TypeVar("_T")
+
+
+def key_hash(value: str) -> int:
+    """The index's key for an id or correlationid (see :func:`_hash`)."""
+    return _hash(value.encode("utf-8", "surrogatepass"))
+
+
+def _hash(raw: bytes) -> int:
+    """64 bits as a signed integer: CRC-32 and Adler-32 side by side, both in C.
+
+    Not a cryptographic hash, nor need it be: every row found is checked against the
+    record itself, so a collision costs one more read, never a wrong answer.
+    """
+    return ((crc32(raw) << 32) | adler32(raw)) - (1 << 63)
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A record the index found, read from the log and checked."""
+
+    topic: str
+    partition: int
+    offset: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of an order's records, and the cursor of the next (None at the end)."""
+
+    records: list[Found]
+    next: str | None
+
+
+def parse_cursor(raw: str | None) -> tuple[int, int] | None:
+    """``after=`` as a page's ``next`` gave it: ``<time>-<seq>``."""
+    if raw is None:
+        return None
+    ts, sep, seq = raw.partition("-")
+    if sep and ts.isdigit() and seq.isdigit() and len(raw) <= 40:
+        return int(ts), int(seq)
+    raise BadRequest("after must be the next of a previous page", field="after")
+
+
+_DATA = b'"data'  # "data or "data_base64: the only members that may hold nested objects
+_ID = b'"id":"'
+_CORR = b'"correlationid":"'
+_CORR_NAME = b'"correlationid"'
+
+
+def _attributes(payload: bytes) -> tuple[bytes, bytes | None] | None:
+    """The id and correlationid of a stored event as their UTF-8 bytes, read without
+    parsing it; None when the bytes alone cannot say for sure.
+
+    The log stores events as orjson wrote them: compact, non-ASCII as UTF-8. Before
+    the first ``"data`` every member is a string, number or boolean, and a quote
+    inside a string is escaped, so ``"id":"`` there can only be the top-level id.
+    An event whose id comes after its data, or a value with an escape, is parsed.
+    """
+    end = payload.find(_DATA)
+    if end < 0:
+        end = len(payload)
+    i = payload.find(_ID, 0, end)
+    if i < 0:
+        return None
+    i += len(_ID)
+    j = payload.find(b'"', i)
+    eid = payload[i:j]
+    if b"\\" in eid:
+        return None
+    c = payload.find(_CORR, 0, end)
+    if c < 0:
+        if payload.find(_CORR_NAME) >= 0:
+            return None  # after the data, or not a string
+        return eid, None
+    c += len(_CORR)
+    corr = payload[c : payload.find(b'"', c)]
+    if b"\\" in corr:
+        return None
+    return eid, corr
+
+
+def _parsed(payload: bytes) -> tuple[bytes, bytes | None] | None:
+    try:
+        ev = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    eid = ev.get("id") if isinstance(ev, dict) else None
+    if not isinstance(eid, str):
+        return None
+    corr = ev.get("correlationid")
+    enc = "surrogatepass"
+    return eid.encode("utf-8", enc), corr.encode("utf-8", enc) if isinstance(corr, str) else None
+
+
+def _rows(records: Sequence[LogRecord]) -> list[IndexRow]:
+    """One row per record with a string id (in the writer thread, off the loop)."""
+    out: list[IndexRow] = []
+    for offset, ts, payload in records:
+        found = _attributes(payload) or _parsed(payload)
+        if found is not None:
+            eid, corr = found
+            out.append((offset, ts, _hash(eid), None if corr is None else _hash(corr)))
+    return out
+
+
+class EventIndex:
+    """Follows every partition of ``topics`` (the hub's own dict) into ``store``."""
+
+    def __init__(self, store: IndexStore, topics: dict[str, Topic]) -> None:
+        self.store = store
+        self._topics = topics
+        # One writer thread (rows go in in order), one reader (lookups never queue
+        # behind a write).
+        self._writer = ThreadPoolExecutor(1, "tidings-index-write")
+        self._reader = ThreadPoolExecutor(1, "tidings-index-read")
+        self._indexed: dict[tuple[str, int], int] = {}  # next offset to index
+        self._trimmed: dict[tuple[str, int], int] = {}  # rows below this are gone
+        self._forgetting: set[str] = set()  # deleted topics whose rows are still there
+        self._lock = asyncio.Lock()  # a round, or a forget: never both
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._turn = 0
+        self.failure: str | None = None  # why the last round failed, while it does
+        self.indexed_total = 0  # records indexed since start
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    # -- life --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load where each partition was indexed up to, and follow the log from there."""
+        self._indexed = await self._run(self._writer, self.store.load)
+        self._forgetting |= {t for t, _ in self._indexed} - set(self._topics)
+        self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        async with self._lock:  # a write in its thread finishes first
+            await self._run(self._writer, self.store.close)
+        self._writer.shutdown(wait=False)
+        self._reader.shutdown(wait=False)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                more = await self._round()
+                self.failure = None
+            except Exception as exc:  # a full disk: try again, the log is the truth
+                if self.failure is None:
+                    logger.exception("event index: round failed")
+                self.failure = str(exc) or type(exc).__name__
+                more = False
+                await asyncio.sleep(0.5)
+            if not more:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_S)
+                self._wake.clear()
+
+    async def _round(self) -> bool:
+        """Index what is new in every partition, up to ``ROUND_RECORDS``; True if more waits."""
+        async with self._lock:
+            for topic in list(self._forgetting):
+                await self._run(self._writer, self.store.forget, topic)
+                self._forgetting.discard(topic)
+            parts: list[tuple[str, int, int, list[LogRecord]]] = []
+            trims: list[tuple[str, int, int, int]] = []
+            keys = [
+                (name, p, part)
+                for name, topic in self._topics.items()
+                for p, part in enumerate(topic.partitions)
+            ]
+            if keys:
+                self._turn = (self._turn + 1) % len(keys)
+                keys = keys[self._turn :] + keys[: self._turn]  # no partition starves
+            budget = ROUND_RECORDS
+            for name, p, part in keys:
+                if budget <= 0:
+                    break
+                got = self._take(name, p, part, budget, trims)
+                if got is not None:
+                    parts.append(got)
+                    budget -= max(1, len(got[3]))
+            if not parts and not trims:
+                return False
+            await self._run(self._writer, self._write, parts, trims)
+            for name, p, nxt, records in parts:
+                self._indexed[(name, p)] = nxt
+                self.indexed_total += len(records)
+            for name, p, start, end in trims:
+                self._trimmed[(name, p)] = start
+                self._indexed[(name, p)] = min(max(self._indexed.get((name, p), start), start), end)
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
+        return budget <= 0
+
+    def _take(
+        self,
+        name: str,
+        p: int,
+        part: PartitionStore,
+        budget: int,
+        trims: list[tuple[str, int, int, int]],
+    ) -> tuple[str, int, int, list[LogRecord]] | None:
+        """What to index of one partition now: records from where it was left."""
+        key = (name, p)
+        start, end = part.start_offset, part.end_offset
+        pos = self._indexed.get(key)
+        if pos is not None and (pos > end or self._trimmed.get(key, -1) < start):
+            # Retention moved the start (or this is the first look since start-up), or
+            # the log ends before the index (a tail lost to a power cut): drop the rows
+            # that point outside the log.
+            trims.append((name, p, start, end))
+            pos = min(max(pos, start), end)
+        elif pos is None or pos < start:
+            pos = start
+        first = pos
+        records: list[LogRecord] = []
+        while pos < end and len(records) < budget:
+            try:
+                got, nxt, _ = read_past_damage(part, p, pos, budget - len(records))
+            except (OffsetOutOfRange, StorageUnavailable):
+                break  # closing, or failed: the next round tries again
+            if nxt == pos:
+                break
+            records.extend(got)
+            pos = nxt
+        if pos == first and self._indexed.get(key) == pos:
+            return None
+        return name, p, pos, records
+
+    def _write(
+        self,
+        parts: list[tuple[str, int, int, list[LogRecord]]],
+        trims: list[tuple[str, int, int, int]],
+    ) -> None:
+        for trim in trims:
+            self.store.trim(*trim)
+        self.store.add([(name, p, nxt, _rows(records)) for name, p, nxt, records in parts])
+
+    async def forget(self, topic: str) -> None:
+        """Drop a deleted topic's rows (before its files go: a crash in between
+        re-indexes it, never leaves rows for a new topic of that name)."""
+        async with self._lock:
+            for key in [k for k in self._indexed if k[0] == topic]:
+                del self._indexed[key]
+                self._trimmed.pop(key, None)
+            self._forgetting.add(topic)
+            try:
+                await self._run(self._writer, self.store.forget, topic)
+                self._forgetting.discard(topic)
+            except Exception:
+                logger.exception("event index: rows of %r not yet dropped; tried again", topic)
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def lag(self) -> int:
+        """Records acknowledged and not yet indexed, over every partition."""
+        return sum(
+            max(0, part.end_offset - max(self._indexed.get((name, p), 0), part.start_offset))
+            for name, t in self._topics.items()
+            for p, part in enumerate(t.partitions)
+        )
+
+    async def settle(self, timeout: float = SETTLE_S) -> bool:
+        """Wait until every record acknowledged now is indexed; False if ``timeout`` ran out."""
+        targets = {
+            (name, p): part.end_offset
+            for name, t in self._topics.items()
+            for p, part in enumerate(t.partitions)
+            if self._indexed.get((name, p), -1) < part.end_offset
+        }
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            targets = {
+                k: e
+                for k, e in targets.items()
+                if k[0] in self._topics and self._indexed.get(k, -1) < e
+            }
+            remaining = deadline - loop.time()
+            if not targets or self._task is None or self._task.done():
+                return not targets
+            if remaining <= 0:
+                return False
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+
+    def _record(
+        self, topic: str, partition: int, offset: int, near: dict[tuple[str, int, int], bytes]
+    ) -> bytes | None:
+        """The record at a position, if the log still has it.
+
+        A read checks the CRC of the whole batch it lands in, so records after it in
+        the same read are kept in ``near``: an order's events published in one batch
+        cost one read, not one each.
+        """
+        hit = near.get((topic, partition, offset))
+        if hit is not None:
+            return hit
+        t = self._topics.get(topic)
+        if t is None or partition >= len(t.partitions):
+            return None
+        part = t.partitions[partition]
+        if not (part.start_offset <= offset < part.end_offset):
+            return None
+        try:
+            got = part.read(offset, NEAR_RECORDS, NEAR_BYTES)
+        except (OffsetOutOfRange, StorageUnavailable):
+            return None
+        if not got or got[0][0] != offset:
+            return None  # lost to damage: read stepped over it
+        for o, _, payload in got[1:]:
+            near[(topic, partition, o)] = payload
+        return got[0][2]
+
+    def _check(
+        self,
+        where: tuple[str, int, int],
+        attr: str,
+        value: str,
+        near: dict[tuple[str, int, int], bytes],
+    ) -> Found | None:
+        payload = self._record(*where, near)
+        if payload is None:
+            return None
+        try:
+            ev = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(ev, dict) or ev.get(attr) != value:
+            return None  # a hash collision, or an offset a power cut let be reused
+        return Found(where[0], where[1], where[2], payload)
+
+    async def find_id(
+        self, event_id: str, visible: Callable[[str], bool] | None = None
+    ) -> Found | None:
+        """The first record published with ``event_id`` in a topic ``visible`` allows."""
+        await self.settle()
+        rows = await self._run(self._reader, self.store.by_id, key_hash(event_id), MAX_ID_MATCHES)
+        near: dict[tuple[str, int, int], bytes] = {}
+        for topic, partition, offset in rows:
+            if visible is not None and not visible(topic):
+                continue
+            found = self._check((topic, partition, offset), "id", event_id, near)
+            if found is not None:
+                return found
+        return None
+
+    async def find_correlated(
+        self,
+        correlation_id: str,
+        after: tuple[int, int] | None = None,
+        limit: int = 100,
+        visible: Callable[[str], bool] | None = None,
+    ) -> Page:
+        """Records with ``correlationid``, across topics, in publish order, a page at a time."""
+        if not (1 <= limit <= MAX_LIMIT):
+            raise BadRequest(f"limit must be from 1 to {MAX_LIMIT}", field="limit")
+        await self.settle()
+        h = key_hash(correlation_id)
+        out: list[Found] = []
+        cursor = after
+        near: dict[tuple[str, int, int], bytes] = {}
+        fetch = min(MAX_LIMIT, limit + 1)
+        while True:
+            rows = await self._run(self._reader, self.store.by_correlation, h, cursor, fetch)
+            for ts, seq, topic, partition, offset in rows:
+                if len(out) == limit:
+                    # Full, and the index has more past the last one answered.
+                    return Page(out, f"{cursor[0]}-{cursor[1]}" if cursor else None)
+                cursor = (ts, seq)
+                if visible is not None and not visible(topic):
+                    continue
+                where = (topic, partition, offset)
+                found = self._check(where, "correlationid", correlation_id, near)
+                if found is not None:
+                    out.append(found)
+            if len(rows) < fetch:
+                return Page(out, None)
