@@ -87,7 +87,7 @@ def parse_cursor(raw: str | None) -> tuple[int, int] | None:
     if raw is None:
         return None
     ts, sep, seq = raw.partition("-")
-    if sep and ts.isdigit() and seq.isdigit() and len(raw) <= 40:
+    if sep and all(p.isascii() and p.isdigit() and len(p) <= 18 for p in (ts, seq)):
         return int(ts), int(seq)
     raise BadRequest("after must be the next of a previous page", field="after")
 

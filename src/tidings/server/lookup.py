@@ -54,7 +54,7 @@ class LookupRoutes:
     def routes(self) -> list[Route]:
         return [
             Route("/v1/events", self.by_correlation, methods=["GET"]),
-            Route("/v1/events/{id}", self.by_id, methods=["GET"]),
+            Route("/v1/events/{event_id}", self.by_id, methods=["GET"]),
         ]
 
     def _visible(self, request: Request) -> Callable[[str], bool] | None:
@@ -70,7 +70,7 @@ class LookupRoutes:
         unknown = sorted(set(request.query_params.keys()))
         if unknown:
             raise BadRequest(f"unknown parameter {unknown[0]!r}", field=unknown[0])
-        event_id = _key(request.path_params["id"], "id")
+        event_id = _key(request.path_params["event_id"], "event_id")
         found = await self.api.hub.index.find_id(event_id, visible)
         if found is None:
             raise NotFound(f"no event with id {event_id!r}", id=event_id)
