@@ -44,10 +44,11 @@ ROUND_RECORDS = 5000  # records read per round, over all partitions
 IDLE_S = 0.05  # how often a caught-up index looks for new records (a lookup wakes it at once)
 SETTLE_S = 2.0  # how long a lookup waits for the records acknowledged before it
 MAX_LIMIT = 1000  # records per page of a correlation lookup
-NEAR_RECORDS, NEAR_BYTES = 256, 1 << 16  # what one lookup read keeps of the records after
+READ_SPAN = 1000  # offsets of one partition this close are read in one go
 MAX_ID_MATCHES = 100  # records sharing one id (a dead letter keeps its id, a re-drive too)
 
 _T = TypeVar("_T")
+Position = tuple[str, int, int]  # topic, partition, offset
 
 
 def key_hash(value: str) -> int:
@@ -342,42 +343,53 @@ class EventIndex:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), remaining)
 
-    def _record(
-        self, topic: str, partition: int, offset: int, near: dict[tuple[str, int, int], bytes]
-    ) -> bytes | None:
-        """The record at a position, if the log still has it.
+    def _records(self, positions: Sequence[Position]) -> dict[Position, bytes]:
+        """The records at ``positions`` that the log still has.
 
-        A read checks the CRC of the whole batch it lands in, so records after it in
-        the same read are kept in ``near``: an order's events published in one batch
-        cost one read, not one each.
+        A read checks the CRC of every batch it crosses, whole, so positions of one
+        partition close together are read in one go (the records of an order
+        published in one batch cost one read, not one each), and a position alone
+        is read alone (never the large batch after it).
         """
-        hit = near.get((topic, partition, offset))
-        if hit is not None:
-            return hit
-        t = self._topics.get(topic)
-        if t is None or partition >= len(t.partitions):
-            return None
-        part = t.partitions[partition]
-        if not (part.start_offset <= offset < part.end_offset):
-            return None
-        try:
-            got = part.read(offset, NEAR_RECORDS, NEAR_BYTES)
-        except (OffsetOutOfRange, StorageUnavailable):
-            return None
-        if not got or got[0][0] != offset:
-            return None  # lost to damage: read stepped over it
-        for o, _, payload in got[1:]:
-            near[(topic, partition, o)] = payload
-        return got[0][2]
+        wanted: dict[tuple[str, int], list[int]] = {}
+        for topic, partition, offset in positions:
+            wanted.setdefault((topic, partition), []).append(offset)
+        out: dict[Position, bytes] = {}
+        for (topic, partition), offsets in wanted.items():
+            t = self._topics.get(topic)
+            if t is None or partition >= len(t.partitions):
+                continue
+            part = t.partitions[partition]
+            offsets = sorted(o for o in set(offsets) if part.start_offset <= o < part.end_offset)
+            i = 0
+            while i < len(offsets):
+                j = i
+                while j + 1 < len(offsets) and offsets[j + 1] - offsets[i] < READ_SPAN:
+                    j += 1
+                got = self._read(part, offsets[i], offsets[j] - offsets[i] + 1)
+                for o in offsets[i : j + 1]:
+                    payload = got.get(o)
+                    if payload is None and j > i:  # past what one read may carry
+                        payload = self._read(part, o, 1).get(o)
+                    if payload is not None:
+                        out[(topic, partition, o)] = payload
+                i = j + 1
+        return out
 
-    def _check(
-        self,
-        where: tuple[str, int, int],
-        attr: str,
-        value: str,
-        near: dict[tuple[str, int, int], bytes],
-    ) -> Found | None:
-        payload = self._record(*where, near)
+    @staticmethod
+    def _read(part: PartitionStore, offset: int, count: int) -> dict[int, bytes]:
+        try:
+            # A read preads about max_bytes at once: ask for what ``count`` records of
+            # about a KiB take, so a lone record costs a small read (a bigger one still
+            # comes whole: a read answers at least one record).
+            got = part.read(offset, count, min(count << 10, 1 << 22))
+        except (OffsetOutOfRange, StorageUnavailable):
+            return {}
+        return {o: payload for o, _, payload in got}  # an offset lost to damage is absent
+
+    @staticmethod
+    def _check(where: Position, payload: bytes | None, attr: str, value: str) -> Found | None:
+        """The record, if it is there and carries ``value`` (never a stale row)."""
         if payload is None:
             return None
         try:
@@ -394,11 +406,10 @@ class EventIndex:
         """The first record published with ``event_id`` in a topic ``visible`` allows."""
         await self.settle()
         rows = await self._run(self._reader, self.store.by_id, key_hash(event_id), MAX_ID_MATCHES)
-        near: dict[tuple[str, int, int], bytes] = {}
-        for topic, partition, offset in rows:
-            if visible is not None and not visible(topic):
+        for where in rows:
+            if visible is not None and not visible(where[0]):
                 continue
-            found = self._check((topic, partition, offset), "id", event_id, near)
+            found = self._check(where, self._records([where]).get(where), "id", event_id)
             if found is not None:
                 return found
         return None
@@ -417,10 +428,12 @@ class EventIndex:
         h = key_hash(correlation_id)
         out: list[Found] = []
         cursor = after
-        near: dict[tuple[str, int, int], bytes] = {}
         fetch = min(MAX_LIMIT, limit + 1)
         while True:
             rows = await self._run(self._reader, self.store.by_correlation, h, cursor, fetch)
+            payloads = self._records(
+                [(t, p, o) for _, _, t, p, o in rows if visible is None or visible(t)]
+            )
             for ts, seq, topic, partition, offset in rows:
                 if len(out) == limit:
                     # Full, and the index has more past the last one answered.
@@ -429,7 +442,7 @@ class EventIndex:
                 if visible is not None and not visible(topic):
                     continue
                 where = (topic, partition, offset)
-                found = self._check(where, "correlationid", correlation_id, near)
+                found = self._check(where, payloads.get(where), "correlationid", correlation_id)
                 if found is not None:
                     out.append(found)
             if len(rows) < fetch:
