@@ -7,7 +7,10 @@ its id, the hash of its correlationid, its position and append time) with each
 partition's new offset, as one change, in an
 :class:`~tidings.core.storage.IndexStore`. So a publish does no index work on its
 own path; the index trails the log by a round (tens of milliseconds), and a lookup
-first waits, a bounded time, for every record acknowledged before it to be indexed.
+first waits, a bounded time (``SETTLE_S``), for every record acknowledged before it
+to be indexed. A publish load faster than the index can take in (a few tens of
+thousands of events a second) makes it trail further; a lookup that cannot be
+answered whole then is refused (503, try again), never answered in part.
 
 After a crash the index goes on from the offsets it stored with its last rows: it
 may trail the log, never skip a record. Rows are hints: a lookup reads each record
@@ -33,7 +36,7 @@ import orjson
 
 from tidings.core.skipping import read_past_damage
 from tidings.core.storage import IndexRow, IndexStore, LogRecord, PartitionStore
-from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
+from tidings.errors import BadRequest, OffsetOutOfRange, ServerBusy, StorageUnavailable
 
 if TYPE_CHECKING:
     from tidings.core.hub import Topic
@@ -403,8 +406,12 @@ class EventIndex:
     async def find_id(
         self, event_id: str, visible: Callable[[str], bool] | None = None
     ) -> Found | None:
-        """The first record published with ``event_id`` in a topic ``visible`` allows."""
-        await self.settle()
+        """The first record published with ``event_id`` in a topic ``visible`` allows.
+
+        None when there is none; :class:`ServerBusy` when there may be one the index
+        has not taken in yet (it trails a publish load it cannot keep up with).
+        """
+        settled = await self.settle()
         rows = await self._run(self._reader, self.store.by_id, key_hash(event_id), MAX_ID_MATCHES)
         for where in rows:
             if visible is not None and not visible(where[0]):
@@ -412,7 +419,15 @@ class EventIndex:
             found = self._check(where, self._records([where]).get(where), "id", event_id)
             if found is not None:
                 return found
+        if not settled:
+            raise self._behind()
         return None
+
+    def _behind(self) -> ServerBusy:
+        lag = self.lag()
+        return ServerBusy(
+            f"the event index is {lag} events behind the log; try again", behind=lag
+        )
 
     async def find_correlated(
         self,
@@ -421,10 +436,14 @@ class EventIndex:
         limit: int = 100,
         visible: Callable[[str], bool] | None = None,
     ) -> Page:
-        """Records with ``correlationid``, across topics, in publish order, a page at a time."""
+        """Records with ``correlationid``, across topics, in publish order, a page at a time.
+
+        :class:`ServerBusy` rather than a page the index cannot vouch is whole.
+        """
         if not (1 <= limit <= MAX_LIMIT):
             raise BadRequest(f"limit must be from 1 to {MAX_LIMIT}", field="limit")
-        await self.settle()
+        if not await self.settle():
+            raise self._behind()
         h = key_hash(correlation_id)
         out: list[Found] = []
         cursor = after
