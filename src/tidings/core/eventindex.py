@@ -45,6 +45,7 @@ logger = logging.getLogger("tidings.index")
 
 ROUND_RECORDS = 5000  # records read per round, over all partitions
 IDLE_S = 0.05  # how often a caught-up index looks for new records (a lookup wakes it at once)
+PRUNE_S = 30.0  # how often the index lets go of rows that retention made useless
 SETTLE_S = 2.0  # how long a lookup waits for the records acknowledged before it
 MAX_LIMIT = 1000  # records per page of a correlation lookup
 READ_SPAN = 1000  # offsets of one partition this close are read in one go
@@ -176,6 +177,8 @@ class EventIndex:
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._turn = 0
+        self._pruned_at = -PRUNE_S
+        self._prune_due = False  # retention moved a start, or a topic went, since the last
         self.failure: str | None = None  # why the last round failed, while it does
         self.indexed_total = 0  # records indexed since start
 
@@ -222,6 +225,17 @@ class EventIndex:
             for topic in list(self._forgetting):
                 await self._run(self._writer, self.store.forget, topic)
                 self._forgetting.discard(topic)
+                self._prune_due = True
+            now = asyncio.get_running_loop().time()
+            if self._prune_due and now - self._pruned_at >= PRUNE_S:
+                self._pruned_at = now
+                self._prune_due = False
+                starts = {
+                    (name, p): part.start_offset
+                    for name, t in self._topics.items()
+                    for p, part in enumerate(t.partitions)
+                }
+                await self._run(self._writer, self.store.prune, starts)
             parts: list[tuple[str, int, int, list[LogRecord]]] = []
             trims: list[tuple[str, int, int, int]] = []
             keys = [
@@ -249,6 +263,7 @@ class EventIndex:
             for name, p, start, end in trims:
                 self._trimmed[(name, p)] = start
                 self._indexed[(name, p)] = min(max(self._indexed.get((name, p), start), start), end)
+            self._prune_due |= bool(trims)
         progress, self._progress = self._progress, asyncio.Event()
         progress.set()
         return budget <= 0
@@ -308,6 +323,7 @@ class EventIndex:
             try:
                 await self._run(self._writer, self.store.forget, topic)
                 self._forgetting.discard(topic)
+                self._prune_due = True
             except Exception:
                 logger.exception("event index: rows of %r not yet dropped; tried again", topic)
 

@@ -9,7 +9,7 @@ the hub what their docstrings list; nothing above the core changes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 from tidings.log.config import GroupRow, LogRecord, Positions, Retention
@@ -99,8 +99,9 @@ class IndexStore(Protocol):
     - ``by_id`` and ``by_correlation`` answer in publish order: append time, then
       the order rows were added. ``by_correlation`` continues after a cursor
       ``(time, seq)`` it gave.
-    - ``forget`` drops a topic's rows and offsets; ``trim`` those of one partition
-      outside ``[start, end)``.
+    - ``forget`` drops a topic's offsets (its rows are never answered again); ``trim``
+      moves one partition's offset into ``[start, end]``, and may drop its rows
+      outside; ``prune`` drops rows retention has made useless.
     - Every method may be called from a worker thread (one writer, one reader).
     """
 
@@ -114,6 +115,12 @@ class IndexStore(Protocol):
 
     def forget(self, topic: str) -> None: ...
     def trim(self, topic: str, partition: int, start: int, end: int) -> None: ...
+
+    def prune(self, starts: Mapping[tuple[str, int], int]) -> int:
+        """Let go of rows below each partition's first offset (``starts``: every
+        partition there is) and rows of partitions it does not name, as far as it
+        can at low cost; how many units (rows, tables) went."""
+        ...
 
     def by_id(self, id_hash: int, limit: int) -> list[tuple[str, int, int]]:
         """``(topic, partition, offset)`` of rows with this id hash, in publish order."""
