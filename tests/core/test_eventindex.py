@@ -7,6 +7,7 @@ One contract, two stores: the in-memory one (``log/memory.py``) and SQLite
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,15 @@ HOSTILE = [
     {"type": "x", "id": "int-corr", "correlationid": 5},
     {"type": "x", "data_base64": "AA==", "id": "b64", "correlationid": "k"},
     {"type": "x", "causationid": "cause", "id": "i", "subject": '"id":"no"'},
+    # The id the hub fills in comes last, after the data.
+    {"type": "x", "data": {"order_id": "o-1"}, "specversion": "1.0", "id": "last"},
+    {"type": "x", "data": {"id": "inner"}, "id": "after", "time": "2026-01-01T00:00:00Z"},
+    {"type": "x", "id": "first", "data": {"x": [{"id": "deep"}]}},
+    {"type": "x", "data": {"x": [{"id": "deep"}]}, "id": "after-deep"},
+    {"type": "x", "data": {"id": "only-inner"}, "id": "a", "subject": "}"},
+    {"type": "x", "data": [1, {"correlationid": "in"}], "correlationid": "out", "id": "c2"},
+    {"type": "x", "data": {"correlationid": "in"}, "id": "c3"},
+    {"type": "x", "data": {"id": "in", "k": {"id": "in2"}}, "id": "c4", "partitionkey": "]"},
 ]
 
 
@@ -265,3 +275,23 @@ def test_keys_hash_the_same_from_text_and_from_bytes() -> None:
         assert key_hash(value) == _hash(value.encode())
         assert -(1 << 63) <= key_hash(value) < (1 << 63)
     assert key_hash("o-1") != key_hash("o-2")
+
+
+async def test_a_lookup_the_trailing_index_cannot_answer_whole_is_refused(hub: Hub) -> None:
+    from tidings.errors import ServerBusy
+
+    found = ev("x", "o-8")
+    await hub.publish("t", [found])
+    assert await hub.index.find_id(found["id"]) is not None
+    task = hub.index._task
+    assert task is not None
+    task.cancel()  # an index that takes nothing in any more: it trails from here on
+    await asyncio.sleep(0)
+    later = ev("y", "o-8")
+    await hub.publish("t", [later])
+    assert await hub.index.find_id(found["id"]) is not None  # found is found
+    with pytest.raises(ServerBusy) as err:
+        await hub.index.find_id(later["id"])  # not found, and it may be there
+    assert err.value.fields["behind"] == 1
+    with pytest.raises(ServerBusy):
+        await hub.index.find_correlated("o-8")

@@ -34,9 +34,23 @@ def session(token: str | None = None) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), headers=headers)
 
 
+BUSY_RETRIES = 60  # a 503 (the index still catching up) is tried again after Retry-After
+
+
+async def get_json(http: aiohttp.ClientSession, url: str, status: int = 200, **kw: Any) -> Any:
+    """GET ``url`` expecting ``status``; a 503 while the index catches up is tried again."""
+    for _ in range(BUSY_RETRIES):
+        async with http.get(url, **kw) as resp:
+            if resp.status == 503 and status != 503:
+                await resp.read()
+                await asyncio.sleep(float(resp.headers.get("retry-after", "1")))
+                continue
+            return await (expect(resp, 200) if status == 200 else expect_problem(resp, status))
+    raise AssertionError(f"{url}: still 503 after {BUSY_RETRIES} tries")
+
+
 async def by_id(http: aiohttp.ClientSession, base: str, event_id: str, status: int = 200) -> Any:
-    async with http.get(f"{base}/v1/events/{event_id}") as resp:
-        return await (expect(resp, 200) if status == 200 else expect_problem(resp, status))
+    return await get_json(http, f"{base}/v1/events/{event_id}", status)
 
 
 async def trace(http: aiohttp.ClientSession, base: str, corr: str, limit: int = 1000) -> list[Any]:
@@ -44,8 +58,7 @@ async def trace(http: aiohttp.ClientSession, base: str, corr: str, limit: int = 
     records: list[Any] = []
     params: dict[str, str] = {"correlationid": corr, "limit": str(limit)}
     for _ in range(10_000):
-        async with http.get(f"{base}/v1/events", params=params) as resp:
-            page = await expect(resp, 200)
+        page = await get_json(http, f"{base}/v1/events", params=dict(params))
         assert set(page) == {"records", "next"}
         records += page["records"]
         if page["next"] is None:

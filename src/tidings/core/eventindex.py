@@ -45,6 +45,7 @@ logger = logging.getLogger("tidings.index")
 
 ROUND_RECORDS = 5000  # records read per round, over all partitions
 IDLE_S = 0.05  # how often a caught-up index looks for new records (a lookup wakes it at once)
+YIELD = 2.0  # under a publish load, the index rests this many times as long as it works
 PRUNE_S = 30.0  # how often the index lets go of rows that retention made useless
 SETTLE_S = 2.0  # how long a lookup waits for the records acknowledged before it
 MAX_LIMIT = 1000  # records per page of a correlation lookup
@@ -103,34 +104,55 @@ _CORR = b'"correlationid":"'
 _CORR_NAME = b'"correlationid"'
 
 
+_AMBIGUOUS = object()
+
+
+def _member(payload: bytes, key: bytes, data_at: int) -> bytes | object | None:
+    """The string value of top-level member ``key`` (as ``b'"name":"'``), None if the
+    payload has no such member, or ``_AMBIGUOUS`` when the bytes cannot say."""
+    i = payload.find(key, 0, data_at)
+    if i < 0:
+        # Not before the data: the last occurrence is top-level if only scalars follow
+        # it (after its value, a single "}", the payload's own, and no "]"); inside a
+        # nested object or array, its closing bracket would follow too.
+        i = payload.rfind(key)
+        if i < 0:
+            return None
+        start = i + len(key)
+        stop = payload.find(b'"', start)
+        rest = payload[stop + 1 :]
+        if rest.count(b"}") != 1 or not rest.endswith(b"}") or b"]" in rest:
+            return _AMBIGUOUS
+    else:
+        start = i + len(key)
+        stop = payload.find(b'"', start)
+    value = payload[start:stop]
+    return _AMBIGUOUS if b"\\" in value else value
+
+
 def _attributes(payload: bytes) -> tuple[bytes, bytes | None] | None:
     """The id and correlationid of a stored event as their UTF-8 bytes, read without
     parsing it; None when the bytes alone cannot say for sure.
 
     The log stores events as orjson wrote them: compact, non-ASCII as UTF-8. Before
     the first ``"data`` every member is a string, number or boolean, and a quote
-    inside a string is escaped, so ``"id":"`` there can only be the top-level id.
-    An event whose id comes after its data, or a value with an escape, is parsed.
+    inside a string is escaped, so ``"id":"`` there can only be the top-level id;
+    the id the hub fills in comes last, after the data (see :func:`_member`). An
+    event the bytes cannot vouch for (a value with an escape, a brace in a string
+    after the data) is parsed.
     """
-    end = payload.find(_DATA)
-    if end < 0:
-        end = len(payload)
-    i = payload.find(_ID, 0, end)
-    if i < 0:
+    data_at = payload.find(_DATA)
+    if data_at < 0:
+        data_at = len(payload)
+    eid = _member(payload, _ID, data_at)
+    if not isinstance(eid, bytes):
         return None
-    i += len(_ID)
-    j = payload.find(b'"', i)
-    eid = payload[i:j]
-    if b"\\" in eid:
-        return None
-    c = payload.find(_CORR, 0, end)
-    if c < 0:
+    corr = _member(payload, _CORR, data_at)
+    if corr is None:
         if payload.find(_CORR_NAME) >= 0:
-            return None  # after the data, or not a string
+            return None  # present, but not a string
         return eid, None
-    c += len(_CORR)
-    corr = payload[c : payload.find(b'"', c)]
-    if b"\\" in corr:
+    if not isinstance(corr, bytes):
         return None
     return eid, corr
 
@@ -203,11 +225,28 @@ class EventIndex:
         self._writer.shutdown(wait=False)
         self._reader.shutdown(wait=False)
 
+    def _appended(self) -> int:
+        """Records appended so far, over every partition (offsets only grow)."""
+        return sum(p.end_offset for t in self._topics.values() for p in t.partitions)
+
     async def _follow(self) -> None:
+        loop = asyncio.get_running_loop()
+        appended = self._appended()
         while True:
             try:
+                started = loop.time()
                 more = await self._round()
                 self.failure = None
+                if more:
+                    # Behind while publishes keep coming: the hub is busy ingesting, and
+                    # the index takes at most 1 / (1 + YIELD) of the time, trailing the
+                    # log until the load eases (lookups wait or answer 503 meanwhile).
+                    # Behind with nothing new coming (a restart, a burst that ended):
+                    # catch up at full speed.
+                    now_appended = self._appended()
+                    if now_appended != appended:
+                        await asyncio.sleep((loop.time() - started) * YIELD)
+                    appended = now_appended
             except Exception as exc:  # a full disk: try again, the log is the truth
                 if self.failure is None:
                     logger.exception("event index: round failed")
