@@ -8,8 +8,8 @@ its own, on a new data directory), in one run::
     2. the rest:   --events other events (default 1,000,000) over the same topics and
                    a sixth, in batches of 1000 from 4 connections, each with the
                    correlationid of one of --events / 5 other orders
-    3. catch-up:   GET /v1/events/{the last id} until it answers: the index has
-                   taken in everything
+    3. catch-up:   GET /v1/events?correlationid=o-bench until it answers 200, not
+                   503: the index has taken in everything
     4. lookups:    --lookups times each, in turn, over one keep-alive connection:
                    ours     GET /v1/events?correlationid=o-bench   (the whole trace)
                             GET /v1/events/{id}                    (one of the order's ids)
@@ -161,13 +161,18 @@ async def run(opts: argparse.Namespace, root: Path, err: Console) -> dict[str, A
             err.log(f"publishing the order {ORDER} ({len(ORDER_STEPS)} events)")
             order = await _publish_order(http, url)
             err.log(f"publishing {opts.events:,} other events")
-            publish_s, last_id = await _publish_rest(url, opts.events, err)
+            publish_s, _ = await _publish_rest(url, opts.events, err)
             t0 = _now()
-            while True:  # each lookup waits (up to 2 s) for the index to take in what is acked
-                async with http.get(f"{url}/v1/events/{last_id}") as resp:
+            trace_url = f"{url}/v1/events?correlationid={ORDER}"
+            while True:
+                # A trace answers 200 only once every record acknowledged before it is
+                # indexed (a lookup waits up to 2 s, then answers 503 while it trails).
+                async with http.get(trace_url) as resp:
                     await resp.read()
                     if resp.status == 200:
                         break
+                    if resp.status != 503:
+                        raise BenchmarkFailed(f"GET {trace_url}: {resp.status}")
                 if _now() - t0 > _DEADLINE_S:
                     raise BenchmarkFailed("the index did not catch up")
             catch_up_s = _now() - t0
@@ -192,7 +197,6 @@ async def run(opts: argparse.Namespace, root: Path, err: Console) -> dict[str, A
                     if [r["event"]["id"] for r in page["records"]] != [eid]:
                         raise BenchmarkFailed("the read by position answered another event")
 
-                trace_url = f"{url}/v1/events?correlationid={ORDER}"
                 got = {
                     "trace": await _timed(http, trace_url, whole_trace),
                     "by_id": await _timed(http, f"{url}/v1/events/{eid}", same),
