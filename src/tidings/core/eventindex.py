@@ -203,6 +203,7 @@ class EventIndex:
         self._prune_due = False  # retention moved a start, or a topic went, since the last
         self.failure: str | None = None  # why the last round failed, while it does
         self.indexed_total = 0  # records indexed since start
+        self._loaded = False  # the store answered load()
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -210,10 +211,24 @@ class EventIndex:
     # -- life --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load where each partition was indexed up to, and follow the log from there."""
-        self._indexed = await self._run(self._writer, self.store.load)
-        self._forgetting |= {t for t, _ in self._indexed} - set(self._topics)
+        """Load where each partition was indexed up to, and follow the log from there.
+
+        An index that cannot be opened (a full disk) does not stop the hub: it is
+        tried again every round, and lookups answer 503 meanwhile.
+        """
+        await self._load()
         self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _load(self) -> None:
+        try:
+            self._indexed = await self._run(self._writer, self.store.load)
+        except Exception as exc:
+            if self.failure is None:
+                logger.error("event index not opened, tried again: %s", exc)
+            self.failure = str(exc) or type(exc).__name__
+            return
+        self._loaded = True
+        self._forgetting |= {t for t, _ in self._indexed} - set(self._topics)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -261,6 +276,10 @@ class EventIndex:
     async def _round(self) -> bool:
         """Index what is new in every partition, up to ``ROUND_RECORDS``; True if more waits."""
         async with self._lock:
+            if not self._loaded:
+                await self._load()
+                if not self._loaded:
+                    raise StorageUnavailable(f"event index not opened: {self.failure}")
             for topic in list(self._forgetting):
                 await self._run(self._writer, self.store.forget, topic)
                 self._forgetting.discard(topic)
@@ -393,8 +412,8 @@ class EventIndex:
                 if k[0] in self._topics and self._indexed.get(k, -1) < e
             }
             remaining = deadline - loop.time()
-            if not targets or self._task is None or self._task.done():
-                return not targets
+            if not targets or self._task is None or self._task.done() or not self._loaded:
+                return not targets and self._loaded
             if remaining <= 0:
                 return False
             self._wake.set()

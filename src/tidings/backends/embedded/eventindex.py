@@ -71,13 +71,12 @@ class SqliteIndex:
     """Index rows in ``path``: one connection writes, another reads (WAL lets both run)."""
 
     def __init__(self, path: Path, generation_rows: int = GENERATION_ROWS) -> None:
+        # Nothing is opened here: the file is made by load(), in the index's thread,
+        # and a hub whose index cannot be opened (a full disk) still starts.
         self.path = path
         self.generation_rows = generation_rows
-        self._w = connect(path, "NORMAL", any_thread=True)
-        self._w.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self._w.executescript(_SCHEMA)
-        self._r = connect(path, "NORMAL", any_thread=True)
-        self._r.execute("PRAGMA query_only=ON")
+        self._w: sqlite3.Connection | None = None
+        self._r: sqlite3.Connection | None = None
         self._tps: dict[tuple[str, int], int] = {}
         self._gens: list[int] = []  # oldest first; the last takes rows
         self._gen_rows = 0
@@ -89,14 +88,41 @@ class SqliteIndex:
 
     # -- writing (one thread) ---------------------------------------------------------
 
+    def _open(self) -> None:
+        try:
+            if self._w is None:
+                w = connect(self.path, "NORMAL", any_thread=True)
+                try:
+                    w.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+                    w.executescript(_SCHEMA)
+                except sqlite3.Error:
+                    w.close()
+                    raise
+                self._w = w
+            if self._r is None:
+                self._r = connect(self.path, "NORMAL", any_thread=True)
+                self._r.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"cannot open the event index: {exc}") from exc
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._w is None:
+            raise StorageUnavailable("the event index is not open")
+        return self._w
+
     def load(self) -> dict[tuple[str, int], int]:
-        db = self._w
+        self._open()
+        db = self._db
         rows = db.execute("SELECT tp, topic, partition, next_offset FROM parts").fetchall()
         self._tps = {(t, p): tp for tp, t, p, _ in rows}
         self._gens = [n for (n,) in db.execute("SELECT n FROM gens ORDER BY n")]
         if not self._gens:
-            with _transaction(db):
-                _create_generation(db, 1)
+            try:
+                with _transaction(db):
+                    _create_generation(db, 1)
+            except sqlite3.Error as exc:
+                raise StorageUnavailable(f"cannot open the event index: {exc}") from exc
             self._gens = [1]
         newest = self._gens[-1]
         [(self._gen_rows,)] = db.execute("SELECT rows FROM gens WHERE n = ?", (newest,))
@@ -107,7 +133,7 @@ class SqliteIndex:
     def _tp(self, topic: str, partition: int, next_offset: int) -> int:
         tp = self._tps.get((topic, partition))
         if tp is None:
-            cur = self._w.execute(
+            cur = self._db.execute(
                 "INSERT INTO parts (topic, partition, next_offset) VALUES (?, ?, ?)",
                 (topic, partition, next_offset),
             )
@@ -115,7 +141,7 @@ class SqliteIndex:
         return tp
 
     def add(self, parts: Sequence[tuple[str, int, int, Sequence[IndexRow]]]) -> None:
-        db = self._w
+        db = self._db
         saved = (dict(self._tps), list(self._gens), self._gen_rows, self._seq)
         try:
             with _transaction(db):
@@ -156,8 +182,8 @@ class SqliteIndex:
 
     def forget(self, topic: str) -> None:
         try:
-            with _transaction(self._w):
-                self._w.execute("DELETE FROM parts WHERE topic = ?", (topic,))
+            with _transaction(self._db):
+                self._db.execute("DELETE FROM parts WHERE topic = ?", (topic,))
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"event index not written: {exc}") from exc
         for key in [k for k in self._tps if k[0] == topic]:
@@ -170,8 +196,8 @@ class SqliteIndex:
         if tp is None:
             return
         try:
-            with _transaction(self._w):
-                self._w.execute(
+            with _transaction(self._db):
+                self._db.execute(
                     "UPDATE parts SET next_offset = MIN(MAX(next_offset, ?), ?) WHERE tp = ?",
                     (start, end, tp),
                 )
@@ -181,7 +207,7 @@ class SqliteIndex:
     def prune(self, starts: Mapping[tuple[str, int], int]) -> int:
         """Drop the generations whose every row points below its partition's first
         offset (or into a deleted topic); the newest always stays. How many went."""
-        db = self._w
+        db = self._db
         first = {self._tps[k]: s for k, s in starts.items() if k in self._tps}
         dropped = 0
         for n in self._gens[:-1]:
@@ -205,6 +231,8 @@ class SqliteIndex:
     def _statements(self) -> list[str]:
         """A lookup over every generation there is now, a statement per ``COMPOUND``
         generations (SQLite takes at most 500 terms in one compound SELECT)."""
+        if self._r is None:
+            raise StorageUnavailable("the event index is not open")
         gens = tuple(n for (n,) in self._r.execute("SELECT n FROM gens ORDER BY n"))
         if gens != self._reader_gens:
             self._reader_gens = gens
@@ -223,6 +251,7 @@ class SqliteIndex:
             try:
                 rows: list[tuple[int, int, str, int, int]] = []
                 for sql in self._statements():
+                    assert self._r is not None  # _statements() checked
                     rows += self._r.execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
                 if "no such table" not in str(exc):
@@ -243,8 +272,9 @@ class SqliteIndex:
         return self._query("corr", (corr_hash, ts, seq, limit))
 
     def close(self) -> None:
-        self._r.close()
-        self._w.close()
+        for db in (self._r, self._w):
+            if db is not None:
+                db.close()
 
 
 def _lookup_sql(table: str, where: str, gens: Sequence[int]) -> str:

@@ -231,10 +231,7 @@ class EmbeddedStorage:
         self._write("DELETE FROM groups WHERE topic = ? AND name = ?", (topic, group))
 
     def open_index(self) -> SqliteIndex:
-        try:
-            return SqliteIndex(self.data_dir / "index.sqlite3")
-        except sqlite3.Error as exc:
-            raise StorageUnavailable(f"cannot open the event index: {exc}") from exc
+        return SqliteIndex(self.data_dir / "index.sqlite3")  # opened by its first load()
 
     # -- closing -----------------------------------------------------------------
 
