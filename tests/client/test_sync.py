@@ -111,3 +111,24 @@ def test_closed_client_refuses_calls(hub_url: str) -> None:
     hub.close()
     with pytest.raises(RuntimeError, match="closed"):
         hub.healthz()
+
+
+def test_find_an_event_by_id_and_trace_its_order(hub_url: str, topic: str) -> None:
+    from tidings import NotFound
+
+    with Client(hub_url) as hub:
+        order = f"o-{topic}"
+        placed = hub.publish(topic, event={"type": "order.placed", "correlationid": order})
+        paid = hub.publish(topic + ".pay", event={"type": "paid", "correlationid": order})
+        record = hub.get_event(paid["id"])
+        assert (record.topic, record.offset, record.event.type) == (topic + ".pay", 0, "paid")
+        assert record.event.extensions["correlationid"] == order
+        with pytest.raises(NotFound):
+            hub.get_event("no-such-event")
+        assert {r.event.id for r in hub.trace(order)} == {placed["id"], paid["id"]}
+        first, after = hub.events_by_correlation(order, limit=1)
+        assert len(first) == 1 and after is not None
+        second, end = hub.events_by_correlation(order, limit=1, after=after)
+        assert {first[0].event.id, second[0].event.id} == {placed["id"], paid["id"]}
+        _, last = hub.events_by_correlation(order, limit=1, after=end) if end else ([], None)
+        assert last is None

@@ -449,3 +449,43 @@ async def test_overview_and_group_show_damage_on_disk(
         card = page.locator('[data-metric="skipped (damage)"] .value')
         await card.wait_for()
         assert await card.inner_text() == "3"
+
+
+async def test_trace_and_search_find_an_order_however_old(
+    hub_factory: HubFactory, http: aiohttp.ClientSession, screenshots: Path
+) -> None:
+    """The order's events lie behind 30,000 others in their topics (past what a page
+    could scan); the trace shows them all, and the search box finds the order by
+    one of its event ids as well as by its correlationid."""
+    hub = hub_factory.start()
+    base = hub.base_url
+    sent = await load_orders(http, base, orders=1, first=3)  # o-1004, cancelled
+    for topic in ("orders", "inventory", "payments"):
+        for n in range(10):
+            batch = [
+                {"type": "order.step", "source": "/services/load", "correlationid": f"x-{n}-{k}"}
+                for k in range(1000)
+            ]
+            await publish(http, base, topic, *batch)
+    payment = next(ev for _, ev in sent if ev["type"] == "payment.failed")
+    async with dashboard(hub, "overview") as page:
+        await page.fill("#search", "o-1004")
+        await page.click("#search-form button")
+        await page.locator("#trace-summary").wait_for()
+        types = await page.eval_on_selector_all(
+            "tr.trace-row", "rows => rows.map(r => r.dataset.type)"
+        )
+        assert types == [ev["type"] for _, ev in sent]
+        # By an event id: the trace of its order, that event selected.
+        await page.fill("#search", payment["id"])
+        await page.click("#search-form button")
+        selected = page.locator("tr.trace-row.selected")
+        await selected.wait_for()
+        assert await selected.get_attribute("data-id") == payment["id"]
+        assert await page.input_value("#trace-id") == "o-1004"
+        await page.locator("#trace-detail").get_by_text(DECLINED).first.wait_for()
+        assert "id=o-1004" in page.url and f"event={payment['id']}" in page.url
+        await page.screenshot(path=screenshots / "trace-search.png", full_page=True)
+        await page.fill("#search", "nothing-by-that-name")
+        await page.click("#search-form button")
+        await page.locator("#trace-empty").wait_for()

@@ -38,6 +38,7 @@ from tidings.server import openapi
 ADMIN = "conformance-admin"
 READER = "conformance-reader"  # may subscribe to the seeded topic only: the 403s
 TOPIC, GROUP = "orders", "workers"
+EVENT_ID, CORRELATION_ID = "conformance-event-1", "o-1"  # what the event lookups find
 EXAMPLES = 80  # per operation
 REQUEST_TIMEOUT_S = 10.0
 SSE_TIMEOUT_S = 0.3  # an event stream is read this long, then cut
@@ -136,7 +137,10 @@ def seeded(
     def seed() -> dict[str, str]:
         r = session.put(f"{base}/v1/topics/{TOPIC}", json={"partitions": 2}, headers=auth)
         if r.status_code == 201:
-            event = {"type": "order.placed", "source": "/shop", "data": {"n": 1}}
+            event = {
+                "type": "order.placed", "source": "/shop", "data": {"n": 1},
+                "id": EVENT_ID, "correlationid": CORRELATION_ID,
+            }  # fmt: skip
             r = session.post(
                 f"{base}/v1/topics/{TOPIC}/events",
                 data=json.dumps(event),
@@ -161,7 +165,7 @@ def seeded(
         )
         assert r.status_code in (200, 201, 409), r.text
         return {"topic": TOPIC, "group": GROUP, "id": webhook["id"], "type": "order.placed",
-                "version": "1"}
+                "version": "1", "event_id": EVENT_ID}
 
     return seed
 

@@ -34,6 +34,21 @@ def bench_handlers(
     raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
 
 
+@bench_app.command("lookup")
+def bench_lookup(
+    events: Annotated[
+        int, typer.Option(min=1000, help="Other events published after the order")
+    ] = 1_000_000,
+    lookups: Annotated[int, typer.Option(min=10, help="Timed lookups of each kind")] = 500,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """An order's trace and an event by id over HTTP, a million events later."""
+    from tidings.benchmarks.event_lookup import main as bench_main
+
+    argv = ["--events", str(events), "--lookups", str(lookups)]
+    raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
+
+
 @bench_app.command("http")
 def bench_http(
     seconds: Annotated[int, typer.Option(min=1, help="Seconds per measurement")] = 8,

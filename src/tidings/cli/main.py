@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from tidings.cli import apps, check, events, serve
+from tidings.cli import apps, check, events, lookup, serve
 from tidings.cli.bench import bench_app
 from tidings.cli.schemas import schemas_app
 from tidings.cli.webhooks import webhooks_app
@@ -40,6 +40,7 @@ def _options(
 app.add_typer(bench_app, name="bench")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(lookup.events_app, name="events")
 
 app.command()(serve.serve)
 app.command()(events.publish)
@@ -52,6 +53,7 @@ app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options"
     apps.demo
 )
 app.command()(events.replay)
+app.command()(lookup.trace)
 app.command()(check.check)
 
 

@@ -408,6 +408,35 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls):
         """Delete a topic, its events and its groups."""
         await self._call("DELETE", _topic_path(name))
 
+    # -- finding events ------------------------------------------------------------------
+
+    async def get_event(self, event_id: str) -> Record:
+        """``GET /v1/events/{id}``: the record of an event, in whichever topic it is
+        (the first published, if its id was used again); NotFound if none."""
+        raw = await self._request("GET", "/v1/events/" + quote(event_id, safe=""))
+        return Record.from_dict(orjson.loads(raw))
+
+    async def events_by_correlation(
+        self, correlation_id: str, *, limit: int = 100, after: str | None = None
+    ) -> tuple[list[Record], str | None]:
+        """One page of the records carrying ``correlationid``, across topics, in publish
+        order, and the ``after`` of the next page (None: no more)."""
+        params = {"correlationid": correlation_id, "limit": str(limit)}
+        if after is not None:
+            params["after"] = after
+        answer = orjson.loads(await self._request("GET", "/v1/events", params=params))
+        return [Record.from_dict(r) for r in answer["records"]], answer["next"]
+
+    async def trace(self, correlation_id: str) -> list[Record]:
+        """Every record of ``correlationid`` (an order's whole story), page after page."""
+        records, after = await self.events_by_correlation(correlation_id, limit=1000)
+        while after is not None:
+            more, after = await self.events_by_correlation(
+                correlation_id, limit=1000, after=after
+            )
+            records += more
+        return records
+
     # -- consumer groups ---------------------------------------------------------------
 
     async def create_group(

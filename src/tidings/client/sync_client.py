@@ -261,6 +261,24 @@ class Client(WebhookCalls, SchemaCalls):
         """Delete a topic, its events and its groups."""
         self._run(self._async.delete_topic(name))
 
+    # -- finding events ------------------------------------------------------------------
+
+    def get_event(self, event_id: str) -> Record:
+        """The record of an event by its id; see :meth:`AsyncClient.get_event`."""
+        return self._run(self._async.get_event(event_id))
+
+    def events_by_correlation(
+        self, correlation_id: str, *, limit: int = 100, after: str | None = None
+    ) -> tuple[list[Record], str | None]:
+        """One page of a correlationid's records; see :meth:`AsyncClient.events_by_correlation`."""
+        return self._run(
+            self._async.events_by_correlation(correlation_id, limit=limit, after=after)
+        )
+
+    def trace(self, correlation_id: str) -> list[Record]:
+        """Every record of ``correlationid``; see :meth:`AsyncClient.trace`."""
+        return self._run(self._async.trace(correlation_id))
+
     # -- consumer groups ---------------------------------------------------------------
 
     def create_group(

@@ -18,6 +18,7 @@ import orjson
 from tidings.core.catalog import Catalog
 from tidings.core.consuming import MAX_WAIT_S, GroupOps, find_dead_letters, group_config
 from tidings.core.dedupe import DedupeWindow
+from tidings.core.eventindex import EventIndex
 from tidings.core.groups import ConsumerGroup
 from tidings.core.metrics import Metrics
 from tidings.core.patterns import MAX_TYPE_PATTERNS, TypeFilter
@@ -106,6 +107,7 @@ class Hub(PublishOps, GroupOps):
         self.options = options or HubOptions()
         self.clock = clock or SystemClock()
         self.topics: dict[str, Topic] = {}
+        self.index = EventIndex(storage.open_index(), self.topics)  # by id, by correlationid
         self.dedupe = DedupeWindow(self.options.dedupe_window_ms)
         self.catalog = Catalog()  # event types per topic, for /asyncapi.json
         self.schemas = SchemaRegistry(storage)  # data schemas per event type
@@ -157,6 +159,7 @@ class Hub(PublishOps, GroupOps):
             t.groups[name] = group
             dlq = group.config.dead_letter_topic or f"{topic}.dlq"
             find_dead_letters(t, group, self.topics.get(dlq))
+        await self.index.start()
         loop = asyncio.get_running_loop()
         self._refilled.clear()
         self._tasks = [loop.create_task(self._maintain()), loop.create_task(self._refill_dedupe())]
@@ -203,7 +206,10 @@ class Hub(PublishOps, GroupOps):
                 await task
         for ev in self._group_changed.values():
             ev.set()
-        await self.storage.close()
+        try:
+            await self.index.close()
+        finally:
+            await self.storage.close()
 
     async def _maintain(self) -> None:
         """Retention, and leases that ran out with nobody fetching."""
@@ -389,6 +395,7 @@ class Hub(PublishOps, GroupOps):
         try:
             self.dedupe.drop_topic(name)
             self.catalog.drop(name)
+            await self.index.forget(name)  # before the files: no row outlives its topic
             await self.storage.drop_topic(name)
         finally:
             self._deleting.discard(name)

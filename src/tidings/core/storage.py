@@ -9,16 +9,20 @@ the hub what their docstrings list; nothing above the core changes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 from tidings.log.config import GroupRow, GroupStats, LogRecord, Positions, Retention
 from tidings.log.damage import Damage
 
 __all__ = [
-    "Damage", "GroupRow", "GroupStats", "LogRecord", "PartitionStore", "Positions", "Retention",
-    "Storage",
+    "Damage", "GroupRow", "GroupStats", "IndexRow", "IndexStore", "LogRecord", "PartitionStore",
+    "Positions", "Retention", "Storage",
 ]  # fmt: skip
+
+# One indexed record: (offset, append time in ms, hash of its id, hash of its
+# correlationid or None). The hashes are :func:`tidings.core.eventindex.key_hash`.
+IndexRow = tuple[int, int, int, int | None]
 
 
 class PartitionStore(Protocol):
@@ -81,6 +85,56 @@ class PartitionStore(Protocol):
     def apply_retention(self, now_ms: int | None = None) -> int: ...
 
 
+class IndexStore(Protocol):
+    """Where the event index (:mod:`tidings.core.eventindex`) keeps its rows.
+
+    A row says that the record at ``(topic, partition, offset)`` has an id (and a
+    correlationid) of a given hash. Rows are hints, never the truth: the index
+    reads each record a row points at and checks the full value, so a row whose
+    record is gone or different (retention, a deleted topic, a tail lost to a power
+    cut) is skipped, never answered. What an implementation owes:
+
+    - ``add`` stores its rows and each partition's new indexed-up-to offset as one
+      change: after a crash, ``load`` answers offsets whose rows are all there.
+    - ``by_id`` and ``by_correlation`` answer in publish order: append time, then
+      the order rows were added. ``by_correlation`` continues after a cursor
+      ``(time, seq)`` it gave.
+    - ``forget`` drops a topic's offsets (its rows are never answered again); ``trim``
+      moves one partition's offset into ``[start, end]``, and may drop its rows
+      outside; ``prune`` drops rows retention has made useless.
+    - Every method may be called from a worker thread (one writer, one reader).
+    """
+
+    def load(self) -> dict[tuple[str, int], int]:
+        """The next offset to index, per partition indexed so far."""
+        ...
+
+    def add(self, parts: Sequence[tuple[str, int, int, Sequence[IndexRow]]]) -> None:
+        """``(topic, partition, next offset, rows)`` for each partition, as one change."""
+        ...
+
+    def forget(self, topic: str) -> None: ...
+    def trim(self, topic: str, partition: int, start: int, end: int) -> None: ...
+
+    def prune(self, starts: Mapping[tuple[str, int], int]) -> int:
+        """Let go of rows below each partition's first offset (``starts``: every
+        partition there is) and rows of partitions it does not name, as far as it
+        can at low cost; how many units (rows, tables) went."""
+        ...
+
+    def by_id(self, id_hash: int, limit: int) -> list[tuple[str, int, int]]:
+        """``(topic, partition, offset)`` of rows with this id hash, in publish order."""
+        ...
+
+    def by_correlation(
+        self, corr_hash: int, after: tuple[int, int] | None, limit: int
+    ) -> list[tuple[int, int, str, int, int]]:
+        """``(time, seq, topic, partition, offset)`` past ``after``, in publish order."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Storage(Protocol):
     """Partitions and the hub's metadata (topics, groups, their positions, schemas).
 
@@ -135,6 +189,10 @@ class Storage(Protocol):
     def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
         """Keep ``entry`` (versions, compatibility, producers, consumers) for ``etype``,
         replacing what was there; durable when it returns, like ``save_topic``."""
+        ...
+
+    def open_index(self) -> IndexStore:
+        """Where the event index keeps its rows (it owns them and closes them)."""
         ...
 
     async def close(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,6 +116,76 @@ class MemoryPartition:
         return removed
 
 
+_Row = tuple[int, int, int, int | None]  # offset, time, id hash, correlationid hash
+
+
+class MemoryIndex:
+    """The event index's rows in memory (the ``IndexStore`` seam of
+    ``tidings.core.eventindex``); a lock, as a writer and a reader thread share it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next: dict[tuple[str, int], int] = {}
+        self._seq = 0
+        # hash -> sorted [(ts, seq, topic, partition, offset)]
+        self._ids: dict[int, list[tuple[int, int, str, int, int]]] = {}
+        self._corrs: dict[int, list[tuple[int, int, str, int, int]]] = {}
+
+    def load(self) -> dict[tuple[str, int], int]:
+        with self._lock:
+            return dict(self._next)
+
+    def add(self, parts: Sequence[tuple[str, int, int, Sequence[_Row]]]) -> None:
+        with self._lock:
+            for topic, partition, next_offset, rows in parts:
+                for off, ts, h, c in rows:
+                    self._seq += 1
+                    row = (ts, self._seq, topic, partition, off)
+                    bisect.insort(self._ids.setdefault(h, []), row)
+                    if c is not None:
+                        bisect.insort(self._corrs.setdefault(c, []), row)
+                self._next[(topic, partition)] = next_offset
+
+    def _drop(self, keep: Any) -> None:
+        for table in (self._ids, self._corrs):
+            for h in list(table):
+                table[h] = [r for r in table[h] if keep(r)]
+                if not table[h]:
+                    del table[h]
+
+    def forget(self, topic: str) -> None:
+        with self._lock:
+            self._drop(lambda r: r[2] != topic)
+            for key in [k for k in self._next if k[0] == topic]:
+                del self._next[key]
+
+    def trim(self, topic: str, partition: int, start: int, end: int) -> None:
+        with self._lock:
+            self._drop(lambda r: (r[2], r[3]) != (topic, partition) or start <= r[4] < end)
+            key = (topic, partition)
+            if key in self._next:
+                self._next[key] = min(max(self._next[key], start), end)
+
+    def prune(self, starts: Any) -> int:
+        return 0  # trim drops a partition's rows as it goes
+
+    def by_id(self, id_hash: int, limit: int) -> list[tuple[str, int, int]]:
+        with self._lock:
+            return [(r[2], r[3], r[4]) for r in self._ids.get(id_hash, [])[:limit]]
+
+    def by_correlation(
+        self, corr_hash: int, after: tuple[int, int] | None, limit: int
+    ) -> list[tuple[int, int, str, int, int]]:
+        with self._lock:
+            rows = self._corrs.get(corr_hash, [])
+            past = (after[0], after[1], "\U0010ffff") if after is not None else None
+            i = 0 if past is None else bisect.bisect_right(rows, past)
+            return list(rows[i : i + limit])
+
+    def close(self) -> None:
+        pass
+
+
 class MemoryStorage:
     """Partitions and metadata in memory; nothing survives the process."""
 
@@ -187,6 +259,9 @@ class MemoryStorage:
         self.groups.pop((topic, group), None)
         self.positions.pop((topic, group), None)
         self.stats.pop((topic, group), None)
+
+    def open_index(self) -> MemoryIndex:
+        return MemoryIndex()
 
     async def close(self) -> None:
         for part in self.partitions.values():

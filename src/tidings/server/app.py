@@ -45,6 +45,7 @@ from tidings.server.budget import BodyBudget, BodyBudgetMiddleware
 from tidings.server.guard import LOOPBACK_HOSTS, BrowserGuard, BrowserRules
 from tidings.server.history import HistoryOptions, HistorySampler
 from tidings.server.live import LiveOptions
+from tidings.server.lookup import LookupRoutes
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
 from tidings.server.routing import one_route_per_path
@@ -608,6 +609,7 @@ def create_app(
         Route(G + "/redrive", api.redrive, methods=["POST"]),
         Route("/v1/groups", api.list_groups, methods=["GET"]),
         *SchemaRoutes(api).routes(),
+        *LookupRoutes(api).routes(),
         *(WebhookRoutes(api, webhooks).routes() if webhooks is not None else []),
         # The browser client, /static/tidings.js: an ES module, no build step. Pages
         # of any origin may import it (a module script is fetched with CORS).

@@ -104,6 +104,11 @@ _CONSUME = "Token scope: subscribe on the topic." + _OWN_GROUPS
 _MANAGE = "Token scope: manage on the topic." + _OWN_GROUPS
 
 
+_LOOKUP_KEY = {"type": "string", "minLength": 1, "maxLength": 1000}
+_CURSOR = "^[0-9]{1,18}-[0-9]{1,18}$"
+_FOUND = "Through the hub's event index. A token sees only records of topics it may subscribe to; the others are passed over as if absent. An event acknowledged before the request is found; 503 (Retry-After) while the index trails a publish load too far to say."
+
+
 def _body(schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
@@ -169,6 +174,8 @@ def spec() -> dict[str, Any]:
         },
         "/v1/ws/ticket": {"post": {"summary": "A ticket that acts for the bearer token once, within 30 s, as ?ticket= on GET /v1/ws or an SSE stream: for browsers, which cannot set headers there", "operationId": "wsTicket", "requestBody": _body(_object({})), "responses": {"200": _json(_object({"ticket": {"type": "string"}, "expires_in": {"type": "number"}}, "ticket", "expires_in")), **_problems(*BODY, 401, 429)}}},
         "/v1/metrics/history": {"get": {"summary": "The hub's metrics over the last day (admin): one point per interval (10 s), kept in memory and on disk, so a restarted hub still has them", "description": "Counters become rates over each interval (per second); gauges are the value sampled. The first point after a start has gauges only. A series appears if it has a value in the range; values are null where it had none.", "operationId": "metricsHistory", "parameters": [_param("series", "query", {"type": "string", "pattern": _HISTORY_SERIES}, "Comma-separated families (default all): " + ", ".join(f"{n} ({f.unit}{', by ' + ' and '.join(f.labels) if f.labels else ''}): {f.text}" for n, f in FAMILIES.items())), _param("since", "query", {"anyOf": [*_TIME["anyOf"], {"type": "string", "pattern": _AGO}]}, "Points from this time on: RFC 3339, ms since the epoch, or a duration back from now (15m, 6h, 1d); default all that is kept"), *(_param(label, "query", {"type": "string"}, f"Only series whose {label} label is this") for label in LABEL_FILTERS)], "responses": {"200": _json(_ref("MetricsHistory")), **_problems(400, *AUTH)}}},
+        "/v1/events": {"get": {"summary": "The records of one correlationid (an order's trace), across topics, in publish order, a page at a time", "description": _FOUND, "operationId": "eventsByCorrelation", "parameters": [_param("correlationid", "query", _LOOKUP_KEY, "The correlationid extension attribute", True), _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Most records to answer (100)"), _param("after", "query", {"type": "string", "pattern": _CURSOR}, "The next of the previous page")], "responses": {"200": _json(_object({"records": {"type": "array", "items": _ref("Record")}, "next": {"anyOf": [{"type": "string", "pattern": _CURSOR}, {"type": "null"}], "description": "pass as after for the next page; null: no more"}}, "records", "next")), **_problems(400, *AUTH, 503)}}},
+        "/v1/events/{event_id}": {"parameters": [_param("event_id", "path", _LOOKUP_KEY, "The event's id")], "get": {"summary": "The record of an event, found by its id in any topic (the first published, if the id was used again: a dead letter keeps its id)", "description": _FOUND, "operationId": "getEvent", "responses": {"200": _json(_ref("Record")), **_problems(400, 404, *AUTH, 503)}}},
         "/v1/groups": {"get": {"summary": "List consumer groups", "description": "The groups of the topics the token may subscribe to, the hub's own among them marked internal (read-only).", "operationId": "listGroups", "responses": {"200": _json(_object({"groups": {"type": "array", "items": _ref("Group")}}, "groups")), **_problems(401)}}},
     }
     for op, (summary, body, ok) in group_ops.items():

@@ -19,8 +19,10 @@ logger = logging.getLogger("tidings.storage")
 
 
 def connect(path: Path, synchronous: str, *, any_thread: bool = False) -> sqlite3.Connection:
-    """A connection to ``path`` in WAL mode with ``synchronous`` (FULL or NORMAL);
-    ``any_thread``: usable from a thread other than this one (one at a time)."""
+    """A connection to ``path`` in WAL mode with ``synchronous`` (FULL or NORMAL).
+
+    ``any_thread``: the connection is made here and used by one worker thread.
+    """
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=not any_thread)
     try:
         db.execute("PRAGMA journal_mode=WAL")

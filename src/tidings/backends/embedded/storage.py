@@ -4,6 +4,7 @@ Layout of the data directory::
 
     tidings-data/
       meta.sqlite3                   topics, groups (positions, counters), schemas (WAL mode)
+      index.sqlite3                  the event index: by id, by correlationid (see .eventindex)
       topics/<topic>/<partition>/    segments of one partition (see tidings.log.format)
 
 SQLite commits follow the hub's fsync policy: ``synchronous=FULL`` under
@@ -25,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from tidings.backends.embedded.eventindex import SqliteIndex
 from tidings.backends.embedded.sqlite import connect
 from tidings.errors import CorruptLog, StorageUnavailable
 from tidings.log.config import (
@@ -259,6 +261,9 @@ class EmbeddedStorage:
 
     def delete_group(self, topic: str, group: str) -> None:
         self._write("DELETE FROM groups WHERE topic = ? AND name = ?", (topic, group))
+
+    def open_index(self) -> SqliteIndex:
+        return SqliteIndex(self.data_dir / "index.sqlite3")  # opened by its first load()
 
     # -- closing -----------------------------------------------------------------
 

@@ -5,6 +5,7 @@
 //   #/groups?topic=orders&group=g   consumer groups: lag, dead letters, seek, re-drive
 //   #/webhooks?id=wh_...            endpoints, attempts, enable, replay, test
 //   #/trace?id=o-1                  the events of one correlationid, as a timeline
+//   #/trace?q=...                   the search box: a correlationid, or an event id
 //   #/flow                          sources → event types → groups and webhooks, a graph
 //   #/catalog?type=order.placed     event types: schema versions and diffs, producers, consumers
 //
@@ -96,6 +97,13 @@ form.addEventListener("submit", (ev) => {
     current = null;
   }
   show();
+});
+
+// The search box: an event id or a correlationid, found by the Trace view.
+document.getElementById("search-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const q = document.getElementById("search").value.trim();
+  if (q) go("trace", { q });
 });
 
 sampler.on(showStatus);

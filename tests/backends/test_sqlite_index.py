@@ -1,0 +1,52 @@
+"""The embedded backend's event index store: generations, and dropping them whole.
+
+Backend-only, as generations are how SQLite keeps inserts fast (the in-memory store
+has none); the contract both stores share is in tests/core/test_eventindex.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tidings.backends.embedded.eventindex import SqliteIndex
+
+
+def rows(first: int, n: int, corr: int = 7) -> list[tuple[int, int, int, int | None]]:
+    # offset, time, id hash (the offset, to find each), correlationid hash
+    return [(o, 1000 + o, o, corr) for o in range(first, first + n)]
+
+
+def test_rows_fill_generations_and_lookups_span_them(tmp_path: Path) -> None:
+    store = SqliteIndex(tmp_path / "index.sqlite3", generation_rows=10)
+    assert store.load() == {}
+    for first in range(0, 50, 5):
+        store.add([("orders", 0, first + 5, rows(first, 5))])
+    assert len(store._gens) == 5
+    assert store.by_id(23, 10) == [("orders", 0, 23)]
+    page = store.by_correlation(7, None, 100)
+    assert [r[4] for r in page] == list(range(50))  # publish order, across generations
+    more = store.by_correlation(7, (page[19][0], page[19][1]), 5)
+    assert [r[4] for r in more] == [20, 21, 22, 23, 24]
+    store.close()
+    again = SqliteIndex(tmp_path / "index.sqlite3", generation_rows=10)
+    assert again.load() == {("orders", 0): 50}
+    again.add([("orders", 0, 51, rows(50, 1))])
+    assert [r[4] for r in again.by_correlation(7, None, 100)][-2:] == [49, 50]
+    again.close()
+
+
+def test_retention_drops_whole_generations_oldest_first(tmp_path: Path) -> None:
+    store = SqliteIndex(tmp_path / "index.sqlite3", generation_rows=10)
+    store.load()
+    for first in range(0, 40, 10):
+        store.add([("orders", 0, first + 10, rows(first, 10)), ("other", 0, 1, [])])
+    assert len(store._gens) == 4
+    assert store.prune({("orders", 0): 15, ("other", 0): 0}) == 1  # offsets 0-9 only
+    assert store.by_id(3, 10) == []
+    assert store.by_id(12, 10) == [("orders", 0, 12)]
+    assert store.prune({("orders", 0): 39, ("other", 0): 0}) == 2  # never the newest
+    assert [r[4] for r in store.by_correlation(7, None, 100)] == list(range(30, 40))
+    store.forget("orders")  # a deleted topic's rows are never answered
+    assert store.by_id(35, 10) == []
+    assert store.load() == {("other", 0): 1}
+    store.close()
