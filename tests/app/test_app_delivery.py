@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,7 @@ async def test_payloads_are_typed_by_the_annotation(target: str | None) -> None:
     assert bad.id == "bad-reading"
     assert bad.get("dlqdeliveries") == 1
     assert bad.get("dlqgroup") == f"typed-{s}"
+    assert abs(datetime.now(UTC) - datetime.fromisoformat(bad.get("dlqtime"))) < timedelta(minutes=1)
     assert "celsius" in bad.get("dlqreason") and "Reading" in bad.get("dlqreason")
 
 
