@@ -26,7 +26,16 @@ from typing import Any
 import aiohttp
 import pytest
 from chromium import CHROMIUM, LAUNCH_ARGS, NEEDS_CHROMIUM
-from hubapi import expect, fetch, get_group, group_post, poll_until, put_group, put_topic
+from hubapi import (
+    expect,
+    fetch,
+    get_group,
+    group_post,
+    poll_until,
+    publish,
+    put_group,
+    put_topic,
+)
 from hubproc import HubFactory
 from receivers import Answer, Received, Receiver
 from shoporders import TOPICS, load_orders
@@ -52,10 +61,10 @@ VIEWS = [
     ("publish", "#publish-form"),
 ]
 
-MEASURE = """() => {
+MEASURE = r"""() => {
   const vw = window.innerWidth;
   const name = (el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
-    (el.className && typeof el.className === "string" ? "." + el.className.trim().split(/\\s+/).join(".") : "");
+    (el.className && typeof el.className === "string" ? "." + el.className.trim().split(/\s+/).join(".") : "");
   const shown = (el) => {
     const r = el.getBoundingClientRect();
     if (r.width === 0 && r.height === 0) return false;
@@ -108,6 +117,16 @@ MEASURE = """() => {
     }
   }
   out.misaligned = [...new Set(out.misaligned)];
+  // 24 h local time everywhere: no AM/PM in the text, no field that shows the
+  // browser's locale (datetime-local and time fields show 12 h in en-US).
+  out.clock12 = [...document.body.innerText.matchAll(/\b\d{1,2}:\d{2}(:\d{2})?\s?[AP]M\b/gi)].map((m) => m[0]);
+  for (const el of document.querySelectorAll('input[type="datetime-local"], input[type="time"]')) {
+    out.clock12.push(`${name(el)} (type ${el.type})`);
+  }
+  // What is shown whole is not cut: a pre or a card that would scroll hides its end.
+  out.clipped = [...document.querySelectorAll("#view pre, #view .card")].filter(shown)
+    .filter((el) => el.scrollHeight > el.clientHeight + 1 || el.scrollWidth > el.clientWidth + 1)
+    .map((el) => `${name(el)} shows ${el.clientHeight} of ${el.scrollHeight} px`);
   if (window.flow && document.querySelector("#flow-graph")) out.flow = window.flow.measure();
   return out;
 }"""
@@ -134,6 +153,12 @@ async def stage(http: aiohttp.ClientSession, base: str, receiver: Receiver) -> d
         async with http.post(f"{base}/v1/webhooks", json=body) as resp:
             hooks[name] = (await expect(resp, 201))["id"]
     await load_orders(http, base)
+    # The cancelled order o-1004 goes through three more services: seven lanes to trace.
+    for n, service in enumerate(["notifications", "fraud-screening", "customer-ledger"]):
+        event = {"id": f"o-1004-x{n}", "type": f"{service}.noted", "source": f"/services/{service}",
+                 "correlationid": "o-1004", "partitionkey": "o-1004",
+                 "data": {"order_id": "o-1004", "note": f"{service} saw the cancellation " * 3}}  # fmt: skip
+        await publish(http, base, "orders", event)
     # An App's group is named after it: inventory takes orders, payments takes
     # inventory, shipping takes payments, notifications takes shipping.
     for topic, group in [("orders", "inventory"), ("inventory", "payments"),
@@ -213,6 +238,8 @@ async def test_every_view_fits_reads_and_aligns(
                 problems += [f"{where}: text under {MIN_FONT_PX} px: {s}" for s in got["small"][:8]]
                 problems += [f"{where}: {m}" for m in got["misaligned"][:8]]
                 problems += [f"{where}: {t}" for t in trouble]
+                problems += [f"{where}: 12 h time: {t}" for t in got["clock12"]]
+                problems += [f"{where}: cut: {c}" for c in got["clipped"]]
                 if "flow" in got:
                     flow = got["flow"]
                     assert flow["labels"] > 0

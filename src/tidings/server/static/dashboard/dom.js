@@ -125,13 +125,13 @@ export function fmtJson(value) {
  * its title and detail, and the field, header or parameter it names.
  */
 export function errorBox(err) {
-  const text = err && err.status
-    ? `${err.status} ${err.message}`
-    : String(err && err.message ? err.message : err);
   const problem = err && err.problem;
+  const title = problem && problem.title && problem.title !== err.message ? `${problem.title}: ` : "";
+  const text = err && err.status
+    ? `${err.status} ${title}${err.message}`
+    : String(err && err.message ? err.message : err);
   const named = problem ? ["field", "attribute", "index", "header", "limit"].filter((k) => problem[k] != null) : [];
   return h("div", { class: "error", role: "alert" },
-    problem && problem.title && problem.title !== err.message ? h("strong", {}, `${problem.title}: `) : null,
     text,
     named.length ? h("div", { class: "small" }, named.map((k) => `${k}: ${problem[k]}`).join(" · ")) : null);
 }

@@ -86,7 +86,7 @@ export function mount(root, params, { sampler, go }) {
       event.datacontenttype = "application/json";
       event.data = data;
     }
-    const answer = await call("POST", `/v1/topics/${enc(topic)}/events`, event);
+    const answer = await call("POST", `/v1/topics/${enc(topic)}/events`, event, "application/cloudevents+json");
     const [pos] = answer.events;
     sampler.sample();
     return ok(
@@ -98,7 +98,7 @@ export function mount(root, params, { sampler, go }) {
 
   // -- create a topic ---------------------------------------------------------------
   const topicName = h("input", { id: "topic-name", required: true, placeholder: "orders" });
-  const topicParts = h("input", { id: "topic-partitions", type: "number", min: 1, max: 1024, step: 1, value: 1, required: true });
+  const topicParts = h("input", { id: "topic-partitions", type: "number", min: 1, step: 1, value: 1, required: true });
   const topicOut = h("div", { id: "topic-result", "aria-live": "polite" });
   const topicForm = h("form", { id: "topic-form", class: "form", autocomplete: "off" },
     h("h2", {}, "Create a topic"),
