@@ -88,9 +88,13 @@ const MIN_LABEL_PX = 11.5;
 const MIN_ZOOM = MIN_LABEL_PX / FONT_PX;
 const MAX_ZOOM_OPEN = 1.25;
 const FONT = `${FONT_PX}px system-ui, sans-serif`;
-const MAX_LINE_PX = 300;
-const PAD_X = 12;
-const LINE_PX = 18;
+// Boxes are narrow so that a whole chain fits across the page: a line is wrapped
+// after a ".", "/", "-" or space to about WRAP_PX, and one word past MAX_LINE_PX is
+// cut with an ellipsis (the whole text is in the detail beside the map).
+const WRAP_PX = 104;
+const MAX_LINE_PX = 150;
+const PAD_X = 10;
+const LINE_PX = 17;
 
 let measurer = null;
 function textWidth(text) {
@@ -99,21 +103,36 @@ function textWidth(text) {
   return measurer.measureText(text).width;
 }
 
-/** A line cut with an ellipsis to fit MAX_LINE_PX (the whole text is in the detail). */
-function fit(line) {
-  if (textWidth(line) <= MAX_LINE_PX) return line;
+function cut(word) {
+  if (textWidth(word) <= MAX_LINE_PX) return word;
   let lo = 0;
-  let hi = line.length;
+  let hi = word.length;
   while (lo < hi) {
     const mid = Math.ceil((lo + hi) / 2);
-    if (textWidth(line.slice(0, mid) + "…") <= MAX_LINE_PX) lo = mid;
+    if (textWidth(word.slice(0, mid) + "…") <= MAX_LINE_PX) lo = mid;
     else hi = mid - 1;
   }
-  return line.slice(0, lo) + "…";
+  return word.slice(0, lo) + "…";
+}
+
+/** One line as lines of about WRAP_PX, broken after . / - or a space. */
+export function wrap(line) {
+  const words = line.match(/[^./\- ]*[./\- ]*/g).filter(Boolean).map(cut);
+  const out = [];
+  let cur = "";
+  for (const w of words) {
+    if (cur && textWidth((cur + w).trimEnd()) > WRAP_PX) {
+      out.push(cur.trimEnd());
+      cur = "";
+    }
+    cur += w;
+  }
+  if (cur.trim()) out.push(cur.trimEnd());
+  return out;
 }
 
 function lines(...parts) {
-  return parts.filter(Boolean).map(fit).join("\n");
+  return parts.filter(Boolean).flatMap(wrap).join("\n");
 }
 
 /** The graph as Cytoscape elements, and rows for the table beside it. */
@@ -143,10 +162,8 @@ function buildGraph({ seen, causes }, groups, webhooks) {
   const serviceNode = (src) => {
     const held = runs.get(src) || [];
     const lag = held.reduce((a, g) => a + (g.lag || 0), 0);
-    const byName = new Map();
-    for (const g of held) byName.set(g.name, [...(byName.get(g.name) || []), g.topic]);
-    const groupLines = [...byName].map(([name, topics]) => `group ${name} on ${topics.join(", ")}`);
-    return node(`source:${src}`, "source", lines(src, ...groupLines, lag ? `lag ${fmtNumber(lag)}` : ""), {
+    // Its groups are listed when it is clicked; the box stays narrow.
+    return node(`source:${src}`, "source", lines(src, lag ? `lag ${fmtNumber(lag)}` : ""), {
       source: src, groups: held.map((g) => ({ topic: g.topic, name: g.name })),
       trouble: held.some((g) => g.dead_lettered > 0) ? "yes" : "no",
     });
@@ -172,7 +189,7 @@ function buildGraph({ seen, causes }, groups, webhooks) {
     }
     for (const w of webhooks || []) {
       if (!w.topics.includes(s.topic) || !typeMatches(w.types, s.type)) continue;
-      const wid = node(`webhook:${w.id}`, "webhook", lines(w.description || w.id, w.url, `webhook · ${w.state}`),
+      const wid = node(`webhook:${w.id}`, "webhook", lines(w.description || w.id, `webhook · ${w.state}`),
         { webhook: w.id, name: w.description || w.id, url: w.url, trouble: w.state === "healthy" ? "no" : "yes" });
       edge(typeId, wid, { kind: "takes" });
       takers.push(`webhook ${w.description || w.id} (${w.state})`);
@@ -263,7 +280,7 @@ export function layered(nodes, edges) {
   }
   const size = new Map(nodes.map((n) => [n.data.id, n.data]));
   const positions = {};
-  const GAP_X = 56;
+  const GAP_X = 30;
   const GAP_Y = 16;
   const heights = columns.map((col) => (col || []).reduce((a, id) => a + size.get(id).h + GAP_Y, -GAP_Y));
   const tallest = Math.max(0, ...heights);
@@ -311,12 +328,14 @@ export function mount(root, params, { sampler, go }) {
   const info = h("aside", { class: "detail", id: "flow-detail" });
   const list = h("section", { id: "flow-table" });
   const refresh = h("button", { type: "button", id: "flow-refresh" }, "Redraw");
+  const wider = h("span", { id: "flow-wider", class: "muted", hidden: true },
+    "The map is wider than the page at a readable size: drag it to see the rest.");
   fill(root, h("h1", {}, "Flow map"),
     h("p", { class: "muted" },
       "Left to right as events flow: services → the event types they emit, per topic → the services " +
       "(by their consumer groups) and webhooks that take them, and so on down the chain; " +
       `from each topic's last ${SAMPLE_PER_PARTITION} events a partition. Drag to pan, click a box for more.`),
-    h("div", { class: "controls" }, refresh),
+    h("div", { class: "controls" }, refresh, wider),
     h("div", { class: "panel" }, graph), info, list);
   let cy = null;
   let ready = false;
@@ -367,6 +386,7 @@ export function mount(root, params, { sampler, go }) {
     cy.zoom(zoom);
     const box = cy.elements().boundingBox();
     const fits = box.w * zoom <= graph.clientWidth - 2 * PAD;
+    wider.hidden = fits;
     cy.pan({
       x: fits ? (graph.clientWidth - box.w * zoom) / 2 - box.x1 * zoom : PAD - box.x1 * zoom,
       y: PAD - box.y1 * zoom,
