@@ -213,8 +213,8 @@ async def test_every_view_fits_reads_and_aligns(
 
             page.on("response", answered)
             await page.goto(f"{hub.base_url}/?poll=500#/overview")
-            for route, ready in VIEWS:
-                route = route.format(**hooks)
+            for template, ready in VIEWS:
+                route = template.format(**hooks)
                 trouble.clear()
                 await page.evaluate("(r) => { location.hash = '#/' + r; }", route)
                 try:
@@ -227,7 +227,7 @@ async def test_every_view_fits_reads_and_aligns(
                     await page.wait_for_function("() => window.flow && window.flow.ready")
                 await asyncio.sleep(1.2)  # two more samples: the view as it settles
                 got = await page.evaluate(MEASURE)
-                name = route.replace("?", "_").replace("&", "_").replace("=", "-")
+                name = template.replace("?", "_").replace("&", "_").replace("=", "-").replace("{", "").replace("}", "")
                 shot = SHOTS / f"{name}-{width}x{height}.png"
                 await page.screenshot(path=str(shot), full_page=True)
                 print("screenshot:", shot)
