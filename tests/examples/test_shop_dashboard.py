@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ async def test_every_view_shows_the_shop(shop: Stack, tmp_path: Path) -> None:
             "source:/apps/shipping", "type:shipments:shipment.created",
             "source:/apps/notifications", "type:notifications:customer.notified",
         ]  # fmt: skip
-        for a, b in zip(chain, chain[1:], strict=False):
+        for a, b in itertools.pairwise(chain):
             assert f"{a}->{b}" in edges
         boxes = await page.evaluate("window.flow.boxes()")
         lefts = [boxes[n]["x1"] for n in chain]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,8 @@ async def test_groups_show_lag_and_dead_letters_and_redrive_and_seek_take_effect
         # "dead-lettered" is when it was dead-lettered (dlqtime), not when it was published.
         [record, *_] = (await read(http, base, "orders.dlq"))["records"]
         fmt = "async (t) => (await import('/static/dashboard/dom.js')).fmtTime(t)"
-        shown = await page.locator('#dead-letters tr.dead-letter[data-offset="0"] td').first.inner_text()
+        cell = page.locator('#dead-letters tr.dead-letter[data-offset="0"] td').first
+        shown = await cell.inner_text()
         assert shown == await page.evaluate(fmt, record["event"]["dlqtime"])
         assert shown != await page.evaluate(fmt, record["event"]["time"])
         assert await text(page, '[data-metric="dead-lettered"] .value') == "2"
@@ -338,7 +340,8 @@ async def test_webhooks_show_failures_and_enable_replay_and_test_take_effect(
         await page.evaluate(f"location.hash = '#/webhooks?id={hooks['crm']}'")
         await page.locator("#webhook-detail h2").get_by_text(hooks["crm"]).wait_for()
         await page.click("#webhook-test")
-        await page.locator('#webhook-result .ok[data-outcome="success"]').get_by_text("success 200").wait_for()
+        passed = page.locator('#webhook-result .ok[data-outcome="success"]')
+        await passed.get_by_text("success 200").wait_for()
         assert len(at("/crm", "tidings.webhook.test")) == 1
 
         # Replay since an hour ago: every order event goes out again.
@@ -442,7 +445,7 @@ async def test_flow_map_reads_left_to_right_as_the_chain_of_services(
             "source:/services/payments", "type:payments:payment.succeeded",
             "source:/services/shipping", "type:shipping:shipment.created", f"webhook:{hook}",
         ]  # fmt: skip
-        for a, b in zip(chain, chain[1:], strict=False):
+        for a, b in itertools.pairwise(chain):
             assert f"{a}->{b}" in edges
         # Left to right: each link of the chain is drawn right of the one before.
         boxes = await page.evaluate("window.flow.boxes()")

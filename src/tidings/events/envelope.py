@@ -128,7 +128,7 @@ def now_rfc3339() -> str:
 
 
 def rfc3339_ms(ms: int) -> str:
-    """``ms`` since the epoch as RFC 3339 UTC to the millisecond, e.g. ``2026-11-27T03:26:25.123Z``."""
+    """``ms`` since the epoch as RFC 3339 UTC to the ms, e.g. ``2026-11-27T03:26:25.123Z``."""
     return f"{_time.strftime('%Y-%m-%dT%H:%M:%S', _time.gmtime(ms // 1000))}.{ms % 1000:03d}Z"
 
 
