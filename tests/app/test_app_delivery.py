@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,8 @@ async def test_payloads_are_typed_by_the_annotation(target: str | None) -> None:
     assert bad.id == "bad-reading"
     assert bad.get("dlqdeliveries") == 1
     assert bad.get("dlqgroup") == f"typed-{s}"
+    # when it was dead-lettered, by the hub's clock (a test clock here)
+    assert datetime.fromisoformat(bad.get("dlqtime")).tzinfo == UTC
     assert "celsius" in bad.get("dlqreason") and "Reading" in bad.get("dlqreason")
 
 

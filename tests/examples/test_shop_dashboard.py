@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -118,12 +119,29 @@ async def test_every_view_shows_the_shop(shop: Stack, tmp_path: Path) -> None:
         assert await row.get_attribute("data-state") == "healthy"
         await page.screenshot(path=str(tmp_path / "webhooks.png"), full_page=True)
 
-        # The flow map: the services' groups take the types the others emit.
+        # The flow map: the shop's chain, each service (its App's groups) taking the
+        # types the one before emits, drawn left to right.
         await page.click('#nav a[data-view="flow"]')
         # (wait_for_function would poll with eval, which the page's CSP forbids)
         await page.locator('#flow-table tr[data-type="order.placed"]').wait_for()
         await page.locator("#flow-graph canvas").first.wait_for()
         nodes = set(await page.evaluate("window.flow.nodes()"))
-        assert {"group:orders:inventory", "group:inventory:payments",
-                "group:payments:shipping", f"webhook:{partner['id']}"} <= nodes  # fmt: skip
+        edges = set(await page.evaluate("window.flow.edges()"))
+        assert f"webhook:{partner['id']}" in nodes
+        assert not any(n.startswith("group:") for n in nodes), nodes  # all are the Apps'
+        [placer] = [e.split("->")[0] for e in edges if e.endswith("->type:orders:order.placed")]
+        chain = [
+            placer, "type:orders:order.placed",
+            "source:/apps/inventory", "type:inventory:inventory.reserved",
+            "source:/apps/payments", "type:payments:payment.succeeded",
+            "source:/apps/shipping", "type:shipments:shipment.created",
+            "source:/apps/notifications", "type:notifications:customer.notified",
+        ]  # fmt: skip
+        for a, b in itertools.pairwise(chain):
+            assert f"{a}->{b}" in edges
+        boxes = await page.evaluate("window.flow.boxes()")
+        lefts = [boxes[n]["x1"] for n in chain]
+        assert lefts == sorted(lefts) and len(set(lefts)) == len(lefts), lefts
+        measured = await page.evaluate("window.flow.measure()")
+        assert measured["smallest"] >= 11 and measured["spill"] == []
         await page.screenshot(path=str(tmp_path / "flow.png"), full_page=True)

@@ -10,7 +10,7 @@ import base64
 import random
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -739,6 +739,10 @@ async def test_max_deliver_moves_the_event_to_the_default_dead_letter_topic(
     assert event["dlqgroup"] == "g"
     assert event["dlqdeliveries"] == 2
     assert "ack_wait" in event["dlqreason"] and "2" in event["dlqreason"]
+    # When it was dead-lettered, not when it was published: after the second ack_wait.
+    dead_at = datetime.fromisoformat(event["dlqtime"])
+    assert dead_at - datetime.fromisoformat(event["time"]) >= timedelta(seconds=0.6)
+    assert abs(datetime.now(UTC) - dead_at) < timedelta(seconds=20)
 
     assert await fetch(http, base, t, "g", wait=0.5) == []
     info = await get_group(http, base, t, "g")

@@ -45,6 +45,7 @@ from tidings.app.pool import WorkerPool
 from tidings.app.remembering import HandledIds
 from tidings.app.transport import GroupSpec, Incoming, Transport
 from tidings.errors import StaleLease, TidingsError
+from tidings.events.envelope import rfc3339_ms
 
 if TYPE_CHECKING:
     from tidings.app.handlers import Next
@@ -361,6 +362,7 @@ class Consumer:
             dlqgroup=spec.group,
             dlqreason=reason[:4000],
             dlqdeliveries=msg.deliveries,
+            dlqtime=rfc3339_ms(self.transport.clock.time_ms()),
         )
         if trace:
             ev["dlqtraceback"] = trace

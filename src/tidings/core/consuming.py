@@ -27,6 +27,7 @@ from tidings.core.positions import check_name, is_token
 from tidings.core.skipping import Skipped, read_past_damage
 from tidings.core.storage import Retention
 from tidings.errors import BadPosition, BadRequest, GroupNotFound, StorageUnavailable
+from tidings.events.envelope import rfc3339_ms
 
 if TYPE_CHECKING:
     from tidings.core.hub import Topic
@@ -39,6 +40,7 @@ logger = logging.getLogger("tidings.hub")
 MAX_WAIT_S = 60.0
 _DLQ_ATTRIBUTES = (
     "dlqtopic", "dlqpartition", "dlqoffset", "dlqgroup", "dlqreason", "dlqdeliveries",
+    "dlqtime",
 )  # fmt: skip
 
 
@@ -429,6 +431,7 @@ class GroupOps:
         target = g.config.dead_letter_topic or f"{topic.name}.dlq"
         dlq = self._dead_letter_topic(target)
         payloads = []
+        when = rfc3339_ms(self.clock.time_ms())
         for d in dead:
             event = orjson.loads(d.payload)
             event.update(
@@ -438,6 +441,7 @@ class GroupOps:
                 dlqgroup=g.name,
                 dlqreason=d.reason,
                 dlqdeliveries=d.deliveries,
+                dlqtime=when,
             )
             payloads.append(orjson.dumps(event))
         # Saved first, with where the copies will land: a crash after the append

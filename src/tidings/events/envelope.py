@@ -48,6 +48,7 @@ __all__ = [
     "new_event_id",
     "normalize_event",
     "now_rfc3339",
+    "rfc3339_ms",
     "serialize",
 ]
 
@@ -156,6 +157,11 @@ def now_rfc3339() -> str:
         prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(seconds))
         _second = (seconds, prefix)
     return f"{prefix}.{ns % 1_000_000_000 // 1000:06d}Z"
+
+
+def rfc3339_ms(ms: int) -> str:
+    """``ms`` since the epoch as RFC 3339 UTC to the ms, e.g. ``2026-11-27T03:26:25.123Z``."""
+    return f"{_time.strftime('%Y-%m-%dT%H:%M:%S', _time.gmtime(ms // 1000))}.{ms % 1000:03d}Z"
 
 
 # Values already checked, so that a stream of events from one producer pays for each

@@ -32,14 +32,17 @@ export class ApiError extends Error {
   }
 }
 
-/** fetch one API path; resolves to the parsed JSON (or text), throws ApiError. */
-export async function call(method, path, body = undefined) {
+/**
+ * fetch one API path; resolves to the parsed JSON (or text), throws ApiError. A body
+ * goes as JSON, typed `contentType` (a publish takes application/cloudevents+json).
+ */
+export async function call(method, path, body = undefined, contentType = "application/json") {
   const headers = {};
   const token = getToken();
   if (token) headers.authorization = `Bearer ${token}`;
   const init = { method, headers };
   if (body !== undefined) {
-    headers["content-type"] = "application/json";
+    headers["content-type"] = contentType;
     init.body = JSON.stringify(body);
   }
   const resp = await fetch(path, init);

@@ -6,23 +6,25 @@
 //   #/webhooks?id=wh_...            endpoints, attempts, enable, replay, test
 //   #/trace?id=o-1                  the events of one correlationid, as a timeline
 //   #/trace?q=...                   the search box: a correlationid, or an event id
-//   #/flow                          sources → event types → groups and webhooks, a graph
+//   #/flow                          services → event types → services and webhooks, a graph
 //   #/catalog?type=order.placed     event types: schema versions and diffs, producers, consumers
+//   #/publish                       publish a test event; create a topic or a group
 //
 // ?poll=MS in the page's own query sets how often the hub is sampled (default 2000).
 
 import { getToken, setToken } from "./api.js";
 import * as catalog from "./catalog.js";
-import { fill, h } from "./dom.js";
+import { fill, fmtClock } from "./dom.js";
 import * as flow from "./flow.js";
 import * as groups from "./groups.js";
 import * as overview from "./overview.js";
+import * as publish from "./publish.js";
 import { isAuthError, Sampler } from "./sampler.js";
 import * as tail from "./tail.js";
 import * as trace from "./trace.js";
 import * as webhooks from "./webhooks.js";
 
-const VIEWS = { overview, tail, groups, webhooks, trace, flow, catalog };
+const VIEWS = { overview, tail, groups, webhooks, trace, flow, catalog, publish };
 
 const poll = Number(new URLSearchParams(location.search).get("poll")) || 2000;
 const sampler = new Sampler(Math.max(200, poll));
@@ -78,7 +80,7 @@ function showStatus() {
   notice.hidden = true;
   const last = sampler.last;
   status.className = "status ok";
-  status.textContent = last ? `live · sampled ${new Date(last.t).toLocaleTimeString()}` : "live";
+  status.textContent = last ? `live · sampled ${fmtClock(last.t)}` : "live";
   if (sampler.metricsError && isAuthError(sampler.metricsError)) {
     status.textContent += " · health needs an admin token";
   }

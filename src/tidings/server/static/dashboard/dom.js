@@ -36,10 +36,13 @@ export function fill(el, ...children) {
   return el;
 }
 
+/** A table; a header is aligned as its column's cells are (numbers to the right). */
 export function table(headers, rows, attrs = {}) {
+  const first = rows && rows.length ? rows[0] : null;
+  const numeric = (i) => Boolean(first && first.cells && first.cells[i] && first.cells[i].classList.contains("num"));
   return h(
     "table", attrs,
-    h("thead", {}, h("tr", {}, headers.map((x) => h("th", {}, x)))),
+    h("thead", {}, h("tr", {}, headers.map((x, i) => h("th", { class: numeric(i) ? "num" : null }, x)))),
     h("tbody", {}, rows),
   );
 }
@@ -71,6 +74,39 @@ export function fmtTime(t) {
     `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
 }
 
+/** A time of day, 24 h, local: 14:03:07. */
+export function fmtClock(t) {
+  const d = new Date(t);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** A Date as the text a time field takes: local, 24 h, to the second. */
+export function fmtInputTime(d) {
+  return fmtTime(d).slice(0, 19);
+}
+
+/**
+ * A time typed as local "YYYY-MM-DD HH:MM[:SS]" (24 h; a T for the space will do), or
+ * an RFC 3339 time with its offset: a Date, or null when it is neither.
+ */
+export function parseInputTime(text) {
+  const t = String(text).trim();
+  const m = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?$/.exec(t);
+  if (m) {
+    const [y, mo, d, hh, mi, ss = "0", ms = "0"] = m.slice(1);
+    const date = new Date(+y, +mo - 1, +d, +hh, +mi, +ss, +ms.padEnd(3, "0"));
+    const same = date.getFullYear() === +y && date.getMonth() === +mo - 1 && date.getDate() === +d &&
+      date.getHours() === +hh && date.getMinutes() === +mi;
+    return same ? date : null;
+  }
+  if (/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i.test(t)) {
+    const date = new Date(t);
+    return Number.isNaN(date.getTime()) ? null : date;
+  }
+  return null;
+}
+
 export function fmtAgo(ms) {
   if (ms == null) return "never";
   const s = Math.max(0, (Date.now() - ms) / 1000);
@@ -84,12 +120,20 @@ export function fmtJson(value) {
   return JSON.stringify(value, null, 2);
 }
 
-/** A banner saying what went wrong, with the hub's problem detail when there is one. */
+/**
+ * A banner saying what went wrong, with the hub's problem detail when there is one:
+ * its title and detail, and the field, header or parameter it names.
+ */
 export function errorBox(err) {
+  const problem = err && err.problem;
+  const title = problem && problem.title && problem.title !== err.message ? `${problem.title}: ` : "";
   const text = err && err.status
-    ? `${err.status} ${err.message}`
+    ? `${err.status} ${title}${err.message}`
     : String(err && err.message ? err.message : err);
-  return h("div", { class: "error", role: "alert" }, text);
+  const named = problem ? ["field", "attribute", "index", "header", "limit"].filter((k) => problem[k] != null) : [];
+  return h("div", { class: "error", role: "alert" },
+    text,
+    named.length ? h("div", { class: "small" }, named.map((k) => `${k}: ${problem[k]}`).join(" · ")) : null);
 }
 
 /** A small status label: healthy, failing, disabled, ... */

@@ -5,7 +5,7 @@
 
 import { enc, get, post } from "./api.js";
 import { TimeChart } from "./chart.js";
-import { badge, errorBox, fill, fmtJson, fmtNumber, fmtTime, h, table } from "./dom.js";
+import { badge, errorBox, fill, fmtInputTime, fmtJson, fmtNumber, fmtTime, h, parseInputTime, table } from "./dom.js";
 import { eventDetail } from "./events.js";
 
 const DEAD_LETTERS_SHOWN = 200;
@@ -90,7 +90,10 @@ function groupDetail(root, topic, name, sampler, go) {
     h("option", { value: "latest" }, "the end (latest): skip the backlog"),
     h("option", { value: "time" }, "a time"),
     h("option", { value: "token" }, "a position token"));
-  const seekTime = h("input", { id: "seek-time", type: "datetime-local", step: "1", hidden: true });
+  // A text field, not datetime-local: that one shows the browser's locale (12 h in
+  // en-US), and every time on this page is 24 h local.
+  const seekTime = h("input", { id: "seek-time", placeholder: "YYYY-MM-DD HH:MM:SS", size: 19, hidden: true,
+    value: fmtInputTime(new Date(Date.now() - 3600_000)) });
   const seekToken = h("input", { id: "seek-token", placeholder: "0:15,1:7", hidden: true });
   seekKind.addEventListener("change", () => {
     seekTime.hidden = seekKind.value !== "time";
@@ -115,8 +118,12 @@ function groupDetail(root, topic, name, sampler, go) {
     ev.preventDefault();
     let to = seekKind.value;
     if (to === "time") {
-      if (!seekTime.value) return;
-      to = new Date(seekTime.value).toISOString();
+      const when = parseInputTime(seekTime.value);
+      if (!when) {
+        fill(result, errorBox(`Not a time: "${seekTime.value}". Write it as YYYY-MM-DD HH:MM:SS, 24 h, local time.`));
+        return;
+      }
+      to = when.toISOString();
     } else if (to === "token") {
       to = seekToken.value.trim();
     }
@@ -191,7 +198,7 @@ function groupDetail(root, topic, name, sampler, go) {
             row.classList.add("selected");
             fill(eventBox, eventDetail(r, { traceHref: (id) => `#/trace?id=${encodeURIComponent(id)}` }));
           } },
-        h("td", { class: "nowrap" }, fmtTime(ev.time)),
+        h("td", { class: "nowrap", title: `published ${fmtTime(ev.time)}` }, ev.dlqtime ? fmtTime(ev.dlqtime) : "–"),
         h("td", {}, ev.type),
         h("td", { class: "reason" }, String(ev.dlqreason ?? "")),
         h("td", { class: "num" }, fmtNumber(ev.dlqdeliveries)),

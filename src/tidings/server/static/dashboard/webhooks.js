@@ -3,7 +3,7 @@
 // time, send a test event, send dead letters again.
 
 import { enc, get, metric, patch, post } from "./api.js";
-import { badge, errorBox, fill, fmtAgo, fmtNumber, fmtTime, h, table } from "./dom.js";
+import { badge, errorBox, fill, fmtAgo, fmtInputTime, fmtNumber, fmtTime, h, parseInputTime, table } from "./dom.js";
 
 const LAST_ATTEMPTS = 5;
 const ATTEMPTS_SHOWN = 100;
@@ -131,17 +131,23 @@ function webhookDetail(root, id, sampler, go) {
   filter.addEventListener("change", () => refresh());
   const enableBtn = h("button", { type: "button", id: "webhook-enable" }, "Enable");
   const testBtn = h("button", { type: "button", id: "webhook-test" }, "Send a test event");
-  const hourAgo = new Date(Date.now() - 3600_000 - new Date().getTimezoneOffset() * 60_000);
-  const since = h("input", { id: "replay-since", type: "datetime-local", step: "1", value: hourAgo.toISOString().slice(0, 19) });
+  // A text field, not datetime-local, whose look follows the browser's locale (12 h in
+  // en-US): every time on this page is 24 h local.
+  const since = h("input", { id: "replay-since", placeholder: "YYYY-MM-DD HH:MM:SS", size: 19,
+    value: fmtInputTime(new Date(Date.now() - 3600_000)) });
   const replayBtn = h("button", { type: "submit", id: "webhook-replay" }, "Replay");
   const redeadBtn = h("button", { type: "button", id: "webhook-replay-dead" }, "Send dead letters again");
   let view = null;
 
+  // fn answers what to show, or {failed: what} when the hub did it and it went wrong
+  // (a test event the endpoint refused): shown as a failure, never in green.
   async function act(what, fn) {
     fill(result, h("span", { class: "muted" }, `${what}…`));
     try {
       const answer = await fn();
-      fill(result, h("div", { class: "ok" }, `${what}: `, answer));
+      fill(result, answer && answer.failed
+        ? h("div", { class: "error", role: "alert", "data-outcome": "failed" }, `${what} failed: `, answer.failed)
+        : h("div", { class: "ok", "data-outcome": "success" }, `${what}: `, answer));
       await refresh();
       sampler.sample();
     } catch (err) {
@@ -159,13 +165,18 @@ function webhookDetail(root, id, sampler, go) {
   testBtn.addEventListener("click", () => act("Test event", async () => {
     const answer = await post(`${hookUrl(id)}/test`);
     const a = answer.attempt;
-    return h("span", {}, outcomeBadge(a), ` in ${fmtNumber(a.latency_ms)} ms `, whyFailing(a));
+    const shown = h("span", {}, outcomeBadge(a), ` in ${fmtNumber(a.latency_ms)} ms `, whyFailing(a));
+    return a.outcome === "success" ? shown : { failed: shown };
   }));
   const replayForm = h("form", { class: "controls", onsubmit: (ev) => {
     ev.preventDefault();
-    if (!since.value) return;
-    const when = new Date(since.value).toISOString();
-    act(`Replay since ${when}`, async () => {
+    const at = parseInputTime(since.value);
+    if (!at) {
+      fill(result, errorBox(`Not a time: "${since.value}". Write it as YYYY-MM-DD HH:MM:SS, 24 h, local time.`));
+      return;
+    }
+    const when = at.toISOString();
+    act(`Replay since ${fmtTime(at)}`, async () => {
       const answer = await post(`${hookUrl(id)}/replay`, { since: when });
       return `groups moved back to ${Object.entries(answer.topics).map(([t, p]) => `${t} ${p}`).join(", ")}`;
     });
