@@ -34,7 +34,7 @@ from campaign import LogCheck, Producer, Result, absorb, session, verify
 from fulldisk import small_disk
 from hubapi import group_post, put_group, put_topic, read_all
 from hubproc import HubProcess, free_port
-from killloops import KILL_AFTER_S, end_round
+from killloops import KILL_AFTER_S, START_TIMEOUT_S, end_round, round_hub
 
 from tidings.log import format as fmt
 
@@ -52,10 +52,13 @@ async def disk_full(root: Path, rounds: int, seconds: float, seed: int) -> Resul
             while done < rounds and time.monotonic() < deadline:
                 fsync = ("interval:5", "always")[done % 2]
                 hub = HubProcess(disk.path / "data", free_port(), fsync, ())
+                hub.start_timeout = START_TIMEOUT_S
                 hub.log_path = root / f"disk-full-{done}.hub.log"
                 done += 1
                 try:
                     await full_disk_round(hub, disk, rng, res)
+                except RuntimeError as exc:  # a hub that did not start: this round ends
+                    res.problem(str(exc)[:1500])
                 finally:
                     disk.free()
                     end_round(hub, res)
@@ -192,7 +195,7 @@ async def bit_flips(
     topic = "flips"
     while res.kills < kills and time.monotonic() < deadline:
         fsync = ("always", "interval:5")[rounds % 2]
-        hub = HubProcess(root / f"flips-{rounds}", free_port(), fsync, ("--segment-bytes", "16384"))
+        hub = round_hub(root, f"flips-{rounds}", fsync, "--segment-bytes", "16384")
         rounds += 1
         producers = [Producer(f"w{n}", random.Random(rng.random())) for n in range(2)]
         damaged: set[tuple[int, int]] = set()
@@ -220,6 +223,8 @@ async def bit_flips(
                     await check_flips(http, hub, topic, producers, damaged, res)
             async with session(30) as http:
                 await group_past_damage(http, hub, topic, producers, damaged, res)
+        except RuntimeError as exc:  # a hub that did not start: this round ends
+            res.problem(str(exc)[:1500])
         finally:
             absorb(producers, res)
             end_round(hub, res)
