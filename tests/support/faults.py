@@ -148,7 +148,10 @@ def batches_of(segment: Path) -> list[tuple[int, fmt.BatchHeader, fmt.Link | Non
     out = []
     pos = 0
     while pos + fmt.BATCH_HEADER_LEN <= len(raw):
-        header = fmt.BatchHeader(raw[pos : pos + fmt.BATCH_HEADER_LEN])
+        try:
+            header = fmt.BatchHeader(raw[pos : pos + fmt.BATCH_HEADER_LEN])
+        except ValueError:
+            break  # a header flipped by an earlier round: its size cannot be trusted
         if pos + header.size > len(raw) or not fmt.check_crc(header, raw[pos : pos + header.size]):
             break  # damaged already, or a tail being written
         out.append((pos, header, fmt.decode_link(header, raw[pos : pos + header.size])))
