@@ -48,8 +48,8 @@ bench: $(VENV)/.installed $(VENV)/.installed-bench
 soak: $(VENV)/.installed-test
 	$(BIN)/python tests/support/soak.py --seconds $(or $(SOAK_SECONDS),600)
 
-# Kill loops, a full disk, flipped bits, power cuts and the soak, bounded in time (about
-# 40 minutes on two cores); RELIABILITY_SCALE=0.1 for a quick look. See docs/reliability.md.
+# Kill loops, a full disk, flipped bits, power cuts and the soak, bounded in time (at
+# most about 45 minutes); RELIABILITY_SCALE=0.1 for a quick look. See docs/reliability.md.
 reliability: $(VENV)/.installed-test
 	$(BIN)/python tests/support/reliability.py
 

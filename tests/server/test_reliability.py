@@ -90,7 +90,7 @@ async def test_power_cuts() -> None:
 @pytest.mark.timeout(120)
 async def test_a_short_soak_stores_every_publish_once_in_order(tmp_path: Path) -> None:
     res = clean(await faults.soak(tmp_path, 8.0, rate=50.0, slow=20, topics=30))
-    assert res.acknowledged > 100
+    assert res.acknowledged > 10  # one at a time: few on a busy machine, none lost
 
 
 def test_the_full_suite_plans_a_thousand_kills_in_bounded_time() -> None:
