@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8700
 DATA_DIR ?= ./tidings-data
 
-.PHONY: run test bench demo soak clean
+.PHONY: run test bench demo soak reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ bench: $(VENV)/.installed $(VENV)/.installed-bench
 # Ten minutes of hostile clients beside ordinary publishes; prints a JSON summary.
 soak: $(VENV)/.installed-test
 	$(BIN)/python tests/support/soak.py --seconds $(or $(SOAK_SECONDS),600)
+
+# Kill loops, a full disk, flipped bits, power cuts and the soak, bounded in time (at
+# most about 45 minutes); RELIABILITY_SCALE=0.1 for a quick look. See docs/reliability.md.
+reliability: $(VENV)/.installed-test
+	$(BIN)/python tests/support/reliability.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

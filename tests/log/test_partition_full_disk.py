@@ -3,6 +3,8 @@ the partition heals once there is room, and what it kept opens clean."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +66,27 @@ async def test_a_partition_cut_short_mid_roll_heals_and_reopens_clean(
         assert [r[0] for r in again.read(0, 10_000, 1 << 30)] == list(range(end + 1))
     finally:
         await again.close()
+
+
+@pytest.mark.parametrize("policy", ["always", "interval:5"])
+async def test_a_failed_write_leaves_no_unhandled_error_to_the_loop(
+    disk: Disk, policy: str
+) -> None:
+    """The failure is logged once and refuses the appends; no callback or task of the
+    log lets it escape to the event loop (which would log it again, as a traceback)."""
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    log = PartitionLog.open(disk.path / "p", LogConfig(), FsyncPolicy.parse(policy))
+    await log.append([b"before"])
+    disk.fill()
+    with pytest.raises(StorageUnavailable):
+        for _ in range(1000):
+            await log.append([b"x" * 4000])
+    await asyncio.sleep(0.05)
+    gc.collect()  # a task's exception never retrieved is reported when it is collected
+    await asyncio.sleep(0)
+    assert log.failure is not None
+    disk.free()
+    await log.close()
+    assert unhandled == []

@@ -69,6 +69,7 @@ class HubProcess:
         self.log_path = data_dir.parent / f"{data_dir.name}.hub.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.start_timeout = START_TIMEOUT_S  # how long start() waits for /healthz
 
     @property
     def running(self) -> bool:
@@ -103,7 +104,7 @@ class HubProcess:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
@@ -118,7 +119,7 @@ class HubProcess:
                 pass
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError(f"hub not healthy after {START_TIMEOUT_S}s:\n{self.log_text()}")
+        raise RuntimeError(f"hub not healthy after {self.start_timeout}s:\n{self.log_text()}")
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code (None if not running)."""

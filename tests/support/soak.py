@@ -90,8 +90,15 @@ class Sampler:
         }
 
 
-async def publisher(url: str, stop: asyncio.Event, rate: float, out: dict[str, Any]) -> None:
-    """Single events to one topic at ``rate``/s; each latency recorded."""
+async def publisher(
+    url: str,
+    stop: asyncio.Event,
+    rate: float,
+    out: dict[str, Any],
+    acked: list[dict[str, Any]] | None = None,
+) -> None:
+    """Single events to one topic at ``rate``/s; each latency recorded, and each 202's
+    position put in ``acked`` if given."""
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     timeout = aiohttp.ClientTimeout(total=10)
@@ -110,10 +117,12 @@ async def publisher(url: str, stop: asyncio.Event, rate: float, out: dict[str, A
                     data=body,
                     headers={"content-type": "application/cloudevents+json"},
                 ) as r:
-                    await r.read()
+                    answer = await r.read()
                     statuses[str(r.status)] += 1
                     if r.status == 202:
                         latencies.append(time.perf_counter() - t0)
+                        if acked is not None:
+                            acked.extend(orjson.loads(answer)["events"])
             except (aiohttp.ClientError, TimeoutError) as exc:
                 statuses[type(exc).__name__] += 1
             i += 1
@@ -278,8 +287,18 @@ async def wide_patterns(url: str, stop: asyncio.Event, out: Counter[str]) -> Non
 
 
 async def soak(
-    url: str, port: int, pid: int, seconds: float, *, rate: float, slow: int, topic_count: int
+    url: str,
+    port: int,
+    pid: int,
+    seconds: float,
+    *,
+    rate: float,
+    slow: int,
+    topic_count: int,
+    acked: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """Every attacker beside the steady publisher for ``seconds``; the summary. The
+    publisher's 202 positions go into ``acked`` if given."""
     stop = asyncio.Event()
     sampler = Sampler(pid)
     result: dict[str, Any] = {"seconds": seconds}
@@ -289,7 +308,7 @@ async def soak(
     }
     tasks = [
         asyncio.create_task(sampler.run(stop)),
-        asyncio.create_task(publisher(url, stop, rate, result)),
+        asyncio.create_task(publisher(url, stop, rate, result, acked)),
         asyncio.create_task(slow_clients(port, stop, slow, counters["slow_clients"])),
         asyncio.create_task(big_headers(port, stop, counters["big_headers"])),
         asyncio.create_task(big_bodies(url, stop, counters["big_bodies"])),

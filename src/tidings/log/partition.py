@@ -324,9 +324,12 @@ class PartitionLog:
         if self._writer is None and self._handle is None:
             if self.policy.mode == "always":
                 self._writer = loop.create_task(self._write_and_sync())
+                # A failure has refused the appends and logged itself (see _fail); a
+                # flush that awaits the writer still gets it, the loop is not told again.
+                self._writer.add_done_callback(_retrieve)
             else:
                 # No fsync to wait for: a plain callback is cheaper than a task.
-                self._handle = loop.call_soon(self._write_now)
+                self._handle = loop.call_soon(self._write_soon)
         return fut
 
     def _write_queued(self) -> tuple[int, list[tuple[asyncio.Future[int], int]]]:
@@ -383,6 +386,12 @@ class PartitionLog:
         self._handle = None
         if self._queue:
             self._acknowledge(*self._write_queued())
+
+    def _write_soon(self) -> None:
+        """The loop's callback: a failure has refused the appends and logged itself
+        (see _fail), so it goes no further (the loop would log it again)."""
+        with contextlib.suppress(Exception):
+            self._write_now()
 
     async def _write_and_sync(self) -> None:
         """Group commit: write what is queued, fsync once, acknowledge it all; repeat."""
@@ -834,3 +843,9 @@ def _reserve_room(directory: Path) -> None:
     finally:
         os.close(fd)
         probe.unlink(missing_ok=True)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a finished writer's exception as seen (see _enqueue)."""
+    if not task.cancelled():
+        task.exception()
