@@ -42,7 +42,7 @@ def bench_http(
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    """Publish throughput over HTTP, beside a bare Starlette ceiling from the same run."""
+    """Publish throughput over HTTP, beside a bare ASGI ceiling from the same run."""
     from tidings.benchmarks.http_ingest import main as bench_main
 
     argv = ["--seconds", str(seconds)] + ([] if anchors else ["--no-anchors"])
