@@ -33,18 +33,17 @@ import asyncio
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
 import uvloop
+from pydantic import BaseModel
 from rich import box
 from rich.console import Console
 from rich.table import Table
-
-from pydantic import BaseModel
 
 from tidings.app.app import App
 from tidings.app.handlers import Context

@@ -1,16 +1,15 @@
 """Webhook deliveries per second, beside a bare aiohttp posting loop in the same run.
 
-Both post to the same receiver, a separate process on loopback that answers
-every POST with ``200 ok`` at once and counts them. The ceiling is one process
-on uvloop (as the hub runs) running ``--concurrency`` aiohttp tasks that post the same signed event over
-keep-alive connections, as fast as answers come. Ours is a ``tidings serve``
-process draining a backlog: the endpoint is registered disabled, ``--events``
-events are published, and the endpoint is enabled; deliveries are counted at
-the receiver. Each figure is the receiver's count over the middle of the run,
-so connection set-up and the tail do not count. Each round measures the
-ceiling right before and right after ours, and the ratio is ours over the mean
-of the two, so a machine that gets busier or quieter in between moves both.
-"""
+Both post to the same receiver, a separate process on loopback that answers every POST
+with ``200 ok`` at once and counts them. The ceiling is one process on uvloop (as the
+hub runs) running ``--concurrency`` aiohttp tasks that post the same signed event over
+keep-alive connections, as fast as answers come. Ours is a ``tidings serve`` process
+draining a backlog: the endpoint is registered disabled, ``--events`` events are
+published, and the endpoint is enabled; deliveries are counted at the receiver. Each
+figure is the receiver's count over the middle of the run, so connection set-up and the
+tail do not count. Each round measures the ceiling right before and right after ours,
+and the ratio is ours over the mean of the two, so a machine that gets busier or quieter
+in between moves both."""
 
 from __future__ import annotations
 
