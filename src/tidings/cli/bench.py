@@ -85,3 +85,23 @@ def bench_webhooks(
 
     argv = ["--concurrency", str(concurrency), "--events", str(events), "--rounds", str(rounds)]
     raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
+
+
+@bench_app.command("shop")
+def bench_shop(
+    rates: Annotated[
+        str, typer.Option(help="Orders/s of each step, comma-separated, rising")
+    ] = "10,25,50,100,150,200,300,400",
+    seconds: Annotated[float, typer.Option(min=1, max=600, help="Seconds per rate")] = 60.0,
+    drain: Annotated[
+        float, typer.Option(min=1, max=300, help="Seconds to wait for the rest after a step")
+    ] = 30.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """The shop's order chain under a rising order rate, beside the hub's publish capacity.
+
+    Run it from the root of the repository (it starts examples/shop)."""
+    from tidings.benchmarks.shop import main as bench_main
+
+    argv = ["--rates", rates, "--seconds", str(seconds), "--drain", str(drain)]
+    raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
