@@ -5,10 +5,11 @@ Everything handed in while the loop finishes its current turn, or while the
 previous request is out, goes in the next request: a batch of handlers that
 each return an event costs one publish, not one per event. One request is out
 at a time, so what was handed in earlier is stored earlier (the order of a
-key's events holds). A request is all or nothing: if it fails, every handler
-whose events were in it gets the error, as if it had published alone (its
-event is retried; ids of chained events are fixed, so a retry stores nothing
-twice).
+key's events holds). A request is all or nothing: if one that holds several
+handlers' events fails, each handler's events are sent again on their own, so a
+handler gets the error only if its own events cannot be stored, as if it had
+published alone (its event is then retried; ids of chained events are fixed,
+so a retry stores nothing twice).
 """
 
 from __future__ import annotations
@@ -88,10 +89,15 @@ class Outbox:
                 if not fut.done():
                     fut.cancel()
             raise
-        except Exception as exc:  # each handler that waits gets it, as its own failure
-            for _, fut in chunk:
-                if not fut.done():
-                    fut.set_exception(exc)
+        except Exception as exc:
+            if len(chunk) > 1:
+                # Nothing of it was stored. Each handler's events go again on their own,
+                # so that one handler's bad event fails that handler alone.
+                for item in chunk:
+                    await self._request(topic, [item])
+                return
+            if not chunk[0][1].done():
+                chunk[0][1].set_exception(exc)
             return
         for _, fut in chunk:
             if not fut.done():
