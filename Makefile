@@ -43,6 +43,7 @@ bench: $(VENV)/.installed $(VENV)/.installed-bench
 	$(BIN)/tidings bench http
 	$(BIN)/tidings bench ws
 	$(BIN)/tidings bench webhooks
+	$(BIN)/tidings bench shop
 
 # Ten minutes of hostile clients beside ordinary publishes; prints a JSON summary.
 soak: $(VENV)/.installed-test

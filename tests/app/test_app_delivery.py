@@ -307,3 +307,37 @@ async def test_handlers_past_the_stop_deadline_are_cut_and_their_events_handed_b
         await asyncio.wait_for(running.wait(), 20)
         await app.stop(timeout=0.2)
         assert await hub.group_state(topic, app.name) == (1, 0)  # due again, not leased
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_an_event_a_handler_returns_that_cannot_be_stored_fails_that_handler_alone(
+    target: str | None, concurrency: int
+) -> None:
+    # What handlers return goes out gathered (one request per topic); a bad event
+    # among them fails its own handler only, and the others' are stored once.
+    s = suffix()
+    topic, out = f"jobs-{s}", f"done-{s}"
+    app = App(f"worker-{s}", hub="http://127.0.0.1:1", poll_wait=0.5)
+    calls: dict[str, int] = {}
+
+    @app.on(topic, retries=1, backoff=0.05, concurrency=concurrency)
+    async def work(data: dict[str, Any]) -> dict[str, Any]:
+        job = data["job"]
+        calls[job] = calls.get(job, 0) + 1
+        if job == "bad":
+            return {"type": "job.done", "topic": out, "specversion": "2.0", "data": data}
+        return {"type": "job.done", "topic": out, "data": data}
+
+    async with TestHub(app, hub=target) as hub:
+        for job in ("a", "bad", "c", "d"):
+            await hub.publish(topic, type="job.queued", data={"job": job}, id=f"job-{job}")
+        await hub.drain()
+        done = await hub.events(out)
+        dead = await hub.events(f"{topic}.dlq")
+        lag, pending = await hub.group_state(topic, app.name)
+
+    assert sorted(e.data["job"] for e in done) == ["a", "c", "d"]
+    assert calls == {"a": 1, "bad": 2, "c": 1, "d": 1}
+    [bad] = dead
+    assert bad.id == "job-bad" and "specversion" in bad.get("dlqreason")
+    assert (lag, pending) == (0, 0)

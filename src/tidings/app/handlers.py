@@ -36,6 +36,7 @@ from tidings.events.envelope import Event
 
 if TYPE_CHECKING:
     from tidings.app.runner import Consumer
+    from tidings.app.transport import Incoming
 
 __all__ = ["Backoff", "Context", "Envelope", "HandlerSpec", "Middleware", "Next"]
 
@@ -428,37 +429,39 @@ class Context:
     first time).
     """
 
-    __slots__ = (
-        "_consumer",
-        "_emitted",
-        "_event",
-        "attributes",
-        "deliveries",
-        "lease",
-        "offset",
-        "partition",
-        "topic",
-    )
+    # Made for every event a handler with ctx takes: two slots, the rest read from
+    # the delivery when asked.
+    __slots__ = ("_consumer", "_emitted", "_event", "_msg")
 
-    def __init__(
-        self,
-        consumer: Consumer,
-        topic: str,
-        partition: int,
-        offset: int,
-        lease: str,
-        deliveries: int,
-        attributes: dict[str, Any],
-    ) -> None:
+    def __init__(self, consumer: Consumer, msg: Incoming) -> None:
         self._consumer = consumer
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        self.lease = lease
-        self.deliveries = deliveries
-        self.attributes = attributes
+        self._msg = msg
         self._event: Event | None = None
         self._emitted = 0
+
+    @property
+    def topic(self) -> str:
+        return self._msg.topic
+
+    @property
+    def partition(self) -> int:
+        return self._msg.partition
+
+    @property
+    def offset(self) -> int:
+        return self._msg.offset
+
+    @property
+    def lease(self) -> str:
+        return self._msg.lease
+
+    @property
+    def deliveries(self) -> int:
+        return self._msg.deliveries
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return self._msg.event
 
     @property
     def event(self) -> Event:

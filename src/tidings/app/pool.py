@@ -2,7 +2,8 @@
 
 Three kinds of coroutine, made once per consumer, never per event:
 
-- the fetcher leases events while fewer than ``limit`` are held, and queues them;
+- the fetcher leases events once at most half of ``limit`` are held, up to
+  ``limit``, and queues them;
 - ``concurrency`` workers take events from the queue and handle them
   (:meth:`Consumer._handle <tidings.app.runner.Consumer>`);
 - the acker sends, in one call, the acks of every event finished since its
@@ -46,6 +47,9 @@ class WorkerPool:
         self.consumer = consumer
         self.spec = consumer.spec
         self.limit = max(consumer.fetch_max, self.spec.concurrency)
+        # Refill once half the limit is free, not after each event: a fetch costs
+        # about the same for one event as for a hundred (the log reads a whole batch).
+        self.refill_at = self.limit - max(1, self.limit // 2)
         self._new_settled = settled
         self.clock = consumer.transport.clock
         self.settled = settled([], self.clock.time_ms())
@@ -71,10 +75,10 @@ class WorkerPool:
             await self._room.wait()
             if self.stopping:
                 return
-            want = self.limit - len(self.leased)
-            if want <= 0:
+            if len(self.leased) > self.refill_at:
                 self._room.clear()
                 continue
+            want = self.limit - len(self.leased)
             try:
                 batch = await fetch(spec.topic, spec.group, want, c.poll_wait)
             except TidingsError as exc:
@@ -149,7 +153,8 @@ class WorkerPool:
 
     def _done(self, msg: Incoming) -> None:
         self.leased.pop(msg.lease, None)
-        self._room.set()
+        if len(self.leased) <= self.refill_at:
+            self._room.set()
         self._finished.set()
 
     async def _ack_loop(self) -> None:

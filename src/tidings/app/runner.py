@@ -41,6 +41,7 @@ from tidings.app.handlers import (
     chain,
     emitted,
 )
+from tidings.app.outbox import Outbox
 from tidings.app.pool import WorkerPool
 from tidings.app.remembering import HandledIds
 from tidings.app.transport import GroupSpec, Incoming, Transport
@@ -105,6 +106,7 @@ class Consumer:
         self._consume_mw = tuple(consume_middleware)
         self._publish_mw = tuple(publish_middleware)
         self._publish: Next = chain(self._publish_mw, self._publish_last)
+        self._outbox = Outbox(transport.publish)
         self._stopping = False
         self._task: asyncio.Task[Any] | None = None
         self._in_fetch = False
@@ -182,14 +184,14 @@ class Consumer:
         settled = _Settled(batch, clock.time_ms())
         deadline = settled.now_ms + round(self.spec.ack_wait * 500)
         try:
-            if self._consume_mw or self.spec.wants_ctx:
+            if self._consume_mw:
                 handle = self._handle
                 for msg in batch:
                     if clock.time_ms() > deadline:
                         break
                     await handle(msg, settled)
             else:
-                await self._handle_plain(batch, settled, deadline)
+                await self._handle_inline(batch, settled, deadline)
         finally:
             # Also when cut short at the shutdown deadline: what finished is acked,
             # what did not is handed back for redelivery.
@@ -272,20 +274,46 @@ class Consumer:
                 "handled %s", eid, extra={"topic": msg.topic, "group": spec.group, "event_id": eid}
             )
 
-    async def _handle_plain(
+    async def _handle_inline(
         self, batch: list[Incoming], settled: _Settled, deadline_ms: int
     ) -> None:
-        """:meth:`_handle` for a handler that takes no ctx, with no middleware: the same
-        steps, inline in one loop (no coroutine per event)."""
+        """:meth:`_handle` without middleware: the same steps, inline in one loop (no
+        coroutine per event). What the handlers return is handed to the outbox as they
+        return it, and awaited at the end: the batch's events go as one request per
+        topic. An event counts as handled (remembered, acked) only once what it
+        returned is stored; if that fails, it is retried as a handler that raised."""
         spec = self.spec
-        func, decode, group = spec.func, spec.decode, spec.group
+        func, decode, group, wants_ctx = spec.func, spec.decode, spec.group, spec.wants_ctx
         handled, ids, now = self.handled, self._ids, settled.now_ms
         enabled = handled.enabled
         pending = handled.pending(group)
         window_start = now - handled.window_ms
         acks = settled.acks
         time_ms = self.transport.clock.time_ms
+        waiting: list[tuple[Incoming, str, Awaitable[None]]] = []
+        waiting_ids: set[str] = set()
         done = 0
+
+        async def finish() -> int:
+            """Await the outbox for the events waiting on it; settle each."""
+            ok = 0
+            for msg, eid, stored in waiting:
+                try:
+                    await stored
+                except Exception as exc:
+                    await self._failed(msg, exc, settled)
+                    continue
+                if eid:  # HandledIds.add, inline
+                    ids.pop(eid, None)
+                    ids[eid] = now
+                    if pending is not None:
+                        pending.append(eid)
+                acks.append(msg.lease)
+                ok += 1
+            waiting.clear()
+            waiting_ids.clear()
+            return ok
+
         for msg in batch:
             if time_ms() > deadline_ms:
                 break  # the rest is handed back (see process)
@@ -293,15 +321,24 @@ class Consumer:
             eid: str = ev.get("id") or ""
             remember = enabled and eid != ""
             if remember:
+                if eid in waiting_ids:  # the same event twice in a batch: the first counts
+                    done += await finish()
                 at = ids.get(eid)
                 if at is not None and at >= window_start:
                     acks.append(msg.lease)
                     continue
             try:
-                result = await func(decode(ev))
+                if wants_ctx:
+                    result = await func(decode(ev), Context(self, msg))
+                else:
+                    result = await func(decode(ev))
                 if result is not None:
                     out = emitted(result, ev, msg.topic, group, source=self.source)
-                    await self._publish_all(out, self._context(msg))
+                    if out:
+                        waiting.append((msg, eid if remember else "", self._submit(out)))
+                        if remember:
+                            waiting_ids.add(eid)
+                        continue
             except BadPayload as exc:
                 await self._dead_letter(msg, str(exc), None, settled)
                 continue
@@ -315,12 +352,12 @@ class Consumer:
                     pending.append(eid)
             acks.append(msg.lease)
             done += 1
+        if waiting:
+            done += await finish()
         self.handled_count += done
 
     def _context(self, msg: Incoming) -> Context:
-        return Context(
-            self, msg.topic, msg.partition, msg.offset, msg.lease, msg.deliveries, msg.event
-        )
+        return Context(self, msg)
 
     async def _failed(self, msg: Incoming, exc: Exception, settled: _Settled) -> None:
         spec = self.spec
@@ -384,15 +421,20 @@ class Consumer:
 
     # -- publishing --------------------------------------------------------------------
 
+    def _submit(self, out: list[tuple[str, dict[str, Any]]]) -> Awaitable[None]:
+        """Hand ``out`` to the outbox; awaiting the answer raises if it was not stored."""
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for topic, ev in out:
+            by_topic.setdefault(topic, []).append(ev)
+        submit = self._outbox.submit
+        stored = [submit(topic, evs) for topic, evs in by_topic.items()]
+        return stored[0] if len(stored) == 1 else _all_stored(stored)
+
     async def _publish_all(self, out: list[tuple[str, dict[str, Any]]], ctx: Context) -> None:
         if not out:
             return
         if not self._publish_mw:
-            by_topic: dict[str, list[dict[str, Any]]] = {}
-            for topic, ev in out:
-                by_topic.setdefault(topic, []).append(ev)
-            for topic, evs in by_topic.items():
-                await self.transport.publish(topic, evs)
+            await self._submit(out)
             return
         for topic, ev in out:
             await self._publish(Envelope("publish", topic, ev, self.app_name, self.spec.group, ctx))
@@ -401,7 +443,15 @@ class Consumer:
         await self._publish_all([(topic, ev) for ev in events], ctx)
 
     async def _publish_last(self, envelope: Envelope) -> None:
-        await self.transport.publish(envelope.topic, [envelope.event])
+        await self._outbox.submit(envelope.topic, [envelope.event])
+
+
+async def _all_stored(stored: list[asyncio.Future[None]]) -> None:
+    """Wait for every one; raise the first failure (each one's exception retrieved)."""
+    results = await asyncio.gather(*stored, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
 
 
 async def cancel_quietly(task: asyncio.Task[Any]) -> None:

@@ -11,13 +11,18 @@ consumer group that starts at the earliest offset, in the same run::
       ceiling   Hub.fetch(max=--batch) then one Hub.ack per batch, on the core
       ours      App("bench", hub="embedded:DIR", fetch_max=--batch): the same no-op handler
 
-Ours runs with every default on: payload decoding (a ``dict`` annotation), a
-``Context`` per event, idempotency memory (in SQLite under ``embedded:``), one
-ack per batch. Its time runs from the end of ``app.start()`` (the group made,
-as the bare loops' time starts once theirs is) to the last event handled.
-Each case runs ``--rounds`` times, ceiling then ours in odd rounds and ours
-then ceiling in even ones (so that drift of a shared machine hits both), and
-the ratio is taken from the sums. Run it with ``tidings bench handlers`` or
+Two shapes of handler, each its own case:
+
+    model+ctx   async def h(order: OrderPlaced, ctx: Context): the README's shape,
+                the data validated into a pydantic model and a Context per event
+    dict        async def h(data: dict): no model, no Context (the cheapest)
+
+Ours runs with every default on: payload decoding, idempotency memory (in
+SQLite under ``embedded:``), one ack per batch. Its time runs from the end of
+``app.start()`` (the group made, as the bare loops' time starts once theirs
+is) to the last event handled. Each case runs ``--rounds`` times, the order of
+the cases turning each round (so that drift of a shared machine hits all
+alike), and each ratio is taken from the sums. Run it with ``tidings bench handlers`` or
 ``python bench/handlers.py``.
 """
 
@@ -28,17 +33,20 @@ import asyncio
 import shutil
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import uvloop
+from pydantic import BaseModel
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from tidings.app.app import App
+from tidings.app.handlers import Context
 from tidings.app.transport import EmbeddedTransport, HttpTransport
 from tidings.benchmarks.processes import BenchmarkFailed, free_port, scratch_dir, serve_process
 from tidings.client.async_client import AsyncClient
@@ -72,25 +80,49 @@ def _events(n: int) -> list[dict[str, Any]]:
     ]
 
 
+class OrderPlaced(BaseModel):
+    """The events' data, as a handler in the README's shape declares it."""
+
+    event_type: ClassVar[str] = "order.placed"
+    order_id: str
+    customer: str
+    total: float
+
+
+# The shapes of handler measured: the README's (a model and a Context), and the
+# cheapest the framework takes (the data as a dict, no Context).
+SHAPES = ("model+ctx", "dict")
+
+
 def _noop_app(
-    name: str, hub: str, opts: argparse.Namespace
+    name: str, hub: str, opts: argparse.Namespace, shape: str
 ) -> tuple[App, asyncio.Event, list[int]]:
     app = App(name, hub=hub, fetch_max=opts.batch, poll_wait=1.0)
     want = opts.events
     done = asyncio.Event()
     seen = [0]
 
-    @app.on(TOPIC, concurrency=opts.concurrency)
-    async def noop(data: dict[str, Any]) -> None:
-        seen[0] += 1
-        if seen[0] >= want:
-            done.set()
+    if shape == "dict":
+
+        @app.on(TOPIC, concurrency=opts.concurrency)
+        async def noop(data: dict[str, Any]) -> None:
+            seen[0] += 1
+            if seen[0] >= want:
+                done.set()
+
+    else:
+
+        @app.on(TOPIC, concurrency=opts.concurrency)
+        async def handle(order: OrderPlaced, ctx: Context) -> None:
+            seen[0] += 1
+            if seen[0] >= want:
+                done.set()
 
     return app, done, seen
 
 
-async def _ours(name: str, hub: str, opts: argparse.Namespace) -> Rate:
-    app, done, seen = _noop_app(name, hub, opts)
+async def _ours(name: str, hub: str, opts: argparse.Namespace, shape: str) -> Rate:
+    app, done, seen = _noop_app(name, hub, opts, shape)
     await app.start()  # as the bare loops, timed once the group exists
     start = _now()
     try:
@@ -144,69 +176,92 @@ async def _bare_core(transport: EmbeddedTransport, group: str, batch: int, want:
     return Rate(got, _now() - start)
 
 
-async def run_http(opts: argparse.Namespace, root: Path, err: Console) -> list[tuple[Rate, Rate]]:
+Round = dict[str, Rate]  # "bare" and each shape -> its rate
+
+
+async def _round(
+    r: int, bare: Callable[[str], Awaitable[Rate]], hub: str, opts: argparse.Namespace
+) -> Round:
+    """The bare loop and each shape once; the order turns each round, so that drift of
+    a shared machine hits every case alike."""
+    names = ["bare", *opts.shapes]
+    turn = r % len(names)
+    out: Round = {}
+    for name in names[turn:] + names[:turn]:
+        if name == "bare":
+            out[name] = await bare(f"bare-{r}")
+        else:
+            out[name] = await _ours(f"{name.replace('+', '-')}-{r}", hub, opts, name)
+    return out
+
+
+def _log_round(err: Console, where: str, r: int, rates: Round) -> None:
+    figures = ", ".join(f"{k} {v.per_s:,.0f}/s" for k, v in rates.items())
+    err.log(f"{where} round {r + 1}: {figures}")
+
+
+async def run_http(opts: argparse.Namespace, root: Path, err: Console) -> list[Round]:
     port = free_port()
     argv = [
         sys.executable, "-m", "tidings", "serve", "--port", str(port),
         "--data-dir", str(root / "hub"), "--fsync", "interval:5", "--log-level", "warning",
     ]  # fmt: skip
-    rounds: list[tuple[Rate, Rate]] = []
+    rounds: list[Round] = []
     with serve_process("hub", argv, port, root) as url:
         async with AsyncClient(url, timeout=60) as client:
             events = _events(opts.events)
             for i in range(0, len(events), 1000):
                 await client.publish_many(TOPIC, events[i : i + 1000])
+
+            async def bare(group: str) -> Rate:
+                return await _bare_http(url, group, opts.batch, opts.events)
+
             for r in range(opts.rounds):
-                if r % 2 == 0:
-                    bare = await _bare_http(url, f"bare-{r}", opts.batch, opts.events)
-                    ours = await _ours(f"ours-{r}", url, opts)
-                else:  # the other order every other round, so drift hits both alike
-                    ours = await _ours(f"ours-{r}", url, opts)
-                    bare = await _bare_http(url, f"bare-{r}", opts.batch, opts.events)
-                err.log(f"http round {r + 1}: bare {bare.per_s:,.0f}/s, ours {ours.per_s:,.0f}/s")
-                rounds.append((bare, ours))
+                rates = await _round(r, bare, url, opts)
+                _log_round(err, "http", r, rates)
+                rounds.append(rates)
     return rounds
 
 
-async def run_embedded(
-    opts: argparse.Namespace, root: Path, err: Console
-) -> list[tuple[Rate, Rate]]:
+async def run_embedded(opts: argparse.Namespace, root: Path, err: Console) -> list[Round]:
     data_dir = root / "embedded"
     transport = EmbeddedTransport(data_dir)
     await transport.open()  # the apps below share this core: one per directory
-    rounds: list[tuple[Rate, Rate]] = []
+    rounds: list[Round] = []
     try:
         events = _events(opts.events)
         for i in range(0, len(events), 1000):  # as over HTTP: one log batch per 1000
             await transport.publish(TOPIC, events[i : i + 1000])
-        hub = f"embedded:{data_dir}"
+
+        async def bare(group: str) -> Rate:
+            return await _bare_core(transport, group, opts.batch, opts.events)
+
         for r in range(opts.rounds):
-            if r % 2 == 0:
-                bare = await _bare_core(transport, f"bare-{r}", opts.batch, opts.events)
-                ours = await _ours(f"ours-{r}", hub, opts)
-            else:
-                ours = await _ours(f"ours-{r}", hub, opts)
-                bare = await _bare_core(transport, f"bare-{r}", opts.batch, opts.events)
-            err.log(f"embedded round {r + 1}: bare {bare.per_s:,.0f}/s, ours {ours.per_s:,.0f}/s")
-            rounds.append((bare, ours))
+            rates = await _round(r, bare, f"embedded:{data_dir}", opts)
+            _log_round(err, "embedded", r, rates)
+            rounds.append(rates)
     finally:
         await transport.close()
     return rounds
 
 
-def _summary(rounds: list[tuple[Rate, Rate]]) -> dict[str, Any]:
-    bare = Rate(sum(b.events for b, _ in rounds), sum(b.seconds for b, _ in rounds))
-    ours = Rate(sum(o.events for _, o in rounds), sum(o.seconds for _, o in rounds))
-    return {
-        "rounds": [
-            {"bare_per_s": round(b.per_s), "ours_per_s": round(o.per_s),
-             "ratio": round(o.per_s / b.per_s, 3)}
-            for b, o in rounds
-        ],
+def _summary(rounds: list[Round]) -> dict[str, Any]:
+    def total(name: str) -> Rate:
+        return Rate(sum(r[name].events for r in rounds), sum(r[name].seconds for r in rounds))
+
+    bare = total("bare")
+    shapes = [name for name in rounds[0] if name != "bare"] if rounds else []
+    out: dict[str, Any] = {
+        "rounds": [{name: round(rate.per_s) for name, rate in r.items()} for r in rounds],
         "bare_per_s": round(bare.per_s),
-        "ours_per_s": round(ours.per_s),
-        "ratio": round(ours.per_s / bare.per_s, 3) if bare.per_s else 0.0,
     }
+    for name in shapes:
+        ours = total(name)
+        out[name] = {
+            "per_s": round(ours.per_s),
+            "ratio": round(ours.per_s / bare.per_s, 3) if bare.per_s else 0.0,
+        }
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -218,6 +273,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--concurrency", type=int, default=1, help="the handler's concurrency (ours only)"
     )
+    p.add_argument(
+        "--shapes",
+        default=",".join(SHAPES),
+        help="handler shapes measured, comma-separated: model+ctx (the README's: "
+        "async def h(event: Model, ctx: Context)), dict (async def h(data: dict)); "
+        "default both",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-dir", type=Path, help="where the scratch directory is made")
     opts = p.parse_args(argv)
@@ -227,6 +289,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--batch must be from 1 to 10000 and --rounds from 1 to 10")
     if not 1 <= opts.concurrency <= 1000:
         p.error("--concurrency must be from 1 to 1000")
+    shapes = [x.strip() for x in opts.shapes.split(",") if x.strip()]
+    unknown = [x for x in shapes if x not in SHAPES]
+    if not shapes or unknown or len(set(shapes)) != len(shapes):
+        p.error(f"--shapes takes one or more of {', '.join(SHAPES)}, each once")
+    opts.shapes = shapes
     return opts
 
 
@@ -259,23 +326,36 @@ def main(argv: list[str] | None = None) -> int:
         "batch": opts.batch,
         "rounds": opts.rounds,
         "concurrency": opts.concurrency,
+        "shapes": opts.shapes,
         "cases": cases,
     }
     if opts.json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    table = Table(box=box.SIMPLE_HEAD, title=f"no-op handler, {opts.events:,} events a round")
-    for col in ("hub", "round", "bare fetch/ack, events/s", "App, events/s", "App / bare"):
-        table.add_column(col, justify="right" if col != "hub" else "left")
-    for name, case in cases.items():
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"no-op handlers, {opts.events:,} events a round, concurrency {opts.concurrency}",
+        caption="bare: fetch then one ack per batch, no framework. model+ctx: "
+        "async def h(event: OrderPlaced, ctx: Context), the README's shape. "
+        "dict: async def h(data: dict), no Context.",
+        caption_justify="left",
+    )
+    table.add_column("hub")
+    table.add_column("round", justify="right")
+    table.add_column("bare fetch/ack, events/s", justify="right")
+    for name in opts.shapes:
+        table.add_column(f"App {name}, events/s", justify="right")
+        table.add_column("/ bare", justify="right")
+    for hub_name, case in cases.items():
         for i, r in enumerate(case["rounds"], 1):
-            table.add_row(
-                name, str(i), f"{r['bare_per_s']:,}", f"{r['ours_per_s']:,}", f"{r['ratio']:.2f}x"
-            )
-        table.add_row(
-            name, "all", f"{case['bare_per_s']:,}", f"{case['ours_per_s']:,}",
-            f"[bold]{case['ratio']:.2f}x[/bold]",
-        )
+            row = [hub_name, str(i), f"{r['bare']:,}"]
+            for name in opts.shapes:
+                row += [f"{r[name]:,}", f"{r[name] / r['bare']:.2f}x"]
+            table.add_row(*row)
+        row = [hub_name, "all", f"{case['bare_per_s']:,}"]
+        for name in opts.shapes:
+            row += [f"{case[name]['per_s']:,}", f"[bold]{case[name]['ratio']:.2f}x[/bold]"]
+        table.add_row(*row)
     Console().print(table)
     return 0
 

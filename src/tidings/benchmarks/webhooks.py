@@ -1,16 +1,15 @@
 """Webhook deliveries per second, beside a bare aiohttp posting loop in the same run.
 
-Both post to the same receiver, a separate process on loopback that answers
-every POST with ``200 ok`` at once and counts them. The ceiling is one process
-running ``--concurrency`` aiohttp tasks that post the same signed event over
-keep-alive connections, as fast as answers come. Ours is a ``tidings serve``
-process draining a backlog: the endpoint is registered disabled, ``--events``
-events are published, and the endpoint is enabled; deliveries are counted at
-the receiver. Each figure is the receiver's count over the middle of the run,
-so connection set-up and the tail do not count. Each round measures the
-ceiling right before and right after ours, and the ratio is ours over the mean
-of the two, so a machine that gets busier or quieter in between moves both.
-"""
+Both post to the same receiver, a separate process on loopback that answers every POST
+with ``200 ok`` at once and counts them. The ceiling is one process on uvloop (as the
+hub runs) running ``--concurrency`` aiohttp tasks that post the same signed event over
+keep-alive connections, as fast as answers come. Ours is a ``tidings serve`` process
+draining a backlog: the endpoint is registered disabled, ``--events`` events are
+published, and the endpoint is enabled; deliveries are counted at the receiver. Each
+figure is the receiver's count over the middle of the run, so connection set-up and the
+tail do not count. Each round measures the ceiling right before and right after ours,
+and the ratio is ours over the mean of the two, so a machine that gets busier or quieter
+in between moves both."""
 
 from __future__ import annotations
 
@@ -28,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import uvloop
 from rich.console import Console
 from rich.table import Table
 
@@ -203,7 +203,8 @@ def run(opts: Options, progress: Console) -> list[dict[str, float]]:
     with serve_process("receiver", receiver_argv, rport, root) as receiver:
         for i in range(opts.rounds):
             progress.print(f"round {i + 1}: ceiling (bare aiohttp, concurrency {opts.concurrency})")
-            bare = asyncio.run(ceiling(receiver, opts.concurrency, opts.seconds))
+            # On uvloop, as the hub runs.
+            bare = uvloop.run(ceiling(receiver, opts.concurrency, opts.seconds))
             hport = free_port()
             argv = [
                 sys.executable, "-m", "tidings", "serve", "--port", str(hport),
@@ -216,7 +217,7 @@ def run(opts: Options, progress: Console) -> list[dict[str, float]]:
                     ours(hub, receiver, opts.concurrency, opts.events, opts.seconds)
                 )
             progress.print(f"round {i + 1}: ceiling again")
-            after = asyncio.run(ceiling(receiver, opts.concurrency, opts.seconds))
+            after = uvloop.run(ceiling(receiver, opts.concurrency, opts.seconds))
             mean = (bare + after) / 2
             rows.append(
                 {

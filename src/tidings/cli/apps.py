@@ -45,7 +45,7 @@ def run_apps(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    _run(run_all(apps))
+    _run(run_all(apps), uvloop=True)  # handlers wait on the network: uvloop's is cheaper
 
 
 def asyncapi_doc(

@@ -25,12 +25,16 @@ def bench_log(
 def bench_handlers(
     events: Annotated[int, typer.Option(min=1000, help="Events per measurement")] = 200_000,
     rounds: Annotated[int, typer.Option(min=1, max=10, help="Rounds per case")] = 4,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=1000, help="The handlers' concurrency")
+    ] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    """A no-op handler app beside the bare group fetch/ack loop, over HTTP and embedded."""
+    """No-op handler apps (the README's shape with a model and ctx, and a bare dict) beside
+    the bare group fetch/ack loop, over HTTP and embedded."""
     from tidings.benchmarks.handlers import main as bench_main
 
-    argv = ["--events", str(events), "--rounds", str(rounds)]
+    argv = ["--events", str(events), "--rounds", str(rounds), "--concurrency", str(concurrency)]
     raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
 
 
@@ -57,7 +61,7 @@ def bench_http(
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    """Publish throughput over HTTP, beside a bare Starlette ceiling from the same run."""
+    """Publish throughput over HTTP, beside a bare ASGI ceiling from the same run."""
     from tidings.benchmarks.http_ingest import main as bench_main
 
     argv = ["--seconds", str(seconds)] + ([] if anchors else ["--no-anchors"])
@@ -95,4 +99,24 @@ def bench_webhooks(
     from tidings.benchmarks.webhooks import main as bench_main
 
     argv = ["--concurrency", str(concurrency), "--events", str(events), "--rounds", str(rounds)]
+    raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
+
+
+@bench_app.command("shop")
+def bench_shop(
+    rates: Annotated[
+        str, typer.Option(help="Orders/s of each step, comma-separated, rising")
+    ] = "10,25,50,100,150,200,300,400",
+    seconds: Annotated[float, typer.Option(min=1, max=600, help="Seconds per rate")] = 60.0,
+    drain: Annotated[
+        float, typer.Option(min=1, max=300, help="Seconds to wait for the rest after a step")
+    ] = 30.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """The shop's order chain under a rising order rate, beside the hub's publish capacity.
+
+    Run it from the root of the repository (it starts examples/shop)."""
+    from tidings.benchmarks.shop import main as bench_main
+
+    argv = ["--rates", rates, "--seconds", str(seconds), "--drain", str(drain)]
     raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))

@@ -53,9 +53,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")
 DEFAULT_URL = "http://127.0.0.1:8700"
 
 
-def run_async(coro: Coroutine[Any, Any, int | None]) -> None:
+def run_async(coro: Coroutine[Any, Any, int | None], uvloop: bool = False) -> None:
+    """Run ``coro`` and exit with its code; on uvloop for what runs long (as the hub does)."""
     try:
-        code = asyncio.run(coro)
+        if uvloop:
+            import uvloop as _uvloop
+
+            code = _uvloop.run(coro)
+        else:
+            code = asyncio.run(coro)
     except TidingsError as exc:
         fail(exc.detail)
     except KeyboardInterrupt:

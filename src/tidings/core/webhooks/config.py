@@ -195,10 +195,11 @@ def parse_grace_ms(body: Mapping[str, Any]) -> int:
 class Secret:
     value: str
     expires_ms: int | None = None  # an old secret, still signing until then
+    # Its HMAC key, decoded once: every delivery signs with it.
+    key: bytes = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> bytes:
-        return secret_key(self.value)
+    def __post_init__(self) -> None:
+        self.key = secret_key(self.value)
 
 
 @dataclass(slots=True)

@@ -51,6 +51,7 @@ IDLE_LOOK_S = 1.0
 class _Job:
     topic: str
     delivery: Delivery
+    ahead: bool = False  # leased ahead of a free worker, while the endpoint was up
 
 
 class EndpointDispatcher:
@@ -145,9 +146,18 @@ class EndpointDispatcher:
         if health.state is State.DISABLED:
             return 0
         concurrency = self.ep.config.concurrency
+        if self.bucket is None and not health.down:
+            # Up and not rate-limited: lease up to one batch of `concurrency` ahead of
+            # the workers, a whole batch at a time (a fetch walks the group's pending
+            # records and reads their log batch: once per batch, not per few records).
+            # What is leased ahead is not sent if the endpoint goes down meanwhile.
+            free = 2 * concurrency - self.in_flight
+            if free < concurrency:
+                return 0
+            return min(free, health.new_records_allowed(0, concurrency, now_ms))
         free = concurrency - self.in_flight
         # Refill in batches: one fetch per quarter of the workers, not one per
-        # finished attempt (a fetch walks the group's pending records).
+        # finished attempt.
         if free <= 0 or (self.in_flight and free < concurrency // 4):
             return 0
         if self.bucket is not None:
@@ -227,9 +237,10 @@ class EndpointDispatcher:
                 continue
             if self.bucket is not None:
                 self.bucket.take(len(deliveries), clock.time_ms())
+            ahead = self.bucket is None and not self.ep.health.down
             for d in deliveries:
                 self.in_flight += 1
-                self.queue.put_nowait(_Job(topic, d))
+                self.queue.put_nowait(_Job(topic, d, ahead))
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -256,6 +267,11 @@ class EndpointDispatcher:
 
     async def _deliver(self, job: _Job) -> None:
         d = job.delivery
+        if job.ahead and (self.ep.health.down or self.ep.health.state is State.DISABLED):
+            # Leased ahead while the endpoint was up; it is down now (one probe at a
+            # time) or disabled: back to the group unsent, due again at once.
+            await self._nack(job, 0, unsent=True)
+            return
         pos = (job.topic, d.partition, d.offset)
         last = self._last_attempt.pop(pos, None)
         if last is not None:
