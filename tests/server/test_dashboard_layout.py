@@ -59,6 +59,8 @@ VIEWS = [
     ("trace", "tr.recent-row"),
     ("trace?id=o-1004", "#trace-summary"),
     ("flow", '#flow-table tr[data-type="order.placed"]'),
+    ("catalog", '#catalog-table tr[data-type="order.placed"]'),
+    ("catalog?type=order.placed", "#catalog-diff"),
     ("publish", "#publish-form"),
 ]
 
@@ -85,6 +87,17 @@ async def stage(http: aiohttp.ClientSession, base: str, receiver: Receiver) -> d
         body = {"url": f"{root}/{name}", "topics": topics, "description": description}
         async with http.post(f"{base}/v1/webhooks", json=body) as resp:
             hooks[name] = (await expect(resp, 201))["id"]
+    # Two versions of order.placed's schema, for the catalog's diff.
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"order_id": {"type": "string"}, "total": {"type": "number"}},
+        "additionalProperties": False,  # closed: a new optional field is backward compatible
+    }
+    for extra in ({}, {"coupon": {"type": "string"}}):
+        body = {"schema": {**schema, "properties": {**schema["properties"], **extra}},
+                "producer": "orders-api"}  # fmt: skip
+        async with http.put(f"{base}/v1/schemas/order.placed", json=body) as resp:
+            await expect(resp, 201)
     await load_orders(http, base)
     # The cancelled order o-1004 goes through three more services: seven lanes to trace.
     for n, service in enumerate(["notifications", "fraud-screening", "customer-ledger"]):

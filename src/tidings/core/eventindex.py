@@ -262,7 +262,13 @@ class EventIndex:
                     if now_appended != appended:
                         await asyncio.sleep((loop.time() - started) * YIELD)
                     appended = now_appended
-            except Exception as exc:  # a full disk: try again, the log is the truth
+            except StorageUnavailable as exc:  # a full disk: try again, the log is the truth
+                if self.failure is None:
+                    logger.warning("event index: %s; trying again until it heals", exc)
+                self.failure = str(exc)
+                more = False
+                await asyncio.sleep(0.5)
+            except Exception as exc:  # anything else is a fault of ours: said in full, once
                 if self.failure is None:
                     logger.exception("event index: round failed")
                 self.failure = str(exc) or type(exc).__name__
