@@ -31,17 +31,26 @@
   for (const table of document.querySelectorAll("table")) {
     if (!shown(table) || !table.tHead || !table.tBodies[0]) continue;
     const heads = [...table.tHead.rows[0].cells];
-    for (const row of [...table.tBodies[0].rows].slice(0, 5)) {
-      if (row.cells.length !== heads.length) {
-        out.misaligned.push(`${name(table)}: ${heads.length} headers, a row of ${row.cells.length} cells`);
+    // Rows that span columns (a note across the rest of a row) are measured only
+    // in the columns where a cell starts; their spans must still add up.
+    const plain = [...table.tBodies[0].rows].filter((row) => [...row.cells].every((c) => c.colSpan === 1));
+    const spanning = [...table.tBodies[0].rows].filter((row) => !plain.includes(row));
+    for (const row of [...plain.slice(0, 5), ...spanning.slice(0, 2)]) {
+      const spans = [...row.cells].reduce((n, c) => n + c.colSpan, 0);
+      if (spans !== heads.length) {
+        out.misaligned.push(`${name(table)}: ${heads.length} headers, a row of ${spans} columns`);
         continue;
       }
+      const starts = [];
+      for (const c of row.cells) { starts.push(c); for (let k = 1; k < c.colSpan; k++) starts.push(null); }
       heads.forEach((th, i) => {
-        const td = row.cells[i];
+        const td = starts[i];
+        if (td === null) return;
         const a = th.getBoundingClientRect();
         const b = td.getBoundingClientRect();
         const where = `${name(table)} column ${i} "${th.textContent.trim()}"`;
         if (Math.abs(a.left - b.left) > 1) out.misaligned.push(`${where}: header at ${a.left}, cells at ${b.left}`);
+        if (td.colSpan > 1) return;  // a note across columns: only where it starts
         const ta = getComputedStyle(th).textAlign;
         const tb = getComputedStyle(td).textAlign;
         if (ta !== tb) out.misaligned.push(`${where}: header ${ta}, cells ${tb}`);
