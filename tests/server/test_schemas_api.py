@@ -297,6 +297,62 @@ async def test_registering_needs_admin_or_the_schemas_scope(
         await expect_problem(resp, 401)
 
 
+async def test_a_token_sees_nothing_of_topics_it_may_not_read(
+    hub_factory: HubFactory, http: Session, tmp_path: Any
+) -> None:
+    """The registry learns from traffic (topics, sources, groups, types, a refused
+    event's data): a token sees that only for topics it may subscribe to."""
+    auth = tmp_path / "auth.json"
+    auth.write_text(
+        json.dumps(
+            {
+                "tokens": [
+                    {"name": "ops", "token": "adm", "admin": True},
+                    {"name": "shop", "token": "shp", "subscribe": ["shop"], "schemas": ["*"]},
+                ]
+            }
+        )
+    )
+    hub = hub_factory.start("--auth-file", str(auth))
+    base = hub.base_url
+    adm, shp = {"authorization": "Bearer adm"}, {"authorization": "Bearer shp"}
+    url = f"{base}/v1/schemas/card.charged"
+    async with http.put(url, json={"schema": order()}, headers=adm) as resp:
+        await expect(resp, 201)
+    billing = {"schemas": "validate"}
+    async with http.put(f"{base}/v1/topics/billing", json=billing, headers=adm) as r:
+        await expect(r, 201)
+    async with http.put(f"{base}/v1/topics/billing/groups/ledger", json={}, headers=adm) as r:
+        await expect(r, 201)
+    secret = {"type": "card.charged", "source": "/secret-billing", "data": {"order_id": "o-1"}}
+    await publish(http, base, "billing", secret, headers=adm)
+    await publish(http, base, "billing", {"type": "card.secret", "data": {}}, headers=adm)
+    async with http.post(
+        f"{base}/v1/topics/billing/events",
+        data=orjson.dumps({"type": "card.charged", "data": {"order_id": 4111111111111111}}),
+        headers={"content-type": STRUCTURED, **adm},
+    ) as resp:
+        await expect_problem(resp, 422)
+
+    async with http.get(url, headers=adm) as resp:
+        seen = await expect(resp, 200)
+    assert seen["topics"] == ["billing"]
+    assert "4111" in json.dumps(seen["failures"]["last"])
+    assert {c["name"] for c in seen["consumers"]} == {"ledger"}
+    async with http.get(url, headers=shp) as resp:
+        shown = await expect(resp, 200)
+    assert shown["topics"] == [] and shown["consumers"] == []
+    assert [p for p in shown["producers"] if p["via"] == "traffic"] == []
+    assert shown["failures"] == {"count": 1, "last": None}
+    assert "4111" not in json.dumps(shown) and "secret" not in json.dumps(shown)
+    async with http.get(f"{base}/v1/schemas", headers=shp) as resp:
+        assert "card.secret" not in (await expect(resp, 200))["unregistered"]
+    async with http.get(f"{base}/v1/schemas", headers=adm) as resp:
+        assert "card.secret" in (await expect(resp, 200))["unregistered"]
+    async with http.get(f"{base}/v1/schemas/card.secret/inferred", headers=shp) as resp:
+        await expect_problem(resp, 404)
+
+
 async def test_asyncapi_carries_the_registered_schemas(hub: HubProcess, http: Session) -> None:
     base, topic, etype = hub.base_url, unique(), unique("shipment.created")
     with_defs = {

@@ -1,6 +1,8 @@
 """``/v1/schemas``: the schema registry over HTTP (see :mod:`tidings.core.schemas`).
 
-Reading needs any valid token (a producer reads what it must send); changing a
+Reading needs any valid token (a producer reads what it must send), and shows what
+the hub learnt from traffic (topics, sources, groups, types seen, the refused data
+of the last failure) only for topics the token may subscribe to; changing a
 type's schemas (a version, its config, a consumer's reading schema) needs admin
 or the token's ``schemas`` scope on the type; the inferred schema samples event
 data, so it needs the same.
@@ -8,6 +10,7 @@ data, so it needs the same.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -17,7 +20,7 @@ from starlette.routing import Route
 
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import is_decimal
-from tidings.core.schemas.infer import infer_schema, sample_type
+from tidings.core.schemas.infer import Sample, infer_schema, sample_type
 from tidings.core.schemas.registry import TypeSchemas, check_app_name, check_type_name
 from tidings.errors import BadRequest, NotFound
 
@@ -45,9 +48,20 @@ class SchemaRoutes:
         self.hub = api.hub
         self.registry = api.hub.schemas
 
-    def _reader(self, request: Request) -> None:
-        if self.api.auth.enabled:
-            self.api.auth.token(request.headers.get("authorization"))
+    def _reader(self, request: Request) -> Callable[[str], bool] | None:
+        """Check the token; which topics' traffic it may see (None: all, admin or open).
+
+        What the registry learnt from traffic (topics, sources, groups, types seen,
+        the data of a refused event) is shown only for topics the token may subscribe
+        to, as the event lookups and ``/v1/groups`` do.
+        """
+        auth = self.api.auth
+        if not auth.enabled:
+            return None
+        token = auth.token(request.headers.get("authorization"))
+        if token.admin:
+            return None
+        return lambda topic: token.allows("subscribe", topic)
 
     def _writer(self, request: Request, etype: str) -> None:
         check_type_name(etype)
@@ -59,11 +73,12 @@ class SchemaRoutes:
     # -- reads ---------------------------------------------------------------------------
 
     async def list_all(self, request: Request) -> Response:
-        self._reader(request)
+        visible = self._reader(request)
         registered = [ts.summary() for _, ts in sorted(self.registry.types.items())]
         seen: set[str] = set()
         for name, topic in list(self.hub.topics.items()):
-            seen.update(self.hub.catalog.types(name, topic.partitions))
+            if visible is None or visible(name):
+                seen.update(self.hub.catalog.types(name, topic.partitions))
         unregistered = sorted(
             t for t in seen if t not in self.registry.types or not self.registry.types[t].versions
         )
@@ -71,12 +86,13 @@ class SchemaRoutes:
 
     async def get(self, request: Request) -> Response:
         etype = self._type(request)
-        self._reader(request)
+        visible = self._reader(request)
         ts = self.registry.get(etype)
-        return _json(self._describe(ts))
+        carriers = self._carriers(ts.name, visible)
+        sample = sample_type(ts.name, carriers)
+        return _json(self._describe(ts, sample, visible is None))
 
-    def _describe(self, ts: TypeSchemas) -> dict[str, Any]:
-        sample = sample_type(ts.name, self._carriers(ts.name))
+    def _describe(self, ts: TypeSchemas, sample: Sample, sees_all: bool) -> dict[str, Any]:
         producers = [
             {"name": name, "via": "app", "version": v} for name, v in sorted(ts.producers.items())
         ] + [
@@ -98,14 +114,18 @@ class SchemaRoutes:
             "producers": producers,
             "consumers": consumers,
             "topics": sample.topics,
-            "failures": {"count": ts.failures, "last": ts.last_failure},
+            # The last refusal quotes the refused data: for a token that sees every topic.
+            "failures": {"count": ts.failures, "last": ts.last_failure if sees_all else None},
         }
 
-    def _carriers(self, etype: str) -> list[tuple[str, Any]]:
+    def _carriers(
+        self, etype: str, visible: Callable[[str], bool] | None
+    ) -> list[tuple[str, Any]]:
         return [
             (name, t.partitions)
             for name, t in sorted(self.hub.topics.items())
-            if etype in self.hub.catalog.types(name, t.partitions)
+            if (visible is None or visible(name))
+            and etype in self.hub.catalog.types(name, t.partitions)
         ]
 
     async def version(self, request: Request) -> Response:
@@ -125,7 +145,8 @@ class SchemaRoutes:
     async def inferred(self, request: Request) -> Response:
         etype = self._type(request)
         self._writer(request, etype)
-        sample = sample_type(etype, self._carriers(etype))
+        visible = self._reader(request)
+        sample = sample_type(etype, self._carriers(etype, visible))
         if not sample.events:
             raise NotFound(f"no recent event of type {etype!r} to infer a schema from", type=etype)
         return _json(
