@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from tidings.app.handlers import is_model
 from tidings.core.schemas.compat import covers
-from tidings.errors import Conflict, Forbidden
+from tidings.errors import Conflict, Forbidden, NotFound
 
 if TYPE_CHECKING:
     from tidings.app.app import App
@@ -97,8 +97,8 @@ async def register(app: App, transport: Transport) -> None:
     """Register the app's contracts with the hub; Conflict (the app must not start)
     naming the model, the type and each breaking change when the hub refuses one.
 
-    A token without the ``schemas`` scope for a type registers nothing for it: the
-    app logs a warning and starts, as it did before the registry existed."""
+    A token without the ``schemas`` scope for a type, or a hub from before the
+    registry (404), registers nothing for it: the app logs a warning and starts."""
     for c in contracts(app):
         try:
             if c.role == "producer":
@@ -109,6 +109,12 @@ async def register(app: App, transport: Transport) -> None:
             logger.warning(
                 "app %s did not register its %s schema of %s: %s (give its token the "
                 "schemas scope for the type)", app.name, c.role, c.etype, exc.detail,
+                extra={"app": app.name},
+            )
+        except NotFound as exc:  # a hub from before the schema registry
+            logger.warning(
+                "app %s did not register its %s schema of %s: the hub has no schema "
+                "registry (%s)", app.name, c.role, c.etype, exc.detail,
                 extra={"app": app.name},
             )
         except Conflict as exc:

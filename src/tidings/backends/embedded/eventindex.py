@@ -213,7 +213,7 @@ class SqliteIndex:
         for n in self._gens[:-1]:
             spans = db.execute("SELECT tp, max_off FROM gen_parts WHERE gen = ?", (n,)).fetchall()
             if any(tp in first and max_off >= first[tp] for tp, max_off in spans):
-                break  # oldest first: a live generation keeps the ones after it too
+                continue  # live: kept; a later generation may be all stale already
             try:
                 with _transaction(db):
                     db.execute(f"DROP TABLE ids_{n}")
