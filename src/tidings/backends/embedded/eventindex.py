@@ -190,13 +190,24 @@ class SqliteIndex:
             del self._tps[key]
 
     def trim(self, topic: str, partition: int, start: int, end: int) -> None:
-        """Rows outside ``[start, end)`` are never answered (each is checked against the
-        log); what is trimmed here is the offset to go on from, and whole generations."""
+        """Rows below ``start`` are never answered (each is checked against the log) and
+        go with whole generations; rows from ``end`` on (a tail the log lost to a power
+        cut, whose offsets new records take again) are deleted here, or a retried
+        publish would be found twice. What else is trimmed is the offset to go on from."""
         tp = self._tps.get((topic, partition))
         if tp is None:
             return
         try:
             with _transaction(self._db):
+                [(indexed,)] = self._db.execute(
+                    "SELECT next_offset FROM parts WHERE tp = ?", (tp,)
+                ).fetchall() or [(0,)]
+                if end < indexed:  # rare: after a cut tail; a scan of each generation
+                    for n in self._gens:
+                        for table in (f"ids_{n}", f"corrs_{n}"):
+                            self._db.execute(
+                                f"DELETE FROM {table} WHERE tp = ? AND off >= ?", (tp, end)
+                            )
                 self._db.execute(
                     "UPDATE parts SET next_offset = MIN(MAX(next_offset, ?), ?) WHERE tp = ?",
                     (start, end, tp),
