@@ -93,11 +93,18 @@ async def test_a_bad_event_fails_its_own_handler_and_the_others_are_stored() -> 
 
 
 async def test_when_the_hub_is_down_every_waiting_handler_gets_the_error() -> None:
-    rec = Recorder(lambda topic, events: StorageUnavailable("down"))
+    tries: list[int] = []
+
+    def down(topic: str, events: list[dict[str, Any]]) -> Exception:
+        tries.append(len(events))
+        return StorageUnavailable("down")
+
+    rec = Recorder(down)
     box = Outbox(rec.publish)
     futs = [box.submit("a", [ev(n)]) for n in range(3)]
     results = await asyncio.gather(*futs, return_exceptions=True)
     assert all(isinstance(r, StorageUnavailable) for r in results)
+    assert tries == [3]  # one request that failed, not one more a handler
     # The outbox goes on once the hub is back.
     rec.fail = None
     await box.submit("a", [ev(9)])

@@ -18,6 +18,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from tidings.errors import BadRequest, InvalidEvent, TooLarge
+
+# Refusals that name an event of the request: worth sending each handler's alone.
+_ABOUT_THE_EVENTS = (BadRequest, InvalidEvent, TooLarge)
+
 __all__ = ["Outbox"]
 
 # At most this many events in one request; more are sent as several, in order.
@@ -90,14 +95,17 @@ class Outbox:
                     fut.cancel()
             raise
         except Exception as exc:
-            if len(chunk) > 1:
+            if len(chunk) > 1 and isinstance(exc, _ABOUT_THE_EVENTS):
                 # Nothing of it was stored. Each handler's events go again on their own,
-                # so that one handler's bad event fails that handler alone.
+                # so that one handler's bad event fails that handler alone. (A hub that is
+                # down, busy or refusing the token fails every handler at once instead:
+                # one request each would only wait out the same fault again and again.)
                 for item in chunk:
                     await self._request(topic, [item])
                 return
-            if not chunk[0][1].done():
-                chunk[0][1].set_exception(exc)
+            for _, fut in chunk:
+                if not fut.done():
+                    fut.set_exception(exc)
             return
         for _, fut in chunk:
             if not fut.done():
