@@ -44,6 +44,7 @@ bench: $(VENV)/.installed $(VENV)/.installed-bench
 	$(BIN)/tidings bench ws
 	$(BIN)/tidings bench webhooks
 	$(BIN)/tidings bench shop
+	$(BIN)/tidings bench lookup
 
 # Ten minutes of hostile clients beside ordinary publishes; prints a JSON summary.
 soak: $(VENV)/.installed-test

@@ -32,9 +32,10 @@ from tidings import AsyncClient, Record, TidingsError
 logger = logging.getLogger("shop.orders")
 STATIC = Path(__file__).parent / "static"
 
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+
 # The events of an order's journey, the topics they come on, and the state each
 # leads to; a state only moves forward (rank), so events may arrive in any order.
-DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 TOPICS = ("orders", "inventory", "payments", "shipments", "notifications")
 STOREFRONT = ("catalog", "cart", "likes", "promos")  # published by the page itself
 STATES: dict[str, tuple[str, int]] = {

@@ -180,6 +180,9 @@ def open_history(data_dir: Path) -> SqliteHistoryStore | None:
     path = data_dir / "history.sqlite3"
     try:
         return SqliteHistoryStore(path)
+    except sqlite3.OperationalError as exc:  # locked, a full disk: the file may be fine
+        logger.error("%s: %s; the metrics history is kept in memory only", path, exc)
+        return None
     except sqlite3.DatabaseError as exc:
         logger.error("%s cannot be read (%s): moved aside, the history starts empty", path, exc)
     try:
