@@ -79,3 +79,20 @@ def test_a_tail_cut_by_recovery_is_never_found_twice(tmp_path: Path) -> None:
     assert [r[4] for r in store.by_correlation(7, None, 100)] == list(range(10))
     assert store.by_id(8, 10) == [("orders", 0, 8)]
     store.close()
+
+
+def test_publish_order_holds_after_reopening_on_an_empty_generation(tmp_path: Path) -> None:
+    store = SqliteIndex(tmp_path / "index.sqlite3", generation_rows=5)
+    store.load()
+    store.add([("orders", 0, 5, rows(0, 5))])  # the first generation is full
+    store.add([("orders", 0, 5, [])])  # a round with nothing new
+    gens = list(store._gens)
+    store.close()
+    again = SqliteIndex(tmp_path / "index.sqlite3", generation_rows=5)
+    again.load()
+    again.add([("orders", 0, 6, [(5, 1000, 5, 7)])])  # the same millisecond as offset 0
+    page = again.by_correlation(7, None, 100)
+    # (time, seq) orders rows: the new row's seq goes on from 5, never restarts at 1
+    assert [(r[0], r[1], r[4]) for r in page[:2]] == [(1000, 1, 0), (1000, 6, 5)], (gens, page)
+    assert [r[4] for r in page] == [0, 5, 1, 2, 3, 4]
+    again.close()

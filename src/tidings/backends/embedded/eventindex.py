@@ -126,7 +126,11 @@ class SqliteIndex:
             self._gens = [1]
         newest = self._gens[-1]
         [(self._gen_rows,)] = db.execute("SELECT rows FROM gens WHERE n = ?", (newest,))
-        [(seq,)] = db.execute(f"SELECT COALESCE(MAX(seq), 0) FROM ids_{newest}")
+        seq = 0  # the newest generation with rows holds the highest (an empty one may follow)
+        for n in reversed(self._gens):
+            [(seq,)] = db.execute(f"SELECT COALESCE(MAX(seq), 0) FROM ids_{n}")
+            if seq:
+                break
         self._seq = int(seq)
         return {(t, p): n for _, t, p, n in rows}
 
