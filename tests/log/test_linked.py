@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,8 +27,9 @@ from pathlib import Path
 import pytest
 
 from tidings.backends.embedded.storage import EmbeddedStorage
+from tidings.errors import StorageUnavailable
 from tidings.log import format as fmt
-from tidings.log.config import FsyncPolicy, LogConfig, Retention
+from tidings.log.config import Disk, FsyncPolicy, LogConfig, Retention, use_disk
 from tidings.log.partition import PartitionLog
 from tidings.log.segment import Segment
 
@@ -343,3 +346,114 @@ async def test_start_up_costs_about_the_same_with_linked_batches_as_without(
     linked = min(start_up_cpu(tmp_path / "linked") for _ in range(3))
     print(f"start-up CPU: {plain:.3f} s plain, {linked:.3f} s linked (2,000 publishes)")
     assert linked < 5 * plain + 0.1
+
+
+class GatedDisk(Disk):
+    """fsyncs of files under ``gated`` wait for :attr:`go` (and then fail if
+    :attr:`error` is set): a partition whose fsync is slow, as on a loaded machine."""
+
+    def __init__(self, gated: Path) -> None:
+        self.gated = f"{gated}/"
+        self.entered = threading.Event()
+        self.go = threading.Event()
+        self.error: OSError | None = None
+
+    def fdatasync(self, fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(self.gated):
+            self.entered.set()
+            assert self.go.wait(10), "the gate was never opened"
+            if self.error is not None:
+                raise self.error
+        super().fdatasync(fd)
+
+
+def three_partitions(data: Path) -> EmbeddedStorage:
+    storage = EmbeddedStorage(data, FsyncPolicy.parse("always"))
+    storage.save_topic(TOPIC, {"partitions": 3})
+    for p in range(3):
+        storage.open_partition(TOPIC, p, Retention())
+    return storage
+
+
+async def behind_a_slow_partition(
+    storage: EmbeddedStorage, disk: GatedDisk
+) -> tuple[asyncio.Future[int], asyncio.Future[list[int]], asyncio.Future[list[int]]]:
+    """Append to partition 2, whose fsync hangs, then publish X over partitions 0 and 2,
+    then Y over 0 and 1: X's part in partition 2 waits in its queue; Y's parts are
+    written and fsynced, but Y's part in partition 0 comes after X's, not yet whole."""
+    first = storage.partitions[(TOPIC, 2)].append([b"c"])
+    while not disk.entered.is_set():
+        await asyncio.sleep(0.001)
+    x = storage.append_linked(TOPIC, [(0, [b"x0"]), (2, [b"x2"])])
+    y = storage.append_linked(TOPIC, [(0, [b"y0"]), (1, [b"y1"])])
+    await asyncio.wait([y], timeout=0.5)
+    assert not first.done() and not x.done()
+    return first, x, y
+
+
+async def test_a_publish_is_acknowledged_only_once_the_publishes_before_it_are_whole(
+    tmp_path: Path,
+) -> None:
+    """Y acknowledged while X, before it in partition 0, is not whole: a crash then cuts
+    X at recovery, and Y's part behind it in partition 0 with it (acknowledged and
+    lost). So Y waits for X; a copy of the files taken then, as a crash would leave
+    them, holds every publish acknowledged."""
+    storage = three_partitions(tmp_path / "data")
+    disk = GatedDisk(tmp_path / "data" / "topics" / TOPIC / "2")
+    previous = use_disk(disk)
+    try:
+        first, x, y = await behind_a_slow_partition(storage, disk)
+        crashed = tmp_path / "crashed"
+        shutil.copytree(tmp_path / "data", crashed)  # what SIGKILL leaves: written bytes
+        acked = y.done() and y.exception() is None
+        disk.go.set()
+        assert await first == 0
+        assert await x == [0, 1]
+        assert await y == [1, 0]
+        assert [r[2] for r in storage.partitions[(TOPIC, 0)].read(0)] == [b"x0", b"y0"]
+    finally:
+        use_disk(previous)
+        disk.go.set()
+        await storage.close()
+    again = EmbeddedStorage(crashed, FsyncPolicy.parse("always"))
+    try:
+        logs = [again.open_partition(TOPIC, p, Retention()) for p in range(3)]
+        kept = {r[2] for log in logs for r in log.read(log.start_offset)}
+        assert not acked or {b"y0", b"y1"} <= kept, "Y was acknowledged, then lost"
+        assert not acked, "Y was acknowledged before X, ahead of it, was whole"
+        assert kept == {b"c"}, f"torn publishes kept: {kept}"  # written, never acknowledged
+    finally:
+        await again.close()
+
+
+async def test_a_publish_behind_one_that_fails_is_refused_whole(tmp_path: Path) -> None:
+    """X's part in partition 2 fails to be fsynced: X is refused, partition 0 fails and
+    heals back to before X, so Y's part there goes too. Y is refused (503), never
+    acknowledged, and its part in partition 1 is never read."""
+    storage = three_partitions(tmp_path / "data")
+    disk = GatedDisk(tmp_path / "data" / "topics" / TOPIC / "2")
+    previous = use_disk(disk)
+    try:
+        first, x, y = await behind_a_slow_partition(storage, disk)
+        assert not y.done(), "Y was acknowledged before X, ahead of it, was whole"
+        disk.error = OSError(5, "gated fsync failed")
+        disk.go.set()
+        for refused in (first, x):
+            with pytest.raises(StorageUnavailable):
+                await refused
+        with pytest.raises(StorageUnavailable):
+            await y
+        logs = [storage.partitions[(TOPIC, p)] for p in range(3)]
+        assert [log.end_offset for log in logs] == [0, 0, 0]
+        use_disk(previous)
+        deadline = time.monotonic() + 10
+        while any(log.failure for log in logs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert [log.failure for log in logs] == [None, None, None]
+        assert [log.next_offset for log in logs] == [0, 0, 0]
+        assert await storage.append_linked(TOPIC, [(0, [b"a"]), (1, [b"b"])]) == [0, 0]
+        assert [r[2] for r in logs[1].read(0)] == [b"b"]
+    finally:
+        use_disk(previous)
+        disk.go.set()
+        await storage.close()

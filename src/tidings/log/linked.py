@@ -5,7 +5,10 @@ part by partition, base offset and count. Offsets are assigned when the parts ar
 queued, so each part can name the others before any is written. A part is held
 (:meth:`~tidings.log.partition.PartitionLog.append_held`): its records, and every
 record after it in its partition, stay unreadable and unacknowledged until every
-part is written (fsynced under ``always``); then all are released together.
+part is written (fsynced under ``always``) and every part held before it in its
+partition is released; then all are released together. (A publish released while
+a part of it stood behind another publish's part, not yet whole, would be
+acknowledged and then cut with it by a crash.)
 
 So whatever instant the process dies, nothing acknowledged or read depends on a
 linked batch that is not whole on disk. At start-up :func:`resolve` keeps a linked

@@ -269,9 +269,9 @@ class PartitionLog:
     ) -> asyncio.Future[int]:
         """Queue one part of a linked batch (``link`` from :func:`~tidings.log.format.encode_link`).
 
-        The future gives its base offset once written (fsynced under ``always``), but
-        it and every later record stay unreadable, and later appends unacknowledged,
-        until :meth:`release` of that base.
+        The future gives its base offset once written (fsynced under ``always``) and
+        every part held before it here is released; it and every later record stay
+        unreadable, and later appends unacknowledged, until :meth:`release` of that base.
         """
         self.check_appendable()
         base = self._next_offset
@@ -362,16 +362,24 @@ class PartitionLog:
         self._wake_readers()
 
     def _settle_held(self) -> None:
-        """Acknowledge what is written before the first held part, and each held part
-        that is written (its records stay unreadable)."""
+        """Acknowledge what is written before the first held part, and that part once
+        it is written (its records stay unreadable until :meth:`release`).
+
+        A held part after it waits: its publish, released, would be acknowledged
+        while the part stood behind one that a crash (or a failure) can still cut,
+        and recovery cuts what follows a torn part, so it must never have been
+        acknowledged. Offsets are taken in call order in every partition, so the
+        first held part never waits on a later one.
+        """
         if self._failed is not None:
             return
         written = self._written_end
-        visible = min(written, min(self._holds)) if self._holds else written
         holds = self._holds
+        first = min(holds) if holds else written
+        visible = min(written, first)
         keep: list[tuple[asyncio.Future[int], int]] = []
         for fut, base in self._blocked:
-            held = holds.get(base)
+            held = holds.get(base) if base == first else None
             if base < visible or (held is not None and held[1] is fut and held[0] <= written):
                 if not fut.done():
                     fut.set_result(base)
