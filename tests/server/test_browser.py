@@ -114,7 +114,7 @@ async def test_page_survives_hub_kill_without_losing_an_event(
             page.on("console", lambda msg: print("console:", msg.text))
             await page.goto(base + "/live.html")
             await page.wait_for_function(
-                "window.sub && window.sub.position !== null", timeout=15000
+                "() => window.sub && window.sub.position !== null", timeout=15000
             )
 
             # publish over the page's socket, answered by "published"

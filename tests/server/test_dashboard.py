@@ -152,7 +152,7 @@ async def test_tail_with_a_token_follows_pauses_resumes_and_shows_an_event_whole
             await page.fill("#token", "t0ken")
             await page.click("#token-form button")
             await page.locator('#tail-state[data-state="live"]').wait_for()
-            await page.wait_for_function("window.tail && window.tail.position != null")
+            await page.wait_for_function("() => window.tail && window.tail.position != null")
             assert await page.locator("#notice").is_hidden()
 
             # A just-published event shows; one of another type does not.
@@ -429,7 +429,7 @@ async def test_flow_map_reads_left_to_right_as_the_chain_of_services(
 
     async with dashboard(hub, "flow") as page:
         await page.locator('#flow-table tr[data-type="order.placed"]').wait_for()
-        await page.wait_for_function("window.flow && window.flow.ready")
+        await page.wait_for_function("() => window.flow && window.flow.ready")
         nodes = set(await page.evaluate("window.flow.nodes()"))
         edges = set(await page.evaluate("window.flow.edges()"))
         assert {

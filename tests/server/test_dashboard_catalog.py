@@ -76,7 +76,7 @@ async def test_catalog_shows_versions_a_diff_producers_consumers_and_failures(
             # The same version on both sides: nothing added or removed.
             await page.select_option("#catalog-a", "2")
             await page.wait_for_function(
-                "document.querySelectorAll('#catalog-diff .diff-add').length === 0"
+                "() => document.querySelectorAll('#catalog-diff .diff-add').length === 0"
             )
             await page.screenshot(path=str(tmp_path / "catalog.png"))
             await page.locator("#catalog-table tr[data-type='like.added']").click()
