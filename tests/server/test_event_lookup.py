@@ -128,16 +128,6 @@ async def test_a_long_id_is_refused(hub: HubProcess) -> None:
             assert (await expect_problem(resp, 400))["field"] == "x"
 
 
-async def test_an_id_with_slashes_is_found(hub: HubProcess) -> None:
-    """A CloudEvents id may hold any character: ``/`` too, percent-encoded or not."""
-    topic = unique("slash")
-    async with session() as http:
-        await publish(http, hub.base_url, topic, {"type": "t.s", "id": "orders/o-1/placed"})
-        for path in ("orders/o-1/placed", "orders%2Fo-1%2Fplaced"):
-            record = await by_id(http, hub.base_url, path)
-            assert (record["topic"], record["event"]["id"]) == (topic, "orders/o-1/placed")
-
-
 async def test_a_token_sees_only_records_of_topics_it_may_read(
     hub_factory: HubFactory, tmp_path: Path
 ) -> None:

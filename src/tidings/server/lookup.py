@@ -54,7 +54,7 @@ class LookupRoutes:
     def routes(self) -> list[Route]:
         return [
             Route("/v1/events", self.by_correlation, methods=["GET"]),
-            Route("/v1/events/{event_id:path}", self.by_id, methods=["GET"]),
+            Route("/v1/events/{event_id}", self.by_id, methods=["GET"]),
         ]
 
     def _visible(self, request: Request) -> Callable[[str], bool] | None:
