@@ -14,6 +14,7 @@ from tidings.cli.support import (
     JsonOpt,
     TokenOpt,
     Url,
+    call_hub,
     console,
     fail,
     print_json,
@@ -28,29 +29,10 @@ schemas_app = typer.Typer(
 TypeArg = Annotated[str, typer.Argument(help="The event type, e.g. order.placed")]
 
 
-def _call(url: str, token: str | None, method: str, *args: Any, **kwargs: Any) -> Any:
-    """Run one client call; the answer, or a clean error exit."""
-    from tidings.client import AsyncClient
-
-    answer: list[Any] = []
-
-    async def go() -> int:
-        async with AsyncClient(url, token=token) as hub:
-            answer.append(await getattr(hub, method)(*args, **kwargs))
-        return 0
-
-    try:
-        run_async(go())
-    except typer.Exit as exc:
-        if exc.exit_code:
-            raise
-    return answer[0]
-
-
 @schemas_app.command("list")
 def list_schemas(url: Url = DEFAULT_URL, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """Every registered type, and the types seen in traffic that have no schema."""
-    got = _call(url, token, "schemas")
+    got = call_hub(url, token, "schemas")
     if json_out:
         print_json(got)
         return
@@ -81,10 +63,10 @@ def show(
 ) -> None:
     """A type: versions, compatibility, producers, consumers; or one version's schema."""
     if version is not None:
-        got = _call(url, token, "schema_version", etype, version)
+        got = call_hub(url, token, "schema_version", etype, version)
         print_json(got if json_out else got["schema"])
         return
-    got = _call(url, token, "schema", etype)
+    got = call_hub(url, token, "schema", etype)
     if json_out:
         print_json(got)
         return
@@ -122,7 +104,7 @@ def put(
     json_out: JsonOpt = False,
 ) -> None:
     """Register a schema: a new version if compatible (else each breaking change, exit 2)."""
-    got = _call(url, token, "put_schema", etype, _read_schema(file), producer=producer)
+    got = call_hub(url, token, "put_schema", etype, _read_schema(file), producer=producer)
     if json_out:
         print_json(got)
     else:
@@ -141,7 +123,7 @@ def config(
     token: TokenOpt = None,
 ) -> None:
     """Set a type's compatibility mode (default backward)."""
-    got = _call(url, token, "configure_schema", etype, compatibility)
+    got = call_hub(url, token, "configure_schema", etype, compatibility)
     typer.echo(f"{got['type']}: compatibility {got['compatibility']}")
 
 
@@ -153,8 +135,8 @@ def adopt(
     json_out: JsonOpt = False,
 ) -> None:
     """Register the schema the hub inferred from the type's recent events."""
-    inferred = _call(url, token, "inferred_schema", etype)
-    got = _call(url, token, "put_schema", etype, inferred["schema"])
+    inferred = call_hub(url, token, "inferred_schema", etype)
+    got = call_hub(url, token, "put_schema", etype, inferred["schema"])
     if json_out:
         print_json({**got, "schema": inferred["schema"], "events": inferred["events"]})
     else:

@@ -69,6 +69,25 @@ def run_async(coro: Coroutine[Any, Any, int | None], uvloop: bool = False) -> No
     raise typer.Exit(code or 0)
 
 
+def call_hub(url: str, token: str | None, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Run one ``AsyncClient`` call; the answer, or a clean error exit."""
+    from tidings.client import AsyncClient
+
+    answer: list[Any] = []
+
+    async def go() -> int:
+        async with AsyncClient(url, token=token) as hub:
+            answer.append(await getattr(hub, method)(*args, **kwargs))
+        return 0
+
+    try:
+        run_async(go())
+    except typer.Exit as exc:
+        if exc.exit_code:
+            raise
+    return answer[0]
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(orjson.dumps(obj).decode() + "\n")
     sys.stdout.flush()

@@ -11,10 +11,10 @@ from tidings.cli.support import (
     JsonOpt,
     TokenOpt,
     Url,
+    call_hub,
     console,
     local_time,
     print_json,
-    run_async,
     show_fields,
 )
 
@@ -24,25 +24,6 @@ webhooks_app = typer.Typer(
 )
 
 IdArg = Annotated[str, typer.Argument(help="The webhook's id (wh_…)")]
-
-
-def _call(url: str, token: str | None, method: str, *args: Any, **kwargs: Any) -> Any:
-    """Run one client call; the answer, or a clean error exit."""
-    from tidings.client import AsyncClient
-
-    answer: list[Any] = []
-
-    async def go() -> int:
-        async with AsyncClient(url, token=token) as hub:
-            answer.append(await getattr(hub, method)(*args, **kwargs))
-        return 0
-
-    try:
-        run_async(go())
-    except typer.Exit as exc:
-        if exc.exit_code:
-            raise
-    return answer[0]
 
 
 def _show(obj: Any, json_out: bool) -> None:
@@ -73,7 +54,7 @@ def _one_line(text: str | None, width: int = 40) -> str:
 @webhooks_app.command("list")
 def list_(url: Url = DEFAULT_URL, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """List endpoints with their state."""
-    items = _call(url, token, "webhooks")
+    items = call_hub(url, token, "webhooks")
     if json_out:
         print_json(items)
         return
@@ -101,7 +82,7 @@ def create(
     json_out: JsonOpt = False,
 ) -> None:
     """Register an endpoint; prints its id and its signing secret."""
-    answer = _call(
+    answer = call_hub(
         url, token, "create_webhook", endpoint, topic, types=type_, description=description,
         rate_limit=rate_limit, ordering=ordering, concurrency=concurrency,
     )  # fmt: skip
@@ -113,7 +94,7 @@ def show(
     id: IdArg, url: Url = DEFAULT_URL, token: TokenOpt = None, json_out: JsonOpt = False
 ) -> None:
     """One endpoint: config, state, lag per topic."""
-    _show(_call(url, token, "webhook", id), json_out)
+    _show(call_hub(url, token, "webhook", id), json_out)
 
 
 @webhooks_app.command()
@@ -140,7 +121,7 @@ def update(
     ):  # fmt: skip
         if value is not None:
             changes[key] = value
-    _show(_call(url, token, "update_webhook", id, **changes), json_out)
+    _show(call_hub(url, token, "update_webhook", id, **changes), json_out)
 
 
 @webhooks_app.command()
@@ -148,7 +129,7 @@ def delete(
     id: IdArg, url: Url = DEFAULT_URL, token: TokenOpt = None, json_out: JsonOpt = False
 ) -> None:
     """Delete an endpoint, its attempts log and its dead letters."""
-    _call(url, token, "delete_webhook", id)
+    call_hub(url, token, "delete_webhook", id)
     if json_out:
         print_json({"id": id, "deleted": True})
     else:
@@ -164,7 +145,7 @@ def rotate_secret(
     json_out: JsonOpt = False,
 ) -> None:
     """A new signing secret; the old one signs beside it for the grace period."""
-    _show(_call(url, token, "rotate_webhook_secret", id, grace), json_out)
+    _show(call_hub(url, token, "rotate_webhook_secret", id, grace), json_out)
 
 
 @webhooks_app.command()
@@ -177,7 +158,7 @@ def attempts(
     json_out: JsonOpt = False,
 ) -> None:
     """The attempts log, newest first, with the start of each answer."""
-    page = _call(url, token, "webhook_attempts", id, status, limit)
+    page = call_hub(url, token, "webhook_attempts", id, status, limit)
     if json_out:
         print_json(page)
         return
@@ -204,7 +185,7 @@ def replay(
     json_out: JsonOpt = False,
 ) -> None:
     """Deliver again every matching event since a time or a position."""
-    _show(_call(url, token, "replay_webhook", id, since, topic), json_out)
+    _show(call_hub(url, token, "replay_webhook", id, since, topic), json_out)
 
 
 @webhooks_app.command()
@@ -212,7 +193,7 @@ def test(
     id: IdArg, url: Url = DEFAULT_URL, token: TokenOpt = None, json_out: JsonOpt = False
 ) -> None:
     """Send one test event now and show how the endpoint answered."""
-    answer = _call(url, token, "test_webhook", id)
+    answer = call_hub(url, token, "test_webhook", id)
     _show(answer if json_out else answer["attempt"], json_out)
 
 
@@ -230,9 +211,9 @@ def dead_letters(
 ) -> None:
     """Events whose attempts were all spent; --replay sends them again."""
     if replay:
-        _show(_call(url, token, "replay_webhook_dead_letters", id, only), json_out)
+        _show(call_hub(url, token, "replay_webhook_dead_letters", id, only), json_out)
         return
-    page = _call(url, token, "webhook_dead_letters", id, limit)
+    page = call_hub(url, token, "webhook_dead_letters", id, limit)
     if json_out:
         print_json(page)
         return
