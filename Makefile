@@ -45,6 +45,7 @@ bench: $(VENV)/.installed $(VENV)/.installed-bench
 	$(BIN)/tidings bench webhooks
 	$(BIN)/tidings bench shop
 	$(BIN)/tidings bench lookup
+	$(BIN)/tidings bench streams
 
 # Ten minutes of hostile clients beside ordinary publishes; prints a JSON summary.
 soak: $(VENV)/.installed-test
