@@ -112,9 +112,7 @@ def run(path: Path, size_ms: int, grace_ms: int) -> dict[str, Any]:
         now_getter=_still,
         to_system_utc=_no_wake_up,
     )
-    out = count_window(
-        "count", events, clock, TumblingWindower(length=size, align_to=_EPOCH), _key
-    )
+    out = count_window("count", events, clock, TumblingWindower(length=size, align_to=_EPOCH), _key)
     op.output("results", out.down, _Collect(results))
     op.output("late", out.late, _Collect(lates))
     start = time.perf_counter()
