@@ -31,6 +31,13 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve_process(name: str, argv: list[str], port: int, logs: Path) -> Iterator[str]:
     """Start ``argv`` as a process serving on ``port``, yield its URL once it answers, stop it."""
+    with server_process(name, argv, port, logs) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def server_process(name: str, argv: list[str], port: int, logs: Path) -> Iterator[tuple[str, int]]:
+    """:func:`serve_process`, yielding the process id beside the URL."""
     url = f"http://127.0.0.1:{port}"
     log_path = logs / f"{name}.log"
     with log_path.open("wb") as log:
@@ -52,7 +59,7 @@ def serve_process(name: str, argv: list[str], port: int, logs: Path) -> Iterator
             if time.perf_counter() > deadline:
                 raise BenchmarkFailed(f"{name} did not answer within {START_S:g} s")
             time.sleep(0.1)
-        yield url
+        yield url, proc.pid
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -61,6 +68,29 @@ def serve_process(name: str, argv: list[str], port: int, logs: Path) -> Iterator
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(STOP_S)
+
+
+def peak_rss_kib(pid: int) -> int:
+    """A running process's resident-set high-water mark (``VmHWM``, the figure
+    ``ru_maxrss`` gives the process itself), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise BenchmarkFailed(f"no VmHWM in /proc/{pid}/status")
+
+
+def run_process(name: str, argv: list[str], logs: Path, timeout_s: float) -> None:
+    """Run ``argv`` to its end (its output to ``logs/NAME.log``); fail on an error status."""
+    log_path = logs / f"{name}.log"
+    with log_path.open("wb") as log:
+        try:
+            proc = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=timeout_s
+            )
+        except subprocess.TimeoutExpired:
+            raise BenchmarkFailed(f"{name} ran over {timeout_s:g} s: {_tail(log_path)}") from None
+    if proc.returncode != 0:
+        raise BenchmarkFailed(f"{name} exited with {proc.returncode}: {_tail(log_path)}")
 
 
 def _tail(path: Path) -> str:

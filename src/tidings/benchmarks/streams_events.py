@@ -268,3 +268,39 @@ def windows_from_json(rows: Iterable[list[Any]]) -> dict[WindowKey, int]:
 
 def windows_to_json(windows: dict[WindowKey, int]) -> list[list[Any]]:
     return [[k, s, c] for (k, s), c in sorted(windows.items())]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tidings.benchmarks.streams_events EVENTS.jsonl OUT.json --size-ms --grace-ms``:
+    the reference over a file, timed in a process of its own, as the engines are."""
+    import argparse
+    import resource
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("events", type=Path, help="the events, one JSON object a line")
+    p.add_argument("out", type=Path, help="where the JSON result is written")
+    p.add_argument("--size-ms", type=int, required=True, help="the tumbling window's size")
+    p.add_argument("--grace-ms", type=int, required=True, help="the grace for late events")
+    opts = p.parse_args(argv)
+    if opts.size_ms < 1 or opts.grace_ms < 0:
+        p.error("--size-ms must be at least 1 and --grace-ms at least 0")
+    if not opts.events.is_file():
+        p.error(f"no events file at {opts.events}")
+    start = time.perf_counter()
+    ref = reference(read_jsonl(opts.events), opts.size_ms, opts.grace_ms)
+    seconds = time.perf_counter() - start
+    result = {
+        "events": sum(ref.counts.values()) + ref.late,
+        "seconds": seconds,
+        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "windows": windows_to_json(ref.counts),
+        "closed": windows_to_json(ref.closed()),
+        "late": ref.late,
+        "watermark_ms": ref.watermark_ms,
+    }
+    opts.out.write_bytes(orjson.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

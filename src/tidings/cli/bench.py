@@ -120,3 +120,25 @@ def bench_shop(
 
     argv = ["--rates", rates, "--seconds", str(seconds), "--drain", str(drain)]
     raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
+
+
+@bench_app.command("streams")
+def bench_streams(
+    events: Annotated[int, typer.Option(min=2000, help="Events generated")] = 1_000_000,
+    keys: Annotated[int, typer.Option(min=1, help="Distinct keys")] = 1000,
+    hubs: Annotated[
+        str, typer.Option(help="Ours on: embedded, serve (comma-separated)")
+    ] = "embedded,serve",
+    mode: Annotated[
+        str, typer.Option(help="Ours: app (an App window view) or engine (the operator alone)")
+    ] = "app",
+    anchor: Annotated[bool, typer.Option(help="Also run Bytewax, the anchor")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """A 1-minute tumbling count per key over 1000 keys: ours replayed from earliest with
+    checkpoints, beside Bytewax and a plain-Python loop on the same events (same run)."""
+    from tidings.benchmarks.streams import main as bench_main
+
+    argv = ["--events", str(events), "--keys", str(keys), "--hubs", hubs, "--mode", mode]
+    argv += ([] if anchor else ["--no-anchor"]) + (["--json"] if json_out else [])
+    raise typer.Exit(bench_main(argv))

@@ -1,0 +1,368 @@
+"""Streams benchmark: a 1-minute tumbling count per key, ours beside Bytewax, same events.
+
+One run::
+
+    1. events     --events CloudEvents (default 1,000,000) from a seeded generator
+                  (tidings.benchmarks.streams_events): 1000 keys, event times rising,
+                  2% out of order inside the grace, 0.1% beyond it (late), written to
+                  a JSON-lines file in the scratch directory
+    2. ceiling    the plain-Python reference over that file (decode, count): what a
+                  loop with no framework, no I/O and no checkpoints does
+    3. anchor     Bytewax over the same file, 1000 lines a batch, its event-time
+                  tumbling window on a constant-now clock (deterministic; see
+                  tidings.benchmarks.streams_bytewax)
+    4. ours       the events published to a hub, 1000 a batch, to a topic of one
+                  partition, then read from earliest and windowed (see
+                  tidings.benchmarks.streams_ours for what runs and what is timed):
+                  embedded   the hub's core in the measuring process (embedded:DIR)
+                  serve      a `tidings serve` process, restarted after the publish,
+                             the App in another process over HTTP
+
+Each engine runs in a process of its own that times itself and reports its
+resident-set high-water mark (``ru_maxrss``; for the serve case also the hub
+process's ``VmHWM``, the same figure read from /proc). Each engine's windows are
+checked against the reference: Bytewax closes every window at the end of its
+input, so all of them; ours closes a window when the watermark passes its end
+plus the grace, so the closed ones (every window but the last event's). The
+late events are counted against the reference's too.
+
+Run it with ``tidings bench streams`` or ``python -m tidings.benchmarks.streams``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from tidings.benchmarks import streams_ours
+from tidings.benchmarks.processes import (
+    BenchmarkFailed,
+    free_port,
+    peak_rss_kib,
+    run_process,
+    scratch_dir,
+    server_process,
+)
+from tidings.benchmarks.streams_events import (
+    Generated,
+    Reference,
+    Verdict,
+    Workload,
+    compare,
+    rfc3339_ms,
+    windows_from_json,
+    write_jsonl,
+)
+from tidings.errors import TidingsError
+
+HUBS = ("embedded", "serve")
+_RUN_S = 1800.0  # no engine may take longer over the events
+
+
+@dataclass(slots=True)
+class Case:
+    """One engine's run over the events, and how its results compare with the reference."""
+
+    name: str
+    kind: str  # "ceiling", "anchor" or "ours"
+    events: int = 0
+    seconds: float = 0.0
+    peak_rss_kib: int = 0
+    other_rss: dict[str, int] = field(default_factory=dict)  # other processes it needs
+    late: int = 0
+    against: str = ""  # which of the reference's windows it is compared with
+    verdict: Verdict | None = None
+    late_ok: bool | None = None
+    detail: str = ""
+    skipped: str | None = None
+
+    @property
+    def per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def _child(name: str, module: str, args: list[str], root: Path) -> dict[str, Any]:
+    """Run ``python -m module args... OUT`` and read the JSON it writes to OUT."""
+    out = root / f"{name}.json"
+    run_process(name, [sys.executable, "-m", module, *args, str(out)], root, _RUN_S)
+    result: dict[str, Any] = orjson.loads(out.read_bytes())
+    return result
+
+
+def _judge(case: Case, result: dict[str, Any], want: dict[Any, int], ref: Reference) -> Case:
+    case.events = int(result["events"])
+    case.seconds = float(result["seconds"])
+    case.peak_rss_kib = int(result["peak_rss_kib"])
+    case.late = int(result["late"])
+    case.verdict = compare(windows_from_json(result["windows"]), want)
+    case.late_ok = case.late == ref.late
+    case.detail = str(result.get("detail", ""))
+    return case
+
+
+def _ceiling(events: Path, w: Workload, root: Path) -> tuple[Case, Reference]:
+    """The reference, in a process of its own; it is also what the others are judged by."""
+    args = [str(events), "--size-ms", str(w.size_ms), "--grace-ms", str(w.grace_ms)]
+    result = _child("reference", "tidings.benchmarks.streams_events", args, root)
+    ref = Reference(
+        counts=windows_from_json(result["windows"]),
+        late=int(result["late"]),
+        watermark_ms=result["watermark_ms"],
+        size_ms=w.size_ms,
+        grace_ms=w.grace_ms,
+    )
+    case = Case("plain Python loop (the reference)", "ceiling", against="itself")
+    return _judge(case, result, ref.counts, ref), ref
+
+
+def _anchor(events: Path, w: Workload, root: Path, ref: Reference) -> Case:
+    case = Case("Bytewax, batches of 1000", "anchor", against="all windows (it closes all at EOF)")
+    if importlib.util.find_spec("bytewax") is None:
+        case.skipped = "bytewax is not installed (pip install -e '.[bench]')"
+        return case
+    args = [str(events), "--size-ms", str(w.size_ms), "--grace-ms", str(w.grace_ms)]
+    result = _child("bytewax", "tidings.benchmarks.streams_bytewax", args, root)
+    case.name = f"Bytewax {result['bytewax']}, batches of 1000"
+    return _judge(case, result, ref.counts, ref)
+
+
+def _ours_args(opts: argparse.Namespace, w: Workload, ref: Reference) -> list[str]:
+    return [
+        "--mode", opts.mode, "--events", str(w.events), "--windows", str(len(ref.closed())),
+        "--size-ms", str(w.size_ms), "--grace-ms", str(w.grace_ms),
+        "--commit-interval", str(opts.commit_interval),
+    ]  # fmt: skip
+
+
+async def _ours_embedded(
+    opts: argparse.Namespace, events: Path, w: Workload, root: Path, ref: Reference, err: Console
+) -> Case:
+    case = Case(streams_ours.describe(opts.mode, "embedded"), "ours", against="closed windows")
+    missing = streams_ours.missing(opts.mode)
+    if missing:
+        case.skipped = missing
+        return case
+    data = root / "embedded"
+    t0 = time.perf_counter()
+    await streams_ours.publish_embedded(data, events)
+    err.log(f"embedded: published {w.events:,} events in {time.perf_counter() - t0:.1f} s")
+    args = ["--hub", f"embedded:{data}", *_ours_args(opts, w, ref)]
+    result = _child("ours-embedded", "tidings.benchmarks.streams_ours", args, root)
+    return _judge(case, result, ref.closed(), ref)
+
+
+async def _ours_serve(
+    opts: argparse.Namespace, events: Path, w: Workload, root: Path, ref: Reference, err: Console
+) -> Case:
+    case = Case(streams_ours.describe(opts.mode, "serve"), "ours", against="closed windows")
+    missing = streams_ours.missing(opts.mode, http=True)
+    if missing:
+        case.skipped = missing
+        return case
+    data = root / "served"
+    port = free_port()
+    argv = [sys.executable, "-m", "tidings", "serve", "--port", str(port), "--data-dir", str(data),
+            "--fsync", "interval:5", "--log-level", "warning"]  # fmt: skip
+    with server_process("hub-publish", argv, port, root) as (url, _):
+        t0 = time.perf_counter()
+        await streams_ours.publish_http(url, events)
+        err.log(f"serve: published {w.events:,} events in {time.perf_counter() - t0:.1f} s")
+    # A hub started anew: its high-water mark is the replay's, not the publish's.
+    with server_process("hub-replay", argv, port, root) as (url, pid):
+        args = ["--hub", url, *_ours_args(opts, w, ref)]
+        result = _child("ours-serve", "tidings.benchmarks.streams_ours", args, root)
+        case.other_rss["hub process"] = peak_rss_kib(pid)
+    return _judge(case, result, ref.closed(), ref)
+
+
+async def run(opts: argparse.Namespace, root: Path, err: Console) -> dict[str, Any]:
+    w = opts.workload
+    events = root / "events.jsonl"
+    t0 = time.perf_counter()
+    counts: Generated = write_jsonl(w, events)
+    err.log(
+        f"generated {counts.events:,} events ({counts.out_of_order:,} out of order, "
+        f"{counts.late:,} late) in {time.perf_counter() - t0:.1f} s"
+    )
+    ceiling, ref = _ceiling(events, w, root)
+    err.log(f"reference: {ceiling.per_s:,.0f} events/s, {len(ref.counts):,} windows")
+    cases = [ceiling]
+    if opts.anchor:
+        cases.append(_anchor(events, w, root, ref))
+        err.log(f"anchor: {cases[-1].per_s:,.0f} events/s")
+    for hub in opts.hubs:
+        run_case = _ours_embedded if hub == "embedded" else _ours_serve
+        case = await run_case(opts, events, w, root, ref, err)
+        err.log(f"{case.name}: {case.skipped or f'{case.per_s:,.0f} events/s'}")
+        cases.append(case)
+    return {
+        "workload": asdict(w),
+        "generated": asdict(counts),
+        "windows": len(ref.counts),
+        "closed_windows": len(ref.closed()),
+        "late": ref.late,
+        "cases": [_case_json(c) for c in cases],
+    }
+
+
+def _case_json(c: Case) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": c.name, "kind": c.kind}
+    if c.skipped:
+        return out | {"skipped": c.skipped}
+    out |= {
+        "events": c.events,
+        "seconds": round(c.seconds, 3),
+        "per_s": round(c.per_s),
+        "peak_rss_mb": round(c.peak_rss_kib / 1024, 1),
+        "other_rss_mb": {k: round(v / 1024, 1) for k, v in c.other_rss.items()},
+        "against": c.against,
+        "equal": c.verdict.equal if c.verdict else None,
+        "windows": c.verdict.windows if c.verdict else 0,
+        "compared": c.verdict.detail if c.verdict else "",
+        "late": c.late,
+        "late_equal": c.late_ok,
+    }
+    if c.detail:
+        out["detail"] = c.detail
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--events", type=int, default=1_000_000, help="events generated")
+    p.add_argument("--keys", type=int, default=1000, help="distinct keys (partitionkey)")
+    p.add_argument("--seed", type=int, default=16, help="the generator's seed")
+    p.add_argument(
+        "--step-ms",
+        type=int,
+        help="event time between events (default: 1 ms from 1,000,000 events up, more "
+        "below, so that the stream spans at least 1000 s and has late events)",
+    )
+    p.add_argument("--grace", type=float, default=10.0, help="the grace, in seconds")
+    p.add_argument(
+        "--hubs", default=",".join(HUBS), help="ours on: embedded, serve, comma-separated"
+    )
+    p.add_argument(
+        "--mode",
+        choices=streams_ours.MODES,
+        default="app",
+        help="ours: app (an App window view, checkpoints on) or engine (the window "
+        "operator driven directly over the hub's records, no runtime, no checkpoints)",
+    )
+    p.add_argument(
+        "--commit-interval", type=float, default=0.1, help="ours: seconds between checkpoints"
+    )
+    p.add_argument("--no-anchor", dest="anchor", action="store_false", help="skip Bytewax")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--data-dir", type=Path, help="where the scratch directory is made")
+    opts = p.parse_args(argv)
+    if not 2_000 <= opts.events <= 10_000_000:
+        p.error("--events must be from 2000 to 10000000")
+    if not 0.002 <= opts.grace < 60:
+        p.error("--grace must be from 0.002 to under 60 seconds (the windows are 1 minute)")
+    if not 0.001 <= opts.commit_interval <= 60:
+        p.error("--commit-interval must be from 0.001 to 60 seconds")
+    hubs = [h.strip() for h in opts.hubs.split(",") if h.strip()]
+    if not hubs or any(h not in HUBS for h in hubs) or len(set(hubs)) != len(hubs):
+        p.error(f"--hubs takes one or more of {', '.join(HUBS)}, each once")
+    opts.hubs = hubs
+    try:
+        opts.workload = Workload(
+            events=opts.events,
+            keys=opts.keys,
+            seed=opts.seed,
+            step_ms=opts.step_ms or max(1, 1_000_000 // opts.events),
+            grace_ms=round(opts.grace * 1000),
+        )
+    except ValueError as exc:
+        p.error(str(exc))
+    # Event times lie ahead of the hub's clock, so the watermark follows the events:
+    # the idle term (hub time - idle) never passes them (streams spec, section 2).
+    span_ms = opts.workload.events * opts.workload.step_ms + 120_000
+    if opts.workload.base_ms < time.time() * 1000 + span_ms:
+        p.error(f"the events start at {rfc3339_ms(opts.workload.base_ms)}: no longer ahead of now")
+    return opts
+
+
+def _mb(kib: int) -> str:
+    return f"{kib / 1024:,.0f}"
+
+
+def print_table(result: dict[str, Any], opts: argparse.Namespace) -> None:
+    w = opts.workload
+    g = result["generated"]
+    title = (
+        f"tumbling count per key, {w.size_ms // 1000} s windows, grace {w.grace_ms / 1000:g} s: "
+        f"{g['events']:,} events ({g['out_of_order']:,} out of order, {g['late']:,} late), "
+        f"{w.keys:,} keys, {result['windows']:,} windows"
+    )
+    table = Table(box=box.SIMPLE_HEAD, title=title)
+    for col in ("", "engine", "events/s", "seconds", "peak RSS, MB", "= reference"):
+        table.add_column(col, justify="right" if col in ("events/s", "seconds") else "left")
+    notes = []
+    for c in result["cases"]:
+        if "skipped" in c:
+            table.add_row(c["kind"], c["name"], "-", "-", "-", "skipped")
+            notes.append(f"{c['kind']}, {c['name']}: skipped: {c['skipped']}")
+            continue
+        rss = f"{c['peak_rss_mb']:,.0f}" + "".join(
+            f" + {name} {mb:,.0f}" for name, mb in c["other_rss_mb"].items()
+        )
+        same = "yes" if c["equal"] and c["late_equal"] else "NO"
+        table.add_row(c["kind"], c["name"], f"{c['per_s']:,}", f"{c['seconds']:.2f}", rss, same)
+        late = f"{c['late']:,} late" + (
+            " (as the reference)" if c["late_equal"] else f" (the reference: {result['late']:,})"
+        )
+        detail = f"; {c['detail']}" if c.get("detail") else ""
+        notes.append(f"{c['kind']}, {c['name']}: {c['against']}: {c['compared']}; {late}{detail}")
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    for note in notes:
+        console.print(f"- {note}", highlight=False)
+    anchor = next((c for c in result["cases"] if c["kind"] == "anchor" and "per_s" in c), None)
+    for c in result["cases"]:
+        if c["kind"] == "ours" and "per_s" in c and anchor:
+            ratio = c["per_s"] / anchor["per_s"] if anchor["per_s"] else 0.0
+            verdict = "met" if ratio >= 1 and c["equal"] and c["late_equal"] else "NOT met"
+            console.print(
+                f"goal: {c['name']} at least Bytewax's events/s with results equal to the "
+                f"reference: {verdict} ({ratio:.2f}x)"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the streams benchmark; returns the process exit status."""
+    try:
+        opts = parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    err = Console(stderr=True, log_path=False)
+    root = scratch_dir("tidings-bench-streams-", opts.data_dir)
+    try:
+        result = uvloop.run(run(opts, root, err))
+    except (OSError, TidingsError, TimeoutError, BenchmarkFailed) as exc:
+        err.print(f"streams benchmark failed: {exc!r}")
+        return 1
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if opts.json:
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print_table(result, opts)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

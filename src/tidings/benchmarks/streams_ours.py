@@ -1,0 +1,233 @@
+"""Ours in the streams benchmark: publishing the events, and the timed replay.
+
+The parent (:mod:`tidings.benchmarks.streams`) publishes the events with
+:func:`publish_embedded` or :func:`publish_http`, 1000 a batch in file order, to
+topic ``bench.sales`` of ONE partition: the merged order (append time, then
+partition) is then the file's order, which the reference follows.
+
+The replay runs in a process of its own (``python -m
+tidings.benchmarks.streams_ours --hub HUB --mode MODE ... OUT.json``), so its
+peak memory is its own, in one of two modes:
+
+``app``
+    ``App("benchstreams", hub=HUB)`` with ``app.window("sales_per_minute",
+    topic="bench.sales", window=Tumbling(size, grace=grace), key=partitionkey,
+    agg=Count(), emit="final", commit_interval=...)``: a new view, so it reads
+    its input from earliest; checkpoints on (every commit publishes the
+    results, then appends the changed state and a checkpoint to the changelog).
+    Timed from before ``app.start()`` (the hub opened, for ``embedded:``) to the
+    moment its topic holds every closed window's result and its last checkpoint
+    covers the whole input (polled every 10 ms).
+``engine``
+    The engine's ``WindowOperator`` driven directly over the hub's records
+    (``read_timed``, 1000 a read): process each record, ``advance`` to the
+    read's horizon, ``drain``. No App runtime, no commits, no checkpoints: what
+    the operators cost alone. Embedded only.
+
+Results come back from the view's topic (``app``) or the drains (``engine``) as
+``{(key, window start): count}``; the late events are counted from
+``sales_per_minute.late`` or the drains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+
+from tidings.app.transport import EmbeddedTransport, Transport, open_transport
+from tidings.benchmarks.streams_events import TOPIC, parse_ms, read_jsonl
+from tidings.client.async_client import AsyncClient
+from tidings.core.positions import format_token
+
+VIEW = "sales_per_minute"
+MODES = ("app", "engine")
+_POLL_S = 0.01
+_DEADLINE_S = 1800.0
+
+
+def describe(mode: str, hub: str) -> str:
+    where = "embedded: (in process)" if hub == "embedded" else "tidings serve (over HTTP)"
+    if mode == "app":
+        return f"App window view, checkpoints on, {where}"
+    return f"WindowOperator alone over the hub's records, {where}"
+
+
+def missing(mode: str, *, http: bool = False) -> str | None:
+    """Why ``mode`` cannot run on this build (a part not there yet), or None."""
+    if importlib.util.find_spec("tidings.streams") is None:
+        return "no tidings.streams (the window engine) in this build"
+    import tidings.streams as streams
+
+    if not hasattr(streams, "WindowOperator"):
+        return "tidings.streams has no WindowOperator in this build"
+    from tidings.app.app import App
+
+    if mode == "app" and not hasattr(App, "window"):
+        return "App has no window() (the stream runtime) in this build"
+    if not hasattr(EmbeddedTransport, "read_timed"):
+        return "the transports cannot read with append times in this build"
+    if mode == "engine" and http:
+        return "the engine mode reads the hub's core: embedded only"
+    return None
+
+
+async def publish_embedded(data_dir: Path, events: Path) -> None:
+    """The events, 1000 a batch in file order, to a one-partition topic in ``data_dir``."""
+    transport = EmbeddedTransport(data_dir)
+    await transport.open()
+    try:
+        await transport.hub.create_topic(TOPIC, partitions=1)
+        for batch in read_jsonl(events):
+            await transport.publish(TOPIC, batch)
+    finally:
+        await transport.close()
+
+
+async def publish_http(url: str, events: Path) -> None:
+    """As :func:`publish_embedded`, to the hub at ``url``, one request after another."""
+    async with AsyncClient(url, timeout=120) as client:
+        await client.create_topic(TOPIC, partitions=1)
+        for batch in read_jsonl(events):
+            await client.publish_many(TOPIC, batch)
+
+
+def _window(event: dict[str, Any]) -> tuple[tuple[str, int], int]:
+    """A result event's ``((key, start_ms), count)``."""
+    data = event["data"]
+    return (str(data["key"]), parse_ms(data["start"])), int(data["value"])
+
+
+def _add(windows: dict[tuple[str, int], int], events: list[dict[str, Any]]) -> None:
+    for event in events:
+        k, count = _window(event)
+        if windows.get(k, count) != count:
+            raise RuntimeError(f"window {k} published as {windows[k]} and as {count}")
+        windows[k] = count
+
+
+async def _read_all(t: Transport, topic: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    start = "earliest"
+    while True:
+        batch = await t.read_timed(topic, start, 1000, 0)
+        if not batch.records:
+            return out
+        out.extend(ev for _, _, _, ev in batch.records)
+        start = format_token(batch.next)
+
+
+def _key(event: Any) -> str:
+    key: str = event.get("partitionkey")
+    return key
+
+
+def _window_spec(opts: argparse.Namespace) -> Any:
+    from tidings.streams import Tumbling
+
+    return Tumbling(f"{opts.size_ms}ms", grace=f"{opts.grace_ms}ms")
+
+
+async def run_app(opts: argparse.Namespace) -> dict[str, Any]:
+    from tidings.app.app import App
+    from tidings.streams import Count
+
+    app = App("benchstreams", hub=opts.hub, poll_wait=1.0)
+    app.window(
+        VIEW, topic=TOPIC, window=_window_spec(opts), key=_key, agg=Count(), emit="final",
+        commit_interval=opts.commit_interval,
+    )  # fmt: skip
+    watch = open_transport(opts.hub)
+    start = time.perf_counter()
+    await app.start()
+    await watch.open()  # embedded: the App's core, shared (a directory is opened once)
+    try:
+        proc = app.processors[0]
+        deadline = start + _DEADLINE_S
+        while True:
+            done = sum((await watch.end_positions(VIEW)).values()) >= opts.windows
+            if done and await proc.caught_up():
+                break
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"the window view did not finish in {_DEADLINE_S:g} s")
+            await asyncio.sleep(_POLL_S)
+        seconds = time.perf_counter() - start
+        commits = proc.commits
+        await app.stop()
+        windows: dict[tuple[str, int], int] = {}
+        _add(windows, await _read_all(watch, VIEW))
+        late = len(await _read_all(watch, VIEW + ".late"))
+    finally:
+        await watch.close()
+    return {
+        "seconds": seconds,
+        "windows": windows,
+        "late": late,
+        "detail": f"{commits} commits (checkpoints), commit_interval {opts.commit_interval:g} s",
+    }
+
+
+async def run_engine(opts: argparse.Namespace) -> dict[str, Any]:
+    from tidings.streams import Count, WindowOperator
+
+    t = open_transport(opts.hub)
+    start = time.perf_counter()
+    await t.open()
+    try:
+        op = WindowOperator(VIEW, [TOPIC], _window_spec(opts), _key, Count(), "final")
+        windows: dict[tuple[str, int], int] = {}
+        late = reads = 0
+        at = "earliest"
+        while True:
+            batch = await t.read_timed(TOPIC, at, 1000, 0)
+            if not batch.records:
+                break
+            reads += 1
+            for p, o, ms, event in batch.records:
+                op.process((0, p, o, ms, event))
+            op.advance(batch.horizon)
+            out = op.drain()
+            _add(windows, out.results)
+            late += len(out.late)
+            at = format_token(batch.next)
+        seconds = time.perf_counter() - start
+    finally:
+        await t.close()
+    return {"seconds": seconds, "windows": windows, "late": late, "detail": f"{reads} reads"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("out", type=Path, help="where the JSON result is written")
+    p.add_argument("--hub", required=True, help="embedded:DIR or http://HOST:PORT")
+    p.add_argument("--mode", choices=MODES, default="app")
+    p.add_argument("--events", type=int, required=True, help="events in the topic")
+    p.add_argument("--windows", type=int, required=True, help="windows the events close")
+    p.add_argument("--size-ms", type=int, required=True)
+    p.add_argument("--grace-ms", type=int, required=True)
+    p.add_argument("--commit-interval", type=float, default=0.1)
+    opts = p.parse_args(argv)
+    why = missing(opts.mode, http=not opts.hub.startswith("embedded:"))
+    if why:
+        p.error(why)
+    result = uvloop.run(run_app(opts) if opts.mode == "app" else run_engine(opts))
+    windows: dict[tuple[str, int], int] = result.pop("windows")
+    result |= {
+        "events": opts.events,  # every record of the topic was read and processed
+        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "windows": [[k, s, c] for (k, s), c in sorted(windows.items())],
+    }
+    opts.out.write_bytes(orjson.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
