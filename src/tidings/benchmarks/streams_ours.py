@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import uvloop
 
@@ -88,6 +89,10 @@ async def publish_embedded(data_dir: Path, events: Path) -> None:
         await transport.hub.create_topic(TOPIC, partitions=1)
         for batch in read_jsonl(events):
             await transport.publish(TOPIC, batch)
+        # The event index trails a burst of publishes: let it finish here, so that the
+        # replay's process does not index the input while it is timed.
+        if not await transport.hub.index.settle(timeout=_DEADLINE_S):
+            raise RuntimeError("the event index did not catch up with the events")
     finally:
         await transport.close()
 
@@ -98,6 +103,18 @@ async def publish_http(url: str, events: Path) -> None:
         await client.create_topic(TOPIC, partitions=1)
         for batch in read_jsonl(events):
             await client.publish_many(TOPIC, batch)
+    # As embedded: wait for the event index. A lookup answers 503 while the index
+    # trails what was acknowledged before it, 200 once it has caught up.
+    deadline = time.perf_counter() + _DEADLINE_S
+    probe = f"{url}/v1/events?correlationid=bench-none"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        while True:
+            async with http.get(probe) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    return
+                if resp.status != 503 or time.perf_counter() > deadline:
+                    raise RuntimeError(f"the event index did not catch up: {resp.status}")
 
 
 def _window(event: dict[str, Any]) -> tuple[tuple[str, int], int]:
