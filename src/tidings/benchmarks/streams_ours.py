@@ -19,7 +19,7 @@ peak memory is its own, in one of two modes:
     moment its topic holds every closed window's result and its last checkpoint
     covers the whole input (polled every 10 ms).
 ``engine``
-    The engine's ``WindowOperator`` driven directly over the hub's records
+    The engine's window operator (``window_operator``) driven directly over the hub's records
     (``read_timed``, 1000 a read): process each record, ``advance`` to the
     read's horizon, ``drain``. No App runtime, no commits, no checkpoints: what
     the operators cost alone. Embedded only.
@@ -59,7 +59,7 @@ def describe(mode: str, hub: str) -> str:
     where = "embedded: (in process)" if hub == "embedded" else "tidings serve (over HTTP)"
     if mode == "app":
         return f"App window view, checkpoints on, {where}"
-    return f"WindowOperator alone over the hub's records, {where}"
+    return f"window operator alone over the hub's records, {where}"
 
 
 def missing(mode: str, *, http: bool = False) -> str | None:
@@ -68,8 +68,8 @@ def missing(mode: str, *, http: bool = False) -> str | None:
         return "no tidings.streams (the window engine) in this build"
     import tidings.streams as streams
 
-    if not hasattr(streams, "WindowOperator"):
-        return "tidings.streams has no WindowOperator in this build"
+    if not hasattr(streams, "window_operator"):
+        return "tidings.streams has no window_operator in this build"
     from tidings.app.app import App
 
     if mode == "app" and not hasattr(App, "window"):
@@ -193,13 +193,13 @@ async def run_app(opts: argparse.Namespace) -> dict[str, Any]:
 
 
 async def run_engine(opts: argparse.Namespace) -> dict[str, Any]:
-    from tidings.streams import Count, WindowOperator
+    from tidings.streams import Count, window_operator
 
     t = open_transport(opts.hub)
     start = time.perf_counter()
     await t.open()
     try:
-        op = WindowOperator(VIEW, [TOPIC], _window_spec(opts), _key, Count(), "final")
+        op = window_operator(VIEW, [TOPIC], _window_spec(opts), _key, Count(), emit="final")
         windows: dict[tuple[str, int], int] = {}
         late = reads = 0
         at = "earliest"
