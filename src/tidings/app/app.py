@@ -367,6 +367,48 @@ class App:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
+    # -- reading views ------------------------------------------------------------------
+
+    async def view_get(
+        self,
+        name: str,
+        key: str,
+        *,
+        min_position: str | None = None,
+        topic: str | None = None,
+    ) -> dict[str, Any] | None:
+        """The hub's ``{"key", "value", "position"}`` for ``key`` of view ``name``, or None
+        if the key has no value (the app must be running; usable from handlers).
+
+        ``min_position``: a position token of input ``topic`` (needed when the view
+        has several inputs): wait until the view reflects every event up to it.
+        ``"latest"``: wait until it reflects every event appended to its inputs
+        before this call (read your own writes).
+        """
+        transport = self._transport
+        if transport is None:
+            raise RuntimeError(f"app {self.name!r} is not running: await app.start() first")
+        if min_position != "latest":
+            return await transport.view_get(name, key, min_position, topic)
+        inputs: list[str] = next(
+            (list(s.inputs) for s in self.streams if s.name == name), []
+        ) or list((await transport.view_info(name))["inputs"])
+        if topic is not None:
+            inputs = [topic]
+        waits: list[tuple[str, str]] = []
+        for t in inputs:
+            ends = await transport.end_positions(t)
+            # The view reflects offsets *at or before* the token: the last offsets.
+            last = {p: o - 1 for p, o in ends.items() if o > 0}
+            if last:
+                waits.append((t, ",".join(f"{p}:{o}" for p, o in sorted(last.items()))))
+        for t, token in waits[:-1]:
+            await transport.view_get(name, key, token, t)
+        if not waits:
+            return await transport.view_get(name, key)
+        t, token = waits[-1]
+        return await transport.view_get(name, key, token, t)
+
     # -- publishing outside handlers ------------------------------------------------------
 
     async def publish(

@@ -156,6 +156,8 @@ class ViewProcessor:
         self.commits = 0
         self.reloads = 0
         self.processed = 0  # input records processed since start (redone ones too)
+        #: The input positions of the last checkpoint read or written.
+        self.committed: dict[str, dict[str, int]] = {}
 
     def stop(self) -> None:
         """Stop reading; what was processed is committed, then :meth:`run` returns."""
@@ -174,6 +176,15 @@ class ViewProcessor:
             except TidingsError as exc:
                 logger.warning("view %s: %s; retrying", name, exc.detail, extra={"view": name})
                 await self._pause(_RETRY_PAUSE_S)
+
+    async def caught_up(self) -> bool:
+        """Whether the last checkpoint covers every record of the inputs now."""
+        for topic in self.spec.inputs:
+            at = self.committed.get(topic, {})
+            ends = await self.transport.end_positions(topic)
+            if any(at.get(str(p), 0) < o for p, o in ends.items() if o > 0):
+                return False
+        return True
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -218,7 +229,7 @@ class _Run:
         self.unprocessed: dict[tuple[int, int], deque[int]] = {}
         self.merger = Merger(len(self.spec.inputs))
         self.horizon: int | None = ckpt.get("horizon")
-        self.committed = self.positions()
+        self.committed = proc.committed = self.positions()
         self.uncommitted = 0
         self.advanced = False
         self.last_generation_check = 0.0
@@ -353,7 +364,7 @@ class _Run:
         events = changelog_events(spec.name, self.generation, self.seq, out, checkpoint)
         self.expect = await t.commit_view(spec.name, self.generation, self.expect, events)
         self.seq += 1
-        self.committed = positions
+        self.committed = self.proc.committed = positions
         self.uncommitted = 0
         self.proc.commits += 1
 

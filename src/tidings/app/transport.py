@@ -16,8 +16,8 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 import orjson
 
@@ -165,12 +165,32 @@ class Transport(Protocol):
         answer the changelog's new end offset."""
         ...
 
+    async def view_get(
+        self, name: str, key: str, min_position: str | None = None, topic: str | None = None
+    ) -> dict[str, Any] | None:
+        """``{"key", "value", "position"}`` of view ``name``; None if the key has no value.
+        With ``min_position`` (a token of input ``topic``), first wait until the view
+        reflects every event at or before it (503 StorageUnavailable if not in time)."""
+        ...
+
+    async def end_positions(self, topic: str) -> dict[int, int]:
+        """The next offset of each partition of ``topic`` now."""
+        ...
+
 
 _MAX_PARTITIONS = 1 << 20  # parse_token's bound; the hub checks the real one
 
 
+_VIEW_WAIT_S = 10.0  # the hub's default wait for min_position
+
+
 def _view_path(name: str) -> str:
     return "/v1/views/" + quote(name, safe="")
+
+
+def _key_missing(exc: NotFound) -> bool:
+    """Whether a 404 of a view key route is about the key (not the view)."""
+    return "key" in exc.fields or "key" in exc.detail
 
 
 def parse_hub_url(url: object) -> tuple[Literal["http", "embedded"], str]:
@@ -313,6 +333,29 @@ class HttpTransport:
         answer = await self.client._call("POST", _view_path(name) + "/commit", body)
         return int(answer["next"])
 
+    async def view_get(
+        self, name: str, key: str, min_position: str | None = None, topic: str | None = None
+    ) -> dict[str, Any] | None:
+        params: dict[str, str] = {}
+        if min_position is not None:
+            params["min_position"] = min_position
+        if topic is not None:
+            params["topic"] = topic
+        path = _view_path(name) + "/keys/" + quote(key, safe="")
+        try:
+            answer: dict[str, Any] = await self.client._call(
+                "GET", path, params=params, wait=_VIEW_WAIT_S if min_position else 0
+            )
+        except NotFound as exc:
+            if _key_missing(exc):
+                return None
+            raise
+        return answer
+
+    async def end_positions(self, topic: str) -> dict[int, int]:
+        info = await self.client.topic(topic)
+        return {int(p["partition"]): int(p["next_offset"]) for p in info["partitions"]}
+
     async def put_schema(self, etype: str, schema: Any, producer: str) -> None:
         await self.client.put_schema(etype, schema, producer=producer)
 
@@ -426,6 +469,23 @@ class CoreTransport:
         evs = [normalize_event(ev, topic=topic, now=now) for ev in events]
         answer = await self.hub.views.commit(name, generation, expect, evs)
         return int(answer["next"])
+
+    async def view_get(
+        self, name: str, key: str, min_position: str | None = None, topic: str | None = None
+    ) -> dict[str, Any] | None:
+        views = self.hub.views
+        if min_position is not None:
+            await views.wait_for(name, topic, min_position, _VIEW_WAIT_S)
+        try:
+            got: dict[str, Any] = views.get(name, key)
+        except NotFound as exc:
+            if _key_missing(exc):
+                return None
+            raise
+        return got
+
+    async def end_positions(self, topic: str) -> dict[int, int]:
+        return {p: part.end_offset for p, part in enumerate(self.hub.topic(topic).partitions)}
 
     async def put_schema(self, etype: str, schema: Any, producer: str) -> None:
         self.hub.schemas.put(etype, schema, producer)
