@@ -31,7 +31,6 @@ import contextlib
 import logging
 import os
 import socket
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,7 +46,7 @@ __all__ = ["ChangelogState", "StreamSpec", "ViewProcessor", "changelog_events", 
 logger = logging.getLogger("tidings.app")
 
 CHANGELOG_PREFIX = "__view."
-READ_LIMIT = 1000
+READ_LIMIT = 2000
 PUBLISH_CHUNK = 500
 _RETRY_PAUSE_S = 0.5  # after the hub could not be reached
 _HELD_PAUSE_S = 0.005  # records wait for the horizon to pass them: read again soon
@@ -225,8 +224,6 @@ class _Run:
             {int(p): int(o) for p, o in saved[topic].items()} if topic in saved else None
             for topic in self.spec.inputs
         ]
-        # Offsets read and not yet processed, per (input, partition), in order.
-        self.unprocessed: dict[tuple[int, int], deque[int]] = {}
         self.merger = Merger(len(self.spec.inputs))
         self.horizon: int | None = ckpt.get("horizon")
         self.committed = proc.committed = self.positions()
@@ -241,8 +238,9 @@ class _Run:
             at = self.read_at[i]
             if at is None:
                 continue
+            first = self.merger.first_held
             out[topic] = {
-                str(p): (held[0] if (held := self.unprocessed.get((i, p))) else o)
+                str(p): (o if (held := first(i, p)) is None else held)
                 for p, o in sorted(at.items())
             }
         return out
@@ -303,20 +301,14 @@ class _Run:
 
     def _take(self, got: list[tuple[int, TimedBatch]]) -> int:
         """Hand what was read to the merger; process what it releases; advance."""
-        merger, unprocessed = self.merger, self.unprocessed
+        merger = self.merger
         for i, batch in got:
-            for p, o, _, _ in batch.records:
-                q = unprocessed.get((i, p))
-                if q is None:
-                    q = unprocessed[(i, p)] = deque()
-                q.append(o)
             merger.add(i, [(i, p, o, ms, ev) for p, o, ms, ev in batch.records], batch.horizon)
             at = self.read_at[i]
             self.read_at[i] = {**(at or {}), **batch.next}
         ready = merger.ready()
         process = self.op.process
         for rec in ready:
-            unprocessed[(rec[0], rec[1])].popleft()
             process(rec)
         h = merger.horizon
         if h is not None and (self.horizon is None or h > self.horizon):
