@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from tidings.streams import Count, Sum, Tumbling
+from tidings.testing import TestHub
 
 from tidings import App
 from tidings.app.processor import load_changelog
@@ -251,3 +252,23 @@ async def test_min_position_right_after_a_publish_sees_it(hub_at: str) -> None:
             assert got is not None and got["value"] == i + 1
         await t.publish(topic, [{"type": "stock", "data": {"sku": "s1", "delta": -20}}])
         assert await app.view_get(view, "s1", min_position="latest") is None
+
+
+async def test_views_and_windows_under_the_test_harness_in_virtual_time() -> None:
+    """TestHub (in memory, virtual time): drain() waits for the views; a window closes
+    when the harness moves the clock on."""
+    topic, view, win = name("sales"), name("totals"), name("persec")
+    app = analytics(name("harnessed"), "http://127.0.0.1:1", topic, view, win, idle="0s")
+    async with TestHub(app) as hub:
+        now = hub.time_ms()
+        evs = events(now, 12, step_ms=10)
+        for ev in evs:
+            await hub.publish(topic, event=ev)
+        await hub.drain()
+        got = await app.view_get(view, "k1")
+        assert got is not None and got["value"] == fold_reference(evs)["k1"]
+        assert await hub.events(win) == []  # the window is open: the clock stands still
+        await hub.advance(2)
+        await hub.drain()
+        found = [e.data for e in await hub.events(win)]
+        assert {(d["key"], d["start"]): d["value"] for d in found} == window_reference(evs, 1000)
