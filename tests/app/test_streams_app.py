@@ -16,13 +16,13 @@ from typing import Any
 
 import orjson
 import pytest
-from tidings.streams import Count, Sum, Tumbling
 
 from tidings import App
 from tidings.app.processor import load_changelog
 from tidings.app.transport import Transport, open_transport
 from tidings.core.positions import parse_time_ms
 from tidings.events.envelope import rfc3339_ms
+from tidings.streams import Count, Sum, Tumbling
 from tidings.testing import TestHub
 
 pytestmark = pytest.mark.anyio
