@@ -185,6 +185,7 @@ async def _ours_serve(
         err.log(f"serve: published {w.events:,} events in {time.perf_counter() - t0:.1f} s")
     # A hub started anew: its high-water mark is the replay's, not the publish's.
     with server_process("hub-replay", argv, port, root) as (url, pid):
+        await streams_ours.ready(url)
         args = ["--hub", url, *_ours_args(opts, w, ref)]
         result = _child("ours-serve", "tidings.benchmarks.streams_ours", args, root)
         case.other_rss["hub process"] = peak_rss_kib(pid)
