@@ -110,7 +110,8 @@ def test_a_window_reported_twice_with_two_counts_is_refused() -> None:
 def test_a_small_run_of_every_engine_equals_the_reference(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--events", "20000", "--keys", "100", "--json", "--data-dir", str(tmp_path)]
+    argv = ["--events", "20000", "--keys", "100", "--settle", "0", "--json"]
+    argv += ["--data-dir", str(tmp_path)]
     assert streams.main(argv) == 0
     result = orjson.loads(capsys.readouterr().out)
     assert result["generated"]["late"] == result["late"] > 0
