@@ -45,6 +45,11 @@ PINNED = {
         "TopicNotFound", "Unauthorized", "UnsupportedMediaType", "UrlNotAllowed", "WebhookNotFound",
         "__version__",
     ],
+    "tidings.streams": [
+        "DELETED", "Aggregate", "Aggregation", "Count", "EventView", "FoldOperator", "Hopping",
+        "InputRecord", "Max", "Mean", "Merger", "Min", "Operator", "Output", "Session",
+        "Sliding", "Sum", "Tumbling", "Window", "WindowOperator", "window_operator",
+    ],
     "tidings.testing": ["TestHub", "VirtualClock"],
     "tidings.webhooks": ["WebhookVerificationError", "verify"],
 }

@@ -302,6 +302,11 @@ class FixedWindows(WindowOperator):
         tp, tb = self._tp, self._tb
         view, decode = self._view, self._decode
         fraction = FRACTION_MS
+        # The window of the last event (most events fall in the same one): its start,
+        # its counts and its changed keys. None after a close, which may have removed it.
+        cur: int | None = None
+        bucket: dict[str, Any] = {}
+        dirty: set[str] = set()
         for rec in recs:
             _, _, _, appended, ev = rec
             if appended - idle > wm:
@@ -309,7 +314,7 @@ class FixedWindows(WindowOperator):
                 if wm >= next_close:
                     self._wm = wm
                     self._close()
-                    next_close = self._next_close
+                    next_close, cur = self._next_close, None
             if types is not None and ev.get("type") not in types:
                 continue
             if view is None:
@@ -326,8 +331,8 @@ class FixedWindows(WindowOperator):
             t = ev.get("time")
             if t is None:
                 et = appended
-            elif t.startswith(tp) and t[-1] == "Z" and t[20:23] in fraction:
-                et = tb + fraction[t[20:23]]
+            elif t.startswith(tp) and t[-1] == "Z" and (ms := fraction.get(t[20:23])) is not None:
+                et = tb + ms
             else:
                 parsed = self._parse_time(t)
                 tp, tb = self._tp, self._tb
@@ -343,19 +348,21 @@ class FixedWindows(WindowOperator):
                     if wm >= next_close:
                         self._wm = wm
                         self._close()
-                        next_close = self._next_close
+                        next_close, cur = self._next_close, None
             start = et - et % size
-            if start + size + grace <= wm:
-                self._wm = wm
-                self._late_event(rec, k, et, self._why(start))
-                continue
-            b = buckets.get(start)
-            if b is None:
-                self._next_close = next_close
-                b = self._open(start)
-                next_close = self._next_close
-            b[k] = b.get(k, 0) + 1
-            changed[start].add(k)
+            if start != cur:
+                if start + size + grace <= wm:
+                    self._wm = wm
+                    self._late_event(rec, k, et, self._why(start))
+                    continue
+                b = buckets.get(start)
+                if b is None:
+                    self._next_close = next_close
+                    b = self._open(start)
+                    next_close = self._next_close
+                cur, bucket, dirty = start, b, changed[start]
+            bucket[k] = bucket.get(k, 0) + 1
+            dirty.add(k)
         self._wm, self._stream_time, self._next_close = wm, stream_time, next_close
         return None
 
