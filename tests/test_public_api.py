@@ -46,9 +46,10 @@ PINNED = {
         "__version__",
     ],
     "tidings.streams": [
-        "DELETED", "Aggregate", "Aggregation", "Count", "EventView", "FoldOperator", "Hopping",
-        "InputRecord", "Max", "Mean", "Merger", "Min", "Operator", "Output", "Session",
-        "Sliding", "Sum", "Tumbling", "Window", "WindowOperator", "window_operator",
+        "DELETED", "Aggregate", "Aggregation", "Count", "EnrichOperator", "EventView",
+        "FoldOperator", "Hopping", "InputRecord", "Join", "Max", "Mean", "Merger", "Min",
+        "Operator", "Output", "Session", "Sliding", "StreamJoin", "Sum", "Tumbling", "Window",
+        "WindowOperator", "window_operator",
     ],
     "tidings.testing": ["TestHub", "VirtualClock"],
     "tidings.webhooks": ["WebhookVerificationError", "verify"],
