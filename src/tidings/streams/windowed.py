@@ -104,7 +104,6 @@ class WindowOperator:
         self._stream_time = BEFORE
         self._wm = BEFORE
         self._next_close = NEVER
-        self._dirty: set[Any] = set()
         # The seconds prefix ("2026-12-05T10:01:00.") of the last event time parsed
         # on the fast path, and its ms: the next event is most often in the same second.
         self._tp = "\0"
@@ -119,10 +118,15 @@ class WindowOperator:
     def restore(
         self, values: dict[str, Any], state: dict[str, Any], clock: dict[str, Any]
     ) -> None:
+        made = clock.get("window")
+        if made is not None and made != self.window.describe():
+            raise ValueError(
+                f"view {self.name!r}: its state was made with the window {made}, not "
+                f"{self.window.describe()}: rebuild the view to change its window"
+            )
         st, wm = clock.get("stream_time"), clock.get("watermark")
         self._stream_time = st if isinstance(st, int) else BEFORE
         self._wm = wm if isinstance(wm, int) else BEFORE
-        self._dirty = set()
         self._values, self._results, self._late = {}, [], []
         self._load(state)
 
@@ -200,6 +204,7 @@ class WindowOperator:
         return {
             "stream_time": None if self._stream_time == BEFORE else self._stream_time,
             "watermark": None if self._wm == BEFORE else self._wm,
+            "window": self.window.describe(),
         }
 
     @property
