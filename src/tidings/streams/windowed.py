@@ -288,9 +288,6 @@ class FixedWindows(WindowOperator):
         self._revs: dict[int, dict[str, int]] = {}
         self._changed: dict[int, set[str]] = {}
 
-    def process(self, rec: InputRecord) -> None:
-        self.process_all((rec,))
-
     def process_all(self, recs: Iterable[InputRecord]) -> None:
         # WindowOperator.process and _place in one loop over local names (attributes
         # cost several times more), with the tumbling window and Count inlined; the
