@@ -249,3 +249,16 @@ def test_state_made_with_another_window_is_refused_on_restore() -> None:
     again = window_operator("v", ["in"], Tumbling("2m"), lambda e: "k", Count())
     with pytest.raises(ValueError, match="rebuild the view to change its window"):
         again.restore({}, out.state, out.clock)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_keys_with_separators_survive_a_restore(kind: str) -> None:
+    script = make_script(40, seed=21)
+    for _, arg in script:
+        if not isinstance(arg, int):
+            arg[4]["data"]["k"] = f"{arg[4]['data']['k']}:x@y:"
+    whole = run(maker(kind, "count"), script)
+    assert any(":x@y:@" in k for k in whole.values)
+    for cut in range(0, len(script) + 1, 3):
+        got = run(maker(kind, "count"), script, cuts=[cut])
+        assert (got.results, got.values, got.state) == (whole.results, whole.values, whole.state)
