@@ -60,8 +60,9 @@ class WindowOperator:
     """What every window kind shares; :func:`~tidings.streams.window_operator` makes one.
 
     Subclasses place an event in its windows (``_place``), close the windows the
-    watermark has passed (``_close``, called when ``W >= self._next_close``), and
-    turn their state into changelog entries and back (``_state_entry``, ``_load``).
+    watermark has passed (``_close``, called once ``W >= self._next_close``, which is
+    never later than the first close due), and turn their state into changelog
+    entries and back (``_state_changes``, ``_load``).
     """
 
     def __init__(
