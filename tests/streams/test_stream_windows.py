@@ -262,3 +262,16 @@ def test_keys_with_separators_survive_a_restore(kind: str) -> None:
     for cut in range(0, len(script) + 1, 3):
         got = run(maker(kind, "count"), script, cuts=[cut])
         assert (got.results, got.values, got.state) == (whole.results, whole.values, whole.state)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_drained_state_comes_in_name_order(kind: str) -> None:
+    op = maker(kind, "sum")()
+    op.restore({}, {}, {})
+    for step, arg in make_script(60, seed=8):
+        if step == "rec":
+            op.process(arg)
+        else:
+            op.advance(arg)
+    names = list(op.drain().state)
+    assert len(names) > 3 and names == sorted(names)

@@ -192,7 +192,9 @@ class WindowOperator:
                 self._close()
 
     def drain(self) -> Output:
-        state = self._state_changes()
+        # sorted by name: the same changelog records in the same order, whatever the
+        # hash seed that ordered the sets of changed windows
+        state = dict(sorted(self._state_changes().items()))
         out = Output(
             values=self._values, state=state, results=self._results, late=self._late,
             clock=self.clock,
