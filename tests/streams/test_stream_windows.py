@@ -6,6 +6,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from streamref import (
     T0,
     fold_of,
@@ -141,7 +143,10 @@ def test_quiet_windows_close_through_advance_alone() -> None:
         "key": "a", "start": text_of(T0), "end": text_of(end), "value": 3, "final": True,
     }]
     assert out.values == {f"a@{text_of(T0)}": out.results[0]["data"]}
-    assert out.clock == {"stream_time": T0 + 2_000, "watermark": end + 10_000}
+    assert out.clock == {
+        "stream_time": T0 + 2_000, "watermark": end + 10_000,
+        "window": {"kind": "tumbling", "size": 60_000, "grace": 10_000, "idle": 10_000},
+    }
 
 
 def test_result_and_late_events_are_cloudevents_with_stable_ids() -> None:
@@ -195,3 +200,78 @@ def test_types_and_a_key_of_none_skip_events() -> None:
     op.advance(T0 + 120_000)
     out = op.drain()
     assert [(r["data"]["key"], r["data"]["value"]) for r in out.results] == [("1", 1)]
+
+
+@st.composite
+def scripts(draw: st.DrawFn) -> list[Any]:
+    """Records whose event times wander around their append times, and horizons."""
+    steps: list[Any] = []
+    appended = T0
+    n = draw(st.integers(1, 30))
+    for offset in range(n):
+        appended += draw(st.integers(0, 4_000))
+        if draw(st.booleans()):
+            last = steps[-1][1] if steps and steps[-1][0] == "adv" else appended
+            steps.append(("adv", draw(st.integers(min(last, appended), appended))))
+        ev: dict[str, Any] = {
+            "type": "t", "data": {"k": draw(st.sampled_from("ab")), "v": draw(st.integers(0, 9))},
+        }
+        lag = draw(st.one_of(st.none(), st.integers(-50, 25_000)))
+        if lag is not None:
+            ev["time"] = text_of(appended - lag)
+        steps.append(("rec", (0, 0, offset, appended, ev)))
+    steps.append(("adv", appended + draw(st.integers(0, 60_000))))
+    return steps
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(list(KINDS)), scripts(), st.data())
+def test_any_script_equals_the_reference_and_survives_any_cut(
+    kind: str, script: list[Any], data: st.DataObject
+) -> None:
+    want = expected(kind, "sum", script, "updates")
+    whole = run(maker(kind, "sum", "updates"), script)
+    assert summary(whole) == (want.results, want.late)
+    assert whole.values == folded(want.values)
+    cuts = data.draw(st.lists(st.integers(0, len(script)), max_size=4))
+    got = run(maker(kind, "sum", "updates"), script, cuts=sorted(set(cuts)))
+    assert (got.results, got.late, got.values, got.state, got.clock) == (
+        whole.results, whole.late, whole.values, whole.state, whole.clock
+    )
+
+
+def test_state_made_with_another_window_is_refused_on_restore() -> None:
+    op = window_operator("v", ["in"], Tumbling("1m"), lambda e: "k", Count())
+    op.restore({}, {}, {})
+    op.process((0, 0, 0, T0, {"type": "t"}))
+    out = op.drain()
+    assert out.clock["window"] == {"kind": "tumbling", "size": 60_000, "grace": 0, "idle": 0}
+    again = window_operator("v", ["in"], Tumbling("2m"), lambda e: "k", Count())
+    with pytest.raises(ValueError, match="rebuild the view to change its window"):
+        again.restore({}, out.state, out.clock)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_keys_with_separators_survive_a_restore(kind: str) -> None:
+    script = make_script(40, seed=21)
+    for _, arg in script:
+        if not isinstance(arg, int):
+            arg[4]["data"]["k"] = f"{arg[4]['data']['k']}:x@y:"
+    whole = run(maker(kind, "count"), script)
+    assert any(":x@y:@" in k for k in whole.values)
+    for cut in range(0, len(script) + 1, 3):
+        got = run(maker(kind, "count"), script, cuts=[cut])
+        assert (got.results, got.values, got.state) == (whole.results, whole.values, whole.state)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_drained_state_comes_in_name_order(kind: str) -> None:
+    op = maker(kind, "sum")()
+    op.restore({}, {}, {})
+    for step, arg in make_script(60, seed=8):
+        if step == "rec":
+            op.process(arg)
+        else:
+            op.advance(arg)
+    names = list(op.drain().state)
+    assert len(names) > 3 and names == sorted(names)
