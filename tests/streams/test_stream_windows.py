@@ -6,6 +6,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from streamref import (
     T0,
     fold_of,
@@ -195,3 +197,41 @@ def test_types_and_a_key_of_none_skip_events() -> None:
     op.advance(T0 + 120_000)
     out = op.drain()
     assert [(r["data"]["key"], r["data"]["value"]) for r in out.results] == [("1", 1)]
+
+
+@st.composite
+def scripts(draw: st.DrawFn) -> list[Any]:
+    """Records whose event times wander around their append times, and horizons."""
+    steps: list[Any] = []
+    appended = T0
+    n = draw(st.integers(1, 30))
+    for offset in range(n):
+        appended += draw(st.integers(0, 4_000))
+        if draw(st.booleans()):
+            last = steps[-1][1] if steps and steps[-1][0] == "adv" else appended
+            steps.append(("adv", draw(st.integers(min(last, appended), appended))))
+        ev: dict[str, Any] = {
+            "type": "t", "data": {"k": draw(st.sampled_from("ab")), "v": draw(st.integers(0, 9))},
+        }
+        lag = draw(st.one_of(st.none(), st.integers(-50, 25_000)))
+        if lag is not None:
+            ev["time"] = text_of(appended - lag)
+        steps.append(("rec", (0, 0, offset, appended, ev)))
+    steps.append(("adv", appended + draw(st.integers(0, 60_000))))
+    return steps
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(list(KINDS)), scripts(), st.data())
+def test_any_script_equals_the_reference_and_survives_any_cut(
+    kind: str, script: list[Any], data: st.DataObject
+) -> None:
+    want = expected(kind, "sum", script, "updates")
+    whole = run(maker(kind, "sum", "updates"), script)
+    assert summary(whole) == (want.results, want.late)
+    assert whole.values == folded(want.values)
+    cuts = data.draw(st.lists(st.integers(0, len(script)), max_size=4))
+    got = run(maker(kind, "sum", "updates"), script, cuts=sorted(set(cuts)))
+    assert (got.results, got.late, got.values, got.state, got.clock) == (
+        whole.results, whole.late, whole.values, whole.state, whole.clock
+    )

@@ -183,8 +183,8 @@ def reference(
             result(k, s, end, evs, 0)
             closed.add((k, s))
         if kind == "session":  # a closed session's events leave; they join no later one
-            gone = {(k, ev["id"]) for _, s, k, evs in done for ev in evs}
-            held = [h for h in held if (h[1], h[2]["id"]) not in gone]
+            gone = {id(ev) for _, _, _, evs in done for ev in evs}
+            held = [h for h in held if id(h[2]) not in gone]
 
     for step, arg in script:
         if step == "adv":

@@ -20,6 +20,7 @@ import bisect
 import heapq
 from typing import Any
 
+from tidings.streams.aggregations import Aggregate
 from tidings.streams.eventtime import format_ms
 from tidings.streams.types import DELETED, InputRecord
 from tidings.streams.windowed import NEVER, WindowOperator
@@ -41,6 +42,11 @@ class SessionWindows(WindowOperator):
         super().__init__(*args, **kwargs)
         if not isinstance(self.window, Session):
             raise TypeError(f"SessionWindows takes Session, not {self.window!r}")
+        if isinstance(self.agg, Aggregate) and self.agg.merger is None:
+            raise ValueError(
+                f"view {self.name!r}: Session windows need Aggregate(..., merge=f), "
+                "f(earlier, later) -> state, to join two sessions an event bridges"
+            )
         self.gap = self.window.gap
         self._sessions: dict[str, list[Sess]] = {}
         # (close time, key, first); an entry whose session has moved on is skipped
