@@ -401,3 +401,33 @@ def test_bad_arguments_are_refused_with_what_is_wrong() -> None:
                                                                key=key, agg=Count()))
     with pytest.raises(ValueError, match="duration"):
         Tumbling("a minute")
+
+
+async def test_a_fold_that_raises_stops_its_view_until_it_works(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Skipping the event would make the view wrong for good: the view stops at it,
+    logs why, and goes on from its last checkpoint once the code works."""
+    hub = f"embedded:{tmp_path / 'data'}"
+    topic, view = name("sales"), name("totals")
+    broken = {"on": True}
+    app = App(name("fragile"), hub=hub, poll_wait=0.2, register_schemas=False)
+
+    @app.view(view, topics=[topic], key=lambda e: e.data["k"])
+    def fold(current: dict[str, int] | None, e: Any) -> dict[str, int]:
+        if broken["on"] and e.id == "e5":
+            raise RuntimeError("cannot fold e5")
+        return totals(current, e)
+
+    async with running(app), transport_for(hub) as t:
+        evs = events(t.clock.time_ms(), 10)
+        await t.publish(topic, evs)
+        await wait_until(lambda: _logged(caplog, "cannot fold e5"))
+        assert not await app.processors[0].caught_up()
+        broken["on"] = False  # a fixed deploy
+        await wait_until(lambda: app.processors[0].caught_up())
+        assert (await load_changelog(t, view)).values == fold_reference(evs)
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in (r.exc_text or "") + r.getMessage() for r in caplog.records)
