@@ -22,7 +22,7 @@ from tidings.app.processor import load_changelog
 from tidings.app.transport import CoreTransport, HttpTransport, Transport, open_transport
 from tidings.core.positions import parse_time_ms
 from tidings.events.envelope import rfc3339_ms
-from tidings.streams import Count, Sum, Tumbling
+from tidings.streams import Count, Session, Sum, Tumbling
 from tidings.testing import TestHub
 
 pytestmark = pytest.mark.anyio
@@ -431,3 +431,25 @@ async def test_a_fold_that_raises_stops_its_view_until_it_works(
 
 async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return any(text in (r.exc_text or "") + r.getMessage() for r in caplog.records)
+
+
+async def test_a_session_window_in_an_app() -> None:
+    """Sessions per key, closed when the harness's clock moves past the gap."""
+    topic, win = name("clicks"), name("visits")
+    app = App(name("sessions"), hub="http://127.0.0.1:1", register_schemas=False)
+    app.window(win, topic=topic, window=Session("1s"), key=lambda e: e.data["user"],
+               agg=Count())
+    async with TestHub(app) as hub:
+        now = hub.time_ms()
+        at = [("ann", 0), ("bob", 50), ("ann", 400), ("ann", 900), ("ann", 3000), ("bob", 3100)]
+        for user, ms in at:
+            await hub.publish(topic, "click", {"user": user}, extensions={
+                "time": rfc3339_ms(now + ms)})
+        await hub.advance(10)
+        await hub.drain()
+        found = sorted((e.data["key"], e.data["start"], e.data["value"])
+                       for e in await hub.events(win))
+        assert found == [
+            ("ann", rfc3339_ms(now), 3), ("ann", rfc3339_ms(now + 3000), 1),
+            ("bob", rfc3339_ms(now + 50), 1), ("bob", rfc3339_ms(now + 3100), 1),
+        ]
