@@ -422,3 +422,27 @@ async def test_a_restarted_hub_keeps_each_view_its_generation_and_state(
     assert (spm["kind"], spm["window"], spm["emit"]) == ("window", {"size": "1m"}, "updates")
     async with await commit(http, base, "kept", 1, 2, {"c": 3}, {topic: {"0": 0}}) as r:
         await expect(r, 200)  # the processor goes on where the changelog ends
+
+
+async def test_a_feed_open_across_a_rebuild_starts_again_with_a_snapshot(
+    hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    base, name, topic = hub.base_url, unique("v"), unique()
+    await declare(http, base, name, [topic])
+    async with await commit(http, base, name, 0, 0, {"a": 1}, {topic: {"0": 0}}) as r:
+        await expect(r, 200)
+    async with http.get(f"{base}/v1/views/{name}/sse") as resp:
+        stream = messages(resp)
+        await anext(stream)
+        first = orjson.loads((await anext(stream))["data"])
+        assert first["generation"] == 0 and len(first["entries"]) == 1
+        async with http.post(f"{base}/v1/views/{name}/rebuild", json={}) as r:
+            await expect(r, 200)
+        again = await anext(stream)
+        while again.get("event") != "snapshot" or orjson.loads(again["data"])["generation"] != 1:
+            again = await anext(stream)
+        assert orjson.loads(again["data"])["entries"] == [] and again["id"] == "0:0"
+        async with await commit(http, base, name, 1, 0, {"b": 2}, {topic: {"0": 0}}) as r:
+            await expect(r, 200)
+        change = await anext(stream)
+    assert change["event"] == "change" and orjson.loads(change["data"])["key"] == "b"

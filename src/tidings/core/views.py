@@ -412,7 +412,12 @@ class Views:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            part = self.hub.topic(view.topic).partitions[0]
+            log = self.hub.topics.get(view.topic)
+            if log is None:  # dropped by a rebuild under way: a new snapshot once it is done
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(view.pulse.wait(), max(deadline - loop.time(), 0.01))
+                return Feed([], view.applied, reset=True)
+            part = log.partitions[0]
             if view.generation != generation or not part.start_offset <= offset <= view.applied:
                 return Feed([], view.applied, reset=True)
             if offset < view.applied:
