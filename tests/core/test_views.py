@@ -11,8 +11,15 @@ import pytest
 from viewhelp import DELETE, commit_events
 
 from tidings.core.groups import GroupConfig
-from tidings.core.hub import Hub
-from tidings.errors import BadRequest, Conflict, Forbidden, InvalidEvent, ViewNotFound
+from tidings.core.hub import Hub, HubOptions
+from tidings.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidEvent,
+    TopicNotFound,
+    ViewNotFound,
+)
 from tidings.events.envelope import normalize_event
 from tidings.log.memory import MemoryStorage
 
@@ -73,6 +80,20 @@ async def test_a_bad_declaration_names_its_field(
         await hub.views.put("v", spec)
     assert refused.value.fields["field"] == field
     assert "__view.v" not in hub.topics
+
+
+async def test_a_missing_input_is_made_as_a_group_s_topic_is() -> None:
+    hub = Hub(MemoryStorage())
+    await hub.start()
+    await hub.views.put("stock", STOCK)
+    assert "inventory" in hub.topics
+    await hub.close()
+    strict = Hub(MemoryStorage(), HubOptions(auto_create=False))
+    await strict.start()
+    with pytest.raises(TopicNotFound):
+        await strict.views.put("stock", STOCK)
+    assert "__view.stock" not in strict.topics
+    await strict.close()
 
 
 async def test_a_window_view_gets_its_result_topics(hub: Hub) -> None:

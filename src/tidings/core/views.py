@@ -204,7 +204,9 @@ class Views:
         """Declare view ``name``; its info, and True if it was created.
 
         A view declared again with the same kind and inputs keeps its state (its
-        app, window and emit are updated); other inputs or another kind: 409.
+        app, window and emit are updated); other inputs or another kind: 409. An input
+        that does not exist is made, as a consumer group's topic is (under
+        auto-create; else TopicNotFound).
         """
         check_name("view", name)
         await self.ready()
@@ -223,6 +225,9 @@ class Views:
                 self._save(view)
             return self.info(name), False
         hub = self.hub
+        for missing in [t for t in inputs if t not in hub.topics]:
+            # As a consumer group does: an input is made under auto-create (else 404).
+            hub._topic_for_publish(missing)
         topic = changelog_topic(name)
         if topic in hub.topics:  # a declaration lost halfway (a crash): take it over
             await hub.delete_topic(topic)

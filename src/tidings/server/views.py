@@ -68,7 +68,7 @@ def check_view_scope(token: Token | None, inputs: Iterable[str], action: Action,
     """Forbidden unless ``token`` (None: an open hub) has ``action`` on every input."""
     for topic in inputs:
         if not allows(token, action, topic):
-            verb = "manage" if action == "manage" else "read"
+            verb = {"manage": "manage", "publish": "make the inputs of"}.get(action, "read")
             raise Forbidden(
                 f"this token may not {verb} view {name!r}: it needs {action} on its input "
                 f"topic {topic!r}",
@@ -119,7 +119,10 @@ class ViewRoutes:
         inputs = body.get("inputs")
         if api.auth.enabled and isinstance(inputs, list):
             token = api.auth.token(request.headers.get("authorization"))
-            check_view_scope(token, [t for t in inputs if isinstance(t, str)], "manage", name)
+            named = [t for t in inputs if isinstance(t, str)]
+            check_view_scope(token, named, "manage", name)
+            # An input the declaration makes is published to: as a group's PUT that makes it.
+            check_view_scope(token, [t for t in named if t not in api.hub.topics], "publish", name)
         await self.views.ready()
         if name in self.views.views:
             authorize_view(api, request, name, "manage")  # the inputs it has now, too
