@@ -18,6 +18,7 @@ request); if it does not in time, 503 with Retry-After.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -228,8 +229,10 @@ class ViewRoutes:
                         f"{p} (its next offset is {parts[p].end_offset}): no view reflects it",
                         field="min_position",
                     )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait  # one wait for every input
         for topic, positions in wanted.items():
-            if not await self.views.wait_for(name, topic, positions, wait):
+            if not await self.views.wait_for(name, topic, positions, deadline - loop.time()):
                 raise ViewBehind(
                     f"view {name!r} does not reflect {format_token(positions)} of {topic!r} "
                     f"after {wait:g} s; its processor is behind or stopped",
