@@ -17,6 +17,7 @@ from tidings.errors import (
     Conflict,
     Forbidden,
     InvalidEvent,
+    StorageUnavailable,
     TopicNotFound,
     ViewNotFound,
 )
@@ -242,3 +243,22 @@ async def test_clients_cannot_publish_to_a_changelog_nor_consume_it_in_a_group(h
     with pytest.raises(Forbidden):
         await hub.put_group("__view.stock", "g", GroupConfig())
     assert hub.topics["__view.stock"].partitions[0].end_offset == 0
+
+
+async def test_a_changelog_that_cannot_be_read_at_start_is_503_never_replaced() -> None:
+    storage = MemoryStorage()
+    first = Hub(storage)
+    await first.start()
+    await first.views.put("stock", STOCK)
+    await commit(first, "stock", {"a": 1}, 1)
+    await first.topics["__view.stock"].partitions[0].append([b"not json"])
+    again = Hub(storage)  # the same storage, as a restart over the same disk
+    await again.start()
+    await again.views.ready()
+    with pytest.raises(StorageUnavailable, match="could not be read"):
+        again.views.get("stock", "a")
+    with pytest.raises(StorageUnavailable):
+        await again.views.put("stock", STOCK)
+    [listed] = again.views.list()
+    assert listed["name"] == "stock" and "JSONDecodeError" in listed["failed"]
+    assert again.topics["__view.stock"].partitions[0].end_offset == 3  # still there
