@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from tidings.app.processor import load_changelog
 from tidings.app.transport import CoreTransport, HttpTransport, Transport, open_transport
 from tidings.core.positions import parse_time_ms
 from tidings.events.envelope import rfc3339_ms
-from tidings.streams import Count, Sum, Tumbling
+from tidings.streams import Count, Session, Sum, Tumbling
 from tidings.testing import TestHub
 
 pytestmark = pytest.mark.anyio
@@ -128,6 +128,15 @@ async def wait_until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
         await asyncio.sleep(0.05)
 
 
+def settled(app: App, i: int = 0) -> Callable[[], Awaitable[bool]]:
+    """Whether the app's i-th view has committed every record of its inputs, and what
+    the hub's clock up to now closed (results are published before their commit)."""
+    p = app.processors[i]
+    transport = p.transport
+    now = transport.clock.time_ms()
+    return lambda: p.caught_up(now)
+
+
 async def results(t: Transport, topic: str) -> list[dict[str, Any]]:
     try:
         return [r["event"] for r in await t.read_all(topic)]
@@ -154,7 +163,7 @@ async def test_a_fold_view_and_a_window_match_the_reference(hub_at: str) -> None
 
         await wait_until(all_closed)
         want_windows = window_reference(evs, 1000, await late_ids(t, win))
-        await wait_until(lambda: app.processors[0].caught_up())
+        await wait_until(settled(app, 0))
         loaded = await load_changelog(t, view)
         assert loaded.values == fold_reference(evs)
         got = await app.view_get(view, "k1")
@@ -184,12 +193,12 @@ async def test_replay_from_earliest_equals_the_live_run(hub_at: str) -> None:
         late = await late_ids(t, win)
         want = window_reference(evs, 1000, late)
         await wait_until(lambda: _has(t, win, want))
-        await wait_until(lambda: live.processors[0].caught_up())
+        await wait_until(settled(live, 0))
     rview, rwin = view + "-replay", win + "-replay"
     replay = analytics(name("replay"), hub_at, topic, rview, rwin, idle="300ms")
     async with running(replay), transport_for(hub_at) as t:
         await wait_until(lambda: _has(t, rwin, want))
-        await wait_until(lambda: replay.processors[0].caught_up())
+        await wait_until(settled(replay, 0))
         for a, b in ((win, rwin), (win + ".late", rwin + ".late")):
             live_results, replay_results = await results(t, a), await results(t, b)
             assert [_bytes(r) for r in live_results] == [_bytes(r) for r in replay_results]
@@ -289,7 +298,7 @@ async def test_a_rebuilt_view_replays_its_inputs_and_goes_on_live(hub_at: str) -
     async with running(app), transport_for(hub_at) as t:
         evs = events(t.clock.time_ms(), 40)
         await t.publish(topic, evs)
-        await wait_until(lambda: app.processors[0].caught_up())
+        await wait_until(settled(app, 0))
         before = await load_changelog(t, view)
         assert before.values == fold_reference(evs)
         generation = app.processors[0].generation
@@ -303,7 +312,153 @@ async def test_a_rebuilt_view_replays_its_inputs_and_goes_on_live(hub_at: str) -
 
         await wait_until(rebuilt)
         await t.publish(topic, more)  # and it goes on live
-        await wait_until(lambda: app.processors[0].caught_up())
+        await wait_until(settled(app, 0))
         after = await load_changelog(t, view)
         assert after.values == fold_reference(evs)
         assert (after.checkpoint or {})["generation"] == generation + 1
+
+
+async def test_a_view_of_two_topics_folds_them_in_append_order(hub_at: str) -> None:
+    """Two inputs: the fold sees every event once, in the merged order of append times
+    (a list of the events' ids per key shows the order)."""
+    a, b, view = name("left"), name("right"), name("both")
+    app = App(name("merged"), hub=hub_at, poll_wait=0.2, register_schemas=False)
+
+    @app.view(view, topics=[a, b], key=lambda e: e.data["k"])
+    def seen(current: list[str] | None, e: Any) -> list[str]:
+        return [*(current or []), e.id]
+
+    async with running(app), transport_for(hub_at) as t:
+        for i in range(30):
+            await t.publish(a if i % 3 else b, [{"type": "x", "id": f"m{i}", "data": {"k": "k"}}])
+        await wait_until(settled(app, 0))
+        loaded = await load_changelog(t, view)
+        # The reference: both topics' records by (append time, input, offset).
+        timed = []
+        for i, topic in enumerate((a, b)):
+            batch = await t.read_timed(topic, "earliest", 100, 0)
+            timed += [(ms, i, o, ev["id"]) for _, o, ms, ev in batch.records]
+        assert loaded.values == {"k": [x[3] for x in sorted(timed)]}
+        info = await t.view_info(view)
+        assert info["lag"] == {a: 0, b: 0}
+
+
+async def test_two_processes_of_one_view_stay_exact(tmp_path: Path) -> None:
+    """Two apps run the same view: each commit is a compare-and-set on the changelog,
+    so the one that loses reloads from it and goes on; the values stay exact."""
+    hub = f"embedded:{tmp_path / 'data'}"
+    topic, view = name("sales"), name("totals")
+    apps = [App(name("twin"), hub=hub, poll_wait=0.2, register_schemas=False) for _ in range(2)]
+    for app in apps:
+        app.view(view, topics=[topic], key=lambda e: e.data["k"], commit_interval=0.01)(totals)
+    async with running(*apps), transport_for(hub) as t:
+        evs: list[dict[str, Any]] = []
+        for i in range(20):
+            more = events(t.clock.time_ms(), 10, start=i * 10)
+            evs += more
+            await t.publish(topic, more)
+            await asyncio.sleep(0.02)
+        await wait_until(lambda: apps[0].processors[0].caught_up())
+        await wait_until(lambda: apps[1].processors[0].caught_up())
+        assert (await load_changelog(t, view)).values == fold_reference(evs)
+        assert sum(a.processors[0].reloads for a in apps) > 0
+
+
+def test_bad_arguments_are_refused_with_what_is_wrong() -> None:
+    app = App("checks", hub="http://127.0.0.1:1")
+
+    def fold(current: Any, e: Any) -> Any:
+        return current
+
+    def refused(match: str, f: Callable[[], Any]) -> None:
+        with pytest.raises(ValueError, match=match):
+            f()
+
+    key = lambda e: e.data["k"]  # noqa: E731
+    refused("topics must be a list", lambda: app.view("v", topics="orders", key=key)(fold))
+    refused("at least one topic", lambda: app.view("v", topics=[], key=key)(fold))
+    refused("name a topic twice", lambda: app.view("v", topics=["a", "a"], key=key)(fold))
+    refused("topic '_x' must match", lambda: app.view("v", topics=["_x"], key=key)(fold))
+    refused("view name 'a b'", lambda: app.view("a b", topics=["a"], key=key)(fold))
+    refused("key must be a function", lambda: app.view("v", topics=["a"], key="k")(fold))
+    refused("must take 2 argument", lambda: app.view("v", topics=["a"], key=key)(key))
+
+    async def async_fold(current: Any, e: Any) -> Any:
+        return current
+
+    refused("plain def", lambda: app.view("v", topics=["a"], key=key)(async_fold))
+    refused("commit_interval", lambda: app.view("v", topics=["a"], key=key,
+                                                commit_interval=0)(fold))
+    refused("commit_records", lambda: app.view("v", topics=["a"], key=key,
+                                               commit_records=True)(fold))
+    w = Tumbling("1m")
+    refused("window must be Tumbling", lambda: app.window("w", topic="a", window="1m", key=key,
+                                                          agg=Count()))
+    refused("agg must be Count", lambda: app.window("w", topic="a", window=w, key=key, agg=len))
+    refused("emit must be", lambda: app.window("w", topic="a", window=w, key=key, agg=Count(),
+                                               emit="sometimes"))
+    refused("one topic name", lambda: app.window("w", topic=["a"], window=w, key=key,
+                                                 agg=Count()))
+    refused("cannot also read it", lambda: app.window("a", topic="a", window=w, key=key,
+                                                      agg=Count()))
+    refused("must not end in .late", lambda: app.window("w.late", topic="a", window=w,
+                                                        key=key, agg=Count()))
+    refused("types must be", lambda: app.window("w", topic="a", window=w, key=key, agg=Count(),
+                                                types=["a,b"]))
+    app.view("v", topics=["a"], key=key)(fold)
+    refused("already has a view named 'v'", lambda: app.window("v", topic="b", window=w,
+                                                               key=key, agg=Count()))
+    with pytest.raises(ValueError, match="duration"):
+        Tumbling("a minute")
+
+
+async def test_a_fold_that_raises_stops_its_view_until_it_works(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Skipping the event would make the view wrong for good: the view stops at it,
+    logs why, and goes on from its last checkpoint once the code works."""
+    hub = f"embedded:{tmp_path / 'data'}"
+    topic, view = name("sales"), name("totals")
+    broken = {"on": True}
+    app = App(name("fragile"), hub=hub, poll_wait=0.2, register_schemas=False)
+
+    @app.view(view, topics=[topic], key=lambda e: e.data["k"])
+    def fold(current: dict[str, int] | None, e: Any) -> dict[str, int]:
+        if broken["on"] and e.id == "e5":
+            raise RuntimeError("cannot fold e5")
+        return totals(current, e)
+
+    async with running(app), transport_for(hub) as t:
+        evs = events(t.clock.time_ms(), 10)
+        await t.publish(topic, evs)
+        await wait_until(lambda: _logged(caplog, "cannot fold e5"))
+        assert not await app.processors[0].caught_up()
+        broken["on"] = False  # a fixed deploy
+        await wait_until(settled(app, 0))
+        assert (await load_changelog(t, view)).values == fold_reference(evs)
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in (r.exc_text or "") + r.getMessage() for r in caplog.records)
+
+
+async def test_a_session_window_in_an_app() -> None:
+    """Sessions per key, closed when the harness's clock moves past the gap."""
+    topic, win = name("clicks"), name("visits")
+    app = App(name("sessions"), hub="http://127.0.0.1:1", register_schemas=False)
+    app.window(win, topic=topic, window=Session("1s"), key=lambda e: e.data["user"],
+               agg=Count())
+    async with TestHub(app) as hub:
+        now = hub.time_ms()
+        at = [("ann", 0), ("bob", 50), ("ann", 400), ("ann", 900), ("ann", 3000), ("bob", 3100)]
+        for user, ms in at:
+            await hub.publish(topic, "click", {"user": user}, extensions={
+                "time": rfc3339_ms(now + ms)})
+        await hub.advance(10)
+        await hub.drain()
+        found = sorted((e.data["key"], e.data["start"], e.data["value"])
+                       for e in await hub.events(win))
+        assert found == [
+            ("ann", rfc3339_ms(now), 3), ("ann", rfc3339_ms(now + 3000), 1),
+            ("bob", rfc3339_ms(now + 50), 1), ("bob", rfc3339_ms(now + 3100), 1),
+        ]

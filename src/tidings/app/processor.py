@@ -9,7 +9,7 @@ The loop (streams design, sections 1 and 3):
    an empty changelog: its inputs are read from earliest (batch is replay).
 2. Read every input from the checkpoint's positions with append times; a read
    answers a horizon H (no record of those partitions not yet received was
-   appended before H). The :class:`~tidings.app.merging.Merger` releases the
+   appended before H). The :class:`~tidings.streams.Merger` releases the
    records appended before the lowest horizon over the inputs, in the order
    ``(appended_ms, input_index, partition, offset)``, and holds the rest;
    each released record goes to ``operator.process``, then ``operator.advance(H)``.
@@ -35,22 +35,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tidings.app.merging import Merger
 from tidings.app.transport import TimedBatch, Transport
 from tidings.core.positions import format_token
 from tidings.errors import Conflict, NotFound, TidingsError
-from tidings.streams import DELETED, Operator, Output
+from tidings.streams import DELETED, Merger, Operator, Output
 
 __all__ = ["ChangelogState", "StreamSpec", "ViewProcessor", "changelog_events", "load_changelog"]
 
 logger = logging.getLogger("tidings.app")
 
 CHANGELOG_PREFIX = "__view."
-READ_LIMIT = 2000
+READ_LIMIT = 5000
 PUBLISH_CHUNK = 500
 _RETRY_PAUSE_S = 0.5  # after the hub could not be reached
-_FAILED_PAUSE_S = 5.0  # after a failure of the view's own code, times the failures
+_FAILED_PAUSE_S = 1.0  # after a refusal or a failure of the view's own code, doubling
 _HELD_PAUSE_S = 0.005  # records wait for the horizon to pass them: read again soon
+# Errors worth trying again soon: the hub unreachable (500), busy, limited, unavailable.
+_TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
+_BEHIND_INTERVAL_S = 1.0  # the commit interval while reading a backlog
 _GENERATION_CHECK_S = 2.0  # while idle: has the view been rebuilt?
 
 
@@ -135,7 +137,7 @@ def changelog_events(
     for key, value in out.values.items():
         add("v:" + key, "tidings.view.value", value if value is DELETED else {"value": value})
     for key, value in out.state.items():
-        add("s:" + key, "tidings.view.state", value if value is DELETED else {"value": value})
+        add("s:" + key, "tidings.view.value", value if value is DELETED else {"value": value})
     add("c", "tidings.view.checkpoint", checkpoint)
     return events
 
@@ -177,17 +179,25 @@ class ViewProcessor:
                 logger.info("view %s: %s; reloading from the changelog", name, _why(exc),
                             extra={"view": name})
             except TidingsError as exc:
-                logger.warning("view %s: %s; retrying", name, exc.detail, extra={"view": name})
-                await self._pause(_RETRY_PAUSE_S)
+                if exc.status in _TRANSIENT:
+                    logger.warning("view %s: %s; retrying", name, exc.detail,
+                                   extra={"view": name})
+                    await self._pause(_RETRY_PAUSE_S)
+                else:  # refused (403, 400): again at once would be refused again
+                    await self._failed(f"the hub refused: {exc.detail}")
             except Exception:
                 # A fold, key or aggregation that raises: skipping the event would make
                 # the view wrong for good, so the view stops here (and says why) and
                 # tries again from its last checkpoint, e.g. after a fixed deploy.
-                self.failures += 1
-                pause = min(_FAILED_PAUSE_S * self.failures, 60.0)
-                logger.exception("view %s failed; retrying from its last checkpoint in %gs",
-                                 name, pause, extra={"view": name})
-                await self._pause(pause)
+                await self._failed("its code raised", trace=True)
+
+    async def _failed(self, why: str, *, trace: bool = False) -> None:
+        self.failures += 1
+        pause = min(_FAILED_PAUSE_S * 2 ** min(self.failures - 1, 6), 60.0)
+        name = self.spec.name
+        logger.error("view %s failed (%s); retrying from its last checkpoint in %gs",
+                     name, why, pause, exc_info=trace, extra={"view": name})
+        await self._pause(pause)
 
     async def caught_up(self, now_ms: int | None = None) -> bool:
         """Whether the last checkpoint covers every record of the inputs now and, with
@@ -276,7 +286,11 @@ class _Run:
             got = await self._read_round(wait)
             ready = self._take(got)
             idle_rounds = 0 if ready or any(b.records for _, b in got) else idle_rounds + 1
-            due = loop.time() - last_commit >= interval
+            # Behind (a read came back full): a backlog or a replay; checkpoints every
+            # second or commit_records records are enough, and cost less.
+            behind = any(len(b.records) >= READ_LIMIT for _, b in got)
+            every = max(interval, _BEHIND_INTERVAL_S) if behind else interval
+            due = loop.time() - last_commit >= every
             if self.uncommitted >= spec.commit_records or (
                 due and (self.uncommitted or self.advanced)
             ):
@@ -376,6 +390,7 @@ class _Run:
         self.seq += 1
         self.committed = self.proc.committed = positions
         self.proc.settled_horizon = horizon
+        self.proc.failures = 0
         self.uncommitted = 0
         self.proc.commits += 1
 

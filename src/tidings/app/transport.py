@@ -17,11 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
-from urllib.parse import quote
 
 import orjson
 
-from tidings.client.async_client import AsyncClient, _events_path, _group_path, _ms
+from tidings.client.async_client import (
+    AsyncClient,
+    _events_path,
+    _group_path,
+    _ms,
+)
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
@@ -184,10 +188,6 @@ _MAX_PARTITIONS = 1 << 20  # parse_token's bound; the hub checks the real one
 _VIEW_WAIT_S = 10.0  # the hub's default wait for min_position
 
 
-def _view_path(name: str) -> str:
-    return "/v1/views/" + quote(name, safe="")
-
-
 def _key_missing(exc: NotFound) -> bool:
     """Whether a 404 of a view key route is about the key (not the view)."""
     return "key" in exc.fields
@@ -319,38 +319,26 @@ class HttpTransport:
         return TimedBatch(records, nxt, int(answer["horizon"]))
 
     async def put_view(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        info: dict[str, Any] = await self.client._call("PUT", _view_path(name), spec)
-        return info
+        return await self.client.put_view(name, spec)
 
     async def view_info(self, name: str) -> dict[str, Any]:
-        info: dict[str, Any] = await self.client._call("GET", _view_path(name))
-        return info
+        return await self.client.view(name)
 
     async def commit_view(
         self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]]
     ) -> int:
-        body = {"generation": generation, "expect": expect, "events": list(events)}
-        answer = await self.client._call("POST", _view_path(name) + "/commit", body)
+        answer = await self.client.commit_view(name, generation, expect, events)
         return int(answer["next"])
 
     async def view_get(
         self, name: str, key: str, min_position: str | None = None, topic: str | None = None
     ) -> dict[str, Any] | None:
-        params: dict[str, str] = {}
-        if min_position is not None:
-            params["min_position"] = min_position
-        if topic is not None:
-            params["topic"] = topic
-        path = _view_path(name) + "/keys/" + quote(key, safe="")
         try:
-            answer: dict[str, Any] = await self.client._call(
-                "GET", path, params=params, wait=_VIEW_WAIT_S if min_position else 0
-            )
+            return await self.client.view_get(name, key, min_position, topic=topic)
         except NotFound as exc:
             if _key_missing(exc):
                 return None
             raise
-        return answer
 
     async def end_positions(self, topic: str) -> dict[int, int]:
         info = await self.client.topic(topic)
