@@ -133,6 +133,9 @@ def bench_streams(
         str, typer.Option(help="Ours: app (an App window view) or engine (the operator alone)")
     ] = "app",
     anchor: Annotated[bool, typer.Option(help="Also run Bytewax, the anchor")] = True,
+    wall_clock: Annotated[
+        bool, typer.Option(help="Also run Bytewax on its default (wall-clock) event clock")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """A 1-minute tumbling count per key over 1000 keys: ours replayed from earliest with
@@ -140,5 +143,6 @@ def bench_streams(
     from tidings.benchmarks.streams import main as bench_main
 
     argv = ["--events", str(events), "--keys", str(keys), "--hubs", hubs, "--mode", mode]
-    argv += ([] if anchor else ["--no-anchor"]) + (["--json"] if json_out else [])
+    argv += ([] if anchor else ["--no-anchor"]) + (["--wall-clock"] if wall_clock else [])
+    argv += ["--json"] if json_out else []
     raise typer.Exit(bench_main(argv))
