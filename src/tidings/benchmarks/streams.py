@@ -24,8 +24,8 @@ One run::
                   process started anew on the directory, the App in another process
 
 Each engine runs in a process of its own that times itself and reports its
-resident-set high-water mark (``ru_maxrss``; for the serve case also the hub
-process's ``VmHWM``, the same figure read from /proc). Each engine's windows are
+resident-set high-water mark (``VmHWM`` from /proc/self/status; for the serve
+case also the hub process's, read from /proc/PID/status). Each engine's windows are
 checked against the reference: Bytewax closes every window at the end of its
 input, so all of them; ours closes a window when the watermark passes its end
 plus the grace, so the closed ones (every window but the last event's). The

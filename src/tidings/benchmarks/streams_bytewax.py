@@ -26,7 +26,7 @@ stream); windows close once the watermark reaches their end.
 
 It writes one JSON object to OUT.json: ``events``, ``seconds`` (from the
 dataflow's start to its end, the input read and decoded inside it),
-``peak_rss_kib`` (``ru_maxrss``, the process's resident-set high-water mark),
+``peak_rss_kib`` (the process's resident-set high-water mark, ``VmHWM``),
 ``windows`` (``[[key, start_ms, count], ...]``), ``late`` and ``bytewax`` (its
 version).
 """
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +49,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators.windowing import EventClock, TumblingWindower, count_window
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
+
+from tidings.benchmarks.processes import peak_rss_kib
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STILL = datetime(2000, 1, 1, tzinfo=UTC)  # the constant "system time" of the clock
@@ -126,7 +127,7 @@ def run(path: Path, size_ms: int, grace_ms: int, wall_clock: bool = False) -> di
     return {
         "events": sum(c for _, _, c in windows) + late[0],
         "seconds": seconds,
-        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "peak_rss_kib": peak_rss_kib(),
         "windows": windows,
         "late": late[0],
         "bytewax": importlib.metadata.version("bytewax"),

@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m tidings.benchmarks.streams_events EVENTS.jsonl OUT.json --size-ms --grace-ms``:
     the reference over a file, timed in a process of its own, as the engines are."""
     import argparse
-    import resource
+
+    from tidings.benchmarks.processes import peak_rss_kib
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("events", type=Path, help="the events, one JSON object a line")
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "events": sum(ref.counts.values()) + ref.late,
         "seconds": seconds,
-        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "peak_rss_kib": peak_rss_kib(),
         "windows": windows_to_json(ref.counts),
         "closed": windows_to_json(ref.closed()),
         "late": ref.late,

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import resource
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ import orjson
 import uvloop
 
 from tidings.app.transport import EmbeddedTransport, Transport, open_transport
+from tidings.benchmarks.processes import peak_rss_kib
 from tidings.benchmarks.streams_events import TOPIC, parse_ms, read_jsonl
 from tidings.client.async_client import AsyncClient
 from tidings.core.positions import format_token
@@ -229,8 +229,8 @@ async def run_app(opts: argparse.Namespace) -> dict[str, Any]:
 
 
 def _peak_kib() -> int:
-    """This process's resident-set high-water mark so far (``ru_maxrss``), in KiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's resident-set high-water mark so far (``VmHWM``), in KiB."""
+    return peak_rss_kib()
 
 
 def _opened(hub: str, seconds: float, peak_kib: int) -> str:
