@@ -7,6 +7,7 @@ against the reference; it asserts nothing about speed.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,20 @@ def test_a_small_run_of_every_engine_equals_the_reference(
     assert all(c["windows"] == result["closed_windows"] for c in ours)
     assert result["closed_windows"] == result["windows"] - 1
     assert list(tmp_path.iterdir()) == []  # the scratch directory is gone
+
+
+def test_a_childs_peak_memory_is_its_own_not_its_parents(tmp_path: Path) -> None:
+    # ru_maxrss would report at least the 200 MB this process holds when it starts the
+    # child (Linux carries it over exec); VmHWM starts anew.
+    from tidings.benchmarks.processes import peak_rss_kib, run_process
+    from tidings.benchmarks.streams_events import write_jsonl
+
+    ballast = bytearray(200 << 20)
+    ballast[:: 1 << 12] = b"x" * len(ballast[:: 1 << 12])  # touch every page
+    assert peak_rss_kib() > 200 << 10
+    write_jsonl(Workload(events=2000, keys=10, step_ms=500), tmp_path / "ev.jsonl")
+    out = tmp_path / "ref.json"
+    argv = [sys.executable, "-m", "tidings.benchmarks.streams_events", str(tmp_path / "ev.jsonl")]
+    run_process("ref", [*argv, "--size-ms", "60000", "--grace-ms", "10000", str(out)], tmp_path, 60)
+    assert orjson.loads(out.read_bytes())["peak_rss_kib"] < 150 << 10
+    del ballast
