@@ -433,26 +433,31 @@ class FixedWindows(WindowOperator):
         self._tp, self._tb = tp, tb
 
     def _place(self, k: str, et: int, e: Any, rec: InputRecord) -> None:
-        size, grace, wm, agg = self.size, self.grace, self._wm, self.agg
-        every = self.every
+        size, grace, wm, agg, every = self.size, self.grace, self._wm, self.agg, self.every
+        buckets, changed, updates = self._buckets, self._changed, self._updates
+        count = type(agg) is Count
+        x = None if count else agg.lift(e)
         last = et - et % every
-        x = agg.lift(e)
         placed = False
         # the windows covering et, earliest first: starts in (et - size, last], every apart
         for start in range(last - (last - (et - size) - 1) // every * every, last + 1, every):
-            if start + size + grace > wm:
-                b = self._buckets.get(start)
-                if b is None:
-                    b = self._open(start)
+            if start + size + grace <= wm:
+                continue
+            b = buckets.get(start)
+            if b is None:
+                b = self._open(start)
+            if count:
+                b[k] = b.get(k, 0) + 1
+            else:
                 b[k] = agg.add(b[k] if k in b else agg.initial(), x)
-                self._changed[start].add(k)
-                placed = True
-                if self._updates:
-                    revs = self._revs.setdefault(start, {})
-                    rev = revs[k] = revs.get(k, 0) + 1
-                    self._result(k, start, start + size, agg.result(b[k]), rev)
+            changed[start].add(k)
+            placed = True
+            if updates:
+                revs = self._revs.setdefault(start, {})
+                rev = revs[k] = revs.get(k, 0) + 1
+                self._result(k, start, start + size, agg.result(b[k]), rev)
         if not placed:
-            self._late_event(rec, k, et, self._why(et - et % self.every))
+            self._late_event(rec, k, et, self._why(last))
 
     def _why(self, start: int) -> str:
         end = start + self.size
