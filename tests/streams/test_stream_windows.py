@@ -297,3 +297,22 @@ def test_quiet_windows_of_every_kind_close_through_advance(window: Any, closes_a
     after = op.drain().results
     assert len(after) == 1 and after[0]["data"]["final"]
     assert all(r["data"]["end"] < after[0]["data"]["end"] for r in before)
+
+
+def test_a_sliding_window_numbers_kept_events_the_same_after_a_restore() -> None:
+    # C comes after B with an earlier time and is let go first, while B is kept: the
+    # numbering of the next event must not depend on a restore in between.
+    def rec(offset: int, appended: int, t: int) -> tuple[str, Any]:
+        return ("rec", (0, 0, offset, appended, {"type": "t", "time": text_of(T0 + t)}))
+
+    script = [
+        rec(0, T0 + 5_000, 5_000), rec(1, T0 + 5_000, 1_000), ("adv", T0 + 9_000),
+        rec(2, T0 + 9_000, 9_000), ("adv", T0 + 9_500),
+    ]
+    make = lambda: window_operator(  # noqa: E731
+        "s", ["in"], Sliding("2s", grace="5s", idle=0), lambda e: "k", Count()
+    )
+    whole = run(make, script)
+    assert [ev[0] for ev in whole.state["e:k"][1]] == [T0 + 5_000, T0 + 9_000]
+    for cut in range(len(script) + 1):
+        assert run(make, script, cuts=[cut]).state == whole.state, cut
