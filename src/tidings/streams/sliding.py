@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from operator import itemgetter
 from typing import Any
 
 from tidings.streams.eventtime import format_ms
@@ -24,6 +25,8 @@ from tidings.streams.windows import Sliding
 __all__ = ["SlidingWindows"]
 
 _CLOSE, _PRUNE = 0, 1
+_time = itemgetter(0)  # of a kept event [t, seq, x]
+_seq = itemgetter(1)
 
 
 class SlidingWindows(WindowOperator):
@@ -149,11 +152,3 @@ class SlidingWindows(WindowOperator):
             t = int(t_s)
             self._wins.setdefault(k, {})[t] = list(value)
             self._push((t + 1 + grace, _CLOSE, k, t))
-
-
-def _time(ev: list[Any]) -> int:
-    return int(ev[0])
-
-
-def _seq(ev: list[Any]) -> int:
-    return int(ev[1])
