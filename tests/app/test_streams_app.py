@@ -462,3 +462,61 @@ async def test_a_session_window_in_an_app() -> None:
             ("ann", rfc3339_ms(now), 3), ("ann", rfc3339_ms(now + 3000), 1),
             ("bob", rfc3339_ms(now + 50), 1), ("bob", rfc3339_ms(now + 3100), 1),
         ]
+
+
+async def test_a_stream_join_and_an_enriched_stream(hub_at: str) -> None:
+    """Orders matched with payments within 2 s of event time, each pair once; and orders
+    enriched with their customer's latest name as of their place in append order."""
+    orders, payments, customers = name("orders"), name("payments"), name("customers")
+    paid, named = name("paid"), name("named")
+    app = App(name("joiner"), hub=hub_at, poll_wait=0.2, register_schemas=False)
+
+    @app.join(paid, left=orders, right=payments, within="2s", idle="300ms",
+              key=lambda e: e.data["order"])
+    def pair(order: Any, payment: Any) -> dict[str, Any]:
+        return {"order": order.data["order"], "amount": payment.data["amount"]}
+
+    @app.enrich(named, stream=orders, table=customers, key=lambda e: e.data["customer"],
+                table_key=lambda e: e.data["id"])
+    def with_name(order: Any, customer: Any) -> dict[str, Any] | None:
+        return None if customer is None else {"order": order.data["order"],
+                                              "name": customer["name"]}
+
+    async with running(app), transport_for(hub_at) as t:
+        now = t.clock.time_ms()
+
+        def ev(ms: int, **data: Any) -> dict[str, Any]:
+            return {"type": "x", "time": rfc3339_ms(now + ms), "data": data}
+
+        # Inputs merge by append time (then by input): apart by a few ms, each publish
+        # comes after the one before it.
+        for topic, evs in (
+            (customers, [ev(0, id="c1", name="Ann")]),
+            (orders, [ev(0, order="o1", customer="c1"), ev(10, order="o2", customer="c2")]),
+            (payments, [ev(20, order="o1", amount=5), ev(30, order="o3", amount=7)]),
+            (customers, [ev(40, id="c1", name="Annie"), ev(40, id="c2", name="Bo")]),
+            (orders, [ev(50, order="o3", customer="c1")]),
+        ):
+            await t.publish(topic, evs)
+            await asyncio.sleep(0.01)
+
+        async def joined() -> list[dict[str, Any]]:
+            return sorted((r["data"] for r in await results(t, paid)), key=str)
+
+        want = [{"order": "o1", "amount": 5}, {"order": "o3", "amount": 7}]
+        assert await wait_until(lambda: _equal(joined(), want)) is True
+        # o1 with the name of its time, o2 not at all (no customer c2 yet), o3 the new name.
+        await wait_until(lambda: _equal(_datas(t, named), [
+            {"order": "o1", "name": "Ann"}, {"order": "o3", "name": "Annie"}]))
+        await wait_until(settled(app, 1))
+        table = await load_changelog(t, named)
+        assert table.values == {"c1": {"id": "c1", "name": "Annie"},
+                                "c2": {"id": "c2", "name": "Bo"}}
+
+
+async def _datas(t: Transport, topic: str) -> list[Any]:
+    return [r["data"] for r in await results(t, topic)]
+
+
+async def _equal(got: Awaitable[Any], want: Any) -> bool:
+    return await got == want
