@@ -165,6 +165,10 @@ class StreamJoin(WindowOperator):
         self._key = self._keys[1 if rec[0] else 0]
         super().process(rec)
 
+    def process_all(self, recs: Iterable[InputRecord]) -> None:
+        for rec in recs:  # the key function changes with the input
+            self.process(rec)
+
     def _place(self, k: str, et: int, e: Any, rec: InputRecord) -> None:
         within, grace = self.within, self.grace
         if et + within + grace <= self._wm:
