@@ -337,9 +337,8 @@ class _Run:
             at = self.read_at[i]
             self.read_at[i] = {**(at or {}), **batch.next}
         ready = merger.ready()
-        process = self.op.process
-        for rec in ready:
-            process(rec)
+        if ready:
+            self.op.process_all(ready)
         h = merger.horizon
         if h is not None and (self.horizon is None or h > self.horizon):
             self.horizon = h
