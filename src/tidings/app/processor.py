@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from tidings.app.transport import TimedBatch, Transport
 from tidings.core.positions import format_token
-from tidings.errors import Conflict, NotFound, TidingsError
+from tidings.errors import Conflict, NotFound, TidingsError, TooLarge
 from tidings.streams import DELETED, Merger, Operator, Output
 
 __all__ = ["ChangelogState", "StreamSpec", "ViewProcessor", "changelog_events", "load_changelog"]
@@ -46,7 +46,8 @@ logger = logging.getLogger("tidings.app")
 
 CHANGELOG_PREFIX = "__view."
 READ_LIMIT = 5000
-PUBLISH_CHUNK = 500
+PUBLISH_CHUNK = 500  # result events per publish
+LATE_CHUNK = 10  # late events per publish: each holds an event (up to 1 MiB)
 _RETRY_PAUSE_S = 0.5  # after the hub could not be reached
 _FAILED_PAUSE_S = 1.0  # after a refusal or a failure of the view's own code, doubling
 _HELD_PAUSE_S = 0.005  # records wait for the horizon to pass them: read again soon
@@ -158,6 +159,8 @@ class ViewProcessor:
         self.commits = 0
         self.reloads = 0
         self.failures = 0
+        #: Records per commit at most: commit_records, halved after a commit too large.
+        self.commit_records = spec.commit_records
         self.processed = 0  # input records processed since start (redone ones too)
         #: The input positions of the last checkpoint read or written.
         self.committed: dict[str, dict[str, int]] = {}
@@ -178,6 +181,15 @@ class ViewProcessor:
                 self.reloads += 1
                 logger.info("view %s: %s; reloading from the changelog", name, _why(exc),
                             extra={"view": name})
+            except TooLarge as exc:
+                # A commit (or a publish of its results) over the hub's request limit:
+                # redo the work since the checkpoint in smaller commits.
+                if self.commit_records == 1:  # one record's changes: no smaller commit
+                    await self._failed(f"the hub refused: {exc.detail}")
+                    continue
+                self.commit_records = max(1, self.commit_records // 2)
+                logger.warning("view %s: %s; committing every %d records from now on",
+                               name, exc.detail, self.commit_records, extra={"view": name})
             except TidingsError as exc:
                 if exc.status in _TRANSIENT:
                     logger.warning("view %s: %s; retrying", name, exc.detail,
@@ -288,10 +300,10 @@ class _Run:
             idle_rounds = 0 if ready or any(b.records for _, b in got) else idle_rounds + 1
             # Behind (a read came back full): a backlog or a replay; checkpoints every
             # second or commit_records records are enough, and cost less.
-            behind = any(len(b.records) >= READ_LIMIT for _, b in got)
+            behind = any(len(b.records) >= self.read_limit() for _, b in got)
             every = max(interval, _BEHIND_INTERVAL_S) if behind else interval
             due = loop.time() - last_commit >= every
-            if self.uncommitted >= spec.commit_records or (
+            if self.uncommitted >= proc.commit_records or (
                 due and (self.uncommitted or self.advanced)
             ):
                 await self.commit()
@@ -300,6 +312,10 @@ class _Run:
                 await self._check_generation(loop.time())
         await self.commit()
 
+    def read_limit(self) -> int:
+        """Records per read: a round's records go in one commit at most."""
+        return min(READ_LIMIT, self.proc.commit_records)
+
     async def _read_round(self, wait: float) -> list[tuple[int, TimedBatch]]:
         """Read every input once; with ``wait``, until the first answers (or a stop)."""
         t, spec = self.t, self.spec
@@ -307,7 +323,7 @@ class _Run:
         for i, topic in enumerate(spec.inputs):
             at = self.read_at[i]
             start = "earliest" if at is None else format_token(at)
-            coro = t.read_timed(topic, start, READ_LIMIT, wait, spec.types)
+            coro = t.read_timed(topic, start, self.read_limit(), wait, spec.types)
             tasks[asyncio.ensure_future(coro)] = i
         waits: set[asyncio.Future[Any]] = set(tasks)
         stop: asyncio.Task[Any] | None = None
@@ -373,9 +389,12 @@ class _Run:
             self.uncommitted = 0
             self.proc.settled_horizon = horizon
             return
-        for topic, events in ((spec.name, out.results), (spec.name + ".late", out.late)):
-            for i in range(0, len(events), PUBLISH_CHUNK):
-                await t.publish(topic, events[i : i + PUBLISH_CHUNK])
+        for topic, events, chunk in (
+            (spec.name, out.results, PUBLISH_CHUNK),
+            (spec.name + ".late", out.late, LATE_CHUNK),
+        ):
+            for i in range(0, len(events), chunk):
+                await t.publish(topic, events[i : i + chunk])
         checkpoint = {
             "generation": self.generation,
             "seq": self.seq,
