@@ -106,6 +106,10 @@ class EnrichOperator(FoldOperator):
             "data": data,
         })
 
+    def process_all(self, recs: Iterable[InputRecord]) -> None:
+        for rec in recs:  # stream and table records differ: not the fold's loop
+            self.process(rec)
+
     def drain(self) -> Output:
         out = super().drain()
         out.results, self._results = self._results, []

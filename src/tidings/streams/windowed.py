@@ -18,7 +18,8 @@ Time, in merged order (design section 2):
 - an event whose windows are all closed is late: it goes to the late output with
   ``why``, and nowhere else.
 
-A window's aggregate folds its events in merged order. Served values, result
+A window's aggregate folds its events in merged order (a session merges the
+states of the sessions an event bridges, see ``sessions``). Served values, result
 events and late events are built here, with the ids of the design, so that a
 window processed twice publishes the same ids.
 """
