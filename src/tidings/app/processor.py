@@ -13,8 +13,9 @@ The loop (streams design, sections 1 and 3):
    records appended before the lowest horizon over the inputs, in the order
    ``(appended_ms, input_index, partition, offset)``, and holds the rest;
    each released record goes to ``operator.process``, then ``operator.advance(H)``.
-3. Every ``commit_interval`` (or ``commit_records`` records): drain the
-   operator; publish its results to the view's topic and its late events to
+3. Every ``commit_interval``, every ``commit_records`` records, and whenever a
+   read finds nothing new (caught up: a reader waiting on the view sees it at
+   once): drain the operator; publish its results to the view's topic and its late events to
    ``{name}.late`` (their ids are derived from what they are, so a retry after a
    crash stores nothing twice); then commit the changed ``v:``/``s:`` records and
    a checkpoint naming the next input offsets, as one compare-and-set append.
@@ -303,8 +304,11 @@ class _Run:
             behind = any(len(b.records) >= self.read_limit() for _, b in got)
             every = max(interval, _BEHIND_INTERVAL_S) if behind else interval
             due = loop.time() - last_commit >= every
+            # Caught up (a read found nothing new, nothing waits for the horizon): commit
+            # now, so that a reader waiting with min_position does not wait an interval.
+            caught_up = idle_rounds > 0 and not self.merger.holding()
             if self.uncommitted >= proc.commit_records or (
-                due and (self.uncommitted or self.advanced)
+                (due or caught_up) and (self.uncommitted or self.advanced)
             ):
                 await self.commit()
                 last_commit = loop.time()
