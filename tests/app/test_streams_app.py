@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -284,9 +285,14 @@ async def test_views_and_windows_under_the_test_harness_in_virtual_time() -> Non
 
 
 async def rebuild(t: Transport, view: str) -> None:
-    """What ``tidings views rebuild`` does."""
+    """``tidings views rebuild NAME`` against a hub over HTTP; the core's call in process."""
     if isinstance(t, HttpTransport):
-        await t.client._call("POST", f"/v1/views/{view}/rebuild", {})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tidings", "views", "rebuild", view, "--url", t.url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0, out.decode()
     else:
         assert isinstance(t, CoreTransport)
         await t.hub.views.rebuild(view)
