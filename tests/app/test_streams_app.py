@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -284,9 +285,14 @@ async def test_views_and_windows_under_the_test_harness_in_virtual_time() -> Non
 
 
 async def rebuild(t: Transport, view: str) -> None:
-    """What ``tidings views rebuild`` does."""
+    """``tidings views rebuild NAME`` against a hub over HTTP; the core's call in process."""
     if isinstance(t, HttpTransport):
-        await t.client._call("POST", f"/v1/views/{view}/rebuild", {})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tidings", "views", "rebuild", view, "--url", t.url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0, out.decode()
     else:
         assert isinstance(t, CoreTransport)
         await t.hub.views.rebuild(view)
@@ -462,3 +468,86 @@ async def test_a_session_window_in_an_app() -> None:
             ("ann", rfc3339_ms(now), 3), ("ann", rfc3339_ms(now + 3000), 1),
             ("bob", rfc3339_ms(now + 50), 1), ("bob", rfc3339_ms(now + 3100), 1),
         ]
+
+
+async def test_a_stream_join_and_an_enriched_stream(hub_at: str) -> None:
+    """Orders matched with payments within 2 s of event time, each pair once; and orders
+    enriched with their customer's latest name as of their place in append order."""
+    orders, payments, customers = name("orders"), name("payments"), name("customers")
+    paid, named = name("paid"), name("named")
+    app = App(name("joiner"), hub=hub_at, poll_wait=0.2, register_schemas=False)
+
+    @app.join(paid, left=orders, right=payments, within="2s", idle="300ms",
+              key=lambda e: e.data["order"])
+    def pair(order: Any, payment: Any) -> dict[str, Any]:
+        return {"order": order.data["order"], "amount": payment.data["amount"]}
+
+    @app.enrich(named, stream=orders, table=customers, key=lambda e: e.data["customer"],
+                table_key=lambda e: e.data["id"])
+    def with_name(order: Any, customer: Any) -> dict[str, Any] | None:
+        return None if customer is None else {"order": order.data["order"],
+                                              "name": customer["name"]}
+
+    async with running(app), transport_for(hub_at) as t:
+        now = t.clock.time_ms()
+
+        def ev(ms: int, **data: Any) -> dict[str, Any]:
+            return {"type": "x", "time": rfc3339_ms(now + ms), "data": data}
+
+        # Inputs merge by append time (then by input): apart by a few ms, each publish
+        # comes after the one before it.
+        for topic, evs in (
+            (customers, [ev(0, id="c1", name="Ann")]),
+            (orders, [ev(0, order="o1", customer="c1"), ev(10, order="o2", customer="c2")]),
+            (payments, [ev(20, order="o1", amount=5), ev(30, order="o3", amount=7)]),
+            (customers, [ev(40, id="c1", name="Annie"), ev(40, id="c2", name="Bo")]),
+            (orders, [ev(50, order="o3", customer="c1")]),
+        ):
+            await t.publish(topic, evs)
+            await asyncio.sleep(0.01)
+
+        async def joined() -> list[dict[str, Any]]:
+            return sorted((r["data"] for r in await results(t, paid)), key=str)
+
+        want = [{"order": "o1", "amount": 5}, {"order": "o3", "amount": 7}]
+        assert await wait_until(lambda: _equal(joined(), want)) is True
+        # o1 with the name of its time, o2 not at all (no customer c2 yet), o3 the new name.
+        await wait_until(lambda: _equal(_datas(t, named), [
+            {"order": "o1", "name": "Ann"}, {"order": "o3", "name": "Annie"}]))
+        await wait_until(settled(app, 1))
+        table = await load_changelog(t, named)
+        assert table.values == {"c1": {"id": "c1", "name": "Annie"},
+                                "c2": {"id": "c2", "name": "Bo"}}
+
+
+async def _datas(t: Transport, topic: str) -> list[Any]:
+    return [r["data"] for r in await results(t, topic)]
+
+
+async def _equal(got: Awaitable[Any], want: Any) -> bool:
+    return await got == want
+
+
+# aiohttp warns of a body over 1 MiB sent as bytes; these commits are that large on purpose.
+@pytest.mark.filterwarnings("ignore:Sending a large body:ResourceWarning")
+async def test_a_commit_over_the_hubs_request_limit_is_redone_in_smaller_ones(
+    hub_url: str,
+) -> None:
+    """2000 values of 9 KB: one commit would be 18 MB, past the hub's 16 MiB per
+    request; the processor halves its commits until they fit, and loses nothing."""
+    topic, view = name("big"), name("padded")
+    app = App(name("bulky"), hub=hub_url, poll_wait=0.2, register_schemas=False)
+
+    @app.view(view, topics=[topic], key=lambda e: e.data["k"], commit_interval=2)
+    def pad(current: Any, e: Any) -> dict[str, Any]:
+        return {"n": e.data["n"], "pad": "x" * 9000}
+
+    async with transport_for(hub_url) as t:
+        evs = [{"type": "x", "data": {"k": f"k{i}", "n": i}} for i in range(2000)]
+        for i in range(0, 2000, 500):
+            await t.publish(topic, evs[i : i + 500])
+        async with running(app):
+            await wait_until(settled(app, 0), timeout=60)
+            assert app.processors[0].commit_records < 2000
+        loaded = await load_changelog(t, view)
+        assert {k: v["n"] for k, v in loaded.values.items()} == {f"k{i}": i for i in range(2000)}
