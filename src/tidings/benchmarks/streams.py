@@ -22,6 +22,8 @@ One run::
                   (see tidings.benchmarks.streams_ours for what runs and what is
                   timed): embedded:DIR in the measuring process, or a `tidings serve`
                   process started anew on the directory, the App in another process
+    7. anchor     Bytewax once more: ours is judged against its two runs together,
+                  on either side of ours (the machine's load moves meanwhile)
 
 Each engine runs in a process of its own that times itself and reports its
 resident-set high-water mark (``VmHWM`` from /proc/self/status; for the serve
@@ -237,6 +239,13 @@ async def run(opts: argparse.Namespace, root: Path, err: Console) -> dict[str, A
             case = await _replay(hub, data, opts, w, root, ref)
         err.log(f"{case.name}: {case.skipped or f'{case.per_s:,.0f} events/s'}")
         cases.append(case)
+    if opts.anchor and any(data for _, data, _ in ours):
+        # Again after ours: a shared machine's load moves from minute to minute, and
+        # ours is judged against the anchor's runs on either side of it.
+        again = _anchor(events, w, root, ref)
+        again.name += ", again after ours"
+        cases.append(again)
+        err.log(f"anchor, again: {again.per_s:,.0f} events/s")
     return {
         "workload": asdict(w),
         "generated": asdict(counts),
@@ -244,8 +253,16 @@ async def run(opts: argparse.Namespace, root: Path, err: Console) -> dict[str, A
         "closed_windows": len(ref.closed()),
         "late": ref.late,
         "settle_s": opts.settle,
+        "anchor_per_s": _anchor_per_s(cases),
         "cases": [_case_json(c) for c in cases],
     }
+
+
+def _anchor_per_s(cases: list[Case]) -> int | None:
+    """Bytewax's events/s over its deterministic runs together (before and after ours)."""
+    runs = [c for c in cases if c.kind == "anchor" and not c.skipped and "constant" in c.name]
+    seconds = sum(c.seconds for c in runs)
+    return round(sum(c.events for c in runs) / seconds) if seconds > 0 else None
 
 
 def _case_json(c: Case) -> dict[str, Any]:
@@ -377,15 +394,14 @@ def print_table(result: dict[str, Any], opts: argparse.Namespace) -> None:
     console.print(table)
     for note in notes:
         console.print(f"- {note}", highlight=False)
-    anchor = next((c for c in result["cases"] if c["kind"] == "anchor" and "per_s" in c), None)
-    # The goal is against the deterministic anchor (the first).
     for c in result["cases"]:
-        if c["kind"] == "ours" and "per_s" in c and anchor:
-            ratio = c["per_s"] / anchor["per_s"] if anchor["per_s"] else 0.0
+        if c["kind"] == "ours" and "per_s" in c and result.get("anchor_per_s"):
+            ratio = c["per_s"] / result["anchor_per_s"]
             verdict = "met" if ratio >= 1 and c["equal"] and c["late_equal"] else "NOT met"
             console.print(
-                f"goal: {c['name']} at least Bytewax's events/s with results equal to the "
-                f"reference: {verdict} ({ratio:.2f}x)"
+                f"goal: {c['name']} at least Bytewax's events/s (its deterministic runs "
+                f"together: {result['anchor_per_s']:,}) with results equal to the reference: "
+                f"{verdict} ({ratio:.2f}x)"
             )
 
 
