@@ -71,7 +71,6 @@ class StreamSpec:
     make_operator: Callable[[], Operator]
     commit_interval: float
     commit_records: int
-    func_name: str = ""
 
 
 @dataclass(slots=True)
