@@ -42,8 +42,8 @@ PINNED = {
         "Context", "CorruptLog", "Delivery", "Envelope", "Event", "Forbidden", "GroupNotFound",
         "InvalidEvent", "NotFound", "OffsetOutOfRange", "RateLimited", "Record", "ServerBusy",
         "StaleLease", "StorageError", "StorageUnavailable", "TidingsError", "TooLarge",
-        "TopicNotFound", "Unauthorized", "UnsupportedMediaType", "UrlNotAllowed", "WebhookNotFound",
-        "__version__",
+        "TopicNotFound", "Unauthorized", "UnsupportedMediaType", "UrlNotAllowed", "ViewBehind",
+        "ViewNotFound", "WebhookNotFound", "__version__",
     ],
     "tidings.streams": [
         "DELETED", "Aggregate", "Aggregation", "Count", "EnrichOperator", "EventView",

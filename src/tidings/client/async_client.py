@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, overload
 from urllib.parse import quote
 
 import aiohttp
@@ -27,6 +27,7 @@ from tidings.client.live import LiveStart, LiveSubscription, Reconnect
 from tidings.client.problems import error_from_response
 from tidings.client.receiving import AsyncConsumer, AsyncSubscription, Delivery
 from tidings.client.schemas import AsyncSchemaCalls
+from tidings.client.views import AsyncViewCalls
 from tidings.client.webhooks import AsyncWebhookCalls
 from tidings.errors import TidingsError
 from tidings.events.envelope import Event, Record
@@ -53,7 +54,7 @@ Seek = Literal["earliest", "latest"] | str | int | datetime | Mapping[str, Any]
 token such as ``"0:15,1:7"``, or ``{"partition": p, "offset": o}``."""
 
 
-class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls):
+class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
     """A connection to one hub, for use from asyncio.
 
     ::
@@ -274,6 +275,34 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls):
 
     # -- read --------------------------------------------------------------------------
 
+    @overload
+    async def read(
+        self,
+        topic: str,
+        *,
+        partition: int | None = ...,
+        start: Start = ...,
+        from_time: str | datetime | int | None = ...,
+        limit: int = ...,
+        wait: float = ...,
+        types: Types = ...,
+        appended: Literal[False] = ...,
+    ) -> tuple[list[Record], str]: ...
+
+    @overload
+    async def read(
+        self,
+        topic: str,
+        *,
+        partition: int | None = ...,
+        start: Start = ...,
+        from_time: str | datetime | int | None = ...,
+        limit: int = ...,
+        wait: float = ...,
+        types: Types = ...,
+        appended: Literal[True],
+    ) -> tuple[list[Record], str, int]: ...
+
     async def read(
         self,
         topic: str,
@@ -284,15 +313,22 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls):
         limit: int = 100,
         wait: float = 0,
         types: Types = None,
-    ) -> tuple[list[Record], str]:
+        appended: bool = False,
+    ) -> tuple[list[Record], str] | tuple[list[Record], str, int]:
         """Read records in offset order; answer them and the token the next read starts from.
 
         ``start`` is earliest, latest, an offset (with ``partition`` on a topic of
         several) or a position token from an earlier read. ``from_time`` (RFC 3339, a
         datetime or ms since the epoch) starts at the first event at or after it
         instead. ``wait`` (seconds) long-polls until a record arrives.
+
+        ``appended=True`` gives each record its append time (``Record.appended``, ms)
+        and answers a third item, the read's horizon (ms): every record of the
+        partitions read that this read did not answer was appended at or after it.
         """
         params: dict[str, str] = {"limit": str(limit)}
+        if appended:
+            params["appended"] = "true"
         if from_time is not None:
             params["from_time"] = _time(from_time)
             if start != "earliest":
@@ -308,6 +344,8 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls):
         raw = await self._request("GET", _events_path(topic), params=params, wait=wait)
         answer = orjson.loads(raw)
         records = [Record.from_dict(r) for r in answer["records"]]
+        if appended:
+            return records, str(answer["next"]), int(answer["horizon"])
         return records, str(answer["next"])
 
     def subscribe(

@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from tidings.client.async_client import (
     DEFAULT_URL,
@@ -28,6 +28,7 @@ from tidings.client.batching import PublishBatcher
 from tidings.client.live import LiveStart, LiveSubscription, Reconnect
 from tidings.client.receiving import AsyncConsumer, AsyncMessage, AsyncSubscription, Delivery
 from tidings.client.schemas import SchemaCalls
+from tidings.client.views import ViewCalls
 from tidings.client.webhooks import WebhookCalls
 from tidings.events.envelope import Event, Record
 
@@ -63,7 +64,7 @@ class _Runner:
         self.loop.close()
 
 
-class Client(WebhookCalls, SchemaCalls):
+class Client(WebhookCalls, SchemaCalls, ViewCalls):
     """A blocking connection to one hub, with the methods and arguments of ``AsyncClient``.
 
     ::
@@ -129,6 +130,9 @@ class Client(WebhookCalls, SchemaCalls):
     def _schema_calls(self) -> AsyncClient:
         return self._async
 
+    def _view_calls(self) -> AsyncClient:
+        return self._async
+
     def _hooks(self) -> AsyncClient:
         return self._async
 
@@ -186,6 +190,34 @@ class Client(WebhookCalls, SchemaCalls):
         """Publish one event in binary mode; see :meth:`AsyncClient.publish_binary`."""
         return self._run(self._async.publish_binary(topic, event))
 
+    @overload
+    def read(
+        self,
+        topic: str,
+        *,
+        partition: int | None = ...,
+        start: Start = ...,
+        from_time: str | datetime | int | None = ...,
+        limit: int = ...,
+        wait: float = ...,
+        types: Types = ...,
+        appended: Literal[False] = ...,
+    ) -> tuple[list[Record], str]: ...
+
+    @overload
+    def read(
+        self,
+        topic: str,
+        *,
+        partition: int | None = ...,
+        start: Start = ...,
+        from_time: str | datetime | int | None = ...,
+        limit: int = ...,
+        wait: float = ...,
+        types: Types = ...,
+        appended: Literal[True],
+    ) -> tuple[list[Record], str, int]: ...
+
     def read(
         self,
         topic: str,
@@ -196,17 +228,21 @@ class Client(WebhookCalls, SchemaCalls):
         limit: int = 100,
         wait: float = 0,
         types: Types = None,
-    ) -> tuple[list[Record], str]:
-        """Read records and the token to continue from; see :meth:`AsyncClient.read`."""
+        appended: bool = False,
+    ) -> tuple[list[Record], str] | tuple[list[Record], str, int]:
+        """Read records and the token to continue from (and, with ``appended``, the
+        read's horizon); see :meth:`AsyncClient.read`."""
+        if appended:
+            return self._run(
+                self._async.read(
+                    topic, partition=partition, start=start, from_time=from_time, limit=limit,
+                    wait=wait, types=types, appended=True,
+                )
+            )
         return self._run(
             self._async.read(
-                topic,
-                partition=partition,
-                start=start,
-                from_time=from_time,
-                limit=limit,
-                wait=wait,
-                types=types,
+                topic, partition=partition, start=start, from_time=from_time, limit=limit,
+                wait=wait, types=types,
             )
         )
 

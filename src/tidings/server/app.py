@@ -34,9 +34,15 @@ from tidings.core.history import (
 )
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
-from tidings.core.positions import format_token, is_decimal, parse_duration_ms
+from tidings.core.positions import (
+    check_client_topic,
+    format_token,
+    is_decimal,
+    parse_duration_ms,
+)
 from tidings.core.publishing import Published, Run
 from tidings.core.storage import Retention
+from tidings.core.viewrecords import view_of
 from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarge
 from tidings.events import http as ce
 from tidings.server import asyncapi, openapi
@@ -52,6 +58,7 @@ from tidings.server.routing import one_route_per_path
 from tidings.server.schemas import SchemaRoutes
 from tidings.server.sse import SseEndpoint
 from tidings.server.tickets import Tickets
+from tidings.server.views import ViewRoutes, authorize_view
 from tidings.server.webhooks.routes import WebhookRoutes
 from tidings.server.webhooks.service import WebhookService
 from tidings.server.ws import WebSocketEndpoint
@@ -87,6 +94,16 @@ def _records_body(topic: str, records: list[tuple[int, int, bytes]], extra: byte
     parts = [
         head + b"%d,\"offset\":%d,\"event\":" % (p, o) + payload + b"}"
         for p, o, payload in records
+    ]
+    return b'{"records":[' + b",".join(parts) + b"]" + extra + b"}"
+
+
+def _timed_body(topic: str, records: list[tuple[int, int, int, bytes]], extra: bytes) -> bytes:
+    """:func:`_records_body` with each record's append time (``"appended"``, ms)."""
+    head = b'{"topic":' + orjson.dumps(topic) + b',"partition":'
+    parts = [
+        head + b"%d,\"offset\":%d,\"appended\":%d,\"event\":" % (p, o, t) + payload + b"}"
+        for p, o, t, payload in records
     ]
     return b'{"records":[' + b",".join(parts) + b"]" + extra + b"}"
 
@@ -134,6 +151,7 @@ class Api:
         if self.auth.enabled:
             self.auth.token(request.headers.get("authorization"))
         check_client_group(name)
+        check_client_topic(topic)
         return topic, name
 
     async def _body(self, request: Request) -> bytes:
@@ -234,6 +252,7 @@ class Api:
     async def put_topic(self, request: Request) -> Response:
         name = request.path_params["topic"]
         self._authorize(request, "admin")
+        check_client_topic(name)
         body = await self._json_body(request)
         _only(body, {"partitions", "retention", "schemas"})
         existing = self.hub.topics.get(name)
@@ -255,6 +274,7 @@ class Api:
     async def delete_topic(self, request: Request) -> Response:
         name = request.path_params["topic"]
         self._authorize(request, "admin")
+        check_client_topic(name)
         await self.hub.delete_topic(name)
         return Response(status_code=204)
 
@@ -262,21 +282,31 @@ class Api:
 
     async def read(self, request: Request) -> Response:
         name = request.path_params["topic"]
-        self._authorize(request, "subscribe", name)
+        view = view_of(name)
+        if view is not None and view in self.hub.views.views:
+            authorize_view(self, request, view, "subscribe")  # a changelog: the view's scope
+        else:
+            self._authorize(request, "subscribe", name)
         q = request.query_params
-        _only(q, {"partition", "from", "from_time", "limit", "wait", "types"})
+        _only(q, {"partition", "from", "from_time", "limit", "wait", "types", "appended"})
+        appended = q.get("appended", "false")
+        if appended not in ("true", "false"):
+            raise BadRequest(f"appended must be true or false, not {appended!r}", field="appended")
         topic = self.hub.topic(name)
         partition = _opt_int(q.get("partition"), "partition")
         positions = self.hub.positions(topic, partition, q.get("from"), q.get("from_time"))
-        limit = _opt_int(q.get("limit"), "limit")
+        limit = 100 if (n := _opt_int(q.get("limit"), "limit")) is None else n
         wait = _opt_seconds(q.get("wait"), "wait")
-        result = await self.hub.read(
-            name,
-            positions,
-            limit=100 if limit is None else limit,
-            wait_s=wait,
-            types=TypeFilter.parse(q.get("types"), limit=self.hub.options.max_type_patterns),
-        )
+        types = TypeFilter.parse(q.get("types"), limit=self.hub.options.max_type_patterns)
+        if appended == "true":
+            timed = await self.hub.read(name, positions, limit, wait, types, appended=True)
+            extra = b',"next":%s,"horizon":%d' % (
+                orjson.dumps(format_token(timed.next)), timed.horizon
+            )
+            if timed.skipped:
+                extra += b',"skipped":' + orjson.dumps([s.to_dict() for s in timed.skipped])
+            return Response(_timed_body(name, timed.records, extra), media_type="application/json")
+        result = await self.hub.read(name, positions, limit, wait, types)
         extra = b',"next":' + orjson.dumps(format_token(result.next))
         if result.skipped:  # offsets lost to damage on disk that this read stepped over
             extra += b',"skipped":' + orjson.dumps([s.to_dict() for s in result.skipped])
@@ -574,7 +604,10 @@ def create_app(
     api = Api(hub, auth or Auth([]), options or ServerOptions(), webhooks)
     ws = WebSocketEndpoint(hub, api.auth, api.options.live, api.tickets)
     sse = SseEndpoint(hub, api.auth, api.options.live, api.tickets)
-    api.connections = lambda: {"websocket": len(ws.connections), "sse": sse.streams}
+    views = ViewRoutes(api)
+    api.connections = lambda: {
+        "websocket": len(ws.connections), "sse": sse.streams + views.streams
+    }
     history = HistoryOptions() if options is None else options.history
     api.history = MetricsHistory(history.interval_ms, history.points, history_store)
     sampler = HistorySampler(hub, api.history, webhooks, api.connections)
@@ -610,6 +643,7 @@ def create_app(
         Route("/v1/groups", api.list_groups, methods=["GET"]),
         *SchemaRoutes(api).routes(),
         *LookupRoutes(api).routes(),
+        *views.routes(),
         *(WebhookRoutes(api, webhooks).routes() if webhooks is not None else []),
         # The browser client, /static/tidings.js: an ES module, no build step. Pages
         # of any origin may import it (a module script is fetched with CORS).

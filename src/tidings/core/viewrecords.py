@@ -1,0 +1,212 @@
+"""The records of a view's changelog, and what a declaration and a commit may hold.
+
+A changelog (``__view.{name}``, streams design section 3) holds CloudEvents keyed
+by ``partitionkey``: ``v:{key}`` a served value (``data`` ``{"value": V}``; no
+data: the key is deleted), ``s:{name}`` the processor's own state, the same
+shape, and ``c`` a checkpoint (``data`` ``{"generation", "seq", "owner",
+"inputs": {topic: {"PARTITION": next offset}}, "horizon", "clock"}``). A commit
+is changes then one checkpoint, last. Imported by :mod:`tidings.core.views`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tidings.core.positions import check_name
+from tidings.errors import BadRequest, InvalidEvent, TooLarge
+from tidings.events.envelope import normalize_event
+
+VIEW_TOPIC_PREFIX = "__view."
+KINDS = ("view", "window")
+EMITS = ("final", "updates")
+VALUE_TYPE = "tidings.view.value"
+CHECKPOINT_TYPE = "tidings.view.checkpoint"
+MAX_COMMIT_EVENTS = 100_000
+MAX_INPUTS = 100
+_MAX_INT = (1 << 63) - 1
+
+
+def changelog_topic(view: str) -> str:
+    return VIEW_TOPIC_PREFIX + view
+
+
+def view_of(topic: str) -> str | None:
+    """The view whose changelog ``topic`` is, if it is one."""
+    return topic[len(VIEW_TOPIC_PREFIX) :] if topic.startswith(VIEW_TOPIC_PREFIX) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A served key changed: its new value (or deleted), at this changelog offset."""
+
+    key: str
+    value: Any
+    deleted: bool
+    offset: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"key": self.key, "position": f"0:{self.offset}"}
+        if self.deleted:
+            d["deleted"] = True
+        else:
+            d["value"] = self.value
+        return d
+
+
+def change_of(offset: int, event: dict[str, Any]) -> Change | None:
+    pk = event.get("partitionkey")
+    if not isinstance(pk, str) or not pk.startswith("v:"):
+        return None
+    data = event.get("data")
+    if isinstance(data, dict) and "value" in data:
+        return Change(pk[2:], data["value"], False, offset)
+    return Change(pk[2:], None, True, offset)
+
+
+def whole(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+        raise BadRequest(f"{what} must be an integer from 0 to 2**63-1, not {value!r}", field=what)
+    return value
+
+
+def parse_spec(
+    spec: dict[str, Any],
+) -> tuple[str, list[str], str | None, dict[str, Any] | None, str | None]:
+    unknown = sorted(set(spec) - {"kind", "inputs", "app", "window", "emit"})
+    if unknown:
+        raise BadRequest(
+            f"unknown field {unknown[0]!r}; expected kind, inputs, app, window, emit",
+            field=unknown[0],
+        )
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise BadRequest(f"kind must be one of {', '.join(KINDS)}, not {kind!r}", field="kind")
+    inputs = spec.get("inputs")
+    if not isinstance(inputs, list) or not 1 <= len(inputs) <= MAX_INPUTS:
+        raise BadRequest(f"inputs must be a list of 1 to {MAX_INPUTS} topic names", field="inputs")
+    for i, topic in enumerate(inputs):
+        check_name(f"inputs[{i}]", topic)
+    if len(set(inputs)) != len(inputs):
+        raise BadRequest("inputs names a topic twice", field="inputs")
+    app = spec.get("app")
+    if app is not None:
+        check_name("app", app)
+    window = spec.get("window")
+    emit = spec.get("emit")
+    if kind == "window":
+        if not isinstance(window, dict):
+            raise BadRequest("a window view needs window, an object", field="window")
+        emit = "final" if emit is None else emit
+        if emit not in EMITS:
+            raise BadRequest(f"emit must be one of {', '.join(EMITS)}", field="emit")
+    else:
+        if window is not None or emit is not None:
+            field_ = "window" if window is not None else "emit"
+            raise BadRequest(f"a view of kind 'view' has no {field_}", field=field_)
+    return kind, list(inputs), app, window, emit
+
+
+def check_commit(
+    name: str, generation: int, events: object, max_bytes: int
+) -> list[dict[str, Any]]:
+    """The commit's events, checked and filled (``source``, ``id``), in the order they
+    are written: the changes (``v:``/``s:``) as given, then the one checkpoint (``c``)."""
+    if not isinstance(events, list) or not events:
+        raise BadRequest(
+            "events must be a non-empty list: the changes and one checkpoint", field="events"
+        )
+    if len(events) > MAX_COMMIT_EVENTS:
+        raise BadRequest(f"a commit holds at most {MAX_COMMIT_EVENTS} events", field="events")
+    changes: list[dict[str, Any]] = []
+    checkpoint: dict[str, Any] | None = None
+    source = f"tidings/views/{name}"
+    cps = [e for e in events if isinstance(e, dict) and e.get("partitionkey") == "c"]
+    seq = cps[0]["data"].get("seq") if cps and isinstance(cps[0].get("data"), dict) else None
+    for n, raw in enumerate(events):
+        where = f"events[{n}]"
+        if not isinstance(raw, dict):
+            raise BadRequest(f"{where} must be a CloudEvent object", field=where, index=n)
+        ev = dict(raw)
+        pk = ev.get("partitionkey")
+        if pk == "c":
+            if checkpoint is not None:
+                raise BadRequest(
+                    f"{where} is a second checkpoint (partitionkey 'c'): a commit has one",
+                    field=f"{where}.partitionkey", index=n,
+                )  # fmt: skip
+            _check_checkpoint(ev.get("data"), generation, where, n)
+            wanted = CHECKPOINT_TYPE
+        elif isinstance(pk, str) and pk.startswith(("v:", "s:")):
+            data = ev.get("data")
+            if data is not None and not (isinstance(data, dict) and set(data) == {"value"}):
+                raise BadRequest(
+                    f'{where}.data must be {{"value": ...}}, or absent for a deleted key',
+                    field=f"{where}.data", index=n,
+                )  # fmt: skip
+            wanted = VALUE_TYPE
+        else:
+            raise BadRequest(
+                f"{where}.partitionkey must be 'v:KEY' (a served value), 's:NAME' (state) "
+                f"or 'c' (the checkpoint), not {pk!r}",
+                field=f"{where}.partitionkey", index=n,
+            )  # fmt: skip
+        if ev.get("type") != wanted:
+            raise BadRequest(
+                f"{where}.type must be {wanted!r} for partitionkey {pk!r}",
+                field=f"{where}.type", index=n,
+            )  # fmt: skip
+        ev.setdefault("source", source)
+        ev.setdefault("id", f"{name}.{generation}.{seq}.{n}")
+        try:
+            checked = normalize_event(ev, topic=changelog_topic(name))
+        except InvalidEvent as exc:
+            exc.fields["index"] = n
+            raise
+        if len(orjson.dumps(checked)) > max_bytes:
+            raise TooLarge(f"{where} is over the {max_bytes}-byte event limit", index=n)
+        if pk == "c":
+            checkpoint = checked
+        else:
+            changes.append(checked)
+    if checkpoint is None:
+        raise BadRequest("a commit needs one checkpoint (partitionkey 'c')", field="events")
+    return [*changes, checkpoint]
+
+
+def _check_checkpoint(data: object, generation: int, where: str, n: int) -> None:
+    if not isinstance(data, dict):
+        raise BadRequest(
+            f"{where}.data must be the checkpoint object", field=f"{where}.data", index=n
+        )
+    g = data.get("generation")
+    if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g <= _MAX_INT:
+        raise BadRequest(
+            f"{where}.data.generation must be an integer >= 0",
+            field=f"{where}.data.generation", index=n,
+        )  # fmt: skip
+    if g != generation:
+        # Judged against the commit's generation, the view's (the commit passed the CAS).
+        raise BadRequest(
+            f"{where}.data.generation {g} is not the commit's generation {generation}",
+            field="events", index=n,
+        )  # fmt: skip
+    inputs = data.get("inputs")
+    if not isinstance(inputs, dict) or not all(
+        isinstance(at, dict)
+        and all(
+            p.isascii()
+            and p.isdigit()
+            and isinstance(o, int)
+            and not isinstance(o, bool)
+            and 0 <= o <= _MAX_INT
+            for p, o in at.items()
+        )
+        for at in inputs.values()
+    ):
+        raise BadRequest(
+            f'{where}.data.inputs must map each topic to {{"PARTITION": next offset}}',
+            field=f"{where}.data.inputs", index=n,
+        )  # fmt: skip
