@@ -334,13 +334,13 @@ async def test_a_round_passes_over_a_partition_again_only_when_needed(tmp_path: 
     log = open_log(tmp_path / "p", clock)
     await publish(log, [event(f"k{i % 5}", i, n=i) for i in range(100)])
     compactor = Compactor()
-    assert await compactor.run_round([log], clock.time_ms()) > 0
-    await compactor.run_round([log], clock.time_ms())  # the pass after a removal
+    assert await compactor.run_round([{0: log}], clock.time_ms()) > 0
+    await compactor.run_round([{0: log}], clock.time_ms())  # the pass after a removal
     passes = compactor.passes
-    assert await compactor.run_round([log], clock.time_ms()) == 0
+    assert await compactor.run_round([{0: log}], clock.time_ms()) == 0
     assert compactor.passes == passes  # nothing new: no pass
     await publish(log, [event(f"k{i % 5}", i, n=i) for i in range(100)])
-    assert await compactor.run_round([log], clock.time_ms()) > 0
+    assert await compactor.run_round([{0: log}], clock.time_ms()) > 0
     await log.close()
 
 

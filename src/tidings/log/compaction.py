@@ -20,8 +20,10 @@ Offsets never change. Kept records are written as compacted batches (see
 :mod:`tidings.log.format`) that cover the offsets of the batches they replace, so
 batches still follow each other offset by offset and the removed offsets are gaps:
 a read from one answers the next record kept. A linked batch (one publish over
-several partitions) is copied as it is, since another partition's recovery may look
-it up, and so is a bad byte range (damage): nothing is decoded out of it, and its
+several partitions) is copied as it is while another partition's recovery may still
+look it up: until every part it names is in a compactable segment of its partition
+(sealed and unmarked, so never checked again); then it is compacted like any batch.
+A bad byte range (damage) is copied as it is: nothing is decoded out of it, and its
 new place is recorded in ``damage.json``.
 
 Every step is safe to die at. The new segment and its two indexes are written to
@@ -41,7 +43,7 @@ import asyncio
 import logging
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -171,12 +173,28 @@ class KeyMap:
     first: dict[str, int] = field(default_factory=dict)
     """key -> offset of its oldest record still there."""
     pinned: set[str] = field(default_factory=set)
-    """Keys with a record in a linked batch, which compaction never rewrites."""
+    """Keys with a record in a linked batch compaction may not rewrite yet."""
     tombstones: dict[str, int] = field(default_factory=dict)
     """key -> append time of its latest record, where that is a tombstone."""
 
 
-def scan_keys(parts: Iterable[_Part]) -> KeyMap:
+Settled = Callable[[fmt.Link], bool]
+"""Whether every part of a linked batch is in a compactable segment of its partition."""
+
+
+def _never(link: fmt.Link) -> bool:
+    return False
+
+
+def _is_fixed(header: fmt.BatchHeader, frame: bytes | memoryview, settled: Settled) -> bool:
+    """Whether a batch must be copied as it is: a linked one not settled yet."""
+    if not header.linked:
+        return False
+    link = fmt.decode_link(header, frame)
+    return link is None or not settled(link)
+
+
+def scan_keys(parts: Iterable[_Part], settled: Settled = _never) -> KeyMap:
     """Read every record of ``parts`` (in a worker thread) and map the keys."""
     km = KeyMap()
     latest, first, tombs = km.latest, km.first, km.tombstones
@@ -186,8 +204,9 @@ def scan_keys(parts: Iterable[_Part]) -> KeyMap:
             for position, header, _ in _units(fd, data, part.base, part.end):
                 if header is None:
                     continue
-                records = fmt.decode_records(header, data[position : position + header.size])
-                for offset, ts, payload in records:
+                frame = data[position : position + header.size]
+                fixed = _is_fixed(header, frame, settled)
+                for offset, ts, payload in fmt.decode_records(header, frame):
                     key, tomb = key_of(payload)
                     if key is None:
                         continue
@@ -197,7 +216,7 @@ def scan_keys(parts: Iterable[_Part]) -> KeyMap:
                         tombs[key] = ts
                     else:
                         tombs.pop(key, None)
-                    if header.linked:
+                    if fixed:
                         km.pinned.add(key)
         finally:
             os.close(fd)
@@ -365,7 +384,9 @@ class _Writer:
             self.tidx_offsets.append(rel)
 
 
-def rewrite(part: _Part, rules: Rules, index_interval: int) -> Rewritten | None:
+def rewrite(
+    part: _Part, rules: Rules, index_interval: int, settled: Settled = _never
+) -> Rewritten | None:
     """Write ``part`` compacted by ``rules`` to ``.compacting`` files, fsynced, and remove
     its old indexes (in a worker thread); None if it has nothing to remove."""
     fd, data = _read(part)
@@ -381,7 +402,7 @@ def rewrite(part: _Part, rules: Rules, index_interval: int) -> Rewritten | None:
                 expected = w.start = damage.end_offset
                 continue
             frame = data[position : position + header.size]
-            if header.linked:  # another partition's recovery may look it up: as it is
+            if _is_fixed(header, frame, settled):  # another partition's recovery may look it up
                 w.flush(header.base_offset)
                 w.batch(frame, header.base_offset, header.first_ts, header.last_ts)
                 kept += header.records
@@ -463,8 +484,11 @@ class PassResult:
     next_expiry: int | None = None
 
 
-async def compact_partition(log: PartitionLog, now_ms: int) -> PassResult:
-    """One pass over ``log`` (see the module's docstring); file work in worker threads."""
+async def compact_partition(
+    log: PartitionLog, now_ms: int, settled: Settled = _never
+) -> PassResult:
+    """One pass over ``log`` (see the module's docstring); file work in worker threads.
+    ``settled`` says which linked batches may be compacted (none by default)."""
     result = PassResult()
     segments = log.compactable()
     if not segments:
@@ -472,11 +496,13 @@ async def compact_partition(log: PartitionLog, now_ms: int) -> PassResult:
     parts = [_Part(seg.path, seg.base_offset, seg.next_offset) for seg in segments]
     result.segments = len(parts)
     result.bytes_read = sum(seg.size for seg in segments)
-    keys = await asyncio.to_thread(scan_keys, parts)
+    keys = await asyncio.to_thread(scan_keys, parts, settled)
     rules = Rules(keys, now_ms, log.config.delete_retention_ms, log.end_offset - 1)
     result.next_expiry = rules.next_expiry()
     for seg, part in zip(segments, parts, strict=True):
-        done = await asyncio.to_thread(rewrite, part, rules, log.config.index_interval)
+        done = await asyncio.to_thread(
+            rewrite, part, rules, log.config.index_interval, settled
+        )
         if done is None:
             continue
         # On the loop, with no await between: the rename and the switch of segment.
@@ -517,21 +543,22 @@ class Compactor:
         sealed_end = segments[-1].next_offset if segments else 0
         return sealed_end != end or (expiry is not None and expiry <= now_ms)
 
-    async def run_round(self, logs: Iterable[PartitionLog], now_ms: int) -> int:
-        """Pass over the partitions of ``logs`` that are due; how many records went."""
+    async def run_round(self, topics: Iterable[Mapping[int, PartitionLog]], now_ms: int) -> int:
+        """Pass over the partitions of ``topics`` (each the partitions of one topic, by
+        number) that are due; how many records went."""
         async with self._lock:
             budget = self.round_bytes
             removed = 0
-            live = list(logs)
-            alive = {log.directory for log in live}
+            live = [(log, settled_in(logs)) for logs in topics for log in logs.values()]
+            alive = {log.directory for log, _ in live}
             self._seen = {k: v for k, v in self._seen.items() if k in alive}
-            for log in live:
+            for log, settled in live:
                 if budget <= 0:
                     break
                 if not self._due(log, now_ms):
                     continue
                 try:
-                    result = await compact_partition(log, now_ms)
+                    result = await compact_partition(log, now_ms, settled)
                 except OSError:
                     logger.exception("compaction of %s failed; tried again later", log.directory)
                     continue
@@ -547,3 +574,17 @@ class Compactor:
                 )
             self.removed += removed
             return removed
+
+
+def settled_in(logs: Mapping[int, PartitionLog]) -> Settled:
+    """Whether a linked batch of the topic whose partitions are ``logs`` (by number) has
+    every part in a compactable segment (so no recovery looks it up again), now."""
+    ends: dict[int, int] = {}
+    for p, log in logs.items():
+        segments = log.compactable()
+        ends[p] = segments[-1].next_offset if segments else -1
+
+    def settled(link: fmt.Link) -> bool:
+        return all(base + count <= ends.get(p, -1) for p, base, count in link.parts)
+
+    return settled
