@@ -352,3 +352,46 @@ def test_compacted_batch_round_trip(count: int) -> None:
     assert header.compacted and header.records == count and header.next_offset == 18
     assert fmt.check_crc(header, frame)
     assert fmt.decode_records(header, frame) == records
+
+
+async def test_a_linked_batch_is_kept_whole_until_every_part_is_settled(tmp_path: Path) -> None:
+    """Another partition's recovery may look a linked part up (until all its parts lie
+    in compactable segments): compacted before then, that partition would be cut."""
+    from tidings.backends.embedded.storage import EmbeddedStorage
+    from tidings.log.config import Retention
+
+    compacted = Retention(compaction="key")
+    cfg = LogConfig(segment_bytes=1024, index_interval=128)
+
+    async def opened() -> tuple[EmbeddedStorage, PartitionLog, PartitionLog]:
+        storage = EmbeddedStorage(tmp_path / "data", FsyncPolicy("always"), cfg)
+        storage.save_topic("t", {"partitions": 2})  # else the next open removes its files
+        return storage, storage.open_partition("t", 0, compacted), storage.open_partition(
+            "t", 1, compacted
+        )
+
+    storage, p0, p1 = await opened()
+    bases = await storage.append_linked(
+        "t", [(0, [event("a", 0, n=0)]), (1, [event("b", 0, n=1), event("b", 1, n=2)])]
+    )
+    link = p1.link_at(bases[1])
+    assert link is not None
+    for i in range(60):  # partition 1 rolls past its part; partition 0's stays active
+        await p1.append([event("b", i + 2, n=10 + i)])
+    assert p1.compactable() and not p0.compactable()
+    assert await storage.compact(T0) > 0
+    assert p1.link_at(bases[1]) == link  # copied as it was
+    await storage.close()
+
+    storage, p0, p1 = await opened()  # recovery checks the link of partition 0's part
+    assert [r[0] for r in p0.read(0)] == [0]
+    for i in range(60):
+        await p0.append([event("a", i + 1, n=100 + i)])
+    assert await storage.compact(T0) > 0
+    await storage.compact(T0)
+    assert p1.link_at(bases[1]) is None  # settled: compacted like any batch
+    assert bases[1] not in {o for o, _, _ in read_all(p1)}  # "b" 0: not the latest
+    await storage.close()
+    storage, p0, p1 = await opened()
+    assert {orjson.loads(p)["data"] for _, _, p in read_all(p1)} >= {61}
+    await storage.close()
