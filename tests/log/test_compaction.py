@@ -395,3 +395,21 @@ async def test_a_linked_batch_is_kept_whole_until_every_part_is_settled(tmp_path
     storage, p0, p1 = await opened()
     assert {orjson.loads(p)["data"] for _, _, p in read_all(p1)} >= {61}
     await storage.close()
+
+
+async def test_a_round_comes_back_for_a_tombstone_that_waited(tmp_path: Path) -> None:
+    clock = FakeClock()
+    log = open_log(tmp_path / "p", clock, delete_retention_ms=0)
+    await publish(log, [event("k", 1, n=1)])
+    await publish(log, [event("x", i, n=10 + i) for i in range(30)])
+    await publish(log, [event("k", tombstone=True, n=2)])
+    await publish(log, [event("y", i, n=50 + i) for i in range(30)])
+    compactor = Compactor()
+    await compactor.run_round([{0: log}], clock.time_ms())
+    assert any(orjson.loads(p).get("partitionkey") == "k" for _, _, p in read_all(log))
+    await compactor.run_round([{0: log}], clock.time_ms())  # due again at once
+    assert not any(orjson.loads(p).get("partitionkey") == "k" for _, _, p in read_all(log))
+    passes = compactor.passes
+    await compactor.run_round([{0: log}], clock.time_ms())
+    assert compactor.passes == passes
+    await log.close()

@@ -254,6 +254,16 @@ class Rules:
         ]
         return min(due) if due else None
 
+    def blocked(self) -> bool:
+        """Whether a tombstone due to go stayed for an older record of its key."""
+        k = self.keys
+        return any(
+            ts + self.delete_retention_ms <= self.now_ms
+            and k.first[key] != k.latest[key]
+            and key not in k.pinned
+            for key, ts in k.tombstones.items()
+        )
+
 
 # -- rewriting one segment ------------------------------------------------------------
 
@@ -482,6 +492,8 @@ class PassResult:
     kept: int = 0
     bytes_read: int = 0
     next_expiry: int | None = None
+    again: bool = False
+    """A tombstone due to go waits for an older record of its key this pass removed."""
 
 
 async def compact_partition(
@@ -513,6 +525,7 @@ async def compact_partition(
         result.rewritten += 1
         result.removed += done.removed
         result.kept += done.kept
+        result.again = result.again or rules.blocked()
         logger.info(
             "compacted %s: %d records removed, %d kept, %d bytes now",
             part.path, done.removed, done.kept, done.size,
@@ -521,12 +534,17 @@ async def compact_partition(
 
 
 class Compactor:
-    """Compacts partitions a round at a time, each round about :data:`ROUND_BYTES` of
-    segments read; a partition is passed over again only when it has sealed a segment
-    since its last pass, or a tombstone it keeps may go."""
+    """Compacts partitions a round at a time. A round passes over partitions until it
+    has read about ``round_bytes`` (a pass reads all of a partition's compactable
+    segments, so one large partition may take more). A partition is passed over again
+    when the segments it sealed since its last pass make ``min_dirty_ratio`` of the
+    size of those that pass saw (as Kafka's cleaner does: the work stays in proportion
+    to what is appended), when a tombstone it keeps is due to go, or right away when a
+    tombstone waits for an older record of its key that the pass removed."""
 
-    def __init__(self, round_bytes: int = ROUND_BYTES) -> None:
+    def __init__(self, round_bytes: int = ROUND_BYTES, min_dirty_ratio: float = 0.5) -> None:
         self.round_bytes = round_bytes
+        self.min_dirty_ratio = min_dirty_ratio
         # partition directory -> (end offset of its compactable segments at its last
         # pass, or -1 to pass again; when a tombstone it keeps may go)
         self._seen: dict[Path, tuple[int, int | None]] = {}
@@ -539,9 +557,12 @@ class Compactor:
         if seen is None:
             return True
         end, expiry = seen
+        if end < 0 or (expiry is not None and expiry <= now_ms):
+            return True
         segments = log.compactable()
-        sealed_end = segments[-1].next_offset if segments else 0
-        return sealed_end != end or (expiry is not None and expiry <= now_ms)
+        dirty = sum(s.size for s in segments if s.base_offset >= end)
+        clean = sum(s.size for s in segments if s.base_offset < end)
+        return dirty > 0 and dirty >= self.min_dirty_ratio * clean
 
     async def run_round(self, topics: Iterable[Mapping[int, PartitionLog]], now_ms: int) -> int:
         """Pass over the partitions of ``topics`` (each the partitions of one topic, by
@@ -567,10 +588,8 @@ class Compactor:
                 removed += result.removed
                 segments = log.compactable()
                 sealed_end = segments[-1].next_offset if segments else 0
-                # Something went: pass again, as a tombstone may now be the oldest of its key.
                 self._seen[log.directory] = (
-                    -1 if result.removed else sealed_end,
-                    result.next_expiry,
+                    -1 if result.again else sealed_end, result.next_expiry
                 )
             self.removed += removed
             return removed
