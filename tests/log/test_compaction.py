@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tidings.log import compaction
+from tidings.log import compaction, keymap
 from tidings.log import format as fmt
 from tidings.log.check import check_partition
 from tidings.log.compaction import Compactor, compact_partition, remove_leftovers
@@ -176,10 +176,10 @@ async def test_a_tombstone_waits_while_an_older_record_of_its_key_is_there(
     await publish(log, [event("x", i, n=10 + i) for i in range(30)])
     await publish(log, [event("k", tombstone=True, n=2)])
     await publish(log, [event("y", i, n=50 + i) for i in range(30)])
-    keys = compaction.scan_keys(
-        [compaction._Part(s.path, s.base_offset, s.next_offset) for s in log.compactable()]
+    keys = keymap.scan_keys(
+        [keymap.Span(s.path, s.base_offset, s.next_offset) for s in log.compactable()]
     )
-    rules = compaction.Rules(keys, clock.time_ms(), 0, log.end_offset - 1)
+    rules = keymap.Rules(keys, clock.time_ms(), 0, log.end_offset - 1)
     tomb = keys.latest["k"]
     assert keys.first["k"] == 0 and rules.keep(tomb, T0, event("k", tombstone=True))
     # a pass removes the value, the next one the tombstone
@@ -289,10 +289,10 @@ async def test_every_step_of_a_compaction_is_safe_to_die_at(tmp_path: Path) -> N
     await publish(log, [event(f"k{i % 5}", i, n=i) for i in range(150)])
     want = latest([(o, p) for o, _, p in read_all(log)])
     seg = log.compactable()[0]
-    part = compaction._Part(seg.path, seg.base_offset, seg.next_offset)
-    keys = compaction.scan_keys([compaction._Part(s.path, s.base_offset, s.next_offset)
+    part = keymap.Span(seg.path, seg.base_offset, seg.next_offset)
+    keys = keymap.scan_keys([keymap.Span(s.path, s.base_offset, s.next_offset)
                                  for s in log.compactable()])
-    rules = compaction.Rules(keys, clock.time_ms(), HOUR, log.end_offset - 1)
+    rules = keymap.Rules(keys, clock.time_ms(), HOUR, log.end_offset - 1)
     await log.close()
     directory = tmp_path / "p"
     snapshots: list[dict[str, bytes]] = []

@@ -43,16 +43,15 @@ import asyncio
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import orjson
-
 from tidings.log import format as fmt
 from tidings.log.config import disk
-from tidings.log.damage import Damage, find_next_batch
+from tidings.log.damage import Damage
+from tidings.log.keymap import Rules, Settled, Span, is_fixed, never, read_span, scan_keys, units
 from tidings.log.segment import fsync_dir
 
 if TYPE_CHECKING:
@@ -84,187 +83,6 @@ def remove_leftovers(directory: Path) -> list[Path]:
     return gone
 
 
-# -- reading a segment file -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Part:
-    """A segment as the compactor reads it: path, first offset, end offset."""
-
-    path: Path
-    base: int
-    end: int
-
-
-def _units(
-    fd: int, data: bytes, base: int, limit: int
-) -> Iterator[tuple[int, fmt.BatchHeader | None, Damage | None]]:
-    """``(position, header, None)`` for each good batch of a segment's bytes ``data``,
-    ``(position, None, damage)`` for each bad range; damage as reads find it."""
-    size = len(data)
-    position, expected = 0, base
-    view = memoryview(data)
-    while position < size:
-        why = ""
-        header: fmt.BatchHeader | None = None
-        if position + fmt.BATCH_HEADER_LEN > size:
-            why = "torn batch header"
-        else:
-            try:
-                header = fmt.BatchHeader(view[position : position + fmt.BATCH_HEADER_LEN])
-            except ValueError as exc:
-                why = str(exc)
-        if header is not None:
-            batch = view[position : position + header.size]
-            if len(batch) < header.size or not fmt.check_crc(header, batch):
-                why = "batch fails its CRC"
-            elif header.base_offset != expected:
-                why = f"batch offset {header.base_offset}, expected {expected}"
-            else:
-                try:
-                    fmt.decode_records(header, batch)
-                except ValueError as exc:
-                    why = str(exc)
-        if not why and header is not None:
-            yield position, header, None
-            position += header.size
-            expected = header.next_offset
-            continue
-        found = find_next_batch(fd, position, size, expected, limit)
-        name = fmt.segment_name(base, ".log")
-        if found is None:
-            yield position, None, Damage(name, position, size - position, expected, limit, why)
-            return
-        at, nxt = found
-        yield position, None, Damage(name, position, at - position, expected, nxt.base_offset, why)
-        position, expected = at, nxt.base_offset
-
-
-def _read(part: _Part) -> tuple[int, bytes]:
-    fd = os.open(part.path, os.O_RDONLY)
-    size = os.fstat(fd).st_size
-    return fd, os.pread(fd, size, 0)
-
-
-def key_of(payload: bytes) -> tuple[str | None, bool]:
-    """The event's ``partitionkey`` (None if it has none, or is not JSON) and whether it
-    is a tombstone: no ``data`` nor ``data_base64``."""
-    try:
-        event = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None, False
-    if not isinstance(event, dict):
-        return None, False
-    key = event.get("partitionkey")
-    if not isinstance(key, str):
-        return None, False
-    return key, "data" not in event and "data_base64" not in event
-
-
-# -- the map of keys --------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class KeyMap:
-    """What a pass learned of the compactable segments, key by key."""
-
-    latest: dict[str, int] = field(default_factory=dict)
-    """key -> offset of its latest record."""
-    first: dict[str, int] = field(default_factory=dict)
-    """key -> offset of its oldest record still there."""
-    pinned: set[str] = field(default_factory=set)
-    """Keys with a record in a linked batch compaction may not rewrite yet."""
-    tombstones: dict[str, int] = field(default_factory=dict)
-    """key -> append time of its latest record, where that is a tombstone."""
-
-
-Settled = Callable[[fmt.Link], bool]
-"""Whether every part of a linked batch is in a compactable segment of its partition."""
-
-
-def _never(link: fmt.Link) -> bool:
-    return False
-
-
-def _is_fixed(header: fmt.BatchHeader, frame: bytes | memoryview, settled: Settled) -> bool:
-    """Whether a batch must be copied as it is: a linked one not settled yet."""
-    if not header.linked:
-        return False
-    link = fmt.decode_link(header, frame)
-    return link is None or not settled(link)
-
-
-def scan_keys(parts: Iterable[_Part], settled: Settled = _never) -> KeyMap:
-    """Read every record of ``parts`` (in a worker thread) and map the keys."""
-    km = KeyMap()
-    latest, first, tombs = km.latest, km.first, km.tombstones
-    for part in parts:
-        fd, data = _read(part)
-        try:
-            for position, header, _ in _units(fd, data, part.base, part.end):
-                if header is None:
-                    continue
-                frame = data[position : position + header.size]
-                fixed = _is_fixed(header, frame, settled)
-                for offset, ts, payload in fmt.decode_records(header, frame):
-                    key, tomb = key_of(payload)
-                    if key is None:
-                        continue
-                    latest[key] = offset
-                    first.setdefault(key, offset)
-                    if tomb:
-                        tombs[key] = ts
-                    else:
-                        tombs.pop(key, None)
-                    if fixed:
-                        km.pinned.add(key)
-        finally:
-            os.close(fd)
-    return km
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """What a pass keeps: see the module's docstring."""
-
-    keys: KeyMap
-    now_ms: int
-    delete_retention_ms: int
-    last_offset: int
-    """The partition's last offset: never removed, so a read from below the end
-    always finds a record."""
-
-    def keep(self, offset: int, ts: int, payload: bytes) -> bool:
-        key, tomb = key_of(payload)
-        if key is None:
-            return True
-        if self.keys.latest.get(key, offset) != offset:
-            return False
-        if not tomb or offset == self.last_offset:
-            return True
-        expired = ts + self.delete_retention_ms <= self.now_ms
-        return not (expired and self.keys.first[key] == offset and key not in self.keys.pinned)
-
-    def next_expiry(self) -> int | None:
-        """When the next tombstone kept now for its ``delete_retention`` goes (None: none)."""
-        due = [
-            ts + self.delete_retention_ms
-            for ts in self.keys.tombstones.values()
-            if ts + self.delete_retention_ms > self.now_ms
-        ]
-        return min(due) if due else None
-
-    def blocked(self) -> bool:
-        """Whether a tombstone due to go stayed for an older record of its key."""
-        k = self.keys
-        return any(
-            ts + self.delete_retention_ms <= self.now_ms
-            and k.first[key] != k.latest[key]
-            and key not in k.pinned
-            for key, ts in k.tombstones.items()
-        )
-
-
 # -- rewriting one segment ------------------------------------------------------------
 
 
@@ -272,7 +90,7 @@ class Rules:
 class Rewritten:
     """A segment rewritten into ``.compacting`` files, fsynced, not yet in place."""
 
-    part: _Part
+    part: Span
     size: int
     kept: int
     removed: int
@@ -307,7 +125,7 @@ def _tmp(path: Path) -> Path:
 class _Writer:
     """The new segment's bytes and index entries, built batch by batch."""
 
-    def __init__(self, part: _Part, index_interval: int) -> None:
+    def __init__(self, part: Span, index_interval: int) -> None:
         self.part = part
         self.interval = index_interval
         self.chunks: list[bytes] = []
@@ -395,16 +213,20 @@ class _Writer:
 
 
 def rewrite(
-    part: _Part, rules: Rules, index_interval: int, settled: Settled = _never
+    part: Span, rules: Rules, index_interval: int, settled: Settled = never
 ) -> Rewritten | None:
     """Write ``part`` compacted by ``rules`` to ``.compacting`` files, fsynced, and remove
     its old indexes (in a worker thread); None if it has nothing to remove."""
-    fd, data = _read(part)
+    fd, data, known = read_span(part)
+    seen = rules.keys.codes.get(part.path)
+    codes = seen[1] if seen is not None and seen[0] == known else None
+    names = rules.keys.names
+    i = 0  # the record's index in codes
     try:
         w = _Writer(part, index_interval)
         kept = removed = 0
         expected = part.base
-        for position, header, damage in _units(fd, data, part.base, part.end):
+        for position, header, records, damage in units(fd, data, part.base, part.end):
             if header is None:
                 assert damage is not None
                 w.flush(damage.first_offset)
@@ -412,14 +234,21 @@ def rewrite(
                 expected = w.start = damage.end_offset
                 continue
             frame = data[position : position + header.size]
-            if _is_fixed(header, frame, settled):  # another partition's recovery may look it up
+            if is_fixed(header, frame, settled):  # another partition's recovery may look it up
                 w.flush(header.base_offset)
                 w.batch(frame, header.base_offset, header.first_ts, header.last_ts)
                 kept += header.records
+                i += len(records)
                 expected = w.start = header.next_offset
                 continue
-            for offset, ts, payload in fmt.decode_records(header, frame):
-                if rules.keep(offset, ts, payload):
+            for offset, ts, payload in records:
+                if codes is None:
+                    keep = rules.keep(offset, ts, payload)
+                else:
+                    code = codes[i]
+                    keep = code < 0 or rules.keep_key(offset, ts, names[code >> 1], bool(code & 1))
+                i += 1
+                if keep:
                     w.add(offset, ts, payload)
                     kept += 1
                 else:
@@ -497,7 +326,7 @@ class PassResult:
 
 
 async def compact_partition(
-    log: PartitionLog, now_ms: int, settled: Settled = _never
+    log: PartitionLog, now_ms: int, settled: Settled = never
 ) -> PassResult:
     """One pass over ``log`` (see the module's docstring); file work in worker threads.
     ``settled`` says which linked batches may be compacted (none by default)."""
@@ -505,7 +334,7 @@ async def compact_partition(
     segments = log.compactable()
     if not segments:
         return result
-    parts = [_Part(seg.path, seg.base_offset, seg.next_offset) for seg in segments]
+    parts = [Span(seg.path, seg.base_offset, seg.next_offset) for seg in segments]
     result.segments = len(parts)
     result.bytes_read = sum(seg.size for seg in segments)
     keys = await asyncio.to_thread(scan_keys, parts, settled)
