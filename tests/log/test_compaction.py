@@ -232,6 +232,11 @@ async def test_records_in_large_batches_and_clock_steps_back(tmp_path: Path) -> 
     sealed_end = log.compactable()[-1].next_offset
     assert all(offset in kept for offset, _ in want.values())
     assert all(o in kept for o, _ in appended if o >= sealed_end)
+    for seg in log.compactable():  # every batch's header spans its records' times
+        for position, header in seg.batches():
+            frame = os.pread(seg.fd, header.size, position)
+            for _, ts, _ in fmt.decode_records(header, frame):
+                assert header.first_ts <= ts <= header.last_ts
     await log.close()
     log = open_log(tmp_path / "p", clock, segment_bytes=64 * 1024)
     assert read_all(log, step=50) == after

@@ -45,9 +45,9 @@ class PartitionStore(Protocol):
       :class:`~tidings.errors.OffsetOutOfRange`.
     - ``apply_retention`` removes records from the start only, moving
       ``start_offset`` on; it never changes a record that stays.
-    - On a topic compacted by key, records an older one of the same key made
-      obsolete may be removed from inside the partition: their offsets are gaps,
-      never reused. ``read`` from a gap answers the records after it; the last
+    - On a topic compacted by key, a record that a newer one of the same key
+      made obsolete may be removed from inside the partition: its offset is a
+      gap, never reused. ``read`` from a gap answers the records after it; the last
       record (``end_offset - 1``) is never removed.
     - Records lost to damage on disk are named in ``damage`` (offset ranges)
       and ``read`` steps over them: it answers the records after them, and

@@ -181,7 +181,7 @@ class _Writer:
             self.flush(offset)
         if not self.records:
             self.first_ts = ts
-            self.last_ts = max(self.last_ts, ts)
+        self.last_ts = max(self.last_ts, ts)
         self.records.append((offset, ts, payload))
         self.bytes += len(payload) + fmt.COMPACTED_RECORD_HEADER_LEN
 
