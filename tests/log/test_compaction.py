@@ -435,3 +435,24 @@ async def test_retention_and_resume_positions_on_a_compacted_partition(tmp_path:
     assert log.start_offset > 0
     assert [o for o, _, _ in read_all(log)] == [o for o in kept if o >= log.start_offset]
     await log.close()
+
+
+async def test_a_rewrite_without_the_keys_of_the_scan_parses_them_again(tmp_path: Path) -> None:
+    """Past MAX_CODES records (or a file not the one scanned), keys are read again."""
+    clock = FakeClock()
+    log = open_log(tmp_path / "p", clock)
+    await publish(log, [event(f"k{i % 6}", i, n=i) for i in range(120)])
+    spans = [keymap.Span(s.path, s.base_offset, s.next_offset) for s in log.compactable()]
+    outputs = []
+    for forget in (False, True):
+        keys = keymap.scan_keys(spans)
+        assert set(keys.codes) == {s.path for s in spans}
+        if forget:
+            keys.codes.clear()
+        rules = keymap.Rules(keys, clock.time_ms(), HOUR, log.end_offset - 1)
+        done = compaction.rewrite(spans[0], rules, 128)
+        assert done is not None
+        outputs.append((done.tmp_log.read_bytes(), done.removed, done.kept))
+        done.discard()
+    assert outputs[0] == outputs[1]
+    await log.close()

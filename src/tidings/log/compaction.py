@@ -218,7 +218,7 @@ def rewrite(
     """Write ``part`` compacted by ``rules`` to ``.compacting`` files, fsynced, and remove
     its old indexes (in a worker thread); None if it has nothing to remove."""
     fd, data, known = read_span(part)
-    seen = rules.keys.codes.get(part.path)
+    seen = rules.keys.codes.pop(part.path, None)  # its memory goes once rewritten
     codes = seen[1] if seen is not None and seen[0] == known else None
     names = rules.keys.names
     i = 0  # the record's index in codes

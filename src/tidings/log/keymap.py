@@ -19,6 +19,10 @@ import orjson
 from tidings.log import format as fmt
 from tidings.log.damage import Damage, find_next_batch
 
+MAX_CODES = 32 << 20
+"""Records whose keys a pass keeps for its rewrite (4 bytes each); the rest are parsed
+again when rewritten, so a pass over a huge partition stays within memory."""
+
 # -- reading a segment file -------------------------------------------------------------
 
 
@@ -145,10 +149,12 @@ def scan_keys(parts: Iterable[Span], settled: Settled = never) -> KeyMap:
     km = KeyMap()
     latest, first, tombs = km.latest, km.first, km.tombstones
     ids: dict[str, int] = {}
+    kept_codes = 0
     for part in parts:
         fd, data, known = read_span(part)
-        codes: array[int] = array("q")
-        km.codes[part.path] = (known, codes)
+        codes: array[int] = array("i")
+        if kept_codes < MAX_CODES:  # past it, the rewrite parses those records again
+            km.codes[part.path] = (known, codes)
         try:
             for position, header, records, _ in units(fd, data, part.base, part.end):
                 if header is None:
@@ -177,6 +183,7 @@ def scan_keys(parts: Iterable[Span], settled: Settled = never) -> KeyMap:
                         km.pinned.add(key)
         finally:
             os.close(fd)
+        kept_codes += len(codes)
     return km
 
 
