@@ -5,6 +5,7 @@ SIGKILL again and again while it compacts keeps the latest value of every key.""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from hubapi import (
 from hubproc import HubFactory, HubProcess, hub_env
 
 FAST = ("--segment-bytes", "4096", "--compaction-interval", "0.05")
+KILLS = int(os.environ.get("TIDINGS_TEST_COMPACTION_KILLS", "12"))  # more for a longer run
 
 
 def keyed(key: str, value: Any, *, tombstone: bool = False) -> dict[str, Any]:
@@ -204,7 +206,7 @@ def check_log(load: Load, records: list[dict[str, Any]], partitions: list[dict[s
 async def test_sigkill_while_compacting_keeps_the_latest_value_of_every_key(
     hub_factory: HubFactory, tmp_path: Path
 ) -> None:
-    kills = 12
+    kills = KILLS
     hub = hub_factory.start(*FAST)
     topic = unique("kv")
     rng = random.Random(16)
