@@ -1,7 +1,7 @@
 """Compaction of a topic by key: only the latest record of each ``partitionkey`` stays.
 
 A partition of a topic with ``compaction="key"`` is compacted in the background
-(:class:`Compactor`, run by the hub's maintenance task). A pass over a partition:
+(:class:`Compactor`, run by a task of the hub). A pass over a partition:
 
 1. takes the *compactable* segments (:meth:`~tidings.log.partition.PartitionLog.compactable`):
    sealed ones (so fsynced whole), every record in them acknowledged, and below the
@@ -9,7 +9,9 @@ A partition of a topic with ``compaction="key"`` is compacted in the background
    batch that recovery may still cut decides what is removed;
 2. reads them, in a worker thread through descriptors of its own, and maps each
    key (the CloudEvent ``partitionkey`` extension of the stored JSON) to the offset
-   of its latest record there;
+   of its latest record there (see :mod:`tidings.log.keymap`): a newer record in the
+   active segment does not count yet, so one older record per key may stay until
+   that segment rolls;
 3. rewrites, oldest first, each segment that holds a record to remove: a record
    stays if it has no key, or is the latest of its key. A tombstone (an event with
    neither ``data`` nor ``data_base64``) stays too, until ``delete_retention_ms``
