@@ -63,8 +63,9 @@ logger = logging.getLogger("tidings.log")
 
 TMP_SUFFIX = ".compacting"
 
-MAX_BATCH_BYTES = 1 << 20
-"""A rewritten batch gathers kept records up to about this many bytes."""
+MAX_BATCH_BYTES = 64 << 10
+"""A rewritten batch gathers kept records up to about this many bytes: a read decodes
+a whole batch to answer any record of it, so small reads stay cheap."""
 
 ROUND_BYTES = 256 << 20
 """Bytes of segments a round of :class:`Compactor` reads, about; the rest waits for the next."""
