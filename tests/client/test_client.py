@@ -287,6 +287,16 @@ async def test_topics_lifecycle(hub: AsyncClient, topic: str) -> None:
         await hub.delete_topic(topic)
 
 
+async def test_a_compacted_topic(hub: AsyncClient, topic: str) -> None:
+    created = await hub.create_topic(topic, compaction="key", delete_retention="2h")
+    assert (created["compaction"], created["delete_retention"]) == ("key", 7200)
+    changed = await hub.create_topic(topic, compaction="none")
+    assert (changed["compaction"], changed["delete_retention"]) == ("none", 7200)
+    with pytest.raises(BadRequest) as caught:
+        await hub.create_topic(topic, compaction="latest")  # type: ignore[arg-type]
+    assert caught.value.fields["field"] == "compaction"
+
+
 async def test_bad_topic_name_is_a_bad_request(hub: AsyncClient) -> None:
     with pytest.raises(BadRequest) as caught:
         await hub.create_topic("-starts-with-a-dash")

@@ -131,6 +131,14 @@ def serve(
             "used are closed (at most half of ulimit -n)",
         ),
     ] = 256,
+    compaction_interval: Annotated[
+        float,
+        typer.Option(
+            envvar="TIDINGS_COMPACTION_INTERVAL",
+            min=0.01,
+            help="Seconds between rounds of compaction of the topics compacted by key",
+        ),
+    ] = 5.0,
     max_type_patterns: Annotated[
         int,
         typer.Option(
@@ -243,6 +251,7 @@ def serve(
             max_topics=max_topics,
             max_partitions=max_partitions,
             max_open_files=max_open_files,
+            compaction_interval_s=compaction_interval,
             max_type_patterns=max_type_patterns,
             http=HttpLimits(
                 max_header_bytes=max_header_bytes,

@@ -415,19 +415,28 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
         max_age: float | str | None = None,
         max_bytes: int | None = None,
         schemas: Literal["off", "validate", "required"] | None = None,
+        compaction: Literal["none", "key"] | None = None,
+        delete_retention: float | str | None = None,
     ) -> dict[str, Any]:
         """Create a topic, or set its partitions (which only grow) and retention.
 
         ``max_age`` is seconds or a duration such as ``"7d"``; ``max_bytes`` bounds
         each partition. ``schemas`` checks event data at publish against the
         registered schemas (``validate``; ``required`` also refuses a type with
-        none). Answers the topic as :meth:`topic` does.
+        none). ``compaction="key"`` keeps only the latest event of each
+        ``partitionkey``, and a tombstone (an event without data) for
+        ``delete_retention`` (a duration, 24 h by default). Answers the topic as
+        :meth:`topic` does.
         """
         body: dict[str, Any] = {"partitions": partitions}
         if max_age is not None or max_bytes is not None:
             body["retention"] = {"max_age": max_age, "max_bytes": max_bytes}
         if schemas is not None:
             body["schemas"] = schemas
+        if compaction is not None:
+            body["compaction"] = compaction
+        if delete_retention is not None:
+            body["delete_retention"] = delete_retention
         answer: dict[str, Any] = await self._call("PUT", _topic_path(name), body)
         return answer
 

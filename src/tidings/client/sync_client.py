@@ -281,9 +281,15 @@ class Client(WebhookCalls, SchemaCalls, ViewCalls):
         max_age: float | str | None = None,
         max_bytes: int | None = None,
         schemas: Literal["off", "validate", "required"] | None = None,
+        compaction: Literal["none", "key"] | None = None,
+        delete_retention: float | str | None = None,
     ) -> dict[str, Any]:
         """Create a topic or change it; see :meth:`AsyncClient.create_topic`."""
-        return self._run(self._async.create_topic(name, partitions, max_age, max_bytes, schemas))
+        return self._run(
+            self._async.create_topic(
+                name, partitions, max_age, max_bytes, schemas, compaction, delete_retention
+            )
+        )
 
     def topics(self) -> list[dict[str, Any]]:
         """Every topic."""

@@ -24,7 +24,7 @@ import orjson
 from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig, internal_group
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, is_token
-from tidings.core.skipping import Skipped, read_past_damage
+from tidings.core.skipping import Skipped, find_gaps, read_past_damage
 from tidings.core.storage import Retention
 from tidings.errors import BadPosition, BadRequest, GroupNotFound, StorageUnavailable
 from tidings.events.envelope import rfc3339_ms
@@ -195,13 +195,16 @@ class GroupOps:
         deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
 
         skipped: list[Skipped] = []
+        gaps: list[tuple[int, int, int]] = []  # (partition, first, end) with no record
 
         def read(p: int, offset: int, n: int) -> list[tuple[int, int, bytes]]:
             part = topic.partitions[p]
             if offset >= part.end_offset:
                 return []
-            got, _, lost = read_past_damage(part, p, max(offset, part.start_offset), n)
+            start = max(offset, part.start_offset)
+            got, nxt, lost = read_past_damage(part, p, start, n)
             skipped.extend(lost)
+            gaps.extend(find_gaps(p, start, nxt, got, lost))
             return got
 
         while True:
@@ -209,6 +212,9 @@ class GroupOps:
             try:
                 out, dead = g.fetch(now, max_records, read, types)
             finally:  # records after a gap may be leased already: the gap is done too
+                for p, first, end in gaps:
+                    g.pass_gap(p, first, end)
+                gaps.clear()
                 moved = self._skip_damage(topic, g, skipped) if skipped else []
                 skipped.clear()
             noted.extend(moved)

@@ -616,6 +616,19 @@ class ConsumerGroup:
         Returns how many were not done already; a range that changed something is
         noted in :attr:`skipped` (the latest ``_SKIPPED_KEPT``).
         """
+        n = self._mark_done(partition, first, end)
+        if n:
+            self.skipped = [*self.skipped, (partition, first, end, why)][-_SKIPPED_KEPT:]
+            self.skipped_events += n
+        return n
+
+    def pass_gap(self, partition: int, first: int, end: int) -> None:
+        """Offsets ``first`` to ``end`` of ``partition`` hold no record (a topic compacted
+        by key removed them): done, like damage, but nothing was lost."""
+        self._mark_done(partition, first, end)
+
+    def _mark_done(self, partition: int, first: int, end: int) -> int:
+        """Mark every offset of the range not done yet done; how many."""
         c = self._cursors.get(partition)
         if c is None:
             return 0
@@ -636,9 +649,6 @@ class ConsumerGroup:
                     self._done(c, o)
                     n += 1
         c.fetched = max(c.fetched, end)
-        if n:
-            self.skipped = [*self.skipped, (partition, first, end, why)][-_SKIPPED_KEPT:]
-            self.skipped_events += n
         return n
 
     # -- seek ----------------------------------------------------------------------

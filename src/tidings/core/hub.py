@@ -41,7 +41,7 @@ from tidings.errors import (
     StorageUnavailable,
     TopicNotFound,
 )
-from tidings.log.config import Clock, SystemClock
+from tidings.log.config import COMPACTION_MODES, DELETE_RETENTION_MS, Clock, SystemClock
 
 logger = logging.getLogger("tidings.hub")
 
@@ -56,6 +56,7 @@ class HubOptions:
     max_event_bytes: int = 1 << 20
     dedupe_window_ms: int = 120_000
     retention_check_s: float = 30.0
+    compaction_check_s: float = 5.0  # a round of compaction of the topics by key
     sweep_s: float = 1.0
     max_topics: int = MAX_TOPICS  # created by PUT, a publish or a group; dead-letter topics aside
     max_partitions: int = MAX_PARTITIONS  # per topic
@@ -94,6 +95,8 @@ class Topic:
             "events": sum(p["events"] for p in parts),
             "bytes": sum(p["bytes"] for p in parts),
             "schemas": self.schemas,
+            "compaction": self.retention.compaction,
+            "delete_retention": self.retention.delete_retention_ms / 1000,
         }
 
 
@@ -162,7 +165,11 @@ class Hub(ReadOps, PublishOps, GroupOps):
         self.views.start()
         loop = asyncio.get_running_loop()
         self._refilled.clear()
-        self._tasks = [loop.create_task(self._maintain()), loop.create_task(self._refill_dedupe())]
+        self._tasks = [
+            loop.create_task(self._maintain()),
+            loop.create_task(self._refill_dedupe()),
+            loop.create_task(self._compact()),
+        ]
         if wait_ready:
             await self._refilled.wait()
 
@@ -235,6 +242,17 @@ class Hub(ReadOps, PublishOps, GroupOps):
                     self.apply_retention(now)
             except Exception:
                 logger.exception("maintenance failed")
+
+    async def _compact(self) -> None:
+        """Compaction of the topics by key, a bounded round at a time (see
+        :mod:`tidings.log.compaction`): a task of its own, so that a long round
+        never delays the lease sweep."""
+        while True:
+            await asyncio.sleep(self.options.compaction_check_s)
+            try:
+                await self.storage.compact(self.clock.time_ms())
+            except Exception:
+                logger.exception("compaction failed")
 
     def failed_partitions(self) -> list[tuple[str, int, str]]:
         """(topic, partition, why) for each partition refusing appends now."""
@@ -342,6 +360,8 @@ class Hub(ReadOps, PublishOps, GroupOps):
             raise BadRequest(
                 f"schemas must be one of {', '.join(TOPIC_MODES)}", field="schemas"
             )
+        if retention is not None:
+            _check_compaction(retention)
         self._check_not_deleting(name)
         self._check_available(name)
         t = self.topics.get(name)
@@ -517,10 +537,28 @@ def _damage(d: Damage) -> dict[str, Any]:
     }
 
 
+def _check_compaction(r: Retention) -> None:
+    if r.compaction not in COMPACTION_MODES:
+        raise BadRequest(
+            f"compaction {r.compaction!r} is not one of {', '.join(map(repr, COMPACTION_MODES))}",
+            field="compaction",
+        )
+    dr = r.delete_retention_ms
+    if isinstance(dr, bool) or not isinstance(dr, int) or dr < 0:
+        raise BadRequest(
+            "delete_retention must be a duration of 0 or more", field="delete_retention"
+        )
+
+
 def _retention(raw: object) -> Retention:
     if not isinstance(raw, dict):
         return Retention()
-    return Retention(raw.get("max_age_ms"), raw.get("max_bytes"))
+    return Retention(
+        raw.get("max_age_ms"),
+        raw.get("max_bytes"),
+        raw.get("compaction", "none"),
+        raw.get("delete_retention_ms", DELETE_RETENTION_MS),
+    )
 
 
 def _topic_dict(partitions: int, r: Retention, schemas: str = "off") -> dict[str, Any]:
@@ -528,6 +566,9 @@ def _topic_dict(partitions: int, r: Retention, schemas: str = "off") -> dict[str
         "partitions": partitions,
         "retention": {"max_age_ms": r.max_age_ms, "max_bytes": r.max_bytes},
     }
+    if r.compaction != "none" or r.delete_retention_ms != DELETE_RETENTION_MS:
+        d["retention"]["compaction"] = r.compaction
+        d["retention"]["delete_retention_ms"] = r.delete_retention_ms
     if schemas != "off":
         d["schemas"] = schemas
     return d

@@ -44,3 +44,38 @@ def read_past_damage(
     if not got and not skipped:
         return [], offset, []
     return got, upto, skipped
+
+
+def find_gaps(
+    partition: int, offset: int, upto: int, got: list[LogRecord], lost: list[Skipped]
+) -> list[tuple[int, int, int]]:
+    """``(partition, first, end)`` of each range from ``offset`` to ``upto`` that a read
+    answered no record of and that no damage explains: offsets a compaction by key
+    removed (see :mod:`tidings.log.compaction`)."""
+    holes: list[tuple[int, int, int]] = []
+    bad = sorted((s.first, s.end) for s in lost)
+    at = offset
+    for o, _, _ in got:
+        if o > at:
+            holes.extend(_minus(partition, at, o, bad))
+        at = o + 1
+    if upto > at:
+        holes.extend(_minus(partition, at, upto, bad))
+    return holes
+
+
+def _minus(
+    partition: int, first: int, end: int, bad: list[tuple[int, int]]
+) -> list[tuple[int, int, int]]:
+    """``[first, end)`` without the damaged ranges ``bad`` (sorted)."""
+    out: list[tuple[int, int, int]] = []
+    at = first
+    for lo, hi in bad:
+        if hi <= at or lo >= end:
+            continue
+        if lo > at:
+            out.append((partition, at, lo))
+        at = max(at, hi)
+    if at < end:
+        out.append((partition, at, end))
+    return out

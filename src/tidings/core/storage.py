@@ -45,6 +45,10 @@ class PartitionStore(Protocol):
       :class:`~tidings.errors.OffsetOutOfRange`.
     - ``apply_retention`` removes records from the start only, moving
       ``start_offset`` on; it never changes a record that stays.
+    - On a topic compacted by key, a record that a newer one of the same key
+      made obsolete may be removed from inside the partition: its offset is a
+      gap, never reused. ``read`` from a gap answers the records after it; the last
+      record (``end_offset - 1``) is never removed.
     - Records lost to damage on disk are named in ``damage`` (offset ranges)
       and ``read`` steps over them: it answers the records after them, and
       nothing only when every offset from ``offset`` to the end is lost.
@@ -151,7 +155,10 @@ class Storage(Protocol):
     it is called and after a restart; each ``save_*`` and ``delete_group`` is
     durable when it returns (under the hub's policy) and ``load_*`` answers the
     last one saved; ``append_linked`` is all or nothing across partitions;
-    ``close`` lets queued appends finish before it returns.
+    ``close`` lets queued appends finish before it returns; ``compact`` keeps, on
+    the topics opened with ``Retention.compaction == "key"``, at least the latest
+    record of each key and every record without one, at its offset (what else it
+    removes, if anything, is the implementation's choice).
     """
 
     def open_partition(self, topic: str, partition: int, retention: Retention) -> PartitionStore:
@@ -201,6 +208,11 @@ class Storage(Protocol):
 
     def open_index(self) -> IndexStore:
         """Where the event index keeps its rows (it owns them and closes them)."""
+        ...
+
+    async def compact(self, now_ms: int) -> int:
+        """One bounded round of compaction by key (see :mod:`tidings.log.compaction`);
+        how many records it removed."""
         ...
 
     async def close(self) -> None:

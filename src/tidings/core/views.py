@@ -53,6 +53,10 @@ logger = logging.getLogger("tidings.views")
 MAX_SCAN = 1000
 _LOAD_BATCH = 1000
 
+# A changelog keeps the latest record per key (v:, s:, and the checkpoint c):
+# compaction bounds it by the keys, not by the commits made.
+CHANGELOG_RETENTION = Retention(compaction="key")
+
 
 @dataclass(frozen=True, slots=True)
 class Feed:
@@ -251,7 +255,7 @@ class Views:
                 if result not in hub.topics:
                     await hub.create_topic(result)
         # The hub's own topic: check_name, which refuses the leading '_', is not asked.
-        hub._open_topic(topic, 1, Retention())
+        hub._open_topic(topic, 1, CHANGELOG_RETENTION)
         view = self.views[name] = View(name, kind, inputs, app, window, emit)
         self._save(view)
         return self.info(name), True
@@ -306,7 +310,7 @@ class Views:
             await self.hub.delete_topic(view.topic)
             view.generation += 1
             view.reset()
-            self.hub._open_topic(view.topic, 1, Retention())
+            self.hub._open_topic(view.topic, 1, CHANGELOG_RETENTION)
             self._save(view)
             view.changed()
         return self.info(name)

@@ -9,6 +9,9 @@
   ``check``: the same scan offline, for ``tidings check``.
 - ``files``: the open files of every partition, bounded, least recently used closed.
 - ``linked``: one publish over several partitions, whole or not at all.
+- ``compaction``: a topic compacted by key keeps the latest record of each key,
+  at its offset; the rewrite of a segment, safe to die at. ``keymap``: what a
+  pass reads, the latest record per key, and which records stay.
 - ``memory``: the same interface in memory, for tests of the layers above.
 
 Imports only :mod:`tidings.errors`. Imported by ``core`` (through the

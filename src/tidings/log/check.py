@@ -26,6 +26,7 @@ class PartitionCheck:
     bytes: int = 0
     batches: int = 0
     records: int = 0
+    """Records held: on a compacted topic, fewer than the offsets the segments cover."""
     damage: list[Damage] = field(default_factory=list)
     torn: tuple[str, int, int, str] | None = None
     """(segment, position, bytes, why) of a torn tail the hub would cut."""
@@ -57,7 +58,7 @@ def _check_segment(path: Path, base: int, limit: int | None, out: PartitionCheck
             header, why = batch_at(fd, position, size, expected)
             if header is not None:
                 out.batches += 1
-                out.records += header.count
+                out.records += header.records
                 position, expected = position + header.size, header.next_offset
                 continue
             found = find_next_batch(fd, position, size, expected, limit)

@@ -128,12 +128,25 @@ class FsyncPolicy:
         return f"interval:{self.interval_ms}" if self.mode == "interval" else self.mode
 
 
+DELETE_RETENTION_MS = 24 * 3600 * 1000
+"""How long a compacted topic keeps a tombstone after its append, unless told otherwise."""
+
+COMPACTION_MODES = ("none", "key")
+
+
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How long a topic keeps its records: whole segments go past either limit."""
+    """How long a topic keeps its records: whole segments go past either limit.
+
+    ``compaction="key"`` also keeps only the latest record of each ``partitionkey``
+    (see :mod:`tidings.log.compaction`), and a tombstone (a record without data)
+    for ``delete_retention_ms`` after its append.
+    """
 
     max_age_ms: int | None = None
     max_bytes: int | None = None
+    compaction: str = "none"
+    delete_retention_ms: int = DELETE_RETENTION_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +158,5 @@ class LogConfig:
     index_interval: int = 4096
     retention_ms: int | None = None
     retention_bytes: int | None = None
+    compaction: str = "none"  # or "key": see tidings.log.compaction
+    delete_retention_ms: int = DELETE_RETENTION_MS

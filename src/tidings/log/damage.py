@@ -41,7 +41,11 @@ DAMAGE_FILE = "damage.json"
 # The magic byte sits at this position of a batch header: scans look for it first,
 # a plain batch's or a linked one's.
 _MAGIC_AT = 36
-_MAGIC = re.compile(b"[" + re.escape(bytes([fmt.FORMAT_VERSION, fmt.LINKED_VERSION])) + b"]")
+_MAGIC = re.compile(
+    b"["
+    + re.escape(bytes([fmt.FORMAT_VERSION, fmt.LINKED_VERSION, fmt.COMPACTED_VERSION]))
+    + b"]"
+)
 _SCAN_CHUNK = 1 << 20
 
 
@@ -114,10 +118,10 @@ def _plausible(raw: bytes, position: int, size: int, expected: int, limit: int |
         return False
     if position + header.size > size or header.base_offset < expected:
         return False
-    # Invariants of the layout: every record takes at least its header, and
+    # Invariants of the layout: every record held takes at least its header, and
     # ts_delta is unsigned, so the last timestamp is never before the first.
     room = header.size - fmt.BATCH_HEADER_LEN
-    if header.count * fmt.RECORD_HEADER_LEN > room or header.last_ts < header.first_ts:
+    if header.records * fmt.RECORD_HEADER_LEN > room or header.last_ts < header.first_ts:
         return False
     return limit is None or header.next_offset <= limit
 

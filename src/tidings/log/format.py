@@ -18,9 +18,10 @@ are little-endian::
       u32  count        records in the batch, at least 1
       i64  first_ts     append time of the first record, ms since the epoch
       i64  last_ts      append time of the last record
-      u8   magic        FORMAT_VERSION, or LINKED_VERSION for a linked batch
+      u8   magic        FORMAT_VERSION, LINKED_VERSION for a linked batch, or
+                        COMPACTED_VERSION for a batch rewritten by compaction
       u8   flags        0, or FLAG_LINKED
-      u16  reserved     0
+      u16  reserved     0; in a compacted batch, the records it holds
     link (linked batches only: magic LINKED_VERSION, flags FLAG_LINKED)
       u64  link_id      the same in every part of one publish
       u16  parts        how many partitions the publish spans, at least 2
@@ -32,6 +33,20 @@ are little-endian::
       u32  ts_delta     ms after first_ts
       u32  size         payload bytes
       ...  payload      the serialized event
+
+A compacted batch (magic COMPACTED_VERSION, see ``tidings.log.compaction``)
+covers the offsets ``base_offset`` to ``base_offset + count`` like any batch, but
+holds only the records compaction kept there (the ``reserved`` field says how
+many, from 0), each with its own offset::
+
+    compacted record (12 bytes + payload), ``records`` times, offsets ascending
+      u32  offset_delta offset - base_offset, below count
+      u32  ts_delta     ms after first_ts
+      u32  size         payload bytes
+      ...  payload
+
+So batches still follow each other offset by offset (what recovery and reads
+check), and the offsets a compaction removed are gaps that reads step over.
 
 The ``.index`` file holds 8-byte entries ``(u32 relative_offset, u32 position)``:
 the base offset (relative to the segment's) and byte position of a batch, one
@@ -64,7 +79,9 @@ from typing import NamedTuple
 
 FORMAT_VERSION = 1
 LINKED_VERSION = 2
+COMPACTED_VERSION = 3
 FLAG_LINKED = 1
+MAX_COMPACTED_RECORDS = 0xFFFF
 
 BATCH_HEADER = "<IIQIqqBBH"
 BATCH_HEADER_LEN = 40
@@ -76,6 +93,10 @@ LENGTH_FIELD_LEN = 4
 RECORD_HEADER = "<II"
 RECORD_HEADER_LEN = 8
 assert struct.calcsize(RECORD_HEADER) == RECORD_HEADER_LEN
+
+COMPACTED_RECORD_HEADER = "<III"
+COMPACTED_RECORD_HEADER_LEN = 12
+assert struct.calcsize(COMPACTED_RECORD_HEADER) == COMPACTED_RECORD_HEADER_LEN
 
 INDEX_ENTRY = "<II"
 INDEX_ENTRY_LEN = 8
@@ -99,6 +120,7 @@ _length_crc = struct.Struct("<II")
 _header_tail = struct.Struct("<" + BATCH_HEADER[3:])
 assert _length_crc.size + _header_tail.size == BATCH_HEADER_LEN
 _record_header = struct.Struct(RECORD_HEADER)
+_compacted_header = struct.Struct(COMPACTED_RECORD_HEADER)
 # A record header with ts_delta 0: four zero bytes, then the size.
 _pack_size_only = struct.Struct("<4xI").pack
 assert _pack_size_only(7) == _record_header.pack(0, 7)
@@ -164,19 +186,56 @@ def encode_batch(
     return b"".join((_length_crc.pack(length, crc), tail, body))
 
 
-class BatchHeader:
-    """A decoded batch header; ``size`` is the whole batch in bytes."""
+def encode_compacted(
+    base_offset: int,
+    count: int,
+    records: Sequence[tuple[int, int, bytes]],
+    first_ts: int,
+    last_ts: int,
+) -> bytes:
+    """A compacted batch covering ``count`` offsets from ``base_offset`` and holding
+    ``records`` (``(offset, ts, payload)``, offsets ascending inside that range, every
+    ts at or after ``first_ts``); with no records it only covers a gap."""
+    if len(records) > MAX_COMPACTED_RECORDS:
+        raise ValueError(f"a compacted batch holds at most {MAX_COMPACTED_RECORDS} records")
+    pack = _compacted_header.pack
+    body = b"".join(
+        pack(offset - base_offset, ts - first_ts, len(payload)) + payload
+        for offset, ts, payload in records
+    )
+    tail = _header_tail.pack(
+        base_offset, count, first_ts, last_ts, COMPACTED_VERSION, 0, len(records)
+    )
+    crc = _crc32(body, _crc32(tail))
+    length = BATCH_HEADER_LEN - LENGTH_FIELD_LEN + len(body)
+    return b"".join((_length_crc.pack(length, crc), tail, body))
 
-    __slots__ = ("base_offset", "count", "crc", "first_ts", "last_ts", "linked", "size")
+
+class BatchHeader:
+    """A decoded batch header; ``size`` is the whole batch in bytes, ``count`` the
+    offsets it covers, ``records`` the records it holds (fewer once compacted)."""
+
+    __slots__ = (
+        "base_offset", "compacted", "count", "crc", "first_ts", "last_ts", "linked",
+        "records", "size",
+    )  # fmt: skip
 
     def __init__(self, raw: bytes | memoryview) -> None:
-        length, crc, base, count, first_ts, last_ts, magic, flags, _res = _batch_header.unpack(
+        length, crc, base, count, first_ts, last_ts, magic, flags, res = _batch_header.unpack(
             raw[:BATCH_HEADER_LEN]
         )
+        self.compacted = False
+        self.records = count
         if magic == FORMAT_VERSION:
             self.linked = False
         elif magic == LINKED_VERSION and flags == FLAG_LINKED:
             self.linked = True
+        elif magic == COMPACTED_VERSION and flags == 0:
+            self.linked = False
+            self.compacted = True
+            self.records = res
+            if res > count:
+                raise ValueError(f"compacted batch of {count} offsets holds {res} records")
         else:
             raise ValueError(f"unknown batch magic {magic} (flags {flags})")
         if count < 1:
@@ -206,6 +265,8 @@ def decode_records(
 
     Raises ValueError when the records do not fill the batch exactly.
     """
+    if header.compacted:
+        return _decode_compacted(header, batch)
     view = memoryview(batch)
     unpack = _record_header.unpack_from
     pos = BATCH_HEADER_LEN
@@ -227,6 +288,34 @@ def decode_records(
         out.append((offset, first_ts + delta, bytes(view[pos : pos + size])))
         pos += size
         offset += 1
+    if pos != end:
+        raise ValueError("bytes left over after the last record of a batch")
+    return out
+
+
+def _decode_compacted(
+    header: BatchHeader, batch: bytes | memoryview
+) -> list[tuple[int, int, bytes]]:
+    view = memoryview(batch)
+    unpack = _compacted_header.unpack_from
+    pos = BATCH_HEADER_LEN
+    end = header.size
+    base = header.base_offset
+    first_ts = header.first_ts
+    last = -1
+    out: list[tuple[int, int, bytes]] = []
+    for _ in range(header.records):
+        if pos + COMPACTED_RECORD_HEADER_LEN > end:
+            raise ValueError("record header past the end of its batch")
+        delta, ts_delta, size = unpack(view, pos)
+        pos += COMPACTED_RECORD_HEADER_LEN
+        if delta <= last or delta >= header.count:
+            raise ValueError(f"record offset {base + delta} out of order or outside its batch")
+        if pos + size > end:
+            raise ValueError("record payload past the end of its batch")
+        out.append((base + delta, first_ts + ts_delta, bytes(view[pos : pos + size])))
+        pos += size
+        last = delta
     if pos != end:
         raise ValueError("bytes left over after the last record of a batch")
     return out

@@ -31,6 +31,7 @@ from pathlib import Path
 from tidings.errors import BadRequest, CorruptLog, OffsetOutOfRange, StorageUnavailable
 from tidings.log import damage as damage_record
 from tidings.log import format as fmt
+from tidings.log.compaction import Rewritten, remove_leftovers
 from tidings.log.config import (
     FSYNC_STATS,
     Clock,
@@ -131,6 +132,7 @@ class PartitionLog:
         )
         # The partition's directory and its topic's, each synced in its parent.
         make_dirs(directory, 2)
+        remove_leftovers(directory)
         stems = [p.stem for p in directory.glob("*.log")]
         bases = sorted(int(s) for s in stems if s.isascii() and s.isdigit())
         if not bases:
@@ -845,6 +847,57 @@ class PartitionLog:
         for fut in readers:
             if not fut.done():
                 fut.set_result(None)
+
+    # -- compaction --------------------------------------------------------------
+
+    def compactable(self) -> list[Segment]:
+        """The sealed segments a compaction may rewrite now (see
+        :mod:`tidings.log.compaction`): fsynced whole, every record in them
+        acknowledged, and below any segment with a linked part recovery may yet cut."""
+        if self._closing or self._closed or self._failed is not None:
+            return []
+        if self.owes_cut or self.report.linked:
+            return []
+        first_hold = min(self._holds, default=self._end_offset)
+        out: list[Segment] = []
+        for seg in self._segments[:-1]:
+            if seg.next_offset > min(self._end_offset, first_hold):
+                break
+            if linked_marker(seg).exists():
+                break
+            out.append(seg)
+        return out
+
+    def replace_segment(self, old: Segment, done: Rewritten) -> bool:
+        """Rename a compaction's rewrite of ``old`` over it and read the new file from
+        now on; False (nothing done) if ``old`` is gone (retention, a close)."""
+        if self._closing or self._closed or not any(s is old for s in self._segments):
+            return False
+        os.replace(done.tmp_log, old.path)
+        i = self._segments.index(old)
+        old.close()
+        try:
+            new = Segment(
+                self.directory, old.base_offset,
+                index_interval=self.config.index_interval, files=self.files,
+            )  # fmt: skip
+        except BaseException:
+            # The old object must not read the new file through the old indexes.
+            recover_sealed(old, old.next_offset, self.report)
+            raise
+        new.adopt_indexes(
+            old.next_offset, done.idx_offsets, done.idx_positions,
+            done.tidx_ts, done.tidx_offsets, done.created_ms,
+        )  # fmt: skip
+        new.damage = {d.position: d for d in done.damage}
+        new.on_damage = self._damage_found
+        self._segments[i] = new
+        kept = [d for d in self._damage if d.segment != old.path.name]
+        merged = damage_record.merge(kept, done.damage)
+        if merged != self._damage:
+            self._damage = merged
+            self._save_damage()
+        return True
 
     # -- retention ---------------------------------------------------------------
 

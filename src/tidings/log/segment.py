@@ -231,6 +231,24 @@ class Segment:
         self.created_ms = self._header_at(0).first_ts if self.size else None  # type: ignore[union-attr]
         return True
 
+    def adopt_indexes(
+        self,
+        next_offset: int,
+        offsets: list[int],
+        positions: list[int],
+        tidx_ts: list[int],
+        tidx_offsets: list[int],
+        created_ms: int | None,
+    ) -> None:
+        """Take the index entries of a sealed segment written whole elsewhere (a
+        compaction's rewrite, see :mod:`tidings.log.compaction`)."""
+        self._idx_offsets, self._idx_positions = offsets, positions
+        self._tidx_ts, self._tidx_offsets = tidx_ts, tidx_offsets
+        self.max_ts = tidx_ts[-1] if tidx_ts else -1
+        self.next_offset = next_offset
+        self.created_ms = created_ms
+        self.sealed = True
+
     def reset_indexes(self) -> None:
         self._idx_offsets, self._idx_positions = [], []
         self._tidx_ts, self._tidx_offsets = [], []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from tidings.core.storage import Retention
 from tidings.core.viewrecords import view_of
 from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarge
 from tidings.events import http as ce
+from tidings.log.config import COMPACTION_MODES
 from tidings.server import asyncapi, openapi
 from tidings.server.auth import Action, Auth
 from tidings.server.budget import BodyBudget, BodyBudgetMiddleware
@@ -254,12 +255,16 @@ class Api:
         self._authorize(request, "admin")
         check_client_topic(name)
         body = await self._json_body(request)
-        _only(body, {"partitions", "retention", "schemas"})
+        _only(body, {"partitions", "retention", "schemas", "compaction", "delete_retention"})
         existing = self.hub.topics.get(name)
         retention = None
         if "retention" in body:
             retention = _parse_retention(
                 body["retention"], existing.retention if existing else Retention()
+            )
+        if "compaction" in body or "delete_retention" in body:
+            retention = _parse_compaction(
+                body, retention or (existing.retention if existing else Retention())
             )
         topic, created = await self.hub.create_topic(
             name, body.get("partitions"), retention, body.get("schemas")
@@ -536,7 +541,7 @@ def _opt_seconds(raw: str | None, field: str) -> float:
 def _parse_retention(raw: object, current: Retention) -> Retention:
     """The retention a PUT asks for: fields it names replace ``current`` (null clears)."""
     if raw is None:
-        return Retention()
+        return replace(current, max_age_ms=None, max_bytes=None)
     if not isinstance(raw, dict):
         raise BadRequest(
             "retention must be an object with max_age and max_bytes", field="retention"
@@ -552,7 +557,23 @@ def _parse_retention(raw: object, current: Retention) -> Retention:
         age_ms = current.max_age_ms
     else:
         age_ms = None if age is None else parse_duration_ms(age, "retention.max_age")
-    return Retention(age_ms, size)
+    return replace(current, max_age_ms=age_ms, max_bytes=size)
+
+
+def _parse_compaction(body: dict[str, Any], current: Retention) -> Retention:
+    """The compaction a PUT asks for: ``compaction`` ("none" or "key") and
+    ``delete_retention`` (how long a tombstone stays), each kept if left out."""
+    mode = body.get("compaction", current.compaction)
+    if mode not in COMPACTION_MODES:
+        raise BadRequest(
+            f"compaction must be one of {', '.join(map(repr, COMPACTION_MODES))}, "
+            f"not {mode!r}",
+            field="compaction",
+        )
+    dr = current.delete_retention_ms
+    if "delete_retention" in body:
+        dr = parse_duration_ms(body["delete_retention"], "delete_retention")
+    return replace(current, compaction=mode, delete_retention_ms=dr)
 
 
 _UNSET = object()

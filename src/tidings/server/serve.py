@@ -61,6 +61,7 @@ class ServeConfig:
     max_topics: int = MAX_TOPICS
     max_partitions: int = MAX_PARTITIONS  # per topic
     max_open_files: int = DEFAULT_MAX_OPEN_FILES  # segment and index files the log keeps open
+    compaction_interval_s: float = 5.0  # between rounds of compaction of topics by key
     max_type_patterns: int = MAX_TYPE_PATTERNS
     http: HttpLimits = field(default_factory=HttpLimits)  # per connection, before the app
     keep_alive_timeout_s: int = 5  # an idle connection between requests is closed
@@ -130,6 +131,7 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
             max_topics=config.max_topics,
             max_partitions=config.max_partitions,
             max_type_patterns=config.max_type_patterns,
+            compaction_check_s=config.compaction_interval_s,
         ),
     )
     # An event's dataschema is an absolute URI (CloudEvents): the version's path here.

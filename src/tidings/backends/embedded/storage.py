@@ -29,6 +29,7 @@ import orjson
 from tidings.backends.embedded.eventindex import SqliteIndex
 from tidings.backends.embedded.sqlite import connect
 from tidings.errors import CorruptLog, StorageUnavailable
+from tidings.log.compaction import Compactor
 from tidings.log.config import (
     Clock,
     FsyncPolicy,
@@ -85,6 +86,7 @@ class EmbeddedStorage:
         self._remove_orphans()
         self.partitions: dict[tuple[str, int], PartitionLog] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._compactor = Compactor()
         self._sync_lock = asyncio.Lock()
         self._closed = False
 
@@ -126,6 +128,8 @@ class EmbeddedStorage:
             index_interval=self.log_config.index_interval,
             retention_ms=retention.max_age_ms,
             retention_bytes=retention.max_bytes,
+            compaction=retention.compaction,
+            delete_retention_ms=retention.delete_retention_ms,
         )
         part = self.partitions.get(key)
         if part is not None:
@@ -187,6 +191,17 @@ class EmbeddedStorage:
                             f.unpin()
                 for mark in marks:  # a removal a crash undoes costs a scan at start-up
                     mark.unlink(missing_ok=True)
+
+    async def compact(self, now_ms: int) -> int:
+        """A round of :class:`~tidings.log.compaction.Compactor` over the partitions of
+        the topics compacted by key."""
+        if self._closed:
+            return 0
+        topics: dict[str, dict[int, PartitionLog]] = {}
+        for (topic, p), log in self.partitions.items():
+            if log.config.compaction == "key":
+                topics.setdefault(topic, {})[p] = log
+        return await self._compactor.run_round(topics.values(), now_ms) if topics else 0
 
     # -- metadata ----------------------------------------------------------------
 

@@ -1,0 +1,49 @@
+"""Offsets a compaction by key removed: found between the records a read answers, told
+from damage, and passed over by a group (done, not counted as skipped)."""
+
+from __future__ import annotations
+
+from tidings.core.groups import ConsumerGroup, GroupConfig
+from tidings.core.skipping import Skipped, find_gaps
+
+
+def rec(offset: int) -> tuple[int, int, bytes]:
+    return (offset, 0, b"{}")
+
+
+def test_gaps_between_records_and_before_the_first() -> None:
+    got = [rec(3), rec(4), rec(9)]
+    assert find_gaps(0, 0, 10, got, []) == [(0, 0, 3), (0, 5, 9)]
+    assert find_gaps(1, 3, 10, got, []) == [(1, 5, 9)]
+    assert find_gaps(0, 0, 3, [rec(0), rec(1), rec(2)], []) == []
+
+
+def test_damage_is_not_a_gap() -> None:
+    got = [rec(2), rec(20)]
+    lost = [Skipped(0, 5, 8, "crc"), Skipped(0, 10, 12, "crc")]
+    assert find_gaps(0, 0, 21, got, lost) == [(0, 0, 2), (0, 3, 5), (0, 8, 10), (0, 12, 20)]
+
+
+def test_nothing_read_up_to_the_end_is_a_gap() -> None:
+    assert find_gaps(0, 4, 9, [], [Skipped(0, 4, 6, "crc")]) == [(0, 6, 9)]
+
+
+def test_a_group_passes_over_a_gap_without_counting_it_skipped() -> None:
+    g = ConsumerGroup("t", "g", GroupConfig(), {0: (0, [])})
+
+    def read(p: int, offset: int, n: int) -> list[tuple[int, int, bytes]]:
+        return [r for r in (rec(0), rec(5), rec(6)) if r[0] >= offset][:n]
+
+    out, _ = g.fetch(0, 10, read)
+    assert [d.offset for d in out] == [0, 5, 6]
+    g.pass_gap(0, 1, 5)
+    g.ack([d.lease for d in out])
+    assert g.committed(0) == 7
+    assert g.skipped_events == 0 and g.skipped == []
+    # a gap passed before the records below it are acked: done once they are
+    h = ConsumerGroup("t", "g", GroupConfig(), {0: (0, [])})
+    out, _ = h.fetch(0, 10, read)
+    h.pass_gap(0, 1, 5)
+    assert h.committed(0) == 0
+    h.ack([out[0].lease])
+    assert h.committed(0) == 5
