@@ -25,7 +25,6 @@ def order(i: int, sku: str = "tea", qty: int = 1) -> dict[str, Any]:
 
 
 async def test_every_order_reaches_a_final_state_in_memory() -> None:
-    inventory.stock["kettle"] = 3
     apps = (inventory.app, payments.app, shipping.app, notifications.app)
     async with TestHub(*apps) as hub:
         for i in range(60):
