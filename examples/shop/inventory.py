@@ -2,10 +2,11 @@
 
 ``tidings run examples.shop.inventory:app``
 
-The stock is not kept in this process: it is the ``stock`` view, a fold of the
-ledger on the topic ``stock`` (one event per product of an order: reserved,
-released, refused), starting from the catalog's stock. The hub keeps the view
-(its changelog and checkpoints), so a restarted inventory knows the stock at once.
+The stock is not kept in this process: it is the ``stock`` view, the fold
+:func:`examples.shop.folds.stock` of the ledger on the topic ``stock`` (one event
+per product of an order: reserved, released, refused), starting from the
+catalog's stock. The hub keeps the view (its changelog and checkpoints), so a
+restarted inventory knows the stock at once.
 A second view, ``reservations``, folds the same ledger per order: what each order
 holds, so that an order delivered twice (after a crash) gets the decision it got
 the first time.
@@ -42,48 +43,23 @@ from examples.shop.events import (
     StockReleased,
     StockReserved,
 )
+from examples.shop.folds import (
+    STOCK_TOPIC,
+    initial_stock,
+    no_hold,
+    order_of,
+    reservation,
+    sku_of,
+    stock,
+)
 from examples.shop.settings import HUB
-from tidings import App, Context, Event
+from tidings import App, Context
 
 logger = logging.getLogger("shop.inventory")
 
-STOCK_TOPIC = StockReserved.event_topic
 app = App("inventory", hub=HUB)
-
-
-def initial_stock(sku: str) -> int:
-    """What the shop starts with: the catalog's stock (0 for a product it does not list)."""
-    product = PRODUCTS.get(sku)
-    return 0 if product is None else product.stock
-
-
-@app.view("stock", topics=[STOCK_TOPIC], key=lambda e: e.data["sku"])
-def stock(current: int | None, event: Event) -> int:
-    """A product's stock: the catalog's, less what is reserved, plus what is released."""
-    level = initial_stock(event.data["sku"]) if current is None else current
-    if event.type == StockReserved.event_type:
-        return level - int(event.data["qty"])
-    if event.type == StockReleased.event_type:
-        return level + int(event.data["qty"])
-    return level
-
-
-@app.view("reservations", topics=[STOCK_TOPIC], key=lambda e: e.data["order_id"])
-def reservation(current: dict[str, Any] | None, event: Event) -> dict[str, Any]:
-    """An order's hold: ``held`` (sku -> qty reserved now), ``released`` (given back),
-    ``refused`` (the products it was short of: the order was rejected)."""
-    hold: dict[str, Any] = current or {"held": {}, "released": {}, "refused": []}
-    hold = {"held": dict(hold["held"]), "released": dict(hold["released"]),
-            "refused": list(hold["refused"])}  # fmt: skip
-    sku, qty = event.data["sku"], int(event.data["qty"])
-    if event.type == StockReserved.event_type:
-        hold["held"][sku] = qty
-    elif event.type == StockReleased.event_type:
-        hold["held"].pop(sku, None)
-        hold["released"][sku] = qty
-    elif event.type == StockRefused.event_type and sku not in hold["refused"]:
-        hold["refused"].append(sku)
-    return hold
+app.view("stock", topics=[STOCK_TOPIC], key=sku_of)(stock)
+app.view("reservations", topics=[STOCK_TOPIC], key=order_of)(reservation)
 
 
 # One decision at a time in this process: each reads the views after the last one's
@@ -99,7 +75,7 @@ async def _level(sku: str) -> int:
 async def _hold(order_id: str) -> dict[str, Any]:
     got = await app.view_get("reservations", order_id, min_position="latest")
     if got is None:
-        return {"held": {}, "released": {}, "refused": []}
+        return no_hold()
     value: dict[str, Any] = got["value"]
     return value
 

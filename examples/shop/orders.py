@@ -27,8 +27,9 @@ from starlette.staticfiles import StaticFiles
 
 from examples.shop.catalog import PRODUCTS, PROMO_CODES, subtotal
 from examples.shop.events import OrderPlaced, StockReserved
+from examples.shop.folds import STOCK_TOPIC, TOPICS, order_of, order_view, sale_total, sku_of
 from examples.shop.settings import HUB
-from tidings import App, AsyncClient, Event, NotFound, TidingsError
+from tidings import App, AsyncClient, NotFound, TidingsError
 from tidings.streams import Sum, Tumbling
 
 logger = logging.getLogger("shop.orders")
@@ -36,24 +37,7 @@ STATIC = Path(__file__).parent / "static"
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
-# The events of an order's journey, the topics they come on, and the state each
-# leads to; a state only moves forward (rank), so events may arrive in any order.
-TOPICS = ("orders", "inventory", "payments", "shipments", "notifications")
 STOREFRONT = ("catalog", "cart", "likes", "promos")  # published by the page itself
-STOCK_TOPIC = StockReserved.event_topic  # inventory's ledger: the sales window reads it
-STATES: dict[str, tuple[str, int]] = {
-    "order.placed": ("placed", 0),
-    "inventory.reserved": ("reserved", 1),
-    "payment.succeeded": ("paid", 2),
-    "payment.failed": ("payment failed", 2),
-    "shipment.created": ("confirmed", 3),
-    "inventory.rejected": ("cancelled", 3),
-    "inventory.released": ("cancelled", 3),
-}
-FINAL = frozenset({"confirmed", "cancelled"})
-RANKS = {"placed": 0} | {status: rank for status, rank in STATES.values()}
-DETAILS = ("customer", "items", "promo_code", "subtotal", "amount", "discount",
-           "reason", "tracking", "carrier", "message")  # fmt: skip
 
 
 class ItemRequest(BaseModel):
@@ -81,50 +65,15 @@ class OrderRequest(BaseModel):
         return code
 
 
-def order_key(event: Event) -> str:
-    return str(event.data["order_id"])
-
-
-def order_view(current: dict[str, Any] | None, event: Event) -> dict[str, Any]:
-    """The fold of the ``orders`` view: an order as its events have made it so far.
-
-    The answer of ``GET /orders/{id}``: ``status`` (a state only moves forward, so
-    events may come in any order), ``final``, the details the events carry, and the
-    ``history`` of the events, by time.
-    """
-    data = event.data if isinstance(event.data, dict) else {}
-    order: dict[str, Any] = dict(current) if current else {
-        "order_id": data["order_id"], "status": "placed", "final": False, "history": [],
-    }  # fmt: skip
-    for key in DETAILS:
-        if key in data:
-            order[key] = data[key]
-    step = {"type": event.type, "time": event.time, "id": event.id}
-    order["history"] = sorted([*order["history"], step], key=lambda h: h["time"] or "")
-    state = STATES.get(event.type)
-    if state is not None and state[1] >= RANKS[order["status"]] and not order["final"]:
-        order["status"] = state[0]
-        order["final"] = state[0] in FINAL
-    return order
-
-
-def sales_total(event: Event) -> float:
-    return float(event.data["total"])
-
-
-def sku_of(event: Event) -> str:
-    return str(event.data["sku"])
-
-
 def make_views(hub_url: str = HUB) -> App:
     """The orders API's views, processed in its process and served by the hub:
     ``orders`` (each order, folded from the topics of its journey) and
     ``sales_per_minute`` (the value of stock reserved per product and minute)."""
     views = App("orders-api", hub=hub_url, register_schemas=False)
-    views.view("orders", topics=list(TOPICS), key=order_key)(order_view)
+    views.view("orders", topics=list(TOPICS), key=order_of)(order_view)
     views.window(
         "sales_per_minute", topic=STOCK_TOPIC, types=[StockReserved.event_type],
-        window=Tumbling("1m", grace="10s"), key=sku_of, agg=Sum(sales_total),
+        window=Tumbling("1m", grace="10s"), key=sku_of, agg=Sum(sale_total),
         emit="updates",
     )  # fmt: skip
     return views

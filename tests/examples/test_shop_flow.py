@@ -8,7 +8,7 @@ from typing import Any
 
 from examples.shop import inventory, notifications, payments, shipping
 from examples.shop.catalog import subtotal
-from examples.shop.orders import STATES
+from examples.shop.folds import STATES
 from tidings import TopicNotFound
 from tidings.testing import TestHub
 

@@ -21,8 +21,7 @@ from test_shop_processes import free_base_port, get_json
 from test_shop_restart import read_all
 
 from examples.shop.demo import Stack, place_orders
-from examples.shop.inventory import reservation, stock
-from examples.shop.orders import TOPICS, order_view
+from examples.shop.folds import TOPICS, order_view, reservation, stock
 from tidings import AsyncClient, Event
 
 
