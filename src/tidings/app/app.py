@@ -36,8 +36,10 @@ from tidings.app.handlers import (
     check_name,
     make_spec,
 )
+from tidings.app.processor import StreamSpec, ViewProcessor
 from tidings.app.remembering import HandledIds
 from tidings.app.runner import Consumer, cancel_quietly
+from tidings.app.streams import view_spec, window_spec
 from tidings.app.transport import (
     EmbeddedTransport,
     Transport,
@@ -52,6 +54,7 @@ __all__ = ["App", "run_apps"]
 logger = logging.getLogger("tidings.app")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+V = TypeVar("V", bound=Callable[..., Any])
 
 DEFAULT_HUB = "http://127.0.0.1:8700"
 DEFAULT_BACKOFF = Backoff()
@@ -109,6 +112,8 @@ class App:
         self.register_schemas = register_schemas
         self.handlers: list[HandlerSpec] = []
         self.consumers: list[Consumer] = []
+        self.streams: list[StreamSpec] = []  # views and windows (tidings.streams)
+        self.processors: list[ViewProcessor] = []
         self._transport: Transport | None = None
         self._owns_transport = False
         self._handled: HandledIds | None = None
@@ -175,6 +180,70 @@ class App:
 
         return register
 
+    def view(
+        self,
+        name: str,
+        *,
+        topics: Sequence[str],
+        key: Callable[[Any], str],
+        types: str | Iterable[str] | None = None,
+        commit_interval: float = 0.1,
+        commit_records: int = 5000,
+    ) -> Callable[[V], V]:
+        """Register the decorated ``def fold(current, event) -> new | None`` as view ``name``.
+
+        Each event of ``topics`` (of ``types``, if given), in append-time order,
+        sets the value of ``key(event)`` to ``fold(current, event)`` (``current`` is
+        None for a new key; None deletes the key). The hub serves the values
+        (``GET /v1/views/{name}/keys/{key}``). The state is committed to the hub
+        every ``commit_interval`` seconds or ``commit_records`` records; see
+        :mod:`tidings.app.processor`. The function stays callable.
+        """
+
+        def register(func: V) -> V:
+            self._add_stream(view_spec(
+                self.name, name, topics, key, func, types=types,
+                commit_interval=commit_interval, commit_records=commit_records,
+            ))
+            return func
+
+        return register
+
+    def window(
+        self,
+        name: str,
+        *,
+        topic: str,
+        window: Any,
+        key: Callable[[Any], str],
+        agg: Any,
+        types: str | Iterable[str] | None = None,
+        emit: str = "final",
+        commit_interval: float = 0.1,
+        commit_records: int = 5000,
+    ) -> StreamSpec:
+        """Register window view ``name``: ``agg`` of ``topic``'s events per ``key(event)``
+        in each ``window`` (``Tumbling``, ``Hopping``, ``Sliding``, ``Session`` from
+        :mod:`tidings.streams`) on event time.
+
+        Results go to topic ``name`` (``emit="final"``: once, when a window closes;
+        ``"updates"``: on every change too) and are served as view keys
+        ``{key}@{window start}``; late events go to ``{name}.late``. Answers the
+        registration (a window has no function of its own).
+        """
+        spec = window_spec(
+            self.name, name, topic, window, key, agg, types=types, emit=emit,
+            commit_interval=commit_interval, commit_records=commit_records,
+        )
+        self._add_stream(spec)
+        return spec
+
+    def _add_stream(self, spec: StreamSpec) -> None:
+        for other in self.streams:
+            if other.name == spec.name:
+                raise ValueError(f"app {self.name!r} already has a view named {spec.name!r}")
+        self.streams.append(spec)
+
     def use(self, middleware: Middleware) -> Middleware:
         """Add a middleware (outermost last added is innermost); usable as a decorator."""
         if not callable(middleware):
@@ -195,7 +264,7 @@ class App:
     async def _start_on(self, transport: Transport, *, owned: bool = False) -> None:
         if self._tasks:
             raise RuntimeError(f"app {self.name!r} is already running")
-        if not self.handlers:
+        if not self.handlers and not self.streams:
             logger.warning("app %s has no handlers", self.name, extra={"app": self.name})
         if owned:
             await transport.open()
@@ -223,16 +292,22 @@ class App:
                 )
                 await transport.put_group(spec.topic, spec.group, consumer.group_spec())
                 self.consumers.append(consumer)
+            self.processors = [
+                ViewProcessor(self.name, s, transport, poll_wait=min(self.poll_wait, 1.0))
+                for s in self.streams
+            ]
         except BaseException:
             await self._close_transport()
             raise
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(c.run(), name=f"{self.name}:{c.spec.name}")
                        for c in self.consumers]
+        self._tasks += [loop.create_task(p.run(), name=f"{self.name}:view:{p.spec.name}")
+                        for p in self.processors]
         self._flusher = loop.create_task(self._flush_handled())
         logger.info(
-            "app %s started on %s with %d handler(s)", self.name, self.hub, len(self.consumers),
-            extra={"app": self.name},
+            "app %s started on %s with %d handler(s), %d view(s)", self.name, self.hub,
+            len(self.consumers), len(self.processors), extra={"app": self.name},
         )
 
     async def _flush_handled(self) -> None:
@@ -255,6 +330,8 @@ class App:
         timeout = self.shutdown_timeout if timeout is None else timeout
         for c in self.consumers:
             c.stop()
+        for p in self.processors:
+            p.stop()
         tasks, self._tasks = self._tasks, []
         _, late = await asyncio.wait(tasks, timeout=timeout)
         if late:
@@ -289,6 +366,48 @@ class App:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+    # -- reading views ------------------------------------------------------------------
+
+    async def view_get(
+        self,
+        name: str,
+        key: str,
+        *,
+        min_position: str | None = None,
+        topic: str | None = None,
+    ) -> dict[str, Any] | None:
+        """The hub's ``{"key", "value", "position"}`` for ``key`` of view ``name``, or None
+        if the key has no value (the app must be running; usable from handlers).
+
+        ``min_position``: a position token of input ``topic`` (needed when the view
+        has several inputs): wait until the view reflects every event up to it.
+        ``"latest"``: wait until it reflects every event appended to its inputs
+        before this call (read your own writes).
+        """
+        transport = self._transport
+        if transport is None:
+            raise RuntimeError(f"app {self.name!r} is not running: await app.start() first")
+        if min_position != "latest":
+            return await transport.view_get(name, key, min_position, topic)
+        inputs: list[str] = next(
+            (list(s.inputs) for s in self.streams if s.name == name), []
+        ) or list((await transport.view_info(name))["inputs"])
+        if topic is not None:
+            inputs = [topic]
+        waits: list[tuple[str, str]] = []
+        for t in inputs:
+            ends = await transport.end_positions(t)
+            # The view reflects offsets *at or before* the token: the last offsets.
+            last = {p: o - 1 for p, o in ends.items() if o > 0}
+            if last:
+                waits.append((t, ",".join(f"{p}:{o}" for p, o in sorted(last.items()))))
+        for t, token in waits[:-1]:
+            await transport.view_get(name, key, token, t)
+        if not waits:
+            return await transport.view_get(name, key)
+        t, token = waits[-1]
+        return await transport.view_get(name, key, token, t)
 
     # -- publishing outside handlers ------------------------------------------------------
 

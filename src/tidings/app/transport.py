@@ -17,12 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 import orjson
 
-from tidings.client.async_client import AsyncClient, _group_path
+from tidings.client.async_client import AsyncClient, _events_path, _group_path, _ms
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub
+from tidings.core.patterns import TypeFilter
+from tidings.core.positions import parse_token
 from tidings.errors import NotFound, StaleLease
 from tidings.events.envelope import normalize_event, now_rfc3339
 from tidings.log.config import Clock, SystemClock
@@ -32,6 +35,7 @@ __all__ = [
     "GroupSpec",
     "HttpTransport",
     "Incoming",
+    "TimedBatch",
     "Transport",
     "open_transport",
     "parse_hub_url",
@@ -68,6 +72,20 @@ class GroupSpec:
     dead_letter_topic: str
     ordering: Literal["none", "key"]
     types: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TimedBatch:
+    """One read with append times (streams design, section 1).
+
+    ``records``: ``(partition, offset, appended_ms, event)`` in offset order per
+    partition; ``next``: where the next read starts, per partition; ``horizon``:
+    every record of these partitions not received yet has ``appended_ms >= horizon``.
+    """
+
+    records: list[tuple[int, int, int, dict[str, Any]]]
+    next: dict[int, int]
+    horizon: int
 
 
 class Transport(Protocol):
@@ -122,6 +140,57 @@ class Transport(Protocol):
     async def group_state(self, topic: str, group: str) -> tuple[int, int]:
         """(lag, pending) of a group."""
         ...
+
+    async def read_timed(
+        self, topic: str, start: str, limit: int, wait: float, types: Sequence[str] = ()
+    ) -> TimedBatch:
+        """Records from ``start`` (earliest or a position token) with append times and
+        the read's horizon; ``wait`` long-polls for the first record."""
+        ...
+
+    async def put_view(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Declare view ``name`` (kind, inputs, app, window, emit); its info, with
+        ``generation``. Conflict if it exists with other inputs."""
+        ...
+
+    async def view_info(self, name: str) -> dict[str, Any]:
+        """The view's info (kind, inputs, generation, positions, lag)."""
+        ...
+
+    async def commit_view(
+        self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]]
+    ) -> int:
+        """Append ``events`` to the view's changelog as one append, only if its end
+        offset is ``expect`` and its generation ``generation`` (else Conflict);
+        answer the changelog's new end offset."""
+        ...
+
+    async def view_get(
+        self, name: str, key: str, min_position: str | None = None, topic: str | None = None
+    ) -> dict[str, Any] | None:
+        """``{"key", "value", "position"}`` of view ``name``; None if the key has no value.
+        With ``min_position`` (a token of input ``topic``), first wait until the view
+        reflects every event at or before it (503 StorageUnavailable if not in time)."""
+        ...
+
+    async def end_positions(self, topic: str) -> dict[int, int]:
+        """The next offset of each partition of ``topic`` now."""
+        ...
+
+
+_MAX_PARTITIONS = 1 << 20  # parse_token's bound; the hub checks the real one
+
+
+_VIEW_WAIT_S = 10.0  # the hub's default wait for min_position
+
+
+def _view_path(name: str) -> str:
+    return "/v1/views/" + quote(name, safe="")
+
+
+def _key_missing(exc: NotFound) -> bool:
+    """Whether a 404 of a view key route is about the key (not the view)."""
+    return "key" in exc.fields or "key" in exc.detail
 
 
 def parse_hub_url(url: object) -> tuple[Literal["http", "embedded"], str]:
@@ -231,6 +300,62 @@ class HttpTransport:
         info = await self.client.group(topic, group)
         return int(info["lag"]), int(info["pending"])
 
+    async def read_timed(
+        self, topic: str, start: str, limit: int, wait: float, types: Sequence[str] = ()
+    ) -> TimedBatch:
+        params = {"from": start, "limit": str(limit), "appended": "true"}
+        if wait > 0:
+            params["wait"] = _ms(wait)
+        if types:
+            params["types"] = ",".join(types)
+        raw = await self.client._request(
+            "GET", _events_path(topic), params=params, wait=wait
+        )
+        answer = orjson.loads(raw)
+        records = [
+            (r["partition"], r["offset"], r["appended"], r["event"]) for r in answer["records"]
+        ]
+        nxt = parse_token(answer["next"], _MAX_PARTITIONS) if answer["next"] else {}
+        return TimedBatch(records, nxt, int(answer["horizon"]))
+
+    async def put_view(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        info: dict[str, Any] = await self.client._call("PUT", _view_path(name), spec)
+        return info
+
+    async def view_info(self, name: str) -> dict[str, Any]:
+        info: dict[str, Any] = await self.client._call("GET", _view_path(name))
+        return info
+
+    async def commit_view(
+        self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]]
+    ) -> int:
+        body = {"generation": generation, "expect": expect, "events": list(events)}
+        answer = await self.client._call("POST", _view_path(name) + "/commit", body)
+        return int(answer["next"])
+
+    async def view_get(
+        self, name: str, key: str, min_position: str | None = None, topic: str | None = None
+    ) -> dict[str, Any] | None:
+        params: dict[str, str] = {}
+        if min_position is not None:
+            params["min_position"] = min_position
+        if topic is not None:
+            params["topic"] = topic
+        path = _view_path(name) + "/keys/" + quote(key, safe="")
+        try:
+            answer: dict[str, Any] = await self.client._call(
+                "GET", path, params=params, wait=_VIEW_WAIT_S if min_position else 0
+            )
+        except NotFound as exc:
+            if _key_missing(exc):
+                return None
+            raise
+        return answer
+
+    async def end_positions(self, topic: str) -> dict[int, int]:
+        info = await self.client.topic(topic)
+        return {int(p["partition"]): int(p["next_offset"]) for p in info["partitions"]}
+
     async def put_schema(self, etype: str, schema: Any, producer: str) -> None:
         await self.client.put_schema(etype, schema, producer=producer)
 
@@ -315,6 +440,52 @@ class CoreTransport:
     async def group_state(self, topic: str, group: str) -> tuple[int, int]:
         info = self.hub.group_info(topic, group)
         return int(info["lag"]), int(info["pending"])
+
+    async def read_timed(
+        self, topic: str, start: str, limit: int, wait: float, types: Sequence[str] = ()
+    ) -> TimedBatch:
+        hub = self.hub
+        positions = hub.positions(hub.topic(topic), None, start, None)
+        got = await hub.read(
+            topic, positions, limit, wait, TypeFilter.parse(list(types)) if types else None,
+            appended=True,
+        )
+        loads = orjson.loads
+        return TimedBatch(
+            [(p, o, t, loads(b)) for p, o, t, b in got.records], got.next, got.horizon
+        )
+
+    async def put_view(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return await self.hub.views.put(name, spec)
+
+    async def view_info(self, name: str) -> dict[str, Any]:
+        return self.hub.views.info(name)
+
+    async def commit_view(
+        self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]]
+    ) -> int:
+        topic = "__view." + name
+        now = now_rfc3339()
+        evs = [normalize_event(ev, topic=topic, now=now) for ev in events]
+        answer = await self.hub.views.commit(name, generation, expect, evs)
+        return int(answer["next"])
+
+    async def view_get(
+        self, name: str, key: str, min_position: str | None = None, topic: str | None = None
+    ) -> dict[str, Any] | None:
+        views = self.hub.views
+        if min_position is not None:
+            await views.wait_for(name, topic, min_position, _VIEW_WAIT_S)
+        try:
+            got: dict[str, Any] = views.get(name, key)
+        except NotFound as exc:
+            if _key_missing(exc):
+                return None
+            raise
+        return got
+
+    async def end_positions(self, topic: str) -> dict[int, int]:
+        return {p: part.end_offset for p, part in enumerate(self.hub.topic(topic).partitions)}
 
     async def put_schema(self, etype: str, schema: Any, producer: str) -> None:
         self.hub.schemas.put(etype, schema, producer)

@@ -1,0 +1,180 @@
+"""Registering views and windows on an App: the checks, and what the processor runs.
+
+::
+
+    @app.view("stock", topics=["inventory"], key=lambda e: e.data["sku"])
+    def stock(current: int | None, event: EventView) -> int | None:
+        ...  # the key's new value; None deletes the key
+
+    app.window("sales_per_minute", topic="orders", types=["order.placed"],
+               window=Tumbling("1m", grace="10s"), key=lambda e: e.data["sku"],
+               agg=Sum(lambda e: e.data["total"]), emit="final")
+
+A fold is a plain ``def`` (it runs inline, in the merged order of the inputs); a
+window needs no function of its own, its ``key``, ``window`` and ``agg`` say what
+it computes. Bad arguments raise :class:`ValueError` naming the argument. What
+runs them is :mod:`tidings.app.processor`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from tidings.app.handlers import check_name
+from tidings.app.processor import StreamSpec
+from tidings.streams import (
+    Aggregation,
+    FoldOperator,
+    Window,
+    WindowOperator,
+)
+
+__all__ = ["view_spec", "window_spec"]
+
+DEFAULT_COMMIT_INTERVAL = 0.1
+DEFAULT_COMMIT_RECORDS = 5000
+EMITS = ("final", "updates")
+
+
+def _check_topics(topics: object) -> tuple[str, ...]:
+    if isinstance(topics, str) or not isinstance(topics, Sequence | set | frozenset):
+        raise ValueError(f"topics must be a list of topic names, such as [{topics!r}], "
+                         f"not {topics!r}")
+    out = tuple(check_name("topic", t) for t in topics)
+    if not out:
+        raise ValueError("topics must name at least one topic")
+    if len(set(out)) != len(out):
+        raise ValueError(f"topics {list(out)} name a topic twice")
+    return out
+
+
+def _check_types(types: str | Iterable[str] | None) -> tuple[str, ...]:
+    if types is None:
+        return ()
+    if isinstance(types, str):
+        types = [types]
+    if not isinstance(types, Iterable):
+        raise ValueError(f"types must be a list of event types, not {types!r}")
+    out = tuple(types)
+    for t in out:
+        if not isinstance(t, str) or not t or "," in t:
+            raise ValueError(f"types must be event types (patterns such as order.*), not {t!r}")
+    return out
+
+
+def _check_callable(label: str, f: object, args: int) -> Callable[..., Any]:
+    if not callable(f):
+        raise ValueError(f"{label} must be a function, not {f!r}")
+    if inspect.iscoroutinefunction(f):
+        raise ValueError(f"{label} must be a plain def (it runs inline, in order), not async")
+    try:
+        inspect.signature(f).bind(*([None] * args))
+    except TypeError as exc:
+        raise ValueError(f"{label} must take {args} argument(s): {exc}") from None
+    except ValueError:
+        pass  # a builtin without a signature: trusted
+    return f
+
+
+def _check_commit(commit_interval: object, commit_records: object) -> tuple[float, int]:
+    if (isinstance(commit_interval, bool) or not isinstance(commit_interval, int | float)
+            or not 0 < commit_interval <= 60):
+        raise ValueError(
+            f"commit_interval must be seconds above 0 and at most 60, not {commit_interval!r}"
+        )
+    if (isinstance(commit_records, bool) or not isinstance(commit_records, int)
+            or not 1 <= commit_records <= 1_000_000):
+        raise ValueError(
+            f"commit_records must be an integer from 1 to 1000000, not {commit_records!r}"
+        )
+    return float(commit_interval), commit_records
+
+
+def view_spec(
+    app: str,
+    name: str,
+    topics: object,
+    key: object,
+    fold: object,
+    *,
+    types: str | Iterable[str] | None = None,
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+    commit_records: int = DEFAULT_COMMIT_RECORDS,
+) -> StreamSpec:
+    """A fold view: ``fold(current, event)`` per event, into the value of ``key(event)``."""
+    check_name("view name", name)
+    inputs = _check_topics(topics)
+    key_f = _check_callable("key", key, 1)
+    fold_f = _check_callable(f"view {name!r}: the folding function", fold, 2)
+    interval, records = _check_commit(commit_interval, commit_records)
+    kinds = _check_types(types)
+    declaration = {"kind": "view", "inputs": list(inputs), "app": app, "window": None,
+                   "emit": None}
+    return StreamSpec(
+        name=name,
+        kind="view",
+        inputs=inputs,
+        types=kinds,
+        declaration=declaration,
+        make_operator=lambda: FoldOperator(name, key_f, fold_f),
+        commit_interval=interval,
+        commit_records=records,
+        func_name=getattr(fold, "__qualname__", name),
+    )
+
+
+def window_spec(
+    app: str,
+    name: str,
+    topic: object,
+    window: object,
+    key: object,
+    agg: object,
+    *,
+    types: str | Iterable[str] | None = None,
+    emit: object = "final",
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+    commit_records: int = DEFAULT_COMMIT_RECORDS,
+) -> StreamSpec:
+    """A windowed aggregation of ``topic`` per ``key(event)``, on event time."""
+    check_name("window name", name)
+    if name.endswith(".late"):
+        raise ValueError(f"window name {name!r} must not end in .late (its late topic would be "
+                         f"{name}.late)")
+    if isinstance(topic, list | tuple):
+        raise ValueError(f"topic must be one topic name (a window reads one), not {topic!r}")
+    inputs = (check_name("topic", topic),)
+    if name in inputs:
+        raise ValueError(f"window {name!r} publishes its results to topic {name!r}: it cannot "
+                         "also read it")
+    if not isinstance(window, Window):
+        raise ValueError(
+            f"window must be Tumbling(...), Hopping(...), Sliding(...) or Session(...) from "
+            f"tidings.streams, not {window!r}"
+        )
+    if not isinstance(agg, Aggregation):
+        raise ValueError(
+            "agg must be Count(), Sum(f), Min(f), Max(f), Mean(f) or Aggregate(init, step) "
+            f"from tidings.streams, not {agg!r}"
+        )
+    if emit not in EMITS:
+        raise ValueError(f"emit must be 'final' or 'updates', not {emit!r}")
+    key_f = _check_callable("key", key, 1)
+    interval, records = _check_commit(commit_interval, commit_records)
+    kinds = _check_types(types)
+    declaration = {"kind": "window", "inputs": list(inputs), "app": app,
+                   "window": window.describe(), "emit": emit}
+    emit_s = str(emit)
+    return StreamSpec(
+        name=name,
+        kind="window",
+        inputs=inputs,
+        types=kinds,
+        declaration=declaration,
+        make_operator=lambda: WindowOperator(name, list(inputs), window, key_f, agg, emit_s),
+        commit_interval=interval,
+        commit_records=records,
+        func_name=name,
+    )
