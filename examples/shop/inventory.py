@@ -16,7 +16,7 @@ Never overselling comes from three rules:
 - Every decision reads the views with ``min_position="latest"``: they reflect every
   ledger event appended before the read, this process's own and those of a process
   killed before it started (read your own writes).
-- Decisions are made one at a time (``_deciding``), and a decision's ledger events are
+- Decisions are made one at a time (``_deciding()``), and a decision's ledger events are
   durable before the next decision reads: nothing is decided on a stale level.
 - Each reservation is a ledger event of its own, checked against the level just read:
   a crash between two of an order's reservations leaves a partial hold, which the
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 
 from examples.shop.catalog import PRODUCTS
@@ -63,8 +64,14 @@ app.view("reservations", topics=[STOCK_TOPIC], key=order_of)(reservation)
 
 
 # One decision at a time in this process: each reads the views after the last one's
-# ledger events are in the log.
-_deciding = asyncio.Lock()
+# ledger events are in the log. (A lock per event loop: tests run several loops.)
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _deciding() -> asyncio.Lock:
+    return _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
 
 
 async def _level(sku: str) -> int:
@@ -90,7 +97,7 @@ def _wanted(order: OrderPlaced) -> dict[str, int]:
 @app.on("orders", ordering="key", concurrency=8)
 async def reserve(order: OrderPlaced, ctx: Context) -> InventoryReserved | InventoryRejected:
     oid = order.order_id
-    async with _deciding:
+    async with _deciding():
         hold = await _hold(oid)
         if hold["refused"]:  # decided before a crash: rejected
             return _rejected(order, hold["refused"])
@@ -133,7 +140,7 @@ def _rejected(order: OrderPlaced, short: list[str]) -> InventoryRejected:
 @app.on("payments", ordering="key", concurrency=8)
 async def release(failed: PaymentFailed, ctx: Context) -> InventoryReleased:
     oid = failed.order_id
-    async with _deciding:
+    async with _deciding():
         hold = await _hold(oid)
         if not hold["held"] and not hold["released"]:
             logger.warning("payment failed for %s, which holds no stock", oid)

@@ -29,7 +29,7 @@ from examples.shop.catalog import PRODUCTS, PROMO_CODES, subtotal
 from examples.shop.events import OrderPlaced, StockReserved
 from examples.shop.folds import STOCK_TOPIC, TOPICS, order_of, order_view, sale_total, sku_of
 from examples.shop.settings import HUB
-from tidings import App, AsyncClient, NotFound, TidingsError
+from tidings import App, AsyncClient, TidingsError
 from tidings.streams import Sum, Tumbling
 
 logger = logging.getLogger("shop.orders")
@@ -108,11 +108,11 @@ class Orders:
     async def get(self, order_id: str, min_position: str | None = None) -> dict[str, Any] | None:
         """The order from the ``orders`` view; with ``min_position`` (a position on
         ``orders``, as ``place`` answers it) once the view reflects that event."""
-        assert self.hub is not None
-        try:
-            got = await self.hub.view_get("orders", order_id, min_position=min_position,
-                                          topic="orders" if min_position else None)  # fmt: skip
-        except NotFound:
+        got = await self.views.view_get(
+            "orders", order_id, min_position=min_position,
+            topic="orders" if min_position is not None else None,
+        )  # fmt: skip
+        if got is None:
             return None
         value: dict[str, Any] = got["value"]
         return value
