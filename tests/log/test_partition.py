@@ -85,10 +85,10 @@ async def test_append_then_read(tmp_path: Path, clock: FakeClock) -> None:
     assert await log.append([b"a", b"b"]) == 0
     clock.now_ms += 5
     assert await log.append([b"c"]) == 2
-    assert await log.append([b"d"], timestamp_ms=42) == 3
+    assert await log.append([b"d"], timestamp_ms=T0 + 9) == 3
     assert log.end_offset == 4
-    assert log.read(0) == [(0, T0, b"a"), (1, T0, b"b"), (2, T0 + 5, b"c"), (3, 42, b"d")]
-    assert log.read(2) == [(2, T0 + 5, b"c"), (3, 42, b"d")]
+    assert log.read(0) == [(0, T0, b"a"), (1, T0, b"b"), (2, T0 + 5, b"c"), (3, T0 + 9, b"d")]
+    assert log.read(2) == [(2, T0 + 5, b"c"), (3, T0 + 9, b"d")]
     assert log.read(4) == []
     await log.close()
 

@@ -267,7 +267,8 @@ class TestHub:
         quiet = 0
         while quiet < 2:  # handlers and views feed each other: both quiet, twice
             await self._drain_groups(max(deadline - loop.time(), 0.001))
-            done = [await p.caught_up() for p in processors]
+            now = self._t().clock.time_ms()
+            done = [await p.caught_up(now) for p in processors]
             quiet = quiet + 1 if all(done) else 0
             if loop.time() > deadline:
                 raise TimeoutError(f"the apps' views did not catch up within {timeout:g} s")

@@ -31,7 +31,6 @@ import contextlib
 import logging
 import os
 import socket
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,9 +46,10 @@ __all__ = ["ChangelogState", "StreamSpec", "ViewProcessor", "changelog_events", 
 logger = logging.getLogger("tidings.app")
 
 CHANGELOG_PREFIX = "__view."
-READ_LIMIT = 1000
+READ_LIMIT = 2000
 PUBLISH_CHUNK = 500
 _RETRY_PAUSE_S = 0.5  # after the hub could not be reached
+_FAILED_PAUSE_S = 5.0  # after a failure of the view's own code, times the failures
 _HELD_PAUSE_S = 0.005  # records wait for the horizon to pass them: read again soon
 _GENERATION_CHECK_S = 2.0  # while idle: has the view been rebuilt?
 
@@ -155,9 +155,12 @@ class ViewProcessor:
         self.generation = -1
         self.commits = 0
         self.reloads = 0
+        self.failures = 0
         self.processed = 0  # input records processed since start (redone ones too)
         #: The input positions of the last checkpoint read or written.
         self.committed: dict[str, dict[str, int]] = {}
+        #: The horizon up to which what the operator produced is committed.
+        self.settled_horizon: int | None = None
 
     def stop(self) -> None:
         """Stop reading; what was processed is committed, then :meth:`run` returns."""
@@ -176,9 +179,21 @@ class ViewProcessor:
             except TidingsError as exc:
                 logger.warning("view %s: %s; retrying", name, exc.detail, extra={"view": name})
                 await self._pause(_RETRY_PAUSE_S)
+            except Exception:
+                # A fold, key or aggregation that raises: skipping the event would make
+                # the view wrong for good, so the view stops here (and says why) and
+                # tries again from its last checkpoint, e.g. after a fixed deploy.
+                self.failures += 1
+                pause = min(_FAILED_PAUSE_S * self.failures, 60.0)
+                logger.exception("view %s failed; retrying from its last checkpoint in %gs",
+                                 name, pause, extra={"view": name})
+                await self._pause(pause)
 
-    async def caught_up(self) -> bool:
-        """Whether the last checkpoint covers every record of the inputs now."""
+    async def caught_up(self, now_ms: int | None = None) -> bool:
+        """Whether the last checkpoint covers every record of the inputs now and, with
+        ``now_ms``, what the horizon reaching that time closed is committed too."""
+        if now_ms is not None and (self.settled_horizon is None or self.settled_horizon < now_ms):
+            return False
         for topic in self.spec.inputs:
             at = self.committed.get(topic, {})
             ends = await self.transport.end_positions(topic)
@@ -225,8 +240,6 @@ class _Run:
             {int(p): int(o) for p, o in saved[topic].items()} if topic in saved else None
             for topic in self.spec.inputs
         ]
-        # Offsets read and not yet processed, per (input, partition), in order.
-        self.unprocessed: dict[tuple[int, int], deque[int]] = {}
         self.merger = Merger(len(self.spec.inputs))
         self.horizon: int | None = ckpt.get("horizon")
         self.committed = proc.committed = self.positions()
@@ -241,8 +254,9 @@ class _Run:
             at = self.read_at[i]
             if at is None:
                 continue
+            first = self.merger.first_held
             out[topic] = {
-                str(p): (held[0] if (held := self.unprocessed.get((i, p))) else o)
+                str(p): (o if (held := first(i, p)) is None else held)
                 for p, o in sorted(at.items())
             }
         return out
@@ -303,20 +317,14 @@ class _Run:
 
     def _take(self, got: list[tuple[int, TimedBatch]]) -> int:
         """Hand what was read to the merger; process what it releases; advance."""
-        merger, unprocessed = self.merger, self.unprocessed
+        merger = self.merger
         for i, batch in got:
-            for p, o, _, _ in batch.records:
-                q = unprocessed.get((i, p))
-                if q is None:
-                    q = unprocessed[(i, p)] = deque()
-                q.append(o)
             merger.add(i, [(i, p, o, ms, ev) for p, o, ms, ev in batch.records], batch.horizon)
             at = self.read_at[i]
             self.read_at[i] = {**(at or {}), **batch.next}
         ready = merger.ready()
         process = self.op.process
         for rec in ready:
-            unprocessed[(rec[0], rec[1])].popleft()
             process(rec)
         h = merger.horizon
         if h is not None and (self.horizon is None or h > self.horizon):
@@ -344,11 +352,13 @@ class _Run:
         spec, t = self.spec, self.t
         out = self.op.drain()
         self.advanced = False
+        horizon = self.horizon
         positions = self.positions()
         if not (out.values or out.state or out.results or out.late) and (
             positions == self.committed
         ):
             self.uncommitted = 0
+            self.proc.settled_horizon = horizon
             return
         for topic, events in ((spec.name, out.results), (spec.name + ".late", out.late)):
             for i in range(0, len(events), PUBLISH_CHUNK):
@@ -358,13 +368,14 @@ class _Run:
             "seq": self.seq,
             "owner": self.proc.owner,
             "inputs": positions,
-            "horizon": self.horizon,
+            "horizon": horizon,
             "clock": out.clock,
         }
         events = changelog_events(spec.name, self.generation, self.seq, out, checkpoint)
         self.expect = await t.commit_view(spec.name, self.generation, self.expect, events)
         self.seq += 1
         self.committed = self.proc.committed = positions
+        self.proc.settled_horizon = horizon
         self.uncommitted = 0
         self.proc.commits += 1
 

@@ -27,8 +27,11 @@ from tidings.app.processor import StreamSpec
 from tidings.streams import (
     Aggregation,
     FoldOperator,
-    Window,
-    WindowOperator,
+    Hopping,
+    Session,
+    Sliding,
+    Tumbling,
+    window_operator,
 )
 
 __all__ = ["view_spec", "window_spec"]
@@ -149,7 +152,7 @@ def window_spec(
     if name in inputs:
         raise ValueError(f"window {name!r} publishes its results to topic {name!r}: it cannot "
                          "also read it")
-    if not isinstance(window, Window):
+    if not isinstance(window, Tumbling | Hopping | Sliding | Session):
         raise ValueError(
             f"window must be Tumbling(...), Hopping(...), Sliding(...) or Session(...) from "
             f"tidings.streams, not {window!r}"
@@ -167,13 +170,16 @@ def window_spec(
     declaration = {"kind": "window", "inputs": list(inputs), "app": app,
                    "window": window.describe(), "emit": emit}
     emit_s = str(emit)
+    win, aggregation = window, agg  # narrowed, for the closure
     return StreamSpec(
         name=name,
         kind="window",
         inputs=inputs,
         types=kinds,
         declaration=declaration,
-        make_operator=lambda: WindowOperator(name, list(inputs), window, key_f, agg, emit_s),
+        make_operator=lambda: window_operator(
+            name, inputs, win, key_f, aggregation, emit=emit_s
+        ),
         commit_interval=interval,
         commit_records=records,
         func_name=name,

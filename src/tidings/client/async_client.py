@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, overload
 from urllib.parse import quote
 
 import aiohttp
@@ -274,6 +274,34 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls):
 
     # -- read --------------------------------------------------------------------------
 
+    @overload
+    async def read(
+        self,
+        topic: str,
+        *,
+        partition: int | None = ...,
+        start: Start = ...,
+        from_time: str | datetime | int | None = ...,
+        limit: int = ...,
+        wait: float = ...,
+        types: Types = ...,
+        appended: Literal[False] = ...,
+    ) -> tuple[list[Record], str]: ...
+
+    @overload
+    async def read(
+        self,
+        topic: str,
+        *,
+        partition: int | None = ...,
+        start: Start = ...,
+        from_time: str | datetime | int | None = ...,
+        limit: int = ...,
+        wait: float = ...,
+        types: Types = ...,
+        appended: Literal[True],
+    ) -> tuple[list[Record], str, int]: ...
+
     async def read(
         self,
         topic: str,
@@ -284,15 +312,22 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls):
         limit: int = 100,
         wait: float = 0,
         types: Types = None,
-    ) -> tuple[list[Record], str]:
+        appended: bool = False,
+    ) -> tuple[list[Record], str] | tuple[list[Record], str, int]:
         """Read records in offset order; answer them and the token the next read starts from.
 
         ``start`` is earliest, latest, an offset (with ``partition`` on a topic of
         several) or a position token from an earlier read. ``from_time`` (RFC 3339, a
         datetime or ms since the epoch) starts at the first event at or after it
         instead. ``wait`` (seconds) long-polls until a record arrives.
+
+        ``appended=True`` gives each record its append time (``Record.appended``, ms)
+        and answers a third item, the read's horizon (ms): every record of the
+        partitions read that this read did not answer was appended at or after it.
         """
         params: dict[str, str] = {"limit": str(limit)}
+        if appended:
+            params["appended"] = "true"
         if from_time is not None:
             params["from_time"] = _time(from_time)
             if start != "earliest":
@@ -308,6 +343,8 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls):
         raw = await self._request("GET", _events_path(topic), params=params, wait=wait)
         answer = orjson.loads(raw)
         records = [Record.from_dict(r) for r in answer["records"]]
+        if appended:
+            return records, str(answer["next"]), int(answer["horizon"])
         return records, str(answer["next"])
 
     def subscribe(

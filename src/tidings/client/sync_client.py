@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from tidings.client.async_client import (
     DEFAULT_URL,
@@ -186,6 +186,34 @@ class Client(WebhookCalls, SchemaCalls):
         """Publish one event in binary mode; see :meth:`AsyncClient.publish_binary`."""
         return self._run(self._async.publish_binary(topic, event))
 
+    @overload
+    def read(
+        self,
+        topic: str,
+        *,
+        partition: int | None = ...,
+        start: Start = ...,
+        from_time: str | datetime | int | None = ...,
+        limit: int = ...,
+        wait: float = ...,
+        types: Types = ...,
+        appended: Literal[False] = ...,
+    ) -> tuple[list[Record], str]: ...
+
+    @overload
+    def read(
+        self,
+        topic: str,
+        *,
+        partition: int | None = ...,
+        start: Start = ...,
+        from_time: str | datetime | int | None = ...,
+        limit: int = ...,
+        wait: float = ...,
+        types: Types = ...,
+        appended: Literal[True],
+    ) -> tuple[list[Record], str, int]: ...
+
     def read(
         self,
         topic: str,
@@ -196,17 +224,21 @@ class Client(WebhookCalls, SchemaCalls):
         limit: int = 100,
         wait: float = 0,
         types: Types = None,
-    ) -> tuple[list[Record], str]:
-        """Read records and the token to continue from; see :meth:`AsyncClient.read`."""
+        appended: bool = False,
+    ) -> tuple[list[Record], str] | tuple[list[Record], str, int]:
+        """Read records and the token to continue from (and, with ``appended``, the
+        read's horizon); see :meth:`AsyncClient.read`."""
+        if appended:
+            return self._run(
+                self._async.read(
+                    topic, partition=partition, start=start, from_time=from_time, limit=limit,
+                    wait=wait, types=types, appended=True,
+                )
+            )
         return self._run(
             self._async.read(
-                topic,
-                partition=partition,
-                start=start,
-                from_time=from_time,
-                limit=limit,
-                wait=wait,
-                types=types,
+                topic, partition=partition, start=start, from_time=from_time, limit=limit,
+                wait=wait, types=types,
             )
         )
 

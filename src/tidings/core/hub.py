@@ -13,20 +13,18 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from tidings.core.catalog import Catalog
-from tidings.core.consuming import MAX_WAIT_S, GroupOps, find_dead_letters, group_config
+from tidings.core.consuming import GroupOps, find_dead_letters, group_config
 from tidings.core.dedupe import DedupeWindow
 from tidings.core.eventindex import EventIndex
 from tidings.core.groups import ConsumerGroup
 from tidings.core.metrics import Metrics
-from tidings.core.patterns import MAX_TYPE_PATTERNS, TypeFilter
+from tidings.core.patterns import MAX_TYPE_PATTERNS
 from tidings.core.positions import check_name, is_decimal, parse_time_ms, parse_token
 from tidings.core.publishing import PublishOps, _Claim
+from tidings.core.reading import ReadOps
 from tidings.core.refill import refill
 from tidings.core.schemas.registry import TOPIC_MODES, SchemaRegistry
-from tidings.core.skipping import Skipped, read_past_damage
 from tidings.core.storage import Damage, PartitionStore, Retention, Storage
 from tidings.errors import (
     BadPosition,
@@ -92,14 +90,7 @@ class Topic:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ReadResult:
-    records: list[tuple[int, int, bytes]]  # (partition, offset, payload)
-    next: dict[int, int]
-    skipped: list[Skipped] = field(default_factory=list)  # ranges lost to damage, stepped over
-
-
-class Hub(PublishOps, GroupOps):
+class Hub(ReadOps, PublishOps, GroupOps):
     def __init__(
         self, storage: Storage, options: HubOptions | None = None, clock: Clock | None = None
     ) -> None:
@@ -498,56 +489,6 @@ class Hub(PublishOps, GroupOps):
                 )
         return pos
 
-    async def read(
-        self,
-        topic_name: str,
-        positions: dict[int, int],
-        limit: int = 100,
-        wait_s: float = 0.0,
-        types: TypeFilter | None = None,
-    ) -> ReadResult:
-        """Records from ``positions`` in offset order per partition; ``wait_s`` long-polls."""
-        topic = self.topic(topic_name)
-        if not (1 <= limit <= 10_000):
-            raise BadRequest("limit must be from 1 to 10000", field="limit")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(max(wait_s, 0.0), MAX_WAIT_S)
-        pos = dict(positions)
-        skipped: list[Skipped] = []
-        while True:
-            out: list[tuple[int, int, bytes]] = []
-            # Start at another partition each time, so a busy one cannot starve the rest.
-            order = sorted(pos)
-            turn = self._read_turn % len(order) if order else 0
-            self._read_turn += 1
-            for p in order[turn:] + order[:turn]:
-                part = topic.partitions[p]
-                if pos[p] < part.start_offset:
-                    pos[p] = part.start_offset  # retention moved on
-                while len(out) < limit and pos[p] < part.end_offset:
-                    got, nxt, lost = read_past_damage(part, p, pos[p], limit - len(out))
-                    if nxt == pos[p]:
-                        break
-                    pos[p] = nxt
-                    skipped.extend(lost)
-                    if types:
-                        out.extend((p, o, b) for o, _, b in got if types.matches(_type(b)))
-                    else:
-                        out.extend((p, o, b) for o, _, b in got)
-            remaining = deadline - loop.time()
-            if out or skipped or remaining <= 0 or self.closing:
-                self.metrics.delivered(topic_name, len(out))
-                self.metrics.skipped(topic_name, sum(s.end - s.first for s in skipped))
-                return ReadResult(out, pos, skipped)
-            waits = [
-                loop.create_task(topic.partitions[p].wait(o, remaining)) for p, o in pos.items()
-            ]
-            waits.append(loop.create_task(self._closing.wait()))
-            _, rest = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for w in rest:
-                w.cancel()
-            if topic_name not in self.topics:
-                raise TopicNotFound(f"topic {topic_name!r} was deleted", topic=topic_name)
 
 def _damage(d: Damage) -> dict[str, Any]:
     """A bad range as the API shows it: offsets lost, where, and why."""
@@ -560,10 +501,6 @@ def _damage(d: Damage) -> dict[str, Any]:
         "bytes": d.length,
         "why": d.why,
     }
-
-
-def _type(payload: bytes) -> str:
-    return str(orjson.loads(payload).get("type", ""))
 
 
 def _retention(raw: object) -> Retention:

@@ -51,6 +51,10 @@ class PartitionStore(Protocol):
     - ``failure`` says why appends are refused (a write that failed: a full
       disk); None when they are taken. A failed partition still serves reads,
       and heals by itself once the cause goes: no restart.
+    - Append times never go back within a partition (across restarts too), and
+      ``horizon(now)`` answers a time H such that every record that becomes
+      readable after the call has an append time of at least H: ``now``, or the
+      time of the oldest append not readable yet, if earlier.
     """
 
     @property
@@ -77,6 +81,10 @@ class PartitionStore(Protocol):
     ) -> list[LogRecord]: ...
 
     def offset_for_time(self, ts_ms: int) -> int: ...
+
+    def horizon(self, now_ms: int) -> int:
+        """The read horizon at hub time ``now_ms`` (see the class docstring)."""
+        ...
 
     async def wait(self, offset: int, timeout: float | None = None) -> bool:
         """True once a record at ``offset`` is readable; False on timeout or close."""

@@ -392,30 +392,42 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """A delivered event: where it sits in the log and what it is."""
+    """A delivered event: where it sits in the log and what it is; ``appended`` is
+    its append time (ms since the epoch) when the read asked for it."""
 
     topic: str
     partition: int
     offset: int
     event: Event
+    appended: int | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Record:
-        """A record from ``{"topic", "partition", "offset", "event": {...}}``."""
+        """A record from ``{"topic", "partition", "offset", "event": {...}}`` (and
+        ``"appended"``, if there)."""
         topic, event = d.get("topic"), d.get("event")
         if not isinstance(topic, str):
             raise ValueError(f"record 'topic' must be a string, not {_kind(topic)}")
         if not isinstance(event, Mapping):
             raise ValueError(f"record 'event' must be an object, not {_kind(event)}")
-        return cls(topic, _position(d, "partition"), _position(d, "offset"), Event.from_dict(event))
+        appended = d.get("appended")
+        if appended is not None and (not isinstance(appended, int) or isinstance(appended, bool)):
+            raise ValueError(f"record 'appended' must be an integer, not {_show(appended)}")
+        return cls(
+            topic, _position(d, "partition"), _position(d, "offset"), Event.from_dict(event),
+            appended,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "topic": self.topic,
             "partition": self.partition,
             "offset": self.offset,
             "event": self.event.to_dict(),
         }
+        if self.appended is not None:
+            d["appended"] = self.appended
+        return d
 
 
 # -- checks -------------------------------------------------------------------------------------

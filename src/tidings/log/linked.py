@@ -53,6 +53,8 @@ def append_linked(
     gives each part's base offset once all are written, and readable."""
     for _, log, _ in parts:
         log.check_appendable()
+    # One append time for every part, at least the last given in each partition.
+    timestamp_ms = max([timestamp_ms] + [log.last_ts for _, log, _ in parts])
     ordered = sorted(parts, key=lambda part: part[0])
     link = fmt.encode_link(
         fmt.Link(

@@ -30,6 +30,7 @@ class MemoryPartition:
         self._records: list[LogRecord] = []
         self._start = 0
         self._readers: list[asyncio.Future[None]] = []
+        self._last_ts = -1  # append times never go back
         self.closed = False
 
     @property
@@ -58,7 +59,8 @@ class MemoryPartition:
     ) -> asyncio.Future[int]:
         if self.closed:
             raise StorageUnavailable("partition is closed")
-        ts = self.clock.time_ms() if timestamp_ms is None else timestamp_ms
+        ts = max(self.clock.time_ms() if timestamp_ms is None else timestamp_ms, self._last_ts)
+        self._last_ts = ts
         base = self.end_offset
         self._records.extend((base + i, ts, bytes(p)) for i, p in enumerate(payloads))
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -68,6 +70,15 @@ class MemoryPartition:
             if not r.done():
                 r.set_result(None)
         return fut
+
+    @property
+    def last_ts(self) -> int:
+        return self._last_ts
+
+    def horizon(self, now_ms: int) -> int:
+        """Every append is readable at once: ``now_ms``, below every later append time."""
+        self._last_ts = max(self._last_ts, now_ms)
+        return now_ms
 
     def read(
         self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20
@@ -209,7 +220,7 @@ class MemoryStorage:
         self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
     ) -> asyncio.Future[list[int]]:
         """Nothing in memory survives a crash, so the parts are simply appended together."""
-        ts = self.clock.time_ms()
+        ts = max([self.clock.time_ms()] + [self.partitions[(topic, p)].last_ts for p, _ in parts])
         bases = [self.partitions[(topic, p)].end_offset for p, _ in parts]
         for p, payloads in parts:
             self.partitions[(topic, p)].append(payloads, ts)

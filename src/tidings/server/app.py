@@ -91,6 +91,16 @@ def _records_body(topic: str, records: list[tuple[int, int, bytes]], extra: byte
     return b'{"records":[' + b",".join(parts) + b"]" + extra + b"}"
 
 
+def _timed_body(topic: str, records: list[tuple[int, int, int, bytes]], extra: bytes) -> bytes:
+    """:func:`_records_body` with each record's append time (``"appended"``, ms)."""
+    head = b'{"topic":' + orjson.dumps(topic) + b',"partition":'
+    parts = [
+        head + b"%d,\"offset\":%d,\"appended\":%d,\"event\":" % (p, o, t) + payload + b"}"
+        for p, o, t, payload in records
+    ]
+    return b'{"records":[' + b",".join(parts) + b"]" + extra + b"}"
+
+
 def _deliveries_body(topic: str, deliveries: list[Delivery]) -> bytes:
     head = b'{"topic":' + orjson.dumps(topic) + b',"partition":'
     parts = [
@@ -264,19 +274,25 @@ class Api:
         name = request.path_params["topic"]
         self._authorize(request, "subscribe", name)
         q = request.query_params
-        _only(q, {"partition", "from", "from_time", "limit", "wait", "types"})
+        _only(q, {"partition", "from", "from_time", "limit", "wait", "types", "appended"})
+        appended = q.get("appended", "false")
+        if appended not in ("true", "false"):
+            raise BadRequest(f"appended must be true or false, not {appended!r}", field="appended")
         topic = self.hub.topic(name)
         partition = _opt_int(q.get("partition"), "partition")
         positions = self.hub.positions(topic, partition, q.get("from"), q.get("from_time"))
-        limit = _opt_int(q.get("limit"), "limit")
+        limit = 100 if (n := _opt_int(q.get("limit"), "limit")) is None else n
         wait = _opt_seconds(q.get("wait"), "wait")
-        result = await self.hub.read(
-            name,
-            positions,
-            limit=100 if limit is None else limit,
-            wait_s=wait,
-            types=TypeFilter.parse(q.get("types"), limit=self.hub.options.max_type_patterns),
-        )
+        types = TypeFilter.parse(q.get("types"), limit=self.hub.options.max_type_patterns)
+        if appended == "true":
+            timed = await self.hub.read(name, positions, limit, wait, types, appended=True)
+            extra = b',"next":%s,"horizon":%d' % (
+                orjson.dumps(format_token(timed.next)), timed.horizon
+            )
+            if timed.skipped:
+                extra += b',"skipped":' + orjson.dumps([s.to_dict() for s in timed.skipped])
+            return Response(_timed_body(name, timed.records, extra), media_type="application/json")
+        result = await self.hub.read(name, positions, limit, wait, types)
         extra = b',"next":' + orjson.dumps(format_token(result.next))
         if result.skipped:  # offsets lost to damage on disk that this read stepped over
             extra += b',"skipped":' + orjson.dumps([s.to_dict() for s in result.skipped])

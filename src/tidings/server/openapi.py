@@ -162,7 +162,9 @@ def spec() -> dict[str, Any]:
                     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 10000}, "Most records to answer (100)"),
                     _param("wait", "query", _DURATION_TEXT, "Long-poll up to this many seconds (or 500ms, 10s); at most 60 s"),
                     _param("types", "query", _TYPES_QUERY, "Comma-separated type patterns: order.* one token, order.> the rest"),
+                    _param("appended", "query", {"enum": ["true", "false"]}, "true: each record with its append time (appended, ms) and the answer with the read's horizon: every record of the partitions read not received yet was appended at or after it (stream processing's merge by append time)"),
                 ],
+                "description": "Token scope: subscribe on the topic. A view's changelog (__view.{name}) is read with the view's read scope: subscribe on every input of the view.",
                 "responses": {"200": _json(_ref("Records")), **_problems(*NAMED, *AUTH)},
             },
         },
@@ -206,6 +208,7 @@ _URI_REFERENCE = {"type": "string", "minLength": 1, "pattern": f"^{URI_REFERENCE
 def _schemas() -> dict[str, Any]:
     record_props = {"topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "event": _ref("CloudEvent")}
     record = {"type": "object", "required": list(record_props), "properties": record_props}
+    timed_props = {**record_props, "appended": {**_INT64, "description": "append time, ms since the epoch (only with appended=true)"}}
     extension = {"anyOf": [{"type": "string", "pattern": _TEXT_PATTERN}, {"type": "boolean"}, {"type": "integer", "minimum": -(1 << 31), "maximum": (1 << 31) - 1}, {"type": "null"}]}
     return {
         "Problem": {"type": "object", "description": "RFC 9457 problem details", "required": ["type", "title", "status", "detail"], "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "instance": {"type": "string"}, "attribute": {"type": "string"}, "field": {"type": "string"}, "index": {"type": "integer"}}},
@@ -232,7 +235,7 @@ def _schemas() -> dict[str, Any]:
         },
         "Published": _object({"events": {"type": "array", "items": {"type": "object", "required": ["id", "partition", "offset"], "properties": {"id": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}, "duplicate": {"type": "boolean"}}}}}, "events"),
         "Record": record,
-        "Records": _object({"records": {"type": "array", "items": _ref("Record")}, "next": {"type": "string", "description": "position token to pass back as from"}, "skipped": {"type": "array", "description": "only when this read stepped over offsets lost to damage on disk", "items": _ref("Skipped")}}, "records", "next"),
+        "Records": _object({"records": {"type": "array", "items": {**record, "properties": timed_props}}, "next": {"type": "string", "description": "position token to pass back as from"}, "horizon": {**_INT64, "description": "only with appended=true: every record of the partitions read that this read did not answer was appended at or after this time (ms)"}, "skipped": {"type": "array", "description": "only when this read stepped over offsets lost to damage on disk", "items": _ref("Skipped")}}, "records", "next"),
         "Deliveries": _object({"records": {"type": "array", "items": {**record, "required": [*record["required"], "lease", "deliveries"], "properties": {**record_props, "lease": {"type": "string"}, "deliveries": {"type": "integer"}}}}, "skipped": {"type": "array", "description": "only when this fetch moved the group past offsets lost to damage on disk", "items": _ref("Skipped")}}, "records"),
         "Retention": _nullable(_object({"max_age": _nullable(_DURATION), "max_bytes": _nullable({**_COUNT, "minimum": 1})})),
         "TopicConfig": _object({"partitions": {"type": "integer", "minimum": 1, "maximum": 1024}, "retention": _ref("Retention"), "schemas": {"enum": ["off", "validate", "required"], "description": "checks of event data at publish against the registered schema of each event's type: validate checks types that have one, required also refuses types that have none"}}),

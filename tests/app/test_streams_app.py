@@ -1,0 +1,274 @@
+"""Views and windows run by an App, on a real hub over HTTP and on ``embedded:``.
+
+Each test checks the hub's answers against a plain-Python reference computed
+from the topic's events: fold values, window results, replay == live, windows
+closing on a quiet stream, and ``min_position`` reading one's own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from tidings.streams import Count, Sum, Tumbling
+
+from tidings import App
+from tidings.app.processor import load_changelog
+from tidings.app.transport import Transport, open_transport
+from tidings.core.positions import parse_time_ms
+from tidings.events.envelope import rfc3339_ms
+from tidings.testing import TestHub
+
+pytestmark = pytest.mark.anyio
+
+@pytest.fixture(params=["http", "embedded"])
+def hub_at(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "http":
+        url: str = request.getfixturevalue("hub_url")
+        return url
+    return f"embedded:{tmp_path / 'data'}"
+
+
+def name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def totals(current: dict[str, int] | None, e: Any) -> dict[str, int]:
+    c = current or {"n": 0, "sum": 0}
+    return {"n": c["n"] + 1, "sum": c["sum"] + e.data["v"]}
+
+
+def analytics(app_name: str, hub: str, topic: str, view: str, win: str, **window: Any) -> App:
+    """An app with a fold view and a tumbling window over ``topic``."""
+    app = App(app_name, hub=hub, poll_wait=0.2, register_schemas=False)
+    app.view(view, topics=[topic], key=lambda e: e.data["k"])(totals)
+    app.window(
+        win, topic=topic, window=Tumbling(window.get("size", "1s"), grace="0s",
+                                           idle=window.get("idle", "1s")),
+        key=lambda e: e.data["k"], agg=Sum(lambda e: e.data["v"]), emit="final",
+    )
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running(*apps: App) -> AsyncIterator[None]:
+    for app in apps:
+        await app.start()
+    try:
+        yield
+    finally:
+        for app in apps:
+            await app.stop()
+
+
+@contextlib.asynccontextmanager
+async def transport_for(hub: str) -> AsyncIterator[Transport]:
+    t = open_transport(hub)
+    await t.open()
+    try:
+        yield t
+    finally:
+        await t.close()
+
+
+def events(base_ms: int, n: int, start: int = 0, keys: int = 3, step_ms: int = 20
+           ) -> list[dict[str, Any]]:
+    """Sales with event times from ``base_ms`` (the hub's clock when they are published:
+    an event time far behind the clock would be late)."""
+    return [
+        {
+            "type": "sale",
+            "id": f"e{i}",
+            "time": rfc3339_ms(base_ms + (i - start) * step_ms),
+            "data": {"k": f"k{i % keys}", "v": i % 7 + 1},
+        }
+        for i in range(start, start + n)
+    ]
+
+
+def fold_reference(evs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for ev in evs:
+        c = out.setdefault(ev["data"]["k"], {"n": 0, "sum": 0})
+        c["n"] += 1
+        c["sum"] += ev["data"]["v"]
+    return out
+
+
+def window_reference(
+    evs: list[dict[str, Any]], size_ms: int, late: set[str] = frozenset()  # type: ignore[assignment]
+) -> dict[tuple[str, str], Any]:
+    """Sum per (key, window start) of the events that were not late."""
+    out: dict[tuple[str, str], Any] = {}
+    for ev in evs:
+        if ev["id"] in late:
+            continue
+        t = parse_time_ms(ev["time"])
+        start = rfc3339_ms(t - t % size_ms)
+        k = (ev["data"]["k"], start)
+        out[k] = out.get(k, 0) + ev["data"]["v"]
+    return out
+
+
+async def wait_until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        got = await check()
+        if got:
+            return got
+        if loop.time() > deadline:
+            raise AssertionError(f"not reached within {timeout} s: {check}")
+        await asyncio.sleep(0.05)
+
+
+async def results(t: Transport, topic: str) -> list[dict[str, Any]]:
+    try:
+        return [r["event"] for r in await t.read_all(topic)]
+    except Exception:
+        return []
+
+
+def by_window(found: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    return {(r["data"]["key"], r["data"]["start"]): r["data"]["value"] for r in found}
+
+
+async def test_a_fold_view_and_a_window_match_the_reference(hub_at: str) -> None:
+    topic, view, win = name("sales"), name("totals"), name("persec")
+    app = analytics(name("analytics"), hub_at, topic, view, win)
+    async with running(app), transport_for(hub_at) as t:
+        evs = events(t.clock.time_ms(), 30)
+        await t.publish(topic, evs)
+        evs += events(t.clock.time_ms(), 30, start=30)
+        await t.publish(topic, evs[30:])
+
+        async def all_closed() -> bool:
+            want = window_reference(evs, 1000, await late_ids(t, win))
+            return by_window(await results(t, win)) == want
+
+        await wait_until(all_closed)
+        want_windows = window_reference(evs, 1000, await late_ids(t, win))
+        await wait_until(lambda: app.processors[0].caught_up())
+        loaded = await load_changelog(t, view)
+        assert loaded.values == fold_reference(evs)
+        got = await app.view_get(view, "k1")
+        assert got is not None and got["value"] == fold_reference(evs)["k1"]
+        assert await app.view_get(view, "no-such-key") is None
+        # The window's values are served too, one key per window: "{key}@{start}".
+        wloaded = await load_changelog(t, win)
+        assert {k: v["value"] for k, v in wloaded.values.items()} == {
+            f"{k}@{s}": v for (k, s), v in want_windows.items()
+        }
+        assert all(v["final"] for v in wloaded.values.values())
+
+
+async def test_replay_from_earliest_equals_the_live_run(hub_at: str) -> None:
+    """Live: events in three bursts with quiet gaps (windows close on the hub's clock
+    between them). Replay: the same view under another name, started afterwards,
+    reads everything from earliest at once. Results and values are the same bytes."""
+    topic, view, win = name("sales"), name("totals"), name("persec")
+    live = analytics(name("live"), hub_at, topic, view, win, idle="300ms")
+    evs: list[dict[str, Any]] = []
+    async with running(live), transport_for(hub_at) as t:
+        for i in range(3):
+            burst = events(t.clock.time_ms(), 30, start=i * 30, step_ms=10)
+            evs += burst
+            await t.publish(topic, burst)
+            await asyncio.sleep(0.6)  # quiet: the horizon moves on and windows close
+        late = await late_ids(t, win)
+        want = window_reference(evs, 1000, late)
+        await wait_until(lambda: _has(t, win, want))
+        await wait_until(lambda: live.processors[0].caught_up())
+    rview, rwin = view + "-replay", win + "-replay"
+    replay = analytics(name("replay"), hub_at, topic, rview, rwin, idle="300ms")
+    async with running(replay), transport_for(hub_at) as t:
+        await wait_until(lambda: _has(t, rwin, want))
+        await wait_until(lambda: replay.processors[0].caught_up())
+        for a, b in ((win, rwin), (win + ".late", rwin + ".late")):
+            live_results, replay_results = await results(t, a), await results(t, b)
+            assert [_bytes(r) for r in live_results] == [_bytes(r) for r in replay_results]
+        for a, b in ((view, rview), (win, rwin)):
+            la, lb = await load_changelog(t, a), await load_changelog(t, b)
+            assert orjson.dumps(la.values, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+                lb.values, option=orjson.OPT_SORT_KEYS
+            )
+
+
+async def _has(t: Transport, win: str, want: dict[tuple[str, str], Any]) -> bool:
+    return by_window(await results(t, win)) == want
+
+
+async def late_ids(t: Transport, win: str) -> set[str]:
+    return {r["data"]["event"]["id"] for r in await results(t, win + ".late")}
+
+
+def _bytes(result: dict[str, Any]) -> bytes:
+    """A result event without what names the view (its id and source)."""
+    kept = {k: v for k, v in result.items() if k not in ("id", "source")}
+    return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
+
+
+async def test_quiet_windows_close_on_the_hubs_clock(hub_at: str) -> None:
+    """One burst of events, then nothing: the last window still closes, because the
+    horizon (the hub's clock) moves on with no new event."""
+    topic, win = name("clicks"), name("perkey")
+    app = App(name("quiet"), hub=hub_at, poll_wait=0.2, register_schemas=False)
+    app.window(win, topic=topic, window=Tumbling("1s", grace="0s", idle="200ms"),
+               key=lambda e: e.data["k"], agg=Count())
+    async with running(app), transport_for(hub_at) as t:
+        now = t.clock.time_ms()
+        evs = [{"type": "click", "time": rfc3339_ms(now + i), "data": {"k": "a"}}
+               for i in range(5)]
+        await t.publish(topic, evs)
+
+        async def closed() -> list[dict[str, Any]]:
+            return await results(t, win)
+
+        found = await wait_until(closed, timeout=20)
+        assert sum(r["data"]["value"] for r in found) == 5
+        assert all(r["data"]["final"] for r in found)
+        assert {r["type"] for r in found} == {"tidings.window.result"}
+
+
+async def test_min_position_right_after_a_publish_sees_it(hub_at: str) -> None:
+    topic, view = name("stock"), name("stock")
+    app = App(name("stocker"), hub=hub_at, poll_wait=0.2, register_schemas=False)
+
+    @app.view(view, topics=[topic], key=lambda e: e.data["sku"])
+    def stock(current: int | None, e: Any) -> int | None:
+        left = (current or 0) + e.data["delta"]
+        return left or None
+
+    async with running(app), transport_for(hub_at) as t:
+        for i in range(20):
+            await t.publish(topic, [{"type": "stock", "data": {"sku": "s1", "delta": 1}}])
+            got = await app.view_get(view, "s1", min_position="latest")
+            assert got is not None and got["value"] == i + 1
+        await t.publish(topic, [{"type": "stock", "data": {"sku": "s1", "delta": -20}}])
+        assert await app.view_get(view, "s1", min_position="latest") is None
+
+
+async def test_views_and_windows_under_the_test_harness_in_virtual_time() -> None:
+    """TestHub (in memory, virtual time): drain() waits for the views; a window closes
+    when the harness moves the clock on."""
+    topic, view, win = name("sales"), name("totals"), name("persec")
+    app = analytics(name("harnessed"), "http://127.0.0.1:1", topic, view, win, idle="0s")
+    async with TestHub(app) as hub:
+        now = hub.time_ms()
+        evs = events(now, 12, step_ms=10)
+        for ev in evs:
+            await hub.publish(topic, event=ev)
+        await hub.drain()
+        got = await app.view_get(view, "k1")
+        assert got is not None and got["value"] == fold_reference(evs)["k1"]
+        assert await hub.events(win) == []  # the window is open: the clock stands still
+        await hub.advance(2)
+        await hub.drain()
+        found = [e.data for e in await hub.events(win)]
+        assert {(d["key"], d["start"]): d["value"] for d in found} == window_reference(evs, 1000)
