@@ -23,12 +23,16 @@ ALLOWED: dict[str, set[str]] = {
     "log": {"errors"},
     "core": {"errors", "events", "log"},
     "backends": {"errors", "events", "log", "core"},
+    "streams": {"errors", "events", "core"},
     "server": {"errors", "events", "log", "core", "backends"},
     "client": {"errors", "events"},
-    "app": {"errors", "events", "log", "core", "backends", "client"},
-    "benchmarks": {"errors", "events", "log", "core", "backends", "server", "client", "app"},
+    "app": {"errors", "events", "log", "core", "backends", "client", "streams"},
+    "benchmarks": {
+        "errors", "events", "log", "core", "backends", "server", "client", "app", "streams",
+    },
     "cli": {
         "errors", "events", "log", "core", "backends", "server", "client", "app", "benchmarks",
+        "streams",
     },
     # the public modules at the top: the API re-exported, the test harness, verify()
     "tidings": {"errors", "events", "client", "app"},

@@ -32,6 +32,8 @@ from tidings.errors import (
     Unauthorized,
     UnsupportedMediaType,
     UrlNotAllowed,
+    ViewBehind,
+    ViewNotFound,
     WebhookNotFound,
 )
 from tidings.events import Event, Record
@@ -68,6 +70,8 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "UrlNotAllowed",
+    "ViewBehind",
+    "ViewNotFound",
     "WebhookNotFound",
     "__version__",
 ]

@@ -14,7 +14,8 @@ the server translates once::
     ├── NotFound                      404
     │   ├── TopicNotFound             404
     │   ├── GroupNotFound             404
-    │   └── WebhookNotFound           404
+    │   ├── WebhookNotFound           404
+    │   └── ViewNotFound              404
     ├── Conflict                      409
     │   └── StaleLease                409  ack/nack of a lease that expired or was re-leased
     ├── TooLarge                      413
@@ -25,6 +26,7 @@ the server translates once::
     │   └── CorruptLog                500  a batch the log cannot step over: file and position
     ├── StorageUnavailable            503  disk full, closed, shutting down
     └── ServerBusy                    503  over a hub-wide budget; Retry-After says when to retry
+        └── ViewBehind                503  a view not caught up with min_position in time
 """
 
 from __future__ import annotations
@@ -109,6 +111,10 @@ class GroupNotFound(NotFound):
 
 class WebhookNotFound(NotFound):
     title = "Webhook not found"
+
+
+class ViewNotFound(NotFound):
+    title = "View not found"
 
 
 class Conflict(TidingsError):
@@ -203,3 +209,9 @@ class ServerBusy(TidingsError):
         super().__init__(detail, retry_after=retry_after_s, **fields)
         #: Seconds to wait before retrying; the HTTP answer's ``Retry-After``.
         self.retry_after_s = retry_after_s
+
+
+class ViewBehind(ServerBusy):
+    """A view did not reflect the position asked for (``min_position``) within the wait."""
+
+    title = "View behind"

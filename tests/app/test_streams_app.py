@@ -16,13 +16,13 @@ from typing import Any
 
 import orjson
 import pytest
-from tidings.streams import Count, Sum, Tumbling
 
 from tidings import App
 from tidings.app.processor import load_changelog
-from tidings.app.transport import Transport, open_transport
+from tidings.app.transport import CoreTransport, HttpTransport, Transport, open_transport
 from tidings.core.positions import parse_time_ms
 from tidings.events.envelope import rfc3339_ms
+from tidings.streams import Count, Sum, Tumbling
 from tidings.testing import TestHub
 
 pytestmark = pytest.mark.anyio
@@ -272,3 +272,38 @@ async def test_views_and_windows_under_the_test_harness_in_virtual_time() -> Non
         await hub.drain()
         found = [e.data for e in await hub.events(win)]
         assert {(d["key"], d["start"]): d["value"] for d in found} == window_reference(evs, 1000)
+
+
+async def rebuild(t: Transport, view: str) -> None:
+    """What ``tidings views rebuild`` does."""
+    if isinstance(t, HttpTransport):
+        await t.client._call("POST", f"/v1/views/{view}/rebuild", {})
+    else:
+        assert isinstance(t, CoreTransport)
+        await t.hub.views.rebuild(view)
+
+
+async def test_a_rebuilt_view_replays_its_inputs_and_goes_on_live(hub_at: str) -> None:
+    topic, view, win = name("sales"), name("totals"), name("persec")
+    app = analytics(name("rebuilt"), hub_at, topic, view, win)
+    async with running(app), transport_for(hub_at) as t:
+        evs = events(t.clock.time_ms(), 40)
+        await t.publish(topic, evs)
+        await wait_until(lambda: app.processors[0].caught_up())
+        before = await load_changelog(t, view)
+        assert before.values == fold_reference(evs)
+        generation = app.processors[0].generation
+        await rebuild(t, view)  # the processor is idle: it notices by asking
+        more = events(t.clock.time_ms(), 10, start=40)
+        evs += more
+
+        async def rebuilt() -> bool:
+            p = app.processors[0]
+            return p.generation == generation + 1 and await p.caught_up()
+
+        await wait_until(rebuilt)
+        await t.publish(topic, more)  # and it goes on live
+        await wait_until(lambda: app.processors[0].caught_up())
+        after = await load_changelog(t, view)
+        assert after.values == fold_reference(evs)
+        assert (after.checkpoint or {})["generation"] == generation + 1

@@ -91,9 +91,7 @@ async def test_the_horizon_is_the_minimum_over_the_partitions_read(
     assert got.horizon == T0 + 2000
     assert (await hub.read("orders", {empty: 0}, appended=True)).horizon == T0 + 2000
     # Read past the record, filtered out by type: it counts as read.
-    skipped = await hub.read(
-        "orders", {full: 0}, types=TypeFilter.parse(["other"]), appended=True
-    )
+    skipped = await hub.read("orders", {full: 0}, types=TypeFilter.parse(["other"]), appended=True)
     assert skipped.records == [] and skipped.next == {full: 2}
     assert skipped.horizon == T0 + 2000
 

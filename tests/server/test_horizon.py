@@ -71,7 +71,12 @@ async def test_no_record_becomes_readable_below_a_horizon_already_answered(
         floor = -1  # the highest horizon this reader was answered
         while True:
             got = await read(
-                http, hub.base_url, topic, appended="true", limit=limit, wait="0.2s",
+                http,
+                hub.base_url,
+                topic,
+                appended="true",
+                limit=limit,
+                wait="0.2s",
                 **{"from": position},
             )
             for r in got["records"]:

@@ -188,7 +188,7 @@ class App:
         key: Callable[[Any], str],
         types: str | Iterable[str] | None = None,
         commit_interval: float = 0.1,
-        commit_records: int = 5000,
+        commit_records: int = 20_000,
     ) -> Callable[[V], V]:
         """Register the decorated ``def fold(current, event) -> new | None`` as view ``name``.
 
@@ -220,7 +220,7 @@ class App:
         types: str | Iterable[str] | None = None,
         emit: str = "final",
         commit_interval: float = 0.1,
-        commit_records: int = 5000,
+        commit_records: int = 20_000,
     ) -> StreamSpec:
         """Register window view ``name``: ``agg`` of ``topic``'s events per ``key(event)``
         in each ``window`` (``Tumbling``, ``Hopping``, ``Sliding``, ``Session`` from

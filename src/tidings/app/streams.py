@@ -37,7 +37,7 @@ from tidings.streams import (
 __all__ = ["view_spec", "window_spec"]
 
 DEFAULT_COMMIT_INTERVAL = 0.1
-DEFAULT_COMMIT_RECORDS = 5000
+DEFAULT_COMMIT_RECORDS = 20_000
 EMITS = ("final", "updates")
 
 

@@ -26,7 +26,7 @@ from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import parse_token
-from tidings.errors import NotFound, StaleLease
+from tidings.errors import NotFound, StaleLease, StorageUnavailable
 from tidings.events.envelope import normalize_event, now_rfc3339
 from tidings.log.config import Clock, SystemClock
 
@@ -190,7 +190,7 @@ def _view_path(name: str) -> str:
 
 def _key_missing(exc: NotFound) -> bool:
     """Whether a 404 of a view key route is about the key (not the view)."""
-    return "key" in exc.fields or "key" in exc.detail
+    return "key" in exc.fields
 
 
 def parse_hub_url(url: object) -> tuple[Literal["http", "embedded"], str]:
@@ -456,7 +456,8 @@ class CoreTransport:
         )
 
     async def put_view(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        return await self.hub.views.put(name, spec)
+        info, _ = await self.hub.views.put(name, spec)
+        return info
 
     async def view_info(self, name: str) -> dict[str, Any]:
         return self.hub.views.info(name)
@@ -464,10 +465,7 @@ class CoreTransport:
     async def commit_view(
         self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]]
     ) -> int:
-        topic = "__view." + name
-        now = now_rfc3339()
-        evs = [normalize_event(ev, topic=topic, now=now) for ev in events]
-        answer = await self.hub.views.commit(name, generation, expect, evs)
+        answer = await self.hub.views.commit(name, generation, expect, list(events))
         return int(answer["next"])
 
     async def view_get(
@@ -475,14 +473,21 @@ class CoreTransport:
     ) -> dict[str, Any] | None:
         views = self.hub.views
         if min_position is not None:
-            await views.wait_for(name, topic, min_position, _VIEW_WAIT_S)
+            topic = views.input_of(name, topic)
+            t = self.hub.topic(topic)
+            positions = parse_token(min_position, len(t.partitions), "min_position")
+            if not await views.wait_for(name, topic, positions, _VIEW_WAIT_S):
+                raise StorageUnavailable(
+                    f"view {name!r} has not reached {min_position} of {topic!r} within "
+                    f"{_VIEW_WAIT_S:g} s", retry_after=1,
+                )
         try:
-            got: dict[str, Any] = views.get(name, key)
+            value, offset = views.get(name, key)
         except NotFound as exc:
             if _key_missing(exc):
                 return None
             raise
-        return got
+        return {"key": key, "value": value, "position": f"0:{offset}"}
 
     async def end_positions(self, topic: str) -> dict[int, int]:
         return {p: part.end_offset for p, part in enumerate(self.hub.topic(topic).partitions)}

@@ -93,7 +93,7 @@ class GroupOps:
         check_name("group", name)
         if config.dead_letter_topic is not None:
             check_name("dead_letter_topic", config.dead_letter_topic)
-        topic = self.topics.get(topic_name) or self._topic_for_publish(topic_name)
+        topic = self._topic_for_publish(topic_name)  # Forbidden for the hub's own topics
         existing = topic.groups.get(name)
         self.storage.save_group(topic_name, name, config.to_dict())
         if existing is not None:

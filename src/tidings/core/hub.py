@@ -20,12 +20,19 @@ from tidings.core.eventindex import EventIndex
 from tidings.core.groups import ConsumerGroup
 from tidings.core.metrics import Metrics
 from tidings.core.patterns import MAX_TYPE_PATTERNS
-from tidings.core.positions import check_name, is_decimal, parse_time_ms, parse_token
+from tidings.core.positions import (
+    check_client_topic,
+    check_name,
+    is_decimal,
+    parse_time_ms,
+    parse_token,
+)
 from tidings.core.publishing import PublishOps, _Claim
 from tidings.core.reading import ReadOps
 from tidings.core.refill import refill
 from tidings.core.schemas.registry import TOPIC_MODES, SchemaRegistry
 from tidings.core.storage import Damage, PartitionStore, Retention, Storage
+from tidings.core.views import Views
 from tidings.errors import (
     BadPosition,
     BadRequest,
@@ -121,6 +128,7 @@ class Hub(ReadOps, PublishOps, GroupOps):
         self._refilled = asyncio.Event()
         self._refilled.set()
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop it runs on, once started
+        self.views = Views(self)  # stream processing results, kept in __view.* topics
 
     # -- life ----------------------------------------------------------------------
 
@@ -151,6 +159,7 @@ class Hub(ReadOps, PublishOps, GroupOps):
             dlq = group.config.dead_letter_topic or f"{topic}.dlq"
             find_dead_letters(t, group, self.topics.get(dlq))
         await self.index.start()
+        self.views.start()
         loop = asyncio.get_running_loop()
         self._refilled.clear()
         self._tasks = [loop.create_task(self._maintain()), loop.create_task(self._refill_dedupe())]
@@ -197,6 +206,7 @@ class Hub(ReadOps, PublishOps, GroupOps):
                 await task
         for ev in self._group_changed.values():
             ev.set()
+        await self.views.close()
         try:
             await self.index.close()
         finally:
@@ -413,6 +423,9 @@ class Hub(ReadOps, PublishOps, GroupOps):
         return self._open_topic(name, 1, Retention())
 
     def _topic_for_publish(self, name: str) -> Topic:
+        """The topic a publish (or a client's group) writes to, made if it may be;
+        Forbidden for the hub's own topics (``_...``: view changelogs)."""
+        check_client_topic(name)
         t = self.topics.get(name)
         if t is not None:
             return t
@@ -422,6 +435,7 @@ class Hub(ReadOps, PublishOps, GroupOps):
 
     def _check_publishable(self, name: str) -> None:
         """Raise what a publish to ``name`` would raise before it makes the topic."""
+        check_client_topic(name)
         if name in self.topics:
             return
         check_name("topic", name)

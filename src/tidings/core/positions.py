@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from tidings.errors import BadPosition, BadRequest
+from tidings.errors import BadPosition, BadRequest, Forbidden
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
@@ -36,6 +36,24 @@ def check_name(kind: str, name: str) -> str:
             f"{kind} name {name!r} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,199}}", field=kind
         )
     return name
+
+
+def check_client_topic(name: str) -> None:
+    """Forbidden for a topic of the hub's own (its name starts with ``_``, which no
+    client can create): a view's changelog ``__view.{name}`` is written only by the
+    view's commits, never published to, deleted or consumed in a group by a client."""
+    if not isinstance(name, str) or not name.startswith("_"):
+        return
+    detail = f"topic {name!r} is the hub's own"
+    if name.startswith("__view."):
+        view = name.removeprefix("__view.")
+        detail += (
+            f": the changelog of view {view!r}, written only by POST /v1/views/{view}/commit "
+            f"and emptied by POST /v1/views/{view}/rebuild"
+        )
+    raise Forbidden(
+        detail + "; no client may publish to it, delete it or make groups on it", topic=name
+    )
 
 
 def parse_duration_ms(value: object, field: str) -> int:

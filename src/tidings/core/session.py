@@ -12,6 +12,7 @@ Client → hub (JSON text frames, ``type`` says which)::
     {"type": "subscribe", "id": "s1", "topic": "orders", "types": ["order.*"],
      "from": "latest" | "earliest" | "0:15,1:7" | {"time": "2026-01-01T00:00:00Z"},
      "group": "payments"}                       # group optional
+    {"type": "subscribe", "id": "v1", "view": "stock", "from": "0:42"}   # from optional
     {"type": "unsubscribe", "id": "s1"}
     {"type": "publish", "ref": 7, "topic": "orders", "event": {...}}
     {"type": "ack", "sub": "s1", "leases": [...], "ref": 8}          # group mode
@@ -20,6 +21,12 @@ Client → hub (JSON text frames, ``type`` says which)::
 Hub → client::
 
     {"type": "subscribed", "id": "s1", "topic": "orders", "resume": "0:15,1:7"}
+    {"type": "subscribed", "id": "v1", "view": "stock"}
+    {"type": "view.snapshot", "sub": "v1", "view": "stock", "generation": 0,
+     "entries": [{"key", "value", "position"}, ...], "first": true, "last": true,
+     "resume": "0:42"}
+    {"type": "view.change", "sub": "v1", "view": "stock", "key": "sku-1",
+     "value": 3 | "deleted": true, "position": "0:42", "resume": "0:43"}
     {"type": "event", "sub": "s1", "resume": "0:16,1:7", "topic": "orders",
      "partition": 0, "offset": 15, "event": {...}}
     {"type": "event", "sub": "s1", "topic": "orders", "partition": 0, "offset": 15,
@@ -47,6 +54,11 @@ Rules:
 - ``ack`` and ``nack`` name their subscription in ``sub``; it may be left out
   when the connection has exactly one group subscription.
 - ``acked`` and ``nacked`` are sent only when the frame had a ``ref``.
+- A view subscription (``view`` instead of ``topic``) gets a snapshot of every
+  key (in chunks, ``first`` to ``last``), then each change; ``resume`` is the
+  position in the view's changelog. Subscribing with ``from`` = the last
+  ``resume`` goes on with the changes after it, or with a new snapshot if the
+  view was rebuilt since (see :mod:`tidings.server.views`).
 """
 
 from __future__ import annotations
@@ -91,6 +103,15 @@ class Subscribe:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscribeView:
+    """Check the token may read the view, call :meth:`Session.started`, then follow it."""
+
+    id: str
+    view: str
+    resume: str | None  # a changelog position token ("0:42"); None: a snapshot first
+
+
+@dataclass(frozen=True, slots=True)
 class Unsubscribe:
     """Stop the subscription's reader; the ``unsubscribed`` frame is in ``frame``."""
 
@@ -123,7 +144,7 @@ class Send:
     frame: bytes
 
 
-Action = Subscribe | Unsubscribe | Publish | Settle | Send
+Action = Subscribe | SubscribeView | Unsubscribe | Publish | Settle | Send
 
 
 class Position(NamedTuple):
@@ -159,6 +180,7 @@ class Subscription:
     positions: dict[int, int] = field(default_factory=dict)
     # The frame prefix shared by every event of this subscription.
     head: bytes = b""
+    view: str | None = None  # a view subscription: it has no topic cursor
 
 
 class Leased(Protocol):
@@ -223,8 +245,7 @@ class Session:
         except TidingsError as exc:
             return [Send(error_frame(ref, exc, sub))]
 
-    def _subscribe(self, msg: dict[str, Any]) -> Subscribe:
-        _only(msg, {"type", "id", "topic", "types", "from", "group"})
+    def _new_id(self, msg: dict[str, Any]) -> str:
         sub_id = _id(msg)
         if sub_id in self.subscriptions:
             raise Conflict(f"subscription {sub_id!r} already exists", field="id")
@@ -232,6 +253,28 @@ class Session:
             raise RateLimited(
                 f"at most {self.max_subscriptions} subscriptions per connection", field="id"
             )
+        return sub_id
+
+    def _subscribe_view(self, msg: dict[str, Any]) -> SubscribeView:
+        _only(msg, {"type", "id", "view", "from"})
+        sub_id = self._new_id(msg)
+        view = check_name("view", _required(msg, "view"))
+        start = msg.get("from")
+        if start is not None and not (isinstance(start, str) and is_token(start)):
+            raise BadRequest(
+                'from of a view subscription is a resume token like "0:42" (leave it out '
+                "for a snapshot first)",
+                field="from",
+            )
+        self._move(None, "subscribe")
+        self.subscriptions[sub_id] = Subscription(sub_id, "", None, view=view)
+        return SubscribeView(sub_id, view, start)
+
+    def _subscribe(self, msg: dict[str, Any]) -> Subscribe | SubscribeView:
+        if "view" in msg:
+            return self._subscribe_view(msg)
+        _only(msg, {"type", "id", "topic", "types", "from", "group"})
+        sub_id = self._new_id(msg)
         topic = check_name("topic", _required(msg, "topic"))
         types = msg.get("types", [])
         if isinstance(types, str):
@@ -308,6 +351,8 @@ class Session:
         if sub is None or sub.state != "pending":
             return None
         sub.state = self._move(sub.state, "started") or "active"
+        if sub.view is not None:
+            return _dumps({"type": "subscribed", "id": sub.id, "view": sub.view})
         sub.positions = dict(positions)
         sub.head = (
             b'{"type":"event","sub":'
@@ -353,7 +398,7 @@ class Session:
         ``positions``; nothing else may change them.
         """
         sub = self.subscriptions.get(sub_id)
-        if sub is None or sub.group is not None or sub.state != "active":
+        if sub is None or sub.group is not None or sub.view is not None or sub.state != "active":
             return None
         return sub
 
@@ -393,7 +438,7 @@ class Session:
     def resume(self, sub_id: str) -> str | None:
         """The token a subscription would resume from now (None if gone or in a group)."""
         sub = self.subscriptions.get(sub_id)
-        if sub is None or sub.group is not None or sub.state != "active":
+        if sub is None or sub.group is not None or sub.view is not None or sub.state != "active":
             return None
         return format_token(sub.positions)
 

@@ -34,9 +34,15 @@ from tidings.core.history import (
 )
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
-from tidings.core.positions import format_token, is_decimal, parse_duration_ms
+from tidings.core.positions import (
+    check_client_topic,
+    format_token,
+    is_decimal,
+    parse_duration_ms,
+)
 from tidings.core.publishing import Published, Run
 from tidings.core.storage import Retention
+from tidings.core.viewrecords import view_of
 from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarge
 from tidings.events import http as ce
 from tidings.server import asyncapi, openapi
@@ -52,6 +58,7 @@ from tidings.server.routing import one_route_per_path
 from tidings.server.schemas import SchemaRoutes
 from tidings.server.sse import SseEndpoint
 from tidings.server.tickets import Tickets
+from tidings.server.views import ViewRoutes, authorize_view
 from tidings.server.webhooks.routes import WebhookRoutes
 from tidings.server.webhooks.service import WebhookService
 from tidings.server.ws import WebSocketEndpoint
@@ -144,6 +151,7 @@ class Api:
         if self.auth.enabled:
             self.auth.token(request.headers.get("authorization"))
         check_client_group(name)
+        check_client_topic(topic)
         return topic, name
 
     async def _body(self, request: Request) -> bytes:
@@ -244,6 +252,7 @@ class Api:
     async def put_topic(self, request: Request) -> Response:
         name = request.path_params["topic"]
         self._authorize(request, "admin")
+        check_client_topic(name)
         body = await self._json_body(request)
         _only(body, {"partitions", "retention", "schemas"})
         existing = self.hub.topics.get(name)
@@ -265,6 +274,7 @@ class Api:
     async def delete_topic(self, request: Request) -> Response:
         name = request.path_params["topic"]
         self._authorize(request, "admin")
+        check_client_topic(name)
         await self.hub.delete_topic(name)
         return Response(status_code=204)
 
@@ -272,7 +282,11 @@ class Api:
 
     async def read(self, request: Request) -> Response:
         name = request.path_params["topic"]
-        self._authorize(request, "subscribe", name)
+        view = view_of(name)
+        if view is not None and view in self.hub.views.views:
+            authorize_view(self, request, view, "subscribe")  # a changelog: the view's scope
+        else:
+            self._authorize(request, "subscribe", name)
         q = request.query_params
         _only(q, {"partition", "from", "from_time", "limit", "wait", "types", "appended"})
         appended = q.get("appended", "false")
@@ -590,7 +604,10 @@ def create_app(
     api = Api(hub, auth or Auth([]), options or ServerOptions(), webhooks)
     ws = WebSocketEndpoint(hub, api.auth, api.options.live, api.tickets)
     sse = SseEndpoint(hub, api.auth, api.options.live, api.tickets)
-    api.connections = lambda: {"websocket": len(ws.connections), "sse": sse.streams}
+    views = ViewRoutes(api)
+    api.connections = lambda: {
+        "websocket": len(ws.connections), "sse": sse.streams + views.streams
+    }
     history = HistoryOptions() if options is None else options.history
     api.history = MetricsHistory(history.interval_ms, history.points, history_store)
     sampler = HistorySampler(hub, api.history, webhooks, api.connections)
@@ -626,6 +643,7 @@ def create_app(
         Route("/v1/groups", api.list_groups, methods=["GET"]),
         *SchemaRoutes(api).routes(),
         *LookupRoutes(api).routes(),
+        *views.routes(),
         *(WebhookRoutes(api, webhooks).routes() if webhooks is not None else []),
         # The browser client, /static/tidings.js: an ES module, no build step. Pages
         # of any origin may import it (a module script is fetched with CORS).

@@ -45,6 +45,7 @@ from tidings.core.session import (
     Session,
     Settle,
     Subscribe,
+    SubscribeView,
     Subscription,
     Unsubscribe,
     error_frame,
@@ -61,6 +62,7 @@ from tidings.errors import (
 from tidings.server.auth import Auth, Token
 from tidings.server.live import LiveOptions, allows, caller, origin_allowed
 from tidings.server.tickets import Tickets
+from tidings.server.views import ws_follow
 
 logger = logging.getLogger("tidings.ws")
 
@@ -250,6 +252,8 @@ class Connection:
                 await self._put(self.session.failed(action.id, exc))
                 return
             self.readers[action.id] = asyncio.create_task(self._guard(self._reader(action)))
+        elif isinstance(action, SubscribeView):
+            self.readers[action.id] = asyncio.create_task(self._guard(self._view_reader(action)))
         elif isinstance(action, Unsubscribe):
             task = self.readers.pop(action.id, None)
             if task is not None:
@@ -330,6 +334,31 @@ class Connection:
                 await self._read_group(action, action.group, types)
         except TidingsError as exc:  # the topic or group was deleted
             await self._put(self.session.failed(action.id, exc))
+        self.readers.pop(action.id, None)
+
+    async def _view_reader(self, action: SubscribeView) -> None:
+        """Follow a view: ``subscribed``, a snapshot, then each change (.views)."""
+        try:
+            await self.hub.views.ready()
+            frames = ws_follow(
+                self.hub, self.token, action.id, action.view, action.resume,
+                self.options.sse_heartbeat_s,
+            )  # fmt: skip
+        except TidingsError as exc:
+            await self._put(self.session.failed(action.id, exc))
+            return
+        started = self.session.started(action.id, {})
+        if started is None:
+            await frames.aclose()
+            return  # unsubscribed meanwhile
+        try:
+            await self.buffer.put(started)
+            async for frame in frames:
+                await self.buffer.put(frame)
+        except TidingsError as exc:
+            await self._put(self.session.failed(action.id, exc))
+        finally:
+            await frames.aclose()
         self.readers.pop(action.id, None)
 
     async def _join_group(self, action: Subscribe) -> None:

@@ -1,0 +1,216 @@
+"""Views in the core, over the in-memory storage: declare, commit (compare and set),
+rebuild, lookups, scans, waits and the change feed (streams design, sections 3 and 4)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from viewhelp import DELETE, commit_events
+
+from tidings.core.groups import GroupConfig
+from tidings.core.hub import Hub
+from tidings.errors import BadRequest, Conflict, Forbidden, InvalidEvent, ViewNotFound
+from tidings.events.envelope import normalize_event
+from tidings.log.memory import MemoryStorage
+
+STOCK = {"kind": "view", "inputs": ["inventory"], "app": "shop"}
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[Hub]:
+    h = Hub(MemoryStorage())
+    await h.start()
+    yield h
+    await h.close()
+
+
+async def commit(
+    hub: Hub,
+    name: str,
+    values: dict[str, Any],
+    upto: int,
+    *,
+    expect: int | None = None,
+    generation: int | None = None,
+    seq: int = 0,
+) -> dict[str, int]:
+    view = hub.views.view(name)
+    gen = view.generation if generation is None else generation
+    at = hub.topics[view.topic].partitions[0].end_offset if expect is None else expect
+    events = commit_events(name, gen, seq, values, {"inventory": {"0": upto}})
+    return await hub.views.commit(name, gen, at, events)
+
+
+async def test_a_declared_view_has_a_changelog_of_one_partition(hub: Hub) -> None:
+    info, created = await hub.views.put("stock", STOCK)
+    assert created and info["generation"] == 0 and info["keys"] == 0
+    assert len(hub.topics["__view.stock"].partitions) == 1
+    again, created = await hub.views.put("stock", {**STOCK, "app": "shop2"})
+    assert not created and again["app"] == "shop2"
+    with pytest.raises(Conflict) as refused:
+        await hub.views.put("stock", {**STOCK, "inputs": ["other"]})
+    assert refused.value.fields["field"] == "inputs"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"kind": "table", "inputs": ["a"]}, "kind"),
+        ({"kind": "view", "inputs": []}, "inputs"),
+        ({"kind": "view", "inputs": ["__view.a"]}, "inputs[0]"),
+        ({"kind": "view", "inputs": ["a"], "colour": 1}, "colour"),
+        ({"kind": "window", "inputs": ["a"]}, "window"),
+        ({"kind": "view", "inputs": ["a"], "emit": "final"}, "emit"),
+    ],
+)
+async def test_a_bad_declaration_names_its_field(
+    hub: Hub, spec: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(BadRequest) as refused:
+        await hub.views.put("v", spec)
+    assert refused.value.fields["field"] == field
+    assert "__view.v" not in hub.topics
+
+
+async def test_a_window_view_gets_its_result_topics(hub: Hub) -> None:
+    await hub.views.put("spm", {"kind": "window", "inputs": ["orders"], "window": {"size": 60}})
+    assert {"spm", "spm.late"} <= set(hub.topics)
+    assert hub.views.info("spm")["emit"] == "final"
+
+
+async def test_commits_are_compared_and_set_on_the_changelog_end(hub: Hub) -> None:
+    await hub.views.put("stock", STOCK)
+    first = await commit(hub, "stock", {"a": 1, "b": 2}, 3, expect=0)
+    assert first == {"offset": 0, "next": 3}
+    assert hub.views.get("stock", "a") == (1, 0)
+    with pytest.raises(Conflict) as lost:
+        await commit(hub, "stock", {"a": 5}, 4, expect=0)  # a writer that did not see it
+    assert lost.value.fields["next_offset"] == 3 and lost.value.fields["field"] == "expect"
+    assert hub.views.get("stock", "a") == (1, 0)
+    await commit(hub, "stock", {"a": DELETE, "c": {"n": 3}}, 5, expect=3)
+    with pytest.raises(ViewNotFound):
+        hub.views.get("stock", "a")
+    assert hub.views.get("stock", "c") == ({"n": 3}, 4)
+    info = hub.views.info("stock")
+    assert info["keys"] == 2 and info["positions"] == {"inventory": "0:5"}
+    assert info["checkpoint"]["position"] == "0:5"
+
+
+async def test_of_two_concurrent_commits_at_one_offset_one_wins(hub: Hub) -> None:
+    await hub.views.put("stock", STOCK)
+    results = await asyncio.gather(
+        commit(hub, "stock", {"k": "first"}, 1, expect=0),
+        commit(hub, "stock", {"k": "second"}, 1, expect=0),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["Conflict", "dict"]
+    winner = "first" if isinstance(results[0], dict) else "second"
+    assert hub.views.get("stock", "k")[0] == winner
+
+
+async def test_a_rebuild_empties_the_view_and_refuses_the_old_generation(hub: Hub) -> None:
+    await hub.views.put("stock", STOCK)
+    await commit(hub, "stock", {"a": 1}, 1)
+    info = await hub.views.rebuild("stock")
+    assert info["generation"] == 1 and info["keys"] == 0
+    assert info["changelog"]["next_offset"] == 0
+    with pytest.raises(Conflict) as stale:
+        await commit(hub, "stock", {"a": 2}, 1, expect=0, generation=0)
+    assert stale.value.fields["generation"] == 1
+    await commit(hub, "stock", {"a": 3}, 1, expect=0, generation=1)
+    assert hub.views.get("stock", "a") == (3, 0)
+
+
+@pytest.mark.parametrize(
+    ("mangle", "field"),
+    [
+        (lambda evs: evs[:-1], "events[0].partitionkey"),  # no checkpoint last
+        (lambda evs: [{**evs[0], "partitionkey": "x:a"}, evs[-1]], "events[0].partitionkey"),
+        (lambda evs: [{**evs[0], "data": 5}, evs[-1]], "events[0].data"),
+        (
+            lambda evs: [evs[0], {**evs[-1], "data": {**evs[-1]["data"], "generation": 9}}],
+            "events[1].data.generation",
+        ),
+        (
+            lambda evs: [evs[0], {**evs[-1], "data": {**evs[-1]["data"], "inputs": {"t": 1}}}],
+            "events[1].data.inputs",
+        ),
+        (lambda evs: [], "events"),
+    ],
+)
+async def test_a_bad_commit_names_what_is_wrong_and_writes_nothing(
+    hub: Hub, mangle: Any, field: str
+) -> None:
+    await hub.views.put("stock", STOCK)
+    events = commit_events("stock", 0, 0, {"a": 1}, {"inventory": {"0": 1}})
+    with pytest.raises(BadRequest) as refused:
+        await hub.views.commit("stock", 0, 0, mangle(events))
+    assert refused.value.fields["field"] == field
+    assert hub.topics["__view.stock"].partitions[0].end_offset == 0
+
+
+async def test_a_commit_of_an_invalid_cloudevent_is_refused(hub: Hub) -> None:
+    await hub.views.put("stock", STOCK)
+    events = commit_events("stock", 0, 0, {"a": 1}, {"inventory": {"0": 1}})
+    events[0]["time"] = "yesterday"
+    with pytest.raises(InvalidEvent) as refused:
+        await hub.views.commit("stock", 0, 0, events)
+    assert refused.value.fields["index"] == 0
+
+
+async def test_keys_scan_in_order_a_page_at_a_time(hub: Hub) -> None:
+    await hub.views.put("stock", STOCK)
+    await commit(hub, "stock", {f"sku-{i}@x": i for i in range(7)} | {"other": 0}, 8)
+    page, nxt = hub.views.scan("stock", prefix="sku-", limit=3)
+    assert [k for k, _, _ in page] == ["sku-0@x", "sku-1@x", "sku-2@x"] and nxt == "sku-2@x"
+    seen = [k for k, _, _ in page]
+    while nxt is not None:
+        page, nxt = hub.views.scan("stock", prefix="sku-", after=nxt, limit=3)
+        seen += [k for k, _, _ in page]
+    assert seen == [f"sku-{i}@x" for i in range(7)]
+    assert hub.views.scan("stock", limit=100)[1] is None
+    with pytest.raises(BadRequest):
+        hub.views.scan("stock", limit=0)
+
+
+async def test_wait_for_returns_once_a_commit_covers_the_position(hub: Hub) -> None:
+    await hub.views.put("stock", STOCK)
+    waiting = asyncio.create_task(hub.views.wait_for("stock", "inventory", {0: 4}, 10))
+    await commit(hub, "stock", {"a": 1}, 4)  # offsets 0..3: not 4 yet
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await commit(hub, "stock", {"a": 2}, 5)
+    assert await waiting
+    assert not await hub.views.wait_for("stock", "inventory", {0: 5}, 0.01)
+    with pytest.raises(BadRequest):
+        hub.views.input_of("stock", "orders")
+
+
+async def test_the_change_feed_follows_a_snapshot_and_resets_after_a_rebuild(hub: Hub) -> None:
+    await hub.views.put("stock", STOCK)
+    await commit(hub, "stock", {"a": 1}, 1)
+    generation, offset, entries = hub.views.snapshot("stock")
+    assert (generation, offset, entries) == (0, 2, [("a", 1, 0)])
+    later = asyncio.create_task(hub.views.changes("stock", generation, offset, wait_s=10))
+    await commit(hub, "stock", {"b": 2, "a": DELETE}, 2)
+    feed = await later
+    assert [c.to_dict() for c in feed.changes] == [
+        {"key": "b", "value": 2, "position": "0:2"},
+        {"key": "a", "deleted": True, "position": "0:3"},
+    ]
+    assert feed.next == 5 and not feed.reset
+    await hub.views.rebuild("stock")
+    assert (await hub.views.changes("stock", generation, feed.next)).reset
+
+
+async def test_clients_cannot_publish_to_a_changelog_nor_consume_it_in_a_group(hub: Hub) -> None:
+    await hub.views.put("stock", STOCK)
+    event = normalize_event({"type": "x"}, topic="__view.stock")
+    with pytest.raises(Forbidden, match="changelog of view 'stock'"):
+        await hub.publish("__view.stock", [event])
+    with pytest.raises(Forbidden):
+        await hub.put_group("__view.stock", "g", GroupConfig())
+    assert hub.topics["__view.stock"].partitions[0].end_offset == 0
