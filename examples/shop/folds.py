@@ -15,7 +15,7 @@ from typing import Any
 
 from examples.shop.catalog import PRODUCTS
 from examples.shop.events import StockRefused, StockReleased, StockReserved
-from tidings import Event
+from tidings.streams import EventView
 
 STOCK_TOPIC = StockReserved.event_topic  # inventory's ledger
 
@@ -43,15 +43,15 @@ def initial_stock(sku: str) -> int:
     return 0 if product is None else product.stock
 
 
-def sku_of(event: Event) -> str:
+def sku_of(event: EventView) -> str:
     return str(event.data["sku"])
 
 
-def order_of(event: Event) -> str:
+def order_of(event: EventView) -> str:
     return str(event.data["order_id"])
 
 
-def stock(current: int | None, event: Event) -> int:
+def stock(current: int | None, event: EventView) -> int:
     """A product's stock: the catalog's, less what is reserved, plus what is released."""
     level = initial_stock(sku_of(event)) if current is None else current
     if event.type == StockReserved.event_type:
@@ -65,7 +65,7 @@ def no_hold() -> dict[str, Any]:
     return {"held": {}, "released": {}, "refused": []}
 
 
-def reservation(current: dict[str, Any] | None, event: Event) -> dict[str, Any]:
+def reservation(current: dict[str, Any] | None, event: EventView) -> dict[str, Any]:
     """An order's hold: ``held`` (sku -> qty reserved now), ``released`` (given back),
     ``refused`` (the products it was short of: the order was rejected)."""
     hold = current or no_hold()
@@ -82,7 +82,7 @@ def reservation(current: dict[str, Any] | None, event: Event) -> dict[str, Any]:
     return hold
 
 
-def order_view(current: dict[str, Any] | None, event: Event) -> dict[str, Any]:
+def order_view(current: dict[str, Any] | None, event: EventView) -> dict[str, Any]:
     """An order as its events have made it so far: the answer of ``GET /orders/{id}``.
 
     ``status`` (a state only moves forward, so events may come in any order),
@@ -104,6 +104,6 @@ def order_view(current: dict[str, Any] | None, event: Event) -> dict[str, Any]:
     return order
 
 
-def sale_total(event: Event) -> float:
+def sale_total(event: EventView) -> float:
     """What a reservation sold: its ``total`` (price x qty)."""
     return float(event.data["total"])
