@@ -3,7 +3,8 @@
 // The orders API computes the window (a tumbling minute per product, summing the
 // value of each stock reservation) and the hub serves it: GET
 // /v1/views/sales_per_minute/sse sends a snapshot of every window, then each
-// change, as the window's updates land. A window's key is "sku@start"; its value
+// change, as the window's updates land (EventSource reconnects and resumes from
+// the last message's id by itself). A window's key is "sku@start"; its value
 // {key, start, end, value, final}. The chart draws the last ten minutes, one
 // stacked bar per minute, with SVG (no library).
 
@@ -17,6 +18,7 @@ const products = await (await fetch("/products")).json();
 const color = new Map(products.map((p, i) => [p.sku, COLORS[i % COLORS.length]]));
 const box = document.getElementById("sales");
 const windows = new Map(); // "sku@start" -> {key, start, end, value, final}
+let snapshotted = false;
 
 function svg(tag, attrs, text) {
   const e = document.createElementNS(SVG, tag);
@@ -25,20 +27,21 @@ function svg(tag, attrs, text) {
   return e;
 }
 
-// An SSE message's entries, each {key, value} (value null: the key is gone).
-function entries(data) {
-  if (Array.isArray(data)) return data;
-  if (data && Array.isArray(data.keys)) return data.keys;
-  if (data && typeof data.key === "string") return [data];
-  return [];
+// A snapshot comes in chunks ({entries, first, last}): the first one starts afresh.
+// A change is {key, value} or {key, deleted: true}.
+function snapshot(data) {
+  if (data.first) windows.clear();
+  for (const e of data.entries) windows.set(e.key, e.value);
+  if (data.last) {
+    box.dataset.state = "live";
+    snapshotted = true;
+  }
+  draw();
 }
 
-function apply(data, reset) {
-  if (reset) windows.clear();
-  for (const e of entries(data)) {
-    if (e.value === null || e.value === undefined) windows.delete(e.key);
-    else windows.set(e.key, e.value);
-  }
+function change(data) {
+  if (data.deleted) windows.delete(data.key);
+  else windows.set(data.key, data.value);
   draw();
 }
 
@@ -95,11 +98,10 @@ function draw() {
 }
 
 const source = new EventSource(`${config.hub}/v1/views/sales_per_minute/sse`);
-source.addEventListener("snapshot", (m) => {
-  apply(JSON.parse(m.data), true);
-  box.dataset.state = "live";
-});
-source.addEventListener("change", (m) => apply(JSON.parse(m.data), false));
+source.addEventListener("snapshot", (m) => snapshot(JSON.parse(m.data)));
+source.addEventListener("change", (m) => change(JSON.parse(m.data)));
 source.onerror = () => { box.dataset.state = "reconnecting"; };
+// Back after a drop: resumed from the last id, so live again once the snapshot was had.
+source.onopen = () => { if (snapshotted) box.dataset.state = "live"; };
 draw();
 window.sales = { windows: () => [...windows.values()] };
