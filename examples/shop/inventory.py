@@ -87,6 +87,16 @@ async def _hold(order_id: str) -> dict[str, Any]:
     return value
 
 
+async def _move(ctx: Context, move: StockReserved | StockReleased | StockRefused) -> None:
+    """Append one ledger event, durably, before the next decision reads the views. Its id
+    says what it is (``o-1.tea.reserved``): published again after a crash, the hub's
+    dedupe drops it."""
+    await ctx.publish(
+        move.event_topic, move.event_type, move.model_dump(mode="json"),
+        key=move.sku, id=f"{move.order_id}.{move.sku}.{move.event_type.split('.')[1]}",
+    )  # fmt: skip
+
+
 def _wanted(order: OrderPlaced) -> dict[str, int]:
     wanted: dict[str, int] = {}
     for item in order.items:  # the same product twice in an order is one reservation
@@ -110,22 +120,15 @@ async def reserve(order: OrderPlaced, ctx: Context) -> InventoryReserved | Inven
         if not short:
             for sku, qty in missing.items():
                 total = round(PRODUCTS[sku].price * qty, 2) if sku in PRODUCTS else 0.0
-                await ctx.publish(
-                    event=StockReserved(order_id=oid, sku=sku, qty=qty, total=total),
-                    key=sku, id=f"{oid}.{sku}.reserved",
-                )  # fmt: skip
+                await _move(ctx, StockReserved(order_id=oid, sku=sku, qty=qty, total=total))
             return InventoryReserved(**order.model_dump())
         # Short: give back what a crashed attempt may have held, and keep the refusal.
         for sku, qty in hold["held"].items():
-            await ctx.publish(
-                event=StockReleased(order_id=oid, sku=sku, qty=qty),
-                key=sku, id=f"{oid}.{sku}.released",
-            )  # fmt: skip
+            await _move(ctx, StockReleased(order_id=oid, sku=sku, qty=qty))
         for sku in short:
-            await ctx.publish(
-                event=StockRefused(order_id=oid, sku=sku, qty=missing[sku], available=levels[sku]),
-                key=sku, id=f"{oid}.{sku}.refused",
-            )  # fmt: skip
+            await _move(
+                ctx, StockRefused(order_id=oid, sku=sku, qty=missing[sku], available=levels[sku])
+            )
         return _rejected(order, short)
 
 
@@ -145,10 +148,7 @@ async def release(failed: PaymentFailed, ctx: Context) -> InventoryReleased:
         if not hold["held"] and not hold["released"]:
             logger.warning("payment failed for %s, which holds no stock", oid)
         for sku, qty in hold["held"].items():
-            await ctx.publish(
-                event=StockReleased(order_id=oid, sku=sku, qty=qty),
-                key=sku, id=f"{oid}.{sku}.released",
-            )  # fmt: skip
+            await _move(ctx, StockReleased(order_id=oid, sku=sku, qty=qty))
     return InventoryReleased(
         order_id=oid,
         customer=failed.customer,
