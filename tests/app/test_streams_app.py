@@ -307,3 +307,97 @@ async def test_a_rebuilt_view_replays_its_inputs_and_goes_on_live(hub_at: str) -
         after = await load_changelog(t, view)
         assert after.values == fold_reference(evs)
         assert (after.checkpoint or {})["generation"] == generation + 1
+
+
+async def test_a_view_of_two_topics_folds_them_in_append_order(hub_at: str) -> None:
+    """Two inputs: the fold sees every event once, in the merged order of append times
+    (a list of the events' ids per key shows the order)."""
+    a, b, view = name("left"), name("right"), name("both")
+    app = App(name("merged"), hub=hub_at, poll_wait=0.2, register_schemas=False)
+
+    @app.view(view, topics=[a, b], key=lambda e: e.data["k"])
+    def seen(current: list[str] | None, e: Any) -> list[str]:
+        return [*(current or []), e.id]
+
+    async with running(app), transport_for(hub_at) as t:
+        for i in range(30):
+            await t.publish(a if i % 3 else b, [{"type": "x", "id": f"m{i}", "data": {"k": "k"}}])
+        await wait_until(lambda: app.processors[0].caught_up())
+        loaded = await load_changelog(t, view)
+        # The reference: both topics' records by (append time, input, offset).
+        timed = []
+        for i, topic in enumerate((a, b)):
+            batch = await t.read_timed(topic, "earliest", 100, 0)
+            timed += [(ms, i, o, ev["id"]) for _, o, ms, ev in batch.records]
+        assert loaded.values == {"k": [x[3] for x in sorted(timed)]}
+        info = await t.view_info(view)
+        assert info["lag"] == {a: 0, b: 0}
+
+
+async def test_two_processes_of_one_view_stay_exact(tmp_path: Path) -> None:
+    """Two apps run the same view: each commit is a compare-and-set on the changelog,
+    so the one that loses reloads from it and goes on; the values stay exact."""
+    hub = f"embedded:{tmp_path / 'data'}"
+    topic, view = name("sales"), name("totals")
+    apps = [App(name("twin"), hub=hub, poll_wait=0.2, register_schemas=False) for _ in range(2)]
+    for app in apps:
+        app.view(view, topics=[topic], key=lambda e: e.data["k"], commit_interval=0.01)(totals)
+    async with running(*apps), transport_for(hub) as t:
+        evs: list[dict[str, Any]] = []
+        for i in range(20):
+            more = events(t.clock.time_ms(), 10, start=i * 10)
+            evs += more
+            await t.publish(topic, more)
+            await asyncio.sleep(0.02)
+        await wait_until(lambda: apps[0].processors[0].caught_up())
+        await wait_until(lambda: apps[1].processors[0].caught_up())
+        assert (await load_changelog(t, view)).values == fold_reference(evs)
+        assert sum(a.processors[0].reloads for a in apps) > 0
+
+
+def test_bad_arguments_are_refused_with_what_is_wrong() -> None:
+    app = App("checks", hub="http://127.0.0.1:1")
+
+    def fold(current: Any, e: Any) -> Any:
+        return current
+
+    def refused(match: str, f: Callable[[], Any]) -> None:
+        with pytest.raises(ValueError, match=match):
+            f()
+
+    key = lambda e: e.data["k"]  # noqa: E731
+    refused("topics must be a list", lambda: app.view("v", topics="orders", key=key)(fold))
+    refused("at least one topic", lambda: app.view("v", topics=[], key=key)(fold))
+    refused("name a topic twice", lambda: app.view("v", topics=["a", "a"], key=key)(fold))
+    refused("topic '_x' must match", lambda: app.view("v", topics=["_x"], key=key)(fold))
+    refused("view name 'a b'", lambda: app.view("a b", topics=["a"], key=key)(fold))
+    refused("key must be a function", lambda: app.view("v", topics=["a"], key="k")(fold))
+    refused("must take 2 argument", lambda: app.view("v", topics=["a"], key=key)(key))
+
+    async def async_fold(current: Any, e: Any) -> Any:
+        return current
+
+    refused("plain def", lambda: app.view("v", topics=["a"], key=key)(async_fold))
+    refused("commit_interval", lambda: app.view("v", topics=["a"], key=key,
+                                                commit_interval=0)(fold))
+    refused("commit_records", lambda: app.view("v", topics=["a"], key=key,
+                                               commit_records=True)(fold))
+    w = Tumbling("1m")
+    refused("window must be Tumbling", lambda: app.window("w", topic="a", window="1m", key=key,
+                                                          agg=Count()))
+    refused("agg must be Count", lambda: app.window("w", topic="a", window=w, key=key, agg=len))
+    refused("emit must be", lambda: app.window("w", topic="a", window=w, key=key, agg=Count(),
+                                               emit="sometimes"))
+    refused("one topic name", lambda: app.window("w", topic=["a"], window=w, key=key,
+                                                 agg=Count()))
+    refused("cannot also read it", lambda: app.window("a", topic="a", window=w, key=key,
+                                                      agg=Count()))
+    refused("must not end in .late", lambda: app.window("w.late", topic="a", window=w,
+                                                        key=key, agg=Count()))
+    refused("types must be", lambda: app.window("w", topic="a", window=w, key=key, agg=Count(),
+                                                types=["a,b"]))
+    app.view("v", topics=["a"], key=key)(fold)
+    refused("already has a view named 'v'", lambda: app.window("v", topic="b", window=w,
+                                                               key=key, agg=Count()))
+    with pytest.raises(ValueError, match="duration"):
+        Tumbling("a minute")

@@ -127,13 +127,12 @@ async def test_a_rebuild_empties_the_view_and_refuses_the_old_generation(hub: Hu
 @pytest.mark.parametrize(
     ("mangle", "field"),
     [
-        (lambda evs: evs[:-1], "events[0].partitionkey"),  # no checkpoint last
+        (lambda evs: evs[:-1], "events"),  # no checkpoint
+        (lambda evs: [evs[-1], *evs], "events[2].partitionkey"),  # two
         (lambda evs: [{**evs[0], "partitionkey": "x:a"}, evs[-1]], "events[0].partitionkey"),
         (lambda evs: [{**evs[0], "data": 5}, evs[-1]], "events[0].data"),
-        (
-            lambda evs: [evs[0], {**evs[-1], "data": {**evs[-1]["data"], "generation": 9}}],
-            "events[1].data.generation",
-        ),
+        (lambda evs: [{**evs[0], "type": "other"}, evs[-1]], "events[0].type"),
+        (lambda evs: [evs[0], {**evs[-1], "data": {**evs[-1]["data"], "generation": 9}}], "events"),
         (
             lambda evs: [evs[0], {**evs[-1], "data": {**evs[-1]["data"], "inputs": {"t": 1}}}],
             "events[1].data.inputs",
@@ -150,6 +149,14 @@ async def test_a_bad_commit_names_what_is_wrong_and_writes_nothing(
         await hub.views.commit("stock", 0, 0, mangle(events))
     assert refused.value.fields["field"] == field
     assert hub.topics["__view.stock"].partitions[0].end_offset == 0
+
+
+async def test_the_checkpoint_is_written_last_wherever_it_is_given(hub: Hub) -> None:
+    await hub.views.put("stock", STOCK)
+    events = commit_events("stock", 0, 0, {"a": 1, "b": 2}, {"inventory": {"0": 1}})
+    await hub.views.commit("stock", 0, 0, [events[-1], *events[:-1]])
+    assert hub.views.get("stock", "a") == (1, 0)
+    assert hub.views.info("stock")["checkpoint"]["position"] == "0:2"
 
 
 async def test_a_commit_of_an_invalid_cloudevent_is_refused(hub: Hub) -> None:

@@ -39,6 +39,7 @@ ADMIN = "conformance-admin"
 READER = "conformance-reader"  # may subscribe to the seeded topic only: the 403s
 TOPIC, GROUP = "orders", "workers"
 EVENT_ID, CORRELATION_ID = "conformance-event-1", "o-1"  # what the event lookups find
+VIEW, VIEW_KEY = "orders-view", "k"  # a view over TOPIC with one key
 EXAMPLES = 80  # per operation
 REQUEST_TIMEOUT_S = 10.0
 SSE_TIMEOUT_S = 0.3  # an event stream is read this long, then cut
@@ -51,6 +52,10 @@ STATE_DEPENDENT = {
     "sse": {"from", "Last-Event-ID"},  # partitions and offsets that exist
     "seek": {"from", "to", "to.partition", "to.offset", "partition"},  # likewise
     "replayWebhook": {"topic", "since"},  # a topic the webhook follows; partitions that exist
+    # an input of the view; partitions that exist
+    "getViewKey": {"min_position", "topic"},
+    "viewKeys": {"min_position", "topic"},
+    "commitView": {"events"},  # the checkpoint's generation, judged against the view's
 }
 # A JSON Schema document its meta-schema allows may still not compile: a pattern that
 # is no regular expression, a $ref that resolves to nothing. No schema can say so.
@@ -89,7 +94,9 @@ OPERATIONS = sorted(
 )
 # Operations that would remove the seeded resources get generated paths only.
 DESTRUCTIVE = {"deleteTopic", "deleteGroup", "deleteWebhook"}
-NO_SUCCESS_EXPECTED = DESTRUCTIVE | {"ack", "nack"}  # generated leases are stale: 409
+# Generated leases are stale, and a generated commit all but never ends where the
+# view's changelog does: 409.
+NO_SUCCESS_EXPECTED = DESTRUCTIVE | {"ack", "nack", "commitView"}
 
 
 @pytest.fixture(scope="module")
@@ -164,10 +171,33 @@ def seeded(
             f"{base}/v1/schemas/order.placed", json={"schema": {"type": "object"}}, headers=auth
         )
         assert r.status_code in (200, 201, 409), r.text
+        _seed_view(session, f"{base}/v1/views/{VIEW}", auth)
         return {"topic": TOPIC, "group": GROUP, "id": webhook["id"], "type": "order.placed",
-                "version": "1", "event_id": EVENT_ID}
+                "version": "1", "event_id": EVENT_ID, "view": VIEW, "key": VIEW_KEY}
 
     return seed
+
+
+def _seed_view(session: requests.Session, url: str, auth: dict[str, str]) -> None:
+    """The view over TOPIC with VIEW_KEY, caught up with every event of TOPIC (so that a
+    min_position waits for nothing): made again if a rebuild emptied it."""
+    r = session.put(url, json={"kind": "view", "inputs": [TOPIC]}, headers=auth)
+    assert r.status_code in (200, 201), r.text
+    info = r.json()
+    base = url.split("/v1/")[0]
+    topic = session.get(f"{base}/v1/topics/{TOPIC}", headers=auth).json()
+    ends = {str(p["partition"]): p["next_offset"] for p in topic["partitions"]}
+    if info["keys"] and info["lag"] == {TOPIC: 0}:
+        return
+    gen, end = info["generation"], info["changelog"]["next_offset"]
+    events = [
+        {"type": "tidings.view.value", "partitionkey": f"v:{VIEW_KEY}", "data": {"value": 1}},
+        {"type": "tidings.view.checkpoint", "partitionkey": "c",
+         "data": {"generation": gen, "seq": 0, "inputs": {TOPIC: ends}}},
+    ]  # fmt: skip
+    body = {"generation": gen, "expect": end, "events": events}
+    r = session.post(f"{url}/commit", json=body, headers=auth)
+    assert r.status_code == 200, r.text
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +270,7 @@ def test_operation_conforms_to_the_document(
     tokens = st.sampled_from([ADMIN, ADMIN, ADMIN, READER, None])
     failures: dict[str, str] = {}
     seen: dict[int, int] = {}
-    timeout = SSE_TIMEOUT_S if operation_id == "sse" else REQUEST_TIMEOUT_S
+    timeout = SSE_TIMEOUT_S if operation_id in ("sse", "viewSse") else REQUEST_TIMEOUT_S
 
     @settings(
         max_examples=EXAMPLES,

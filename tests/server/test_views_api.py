@@ -292,7 +292,7 @@ async def test_a_bad_commit_is_refused_and_names_the_field(
         ({"generation": 0, "expect": -1, "events": []}, "expect"),
         (
             {"generation": 0, "expect": 0, "events": [{"type": "x", "partitionkey": "v:a"}]},
-            "events[0].partitionkey",
+            "events[0].type",
         ),
         ({"generation": 0, "expect": 0, "events": [], "extra": 1}, "extra"),
     ]

@@ -9,7 +9,7 @@ The loop (streams design, sections 1 and 3):
    an empty changelog: its inputs are read from earliest (batch is replay).
 2. Read every input from the checkpoint's positions with append times; a read
    answers a horizon H (no record of those partitions not yet received was
-   appended before H). The :class:`~tidings.app.merging.Merger` releases the
+   appended before H). The :class:`~tidings.streams.Merger` releases the
    records appended before the lowest horizon over the inputs, in the order
    ``(appended_ms, input_index, partition, offset)``, and holds the rest;
    each released record goes to ``operator.process``, then ``operator.advance(H)``.
@@ -35,11 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tidings.app.merging import Merger
 from tidings.app.transport import TimedBatch, Transport
 from tidings.core.positions import format_token
 from tidings.errors import Conflict, NotFound, TidingsError
-from tidings.streams import DELETED, Operator, Output
+from tidings.streams import DELETED, Merger, Operator, Output
 
 __all__ = ["ChangelogState", "StreamSpec", "ViewProcessor", "changelog_events", "load_changelog"]
 

@@ -8,6 +8,7 @@ import typer
 from tidings.cli import apps, check, events, lookup, serve
 from tidings.cli.bench import bench_app
 from tidings.cli.schemas import schemas_app
+from tidings.cli.views import views_app
 from tidings.cli.webhooks import webhooks_app
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ def _options(
 app.add_typer(bench_app, name="bench")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(views_app, name="views")
 app.add_typer(lookup.events_app, name="events")
 
 app.command()(serve.serve)

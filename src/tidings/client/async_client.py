@@ -27,6 +27,7 @@ from tidings.client.live import LiveStart, LiveSubscription, Reconnect
 from tidings.client.problems import error_from_response
 from tidings.client.receiving import AsyncConsumer, AsyncSubscription, Delivery
 from tidings.client.schemas import AsyncSchemaCalls
+from tidings.client.views import AsyncViewCalls
 from tidings.client.webhooks import AsyncWebhookCalls
 from tidings.errors import TidingsError
 from tidings.events.envelope import Event, Record
@@ -53,7 +54,7 @@ Seek = Literal["earliest", "latest"] | str | int | datetime | Mapping[str, Any]
 token such as ``"0:15,1:7"``, or ``{"partition": p, "offset": o}``."""
 
 
-class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls):
+class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
     """A connection to one hub, for use from asyncio.
 
     ::

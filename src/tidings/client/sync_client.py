@@ -28,6 +28,7 @@ from tidings.client.batching import PublishBatcher
 from tidings.client.live import LiveStart, LiveSubscription, Reconnect
 from tidings.client.receiving import AsyncConsumer, AsyncMessage, AsyncSubscription, Delivery
 from tidings.client.schemas import SchemaCalls
+from tidings.client.views import ViewCalls
 from tidings.client.webhooks import WebhookCalls
 from tidings.events.envelope import Event, Record
 
@@ -63,7 +64,7 @@ class _Runner:
         self.loop.close()
 
 
-class Client(WebhookCalls, SchemaCalls):
+class Client(WebhookCalls, SchemaCalls, ViewCalls):
     """A blocking connection to one hub, with the methods and arguments of ``AsyncClient``.
 
     ::
@@ -127,6 +128,9 @@ class Client(WebhookCalls, SchemaCalls):
             self._runner.stop()
 
     def _schema_calls(self) -> AsyncClient:
+        return self._async
+
+    def _view_calls(self) -> AsyncClient:
         return self._async
 
     def _hooks(self) -> AsyncClient:

@@ -25,6 +25,8 @@ EMITS = ("final", "updates")
 VALUE_TYPE = "tidings.view.value"
 CHECKPOINT_TYPE = "tidings.view.checkpoint"
 MAX_COMMIT_EVENTS = 100_000
+MAX_INPUTS = 100
+_MAX_INT = (1 << 63) - 1
 
 
 def changelog_topic(view: str) -> str:
@@ -65,8 +67,8 @@ def change_of(offset: int, event: dict[str, Any]) -> Change | None:
 
 
 def whole(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadRequest(f"{what} must be an integer >= 0, not {value!r}", field=what)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+        raise BadRequest(f"{what} must be an integer from 0 to 2**63-1, not {value!r}", field=what)
     return value
 
 
@@ -83,8 +85,8 @@ def parse_spec(
     if kind not in KINDS:
         raise BadRequest(f"kind must be one of {', '.join(KINDS)}, not {kind!r}", field="kind")
     inputs = spec.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise BadRequest("inputs must be a non-empty list of topic names", field="inputs")
+    if not isinstance(inputs, list) or not 1 <= len(inputs) <= MAX_INPUTS:
+        raise BadRequest(f"inputs must be a list of 1 to {MAX_INPUTS} topic names", field="inputs")
     for i, topic in enumerate(inputs):
         check_name(f"inputs[{i}]", topic)
     if len(set(inputs)) != len(inputs):
@@ -110,49 +112,54 @@ def parse_spec(
 def check_commit(
     name: str, generation: int, events: object, max_bytes: int
 ) -> list[dict[str, Any]]:
-    """The commit's events, checked and filled: changes (``v:``/``s:``), then one
-    checkpoint (``c``) of this generation, last."""
+    """The commit's events, checked and filled (``source``, ``id``), in the order they
+    are written: the changes (``v:``/``s:``) as given, then the one checkpoint (``c``)."""
     if not isinstance(events, list) or not events:
         raise BadRequest(
-            "events must be a non-empty list, ending with the checkpoint", field="events"
+            "events must be a non-empty list: the changes and one checkpoint", field="events"
         )
     if len(events) > MAX_COMMIT_EVENTS:
         raise BadRequest(f"a commit holds at most {MAX_COMMIT_EVENTS} events", field="events")
-    out: list[dict[str, Any]] = []
-    last = len(events) - 1
+    changes: list[dict[str, Any]] = []
+    checkpoint: dict[str, Any] | None = None
     source = f"tidings/views/{name}"
+    cps = [e for e in events if isinstance(e, dict) and e.get("partitionkey") == "c"]
+    seq = cps[0]["data"].get("seq") if cps and isinstance(cps[0].get("data"), dict) else None
     for n, raw in enumerate(events):
         where = f"events[{n}]"
         if not isinstance(raw, dict):
             raise BadRequest(f"{where} must be a CloudEvent object", field=where, index=n)
         ev = dict(raw)
         pk = ev.get("partitionkey")
-        if n == last:
-            if pk != "c":
+        if pk == "c":
+            if checkpoint is not None:
                 raise BadRequest(
-                    f"{where}, the last, must be the checkpoint (partitionkey 'c')",
+                    f"{where} is a second checkpoint (partitionkey 'c'): a commit has one",
                     field=f"{where}.partitionkey", index=n,
                 )  # fmt: skip
             _check_checkpoint(ev.get("data"), generation, where, n)
-            ev.setdefault("type", CHECKPOINT_TYPE)
-        else:
-            if not isinstance(pk, str) or not (pk.startswith("v:") or pk.startswith("s:")):
-                raise BadRequest(
-                    f"{where}.partitionkey must be 'v:KEY' or 's:NAME' (only the last event "
-                    f"is the checkpoint 'c'), not {pk!r}",
-                    field=f"{where}.partitionkey", index=n,
-                )  # fmt: skip
+            wanted = CHECKPOINT_TYPE
+        elif isinstance(pk, str) and pk.startswith(("v:", "s:")):
             data = ev.get("data")
             if data is not None and not (isinstance(data, dict) and set(data) == {"value"}):
                 raise BadRequest(
                     f'{where}.data must be {{"value": ...}}, or absent for a deleted key',
                     field=f"{where}.data", index=n,
                 )  # fmt: skip
-            ev.setdefault("type", VALUE_TYPE)
+            wanted = VALUE_TYPE
+        else:
+            raise BadRequest(
+                f"{where}.partitionkey must be 'v:KEY' (a served value), 's:NAME' (state) "
+                f"or 'c' (the checkpoint), not {pk!r}",
+                field=f"{where}.partitionkey", index=n,
+            )  # fmt: skip
+        if ev.get("type") != wanted:
+            raise BadRequest(
+                f"{where}.type must be {wanted!r} for partitionkey {pk!r}",
+                field=f"{where}.type", index=n,
+            )  # fmt: skip
         ev.setdefault("source", source)
-        if "id" not in ev:
-            seq = events[last].get("data", {}).get("seq") if isinstance(events[last], dict) else 0
-            ev["id"] = f"{name}.{generation}.{seq}.{n}"
+        ev.setdefault("id", f"{name}.{generation}.{seq}.{n}")
         try:
             checked = normalize_event(ev, topic=changelog_topic(name))
         except InvalidEvent as exc:
@@ -160,8 +167,13 @@ def check_commit(
             raise
         if len(orjson.dumps(checked)) > max_bytes:
             raise TooLarge(f"{where} is over the {max_bytes}-byte event limit", index=n)
-        out.append(checked)
-    return out
+        if pk == "c":
+            checkpoint = checked
+        else:
+            changes.append(checked)
+    if checkpoint is None:
+        raise BadRequest("a commit needs one checkpoint (partitionkey 'c')", field="events")
+    return [*changes, checkpoint]
 
 
 def _check_checkpoint(data: object, generation: int, where: str, n: int) -> None:
@@ -169,24 +181,30 @@ def _check_checkpoint(data: object, generation: int, where: str, n: int) -> None
         raise BadRequest(
             f"{where}.data must be the checkpoint object", field=f"{where}.data", index=n
         )
-    if data.get("generation") != generation:
+    g = data.get("generation")
+    if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g <= _MAX_INT:
         raise BadRequest(
-            f"{where}.data.generation must be the commit's generation {generation}",
+            f"{where}.data.generation must be an integer >= 0",
             field=f"{where}.data.generation", index=n,
+        )  # fmt: skip
+    if g != generation:
+        # Judged against the commit's generation, the view's (the commit passed the CAS).
+        raise BadRequest(
+            f"{where}.data.generation {g} is not the commit's generation {generation}",
+            field="events", index=n,
         )  # fmt: skip
     inputs = data.get("inputs")
     if not isinstance(inputs, dict) or not all(
-        isinstance(t, str)
-        and isinstance(at, dict)
+        isinstance(at, dict)
         and all(
-            isinstance(p, str)
+            p.isascii()
             and p.isdigit()
             and isinstance(o, int)
             and not isinstance(o, bool)
-            and o >= 0
+            and 0 <= o <= _MAX_INT
             for p, o in at.items()
         )
-        for t, at in inputs.items()
+        for at in inputs.values()
     ):
         raise BadRequest(
             f'{where}.data.inputs must map each topic to {{"PARTITION": next offset}}',

@@ -253,7 +253,6 @@ class Views:
         view = self.view(name)
         gen = whole(generation, "generation")
         at = whole(expect, "expect")
-        checked = check_commit(view.name, gen, events, self.hub.options.max_event_bytes)
         async with view.lock:
             part = self.hub.topic(view.topic).partitions[0]
             end = part.end_offset
@@ -269,6 +268,9 @@ class Views:
                     "commit came first; reload it from its changelog",
                     field="expect", generation=view.generation, next_offset=end,
                 )  # fmt: skip
+            # Checked under the lock (the CAS holds meanwhile): a commit that lost the
+            # race is told so (409) before anything about its events.
+            checked = check_commit(name, gen, events, self.hub.options.max_event_bytes)
             base = await part.append([orjson.dumps(e) for e in checked])
             last = base + len(checked) - 1
             got = part.read(last, 1)  # the checkpoint: its append time is the commit's

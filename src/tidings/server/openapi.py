@@ -24,13 +24,13 @@ PROBLEM_TEXT = {
     400: "Malformed request: a field, parameter or name the hub refuses (the problem names it)",
     401: "Missing or unknown bearer token",
     403: "The token's scopes do not allow this, or the request's Host or Origin is not one the hub allows (the problem's header names which)",
-    404: "Unknown topic, group, webhook or schema",
-    409: "Conflict, a stale lease, the hub's topic limit (--max-topics) reached, or a schema incompatible with the registry (each breaking change by path)",
+    404: "Unknown topic, group, webhook, schema, view or view key",
+    409: "Conflict, a stale lease, the hub's topic limit (--max-topics) reached, a schema incompatible with the registry (each breaking change by path), or a view commit that lost its compare-and-set (next_offset and generation say where the view is)",
     413: "Event or request too large",
     415: "Unsupported content type",
     422: "Invalid event, or event data that fails its type's schema (the path of the failing field)",
     429: "Too many requests",
-    503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After), shutting down, or busy: request bodies past the hub's budget (Retry-After)",
+    503: "Storage unavailable (a full disk: nothing was changed; try again after Retry-After), shutting down, busy: request bodies past the hub's budget (Retry-After), or a view that does not reflect min_position within the wait (Retry-After)",
 }
 AUTH = (401, 403)  # any operation behind a token
 BODY = (400, 413)  # any operation that reads a request body
@@ -187,6 +187,7 @@ def spec() -> dict[str, Any]:
         }
     paths.update(_webhook_paths())
     paths.update(_schema_paths())
+    paths.update(_view_paths())
     _browser_refusals(paths)
     return {
         "openapi": "3.1.0",
@@ -366,6 +367,58 @@ def _schema_paths() -> dict[str, Any]:
         "/v1/schemas/{type}/consumers/{name}": {"parameters": [etype, _param("name", "path", _APP, "App name")], "put": {"summary": "Record that an app reads the type with this schema; 409 when it cannot read what the latest version allows", "description": writes, "operationId": "putSchemaConsumer", "requestBody": _body(_object({"schema": _JSON_SCHEMA}, "schema"), True), "responses": {"200": _json(_object({"type": {"type": "string"}, "consumer": {"type": "string"}}, "type", "consumer")), **_problems(*changed)}}},
         "/v1/schemas/{type}/inferred": {"parameters": [etype], "get": {"summary": "A schema inferred from the type's recent events (their data), to review and adopt", "description": writes, "operationId": "inferredSchema", "responses": {"200": _json(_object({"type": {"type": "string"}, "events": {"type": "integer"}, "topics": {"type": "array", "items": {"type": "string"}}, "sources": {"type": "array", "items": {"type": "string"}}, "registered": {"type": "boolean"}, "schema": _JSON_SCHEMA}, "type", "events", "topics", "sources", "registered", "schema")), **_problems(*NAMED, *AUTH)}}},
     }
+
+
+_VIEW_NAME = _param("view", "path", _NAME, "View name")
+_VIEW_READ = "Token scope: subscribe on every input topic of the view."
+_VIEW_WRITE = "Token scope: manage on every input topic of the view (the processor's token)."
+_VIEW_INPUTS = {"type": "array", "minItems": 1, "maxItems": 100, "uniqueItems": True, "items": _NAME}
+_VIEW_SPEC = {"anyOf": [
+    _object({"kind": {"const": "view"}, "inputs": _VIEW_INPUTS, "app": _nullable(_NAME), "window": {"type": "null"}, "emit": {"type": "null"}}, "kind", "inputs"),
+    _object({"kind": {"const": "window"}, "inputs": _VIEW_INPUTS, "app": _nullable(_NAME), "window": {"type": "object", "description": "the window's definition, as the App runtime describes it"}, "emit": _nullable({"enum": ["final", "updates"]})}, "kind", "inputs", "window"),
+]}  # fmt: skip
+_VIEW_POSITION = {"type": "string", "pattern": "^0:[0-9]+$", "description": "a position in the view's changelog"}
+_VIEW_ENTRY = _object({"key": {"type": "string"}, "value": {}, "position": _VIEW_POSITION}, "key", "value", "position")
+_VIEW_INFO = {"type": "object", "required": ["name", "kind", "inputs", "generation", "keys", "positions", "lag", "last_commit", "checkpoint", "changelog"], "properties": {
+    "name": {"type": "string"}, "kind": {"enum": ["view", "window"]}, "inputs": {"type": "array", "items": {"type": "string"}}, "app": {"type": ["string", "null"]},
+    "window": {"type": ["object", "null"]}, "emit": {"type": ["string", "null"]}, "generation": _COUNT, "keys": _COUNT,
+    "positions": {"type": "object", "description": "per input, the position token of the next events the view reads (its last checkpoint)", "additionalProperties": {"type": ["string", "null"]}},
+    "lag": {"type": "object", "description": "per input, events appended that the view does not reflect yet (null: the topic does not exist)", "additionalProperties": {"type": ["integer", "null"]}},
+    "last_commit": {"type": ["integer", "null"], "description": "append time of the last checkpoint, ms since the epoch"},
+    "checkpoint": {"type": ["object", "null"]}, "changelog": {"type": "object", "properties": {"topic": {"type": "string"}, "next_offset": _COUNT}},
+}}  # fmt: skip
+_CHECKPOINT_DATA = {"type": "object", "required": ["generation", "inputs"], "properties": {"generation": _COUNT, "inputs": {"type": "object", "description": "per input topic, the next offset to read per partition", "additionalProperties": {"type": "object", "propertyNames": {"pattern": "^[0-9]+$"}, "additionalProperties": _COUNT}}}}
+_CHANGELOG_EVENT = {"allOf": [_ref("CloudEvent"), {
+    "required": ["type", "partitionkey"],
+    "properties": {"partitionkey": {"type": "string", "pattern": "^(v:|s:|c$)", "description": "v:KEY a served value, s:NAME operator state, c the checkpoint"}},
+    "if": {"properties": {"partitionkey": {"const": "c"}}},
+    "then": {"required": ["data"], "properties": {"type": {"const": "tidings.view.checkpoint"}, "data": _CHECKPOINT_DATA}},
+    "else": {"properties": {"type": {"const": "tidings.view.value"}, "data": {"anyOf": [{"type": "null"}, _object({"value": {}}, "value")], "description": "absent or null: the key is deleted"}}},
+}]}  # fmt: skip
+_MIN_POSITION = [
+    _param("min_position", "query", {"anyOf": [{"const": "latest"}, {"type": "string", "pattern": _TOKEN_PATTERN}]}, "Wait until the view reflects every event at or before these offsets (partition:offset) of the input topic, or (latest) every event of every input appended before the request"),
+    _param("topic", "query", _NAME, "The input min_position is about; required when the view has several"),
+    _param("wait", "query", _DURATION_TEXT, "How long min_position may wait (10 s; at most 60); not reached: 503 with Retry-After"),
+]  # fmt: skip
+
+
+def _view_paths() -> dict[str, Any]:
+    """``/v1/views``: stream processing results kept and served by the hub."""
+    info = _json(_VIEW_INFO)
+    reads = (*NAMED, *AUTH)
+    return {
+        "/v1/views": {"get": {"summary": "List the views the token may read, each with its lag per input", "description": _VIEW_READ, "operationId": "listViews", "responses": {"200": _json(_object({"views": {"type": "array", "items": _VIEW_INFO}}, "views")), **_problems(401, 503)}}},
+        "/v1/views/{view}": {
+            "parameters": [_VIEW_NAME],
+            "put": {"summary": "Declare a view: its kind, input topics and app; the hub makes its changelog __view.{view} (and for a window the topics {view} and {view}.late). The same declaration again keeps the view's state; other inputs or another kind: 409", "description": _VIEW_WRITE, "operationId": "putView", "requestBody": _body(_VIEW_SPEC, True), "responses": {"200": info, "201": _json(_VIEW_INFO, "Created"), **_problems(*BODY, *AUTH, 409, 503)}},
+            "get": {"summary": "Describe a view: kind, inputs, generation, keys, positions and lag per input, last commit", "description": _VIEW_READ, "operationId": "getView", "responses": {"200": info, **_problems(*reads, 503)}},
+        },
+        "/v1/views/{view}/commit": {"parameters": [_VIEW_NAME], "post": {"summary": "Append one commit to the view's changelog (its changes, then its one checkpoint, written last) as one append, if the changelog ends at expect and the view is at generation; else 409 naming next_offset and generation", "description": _VIEW_WRITE, "operationId": "commitView", "requestBody": _body(_object({"generation": _COUNT, "expect": _COUNT, "events": {"type": "array", "minItems": 1, "maxItems": 100_000, "items": _CHANGELOG_EVENT, "contains": {"required": ["partitionkey"], "properties": {"partitionkey": {"const": "c"}}}, "minContains": 1, "maxContains": 1}}, "generation", "expect", "events"), True), "responses": {"200": _json(_object({"offset": _COUNT, "next": _COUNT}, "offset", "next")), **_problems(*reads, *BODY, 409, 422, 503)}}},
+        "/v1/views/{view}/rebuild": {"parameters": [_VIEW_NAME], "post": {"summary": "Start the view over: its changelog is emptied under the next generation; its processor's next commit gets 409, and it replays its inputs from earliest", "description": _VIEW_WRITE, "operationId": "rebuildView", "requestBody": _body(_object({})), "responses": {"200": info, **_problems(*reads, *BODY, 409, 503)}}},
+        "/v1/views/{view}/keys": {"parameters": [_VIEW_NAME], "get": {"summary": "The view's keys in order, a page at a time", "description": _VIEW_READ, "operationId": "viewKeys", "parameters": [_param("prefix", "query", {"type": "string"}, "Only keys that start with this"), _param("after", "query", {"type": "string"}, "The next of the previous page"), _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Most keys to answer (100)"), *_MIN_POSITION], "responses": {"200": _json(_object({"keys": {"type": "array", "items": _VIEW_ENTRY}, "next": {"type": ["string", "null"], "description": "pass as after for the next page; null: no more"}}, "keys", "next")), **_problems(*reads, 503)}}},
+        "/v1/views/{view}/keys/{key}": {"parameters": [_VIEW_NAME, _param("key", "path", {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}, "The key (one with a slash is read with the keys route)")], "get": {"summary": "One key's value and the changelog position of the record holding it", "description": _VIEW_READ, "operationId": "getViewKey", "parameters": _MIN_POSITION, "responses": {"200": _json(_VIEW_ENTRY), **_problems(*reads, 503)}}},
+        "/v1/views/{view}/sse": {"parameters": [_VIEW_NAME], "get": {"summary": "Follow a view as Server-Sent Events: a snapshot of every key (event: snapshot, in chunks, first to last), then each change (event: change); each id is the changelog position to resume from (Last-Event-ID); a rebuild gives a new snapshot. The WebSocket's subscribe with view gives the same", "description": _VIEW_READ, "operationId": "viewSse", "parameters": [_param("from", "query", _VIEW_POSITION, "Resume after this position, with no snapshot"), _param("ticket", "query", {"type": "string"}, "A ticket from POST /v1/ws/ticket, for EventSource, which cannot set headers"), {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "pattern": r"^(0:[0-9]+)?$"}, "description": "Resume position; wins over from (empty: none)"}], "responses": {"200": {"description": "retry, then messages", "content": {"text/event-stream": {"schema": {"type": "object", "description": "one message", "properties": {"retry": {"type": "integer"}, "event": {"enum": ["snapshot", "change"]}, "id": _VIEW_POSITION, "data": {"type": "string", "contentMediaType": "application/json"}}}}}}, **_problems(*reads, 503)}}},
+    }  # fmt: skip
 
 
 def docs_html() -> str:

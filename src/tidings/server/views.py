@@ -29,6 +29,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tidings.core.positions import (
+    check_name,
     format_token,
     is_decimal,
     is_token,
@@ -95,7 +96,7 @@ class ViewRoutes:
         return self.api.hub.views
 
     def routes(self) -> list[Route]:
-        V = "/v1/views/{name}"
+        V = "/v1/views/{view}"
         return [
             Route("/v1/views", self.list, methods=["GET"]),
             Route(V, self.put, methods=["PUT"]),
@@ -110,7 +111,7 @@ class ViewRoutes:
     # -- the processor's side ----------------------------------------------------------
 
     async def put(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        name = request.path_params["view"]
         api = self.api
         if api.auth.enabled:
             api.auth.token(request.headers.get("authorization"))  # 401 before the body
@@ -126,7 +127,7 @@ class ViewRoutes:
         return _json(info, 201 if created else 200)
 
     async def commit(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        name = request.path_params["view"]
         await self.views.ready()
         authorize_view(self.api, request, name, "manage")
         body = await self.api._json_body(request, allow_empty=False)
@@ -138,7 +139,7 @@ class ViewRoutes:
         return _json(answer)
 
     async def rebuild(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        name = request.path_params["view"]
         await self.views.ready()
         authorize_view(self.api, request, name, "manage")
         _only(await self.api._json_body(request), set())
@@ -160,14 +161,14 @@ class ViewRoutes:
         return _json({"views": shown})
 
     async def get(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        name = request.path_params["view"]
         await self.views.ready()
         authorize_view(self.api, request, name, "subscribe")
         _only(request.query_params.keys(), set())
         return _json(self.views.info(name))
 
     async def key(self, request: Request) -> Response:
-        name, key = request.path_params["name"], request.path_params["key"]
+        name, key = request.path_params["view"], request.path_params["key"]
         await self.views.ready()
         authorize_view(self.api, request, name, "subscribe")
         _only(request.query_params.keys(), {"min_position", "topic", "wait"})
@@ -176,7 +177,7 @@ class ViewRoutes:
         return _json({"key": key, "value": value, "position": f"0:{offset}"})
 
     async def keys(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        name = request.path_params["view"]
         await self.views.ready()
         authorize_view(self.api, request, name, "subscribe")
         q = request.query_params
@@ -193,14 +194,13 @@ class ViewRoutes:
         """Wait for ``min_position`` if the request gives one; 503 if not reached."""
         q = request.query_params
         raw = q.get("min_position")
-        if raw is None:
-            for extra in ("topic", "wait"):
-                if extra in q:
-                    raise BadRequest(f"{extra} goes with min_position", field=extra)
-            return
         wait = DEFAULT_WAIT_S
         if "wait" in q:
             wait = min(parse_duration_ms(q["wait"], "wait") / 1000, MAX_WAIT_S)
+        if "topic" in q:
+            check_name("topic", q["topic"])
+        if raw is None:
+            return  # topic and wait say nothing without it
         hub = self.api.hub
         if raw == "latest":
             if "topic" in q:
@@ -216,7 +216,15 @@ class ViewRoutes:
                     "of events the view must reflect) nor latest",
                     field="min_position",
                 )
-            wanted = {topic: parse_token(raw, len(hub.topic(topic).partitions), "min_position")}
+            parts = hub.topic(topic).partitions
+            wanted = {topic: parse_token(raw, len(parts), "min_position")}
+            for p, o in wanted[topic].items():
+                if o >= parts[p].end_offset:
+                    raise BadRequest(
+                        f"min_position {p}:{o} is past the last event of {topic!r} partition "
+                        f"{p} (its next offset is {parts[p].end_offset}): no view reflects it",
+                        field="min_position",
+                    )
         for topic, positions in wanted.items():
             if not await self.views.wait_for(name, topic, positions, wait):
                 raise ViewBehind(
@@ -232,7 +240,7 @@ class ViewRoutes:
     async def sse(self, request: Request) -> Response:
         """A snapshot of every key (``event: snapshot``, in chunks), then each change
         (``event: change``); each message's ``id`` is the changelog position after it."""
-        name = request.path_params["name"]
+        name = request.path_params["view"]
         api = self.api
         q = request.query_params
         token = caller(api.auth, api.tickets, request.headers, q)

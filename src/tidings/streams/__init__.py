@@ -20,6 +20,8 @@ from tidings.streams.aggregations import Aggregate, Aggregation, Count, Max, Mea
 from tidings.streams.eventview import EventView
 from tidings.streams.fold import FoldOperator
 from tidings.streams.merger import Merger
+from tidings.streams.sessions import SessionWindows
+from tidings.streams.sliding import SlidingWindows
 from tidings.streams.types import DELETED, InputRecord, Operator, Output
 from tidings.streams.windowed import FixedWindows, WindowOperator
 from tidings.streams.windows import Hopping, Session, Sliding, Tumbling, Window
@@ -69,6 +71,10 @@ def window_operator(
     """
     if isinstance(window, Tumbling | Hopping):
         cls: type[WindowOperator] = FixedWindows
+    elif isinstance(window, Sliding):
+        cls = SlidingWindows
+    elif isinstance(window, Session):
+        cls = SessionWindows
     else:
         raise ValueError(
             f"view {name!r}: window must be Tumbling(...), Hopping(...), Sliding(...) or "

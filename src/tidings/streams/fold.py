@@ -74,6 +74,11 @@ class FoldOperator:
         else:
             values[k] = self._changed[k] = new
 
+    def process_all(self, recs: Iterable[InputRecord]) -> None:
+        """``process`` each record in turn."""
+        for rec in recs:
+            self.process(rec)
+
     def advance(self, horizon_ms: int) -> None:
         if self._horizon is None or horizon_ms > self._horizon:
             self._horizon = horizon_ms

@@ -361,10 +361,12 @@ class FixedWindows(WindowOperator):
 
     def _place(self, k: str, et: int, e: Any, rec: InputRecord) -> None:
         size, grace, wm, agg = self.size, self.grace, self._wm, self.agg
-        start = et - et % self.every
+        every = self.every
+        last = et - et % every
         x = agg.lift(e)
         placed = False
-        while start > et - size:
+        # the windows covering et, earliest first: starts in (et - size, last], every apart
+        for start in range(last - (last - (et - size) - 1) // every * every, last + 1, every):
             if start + size + grace > wm:
                 b = self._buckets.get(start)
                 if b is None:
@@ -376,7 +378,6 @@ class FixedWindows(WindowOperator):
                     revs = self._revs.setdefault(start, {})
                     rev = revs[k] = revs.get(k, 0) + 1
                     self._result(k, start, start + size, agg.result(b[k]), rev)
-            start -= self.every
         if not placed:
             self._late_event(rec, k, et, self._why(et - et % self.every))
 

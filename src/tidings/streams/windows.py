@@ -38,6 +38,16 @@ def duration_ms(value: object, what: str, *, positive: bool = False) -> int:
     return ms
 
 
+class Window:
+    """The base of the window kinds; each has ``grace`` and ``idle`` (ms) and ``describe()``."""
+
+    grace: int
+    idle: int
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
 def _grace_idle(kind: str, grace: object, idle: object) -> tuple[int, int]:
     g = duration_ms(grace, f"{kind} grace")
     i = g if idle is None else duration_ms(idle, f"{kind} idle")
@@ -45,7 +55,7 @@ def _grace_idle(kind: str, grace: object, idle: object) -> tuple[int, int]:
 
 
 @dataclass(frozen=True, init=False)
-class Tumbling:
+class Tumbling(Window):
     """Back-to-back windows of ``size``: ``Tumbling("1m", grace="10s")``."""
 
     size: int
@@ -64,7 +74,7 @@ class Tumbling:
 
 
 @dataclass(frozen=True, init=False)
-class Hopping:
+class Hopping(Window):
     """Windows of ``size`` starting every ``every``: ``Hopping("5m", every="1m")``."""
 
     size: int
@@ -97,7 +107,7 @@ class Hopping:
 
 
 @dataclass(frozen=True, init=False)
-class Sliding:
+class Sliding(Window):
     """The ``size`` up to and including each event of a key: ``Sliding("5m")``."""
 
     size: int
@@ -116,7 +126,7 @@ class Sliding:
 
 
 @dataclass(frozen=True, init=False)
-class Session:
+class Session(Window):
     """A key's bursts of events, split where they pause ``gap`` or longer."""
 
     gap: int
@@ -133,5 +143,3 @@ class Session:
         """The window as the view's declaration holds it (ms)."""
         return {"kind": "session", "gap": self.gap, "grace": self.grace, "idle": self.idle}
 
-
-Window = Tumbling | Hopping | Sliding | Session

@@ -1,0 +1,237 @@
+"""Window views against the plain-Python reference, whole and restored at every cut."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from streamref import (
+    T0,
+    fold_of,
+    folded,
+    lid,
+    make_script,
+    reference,
+    run,
+    text_of,
+    wid,
+)
+from streamref import (
+    agg_for as make_agg,
+)
+
+from tidings.streams import (
+    Count,
+    Hopping,
+    Session,
+    Sliding,
+    Sum,
+    Tumbling,
+    window_operator,
+)
+
+KINDS: dict[str, dict[str, Any]] = {
+    "tumbling": {"size": 10_000, "every": 10_000, "grace": 2_000, "idle": 2_000},
+    "hopping": {"size": 10_000, "every": 4_000, "grace": 2_000, "idle": 2_000},
+    "sliding": {"size": 5_000, "grace": 1_000, "idle": 3_000},
+    "session": {"gap": 3_000, "grace": 1_000, "idle": 1_000},
+}
+
+
+def window_of(kind: str) -> Any:
+    p = KINDS[kind]
+    if kind == "tumbling":
+        return Tumbling(f"{p['size']}ms", grace=f"{p['grace']}ms")
+    if kind == "hopping":
+        return Hopping("10s", every="4s", grace="2s")
+    if kind == "sliding":
+        return Sliding(5, grace=1, idle="3s")
+    return Session("3s", grace="1s")
+
+
+def maker(kind: str, agg: str, emit: str = "final") -> Any:
+    return lambda: window_operator(
+        "v", ["in"], window_of(kind), lambda e: e.data["k"], make_agg(agg), emit=emit
+    )
+
+
+def expected(kind: str, agg: str, script: Any, emit: str = "final") -> Any:
+    return reference(script, view="v", kind=kind, fold=fold_of(agg), emit=emit, **KINDS[kind])
+
+
+def summary(got: Any) -> tuple[list[Any], list[Any]]:
+    results = [
+        (r["id"], r["data"]["key"], r["data"]["start"], r["data"]["end"], r["data"]["value"],
+         r["data"]["final"])
+        for r in got.results
+    ]
+    late = [(ev["id"], ev["data"]["offset"], ev["data"]["event_time"]) for ev in got.late]
+    return results, late
+
+
+@pytest.mark.parametrize("emit", ["final", "updates"])
+@pytest.mark.parametrize("agg", ["count", "sum", "min", "max", "mean", "list"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_each_kind_and_aggregation_equals_the_reference(kind: str, agg: str, emit: str) -> None:
+    for seed in range(3):
+        script = make_script(120, seed=seed)
+        want = expected(kind, agg, script, emit)
+        got = run(maker(kind, agg, emit), script)
+        results, late = summary(got)
+        assert late == want.late, seed
+        assert results == want.results, seed
+        assert got.values == folded(want.values), seed
+        assert want.results and want.late, "the script must close windows and have late events"
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_restored_at_every_cut_the_output_is_the_same(kind: str) -> None:
+    script = make_script(45, seed=11)
+    for emit in ("final", "updates"):
+        whole = run(maker(kind, "sum", emit), script)
+        for cut in range(len(script) + 1):
+            got = run(maker(kind, "sum", emit), script, cuts=[cut])
+            assert got.results == whole.results, (emit, cut)
+            assert got.late == whole.late, (emit, cut)
+            assert got.values == whole.values, (emit, cut)
+            assert got.state == whole.state, (emit, cut)
+            assert got.clock == whole.clock, (emit, cut)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_many_cuts_drains_and_batches_change_nothing(kind: str) -> None:
+    rnd = random.Random(5)
+    for seed in range(8):
+        script = make_script(150, seed=100 + seed)
+        whole = run(maker(kind, "list"), script)
+        again = run(maker(kind, "list"), script)
+        assert (again.results, again.late, again.values) == (
+            whole.results, whole.late, whole.values
+        )
+        cuts = sorted(rnd.sample(range(len(script)), 12))
+        drains = sorted(rnd.sample(range(len(script)), 20))
+        got = run(maker(kind, "list"), script, cuts=cuts, drains=drains, batch=seed % 2 == 0)
+        assert got.results == whole.results, seed
+        assert got.late == whole.late, seed
+        assert (got.values, got.state, got.clock) == (whole.values, whole.state, whole.clock)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_replay_with_no_advances_gives_the_live_output(kind: str) -> None:
+    # Live: horizons between records. Replay: none, only the records (and the last horizon).
+    live = make_script(150, seed=3)
+    replay = [s for s in live[:-1] if s[0] == "rec"] + [live[-1]]
+    a, b = run(maker(kind, "count"), live), run(maker(kind, "count"), replay)
+    assert (a.results, a.late, a.values, a.state) == (b.results, b.late, b.values, b.state)
+
+
+def test_quiet_windows_close_through_advance_alone() -> None:
+    op = window_operator("q", ["in"], Tumbling("1m", grace="10s"), lambda e: e.data["k"], Count())
+    op.restore({}, {}, {})
+    for i in range(3):
+        ev = {"type": "t", "time": text_of(T0 + 1_000 * i), "data": {"k": "a"}}
+        op.process((0, 0, i, T0 + 1_000 * i, ev))
+    end = T0 + 60_000
+    op.advance(end + 10_000 + 10_000 - 1)  # idle = grace: W = H - 10 s, one ms short
+    assert op.drain().results == []
+    op.advance(end + 10_000 + 10_000)
+    out = op.drain()
+    assert [r["data"] for r in out.results] == [{
+        "key": "a", "start": text_of(T0), "end": text_of(end), "value": 3, "final": True,
+    }]
+    assert out.values == {f"a@{text_of(T0)}": out.results[0]["data"]}
+    assert out.clock == {"stream_time": T0 + 2_000, "watermark": end + 10_000}
+
+
+def test_result_and_late_events_are_cloudevents_with_stable_ids() -> None:
+    op = window_operator(
+        "sales", ["orders"], Tumbling("1m"), lambda e: e.data["k"], Sum(lambda e: e.data["v"])
+    )
+    op.restore({}, {}, {})
+    ev = {"type": "t", "time": text_of(T0 + 5), "data": {"k": "sku-1", "v": 7}}
+    op.process((0, 0, 0, T0 + 5, ev))
+    old = {"type": "t", "time": text_of(T0 - 1), "data": {"k": "sku-1", "v": 1}}
+    op.advance(T0 + 60_000)
+    op.process((0, 2, 9, T0 + 60_000, old))
+    out = op.drain()
+    start = text_of(T0)
+    assert out.results == [{
+        "specversion": "1.0", "id": wid("sales", "sku-1", start, 0),
+        "source": "tidings/views/sales", "type": "tidings.window.result",
+        "time": text_of(T0 + 60_000), "partitionkey": "sku-1",
+        "data": {"key": "sku-1", "start": start, "end": text_of(T0 + 60_000), "value": 7,
+                 "final": True},
+    }]
+    (late,) = out.late
+    assert late["id"] == lid("sales", "orders", 2, 9)
+    assert late["type"] == "tidings.window.late"
+    assert late["source"] == "tidings/views/sales"
+    assert late["partitionkey"] == "sku-1"
+    data = late["data"]
+    assert data["topic"] == "orders" and data["partition"] == 2 and data["offset"] == 9
+    assert data["event_time"] == text_of(T0 - 1)
+    assert data["watermark"] == text_of(T0 + 60_000)
+    assert data["event"] == old
+    assert "closed" in data["why"] and text_of(T0 - 60_000) in data["why"]
+
+
+def test_an_event_whose_time_does_not_parse_goes_to_late() -> None:
+    op = window_operator("v", ["in"], Tumbling("1m"), lambda e: e.data["k"], Count())
+    op.restore({}, {}, {})
+    op.process((0, 0, 0, T0, {"type": "t", "time": "yesterday", "data": {"k": "a"}}))
+    (late,) = op.drain().late
+    assert late["data"]["event_time"] is None
+    assert "RFC 3339" in late["data"]["why"]
+
+
+def test_types_and_a_key_of_none_skip_events() -> None:
+    op = window_operator(
+        "v", ["in"], Tumbling("1m"), lambda e: e.data.get("k"), Count(), types=["keep"]
+    )
+    op.restore({}, {}, {})
+    for i, (typ, data) in enumerate([("keep", {"k": 1}), ("drop", {"k": 1}), ("keep", {})]):
+        op.process((0, 0, i, T0 + i, {"type": typ, "time": text_of(T0 + i), "data": data}))
+    op.advance(T0 + 120_000)
+    out = op.drain()
+    assert [(r["data"]["key"], r["data"]["value"]) for r in out.results] == [("1", 1)]
+
+
+@st.composite
+def scripts(draw: st.DrawFn) -> list[Any]:
+    """Records whose event times wander around their append times, and horizons."""
+    steps: list[Any] = []
+    appended = T0
+    n = draw(st.integers(1, 30))
+    for offset in range(n):
+        appended += draw(st.integers(0, 4_000))
+        if draw(st.booleans()):
+            last = steps[-1][1] if steps and steps[-1][0] == "adv" else appended
+            steps.append(("adv", draw(st.integers(min(last, appended), appended))))
+        ev: dict[str, Any] = {
+            "type": "t", "data": {"k": draw(st.sampled_from("ab")), "v": draw(st.integers(0, 9))},
+        }
+        lag = draw(st.one_of(st.none(), st.integers(-50, 25_000)))
+        if lag is not None:
+            ev["time"] = text_of(appended - lag)
+        steps.append(("rec", (0, 0, offset, appended, ev)))
+    steps.append(("adv", appended + draw(st.integers(0, 60_000))))
+    return steps
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(list(KINDS)), scripts(), st.data())
+def test_any_script_equals_the_reference_and_survives_any_cut(
+    kind: str, script: list[Any], data: st.DataObject
+) -> None:
+    want = expected(kind, "sum", script, "updates")
+    whole = run(maker(kind, "sum", "updates"), script)
+    assert summary(whole) == (want.results, want.late)
+    assert whole.values == folded(want.values)
+    cuts = data.draw(st.lists(st.integers(0, len(script)), max_size=4))
+    got = run(maker(kind, "sum", "updates"), script, cuts=sorted(set(cuts)))
+    assert (got.results, got.late, got.values, got.state, got.clock) == (
+        whole.results, whole.late, whole.values, whole.state, whole.clock
+    )
