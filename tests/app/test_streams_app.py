@@ -22,7 +22,7 @@ from tidings.app.processor import load_changelog
 from tidings.app.transport import CoreTransport, HttpTransport, Transport, open_transport
 from tidings.core.positions import parse_time_ms
 from tidings.events.envelope import rfc3339_ms
-from tidings.streams import Count, Sum, Tumbling
+from tidings.streams import Count, Session, Sum, Tumbling
 from tidings.testing import TestHub
 
 pytestmark = pytest.mark.anyio
@@ -401,3 +401,55 @@ def test_bad_arguments_are_refused_with_what_is_wrong() -> None:
                                                                key=key, agg=Count()))
     with pytest.raises(ValueError, match="duration"):
         Tumbling("a minute")
+
+
+async def test_a_fold_that_raises_stops_its_view_until_it_works(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Skipping the event would make the view wrong for good: the view stops at it,
+    logs why, and goes on from its last checkpoint once the code works."""
+    hub = f"embedded:{tmp_path / 'data'}"
+    topic, view = name("sales"), name("totals")
+    broken = {"on": True}
+    app = App(name("fragile"), hub=hub, poll_wait=0.2, register_schemas=False)
+
+    @app.view(view, topics=[topic], key=lambda e: e.data["k"])
+    def fold(current: dict[str, int] | None, e: Any) -> dict[str, int]:
+        if broken["on"] and e.id == "e5":
+            raise RuntimeError("cannot fold e5")
+        return totals(current, e)
+
+    async with running(app), transport_for(hub) as t:
+        evs = events(t.clock.time_ms(), 10)
+        await t.publish(topic, evs)
+        await wait_until(lambda: _logged(caplog, "cannot fold e5"))
+        assert not await app.processors[0].caught_up()
+        broken["on"] = False  # a fixed deploy
+        await wait_until(lambda: app.processors[0].caught_up())
+        assert (await load_changelog(t, view)).values == fold_reference(evs)
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in (r.exc_text or "") + r.getMessage() for r in caplog.records)
+
+
+async def test_a_session_window_in_an_app() -> None:
+    """Sessions per key, closed when the harness's clock moves past the gap."""
+    topic, win = name("clicks"), name("visits")
+    app = App(name("sessions"), hub="http://127.0.0.1:1", register_schemas=False)
+    app.window(win, topic=topic, window=Session("1s"), key=lambda e: e.data["user"],
+               agg=Count())
+    async with TestHub(app) as hub:
+        now = hub.time_ms()
+        at = [("ann", 0), ("bob", 50), ("ann", 400), ("ann", 900), ("ann", 3000), ("bob", 3100)]
+        for user, ms in at:
+            await hub.publish(topic, "click", {"user": user}, extensions={
+                "time": rfc3339_ms(now + ms)})
+        await hub.advance(10)
+        await hub.drain()
+        found = sorted((e.data["key"], e.data["start"], e.data["value"])
+                       for e in await hub.events(win))
+        assert found == [
+            ("ann", rfc3339_ms(now), 3), ("ann", rfc3339_ms(now + 3000), 1),
+            ("bob", rfc3339_ms(now + 50), 1), ("bob", rfc3339_ms(now + 3100), 1),
+        ]

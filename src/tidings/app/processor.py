@@ -48,8 +48,10 @@ CHANGELOG_PREFIX = "__view."
 READ_LIMIT = 2000
 PUBLISH_CHUNK = 500
 _RETRY_PAUSE_S = 0.5  # after the hub could not be reached
-_FAILED_PAUSE_S = 5.0  # after a failure of the view's own code, times the failures
+_FAILED_PAUSE_S = 1.0  # after a refusal or a failure of the view's own code, doubling
 _HELD_PAUSE_S = 0.005  # records wait for the horizon to pass them: read again soon
+# Errors worth trying again soon: the hub unreachable (500), busy, limited, unavailable.
+_TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 _GENERATION_CHECK_S = 2.0  # while idle: has the view been rebuilt?
 
 
@@ -134,7 +136,7 @@ def changelog_events(
     for key, value in out.values.items():
         add("v:" + key, "tidings.view.value", value if value is DELETED else {"value": value})
     for key, value in out.state.items():
-        add("s:" + key, "tidings.view.state", value if value is DELETED else {"value": value})
+        add("s:" + key, "tidings.view.value", value if value is DELETED else {"value": value})
     add("c", "tidings.view.checkpoint", checkpoint)
     return events
 
@@ -176,17 +178,25 @@ class ViewProcessor:
                 logger.info("view %s: %s; reloading from the changelog", name, _why(exc),
                             extra={"view": name})
             except TidingsError as exc:
-                logger.warning("view %s: %s; retrying", name, exc.detail, extra={"view": name})
-                await self._pause(_RETRY_PAUSE_S)
+                if exc.status in _TRANSIENT:
+                    logger.warning("view %s: %s; retrying", name, exc.detail,
+                                   extra={"view": name})
+                    await self._pause(_RETRY_PAUSE_S)
+                else:  # refused (403, 400): again at once would be refused again
+                    await self._failed(f"the hub refused: {exc.detail}")
             except Exception:
                 # A fold, key or aggregation that raises: skipping the event would make
                 # the view wrong for good, so the view stops here (and says why) and
                 # tries again from its last checkpoint, e.g. after a fixed deploy.
-                self.failures += 1
-                pause = min(_FAILED_PAUSE_S * self.failures, 60.0)
-                logger.exception("view %s failed; retrying from its last checkpoint in %gs",
-                                 name, pause, extra={"view": name})
-                await self._pause(pause)
+                await self._failed("its code raised", trace=True)
+
+    async def _failed(self, why: str, *, trace: bool = False) -> None:
+        self.failures += 1
+        pause = min(_FAILED_PAUSE_S * 2 ** min(self.failures - 1, 6), 60.0)
+        name = self.spec.name
+        logger.error("view %s failed (%s); retrying from its last checkpoint in %gs",
+                     name, why, pause, exc_info=trace, extra={"view": name})
+        await self._pause(pause)
 
     async def caught_up(self, now_ms: int | None = None) -> bool:
         """Whether the last checkpoint covers every record of the inputs now and, with
@@ -210,6 +220,8 @@ class ViewProcessor:
         spec, t = self.spec, self.transport
         info = await t.put_view(spec.name, spec.declaration)
         generation = int(info["generation"])
+        for topic in spec.inputs:  # a read of a topic not made yet would be refused
+            await t.ensure_topic(topic)
         self.generation = generation
         loaded = await load_changelog(t, spec.name)
         ckpt = loaded.checkpoint or {}
@@ -375,6 +387,7 @@ class _Run:
         self.seq += 1
         self.committed = self.proc.committed = positions
         self.proc.settled_horizon = horizon
+        self.proc.failures = 0
         self.uncommitted = 0
         self.proc.commits += 1
 

@@ -24,15 +24,7 @@ from typing import Any
 
 from tidings.app.handlers import check_name
 from tidings.app.processor import StreamSpec
-from tidings.streams import (
-    Aggregation,
-    FoldOperator,
-    Hopping,
-    Session,
-    Sliding,
-    Tumbling,
-    window_operator,
-)
+from tidings.streams import Aggregation, FoldOperator, Window, window_operator
 
 __all__ = ["view_spec", "window_spec"]
 
@@ -152,7 +144,7 @@ def window_spec(
     if name in inputs:
         raise ValueError(f"window {name!r} publishes its results to topic {name!r}: it cannot "
                          "also read it")
-    if not isinstance(window, Tumbling | Hopping | Sliding | Session):
+    if not isinstance(window, Window):
         raise ValueError(
             f"window must be Tumbling(...), Hopping(...), Sliding(...) or Session(...) from "
             f"tidings.streams, not {window!r}"

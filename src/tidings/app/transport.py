@@ -17,11 +17,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
-from urllib.parse import quote
 
 import orjson
 
-from tidings.client.async_client import AsyncClient, _events_path, _group_path, _ms
+from tidings.client.async_client import (
+    AsyncClient,
+    _events_path,
+    _group_path,
+    _ms,
+    _topic_path,
+)
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
@@ -177,15 +182,15 @@ class Transport(Protocol):
         """The next offset of each partition of ``topic`` now."""
         ...
 
+    async def ensure_topic(self, topic: str) -> None:
+        """Create ``topic`` with the hub's defaults if it does not exist (as a group does)."""
+        ...
+
 
 _MAX_PARTITIONS = 1 << 20  # parse_token's bound; the hub checks the real one
 
 
 _VIEW_WAIT_S = 10.0  # the hub's default wait for min_position
-
-
-def _view_path(name: str) -> str:
-    return "/v1/views/" + quote(name, safe="")
 
 
 def _key_missing(exc: NotFound) -> bool:
@@ -319,38 +324,32 @@ class HttpTransport:
         return TimedBatch(records, nxt, int(answer["horizon"]))
 
     async def put_view(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        info: dict[str, Any] = await self.client._call("PUT", _view_path(name), spec)
-        return info
+        return await self.client.put_view(name, spec)
 
     async def view_info(self, name: str) -> dict[str, Any]:
-        info: dict[str, Any] = await self.client._call("GET", _view_path(name))
-        return info
+        return await self.client.view(name)
 
     async def commit_view(
         self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]]
     ) -> int:
-        body = {"generation": generation, "expect": expect, "events": list(events)}
-        answer = await self.client._call("POST", _view_path(name) + "/commit", body)
+        answer = await self.client.commit_view(name, generation, expect, events)
         return int(answer["next"])
 
     async def view_get(
         self, name: str, key: str, min_position: str | None = None, topic: str | None = None
     ) -> dict[str, Any] | None:
-        params: dict[str, str] = {}
-        if min_position is not None:
-            params["min_position"] = min_position
-        if topic is not None:
-            params["topic"] = topic
-        path = _view_path(name) + "/keys/" + quote(key, safe="")
         try:
-            answer: dict[str, Any] = await self.client._call(
-                "GET", path, params=params, wait=_VIEW_WAIT_S if min_position else 0
-            )
+            return await self.client.view_get(name, key, min_position, topic=topic)
         except NotFound as exc:
             if _key_missing(exc):
                 return None
             raise
-        return answer
+
+    async def ensure_topic(self, topic: str) -> None:
+        try:
+            await self.client.topic(topic)
+        except NotFound:
+            await self.client._call("PUT", _topic_path(topic), {})  # the hub's defaults
 
     async def end_positions(self, topic: str) -> dict[int, int]:
         info = await self.client.topic(topic)
@@ -488,6 +487,10 @@ class CoreTransport:
                 return None
             raise
         return {"key": key, "value": value, "position": f"0:{offset}"}
+
+    async def ensure_topic(self, topic: str) -> None:
+        if topic not in self.hub.topics:
+            await self.hub.create_topic(topic)
 
     async def end_positions(self, topic: str) -> dict[int, int]:
         return {p: part.end_offset for p, part in enumerate(self.hub.topic(topic).partitions)}
