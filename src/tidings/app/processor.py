@@ -45,13 +45,14 @@ __all__ = ["ChangelogState", "StreamSpec", "ViewProcessor", "changelog_events", 
 logger = logging.getLogger("tidings.app")
 
 CHANGELOG_PREFIX = "__view."
-READ_LIMIT = 2000
+READ_LIMIT = 5000
 PUBLISH_CHUNK = 500
 _RETRY_PAUSE_S = 0.5  # after the hub could not be reached
 _FAILED_PAUSE_S = 1.0  # after a refusal or a failure of the view's own code, doubling
 _HELD_PAUSE_S = 0.005  # records wait for the horizon to pass them: read again soon
 # Errors worth trying again soon: the hub unreachable (500), busy, limited, unavailable.
 _TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
+_BEHIND_INTERVAL_S = 1.0  # the commit interval while reading a backlog
 _GENERATION_CHECK_S = 2.0  # while idle: has the view been rebuilt?
 
 
@@ -287,7 +288,11 @@ class _Run:
             got = await self._read_round(wait)
             ready = self._take(got)
             idle_rounds = 0 if ready or any(b.records for _, b in got) else idle_rounds + 1
-            due = loop.time() - last_commit >= interval
+            # Behind (a read came back full): a backlog or a replay; checkpoints every
+            # second or commit_records records are enough, and cost less.
+            behind = any(len(b.records) >= READ_LIMIT for _, b in got)
+            every = max(interval, _BEHIND_INTERVAL_S) if behind else interval
+            due = loop.time() - last_commit >= every
             if self.uncommitted >= spec.commit_records or (
                 due and (self.uncommitted or self.advanced)
             ):
