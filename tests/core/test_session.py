@@ -16,6 +16,7 @@ from tidings.core.session import (
     Session,
     Settle,
     Subscribe,
+    SubscribeView,
     Unsubscribe,
 )
 from tidings.errors import TopicNotFound
@@ -232,3 +233,33 @@ def test_transition_table_is_closed() -> None:
     started(s)
     assert s.started("s1", {0: 9}) is None  # started twice: ignored, cursor kept
     assert s.resume("s1") == "0:0,1:0"
+
+
+def test_a_view_subscription_has_no_topic_cursor() -> None:
+    s = Session()
+    [action] = s.receive(frame(type="subscribe", id="v1", view="stock", **{"from": "0:42"}))
+    assert action == SubscribeView("v1", "stock", "0:42")
+    assert orjson.loads(s.started("v1", {}) or b"") == {
+        "type": "subscribed", "id": "v1", "view": "stock",
+    }  # fmt: skip
+    assert s.cursor("v1") is None and s.resume("v1") is None
+    [gone] = s.receive(frame(type="unsubscribe", id="v1"))
+    assert isinstance(gone, Unsubscribe)
+    [fresh] = s.receive(frame(type="subscribe", id="v2", view="stock"))
+    assert fresh == SubscribeView("v2", "stock", None)
+
+
+@pytest.mark.parametrize(
+    ("msg", "field"),
+    [
+        ({"view": "stock", "from": "latest"}, "from"),
+        ({"view": "stock", "types": ["a"]}, "types"),
+        ({"view": "_x"}, "view"),
+    ],
+)
+def test_a_bad_view_subscription_names_its_field(msg: dict[str, Any], field: str) -> None:
+    s = Session()
+    error = only_error(s.receive(frame(type="subscribe", id="v1", **msg)))
+    assert error["status"] == 400 and error["field"] == field
+    assert s.subscriptions == {}
+

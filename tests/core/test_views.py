@@ -11,8 +11,16 @@ import pytest
 from viewhelp import DELETE, commit_events
 
 from tidings.core.groups import GroupConfig
-from tidings.core.hub import Hub
-from tidings.errors import BadRequest, Conflict, Forbidden, InvalidEvent, ViewNotFound
+from tidings.core.hub import Hub, HubOptions
+from tidings.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidEvent,
+    StorageUnavailable,
+    TopicNotFound,
+    ViewNotFound,
+)
 from tidings.events.envelope import normalize_event
 from tidings.log.memory import MemoryStorage
 
@@ -73,6 +81,20 @@ async def test_a_bad_declaration_names_its_field(
         await hub.views.put("v", spec)
     assert refused.value.fields["field"] == field
     assert "__view.v" not in hub.topics
+
+
+async def test_a_missing_input_is_made_as_a_group_s_topic_is() -> None:
+    hub = Hub(MemoryStorage())
+    await hub.start()
+    await hub.views.put("stock", STOCK)
+    assert "inventory" in hub.topics
+    await hub.close()
+    strict = Hub(MemoryStorage(), HubOptions(auto_create=False))
+    await strict.start()
+    with pytest.raises(TopicNotFound):
+        await strict.views.put("stock", STOCK)
+    assert "__view.stock" not in strict.topics
+    await strict.close()
 
 
 async def test_a_window_view_gets_its_result_topics(hub: Hub) -> None:
@@ -221,3 +243,22 @@ async def test_clients_cannot_publish_to_a_changelog_nor_consume_it_in_a_group(h
     with pytest.raises(Forbidden):
         await hub.put_group("__view.stock", "g", GroupConfig())
     assert hub.topics["__view.stock"].partitions[0].end_offset == 0
+
+
+async def test_a_changelog_that_cannot_be_read_at_start_is_503_never_replaced() -> None:
+    storage = MemoryStorage()
+    first = Hub(storage)
+    await first.start()
+    await first.views.put("stock", STOCK)
+    await commit(first, "stock", {"a": 1}, 1)
+    await first.topics["__view.stock"].partitions[0].append([b"not json"])
+    again = Hub(storage)  # the same storage, as a restart over the same disk
+    await again.start()
+    await again.views.ready()
+    with pytest.raises(StorageUnavailable, match="could not be read"):
+        again.views.get("stock", "a")
+    with pytest.raises(StorageUnavailable):
+        await again.views.put("stock", STOCK)
+    [listed] = again.views.list()
+    assert listed["name"] == "stock" and "JSONDecodeError" in listed["failed"]
+    assert again.topics["__view.stock"].partitions[0].end_offset == 3  # still there

@@ -40,6 +40,7 @@ from hubapi import (
 from hubproc import HubFactory
 from receivers import Answer, Received, Receiver
 from shoporders import TOPICS, load_orders
+from viewhelp import commit_events
 
 pytestmark = [pytest.mark.timeout(240), NEEDS_CHROMIUM]
 
@@ -61,6 +62,8 @@ VIEWS = [
     ("flow", '#flow-table tr[data-type="order.placed"]'),
     ("catalog", '#catalog-table tr[data-type="order.placed"]'),
     ("catalog?type=order.placed", "#catalog-diff"),
+    ("views", '#view-list tr[data-view="stock"]'),
+    ("views?view=stock", '#view-keys tr.view-key[data-key="sku-long-name-0"]'),
     ("publish", "#publish-form"),
 ]
 
@@ -124,7 +127,24 @@ async def stage(http: aiohttp.ClientSession, base: str, receiver: Receiver) -> d
             return bool((await expect(resp, 200))["state"] == "failing")
 
     await poll_until(failing, timeout=30, what="the billing webhook failing")
+    await stage_view(http, base)
     return hooks
+
+
+async def stage_view(http: aiohttp.ClientSession, base: str) -> None:
+    """A view of stock per SKU over inventory, as an App's processor commits it."""
+    spec = {"kind": "view", "inputs": ["inventory", "orders"], "app": "inventory"}
+    async with http.put(f"{base}/v1/views/stock", json=spec) as resp:
+        await expect(resp, 201)
+    values = {
+        f"sku-long-name-{i}": {"on_hand": 40 - i, "reserved": i, "warehouse": "eu-central-1"}
+        for i in range(12)
+    }
+    body = {"generation": 0, "expect": 0, "events": commit_events("stock", 0, 0, values, {
+        "inventory": {"0": 1}, "orders": {"0": 2},
+    })}  # fmt: skip
+    async with http.post(f"{base}/v1/views/stock/commit", json=body) as resp:
+        await expect(resp, 200)
 
 
 @pytest.mark.parametrize(("width", "height"), SIZES, ids=[f"{w}x{h}" for w, h in SIZES])

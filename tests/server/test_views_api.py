@@ -394,3 +394,55 @@ async def test_a_hub_killed_mid_commit_serves_every_commit_whole_after_restart(
     assert {k: v for k, v in keys.items() if not k.startswith("big-")} == committed
     info = await get(http, f"{base}/v1/views/{name}")
     assert info["positions"] == {topic: "0:99" if bigs else "0:4"}
+
+
+async def test_a_restarted_hub_keeps_each_view_its_generation_and_state(
+    hub_factory: HubFactory, http: aiohttp.ClientSession
+) -> None:
+    hub = hub_factory.start()
+    base, topic = hub.base_url, unique()
+    await declare(http, base, "kept", [topic])
+    async with http.put(
+        f"{base}/v1/views/spm",
+        json={"kind": "window", "inputs": [topic], "window": {"size": "1m"}, "emit": "updates"},
+    ) as r:
+        await expect(r, 201)
+    async with await commit(http, base, "kept", 0, 0, {"a": 1}, {topic: {"0": 0}}) as r:
+        await expect(r, 200)
+    async with http.post(f"{base}/v1/views/kept/rebuild", json={}) as r:
+        await expect(r, 200)
+    async with await commit(http, base, "kept", 1, 0, {"b": 2}, {topic: {"0": 0}}) as r:
+        await expect(r, 200)
+    hub.restart()
+    kept = await get(http, f"{base}/v1/views/kept")
+    assert (kept["generation"], kept["keys"], kept["changelog"]["next_offset"]) == (1, 1, 2)
+    assert (await get(http, f"{base}/v1/views/kept/keys/b"))["position"] == "0:0"
+    await get(http, f"{base}/v1/views/kept/keys/a", 404)
+    spm = await get(http, f"{base}/v1/views/spm")
+    assert (spm["kind"], spm["window"], spm["emit"]) == ("window", {"size": "1m"}, "updates")
+    async with await commit(http, base, "kept", 1, 2, {"c": 3}, {topic: {"0": 0}}) as r:
+        await expect(r, 200)  # the processor goes on where the changelog ends
+
+
+async def test_a_feed_open_across_a_rebuild_starts_again_with_a_snapshot(
+    hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    base, name, topic = hub.base_url, unique("v"), unique()
+    await declare(http, base, name, [topic])
+    async with await commit(http, base, name, 0, 0, {"a": 1}, {topic: {"0": 0}}) as r:
+        await expect(r, 200)
+    async with http.get(f"{base}/v1/views/{name}/sse") as resp:
+        stream = messages(resp)
+        await anext(stream)
+        first = orjson.loads((await anext(stream))["data"])
+        assert first["generation"] == 0 and len(first["entries"]) == 1
+        async with http.post(f"{base}/v1/views/{name}/rebuild", json={}) as r:
+            await expect(r, 200)
+        again = await anext(stream)
+        while again.get("event") != "snapshot" or orjson.loads(again["data"])["generation"] != 1:
+            again = await anext(stream)
+        assert orjson.loads(again["data"])["entries"] == [] and again["id"] == "0:0"
+        async with await commit(http, base, name, 1, 0, {"b": 2}, {topic: {"0": 0}}) as r:
+            await expect(r, 200)
+        change = await anext(stream)
+    assert change["event"] == "change" and orjson.loads(change["data"])["key"] == "b"

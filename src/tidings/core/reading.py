@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import orjson
 
@@ -106,7 +106,8 @@ class ReadOps:
         skipped: list[Skipped] = []
         while True:
             now = self.clock.time_ms()  # before reading: see the module docstring
-            out: list[tuple[int, int, int, bytes]] = []
+            # (partition, offset, payload), or with appended_ms before the payload
+            out: list[Any] = []
             # Start at another partition each time, so a busy one cannot starve the rest.
             order = sorted(pos)
             turn = self._read_turn % len(order) if order else 0
@@ -122,9 +123,11 @@ class ReadOps:
                     pos[p] = nxt
                     skipped.extend(lost)
                     if types:
-                        out.extend((p, o, t, b) for o, t, b in got if types.matches(_type(b)))
-                    else:
+                        got = [r for r in got if types.matches(_type(r[2]))]
+                    if appended:
                         out.extend((p, o, t, b) for o, t, b in got)
+                    else:
+                        out.extend((p, o, b) for o, _, b in got)
             remaining = deadline - loop.time()
             if out or skipped or remaining <= 0 or self.closing:
                 self.metrics.delivered(topic_name, len(out))
@@ -133,7 +136,7 @@ class ReadOps:
                     parts = topic.partitions
                     horizon = min((_horizon(parts[p], o, now) for p, o in pos.items()), default=now)
                     return TimedRead(out, pos, horizon, skipped)
-                return ReadResult([(p, o, b) for p, o, _, b in out], pos, skipped)
+                return ReadResult(out, pos, skipped)
             waits = [
                 loop.create_task(topic.partitions[p].wait(o, remaining)) for p, o in pos.items()
             ]

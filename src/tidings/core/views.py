@@ -82,6 +82,7 @@ class View:
     checkpoint_offset: int | None = None
     last_commit_ms: int | None = None  # append time of the latest checkpoint
     applied: int = 0  # the changelog offset up to which the state reflects it
+    failed: str | None = None  # why its changelog could not be read at start (503)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one commit or rebuild at a time
     pulse: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) on change
 
@@ -157,23 +158,29 @@ class Views:
     async def _load_all(self) -> None:
         try:
             for view in list(self.views.values()):
-                part = self.hub.topic(view.topic).partitions[0]
-                offset = part.start_offset
-                while offset < part.end_offset:
-                    got = part.read(offset, _LOAD_BATCH)
-                    if not got:
-                        break
-                    for o, ts, payload in got:
-                        view.apply(o, ts, orjson.loads(payload))
-                    offset = got[-1][0] + 1
-                    await asyncio.sleep(0)  # others run meanwhile
-                view.applied = part.end_offset
-                logger.info("view %r loaded: %d keys", view.name, len(view.values))
-        except Exception:
-            logger.exception("views not loaded")
-            raise
+                try:
+                    await self._load(view)
+                except Exception as exc:
+                    # Served as 503, never as a partial state, and never made again over
+                    # what is on disk (a declaration would otherwise take the name over).
+                    view.failed = f"{type(exc).__name__}: {exc}"
+                    logger.exception("view %r not loaded from its changelog", view.name)
         finally:
             self.loaded.set()
+
+    async def _load(self, view: View) -> None:
+        part = self.hub.topic(view.topic).partitions[0]
+        offset = part.start_offset
+        while offset < part.end_offset:
+            got = part.read(offset, _LOAD_BATCH)
+            if not got:
+                break
+            for o, ts, payload in got:
+                view.apply(o, ts, orjson.loads(payload))
+            offset = got[-1][0] + 1
+            await asyncio.sleep(0)  # others run meanwhile
+        view.applied = part.end_offset
+        logger.info("view %r loaded: %d keys", view.name, len(view.values))
 
     async def close(self) -> None:
         if self._loading is not None:
@@ -198,18 +205,26 @@ class Views:
         if view is None:
             check_name("view", name)
             raise ViewNotFound(f"view {name!r} does not exist", view=name)
+        if view.failed is not None:
+            raise StorageUnavailable(
+                f"view {name!r} could not be read from its changelog when the hub started "
+                f"({view.failed}); repair it and restart",
+                view=name,
+            )
         return view
 
     async def put(self, name: str, spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Declare view ``name``; its info, and True if it was created.
 
         A view declared again with the same kind and inputs keeps its state (its
-        app, window and emit are updated); other inputs or another kind: 409.
+        app, window and emit are updated); other inputs or another kind: 409. An input
+        that does not exist is made, as a consumer group's topic is (under
+        auto-create; else TopicNotFound).
         """
         check_name("view", name)
         await self.ready()
         kind, inputs, app, window, emit = parse_spec(spec)
-        view = self.views.get(name)
+        view = self.view(name) if name in self.views else None  # 503 for one not loaded
         if view is not None:
             async with view.lock:
                 for what, old, new in (("kind", view.kind, kind), ("inputs", view.inputs, inputs)):
@@ -223,6 +238,9 @@ class Views:
                 self._save(view)
             return self.info(name), False
         hub = self.hub
+        for missing in [t for t in inputs if t not in hub.topics]:
+            # As a consumer group does: an input is made under auto-create (else 404).
+            hub._topic_for_publish(missing)
         topic = changelog_topic(name)
         if topic in hub.topics:  # a declaration lost halfway (a crash): take it over
             await hub.delete_topic(topic)
@@ -363,7 +381,9 @@ class Views:
         return True
 
     def info(self, name: str) -> dict[str, Any]:
-        view = self.view(name)
+        return self._info(self.view(name))
+
+    def _info(self, view: View) -> dict[str, Any]:
         cp = view.checkpoint or {}
         read: dict[str, Any] = cp.get("inputs", {}) if isinstance(cp.get("inputs"), dict) else {}
         positions: dict[str, str | None] = {}
@@ -380,7 +400,8 @@ class Views:
                 for p, part in enumerate(t.partitions)
             )
         log = self.hub.topics.get(view.topic)
-        return {
+        failed = {} if view.failed is None else {"failed": view.failed}
+        return failed | {
             "name": view.name, "kind": view.kind, "inputs": list(view.inputs), "app": view.app,
             "window": view.window, "emit": view.emit, "generation": view.generation,
             "keys": len(view.values), "positions": positions, "lag": lag,
@@ -412,7 +433,12 @@ class Views:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            part = self.hub.topic(view.topic).partitions[0]
+            log = self.hub.topics.get(view.topic)
+            if log is None:  # dropped by a rebuild under way: a new snapshot once it is done
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(view.pulse.wait(), max(deadline - loop.time(), 0.01))
+                return Feed([], view.applied, reset=True)
+            part = log.partitions[0]
             if view.generation != generation or not part.start_offset <= offset <= view.applied:
                 return Feed([], view.applied, reset=True)
             if offset < view.applied:
@@ -437,4 +463,4 @@ class Views:
 
     def list(self) -> list[dict[str, Any]]:  # last: the name shadows the builtin below it
         """Every view's :meth:`info`, by name."""
-        return [self.info(name) for name in sorted(self.views)]
+        return [self._info(self.views[name]) for name in sorted(self.views)]

@@ -386,6 +386,7 @@ _VIEW_INFO = {"type": "object", "required": ["name", "kind", "inputs", "generati
     "lag": {"type": "object", "description": "per input, events appended that the view does not reflect yet (null: the topic does not exist)", "additionalProperties": {"type": ["integer", "null"]}},
     "last_commit": {"type": ["integer", "null"], "description": "append time of the last checkpoint, ms since the epoch"},
     "checkpoint": {"type": ["object", "null"]}, "changelog": {"type": "object", "properties": {"topic": {"type": "string"}, "next_offset": _COUNT}},
+    "failed": {"type": "string", "description": "only in a listing, for a view whose changelog could not be read when the hub started: why (its other routes answer 503)"},
 }}  # fmt: skip
 _CHECKPOINT_DATA = {"type": "object", "required": ["generation", "inputs"], "properties": {"generation": _COUNT, "inputs": {"type": "object", "description": "per input topic, the next offset to read per partition", "additionalProperties": {"type": "object", "propertyNames": {"pattern": "^[0-9]+$"}, "additionalProperties": _COUNT}}}}
 _CHANGELOG_EVENT = {"allOf": [_ref("CloudEvent"), {

@@ -18,6 +18,7 @@ request); if it does not in time, 503 with Retry-After.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ def check_view_scope(token: Token | None, inputs: Iterable[str], action: Action,
     """Forbidden unless ``token`` (None: an open hub) has ``action`` on every input."""
     for topic in inputs:
         if not allows(token, action, topic):
-            verb = "manage" if action == "manage" else "read"
+            verb = {"manage": "manage", "publish": "make the inputs of"}.get(action, "read")
             raise Forbidden(
                 f"this token may not {verb} view {name!r}: it needs {action} on its input "
                 f"topic {topic!r}",
@@ -119,7 +120,10 @@ class ViewRoutes:
         inputs = body.get("inputs")
         if api.auth.enabled and isinstance(inputs, list):
             token = api.auth.token(request.headers.get("authorization"))
-            check_view_scope(token, [t for t in inputs if isinstance(t, str)], "manage", name)
+            named = [t for t in inputs if isinstance(t, str)]
+            check_view_scope(token, named, "manage", name)
+            # An input the declaration makes is published to: as a group's PUT that makes it.
+            check_view_scope(token, [t for t in named if t not in api.hub.topics], "publish", name)
         await self.views.ready()
         if name in self.views.views:
             authorize_view(api, request, name, "manage")  # the inputs it has now, too
@@ -225,8 +229,10 @@ class ViewRoutes:
                         f"{p} (its next offset is {parts[p].end_offset}): no view reflects it",
                         field="min_position",
                     )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait  # one wait for every input
         for topic, positions in wanted.items():
-            if not await self.views.wait_for(name, topic, positions, wait):
+            if not await self.views.wait_for(name, topic, positions, deadline - loop.time()):
                 raise ViewBehind(
                     f"view {name!r} does not reflect {format_token(positions)} of {topic!r} "
                     f"after {wait:g} s; its processor is behind or stopped",

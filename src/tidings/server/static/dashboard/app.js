@@ -8,6 +8,7 @@
 //   #/trace?q=...                   the search box: a correlationid, or an event id
 //   #/flow                          services → event types → services and webhooks, a graph
 //   #/catalog?type=order.placed     event types: schema versions and diffs, producers, consumers
+//   #/views?view=stock              views of stream processors: lag per input, keys
 //   #/publish                       publish a test event; create a topic or a group
 //
 // ?poll=MS in the page's own query sets how often the hub is sampled (default 2000).
@@ -22,9 +23,10 @@ import * as publish from "./publish.js";
 import { isAuthError, Sampler } from "./sampler.js";
 import * as tail from "./tail.js";
 import * as trace from "./trace.js";
+import * as views from "./views.js";
 import * as webhooks from "./webhooks.js";
 
-const VIEWS = { overview, tail, groups, webhooks, trace, flow, catalog, publish };
+const VIEWS = { overview, tail, groups, webhooks, trace, flow, catalog, views, publish };
 
 const poll = Number(new URLSearchParams(location.search).get("poll")) || 2000;
 const sampler = new Sampler(Math.max(200, poll));
