@@ -20,7 +20,9 @@ Never overselling comes from three rules:
   durable before the next decision reads: nothing is decided on a stale level.
 - Each reservation is a ledger event of its own, checked against the level just read:
   a crash between two of an order's reservations leaves a partial hold, which the
-  redelivered order completes (if the stock is still there) or gives back.
+  redelivered order completes (if the stock is still there) or gives back. A
+  refusal is written before anything is given back, so a redelivered order that
+  finds one is rejected again, never reserved.
 
 One inventory process decides at a time (run one; a second one would decide
 beside it without seeing its in-flight decisions).
@@ -110,6 +112,7 @@ async def reserve(order: OrderPlaced, ctx: Context) -> InventoryReserved | Inven
     async with _deciding():
         hold = await _hold(oid)
         if hold["refused"]:  # decided before a crash: rejected
+            await _give_back(ctx, oid, hold)
             return _rejected(order, hold["refused"])
         if hold["released"]:  # decided before a crash: reserved, and since released
             return InventoryReserved(**order.model_dump())
@@ -122,14 +125,19 @@ async def reserve(order: OrderPlaced, ctx: Context) -> InventoryReserved | Inven
                 total = round(PRODUCTS[sku].price * qty, 2) if sku in PRODUCTS else 0.0
                 await _move(ctx, StockReserved(order_id=oid, sku=sku, qty=qty, total=total))
             return InventoryReserved(**order.model_dump())
-        # Short: give back what a crashed attempt may have held, and keep the refusal.
-        for sku, qty in hold["held"].items():
-            await _move(ctx, StockReleased(order_id=oid, sku=sku, qty=qty))
+        # Short: the refusal first (the decision, should a crash follow), then give back
+        # what a crashed attempt may have held.
         for sku in short:
             await _move(
                 ctx, StockRefused(order_id=oid, sku=sku, qty=missing[sku], available=levels[sku])
             )
+        await _give_back(ctx, oid, hold)
         return _rejected(order, short)
+
+
+async def _give_back(ctx: Context, order_id: str, hold: dict[str, Any]) -> None:
+    for sku, qty in hold["held"].items():
+        await _move(ctx, StockReleased(order_id=order_id, sku=sku, qty=qty))
 
 
 def _rejected(order: OrderPlaced, short: list[str]) -> InventoryRejected:
@@ -147,8 +155,7 @@ async def release(failed: PaymentFailed, ctx: Context) -> InventoryReleased:
         hold = await _hold(oid)
         if not hold["held"] and not hold["released"]:
             logger.warning("payment failed for %s, which holds no stock", oid)
-        for sku, qty in hold["held"].items():
-            await _move(ctx, StockReleased(order_id=oid, sku=sku, qty=qty))
+        await _give_back(ctx, oid, hold)
     return InventoryReleased(
         order_id=oid,
         customer=failed.customer,
