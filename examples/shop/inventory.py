@@ -61,8 +61,11 @@ from tidings import App, Context
 logger = logging.getLogger("shop.inventory")
 
 app = App("inventory", hub=HUB)
-app.view("stock", topics=[STOCK_TOPIC], key=sku_of)(stock)
-app.view("reservations", topics=[STOCK_TOPIC], key=order_of)(reservation)
+# Committed every 10 ms (not 100): each decision waits for the last one to be in the
+# views, so this bounds how many orders a second inventory decides (a quiet view
+# commits nothing).
+app.view("stock", topics=[STOCK_TOPIC], key=sku_of, commit_interval=0.01)(stock)
+app.view("reservations", topics=[STOCK_TOPIC], key=order_of, commit_interval=0.01)(reservation)
 
 
 # One decision at a time in this process: each reads the views after the last one's
