@@ -112,16 +112,17 @@ def _wanted(order: OrderPlaced) -> dict[str, int]:
 @app.on("orders", ordering="key", concurrency=8)
 async def reserve(order: OrderPlaced, ctx: Context) -> InventoryReserved | InventoryRejected:
     oid = order.order_id
+    wanted = _wanted(order)
     async with _deciding():
-        hold = await _hold(oid)
+        # both views at once: each waits for its own processor to have the last decision
+        hold, *at = await asyncio.gather(_hold(oid), *(_level(sku) for sku in wanted))
         if hold["refused"]:  # decided before a crash: rejected
             await _give_back(ctx, oid, hold)
             return _rejected(order, hold["refused"])
         if hold["released"]:  # decided before a crash: reserved, and since released
             return InventoryReserved(**order.model_dump())
-        wanted = _wanted(order)
+        levels = dict(zip(wanted, at, strict=True))
         missing = {sku: qty for sku, qty in wanted.items() if sku not in hold["held"]}
-        levels = {sku: await _level(sku) for sku in missing}
         short = sorted(sku for sku, qty in missing.items() if levels[sku] < qty)
         if not short:
             for sku, qty in missing.items():
