@@ -45,6 +45,12 @@ PINNED = {
         "TopicNotFound", "Unauthorized", "UnsupportedMediaType", "UrlNotAllowed", "ViewBehind",
         "ViewNotFound", "WebhookNotFound", "__version__",
     ],
+    "tidings.streams": [
+        "DELETED", "Aggregate", "Aggregation", "Count", "EnrichOperator", "EventView",
+        "FoldOperator", "Hopping", "InputRecord", "Join", "Max", "Mean", "Merger", "Min",
+        "Operator", "Output", "Session", "Sliding", "StreamJoin", "Sum", "Tumbling", "Window",
+        "WindowOperator", "window_operator",
+    ],
     "tidings.testing": ["TestHub", "VirtualClock"],
     "tidings.webhooks": ["WebhookVerificationError", "verify"],
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,15 @@ async def wait_until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
         await asyncio.sleep(0.05)
 
 
+def settled(app: App, i: int = 0) -> Callable[[], Awaitable[bool]]:
+    """Whether the app's i-th view has committed every record of its inputs, and what
+    the hub's clock up to now closed (results are published before their commit)."""
+    p = app.processors[i]
+    transport = p.transport
+    now = transport.clock.time_ms()
+    return lambda: p.caught_up(now)
+
+
 async def results(t: Transport, topic: str) -> list[dict[str, Any]]:
     try:
         return [r["event"] for r in await t.read_all(topic)]
@@ -154,7 +163,7 @@ async def test_a_fold_view_and_a_window_match_the_reference(hub_at: str) -> None
 
         await wait_until(all_closed)
         want_windows = window_reference(evs, 1000, await late_ids(t, win))
-        await wait_until(lambda: app.processors[0].caught_up())
+        await wait_until(settled(app, 0))
         loaded = await load_changelog(t, view)
         assert loaded.values == fold_reference(evs)
         got = await app.view_get(view, "k1")
@@ -184,12 +193,12 @@ async def test_replay_from_earliest_equals_the_live_run(hub_at: str) -> None:
         late = await late_ids(t, win)
         want = window_reference(evs, 1000, late)
         await wait_until(lambda: _has(t, win, want))
-        await wait_until(lambda: live.processors[0].caught_up())
+        await wait_until(settled(live, 0))
     rview, rwin = view + "-replay", win + "-replay"
     replay = analytics(name("replay"), hub_at, topic, rview, rwin, idle="300ms")
     async with running(replay), transport_for(hub_at) as t:
         await wait_until(lambda: _has(t, rwin, want))
-        await wait_until(lambda: replay.processors[0].caught_up())
+        await wait_until(settled(replay, 0))
         for a, b in ((win, rwin), (win + ".late", rwin + ".late")):
             live_results, replay_results = await results(t, a), await results(t, b)
             assert [_bytes(r) for r in live_results] == [_bytes(r) for r in replay_results]
@@ -289,7 +298,7 @@ async def test_a_rebuilt_view_replays_its_inputs_and_goes_on_live(hub_at: str) -
     async with running(app), transport_for(hub_at) as t:
         evs = events(t.clock.time_ms(), 40)
         await t.publish(topic, evs)
-        await wait_until(lambda: app.processors[0].caught_up())
+        await wait_until(settled(app, 0))
         before = await load_changelog(t, view)
         assert before.values == fold_reference(evs)
         generation = app.processors[0].generation
@@ -303,7 +312,7 @@ async def test_a_rebuilt_view_replays_its_inputs_and_goes_on_live(hub_at: str) -
 
         await wait_until(rebuilt)
         await t.publish(topic, more)  # and it goes on live
-        await wait_until(lambda: app.processors[0].caught_up())
+        await wait_until(settled(app, 0))
         after = await load_changelog(t, view)
         assert after.values == fold_reference(evs)
         assert (after.checkpoint or {})["generation"] == generation + 1
@@ -322,7 +331,7 @@ async def test_a_view_of_two_topics_folds_them_in_append_order(hub_at: str) -> N
     async with running(app), transport_for(hub_at) as t:
         for i in range(30):
             await t.publish(a if i % 3 else b, [{"type": "x", "id": f"m{i}", "data": {"k": "k"}}])
-        await wait_until(lambda: app.processors[0].caught_up())
+        await wait_until(settled(app, 0))
         loaded = await load_changelog(t, view)
         # The reference: both topics' records by (append time, input, offset).
         timed = []
@@ -425,7 +434,7 @@ async def test_a_fold_that_raises_stops_its_view_until_it_works(
         await wait_until(lambda: _logged(caplog, "cannot fold e5"))
         assert not await app.processors[0].caught_up()
         broken["on"] = False  # a fixed deploy
-        await wait_until(lambda: app.processors[0].caught_up())
+        await wait_until(settled(app, 0))
         assert (await load_changelog(t, view)).values == fold_reference(evs)
 
 
@@ -453,3 +462,61 @@ async def test_a_session_window_in_an_app() -> None:
             ("ann", rfc3339_ms(now), 3), ("ann", rfc3339_ms(now + 3000), 1),
             ("bob", rfc3339_ms(now + 50), 1), ("bob", rfc3339_ms(now + 3100), 1),
         ]
+
+
+async def test_a_stream_join_and_an_enriched_stream(hub_at: str) -> None:
+    """Orders matched with payments within 2 s of event time, each pair once; and orders
+    enriched with their customer's latest name as of their place in append order."""
+    orders, payments, customers = name("orders"), name("payments"), name("customers")
+    paid, named = name("paid"), name("named")
+    app = App(name("joiner"), hub=hub_at, poll_wait=0.2, register_schemas=False)
+
+    @app.join(paid, left=orders, right=payments, within="2s", idle="300ms",
+              key=lambda e: e.data["order"])
+    def pair(order: Any, payment: Any) -> dict[str, Any]:
+        return {"order": order.data["order"], "amount": payment.data["amount"]}
+
+    @app.enrich(named, stream=orders, table=customers, key=lambda e: e.data["customer"],
+                table_key=lambda e: e.data["id"])
+    def with_name(order: Any, customer: Any) -> dict[str, Any] | None:
+        return None if customer is None else {"order": order.data["order"],
+                                              "name": customer["name"]}
+
+    async with running(app), transport_for(hub_at) as t:
+        now = t.clock.time_ms()
+
+        def ev(ms: int, **data: Any) -> dict[str, Any]:
+            return {"type": "x", "time": rfc3339_ms(now + ms), "data": data}
+
+        # Inputs merge by append time (then by input): apart by a few ms, each publish
+        # comes after the one before it.
+        for topic, evs in (
+            (customers, [ev(0, id="c1", name="Ann")]),
+            (orders, [ev(0, order="o1", customer="c1"), ev(10, order="o2", customer="c2")]),
+            (payments, [ev(20, order="o1", amount=5), ev(30, order="o3", amount=7)]),
+            (customers, [ev(40, id="c1", name="Annie"), ev(40, id="c2", name="Bo")]),
+            (orders, [ev(50, order="o3", customer="c1")]),
+        ):
+            await t.publish(topic, evs)
+            await asyncio.sleep(0.01)
+
+        async def joined() -> list[dict[str, Any]]:
+            return sorted((r["data"] for r in await results(t, paid)), key=str)
+
+        want = [{"order": "o1", "amount": 5}, {"order": "o3", "amount": 7}]
+        assert await wait_until(lambda: _equal(joined(), want)) is True
+        # o1 with the name of its time, o2 not at all (no customer c2 yet), o3 the new name.
+        await wait_until(lambda: _equal(_datas(t, named), [
+            {"order": "o1", "name": "Ann"}, {"order": "o3", "name": "Annie"}]))
+        await wait_until(settled(app, 1))
+        table = await load_changelog(t, named)
+        assert table.values == {"c1": {"id": "c1", "name": "Annie"},
+                                "c2": {"id": "c2", "name": "Bo"}}
+
+
+async def _datas(t: Transport, topic: str) -> list[Any]:
+    return [r["data"] for r in await results(t, topic)]
+
+
+async def _equal(got: Awaitable[Any], want: Any) -> bool:
+    return await got == want

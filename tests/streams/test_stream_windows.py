@@ -143,7 +143,10 @@ def test_quiet_windows_close_through_advance_alone() -> None:
         "key": "a", "start": text_of(T0), "end": text_of(end), "value": 3, "final": True,
     }]
     assert out.values == {f"a@{text_of(T0)}": out.results[0]["data"]}
-    assert out.clock == {"stream_time": T0 + 2_000, "watermark": end + 10_000}
+    assert out.clock == {
+        "stream_time": T0 + 2_000, "watermark": end + 10_000,
+        "window": {"kind": "tumbling", "size": 60_000, "grace": 10_000, "idle": 10_000},
+    }
 
 
 def test_result_and_late_events_are_cloudevents_with_stable_ids() -> None:
@@ -235,3 +238,40 @@ def test_any_script_equals_the_reference_and_survives_any_cut(
     assert (got.results, got.late, got.values, got.state, got.clock) == (
         whole.results, whole.late, whole.values, whole.state, whole.clock
     )
+
+
+def test_state_made_with_another_window_is_refused_on_restore() -> None:
+    op = window_operator("v", ["in"], Tumbling("1m"), lambda e: "k", Count())
+    op.restore({}, {}, {})
+    op.process((0, 0, 0, T0, {"type": "t"}))
+    out = op.drain()
+    assert out.clock["window"] == {"kind": "tumbling", "size": 60_000, "grace": 0, "idle": 0}
+    again = window_operator("v", ["in"], Tumbling("2m"), lambda e: "k", Count())
+    with pytest.raises(ValueError, match="rebuild the view to change its window"):
+        again.restore({}, out.state, out.clock)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_keys_with_separators_survive_a_restore(kind: str) -> None:
+    script = make_script(40, seed=21)
+    for _, arg in script:
+        if not isinstance(arg, int):
+            arg[4]["data"]["k"] = f"{arg[4]['data']['k']}:x@y:"
+    whole = run(maker(kind, "count"), script)
+    assert any(":x@y:@" in k for k in whole.values)
+    for cut in range(0, len(script) + 1, 3):
+        got = run(maker(kind, "count"), script, cuts=[cut])
+        assert (got.results, got.values, got.state) == (whole.results, whole.values, whole.state)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_drained_state_comes_in_name_order(kind: str) -> None:
+    op = maker(kind, "sum")()
+    op.restore({}, {}, {})
+    for step, arg in make_script(60, seed=8):
+        if step == "rec":
+            op.process(arg)
+        else:
+            op.advance(arg)
+    names = list(op.drain().state)
+    assert len(names) > 3 and names == sorted(names)

@@ -39,7 +39,7 @@ from tidings.app.handlers import (
 from tidings.app.processor import StreamSpec, ViewProcessor
 from tidings.app.remembering import HandledIds
 from tidings.app.runner import Consumer, cancel_quietly
-from tidings.app.streams import view_spec, window_spec
+from tidings.app.streams import enrich_spec, join_spec, view_spec, window_spec
 from tidings.app.transport import (
     EmbeddedTransport,
     Transport,
@@ -237,6 +237,55 @@ class App:
         )
         self._add_stream(spec)
         return spec
+
+    def join(
+        self,
+        name: str,
+        *,
+        left: str,
+        right: str,
+        within: str | float,
+        key: Callable[[Any], str],
+        right_key: Callable[[Any], str] | None = None,
+        grace: str | float = "0s",
+        idle: str | float | None = None,
+    ) -> Callable[[V], V]:
+        """Register the decorated ``def join(left_event, right_event) -> data | None``:
+        each event of ``left`` is matched with every event of ``right`` with the same
+        key (``key``, ``right_key`` for the right side, by default ``key``) and an
+        event time at most ``within`` away; each pair's data is published once to
+        topic ``name`` (type ``tidings.join.result``); late events go to
+        ``{name}.late`` as for windows."""
+
+        def register(func: V) -> V:
+            self._add_stream(join_spec(self.name, name, left, right, within, key, func,
+                                       right_key=right_key, grace=grace, idle=idle))
+            return func
+
+        return register
+
+    def enrich(
+        self,
+        name: str,
+        *,
+        stream: str,
+        table: str,
+        key: Callable[[Any], str],
+        table_key: Callable[[Any], str],
+        table_fold: Callable[[Any, Any], Any] | None = None,
+    ) -> Callable[[V], V]:
+        """Register the decorated ``def join(event, value) -> data | None``: ``table``'s
+        events fold into a value per ``table_key`` (``table_fold(current, event)``, by
+        default the latest event's data), served as view ``name``; each event of
+        ``stream`` is joined with the value of its ``key`` as of its place in append
+        order, and the data published to topic ``name`` (None: nothing)."""
+
+        def register(func: V) -> V:
+            self._add_stream(enrich_spec(self.name, name, stream, table, key, table_key, func,
+                                         table_fold=table_fold))
+            return func
+
+        return register
 
     def _add_stream(self, spec: StreamSpec) -> None:
         for other in self.streams:

@@ -221,8 +221,6 @@ class ViewProcessor:
         spec, t = self.spec, self.transport
         info = await t.put_view(spec.name, spec.declaration)
         generation = int(info["generation"])
-        for topic in spec.inputs:  # a read of a topic not made yet would be refused
-            await t.ensure_topic(topic)
         self.generation = generation
         loaded = await load_changelog(t, spec.name)
         ckpt = loaded.checkpoint or {}

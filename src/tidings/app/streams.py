@@ -12,8 +12,11 @@
 
 A fold is a plain ``def`` (it runs inline, in the merged order of the inputs); a
 window needs no function of its own, its ``key``, ``window`` and ``agg`` say what
-it computes. Bad arguments raise :class:`ValueError` naming the argument. What
-runs them is :mod:`tidings.app.processor`.
+it computes. Joins (``@app.join``: two streams within a time; ``@app.enrich``: a
+stream with the latest value per key of a second input) decorate the function
+that makes a result's data from what was matched. Bad arguments raise
+:class:`ValueError` naming the argument. What runs them is
+:mod:`tidings.app.processor`.
 """
 
 from __future__ import annotations
@@ -24,9 +27,17 @@ from typing import Any
 
 from tidings.app.handlers import check_name
 from tidings.app.processor import StreamSpec
-from tidings.streams import Aggregation, FoldOperator, Window, window_operator
+from tidings.streams import (
+    Aggregation,
+    EnrichOperator,
+    FoldOperator,
+    Join,
+    StreamJoin,
+    Window,
+    window_operator,
+)
 
-__all__ = ["view_spec", "window_spec"]
+__all__ = ["enrich_spec", "join_spec", "view_spec", "window_spec"]
 
 DEFAULT_COMMIT_INTERVAL = 0.1
 DEFAULT_COMMIT_RECORDS = 20_000
@@ -175,4 +186,92 @@ def window_spec(
         commit_interval=interval,
         commit_records=records,
         func_name=name,
+    )
+
+
+def _two_topics(name: str, first: object, second: object, what: str) -> tuple[str, str]:
+    a, b = check_name("topic", first), check_name("topic", second)
+    if a == b:
+        raise ValueError(f"{what} of {name!r} must be two topics, not {a!r} twice")
+    if name in (a, b):
+        raise ValueError(f"{name!r} publishes its results to topic {name!r}: it cannot also "
+                         "read it")
+    return a, b
+
+
+def join_spec(
+    app: str,
+    name: str,
+    left: object,
+    right: object,
+    within: object,
+    key: object,
+    join: object,
+    *,
+    right_key: object = None,
+    grace: object = "0s",
+    idle: object = None,
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+    commit_records: int = DEFAULT_COMMIT_RECORDS,
+) -> StreamSpec:
+    """Two streams matched by key within ``within`` of event time: ``join(l, r)`` per pair."""
+    check_name("join name", name)
+    inputs = _two_topics(name, left, right, "the left and right")
+    window = Join(within, grace=grace, idle=idle)
+    key_f = _check_callable("key", key, 1)
+    right_f = key_f if right_key is None else _check_callable("right_key", right_key, 1)
+    join_f = _check_callable(f"join {name!r}: the joining function", join, 2)
+    interval, records = _check_commit(commit_interval, commit_records)
+    declaration = {"kind": "window", "inputs": list(inputs), "app": app,
+                   "window": window.describe(), "emit": "final"}
+    return StreamSpec(
+        name=name,
+        kind="window",
+        inputs=inputs,
+        types=(),
+        declaration=declaration,
+        make_operator=lambda: StreamJoin(name, inputs, window, key_f, right_f, join_f),
+        commit_interval=interval,
+        commit_records=records,
+        func_name=getattr(join, "__qualname__", name),
+    )
+
+
+def _latest_data(current: Any, event: Any) -> Any:
+    return event.data
+
+
+def enrich_spec(
+    app: str,
+    name: str,
+    stream: object,
+    table: object,
+    key: object,
+    table_key: object,
+    join: object,
+    *,
+    table_fold: object = None,
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+    commit_records: int = DEFAULT_COMMIT_RECORDS,
+) -> StreamSpec:
+    """``stream``'s events joined with ``table``'s value for their key: ``join(e, value)``."""
+    check_name("enrich name", name)
+    inputs = _two_topics(name, stream, table, "the stream and table")
+    key_f = _check_callable("key", key, 1)
+    table_key_f = _check_callable("table_key", table_key, 1)
+    fold_f = _latest_data if table_fold is None else _check_callable("table_fold", table_fold, 2)
+    join_f = _check_callable(f"enrich {name!r}: the joining function", join, 2)
+    interval, records = _check_commit(commit_interval, commit_records)
+    declaration = {"kind": "view", "inputs": list(inputs), "app": app, "window": None,
+                   "emit": None}
+    return StreamSpec(
+        name=name,
+        kind="view",
+        inputs=inputs,
+        types=(),
+        declaration=declaration,
+        make_operator=lambda: EnrichOperator(name, inputs, key_f, table_key_f, fold_f, join_f),
+        commit_interval=interval,
+        commit_records=records,
+        func_name=getattr(join, "__qualname__", name),
     )

@@ -25,7 +25,6 @@ from tidings.client.async_client import (
     _events_path,
     _group_path,
     _ms,
-    _topic_path,
 )
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub
@@ -180,10 +179,6 @@ class Transport(Protocol):
 
     async def end_positions(self, topic: str) -> dict[int, int]:
         """The next offset of each partition of ``topic`` now."""
-        ...
-
-    async def ensure_topic(self, topic: str) -> None:
-        """Create ``topic`` with the hub's defaults if it does not exist (as a group does)."""
         ...
 
 
@@ -345,12 +340,6 @@ class HttpTransport:
                 return None
             raise
 
-    async def ensure_topic(self, topic: str) -> None:
-        try:
-            await self.client.topic(topic)
-        except NotFound:
-            await self.client._call("PUT", _topic_path(topic), {})  # the hub's defaults
-
     async def end_positions(self, topic: str) -> dict[int, int]:
         info = await self.client.topic(topic)
         return {int(p["partition"]): int(p["next_offset"]) for p in info["partitions"]}
@@ -487,10 +476,6 @@ class CoreTransport:
                 return None
             raise
         return {"key": key, "value": value, "position": f"0:{offset}"}
-
-    async def ensure_topic(self, topic: str) -> None:
-        if topic not in self.hub.topics:
-            await self.hub.create_topic(topic)
 
     async def end_positions(self, topic: str) -> dict[int, int]:
         return {p: part.end_offset for p, part in enumerate(self.hub.topic(topic).partitions)}

@@ -3,7 +3,8 @@
 Windows (``windows``: :class:`Tumbling`, :class:`Hopping`, :class:`Sliding`,
 :class:`Session`), aggregations (``aggregations``: :class:`Count`, :class:`Sum`,
 :class:`Min`, :class:`Max`, :class:`Mean`, :class:`Aggregate`), the operators that
-apply them (``windowed``, ``sessions``, ``sliding``; ``fold`` for ``@app.view``),
+apply them (``windowed``, ``sessions``, ``sliding``; ``fold`` for ``@app.view``;
+``joins``: a stream enriched by a table, two streams within :class:`Join`),
 event time (``eventtime``), and the :class:`Merger` that puts a view's inputs in one
 order (``merger``). An operator gets records and horizons as arguments and hands
 back an :class:`Output`; the runtime in ``app`` reads, commits and keeps time.
@@ -19,6 +20,7 @@ from typing import Any
 from tidings.streams.aggregations import Aggregate, Aggregation, Count, Max, Mean, Min, Sum
 from tidings.streams.eventview import EventView
 from tidings.streams.fold import FoldOperator
+from tidings.streams.joins import EnrichOperator, Join, StreamJoin
 from tidings.streams.merger import Merger
 from tidings.streams.sessions import SessionWindows
 from tidings.streams.sliding import SlidingWindows
@@ -31,10 +33,12 @@ __all__ = [
     "Aggregate",
     "Aggregation",
     "Count",
+    "EnrichOperator",
     "EventView",
     "FoldOperator",
     "Hopping",
     "InputRecord",
+    "Join",
     "Max",
     "Mean",
     "Merger",
@@ -43,6 +47,7 @@ __all__ = [
     "Output",
     "Session",
     "Sliding",
+    "StreamJoin",
     "Sum",
     "Tumbling",
     "Window",

@@ -3,7 +3,10 @@
 :class:`EventView` wraps the CloudEvent dict the hub stored, without copying it or
 checking it again (the hub checked it at publish): ``e.data``, ``e.type``,
 ``e.get("partitionkey")``, and ``e.event`` for a full :class:`~tidings.Event`.
-Made once per record, so it holds two slots and reads the rest when asked.
+Made once per record, so it holds two slots and reads the rest when asked; the
+fixed-window operators go further and fill one view again for each record, so a
+view's functions may read it during the call but must not keep it (what they
+keep goes into the changelog as JSON anyway).
 """
 
 from __future__ import annotations

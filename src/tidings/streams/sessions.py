@@ -84,7 +84,10 @@ class SessionWindows(WindowOperator):
             sess = self._sessions[k] = []
         bisect.insort(sess, new, key=_first)
         self._changed.add((k, new[0]))
-        self._schedule(k, new)
+        if not touched or new[0] != touched[0][0]:
+            # A session that only grew later keeps its heap entry: an entry due before
+            # its session is is pushed again, with the session's close, when it comes up.
+            self._schedule(k, new)
         if self._updates:
             self._result(k, new[0], new[1] + gap, agg.result(new[2]), new[3])
 
@@ -98,12 +101,16 @@ class SessionWindows(WindowOperator):
         wm, heap, gap = self._wm, self._heap, self.gap
         closing: list[tuple[int, int, str, Sess]] = []
         while heap and heap[0][0] <= wm:
-            close, k, first = heapq.heappop(heap)
+            _, k, first = heapq.heappop(heap)
             sess = self._sessions.get(k, [])
             for s in sess:
-                if s[0] == first and s[1] + gap + self.grace == close:
-                    closing.append((s[1] + gap, first, k, s))
-                    sess.remove(s)
+                if s[0] == first:
+                    close = s[1] + gap + self.grace
+                    if close <= wm:
+                        closing.append((s[1] + gap, first, k, s))
+                        sess.remove(s)
+                    else:
+                        heapq.heappush(heap, (close, k, first))
                     break
             if not sess:
                 self._sessions.pop(k, None)

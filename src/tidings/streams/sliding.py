@@ -60,9 +60,10 @@ class SlidingWindows(WindowOperator):
         covering = sorted(t for t in wins if et <= t < et + size)
         if et not in wins:
             state, n = agg.initial(), 0
+            lifted = self._lifted if agg.needs_event else None
             for t2, stored in events:
                 if et - size < t2 <= et:
-                    state = agg.add(state, self._lifted(stored))
+                    state = agg.add(state, stored if lifted is None else lifted(stored))
                     n += 1
             wins[et] = [state, n]
             covering.insert(0, et)
