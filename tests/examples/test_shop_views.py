@@ -23,10 +23,13 @@ from test_shop_restart import read_all
 from examples.shop.demo import Stack, place_orders
 from examples.shop.folds import TOPICS, order_view, reservation, stock
 from tidings import AsyncClient, Event
+from tidings.streams import EventView
 
 
-def ev(type: str, time: str, **data: Any) -> Event:
-    return Event(type=type, source="/test", id=f"{type}-{time}", time=time, data=data)
+def ev(type: str, time: str, **data: Any) -> EventView:
+    """An event as a fold sees it."""
+    return EventView({"specversion": "1.0", "type": type, "source": "/test",
+                      "id": f"{type}-{time}", "time": time, "data": data})  # fmt: skip
 
 
 # -- the folds -------------------------------------------------------------------------
