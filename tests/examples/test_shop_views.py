@@ -140,6 +140,11 @@ async def test_post_answers_a_position_that_get_waits_for(stack: Stack) -> None:
         async with http.get(stack.orders_url + location) as resp:
             assert resp.status == 200, await resp.text()
             order = await resp.json()
+        # a position that is not one is refused, by name
+        async with http.get(f"{stack.orders_url}/orders/{placed['order_id']}",
+                            params={"min_position": "soon"}) as resp:  # fmt: skip
+            assert resp.status == 400
+            assert "min_position" in (await resp.json())["detail"]
     assert location.endswith(f"?min_position={placed['position']}")
     assert order["order_id"] == placed["order_id"] and order["customer"] == "ana"
 
