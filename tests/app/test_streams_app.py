@@ -520,3 +520,28 @@ async def _datas(t: Transport, topic: str) -> list[Any]:
 
 async def _equal(got: Awaitable[Any], want: Any) -> bool:
     return await got == want
+
+
+# aiohttp warns of a body over 1 MiB sent as bytes; these commits are that large on purpose.
+@pytest.mark.filterwarnings("ignore:Sending a large body:ResourceWarning")
+async def test_a_commit_over_the_hubs_request_limit_is_redone_in_smaller_ones(
+    hub_url: str,
+) -> None:
+    """2000 values of 9 KB: one commit would be 18 MB, past the hub's 16 MiB per
+    request; the processor halves its commits until they fit, and loses nothing."""
+    topic, view = name("big"), name("padded")
+    app = App(name("bulky"), hub=hub_url, poll_wait=0.2, register_schemas=False)
+
+    @app.view(view, topics=[topic], key=lambda e: e.data["k"], commit_interval=2)
+    def pad(current: Any, e: Any) -> dict[str, Any]:
+        return {"n": e.data["n"], "pad": "x" * 9000}
+
+    async with transport_for(hub_url) as t:
+        evs = [{"type": "x", "data": {"k": f"k{i}", "n": i}} for i in range(2000)]
+        for i in range(0, 2000, 500):
+            await t.publish(topic, evs[i : i + 500])
+        async with running(app):
+            await wait_until(settled(app, 0), timeout=60)
+            assert app.processors[0].commit_records < 2000
+        loaded = await load_changelog(t, view)
+        assert {k: v["n"] for k, v in loaded.values.items()} == {f"k{i}": i for i in range(2000)}

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -446,3 +447,61 @@ async def test_a_feed_open_across_a_rebuild_starts_again_with_a_snapshot(
             await expect(r, 200)
         change = await anext(stream)
     assert change["event"] == "change" and orjson.loads(change["data"])["key"] == "b"
+
+
+KILL_ROUNDS = 5
+KEYS_PER_COMMIT = 40
+
+
+async def test_commits_stay_whole_through_repeated_sigkills(
+    hub_factory: HubFactory, http: aiohttp.ClientSession
+) -> None:
+    """A writer commits without pause (each commit its own keys, all one seq) while the
+    hub is killed at random moments: after each restart every acknowledged commit is
+    served, and every commit is there with all its keys or none of them."""
+    rng = random.Random(16)
+    hub = hub_factory.start(fsync="always")
+    base, name, topic = hub.base_url, unique("v"), unique()
+    await declare(http, base, name, [topic])
+    acked: set[int] = set()
+    seq = 0
+    for _ in range(KILL_ROUNDS):
+        stop = asyncio.Event()
+
+        async def writer(stop: asyncio.Event) -> None:
+            nonlocal seq
+            while not stop.is_set():
+                try:
+                    at = (await get(http, f"{base}/v1/views/{name}"))["changelog"]["next_offset"]
+                    values = {f"c{seq:05d}-{i:02d}": seq for i in range(KEYS_PER_COMMIT)}
+                    mine = seq
+                    seq += 1
+                    resp = await commit(
+                        http, base, name, 0, at, values, {topic: {"0": mine}}, seq=mine
+                    )
+                    async with resp:
+                        if resp.status == 200:
+                            acked.add(mine)
+                except (aiohttp.ClientError, AssertionError):
+                    return  # the hub is gone
+
+        task = asyncio.create_task(writer(stop))
+        await asyncio.sleep(rng.uniform(0.3, 1.2))
+        hub.kill()
+        stop.set()
+        await task
+        hub.restart()
+        served: dict[str, int] = {}
+        after: str | None = None
+        while True:
+            params = {"limit": "1000", **({"after": after} if after else {})}
+            page = await get(http, f"{base}/v1/views/{name}/keys", **params)
+            served.update({e["key"]: e["value"] for e in page["keys"]})
+            if (after := page["next"]) is None:
+                break
+        per_commit: dict[int, int] = {}
+        for value in served.values():
+            per_commit[value] = per_commit.get(value, 0) + 1
+        assert all(n == KEYS_PER_COMMIT for n in per_commit.values()), per_commit
+        assert acked <= set(per_commit), sorted(acked - set(per_commit))
+    assert len(acked) >= KILL_ROUNDS  # commits were made between the kills

@@ -138,7 +138,7 @@ def test_an_enriched_stream_sees_the_table_as_of_its_place_in_the_merged_order()
     assert got.values == table
     whole = got
     for cut in range(0, len(script) + 1, 7):
-        got = run(make_enrich, script, cuts=[cut])
+        got = run(make_enrich, script, cuts=[cut], batch=cut % 2 == 0)
         assert (got.results, got.values) == (whole.results, whole.values), cut
 
 

@@ -234,7 +234,8 @@ def test_any_script_equals_the_reference_and_survives_any_cut(
     assert summary(whole) == (want.results, want.late)
     assert whole.values == folded(want.values)
     cuts = data.draw(st.lists(st.integers(0, len(script)), max_size=4))
-    got = run(maker(kind, "sum", "updates"), script, cuts=sorted(set(cuts)))
+    batch = data.draw(st.booleans())
+    got = run(maker(kind, "sum", "updates"), script, cuts=sorted(set(cuts)), batch=batch)
     assert (got.results, got.late, got.values, got.state, got.clock) == (
         whole.results, whole.late, whole.values, whole.state, whole.clock
     )

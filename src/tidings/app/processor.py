@@ -13,8 +13,9 @@ The loop (streams design, sections 1 and 3):
    records appended before the lowest horizon over the inputs, in the order
    ``(appended_ms, input_index, partition, offset)``, and holds the rest;
    each released record goes to ``operator.process``, then ``operator.advance(H)``.
-3. Every ``commit_interval`` (or ``commit_records`` records): drain the
-   operator; publish its results to the view's topic and its late events to
+3. Every ``commit_interval``, every ``commit_records`` records, and whenever a
+   read finds nothing new (caught up: a reader waiting on the view sees it at
+   once): drain the operator; publish its results to the view's topic and its late events to
    ``{name}.late`` (their ids are derived from what they are, so a retry after a
    crash stores nothing twice); then commit the changed ``v:``/``s:`` records and
    a checkpoint naming the next input offsets, as one compare-and-set append.
@@ -37,7 +38,7 @@ from typing import Any, Literal
 
 from tidings.app.transport import TimedBatch, Transport
 from tidings.core.positions import format_token
-from tidings.errors import Conflict, NotFound, TidingsError
+from tidings.errors import Conflict, NotFound, TidingsError, TooLarge
 from tidings.streams import DELETED, Merger, Operator, Output
 
 __all__ = ["ChangelogState", "StreamSpec", "ViewProcessor", "changelog_events", "load_changelog"]
@@ -46,7 +47,8 @@ logger = logging.getLogger("tidings.app")
 
 CHANGELOG_PREFIX = "__view."
 READ_LIMIT = 5000
-PUBLISH_CHUNK = 500
+PUBLISH_CHUNK = 500  # result events per publish
+LATE_CHUNK = 10  # late events per publish: each holds an event (up to 1 MiB)
 _RETRY_PAUSE_S = 0.5  # after the hub could not be reached
 _FAILED_PAUSE_S = 1.0  # after a refusal or a failure of the view's own code, doubling
 _HELD_PAUSE_S = 0.005  # records wait for the horizon to pass them: read again soon
@@ -158,6 +160,8 @@ class ViewProcessor:
         self.commits = 0
         self.reloads = 0
         self.failures = 0
+        #: Records per commit at most: commit_records, halved after a commit too large.
+        self.commit_records = spec.commit_records
         self.processed = 0  # input records processed since start (redone ones too)
         #: The input positions of the last checkpoint read or written.
         self.committed: dict[str, dict[str, int]] = {}
@@ -178,6 +182,15 @@ class ViewProcessor:
                 self.reloads += 1
                 logger.info("view %s: %s; reloading from the changelog", name, _why(exc),
                             extra={"view": name})
+            except TooLarge as exc:
+                # A commit (or a publish of its results) over the hub's request limit:
+                # redo the work since the checkpoint in smaller commits.
+                if self.commit_records == 1:  # one record's changes: no smaller commit
+                    await self._failed(f"the hub refused: {exc.detail}")
+                    continue
+                self.commit_records = max(1, self.commit_records // 2)
+                logger.warning("view %s: %s; committing every %d records from now on",
+                               name, exc.detail, self.commit_records, extra={"view": name})
             except TidingsError as exc:
                 if exc.status in _TRANSIENT:
                     logger.warning("view %s: %s; retrying", name, exc.detail,
@@ -288,17 +301,24 @@ class _Run:
             idle_rounds = 0 if ready or any(b.records for _, b in got) else idle_rounds + 1
             # Behind (a read came back full): a backlog or a replay; checkpoints every
             # second or commit_records records are enough, and cost less.
-            behind = any(len(b.records) >= READ_LIMIT for _, b in got)
+            behind = any(len(b.records) >= self.read_limit() for _, b in got)
             every = max(interval, _BEHIND_INTERVAL_S) if behind else interval
             due = loop.time() - last_commit >= every
-            if self.uncommitted >= spec.commit_records or (
-                due and (self.uncommitted or self.advanced)
+            # Caught up (a read found nothing new, nothing waits for the horizon): commit
+            # now, so that a reader waiting with min_position does not wait an interval.
+            caught_up = idle_rounds > 0 and not self.merger.holding()
+            if self.uncommitted >= proc.commit_records or (
+                (due or caught_up) and (self.uncommitted or self.advanced)
             ):
                 await self.commit()
                 last_commit = loop.time()
             if idle_rounds and self.uncommitted == 0:
                 await self._check_generation(loop.time())
         await self.commit()
+
+    def read_limit(self) -> int:
+        """Records per read: a round's records go in one commit at most."""
+        return min(READ_LIMIT, self.proc.commit_records)
 
     async def _read_round(self, wait: float) -> list[tuple[int, TimedBatch]]:
         """Read every input once; with ``wait``, until the first answers (or a stop)."""
@@ -307,7 +327,7 @@ class _Run:
         for i, topic in enumerate(spec.inputs):
             at = self.read_at[i]
             start = "earliest" if at is None else format_token(at)
-            coro = t.read_timed(topic, start, READ_LIMIT, wait, spec.types)
+            coro = t.read_timed(topic, start, self.read_limit(), wait, spec.types)
             tasks[asyncio.ensure_future(coro)] = i
         waits: set[asyncio.Future[Any]] = set(tasks)
         stop: asyncio.Task[Any] | None = None
@@ -337,9 +357,8 @@ class _Run:
             at = self.read_at[i]
             self.read_at[i] = {**(at or {}), **batch.next}
         ready = merger.ready()
-        process = self.op.process
-        for rec in ready:
-            process(rec)
+        if ready:
+            self.op.process_all(ready)
         h = merger.horizon
         if h is not None and (self.horizon is None or h > self.horizon):
             self.horizon = h
@@ -374,9 +393,12 @@ class _Run:
             self.uncommitted = 0
             self.proc.settled_horizon = horizon
             return
-        for topic, events in ((spec.name, out.results), (spec.name + ".late", out.late)):
-            for i in range(0, len(events), PUBLISH_CHUNK):
-                await t.publish(topic, events[i : i + PUBLISH_CHUNK])
+        for topic, events, chunk in (
+            (spec.name, out.results, PUBLISH_CHUNK),
+            (spec.name + ".late", out.late, LATE_CHUNK),
+        ):
+            for i in range(0, len(events), chunk):
+                await t.publish(topic, events[i : i + chunk])
         checkpoint = {
             "generation": self.generation,
             "seq": self.seq,

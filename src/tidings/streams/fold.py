@@ -75,9 +75,26 @@ class FoldOperator:
             values[k] = self._changed[k] = new
 
     def process_all(self, recs: Iterable[InputRecord]) -> None:
-        """``process`` each record in turn."""
+        """``process`` each record in turn, with the attributes read once."""
+        types, decode, key, fold = self._types, self._decode, self._key, self._fold
+        values, changed = self._values, self._changed
         for rec in recs:
-            self.process(rec)
+            ev = rec[4]
+            if types is not None and ev.get("type") not in types:
+                continue
+            e = decode(ev)
+            k = key(e)
+            if k is None:
+                continue
+            if k.__class__ is not str:
+                k = str(k)
+            new = fold(values.get(k), e)
+            if new is None:
+                if k in values:
+                    del values[k]
+                    changed[k] = DELETED
+            else:
+                values[k] = changed[k] = new
 
     def advance(self, horizon_ms: int) -> None:
         if self._horizon is None or horizon_ms > self._horizon:

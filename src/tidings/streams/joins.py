@@ -106,6 +106,10 @@ class EnrichOperator(FoldOperator):
             "data": data,
         })
 
+    def process_all(self, recs: Iterable[InputRecord]) -> None:
+        for rec in recs:  # stream and table records differ: not the fold's loop
+            self.process(rec)
+
     def drain(self) -> Output:
         out = super().drain()
         out.results, self._results = self._results, []
@@ -164,6 +168,10 @@ class StreamJoin(WindowOperator):
     def process(self, rec: InputRecord) -> None:
         self._key = self._keys[1 if rec[0] else 0]
         super().process(rec)
+
+    def process_all(self, recs: Iterable[InputRecord]) -> None:
+        for rec in recs:  # the key function changes with the input
+            self.process(rec)
 
     def _place(self, k: str, et: int, e: Any, rec: InputRecord) -> None:
         within, grace = self.within, self.grace
