@@ -276,3 +276,43 @@ def test_drained_state_comes_in_name_order(kind: str) -> None:
             op.advance(arg)
     names = list(op.drain().state)
     assert len(names) > 3 and names == sorted(names)
+
+
+@pytest.mark.parametrize(("window", "closes_at"), [
+    (Hopping("10s", every="5s", grace="1s", idle="2s"), T0 + 10_000 + 1_000 + 2_000),
+    (Sliding("10s", grace="1s", idle="2s"), T0 + 1_000 + 1 + 1_000 + 2_000),
+    (Session("3s", grace="1s", idle="2s"), T0 + 1_000 + 3_000 + 1_000 + 2_000),
+])
+def test_quiet_windows_of_every_kind_close_through_advance(window: Any, closes_at: int) -> None:
+    # events at T0 and T0 + 1 s, then only horizons: the last window to close is the
+    # one ending latest (hopping [T0, T0 + 10 s); the sliding window of the second
+    # event; the session [T0, T0 + 1 s + gap))
+    op = window_operator("q", ["in"], window, lambda e: "k", Count())
+    op.restore({}, {}, {})
+    for i in range(2):
+        op.process((0, 0, i, T0 + 1_000 * i, {"type": "t", "time": text_of(T0 + 1_000 * i)}))
+    op.advance(closes_at - 1)
+    before = op.drain().results
+    op.advance(closes_at)
+    after = op.drain().results
+    assert len(after) == 1 and after[0]["data"]["final"]
+    assert all(r["data"]["end"] < after[0]["data"]["end"] for r in before)
+
+
+def test_a_sliding_window_numbers_kept_events_the_same_after_a_restore() -> None:
+    # C comes after B with an earlier time and is let go first, while B is kept: the
+    # numbering of the next event must not depend on a restore in between.
+    def rec(offset: int, appended: int, t: int) -> tuple[str, Any]:
+        return ("rec", (0, 0, offset, appended, {"type": "t", "time": text_of(T0 + t)}))
+
+    script = [
+        rec(0, T0 + 5_000, 5_000), rec(1, T0 + 5_000, 1_000), ("adv", T0 + 9_000),
+        rec(2, T0 + 9_000, 9_000), ("adv", T0 + 9_500),
+    ]
+    make = lambda: window_operator(  # noqa: E731
+        "s", ["in"], Sliding("2s", grace="5s", idle=0), lambda e: "k", Count()
+    )
+    whole = run(make, script)
+    assert [ev[0] for ev in whole.state["e:k"][1]] == [T0 + 5_000, T0 + 9_000]
+    for cut in range(len(script) + 1):
+        assert run(make, script, cuts=[cut]).state == whole.state, cut

@@ -14,7 +14,10 @@ The hub is :class:`~tidings.core.hub.Hub` itself, on
 lease is out: then the clock jumps to the next moment something is due (a nack's
 delay ends, a lease runs out), so a retry after an hour's backoff happens at
 once, and in the same order every run. :meth:`TestHub.advance` moves it by hand
-(to let a lease of a handler that hangs run out).
+(to let a lease of a handler that hangs run out, or a window close). Events
+published get the virtual time as their ``time`` unless they carry one, and
+:meth:`TestHub.drain` also waits for the apps' views (``tidings.streams``) to
+catch up.
 
 ``TestHub(app, hub="http://127.0.0.1:8700")`` or ``hub="embedded:PATH"`` runs the
 same apps and the same test against a real hub, in real time.
@@ -38,7 +41,7 @@ from tidings.app.transport import (
 )
 from tidings.client.async_client import event_dict
 from tidings.core.hub import Hub, HubOptions
-from tidings.events.envelope import Event, Record
+from tidings.events.envelope import Event, Record, normalize_event, rfc3339_ms
 from tidings.log.memory import MemoryStorage
 
 __all__ = ["TestHub", "VirtualClock"]
@@ -132,7 +135,10 @@ class _VirtualTransport(CoreTransport):
             self.changed()
 
     async def publish(self, topic: str, events: Sequence[dict[str, Any]]) -> None:
-        await super().publish(topic, events)
+        # An event's time, where the hub fills it, is the virtual clock's: windows on
+        # event time then close as the harness moves the clock.
+        now = rfc3339_ms(self.vclock.now_ms)
+        await self.hub.publish(topic, [normalize_event(ev, topic=topic, now=now) for ev in events])
         self.changed()
 
     async def read_timed(

@@ -50,6 +50,7 @@ READ_LIMIT = 5000
 PUBLISH_CHUNK = 500  # result events per publish
 LATE_CHUNK = 10  # late events per publish: each holds an event (up to 1 MiB)
 _RETRY_PAUSE_S = 0.5  # after the hub could not be reached
+_RELOAD_PAUSE_S = 0.02  # after a 409: another writer (or a rebuild) came first
 _FAILED_PAUSE_S = 1.0  # after a refusal or a failure of the view's own code, doubling
 _HELD_PAUSE_S = 0.005  # records wait for the horizon to pass them: read again soon
 # Errors worth trying again soon: the hub unreachable (500), busy, limited, unavailable.
@@ -70,7 +71,6 @@ class StreamSpec:
     make_operator: Callable[[], Operator]
     commit_interval: float
     commit_records: int
-    func_name: str = ""
 
 
 @dataclass(slots=True)
@@ -182,6 +182,7 @@ class ViewProcessor:
                 self.reloads += 1
                 logger.info("view %s: %s; reloading from the changelog", name, _why(exc),
                             extra={"view": name})
+                await self._pause(_RELOAD_PAUSE_S)
             except TooLarge as exc:
                 # A commit (or a publish of its results) over the hub's request limit:
                 # redo the work since the checkpoint in smaller commits.

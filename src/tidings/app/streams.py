@@ -127,7 +127,6 @@ def view_spec(
         make_operator=lambda: FoldOperator(name, key_f, fold_f),
         commit_interval=interval,
         commit_records=records,
-        func_name=getattr(fold, "__qualname__", name),
     )
 
 
@@ -185,7 +184,6 @@ def window_spec(
         ),
         commit_interval=interval,
         commit_records=records,
-        func_name=name,
     )
 
 
@@ -233,7 +231,6 @@ def join_spec(
         make_operator=lambda: StreamJoin(name, inputs, window, key_f, right_f, join_f),
         commit_interval=interval,
         commit_records=records,
-        func_name=getattr(join, "__qualname__", name),
     )
 
 
@@ -273,5 +270,4 @@ def enrich_spec(
         make_operator=lambda: EnrichOperator(name, inputs, key_f, table_key_f, fold_f, join_f),
         commit_interval=interval,
         commit_records=records,
-        func_name=getattr(join, "__qualname__", name),
     )

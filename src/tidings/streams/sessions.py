@@ -58,6 +58,16 @@ class SessionWindows(WindowOperator):
         x = agg.lift(e)
         sess = self._sessions.get(k)
         touched = [s for s in sess if s[0] - gap < et < s[1] + gap] if sess else []
+        if len(touched) == 1 and touched[0][0] <= et:  # the common case: it grows one session
+            s = touched[0]
+            if et > s[1]:
+                s[1] = et
+            s[2] = agg.add(s[2], x)
+            s[3] += 1
+            self._changed.add((k, s[0]))
+            if self._updates:
+                self._result(k, s[0], s[1] + gap, agg.result(s[2]), s[3])
+            return
         if not touched:
             if et + gap + self.grace <= self._wm:
                 self._late_event(rec, k, et, (

@@ -12,7 +12,9 @@ With ``emit="updates"``, ``rev`` is the number of events in the window.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+from operator import itemgetter
 from typing import Any
 
 from tidings.streams.eventtime import format_ms
@@ -23,14 +25,18 @@ from tidings.streams.windows import Sliding
 __all__ = ["SlidingWindows"]
 
 _CLOSE, _PRUNE = 0, 1
+_time = itemgetter(0)  # of a kept event [t, seq, x]
+_seq = itemgetter(1)
 
 
 class SlidingWindows(WindowOperator):
-    """Per key, the kept events ``[[t, x], ...]`` and the open windows ``{t: [state, rev]}``.
+    """Per key, the kept events ``[[t, seq, x], ...]`` in time order, and the open windows
+    ``{t: [state, rev]}``.
 
-    ``x`` is what the aggregation lifted from the event, or the whole event dict for
-    an aggregation that needs it. Changelog entries: ``e:{key}`` -> the kept events,
-    ``w:{t}:{key}`` -> ``[state, rev]``.
+    ``seq`` numbers a key's kept events in merged order (a window folds them in that
+    order); ``x`` is what the aggregation lifted from the event, or the whole event
+    dict for an aggregation that needs it. Changelog entries: ``e:{key}`` -> ``[next seq,
+    the kept events]``, ``w:{t}:{key}`` -> ``[state, rev]``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -39,6 +45,7 @@ class SlidingWindows(WindowOperator):
             raise TypeError(f"SlidingWindows takes Sliding, not {self.window!r}")
         self.size = self.window.size
         self._events: dict[str, list[list[Any]]] = {}
+        self._next_seq: dict[str, int] = {}
         self._wins: dict[str, dict[int, list[Any]]] = {}
         self._heap: list[tuple[int, int, str, int]] = []  # (when, _CLOSE|_PRUNE, key, t)
         self._changed: set[tuple[str, int | None]] = set()  # (key, t) or (key, None): events
@@ -59,13 +66,14 @@ class SlidingWindows(WindowOperator):
         events = self._events.setdefault(k, [])
         covering = sorted(t for t in wins if et <= t < et + size)
         if et not in wins:
-            state, n = agg.initial(), 0
+            state = agg.initial()
             lifted = self._lifted if agg.needs_event else None
-            for t2, stored in events:
-                if et - size < t2 <= et:
-                    state = agg.add(state, stored if lifted is None else lifted(stored))
-                    n += 1
-            wins[et] = [state, n]
+            lo = bisect.bisect_right(events, et - size, key=_time)
+            hi = bisect.bisect_right(events, et, key=_time)
+            inside = sorted(events[lo:hi], key=_seq)  # in merged order
+            for _, _, stored in inside:
+                state = agg.add(state, stored if lifted is None else lifted(stored))
+            wins[et] = [state, len(inside)]
             covering.insert(0, et)
             self._push((et + 1 + grace, _CLOSE, k, et))
         for t in covering:
@@ -75,7 +83,9 @@ class SlidingWindows(WindowOperator):
             self._changed.add((k, t))
             if self._updates:
                 self._result(k, t - size + 1, t + 1, agg.result(w[0]), w[1])
-        events.append([et, rec[4] if agg.needs_event else x])
+        seq = self._next_seq.get(k, 0)
+        self._next_seq[k] = seq + 1
+        bisect.insort(events, [et, seq, rec[4] if agg.needs_event else x], key=_time)
         self._changed.add((k, None))
         self._push((et + size + grace, _PRUNE, k, et))
 
@@ -99,13 +109,13 @@ class SlidingWindows(WindowOperator):
                     self._wins.pop(k, None)
             else:
                 events = self._events.get(k, [])
-                kept = [ev for ev in events if ev[0] + size + self.grace > wm]
-                if len(kept) != len(events):
+                cut = bisect.bisect_right(events, wm - size - self.grace, key=_time)
+                if cut:
+                    del events[:cut]
                     self._changed.add((k, None))
-                if kept:
-                    self._events[k] = kept
-                else:
+                if not events:
                     self._events.pop(k, None)
+                    self._next_seq.pop(k, None)
         closing.sort(key=lambda c: c[:3])
         for end, start, k, w in closing:
             self._result(k, start, end, self.agg.result(w[0]), 0)
@@ -116,7 +126,7 @@ class SlidingWindows(WindowOperator):
         for k, t in self._changed:
             if t is None:
                 events = self._events.get(k)
-                state[f"e:{k}"] = events if events else DELETED
+                state[f"e:{k}"] = [self._next_seq[k], events] if events else DELETED
             else:
                 w = self._wins.get(k, {}).get(t)
                 state[f"w:{t}:{k}"] = DELETED if w is None else list(w)
@@ -125,14 +135,16 @@ class SlidingWindows(WindowOperator):
 
     def _load(self, state: dict[str, Any]) -> None:
         self._events, self._wins, self._heap, self._changed = {}, {}, [], set()
+        self._next_seq = {}
         self._next_close = NEVER
         size, grace = self.size, self.grace
         for name, value in state.items():
             kind, _, rest = name.partition(":")
             if kind == "e":
-                self._events[rest] = [list(ev) for ev in value]
-                for t, _x in value:
-                    self._push((t + size + grace, _PRUNE, rest, t))
+                self._next_seq[rest], kept = value
+                self._events[rest] = [list(ev) for ev in kept]
+                for ev in kept:
+                    self._push((ev[0] + size + grace, _PRUNE, rest, ev[0]))
                 continue
             t_s, _, k = rest.partition(":")
             if kind != "w" or not t_s.lstrip("-").isdigit():
