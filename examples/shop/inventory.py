@@ -2,7 +2,7 @@
 
 ``tidings run examples.shop.inventory:app``
 
-The stock is not kept in this process: it is the ``stock`` view, the fold
+The stock is not kept only in this process: it is the ``stock`` view, the fold
 :func:`examples.shop.folds.stock` of the ledger on the topic ``stock`` (one event
 per product of an order: reserved, released, refused), starting from the
 catalog's stock. The hub keeps the view (its changelog and checkpoints), so a
@@ -11,21 +11,31 @@ A second view, ``reservations``, folds the same ledger per order: what each orde
 holds, so that an order delivered twice (after a crash) gets the decision it got
 the first time.
 
-Never overselling comes from three rules:
+The process decides from its own copy of both views (:class:`Book`), so a decision
+waits for no view:
 
-- Every decision reads the views with ``min_position="latest"``: they reflect every
-  ledger event appended before the read, this process's own and those of a process
-  killed before it started (read your own writes).
-- Decisions are made one at a time (``_deciding()``), and a decision's ledger events are
-  durable before the next decision reads: nothing is decided on a stale level.
+- The copy is filled from the views. The first read of each view after a start (or
+  after the copy is dropped) is made with ``min_position="latest"``: it reflects every
+  ledger event appended before it, those of a process killed before this one
+  included. Later, a key the copy lacks is read as the view has it: the view is at
+  least that far, and this process has not written that key since (it writes only
+  keys in its copy).
+- The copy follows this process's own ledger events, each once it is durable, through
+  the same folds as the views.
+- Decisions are made one at a time (``Book.lock``), and a decision's ledger events are
+  durable before the next decision reads the copy: nothing is decided on a stale level.
+- The copy is dropped, and filled again from the views, when a ledger write fails (it
+  may or may not be in the ledger), when the ledger shows an event this process did
+  not write (:func:`watch`), and when it holds more than ``MAX_HOLDS`` orders.
 - Each reservation is a ledger event of its own, checked against the level just read:
   a crash between two of an order's reservations leaves a partial hold, which the
   redelivered order completes (if the stock is still there) or gives back. A
   refusal is written before anything is given back, so a redelivered order that
   finds one is rejected again, never reserved.
 
-One inventory process decides at a time (run one; a second one would decide
-beside it without seeing its in-flight decisions).
+One inventory process decides at a time: run one. A second one's ledger events
+are seen only once written (by :func:`watch`); decisions made before that, on a
+copy that lacks them, could oversell.
 """
 
 from __future__ import annotations
@@ -56,50 +66,111 @@ from examples.shop.folds import (
     stock,
 )
 from examples.shop.settings import HUB
-from tidings import App, Context
+from tidings import App, Context, Event
+from tidings.streams import EventView
 
 logger = logging.getLogger("shop.inventory")
 
 app = App("inventory", hub=HUB)
-# Committed every 10 ms (not 100): each decision waits for the last one to be in the
-# views, so this bounds how many orders a second inventory decides (a quiet view
-# commits nothing).
-app.view("stock", topics=[STOCK_TOPIC], key=sku_of, commit_interval=0.01)(stock)
-app.view("reservations", topics=[STOCK_TOPIC], key=order_of, commit_interval=0.01)(reservation)
+app.view("stock", topics=[STOCK_TOPIC], key=sku_of)(stock)
+app.view("reservations", topics=[STOCK_TOPIC], key=order_of)(reservation)
+
+# Past this many orders in the copy, it is dropped and filled again from the views.
+MAX_HOLDS = 100_000
 
 
-# One decision at a time in this process: each reads the views after the last one's
-# ledger events are in the log. (A lock per event loop: tests run several loops.)
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
+class Book:
+    """This process's copy of the ``stock`` and ``reservations`` views, which it
+    decides from. Read and changed under ``lock`` only (:meth:`prefetch` aside)."""
+
+    def __init__(self, run: object) -> None:
+        self.run = run  # the app's run it belongs to
+        self.lock = asyncio.Lock()
+        self.levels: dict[str, int] = {}
+        self.holds: dict[str, dict[str, Any]] = {}
+        self.caught_up: set[str] = set()  # views read with min_position="latest" since a drop
+        self.generation = 0  # how many times the copy was dropped
+        self.stale = False  # drop it before the next decision
+        self.mine: set[str] = set()  # ids of ledger events written here, not yet watched
+
+    def refresh(self) -> None:
+        """Drop the copy if it may be wrong or is too big (under the lock, before a
+        decision): the next reads fill it again from the views."""
+        if self.stale or len(self.holds) > MAX_HOLDS:
+            self.levels.clear()
+            self.holds.clear()
+            self.caught_up.clear()
+            self.generation += 1
+            self.stale = False
+
+    async def _read(self, view: str, key: str) -> dict[str, Any] | None:
+        if view in self.caught_up:
+            return await app.view_get(view, key)
+        got = await app.view_get(view, key, min_position="latest")
+        self.caught_up.add(view)
+        return got
+
+    async def level(self, sku: str) -> int:
+        if sku not in self.levels:
+            got = await self._read("stock", sku)
+            self.levels[sku] = initial_stock(sku) if got is None else int(got["value"])
+        return self.levels[sku]
+
+    async def prefetch(self, order_id: str) -> tuple[int, dict[str, Any] | None] | None:
+        """An order's entry in the ``reservations`` view, read before taking the lock
+        (so the read waits beside other decisions), with the generation it was read in;
+        None if it cannot be read yet without the lock (the view was not caught up)."""
+        if order_id in self.holds or "reservations" not in self.caught_up:
+            return None
+        generation = self.generation
+        return generation, await app.view_get("reservations", order_id)
+
+    async def hold(
+        self, order_id: str, early: tuple[int, dict[str, Any] | None] | None = None
+    ) -> dict[str, Any]:
+        """What the order holds. ``early`` (from :meth:`prefetch`) stands if the copy
+        was not dropped since it was read: the order had no entry in the copy then nor
+        now, so this process wrote nothing for it in between."""
+        if order_id not in self.holds:
+            if early is not None and early[0] == self.generation:
+                got = early[1]
+            else:
+                got = await self._read("reservations", order_id)
+            self.holds[order_id] = no_hold() if got is None else got["value"]
+        return self.holds[order_id]
+
+    async def write(self, ctx: Context, move: StockReserved | StockReleased | StockRefused) -> None:
+        """Append one ledger event, durably, then apply it to the copy. Its id says what
+        it is (``o-1.tea.reserved``): published again after a crash, the hub's dedupe
+        drops it. If the write fails, it may be in the ledger or not: the copy is
+        dropped."""
+        await self.level(move.sku)  # the copy must hold the keys it writes
+        await self.hold(move.order_id)
+        eid = f"{move.order_id}.{move.sku}.{move.event_type.split('.')[1]}"
+        event = {"id": eid, "type": move.event_type, "data": move.model_dump(mode="json")}
+        self.mine.add(eid)
+        try:
+            await ctx.publish(
+                move.event_topic, move.event_type, event["data"], key=move.sku, id=eid
+            )
+        except BaseException:
+            self.stale = True
+            raise
+        seen = EventView(event)
+        self.levels[move.sku] = stock(self.levels[move.sku], seen)
+        self.holds[move.order_id] = reservation(self.holds[move.order_id], seen)
 
 
-def _deciding() -> asyncio.Lock:
-    return _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+# One book per run of the app (and per event loop: tests run several loops).
+_books: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Book] = weakref.WeakKeyDictionary()
 
 
-async def _level(sku: str) -> int:
-    got = await app.view_get("stock", sku, min_position="latest")
-    return initial_stock(sku) if got is None else int(got["value"])
-
-
-async def _hold(order_id: str) -> dict[str, Any]:
-    got = await app.view_get("reservations", order_id, min_position="latest")
-    if got is None:
-        return no_hold()
-    value: dict[str, Any] = got["value"]
-    return value
-
-
-async def _move(ctx: Context, move: StockReserved | StockReleased | StockRefused) -> None:
-    """Append one ledger event, durably, before the next decision reads the views. Its id
-    says what it is (``o-1.tea.reserved``): published again after a crash, the hub's
-    dedupe drops it."""
-    await ctx.publish(
-        move.event_topic, move.event_type, move.model_dump(mode="json"),
-        key=move.sku, id=f"{move.order_id}.{move.sku}.{move.event_type.split('.')[1]}",
-    )  # fmt: skip
+def _book() -> Book:
+    loop = asyncio.get_running_loop()
+    book = _books.get(loop)
+    if book is None or book.run is not app.consumers:  # a list made anew at each start
+        book = _books[loop] = Book(app.consumers)
+    return book
 
 
 def _wanted(order: OrderPlaced) -> dict[str, int]:
@@ -113,11 +184,15 @@ def _wanted(order: OrderPlaced) -> dict[str, int]:
 async def reserve(order: OrderPlaced, ctx: Context) -> InventoryReserved | InventoryRejected:
     oid = order.order_id
     wanted = _wanted(order)
-    async with _deciding():
-        # both views at once: each waits for its own processor to have the last decision
-        hold, *at = await asyncio.gather(_hold(oid), *(_level(sku) for sku in wanted))
+    book = _book()
+    early = await book.prefetch(oid)
+    async with book.lock:
+        book.refresh()
+        hold, *at = await asyncio.gather(
+            book.hold(oid, early), *(book.level(sku) for sku in wanted)
+        )  # fmt: skip
         if hold["refused"]:  # decided before a crash: rejected
-            await _give_back(ctx, oid, hold)
+            await _give_back(ctx, book, oid, hold)
             return _rejected(order, hold["refused"])
         if hold["released"]:  # decided before a crash: reserved, and since released
             return InventoryReserved(**order.model_dump())
@@ -127,21 +202,21 @@ async def reserve(order: OrderPlaced, ctx: Context) -> InventoryReserved | Inven
         if not short:
             for sku, qty in missing.items():
                 total = round(PRODUCTS[sku].price * qty, 2) if sku in PRODUCTS else 0.0
-                await _move(ctx, StockReserved(order_id=oid, sku=sku, qty=qty, total=total))
+                await book.write(ctx, StockReserved(order_id=oid, sku=sku, qty=qty, total=total))
             return InventoryReserved(**order.model_dump())
         # Short: the refusal first (the decision, should a crash follow), then give back
         # what a crashed attempt may have held.
         for sku in short:
-            await _move(
+            await book.write(
                 ctx, StockRefused(order_id=oid, sku=sku, qty=missing[sku], available=levels[sku])
             )
-        await _give_back(ctx, oid, hold)
+        await _give_back(ctx, book, oid, hold)
         return _rejected(order, short)
 
 
-async def _give_back(ctx: Context, order_id: str, hold: dict[str, Any]) -> None:
-    for sku, qty in hold["held"].items():
-        await _move(ctx, StockReleased(order_id=order_id, sku=sku, qty=qty))
+async def _give_back(ctx: Context, book: Book, order_id: str, hold: dict[str, Any]) -> None:
+    for sku, qty in list(hold["held"].items()):
+        await book.write(ctx, StockReleased(order_id=order_id, sku=sku, qty=qty))
 
 
 def _rejected(order: OrderPlaced, short: list[str]) -> InventoryRejected:
@@ -155,13 +230,28 @@ def _rejected(order: OrderPlaced, short: list[str]) -> InventoryRejected:
 @app.on("payments", ordering="key", concurrency=8)
 async def release(failed: PaymentFailed, ctx: Context) -> InventoryReleased:
     oid = failed.order_id
-    async with _deciding():
-        hold = await _hold(oid)
+    book = _book()
+    async with book.lock:
+        book.refresh()
+        hold = await book.hold(oid)
         if not hold["held"] and not hold["released"]:
             logger.warning("payment failed for %s, which holds no stock", oid)
-        await _give_back(ctx, oid, hold)
+        await _give_back(ctx, book, oid, hold)
     return InventoryReleased(
         order_id=oid,
         customer=failed.customer,
         reason=f"payment failed: {failed.reason}",
     )
+
+
+@app.on(STOCK_TOPIC, start="latest")
+async def watch(event: Event) -> None:
+    """Each ledger event: one this process did not write (another process's, or a
+    killed one's that landed late) means the copy may lack it: it is dropped."""
+    book = _book()
+    if event.id in book.mine:
+        book.mine.discard(event.id)
+        return
+    if book.holds or book.levels:
+        logger.info("ledger event %s was not written here: reading the views again", event.id)
+    book.stale = True
