@@ -20,13 +20,21 @@ waits for no view:
   included. Later, a key the copy lacks is read as the view has it: the view is at
   least that far, and this process has not written that key since (it writes only
   keys in its copy).
-- The copy follows this process's own ledger events, each once it is durable, through
-  the same folds as the views.
-- Decisions are made one at a time (``Book.lock``), and a decision's ledger events are
-  durable before the next decision reads the copy: nothing is decided on a stale level.
-- The copy is dropped, and filled again from the views, when a ledger write fails (it
-  may or may not be in the ledger), when the ledger shows an event this process did
-  not write (:func:`watch`), and when it holds more than ``MAX_HOLDS`` orders.
+- The copy follows this process's own ledger events, through the same folds as the
+  views. Decisions are made one at a time (``Book.lock``), each on a copy that counts
+  every earlier decision's reservations and refusals from the moment they are handed
+  to the ledger, and a release's stock only once the release is durable: the copy's
+  level is never above the ledger's, so nothing is oversold. A decision does not wait
+  for the one before it to be durable, so decisions made while a ledger write is out
+  go together in the next one (the consumer's outbox sends one request at a time, in
+  order). A decision is answered once its own ledger events are durable, and a
+  decision about an order waits for that order's writes in flight.
+- The copy is dropped, and filled again from the views once every write in flight is
+  answered, when a ledger write fails (it may or may not be in the ledger; decisions
+  made meanwhile counted its reservations, so one of them may have been refused for
+  stock that was not taken after all, never the other way), when the ledger shows an
+  event this process did not write (:func:`watch`), and when it holds more than
+  ``MAX_HOLDS`` orders.
 - Each reservation is a ledger event of its own, checked against the level just read:
   a crash between two of an order's reservations leaves a partial hold, which the
   redelivered order completes (if the stock is still there) or gives back. A
@@ -69,6 +77,8 @@ from examples.shop.settings import HUB
 from tidings import App, Context, Event
 from tidings.streams import EventView
 
+Move = StockReserved | StockReleased | StockRefused
+
 logger = logging.getLogger("shop.inventory")
 
 app = App("inventory", hub=HUB)
@@ -81,7 +91,8 @@ MAX_HOLDS = 100_000
 
 class Book:
     """This process's copy of the ``stock`` and ``reservations`` views, which it
-    decides from. Read and changed under ``lock`` only (:meth:`prefetch` aside)."""
+    decides from. Read and changed under ``lock`` (aside from :meth:`prefetch`, and
+    a release's stock added back once it is durable)."""
 
     def __init__(self, run: object) -> None:
         self.run = run  # the app's run it belongs to
@@ -92,11 +103,20 @@ class Book:
         self.generation = 0  # how many times the copy was dropped
         self.stale = False  # drop it before the next decision
         self.mine: set[str] = set()  # ids of ledger events written here, not yet watched
+        self.inflight: set[asyncio.Future[None]] = set()  # ledger writes not yet answered
+        self.pending: dict[str, asyncio.Future[None]] = {}  # order id -> its writes in flight
 
-    def refresh(self) -> None:
-        """Drop the copy if it may be wrong or is too big (under the lock, before a
-        decision): the next reads fill it again from the views."""
+    async def refresh(self, order_id: str) -> None:
+        """Before a decision about ``order_id`` (under the lock): wait for that order's
+        ledger writes in flight, and drop the copy if it may be wrong or is too big,
+        once every write in flight is answered (the next reads fill it again from the
+        views, which then reflect them)."""
+        mine = self.pending.get(order_id)
+        if mine is not None:
+            await asyncio.wait([mine])
         if self.stale or len(self.holds) > MAX_HOLDS:
+            if self.inflight:
+                await asyncio.wait(list(self.inflight))
             self.levels.clear()
             self.holds.clear()
             self.caught_up.clear()
@@ -139,26 +159,56 @@ class Book:
             self.holds[order_id] = no_hold() if got is None else got["value"]
         return self.holds[order_id]
 
-    async def write(self, ctx: Context, move: StockReserved | StockReleased | StockRefused) -> None:
-        """Append one ledger event, durably, then apply it to the copy. Its id says what
-        it is (``o-1.tea.reserved``): published again after a crash, the hub's dedupe
-        drops it. If the write fails, it may be in the ledger or not: the copy is
-        dropped."""
-        await self.level(move.sku)  # the copy must hold the keys it writes
-        await self.hold(move.order_id)
-        eid = f"{move.order_id}.{move.sku}.{move.event_type.split('.')[1]}"
-        event = {"id": eid, "type": move.event_type, "data": move.model_dump(mode="json")}
-        self.mine.add(eid)
+    async def check(self, moves: list[Move]) -> None:
+        """Read what the copy lacks of the keys ``moves`` write (it must hold them)."""
+        for move in moves:
+            await self.level(move.sku)
+            await self.hold(move.order_id)
+
+    def write(self, ctx: Context, moves: list[Move]) -> asyncio.Future[None]:
+        """Hand ``moves`` to the ledger (one request, in order, with what other decisions
+        hand in meanwhile) and apply them to the copy; the future is done once they
+        are durable. Reservations and refusals count at once, so the next decision
+        sees them; a release adds its stock back only once durable, so the copy's
+        level is never above the ledger's. If the write fails, it may be in the ledger
+        or not: the copy is dropped. Each event's id says what it is
+        (``o-1.tea.reserved``): published again after a crash, the hub's dedupe drops it.
+        Call :meth:`check` first (under the same lock, with no await in between)."""
+        seen = []
+        for move in moves:
+            eid = f"{move.order_id}.{move.sku}.{move.event_type.split('.')[1]}"
+            event = {"id": eid, "type": move.event_type, "data": move.model_dump(mode="json")}
+            view = EventView(event)
+            seen.append(view)
+            self.holds[move.order_id] = reservation(self.holds[move.order_id], view)
+            if move.event_type != StockReleased.event_type:
+                self.levels[move.sku] = stock(self.levels[move.sku], view)
+            self.mine.add(eid)
+        written = asyncio.ensure_future(self._publish(ctx, seen, self.generation))
+        self.inflight.add(written)
+        written.add_done_callback(self.inflight.discard)
+        for move in moves:
+            self.pending[move.order_id] = written
+        return written
+
+    async def _publish(self, ctx: Context, seen: list[EventView], generation: int) -> None:
         try:
-            await ctx.publish(
-                move.event_topic, move.event_type, event["data"], key=move.sku, id=eid
-            )
+            # submitted together, in order: one request of the consumer's outbox
+            await asyncio.gather(*(
+                ctx.publish(STOCK_TOPIC, e.type, e.data, key=e.data["sku"], id=e.id)
+                for e in seen
+            ))  # fmt: skip
         except BaseException:
             self.stale = True
             raise
-        seen = EventView(event)
-        self.levels[move.sku] = stock(self.levels[move.sku], seen)
-        self.holds[move.order_id] = reservation(self.holds[move.order_id], seen)
+        finally:
+            for e in seen:
+                if self.pending.get(e.data["order_id"]) is asyncio.current_task():
+                    del self.pending[e.data["order_id"]]
+        if generation == self.generation:  # else the views reflect them
+            for e in seen:
+                if e.type == StockReleased.event_type and e.data["sku"] in self.levels:
+                    self.levels[e.data["sku"]] = stock(self.levels[e.data["sku"]], e)
 
 
 # One book per run of the app (and per event loop: tests run several loops).
@@ -187,36 +237,49 @@ async def reserve(order: OrderPlaced, ctx: Context) -> InventoryReserved | Inven
     book = _book()
     early = await book.prefetch(oid)
     async with book.lock:
-        book.refresh()
+        await book.refresh(oid)
         hold, *at = await asyncio.gather(
             book.hold(oid, early), *(book.level(sku) for sku in wanted)
         )  # fmt: skip
-        if hold["refused"]:  # decided before a crash: rejected
-            await _give_back(ctx, book, oid, hold)
-            return _rejected(order, hold["refused"])
-        if hold["released"]:  # decided before a crash: reserved, and since released
-            return InventoryReserved(**order.model_dump())
-        levels = dict(zip(wanted, at, strict=True))
-        missing = {sku: qty for sku, qty in wanted.items() if sku not in hold["held"]}
-        short = sorted(sku for sku, qty in missing.items() if levels[sku] < qty)
-        if not short:
-            for sku, qty in missing.items():
-                total = round(PRODUCTS[sku].price * qty, 2) if sku in PRODUCTS else 0.0
-                await book.write(ctx, StockReserved(order_id=oid, sku=sku, qty=qty, total=total))
-            return InventoryReserved(**order.model_dump())
-        # Short: the refusal first (the decision, should a crash follow), then give back
-        # what a crashed attempt may have held.
-        for sku in short:
-            await book.write(
-                ctx, StockRefused(order_id=oid, sku=sku, qty=missing[sku], available=levels[sku])
-            )
-        await _give_back(ctx, book, oid, hold)
-        return _rejected(order, short)
+        decision, moves = _decide(order, wanted, hold, dict(zip(wanted, at, strict=True)))
+        await book.check(moves)
+        written = book.write(ctx, moves) if moves else None
+    if written is not None:
+        await written
+    return decision
 
 
-async def _give_back(ctx: Context, book: Book, order_id: str, hold: dict[str, Any]) -> None:
-    for sku, qty in list(hold["held"].items()):
-        await book.write(ctx, StockReleased(order_id=order_id, sku=sku, qty=qty))
+def _decide(
+    order: OrderPlaced, wanted: dict[str, int], hold: dict[str, Any], levels: dict[str, int]
+) -> tuple[InventoryReserved | InventoryRejected, list[Move]]:
+    """The answer to ``order`` and the ledger events that make it so."""
+    oid = order.order_id
+    if hold["refused"]:  # decided before a crash: rejected
+        return _rejected(order, hold["refused"]), _give_back(oid, hold)
+    if hold["released"]:  # decided before a crash: reserved, and since released
+        return InventoryReserved(**order.model_dump()), []
+    missing = {sku: qty for sku, qty in wanted.items() if sku not in hold["held"]}
+    short = sorted(sku for sku, qty in missing.items() if levels[sku] < qty)
+    if not short:
+        return InventoryReserved(**order.model_dump()), [
+            StockReserved(order_id=oid, sku=sku, qty=qty, total=_total(sku, qty))
+            for sku, qty in missing.items()
+        ]  # fmt: skip
+    # Short: the refusal first (the decision, should a crash follow), then give back
+    # what a crashed attempt may have held.
+    refusals: list[Move] = [
+        StockRefused(order_id=oid, sku=sku, qty=missing[sku], available=levels[sku])
+        for sku in short
+    ]
+    return _rejected(order, short), refusals + _give_back(oid, hold)
+
+
+def _total(sku: str, qty: int) -> float:
+    return round(PRODUCTS[sku].price * qty, 2) if sku in PRODUCTS else 0.0
+
+
+def _give_back(order_id: str, hold: dict[str, Any]) -> list[Move]:
+    return [StockReleased(order_id=order_id, sku=sku, qty=qty) for sku, qty in hold["held"].items()]
 
 
 def _rejected(order: OrderPlaced, short: list[str]) -> InventoryRejected:
@@ -232,11 +295,15 @@ async def release(failed: PaymentFailed, ctx: Context) -> InventoryReleased:
     oid = failed.order_id
     book = _book()
     async with book.lock:
-        book.refresh()
+        await book.refresh(oid)
         hold = await book.hold(oid)
         if not hold["held"] and not hold["released"]:
             logger.warning("payment failed for %s, which holds no stock", oid)
-        await _give_back(ctx, book, oid, hold)
+        moves = _give_back(oid, hold)
+        await book.check(moves)
+        written = book.write(ctx, moves) if moves else None
+    if written is not None:
+        await written
     return InventoryReleased(
         order_id=oid,
         customer=failed.customer,
