@@ -105,3 +105,17 @@ async def test_a_payment_failed_twice_releases_once() -> None:
         moves = [e.type for e in await hub.events(STOCK_TOPIC)]
         assert moves == ["stock.reserved", "stock.released"]
         assert await level("pot") == PRODUCTS["pot"].stock
+
+
+async def test_a_ledger_event_it_did_not_write_is_decided_on() -> None:
+    # Inventory decides from its copy of the views; an event another process wrote
+    # to the ledger after the copy was filled must count all the same.
+    async with TestHub(inventory.app) as hub:
+        decisions, _ = await decide(hub, placed("o-6", ("kettle", 1)))  # fills the copy
+        assert [e.type for e in decisions] == ["inventory.reserved"]
+        await left_by_a_crash(hub, "reserved", "o-7", "kettle", 2)  # the last two
+        await hub.drain()
+        decisions, moves = await decide(hub, placed("o-8", ("kettle", 1)))
+        assert [e.type for e in decisions] == ["inventory.rejected"]
+        assert [e.type for e in moves] == ["stock.refused"]
+        assert await level("kettle") == 0
