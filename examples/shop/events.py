@@ -83,3 +83,36 @@ class CustomerNotified(BaseModel):
     customer: str
     status: str  # confirmed | cancelled
     message: str
+
+
+# -- the stock ledger: one event per product of an order, on the topic "stock" ---------
+# Inventory's stock is the fold of these (examples/shop/inventory.py); each is
+# keyed by its product, so a product's movements stay in order.
+
+
+class StockReserved(BaseModel):
+    event_type: ClassVar[str] = "stock.reserved"
+    event_topic: ClassVar[str] = "stock"
+    order_id: str
+    sku: str
+    qty: int = Field(ge=1)
+    total: float  # price x qty: what the sales_per_minute window sums
+
+
+class StockReleased(BaseModel):
+    event_type: ClassVar[str] = "stock.released"
+    event_topic: ClassVar[str] = "stock"
+    order_id: str
+    sku: str
+    qty: int = Field(ge=1)
+
+
+class StockRefused(BaseModel):
+    """The order wanted more of ``sku`` than was left: nothing moves, the decision is kept."""
+
+    event_type: ClassVar[str] = "stock.refused"
+    event_topic: ClassVar[str] = "stock"
+    order_id: str
+    sku: str
+    qty: int = Field(ge=1)
+    available: int

@@ -1,19 +1,20 @@
 """The orders API: places orders and tells their state, built from events alone.
 
-``POST /orders`` publishes ``order.placed`` and answers 202 at once; the
-services do the rest. ``GET /orders/{id}`` answers the order as the events of
-its journey have made it so far. Run it with
-``uvicorn examples.shop.orders:app --port 8710``.
+``POST /orders`` publishes ``order.placed`` and answers 202 at once, with the
+event's position; the services do the rest. ``GET /orders/{id}`` answers the
+order as the events of its journey have made it so far: the ``orders`` view,
+which this process folds from the five topics and the hub serves
+(``?min_position=`` the position ``POST`` answered waits until the view has the
+order). The same process computes ``sales_per_minute``, the window the shop page
+charts. Run it with ``uvicorn examples.shop.orders:app --port 8710``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +26,18 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from examples.shop.catalog import PRODUCTS, PROMO_CODES, subtotal
-from examples.shop.events import OrderPlaced
+from examples.shop.events import OrderPlaced, StockReserved
+from examples.shop.folds import STOCK_TOPIC, TOPICS, order_of, order_view, sale_total, sku_of
 from examples.shop.settings import HUB
-from tidings import AsyncClient, Record, TidingsError
+from tidings import App, AsyncClient, TidingsError
+from tidings.streams import Sum, Tumbling
 
 logger = logging.getLogger("shop.orders")
 STATIC = Path(__file__).parent / "static"
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
-# The events of an order's journey, the topics they come on, and the state each
-# leads to; a state only moves forward (rank), so events may arrive in any order.
-TOPICS = ("orders", "inventory", "payments", "shipments", "notifications")
 STOREFRONT = ("catalog", "cart", "likes", "promos")  # published by the page itself
-STATES: dict[str, tuple[str, int]] = {
-    "order.placed": ("placed", 0),
-    "inventory.reserved": ("reserved", 1),
-    "payment.succeeded": ("paid", 2),
-    "payment.failed": ("payment failed", 2),
-    "shipment.created": ("confirmed", 3),
-    "inventory.rejected": ("cancelled", 3),
-    "inventory.released": ("cancelled", 3),
-}
-FINAL = frozenset({"confirmed", "cancelled"})
 
 
 class ItemRequest(BaseModel):
@@ -75,48 +65,31 @@ class OrderRequest(BaseModel):
         return code
 
 
-@dataclass
-class Order:
-    order_id: str
-    status: str = "placed"
-    rank: int = 0
-    details: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    def apply(self, record: Record) -> None:
-        event = record.event
-        self.history.append({"type": event.type, "time": event.time, "id": event.id})
-        data = event.data if isinstance(event.data, dict) else {}
-        for key in ("customer", "items", "promo_code", "subtotal", "amount", "discount",
-                    "reason", "tracking", "carrier", "message"):  # fmt: skip
-            if key in data:
-                self.details[key] = data[key]
-        state = STATES.get(event.type)
-        if state is not None and state[1] >= self.rank and self.status not in FINAL:
-            self.status, self.rank = state
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "order_id": self.order_id,
-            "status": self.status,
-            "final": self.status in FINAL,
-            **self.details,
-            "history": sorted(self.history, key=lambda h: h["time"] or ""),
-        }
+def make_views(hub_url: str = HUB) -> App:
+    """The orders API's views, processed in its process and served by the hub:
+    ``orders`` (each order, folded from the topics of its journey) and
+    ``sales_per_minute`` (the value of stock reserved per product and minute)."""
+    views = App("orders-api", hub=hub_url, register_schemas=False)
+    views.view("orders", topics=list(TOPICS), key=order_of)(order_view)
+    views.window(
+        "sales_per_minute", topic=STOCK_TOPIC, types=[StockReserved.event_type],
+        window=Tumbling("1m", grace="10s"), key=sku_of, agg=Sum(sale_total),
+        emit="updates",
+    )  # fmt: skip
+    return views
 
 
 class Orders:
-    """The projection: every order, from the events of the shop's topics."""
+    """Places orders, and reads them from the ``orders`` view."""
 
     def __init__(self, hub_url: str = HUB) -> None:
         self.hub_url = hub_url
-        self.orders: dict[str, Order] = {}
         self.hub: AsyncClient | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.views = make_views(hub_url)
 
     async def start(self) -> None:
         self.hub = AsyncClient(self.hub_url)
-        for topic in TOPICS + STOREFRONT:
+        for topic in (*TOPICS, STOCK_TOPIC, *STOREFRONT):
             await self.hub.create_topic(topic)
         # The orders API emits order.placed: say so to the schema registry, so a change
         # to OrderPlaced that the services reading it cannot take is refused here.
@@ -125,40 +98,31 @@ class Orders:
             {"$schema": DRAFT_2020_12, **OrderPlaced.model_json_schema(mode="serialization")},
             producer="orders",
         )
-        for topic in TOPICS:
-            self._tasks.append(asyncio.create_task(self._follow(topic)))
+        await self.views.start()
 
     async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.views.stop()
         if self.hub is not None:
             await self.hub.close()
 
-    async def _follow(self, topic: str) -> None:
-        assert self.hub is not None
-        start: str = "earliest"
-        while True:
-            sub = self.hub.subscribe(topic, start=start)
-            try:
-                async for record in sub:
-                    self.apply(record)
-            except TidingsError as exc:
-                logger.warning("following %s: %s; again in 1 s", topic, exc.detail)
-                await asyncio.sleep(1)
-            start = sub.position or start  # on from where it was: no event twice
+    async def get(self, order_id: str, min_position: str | None = None) -> dict[str, Any] | None:
+        """The order from the ``orders`` view; with ``min_position`` (a position on
+        ``orders``, as ``place`` answers it) once the view reflects that event."""
+        got = await self.views.view_get(
+            "orders", order_id, min_position=min_position,
+            topic="orders" if min_position is not None else None,
+        )  # fmt: skip
+        if got is None:
+            return None
+        value: dict[str, Any] = got["value"]
+        return value
 
-    def apply(self, record: Record) -> None:
-        data = record.event.data
-        order_id = data.get("order_id") if isinstance(data, dict) else None
-        if isinstance(order_id, str):
-            self.orders.setdefault(order_id, Order(order_id)).apply(record)
-
-    async def place(self, request: OrderRequest) -> str:
+    async def place(self, request: OrderRequest) -> tuple[str, str]:
+        """Publish the order; its id, and the position of its ``order.placed``."""
         assert self.hub is not None
         order_id = "o-" + uuid.uuid4().hex[:16]
         items = [i.model_dump() for i in request.items]
-        await self.hub.publish(
+        published = await self.hub.publish(
             "orders",
             "order.placed",
             {
@@ -171,9 +135,7 @@ class Orders:
             key=order_id,  # one order's events stay in order, on one partition
             extensions={"correlationid": order_id},  # the trace of this order
         )
-        # Known at once, before the event comes back on the subscription.
-        self.orders.setdefault(order_id, Order(order_id, details={"customer": request.customer}))
-        return order_id
+        return order_id, f"{published['partition']}:{published['offset']}"
 
 
 def create_app(hub_url: str = HUB) -> Starlette:
@@ -192,20 +154,25 @@ def create_app(hub_url: str = HUB) -> Starlette:
         except ValueError:
             return JSONResponse({"detail": "the body must be a JSON object"}, 400)
         try:
-            order_id = await orders.place(order)
+            order_id, position = await orders.place(order)
         except TidingsError as exc:
             return JSONResponse({"detail": f"the hub did not take the order: {exc.detail}"}, 503)
         return JSONResponse(
-            {"order_id": order_id, "status": "accepted"},
+            {"order_id": order_id, "status": "accepted", "position": position},
             202,
-            headers={"location": f"/orders/{order_id}"},
+            headers={"location": f"/orders/{order_id}?min_position={position}"},
         )
 
     async def get(request: Request) -> Response:
-        order = orders.orders.get(request.path_params["order_id"])
+        try:
+            order = await orders.get(
+                request.path_params["order_id"], request.query_params.get("min_position")
+            )
+        except TidingsError as exc:
+            return JSONResponse({"detail": exc.detail}, exc.status)
         if order is None:
             return JSONResponse({"detail": "no such order (yet)"}, 404)
-        return JSONResponse(order.view())
+        return JSONResponse(order)
 
     async def products(request: Request) -> Response:
         return JSONResponse(
@@ -220,7 +187,7 @@ def create_app(hub_url: str = HUB) -> Starlette:
         return JSONResponse({"hub": hub_url})
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "orders": len(orders.orders)})
+        return JSONResponse({"status": "ok"})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -2,7 +2,8 @@
 
 A newcomer's two questions, answered from the dashboard alone: why was this
 order cancelled (its trace), and is the partner's webhook delivering (the
-webhooks view). Each view is opened in headless Chromium (Debian's package).
+webhooks view); and the shop's views, with sales per minute charted. Each view
+is opened in headless Chromium (Debian's package).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +147,49 @@ async def test_every_view_shows_the_shop(shop: Stack, tmp_path: Path) -> None:
         measured = await page.evaluate("window.flow.measure()")
         assert measured["smallest"] >= 11 and measured["spill"] == []
         await page.screenshot(path=str(tmp_path / "flow.png"), full_page=True)
+
+
+async def test_the_views_page_charts_sales_per_minute(shop: Stack, tmp_path: Path) -> None:
+    result = await place_orders(shop, 15, concurrency=5, timeout_s=90)
+    assert not result.missing
+    async with AsyncClient(shop.hub_url) as hub:
+        served: list[dict[str, Any]] = []
+        for _ in range(100):  # the window view commits a moment after the orders end
+            served = (await hub.view_keys("sales_per_minute", limit=1000))["keys"]
+            total = sum(k["value"]["value"] for k in served)
+            reserved = sum(
+                r.event.data["total"] for r in (await hub.read("stock", limit=1000))[0]
+                if r.event.type == "stock.reserved"
+            )  # fmt: skip
+            if served and round(total, 2) == round(reserved, 2):
+                break
+            await asyncio.sleep(0.2)
+    assert served, "sales_per_minute serves no window"
+    async with dashboard(shop, "views") as page:
+        await page.locator('#view-list tr[data-view="sales_per_minute"]').wait_for()
+        await page.locator('#view-list tr[data-view="stock"]').wait_for()
+        await page.evaluate("location.hash = '#/views?view=sales_per_minute'")
+        chart = page.locator('#view-windows [data-chart="window values"]')
+        await chart.wait_for()
+        await chart.locator("canvas").first.wait_for()
+        expected = {
+            (k["value"]["key"], datetime.fromisoformat(k["value"]["start"]).timestamp()):
+            k["value"]["value"]
+            for k in served
+        }  # fmt: skip
+        plotted: dict[tuple[str, float], float] = {}
+        for _ in range(50):  # redrawn at each of the page's polls
+            # what the chart plots: [window starts (s), then one series per product]
+            data = await chart.evaluate("el => el.chart.plot.data")
+            labels = await chart.evaluate("el => el.chart.plot.series.slice(1).map(s => s.label)")
+            plotted = {
+                (label, start): value
+                for label, values in zip(labels, data[1:], strict=True)
+                for start, value in zip(data[0], values, strict=True)
+                if value is not None
+            }
+            if plotted == expected:
+                break
+            await asyncio.sleep(0.2)
+        assert plotted == expected
+        await page.screenshot(path=str(tmp_path / "views.png"), full_page=True)

@@ -1,4 +1,5 @@
-"""The shop's services in memory, under TestHub: every order reaches a final state."""
+"""The shop's services in memory, under TestHub: every order reaches a final state, and
+the stock view is what inventory's ledger says."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections import Counter
 from typing import Any
 
 from examples.shop import inventory, notifications, payments, shipping
-from examples.shop.catalog import subtotal
-from examples.shop.orders import STATES
+from examples.shop.catalog import PRODUCTS, subtotal
+from examples.shop.folds import STATES, STOCK_TOPIC
 from tidings import TopicNotFound
 from tidings.testing import TestHub
 
@@ -25,7 +26,6 @@ def order(i: int, sku: str = "tea", qty: int = 1) -> dict[str, Any]:
 
 
 async def test_every_order_reaches_a_final_state_in_memory() -> None:
-    inventory.stock["kettle"] = 3
     apps = (inventory.app, payments.app, shipping.app, notifications.app)
     async with TestHub(*apps) as hub:
         for i in range(60):
@@ -61,3 +61,13 @@ async def test_every_order_reaches_a_final_state_in_memory() -> None:
             with contextlib.suppress(TopicNotFound):
                 assert await hub.events(dlq) == []
         assert set(STATES) >= {e.type for e in await hub.events("inventory")}
+        # the stock view is the fold of inventory's ledger, and nothing was oversold
+        levels = {sku: p.stock for sku, p in PRODUCTS.items()}
+        for e in await hub.events(STOCK_TOPIC):
+            sign = {"stock.reserved": -1, "stock.released": 1}.get(e.type, 0)
+            levels[e.data["sku"]] += sign * e.data["qty"]
+        for sku, level in levels.items():
+            got = await inventory.app.view_get("stock", sku, min_position="latest")
+            assert (PRODUCTS[sku].stock if got is None else got["value"]) == level, sku
+            assert level >= 0
+        assert levels["kettle"] < PRODUCTS["kettle"].stock

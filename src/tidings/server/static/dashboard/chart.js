@@ -49,9 +49,13 @@ export function timeRange(u, min, max) {
 }
 
 export class TimeChart {
-  /** A chart in a new element of its own; `yLabel` names the unit. */
-  constructor({ title, yLabel = "", height = 180 }) {
+  /** A chart in a new element of its own; `yLabel` names the unit; `points` draws each
+   * value as a dot too (for values apart in time, such as windows); `tickSpace`: the
+   * least room between two time ticks, in px (uPlot's own default when not given). */
+  constructor({ title, yLabel = "", height = 180, points = false, tickSpace = undefined }) {
     this.el = h("div", { class: "chart", "data-chart": title });
+    this.points = points;
+    this.tickSpace = tickSpace;
     this.el.chart = this; // for tests and the curious: el.chart.plot is the uPlot
     this.title = title;
     this.yLabel = yLabel;
@@ -86,10 +90,13 @@ export class TimeChart {
             stroke: COLORS[i % COLORS.length],
             width: 1.5,
             spanGaps: false,
-            points: { show: false },
+            points: this.points ? { show: true, size: 7 } : { show: false },
           })),
         ],
-        axes: [{ values: timeTicks }, { label: this.yLabel, size: 60 }],
+        axes: [
+          this.tickSpace ? { values: timeTicks, space: this.tickSpace } : { values: timeTicks },
+          { label: this.yLabel, size: 60 },
+        ],
         scales: {
           x: { time: true, range: timeRange },
           y: { range: (u, min, max) => [0, Math.max(1, (max || 0) * 1.1)] },

@@ -1,8 +1,10 @@
 // Views: what stream processors compute and the hub keeps (GET /v1/views). The list
 // shows each view's kind, app, inputs, keys and lag (events of its inputs it does not
 // reflect yet); a view's page charts its lag per input while it is open and lists its
-// keys in order, a page at a time, filtered by a prefix. Read-only: a rebuild is a
-// command (tidings views rebuild NAME).
+// keys in order, a page at a time, filtered by a prefix. A window view's page also
+// charts its windows: each key's value by window start (sales per product per minute,
+// say), from its first WINDOW_KEYS keys. Read-only: a rebuild is a command
+// (tidings views rebuild NAME).
 
 import { enc, get } from "./api.js";
 import { TimeChart } from "./chart.js";
@@ -10,6 +12,7 @@ import { badge, errorBox, fill, fmtNumber, fmtTime, h, table } from "./dom.js";
 
 const KEYS_SHOWN = 100;
 const POINTS = 300; // lag samples kept for a view's chart
+const WINDOW_KEYS = 1000; // a window view's keys charted (one page of the keys route)
 
 const totalLag = (v) => Object.values(v.lag).reduce((a, n) => a + (n || 0), 0);
 
@@ -82,6 +85,9 @@ export function mount(root, params, { sampler, go }) {
 
 function viewPage(root, name, go) {
   const chart = new TimeChart({ title: "lag per input", yLabel: "events" });
+  const windows = h("section", { class: "panel", id: "view-windows", hidden: true });
+  let values = null; // the window chart, made when the view turns out to be a window
+  let gone = false; // destroyed: a key page that comes back late draws nothing
   const cards = h("div", { class: "cards", id: "view-cards" });
   const keys = h("div", { id: "view-keys" });
   const more = h("div", { class: "controls" });
@@ -124,6 +130,7 @@ function viewPage(root, name, go) {
     h("h2", {}, `${name} `, h("small", {}, "(", back, ")")),
     cards,
     h("section", { class: "panel" }, chart.el),
+    windows,
     h("h3", {}, "Keys"),
     filter, keys, more);
   loadKeys(true);
@@ -147,7 +154,47 @@ function viewPage(root, name, go) {
       for (const values of Object.values(lags)) values.shift();
     }
     chart.update(xs.slice(), Object.keys(lags).sort().map((label) => ({ label, values: lags[label].slice() })));
+    if (v.kind === "window") chartWindows((v.window && v.window.size) || 60_000);
   }
 
-  return { render, destroy: () => chart.destroy() };
+  // Window keys are "{key}@{start}", values {key, start, end, value, final}: one series
+  // per key, one point per window start (a gap where a key had no window), and a window
+  // of room on either side, so no point sits on the edge.
+  async function chartWindows(sizeMs) {
+    let page;
+    try {
+      page = await get(`/v1/views/${enc(name)}/keys?limit=${WINDOW_KEYS}`);
+    } catch {
+      return; // the lag chart's refresh shows the view's trouble
+    }
+    if (gone) return;
+    if (!values) {
+      values = new TimeChart({ title: "window values", yLabel: "value", points: true, tickSpace: 90 });
+      fill(windows, values.el);
+      windows.hidden = false;
+    }
+    const byKey = new Map();
+    const starts = new Set();
+    for (const { value: w } of page.keys) {
+      if (!w || typeof w.start !== "string" || typeof w.value !== "number") continue;
+      const at = Date.parse(w.start) / 1000;
+      starts.add(at);
+      if (!byKey.has(w.key)) byKey.set(w.key, new Map());
+      byKey.get(w.key).set(at, w.value);
+    }
+    const ts = [...starts].sort((a, b) => a - b);
+    if (ts.length) ts.unshift(ts[0] - sizeMs / 1000), ts.push(ts[ts.length - 1] + sizeMs / 1000);
+    const series = [...byKey.keys()].sort().map((label) => ({
+      label, values: ts.map((t) => (byKey.get(label).has(t) ? byKey.get(label).get(t) : null)),
+    }));
+    values.update(ts, series);
+  }
+
+  function destroy() {
+    gone = true;
+    chart.destroy();
+    if (values) values.destroy();
+  }
+
+  return { render, destroy };
 }
