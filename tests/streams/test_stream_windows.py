@@ -144,7 +144,7 @@ def test_quiet_windows_close_through_advance_alone() -> None:
     }]
     assert out.values == {f"a@{text_of(T0)}": out.results[0]["data"]}
     assert out.clock == {
-        "stream_time": T0 + 2_000, "watermark": end + 10_000,
+        "stream_time": T0 + 2_000, "watermark": end + 10_000, "last_appended": T0 + 2_000,
         "window": {"kind": "tumbling", "size": 60_000, "grace": 10_000, "idle": 10_000},
     }
 
