@@ -51,7 +51,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from tidings.streams.aggregations import Aggregation, Count, Sum
-from tidings.streams.eventtime import FRACTION_MS, SECONDS, event_time_ms, format_ms
+from tidings.streams.eventtime import (
+    FRACTION_MS,
+    FRACTION_TAIL,
+    SECONDS,
+    event_time_ms,
+    format_ms,
+)
 from tidings.streams.eventview import EventView
 from tidings.streams.types import DELETED, InputRecord, Output
 from tidings.streams.windows import Hopping, Tumbling, Window
@@ -173,7 +179,7 @@ class WindowOperator:
         t = ev.get("time")
         if t is None:
             et = appended
-        elif t.startswith(self._tp) and t[-1] == "Z" and t[20:23] in FRACTION_MS:
+        elif t.startswith(self._tp) and t[23:] in FRACTION_TAIL and t[20:23] in FRACTION_MS:
             et = self._tb + FRACTION_MS[t[20:23]]
         else:
             parsed = self._parse_time(t)
@@ -192,13 +198,8 @@ class WindowOperator:
 
     def _parse_time(self, t: object) -> int | None:
         """The slow path of event time; it primes the fast path for the next event."""
-        if isinstance(t, str) and t[19:20] == "." and t[-1] == "Z" and t[20:23] in FRACTION_MS:
-            base = SECONDS.get(t[:19])
-            if base is not None:  # a second seen before (the last event was out of order)
-                self._tp, self._tb = t[:20], base
-                return base + FRACTION_MS[t[20:23]]
         et = event_time_ms(t)
-        if et is not None and isinstance(t, str) and t[19:20] == "." and t[-1] == "Z":
+        if et is not None and isinstance(t, str) and t[19:20] == ".":
             base = SECONDS.get(t[:19])
             if base is not None:
                 self._tp, self._tb = t[:20], base
@@ -209,7 +210,7 @@ class WindowOperator:
         idle, types, key, decode = self.idle, self._types, self._key, self._decode
         wm, stream_time, next_close = self._wm, self._stream_time, self._next_close
         last = self._last
-        tp, tb, fraction = self._tp, self._tb, FRACTION_MS
+        tp, tb, fraction, tail = self._tp, self._tb, FRACTION_MS, FRACTION_TAIL
         place = self._place
         for rec in recs:
             _, _, _, appended, ev = rec
@@ -230,7 +231,7 @@ class WindowOperator:
             t = ev.get("time")
             if t is None:
                 et = appended
-            elif t.startswith(tp) and t[-1] == "Z" and (ms := fraction.get(t[20:23])) is not None:
+            elif t.startswith(tp) and t[23:] in tail and (ms := fraction.get(t[20:23])) is not None:
                 et = tb + ms
             else:
                 parsed = self._parse_time(t)
@@ -384,7 +385,7 @@ class FixedWindows(WindowOperator):
         )
         tp, tb = self._tp, self._tb
         view, decode = self._view, self._decode
-        fraction = FRACTION_MS
+        fraction, tail = FRACTION_MS, FRACTION_TAIL
         # The window of the last event (most events fall in the same one): its start,
         # its states and its changed keys. None after a close, which may have removed it.
         cur: int | None = None
@@ -415,7 +416,7 @@ class FixedWindows(WindowOperator):
             t = ev.get("time")
             if t is None:
                 et = appended
-            elif t.startswith(tp) and t[-1] == "Z" and (ms := fraction.get(t[20:23])) is not None:
+            elif t.startswith(tp) and t[23:] in tail and (ms := fraction.get(t[20:23])) is not None:
                 et = tb + ms
             else:
                 parsed = self._parse_time(t)
