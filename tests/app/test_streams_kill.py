@@ -187,6 +187,7 @@ async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     assert got == ref, app.logs()
     served = {k: v["value"] for k, v in win.values.items()}
     assert served == {f"{k}@{s}": v for (k, s), v in ref.items()}
-    # Late events are rare here (only an append delayed past the idle time is late).
+    # Late events are rare here (only an event appended after a pause of more than the
+    # idle time, and more than the idle time after its own time, can be late).
     assert len(late_set) < len(events) // 10
     assert app.runs == KILLS + 1

@@ -3,6 +3,8 @@ from damage, and passed over by a group (done, not counted as skipped)."""
 
 from __future__ import annotations
 
+import orjson
+
 from tidings.core.groups import ConsumerGroup, GroupConfig
 from tidings.core.skipping import Skipped, find_gaps
 
@@ -47,3 +49,37 @@ def test_a_group_passes_over_a_gap_without_counting_it_skipped() -> None:
     assert h.committed(0) == 0
     h.ack([out[0].lease])
     assert h.committed(0) == 5
+
+
+def test_a_gap_of_two_million_offsets_behind_a_pending_record_costs_one_range() -> None:
+    # A compacted partition: offsets 2 to 1,999,999 were removed. The first fetch
+    # leases offset 0 only, so offset 1 stays pending when the gap is passed.
+    gap = 2_000_000
+    log = [rec(0), rec(1), rec(gap), rec(gap + 1)]
+    g = ConsumerGroup("t", "g", GroupConfig(), {0: (0, [])})
+    gaps: list[tuple[int, int, int]] = []
+
+    def read(p: int, offset: int, n: int) -> list[tuple[int, int, bytes]]:
+        got = [r for r in log if r[0] >= offset][:n]
+        gaps.extend(find_gaps(p, offset, got[-1][0] + 1 if got else offset, got, []))
+        return got
+
+    (first,), _ = g.fetch(0, 1, read)
+    for p, a, b in gaps:
+        g.pass_gap(p, a, b)
+    assert gaps == [(0, 2, gap)]
+    assert g.positions() == {0: (0, [(2, gap)], [(0, 1, 0)])}
+    assert len(orjson.dumps(g.positions(), option=orjson.OPT_NON_STR_KEYS)) < 100
+    g.ack([first.lease])
+    assert g.positions()[0][:2] == (1, [(2, gap)])
+    # a restart from that state as a store hands it back (JSON: lists, keys as strings)
+    saved = orjson.loads(orjson.dumps(g.positions(), option=orjson.OPT_NON_STR_KEYS))
+    h = ConsumerGroup("t", "g", GroupConfig(), {int(p): v for p, v in saved.items()})
+    out, _ = h.fetch(1, 10, read)
+    assert [d.offset for d in out] == [1, gap, gap + 1]
+    h.ack([out[2].lease])
+    assert h.positions()[0][:2] == (1, [(2, gap), gap + 1])
+    h.ack([out[0].lease])
+    assert h.positions()[0][:2] == (gap, [gap + 1])
+    h.ack([out[1].lease])
+    assert h.positions()[0][:2] == (gap + 2, [])

@@ -31,6 +31,8 @@ from hubproc import HubFactory, HubProcess, hub_env
 
 FAST = ("--segment-bytes", "4096", "--compaction-interval", "0.05")
 KILLS = int(os.environ.get("TIDINGS_TEST_COMPACTION_KILLS", "12"))  # more for a longer run
+# Rounds added, at most, while no kill has landed mid-compaction yet.
+EXTRA_AIMED_KILLS = 20
 
 
 def keyed(key: str, value: Any, *, tombstone: bool = False) -> dict[str, Any]:
@@ -43,15 +45,18 @@ def keyed(key: str, value: Any, *, tombstone: bool = False) -> dict[str, Any]:
 async def wait_compacted(
     http: aiohttp.ClientSession, base: str, topic: str, published: int, timeout: float = 30
 ) -> list[dict[str, Any]]:
-    """Every record of ``topic`` once compaction has removed some of ``published``."""
+    """Every record of ``topic`` once compaction has removed some of ``published``
+    and the records read stay the same for 0.5 s (ten compaction intervals)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    before: list[dict[str, Any]] | None = None
     while True:
         records = await read_all(http, base, topic)
-        if len(records) < published:
+        if len(records) < published and records == before:
             return records
-        assert loop.time() < deadline, f"nothing compacted in {timeout}s"
-        await asyncio.sleep(0.1)
+        before = records if len(records) < published else None
+        assert loop.time() < deadline, f"compaction did not remove records and settle in {timeout}s"
+        await asyncio.sleep(0.5 if before else 0.1)
 
 
 async def test_put_topic_sets_compaction_and_it_survives_a_restart(
@@ -125,10 +130,15 @@ async def test_reads_and_groups_go_across_the_gaps(hub_factory: HubFactory) -> N
         page = await read(http, hub.base_url, topic, **{"from": gap, "limit": 1})
         assert page["records"][0]["offset"] == min(o for o in kept if o > gap)
 
-        # a group started before compaction gets what is left, and commits to the end
+        # a group started before compaction gets every record kept, each once: those
+        # kept when it fetched, so at least those still kept after it and at most
+        # those kept before it (compaction only removes)
         got = await fetch_all(http, hub.base_url, topic, "late", max_records=100)
-        assert {r["offset"] for r in got} >= set(kept[-10:])
-        assert all(r["offset"] in by_offset or r["offset"] >= kept[0] for r in got)
+        after = {r["offset"] for r in await read_all(http, hub.base_url, topic)}
+        delivered = [r["offset"] for r in got]
+        assert len(delivered) == len(set(delivered)), "a record was delivered twice"
+        assert after <= set(delivered) <= set(by_offset)
+        assert all(r["event"] == by_offset[r["offset"]] for r in got)
         for i in range(0, len(got), 100):
             await ack(http, hub.base_url, topic, "late", [r["lease"] for r in got[i : i + 100]])
         group = await get_group(http, hub.base_url, topic, "late")
@@ -203,6 +213,23 @@ def check_log(load: Load, records: list[dict[str, Any]], partitions: list[dict[s
     assert sum(p["next_offset"] for p in partitions) >= len(load.acked)
 
 
+def compacting(directory: Path) -> bool:
+    """Whether a compaction's new files, not yet in place, are in ``directory``."""
+    try:
+        return any(name.endswith(".compacting") for name in os.listdir(directory))
+    except FileNotFoundError:
+        return False
+
+
+async def until_compacting(directories: list[Path], timeout: float) -> None:
+    """Return once a compaction writes its files in one of ``directories`` (or at the
+    deadline: the kill then lands wherever it lands)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline and not any(compacting(d) for d in directories):
+        await asyncio.sleep(0.001)
+
+
 async def test_sigkill_while_compacting_keeps_the_latest_value_of_every_key(
     hub_factory: HubFactory, tmp_path: Path
 ) -> None:
@@ -216,16 +243,28 @@ async def test_sigkill_while_compacting_keeps_the_latest_value_of_every_key(
         await put_topic(
             http, hub.base_url, topic, 201, partitions=2, compaction="key", delete_retention=0
         )
-    cut_short = 0
-    for round_ in range(kills):
+    parts = [hub.data_dir / "topics" / topic / str(p) for p in range(2)]
+    landed = 0  # kills that left a compaction's .compacting files behind
+    round_ = 0
+    while round_ < kills or (landed == 0 and round_ < kills + EXTRA_AIMED_KILLS):
+        aimed = round_ % 2 == 1 or round_ >= kills
         async with aiohttp.ClientSession(timeout=timeout) as http:
             stop = asyncio.Event()
             tasks = [asyncio.create_task(load.run(http, stop)) for _ in range(4)]
             await asyncio.sleep(rng.uniform(0.3, 1.5))
-            hub.kill()  # SIGKILL at a random moment of the load and of compaction
+            if aimed:  # the next moment a compaction is writing its new files
+                await until_compacting(parts, timeout=5)
+            hub.kill()  # SIGKILL, at a random moment of the load (and of compaction)
             stop.set()
             await asyncio.gather(*tasks)
+        cut = [d for d in parts if compacting(d)]
+        landed += bool(cut)
+        told = hub.log_text().count("of a compaction cut short")
         hub.start()
+        # recovery removed what the compaction cut short left, and said so per partition
+        # (the restarted hub may be compacting again already: its files prove nothing)
+        assert hub.log_text().count("of a compaction cut short") == told + len(cut)
+        round_ += 1
         async with aiohttp.ClientSession(timeout=timeout) as http:
             records = await read_all(http, hub.base_url, topic)
             info = await get_topic(http, hub.base_url, topic)
@@ -243,6 +282,7 @@ async def test_sigkill_while_compacting_keeps_the_latest_value_of_every_key(
                     http, hub.base_url, topic, partition=part, **{"from": offset, "limit": 1}
                 )
                 assert page["records"] and page["records"][0]["offset"] >= offset
+    assert landed, f"no kill of {round_} landed while a compaction was writing its files"
     cut_short = hub.log_text().count("of a compaction cut short")
     assert len(records) < len(load.acked)  # compaction removed records
     hub.stop()
@@ -252,9 +292,11 @@ async def test_sigkill_while_compacting_keeps_the_latest_value_of_every_key(
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     print(
-        f"kills={kills} acknowledged={len(load.acked)} kept={len(records)} "
-        f"compactions cut short={cut_short}"
+        f"kills={round_} acknowledged={len(load.acked)} kept={len(records)} "
+        f"kills mid-compaction={landed} partitions cut short={cut_short}"
     )
     (tmp_path / "summary.json").write_bytes(
-        orjson.dumps({"kills": kills, "acked": len(load.acked), "cut_short": cut_short})
+        orjson.dumps(
+            {"kills": round_, "acked": len(load.acked), "landed": landed, "cut_short": cut_short}
+        )
     )

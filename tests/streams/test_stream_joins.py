@@ -39,17 +39,20 @@ def join_reference(script: list[Any]) -> tuple[list[Any], list[int]]:
     """Every pair of events not late, same key, times at most WITHIN apart, in the order the
     second of them came; and the offsets of the late events."""
     wm = -(10**18)
+    stream_time, last = -(10**18), None  # the greatest event time; the last record's append
     accepted: list[tuple[int, int, str, int, dict[str, Any]]] = []  # side, t, key, offset, event
     pairs: list[Any] = []
     late: list[int] = []
     topics = ("left", "right")
     for step, arg in script:
+        horizon = arg if step == "adv" else arg[3]
+        if last is not None and horizon - last > IDLE:  # a quiet gap: event time goes on
+            wm = max(wm, stream_time + horizon - last - IDLE)
         if step == "adv":
-            wm = max(wm, arg - IDLE)
             continue
         side, _, offset, appended, ev = arg
-        wm = max(wm, appended - IDLE)
         t = ms_of(ev["time"]) if "time" in ev else appended
+        stream_time, last = max(stream_time, t), appended
         wm = max(wm, t)
         k = ev["data"]["k"]
         if t + WITHIN + GRACE <= wm:

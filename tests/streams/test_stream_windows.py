@@ -32,6 +32,7 @@ from tidings.streams import (
     Tumbling,
     window_operator,
 )
+from tidings.streams.eventtime import event_time_ms
 
 KINDS: dict[str, dict[str, Any]] = {
     "tumbling": {"size": 10_000, "every": 10_000, "grace": 2_000, "idle": 2_000},
@@ -144,7 +145,7 @@ def test_quiet_windows_close_through_advance_alone() -> None:
     }]
     assert out.values == {f"a@{text_of(T0)}": out.results[0]["data"]}
     assert out.clock == {
-        "stream_time": T0 + 2_000, "watermark": end + 10_000,
+        "stream_time": T0 + 2_000, "watermark": end + 10_000, "last_appended": T0 + 2_000,
         "window": {"kind": "tumbling", "size": 60_000, "grace": 10_000, "idle": 10_000},
     }
 
@@ -316,3 +317,45 @@ def test_a_sliding_window_numbers_kept_events_the_same_after_a_restore() -> None
     assert [ev[0] for ev in whole.state["e:k"][1]] == [T0 + 5_000, T0 + 9_000]
     for cut in range(len(script) + 1):
         assert run(make, script, cuts=[cut]).state == whole.state, cut
+
+
+SECOND = text_of(T0 + 60_000)[:20]  # "2026-12-05T10:01:00."
+NOT_TIMES = [
+    SECOND + "123-this-is-not-a-time-Z",
+    SECOND + "123xZ",
+    SECOND + "123ZZ",
+    SECOND + "1234x6Z",
+    SECOND + "123456 Z",
+]
+TIMES = [SECOND + f for f in ("123Z", "123456Z", "9Z", "123456789Z")] + [SECOND[:-1] + "Z"]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("one_by_one", [True, False])
+def test_the_time_fast_path_takes_only_what_the_full_parse_takes(
+    kind: str, one_by_one: bool
+) -> None:
+    # After an event in the same second (the fast path is primed) or none (the
+    # second may be known all the same): a replay from any offset decides alike.
+    for primed in (True, False, True):
+        for text in NOT_TIMES + TIMES:
+            op = maker(kind, "count")()
+            op.restore({}, {}, {})
+            event = {"type": "t", "time": text, "id": "x", "data": {"k": "a"}}
+            recs = [(0, 0, 1, T0, event)]
+            if primed:
+                first = {"type": "t", "time": SECOND + "000Z", "data": {"k": "b"}}
+                recs.insert(0, (0, 0, 0, T0, first))
+            if one_by_one:
+                for rec in recs:
+                    op.process(rec)
+            else:
+                op.process_all(recs)
+            out = op.drain()
+            if text in NOT_TIMES:
+                assert event_time_ms(text) is None
+                late = [(ev["data"]["event"]["id"], ev["data"]["event_time"]) for ev in out.late]
+                assert late == [("x", None)], (kind, primed, text)
+            else:
+                assert out.late == [], (kind, primed, text)
+                assert out.clock["stream_time"] == event_time_ms(text), (kind, primed, text)

@@ -2,7 +2,9 @@
 
 The reference recomputes every window from the list of events it holds (no
 incremental state, no caches) with the rules of docs/architecture.md "Windows and
-watermarks": it is slow and obvious on purpose. A script is a list of steps:
+watermarks" (the watermark: the greatest event time, moved on by the horizon only
+across a gap of more than ``idle`` since the last record): it is slow and obvious
+on purpose. A script is a list of steps:
 ``("rec", InputRecord)`` or ``("adv", horizon_ms)``.
 """
 
@@ -133,6 +135,14 @@ def reference(
     """What a window view must give for ``script``, recomputed from scratch."""
     out = Expected()
     wm = -(10**18)
+    stream_time: int | None = None  # the greatest event time seen
+    last: int | None = None  # the append time of the last record with an event time
+
+    def quiet(horizon: int) -> None:
+        """Across a gap of more than ``idle`` since the last record, event time goes on."""
+        nonlocal wm
+        if last is not None and stream_time is not None and horizon - last > idle:
+            wm = max(wm, stream_time + (horizon - last - idle))
     held: list[tuple[int, str, dict[str, Any], int]] = []  # accepted: (t, key, event, order)
     placed: dict[int, list[int]] = {}  # order -> the fixed windows (starts) open when it came
     closed: set[tuple[str, int]] = set()  # (key, start) of windows that closed
@@ -188,15 +198,17 @@ def reference(
 
     for step, arg in script:
         if step == "adv":
-            wm = max(wm, arg - idle)
+            quiet(arg)
             close()
             continue
         _, partition, offset, appended, ev = arg
-        wm = max(wm, appended - idle)
+        quiet(appended)
         close()
         k = ev["data"]["k"]
         t = ms_of(ev["time"]) if "time" in ev else appended
-        wm = max(wm, t)
+        last = appended
+        stream_time = t if stream_time is None else max(stream_time, t)
+        wm = max(wm, stream_time)
         close()
         before = {(kk, s): (end, evs) for kk, s, end, evs in windows_now() if (kk, s) not in closed}
         if kind in ("tumbling", "hopping"):

@@ -54,7 +54,7 @@ class Workload:
     events: int = 1_000_000
     keys: int = 1000
     seed: int = 16
-    base_ms: int = 1_893_456_000_000  # 2030-01-01T00:00:00Z
+    base_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z: in the past, as a backfill
     step_ms: int = 1
     size_ms: int = 60_000
     grace_ms: int = 10_000
@@ -91,7 +91,7 @@ class Generated:
 
 
 def rfc3339_ms(ms: int) -> str:
-    """``ms`` since the epoch as RFC 3339 UTC with milliseconds: ``2030-01-01T00:00:00.000Z``."""
+    """``ms`` since the epoch as RFC 3339 UTC with milliseconds: ``2026-01-01T00:00:00.000Z``."""
     seconds, milli = divmod(ms, 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{milli:03d}Z"
 

@@ -4,7 +4,9 @@ Rules, per partition of the group's topic:
 
 - ``committed`` is the group's durable position: every offset below it is done
   (acknowledged or dead-lettered). Offsets done above it wait in ``done_above``
-  until the gap closes, so an acknowledgement out of order is never lost.
+  until the gap closes, so an acknowledgement out of order is never lost. They
+  are kept as ranges (:class:`~tidings.core.offsetranges.OffsetRanges`): a run of
+  offsets a compaction removed costs one range however long it is.
 - A fetch leases records: first those due for redelivery, then new ones read
   from the log through the ``read`` function it is given. A lease lasts
   ``ack_wait``; one that runs out is due for redelivery at once.
@@ -40,6 +42,7 @@ from typing import Any, Literal
 
 import orjson
 
+from tidings.core.offsetranges import OffsetRanges
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import is_decimal
 from tidings.errors import BadRequest, Forbidden, StaleLease
@@ -160,7 +163,7 @@ class Acked:
 class _Cursor:
     committed: int
     fetched: int
-    done_above: set[int] = field(default_factory=set)
+    done_above: OffsetRanges = field(default_factory=OffsetRanges)
     pending: dict[int, _Pending] = field(default_factory=dict)
     keys: dict[str, list[int]] = field(default_factory=dict)  # key -> pending offsets, in order
     # Saved before a restart and not read again yet: offset -> (deliveries, due_ms).
@@ -179,8 +182,10 @@ class ConsumerGroup:
         stats: GroupStats | None = None,
     ) -> None:
         """``positions``: per partition ``(committed, done_above)`` or, as saved by
-        :meth:`positions`, ``(committed, done_above, [(offset, deliveries, due_ms)])``;
-        ``stats``: the counters as :meth:`stats` saved them (all 0 when None)."""
+        :meth:`positions`, ``(committed, done_above, [(offset, deliveries, due_ms)])``,
+        ``done_above`` as :meth:`OffsetRanges.saved` gives it or, as older versions
+        saved it, a list of offsets; ``stats``: the counters as :meth:`stats` saved
+        them (all 0 when None)."""
         self.topic = topic
         self.name = name
         self.config = config
@@ -188,8 +193,8 @@ class ConsumerGroup:
         self._filter = TypeFilter(config.types)
         self._cursors: dict[int, _Cursor] = {}
         for p, saved in positions.items():
-            c = int(saved[0])
-            above = {int(o) for o in saved[1] if o >= c}
+            above = OffsetRanges.load(saved[1], at_least=int(saved[0]))
+            c = above.pop_run(int(saved[0]))
             retries = saved[2] if len(saved) > 2 else ()
             self._cursors[p] = _Cursor(
                 committed=c,
@@ -226,8 +231,10 @@ class ConsumerGroup:
         due: Mapping[tuple[int, int], tuple[int, int]] | None = None,
         reset: Mapping[int, int] | None = None,
     ) -> Positions:
-        """The durable state: per partition ``committed``, the offsets done above it,
-        and ``(offset, deliveries, due_ms)`` of each record delivered and not done.
+        """The durable state: per partition ``committed``, the offsets done above it
+        (as :meth:`OffsetRanges.saved` lists them: ints, and ``(first, end)`` for
+        runs), and ``(offset, deliveries, due_ms)`` of each record delivered and not
+        done.
 
         A leased record is saved as due at once: after a restart its lease is stale.
         A record being copied to the dead-letter topic from offset ``n`` on is saved
@@ -248,10 +255,10 @@ class ConsumerGroup:
             committed, above = c.committed, c.done_above
             finished = gone.get(p)
             if finished:
-                above = above | finished
-                while committed in above:
-                    above.discard(committed)
-                    committed += 1
+                above = above.copy()
+                for o in finished:
+                    above.add(o, o + 1)
+                committed = above.pop_run(committed)
             retries = [(o, n, t) for o, (n, t) in c.restored.items()]
             for o, r in c.pending.items():
                 if finished and o in finished:
@@ -264,7 +271,7 @@ class ConsumerGroup:
                     retries.append((o, r.deliveries, -1 - r.dlq_from))
                 elif r.deliveries:
                     retries.append((o, r.deliveries, r.due_ms if r.lease is None else 0))
-            out[p] = (committed, sorted(above), sorted(retries))
+            out[p] = (committed, above.saved(), sorted(retries))
         return out
 
     def stats(self, *, acked: int = 0) -> GroupStats:
@@ -331,6 +338,12 @@ class ConsumerGroup:
     def fetched(self, partition: int) -> int:
         return self._cursors[partition].fetched
 
+    def undone(self, partition: int, offset: int) -> bool:
+        """Whether the group still owes the record at ``offset`` of ``partition``
+        (False for a partition the group does not read)."""
+        c = self._cursors.get(partition)
+        return c is not None and offset >= c.committed and offset not in c.done_above
+
     def in_flight(self, partition: int | None = None) -> int:
         cursors = self._cursors.values() if partition is None else [self._cursors[partition]]
         return sum(1 for c in cursors for r in c.pending.values() if r.lease is not None)
@@ -380,11 +393,11 @@ class ConsumerGroup:
             self._reset(c, end_offset)
             return True
         if end_offset is not None and (
-            any(o >= end_offset for o in c.done_above) or any(o >= end_offset for o in c.restored)
+            (c.done_above.end or 0) > end_offset or any(o >= end_offset for o in c.restored)
         ):
             # Acked or delivered past an end a power cut took back: the offsets there
             # will hold new records, which this group has never seen.
-            c.done_above = {o for o in c.done_above if o < end_offset}
+            c.done_above.drop_from(end_offset)
             c.restored = {o: r for o, r in c.restored.items() if o < end_offset}
             return True
         return False
@@ -601,12 +614,9 @@ class ConsumerGroup:
             if not offsets:
                 del c.keys[rec.key]
         if offset == c.committed:
-            c.committed += 1
-            while c.committed in c.done_above:
-                c.done_above.discard(c.committed)
-                c.committed += 1
+            c.committed = c.done_above.pop_run(offset + 1)
         elif offset > c.committed:
-            c.done_above.add(offset)
+            c.done_above.add(offset, offset + 1)
 
     # -- damage --------------------------------------------------------------------
 
@@ -628,26 +638,20 @@ class ConsumerGroup:
         self._mark_done(partition, first, end)
 
     def _mark_done(self, partition: int, first: int, end: int) -> int:
-        """Mark every offset of the range not done yet done; how many."""
+        """Mark every offset of the range not done yet done; how many. A record read
+        from the range stays pending: the runs between such records are done, each
+        as one range (never offset by offset: a gap may span millions)."""
         c = self._cursors.get(partition)
         if c is None:
             return 0
         lo = max(first, c.committed)
         if lo >= end:
             return 0
-        if lo == c.committed and not any(lo <= o < end for o in c.pending):
-            c.committed = end
-            c.done_above = {o for o in c.done_above if o >= end}
-            while c.committed in c.done_above:
-                c.done_above.discard(c.committed)
-                c.committed += 1
-            n = end - lo
-        else:  # a record read from the range stays pending: only the others are done
-            n = 0
-            for o in range(lo, end):
-                if o not in c.pending and o not in c.done_above:
-                    self._done(c, o)
-                    n += 1
+        n = 0
+        for held in [*sorted(o for o in c.pending if lo <= o < end), end]:
+            n += c.done_above.add(lo, held)
+            lo = held + 1
+        c.committed = c.done_above.pop_run(c.committed)
         c.fetched = max(c.fetched, end)
         return n
 

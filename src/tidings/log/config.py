@@ -17,9 +17,11 @@ from tidings.errors import BadRequest
 LogRecord = tuple[int, int, bytes]
 """(offset, timestamp in ms, payload)"""
 
-Positions = dict[int, tuple[int, list[int], list[tuple[int, int, int]]]]
-"""A group's durable state: per partition, the committed offset, offsets done above it,
-and ``(offset, deliveries, due_ms)`` of each record delivered and not done yet."""
+Positions = dict[int, tuple[int, list[int | tuple[int, int]], list[tuple[int, int, int]]]]
+"""A group's durable state: per partition, the committed offset, the offsets done above
+it (each an int, or ``(first, end)`` for the run ``first`` to ``end - 1``; older
+versions saved ints only), and ``(offset, deliveries, due_ms)`` of each record
+delivered and not done yet."""
 
 GroupStats = dict[str, Any]
 """A group's counters (delivered, redelivered, acked, dead_lettered, skipped_events) and

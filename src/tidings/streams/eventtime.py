@@ -5,7 +5,9 @@ Most are UTC with a fraction, ``2026-12-05T10:01:00.123456Z``: the seconds part 
 looked up in a cache (one entry per distinct second) and the first three digits of
 the fraction are added. The operators' hot paths go further: they keep the last
 seconds prefix and its value, so an event in the same second as the one before
-costs a ``startswith`` and one lookup in :data:`FRACTION_MS`. Anything
+costs a ``startswith`` and a lookup in :data:`FRACTION_MS` and in
+:data:`FRACTION_TAIL`, which hold it to the exact shapes ``.mmmZ`` and
+``.mmmuuuZ`` (anything else takes the full parse, which may refuse it). Anything
 else goes through :meth:`datetime.datetime.fromisoformat`. Times are truncated to
 the millisecond (floor, also before 1970), in integers only: no float rounding.
 """
@@ -18,7 +20,7 @@ from typing import Final
 
 from tidings.events.envelope import rfc3339_ms
 
-__all__ = ["FRACTION_MS", "SECONDS", "event_time_ms", "format_ms"]
+__all__ = ["FRACTION_MS", "FRACTION_TAIL", "SECONDS", "event_time_ms", "format_ms"]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
@@ -33,6 +35,12 @@ _FORMATTED: dict[int, str] = {}
 
 FRACTION_MS: Final = {f"{i:03d}": i for i in range(1000)}
 """``"123"`` -> 123: the milliseconds of a fraction, a dict lookup cheaper than ``int``."""
+
+FRACTION_TAIL: Final = frozenset(["Z", *(f"{i:03d}Z" for i in range(1000))])
+"""What may follow a fraction's first three digits on the fast path: ``Z`` (a time to
+the millisecond) or three more digits and ``Z`` (to the microsecond, as the hub
+stamps ``time``). So ``t[23:] in FRACTION_TAIL`` holds a time to those two shapes,
+its length to 24 or 27 characters."""
 
 
 def event_time_ms(text: object) -> int | None:

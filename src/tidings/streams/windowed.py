@@ -3,20 +3,40 @@
 Time, in merged order (design section 2):
 
 - event time ``t`` = the event's ``time`` attribute in ms, else its append time;
-- ``stream_time`` = the greatest event time seen;
-- the watermark ``W = max(stream_time, horizon - idle)``. Each record's own append
-  time is a horizon (every record after it in merged order was appended no
-  earlier), so ``process`` raises ``W`` to ``appended_ms - idle`` before it looks
-  at the event; ``advance(H)`` raises it to ``H - idle`` between records. A live
-  run and a replay therefore hold the same ``W`` at every record, and close the
-  same windows before it: only the windows closed after the last record depend on
-  when ``advance`` came, and those close in the same order either way.
+- ``stream_time`` = the greatest event time seen, and ``last_appended`` = the
+  append time of the last record that had an event time (of the view's types,
+  with a key, and a ``time`` that parses or none);
+- the watermark ``W`` is at least ``stream_time``, and moves with the hub's clock
+  only across a quiet gap: given a horizon ``H`` (an ``advance(H)``, or a record's
+  own append time, which is a horizon for everything after it in merged order),
+  if ``H - last_appended > idle`` then ``W >= stream_time + (H - last_appended -
+  idle)``: event time is taken to have gone on at the clock's pace since the last
+  record, less ``idle``. While records keep coming no more than ``idle`` apart,
+  ``W`` is the stream time alone, however far event times lag the append times
+  (a backfill of old events, a producer that buffers); once the stream pauses,
+  the clock closes its windows.
+- a live run and a replay hold the same ``W`` at every record. Between two
+  records ``r1`` and ``r2`` a live run may get any ``advance(H)`` calls, each with
+  ``H <= r2``'s append time (the merger releases ``r2`` only below a horizon above
+  it); none of them changes ``stream_time`` or ``last_appended``, and the rule is
+  monotone in ``H``, so applying ``r2``'s append time first, as ``process`` does,
+  gives ``W`` at least what they gave, and exactly what a replay without them
+  gives. The windows they closed early close at ``r2`` in a replay, in the same
+  order (see below), before ``r2`` is looked at: only the windows closed after the
+  last record depend on when ``advance`` came.
 - a window ``[start, end)`` closes once ``W >= end + grace``: its final result is
   published and its state dropped. Windows closing together come out sorted by
   ``(end, start, key)``, whatever order they were opened in (a restored operator
   opens them in another order).
 - an event whose windows are all closed is late: it goes to the late output with
   ``why``, and nowhere else.
+
+The clock (checkpointed) holds ``stream_time``, ``watermark`` and
+``last_appended``, so a restored operator goes on exactly. A clock from before
+``last_appended`` was kept restores it as ``watermark + idle``: no earlier than
+the last record's append time (the rule before kept ``W >= appended - idle`` at
+every record), and exactly the last horizon when the clock had set the watermark,
+so such a view never moves its watermark sooner than this rule would.
 
 A window's aggregate folds its events in merged order (a session merges the
 states of the sessions an event bridges, see ``sessions``). Served values, result
@@ -31,7 +51,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from tidings.streams.aggregations import Aggregation, Count, Sum
-from tidings.streams.eventtime import FRACTION_MS, SECONDS, event_time_ms, format_ms
+from tidings.streams.eventtime import (
+    FRACTION_MS,
+    FRACTION_TAIL,
+    SECONDS,
+    event_time_ms,
+    format_ms,
+)
 from tidings.streams.eventview import EventView
 from tidings.streams.types import DELETED, InputRecord, Output
 from tidings.streams.windows import Hopping, Tumbling, Window
@@ -105,6 +131,8 @@ class WindowOperator:
         self._source = f"tidings/views/{name}"
         self._stream_time = BEFORE
         self._wm = BEFORE
+        # NEVER until a record has an event time: H - NEVER is never more than idle
+        self._last = NEVER
         self._next_close = NEVER
         # The seconds prefix ("2026-12-05T10:01:00.") of the last event time parsed
         # on the fast path, and its ms: the next event is most often in the same second.
@@ -129,16 +157,17 @@ class WindowOperator:
         st, wm = clock.get("stream_time"), clock.get("watermark")
         self._stream_time = st if isinstance(st, int) else BEFORE
         self._wm = wm if isinstance(wm, int) else BEFORE
+        last = clock.get("last_appended")
+        if "last_appended" not in clock and isinstance(st, int) and isinstance(wm, int):
+            last = wm + self.idle  # a clock from before last_appended: see the module
+        self._last = last if isinstance(last, int) and isinstance(st, int) else NEVER
         self._values, self._results, self._late = {}, [], []
         self._load(state)
 
     def process(self, rec: InputRecord) -> None:
         _, _, _, appended, ev = rec
-        w = appended - self.idle
-        if w > self._wm:
-            self._wm = w
-            if w >= self._next_close:
-                self._close()
+        if appended - self._last > self.idle:
+            self._quiet(appended)
         if self._types is not None and ev.get("type") not in self._types:
             return
         e = self._decode(ev)
@@ -150,7 +179,7 @@ class WindowOperator:
         t = ev.get("time")
         if t is None:
             et = appended
-        elif t.startswith(self._tp) and t[-1] == "Z" and t[20:23] in FRACTION_MS:
+        elif t.startswith(self._tp) and t[23:] in FRACTION_TAIL and t[20:23] in FRACTION_MS:
             et = self._tb + FRACTION_MS[t[20:23]]
         else:
             parsed = self._parse_time(t)
@@ -158,6 +187,7 @@ class WindowOperator:
                 self._late_event(rec, k, None, "its time attribute is not an RFC 3339 time")
                 return
             et = parsed
+        self._last = appended
         if et > self._stream_time:
             self._stream_time = et
             if et > self._wm:
@@ -168,13 +198,8 @@ class WindowOperator:
 
     def _parse_time(self, t: object) -> int | None:
         """The slow path of event time; it primes the fast path for the next event."""
-        if isinstance(t, str) and t[19:20] == "." and t[-1] == "Z" and t[20:23] in FRACTION_MS:
-            base = SECONDS.get(t[:19])
-            if base is not None:  # a second seen before (the last event was out of order)
-                self._tp, self._tb = t[:20], base
-                return base + FRACTION_MS[t[20:23]]
         et = event_time_ms(t)
-        if et is not None and isinstance(t, str) and t[19:20] == "." and t[-1] == "Z":
+        if et is not None and isinstance(t, str) and t[19:20] == ".":
             base = SECONDS.get(t[:19])
             if base is not None:
                 self._tp, self._tb = t[:20], base
@@ -184,12 +209,13 @@ class WindowOperator:
         """``process`` each record in turn, with the time kept in local names."""
         idle, types, key, decode = self.idle, self._types, self._key, self._decode
         wm, stream_time, next_close = self._wm, self._stream_time, self._next_close
-        tp, tb, fraction = self._tp, self._tb, FRACTION_MS
+        last = self._last
+        tp, tb, fraction, tail = self._tp, self._tb, FRACTION_MS, FRACTION_TAIL
         place = self._place
         for rec in recs:
             _, _, _, appended, ev = rec
-            if appended - idle > wm:
-                wm = appended - idle
+            if appended - last > idle and stream_time + (appended - last - idle) > wm:
+                wm = stream_time + (appended - last - idle)
                 if wm >= next_close:
                     self._wm = wm
                     self._close()
@@ -205,7 +231,7 @@ class WindowOperator:
             t = ev.get("time")
             if t is None:
                 et = appended
-            elif t.startswith(tp) and t[-1] == "Z" and (ms := fraction.get(t[20:23])) is not None:
+            elif t.startswith(tp) and t[23:] in tail and (ms := fraction.get(t[20:23])) is not None:
                 et = tb + ms
             else:
                 parsed = self._parse_time(t)
@@ -215,6 +241,7 @@ class WindowOperator:
                     self._late_event(rec, k, None, "its time attribute is not an RFC 3339 time")
                     continue
                 et = parsed
+            last = appended
             if et > stream_time:
                 stream_time = et
                 if et > wm:
@@ -227,10 +254,15 @@ class WindowOperator:
             place(k, et, e, rec)
             next_close = self._next_close
         self._wm, self._stream_time, self._next_close = wm, stream_time, next_close
-        self._tp, self._tb = tp, tb
+        self._last, self._tp, self._tb = last, tp, tb
 
     def advance(self, horizon_ms: int) -> None:
-        w = horizon_ms - self.idle
+        if horizon_ms - self._last > self.idle:
+            self._quiet(horizon_ms)
+
+    def _quiet(self, horizon_ms: int) -> None:
+        """Nothing came for more than ``idle`` before ``horizon_ms``: event time went on."""
+        w = self._stream_time + (horizon_ms - self._last - self.idle)
         if w > self._wm:
             self._wm = w
             if w >= self._next_close:
@@ -252,6 +284,7 @@ class WindowOperator:
         return {
             "stream_time": None if self._stream_time == BEFORE else self._stream_time,
             "watermark": None if self._wm == BEFORE else self._wm,
+            "last_appended": None if self._last == NEVER else self._last,
             "window": self.window.describe(),
         }
 
@@ -347,10 +380,12 @@ class FixedWindows(WindowOperator):
         total = agg.f if type(agg) is Sum else None
         lift, add, initial = agg.lift, agg.add, agg.initial
         buckets, changed = self._buckets, self._changed
-        wm, stream_time, next_close = self._wm, self._stream_time, self._next_close
+        wm, stream_time, next_close, last = (
+            self._wm, self._stream_time, self._next_close, self._last
+        )
         tp, tb = self._tp, self._tb
         view, decode = self._view, self._decode
-        fraction = FRACTION_MS
+        fraction, tail = FRACTION_MS, FRACTION_TAIL
         # The window of the last event (most events fall in the same one): its start,
         # its states and its changed keys. None after a close, which may have removed it.
         cur: int | None = None
@@ -358,8 +393,8 @@ class FixedWindows(WindowOperator):
         dirty: set[str] = set()
         for rec in recs:
             _, _, _, appended, ev = rec
-            if appended - idle > wm:
-                wm = appended - idle
+            if appended - last > idle and stream_time + (appended - last - idle) > wm:
+                wm = stream_time + (appended - last - idle)  # a quiet gap: see the module
                 if wm >= next_close:
                     self._wm = wm
                     self._close()
@@ -381,7 +416,7 @@ class FixedWindows(WindowOperator):
             t = ev.get("time")
             if t is None:
                 et = appended
-            elif t.startswith(tp) and t[-1] == "Z" and (ms := fraction.get(t[20:23])) is not None:
+            elif t.startswith(tp) and t[23:] in tail and (ms := fraction.get(t[20:23])) is not None:
                 et = tb + ms
             else:
                 parsed = self._parse_time(t)
@@ -391,6 +426,7 @@ class FixedWindows(WindowOperator):
                     self._late_event(rec, k, None, "its time attribute is not an RFC 3339 time")
                     continue
                 et = parsed
+            last = appended
             if et > stream_time:
                 stream_time = et
                 if et > wm:
@@ -431,7 +467,7 @@ class FixedWindows(WindowOperator):
                 rev = revs[k] = revs.get(k, 0) + 1
                 self._result(k, start, start + size, agg.result(bucket[k]), rev)
         self._wm, self._stream_time, self._next_close = wm, stream_time, next_close
-        self._tp, self._tb = tp, tb
+        self._last, self._tp, self._tb = last, tp, tb
 
     def _place(self, k: str, et: int, e: Any, rec: InputRecord) -> None:
         size, grace, wm, agg, every = self.size, self.grace, self._wm, self.agg, self.every

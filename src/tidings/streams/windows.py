@@ -1,8 +1,9 @@
 """Window kinds: which windows an event falls in, and how long they wait for it.
 
 Every window is ``[start, end)`` in event time (ms). It closes, giving its final
-result, once the watermark ``W >= end + grace``; ``idle`` is how far behind the
-hub's horizon the watermark may trail when no event moves it (default ``grace``).
+result, once the watermark ``W >= end + grace``; ``idle`` is how long a stream may
+pause before the hub's clock moves event time on (default ``grace``; see
+``windowed``).
 Durations are ``"1m"``, ``"10s"``, ``"500ms"`` or seconds as a number.
 
 - :class:`Tumbling`: ``[n*size, (n+1)*size)``, aligned on the epoch, one per event.

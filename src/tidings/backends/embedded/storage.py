@@ -244,7 +244,11 @@ class EmbeddedStorage:
                 g,
                 json.loads(c),
                 {
-                    int(p): (v[0], v[1], [tuple(r) for r in v[2]] if len(v) > 2 else [])
+                    int(p): (
+                        v[0],
+                        [o if isinstance(o, int) else tuple(o) for o in v[1]],
+                        [tuple(r) for r in v[2]] if len(v) > 2 else [],
+                    )
                     for p, v in orjson.loads(pos).items()
                 },
                 orjson.loads(stats),

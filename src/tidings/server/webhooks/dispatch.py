@@ -88,11 +88,7 @@ class EndpointDispatcher:
                 _, g = self.hub.group(topic, self.group)
             except NotFound:
                 continue
-            positions = g.positions()
-            if p not in positions:
-                continue
-            committed, done_above, _ = positions[p]
-            if o >= committed and o not in done_above:
+            if g.undone(p, o):
                 self.attempts[(topic, p, o)] = made
                 self._last_attempt[(topic, p, o)] = last
 
