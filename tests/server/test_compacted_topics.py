@@ -128,7 +128,10 @@ async def test_reads_and_groups_go_across_the_gaps(hub_factory: HubFactory) -> N
         kept = sorted(by_offset)
         gap = next(o for o in range(n) if o not in by_offset)
         page = await read(http, hub.base_url, topic, **{"from": gap, "limit": 1})
-        assert page["records"][0]["offset"] == min(o for o in kept if o > gap)
+        # (the compactor goes on meanwhile and only removes: the answer is a record kept
+        # at the snapshot, at or past the first one kept after the gap then)
+        answered = page["records"][0]["offset"]
+        assert answered >= min(o for o in kept if o > gap) and answered in by_offset
 
         # a group started before compaction gets every record kept, each once: those
         # kept when it fetched, so at least those still kept after it and at most
