@@ -304,6 +304,32 @@ async def test_a_bad_commit_is_refused_and_names_the_field(
         await expect_problem(resp, 404)
 
 
+MINUTE = {"kind": "tumbling", "size": 60_000, "grace": 0, "idle": 0}
+
+
+async def test_a_bad_declaration_is_refused_before_any_topic_is_made(
+    hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    base, name, topic = hub.base_url, unique("w"), unique()
+    window = {"kind": "window", "inputs": [topic], "window": MINUTE}
+    cases = [
+        (name, {**window, "window": {"nonsense": True}}, 400, "window.kind"),
+        (name, {**window, "window": {**MINUTE, "size": -5}}, 400, "window.size"),
+        ("w" * 198, window, 400, "view"),  # its late topic would be 203 characters
+        (topic, window, 400, "inputs"),  # it would read its own results
+    ]
+    for view, spec, status, field in cases:
+        async with http.put(f"{base}/v1/views/{view}", json=spec) as resp:
+            assert (await expect_problem(resp, status))["field"] == field, spec
+    await publish(http, base, name, {"type": "x", "source": "t", "id": "1"})
+    async with http.put(f"{base}/v1/views/{name}", json=window) as resp:
+        problem = await expect_problem(resp, 409)  # a topic of other events: never taken
+    assert problem["field"] == "view" and problem["topic"] == name
+    async with http.get(f"{base}/v1/topics") as resp:
+        names = {t["name"] for t in (await expect(resp, 200))["topics"]}
+    assert not names & {topic, f"{name}.late", f"__view.{name}", "w" * 198, f"__view.{topic}"}
+
+
 TOKENS = {
     "tokens": [
         {"name": "proc", "token": "proc-t", "subscribe": ["inv*"], "manage": ["inv*"],
@@ -355,6 +381,17 @@ async def test_scopes_of_views(
         headers={"content-type": "application/cloudevents+json", **bearer("ops-t")},
     ) as r:
         await expect_problem(r, 403)  # admin included
+    # A window view makes its result topics {name} and {name}.late: a token that could
+    # not make them by publishing may not make them by declaring either.
+    window = {"kind": "window", "inputs": ["orders"], "window": MINUTE}
+    async with http.put(f"{base}/v1/topics/orders", json={}, headers=bearer("ops-t")) as r:
+        await expect(r, 201)
+    async with http.put(f"{base}/v1/views/payments", json=window, headers=bearer("other-t")) as r:
+        problem = await expect_problem(r, 403)
+    assert problem["topic"] == "payments" and "publish" in problem["detail"]
+    async with http.get(f"{base}/v1/topics", headers=bearer("ops-t")) as r:
+        names = {t["name"] for t in (await expect(r, 200))["topics"]}
+    assert not names & {"payments", "payments.late", "__view.payments"}
 
 
 async def test_a_hub_killed_mid_commit_serves_every_commit_whole_after_restart(
@@ -405,7 +442,7 @@ async def test_a_restarted_hub_keeps_each_view_its_generation_and_state(
     await declare(http, base, "kept", [topic])
     async with http.put(
         f"{base}/v1/views/spm",
-        json={"kind": "window", "inputs": [topic], "window": {"size": "1m"}, "emit": "updates"},
+        json={"kind": "window", "inputs": [topic], "window": MINUTE, "emit": "updates"},
     ) as r:
         await expect(r, 201)
     async with await commit(http, base, "kept", 0, 0, {"a": 1}, {topic: {"0": 0}}) as r:
@@ -420,7 +457,7 @@ async def test_a_restarted_hub_keeps_each_view_its_generation_and_state(
     assert (await get(http, f"{base}/v1/views/kept/keys/b"))["position"] == "0:0"
     await get(http, f"{base}/v1/views/kept/keys/a", 404)
     spm = await get(http, f"{base}/v1/views/spm")
-    assert (spm["kind"], spm["window"], spm["emit"]) == ("window", {"size": "1m"}, "updates")
+    assert (spm["kind"], spm["window"], spm["emit"]) == ("window", MINUTE, "updates")
     async with await commit(http, base, "kept", 1, 2, {"c": 3}, {topic: {"0": 0}}) as r:
         await expect(r, 200)  # the processor goes on where the changelog ends
 

@@ -8,12 +8,13 @@ its lag, and a live feed (SSE here; the WebSocket ``subscribe`` with ``"view"``
 in :mod:`.ws`), a snapshot of every key then each change, with resume tokens.
 
 Scopes: declaring, committing and rebuilding need ``manage`` on every input
-topic of the view; reading it (and its changelog ``__view.{name}`` through the
-topic routes) needs ``subscribe`` on every input. ``min_position`` on the key
-routes waits (``wait``, default 10 s, at most 60) until the view reflects every
-event at or before those offsets of an input (``topic`` names which when there
-are several; ``latest``: every event of every input appended before the
-request); if it does not in time, 503 with Retry-After.
+topic of the view (a declaration that makes a topic, an input or a window view's
+result topic, also needs ``publish`` on it); reading it (and its changelog
+``__view.{name}`` through the topic routes) needs ``subscribe`` on every input.
+``min_position`` on the key routes waits (``wait``, default 10 s, at most 60)
+until the view reflects every event at or before those offsets of an input
+(``topic`` names which when there are several; ``latest``: every event of every
+input appended before the request); if it does not in time, 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tidings.core.positions import (
     parse_duration_ms,
     parse_token,
 )
+from tidings.core.viewrecords import result_topics
 from tidings.core.views import MAX_SCAN, Views
 from tidings.errors import BadRequest, Forbidden, ViewBehind
 from tidings.server.auth import Action, Token
@@ -124,6 +126,16 @@ class ViewRoutes:
             check_view_scope(token, named, "manage", name)
             # An input the declaration makes is published to: as a group's PUT that makes it.
             check_view_scope(token, [t for t in named if t not in api.hub.topics], "publish", name)
+            if body.get("kind") == "window" and check_name("view", name):
+                # So is each result topic it makes: a declaration makes no topic its
+                # token could not make by publishing.
+                for topic in result_topics(name):
+                    if topic not in api.hub.topics and not allows(token, "publish", topic):
+                        raise Forbidden(
+                            f"this token may not declare window view {name!r}: it makes the "
+                            f"result topic {topic!r}, which needs publish on it",
+                            view=name, topic=topic,
+                        )  # fmt: skip
         await self.views.ready()
         if name in self.views.views:
             authorize_view(api, request, name, "manage")  # the inputs it has now, too
