@@ -199,7 +199,7 @@ async def test_sse_gives_a_snapshot_then_changes_and_resumes(
         stream = messages(resp)
         assert await anext(stream) == {"retry": "2000"}
         snap = await anext(stream)
-        assert snap["event"] == "snapshot" and snap["id"] == "0:3"
+        assert snap["event"] == "snapshot" and snap["id"] == "0@0:3"
         data = orjson.loads(snap["data"])
         assert [(e["key"], e["value"]) for e in data["entries"]] == [("a", 1), ("b", 2)]
         assert data["first"] and data["last"]
@@ -211,19 +211,60 @@ async def test_sse_gives_a_snapshot_then_changes_and_resumes(
         second = await anext(stream)
     assert (first["event"], first["id"], orjson.loads(first["data"])) == (
         "change",
-        "0:4",
+        "0@0:4",
         {"key": "a", "deleted": True, "position": "0:3"},
     )
-    assert orjson.loads(second["data"])["key"] == "c" and second["id"] == "0:5"
+    assert orjson.loads(second["data"])["key"] == "c" and second["id"] == "0@0:5"
     async with await commit(http, base, name, 0, 6, {"d": 4}, {topic: {"0": 0}}) as r:
         await expect(r, 200)
-    async with http.get(f"{base}/v1/views/{name}/sse", headers={"Last-Event-ID": "0:5"}) as resp:
+    async with http.get(f"{base}/v1/views/{name}/sse", headers={"Last-Event-ID": "0@0:5"}) as resp:
         stream = messages(resp)
         await anext(stream)
         resumed = await anext(stream)
     assert resumed["event"] == "change" and orjson.loads(resumed["data"])["key"] == "d"
-    async with http.get(f"{base}/v1/views/{name}/sse", headers={"Last-Event-ID": "1:5"}) as resp:
-        assert (await expect_problem(resp, 400))["field"] == "Last-Event-ID"
+    for bad in ("1:5", "0@1:5", "x@0:5", "0@0:"):
+        async with http.get(
+            f"{base}/v1/views/{name}/sse", headers={"Last-Event-ID": bad}
+        ) as resp:
+            assert (await expect_problem(resp, 400))["field"] == "Last-Event-ID", bad
+    # A token without a generation (or of another one) starts again with a snapshot.
+    async with http.get(f"{base}/v1/views/{name}/sse", params={"from": "0:5"}) as resp:
+        stream = messages(resp)
+        await anext(stream)
+        again = await anext(stream)
+    assert again["event"] == "snapshot" and again["id"] == "0@0:8"
+
+
+async def test_a_feed_resumed_from_before_a_rebuild_starts_with_a_snapshot(
+    hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    """The token names its generation: resumed after a rebuild whose changelog grew past
+    it, the feed is not taken up at that offset of another changelog."""
+    base, name, topic = hub.base_url, unique("v"), unique()
+    await declare(http, base, name, [topic])
+    async with await commit(http, base, name, 0, 0, {"a": 1}, {topic: {"0": 0}}) as r:
+        await expect(r, 200)
+    async with http.get(f"{base}/v1/views/{name}/sse") as resp:
+        stream = messages(resp)
+        await anext(stream)
+        token = (await anext(stream))["id"]
+    assert token == "0@0:2"
+    async with http.post(f"{base}/v1/views/{name}/rebuild", json={}) as r:
+        await expect(r, 200)
+    values = {k: i for i, k in enumerate("vwxyz")}
+    async with await commit(http, base, name, 1, 0, values, {topic: {"0": 0}}) as r:
+        await expect(r, 200)
+    async with http.get(f"{base}/v1/views/{name}/sse", headers={"Last-Event-ID": token}) as resp:
+        stream = messages(resp)
+        await anext(stream)
+        first = await anext(stream)
+    assert first["event"] == "snapshot" and first["id"] == "1@0:6"
+    assert [e["key"] for e in orjson.loads(first["data"])["entries"]] == list("vwxyz")
+    async with websockets.connect(ws_url(base), subprotocols=[PROTOCOL]) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "id": "v1", "view": name, "from": token}))
+        assert (await recv(ws))["type"] == "subscribed"
+        snap = await recv(ws)
+        assert snap["type"] == "view.snapshot" and snap["resume"] == "1@0:6"
 
 
 async def test_a_websocket_follows_a_view(hub: HubProcess, http: aiohttp.ClientSession) -> None:
@@ -235,7 +276,7 @@ async def test_a_websocket_follows_a_view(hub: HubProcess, http: aiohttp.ClientS
         await ws.send(json.dumps({"type": "subscribe", "id": "v1", "view": name}))
         assert await recv(ws) == {"type": "subscribed", "id": "v1", "view": name}
         snap = await recv(ws)
-        assert snap["type"] == "view.snapshot" and snap["resume"] == "0:2"
+        assert snap["type"] == "view.snapshot" and snap["resume"] == "0@0:2"
         assert snap["entries"] == [{"key": "a", "value": 1, "position": "0:0"}]
         async with await commit(http, base, name, 0, 2, {"b": 2}, {topic: {"0": 0}}) as r:
             await expect(r, 200)
@@ -247,12 +288,12 @@ async def test_a_websocket_follows_a_view(hub: HubProcess, http: aiohttp.ClientS
             "key": "b",
             "value": 2,
             "position": "0:2",
-            "resume": "0:3",
+            "resume": "0@0:3",
         }
         await ws.send(json.dumps({"type": "subscribe", "id": "v2", "view": "nope-" + name}))
         refused = await recv(ws)
         assert refused["type"] == "error" and refused["status"] == 404
-        await ws.send(json.dumps({"type": "subscribe", "id": "v3", "view": name, "from": "0:3"}))
+        await ws.send(json.dumps({"type": "subscribe", "id": "v3", "view": name, "from": "0@0:3"}))
         assert (await recv(ws))["type"] == "subscribed"
         async with await commit(http, base, name, 0, 4, {"c": 3}, {topic: {"0": 0}}) as r:
             await expect(r, 200)
@@ -479,7 +520,7 @@ async def test_a_feed_open_across_a_rebuild_starts_again_with_a_snapshot(
         again = await anext(stream)
         while again.get("event") != "snapshot" or orjson.loads(again["data"])["generation"] != 1:
             again = await anext(stream)
-        assert orjson.loads(again["data"])["entries"] == [] and again["id"] == "0:0"
+        assert orjson.loads(again["data"])["entries"] == [] and again["id"] == "1@0:0"
         async with await commit(http, base, name, 1, 0, {"b": 2}, {topic: {"0": 0}}) as r:
             await expect(r, 200)
         change = await anext(stream)

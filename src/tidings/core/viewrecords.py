@@ -38,6 +38,25 @@ def result_topics(view: str) -> list[str]:
     return [view, f"{view}.late"]
 
 
+def resume_token(generation: int, offset: int) -> str:
+    """Where a view's live feed goes on: ``G@0:N``, offset N of generation G's changelog."""
+    return f"{generation}@0:{offset}"
+
+
+def parse_resume(text: str) -> tuple[int | None, int] | None:
+    """``(generation, offset)`` of a resume token ``G@0:N``, generation None for a bare
+    ``0:N`` (a feed resumed from one starts with a snapshot); None if it is neither."""
+    gen, at, position = text.rpartition("@")
+    p, sep, o = position.partition(":")
+    if sep != ":" or p != "0" or not _digits(o) or (at and not _digits(gen)):
+        return None
+    return (int(gen) if at else None), int(o)
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 19
+
+
 def view_of(topic: str) -> str | None:
     """The view whose changelog ``topic`` is, if it is one."""
     return topic[len(VIEW_TOPIC_PREFIX) :] if topic.startswith(VIEW_TOPIC_PREFIX) else None

@@ -38,7 +38,7 @@ from tidings.core.positions import (
     parse_duration_ms,
     parse_token,
 )
-from tidings.core.viewrecords import result_topics
+from tidings.core.viewrecords import parse_resume, result_topics, resume_token
 from tidings.core.views import MAX_SCAN, Views
 from tidings.errors import BadRequest, Forbidden, ViewBehind
 from tidings.server.auth import Action, Token
@@ -257,7 +257,8 @@ class ViewRoutes:
 
     async def sse(self, request: Request) -> Response:
         """A snapshot of every key (``event: snapshot``, in chunks), then each change
-        (``event: change``); each message's ``id`` is the changelog position after it."""
+        (``event: change``); each message's ``id`` is the resume token after it,
+        ``G@0:N`` (generation G, changelog offset N)."""
         name = request.path_params["view"]
         api = self.api
         q = request.query_params
@@ -266,9 +267,10 @@ class ViewRoutes:
         check_view_scope(token, self.views.view(name).inputs, "subscribe", name)
         _only(q.keys(), set(_SSE_QUERY))
         resume = request.headers.get("last-event-id", "").strip() or q.get("from")
-        if resume is not None and not _changelog_token(resume):
+        if resume is not None and parse_resume(resume) is None:
             raise BadRequest(
-                f"resume position {resume!r} is not a view position like '0:42'",
+                f"resume token {resume!r} is not a view's resume token like '3@0:42' "
+                "(generation 3, changelog offset 42)",
                 field="Last-Event-ID" if request.headers.get("last-event-id") else "from",
             )
         return StreamingResponse(
@@ -302,18 +304,21 @@ class Message:
 
     kind: str
     data: dict[str, Any]
-    resume: str | None  # the changelog position to resume after it (None: mid-snapshot)
+    resume: str | None  # the resume token after it, G@0:N (None: mid-snapshot)
 
 
 async def follow(
     hub: Hub, name: str, resume: str | None, heartbeat_s: float
 ) -> AsyncGenerator[Message | None, None]:
-    """View ``name`` live: a snapshot (unless ``resume`` is a position of the current
-    changelog), then each change; None after ``heartbeat_s`` without one. A rebuild
-    meanwhile gives a new snapshot. Ends when the hub shuts down."""
+    """View ``name`` live: a snapshot (unless ``resume`` is a token ``G@0:N`` of the
+    current generation ``G``), then each change; None after ``heartbeat_s`` without
+    one. A rebuild, meanwhile or since ``resume``, gives a new snapshot. Ends when the
+    hub shuts down."""
     views = hub.views
     generation = views.view(name).generation
-    offset = None if resume is None else int(resume.partition(":")[2])
+    given = None if resume is None else parse_resume(resume)
+    # A token of another generation (or of none) points into a changelog that is gone.
+    offset = given[1] if given is not None and given[0] == generation else None
     while not hub.closing:
         if offset is None:
             generation, offset, entries = views.snapshot(name)
@@ -332,7 +337,7 @@ async def follow(
                         "first": i == 0,
                         "last": last,
                     },
-                    f"0:{offset}" if last else None,
+                    resume_token(generation, offset) if last else None,
                 )
         feed = await views.changes(name, generation, offset, wait_s=heartbeat_s)
         if feed.reset:
@@ -342,13 +347,7 @@ async def follow(
         if not feed.changes:
             yield None
         for change in feed.changes:
-            yield Message("change", change.to_dict(), f"0:{change.offset + 1}")
-
-
-def _changelog_token(text: str) -> bool:
-    """A position in a one-partition changelog: ``0:N``."""
-    p, sep, o = text.partition(":")
-    return sep == ":" and p == "0" and is_decimal(o)
+            yield Message("change", change.to_dict(), resume_token(generation, change.offset + 1))
 
 
 def _latest(hub: Hub, inputs: list[str]) -> dict[str, dict[int, int]]:
@@ -369,8 +368,10 @@ def ws_follow(
     """The WebSocket frames of a view subscription (``view.snapshot``, ``view.change``),
     once the token's scope and ``resume`` are checked (raised here, not when iterated)."""
     check_view_scope(token, hub.views.view(name).inputs, "subscribe", name)
-    if resume is not None and not _changelog_token(resume):
-        raise BadRequest(f"from {resume!r} is not a view position like '0:42'", field="from")
+    if resume is not None and parse_resume(resume) is None:
+        raise BadRequest(
+            f"from {resume!r} is not a view's resume token like '3@0:42'", field="from"
+        )
     return _ws_frames(hub, sub, name, resume, heartbeat_s)
 
 
