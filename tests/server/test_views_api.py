@@ -10,6 +10,7 @@ import json
 import random
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -20,6 +21,7 @@ from hubproc import HubFactory, HubProcess
 from livehelp import PROTOCOL, recv, ws_url
 from test_sse import messages
 from viewhelp import DELETE, commit_events
+from yarl import URL
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -346,6 +348,26 @@ async def test_a_bad_commit_is_refused_and_names_the_field(
 
 
 MINUTE = {"kind": "tumbling", "size": 60_000, "grace": 0, "idle": 0}
+
+
+async def test_any_key_can_be_named_in_the_path(
+    hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    base, name, topic = hub.base_url, unique("v"), unique()
+    await declare(http, base, name, [topic])
+    keys = {"a/b": 1, "sp ace": 2, "a?b": 3, "%2F": 4, "/lead": 5}
+    async with await commit(http, base, name, 0, 0, keys, {topic: {"0": 0}}) as r:
+        await expect(r, 200)
+    for key, value in keys.items():
+        url = URL(f"{base}/v1/views/{name}/keys/{quote(key, safe='')}", encoded=True)
+        async with http.get(url) as resp:
+            assert (await expect(resp, 200)) == {
+                "key": key, "value": value, "position": f"0:{list(keys).index(key)}",
+            }, key  # fmt: skip
+    for missing in ("no/such", "new\nline"):  # the view's 404, not a missing route's
+        url = URL(f"{base}/v1/views/{name}/keys/{quote(missing, safe='')}", encoded=True)
+        async with http.get(url) as resp:
+            assert (await expect_problem(resp, 404))["key"] == missing
 
 
 async def test_a_bad_declaration_is_refused_before_any_topic_is_made(

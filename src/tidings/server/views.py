@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -47,6 +48,21 @@ from tidings.server.live import allows, caller
 if TYPE_CHECKING:
     from tidings.core.hub import Hub
     from tidings.server.app import Api
+
+class KeyConvertor(Convertor[str]):
+    """A view key in a path: the rest of it, ``/`` (sent as ``%2F``) and newlines too
+    (Starlette's ``path`` stops at a newline, so such a key would find no route)."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("viewkey", KeyConvertor())
 
 DEFAULT_WAIT_S = 10.0
 MAX_WAIT_S = 60.0
@@ -107,7 +123,7 @@ class ViewRoutes:
             Route(V + "/commit", self.commit, methods=["POST"]),
             Route(V + "/rebuild", self.rebuild, methods=["POST"]),
             Route(V + "/keys", self.keys, methods=["GET"]),
-            Route(V + "/keys/{key}", self.key, methods=["GET"]),
+            Route(V + "/keys/{key:viewkey}", self.key, methods=["GET"]),
             Route(V + "/sse", self.sse, methods=["GET"]),
         ]
 
