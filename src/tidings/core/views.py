@@ -153,7 +153,8 @@ class Views:
 
     def start(self) -> None:
         """Find the views in the saved topic configs and read their changelogs in the
-        background; :attr:`loaded` is set once done (commits wait for it)."""
+        background; :attr:`loaded` is set once done (declarations, commits and waits
+        wait for it; the other reads answer 503 until then)."""
         for topic, cfg in self.hub.storage.load_topics().items():
             name = view_of(topic)
             decl = cfg.get("view")
