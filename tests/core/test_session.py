@@ -237,8 +237,8 @@ def test_transition_table_is_closed() -> None:
 
 def test_a_view_subscription_has_no_topic_cursor() -> None:
     s = Session()
-    [action] = s.receive(frame(type="subscribe", id="v1", view="stock", **{"from": "0:42"}))
-    assert action == SubscribeView("v1", "stock", "0:42")
+    [action] = s.receive(frame(type="subscribe", id="v1", view="stock", **{"from": "3@0:42"}))
+    assert action == SubscribeView("v1", "stock", "3@0:42")
     assert orjson.loads(s.started("v1", {}) or b"") == {
         "type": "subscribed", "id": "v1", "view": "stock",
     }  # fmt: skip

@@ -4,10 +4,12 @@ rebuild, lookups, scans, waits and the change feed (streams design, sections 3 a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from viewhelp import DELETE, commit_events
 
@@ -26,6 +28,7 @@ from tidings.events.envelope import normalize_event
 from tidings.log.memory import MemoryStorage
 
 STOCK = {"kind": "view", "inputs": ["inventory"], "app": "shop"}
+MINUTE = {"kind": "tumbling", "size": 60_000, "grace": 0, "idle": 0}
 
 
 @pytest.fixture
@@ -72,6 +75,18 @@ async def test_a_declared_view_has_a_changelog_of_one_partition(hub: Hub) -> Non
         ({"kind": "view", "inputs": ["__view.a"]}, "inputs[0]"),
         ({"kind": "view", "inputs": ["a"], "colour": 1}, "colour"),
         ({"kind": "window", "inputs": ["a"]}, "window"),
+        ({"kind": "window", "inputs": ["a"], "window": {"nonsense": True}}, "window.kind"),
+        ({"kind": "window", "inputs": ["a"], "window": {**MINUTE, "gap": 1}}, "window.gap"),
+        ({"kind": "window", "inputs": ["a"], "window": {**MINUTE, "size": 0}}, "window.size"),
+        ({"kind": "window", "inputs": ["a"], "window": {**MINUTE, "size": "1m"}}, "window.size"),
+        ({"kind": "window", "inputs": ["a"], "window": {**MINUTE, "grace": -1}}, "window.grace"),
+        ({"kind": "window", "inputs": ["a"], "window": {"kind": "session", "gap": 5}},
+         "window.grace"),
+        ({"kind": "window", "inputs": ["a"],
+          "window": {"kind": "hopping", "size": 5, "every": 6, "grace": 0, "idle": 0}},
+         "window.every"),
+        ({"kind": "window", "inputs": ["v"], "window": MINUTE}, "inputs"),
+        ({"kind": "window", "inputs": ["v.late"], "window": MINUTE}, "inputs"),
         ({"kind": "view", "inputs": ["a"], "emit": "final"}, "emit"),
     ],
 )
@@ -81,7 +96,68 @@ async def test_a_bad_declaration_names_its_field(
     with pytest.raises(BadRequest) as refused:
         await hub.views.put("v", spec)
     assert refused.value.fields["field"] == field
-    assert "__view.v" not in hub.topics
+    assert sorted(hub.topics) == []  # nothing made: no changelog, input or result topic
+
+
+def test_every_window_the_streams_operators_describe_is_declarable() -> None:
+    from tidings.core.viewrecords import check_window
+    from tidings.streams import Hopping, Session, Sliding, Tumbling
+    from tidings.streams.joins import Join
+
+    for window in (
+        Tumbling("1m"), Tumbling("1m", grace="10s", idle="1s"), Hopping("5m", every="1m"),
+        Sliding("30s", grace="2s"), Session("10s"), Join(within="2s", idle="300ms"),
+        Join(within=0),
+    ):  # fmt: skip
+        check_window(window.describe())
+
+
+async def test_a_window_view_name_too_long_for_its_late_topic_makes_nothing(hub: Hub) -> None:
+    name = "w" * 198  # a valid name, but "{name}.late" is 203 characters
+    with pytest.raises(BadRequest) as refused:
+        await hub.views.put(name, {"kind": "window", "inputs": ["orders"], "window": MINUTE})
+    assert refused.value.fields["field"] == "view" and ".late" in str(refused.value)
+    assert sorted(hub.topics) == []
+
+
+async def test_a_window_view_never_takes_over_a_topic_with_other_events(hub: Hub) -> None:
+    await hub.publish("payments", [{"type": "paid", "source": "t", "id": "1"}])
+    spec = {"kind": "window", "inputs": ["orders"], "window": MINUTE}
+    with pytest.raises(Conflict) as refused:
+        await hub.views.put("payments", spec)
+    assert refused.value.fields["field"] == "view" and "payments" in str(refused.value)
+    assert "orders" not in hub.topics and "payments.late" not in hub.topics
+    await hub.views.put("spm", spec)  # window view spm writes spm.late ...
+    with pytest.raises(Conflict, match="result topic of window view 'spm'"):
+        await hub.views.put("spm.late", spec)  # ... which is this one's result topic
+    await hub.create_topic("empty")  # made ahead (as under auto-create off): taken
+    _, created = await hub.views.put("empty", spec)
+    assert created
+
+
+async def test_a_window_view_makes_result_topics_only_under_auto_create() -> None:
+    strict = Hub(MemoryStorage(), HubOptions(auto_create=False))
+    await strict.start()
+    try:
+        await strict.create_topic("orders")
+        spec = {"kind": "window", "inputs": ["orders"], "window": MINUTE}
+        with pytest.raises(TopicNotFound) as refused:
+            await strict.views.put("spm", spec)
+        assert refused.value.fields["topic"] == "spm"
+        assert sorted(strict.topics) == ["orders"]
+        await strict.create_topic("spm")
+        await strict.create_topic("spm.late")
+        _, created = await strict.views.put("spm", spec)
+        assert created
+    finally:
+        await strict.close()
+
+
+async def test_a_redeclared_view_makes_its_deleted_input_again(hub: Hub) -> None:
+    await hub.views.put("stock", STOCK)
+    await hub.delete_topic("inventory")
+    info, created = await hub.views.put("stock", STOCK)
+    assert not created and "inventory" in hub.topics and info["lag"] == {"inventory": 0}
 
 
 async def test_a_missing_input_is_made_as_a_group_s_topic_is() -> None:
@@ -99,7 +175,7 @@ async def test_a_missing_input_is_made_as_a_group_s_topic_is() -> None:
 
 
 async def test_a_window_view_gets_its_result_topics(hub: Hub) -> None:
-    await hub.views.put("spm", {"kind": "window", "inputs": ["orders"], "window": {"size": 60}})
+    await hub.views.put("spm", {"kind": "window", "inputs": ["orders"], "window": MINUTE})
     assert {"spm", "spm.late"} <= set(hub.topics)
     assert hub.views.info("spm")["emit"] == "final"
 
@@ -172,6 +248,29 @@ async def test_a_bad_commit_names_what_is_wrong_and_writes_nothing(
         await hub.views.commit("stock", 0, 0, mangle(events))
     assert refused.value.fields["field"] == field
     assert hub.topics["__view.stock"].partitions[0].end_offset == 0
+
+
+async def test_a_null_value_is_a_deletion_compaction_removes_too(hub: Hub) -> None:
+    await hub.views.put("stock", STOCK)
+    await commit(hub, "stock", {"a": 1}, 1)
+    events = commit_events("stock", 0, 1, {"a": DELETE}, {"inventory": {"0": 1}})
+    events[0]["data"] = None
+    await commit_raw(hub, events)
+    part = hub.topics["__view.stock"].partitions[0]
+    [(_, _, payload)] = part.read(2, 1)
+    assert "data" not in orjson.loads(payload)  # a tombstone, as compaction sees one
+    with pytest.raises(ViewNotFound):
+        hub.views.get("stock", "a")
+    events = commit_events("stock", 0, 2, {"b": DELETE}, {"inventory": {"0": 1}})
+    events[0]["data_base64"] = "AA=="
+    with pytest.raises(BadRequest) as refused:
+        await commit_raw(hub, events)
+    assert refused.value.fields["field"] == "events[0].data_base64"
+
+
+async def commit_raw(hub: Hub, events: list[dict[str, Any]]) -> None:
+    at = hub.topics["__view.stock"].partitions[0].end_offset
+    await hub.views.commit("stock", 0, at, events)
 
 
 async def test_the_checkpoint_is_written_last_wherever_it_is_given(hub: Hub) -> None:
@@ -311,3 +410,77 @@ def _all_records(part: Any) -> Iterator[tuple[int, int, bytes]]:
             return
         yield from got
         offset = got[-1][0] + 1
+
+
+async def test_a_commit_whose_caller_is_cancelled_is_served_once_it_lands(
+    tmp_path: Path,
+) -> None:
+    """The append cannot be taken back once started, so a caller cancelled meanwhile (an
+    App stopped mid-commit) must not leave the changelog ahead of what is served."""
+    from tidings.backends.embedded.storage import EmbeddedStorage
+    from tidings.log.config import FsyncPolicy
+
+    hub = Hub(EmbeddedStorage(tmp_path, FsyncPolicy("always")))
+    await hub.start()
+    try:
+        await hub.views.put("stock", STOCK)
+        view = hub.views.view("stock")
+        part = hub.topics[view.topic].partitions[0]
+        for seq in range(12):  # cancelled after 0, 1, ... loop turns: one lands mid-append
+            at = part.end_offset
+            events = commit_events("stock", 0, seq, {f"k{seq}": seq}, {"inventory": {"0": 0}})
+            task = asyncio.create_task(hub.views.commit("stock", 0, at, events))
+            for _ in range(seq):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            # The next commit sees every record the changelog holds (told by a 409 where
+            # the cancelled append was not readable yet, as a processor is).
+            try:
+                await commit(hub, "stock", {"after": seq}, 0, seq=100 + seq)
+            except Conflict as lost:
+                at = lost.fields["next_offset"]
+                await commit(hub, "stock", {"after": seq}, 0, seq=100 + seq, expect=at)
+            landed = {
+                ev["partitionkey"][2:]
+                for _, _, payload in _all_records(part)
+                if (ev := orjson.loads(payload))["partitionkey"].startswith("v:")
+            }
+            assert set(view.keys) == landed, seq
+            assert view.applied == part.end_offset
+        assert any(f"k{seq}" in view.keys for seq in range(12))  # some landed
+    finally:
+        await hub.close()
+
+
+async def test_reads_refuse_until_the_changelogs_are_read(tmp_path: Path) -> None:
+    """A read while a changelog is read at start could serve part of a commit: 503 until
+    then, and waiting reads wait for it."""
+    from tidings.backends.embedded.storage import EmbeddedStorage
+
+    hub = Hub(EmbeddedStorage(tmp_path))
+    await hub.start()
+    await hub.views.put("stock", STOCK)
+    await commit(hub, "stock", {f"k{i:05d}": i for i in range(5000)}, 1)
+    await hub.close()
+
+    hub = Hub(EmbeddedStorage(tmp_path))
+    await hub.start()
+    try:
+        assert not hub.views.loaded.is_set()
+        for read in (
+            lambda: hub.views.get("stock", "k00001"),
+            lambda: hub.views.scan("stock", "", None, 10),
+            lambda: hub.views.snapshot("stock"),
+            lambda: hub.views.info("stock"),
+            lambda: hub.views.reflects("stock", "inventory", {0: 0}),
+            hub.views.list,
+        ):
+            with pytest.raises(StorageUnavailable, match="still reading"):
+                read()
+        assert await hub.views.wait_for("stock", "inventory", {0: 0}, 10)
+        assert hub.views.loaded.is_set()
+        assert hub.views.info("stock")["keys"] == 5000
+    finally:
+        await hub.close()

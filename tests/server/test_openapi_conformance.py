@@ -56,6 +56,9 @@ STATE_DEPENDENT = {
     "getViewKey": {"min_position", "topic"},
     "viewKeys": {"min_position", "topic"},
     "commitView": {"events"},  # the checkpoint's generation, judged against the view's
+    # a window view's result topics ({view}, {view}.late) against its name's length and
+    # its inputs; a hopping window's every against its size
+    "putView": {"view", "inputs", "window.every"},
 }
 # A JSON Schema document its meta-schema allows may still not compile: a pattern that
 # is no regular expression, a $ref that resolves to nothing. No schema can say so.

@@ -10,6 +10,7 @@ import json
 import random
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -20,6 +21,7 @@ from hubproc import HubFactory, HubProcess
 from livehelp import PROTOCOL, recv, ws_url
 from test_sse import messages
 from viewhelp import DELETE, commit_events
+from yarl import URL
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -199,7 +201,7 @@ async def test_sse_gives_a_snapshot_then_changes_and_resumes(
         stream = messages(resp)
         assert await anext(stream) == {"retry": "2000"}
         snap = await anext(stream)
-        assert snap["event"] == "snapshot" and snap["id"] == "0:3"
+        assert snap["event"] == "snapshot" and snap["id"] == "0@0:3"
         data = orjson.loads(snap["data"])
         assert [(e["key"], e["value"]) for e in data["entries"]] == [("a", 1), ("b", 2)]
         assert data["first"] and data["last"]
@@ -211,19 +213,60 @@ async def test_sse_gives_a_snapshot_then_changes_and_resumes(
         second = await anext(stream)
     assert (first["event"], first["id"], orjson.loads(first["data"])) == (
         "change",
-        "0:4",
+        "0@0:4",
         {"key": "a", "deleted": True, "position": "0:3"},
     )
-    assert orjson.loads(second["data"])["key"] == "c" and second["id"] == "0:5"
+    assert orjson.loads(second["data"])["key"] == "c" and second["id"] == "0@0:5"
     async with await commit(http, base, name, 0, 6, {"d": 4}, {topic: {"0": 0}}) as r:
         await expect(r, 200)
-    async with http.get(f"{base}/v1/views/{name}/sse", headers={"Last-Event-ID": "0:5"}) as resp:
+    async with http.get(f"{base}/v1/views/{name}/sse", headers={"Last-Event-ID": "0@0:5"}) as resp:
         stream = messages(resp)
         await anext(stream)
         resumed = await anext(stream)
     assert resumed["event"] == "change" and orjson.loads(resumed["data"])["key"] == "d"
-    async with http.get(f"{base}/v1/views/{name}/sse", headers={"Last-Event-ID": "1:5"}) as resp:
-        assert (await expect_problem(resp, 400))["field"] == "Last-Event-ID"
+    for bad in ("1:5", "0@1:5", "x@0:5", "0@0:"):
+        async with http.get(
+            f"{base}/v1/views/{name}/sse", headers={"Last-Event-ID": bad}
+        ) as resp:
+            assert (await expect_problem(resp, 400))["field"] == "Last-Event-ID", bad
+    # A token without a generation (or of another one) starts again with a snapshot.
+    async with http.get(f"{base}/v1/views/{name}/sse", params={"from": "0:5"}) as resp:
+        stream = messages(resp)
+        await anext(stream)
+        again = await anext(stream)
+    assert again["event"] == "snapshot" and again["id"] == "0@0:8"
+
+
+async def test_a_feed_resumed_from_before_a_rebuild_starts_with_a_snapshot(
+    hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    """The token names its generation: resumed after a rebuild whose changelog grew past
+    it, the feed is not taken up at that offset of another changelog."""
+    base, name, topic = hub.base_url, unique("v"), unique()
+    await declare(http, base, name, [topic])
+    async with await commit(http, base, name, 0, 0, {"a": 1}, {topic: {"0": 0}}) as r:
+        await expect(r, 200)
+    async with http.get(f"{base}/v1/views/{name}/sse") as resp:
+        stream = messages(resp)
+        await anext(stream)
+        token = (await anext(stream))["id"]
+    assert token == "0@0:2"
+    async with http.post(f"{base}/v1/views/{name}/rebuild", json={}) as r:
+        await expect(r, 200)
+    values = {k: i for i, k in enumerate("vwxyz")}
+    async with await commit(http, base, name, 1, 0, values, {topic: {"0": 0}}) as r:
+        await expect(r, 200)
+    async with http.get(f"{base}/v1/views/{name}/sse", headers={"Last-Event-ID": token}) as resp:
+        stream = messages(resp)
+        await anext(stream)
+        first = await anext(stream)
+    assert first["event"] == "snapshot" and first["id"] == "1@0:6"
+    assert [e["key"] for e in orjson.loads(first["data"])["entries"]] == list("vwxyz")
+    async with websockets.connect(ws_url(base), subprotocols=[PROTOCOL]) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "id": "v1", "view": name, "from": token}))
+        assert (await recv(ws))["type"] == "subscribed"
+        snap = await recv(ws)
+        assert snap["type"] == "view.snapshot" and snap["resume"] == "1@0:6"
 
 
 async def test_a_websocket_follows_a_view(hub: HubProcess, http: aiohttp.ClientSession) -> None:
@@ -235,7 +278,7 @@ async def test_a_websocket_follows_a_view(hub: HubProcess, http: aiohttp.ClientS
         await ws.send(json.dumps({"type": "subscribe", "id": "v1", "view": name}))
         assert await recv(ws) == {"type": "subscribed", "id": "v1", "view": name}
         snap = await recv(ws)
-        assert snap["type"] == "view.snapshot" and snap["resume"] == "0:2"
+        assert snap["type"] == "view.snapshot" and snap["resume"] == "0@0:2"
         assert snap["entries"] == [{"key": "a", "value": 1, "position": "0:0"}]
         async with await commit(http, base, name, 0, 2, {"b": 2}, {topic: {"0": 0}}) as r:
             await expect(r, 200)
@@ -247,12 +290,12 @@ async def test_a_websocket_follows_a_view(hub: HubProcess, http: aiohttp.ClientS
             "key": "b",
             "value": 2,
             "position": "0:2",
-            "resume": "0:3",
+            "resume": "0@0:3",
         }
         await ws.send(json.dumps({"type": "subscribe", "id": "v2", "view": "nope-" + name}))
         refused = await recv(ws)
         assert refused["type"] == "error" and refused["status"] == 404
-        await ws.send(json.dumps({"type": "subscribe", "id": "v3", "view": name, "from": "0:3"}))
+        await ws.send(json.dumps({"type": "subscribe", "id": "v3", "view": name, "from": "0@0:3"}))
         assert (await recv(ws))["type"] == "subscribed"
         async with await commit(http, base, name, 0, 4, {"c": 3}, {topic: {"0": 0}}) as r:
             await expect(r, 200)
@@ -302,6 +345,52 @@ async def test_a_bad_commit_is_refused_and_names_the_field(
             assert (await expect_problem(resp, 400))["field"] == field, body
     async with http.post(f"{base}/v1/views/nope-{name}/commit", json={}) as resp:
         await expect_problem(resp, 404)
+
+
+MINUTE = {"kind": "tumbling", "size": 60_000, "grace": 0, "idle": 0}
+
+
+async def test_any_key_can_be_named_in_the_path(
+    hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    base, name, topic = hub.base_url, unique("v"), unique()
+    await declare(http, base, name, [topic])
+    keys = {"a/b": 1, "sp ace": 2, "a?b": 3, "%2F": 4, "/lead": 5}
+    async with await commit(http, base, name, 0, 0, keys, {topic: {"0": 0}}) as r:
+        await expect(r, 200)
+    for key, value in keys.items():
+        url = URL(f"{base}/v1/views/{name}/keys/{quote(key, safe='')}", encoded=True)
+        async with http.get(url) as resp:
+            assert (await expect(resp, 200)) == {
+                "key": key, "value": value, "position": f"0:{list(keys).index(key)}",
+            }, key  # fmt: skip
+    for missing in ("no/such", "new\nline"):  # the view's 404, not a missing route's
+        url = URL(f"{base}/v1/views/{name}/keys/{quote(missing, safe='')}", encoded=True)
+        async with http.get(url) as resp:
+            assert (await expect_problem(resp, 404))["key"] == missing
+
+
+async def test_a_bad_declaration_is_refused_before_any_topic_is_made(
+    hub: HubProcess, http: aiohttp.ClientSession
+) -> None:
+    base, name, topic = hub.base_url, unique("w"), unique()
+    window = {"kind": "window", "inputs": [topic], "window": MINUTE}
+    cases = [
+        (name, {**window, "window": {"nonsense": True}}, 400, "window.kind"),
+        (name, {**window, "window": {**MINUTE, "size": -5}}, 400, "window.size"),
+        ("w" * 198, window, 400, "view"),  # its late topic would be 203 characters
+        (topic, window, 400, "inputs"),  # it would read its own results
+    ]
+    for view, spec, status, field in cases:
+        async with http.put(f"{base}/v1/views/{view}", json=spec) as resp:
+            assert (await expect_problem(resp, status))["field"] == field, spec
+    await publish(http, base, name, {"type": "x", "source": "t", "id": "1"})
+    async with http.put(f"{base}/v1/views/{name}", json=window) as resp:
+        problem = await expect_problem(resp, 409)  # a topic of other events: never taken
+    assert problem["field"] == "view" and problem["topic"] == name
+    async with http.get(f"{base}/v1/topics") as resp:
+        names = {t["name"] for t in (await expect(resp, 200))["topics"]}
+    assert not names & {topic, f"{name}.late", f"__view.{name}", "w" * 198, f"__view.{topic}"}
 
 
 TOKENS = {
@@ -355,6 +444,17 @@ async def test_scopes_of_views(
         headers={"content-type": "application/cloudevents+json", **bearer("ops-t")},
     ) as r:
         await expect_problem(r, 403)  # admin included
+    # A window view makes its result topics {name} and {name}.late: a token that could
+    # not make them by publishing may not make them by declaring either.
+    window = {"kind": "window", "inputs": ["orders"], "window": MINUTE}
+    async with http.put(f"{base}/v1/topics/orders", json={}, headers=bearer("ops-t")) as r:
+        await expect(r, 201)
+    async with http.put(f"{base}/v1/views/payments", json=window, headers=bearer("other-t")) as r:
+        problem = await expect_problem(r, 403)
+    assert problem["topic"] == "payments" and "publish" in problem["detail"]
+    async with http.get(f"{base}/v1/topics", headers=bearer("ops-t")) as r:
+        names = {t["name"] for t in (await expect(r, 200))["topics"]}
+    assert not names & {"payments", "payments.late", "__view.payments"}
 
 
 async def test_a_hub_killed_mid_commit_serves_every_commit_whole_after_restart(
@@ -405,7 +505,7 @@ async def test_a_restarted_hub_keeps_each_view_its_generation_and_state(
     await declare(http, base, "kept", [topic])
     async with http.put(
         f"{base}/v1/views/spm",
-        json={"kind": "window", "inputs": [topic], "window": {"size": "1m"}, "emit": "updates"},
+        json={"kind": "window", "inputs": [topic], "window": MINUTE, "emit": "updates"},
     ) as r:
         await expect(r, 201)
     async with await commit(http, base, "kept", 0, 0, {"a": 1}, {topic: {"0": 0}}) as r:
@@ -420,7 +520,7 @@ async def test_a_restarted_hub_keeps_each_view_its_generation_and_state(
     assert (await get(http, f"{base}/v1/views/kept/keys/b"))["position"] == "0:0"
     await get(http, f"{base}/v1/views/kept/keys/a", 404)
     spm = await get(http, f"{base}/v1/views/spm")
-    assert (spm["kind"], spm["window"], spm["emit"]) == ("window", {"size": "1m"}, "updates")
+    assert (spm["kind"], spm["window"], spm["emit"]) == ("window", MINUTE, "updates")
     async with await commit(http, base, "kept", 1, 2, {"c": 3}, {topic: {"0": 0}}) as r:
         await expect(r, 200)  # the processor goes on where the changelog ends
 
@@ -442,7 +542,7 @@ async def test_a_feed_open_across_a_rebuild_starts_again_with_a_snapshot(
         again = await anext(stream)
         while again.get("event") != "snapshot" or orjson.loads(again["data"])["generation"] != 1:
             again = await anext(stream)
-        assert orjson.loads(again["data"])["entries"] == [] and again["id"] == "0:0"
+        assert orjson.loads(again["data"])["entries"] == [] and again["id"] == "1@0:0"
         async with await commit(http, base, name, 1, 0, {"b": 2}, {topic: {"0": 0}}) as r:
             await expect(r, 200)
         change = await anext(stream)

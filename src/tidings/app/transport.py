@@ -448,6 +448,7 @@ class CoreTransport:
         return info
 
     async def view_info(self, name: str) -> dict[str, Any]:
+        await self.hub.views.ready()
         return self.hub.views.info(name)
 
     async def commit_view(
@@ -460,6 +461,7 @@ class CoreTransport:
         self, name: str, key: str, min_position: str | None = None, topic: str | None = None
     ) -> dict[str, Any] | None:
         views = self.hub.views
+        await views.ready()  # never a state read halfway from the changelog
         if min_position is not None:
             topic = views.input_of(name, topic)
             t = self.hub.topic(topic)

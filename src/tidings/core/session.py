@@ -24,9 +24,9 @@ Hub → client::
     {"type": "subscribed", "id": "v1", "view": "stock"}
     {"type": "view.snapshot", "sub": "v1", "view": "stock", "generation": 0,
      "entries": [{"key", "value", "position"}, ...], "first": true, "last": true,
-     "resume": "0:42"}
+     "resume": "0@0:42"}
     {"type": "view.change", "sub": "v1", "view": "stock", "key": "sku-1",
-     "value": 3 | "deleted": true, "position": "0:42", "resume": "0:43"}
+     "value": 3 | "deleted": true, "position": "0:42", "resume": "0@0:43"}
     {"type": "event", "sub": "s1", "resume": "0:16,1:7", "topic": "orders",
      "partition": 0, "offset": 15, "event": {...}}
     {"type": "event", "sub": "s1", "topic": "orders", "partition": 0, "offset": 15,
@@ -55,10 +55,10 @@ Rules:
   when the connection has exactly one group subscription.
 - ``acked`` and ``nacked`` are sent only when the frame had a ``ref``.
 - A view subscription (``view`` instead of ``topic``) gets a snapshot of every
-  key (in chunks, ``first`` to ``last``), then each change; ``resume`` is the
-  position in the view's changelog. Subscribing with ``from`` = the last
-  ``resume`` goes on with the changes after it, or with a new snapshot if the
-  view was rebuilt since (see :mod:`tidings.server.views`).
+  key (in chunks, ``first`` to ``last``), then each change; ``resume`` is
+  ``G@0:N``, offset N in generation G's changelog. Subscribing with ``from`` = the
+  last ``resume`` goes on with the changes after it, or with a new snapshot if the
+  view was rebuilt since (another generation; a bare ``0:N`` too).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ from tidings.core.positions import (
     parse_duration_ms,
     parse_time_ms,
 )
+from tidings.core.viewrecords import parse_resume
 from tidings.errors import BadRequest, Conflict, NotFound, RateLimited, TidingsError
 from tidings.events.envelope import normalize_event
 from tidings.events.nesting import too_deep
@@ -108,7 +109,7 @@ class SubscribeView:
 
     id: str
     view: str
-    resume: str | None  # a changelog position token ("0:42"); None: a snapshot first
+    resume: str | None  # a view's resume token ("3@0:42"); None: a snapshot first
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,10 +261,10 @@ class Session:
         sub_id = self._new_id(msg)
         view = check_name("view", _required(msg, "view"))
         start = msg.get("from")
-        if start is not None and not (isinstance(start, str) and is_token(start)):
+        if start is not None and not (isinstance(start, str) and parse_resume(start)):
             raise BadRequest(
-                'from of a view subscription is a resume token like "0:42" (leave it out '
-                "for a snapshot first)",
+                'from of a view subscription is a resume token like "3@0:42" (leave it '
+                "out for a snapshot first)",
                 field="from",
             )
         self._move(None, "subscribe")

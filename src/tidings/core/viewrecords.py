@@ -33,6 +33,30 @@ def changelog_topic(view: str) -> str:
     return VIEW_TOPIC_PREFIX + view
 
 
+def result_topics(view: str) -> list[str]:
+    """The topics a window view's processor publishes to: results, then late events."""
+    return [view, f"{view}.late"]
+
+
+def resume_token(generation: int, offset: int) -> str:
+    """Where a view's live feed goes on: ``G@0:N``, offset N of generation G's changelog."""
+    return f"{generation}@0:{offset}"
+
+
+def parse_resume(text: str) -> tuple[int | None, int] | None:
+    """``(generation, offset)`` of a resume token ``G@0:N``, generation None for a bare
+    ``0:N`` (a feed resumed from one starts with a snapshot); None if it is neither."""
+    gen, at, position = text.rpartition("@")
+    p, sep, o = position.partition(":")
+    if sep != ":" or p != "0" or not _digits(o) or (at and not _digits(gen)):
+        return None
+    return (int(gen) if at else None), int(o)
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 19
+
+
 def view_of(topic: str) -> str | None:
     """The view whose changelog ``topic`` is, if it is one."""
     return topic[len(VIEW_TOPIC_PREFIX) :] if topic.startswith(VIEW_TOPIC_PREFIX) else None
@@ -97,8 +121,7 @@ def parse_spec(
     window = spec.get("window")
     emit = spec.get("emit")
     if kind == "window":
-        if not isinstance(window, dict):
-            raise BadRequest("a window view needs window, an object", field="window")
+        check_window(window)
         emit = "final" if emit is None else emit
         if emit not in EMITS:
             raise BadRequest(f"emit must be one of {', '.join(EMITS)}", field="emit")
@@ -107,6 +130,54 @@ def parse_spec(
             field_ = "window" if window is not None else "emit"
             raise BadRequest(f"a view of kind 'view' has no {field_}", field=field_)
     return kind, list(inputs), app, window, emit
+
+
+# The window kinds as ``tidings.streams`` windows (and a join's) describe themselves
+# (ms): the fields of each, and those that must be above 0.
+WINDOWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "tumbling": (("size", "grace", "idle"), ("size",)),
+    "hopping": (("size", "every", "grace", "idle"), ("size", "every")),
+    "sliding": (("size", "grace", "idle"), ("size",)),
+    "session": (("gap", "grace", "idle"), ("gap",)),
+    "join": (("within", "grace", "idle"), ()),  # tidings.streams.joins.Join
+}
+
+
+def check_window(window: object) -> None:
+    """A window view's ``window``: one that :meth:`tidings.streams.Window.describe`
+    gives, durations in ms; else BadRequest naming the field."""
+    if not isinstance(window, dict):
+        raise BadRequest(
+            "a window view needs window, an object like "
+            '{"kind": "tumbling", "size": 60000, "grace": 0, "idle": 0}',
+            field="window",
+        )
+    kind = window.get("kind")
+    if kind not in WINDOWS:
+        raise BadRequest(
+            f"window.kind must be one of {', '.join(WINDOWS)}, not {kind!r}", field="window.kind"
+        )
+    fields, positive = WINDOWS[kind]
+    for name in sorted(set(window) - {"kind", *fields}):
+        raise BadRequest(
+            f"a {kind} window has no {name!r}; its fields: kind, {', '.join(fields)}",
+            field=f"window.{name}",
+        )
+    for name in fields:
+        ms = window.get(name)
+        low = 1 if name in positive else 0
+        if isinstance(ms, bool) or not isinstance(ms, int) or not low <= ms <= _MAX_INT:
+            raise BadRequest(
+                f"window.{name} of a {kind} window must be an integer of ms from {low}, "
+                f"not {ms!r}",
+                field=f"window.{name}",
+            )
+    if kind == "hopping" and window["every"] > window["size"]:
+        raise BadRequest(
+            f"window.every ({window['every']} ms) must not be longer than window.size "
+            f"({window['size']} ms)",
+            field="window.every",
+        )
 
 
 def check_commit(
@@ -131,6 +202,15 @@ def check_commit(
             raise BadRequest(f"{where} must be a CloudEvent object", field=where, index=n)
         ev = dict(raw)
         pk = ev.get("partitionkey")
+        if "data_base64" in ev:
+            raise BadRequest(
+                f"{where} has data_base64: a changelog record's data is JSON",
+                field=f"{where}.data_base64", index=n,
+            )  # fmt: skip
+        if "data" in ev and ev["data"] is None:
+            # A deletion is a record without data: compaction removes it as a tombstone,
+            # which it would not do for a present (null) value.
+            del ev["data"]
         if pk == "c":
             if checkpoint is not None:
                 raise BadRequest(
@@ -143,7 +223,7 @@ def check_commit(
             data = ev.get("data")
             if data is not None and not (isinstance(data, dict) and set(data) == {"value"}):
                 raise BadRequest(
-                    f'{where}.data must be {{"value": ...}}, or absent for a deleted key',
+                    f'{where}.data must be {{"value": ...}}, or absent (or null) for a deleted key',
                     field=f"{where}.data", index=n,
                 )  # fmt: skip
             wanted = VALUE_TYPE

@@ -27,19 +27,21 @@ import asyncio
 import contextlib
 import logging
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tidings.core.positions import check_name
-from tidings.core.storage import Retention
+from tidings.core.storage import PartitionStore, Retention
 from tidings.core.viewrecords import (
     Change,
     change_of,
     changelog_topic,
     check_commit,
     parse_spec,
+    result_topics,
     view_of,
     whole,
 )
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tidings.views")
 
 MAX_SCAN = 1000
+MAX_NAME = 200  # of a topic (check_name)
 _LOAD_BATCH = 1000
 
 # A changelog keeps the latest record per key (v:, s:, and the checkpoint c):
@@ -88,6 +91,9 @@ class View:
     applied: int = 0  # the changelog offset up to which the state reflects it
     failed: str | None = None  # why its changelog could not be read at start (503)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one commit or rebuild at a time
+    # A commit's append and its apply, run apart from the caller (which may be
+    # cancelled); whoever takes the lock next waits for it first.
+    landing: asyncio.Task[int] | None = None
     pulse: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) on change
 
     @property
@@ -147,7 +153,8 @@ class Views:
 
     def start(self) -> None:
         """Find the views in the saved topic configs and read their changelogs in the
-        background; :attr:`loaded` is set once done (commits wait for it)."""
+        background; :attr:`loaded` is set once done (declarations, commits and waits
+        wait for it; the other reads answer 503 until then)."""
         for topic, cfg in self.hub.storage.load_topics().items():
             name = view_of(topic)
             decl = cfg.get("view")
@@ -192,6 +199,7 @@ class Views:
             with contextlib.suppress(BaseException):
                 await self._loading
         for view in self.views.values():
+            await _landed(view)
             view.changed()
 
     async def ready(self, timeout: float = 10.0) -> None:
@@ -200,11 +208,19 @@ class Views:
             try:
                 await asyncio.wait_for(self.loaded.wait(), timeout)
             except TimeoutError:
-                raise StorageUnavailable("the hub is still reading the views' changelogs") from None
+                raise _loading() from None
+
+    def _check_loaded(self) -> None:
+        """503 while the changelogs are read at start: a read then could see part of a
+        commit. The reads are synchronous; :meth:`ready` waits instead."""
+        if not self.loaded.is_set():
+            raise _loading()
 
     # -- declare, commit, rebuild -----------------------------------------------------
 
     def view(self, name: str) -> View:
+        """View ``name``, once the changelogs are read (503 before; 404 if there is none)."""
+        self._check_loaded()
         view = self.views.get(name)
         if view is None:
             check_name("view", name)
@@ -223,12 +239,15 @@ class Views:
         A view declared again with the same kind and inputs keeps its state (its
         app, window and emit are updated); other inputs or another kind: 409. An input
         that does not exist is made, as a consumer group's topic is (under
-        auto-create; else TopicNotFound).
+        auto-create; else TopicNotFound), and so are a window view's result topics
+        ``{name}`` and ``{name}.late``. Everything is checked before anything is made.
         """
         check_name("view", name)
         await self.ready()
         kind, inputs, app, window, emit = parse_spec(spec)
         view = self.view(name) if name in self.views else None  # 503 for one not loaded
+        results = result_topics(name) if kind == "window" else []
+        hub = self.hub
         if view is not None:
             async with view.lock:
                 for what, old, new in (("kind", view.kind, kind), ("inputs", view.inputs, inputs)):
@@ -238,27 +257,81 @@ class Views:
                             "a view's kind and inputs do not change: declare another name",
                             field=what,
                         )
+                # Inputs (or result topics) deleted since are made again: the processor
+                # would otherwise wait for them for ever.
+                self._make_missing([*inputs, *results], 0)
                 view.app, view.window, view.emit = app, window, emit
                 self._save(view)
             return self.info(name), False
-        hub = self.hub
-        for missing in [t for t in inputs if t not in hub.topics]:
-            # As a consumer group does: an input is made under auto-create (else 404).
-            hub._topic_for_publish(missing)
+        self._check_results(name, inputs, results)
         topic = changelog_topic(name)
-        if topic in hub.topics:  # a declaration lost halfway (a crash): take it over
-            await hub.delete_topic(topic)
-        hub._check_room_for_topic()
         hub._check_not_deleting(topic)
-        if kind == "window":
-            for result in (name, f"{name}.late"):
-                if result not in hub.topics:
-                    await hub.create_topic(result)
+        taken_over = topic in hub.topics  # a declaration lost halfway (a crash)
+        self._make_missing([*inputs, *results], 0 if taken_over else 1)
+        if taken_over:
+            await hub.delete_topic(topic)
         # The hub's own topic: check_name, which refuses the leading '_', is not asked.
         hub._open_topic(topic, 1, CHANGELOG_RETENTION)
         view = self.views[name] = View(name, kind, inputs, app, window, emit)
         self._save(view)
         return self.info(name), True
+
+    def _make_missing(self, topics: list[str], more: int) -> None:
+        """Make the topics that do not exist, as a consumer group's are (under
+        auto-create, else TopicNotFound), once each is known to be makeable and there is
+        room for them and ``more`` topics besides: all of them or none."""
+        hub = self.hub
+        missing = [t for t in topics if t not in hub.topics]
+        for t in missing:
+            hub._check_publishable(t)
+        limit = hub.options.max_topics
+        count = len(hub.topics) + len(hub.unavailable)
+        if (missing or more) and count + len(missing) + more > limit:
+            raise Conflict(
+                f"the hub has {count} topics and the view needs {len(missing) + more} more, "
+                f"past its limit (--max-topics {limit}); delete a topic or raise the limit",
+                limit="max_topics", max_topics=limit,
+            )  # fmt: skip
+        for t in missing:
+            hub._topic_for_publish(t)
+
+    def _check_results(self, name: str, inputs: list[str], results: list[str]) -> None:
+        """A new window view's result topics: valid names, none of its inputs, none
+        another window view's, and none an existing topic that holds events."""
+        if not results:
+            return
+        late = results[-1]
+        if len(late) > MAX_NAME:
+            raise BadRequest(
+                f"view name {name!r} is too long for a window view: its late topic "
+                f"{late!r} would be over {MAX_NAME} characters",
+                field="view",
+            )
+        for r in results:
+            if r in inputs:
+                raise BadRequest(
+                    f"topic {r!r} is both an input and a result topic of window view "
+                    f"{name!r}: it would read what it writes",
+                    field="inputs",
+                )
+            owner = next(
+                (v.name for v in self.views.values()
+                 if v.kind == "window" and v.name != name and r in result_topics(v.name)),
+                None,
+            )  # fmt: skip
+            if owner is not None:
+                raise Conflict(
+                    f"topic {r!r} is a result topic of window view {owner!r}: name window "
+                    f"view {name!r} otherwise",
+                    field="view", topic=r,
+                )  # fmt: skip
+            t = self.hub.topics.get(r)
+            if t is not None and any(part.end_offset for part in t.partitions):
+                raise Conflict(
+                    f"topic {r!r} already holds events not written for window view "
+                    f"{name!r}, whose results would go there: name the view otherwise",
+                    field="view", topic=r,
+                )  # fmt: skip
 
     def _save(self, view: View) -> None:
         config = dict(self.hub.storage.load_topics().get(view.topic, {}))
@@ -276,6 +349,7 @@ class Views:
         gen = whole(generation, "generation")
         at = whole(expect, "expect")
         async with view.lock:
+            await _landed(view)
             part = self.hub.topic(view.topic).partitions[0]
             end = part.end_offset
             if gen != view.generation:
@@ -293,20 +367,43 @@ class Views:
             # Checked under the lock (the CAS holds meanwhile): a commit that lost the
             # race is told so (409) before anything about its events.
             checked = check_commit(name, gen, events, self.hub.options.max_event_bytes)
-            base = await part.append([orjson.dumps(e) for e in checked])
-            last = base + len(checked) - 1
-            got = part.read(last, 1)  # the checkpoint: its append time is the commit's
-            ts = got[0][1] if got and got[0][0] == last else self.hub.clock.time_ms()
-            for i, event in enumerate(checked):
-                view.apply(base + i, ts, event)
-            view.changed()
+            # Once the append starts it lands whatever happens to the caller, so it is
+            # applied whatever happens too: in a task of its own, which the next holder
+            # of the lock waits for (applied in changelog order).
+            durable = part.append([orjson.dumps(e) for e in checked])  # offsets taken now
+            landing = asyncio.get_running_loop().create_task(
+                self._land(view, part, durable, checked)
+            )
+            view.landing = landing
+            try:
+                base = await asyncio.shield(landing)
+            finally:
+                if landing.done():  # else the caller is cancelled: the next one waits
+                    view.landing = None
         return {"offset": base, "next": base + len(checked)}
+
+    async def _land(
+        self,
+        view: View,
+        part: PartitionStore,
+        durable: Awaitable[int],
+        checked: list[dict[str, Any]],
+    ) -> int:
+        base = await durable
+        last = base + len(checked) - 1
+        got = part.read(last, 1)  # the checkpoint: its append time is the commit's
+        ts = got[0][1] if got and got[0][0] == last else self.hub.clock.time_ms()
+        for i, event in enumerate(checked):
+            view.apply(base + i, ts, event)
+        view.changed()
+        return base
 
     async def rebuild(self, name: str) -> dict[str, Any]:
         """Empty the view under the next generation: its changelog is dropped and made again."""
         await self.ready()
         view = self.view(name)
         async with view.lock:
+            await _landed(view)
             await self.hub.delete_topic(view.topic)
             view.generation += 1
             view.reset()
@@ -373,9 +470,11 @@ class Views:
     async def wait_for(
         self, name: str, topic: str, positions: dict[int, int], timeout: float
     ) -> bool:
-        """Wait up to ``timeout`` s until :meth:`reflects`; whether it does."""
+        """Wait up to ``timeout`` s until :meth:`reflects`; whether it does (after the
+        changelogs are read at start)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        await self.ready(timeout)
         while not self.reflects(name, topic, positions):
             remaining = deadline - loop.time()
             if remaining <= 0 or self.hub.closing:
@@ -467,4 +566,28 @@ class Views:
 
     def list(self) -> list[dict[str, Any]]:  # last: the name shadows the builtin below it
         """Every view's :meth:`info`, by name."""
+        self._check_loaded()
         return [self._info(self.views[name]) for name in sorted(self.views)]
+
+
+def _loading() -> StorageUnavailable:
+    return StorageUnavailable(
+        "the hub is still reading the views' changelogs; retry shortly", retry_after=1
+    )
+
+
+async def _landed(view: View) -> None:
+    """Wait until the last commit's append (if any) is applied; its failure was its
+    caller's to see (or, the caller gone, is logged)."""
+    landing = view.landing
+    if landing is None:
+        return
+    try:
+        await asyncio.shield(landing)
+    except asyncio.CancelledError:
+        if not landing.done():
+            raise  # this caller is cancelled, not the landing
+    except Exception:
+        logger.exception("view %r: the append of a commit whose caller left failed", view.name)
+    if view.landing is landing:
+        view.landing = None

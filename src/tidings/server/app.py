@@ -289,6 +289,7 @@ class Api:
         name = request.path_params["topic"]
         view = view_of(name)
         if view is not None and view in self.hub.views.views:
+            await self.hub.views.ready()  # its scope is known once the changelogs are read
             authorize_view(self, request, view, "subscribe")  # a changelog: the view's scope
         else:
             self._authorize(request, "subscribe", name)

@@ -8,12 +8,13 @@ its lag, and a live feed (SSE here; the WebSocket ``subscribe`` with ``"view"``
 in :mod:`.ws`), a snapshot of every key then each change, with resume tokens.
 
 Scopes: declaring, committing and rebuilding need ``manage`` on every input
-topic of the view; reading it (and its changelog ``__view.{name}`` through the
-topic routes) needs ``subscribe`` on every input. ``min_position`` on the key
-routes waits (``wait``, default 10 s, at most 60) until the view reflects every
-event at or before those offsets of an input (``topic`` names which when there
-are several; ``latest``: every event of every input appended before the
-request); if it does not in time, 503 with Retry-After.
+topic of the view (a declaration that makes a topic, an input or a window view's
+result topic, also needs ``publish`` on it); reading it (and its changelog
+``__view.{name}`` through the topic routes) needs ``subscribe`` on every input.
+``min_position`` on the key routes waits (``wait``, default 10 s, at most 60)
+until the view reflects every event at or before those offsets of an input
+(``topic`` names which when there are several; ``latest``: every event of every
+input appended before the request); if it does not in time, 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -37,6 +39,7 @@ from tidings.core.positions import (
     parse_duration_ms,
     parse_token,
 )
+from tidings.core.viewrecords import parse_resume, result_topics, resume_token
 from tidings.core.views import MAX_SCAN, Views
 from tidings.errors import BadRequest, Forbidden, ViewBehind
 from tidings.server.auth import Action, Token
@@ -45,6 +48,21 @@ from tidings.server.live import allows, caller
 if TYPE_CHECKING:
     from tidings.core.hub import Hub
     from tidings.server.app import Api
+
+class KeyConvertor(Convertor[str]):
+    """A view key in a path: the rest of it, ``/`` (sent as ``%2F``) and newlines too
+    (Starlette's ``path`` stops at a newline, so such a key would find no route)."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("viewkey", KeyConvertor())
 
 DEFAULT_WAIT_S = 10.0
 MAX_WAIT_S = 60.0
@@ -105,7 +123,7 @@ class ViewRoutes:
             Route(V + "/commit", self.commit, methods=["POST"]),
             Route(V + "/rebuild", self.rebuild, methods=["POST"]),
             Route(V + "/keys", self.keys, methods=["GET"]),
-            Route(V + "/keys/{key}", self.key, methods=["GET"]),
+            Route(V + "/keys/{key:viewkey}", self.key, methods=["GET"]),
             Route(V + "/sse", self.sse, methods=["GET"]),
         ]
 
@@ -124,6 +142,16 @@ class ViewRoutes:
             check_view_scope(token, named, "manage", name)
             # An input the declaration makes is published to: as a group's PUT that makes it.
             check_view_scope(token, [t for t in named if t not in api.hub.topics], "publish", name)
+            if body.get("kind") == "window" and check_name("view", name):
+                # So is each result topic it makes: a declaration makes no topic its
+                # token could not make by publishing.
+                for topic in result_topics(name):
+                    if topic not in api.hub.topics and not allows(token, "publish", topic):
+                        raise Forbidden(
+                            f"this token may not declare window view {name!r}: it makes the "
+                            f"result topic {topic!r}, which needs publish on it",
+                            view=name, topic=topic,
+                        )  # fmt: skip
         await self.views.ready()
         if name in self.views.views:
             authorize_view(api, request, name, "manage")  # the inputs it has now, too
@@ -245,7 +273,8 @@ class ViewRoutes:
 
     async def sse(self, request: Request) -> Response:
         """A snapshot of every key (``event: snapshot``, in chunks), then each change
-        (``event: change``); each message's ``id`` is the changelog position after it."""
+        (``event: change``); each message's ``id`` is the resume token after it,
+        ``G@0:N`` (generation G, changelog offset N)."""
         name = request.path_params["view"]
         api = self.api
         q = request.query_params
@@ -254,9 +283,10 @@ class ViewRoutes:
         check_view_scope(token, self.views.view(name).inputs, "subscribe", name)
         _only(q.keys(), set(_SSE_QUERY))
         resume = request.headers.get("last-event-id", "").strip() or q.get("from")
-        if resume is not None and not _changelog_token(resume):
+        if resume is not None and parse_resume(resume) is None:
             raise BadRequest(
-                f"resume position {resume!r} is not a view position like '0:42'",
+                f"resume token {resume!r} is not a view's resume token like '3@0:42' "
+                "(generation 3, changelog offset 42)",
                 field="Last-Event-ID" if request.headers.get("last-event-id") else "from",
             )
         return StreamingResponse(
@@ -290,18 +320,21 @@ class Message:
 
     kind: str
     data: dict[str, Any]
-    resume: str | None  # the changelog position to resume after it (None: mid-snapshot)
+    resume: str | None  # the resume token after it, G@0:N (None: mid-snapshot)
 
 
 async def follow(
     hub: Hub, name: str, resume: str | None, heartbeat_s: float
 ) -> AsyncGenerator[Message | None, None]:
-    """View ``name`` live: a snapshot (unless ``resume`` is a position of the current
-    changelog), then each change; None after ``heartbeat_s`` without one. A rebuild
-    meanwhile gives a new snapshot. Ends when the hub shuts down."""
+    """View ``name`` live: a snapshot (unless ``resume`` is a token ``G@0:N`` of the
+    current generation ``G``), then each change; None after ``heartbeat_s`` without
+    one. A rebuild, meanwhile or since ``resume``, gives a new snapshot. Ends when the
+    hub shuts down."""
     views = hub.views
     generation = views.view(name).generation
-    offset = None if resume is None else int(resume.partition(":")[2])
+    given = None if resume is None else parse_resume(resume)
+    # A token of another generation (or of none) points into a changelog that is gone.
+    offset = given[1] if given is not None and given[0] == generation else None
     while not hub.closing:
         if offset is None:
             generation, offset, entries = views.snapshot(name)
@@ -320,7 +353,7 @@ async def follow(
                         "first": i == 0,
                         "last": last,
                     },
-                    f"0:{offset}" if last else None,
+                    resume_token(generation, offset) if last else None,
                 )
         feed = await views.changes(name, generation, offset, wait_s=heartbeat_s)
         if feed.reset:
@@ -330,13 +363,7 @@ async def follow(
         if not feed.changes:
             yield None
         for change in feed.changes:
-            yield Message("change", change.to_dict(), f"0:{change.offset + 1}")
-
-
-def _changelog_token(text: str) -> bool:
-    """A position in a one-partition changelog: ``0:N``."""
-    p, sep, o = text.partition(":")
-    return sep == ":" and p == "0" and is_decimal(o)
+            yield Message("change", change.to_dict(), resume_token(generation, change.offset + 1))
 
 
 def _latest(hub: Hub, inputs: list[str]) -> dict[str, dict[int, int]]:
@@ -357,8 +384,10 @@ def ws_follow(
     """The WebSocket frames of a view subscription (``view.snapshot``, ``view.change``),
     once the token's scope and ``resume`` are checked (raised here, not when iterated)."""
     check_view_scope(token, hub.views.view(name).inputs, "subscribe", name)
-    if resume is not None and not _changelog_token(resume):
-        raise BadRequest(f"from {resume!r} is not a view position like '0:42'", field="from")
+    if resume is not None and parse_resume(resume) is None:
+        raise BadRequest(
+            f"from {resume!r} is not a view's resume token like '3@0:42'", field="from"
+        )
     return _ws_frames(hub, sub, name, resume, heartbeat_s)
 
 
