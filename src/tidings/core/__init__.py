@@ -2,7 +2,8 @@
 
 Topics, publishing and the dedupe window (``hub``, ``publishing``, ``dedupe``,
 ``refill``), reads and consumer groups (``consuming``, ``groups``: a group's
-state machine, sans I/O; ``skipping``: reads that step over damage), the
+state machine, sans I/O; ``offsetranges``: the offsets it has done, as ranges;
+``skipping``: reads that step over damage), the
 WebSocket session state machine (``session``), live fan-out (``fanout``), the
 event-type catalogue (``catalog``), the metrics history (``history``, sans
 I/O), and ``webhooks/``: endpoint configuration,

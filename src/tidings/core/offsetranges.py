@@ -39,7 +39,7 @@ class OffsetRanges:
     def load(cls, saved: Iterable[Any], *, at_least: int = 0) -> OffsetRanges:
         """The set :meth:`saved` gave (or an older list of ints), without offsets
         below ``at_least``; ValueError naming the entry that is neither."""
-        out = cls()
+        spans: list[tuple[int, int]] = []
         for entry in saved:
             if isinstance(entry, int) and not isinstance(entry, bool):
                 first, end = entry, entry + 1
@@ -55,7 +55,20 @@ class OffsetRanges:
                     f"a saved done offset must be an int or a [first, end] pair with"
                     f" first < end, not {entry!r}"
                 )
-            out.add(max(first, at_least), end)
+            spans.append((max(first, at_least), end))
+        # Sorted, then merged in one pass: an older list of millions of offsets
+        # costs a sort, not one add() (a bisect and a list splice) per offset.
+        spans.sort()
+        out = cls()
+        starts, ends = out._starts, out._ends
+        for first, end in spans:
+            if first >= end:
+                continue
+            if ends and first <= ends[-1]:
+                ends[-1] = max(ends[-1], end)
+            else:
+                starts.append(first)
+                ends.append(end)
         return out
 
     def saved(self) -> SavedOffsets:
