@@ -92,6 +92,21 @@ async def test_the_sampler_reads_the_hub_at_the_times_its_clock_gives() -> None:
     assert series(history.query(), "events_in", topic="quiet")[-1] == 0.0
 
 
+async def test_events_published_before_the_first_point_show_in_its_rates() -> None:
+    # A hub starting reads its counters at once (begin) and makes its first point
+    # later, once the stored points are back: what came in between is a rate.
+    clock = FakeClock()
+    hub = Hub(MemoryStorage(clock), HubOptions(), clock)
+    history = MetricsHistory(10_000, 100)
+    sampler = HistorySampler(hub, history)
+    history.begin(clock.time_ms(), sampler.reading())
+    placed = [normalize_event({"type": "order.placed"}, topic="orders") for _ in range(20)]
+    await hub.publish("orders", placed)
+    clock.now_ms += 10_000
+    sampler.sample()
+    assert series(history.query(), "events_in", topic="orders") == [2.0]
+
+
 async def history(
     http: aiohttp.ClientSession, base: str, **params: str
 ) -> dict[str, Any]:

@@ -10,7 +10,8 @@ Rules:
   growth of one counter over the growth of another (fsync time over fsyncs);
   a ``gauge`` is the value as read. The first reading after a start has nothing
   before it, so it gives gauges only: a restart shows as a gap in the rates,
-  never as a spike.
+  never as a spike. :meth:`MetricsHistory.begin` gives it a base without making
+  a point (the sampler reads the hub so as it starts).
 - A point's time is the reading's time rounded to the interval, so points of
   successive runs of the hub fall on one grid. A second reading in the slot of
   the last point replaces it, its rates taken over both (from the reading before
@@ -196,6 +197,11 @@ class MetricsHistory:
                 merged.values[key] = col
             self._data = merged
         return n
+
+    def begin(self, now_ms: int, reading: Reading) -> None:
+        """The first reading of this process, as the base of the next point's rates;
+        it makes no point."""
+        self._last = (now_ms, reading)
 
     def observe(self, now_ms: int, reading: Reading) -> dict[SeriesKey, float]:
         """One reading: the point it makes (also stored), by series."""

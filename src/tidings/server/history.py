@@ -112,7 +112,15 @@ class HistorySampler:
             self._failing = False
 
     def start(self) -> None:
-        """Take back the stored points (in a worker thread), then sample every interval."""
+        """Read the hub now, then take back the stored points (in a worker thread) and
+        sample every interval.
+
+        The reading taken here, before the server answers anything, is the base of
+        the first point's rates: events published while the stored points are read
+        still show in the rates (a first reading taken after them would count them
+        as already there). It makes no point: the store is written only once it has
+        been read."""
+        self.history.begin(self.hub.clock.time_ms(), self.reading())
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def load(self) -> None:
@@ -127,7 +135,7 @@ class HistorySampler:
     async def _run(self) -> None:
         await self.load()
         interval = self.history.interval_ms / 1000
-        self.sample()  # gauges at once; rates from the next point on
+        self.sample()  # gauges at once; rates since start() too
         while True:
             # Just past the next mark of wall-clock time's grid, so the points of every
             # run line up (a timer that fires early would sample the old slot again).
