@@ -64,7 +64,10 @@ class App:
     """A named service: handlers registered with :meth:`on`, run against one hub.
 
     ``hub`` is ``http://HOST:PORT`` (a running hub) or ``embedded:PATH`` (the hub's
-    core in this process, on the data directory ``PATH``). ``fetch_max`` is how
+    core in this process, on the data directory ``PATH``). Several nodes of one
+    hub are given as a list or comma-separated (``"http://a:8700,http://b:8700"``):
+    the app talks to one at a time and moves to the next when it fails (see
+    :mod:`tidings.client.nodes`). ``fetch_max`` is how
     many events one fetch leases; ``poll_wait`` how long (seconds) a fetch waits
     for events. Handled ids are remembered per group for ``idempotency_window``
     seconds (0: not at all), in the data directory under ``embedded:``, in memory
@@ -79,7 +82,7 @@ class App:
     def __init__(
         self,
         name: str,
-        hub: str = DEFAULT_HUB,
+        hub: str | Sequence[str] = DEFAULT_HUB,
         *,
         token: str | None = None,
         fetch_max: int = 100,
@@ -90,8 +93,9 @@ class App:
         register_schemas: bool = True,
     ) -> None:
         self.name = check_name("app name", name)
-        parse_hub_url(hub)
-        self.hub = hub
+        kind, where = parse_hub_url(hub)
+        #: The hub as given, or its node URLs joined by commas.
+        self.hub: str = where if kind == "http" else f"embedded:{where}"
         self.token = token
         if isinstance(fetch_max, bool) or not isinstance(fetch_max, int):
             raise ValueError(f"fetch_max must be an integer from 1 to 10000, not {fetch_max!r}")

@@ -20,12 +20,9 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from tidings.client.async_client import (
-    AsyncClient,
-    _events_path,
-    _group_path,
-    _ms,
-)
+from tidings.client.async_client import AsyncClient, _events_path, _ms
+from tidings.client.groups import group_path
+from tidings.client.nodes import parse_hub_urls
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub
 from tidings.core.patterns import TypeFilter
@@ -194,24 +191,30 @@ def _key_missing(exc: NotFound) -> bool:
 
 
 def parse_hub_url(url: object) -> tuple[Literal["http", "embedded"], str]:
-    """``http://…``/``https://…`` or ``embedded:PATH``; ValueError names what is wrong."""
-    if not isinstance(url, str) or not url:
+    """``http://…``/``https://…`` (one node, or several nodes of one hub as a list
+    or comma-separated) or ``embedded:PATH``; ValueError names what is wrong.
+
+    Answers the kind and, for ``http``, the node URLs joined by commas."""
+    if isinstance(url, str) and not url:
         raise ValueError(f"hub must be a URL string, not {url!r}")
-    if url.startswith(("http://", "https://")):
-        if len(url.split("://", 1)[1].strip("/")) == 0:
-            raise ValueError(f"hub URL {url!r} names no host")
-        return "http", url
-    if url.startswith("embedded:"):
-        path = url[len("embedded:") :]
-        if not path:
-            raise ValueError("hub 'embedded:' needs a data directory: embedded:./tidings-data")
-        return "embedded", path
-    if url.startswith("nats://"):
-        raise ValueError(f"hub {url!r}: the NATS JetStream backend is not available yet")
-    raise ValueError(
-        f"hub {url!r} is not understood: give http://HOST:PORT (a running hub) "
-        "or embedded:PATH (the hub's core in this process)"
-    )
+    if isinstance(url, str) and "," not in url:
+        if url.startswith("embedded:"):
+            path = url[len("embedded:") :]
+            if not path:
+                raise ValueError(
+                    "hub 'embedded:' needs a data directory: embedded:./tidings-data"
+                )
+            return "embedded", path
+        if url.startswith("nats://"):
+            raise ValueError(f"hub {url!r}: the NATS JetStream backend is not available yet")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"hub {url!r} is not understood: give http://HOST:PORT (a running hub) "
+                "or embedded:PATH (the hub's core in this process)"
+            )
+    elif not isinstance(url, str | list | tuple):
+        raise ValueError(f"hub must be a URL string or a list of them, not {url!r}")
+    return "http", ",".join(parse_hub_urls(url))
 
 
 def open_transport(url: str, token: str | None = None) -> Transport:
@@ -235,7 +238,8 @@ async def _ack_live(
 
 
 class HttpTransport:
-    """A hub at ``http://…``, over the SDK's async client."""
+    """A hub at ``http://…``, over the SDK's async client: ``url`` may name several
+    nodes, comma-separated, between which the client fails over."""
 
     def __init__(self, url: str, token: str | None = None) -> None:
         self.url = url
@@ -264,7 +268,7 @@ class HttpTransport:
     async def fetch(self, topic: str, group: str, max: int, wait: float) -> list[Incoming]:
         # The answer's records as dicts: no Record or Event objects on the hot path.
         answer = await self.client._call(
-            "POST", _group_path(topic, group) + "/fetch", {"max": max, "wait": wait}, wait=wait
+            "POST", group_path(topic, group) + "/fetch", {"max": max, "wait": wait}, wait=wait
         )
         records: list[dict[str, Any]] = answer["records"]
         return [

@@ -19,22 +19,19 @@ def fail(message: str) -> NoReturn:
 
 
 def hub_url(value: str) -> str:
-    """The ``--url`` as given, with ``http://`` put in front when it names no scheme."""
-    from urllib.parse import urlsplit
+    """The ``--url`` as given, with ``http://`` put in front of a node that names no
+    scheme; several nodes of one hub, comma-separated, are checked one by one."""
+    from tidings.client.nodes import parse_hub_urls
 
-    given = value.strip()
-    if "://" not in given:
-        given = "http://" + given
+    nodes = [n.strip() for n in value.split(",")]
+    given = ["http://" + n if n and "://" not in n else n for n in nodes]
     try:
-        parts = urlsplit(given)
-        parts.port  # noqa: B018 (raises ValueError on a bad port)
+        return ",".join(parse_hub_urls(given))
     except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not a URL: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise typer.BadParameter(
-            f"{value!r} is not a hub address: give HOST:PORT or http(s)://HOST:PORT"
-        )
-    return given.rstrip("/")
+            f"{value!r} is not a hub address: {exc}; give HOST:PORT or "
+            "http(s)://HOST:PORT, several nodes separated by commas"
+        ) from None
 
 
 Url = Annotated[
@@ -43,7 +40,8 @@ Url = Annotated[
         "--url",
         envvar="TIDINGS_URL",
         callback=hub_url,
-        help="The hub's address (http://HOST:PORT, or HOST:PORT)",
+        help="The hub's address (http://HOST:PORT, or HOST:PORT); several nodes of "
+        "one hub separated by commas, used in turn when one fails",
     ),
 ]
 TokenOpt = Annotated[

@@ -6,6 +6,10 @@ hub answers is raised as its :mod:`tidings.errors` class (see
 :mod:`tidings.client.problems`); a hub that cannot be reached raises
 :class:`~tidings.errors.TidingsError` naming the address.
 
+A client given several nodes of a hub sends each request to the current node
+and moves to the next one when that node fails (no connection, no answer in
+time, 502/503/504), as :mod:`tidings.client.nodes` says; a 4xx never moves it.
+
 Events follow CloudEvents 1.0: structured mode for one event, batch mode for
 several, binary mode on request
 (https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-protocol-binding.md).
@@ -13,27 +17,39 @@ several, binary mode on request
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Literal, overload
-from urllib.parse import quote
 
 import aiohttp
 import orjson
 
 from tidings.client.batching import PublishBatcher
-from tidings.client.live import LiveStart, LiveSubscription, Reconnect
+from tidings.client.groups import AsyncGroupCalls, Leases, Seek
+from tidings.client.live import LiveStart, LiveSubscription
+from tidings.client.nodes import FAILOVER_STATUSES, HubNodes, HubUrls, Reconnect
 from tidings.client.problems import error_from_response
-from tidings.client.receiving import AsyncConsumer, AsyncSubscription, Delivery
+from tidings.client.receiving import AsyncConsumer, AsyncSubscription
 from tidings.client.schemas import AsyncSchemaCalls
+from tidings.client.topics import AsyncTopicCalls, topic_path
 from tidings.client.views import AsyncViewCalls
 from tidings.client.webhooks import AsyncWebhookCalls
 from tidings.errors import TidingsError
-from tidings.events.envelope import Event, Record
+from tidings.events.envelope import Event, Record, new_event_id
 from tidings.events.http import to_binary
 
-__all__ = ["DEFAULT_URL", "AsyncClient", "EventLike", "Leases", "Seek", "Start", "Types"]
+__all__ = [
+    "DEFAULT_URL",
+    "AsyncClient",
+    "EventLike",
+    "HubUrls",
+    "Leases",
+    "Seek",
+    "Start",
+    "Types",
+]
 
 DEFAULT_URL: Final = "http://127.0.0.1:8700"
 
@@ -47,14 +63,11 @@ Start = Literal["earliest", "latest"] | int | str
 """Where a read starts: earliest, latest, an offset (with ``partition``) or a position token."""
 Types = str | Iterable[str] | None
 """Event-type patterns (``order.*``, ``order.>``), as a list or comma-separated."""
-Leases = str | Delivery | Iterable[str | Delivery]
-"""One lease, one delivery, or several of either."""
-Seek = Literal["earliest", "latest"] | str | int | datetime | Mapping[str, Any]
-"""earliest, latest, a time (RFC 3339, a datetime or ms since the epoch), a position
-token such as ``"0:15,1:7"``, or ``{"partition": p, "offset": o}``."""
 
 
-class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
+class AsyncClient(
+    AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls, AsyncGroupCalls, AsyncTopicCalls
+):
     """A connection to one hub, for use from asyncio.
 
     ::
@@ -62,24 +75,35 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
         async with AsyncClient("http://127.0.0.1:8700") as hub:
             await hub.publish("orders", type="order.placed", data={"order_id": "o-1"}, key="o-1")
 
+    ``url`` is the hub's URL, or the URLs of several nodes of one hub as a list
+    or a comma-separated string (``"http://a:8700,http://b:8700"``): requests go
+    to the current node (:attr:`url`, the first to begin with) and move to the
+    next one when it fails, as :mod:`tidings.client.nodes` says; a publish sent
+    again goes under the same event ids. A URL without ``http(s)://`` or host,
+    an empty list or a node named twice raises ValueError.
+
     ``token`` is sent as ``Authorization: Bearer …``. ``timeout`` (seconds) bounds
-    each request; a long poll (``wait``) gets its wait on top. With
-    ``batch_linger_ms`` > 0, concurrent :meth:`publish` calls are sent together
-    (see :class:`~tidings.client.batching.PublishBatcher`), trading up to that many
-    milliseconds of latency for far fewer requests.
+    each request; a long poll (``wait``) gets its wait on top. ``reconnect`` is
+    the backoff between node switches of a request, and of a live subscription
+    that is given none. With ``batch_linger_ms`` > 0, concurrent :meth:`publish`
+    calls are sent together (see :class:`~tidings.client.batching.PublishBatcher`),
+    trading up to that many milliseconds of latency for far fewer requests.
     """
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: HubUrls = DEFAULT_URL,
         *,
         token: str | None = None,
         timeout: float = 30,
         max_connections: int = 100,
         batch_linger_ms: float = 0,
         batch_max: int = 500,
+        reconnect: Reconnect | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        #: The hub's nodes and the current one, shared with live subscriptions.
+        self.nodes = HubNodes(url)
+        self._reconnect = reconnect or Reconnect()
         self._timeout = timeout
         self._default_timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_connections = max_connections
@@ -94,6 +118,11 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
             self.batcher = PublishBatcher(
                 self._publish_batch_body, linger_ms=batch_linger_ms, max_events=batch_max
             )
+
+    @property
+    def url(self) -> str:
+        """The URL of the node requests go to now."""
+        return self.nodes.current
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -145,31 +174,47 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
         wait: float = 0,
         skip_auto_headers: tuple[str, ...] = (),
     ) -> bytes:
-        url = self.url + path
+        """Send a request to the current node, and to the next ones while nodes fail."""
         timeout = self._default_timeout
         if wait > 0:
             timeout = aiohttp.ClientTimeout(total=self._timeout + wait)
-        try:
-            async with self._http().request(
-                method,
-                url,
-                data=body,
-                headers=headers,
-                params=params,
-                timeout=timeout,
-                skip_auto_headers=skip_auto_headers,
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except TimeoutError as exc:
-            raise TidingsError(
-                f"no answer from the hub at {self.url} within {self._timeout + wait:g} s"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise TidingsError(f"cannot reach the hub at {self.url}: {exc}") from exc
-        if status >= 400:
-            raise error_from_response(status, raw, f"{method} {path}")
-        return raw
+        tried: list[str] = []
+        failures: list[TidingsError] = []
+        while True:
+            node = self.nodes.pick(tried)
+            tried.append(node)
+            try:
+                async with self._http().request(
+                    method,
+                    node + path,
+                    data=body,
+                    headers=headers,
+                    params=params,
+                    timeout=timeout,
+                    skip_auto_headers=skip_auto_headers,
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+            except TimeoutError as exc:
+                failure = TidingsError(
+                    f"no answer from the hub at {node} within {self._timeout + wait:g} s"
+                )
+                failure.__cause__ = exc
+            except aiohttp.ClientError as exc:
+                failure = TidingsError(f"cannot reach the hub at {node}: {exc}")
+                failure.__cause__ = exc
+            else:
+                if status < 400:
+                    return raw
+                failure = error_from_response(status, raw, f"{method} {path}")
+                if status not in FAILOVER_STATUSES:
+                    raise failure
+            failures.append(failure)
+            self.nodes.failed(node)
+            if len(tried) == len(self.nodes):
+                raise _all_failed(failures)
+            if len(tried) > 1:  # the first switch goes at once
+                await asyncio.sleep(self._reconnect.delay(len(tried) - 2))
 
     async def _call(
         self,
@@ -227,7 +272,7 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
         missing. Give your own ``id`` to make a retry safe: within the hub's dedupe
         window a repeated id appends nothing and is answered ``"duplicate": True``.
         """
-        ev = event_dict(type, data, event, key, id, subject, source, extensions)
+        ev = self._with_id(event_dict(type, data, event, key, id, subject, source, extensions))
         payload = orjson.dumps(ev)
         if self.batcher is not None:
             return await self.batcher.publish(topic, payload)
@@ -243,11 +288,19 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
         refuses the whole batch with an error naming its ``index``.
         """
         payloads = [
-            orjson.dumps(event_dict(None, None, e, None, None, None, None, None)) for e in events
+            orjson.dumps(self._with_id(event_dict(None, None, e, None, None, None, None, None)))
+            for e in events
         ]
         if not payloads:
             return []
         return await self._publish_batch_body(topic, b"[" + b",".join(payloads) + b"]")
+
+    def _with_id(self, ev: dict[str, Any]) -> dict[str, Any]:
+        # Sent again on another node, an event must keep its id for the hub to
+        # see the repeat; one node is never sent a request twice.
+        if self.nodes.several and ev.get("id") is None:
+            ev["id"] = new_event_id()
+        return ev
 
     async def _publish_batch_body(self, topic: str, body: bytes) -> list[dict[str, Any]]:
         raw = await self._request(
@@ -261,7 +314,9 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
         The body is ``data`` as the ``datacontenttype`` says (JSON when none is given),
         or the bytes of ``data_base64``.
         """
-        headers, body = to_binary(event_dict(None, None, event, None, None, None, None, None))
+        headers, body = to_binary(
+            self._with_id(event_dict(None, None, event, None, None, None, None, None))
+        )
         # Without a datacontenttype there must be no Content-Type, or aiohttp's
         # application/octet-stream would become the event's datacontenttype.
         raw = await self._request(
@@ -378,12 +433,12 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
         if live and partition is None and not isinstance(start, int):
             self._live = {s for s in self._live if not s.closed}
             sub = LiveSubscription(
-                self.url,
+                self.nodes,
                 topic,
                 types=types,
                 start=start,
                 token=self._token,
-                reconnect=reconnect,
+                reconnect=reconnect or self._reconnect,
                 open_timeout=self._timeout,
             )
             self._live.add(sub)
@@ -405,192 +460,6 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
             wait=wait,
             from_time=from_time,
         )
-
-    # -- topics ------------------------------------------------------------------------
-
-    async def create_topic(
-        self,
-        name: str,
-        partitions: int = 1,
-        max_age: float | str | None = None,
-        max_bytes: int | None = None,
-        schemas: Literal["off", "validate", "required"] | None = None,
-        compaction: Literal["none", "key"] | None = None,
-        delete_retention: float | str | None = None,
-    ) -> dict[str, Any]:
-        """Create a topic, or set its partitions (which only grow) and retention.
-
-        ``max_age`` is seconds or a duration such as ``"7d"``; ``max_bytes`` bounds
-        each partition. ``schemas`` checks event data at publish against the
-        registered schemas (``validate``; ``required`` also refuses a type with
-        none). ``compaction="key"`` keeps only the latest event of each
-        ``partitionkey``, and a tombstone (an event without data) for
-        ``delete_retention`` (a duration, 24 h by default). Answers the topic as
-        :meth:`topic` does.
-        """
-        body: dict[str, Any] = {"partitions": partitions}
-        if max_age is not None or max_bytes is not None:
-            body["retention"] = {"max_age": max_age, "max_bytes": max_bytes}
-        if schemas is not None:
-            body["schemas"] = schemas
-        if compaction is not None:
-            body["compaction"] = compaction
-        if delete_retention is not None:
-            body["delete_retention"] = delete_retention
-        answer: dict[str, Any] = await self._call("PUT", _topic_path(name), body)
-        return answer
-
-    async def topics(self) -> list[dict[str, Any]]:
-        """Every topic, as :meth:`topic` describes it, by name."""
-        answer = await self._call("GET", "/v1/topics")
-        topics: list[dict[str, Any]] = answer["topics"]
-        return topics
-
-    async def topic(self, name: str) -> dict[str, Any]:
-        """One topic: its partitions (first and next offsets, events, bytes) and retention."""
-        answer: dict[str, Any] = await self._call("GET", _topic_path(name))
-        return answer
-
-    async def delete_topic(self, name: str) -> None:
-        """Delete a topic, its events and its groups."""
-        await self._call("DELETE", _topic_path(name))
-
-    # -- finding events ------------------------------------------------------------------
-
-    async def get_event(self, event_id: str) -> Record:
-        """``GET /v1/events/{id}``: the record of an event, in whichever topic it is
-        (the first published, if its id was used again); NotFound if none."""
-        raw = await self._request("GET", "/v1/events/" + quote(event_id, safe=""))
-        return Record.from_dict(orjson.loads(raw))
-
-    async def events_by_correlation(
-        self, correlation_id: str, *, limit: int = 100, after: str | None = None
-    ) -> tuple[list[Record], str | None]:
-        """One page of the records carrying ``correlationid``, across topics, in publish
-        order, and the ``after`` of the next page (None: no more)."""
-        params = {"correlationid": correlation_id, "limit": str(limit)}
-        if after is not None:
-            params["after"] = after
-        answer = orjson.loads(await self._request("GET", "/v1/events", params=params))
-        return [Record.from_dict(r) for r in answer["records"]], answer["next"]
-
-    async def trace(self, correlation_id: str) -> list[Record]:
-        """Every record of ``correlationid`` (an order's whole story), page after page."""
-        records, after = await self.events_by_correlation(correlation_id, limit=1000)
-        while after is not None:
-            more, after = await self.events_by_correlation(
-                correlation_id, limit=1000, after=after
-            )
-            records += more
-        return records
-
-    # -- consumer groups ---------------------------------------------------------------
-
-    async def create_group(
-        self,
-        topic: str,
-        group: str,
-        *,
-        start: Literal["earliest", "latest"] = "earliest",
-        ack_wait: float | str = 30,
-        max_deliver: int = 5,
-        dead_letter_topic: str | None = None,
-        ordering: Literal["none", "key"] = "none",
-        types: Iterable[str] | None = None,
-    ) -> dict[str, Any]:
-        """Create a consumer group on ``topic``, or change its settings.
-
-        An event leased and not acknowledged within ``ack_wait`` seconds is delivered
-        again; after ``max_deliver`` deliveries it moves to ``dead_letter_topic``
-        (default ``{topic}.dlq``). ``ordering="key"`` leases no event while an earlier
-        one with the same key is in flight. Answers the group as :meth:`group` does.
-        """
-        body: dict[str, Any] = {
-            "start": start,
-            "ack_wait": ack_wait,
-            "max_deliver": max_deliver,
-            "ordering": ordering,
-        }
-        if dead_letter_topic is not None:
-            body["dead_letter_topic"] = dead_letter_topic
-        if types is not None:
-            body["types"] = [types] if isinstance(types, str) else list(types)
-        answer: dict[str, Any] = await self._call("PUT", _group_path(topic, group), body)
-        return answer
-
-    async def group(self, topic: str, group: str) -> dict[str, Any]:
-        """One group: settings, lag and pending per partition, delivered, dead-lettered."""
-        answer: dict[str, Any] = await self._call("GET", _group_path(topic, group))
-        return answer
-
-    async def groups(self) -> list[dict[str, Any]]:
-        """Every consumer group of every topic, as :meth:`group` describes it."""
-        answer = await self._call("GET", "/v1/groups")
-        groups: list[dict[str, Any]] = answer["groups"]
-        return groups
-
-    async def delete_group(self, topic: str, group: str) -> None:
-        """Delete a consumer group and its positions."""
-        await self._call("DELETE", _group_path(topic, group))
-
-    async def fetch(
-        self,
-        topic: str,
-        group: str,
-        max: int = 10,
-        wait: float = 0,
-        types: Iterable[str] | None = None,
-    ) -> list[Delivery]:
-        """Lease up to ``max`` events for this group; ``wait`` (seconds) long-polls.
-
-        Acknowledge each with :meth:`ack` within the group's ``ack_wait``, or it is
-        delivered again.
-        """
-        body: dict[str, Any] = {"max": max, "wait": wait}
-        if types is not None:
-            body["types"] = [types] if isinstance(types, str) else list(types)
-        answer = await self._call("POST", _group_path(topic, group) + "/fetch", body, wait=wait)
-        return [Delivery.from_dict(r) for r in answer["records"]]
-
-    async def ack(self, topic: str, group: str, leases: Leases) -> int:
-        """Mark leased events done; answers how many.
-
-        All or nothing: if any lease expired or was re-leased, :class:`~tidings.StaleLease`
-        names them in ``fields["stale"]`` and nothing changes. No leases, no request.
-        """
-        names = _lease_list(leases)
-        if not names:
-            return 0
-        answer = await self._call("POST", _group_path(topic, group) + "/ack", {"leases": names})
-        return int(answer["acked"])
-
-    async def nack(self, topic: str, group: str, leases: Leases, delay: float = 0) -> int:
-        """Hand leased events back, due again after ``delay`` seconds; answers how many."""
-        names = _lease_list(leases)
-        if not names:
-            return 0
-        answer = await self._call(
-            "POST", _group_path(topic, group) + "/nack", {"leases": names, "delay": delay}
-        )
-        return int(answer["nacked"])
-
-    async def seek(self, topic: str, group: str, to: Seek) -> str:
-        """Move the group to ``to``; answers its new position token. Live leases go stale.
-
-        ``to`` is earliest, latest, a time (RFC 3339, a datetime, or ms since the
-        epoch), a position token or ``{"partition": p, "offset": o}``.
-        """
-        target: object = to.isoformat() if isinstance(to, datetime) else to
-        if isinstance(target, Mapping):
-            target = dict(target)
-        answer = await self._call("POST", _group_path(topic, group) + "/seek", {"to": target})
-        return str(answer["positions"])
-
-    async def redrive(self, topic: str, group: str) -> int:
-        """Publish the group's dead letters again on its topic, each once (same ids,
-        the ``dlq*`` attributes removed); answers how many went back."""
-        answer = await self._call("POST", _group_path(topic, group) + "/redrive", {})
-        return int(answer["redriven"])
 
     def consume(
         self,
@@ -621,16 +490,17 @@ class AsyncClient(AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls):
 # -- helpers ----------------------------------------------------------------------------
 
 
-def _topic_path(topic: str) -> str:
-    return "/v1/topics/" + quote(topic, safe="")
-
-
 def _events_path(topic: str) -> str:
-    return _topic_path(topic) + "/events"
+    return topic_path(topic) + "/events"
 
 
-def _group_path(topic: str, group: str) -> str:
-    return _topic_path(topic) + "/groups/" + quote(group, safe="")
+def _all_failed(failures: list[TidingsError]) -> TidingsError:
+    """The error of a request that every node failed: the one error with one node,
+    the last node's answer if it gave one, else every node's reason."""
+    last = failures[-1]
+    if len(failures) == 1 or type(last) is not TidingsError:
+        return last
+    return TidingsError("no node of the hub answered: " + "; ".join(f.detail for f in failures))
 
 
 def _published(raw: bytes) -> list[dict[str, Any]]:
@@ -677,8 +547,3 @@ def _time(value: str | datetime | int) -> str:
 def _types_query(types: str | Iterable[str]) -> str:
     return types if isinstance(types, str) else ",".join(types)
 
-
-def _lease_list(leases: Leases) -> list[str]:
-    if isinstance(leases, str | Delivery):
-        leases = [leases]
-    return [x.lease if isinstance(x, Delivery) else x for x in leases]

@@ -8,6 +8,13 @@ connection drops (a network error, a hub restart, any close but a normal one)
 it connects again with backoff and subscribes ``from`` that token, so the
 records go on with no gap and no duplicate.
 
+Given several nodes of a hub (:mod:`tidings.client.nodes`), each connection
+goes to the current node; a connection that cannot be opened, is lost without
+a close frame, is closed as the node goes away (1001, 1011-1014) or is refused
+with 502/503/504 moves the current node to the next one, and the subscription
+resumes there from the same token. A close the hub sends about this
+subscription (4008, a slow consumer) reconnects to the same node.
+
 Frames are read only when the caller asks for the next record: a consumer that
 falls behind leaves frames in the socket, the hub's bounded send buffer fills,
 and the hub closes with 4008, after which the subscription resumes where it was.
@@ -17,9 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final
@@ -28,6 +33,7 @@ import orjson
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from tidings.client.nodes import FAILOVER_STATUSES, HubNodes, HubUrls, Reconnect
 from tidings.client.problems import build_error, error_from_response
 from tidings.errors import TidingsError
 from tidings.events.envelope import Record
@@ -37,6 +43,8 @@ __all__ = ["LiveStart", "LiveSubscription", "Reconnect"]
 SUBPROTOCOL: Final = websockets.Subprotocol("tidings.v1")
 _SUB_ID: Final = "s1"
 _NORMAL_CLOSE: Final = 1000
+# Closes that say the node is going away or broken, not that this subscription is.
+_NODE_GONE_CLOSES: Final = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 # Answers that mean "not now" rather than "never": worth a reconnect.
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 _MAX_FRAME_BYTES: Final = 4 << 20  # an event may be 1 MiB as stored; its frame adds a little
@@ -46,39 +54,13 @@ LiveStart = str | Mapping[str, Any] | datetime
 ``"0:15,1:7"``, or a time as ``{"time": <RFC 3339 or ms>}`` or a datetime."""
 
 
-@dataclass(frozen=True, slots=True)
-class Reconnect:
-    """How a :class:`LiveSubscription` comes back after a disconnect.
-
-    The n-th attempt in a row waits ``min(max_delay, initial_delay * 2**n)``
-    seconds, less up to half of it at random so that many clients of one hub do
-    not come back in step. ``max_reconnects`` bounds the attempts in a row that
-    end without a subscription (None: no bound); a subscription that starts
-    again resets the count. Past the bound the iteration raises the last error.
-    """
-
-    initial_delay: float = 0.1
-    max_delay: float = 5.0
-    max_reconnects: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.initial_delay <= 0 or self.max_delay < self.initial_delay:
-            raise ValueError("need 0 < initial_delay <= max_delay")
-        if self.max_reconnects is not None and self.max_reconnects < 0:
-            raise ValueError("max_reconnects must be None or >= 0")
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before reconnect attempt ``attempt`` (0 for the first)."""
-        full = min(self.max_delay, self.initial_delay * 2.0 ** min(attempt, 32))
-        return full - random.uniform(0, full / 2)
-
-
 class _Retry(Exception):
     """The connection is gone for a reason worth a reconnect."""
 
-    def __init__(self, cause: str) -> None:
+    def __init__(self, cause: str, node_failed: bool = True) -> None:
         super().__init__(cause)
         self.cause = cause
+        self.node_failed = node_failed  # the next connection goes to the next node
 
 
 class LiveSubscription:
@@ -96,11 +78,16 @@ class LiveSubscription:
     Errors the hub gives for good (a missing topic, a refused token, a bad
     position) are raised as :mod:`tidings.errors`; anything else is a reason to
     reconnect, within ``reconnect``.
+
+    ``url`` is one hub URL, several (a list or a comma-separated string), or the
+    :class:`~tidings.client.nodes.HubNodes` of a client, whose current node it
+    then shares; which node each connection goes to is said in the module's
+    docstring.
     """
 
     def __init__(
         self,
-        url: str,
+        url: HubUrls | HubNodes,
         topic: str,
         *,
         types: str | Iterable[str] | None = None,
@@ -110,13 +97,14 @@ class LiveSubscription:
         open_timeout: float = 30,
     ) -> None:
         self.topic = topic
-        self._ws_url = _ws_url(url)
+        self.nodes = url if isinstance(url, HubNodes) else HubNodes(url)
         self._types = _type_list(types)
         self._from: str | dict[str, Any] = _from(start)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._policy = reconnect or Reconnect()
         self._open_timeout = open_timeout
         self._ws: websockets.ClientConnection | None = None
+        self._node: str | None = None  # the node self._ws is connected to
         self._position: str | None = None
         self._closed = False
         self._opened = 0  # connections that got as far as ``subscribed``
@@ -158,8 +146,10 @@ class LiveSubscription:
                 continue
             try:
                 record = self._handle(raw)
-            except _Retry:
+            except _Retry as exc:
                 self._dropped()
+                if exc.node_failed:
+                    self._node_failed()
                 await ws.close()
                 continue
             if record is not None:
@@ -226,15 +216,23 @@ class LiveSubscription:
         return None  # a frame this client does not use
 
     def _on_close(self, exc: ConnectionClosed) -> None:
-        """Decide after a close: raise for good, or return to reconnect."""
+        """Decide after a close: raise for good, or return to reconnect (where)."""
         close = exc.rcvd
         if close is None:
-            return  # no close frame: the network or the hub's process went away
+            # No close frame: the network or the node's process went away.
+            self._node_failed()
+            return
         if close.code == _NORMAL_CLOSE:
             self._closed = True
             return
         if 4400 <= close.code < 4500 and close.code - 4000 not in _RETRY_STATUSES:
             raise build_error(_class_of(close.code - 4000), close.reason or str(exc), {})
+        if close.code in _NODE_GONE_CLOSES or close.code - 4000 in FAILOVER_STATUSES:
+            self._node_failed()
+
+    def _node_failed(self) -> None:
+        if self._node is not None:
+            self.nodes.failed(self._node)
 
     # -- connecting ----------------------------------------------------------------------
 
@@ -257,8 +255,9 @@ class LiveSubscription:
                     raise StopAsyncIteration from None
                 limit = self._policy.max_reconnects
                 if limit is not None and failed >= limit:
+                    where = ", ".join(_ws_url(u) for u in self.nodes.urls)
                     raise TidingsError(
-                        f"gave up on {self._ws_url} after {failed} reconnects: {exc.cause}"
+                        f"gave up on {where} after {failed} reconnects: {exc.cause}"
                     ) from None
                 failed += 1
                 self._streak = max(self._streak, 1)
@@ -272,10 +271,23 @@ class LiveSubscription:
             return ws
 
     async def _open(self) -> websockets.ClientConnection:
-        """One connection with its subscription started, or :class:`_Retry`."""
+        """One connection to the current node with its subscription started, or
+        :class:`_Retry` (having moved to the next node when this one is to blame)."""
+        node = self.nodes.current
+        try:
+            ws = await self._open_on(node)
+        except _Retry as exc:
+            if exc.node_failed:
+                self.nodes.failed(node)
+            raise
+        self._node = node  # the node a drop of this connection blames
+        return ws
+
+    async def _open_on(self, node: str) -> websockets.ClientConnection:
+        ws_url = _ws_url(node)
         try:
             ws = await websockets.connect(
-                self._ws_url,
+                ws_url,
                 subprotocols=[SUBPROTOCOL],
                 additional_headers=self._headers,
                 open_timeout=self._open_timeout,
@@ -284,9 +296,9 @@ class LiveSubscription:
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in _RETRY_STATUSES:
-                raise _Retry(f"handshake answered {status}") from None
+                raise _Retry(f"handshake answered {status}", status in FAILOVER_STATUSES) from None
             body = bytes(exc.response.body or b"")
-            raise error_from_response(status, body, self._ws_url) from None
+            raise error_from_response(status, body, ws_url) from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise _Retry(f"cannot connect: {exc}") from None
         try:
@@ -333,7 +345,7 @@ def _frame_error(frame: Mapping[str, Any]) -> Exception:
     status = frame.get("status")
     status = status if isinstance(status, int) else 500
     if status in _RETRY_STATUSES:
-        return _Retry(f"hub answered {status}: {frame.get('detail')}")
+        return _Retry(f"hub answered {status}: {frame.get('detail')}", status in FAILOVER_STATUSES)
     problem = {k: v for k, v in frame.items() if k not in ("type", "ref", "sub", "problem")}
     problem["type"] = frame.get("problem")
     return error_from_response(status, orjson.dumps(problem), "/v1/ws")

@@ -19,13 +19,15 @@ from tidings.client.async_client import (
     DEFAULT_URL,
     AsyncClient,
     EventLike,
+    HubUrls,
     Leases,
     Seek,
     Start,
     Types,
 )
 from tidings.client.batching import PublishBatcher
-from tidings.client.live import LiveStart, LiveSubscription, Reconnect
+from tidings.client.live import LiveStart, LiveSubscription
+from tidings.client.nodes import HubNodes, Reconnect
 from tidings.client.receiving import AsyncConsumer, AsyncMessage, AsyncSubscription, Delivery
 from tidings.client.schemas import SchemaCalls
 from tidings.client.views import ViewCalls
@@ -73,17 +75,22 @@ class Client(WebhookCalls, SchemaCalls, ViewCalls):
             hub.publish("orders", type="order.placed", data={"order_id": "o-1"}, key="o-1")
             for record in hub.subscribe("orders", start="earliest"):
                 ...
+
+    ``url`` may name several nodes of one hub (a list, or comma-separated):
+    requests go to the current node and move to the next when it fails, as
+    :class:`AsyncClient` says.
     """
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: HubUrls = DEFAULT_URL,
         *,
         token: str | None = None,
         timeout: float = 30,
         max_connections: int = 100,
         batch_linger_ms: float = 0,
         batch_max: int = 500,
+        reconnect: Reconnect | None = None,
     ) -> None:
         self._async = AsyncClient(
             url,
@@ -92,14 +99,20 @@ class Client(WebhookCalls, SchemaCalls, ViewCalls):
             max_connections=max_connections,
             batch_linger_ms=batch_linger_ms,
             batch_max=batch_max,
+            reconnect=reconnect,
         )
         self._runner = _Runner()
         self._closed = False
 
     @property
     def url(self) -> str:
-        """The hub's base URL."""
+        """The URL of the node requests go to now."""
         return self._async.url
+
+    @property
+    def nodes(self) -> HubNodes:
+        """The hub's nodes and the current one."""
+        return self._async.nodes
 
     @property
     def batcher(self) -> PublishBatcher | None:
