@@ -10,6 +10,8 @@ acknowledged event on the hub that answered it.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -192,6 +194,27 @@ async def test_a_503_moves_to_the_next_node(hubs: HubFactory) -> None:
         with pytest.raises(ViewBehind):
             await hub.view_get(name, "a", min_position={0: 0}, wait=0.1)
         assert hub.nodes.switches == 2
+
+
+async def test_a_node_that_does_not_answer_in_time_is_left(hubs: HubFactory) -> None:
+    """A node stopped with SIGSTOP takes connections and answers nothing: the publish
+    times out there and is sent to the next node under the same event id."""
+    a, b = hubs.start(fsync="always"), hubs.start(fsync="always")
+    assert a.proc is not None
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        async with AsyncClient([a.base_url, b.base_url], timeout=1, reconnect=FAST) as hub:
+            answer = await hub.publish("orders", "n.made", {"i": 1})
+            assert hub.url == b.base_url and hub.nodes.switches == 1
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    assert [r.event.id for r in await every_record(b.base_url, "orders")] == [answer["id"]]
+    # Woken, a may or may not handle the request it was sent before the client gave
+    # up on it; if it does, it stores the same id (which one backend would dedupe).
+    async with AsyncClient(a.base_url) as one:
+        topics = [t["name"] for t in await one.topics()]
+    if "orders" in topics:
+        assert {r.event.id for r in await every_record(a.base_url, "orders")} <= {answer["id"]}
 
 
 async def test_publishes_move_to_the_next_node_when_one_is_killed(hubs: HubFactory) -> None:
