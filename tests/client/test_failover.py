@@ -342,3 +342,24 @@ async def test_a_live_subscription_moves_to_the_other_node_and_resumes(
         for p in range(3):  # in offset order, partition by partition, from 0, no gap
             offsets = [r.offset for r in records if r.partition == p]
             assert offsets == list(range(len(offsets)))
+
+
+async def test_a_live_subscription_skips_a_node_down_from_the_start(hubs: HubFactory) -> None:
+    up = hubs.start()
+    async with AsyncClient(up.base_url) as one:
+        sent = await one.publish("orders", "n.made", {"i": 1})
+    sub = LiveSubscription([closed_port_url(), up.base_url], "orders", start="earliest")
+    async with sub:
+        record = await asyncio.wait_for(anext(sub), 10)
+    assert record.event.id == sent["id"]
+    assert sub.nodes.current == up.base_url and sub.nodes.switches == 1
+
+
+async def test_a_live_subscription_gives_up_naming_every_node() -> None:
+    a, b = closed_port_url(), closed_port_url()
+    policy = Reconnect(initial_delay=0.01, max_delay=0.02, max_reconnects=3)
+    sub = LiveSubscription(f"{a},{b}", "orders", reconnect=policy)
+    where = f"ws://{a.removeprefix('http://')}/v1/ws, ws://{b.removeprefix('http://')}/v1/ws"
+    with pytest.raises(TidingsError, match=f"^gave up on {where} after 3 reconnects"):
+        await anext(sub)
+    assert sub.nodes.switches == 4  # every failed attempt moved on: a, b, a, b

@@ -428,7 +428,9 @@ class AsyncClient(
         resumed with no gap and no repeat. Otherwise, or with ``start`` an
         offset, it long-polls with :meth:`read` (``wait`` seconds per poll), and
         an error ends the iteration. Either way ``position`` is where another
-        subscription resumes.
+        subscription resumes. With several nodes both kinds follow the client's
+        current node: a node that dies is left for the next one, and the records
+        go on there from the position.
         """
         if live and partition is None and not isinstance(start, int):
             self._live = {s for s in self._live if not s.closed}
