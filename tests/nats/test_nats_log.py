@@ -11,6 +11,7 @@ import pytest
 from natsproc import NatsServer
 
 from tidings.backends.nats import NatsLog, NatsSettings, names
+from tidings.backends.nats import log as log_module
 from tidings.errors import BadRequest, OffsetOutOfRange, TooLarge, TopicNotFound
 from tidings.log.config import Retention
 
@@ -245,3 +246,35 @@ async def test_topics_outlive_the_connection(nats_server: NatsServer) -> None:
         assert (await second.read(topic, 1, 0))[0][2] == b"kept"
     finally:
         await second.close()
+
+
+@pytest.mark.parametrize(
+    ("stamp", "ms"),
+    [
+        ("2026-12-05T09:44:47.311090947Z", 1796463887311),
+        ("2026-12-05T09:44:47.3Z", 1796463887300),
+        ("2026-12-05T09:44:47.05Z", 1796463887050),
+        ("2026-12-05T09:44:47Z", 1796463887000),
+        ("1970-01-01T00:00:00Z", 0),
+    ],
+)
+def test_jetstream_time_stamps_read_as_milliseconds(stamp: str, ms: int) -> None:
+    # Go's RFC 3339 with nanoseconds drops trailing zeros of the fraction
+    assert log_module._ts_ms(stamp) == ms
+
+
+@pytest.mark.parametrize("bad", ["", "a.b", "a_2", "a_ZZ", "a b", "_C3"])
+def test_a_name_that_no_topic_encodes_to_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        names.decode(bad)
+    assert names.parse_stream_name(f"td_{bad}_0") is None
+
+
+async def test_close_wakes_waiters_with_false(nats_server: NatsServer) -> None:
+    log = await NatsLog.connect(NatsSettings(servers=(nats_server.url,)))
+    topic = unique()
+    await log.create_topic(topic, 1)
+    waiter = asyncio.create_task(log.wait(topic, 0, 0, timeout=60))
+    await asyncio.sleep(0.2)
+    await log.close()
+    assert await asyncio.wait_for(waiter, 10) is False
