@@ -185,3 +185,27 @@ async def test_a_single_server_killed_and_restarted_keeps_every_acknowledged_app
             await log.close()
     finally:
         server.kill()
+
+
+@pytest.mark.timeout(300)
+async def test_a_waiter_wakes_for_a_record_appended_after_the_leader_was_killed(
+    nats_cluster: NatsCluster,
+) -> None:
+    settings = NatsSettings(servers=tuple(nats_cluster.urls))
+    reader = await NatsLog.connect(settings, replicas=3)
+    writer = await NatsLog.connect(settings, replicas=3)
+    try:
+        topic = "signals"
+        await writer.create_topic(topic, 1)
+        await wait_current(writer, topic, 2)
+        assert await writer.append(topic, 0, [b"before"]) == [0]
+        assert await reader.wait(topic, 0, 0, timeout=30)
+        waiter = asyncio.create_task(reader.wait(topic, 0, 1, timeout=120))
+        await asyncio.sleep(0.2)
+        nats_cluster.by_name(await leader_of(writer, topic)).kill()
+        assert await writer.append(topic, 0, [b"after"]) == [1]  # retried through the election
+        assert await waiter
+        assert (await reader.read(topic, 0, 1))[0][2] == b"after"
+    finally:
+        await reader.close()
+        await writer.close()

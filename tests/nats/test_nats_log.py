@@ -278,3 +278,19 @@ async def test_close_wakes_waiters_with_false(nats_server: NatsServer) -> None:
     await asyncio.sleep(0.2)
     await log.close()
     assert await asyncio.wait_for(waiter, 10) is False
+
+
+async def test_two_nodes_creating_one_topic_at_once_both_succeed(
+    nats_log: NatsLog, nats_server: NatsServer
+) -> None:
+    topic = unique()
+    other = await NatsLog.connect(NatsSettings(servers=(nats_server.url,)))
+    try:
+        results = await asyncio.gather(
+            *(log.create_topic(topic, 2) for log in (nats_log, other, nats_log, other))
+        )
+        assert all(r["partitions"] == 2 for r in results)
+        assert await other.append(topic, 1, [b"x"]) == [0]
+        assert (await nats_log.load_topics())[topic]["partitions"] == 2
+    finally:
+        await other.close()

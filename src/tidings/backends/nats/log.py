@@ -42,13 +42,21 @@ from tidings.backends.nats.connection import (
     b64decode,
 )
 from tidings.backends.nats.meta import ERR_NO_MESSAGE, ERR_STREAM_NOT_FOUND, MetaBucket
-from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable, TopicNotFound
+from tidings.errors import (
+    BadRequest,
+    Conflict,
+    OffsetOutOfRange,
+    StorageUnavailable,
+    TopicNotFound,
+)
 from tidings.log.config import LogRecord, Retention
 
 DUPLICATE_WINDOW_MS = 120_000  # as the hub's dedupe window
 MAX_PARTITIONS = 1024
 MAX_READ_RECORDS = 1000  # per direct get; more is read in several
 _ERR_STREAM_EXISTS = 10058
+# nats-py recreates an ordered consumer after two missed heartbeats (its server died)
+TAIL_HEARTBEAT_S = 1.0
 
 
 class NatsLog:
@@ -122,16 +130,23 @@ class NatsLog:
             "max_age_ms": retention.max_age_ms,
             "max_bytes": retention.max_bytes,
         }
-        existing = await self.topics.get(names.key(topic))
-        if existing is not None and existing.value is not None:
-            if existing.value.get("partitions") != partitions:
-                raise BadRequest(
-                    f"topic {topic!r} has {existing.value.get('partitions')} partitions",
-                    field="partitions",
-                )
-            await self.topics.put(names.key(topic), record, existing.revision)
+        for _ in range(10):  # another node may create or change it meanwhile
+            existing = await self.topics.get(names.key(topic))
+            try:
+                if existing is not None and existing.value is not None:
+                    if existing.value.get("partitions") != partitions:
+                        raise BadRequest(
+                            f"topic {topic!r} has {existing.value.get('partitions')} partitions",
+                            field="partitions",
+                        )
+                    await self.topics.put(names.key(topic), record, existing.revision)
+                else:
+                    await self.topics.create(names.key(topic), record)
+                break
+            except Conflict:
+                continue
         else:
-            await self.topics.create(names.key(topic), record)
+            raise Conflict(f"topic {topic!r} kept changing while it was created", topic=topic)
         for p in range(partitions):
             await self._ensure_stream(topic, p, retention)
         self._partitions[topic] = partitions
@@ -385,7 +400,7 @@ class _Tail:
                 js = conn.client.jetstream(timeout=conn.settings.request_timeout_s)
                 self._sub = await js.subscribe(
                     self.subject, stream=self.stream, cb=on_msg, ordered_consumer=True,
-                    config=config, headers_only=True,
+                    config=config, headers_only=True, idle_heartbeat=TAIL_HEARTBEAT_S,
                 )  # fmt: skip
                 return
             except Exception as exc:  # an election in progress: the API does not answer
