@@ -18,10 +18,11 @@ from natsproc import NatsCluster, NatsServer
 from tidings.backends.nats import NatsLog, NatsSettings, names
 from tidings.errors import StorageUnavailable
 
-TOTAL = 5000  # records
+TOTAL = 5000  # records at most, per producing loop
 BATCH = 5  # records per append
 PRODUCERS = 4
 LOOP_DEADLINE_S = 150.0
+AFTER_KILL = 1000  # records acknowledged after the last kill before the loop stops
 
 
 @dataclass
@@ -30,42 +31,52 @@ class Load:
 
     acked: dict[str, int] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)
-    acks_at: list[float] = field(default_factory=list)  # monotonic time of each ack
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def after(self, t: float) -> int:
-        return sum(1 for a in self.acks_at if a > t)
+    async def reach(self, count: int, timeout: float = 120.0) -> None:
+        """Until ``count`` records are acknowledged (or the loop ended: the caller checks)."""
+        deadline = time.monotonic() + timeout
+        while len(self.acked) < count and not self.stop.is_set():
+            assert time.monotonic() < deadline, f"{len(self.acked)} of {count} acknowledged"
+            await asyncio.sleep(0.02)
 
 
-async def produce(log: NatsLog, topic: str, load: Load, start_at: asyncio.Event) -> None:
-    """PRODUCERS tasks append TOTAL records in batches, bounded by LOOP_DEADLINE_S."""
+async def produce(log: NatsLog, topic: str, load: Load, total: int = TOTAL) -> None:
+    """PRODUCERS tasks append up to ``total`` records in batches of BATCH, until
+    ``load.stop`` is set or LOOP_DEADLINE_S passes; a failed append is retried under
+    the same ids, as a client would."""
     deadline = time.monotonic() + LOOP_DEADLINE_S
-    batches = [
-        [f"r{i:05d}" for i in range(b, min(b + BATCH, TOTAL))] for b in range(0, TOTAL, BATCH)
-    ]
     queue: asyncio.Queue[list[str]] = asyncio.Queue()
-    for batch in batches:
-        queue.put_nowait(batch)
+    for b in range(0, total, BATCH):
+        queue.put_nowait([f"r{i:05d}" for i in range(b, min(b + BATCH, total))])
 
     async def producer() -> None:
-        while not queue.empty() and time.monotonic() < deadline:
+        while not queue.empty() and not load.stop.is_set() and time.monotonic() < deadline:
             ids = queue.get_nowait()
-            for _ in range(3):  # a retry under the same ids, as a client would
+            for _ in range(3):
                 try:
                     offsets = await log.append(topic, 0, [i.encode() for i in ids], ids)
                 except StorageUnavailable:
                     continue
-                now = time.monotonic()
                 for i, o in zip(ids, offsets, strict=True):
                     load.acked[i] = o
-                    load.acks_at.append(now)
                 break
             else:
                 load.failed.update(ids)
-            if len(load.acked) >= 1000:
-                start_at.set()
 
-    await asyncio.gather(*(producer() for _ in range(PRODUCERS)))
-    start_at.set()
+    try:
+        await asyncio.gather(*(producer() for _ in range(PRODUCERS)))
+    finally:
+        load.stop.set()
+
+
+async def until_after_kill(load: Load, loop: asyncio.Task[None]) -> int:
+    """Let AFTER_KILL more records be acknowledged, stop the loop; how many came after."""
+    at_kill = len(load.acked)
+    await load.reach(at_kill + AFTER_KILL)
+    load.stop.set()
+    await loop
+    return len(load.acked) - at_kill
 
 
 async def read_all(log: NatsLog, topic: str) -> list[tuple[int, int, bytes]]:
@@ -112,19 +123,13 @@ async def test_sigkill_of_the_stream_leader_under_load_loses_no_acknowledged_app
         await log.create_topic(topic, 1)
         await wait_current(log, topic, 2)
         load = Load()
-        half = asyncio.Event()
-        loop = asyncio.create_task(produce(log, topic, load, half))
-        await half.wait()
+        loop = asyncio.create_task(produce(log, topic, load))
+        await load.reach(1000)
         victim = nats_cluster.by_name(await leader_of(log, topic))
         victim.kill()
-        killed_at = time.monotonic()
-        await loop
-        assert load.after(killed_at) > 0, "no append acknowledged after the election"
-        new_leader = await leader_of(log, topic)
-        assert new_leader != victim.name
+        assert await until_after_kill(load, loop) >= AFTER_KILL, "appends did not resume"
+        assert await leader_of(log, topic) != victim.name
         check(load, await read_all(log, topic))
-        assert len(load.acked) + len(load.failed) == TOTAL
-        assert len(load.acked) > 2000  # the loop ran through the election
     finally:
         await log.close()
 
@@ -141,9 +146,8 @@ async def test_a_killed_and_restarted_replica_keeps_every_acknowledged_append(
         await log.create_topic(topic, 1)
         await wait_current(log, topic, 2)
         load = Load()
-        half = asyncio.Event()
-        loop = asyncio.create_task(produce(log, topic, load, half))
-        await half.wait()
+        loop = asyncio.create_task(produce(log, topic, load, total=4 * TOTAL))
+        await load.reach(1000)
         first = nats_cluster.by_name(await leader_of(log, topic))
         first.kill()
         first.start()
@@ -151,9 +155,7 @@ async def test_a_killed_and_restarted_replica_keeps_every_acknowledged_append(
         await wait_current(log, topic, 2)
         second = next(s for s in nats_cluster.servers if s is not first)
         second.kill()
-        killed_at = time.monotonic()
-        await loop
-        assert load.after(killed_at) > 0, "no append acknowledged after the second kill"
+        assert await until_after_kill(load, loop) >= AFTER_KILL, "appends did not resume"
         check(load, await read_all(log, topic))
     finally:
         await log.close()
@@ -171,15 +173,12 @@ async def test_a_single_server_killed_and_restarted_keeps_every_acknowledged_app
             topic = "ledger"
             await log.create_topic(topic, 1)
             load = Load()
-            half = asyncio.Event()
-            loop = asyncio.create_task(produce(log, topic, load, half))
-            await half.wait()
+            loop = asyncio.create_task(produce(log, topic, load))
+            await load.reach(1000)
             server.kill()
-            killed_at = time.monotonic()
             server.start()
             await asyncio.to_thread(server.wait_ready)
-            await loop
-            assert load.after(killed_at) > 0, "no append acknowledged after the restart"
+            assert await until_after_kill(load, loop) >= AFTER_KILL, "appends did not resume"
             check(load, await read_all(log, topic))
         finally:
             await log.close()

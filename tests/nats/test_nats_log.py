@@ -294,3 +294,25 @@ async def test_two_nodes_creating_one_topic_at_once_both_succeed(
         assert (await nats_log.load_topics())[topic]["partitions"] == 2
     finally:
         await other.close()
+
+
+async def test_concurrent_appends_each_land_whole_at_consecutive_offsets(
+    nats_log: NatsLog, nats_server: NatsServer
+) -> None:
+    topic = unique()
+    await nats_log.create_topic(topic, 1)
+    other = await NatsLog.connect(NatsSettings(servers=(nats_server.url,)))
+    try:
+        batches = [[f"{b}:{i}".encode() for i in range(50)] for b in range(12)]
+        results = await asyncio.gather(
+            *((nats_log if b % 2 else other).append(topic, 0, batch) for b, batch in
+              enumerate(batches))
+        )  # fmt: skip
+        for offsets in results:
+            assert offsets == list(range(offsets[0], offsets[0] + 50))
+        records = {o: p for o, _, p in await nats_log.read(topic, 0, 0)}
+        assert len(records) == 600
+        for batch, offsets in zip(batches, results, strict=True):
+            assert [records[o] for o in offsets] == batch
+    finally:
+        await other.close()

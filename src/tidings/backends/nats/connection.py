@@ -26,6 +26,7 @@ import base64
 import contextlib
 import itertools
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,14 @@ HEADER_ROOM = 512
 # Status codes a JetStream reply may carry while a leader is being elected.
 RETRYABLE_STATUS = frozenset({"408", "409", "503"})
 RETRYABLE_API_CODES = frozenset({408, 409, 503})
+
+# Atomic batches (nats-server 2.12+): at most this many records; a batch holding a
+# message id already stored is refused whole with ERR_BATCH_DUPLICATE; one that lost
+# a message on the way (a reconnect) is refused as incomplete and is sent again.
+MAX_ATOMIC_BATCH = 1000
+ERR_BATCH_DUPLICATE = 10201
+# a sequence missing, a batch incomplete, too many batches in flight on the stream
+RETRYABLE_BATCH_CODES = frozenset({10175, 10176, 10210})
 
 
 @dataclass(frozen=True)
@@ -259,6 +268,61 @@ class NatsConnection:
                 await self._backoff(deadline, f"publish to {subject}", last or _Retry("?"))
             todo = failed
         return [a for a in acks if a is not None]
+
+    async def publish_atomic(
+        self, subject: str, payloads: Sequence[bytes], msg_ids: Sequence[str],
+        on_no_responders: Callable[[], Awaitable[None]] | None = None,
+    ) -> list[int] | None:  # fmt: skip
+        """Publish the payloads as one atomic batch (nats-server 2.12+, a stream with
+        ``allow_atomic``): all are stored, at consecutive sequences, or none. The
+        sequences; None if the batch holds a ``Nats-Msg-Id`` already in the duplicate
+        window (a retry of a batch that landed: :meth:`publish` then finds each one's
+        sequence). Resent whole under a new batch id until the deadline."""
+        self.check_size(payloads)
+        if not 1 <= len(payloads) <= MAX_ATOMIC_BATCH:
+            raise ValueError(f"an atomic batch holds 1 to {MAX_ATOMIC_BATCH} records")
+        deadline = self._deadline()
+        last = len(payloads) - 1
+        while True:
+            batch_id = uuid.uuid4().hex
+            replies = _Replies(batch=False)
+            token = self._reply_to(replies)
+            try:
+                try:
+                    nc = self.client
+                    for i, payload in enumerate(payloads):
+                        hdrs = {
+                            "Nats-Batch-Id": batch_id,
+                            "Nats-Batch-Sequence": str(i + 1),
+                            "Nats-Msg-Id": msg_ids[i],
+                        }
+                        if i == last:
+                            hdrs["Nats-Batch-Commit"] = "1"
+                        reply = token if i == last else ""
+                        await nc.publish(subject, payload, reply=reply, headers=hdrs)
+                    await self._await(token, replies, self.settings.request_timeout_s)
+                finally:
+                    self._waiting.pop(token, None)
+                if replies.status == "503" and on_no_responders is not None:
+                    await on_no_responders()
+                ack = _pub_ack(replies)
+                count = orjson.loads(replies.msgs[0].data).get("count")
+                if count != len(payloads):
+                    raise StorageUnavailable(f"batch to {subject}: acknowledged {count} records")
+            except JetStreamApiError as exc:
+                if exc.err_code == ERR_BATCH_DUPLICATE:
+                    return None
+                if exc.err_code not in RETRYABLE_BATCH_CODES:
+                    raise
+                await self._backoff(deadline, f"batch to {subject}", exc)
+                continue
+            except Exception as exc:  # no ack in time, a closed or reconnecting client
+                if isinstance(exc, TidingsError) and not isinstance(exc, StorageUnavailable):
+                    raise
+                await self._backoff(deadline, f"batch to {subject}", exc)
+                continue
+            first = ack.seq - len(payloads) + 1
+            return list(range(first, ack.seq + 1))
 
     # -- reading ---------------------------------------------------------------
 

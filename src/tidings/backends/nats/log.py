@@ -36,6 +36,7 @@ from nats.js import api
 
 from tidings.backends.nats import names
 from tidings.backends.nats.connection import (
+    MAX_ATOMIC_BATCH,
     JetStreamApiError,
     NatsConnection,
     NatsSettings,
@@ -167,6 +168,7 @@ class NatsLog:
             "max_bytes": retention.max_bytes if retention.max_bytes is not None else -1,
             "duplicate_window": window_ms * 1_000_000,
             "allow_direct": True,
+            "allow_atomic": True,
             "deny_delete": True,
             "metadata": {"tidings_topic": topic, "tidings_partition": str(partition)},
         }
@@ -239,11 +241,12 @@ class NatsLog:
     ) -> list[int]:
         """Append each payload; the offset of each, once JetStream acknowledged it.
 
-        A payload whose id is in the duplicate window is not appended again: its offset
-        is the first one's. Without ids, fresh ones make retries inside this call safe.
-        Several payloads are sent pipelined; should the call fail part-way (the deadline
-        passes: StorageUnavailable), the ones acknowledged stay, and a retry under the
-        same ids appends only the others.
+        Up to 1000 payloads are one atomic batch: stored together at consecutive offsets,
+        or none (StorageUnavailable once the deadline passes); a longer append is one
+        batch per 1000. A payload whose id is in the duplicate window is not appended
+        again: its offset is the first one's (a batch holding such an id is refused
+        whole by JetStream, and then sent record by record, each answered with its own
+        offset). Without ids, fresh ones make retries inside this call safe.
         """
         stream = await self._stream(topic, partition)
         if msg_ids is None:
@@ -259,10 +262,19 @@ class NatsLog:
         async def no_stream() -> None:
             await self._gone(topic, partition)
 
-        acks = await self.conn.publish(
-            names.subject(topic, partition), payloads, msg_ids, on_no_responders=no_stream
-        )
-        offsets = [a.seq - 1 for a in acks]
+        subject = names.subject(topic, partition)
+        if len(payloads) == 1:
+            acks = await self.conn.publish(subject, payloads, msg_ids, on_no_responders=no_stream)
+            offsets = [acks[0].seq - 1]
+        else:
+            offsets = []
+            for b in range(0, len(payloads), MAX_ATOMIC_BATCH):
+                chunk, ids = payloads[b : b + MAX_ATOMIC_BATCH], msg_ids[b : b + MAX_ATOMIC_BATCH]
+                seqs = await self.conn.publish_atomic(subject, chunk, ids, no_stream)
+                if seqs is None:  # an id already stored: each record's own answer
+                    acks = await self.conn.publish(subject, chunk, ids, on_no_responders=no_stream)
+                    seqs = [a.seq for a in acks]
+                offsets += [s - 1 for s in seqs]
         tail = self._tails.get(stream)
         if tail is not None:
             tail.advance(max(offsets) + 1)
