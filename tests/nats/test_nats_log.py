@@ -185,6 +185,10 @@ async def test_a_payload_past_the_server_limit_is_refused_and_nothing_is_appende
     assert await nats_log.bounds(topic, 0) == (0, 0)
     limit = nats_log.conn.max_payload - 512
     assert await nats_log.append(topic, 0, [b"y" * limit]) == [0]  # the largest taken
+    # with the longest ids, in an atomic batch (its headers are the largest)
+    big = [b"z" * limit, b"w" * limit]
+    assert await nats_log.append(topic, 0, big, ["i" * 256, "j" * 256]) == [1, 2]
+    assert [r[2] for r in await nats_log.read(topic, 0, 1, max_bytes=1)] == big[:1]
 
 
 async def test_unknown_topics_partitions_and_offsets_are_named(nats_log: NatsLog) -> None:
@@ -204,8 +208,9 @@ async def test_unknown_topics_partitions_and_offsets_are_named(nats_log: NatsLog
             await nats_log.read(topic, 0, offset)
     with pytest.raises(BadRequest, match="2 payloads but 1 ids"):
         await nats_log.append(topic, 0, [b"a", b"b"], ["only-one"])
-    with pytest.raises(BadRequest, match="whitespace"):
-        await nats_log.append(topic, 0, [b"a"], ["has space"])
+    for bad_id in ["has space", "", "x" * 257, "caf\u00e9", "tab\there"]:
+        with pytest.raises(BadRequest, match="message id 1 is not 1 to 256 printable ASCII"):
+            await nats_log.append(topic, 0, [b"a", b"b"], ["fine", bad_id])
     with pytest.raises(BadRequest, match="partitions must be 1 to"):
         await nats_log.create_topic(unique(), 0)
     with pytest.raises(BadRequest, match="has 2 partitions"):

@@ -35,8 +35,7 @@ import nats
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.errors import Error as NatsError
 
 from tidings.errors import StorageUnavailable, TidingsError, TooLarge
 
@@ -191,7 +190,7 @@ class NatsConnection:
                         err_code=int(err.get("err_code", 0)),
                     )
                 return resp
-            except (_Retry, NatsTimeoutError, NoRespondersError, StorageUnavailable) as exc:
+            except (_Retry, NatsError, StorageUnavailable) as exc:  # lost, reconnecting
                 await self._backoff(deadline, f"JetStream API {subject}", exc)
 
     async def _backoff(self, deadline: float, what: str, exc: BaseException) -> None:
@@ -339,7 +338,7 @@ class NatsConnection:
             try:
                 await self.client.publish("$JS.API.DIRECT.GET." + stream, body, reply=token)
                 msgs = await self._await(token, replies, self.settings.request_timeout_s)
-            except (_Retry, StorageUnavailable, NoRespondersError) as exc:
+            except (_Retry, StorageUnavailable, NatsError) as exc:
                 self._waiting.pop(token, None)
                 await self._backoff(deadline, f"read of {stream}", exc)
                 continue

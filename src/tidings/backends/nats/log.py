@@ -3,8 +3,9 @@
 Partition ``p`` of a topic is a stream of its own over one subject (see ``names``),
 so a partition's offsets are the stream's sequences less one: dense, never reused,
 kept by JetStream across restarts, elections and retention. Records are appended
-with a ``Nats-Msg-Id`` each; JetStream's duplicate window answers a repeated id with
-the first record's sequence, so a retried append returns the offsets it got first.
+with a ``Nats-Msg-Id`` each, several as one atomic batch; JetStream's duplicate window
+answers a repeated id with the first record's sequence, so a retried append returns
+the offsets it got first.
 Retention (``max_age``, ``max_bytes``) is the stream's: JetStream removes records
 from the start and ``start_offset`` moves on.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -56,6 +58,8 @@ DUPLICATE_WINDOW_MS = 120_000  # as the hub's dedupe window
 MAX_PARTITIONS = 1024
 MAX_READ_RECORDS = 1000  # per direct get; more is read in several
 _ERR_STREAM_EXISTS = 10058
+MAX_MSG_ID = 256  # within the room connection.HEADER_ROOM keeps for headers
+_MSG_ID = re.compile(rf"[!-~]{{1,{MAX_MSG_ID}}}")
 # nats-py recreates an ordered consumer after two missed heartbeats (its server died)
 TAIL_HEARTBEAT_S = 1.0
 
@@ -253,8 +257,15 @@ class NatsLog:
             msg_ids = [uuid.uuid4().hex for _ in payloads]
         elif len(msg_ids) != len(payloads):
             raise BadRequest(f"{len(payloads)} payloads but {len(msg_ids)} ids", field="msg_ids")
-        elif any(not i or any(c.isspace() for c in i) for i in msg_ids):
-            raise BadRequest("a message id is not empty and has no whitespace", field="msg_ids")
+        else:
+            for i, msg_id in enumerate(msg_ids):
+                if not _MSG_ID.fullmatch(msg_id):
+                    raise BadRequest(
+                        f"message id {i} is not 1 to {MAX_MSG_ID} printable ASCII characters "
+                        "without spaces",
+                        field="msg_ids",
+                        index=i,
+                    )
         if not payloads:
             return []
         self.conn.check_size(payloads)
