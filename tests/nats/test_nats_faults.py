@@ -208,3 +208,45 @@ async def test_a_waiter_wakes_for_a_record_appended_after_the_leader_was_killed(
     finally:
         await reader.close()
         await writer.close()
+
+
+@pytest.mark.timeout(120)
+async def test_with_the_server_down_calls_fail_within_the_deadline_and_resume_after(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """No call waits forever on a dead server (nats-py's futures would): each gives up
+    with StorageUnavailable once the retry deadline passes, and works once it is back."""
+    server = NatsServer(tmp_path_factory.mktemp("nats2"), "down", sync="always").start()
+    try:
+        server.wait_ready()
+        log = await NatsLog.connect(NatsSettings(servers=(server.url,), retry_deadline_s=2))
+        try:
+            await log.create_topic("t", 1)
+            meta = await log.bucket("leases")
+            assert await log.append("t", 0, [b"a", b"b"]) == [0, 1]
+            assert await log.wait("t", 0, 0, timeout=5)
+            server.kill()
+            with pytest.raises(StorageUnavailable, match="no answer within 2"):
+                await log.append("t", 0, [b"lost?"], ["one"])
+            with pytest.raises(StorageUnavailable, match="no answer within 2"):
+                await log.append("t", 0, [b"x", b"y"], ["two", "three"])
+            with pytest.raises(StorageUnavailable):
+                await log.read("t", 0, 0)
+            with pytest.raises(StorageUnavailable):
+                await meta.put("k", 1)
+            assert not await log.wait("t", 0, 2, timeout=0.5)
+            server.start()
+            await asyncio.to_thread(server.wait_ready)
+            # the failed appends may or may not have landed; their retry is deduplicated
+            again = await log.append("t", 0, [b"x", b"y"], ["two", "three"])
+            assert again[1] == again[0] + 1
+            one = await log.append("t", 0, [b"lost?"], ["one"])
+            records = await read_all(log, "t")
+            assert [r[2] for r in records].count(b"lost?") == 1
+            assert [r[0] for r in records] == list(range(len(records)))
+            assert records[one[0]][2] == b"lost?"
+            assert await meta.put("k", 1) > 0
+        finally:
+            await log.close()
+    finally:
+        server.kill()
