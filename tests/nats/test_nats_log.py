@@ -321,3 +321,25 @@ async def test_concurrent_appends_each_land_whole_at_consecutive_offsets(
             assert [records[o] for o in offsets] == batch
     finally:
         await other.close()
+
+
+async def test_bad_read_sizes_are_refused(nats_log: NatsLog) -> None:
+    topic = unique()
+    await nats_log.create_topic(topic, 1)
+    await nats_log.append(topic, 0, [b"x"])
+    for kwargs in ({"max_records": 0}, {"max_bytes": 0}, {"max_records": -5}):
+        with pytest.raises(BadRequest, match="must be positive"):
+            await nats_log.read(topic, 0, 0, **kwargs)
+
+
+async def test_a_topic_created_again_with_new_retention_applies_it(nats_log: NatsLog) -> None:
+    topic = unique()
+    await nats_log.create_topic(topic, 1)
+    await nats_log.append(topic, 0, [b"x" * 100 for _ in range(100)])
+    assert (await nats_log.bounds(topic, 0))[0] == 0
+    await nats_log.create_topic(topic, 1, Retention(max_bytes=4000), {"v": 2})
+    start, end = await nats_log.bounds(topic, 0)
+    assert end == 100 and start > 0
+    assert (await nats_log.load_topics())[topic]["max_bytes"] == 4000
+    # a time before the start: the first record kept
+    assert await nats_log.offset_for_time(topic, 0, 0) == start

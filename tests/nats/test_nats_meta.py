@@ -10,7 +10,7 @@ import pytest
 from natsproc import NatsServer
 
 from tidings.backends.nats import Entry, NatsLog, NatsSettings
-from tidings.errors import Conflict
+from tidings.errors import BadRequest, Conflict
 
 _n = itertools.count()
 
@@ -87,3 +87,30 @@ async def test_items_lists_the_latest_values_and_watch_follows_from_there(
         await other.close()
     assert [(e.key, e.value) for e in seen] == [("b", 5), ("a", None)]
     assert seen[0].revision > rev
+
+
+@pytest.mark.parametrize(
+    "key", ["", "a b", "a.*", ">", "a..b", ".a", "a.", "a\r\nPUB x 1", "k\u00e9", "x" * 1025]
+)
+async def test_a_key_nats_cannot_carry_is_refused_and_nothing_is_written(
+    nats_log: NatsLog, key: str
+) -> None:
+    b = await nats_log.bucket(f"keys{next(_n)}")
+    for call in (b.get(key), b.put(key, 1), b.create(key, 1), b.delete(key)):
+        with pytest.raises(BadRequest, match="KV key"):
+            await call
+    assert (await b.items())[0] == {}
+    assert await b.put("ok.key/with=all-_chars", 1, 0) > 0  # the connection is unharmed
+
+
+@pytest.mark.parametrize("name", ["", "a.b", "a b", "a*", "x" * 65])
+async def test_a_bucket_name_nats_cannot_carry_is_refused(nats_log: NatsLog, name: str) -> None:
+    with pytest.raises(BadRequest, match="bucket name"):
+        await nats_log.bucket(name)
+
+
+async def test_a_negative_revision_is_refused(nats_log: NatsLog) -> None:
+    b = await nats_log.bucket(f"neg{next(_n)}")
+    with pytest.raises(BadRequest, match="revision -1 is negative"):
+        await b.put("k", 1, -1)
+    assert await b.get("k") is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from tidings.backends.nats.connection import JetStreamApiError, NatsConnection, b64decode
-from tidings.errors import Conflict
+from tidings.errors import BadRequest, Conflict
 
 # JetStream's error codes for the cases a caller may meet.
 ERR_WRONG_LAST_SEQUENCE = 10071
@@ -34,6 +35,19 @@ ERR_NO_MESSAGE = 10037
 ERR_STREAM_NOT_FOUND = 10059
 
 _DEL = "KV-Operation"
+_BUCKET = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# a KV key is subject tokens: no empty one, no wildcard, no space
+_KEY = re.compile(r"[-/_=A-Za-z0-9]+(\.[-/_=A-Za-z0-9]+)*")
+MAX_KEY = 1024
+
+
+def _check_key(key: str) -> None:
+    if len(key) > MAX_KEY or not _KEY.fullmatch(key):
+        raise BadRequest(
+            f"KV key {key[:80]!r} is not dot-separated tokens of [-/_=A-Za-z0-9] "
+            f"(at most {MAX_KEY} characters)",
+            field="key",
+        )
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,10 @@ class MetaBucket:
     """One KV bucket: ``get``, ``put`` (compare-and-set), ``delete``, ``items``, ``watch``."""
 
     def __init__(self, conn: NatsConnection, name: str, replicas: int = 1) -> None:
+        if not _BUCKET.fullmatch(name):
+            raise BadRequest(
+                f"bucket name {name!r} is not 1 to 64 of [A-Za-z0-9_-]", field="bucket"
+            )
         self.conn = conn
         self.name = name
         self.stream = f"KV_{name}"
@@ -78,6 +96,7 @@ class MetaBucket:
 
     async def get(self, key: str) -> Entry | None:
         """The key's last write (value None if deleted), or None if never written."""
+        _check_key(key)
         try:
             resp = await self.conn.api(
                 f"STREAM.MSG.GET.{self.stream}", {"last_by_subj": self._prefix + key}
@@ -113,7 +132,10 @@ class MetaBucket:
     async def _write(
         self, key: str, data: bytes, revision: int | None, headers: dict[str, str]
     ) -> int:
+        _check_key(key)
         if revision is not None:
+            if revision < 0:
+                raise BadRequest(f"revision {revision} is negative", field="revision")
             headers = {**headers, "Nats-Expected-Last-Subject-Sequence": str(revision)}
         try:
             (ack,) = await self.conn.publish(
