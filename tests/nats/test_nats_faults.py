@@ -17,6 +17,7 @@ from natsproc import NatsCluster, NatsServer
 
 from tidings.backends.nats import NatsLog, NatsSettings, names
 from tidings.errors import StorageUnavailable
+from tidings.log.config import Retention
 
 TOTAL = 5000  # records at most, per producing loop
 BATCH = 5  # records per append
@@ -246,6 +247,32 @@ async def test_with_the_server_down_calls_fail_within_the_deadline_and_resume_af
             assert [r[0] for r in records] == list(range(len(records)))
             assert records[one[0]][2] == b"lost?"
             assert await meta.put("k", 1) > 0
+        finally:
+            await log.close()
+    finally:
+        server.kill()
+
+
+@pytest.mark.timeout(120)
+async def test_offsets_are_not_reused_after_retention_emptied_a_partition_and_a_restart(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    server = NatsServer(tmp_path_factory.mktemp("nats3"), "expiry", sync="always").start()
+    try:
+        server.wait_ready()
+        log = await NatsLog.connect(NatsSettings(servers=(server.url,), retry_deadline_s=60))
+        try:
+            await log.create_topic("short", 1, Retention(max_age_ms=1000))
+            assert await log.append("short", 0, [b"a", b"b", b"c"]) == [0, 1, 2]
+            deadline = time.monotonic() + 30
+            while await log.bounds("short", 0) != (3, 3):
+                assert time.monotonic() < deadline, "JetStream never expired the records"
+                await asyncio.sleep(0.2)
+            server.kill()
+            server.start()
+            await asyncio.to_thread(server.wait_ready)
+            assert await log.bounds("short", 0) == (3, 3)
+            assert await log.append("short", 0, [b"d"]) == [3]
         finally:
             await log.close()
     finally:
