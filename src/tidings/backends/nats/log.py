@@ -1,0 +1,488 @@
+"""The partitioned log over JetStream: one stream per topic partition.
+
+Partition ``p`` of a topic is a stream of its own over one subject (see ``names``),
+so a partition's offsets are the stream's sequences less one: dense, never reused,
+kept by JetStream across restarts, elections and retention. Records are appended
+with a ``Nats-Msg-Id`` each, several as one atomic batch; JetStream's duplicate window
+answers a repeated id with the first record's sequence, so a retried append returns
+the offsets it got first.
+Retention (``max_age``, ``max_bytes``) is the stream's: JetStream removes records
+from the start and ``start_offset`` moves on.
+
+Reads are batched direct gets (``$JS.API.DIRECT.GET``, one request for up to
+``max_records``), measured faster than an ordered consumer or a pull fetch created
+per read (see ``bench/nats_log.py``). Any replica answers a direct get; one behind
+the leader may not hold a record whose append was acknowledged, so a read that comes
+back empty below the end the leader reports asks the leader (``STREAM.MSG.GET``).
+``wait`` is a subscription: an ordered push consumer per partition, headers only,
+which JetStream feeds only with stored records.
+
+Topics and their configuration live in the KV bucket ``td_topics`` (see ``meta``);
+:meth:`NatsLog.bucket` gives the same compare-and-set store for other metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js import api
+
+from tidings.backends.nats import names
+from tidings.backends.nats.connection import (
+    MAX_ATOMIC_BATCH,
+    JetStreamApiError,
+    NatsConnection,
+    NatsSettings,
+    b64decode,
+)
+from tidings.backends.nats.meta import ERR_NO_MESSAGE, ERR_STREAM_NOT_FOUND, MetaBucket
+from tidings.errors import (
+    BadRequest,
+    Conflict,
+    OffsetOutOfRange,
+    StorageUnavailable,
+    TopicNotFound,
+)
+from tidings.log.config import LogRecord, Retention
+
+DUPLICATE_WINDOW_MS = 120_000  # as the hub's dedupe window
+MAX_PARTITIONS = 1024
+MAX_READ_RECORDS = 1000  # per direct get; more is read in several
+_ERR_STREAM_EXISTS = 10058
+MAX_MSG_ID = 256  # within the room connection.HEADER_ROOM keeps for headers
+_MSG_ID = re.compile(rf"[!-~]{{1,{MAX_MSG_ID}}}")
+# nats-py recreates an ordered consumer after two missed heartbeats (its server died)
+TAIL_HEARTBEAT_S = 1.0
+
+
+class NatsLog:
+    """Topics of partitions over JetStream streams, and their metadata in KV."""
+
+    def __init__(
+        self,
+        conn: NatsConnection,
+        *,
+        replicas: int = 1,
+        duplicate_window_ms: int = DUPLICATE_WINDOW_MS,
+    ) -> None:
+        if replicas not in (1, 3, 5):
+            raise BadRequest(f"replicas must be 1, 3 or 5, not {replicas}", field="replicas")
+        self.conn = conn
+        self.replicas = replicas
+        self.duplicate_window_ms = duplicate_window_ms
+        self.topics = MetaBucket(conn, "td_topics", replicas)
+        self._partitions: dict[str, int] = {}  # topic -> partition count, as last read
+        self._tails: dict[str, _Tail] = {}  # stream -> its subscription for wait()
+        self._closed = False
+
+    @classmethod
+    async def connect(cls, settings: NatsSettings, **options: Any) -> NatsLog:
+        conn = NatsConnection(settings)
+        await conn.connect()
+        log = cls(conn, **options)
+        try:
+            await log.topics.ensure()
+        except BaseException:
+            await conn.close()
+            raise
+        return log
+
+    async def close(self) -> None:
+        self._closed = True
+        for tail in list(self._tails.values()):
+            await tail.close()
+        self._tails.clear()
+        await self.conn.close()
+
+    async def bucket(self, name: str) -> MetaBucket:
+        """A KV bucket of this log's replicas, created if needed (groups, webhooks...)."""
+        b = MetaBucket(self.conn, name, self.replicas)
+        await b.ensure()
+        return b
+
+    # -- topics ----------------------------------------------------------------
+
+    async def create_topic(
+        self,
+        topic: str,
+        partitions: int,
+        retention: Retention | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Create the topic's streams and record it; the same again changes nothing.
+        ``config`` is kept beside (the hub's own settings of the topic)."""
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise BadRequest(
+                f"partitions must be 1 to {MAX_PARTITIONS}, not {partitions}", field="partitions"
+            )
+        retention = retention or Retention()
+        for name, v in (("max_age_ms", retention.max_age_ms), ("max_bytes", retention.max_bytes)):
+            if v is not None and v <= 0:
+                raise BadRequest(f"{name} must be positive, not {v}", field=name)
+        names.encode(topic)  # refuses an empty name
+        record = {
+            **(config or {}),
+            "partitions": partitions,
+            "max_age_ms": retention.max_age_ms,
+            "max_bytes": retention.max_bytes,
+        }
+        for _ in range(10):  # another node may create or change it meanwhile
+            existing = await self.topics.get(names.key(topic))
+            try:
+                if existing is not None and existing.value is not None:
+                    if existing.value.get("partitions") != partitions:
+                        raise BadRequest(
+                            f"topic {topic!r} has {existing.value.get('partitions')} partitions",
+                            field="partitions",
+                        )
+                    await self.topics.put(names.key(topic), record, existing.revision)
+                else:
+                    await self.topics.create(names.key(topic), record)
+                break
+            except Conflict:
+                continue
+        else:
+            raise Conflict(f"topic {topic!r} kept changing while it was created", topic=topic)
+        for p in range(partitions):
+            await self._ensure_stream(topic, p, retention)
+        self._partitions[topic] = partitions
+        return record
+
+    async def _ensure_stream(self, topic: str, partition: int, retention: Retention) -> None:
+        window_ms = self.duplicate_window_ms
+        if retention.max_age_ms is not None:
+            window_ms = min(window_ms, retention.max_age_ms)  # JetStream requires it
+        config = {
+            "name": names.stream_name(topic, partition),
+            "subjects": [names.subject(topic, partition)],
+            "storage": "file",
+            "num_replicas": self.replicas,
+            "retention": "limits",
+            "discard": "old",
+            "max_age": (retention.max_age_ms or 0) * 1_000_000,
+            "max_bytes": retention.max_bytes if retention.max_bytes is not None else -1,
+            "duplicate_window": window_ms * 1_000_000,
+            "allow_direct": True,
+            "allow_atomic": True,
+            "deny_delete": True,
+            "metadata": {"tidings_topic": topic, "tidings_partition": str(partition)},
+        }
+        name = config["name"]
+        try:
+            await self.conn.api(f"STREAM.CREATE.{name}", config)
+        except JetStreamApiError as exc:
+            if exc.err_code != _ERR_STREAM_EXISTS:
+                raise
+            await self.conn.api(f"STREAM.UPDATE.{name}", config)  # new retention
+
+    async def load_topics(self) -> dict[str, dict[str, Any]]:
+        """Every topic's record, as ``create_topic`` saved it."""
+        entries, _ = await self.topics.items()
+        out = {names.decode(k): e.value for k, e in entries.items()}
+        self._partitions = {t: int(v["partitions"]) for t, v in out.items()}
+        return out
+
+    async def drop_topic(self, topic: str) -> None:
+        """Delete the topic's streams, then its record."""
+        entry = await self.topics.get(names.key(topic))
+        if entry is None or entry.value is None:
+            raise TopicNotFound(f"no topic {topic!r}", topic=topic)
+        for p in range(int(entry.value["partitions"])):
+            stream = names.stream_name(topic, p)
+            tail = self._tails.pop(stream, None)
+            if tail is not None:
+                await tail.close()
+            try:
+                await self.conn.api(f"STREAM.DELETE.{stream}")
+            except JetStreamApiError as exc:
+                if exc.err_code != ERR_STREAM_NOT_FOUND:
+                    raise
+        await self.topics.delete(names.key(topic), entry.revision)
+        self._partitions.pop(topic, None)
+
+    async def _stream(self, topic: str, partition: int) -> str:
+        """The stream of a partition that exists; else TopicNotFound or BadRequest."""
+        count = self._partitions.get(topic)
+        if count is None:
+            entry = await self.topics.get(names.key(topic))
+            if entry is None or entry.value is None:
+                raise TopicNotFound(f"no topic {topic!r}", topic=topic)
+            count = self._partitions[topic] = int(entry.value["partitions"])
+        if not 0 <= partition < count:
+            raise BadRequest(
+                f"topic {topic!r} has partitions 0 to {count - 1}, not {partition}",
+                field="partition",
+            )
+        return names.stream_name(topic, partition)
+
+    async def _gone(self, topic: str, partition: int) -> None:
+        """Raise TopicNotFound if the partition's stream does not exist (any more)."""
+        try:
+            await self.conn.api(f"STREAM.INFO.{names.stream_name(topic, partition)}")
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                self._partitions.pop(topic, None)
+                raise TopicNotFound(f"no topic {topic!r}", topic=topic) from None
+            raise
+
+    # -- records ---------------------------------------------------------------
+
+    async def append(
+        self,
+        topic: str,
+        partition: int,
+        payloads: Sequence[bytes],
+        msg_ids: Sequence[str] | None = None,
+    ) -> list[int]:
+        """Append each payload; the offset of each, once JetStream acknowledged it.
+
+        Up to 1000 payloads are one atomic batch: stored together at consecutive offsets,
+        or none (StorageUnavailable once the deadline passes); a longer append is one
+        batch per 1000. A payload whose id is in the duplicate window is not appended
+        again: its offset is the first one's (a batch holding such an id is refused
+        whole by JetStream, and then sent record by record, each answered with its own
+        offset). Without ids, fresh ones make retries inside this call safe.
+        """
+        stream = await self._stream(topic, partition)
+        if msg_ids is None:
+            msg_ids = [uuid.uuid4().hex for _ in payloads]
+        elif len(msg_ids) != len(payloads):
+            raise BadRequest(f"{len(payloads)} payloads but {len(msg_ids)} ids", field="msg_ids")
+        else:
+            for i, msg_id in enumerate(msg_ids):
+                if not _MSG_ID.fullmatch(msg_id):
+                    raise BadRequest(
+                        f"message id {i} is not 1 to {MAX_MSG_ID} printable ASCII characters "
+                        "without spaces",
+                        field="msg_ids",
+                        index=i,
+                    )
+        if not payloads:
+            return []
+        self.conn.check_size(payloads)
+
+        async def no_stream() -> None:
+            await self._gone(topic, partition)
+
+        subject = names.subject(topic, partition)
+        if len(payloads) == 1:
+            acks = await self.conn.publish(subject, payloads, msg_ids, on_no_responders=no_stream)
+            offsets = [acks[0].seq - 1]
+        else:
+            offsets = []
+            for b in range(0, len(payloads), MAX_ATOMIC_BATCH):
+                chunk, ids = payloads[b : b + MAX_ATOMIC_BATCH], msg_ids[b : b + MAX_ATOMIC_BATCH]
+                seqs = await self.conn.publish_atomic(subject, chunk, ids, no_stream)
+                if seqs is None:  # an id already stored: each record's own answer
+                    acks = await self.conn.publish(subject, chunk, ids, on_no_responders=no_stream)
+                    seqs = [a.seq for a in acks]
+                offsets += [s - 1 for s in seqs]
+        tail = self._tails.get(stream)
+        if tail is not None:
+            tail.advance(max(offsets) + 1)
+        return offsets
+
+    async def read(
+        self, topic: str, partition: int, offset: int, max_records: int = 1000,
+        max_bytes: int = 1 << 20,
+    ) -> list[LogRecord]:  # fmt: skip
+        """Records from ``offset`` on, in order: at least one if any is there, else up to
+        ``max_records`` and ``max_bytes``. OffsetOutOfRange outside [start, end]."""
+        stream = await self._stream(topic, partition)
+        if max_records < 1 or max_bytes < 1:
+            raise BadRequest("max_records and max_bytes must be positive", field="max_records")
+        if offset < 0:
+            raise await self._out_of_range(stream, offset)
+        batch = min(max_records, MAX_READ_RECORDS)
+        msgs, _ = await self.conn.direct_batch(stream, offset + 1, batch, max_bytes)
+        if not msgs:
+            start, end = await self._bounds(stream)
+            if not start <= offset <= end:
+                raise _range_error(offset, start, end)
+            if offset == end:
+                return []
+            return await self._read_leader(stream, offset)  # a replica behind answered
+        records: list[LogRecord] = []
+        size = 0
+        for msg in msgs:
+            hdrs = msg.headers or {}
+            seq = int(hdrs["Nats-Sequence"])
+            if not records and seq != offset + 1:
+                raise await self._out_of_range(stream, offset)  # retention took it
+            size += len(msg.data)
+            if records and size > max_bytes:
+                break
+            records.append((seq - 1, _ts_ms(hdrs["Nats-Time-Stamp"]), msg.data))
+        return records
+
+    async def _read_leader(self, stream: str, offset: int) -> list[LogRecord]:
+        try:
+            resp = await self.conn.api(f"STREAM.MSG.GET.{stream}", {"seq": offset + 1})
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_NO_MESSAGE:
+                raise await self._out_of_range(stream, offset) from None
+            raise
+        m = resp["message"]
+        data = b64decode(m.get("data", ""))
+        return [(int(m["seq"]) - 1, _ts_ms(m["time"]), data)]
+
+    async def _out_of_range(self, stream: str, offset: int) -> OffsetOutOfRange:
+        start, end = await self._bounds(stream)
+        return _range_error(offset, start, end)
+
+    async def _bounds(self, stream: str) -> tuple[int, int]:
+        state = (await self.conn.api(f"STREAM.INFO.{stream}"))["state"]
+        end = int(state["last_seq"])
+        start = end if int(state["messages"]) == 0 else int(state["first_seq"]) - 1
+        tail = self._tails.get(stream)
+        if tail is not None:
+            tail.advance(end)
+        return start, end
+
+    async def bounds(self, topic: str, partition: int) -> tuple[int, int]:
+        """(start_offset, end_offset), from the stream leader."""
+        return await self._bounds(await self._stream(topic, partition))
+
+    async def start_offset(self, topic: str, partition: int) -> int:
+        return (await self.bounds(topic, partition))[0]
+
+    async def end_offset(self, topic: str, partition: int) -> int:
+        return (await self.bounds(topic, partition))[1]
+
+    async def offset_for_time(self, topic: str, partition: int, ts_ms: int) -> int:
+        """The offset of the first record appended at ``ts_ms`` or later; the end if none."""
+        stream = await self._stream(topic, partition)
+        when = datetime.fromtimestamp(max(ts_ms, 0) / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            resp = await self.conn.api(f"STREAM.MSG.GET.{stream}", {"start_time": when})
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_NO_MESSAGE:
+                return (await self._bounds(stream))[1]
+            raise
+        return int(resp["message"]["seq"]) - 1
+
+    async def wait(
+        self, topic: str, partition: int, offset: int, timeout: float | None = None
+    ) -> bool:
+        """True once a record at ``offset`` is readable; False on timeout or close."""
+        stream = await self._stream(topic, partition)
+        tail = self._tails.get(stream)
+        if tail is None:
+            tail = self._tails[stream] = _Tail(self, stream, names.subject(topic, partition))
+        await tail.started()
+        return await tail.wait(offset, timeout)
+
+
+class _Tail:
+    """The end of one partition as this node sees it, kept by an ordered consumer that
+    JetStream feeds with each stored record's headers; waiters wake as it passes them."""
+
+    def __init__(self, log: NatsLog, stream: str, subject: str) -> None:
+        self.log = log
+        self.stream = stream
+        self.subject = subject
+        self.end = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._sub: Any = None
+        self._start: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def started(self) -> None:
+        if self._start is None:
+            self._start = asyncio.ensure_future(self._subscribe())
+        try:
+            await asyncio.shield(self._start)
+        except BaseException:
+            if self._start.done():
+                self._start = None  # let the next wait try again
+            raise
+
+    async def _subscribe(self) -> None:
+        _, end = await self.log._bounds(self.stream)
+        self.advance(end)
+
+        async def on_msg(msg: Msg) -> None:
+            self.advance(msg.metadata.sequence.stream)
+
+        conn = self.log.conn
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=end + 1
+        )
+        deadline = time.monotonic() + conn.settings.retry_deadline_s
+        while True:
+            try:
+                js = conn.client.jetstream(timeout=conn.settings.request_timeout_s)
+                self._sub = await js.subscribe(
+                    self.subject, stream=self.stream, cb=on_msg, ordered_consumer=True,
+                    config=config, headers_only=True, idle_heartbeat=TAIL_HEARTBEAT_S,
+                )  # fmt: skip
+                return
+            except Exception as exc:  # an election in progress: the API does not answer
+                if time.monotonic() > deadline or self._closed:
+                    raise StorageUnavailable(f"cannot follow {self.stream}: {exc}") from None
+                await asyncio.sleep(0.1)
+
+    def advance(self, end: int) -> None:
+        if end <= self.end:
+            return
+        self.end = end
+        keep = []
+        for offset, fut in self._waiters:
+            if offset < end:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((offset, fut))
+        self._waiters = keep
+
+    async def wait(self, offset: int, timeout: float | None) -> bool:
+        if self.end > offset:
+            return True
+        if self._closed:
+            return False
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((offset, fut))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fut, timeout)
+        return self.end > offset
+
+    async def close(self) -> None:
+        self._closed = True
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters = []
+        if self._start is not None and not self._start.done():
+            self._start.cancel()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+
+def _range_error(offset: int, start: int, end: int) -> OffsetOutOfRange:
+    return OffsetOutOfRange(f"offset {offset} is outside [{start}, {end}]", start=start, end=end)
+
+
+_SECONDS: dict[str, int] = {}
+
+
+def _ts_ms(stamp: str) -> int:
+    """Milliseconds of a JetStream time stamp (RFC 3339 in UTC, ``Z``, up to 9 digits
+    of fraction, trailing zeros dropped)."""
+    head = stamp[:19]
+    secs = _SECONDS.get(head)
+    if secs is None:
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        secs = _SECONDS[head] = calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S"))
+    frac = stamp[20:-1] if len(stamp) > 20 and stamp[19] == "." else ""
+    return secs * 1000 + int((frac + "000")[:3])
