@@ -189,6 +189,7 @@ class App:
         types: str | Iterable[str] | None = None,
         commit_interval: float = 0.1,
         commit_records: int = 20_000,
+        partitioned: bool = False,
     ) -> Callable[[V], V]:
         """Register the decorated ``def fold(current, event) -> new | None`` as view ``name``.
 
@@ -198,12 +199,18 @@ class App:
         (``GET /v1/views/{name}/keys/{key}``). The state is committed to the hub
         every ``commit_interval`` seconds or ``commit_records`` records; see
         :mod:`tidings.app.processor`. The function stays callable.
+
+        ``partitioned=True`` when ``key(event)`` is the event's ``partitionkey``
+        (a key then lives in one partition): the view runs as one task per input
+        partition, shared by the processes of the app (an event whose key is not
+        its partitionkey stops the view, saying so). Otherwise it is one task.
         """
 
         def register(func: V) -> V:
             self._add_stream(view_spec(
                 self.name, name, topics, key, func, types=types,
                 commit_interval=commit_interval, commit_records=commit_records,
+                partitioned=partitioned,
             ))
             return func
 
@@ -221,6 +228,7 @@ class App:
         emit: str = "final",
         commit_interval: float = 0.1,
         commit_records: int = 20_000,
+        partitioned: bool = False,
     ) -> StreamSpec:
         """Register window view ``name``: ``agg`` of ``topic``'s events per ``key(event)``
         in each ``window`` (``Tumbling``, ``Hopping``, ``Sliding``, ``Session`` from
@@ -229,11 +237,13 @@ class App:
         Results go to topic ``name`` (``emit="final"``: once, when a window closes;
         ``"updates"``: on every change too) and are served as view keys
         ``{key}@{window start}``; late events go to ``{name}.late``. Answers the
-        registration (a window has no function of its own).
+        registration (a window has no function of its own). ``partitioned``: as
+        for :meth:`view`.
         """
         spec = window_spec(
             self.name, name, topic, window, key, agg, types=types, emit=emit,
             commit_interval=commit_interval, commit_records=commit_records,
+            partitioned=partitioned,
         )
         self._add_stream(spec)
         return spec
