@@ -299,12 +299,8 @@ class ViewRoutes:
         check_view_scope(token, self.views.view(name).inputs, "subscribe", name)
         _only(q.keys(), set(_SSE_QUERY))
         resume = request.headers.get("last-event-id", "").strip() or q.get("from")
-        if resume is not None and parse_resume(resume) is None:
-            raise BadRequest(
-                f"resume token {resume!r} is not a view's resume token like '3@0:42,1:7' "
-                "(generation 3, the next offset of each changelog partition)",
-                field="Last-Event-ID" if request.headers.get("last-event-id") else "from",
-            )
+        field = "Last-Event-ID" if request.headers.get("last-event-id") else "from"
+        check_resume(self.api.hub, name, resume, field)
         return StreamingResponse(
             self._sse(name, resume),
             media_type="text/event-stream",
@@ -403,11 +399,24 @@ def ws_follow(
     """The WebSocket frames of a view subscription (``view.snapshot``, ``view.change``),
     once the token's scope and ``resume`` are checked (raised here, not when iterated)."""
     check_view_scope(token, hub.views.view(name).inputs, "subscribe", name)
-    if resume is not None and parse_resume(resume) is None:
-        raise BadRequest(
-            f"from {resume!r} is not a view's resume token like '3@0:42,1:7'", field="from"
-        )
+    check_resume(hub, name, resume, "from")
     return _ws_frames(hub, sub, name, resume, heartbeat_s)
+
+
+def check_resume(hub: Hub, name: str, resume: str | None, field: str) -> None:
+    """BadRequest unless ``resume`` is None or a resume token of view ``name``: its
+    partitions are those of the changelog (one per task)."""
+    if resume is None:
+        return
+    given = parse_resume(resume)
+    tasks = hub.views.view(name).tasks
+    if given is None or any(p >= tasks for p in given[1]):
+        raise BadRequest(
+            f"{field} {resume!r} is not a resume token of view {name!r} like '3@0:42' "
+            f"(generation 3, then the next offset of each of its {tasks} changelog "
+            "partition(s): '3@0:42,1:7,...')",
+            field=field,
+        )
 
 
 async def _ws_frames(
