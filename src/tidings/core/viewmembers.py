@@ -31,13 +31,15 @@ MAX_MEMBERS = 1000
 
 
 def check_member(member: object) -> str:
-    """A member id: a non-empty string of printable characters, at most 200."""
-    if not isinstance(member, str) or not 1 <= len(member) <= MAX_MEMBER or not (
-        member.isprintable()
+    """A member id: a string of 1 to 200 characters, none a control character."""
+    if (
+        not isinstance(member, str)
+        or not 1 <= len(member) <= MAX_MEMBER
+        or any(ord(c) < 32 or ord(c) == 127 for c in member)
     ):
         raise BadRequest(
-            f"member must be a string of 1 to {MAX_MEMBER} printable characters naming the "
-            f"process (such as app@host:pid), not {member!r}",
+            f"member must be a string of 1 to {MAX_MEMBER} characters without control "
+            f"characters naming the process (such as app@host:pid), not {member!r}",
             field="member",
         )
     return member
