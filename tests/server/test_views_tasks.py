@@ -60,8 +60,10 @@ async def test_a_partitioned_view_has_a_changelog_partition_per_task(
     base, name, topic = hub.base_url, unique("v"), unique()
     await put_topic(http, base, topic, partitions=3)
     info = await declare(http, base, name, [topic])
-    assert (info["tasks"], info["partitioned"], info["changelog"]["next"]) == (3, True, "0:0,1:0,2:0")
-    await publish(http, base, topic, *({"type": "t", "partitionkey": f"p{i}"} for i in range(30)))
+    assert (info["tasks"], info["partitioned"]) == (3, True)
+    assert info["changelog"]["next"] == "0:0,1:0,2:0"
+    keyed = ({"type": "t", "partitionkey": f"p{i}"} for i in range(30))
+    await publish(http, base, topic, *keyed)
     ends = await next_offsets(http, base, topic)
     assert all(ends)
     # Each task commits to its own partition, compared and set on that partition's end.

@@ -207,6 +207,12 @@ class ViewProcessor:
         return min(h for h in got if h is not None)
 
     @property
+    def commit_records(self) -> int:
+        """Records per commit at most, the least of the running tasks'."""
+        return min((r.commit_records for r in self.runners.values()),
+                   default=self.spec.commit_records)
+
+    @property
     def failures(self) -> int:
         return sum(r.failures for r in self.runners.values())
 
