@@ -302,3 +302,116 @@ async def test_a_replay_by_one_process_equals_the_run_by_three(
     finally:
         stop.set()
         await run.close()
+
+
+JOIN_WORKER = """
+import os
+from tidings import App
+
+app = App("joiner", hub=os.environ["HUB"], poll_wait=0.2, register_schemas=False)
+
+@app.join("paid", left="orders", right="payments", within="1h", grace="1h",
+          key=lambda e: e.data["customer"], partitioned=True)
+def pair(order, payment):
+    return {"order": order.data["order"], "payment": payment.data["payment"]}
+
+@app.enrich("named", stream="orders", table="customers", key=lambda e: e.data["customer"],
+            table_key=lambda e: e.data["id"], partitioned=True)
+def with_name(order, customer):
+    return None if customer is None else {"order": order.data["order"],
+                                          "name": customer["name"]}
+"""
+
+
+async def test_co_partitioned_joins_are_shared_and_exact(
+    hub_factory: HubFactory, tmp_path: Path
+) -> None:
+    """A join and an enrichment over co-partitioned topics (keyed by customer) run by
+    two processes: every pair once, each order with the name of its time."""
+    rng = random.Random(int(os.environ.get("TIDINGS_SEED", "16")) + 3)
+    hub = hub_factory.start(fsync="interval:5")
+    t, client = HttpTransport(hub.base_url), AsyncClient(hub.base_url)
+    await t.open()
+    apps = []
+    for i in range(2):
+        d = tmp_path / f"p{i}"
+        d.mkdir()
+        apps.append(AppProcess(d, hub.base_url, JOIN_WORKER, name=f"p{i}"))
+    try:
+        for topic in ("orders", "payments", "customers"):
+            await client.create_topic(topic, partitions=2)
+        for app in apps:
+            app.start()
+
+        async def shared() -> bool:
+            for view in ("paid", "named"):
+                try:
+                    members = (await client.view(view))["members"]
+                except NotFound:
+                    return False
+                if len(members) != 2 or not all(members.values()):
+                    return False
+            return True
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while not await shared():  # each process runs a task of each view
+            assert loop.time() < deadline, "\n".join(a.logs() for a in apps)
+            await asyncio.sleep(0.2)
+        names: dict[str, str] = {}
+        orders: list[tuple[str, str, str | None]] = []  # order, customer, name then
+        payments: list[tuple[str, str]] = []  # payment, customer
+        for step in range(60):
+            c = f"c{rng.randrange(8)}"
+            kind = rng.choice(["customer", "order", "payment"])
+            if kind == "customer":
+                names[c] = f"name{step}"
+                event = {"type": "customer", "data": {"id": c, "name": names[c]}}
+                topic = "customers"
+            elif kind == "order":
+                orders.append((f"o{step}", c, names.get(c)))
+                event = {"type": "order", "data": {"order": f"o{step}", "customer": c}}
+                topic = "orders"
+            else:
+                payments.append((f"p{step}", c))
+                event = {"type": "payment", "data": {"payment": f"p{step}", "customer": c}}
+                topic = "payments"
+            await t.publish(topic, [{**event, "id": f"e{step}", "partitionkey": c}])
+            await asyncio.sleep(0.01)  # one after the other in append order
+
+        want_pairs = sorted(
+            ({"order": o, "payment": p} for o, oc, _ in orders for p, pc in payments if oc == pc),
+            key=str,
+        )
+        want_named = sorted(
+            ({"order": o, "name": n} for o, _, n in orders if n is not None), key=str
+        )
+
+        async def results(topic: str) -> list[Any]:
+            try:
+                records = await t.read_all(topic)
+            except NotFound:  # not made yet: the processes have not declared the view
+                return []
+            return sorted((r["event"]["data"] for r in records), key=str)
+
+        deadline = loop.time() + 60
+        while (await results("paid"), await results("named")) != (want_pairs, want_named):
+            assert loop.time() < deadline, "\n".join(a.logs() for a in apps)
+            await asyncio.sleep(0.2)
+        for view in ("paid", "named"):
+            info = await client.view(view)
+            assert info["tasks"] == 2
+            owners = {c["owner"] for c in info["checkpoints"]}
+            assert len(owners) == 2, owners  # both processes ran a task
+        table: dict[str, Any] = {}
+        for task in range(2):
+            table.update((await load_changelog(t, "named", task)).values)
+        assert table == {c: {"id": c, "name": n} for c, n in names.items()}
+        for app in apps:
+            assert app.stop() == 0, app.logs()
+    finally:
+        for app in apps:
+            if app.proc is not None and app.proc.poll() is None:
+                app.kill()
+        await t.close()
+        await client.close()

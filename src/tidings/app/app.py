@@ -259,17 +259,20 @@ class App:
         right_key: Callable[[Any], str] | None = None,
         grace: str | float = "0s",
         idle: str | float | None = None,
+        partitioned: bool = False,
     ) -> Callable[[V], V]:
         """Register the decorated ``def join(left_event, right_event) -> data | None``:
         each event of ``left`` is matched with every event of ``right`` with the same
         key (``key``, ``right_key`` for the right side, by default ``key``) and an
         event time at most ``within`` away; each pair's data is published once to
         topic ``name`` (type ``tidings.join.result``); late events go to
-        ``{name}.late`` as for windows."""
+        ``{name}.late`` as for windows. ``partitioned``: as for :meth:`view` (both
+        keys are their events' partitionkey; ``left`` and ``right`` co-partitioned)."""
 
         def register(func: V) -> V:
             self._add_stream(join_spec(self.name, name, left, right, within, key, func,
-                                       right_key=right_key, grace=grace, idle=idle))
+                                       right_key=right_key, grace=grace, idle=idle,
+                                       partitioned=partitioned))
             return func
 
         return register
@@ -283,16 +286,18 @@ class App:
         key: Callable[[Any], str],
         table_key: Callable[[Any], str],
         table_fold: Callable[[Any, Any], Any] | None = None,
+        partitioned: bool = False,
     ) -> Callable[[V], V]:
         """Register the decorated ``def join(event, value) -> data | None``: ``table``'s
         events fold into a value per ``table_key`` (``table_fold(current, event)``, by
         default the latest event's data), served as view ``name``; each event of
         ``stream`` is joined with the value of its ``key`` as of its place in append
-        order, and the data published to topic ``name`` (None: nothing)."""
+        order, and the data published to topic ``name`` (None: nothing).
+        ``partitioned``: as for :meth:`join`."""
 
         def register(func: V) -> V:
             self._add_stream(enrich_spec(self.name, name, stream, table, key, table_key, func,
-                                         table_fold=table_fold))
+                                         table_fold=table_fold, partitioned=partitioned))
             return func
 
         return register

@@ -248,17 +248,23 @@ def join_spec(
     idle: object = None,
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     commit_records: int = DEFAULT_COMMIT_RECORDS,
+    partitioned: object = False,
 ) -> StreamSpec:
     """Two streams matched by key within ``within`` of event time: ``join(l, r)`` per pair."""
     check_name("join name", name)
     inputs = _two_topics(name, left, right, "the left and right")
     window = Join(within, grace=grace, idle=idle)
-    key_f = _check_callable("key", key, 1)
-    right_f = key_f if right_key is None else _check_callable("right_key", right_key, 1)
+    split = _check_partitioned(partitioned)
+    key_f = _owned(name, _check_callable("key", key, 1), split)
+    right_f = key_f if right_key is None else _owned(
+        name, _check_callable("right_key", right_key, 1), split
+    )
     join_f = _check_callable(f"join {name!r}: the joining function", join, 2)
     interval, records = _check_commit(commit_interval, commit_records)
-    declaration = {"kind": "window", "inputs": list(inputs), "app": app,
-                   "window": window.describe(), "emit": "final"}
+    declaration: dict[str, Any] = {"kind": "window", "inputs": list(inputs), "app": app,
+                                   "window": window.describe(), "emit": "final"}
+    if split:
+        declaration["partitioned"] = True
     return StreamSpec(
         name=name,
         kind="window",
@@ -268,6 +274,7 @@ def join_spec(
         make_operator=lambda: StreamJoin(name, inputs, window, key_f, right_f, join_f),
         commit_interval=interval,
         commit_records=records,
+        partitioned=split,
     )
 
 
@@ -287,17 +294,21 @@ def enrich_spec(
     table_fold: object = None,
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     commit_records: int = DEFAULT_COMMIT_RECORDS,
+    partitioned: object = False,
 ) -> StreamSpec:
     """``stream``'s events joined with ``table``'s value for their key: ``join(e, value)``."""
     check_name("enrich name", name)
     inputs = _two_topics(name, stream, table, "the stream and table")
-    key_f = _check_callable("key", key, 1)
-    table_key_f = _check_callable("table_key", table_key, 1)
+    split = _check_partitioned(partitioned)
+    key_f = _owned(name, _check_callable("key", key, 1), split)
+    table_key_f = _owned(name, _check_callable("table_key", table_key, 1), split)
     fold_f = _latest_data if table_fold is None else _check_callable("table_fold", table_fold, 2)
     join_f = _check_callable(f"enrich {name!r}: the joining function", join, 2)
     interval, records = _check_commit(commit_interval, commit_records)
-    declaration = {"kind": "view", "inputs": list(inputs), "app": app, "window": None,
-                   "emit": None}
+    declaration: dict[str, Any] = {"kind": "view", "inputs": list(inputs), "app": app,
+                                   "window": None, "emit": None}
+    if split:
+        declaration["partitioned"] = True
     return StreamSpec(
         name=name,
         kind="view",
@@ -307,4 +318,5 @@ def enrich_spec(
         make_operator=lambda: EnrichOperator(name, inputs, key_f, table_key_f, fold_f, join_f),
         commit_interval=interval,
         commit_records=records,
+        partitioned=split,
     )
