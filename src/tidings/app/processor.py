@@ -276,6 +276,12 @@ class ViewProcessor:
                 runner = self.runners[task] = TaskRunner(self, task)
                 runner.done = asyncio.ensure_future(runner.run())
             await self._pause(every)
+        # Stopping: the tasks commit what they processed, then the process leaves, so
+        # that its tasks go to the others at once.
+        for runner in self.runners.values():
+            runner.stop()
+        running = [r.done for r in self.runners.values() if r.done is not None]
+        await asyncio.gather(*running, *self._ending, return_exceptions=True)
         with contextlib.suppress(TidingsError, OSError):
             await t.view_members(name, self.owner, leave=True)
 
