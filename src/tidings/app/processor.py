@@ -258,6 +258,11 @@ class ViewProcessor:
                     declared = False
                     await self._pause(_FAILED_PAUSE_S * 5)
                 continue
+            except Exception:
+                logger.exception("view %s: heartbeat failed; retrying", name,
+                                 extra={"view": name})
+                await self._pause(_RETRY_PAUSE_S)
+                continue
             self.heartbeats += 1
             every = max(0.05, int(answer.get("heartbeat_ms", 1000)) / 1000)
             mine = {int(p) for p in answer.get("tasks", [])}
