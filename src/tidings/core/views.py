@@ -8,18 +8,19 @@ append to the task's partition, all or nothing across a crash, and only if that
 partition ends at the offset the processor expects and the generation is the
 view's (compare and set: one writer per task at a time, whoever it is). The
 processes running a partitioned view share its tasks through
-:meth:`Views.members` (:mod:`tidings.core.viewmembers`). The hub materializes every changelog in
-memory: each served key's latest value with the offset of the record holding it,
-and the latest checkpoint. It builds them at start by reading the changelogs and
-applies each commit once it is durable, so what it serves is always a whole
-commit. :meth:`Views.rebuild` drops and recreates the changelog under the next
-generation: the processor's next commit gets 409, and it replays from earliest.
+:meth:`Views.members` (:mod:`tidings.core.viewmembers`). The hub materializes
+every changelog in memory: each served key's latest value with the partition
+and offset of the record holding it, and each task's latest checkpoint. It
+builds them at start by reading the changelogs and applies each commit once it
+is durable, so what it serves is always whole commits. :meth:`Views.rebuild`
+drops and recreates the changelog under the next generation: the processor's
+next commit gets 409, and it replays from earliest.
 
 The declaration (kind, inputs, app, window, emit, partitioned, tasks,
-generation) is kept in the
-changelog topic's saved config (``Storage.save_topic``), under ``"view"``.
-The change feed (SSE, WebSocket) is a cursor over the changelog: a snapshot of
-the materialized keys at an offset, then each ``v:`` record after it.
+generation) is kept in the changelog topic's saved config
+(``Storage.save_topic``), under ``"view"``. The reads, and the change feed (SSE,
+WebSocket), a cursor over every partition of the changelog, are
+:mod:`tidings.core.viewreads`.
 
 Imports the core below it; the hub makes one (``hub.views``); ``server/views``
 serves it.
