@@ -284,6 +284,26 @@ async def test_views_and_windows_under_the_test_harness_in_virtual_time() -> Non
         assert {(d["key"], d["start"]): d["value"] for d in found} == window_reference(evs, 1000)
 
 
+async def test_a_partitioned_view_under_the_test_harness() -> None:
+    """TestHub runs a partitioned view's tasks too (the harness is its only member), and
+    drain() waits for every task."""
+    topic, view = name("sales"), name("totals")
+    app = App(name("harnessed"), hub="http://127.0.0.1:1", register_schemas=False)
+
+    @app.view(view, topics=[topic], key=lambda e: e.get("partitionkey"), partitioned=True)
+    def fold(current: dict[str, int] | None, e: Any) -> dict[str, int]:
+        return totals(current, e)
+
+    async with TestHub(app) as hub:
+        evs = events(hub.time_ms(), 12)
+        for ev in evs:
+            await hub.publish(topic, event={**ev, "partitionkey": ev["data"]["k"]})
+        await hub.drain()
+        for k, want in fold_reference(evs).items():
+            got = await app.view_get(view, k)
+            assert got is not None and got["value"] == want
+
+
 async def rebuild(t: Transport, view: str) -> None:
     """``tidings views rebuild NAME`` against a hub over HTTP; the core's call in process."""
     if isinstance(t, HttpTransport):
