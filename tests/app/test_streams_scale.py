@@ -116,6 +116,11 @@ class Run:
     async def done(self, events: list[dict[str, Any]]) -> bool:
         """Every task has committed every event of its partition and closed the window
         of its partition's last event."""
+        for name in (VIEW, WINDOW):
+            try:
+                await self.client.view(name)
+            except NotFound:
+                return False  # not declared yet: its changelog is not there to read
         ends = await self.t.end_positions(TOPIC)
         last: dict[int, int] = {}
         for r in await self.t.read_all(TOPIC):
@@ -183,7 +188,9 @@ async def check_exact(run: Run) -> tuple[dict[str, Any], dict[str, Any], set[str
 async def stop_all(run: Run) -> None:
     for app in run.apps:
         if app.proc is not None and app.proc.poll() is None:
-            assert app.stop() == 0, app.logs()
+            # In a thread: the loop goes on meanwhile, and sees the hub close idle
+            # connections (a blocked loop would reuse one the hub has closed).
+            assert await asyncio.to_thread(app.stop) == 0, app.logs()
 
 
 @pytest.mark.parametrize("processes", [2, 3])
@@ -285,7 +292,13 @@ async def test_a_replay_by_one_process_equals_the_run_by_three(
         for app in three:
             app.start()
         load = asyncio.create_task(run.publish(stop, rng, most=3000))
-        await asyncio.sleep(3.0)
+
+        async def shared() -> bool:
+            members = await run.members()
+            return len(members) == 3 and all(members.values())
+
+        await run.wait_for("each of the three runs a task", shared)
+        await asyncio.sleep(2.0)
         stop.set()
         await load
         live = await check_exact(run)
@@ -408,7 +421,7 @@ async def test_co_partitioned_joins_are_shared_and_exact(
             table.update((await load_changelog(t, "named", task)).values)
         assert table == {c: {"id": c, "name": n} for c, n in names.items()}
         for app in apps:
-            assert app.stop() == 0, app.logs()
+            assert await asyncio.to_thread(app.stop) == 0, app.logs()
     finally:
         for app in apps:
             if app.proc is not None and app.proc.poll() is None:
