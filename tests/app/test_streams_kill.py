@@ -53,9 +53,10 @@ app.window({WINDOW!r}, topic={TOPIC!r}, window=Tumbling("1s", grace="0s", idle="
 
 
 class AppProcess:
-    def __init__(self, directory: Path, hub: str) -> None:
-        (directory / "worker.py").write_text(textwrap.dedent(WORKER))
+    def __init__(self, directory: Path, hub: str, worker: str = WORKER, name: str = "app") -> None:
+        (directory / "worker.py").write_text(textwrap.dedent(worker))
         self.directory = directory
+        self.name = name
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
         self.env.update(PYTHONUNBUFFERED="1", HUB=hub)
         self.runs = 0
@@ -63,7 +64,7 @@ class AppProcess:
 
     def start(self) -> None:
         self.runs += 1
-        with (self.directory / f"app-{self.runs}.log").open("wb") as out:
+        with (self.directory / f"{self.name}-{self.runs}.log").open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tidings", "run", "worker:app"],
                 cwd=self.directory, env=self.env, stdin=subprocess.DEVNULL,
@@ -82,7 +83,7 @@ class AppProcess:
 
     def logs(self) -> str:
         return "\n".join(
-            (self.directory / f"app-{i}.log").read_text(errors="replace")[-3000:]
+            (self.directory / f"{self.name}-{i}.log").read_text(errors="replace")[-3000:]
             for i in range(max(1, self.runs - 2), self.runs + 1)
         )
 

@@ -184,15 +184,15 @@ async def test_commits_are_compared_and_set_on_the_changelog_end(hub: Hub) -> No
     await hub.views.put("stock", STOCK)
     first = await commit(hub, "stock", {"a": 1, "b": 2}, 3, expect=0)
     assert first == {"offset": 0, "next": 3}
-    assert hub.views.get("stock", "a") == (1, 0)
+    assert hub.views.get("stock", "a") == (1, 0, 0)
     with pytest.raises(Conflict) as lost:
         await commit(hub, "stock", {"a": 5}, 4, expect=0)  # a writer that did not see it
     assert lost.value.fields["next_offset"] == 3 and lost.value.fields["field"] == "expect"
-    assert hub.views.get("stock", "a") == (1, 0)
+    assert hub.views.get("stock", "a") == (1, 0, 0)
     await commit(hub, "stock", {"a": DELETE, "c": {"n": 3}}, 5, expect=3)
     with pytest.raises(ViewNotFound):
         hub.views.get("stock", "a")
-    assert hub.views.get("stock", "c") == ({"n": 3}, 4)
+    assert hub.views.get("stock", "c") == ({"n": 3}, 0, 4)
     info = hub.views.info("stock")
     assert info["keys"] == 2 and info["positions"] == {"inventory": "0:5"}
     assert info["checkpoint"]["position"] == "0:5"
@@ -220,7 +220,7 @@ async def test_a_rebuild_empties_the_view_and_refuses_the_old_generation(hub: Hu
         await commit(hub, "stock", {"a": 2}, 1, expect=0, generation=0)
     assert stale.value.fields["generation"] == 1
     await commit(hub, "stock", {"a": 3}, 1, expect=0, generation=1)
-    assert hub.views.get("stock", "a") == (3, 0)
+    assert hub.views.get("stock", "a") == (3, 0, 0)
 
 
 @pytest.mark.parametrize(
@@ -277,7 +277,7 @@ async def test_the_checkpoint_is_written_last_wherever_it_is_given(hub: Hub) -> 
     await hub.views.put("stock", STOCK)
     events = commit_events("stock", 0, 0, {"a": 1, "b": 2}, {"inventory": {"0": 1}})
     await hub.views.commit("stock", 0, 0, [events[-1], *events[:-1]])
-    assert hub.views.get("stock", "a") == (1, 0)
+    assert hub.views.get("stock", "a") == (1, 0, 0)
     assert hub.views.info("stock")["checkpoint"]["position"] == "0:2"
 
 
@@ -294,11 +294,11 @@ async def test_keys_scan_in_order_a_page_at_a_time(hub: Hub) -> None:
     await hub.views.put("stock", STOCK)
     await commit(hub, "stock", {f"sku-{i}@x": i for i in range(7)} | {"other": 0}, 8)
     page, nxt = hub.views.scan("stock", prefix="sku-", limit=3)
-    assert [k for k, _, _ in page] == ["sku-0@x", "sku-1@x", "sku-2@x"] and nxt == "sku-2@x"
-    seen = [k for k, _, _ in page]
+    assert [k for k, _, _, _ in page] == ["sku-0@x", "sku-1@x", "sku-2@x"] and nxt == "sku-2@x"
+    seen = [k for k, _, _, _ in page]
     while nxt is not None:
         page, nxt = hub.views.scan("stock", prefix="sku-", after=nxt, limit=3)
-        seen += [k for k, _, _ in page]
+        seen += [k for k, _, _, _ in page]
     assert seen == [f"sku-{i}@x" for i in range(7)]
     assert hub.views.scan("stock", limit=100)[1] is None
     with pytest.raises(BadRequest):
@@ -322,7 +322,7 @@ async def test_the_change_feed_follows_a_snapshot_and_resets_after_a_rebuild(hub
     await hub.views.put("stock", STOCK)
     await commit(hub, "stock", {"a": 1}, 1)
     generation, offset, entries = hub.views.snapshot("stock")
-    assert (generation, offset, entries) == (0, 2, [("a", 1, 0)])
+    assert (generation, offset, entries) == (0, {0: 2}, [("a", 1, 0, 0)])
     later = asyncio.create_task(hub.views.changes("stock", generation, offset, wait_s=10))
     await commit(hub, "stock", {"b": 2, "a": DELETE}, 2)
     feed = await later
@@ -330,7 +330,7 @@ async def test_the_change_feed_follows_a_snapshot_and_resets_after_a_rebuild(hub
         {"key": "b", "value": 2, "position": "0:2"},
         {"key": "a", "deleted": True, "position": "0:3"},
     ]
-    assert feed.next == 5 and not feed.reset
+    assert feed.next == {0: 5} and not feed.reset
     await hub.views.rebuild("stock")
     assert (await hub.views.changes("stock", generation, feed.next)).reset
 
@@ -448,7 +448,7 @@ async def test_a_commit_whose_caller_is_cancelled_is_served_once_it_lands(
                 if (ev := orjson.loads(payload))["partitionkey"].startswith("v:")
             }
             assert set(view.keys) == landed, seq
-            assert view.applied == part.end_offset
+            assert view.applied == [part.end_offset]
         assert any(f"k{seq}" in view.keys for seq in range(12))  # some landed
     finally:
         await hub.close()

@@ -55,7 +55,9 @@ STATE_DEPENDENT = {
     # an input of the view; partitions that exist
     "getViewKey": {"min_position", "topic"},
     "viewKeys": {"min_position", "topic"},
-    "commitView": {"events"},  # the checkpoint's generation, judged against the view's
+    # the checkpoint's generation, judged against the view's; a partition it has
+    "commitView": {"events", "partition"},
+    "viewSse": {"from", "Last-Event-ID"},  # partitions the view's changelog has
     # a window view's result topics ({view}, {view}.late) against its name's length and
     # its inputs; a hopping window's every against its size
     "putView": {"view", "inputs", "window.every"},

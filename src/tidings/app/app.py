@@ -193,6 +193,7 @@ class App:
         types: str | Iterable[str] | None = None,
         commit_interval: float = 0.1,
         commit_records: int = 20_000,
+        partitioned: bool = False,
     ) -> Callable[[V], V]:
         """Register the decorated ``def fold(current, event) -> new | None`` as view ``name``.
 
@@ -202,12 +203,18 @@ class App:
         (``GET /v1/views/{name}/keys/{key}``). The state is committed to the hub
         every ``commit_interval`` seconds or ``commit_records`` records; see
         :mod:`tidings.app.processor`. The function stays callable.
+
+        ``partitioned=True`` when ``key(event)`` is the event's ``partitionkey``
+        (a key then lives in one partition): the view runs as one task per input
+        partition, shared by the processes of the app (an event whose key is not
+        its partitionkey stops the view, saying so). Otherwise it is one task.
         """
 
         def register(func: V) -> V:
             self._add_stream(view_spec(
                 self.name, name, topics, key, func, types=types,
                 commit_interval=commit_interval, commit_records=commit_records,
+                partitioned=partitioned,
             ))
             return func
 
@@ -225,6 +232,7 @@ class App:
         emit: str = "final",
         commit_interval: float = 0.1,
         commit_records: int = 20_000,
+        partitioned: bool = False,
     ) -> StreamSpec:
         """Register window view ``name``: ``agg`` of ``topic``'s events per ``key(event)``
         in each ``window`` (``Tumbling``, ``Hopping``, ``Sliding``, ``Session`` from
@@ -233,11 +241,13 @@ class App:
         Results go to topic ``name`` (``emit="final"``: once, when a window closes;
         ``"updates"``: on every change too) and are served as view keys
         ``{key}@{window start}``; late events go to ``{name}.late``. Answers the
-        registration (a window has no function of its own).
+        registration (a window has no function of its own). ``partitioned``: as
+        for :meth:`view`.
         """
         spec = window_spec(
             self.name, name, topic, window, key, agg, types=types, emit=emit,
             commit_interval=commit_interval, commit_records=commit_records,
+            partitioned=partitioned,
         )
         self._add_stream(spec)
         return spec
@@ -253,17 +263,20 @@ class App:
         right_key: Callable[[Any], str] | None = None,
         grace: str | float = "0s",
         idle: str | float | None = None,
+        partitioned: bool = False,
     ) -> Callable[[V], V]:
         """Register the decorated ``def join(left_event, right_event) -> data | None``:
         each event of ``left`` is matched with every event of ``right`` with the same
         key (``key``, ``right_key`` for the right side, by default ``key``) and an
         event time at most ``within`` away; each pair's data is published once to
         topic ``name`` (type ``tidings.join.result``); late events go to
-        ``{name}.late`` as for windows."""
+        ``{name}.late`` as for windows. ``partitioned``: as for :meth:`view` (both
+        keys are their events' partitionkey; ``left`` and ``right`` co-partitioned)."""
 
         def register(func: V) -> V:
             self._add_stream(join_spec(self.name, name, left, right, within, key, func,
-                                       right_key=right_key, grace=grace, idle=idle))
+                                       right_key=right_key, grace=grace, idle=idle,
+                                       partitioned=partitioned))
             return func
 
         return register
@@ -277,16 +290,18 @@ class App:
         key: Callable[[Any], str],
         table_key: Callable[[Any], str],
         table_fold: Callable[[Any, Any], Any] | None = None,
+        partitioned: bool = False,
     ) -> Callable[[V], V]:
         """Register the decorated ``def join(event, value) -> data | None``: ``table``'s
         events fold into a value per ``table_key`` (``table_fold(current, event)``, by
         default the latest event's data), served as view ``name``; each event of
         ``stream`` is joined with the value of its ``key`` as of its place in append
-        order, and the data published to topic ``name`` (None: nothing)."""
+        order, and the data published to topic ``name`` (None: nothing).
+        ``partitioned``: as for :meth:`join`."""
 
         def register(func: V) -> V:
             self._add_stream(enrich_spec(self.name, name, stream, table, key, table_key, func,
-                                         table_fold=table_fold))
+                                         table_fold=table_fold, partitioned=partitioned))
             return func
 
         return register

@@ -142,7 +142,8 @@ class _VirtualTransport(CoreTransport):
         self.changed()
 
     async def read_timed(
-        self, topic: str, start: str, limit: int, wait: float, types: Sequence[str] = ()
+        self, topic: str, start: str, limit: int, wait: float, types: Sequence[str] = (),
+        partition: int | None = None,
     ) -> TimedBatch:
         """A view's read: in virtual time the clock stands still while apps work, so a
         record appended now would wait for ever below a horizon of now; the clock steps
@@ -154,12 +155,12 @@ class _VirtualTransport(CoreTransport):
                 last = part.read(end - 1, 1)
                 if last and last[-1][1] >= now:
                     self.vclock.now_ms = now = last[-1][1] + 1
-        got = await super().read_timed(topic, start, limit, 0, types)
+        got = await super().read_timed(topic, start, limit, 0, types, partition)
         if got.records or wait <= 0:
             return got
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait)
-        return await super().read_timed(topic, start, limit, 0, types)
+        return await super().read_timed(topic, start, limit, 0, types, partition)
 
 
 class TestHub:

@@ -23,6 +23,17 @@ The loop (streams design, sections 1 and 3):
    rebuild`` emptied the changelog), or any failure to reach the hub, starts
    over at 1: what was not committed is redone, identically. A stop commits
    what was processed, then returns.
+
+A view runs as tasks. A view that is not ``partitioned`` is one task: it reads
+every partition of its inputs and commits to changelog partition 0; every
+process of the app runs it and the compare and set lets one commit at a time. A
+``partitioned`` view has a task per input partition p: it reads partition p of
+every input and commits to changelog partition p, with its own checkpoint and
+its own clock (the watermark is per task, as Kafka Streams' stream time is), so
+what it computes does not depend on which process runs it. The processes share
+the tasks through the hub (:mod:`tidings.core.viewmembers`): each heartbeats on
+the view and runs the tasks the hub answers, starting and stopping them as the
+answer changes.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +53,10 @@ from tidings.core.positions import format_token
 from tidings.errors import Conflict, NotFound, TidingsError, TooLarge
 from tidings.streams import DELETED, Merger, Operator, Output
 
-__all__ = ["ChangelogState", "StreamSpec", "ViewProcessor", "changelog_events", "load_changelog"]
+__all__ = [
+    "ChangelogState", "StreamSpec", "TaskRunner", "ViewProcessor", "changelog_events",
+    "load_changelog",
+]
 
 logger = logging.getLogger("tidings.app")
 
@@ -57,6 +72,7 @@ _HELD_PAUSE_S = 0.005  # records wait for the horizon to pass them: read again s
 _TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 _BEHIND_INTERVAL_S = 1.0  # the commit interval while reading a backlog
 _GENERATION_CHECK_S = 2.0  # while idle: has the view been rebuilt?
+_HEARTBEAT_S = 1.0  # a member's heartbeat, unless the hub asks for another
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +87,7 @@ class StreamSpec:
     make_operator: Callable[[], Operator]
     commit_interval: float
     commit_records: int
+    partitioned: bool = False  # a task per input partition (the key is the partitionkey)
 
 
 @dataclass(slots=True)
@@ -87,12 +104,15 @@ class _Reload(Exception):
     """The changelog changed under this processor: restore and go on."""
 
 
-async def load_changelog(transport: Transport, name: str) -> ChangelogState:
-    """Read the changelog of view ``name`` from earliest to its end (section 3)."""
+async def load_changelog(transport: Transport, name: str, task: int = 0) -> ChangelogState:
+    """Read partition ``task`` of the changelog of view ``name`` (task ``task``'s state)
+    from earliest to its end (section 3)."""
     out = ChangelogState()
     start = "earliest"
     while True:
-        batch = await transport.read_timed(CHANGELOG_PREFIX + name, start, READ_LIMIT, 0)
+        batch = await transport.read_timed(
+            CHANGELOG_PREFIX + name, start, READ_LIMIT, 0, partition=task
+        )
         for _, _, _, ev in batch.records:
             pk = ev.get("partitionkey")
             if not isinstance(pk, str):
@@ -103,7 +123,7 @@ async def load_changelog(transport: Transport, name: str) -> ChangelogState:
                 _apply(out.values, pk[2:], ev)
             elif pk.startswith("s:"):
                 _apply(out.state, pk[2:], ev)
-        out.end = batch.next.get(0, out.end)
+        out.end = batch.next.get(task, out.end)
         if not batch.records:
             return out
         start = format_token(batch.next)
@@ -118,16 +138,18 @@ def _apply(into: dict[str, Any], key: str, ev: dict[str, Any]) -> None:
 
 
 def changelog_events(
-    name: str, generation: int, seq: int, out: Output, checkpoint: dict[str, Any]
+    name: str, generation: int, seq: int, out: Output, checkpoint: dict[str, Any],
+    task: int = 0,
 ) -> list[dict[str, Any]]:
     """One commit's records: changed values, changed state, then the checkpoint."""
     source = f"tidings/views/{name}"
     events: list[dict[str, Any]] = []
+    prefix = f"{name}.{generation}.{seq}." if task == 0 else f"{name}.{generation}.{task}.{seq}."
 
     def add(pk: str, etype: str, data: Any) -> None:
         ev: dict[str, Any] = {
             "specversion": "1.0",
-            "id": f"{name}.{generation}.{seq}.{len(events)}",
+            "id": prefix + str(len(events)),
             "source": source,
             "type": etype,
             "partitionkey": pk,
@@ -145,7 +167,8 @@ def changelog_events(
 
 
 class ViewProcessor:
-    """Runs one :class:`StreamSpec` against a transport until :meth:`stop`."""
+    """Runs one :class:`StreamSpec` against a transport until :meth:`stop`: its one
+    task, or, for a partitioned view, the tasks the hub gives this process."""
 
     def __init__(self, app_name: str, spec: StreamSpec, transport: Transport, *,
                  poll_wait: float = 1.0) -> None:
@@ -153,23 +176,166 @@ class ViewProcessor:
         self.spec = spec
         self.transport = transport
         self.poll_wait = poll_wait
-        self.owner = f"{app_name}@{socket.gethostname()}:{os.getpid()}"
+        # Unique per processor: two apps in one process are two members.
+        self.owner = f"{app_name}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._stopping = False
         self._wake = asyncio.Event()
         self.generation = -1
         self.commits = 0
         self.reloads = 0
+        self.processed = 0  # input records processed since start (redone ones too)
+        #: The tasks running here, by task number (one, task 0, for a view not partitioned).
+        self.runners: dict[int, TaskRunner] = {}
+        self._ending: set[asyncio.Future[None]] = set()  # runners of tasks that moved
+        self.heartbeats = 0
+
+    @property
+    def committed(self) -> dict[str, dict[str, int]]:
+        """The input positions of the running tasks' last checkpoints, read or written."""
+        out: dict[str, dict[str, int]] = {}
+        for runner in self.runners.values():
+            for topic, at in runner.committed.items():
+                out.setdefault(topic, {}).update(at)
+        return out
+
+    @property
+    def settled_horizon(self) -> int | None:
+        """The horizon up to which what every running task produced is committed."""
+        got = [r.settled_horizon for r in self.runners.values()]
+        if not got or None in got:
+            return None
+        return min(h for h in got if h is not None)
+
+    @property
+    def commit_records(self) -> int:
+        """Records per commit at most, the least of the running tasks'."""
+        return min((r.commit_records for r in self.runners.values()),
+                   default=self.spec.commit_records)
+
+    @property
+    def failures(self) -> int:
+        return sum(r.failures for r in self.runners.values())
+
+    def stop(self) -> None:
+        """Stop reading; what was processed is committed, then :meth:`run` returns."""
+        self._stopping = True
+        self._wake.set()
+        for runner in self.runners.values():
+            runner.stop()
+
+    async def run(self) -> None:
+        if not self.spec.partitioned:
+            runner = self.runners[0] = TaskRunner(self, None)
+            await runner.run()
+            return
+        try:
+            await self._share()
+        finally:
+            for runner in self.runners.values():
+                runner.stop()
+            running = [r.done for r in self.runners.values() if r.done is not None]
+            await asyncio.gather(*running, *self._ending, return_exceptions=True)
+
+    async def _share(self) -> None:
+        """Heartbeat on the view and run the tasks the hub gives this process."""
+        name, t = self.spec.name, self.transport
+        every = _HEARTBEAT_S
+        declared = False
+        while not self._stopping:
+            try:
+                if not declared:
+                    await t.put_view(name, self.spec.declaration)
+                    declared = True
+                answer = await t.view_members(name, self.owner)
+            except TidingsError as exc:
+                if exc.status in _TRANSIENT:
+                    logger.warning("view %s: %s; retrying", name, exc.detail,
+                                   extra={"view": name})
+                    await self._pause(_RETRY_PAUSE_S)
+                else:
+                    logger.error("view %s: the hub refused: %s", name, exc.detail,
+                                 extra={"view": name})
+                    declared = False
+                    await self._pause(_FAILED_PAUSE_S * 5)
+                continue
+            except Exception:
+                logger.exception("view %s: heartbeat failed; retrying", name,
+                                 extra={"view": name})
+                await self._pause(_RETRY_PAUSE_S)
+                continue
+            self.heartbeats += 1
+            every = max(0.05, int(answer.get("heartbeat_ms", 1000)) / 1000)
+            mine = {int(p) for p in answer.get("tasks", [])}
+            for task, runner in list(self.runners.items()):
+                if runner.done is not None and runner.done.done():
+                    del self.runners[task]  # ended (its task moved, or the layout changed)
+            for task in sorted(set(self.runners) - mine):
+                logger.info("view %s: task %d moved to another process", name, task,
+                            extra={"view": name})
+                ending = self.runners.pop(task)
+                ending.stop()
+                if ending.done is not None:
+                    self._ending.add(ending.done)
+                    ending.done.add_done_callback(self._ending.discard)
+            for task in sorted(mine - set(self.runners)):
+                runner = self.runners[task] = TaskRunner(self, task)
+                runner.done = asyncio.ensure_future(runner.run())
+            await self._pause(every)
+        # Stopping: the tasks commit what they processed, then the process leaves, so
+        # that its tasks go to the others at once.
+        for runner in self.runners.values():
+            runner.stop()
+        running = [r.done for r in self.runners.values() if r.done is not None]
+        await asyncio.gather(*running, *self._ending, return_exceptions=True)
+        with contextlib.suppress(TidingsError, OSError):
+            await t.view_members(name, self.owner, leave=True)
+
+    async def caught_up(self, now_ms: int | None = None) -> bool:
+        """Whether the last checkpoints cover every record of the inputs now and, with
+        ``now_ms``, what the horizon reaching that time closed is committed too."""
+        if now_ms is not None and (self.settled_horizon is None or self.settled_horizon < now_ms):
+            return False
+        committed = self.committed
+        for topic in self.spec.inputs:
+            at = committed.get(topic, {})
+            ends = await self.transport.end_positions(topic)
+            if any(at.get(str(p), 0) < o for p, o in ends.items() if o > 0):
+                return False
+        return True
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+
+class TaskRunner:
+    """One task of a view (``task`` None: the only task of a view not partitioned,
+    which reads every input partition): sessions until stopped."""
+
+    def __init__(self, processor: ViewProcessor, task: int | None) -> None:
+        self.processor = processor
+        self.task = task
+        self.spec = processor.spec
+        self.transport = processor.transport
+        self.poll_wait = processor.poll_wait
+        self.owner = processor.owner
+        self._stopping = False
+        self._wake = asyncio.Event()
         self.failures = 0
         #: Records per commit at most: commit_records, halved after a commit too large.
-        self.commit_records = spec.commit_records
-        self.processed = 0  # input records processed since start (redone ones too)
+        self.commit_records = self.spec.commit_records
         #: The input positions of the last checkpoint read or written.
         self.committed: dict[str, dict[str, int]] = {}
         #: The horizon up to which what the operator produced is committed.
         self.settled_horizon: int | None = None
+        self.done: asyncio.Future[None] | None = None
+
+    @property
+    def partition(self) -> int:
+        """The changelog partition this task commits to."""
+        return self.task or 0
 
     def stop(self) -> None:
-        """Stop reading; what was processed is committed, then :meth:`run` returns."""
         self._stopping = True
         self._wake.set()
 
@@ -178,8 +344,11 @@ class ViewProcessor:
         while not self._stopping:
             try:
                 await self._session()
+            except _Gone as exc:
+                logger.info("view %s: %s", name, exc, extra={"view": name})
+                return
             except (_Reload, Conflict) as exc:
-                self.reloads += 1
+                self.processor.reloads += 1
                 logger.info("view %s: %s; reloading from the changelog", name, _why(exc),
                             extra={"view": name})
                 await self._pause(_RELOAD_PAUSE_S)
@@ -213,18 +382,6 @@ class ViewProcessor:
                      name, why, pause, exc_info=trace, extra={"view": name})
         await self._pause(pause)
 
-    async def caught_up(self, now_ms: int | None = None) -> bool:
-        """Whether the last checkpoint covers every record of the inputs now and, with
-        ``now_ms``, what the horizon reaching that time closed is committed too."""
-        if now_ms is not None and (self.settled_horizon is None or self.settled_horizon < now_ms):
-            return False
-        for topic in self.spec.inputs:
-            at = self.committed.get(topic, {})
-            ends = await self.transport.end_positions(topic)
-            if any(at.get(str(p), 0) < o for p, o in ends.items() if o > 0):
-                return False
-        return True
-
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
@@ -235,8 +392,10 @@ class ViewProcessor:
         spec, t = self.spec, self.transport
         info = await t.put_view(spec.name, spec.declaration)
         generation = int(info["generation"])
-        self.generation = generation
-        loaded = await load_changelog(t, spec.name)
+        if self.task is not None and self.task >= int(info.get("tasks", 1)):
+            raise _Gone(f"task {self.task} is no more (the view has {info.get('tasks')})")
+        self.processor.generation = generation
+        loaded = await load_changelog(t, spec.name, self.partition)
         ckpt = loaded.checkpoint or {}
         if ckpt and int(ckpt.get("generation", -1)) != generation:
             raise _Reload(f"the changelog is of generation {ckpt.get('generation')}")
@@ -246,10 +405,14 @@ class ViewProcessor:
         await run.loop()
 
 
+class _Gone(Exception):
+    """This task is not the view's any more (its layout changed): the runner ends."""
+
+
 class _Run:
     """The state of one session of a processor (see the module docstring)."""
 
-    def __init__(self, proc: ViewProcessor, op: Operator, generation: int, expect: int,
+    def __init__(self, proc: TaskRunner, op: Operator, generation: int, expect: int,
                  seq: int, ckpt: dict[str, Any]) -> None:
         self.proc = proc
         self.spec = proc.spec
@@ -267,6 +430,7 @@ class _Run:
         self.merger = Merger(len(self.spec.inputs))
         self.horizon: int | None = ckpt.get("horizon")
         self.committed = proc.committed = self.positions()
+        self.partition = proc.task  # the input partition it reads (None: every one)
         self.uncommitted = 0
         self.advanced = False
         self.last_generation_check = 0.0
@@ -328,7 +492,8 @@ class _Run:
         for i, topic in enumerate(spec.inputs):
             at = self.read_at[i]
             start = "earliest" if at is None else format_token(at)
-            coro = t.read_timed(topic, start, self.read_limit(), wait, spec.types)
+            coro = t.read_timed(topic, start, self.read_limit(), wait, spec.types,
+                                self.partition)
             tasks[asyncio.ensure_future(coro)] = i
         waits: set[asyncio.Future[Any]] = set(tasks)
         stop: asyncio.Task[Any] | None = None
@@ -366,7 +531,7 @@ class _Run:
             self.op.advance(h)
             self.advanced = True  # it may have closed windows
         self.uncommitted += len(ready)
-        self.proc.processed += len(ready)
+        self.proc.processor.processed += len(ready)
         return len(ready)
 
     async def _check_generation(self, now: float) -> None:
@@ -408,14 +573,15 @@ class _Run:
             "horizon": horizon,
             "clock": out.clock,
         }
-        events = changelog_events(spec.name, self.generation, self.seq, out, checkpoint)
-        self.expect = await t.commit_view(spec.name, self.generation, self.expect, events)
+        task = self.proc.partition
+        events = changelog_events(spec.name, self.generation, self.seq, out, checkpoint, task)
+        self.expect = await t.commit_view(spec.name, self.generation, self.expect, events, task)
         self.seq += 1
         self.committed = self.proc.committed = positions
         self.proc.settled_horizon = horizon
         self.proc.failures = 0
         self.uncommitted = 0
-        self.proc.commits += 1
+        self.proc.processor.commits += 1
 
 
 def _why(exc: BaseException) -> str:

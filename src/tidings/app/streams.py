@@ -98,6 +98,32 @@ def _check_commit(commit_interval: object, commit_records: object) -> tuple[floa
     return float(commit_interval), commit_records
 
 
+def _check_partitioned(partitioned: object) -> bool:
+    if not isinstance(partitioned, bool):
+        raise ValueError(f"partitioned must be True or False, not {partitioned!r}")
+    return partitioned
+
+
+def _owned(name: str, key_f: Callable[[Any], Any], partitioned: bool) -> Callable[[Any], Any]:
+    """``key_f``, checked for a partitioned view: a task sees only its partitions, so
+    the key must be the event's ``partitionkey`` (which chose the partition)."""
+    if not partitioned:
+        return key_f
+
+    def key(e: Any) -> Any:
+        k = key_f(e)
+        pk = e.get("partitionkey")
+        if k is not None and str(k) != pk:
+            raise ValueError(
+                f"view {name!r} is partitioned, so its key must be the event's partitionkey: "
+                f"event {e.get('id')!r} has key {k!r} and partitionkey {pk!r}; publish with "
+                "partitionkey set to the key, or declare the view without partitioned"
+            )
+        return k
+
+    return key
+
+
 def view_spec(
     app: str,
     name: str,
@@ -108,16 +134,21 @@ def view_spec(
     types: str | Iterable[str] | None = None,
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     commit_records: int = DEFAULT_COMMIT_RECORDS,
+    partitioned: object = False,
 ) -> StreamSpec:
-    """A fold view: ``fold(current, event)`` per event, into the value of ``key(event)``."""
+    """A fold view: ``fold(current, event)`` per event, into the value of ``key(event)``;
+    ``partitioned``: a task per input partition (see :meth:`tidings.App.view`)."""
     check_name("view name", name)
     inputs = _check_topics(topics)
-    key_f = _check_callable("key", key, 1)
+    split = _check_partitioned(partitioned)
+    key_f = _owned(name, _check_callable("key", key, 1), split)
     fold_f = _check_callable(f"view {name!r}: the folding function", fold, 2)
     interval, records = _check_commit(commit_interval, commit_records)
     kinds = _check_types(types)
-    declaration = {"kind": "view", "inputs": list(inputs), "app": app, "window": None,
-                   "emit": None}
+    declaration: dict[str, Any] = {"kind": "view", "inputs": list(inputs), "app": app,
+                                   "window": None, "emit": None}
+    if split:
+        declaration["partitioned"] = True
     return StreamSpec(
         name=name,
         kind="view",
@@ -127,6 +158,7 @@ def view_spec(
         make_operator=lambda: FoldOperator(name, key_f, fold_f),
         commit_interval=interval,
         commit_records=records,
+        partitioned=split,
     )
 
 
@@ -142,6 +174,7 @@ def window_spec(
     emit: object = "final",
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     commit_records: int = DEFAULT_COMMIT_RECORDS,
+    partitioned: object = False,
 ) -> StreamSpec:
     """A windowed aggregation of ``topic`` per ``key(event)``, on event time."""
     check_name("window name", name)
@@ -166,11 +199,14 @@ def window_spec(
         )
     if emit not in EMITS:
         raise ValueError(f"emit must be 'final' or 'updates', not {emit!r}")
-    key_f = _check_callable("key", key, 1)
+    split = _check_partitioned(partitioned)
+    key_f = _owned(name, _check_callable("key", key, 1), split)
     interval, records = _check_commit(commit_interval, commit_records)
     kinds = _check_types(types)
-    declaration = {"kind": "window", "inputs": list(inputs), "app": app,
-                   "window": window.describe(), "emit": emit}
+    declaration: dict[str, Any] = {"kind": "window", "inputs": list(inputs), "app": app,
+                                   "window": window.describe(), "emit": emit}
+    if split:
+        declaration["partitioned"] = True
     emit_s = str(emit)
     win, aggregation = window, agg  # narrowed, for the closure
     return StreamSpec(
@@ -184,6 +220,7 @@ def window_spec(
         ),
         commit_interval=interval,
         commit_records=records,
+        partitioned=split,
     )
 
 
@@ -211,17 +248,23 @@ def join_spec(
     idle: object = None,
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     commit_records: int = DEFAULT_COMMIT_RECORDS,
+    partitioned: object = False,
 ) -> StreamSpec:
     """Two streams matched by key within ``within`` of event time: ``join(l, r)`` per pair."""
     check_name("join name", name)
     inputs = _two_topics(name, left, right, "the left and right")
     window = Join(within, grace=grace, idle=idle)
-    key_f = _check_callable("key", key, 1)
-    right_f = key_f if right_key is None else _check_callable("right_key", right_key, 1)
+    split = _check_partitioned(partitioned)
+    key_f = _owned(name, _check_callable("key", key, 1), split)
+    right_f = key_f if right_key is None else _owned(
+        name, _check_callable("right_key", right_key, 1), split
+    )
     join_f = _check_callable(f"join {name!r}: the joining function", join, 2)
     interval, records = _check_commit(commit_interval, commit_records)
-    declaration = {"kind": "window", "inputs": list(inputs), "app": app,
-                   "window": window.describe(), "emit": "final"}
+    declaration: dict[str, Any] = {"kind": "window", "inputs": list(inputs), "app": app,
+                                   "window": window.describe(), "emit": "final"}
+    if split:
+        declaration["partitioned"] = True
     return StreamSpec(
         name=name,
         kind="window",
@@ -231,6 +274,7 @@ def join_spec(
         make_operator=lambda: StreamJoin(name, inputs, window, key_f, right_f, join_f),
         commit_interval=interval,
         commit_records=records,
+        partitioned=split,
     )
 
 
@@ -250,17 +294,21 @@ def enrich_spec(
     table_fold: object = None,
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     commit_records: int = DEFAULT_COMMIT_RECORDS,
+    partitioned: object = False,
 ) -> StreamSpec:
     """``stream``'s events joined with ``table``'s value for their key: ``join(e, value)``."""
     check_name("enrich name", name)
     inputs = _two_topics(name, stream, table, "the stream and table")
-    key_f = _check_callable("key", key, 1)
-    table_key_f = _check_callable("table_key", table_key, 1)
+    split = _check_partitioned(partitioned)
+    key_f = _owned(name, _check_callable("key", key, 1), split)
+    table_key_f = _owned(name, _check_callable("table_key", table_key, 1), split)
     fold_f = _latest_data if table_fold is None else _check_callable("table_fold", table_fold, 2)
     join_f = _check_callable(f"enrich {name!r}: the joining function", join, 2)
     interval, records = _check_commit(commit_interval, commit_records)
-    declaration = {"kind": "view", "inputs": list(inputs), "app": app, "window": None,
-                   "emit": None}
+    declaration: dict[str, Any] = {"kind": "view", "inputs": list(inputs), "app": app,
+                                   "window": None, "emit": None}
+    if split:
+        declaration["partitioned"] = True
     return StreamSpec(
         name=name,
         kind="view",
@@ -270,4 +318,5 @@ def enrich_spec(
         make_operator=lambda: EnrichOperator(name, inputs, key_f, table_key_f, fold_f, join_f),
         commit_interval=interval,
         commit_records=records,
+        partitioned=split,
     )

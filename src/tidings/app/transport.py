@@ -143,10 +143,12 @@ class Transport(Protocol):
         ...
 
     async def read_timed(
-        self, topic: str, start: str, limit: int, wait: float, types: Sequence[str] = ()
+        self, topic: str, start: str, limit: int, wait: float, types: Sequence[str] = (),
+        partition: int | None = None,
     ) -> TimedBatch:
         """Records from ``start`` (earliest or a position token) with append times and
-        the read's horizon; ``wait`` long-polls for the first record."""
+        the read's horizon; ``wait`` long-polls for the first record; ``partition``
+        reads that partition alone."""
         ...
 
     async def put_view(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -159,11 +161,17 @@ class Transport(Protocol):
         ...
 
     async def commit_view(
-        self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]]
+        self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]],
+        partition: int = 0,
     ) -> int:
-        """Append ``events`` to the view's changelog as one append, only if its end
-        offset is ``expect`` and its generation ``generation`` (else Conflict);
-        answer the changelog's new end offset."""
+        """Append ``events`` to partition ``partition`` (the task's) of the view's
+        changelog as one append, only if its end offset is ``expect`` and its
+        generation ``generation`` (else Conflict); answer the partition's new end."""
+        ...
+
+    async def view_members(self, name: str, member: str, leave: bool = False) -> dict[str, Any]:
+        """Heartbeat (or leave) as ``member`` of the processes running view ``name``:
+        ``{"tasks": [...], "heartbeat_ms", ...}``, the tasks it runs now."""
         ...
 
     async def view_get(
@@ -305,9 +313,12 @@ class HttpTransport:
         return int(info["lag"]), int(info["pending"])
 
     async def read_timed(
-        self, topic: str, start: str, limit: int, wait: float, types: Sequence[str] = ()
+        self, topic: str, start: str, limit: int, wait: float, types: Sequence[str] = (),
+        partition: int | None = None,
     ) -> TimedBatch:
         params = {"from": start, "limit": str(limit), "appended": "true"}
+        if partition is not None:
+            params["partition"] = str(partition)
         if wait > 0:
             params["wait"] = _ms(wait)
         if types:
@@ -329,10 +340,14 @@ class HttpTransport:
         return await self.client.view(name)
 
     async def commit_view(
-        self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]]
+        self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]],
+        partition: int = 0,
     ) -> int:
-        answer = await self.client.commit_view(name, generation, expect, events)
+        answer = await self.client.commit_view(name, generation, expect, events, partition)
         return int(answer["next"])
+
+    async def view_members(self, name: str, member: str, leave: bool = False) -> dict[str, Any]:
+        return await self.client.view_members(name, member, leave)
 
     async def view_get(
         self, name: str, key: str, min_position: str | None = None, topic: str | None = None
@@ -434,10 +449,11 @@ class CoreTransport:
         return int(info["lag"]), int(info["pending"])
 
     async def read_timed(
-        self, topic: str, start: str, limit: int, wait: float, types: Sequence[str] = ()
+        self, topic: str, start: str, limit: int, wait: float, types: Sequence[str] = (),
+        partition: int | None = None,
     ) -> TimedBatch:
         hub = self.hub
-        positions = hub.positions(hub.topic(topic), None, start, None)
+        positions = hub.positions(hub.topic(topic), partition, start, None)
         got = await hub.read(
             topic, positions, limit, wait, TypeFilter.parse(list(types)) if types else None,
             appended=True,
@@ -456,10 +472,14 @@ class CoreTransport:
         return self.hub.views.info(name)
 
     async def commit_view(
-        self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]]
+        self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]],
+        partition: int = 0,
     ) -> int:
-        answer = await self.hub.views.commit(name, generation, expect, list(events))
+        answer = await self.hub.views.commit(name, generation, expect, list(events), partition)
         return int(answer["next"])
+
+    async def view_members(self, name: str, member: str, leave: bool = False) -> dict[str, Any]:
+        return await self.hub.views.members(name, member, leave)
 
     async def view_get(
         self, name: str, key: str, min_position: str | None = None, topic: str | None = None
@@ -476,12 +496,12 @@ class CoreTransport:
                     f"{_VIEW_WAIT_S:g} s", retry_after=1,
                 )
         try:
-            value, offset = views.get(name, key)
+            value, partition, offset = views.get(name, key)
         except NotFound as exc:
             if _key_missing(exc):
                 return None
             raise
-        return {"key": key, "value": value, "position": f"0:{offset}"}
+        return {"key": key, "value": value, "position": f"{partition}:{offset}"}
 
     async def end_positions(self, topic: str) -> dict[int, int]:
         return {p: part.end_offset for p, part in enumerate(self.hub.topic(topic).partitions)}

@@ -61,13 +61,30 @@ class AsyncViewCalls:
         return answer
 
     async def commit_view(
-        self, name: str, generation: int, expect: int, events: Sequence[Mapping[str, Any]]
+        self, name: str, generation: int, expect: int, events: Sequence[Mapping[str, Any]],
+        partition: int = 0,
     ) -> dict[str, int]:
-        """Append a commit (changes and one checkpoint) if the changelog ends at ``expect``
-        and the view is at ``generation``: ``{"offset", "next"}``; else
-        :class:`~tidings.errors.Conflict` with ``fields["next_offset"]`` and ``["generation"]``."""
-        body = {"generation": generation, "expect": expect, "events": [dict(e) for e in events]}
+        """Append a commit (changes and one checkpoint) to changelog partition
+        ``partition`` (the task's) if it ends at ``expect`` and the view is at
+        ``generation``: ``{"offset", "next"}``; else :class:`~tidings.errors.Conflict`
+        with ``fields["next_offset"]`` and ``["generation"]``."""
+        body: dict[str, Any] = {
+            "generation": generation, "expect": expect, "events": [dict(e) for e in events],
+        }
+        if partition:
+            body["partition"] = partition
         answer: dict[str, int] = await self._call("POST", _path(name, "/commit"), body)
+        return answer
+
+    async def view_members(
+        self, name: str, member: str, leave: bool = False
+    ) -> dict[str, Any]:
+        """Heartbeat as ``member`` of the processes running partitioned view ``name``
+        (``leave``: stop): ``{"member", "tasks", "members", "heartbeat_ms", ...}``."""
+        body: dict[str, Any] = {"member": member}
+        if leave:
+            body["leave"] = True
+        answer: dict[str, Any] = await self._call("POST", _path(name, "/members"), body)
         return answer
 
     async def rebuild_view(self, name: str) -> dict[str, Any]:
@@ -143,9 +160,15 @@ class ViewCalls:
         return self._run(self._view_calls().put_view(name, spec))
 
     def commit_view(
-        self, name: str, generation: int, expect: int, events: Sequence[Mapping[str, Any]]
+        self, name: str, generation: int, expect: int, events: Sequence[Mapping[str, Any]],
+        partition: int = 0,
     ) -> dict[str, int]:
-        return self._run(self._view_calls().commit_view(name, generation, expect, events))
+        return self._run(
+            self._view_calls().commit_view(name, generation, expect, events, partition)
+        )
+
+    def view_members(self, name: str, member: str, leave: bool = False) -> dict[str, Any]:
+        return self._run(self._view_calls().view_members(name, member, leave))
 
     def rebuild_view(self, name: str) -> dict[str, Any]:
         return self._run(self._view_calls().rebuild_view(name))

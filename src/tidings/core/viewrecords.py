@@ -26,6 +26,7 @@ VALUE_TYPE = "tidings.view.value"
 CHECKPOINT_TYPE = "tidings.view.checkpoint"
 MAX_COMMIT_EVENTS = 100_000
 MAX_INPUTS = 100
+MAX_TASKS = 1000  # partitions of a changelog (one per task): a topic's own limit
 _MAX_INT = (1 << 63) - 1
 
 
@@ -38,19 +39,26 @@ def result_topics(view: str) -> list[str]:
     return [view, f"{view}.late"]
 
 
-def resume_token(generation: int, offset: int) -> str:
-    """Where a view's live feed goes on: ``G@0:N``, offset N of generation G's changelog."""
-    return f"{generation}@0:{offset}"
+def resume_token(generation: int, offsets: dict[int, int]) -> str:
+    """Where a view's live feed goes on: ``G@0:N`` (``G@0:N,1:M,...`` for a view of
+    several tasks), the next offset of each partition of generation G's changelog."""
+    return f"{generation}@" + ",".join(f"{p}:{o}" for p, o in sorted(offsets.items()))
 
 
-def parse_resume(text: str) -> tuple[int | None, int] | None:
-    """``(generation, offset)`` of a resume token ``G@0:N``, generation None for a bare
-    ``0:N`` (a feed resumed from one starts with a snapshot); None if it is neither."""
+def parse_resume(text: str) -> tuple[int | None, dict[int, int]] | None:
+    """``(generation, {partition: offset})`` of a resume token ``G@0:N,1:M``,
+    generation None for a bare ``0:N`` (a feed resumed from one starts with a
+    snapshot); None if it is neither."""
     gen, at, position = text.rpartition("@")
-    p, sep, o = position.partition(":")
-    if sep != ":" or p != "0" or not _digits(o) or (at and not _digits(gen)):
+    if at and not _digits(gen):
         return None
-    return (int(gen) if at else None), int(o)
+    out: dict[int, int] = {}
+    for part in position.split(","):
+        p, sep, o = part.partition(":")
+        if sep != ":" or not _digits(p) or not _digits(o) or int(p) >= MAX_TASKS or int(p) in out:
+            return None
+        out[int(p)] = int(o)
+    return (int(gen) if at else None), out
 
 
 def _digits(text: str) -> bool:
@@ -70,9 +78,10 @@ class Change:
     value: Any
     deleted: bool
     offset: int
+    partition: int = 0  # of the changelog: the task that owns the key
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"key": self.key, "position": f"0:{self.offset}"}
+        d: dict[str, Any] = {"key": self.key, "position": f"{self.partition}:{self.offset}"}
         if self.deleted:
             d["deleted"] = True
         else:
@@ -80,14 +89,14 @@ class Change:
         return d
 
 
-def change_of(offset: int, event: dict[str, Any]) -> Change | None:
+def change_of(offset: int, event: dict[str, Any], partition: int = 0) -> Change | None:
     pk = event.get("partitionkey")
     if not isinstance(pk, str) or not pk.startswith("v:"):
         return None
     data = event.get("data")
     if isinstance(data, dict) and "value" in data:
-        return Change(pk[2:], data["value"], False, offset)
-    return Change(pk[2:], None, True, offset)
+        return Change(pk[2:], data["value"], False, offset, partition)
+    return Change(pk[2:], None, True, offset, partition)
 
 
 def whole(value: object, what: str) -> int:
@@ -98,12 +107,21 @@ def whole(value: object, what: str) -> int:
 
 def parse_spec(
     spec: dict[str, Any],
-) -> tuple[str, list[str], str | None, dict[str, Any] | None, str | None]:
-    unknown = sorted(set(spec) - {"kind", "inputs", "app", "window", "emit"})
+) -> tuple[str, list[str], str | None, dict[str, Any] | None, str | None, bool]:
+    """``(kind, inputs, app, window, emit, partitioned)`` of a declaration."""
+    unknown = sorted(set(spec) - {"kind", "inputs", "app", "window", "emit", "partitioned"})
     if unknown:
         raise BadRequest(
-            f"unknown field {unknown[0]!r}; expected kind, inputs, app, window, emit",
+            f"unknown field {unknown[0]!r}; expected kind, inputs, app, window, emit, "
+            "partitioned",
             field=unknown[0],
+        )
+    partitioned = spec.get("partitioned", False)
+    if not isinstance(partitioned, bool):
+        raise BadRequest(
+            f"partitioned must be true (one task per input partition: the view's key is its "
+            f"events' partitionkey) or false (one task), not {partitioned!r}",
+            field="partitioned",
         )
     kind = spec.get("kind")
     if kind not in KINDS:
@@ -129,7 +147,7 @@ def parse_spec(
         if window is not None or emit is not None:
             field_ = "window" if window is not None else "emit"
             raise BadRequest(f"a view of kind 'view' has no {field_}", field=field_)
-    return kind, list(inputs), app, window, emit
+    return kind, list(inputs), app, window, emit, partitioned
 
 
 # The window kinds as ``tidings.streams`` windows (and a join's) describe themselves

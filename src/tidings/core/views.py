@@ -1,21 +1,26 @@
 """Views: what stream processors compute, kept and served by the hub (streams design 3, 4).
 
-A view's state is its changelog topic ``__view.{name}``, one partition, written
-only through :meth:`Views.commit`: the records of one commit (``v:{key}`` served
+A view's state is its changelog topic ``__view.{name}``, one partition per task
+(one task, or for a ``partitioned`` view one per input partition), written only
+through :meth:`Views.commit`: the records of one commit (``v:{key}`` served
 values, ``s:{name}`` operator state, then one ``c`` checkpoint) go in as ONE
-append, all or nothing across a crash, and only if the changelog ends at the
-offset the processor expects and the generation is the view's (compare and set:
-one writer at a time, whoever it is). The hub materializes every changelog in
-memory: each served key's latest value with the offset of the record holding it,
-and the latest checkpoint. It builds them at start by reading the changelogs and
-applies each commit once it is durable, so what it serves is always a whole
-commit. :meth:`Views.rebuild` drops and recreates the changelog under the next
-generation: the processor's next commit gets 409, and it replays from earliest.
+append to the task's partition, all or nothing across a crash, and only if that
+partition ends at the offset the processor expects and the generation is the
+view's (compare and set: one writer per task at a time, whoever it is). The
+processes running a partitioned view share its tasks through
+:meth:`Views.members` (:mod:`tidings.core.viewmembers`). The hub materializes
+every changelog in memory: each served key's latest value with the partition
+and offset of the record holding it, and each task's latest checkpoint. It
+builds them at start by reading the changelogs and applies each commit once it
+is durable, so what it serves is always whole commits. :meth:`Views.rebuild`
+drops and recreates the changelog under the next generation: the processor's
+next commit gets 409, and it replays from earliest.
 
-The declaration (kind, inputs, app, window, emit, generation) is kept in the
-changelog topic's saved config (``Storage.save_topic``), under ``"view"``.
-The change feed (SSE, WebSocket) is a cursor over the changelog: a snapshot of
-the materialized keys at an offset, then each ``v:`` record after it.
+The declaration (kind, inputs, app, window, emit, partitioned, tasks,
+generation) is kept in the changelog topic's saved config
+(``Storage.save_topic``), under ``"view"``. The reads, and the change feed (SSE,
+WebSocket), a cursor over every partition of the changelog, are
+:mod:`tidings.core.viewreads`.
 
 Imports the core below it; the hub makes one (``hub.views``); ``server/views``
 serves it.
@@ -26,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, insort
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,9 +40,10 @@ import orjson
 
 from tidings.core.positions import check_name
 from tidings.core.storage import PartitionStore, Retention
+from tidings.core.viewmembers import HEARTBEAT_MS, Members, check_member
+from tidings.core.viewreads import ViewReads
 from tidings.core.viewrecords import (
     Change,
-    change_of,
     changelog_topic,
     check_commit,
     parse_spec,
@@ -52,24 +58,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tidings.views")
 
-MAX_SCAN = 1000
 MAX_NAME = 200  # of a topic (check_name)
 _LOAD_BATCH = 1000
 
 # A changelog keeps the latest record per key (v:, s:, and the checkpoint c):
 # compaction bounds it by the keys, not by the commits made.
 CHANGELOG_RETENTION = Retention(compaction="key")
-
-
-@dataclass(frozen=True, slots=True)
-class Feed:
-    """What :meth:`Views.changes` answers: changes from an offset, the offset after
-    them, and ``reset`` when the cursor no longer fits the changelog (a rebuild):
-    the reader takes a new snapshot."""
-
-    changes: list[Change]
-    next: int
-    reset: bool = False
 
 
 @dataclass(slots=True)
@@ -83,12 +77,17 @@ class View:
     window: dict[str, Any] | None
     emit: str | None
     generation: int = 0
-    values: dict[str, tuple[Any, int]] = field(default_factory=dict)  # key -> (value, offset)
+    partitioned: bool = False
+    tasks: int = 1  # partitions of the changelog: one per input partition if partitioned
+    # key -> (value, changelog partition, offset)
+    values: dict[str, tuple[Any, int, int]] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)  # the keys of values, sorted
-    checkpoint: dict[str, Any] | None = None  # data of the latest c record
-    checkpoint_offset: int | None = None
-    last_commit_ms: int | None = None  # append time of the latest checkpoint
-    applied: int = 0  # the changelog offset up to which the state reflects it
+    checkpoints: dict[int, dict[str, Any]] = field(default_factory=dict)  # task -> latest c
+    checkpoint_offsets: dict[int, int] = field(default_factory=dict)
+    commit_ms: dict[int, int] = field(default_factory=dict)  # task -> its last commit's time
+    # Per changelog partition, the offset up to which the state reflects it.
+    applied: list[int] = field(default_factory=lambda: [0])
+    members: Members = field(default_factory=lambda: Members(1))
     failed: str | None = None  # why its changelog could not be read at start (503)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one commit or rebuild at a time
     # A commit's append and its apply, run apart from the caller (which may be
@@ -104,17 +103,26 @@ class View:
         return {
             "kind": self.kind, "inputs": list(self.inputs), "app": self.app,
             "window": self.window, "emit": self.emit, "generation": self.generation,
+            "partitioned": self.partitioned, "tasks": self.tasks,
         }  # fmt: skip
 
-    def apply(self, offset: int, ts: int, event: dict[str, Any]) -> Change | None:
-        """Apply one changelog record; the served change it makes, if any."""
-        self.applied = offset + 1
+    def layout(self, tasks: int) -> None:
+        """Empty the state for a changelog of ``tasks`` partitions."""
+        self.tasks = tasks
+        self.reset()
+        self.members.resize(tasks)
+
+    def apply(self, partition: int, offset: int, ts: int, event: dict[str, Any]) -> Change | None:
+        """Apply one record of changelog partition ``partition``; the served change it
+        makes, if any."""
+        self.applied[partition] = offset + 1
         pk = event.get("partitionkey")
         data = event.get("data")
         if pk == "c":
-            self.checkpoint = data if isinstance(data, dict) else None
-            self.checkpoint_offset = offset
-            self.last_commit_ms = ts
+            if isinstance(data, dict):
+                self.checkpoints[partition] = data
+            self.checkpoint_offsets[partition] = offset
+            self.commit_ms[partition] = ts
             return None
         if not isinstance(pk, str) or not pk.startswith("v:"):
             return None  # s: records are the processor's, not served
@@ -122,11 +130,22 @@ class View:
         if isinstance(data, dict) and "value" in data:
             if key not in self.values:
                 insort(self.keys, key)
-            self.values[key] = (data["value"], offset)
-            return Change(key, data["value"], False, offset)
+            self.values[key] = (data["value"], partition, offset)
+            return Change(key, data["value"], False, offset, partition)
         if self.values.pop(key, None) is not None:
             del self.keys[bisect_left(self.keys, key)]
-        return Change(key, None, True, offset)
+        return Change(key, None, True, offset, partition)
+
+    def read_positions(self) -> dict[str, dict[str, int]]:
+        """Per input, the next offset of each partition the tasks' last checkpoints
+        name (each task names its own partitions)."""
+        out: dict[str, dict[str, int]] = {}
+        for task in sorted(self.checkpoints):
+            inputs = self.checkpoints[task].get("inputs")
+            for topic, at in (inputs if isinstance(inputs, dict) else {}).items():
+                if isinstance(at, dict):
+                    out.setdefault(topic, {}).update(at)
+        return out
 
     def changed(self) -> None:
         """Wake whoever waits on this view (min_position, change feeds)."""
@@ -136,11 +155,13 @@ class View:
     def reset(self) -> None:
         self.values.clear()
         self.keys.clear()
-        self.checkpoint = self.checkpoint_offset = self.last_commit_ms = None
-        self.applied = 0
+        self.checkpoints.clear()
+        self.checkpoint_offsets.clear()
+        self.commit_ms.clear()
+        self.applied = [0] * self.tasks
 
 
-class Views:
+class Views(ViewReads):
     """Every view of one hub: declare, commit, rebuild, and serve (see the module doc)."""
 
     def __init__(self, hub: Hub) -> None:
@@ -160,10 +181,14 @@ class Views:
             decl = cfg.get("view")
             if name is None or not isinstance(decl, dict) or topic not in self.hub.topics:
                 continue
-            self.views[name] = View(
+            view = View(
                 name, decl["kind"], list(decl["inputs"]), decl.get("app"), decl.get("window"),
                 decl.get("emit"), int(decl.get("generation", 0)),
+                bool(decl.get("partitioned", False)),
             )  # fmt: skip
+            # A changelog made before views had tasks has one partition: one task.
+            view.layout(len(self.hub.topics[topic].partitions))
+            self.views[name] = view
         self._loading = asyncio.get_running_loop().create_task(self._load_all())
 
     async def _load_all(self) -> None:
@@ -180,17 +205,17 @@ class Views:
             self.loaded.set()
 
     async def _load(self, view: View) -> None:
-        part = self.hub.topic(view.topic).partitions[0]
-        offset = part.start_offset
-        while offset < part.end_offset:
-            got = part.read(offset, _LOAD_BATCH)
-            if not got:
-                break
-            for o, ts, payload in got:
-                view.apply(o, ts, orjson.loads(payload))
-            offset = got[-1][0] + 1
-            await asyncio.sleep(0)  # others run meanwhile
-        view.applied = part.end_offset
+        for p, part in enumerate(self.hub.topic(view.topic).partitions):
+            offset = part.start_offset
+            while offset < part.end_offset:
+                got = part.read(offset, _LOAD_BATCH)
+                if not got:
+                    break
+                for o, ts, payload in got:
+                    view.apply(p, o, ts, orjson.loads(payload))
+                offset = got[-1][0] + 1
+                await asyncio.sleep(0)  # others run meanwhile
+            view.applied[p] = part.end_offset
         logger.info("view %r loaded: %d keys", view.name, len(view.values))
 
     async def close(self) -> None:
@@ -241,12 +266,18 @@ class Views:
         that does not exist is made, as a consumer group's topic is (under
         auto-create; else TopicNotFound), and so are a window view's result topics
         ``{name}`` and ``{name}.late``. Everything is checked before anything is made.
+
+        A ``partitioned`` view has one task per input partition, and its inputs must
+        have the same number of partitions (400 otherwise); its changelog has one
+        partition per task. Declared again with another number of tasks (it was not
+        partitioned before, or is no longer), it starts over as :meth:`rebuild` does.
         """
         check_name("view", name)
         await self.ready()
-        kind, inputs, app, window, emit = parse_spec(spec)
+        kind, inputs, app, window, emit, partitioned = parse_spec(spec)
         view = self.view(name) if name in self.views else None  # 503 for one not loaded
         results = result_topics(name) if kind == "window" else []
+        tasks = self._tasks(name, inputs) if partitioned else 1
         hub = self.hub
         if view is not None:
             async with view.lock:
@@ -261,6 +292,10 @@ class Views:
                 # would otherwise wait for them for ever.
                 self._make_missing([*inputs, *results], 0)
                 view.app, view.window, view.emit = app, window, emit
+                view.partitioned = partitioned
+                if tasks != view.tasks:
+                    await _landed(view)
+                    await self._recreate(view, tasks)
                 self._save(view)
             return self.info(name), False
         self._check_results(name, inputs, results)
@@ -271,10 +306,37 @@ class Views:
         if taken_over:
             await hub.delete_topic(topic)
         # The hub's own topic: check_name, which refuses the leading '_', is not asked.
-        hub._open_topic(topic, 1, CHANGELOG_RETENTION)
-        view = self.views[name] = View(name, kind, inputs, app, window, emit)
+        hub._open_topic(topic, tasks, CHANGELOG_RETENTION)
+        view = View(name, kind, inputs, app, window, emit, partitioned=partitioned)
+        view.layout(tasks)
+        self.views[name] = view
         self._save(view)
         return self.info(name), True
+
+    def _tasks(self, name: str, inputs: list[str]) -> int:
+        """A partitioned view's tasks: its inputs' partition count, which must be one
+        (co-partitioned: partition p of every input holds the same keys). An input
+        still to be made gets one partition, as a group's topic does."""
+        counts = {t: len(self.hub.topics[t].partitions) if t in self.hub.topics else 1
+                  for t in inputs}
+        if len(set(counts.values())) > 1:
+            named = ", ".join(f"{t!r} has {n}" for t, n in counts.items())
+            raise BadRequest(
+                f"the inputs of partitioned view {name!r} must have the same number of "
+                f"partitions, so that partition p of each holds the same keys: {named}; "
+                "make them alike, or declare the view without partitioned (one task)",
+                field="inputs",
+            )
+        return next(iter(counts.values()))
+
+    async def _recreate(self, view: View, tasks: int) -> None:
+        """Drop the changelog and make it again empty, of ``tasks`` partitions, under
+        the next generation (under the view's lock)."""
+        await self.hub.delete_topic(view.topic)
+        view.generation += 1
+        view.layout(tasks)
+        self.hub._open_topic(view.topic, tasks, CHANGELOG_RETENTION)
+        view.changed()
 
     def _make_missing(self, topics: list[str], more: int) -> None:
         """Make the topics that do not exist, as a consumer group's are (under
@@ -339,18 +401,27 @@ class Views:
         self.hub.storage.save_topic(view.topic, config)
 
     async def commit(
-        self, name: str, generation: object, expect: object, events: object
+        self, name: str, generation: object, expect: object, events: object,
+        partition: object = 0,
     ) -> dict[str, int]:
-        """Append one commit to the changelog if it ends at ``expect`` and the view is at
-        ``generation``: ``{"offset": first, "next": one past the last}``; else 409
-        naming the changelog's ``next_offset`` and the view's ``generation``."""
+        """Append one commit to changelog partition ``partition`` (the task's) if it
+        ends at ``expect`` and the view is at ``generation``: ``{"offset": first,
+        "next": one past the last}``; else 409 naming that partition's
+        ``next_offset`` and the view's ``generation``."""
         await self.ready()
         view = self.view(name)
         gen = whole(generation, "generation")
         at = whole(expect, "expect")
+        task = whole(partition, "partition")
         async with view.lock:
             await _landed(view)
-            part = self.hub.topic(view.topic).partitions[0]
+            if task >= view.tasks:
+                raise BadRequest(
+                    f"view {name!r} has {view.tasks} task(s), so its changelog partitions "
+                    f"0 to {view.tasks - 1}: there is no partition {task}",
+                    field="partition",
+                )
+            part = self.hub.topic(view.topic).partitions[task]
             end = part.end_offset
             if gen != view.generation:
                 raise Conflict(
@@ -367,12 +438,14 @@ class Views:
             # Checked under the lock (the CAS holds meanwhile): a commit that lost the
             # race is told so (409) before anything about its events.
             checked = check_commit(name, gen, events, self.hub.options.max_event_bytes)
+            if view.partitioned:
+                _check_task_inputs(name, task, checked[-1].get("data") or {})
             # Once the append starts it lands whatever happens to the caller, so it is
             # applied whatever happens too: in a task of its own, which the next holder
             # of the lock waits for (applied in changelog order).
             durable = part.append([orjson.dumps(e) for e in checked])  # offsets taken now
             landing = asyncio.get_running_loop().create_task(
-                self._land(view, part, durable, checked)
+                self._land(view, task, part, durable, checked)
             )
             view.landing = landing
             try:
@@ -385,6 +458,7 @@ class Views:
     async def _land(
         self,
         view: View,
+        task: int,
         part: PartitionStore,
         durable: Awaitable[int],
         checked: list[dict[str, Any]],
@@ -394,7 +468,7 @@ class Views:
         got = part.read(last, 1)  # the checkpoint: its append time is the commit's
         ts = got[0][1] if got and got[0][0] == last else self.hub.clock.time_ms()
         for i, event in enumerate(checked):
-            view.apply(base + i, ts, event)
+            view.apply(task, base + i, ts, event)
         view.changed()
         return base
 
@@ -404,170 +478,25 @@ class Views:
         view = self.view(name)
         async with view.lock:
             await _landed(view)
-            await self.hub.delete_topic(view.topic)
-            view.generation += 1
-            view.reset()
-            self.hub._open_topic(view.topic, 1, CHANGELOG_RETENTION)
+            await self._recreate(view, view.tasks)
             self._save(view)
-            view.changed()
         return self.info(name)
 
-    # -- serve ------------------------------------------------------------------------
-
-    def get(self, name: str, key: str) -> tuple[Any, int]:
-        """The value of ``key`` and the changelog offset of the record holding it."""
+    async def members(self, name: str, member: object, leave: object = False) -> dict[str, Any]:
+        """A process running view ``name`` heartbeats (or leaves): the tasks it runs,
+        and who runs what (:mod:`tidings.core.viewmembers`)."""
+        await self.ready()
         view = self.view(name)
-        found = view.values.get(key)
-        if found is None:
-            raise ViewNotFound(f"view {name!r} has no key {key!r}", view=name, key=key)
-        return found
-
-    def scan(
-        self, name: str, prefix: str = "", after: str | None = None, limit: int = 100
-    ) -> tuple[list[tuple[str, Any, int]], str | None]:
-        """Keys in order from ``prefix`` (past ``after``, the last key of the previous
-        page), at most ``limit``; and the key to pass as ``after`` next (None: no more)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_SCAN:
-            raise BadRequest(f"limit must be from 1 to {MAX_SCAN}", field="limit")
-        view = self.view(name)
-        keys = view.keys
-        i = bisect_left(keys, prefix) if after is None else bisect_right(keys, max(after, prefix))
-        page: list[tuple[str, Any, int]] = []
-        while i < len(keys) and keys[i].startswith(prefix) and len(page) < limit:
-            key = keys[i]
-            value, offset = view.values[key]
-            page.append((key, value, offset))
-            i += 1
-        more = i < len(keys) and keys[i].startswith(prefix)
-        return page, (page[-1][0] if more and page else None)
-
-    def input_of(self, name: str, topic: str | None) -> str:
-        """The input a ``min_position`` is about: ``topic``, or the only input."""
-        view = self.view(name)
-        if topic is None:
-            if len(view.inputs) > 1:
-                raise BadRequest(
-                    f"view {name!r} has several inputs ({', '.join(view.inputs)}): "
-                    "say which topic min_position is about with topic=",
-                    field="topic",
-                )
-            return view.inputs[0]
-        if topic not in view.inputs:
-            raise BadRequest(
-                f"topic {topic!r} is not an input of view {name!r} "
-                f"(its inputs: {', '.join(view.inputs)})",
-                field="topic",
-            )
-        return topic
-
-    def reflects(self, name: str, topic: str, positions: dict[int, int]) -> bool:
-        """Whether the view's last checkpoint covers every event of ``topic`` at or
-        before ``positions`` (partition -> offset)."""
-        cp = self.view(name).checkpoint
-        read = cp.get("inputs", {}).get(topic, {}) if cp else {}
-        return all(int(read.get(str(p), 0)) > o for p, o in positions.items())
-
-    async def wait_for(
-        self, name: str, topic: str, positions: dict[int, int], timeout: float
-    ) -> bool:
-        """Wait up to ``timeout`` s until :meth:`reflects`; whether it does (after the
-        changelogs are read at start)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        await self.ready(timeout)
-        while not self.reflects(name, topic, positions):
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self.hub.closing:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.view(name).pulse.wait(), remaining)
-        return True
-
-    def info(self, name: str) -> dict[str, Any]:
-        return self._info(self.view(name))
-
-    def _info(self, view: View) -> dict[str, Any]:
-        cp = view.checkpoint or {}
-        read: dict[str, Any] = cp.get("inputs", {}) if isinstance(cp.get("inputs"), dict) else {}
-        positions: dict[str, str | None] = {}
-        lag: dict[str, int | None] = {}
-        for topic in view.inputs:
-            t = self.hub.topics.get(topic)
-            at = read.get(topic, {})
-            positions[topic] = ",".join(f"{p}:{o}" for p, o in sorted(at.items())) or None
-            if t is None:
-                lag[topic] = None
-                continue
-            lag[topic] = sum(
-                max(0, part.end_offset - max(int(at.get(str(p), 0)), part.start_offset))
-                for p, part in enumerate(t.partitions)
-            )
-        log = self.hub.topics.get(view.topic)
-        failed = {} if view.failed is None else {"failed": view.failed}
-        return failed | {
-            "name": view.name, "kind": view.kind, "inputs": list(view.inputs), "app": view.app,
-            "window": view.window, "emit": view.emit, "generation": view.generation,
-            "keys": len(view.values), "positions": positions, "lag": lag,
-            "last_commit": view.last_commit_ms,
-            "checkpoint": None if view.checkpoint_offset is None else {
-                "position": f"0:{view.checkpoint_offset}", "seq": cp.get("seq"),
-                "owner": cp.get("owner"), "horizon": cp.get("horizon"),
-            },
-            "changelog": {
-                "topic": view.topic, "next_offset": log.partitions[0].end_offset if log else 0,
-            },
+        who = check_member(member)
+        if not isinstance(leave, bool):
+            raise BadRequest(f"leave must be true or false, not {leave!r}", field="leave")
+        now = self.hub.clock.time_ms()
+        tasks = view.members.heartbeat(who, now, leave=leave)
+        return {
+            "member": who, "tasks": tasks, "generation": view.generation,
+            "task_count": view.tasks, "heartbeat_ms": HEARTBEAT_MS,
+            **view.members.describe(now),
         }  # fmt: skip
-
-    # -- change feed ------------------------------------------------------------------
-
-    def snapshot(self, name: str) -> tuple[int, int, list[tuple[str, Any, int]]]:
-        """``(generation, offset, entries)``: every served key, sorted, as of ``offset``;
-        changes from ``offset`` on follow with :meth:`changes`."""
-        view = self.view(name)
-        entries = [(k, *view.values[k]) for k in view.keys]
-        return view.generation, view.applied, entries
-
-    async def changes(
-        self, name: str, generation: int, offset: int, limit: int = 1000, wait_s: float = 0.0
-    ) -> Feed:
-        """Served changes after changelog ``offset`` of ``generation`` (waiting up to
-        ``wait_s`` for one); ``reset`` if the changelog is not that one any more."""
-        view = self.view(name)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        while True:
-            log = self.hub.topics.get(view.topic)
-            if log is None:  # dropped by a rebuild under way: a new snapshot once it is done
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(view.pulse.wait(), max(deadline - loop.time(), 0.01))
-                return Feed([], view.applied, reset=True)
-            part = log.partitions[0]
-            if view.generation != generation or not part.start_offset <= offset <= view.applied:
-                return Feed([], view.applied, reset=True)
-            if offset < view.applied:
-                out: list[Change] = []
-                got = part.read(offset, limit)
-                for o, _, payload in got:
-                    if o >= view.applied:
-                        break
-                    change = change_of(o, orjson.loads(payload))
-                    if change is not None:
-                        out.append(change)
-                    offset = o + 1
-                if out or not got:
-                    return Feed(out, offset)
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self.hub.closing:
-                return Feed([], offset)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(view.pulse.wait(), remaining)
-            view = self.view(name)
-
-    def list(self) -> list[dict[str, Any]]:  # last: the name shadows the builtin below it
-        """Every view's :meth:`info`, by name."""
-        self._check_loaded()
-        return [self._info(self.views[name]) for name in sorted(self.views)]
 
 
 def _loading() -> StorageUnavailable:
@@ -591,3 +520,16 @@ async def _landed(view: View) -> None:
         logger.exception("view %r: the append of a commit whose caller left failed", view.name)
     if view.landing is landing:
         view.landing = None
+
+
+def _check_task_inputs(name: str, task: int, checkpoint: dict[str, Any]) -> None:
+    """A partitioned view's task reads partition ``task`` of every input: its
+    checkpoint names that partition only (what the view reflects is the union)."""
+    for topic, at in (checkpoint.get("inputs") or {}).items():
+        others = sorted(set(at) - {str(task)}, key=int)
+        if others:
+            raise BadRequest(
+                f"the checkpoint of task {task} of partitioned view {name!r} names partition "
+                f"{others[0]} of {topic!r}: a task reads its own partition of every input",
+                field="events",
+            )

@@ -39,8 +39,9 @@ from tidings.core.positions import (
     parse_duration_ms,
     parse_token,
 )
+from tidings.core.viewreads import MAX_SCAN
 from tidings.core.viewrecords import parse_resume, result_topics, resume_token
-from tidings.core.views import MAX_SCAN, Views
+from tidings.core.views import Views
 from tidings.errors import BadRequest, Forbidden, ViewBehind
 from tidings.server.auth import Action, Token
 from tidings.server.live import allows, caller
@@ -121,6 +122,7 @@ class ViewRoutes:
             Route(V, self.put, methods=["PUT"]),
             Route(V, self.get, methods=["GET"]),
             Route(V + "/commit", self.commit, methods=["POST"]),
+            Route(V + "/members", self.members, methods=["POST"]),
             Route(V + "/rebuild", self.rebuild, methods=["POST"]),
             Route(V + "/keys", self.keys, methods=["GET"]),
             Route(V + "/keys/{key:viewkey}", self.key, methods=["GET"]),
@@ -163,12 +165,26 @@ class ViewRoutes:
         await self.views.ready()
         authorize_view(self.api, request, name, "manage")
         body = await self.api._json_body(request, allow_empty=False)
-        _only(body, {"generation", "expect", "events"})
+        _only(body, {"generation", "expect", "events", "partition"})
         for field in ("generation", "expect", "events"):
             if field not in body:
                 raise BadRequest(f"a commit needs {field!r}", field=field)
-        answer = await self.views.commit(name, body["generation"], body["expect"], body["events"])
+        answer = await self.views.commit(
+            name, body["generation"], body["expect"], body["events"], body.get("partition", 0)
+        )
         return _json(answer)
+
+    async def members(self, request: Request) -> Response:
+        """A process running the view joins or heartbeats (``{"member"}``), or leaves
+        (``{"member", "leave": true}``): the tasks it runs."""
+        name = request.path_params["view"]
+        await self.views.ready()
+        authorize_view(self.api, request, name, "manage")
+        body = await self.api._json_body(request, allow_empty=False)
+        _only(body, {"member", "leave"})
+        if "member" not in body:
+            raise BadRequest("a heartbeat needs 'member', the process's id", field="member")
+        return _json(await self.views.members(name, body["member"], body.get("leave", False)))
 
     async def rebuild(self, request: Request) -> Response:
         name = request.path_params["view"]
@@ -205,8 +221,8 @@ class ViewRoutes:
         authorize_view(self.api, request, name, "subscribe")
         _only(request.query_params.keys(), {"min_position", "topic", "wait"})
         await self._caught_up(name, request)
-        value, offset = self.views.get(name, key)
-        return _json({"key": key, "value": value, "position": f"0:{offset}"})
+        value, partition, offset = self.views.get(name, key)
+        return _json({"key": key, "value": value, "position": f"{partition}:{offset}"})
 
     async def keys(self, request: Request) -> Response:
         name = request.path_params["view"]
@@ -219,7 +235,7 @@ class ViewRoutes:
             raise BadRequest(f"limit must be an integer from 1 to {MAX_SCAN}", field="limit")
         await self._caught_up(name, request)
         page, nxt = self.views.scan(name, q.get("prefix", ""), q.get("after"), int(raw))
-        entries = [{"key": k, "value": v, "position": f"0:{o}"} for k, v, o in page]
+        entries = [{"key": k, "value": v, "position": f"{p}:{o}"} for k, v, p, o in page]
         return _json({"keys": entries, "next": nxt})
 
     async def _caught_up(self, name: str, request: Request) -> None:
@@ -274,7 +290,7 @@ class ViewRoutes:
     async def sse(self, request: Request) -> Response:
         """A snapshot of every key (``event: snapshot``, in chunks), then each change
         (``event: change``); each message's ``id`` is the resume token after it,
-        ``G@0:N`` (generation G, changelog offset N)."""
+        ``G@0:N,1:M`` (generation G, the next offset of each changelog partition)."""
         name = request.path_params["view"]
         api = self.api
         q = request.query_params
@@ -283,12 +299,8 @@ class ViewRoutes:
         check_view_scope(token, self.views.view(name).inputs, "subscribe", name)
         _only(q.keys(), set(_SSE_QUERY))
         resume = request.headers.get("last-event-id", "").strip() or q.get("from")
-        if resume is not None and parse_resume(resume) is None:
-            raise BadRequest(
-                f"resume token {resume!r} is not a view's resume token like '3@0:42' "
-                "(generation 3, changelog offset 42)",
-                field="Last-Event-ID" if request.headers.get("last-event-id") else "from",
-            )
+        field = "Last-Event-ID" if request.headers.get("last-event-id") else "from"
+        check_resume(self.api.hub, name, resume, field)
         return StreamingResponse(
             self._sse(name, resume),
             media_type="text/event-stream",
@@ -320,15 +332,16 @@ class Message:
 
     kind: str
     data: dict[str, Any]
-    resume: str | None  # the resume token after it, G@0:N (None: mid-snapshot)
+    resume: str | None  # the resume token after it, G@0:N,1:M (None: mid-snapshot)
 
 
 async def follow(
     hub: Hub, name: str, resume: str | None, heartbeat_s: float
 ) -> AsyncGenerator[Message | None, None]:
-    """View ``name`` live: a snapshot (unless ``resume`` is a token ``G@0:N`` of the
-    current generation ``G``), then each change; None after ``heartbeat_s`` without
-    one. A rebuild, meanwhile or since ``resume``, gives a new snapshot. Ends when the
+    """View ``name`` live: a snapshot (unless ``resume`` is a token ``G@0:N,1:M`` of
+    the current generation ``G``), then each change; None after ``heartbeat_s``
+    without one. A rebuild, meanwhile or since ``resume``, gives a new snapshot; so
+    does a token that does not name every partition of the changelog. Ends when the
     hub shuts down."""
     views = hub.views
     generation = views.view(name).generation
@@ -347,8 +360,8 @@ async def follow(
                         "view": name,
                         "generation": generation,
                         "entries": [
-                            {"key": k, "value": v, "position": f"0:{o}"}
-                            for k, v, o in entries[i : i + SNAPSHOT_CHUNK]
+                            {"key": k, "value": v, "position": f"{p}:{o}"}
+                            for k, v, p, o in entries[i : i + SNAPSHOT_CHUNK]
                         ],
                         "first": i == 0,
                         "last": last,
@@ -359,11 +372,13 @@ async def follow(
         if feed.reset:
             offset = None
             continue
-        offset = feed.next
         if not feed.changes:
+            offset = feed.next
             yield None
         for change in feed.changes:
-            yield Message("change", change.to_dict(), resume_token(generation, change.offset + 1))
+            offset = {**offset, change.partition: change.offset + 1}
+            yield Message("change", change.to_dict(), resume_token(generation, offset))
+        offset = feed.next
 
 
 def _latest(hub: Hub, inputs: list[str]) -> dict[str, dict[int, int]]:
@@ -384,11 +399,24 @@ def ws_follow(
     """The WebSocket frames of a view subscription (``view.snapshot``, ``view.change``),
     once the token's scope and ``resume`` are checked (raised here, not when iterated)."""
     check_view_scope(token, hub.views.view(name).inputs, "subscribe", name)
-    if resume is not None and parse_resume(resume) is None:
-        raise BadRequest(
-            f"from {resume!r} is not a view's resume token like '3@0:42'", field="from"
-        )
+    check_resume(hub, name, resume, "from")
     return _ws_frames(hub, sub, name, resume, heartbeat_s)
+
+
+def check_resume(hub: Hub, name: str, resume: str | None, field: str) -> None:
+    """BadRequest unless ``resume`` is None or a resume token of view ``name``: its
+    partitions are those of the changelog (one per task)."""
+    if resume is None:
+        return
+    given = parse_resume(resume)
+    tasks = hub.views.view(name).tasks
+    if given is None or any(p >= tasks for p in given[1]):
+        raise BadRequest(
+            f"{field} {resume!r} is not a resume token of view {name!r} like '3@0:42' "
+            f"(generation 3, then the next offset of each of its {tasks} changelog "
+            "partition(s): '3@0:42,1:7,...')",
+            field=field,
+        )
 
 
 async def _ws_frames(

@@ -146,7 +146,9 @@ function viewPage(root, name, go) {
       card("lag", fmtNumber(totalLag(v))),
       card("generation", fmtNumber(v.generation)),
       card("last commit", v.last_commit == null ? "never" : fmtTime(v.last_commit)),
-      card("app", v.app || "–"));
+      card("app", v.app || "–"),
+      // A partitioned view's tasks and the processes that share them now.
+      card("tasks", v.tasks > 1 ? `${fmtNumber(v.tasks)} over ${fmtNumber(Object.keys(v.members || {}).length)} processes` : "1"));
     xs.push(Date.now() / 1000);
     for (const input of v.inputs) (lags[input] ||= new Array(xs.length - 1).fill(null)).push(v.lag[input]);
     if (xs.length > POINTS) {
