@@ -24,13 +24,13 @@ import contextlib
 import logging
 import os
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
 from tidings.errors import BadRequest, CorruptLog, OffsetOutOfRange, StorageUnavailable
 from tidings.log import damage as damage_record
 from tidings.log import format as fmt
+from tidings.log.appendtimes import AppendTimes
 from tidings.log.compaction import Rewritten, remove_leftovers
 from tidings.log.config import (
     FSYNC_STATS,
@@ -89,10 +89,7 @@ class PartitionLog:
         self._holds: dict[int, tuple[int, asyncio.Future[int]]] = {}
         self._blocked: list[tuple[asyncio.Future[int], int]] = []
         self._written_end = 0  # written (and fsynced under "always"), held or not
-        # Append times never go back (see _stamp); the end offsets and times of appends
-        # not readable yet, oldest first, for the read horizon (see horizon).
-        self._last_ts = -1
-        self._unread: deque[tuple[int, int]] = deque()
+        self._times = AppendTimes()
         self._writer: asyncio.Task[None] | None = None  # under "always"
         self._handle: asyncio.Handle | None = None  # under "interval" and "never"
         self._readers: list[asyncio.Future[None]] = []
@@ -167,7 +164,7 @@ class PartitionLog:
             if linked_marker(seg).exists():
                 log.report.linked.extend(scan_links(seg))
         log._next_offset = log._end_offset = log._written_end = segments[-1].next_offset
-        log._last_ts = max(seg.max_ts for seg in segments)
+        log._times.last = max(seg.max_ts for seg in segments)
         log._track_damage()
         if log._failed is not None:
             with contextlib.suppress(RuntimeError):  # no loop: heal() is called by hand
@@ -267,7 +264,7 @@ class PartitionLog:
             )
         if not payloads:
             raise BadRequest("an append needs at least one record")
-        ts = self._stamp(self.clock.time_ms() if timestamp_ms is None else timestamp_ms)
+        ts = self._times.stamp(self.clock.time_ms() if timestamp_ms is None else timestamp_ms)
         base = self._next_offset
         frame = fmt.encode_batch(base, payloads, ts)
         return self._enqueue(frame, base, len(payloads), ts)
@@ -283,7 +280,7 @@ class PartitionLog:
         """
         self.check_appendable()
         base = self._next_offset
-        ts = self._stamp(timestamp_ms)
+        ts = self._times.stamp(timestamp_ms)
         frame = fmt.encode_batch(base, payloads, ts, link)
         fut = self._enqueue(frame, base, len(payloads), ts)
         self._holds[base] = (base + len(payloads), fut)
@@ -327,34 +324,18 @@ class PartitionLog:
     @property
     def last_ts(self) -> int:
         """The append time given last (-1 if none): the next one is at least this."""
-        return self._last_ts
-
-    def _stamp(self, ts: int) -> int:
-        """An append time: ``ts``, or the last one given if later (times never go back)."""
-        self._last_ts = max(ts, self._last_ts)
-        return self._last_ts
+        return self._times.last
 
     def horizon(self, now_ms: int) -> int:
         """A time H such that every record that becomes readable from now on has an
         append time of at least H: ``now_ms`` or the time of the oldest append given
-        an offset but not readable yet (queued, unsynced or held), if earlier.
-
-        Appends from now on are stamped at least H, so H holds even if the clock
-        goes back.
-        """
-        unread = self._unread
-        while unread and unread[0][0] <= self._end_offset:
-            unread.popleft()
-        h = min(now_ms, unread[0][1]) if unread else now_ms
-        self._last_ts = max(self._last_ts, h)
-        return h
+        an offset but not readable yet (queued, unsynced or held), if earlier (see
+        :meth:`AppendTimes.horizon <tidings.log.appendtimes.AppendTimes.horizon>`)."""
+        return self._times.horizon(now_ms, self._end_offset)
 
     def _enqueue(self, frame: bytes, base: int, count: int, ts: int) -> asyncio.Future[int]:
         self._next_offset = base + count
-        unread = self._unread
-        while unread and unread[0][0] <= self._end_offset:
-            unread.popleft()
-        unread.append((base + count, ts))
+        self._times.queued(base + count, ts, self._end_offset)
         self._queue.append((frame, base, count, ts))
         loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
@@ -627,7 +608,7 @@ class PartitionLog:
         self._blocked = []
         self._holds.clear()
         self._queue = []
-        self._unread.clear()  # refused: never readable, cut by healing
+        self._times.refused()  # never readable, cut by healing
         logger.error(
             "partition %s failed: %s; refusing appends until it heals", self.directory, exc
         )
