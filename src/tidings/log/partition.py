@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tidings.errors import BadRequest, CorruptLog, OffsetOutOfRange, StorageUnavailable
-from tidings.log import damage as damage_record
 from tidings.log import format as fmt
 from tidings.log.appendtimes import AppendTimes
 from tidings.log.compaction import Rewritten, remove_leftovers
@@ -42,6 +41,7 @@ from tidings.log.config import (
 )
 from tidings.log.damage import Damage
 from tidings.log.files import OpenFiles, SegmentFile, shared_files
+from tidings.log.knowndamage import KnownDamage
 from tidings.log.recovery import (
     RecoveryReport,
     cut_back,
@@ -101,7 +101,7 @@ class PartitionLog:
         self._healer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dirty = False  # written since the last fsync
-        self._damage: list[Damage] = []
+        self._damage = KnownDamage(directory)
         # Under "interval": the base offset of the last linked part queued, and the
         # marks of segments rolled with released parts in them, which the next whole
         # flush round makes needless (see take_linked_marks).
@@ -165,7 +165,7 @@ class PartitionLog:
                 log.report.linked.extend(scan_links(seg))
         log._next_offset = log._end_offset = log._written_end = segments[-1].next_offset
         log._times.last = max(seg.max_ts for seg in segments)
-        log._track_damage()
+        log._damage.track(segments)
         if log._failed is not None:
             with contextlib.suppress(RuntimeError):  # no loop: heal() is called by hand
                 log._loop = asyncio.get_running_loop()
@@ -174,54 +174,10 @@ class PartitionLog:
 
     # -- damage ------------------------------------------------------------------
 
-    def _track_damage(self) -> None:
-        """Merge the damage recovery found with the record on disk; hear of new damage.
-
-        Recovery scanned the active segment whole, so what it found there replaces
-        the record's entries for it (a bad last batch is now a torn tail, cut).
-        Sealed segments keep their entries: reads find their damage again.
-        """
-        recorded = damage_record.load(self.directory)
-        sealed = {seg.path.name for seg in self._segments[:-1]}
-        known = [d for d in recorded if d.segment in sealed]
-        found = [d for seg in self._segments for d in seg.damage.values()]
-        self._damage = damage_record.merge(known, found)
-        if self._damage != recorded:
-            self._save_damage()
-        for seg in self._segments:
-            seg.on_damage = self._damage_found
-
-    def _damage_found(self, damage: Damage) -> None:
-        """A read stepped over damage: name it, log it and keep the record."""
-        logger.error(
-            "damage in %s at byte %d (%s): offsets %d to %d skipped",
-            self.directory / damage.segment, damage.position, damage.why,
-            damage.first_offset, damage.end_offset - 1,
-        )
-        merged = damage_record.merge(self._damage, [damage])
-        if merged != self._damage:  # known damage, found again, is not written again
-            self._damage = merged
-            self._save_damage()
-
-    def _save_damage(self) -> None:
-        """Write the record; a failure (a full disk) is logged: reads find damage anyway."""
-        try:
-            damage_record.save(self.directory, self._damage)
-        except OSError:
-            logger.exception("could not record the damage in %s", self.directory)
-
     @property
     def damage(self) -> list[Damage]:
         """The known bad ranges of this partition's segments, in offset order."""
-        return list(self._damage)
-
-    def _forget_damage(self) -> None:
-        """Retention removed segments: their damage goes with them."""
-        names = {seg.path.name for seg in self._segments}
-        kept = [d for d in self._damage if d.segment in names]
-        if kept != self._damage:
-            self._damage = kept
-            self._save_damage()
+        return list(self._damage.ranges)
 
     # -- positions ---------------------------------------------------------------
 
@@ -488,7 +444,7 @@ class PartitionLog:
             files=self.files,
         )
         try:
-            seg.on_damage = self._damage_found
+            seg.on_damage = self._damage.found
             seg.open_indexes_for_append()
             fsync_dir(self.directory)
         except BaseException:
@@ -563,15 +519,7 @@ class PartitionLog:
             self._failed = OSError("a torn tail waits for room for its side copy")
             self._heal_later()
         self._next_offset = self._end_offset = self._written_end = seg.next_offset
-        names = {later.path.name for later in self._segments}
-        left = [
-            d
-            for d in self._damage
-            if d.segment in names and (d.segment != seg.path.name or d.position < position)
-        ]
-        if left != self._damage:
-            self._damage = left
-            self._save_damage()
+        self._damage.cut(seg.path.name, position, {later.path.name for later in self._segments})
 
     def link_at(self, offset: int) -> fmt.Link | None:
         """The link of the linked batch that starts at ``offset``, if one does."""
@@ -871,13 +819,9 @@ class PartitionLog:
             done.tidx_ts, done.tidx_offsets, done.created_ms,
         )  # fmt: skip
         new.damage = {d.position: d for d in done.damage}
-        new.on_damage = self._damage_found
+        new.on_damage = self._damage.found
         self._segments[i] = new
-        kept = [d for d in self._damage if d.segment != old.path.name]
-        merged = damage_record.merge(kept, done.damage)
-        if merged != self._damage:
-            self._damage = merged
-            self._save_damage()
+        self._damage.rewritten(old.path.name, done.damage)
         return True
 
     # -- retention ---------------------------------------------------------------
@@ -909,7 +853,7 @@ class PartitionLog:
             removed += 1
         if removed:
             fsync_dir(self.directory)
-            self._forget_damage()
+            self._damage.keep_segments({seg.path.name for seg in self._segments})
         return removed
 
 
