@@ -29,7 +29,6 @@ from pathlib import Path
 
 from tidings.errors import BadRequest, CorruptLog, OffsetOutOfRange, StorageUnavailable
 from tidings.log import format as fmt
-from tidings.log.appendtimes import AppendTimes
 from tidings.log.compaction import Rewritten, remove_leftovers
 from tidings.log.config import (
     FSYNC_STATS,
@@ -40,10 +39,9 @@ from tidings.log.config import (
     SystemClock,
 )
 from tidings.log.damage import Damage
-from tidings.log.files import OpenFiles, SegmentFile, shared_files
-from tidings.log.knowndamage import KnownDamage
+from tidings.log.files import OpenFiles, SegmentFile
+from tidings.log.partstate import PartitionState
 from tidings.log.recovery import (
-    RecoveryReport,
     cut_back,
     cut_tail,
     linked_marker,
@@ -61,52 +59,8 @@ HEAL_S = 0.5
 _ROOM_BYTES = 1 << 20
 """The free space a failed partition must find (by reserving it) before it takes appends."""
 
-class PartitionLog:
+class PartitionLog(PartitionState):
     """One partition's log on disk. Use :meth:`open`; one instance per directory."""
-
-    def __init__(
-        self,
-        directory: Path,
-        config: LogConfig,
-        policy: FsyncPolicy,
-        clock: Clock,
-        files: OpenFiles | None = None,
-    ) -> None:
-        self.directory = directory
-        self.files = shared_files() if files is None else files
-        self.config = config
-        self.policy = policy
-        self.clock = clock
-        self.report = RecoveryReport()
-        self._segments: list[Segment] = []
-        self._bases: list[int] = []
-        self._next_offset = 0  # assigned, including queued appends
-        self._end_offset = 0  # acknowledged and visible
-        self._queue: list[tuple[bytes, int, int, int]] = []  # frame, base, count, ts
-        self._waiting: list[tuple[asyncio.Future[int], int]] = []
-        # Linked parts not yet whole: base -> (end, the part's future). While any is
-        # held, appends written after it wait in _blocked, written but unreadable.
-        self._holds: dict[int, tuple[int, asyncio.Future[int]]] = {}
-        self._blocked: list[tuple[asyncio.Future[int], int]] = []
-        self._written_end = 0  # written (and fsynced under "always"), held or not
-        self._times = AppendTimes()
-        self._writer: asyncio.Task[None] | None = None  # under "always"
-        self._handle: asyncio.Handle | None = None  # under "interval" and "never"
-        self._readers: list[asyncio.Future[None]] = []
-        self._closed = False
-        self._closing = False
-        self._failed: BaseException | None = None
-        self._owed_cut = False  # a torn tail found at open whose side copy failed
-        self._owed_link_cut: tuple[int, str] | None = None  # cut_from that failed: offset, why
-        self._healer: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.dirty = False  # written since the last fsync
-        self._damage = KnownDamage(directory)
-        # Under "interval": the base offset of the last linked part queued, and the
-        # marks of segments rolled with released parts in them, which the next whole
-        # flush round makes needless (see take_linked_marks).
-        self._last_linked = -1
-        self._marks_to_clear: list[Path] = []
 
     # -- opening -----------------------------------------------------------------
 
@@ -178,26 +132,6 @@ class PartitionLog:
     def damage(self) -> list[Damage]:
         """The known bad ranges of this partition's segments, in offset order."""
         return list(self._damage.ranges)
-
-    # -- positions ---------------------------------------------------------------
-
-    @property
-    def start_offset(self) -> int:
-        """The first offset still kept."""
-        return self._bases[0]
-
-    @property
-    def end_offset(self) -> int:
-        """One past the last acknowledged record: the next offset a reader waits for."""
-        return self._end_offset
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(s.size for s in self._segments)
-
-    @property
-    def segment_count(self) -> int:
-        return len(self._segments)
 
     @property
     def failure(self) -> str | None:
@@ -271,11 +205,6 @@ class PartitionLog:
             raise StorageUnavailable(
                 f"partition {self.directory} is {'closed' if self._closing else 'failed'}"
             )
-
-    @property
-    def next_offset(self) -> int:
-        """The offset the next append gets."""
-        return self._next_offset
 
     @property
     def last_ts(self) -> int:
@@ -481,11 +410,6 @@ class PartitionLog:
                 offset, self.directory, why, exc,
             )
             self._heal_later()
-
-    @property
-    def owes_cut(self) -> bool:
-        """Whether a cut found needed at start-up is still to be made (see :meth:`heal`)."""
-        return self._owed_cut or self._owed_link_cut is not None
 
     def _cut_from(self, offset: int, why: str) -> None:
         """:meth:`cut_from`, which may stop at any step with OSError and be called again."""
@@ -770,12 +694,6 @@ class PartitionLog:
                 if fut in self._readers and not fut.done():
                     self._readers.remove(fut)
         return True
-
-    def _wake_readers(self) -> None:
-        readers, self._readers = self._readers, []
-        for fut in readers:
-            if not fut.done():
-                fut.set_result(None)
 
     # -- compaction --------------------------------------------------------------
 
