@@ -42,6 +42,7 @@ from typing import Any, Literal
 import orjson
 
 from tidings.core.cursors import DEAD, Cursor, Pending
+from tidings.core.deadletters import DeadLetter, DeadLettering
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import is_decimal
 from tidings.errors import BadRequest, Forbidden, StaleLease
@@ -127,22 +128,13 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
-    partition: int
-    offset: int
-    payload: bytes
-    deliveries: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class Acked:
     """Leases :meth:`ConsumerGroup.ack_positions` checked, for :meth:`ConsumerGroup.ack`."""
 
     found: list[tuple[int, Cursor, Pending]]
 
 
-class ConsumerGroup:
+class ConsumerGroup(DeadLettering):
     """One group's state over the partitions of one topic."""
 
     def __init__(
@@ -224,35 +216,6 @@ class ConsumerGroup:
             "skipped_events": self.skipped_events,
             "skipped": [list(s) for s in self.skipped],
         }
-
-    def mark_dead_letters(self, dead: Sequence[DeadLetter], dlq_from: int) -> None:
-        """``dead`` are about to be appended to the dead-letter topic, at ``dlq_from`` or later."""
-        for d in dead:
-            c = self._cursors.get(d.partition)
-            rec = c.pending.get(d.offset) if c else None
-            if rec is not None and rec.lease == DEAD:
-                rec.dlq_from = dlq_from
-
-    def dying_since(self) -> int | None:
-        """The lowest dead-letter offset a copy saved before a restart may be at."""
-        marks = [-1 - t for c in self._cursors.values() for _, t in c.restored.values() if t < 0]
-        return min(marks) if marks else None
-
-    def dead_lettered_before(self, copied: Collection[tuple[int, int]]) -> None:
-        """Of the records saved as being copied to the dead-letter topic, those
-        ``(partition, offset)`` in ``copied`` made it: they are done. The others are
-        due at once, to be copied again."""
-        for p, c in self._cursors.items():
-            for o, (n, t) in list(c.restored.items()):
-                if t >= 0:
-                    continue
-                if (p, o) in copied:
-                    del c.restored[o]
-                    c.done(o)
-                    self.dead_lettered += 1
-                else:
-                    c.restored[o] = (n, 0)
-            c.fetched = max(c.fetched, c.committed)
 
     def ack_positions(self, leases: Sequence[str]) -> tuple[Positions, Acked]:
         """The durable state once ``leases`` are acked, and the records to pass to
@@ -506,25 +469,6 @@ class ConsumerGroup:
         rec.expires_ms = _NEVER
         reason = f"{why} after {rec.deliveries} deliveries (max_deliver {self.config.max_deliver})"
         return DeadLetter(p, rec.offset, rec.payload, rec.deliveries, reason)
-
-    def settle(self, dead: Sequence[DeadLetter]) -> None:
-        """The dead letters are durable in the dead-letter topic: their records are done."""
-        for d in dead:
-            c = self._cursors.get(d.partition)
-            rec = c.pending.get(d.offset) if c else None
-            if c is not None and rec is not None and rec.lease == DEAD:
-                c.done(d.offset)
-                self.dead_lettered += 1
-
-    def unsettle(self, dead: Sequence[DeadLetter]) -> None:
-        """The dead-letter append failed: the records are due again (to be tried again)."""
-        for d in dead:
-            c = self._cursors.get(d.partition)
-            rec = c.pending.get(d.offset) if c else None
-            if rec is not None and rec.lease == DEAD:
-                rec.lease = None
-                rec.due_ms = 0
-                rec.dlq_from = None
 
     # -- damage --------------------------------------------------------------------
 
