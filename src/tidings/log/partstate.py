@@ -93,7 +93,6 @@ class PartitionState:
     def segment_count(self) -> int:
         return len(self._segments)
 
-
     @property
     def next_offset(self) -> int:
         """The offset the next append gets."""
@@ -101,7 +100,8 @@ class PartitionState:
 
     @property
     def owes_cut(self) -> bool:
-        """Whether a cut found needed at start-up is still to be made (see :meth:`heal`)."""
+        """Whether a cut found needed at start-up is still to be made (see
+        :meth:`~tidings.log.healing.Healing.heal`)."""
         return self._owed_cut or self._owed_link_cut is not None
 
     def _wake_readers(self) -> None:
