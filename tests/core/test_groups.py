@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig
+from tidings.core.deadletters import DeadLetter
+from tidings.core.groups import ConsumerGroup, Delivery, GroupConfig
 from tidings.core.patterns import TypeFilter
 from tidings.errors import BadRequest, StaleLease
 

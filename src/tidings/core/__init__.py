@@ -2,7 +2,9 @@
 
 Topics, publishing and the dedupe window (``hub``, ``publishing``, ``dedupe``,
 ``refill``), reads and consumer groups (``consuming``, ``groups``: a group's
-state machine, sans I/O; ``offsetranges``: the offsets it has done, as ranges;
+state machine, sans I/O; ``cursors``: its position in one partition;
+``deadletters``: its records copied to the dead-letter topic, then done;
+``offsetranges``: the offsets it has done, as ranges;
 ``skipping``: reads that step over damage), the
 WebSocket session state machine (``session``), live fan-out (``fanout``), the
 event-type catalogue (``catalog``), the metrics history (``history``, sans

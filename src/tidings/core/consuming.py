@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tidings.core.groups import ConsumerGroup, DeadLetter, Delivery, GroupConfig, internal_group
+from tidings.core.deadletters import DeadLetter
+from tidings.core.groups import ConsumerGroup, Delivery, GroupConfig, internal_group
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, is_token
 from tidings.core.skipping import Skipped, find_gaps, read_past_damage

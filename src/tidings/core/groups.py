@@ -4,9 +4,8 @@ Rules, per partition of the group's topic:
 
 - ``committed`` is the group's durable position: every offset below it is done
   (acknowledged or dead-lettered). Offsets done above it wait in ``done_above``
-  until the gap closes, so an acknowledgement out of order is never lost. They
-  are kept as ranges (:class:`~tidings.core.offsetranges.OffsetRanges`): a run of
-  offsets a compaction removed costs one range however long it is.
+  until the gap closes, so an acknowledgement out of order is never lost (see
+  :mod:`tidings.core.cursors`, a partition's position).
 - A fetch leases records: first those due for redelivery, then new ones read
   from the log through the ``read`` function it is given. A lease lasts
   ``ack_wait``; one that runs out is due for redelivery at once.
@@ -37,12 +36,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
-from tidings.core.offsetranges import OffsetRanges
+from tidings.core.cursors import DEAD, Cursor, Pending
+from tidings.core.deadletters import DeadLetter, DeadLettering
 from tidings.core.patterns import TypeFilter
 from tidings.core.positions import is_decimal
 from tidings.errors import BadRequest, Forbidden, StaleLease
@@ -86,9 +86,8 @@ def check_client_group(name: str) -> None:
     raise Forbidden(detail, group=name)
 
 
-# The lease of a record being appended to the dead-letter topic: never acked by a
-# client, never expiring; done only once that append is durable (settle()).
-_DEAD = ""
+# A record being appended to the dead-letter topic (its lease is DEAD) never expires;
+# it is done only once that append is durable (settle()).
 _NEVER = 1 << 62
 
 # How many records a partition may hold read but not leased (filtered out by a
@@ -119,21 +118,6 @@ class GroupConfig:
         }
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A record read from the log and not yet done."""
-
-    offset: int
-    payload: bytes
-    type: str
-    key: str | None
-    deliveries: int = 0
-    due_ms: int = 0  # when it may be leased (again)
-    lease: str | None = None  # the live lease, if leased
-    expires_ms: int = 0
-    dlq_from: int | None = None  # being copied to the dead-letter topic at this offset or later
-
-
 @dataclass(frozen=True, slots=True)
 class Delivery:
     partition: int
@@ -144,33 +128,13 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
-    partition: int
-    offset: int
-    payload: bytes
-    deliveries: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class Acked:
     """Leases :meth:`ConsumerGroup.ack_positions` checked, for :meth:`ConsumerGroup.ack`."""
 
-    found: list[tuple[int, _Cursor, _Pending]]
+    found: list[tuple[int, Cursor, Pending]]
 
 
-@dataclass(slots=True)
-class _Cursor:
-    committed: int
-    fetched: int
-    done_above: OffsetRanges = field(default_factory=OffsetRanges)
-    pending: dict[int, _Pending] = field(default_factory=dict)
-    keys: dict[str, list[int]] = field(default_factory=dict)  # key -> pending offsets, in order
-    # Saved before a restart and not read again yet: offset -> (deliveries, due_ms).
-    restored: dict[int, tuple[int, int]] = field(default_factory=dict)
-
-
-class ConsumerGroup:
+class ConsumerGroup(DeadLettering):
     """One group's state over the partitions of one topic."""
 
     def __init__(
@@ -191,21 +155,7 @@ class ConsumerGroup:
         self.config = config
         self.epoch = secrets.token_hex(4)
         self._filter = TypeFilter(config.types)
-        self._cursors: dict[int, _Cursor] = {}
-        for p, saved in positions.items():
-            above = OffsetRanges.load(saved[1], at_least=int(saved[0]))
-            c = above.pop_run(int(saved[0]))
-            retries = saved[2] if len(saved) > 2 else ()
-            self._cursors[p] = _Cursor(
-                committed=c,
-                fetched=c,
-                done_above=above,
-                restored={
-                    int(o): (int(n), int(due))
-                    for o, n, due in retries
-                    if o >= c and o not in above and n > 0
-                },
-            )
+        self._cursors = {p: Cursor.load(saved) for p, saved in positions.items()}
         self._rotate = 0
         counts = stats or {}
         self.skipped: list[tuple[int, int, int, str]] = [  # the latest (p, first, end, why)
@@ -252,26 +202,7 @@ class ConsumerGroup:
             if reset is not None and p in reset:
                 out[p] = (reset[p], [], [])
                 continue
-            committed, above = c.committed, c.done_above
-            finished = gone.get(p)
-            if finished:
-                above = above.copy()
-                for o in finished:
-                    above.add(o, o + 1)
-                committed = above.pop_run(committed)
-            retries = [(o, n, t) for o, (n, t) in c.restored.items()]
-            for o, r in c.pending.items():
-                if finished and o in finished:
-                    continue
-                if due is not None and (p, o) in due:
-                    n, t = due[(p, o)]
-                    if n:
-                        retries.append((o, n, t))
-                elif r.lease == _DEAD and r.dlq_from is not None:
-                    retries.append((o, r.deliveries, -1 - r.dlq_from))
-                elif r.deliveries:
-                    retries.append((o, r.deliveries, r.due_ms if r.lease is None else 0))
-            out[p] = (committed, above.saved(), sorted(retries))
+            out[p] = c.saved(p, gone.get(p), due)
         return out
 
     def stats(self, *, acked: int = 0) -> GroupStats:
@@ -285,35 +216,6 @@ class ConsumerGroup:
             "skipped_events": self.skipped_events,
             "skipped": [list(s) for s in self.skipped],
         }
-
-    def mark_dead_letters(self, dead: Sequence[DeadLetter], dlq_from: int) -> None:
-        """``dead`` are about to be appended to the dead-letter topic, at ``dlq_from`` or later."""
-        for d in dead:
-            c = self._cursors.get(d.partition)
-            rec = c.pending.get(d.offset) if c else None
-            if rec is not None and rec.lease == _DEAD:
-                rec.dlq_from = dlq_from
-
-    def dying_since(self) -> int | None:
-        """The lowest dead-letter offset a copy saved before a restart may be at."""
-        marks = [-1 - t for c in self._cursors.values() for _, t in c.restored.values() if t < 0]
-        return min(marks) if marks else None
-
-    def dead_lettered_before(self, copied: Collection[tuple[int, int]]) -> None:
-        """Of the records saved as being copied to the dead-letter topic, those
-        ``(partition, offset)`` in ``copied`` made it: they are done. The others are
-        due at once, to be copied again."""
-        for p, c in self._cursors.items():
-            for o, (n, t) in list(c.restored.items()):
-                if t >= 0:
-                    continue
-                if (p, o) in copied:
-                    del c.restored[o]
-                    self._done(c, o)
-                    self.dead_lettered += 1
-                else:
-                    c.restored[o] = (n, 0)
-            c.fetched = max(c.fetched, c.committed)
 
     def ack_positions(self, leases: Sequence[str]) -> tuple[Positions, Acked]:
         """The durable state once ``leases`` are acked, and the records to pass to
@@ -342,7 +244,7 @@ class ConsumerGroup:
         """Whether the group still owes the record at ``offset`` of ``partition``
         (False for a partition the group does not read)."""
         c = self._cursors.get(partition)
-        return c is not None and offset >= c.committed and offset not in c.done_above
+        return c is not None and c.undone(offset)
 
     def in_flight(self, partition: int | None = None) -> int:
         cursors = self._cursors.values() if partition is None else [self._cursors[partition]]
@@ -380,27 +282,12 @@ class ConsumerGroup:
 
     def add_partitions(self, positions: dict[int, int]) -> None:
         for p, start in positions.items():
-            self._cursors.setdefault(p, _Cursor(committed=start, fetched=start))
+            self._cursors.setdefault(p, Cursor(committed=start, fetched=start))
 
     def clamp(self, partition: int, start_offset: int, end_offset: int | None = None) -> bool:
         """Move past offsets that retention deleted, and back from beyond the log's end
         (its tail lost to a power cut, say; as Kafka's reset). True if it moved."""
-        c = self._cursors[partition]
-        if c.committed < start_offset:
-            self._reset(c, start_offset)
-            return True
-        if end_offset is not None and c.committed > end_offset:
-            self._reset(c, end_offset)
-            return True
-        if end_offset is not None and (
-            (c.done_above.end or 0) > end_offset or any(o >= end_offset for o in c.restored)
-        ):
-            # Acked or delivered past an end a power cut took back: the offsets there
-            # will hold new records, which this group has never seen.
-            c.done_above.drop_from(end_offset)
-            c.restored = {o: r for o, r in c.restored.items() if o < end_offset}
-            return True
-        return False
+        return self._cursors[partition].clamp(start_offset, end_offset)
 
     def can_read(self, partition: int) -> bool:
         """Whether a fetch would read new records of ``partition`` (room for them)."""
@@ -411,11 +298,7 @@ class ConsumerGroup:
         self.config = config
         self._filter = TypeFilter(config.types)
         for c in self._cursors.values():
-            c.keys.clear()
-            if config.ordering == "key":
-                for offset, rec in sorted(c.pending.items()):
-                    if rec.key is not None:
-                        c.keys.setdefault(rec.key, []).append(offset)
+            c.index_keys(config.ordering == "key")
 
     # -- fetch -------------------------------------------------------------------
 
@@ -472,9 +355,9 @@ class ConsumerGroup:
                     continue  # done out of order before a restart: never deliver it again
                 event_type, key = _type_and_key(payload)
                 if not self._filter.matches(event_type):
-                    self._done(c, offset)
+                    c.done(offset)
                     continue
-                rec = _Pending(offset, payload, event_type, key, due_ms=now_ms)
+                rec = Pending(offset, payload, event_type, key, due_ms=now_ms)
                 if c.restored:
                     rec.deliveries, due = c.restored.pop(offset, (0, now_ms))
                     rec.due_ms = max(due, 0)
@@ -488,14 +371,14 @@ class ConsumerGroup:
                 elif len(out) - start < want and self._may_lease(c, rec, types):
                     out.append(self._lease(p, rec, now_ms))
 
-    def _may_lease(self, c: _Cursor, rec: _Pending, types: TypeFilter | None) -> bool:
+    def _may_lease(self, c: Cursor, rec: Pending, types: TypeFilter | None) -> bool:
         if types is not None and not types.matches(rec.type):
             return False
         if self.config.ordering == "key" and rec.key is not None:
             return c.keys[rec.key][0] == rec.offset
         return True
 
-    def _lease(self, p: int, rec: _Pending, now_ms: int) -> Delivery:
+    def _lease(self, p: int, rec: Pending, now_ms: int) -> Delivery:
         if rec.deliveries:
             self.redelivered += 1
         rec.deliveries += 1
@@ -517,9 +400,9 @@ class ConsumerGroup:
                 if rec.deliveries:
                     self.redelivered -= 1
 
-    def _resolve(self, leases: Sequence[str]) -> list[tuple[int, _Cursor, _Pending]]:
+    def _resolve(self, leases: Sequence[str]) -> list[tuple[int, Cursor, Pending]]:
         """Look up every lease; refuse them all if any is stale or malformed."""
-        found: list[tuple[int, _Cursor, _Pending]] = []
+        found: list[tuple[int, Cursor, Pending]] = []
         stale: list[str] = []
         for lease in leases:
             if not isinstance(lease, str):
@@ -544,7 +427,7 @@ class ConsumerGroup:
     def ack(self, leases: Sequence[str] | Acked) -> int:
         found = leases.found if isinstance(leases, Acked) else self._resolve(leases)
         for _, c, rec in found:
-            self._done(c, rec.offset)
+            c.done(rec.offset)
         self.acked += len(found)
         return len(found)
 
@@ -579,44 +462,13 @@ class ConsumerGroup:
                     dead.append(self._dead(c, rec, "delivered too often"))
         return dead
 
-    def _dead(self, c: _Cursor, rec: _Pending, why: str) -> DeadLetter:
+    def _dead(self, c: Cursor, rec: Pending, why: str) -> DeadLetter:
         """Hold ``rec`` for the dead-letter topic: neither leased again nor done yet."""
         p = next(p for p, cur in self._cursors.items() if cur is c)
-        rec.lease = _DEAD
+        rec.lease = DEAD
         rec.expires_ms = _NEVER
         reason = f"{why} after {rec.deliveries} deliveries (max_deliver {self.config.max_deliver})"
         return DeadLetter(p, rec.offset, rec.payload, rec.deliveries, reason)
-
-    def settle(self, dead: Sequence[DeadLetter]) -> None:
-        """The dead letters are durable in the dead-letter topic: their records are done."""
-        for d in dead:
-            c = self._cursors.get(d.partition)
-            rec = c.pending.get(d.offset) if c else None
-            if c is not None and rec is not None and rec.lease == _DEAD:
-                self._done(c, d.offset)
-                self.dead_lettered += 1
-
-    def unsettle(self, dead: Sequence[DeadLetter]) -> None:
-        """The dead-letter append failed: the records are due again (to be tried again)."""
-        for d in dead:
-            c = self._cursors.get(d.partition)
-            rec = c.pending.get(d.offset) if c else None
-            if rec is not None and rec.lease == _DEAD:
-                rec.lease = None
-                rec.due_ms = 0
-                rec.dlq_from = None
-
-    def _done(self, c: _Cursor, offset: int) -> None:
-        rec = c.pending.pop(offset, None)
-        if rec is not None and rec.key is not None and rec.key in c.keys:
-            offsets = c.keys[rec.key]
-            offsets.remove(offset)
-            if not offsets:
-                del c.keys[rec.key]
-        if offset == c.committed:
-            c.committed = c.done_above.pop_run(offset + 1)
-        elif offset > c.committed:
-            c.done_above.add(offset, offset + 1)
 
     # -- damage --------------------------------------------------------------------
 
@@ -638,37 +490,16 @@ class ConsumerGroup:
         self._mark_done(partition, first, end)
 
     def _mark_done(self, partition: int, first: int, end: int) -> int:
-        """Mark every offset of the range not done yet done; how many. A record read
-        from the range stays pending: the runs between such records are done, each
-        as one range (never offset by offset: a gap may span millions)."""
+        """Mark the range done in ``partition`` (see :meth:`Cursor.mark_done`); how many."""
         c = self._cursors.get(partition)
-        if c is None:
-            return 0
-        lo = max(first, c.committed)
-        if lo >= end:
-            return 0
-        n = 0
-        for held in [*sorted(o for o in c.pending if lo <= o < end), end]:
-            n += c.done_above.add(lo, held)
-            lo = held + 1
-        c.committed = c.done_above.pop_run(c.committed)
-        c.fetched = max(c.fetched, end)
-        return n
+        return 0 if c is None else c.mark_done(first, end)
 
     # -- seek ----------------------------------------------------------------------
 
     def seek(self, positions: dict[int, int]) -> None:
         """Start the given partitions over at the given offsets; leases there go stale."""
         for p, offset in positions.items():
-            self._reset(self._cursors[p], offset)
-
-    @staticmethod
-    def _reset(c: _Cursor, offset: int) -> None:
-        c.committed = c.fetched = offset
-        c.done_above.clear()
-        c.pending.clear()
-        c.keys.clear()
-        c.restored.clear()
+            self._cursors[p].reset(offset)
 
 
 def _count(saved: GroupStats, name: str) -> int:

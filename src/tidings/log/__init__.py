@@ -3,7 +3,12 @@
 - ``config``: the fsync policy, retention, segment layout, clock and record types.
 - ``format``: the byte layout of segments and indexes, written out at its top.
 - ``segment``, ``partition``: one segment file; one partition's segments, its
-  writer (group commit) and readers, rolling and retention.
+  writer (group commit) and readers, rolling and retention. Its parts:
+  ``partstate`` (the state they share), ``healing`` (a failed write refused
+  until it heals, the cuts start-up owes), ``holds`` (linked parts held until
+  whole), ``compactable`` (what a compaction may rewrite); ``appendtimes``
+  (append times never go back, the read horizon); ``knowndamage`` (a
+  partition's damage record).
 - ``recovery``: checking the active segment at open and cutting a torn tail.
 - ``damage``: telling damage from a torn tail, stepping over it, its record;
   ``check``: the same scan offline, for ``tidings check``.

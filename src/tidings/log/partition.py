@@ -9,12 +9,11 @@ A record becomes visible to readers when its append is acknowledged, so no
 reader ever sees a record that a crash could take back. A part of a linked batch
 (one publish over several partitions, see :mod:`tidings.log.linked`) is held:
 it and every record after it stay unreadable and unacknowledged until the
-publish is whole in every partition and :meth:`PartitionLog.release` is called.
+publish is whole in every partition and it is released (see :mod:`tidings.log.holds`).
 
 A write or fsync that fails (a full disk, say) fails the appends it carried and
-the partition refuses appends (503) while it is *failed*; it then tries every
-``HEAL_S`` to cut itself back to what it acknowledged and to find room for
-more, and takes appends again once it can, with no restart.
+the partition refuses appends (503) until it heals (see :mod:`tidings.log.healing`).
+The state every part shares is in :mod:`tidings.log.partstate`.
 """
 
 from __future__ import annotations
@@ -22,16 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from tidings.errors import BadRequest, CorruptLog, OffsetOutOfRange, StorageUnavailable
-from tidings.log import damage as damage_record
+from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
 from tidings.log import format as fmt
-from tidings.log.compaction import Rewritten, remove_leftovers
+from tidings.log.compactable import CompactionHooks
+from tidings.log.compaction import remove_leftovers
 from tidings.log.config import (
     FSYNC_STATS,
     Clock,
@@ -41,11 +38,10 @@ from tidings.log.config import (
     SystemClock,
 )
 from tidings.log.damage import Damage
-from tidings.log.files import OpenFiles, SegmentFile, shared_files
+from tidings.log.files import OpenFiles, SegmentFile
+from tidings.log.healing import Healing
+from tidings.log.holds import LinkedHolds
 from tidings.log.recovery import (
-    RecoveryReport,
-    cut_back,
-    cut_tail,
     linked_marker,
     recover_active,
     recover_sealed,
@@ -55,61 +51,9 @@ from tidings.log.segment import Segment, fsync_dir, make_dirs
 
 logger = logging.getLogger("tidings.log")
 
-HEAL_S = 0.5
-"""How often a failed partition tries to heal."""
 
-_ROOM_BYTES = 1 << 20
-"""The free space a failed partition must find (by reserving it) before it takes appends."""
-
-class PartitionLog:
+class PartitionLog(Healing, LinkedHolds, CompactionHooks):
     """One partition's log on disk. Use :meth:`open`; one instance per directory."""
-
-    def __init__(
-        self,
-        directory: Path,
-        config: LogConfig,
-        policy: FsyncPolicy,
-        clock: Clock,
-        files: OpenFiles | None = None,
-    ) -> None:
-        self.directory = directory
-        self.files = shared_files() if files is None else files
-        self.config = config
-        self.policy = policy
-        self.clock = clock
-        self.report = RecoveryReport()
-        self._segments: list[Segment] = []
-        self._bases: list[int] = []
-        self._next_offset = 0  # assigned, including queued appends
-        self._end_offset = 0  # acknowledged and visible
-        self._queue: list[tuple[bytes, int, int, int]] = []  # frame, base, count, ts
-        self._waiting: list[tuple[asyncio.Future[int], int]] = []
-        # Linked parts not yet whole: base -> (end, the part's future). While any is
-        # held, appends written after it wait in _blocked, written but unreadable.
-        self._holds: dict[int, tuple[int, asyncio.Future[int]]] = {}
-        self._blocked: list[tuple[asyncio.Future[int], int]] = []
-        self._written_end = 0  # written (and fsynced under "always"), held or not
-        # Append times never go back (see _stamp); the end offsets and times of appends
-        # not readable yet, oldest first, for the read horizon (see horizon).
-        self._last_ts = -1
-        self._unread: deque[tuple[int, int]] = deque()
-        self._writer: asyncio.Task[None] | None = None  # under "always"
-        self._handle: asyncio.Handle | None = None  # under "interval" and "never"
-        self._readers: list[asyncio.Future[None]] = []
-        self._closed = False
-        self._closing = False
-        self._failed: BaseException | None = None
-        self._owed_cut = False  # a torn tail found at open whose side copy failed
-        self._owed_link_cut: tuple[int, str] | None = None  # cut_from that failed: offset, why
-        self._healer: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.dirty = False  # written since the last fsync
-        self._damage: list[Damage] = []
-        # Under "interval": the base offset of the last linked part queued, and the
-        # marks of segments rolled with released parts in them, which the next whole
-        # flush round makes needless (see take_linked_marks).
-        self._last_linked = -1
-        self._marks_to_clear: list[Path] = []
 
     # -- opening -----------------------------------------------------------------
 
@@ -167,8 +111,8 @@ class PartitionLog:
             if linked_marker(seg).exists():
                 log.report.linked.extend(scan_links(seg))
         log._next_offset = log._end_offset = log._written_end = segments[-1].next_offset
-        log._last_ts = max(seg.max_ts for seg in segments)
-        log._track_damage()
+        log._times.last = max(seg.max_ts for seg in segments)
+        log._damage.track(segments)
         if log._failed is not None:
             with contextlib.suppress(RuntimeError):  # no loop: heal() is called by hand
                 log._loop = asyncio.get_running_loop()
@@ -177,79 +121,10 @@ class PartitionLog:
 
     # -- damage ------------------------------------------------------------------
 
-    def _track_damage(self) -> None:
-        """Merge the damage recovery found with the record on disk; hear of new damage.
-
-        Recovery scanned the active segment whole, so what it found there replaces
-        the record's entries for it (a bad last batch is now a torn tail, cut).
-        Sealed segments keep their entries: reads find their damage again.
-        """
-        recorded = damage_record.load(self.directory)
-        sealed = {seg.path.name for seg in self._segments[:-1]}
-        known = [d for d in recorded if d.segment in sealed]
-        found = [d for seg in self._segments for d in seg.damage.values()]
-        self._damage = damage_record.merge(known, found)
-        if self._damage != recorded:
-            self._save_damage()
-        for seg in self._segments:
-            seg.on_damage = self._damage_found
-
-    def _damage_found(self, damage: Damage) -> None:
-        """A read stepped over damage: name it, log it and keep the record."""
-        logger.error(
-            "damage in %s at byte %d (%s): offsets %d to %d skipped",
-            self.directory / damage.segment, damage.position, damage.why,
-            damage.first_offset, damage.end_offset - 1,
-        )
-        merged = damage_record.merge(self._damage, [damage])
-        if merged != self._damage:  # known damage, found again, is not written again
-            self._damage = merged
-            self._save_damage()
-
-    def _save_damage(self) -> None:
-        """Write the record; a failure (a full disk) is logged: reads find damage anyway."""
-        try:
-            damage_record.save(self.directory, self._damage)
-        except OSError:
-            logger.exception("could not record the damage in %s", self.directory)
-
     @property
     def damage(self) -> list[Damage]:
         """The known bad ranges of this partition's segments, in offset order."""
-        return list(self._damage)
-
-    def _forget_damage(self) -> None:
-        """Retention removed segments: their damage goes with them."""
-        names = {seg.path.name for seg in self._segments}
-        kept = [d for d in self._damage if d.segment in names]
-        if kept != self._damage:
-            self._damage = kept
-            self._save_damage()
-
-    # -- positions ---------------------------------------------------------------
-
-    @property
-    def start_offset(self) -> int:
-        """The first offset still kept."""
-        return self._bases[0]
-
-    @property
-    def end_offset(self) -> int:
-        """One past the last acknowledged record: the next offset a reader waits for."""
-        return self._end_offset
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(s.size for s in self._segments)
-
-    @property
-    def segment_count(self) -> int:
-        return len(self._segments)
-
-    @property
-    def failure(self) -> str | None:
-        """Why appends are refused now (a write that failed); None when healthy."""
-        return None if self._failed is None else str(self._failed) or type(self._failed).__name__
+        return list(self._damage.ranges)
 
     # -- appending ---------------------------------------------------------------
 
@@ -267,7 +142,7 @@ class PartitionLog:
             )
         if not payloads:
             raise BadRequest("an append needs at least one record")
-        ts = self._stamp(self.clock.time_ms() if timestamp_ms is None else timestamp_ms)
+        ts = self._times.stamp(self.clock.time_ms() if timestamp_ms is None else timestamp_ms)
         base = self._next_offset
         frame = fmt.encode_batch(base, payloads, ts)
         return self._enqueue(frame, base, len(payloads), ts)
@@ -283,34 +158,13 @@ class PartitionLog:
         """
         self.check_appendable()
         base = self._next_offset
-        ts = self._stamp(timestamp_ms)
+        ts = self._times.stamp(timestamp_ms)
         frame = fmt.encode_batch(base, payloads, ts, link)
         fut = self._enqueue(frame, base, len(payloads), ts)
         self._holds[base] = (base + len(payloads), fut)
         if self.policy.mode == "interval":
             self._last_linked = base
         return fut
-
-    def holding(self, base: int) -> bool:
-        """Whether the part at ``base`` is still held on a healthy partition: released,
-        it would be readable (a failure drops every hold and refuses the part)."""
-        return self._failed is None and base in self._holds
-
-    def release(self, base: int) -> bool:
-        """The linked batch whose part starts at ``base`` is whole: let it be read.
-
-        False if the hold was gone or the partition failed: nothing was released.
-        """
-        if self._holds.pop(base, None) is None or self._failed is not None:
-            return False
-        self._settle_held()
-        return True
-
-    def fail(self, exc: BaseException) -> None:
-        """Refuse appends and fail every append waiting or held here: a linked batch
-        with a part here could not be written whole. Healing (every ``HEAL_S``) cuts
-        the partition back to what it acknowledged, the part with it."""
-        self._fail(exc)
 
     def check_appendable(self) -> None:
         """Raise :class:`~tidings.errors.StorageUnavailable` if an append would be refused."""
@@ -320,41 +174,20 @@ class PartitionLog:
             )
 
     @property
-    def next_offset(self) -> int:
-        """The offset the next append gets."""
-        return self._next_offset
-
-    @property
     def last_ts(self) -> int:
         """The append time given last (-1 if none): the next one is at least this."""
-        return self._last_ts
-
-    def _stamp(self, ts: int) -> int:
-        """An append time: ``ts``, or the last one given if later (times never go back)."""
-        self._last_ts = max(ts, self._last_ts)
-        return self._last_ts
+        return self._times.last
 
     def horizon(self, now_ms: int) -> int:
         """A time H such that every record that becomes readable from now on has an
         append time of at least H: ``now_ms`` or the time of the oldest append given
-        an offset but not readable yet (queued, unsynced or held), if earlier.
-
-        Appends from now on are stamped at least H, so H holds even if the clock
-        goes back.
-        """
-        unread = self._unread
-        while unread and unread[0][0] <= self._end_offset:
-            unread.popleft()
-        h = min(now_ms, unread[0][1]) if unread else now_ms
-        self._last_ts = max(self._last_ts, h)
-        return h
+        an offset but not readable yet (queued, unsynced or held), if earlier (see
+        :meth:`AppendTimes.horizon <tidings.log.appendtimes.AppendTimes.horizon>`)."""
+        return self._times.horizon(now_ms, self._end_offset)
 
     def _enqueue(self, frame: bytes, base: int, count: int, ts: int) -> asyncio.Future[int]:
         self._next_offset = base + count
-        unread = self._unread
-        while unread and unread[0][0] <= self._end_offset:
-            unread.popleft()
-        unread.append((base + count, ts))
+        self._times.queued(base + count, ts, self._end_offset)
         self._queue.append((frame, base, count, ts))
         loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
@@ -398,35 +231,6 @@ class PartitionLog:
             if not fut.done():
                 fut.set_result(base)
         self._wake_readers()
-
-    def _settle_held(self) -> None:
-        """Acknowledge what is written before the first held part, and that part once
-        it is written (its records stay unreadable until :meth:`release`).
-
-        A held part after it waits: its publish, released, would be acknowledged
-        while the part stood behind one that a crash (or a failure) can still cut,
-        and recovery cuts what follows a torn part, so it must never have been
-        acknowledged. Offsets are taken in call order in every partition, so the
-        first held part never waits on a later one.
-        """
-        if self._failed is not None:
-            return
-        written = self._written_end
-        holds = self._holds
-        first = min(holds) if holds else written
-        visible = min(written, first)
-        keep: list[tuple[asyncio.Future[int], int]] = []
-        for fut, base in self._blocked:
-            held = holds.get(base) if base == first else None
-            if base < visible or (held is not None and held[1] is fut and held[0] <= written):
-                if not fut.done():
-                    fut.set_result(base)
-            else:
-                keep.append((fut, base))
-        self._blocked = keep
-        if visible > self._end_offset:
-            self._end_offset = visible
-            self._wake_readers()
 
     def _write_now(self) -> None:
         self._handle = None
@@ -507,7 +311,7 @@ class PartitionLog:
             files=self.files,
         )
         try:
-            seg.on_damage = self._damage_found
+            seg.on_damage = self._damage.found
             seg.open_indexes_for_append()
             fsync_dir(self.directory)
         except BaseException:
@@ -522,190 +326,6 @@ class PartitionLog:
         self._check_open()
         if self._segments[-1].size:
             self._roll()
-
-    def cut_from(self, offset: int, why: str) -> None:
-        """Cut the batch that starts at ``offset`` and everything after it, keeping the
-        bytes in side files: a torn linked batch, found at start-up before any append.
-
-        If the cut cannot be made (a full disk: no room for a side copy), the
-        partition reads up to ``offset`` only, refuses appends (failed), and healing
-        finishes the cut once there is room.
-        """
-        if offset >= self._next_offset:
-            return
-        try:
-            self._cut_from(offset, why)
-        except OSError as exc:
-            self._owed_link_cut = (offset, why)
-            self._end_offset = min(self._end_offset, offset)
-            self._failed = exc
-            logger.error(
-                "linked batch at offset %d of %s not cut yet (%s): %s; reads stop before it",
-                offset, self.directory, why, exc,
-            )
-            self._heal_later()
-
-    @property
-    def owes_cut(self) -> bool:
-        """Whether a cut found needed at start-up is still to be made (see :meth:`heal`)."""
-        return self._owed_cut or self._owed_link_cut is not None
-
-    def _cut_from(self, offset: int, why: str) -> None:
-        """:meth:`cut_from`, which may stop at any step with OSError and be called again."""
-        i = bisect_right(self._bases, offset) - 1
-        seg = self._segments[i]
-        position = seg.position_of(offset)
-        if position is None and self._owed_link_cut == (offset, why):
-            position = os.fstat(seg.fd).st_size  # a retry: this segment was cut already
-        if position is None:
-            raise CorruptLog(
-                f"no batch starts at offset {offset}", file=str(seg.path), position=0
-            )
-        while len(self._segments) > i + 1:  # the last first: each step may be retried
-            later = self._segments[-1]
-            cut_tail(later, 0, why, self.report, keep=True)
-            later.delete()
-            linked_marker(later).unlink(missing_ok=True)
-            self._segments.pop()
-            self._bases.pop()
-        cut_tail(seg, position, why, self.report, keep=True)
-        # Damage in what was cut went with it (the bytes are in the side files).
-        seg.damage = {at: d for at, d in seg.damage.items() if at < position}
-        kept = [found for found in self.report.linked if found[0] < offset]
-        seg.sealed = False
-        # Rebuilds its indexes, open for appends again; a tail it cannot cut is owed.
-        owed = recover_active(seg, self.report)
-        self.report.linked = kept
-        fsync_dir(self.directory)
-        if owed:
-            self._owed_cut = True
-            self._failed = OSError("a torn tail waits for room for its side copy")
-            self._heal_later()
-        self._next_offset = self._end_offset = self._written_end = seg.next_offset
-        names = {later.path.name for later in self._segments}
-        left = [
-            d
-            for d in self._damage
-            if d.segment in names and (d.segment != seg.path.name or d.position < position)
-        ]
-        if left != self._damage:
-            self._damage = left
-            self._save_damage()
-
-    def link_at(self, offset: int) -> fmt.Link | None:
-        """The link of the linked batch that starts at ``offset``, if one does."""
-        if not (self.start_offset <= offset < self._next_offset):
-            return None
-        return self._segments[bisect_right(self._bases, offset) - 1].link_at(offset)
-
-    def take_linked_marks(self) -> list[Path]:
-        """The marks of segments rolled under ``interval`` with released linked parts in
-        them, handed to a flush round that starts now: once it has fsynced every dirty
-        partition, every part written before it is durable, and the marks may go."""
-        marks, self._marks_to_clear = self._marks_to_clear, []
-        return marks
-
-    def forget_linked_markers(self) -> None:
-        """Every linked batch recovery found is whole or cut: drop the segments' marks."""
-        marks = [linked_marker(seg) for seg in self._segments]
-        if any(m.exists() for m in marks):
-            for m in marks:
-                m.unlink(missing_ok=True)
-            fsync_dir(self.directory)
-        self.report.linked = []
-
-    def _refuse(self, waiting: list[tuple[asyncio.Future[int], int]], exc: BaseException) -> None:
-        err = StorageUnavailable(f"write to {self.directory} failed: {exc}")
-        for fut, _ in waiting:
-            if not fut.done():
-                fut.set_exception(err)
-
-    def _fail(self, exc: BaseException) -> None:
-        self._failed = exc
-        self._refuse(self._waiting + self._blocked, exc)
-        self._waiting = []
-        self._blocked = []
-        self._holds.clear()
-        self._queue = []
-        self._unread.clear()  # refused: never readable, cut by healing
-        logger.error(
-            "partition %s failed: %s; refusing appends until it heals", self.directory, exc
-        )
-        self._start_healing()
-
-    # -- healing -----------------------------------------------------------------
-
-    def _heal_later(self) -> None:
-        """Heal in the background if a loop runs (else :meth:`heal` is called by hand)."""
-        with contextlib.suppress(RuntimeError):
-            self._loop = asyncio.get_running_loop()
-            self._start_healing()
-
-    def _start_healing(self) -> None:
-        if self._healer is None and not self._closing and self._loop is not None:
-            self._healer = self._loop.create_task(self._heal_until_healed())
-
-    async def _heal_until_healed(self) -> None:
-        try:
-            while self._failed is not None and not self._closing:
-                await asyncio.sleep(HEAL_S)
-                if self._writer is None and not self._closing:
-                    self.heal()
-        finally:
-            self._healer = None
-
-    def heal(self) -> bool:
-        """Try once to leave the failed state; True if the partition takes appends again.
-
-        Everything past the acknowledged end was refused to its appenders (503),
-        so it is cut off without a side copy; a torn tail found at open, or a torn
-        linked batch :meth:`cut_from` could not cut, is cut with its side copy. Then
-        room for more is reserved and released: only a partition that can write
-        again says it is healthy.
-        """
-        if self._failed is None:
-            return True
-        if self._closing or self._writer is not None or self._handle is not None or self._queue:
-            return False  # a write is still under way: its outcome first
-        try:
-            if self._owed_link_cut is not None:  # a torn linked batch found at start-up
-                self._cut_from(*self._owed_link_cut)
-                self._owed_link_cut = None
-            end = self._end_offset
-            # Segments a failed write rolled to hold nothing acknowledged, and the
-            # files of one whose roll failed halfway.
-            while len(self._segments) > 1 and self._bases[-1] > end:
-                gone = self._segments.pop()
-                gone.delete()
-                linked_marker(gone).unlink(missing_ok=True)
-                self._bases.pop()
-            kept = set(self._bases)
-            for path in self.directory.glob("*.log"):
-                base = int(path.stem) if path.stem.isascii() and path.stem.isdigit() else -1
-                if base > end and base not in kept:
-                    for suffix in (".index", ".timeindex", ".log"):
-                        path.with_suffix(suffix).unlink(missing_ok=True)
-            seg = self._segments[-1]
-            if self._owed_cut:
-                cut_tail(seg, seg.size, "torn tail found at open", self.report, keep=True)
-                self._owed_cut = False
-            else:
-                cut_tail(seg, cut_back(seg, end), "refused appends", self.report, keep=False)
-            seg.sealed = False
-            seg.close_indexes()
-            seg.open_indexes_for_append()
-            fsync_dir(self.directory)
-            _reserve_room(self.directory)
-        except OSError as exc:
-            logger.debug("partition %s not healed yet: %s", self.directory, exc)
-            self._failed = exc
-            return False
-        self._next_offset = self._written_end = end
-        self.dirty = False
-        self._failed = None
-        logger.warning("partition %s healed: taking appends again from offset %d",
-                       self.directory, end)
-        return True
 
     # -- durability --------------------------------------------------------------
 
@@ -842,63 +462,6 @@ class PartitionLog:
                     self._readers.remove(fut)
         return True
 
-    def _wake_readers(self) -> None:
-        readers, self._readers = self._readers, []
-        for fut in readers:
-            if not fut.done():
-                fut.set_result(None)
-
-    # -- compaction --------------------------------------------------------------
-
-    def compactable(self) -> list[Segment]:
-        """The sealed segments a compaction may rewrite now (see
-        :mod:`tidings.log.compaction`): fsynced whole, every record in them
-        acknowledged, and below any segment with a linked part recovery may yet cut."""
-        if self._closing or self._closed or self._failed is not None:
-            return []
-        if self.owes_cut or self.report.linked:
-            return []
-        first_hold = min(self._holds, default=self._end_offset)
-        out: list[Segment] = []
-        for seg in self._segments[:-1]:
-            if seg.next_offset > min(self._end_offset, first_hold):
-                break
-            if linked_marker(seg).exists():
-                break
-            out.append(seg)
-        return out
-
-    def replace_segment(self, old: Segment, done: Rewritten) -> bool:
-        """Rename a compaction's rewrite of ``old`` over it and read the new file from
-        now on; False (nothing done) if ``old`` is gone (retention, a close)."""
-        if self._closing or self._closed or not any(s is old for s in self._segments):
-            return False
-        os.replace(done.tmp_log, old.path)
-        i = self._segments.index(old)
-        old.close()
-        try:
-            new = Segment(
-                self.directory, old.base_offset,
-                index_interval=self.config.index_interval, files=self.files,
-            )  # fmt: skip
-        except BaseException:
-            # The old object must not read the new file through the old indexes.
-            recover_sealed(old, old.next_offset, self.report)
-            raise
-        new.adopt_indexes(
-            old.next_offset, done.idx_offsets, done.idx_positions,
-            done.tidx_ts, done.tidx_offsets, done.created_ms,
-        )  # fmt: skip
-        new.damage = {d.position: d for d in done.damage}
-        new.on_damage = self._damage_found
-        self._segments[i] = new
-        kept = [d for d in self._damage if d.segment != old.path.name]
-        merged = damage_record.merge(kept, done.damage)
-        if merged != self._damage:
-            self._damage = merged
-            self._save_damage()
-        return True
-
     # -- retention ---------------------------------------------------------------
 
     def apply_retention(self, now_ms: int | None = None) -> int:
@@ -928,19 +491,8 @@ class PartitionLog:
             removed += 1
         if removed:
             fsync_dir(self.directory)
-            self._forget_damage()
+            self._damage.keep_segments({seg.path.name for seg in self._segments})
         return removed
-
-
-def _reserve_room(directory: Path) -> None:
-    """Raise OSError unless ``_ROOM_BYTES`` can be allocated in ``directory``."""
-    probe = directory / ".room"
-    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.posix_fallocate(fd, 0, _ROOM_BYTES)
-    finally:
-        os.close(fd)
-        probe.unlink(missing_ok=True)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
