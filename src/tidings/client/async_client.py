@@ -240,7 +240,7 @@ class AsyncClient(
     # -- operations --------------------------------------------------------------------
 
     async def healthz(self) -> dict[str, Any]:
-        """``GET /healthz``: ``{"status": "ok"}`` while the hub serves."""
+        """``GET /healthz``: ``{"status": "ok", "hub_id": ...}`` while the hub serves."""
         answer: dict[str, Any] = await self._call("GET", "/healthz")
         return answer
 
