@@ -44,6 +44,8 @@ def test_several_nodes_as_a_list_or_comma_separated() -> None:
     assert App("svc", hub=["http://a:1/", "http://b:1"]).hub == "http://a:1,http://b:1"
     assert App("svc", hub="http://a:1, http://b:1").hub == "http://a:1,http://b:1"
     assert App("svc", hub="embedded:./data").hub == "embedded:./data"
+    # A comma in a data directory's path is part of the path, not a node list.
+    assert App("svc", hub="embedded:./a,b").hub == "embedded:./a,b"
 
 
 async def wait_for(check: Any, what: str, limit: float = 30) -> None:
