@@ -45,7 +45,7 @@ from tidings.client.schemas import AsyncSchemaCalls
 from tidings.client.topics import AsyncTopicCalls, topic_path
 from tidings.client.views import AsyncViewCalls
 from tidings.client.webhooks import AsyncWebhookCalls
-from tidings.errors import OutcomeUnknown, TidingsError
+from tidings.errors import NotOneHub, OutcomeUnknown, TidingsError
 from tidings.events.envelope import Event, Record, new_event_id
 from tidings.events.http import to_binary
 
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 DEFAULT_URL: Final = "http://127.0.0.1:8700"
-CONNECT_TIMEOUT_S: Final = 5.0  # for a TCP connection to a node, within the request's timeout
+CONNECT_TIMEOUT_S: Final = 5.0  # at most, for a TCP connection to a node
 
 STRUCTURED: Final = "application/cloudevents+json"
 BATCH: Final = "application/cloudevents-batch+json"
@@ -171,13 +171,17 @@ class AsyncClient(
                 timeout=self._timeouts(0),
                 headers=self._headers,
             )
+            # aiohttp sends a PUT or DELETE once more, to the same node, when the
+            # connection drops; what is sent again, and where, is decided in
+            # _request (a DELETE's 404 must be known as coming after a lost attempt).
+            self._session._retry_connection = False
         return self._session
 
     def _timeouts(self, wait: float) -> aiohttp.ClientTimeout:
         # A connection not made within the connect timeout was never sent: it may
         # go to the next node whatever it asks. Past it, silence means unknown.
-        total = self._timeout + wait
-        return aiohttp.ClientTimeout(total=total, sock_connect=min(total, CONNECT_TIMEOUT_S))
+        connect = min(CONNECT_TIMEOUT_S, self._timeout / 2)  # it fires before the total
+        return aiohttp.ClientTimeout(total=self._timeout + wait, sock_connect=connect)
 
     async def _request(
         self,
@@ -234,7 +238,11 @@ class AsyncClient(
                     failure = TidingsError(f"lost the connection to the hub at {node}: {exc}")
                     failure.__cause__ = exc
                 else:
-                    self.nodes.answered(node, hub_id)
+                    try:
+                        self.nodes.answered(node, hub_id)
+                    except NotOneHub as exc:
+                        exc.add_note(f"{method} {path} was answered {status} by that hub")
+                        raise
                     if status < 400:
                         return raw
                     if status == 404 and lost and policy == "delete":

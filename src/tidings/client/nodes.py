@@ -217,8 +217,10 @@ class HubNodes:
 
         Many requests in flight on a node that dies all report it; only the first
         moves, so none skips the node that took over. A late failure of a request
-        sent before the client left a node and came back to it moves nothing.
+        sent before the client left a node and came back to it moves nothing. The
+        node's hub id is asked again before its next request.
         """
+        self._trusted.discard(url)  # what answers there next may be another hub: ask
         if len(self.urls) > 1 and epoch == self._epoch and self.current == url:
             self._current = (self._current + 1) % len(self.urls)
             self._epoch += 1
