@@ -1,4 +1,4 @@
-"""Fixtures and helpers of the failover tests (tests/client/test_failover*.py): a real
+"""Fixtures and helpers of the failover tests (tests/client/failover/): a real
 hub, URLs that reach it (a forwarding node, a silent port), and reading it back."""
 
 from __future__ import annotations
