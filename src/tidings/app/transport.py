@@ -205,14 +205,13 @@ def parse_hub_url(url: object) -> tuple[Literal["http", "embedded"], str]:
     Answers the kind and, for ``http``, the node URLs joined by commas."""
     if isinstance(url, str) and not url:
         raise ValueError(f"hub must be a URL string, not {url!r}")
+    if isinstance(url, str) and url.startswith("embedded:"):
+        # A data directory's path may hold a comma: it names one directory, never nodes.
+        path = url[len("embedded:") :]
+        if not path:
+            raise ValueError("hub 'embedded:' needs a data directory: embedded:./tidings-data")
+        return "embedded", path
     if isinstance(url, str) and "," not in url:
-        if url.startswith("embedded:"):
-            path = url[len("embedded:") :]
-            if not path:
-                raise ValueError(
-                    "hub 'embedded:' needs a data directory: embedded:./tidings-data"
-                )
-            return "embedded", path
         if url.startswith("nats://"):
             raise ValueError(f"hub {url!r}: the NATS JetStream backend is not available yet")
         if not url.startswith(("http://", "https://")):

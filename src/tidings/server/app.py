@@ -51,6 +51,7 @@ from tidings.server.auth import Action, Auth
 from tidings.server.budget import BodyBudget, BodyBudgetMiddleware
 from tidings.server.guard import LOOPBACK_HOSTS, BrowserGuard, BrowserRules
 from tidings.server.history import HistoryOptions, HistorySampler
+from tidings.server.hubid import HubIdHeader
 from tidings.server.live import LiveOptions
 from tidings.server.lookup import LookupRoutes
 from tidings.server.metrics import render_metrics
@@ -177,7 +178,8 @@ class Api:
     # -- operations ------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
-        return _json({"status": "ok"})
+        # The hub's id: the same on every node of one hub (see .hubid).
+        return _json({"status": "ok", "hub_id": self.hub.id})
 
     async def readyz(self, request: Request) -> Response:
         if self.hub.closing:
@@ -702,9 +704,11 @@ def create_app(
     app = Starlette(
         routes=one_route_per_path(routes),  # a 405's Allow names all of a path's methods
         lifespan=lifespan,
-        # Outermost, the guard: a request a foreign page forged reaches nothing,
-        # the body budget included; then the budget, before any route reads.
+        # Outermost, the hub's id on every answer; then the guard: a request a
+        # foreign page forged reaches nothing, the body budget included; then the
+        # budget, before any route reads.
         middleware=[
+            Middleware(HubIdHeader, hub_id=hub.id),  # on every answer, refusals too
             Middleware(BrowserGuard, rules=rules),
             Middleware(BodyBudgetMiddleware, budget=budget),
         ],
