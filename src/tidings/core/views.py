@@ -370,9 +370,9 @@ class Views:
             # Once the append starts it lands whatever happens to the caller, so it is
             # applied whatever happens too: in a task of its own, which the next holder
             # of the lock waits for (applied in changelog order).
-            durable = part.append([orjson.dumps(e) for e in checked])  # offsets taken now
+            durable = part.append(checked.payloads)  # offsets taken now
             landing = asyncio.get_running_loop().create_task(
-                self._land(view, part, durable, checked)
+                self._land(view, part, durable, checked.events)
             )
             view.landing = landing
             try:
@@ -380,7 +380,7 @@ class Views:
             finally:
                 if landing.done():  # else the caller is cancelled: the next one waits
                     view.landing = None
-        return {"offset": base, "next": base + len(checked)}
+        return {"offset": base, "next": base + len(checked.payloads)}
 
     async def _land(
         self,
