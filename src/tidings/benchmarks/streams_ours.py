@@ -188,7 +188,7 @@ async def run_app(opts: argparse.Namespace) -> dict[str, Any]:
     app = App("benchstreams", hub=opts.hub, poll_wait=1.0)
     app.window(
         VIEW, topic=TOPIC, window=_window_spec(opts), key=_key, agg=Count(), emit="final",
-        commit_interval=opts.commit_interval, commit_records=int(__import__('os').environ.get('CR','20000')),
+        commit_interval=opts.commit_interval,
     )  # fmt: skip
     watch = open_transport(opts.hub)
     t0 = time.perf_counter()
