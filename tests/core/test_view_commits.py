@@ -23,9 +23,9 @@ LIMIT = 1 << 20
 def processor_commit(values: int = 3, state: int = 3) -> list[dict[str, Any]]:
     """A commit as the processor makes it: served values, state (one of each deleted),
     then the checkpoint."""
+    served = {f"k{i}@2026-01-01T00:00:00.000Z": {"key": f"k{i}", "value": i} for i in range(values)}
     out = Output(
-        values={f"k{i}@2026-01-01T00:00:00.000Z": {"key": f"k{i}", "value": i} for i in range(values)}
-        | {"gone": DELETED},
+        values=served | {"gone": DELETED},
         state={f"w:0:k{i}": [i, 0] for i in range(state)} | {"w:0:old": DELETED},
         results=[],
         late=[],
