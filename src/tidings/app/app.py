@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -58,6 +59,7 @@ V = TypeVar("V", bound=Callable[..., Any])
 
 DEFAULT_HUB = "http://127.0.0.1:8700"
 DEFAULT_BACKOFF = Backoff()
+_collector_settled = False
 
 
 class App:
@@ -336,6 +338,8 @@ class App:
             logger.warning("app %s has no handlers", self.name, extra={"app": self.name})
         if owned:
             await transport.open()
+        if self.streams:
+            _settle_collector()
         self._transport, self._owns_transport = transport, owned
         self._stopped = asyncio.Event()
         path = None
@@ -500,6 +504,30 @@ class App:
             await transport.publish(envelope.topic, [envelope.event])
 
         await chain(self.middleware, last)(Envelope("publish", topic, ev, self.name))
+
+
+def _settle_collector() -> None:
+    """Once per process, as the first App with views starts: what is alive then (the
+    code, an embedded hub's core) is kept out of the cyclic collector's walks, and
+    the collector runs every 50,000 container objects made and still alive, not 700
+    (the thresholds ``tidings serve`` takes).
+
+    A view's processor holds a read of thousands of decoded events at a time, so
+    under the default thresholds they outlived the young collections, filled the
+    old generation and set off a full walk of the heap every read or two: on a
+    replay of a million events that was about half the processor's CPU time
+    (``docs/benchmarks.md``, the streams benchmark). Reference counting frees them
+    whatever the thresholds; the collector is there for cycles.
+    """
+    global _collector_settled
+    if _collector_settled:
+        return
+    _collector_settled = True
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    if young:  # 0: the collector is off, and stays so
+        gc.set_threshold(max(young, 50_000), max(middle, 20), max(old, 100))
 
 
 async def run_apps(apps: Sequence[App], *, signals: bool = True) -> None:

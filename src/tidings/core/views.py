@@ -439,13 +439,13 @@ class Views(ViewReads):
             # race is told so (409) before anything about its events.
             checked = check_commit(name, gen, events, self.hub.options.max_event_bytes)
             if view.partitioned:
-                _check_task_inputs(name, task, checked[-1].get("data") or {})
+                _check_task_inputs(name, task, checked.events[-1].get("data") or {})
             # Once the append starts it lands whatever happens to the caller, so it is
             # applied whatever happens too: in a task of its own, which the next holder
             # of the lock waits for (applied in changelog order).
-            durable = part.append([orjson.dumps(e) for e in checked])  # offsets taken now
+            durable = part.append(checked.payloads)  # offsets taken now
             landing = asyncio.get_running_loop().create_task(
-                self._land(view, task, part, durable, checked)
+                self._land(view, task, part, durable, checked.events)
             )
             view.landing = landing
             try:
@@ -453,7 +453,7 @@ class Views(ViewReads):
             finally:
                 if landing.done():  # else the caller is cancelled: the next one waits
                     view.landing = None
-        return {"offset": base, "next": base + len(checked)}
+        return {"offset": base, "next": base + len(checked.payloads)}
 
     async def _land(
         self,
