@@ -7,7 +7,7 @@ import pytest
 
 from tidings.core.publishing import Run
 from tidings.events.batch import new_event_ids
-from tidings.server.app import _answer, _run_answer
+from tidings.server.publish import _answer, _run_answer
 
 
 @pytest.mark.parametrize(
