@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections import Counter, deque
 from collections.abc import Awaitable, Mapping, Sequence
 from functools import partial
 from itertools import repeat
-from operator import contains, itemgetter
+from operator import contains, is_, itemgetter, methodcaller
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
@@ -60,6 +61,20 @@ class Run(NamedTuple):
         make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
         p, base = self.partition, self.base
         return [make(Published, (eid, p, base + k, False)) for k, eid in enumerate(self.ids)]
+
+
+class Spread(NamedTuple):
+    """A batch of new events spread over partitions by their keys: event ``i`` at
+    ``partitions[i]``, ``offsets[i]`` (one object, not a :class:`Published` per event)."""
+
+    ids: list[str]
+    partitions: list[int]
+    offsets: list[int]
+
+    def published(self) -> list[Published]:
+        make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
+        rows = zip(self.ids, self.partitions, self.offsets, repeat(False))
+        return list(map(make, repeat(Published), rows))
 
 
 class _Claim:
@@ -120,12 +135,13 @@ class PublishOps:
         event its id just now (see :meth:`publish_batch`).
         """
         result = await self.publish_batch(topic_name, events, new_ids=new_ids)
-        return result.published() if isinstance(result, Run) else result
+        return result if isinstance(result, list) else result.published()
 
     async def publish_batch(
         self, topic_name: str, events: Sequence[Mapping[str, Any]], *, new_ids: bool = False
-    ) -> Run | list[Published]:
-        """:meth:`publish`, answering a :class:`Run` when the batch landed whole and new.
+    ) -> Run | Spread | list[Published]:
+        """:meth:`publish`, answering a :class:`Run` when the batch landed whole and new,
+        a :class:`Spread` when it was new and its keys spread it over partitions.
 
         ``new_ids`` says that every id is a UUIDv7 the hub made for this request, so
         none can repeat one in the window, in the batch or in a concurrent append:
@@ -157,6 +173,15 @@ class PublishOps:
         topic.rr += 1
         if len(events) == 1:
             return [await self._publish_one(topic, events[0], now, sticky)]
+        spread = self._start_spread(topic, events, new_ids)
+        if spread is not None:
+            # As below: the events go now, while they are in the CPU's cache.
+            claims, ids, order, nbytes, types = spread
+            del events
+            bases = await self._await_claims(claims, now)
+            self.catalog.note(topic_name, types)
+            self.metrics.published(topic_name, len(ids), nbytes)
+            return _spread_result(ids, claims, bases, order)
         started = self._start_new(topic, events, sticky, new_ids)
         if started is not None:
             # Nothing needs the events any more. Without this frame's reference (and
@@ -240,6 +265,79 @@ class PublishOps:
         self.metrics.published(topic_name, len(first_in_batch), nbytes)
         return [r for r in results if r is not None]
 
+    def _new_ids(
+        self, topic: Topic, events: Sequence[Mapping[str, Any]], new_ids: bool
+    ) -> tuple[list[str], list[str], str | None] | None:
+        """The batch's ids, the keys its claim holds and the topic a run of made ids
+        enters the window as; None when an id repeats one in the batch, in the window
+        or in an append in flight (the careful path of :meth:`publish_batch`)."""
+        ids = list(map(_get_id, events))
+        if new_ids:
+            return ids, ids, topic.name
+        claim_keys = list(map(dedupe_key(topic.name, "").__add__, ids))
+        if (
+            len(set(ids)) != len(ids)
+            or self.dedupe.knows_any(topic.name, ids, claim_keys)
+            or (self._appending and not self._appending.keys().isdisjoint(claim_keys))
+        ):
+            return None
+        return ids, claim_keys, None
+
+    def _start_spread(
+        self, topic: Topic, events: Sequence[Mapping[str, Any]], new_ids: bool
+    ) -> tuple[list[_Claim], list[str], list[int], int, set[str]] | None:
+        """Append a batch of new events that each carry a ``partitionkey``, spread over
+        the topic's partitions, with no loop per event in Python: the claims (one per
+        partition, in order of first use), the ids, the events' indexes grouped by
+        partition in that order, the size in bytes and the event types. None when the
+        batch needs :meth:`publish_batch`'s careful path (a repeated id, an event
+        without a key) or :meth:`_start_new` (a topic of one partition)."""
+        n = len(topic.partitions)
+        if n == 1 or len(events) == 1:
+            return None
+        keys = list(map(_get_key, events))
+        if None in keys:
+            return None
+        known = self._new_ids(topic, events, new_ids)
+        if known is None:
+            return None
+        ids, claim_keys, new_in = known
+        # As the careful path picks a partition: CRC-32 of the key's UTF-8, modulo n.
+        parts = list(map(n.__rmod__, map(zlib.crc32, map(str.encode, keys))))
+        payloads = list(map(orjson.dumps, events))
+        sizes = list(map(len, payloads))
+        limit = self.options.max_event_bytes
+        if max(sizes) > limit:
+            i = next(i for i, size in enumerate(sizes) if size > limit)
+            raise _too_large(sizes[i], limit, i)
+        types = set(map(_get_type, events))
+        used = list(dict.fromkeys(parts))  # partitions in order of first use
+        if len(used) == 1:
+            [p] = used
+            claim = _Claim(p, topic.partitions[p].append(payloads), claim_keys, new_in)
+            return [claim], ids, list(range(len(events))), sum(sizes), types
+        # Each partition's events in batch order: a stable sort on the partition's rank.
+        rank = dict(zip(used, range(len(used)), strict=True))
+        ranks: list[int] = list(map(rank.__getitem__, parts))
+        order = sorted(range(len(events)), key=ranks.__getitem__)
+        counts = Counter(parts)
+        cuts: list[list[int]] = []
+        start = 0
+        for p in used:
+            cuts.append(order[start : start + counts[p]])
+            start += counts[p]
+        pick = payloads.__getitem__
+        linked = asyncio.ensure_future(
+            self.storage.append_linked(
+                topic.name, [(p, list(map(pick, idx))) for p, idx in zip(used, cuts, strict=True)]
+            )
+        )
+        claims = [
+            _Claim(p, _part_of(linked, k), list(map(claim_keys.__getitem__, idx)), new_in)
+            for k, (p, idx) in enumerate(zip(used, cuts, strict=True))
+        ]
+        return claims, ids, order, sum(sizes), types
+
     def _start_new(
         self, topic: Topic, events: Sequence[Mapping[str, Any]], sticky: int, new_ids: bool
     ) -> tuple[_Claim, list[str], int, set[str]] | None:
@@ -248,18 +346,10 @@ class PublishOps:
         :meth:`publish_batch`'s careful path."""
         if len(topic.partitions) > 1 and any(map(contains, events, repeat("partitionkey"))):
             return None
-        ids = list(map(_get_id, events))
-        if new_ids:
-            claim_keys, new_in = ids, topic.name
-        else:
-            claim_keys = list(map(dedupe_key(topic.name, "").__add__, ids))
-            new_in = None
-            if (
-                len(set(ids)) != len(ids)
-                or self.dedupe.knows_any(topic.name, ids, claim_keys)
-                or (self._appending and not self._appending.keys().isdisjoint(claim_keys))
-            ):
-                return None
+        known = self._new_ids(topic, events, new_ids)
+        if known is None:
+            return None
+        ids, claim_keys, new_in = known
         payloads = list(map(orjson.dumps, events))
         sizes = list(map(len, payloads))
         limit = self.options.max_event_bytes
@@ -297,9 +387,13 @@ class PublishOps:
         claim.settled = True
         if claim.new_in is None:
             appending = self._appending
-            for dkey in claim.keys:
-                if appending.get(dkey) is claim:
-                    del appending[dkey]
+            keys = claim.keys
+            if all(map(is_, map(appending.get, keys), repeat(claim))):
+                deque(map(appending.__delitem__, keys), 0)  # the usual case, in C
+            else:
+                for dkey in keys:
+                    if appending.get(dkey) is claim:
+                        del appending[dkey]
         if future.cancelled() or future.exception() is not None:
             return
         if claim.new_in is None:
@@ -336,7 +430,24 @@ class PublishOps:
         return Published(eid, p, offset)
 
 
+def _spread_result(
+    ids: list[str], claims: list[_Claim], bases: list[int], order: list[int]
+) -> Spread:
+    """Each event's partition and offset, in batch order, from each part's base."""
+    partitions = [0] * len(ids)
+    offsets = [0] * len(ids)
+    start = 0
+    for claim, base in zip(claims, bases, strict=True):
+        count = len(claim.keys)
+        idx = order[start : start + count]
+        deque(map(partitions.__setitem__, idx, repeat(claim.partition)), 0)
+        deque(map(offsets.__setitem__, idx, range(base, base + count)), 0)
+        start += count
+    return Spread(ids, partitions, offsets)
+
+
 _get_id = itemgetter("id")
+_get_key = methodcaller("get", "partitionkey")
 _get_type = itemgetter("type")
 
 
