@@ -28,7 +28,7 @@ from tidings.events.envelope import (
     _show,
     now_rfc3339,
 )
-from tidings.events.nesting import too_deep
+from tidings.events.nesting import shallow, too_deep
 
 __all__ = [
     "BATCH",
@@ -53,7 +53,7 @@ def parse_structured(
     """One event in structured mode (``application/cloudevents+json``), checked and filled."""
     if max_event_bytes is not None and len(body) > max_event_bytes:
         raise _too_large(len(body), max_event_bytes)
-    event = _fill(_loads(body), topic, None)
+    event = _fill(_loads(body), topic, None, check_depth=not shallow(body))
     _check_size(event, max_event_bytes, None)
     return event
 
