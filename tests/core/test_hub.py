@@ -216,6 +216,27 @@ async def test_a_cancelled_publish_still_dedupes_its_retry(clock: FakeClock, bat
     assert hub.topic("orders").partitions[0].end_offset == len(events)
 
 
+async def test_a_cancelled_publish_of_a_made_id_is_remembered_all_the_same(
+    clock: FakeClock,
+) -> None:
+    """An event whose id the hub made is not claimed while in flight (no one can know
+    the id yet), yet once stored it is in the window, cancelled request or not."""
+    storage = SeamStorage(clock, DeferredPartition)
+    hub = Hub(storage, HubOptions(dedupe_window_ms=WINDOW_MS), clock)
+    await hub.create_topic("orders")
+    made = ev()
+    first = asyncio.ensure_future(hub.publish("orders", [made], new_ids=True))
+    await asyncio.sleep(0)
+    assert not hub._appending  # nothing claimed
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    [again] = await hub.publish("orders", [made])
+    assert (again.duplicate, again.offset) == (True, 0)
+    assert hub.topic("orders").partitions[0].end_offset == 1
+
+
 class GatedDropStorage(SeamStorage):
     """Storage whose topic deletion waits for the test to open the gate."""
 

@@ -82,10 +82,11 @@ class _Claim:
 
     With ``new_in``, the keys are instead the ids the hub has just made for a batch
     to that topic: they need no claim, as no one else can know them yet, and enter
-    the window as one run.
+    the window as one run. A claim that is not ``shared`` (one id the hub made) is
+    not claimed either, and enters the window by its key.
     """
 
-    __slots__ = ("future", "keys", "new_in", "partition", "settled")
+    __slots__ = ("future", "keys", "new_in", "partition", "settled", "shared")
 
     def __init__(
         self,
@@ -93,11 +94,13 @@ class _Claim:
         append: Awaitable[int],
         keys: list[str],
         new_in: str | None = None,
+        shared: bool = True,
     ) -> None:
         self.partition = partition
         self.future: asyncio.Future[int] = asyncio.ensure_future(append)
         self.keys = keys
         self.new_in = new_in
+        self.shared = shared and new_in is None  # in PublishOps._appending while in flight
         self.settled = False  # out of the claims, and in the dedupe window if durable
 
     async def offset(self, dkey: str) -> int:
@@ -172,7 +175,7 @@ class PublishOps:
         sticky = topic.rr % n
         topic.rr += 1
         if len(events) == 1:
-            return [await self._publish_one(topic, events[0], now, sticky)]
+            return [await self._publish_one(topic, events[0], now, sticky, new_ids)]
         spread = self._start_spread(topic, events, new_ids)
         if spread is not None:
             # As below: the events go now, while they are in the CPU's cache.
@@ -370,22 +373,41 @@ class PublishOps:
         """
         appending = self._appending
         for claim in claims:
-            if claim.new_in is None:
+            if claim.shared:
                 appending.update(dict.fromkeys(claim.keys, claim))
-            claim.future.add_done_callback(partial(self._settled, claim, now))
         if len(claims) == 1:
-            bases = [await asyncio.shield(claims[0].future)]
-        else:
-            bases = list(await asyncio.shield(asyncio.gather(*(c.future for c in claims))))
+            # What asyncio.shield does, in one callback instead of two and a future:
+            # the request awaits its own future, so cancelling it leaves the append be.
+            [claim] = claims
+            waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            claim.future.add_done_callback(partial(self._settled_then, claim, now, waiter))
+            return [await waiter]
+        for claim in claims:
+            claim.future.add_done_callback(partial(self._settled, claim, now))
+        bases = list(await asyncio.shield(asyncio.gather(*(c.future for c in claims))))
         for claim in claims:  # now, not at the next turn of the loop
             self._settled(claim, now, claim.future)
         return bases
+
+    def _settled_then(
+        self, claim: _Claim, now: int, waiter: asyncio.Future[int], future: asyncio.Future[int]
+    ) -> None:
+        """:meth:`_settled`, then hand the append's outcome to ``waiter`` (if still awaited)."""
+        self._settled(claim, now, future)
+        if waiter.done():
+            return  # the request was cancelled
+        if future.cancelled():
+            waiter.cancel()
+        elif (exc := future.exception()) is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(future.result())
 
     def _settled(self, claim: _Claim, now: int, future: asyncio.Future[int]) -> None:
         if claim.settled:
             return
         claim.settled = True
-        if claim.new_in is None:
+        if claim.shared:
             appending = self._appending
             keys = claim.keys
             if all(map(is_, map(appending.get, keys), repeat(claim))):
@@ -404,30 +426,31 @@ class PublishOps:
             )
 
     async def _publish_one(
-        self, topic: Topic, ev: Mapping[str, Any], now: int, sticky: int
+        self, topic: Topic, ev: Mapping[str, Any], now: int, sticky: int, made: bool
     ) -> Published:
-        """The common case of :meth:`publish`, without a batch's bookkeeping."""
+        """The common case of :meth:`publish`, without a batch's bookkeeping. ``made``:
+        the hub made the event's id just now, so no one else can know it yet."""
         eid = ev["id"]
         dkey = dedupe_key(topic.name, eid)
-        hit = self.dedupe.get(topic.name, eid, now, dkey)
-        if hit is not None:
-            return Published(eid, hit.partition, hit.offset, True)
-        earlier = self._appending.get(dkey)
-        if earlier is not None:
-            # The same id is being appended by a concurrent request: answer its position.
-            return Published(eid, earlier.partition, await earlier.offset(dkey), True)
+        if not made:
+            hit = self.dedupe.get(topic.name, eid, now, dkey)
+            if hit is not None:
+                return Published(eid, hit.partition, hit.offset, True)
+            earlier = self._appending.get(dkey)
+            if earlier is not None:
+                # The same id is being appended by a concurrent request: its position.
+                return Published(eid, earlier.partition, await earlier.offset(dkey), True)
         key = ev.get("partitionkey")
         n = len(topic.partitions)
         p = zlib.crc32(key.encode()) % n if key is not None and n > 1 else sticky
         payload = orjson.dumps(ev)
         if len(payload) > self.options.max_event_bytes:
             raise _too_large(len(payload), self.options.max_event_bytes, None)
-        [offset] = await self._await_claims(
-            [_Claim(p, topic.partitions[p].append((payload,)), [dkey])], now
-        )
+        claim = _Claim(p, topic.partitions[p].append((payload,)), [dkey], shared=not made)
+        [offset] = await self._await_claims([claim], now)
         self.catalog.note(topic.name, (ev["type"],))
         self.metrics.published(topic.name, 1, len(payload))
-        return Published(eid, p, offset)
+        return tuple.__new__(Published, (eid, p, offset, False))
 
 
 def _spread_result(
