@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tidings.core.publishing import Run, Spread
+from tidings.core.publishing import Published, Run, Spread
 from tidings.events.batch import new_event_ids
-from tidings.server.publish import _answer, _run_answer, _spread_answer
+from tidings.server.publish import _answer, _one_answer, _run_answer, _spread_answer
 
 
 @pytest.mark.parametrize(
@@ -56,3 +56,9 @@ def test_a_spread_is_answered_as_orjson_would(ids: list[str]) -> None:
 @pytest.mark.parametrize("odd", ['q"uote', "back\\slash", '","partition":9', "tab\there"])
 def test_a_spread_with_an_id_that_json_escapes_is_answered_the_general_way(odd: str) -> None:
     assert _spread_answer(Spread(["a", odd, "b"], [0, 1, 2], [5, 6, 7])) is None
+
+
+@pytest.mark.parametrize("eid", ["a", "café", "😀", 'q"uote', "back\\slash", "tab\there", "\u2028"])
+def test_one_event_is_answered_as_orjson_would(eid: str) -> None:
+    one = Published(eid, 2, 2**40)
+    assert _one_answer(one) == _answer([one])

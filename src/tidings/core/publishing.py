@@ -97,7 +97,9 @@ class _Claim:
         shared: bool = True,
     ) -> None:
         self.partition = partition
-        self.future: asyncio.Future[int] = asyncio.ensure_future(append)
+        self.future: asyncio.Future[int] = (
+            append if isinstance(append, asyncio.Future) else asyncio.ensure_future(append)
+        )
         self.keys = keys
         self.new_in = new_in
         self.shared = shared and new_in is None  # in PublishOps._appending while in flight
@@ -447,7 +449,12 @@ class PublishOps:
         if len(payload) > self.options.max_event_bytes:
             raise _too_large(len(payload), self.options.max_event_bytes, None)
         claim = _Claim(p, topic.partitions[p].append((payload,)), [dkey], shared=not made)
-        [offset] = await self._await_claims([claim], now)
+        # _await_claims for one claim, written out: no coroutine and list of its own.
+        if claim.shared:
+            self._appending[dkey] = claim
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        claim.future.add_done_callback(partial(self._settled_then, claim, now, waiter))
+        offset = await waiter
         self.catalog.note(topic.name, (ev["type"],))
         self.metrics.published(topic.name, 1, len(payload))
         return tuple.__new__(Published, (eid, p, offset, False))

@@ -100,6 +100,8 @@ class PublishEndpoint:
             return _run_answer(result) or _answer(result.published())
         if isinstance(result, Spread):
             return _spread_answer(result) or _answer(result.published())
+        if len(result) == 1 and not result[0][3]:
+            return _one_answer(result[0])
         return _answer(result)
 
 
@@ -184,6 +186,11 @@ def _answer(results: list[Published]) -> bytes:
             ]
         }
     )
+
+
+def _one_answer(r: Published) -> bytes:
+    """:func:`_answer` for one event stored now, formatted in C."""
+    return b'{"events":[{"id":%s,"partition":%d,"offset":%d}]}' % (orjson.dumps(r[0]), r[1], r[2])
 
 
 def _run_answer(run: Run) -> bytes | None:
