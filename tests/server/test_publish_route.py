@@ -22,24 +22,25 @@ import pytest
 import uvicorn
 from hubproc import free_port
 from starlette.applications import Starlette
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.core.hub import Hub, HubOptions
 from tidings.log.config import FsyncPolicy, LogConfig
 from tidings.server.app import ServerOptions, create_app
 from tidings.server.auth import Auth
-from tidings.server.publish import publish_topic
+from tidings.server.publish import HubApp, publish_topic
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 
 
 @pytest.fixture
-async def base_url(tmp_path: Path) -> AsyncIterator[str]:
+async def served(tmp_path: Path) -> AsyncIterator[tuple[str, HubApp]]:
     storage = EmbeddedStorage(tmp_path / "data", FsyncPolicy.parse("always"), LogConfig())
     hub = Hub(storage, HubOptions(max_event_bytes=2048))
     app = create_app(hub, Auth([]), ServerOptions(max_request_bytes=64 * 1024))
+    app.add_middleware(Seen)  # middleware given to the app runs on both paths
 
     async def switch(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (b"x-via", b"stack") in scope["headers"]:
@@ -57,11 +58,26 @@ async def base_url(tmp_path: Path) -> AsyncIterator[str]:
         async with asyncio.timeout(20):
             while not server.started:
                 await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", app
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 20)
+
+
+class Seen:
+    """Adds ``x-seen: yes`` to every answer it sees start."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def seen(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-seen", b"yes")]
+            await send(message)
+
+        await self.app(scope, receive, seen)
 
 
 def _event(**attrs: Any) -> bytes:
@@ -123,12 +139,14 @@ async def _send(
     url = f"{base_url}/v1/topics/{topic}/events"
     async with http.post(url, data=body, headers=headers, skip_auto_headers=["content-type"]) as r:
         raw = (await r.read()).replace(topic.encode(), b"{topic}")
+        assert r.headers.get("x-seen") == "yes", (via, r.status)
         return r.status, r.headers.get("content-type"), orjson.loads(raw) if raw else None
 
 
 async def test_a_publish_answers_the_same_ahead_of_the_stack_and_through_it(
-    base_url: str,
+    served: tuple[str, HubApp],
 ) -> None:
+    base_url, app = served
     async with aiohttp.ClientSession() as http:
         for name, suffix, ctype, body, extra in CASES:
             fast = await _send(http, base_url, f"fast.{suffix}", ctype, body, extra, "fast")
@@ -140,6 +158,7 @@ async def test_a_publish_answers_the_same_ahead_of_the_stack_and_through_it(
             async with http.get(f"{base_url}/v1/topics/{side}.a") as r:
                 info = await r.json()
             assert info["events"] == 1 + 1 + 3 + 5 + 1 + 1, side
+    assert app._publish_app is not None  # the publishes without x-via went ahead
 
 
 @pytest.mark.parametrize(

@@ -618,7 +618,7 @@ def create_app(
             Exception: unexpected_error,
         },
     )
-    app.take_publish(publish, rules, budget)
+    app.take_publish(publish)  # under the middleware above, as the stack runs it
     app.state.hub = hub
     app.state.body_budget = budget
     app.state.webhooks = webhooks

@@ -2,13 +2,13 @@
 
 :class:`PublishEndpoint` skips Starlette's Request and Response objects (a third
 of the cost of a one-event publish). :class:`HubApp` goes further: it takes a
-publish before Starlette's middleware stack and router, and runs it under the
-same guard and body budget the stack would (:mod:`.guard`, :mod:`.budget`),
-answering errors with the same problem handlers (:mod:`.problems`). The layers
-it skips (error and exception middleware, the router, the route, the method
-dispatch) each wrapped the request or its ``send``, and together cost more than
-the publish itself. Anything else, and a publish under a ``root_path``, goes
-through the stack as before.
+publish before Starlette's own layers and router, and runs it under the app's
+middleware (the guard and body budget, :mod:`.guard`, :mod:`.budget`, and any
+other given to the app), answering errors with the same problem handlers
+(:mod:`.problems`). The layers it skips (error and exception middleware, the
+router, the route, the method dispatch) each wrapped the request or its
+``send``, and together cost more than the publish itself. Anything else, and a
+publish under a ``root_path``, goes through the stack as before.
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ from typing import TYPE_CHECKING, Final
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tidings.core.positions import is_decimal
 from tidings.core.publishing import Published, Run, Spread
 from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarge
 from tidings.events import http as ce
-from tidings.server.budget import BodyBudget, BodyBudgetMiddleware
-from tidings.server.guard import BrowserGuard, BrowserRules
 from tidings.server.problems import tidings_error, unexpected_error
 
 if TYPE_CHECKING:
@@ -106,29 +104,34 @@ class PublishEndpoint:
 
 
 class HubApp(Starlette):
-    """The hub's Starlette app, taking a publish before its middleware and router.
+    """The hub's Starlette app, taking a publish before its own layers and router.
 
-    A publish runs under :class:`~.guard.BrowserGuard` and
-    :class:`~.budget.BodyBudgetMiddleware` as in the stack, and its errors are
-    answered by the handlers the stack would call: a :class:`TidingsError` as its
-    problem, anything else as a 500 problem, then raised on to the server (as
-    Starlette's ``ServerErrorMiddleware`` does).
+    A publish runs under the app's middleware, as in the stack (each made again,
+    with the same arguments, around the publish), and its errors are answered by
+    the handlers the stack would call: a :class:`TidingsError` as its problem,
+    anything else as a 500 problem, then raised on to the server (as Starlette's
+    ``ServerErrorMiddleware`` does).
     """
 
     publish: PublishEndpoint | None = None
-    _publish_app: BrowserGuard | None = None
+    _publish_app: ASGIApp | None = None
 
-    def take_publish(
-        self, endpoint: PublishEndpoint, rules: BrowserRules, budget: BodyBudget
-    ) -> None:
-        """Serve ``endpoint`` ahead of the stack, guarded by ``rules`` and ``budget``."""
+    def take_publish(self, endpoint: PublishEndpoint) -> None:
+        """Serve ``endpoint`` ahead of the stack, under the app's middleware."""
         self.publish = endpoint
-        self._publish_app = BrowserGuard(BodyBudgetMiddleware(self._answer, budget), rules)
+
+    def _publish_under_middleware(self) -> ASGIApp:
+        # Made at the first publish, as Starlette makes its stack at the first
+        # request: middleware added to the app until then is in both.
+        app: ASGIApp = self._answer
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        self._publish_app = app
+        return app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        guarded = self._publish_app
         if (
-            guarded is not None
+            self.publish is not None
             and scope["type"] == "http"
             and scope["method"] == "POST"
             and not scope.get("root_path")
@@ -137,7 +140,8 @@ class HubApp(Starlette):
             if topic is not None:
                 scope["app"] = self
                 scope["path_params"] = {"topic": topic}
-                await guarded(scope, receive, send)
+                app = self._publish_app or self._publish_under_middleware()
+                await app(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
