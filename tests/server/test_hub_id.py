@@ -3,6 +3,7 @@ answered by ``/healthz`` and in the ``Tidings-Hub-Id`` header of every answer.""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import aiohttp
@@ -57,3 +58,46 @@ def test_the_id_is_kept_in_the_data_directory(tmp_path: Path) -> None:
     for s in (first, again, other):
         s._db.close()
     assert MemoryStorage().hub_id != MemoryStorage().hub_id
+
+
+async def test_an_internal_error_names_the_hub_too() -> None:
+    """A 500 is answered by Starlette's outermost layer: the id is put on outside it."""
+    from tidings.core.hub import Hub, HubOptions
+    from tidings.server.app import ServerOptions, create_app
+    from tidings.server.auth import Auth
+
+    hub = Hub(MemoryStorage(), HubOptions())
+    app = create_app(hub, Auth([]), ServerOptions())
+
+    def broken() -> list[dict[str, object]]:
+        raise RuntimeError("a bug")
+
+    async def ready(timeout: float = 10.0) -> None:
+        return None  # not started: nothing to load
+
+    hub.views.ready = ready  # type: ignore[method-assign]
+    hub.views.list = broken  # type: ignore[method-assign]
+
+    async def get(path: str) -> tuple[int, dict[bytes, bytes]]:
+        sent: list[dict[str, object]] = []
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+            "root_path": "", "query_string": b"", "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 8700), "headers": [(b"host", b"127.0.0.1:8700")],
+        }  # fmt: skip
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        with contextlib.suppress(RuntimeError):  # a 500 is raised on to the server
+            await app(scope, receive, send)  # type: ignore[arg-type]
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        return start["status"], dict(start["headers"])  # type: ignore[call-overload,return-value]
+
+    status, headers = await get("/v1/views")
+    assert status == 500
+    assert headers[HEADER.lower().encode()] == hub.id.encode()

@@ -323,6 +323,9 @@ class LiveSubscription:
             raise _Retry(f"cannot connect: {exc}") from None
         try:
             hub_id = ws.response.headers.get(HUB_ID_HEADER) if ws.response else None
+            if hub_id is None and self.nodes.hub_id is not None:
+                # It cannot show it is this hub: no position of ours is sent to it.
+                raise _Retry(f"the node names no hub id ({HUB_ID_HEADER})", True)
             self.nodes.answered(node, hub_id)  # NotOneHub before anything is asked
         except BaseException:
             await ws.close()

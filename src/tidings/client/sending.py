@@ -147,6 +147,13 @@ class NodeRequests:
             return _unreachable(node, exc)
         if status >= 400:
             return error_from_response(status, raw, "GET /healthz")
+        if hub_id is None and self.nodes.hub_id is not None:
+            # An older hub, another server, a proxy that drops the header: it cannot
+            # show it is this hub, so it is not sent the request.
+            return TidingsError(
+                f"the node at {node} names no hub id ({HUB_ID_HEADER}), so it cannot "
+                f"be told apart from another hub; this client's hub is {self.nodes.hub_id}"
+            )
         self.nodes.answered(node, hub_id)
         return None
 

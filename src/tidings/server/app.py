@@ -48,7 +48,6 @@ from tidings.server.auth import Action, Auth
 from tidings.server.budget import BodyBudget, BodyBudgetMiddleware
 from tidings.server.guard import LOOPBACK_HOSTS, BrowserGuard, BrowserRules
 from tidings.server.history import HistoryOptions, HistorySampler
-from tidings.server.hubid import HubIdHeader
 from tidings.server.live import LiveOptions
 from tidings.server.lookup import LookupRoutes
 from tidings.server.metrics import render_metrics
@@ -608,11 +607,10 @@ def create_app(
     app = HubApp(
         routes=one_route_per_path(routes),  # a 405's Allow names all of a path's methods
         lifespan=lifespan,
-        # Outermost, the hub's id on every answer; then the guard: a request a
-        # foreign page forged reaches nothing, the body budget included; then the
-        # budget, before any route reads.
+        # First the guard: a request a foreign page forged reaches nothing, the body
+        # budget included; then the budget, before any route reads. (The hub's id
+        # goes on every answer from outside all of it: HubApp.hub_id.)
         middleware=[
-            Middleware(HubIdHeader, hub_id=hub.id),  # on every answer, refusals too
             Middleware(BrowserGuard, rules=rules),
             Middleware(BodyBudgetMiddleware, budget=budget),
         ],
@@ -622,6 +620,7 @@ def create_app(
             Exception: unexpected_error,
         },
     )
+    app.hub_id = hub.id
     app.take_publish(publish)  # under the middleware above, as the stack runs it
     app.state.hub = hub
     app.state.body_budget = budget

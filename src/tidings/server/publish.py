@@ -24,6 +24,7 @@ from tidings.core.positions import is_decimal
 from tidings.core.publishing import Published, Run, Spread
 from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarge
 from tidings.events import http as ce
+from tidings.server.hubid import HubIdHeader
 from tidings.server.problems import tidings_error, unexpected_error
 
 if TYPE_CHECKING:
@@ -114,7 +115,13 @@ class HubApp(Starlette):
     """
 
     publish: PublishEndpoint | None = None
+    hub_id: str | None = None  # on every answer, outermost (Tidings-Hub-Id)
     _publish_app: ASGIApp | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside Starlette's ServerErrorMiddleware too: a 500 names the hub as well.
+        app = super().build_middleware_stack()
+        return app if self.hub_id is None else HubIdHeader(app, self.hub_id)
 
     def take_publish(self, endpoint: PublishEndpoint) -> None:
         """Serve ``endpoint`` ahead of the stack, under the app's middleware."""
@@ -126,6 +133,8 @@ class HubApp(Starlette):
         app: ASGIApp = self._answer
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
+        if self.hub_id is not None:
+            app = HubIdHeader(app, self.hub_id)
         self._publish_app = app
         return app
 

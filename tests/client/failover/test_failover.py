@@ -472,3 +472,37 @@ def test_the_blocking_client_fails_over_too(hub: HubProcess, down: SilentPort) -
         assert client.url == hub.base_url and client.nodes.switches == 1
         records, _ = client.read("orders")
     assert [r.event.id for r in records] == [answer["id"]]
+
+
+async def test_a_node_that_names_no_hub_id_is_not_sent_the_request(hub: HubProcess) -> None:
+    """Once the client knows its hub, a node that answers without an id (an older
+    hub, another server, a proxy that drops the header) cannot show it is that hub:
+    it is asked who it is and nothing else, and the client moves on."""
+    from aiohttp import web
+
+    asked: list[str] = []
+
+    async def anything(request: web.Request) -> web.Response:
+        asked.append(f"{request.method} {request.path}")
+        return web.json_response({"status": "ok"}, status=200)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    idless = f"http://127.0.0.1:{port}"
+    try:
+        async with AsyncClient([hub.base_url, idless], reconnect=FAST) as client:
+            await client.publish("orders", "n.made", {"i": 0})  # the hub's id is known
+            url, epoch = client.nodes.pick()
+            client.nodes.failed(url, epoch)  # as if the hub had failed a request
+            assert client.nodes.current == idless
+            await client.publish("orders", "n.made", {"i": 1})
+            assert client.nodes.current == hub.base_url
+    finally:
+        await runner.cleanup()
+    assert asked == ["GET /healthz"]
+    assert len(await every_record(hub.base_url, "orders")) == 2
