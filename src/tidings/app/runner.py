@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ from tidings.app.remembering import HandledIds
 from tidings.app.transport import GroupSpec, Incoming, Transport
 from tidings.errors import StaleLease, TidingsError
 from tidings.events.envelope import rfc3339_ms
+from tidings.log.config import SystemClock
 
 if TYPE_CHECKING:
     from tidings.app.handlers import Next
@@ -140,29 +142,50 @@ class Consumer:
             return
         spec = self.spec
         fetch = self.transport.fetch
+        # Over the network a batch's acks go out while the next fetch does (the hub
+        # answers one while this process reads the other); one settle at a time,
+        # each sent only once all its handlers are done.
+        overlap = self.transport.remote
+        settling: asyncio.Task[None] | None = None
         self._task = asyncio.current_task()
-        while not self._stopping:
-            # The fetch is awaited in this task (no task per fetch); stop() cancels
-            # this task only while it waits here.
-            self._in_fetch = True
-            try:
-                batch = await fetch(spec.topic, spec.group, self.fetch_max, self.poll_wait)
-            except asyncio.CancelledError:
-                if self._stopping:
-                    break
-                raise
-            except TidingsError as exc:
-                logger.warning(
-                    "fetch failed: %s", exc.detail, extra={"topic": spec.topic, "group": spec.group}
-                )
-                await asyncio.sleep(_RETRY_PAUSE_S)
-                continue
-            finally:
-                self._in_fetch = False
-            if batch and self._stopping:  # a poll let finish after stop(): hand it back
-                await self._settle(_Settled(batch, 0))
-            elif batch:
-                await self.process(batch)
+        try:
+            while not self._stopping:
+                # The fetch is awaited in this task (no task per fetch); stop() cancels
+                # this task only while it waits here.
+                self._in_fetch = True
+                try:
+                    batch = await fetch(spec.topic, spec.group, self.fetch_max, self.poll_wait)
+                except asyncio.CancelledError:
+                    if self._stopping:
+                        break
+                    raise
+                except TidingsError as exc:
+                    logger.warning(
+                        "fetch failed: %s", exc.detail,
+                        extra={"topic": spec.topic, "group": spec.group},
+                    )
+                    await asyncio.sleep(_RETRY_PAUSE_S)
+                    continue
+                finally:
+                    self._in_fetch = False
+                if not batch:
+                    continue
+                if self._stopping:  # a poll let finish after stop(): hand it back
+                    settled = _Settled(batch, 0)
+                else:
+                    settled = await self._run_batch(batch)
+                if settling is not None:
+                    await settling
+                    settling = None
+                if overlap:
+                    settling = asyncio.get_running_loop().create_task(self._settle(settled))
+                else:
+                    await self._settle(settled)
+        finally:
+            if settling is not None:
+                # Not cancelled with this task: its acks go out, or fail and the
+                # events come again.
+                await asyncio.shield(settling)
 
     def stop(self) -> None:
         """Take no new leases: a fetch waiting for events in this process is given up;
@@ -174,12 +197,18 @@ class Consumer:
             self._task.cancel()
 
     async def process(self, batch: list[Incoming]) -> None:
-        """Handle one batch in order (``concurrency=1``), then settle it.
+        """Handle one batch in order (``concurrency=1``), then settle it."""
+        await self._settle(await self._run_batch(batch))
+
+    async def _run_batch(self, batch: list[Incoming]) -> _Settled:
+        """Handle one batch in order; what it came to, to be settled.
 
         The batch's leases were taken together: once half their ``ack_wait`` has gone,
         what is done is settled and the events not yet started are handed back, to be
         fetched again with fresh leases, rather than handled after their leases ran
-        out (when the hub may already have given them to another consumer)."""
+        out (when the hub may already have given them to another consumer). Also
+        when cut short (the shutdown deadline cancels the handler), what finished
+        is settled: the caller's ``finally`` is this one's."""
         clock = self.transport.clock
         settled = _Settled(batch, clock.time_ms())
         deadline = settled.now_ms + round(self.spec.ack_wait * 500)
@@ -192,10 +221,12 @@ class Consumer:
                     await handle(msg, settled)
             else:
                 await self._handle_inline(batch, settled, deadline)
-        finally:
-            # Also when cut short at the shutdown deadline: what finished is acked,
-            # what did not is handed back for redelivery.
-            await self._settle(settled)
+        except BaseException:
+            # Cut short at the shutdown deadline: what finished is acked, what did
+            # not is handed back for redelivery.
+            await asyncio.shield(self._settle(settled))
+            raise
+        return settled
 
     async def _settle(self, settled: _Settled) -> None:
         """Acks first, then delayed nacks, then what was not handled goes back; each
@@ -289,7 +320,13 @@ class Consumer:
         pending = handled.pending(group)
         window_start = now - handled.window_ms
         acks = settled.acks
-        time_ms = self.transport.clock.time_ms
+        # The deadline is checked before each event: on the system clock in
+        # nanoseconds, read without a call of ours around it.
+        clock = self.transport.clock
+        if type(clock) is SystemClock:
+            read_clock, limit = time.time_ns, deadline_ms * 1_000_000
+        else:
+            read_clock, limit = clock.time_ms, deadline_ms
         waiting: list[tuple[Incoming, str, Awaitable[None]]] = []
         waiting_ids: set[str] = set()
         done = 0
@@ -315,18 +352,21 @@ class Consumer:
             return ok
 
         for msg in batch:
-            if time_ms() > deadline_ms:
+            if read_clock() > limit:
                 break  # the rest is handed back (see process)
             ev = msg.event
             eid: str = ev.get("id") or ""
             remember = enabled and eid != ""
+            at = None
             if remember:
                 if eid in waiting_ids:  # the same event twice in a batch: the first counts
                     done += await finish()
                 at = ids.get(eid)
-                if at is not None and at >= window_start:
-                    acks.append(msg.lease)
-                    continue
+                if at is not None:
+                    if at >= window_start:
+                        acks.append(msg.lease)
+                        continue
+                    del ids[eid]  # re-inserted at the end: the dict stays in time order
             try:
                 if wants_ctx:
                     result = await func(decode(ev), Context(self, msg))
@@ -345,8 +385,7 @@ class Consumer:
             except Exception as exc:
                 await self._failed(msg, exc, settled)
                 continue
-            if remember:  # HandledIds.add, inline
-                ids.pop(eid, None)
+            if remember:  # HandledIds.add, inline (an old entry was taken out above)
                 ids[eid] = now
                 if pending is not None:
                     pending.append(eid)
