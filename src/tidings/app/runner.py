@@ -140,26 +140,54 @@ class Consumer:
                 return
             await self._pool.run()
             return
+        if self.transport.remote:
+            await self._run_remote()
+            return
         spec = self.spec
         fetch = self.transport.fetch
-        # Over the network a batch's acks go out while the next fetch does (the hub
-        # answers one while this process reads the other); one settle at a time,
-        # each sent only once all its handlers are done.
-        overlap = self.transport.remote
-        settling: asyncio.Task[None] | None = None
         self._task = asyncio.current_task()
+        while not self._stopping:
+            # The fetch is awaited in this task (no task per fetch); stop() cancels
+            # this task only while it waits here.
+            self._in_fetch = True
+            try:
+                batch = await fetch(spec.topic, spec.group, self.fetch_max, self.poll_wait)
+            except asyncio.CancelledError:
+                if self._stopping:
+                    break
+                raise
+            except TidingsError as exc:
+                logger.warning(
+                    "fetch failed: %s", exc.detail, extra={"topic": spec.topic, "group": spec.group}
+                )
+                await asyncio.sleep(_RETRY_PAUSE_S)
+                continue
+            finally:
+                self._in_fetch = False
+            if batch and self._stopping:  # a poll let finish after stop(): hand it back
+                await self._settle(_Settled(batch, 0))
+            elif batch:
+                await self.process(batch)
+
+    async def _run_remote(self) -> None:
+        """``concurrency=1`` over the network: the next batch is fetched while this one
+        is handled, and this one's acks go out while the hub answers that fetch.
+
+        Still one batch handled at a time, in order, each acked only once all its
+        handlers are done, one settle out at a time. A poll out when stop() comes
+        is let finish (given up, it would go on in the hub and lease events to no
+        one until their ``ack_wait`` ran out), and what it brings is handed back."""
+        loop = asyncio.get_running_loop()
+        fetching: asyncio.Task[tuple[list[Incoming], int]] | None = None
+        settling: asyncio.Task[None] | None = None
         try:
             while not self._stopping:
-                # The fetch is awaited in this task (no task per fetch); stop() cancels
-                # this task only while it waits here.
-                self._in_fetch = True
+                if fetching is None:
+                    fetching = loop.create_task(self._fetch_timed())
                 try:
-                    batch = await fetch(spec.topic, spec.group, self.fetch_max, self.poll_wait)
-                except asyncio.CancelledError:
-                    if self._stopping:
-                        break
-                    raise
+                    batch, fetched_ms = await fetching
                 except TidingsError as exc:
+                    spec = self.spec
                     logger.warning(
                         "fetch failed: %s", exc.detail,
                         extra={"topic": spec.topic, "group": spec.group},
@@ -167,25 +195,41 @@ class Consumer:
                     await asyncio.sleep(_RETRY_PAUSE_S)
                     continue
                 finally:
-                    self._in_fetch = False
+                    fetching = None
                 if not batch:
                     continue
                 if self._stopping:  # a poll let finish after stop(): hand it back
                     settled = _Settled(batch, 0)
                 else:
-                    settled = await self._run_batch(batch)
+                    fetching = loop.create_task(self._fetch_timed())
+                    settled = await self._run_batch(batch, fetched_ms)
                 if settling is not None:
                     await settling
-                    settling = None
-                if overlap:
-                    settling = asyncio.get_running_loop().create_task(self._settle(settled))
-                else:
-                    await self._settle(settled)
+                settling = loop.create_task(self._settle(settled))
         finally:
+            if fetching is not None:
+                await self._hand_back_fetch(fetching)
             if settling is not None:
                 # Not cancelled with this task: its acks go out, or fail and the
                 # events come again.
                 await asyncio.shield(settling)
+
+    async def _fetch_timed(self) -> tuple[list[Incoming], int]:
+        """A fetch, and when it was answered (its leases' ``ack_wait`` runs from then)."""
+        spec = self.spec
+        batch = await self.transport.fetch(spec.topic, spec.group, self.fetch_max, self.poll_wait)
+        return batch, self.transport.clock.time_ms()
+
+    async def _hand_back_fetch(self, fetching: asyncio.Task[tuple[list[Incoming], int]]) -> None:
+        """Let a fetch out to the hub finish (within ``poll_wait``), and hand back what it
+        leased."""
+        await asyncio.wait({fetching}, timeout=self.poll_wait + 5)
+        if not fetching.done():
+            fetching.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TidingsError):
+            batch, _ = await fetching
+            if batch:
+                await self._settle(_Settled(batch, 0))
 
     def stop(self) -> None:
         """Take no new leases: a fetch waiting for events in this process is given up;
@@ -200,17 +244,18 @@ class Consumer:
         """Handle one batch in order (``concurrency=1``), then settle it."""
         await self._settle(await self._run_batch(batch))
 
-    async def _run_batch(self, batch: list[Incoming]) -> _Settled:
+    async def _run_batch(self, batch: list[Incoming], now_ms: int | None = None) -> _Settled:
         """Handle one batch in order; what it came to, to be settled.
 
         The batch's leases were taken together: once half their ``ack_wait`` has gone,
         what is done is settled and the events not yet started are handed back, to be
         fetched again with fresh leases, rather than handled after their leases ran
-        out (when the hub may already have given them to another consumer). Also
+        out (when the hub may already have given them to another consumer); ``now_ms``
+        is when they were leased, by default now. Also
         when cut short (the shutdown deadline cancels the handler), what finished
         is settled: the caller's ``finally`` is this one's."""
         clock = self.transport.clock
-        settled = _Settled(batch, clock.time_ms())
+        settled = _Settled(batch, clock.time_ms() if now_ms is None else now_ms)
         deadline = settled.now_ms + round(self.spec.ack_wait * 500)
         try:
             if self._consume_mw:
