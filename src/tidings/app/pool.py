@@ -29,6 +29,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
+from tidings.app.handlers import BadPayload, Context, emitted
 from tidings.errors import TidingsError
 
 if TYPE_CHECKING:
@@ -90,8 +91,17 @@ class WorkerPool:
                 continue
             if batch:
                 self.settled.now_ms = self.clock.time_ms()
-                for msg in batch:
-                    self._queue(msg)
+                c._debug = logger.isEnabledFor(logging.DEBUG)
+                if self.stopping or self.spec.ordering == "key":
+                    for msg in batch:
+                        self._queue(msg)
+                else:  # _queue's steps for a whole batch, one wake per idle worker
+                    leased = self.leased
+                    for msg in batch:
+                        leased[msg.lease] = msg
+                    self.queue.extend(batch)
+                    for _ in range(min(len(batch), len(self._idle))):
+                        self._wake_one()
                 if len(self.leased) >= self.limit:
                     self._room.clear()
 
@@ -124,20 +134,69 @@ class WorkerPool:
             self._wake_one()
 
     async def _worker(self) -> None:
-        handle = self.consumer._handle
+        c = self.consumer
+        # With middleware, Consumer._handle; without, its steps written out below.
+        handle = c._handle if c._consume_mw else None
+        spec = self.spec
+        func, decode, wants_ctx = spec.func, spec.decode, spec.wants_ctx
+        handled = c.handled
+        window, ids, pending = handled.window_ms, c._ids, c._pending
         loop = asyncio.get_running_loop()
+        queue, leased, settled = self.queue, self.leased, self.settled
+        by_key = spec.ordering == "key"
         while True:
-            while not self.queue or self.stopping:
+            while not queue or self.stopping:
                 if self.stopping:
                     return
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._idle.append(waiter)
                 await waiter
-            msg: Incoming | None = self.queue.popleft()
+            msg: Incoming | None = queue.popleft()
             while msg is not None:
-                await handle(msg, self.settled)
-                self._done(msg)
-                msg = self._next_of_key(msg)
+                if handle is not None:
+                    await handle(msg, settled)
+                else:
+                    # Consumer._handle without middleware, inline: no coroutine of
+                    # ours per event, only the handler's.
+                    ev = msg.event
+                    eid: str = ev.get("id") or ""
+                    remember = window > 0 and eid != ""
+                    at = ids.get(eid) if remember else None
+                    if at is not None and at >= settled.now_ms - window:
+                        settled.acks.append(msg.lease)  # handled before: acked, not run
+                    else:
+                        if at is not None:
+                            del ids[eid]  # re-inserted at the end, in time order
+                        ctx = None
+                        try:
+                            if wants_ctx:
+                                ctx = Context(c, msg)
+                                result = await func(decode(ev), ctx)
+                            else:
+                                result = await func(decode(ev))
+                            if result is not None:
+                                out = emitted(result, ev, msg.topic, spec.group, source=c.source)
+                                await c._publish_all(out, ctx or Context(c, msg))
+                        except BadPayload as exc:
+                            await c._dead_letter(msg, str(exc), None, settled)
+                        except Exception as exc:
+                            await c._failed(msg, exc, settled)
+                        else:
+                            if remember:
+                                ids[eid] = settled.now_ms
+                                if pending is not None:
+                                    pending.append(eid)
+                            c.handled_count += 1
+                            settled.acks.append(msg.lease)
+                            if c._debug:
+                                logger.debug("handled %s", eid, extra={
+                                    "topic": msg.topic, "group": spec.group, "event_id": eid})
+                # Done: room for the fetcher, acks for the acker.
+                leased.pop(msg.lease, None)
+                if len(leased) <= self.refill_at:
+                    self._room.set()
+                self._finished.set()
+                msg = self._next_of_key(msg) if by_key else None
 
     def _next_of_key(self, msg: Incoming) -> Incoming | None:
         if self.spec.ordering != "key":
@@ -150,12 +209,6 @@ class WorkerPool:
             return behind.popleft()
         self.waiting_keys.pop(key, None)
         return None
-
-    def _done(self, msg: Incoming) -> None:
-        self.leased.pop(msg.lease, None)
-        if len(self.leased) <= self.refill_at:
-            self._room.set()
-        self._finished.set()
 
     async def _ack_loop(self) -> None:
         while not self._acker_done:

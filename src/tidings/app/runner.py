@@ -114,6 +114,9 @@ class Consumer:
         self._in_fetch = False
         self._pool: WorkerPool | None = None
         self._ids = handled.group(spec.group)
+        self._pending = handled.pending(spec.group)  # ids to be written, or None
+        # Read again at each batch: a log line per event only while DEBUG is on.
+        self._debug = logger.isEnabledFor(logging.DEBUG)
         self.handled_count = 0
         self.failed_count = 0
         self.dead_lettered = 0
@@ -255,6 +258,7 @@ class Consumer:
         when cut short (the shutdown deadline cancels the handler), what finished
         is settled: the caller's ``finally`` is this one's."""
         clock = self.transport.clock
+        self._debug = logger.isEnabledFor(logging.DEBUG)
         settled = _Settled(batch, clock.time_ms() if now_ms is None else now_ms)
         deadline = settled.now_ms + round(self.spec.ack_wait * 500)
         try:
@@ -311,41 +315,50 @@ class Consumer:
     # -- one event -----------------------------------------------------------------------
 
     async def _handle(self, msg: Incoming, settled: _Settled) -> None:
+        # One event, as the workers of a pool run it: the idempotency memory's steps
+        # and the Context are written out here, not called (this runs per event).
         spec = self.spec
         ev = msg.event
         eid: str = ev.get("id") or ""
         handled = self.handled
-        remember = handled.enabled and bool(eid)
-        if remember and handled.seen(self._ids, eid, settled.now_ms):
-            settled.acks.append(msg.lease)
-            return
+        remember = handled.window_ms > 0 and eid != ""
+        if remember:
+            ids = self._ids
+            at = ids.get(eid)
+            if at is not None:
+                if at >= settled.now_ms - handled.window_ms:
+                    settled.acks.append(msg.lease)
+                    return
+                del ids[eid]  # re-inserted at the end: the dict stays in time order
         ctx = None
         try:
             if self._consume_mw:
-                ctx = self._context(msg)
+                ctx = Context(self, msg)
                 call = chain(self._consume_mw, self._call_handler)
                 result = await call(
                     Envelope("consume", msg.topic, ev, self.app_name, spec.group, ctx)
                 )
             elif spec.wants_ctx:
-                ctx = self._context(msg)
+                ctx = Context(self, msg)
                 result = await spec.func(spec.decode(ev), ctx)
             else:
                 result = await spec.func(spec.decode(ev))
             if result is not None:
                 out = emitted(result, ev, msg.topic, spec.group, source=self.source)
-                await self._publish_all(out, ctx or self._context(msg))
+                await self._publish_all(out, ctx or Context(self, msg))
         except BadPayload as exc:
             await self._dead_letter(msg, str(exc), None, settled)
             return
         except Exception as exc:
             await self._failed(msg, exc, settled)
             return
-        if remember:
-            handled.add(spec.group, self._ids, eid, settled.now_ms)
+        if remember:  # HandledIds.add, inline (an old entry was taken out above)
+            self._ids[eid] = settled.now_ms
+            if self._pending is not None:
+                self._pending.append(eid)
         self.handled_count += 1
         settled.acks.append(msg.lease)
-        if logger.isEnabledFor(logging.DEBUG):
+        if self._debug:
             logger.debug(
                 "handled %s", eid, extra={"topic": msg.topic, "group": spec.group, "event_id": eid}
             )
