@@ -61,6 +61,7 @@ class WorkerPool:
         self.returned: list[Incoming] = []  # leased after stop(): handed back unhandled
         self._fetcher: asyncio.Task[None] | None = None
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
+        self._waking = 0  # workers woken that have not run yet
         self._room = asyncio.Event()
         self._room.set()
         self._finished = asyncio.Event()
@@ -100,8 +101,7 @@ class WorkerPool:
                     for msg in batch:
                         leased[msg.lease] = msg
                     self.queue.extend(batch)
-                    for _ in range(min(len(batch), len(self._idle))):
-                        self._wake_one()
+                    self._wake_one()  # who takes an event wakes the next (see _worker)
                 if len(self.leased) >= self.limit:
                     self._room.clear()
 
@@ -127,6 +127,7 @@ class WorkerPool:
             waiter = self._idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._waking += 1
                 return
 
     def _wake_all(self) -> None:
@@ -151,7 +152,13 @@ class WorkerPool:
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._idle.append(waiter)
                 await waiter
+                self._waking -= 1
             msg: Incoming | None = queue.popleft()
+            if queue and not self._waking:
+                # More to do: another worker is woken to take the next while this
+                # one handles, one at a time: when handlers finish without waiting,
+                # this worker empties the queue and at most one wakes to nothing.
+                self._wake_one()
             while msg is not None:
                 if handle is not None:
                     await handle(msg, settled)
