@@ -171,6 +171,10 @@ class Consumer:
                 await self._settle(_Settled(batch, 0))
             elif batch:
                 await self.process(batch)
+                # A hub in this process answers a fetch with events at once, without
+                # letting the loop run: one turn per batch for everything else on it
+                # (the handled ids' writer, other consumers, the hub's own timers).
+                await asyncio.sleep(0)
 
     async def _run_remote(self) -> None:
         """``concurrency=1`` over the network: the next batch is fetched while this one
