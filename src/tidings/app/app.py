@@ -125,6 +125,7 @@ class App:
         self._handled: HandledIds | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None  # handled ids, in a thread
         self._stopped = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -386,13 +387,22 @@ class App:
         """Make handled ids durable within 50 ms (and forget those out of the window)."""
         while True:
             await asyncio.sleep(0.05)
-            if self._handled is not None and self._handled.dirty:
-                try:
-                    self._handled.flush()
-                except Exception:
-                    # Kept pending: written at the next turn. Meanwhile a redelivered
-                    # event may run again after a crash (at least once).
-                    logger.exception("app %s: writing handled ids failed", self.name)
+            handled = self._handled
+            if handled is None or not handled.dirty:
+                continue
+            taken = handled.take()
+            if taken is None:
+                continue
+            # The SQLite write (and its checkpoints' fsyncs) off the event loop.
+            self._writing = asyncio.ensure_future(asyncio.to_thread(handled.write, taken))
+            try:
+                await asyncio.shield(self._writing)
+            except asyncio.CancelledError:
+                raise  # stopping: the write goes on, and is waited for before the close
+            except Exception:
+                # Kept pending: written at the next turn. Meanwhile a redelivered
+                # event may run again after a crash (at least once).
+                logger.exception("app %s: writing handled ids failed", self.name)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop gracefully: no new leases; in-flight handlers get ``timeout`` seconds
@@ -425,6 +435,9 @@ class App:
         logger.info("app %s stopped", self.name, extra={"app": self.name})
 
     async def _close_transport(self) -> None:
+        if self._writing is not None:
+            await asyncio.wait({self._writing})  # a write of handled ids still out
+            self._writing = None
         if self._handled is not None:
             self._handled.close()
             self._handled = None
