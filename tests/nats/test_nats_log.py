@@ -80,6 +80,42 @@ async def test_a_repeated_message_id_returns_the_first_offset_and_appends_nothin
     assert [r[2] for r in await nats_log.read(topic, 0, 0)] == [b"a", b"b", b"c", b"d"]
 
 
+async def test_new_records_after_duplicates_are_stored_together_despite_a_concurrent_writer(
+    nats_log: NatsLog, nats_server: NatsServer
+) -> None:
+    """A batch that starts with ids already stored: its new records still land at
+    consecutive offsets while another connection appends as fast as it can."""
+    topic = unique()
+    await nats_log.create_topic(topic, 1)
+    other = await NatsLog.connect(NatsSettings(servers=(nats_server.url,)))
+    stop = asyncio.Event()
+
+    async def interloper() -> None:
+        for i in range(20_000):  # bounded; stopped once the rounds are done
+            if stop.is_set():
+                return
+            await other.append(topic, 0, [b"x"], [f"x{i}"])
+
+    writer = asyncio.create_task(interloper())
+    try:
+        for r in range(20):
+            (first,) = await nats_log.append(topic, 0, [b"A"], [f"A{r}"])
+            await asyncio.sleep(0)
+            ids = [f"A{r}"] + [f"C{r}-{i}" for i in range(10)]
+            offsets = await nats_log.append(topic, 0, [b"A"] + [b"C"] * 10, ids)
+            assert offsets[0] == first  # the duplicate: its first offset
+            assert offsets[1:] == list(range(offsets[1], offsets[1] + 10)), offsets
+    finally:
+        stop.set()
+        await writer
+        await other.close()
+    stored: list[bytes] = []
+    while records := await nats_log.read(topic, 0, len(stored)):
+        stored += [r[2] for r in records]
+    assert stored.count(b"A") == 20  # no duplicate stored
+    assert stored.count(b"C") == 200
+
+
 async def test_offset_for_time_finds_the_first_record_at_or_after(nats_log: NatsLog) -> None:
     topic = unique()
     await nats_log.create_topic(topic, 1)

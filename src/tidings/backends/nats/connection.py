@@ -25,6 +25,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -221,15 +222,17 @@ class NatsConnection:
         self, subject: str, payloads: Sequence[bytes], msg_ids: Sequence[str],
         headers: dict[str, str] | None = None,
         on_no_responders: Callable[[], Awaitable[None]] | None = None,
+        deadline: float | None = None,
     ) -> list[PubAck]:  # fmt: skip
         """Publish each payload with its ``Nats-Msg-Id``, pipelined, and wait for every
         ack; those not acknowledged are sent again under the same id until the deadline.
         An error the stream answers (not an election) is raised at once.
         ``on_no_responders`` is called when no stream took a publish (none exists, or
-        none yet after a restart), and may raise to end the retries."""
+        none yet after a restart), and may raise to end the retries. ``deadline`` (a
+        ``time.monotonic()``) ends the retries sooner than ``retry_deadline_s``."""
         self.check_size(payloads)
         acks: list[PubAck | None] = [None] * len(payloads)
-        deadline = self._deadline()
+        deadline = min(deadline or math.inf, self._deadline())
         todo = list(range(len(payloads)))
         while todo:
             failed: list[int] = []
@@ -271,16 +274,17 @@ class NatsConnection:
     async def publish_atomic(
         self, subject: str, payloads: Sequence[bytes], msg_ids: Sequence[str],
         on_no_responders: Callable[[], Awaitable[None]] | None = None,
+        deadline: float | None = None,
     ) -> list[int] | None:  # fmt: skip
         """Publish the payloads as one atomic batch (nats-server 2.12+, a stream with
         ``allow_atomic``): all are stored, at consecutive sequences, or none. The
         sequences; None if the batch holds a ``Nats-Msg-Id`` already in the duplicate
-        window (a retry of a batch that landed: :meth:`publish` then finds each one's
-        sequence). Resent whole under a new batch id until the deadline."""
+        window (nothing of the batch is stored then). Resent whole under a new batch id
+        until the deadline (as in :meth:`publish`)."""
         self.check_size(payloads)
         if not 1 <= len(payloads) <= MAX_ATOMIC_BATCH:
             raise ValueError(f"an atomic batch holds 1 to {MAX_ATOMIC_BATCH} records")
-        deadline = self._deadline()
+        deadline = min(deadline or math.inf, self._deadline())
         last = len(payloads) - 1
         while True:
             batch_id = uuid.uuid4().hex

@@ -5,7 +5,8 @@ so a partition's offsets are the stream's sequences less one: dense, never reuse
 kept by JetStream across restarts, elections and retention. Records are appended
 with a ``Nats-Msg-Id`` each, several as one atomic batch; JetStream's duplicate window
 answers a repeated id with the first record's sequence, so a retried append returns
-the offsets it got first.
+the offsets it got first (see :meth:`NatsLog.append` for a batch that holds both
+duplicates and new records).
 Retention (``max_age``, ``max_bytes``) is the stream's: JetStream removes records
 from the start and ``start_offset`` moves on.
 
@@ -29,7 +30,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +45,12 @@ from tidings.backends.nats.connection import (
     NatsSettings,
     b64decode,
 )
-from tidings.backends.nats.meta import ERR_NO_MESSAGE, ERR_STREAM_NOT_FOUND, MetaBucket
+from tidings.backends.nats.meta import (
+    ERR_NO_MESSAGE,
+    ERR_STREAM_NOT_FOUND,
+    Entry,
+    MetaBucket,
+)
 from tidings.errors import (
     BadRequest,
     Conflict,
@@ -81,6 +87,7 @@ class NatsLog:
         self.duplicate_window_ms = duplicate_window_ms
         self.topics = MetaBucket(conn, "td_topics", replicas)
         self._partitions: dict[str, int] = {}  # topic -> partition count, as last read
+        self._windows: dict[str, float] = {}  # topic -> its duplicate window, seconds
         self._tails: dict[str, _Tail] = {}  # stream -> its subscription for wait()
         self._closed = False
 
@@ -135,15 +142,17 @@ class NatsLog:
             "max_age_ms": retention.max_age_ms,
             "max_bytes": retention.max_bytes,
         }
+        existing = await self.topics.get(names.key(topic))
+        _check_partitions(topic, existing, partitions)
+        # the streams first: a recorded topic has its streams (a failure here leaves
+        # streams without a record, which the same call again completes)
+        for p in range(partitions):
+            await self._ensure_stream(topic, p, retention)
         for _ in range(10):  # another node may create or change it meanwhile
             existing = await self.topics.get(names.key(topic))
             try:
                 if existing is not None and existing.value is not None:
-                    if existing.value.get("partitions") != partitions:
-                        raise BadRequest(
-                            f"topic {topic!r} has {existing.value.get('partitions')} partitions",
-                            field="partitions",
-                        )
+                    _check_partitions(topic, existing, partitions)
                     await self.topics.put(names.key(topic), record, existing.revision)
                 else:
                     await self.topics.create(names.key(topic), record)
@@ -152,15 +161,21 @@ class NatsLog:
                 continue
         else:
             raise Conflict(f"topic {topic!r} kept changing while it was created", topic=topic)
-        for p in range(partitions):
-            await self._ensure_stream(topic, p, retention)
-        self._partitions[topic] = partitions
+        self._remember(topic, record)
         return record
 
+    def _remember(self, topic: str, record: dict[str, Any]) -> int:
+        self._windows[topic] = self._window_ms(record.get("max_age_ms")) / 1000
+        count = self._partitions[topic] = int(record["partitions"])
+        return count
+
+    def _window_ms(self, max_age_ms: int | None) -> int:
+        if max_age_ms is not None:
+            return min(self.duplicate_window_ms, max_age_ms)  # JetStream requires it
+        return self.duplicate_window_ms
+
     async def _ensure_stream(self, topic: str, partition: int, retention: Retention) -> None:
-        window_ms = self.duplicate_window_ms
-        if retention.max_age_ms is not None:
-            window_ms = min(window_ms, retention.max_age_ms)  # JetStream requires it
+        window_ms = self._window_ms(retention.max_age_ms)
         config = {
             "name": names.stream_name(topic, partition),
             "subjects": [names.subject(topic, partition)],
@@ -188,7 +203,10 @@ class NatsLog:
         """Every topic's record, as ``create_topic`` saved it."""
         entries, _ = await self.topics.items()
         out = {names.decode(k): e.value for k, e in entries.items()}
-        self._partitions = {t: int(v["partitions"]) for t, v in out.items()}
+        self._partitions = {}
+        self._windows = {}
+        for t, v in out.items():
+            self._remember(t, v)
         return out
 
     async def drop_topic(self, topic: str) -> None:
@@ -208,6 +226,7 @@ class NatsLog:
                     raise
         await self.topics.delete(names.key(topic), entry.revision)
         self._partitions.pop(topic, None)
+        self._windows.pop(topic, None)
 
     async def _stream(self, topic: str, partition: int) -> str:
         """The stream of a partition that exists; else TopicNotFound or BadRequest."""
@@ -216,7 +235,7 @@ class NatsLog:
             entry = await self.topics.get(names.key(topic))
             if entry is None or entry.value is None:
                 raise TopicNotFound(f"no topic {topic!r}", topic=topic)
-            count = self._partitions[topic] = int(entry.value["partitions"])
+            count = self._remember(topic, entry.value)
         if not 0 <= partition < count:
             raise BadRequest(
                 f"topic {topic!r} has partitions 0 to {count - 1}, not {partition}",
@@ -248,9 +267,14 @@ class NatsLog:
         Up to 1000 payloads are one atomic batch: stored together at consecutive offsets,
         or none (StorageUnavailable once the deadline passes); a longer append is one
         batch per 1000. A payload whose id is in the duplicate window is not appended
-        again: its offset is the first one's (a batch holding such an id is refused
-        whole by JetStream, and then sent record by record, each answered with its own
-        offset). Without ids, fresh ones make retries inside this call safe.
+        again: its offset is the first one's. JetStream refuses a batch holding such an
+        id whole; it is then sent again from its first record: each record whose id is
+        a duplicate answers its first offset, and once one is not, the records after
+        the duplicates go as one atomic batch (consecutive offsets, nothing between).
+        Only when duplicates and new records alternate (a new one before a duplicate)
+        is a new record stored alone. Without ids, fresh ones make retries inside this
+        call safe; the retries of one call end within the topic's duplicate window
+        (``max_age`` may shorten it below the retry deadline).
         """
         stream = await self._stream(topic, partition)
         if msg_ids is None:
@@ -274,22 +298,54 @@ class NatsLog:
             await self._gone(topic, partition)
 
         subject = names.subject(topic, partition)
+        # every retry of this call within the duplicate window of its first attempt
+        window_s = self._windows.get(topic, self.duplicate_window_ms / 1000)
+        deadline = time.monotonic() + 0.8 * window_s
         if len(payloads) == 1:
-            acks = await self.conn.publish(subject, payloads, msg_ids, on_no_responders=no_stream)
+            acks = await self.conn.publish(
+                subject, payloads, msg_ids, on_no_responders=no_stream, deadline=deadline
+            )
             offsets = [acks[0].seq - 1]
         else:
             offsets = []
             for b in range(0, len(payloads), MAX_ATOMIC_BATCH):
                 chunk, ids = payloads[b : b + MAX_ATOMIC_BATCH], msg_ids[b : b + MAX_ATOMIC_BATCH]
-                seqs = await self.conn.publish_atomic(subject, chunk, ids, no_stream)
-                if seqs is None:  # an id already stored: each record's own answer
-                    acks = await self.conn.publish(subject, chunk, ids, on_no_responders=no_stream)
-                    seqs = [a.seq for a in acks]
+                seqs = await self.conn.publish_atomic(subject, chunk, ids, no_stream, deadline)
+                if seqs is None:  # an id already stored
+                    seqs = await self._append_past_duplicates(
+                        subject, chunk, ids, no_stream, deadline
+                    )
                 offsets += [s - 1 for s in seqs]
         tail = self._tails.get(stream)
         if tail is not None:
             tail.advance(max(offsets) + 1)
         return offsets
+
+    async def _append_past_duplicates(
+        self, subject: str, chunk: Sequence[bytes], ids: Sequence[str],
+        no_stream: Callable[[], Awaitable[None]], deadline: float,
+    ) -> list[int]:  # fmt: skip
+        """The sequences of a batch that JetStream refused for an id it holds: the first
+        record alone, acknowledged before the next is sent, as long as its id is a
+        duplicate (its first sequence answers, nothing is stored); then the rest as one
+        atomic batch, again while it is refused. A record that is not a duplicate is
+        stored alone only when a later one of the batch is."""
+        seqs: list[int] = []
+        i = 0
+        while i < len(chunk):
+            (ack,) = await self.conn.publish(
+                subject, chunk[i : i + 1], ids[i : i + 1], on_no_responders=no_stream,
+                deadline=deadline,
+            )  # fmt: skip
+            seqs.append(ack.seq)
+            i += 1
+            if ack.duplicate and i < len(chunk):
+                rest = await self.conn.publish_atomic(
+                    subject, chunk[i:], ids[i:], no_stream, deadline
+                )
+                if rest is not None:
+                    return seqs + rest
+        return seqs
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int = 1000,
@@ -378,8 +434,14 @@ class NatsLog:
         tail = self._tails.get(stream)
         if tail is None:
             tail = self._tails[stream] = _Tail(self, stream, names.subject(topic, partition))
-        await tail.started()
-        return await tail.wait(offset, timeout)
+        until = None if timeout is None else time.monotonic() + timeout
+        try:  # the subscription's start counts within the timeout
+            async with asyncio.timeout(timeout):
+                await tail.started()
+        except TimeoutError:
+            return tail.end > offset
+        left = None if until is None else max(until - time.monotonic(), 0)
+        return await tail.wait(offset, left)
 
 
 class _Tail:
@@ -466,6 +528,16 @@ class _Tail:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+
+
+def _check_partitions(topic: str, existing: Entry | None, partitions: int) -> None:
+    if existing is None or existing.value is None:
+        return
+    if existing.value.get("partitions") != partitions:
+        raise BadRequest(
+            f"topic {topic!r} has {existing.value.get('partitions')} partitions",
+            field="partitions",
+        )
 
 
 def _range_error(offset: int, start: int, end: int) -> OffsetOutOfRange:
