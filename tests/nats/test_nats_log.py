@@ -379,3 +379,35 @@ async def test_a_topic_created_again_with_new_retention_applies_it(nats_log: Nat
     assert (await nats_log.load_topics())[topic]["max_bytes"] == 4000
     # a time before the start: the first record kept
     assert await nats_log.offset_for_time(topic, 0, 0) == start
+
+
+async def test_a_topic_dropped_and_made_again_by_another_node_is_seen_here(
+    nats_log: NatsLog, nats_server: NatsServer
+) -> None:
+    """This node's cached partition count, streams and tails follow what another
+    node did: a dropped topic reads as TopicNotFound (not the retry deadline), one
+    made again with more partitions takes appends to them, a new stream a new tail."""
+    dropped, grown, renewed = unique(), unique(), unique()
+    await nats_log.create_topic(dropped, 2)
+    await nats_log.create_topic(grown, 2)
+    await nats_log.create_topic(renewed, 1)
+    assert await nats_log.append(dropped, 0, [b"a"]) == [0]
+    assert await nats_log.append(renewed, 0, [b"a", b"b", b"c"]) == [0, 1, 2]
+    assert await nats_log.wait(renewed, 0, 2, timeout=5)  # its tail is at 3
+    other = await NatsLog.connect(NatsSettings(servers=(nats_server.url,)))
+    try:
+        await other.drop_topic(dropped)
+        async with asyncio.timeout(20):  # the retry deadline is 30 s
+            with pytest.raises(TopicNotFound):
+                await nats_log.read(dropped, 0, 0)
+        await other.drop_topic(grown)
+        await other.create_topic(grown, 4)
+        assert await nats_log.append(grown, 3, [b"new"]) == [0]
+        await other.drop_topic(renewed)
+        await other.create_topic(renewed, 1)
+        assert await nats_log.read(renewed, 0, 0) == []  # the new stream is empty
+        assert not await nats_log.wait(renewed, 0, 0, timeout=0.3)  # its tail, not the old
+        await other.append(renewed, 0, [b"x"])
+        assert await nats_log.wait(renewed, 0, 0, timeout=30)
+    finally:
+        await other.close()

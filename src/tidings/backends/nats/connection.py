@@ -330,10 +330,13 @@ class NatsConnection:
     # -- reading ---------------------------------------------------------------
 
     async def direct_batch(
-        self, stream: str, seq: int, batch: int, max_bytes: int
-    ) -> tuple[list[Msg], int | None]:
+        self, stream: str, seq: int, batch: int, max_bytes: int,
+        on_no_responders: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[list[Msg], int | None]:  # fmt: skip
         """Up to ``batch`` messages from ``seq`` on, by a batched direct get, and the
-        stream's last sequence as the answering replica saw it (None if not said)."""
+        stream's last sequence as the answering replica saw it (None if not said).
+        ``on_no_responders`` is called when no replica answered (the stream may be
+        gone), and may raise to end the retries."""
         body = orjson.dumps({"seq": seq, "batch": batch, "max_bytes": max_bytes})
         deadline = self._deadline()
         while True:
@@ -347,6 +350,8 @@ class NatsConnection:
                 await self._backoff(deadline, f"read of {stream}", exc)
                 continue
             if replies.status in RETRYABLE_STATUS:
+                if replies.status == "503" and on_no_responders is not None:
+                    await on_no_responders()
                 await self._backoff(deadline, f"read of {stream}", _Retry(replies.status or ""))
                 continue
             return msgs, replies.last_seq

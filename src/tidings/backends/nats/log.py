@@ -16,7 +16,9 @@ per read (see ``bench/nats_log.py``). Any replica answers a direct get; one behi
 the leader may not hold a record whose append was acknowledged, so a read that comes
 back empty below the end the leader reports asks the leader (``STREAM.MSG.GET``).
 ``wait`` is a subscription: an ordered push consumer per partition, headers only,
-which JetStream feeds only with stored records.
+which JetStream feeds only with stored records. What a node keeps of a topic (its
+partition count, its tails) is checked against the streams when they disagree: another
+node may drop a topic and make it again.
 
 Topics and their configuration live in the KV bucket ``td_topics`` (see ``meta``);
 :meth:`NatsLog.bucket` gives the same compare-and-set store for other metadata.
@@ -228,9 +230,20 @@ class NatsLog:
         self._partitions.pop(topic, None)
         self._windows.pop(topic, None)
 
+    async def _forget(self, topic: str) -> None:
+        """Drop what this node keeps of a topic (dropped, perhaps by another node)."""
+        count = self._partitions.pop(topic, 0)
+        self._windows.pop(topic, None)
+        for p in range(count):
+            tail = self._tails.pop(names.stream_name(topic, p), None)
+            if tail is not None:
+                await tail.close()
+
     async def _stream(self, topic: str, partition: int) -> str:
         """The stream of a partition that exists; else TopicNotFound or BadRequest."""
         count = self._partitions.get(topic)
+        if count is not None and not 0 <= partition < count:
+            count = None  # as last read here: another node may have made it again since
         if count is None:
             entry = await self.topics.get(names.key(topic))
             if entry is None or entry.value is None:
@@ -249,7 +262,7 @@ class NatsLog:
             await self.conn.api(f"STREAM.INFO.{names.stream_name(topic, partition)}")
         except JetStreamApiError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
-                self._partitions.pop(topic, None)
+                await self._forget(topic)
                 raise TopicNotFound(f"no topic {topic!r}", topic=topic) from None
             raise
 
@@ -359,7 +372,11 @@ class NatsLog:
         if offset < 0:
             raise await self._out_of_range(stream, offset)
         batch = min(max_records, MAX_READ_RECORDS)
-        msgs, _ = await self.conn.direct_batch(stream, offset + 1, batch, max_bytes)
+
+        async def no_stream() -> None:  # dropped, perhaps by another node
+            await self._gone(topic, partition)
+
+        msgs, _ = await self.conn.direct_batch(stream, offset + 1, batch, max_bytes, no_stream)
         if not msgs:
             start, end = await self._bounds(stream)
             if not start <= offset <= end:
@@ -396,12 +413,20 @@ class NatsLog:
         return _range_error(offset, start, end)
 
     async def _bounds(self, stream: str) -> tuple[int, int]:
-        state = (await self.conn.api(f"STREAM.INFO.{stream}"))["state"]
+        info = await self.conn.api(f"STREAM.INFO.{stream}")
+        state = info["state"]
         end = int(state["last_seq"])
         start = end if int(state["messages"]) == 0 else int(state["first_seq"]) - 1
         tail = self._tails.get(stream)
         if tail is not None:
-            tail.advance(end)
+            created = str(info.get("created"))
+            if tail.created is None:
+                tail.created = created
+            if tail.created == created:
+                tail.advance(end)
+            else:  # the stream was dropped and made again (by any node): a new tail
+                del self._tails[stream]
+                await tail.close()
         return start, end
 
     async def bounds(self, topic: str, partition: int) -> tuple[int, int]:
@@ -453,6 +478,7 @@ class _Tail:
         self.stream = stream
         self.subject = subject
         self.end = 0
+        self.created: str | None = None  # the stream's, as first seen: which one it follows
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._sub: Any = None
         self._start: asyncio.Task[None] | None = None
@@ -469,7 +495,7 @@ class _Tail:
             raise
 
     async def _subscribe(self) -> None:
-        _, end = await self.log._bounds(self.stream)
+        _, end = await self.log._bounds(self.stream)  # sets self.created
         self.advance(end)
 
         async def on_msg(msg: Msg) -> None:
