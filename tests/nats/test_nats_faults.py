@@ -312,6 +312,12 @@ async def test_an_append_whose_first_attempt_landed_answers_the_first_offsets(
     assert await nats_log.append(topic, 0, [b"p", b"q", b"r"], ["p1", "p2", "p3"]) == [4, 5, 6]
     records = await read_all(nats_log, topic)
     assert [r[2] for r in records] == [b"one", b"1", b"2", b"3", b"p", b"q", b"r"]
+    # a whole batch of the largest size sent again: its offsets, nothing stored
+    ids = [f"big{i}" for i in range(1000)]
+    first = await nats_log.append(topic, 0, [i.encode() for i in ids], ids)
+    assert first == list(range(7, 1007))
+    assert await nats_log.append(topic, 0, [i.encode() for i in ids], ids) == first
+    assert await nats_log.bounds(topic, 0) == (0, 1007)
 
 
 @pytest.mark.timeout(120)

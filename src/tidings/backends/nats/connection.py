@@ -356,6 +356,22 @@ class NatsConnection:
                 continue
             return msgs, replies.last_seq
 
+    async def stored_ids(
+        self, stream: str, seq: int, msg_ids: Sequence[str],
+        on_no_responders: Callable[[], Awaitable[None]] | None = None,
+    ) -> list[int]:  # fmt: skip
+        """The sequences from ``seq`` on whose messages carry ``msg_ids`` in order, as
+        far as they do: the rest of a batch stored after its first record."""
+        msgs, _ = await self.direct_batch(stream, seq, len(msg_ids), 1 << 20, on_no_responders)
+        out: list[int] = []
+        for msg, msg_id in zip(msgs, msg_ids, strict=False):
+            hdrs = msg.headers or {}
+            if hdrs.get("Nats-Msg-Id") != msg_id or hdrs.get("Nats-Sequence") != str(seq):
+                break
+            out.append(seq)
+            seq += 1
+        return out
+
 
 class _Replies:
     """The messages answering one request. A single answer (a publish's ack) completes

@@ -326,7 +326,7 @@ class NatsLog:
                 seqs = await self.conn.publish_atomic(subject, chunk, ids, no_stream, deadline)
                 if seqs is None:  # an id already stored
                     seqs = await self._append_past_duplicates(
-                        subject, chunk, ids, no_stream, deadline
+                        stream, subject, chunk, ids, no_stream, deadline
                     )
                 offsets += [s - 1 for s in seqs]
         tail = self._tails.get(stream)
@@ -335,14 +335,15 @@ class NatsLog:
         return offsets
 
     async def _append_past_duplicates(
-        self, subject: str, chunk: Sequence[bytes], ids: Sequence[str],
+        self, stream: str, subject: str, chunk: Sequence[bytes], ids: Sequence[str],
         no_stream: Callable[[], Awaitable[None]], deadline: float,
     ) -> list[int]:  # fmt: skip
         """The sequences of a batch that JetStream refused for an id it holds: the first
         record alone, acknowledged before the next is sent, as long as its id is a
-        duplicate (its first sequence answers, nothing is stored); then the rest as one
-        atomic batch, again while it is refused. A record that is not a duplicate is
-        stored alone only when a later one of the batch is."""
+        duplicate (its first sequence answers, nothing is stored), and with it the
+        records stored after it under the next ids (the rest of a batch that landed,
+        read back); then the rest as one atomic batch, again while it is refused. A
+        record that is not a duplicate is stored alone only when a later one is."""
         seqs: list[int] = []
         i = 0
         while i < len(chunk):
@@ -353,11 +354,16 @@ class NatsLog:
             seqs.append(ack.seq)
             i += 1
             if ack.duplicate and i < len(chunk):
-                rest = await self.conn.publish_atomic(
-                    subject, chunk[i:], ids[i:], no_stream, deadline
-                )
-                if rest is not None:
-                    return seqs + rest
+                # stored after the first one, within its window: duplicates too
+                landed = await self.conn.stored_ids(stream, ack.seq + 1, ids[i:], no_stream)
+                seqs += landed
+                i += len(landed)
+                if i < len(chunk):
+                    rest = await self.conn.publish_atomic(
+                        subject, chunk[i:], ids[i:], no_stream, deadline
+                    )
+                    if rest is not None:
+                        return seqs + rest
         return seqs
 
     async def read(
