@@ -12,6 +12,7 @@ from natsproc import NatsServer
 
 from tidings.backends.nats import NatsLog, NatsSettings, names
 from tidings.backends.nats import log as log_module
+from tidings.backends.nats.connection import JetStreamApiError
 from tidings.errors import BadRequest, OffsetOutOfRange, TooLarge, TopicNotFound
 from tidings.log.config import Retention
 
@@ -411,3 +412,21 @@ async def test_a_topic_dropped_and_made_again_by_another_node_is_seen_here(
         assert await nats_log.wait(renewed, 0, 0, timeout=30)
     finally:
         await other.close()
+
+
+async def test_a_topic_whose_streams_cannot_be_made_is_not_recorded(nats_log: NatsLog) -> None:
+    """Streams first, then the record: a record never names streams that do not exist."""
+    topic = unique()
+    # another stream already holds the subject of partition 1: JetStream refuses that one
+    await nats_log.conn.api(
+        "STREAM.CREATE.intruder", {"name": "intruder", "subjects": [names.subject(topic, 1)]}
+    )
+    try:
+        with pytest.raises(JetStreamApiError):
+            await nats_log.create_topic(topic, 2)
+        assert await nats_log.topics.get(names.key(topic)) is None
+        assert topic not in await nats_log.load_topics()
+    finally:
+        await nats_log.conn.api("STREAM.DELETE.intruder")
+    await nats_log.create_topic(topic, 2)  # the same call again completes it
+    assert await nats_log.append(topic, 1, [b"a"]) == [0]
