@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+import nats
 import pytest
+from nats.js.client import JetStreamContext
 from natsproc import NatsCluster, NatsServer
 
 from tidings.backends.nats import NatsLog, NatsSettings, names
@@ -273,6 +276,113 @@ async def test_offsets_are_not_reused_after_retention_emptied_a_partition_and_a_
             await asyncio.to_thread(server.wait_ready)
             assert await log.bounds("short", 0) == (3, 3)
             assert await log.append("short", 0, [b"d"]) == [3]
+        finally:
+            await log.close()
+    finally:
+        server.kill()
+
+
+async def publish_bare(url: str, subject: str, payloads: list[bytes], ids: list[str]) -> list[int]:
+    """The first attempt of an append, by bare nats-py: it lands, and its acks are never
+    seen by the log (as when the connection drops before they arrive)."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        return [
+            int((await js.publish(subject, p, headers={"Nats-Msg-Id": i})).seq)
+            for p, i in zip(payloads, ids, strict=True)
+        ]
+    finally:
+        await nc.close()
+
+
+async def test_an_append_whose_first_attempt_landed_answers_the_first_offsets(
+    nats_log: NatsLog, nats_server: NatsServer
+) -> None:
+    topic = "landed-once"
+    await nats_log.create_topic(topic, 1)
+    subject = names.subject(topic, 0)
+    assert await publish_bare(nats_server.url, subject, [b"one"], ["s1"]) == [1]
+    assert await nats_log.append(topic, 0, [b"one"], ["s1"]) == [0]
+    ids = ["b1", "b2", "b3"]
+    assert await publish_bare(nats_server.url, subject, [b"1", b"2", b"3"], ids) == [2, 3, 4]
+    assert await nats_log.append(topic, 0, [b"1", b"2", b"3"], ids) == [1, 2, 3]
+    # only the first two landed: the third is appended after them, once
+    assert await publish_bare(nats_server.url, subject, [b"p", b"q"], ["p1", "p2"]) == [5, 6]
+    assert await nats_log.append(topic, 0, [b"p", b"q", b"r"], ["p1", "p2", "p3"]) == [4, 5, 6]
+    records = await read_all(nats_log, topic)
+    assert [r[2] for r in records] == [b"one", b"1", b"2", b"3", b"p", b"q", b"r"]
+    # a whole batch of the largest size sent again: its offsets, nothing stored
+    ids = [f"big{i}" for i in range(1000)]
+    first = await nats_log.append(topic, 0, [i.encode() for i in ids], ids)
+    assert first == list(range(7, 1007))
+    assert await nats_log.append(topic, 0, [i.encode() for i in ids], ids) == first
+    assert await nats_log.bounds(topic, 0) == (0, 1007)
+
+
+@pytest.mark.timeout(120)
+async def test_a_listing_and_a_first_wait_give_up_when_the_server_dies(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server dies after a bucket listing subscribed: the listing raises
+    StorageUnavailable instead of waiting forever; a wait on a partition not followed
+    yet answers False at its timeout instead of raising after the retry deadline."""
+    server = NatsServer(tmp_path_factory.mktemp("nats4"), "dies", sync="always").start()
+    try:
+        server.wait_ready()
+        log = await NatsLog.connect(NatsSettings(servers=(server.url,), retry_deadline_s=5))
+        try:
+            await log.create_topic("w", 1)
+            meta = await log.bucket("groups")
+            await meta.put("g", 1)
+            subscribe = JetStreamContext.subscribe
+
+            async def subscribe_then_die(self: Any, *args: Any, **kwargs: Any) -> Any:
+                async def nothing(_: Any) -> None:
+                    return None
+
+                # nothing delivered reaches the listing: the server dies right away
+                sub = await subscribe(self, *args, **{**kwargs, "cb": nothing})
+                server.kill()
+                return sub
+
+            monkeypatch.setattr(JetStreamContext, "subscribe", subscribe_then_die)
+            async with asyncio.timeout(60):  # the listing hung here before
+                with pytest.raises(StorageUnavailable, match="listing of bucket groups"):
+                    await meta.items()
+                assert not await log.wait("w", 0, 0, timeout=0.5)
+        finally:
+            await log.close()
+    finally:
+        server.kill()
+
+
+@pytest.mark.timeout(120)
+async def test_an_append_stops_retrying_within_a_duplicate_window_cut_by_max_age(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """With max_age 1 s the duplicate window is 1 s: an append's retries end within it
+    (else a retry landing later is stored twice), not at the 60 s retry deadline."""
+    server = NatsServer(tmp_path_factory.mktemp("nats5"), "window", sync="always").start()
+    try:
+        server.wait_ready()
+        log = await NatsLog.connect(NatsSettings(servers=(server.url,), retry_deadline_s=60))
+        try:
+            await log.create_topic("brief", 1, Retention(max_age_ms=1000))
+            await log.create_topic("long", 1)
+            assert await log.append("brief", 0, [b"a"]) == [0]
+            server.kill()
+            async with asyncio.timeout(30):  # the retry deadline is 60 s
+                with pytest.raises(StorageUnavailable):
+                    await log.append("brief", 0, [b"b"], ["b"])
+                with pytest.raises(StorageUnavailable):
+                    await log.append("brief", 0, [b"c", b"d"], ["c", "d"])
+            long = asyncio.create_task(log.append("long", 0, [b"e"], ["e"]))
+            await asyncio.sleep(3)
+            assert not long.done()  # a topic with the full window still retries
+            server.start()
+            await asyncio.to_thread(server.wait_ready)
+            assert await long == [0]
         finally:
             await log.close()
     finally:

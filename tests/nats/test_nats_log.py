@@ -12,6 +12,7 @@ from natsproc import NatsServer
 
 from tidings.backends.nats import NatsLog, NatsSettings, names
 from tidings.backends.nats import log as log_module
+from tidings.backends.nats.connection import JetStreamApiError
 from tidings.errors import BadRequest, OffsetOutOfRange, TooLarge, TopicNotFound
 from tidings.log.config import Retention
 
@@ -78,6 +79,42 @@ async def test_a_repeated_message_id_returns_the_first_offset_and_appends_nothin
     assert await nats_log.append(topic, 0, [b"a", b"b"], ["id-a", "id-b"]) == [0, 1]
     assert await nats_log.append(topic, 0, [b"b", b"d"], ["id-b", "id-d"]) == [1, 3]
     assert [r[2] for r in await nats_log.read(topic, 0, 0)] == [b"a", b"b", b"c", b"d"]
+
+
+async def test_new_records_after_duplicates_are_stored_together_despite_a_concurrent_writer(
+    nats_log: NatsLog, nats_server: NatsServer
+) -> None:
+    """A batch that starts with ids already stored: its new records still land at
+    consecutive offsets while another connection appends as fast as it can."""
+    topic = unique()
+    await nats_log.create_topic(topic, 1)
+    other = await NatsLog.connect(NatsSettings(servers=(nats_server.url,)))
+    stop = asyncio.Event()
+
+    async def interloper() -> None:
+        for i in range(20_000):  # bounded; stopped once the rounds are done
+            if stop.is_set():
+                return
+            await other.append(topic, 0, [b"x"], [f"x{i}"])
+
+    writer = asyncio.create_task(interloper())
+    try:
+        for r in range(20):
+            (first,) = await nats_log.append(topic, 0, [b"A"], [f"A{r}"])
+            await asyncio.sleep(0)
+            ids = [f"A{r}"] + [f"C{r}-{i}" for i in range(10)]
+            offsets = await nats_log.append(topic, 0, [b"A"] + [b"C"] * 10, ids)
+            assert offsets[0] == first  # the duplicate: its first offset
+            assert offsets[1:] == list(range(offsets[1], offsets[1] + 10)), offsets
+    finally:
+        stop.set()
+        await writer
+        await other.close()
+    stored: list[bytes] = []
+    while records := await nats_log.read(topic, 0, len(stored)):
+        stored += [r[2] for r in records]
+    assert stored.count(b"A") == 20  # no duplicate stored
+    assert stored.count(b"C") == 200
 
 
 async def test_offset_for_time_finds_the_first_record_at_or_after(nats_log: NatsLog) -> None:
@@ -343,3 +380,53 @@ async def test_a_topic_created_again_with_new_retention_applies_it(nats_log: Nat
     assert (await nats_log.load_topics())[topic]["max_bytes"] == 4000
     # a time before the start: the first record kept
     assert await nats_log.offset_for_time(topic, 0, 0) == start
+
+
+async def test_a_topic_dropped_and_made_again_by_another_node_is_seen_here(
+    nats_log: NatsLog, nats_server: NatsServer
+) -> None:
+    """This node's cached partition count, streams and tails follow what another
+    node did: a dropped topic reads as TopicNotFound (not the retry deadline), one
+    made again with more partitions takes appends to them, a new stream a new tail."""
+    dropped, grown, renewed = unique(), unique(), unique()
+    await nats_log.create_topic(dropped, 2)
+    await nats_log.create_topic(grown, 2)
+    await nats_log.create_topic(renewed, 1)
+    assert await nats_log.append(dropped, 0, [b"a"]) == [0]
+    assert await nats_log.append(renewed, 0, [b"a", b"b", b"c"]) == [0, 1, 2]
+    assert await nats_log.wait(renewed, 0, 2, timeout=5)  # its tail is at 3
+    other = await NatsLog.connect(NatsSettings(servers=(nats_server.url,)))
+    try:
+        await other.drop_topic(dropped)
+        async with asyncio.timeout(20):  # the retry deadline is 30 s
+            with pytest.raises(TopicNotFound):
+                await nats_log.read(dropped, 0, 0)
+        await other.drop_topic(grown)
+        await other.create_topic(grown, 4)
+        assert await nats_log.append(grown, 3, [b"new"]) == [0]
+        await other.drop_topic(renewed)
+        await other.create_topic(renewed, 1)
+        assert await nats_log.read(renewed, 0, 0) == []  # the new stream is empty
+        assert not await nats_log.wait(renewed, 0, 0, timeout=0.3)  # its tail, not the old
+        await other.append(renewed, 0, [b"x"])
+        assert await nats_log.wait(renewed, 0, 0, timeout=30)
+    finally:
+        await other.close()
+
+
+async def test_a_topic_whose_streams_cannot_be_made_is_not_recorded(nats_log: NatsLog) -> None:
+    """Streams first, then the record: a record never names streams that do not exist."""
+    topic = unique()
+    # another stream already holds the subject of partition 1: JetStream refuses that one
+    await nats_log.conn.api(
+        "STREAM.CREATE.intruder", {"name": "intruder", "subjects": [names.subject(topic, 1)]}
+    )
+    try:
+        with pytest.raises(JetStreamApiError):
+            await nats_log.create_topic(topic, 2)
+        assert await nats_log.topics.get(names.key(topic)) is None
+        assert topic not in await nats_log.load_topics()
+    finally:
+        await nats_log.conn.api("STREAM.DELETE.intruder")
+    await nats_log.create_topic(topic, 2)  # the same call again completes it
+    assert await nats_log.append(topic, 1, [b"a"]) == [0]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import nats
+import orjson
 import pytest
-from natsproc import NatsServer
+from natsproc import NatsCluster, NatsServer
 
 from tidings.backends.nats import Entry, NatsLog, NatsSettings
 from tidings.errors import BadRequest, Conflict
@@ -114,3 +116,57 @@ async def test_a_negative_revision_is_refused(nats_log: NatsLog) -> None:
     with pytest.raises(BadRequest, match="revision -1 is negative"):
         await b.put("k", 1, -1)
     assert await b.get("k") is None
+
+
+async def write_first_ack_lost(url: str, bucket: str, key: str, value: object, msg_id: str) -> int:
+    """A compare-and-set write (revision 0) that landed, published by bare nats-py as
+    the first attempt of ``put`` would be; its revision, which the writer never saw."""
+    nc = await nats.connect(url)
+    try:
+        ack = await nc.jetstream().publish(
+            f"$KV.{bucket}.{key}", orjson.dumps(value),
+            headers={"Nats-Msg-Id": msg_id, "Nats-Expected-Last-Subject-Sequence": "0"},
+        )  # fmt: skip
+        return int(ack.seq)
+    finally:
+        await nc.close()
+
+
+async def check_retry_after_lost_ack(log: NatsLog, url: str, replicated: bool) -> None:
+    name = f"lost{next(_n)}"
+    b = await log.bucket(name)
+    await b.put("other", 1)  # the key's revision is not the bucket's first
+    first = await write_first_ack_lost(url, name, "lease", {"owner": "n1"}, "w-1")
+    # the retry, under the same id and expected revision: the first revision, no Conflict
+    assert await b.put("lease", {"owner": "n1"}, 0, msg_id="w-1") == first
+    assert await b.get("lease") == Entry("lease", {"owner": "n1"}, first)
+    # another write on that same stale revision is still refused
+    with pytest.raises(Conflict, match="changed since revision 0"):
+        await b.put("lease", {"owner": "n2"}, 0, msg_id="w-2")
+    # once another write followed, a late retry changes nothing: a replicated stream
+    # answers it from the duplicate window, an R1 stream (our id is not the key's
+    # last any more) with Conflict
+    second = await b.put("lease", {"owner": "n3"}, first)
+    if replicated:
+        assert await b.put("lease", {"owner": "n1"}, 0, msg_id="w-1") == first
+    else:
+        with pytest.raises(Conflict):
+            await b.put("lease", {"owner": "n1"}, 0, msg_id="w-1")
+    assert await b.get("lease") == Entry("lease", {"owner": "n3"}, second)
+
+
+async def test_a_write_retried_after_its_ack_was_lost_answers_its_revision_on_r1(
+    nats_log: NatsLog, nats_server: NatsServer
+) -> None:
+    await check_retry_after_lost_ack(nats_log, nats_server.url, replicated=False)
+
+
+@pytest.mark.timeout(120)
+async def test_a_write_retried_after_its_ack_was_lost_answers_its_revision_on_r3(
+    nats_cluster: NatsCluster,
+) -> None:
+    log = await NatsLog.connect(NatsSettings(servers=tuple(nats_cluster.urls)), replicas=3)
+    try:
+        await check_retry_after_lost_ack(log, nats_cluster.urls[0], replicated=True)
+    finally:
+        await log.close()

@@ -25,6 +25,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -221,15 +222,17 @@ class NatsConnection:
         self, subject: str, payloads: Sequence[bytes], msg_ids: Sequence[str],
         headers: dict[str, str] | None = None,
         on_no_responders: Callable[[], Awaitable[None]] | None = None,
+        deadline: float | None = None,
     ) -> list[PubAck]:  # fmt: skip
         """Publish each payload with its ``Nats-Msg-Id``, pipelined, and wait for every
         ack; those not acknowledged are sent again under the same id until the deadline.
         An error the stream answers (not an election) is raised at once.
         ``on_no_responders`` is called when no stream took a publish (none exists, or
-        none yet after a restart), and may raise to end the retries."""
+        none yet after a restart), and may raise to end the retries. ``deadline`` (a
+        ``time.monotonic()``) ends the retries sooner than ``retry_deadline_s``."""
         self.check_size(payloads)
         acks: list[PubAck | None] = [None] * len(payloads)
-        deadline = self._deadline()
+        deadline = min(deadline or math.inf, self._deadline())
         todo = list(range(len(payloads)))
         while todo:
             failed: list[int] = []
@@ -271,16 +274,17 @@ class NatsConnection:
     async def publish_atomic(
         self, subject: str, payloads: Sequence[bytes], msg_ids: Sequence[str],
         on_no_responders: Callable[[], Awaitable[None]] | None = None,
+        deadline: float | None = None,
     ) -> list[int] | None:  # fmt: skip
         """Publish the payloads as one atomic batch (nats-server 2.12+, a stream with
         ``allow_atomic``): all are stored, at consecutive sequences, or none. The
         sequences; None if the batch holds a ``Nats-Msg-Id`` already in the duplicate
-        window (a retry of a batch that landed: :meth:`publish` then finds each one's
-        sequence). Resent whole under a new batch id until the deadline."""
+        window (nothing of the batch is stored then). Resent whole under a new batch id
+        until the deadline (as in :meth:`publish`)."""
         self.check_size(payloads)
         if not 1 <= len(payloads) <= MAX_ATOMIC_BATCH:
             raise ValueError(f"an atomic batch holds 1 to {MAX_ATOMIC_BATCH} records")
-        deadline = self._deadline()
+        deadline = min(deadline or math.inf, self._deadline())
         last = len(payloads) - 1
         while True:
             batch_id = uuid.uuid4().hex
@@ -326,10 +330,13 @@ class NatsConnection:
     # -- reading ---------------------------------------------------------------
 
     async def direct_batch(
-        self, stream: str, seq: int, batch: int, max_bytes: int
-    ) -> tuple[list[Msg], int | None]:
+        self, stream: str, seq: int, batch: int, max_bytes: int,
+        on_no_responders: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[list[Msg], int | None]:  # fmt: skip
         """Up to ``batch`` messages from ``seq`` on, by a batched direct get, and the
-        stream's last sequence as the answering replica saw it (None if not said)."""
+        stream's last sequence as the answering replica saw it (None if not said).
+        ``on_no_responders`` is called when no replica answered (the stream may be
+        gone), and may raise to end the retries."""
         body = orjson.dumps({"seq": seq, "batch": batch, "max_bytes": max_bytes})
         deadline = self._deadline()
         while True:
@@ -343,9 +350,27 @@ class NatsConnection:
                 await self._backoff(deadline, f"read of {stream}", exc)
                 continue
             if replies.status in RETRYABLE_STATUS:
+                if replies.status == "503" and on_no_responders is not None:
+                    await on_no_responders()
                 await self._backoff(deadline, f"read of {stream}", _Retry(replies.status or ""))
                 continue
             return msgs, replies.last_seq
+
+    async def stored_ids(
+        self, stream: str, seq: int, msg_ids: Sequence[str],
+        on_no_responders: Callable[[], Awaitable[None]] | None = None,
+    ) -> list[int]:  # fmt: skip
+        """The sequences from ``seq`` on whose messages carry ``msg_ids`` in order, as
+        far as they do: the rest of a batch stored after its first record."""
+        msgs, _ = await self.direct_batch(stream, seq, len(msg_ids), 1 << 20, on_no_responders)
+        out: list[int] = []
+        for msg, msg_id in zip(msgs, msg_ids, strict=False):
+            hdrs = msg.headers or {}
+            if hdrs.get("Nats-Msg-Id") != msg_id or hdrs.get("Nats-Sequence") != str(seq):
+                break
+            out.append(seq)
+            seq += 1
+        return out
 
 
 class _Replies:

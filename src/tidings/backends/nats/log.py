@@ -5,7 +5,8 @@ so a partition's offsets are the stream's sequences less one: dense, never reuse
 kept by JetStream across restarts, elections and retention. Records are appended
 with a ``Nats-Msg-Id`` each, several as one atomic batch; JetStream's duplicate window
 answers a repeated id with the first record's sequence, so a retried append returns
-the offsets it got first.
+the offsets it got first (see :meth:`NatsLog.append` for a batch that holds both
+duplicates and new records).
 Retention (``max_age``, ``max_bytes``) is the stream's: JetStream removes records
 from the start and ``start_offset`` moves on.
 
@@ -15,7 +16,9 @@ per read (see ``bench/nats_log.py``). Any replica answers a direct get; one behi
 the leader may not hold a record whose append was acknowledged, so a read that comes
 back empty below the end the leader reports asks the leader (``STREAM.MSG.GET``).
 ``wait`` is a subscription: an ordered push consumer per partition, headers only,
-which JetStream feeds only with stored records.
+which JetStream feeds only with stored records. What a node keeps of a topic (its
+partition count, its tails) is checked against the streams when they disagree: another
+node may drop a topic and make it again.
 
 Topics and their configuration live in the KV bucket ``td_topics`` (see ``meta``);
 :meth:`NatsLog.bucket` gives the same compare-and-set store for other metadata.
@@ -29,7 +32,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +47,12 @@ from tidings.backends.nats.connection import (
     NatsSettings,
     b64decode,
 )
-from tidings.backends.nats.meta import ERR_NO_MESSAGE, ERR_STREAM_NOT_FOUND, MetaBucket
+from tidings.backends.nats.meta import (
+    ERR_NO_MESSAGE,
+    ERR_STREAM_NOT_FOUND,
+    Entry,
+    MetaBucket,
+)
 from tidings.errors import (
     BadRequest,
     Conflict,
@@ -81,6 +89,7 @@ class NatsLog:
         self.duplicate_window_ms = duplicate_window_ms
         self.topics = MetaBucket(conn, "td_topics", replicas)
         self._partitions: dict[str, int] = {}  # topic -> partition count, as last read
+        self._windows: dict[str, float] = {}  # topic -> its duplicate window, seconds
         self._tails: dict[str, _Tail] = {}  # stream -> its subscription for wait()
         self._closed = False
 
@@ -135,15 +144,17 @@ class NatsLog:
             "max_age_ms": retention.max_age_ms,
             "max_bytes": retention.max_bytes,
         }
+        existing = await self.topics.get(names.key(topic))
+        _check_partitions(topic, existing, partitions)
+        # the streams first: a recorded topic has its streams (a failure here leaves
+        # streams without a record, which the same call again completes)
+        for p in range(partitions):
+            await self._ensure_stream(topic, p, retention)
         for _ in range(10):  # another node may create or change it meanwhile
             existing = await self.topics.get(names.key(topic))
             try:
                 if existing is not None and existing.value is not None:
-                    if existing.value.get("partitions") != partitions:
-                        raise BadRequest(
-                            f"topic {topic!r} has {existing.value.get('partitions')} partitions",
-                            field="partitions",
-                        )
+                    _check_partitions(topic, existing, partitions)
                     await self.topics.put(names.key(topic), record, existing.revision)
                 else:
                     await self.topics.create(names.key(topic), record)
@@ -152,15 +163,21 @@ class NatsLog:
                 continue
         else:
             raise Conflict(f"topic {topic!r} kept changing while it was created", topic=topic)
-        for p in range(partitions):
-            await self._ensure_stream(topic, p, retention)
-        self._partitions[topic] = partitions
+        self._remember(topic, record)
         return record
 
+    def _remember(self, topic: str, record: dict[str, Any]) -> int:
+        self._windows[topic] = self._window_ms(record.get("max_age_ms")) / 1000
+        count = self._partitions[topic] = int(record["partitions"])
+        return count
+
+    def _window_ms(self, max_age_ms: int | None) -> int:
+        if max_age_ms is not None:
+            return min(self.duplicate_window_ms, max_age_ms)  # JetStream requires it
+        return self.duplicate_window_ms
+
     async def _ensure_stream(self, topic: str, partition: int, retention: Retention) -> None:
-        window_ms = self.duplicate_window_ms
-        if retention.max_age_ms is not None:
-            window_ms = min(window_ms, retention.max_age_ms)  # JetStream requires it
+        window_ms = self._window_ms(retention.max_age_ms)
         config = {
             "name": names.stream_name(topic, partition),
             "subjects": [names.subject(topic, partition)],
@@ -188,7 +205,10 @@ class NatsLog:
         """Every topic's record, as ``create_topic`` saved it."""
         entries, _ = await self.topics.items()
         out = {names.decode(k): e.value for k, e in entries.items()}
-        self._partitions = {t: int(v["partitions"]) for t, v in out.items()}
+        self._partitions = {}
+        self._windows = {}
+        for t, v in out.items():
+            self._remember(t, v)
         return out
 
     async def drop_topic(self, topic: str) -> None:
@@ -208,15 +228,27 @@ class NatsLog:
                     raise
         await self.topics.delete(names.key(topic), entry.revision)
         self._partitions.pop(topic, None)
+        self._windows.pop(topic, None)
+
+    async def _forget(self, topic: str) -> None:
+        """Drop what this node keeps of a topic (dropped, perhaps by another node)."""
+        count = self._partitions.pop(topic, 0)
+        self._windows.pop(topic, None)
+        for p in range(count):
+            tail = self._tails.pop(names.stream_name(topic, p), None)
+            if tail is not None:
+                await tail.close()
 
     async def _stream(self, topic: str, partition: int) -> str:
         """The stream of a partition that exists; else TopicNotFound or BadRequest."""
         count = self._partitions.get(topic)
+        if count is not None and not 0 <= partition < count:
+            count = None  # as last read here: another node may have made it again since
         if count is None:
             entry = await self.topics.get(names.key(topic))
             if entry is None or entry.value is None:
                 raise TopicNotFound(f"no topic {topic!r}", topic=topic)
-            count = self._partitions[topic] = int(entry.value["partitions"])
+            count = self._remember(topic, entry.value)
         if not 0 <= partition < count:
             raise BadRequest(
                 f"topic {topic!r} has partitions 0 to {count - 1}, not {partition}",
@@ -230,7 +262,7 @@ class NatsLog:
             await self.conn.api(f"STREAM.INFO.{names.stream_name(topic, partition)}")
         except JetStreamApiError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
-                self._partitions.pop(topic, None)
+                await self._forget(topic)
                 raise TopicNotFound(f"no topic {topic!r}", topic=topic) from None
             raise
 
@@ -248,9 +280,14 @@ class NatsLog:
         Up to 1000 payloads are one atomic batch: stored together at consecutive offsets,
         or none (StorageUnavailable once the deadline passes); a longer append is one
         batch per 1000. A payload whose id is in the duplicate window is not appended
-        again: its offset is the first one's (a batch holding such an id is refused
-        whole by JetStream, and then sent record by record, each answered with its own
-        offset). Without ids, fresh ones make retries inside this call safe.
+        again: its offset is the first one's. JetStream refuses a batch holding such an
+        id whole; it is then sent again from its first record: each record whose id is
+        a duplicate answers its first offset, and once one is not, the records after
+        the duplicates go as one atomic batch (consecutive offsets, nothing between).
+        Only when duplicates and new records alternate (a new one before a duplicate)
+        is a new record stored alone. Without ids, fresh ones make retries inside this
+        call safe; the retries of one call end within the topic's duplicate window
+        (``max_age`` may shorten it below the retry deadline).
         """
         stream = await self._stream(topic, partition)
         if msg_ids is None:
@@ -274,22 +311,60 @@ class NatsLog:
             await self._gone(topic, partition)
 
         subject = names.subject(topic, partition)
+        # every retry of this call within the duplicate window of its first attempt
+        window_s = self._windows.get(topic, self.duplicate_window_ms / 1000)
+        deadline = time.monotonic() + 0.8 * window_s
         if len(payloads) == 1:
-            acks = await self.conn.publish(subject, payloads, msg_ids, on_no_responders=no_stream)
+            acks = await self.conn.publish(
+                subject, payloads, msg_ids, on_no_responders=no_stream, deadline=deadline
+            )
             offsets = [acks[0].seq - 1]
         else:
             offsets = []
             for b in range(0, len(payloads), MAX_ATOMIC_BATCH):
                 chunk, ids = payloads[b : b + MAX_ATOMIC_BATCH], msg_ids[b : b + MAX_ATOMIC_BATCH]
-                seqs = await self.conn.publish_atomic(subject, chunk, ids, no_stream)
-                if seqs is None:  # an id already stored: each record's own answer
-                    acks = await self.conn.publish(subject, chunk, ids, on_no_responders=no_stream)
-                    seqs = [a.seq for a in acks]
+                seqs = await self.conn.publish_atomic(subject, chunk, ids, no_stream, deadline)
+                if seqs is None:  # an id already stored
+                    seqs = await self._append_past_duplicates(
+                        stream, subject, chunk, ids, no_stream, deadline
+                    )
                 offsets += [s - 1 for s in seqs]
         tail = self._tails.get(stream)
         if tail is not None:
             tail.advance(max(offsets) + 1)
         return offsets
+
+    async def _append_past_duplicates(
+        self, stream: str, subject: str, chunk: Sequence[bytes], ids: Sequence[str],
+        no_stream: Callable[[], Awaitable[None]], deadline: float,
+    ) -> list[int]:  # fmt: skip
+        """The sequences of a batch that JetStream refused for an id it holds: the first
+        record alone, acknowledged before the next is sent, as long as its id is a
+        duplicate (its first sequence answers, nothing is stored), and with it the
+        records stored after it under the next ids (the rest of a batch that landed,
+        read back); then the rest as one atomic batch, again while it is refused. A
+        record that is not a duplicate is stored alone only when a later one is."""
+        seqs: list[int] = []
+        i = 0
+        while i < len(chunk):
+            (ack,) = await self.conn.publish(
+                subject, chunk[i : i + 1], ids[i : i + 1], on_no_responders=no_stream,
+                deadline=deadline,
+            )  # fmt: skip
+            seqs.append(ack.seq)
+            i += 1
+            if ack.duplicate and i < len(chunk):
+                # stored after the first one, within its window: duplicates too
+                landed = await self.conn.stored_ids(stream, ack.seq + 1, ids[i:], no_stream)
+                seqs += landed
+                i += len(landed)
+                if i < len(chunk):
+                    rest = await self.conn.publish_atomic(
+                        subject, chunk[i:], ids[i:], no_stream, deadline
+                    )
+                    if rest is not None:
+                        return seqs + rest
+        return seqs
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int = 1000,
@@ -303,7 +378,11 @@ class NatsLog:
         if offset < 0:
             raise await self._out_of_range(stream, offset)
         batch = min(max_records, MAX_READ_RECORDS)
-        msgs, _ = await self.conn.direct_batch(stream, offset + 1, batch, max_bytes)
+
+        async def no_stream() -> None:  # dropped, perhaps by another node
+            await self._gone(topic, partition)
+
+        msgs, _ = await self.conn.direct_batch(stream, offset + 1, batch, max_bytes, no_stream)
         if not msgs:
             start, end = await self._bounds(stream)
             if not start <= offset <= end:
@@ -340,12 +419,20 @@ class NatsLog:
         return _range_error(offset, start, end)
 
     async def _bounds(self, stream: str) -> tuple[int, int]:
-        state = (await self.conn.api(f"STREAM.INFO.{stream}"))["state"]
+        info = await self.conn.api(f"STREAM.INFO.{stream}")
+        state = info["state"]
         end = int(state["last_seq"])
         start = end if int(state["messages"]) == 0 else int(state["first_seq"]) - 1
         tail = self._tails.get(stream)
         if tail is not None:
-            tail.advance(end)
+            created = str(info.get("created"))
+            if tail.created is None:
+                tail.created = created
+            if tail.created == created:
+                tail.advance(end)
+            else:  # the stream was dropped and made again (by any node): a new tail
+                del self._tails[stream]
+                await tail.close()
         return start, end
 
     async def bounds(self, topic: str, partition: int) -> tuple[int, int]:
@@ -378,8 +465,14 @@ class NatsLog:
         tail = self._tails.get(stream)
         if tail is None:
             tail = self._tails[stream] = _Tail(self, stream, names.subject(topic, partition))
-        await tail.started()
-        return await tail.wait(offset, timeout)
+        until = None if timeout is None else time.monotonic() + timeout
+        try:  # the subscription's start counts within the timeout
+            async with asyncio.timeout(timeout):
+                await tail.started()
+        except TimeoutError:
+            return tail.end > offset
+        left = None if until is None else max(until - time.monotonic(), 0)
+        return await tail.wait(offset, left)
 
 
 class _Tail:
@@ -391,6 +484,7 @@ class _Tail:
         self.stream = stream
         self.subject = subject
         self.end = 0
+        self.created: str | None = None  # the stream's, as first seen: which one it follows
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._sub: Any = None
         self._start: asyncio.Task[None] | None = None
@@ -407,7 +501,7 @@ class _Tail:
             raise
 
     async def _subscribe(self) -> None:
-        _, end = await self.log._bounds(self.stream)
+        _, end = await self.log._bounds(self.stream)  # sets self.created
         self.advance(end)
 
         async def on_msg(msg: Msg) -> None:
@@ -466,6 +560,16 @@ class _Tail:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+
+
+def _check_partitions(topic: str, existing: Entry | None, partitions: int) -> None:
+    if existing is None or existing.value is None:
+        return
+    if existing.value.get("partitions") != partitions:
+        raise BadRequest(
+            f"topic {topic!r} has {existing.value.get('partitions')} partitions",
+            field="partitions",
+        )
 
 
 def _range_error(offset: int, start: int, end: int) -> OffsetOutOfRange:
