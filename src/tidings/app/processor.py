@@ -45,11 +45,12 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from tidings.app.transport import TimedBatch, Transport
 from tidings.core.positions import format_token
+from tidings.core.viewrecords import by_key_topic
 from tidings.errors import Conflict, NotFound, TidingsError, TooLarge
 from tidings.streams import DELETED, Merger, Operator, Output
 
@@ -88,6 +89,14 @@ class StreamSpec:
     commit_interval: float
     commit_records: int
     partitioned: bool = False  # a task per input partition (the key is the partitionkey)
+    #: A repartitioned view: the view's key, which its routing tasks key copies by
+    #: (:mod:`tidings.app.repartition`); None for a view read as it is.
+    route_key: Callable[[Any], Any] | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether the view runs as tasks the app's processes share."""
+        return self.partitioned or self.route_key is not None
 
 
 @dataclass(slots=True)
@@ -174,6 +183,11 @@ class ViewProcessor:
                  poll_wait: float = 1.0) -> None:
         self.app_name = app_name
         self.spec = spec
+        #: What the view's tasks read: the inputs, or for a repartitioned view (whose
+        #: routing tasks read the inputs) its repartition topic, every type.
+        self.task_spec = spec if spec.route_key is None else replace(
+            spec, inputs=(by_key_topic(spec.name),), types=()
+        )
         self.transport = transport
         self.poll_wait = poll_wait
         # Unique per processor: two apps in one process are two members.
@@ -224,7 +238,7 @@ class ViewProcessor:
             runner.stop()
 
     async def run(self) -> None:
-        if not self.spec.partitioned:
+        if not self.spec.shared:
             runner = self.runners[0] = TaskRunner(self, None)
             await runner.run()
             return
@@ -277,8 +291,12 @@ class ViewProcessor:
                 if ending.done is not None:
                     self._ending.add(ending.done)
                     ending.done.add_done_callback(self._ending.discard)
+            stage2 = int((answer.get("repartition") or {}).get("partitions", 0))
             for task in sorted(mine - set(self.runners)):
-                runner = self.runners[task] = TaskRunner(self, task)
+                runner = self.runners[task] = (
+                    TaskRunner(self, task) if not stage2 or task < stage2
+                    else _router(self, task)
+                )
                 runner.done = asyncio.ensure_future(runner.run())
             await self._pause(every)
         # Stopping: the tasks commit what they processed, then the process leaves, so
@@ -296,7 +314,8 @@ class ViewProcessor:
         if now_ms is not None and (self.settled_horizon is None or self.settled_horizon < now_ms):
             return False
         committed = self.committed
-        for topic in self.spec.inputs:
+        both = {*self.spec.inputs, *self.task_spec.inputs}  # a repartitioned view's stages
+        for topic in sorted(both):
             at = committed.get(topic, {})
             ends = await self.transport.end_positions(topic)
             if any(at.get(str(p), 0) < o for p, o in ends.items() if o > 0):
@@ -315,7 +334,7 @@ class TaskRunner:
     def __init__(self, processor: ViewProcessor, task: int | None) -> None:
         self.processor = processor
         self.task = task
-        self.spec = processor.spec
+        self.spec = processor.task_spec
         self.transport = processor.transport
         self.poll_wait = processor.poll_wait
         self.owner = processor.owner
@@ -392,8 +411,11 @@ class TaskRunner:
         spec, t = self.spec, self.transport
         info = await t.put_view(spec.name, spec.declaration)
         generation = int(info["generation"])
-        if self.task is not None and self.task >= int(info.get("tasks", 1)):
-            raise _Gone(f"task {self.task} is no more (the view has {info.get('tasks')})")
+        tasks = int(info.get("tasks", 1))
+        if spec.route_key is not None:  # its tasks past these route
+            tasks = int((info.get("repartition") or {}).get("partitions", 0))
+        if self.task is not None and self.task >= tasks:
+            raise _Gone(f"task {self.task} is no more (the view has {tasks})")
         self.processor.generation = generation
         loaded = await load_changelog(t, spec.name, self.partition)
         ckpt = loaded.checkpoint or {}
@@ -582,6 +604,12 @@ class _Run:
         self.proc.failures = 0
         self.uncommitted = 0
         self.proc.processor.commits += 1
+
+
+def _router(processor: ViewProcessor, task: int) -> TaskRunner:
+    from tidings.app.repartition import RouterRunner  # it builds on TaskRunner
+
+    return RouterRunner(processor, task)
 
 
 def _why(exc: BaseException) -> str:

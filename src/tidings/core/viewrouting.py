@@ -1,0 +1,146 @@
+"""A repartitioned view's two stages, as the hub sees them.
+
+A view whose key is not its events' ``partitionkey`` (the shop's
+``sales_per_minute``: keyed by SKU over orders partitioned by order id) can still be
+shared by processes if it is declared ``repartition``. Its work is then two stages of
+tasks, numbered in one range so that :mod:`tidings.core.viewmembers` shares them all:
+
+- stage 2, tasks ``0 .. N-1``: the view itself, partitioned, over the internal topic
+  ``__view.{name}.by-key`` of N partitions (its key is that topic's
+  ``partitionkey`` by construction); task q commits to changelog partition q;
+- stage 1, tasks ``N .. N+R-1``: routing, one per input partition (the inputs in
+  order, each partition in order). Task ``N+i`` reads its input partition, computes
+  the view's key of each event and sends a copy keyed by it (id
+  ``{view}.{generation}.{topic}.{partition}.{offset}``, the original ``time``, and
+  ``inputtopic`` when the view has several inputs) with its commit, whose only
+  record is a checkpoint naming the next offset of that input partition.
+
+Such a commit is a routing commit (:func:`check_route_commit`): under the view's lock
+the hub checks it as any commit (generation, expected end of the task's changelog
+partition), then publishes the copies to the repartition topic, and only once that is
+durable appends the checkpoint (:func:`route_and_land`). A crash in between (of the
+hub) leaves copies without a checkpoint: the task redoes them, with the same ids, and
+the hub's dedupe answers the first positions and stores nothing twice. The
+checkpoint also records ``routed``: per partition of the repartition topic, the
+offset past the copies this task has published, so that ``min_position`` can wait
+for stage 2 to have processed them (:mod:`tidings.core.viewreads`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from tidings.core.storage import PartitionStore
+from tidings.core.viewrecords import MAX_COMMIT_EVENTS, MAX_TASKS
+from tidings.errors import BadRequest
+from tidings.events.envelope import normalize_event
+
+if TYPE_CHECKING:
+    from tidings.core.hub import Hub
+    from tidings.core.views import View
+
+__all__ = ["check_route_commit", "route_and_land", "routers_of", "stages"]
+
+
+def routers_of(
+    hub: Hub, inputs: list[str], wanted: int | bool
+) -> tuple[int, list[tuple[str, int]]]:
+    """``(N, routers)`` of a repartitioned view: N the partitions of its repartition
+    topic (``wanted``, or for True the most partitions of an input), and the input
+    partitions its routing tasks read, in task order. An input still to be made gets
+    one partition, as a group's topic does."""
+    counts = {t: len(hub.topics[t].partitions) if t in hub.topics else 1 for t in inputs}
+    n = max(counts.values()) if wanted is True else int(wanted)
+    routers = [(t, p) for t in inputs for p in range(counts[t])]
+    if n + len(routers) > MAX_TASKS:
+        raise BadRequest(
+            f"a repartitioned view runs a task per input partition ({len(routers)}) and "
+            f"one per partition of its repartition topic ({n}): at most {MAX_TASKS} in all",
+            field="repartition",
+        )
+    return n, routers
+
+
+def check_route_commit(
+    view: View, task: int, checked: list[dict[str, Any]], route: object
+) -> list[dict[str, Any]] | None:
+    """The copies a routing task's commit publishes (checked), or None for a commit of
+    any other task (which must then carry no ``route``)."""
+    name = view.name
+    if not view.repartition or task < view.repartition:
+        if route is not None:
+            raise BadRequest(
+                f"only a routing task of a repartitioned view sends route; task {task} of "
+                f"view {name!r} is not one",
+                field="route",
+            )
+        return None
+    topic, partition = view.routers[task - view.repartition]
+    if len(checked) != 1:
+        raise BadRequest(
+            f"task {task} of view {name!r} routes {topic!r} partition {partition}: its "
+            "commit holds its checkpoint only (the copies go in route)",
+            field="events",
+        )
+    inputs = checked[0].get("data", {}).get("inputs") or {}
+    if set(inputs) - {topic} or set(inputs.get(topic) or {}) - {str(partition)}:
+        raise BadRequest(
+            f"the checkpoint of task {task} of view {name!r} must name partition "
+            f"{partition} of {topic!r} only, which the task routes",
+            field="events",
+        )
+    if route is None:
+        route = []
+    if not isinstance(route, list) or len(route) > MAX_COMMIT_EVENTS:
+        raise BadRequest(
+            f"route must be a list of at most {MAX_COMMIT_EVENTS} events", field="route"
+        )
+    copies: list[dict[str, Any]] = []
+    for i, ev in enumerate(route):
+        if not isinstance(ev, dict) or not isinstance(ev.get("partitionkey"), str):
+            raise BadRequest(
+                f"route[{i}] must be an event whose partitionkey is the view's key",
+                field=f"route[{i}]",
+            )
+        if not isinstance(ev.get("id"), str):
+            raise BadRequest(f"route[{i}] needs an id (derived from where it was read)",
+                             field=f"route[{i}]")
+        copies.append(normalize_event(ev, topic=view.by_key))
+    return copies
+
+
+async def route_and_land(
+    hub: Hub, view: View, task: int, part: PartitionStore,
+    copies: list[dict[str, Any]], checked: list[dict[str, Any]],
+) -> int:
+    """Publish ``copies`` to the repartition topic, then append the routing task's
+    checkpoint (with ``routed``) and apply it: its offset (under the view's lock)."""
+    previous = view.checkpoints.get(task, {}).get("routed")
+    routed: dict[str, int] = dict(previous) if isinstance(previous, dict) else {}
+    if copies:
+        for pub in await hub.publish(view.by_key, copies, own=True):
+            key = str(pub.partition)
+            routed[key] = max(routed.get(key, 0), pub.offset + 1)
+    checkpoint = checked[-1]
+    checkpoint["data"] = {**checkpoint.get("data", {}), "routed": routed}
+    base = await part.append([orjson.dumps(e) for e in checked])
+    last = base + len(checked) - 1
+    got = part.read(last, 1)
+    ts = got[0][1] if got and got[0][0] == last else hub.clock.time_ms()
+    for i, event in enumerate(checked):
+        view.apply(task, base + i, ts, event)
+    view.changed()
+    return base
+
+
+def stages(view: View) -> dict[str, Any]:
+    """A repartitioned view's stages, in a members answer or info: tasks below
+    ``partitions`` run the view over ``topic``, the others route ``routers[task - N]``."""
+    if not view.repartition:
+        return {}
+    return {"repartition": {
+        "topic": view.by_key, "partitions": view.repartition,
+        "routers": [[t, p] for t, p in view.routers],
+    }}  # fmt: skip
