@@ -166,11 +166,13 @@ async def check_exact(run: Run) -> tuple[dict[str, Any], dict[str, Any], set[str
         copies = [r["event"] for r in await run.t.read_all(BY_KEY[name])]
         got = sorted(origin[c["id"].split(".", 3)[3]] for c in copies)
         assert got == sorted(origin.values()), f"{name}: orders routed twice or missed"
-        assert all(c["partitionkey"] == c["data"]["sku"] for c in copies)
+        for c in copies:
+            assert c["partitionkey"] == c["data"]["sku"]
+            assert c["routedid"] == c["routedkey"] == origin[c["id"].split(".", 3)[3]]
 
     results = [r["event"] for r in await run.t.read_all(WINDOW)]
     late = [r["event"] for r in await run.t.read_all(WINDOW + ".late")]
-    late_ids = {origin[x["data"]["event"]["id"].split(".", 3)[3]] for x in late}
+    late_ids = {x["data"]["event"]["id"] for x in late}  # the orders' own ids
     assert len(late_ids) == len(late), "a late event published twice"
     by_id: dict[str, list[dict[str, Any]]] = {}
     for r in results:
@@ -252,15 +254,18 @@ async def test_two_processes_share_both_stages_and_the_result_is_exact(
         await stop_all(run)
         assert await run.members() == {}
         # Batch is replay: rebuilt, the repartition topic is dropped and made again,
-        # and one process routes and folds it all from earliest.
+        # and one process routes and folds it all from earliest. (The window's result
+        # topics are emptied too, to check the replay's own results: which events a
+        # window finds late depends on the order the routing tasks wrote, which a
+        # replay of a backlog does not keep.)
+        for topic in (WINDOW, WINDOW + ".late"):
+            await run.client.delete_topic(topic)
         for name in (VIEW, WINDOW):
             await run.client.rebuild_view(name)
             assert sum((await run.t.end_positions(BY_KEY[name])).values()) == 0
         replayer.start()
-        values, served, late = await check_exact(run)
+        values, _, _ = await check_exact(run)
         assert values == {**live[0], "sku-new": {"n": 1, "sum": 5}}
-        assert {k: v for k, v in served.items() if not k.startswith("sku-new@")} == live[1]
-        assert late == live[2]
         members = await run.members()
         assert [sorted(ts) for ts in members.values()] == [list(range(2 * PARTS))]
         await stop_all(run)

@@ -51,6 +51,7 @@ from typing import Any, Literal
 from tidings.app.transport import TimedBatch, Transport
 from tidings.core.positions import format_token
 from tidings.core.viewrecords import by_key_topic
+from tidings.core.viewrouting import original
 from tidings.errors import Conflict, NotFound, TidingsError, TooLarge
 from tidings.streams import DELETED, Merger, Operator, Output
 
@@ -453,6 +454,8 @@ class _Run:
         self.horizon: int | None = ckpt.get("horizon")
         self.committed = proc.committed = self.positions()
         self.partition = proc.task  # the input partition it reads (None: every one)
+        # A repartitioned view's inputs (its task reads their copies), else None.
+        self.routed_from = proc.processor.spec.inputs if self.spec.route_key else None
         self.uncommitted = 0
         self.advanced = False
         self.last_generation_check = 0.0
@@ -545,6 +548,8 @@ class _Run:
             at = self.read_at[i]
             self.read_at[i] = {**(at or {}), **batch.next}
         ready = merger.ready()
+        if ready and self.routed_from is not None:  # copies: the original events
+            ready = [original(rec, self.routed_from) for rec in ready]
         if ready:
             self.op.process_all(ready)
         h = merger.horizon

@@ -13,7 +13,8 @@ routing tasks are :class:`RouterRunner` s. A routing task's session:
    compute the view's key (None: not for this view, nothing to route) and make a
    copy keyed by it, with an id derived from where it was read
    (``{view}.{generation}.{topic}.{partition}.{offset}``), its ``time`` kept, and
-   ``inputtopic`` when the view has several inputs.
+   its own id and partitionkey (and topic, when the view has several inputs)
+   recorded with it (:func:`tidings.core.viewrouting.make_copy`).
 3. Commit the copies with a checkpoint naming the next offset (``route``): the hub
    publishes the copies, then appends the checkpoint, compared and set as any
    commit. A crash (of this process or of the hub) before the checkpoint redoes
@@ -41,6 +42,7 @@ from tidings.app.processor import (
 )
 from tidings.app.transport import TimedBatch
 from tidings.core.positions import format_token
+from tidings.core.viewrouting import make_copy
 from tidings.errors import NotFound
 from tidings.streams import Output
 from tidings.streams.eventview import EventView
@@ -101,12 +103,8 @@ class RouterRunner(TaskRunner):
                 k = key(EventView(ev))
                 if k is None:
                     continue  # not for this view
-                copy = dict(ev)
-                copy["id"] = prefix + str(offset)
-                copy["partitionkey"] = str(k)
-                if several:
-                    copy["inputtopic"] = topic
-                copies.append(copy)
+                copies.append(make_copy(ev, prefix + str(offset), str(k),
+                                        topic if several else None))
             checkpoint = {
                 "generation": generation, "seq": seq, "owner": self.owner,
                 "inputs": {topic: {str(partition): after}},

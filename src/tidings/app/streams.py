@@ -124,15 +124,15 @@ def _check_repartition(repartition: object, partitioned: bool) -> bool | int:
 
 
 def _stages(
-    name: str, declaration: dict[str, Any], key_f: Callable[[Any], Any], repartition: bool | int
+    declaration: dict[str, Any], key_f: Callable[[Any], Any], repartition: bool | int
 ) -> tuple[Callable[[Any], Any], Callable[[Any], Any] | None]:
     """The key the operator uses, and the routing stage's key (None: no routing). A
-    repartitioned view's operator reads copies keyed by its key, so the check of a
-    partitioned view holds there by construction; it is kept, as a guard."""
+    repartitioned view's tasks read copies keyed by its key (a key's copies are in
+    one partition by construction) and hand the operator the original events."""
     if repartition is False:
         return key_f, None
     declaration["repartition"] = repartition
-    return _owned(name, key_f, True), key_f
+    return key_f, key_f
 
 
 def _owned(name: str, key_f: Callable[[Any], Any], partitioned: bool) -> Callable[[Any], Any]:
@@ -183,7 +183,7 @@ def view_spec(
                                    "window": None, "emit": None}
     if split:
         declaration["partitioned"] = True
-    key_f, route_key = _stages(name, declaration, key_f, routed)
+    key_f, route_key = _stages(declaration, key_f, routed)
     return StreamSpec(
         name=name,
         kind="view",
@@ -245,7 +245,7 @@ def window_spec(
                                    "window": window.describe(), "emit": emit}
     if split:
         declaration["partitioned"] = True
-    key_f, route_key = _stages(name, declaration, key_f, routed)
+    key_f, route_key = _stages(declaration, key_f, routed)
     emit_s = str(emit)
     win, aggregation = window, agg  # narrowed, for the closure
     return StreamSpec(

@@ -11,9 +11,12 @@ tasks, numbered in one range so that :mod:`tidings.core.viewmembers` shares them
 - stage 1, tasks ``N .. N+R-1``: routing, one per input partition (the inputs in
   order, each partition in order). Task ``N+i`` reads its input partition, computes
   the view's key of each event and sends a copy keyed by it (id
-  ``{view}.{generation}.{topic}.{partition}.{offset}``, the original ``time``, and
-  ``inputtopic`` when the view has several inputs) with its commit, whose only
-  record is a checkpoint naming the next offset of that input partition.
+  ``{view}.{generation}.{topic}.{partition}.{offset}``, the original ``time``, id
+  and partitionkey, and topic if the view has several inputs: :func:`make_copy`)
+  with its commit, whose only record is a checkpoint naming the next offset of
+  that input partition. The view's tasks hand the operator the original event at
+  its input position (:func:`original`), so its key, its fold, its late events and
+  their ids are what they would be without the repartition.
 
 Such a commit is a routing commit (:func:`check_route_commit`): under the view's lock
 the hub checks it as any commit (generation, expected end of the task's changelog
@@ -41,7 +44,9 @@ if TYPE_CHECKING:
     from tidings.core.hub import Hub
     from tidings.core.views import View
 
-__all__ = ["check_route_commit", "route_and_land", "routers_of", "stages"]
+__all__ = [
+    "check_route_commit", "make_copy", "original", "route_and_land", "routers_of", "stages",
+]
 
 
 def routers_of(
@@ -144,3 +149,45 @@ def stages(view: View) -> dict[str, Any]:
         "topic": view.by_key, "partitions": view.repartition,
         "routers": [[t, p] for t, p in view.routers],
     }}  # fmt: skip
+
+
+# What a copy in the repartition topic holds besides its original event: where it
+# came from, so that the view's tasks see the original (its id, its partitionkey,
+# and the input position late events and ids are derived from).
+ROUTED_ID, ROUTED_KEY, ROUTED_TOPIC = "routedid", "routedkey", "routedtopic"
+
+
+def make_copy(
+    ev: dict[str, Any], copy_id: str, key: str, topic: str | None
+) -> dict[str, Any]:
+    """The copy of input event ``ev`` that a routing task publishes: keyed by the view's
+    ``key``, id ``copy_id`` (``{view}.{generation}.{topic}.{partition}.{offset}``), the
+    original id and partitionkey kept as ``routedid``/``routedkey``, and the input
+    topic as ``routedtopic`` when the view has several inputs."""
+    copy = dict(ev)
+    copy[ROUTED_ID] = ev.get("id")
+    if "partitionkey" in ev:
+        copy[ROUTED_KEY] = ev["partitionkey"]
+    if topic is not None:
+        copy[ROUTED_TOPIC] = topic
+    copy["id"] = copy_id
+    copy["partitionkey"] = key
+    return copy
+
+
+def original(
+    rec: tuple[int, int, int, int, dict[str, Any]], inputs: tuple[str, ...]
+) -> tuple[int, int, int, int, dict[str, Any]]:
+    """A record of the repartition topic as the view's operator gets it: the original
+    event, at its input's index, partition and offset (the append time is the copy's)."""
+    ev = dict(rec[4])
+    _, p, o = ev["id"].rsplit(".", 2)
+    ev["id"] = ev.pop(ROUTED_ID, None)
+    key = ev.pop(ROUTED_KEY, None)
+    if key is None:
+        del ev["partitionkey"]
+    else:
+        ev["partitionkey"] = key
+    topic = ev.pop(ROUTED_TOPIC, None)
+    i = inputs.index(topic) if topic in inputs else 0
+    return i, int(p), int(o), rec[3], ev
