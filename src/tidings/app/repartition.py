@@ -92,6 +92,8 @@ class RouterRunner(TaskRunner):
                 break  # stopping
             after = batch.next.get(partition, at)
             if not batch.records and after == at:
+                # Everything appended before the read's horizon is routed.
+                self.settled_horizon = batch.horizon
                 idle = True
                 if loop.time() - last_check >= _GENERATION_CHECK_S:
                     last_check = loop.time()
@@ -114,6 +116,7 @@ class RouterRunner(TaskRunner):
             seq += 1
             at = after
             self.committed = {topic: {str(partition): int(after or 0)}}
+            self.settled_horizon = batch.horizon
             self.failures = 0
             proc.processed += len(batch.records)
             proc.commits += 1
