@@ -45,15 +45,21 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from tidings.app.changelog import (
+    READ_LIMIT,
+    ChangelogState,
+    changelog_events,
+    load_changelog,
+)
 from tidings.app.transport import TimedBatch, Transport
 from tidings.core.positions import format_token
 from tidings.core.viewrecords import by_key_topic
 from tidings.core.viewrouting import original
 from tidings.errors import Conflict, NotFound, TidingsError, TooLarge
-from tidings.streams import DELETED, Merger, Operator, Output
+from tidings.streams import Merger, Operator
 
 __all__ = [
     "ChangelogState", "StreamSpec", "TaskRunner", "ViewProcessor", "changelog_events",
@@ -62,8 +68,6 @@ __all__ = [
 
 logger = logging.getLogger("tidings.app")
 
-CHANGELOG_PREFIX = "__view."
-READ_LIMIT = 5000
 PUBLISH_CHUNK = 500  # result events per publish
 LATE_CHUNK = 10  # late events per publish: each holds an event (up to 1 MiB)
 _RETRY_PAUSE_S = 0.5  # after the hub could not be reached
@@ -100,80 +104,8 @@ class StreamSpec:
         return self.partitioned or self.route_key is not None
 
 
-@dataclass(slots=True)
-class ChangelogState:
-    """What a changelog holds: served values, operator state, the last checkpoint."""
-
-    values: dict[str, Any] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
-    checkpoint: dict[str, Any] | None = None
-    end: int = 0  # the changelog's end offset: a commit's `expect`
-
-
 class _Reload(Exception):
     """The changelog changed under this processor: restore and go on."""
-
-
-async def load_changelog(transport: Transport, name: str, task: int = 0) -> ChangelogState:
-    """Read partition ``task`` of the changelog of view ``name`` (task ``task``'s state)
-    from earliest to its end (section 3)."""
-    out = ChangelogState()
-    start = "earliest"
-    while True:
-        batch = await transport.read_timed(
-            CHANGELOG_PREFIX + name, start, READ_LIMIT, 0, partition=task
-        )
-        for _, _, _, ev in batch.records:
-            pk = ev.get("partitionkey")
-            if not isinstance(pk, str):
-                continue
-            if pk == "c":
-                out.checkpoint = ev.get("data")
-            elif pk.startswith("v:"):
-                _apply(out.values, pk[2:], ev)
-            elif pk.startswith("s:"):
-                _apply(out.state, pk[2:], ev)
-        out.end = batch.next.get(task, out.end)
-        if not batch.records:
-            return out
-        start = format_token(batch.next)
-
-
-def _apply(into: dict[str, Any], key: str, ev: dict[str, Any]) -> None:
-    data = ev.get("data")
-    if isinstance(data, dict) and "value" in data:
-        into[key] = data["value"]
-    else:  # a tombstone
-        into.pop(key, None)
-
-
-def changelog_events(
-    name: str, generation: int, seq: int, out: Output, checkpoint: dict[str, Any],
-    task: int = 0,
-) -> list[dict[str, Any]]:
-    """One commit's records: changed values, changed state, then the checkpoint."""
-    source = f"tidings/views/{name}"
-    events: list[dict[str, Any]] = []
-    prefix = f"{name}.{generation}.{seq}." if task == 0 else f"{name}.{generation}.{task}.{seq}."
-
-    def add(pk: str, etype: str, data: Any) -> None:
-        ev: dict[str, Any] = {
-            "specversion": "1.0",
-            "id": prefix + str(len(events)),
-            "source": source,
-            "type": etype,
-            "partitionkey": pk,
-        }
-        if data is not DELETED:
-            ev["data"] = data
-        events.append(ev)
-
-    for key, value in out.values.items():
-        add("v:" + key, "tidings.view.value", value if value is DELETED else {"value": value})
-    for key, value in out.state.items():
-        add("s:" + key, "tidings.view.value", value if value is DELETED else {"value": value})
-    add("c", "tidings.view.checkpoint", checkpoint)
-    return events
 
 
 class ViewProcessor:

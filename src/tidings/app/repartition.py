@@ -32,14 +32,8 @@ import asyncio
 import logging
 from typing import Any
 
-from tidings.app.processor import (
-    READ_LIMIT,
-    TaskRunner,
-    _Gone,
-    _Reload,
-    changelog_events,
-    load_changelog,
-)
+from tidings.app.changelog import READ_LIMIT, changelog_events, load_changelog
+from tidings.app.processor import TaskRunner, _Gone, _Reload
 from tidings.app.transport import TimedBatch
 from tidings.core.positions import format_token
 from tidings.core.viewrouting import make_copy
