@@ -22,8 +22,10 @@ Such a commit is a routing commit (:func:`check_route_commit`): under the view's
 the hub checks it as any commit (generation, expected end of the task's changelog
 partition), then publishes the copies to the repartition topic, and only once that is
 durable appends the checkpoint (:func:`route_and_land`). A crash in between (of the
-hub) leaves copies without a checkpoint: the task redoes them, with the same ids, and
-the hub's dedupe answers the first positions and stores nothing twice. The
+hub) leaves copies without a checkpoint: the task redoes them, with the same ids.
+The hub's dedupe drops those still within its window; and the first routing commit
+of a task after the hub starts looks for the task's copies past its last
+checkpoint, so none is stored twice however long the hub was down. The
 checkpoint also records ``routed``: per partition of the repartition topic, the
 offset past the copies this task has published, so that ``min_position`` can wait
 for stage 2 to have processed them (:mod:`tidings.core.viewreads`).
@@ -31,6 +33,7 @@ for stage 2 to have processed them (:mod:`tidings.core.viewreads`).
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -124,13 +127,39 @@ async def route_and_land(
     checkpoint (with ``routed``) and apply it: its offset (under the view's lock)."""
     previous = view.checkpoints.get(task, {}).get("routed")
     routed: dict[str, int] = dict(previous) if isinstance(previous, dict) else {}
-    if copies:
-        for pub in await hub.publish(view.by_key, copies, own=True):
-            key = str(pub.partition)
-            routed[key] = max(routed.get(key, 0), pub.offset + 1)
+    if task not in view.verified:
+        # Copies published with no checkpoint after them (the hub stopped between the
+        # two, or the append failed) may be older than the dedupe window by now: look
+        # for them past the last checkpoint's offsets, once per task and hub run.
+        # Kept until the task routes them again (in this commit or a later one).
+        topic, partition = view.routers[task - view.repartition]
+        view.already[task] = await _published_since(
+            hub, view, routed, f"{view.name}.{view.generation}.{topic}.{partition}."
+        )
+        view.verified.add(task)
+    there = view.already.get(task)
+    if there:
+        keep: list[dict[str, Any]] = []
+        for c in copies:
+            hit = there.pop(c["id"], None)
+            if hit is None:
+                keep.append(c)
+            else:  # stored already: not again, but counted as routed
+                routed[str(hit[0])] = max(routed.get(str(hit[0]), 0), hit[1] + 1)
+        copies = keep
+    if not there:
+        view.already.pop(task, None)
     checkpoint = checked[-1]
-    checkpoint["data"] = {**checkpoint.get("data", {}), "routed": routed}
-    base = await part.append([orjson.dumps(e) for e in checked])
+    try:
+        if copies:
+            for pub in await hub.publish(view.by_key, copies, own=True):
+                key = str(pub.partition)
+                routed[key] = max(routed.get(key, 0), pub.offset + 1)
+        checkpoint["data"] = {**checkpoint.get("data", {}), "routed": routed}
+        base = await part.append([orjson.dumps(e) for e in checked])
+    except BaseException:
+        view.verified.discard(task)  # perhaps copies without a checkpoint: look again
+        raise
     last = base + len(checked) - 1
     got = part.read(last, 1)
     ts = got[0][1] if got and got[0][0] == last else hub.clock.time_ms()
@@ -138,6 +167,28 @@ async def route_and_land(
         view.apply(task, base + i, ts, event)
     view.changed()
     return base
+
+
+async def _published_since(
+    hub: Hub, view: View, routed: dict[str, int], prefix: str
+) -> dict[str, tuple[int, int]]:
+    """The copies whose id starts with ``prefix`` (one routing task's) in the
+    repartition topic past ``routed`` (its last checkpoint's offsets): id ->
+    (partition, offset)."""
+    found: dict[str, tuple[int, int]] = {}
+    for p, part in enumerate(hub.topic(view.by_key).partitions):
+        offset = max(int(routed.get(str(p), 0)), part.start_offset)
+        while offset < part.end_offset:
+            got = part.read(offset, 1000)
+            if not got:
+                break
+            for o, _, payload in got:
+                eid = orjson.loads(payload).get("id")
+                if isinstance(eid, str) and eid.startswith(prefix):
+                    found[eid] = (p, o)
+            offset = got[-1][0] + 1
+            await asyncio.sleep(0)  # others run meanwhile
+    return found
 
 
 def stages(view: View) -> dict[str, Any]:

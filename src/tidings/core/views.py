@@ -90,6 +90,10 @@ class View:
     # the input partitions routed by stage 1's tasks N, N+1, ... (0: not repartitioned).
     repartition: int = 0
     routers: list[tuple[str, int]] = field(default_factory=list)
+    # Routing tasks whose copies past their last checkpoint this hub has looked for
+    # (see tidings.core.viewrouting.route_and_land).
+    verified: set[int] = field(default_factory=set)
+    already: dict[int, dict[str, tuple[int, int]]] = field(default_factory=dict)
     # key -> (value, changelog partition, offset)
     values: dict[str, tuple[Any, int, int]] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)  # the keys of values, sorted
@@ -172,6 +176,8 @@ class View:
         pulse.set()
 
     def reset(self) -> None:
+        self.verified.clear()
+        self.already.clear()
         self.values.clear()
         self.keys.clear()
         self.checkpoints.clear()
