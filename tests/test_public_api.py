@@ -40,7 +40,8 @@ PINNED = {
     "tidings": [
         "App", "AsyncClient", "Backoff", "BadPosition", "BadRequest", "Client", "Conflict",
         "Context", "CorruptLog", "Delivery", "Envelope", "Event", "Forbidden", "GroupNotFound",
-        "InvalidEvent", "NotFound", "OffsetOutOfRange", "RateLimited", "Record", "ServerBusy",
+        "InvalidEvent", "NotFound", "NotOneHub", "OffsetOutOfRange", "OutcomeUnknown",
+        "RateLimited", "Record", "ServerBusy",
         "StaleLease", "StorageError", "StorageUnavailable", "TidingsError", "TooLarge",
         "TopicNotFound", "Unauthorized", "UnsupportedMediaType", "UrlNotAllowed", "ViewBehind",
         "ViewNotFound", "WebhookNotFound", "__version__",

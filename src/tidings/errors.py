@@ -25,8 +25,10 @@ the server translates once::
     ├── StorageError                  500
     │   └── CorruptLog                500  a batch the log cannot step over: file and position
     ├── StorageUnavailable            503  disk full, closed, shutting down
-    └── ServerBusy                    503  over a hub-wide budget; Retry-After says when to retry
-        └── ViewBehind                503  a view not caught up with min_position in time
+    ├── ServerBusy                    503  over a hub-wide budget; Retry-After says when to retry
+    │   └── ViewBehind                503  a view not caught up with min_position in time
+    ├── OutcomeUnknown                     (client) a request lost after it was sent: maybe applied
+    └── NotOneHub                          (client) node URLs that answer as different hubs
 """
 
 from __future__ import annotations
@@ -215,3 +217,25 @@ class ViewBehind(ServerBusy):
     """A view did not reflect the position asked for (``min_position``) within the wait."""
 
     title = "View behind"
+
+
+class OutcomeUnknown(TidingsError):
+    """A request was sent to a node and its answer was lost (the connection dropped,
+    no answer in time, a gateway's 502 or 504): the hub may or may not have applied
+    it. Raised by a client only, for a request it will not send again because a
+    second copy would not be harmless (an ack, a fetch, a webhook created...).
+    ``node`` is the URL it was sent to."""
+
+    title = "Outcome unknown"
+
+    def __init__(self, detail: str, *, node: str) -> None:
+        super().__init__(detail, node=node)
+        self.node = node
+
+
+class NotOneHub(TidingsError):
+    """A client was given URLs that answer as different hubs (their ``Tidings-Hub-Id``
+    differs): separate logs, where one position means different records. Raised by
+    a client only, instead of moving to such a URL."""
+
+    title = "Not one hub"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from tidings.app.remembering import HandledIds
 from tidings.testing import VirtualClock
@@ -50,3 +53,44 @@ def test_a_zero_window_remembers_nothing(tmp_path: Path) -> None:
     memory = HandledIds(0, VirtualClock(), tmp_path / "x.sqlite3")
     assert not memory.enabled
     assert not (tmp_path / "x.sqlite3").exists()
+
+
+def test_ids_taken_in_one_thread_are_written_from_another_and_read_back(tmp_path: Path) -> None:
+    import threading
+
+    clock = VirtualClock()
+    path = tmp_path / "apps" / "svc.handled.sqlite3"
+    memory = HandledIds(60_000, clock, path)
+    memory.add("billing", memory.group("billing"), "e1", clock.time_ms())
+    taken = memory.take()
+    assert taken is not None and not memory.dirty
+    memory.add("billing", memory.group("billing"), "e2", clock.time_ms())  # meanwhile
+    writer = threading.Thread(target=memory.write, args=(taken,))
+    writer.start()
+    writer.join()
+    memory.close()  # writes e2
+    again = HandledIds(60_000, clock, path)
+    billing = again.group("billing")
+    assert again.seen(billing, "e1", clock.time_ms()) and again.seen(billing, "e2", clock.time_ms())
+    again.close()
+
+
+def test_a_failed_write_leaves_the_ids_pending_for_the_next(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    path = tmp_path / "svc.handled.sqlite3"
+    memory = HandledIds(60_000, clock, path)
+    memory.add("g", memory.group("g"), "e1", clock.time_ms())
+    taken = memory.take()
+    assert taken is not None
+    blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the file
+    memory._db.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+    with pytest.raises(sqlite3.OperationalError):
+        memory.write(taken)
+    assert memory.dirty  # e1 is pending again
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    memory.close()
+    again = HandledIds(60_000, clock, path)
+    assert again.seen(again.group("g"), "e1", clock.time_ms())
+    again.close()

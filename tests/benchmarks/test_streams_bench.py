@@ -124,8 +124,12 @@ def test_a_small_run_of_every_engine_equals_the_reference(
         assert case["equal"], (name, case["compared"])
         assert case["late_equal"], (name, case["late"], result["late"])
         assert case["events"] == 20_000, name
+        assert case["cpu_seconds"] > 0 and case["cpu_us_per_event"] > 0, name
     ours = [c for c in result["cases"] if c["kind"] == "ours"]
     assert all(c["windows"] == result["closed_windows"] for c in ours)
+    # over HTTP the hub's process counts too
+    assert [list(c["other_cpu_seconds"]) for c in ours] == [[], ["hub process"]]
+    assert result["anchor_cpu_us_per_event"] > 0
     assert result["closed_windows"] == result["windows"] - 1
     assert list(tmp_path.iterdir()) == []  # the scratch directory is gone
 

@@ -1,13 +1,15 @@
-"""``--url`` / ``TIDINGS_URL`` with several nodes of one hub, against a real hub."""
+"""``--url`` / ``TIDINGS_URL`` with several URLs of one hub, against a real hub."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from hubapi import unique
-from hubproc import HubProcess, free_port, hub_env
+from hubproc import HubProcess, hub_env
+from nodeproxy import SilentPort
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -20,9 +22,16 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def test_a_node_that_is_down_is_skipped(hub: HubProcess) -> None:
+@pytest.fixture
+def silent() -> Iterator[SilentPort]:
+    port = SilentPort()  # held for the test: no other can be given its port
+    yield port
+    port.close()
+
+
+def test_a_node_that_is_down_is_skipped(hub: HubProcess, silent: SilentPort) -> None:
     topic = unique()
-    down = f"127.0.0.1:{free_port()}"  # no scheme: http:// is put in front, per node
+    down = silent.url.removeprefix("http://")  # no scheme: http:// is put in front, per node
     nodes = f"{down},{hub.base_url.removeprefix('http://')}"
     out = run("publish", topic, "--type", "t.made", "--data", "1", "--url", nodes)
     assert out.returncode == 0, out.stderr

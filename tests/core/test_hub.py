@@ -13,6 +13,7 @@ from tidings.core.dedupe import DedupeWindow, Position
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub, HubOptions
 from tidings.core.patterns import TypeFilter
+from tidings.core.publishing import Spread
 from tidings.errors import Conflict, GroupNotFound, StorageUnavailable, TooLarge, TopicNotFound
 from tidings.events.batch import new_event_ids
 from tidings.events.envelope import normalize_event
@@ -213,6 +214,27 @@ async def test_a_cancelled_publish_still_dedupes_its_retry(clock: FakeClock, bat
     retry = await hub.publish("orders", events)
     assert all(p.duplicate for p in retry)
     assert hub.topic("orders").partitions[0].end_offset == len(events)
+
+
+async def test_a_cancelled_publish_of_a_made_id_is_remembered_all_the_same(
+    clock: FakeClock,
+) -> None:
+    """An event whose id the hub made is not claimed while in flight (no one can know
+    the id yet), yet once stored it is in the window, cancelled request or not."""
+    storage = SeamStorage(clock, DeferredPartition)
+    hub = Hub(storage, HubOptions(dedupe_window_ms=WINDOW_MS), clock)
+    await hub.create_topic("orders")
+    made = ev()
+    first = asyncio.ensure_future(hub.publish("orders", [made], new_ids=True))
+    await asyncio.sleep(0)
+    assert not hub._appending  # nothing claimed
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    [again] = await hub.publish("orders", [made])
+    assert (again.duplicate, again.offset) == (True, 0)
+    assert hub.topic("orders").partitions[0].end_offset == 1
 
 
 class GatedDropStorage(SeamStorage):
@@ -436,6 +458,7 @@ def test_runs_of_new_ids_rotate_with_their_generation() -> None:
     assert len(window) == 6 and window.get("t", first[0], 2002) is None
     assert window.get("t", second[5], 2002) == Position(0, 21)
 
+
 async def test_redrive_publishes_dead_letters_again_once_each(hub: Hub) -> None:
     await hub.create_topic("orders", 2)
     await hub.put_group("orders", "g", GroupConfig(max_deliver=1))
@@ -472,7 +495,9 @@ async def test_redrive_publishes_dead_letters_again_once_each(hub: Hub) -> None:
 async def test_redrive_without_dead_letters_sends_nothing(hub: Hub) -> None:
     await hub.put_group("orders", "g", GroupConfig())
     assert await hub.redrive("orders", "g") == {
-        "dead_letter_topic": "orders.dlq", "redriven": 0, "skipped": 0,
+        "dead_letter_topic": "orders.dlq",
+        "redriven": 0,
+        "skipped": 0,
     }
     with pytest.raises(GroupNotFound):
         await hub.redrive("orders", "nope")
@@ -638,3 +663,61 @@ async def test_a_dead_letter_copied_before_a_stop_is_counted_once_after_it(
         }  # fmt: skip
     finally:
         await second.close()
+
+
+@pytest.mark.parametrize("new_ids", [False, True])
+async def test_a_keyed_batch_spreads_as_event_by_event_would(
+    hub: Hub, clock: FakeClock, new_ids: bool
+) -> None:
+    """A batch of new keyed events goes over the partitions in one pass (a Spread):
+    each event where its key sends it, each partition's events in batch order, all
+    remembered by the window; as one event at a time would place them."""
+    await hub.create_topic("orders", 3)
+    await hub.create_topic("alone", 3)
+    made = new_event_ids(40)
+    events = [
+        ev(id=made[i] if new_ids else f"e{i}", partitionkey=f"k{i % 11}", data=i) for i in range(40)
+    ]
+    result = await hub.publish_batch("orders", events, new_ids=new_ids)
+    assert isinstance(result, Spread)
+    out = result.published()
+    one_by_one = [(await hub.publish("alone", [e]))[0] for e in events]
+    assert [(p.id, p.partition, p.offset, p.duplicate) for p in out] == [
+        (p.id, p.partition, p.offset, False) for p in one_by_one
+    ]
+    assert {p.partition for p in out} == {0, 1, 2}
+    for part in range(3):
+        read = await hub.read("orders", {part: 0}, limit=100)
+        assert ids_of(read.records) == [p.id for p in out if p.partition == part]
+    assert hub.metrics.events_in["orders"] == 40
+    # Sent again, in a batch or alone, they are the same events.
+    again = await hub.publish("orders", [events[7], events[30], ev(id="new", partitionkey="k1")])
+    assert [(p.id, p.partition, p.offset, p.duplicate) for p in again[:2]] == [
+        (out[7].id, out[7].partition, out[7].offset, True),
+        (out[30].id, out[30].partition, out[30].offset, True),
+    ]
+    assert not again[2].duplicate
+    [alone] = await hub.publish("orders", [events[12]])
+    assert (alone.partition, alone.offset, alone.duplicate) == (
+        out[12].partition,
+        out[12].offset,
+        True,
+    )
+
+
+async def test_a_keyed_batch_with_a_repeat_or_a_keyless_event_goes_event_by_event(
+    hub: Hub,
+) -> None:
+    await hub.create_topic("orders", 3)
+    repeat = [
+        ev(id="a", partitionkey="k1"),
+        ev(id="b", partitionkey="k2"),
+        ev(id="a", partitionkey="k1"),
+    ]
+    out = await hub.publish_batch("orders", repeat)
+    assert isinstance(out, list)
+    assert [p.duplicate for p in out] == [False, False, True]
+    assert (out[2].partition, out[2].offset) == (out[0].partition, out[0].offset)
+    keyless = [ev(id="c", partitionkey="k1"), ev(id="d")]
+    out = await hub.publish_batch("orders", keyless)
+    assert isinstance(out, list) and [p.duplicate for p in out] == [False, False]

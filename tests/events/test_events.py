@@ -36,6 +36,7 @@ from tidings.events.http import (
     parse_batch,
     parse_binary,
     parse_http,
+    parse_request,
     parse_structured,
     to_binary,
 )
@@ -838,3 +839,11 @@ def test_a_whole_float_extension_is_an_integer() -> None:
     event = normalize_event({"type": "t", "qty": 7.0, "n": 7}, topic="orders")
     assert event["qty"] == 7 and type(event["qty"]) is int
     assert event["n"] == 7
+
+
+def test_a_structured_event_says_whether_its_id_was_made_here() -> None:
+    made = parse_request(STRUCTURED, {}, b'{"type":"t","source":"/s"}', topic="t")
+    given = parse_request(STRUCTURED, {}, b'{"type":"t","source":"/s","id":"a"}', topic="t")
+    null = parse_request(STRUCTURED, {}, b'{"type":"t","source":"/s","id":null}', topic="t")
+    assert made[1] is True and null[1] is True and given[1] is False
+    assert given[0][0]["id"] == "a" and made[0][0]["id"] != null[0][0]["id"]

@@ -357,6 +357,9 @@ def test_compacted_batch_round_trip(count: int) -> None:
     assert header.compacted and header.records == count and header.next_offset == 18
     assert fmt.check_crc(header, frame)
     assert fmt.decode_records(header, frame) == records
+    # a range: from an offset (one a compaction removed, too), at most so many
+    assert fmt.decode_records(header, frame, 11, 1) == records[1:2]
+    assert fmt.decode_records(header, frame, 12, -1) == records[1:]
 
 
 async def test_a_linked_batch_is_kept_whole_until_every_part_is_settled(tmp_path: Path) -> None:

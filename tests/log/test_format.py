@@ -44,6 +44,35 @@ def test_round_trip(base: int, payloads: list[bytes], ts: int) -> None:
     assert fmt.decode_records(header, frame) == [(base + i, ts, p) for i, p in enumerate(payloads)]
 
 
+@given(
+    payloads=st.lists(st.binary(max_size=50), min_size=1, max_size=20),
+    first=st.integers(0, 30),
+    limit=st.integers(-1, 25),
+)
+def test_a_range_of_a_batch_is_the_same_records_as_the_whole_cut(
+    payloads: list[bytes], first: int, limit: int
+) -> None:
+    frame = fmt.encode_batch(5, payloads, 1000)
+    header = _header(frame)
+    whole = fmt.decode_records(header, frame)
+    got = fmt.decode_records(header, frame, 5 + first, limit)
+    wanted = [r for r in whole if r[0] >= 5 + first]
+    assert got == (wanted if limit < 0 else wanted[:limit])
+
+
+def test_a_range_of_a_batch_still_checks_the_framing_of_every_record() -> None:
+    # The fault lies past the one record asked for: it is found all the same.
+    frame = fmt.encode_batch(0, [b"abc", b"de"], 1)
+    frame = _with_good_crc(_rewrite(frame, "I", COUNT_AT, 1))
+    with pytest.raises(ValueError, match="left over"):
+        fmt.decode_records(_header(frame), frame, 0, 1)
+    frame = fmt.encode_batch(0, [b"abc", b"de", b"f"], 1)
+    size_at = fmt.BATCH_HEADER_LEN + 2 * fmt.RECORD_HEADER_LEN + 5 + 4
+    frame = _with_good_crc(_rewrite(frame, "I", size_at, 9))
+    with pytest.raises(ValueError, match="payload past the end"):
+        fmt.decode_records(_header(frame), frame, 0, 1)
+
+
 def test_layout_matches_the_documented_sizes() -> None:
     frame = fmt.encode_batch(7, [b"abc", b""], 1000)
     assert len(frame) == fmt.BATCH_HEADER_LEN + 2 * fmt.RECORD_HEADER_LEN + 3

@@ -890,9 +890,12 @@ async def test_ordering_key_ack_wakes_a_waiting_fetch(hub: HubProcess, http: Ses
 
 async def test_healthz_and_readyz(hub: HubProcess, http: Session) -> None:
     async with http.get(f"{hub.base_url}/healthz") as resp:
-        assert await expect(resp, 200) == {"status": "ok"}
+        health = await expect(resp, 200)
+        assert health == {"status": "ok", "hub_id": resp.headers["Tidings-Hub-Id"]}
+    assert len(health["hub_id"]) == 32
     async with http.get(f"{hub.base_url}/readyz") as resp:
         ready = await expect(resp, 200)
+        assert resp.headers["Tidings-Hub-Id"] == health["hub_id"]
     assert ready["status"] == "ready"
     assert isinstance(ready["topics"], int)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -58,6 +59,7 @@ V = TypeVar("V", bound=Callable[..., Any])
 
 DEFAULT_HUB = "http://127.0.0.1:8700"
 DEFAULT_BACKOFF = Backoff()
+_collector_settled = False
 
 
 class App:
@@ -123,6 +125,7 @@ class App:
         self._handled: HandledIds | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None  # handled ids, in a thread
         self._stopped = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -342,6 +345,8 @@ class App:
             logger.warning("app %s has no handlers", self.name, extra={"app": self.name})
         if owned:
             await transport.open()
+        if self.streams:
+            _settle_collector()
         self._transport, self._owns_transport = transport, owned
         self._stopped = asyncio.Event()
         path = None
@@ -388,13 +393,22 @@ class App:
         """Make handled ids durable within 50 ms (and forget those out of the window)."""
         while True:
             await asyncio.sleep(0.05)
-            if self._handled is not None and self._handled.dirty:
-                try:
-                    self._handled.flush()
-                except Exception:
-                    # Kept pending: written at the next turn. Meanwhile a redelivered
-                    # event may run again after a crash (at least once).
-                    logger.exception("app %s: writing handled ids failed", self.name)
+            handled = self._handled
+            if handled is None or not handled.dirty:
+                continue
+            taken = handled.take()
+            if taken is None:
+                continue
+            # The SQLite write (and its checkpoints' fsyncs) off the event loop.
+            self._writing = asyncio.ensure_future(asyncio.to_thread(handled.write, taken))
+            try:
+                await asyncio.shield(self._writing)
+            except asyncio.CancelledError:
+                raise  # stopping: the write goes on, and is waited for before the close
+            except Exception:
+                # Kept pending: written at the next turn. Meanwhile a redelivered
+                # event may run again after a crash (at least once).
+                logger.exception("app %s: writing handled ids failed", self.name)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop gracefully: no new leases; in-flight handlers get ``timeout`` seconds
@@ -427,6 +441,9 @@ class App:
         logger.info("app %s stopped", self.name, extra={"app": self.name})
 
     async def _close_transport(self) -> None:
+        if self._writing is not None:
+            await asyncio.wait({self._writing})  # a write of handled ids still out
+            self._writing = None
         if self._handled is not None:
             self._handled.close()
             self._handled = None
@@ -506,6 +523,30 @@ class App:
             await transport.publish(envelope.topic, [envelope.event])
 
         await chain(self.middleware, last)(Envelope("publish", topic, ev, self.name))
+
+
+def _settle_collector() -> None:
+    """Once per process, as the first App with views starts: what is alive then (the
+    code, an embedded hub's core) is kept out of the cyclic collector's walks, and
+    the collector runs every 50,000 container objects made and still alive, not 700
+    (the thresholds ``tidings serve`` takes).
+
+    A view's processor holds a read of thousands of decoded events at a time, so
+    under the default thresholds they outlived the young collections, filled the
+    old generation and set off a full walk of the heap every read or two: on a
+    replay of a million events that was about half the processor's CPU time
+    (``docs/benchmarks.md``, the streams benchmark). Reference counting frees them
+    whatever the thresholds; the collector is there for cycles.
+    """
+    global _collector_settled
+    if _collector_settled:
+        return
+    _collector_settled = True
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    if young:  # 0: the collector is off, and stays so
+        gc.set_threshold(max(young, 50_000), max(middle, 20), max(old, 100))
 
 
 async def run_apps(apps: Sequence[App], *, signals: bool = True) -> None:

@@ -29,6 +29,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
+from tidings.app.handlers import BadPayload, Context, emitted
 from tidings.errors import TidingsError
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class WorkerPool:
         self.returned: list[Incoming] = []  # leased after stop(): handed back unhandled
         self._fetcher: asyncio.Task[None] | None = None
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for work
+        self._waking = 0  # workers woken that have not run yet
         self._room = asyncio.Event()
         self._room.set()
         self._finished = asyncio.Event()
@@ -90,8 +92,16 @@ class WorkerPool:
                 continue
             if batch:
                 self.settled.now_ms = self.clock.time_ms()
-                for msg in batch:
-                    self._queue(msg)
+                c._debug = logger.isEnabledFor(logging.DEBUG)
+                if self.stopping or self.spec.ordering == "key":
+                    for msg in batch:
+                        self._queue(msg)
+                else:  # _queue's steps for a whole batch, one wake per idle worker
+                    leased = self.leased
+                    for msg in batch:
+                        leased[msg.lease] = msg
+                    self.queue.extend(batch)
+                    self._wake_one()  # who takes an event wakes the next (see _worker)
                 if len(self.leased) >= self.limit:
                     self._room.clear()
 
@@ -117,6 +127,7 @@ class WorkerPool:
             waiter = self._idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._waking += 1
                 return
 
     def _wake_all(self) -> None:
@@ -124,20 +135,75 @@ class WorkerPool:
             self._wake_one()
 
     async def _worker(self) -> None:
-        handle = self.consumer._handle
+        c = self.consumer
+        # With middleware, Consumer._handle; without, its steps written out below.
+        handle = c._handle if c._consume_mw else None
+        spec = self.spec
+        func, decode, wants_ctx = spec.func, spec.decode, spec.wants_ctx
+        handled = c.handled
+        window, ids, pending = handled.window_ms, c._ids, c._pending
         loop = asyncio.get_running_loop()
+        queue, leased, settled = self.queue, self.leased, self.settled
+        by_key = spec.ordering == "key"
         while True:
-            while not self.queue or self.stopping:
+            while not queue or self.stopping:
                 if self.stopping:
                     return
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._idle.append(waiter)
                 await waiter
-            msg: Incoming | None = self.queue.popleft()
+                self._waking -= 1
+            msg: Incoming | None = queue.popleft()
+            if queue and not self._waking:
+                # More to do: another worker is woken to take the next while this
+                # one handles, one at a time: when handlers finish without waiting,
+                # this worker empties the queue and at most one wakes to nothing.
+                self._wake_one()
             while msg is not None:
-                await handle(msg, self.settled)
-                self._done(msg)
-                msg = self._next_of_key(msg)
+                if handle is not None:
+                    await handle(msg, settled)
+                else:
+                    # Consumer._handle without middleware, inline: no coroutine of
+                    # ours per event, only the handler's.
+                    ev = msg.event
+                    eid: str = ev.get("id") or ""
+                    remember = window > 0 and eid != ""
+                    at = ids.get(eid) if remember else None
+                    if at is not None and at >= settled.now_ms - window:
+                        settled.acks.append(msg.lease)  # handled before: acked, not run
+                    else:
+                        if at is not None:
+                            del ids[eid]  # re-inserted at the end, in time order
+                        ctx = None
+                        try:
+                            if wants_ctx:
+                                ctx = Context(c, msg)
+                                result = await func(decode(ev), ctx)
+                            else:
+                                result = await func(decode(ev))
+                            if result is not None:
+                                out = emitted(result, ev, msg.topic, spec.group, source=c.source)
+                                await c._publish_all(out, ctx or Context(c, msg))
+                        except BadPayload as exc:
+                            await c._dead_letter(msg, str(exc), None, settled)
+                        except Exception as exc:
+                            await c._failed(msg, exc, settled)
+                        else:
+                            if remember:
+                                ids[eid] = settled.now_ms
+                                if pending is not None:
+                                    pending.append(eid)
+                            c.handled_count += 1
+                            settled.acks.append(msg.lease)
+                            if c._debug:
+                                logger.debug("handled %s", eid, extra={
+                                    "topic": msg.topic, "group": spec.group, "event_id": eid})
+                # Done: room for the fetcher, acks for the acker.
+                leased.pop(msg.lease, None)
+                if len(leased) <= self.refill_at:
+                    self._room.set()
+                self._finished.set()
+                msg = self._next_of_key(msg) if by_key else None
 
     def _next_of_key(self, msg: Incoming) -> Incoming | None:
         if self.spec.ordering != "key":
@@ -150,12 +216,6 @@ class WorkerPool:
             return behind.popleft()
         self.waiting_keys.pop(key, None)
         return None
-
-    def _done(self, msg: Incoming) -> None:
-        self.leased.pop(msg.lease, None)
-        if len(self.leased) <= self.refill_at:
-            self._room.set()
-        self._finished.set()
 
     async def _ack_loop(self) -> None:
         while not self._acker_done:

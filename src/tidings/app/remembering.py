@@ -17,6 +17,8 @@ may run that handler once more, which at-least-once delivery allows.
 from __future__ import annotations
 
 import sqlite3
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from tidings.log.config import Clock
@@ -33,6 +35,15 @@ _SCHEMA = (
 _PRUNE_EVERY_MS = 60_000
 
 
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """Ids taken to be written: per group, when, and the age below which rows go."""
+
+    ids: dict[str, list[str]]
+    at: int
+    prune_before: int | None
+
+
 class HandledIds:
     """Per group, the ids handled within ``window_ms``; durable if given a ``path``."""
 
@@ -42,10 +53,13 @@ class HandledIds:
         self._groups: dict[str, dict[str, int]] = {}
         self._pending: dict[str, list[str]] = {}  # group -> ids since the last flush
         self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
         self._pruned_ms = clock.time_ms()
         if path is not None and window_ms > 0:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None)
+            # Written from a worker thread too (App writes off the event loop), one
+            # writer at a time under _lock.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
@@ -92,6 +106,13 @@ class HandledIds:
 
     def flush(self) -> None:
         """Commit the ids added since the last flush, and forget those out of the window."""
+        taken = self.take()
+        if taken is not None:
+            self.write(taken)
+
+    def take(self) -> _Taken | None:
+        """Forget the ids out of the window; take what is to be written (None: nothing).
+        In the event loop's thread, where the consumers add ids."""
         since = self.clock.time_ms() - self.window_ms
         forgot = False
         for ids in self._groups.values():
@@ -105,32 +126,45 @@ class HandledIds:
                 del ids[event_id]
             forgot = forgot or bool(expired)
         if self._db is None:
-            return
+            return None
         prune = forgot and since - self._pruned_ms >= _PRUNE_EVERY_MS
         if not (self.dirty or prune):
-            return
+            return None
         now = self.clock.time_ms()
-        rows = [(g, now, "\n".join(new)) for g, new in self._pending.items() if new]
         taken = {g: list(new) for g, new in self._pending.items() if new}
         for new in self._pending.values():
             new.clear()  # the same lists: consumers hold them
-        db = self._db
-        db.execute("BEGIN")
-        try:
-            db.executemany("INSERT INTO handled (grp, at, ids) VALUES (?, ?, ?)", rows)
-            if prune:
-                db.execute("DELETE FROM handled WHERE at < ?", (since,))
-        except BaseException:
-            db.execute("ROLLBACK")
-            for g, kept in taken.items():  # written next time
-                self._pending[g][:0] = kept
-            raise
-        db.execute("COMMIT")
         if prune:
             self._pruned_ms = since
+        return _Taken(taken, now, since if prune else None)
+
+    def write(self, taken: _Taken) -> None:
+        """Commit what :meth:`take` took; may run in another thread (one at a time). If it
+        fails, the ids are pending again (written next time) and the error is raised."""
+        rows = [(g, taken.at, "\n".join(new)) for g, new in taken.ids.items()]
+        with self._lock:
+            db = self._db
+            if db is None:
+                return
+            try:
+                db.execute("BEGIN")
+                db.executemany("INSERT INTO handled (grp, at, ids) VALUES (?, ?, ?)", rows)
+                if taken.prune_before is not None:
+                    db.execute("DELETE FROM handled WHERE at < ?", (taken.prune_before,))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                self.put_back(taken)
+                raise
+
+    def put_back(self, taken: _Taken) -> None:
+        for g, kept in taken.ids.items():  # written next time
+            self._pending.setdefault(g, [])[:0] = kept
 
     def close(self) -> None:
         if self._db is not None:
             self.flush()
-            self._db.close()
-            self._db = None
+            with self._lock:
+                self._db.close()
+                self._db = None

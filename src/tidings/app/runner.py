@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ from tidings.app.remembering import HandledIds
 from tidings.app.transport import GroupSpec, Incoming, Transport
 from tidings.errors import StaleLease, TidingsError
 from tidings.events.envelope import rfc3339_ms
+from tidings.log.config import SystemClock
 
 if TYPE_CHECKING:
     from tidings.app.handlers import Next
@@ -112,6 +114,9 @@ class Consumer:
         self._in_fetch = False
         self._pool: WorkerPool | None = None
         self._ids = handled.group(spec.group)
+        self._pending = handled.pending(spec.group)  # ids to be written, or None
+        # Read again at each batch: a log line per event only while DEBUG is on.
+        self._debug = logger.isEnabledFor(logging.DEBUG)
         self.handled_count = 0
         self.failed_count = 0
         self.dead_lettered = 0
@@ -138,6 +143,9 @@ class Consumer:
                 return
             await self._pool.run()
             return
+        if self.transport.remote:
+            await self._run_remote()
+            return
         spec = self.spec
         fetch = self.transport.fetch
         self._task = asyncio.current_task()
@@ -163,6 +171,72 @@ class Consumer:
                 await self._settle(_Settled(batch, 0))
             elif batch:
                 await self.process(batch)
+                # A hub in this process answers a fetch with events at once, without
+                # letting the loop run: one turn per batch for everything else on it
+                # (the handled ids' writer, other consumers, the hub's own timers).
+                await asyncio.sleep(0)
+
+    async def _run_remote(self) -> None:
+        """``concurrency=1`` over the network: the next batch is fetched while this one
+        is handled, and this one's acks go out while the hub answers that fetch.
+
+        Still one batch handled at a time, in order, each acked only once all its
+        handlers are done, one settle out at a time. A poll out when stop() comes
+        is let finish (given up, it would go on in the hub and lease events to no
+        one until their ``ack_wait`` ran out), and what it brings is handed back."""
+        loop = asyncio.get_running_loop()
+        fetching: asyncio.Task[tuple[list[Incoming], int]] | None = None
+        settling: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping:
+                if fetching is None:
+                    fetching = loop.create_task(self._fetch_timed())
+                try:
+                    batch, fetched_ms = await fetching
+                except TidingsError as exc:
+                    spec = self.spec
+                    logger.warning(
+                        "fetch failed: %s", exc.detail,
+                        extra={"topic": spec.topic, "group": spec.group},
+                    )
+                    await asyncio.sleep(_RETRY_PAUSE_S)
+                    continue
+                finally:
+                    fetching = None
+                if not batch:
+                    continue
+                if self._stopping:  # a poll let finish after stop(): hand it back
+                    settled = _Settled(batch, 0)
+                else:
+                    fetching = loop.create_task(self._fetch_timed())
+                    settled = await self._run_batch(batch, fetched_ms)
+                if settling is not None:
+                    await settling
+                settling = loop.create_task(self._settle(settled))
+        finally:
+            if fetching is not None:
+                await self._hand_back_fetch(fetching)
+            if settling is not None:
+                # Not cancelled with this task: its acks go out, or fail and the
+                # events come again.
+                await asyncio.shield(settling)
+
+    async def _fetch_timed(self) -> tuple[list[Incoming], int]:
+        """A fetch, and when it was answered (its leases' ``ack_wait`` runs from then)."""
+        spec = self.spec
+        batch = await self.transport.fetch(spec.topic, spec.group, self.fetch_max, self.poll_wait)
+        return batch, self.transport.clock.time_ms()
+
+    async def _hand_back_fetch(self, fetching: asyncio.Task[tuple[list[Incoming], int]]) -> None:
+        """Let a fetch out to the hub finish (within ``poll_wait``), and hand back what it
+        leased."""
+        await asyncio.wait({fetching}, timeout=self.poll_wait + 5)
+        if not fetching.done():
+            fetching.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TidingsError):
+            batch, _ = await fetching
+            if batch:
+                await self._settle(_Settled(batch, 0))
 
     def stop(self) -> None:
         """Take no new leases: a fetch waiting for events in this process is given up;
@@ -174,14 +248,22 @@ class Consumer:
             self._task.cancel()
 
     async def process(self, batch: list[Incoming]) -> None:
-        """Handle one batch in order (``concurrency=1``), then settle it.
+        """Handle one batch in order (``concurrency=1``), then settle it."""
+        await self._settle(await self._run_batch(batch))
+
+    async def _run_batch(self, batch: list[Incoming], now_ms: int | None = None) -> _Settled:
+        """Handle one batch in order; what it came to, to be settled.
 
         The batch's leases were taken together: once half their ``ack_wait`` has gone,
         what is done is settled and the events not yet started are handed back, to be
         fetched again with fresh leases, rather than handled after their leases ran
-        out (when the hub may already have given them to another consumer)."""
+        out (when the hub may already have given them to another consumer); ``now_ms``
+        is when they were leased, by default now. Also
+        when cut short (the shutdown deadline cancels the handler), what finished
+        is settled: the caller's ``finally`` is this one's."""
         clock = self.transport.clock
-        settled = _Settled(batch, clock.time_ms())
+        self._debug = logger.isEnabledFor(logging.DEBUG)
+        settled = _Settled(batch, clock.time_ms() if now_ms is None else now_ms)
         deadline = settled.now_ms + round(self.spec.ack_wait * 500)
         try:
             if self._consume_mw:
@@ -192,10 +274,12 @@ class Consumer:
                     await handle(msg, settled)
             else:
                 await self._handle_inline(batch, settled, deadline)
-        finally:
-            # Also when cut short at the shutdown deadline: what finished is acked,
-            # what did not is handed back for redelivery.
-            await self._settle(settled)
+        except BaseException:
+            # Cut short at the shutdown deadline: what finished is acked, what did
+            # not is handed back for redelivery.
+            await asyncio.shield(self._settle(settled))
+            raise
+        return settled
 
     async def _settle(self, settled: _Settled) -> None:
         """Acks first, then delayed nacks, then what was not handled goes back; each
@@ -235,41 +319,50 @@ class Consumer:
     # -- one event -----------------------------------------------------------------------
 
     async def _handle(self, msg: Incoming, settled: _Settled) -> None:
+        # One event, as the workers of a pool run it: the idempotency memory's steps
+        # and the Context are written out here, not called (this runs per event).
         spec = self.spec
         ev = msg.event
         eid: str = ev.get("id") or ""
         handled = self.handled
-        remember = handled.enabled and bool(eid)
-        if remember and handled.seen(self._ids, eid, settled.now_ms):
-            settled.acks.append(msg.lease)
-            return
+        remember = handled.window_ms > 0 and eid != ""
+        if remember:
+            ids = self._ids
+            at = ids.get(eid)
+            if at is not None:
+                if at >= settled.now_ms - handled.window_ms:
+                    settled.acks.append(msg.lease)
+                    return
+                del ids[eid]  # re-inserted at the end: the dict stays in time order
         ctx = None
         try:
             if self._consume_mw:
-                ctx = self._context(msg)
+                ctx = Context(self, msg)
                 call = chain(self._consume_mw, self._call_handler)
                 result = await call(
                     Envelope("consume", msg.topic, ev, self.app_name, spec.group, ctx)
                 )
             elif spec.wants_ctx:
-                ctx = self._context(msg)
+                ctx = Context(self, msg)
                 result = await spec.func(spec.decode(ev), ctx)
             else:
                 result = await spec.func(spec.decode(ev))
             if result is not None:
                 out = emitted(result, ev, msg.topic, spec.group, source=self.source)
-                await self._publish_all(out, ctx or self._context(msg))
+                await self._publish_all(out, ctx or Context(self, msg))
         except BadPayload as exc:
             await self._dead_letter(msg, str(exc), None, settled)
             return
         except Exception as exc:
             await self._failed(msg, exc, settled)
             return
-        if remember:
-            handled.add(spec.group, self._ids, eid, settled.now_ms)
+        if remember:  # HandledIds.add, inline (an old entry was taken out above)
+            self._ids[eid] = settled.now_ms
+            if self._pending is not None:
+                self._pending.append(eid)
         self.handled_count += 1
         settled.acks.append(msg.lease)
-        if logger.isEnabledFor(logging.DEBUG):
+        if self._debug:
             logger.debug(
                 "handled %s", eid, extra={"topic": msg.topic, "group": spec.group, "event_id": eid}
             )
@@ -289,7 +382,13 @@ class Consumer:
         pending = handled.pending(group)
         window_start = now - handled.window_ms
         acks = settled.acks
-        time_ms = self.transport.clock.time_ms
+        # The deadline is checked before each event: on the system clock in
+        # nanoseconds, read without a call of ours around it.
+        clock = self.transport.clock
+        if type(clock) is SystemClock:
+            read_clock, limit = time.time_ns, deadline_ms * 1_000_000
+        else:
+            read_clock, limit = clock.time_ms, deadline_ms
         waiting: list[tuple[Incoming, str, Awaitable[None]]] = []
         waiting_ids: set[str] = set()
         done = 0
@@ -315,18 +414,21 @@ class Consumer:
             return ok
 
         for msg in batch:
-            if time_ms() > deadline_ms:
+            if read_clock() > limit:
                 break  # the rest is handed back (see process)
             ev = msg.event
             eid: str = ev.get("id") or ""
             remember = enabled and eid != ""
+            at = None
             if remember:
                 if eid in waiting_ids:  # the same event twice in a batch: the first counts
                     done += await finish()
                 at = ids.get(eid)
-                if at is not None and at >= window_start:
-                    acks.append(msg.lease)
-                    continue
+                if at is not None:
+                    if at >= window_start:
+                        acks.append(msg.lease)
+                        continue
+                    del ids[eid]  # re-inserted at the end: the dict stays in time order
             try:
                 if wants_ctx:
                     result = await func(decode(ev), Context(self, msg))
@@ -345,8 +447,7 @@ class Consumer:
             except Exception as exc:
                 await self._failed(msg, exc, settled)
                 continue
-            if remember:  # HandledIds.add, inline
-                ids.pop(eid, None)
+            if remember:  # HandledIds.add, inline (an old entry was taken out above)
                 ids[eid] = now
                 if pending is not None:
                     pending.append(eid)

@@ -206,14 +206,13 @@ def parse_hub_url(url: object) -> tuple[Literal["http", "embedded"], str]:
     Answers the kind and, for ``http``, the node URLs joined by commas."""
     if isinstance(url, str) and not url:
         raise ValueError(f"hub must be a URL string, not {url!r}")
+    if isinstance(url, str) and url.startswith("embedded:"):
+        # A data directory's path may hold a comma: it names one directory, never nodes.
+        path = url[len("embedded:") :]
+        if not path:
+            raise ValueError("hub 'embedded:' needs a data directory: embedded:./tidings-data")
+        return "embedded", path
     if isinstance(url, str) and "," not in url:
-        if url.startswith("embedded:"):
-            path = url[len("embedded:") :]
-            if not path:
-                raise ValueError(
-                    "hub 'embedded:' needs a data directory: embedded:./tidings-data"
-                )
-            return "embedded", path
         if url.startswith("nats://"):
             raise ValueError(f"hub {url!r}: the NATS JetStream backend is not available yet")
         if not url.startswith(("http://", "https://")):
@@ -410,10 +409,14 @@ class CoreTransport:
 
     async def fetch(self, topic: str, group: str, max: int, wait: float) -> list[Incoming]:
         got = await self.hub.fetch(topic, group, max, wait)
-        loads = orjson.loads
+        if not got:
+            return []
+        # One parse for the batch (each stored payload is one JSON object): cheaper
+        # than one call per event.
+        events = orjson.loads(b"[" + b",".join([d.payload for d in got]) + b"]")
         return [
-            Incoming(topic, d.partition, d.offset, d.lease, d.deliveries, loads(d.payload))
-            for d in got
+            Incoming(topic, d.partition, d.offset, d.lease, d.deliveries, ev)
+            for d, ev in zip(got, events, strict=True)
         ]
 
     async def ack(self, topic: str, group: str, leases: Sequence[str]) -> None:

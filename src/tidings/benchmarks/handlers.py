@@ -4,12 +4,18 @@ Both consume the same ``--events`` events of one topic, each through a new
 consumer group that starts at the earliest offset, in the same run::
 
     over a running hub (python -m tidings serve, a process of its own)
-      ceiling   fetch(max=--batch) then one ack per batch, over the SDK's HTTP client
-                (the framework's HttpTransport: records kept as dicts)
+      ceiling   fetch(max=--batch), then the batch's one ack sent while the next
+                fetch goes out, over the SDK's HTTP client; the answer's leases
+                taken from the parsed JSON, nothing else made per record
       ours      App("bench", hub="http://…", fetch_max=--batch): @app.on a no-op handler
     embedded (the hub's core in this process, on a data directory)
-      ceiling   Hub.fetch(max=--batch) then one Hub.ack per batch, on the core
+      ceiling   Hub.fetch(max=--batch) then one Hub.ack per batch, on the core, the
+                stored events left undecoded
       ours      App("bench", hub="embedded:DIR", fetch_max=--batch): the same no-op handler
+
+Each ``--concurrency`` given (1 and 8 by default) is measured on its own, with
+its own ceiling measured in the same rounds; both loops run on uvloop, in one
+process, with the same garbage-collector settings.
 
 Two shapes of handler, each its own case:
 
@@ -47,10 +53,11 @@ from rich.table import Table
 
 from tidings.app.app import App
 from tidings.app.handlers import Context
-from tidings.app.transport import EmbeddedTransport, HttpTransport
+from tidings.app.transport import EmbeddedTransport
 from tidings.benchmarks.processes import BenchmarkFailed, free_port, scratch_dir, serve_process
 from tidings.client.async_client import AsyncClient
-from tidings.errors import TidingsError
+from tidings.client.groups import group_path
+from tidings.errors import NotFound, ServerBusy, TidingsError
 
 TOPIC = "bench.orders"
 _DEADLINE_S = 300.0  # no measurement may take longer
@@ -95,7 +102,7 @@ SHAPES = ("model+ctx", "dict")
 
 
 def _noop_app(
-    name: str, hub: str, opts: argparse.Namespace, shape: str
+    name: str, hub: str, opts: argparse.Namespace, shape: str, concurrency: int
 ) -> tuple[App, asyncio.Event, list[int]]:
     app = App(name, hub=hub, fetch_max=opts.batch, poll_wait=1.0)
     want = opts.events
@@ -104,7 +111,7 @@ def _noop_app(
 
     if shape == "dict":
 
-        @app.on(TOPIC, concurrency=opts.concurrency)
+        @app.on(TOPIC, concurrency=concurrency)
         async def noop(data: dict[str, Any]) -> None:
             seen[0] += 1
             if seen[0] >= want:
@@ -112,7 +119,7 @@ def _noop_app(
 
     else:
 
-        @app.on(TOPIC, concurrency=opts.concurrency)
+        @app.on(TOPIC, concurrency=concurrency)
         async def handle(order: OrderPlaced, ctx: Context) -> None:
             seen[0] += 1
             if seen[0] >= want:
@@ -121,8 +128,10 @@ def _noop_app(
     return app, done, seen
 
 
-async def _ours(name: str, hub: str, opts: argparse.Namespace, shape: str) -> Rate:
-    app, done, seen = _noop_app(name, hub, opts, shape)
+async def _ours(
+    name: str, hub: str, opts: argparse.Namespace, shape: str, concurrency: int
+) -> Rate:
+    app, done, seen = _noop_app(name, hub, opts, shape, concurrency)
     await app.start()  # as the bare loops, timed once the group exists
     start = _now()
     try:
@@ -134,28 +143,32 @@ async def _ours(name: str, hub: str, opts: argparse.Namespace, shape: str) -> Ra
 
 
 async def _bare_http(url: str, group: str, batch: int, want: int) -> Rate:
+    """The fastest bare consumer measured over HTTP: a batch's ack goes out together
+    with the next fetch (the hub answers one while the client reads the other);
+    one ack at a time, each batch acked only once it was received whole."""
     async with AsyncClient(url, timeout=60) as client:
         await client.create_group(TOPIC, group, start="earliest")
-    # The framework's own transport, without the framework: records as dicts.
-    transport = HttpTransport(url)
-    try:
-        return await _bare_loop(transport, group, batch, want)
-    finally:
-        await transport.close()
-
-
-async def _bare_loop(transport: HttpTransport, group: str, batch: int, want: int) -> Rate:
-    got = 0
-    start = _now()
-    end = start + _DEADLINE_S
-    while got < want:
-        if _now() > end:
-            raise BenchmarkFailed(f"the bare HTTP loop got {got} of {want} events")
-        deliveries = await transport.fetch(TOPIC, group, batch, 1.0)
-        if deliveries:
-            await transport.ack(TOPIC, group, [d.lease for d in deliveries])
-            got += len(deliveries)
-    return Rate(got, _now() - start)
+        path = group_path(TOPIC, group)
+        call = client._call
+        body = {"max": batch, "wait": 1.0}
+        got = 0
+        acking: asyncio.Future[Any] | None = None
+        start = _now()
+        end = start + _DEADLINE_S
+        while got < want:
+            if _now() > end:
+                raise BenchmarkFailed(f"the bare HTTP loop got {got} of {want} events")
+            records = (await call("POST", path + "/fetch", body, wait=1.0))["records"]
+            if acking is not None:
+                await acking
+                acking = None
+            if records:
+                leases = {"leases": [r["lease"] for r in records]}
+                acking = asyncio.ensure_future(call("POST", path + "/ack", leases))
+                got += len(records)
+        if acking is not None:
+            await acking
+        return Rate(got, _now() - start)
 
 
 async def _bare_core(transport: EmbeddedTransport, group: str, batch: int, want: int) -> Rate:
@@ -180,7 +193,11 @@ Round = dict[str, Rate]  # "bare" and each shape -> its rate
 
 
 async def _round(
-    r: int, bare: Callable[[str], Awaitable[Rate]], hub: str, opts: argparse.Namespace
+    r: int,
+    bare: Callable[[str], Awaitable[Rate]],
+    hub: str,
+    opts: argparse.Namespace,
+    concurrency: int,
 ) -> Round:
     """The bare loop and each shape once; the order turns each round, so that drift of
     a shared machine hits every case alike."""
@@ -188,61 +205,88 @@ async def _round(
     turn = r % len(names)
     out: Round = {}
     for name in names[turn:] + names[:turn]:
+        group = f"{name.replace('+', '-')}-c{concurrency}-{r}"
         if name == "bare":
-            out[name] = await bare(f"bare-{r}")
+            out[name] = await bare(group)
         else:
-            out[name] = await _ours(f"{name.replace('+', '-')}-{r}", hub, opts, name)
+            out[name] = await _ours(group, hub, opts, name, concurrency)
     return out
 
 
-def _log_round(err: Console, where: str, r: int, rates: Round) -> None:
-    figures = ", ".join(f"{k} {v.per_s:,.0f}/s" for k, v in rates.items())
-    err.log(f"{where} round {r + 1}: {figures}")
+async def _rounds(
+    where: str,
+    bare: Callable[[str], Awaitable[Rate]],
+    hub: str,
+    opts: argparse.Namespace,
+    err: Console,
+) -> dict[int, list[Round]]:
+    """Every round of each concurrency, the ceiling measured in each."""
+    out: dict[int, list[Round]] = {}
+    for c in opts.concurrency:
+        rounds = out[c] = []
+        for r in range(opts.rounds):
+            rates = await _round(r, bare, hub, opts, c)
+            figures = ", ".join(f"{k} {v.per_s:,.0f}/s" for k, v in rates.items())
+            err.log(f"{where} concurrency {c} round {r + 1}: {figures}")
+            rounds.append(rates)
+    return out
 
 
-async def run_http(opts: argparse.Namespace, root: Path, err: Console) -> list[Round]:
+async def _indexed(client: AsyncClient, last_id: str) -> None:
+    """Wait until the hub has indexed the last event published (it indexes in the
+    background): no case is measured against that work."""
+    end = _now() + _DEADLINE_S
+    while True:
+        try:
+            await client.get_event(last_id)
+            return
+        except (NotFound, ServerBusy):
+            if _now() > end:
+                raise BenchmarkFailed("the hub did not index the published events") from None
+            await asyncio.sleep(0.2)
+
+
+async def run_http(
+    opts: argparse.Namespace, root: Path, err: Console
+) -> dict[int, list[Round]]:
     port = free_port()
     argv = [
         sys.executable, "-m", "tidings", "serve", "--port", str(port),
         "--data-dir", str(root / "hub"), "--fsync", "interval:5", "--log-level", "warning",
     ]  # fmt: skip
-    rounds: list[Round] = []
     with serve_process("hub", argv, port, root) as url:
         async with AsyncClient(url, timeout=60) as client:
             events = _events(opts.events)
             for i in range(0, len(events), 1000):
-                await client.publish_many(TOPIC, events[i : i + 1000])
+                answer = await client.publish_many(TOPIC, events[i : i + 1000])
+            await _indexed(client, answer[-1]["id"])
 
-            async def bare(group: str) -> Rate:
-                return await _bare_http(url, group, opts.batch, opts.events)
+        async def bare(group: str) -> Rate:
+            return await _bare_http(url, group, opts.batch, opts.events)
 
-            for r in range(opts.rounds):
-                rates = await _round(r, bare, url, opts)
-                _log_round(err, "http", r, rates)
-                rounds.append(rates)
-    return rounds
+        return await _rounds("http", bare, url, opts, err)
 
 
-async def run_embedded(opts: argparse.Namespace, root: Path, err: Console) -> list[Round]:
+async def run_embedded(
+    opts: argparse.Namespace, root: Path, err: Console
+) -> dict[int, list[Round]]:
     data_dir = root / "embedded"
     transport = EmbeddedTransport(data_dir)
     await transport.open()  # the apps below share this core: one per directory
-    rounds: list[Round] = []
     try:
         events = _events(opts.events)
         for i in range(0, len(events), 1000):  # as over HTTP: one log batch per 1000
             await transport.publish(TOPIC, events[i : i + 1000])
+        # The hub indexes what was published in the background: measured after that.
+        if not await transport.hub.index.settle(timeout=_DEADLINE_S):
+            raise BenchmarkFailed("the hub did not index the published events in time")
 
         async def bare(group: str) -> Rate:
             return await _bare_core(transport, group, opts.batch, opts.events)
 
-        for r in range(opts.rounds):
-            rates = await _round(r, bare, f"embedded:{data_dir}", opts)
-            _log_round(err, "embedded", r, rates)
-            rounds.append(rates)
+        return await _rounds("embedded", bare, f"embedded:{data_dir}", opts, err)
     finally:
         await transport.close()
-    return rounds
 
 
 def _summary(rounds: list[Round]) -> dict[str, Any]:
@@ -271,7 +315,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=4, help="rounds per case (ceiling and ours)")
     p.add_argument("--only", choices=["http", "embedded"], help="run one case")
     p.add_argument(
-        "--concurrency", type=int, default=1, help="the handler's concurrency (ours only)"
+        "--concurrency",
+        default="1,8",
+        help="the handlers' concurrency, comma-separated: each measured on its own, "
+        "beside its own ceiling (default 1,8)",
     )
     p.add_argument(
         "--shapes",
@@ -287,8 +334,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--events must be from 1000 to 2000000")
     if not 1 <= opts.batch <= 10_000 or not 1 <= opts.rounds <= 10:
         p.error("--batch must be from 1 to 10000 and --rounds from 1 to 10")
-    if not 1 <= opts.concurrency <= 1000:
-        p.error("--concurrency must be from 1 to 1000")
+    try:
+        levels = [int(x) for x in opts.concurrency.split(",") if x.strip()]
+    except ValueError:
+        levels = []
+    if not levels or not all(1 <= c <= 1000 for c in levels) or len(set(levels)) != len(levels):
+        p.error("--concurrency takes integers from 1 to 1000, comma-separated, each once")
+    opts.concurrency = levels
     shapes = [x.strip() for x in opts.shapes.split(",") if x.strip()]
     unknown = [x for x in shapes if x not in SHAPES]
     if not shapes or unknown or len(set(shapes)) != len(shapes):
@@ -300,9 +352,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def run_cases(opts: argparse.Namespace, root: Path, err: Console) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if opts.only in (None, "http"):
-        out["http"] = _summary(await run_http(opts, root, err))
+        got = await run_http(opts, root, err)
+        out["http"] = {str(c): _summary(rounds) for c, rounds in got.items()}
     if opts.only in (None, "embedded"):
-        out["embedded"] = _summary(await run_embedded(opts, root, err))
+        got = await run_embedded(opts, root, err)
+        out["embedded"] = {str(c): _summary(rounds) for c, rounds in got.items()}
     return out
 
 
@@ -334,28 +388,31 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     table = Table(
         box=box.SIMPLE_HEAD,
-        title=f"no-op handlers, {opts.events:,} events a round, concurrency {opts.concurrency}",
-        caption="bare: fetch then one ack per batch, no framework. model+ctx: "
-        "async def h(event: OrderPlaced, ctx: Context), the README's shape. "
-        "dict: async def h(data: dict), no Context.",
+        title=f"no-op handlers, {opts.events:,} events a round",
+        caption="bare: fetch, the batch's ack sent with the next fetch, no framework "
+        "(embedded: fetch then ack on the core). model+ctx: async def h(event: "
+        "OrderPlaced, ctx: Context), the README's shape. dict: async def h(data: dict), "
+        "no Context. Each concurrency beside its own ceiling.",
         caption_justify="left",
     )
     table.add_column("hub")
+    table.add_column("concurrency", justify="right")
     table.add_column("round", justify="right")
     table.add_column("bare fetch/ack, events/s", justify="right")
     for name in opts.shapes:
         table.add_column(f"App {name}, events/s", justify="right")
         table.add_column("/ bare", justify="right")
-    for hub_name, case in cases.items():
-        for i, r in enumerate(case["rounds"], 1):
-            row = [hub_name, str(i), f"{r['bare']:,}"]
+    for hub_name, levels in cases.items():
+        for c, case in levels.items():
+            for i, r in enumerate(case["rounds"], 1):
+                row = [hub_name, c, str(i), f"{r['bare']:,}"]
+                for name in opts.shapes:
+                    row += [f"{r[name]:,}", f"{r[name] / r['bare']:.2f}x"]
+                table.add_row(*row)
+            row = [hub_name, c, "all", f"{case['bare_per_s']:,}"]
             for name in opts.shapes:
-                row += [f"{r[name]:,}", f"{r[name] / r['bare']:.2f}x"]
-            table.add_row(*row)
-        row = [hub_name, "all", f"{case['bare_per_s']:,}"]
-        for name in opts.shapes:
-            row += [f"{case[name]['per_s']:,}", f"[bold]{case[name]['ratio']:.2f}x[/bold]"]
-        table.add_row(*row)
+                row += [f"{case[name]['per_s']:,}", f"[bold]{case[name]['ratio']:.2f}x[/bold]"]
+            table.add_row(*row, end_section=True)
     Console().print(table)
     return 0
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import os
 import shutil
 import sys
 import time
@@ -91,6 +92,8 @@ class Case:
     seconds: float = 0.0
     peak_rss_kib: int = 0
     other_rss: dict[str, int] = field(default_factory=dict)  # other processes it needs
+    cpu_seconds: float = 0.0  # of its process (every thread) over the timed part
+    other_cpu: dict[str, float] = field(default_factory=dict)  # other processes, meanwhile
     late: int = 0
     against: str = ""  # which of the reference's windows it is compared with
     verdict: Verdict | None = None
@@ -101,6 +104,11 @@ class Case:
     @property
     def per_s(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_total(self) -> float:
+        """CPU seconds of every process it took."""
+        return self.cpu_seconds + sum(self.other_cpu.values())
 
 
 def _child(name: str, module: str, args: list[str], root: Path) -> dict[str, Any]:
@@ -115,6 +123,7 @@ def _judge(case: Case, result: dict[str, Any], want: dict[Any, int], ref: Refere
     case.events = int(result["events"])
     case.seconds = float(result["seconds"])
     case.peak_rss_kib = int(result["peak_rss_kib"])
+    case.cpu_seconds = float(result.get("cpu_seconds", 0.0))
     case.late = int(result["late"])
     case.verdict = compare(windows_from_json(result["windows"]), want)
     case.late_ok = case.late == ref.late
@@ -208,9 +217,13 @@ async def _replay(
     with server_process("hub-replay", _serve_argv(data, port), port, root) as (url, pid):
         await streams_ours.ready(url)
         ready_kib = peak_rss_kib(pid)
+        hub_cpu = cpu_seconds(pid)
         result = _child(
             "ours-serve", "tidings.benchmarks.streams_ours", ["--hub", url, *args], root
         )
+        # From the App's start to its end and beyond (reading the results back): an
+        # upper bound of the hub's part in the replay.
+        case.other_cpu["hub process"] = cpu_seconds(pid) - hub_cpu
         case.other_rss["hub process"] = peak_rss_kib(pid)
     case = _judge(case, result, _ours_want(result, ref), ref)
     case.detail += f"; the hub process's high-water mark once ready: {ready_kib / 1024:,.0f} MB"
@@ -269,8 +282,25 @@ async def run(opts: argparse.Namespace, root: Path, err: Console) -> dict[str, A
         "late": ref.late,
         "settle_s": opts.settle,
         "anchor_per_s": _anchor_per_s(cases),
+        "anchor_cpu_us_per_event": _us(_anchor_cpu_per_event(cases)),
         "cases": [_case_json(c) for c in cases],
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system, every thread) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # after the command's ")": state is field 3; utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _anchor_cpu_per_event(cases: list[Case]) -> float | None:
+    """Bytewax's CPU seconds per event over its deterministic runs together."""
+    runs = [c for c in cases if c.kind == "anchor" and not c.skipped and "constant" in c.name]
+    events = sum(c.events for c in runs)
+    return sum(c.cpu_total for c in runs) / events if events and all(
+        c.cpu_seconds for c in runs
+    ) else None
 
 
 def _anchor_per_s(cases: list[Case]) -> int | None:
@@ -290,6 +320,9 @@ def _case_json(c: Case) -> dict[str, Any]:
         "per_s": round(c.per_s),
         "peak_rss_mb": round(c.peak_rss_kib / 1024, 1),
         "other_rss_mb": {k: round(v / 1024, 1) for k, v in c.other_rss.items()},
+        "cpu_seconds": round(c.cpu_seconds, 3),
+        "other_cpu_seconds": {k: round(v, 3) for k, v in c.other_cpu.items()},
+        "cpu_us_per_event": _us(c.cpu_total / c.events if c.events else None),
         "against": c.against,
         "equal": c.verdict.equal if c.verdict else None,
         "windows": c.verdict.windows if c.verdict else 0,
@@ -300,6 +333,10 @@ def _case_json(c: Case) -> dict[str, Any]:
     if c.detail:
         out["detail"] = c.detail
     return out
+
+
+def _us(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e6, 2)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -382,19 +419,23 @@ def print_table(result: dict[str, Any], opts: argparse.Namespace) -> None:
         f"{w.keys:,} keys, {result['windows']:,} windows"
     )
     table = Table(box=box.SIMPLE_HEAD, title=title)
-    for col in ("", "engine", "events/s", "seconds", "peak RSS, MB", "= reference"):
-        table.add_column(col, justify="right" if col in ("events/s", "seconds") else "left")
+    numbers = ("events/s", "seconds", "CPU µs/event")
+    for col in ("", "engine", *numbers, "peak RSS, MB", "= reference"):
+        table.add_column(col, justify="right" if col in numbers else "left")
     notes = []
     for c in result["cases"]:
         if "skipped" in c:
-            table.add_row(c["kind"], c["name"], "-", "-", "-", "skipped")
+            table.add_row(c["kind"], c["name"], "-", "-", "-", "-", "skipped")
             notes.append(f"{c['kind']}, {c['name']}: skipped: {c['skipped']}")
             continue
         rss = f"{c['peak_rss_mb']:,.0f}" + "".join(
             f" + {name} {mb:,.0f}" for name, mb in c["other_rss_mb"].items()
         )
         same = "yes" if c["equal"] and c["late_equal"] else "NO"
-        table.add_row(c["kind"], c["name"], f"{c['per_s']:,}", f"{c['seconds']:.2f}", rss, same)
+        cpu = "-" if c["cpu_us_per_event"] is None else f"{c['cpu_us_per_event']:.2f}"
+        table.add_row(
+            c["kind"], c["name"], f"{c['per_s']:,}", f"{c['seconds']:.2f}", cpu, rss, same
+        )
         late = f"{c['late']:,} late" + (
             " (as the reference)" if c["late_equal"] else f" (the reference: {result['late']:,})"
         )
@@ -413,6 +454,12 @@ def print_table(result: dict[str, Any], opts: argparse.Namespace) -> None:
                 f"together: {result['anchor_per_s']:,}) with results equal to the reference: "
                 f"{verdict} ({ratio:.2f}x)"
             )
+            anchor_cpu, cpu = result.get("anchor_cpu_us_per_event"), c.get("cpu_us_per_event")
+            if anchor_cpu and cpu:
+                console.print(
+                    f"  CPU time per event (every process it took): {cpu:.2f} µs, Bytewax's "
+                    f"{anchor_cpu:.2f} µs: Bytewax took {anchor_cpu / cpu:.2f}x as much"
+                )
 
 
 def main(argv: list[str] | None = None) -> int:

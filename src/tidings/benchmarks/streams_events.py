@@ -287,12 +287,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--size-ms must be at least 1 and --grace-ms at least 0")
     if not opts.events.is_file():
         p.error(f"no events file at {opts.events}")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     ref = reference(read_jsonl(opts.events), opts.size_ms, opts.grace_ms)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     result = {
         "events": sum(ref.counts.values()) + ref.late,
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "peak_rss_kib": peak_rss_kib(),
         "windows": windows_to_json(ref.counts),
         "closed": windows_to_json(ref.closed()),

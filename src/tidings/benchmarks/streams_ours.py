@@ -196,7 +196,7 @@ async def run_app(opts: argparse.Namespace) -> dict[str, Any]:
     # the log), untimed; the App shares it (a directory is opened once per process).
     await watch.open()
     opened, open_peak = time.perf_counter() - t0, _peak_kib()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await app.start()
     try:
         proc = app.processors[0]
@@ -210,6 +210,7 @@ async def run_app(opts: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"the window view did not finish in {_DEADLINE_S:g} s")
             await asyncio.sleep(_POLL_S)
         seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         peak = _peak_kib()  # before the results are read back
         commits = proc.commits
         await app.stop()
@@ -220,6 +221,7 @@ async def run_app(opts: argparse.Namespace) -> dict[str, Any]:
         await watch.close()
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "windows": windows,
         "late": late,
         "peak_rss_kib": peak,
@@ -249,7 +251,7 @@ async def run_engine(opts: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     await t.open()
     opened, open_peak = time.perf_counter() - t0, _peak_kib()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         op = window_operator(VIEW, [TOPIC], _window_spec(opts), _key, Count(), emit="final")
         windows: dict[tuple[str, int], int] = {}
@@ -267,13 +269,14 @@ async def run_engine(opts: argparse.Namespace) -> dict[str, Any]:
             _add(windows, out.results)
             late += len(out.late)
             at = format_token(batch.next)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         peak = _peak_kib()
     finally:
         await t.close()
     detail = f"{reads} reads" + _opened(opts.hub, opened, open_peak)
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "windows": windows,
         "late": late,
         "peak_rss_kib": peak,

@@ -26,15 +26,19 @@ def bench_handlers(
     events: Annotated[int, typer.Option(min=1000, help="Events per measurement")] = 200_000,
     rounds: Annotated[int, typer.Option(min=1, max=10, help="Rounds per case")] = 4,
     concurrency: Annotated[
-        int, typer.Option(min=1, max=1000, help="The handlers' concurrency")
-    ] = 1,
+        str,
+        typer.Option(
+            help="The handlers' concurrency, comma-separated: each measured beside its "
+            "own ceiling"
+        ),
+    ] = "1,8",
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """No-op handler apps (the README's shape with a model and ctx, and a bare dict) beside
     the bare group fetch/ack loop, over HTTP and embedded."""
     from tidings.benchmarks.handlers import main as bench_main
 
-    argv = ["--events", str(events), "--rounds", str(rounds), "--concurrency", str(concurrency)]
+    argv = ["--events", str(events), "--rounds", str(rounds), "--concurrency", concurrency]
     raise typer.Exit(bench_main(argv + (["--json"] if json_out else [])))
 
 

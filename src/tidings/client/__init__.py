@@ -12,6 +12,7 @@ protocol. Imported by the App framework's HTTP transport and the CLI.
 from tidings.client.async_client import DEFAULT_URL, AsyncClient
 from tidings.client.batching import PublishBatcher
 from tidings.client.live import LiveSubscription, Reconnect
+from tidings.client.nodes import HubNodes
 from tidings.client.receiving import AsyncConsumer, AsyncMessage, AsyncSubscription, Delivery
 from tidings.client.sync_client import Client, Consumer, Message, Subscription
 
@@ -24,6 +25,7 @@ __all__ = [
     "Client",
     "Consumer",
     "Delivery",
+    "HubNodes",
     "LiveSubscription",
     "Message",
     "PublishBatcher",

@@ -17,7 +17,6 @@ several, binary mode on request
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
@@ -29,14 +28,13 @@ import orjson
 from tidings.client.batching import PublishBatcher
 from tidings.client.groups import AsyncGroupCalls, Leases, Seek
 from tidings.client.live import LiveStart, LiveSubscription
-from tidings.client.nodes import FAILOVER_STATUSES, HubNodes, HubUrls, Reconnect
-from tidings.client.problems import error_from_response
+from tidings.client.nodes import HubNodes, HubUrls, Reconnect
 from tidings.client.receiving import AsyncConsumer, AsyncSubscription
 from tidings.client.schemas import AsyncSchemaCalls
+from tidings.client.sending import NodeRequests
 from tidings.client.topics import AsyncTopicCalls, topic_path
 from tidings.client.views import AsyncViewCalls
 from tidings.client.webhooks import AsyncWebhookCalls
-from tidings.errors import TidingsError
 from tidings.events.envelope import Event, Record, new_event_id
 from tidings.events.http import to_binary
 
@@ -66,7 +64,12 @@ Types = str | Iterable[str] | None
 
 
 class AsyncClient(
-    AsyncWebhookCalls, AsyncSchemaCalls, AsyncViewCalls, AsyncGroupCalls, AsyncTopicCalls
+    NodeRequests,
+    AsyncWebhookCalls,
+    AsyncSchemaCalls,
+    AsyncViewCalls,
+    AsyncGroupCalls,
+    AsyncTopicCalls,
 ):
     """A connection to one hub, for use from asyncio.
 
@@ -105,7 +108,6 @@ class AsyncClient(
         self.nodes = HubNodes(url)
         self._reconnect = reconnect or Reconnect()
         self._timeout = timeout
-        self._default_timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_connections = max_connections
         self._token = token
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -121,7 +123,8 @@ class AsyncClient(
 
     @property
     def url(self) -> str:
-        """The URL of the node requests go to now."""
+        """The URL of the node requests go to now (read-only: it moves as nodes fail;
+        the whole list is :attr:`nodes`)."""
         return self.nodes.current
 
     async def __aenter__(self) -> AsyncClient:
@@ -158,63 +161,14 @@ class AsyncClient(
             # Made on first use, inside the running loop, as aiohttp wants.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._max_connections),
-                timeout=self._default_timeout,
+                timeout=self._timeouts(0),
                 headers=self._headers,
             )
+            # aiohttp sends a PUT or DELETE once more, to the same node, when the
+            # connection drops; what is sent again, and where, is decided in
+            # _request (a DELETE's 404 must be known as coming after a lost attempt).
+            self._session._retry_connection = False
         return self._session
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
-        wait: float = 0,
-        skip_auto_headers: tuple[str, ...] = (),
-    ) -> bytes:
-        """Send a request to the current node, and to the next ones while nodes fail."""
-        timeout = self._default_timeout
-        if wait > 0:
-            timeout = aiohttp.ClientTimeout(total=self._timeout + wait)
-        tried: list[str] = []
-        failures: list[TidingsError] = []
-        while True:
-            node = self.nodes.pick(tried)
-            tried.append(node)
-            try:
-                async with self._http().request(
-                    method,
-                    node + path,
-                    data=body,
-                    headers=headers,
-                    params=params,
-                    timeout=timeout,
-                    skip_auto_headers=skip_auto_headers,
-                ) as response:
-                    raw = await response.read()
-                    status = response.status
-            except TimeoutError as exc:
-                failure = TidingsError(
-                    f"no answer from the hub at {node} within {self._timeout + wait:g} s"
-                )
-                failure.__cause__ = exc
-            except aiohttp.ClientError as exc:
-                failure = TidingsError(f"cannot reach the hub at {node}: {exc}")
-                failure.__cause__ = exc
-            else:
-                if status < 400:
-                    return raw
-                failure = error_from_response(status, raw, f"{method} {path}")
-                if status not in FAILOVER_STATUSES:
-                    raise failure
-            failures.append(failure)
-            self.nodes.failed(node)
-            if len(tried) == len(self.nodes):
-                raise _all_failed(failures)
-            if len(tried) > 1:  # the first switch goes at once
-                await asyncio.sleep(self._reconnect.delay(len(tried) - 2))
 
     async def _call(
         self,
@@ -224,6 +178,7 @@ class AsyncClient(
         *,
         params: Mapping[str, str] | None = None,
         wait: float = 0,
+        resend: bool | None = None,
     ) -> Any:
         """A JSON request (``body`` None sends none) and its decoded JSON answer, if any."""
         data = None if body is None else orjson.dumps(body)
@@ -234,13 +189,14 @@ class AsyncClient(
             headers=None if data is None else _JSON,
             params=params,
             wait=wait,
+            resend=resend,
         )
         return orjson.loads(raw) if raw else None
 
     # -- operations --------------------------------------------------------------------
 
     async def healthz(self) -> dict[str, Any]:
-        """``GET /healthz``: ``{"status": "ok"}`` while the hub serves."""
+        """``GET /healthz``: ``{"status": "ok", "hub_id": ...}`` while the hub serves."""
         answer: dict[str, Any] = await self._call("GET", "/healthz")
         return answer
 
@@ -277,7 +233,11 @@ class AsyncClient(
         if self.batcher is not None:
             return await self.batcher.publish(topic, payload)
         raw = await self._request(
-            "POST", _events_path(topic), body=payload, headers={"Content-Type": STRUCTURED}
+            "POST",
+            _events_path(topic),
+            body=payload,
+            headers={"Content-Type": STRUCTURED},
+            resend=self.nodes.several,  # then every event has an id (see _with_id)
         )
         return _published(raw)[0]
 
@@ -304,7 +264,11 @@ class AsyncClient(
 
     async def _publish_batch_body(self, topic: str, body: bytes) -> list[dict[str, Any]]:
         raw = await self._request(
-            "POST", _events_path(topic), body=body, headers={"Content-Type": BATCH}
+            "POST",
+            _events_path(topic),
+            body=body,
+            headers={"Content-Type": BATCH},
+            resend=self.nodes.several,  # then every event has an id (see _with_id)
         )
         return _published(raw)
 
@@ -325,6 +289,7 @@ class AsyncClient(
             body=body or None,
             headers=headers,
             skip_auto_headers=("Content-Type",),
+            resend=self.nodes.several,  # then the event has an id (see _with_id)
         )
         return _published(raw)[0]
 
@@ -494,15 +459,6 @@ class AsyncClient(
 
 def _events_path(topic: str) -> str:
     return topic_path(topic) + "/events"
-
-
-def _all_failed(failures: list[TidingsError]) -> TidingsError:
-    """The error of a request that every node failed: the one error with one node,
-    the last node's answer if it gave one, else every node's reason."""
-    last = failures[-1]
-    if len(failures) == 1 or type(last) is not TidingsError:
-        return last
-    return TidingsError("no node of the hub answered: " + "; ".join(f.detail for f in failures))
 
 
 def _published(raw: bytes) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
+from tidings.client.calls import JsonCalls
 from tidings.client.receiving import Delivery
 
 __all__ = ["AsyncGroupCalls", "Leases", "Seek", "group_path"]
@@ -29,17 +30,10 @@ def group_path(topic: str, group: str) -> str:
     return "/v1/topics/" + quote(topic, safe="") + "/groups/" + quote(group, safe="")
 
 
-class AsyncGroupCalls:
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: object = None,
-        *,
-        params: Mapping[str, str] | None = None,
-        wait: float = 0,
-    ) -> Any:
-        raise NotImplementedError
+class AsyncGroupCalls(JsonCalls):
+    """The consumer-group calls of the async client, mixed into
+    :class:`~tidings.client.async_client.AsyncClient`: groups, fetch, ack, nack,
+    seek, redrive."""
 
     async def create_group(
         self,

@@ -10,10 +10,15 @@ records go on with no gap and no duplicate.
 
 Given several nodes of a hub (:mod:`tidings.client.nodes`), each connection
 goes to the current node; a connection that cannot be opened, is lost without
-a close frame, is closed as the node goes away (1001, 1011-1014) or is refused
-with 502/503/504 moves the current node to the next one, and the subscription
-resumes there from the same token. A close the hub sends about this
-subscription (4008, a slow consumer) reconnects to the same node.
+a close frame (which websockets reports as code 1006, a code no close frame
+carries), is closed as the node goes away (1001, 1011-1014) or is refused with
+502, 504 or a 503 saying the node is unavailable moves the current node to the
+next one, and the subscription resumes there from the same token. A close the
+hub sends about this subscription (4008, a slow consumer) reconnects to the
+same node. The handshake's ``Tidings-Hub-Id`` is checked as every answer of
+the client is: a node that is another hub is refused
+(:class:`~tidings.errors.NotOneHub`), so a resume token of one hub's log is
+never used on another's.
 
 Frames are read only when the caller asks for the next record: a consumer that
 falls behind leaves frames in the socket, the hub's bounded send buffer fills,
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final
@@ -33,9 +38,16 @@ import orjson
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from tidings.client.nodes import FAILOVER_STATUSES, HubNodes, HubUrls, Reconnect
+from tidings.client.nodes import (
+    HUB_ID_HEADER,
+    UNKNOWN_STATUSES,
+    HubNodes,
+    HubUrls,
+    Reconnect,
+    node_unavailable,
+)
 from tidings.client.problems import build_error, error_from_response
-from tidings.errors import TidingsError
+from tidings.errors import TidingsError, ViewBehind
 from tidings.events.envelope import Record
 
 __all__ = ["LiveStart", "LiveSubscription", "Reconnect"]
@@ -44,9 +56,13 @@ SUBPROTOCOL: Final = websockets.Subprotocol("tidings.v1")
 _SUB_ID: Final = "s1"
 _NORMAL_CLOSE: Final = 1000
 # Closes that say the node is going away or broken, not that this subscription is.
-_NODE_GONE_CLOSES: Final = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
+# A connection lost without a close frame (websockets' 1006) is handled apart.
+_NODE_GONE_CLOSES: Final = frozenset({1001, 1011, 1012, 1013, 1014})
+# The same said as 4000 + an HTTP status: a gateway's or an unavailable node's.
+_NODE_GONE_STATUSES: Final = frozenset({502, 503, 504})
 # Answers that mean "not now" rather than "never": worth a reconnect.
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+_VIEW_BEHIND: Final = ViewBehind.__new__(ViewBehind).type_uri
 _MAX_FRAME_BYTES: Final = 4 << 20  # an event may be 1 MiB as stored; its frame adds a little
 
 LiveStart = str | Mapping[str, Any] | datetime
@@ -82,7 +98,7 @@ class LiveSubscription:
     ``url`` is one hub URL, several (a list or a comma-separated string), or the
     :class:`~tidings.client.nodes.HubNodes` of a client, whose current node it
     then shares; which node each connection goes to is said in the module's
-    docstring.
+    docstring. ``sleep`` waits out each backoff (a seam: tests record the delays).
     """
 
     def __init__(
@@ -95,8 +111,10 @@ class LiveSubscription:
         token: str | None = None,
         reconnect: Reconnect | None = None,
         open_timeout: float = 30,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.topic = topic
+        self._sleep = sleep
         self.nodes = url if isinstance(url, HubNodes) else HubNodes(url)
         self._types = _type_list(types)
         self._from: str | dict[str, Any] = _from(start)
@@ -105,6 +123,7 @@ class LiveSubscription:
         self._open_timeout = open_timeout
         self._ws: websockets.ClientConnection | None = None
         self._node: str | None = None  # the node self._ws is connected to
+        self._epoch = 0  # the node list's epoch when it was picked
         self._position: str | None = None
         self._closed = False
         self._opened = 0  # connections that got as far as ``subscribed``
@@ -227,12 +246,12 @@ class LiveSubscription:
             return
         if 4400 <= close.code < 4500 and close.code - 4000 not in _RETRY_STATUSES:
             raise build_error(_class_of(close.code - 4000), close.reason or str(exc), {})
-        if close.code in _NODE_GONE_CLOSES or close.code - 4000 in FAILOVER_STATUSES:
+        if close.code in _NODE_GONE_CLOSES or close.code - 4000 in _NODE_GONE_STATUSES:
             self._node_failed()
 
     def _node_failed(self) -> None:
         if self._node is not None:
-            self.nodes.failed(self._node)
+            self.nodes.failed(self._node, self._epoch)
 
     # -- connecting ----------------------------------------------------------------------
 
@@ -243,11 +262,9 @@ class LiveSubscription:
             # The first attempt after a drop goes at once; a drop soon after a
             # reconnect, or a failed attempt, waits longer each time.
             if self._streak:
-                await asyncio.sleep(self._policy.delay(self._streak - 1))
+                await self._sleep(self._policy.delay(self._streak - 1))
             if self._closed:
                 raise StopAsyncIteration
-            if self._opened:
-                self._streak += 1
             try:
                 ws = await self._open()
             except _Retry as exc:
@@ -260,11 +277,13 @@ class LiveSubscription:
                         f"gave up on {where} after {failed} reconnects: {exc.cause}"
                     ) from None
                 failed += 1
-                self._streak = max(self._streak, 1)
+                self._streak += 1  # whether or not it ever connected
                 continue
             if self._closed:  # closed by another task while connecting
                 await ws.close()
                 raise StopAsyncIteration
+            if self._opened:
+                self._streak += 1  # a reconnect: reset by a record or a long life
             self._opened += 1
             self._opened_at = asyncio.get_running_loop().time()
             self._ws = ws
@@ -273,14 +292,14 @@ class LiveSubscription:
     async def _open(self) -> websockets.ClientConnection:
         """One connection to the current node with its subscription started, or
         :class:`_Retry` (having moved to the next node when this one is to blame)."""
-        node = self.nodes.current
+        node, epoch = self.nodes.pick()
         try:
             ws = await self._open_on(node)
         except _Retry as exc:
             if exc.node_failed:
-                self.nodes.failed(node)
+                self.nodes.failed(node, epoch)
             raise
-        self._node = node  # the node a drop of this connection blames
+        self._node, self._epoch = node, epoch  # what a drop of this connection blames
         return ws
 
     async def _open_on(self, node: str) -> websockets.ClientConnection:
@@ -295,12 +314,22 @@ class LiveSubscription:
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
+            err = error_from_response(status, bytes(exc.response.body or b""), ws_url)
             if status in _RETRY_STATUSES:
-                raise _Retry(f"handshake answered {status}", status in FAILOVER_STATUSES) from None
-            body = bytes(exc.response.body or b"")
-            raise error_from_response(status, body, ws_url) from None
+                gone = status in UNKNOWN_STATUSES or node_unavailable(err)
+                raise _Retry(f"handshake answered {status}: {err.detail}", gone) from None
+            raise err from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise _Retry(f"cannot connect: {exc}") from None
+        try:
+            hub_id = ws.response.headers.get(HUB_ID_HEADER) if ws.response else None
+            if hub_id is None and self.nodes.hub_id is not None:
+                # It cannot show it is this hub: no position of ours is sent to it.
+                raise _Retry(f"the node names no hub id ({HUB_ID_HEADER})", True)
+            self.nodes.answered(node, hub_id)  # NotOneHub before anything is asked
+        except BaseException:
+            await ws.close()
+            raise
         try:
             start = self._from if self._position is None else self._position
             await ws.send(
@@ -345,7 +374,8 @@ def _frame_error(frame: Mapping[str, Any]) -> Exception:
     status = frame.get("status")
     status = status if isinstance(status, int) else 500
     if status in _RETRY_STATUSES:
-        return _Retry(f"hub answered {status}: {frame.get('detail')}", status in FAILOVER_STATUSES)
+        gone = status in _NODE_GONE_STATUSES and frame.get("problem") != _VIEW_BEHIND
+        return _Retry(f"hub answered {status}: {frame.get('detail')}", gone)
     problem = {k: v for k, v in frame.items() if k not in ("type", "ref", "sub", "problem")}
     problem["type"] = frame.get("problem")
     return error_from_response(status, orjson.dumps(problem), "/v1/ws")

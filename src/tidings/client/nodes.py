@@ -1,30 +1,42 @@
 """Which node of a hub a client talks to, when it moves to another, and how it backs off.
 
-A hub may be served by several nodes (``tidings serve`` processes that serve
-the same events). A client is given one URL, a list, or a comma-separated
-string (:func:`parse_hub_urls`); :class:`HubNodes` holds the list and the
-*current* node, shared by the client's HTTP requests and its live
-subscriptions. The rule:
+A hub may be served by several nodes: processes that serve the same events
+because they share one backend. Today that means several URLs of one hub (a
+proxy in front of it, the hub's own address, the same hub restarted); nodes on
+one shared backend will answer the same way. A client is given one URL, a list,
+or a comma-separated string (:func:`parse_hub_urls`); :class:`HubNodes` holds
+the list and the *current* node, shared by the client's HTTP requests and its
+live subscriptions. The rule:
 
 - Every request goes to the current node, the first of the list to begin with.
   The client stays on a node while it answers, and never moves back by itself.
-- A failure that blames the node rather than the request (no connection, no
-  answer within the timeout, a connection lost mid-answer, or a 502, 503 or
-  504) makes the next node of the list current (round robin, wrapping), and the
-  request is sent again there. Anything else the hub answers, a 4xx above all,
-  is its word on the request: it is raised, and no node changes.
+- The hub names itself in every answer (``Tidings-Hub-Id``, made once per data
+  directory; see :mod:`tidings.server.hubid`). The client keeps the id of its
+  first answer, checks the id of a node before its first request there, and
+  refuses to use a node that answers another id (:class:`~tidings.errors.NotOneHub`):
+  separate hubs have separate logs, and a position or resume token of one means
+  other records, or none, on the other. A list of independent hubs is refused.
+- A failure that blames the node moves the current node to the next of the list
+  (round robin, wrapping). It is either *not sent* (no connection, no connection
+  within the connect timeout, or a 503 saying the node is unavailable: storage
+  unavailable, shutting down, over a limit), after which the request always goes
+  to the next node; or *outcome unknown* (the connection lost after the request
+  went out, no answer in time, a gateway's 502 or 504), after which it is sent
+  again only if a second copy is harmless (:func:`resend_policy`): GET and PUT,
+  a publish (its events carry ids, and the hub answers a repeated id from its
+  dedupe window), a DELETE (where a 404 after the lost attempt counts as done).
+  Anything else (fetch, ack, nack, seek, a webhook created, replayed or tested,
+  a view commit) raises :class:`~tidings.errors.OutcomeUnknown` naming the node,
+  and is not sent again. Anything else the hub answers, a 4xx or a 503 about the
+  request (a view behind) above all, is its word on the request: it is raised,
+  and no node changes.
 - One request tries each node at most once: the first switch goes at once,
   each further one waits as :class:`Reconnect` says. With one node nothing is
   retried; with several, the request raises once every node failed.
 - A live subscription follows the same rule for each connection it opens,
   within its own :class:`Reconnect`, and resumes on the new node from the
-  resume token of the last record it handed out.
-
-Sending a request again is safe where the hub makes it so: a publish goes out
-under the same event ids (the client fills any missing id first when it has
-several nodes), and the hub answers a repeated id from its dedupe window
-instead of storing it twice. Nodes share a dedupe window only when they share a
-backend; nodes on disks of their own are separate hubs.
+  resume token of the last record it handed out (subscribing is a read: it is
+  always safe to do again).
 """
 
 from __future__ import annotations
@@ -32,14 +44,47 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
-__all__ = ["FAILOVER_STATUSES", "HubNodes", "HubUrls", "Reconnect", "parse_hub_urls"]
+from tidings.errors import NotOneHub, TidingsError, ViewBehind
 
-FAILOVER_STATUSES: Final = frozenset({502, 503, 504})
-"""Answers that blame the node (a proxy without upstream, a node unavailable or
-busy, a gateway timeout): worth trying the next one."""
+__all__ = [
+    "HUB_ID_HEADER",
+    "UNKNOWN_STATUSES",
+    "HubNodes",
+    "HubUrls",
+    "Reconnect",
+    "Resend",
+    "node_unavailable",
+    "parse_hub_urls",
+    "resend_policy",
+]
+
+HUB_ID_HEADER: Final = "Tidings-Hub-Id"
+"""The header in which the hub names itself on every answer."""
+
+UNKNOWN_STATUSES: Final = frozenset({502, 504})
+"""Answers of a gateway that may have passed the request on before it failed:
+the node is to blame, and whether the hub applied the request is unknown."""
+
+Resend = Literal["always", "delete", "never"]
+"""Whether a request whose outcome is unknown may be sent again to another node:
+always; as a DELETE (a 404 then means the lost attempt did it); never."""
+
+
+def resend_policy(method: str) -> Resend:
+    """The rule for a request of ``method`` (a publish says ``always`` itself)."""
+    if method in ("GET", "HEAD", "PUT"):
+        return "always"
+    return "delete" if method == "DELETE" else "never"
+
+
+def node_unavailable(err: TidingsError) -> bool:
+    """True for a 503 that says the node cannot serve now (its storage unavailable,
+    shutting down, over a limit or budget), and so applied nothing; a 503 about
+    the request itself (:class:`~tidings.errors.ViewBehind`) is the hub's answer."""
+    return err.status == 503 and not isinstance(err, ViewBehind)
 
 HubUrls = str | Iterable[str]
 """One hub URL, several as a list, or several in one comma-separated string."""
@@ -124,15 +169,19 @@ class HubNodes:
     """The nodes of one hub and the one requests go to now (see the module's rule).
 
     Shared by a client and its live subscriptions: a failure one of them meets
-    moves them all. ``switches`` counts the moves.
+    moves them all. ``switches`` counts the moves; ``hub_id`` is the hub's id,
+    from the first answer that named one (None before).
     """
 
-    __slots__ = ("_current", "switches", "urls")
+    __slots__ = ("_current", "_epoch", "_trusted", "hub_id", "switches", "urls")
 
     def __init__(self, urls: HubUrls) -> None:
         self.urls = parse_hub_urls(urls)
         self._current = 0
+        self._epoch = 0  # counts the moves: a failure seen on an older one moves nothing
+        self._trusted: set[str] = set()  # nodes that answered with the hub's id
         self.switches = 0
+        self.hub_id: str | None = None
 
     def __len__(self) -> int:
         return len(self.urls)
@@ -150,23 +199,56 @@ class HubNodes:
         """True when there is another node to move to."""
         return len(self.urls) > 1
 
-    def pick(self, tried: Iterable[str] = ()) -> str:
-        """The node for the next attempt of a request that already tried ``tried``:
-        the current one, or if it was tried, the first untried one after it."""
+    def pick(self, tried: Iterable[str] = ()) -> tuple[str, int]:
+        """The node for the next attempt of a request that already tried ``tried``
+        (the current one, or if it was tried, the first untried one after it), and
+        the epoch to give :meth:`failed` if it fails."""
         done = set(tried)
         n = len(self.urls)
         for step in range(n):
             url = self.urls[(self._current + step) % n]
             if url not in done:
-                return url
+                return url, self._epoch
         raise ValueError("every node was tried")
 
-    def failed(self, url: str) -> None:
-        """``url`` failed as a node: if it is still the current one, move on to the next.
+    def failed(self, url: str, epoch: int) -> None:
+        """``url``, picked at ``epoch``, failed as a node: if it is still the current
+        one and nothing moved since, move on to the next.
 
         Many requests in flight on a node that dies all report it; only the first
-        moves, so none skips the node that took over.
+        moves, so none skips the node that took over. A late failure of a request
+        sent before the client left a node and came back to it moves nothing. The
+        node's hub id is asked again before its next request.
         """
-        if len(self.urls) > 1 and self.current == url:
+        self._trusted.discard(url)  # what answers there next may be another hub: ask
+        if len(self.urls) > 1 and epoch == self._epoch and self.current == url:
             self._current = (self._current + 1) % len(self.urls)
+            self._epoch += 1
             self.switches += 1
+
+    def trusts(self, url: str) -> bool:
+        """True when ``url`` may be sent a request without checking its hub id first:
+        no id is known yet (the first answer will set it), or it answered that id."""
+        return self.hub_id is None or url in self._trusted
+
+    def answered(self, url: str, hub_id: str | None) -> None:
+        """Note that ``url`` answered as hub ``hub_id`` (None: it named none, as a
+        hub from before ids or a proxy's own error page). The first id is the hub's;
+        another raises :class:`~tidings.errors.NotOneHub`."""
+        if hub_id is None:
+            return
+        if self.hub_id is None:
+            self.hub_id = hub_id
+        elif hub_id != self.hub_id:
+            self._trusted.discard(url)
+            others = [u for u in self.urls if u in self._trusted] or ["the first node"]
+            raise NotOneHub(
+                f"{url} answers as hub {hub_id}, but {others[0]} as hub {self.hub_id}: "
+                "these URLs are not nodes of one hub (separate hubs keep separate logs, "
+                "and a position of one is not a position of the other); give the URLs "
+                "of one hub only",
+                node=url,
+                hub_id=hub_id,
+                expected=self.hub_id,
+            )
+        self._trusted.add(url)

@@ -7,9 +7,11 @@ Registering needs admin or the token's ``schemas`` scope on the type; reading, a
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 from urllib.parse import quote
+
+from tidings.client.calls import JsonCalls
 
 T = TypeVar("T")
 
@@ -18,17 +20,9 @@ def _path(etype: str, tail: str = "") -> str:
     return "/v1/schemas/" + quote(etype, safe="") + tail
 
 
-class AsyncSchemaCalls:
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: object = None,
-        *,
-        params: Mapping[str, str] | None = None,
-        wait: float = 0,
-    ) -> Any:
-        raise NotImplementedError
+class AsyncSchemaCalls(JsonCalls):
+    """The schema registry calls of the async client (``/v1/schemas``), mixed into
+    :class:`~tidings.client.async_client.AsyncClient`."""
 
     async def schemas(self) -> dict[str, Any]:
         """Every registered type (``schemas``) and the types seen with none (``unregistered``)."""

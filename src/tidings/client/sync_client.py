@@ -158,7 +158,7 @@ class Client(WebhookCalls, SchemaCalls, ViewCalls):
     # -- operations --------------------------------------------------------------------
 
     def healthz(self) -> dict[str, Any]:
-        """``GET /healthz``: ``{"status": "ok"}`` while the hub serves."""
+        """``GET /healthz``: ``{"status": "ok", "hub_id": ...}`` while the hub serves."""
         return self._run(self._async.healthz())
 
     def metrics(self) -> str:

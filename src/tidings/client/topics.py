@@ -6,10 +6,10 @@ the blocking :class:`~tidings.client.sync_client.Client` mirrors each call.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
+from tidings.client.calls import JsonCalls
 from tidings.events.envelope import Record
 
 __all__ = ["AsyncTopicCalls", "topic_path"]
@@ -20,17 +20,10 @@ def topic_path(topic: str) -> str:
     return "/v1/topics/" + quote(topic, safe="")
 
 
-class AsyncTopicCalls:
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: object = None,
-        *,
-        params: Mapping[str, str] | None = None,
-        wait: float = 0,
-    ) -> Any:
-        raise NotImplementedError
+class AsyncTopicCalls(JsonCalls):
+    """The topic calls of the async client, mixed into
+    :class:`~tidings.client.async_client.AsyncClient`: topics, and events found
+    by id or correlation id."""
 
     async def create_topic(
         self,

@@ -14,6 +14,8 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from tidings.client.calls import JsonCalls
+
 T = TypeVar("T")
 
 MinPosition = str | Mapping[int, int] | None
@@ -42,17 +44,9 @@ def _wait_params(
     return params
 
 
-class AsyncViewCalls:
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: object = None,
-        *,
-        params: Mapping[str, str] | None = None,
-        wait: float = 0,
-    ) -> Any:
-        raise NotImplementedError
+class AsyncViewCalls(JsonCalls):
+    """The view calls of the async client (``/v1/views``), mixed into
+    :class:`~tidings.client.async_client.AsyncClient`."""
 
     async def put_view(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         """Declare view ``name`` (``{"kind", "inputs", "app", "window", "emit"}``); its

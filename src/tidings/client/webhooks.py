@@ -6,10 +6,12 @@ and :class:`WebhookCalls` into the blocking :class:`~tidings.client.sync_client.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
+
+from tidings.client.calls import JsonCalls
 
 T = TypeVar("T")
 Since = str | int | datetime
@@ -23,17 +25,9 @@ def _since(value: Since) -> str | int:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-class AsyncWebhookCalls:
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: object = None,
-        *,
-        params: Mapping[str, str] | None = None,
-        wait: float = 0,
-    ) -> Any:
-        raise NotImplementedError
+class AsyncWebhookCalls(JsonCalls):
+    """The webhook calls of the async client (``/v1/webhooks``), mixed into
+    :class:`~tidings.client.async_client.AsyncClient`."""
 
     async def create_webhook(
         self,

@@ -105,6 +105,8 @@ class Hub(ReadOps, PublishOps, GroupOps):
         self, storage: Storage, options: HubOptions | None = None, clock: Clock | None = None
     ) -> None:
         self.storage = storage
+        #: The hub's identity: its storage's (see ``Storage.hub_id``).
+        self.id = storage.hub_id
         self.options = options or HubOptions()
         self.clock = clock or SystemClock()
         self.topics: dict[str, Topic] = {}

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections import Counter, deque
 from collections.abc import Awaitable, Mapping, Sequence
 from functools import partial
 from itertools import repeat
-from operator import contains, itemgetter
+from operator import contains, is_, itemgetter, methodcaller
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
@@ -62,15 +63,30 @@ class Run(NamedTuple):
         return [make(Published, (eid, p, base + k, False)) for k, eid in enumerate(self.ids)]
 
 
+class Spread(NamedTuple):
+    """A batch of new events spread over partitions by their keys: event ``i`` at
+    ``partitions[i]``, ``offsets[i]`` (one object, not a :class:`Published` per event)."""
+
+    ids: list[str]
+    partitions: list[int]
+    offsets: list[int]
+
+    def published(self) -> list[Published]:
+        make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
+        rows = zip(self.ids, self.partitions, self.offsets, repeat(False))
+        return list(map(make, repeat(Published), rows))
+
+
 class _Claim:
     """One append in flight and the dedupe keys of its events, in offset order.
 
     With ``new_in``, the keys are instead the ids the hub has just made for a batch
     to that topic: they need no claim, as no one else can know them yet, and enter
-    the window as one run.
+    the window as one run. A claim that is not ``shared`` (one id the hub made) is
+    not claimed either, and enters the window by its key.
     """
 
-    __slots__ = ("future", "keys", "new_in", "partition", "settled")
+    __slots__ = ("future", "keys", "new_in", "partition", "settled", "shared")
 
     def __init__(
         self,
@@ -78,11 +94,15 @@ class _Claim:
         append: Awaitable[int],
         keys: list[str],
         new_in: str | None = None,
+        shared: bool = True,
     ) -> None:
         self.partition = partition
-        self.future: asyncio.Future[int] = asyncio.ensure_future(append)
+        self.future: asyncio.Future[int] = (
+            append if isinstance(append, asyncio.Future) else asyncio.ensure_future(append)
+        )
         self.keys = keys
         self.new_in = new_in
+        self.shared = shared and new_in is None  # in PublishOps._appending while in flight
         self.settled = False  # out of the claims, and in the dedupe window if durable
 
     async def offset(self, dkey: str) -> int:
@@ -122,13 +142,14 @@ class PublishOps:
         a topic of its own (``__view.{name}.by-key``), which must exist.
         """
         result = await self.publish_batch(topic_name, events, new_ids=new_ids, own=own)
-        return result.published() if isinstance(result, Run) else result
+        return result if isinstance(result, list) else result.published()
 
     async def publish_batch(
         self, topic_name: str, events: Sequence[Mapping[str, Any]], *, new_ids: bool = False,
         own: bool = False,
-    ) -> Run | list[Published]:
-        """:meth:`publish`, answering a :class:`Run` when the batch landed whole and new.
+    ) -> Run | Spread | list[Published]:
+        """:meth:`publish`, answering a :class:`Run` when the batch landed whole and new,
+        a :class:`Spread` when it was new and its keys spread it over partitions.
 
         ``new_ids`` says that every id is a UUIDv7 the hub made for this request, so
         none can repeat one in the window, in the batch or in a concurrent append:
@@ -160,7 +181,16 @@ class PublishOps:
         sticky = topic.rr % n
         topic.rr += 1
         if len(events) == 1:
-            return [await self._publish_one(topic, events[0], now, sticky)]
+            return [await self._publish_one(topic, events[0], now, sticky, new_ids)]
+        spread = self._start_spread(topic, events, new_ids)
+        if spread is not None:
+            # As below: the events go now, while they are in the CPU's cache.
+            claims, ids, order, nbytes, types = spread
+            del events
+            bases = await self._await_claims(claims, now)
+            self.catalog.note(topic_name, types)
+            self.metrics.published(topic_name, len(ids), nbytes)
+            return _spread_result(ids, claims, bases, order)
         started = self._start_new(topic, events, sticky, new_ids)
         if started is not None:
             # Nothing needs the events any more. Without this frame's reference (and
@@ -244,6 +274,79 @@ class PublishOps:
         self.metrics.published(topic_name, len(first_in_batch), nbytes)
         return [r for r in results if r is not None]
 
+    def _new_ids(
+        self, topic: Topic, events: Sequence[Mapping[str, Any]], new_ids: bool
+    ) -> tuple[list[str], list[str], str | None] | None:
+        """The batch's ids, the keys its claim holds and the topic a run of made ids
+        enters the window as; None when an id repeats one in the batch, in the window
+        or in an append in flight (the careful path of :meth:`publish_batch`)."""
+        ids = list(map(_get_id, events))
+        if new_ids:
+            return ids, ids, topic.name
+        claim_keys = list(map(dedupe_key(topic.name, "").__add__, ids))
+        if (
+            len(set(ids)) != len(ids)
+            or self.dedupe.knows_any(topic.name, ids, claim_keys)
+            or (self._appending and not self._appending.keys().isdisjoint(claim_keys))
+        ):
+            return None
+        return ids, claim_keys, None
+
+    def _start_spread(
+        self, topic: Topic, events: Sequence[Mapping[str, Any]], new_ids: bool
+    ) -> tuple[list[_Claim], list[str], list[int], int, set[str]] | None:
+        """Append a batch of new events that each carry a ``partitionkey``, spread over
+        the topic's partitions, with no loop per event in Python: the claims (one per
+        partition, in order of first use), the ids, the events' indexes grouped by
+        partition in that order, the size in bytes and the event types. None when the
+        batch needs :meth:`publish_batch`'s careful path (a repeated id, an event
+        without a key) or :meth:`_start_new` (a topic of one partition)."""
+        n = len(topic.partitions)
+        if n == 1 or len(events) == 1:
+            return None
+        keys = list(map(_get_key, events))
+        if None in keys:
+            return None
+        known = self._new_ids(topic, events, new_ids)
+        if known is None:
+            return None
+        ids, claim_keys, new_in = known
+        # As the careful path picks a partition: CRC-32 of the key's UTF-8, modulo n.
+        parts = list(map(n.__rmod__, map(zlib.crc32, map(str.encode, keys))))
+        payloads = list(map(orjson.dumps, events))
+        sizes = list(map(len, payloads))
+        limit = self.options.max_event_bytes
+        if max(sizes) > limit:
+            i = next(i for i, size in enumerate(sizes) if size > limit)
+            raise _too_large(sizes[i], limit, i)
+        types = set(map(_get_type, events))
+        used = list(dict.fromkeys(parts))  # partitions in order of first use
+        if len(used) == 1:
+            [p] = used
+            claim = _Claim(p, topic.partitions[p].append(payloads), claim_keys, new_in)
+            return [claim], ids, list(range(len(events))), sum(sizes), types
+        # Each partition's events in batch order: a stable sort on the partition's rank.
+        rank = dict(zip(used, range(len(used)), strict=True))
+        ranks: list[int] = list(map(rank.__getitem__, parts))
+        order = sorted(range(len(events)), key=ranks.__getitem__)
+        counts = Counter(parts)
+        cuts: list[list[int]] = []
+        start = 0
+        for p in used:
+            cuts.append(order[start : start + counts[p]])
+            start += counts[p]
+        pick = payloads.__getitem__
+        linked = asyncio.ensure_future(
+            self.storage.append_linked(
+                topic.name, [(p, list(map(pick, idx))) for p, idx in zip(used, cuts, strict=True)]
+            )
+        )
+        claims = [
+            _Claim(p, _part_of(linked, k), list(map(claim_keys.__getitem__, idx)), new_in)
+            for k, (p, idx) in enumerate(zip(used, cuts, strict=True))
+        ]
+        return claims, ids, order, sum(sizes), types
+
     def _start_new(
         self, topic: Topic, events: Sequence[Mapping[str, Any]], sticky: int, new_ids: bool
     ) -> tuple[_Claim, list[str], int, set[str]] | None:
@@ -252,18 +355,10 @@ class PublishOps:
         :meth:`publish_batch`'s careful path."""
         if len(topic.partitions) > 1 and any(map(contains, events, repeat("partitionkey"))):
             return None
-        ids = list(map(_get_id, events))
-        if new_ids:
-            claim_keys, new_in = ids, topic.name
-        else:
-            claim_keys = list(map(dedupe_key(topic.name, "").__add__, ids))
-            new_in = None
-            if (
-                len(set(ids)) != len(ids)
-                or self.dedupe.knows_any(topic.name, ids, claim_keys)
-                or (self._appending and not self._appending.keys().isdisjoint(claim_keys))
-            ):
-                return None
+        known = self._new_ids(topic, events, new_ids)
+        if known is None:
+            return None
+        ids, claim_keys, new_in = known
         payloads = list(map(orjson.dumps, events))
         sizes = list(map(len, payloads))
         limit = self.options.max_event_bytes
@@ -284,26 +379,49 @@ class PublishOps:
         """
         appending = self._appending
         for claim in claims:
-            if claim.new_in is None:
+            if claim.shared:
                 appending.update(dict.fromkeys(claim.keys, claim))
-            claim.future.add_done_callback(partial(self._settled, claim, now))
         if len(claims) == 1:
-            bases = [await asyncio.shield(claims[0].future)]
-        else:
-            bases = list(await asyncio.shield(asyncio.gather(*(c.future for c in claims))))
+            # What asyncio.shield does, in one callback instead of two and a future:
+            # the request awaits its own future, so cancelling it leaves the append be.
+            [claim] = claims
+            waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            claim.future.add_done_callback(partial(self._settled_then, claim, now, waiter))
+            return [await waiter]
+        for claim in claims:
+            claim.future.add_done_callback(partial(self._settled, claim, now))
+        bases = list(await asyncio.shield(asyncio.gather(*(c.future for c in claims))))
         for claim in claims:  # now, not at the next turn of the loop
             self._settled(claim, now, claim.future)
         return bases
+
+    def _settled_then(
+        self, claim: _Claim, now: int, waiter: asyncio.Future[int], future: asyncio.Future[int]
+    ) -> None:
+        """:meth:`_settled`, then hand the append's outcome to ``waiter`` (if still awaited)."""
+        self._settled(claim, now, future)
+        if waiter.done():
+            return  # the request was cancelled
+        if future.cancelled():
+            waiter.cancel()
+        elif (exc := future.exception()) is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(future.result())
 
     def _settled(self, claim: _Claim, now: int, future: asyncio.Future[int]) -> None:
         if claim.settled:
             return
         claim.settled = True
-        if claim.new_in is None:
+        if claim.shared:
             appending = self._appending
-            for dkey in claim.keys:
-                if appending.get(dkey) is claim:
-                    del appending[dkey]
+            keys = claim.keys
+            if all(map(is_, map(appending.get, keys), repeat(claim))):
+                deque(map(appending.__delitem__, keys), 0)  # the usual case, in C
+            else:
+                for dkey in keys:
+                    if appending.get(dkey) is claim:
+                        del appending[dkey]
         if future.cancelled() or future.exception() is not None:
             return
         if claim.new_in is None:
@@ -314,33 +432,56 @@ class PublishOps:
             )
 
     async def _publish_one(
-        self, topic: Topic, ev: Mapping[str, Any], now: int, sticky: int
+        self, topic: Topic, ev: Mapping[str, Any], now: int, sticky: int, made: bool
     ) -> Published:
-        """The common case of :meth:`publish`, without a batch's bookkeeping."""
+        """The common case of :meth:`publish`, without a batch's bookkeeping. ``made``:
+        the hub made the event's id just now, so no one else can know it yet."""
         eid = ev["id"]
         dkey = dedupe_key(topic.name, eid)
-        hit = self.dedupe.get(topic.name, eid, now, dkey)
-        if hit is not None:
-            return Published(eid, hit.partition, hit.offset, True)
-        earlier = self._appending.get(dkey)
-        if earlier is not None:
-            # The same id is being appended by a concurrent request: answer its position.
-            return Published(eid, earlier.partition, await earlier.offset(dkey), True)
+        if not made:
+            hit = self.dedupe.get(topic.name, eid, now, dkey)
+            if hit is not None:
+                return Published(eid, hit.partition, hit.offset, True)
+            earlier = self._appending.get(dkey)
+            if earlier is not None:
+                # The same id is being appended by a concurrent request: its position.
+                return Published(eid, earlier.partition, await earlier.offset(dkey), True)
         key = ev.get("partitionkey")
         n = len(topic.partitions)
         p = zlib.crc32(key.encode()) % n if key is not None and n > 1 else sticky
         payload = orjson.dumps(ev)
         if len(payload) > self.options.max_event_bytes:
             raise _too_large(len(payload), self.options.max_event_bytes, None)
-        [offset] = await self._await_claims(
-            [_Claim(p, topic.partitions[p].append((payload,)), [dkey])], now
-        )
+        claim = _Claim(p, topic.partitions[p].append((payload,)), [dkey], shared=not made)
+        # _await_claims for one claim, written out: no coroutine and list of its own.
+        if claim.shared:
+            self._appending[dkey] = claim
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        claim.future.add_done_callback(partial(self._settled_then, claim, now, waiter))
+        offset = await waiter
         self.catalog.note(topic.name, (ev["type"],))
         self.metrics.published(topic.name, 1, len(payload))
-        return Published(eid, p, offset)
+        return tuple.__new__(Published, (eid, p, offset, False))
+
+
+def _spread_result(
+    ids: list[str], claims: list[_Claim], bases: list[int], order: list[int]
+) -> Spread:
+    """Each event's partition and offset, in batch order, from each part's base."""
+    partitions = [0] * len(ids)
+    offsets = [0] * len(ids)
+    start = 0
+    for claim, base in zip(claims, bases, strict=True):
+        count = len(claim.keys)
+        idx = order[start : start + count]
+        deque(map(partitions.__setitem__, idx, repeat(claim.partition)), 0)
+        deque(map(offsets.__setitem__, idx, range(base, base + count)), 0)
+        start += count
+    return Spread(ids, partitions, offsets)
 
 
 _get_id = itemgetter("id")
+_get_key = methodcaller("get", "partitionkey")
 _get_type = itemgetter("type")
 
 

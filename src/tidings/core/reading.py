@@ -125,9 +125,9 @@ class ReadOps:
                     if types:
                         got = [r for r in got if types.matches(_type(r[2]))]
                     if appended:
-                        out.extend((p, o, t, b) for o, t, b in got)
+                        out += [(p, o, t, b) for o, t, b in got]
                     else:
-                        out.extend((p, o, b) for o, _, b in got)
+                        out += [(p, o, b) for o, _, b in got]
             remaining = deadline - loop.time()
             if out or skipped or remaining <= 0 or self.closing:
                 self.metrics.delivered(topic_name, len(out))

@@ -159,7 +159,16 @@ class Storage(Protocol):
     the topics opened with ``Retention.compaction == "key"``, at least the latest
     record of each key and every record without one, at its offset (what else it
     removes, if anything, is the implementation's choice).
+
+    ``hub_id`` names the hub this storage holds: made once when its data is
+    first created and kept with it, so it is the same after a restart, and the
+    same for every node that serves the same data (one backend shared by
+    several processes); two stores of separate data never share one. Clients
+    given several node URLs check it, so as never to carry a position of one
+    hub's log to another.
     """
+
+    hub_id: str
 
     def open_partition(self, topic: str, partition: int, retention: Retention) -> PartitionStore:
         ...

@@ -17,7 +17,8 @@ import orjson
 
 from tidings.core.positions import check_name
 from tidings.errors import BadRequest, InvalidEvent, TooLarge
-from tidings.events.envelope import normalize_event
+from tidings.events.envelope import normalize_event, now_rfc3339
+from tidings.events.nesting import MAX_DEPTH
 
 VIEW_TOPIC_PREFIX = "__view."
 BY_KEY_SUFFIX = ".by-key"  # a repartitioned view's internal topic: __view.{name}.by-key
@@ -227,80 +228,204 @@ def check_window(window: object) -> None:
         )
 
 
-def check_commit(
-    name: str, generation: int, events: object, max_bytes: int
-) -> list[dict[str, Any]]:
-    """The commit's events, checked and filled (``source``, ``id``), in the order they
-    are written: the changes (``v:``/``s:``) as given, then the one checkpoint (``c``)."""
+@dataclass(frozen=True, slots=True)
+class CheckedCommit:
+    """A commit's records in the order they are written (the changes, then the
+    checkpoint): ``payloads`` as the log stores them, ``events`` with the
+    ``partitionkey`` and ``data`` that :meth:`tidings.core.views.View.apply` reads."""
+
+    events: list[dict[str, Any]]
+    payloads: list[bytes]
+
+
+def check_commit(name: str, generation: int, events: object, max_bytes: int) -> CheckedCommit:
+    """The commit's events, checked and filled (``source``, ``id``, ``time``), in the
+    order they are written: the changes (``v:``/``s:``) as given, then the one
+    checkpoint (``c``). The events given are left as they are.
+
+    A change in the shape a processor sends (``specversion`` "1.0", ``id``, the
+    view's ``source``, ``type``, ``partitionkey`` and ``data`` ``{"value": ...}``
+    or none, nothing else) is checked where it lies, in one pass, and serialized
+    once with the commit's ``time`` added. Any other event, and the checkpoint, is
+    checked and filled as a published event is
+    (:func:`~tidings.events.envelope.normalize_event`). The one pass accepts only
+    events the full check accepts, and leaves every doubt to it, so a refusal
+    names the same event and the same fault either way.
+    """
     if not isinstance(events, list) or not events:
         raise BadRequest(
             "events must be a non-empty list: the changes and one checkpoint", field="events"
         )
     if len(events) > MAX_COMMIT_EVENTS:
         raise BadRequest(f"a commit holds at most {MAX_COMMIT_EVENTS} events", field="events")
-    changes: list[dict[str, Any]] = []
-    checkpoint: dict[str, Any] | None = None
     source = f"tidings/views/{name}"
-    cps = [e for e in events if isinstance(e, dict) and e.get("partitionkey") == "c"]
-    seq = cps[0]["data"].get("seq") if cps and isinstance(cps[0].get("data"), dict) else None
+    seq = _seq(events)
+    now = now_rfc3339()
+    tail = b',"time":"' + now.encode() + b'"}'  # a JSON object ends with its "}"
+    changes: list[dict[str, Any]] = []
+    payloads: list[bytes] = []
+    values: list[Any] = []  # the value of each change checked in place: for the depth check
+    checkpoint: dict[str, Any] | None = None
+    last = b""
+    dumps = orjson.dumps
     for n, raw in enumerate(events):
-        where = f"events[{n}]"
-        if not isinstance(raw, dict):
-            raise BadRequest(f"{where} must be a CloudEvent object", field=where, index=n)
-        ev = dict(raw)
-        pk = ev.get("partitionkey")
-        if "data_base64" in ev:
-            raise BadRequest(
-                f"{where} has data_base64: a changelog record's data is JSON",
-                field=f"{where}.data_base64", index=n,
-            )  # fmt: skip
-        if "data" in ev and ev["data"] is None:
-            # A deletion is a record without data: compaction removes it as a tombstone,
-            # which it would not do for a present (null) value.
-            del ev["data"]
-        if pk == "c":
-            if checkpoint is not None:
-                raise BadRequest(
-                    f"{where} is a second checkpoint (partitionkey 'c'): a commit has one",
-                    field=f"{where}.partitionkey", index=n,
-                )  # fmt: skip
-            _check_checkpoint(ev.get("data"), generation, where, n)
-            wanted = CHECKPOINT_TYPE
-        elif isinstance(pk, str) and pk.startswith(("v:", "s:")):
-            data = ev.get("data")
-            if data is not None and not (isinstance(data, dict) and set(data) == {"value"}):
-                raise BadRequest(
-                    f'{where}.data must be {{"value": ...}}, or absent (or null) for a deleted key',
-                    field=f"{where}.data", index=n,
-                )  # fmt: skip
-            wanted = VALUE_TYPE
+        if (
+            type(raw) is dict
+            and raw.keys() <= _CHANGE_KEYS
+            and (pk := raw.get("partitionkey")).__class__ is str
+            and pk[:2] in _CHANGE_PREFIXES
+            and raw.get("type") == VALUE_TYPE
+            and raw.get("specversion") == "1.0"
+            and raw.get("source") == source
+            and (eid := raw.get("id")).__class__ is str
+            and eid
+            and eid.isprintable()
+            and pk.isprintable()
+            and (
+                (data := raw.get("data", _ABSENT)) is _ABSENT
+                or (data.__class__ is dict and data.keys() == _VALUE_KEYS)
+            )
+        ):
+            if data is not _ABSENT:
+                values.append(data["value"])  # a dict with one key, "value"
+            payload = dumps(raw)[:-1] + tail
+            if len(payload) > max_bytes:
+                raise TooLarge(f"events[{n}] is over the {max_bytes}-byte event limit", index=n)
+            changes.append(raw)
+            payloads.append(payload)
+            continue
+        ev, payload = _check_event(name, generation, seq, now, raw, n, max_bytes, checkpoint)
+        if ev.get("partitionkey") == "c":
+            checkpoint = ev
+            last = payload
         else:
-            raise BadRequest(
-                f"{where}.partitionkey must be 'v:KEY' (a served value), 's:NAME' (state) "
-                f"or 'c' (the checkpoint), not {pk!r}",
-                field=f"{where}.partitionkey", index=n,
-            )  # fmt: skip
-        if ev.get("type") != wanted:
-            raise BadRequest(
-                f"{where}.type must be {wanted!r} for partitionkey {pk!r}",
-                field=f"{where}.type", index=n,
-            )  # fmt: skip
-        ev.setdefault("source", source)
-        ev.setdefault("id", f"{name}.{generation}.{seq}.{n}")
-        try:
-            checked = normalize_event(ev, topic=changelog_topic(name))
-        except InvalidEvent as exc:
-            exc.fields["index"] = n
-            raise
-        if len(orjson.dumps(checked)) > max_bytes:
-            raise TooLarge(f"{where} is over the {max_bytes}-byte event limit", index=n)
-        if pk == "c":
-            checkpoint = checked
-        else:
-            changes.append(checked)
+            changes.append(ev)
+            payloads.append(payload)
     if checkpoint is None:
         raise BadRequest("a commit needs one checkpoint (partitionkey 'c')", field="events")
-    return [*changes, checkpoint]
+    if _too_deep(values):
+        # A change nests too deep: the full check, event by event, names the first.
+        return _check_all(name, generation, events, max_bytes)
+    changes.append(checkpoint)
+    payloads.append(last)
+    return CheckedCommit(changes, payloads)
+
+
+_CHANGE_KEYS = frozenset({"specversion", "id", "source", "type", "partitionkey", "data"})
+_CHANGE_PREFIXES = frozenset({"v:", "s:"})
+_VALUE_KEYS = {"value": None}.keys()
+_ABSENT: Any = object()  # "data" not there (None would be a null value)
+
+
+def _seq(events: list[Any]) -> object:
+    """The checkpoint's ``seq``, which the ids filled in are made of."""
+    cps = [e for e in events if isinstance(e, dict) and e.get("partitionkey") == "c"]
+    return cps[0]["data"].get("seq") if cps and isinstance(cps[0].get("data"), dict) else None
+
+
+def _too_deep(values: list[Any]) -> bool:
+    """Whether an event whose data is ``{"value": V}``, V one of ``values``, nests
+    deeper than :data:`~tidings.events.nesting.MAX_DEPTH` (the event object and its
+    ``data`` are two levels): level by level, over all of them at once."""
+    level = [v for v in values if v.__class__ is dict or v.__class__ is list]
+    room = MAX_DEPTH - 2
+    while level:
+        if room <= 0:
+            return True
+        level = [
+            c
+            for v in level
+            for c in (v.values() if v.__class__ is dict else v)
+            if c.__class__ is dict or c.__class__ is list
+        ]
+        room -= 1
+    return False
+
+
+def _check_all(name: str, generation: int, events: list[Any], max_bytes: int) -> CheckedCommit:
+    """:func:`check_commit` with every event through the full check."""
+    seq = _seq(events)
+    now = now_rfc3339()
+    changes: list[tuple[dict[str, Any], bytes]] = []
+    checkpoint: tuple[dict[str, Any], bytes] | None = None
+    for n, raw in enumerate(events):
+        ev, payload = _check_event(
+            name, generation, seq, now, raw, n, max_bytes, checkpoint and checkpoint[0]
+        )
+        if ev.get("partitionkey") == "c":
+            checkpoint = ev, payload
+        else:
+            changes.append((ev, payload))
+    if checkpoint is None:
+        raise BadRequest("a commit needs one checkpoint (partitionkey 'c')", field="events")
+    changes.append(checkpoint)
+    return CheckedCommit([e for e, _ in changes], [p for _, p in changes])
+
+
+def _check_event(
+    name: str,
+    generation: int,
+    seq: object,
+    now: str,
+    raw: object,
+    n: int,
+    max_bytes: int,
+    checkpoint: dict[str, Any] | None,
+) -> tuple[dict[str, Any], bytes]:
+    """Event ``n`` of a commit checked and filled as a published event is (a copy), and
+    its serialization; ``checkpoint`` is the one met before it, if any."""
+    where = f"events[{n}]"
+    if not isinstance(raw, dict):
+        raise BadRequest(f"{where} must be a CloudEvent object", field=where, index=n)
+    ev = dict(raw)
+    pk = ev.get("partitionkey")
+    if "data_base64" in ev:
+        raise BadRequest(
+            f"{where} has data_base64: a changelog record's data is JSON",
+            field=f"{where}.data_base64", index=n,
+        )  # fmt: skip
+    if "data" in ev and ev["data"] is None:
+        # A deletion is a record without data: compaction removes it as a tombstone,
+        # which it would not do for a present (null) value.
+        del ev["data"]
+    if pk == "c":
+        if checkpoint is not None:
+            raise BadRequest(
+                f"{where} is a second checkpoint (partitionkey 'c'): a commit has one",
+                field=f"{where}.partitionkey", index=n,
+            )  # fmt: skip
+        _check_checkpoint(ev.get("data"), generation, where, n)
+        wanted = CHECKPOINT_TYPE
+    elif isinstance(pk, str) and pk.startswith(("v:", "s:")):
+        data = ev.get("data")
+        if data is not None and not (isinstance(data, dict) and set(data) == {"value"}):
+            raise BadRequest(
+                f'{where}.data must be {{"value": ...}}, or absent (or null) for a deleted key',
+                field=f"{where}.data", index=n,
+            )  # fmt: skip
+        wanted = VALUE_TYPE
+    else:
+        raise BadRequest(
+            f"{where}.partitionkey must be 'v:KEY' (a served value), 's:NAME' (state) "
+            f"or 'c' (the checkpoint), not {pk!r}",
+            field=f"{where}.partitionkey", index=n,
+        )  # fmt: skip
+    if ev.get("type") != wanted:
+        raise BadRequest(
+            f"{where}.type must be {wanted!r} for partitionkey {pk!r}",
+            field=f"{where}.type", index=n,
+        )  # fmt: skip
+    ev.setdefault("source", f"tidings/views/{name}")
+    ev.setdefault("id", f"{name}.{generation}.{seq}.{n}")
+    try:
+        checked = normalize_event(ev, topic=changelog_topic(name), now=now)
+    except InvalidEvent as exc:
+        exc.fields["index"] = n
+        raise
+    payload = orjson.dumps(checked)
+    if len(payload) > max_bytes:
+        raise TooLarge(f"{where} is over the {max_bytes}-byte event limit", index=n)
+    return checked, payload
 
 
 def _check_checkpoint(data: object, generation: int, where: str, n: int) -> None:

@@ -494,10 +494,10 @@ class Views(ViewReads):
             # Checked under the lock (the CAS holds meanwhile): a commit that lost the
             # race is told so (409) before anything about its events.
             checked = check_commit(name, gen, events, self.hub.options.max_event_bytes)
-            copies = check_route_commit(view, task, checked, route)
+            copies = check_route_commit(view, task, checked.events, route)
             if copies is not None:
                 landing = asyncio.get_running_loop().create_task(
-                    route_and_land(self.hub, view, task, part, copies, checked)
+                    route_and_land(self.hub, view, task, part, copies, checked.events)
                 )
                 view.landing = landing
                 try:
@@ -505,15 +505,15 @@ class Views(ViewReads):
                 finally:
                     if landing.done():
                         view.landing = None
-                return {"offset": base, "next": base + len(checked)}
+                return {"offset": base, "next": base + len(checked.events)}
             if view.partitioned or view.repartition:
-                _check_task_inputs(name, task, checked[-1].get("data") or {})
+                _check_task_inputs(name, task, checked.events[-1].get("data") or {})
             # Once the append starts it lands whatever happens to the caller, so it is
             # applied whatever happens too: in a task of its own, which the next holder
             # of the lock waits for (applied in changelog order).
-            durable = part.append([orjson.dumps(e) for e in checked])  # offsets taken now
+            durable = part.append(checked.payloads)  # offsets taken now
             landing = asyncio.get_running_loop().create_task(
-                self._land(view, task, part, durable, checked)
+                self._land(view, task, part, durable, checked.events)
             )
             view.landing = landing
             try:
@@ -521,7 +521,7 @@ class Views(ViewReads):
             finally:
                 if landing.done():  # else the caller is cancelled: the next one waits
                     view.landing = None
-        return {"offset": base, "next": base + len(checked)}
+        return {"offset": base, "next": base + len(checked.payloads)}
 
     async def _land(
         self,

@@ -162,7 +162,15 @@ def fill_batch(items: list[Any], topic: str, now: str) -> Literal["new ids", "fi
                 if value is not _ABSENT:
                     _check_uri("dataschema", value)
         for name in names - _CONTEXT:
-            for value in _distinct(list(map(get, items, repeat(name), absent))):
+            values = _distinct(list(map(get, items, repeat(name), absent)))
+            values.discard(_ABSENT)
+            if (
+                name != "traceparent"
+                and set(map(type, values)) == _ONLY_STRS
+                and all(map(str.isprintable, values))
+            ):
+                continue  # strings of printable characters (a key per event, say): in C
+            for value in values:
                 if value is _ABSENT:
                     continue
                 if type(value) is not str:
@@ -201,6 +209,7 @@ def _distinct(values: list[Any]) -> set[Any]:
 
 _ABSENT: Final = object()
 _ONLY_DICTS: Final = {dict}
+_ONLY_STRS: Final = {str}
 _SPECVERSIONS: Final = frozenset({"1.0", None})
 
 

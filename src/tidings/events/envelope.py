@@ -186,11 +186,14 @@ def normalize_event(obj: object, *, topic: str, now: str | None = None) -> dict[
     return _fill(dict(obj) if isinstance(obj, dict) else obj, topic, now)
 
 
-def _fill(obj: object, topic: str, now: str | None) -> dict[str, Any]:
+def _fill(
+    obj: object, topic: str, now: str | None, *, check_depth: bool = True
+) -> dict[str, Any]:
     """:func:`normalize_event` on a dict the caller owns: checked and filled in place.
 
     The parsers own the dicts they decode, so a batch is filled where it lies
-    instead of copied event by event.
+    instead of copied event by event. ``check_depth`` False: the caller knows the
+    event cannot nest too deep (see :func:`tidings.events.nesting.shallow`).
     """
     # Each check is a fast test inline; only when it fails is a function called, to name
     # the fault or to pass what the test was too strict for (a no-break space or a
@@ -266,7 +269,8 @@ def _fill(obj: object, topic: str, now: str | None) -> dict[str, Any]:
             obj[name] = whole
 
     if "data" in obj:
-        check_data_depth(obj["data"])
+        if check_depth:
+            check_data_depth(obj["data"])
         if data_base64 is not None:
             raise InvalidEvent(
                 "attributes 'data' and 'data_base64' cannot both be present",

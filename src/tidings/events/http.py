@@ -28,7 +28,7 @@ from tidings.events.envelope import (
     _show,
     now_rfc3339,
 )
-from tidings.events.nesting import too_deep
+from tidings.events.nesting import shallow, too_deep
 
 __all__ = [
     "BATCH",
@@ -51,11 +51,20 @@ def parse_structured(
     body: bytes, *, topic: str, max_event_bytes: int | None = MAX_EVENT_BYTES
 ) -> dict[str, Any]:
     """One event in structured mode (``application/cloudevents+json``), checked and filled."""
+    return _parse_structured(body, topic, max_event_bytes)[0]
+
+
+def _parse_structured(
+    body: bytes, topic: str, max_event_bytes: int | None
+) -> tuple[dict[str, Any], bool]:
+    """:func:`parse_structured`, and whether its id was made here (none was given)."""
     if max_event_bytes is not None and len(body) > max_event_bytes:
         raise _too_large(len(body), max_event_bytes)
-    event = _fill(_loads(body), topic, None)
+    obj = _loads(body)
+    made = isinstance(obj, dict) and obj.get("id") is None
+    event = _fill(obj, topic, None, check_depth=not shallow(body))
     _check_size(event, max_event_bytes, None)
-    return event
+    return event, made
 
 
 def parse_batch(
@@ -148,7 +157,8 @@ def parse_request(
     """
     media = _media(content_type) if content_type else ""
     if media == STRUCTURED:
-        return [parse_structured(body, topic=topic, max_event_bytes=max_event_bytes)], False
+        event, made = _parse_structured(body, topic, max_event_bytes)
+        return [event], made
     if media == BATCH:
         return _parse_batch(body, topic, max_event_bytes)
     if not media.startswith("application/cloudevents") and any(

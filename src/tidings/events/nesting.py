@@ -5,7 +5,10 @@ two parsed, then failed where the hub stored it. The hub refuses it where it
 parses it instead, far below both, with :class:`~tidings.errors.InvalidEvent` (422).
 
 The walk stops at the first branch past the limit; otherwise it visits each
-object and array once (the request size limit bounds how many there are).
+object and array once (the request size limit bounds how many there are). Two
+checks in C spare it: JSON text with no more brackets than the limit cannot nest
+past it (:func:`shallow`), and a batch's data values that orjson can write inside
+as many arrays as it has levels to spare cannot either (:func:`any_too_deep`).
 """
 
 from __future__ import annotations
@@ -13,15 +16,37 @@ from __future__ import annotations
 from itertools import chain
 from typing import Any, Final
 
+import orjson
+
 from tidings.errors import InvalidEvent
 
-__all__ = ["MAX_DEPTH", "any_too_deep", "check_data_depth", "deeper_than", "too_deep"]
+__all__ = [
+    "MAX_DEPTH", "any_too_deep", "check_data_depth", "deeper_than", "shallow", "too_deep",
+]  # fmt: skip
 
 MAX_DEPTH: Final = 64
 """Levels of objects and arrays an event may nest, the event object itself being one."""
 
 _CONTAINERS: Final = frozenset({dict, list})
 _OBJECTS: Final = {dict}
+
+
+def _orjson_levels() -> int:
+    """The most levels of arrays orjson writes (254 in orjson 3); 0 if it found none."""
+    value: Any = 0
+    for levels in range(1, 2048):
+        value = [value]
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return levels - 1
+    return 0
+
+
+# Arrays to wrap a list of data values in, so that orjson writes them only if none
+# nests past MAX_DEPTH: levels = wrap + the list + the data's own, and an event's
+# are 1 + the data's. 0 (no such check) if orjson's limit leaves no room for it.
+_WRAP: Final = max(0, _orjson_levels() - MAX_DEPTH)
 
 
 def any_too_deep(data: list[Any]) -> bool:
@@ -33,6 +58,15 @@ def any_too_deep(data: list[Any]) -> bool:
             return False
     elif _CONTAINERS.isdisjoint(kinds):
         return False
+    if _WRAP:
+        wrapped: Any = data
+        for _ in range(_WRAP):
+            wrapped = [wrapped]
+        try:
+            orjson.dumps(wrapped)  # in C: it raises past its levels
+            return False
+        except orjson.JSONEncodeError:
+            pass  # too deep, or a value orjson cannot write: the walk says which
     return deeper_than([d for d in data if type(d) is dict or type(d) is list], MAX_DEPTH - 1)
 
 
@@ -51,6 +85,12 @@ def _deeper(value: Any, room: int) -> bool:
         if (kind is dict or kind is list) and _deeper(child, room - 1):
             return True
     return False
+
+
+def shallow(text: bytes) -> bool:
+    """True if an event written as JSON ``text`` cannot nest past :data:`MAX_DEPTH`: the
+    text holds no more brackets than that (those inside strings only add to the count)."""
+    return text.count(b"{") + text.count(b"[") <= MAX_DEPTH
 
 
 def too_deep() -> InvalidEvent:

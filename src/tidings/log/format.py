@@ -259,14 +259,17 @@ def check_crc(header: BatchHeader, batch: bytes | memoryview) -> bool:
 
 
 def decode_records(
-    header: BatchHeader, batch: bytes | memoryview
+    header: BatchHeader, batch: bytes | memoryview, first: int = 0, limit: int = -1
 ) -> list[tuple[int, int, bytes]]:
-    """The records of a checked batch as ``(offset, timestamp_ms, payload)``.
+    """The records of a checked batch as ``(offset, timestamp_ms, payload)``: those
+    at offset ``first`` or later, at most ``limit`` of them (-1: no limit). The
+    framing of every record is checked, the payloads only of those returned are
+    copied (a read from the middle of a batch, or of one record, copies no more).
 
     Raises ValueError when the records do not fill the batch exactly.
     """
     if header.compacted:
-        return _decode_compacted(header, batch)
+        return _decode_compacted(header, batch, first, limit)
     view = memoryview(batch)
     unpack = _record_header.unpack_from
     pos = BATCH_HEADER_LEN
@@ -277,24 +280,27 @@ def decode_records(
     end = header.size
     offset = header.base_offset
     first_ts = header.first_ts
+    # Records [lo, hi) of the batch are returned.
+    lo = min(max(first - offset, 0), header.count)
+    hi = header.count if limit < 0 else min(lo + limit, header.count)
     out: list[tuple[int, int, bytes]] = []
-    for _ in range(header.count):
+    for i in range(header.count):
         if pos + RECORD_HEADER_LEN > end:
             raise ValueError("record header past the end of its batch")
         delta, size = unpack(view, pos)
         pos += RECORD_HEADER_LEN
         if pos + size > end:
             raise ValueError("record payload past the end of its batch")
-        out.append((offset, first_ts + delta, bytes(view[pos : pos + size])))
+        if lo <= i < hi:
+            out.append((offset + i, first_ts + delta, bytes(view[pos : pos + size])))
         pos += size
-        offset += 1
     if pos != end:
         raise ValueError("bytes left over after the last record of a batch")
     return out
 
 
 def _decode_compacted(
-    header: BatchHeader, batch: bytes | memoryview
+    header: BatchHeader, batch: bytes | memoryview, first: int, limit: int
 ) -> list[tuple[int, int, bytes]]:
     view = memoryview(batch)
     unpack = _compacted_header.unpack_from
@@ -313,7 +319,8 @@ def _decode_compacted(
             raise ValueError(f"record offset {base + delta} out of order or outside its batch")
         if pos + size > end:
             raise ValueError("record payload past the end of its batch")
-        out.append((base + delta, first_ts + ts_delta, bytes(view[pos : pos + size])))
+        if base + delta >= first and len(out) != limit:
+            out.append((base + delta, first_ts + ts_delta, bytes(view[pos : pos + size])))
         pos += size
         last = delta
     if pos != end:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import threading
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -202,6 +203,7 @@ class MemoryStorage:
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or SystemClock()
+        self.hub_id = uuid.uuid4().hex  # a hub of its own, for as long as it lives
         self.partitions: dict[tuple[str, int], MemoryPartition] = {}
         self.topics: dict[str, dict[str, Any]] = {}
         self.schemas: dict[str, dict[str, Any]] = {}

@@ -335,7 +335,7 @@ class Segment:
                 position += header.size
                 continue
             try:
-                records = fmt.decode_records(header, batch)
+                records = fmt.decode_records(header, batch, offset, max_records - len(out))
             except ValueError as exc:
                 damage = self.damaged_at(position, header.base_offset, str(exc))
                 position, expected = damage.position + damage.length, damage.end_offset

@@ -1,6 +1,7 @@
 """Layer 3, the only network I/O of the hub: HTTP, WebSocket, SSE and webhooks out.
 
-- ``app``: the Starlette routes under ``/v1``; ``auth`` (tokens and scopes),
+- ``app``: the Starlette routes under ``/v1``; ``publish``, the publish route and
+  the app that takes it ahead of the stack; ``auth`` (tokens and scopes),
   ``problems`` (RFC 9457 answers), ``metrics``, ``openapi``, ``asyncapi``.
 - ``ws``, ``sse``, ``live``: live push over the WebSocket and SSE.
 - ``webhooks/``: the routes, dispatchers and sender of outgoing webhooks.

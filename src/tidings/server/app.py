@@ -22,7 +22,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
 
 from tidings.core.groups import Delivery, GroupConfig, check_client_group
 from tidings.core.history import (
@@ -40,11 +39,9 @@ from tidings.core.positions import (
     is_decimal,
     parse_duration_ms,
 )
-from tidings.core.publishing import Published, Run
 from tidings.core.storage import Retention
 from tidings.core.viewrecords import view_of
-from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarge
-from tidings.events import http as ce
+from tidings.errors import BadRequest, StorageUnavailable, TidingsError
 from tidings.log.config import COMPACTION_MODES
 from tidings.server import asyncapi, openapi
 from tidings.server.auth import Action, Auth
@@ -55,6 +52,7 @@ from tidings.server.live import LiveOptions
 from tidings.server.lookup import LookupRoutes
 from tidings.server.metrics import render_metrics
 from tidings.server.problems import http_error, tidings_error, unexpected_error
+from tidings.server.publish import HubApp, PublishEndpoint, read_body
 from tidings.server.routing import one_route_per_path
 from tidings.server.schemas import SchemaRoutes
 from tidings.server.sse import SseEndpoint
@@ -156,7 +154,7 @@ class Api:
         return topic, name
 
     async def _body(self, request: Request) -> bytes:
-        return await _read_body(
+        return await read_body(
             request.receive, request.headers.get("content-length"), self.options.max_request_bytes
         )
 
@@ -177,7 +175,8 @@ class Api:
     # -- operations ------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
-        return _json({"status": "ok"})
+        # The hub's id: the same on every node of one hub (see .hubid).
+        return _json({"status": "ok", "hub_id": self.hub.id})
 
     async def readyz(self, request: Request) -> Response:
         if self.hub.closing:
@@ -407,102 +406,6 @@ class Api:
         return _json(await self.hub.redrive(topic, name))
 
 
-class PublishEndpoint:
-    """``POST /v1/topics/{topic}/events`` as a bare ASGI app: the hot path.
-
-    It skips Starlette's Request and Response objects (a third of the cost of a
-    one-event publish); errors still propagate to the app's problem handlers.
-    """
-
-    def __init__(self, api: Api) -> None:
-        self.api = api
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        api = self.api
-        name = scope["path_params"]["topic"]
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if api.auth.enabled:
-            api.auth.check(headers.get("authorization"), "publish", name)
-        if api.hub.closing:
-            raise StorageUnavailable("the hub is shutting down")
-        limit = api.options.max_request_bytes
-        body = await _read_body(receive, headers.get("content-length"), limit)
-        events, new_ids = ce.parse_request(
-            headers.get("content-type"),
-            headers,
-            body,
-            topic=name,
-            max_event_bytes=None,  # the hub measures each event as it stores it
-        )
-        # Handed over, not kept: the hub frees the events once it has serialized them.
-        publishing = api.hub.publish_batch(name, events, new_ids=new_ids)
-        del events, body
-        result = await publishing
-        if isinstance(result, Run):
-            answer = _run_answer(result) or _answer(result.published())
-        else:
-            answer = _answer(result)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 202,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", b"%d" % len(answer)),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
-
-
-def _answer(results: list[Published]) -> bytes:
-    """``{"events": [{"id", "partition", "offset"(, "duplicate")}, ...]}``."""
-    return orjson.dumps(
-        {
-            "events": [
-                {"id": r[0], "partition": r[1], "offset": r[2]} if not r[3] else r.to_dict()
-                for r in results
-            ]
-        }
-    )
-
-
-def _run_answer(run: Run) -> bytes | None:
-    """:func:`_answer` for a run, spliced from a few byte strings made in C.
-
-    None when an id needs escaping in JSON, so its quoted form cannot be cut out
-    of the array of ids by splitting on ``","``.
-    """
-    ids = orjson.dumps(run.ids)
-    if b"\\" in ids:
-        return None
-    n = len(run.ids)
-    parts = [b'","partition":%d,"offset":' % run.partition] * (4 * n)
-    parts[0::4] = ids[2:-2].split(b'","')  # with no escapes, '"' only delimits
-    parts[2::4] = orjson.dumps(list(range(run.base, run.base + n)))[1:-1].split(b",")
-    parts[3::4] = [b'},{"id":"'] * n
-    parts[-1] = b"}]}"
-    return b'{"events":[{"id":"' + b"".join(parts)
-
-
-async def _read_body(receive: Receive, length: str | None, limit: int) -> bytes:
-    if length is not None and is_decimal(length) and int(length) > limit:
-        raise TooLarge(f"request body of {length} bytes is over the {limit}-byte limit")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BadRequest("the client went away before sending the whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"request body is over the {limit}-byte limit")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 # -- request parsing helpers ------------------------------------------------------------
 
 
@@ -618,7 +521,7 @@ def create_app(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     webhooks: WebhookService | None = None,
     history_store: HistoryStore | None = None,
-) -> Starlette:
+) -> HubApp:
     """The ASGI app; its lifespan starts the hub and closes it (flushing the log) at the end.
 
     ``history_store`` keeps the metrics history across restarts; without it the
@@ -635,9 +538,11 @@ def create_app(
     sampler = HistorySampler(hub, api.history, webhooks, api.connections)
     T = "/v1/topics/{topic}"
     G = T + "/groups/{group}"
+    publish = PublishEndpoint(api)
     routes = [
-        # The hot path first: Starlette tries routes in order.
-        Route(T + "/events", PublishEndpoint(api), methods=["POST"]),
+        # The hot path first: Starlette tries routes in order. (HubApp takes a
+        # publish before the router; the route serves one under a root_path.)
+        Route(T + "/events", publish, methods=["POST"]),
         WebSocketRoute("/v1/ws", ws.handle),
         Route("/v1/ws/ticket", api.ws_ticket, methods=["POST"]),
         Route(T + "/sse", sse.handle, methods=["GET"]),
@@ -699,11 +604,12 @@ def create_app(
 
     rules = BrowserRules(api.options.allowed_hosts, api.options.live.allowed_origins)
     budget = BodyBudget(max(api.options.max_body_bytes_in_flight, api.options.max_request_bytes))
-    app = Starlette(
+    app = HubApp(
         routes=one_route_per_path(routes),  # a 405's Allow names all of a path's methods
         lifespan=lifespan,
-        # Outermost, the guard: a request a foreign page forged reaches nothing,
-        # the body budget included; then the budget, before any route reads.
+        # First the guard: a request a foreign page forged reaches nothing, the body
+        # budget included; then the budget, before any route reads. (The hub's id
+        # goes on every answer from outside all of it: HubApp.hub_id.)
         middleware=[
             Middleware(BrowserGuard, rules=rules),
             Middleware(BodyBudgetMiddleware, budget=budget),
@@ -714,6 +620,8 @@ def create_app(
             Exception: unexpected_error,
         },
     )
+    app.hub_id = hub.id
+    app.take_publish(publish)  # under the middleware above, as the stack runs it
     app.state.hub = hub
     app.state.body_budget = budget
     app.state.webhooks = webhooks
@@ -721,4 +629,4 @@ def create_app(
     return app
 
 
-__all__ = ["PublishEndpoint", "ServerOptions", "create_app"]
+__all__ = ["ServerOptions", "create_app"]

@@ -126,7 +126,7 @@ def spec() -> dict[str, Any]:
     status = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
     html_page = {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": _json(status)}}},
+        "/healthz": {"get": {"summary": "Liveness, and the hub's id: made once for its data, the same after a restart and on every node of one hub (also the Tidings-Hub-Id header of every answer)", "operationId": "healthz", "responses": {"200": _json({"type": "object", "required": ["status", "hub_id"], "properties": {"status": {"type": "string"}, "hub_id": {"type": "string"}}})}}},
         "/readyz": {"get": {"summary": "Readiness: 503 while shutting down or while a partition refuses appends (a full disk)", "operationId": "readyz", "responses": {"200": _json(status), **_problems(503)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (admin)", "operationId": "metrics", "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_problems(*AUTH)}}},
         "/openapi.json": {"get": {"summary": "This OpenAPI document", "operationId": "openapi", "responses": {"200": _json({"type": "object"})}}},

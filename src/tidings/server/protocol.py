@@ -79,7 +79,12 @@ class HubHttpProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._refusal: tuple[int, str] | None = None
         self._refused = False  # answered and closing: what still comes is dropped
+        # One deadline at a time, and one timer that wakes at or before it: moving the
+        # deadline (twice a request) is an assignment, not a timer made and cancelled.
+        self._deadline: float | None = None
+        self._on_deadline: Callable[[], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     # -- the connection ------------------------------------------------------------------
 
@@ -98,7 +103,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         self._arm(limits.header_timeout_s, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._stop_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -129,7 +134,7 @@ class HubHttpProtocol(HttpToolsProtocol):
                 self._refuse(*self._head_too_large())
 
     def handle_websocket_upgrade(self) -> None:
-        self._disarm()  # the WebSocket protocol keeps the connection alive from here
+        self._stop_timer()  # the WebSocket protocol keeps the connection alive from here
         super().handle_websocket_upgrade()
 
     # -- parser callbacks -----------------------------------------------------------------
@@ -138,7 +143,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = self._head_parsed = self._header_count = 0
-        if self._timer is None:  # a keep-alive connection's next request
+        if self._deadline is None:  # a keep-alive connection's next request
             self._arm(self.limits.header_timeout_s, self._head_timed_out)
 
     def on_url(self, url: bytes) -> None:
@@ -185,7 +190,6 @@ class HubHttpProtocol(HttpToolsProtocol):
         )
 
     def _head_timed_out(self) -> None:
-        self._timer = None
         self._refuse(
             408,
             f"the request's head did not arrive within {self.limits.header_timeout_s:g} s "
@@ -193,7 +197,6 @@ class HubHttpProtocol(HttpToolsProtocol):
         )
 
     def _body_timed_out(self) -> None:
-        self._timer = None
         if self.flow.read_paused:
             # The hub stopped reading (the app has not taken what came, or a pipelined
             # request waits its turn): the client is not the slow one.
@@ -257,13 +260,38 @@ class HubHttpProtocol(HttpToolsProtocol):
             return
         self.transport.write_eof()
         self.flow.resume_reading()
-        self._timer = self.loop.call_later(LINGER_S, self.transport.close)
+        self._arm(LINGER_S, self.transport.close)
 
     def _arm(self, delay_s: float, callback: Callable[[], None]) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(delay_s, callback)
+        """Call ``callback`` in ``delay_s`` unless disarmed or armed again first."""
+        deadline = self.loop.time() + delay_s
+        self._deadline = deadline
+        self._on_deadline = callback
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._wake)
+            self._timer_at = deadline
 
     def _disarm(self) -> None:
+        # The timer stays: it wakes, finds nothing due, and stops.
+        self._deadline = self._on_deadline = None
+
+    def _wake(self) -> None:
+        self._timer = None
+        deadline, callback = self._deadline, self._on_deadline
+        if deadline is None or callback is None:
+            return
+        if self.loop.time() < deadline:  # moved on since the timer was set
+            self._timer = self.loop.call_at(deadline, self._wake)
+            self._timer_at = deadline
+            return
+        self._disarm()
+        callback()
+
+    def _stop_timer(self) -> None:
+        self._disarm()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -3,7 +3,8 @@
 Layout of the data directory::
 
     tidings-data/
-      meta.sqlite3                   topics, groups (positions, counters), schemas (WAL mode)
+      meta.sqlite3                   the hub's id, topics, groups (positions, counters),
+                                     schemas (WAL mode)
       index.sqlite3                  the event index: by id, by correlationid (see .eventindex)
       topics/<topic>/<partition>/    segments of one partition (see tidings.log.format)
 
@@ -20,6 +21,7 @@ import json
 import logging
 import shutil
 import sqlite3
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ CREATE TABLE IF NOT EXISTS groups (
     positions TEXT NOT NULL DEFAULT '{}', stats TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (topic, name));
 CREATE TABLE IF NOT EXISTS schemas (type TEXT PRIMARY KEY, entry TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS hub (one INTEGER PRIMARY KEY CHECK (one = 1), id TEXT NOT NULL);
 """
 
 
@@ -83,12 +86,23 @@ class EmbeddedStorage:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(groups)")}
         if "stats" not in columns:  # a data directory from before group counters were kept
             self._db.execute("ALTER TABLE groups ADD COLUMN stats TEXT NOT NULL DEFAULT '{}'")
+        self.hub_id = self._hub_id()
         self._remove_orphans()
         self.partitions: dict[tuple[str, int], PartitionLog] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._compactor = Compactor()
         self._sync_lock = asyncio.Lock()
         self._closed = False
+
+    def _hub_id(self) -> str:
+        """The id made the first time this data directory was opened, kept in its
+        metadata: the hub's identity across restarts (see ``Storage.hub_id``)."""
+        self._db.execute(
+            "INSERT INTO hub (one, id) VALUES (1, ?) ON CONFLICT(one) DO NOTHING",
+            (uuid.uuid4().hex,),
+        )
+        row = self._db.execute("SELECT id FROM hub WHERE one = 1").fetchone()
+        return str(row[0])
 
     def _remove_orphans(self) -> None:
         """Delete topic directories that no metadata names: a deletion a crash cut
