@@ -74,7 +74,7 @@ def make_views(hub_url: str = HUB) -> App:
     views.window(
         "sales_per_minute", topic=STOCK_TOPIC, types=[StockReserved.event_type],
         window=Tumbling("1m", grace="10s"), key=sku_of, agg=Sum(sale_total),
-        emit="updates",
+        emit="updates", repartition=True,  # keyed by SKU, not by the order's partitionkey
     )  # fmt: skip
     return views
 

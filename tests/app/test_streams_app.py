@@ -633,3 +633,23 @@ async def test_a_partitioned_view_stops_at_an_event_whose_key_is_not_its_partiti
         want = fold_reference(evs[:5] + evs[6:])
         want["elsewhere"] = {"n": 1, "sum": evs[5]["data"]["v"]}
         assert (await load_changelog(t, view)).values == want
+
+
+async def test_a_repartitioned_view_under_the_test_harness() -> None:
+    """TestHub runs a repartitioned view's routing and view tasks, and drain() waits
+    for both stages: events keyed by id, the view by their data's key."""
+    topic, view = name("sales"), name("totals")
+    app = App(name("harnessed"), hub="http://127.0.0.1:1", register_schemas=False)
+
+    @app.view(view, topics=[topic], key=lambda e: e.data["k"], repartition=2)
+    def fold(current: dict[str, int] | None, e: Any) -> dict[str, int]:
+        return totals(current, e)
+
+    async with TestHub(app) as hub:
+        evs = events(hub.time_ms(), 12)
+        for ev in evs:
+            await hub.publish(topic, event={**ev, "partitionkey": ev["id"]})
+        await hub.drain()
+        for k, want in fold_reference(evs).items():
+            got = await app.view_get(view, k)
+            assert got is not None and got["value"] == want

@@ -484,3 +484,48 @@ async def test_reads_refuse_until_the_changelogs_are_read(tmp_path: Path) -> Non
         assert hub.views.info("stock")["keys"] == 5000
     finally:
         await hub.close()
+
+
+async def test_copies_stored_without_their_checkpoint_are_not_routed_twice() -> None:
+    """A routing commit whose copies were stored but whose checkpoint was not (the hub
+    stopped between the two) is redone after a restart, past the dedupe window: the
+    hub finds the copies past the task's last checkpoint and stores none twice."""
+    storage = MemoryStorage()
+    options = HubOptions(dedupe_window_ms=1)  # the window cannot catch the repeats
+    first = Hub(storage, options)
+    await first.start()
+    info, _ = await first.views.put("sku", {"kind": "view", "inputs": ["orders"],
+                                            "repartition": 2})
+    assert info["repartition"]["routers"] == [["orders", 0]]  # task 2 routes it
+
+    def copy(offset: int, sku: str) -> dict[str, Any]:
+        return {"specversion": "1.0", "id": f"sku.0.orders.0.{offset}", "source": "t",
+                "type": "order", "partitionkey": sku, "routedid": f"o{offset}",
+                "data": {"sku": sku}}
+
+    def checkpoint(seq: int, upto: int) -> list[dict[str, Any]]:
+        return [{"specversion": "1.0", "id": f"c{seq}", "source": "t", "partitionkey": "c",
+                 "type": "tidings.view.checkpoint",
+                 "data": {"generation": 0, "seq": seq, "inputs": {"orders": {"0": upto}}}}]
+
+    await first.views.commit("sku", 0, 0, checkpoint(0, 1), 2, [copy(0, "a")])
+    # The next commit's copies are stored, and the hub stops before its checkpoint.
+    await first.publish("__view.sku.by-key", [
+        normalize_event(copy(o, sku), topic="__view.sku.by-key") for o, sku in ((1, "b"), (2, "a"))
+    ], own=True)
+    again = Hub(storage, options)  # the same storage, as a restart over the same disk
+    await again.start()
+    await again.views.ready()
+    await asyncio.sleep(0.01)  # past the dedupe window
+    # The task redoes it from its checkpoint, in two commits this time.
+    await again.views.commit("sku", 0, 1, checkpoint(1, 2), 2, [copy(1, "b")])
+    await again.views.commit("sku", 0, 2, checkpoint(2, 4), 2, [copy(2, "a"), copy(3, "b")])
+    stored = []
+    for part in again.topics["__view.sku.by-key"].partitions:
+        stored += [orjson.loads(payload)["id"] for _, _, payload in part.read(0, 100)]
+    assert sorted(stored) == [f"sku.0.orders.0.{o}" for o in range(4)]  # each once
+    last = again.views.view("sku").checkpoints[2]
+    ends = [p.end_offset for p in again.topics["__view.sku.by-key"].partitions]
+    assert {int(q): o for q, o in last["routed"].items()} == {
+        q: end for q, end in enumerate(ends) if end
+    }  # min_position waits for every copy, the ones found again too

@@ -197,6 +197,7 @@ class App:
         commit_interval: float = 0.1,
         commit_records: int = 20_000,
         partitioned: bool = False,
+        repartition: bool | int = False,
     ) -> Callable[[V], V]:
         """Register the decorated ``def fold(current, event) -> new | None`` as view ``name``.
 
@@ -210,14 +211,18 @@ class App:
         ``partitioned=True`` when ``key(event)`` is the event's ``partitionkey``
         (a key then lives in one partition): the view runs as one task per input
         partition, shared by the processes of the app (an event whose key is not
-        its partitionkey stops the view, saying so). Otherwise it is one task.
+        its partitionkey stops the view, saying so). Otherwise it is one task,
+        unless ``repartition=True`` (or a number of partitions): then one task per
+        input partition routes each event by ``key(event)`` into the hub's topic
+        ``__view.{name}.by-key``, and one task per partition of that topic folds,
+        all shared by the processes of the app (:mod:`tidings.app.repartition`).
         """
 
         def register(func: V) -> V:
             self._add_stream(view_spec(
                 self.name, name, topics, key, func, types=types,
                 commit_interval=commit_interval, commit_records=commit_records,
-                partitioned=partitioned,
+                partitioned=partitioned, repartition=repartition,
             ))
             return func
 
@@ -236,6 +241,7 @@ class App:
         commit_interval: float = 0.1,
         commit_records: int = 20_000,
         partitioned: bool = False,
+        repartition: bool | int = False,
     ) -> StreamSpec:
         """Register window view ``name``: ``agg`` of ``topic``'s events per ``key(event)``
         in each ``window`` (``Tumbling``, ``Hopping``, ``Sliding``, ``Session`` from
@@ -244,13 +250,13 @@ class App:
         Results go to topic ``name`` (``emit="final"``: once, when a window closes;
         ``"updates"``: on every change too) and are served as view keys
         ``{key}@{window start}``; late events go to ``{name}.late``. Answers the
-        registration (a window has no function of its own). ``partitioned``: as
-        for :meth:`view`.
+        registration (a window has no function of its own). ``partitioned`` and
+        ``repartition``: as for :meth:`view`.
         """
         spec = window_spec(
             self.name, name, topic, window, key, agg, types=types, emit=emit,
             commit_interval=commit_interval, commit_records=commit_records,
-            partitioned=partitioned,
+            partitioned=partitioned, repartition=repartition,
         )
         self._add_stream(spec)
         return spec

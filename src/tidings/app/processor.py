@@ -45,13 +45,21 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from tidings.app.changelog import (
+    READ_LIMIT,
+    ChangelogState,
+    changelog_events,
+    load_changelog,
+)
 from tidings.app.transport import TimedBatch, Transport
 from tidings.core.positions import format_token
+from tidings.core.viewrecords import by_key_topic
+from tidings.core.viewrouting import original
 from tidings.errors import Conflict, NotFound, TidingsError, TooLarge
-from tidings.streams import DELETED, Merger, Operator, Output
+from tidings.streams import Merger, Operator
 
 __all__ = [
     "ChangelogState", "StreamSpec", "TaskRunner", "ViewProcessor", "changelog_events",
@@ -60,8 +68,6 @@ __all__ = [
 
 logger = logging.getLogger("tidings.app")
 
-CHANGELOG_PREFIX = "__view."
-READ_LIMIT = 5000
 PUBLISH_CHUNK = 500  # result events per publish
 LATE_CHUNK = 10  # late events per publish: each holds an event (up to 1 MiB)
 _RETRY_PAUSE_S = 0.5  # after the hub could not be reached
@@ -88,82 +94,18 @@ class StreamSpec:
     commit_interval: float
     commit_records: int
     partitioned: bool = False  # a task per input partition (the key is the partitionkey)
+    #: A repartitioned view: the view's key, which its routing tasks key copies by
+    #: (:mod:`tidings.app.repartition`); None for a view read as it is.
+    route_key: Callable[[Any], Any] | None = None
 
-
-@dataclass(slots=True)
-class ChangelogState:
-    """What a changelog holds: served values, operator state, the last checkpoint."""
-
-    values: dict[str, Any] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
-    checkpoint: dict[str, Any] | None = None
-    end: int = 0  # the changelog's end offset: a commit's `expect`
+    @property
+    def shared(self) -> bool:
+        """Whether the view runs as tasks the app's processes share."""
+        return self.partitioned or self.route_key is not None
 
 
 class _Reload(Exception):
     """The changelog changed under this processor: restore and go on."""
-
-
-async def load_changelog(transport: Transport, name: str, task: int = 0) -> ChangelogState:
-    """Read partition ``task`` of the changelog of view ``name`` (task ``task``'s state)
-    from earliest to its end (section 3)."""
-    out = ChangelogState()
-    start = "earliest"
-    while True:
-        batch = await transport.read_timed(
-            CHANGELOG_PREFIX + name, start, READ_LIMIT, 0, partition=task
-        )
-        for _, _, _, ev in batch.records:
-            pk = ev.get("partitionkey")
-            if not isinstance(pk, str):
-                continue
-            if pk == "c":
-                out.checkpoint = ev.get("data")
-            elif pk.startswith("v:"):
-                _apply(out.values, pk[2:], ev)
-            elif pk.startswith("s:"):
-                _apply(out.state, pk[2:], ev)
-        out.end = batch.next.get(task, out.end)
-        if not batch.records:
-            return out
-        start = format_token(batch.next)
-
-
-def _apply(into: dict[str, Any], key: str, ev: dict[str, Any]) -> None:
-    data = ev.get("data")
-    if isinstance(data, dict) and "value" in data:
-        into[key] = data["value"]
-    else:  # a tombstone
-        into.pop(key, None)
-
-
-def changelog_events(
-    name: str, generation: int, seq: int, out: Output, checkpoint: dict[str, Any],
-    task: int = 0,
-) -> list[dict[str, Any]]:
-    """One commit's records: changed values, changed state, then the checkpoint."""
-    source = f"tidings/views/{name}"
-    events: list[dict[str, Any]] = []
-    prefix = f"{name}.{generation}.{seq}." if task == 0 else f"{name}.{generation}.{task}.{seq}."
-
-    def add(pk: str, etype: str, data: Any) -> None:
-        ev: dict[str, Any] = {
-            "specversion": "1.0",
-            "id": prefix + str(len(events)),
-            "source": source,
-            "type": etype,
-            "partitionkey": pk,
-        }
-        if data is not DELETED:
-            ev["data"] = data
-        events.append(ev)
-
-    for key, value in out.values.items():
-        add("v:" + key, "tidings.view.value", value if value is DELETED else {"value": value})
-    for key, value in out.state.items():
-        add("s:" + key, "tidings.view.value", value if value is DELETED else {"value": value})
-    add("c", "tidings.view.checkpoint", checkpoint)
-    return events
 
 
 class ViewProcessor:
@@ -174,6 +116,11 @@ class ViewProcessor:
                  poll_wait: float = 1.0) -> None:
         self.app_name = app_name
         self.spec = spec
+        #: What the view's tasks read: the inputs, or for a repartitioned view (whose
+        #: routing tasks read the inputs) its repartition topic, every type.
+        self.task_spec = spec if spec.route_key is None else replace(
+            spec, inputs=(by_key_topic(spec.name),), types=()
+        )
         self.transport = transport
         self.poll_wait = poll_wait
         # Unique per processor: two apps in one process are two members.
@@ -224,7 +171,7 @@ class ViewProcessor:
             runner.stop()
 
     async def run(self) -> None:
-        if not self.spec.partitioned:
+        if not self.spec.shared:
             runner = self.runners[0] = TaskRunner(self, None)
             await runner.run()
             return
@@ -277,8 +224,12 @@ class ViewProcessor:
                 if ending.done is not None:
                     self._ending.add(ending.done)
                     ending.done.add_done_callback(self._ending.discard)
+            stage2 = int((answer.get("repartition") or {}).get("partitions", 0))
             for task in sorted(mine - set(self.runners)):
-                runner = self.runners[task] = TaskRunner(self, task)
+                runner = self.runners[task] = (
+                    TaskRunner(self, task) if not stage2 or task < stage2
+                    else _router(self, task)
+                )
                 runner.done = asyncio.ensure_future(runner.run())
             await self._pause(every)
         # Stopping: the tasks commit what they processed, then the process leaves, so
@@ -296,7 +247,8 @@ class ViewProcessor:
         if now_ms is not None and (self.settled_horizon is None or self.settled_horizon < now_ms):
             return False
         committed = self.committed
-        for topic in self.spec.inputs:
+        both = {*self.spec.inputs, *self.task_spec.inputs}  # a repartitioned view's stages
+        for topic in sorted(both):
             at = committed.get(topic, {})
             ends = await self.transport.end_positions(topic)
             if any(at.get(str(p), 0) < o for p, o in ends.items() if o > 0):
@@ -315,7 +267,7 @@ class TaskRunner:
     def __init__(self, processor: ViewProcessor, task: int | None) -> None:
         self.processor = processor
         self.task = task
-        self.spec = processor.spec
+        self.spec = processor.task_spec
         self.transport = processor.transport
         self.poll_wait = processor.poll_wait
         self.owner = processor.owner
@@ -392,8 +344,11 @@ class TaskRunner:
         spec, t = self.spec, self.transport
         info = await t.put_view(spec.name, spec.declaration)
         generation = int(info["generation"])
-        if self.task is not None and self.task >= int(info.get("tasks", 1)):
-            raise _Gone(f"task {self.task} is no more (the view has {info.get('tasks')})")
+        tasks = int(info.get("tasks", 1))
+        if spec.route_key is not None:  # its tasks past these route
+            tasks = int((info.get("repartition") or {}).get("partitions", 0))
+        if self.task is not None and self.task >= tasks:
+            raise _Gone(f"task {self.task} is no more (the view has {tasks})")
         self.processor.generation = generation
         loaded = await load_changelog(t, spec.name, self.partition)
         ckpt = loaded.checkpoint or {}
@@ -431,6 +386,8 @@ class _Run:
         self.horizon: int | None = ckpt.get("horizon")
         self.committed = proc.committed = self.positions()
         self.partition = proc.task  # the input partition it reads (None: every one)
+        # A repartitioned view's inputs (its task reads their copies), else None.
+        self.routed_from = proc.processor.spec.inputs if self.spec.route_key else None
         self.uncommitted = 0
         self.advanced = False
         self.last_generation_check = 0.0
@@ -523,6 +480,8 @@ class _Run:
             at = self.read_at[i]
             self.read_at[i] = {**(at or {}), **batch.next}
         ready = merger.ready()
+        if ready and self.routed_from is not None:  # copies: the original events
+            ready = [original(rec, self.routed_from) for rec in ready]
         if ready:
             self.op.process_all(ready)
         h = merger.horizon
@@ -582,6 +541,12 @@ class _Run:
         self.proc.failures = 0
         self.uncommitted = 0
         self.proc.processor.commits += 1
+
+
+def _router(processor: ViewProcessor, task: int) -> TaskRunner:
+    from tidings.app.repartition import RouterRunner  # it builds on TaskRunner
+
+    return RouterRunner(processor, task)
 
 
 def _why(exc: BaseException) -> str:

@@ -104,6 +104,37 @@ def _check_partitioned(partitioned: object) -> bool:
     return partitioned
 
 
+def _check_repartition(repartition: object, partitioned: bool) -> bool | int:
+    if isinstance(repartition, bool):
+        value: bool | int = repartition
+    elif isinstance(repartition, int) and 1 <= repartition <= 1000:
+        value = repartition
+    else:
+        raise ValueError(
+            "repartition must be True (route by key over as many partitions as the input "
+            f"with the most), False, or a number of partitions from 1 to 1000, not "
+            f"{repartition!r}"
+        )
+    if value is not False and partitioned:
+        raise ValueError(
+            "partitioned=True says the key is already the events' partitionkey; "
+            "repartition=... routes events by a key that is not: declare one of them"
+        )
+    return value
+
+
+def _stages(
+    declaration: dict[str, Any], key_f: Callable[[Any], Any], repartition: bool | int
+) -> tuple[Callable[[Any], Any], Callable[[Any], Any] | None]:
+    """The key the operator uses, and the routing stage's key (None: no routing). A
+    repartitioned view's tasks read copies keyed by its key (a key's copies are in
+    one partition by construction) and hand the operator the original events."""
+    if repartition is False:
+        return key_f, None
+    declaration["repartition"] = repartition
+    return key_f, key_f
+
+
 def _owned(name: str, key_f: Callable[[Any], Any], partitioned: bool) -> Callable[[Any], Any]:
     """``key_f``, checked for a partitioned view: a task sees only its partitions, so
     the key must be the event's ``partitionkey`` (which chose the partition)."""
@@ -135,12 +166,15 @@ def view_spec(
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     commit_records: int = DEFAULT_COMMIT_RECORDS,
     partitioned: object = False,
+    repartition: object = False,
 ) -> StreamSpec:
     """A fold view: ``fold(current, event)`` per event, into the value of ``key(event)``;
-    ``partitioned``: a task per input partition (see :meth:`tidings.App.view`)."""
+    ``partitioned``: a task per input partition; ``repartition``: events routed by key
+    first (see :meth:`tidings.App.view`)."""
     check_name("view name", name)
     inputs = _check_topics(topics)
     split = _check_partitioned(partitioned)
+    routed = _check_repartition(repartition, split)
     key_f = _owned(name, _check_callable("key", key, 1), split)
     fold_f = _check_callable(f"view {name!r}: the folding function", fold, 2)
     interval, records = _check_commit(commit_interval, commit_records)
@@ -149,6 +183,7 @@ def view_spec(
                                    "window": None, "emit": None}
     if split:
         declaration["partitioned"] = True
+    key_f, route_key = _stages(declaration, key_f, routed)
     return StreamSpec(
         name=name,
         kind="view",
@@ -159,6 +194,7 @@ def view_spec(
         commit_interval=interval,
         commit_records=records,
         partitioned=split,
+        route_key=route_key,
     )
 
 
@@ -175,6 +211,7 @@ def window_spec(
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     commit_records: int = DEFAULT_COMMIT_RECORDS,
     partitioned: object = False,
+    repartition: object = False,
 ) -> StreamSpec:
     """A windowed aggregation of ``topic`` per ``key(event)``, on event time."""
     check_name("window name", name)
@@ -200,6 +237,7 @@ def window_spec(
     if emit not in EMITS:
         raise ValueError(f"emit must be 'final' or 'updates', not {emit!r}")
     split = _check_partitioned(partitioned)
+    routed = _check_repartition(repartition, split)
     key_f = _owned(name, _check_callable("key", key, 1), split)
     interval, records = _check_commit(commit_interval, commit_records)
     kinds = _check_types(types)
@@ -207,6 +245,7 @@ def window_spec(
                                    "window": window.describe(), "emit": emit}
     if split:
         declaration["partitioned"] = True
+    key_f, route_key = _stages(declaration, key_f, routed)
     emit_s = str(emit)
     win, aggregation = window, agg  # narrowed, for the closure
     return StreamSpec(
@@ -221,6 +260,7 @@ def window_spec(
         commit_interval=interval,
         commit_records=records,
         partitioned=split,
+        route_key=route_key,
     )
 
 

@@ -162,11 +162,12 @@ class Transport(Protocol):
 
     async def commit_view(
         self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]],
-        partition: int = 0,
+        partition: int = 0, route: Sequence[dict[str, Any]] | None = None,
     ) -> int:
         """Append ``events`` to partition ``partition`` (the task's) of the view's
         changelog as one append, only if its end offset is ``expect`` and its
-        generation ``generation`` (else Conflict); answer the partition's new end."""
+        generation ``generation`` (else Conflict); answer the partition's new end.
+        ``route``: a routing task's copies, published to the repartition topic first."""
         ...
 
     async def view_members(self, name: str, member: str, leave: bool = False) -> dict[str, Any]:
@@ -340,9 +341,11 @@ class HttpTransport:
 
     async def commit_view(
         self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]],
-        partition: int = 0,
+        partition: int = 0, route: Sequence[dict[str, Any]] | None = None,
     ) -> int:
-        answer = await self.client.commit_view(name, generation, expect, events, partition)
+        answer = await self.client.commit_view(
+            name, generation, expect, events, partition, route
+        )
         return int(answer["next"])
 
     async def view_members(self, name: str, member: str, leave: bool = False) -> dict[str, Any]:
@@ -476,9 +479,12 @@ class CoreTransport:
 
     async def commit_view(
         self, name: str, generation: int, expect: int, events: Sequence[dict[str, Any]],
-        partition: int = 0,
+        partition: int = 0, route: Sequence[dict[str, Any]] | None = None,
     ) -> int:
-        answer = await self.hub.views.commit(name, generation, expect, list(events), partition)
+        answer = await self.hub.views.commit(
+            name, generation, expect, list(events), partition,
+            None if route is None else list(route),
+        )
         return int(answer["next"])
 
     async def view_members(self, name: str, member: str, leave: bool = False) -> dict[str, Any]:

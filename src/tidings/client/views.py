@@ -56,17 +56,20 @@ class AsyncViewCalls(JsonCalls):
 
     async def commit_view(
         self, name: str, generation: int, expect: int, events: Sequence[Mapping[str, Any]],
-        partition: int = 0,
+        partition: int = 0, route: Sequence[Mapping[str, Any]] | None = None,
     ) -> dict[str, int]:
         """Append a commit (changes and one checkpoint) to changelog partition
         ``partition`` (the task's) if it ends at ``expect`` and the view is at
         ``generation``: ``{"offset", "next"}``; else :class:`~tidings.errors.Conflict`
-        with ``fields["next_offset"]`` and ``["generation"]``."""
+        with ``fields["next_offset"]`` and ``["generation"]``. ``route``: a routing
+        task's copies, published to the view's repartition topic first."""
         body: dict[str, Any] = {
             "generation": generation, "expect": expect, "events": [dict(e) for e in events],
         }
         if partition:
             body["partition"] = partition
+        if route is not None:
+            body["route"] = [dict(e) for e in route]
         answer: dict[str, int] = await self._call("POST", _path(name, "/commit"), body)
         return answer
 
@@ -155,10 +158,10 @@ class ViewCalls:
 
     def commit_view(
         self, name: str, generation: int, expect: int, events: Sequence[Mapping[str, Any]],
-        partition: int = 0,
+        partition: int = 0, route: Sequence[Mapping[str, Any]] | None = None,
     ) -> dict[str, int]:
         return self._run(
-            self._view_calls().commit_view(name, generation, expect, events, partition)
+            self._view_calls().commit_view(name, generation, expect, events, partition, route)
         )
 
     def view_members(self, name: str, member: str, leave: bool = False) -> dict[str, Any]:

@@ -45,7 +45,14 @@ def check_client_topic(name: str) -> None:
     if not isinstance(name, str) or not name.startswith("_"):
         return
     detail = f"topic {name!r} is the hub's own"
-    if name.startswith("__view."):
+    if name.startswith("__view.") and name.endswith(".by-key"):
+        view = name.removeprefix("__view.").removesuffix(".by-key")
+        detail += (
+            f": the repartition topic of view {view!r}, written only by its routing "
+            f"stage's commits (POST /v1/views/{view}/commit) and emptied by "
+            f"POST /v1/views/{view}/rebuild"
+        )
+    elif name.startswith("__view."):
         view = name.removeprefix("__view.")
         detail += (
             f": the changelog of view {view!r}, written only by POST /v1/views/{view}/commit "

@@ -131,19 +131,22 @@ class PublishOps:
         raise NotImplementedError
 
     async def publish(
-        self, topic_name: str, events: Sequence[Mapping[str, Any]], *, new_ids: bool = False
+        self, topic_name: str, events: Sequence[Mapping[str, Any]], *, new_ids: bool = False,
+        own: bool = False,
     ) -> list[Published]:
         """Append checked events (see :func:`tidings.events.normalize_event`), all or none.
 
         Events with an ``id`` already seen on this topic within the dedupe window
         append nothing and answer the first position. ``new_ids``: the hub gave every
-        event its id just now (see :meth:`publish_batch`).
+        event its id just now (see :meth:`publish_batch`). ``own``: the hub writes to
+        a topic of its own (``__view.{name}.by-key``), which must exist.
         """
-        result = await self.publish_batch(topic_name, events, new_ids=new_ids)
+        result = await self.publish_batch(topic_name, events, new_ids=new_ids, own=own)
         return result if isinstance(result, list) else result.published()
 
     async def publish_batch(
-        self, topic_name: str, events: Sequence[Mapping[str, Any]], *, new_ids: bool = False
+        self, topic_name: str, events: Sequence[Mapping[str, Any]], *, new_ids: bool = False,
+        own: bool = False,
     ) -> Run | Spread | list[Published]:
         """:meth:`publish`, answering a :class:`Run` when the batch landed whole and new,
         a :class:`Spread` when it was new and its keys spread it over partitions.
@@ -156,7 +159,8 @@ class PublishOps:
         if not events:
             # An empty batch is a valid CloudEvents batch (JSON format 4.3): it is
             # refused where a publish would be, appends nothing and makes no topic.
-            self._check_publishable(topic_name)
+            if not own:
+                self._check_publishable(topic_name)
             return []
         if not self._refilled.is_set():
             # Just started: until the window knows the log's recent ids, a retry
@@ -166,7 +170,7 @@ class PublishOps:
             # A publish that makes its topic: refuse an event too large before the
             # topic exists, so a refused publish leaves none behind.
             _check_sizes(events, self.options.max_event_bytes)
-        topic = self._topic_for_publish(topic_name)
+        topic = self.topics[topic_name] if own else self._topic_for_publish(topic_name)
         if topic.schemas != "off":
             # Before anything is appended: a batch with one bad event writes nothing.
             self.schemas.check_events(events, topic.schemas == "required")

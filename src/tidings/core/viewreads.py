@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tidings.core.viewrecords import Change, change_of
+from tidings.core.viewrouting import stages
 from tidings.errors import BadRequest, ViewNotFound
 
 if TYPE_CHECKING:
@@ -101,7 +103,8 @@ class ViewReads:
 
     def reflects(self, name: str, topic: str, positions: dict[int, int]) -> bool:
         """Whether the view's tasks' last checkpoints cover every event of ``topic`` at
-        or before ``positions`` (partition -> offset)."""
+        or before ``positions`` (partition -> offset). For a repartitioned view, that
+        its routing tasks have routed them (see :meth:`wait_for` for the rest)."""
         read = self.view(name).read_positions().get(topic, {})
         return all(int(read.get(str(p), 0)) > o for p, o in positions.items())
 
@@ -109,17 +112,41 @@ class ViewReads:
         self, name: str, topic: str, positions: dict[int, int], timeout: float
     ) -> bool:
         """Wait up to ``timeout`` s until :meth:`reflects`; whether it does (after the
-        changelogs are read at start)."""
+        changelogs are read at start). A repartitioned view then waits for its second
+        stage to have processed the copies its routing tasks had published by then
+        (their checkpoints' ``routed``): both stages reflect the positions."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         await self.ready(timeout)
-        while not self.reflects(name, topic, positions):
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self.hub.closing:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.view(name).pulse.wait(), remaining)
-        return True
+
+        async def until(reached: Callable[[], bool]) -> bool:
+            while not reached():
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self.hub.closing:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.view(name).pulse.wait(), remaining)
+            return True
+
+        if not await until(lambda: self.reflects(name, topic, positions)):
+            return False
+        view = self.view(name)
+        if not view.repartition:
+            return True
+        target: dict[str, int] = {}
+        for i, (t, p) in enumerate(view.routers):
+            if t != topic or p not in positions:
+                continue
+            routed = view.checkpoints.get(view.repartition + i, {}).get("routed") or {}
+            for q, o in routed.items():
+                target[q] = max(target.get(q, 0), int(o))
+        by_key = view.by_key
+
+        def processed() -> bool:
+            read = self.view(name).read_positions().get(by_key, {})
+            return all(int(read.get(q, 0)) >= o for q, o in target.items())
+
+        return await until(processed)
 
     def info(self, name: str) -> dict[str, Any]:
         return self._info(self.view(name))
@@ -128,7 +155,9 @@ class ViewReads:
         read = view.read_positions()
         positions: dict[str, str | None] = {}
         lag: dict[str, int | None] = {}
-        for topic in view.inputs:
+        # A repartitioned view lags by what is not routed yet (per input) and by what
+        # is routed and not processed yet (its repartition topic): both stages.
+        for topic in [*view.inputs, *([view.by_key] if view.repartition else [])]:
             t = self.hub.topics.get(topic)
             at = read.get(topic, {})
             positions[topic] = ",".join(
@@ -156,7 +185,7 @@ class ViewReads:
         return failed | {
             "name": view.name, "kind": view.kind, "inputs": list(view.inputs), "app": view.app,
             "window": view.window, "emit": view.emit, "generation": view.generation,
-            "partitioned": view.partitioned, "tasks": view.tasks,
+            "partitioned": view.partitioned, "tasks": view.tasks, **stages(view),
             "keys": len(view.values), "positions": positions, "lag": lag,
             "last_commit": max(view.commit_ms.values(), default=None),
             "checkpoint": None if latest is None else {

@@ -21,6 +21,7 @@ from tidings.events.envelope import normalize_event, now_rfc3339
 from tidings.events.nesting import MAX_DEPTH
 
 VIEW_TOPIC_PREFIX = "__view."
+BY_KEY_SUFFIX = ".by-key"  # a repartitioned view's internal topic: __view.{name}.by-key
 KINDS = ("view", "window")
 EMITS = ("final", "updates")
 VALUE_TYPE = "tidings.view.value"
@@ -33,6 +34,11 @@ _MAX_INT = (1 << 63) - 1
 
 def changelog_topic(view: str) -> str:
     return VIEW_TOPIC_PREFIX + view
+
+
+def by_key_topic(view: str) -> str:
+    """The internal topic a repartitioned view's routing stage publishes its copies to."""
+    return VIEW_TOPIC_PREFIX + view + BY_KEY_SUFFIX
 
 
 def result_topics(view: str) -> list[str]:
@@ -67,8 +73,10 @@ def _digits(text: str) -> bool:
 
 
 def view_of(topic: str) -> str | None:
-    """The view whose changelog ``topic`` is, if it is one."""
-    return topic[len(VIEW_TOPIC_PREFIX) :] if topic.startswith(VIEW_TOPIC_PREFIX) else None
+    """The view whose changelog (or repartition topic) ``topic`` is, if it is one."""
+    if not topic.startswith(VIEW_TOPIC_PREFIX):
+        return None
+    return topic[len(VIEW_TOPIC_PREFIX) :].removesuffix(BY_KEY_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,15 +114,36 @@ def whole(value: object, what: str) -> int:
     return value
 
 
+def parse_repartition(spec: dict[str, Any]) -> int | bool:
+    """A declaration's ``repartition``: False (none), True (as many partitions as the
+    input with the most) or a number of partitions of ``__view.{name}.by-key``."""
+    value = spec.get("repartition", False)
+    if not isinstance(value, bool) and (not isinstance(value, int) or not 1 <= value <= MAX_TASKS):
+        raise BadRequest(
+            f"repartition must be true, false or a number of partitions from 1 to "
+            f"{MAX_TASKS}, not {value!r}",
+            field="repartition",
+        )
+    if value is not False and spec.get("partitioned", False) is True:
+        raise BadRequest(
+            "a view is either partitioned (its key is the events' partitionkey) or "
+            "repartitioned (its key is not: events are routed by key first), not both",
+            field="repartition",
+        )
+    return value
+
+
 def parse_spec(
     spec: dict[str, Any],
 ) -> tuple[str, list[str], str | None, dict[str, Any] | None, str | None, bool]:
-    """``(kind, inputs, app, window, emit, partitioned)`` of a declaration."""
-    unknown = sorted(set(spec) - {"kind", "inputs", "app", "window", "emit", "partitioned"})
+    """``(kind, inputs, app, window, emit, partitioned)`` of a declaration (its
+    ``repartition``: :func:`parse_repartition`)."""
+    known = {"kind", "inputs", "app", "window", "emit", "partitioned", "repartition"}
+    unknown = sorted(set(spec) - known)
     if unknown:
         raise BadRequest(
             f"unknown field {unknown[0]!r}; expected kind, inputs, app, window, emit, "
-            "partitioned",
+            "partitioned, repartition",
             field=unknown[0],
         )
     partitioned = spec.get("partitioned", False)

@@ -43,14 +43,18 @@ from tidings.core.storage import PartitionStore, Retention
 from tidings.core.viewmembers import HEARTBEAT_MS, Members, check_member
 from tidings.core.viewreads import ViewReads
 from tidings.core.viewrecords import (
+    BY_KEY_SUFFIX,
     Change,
+    by_key_topic,
     changelog_topic,
     check_commit,
+    parse_repartition,
     parse_spec,
     result_topics,
     view_of,
     whole,
 )
+from tidings.core.viewrouting import check_route_commit, route_and_land, routers_of, stages
 from tidings.errors import BadRequest, Conflict, StorageUnavailable, ViewNotFound
 
 if TYPE_CHECKING:
@@ -64,6 +68,9 @@ _LOAD_BATCH = 1000
 # A changelog keeps the latest record per key (v:, s:, and the checkpoint c):
 # compaction bounds it by the keys, not by the commits made.
 CHANGELOG_RETENTION = Retention(compaction="key")
+# A repartition topic keeps every copy: its stage 2 tasks, restored from an empty
+# changelog partition, read it from earliest (a rebuild remakes both).
+BY_KEY_RETENTION = Retention()
 
 
 @dataclass(slots=True)
@@ -79,6 +86,14 @@ class View:
     generation: int = 0
     partitioned: bool = False
     tasks: int = 1  # partitions of the changelog: one per input partition if partitioned
+    # Repartitioned: the partitions of __view.{name}.by-key (stage 2 tasks 0..N-1), and
+    # the input partitions routed by stage 1's tasks N, N+1, ... (0: not repartitioned).
+    repartition: int = 0
+    routers: list[tuple[str, int]] = field(default_factory=list)
+    # Routing tasks whose copies past their last checkpoint this hub has looked for
+    # (see tidings.core.viewrouting.route_and_land).
+    verified: set[int] = field(default_factory=set)
+    already: dict[int, dict[str, tuple[int, int]]] = field(default_factory=dict)
     # key -> (value, changelog partition, offset)
     values: dict[str, tuple[Any, int, int]] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)  # the keys of values, sorted
@@ -99,15 +114,23 @@ class View:
     def topic(self) -> str:
         return changelog_topic(self.name)
 
+    @property
+    def by_key(self) -> str:
+        return by_key_topic(self.name)
+
     def declaration(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "inputs": list(self.inputs), "app": self.app,
             "window": self.window, "emit": self.emit, "generation": self.generation,
             "partitioned": self.partitioned, "tasks": self.tasks,
+            "repartition": self.repartition, "routers": [list(r) for r in self.routers],
         }  # fmt: skip
 
-    def layout(self, tasks: int) -> None:
+    def layout(self, tasks: int, repartition: int = 0,
+               routers: list[tuple[str, int]] | None = None) -> None:
         """Empty the state for a changelog of ``tasks`` partitions."""
+        self.repartition = repartition
+        self.routers = list(routers or [])
         self.tasks = tasks
         self.reset()
         self.members.resize(tasks)
@@ -153,6 +176,8 @@ class View:
         pulse.set()
 
     def reset(self) -> None:
+        self.verified.clear()
+        self.already.clear()
         self.values.clear()
         self.keys.clear()
         self.checkpoints.clear()
@@ -187,7 +212,9 @@ class Views(ViewReads):
                 bool(decl.get("partitioned", False)),
             )  # fmt: skip
             # A changelog made before views had tasks has one partition: one task.
-            view.layout(len(self.hub.topics[topic].partitions))
+            routers = [(str(t), int(p)) for t, p in decl.get("routers") or []]
+            view.layout(len(self.hub.topics[topic].partitions),
+                        int(decl.get("repartition") or 0), routers)
             self.views[name] = view
         self._loading = asyncio.get_running_loop().create_task(self._load_all())
 
@@ -273,11 +300,22 @@ class Views(ViewReads):
         partitioned before, or is no longer), it starts over as :meth:`rebuild` does.
         """
         check_name("view", name)
+        if name.endswith(BY_KEY_SUFFIX):
+            raise BadRequest(
+                f"view name {name!r} must not end in {BY_KEY_SUFFIX} (the changelog would be "
+                f"taken for the repartition topic of view {name.removesuffix(BY_KEY_SUFFIX)!r})",
+                field="view",
+            )
         await self.ready()
         kind, inputs, app, window, emit, partitioned = parse_spec(spec)
+        wanted = parse_repartition(spec)
         view = self.view(name) if name in self.views else None  # 503 for one not loaded
         results = result_topics(name) if kind == "window" else []
         tasks = self._tasks(name, inputs) if partitioned else 1
+        repartition, routers = 0, list[tuple[str, int]]()
+        if wanted is not False:
+            repartition, routers = routers_of(self.hub, inputs, wanted)
+            tasks = repartition + len(routers)
         hub = self.hub
         if view is not None:
             async with view.lock:
@@ -293,22 +331,29 @@ class Views(ViewReads):
                 self._make_missing([*inputs, *results], 0)
                 view.app, view.window, view.emit = app, window, emit
                 view.partitioned = partitioned
-                if tasks != view.tasks:
+                if (tasks, repartition, routers) != (view.tasks, view.repartition, view.routers):
                     await _landed(view)
-                    await self._recreate(view, tasks)
+                    await self._recreate(view, tasks, repartition, routers)
                 self._save(view)
             return self.info(name), False
         self._check_results(name, inputs, results)
         topic = changelog_topic(name)
         hub._check_not_deleting(topic)
+        by_key = by_key_topic(name)
+        hub._check_not_deleting(by_key)
         taken_over = topic in hub.topics  # a declaration lost halfway (a crash)
-        self._make_missing([*inputs, *results], 0 if taken_over else 1)
+        own = 1 + (1 if repartition else 0)
+        self._make_missing([*inputs, *results], 0 if taken_over else own)
         if taken_over:
             await hub.delete_topic(topic)
-        # The hub's own topic: check_name, which refuses the leading '_', is not asked.
+        if by_key in hub.topics:
+            await hub.delete_topic(by_key)
+        # The hub's own topics: check_name, which refuses the leading '_', is not asked.
+        if repartition:
+            hub._open_topic(by_key, repartition, BY_KEY_RETENTION)
         hub._open_topic(topic, tasks, CHANGELOG_RETENTION)
         view = View(name, kind, inputs, app, window, emit, partitioned=partitioned)
-        view.layout(tasks)
+        view.layout(tasks, repartition, routers)
         self.views[name] = view
         self._save(view)
         return self.info(name), True
@@ -329,13 +374,19 @@ class Views(ViewReads):
             )
         return next(iter(counts.values()))
 
-    async def _recreate(self, view: View, tasks: int) -> None:
-        """Drop the changelog and make it again empty, of ``tasks`` partitions, under
-        the next generation (under the view's lock)."""
-        await self.hub.delete_topic(view.topic)
+    async def _recreate(self, view: View, tasks: int, repartition: int,
+                        routers: list[tuple[str, int]]) -> None:
+        """Drop the changelog (and the repartition topic) and make them again empty, of
+        ``tasks`` partitions, under the next generation (under the view's lock)."""
+        hub = self.hub
+        await hub.delete_topic(view.topic)
+        if view.by_key in hub.topics:
+            await hub.delete_topic(view.by_key)
         view.generation += 1
-        view.layout(tasks)
-        self.hub._open_topic(view.topic, tasks, CHANGELOG_RETENTION)
+        view.layout(tasks, repartition, routers)
+        if repartition:
+            hub._open_topic(view.by_key, repartition, BY_KEY_RETENTION)
+        hub._open_topic(view.topic, tasks, CHANGELOG_RETENTION)
         view.changed()
 
     def _make_missing(self, topics: list[str], more: int) -> None:
@@ -402,12 +453,17 @@ class Views(ViewReads):
 
     async def commit(
         self, name: str, generation: object, expect: object, events: object,
-        partition: object = 0,
+        partition: object = 0, route: object = None,
     ) -> dict[str, int]:
         """Append one commit to changelog partition ``partition`` (the task's) if it
         ends at ``expect`` and the view is at ``generation``: ``{"offset": first,
         "next": one past the last}``; else 409 naming that partition's
-        ``next_offset`` and the view's ``generation``."""
+        ``next_offset`` and the view's ``generation``.
+
+        ``route``: a routing task of a repartitioned view (partition N and up) sends
+        the copies of the events it read, which the hub publishes to
+        ``__view.{name}.by-key`` first (deduplicated by id) and only then appends the
+        task's checkpoint (:mod:`tidings.core.viewrouting`)."""
         await self.ready()
         view = self.view(name)
         gen = whole(generation, "generation")
@@ -438,7 +494,19 @@ class Views(ViewReads):
             # Checked under the lock (the CAS holds meanwhile): a commit that lost the
             # race is told so (409) before anything about its events.
             checked = check_commit(name, gen, events, self.hub.options.max_event_bytes)
-            if view.partitioned:
+            copies = check_route_commit(view, task, checked.events, route)
+            if copies is not None:
+                landing = asyncio.get_running_loop().create_task(
+                    route_and_land(self.hub, view, task, part, copies, checked.events)
+                )
+                view.landing = landing
+                try:
+                    base = await asyncio.shield(landing)
+                finally:
+                    if landing.done():
+                        view.landing = None
+                return {"offset": base, "next": base + len(checked.events)}
+            if view.partitioned or view.repartition:
                 _check_task_inputs(name, task, checked.events[-1].get("data") or {})
             # Once the append starts it lands whatever happens to the caller, so it is
             # applied whatever happens too: in a task of its own, which the next holder
@@ -478,7 +546,7 @@ class Views(ViewReads):
         view = self.view(name)
         async with view.lock:
             await _landed(view)
-            await self._recreate(view, view.tasks)
+            await self._recreate(view, view.tasks, view.repartition, view.routers)
             self._save(view)
         return self.info(name)
 
@@ -495,7 +563,7 @@ class Views(ViewReads):
         return {
             "member": who, "tasks": tasks, "generation": view.generation,
             "task_count": view.tasks, "heartbeat_ms": HEARTBEAT_MS,
-            **view.members.describe(now),
+            **view.members.describe(now), **stages(view),
         }  # fmt: skip
 
 

@@ -165,12 +165,13 @@ class ViewRoutes:
         await self.views.ready()
         authorize_view(self.api, request, name, "manage")
         body = await self.api._json_body(request, allow_empty=False)
-        _only(body, {"generation", "expect", "events", "partition"})
+        _only(body, {"generation", "expect", "events", "partition", "route"})
         for field in ("generation", "expect", "events"):
             if field not in body:
                 raise BadRequest(f"a commit needs {field!r}", field=field)
         answer = await self.views.commit(
-            name, body["generation"], body["expect"], body["events"], body.get("partition", 0)
+            name, body["generation"], body["expect"], body["events"], body.get("partition", 0),
+            body.get("route"),
         )
         return _json(answer)
 
