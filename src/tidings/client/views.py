@@ -81,9 +81,11 @@ class AsyncViewCalls(JsonCalls):
         answer: dict[str, Any] = await self._call("POST", _path(name, "/members"), body)
         return answer
 
-    async def rebuild_view(self, name: str) -> dict[str, Any]:
-        """Start the view over from its inputs' earliest events, under the next generation."""
-        answer: dict[str, Any] = await self._call("POST", _path(name, "/rebuild"), {})
+    async def rebuild_view(self, name: str, partitioned: bool | None = None) -> dict[str, Any]:
+        """Start the view over from its inputs' earliest events, under the next generation;
+        ``partitioned`` (None: as it is) lays it out anew, one task per input partition."""
+        body = {} if partitioned is None else {"partitioned": partitioned}
+        answer: dict[str, Any] = await self._call("POST", _path(name, "/rebuild"), body)
         return answer
 
     async def views(self) -> list[dict[str, Any]]:
@@ -164,8 +166,8 @@ class ViewCalls:
     def view_members(self, name: str, member: str, leave: bool = False) -> dict[str, Any]:
         return self._run(self._view_calls().view_members(name, member, leave))
 
-    def rebuild_view(self, name: str) -> dict[str, Any]:
-        return self._run(self._view_calls().rebuild_view(name))
+    def rebuild_view(self, name: str, partitioned: bool | None = None) -> dict[str, Any]:
+        return self._run(self._view_calls().rebuild_view(name, partitioned))
 
     def views(self) -> list[dict[str, Any]]:
         return self._run(self._view_calls().views())

@@ -11,8 +11,9 @@ member that held it is told on its next heartbeat, and only after that heartbeat
 is the task given to its new owner. A member that leaves (a graceful stop) or
 misses heartbeats for the session timeout is dropped and its tasks are given at
 once. Assignment is advice, not the guard: each task commits with a compare and
-set on its own changelog partition, so a stale owner that commits after its task
-moved gets 409 and drops it, and the result stays exact.
+set on its own changelog partition, so while a task moves, whichever of its old
+and new owner commits first wins and the other gets 409 and reloads from the
+changelog; the result stays exact.
 """
 
 from __future__ import annotations

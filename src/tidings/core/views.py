@@ -269,8 +269,9 @@ class Views(ViewReads):
 
         A ``partitioned`` view has one task per input partition, and its inputs must
         have the same number of partitions (400 otherwise); its changelog has one
-        partition per task. Declared again with another number of tasks (it was not
-        partitioned before, or is no longer), it starts over as :meth:`rebuild` does.
+        partition per task. Declared again with another layout (``partitioned`` or
+        not, or another number of tasks): 409 naming both, the view unchanged; the
+        layout changes only by :meth:`rebuild` (which takes ``partitioned``).
         """
         check_name("view", name)
         await self.ready()
@@ -288,14 +289,19 @@ class Views(ViewReads):
                             "a view's kind and inputs do not change: declare another name",
                             field=what,
                         )
+                if (partitioned, tasks) != (view.partitioned, view.tasks):
+                    raise Conflict(
+                        f"view {name!r} is laid out as {_layout(view.partitioned, view.tasks)}"
+                        f", not {_layout(partitioned, tasks)}: changing the layout empties "
+                        f"the view; rebuild it with partitioned {str(partitioned).lower()} "
+                        f"(tidings views rebuild {name} "
+                        f"--{'' if partitioned else 'no-'}partitioned)",
+                        field="partitioned", partitioned=view.partitioned, tasks=view.tasks,
+                    )  # fmt: skip
                 # Inputs (or result topics) deleted since are made again: the processor
                 # would otherwise wait for them for ever.
                 self._make_missing([*inputs, *results], 0)
                 view.app, view.window, view.emit = app, window, emit
-                view.partitioned = partitioned
-                if tasks != view.tasks:
-                    await _landed(view)
-                    await self._recreate(view, tasks)
                 self._save(view)
             return self.info(name), False
         self._check_results(name, inputs, results)
@@ -438,8 +444,7 @@ class Views(ViewReads):
             # Checked under the lock (the CAS holds meanwhile): a commit that lost the
             # race is told so (409) before anything about its events.
             checked = check_commit(name, gen, events, self.hub.options.max_event_bytes)
-            if view.partitioned:
-                _check_task_inputs(name, task, checked.events[-1].get("data") or {})
+            self._check_inputs(view, task, events, checked.events[-1].get("data") or {})
             # Once the append starts it lands whatever happens to the caller, so it is
             # applied whatever happens too: in a task of its own, which the next holder
             # of the lock waits for (applied in changelog order).
@@ -454,6 +459,38 @@ class Views(ViewReads):
                 if landing.done():  # else the caller is cancelled: the next one waits
                     view.landing = None
         return {"offset": base, "next": base + len(checked.payloads)}
+
+    def _check_inputs(
+        self, view: View, task: int, events: object, checkpoint: dict[str, Any]
+    ) -> None:
+        """The checkpoint's ``inputs`` name only the view's inputs and partitions they
+        have (a deleted input: any a topic may have); a partitioned view's task names
+        its own partition of each (what the view reflects is the union)."""
+        where = f"events[{_checkpoint_index(events)}].data.inputs"
+        for topic, at in (checkpoint.get("inputs") or {}).items():
+            if topic not in view.inputs:
+                raise BadRequest(
+                    f"{where} names topic {topic!r}, which is not an input of view "
+                    f"{view.name!r} (its inputs: {', '.join(view.inputs)})",
+                    field=where,
+                )
+            t = self.hub.topics.get(topic)
+            count = len(t.partitions) if t is not None else self.hub.options.max_partitions
+            beyond = sorted(int(p) for p in at if int(p) >= count)
+            if beyond:
+                raise BadRequest(
+                    f"{where} names partition {beyond[0]} of {topic!r}, which has {count} "
+                    f"partition(s), 0 to {count - 1}",
+                    field=where,
+                )
+            others = sorted(int(p) for p in at if int(p) != task)
+            if view.partitioned and others:
+                raise BadRequest(
+                    f"the checkpoint of task {task} of partitioned view {view.name!r} names "
+                    f"partition {others[0]} of {topic!r}: a task reads its own partition "
+                    "of every input",
+                    field="events",
+                )
 
     async def _land(
         self,
@@ -472,13 +509,22 @@ class Views(ViewReads):
         view.changed()
         return base
 
-    async def rebuild(self, name: str) -> dict[str, Any]:
-        """Empty the view under the next generation: its changelog is dropped and made again."""
+    async def rebuild(self, name: str, partitioned: object = None) -> dict[str, Any]:
+        """Empty the view under the next generation: its changelog is dropped and made
+        again, laid out anew (one task per input partition if ``partitioned``, which
+        None leaves as it was; else one)."""
         await self.ready()
         view = self.view(name)
+        if partitioned is not None and not isinstance(partitioned, bool):
+            raise BadRequest(
+                f"partitioned must be true or false, not {partitioned!r}", field="partitioned"
+            )
         async with view.lock:
             await _landed(view)
-            await self._recreate(view, view.tasks)
+            keep = view.partitioned if partitioned is None else partitioned
+            tasks = self._tasks(name, view.inputs) if keep else 1
+            view.partitioned = keep
+            await self._recreate(view, tasks)
             self._save(view)
         return self.info(name)
 
@@ -522,14 +568,13 @@ async def _landed(view: View) -> None:
         view.landing = None
 
 
-def _check_task_inputs(name: str, task: int, checkpoint: dict[str, Any]) -> None:
-    """A partitioned view's task reads partition ``task`` of every input: its
-    checkpoint names that partition only (what the view reflects is the union)."""
-    for topic, at in (checkpoint.get("inputs") or {}).items():
-        others = sorted(set(at) - {str(task)}, key=int)
-        if others:
-            raise BadRequest(
-                f"the checkpoint of task {task} of partitioned view {name!r} names partition "
-                f"{others[0]} of {topic!r}: a task reads its own partition of every input",
-                field="events",
-            )
+def _checkpoint_index(events: object) -> int:
+    """Where the (checked) commit's checkpoint lies in ``events``."""
+    assert isinstance(events, list)
+    return next(
+        i for i, e in enumerate(events) if isinstance(e, dict) and e.get("partitionkey") == "c"
+    )
+
+
+def _layout(partitioned: bool, tasks: int) -> str:
+    return f"partitioned, {tasks} task(s)" if partitioned else "not partitioned (one task)"
