@@ -291,8 +291,8 @@ class Views(ViewReads):
                         )
                 if (partitioned, tasks) != (view.partitioned, view.tasks):
                     raise Conflict(
-                        f"view {name!r} is laid out as {_layout(view.partitioned, view.tasks)}"
-                        f", not {_layout(partitioned, tasks)}: changing the layout empties "
+                        f"view {name!r} is {_layout(view.partitioned, view.tasks)}; this "
+                        f"declaration asks for {_layout(partitioned, tasks)}: a new layout empties "
                         f"the view; rebuild it with partitioned {str(partitioned).lower()} "
                         f"(tidings views rebuild {name} "
                         f"--{'' if partitioned else 'no-'}partitioned)",
