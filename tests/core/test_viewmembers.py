@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from tidings.core.viewmembers import Members, check_member
-from tidings.errors import BadRequest
+from tidings.core.viewmembers import MAX_MEMBERS, Members, check_member
+from tidings.errors import BadRequest, Conflict
 
 
 def owners(m: Members) -> dict[int, str]:
@@ -104,3 +104,17 @@ def test_member_ids_are_checked() -> None:
     for bad in (None, 5, "", "x" * 201, "a\nb", "a\x7f"):
         with pytest.raises(BadRequest):
             check_member(bad)
+
+
+def test_a_full_member_list_is_409_and_a_member_joins_once_one_leaves() -> None:
+    m = Members(4)
+    for i in range(MAX_MEMBERS):
+        m.heartbeat(f"m{i:04}", 0)
+    with pytest.raises(Conflict) as full:
+        m.heartbeat("late", 0)
+    assert full.value.status == 409 and full.value.fields["field"] == "member"
+    assert "late" not in m.seen and len(m.seen) == MAX_MEMBERS
+    assert m.heartbeat("m0000", 1) == [0]  # a member already in heartbeats on
+    m.heartbeat("m0005", 1, leave=True)
+    m.heartbeat("late", 1)
+    assert "late" in m.seen

@@ -74,7 +74,8 @@ class AsyncViewCalls(JsonCalls):
         self, name: str, member: str, leave: bool = False
     ) -> dict[str, Any]:
         """Heartbeat as ``member`` of the processes running partitioned view ``name``
-        (``leave``: stop): ``{"member", "tasks", "members", "heartbeat_ms", ...}``."""
+        (``leave``: stop): ``{"member", "tasks", "task_count", "member_count",
+        "heartbeat_ms", ...}``."""
         body: dict[str, Any] = {"member": member}
         if leave:
             body["leave"] = True

@@ -530,7 +530,9 @@ class Views(ViewReads):
 
     async def members(self, name: str, member: object, leave: object = False) -> dict[str, Any]:
         """A process running view ``name`` heartbeats (or leaves): the tasks it runs,
-        and who runs what (:mod:`tidings.core.viewmembers`)."""
+        and how many tasks and live members there are (who runs what is the view's
+        :meth:`info`: an answer of every member to each would grow with their square);
+        see :mod:`tidings.core.viewmembers`."""
         await self.ready()
         view = self.view(name)
         who = check_member(member)
@@ -541,7 +543,8 @@ class Views(ViewReads):
         return {
             "member": who, "tasks": tasks, "generation": view.generation,
             "task_count": view.tasks, "heartbeat_ms": HEARTBEAT_MS,
-            **view.members.describe(now),
+            "session_timeout_ms": view.members.timeout_ms,
+            "member_count": len(view.members.seen),
         }  # fmt: skip
 
 
