@@ -653,3 +653,32 @@ async def test_a_repartitioned_view_under_the_test_harness() -> None:
         for k, want in fold_reference(evs).items():
             got = await app.view_get(view, k)
             assert got is not None and got["value"] == want
+
+
+async def test_a_view_declared_with_another_layout_waits_for_a_rebuild(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hub has the view partitioned (say, the new processes of a rolling deploy);
+    an app declaring it without: 409, which the processor logs and retries slowly,
+    never a reload loop and never a new layout, until a rebuild lays it out as one
+    task."""
+    hub = f"embedded:{tmp_path / 'data'}"
+    topic, view = name("sales"), name("totals")
+    app = App(name("old"), hub=hub, poll_wait=0.2, register_schemas=False)
+
+    @app.view(view, topics=[topic], key=lambda e: e.data["k"])
+    def fold(current: dict[str, int] | None, e: Any) -> dict[str, int]:
+        return totals(current, e)
+
+    async with transport_for(hub) as t:
+        declared = {"kind": "view", "inputs": [topic], "app": "new", "partitioned": True}
+        await t.put_view(view, declared)
+        async with running(app):
+            evs = events(t.clock.time_ms(), 10)
+            await t.publish(topic, evs)
+            await wait_until(lambda: _logged(caplog, "the hub refused its declaration"))
+            assert app.processors[0].reloads == 0
+            assert (await t.view_info(view))["partitioned"] is True
+            await t.hub.views.rebuild(view, False)
+            await wait_until(settled(app, 0))
+            assert (await load_changelog(t, view)).values == fold_reference(evs)

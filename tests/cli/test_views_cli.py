@@ -39,3 +39,17 @@ def test_list_get_keys_and_rebuild_a_view(hub: HubProcess) -> None:
     rebuilt = tidings(hub, "views", "rebuild", name)
     assert rebuilt.returncode == 0 and "generation 1" in rebuilt.stdout
     assert json.loads(tidings(hub, "views", "keys", name, "--json").stdout) == []
+    # A new layout only by a rebuild that asks for it.
+    r = requests.put(
+        f"{base}/v1/views/{name}",
+        json={"kind": "view", "inputs": [topic], "app": "cli", "partitioned": True},
+    )
+    assert r.status_code == 409 and f"views rebuild {name} --partitioned" in r.json()["detail"]
+    laid = tidings(hub, "views", "rebuild", name, "--partitioned", "--json")
+    assert laid.returncode == 0, laid.stderr
+    info = json.loads(laid.stdout)
+    assert (info["partitioned"], info["tasks"], info["generation"]) == (True, 1, 2)
+    kept = tidings(hub, "views", "rebuild", name, "--json")
+    assert json.loads(kept.stdout)["partitioned"] is True
+    back = tidings(hub, "views", "rebuild", name, "--no-partitioned", "--json")
+    assert json.loads(back.stdout)["partitioned"] is False

@@ -91,6 +91,24 @@ def _with(n: int, **changes: Any) -> Callable[[list[dict[str, Any]]], None]:
 _DROP = object()
 
 
+Mangle = Callable[[list[dict[str, Any]]], None]
+
+
+def _both(*mangles: Mangle) -> Mangle:
+    def mangle(events: list[dict[str, Any]]) -> None:
+        for m in mangles:
+            m(events)
+
+    return mangle
+
+
+def _inputs(inputs: Any) -> Callable[[list[dict[str, Any]]], None]:
+    def mangle(events: list[dict[str, Any]]) -> None:
+        events[-1]["data"] = {**events[-1]["data"], "inputs": inputs}
+
+    return mangle
+
+
 @pytest.mark.parametrize(
     "mangle",
     [
@@ -124,6 +142,21 @@ _DROP = object()
         _with(1, data={"value": deep(MAX_DEPTH - 1)}),  # one past it
         _with(5, data={"value": deep(MAX_DEPTH - 1)}),
         _with(1, data={"value": "x" * LIMIT}),
+        # deeper than orjson writes (255), not than it reads (1024)
+        _with(1, data={"value": deep(300)}),
+        _with(3, data={"value": deep(300)}),
+        # a change too deep, then another fault: the first is named
+        _both(_with(1, data={"value": deep(MAX_DEPTH)}), _with(3, data={"value": "x" * LIMIT})),
+        _both(_with(1, data={"value": deep(MAX_DEPTH)}), _with(3, partitionkey="x")),
+        _both(_with(1, data={"value": deep(300)}), _with(3, id="")),
+        _both(_with(2, data={"value": deep(MAX_DEPTH)}), _inputs({"sales": {"00": 1}})),
+        # a checkpoint's partitions: numbers written as a checkpoint writes them
+        _inputs({"sales": {"1" * 5000: 1}}),
+        _inputs({"sales": {"00": 1}}),
+        _inputs({"sales": {"007": 1}}),
+        _inputs({"sales": {"1000000": 1}}),
+        _inputs({"sales": {"999999": 1}}),
+        _inputs({"sales": {"0": 1, "10": 2}}),
         _with(8, partitionkey="v:k"),  # no checkpoint
         _with(8, data={"generation": 1}),
     ],
@@ -160,3 +193,17 @@ def test_a_second_checkpoint_is_refused_wherever_it_is() -> None:
     with pytest.raises(TidingsError) as refused:
         check_commit("v", 0, events, LIMIT)
     assert refused.value.fields["field"] == f"events[{len(events) - 1}].partitionkey"
+
+
+@pytest.mark.parametrize("partition", ["1" * 5000, "00", "007", "1000000", "", "-1", "1_0", "٣"])
+def test_a_checkpoint_names_partitions_as_numbers_without_leading_zeros(partition: str) -> None:
+    events = processor_commit()
+    _inputs({"sales": {"0": 1, partition: 2}})(events)
+    for check in (check_commit, _check_all):
+        with pytest.raises(TidingsError) as refused:
+            check("v", 0, copy.deepcopy(events), LIMIT)
+        assert refused.value.status == 400
+        assert refused.value.fields["field"] == "events[8].data.inputs"
+        assert "without leading zeros" in refused.value.detail
+    _inputs({"sales": {"0": 1, "10": 2, "999999": 3}})(events)
+    assert check_commit("v", 0, events, LIMIT).events[-1]["data"]["inputs"]["sales"]["10"] == 2

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from tidings.core.viewmembers import Members, check_member
-from tidings.errors import BadRequest
+from tidings.core.viewmembers import MAX_MEMBERS, Members, check_member
+from tidings.errors import BadRequest, Conflict
 
 
 def owners(m: Members) -> dict[int, str]:
@@ -75,21 +75,28 @@ def test_a_resize_starts_the_assignment_over() -> None:
     assert m.heartbeat("a", 0) == [0, 1, 2, 3]
 
 
-def test_random_joins_leaves_and_silences_never_give_a_task_twice() -> None:
-    rng = random.Random(16)
+@pytest.mark.parametrize("seed", range(40))
+def test_random_joins_leaves_and_silences_never_tell_two_live_members_one_task(
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
     m = Members(7, timeout_ms=50)
     now = 0
-    for _ in range(2000):
+    told: dict[str, list[int]] = {}  # each member's last answer: what it runs
+    for step in range(2000):
         now += rng.randint(0, 20)
         who = f"m{rng.randrange(6)}"
         if rng.random() < 0.1:
             m.heartbeat(who, now, leave=True)
+            told.pop(who, None)
         else:
-            m.heartbeat(who, now)
-        runs = m.describe(now)["members"]
-        told = [t for ts in runs.values() for t in ts]
-        assert len(told) == len(set(told))  # no task told to two members
-        assert set(owners(m).values()) <= set(runs)
+            told[who] = m.heartbeat(who, now)
+        live = m.describe(now)["members"]
+        for gone in set(told) - set(live):
+            del told[gone]  # silent past the timeout: dropped, told nothing more
+        flat = [t for ts in told.values() for t in ts]
+        assert len(flat) == len(set(flat)), (seed, step, told)
+        assert told == {w: ts for w, ts in live.items() if w in told}, (seed, step)
 
 
 def test_member_ids_are_checked() -> None:
@@ -97,3 +104,17 @@ def test_member_ids_are_checked() -> None:
     for bad in (None, 5, "", "x" * 201, "a\nb", "a\x7f"):
         with pytest.raises(BadRequest):
             check_member(bad)
+
+
+def test_a_full_member_list_is_409_and_a_member_joins_once_one_leaves() -> None:
+    m = Members(4)
+    for i in range(MAX_MEMBERS):
+        m.heartbeat(f"m{i:04}", 0)
+    with pytest.raises(Conflict) as full:
+        m.heartbeat("late", 0)
+    assert full.value.status == 409 and full.value.fields["field"] == "member"
+    assert "late" not in m.seen and len(m.seen) == MAX_MEMBERS
+    assert m.heartbeat("m0000", 1) == [0]  # a member already in heartbeats on
+    m.heartbeat("m0005", 1, leave=True)
+    m.heartbeat("late", 1)
+    assert "late" in m.seen

@@ -250,6 +250,29 @@ async def test_a_bad_commit_names_what_is_wrong_and_writes_nothing(
     assert hub.topics["__view.stock"].partitions[0].end_offset == 0
 
 
+@pytest.mark.parametrize(
+    ("inputs", "words"),
+    [
+        ({"inventory": {"1" * 5000: 1}}, "without leading zeros"),
+        ({"inventory": {"00": 1}}, "without leading zeros"),
+        ({"inventory": {"1": 1}}, "partition 1 of 'inventory', which has 1 partition(s)"),
+        ({"inventory": {"0": 1}, "sales": {"0": 1}}, "'sales', which task 0 of view"),
+    ],
+)
+async def test_a_checkpoint_names_only_the_view_s_inputs_and_their_partitions(
+    hub: Hub, inputs: dict[str, dict[str, int]], words: str
+) -> None:
+    await hub.views.put("stock", STOCK)
+    await hub.views.put("sales", {**STOCK, "inputs": ["sales"]})  # a topic, not stock's input
+    events = commit_events("stock", 0, 0, {"a": 1}, inputs)
+    with pytest.raises(BadRequest) as refused:
+        await hub.views.commit("stock", 0, 0, events)
+    assert refused.value.fields["field"] == "events[1].data.inputs"
+    assert words in refused.value.detail
+    assert hub.topics["__view.stock"].partitions[0].end_offset == 0
+    assert hub.views.info("stock")["keys"] == 0 and len(hub.views.list()) == 2
+
+
 async def test_a_null_value_is_a_deletion_compaction_removes_too(hub: Hub) -> None:
     await hub.views.put("stock", STOCK)
     await commit(hub, "stock", {"a": 1}, 1)

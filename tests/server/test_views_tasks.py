@@ -115,9 +115,25 @@ async def test_a_task_commits_only_its_own_partition_and_bad_commits_are_refused
                 "events": commit_events(name, 0, 0, {}, {topic: {"0": 0}})}
         async with http.post(f"{base}/v1/views/{name}/commit", json=body) as r:
             assert (await expect_problem(r, 400))["field"] == "partition", partition
+    # A checkpoint naming partitions no input has, or not written as one, or a topic
+    # that is not an input: 400 naming it, nothing written.
+    other = unique()
+    await put_topic(http, base, other, partitions=2)
+    for inputs, field, words in (
+        ({topic: {"1" * 5000: 1}}, "events[1].data.inputs", "leading zeros"),
+        ({topic: {"00": 1}}, "events[1].data.inputs", "leading zeros"),
+        ({topic: {"01": 1}}, "events[1].data.inputs", "leading zeros"),
+        ({topic: {"2": 1}}, "events[1].data.inputs", "partition 2 of"),
+        ({other: {"0": 1}}, "events[1].data.inputs", "does not read"),
+    ):
+        async with await commit(http, base, name, 0, 0, {"a": 1}, inputs) as r:
+            bad = await expect_problem(r, 400)
+        assert bad["field"] == field and words in bad["detail"], (inputs, bad)
     async with http.get(f"{base}/v1/views/{name}") as r:
         info = await expect(r, 200)
     assert info["changelog"]["next"] == "0:0,1:0" and info["keys"] == 0
+    async with http.get(f"{base}/v1/views") as r:
+        await expect(r, 200)
 
 
 async def test_inputs_of_a_partitioned_view_must_be_co_partitioned(
@@ -139,7 +155,7 @@ async def test_inputs_of_a_partitioned_view_must_be_co_partitioned(
         assert bad["field"] == "partitioned", flag
 
 
-async def test_declared_again_with_another_layout_the_view_starts_over(
+async def test_declared_again_with_another_layout_is_409_until_a_rebuild_changes_it(
     hub: HubProcess, http: aiohttp.ClientSession
 ) -> None:
     base, name, topic = hub.base_url, unique("v"), unique()
@@ -148,11 +164,31 @@ async def test_declared_again_with_another_layout_the_view_starts_over(
     assert (info["tasks"], info["generation"]) == (1, 0)
     async with await commit(http, base, name, 0, 0, {"a": 1}, {topic: {"0": 1, "1": 1}}) as r:
         await expect(r, 200)
-    info = await declare(http, base, name, [topic], 200)
-    assert (info["tasks"], info["generation"], info["keys"]) == (2, 1, 0)
+    # A process of a rolling deploy declares it partitioned: 409 naming both, nothing
+    # changed (the other processes, declaring it as it is, go on).
+    for _ in range(2):
+        bad = await declare(http, base, name, [topic], 409)
+        assert bad["field"] == "partitioned" and (bad["partitioned"], bad["tasks"]) == (False, 1)
+        assert "not partitioned (one task)" in bad["detail"]
+        assert "partitioned, 2 task(s)" in bad["detail"] and "rebuild" in bad["detail"]
+        info = await declare(http, base, name, [topic], 200, partitioned=False)
+        assert (info["tasks"], info["generation"], info["keys"]) == (1, 0, 1)
+    async with http.post(f"{base}/v1/views/{name}/rebuild", json={"partitioned": "yes"}) as r:
+        assert (await expect_problem(r, 400))["field"] == "partitioned"
+    # The rebuild that asks for it lays the view out anew.
+    async with http.post(f"{base}/v1/views/{name}/rebuild", json={"partitioned": True}) as r:
+        info = await expect(r, 200)
+    assert (info["partitioned"], info["tasks"], info["generation"], info["keys"]) == (
+        True, 2, 1, 0,
+    )
     assert info["changelog"]["next"] == "0:0,1:0"
     info = await declare(http, base, name, [topic], 200)  # the same again: kept
     assert (info["tasks"], info["generation"]) == (2, 1)
+    bad = await declare(http, base, name, [topic], 409, partitioned=False)
+    assert (bad["partitioned"], bad["tasks"]) == (True, 2)
+    async with http.post(f"{base}/v1/views/{name}/rebuild", json={}) as r:  # kept
+        info = await expect(r, 200)
+    assert (info["partitioned"], info["tasks"], info["generation"]) == (True, 2, 2)
 
 
 async def test_members_share_the_tasks_and_a_leaver_gives_its_tasks_back(
@@ -172,7 +208,9 @@ async def test_members_share_the_tasks_and_a_leaver_gives_its_tasks_back(
     assert c["tasks"] == []
     await heartbeat(http, base, name, {"member": "a"})
     c = await heartbeat(http, base, name, {"member": "c"})
-    runs = c["members"]
+    assert (c["task_count"], c["member_count"]) == (3, 3) and "members" not in c
+    async with http.get(f"{base}/v1/views/{name}") as r:
+        runs = (await expect(r, 200))["members"]
     assert sorted(len(t) for t in runs.values()) == [1, 1, 1]
     assert sorted(t for ts in runs.values() for t in ts) == [0, 1, 2]  # each task once
     # a leaves: its task goes to the others at once.
@@ -232,11 +270,21 @@ async def test_the_live_feed_follows_every_partition_and_resumes(
         resumed = await anext(stream)
     assert resumed["event"] == "change" and orjson.loads(resumed["data"])["key"] == "c"
     assert resumed["id"] == "0@0:3,1:1"  # the token after the change it carries
-    # A partition the changelog does not have: 400; one not named: a new snapshot.
-    async with http.get(url, headers={"Last-Event-ID": "0@0:1,2:0"}) as resp:
+    # A partition the changelog does not have, or one not named: a new snapshot; a
+    # token that does not parse: 400.
+    for token in ("0@0:1,2:0", "0@0:1"):
+        async with http.get(url, headers={"Last-Event-ID": token}) as resp:
+            stream = messages(resp)
+            await anext(stream)
+            again = await anext(stream)
+        assert again["event"] == "snapshot" and again["id"] == "0@0:4,1:2", token
+    async with http.get(url, headers={"Last-Event-ID": "0@0:x"}) as resp:
         assert (await expect_problem(resp, 400))["field"] == "Last-Event-ID"
-    async with http.get(url, params={"from": "0@0:1"}) as resp:
+    # Laid out anew (one task): a client's token of the old layout starts over.
+    async with http.post(f"{base}/v1/views/{name}/rebuild", json={"partitioned": False}) as r:
+        assert (await expect(r, 200))["tasks"] == 1
+    async with http.get(url, headers={"Last-Event-ID": resumed["id"]}) as resp:
         stream = messages(resp)
         await anext(stream)
         again = await anext(stream)
-    assert again["event"] == "snapshot" and again["id"] == "0@0:4,1:2"
+    assert again["event"] == "snapshot" and again["id"] == "1@0:0"

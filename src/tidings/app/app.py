@@ -79,6 +79,11 @@ class App:
     consumes at start, and does not start (:class:`~tidings.errors.Conflict`)
     when the hub's schema registry finds one incompatible (see
     :mod:`tidings.app.contracts`).
+
+    Run as the process's entry (``tidings run``, or :meth:`run`), an app with views
+    freezes what is alive and raises the garbage collector's thresholds for the
+    process (:func:`settle_collector`); started with :meth:`start`, as a library or
+    under a test harness, it leaves the process's collector alone.
     """
 
     def __init__(
@@ -345,8 +350,6 @@ class App:
             logger.warning("app %s has no handlers", self.name, extra={"app": self.name})
         if owned:
             await transport.open()
-        if self.streams:
-            _settle_collector()
         self._transport, self._owns_transport = transport, owned
         self._stopped = asyncio.Event()
         path = None
@@ -452,8 +455,10 @@ class App:
             await transport.close()
 
     async def run(self) -> None:
-        """Start, run until SIGINT/SIGTERM or :meth:`stop`, then stop gracefully."""
-        await run_apps([self])
+        """Start, run until SIGINT/SIGTERM or :meth:`stop`, then stop gracefully: the
+        process's entry (``asyncio.run(app.run())``), which settles the collector as
+        ``tidings run`` does (:func:`settle_collector`)."""
+        await run_apps([self], own_process=True)
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -525,9 +530,10 @@ class App:
         await chain(self.middleware, last)(Envelope("publish", topic, ev, self.name))
 
 
-def _settle_collector() -> None:
-    """Once per process, as the first App with views starts: what is alive then (the
-    code, an embedded hub's core) is kept out of the cyclic collector's walks, and
+def settle_collector() -> None:
+    """Once per process, in a process tidings owns (``tidings run``, :meth:`App.run`)
+    once its apps with views have started: what is alive then (the code, an
+    embedded hub's core) is kept out of the cyclic collector's walks, and
     the collector runs every 50,000 container objects made and still alive, not 700
     (the thresholds ``tidings serve`` takes).
 
@@ -549,8 +555,14 @@ def _settle_collector() -> None:
         gc.set_threshold(max(young, 50_000), max(middle, 20), max(old, 100))
 
 
-async def run_apps(apps: Sequence[App], *, signals: bool = True) -> None:
-    """Run ``apps`` in this process until SIGINT or SIGTERM, then stop each gracefully."""
+async def run_apps(
+    apps: Sequence[App], *, signals: bool = True, own_process: bool = False
+) -> None:
+    """Run ``apps`` in this process until SIGINT or SIGTERM, then stop each gracefully.
+    ``own_process``: the process is tidings' own (``tidings run``, :meth:`App.run`),
+    so, once they have started, the collector is settled for it if one of them
+    runs views (:func:`settle_collector`); an app started as a library (``start()``)
+    leaves the process's collector as it is."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     installed: list[signal.Signals] = []
@@ -564,6 +576,8 @@ async def run_apps(apps: Sequence[App], *, signals: bool = True) -> None:
         for app in apps:
             await app.start()
             started.append(app)
+        if own_process and any(a.streams for a in apps):
+            settle_collector()
         waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
         waits += [asyncio.ensure_future(a.wait_stopped()) for a in apps]
         try:

@@ -299,6 +299,8 @@ class TaskRunner:
             except _Gone as exc:
                 logger.info("view %s: %s", name, exc, extra={"view": name})
                 return
+            except _Refused as exc:
+                await self._failed(f"the hub refused its declaration: {exc}")
             except (_Reload, Conflict) as exc:
                 self.processor.reloads += 1
                 logger.info("view %s: %s; reloading from the changelog", name, _why(exc),
@@ -342,7 +344,10 @@ class TaskRunner:
 
     async def _session(self) -> None:
         spec, t = self.spec, self.transport
-        info = await t.put_view(spec.name, spec.declaration)
+        try:
+            info = await t.put_view(spec.name, spec.declaration)
+        except Conflict as exc:  # declared otherwise (e.g. another layout): not a race
+            raise _Refused(exc.detail) from exc
         generation = int(info["generation"])
         tasks = int(info.get("tasks", 1))
         if spec.route_key is not None:  # its tasks past these route
@@ -358,6 +363,10 @@ class TaskRunner:
         op.restore(loaded.values, loaded.state, dict(ckpt.get("clock") or {}))
         run = _Run(self, op, generation, loaded.end, int(ckpt.get("seq", -1)) + 1, ckpt)
         await run.loop()
+
+
+class _Refused(Exception):
+    """The hub refused the view's declaration (409: declared otherwise there)."""
 
 
 class _Gone(Exception):

@@ -182,7 +182,7 @@ def _window_spec(opts: argparse.Namespace) -> Any:
 
 
 async def run_app(opts: argparse.Namespace) -> dict[str, Any]:
-    from tidings.app.app import App
+    from tidings.app.app import App, settle_collector
     from tidings.streams import Count
 
     app = App("benchstreams", hub=opts.hub, poll_wait=1.0)
@@ -198,6 +198,7 @@ async def run_app(opts: argparse.Namespace) -> dict[str, Any]:
     opened, open_peak = time.perf_counter() - t0, _peak_kib()
     start, cpu = time.perf_counter(), time.process_time()
     await app.start()
+    settle_collector()  # as `tidings run` does once its apps have started
     try:
         proc = app.processors[0]
         deadline = start + _DEADLINE_S

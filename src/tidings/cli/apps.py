@@ -45,7 +45,8 @@ def run_apps(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    _run(run_all(apps), uvloop=True)  # handlers wait on the network: uvloop's is cheaper
+    # handlers wait on the network: uvloop's loop is cheaper
+    _run(run_all(apps, own_process=True), uvloop=True)
 
 
 def asyncapi_doc(

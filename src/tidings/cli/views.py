@@ -112,12 +112,29 @@ def keys(
 @views_app.command()
 def rebuild(
     name: NameArg,
+    partitioned: Annotated[
+        bool | None,
+        typer.Option(
+            "--partitioned/--no-partitioned",
+            help="Lay the view out anew: one task per input partition, or one task "
+            "(default: as it is)",
+        ),
+    ] = None,
+    repartition: Annotated[
+        int | None,
+        typer.Option(
+            "--repartition",
+            min=1,
+            help="Lay the view out anew, routed by key over this many partitions of "
+            "__view.NAME.by-key",
+        ),
+    ] = None,
     url: Url = DEFAULT_URL,
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Start the view over: its processor replays its inputs from earliest, then goes on live."""
-    got = call_hub(url, token, "rebuild_view", name)
+    got = call_hub(url, token, "rebuild_view", name, partitioned, repartition)
     if json_out:
         print_json(got)
         return

@@ -77,16 +77,25 @@ class AsyncViewCalls(JsonCalls):
         self, name: str, member: str, leave: bool = False
     ) -> dict[str, Any]:
         """Heartbeat as ``member`` of the processes running partitioned view ``name``
-        (``leave``: stop): ``{"member", "tasks", "members", "heartbeat_ms", ...}``."""
+        (``leave``: stop): ``{"member", "tasks", "task_count", "member_count",
+        "heartbeat_ms", ...}``."""
         body: dict[str, Any] = {"member": member}
         if leave:
             body["leave"] = True
         answer: dict[str, Any] = await self._call("POST", _path(name, "/members"), body)
         return answer
 
-    async def rebuild_view(self, name: str) -> dict[str, Any]:
-        """Start the view over from its inputs' earliest events, under the next generation."""
-        answer: dict[str, Any] = await self._call("POST", _path(name, "/rebuild"), {})
+    async def rebuild_view(
+        self, name: str, partitioned: bool | None = None, repartition: bool | int | None = None
+    ) -> dict[str, Any]:
+        """Start the view over from its inputs' earliest events, under the next generation;
+        ``partitioned`` lays it out anew with one task per input partition (or one task),
+        ``repartition`` (true or a number of partitions) routed by key; both None: as
+        it is."""
+        body: dict[str, Any] = {} if partitioned is None else {"partitioned": partitioned}
+        if repartition is not None:
+            body["repartition"] = repartition
+        answer: dict[str, Any] = await self._call("POST", _path(name, "/rebuild"), body)
         return answer
 
     async def views(self) -> list[dict[str, Any]]:
@@ -167,8 +176,10 @@ class ViewCalls:
     def view_members(self, name: str, member: str, leave: bool = False) -> dict[str, Any]:
         return self._run(self._view_calls().view_members(name, member, leave))
 
-    def rebuild_view(self, name: str) -> dict[str, Any]:
-        return self._run(self._view_calls().rebuild_view(name))
+    def rebuild_view(
+        self, name: str, partitioned: bool | None = None, repartition: bool | int | None = None
+    ) -> dict[str, Any]:
+        return self._run(self._view_calls().rebuild_view(name, partitioned, repartition))
 
     def views(self) -> list[dict[str, Any]]:
         return self._run(self._view_calls().views())

@@ -11,16 +11,18 @@ member that held it is told on its next heartbeat, and only after that heartbeat
 is the task given to its new owner. A member that leaves (a graceful stop) or
 misses heartbeats for the session timeout is dropped and its tasks are given at
 once. Assignment is advice, not the guard: each task commits with a compare and
-set on its own changelog partition, so a stale owner that commits after its task
-moved gets 409 and drops it, and the result stays exact.
+set on its own changelog partition, so while a task moves, whichever of its old
+and new owner commits first wins and the other gets 409 and reloads from the
+changelog; the result stays exact.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidings.errors import BadRequest
+from tidings.errors import BadRequest, Conflict
 
 __all__ = ["HEARTBEAT_MS", "SESSION_TIMEOUT_MS", "Members", "check_member"]
 
@@ -71,7 +73,11 @@ class Members:
             self._balance()
             return []
         if member not in self.seen and len(self.seen) >= MAX_MEMBERS:
-            raise BadRequest(f"a view has at most {MAX_MEMBERS} members", field="member")
+            raise Conflict(
+                f"the view has {MAX_MEMBERS} live members, its most: member {member!r} may "
+                "join once one leaves or falls silent",
+                field="member", limit="members", members=MAX_MEMBERS,
+            )  # fmt: skip
         self.seen[member] = now_ms
         self._balance()
         # Tasks moving away from this member are released by this answer.
@@ -126,13 +132,13 @@ class Members:
         by_load = sorted(live, key=lambda m: (-len(held[m]), m))
         quotas = sorted(share.values(), reverse=True)
         share = dict(zip(by_load, quotas, strict=True))
-        free: list[int] = [t for t in range(self.tasks) if self.target.get(t) not in held]
+        loose: list[int] = [t for t in range(self.tasks) if self.target.get(t) not in held]
         for m in live:
             keep = held[m][: share[m]]
-            free.extend(held[m][share[m] :])
+            loose.extend(held[m][share[m] :])
             held[m] = keep
-        free.sort()
+        free = deque(sorted(loose))
         for m in live:
             while len(held[m]) < share[m] and free:
-                held[m].append(free.pop(0))
+                held[m].append(free.popleft())
         self.target = {t: m for m, ts in held.items() for t in ts}

@@ -268,39 +268,47 @@ def check_commit(name: str, generation: int, events: object, max_bytes: int) -> 
     checkpoint: dict[str, Any] | None = None
     last = b""
     dumps = orjson.dumps
-    for n, raw in enumerate(events):
-        if (
-            type(raw) is dict
-            and raw.keys() <= _CHANGE_KEYS
-            and (pk := raw.get("partitionkey")).__class__ is str
-            and pk[:2] in _CHANGE_PREFIXES
-            and raw.get("type") == VALUE_TYPE
-            and raw.get("specversion") == "1.0"
-            and raw.get("source") == source
-            and (eid := raw.get("id")).__class__ is str
-            and eid
-            and eid.isprintable()
-            and pk.isprintable()
-            and (
-                (data := raw.get("data", _ABSENT)) is _ABSENT
-                or (data.__class__ is dict and data.keys() == _VALUE_KEYS)
-            )
-        ):
-            if data is not _ABSENT:
-                values.append(data["value"])  # a dict with one key, "value"
-            payload = dumps(raw)[:-1] + tail
-            if len(payload) > max_bytes:
-                raise TooLarge(f"events[{n}] is over the {max_bytes}-byte event limit", index=n)
-            changes.append(raw)
-            payloads.append(payload)
-            continue
-        ev, payload = _check_event(name, generation, seq, now, raw, n, max_bytes, checkpoint)
-        if ev.get("partitionkey") == "c":
-            checkpoint = ev
-            last = payload
-        else:
-            changes.append(ev)
-            payloads.append(payload)
+    try:
+        for n, raw in enumerate(events):
+            if (
+                type(raw) is dict
+                and raw.keys() <= _CHANGE_KEYS
+                and (pk := raw.get("partitionkey")).__class__ is str
+                and pk[:2] in _CHANGE_PREFIXES
+                and raw.get("type") == VALUE_TYPE
+                and raw.get("specversion") == "1.0"
+                and raw.get("source") == source
+                and (eid := raw.get("id")).__class__ is str
+                and eid
+                and eid.isprintable()
+                and pk.isprintable()
+                and (
+                    (data := raw.get("data", _ABSENT)) is _ABSENT
+                    or (data.__class__ is dict and data.keys() == _VALUE_KEYS)
+                )
+            ):
+                if data is not _ABSENT:
+                    values.append(data["value"])  # a dict with one key, "value"
+                payload = dumps(raw)[:-1] + tail
+                if len(payload) > max_bytes:
+                    raise TooLarge(
+                        f"events[{n}] is over the {max_bytes}-byte event limit", index=n
+                    )
+                changes.append(raw)
+                payloads.append(payload)
+                continue
+            ev, payload = _check_event(name, generation, seq, now, raw, n, max_bytes, checkpoint)
+            if ev.get("partitionkey") == "c":
+                checkpoint = ev
+                last = payload
+            else:
+                changes.append(ev)
+                payloads.append(payload)
+    except Exception:
+        # A fault (or a value orjson cannot write, nested past its limit): the full
+        # check, event by event, names the first, which may be a change before it
+        # that nests too deep (its depth is checked below, all at once).
+        return _check_all(name, generation, events, max_bytes)
     if checkpoint is None:
         raise BadRequest("a commit needs one checkpoint (partitionkey 'c')", field="events")
     if _too_deep(values):
@@ -449,8 +457,7 @@ def _check_checkpoint(data: object, generation: int, where: str, n: int) -> None
     if not isinstance(inputs, dict) or not all(
         isinstance(at, dict)
         and all(
-            p.isascii()
-            and p.isdigit()
+            _partition(p)
             and isinstance(o, int)
             and not isinstance(o, bool)
             and 0 <= o <= _MAX_INT
@@ -459,6 +466,14 @@ def _check_checkpoint(data: object, generation: int, where: str, n: int) -> None
         for at in inputs.values()
     ):
         raise BadRequest(
-            f'{where}.data.inputs must map each topic to {{"PARTITION": next offset}}',
+            f'{where}.data.inputs must map each topic to {{"PARTITION": next offset}}, '
+            "each PARTITION a partition number (at most 6 digits) without leading zeros",
             field=f"{where}.data.inputs", index=n,
         )  # fmt: skip
+
+
+def _partition(p: str) -> bool:
+    """Whether ``p`` names a partition as a checkpoint writes it: a number of at most
+    six digits (the commit checks it against the input's partitions), no leading
+    zero."""
+    return 0 < len(p) <= 6 and p.isascii() and p.isdigit() and (p == "0" or p[0] != "0")

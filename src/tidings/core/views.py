@@ -296,8 +296,9 @@ class Views(ViewReads):
 
         A ``partitioned`` view has one task per input partition, and its inputs must
         have the same number of partitions (400 otherwise); its changelog has one
-        partition per task. Declared again with another number of tasks (it was not
-        partitioned before, or is no longer), it starts over as :meth:`rebuild` does.
+        partition per task. Declared again with another layout (``partitioned`` or
+        not, or another number of tasks): 409 naming both, the view unchanged; the
+        layout changes only by :meth:`rebuild` (which takes ``partitioned``).
         """
         check_name("view", name)
         if name.endswith(BY_KEY_SUFFIX):
@@ -326,14 +327,26 @@ class Views(ViewReads):
                             "a view's kind and inputs do not change: declare another name",
                             field=what,
                         )
+                if (partitioned, tasks, repartition, routers) != (
+                    view.partitioned, view.tasks, view.repartition, view.routers
+                ):
+                    flag = (
+                        f"--repartition {repartition}" if repartition
+                        else f"--{'' if partitioned else 'no-'}partitioned"
+                    )
+                    raise Conflict(
+                        f"view {name!r} is "
+                        f"{_layout(view.partitioned, view.tasks, view.repartition)}; this "
+                        f"declaration asks for {_layout(partitioned, tasks, repartition)}: a "
+                        f"new layout empties the view; rebuild it so (tidings views rebuild "
+                        f"{name} {flag})",
+                        field="repartition" if repartition or view.repartition else "partitioned",
+                        partitioned=view.partitioned, tasks=view.tasks,
+                    )  # fmt: skip
                 # Inputs (or result topics) deleted since are made again: the processor
                 # would otherwise wait for them for ever.
                 self._make_missing([*inputs, *results], 0)
                 view.app, view.window, view.emit = app, window, emit
-                view.partitioned = partitioned
-                if (tasks, repartition, routers) != (view.tasks, view.repartition, view.routers):
-                    await _landed(view)
-                    await self._recreate(view, tasks, repartition, routers)
                 self._save(view)
             return self.info(name), False
         self._check_results(name, inputs, results)
@@ -494,6 +507,7 @@ class Views(ViewReads):
             # Checked under the lock (the CAS holds meanwhile): a commit that lost the
             # race is told so (409) before anything about its events.
             checked = check_commit(name, gen, events, self.hub.options.max_event_bytes)
+            self._check_inputs(view, task, events, checked.events[-1].get("data") or {})
             copies = check_route_commit(view, task, checked.events, route)
             if copies is not None:
                 landing = asyncio.get_running_loop().create_task(
@@ -506,8 +520,6 @@ class Views(ViewReads):
                     if landing.done():
                         view.landing = None
                 return {"offset": base, "next": base + len(checked.events)}
-            if view.partitioned or view.repartition:
-                _check_task_inputs(name, task, checked.events[-1].get("data") or {})
             # Once the append starts it lands whatever happens to the caller, so it is
             # applied whatever happens too: in a task of its own, which the next holder
             # of the lock waits for (applied in changelog order).
@@ -522,6 +534,44 @@ class Views(ViewReads):
                 if landing.done():  # else the caller is cancelled: the next one waits
                     view.landing = None
         return {"offset": base, "next": base + len(checked.payloads)}
+
+    def _check_inputs(
+        self, view: View, task: int, events: object, checkpoint: dict[str, Any]
+    ) -> None:
+        """The checkpoint's ``inputs`` name only the view's inputs and partitions they
+        have (a deleted input: any a topic may have); a partitioned view's task names
+        its own partition of each (what the view reflects is the union)."""
+        where = f"events[{_checkpoint_index(events)}].data.inputs"
+        # A repartitioned view's own tasks read its repartition topic (their partition
+        # of it); its routing tasks, one input partition each (check_route_commit).
+        reads = view.inputs
+        if view.repartition:
+            reads = [view.by_key] if task < view.repartition else view.inputs
+        own_partition = view.partitioned or (view.repartition > 0 and task < view.repartition)
+        for topic, at in (checkpoint.get("inputs") or {}).items():
+            if topic not in reads:
+                raise BadRequest(
+                    f"{where} names topic {topic!r}, which task {task} of view "
+                    f"{view.name!r} does not read (it reads: {', '.join(reads)})",
+                    field=where,
+                )
+            t = self.hub.topics.get(topic)
+            count = len(t.partitions) if t is not None else self.hub.options.max_partitions
+            beyond = sorted(int(p) for p in at if int(p) >= count)
+            if beyond:
+                raise BadRequest(
+                    f"{where} names partition {beyond[0]} of {topic!r}, which has {count} "
+                    f"partition(s), 0 to {count - 1}",
+                    field=where,
+                )
+            others = sorted(int(p) for p in at if int(p) != task)
+            if own_partition and others:
+                raise BadRequest(
+                    f"the checkpoint of task {task} of partitioned view {view.name!r} names "
+                    f"partition {others[0]} of {topic!r}: a task reads its own partition "
+                    "of every input",
+                    field="events",
+                )
 
     async def _land(
         self,
@@ -540,19 +590,44 @@ class Views(ViewReads):
         view.changed()
         return base
 
-    async def rebuild(self, name: str) -> dict[str, Any]:
-        """Empty the view under the next generation: its changelog is dropped and made again."""
+    async def rebuild(
+        self, name: str, partitioned: object = None, repartition: object = None
+    ) -> dict[str, Any]:
+        """Empty the view under the next generation: its changelog is dropped and made
+        again, laid out anew: one task per input partition if ``partitioned``, routed
+        by key if ``repartition`` (true or a number of partitions, as declared), else
+        one task; both None leave the layout as it was."""
         await self.ready()
         view = self.view(name)
+        if partitioned is not None and not isinstance(partitioned, bool):
+            raise BadRequest(
+                f"partitioned must be true or false, not {partitioned!r}", field="partitioned"
+            )
+        asked = None if repartition is None else parse_repartition(
+            {"repartition": repartition, "partitioned": partitioned or False}
+        )
         async with view.lock:
             await _landed(view)
-            await self._recreate(view, view.tasks, view.repartition, view.routers)
+            wanted: int | bool
+            if partitioned is None and asked is None:  # as it is, inputs recounted
+                keep, wanted = view.partitioned, view.repartition or False
+            else:
+                keep, wanted = bool(partitioned), False if asked is None else asked
+            tasks = self._tasks(name, view.inputs) if keep else 1
+            routed, routers = 0, list[tuple[str, int]]()
+            if wanted is not False:
+                routed, routers = routers_of(self.hub, view.inputs, wanted)
+                tasks = routed + len(routers)
+            view.partitioned = keep
+            await self._recreate(view, tasks, routed, routers)
             self._save(view)
         return self.info(name)
 
     async def members(self, name: str, member: object, leave: object = False) -> dict[str, Any]:
         """A process running view ``name`` heartbeats (or leaves): the tasks it runs,
-        and who runs what (:mod:`tidings.core.viewmembers`)."""
+        and how many tasks and live members there are (who runs what is the view's
+        :meth:`info`: an answer of every member to each would grow with their square);
+        see :mod:`tidings.core.viewmembers`."""
         await self.ready()
         view = self.view(name)
         who = check_member(member)
@@ -563,7 +638,8 @@ class Views(ViewReads):
         return {
             "member": who, "tasks": tasks, "generation": view.generation,
             "task_count": view.tasks, "heartbeat_ms": HEARTBEAT_MS,
-            **view.members.describe(now), **stages(view),
+            "session_timeout_ms": view.members.timeout_ms,
+            "member_count": len(view.members.seen), **stages(view),
         }  # fmt: skip
 
 
@@ -590,14 +666,15 @@ async def _landed(view: View) -> None:
         view.landing = None
 
 
-def _check_task_inputs(name: str, task: int, checkpoint: dict[str, Any]) -> None:
-    """A partitioned view's task reads partition ``task`` of every input: its
-    checkpoint names that partition only (what the view reflects is the union)."""
-    for topic, at in (checkpoint.get("inputs") or {}).items():
-        others = sorted(set(at) - {str(task)}, key=int)
-        if others:
-            raise BadRequest(
-                f"the checkpoint of task {task} of partitioned view {name!r} names partition "
-                f"{others[0]} of {topic!r}: a task reads its own partition of every input",
-                field="events",
-            )
+def _checkpoint_index(events: object) -> int:
+    """Where the (checked) commit's checkpoint lies in ``events``."""
+    assert isinstance(events, list)
+    return next(
+        i for i, e in enumerate(events) if isinstance(e, dict) and e.get("partitionkey") == "c"
+    )
+
+
+def _layout(partitioned: bool, tasks: int, repartition: int = 0) -> str:
+    if repartition:
+        return f"repartitioned over {repartition} partition(s), {tasks} task(s)"
+    return f"partitioned, {tasks} task(s)" if partitioned else "not partitioned (one task)"

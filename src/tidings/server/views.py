@@ -191,8 +191,11 @@ class ViewRoutes:
         name = request.path_params["view"]
         await self.views.ready()
         authorize_view(self.api, request, name, "manage")
-        _only(await self.api._json_body(request), set())
-        return _json(await self.views.rebuild(name))
+        body = await self.api._json_body(request)
+        _only(body, {"partitioned", "repartition"})
+        return _json(
+            await self.views.rebuild(name, body.get("partitioned"), body.get("repartition"))
+        )
 
     # -- reads -------------------------------------------------------------------------
 
@@ -405,13 +408,13 @@ def ws_follow(
 
 
 def check_resume(hub: Hub, name: str, resume: str | None, field: str) -> None:
-    """BadRequest unless ``resume`` is None or a resume token of view ``name``: its
-    partitions are those of the changelog (one per task)."""
+    """BadRequest unless ``resume`` is None or parses as a resume token. One of
+    another generation, or naming partitions the changelog no longer has (its
+    layout changed, which bumps the generation), starts over with a snapshot."""
     if resume is None:
         return
-    given = parse_resume(resume)
-    tasks = hub.views.view(name).tasks
-    if given is None or any(p >= tasks for p in given[1]):
+    if parse_resume(resume) is None:
+        tasks = hub.views.view(name).tasks
         raise BadRequest(
             f"{field} {resume!r} is not a resume token of view {name!r} like '3@0:42' "
             f"(generation 3, then the next offset of each of its {tasks} changelog "
