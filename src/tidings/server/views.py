@@ -193,6 +193,9 @@ class ViewRoutes:
         authorize_view(self.api, request, name, "manage")
         body = await self.api._json_body(request)
         _only(body, {"partitioned", "repartition"})
+        for field in ("partitioned", "repartition"):
+            if field in body and body[field] is None:
+                raise BadRequest(f"{field} must not be null (leave it out)", field=field)
         return _json(
             await self.views.rebuild(name, body.get("partitioned"), body.get("repartition"))
         )
