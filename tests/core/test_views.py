@@ -552,3 +552,22 @@ async def test_copies_stored_without_their_checkpoint_are_not_routed_twice() -> 
     assert {int(q): o for q, o in last["routed"].items()} == {
         q: end for q, end in enumerate(ends) if end
     }  # min_position waits for every copy, the ones found again too
+
+
+async def test_a_rebuild_lays_a_repartitioned_view_out_as_declared(hub: Hub) -> None:
+    """Declared with repartition true (as many partitions as the input with the
+    most), a view whose input has grown is refused as declared again (409: a new
+    layout), and a rebuild without arguments lays it out as declared, counted anew,
+    so the same declaration is then taken."""
+    spec = {"kind": "view", "inputs": ["orders"], "repartition": True}
+    await hub.create_topic("orders", partitions=2)
+    info, _ = await hub.views.put("sku", spec)
+    assert (info["tasks"], info["repartition"]["partitions"]) == (4, 2)
+    await hub.create_topic("orders", partitions=4)
+    with pytest.raises(Conflict):
+        await hub.views.put("sku", spec)
+    rebuilt = await hub.views.rebuild("sku")
+    assert (rebuilt["tasks"], rebuilt["repartition"]["partitions"]) == (8, 4)
+    again, created = await hub.views.put("sku", spec)
+    assert not created and again["generation"] == rebuilt["generation"]
+    assert hub.views.views["sku"].declaration()["repartition_asked"] is True

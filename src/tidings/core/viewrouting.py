@@ -184,7 +184,8 @@ async def _published_since(
                 break
             for o, _, payload in got:
                 eid = orjson.loads(payload).get("id")
-                if isinstance(eid, str) and eid.startswith(prefix):
+                # The prefix then an offset: a topic named "a.1" is not partition 1 of "a".
+                if isinstance(eid, str) and eid.startswith(prefix) and eid[len(prefix):].isdigit():
                     found[eid] = (p, o)
             offset = got[-1][0] + 1
             await asyncio.sleep(0)  # others run meanwhile

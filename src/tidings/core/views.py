@@ -90,6 +90,9 @@ class View:
     # the input partitions routed by stage 1's tasks N, N+1, ... (0: not repartitioned).
     repartition: int = 0
     routers: list[tuple[str, int]] = field(default_factory=list)
+    # As declared: True (as many as the input with the most, counted at each layout),
+    # a number, or False; a rebuild lays the view out by it again.
+    asked: int | bool = False
     # Routing tasks whose copies past their last checkpoint this hub has looked for
     # (see tidings.core.viewrouting.route_and_land).
     verified: set[int] = field(default_factory=set)
@@ -124,6 +127,7 @@ class View:
             "window": self.window, "emit": self.emit, "generation": self.generation,
             "partitioned": self.partitioned, "tasks": self.tasks,
             "repartition": self.repartition, "routers": [list(r) for r in self.routers],
+            "repartition_asked": self.asked,
         }  # fmt: skip
 
     def layout(self, tasks: int, repartition: int = 0,
@@ -215,6 +219,8 @@ class Views(ViewReads):
             routers = [(str(t), int(p)) for t, p in decl.get("routers") or []]
             view.layout(len(self.hub.topics[topic].partitions),
                         int(decl.get("repartition") or 0), routers)
+            asked = decl.get("repartition_asked", view.repartition or False)
+            view.asked = asked if isinstance(asked, bool | int) else view.repartition
             self.views[name] = view
         self._loading = asyncio.get_running_loop().create_task(self._load_all())
 
@@ -354,12 +360,13 @@ class Views(ViewReads):
         hub._check_not_deleting(topic)
         by_key = by_key_topic(name)
         hub._check_not_deleting(by_key)
-        taken_over = topic in hub.topics  # a declaration lost halfway (a crash)
+        # A declaration lost halfway (a crash), or a changelog the hub could not open.
+        taken_over = topic in hub.topics or topic in hub.unavailable
         own = 1 + (1 if repartition else 0)
         self._make_missing([*inputs, *results], 0 if taken_over else own)
         if taken_over:
             await hub.delete_topic(topic)
-        if by_key in hub.topics:
+        if by_key in hub.topics or by_key in hub.unavailable:
             await hub.delete_topic(by_key)
         # The hub's own topics: check_name, which refuses the leading '_', is not asked.
         if repartition:
@@ -367,6 +374,7 @@ class Views(ViewReads):
         hub._open_topic(topic, tasks, CHANGELOG_RETENTION)
         view = View(name, kind, inputs, app, window, emit, partitioned=partitioned)
         view.layout(tasks, repartition, routers)
+        view.asked = wanted
         self.views[name] = view
         self._save(view)
         return self.info(name), True
@@ -393,7 +401,7 @@ class Views(ViewReads):
         ``tasks`` partitions, under the next generation (under the view's lock)."""
         hub = self.hub
         await hub.delete_topic(view.topic)
-        if view.by_key in hub.topics:
+        if view.by_key in hub.topics or view.by_key in hub.unavailable:
             await hub.delete_topic(view.by_key)
         view.generation += 1
         view.layout(tasks, repartition, routers)
@@ -610,7 +618,7 @@ class Views(ViewReads):
             await _landed(view)
             wanted: int | bool
             if partitioned is None and asked is None:  # as it is, inputs recounted
-                keep, wanted = view.partitioned, view.repartition or False
+                keep, wanted = view.partitioned, view.asked
             else:
                 keep, wanted = bool(partitioned), False if asked is None else asked
             tasks = self._tasks(name, view.inputs) if keep else 1
@@ -618,7 +626,7 @@ class Views(ViewReads):
             if wanted is not False:
                 routed, routers = routers_of(self.hub, view.inputs, wanted)
                 tasks = routed + len(routers)
-            view.partitioned = keep
+            view.partitioned, view.asked = keep, wanted
             await self._recreate(view, tasks, routed, routers)
             self._save(view)
         return self.info(name)
