@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from hubproc import HubFactory
 from test_streams_kill import AppProcess
+from test_streams_scale import AppRun
 
 from tidings import App
 from tidings.app.processor import ChangelogState, load_changelog
-from tidings.app.transport import HttpTransport
 from tidings.client import AsyncClient
 from tidings.core.positions import parse_time_ms
 from tidings.errors import BadRequest, Forbidden, NotFound
@@ -59,62 +59,19 @@ app.window({WINDOW!r}, topic={TOPIC!r}, window=Tumbling("1s", grace="3s", idle="
 """
 
 
-class Run:
-    """A hub, the orders topic of three partitions, app processes and a load."""
+class Run(AppRun):
+    """The orders topic of three partitions, keyed (partitionkey) by order id: not
+    the views' key."""
 
-    def __init__(self, hub_url: str, directory: Path, processes: int) -> None:
-        self.t = HttpTransport(hub_url)
-        self.client = AsyncClient(hub_url)
-        self.apps = []
-        for i in range(processes):
-            d = directory / f"p{i}"
-            d.mkdir()
-            self.apps.append(AppProcess(d, hub_url, WORKER, name=f"p{i}"))
-        self.published = 0
+    topic, partitions, worker, view = TOPIC, PARTS, WORKER, VIEW
+    most, patience = 3000, 90.0
 
-    async def open(self) -> None:
-        await self.t.open()
-        await self.client.create_topic(TOPIC, partitions=PARTS)
-
-    async def close(self) -> None:
-        for app in self.apps:
-            if app.proc is not None and app.proc.poll() is None:
-                app.kill()
-        await self.t.close()
-        await self.client.close()
-
-    def logs(self) -> str:
-        return "\n".join(app.logs() for app in self.apps if app.runs)
-
-    async def publish(self, stop: asyncio.Event, rng: random.Random, most: int = 3000) -> None:
-        """Batches of orders keyed (partitionkey) by order id, until ``stop`` or ``most``."""
-        last = 0
-        while not stop.is_set() and self.published < most:
-            batch = []
-            for _ in range(rng.randint(1, 20)):
-                last = max(last + 1, self.t.clock.time_ms())
-                order = f"o{self.published}"
-                batch.append({
-                    "type": "order.placed", "id": order, "time": rfc3339_ms(last),
-                    "partitionkey": order,
-                    "data": {"sku": f"sku{rng.randrange(SKUS)}", "qty": rng.randint(1, 9)},
-                })
-                self.published += 1
-            await self.t.publish(TOPIC, batch)
-            await asyncio.sleep(rng.uniform(0.005, 0.03))
-
-    async def members(self, name: str = VIEW) -> dict[str, list[int]]:
-        try:
-            return dict((await self.client.view(name))["members"])
-        except NotFound:
-            return {}
-
-    async def wait_for(self, what: str, check: Any, seconds: float = 90) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while not await check():
-            assert loop.time() < deadline, f"{what}\n{self.logs()}"
-            await asyncio.sleep(0.2)
+    def event(self, n: int, ms: int, rng: random.Random) -> dict[str, Any]:
+        order = f"o{n}"
+        return {
+            "type": "order.placed", "id": order, "time": rfc3339_ms(ms), "partitionkey": order,
+            "data": {"sku": f"sku{rng.randrange(SKUS)}", "qty": rng.randint(1, 9)},
+        }  # fmt: skip
 
     async def done(self) -> bool:
         """Every order is routed, every copy processed, and every window closed."""

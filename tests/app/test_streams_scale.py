@@ -53,8 +53,16 @@ app.window({WINDOW!r}, topic={TOPIC!r}, window=Tumbling("1s", grace="0s", idle="
 """
 
 
-class Run:
-    """A hub, the topic of three partitions, app processes and a publishing load."""
+class AppRun:
+    """A hub, a topic of ``partitions`` partitions, app processes running ``worker``,
+    and a publishing load (``event`` makes each event; the rest is the run's)."""
+
+    topic: str
+    partitions: int
+    worker: str
+    view: str  # the view whose members members() answers by default
+    most = 4000  # events published at most
+    patience = 60.0  # seconds wait_for waits by default
 
     def __init__(self, hub_url: str, directory: Path, processes: int) -> None:
         self.t = HttpTransport(hub_url)
@@ -63,12 +71,12 @@ class Run:
         for i in range(processes):
             d = directory / f"p{i}"
             d.mkdir()
-            self.apps.append(AppProcess(d, hub_url, WORKER, name=f"p{i}"))
+            self.apps.append(AppProcess(d, hub_url, self.worker, name=f"p{i}"))
         self.published = 0
 
     async def open(self) -> None:
         await self.t.open()
-        await self.client.create_topic(TOPIC, partitions=TASKS)
+        await self.client.create_topic(self.topic, partitions=self.partitions)
 
     async def close(self) -> None:
         for app in self.apps:
@@ -80,35 +88,50 @@ class Run:
     def logs(self) -> str:
         return "\n".join(app.logs() for app in self.apps if app.runs)
 
-    async def publish(self, stop: asyncio.Event, rng: random.Random, most: int = 4000) -> None:
-        """Batches of sales keyed (partitionkey) by their key, until ``stop`` or ``most``."""
+    def event(self, n: int, ms: int, rng: random.Random) -> dict[str, Any]:
+        """The ``n``-th event published, at ``ms``."""
+        raise NotImplementedError
+
+    async def publish(
+        self, stop: asyncio.Event, rng: random.Random, most: int | None = None
+    ) -> None:
+        """Batches of 1 to 20 events, until ``stop`` or ``most`` events."""
         last = 0
-        while not stop.is_set() and self.published < most:
+        while not stop.is_set() and self.published < (most or self.most):
             batch = []
             for _ in range(rng.randint(1, 20)):
                 last = max(last + 1, self.t.clock.time_ms())
-                k = f"k{rng.randrange(KEYS)}"
-                batch.append({
-                    "type": "sale", "id": f"s{self.published}", "time": rfc3339_ms(last),
-                    "partitionkey": k, "data": {"k": k, "v": rng.randint(1, 100)},
-                })
+                batch.append(self.event(self.published, last, rng))
                 self.published += 1
-            await self.t.publish(TOPIC, batch)
+            await self.t.publish(self.topic, batch)
             await asyncio.sleep(rng.uniform(0.005, 0.03))
 
-    async def members(self) -> dict[str, list[int]]:
-        """Who runs which task of the fold view (none before a process declared it)."""
+    async def members(self, name: str | None = None) -> dict[str, list[int]]:
+        """Who runs which task of the view (none before a process declared it)."""
         try:
-            return dict((await self.client.view(VIEW))["members"])
+            return dict((await self.client.view(name or self.view))["members"])
         except NotFound:
             return {}
 
-    async def wait_for(self, what: str, check: Any, seconds: float = 60) -> None:
+    async def wait_for(self, what: str, check: Any, seconds: float | None = None) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
+        deadline = loop.time() + (seconds or self.patience)
         while not await check():
             assert loop.time() < deadline, f"{what}\n{self.logs()}"
             await asyncio.sleep(0.2)
+
+
+class Run(AppRun):
+    """The sales topic, keyed (partitionkey) by the views' key."""
+
+    topic, partitions, worker, view = TOPIC, TASKS, WORKER, VIEW
+
+    def event(self, n: int, ms: int, rng: random.Random) -> dict[str, Any]:
+        k = f"k{rng.randrange(KEYS)}"
+        return {
+            "type": "sale", "id": f"s{n}", "time": rfc3339_ms(ms),
+            "partitionkey": k, "data": {"k": k, "v": rng.randint(1, 100)},
+        }  # fmt: skip
 
     async def events(self) -> list[dict[str, Any]]:
         return [r["event"] for r in await self.t.read_all(TOPIC)]
