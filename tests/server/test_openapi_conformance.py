@@ -42,7 +42,7 @@ EVENT_ID, CORRELATION_ID = "conformance-event-1", "o-1"  # what the event lookup
 VIEW, VIEW_KEY = "orders-view", "k"  # a view over TOPIC with one key
 EXAMPLES = 80  # per operation
 REQUEST_TIMEOUT_S = 10.0
-SSE_TIMEOUT_S = 0.3  # an event stream is read this long, then cut
+SSE_TIMEOUT_S = 1.0  # an event stream is read this long, then cut
 
 # A valid request may still be refused for what the hub holds, not for its shape:
 # these fields, named by the problem, are judged against the topic, group or webhook.
@@ -60,7 +60,9 @@ STATE_DEPENDENT = {
     "viewSse": {"from", "Last-Event-ID"},  # partitions the view's changelog has
     # a window view's result topics ({view}, {view}.late) against its name's length and
     # its inputs; a hopping window's every against its size
-    "putView": {"view", "inputs", "window.every"},
+    # (and a layout's tasks, at most MAX_TASKS, against the inputs' partition counts)
+    "putView": {"view", "inputs", "window.every", "repartition"},
+    "rebuildView": {"repartition", "inputs"},
 }
 # A JSON Schema document its meta-schema allows may still not compile: a pattern that
 # is no regular expression, a $ref that resolves to nothing. No schema can say so.
