@@ -25,7 +25,7 @@ from tidings.core.webhooks.schedule import (
     RetrySchedule,
     State,
 )
-from tidings.core.webhooks.signing import new_secret, secret_key
+from tidings.core.webhooks.signing import SigningKey, new_secret, secret_key
 from tidings.core.webhooks.targets import IPNetwork, check_url
 from tidings.errors import BadRequest
 
@@ -195,11 +195,11 @@ def parse_grace_ms(body: Mapping[str, Any]) -> int:
 class Secret:
     value: str
     expires_ms: int | None = None  # an old secret, still signing until then
-    # Its HMAC key, decoded once: every delivery signs with it.
-    key: bytes = field(init=False, repr=False, compare=False)
+    # Its HMAC key, decoded and set up once: every delivery signs with it.
+    key: SigningKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.key = secret_key(self.value)
+        self.key = SigningKey(secret_key(self.value))
 
 
 @dataclass(slots=True)
@@ -224,7 +224,7 @@ class Endpoint:
         """The consumer group, on each of its topics, that is this endpoint's cursor."""
         return f"webhook.{self.id}"
 
-    def signing_keys(self, now_ms: int) -> list[bytes]:
+    def signing_keys(self, now_ms: int) -> list[SigningKey]:
         """The current secret's key, then those of rotated secrets still in their grace."""
         return [s.key for s in self.secrets if s.expires_ms is None or s.expires_ms > now_ms]
 

@@ -45,6 +45,9 @@ logger = logging.getLogger("tidings.webhooks")
 
 FETCH_WAIT_S = 1.0
 IDLE_LOOK_S = 1.0
+# How long the acks of an endpoint without ordering gather before one call saves
+# them: a few ms of answers, not the one or two of a loop turn, per position save.
+ACK_GATHER_S = 0.005
 
 
 @dataclass(slots=True)
@@ -125,6 +128,8 @@ class EndpointDispatcher:
         for t in resending:
             t.cancel()
         await asyncio.gather(*resending, return_exceptions=True)
+        if self._ack_task is not None:  # gathering: a few ms at most
+            await asyncio.gather(self._ack_task, return_exceptions=True)
         await self._flush_acks()
         for job in unsent:  # leased but never sent: due again at once, not counted
             await self._nack(job, 0, unsent=True)
@@ -143,14 +148,15 @@ class EndpointDispatcher:
             return 0
         concurrency = self.ep.config.concurrency
         if self.bucket is None and not health.down:
-            # Up and not rate-limited: lease up to one batch of `concurrency` ahead of
-            # the workers, a whole batch at a time (a fetch walks the group's pending
-            # records and reads their log batch: once per batch, not per few records).
-            # What is leased ahead is not sent if the endpoint goes down meanwhile.
-            free = 2 * concurrency - self.in_flight
-            if free < concurrency:
+            # Up and not rate-limited: lease up to two batches of `concurrency` ahead
+            # of the workers, two at a time, once no more than one is left (a fetch
+            # walks the group's pending records and reads their log batch whole: its
+            # cost barely depends on how many it takes). What is leased ahead is not
+            # sent if the endpoint goes down meanwhile.
+            free = 3 * concurrency - self.in_flight
+            if free < 2 * concurrency:
                 return 0
-            return min(free, health.new_records_allowed(0, concurrency, now_ms))
+            return health.new_records_allowed(0, free, now_ms)
         free = concurrency - self.in_flight
         # Refill in batches: one fetch per quarter of the workers, not one per
         # finished attempt.
@@ -259,7 +265,10 @@ class EndpointDispatcher:
                 await self._nack(job, 1000)
             finally:
                 self.in_flight -= 1
-                self.notify()
+                # With more than `concurrency` leased, no pump has room to fill (see
+                # _room): waking it for every attempt would cost a wake-up each.
+                if self.in_flight <= self.ep.config.concurrency:
+                    self.notify()
 
     async def _deliver(self, job: _Job) -> None:
         d = job.delivery
@@ -320,12 +329,18 @@ class EndpointDispatcher:
     def _ack(self, job: _Job) -> None:
         self._acks.setdefault(job.topic, []).append(job.delivery.lease)
         if self._ack_task is None:
-            self._ack_task = asyncio.get_running_loop().create_task(self._flush_acks())
+            self._ack_task = asyncio.get_running_loop().create_task(self._gather_acks())
+
+    async def _gather_acks(self) -> None:
+        # Under ordering: key the next record of a key waits for this ack: it goes
+        # at the next loop turn. Otherwise the acks of ACK_GATHER_S go in one call
+        # (at least once: a crash in between sends them again).
+        await asyncio.sleep(0 if self.ep.config.ordering == "key" else ACK_GATHER_S)
+        self._ack_task = None
+        await self._flush_acks()
 
     async def _flush_acks(self) -> None:
-        """Acks of one loop turn in one call per topic: one position save, not one each."""
-        await asyncio.sleep(0)
-        self._ack_task = None
+        """The acks gathered so far in one call per topic: one position save, not one each."""
         acks, self._acks = self._acks, {}
         for topic, leases in acks.items():
             try:

@@ -23,11 +23,15 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.helpers import is_ip_address
 from aiohttp.resolver import DefaultResolver
+from multidict import CIMultiDict
 
 from tidings.core.webhooks.targets import AddressPolicy, check_url
 from tidings.errors import UrlNotAllowed
 
 RESPONSE_KEPT = 1024
+# On every request: who sends, and that the answer's body is to come unencoded
+# (the sender reads at most its first bytes and does not decompress it).
+_FIXED = (("user-agent", "tidings-webhooks/1"), ("accept-encoding", "identity"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +105,17 @@ class AiohttpSender:
         # policy forbids), or None. The policy is fixed, so the answer is too.
         self._refused: dict[str, str | None] = {}
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, yarl.URL] = {}  # parsed once, not on every POST
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 resolver=CheckedResolver(self.policy), limit=0, limit_per_host=0, ttl_dns_cache=10
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                headers={"user-agent": "tidings-webhooks/1"},
-                skip_auto_headers=("accept-encoding",),
-            )
+            # No session-wide headers and no skipped auto headers: aiohttp merges the
+            # former into, and copies the headers to check the latter, on every request.
+            # Each request carries them instead (see _FIXED).
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 
     async def check(self, url: str) -> None:
@@ -141,9 +144,17 @@ class AiohttpSender:
         timeout = self._timeouts.get(timeout_s)
         if timeout is None:
             timeout = self._timeouts[timeout_s] = aiohttp.ClientTimeout(total=timeout_s)
+        target = self._urls.get(url)
+        if target is None:
+            if len(self._urls) > 10_000:
+                self._urls.clear()
+            target = self._urls[url] = yarl.URL(url)
+        # A multidict, which aiohttp takes as it is (a dict it converts first).
+        sent = CIMultiDict(_FIXED)
+        sent.extend(headers)
         try:
             async with self._http().post(
-                url, data=body, headers=headers, allow_redirects=False, timeout=timeout
+                target, data=body, headers=sent, allow_redirects=False, timeout=timeout
             ) as resp:
                 head = await self._read_capped(resp)
                 return SendResult(
