@@ -77,7 +77,7 @@ _HELD_PAUSE_S = 0.005  # records wait for the horizon to pass them: read again s
 # While events flow (and no read comes back full), a round of reads starts at most this
 # often: each read then brings the events of a few ms, rather than one read of every
 # input per event (a view with five inputs read five topics for each event).
-_ROUND_INTERVAL_S = 0.02
+_ROUND_INTERVAL_S = 0.05
 # Errors worth trying again soon: the hub unreachable (500), busy, limited, unavailable.
 _TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 _BEHIND_INTERVAL_S = 1.0  # the commit interval while reading a backlog
