@@ -19,7 +19,8 @@ waits for no view:
   ledger event appended before it, those of a process killed before this one
   included. Later, a key the copy lacks is read as the view has it: the view is at
   least that far, and this process has not written that key since (it writes only
-  keys in its copy).
+  keys in its copy). An order placed after that first read of ``reservations`` began
+  is not read at all: no other process can have written a hold for it.
 - The copy follows this process's own ledger events, through the same folds as the
   views. Decisions are made one at a time (``Book.lock``), each on a copy that counts
   every earlier decision's reservations and refusals from the moment they are handed
@@ -100,6 +101,9 @@ class Book:
         self.levels: dict[str, int] = {}
         self.holds: dict[str, dict[str, Any]] = {}
         self.caught_up: set[str] = set()  # views read with min_position="latest" since a drop
+        # The end of each partition of ``orders`` just before ``reservations`` was first read
+        # since a drop: an order appended at or past it holds nothing this copy lacks.
+        self.fresh_from: dict[int, int] = {}
         self.generation = 0  # how many times the copy was dropped
         self.stale = False  # drop it before the next decision
         self.mine: set[str] = set()  # ids of ledger events written here, not yet watched
@@ -120,12 +124,15 @@ class Book:
             self.levels.clear()
             self.holds.clear()
             self.caught_up.clear()
+            self.fresh_from = {}
             self.generation += 1
             self.stale = False
 
     async def _read(self, view: str, key: str) -> dict[str, Any] | None:
         if view in self.caught_up:
             return await app.view_get(view, key)
+        if view == "reservations":
+            self.fresh_from = await app.end_positions("orders")
         got = await app.view_get(view, key, min_position="latest")
         self.caught_up.add(view)
         return got
@@ -136,13 +143,23 @@ class Book:
             self.levels[sku] = initial_stock(sku) if got is None else int(got["value"])
         return self.levels[sku]
 
-    async def prefetch(self, order_id: str) -> tuple[int, dict[str, Any] | None] | None:
+    async def prefetch(
+        self, order_id: str, partition: int, offset: int
+    ) -> tuple[int, dict[str, Any] | None] | None:
         """An order's entry in the ``reservations`` view, read before taking the lock
         (so the read waits beside other decisions), with the generation it was read in;
-        None if it cannot be read yet without the lock (the view was not caught up)."""
+        None if it cannot be read yet without the lock (the view was not caught up).
+
+        An order placed (at ``partition``, ``offset`` of ``orders``) after the copy began
+        to be filled has no entry there that the copy lacks, and is not read: a hold for
+        it could only be written after it was placed, by this process (then it is in the
+        copy) or by another one running at the same time, which one inventory process
+        rules out (the one before it was gone before this one started)."""
         if order_id in self.holds or "reservations" not in self.caught_up:
             return None
         generation = self.generation
+        if offset >= self.fresh_from.get(partition, offset + 1):
+            return generation, None
         return generation, await app.view_get("reservations", order_id)
 
     async def hold(
@@ -235,7 +252,7 @@ async def reserve(order: OrderPlaced, ctx: Context) -> InventoryReserved | Inven
     oid = order.order_id
     wanted = _wanted(order)
     book = _book()
-    early = await book.prefetch(oid)
+    early = await book.prefetch(oid, ctx.partition, ctx.offset)
     async with book.lock:
         await book.refresh(oid)
         hold, *at = await asyncio.gather(

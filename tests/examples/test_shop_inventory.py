@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from examples.shop import inventory
 from examples.shop.catalog import PRODUCTS, subtotal
 from examples.shop.folds import STOCK_TOPIC
@@ -119,3 +121,28 @@ async def test_a_ledger_event_it_did_not_write_is_decided_on() -> None:
         assert [e.type for e in decisions] == ["inventory.rejected"]
         assert [e.type for e in moves] == ["stock.refused"]
         assert await level("kettle") == 0
+
+
+async def test_an_order_placed_after_the_copy_was_filled_is_not_read_from_the_view(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No other process can have written a hold for it: one read per order saved. An
+    # order placed before (as one a killed process left) is read, as above.
+    reads: list[tuple[str, str]] = []
+    real = inventory.app.view_get
+
+    async def counting(name: str, key: str, **kw: Any) -> dict[str, Any] | None:
+        reads.append((name, key))
+        return await real(name, key, **kw)
+
+    monkeypatch.setattr(inventory.app, "view_get", counting)
+    async with TestHub(inventory.app) as hub:
+        await left_by_a_crash(hub, "reserved", "o-9", "tea", 1)
+        decisions, _ = await decide(hub, placed("o-9", ("tea", 1)))  # fills the copy
+        assert [e.type for e in decisions] == ["inventory.reserved"]
+        decisions, moves = await decide(hub, placed("o-10", ("tea", 2)))
+        assert [e.type for e in decisions] == ["inventory.reserved"]
+        assert [e.type for e in moves] == ["stock.reserved"]
+        assert ("reservations", "o-9") in reads
+        assert ("reservations", "o-10") not in reads
+        assert await level("tea") == PRODUCTS["tea"].stock - 3

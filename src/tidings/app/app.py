@@ -505,6 +505,14 @@ class App:
         t, token = waits[-1]
         return await transport.view_get(name, key, token, t)
 
+    async def end_positions(self, topic: str) -> dict[int, int]:
+        """Each partition of ``topic`` and the offset its next event will take: every
+        event at or past it was appended after this call began (the app must be running)."""
+        transport = self._transport
+        if transport is None:
+            raise RuntimeError(f"app {self.name!r} is not running: await app.start() first")
+        return await transport.end_positions(topic)
+
     # -- publishing outside handlers ------------------------------------------------------
 
     async def publish(

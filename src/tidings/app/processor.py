@@ -74,6 +74,10 @@ _RETRY_PAUSE_S = 0.5  # after the hub could not be reached
 _RELOAD_PAUSE_S = 0.02  # after a 409: another writer (or a rebuild) came first
 _FAILED_PAUSE_S = 1.0  # after a refusal or a failure of the view's own code, doubling
 _HELD_PAUSE_S = 0.005  # records wait for the horizon to pass them: read again soon
+# While events flow (and no read comes back full), a round of reads starts at most this
+# often: each read then brings the events of a few ms, rather than one read of every
+# input per event (a view with five inputs read five topics for each event).
+_ROUND_INTERVAL_S = 0.05
 # Errors worth trying again soon: the hub unreachable (500), busy, limited, unavailable.
 _TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 _BEHIND_INTERVAL_S = 1.0  # the commit interval while reading a backlog
@@ -421,12 +425,20 @@ class _Run:
         interval = spec.commit_interval
         last_commit = loop.time()
         idle_rounds = 0
+        behind = False
+        round_started = -_ROUND_INTERVAL_S
         while not proc._stopping:
             wait = 0.0
-            if self.merger.holding():
-                await proc._pause(_HELD_PAUSE_S)
-            elif idle_rounds and self.uncommitted == 0:
+            holding = self.merger.holding()
+            if not holding and idle_rounds and self.uncommitted == 0:
                 wait = proc.poll_wait
+            else:  # events flow: a round at most every _ROUND_INTERVAL_S, unless behind
+                pause = 0.0 if behind else round_started + _ROUND_INTERVAL_S - loop.time()
+                if holding:
+                    pause = max(pause, _HELD_PAUSE_S)
+                if pause > 0:
+                    await proc._pause(pause)
+            round_started = loop.time()
             got = await self._read_round(wait)
             ready = self._take(got)
             idle_rounds = 0 if ready or any(b.records for _, b in got) else idle_rounds + 1

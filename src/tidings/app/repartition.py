@@ -33,7 +33,7 @@ import logging
 from typing import Any
 
 from tidings.app.changelog import READ_LIMIT, changelog_events, load_changelog
-from tidings.app.processor import TaskRunner, _Gone, _Reload
+from tidings.app.processor import _ROUND_INTERVAL_S, TaskRunner, _Gone, _Reload
 from tidings.app.transport import TimedBatch
 from tidings.core.positions import format_token
 from tidings.core.viewrouting import make_copy
@@ -77,10 +77,18 @@ class RouterRunner(TaskRunner):
         prefix = f"{spec.name}.{generation}.{topic}.{partition}."
         loop = asyncio.get_running_loop()
         last_check = loop.time()
-        idle = False
+        idle = full = False
+        read_started = -_ROUND_INTERVAL_S
         while not self._stopping:
             start = "earliest" if at is None else format_token({partition: at})
             limit = min(ROUTE_LIMIT, READ_LIMIT, self.commit_records)
+            if not idle and not full:  # events flow: a read at most every _ROUND_INTERVAL_S
+                pause = read_started + _ROUND_INTERVAL_S - loop.time()
+                if pause > 0:
+                    await self._pause(pause)
+                if self._stopping:
+                    break
+            read_started = loop.time()
             batch = await self._read(topic, start, limit, partition, idle)
             if batch is None:
                 break  # stopping
@@ -93,7 +101,7 @@ class RouterRunner(TaskRunner):
                     last_check = loop.time()
                     await self._check_generation(generation)
                 continue
-            idle = False
+            idle, full = False, len(batch.records) >= limit
             copies: list[dict[str, Any]] = []
             for _, offset, _, ev in batch.records:
                 k = key(EventView(ev))
