@@ -12,6 +12,7 @@ import pytest
 
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub, HubOptions
+from tidings.errors import GroupNotFound
 from tidings.events.envelope import normalize_event
 from tidings.log.config import GroupStats, LogRecord, Positions, Retention
 from tidings.log.memory import MemoryPartition, MemoryStorage
@@ -63,6 +64,10 @@ class YieldingStorage(MemoryStorage):
         await _turns()
         await super().save_positions(topic, group, positions, stats)
 
+    async def delete_group(self, topic: str, group: str) -> None:
+        await _turns()
+        await super().delete_group(topic, group)
+
     async def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
         await _turns()
         await super().save_schemas(etype, entry)
@@ -103,6 +108,22 @@ async def test_acks_made_together_are_all_saved(hub: Hub) -> None:
     storage = hub.storage
     assert isinstance(storage, YieldingStorage)
     assert storage.positions[("orders", "g")][0][0] == 6
+
+
+async def test_an_ack_that_waited_on_a_deletion_saves_nothing(hub: Hub) -> None:
+    await hub.publish("orders", [ev(i) for i in range(2)])
+    await hub.put_group("orders", "g", GroupConfig(start="earliest"))
+    got = await hub.fetch("orders", "g", 2)
+    deleted, acked = await asyncio.gather(
+        hub.delete_group("orders", "g"),
+        hub.ack("orders", "g", [d.lease for d in got]),
+        return_exceptions=True,
+    )
+    assert deleted is None
+    assert isinstance(acked, GroupNotFound)
+    storage = hub.storage
+    assert isinstance(storage, YieldingStorage)
+    assert ("orders", "g") not in storage.positions  # no row comes back for it
 
 
 async def test_a_topic_created_twice_at_once_is_one_topic(hub: Hub) -> None:
