@@ -16,8 +16,9 @@ import orjson
 import pytest
 
 from tidings.backends.embedded import EmbeddedStorage
-from tidings.core.eventindex import _attributes, _parsed, key_hash, parse_cursor
+from tidings.core.eventindex import parse_cursor
 from tidings.core.hub import Hub
+from tidings.core.indexrows import _attributes, _parsed, key_hash
 from tidings.errors import BadRequest
 from tidings.events.envelope import normalize_event
 from tidings.log.config import LogConfig, Retention
@@ -269,7 +270,7 @@ def test_attributes_read_from_the_bytes_agree_with_a_parse(event: dict[str, Any]
 
 
 def test_keys_hash_the_same_from_text_and_from_bytes() -> None:
-    from tidings.core.eventindex import _hash
+    from tidings.core.indexrows import _hash
 
     for value in ("o-1004", "ünïcødé-✓", "0193f0a4-7f4b-7c3e-9a77-8e2e1f3a7b5c"):
         assert key_hash(value) == _hash(value.encode())
