@@ -208,6 +208,9 @@ class EventIndex:
                     for p, part in enumerate(t.partitions)
                 }
                 await self._run(self._writer, self.store.prune, starts)
+            for key in [k for k in self._hints if k[0] not in self._topics]:
+                # An append that settled after its topic was deleted.
+                self._hinted -= sum(len(h.ids) for h in self._hints.pop(key).values())
             parts: list[tuple[str, int, int, list[Chunk], int]] = []
             trims: list[tuple[str, int, int, int]] = []
             keys = [
