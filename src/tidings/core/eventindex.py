@@ -88,8 +88,11 @@ def parse_cursor(raw: str | None) -> tuple[int, int] | None:
 class EventIndex:
     """Follows every partition of ``topics`` (the hub's own dict) into ``store``."""
 
-    def __init__(self, store: IndexStore, topics: dict[str, Topic]) -> None:
+    def __init__(
+        self, store: IndexStore, topics: dict[str, Topic], hint_events: int = HINT_EVENTS
+    ) -> None:
         self.store = store
+        self.hint_events = hint_events  # hinted events kept waiting at most (see hint())
         self._topics = topics
         # One writer thread (rows go in in order), one reader (lookups never queue
         # behind a write).
@@ -107,6 +110,7 @@ class EventIndex:
         self._prune_due = False  # retention moved a start, or a topic went, since the last
         self.failure: str | None = None  # why the last round failed, while it does
         self.indexed_total = 0  # records indexed since start
+        self.read_back_total = 0  # of which read back from the log, not from a hint
         self._loaded = False  # the store answered load()
         # What publishes appended, by partition and base offset (see hint()).
         self._hints: dict[tuple[str, int], dict[int, Hint]] = {}
@@ -211,7 +215,7 @@ class EventIndex:
             for key in [k for k in self._hints if k[0] not in self._topics]:
                 # An append that settled after its topic was deleted.
                 self._hinted -= sum(len(h.ids) for h in self._hints.pop(key).values())
-            parts: list[tuple[str, int, int, list[Chunk], int]] = []
+            parts: list[tuple[str, int, int, list[Chunk], int, int]] = []
             trims: list[tuple[str, int, int, int]] = []
             keys = [
                 (name, p, part)
@@ -232,9 +236,10 @@ class EventIndex:
             if not parts and not trims:
                 return False
             await self._run(self._writer, self._write, parts, trims)
-            for name, p, nxt, _, count in parts:
+            for name, p, nxt, _, count, read in parts:
                 self._indexed[(name, p)] = nxt
                 self.indexed_total += count
+                self.read_back_total += read
             for name, p, start, end in trims:
                 self._trimmed[(name, p)] = start
                 self._indexed[(name, p)] = min(max(self._indexed.get((name, p), start), start), end)
@@ -248,8 +253,8 @@ class EventIndex:
         index makes those rows from it and reads none of them back. Called on the loop,
         in the append's callback; a round takes a hint only where the partition's
         records are still the ones it names (its ``part``, its offsets before the end).
-        Past ``HINT_EVENTS`` waiting, hints are dropped and the records read back."""
-        if self._hinted + len(hint.ids) > HINT_EVENTS:
+        Past ``hint_events`` waiting, hints are dropped and the records read back."""
+        if self._hinted + len(hint.ids) > self.hint_events:
             return
         key = (hint.topic, hint.partition)
         hints = self._hints.get(key)
@@ -268,7 +273,7 @@ class EventIndex:
         part: PartitionStore,
         budget: int,
         trims: list[tuple[str, int, int, int]],
-    ) -> tuple[str, int, int, list[Chunk], int] | None:
+    ) -> tuple[str, int, int, list[Chunk], int, int] | None:
         """What to index of one partition now, from where it was left: runs of records
         a publish hinted, and records read back between them."""
         key = (name, p)
@@ -286,7 +291,7 @@ class EventIndex:
         hints = self._hints.get(key)
         last_ts = self._last_ts.get(key, 0)
         chunks: list[Chunk] = []
-        count = 0
+        count = read = 0
         while pos < end and count < budget:
             upto = end
             if hints:
@@ -315,6 +320,7 @@ class EventIndex:
                 last_ts = max(last_ts, got[-1][1])
                 chunks.append(got)
                 count += len(got)
+                read += len(got)
             pos = nxt
         self._last_ts[key] = last_ts
         if hints:
@@ -322,16 +328,16 @@ class EventIndex:
                 self._hinted -= len(hints.pop(stale).ids)
         if pos == first and self._indexed.get(key) == pos:
             return None
-        return name, p, pos, chunks, count
+        return name, p, pos, chunks, count, read
 
     def _write(
         self,
-        parts: list[tuple[str, int, int, list[Chunk], int]],
+        parts: list[tuple[str, int, int, list[Chunk], int, int]],
         trims: list[tuple[str, int, int, int]],
     ) -> None:
         for trim in trims:
             self.store.trim(*trim)
-        self.store.add([(name, p, nxt, rows_of(chunks)) for name, p, nxt, chunks, _ in parts])
+        self.store.add([(name, p, nxt, rows_of(chunks)) for name, p, nxt, chunks, *_ in parts])
 
     async def forget(self, topic: str) -> None:
         """Drop a deleted topic's rows (before its files go: a crash in between
