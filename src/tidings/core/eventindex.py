@@ -1,12 +1,16 @@
 """The event index: a record by its event id, an order's records by correlationid.
 
-The index follows the log as every other reader does, as a cursor: one task reads
-each partition from the offset it has indexed up to, a few thousand records a
-round, and a worker thread parses them and stores a row per record (the hash of
-its id, the hash of its correlationid, its position and append time) with each
-partition's new offset, as one change, in an
-:class:`~tidings.core.storage.IndexStore`. So a publish does no index work on its
-own path; the index trails the log by a round (tens of milliseconds), and a lookup
+The index follows the log as a cursor: one task takes each partition from the
+offset it has indexed up to, a few thousand records a round, and a worker thread
+stores a row per record (the hash of its id, the hash of its correlationid, its
+position and append time) with each partition's new offset, as one change, in an
+:class:`~tidings.core.storage.IndexStore`. Most records are not read back for it:
+a publish whose append is acknowledged leaves a :class:`~tidings.core.indexrows.Hint`
+(:meth:`EventIndex.hint`) of the ids and correlationids it had checked, and a round
+takes a partition's hinted runs where they start at its offset and reads back only
+the records between them (other appenders, a restart, hints past the cap). So a
+publish does no index work on its own path beyond leaving its hint; the index
+trails the log by a round (tens of milliseconds), and a lookup
 first waits, a bounded time (``SETTLE_S``), for every record acknowledged before it
 to be indexed. A publish load faster than the index can take in (a few tens of
 thousands of events a second) makes it trail further; a lookup that cannot be
