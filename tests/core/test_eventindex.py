@@ -16,8 +16,16 @@ import orjson
 import pytest
 
 from tidings.backends.embedded import EmbeddedStorage
-from tidings.core.eventindex import _attributes, _parsed, key_hash, parse_cursor
+from tidings.core.eventindex import parse_cursor
 from tidings.core.hub import Hub
+from tidings.core.indexrows import (
+    Hint,
+    _attributes,
+    _parsed,
+    key_hash,
+    rows_of_hint,
+    rows_of_records,
+)
 from tidings.errors import BadRequest
 from tidings.events.envelope import normalize_event
 from tidings.log.config import LogConfig, Retention
@@ -269,7 +277,7 @@ def test_attributes_read_from_the_bytes_agree_with_a_parse(event: dict[str, Any]
 
 
 def test_keys_hash_the_same_from_text_and_from_bytes() -> None:
-    from tidings.core.eventindex import _hash
+    from tidings.core.indexrows import _hash
 
     for value in ("o-1004", "ünïcødé-✓", "0193f0a4-7f4b-7c3e-9a77-8e2e1f3a7b5c"):
         assert key_hash(value) == _hash(value.encode())
@@ -295,3 +303,79 @@ async def test_a_lookup_the_trailing_index_cannot_answer_whole_is_refused(hub: H
     assert err.value.fields["behind"] == 1
     with pytest.raises(ServerBusy):
         await hub.index.find_correlated("o-8")
+
+
+@pytest.mark.parametrize("event", HOSTILE, ids=range(len(HOSTILE)))
+def test_rows_from_a_publish_hint_are_the_rows_read_back(event: dict[str, Any]) -> None:
+    """The index makes a published event's row from the ids the publish knew; a
+    record read back from the log must give the very same row."""
+    corr = event.get("correlationid")
+    store = MemoryStorage().open_partition("t", 0, Retention())
+    for corrs in ([corr], None if corr is None else [corr]):
+        hint = Hint("t", 0, store, [event["id"]], corrs, 17)
+        assert rows_of_hint(40, 17, hint) == rows_of_records([(40, 17, orjson.dumps(event))])
+
+
+async def _publish_every_way(hub: Hub) -> list[dict[str, Any]]:
+    """Events in publish order, through each path of a publish (with a hint) and
+    appended straight to the log (none): the index takes both."""
+    await hub.create_topic("mixed", 3)
+    sent: list[dict[str, Any]] = []
+
+    async def publish(events: list[dict[str, Any]]) -> None:
+        await hub.publish("mixed", events)
+        sent.extend(events)
+
+    for i in range(6):
+        await publish([ev("one", "o-m", n=i)])  # a single event
+        await publish([ev("plain", "o-m", n=i, k=k) for k in range(4)])  # one partition
+        await publish([ev("keyed", "o-m", partitionkey=f"k{k}", n=i) for k in range(9)])
+        await publish([ev("some", "o-m" if k % 2 else None, n=i, k=k) for k in range(3)])
+        twice, after = ev("twice", "o-m", n=i), ev("after", "o-m", n=i)
+        await hub.publish("mixed", [twice, after, twice])  # a repeat: the careful path
+        sent += [twice, after]
+        raw = ev("raw", "o-m", n=i)  # no publish: no hint
+        await hub.topics["mixed"].partitions[i % 3].append([orjson.dumps(raw)])
+        sent.append(raw)
+    return sent
+
+
+async def test_published_and_appended_records_are_all_found(hub: Hub) -> None:
+    sent = await _publish_every_way(hub)
+    found = []
+    for e in sent:
+        f = await hub.index.find_id(e["id"])
+        assert f is not None, e
+        found.append(event_of(f))
+        assert found[-1]["id"] == e["id"]
+    page = await hub.index.find_correlated("o-m", limit=1000)
+    ids = {e["id"] for e in sent if e.get("correlationid") == "o-m"}
+    assert sorted(event_of(f)["id"] for f in page.records) == sorted(ids)
+    # Each partition's records come in offset order.
+    for p in range(3):
+        offsets = [f.offset for f in page.records if f.partition == p]
+        assert offsets == sorted(offsets)
+    assert hub.index.lag() == 0
+    assert hub.index._hinted == 0  # every hint taken or dropped, none left behind
+
+
+async def test_published_records_are_not_read_back(hub: Hub) -> None:
+    sent = await _publish_every_way(hub)
+    assert await hub.index.settle()
+    # Of 120 records, 12 came without a hint (6 appended straight to the log, 6 by
+    # the careful path); a round that ran between an append's end and its hint read
+    # a few more back.
+    assert len(sent) == 120 and hub.index.indexed_total == 120
+    assert 12 <= hub.index.read_back_total < 60
+
+
+async def test_past_the_hints_it_keeps_the_index_reads_records_back(hub: Hub) -> None:
+    hub.index.hint_events = 5
+    sent = await _publish_every_way(hub)
+    for e in sent:
+        f = await hub.index.find_id(e["id"])
+        assert f is not None and event_of(f)["id"] == e["id"]
+    page = await hub.index.find_correlated("o-m", limit=1000)
+    assert len(page.records) == sum(e.get("correlationid") == "o-m" for e in sent)
+    assert hub.index._hinted == 0
+    assert hub.index.read_back_total > 60

@@ -1,12 +1,16 @@
 """The event index: a record by its event id, an order's records by correlationid.
 
-The index follows the log as every other reader does, as a cursor: one task reads
-each partition from the offset it has indexed up to, a few thousand records a
-round, and a worker thread parses them and stores a row per record (the hash of
-its id, the hash of its correlationid, its position and append time) with each
-partition's new offset, as one change, in an
-:class:`~tidings.core.storage.IndexStore`. So a publish does no index work on its
-own path; the index trails the log by a round (tens of milliseconds), and a lookup
+The index follows the log as a cursor: one task takes each partition from the
+offset it has indexed up to, a few thousand records a round, and a worker thread
+stores a row per record (the hash of its id, the hash of its correlationid, its
+position and append time) with each partition's new offset, as one change, in an
+:class:`~tidings.core.storage.IndexStore`. Most records are not read back for it:
+a publish whose append is acknowledged leaves a :class:`~tidings.core.indexrows.Hint`
+(:meth:`EventIndex.hint`) of the ids and correlationids it had checked, and a round
+takes a partition's hinted runs where they start at its offset and reads back only
+the records between them (other appenders, a restart, hints past the cap). So a
+publish does no index work on its own path beyond leaving its hint; the index
+trails the log by a round (tens of milliseconds), and a lookup
 first waits, a bounded time (``SETTLE_S``), for every record acknowledged before it
 to be indexed. A publish load faster than the index can take in (a few tens of
 thousands of events a second) makes it trail further; a lookup that cannot be
@@ -30,12 +34,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-from zlib import adler32, crc32
 
 import orjson
 
+from tidings.core.indexrows import Chunk, Hint, key_hash, rows_of
 from tidings.core.skipping import read_past_damage
-from tidings.core.storage import IndexRow, IndexStore, LogRecord, PartitionStore
+from tidings.core.storage import IndexStore, PartitionStore
 from tidings.errors import BadRequest, OffsetOutOfRange, ServerBusy, StorageUnavailable
 
 if TYPE_CHECKING:
@@ -51,23 +55,10 @@ SETTLE_S = 2.0  # how long a lookup waits for the records acknowledged before it
 MAX_LIMIT = 1000  # records per page of a correlation lookup
 READ_SPAN = 1000  # offsets of one partition this close are read in one go
 MAX_ID_MATCHES = 100  # records sharing one id (a dead letter keeps its id, a re-drive too)
+HINT_EVENTS = 200_000  # events of publish hints kept at most; past it records are read back
 
 _T = TypeVar("_T")
 Position = tuple[str, int, int]  # topic, partition, offset
-
-
-def key_hash(value: str) -> int:
-    """The index's key for an id or correlationid (see :func:`_hash`)."""
-    return _hash(value.encode("utf-8", "surrogatepass"))
-
-
-def _hash(raw: bytes) -> int:
-    """64 bits as a signed integer: CRC-32 and Adler-32 side by side, both in C.
-
-    Not a cryptographic hash, nor need it be: every row found is checked against the
-    record itself, so a collision costs one more read, never a wrong answer.
-    """
-    return ((crc32(raw) << 32) | adler32(raw)) - (1 << 63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,94 +89,14 @@ def parse_cursor(raw: str | None) -> tuple[int, int] | None:
     raise BadRequest("after must be the next of a previous page", field="after")
 
 
-_DATA = b'"data'  # "data or "data_base64: the only members that may hold nested objects
-_ID = b'"id":"'
-_CORR = b'"correlationid":"'
-_CORR_NAME = b'"correlationid"'
-
-
-_AMBIGUOUS = object()
-
-
-def _member(payload: bytes, key: bytes, data_at: int) -> bytes | object | None:
-    """The string value of top-level member ``key`` (as ``b'"name":"'``), None if the
-    payload has no such member, or ``_AMBIGUOUS`` when the bytes cannot say."""
-    i = payload.find(key, 0, data_at)
-    if i < 0:
-        # Not before the data: the last occurrence is top-level if only scalars follow
-        # it (after its value, a single "}", the payload's own, and no "]"); inside a
-        # nested object or array, its closing bracket would follow too.
-        i = payload.rfind(key)
-        if i < 0:
-            return None
-        start = i + len(key)
-        stop = payload.find(b'"', start)
-        rest = payload[stop + 1 :]
-        if rest.count(b"}") != 1 or not rest.endswith(b"}") or b"]" in rest:
-            return _AMBIGUOUS
-    else:
-        start = i + len(key)
-        stop = payload.find(b'"', start)
-    value = payload[start:stop]
-    return _AMBIGUOUS if b"\\" in value else value
-
-
-def _attributes(payload: bytes) -> tuple[bytes, bytes | None] | None:
-    """The id and correlationid of a stored event as their UTF-8 bytes, read without
-    parsing it; None when the bytes alone cannot say for sure.
-
-    The log stores events as orjson wrote them: compact, non-ASCII as UTF-8. Before
-    the first ``"data`` every member is a string, number or boolean, and a quote
-    inside a string is escaped, so ``"id":"`` there can only be the top-level id;
-    the id the hub fills in comes last, after the data (see :func:`_member`). An
-    event the bytes cannot vouch for (a value with an escape, a brace in a string
-    after the data) is parsed.
-    """
-    data_at = payload.find(_DATA)
-    if data_at < 0:
-        data_at = len(payload)
-    eid = _member(payload, _ID, data_at)
-    if not isinstance(eid, bytes):
-        return None
-    corr = _member(payload, _CORR, data_at)
-    if corr is None:
-        if payload.find(_CORR_NAME) >= 0:
-            return None  # present, but not a string
-        return eid, None
-    if not isinstance(corr, bytes):
-        return None
-    return eid, corr
-
-
-def _parsed(payload: bytes) -> tuple[bytes, bytes | None] | None:
-    try:
-        ev = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    eid = ev.get("id") if isinstance(ev, dict) else None
-    if not isinstance(eid, str):
-        return None
-    corr = ev.get("correlationid")
-    enc = "surrogatepass"
-    return eid.encode("utf-8", enc), corr.encode("utf-8", enc) if isinstance(corr, str) else None
-
-
-def _rows(records: Sequence[LogRecord]) -> list[IndexRow]:
-    """One row per record with a string id (in the writer thread, off the loop)."""
-    out: list[IndexRow] = []
-    for offset, ts, payload in records:
-        found = _attributes(payload) or _parsed(payload)
-        if found is not None:
-            eid, corr = found
-            out.append((offset, ts, _hash(eid), None if corr is None else _hash(corr)))
-    return out
-
-
 class EventIndex:
     """Follows every partition of ``topics`` (the hub's own dict) into ``store``."""
 
-    def __init__(self, store: IndexStore, topics: dict[str, Topic]) -> None:
+    def __init__(
+        self, store: IndexStore, topics: dict[str, Topic], hint_events: int = HINT_EVENTS
+    ) -> None:
         self.store = store
+        self.hint_events = hint_events  # hinted events kept waiting at most (see hint())
         self._topics = topics
         # One writer thread (rows go in in order), one reader (lookups never queue
         # behind a write).
@@ -203,7 +114,12 @@ class EventIndex:
         self._prune_due = False  # retention moved a start, or a topic went, since the last
         self.failure: str | None = None  # why the last round failed, while it does
         self.indexed_total = 0  # records indexed since start
+        self.read_back_total = 0  # of which read back from the log, not from a hint
         self._loaded = False  # the store answered load()
+        # What publishes appended, by partition and base offset (see hint()).
+        self._hints: dict[tuple[str, int], dict[int, Hint]] = {}
+        self._hinted = 0  # events in _hints
+        self._last_ts: dict[tuple[str, int], int] = {}  # time of the last row made
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -300,7 +216,10 @@ class EventIndex:
                     for p, part in enumerate(t.partitions)
                 }
                 await self._run(self._writer, self.store.prune, starts)
-            parts: list[tuple[str, int, int, list[LogRecord]]] = []
+            for key in [k for k in self._hints if k[0] not in self._topics]:
+                # An append that settled after its topic was deleted.
+                self._hinted -= sum(len(h.ids) for h in self._hints.pop(key).values())
+            parts: list[tuple[str, int, int, list[Chunk], int, int]] = []
             trims: list[tuple[str, int, int, int]] = []
             keys = [
                 (name, p, part)
@@ -317,13 +236,14 @@ class EventIndex:
                 got = await self._take(name, p, part, budget, trims)
                 if got is not None:
                     parts.append(got)
-                    budget -= max(1, len(got[3]))
+                    budget -= max(1, got[4])
             if not parts and not trims:
                 return False
             await self._run(self._writer, self._write, parts, trims)
-            for name, p, nxt, records in parts:
+            for name, p, nxt, _, count, read in parts:
                 self._indexed[(name, p)] = nxt
-                self.indexed_total += len(records)
+                self.indexed_total += count
+                self.read_back_total += read
             for name, p, start, end in trims:
                 self._trimmed[(name, p)] = start
                 self._indexed[(name, p)] = min(max(self._indexed.get((name, p), start), start), end)
@@ -332,6 +252,24 @@ class EventIndex:
         progress.set()
         return budget <= 0
 
+    def hint(self, base: int, hint: Hint) -> None:
+        """What a publish appended at ``base`` of a partition, now acknowledged: the
+        index makes those rows from it and reads none of them back. Called on the loop,
+        in the append's callback; a round takes a hint only where the partition's
+        records are still the ones it names (its ``part``, its offsets before the end).
+        Past ``hint_events`` waiting, hints are dropped and the records read back."""
+        if self._hinted + len(hint.ids) > self.hint_events:
+            return
+        key = (hint.topic, hint.partition)
+        hints = self._hints.get(key)
+        if hints is None:
+            hints = self._hints[key] = {}
+        old = hints.get(base)
+        if old is not None:
+            self._hinted -= len(old.ids)
+        hints[base] = hint
+        self._hinted += len(hint.ids)
+
     async def _take(
         self,
         name: str,
@@ -339,8 +277,9 @@ class EventIndex:
         part: PartitionStore,
         budget: int,
         trims: list[tuple[str, int, int, int]],
-    ) -> tuple[str, int, int, list[LogRecord]] | None:
-        """What to index of one partition now: records from where it was left."""
+    ) -> tuple[str, int, int, list[Chunk], int, int] | None:
+        """What to index of one partition now, from where it was left: runs of records
+        a publish hinted, and records read back between them."""
         key = (name, p)
         start, end = part.start_offset, part.end_offset
         pos = self._indexed.get(key)
@@ -353,28 +292,56 @@ class EventIndex:
         elif pos is None or pos < start:
             pos = start
         first = pos
-        records: list[LogRecord] = []
-        while pos < end and len(records) < budget:
+        hints = self._hints.get(key)
+        last_ts = self._last_ts.get(key, 0)
+        chunks: list[Chunk] = []
+        count = read = 0
+        while pos < end and count < budget:
+            upto = end
+            if hints:
+                hint = hints.pop(pos, None)
+                if hint is not None:
+                    n = len(hint.ids)
+                    if hint.part is part and pos + n <= end:
+                        self._hinted -= n
+                        last_ts = max(last_ts, hint.ts)
+                        chunks.append((pos, last_ts, hint))
+                        pos += n
+                        count += n
+                        continue
+                    if hint.part is part:  # not readable yet: kept for a later round
+                        hints[pos] = hint
+                        break
+                    self._hinted -= n  # a deleted topic's partition: never taken
+                upto = min((b for b in hints if b > pos), default=end)
             try:
-                got, nxt, _ = await read_past_damage(part, p, pos, budget - len(records))
+                got, nxt, _ = await read_past_damage(part, p, pos, min(budget - count, upto - pos))
             except (OffsetOutOfRange, StorageUnavailable):
                 break  # closing, or failed: the next round tries again
             if nxt == pos:
                 break
-            records.extend(got)
+            if got:
+                last_ts = max(last_ts, got[-1][1])
+                chunks.append(got)
+                count += len(got)
+                read += len(got)
             pos = nxt
+        self._last_ts[key] = last_ts
+        if hints:
+            for stale in [b for b in hints if b < pos]:  # read back instead
+                self._hinted -= len(hints.pop(stale).ids)
         if pos == first and self._indexed.get(key) == pos:
             return None
-        return name, p, pos, records
+        return name, p, pos, chunks, count, read
 
     def _write(
         self,
-        parts: list[tuple[str, int, int, list[LogRecord]]],
+        parts: list[tuple[str, int, int, list[Chunk], int, int]],
         trims: list[tuple[str, int, int, int]],
     ) -> None:
         for trim in trims:
             self.store.trim(*trim)
-        self.store.add([(name, p, nxt, _rows(records)) for name, p, nxt, records in parts])
+        self.store.add([(name, p, nxt, rows_of(chunks)) for name, p, nxt, chunks, *_ in parts])
 
     async def forget(self, topic: str) -> None:
         """Drop a deleted topic's rows (before its files go: a crash in between
@@ -383,6 +350,9 @@ class EventIndex:
             for key in [k for k in self._indexed if k[0] == topic]:
                 del self._indexed[key]
                 self._trimmed.pop(key, None)
+            for key in [k for k in self._hints if k[0] == topic]:
+                self._hinted -= sum(len(h.ids) for h in self._hints.pop(key).values())
+                self._last_ts.pop(key, None)
             self._forgetting.add(topic)
             try:
                 await self._run(self._writer, self.store.forget, topic)

@@ -22,11 +22,13 @@ import orjson
 
 from tidings.core.catalog import Catalog
 from tidings.core.dedupe import DedupeWindow, dedupe_key
+from tidings.core.indexrows import Hint
 from tidings.core.metrics import Metrics
 from tidings.core.schemas.registry import SchemaRegistry
 from tidings.errors import TooLarge
 
 if TYPE_CHECKING:
+    from tidings.core.eventindex import EventIndex
     from tidings.core.hub import HubOptions, Topic
     from tidings.core.storage import Storage
     from tidings.log.config import Clock
@@ -83,10 +85,11 @@ class _Claim:
     With ``new_in``, the keys are instead the ids the hub has just made for a batch
     to that topic: they need no claim, as no one else can know them yet, and enter
     the window as one run. A claim that is not ``shared`` (one id the hub made) is
-    not claimed either, and enters the window by its key.
+    not claimed either, and enters the window by its key. ``hint``: its events for
+    the event index, handed over once the append is acknowledged.
     """
 
-    __slots__ = ("future", "keys", "new_in", "partition", "settled", "shared")
+    __slots__ = ("future", "hint", "keys", "new_in", "partition", "settled", "shared")
 
     def __init__(
         self,
@@ -95,8 +98,10 @@ class _Claim:
         keys: list[str],
         new_in: str | None = None,
         shared: bool = True,
+        hint: Hint | None = None,
     ) -> None:
         self.partition = partition
+        self.hint = hint
         self.future: asyncio.Future[int] = (
             append if isinstance(append, asyncio.Future) else asyncio.ensure_future(append)
         )
@@ -119,6 +124,7 @@ class PublishOps:
     catalog: Catalog
     schemas: SchemaRegistry
     dedupe: DedupeWindow
+    index: EventIndex
     metrics: Metrics
     topics: dict[str, Topic]
     _appending: dict[str, _Claim]
@@ -182,7 +188,7 @@ class PublishOps:
         topic.rr += 1
         if len(events) == 1:
             return [await self._publish_one(topic, events[0], now, sticky, new_ids)]
-        spread = self._start_spread(topic, events, new_ids)
+        spread = self._start_spread(topic, events, new_ids, now)
         if spread is not None:
             # As below: the events go now, while they are in the CPU's cache.
             claims, ids, order, nbytes, types = spread
@@ -191,7 +197,7 @@ class PublishOps:
             self.catalog.note(topic_name, types)
             self.metrics.published(topic_name, len(ids), nbytes)
             return _spread_result(ids, claims, bases, order)
-        started = self._start_new(topic, events, sticky, new_ids)
+        started = self._start_new(topic, events, sticky, new_ids, now)
         if started is not None:
             # Nothing needs the events any more. Without this frame's reference (and
             # the caller's: see PublishEndpoint) they are freed here, still in the
@@ -293,7 +299,7 @@ class PublishOps:
         return ids, claim_keys, None
 
     def _start_spread(
-        self, topic: Topic, events: Sequence[Mapping[str, Any]], new_ids: bool
+        self, topic: Topic, events: Sequence[Mapping[str, Any]], new_ids: bool, now: int
     ) -> tuple[list[_Claim], list[str], list[int], int, set[str]] | None:
         """Append a batch of new events that each carry a ``partitionkey``, spread over
         the topic's partitions, with no loop per event in Python: the claims (one per
@@ -320,10 +326,13 @@ class PublishOps:
             i = next(i for i, size in enumerate(sizes) if size > limit)
             raise _too_large(sizes[i], limit, i)
         types = set(map(_get_type, events))
+        corrs = _corrs(events)
         used = list(dict.fromkeys(parts))  # partitions in order of first use
         if len(used) == 1:
             [p] = used
-            claim = _Claim(p, topic.partitions[p].append(payloads), claim_keys, new_in)
+            part = topic.partitions[p]
+            hint = Hint(topic.name, p, part, ids, corrs, now)
+            claim = _Claim(p, part.append(payloads), claim_keys, new_in, hint=hint)
             return [claim], ids, list(range(len(events))), sum(sizes), types
         # Each partition's events in batch order: a stable sort on the partition's rank.
         rank = dict(zip(used, range(len(used)), strict=True))
@@ -341,14 +350,22 @@ class PublishOps:
                 topic.name, [(p, list(map(pick, idx))) for p, idx in zip(used, cuts, strict=True)]
             )
         )
-        claims = [
-            _Claim(p, _part_of(linked, k), list(map(claim_keys.__getitem__, idx)), new_in)
-            for k, (p, idx) in enumerate(zip(used, cuts, strict=True))
-        ]
+        claims = []
+        for k, (p, idx) in enumerate(zip(used, cuts, strict=True)):
+            part_ids = list(map(ids.__getitem__, idx))
+            keys = part_ids if new_in is not None else list(map(claim_keys.__getitem__, idx))
+            part_corrs = None if corrs is None else list(map(corrs.__getitem__, idx))
+            hint = Hint(topic.name, p, topic.partitions[p], part_ids, part_corrs, now)
+            claims.append(_Claim(p, _part_of(linked, k), keys, new_in, hint=hint))
         return claims, ids, order, sum(sizes), types
 
     def _start_new(
-        self, topic: Topic, events: Sequence[Mapping[str, Any]], sticky: int, new_ids: bool
+        self,
+        topic: Topic,
+        events: Sequence[Mapping[str, Any]],
+        sticky: int,
+        new_ids: bool,
+        now: int,
     ) -> tuple[_Claim, list[str], int, set[str]] | None:
         """Append a batch of new ids bound for one partition, with no loop per event in
         Python: its claim, ids, size in bytes and event types. None when the batch needs
@@ -365,9 +382,11 @@ class PublishOps:
         if max(sizes) > limit:
             i = next(i for i, size in enumerate(sizes) if size > limit)
             raise _too_large(sizes[i], limit, i)
-        append = topic.partitions[sticky].append(payloads)
+        part = topic.partitions[sticky]
+        append = part.append(payloads)
         types = set(map(_get_type, events))
-        return _Claim(sticky, append, claim_keys, new_in), ids, sum(sizes), types
+        hint = Hint(topic.name, sticky, part, ids, _corrs(events), now)
+        return _Claim(sticky, append, claim_keys, new_in, hint=hint), ids, sum(sizes), types
 
     async def _await_claims(self, claims: list[_Claim], now: int) -> list[int]:
         """Await appends while their ids are claimed: a concurrent publish of one of
@@ -424,6 +443,8 @@ class PublishOps:
                         del appending[dkey]
         if future.cancelled() or future.exception() is not None:
             return
+        if claim.hint is not None:
+            self.index.hint(future.result(), claim.hint)
         if claim.new_in is None:
             self.dedupe.remember_run(claim.keys, claim.partition, future.result(), now)
         else:
@@ -452,7 +473,10 @@ class PublishOps:
         payload = orjson.dumps(ev)
         if len(payload) > self.options.max_event_bytes:
             raise _too_large(len(payload), self.options.max_event_bytes, None)
-        claim = _Claim(p, topic.partitions[p].append((payload,)), [dkey], shared=not made)
+        part = topic.partitions[p]
+        corr = ev.get("correlationid")
+        hint = Hint(topic.name, p, part, [eid], None if corr is None else [corr], now)
+        claim = _Claim(p, part.append((payload,)), [dkey], shared=not made, hint=hint)
         # _await_claims for one claim, written out: no coroutine and list of its own.
         if claim.shared:
             self._appending[dkey] = claim
@@ -480,7 +504,14 @@ def _spread_result(
     return Spread(ids, partitions, offsets)
 
 
+def _corrs(events: Sequence[Mapping[str, Any]]) -> list[str | None] | None:
+    """Each event's correlationid; None when no event has one."""
+    corrs: list[str | None] = list(map(_get_corr, events))
+    return None if corrs.count(None) == len(corrs) else corrs
+
+
 _get_id = itemgetter("id")
+_get_corr = methodcaller("get", "correlationid")
 _get_key = methodcaller("get", "partitionkey")
 _get_type = itemgetter("type")
 

@@ -27,7 +27,7 @@ __all__ = [
 ]  # fmt: skip
 
 # One indexed record: (offset, append time in ms, hash of its id, hash of its
-# correlationid or None). The hashes are :func:`tidings.core.eventindex.key_hash`.
+# correlationid or None). The hashes are :func:`tidings.core.indexrows.key_hash`.
 IndexRow = tuple[int, int, int, int | None]
 
 
