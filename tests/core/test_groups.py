@@ -176,6 +176,23 @@ def test_nack_without_delay_redelivers_at_once(log: ListLog) -> None:
     assert g.redelivered == 1
 
 
+def test_a_first_delivery_hands_over_the_parsed_event_a_redelivery_does_not(
+    log: ListLog,
+) -> None:
+    # The group parses each event it reads (for its type and key); the fetch that
+    # leases it first hands that dict over. Kept by no one, it is not shared with a
+    # later delivery (whose consumer parses the payload, which a handler cannot change).
+    g = group()
+    [d] = fetch(g, log, now=0, n=1)
+    assert d.event == orjson.loads(d.payload)
+    assert d.event is not None and d.event["id"] == "0-0"
+    d.event["id"] = "changed by a handler"
+    g.nack([d.lease], now_ms=10)
+    [again] = fetch(g, log, now=10, n=1)
+    assert again.event is None
+    assert orjson.loads(again.payload)["id"] == "0-0"
+
+
 def test_next_due_after_a_time(log: ListLog) -> None:
     g = group()
     got = fetch(g, log, now=0, n=2)  # leases run out at ACK_WAIT

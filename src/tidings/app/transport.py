@@ -409,14 +409,15 @@ class CoreTransport:
 
     async def fetch(self, topic: str, group: str, max: int, wait: float) -> list[Incoming]:
         got = await self.hub.fetch(topic, group, max, wait)
-        if not got:
-            return []
-        # One parse for the batch (each stored payload is one JSON object): cheaper
-        # than one call per event.
-        events = orjson.loads(b"[" + b",".join([d.payload for d in got]) + b"]")
+        # The hub parsed each event it read from the log (for its type and key) and
+        # hands that over: parsed here only when it did not (a redelivery).
+        loads = orjson.loads
         return [
-            Incoming(topic, d.partition, d.offset, d.lease, d.deliveries, ev)
-            for d, ev in zip(got, events, strict=True)
+            Incoming(
+                topic, d.partition, d.offset, d.lease, d.deliveries,
+                loads(d.payload) if d.event is None else d.event,
+            )
+            for d in got
         ]
 
     async def ack(self, topic: str, group: str, leases: Sequence[str]) -> None:

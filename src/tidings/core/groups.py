@@ -127,6 +127,10 @@ class Delivery:
     payload: bytes
     lease: str
     deliveries: int
+    # The payload as parsed when the fetch read it from the log (the group reads each
+    # event's type and key), for a consumer in this process: the fetch that made it
+    # hands it over, no one else holds it. None on a redelivery (parse ``payload``).
+    event: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +363,8 @@ class ConsumerGroup(DeadLettering):
                 c.fetched = offset + 1
                 if offset in c.done_above:
                     continue  # done out of order before a restart: never deliver it again
-                event_type, key = _type_and_key(payload)
+                event = orjson.loads(payload)
+                event_type, key = _type_and_key(event)
                 if not self._filter.matches(event_type):
                     c.done(offset)
                     continue
@@ -375,7 +380,7 @@ class ConsumerGroup(DeadLettering):
                 if rec.deliveries >= self.config.max_deliver:
                     dead.append(self._dead(c, rec, "delivered too often"))
                 elif len(out) - start < want and self._may_lease(c, rec, types):
-                    out.append(self._lease(p, rec, now_ms))
+                    out.append(self._lease(p, rec, now_ms, event))
 
     def _may_lease(self, c: Cursor, rec: Pending, types: TypeFilter | None) -> bool:
         if types is not None and not types.matches(rec.type):
@@ -384,13 +389,15 @@ class ConsumerGroup(DeadLettering):
             return c.keys[rec.key][0] == rec.offset
         return True
 
-    def _lease(self, p: int, rec: Pending, now_ms: int) -> Delivery:
+    def _lease(
+        self, p: int, rec: Pending, now_ms: int, event: dict[str, Any] | None = None
+    ) -> Delivery:
         if rec.deliveries:
             self.redelivered += 1
         rec.deliveries += 1
         rec.lease = f"{p}.{rec.offset}.{rec.deliveries}.{self.epoch}"
         rec.expires_ms = now_ms + self.config.ack_wait_ms
-        return Delivery(p, rec.offset, rec.payload, rec.lease, rec.deliveries)
+        return Delivery(p, rec.offset, rec.payload, rec.lease, rec.deliveries, event)
 
     # -- ack, nack, expiry -------------------------------------------------------
 
@@ -513,7 +520,6 @@ def _count(saved: GroupStats, name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def _type_and_key(payload: bytes) -> tuple[str, str | None]:
-    event = orjson.loads(payload)
+def _type_and_key(event: dict[str, Any]) -> tuple[str, str | None]:
     key = event.get("partitionkey")
     return str(event.get("type", "")), (key if isinstance(key, str) else None)
