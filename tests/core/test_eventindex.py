@@ -306,11 +306,11 @@ async def test_a_lookup_the_trailing_index_cannot_answer_whole_is_refused(hub: H
 
 
 @pytest.mark.parametrize("event", HOSTILE, ids=range(len(HOSTILE)))
-def test_rows_from_a_publish_hint_are_the_rows_read_back(event: dict[str, Any]) -> None:
+async def test_rows_from_a_publish_hint_are_the_rows_read_back(event: dict[str, Any]) -> None:
     """The index makes a published event's row from the ids the publish knew; a
     record read back from the log must give the very same row."""
     corr = event.get("correlationid")
-    store = MemoryStorage().open_partition("t", 0, Retention())
+    store = await MemoryStorage().open_partition("t", 0, Retention())
     for corrs in ([corr], None if corr is None else [corr]):
         hint = Hint("t", 0, store, [event["id"]], corrs, 17)
         assert rows_of_hint(40, 17, hint) == rows_of_records([(40, 17, orjson.dumps(event))])
