@@ -274,13 +274,14 @@ class NatsConnection:
     async def publish_atomic(
         self, subject: str, payloads: Sequence[bytes], msg_ids: Sequence[str],
         on_no_responders: Callable[[], Awaitable[None]] | None = None,
-        deadline: float | None = None,
+        deadline: float | None = None, headers: dict[str, str] | None = None,
     ) -> list[int] | None:  # fmt: skip
-        """Publish the payloads as one atomic batch (nats-server 2.12+, a stream with
-        ``allow_atomic``): all are stored, at consecutive sequences, or none. The
-        sequences; None if the batch holds a ``Nats-Msg-Id`` already in the duplicate
-        window (nothing of the batch is stored then). Resent whole under a new batch id
-        until the deadline (as in :meth:`publish`)."""
+        """Publish the payloads (each with ``headers``, if given) as one atomic batch
+        (nats-server 2.12+, a stream with ``allow_atomic``): all are stored, at
+        consecutive sequences, or none. The sequences; None if the batch holds a
+        ``Nats-Msg-Id`` already in the duplicate window (nothing of the batch is stored
+        then). Resent whole under a new batch id until the deadline (as in
+        :meth:`publish`)."""
         self.check_size(payloads)
         if not 1 <= len(payloads) <= MAX_ATOMIC_BATCH:
             raise ValueError(f"an atomic batch holds 1 to {MAX_ATOMIC_BATCH} records")
@@ -295,6 +296,7 @@ class NatsConnection:
                     nc = self.client
                     for i, payload in enumerate(payloads):
                         hdrs = {
+                            **(headers or {}),
                             "Nats-Batch-Id": batch_id,
                             "Nats-Batch-Sequence": str(i + 1),
                             "Nats-Msg-Id": msg_ids[i],
@@ -425,3 +427,14 @@ def _pub_ack(replies: _Replies) -> PubAck:
 def b64decode(text: str) -> bytes:
     """The bytes of a base64 field of a JetStream API answer (empty if absent)."""
     return base64.b64decode(text) if text else b""
+
+
+def parse_headers(raw: bytes) -> dict[str, str]:
+    """The headers of a message as JetStream stores them (``NATS/1.0`` and lines of
+    ``Name: value``); the last value of a repeated name."""
+    out: dict[str, str] = {}
+    for line in raw.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            out[name.strip().decode()] = value.strip().decode()
+    return out
