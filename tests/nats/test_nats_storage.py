@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 import pytest
 from natsproc import NatsCluster, NatsServer
 
+from tidings.backends.nats import names
 from tidings.backends.nats.linked import ABORTED, COMMITTED, LINK_HEADER
 from tidings.backends.nats.storage import NatsStorage
 from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
@@ -152,9 +153,7 @@ async def test_retention_moves_the_start_and_apply_retention_counts_it(
 # -- metadata ----------------------------------------------------------------------
 
 
-async def test_every_node_answers_the_same_hub_id(
-    store: NatsStorage, other: NatsStorage
-) -> None:
+async def test_every_node_answers_the_same_hub_id(store: NatsStorage, other: NatsStorage) -> None:
     assert store.hub_id == other.hub_id and len(store.hub_id) == 32
 
 
@@ -353,7 +352,8 @@ async def test_linked_appends_on_r3_survive_a_killed_stream_leader(
         acked = []
         for i in range(20):
             acked.append(await s.append_linked(topic, [(0, [b"a%d" % i]), (1, [b"b%d" % i])]))
-        nats_cluster.servers[0].kill()
+        info = await s.log.conn.api(f"STREAM.INFO.{names.stream_name(topic, 0)}")
+        nats_cluster.by_name(info["cluster"]["leader"]).kill()
         for i in range(20, 40):
             acked.append(await s.append_linked(topic, [(0, [b"a%d" % i]), (1, [b"b%d" % i])]))
         assert acked == [[i, i] for i in range(40)]
