@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator
 import pytest
 from natsproc import NatsCluster, NatsServer
 
-from tidings.backends.nats import names
+from tidings.backends.nats import NatsSettings, names
 from tidings.backends.nats.linked import ABORTED, COMMITTED, LINK_HEADER
-from tidings.backends.nats.storage import NatsStorage
+from tidings.backends.nats.storage import NatsStorage, read_hub_id
 from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
 from tidings.log.config import Retention
 
@@ -272,7 +272,8 @@ async def test_a_reader_that_aborts_a_slow_linked_append_fails_it_and_leaves_gap
 
 WRITER = r"""
 import asyncio, sys
-from tidings.backends.nats.storage import NatsStorage
+from tidings.backends.nats import NatsSettings
+from tidings.backends.nats.storage import NatsStorage, read_hub_id
 from tidings.log.config import Retention
 
 async def main(url, topic):
@@ -362,3 +363,24 @@ async def test_linked_appends_on_r3_survive_a_killed_stream_leader(
             assert [r[2] for r in records] == [tag + b"%d" % i for i in range(40)]
     finally:
         await s.close()
+
+
+async def test_a_storage_made_unconnected_starts_on_first_use_with_the_hub_id_read_before(
+    nats_server: NatsServer, store: NatsStorage
+) -> None:
+    """What ``tidings serve`` does: the hub id read over a connection in a loop of its
+    own (here a thread's), then a storage that connects within the server's loop."""
+    hub_id = await asyncio.to_thread(read_hub_id, [nats_server.url])
+    assert hub_id == store.hub_id
+    lazy = NatsStorage(NatsSettings(servers=(nats_server.url,)), hub_id=hub_id)
+    try:
+        topic = fresh_topic()
+        await make_topic(store, topic, 1)
+        assert topic in await lazy.load_topics()
+        assert lazy.hub_id == hub_id
+    finally:
+        await lazy.close()
+    wrong = NatsStorage(NatsSettings(servers=(nats_server.url,)), hub_id="0" * 32)
+    with pytest.raises(StorageUnavailable, match="holds hub"):
+        await wrong.load_topics()
+    await wrong.close()

@@ -43,16 +43,31 @@ CAS_ATTEMPTS = 20
 
 
 class NatsStorage:
-    """Partitions and metadata in a NATS JetStream cluster, shared by every node."""
+    """Partitions and metadata in a NATS JetStream cluster, shared by every node.
+
+    Made unconnected (the hub is built before its event loop runs); :meth:`start`
+    connects within the loop, and every async method starts it first. ``hub_id`` is
+    known before: given (read by :func:`read_hub_id` beforehand), or set by ``start``.
+    """
 
     def __init__(
-        self, log: NatsLog, links: Links, groups: MetaBucket, schemas: MetaBucket, hub_id: str
+        self,
+        settings: NatsSettings,
+        *,
+        replicas: int = 1,
+        link_timeout_s: float = DEFAULT_TIMEOUT_S,
+        hub_id: str = "",
     ) -> None:
-        self.log = log
-        self.links = links
-        self.groups = groups
-        self.schemas = schemas
+        self.settings = settings
+        self.replicas = replicas
+        self.link_timeout_s = link_timeout_s
         self.hub_id = hub_id
+        self.log: NatsLog
+        self.links: Links
+        self.groups: MetaBucket
+        self.schemas: MetaBucket
+        self._started = False
+        self._starting: asyncio.Lock | None = None
         self._parts: dict[tuple[str, int], NatsPartition] = {}
 
     @classmethod
@@ -64,26 +79,39 @@ class NatsStorage:
         link_timeout_s: float = DEFAULT_TIMEOUT_S,
         settings: NatsSettings | None = None,
     ) -> NatsStorage:
-        """Connect, make the buckets that are missing, and read (or make) the hub id."""
+        """A started storage on ``servers``."""
         if settings is None:
             settings = NatsSettings(servers=tuple(servers))
-        log = await NatsLog.connect(settings, replicas=replicas)
-        try:
-            links = Links(await log.bucket(LINKS_BUCKET), link_timeout_s)
-            groups = await log.bucket("td_groups")
-            schemas = await log.bucket("td_schemas")
-            hub = await log.bucket("td_hub")
-            entry = await hub.get("id")
-            if entry is None or not isinstance(entry.value, str):
-                with contextlib.suppress(Conflict):  # another node made it first: theirs
-                    await hub.put("id", uuid.uuid4().hex, 0)
-                entry = await hub.get("id")
-            if entry is None or not isinstance(entry.value, str):
-                raise StorageUnavailable("the hub id in bucket td_hub is missing")
-        except BaseException:
-            await log.close()
-            raise
-        return cls(log, links, groups, schemas, entry.value)
+        store = cls(settings, replicas=replicas, link_timeout_s=link_timeout_s)
+        await store.start()
+        return store
+
+    async def start(self) -> None:
+        """Connect, make the buckets that are missing, and read (or make) the hub id;
+        once: later calls return at once."""
+        if self._started:
+            return
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._started:
+                return
+            log = await NatsLog.connect(self.settings, replicas=self.replicas)
+            try:
+                links = Links(await log.bucket(LINKS_BUCKET), self.link_timeout_s)
+                groups = await log.bucket("td_groups")
+                schemas = await log.bucket("td_schemas")
+                hub_id = await _hub_id(await log.bucket("td_hub"))
+                if self.hub_id and hub_id != self.hub_id:
+                    raise StorageUnavailable(
+                        f"the cluster holds hub {hub_id}, not {self.hub_id} as read before"
+                    )
+            except BaseException:
+                await log.close()
+                raise
+            self.log, self.links, self.groups, self.schemas = log, links, groups, schemas
+            self.hub_id = hub_id
+            self._started = True
 
     # -- partitions ----------------------------------------------------------------
 
@@ -92,6 +120,7 @@ class NatsStorage:
     ) -> NatsPartition:
         """The partition's stream, made unless it exists (with ``retention``'s limits
         either way), and its tail followed from now on."""
+        await self.start()
         key = (topic, partition)
         part = self._parts.get(key)
         await self.log._ensure_stream(topic, partition, retention)
@@ -142,6 +171,7 @@ class NatsStorage:
     async def drop_topic(self, topic: str) -> None:
         """Close the topic's partitions here, delete its streams, its record and its
         groups' keys."""
+        await self.start()
         opened = [k for k in self._parts if k[0] == topic]
         for key in opened:
             await self._parts.pop(key).close()
@@ -159,10 +189,12 @@ class NatsStorage:
     # -- topics --------------------------------------------------------------------
 
     async def load_topics(self) -> dict[str, dict[str, Any]]:
+        await self.start()
         records = await self.log.load_topics()
         return {t: dict(r.get("hub") or _hub_config(r)) for t, r in records.items()}
 
     async def save_topic(self, topic: str, config: dict[str, Any]) -> None:
+        await self.start()
         partitions = config.get("partitions")
         if not isinstance(partitions, int) or partitions < 1:
             raise BadRequest(f"topic {topic!r}: partitions {partitions!r}", field="partitions")
@@ -203,6 +235,7 @@ class NatsStorage:
         raise StorageUnavailable(f"group {group!r} of {topic!r} kept changing while saved")
 
     async def load_groups(self) -> list[GroupRow]:
+        await self.start()
         entries, _ = await self.groups.items()
         out: list[GroupRow] = []
         for k, entry in sorted(entries.items()):
@@ -215,17 +248,20 @@ class NatsStorage:
         return out
 
     async def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None:
+        await self.start()
         await self._change_group(topic, group, {"config": config})
 
     async def save_positions(
         self, topic: str, group: str, positions: Positions, stats: GroupStats | None = None
     ) -> None:
+        await self.start()
         change: dict[str, Any] = {"positions": {str(p): v for p, v in positions.items()}}
         if stats is not None:
             change["stats"] = stats
         await self._change_group(topic, group, change)
 
     async def delete_group(self, topic: str, group: str) -> None:
+        await self.start()
         key = f"{names.key(topic)}.{names.key(group)}"
         entry = await self.groups.get(key)
         if entry is not None and entry.value is not None:
@@ -234,10 +270,12 @@ class NatsStorage:
     # -- schemas -------------------------------------------------------------------
 
     async def load_schemas(self) -> dict[str, dict[str, Any]]:
+        await self.start()
         entries, _ = await self.schemas.items()
         return {names.decode(k): dict(e.value) for k, e in entries.items()}
 
     async def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
+        await self.start()
         await self.schemas.put(names.key(etype), entry)
 
     # -- the rest ------------------------------------------------------------------
@@ -253,10 +291,38 @@ class NatsStorage:
 
     async def close(self) -> None:
         """Let queued appends finish, then close the connection."""
+        if not self._started:
+            return
         for part in list(self._parts.values()):
             await part.close()
         self._parts.clear()
         await self.log.close()
+
+
+async def _hub_id(bucket: MetaBucket) -> str:
+    """The hub id in ``bucket``, made unless there (the first node's wins)."""
+    entry = await bucket.get("id")
+    if entry is None or not isinstance(entry.value, str):
+        with contextlib.suppress(Conflict):  # another node made it first: theirs
+            await bucket.put("id", uuid.uuid4().hex, 0)
+        entry = await bucket.get("id")
+    if entry is None or not isinstance(entry.value, str):
+        raise StorageUnavailable("the hub id in bucket td_hub is missing")
+    return entry.value
+
+
+def read_hub_id(servers: Sequence[str], replicas: int = 1) -> str:
+    """The cluster's hub id (made unless there), over a connection of its own in an
+    event loop of its own: for a server that needs it before its loop runs."""
+
+    async def read() -> str:
+        log = await NatsLog.connect(NatsSettings(servers=tuple(servers)), replicas=replicas)
+        try:
+            return await _hub_id(await log.bucket("td_hub"))
+        finally:
+            await log.close()
+
+    return asyncio.run(read())
 
 
 def _hub_config(record: dict[str, Any]) -> dict[str, Any]:
