@@ -21,7 +21,7 @@ from natsproc import NatsCluster, NatsServer
 from tidings.backends.nats import NatsSettings, names
 from tidings.backends.nats.linked import ABORTED, COMMITTED, LINK_HEADER
 from tidings.backends.nats.storage import NatsStorage, read_hub_id
-from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
+from tidings.errors import BadRequest, Conflict, OffsetOutOfRange, StorageUnavailable
 from tidings.log.config import Retention
 
 NO_RETENTION = Retention()
@@ -384,3 +384,18 @@ async def test_a_storage_made_unconnected_starts_on_first_use_with_the_hub_id_re
     with pytest.raises(StorageUnavailable, match="holds hub"):
         await wrong.load_topics()
     await wrong.close()
+
+
+async def test_a_topic_saved_with_fewer_partitions_than_the_cluster_holds_is_refused(
+    store: NatsStorage, other: NatsStorage
+) -> None:
+    """A node that did not know of a topic made elsewhere (auto-creating it with its
+    default of one partition) must not shrink it."""
+    topic = fresh_topic()
+    await make_topic(store, topic, 3)
+    await other.open_partition(topic, 0, NO_RETENTION)
+    with pytest.raises(Conflict, match="3 partitions in the cluster"):
+        await other.save_topic(topic, topic_config(1))
+    assert (await store.load_topics())[topic]["partitions"] == 3
+    await other.save_topic(topic, topic_config(4))  # growing is a change like any other
+    assert (await store.load_topics())[topic]["partitions"] == 4

@@ -16,8 +16,9 @@ How current the synchronous properties are:
   of the subscription.
 - ``start_offset`` and ``size_bytes``: the stream's state when the partition opened
   and at each ``apply_retention`` (JetStream removes old records by itself; the hub
-  calls ``apply_retention`` on its retention interval), moved on by reads that find
-  the start gone.
+  calls ``apply_retention`` on its retention interval); the start moves on too when
+  a read finds it gone, and the size grows by the payloads of this node's appends
+  (the stream counts headers and subjects as well: a little more).
 - ``failure``: the error of this node's last append if it failed; None again after
   one succeeds. ``damage``: always empty (JetStream's replicas repair their files).
 """
@@ -182,6 +183,7 @@ class NatsPartition:
             self._inflight_ms = None
             self._failure = None
             self._end = max(self._end, offsets[-1] + 1)
+            self._size += sum(len(p) for p in payloads)
             i = 0
             for a in batch:
                 if not a.future.done():

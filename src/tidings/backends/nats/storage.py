@@ -208,6 +208,14 @@ class NatsStorage:
         key = names.key(topic)
         for _ in range(CAS_ATTEMPTS):
             entry = await self.log.topics.get(key)
+            held = entry.value if entry is not None else None
+            if held is not None and int(held.get("partitions", 0)) > partitions:
+                # another node made it larger than this one knows: never shrink it
+                raise Conflict(
+                    f"topic {topic!r} has {held['partitions']} partitions in the cluster, "
+                    f"not {partitions}: made or changed by another node",
+                    topic=topic,
+                )
             try:
                 await self.log.topics.put(key, record, 0 if entry is None else entry.revision)
                 break
