@@ -397,5 +397,11 @@ async def test_a_topic_saved_with_fewer_partitions_than_the_cluster_holds_is_ref
     with pytest.raises(Conflict, match="3 partitions in the cluster"):
         await other.save_topic(topic, topic_config(1))
     assert (await store.load_topics())[topic]["partitions"] == 3
+    # the hub discards what a failed creation left: here, nothing of the cluster's topic
+    await other.drop_topic(topic)
+    assert (await store.load_topics())[topic]["partitions"] == 3
+    (part,) = [await store.open_partition(topic, 0, NO_RETENTION)]
+    assert await part.append([b"still here"]) == 0
+    await other.open_partition(topic, 0, NO_RETENTION)
     await other.save_topic(topic, topic_config(4))  # growing is a change like any other
     assert (await store.load_topics())[topic]["partitions"] == 4

@@ -69,6 +69,7 @@ class NatsStorage:
         self._started = False
         self._starting: asyncio.Lock | None = None
         self._parts: dict[tuple[str, int], NatsPartition] = {}
+        self._not_ours: set[str] = set()  # topics whose creation save_topic refused
 
     @classmethod
     async def connect(
@@ -170,11 +171,15 @@ class NatsStorage:
 
     async def drop_topic(self, topic: str) -> None:
         """Close the topic's partitions here, delete its streams, its record and its
-        groups' keys."""
+        groups' keys; after a creation that ``save_topic`` refused because the cluster
+        holds the topic larger (made by another node), only close them here."""
         await self.start()
         opened = [k for k in self._parts if k[0] == topic]
         for key in opened:
             await self._parts.pop(key).close()
+        if topic in self._not_ours:  # a creation refused by save_topic: keep the topic
+            self._not_ours.discard(topic)
+            return
         try:
             await self.log.drop_topic(topic)
         except TopicNotFound:  # a creation that failed: streams opened, no record
@@ -210,7 +215,9 @@ class NatsStorage:
             entry = await self.log.topics.get(key)
             held = entry.value if entry is not None else None
             if held is not None and int(held.get("partitions", 0)) > partitions:
-                # another node made it larger than this one knows: never shrink it
+                # another node made it larger than this one knows: never shrink it, and
+                # the drop_topic that follows a failed creation must not delete it
+                self._not_ours.add(topic)
                 raise Conflict(
                     f"topic {topic!r} has {held['partitions']} partitions in the cluster, "
                     f"not {partitions}: made or changed by another node",
