@@ -32,7 +32,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import nats
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -118,23 +117,37 @@ class NatsConnection:
         async def quiet(_: Exception) -> None:
             return None  # reconnects are expected; failures surface as timeouts
 
+        # nats-py retries a first connection without end when reconnects are
+        # unlimited: bounded here as every other wait is, and the client closed
+        nc = Client()
         try:
-            self._nc = await nats.connect(
-                list(s.servers),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=s.reconnect_wait_s,
-                ping_interval=s.ping_interval_s,
-                max_outstanding_pings=2,
-                connect_timeout=s.connect_timeout_s,
-                pending_size=s.pending_bytes,
-                error_cb=quiet,
+            await asyncio.wait_for(
+                nc.connect(
+                    list(s.servers),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=s.reconnect_wait_s,  # type: ignore[arg-type]  # a float works
+                    ping_interval=s.ping_interval_s,
+                    max_outstanding_pings=2,
+                    connect_timeout=s.connect_timeout_s,
+                    pending_size=s.pending_bytes,
+                    error_cb=quiet,
+                ),
+                s.retry_deadline_s,
             )
         except Exception as exc:  # nats-py raises several unrelated types here
+            with contextlib.suppress(Exception):
+                await nc.close()
             where = ", ".join(s.servers)
-            raise StorageUnavailable(f"cannot connect to NATS at {where}: {exc}") from None
-        self._prefix = self._nc.new_inbox() + "."
-        await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+            why = (
+                f"no server answered within {s.retry_deadline_s} s"
+                if isinstance(exc, TimeoutError)
+                else str(exc)
+            )
+            raise StorageUnavailable(f"cannot connect to NATS at {where}: {why}") from None
+        self._nc = nc
+        self._prefix = nc.new_inbox() + "."
+        await nc.subscribe(self._prefix + "*", cb=self._on_reply)
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
