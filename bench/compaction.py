@@ -49,7 +49,7 @@ async def run(records: int, keys: int, directory: Path) -> dict[str, float]:
     start = time.perf_counter()
     offset, parsed = 0, 0
     while offset < log.end_offset:
-        got = log.read(offset, 10_000, 1 << 24)
+        got = log.read_now(offset, 10_000, 1 << 24)
         for _, _, payload in got:
             orjson.loads(payload)
         parsed += len(got)
@@ -62,7 +62,7 @@ async def run(records: int, keys: int, directory: Path) -> dict[str, float]:
     kept = 0
     offset = 0
     while offset < log.end_offset:
-        got = log.read(offset, 10_000, 1 << 24)
+        got = log.read_now(offset, 10_000, 1 << 24)
         if not got:
             break
         kept += len(got)

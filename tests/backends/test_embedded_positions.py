@@ -17,12 +17,12 @@ async def test_done_ranges_round_trip_and_older_lists_of_offsets_load(tmp_path: 
     storage = EmbeddedStorage(tmp_path)
     try:
         for name in ("old", "new"):
-            storage.save_group("t", name, {})
+            await storage.save_group("t", name, {})
         # as an older version saved it: every offset done above committed, one by one
-        storage.save_positions("t", "old", {0: (3, [4, 5, 6, 9], [(7, 1, 0)])})
+        await storage.save_positions("t", "old", {0: (3, [4, 5, 6, 9], [(7, 1, 0)])})
         g = ConsumerGroup("t", "new", GroupConfig(), {0: (0, [])})
         assert g.skip(0, 2, 2_000_000, "removed") == 1_999_998
-        storage.save_positions("t", "new", g.positions())
+        await storage.save_positions("t", "new", g.positions())
     finally:
         await storage.close()
 
@@ -32,7 +32,7 @@ async def test_done_ranges_round_trip_and_older_lists_of_offsets_load(tmp_path: 
 
     storage = EmbeddedStorage(tmp_path)
     try:
-        rows = {name: pos for _, name, _, pos, _ in storage.load_groups()}
+        rows = {name: pos for _, name, _, pos, _ in await storage.load_groups()}
     finally:
         await storage.close()
     assert rows["new"] == {0: (0, [(2, 2_000_000)], [])}

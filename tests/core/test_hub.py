@@ -61,7 +61,9 @@ class SeamStorage(MemoryStorage):
         super().__init__(clock)
         self.kind = kind
 
-    def open_partition(self, topic: str, partition: int, retention: Retention) -> MemoryPartition:
+    async def open_partition(
+        self, topic: str, partition: int, retention: Retention
+    ) -> MemoryPartition:
         part = self.partitions.get((topic, partition))
         if part is None:
             part = self.partitions[(topic, partition)] = self.kind(retention, self.clock)
@@ -470,14 +472,14 @@ async def test_redrive_publishes_dead_letters_again_once_each(hub: Hub) -> None:
     assert hub.group_info("orders", "g")["dead_lettered"] == 2
     where = {}
     for p, part in enumerate(hub.topics["orders"].partitions):
-        for offset, _, payload in part.read(0):
+        for offset, _, payload in await part.read(0):
             where[orjson.loads(payload)["id"]] = (p, offset)
 
     answer = await hub.redrive("orders", "g")
     assert answer == {"dead_letter_topic": "orders.dlq", "redriven": 2, "skipped": 2}
     again: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for p, part in enumerate(hub.topics["orders"].partitions):
-        for offset, _, payload in part.read(0):
+        for offset, _, payload in await part.read(0):
             event = orjson.loads(payload)
             if (p, offset) != where[event["id"]]:
                 again.setdefault(event["id"], []).append((p, event))
@@ -520,11 +522,13 @@ class StoppingStorage(MemoryStorage):
 
     saves_left = 1 << 30
 
-    def save_positions(self, topic: str, group: str, positions: Any, stats: Any = None) -> None:
+    async def save_positions(
+        self, topic: str, group: str, positions: Any, stats: Any = None
+    ) -> None:
         if self.saves_left <= 0:
             raise StorageUnavailable("stopped")
         self.saves_left -= 1
-        super().save_positions(topic, group, positions, stats)
+        await super().save_positions(topic, group, positions, stats)
 
 
 async def test_a_stop_between_the_dead_letter_append_and_its_save_copies_it_once(
@@ -571,7 +575,7 @@ async def test_a_failed_publish_records_no_type_in_the_catalogue(
     await hub.create_topic("orders")
     with pytest.raises(StorageUnavailable):
         await hub.publish("orders", [ev(etype="order.lost") for _ in range(count)])
-    assert hub.catalog.types("orders", hub.topic("orders").partitions) == []
+    assert await hub.catalog.types("orders", hub.topic("orders").partitions) == []
 
 
 @pytest.mark.parametrize("count", [1, 3])
@@ -592,14 +596,14 @@ async def test_dead_letters_wait_for_a_dead_letter_topic_that_could_not_open(
 ) -> None:
     # Its metadata is there but it failed to open at start: dead-lettering used to
     # make it again over what is stored (one partition, default retention).
-    storage.save_topic("orders.dlq", {"partitions": 3, "retention": None})
+    await storage.save_topic("orders.dlq", {"partitions": 3, "retention": None})
     hub.unavailable["orders.dlq"] = "its files could not be opened"
     await hub.put_group("orders", "g", GroupConfig(max_deliver=1))
     await hub.publish("orders", [ev(id="poison")])
     got = await hub.fetch("orders", "g")
     await hub.nack("orders", "g", [d.lease for d in got])
     assert "orders.dlq" not in hub.topics
-    assert storage.load_topics()["orders.dlq"]["partitions"] == 3
+    assert (await storage.load_topics())["orders.dlq"]["partitions"] == 3
     assert hub.group_info("orders", "g")["dead_lettered"] == 0  # it waits, not lost
 
 

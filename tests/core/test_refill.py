@@ -39,7 +39,7 @@ async def test_a_full_window_keeps_the_newest_ids_of_every_partition() -> None:
     everything = sorted(
         (ts, name, i)
         for name, part in zip("abc", parts, strict=True)
-        for i, (_, ts, _) in enumerate(part.read(0, 10_000, 1 << 30))
+        for i, (_, ts, _) in enumerate(part.read_now(0, 10_000, 1 << 30))
     )
     newest = everything[-3_000:]
     for ts, name, i in newest:

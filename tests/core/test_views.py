@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -280,7 +280,7 @@ async def test_a_null_value_is_a_deletion_compaction_removes_too(hub: Hub) -> No
     events[0]["data"] = None
     await commit_raw(hub, events)
     part = hub.topics["__view.stock"].partitions[0]
-    [(_, _, payload)] = part.read(2, 1)
+    [(_, _, payload)] = await part.read(2, 1)
     assert "data" not in orjson.loads(payload)  # a tombstone, as compaction sees one
     with pytest.raises(ViewNotFound):
         hub.views.get("stock", "a")
@@ -406,7 +406,7 @@ async def test_a_changelog_is_compacted_by_key_and_reloads_the_same(tmp_path: Pa
     end = part.end_offset
     assert end == 600  # a value and a checkpoint per commit
     await hub.storage.compact(hub.clock.time_ms())
-    kept = sum(1 for _ in _all_records(part))
+    kept = len(await _all_records(part))
     assert kept < 60, kept  # the active segment and the latest per key of the sealed ones
     assert part.end_offset == end
     before = {k: hub.views.get("stock", k)[0] for k in ("sku-0", "sku-1", "sku-2")}
@@ -425,14 +425,16 @@ async def test_a_changelog_is_compacted_by_key_and_reloads_the_same(tmp_path: Pa
         await hub.close()
 
 
-def _all_records(part: Any) -> Iterator[tuple[int, int, bytes]]:
+async def _all_records(part: Any) -> list[tuple[int, int, bytes]]:
+    out: list[tuple[int, int, bytes]] = []
     offset = part.start_offset
     while offset < part.end_offset:
-        got = part.read(offset, 1000)
+        got = await part.read(offset, 1000)
         if not got:
-            return
-        yield from got
+            break
+        out += got
         offset = got[-1][0] + 1
+    return out
 
 
 async def test_a_commit_whose_caller_is_cancelled_is_served_once_it_lands(
@@ -467,7 +469,7 @@ async def test_a_commit_whose_caller_is_cancelled_is_served_once_it_lands(
                 await commit(hub, "stock", {"after": seq}, 0, seq=100 + seq, expect=at)
             landed = {
                 ev["partitionkey"][2:]
-                for _, _, payload in _all_records(part)
+                for _, _, payload in await _all_records(part)
                 if (ev := orjson.loads(payload))["partitionkey"].startswith("v:")
             }
             assert set(view.keys) == landed, seq
@@ -545,7 +547,7 @@ async def test_copies_stored_without_their_checkpoint_are_not_routed_twice() -> 
     await again.views.commit("sku", 0, 2, checkpoint(2, 4), 2, [copy(2, "a"), copy(3, "b")])
     stored = []
     for part in again.topics["__view.sku.by-key"].partitions:
-        stored += [orjson.loads(payload)["id"] for _, _, payload in part.read(0, 100)]
+        stored += [orjson.loads(payload)["id"] for _, _, payload in await part.read(0, 100)]
     assert sorted(stored) == [f"sku.0.orders.0.{o}" for o in range(4)]  # each once
     last = again.views.view("sku").checkpoints[2]
     ends = [p.end_offset for p in again.topics["__view.sku.by-key"].partitions]

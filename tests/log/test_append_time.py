@@ -34,7 +34,7 @@ def open_log(path: Path, clock: FakeClock, policy: str = "never") -> PartitionLo
 
 
 def times(log: PartitionLog | MemoryPartition) -> list[int]:
-    return [ts for _, ts, _ in log.read(log.start_offset, 10_000)]
+    return [ts for _, ts, _ in log.read_now(log.start_offset, 10_000)]
 
 
 async def test_a_clock_that_goes_back_does_not_take_append_times_back(tmp_path: Path) -> None:
@@ -69,15 +69,15 @@ async def test_linked_parts_share_one_time_at_least_each_partition_s_last(
 ) -> None:
     clock = FakeClock()
     storage = EmbeddedStorage(tmp_path, FsyncPolicy.parse("never"), clock=clock)
-    storage.save_topic("t", {"partitions": 2})
-    p0 = storage.open_partition("t", 0, Retention())
-    p1 = storage.open_partition("t", 1, Retention())
+    await storage.save_topic("t", {"partitions": 2})
+    p0 = await storage.open_partition("t", 0, Retention())
+    p1 = await storage.open_partition("t", 1, Retention())
     clock.now_ms = T0 + 50
     await p1.append([b"later"])
     clock.now_ms = T0
     await storage.append_linked("t", [(0, [b"x"]), (1, [b"y"])])
-    assert [r[1] for r in p0.read(0)] == [T0 + 50]
-    assert [r[1] for r in p1.read(0)] == [T0 + 50, T0 + 50]
+    assert [r[1] for r in p0.read_now(0)] == [T0 + 50]
+    assert [r[1] for r in p1.read_now(0)] == [T0 + 50, T0 + 50]
     await storage.close()
 
 
@@ -133,8 +133,8 @@ async def test_appends_after_a_horizon_are_stamped_at_least_it(tmp_path: Path) -
 async def test_memory_partition_keeps_the_same_rules() -> None:
     clock = FakeClock()
     storage = MemoryStorage(clock)
-    part = storage.open_partition("t", 0, Retention())
-    storage.open_partition("t", 1, Retention())
+    part = await storage.open_partition("t", 0, Retention())
+    await storage.open_partition("t", 1, Retention())
     await part.append([b"a"])
     clock.now_ms -= 10
     await part.append([b"b"])

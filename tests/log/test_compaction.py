@@ -52,7 +52,7 @@ def read_all(log: PartitionLog, offset: int | None = None, step: int = 3) -> lis
     offset = log.start_offset if offset is None else offset
     out: list[LogRecord] = []
     while offset < log.end_offset:
-        got = log.read(offset, max_records=step)
+        got = log.read_now(offset, max_records=step)
         if not got:
             break
         out.extend(got)
@@ -129,14 +129,14 @@ async def test_a_read_from_a_removed_offset_answers_the_next_kept_record(tmp_pat
     gaps = [o for o in range(log.end_offset) if o not in set(kept)]
     assert gaps
     for o in gaps[:50]:
-        got = log.read(o, max_records=1)
+        got = log.read_now(o, max_records=1)
         assert got and got[0][0] == min(k for k in kept if k > o)
     # every offset is still a valid position, and reads in every step size agree
     for step in (1, 2, 5, 1000):
         assert [r[0] for r in read_all(log, 0, step)] == kept
     # offset_for_time still answers a kept record or the end
-    assert log.offset_for_time(0) == kept[0]
-    assert log.offset_for_time(clock.time_ms() + 1) == log.end_offset
+    assert log.offset_for_time_now(0) == kept[0]
+    assert log.offset_for_time_now(clock.time_ms() + 1) == log.end_offset
     await log.close()
 
 
@@ -162,7 +162,7 @@ async def test_tombstones_stay_for_delete_retention_then_go(tmp_path: Path) -> N
     assert result.removed >= 1
     kept = {o: orjson.loads(p) for o, _, p in read_all(log)}
     assert not any(ev.get("partitionkey") == "gone" for ev in kept.values())
-    assert log.read(tomb, 1)[0][0] > tomb
+    assert log.read_now(tomb, 1)[0][0] > tomb
     await log.close()
 
 
@@ -199,7 +199,7 @@ async def test_the_partitions_last_record_stays(tmp_path: Path) -> None:
     await compact_partition(log, clock.time_ms())
     await compact_partition(log, clock.time_ms())
     last = log.end_offset - 1
-    assert log.read(last, 1)[0][0] == last
+    assert log.read_now(last, 1)[0][0] == last
     assert read_all(log)[-1][0] == last
     await log.close()
 
@@ -373,10 +373,9 @@ async def test_a_linked_batch_is_kept_whole_until_every_part_is_settled(tmp_path
 
     async def opened() -> tuple[EmbeddedStorage, PartitionLog, PartitionLog]:
         storage = EmbeddedStorage(tmp_path / "data", FsyncPolicy("always"), cfg)
-        storage.save_topic("t", {"partitions": 2})  # else the next open removes its files
-        return storage, storage.open_partition("t", 0, compacted), storage.open_partition(
-            "t", 1, compacted
-        )
+        await storage.save_topic("t", {"partitions": 2})  # else the next open removes its files
+        p0 = await storage.open_partition("t", 0, compacted)
+        return storage, p0, await storage.open_partition("t", 1, compacted)
 
     storage, p0, p1 = await opened()
     bases = await storage.append_linked(
@@ -392,7 +391,7 @@ async def test_a_linked_batch_is_kept_whole_until_every_part_is_settled(tmp_path
     await storage.close()
 
     storage, p0, p1 = await opened()  # recovery checks the link of partition 0's part
-    assert [r[0] for r in p0.read(0)] == [0]
+    assert [r[0] for r in p0.read_now(0)] == [0]
     for i in range(60):
         await p0.append([event("a", i + 1, n=100 + i)])
     assert await storage.compact(T0) > 0
@@ -434,7 +433,7 @@ async def test_retention_and_resume_positions_on_a_compacted_partition(tmp_path:
     # a resume position taken anywhere goes on with the records after it
     for position in range(0, log.end_offset, 17):
         assert [o for o, _, _ in read_all(log, position)] == [o for o in kept if o >= position]
-    assert log.apply_retention(clock.time_ms()) > 0
+    assert log.apply_retention_now(clock.time_ms()) > 0
     assert log.start_offset > 0
     assert [o for o, _, _ in read_all(log)] == [o for o in kept if o >= log.start_offset]
     await log.close()

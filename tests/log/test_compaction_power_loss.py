@@ -112,7 +112,7 @@ async def test_a_power_cut_at_any_sync_of_a_compaction(tmp_path: Path, mode: str
         try:
             assert not log.damage, (at, log.damage)
             assert log.end_offset == 160, at
-            records = {o: p for o, _, p in log.read(0, 10_000, 1 << 24)}
+            records = {o: p for o, _, p in log.read_now(0, 10_000, 1 << 24)}
             for key, (offset, payload) in latest.items():
                 assert records.get(offset) == payload, (at, mode, key, offset)
             assert not list(directory.glob("*" + TMP_SUFFIX))

@@ -34,7 +34,7 @@ async def make_log(path: Path, batches: int) -> list[LogRecord]:
     for b in range(batches):
         base = b * PER_BATCH
         assert await log.append([payload(base + i) for i in range(PER_BATCH)]) == base
-    records = log.read(0, max_records=10_000)
+    records = log.read_now(0, max_records=10_000)
     assert len(records) == batches * PER_BATCH
     await log.close()
     return records
@@ -48,7 +48,7 @@ def read_all(log: PartitionLog, offset: int | None = None) -> list[LogRecord]:
     offset = log.start_offset if offset is None else offset
     out: list[LogRecord] = []
     while offset < log.end_offset:
-        got = log.read(offset, max_records=5)
+        got = log.read_now(offset, max_records=5)
         assert got
         out.extend(got)
         offset = got[-1][0] + 1
@@ -87,13 +87,13 @@ async def check_cut(path: Path, records: list[LogRecord], cut: bytes) -> None:
     assert read_all(log) == records[:LAST_BASE]
     # appends carry on where the good records end
     assert await log.append([b"again"]) == LAST_BASE
-    assert log.read(LAST_BASE)[0][2] == b"again"
+    assert log.read_now(LAST_BASE)[0][2] == b"again"
     await log.close()
 
     again = open_log(path)
     assert again.report.truncated == []
     assert read_all(again)[:LAST_BASE] == records[:LAST_BASE]
-    assert again.read(LAST_BASE)[0][2] == b"again"
+    assert again.read_now(LAST_BASE)[0][2] == b"again"
     assert again.end_offset == LAST_BASE + 1
     await again.close()
 
@@ -223,10 +223,10 @@ async def test_a_flipped_bit_in_a_sealed_segment_is_skipped_and_reported(
     assert (log.start_offset, log.end_offset) == (0, BATCHES * PER_BATCH)
 
     # every read that reaches the bad batch steps over it to the next good one
-    assert log.read(bad_base, max_records=1) == [records[bad_end]]
-    assert log.read(bad_base + 2, max_records=1) == [records[bad_end]]
-    assert log.read(seg_base, max_records=1000) == lost(records, bad_base, bad_end)[seg_base:]
-    assert log.read(0, max_records=10_000) == lost(records, bad_base, bad_end)
+    assert log.read_now(bad_base, max_records=1) == [records[bad_end]]
+    assert log.read_now(bad_base + 2, max_records=1) == [records[bad_end]]
+    assert log.read_now(seg_base, max_records=1000) == lost(records, bad_base, bad_end)[seg_base:]
+    assert log.read_now(0, max_records=10_000) == lost(records, bad_base, bad_end)
     assert read_all(log) == lost(records, bad_base, bad_end)
     # and it is named: file, bytes, offsets lost, why
     [damage] = log.damage
@@ -234,20 +234,20 @@ async def test_a_flipped_bit_in_a_sealed_segment_is_skipped_and_reported(
     assert (damage.first_offset, damage.end_offset) == (bad_base, bad_end)
     assert damage.why
     # records before it stay readable
-    assert log.read(0, max_records=seg_base) == records[:seg_base]
+    assert log.read_now(0, max_records=seg_base) == records[:seg_base]
     if batch_in_segment:
-        assert log.read(seg_base, max_records=bad_base - seg_base) == records[seg_base:bad_base]
+        assert log.read_now(seg_base, max_records=bad_base - seg_base) == records[seg_base:bad_base]
     # appends go on
     end = BATCHES * PER_BATCH
     assert await log.append([b"again"]) == end
-    assert log.read(end)[0][2] == b"again"
+    assert log.read_now(end)[0][2] == b"again"
     await log.close()
 
     # the record of it is kept beside the segments, and known after a restart
     assert (tmp_path / DAMAGE_FILE).exists()
     again = open_log(tmp_path)
     assert again.damage == [damage]
-    assert again.read(0, max_records=10_000)[:-1] == lost(records, bad_base, bad_end)
+    assert again.read_now(0, max_records=10_000)[:-1] == lost(records, bad_base, bad_end)
     await again.close()
 
 
@@ -266,9 +266,9 @@ async def test_a_sealed_segment_cut_short_is_skipped_not_read_as_the_next(
     assert log.report.truncated == []
     if index == "deleted":
         assert [c[:2] for c in log.report.corrupt] == [(str(sealed), 7 * BATCH)]
-    assert log.read(0, max_records=21) == records[:21]
-    assert log.read(21, max_records=1) == [records[24]]
-    assert log.read(0, max_records=100) == records[:21] + records[24:]
+    assert log.read_now(0, max_records=21) == records[:21]
+    assert log.read_now(21, max_records=1) == [records[24]]
+    assert log.read_now(0, max_records=100) == records[:21] + records[24:]
     [damage] = log.damage
     assert (damage.segment, damage.position, damage.length) == (sealed.name, 7 * BATCH, 0)
     assert (damage.first_offset, damage.end_offset) == (21, 24)
@@ -288,11 +288,11 @@ async def test_a_sealed_batch_with_a_good_crc_but_a_wrong_offset_is_skipped(
         f.seek(2 * BATCH)
         f.write(fmt.encode_batch(500, [payload(500 + i) for i in range(PER_BATCH)], 0))
     log = open_log(tmp_path)
-    assert log.read(bad) == records[bad + PER_BATCH : BATCHES * PER_BATCH]
-    assert log.read(seg_base, max_records=100) == lost(records, bad, bad + PER_BATCH)[
+    assert log.read_now(bad) == records[bad + PER_BATCH : BATCHES * PER_BATCH]
+    assert log.read_now(seg_base, max_records=100) == lost(records, bad, bad + PER_BATCH)[
         seg_base:
     ]
-    assert log.read(seg_base, max_records=6) == records[seg_base : seg_base + 6]
+    assert log.read_now(seg_base, max_records=6) == records[seg_base : seg_base + 6]
     [damage] = log.damage
     assert (damage.position, damage.first_offset, damage.end_offset) == (
         2 * BATCH, bad, bad + PER_BATCH,
@@ -313,8 +313,8 @@ async def test_damage_found_by_recovery_in_a_sealed_segment_is_reported(tmp_path
         (4 * BATCH, 36, 39)
     ]
     assert log.damage == log.report.damaged
-    assert log.read(int(sealed.stem), max_records=100) == records[24:36] + records[39:]
-    assert log.read(0, max_records=24) == records[:24]
+    assert log.read_now(int(sealed.stem), max_records=100) == records[24:36] + records[39:]
+    assert log.read_now(0, max_records=24) == records[:24]
     await log.close()
 
 

@@ -98,7 +98,7 @@ async def main() -> None:
             out.write(f"ack {{base}} {{count}} {{batch_digest(seed, base, count)}}\\n")
             out.flush()
             if retention and rng.random() < 0.02:
-                log.apply_retention()
+                log.apply_retention_now()
 
     async def flusher() -> None:
         # what the embedded backend does under interval:<ms>
@@ -227,7 +227,7 @@ def recover_and_check(d: Directory, policy: str) -> None:
         # ... and everything up to the end is a whole record the child wrote, in order
         offset = start
         while offset < end:
-            got = log.read(offset, max_records=5000, max_bytes=1 << 22)
+            got = log.read_now(offset, max_records=5000, max_bytes=1 << 22)
             assert got, where
             for rec_offset, _ts, payload in got:
                 assert rec_offset == offset, where

@@ -34,7 +34,7 @@ async def make_log(path: Path) -> tuple[Path, list[LogRecord]]:
     for b in range(BATCHES):
         base = b * PER_BATCH
         assert await log.append([payload(base + i) for i in range(PER_BATCH)]) == base
-    records = log.read(0, max_records=10_000)
+    records = log.read_now(0, max_records=10_000)
     await log.close()
     [active] = sorted(path.glob("*.log"))
     assert active.stat().st_size == BATCHES * BATCH
@@ -61,7 +61,7 @@ async def test_a_flipped_bit_mid_active_segment_keeps_the_good_batches(
     assert not list(tmp_path.glob("*.cut-*"))
     assert active.stat().st_size == BATCHES * BATCH
     assert (log.start_offset, log.end_offset) == (0, end)
-    assert log.read(0, max_records=10_000) == without(records, bad)
+    assert log.read_now(0, max_records=10_000) == without(records, bad)
     # the bad batch is named
     [damage] = log.damage
     assert log.report.damaged == [damage]
@@ -76,8 +76,8 @@ async def test_a_flipped_bit_mid_active_segment_keeps_the_good_batches(
     again = open_log(tmp_path)
     assert again.damage == [damage]
     assert again.report.truncated == []
-    assert again.read(0, max_records=10_000) == [
-        *without(records, bad), (end, again.read(end)[0][1], b"again")
+    assert again.read_now(0, max_records=10_000) == [
+        *without(records, bad), (end, again.read_now(end)[0][1], b"again")
     ]
     assert await again.append([b"more"]) == end + 1
     await again.close()
@@ -91,7 +91,7 @@ async def test_two_bad_batches_in_a_row_are_one_range(tmp_path: Path) -> None:
     [damage] = log.damage
     assert (damage.position, damage.length) == (4 * BATCH, 2 * BATCH)
     assert (damage.first_offset, damage.end_offset) == (12, 18)
-    assert log.read(0, max_records=100) == without(records, 4, 5)
+    assert log.read_now(0, max_records=100) == without(records, 4, 5)
     assert log.end_offset == BATCHES * PER_BATCH
     await log.close()
 
@@ -105,7 +105,7 @@ async def test_damage_then_a_torn_tail_keeps_the_middle_and_cuts_the_tail(tmp_pa
     assert (damage.first_offset, damage.end_offset) == (9, 12)
     [(file, position, length, _)] = log.report.truncated
     assert (file, position, length) == (str(active), 9 * BATCH, BATCH - 7)
-    assert log.read(0, max_records=100) == without(records, 3, 9)
+    assert log.read_now(0, max_records=100) == without(records, 3, 9)
     assert log.end_offset == 9 * PER_BATCH
     assert await log.append([b"again"]) == 9 * PER_BATCH
     await log.close()
@@ -118,7 +118,7 @@ async def test_a_torn_last_batch_is_still_cut(tmp_path: Path) -> None:
     assert log.damage == []
     assert not (tmp_path / DAMAGE_FILE).exists()
     assert [t[1] for t in log.report.truncated] == [9 * BATCH]
-    assert log.read(0, max_records=100) == records[:27]
+    assert log.read_now(0, max_records=100) == records[:27]
     assert await log.append([b"again"]) == 27
     await log.close()
 
@@ -134,7 +134,7 @@ async def test_retention_forgets_the_damage_of_the_segments_it_removes(tmp_path:
     assert len(log.damage) == 1
     log.roll()
     await log.append([b"next"])
-    assert log.apply_retention() == 1
+    assert log.apply_retention_now() == 1
     assert log.damage == []
     assert not (tmp_path / DAMAGE_FILE).exists()
     await log.close()
@@ -166,7 +166,7 @@ async def test_damage_a_read_finds_while_open_is_recorded_and_found_again(tmp_pa
     [active] = sorted(tmp_path.glob("*.log"))
     flip(active, 2 * BATCH + fmt.BATCH_HEADER_LEN + 3)  # bit rot under a running log
     flip(active, 9 * BATCH + fmt.BATCH_HEADER_LEN + 3)  # and in its last batch
-    got = log.read(0, max_records=100)
+    got = log.read_now(0, max_records=100)
     assert [r[0] for r in got] == [o for o in range(27) if not 6 <= o < 9]
     assert [(d.first_offset, d.end_offset) for d in log.damage] == [(6, 9), (27, 30)]
     assert [(d.first_offset, d.end_offset) for d in load(tmp_path)] == [(6, 9), (27, 30)]
@@ -203,6 +203,6 @@ async def test_healing_after_a_full_disk_keeps_the_good_batches_after_damage(
         disk.free()
         assert log.heal()
         # the heal cut back only what was refused, never the good batches after the damage
-        assert log.read(0, max_records=10_000)[: len(records) - 3] == without(records, 2)
+        assert log.read_now(0, max_records=10_000)[: len(records) - 3] == without(records, 2)
         assert await log.append([b"after"]) == end
         await log.close()

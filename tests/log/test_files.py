@@ -35,7 +35,7 @@ async def test_many_partitions_through_a_few_descriptors(tmp_path: Path, policy:
     assert files.closes > 0  # it had to make room, again and again
     for i, log in enumerate(logs):
         assert log.segment_count > 1  # rolled: sealed segments were reopened to read
-        got = [payload.split(b":")[:2] for _, _, payload in log.read(0, 100)]
+        got = [payload.split(b":")[:2] for _, _, payload in log.read_now(0, 100)]
         assert got == [[str(i).encode(), str(r).encode()] for r in range(6)]
         await log.flush()
     for log in logs:
@@ -48,7 +48,7 @@ async def test_many_partitions_through_a_few_descriptors(tmp_path: Path, policy:
     ]
     for log in again:
         assert log.end_offset == 6 and not log.report.truncated and not log.report.corrupt
-        assert len(log.read(0, 100)) == 6
+        assert len(log.read_now(0, 100)) == 6
         await log.close()
 
 

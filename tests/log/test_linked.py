@@ -61,8 +61,8 @@ async def main() -> None:
     storage = EmbeddedStorage(
         directory, FsyncPolicy.parse(policy), LogConfig(segment_bytes={segment_bytes})
     )
-    storage.save_topic("{topic}", {{"partitions": PARTITIONS}})
-    parts = [storage.open_partition("{topic}", p, Retention()) for p in range(PARTITIONS)]
+    await storage.save_topic("{topic}", {{"partitions": PARTITIONS}})
+    parts = [await storage.open_partition("{topic}", p, Retention()) for p in range(PARTITIONS)]
     out = sys.stdout
     out.write("start\\n")
     out.flush()
@@ -96,7 +96,7 @@ async def main() -> None:
         pos = [p.end_offset for p in parts]
         while True:
             for p, part in enumerate(parts):
-                got = part.read(pos[p], 1000)
+                got = part.read_now(pos[p], 1000)
                 for _, _, payload in got:
                     out.write(f"seen {{json.loads(payload)['b']}}\\n")
                 if got:
@@ -152,11 +152,11 @@ async def read_log(data: Path, policy: str) -> tuple[Counter[str], dict[str, int
         sizes: dict[str, int] = {}
         cut = 0
         for p in range(PARTITIONS):
-            part = storage.open_partition(TOPIC, p, Retention())
+            part = await storage.open_partition(TOPIC, p, Retention())
             cut += len(part.report.truncated)
             offset = part.start_offset
             while offset < part.end_offset:
-                records = part.read(offset, 5000, 1 << 24)
+                records = part.read_now(offset, 5000, 1 << 24)
                 for rec_offset, _, payload in records:
                     assert rec_offset == offset, f"partition {p} has a gap at {offset}"
                     event = json.loads(payload)
@@ -213,7 +213,7 @@ async def test_recovery_cuts_a_linked_batch_missing_a_part(tmp_path: Path) -> No
     """A crash after partition 0 got its part and a later append, before partition 1 got
     its part: partition 0 is cut back to before the linked batch; the bytes are kept."""
     setup = EmbeddedStorage(tmp_path)
-    setup.save_topic(TOPIC, {"partitions": 2})
+    await setup.save_topic(TOPIC, {"partitions": 2})
     await setup.close()
     topic = tmp_path / "topics" / TOPIC
     whole = fmt.encode_link(fmt.Link(7, ((0, 0, 1), (1, 0, 2))))
@@ -224,10 +224,10 @@ async def test_recovery_cuts_a_linked_batch_missing_a_part(tmp_path: Path) -> No
     write_batch(topic / "0", 3, [b"after"])  # waited behind the torn batch: never acked
     storage = EmbeddedStorage(tmp_path)
     try:
-        p0 = storage.open_partition(TOPIC, 0, Retention())
-        p1 = storage.open_partition(TOPIC, 1, Retention())
-        assert [r[2] for r in p0.read(0)] == [b"w0"]
-        assert [r[2] for r in p1.read(0)] == [b"w1", b"w2"]
+        p0 = await storage.open_partition(TOPIC, 0, Retention())
+        p1 = await storage.open_partition(TOPIC, 1, Retention())
+        assert [r[2] for r in p0.read_now(0)] == [b"w0"]
+        assert [r[2] for r in p1.read_now(0)] == [b"w1", b"w2"]
         [(path, position, nbytes, why)] = p0.report.truncated
         assert "linked" in why
         side = Path(f"{path}.cut-{position}")
@@ -250,11 +250,11 @@ async def test_a_held_part_and_what_follows_it_are_unreadable_until_released(
         assert await part == 1  # written: the part's future resolves ...
         await asyncio.sleep(0.05)
         assert not after.done()  # ... but what follows is not acknowledged
-        assert [r[2] for r in log.read(0)] == [b"before"]  # nor readable
+        assert [r[2] for r in log.read_now(0)] == [b"before"]  # nor readable
         assert log.end_offset == 1
         log.release(1)
         assert await after == 2
-        assert [r[2] for r in log.read(0)] == [b"before", b"held", b"after"]
+        assert [r[2] for r in log.read_now(0)] == [b"before", b"held", b"after"]
     finally:
         await log.close()
 
@@ -286,9 +286,9 @@ async def test_recovery_cuts_a_torn_part_in_a_segment_rolled_since(tmp_path: Pat
     """A part held when its segment rolled, whose sibling never got written: recovery
     finds it by the segment's mark and cuts it, with the segment written after it."""
     storage = EmbeddedStorage(tmp_path, FsyncPolicy.parse("always"), LogConfig(segment_bytes=300))
-    storage.save_topic(TOPIC, {"partitions": 2})
-    p0 = storage.open_partition(TOPIC, 0, Retention())
-    storage.open_partition(TOPIC, 1, Retention())
+    await storage.save_topic(TOPIC, {"partitions": 2})
+    p0 = await storage.open_partition(TOPIC, 0, Retention())
+    await storage.open_partition(TOPIC, 1, Retention())
     assert await p0.append([b"kept"]) == 0
     link = fmt.encode_link(fmt.Link(9, ((0, 1, 1), (1, 0, 1))))
     part = p0.append_held([b"p" * 100], link, 1_000)  # its sibling in partition 1 never comes
@@ -300,8 +300,8 @@ async def test_recovery_cuts_a_torn_part_in_a_segment_rolled_since(tmp_path: Pat
 
     again = EmbeddedStorage(tmp_path, FsyncPolicy.parse("always"), LogConfig(segment_bytes=300))
     try:
-        p0 = again.open_partition(TOPIC, 0, Retention())
-        assert [r[2] for r in p0.read(0)] == [b"kept"]
+        p0 = await again.open_partition(TOPIC, 0, Retention())
+        assert [r[2] for r in p0.read_now(0)] == [b"kept"]
         assert p0.end_offset == 1 and p0.segment_count == 1
         assert list((tmp_path / "topics" / TOPIC / "0").glob("*.linked")) == []
         assert await p0.append([b"next"]) == 1
@@ -319,8 +319,8 @@ async def test_start_up_costs_about_the_same_with_linked_batches_as_without(
 
     async def write(directory: Path, linked: bool) -> None:
         storage = EmbeddedStorage(directory, FsyncPolicy.parse("never"))
-        storage.save_topic(TOPIC, {"partitions": 4, "retention": {}})
-        parts = [storage.open_partition(TOPIC, p, Retention()) for p in range(4)]
+        await storage.save_topic(TOPIC, {"partitions": 4, "retention": {}})
+        parts = [await storage.open_partition(TOPIC, p, Retention()) for p in range(4)]
         for _ in range(5):
             if linked:
                 futures = [
@@ -335,7 +335,7 @@ async def test_start_up_costs_about_the_same_with_linked_batches_as_without(
     def start_up_cpu(directory: Path) -> float:
         started = time.process_time()
         storage = EmbeddedStorage(directory, FsyncPolicy.parse("never"))
-        logs = [storage.open_partition(TOPIC, p, Retention()) for p in range(4)]
+        logs = [storage.open_partition_now(TOPIC, p, Retention()) for p in range(4)]
         took = time.process_time() - started
         assert [log.end_offset for log in logs] == [4000] * 4
         return took
@@ -367,11 +367,11 @@ class GatedDisk(Disk):
         super().fdatasync(fd)
 
 
-def three_partitions(data: Path) -> EmbeddedStorage:
+async def three_partitions(data: Path) -> EmbeddedStorage:
     storage = EmbeddedStorage(data, FsyncPolicy.parse("always"))
-    storage.save_topic(TOPIC, {"partitions": 3})
+    await storage.save_topic(TOPIC, {"partitions": 3})
     for p in range(3):
-        storage.open_partition(TOPIC, p, Retention())
+        await storage.open_partition(TOPIC, p, Retention())
     return storage
 
 
@@ -398,7 +398,7 @@ async def test_a_publish_is_acknowledged_only_once_the_publishes_before_it_are_w
     X at recovery, and Y's part behind it in partition 0 with it (acknowledged and
     lost). So Y waits for X; a copy of the files taken then, as a crash would leave
     them, holds every publish acknowledged."""
-    storage = three_partitions(tmp_path / "data")
+    storage = await three_partitions(tmp_path / "data")
     disk = GatedDisk(tmp_path / "data" / "topics" / TOPIC / "2")
     previous = use_disk(disk)
     try:
@@ -410,15 +410,15 @@ async def test_a_publish_is_acknowledged_only_once_the_publishes_before_it_are_w
         assert await first == 0
         assert await x == [0, 1]
         assert await y == [1, 0]
-        assert [r[2] for r in storage.partitions[(TOPIC, 0)].read(0)] == [b"x0", b"y0"]
+        assert [r[2] for r in storage.partitions[(TOPIC, 0)].read_now(0)] == [b"x0", b"y0"]
     finally:
         use_disk(previous)
         disk.go.set()
         await storage.close()
     again = EmbeddedStorage(crashed, FsyncPolicy.parse("always"))
     try:
-        logs = [again.open_partition(TOPIC, p, Retention()) for p in range(3)]
-        kept = {r[2] for log in logs for r in log.read(log.start_offset)}
+        logs = [await again.open_partition(TOPIC, p, Retention()) for p in range(3)]
+        kept = {r[2] for log in logs for r in log.read_now(log.start_offset)}
         assert not acked or {b"y0", b"y1"} <= kept, "Y was acknowledged, then lost"
         assert not acked, "Y was acknowledged before X, ahead of it, was whole"
         assert kept == {b"c"}, f"torn publishes kept: {kept}"  # written, never acknowledged
@@ -430,7 +430,7 @@ async def test_a_publish_behind_one_that_fails_is_refused_whole(tmp_path: Path) 
     """X's part in partition 2 fails to be fsynced: X is refused, partition 0 fails and
     heals back to before X, so Y's part there goes too. Y is refused (503), never
     acknowledged, and its part in partition 1 is never read."""
-    storage = three_partitions(tmp_path / "data")
+    storage = await three_partitions(tmp_path / "data")
     disk = GatedDisk(tmp_path / "data" / "topics" / TOPIC / "2")
     previous = use_disk(disk)
     try:
@@ -452,7 +452,7 @@ async def test_a_publish_behind_one_that_fails_is_refused_whole(tmp_path: Path) 
         assert [log.failure for log in logs] == [None, None, None]
         assert [log.next_offset for log in logs] == [0, 0, 0]
         assert await storage.append_linked(TOPIC, [(0, [b"a"]), (1, [b"b"])]) == [0, 0]
-        assert [r[2] for r in logs[1].read(0)] == [b"b"]
+        assert [r[2] for r in logs[1].read_now(0)] == [b"b"]
     finally:
         use_disk(previous)
         disk.go.set()

@@ -31,7 +31,7 @@ async def test_damage_before_the_parts_of_a_whole_linked_batch_cuts_nothing(
     byte alone): recovery steps over the damage to the linked batch, finds the publish
     whole, and keeps it and what follows it; only the bad batches' records are lost."""
     setup = EmbeddedStorage(tmp_path)
-    setup.save_topic(TOPIC, {"partitions": 2})
+    await setup.save_topic(TOPIC, {"partitions": 2})
     await setup.close()
     topic = tmp_path / "topics" / TOPIC
     link = fmt.encode_link(fmt.Link(5, ((0, 2, 1), (1, 2, 2))))
@@ -53,11 +53,11 @@ async def test_damage_before_the_parts_of_a_whole_linked_batch_cuts_nothing(
 
     storage = EmbeddedStorage(tmp_path)
     try:
-        p0 = storage.open_partition(TOPIC, 0, Retention())
-        p1 = storage.open_partition(TOPIC, 1, Retention())
+        p0 = await storage.open_partition(TOPIC, 0, Retention())
+        p1 = await storage.open_partition(TOPIC, 1, Retention())
         assert p0.report.truncated == [] and p1.report.truncated == []
-        assert [(r[0], r[2]) for r in p0.read(0)] == [(0, b"a0"), (2, b"l0")]
-        assert [(r[0], r[2]) for r in p1.read(0)] == [
+        assert [(r[0], r[2]) for r in p0.read_now(0)] == [(0, b"a0"), (2, b"l0")]
+        assert [(r[0], r[2]) for r in p1.read_now(0)] == [
             (0, b"b0"),
             (2, b"l1"),
             (3, b"l2"),
@@ -78,7 +78,7 @@ async def test_a_damaged_part_of_a_linked_batch_costs_its_own_records_only(
     it was written whole once, so the publish is not torn. The part's records are
     lost and named; the other part and everything after both are kept."""
     setup = EmbeddedStorage(tmp_path)
-    setup.save_topic(TOPIC, {"partitions": 2})
+    await setup.save_topic(TOPIC, {"partitions": 2})
     await setup.close()
     topic = tmp_path / "topics" / TOPIC
     link = fmt.encode_link(fmt.Link(6, ((0, 1, 1), (1, 1, 2))))
@@ -92,11 +92,11 @@ async def test_a_damaged_part_of_a_linked_batch_costs_its_own_records_only(
 
     storage = EmbeddedStorage(tmp_path)
     try:
-        p0 = storage.open_partition(TOPIC, 0, Retention())
-        p1 = storage.open_partition(TOPIC, 1, Retention())
+        p0 = await storage.open_partition(TOPIC, 0, Retention())
+        p1 = await storage.open_partition(TOPIC, 1, Retention())
         assert p0.report.truncated == [] and p1.report.truncated == []
-        assert [(r[0], r[2]) for r in p0.read(0)] == [(0, b"a0"), (1, b"l0"), (2, b"a2")]
-        assert [(r[0], r[2]) for r in p1.read(0)] == [(0, b"b0"), (3, b"b3")]
+        assert [(r[0], r[2]) for r in p0.read_now(0)] == [(0, b"a0"), (1, b"l0"), (2, b"a2")]
+        assert [(r[0], r[2]) for r in p1.read_now(0)] == [(0, b"b0"), (3, b"b3")]
         assert [(d.position, d.first_offset, d.end_offset) for d in p1.damage] == [(part, 1, 3)]
         assert list(topic.glob("*/*.cut-*")) == []
         assert await p0.append([b"next"]) == 3

@@ -59,11 +59,11 @@ async def test_a_part_fsynced_while_its_publish_failed_is_not_acknowledged(
         go_on.set()  # b's fsync returns now, after the publish failed
         await b.flush()
         assert b.end_offset == 1
-        assert [r[2] for r in b.read(0)] == [b"b0"]
+        assert [r[2] for r in b.read_now(0)] == [b"b0"]
         monkeypatch.undo()
         assert a.heal() and b.heal()
         assert await b.append([b"b1"]) == 1  # the refused part was cut, its offset reused
-        assert [r[2] for r in b.read(0)] == [b"b0", b"b1"]
+        assert [r[2] for r in b.read_now(0)] == [b"b0", b"b1"]
         assert await a.append([b"a1"]) == 1
     finally:
         go_on.set()
@@ -111,12 +111,12 @@ async def test_a_publish_whose_partition_fails_its_interval_fsync_is_refused(
         with pytest.raises(StorageUnavailable):
             await asyncio.wait_for(after, 2)
         assert (a.end_offset, b.end_offset) == (1, 1)
-        assert [r[2] for r in b.read(0)] == [b"b0"]
+        assert [r[2] for r in b.read_now(0)] == [b"b0"]
         monkeypatch.undo()
         assert a.heal() and b.heal()
         assert await a.append([b"a1"]) == 1
         assert await b.append([b"b1"]) == 1
-        assert [r[2] for r in b.read(0)] == [b"b0", b"b1"]
+        assert [r[2] for r in b.read_now(0)] == [b"b0", b"b1"]
     finally:
         await a.close()
         await b.close()
@@ -133,7 +133,7 @@ async def test_a_torn_linked_batch_on_a_full_disk_is_cut_once_there_is_room(disk
     copy of the cut: the partition opens failed, reads stop before the torn batch, and
     healing makes the cut, its bytes kept, once the disk has room."""
     setup = EmbeddedStorage(disk.path)
-    setup.save_topic("t", {"partitions": 2})
+    await setup.save_topic("t", {"partitions": 2})
     await setup.close()
     topic = disk.path / "topics" / "t"
     (topic / "0").mkdir(parents=True)
@@ -146,10 +146,10 @@ async def test_a_torn_linked_batch_on_a_full_disk_is_cut_once_there_is_room(disk
     disk.fill()
     storage = EmbeddedStorage(disk.path)
     try:
-        p0 = storage.open_partition("t", 0, Retention())
+        p0 = await storage.open_partition("t", 0, Retention())
         assert p0.failure is not None
         assert p0.end_offset == 1
-        assert [r[2] for r in p0.read(0)] == [b"kept"]
+        assert [r[2] for r in p0.read_now(0)] == [b"kept"]
         with pytest.raises(StorageUnavailable):
             p0.append([b"no room"])
         assert not p0.heal()  # still full
@@ -159,14 +159,14 @@ async def test_a_torn_linked_batch_on_a_full_disk_is_cut_once_there_is_room(disk
         [side] = (topic / "0").glob("*.cut-*")
         assert side.read_bytes().endswith(b"after" * 2000)
         assert await p0.append([b"next"]) == 1
-        assert [r[2] for r in p0.read(0)] == [b"kept", b"next"]
+        assert [r[2] for r in p0.read_now(0)] == [b"kept", b"next"]
     finally:
         await storage.close()
     again = EmbeddedStorage(disk.path)
     try:
-        p0 = again.open_partition("t", 0, Retention())
+        p0 = await again.open_partition("t", 0, Retention())
         assert p0.failure is None
-        assert [r[2] for r in p0.read(0)] == [b"kept", b"next"]
+        assert [r[2] for r in p0.read_now(0)] == [b"kept", b"next"]
         assert list((topic / "0").glob("*.linked")) == []
     finally:
         await again.close()

@@ -50,7 +50,7 @@ def read_all(log: PartitionLog, offset: int | None = None) -> list[LogRecord]:
     offset = log.start_offset if offset is None else offset
     out: list[LogRecord] = []
     while offset < log.end_offset:
-        got = log.read(offset, max_records=7)
+        got = log.read_now(offset, max_records=7)
         assert got, f"empty read at {offset} < end {log.end_offset}"
         out.extend(got)
         offset = got[-1][0] + 1
@@ -87,16 +87,16 @@ async def test_append_then_read(tmp_path: Path, clock: FakeClock) -> None:
     assert await log.append([b"c"]) == 2
     assert await log.append([b"d"], timestamp_ms=T0 + 9) == 3
     assert log.end_offset == 4
-    assert log.read(0) == [(0, T0, b"a"), (1, T0, b"b"), (2, T0 + 5, b"c"), (3, T0 + 9, b"d")]
-    assert log.read(2) == [(2, T0 + 5, b"c"), (3, T0 + 9, b"d")]
-    assert log.read(4) == []
+    assert log.read_now(0) == [(0, T0, b"a"), (1, T0, b"b"), (2, T0 + 5, b"c"), (3, T0 + 9, b"d")]
+    assert log.read_now(2) == [(2, T0 + 5, b"c"), (3, T0 + 9, b"d")]
+    assert log.read_now(4) == []
     await log.close()
 
 
 async def test_empty_payload_is_a_record(tmp_path: Path) -> None:
     log = open_log(tmp_path)
     await log.append([b"", b"x", b""])
-    assert [r[2] for r in log.read(0)] == [b"", b"x", b""]
+    assert [r[2] for r in log.read_now(0)] == [b"", b"x", b""]
     await log.close()
 
 
@@ -133,12 +133,12 @@ async def test_a_record_is_visible_only_once_acknowledged(tmp_path: Path) -> Non
     log = open_log(tmp_path, policy="always")
     fut = log.append([b"a"])
     assert log.end_offset == 0
-    assert log.read(0) == []
+    assert log.read_now(0) == []
     with pytest.raises(OffsetOutOfRange):
-        log.read(1)
+        log.read_now(1)
     await fut
     assert log.end_offset == 1
-    assert log.read(0)[0][2] == b"a"
+    assert log.read_now(0)[0][2] == b"a"
     await log.close()
 
 
@@ -148,27 +148,27 @@ async def test_a_record_is_visible_only_once_acknowledged(tmp_path: Path) -> Non
 async def test_max_records(tmp_path: Path) -> None:
     log = open_log(tmp_path)
     await fill(log, 30, per_batch=4)
-    assert [r[0] for r in log.read(0, max_records=1)] == [0]
-    assert [r[0] for r in log.read(3, max_records=5)] == [3, 4, 5, 6, 7]
-    assert [r[0] for r in log.read(25, max_records=100)] == [25, 26, 27, 28, 29]
+    assert [r[0] for r in log.read_now(0, max_records=1)] == [0]
+    assert [r[0] for r in log.read_now(3, max_records=5)] == [3, 4, 5, 6, 7]
+    assert [r[0] for r in log.read_now(25, max_records=100)] == [25, 26, 27, 28, 29]
     await log.close()
 
 
 async def test_max_bytes_stops_before_the_record_that_would_overflow(tmp_path: Path) -> None:
     log = open_log(tmp_path)
     await fill(log, 10, per_batch=3, size=100)
-    assert len(log.read(0, max_bytes=100)) == 1
-    assert len(log.read(0, max_bytes=299)) == 2
-    assert len(log.read(0, max_bytes=300)) == 3
-    assert len(log.read(1, max_bytes=450)) == 4
+    assert len(log.read_now(0, max_bytes=100)) == 1
+    assert len(log.read_now(0, max_bytes=299)) == 2
+    assert len(log.read_now(0, max_bytes=300)) == 3
+    assert len(log.read_now(1, max_bytes=450)) == 4
     await log.close()
 
 
 async def test_read_returns_at_least_one_record(tmp_path: Path) -> None:
     log = open_log(tmp_path)
     await log.append([b"x" * 5000, b"y"])
-    assert log.read(0, max_bytes=10) == [(0, log.read(0)[0][1], b"x" * 5000)]
-    assert [r[2] for r in log.read(1, max_bytes=0)] == [b"y"]
+    assert log.read_now(0, max_bytes=10) == [(0, log.read_now(0)[0][1], b"x" * 5000)]
+    assert [r[2] for r in log.read_now(1, max_bytes=0)] == [b"y"]
     await log.close()
 
 
@@ -178,9 +178,9 @@ async def test_max_bytes_holds_across_segments(tmp_path: Path) -> None:
     log = open_log(tmp_path, segment_bytes=batch_bytes([b"x" * 100]))
     await fill(log, 6, size=100)
     assert log.segment_count == 6
-    assert [r[0] for r in log.read(0, max_bytes=150)] == [0]
-    assert [r[0] for r in log.read(1, max_bytes=350)] == [1, 2, 3]
-    assert [r[0] for r in log.read(0, max_bytes=50)] == [0]
+    assert [r[0] for r in log.read_now(0, max_bytes=150)] == [0]
+    assert [r[0] for r in log.read_now(1, max_bytes=350)] == [1, 2, 3]
+    assert [r[0] for r in log.read_now(0, max_bytes=50)] == [0]
     await log.close()
 
 
@@ -211,7 +211,7 @@ async def test_read_limits_agree_with_the_model_everywhere(tmp_path: Path) -> No
     for offset in range(0, 61):
         for max_records in (1, 2, 5, 1000):
             for max_bytes in (0, 1, 50, 90, 200, 1000, 1 << 20):
-                got = log.read(offset, max_records, max_bytes)
+                got = log.read_now(offset, max_records, max_bytes)
                 want = model_read(payloads, 0, offset, max_records, max_bytes)
                 assert [r[0] for r in got] == want, (offset, max_records, max_bytes)
                 assert [r[2] for r in got] == [payloads[o] for o in want]
@@ -222,16 +222,16 @@ async def test_read_outside_the_log_raises(tmp_path: Path) -> None:
     log = open_log(tmp_path, segment_bytes=batch_bytes([payload(0)]), retention_bytes=1)
     await fill(log, 5)
     with pytest.raises(OffsetOutOfRange):
-        log.read(6)
+        log.read_now(6)
     with pytest.raises(OffsetOutOfRange):
-        log.read(-1)
-    log.apply_retention()
+        log.read_now(-1)
+    log.apply_retention_now()
     assert log.start_offset == 4
     with pytest.raises(OffsetOutOfRange) as err:
-        log.read(3)
+        log.read_now(3)
     assert err.value.fields == {"start": 4, "end": 5}
-    assert log.read(4)[0][0] == 4
-    assert log.read(5) == []
+    assert log.read_now(4)[0][0] == 4
+    assert log.read_now(5) == []
     await log.close()
 
 
@@ -239,11 +239,11 @@ async def test_reads_span_segments(tmp_path: Path) -> None:
     log = open_log(tmp_path, segment_bytes=300, index_interval=64)
     await fill(log, 100, per_batch=3)
     assert log.segment_count > 10
-    everything = log.read(0, max_records=1000)
+    everything = log.read_now(0, max_records=1000)
     assert [r[0] for r in everything] == list(range(100))
     assert [r[2] for r in everything] == [payload(i) for i in range(100)]
     for offset in range(100):
-        got = log.read(offset, max_records=13)
+        got = log.read_now(offset, max_records=13)
         assert [r[0] for r in got] == list(range(offset, min(offset + 13, 100)))
     await log.close()
 
@@ -253,22 +253,22 @@ async def test_reads_span_segments(tmp_path: Path) -> None:
 
 async def test_offset_for_time(tmp_path: Path, clock: FakeClock) -> None:
     log = open_log(tmp_path, clock, segment_bytes=400, index_interval=1)
-    assert log.offset_for_time(0) == 0  # an empty log: the end
+    assert log.offset_for_time_now(0) == 0  # an empty log: the end
     times = []
     for i in range(40):
         clock.now_ms = T0 + 10 * (i // 2)  # two records at each time
         times.append(clock.now_ms)
         await log.append([payload(i)])
     assert log.segment_count > 3
-    assert log.offset_for_time(0) == 0
-    assert log.offset_for_time(T0) == 0
+    assert log.offset_for_time_now(0) == 0
+    assert log.offset_for_time_now(T0) == 0
     for i, ts in enumerate(times):
         first = times.index(ts)
-        assert log.offset_for_time(ts) == first, i
-        assert log.offset_for_time(ts - 1) == first, i
+        assert log.offset_for_time_now(ts) == first, i
+        assert log.offset_for_time_now(ts - 1) == first, i
         if first + 2 < 40:
-            assert log.offset_for_time(ts + 1) == first + 2
-    assert log.offset_for_time(times[-1] + 1) == 40 == log.end_offset
+            assert log.offset_for_time_now(ts + 1) == first + 2
+    assert log.offset_for_time_now(times[-1] + 1) == 40 == log.end_offset
     await log.close()
 
 
@@ -280,8 +280,8 @@ async def test_offset_for_time_with_batches_and_sparse_index(
         clock.now_ms = T0 + 1000 * i
         await log.append([payload(4 * i + j) for j in range(4)])
     for i in range(50):
-        assert log.offset_for_time(T0 + 1000 * i) == 4 * i
-        assert log.offset_for_time(T0 + 1000 * i - 999) == 4 * i
+        assert log.offset_for_time_now(T0 + 1000 * i) == 4 * i
+        assert log.offset_for_time_now(T0 + 1000 * i - 999) == 4 * i
     await log.close()
 
 
@@ -305,7 +305,12 @@ async def test_a_batch_larger_than_a_segment_gets_a_segment_of_its_own(tmp_path:
     await log.append([b"x" * 500, b"y" * 500])
     await log.append([b"b"])
     assert segment_bases(tmp_path) == [0, 1, 3]
-    assert [r[2] for r in log.read(0, max_bytes=1 << 20)] == [b"a", b"x" * 500, b"y" * 500, b"b"]
+    assert [r[2] for r in log.read_now(0, max_bytes=1 << 20)] == [
+        b"a",
+        b"x" * 500,
+        b"y" * 500,
+        b"b",
+    ]
     await log.close()
 
 
@@ -333,7 +338,7 @@ async def test_forced_roll(tmp_path: Path) -> None:
     log.roll()
     await log.append([b"b"])
     assert segment_bases(tmp_path) == [0, 1]
-    assert [r[2] for r in log.read(0)] == [b"a", b"b"]
+    assert [r[2] for r in log.read_now(0)] == [b"a", b"b"]
     await log.close()
 
 
@@ -345,27 +350,27 @@ async def test_retention_by_bytes(tmp_path: Path, clock: FakeClock) -> None:
     log = open_log(tmp_path, clock, segment_bytes=2 * one, retention_bytes=5 * one)
     await fill(log, 11)  # segments [0,1] [2,3] [4,5] [6,7] [8,9] [10]
     assert segment_bases(tmp_path) == [0, 2, 4, 6, 8, 10]
-    assert log.apply_retention(clock.time_ms()) == 3
+    assert log.apply_retention_now(clock.time_ms()) == 3
     # whole segments only: 5 records of budget keeps [6,7] [8,9] [10]
     assert log.start_offset == 6
     assert segment_bases(tmp_path) == [6, 8, 10]
     assert not list(tmp_path.glob(f"{fmt.segment_name(4, '')}*"))
     assert log.size_bytes == 5 * one
     assert [r[0] for r in read_all(log)] == list(range(6, 11))
-    assert log.apply_retention(clock.time_ms()) == 0
+    assert log.apply_retention_now(clock.time_ms()) == 0
     await log.close()
 
 
 async def test_retention_never_deletes_the_active_segment(tmp_path: Path) -> None:
     log = open_log(tmp_path, segment_bytes=10_000, retention_bytes=1, segment_ms=None)
     await fill(log, 20)
-    assert log.apply_retention() == 0
+    assert log.apply_retention_now() == 0
     assert (log.start_offset, log.end_offset, log.segment_count) == (0, 20, 1)
     log.roll()
     assert await log.append([b"next"]) == 20
-    assert log.apply_retention() == 1
+    assert log.apply_retention_now() == 1
     assert (log.start_offset, log.end_offset, log.segment_count) == (20, 21, 1)
-    assert log.read(20)[0][2] == b"next"
+    assert log.read_now(20)[0][2] == b"next"
     await log.close()
 
 
@@ -377,12 +382,12 @@ async def test_retention_by_age(tmp_path: Path, clock: FakeClock) -> None:
         clock.now_ms += 5_000
     await fill(log, 2)  # active: offsets 12, 13
     # segments by max_ts: [0..2] T0, [3..5] T0+5s, [6..8] T0+10s, [9..11] T0+15s
-    assert log.apply_retention(T0 + 10_000) == 0
-    assert log.apply_retention(T0 + 10_001) == 1
+    assert log.apply_retention_now(T0 + 10_000) == 0
+    assert log.apply_retention_now(T0 + 10_001) == 1
     assert log.start_offset == 3
-    assert log.apply_retention(T0 + 20_000) == 1  # max_ts T0+10s is not older than now-10s
+    assert log.apply_retention_now(T0 + 20_000) == 1  # max_ts T0+10s is not older than now-10s
     assert log.start_offset == 6
-    assert log.apply_retention(T0 + 100_000) == 2
+    assert log.apply_retention_now(T0 + 100_000) == 2
     assert (log.start_offset, log.segment_count) == (12, 1)
     assert [r[0] for r in read_all(log)] == [12, 13]
     await log.close()
@@ -393,14 +398,14 @@ async def test_retention_by_age_rolls_an_old_active_segment_but_keeps_it(
 ) -> None:
     log = open_log(tmp_path, clock, retention_ms=1000, segment_ms=1000)
     await fill(log, 5)
-    assert log.apply_retention(T0 + 500) == 0
+    assert log.apply_retention_now(T0 + 500) == 0
     assert log.segment_count == 1
-    assert log.apply_retention(T0 + 5000) == 1
+    assert log.apply_retention_now(T0 + 5000) == 1
     assert (log.start_offset, log.end_offset, log.segment_count) == (5, 5, 1)
     assert segment_bases(tmp_path) == [5]
     clock.now_ms = T0 + 5000
     assert await log.append([b"later"]) == 5
-    assert log.read(5)[0][2] == b"later"
+    assert log.read_now(5)[0][2] == b"later"
     await log.close()
 
 
@@ -465,7 +470,7 @@ async def test_close_finishes_queued_appends(tmp_path: Path, policy: str) -> Non
     with pytest.raises(StorageUnavailable):
         log.append([b"late"])
     with pytest.raises(StorageUnavailable):
-        log.read(0)
+        log.read_now(0)
     await log.close()  # twice is fine
     again = open_log(tmp_path)
     assert [r[2] for r in read_all(again)] == [payload(i) for i in range(50)]
@@ -540,7 +545,7 @@ async def test_reopen_keeps_everything(tmp_path: Path, clock: FakeClock) -> None
     for i in range(30):
         clock.now_ms = T0 + i
         await log.append([payload(3 * i + j, 10 + i) for j in range(3)])
-    log.apply_retention()
+    log.apply_retention_now()
     before = read_all(log)
     start, end, count = log.start_offset, log.end_offset, log.segment_count
     assert start > 0
@@ -551,11 +556,11 @@ async def test_reopen_keeps_everything(tmp_path: Path, clock: FakeClock) -> None
     assert read_all(again) == before
     assert again.report.truncated == [] and again.report.corrupt == []
     for i in range(start, end, 5):
-        assert again.offset_for_time(before[i - start][1]) <= i
+        assert again.offset_for_time_now(before[i - start][1]) <= i
     clock.now_ms = T0 + 1000
     assert await again.append([b"after"]) == end
-    assert again.read(end) == [(end, T0 + 1000, b"after")]
-    assert again.offset_for_time(T0 + 1000) == end
+    assert again.read_now(end) == [(end, T0 + 1000, b"after")]
+    assert again.offset_for_time_now(T0 + 1000) == end
     await again.close()
 
 
@@ -635,9 +640,9 @@ async def test_a_damaged_index_is_rebuilt_at_reopen(
     assert victim.read_bytes() == good  # rebuilt to what it was
     assert read_all(again) == before
     for offset in range(0, 120, 3):
-        assert again.read(offset, max_records=3) == before[offset : offset + 3]
+        assert again.read_now(offset, max_records=3) == before[offset : offset + 3]
     for i in range(60):
-        assert again.offset_for_time(T0 + 10 * i) == 2 * i
+        assert again.offset_for_time_now(T0 + 10 * i) == 2 * i
     await again.close()
 
 

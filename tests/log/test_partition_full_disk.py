@@ -54,7 +54,7 @@ async def test_a_partition_cut_short_mid_roll_heals_and_reopens_clean(
     assert not list(directory.glob("*.cut-*"))  # refused appends are not kept
     after = await log.append([b"after"])
     assert after == end  # no offset skipped
-    records = log.read(0, 10_000, 1 << 30)
+    records = log.read_now(0, 10_000, 1 << 30)
     assert [r[0] for r in records] == list(range(end + 1))
     assert records[-1][2] == b"after"
     await log.close()
@@ -63,7 +63,7 @@ async def test_a_partition_cut_short_mid_roll_heals_and_reopens_clean(
     try:
         assert (again.report.truncated, again.report.corrupt) == ([], [])
         assert again.end_offset == end + 1
-        assert [r[0] for r in again.read(0, 10_000, 1 << 30)] == list(range(end + 1))
+        assert [r[0] for r in again.read_now(0, 10_000, 1 << 30)] == list(range(end + 1))
     finally:
         await again.close()
 

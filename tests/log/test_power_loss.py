@@ -58,7 +58,7 @@ async def ids_after_cut(
     try:
         found: list[str] = []
         for log in hub.topics["orders"].partitions if "orders" in hub.topics else []:
-            found += [orjson.loads(r[2])["id"] for r in log.read(0, 10_000, 1 << 24)]
+            found += [orjson.loads(r[2])["id"] for r in log.read_now(0, 10_000, 1 << 24)]
         return acked, found
     finally:
         await hub.close()
@@ -120,7 +120,7 @@ async def test_a_linked_batch_in_a_segment_sealed_before_its_other_parts_synced(
         found = [
             orjson.loads(r[2])["id"]
             for log in hub.topics["orders"].partitions
-            for r in log.read(0, 100, 1 << 20)
+            for r in log.read_now(0, 100, 1 << 20)
         ]
         assert found in ([], ["a", "b"])
     finally:
@@ -144,7 +144,7 @@ async def test_a_page_never_written_back_is_a_torn_tail_not_damage(tmp_path: Pat
     log = PartitionLog.open(directory, policy=ALWAYS)
     try:
         assert log.damage == []
-        records = log.read(0, 1000)
+        records = log.read_now(0, 1000)
         assert [r[0] for r in records] == list(range(log.end_offset))
         ends = [r[0] for r in records]
         assert 0 < len(ends) < 40
@@ -169,9 +169,9 @@ async def test_a_linked_part_written_after_a_roll_in_the_same_write(tmp_path: Pa
     config = LogConfig(segment_bytes=1000)
     try:
         storage = EmbeddedStorage(data, policy, config)
-        storage.save_topic("orders", {"partitions": 2})  # else removed at the next start
-        p0 = storage.open_partition("orders", 0, Retention())
-        storage.open_partition("orders", 1, Retention())
+        await storage.save_topic("orders", {"partitions": 2})  # else removed at the next start
+        p0 = await storage.open_partition("orders", 0, Retention())
+        await storage.open_partition("orders", 1, Retention())
         plain = p0.append([b"x" * 900])
         linked = storage.append_linked("orders", [(0, [b"a"]), (1, [b"b"])])
         assert await plain == 0
@@ -188,7 +188,7 @@ async def test_a_linked_part_written_after_a_roll_in_the_same_write(tmp_path: Pa
         kept = [
             r[2]
             for p in (0, 1)
-            for r in storage.open_partition("orders", p, Retention()).read(0, 100)
+            for r in (await storage.open_partition("orders", p, Retention())).read_now(0, 100)
         ]
         assert kept == [b"x" * 900]  # the publish is cut, with what followed it
     finally:

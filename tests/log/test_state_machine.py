@@ -115,7 +115,7 @@ class PartitionLogMachine(RuleBasedStateMachine):
         offset = data.draw(st.integers(self.start, end), label="offset")
         max_records = data.draw(st.integers(1, 30), label="max_records")
         max_bytes = data.draw(st.integers(0, 400), label="max_bytes")
-        got = self.partition.read(offset, max_records, max_bytes)
+        got = self.partition.read_now(offset, max_records, max_bytes)
         want = self.model[offset : offset + max_records]
         assert [r[0] for r in got] == list(range(offset, offset + len(got)))
         assert [r[2] for r in got] == want[: len(got)]
@@ -132,7 +132,7 @@ class PartitionLogMachine(RuleBasedStateMachine):
         below = st.integers(-5, self.start - 1) if self.start else st.just(-1)
         offset = data.draw(st.one_of(below, st.integers(len(self.model) + 1, len(self.model) + 5)))
         with pytest.raises(OffsetOutOfRange):
-            self.partition.read(offset)
+            self.partition.read_now(offset)
 
     @rule()
     def roll(self) -> None:
@@ -147,7 +147,7 @@ class PartitionLogMachine(RuleBasedStateMachine):
     @rule()
     def retention(self) -> None:
         before = [base for base, _ in self.segments()]
-        removed = self.partition.apply_retention(self.clock.time_ms())
+        removed = self.partition.apply_retention_now(self.clock.time_ms())
         after = self.segments()
         new_start = self.partition.start_offset
         assert new_start == after[0][0]
@@ -190,7 +190,7 @@ class PartitionLogMachine(RuleBasedStateMachine):
         records: list[LogRecord] = []
         offset = self.start
         while offset < len(self.model):
-            got = self.log.read(offset, max_records=50)
+            got = self.log.read_now(offset, max_records=50)
             records.extend(got)
             offset = got[-1][0] + 1
         assert [r[0] for r in records] == list(range(self.start, len(self.model)))

@@ -30,11 +30,11 @@ TOPIC = "fast"
 async def write_history(data_dir: Path, records: int = HISTORY) -> None:
     """``records`` events appended just now over the topic's partitions, 1,000 at a time."""
     storage = EmbeddedStorage(data_dir, FsyncPolicy.parse("never"))
-    storage.save_topic(
+    await storage.save_topic(
         TOPIC,
         {"partitions": PARTITIONS, "retention": {"max_age_ms": None, "max_bytes": None}},
     )
-    parts = [storage.open_partition(TOPIC, p, Retention()) for p in range(PARTITIONS)]
+    parts = [await storage.open_partition(TOPIC, p, Retention()) for p in range(PARTITIONS)]
     per = records // PARTITIONS
     for start in range(0, per, 1000):
         for p, part in enumerate(parts):

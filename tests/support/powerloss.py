@@ -344,7 +344,7 @@ async def _check(run: Run, cut_dir: Path) -> None:
                     run.problems.append(f"partition {p} damaged: {log.damage}")
                 offset = 0
                 while offset < log.end_offset:
-                    for o, _, payload in log.read(offset, 1000, 1 << 22):
+                    for o, _, payload in log.read_now(offset, 1000, 1 << 22):
                         if o != offset:
                             c["gaps"] += 1
                             run.problems.append(f"partition {p}: offset {o} after {offset - 1}")

@@ -152,7 +152,7 @@ class _VirtualTransport(CoreTransport):
         for part in self.hub.topic(topic).partitions:
             end = part.end_offset
             if end > part.start_offset:
-                last = part.read(end - 1, 1)
+                last = await part.read(end - 1, 1)
                 if last and last[-1][1] >= now:
                     self.vclock.now_ms = now = last[-1][1] + 1
         got = await super().read_timed(topic, start, limit, 0, types, partition)

@@ -440,7 +440,7 @@ class CoreTransport:
         for p, part in enumerate(t.partitions):
             offset = part.start_offset
             while offset < part.end_offset:
-                got = part.read(offset, 1000)
+                got = await part.read(offset, 1000)
                 if not got:
                     break
                 out.extend(
@@ -459,7 +459,7 @@ class CoreTransport:
         partition: int | None = None,
     ) -> TimedBatch:
         hub = self.hub
-        positions = hub.positions(hub.topic(topic), partition, start, None)
+        positions = await hub.positions(hub.topic(topic), partition, start, None)
         got = await hub.read(
             topic, positions, limit, wait, TypeFilter.parse(list(types)) if types else None,
             appended=True,
@@ -516,10 +516,10 @@ class CoreTransport:
         return {p: part.end_offset for p, part in enumerate(self.hub.topic(topic).partitions)}
 
     async def put_schema(self, etype: str, schema: Any, producer: str) -> None:
-        self.hub.schemas.put(etype, schema, producer)
+        await self.hub.schemas.put(etype, schema, producer)
 
     async def put_schema_consumer(self, etype: str, name: str, schema: Any) -> None:
-        self.hub.schemas.put_consumer(etype, name, schema)
+        await self.hub.schemas.put_consumer(etype, name, schema)
 
     async def check_schema(self, etype: str, schema: Any, producer: str) -> dict[str, Any]:
         return self.hub.schemas.check(etype, schema, producer)

@@ -69,19 +69,25 @@ class Catalog:
         self._types.pop(topic, None)
         self._sampled.discard(topic)
 
-    def types(self, topic: str, partitions: Sequence[PartitionStore]) -> list[str]:
+    async def types(self, topic: str, partitions: Sequence[PartitionStore]) -> list[str]:
         """The types ``topic`` has carried, sorted; sampled from its log the first time."""
         known = self._types.setdefault(topic, set())
         if topic not in self._sampled:
-            self._sampled.add(topic)
-            for part in partitions:
+            found: set[str] = set()
+            for part in list(partitions):
                 start = max(part.start_offset, part.end_offset - SAMPLE)
                 try:
-                    records = part.read(start, SAMPLE, 16 << 20) if start < part.end_offset else []
+                    records = (
+                        await part.read(start, SAMPLE, 16 << 20) if start < part.end_offset else []
+                    )
                 except TidingsError:  # a damaged tail: the catalogue makes do without it
                     continue
                 for _, _, payload in records:
                     etype = orjson.loads(payload).get("type")
                     if isinstance(etype, str):
-                        known.add(etype)
+                        found.add(etype)
+            # Kept only if the topic was not dropped while the reads were awaited.
+            if self._types.get(topic) is known:
+                known.update(found)
+                self._sampled.add(topic)
         return sorted(known)

@@ -27,7 +27,7 @@ from tidings.core.patterns import TypeFilter
 from tidings.core.positions import check_name, is_token
 from tidings.core.skipping import Skipped, find_gaps, read_past_damage
 from tidings.core.storage import Retention
-from tidings.errors import BadPosition, BadRequest, GroupNotFound, StorageUnavailable
+from tidings.errors import BadPosition, BadRequest, Conflict, GroupNotFound, StorageUnavailable
 from tidings.events.envelope import rfc3339_ms
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ class GroupOps:
 
     topics: dict[str, Topic]
     storage: Storage
+    _creating: asyncio.Lock
     clock: Clock
     metrics: Metrics
     closing: bool
@@ -60,20 +61,25 @@ class GroupOps:
     def topic(self, name: str) -> Topic:
         raise NotImplementedError
 
-    def positions(
+    async def positions(
         self, topic: Topic, partition: int | None, start: str | None, from_time: str | None
     ) -> dict[int, int]:
         raise NotImplementedError
 
-    def _topic_for_publish(self, name: str) -> Topic:
+    async def _topic_for_publish(self, name: str) -> Topic:
         raise NotImplementedError
 
-    def _open_topic(
-        self, name: str, partitions: int, retention: Retention, save: bool = True
+    async def _open_topic(
+        self,
+        name: str,
+        partitions: int,
+        retention: Retention,
+        save: bool = True,
+        schemas: str = "off",
     ) -> Topic:
         raise NotImplementedError
 
-    def _dead_letter_topic(self, name: str) -> Topic:
+    async def _dead_letter_topic(self, name: str) -> Topic:
         raise NotImplementedError
 
     def group(self, topic_name: str, name: str) -> tuple[Topic, ConsumerGroup]:
@@ -94,20 +100,25 @@ class GroupOps:
         check_name("group", name)
         if config.dead_letter_topic is not None:
             check_name("dead_letter_topic", config.dead_letter_topic)
-        topic = self._topic_for_publish(topic_name)  # Forbidden for the hub's own topics
-        existing = topic.groups.get(name)
-        self.storage.save_group(topic_name, name, config.to_dict())
-        if existing is not None:
-            existing.reconfigure(config)
-            return existing, False
-        if config.start == "latest":
-            start = {i: p.end_offset for i, p in enumerate(topic.partitions)}
-        else:
-            start = {i: p.start_offset for i, p in enumerate(topic.partitions)}
-        group = ConsumerGroup(topic_name, name, config, {p: (o, []) for p, o in start.items()})
-        self.storage.save_positions(topic_name, name, group.positions(), group.stats())
-        topic.groups[name] = group
-        return group, True
+        topic = await self._topic_for_publish(topic_name)  # Forbidden for the hub's own topics
+        # With topic changes held off: a deletion of the topic meanwhile would leave this
+        # group's row behind, for a topic of the same name made later to find.
+        async with self._creating:
+            if self.topics.get(topic_name) is not topic:
+                raise Conflict(f"topic {topic_name!r} was deleted meanwhile", topic=topic_name)
+            existing = topic.groups.get(name)
+            await self.storage.save_group(topic_name, name, config.to_dict())
+            if existing is not None:
+                existing.reconfigure(config)
+                return existing, False
+            if config.start == "latest":
+                start = {i: p.end_offset for i, p in enumerate(topic.partitions)}
+            else:
+                start = {i: p.start_offset for i, p in enumerate(topic.partitions)}
+            group = ConsumerGroup(topic_name, name, config, {p: (o, []) for p, o in start.items()})
+            await self.storage.save_positions(topic_name, name, group.positions(), group.stats())
+            topic.groups[name] = group
+            return group, True
 
     def _fill_positions(self, topic: Topic, group: ConsumerGroup) -> None:
         known = set(group.partitions)
@@ -121,9 +132,11 @@ class GroupOps:
                 )
 
     async def delete_group(self, topic_name: str, name: str) -> None:
-        topic, _ = self.group(topic_name, name)
-        self.storage.delete_group(topic_name, name)  # saved first, as every change
-        del topic.groups[name]
+        topic, g = self.group(topic_name, name)
+        async with g.changing:  # after any save of it under way
+            await self.storage.delete_group(topic_name, name)  # saved first, as every change
+        if topic.groups.get(name) is g:
+            del topic.groups[name]
         ev = self._group_changed.pop((topic_name, name), None)
         if ev is not None:
             ev.set()
@@ -198,45 +211,51 @@ class GroupOps:
         skipped: list[Skipped] = []
         gaps: list[tuple[int, int, int]] = []  # (partition, first, end) with no record
 
-        def read(p: int, offset: int, n: int) -> list[tuple[int, int, bytes]]:
+        async def read(p: int, offset: int, n: int) -> list[tuple[int, int, bytes]]:
             part = topic.partitions[p]
             if offset >= part.end_offset:
                 return []
             start = max(offset, part.start_offset)
-            got, nxt, lost = read_past_damage(part, p, start, n)
+            got, nxt, lost = await read_past_damage(part, p, start, n)
             skipped.extend(lost)
             gaps.extend(find_gaps(p, start, nxt, got, lost))
             return got
 
         while True:
-            now = self.clock.time_ms()
-            try:
-                out, dead = g.fetch(now, max_records, read, types)
-            finally:  # records after a gap may be leased already: the gap is done too
-                for p, first, end in gaps:
-                    g.pass_gap(p, first, end)
-                gaps.clear()
-                moved = self._skip_damage(topic, g, skipped) if skipped else []
-                skipped.clear()
-            noted.extend(moved)
-            if dead:
+            # Cleared before the fetch looks: a change from now on wakes the wait below.
+            changed = self._group_changed.setdefault((topic_name, name), asyncio.Event())
+            changed.clear()
+            async with g.changing:  # the fetch, its dead letters and its save, as one
+                now = self.clock.time_ms()
                 try:
-                    await self._dead_letter(topic, g, dead)
-                except StorageUnavailable as exc:
-                    # Due again: the next fetch or sweep copies them. The leases
-                    # still go out if their save below succeeds.
-                    logger.warning("dead letters of %s/%s wait: %s", topic_name, name, exc)
-                except BaseException:
-                    g.unlease(out)
-                    raise
-            if out or dead or moved:
-                # One save per fetch, before its leases go out: delivery counts
-                # outlive a restart, so max_deliver holds across any number of them.
-                try:
-                    self.storage.save_positions(topic_name, name, g.positions(), g.stats())
-                except BaseException:
-                    g.unlease(out)
-                    raise
+                    out, dead = await g.fetch(now, max_records, read, types)
+                finally:  # records after a gap may be leased already: the gap is done too
+                    for p, first, end in gaps:
+                        g.pass_gap(p, first, end)
+                    gaps.clear()
+                    moved = self._skip_damage(topic, g, skipped) if skipped else []
+                    skipped.clear()
+                noted.extend(moved)
+                if dead:
+                    try:
+                        await self._dead_letter(topic, g, dead)
+                    except StorageUnavailable as exc:
+                        # Due again: the next fetch or sweep copies them. The leases
+                        # still go out if their save below succeeds.
+                        logger.warning("dead letters of %s/%s wait: %s", topic_name, name, exc)
+                    except BaseException:
+                        g.unlease(out)
+                        raise
+                if out or dead or moved:
+                    # One save per fetch, before its leases go out: delivery counts
+                    # outlive a restart, so max_deliver holds across any number of them.
+                    try:
+                        await self.storage.save_positions(
+                            topic_name, name, g.positions(), g.stats()
+                        )
+                    except BaseException:
+                        g.unlease(out)
+                        raise
             remaining = deadline - loop.time()
             if out or remaining <= 0 or self.closing:
                 self.metrics.delivered(topic_name, len(out))
@@ -247,8 +266,6 @@ class GroupOps:
             due = g.next_due_ms(after_ms=now)
             if due is not None:
                 timeout = min(timeout, (due - now) / 1000)
-            changed = self._group_changed.setdefault((topic_name, name), asyncio.Event())
-            changed.clear()
             # A partition with no room for more pending records is not read: waiting
             # on it would return at once and spin until an ack makes room.
             waits = [
@@ -284,11 +301,13 @@ class GroupOps:
 
     async def ack(self, topic_name: str, name: str, leases: Sequence[str]) -> int:
         _, g = self.group(topic_name, name)
-        positions, acked = g.ack_positions(_leases(leases))
-        self.storage.save_positions(
-            topic_name, name, positions, g.stats(acked=len(acked.found))
-        )
-        n = g.ack(acked)
+        leases = _leases(leases)
+        async with g.changing:
+            positions, acked = g.ack_positions(leases)
+            await self.storage.save_positions(
+                topic_name, name, positions, g.stats(acked=len(acked.found))
+            )
+            n = g.ack(acked)
         # An ack may free a key that ordering=key held back: wake waiting fetches.
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
@@ -307,19 +326,20 @@ class GroupOps:
         without being handed to anyone, so the delivery does not count."""
         topic, g = self.group(topic_name, name)
         leases = _leases(leases)
-        now = self.clock.time_ms()
-        self.storage.save_positions(
-            topic_name, name, g.nack_positions(leases, now, delay_ms, unsent), g.stats()
-        )
-        dead = g.nack(leases, now, delay_ms, unsent)
-        if dead:
-            # The nack stands (it is saved): a dead letter that cannot be copied now
-            # is due again, and the next fetch or sweep copies it.
-            try:
-                await self._dead_letter(topic, g, dead)
-                self.storage.save_positions(topic_name, name, g.positions(), g.stats())
-            except StorageUnavailable as exc:
-                logger.warning("dead letters of %s/%s wait: %s", topic_name, name, exc)
+        async with g.changing:
+            now = self.clock.time_ms()
+            await self.storage.save_positions(
+                topic_name, name, g.nack_positions(leases, now, delay_ms, unsent), g.stats()
+            )
+            dead = g.nack(leases, now, delay_ms, unsent)
+            if dead:
+                # The nack stands (it is saved): a dead letter that cannot be copied now
+                # is due again, and the next fetch or sweep copies it.
+                try:
+                    await self._dead_letter(topic, g, dead)
+                    await self.storage.save_positions(topic_name, name, g.positions(), g.stats())
+                except StorageUnavailable as exc:
+                    logger.warning("dead letters of %s/%s wait: %s", topic_name, name, exc)
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
             ev.set()
@@ -341,26 +361,27 @@ class GroupOps:
         elif to == "latest":
             pos = {i: p.end_offset for i, p in enumerate(topic.partitions)}
         elif isinstance(to, dict) and set(to) == {"partition", "offset"}:
-            pos = self.positions(
+            pos = await self.positions(
                 topic,
                 _int(to["partition"], "to.partition"),
                 str(_int(to["offset"], "to.offset")),
                 None,
             )
         elif isinstance(to, dict) and set(to) == {"time"}:
-            pos = self.positions(topic, None, None, to["time"])
+            pos = await self.positions(topic, None, None, to["time"])
         elif isinstance(to, str) and is_token(to):
-            pos = self.positions(topic, None, to, None)
+            pos = await self.positions(topic, None, to, None)
         elif isinstance(to, str | int) and not isinstance(to, bool):
-            pos = self.positions(topic, None, None, str(to))
+            pos = await self.positions(topic, None, None, str(to))
         else:
             raise BadPosition(
                 "to must be earliest, latest, a time, a position token or "
                 '{"partition": p, "offset": o}',
                 field="to",
             )
-        self.storage.save_positions(topic_name, name, g.positions(reset=pos), g.stats())
-        g.seek(pos)
+        async with g.changing:
+            await self.storage.save_positions(topic_name, name, g.positions(reset=pos), g.stats())
+            g.seek(pos)
         ev = self._group_changed.get((topic_name, name))
         if ev is not None:
             ev.set()
@@ -407,7 +428,7 @@ class GroupOps:
         for i, part in enumerate(dlq.partitions):
             offset = max(cursor.committed(i), part.start_offset)
             while budget > 0 and offset < part.end_offset:
-                batch, nxt, _ = read_past_damage(part, i, offset, min(budget, 1000))
+                batch, nxt, _ = await read_past_damage(part, i, offset, min(budget, 1000))
                 if nxt == offset:
                     break
                 for _, _, payload in batch:
@@ -430,13 +451,17 @@ class GroupOps:
             self.metrics.published(topic_name, len(payloads), sum(map(len, payloads)))
             answer["redriven"] += len(payloads)
         # Only now: a crash before this line sends them again, never zero times.
-        cursor.seek(moved)
-        self.storage.save_positions(target, cursor_name, cursor.positions(), cursor.stats())
+        async with cursor.changing:
+            cursor.seek(moved)
+            await self.storage.save_positions(
+                target, cursor_name, cursor.positions(), cursor.stats()
+            )
         return answer
 
     async def _dead_letter(self, topic: Topic, g: ConsumerGroup, dead: list[DeadLetter]) -> None:
+        """Copy ``dead`` to the group's dead-letter topic (the caller holds ``g.changing``)."""
         target = g.config.dead_letter_topic or f"{topic.name}.dlq"
-        dlq = self._dead_letter_topic(target)
+        dlq = await self._dead_letter_topic(target)
         payloads = []
         when = rfc3339_ms(self.clock.time_ms())
         for d in dead:
@@ -455,7 +480,7 @@ class GroupOps:
         # finds them there at start-up and does not copy them twice.
         g.mark_dead_letters(dead, dlq.partitions[0].end_offset)
         try:
-            self.storage.save_positions(topic.name, g.name, g.positions(), g.stats())
+            await self.storage.save_positions(topic.name, g.name, g.positions(), g.stats())
             await dlq.partitions[0].append(payloads)
         except BaseException:
             g.unsettle(dead)  # due again: the next fetch or sweep tries once more
@@ -464,7 +489,7 @@ class GroupOps:
         self.metrics.dead_lettered(topic.name, len(payloads))
 
 
-def find_dead_letters(topic: Topic, g: ConsumerGroup, dlq: Topic | None) -> None:
+async def find_dead_letters(topic: Topic, g: ConsumerGroup, dlq: Topic | None) -> None:
     """At start-up: tell ``g`` which records it was copying to ``dlq`` when the hub
     stopped are there (done), so that no record is dead-lettered twice."""
     since = g.dying_since()
@@ -475,7 +500,7 @@ def find_dead_letters(topic: Topic, g: ConsumerGroup, dlq: Topic | None) -> None
         part = dlq.partitions[0]
         offset = max(since, part.start_offset)
         while offset < part.end_offset:
-            batch = part.read(offset, 1000)
+            batch = await part.read(offset, 1000)
             if not batch:
                 break
             for _, _, payload in batch:

@@ -314,7 +314,7 @@ class EventIndex:
             for name, p, part in keys:
                 if budget <= 0:
                     break
-                got = self._take(name, p, part, budget, trims)
+                got = await self._take(name, p, part, budget, trims)
                 if got is not None:
                     parts.append(got)
                     budget -= max(1, len(got[3]))
@@ -332,7 +332,7 @@ class EventIndex:
         progress.set()
         return budget <= 0
 
-    def _take(
+    async def _take(
         self,
         name: str,
         p: int,
@@ -356,7 +356,7 @@ class EventIndex:
         records: list[LogRecord] = []
         while pos < end and len(records) < budget:
             try:
-                got, nxt, _ = read_past_damage(part, p, pos, budget - len(records))
+                got, nxt, _ = await read_past_damage(part, p, pos, budget - len(records))
             except (OffsetOutOfRange, StorageUnavailable):
                 break  # closing, or failed: the next round tries again
             if nxt == pos:
@@ -426,7 +426,7 @@ class EventIndex:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), remaining)
 
-    def _records(self, positions: Sequence[Position]) -> dict[Position, bytes]:
+    async def _records(self, positions: Sequence[Position]) -> dict[Position, bytes]:
         """The records at ``positions`` that the log still has.
 
         A read checks the CRC of every batch it crosses, whole, so positions of one
@@ -449,23 +449,23 @@ class EventIndex:
                 j = i
                 while j + 1 < len(offsets) and offsets[j + 1] - offsets[i] < READ_SPAN:
                     j += 1
-                got = self._read(part, offsets[i], offsets[j] - offsets[i] + 1)
+                got = await self._read(part, offsets[i], offsets[j] - offsets[i] + 1)
                 for o in offsets[i : j + 1]:
                     payload = got.get(o)
                     if payload is None and j > i:  # past what one read may carry
-                        payload = self._read(part, o, 1).get(o)
+                        payload = (await self._read(part, o, 1)).get(o)
                     if payload is not None:
                         out[(topic, partition, o)] = payload
                 i = j + 1
         return out
 
     @staticmethod
-    def _read(part: PartitionStore, offset: int, count: int) -> dict[int, bytes]:
+    async def _read(part: PartitionStore, offset: int, count: int) -> dict[int, bytes]:
         try:
             # A read preads about max_bytes at once: ask for what ``count`` records of
             # about a KiB take, so a lone record costs a small read (a bigger one still
             # comes whole: a read answers at least one record).
-            got = part.read(offset, count, min(count << 10, 1 << 22))
+            got = await part.read(offset, count, min(count << 10, 1 << 22))
         except (OffsetOutOfRange, StorageUnavailable):
             return {}
         return {o: payload for o, _, payload in got}  # an offset lost to damage is absent
@@ -496,7 +496,7 @@ class EventIndex:
         for where in rows:
             if visible is not None and not visible(where[0]):
                 continue
-            found = self._check(where, self._records([where]).get(where), "id", event_id)
+            found = self._check(where, (await self._records([where])).get(where), "id", event_id)
             if found is not None:
                 return found
         if not settled:
@@ -530,7 +530,7 @@ class EventIndex:
         fetch = min(MAX_LIMIT, limit + 1)
         while True:
             rows = await self._run(self._reader, self.store.by_correlation, h, cursor, fetch)
-            payloads = self._records(
+            payloads = await self._records(
                 [(t, p, o) for _, _, t, p, o in rows if visible is None or visible(t)]
             )
             for ts, seq, topic, partition, offset in rows:

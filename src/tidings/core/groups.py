@@ -29,13 +29,15 @@ Rules, per partition of the group's topic:
   acked, dead-lettered, skipped) are saved with those positions, in the same
   write, so after a restart they read what they read when it was last saved.
 
-Nothing here awaits or touches a socket or a file; the hub pumps it.
+Nothing here touches a socket or a file; the hub pumps it (a fetch awaits only
+the read it is given).
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,7 +50,7 @@ from tidings.core.positions import is_decimal
 from tidings.errors import BadRequest, Forbidden, StaleLease
 from tidings.log.config import GroupStats, Positions
 
-ReadFn = Callable[[int, int, int], Sequence[tuple[int, int, bytes]]]
+ReadFn = Callable[[int, int, int], Awaitable[Sequence[tuple[int, int, bytes]]]]
 """read(partition, offset, max_records) -> [(offset, timestamp_ms, payload)]"""
 
 # The hub's own groups, by the prefix of their name, and what keeps each: no client
@@ -154,6 +156,10 @@ class ConsumerGroup(DeadLettering):
         self.name = name
         self.config = config
         self.epoch = secrets.token_hex(4)
+        # Held by each change of the group that is saved (fetch, ack, nack, seek, expiry,
+        # dead letters): the storage is awaited, and a change made from positions another
+        # is about to replace would save a state that loses that one.
+        self.changing = asyncio.Lock()
         self._filter = TypeFilter(config.types)
         self._cursors = {p: Cursor.load(saved) for p, saved in positions.items()}
         self._rotate = 0
@@ -302,7 +308,7 @@ class ConsumerGroup(DeadLettering):
 
     # -- fetch -------------------------------------------------------------------
 
-    def fetch(
+    async def fetch(
         self, now_ms: int, max_records: int, read: ReadFn, types: TypeFilter | None = None
     ) -> tuple[list[Delivery], list[DeadLetter]]:
         """Lease up to ``max_records``; also return records that ran out of deliveries."""
@@ -317,11 +323,11 @@ class ConsumerGroup(DeadLettering):
         for p in parts[self._rotate :] + parts[: self._rotate]:
             if len(out) >= max_records:
                 break
-            self._fetch_partition(p, now_ms, max_records - len(out), read, types, out, dead)
+            await self._fetch_partition(p, now_ms, max_records - len(out), read, types, out, dead)
         self.delivered += len(out)
         return out, dead
 
-    def _fetch_partition(
+    async def _fetch_partition(
         self,
         p: int,
         now_ms: int,
@@ -344,7 +350,7 @@ class ConsumerGroup(DeadLettering):
                 out.append(self._lease(p, rec, now_ms))
         # New records from the log.
         while len(out) - start < want and len(c.pending) < _READY_LIMIT:
-            batch = read(p, c.fetched, max(want - (len(out) - start), 100))
+            batch = await read(p, c.fetched, max(want - (len(out) - start), 100))
             if not batch:
                 return
             for offset, _ts, payload in batch:

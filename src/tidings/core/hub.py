@@ -123,6 +123,9 @@ class Hub(ReadOps, PublishOps, GroupOps):
         # dedupe key -> the append that carries it, until it is durable.
         self._appending: dict[str, _Claim] = {}
         self._deleting: set[str] = set()  # topics whose files are being removed
+        # Held while a topic is made or changed, and while a deletion starts: each
+        # finds the topics as the one before left them, though the storage is awaited.
+        self._creating = asyncio.Lock()
         self._discarding: set[asyncio.Task[None]] = set()  # topics whose creation failed
         # Topics whose partitions could not be opened at start, and why.
         self.unavailable: dict[str, str] = {}
@@ -144,17 +147,19 @@ class Hub(ReadOps, PublishOps, GroupOps):
         background; see :attr:`ready`), so a server can answer ``/healthz`` at once.
         """
         self.loop = asyncio.get_running_loop()
-        self.schemas.load()
-        for name, cfg in self.storage.load_topics().items():
+        await self.schemas.load()
+        for name, cfg in (await self.storage.load_topics()).items():
             try:
-                self._open_topic(
-                    name, int(cfg["partitions"]), _retention(cfg.get("retention")), save=False
+                (
+                    await self._open_topic(
+                        name, int(cfg["partitions"]), _retention(cfg.get("retention")), save=False
+                    )
                 ).schemas = cfg.get("schemas", "off")
             except StorageUnavailable as exc:
                 # The hub starts all the same; this topic answers 503 until it is deleted.
                 logger.error("topic %r is unavailable: %s", name, exc.detail)
                 self.unavailable[name] = exc.detail
-        for topic, name, cfg, positions, stats in self.storage.load_groups():
+        for topic, name, cfg, positions, stats in await self.storage.load_groups():
             t = self.topics.get(topic)
             if t is None:
                 continue
@@ -162,9 +167,9 @@ class Hub(ReadOps, PublishOps, GroupOps):
             self._fill_positions(t, group)
             t.groups[name] = group
             dlq = group.config.dead_letter_topic or f"{topic}.dlq"
-            find_dead_letters(t, group, self.topics.get(dlq))
+            await find_dead_letters(t, group, self.topics.get(dlq))
         await self.index.start()
-        self.views.start()
+        await self.views.start()
         loop = asyncio.get_running_loop()
         self._refilled.clear()
         self._tasks = [
@@ -233,15 +238,16 @@ class Hub(ReadOps, PublishOps, GroupOps):
                     for group in list(topic.groups.values()):
                         due = group.next_due_ms()
                         if due is not None and due <= now:
-                            dead = group.expire(now)
-                            if dead:
-                                await self._dead_letter(topic, group, dead)
-                                self.storage.save_positions(
-                                    topic.name, group.name, group.positions(), group.stats()
-                                )
+                            async with group.changing:
+                                dead = group.expire(now)
+                                if dead:
+                                    await self._dead_letter(topic, group, dead)
+                                    await self.storage.save_positions(
+                                        topic.name, group.name, group.positions(), group.stats()
+                                    )
                 if loop.time() - last_retention >= self.options.retention_check_s:
                     last_retention = loop.time()
-                    self.apply_retention(now)
+                    await self.apply_retention(now)
             except Exception:
                 logger.exception("maintenance failed")
 
@@ -265,18 +271,20 @@ class Hub(ReadOps, PublishOps, GroupOps):
             if (why := p.failure) is not None
         ]
 
-    def apply_retention(self, now_ms: int | None = None) -> int:
+    async def apply_retention(self, now_ms: int | None = None) -> int:
         removed = 0
-        for topic in self.topics.values():
-            for i, part in enumerate(topic.partitions):
-                removed += part.apply_retention(now_ms)
-                for group in topic.groups.values():
-                    group.clamp(i, part.start_offset)
+        # Copies: topics, partitions and groups may come and go while a removal is awaited.
+        for topic in list(self.topics.values()):
+            for i, part in enumerate(list(topic.partitions)):
+                removed += await part.apply_retention(now_ms)
+                for group in list(topic.groups.values()):
+                    async with group.changing:  # not inside a fetch that awaits a read
+                        group.clamp(i, part.start_offset)
         return removed
 
     # -- topics --------------------------------------------------------------------
 
-    def _open_topic(
+    async def _open_topic(
         self,
         name: str,
         partitions: int,
@@ -286,13 +294,26 @@ class Hub(ReadOps, PublishOps, GroupOps):
     ) -> Topic:
         """Open (with ``save``: create) a topic. Its partitions open first and its
         metadata is saved last, so a creation that fails records nothing; what it
-        opened is closed and its directory removed."""
+        opened is closed and its directory removed.
+
+        One creation at a time: one that finds the topic made while it waited
+        answers it, and a name being deleted meanwhile is refused (Conflict)."""
+        async with self._creating:
+            t = self.topics.get(name)
+            if t is not None:
+                return t
+            self._check_not_deleting(name)
+            return await self._make_topic(name, partitions, retention, save, schemas)
+
+    async def _make_topic(
+        self, name: str, partitions: int, retention: Retention, save: bool, schemas: str
+    ) -> Topic:
         parts: list[PartitionStore] = []
         try:
             for i in range(partitions):
-                parts.append(self.storage.open_partition(name, i, retention))
+                parts.append(await self.storage.open_partition(name, i, retention))
             if save:
-                self.storage.save_topic(name, _topic_dict(partitions, retention, schemas))
+                await self.storage.save_topic(name, _topic_dict(partitions, retention, schemas))
         except BaseException:
             if save:
                 self._discard(name)
@@ -364,6 +385,12 @@ class Hub(ReadOps, PublishOps, GroupOps):
             )
         if retention is not None:
             _check_compaction(retention)
+        async with self._creating:
+            return await self._create_or_change(name, partitions, retention, schemas)
+
+    async def _create_or_change(
+        self, name: str, partitions: int | None, retention: Retention | None, schemas: str | None
+    ) -> tuple[Topic, bool]:
         self._check_not_deleting(name)
         self._check_available(name)
         t = self.topics.get(name)
@@ -387,12 +414,13 @@ class Hub(ReadOps, PublishOps, GroupOps):
             )
         if t is None:
             self._check_room_for_topic()
-            return self._open_topic(name, partitions, retention, schemas=schemas or "off"), True
+            made = await self._make_topic(name, partitions, retention, True, schemas or "off")
+            return made, True
         if schemas is None:
             schemas = t.schemas
         # Partitions first, metadata last: a partition that cannot open records nothing.
-        parts = [self.storage.open_partition(name, i, retention) for i in range(partitions)]
-        self.storage.save_topic(name, _topic_dict(partitions, retention, schemas))
+        parts = [await self.storage.open_partition(name, i, retention) for i in range(partitions)]
+        await self.storage.save_topic(name, _topic_dict(partitions, retention, schemas))
         t.retention = retention
         t.schemas = schemas
         for i, part in enumerate(parts):
@@ -410,11 +438,12 @@ class Hub(ReadOps, PublishOps, GroupOps):
             finally:
                 self._deleting.discard(name)
             return
-        self.topic(name)
-        # Until its files are gone, the name is not free: a publish meanwhile would
-        # open the directory being deleted and be acknowledged into nothing.
-        self._deleting.add(name)
-        del self.topics[name]
+        async with self._creating:  # not while a change of it is half done
+            self.topic(name)
+            # Until its files are gone, the name is not free: a publish meanwhile would
+            # open the directory being deleted and be acknowledged into nothing.
+            self._deleting.add(name)
+            del self.topics[name]
         try:
             self.dedupe.drop_topic(name)
             self.catalog.drop(name)
@@ -429,7 +458,7 @@ class Hub(ReadOps, PublishOps, GroupOps):
         if name in self._deleting:
             raise Conflict(f"topic {name!r} is being deleted; try again", topic=name)
 
-    def _dead_letter_topic(self, name: str) -> Topic:
+    async def _dead_letter_topic(self, name: str) -> Topic:
         """Where a group's dead letters go, made on first use by the hub on the group's
         behalf: never refused by ``max_topics``, though it counts. A topic that could
         not be opened at start, or one being deleted, is never made again over what
@@ -442,9 +471,9 @@ class Hub(ReadOps, PublishOps, GroupOps):
                 f"dead-letter topic {name!r} is being deleted or could not be opened",
                 topic=name,
             )
-        return self._open_topic(name, 1, Retention())
+        return await self._open_topic(name, 1, Retention())
 
-    def _topic_for_publish(self, name: str) -> Topic:
+    async def _topic_for_publish(self, name: str) -> Topic:
         """The topic a publish (or a client's group) writes to, made if it may be;
         Forbidden for the hub's own topics (``_...``: view changelogs)."""
         check_client_topic(name)
@@ -453,7 +482,7 @@ class Hub(ReadOps, PublishOps, GroupOps):
             return t
         self._check_publishable(name)
         self._check_room_for_topic()
-        return self._open_topic(name, 1, Retention())
+        return await self._open_topic(name, 1, Retention())
 
     def _check_publishable(self, name: str) -> None:
         """Raise what a publish to ``name`` would raise before it makes the topic."""
@@ -471,7 +500,7 @@ class Hub(ReadOps, PublishOps, GroupOps):
 
     # -- read ------------------------------------------------------------------------
 
-    def positions(
+    async def positions(
         self,
         topic: Topic,
         partition: int | None,
@@ -490,7 +519,7 @@ class Hub(ReadOps, PublishOps, GroupOps):
             if start is not None:
                 raise BadRequest("give from or from_time, not both", field="from_time")
             ts = parse_time_ms(from_time, "from_time")
-            return {p: topic.partitions[p].offset_for_time(ts) for p in chosen}
+            return {p: await topic.partitions[p].offset_for_time(ts) for p in chosen}
         if start is None or start == "earliest":
             return {p: topic.partitions[p].start_offset for p in chosen}
         if start == "latest":

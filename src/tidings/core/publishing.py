@@ -124,7 +124,7 @@ class PublishOps:
     _appending: dict[str, _Claim]
     _refilled: asyncio.Event
 
-    def _topic_for_publish(self, name: str) -> Topic:
+    async def _topic_for_publish(self, name: str) -> Topic:
         raise NotImplementedError
 
     def _check_publishable(self, name: str) -> None:
@@ -170,7 +170,7 @@ class PublishOps:
             # A publish that makes its topic: refuse an event too large before the
             # topic exists, so a refused publish leaves none behind.
             _check_sizes(events, self.options.max_event_bytes)
-        topic = self.topics[topic_name] if own else self._topic_for_publish(topic_name)
+        topic = self.topics[topic_name] if own else await self._topic_for_publish(topic_name)
         if topic.schemas != "off":
             # Before anything is appended: a batch with one bad event writes nothing.
             self.schemas.check_events(events, topic.schemas == "required")

@@ -117,7 +117,7 @@ class ReadOps:
                 if pos[p] < part.start_offset:
                     pos[p] = part.start_offset  # retention moved on
                 while len(out) < limit and pos[p] < part.end_offset:
-                    got, nxt, lost = read_past_damage(part, p, pos[p], limit - len(out))
+                    got, nxt, lost = await read_past_damage(part, p, pos[p], limit - len(out))
                     if nxt == pos[p]:
                         break
                     pos[p] = nxt
@@ -134,7 +134,9 @@ class ReadOps:
                 self.metrics.skipped(topic_name, sum(s.end - s.first for s in skipped))
                 if appended:
                     parts = topic.partitions
-                    horizon = min((_horizon(parts[p], o, now) for p, o in pos.items()), default=now)
+                    horizon = min(
+                        [await _horizon(parts[p], o, now) for p, o in pos.items()], default=now
+                    )
                     return TimedRead(out, pos, horizon, skipped)
                 return ReadResult(out, pos, skipped)
             waits = [
@@ -148,12 +150,12 @@ class ReadOps:
                 raise TopicNotFound(f"topic {topic_name!r} was deleted", topic=topic_name)
 
 
-def _horizon(part: PartitionStore, offset: int, now: int) -> int:
+async def _horizon(part: PartitionStore, offset: int, now: int) -> int:
     """One partition's horizon for a reader whose next offset is ``offset``."""
     if offset < part.end_offset:
         # The read stopped early: the next record not read is the oldest left
         # (append times never go back), and it is readable already.
-        got = part.read(max(offset, part.start_offset), 1, 1)
+        got = await part.read(max(offset, part.start_offset), 1, 1)
         if got:
             return got[0][1]
     return part.horizon(now)

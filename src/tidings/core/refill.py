@@ -38,7 +38,7 @@ class _Cursor:
         self.topic, self.p, self.part = topic, p, part
         self.hi = part.end_offset
 
-    def chunk(self, since_ms: int) -> list[tuple[int, int, bytes]]:
+    async def chunk(self, since_ms: int) -> list[tuple[int, int, bytes]]:
         """The next records back from the end, oldest first, all after ``since_ms``
         (an empty list once there are none). A range lost to damage is stepped
         over: the chunks before it are read on."""
@@ -50,7 +50,7 @@ class _Cursor:
                 records: list[tuple[int, int, bytes]] = []
                 offset = lo
                 while offset < hi:
-                    got, nxt, _ = read_past_damage(part, self.p, offset, hi - offset, 1 << 18)
+                    got, nxt, _ = await read_past_damage(part, self.p, offset, hi - offset, 1 << 18)
                     records.extend(r for r in got if r[0] < hi)
                     if nxt <= offset:
                         break
@@ -107,7 +107,7 @@ async def refill(
     for topic, parts in partitions.items():
         for p, part in enumerate(parts):
             cursor = _Cursor(topic, p, part)
-            records = cursor.chunk(since)
+            records = await cursor.chunk(since)
             if records:
                 heads.append((-records[-1][1], seq, _Chunk(cursor, records)))
                 seq += 1
@@ -126,7 +126,7 @@ async def refill(
             floor = times[len(times) - budget]
         cursor = chunk.cursor
         if cursor.hi > cursor.part.start_offset:
-            records = cursor.chunk(since)
+            records = await cursor.chunk(since)
             if records:
                 heapq.heappush(heads, (-records[-1][1], k, _Chunk(cursor, records)))
         await asyncio.sleep(0)

@@ -27,14 +27,14 @@ class Skipped:
         return {"partition": self.partition, "from": self.first, "to": self.end, "why": self.why}
 
 
-def read_past_damage(
+async def read_past_damage(
     part: PartitionStore, partition: int, offset: int, max_records: int, max_bytes: int = 1 << 20
 ) -> tuple[list[LogRecord], int, list[Skipped]]:
     """Records from ``offset``, the offset to read next, and the damage stepped over.
 
     The next offset is ``offset`` itself when there is nothing to read yet.
     """
-    got = part.read(offset, max_records, max_bytes)
+    got = await part.read(offset, max_records, max_bytes)
     upto = got[-1][0] + 1 if got else part.end_offset
     skipped = [
         Skipped(partition, max(d.first_offset, offset), min(d.end_offset, upto), d.why)

@@ -5,6 +5,12 @@ The core uses it; a backend implements it. The embedded backend
 ``tidings.log`` and metadata in SQLite; ``tidings.log.memory`` keeps both in
 memory for tests. Another backend implements the same two protocols and owes
 the hub what their docstrings list; nothing above the core changes.
+
+Reads, metadata and opening a partition are coroutines, so a backend may make a
+network round trip in each; the hub never assumes that no other task ran while
+one was awaited. What stays synchronous a backend keeps current in memory: a
+partition's offsets, size, damage, failure and ``horizon``, and the call of
+``append`` (offsets are assigned then; only its durability is awaited).
 """
 
 from __future__ import annotations
@@ -80,11 +86,13 @@ class PartitionStore(Protocol):
         """Assign offsets now; resolve with the first once durable by the hub's policy."""
         ...
 
-    def read(
+    async def read(
         self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20
     ) -> list[LogRecord]: ...
 
-    def offset_for_time(self, ts_ms: int) -> int: ...
+    async def offset_for_time(self, ts_ms: int) -> int:
+        """The first offset whose append time is at or after ``ts_ms`` (the end if none)."""
+        ...
 
     def horizon(self, now_ms: int) -> int:
         """The read horizon at hub time ``now_ms`` (see the class docstring)."""
@@ -94,7 +102,10 @@ class PartitionStore(Protocol):
         """True once a record at ``offset`` is readable; False on timeout or close."""
         ...
 
-    def apply_retention(self, now_ms: int | None = None) -> int: ...
+    async def apply_retention(self, now_ms: int | None = None) -> int:
+        """Remove what retention allows from the start; how many units (segments,
+        records: the implementation's) went."""
+        ...
 
 
 class IndexStore(Protocol):
@@ -170,8 +181,9 @@ class Storage(Protocol):
 
     hub_id: str
 
-    def open_partition(self, topic: str, partition: int, retention: Retention) -> PartitionStore:
-        ...
+    async def open_partition(
+        self, topic: str, partition: int, retention: Retention
+    ) -> PartitionStore: ...
 
     def append_linked(
         self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
@@ -189,28 +201,28 @@ class Storage(Protocol):
         """Close and delete every partition of ``topic`` and its metadata."""
         ...
 
-    def load_topics(self) -> dict[str, dict[str, Any]]: ...
-    def save_topic(self, topic: str, config: dict[str, Any]) -> None: ...
+    async def load_topics(self) -> dict[str, dict[str, Any]]: ...
+    async def save_topic(self, topic: str, config: dict[str, Any]) -> None: ...
 
-    def load_groups(self) -> list[GroupRow]:
+    async def load_groups(self) -> list[GroupRow]:
         """(topic, group, config, positions, stats) for every group."""
         ...
 
-    def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None: ...
-    def save_positions(
+    async def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None: ...
+    async def save_positions(
         self, topic: str, group: str, positions: Positions, stats: GroupStats | None = None
     ) -> None:
         """The group's positions and, unless None, its counters, in one durable write."""
         ...
 
-    def delete_group(self, topic: str, group: str) -> None: ...
+    async def delete_group(self, topic: str, group: str) -> None: ...
 
-    def load_schemas(self) -> dict[str, dict[str, Any]]:
+    async def load_schemas(self) -> dict[str, dict[str, Any]]:
         """Every event type's registry entry, as last saved (see
         :mod:`tidings.core.schemas.registry`)."""
         ...
 
-    def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
+    async def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
         """Keep ``entry`` (versions, compatibility, producers, consumers) for ``etype``,
         replacing what was there; durable when it returns, like ``save_topic``."""
         ...

@@ -20,7 +20,7 @@ import orjson
 
 from tidings.core.viewrecords import Change, change_of
 from tidings.core.viewrouting import stages
-from tidings.errors import BadRequest, ViewNotFound
+from tidings.errors import BadRequest, StorageUnavailable, ViewNotFound
 
 if TYPE_CHECKING:
     from tidings.core.hub import Hub
@@ -239,7 +239,12 @@ class ViewReads:
                 offset = at[p]
                 if offset >= applied[p]:
                     continue
-                got = part.read(offset, limit)
+                try:
+                    got = await part.read(offset, limit)
+                except StorageUnavailable:
+                    if view.generation != generation:  # a rebuild closed it meanwhile
+                        return Feed([], applied, reset=True)
+                    raise
                 read_any = read_any or bool(got)
                 for o, _, payload in got:
                     if o >= applied[p]:  # compaction left a gap up to the end
@@ -250,6 +255,8 @@ class ViewReads:
                         out.append(change)
                     offset = o + 1
                 at[p] = offset
+            if view.generation != generation:  # rebuilt while the reads were awaited
+                return Feed([], applied, reset=True)
             if out:
                 return Feed(out, at)
             if read_any:

@@ -161,7 +161,7 @@ async def route_and_land(
         view.verified.discard(task)  # perhaps copies without a checkpoint: look again
         raise
     last = base + len(checked) - 1
-    got = part.read(last, 1)
+    got = await part.read(last, 1)
     ts = got[0][1] if got and got[0][0] == last else hub.clock.time_ms()
     for i, event in enumerate(checked):
         view.apply(task, base + i, ts, event)
@@ -179,7 +179,7 @@ async def _published_since(
     for p, part in enumerate(hub.topic(view.by_key).partitions):
         offset = max(int(routed.get(str(p), 0)), part.start_offset)
         while offset < part.end_offset:
-            got = part.read(offset, 1000)
+            got = await part.read(offset, 1000)
             if not got:
                 break
             for o, _, payload in got:

@@ -198,14 +198,15 @@ class Views(ViewReads):
         self.views: dict[str, View] = {}
         self.loaded = asyncio.Event()  # set once every changelog is read at start
         self._loading: asyncio.Task[None] | None = None
+        self._declaring = asyncio.Lock()
 
     # -- life ----------------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Find the views in the saved topic configs and read their changelogs in the
         background; :attr:`loaded` is set once done (declarations, commits and waits
         wait for it; the other reads answer 503 until then)."""
-        for topic, cfg in self.hub.storage.load_topics().items():
+        for topic, cfg in (await self.hub.storage.load_topics()).items():
             name = view_of(topic)
             decl = cfg.get("view")
             if name is None or not isinstance(decl, dict) or topic not in self.hub.topics:
@@ -241,7 +242,7 @@ class Views(ViewReads):
         for p, part in enumerate(self.hub.topic(view.topic).partitions):
             offset = part.start_offset
             while offset < part.end_offset:
-                got = part.read(offset, _LOAD_BATCH)
+                got = await part.read(offset, _LOAD_BATCH)
                 if not got:
                     break
                 for o, ts, payload in got:
@@ -351,33 +352,36 @@ class Views(ViewReads):
                     )  # fmt: skip
                 # Inputs (or result topics) deleted since are made again: the processor
                 # would otherwise wait for them for ever.
-                self._make_missing([*inputs, *results], 0)
+                await self._make_missing([*inputs, *results], 0)
                 view.app, view.window, view.emit = app, window, emit
-                self._save(view)
+                await self._save(view)
             return self.info(name), False
-        self._check_results(name, inputs, results)
-        topic = changelog_topic(name)
-        hub._check_not_deleting(topic)
-        by_key = by_key_topic(name)
-        hub._check_not_deleting(by_key)
-        # A declaration lost halfway (a crash), or a changelog the hub could not open.
-        taken_over = topic in hub.topics or topic in hub.unavailable
-        own = 1 + (1 if repartition else 0)
-        self._make_missing([*inputs, *results], 0 if taken_over else own)
-        if taken_over:
-            await hub.delete_topic(topic)
-        if by_key in hub.topics or by_key in hub.unavailable:
-            await hub.delete_topic(by_key)
-        # The hub's own topics: check_name, which refuses the leading '_', is not asked.
-        if repartition:
-            hub._open_topic(by_key, repartition, BY_KEY_RETENTION)
-        hub._open_topic(topic, tasks, CHANGELOG_RETENTION)
-        view = View(name, kind, inputs, app, window, emit, partitioned=partitioned)
-        view.layout(tasks, repartition, routers)
-        view.asked = wanted
-        self.views[name] = view
-        self._save(view)
-        return self.info(name), True
+        async with self._declaring:  # one new view at a time: each finds the others made
+            if name in self.views:  # declared while this one waited
+                return await self.put(name, spec)
+            self._check_results(name, inputs, results)
+            topic = changelog_topic(name)
+            hub._check_not_deleting(topic)
+            by_key = by_key_topic(name)
+            hub._check_not_deleting(by_key)
+            # A declaration lost halfway (a crash), or a changelog the hub could not open.
+            taken_over = topic in hub.topics or topic in hub.unavailable
+            own = 1 + (1 if repartition else 0)
+            await self._make_missing([*inputs, *results], 0 if taken_over else own)
+            if taken_over:
+                await hub.delete_topic(topic)
+            if by_key in hub.topics or by_key in hub.unavailable:
+                await hub.delete_topic(by_key)
+            # The hub's own topics: check_name, which refuses the leading '_', is not asked.
+            if repartition:
+                await hub._open_topic(by_key, repartition, BY_KEY_RETENTION)
+            await hub._open_topic(topic, tasks, CHANGELOG_RETENTION)
+            view = View(name, kind, inputs, app, window, emit, partitioned=partitioned)
+            view.layout(tasks, repartition, routers)
+            view.asked = wanted
+            self.views[name] = view
+            await self._save(view)
+            return self.info(name), True
 
     def _tasks(self, name: str, inputs: list[str]) -> int:
         """A partitioned view's tasks: its inputs' partition count, which must be one
@@ -406,11 +410,11 @@ class Views(ViewReads):
         view.generation += 1
         view.layout(tasks, repartition, routers)
         if repartition:
-            hub._open_topic(view.by_key, repartition, BY_KEY_RETENTION)
-        hub._open_topic(view.topic, tasks, CHANGELOG_RETENTION)
+            await hub._open_topic(view.by_key, repartition, BY_KEY_RETENTION)
+        await hub._open_topic(view.topic, tasks, CHANGELOG_RETENTION)
         view.changed()
 
-    def _make_missing(self, topics: list[str], more: int) -> None:
+    async def _make_missing(self, topics: list[str], more: int) -> None:
         """Make the topics that do not exist, as a consumer group's are (under
         auto-create, else TopicNotFound), once each is known to be makeable and there is
         room for them and ``more`` topics besides: all of them or none."""
@@ -427,7 +431,7 @@ class Views(ViewReads):
                 limit="max_topics", max_topics=limit,
             )  # fmt: skip
         for t in missing:
-            hub._topic_for_publish(t)
+            await hub._topic_for_publish(t)
 
     def _check_results(self, name: str, inputs: list[str], results: list[str]) -> None:
         """A new window view's result topics: valid names, none of its inputs, none
@@ -467,10 +471,10 @@ class Views(ViewReads):
                     field="view", topic=r,
                 )  # fmt: skip
 
-    def _save(self, view: View) -> None:
-        config = dict(self.hub.storage.load_topics().get(view.topic, {}))
+    async def _save(self, view: View) -> None:
+        config = dict((await self.hub.storage.load_topics()).get(view.topic, {}))
         config["view"] = view.declaration()
-        self.hub.storage.save_topic(view.topic, config)
+        await self.hub.storage.save_topic(view.topic, config)
 
     async def commit(
         self, name: str, generation: object, expect: object, events: object,
@@ -591,7 +595,7 @@ class Views(ViewReads):
     ) -> int:
         base = await durable
         last = base + len(checked) - 1
-        got = part.read(last, 1)  # the checkpoint: its append time is the commit's
+        got = await part.read(last, 1)  # the checkpoint: its append time is the commit's
         ts = got[0][1] if got and got[0][0] == last else self.hub.clock.time_ms()
         for i, event in enumerate(checked):
             view.apply(task, base + i, ts, event)
@@ -628,7 +632,7 @@ class Views(ViewReads):
                 tasks = routed + len(routers)
             view.partitioned, view.asked = keep, wanted
             await self._recreate(view, tasks, routed, routers)
-            self._save(view)
+            await self._save(view)
         return self.info(name)
 
     async def members(self, name: str, member: object, leave: object = False) -> dict[str, Any]:

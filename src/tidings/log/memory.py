@@ -81,7 +81,12 @@ class MemoryPartition:
         self._last_ts = max(self._last_ts, now_ms)
         return now_ms
 
-    def read(
+    async def read(
+        self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20
+    ) -> list[LogRecord]:
+        return self.read_now(offset, max_records, max_bytes)
+
+    def read_now(
         self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20
     ) -> list[LogRecord]:
         if offset < self._start or offset > self.end_offset:
@@ -98,7 +103,10 @@ class MemoryPartition:
             max_bytes -= len(rec[2])
         return out
 
-    def offset_for_time(self, ts_ms: int) -> int:
+    async def offset_for_time(self, ts_ms: int) -> int:
+        return self.offset_for_time_now(ts_ms)
+
+    def offset_for_time_now(self, ts_ms: int) -> int:
         for rec in self._records:
             if rec[1] >= ts_ms:
                 return rec[0]
@@ -114,7 +122,10 @@ class MemoryPartition:
                 break
         return self.end_offset > offset
 
-    def apply_retention(self, now_ms: int | None = None) -> int:
+    async def apply_retention(self, now_ms: int | None = None) -> int:
+        return self.apply_retention_now(now_ms)
+
+    def apply_retention_now(self, now_ms: int | None = None) -> int:
         now = self.clock.time_ms() if now_ms is None else now_ms
         removed = 0
         r = self.retention
@@ -211,7 +222,9 @@ class MemoryStorage:
         self.positions: dict[tuple[str, str], Positions] = {}
         self.stats: dict[tuple[str, str], GroupStats] = {}
 
-    def open_partition(self, topic: str, partition: int, retention: Retention) -> MemoryPartition:
+    async def open_partition(
+        self, topic: str, partition: int, retention: Retention
+    ) -> MemoryPartition:
         part = self.partitions.get((topic, partition))
         if part is None:
             part = self.partitions[(topic, partition)] = MemoryPartition(retention, self.clock)
@@ -240,35 +253,35 @@ class MemoryStorage:
             self.positions.pop(gkey, None)
             self.stats.pop(gkey, None)
 
-    def load_topics(self) -> dict[str, dict[str, Any]]:
+    async def load_topics(self) -> dict[str, dict[str, Any]]:
         return dict(self.topics)
 
-    def save_topic(self, topic: str, config: dict[str, Any]) -> None:
+    async def save_topic(self, topic: str, config: dict[str, Any]) -> None:
         self.topics[topic] = dict(config)
 
-    def load_schemas(self) -> dict[str, dict[str, Any]]:
+    async def load_schemas(self) -> dict[str, dict[str, Any]]:
         return dict(self.schemas)
 
-    def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
+    async def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
         self.schemas[etype] = dict(entry)
 
-    def load_groups(self) -> list[GroupRow]:
+    async def load_groups(self) -> list[GroupRow]:
         return [
             (t, g, c, self.positions.get((t, g), {}), dict(self.stats.get((t, g), {})))
             for (t, g), c in self.groups.items()
         ]
 
-    def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None:
+    async def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None:
         self.groups[(topic, group)] = dict(config)
 
-    def save_positions(
+    async def save_positions(
         self, topic: str, group: str, positions: Positions, stats: GroupStats | None = None
     ) -> None:
         self.positions[(topic, group)] = dict(positions)
         if stats is not None:
             self.stats[(topic, group)] = dict(stats)
 
-    def delete_group(self, topic: str, group: str) -> None:
+    async def delete_group(self, topic: str, group: str) -> None:
         self.groups.pop((topic, group), None)
         self.positions.pop((topic, group), None)
         self.stats.pop((topic, group), None)

@@ -396,7 +396,13 @@ class PartitionLog(Healing, LinkedHolds, CompactionHooks):
 
     # -- reading -----------------------------------------------------------------
 
-    def read(
+    async def read(
+        self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20
+    ) -> list[LogRecord]:
+        """:meth:`read_now` for the storage seam: it never yields to the loop."""
+        return self.read_now(offset, max_records, max_bytes)
+
+    def read_now(
         self, offset: int, max_records: int = 1000, max_bytes: int = 1 << 20
     ) -> list[LogRecord]:
         """Acknowledged records from ``offset``, in order, at least one if any."""
@@ -425,7 +431,11 @@ class PartitionLog(Healing, LinkedHolds, CompactionHooks):
             i += 1
         return out
 
-    def offset_for_time(self, ts_ms: int) -> int:
+    async def offset_for_time(self, ts_ms: int) -> int:
+        """:meth:`offset_for_time_now` for the storage seam: it never yields."""
+        return self.offset_for_time_now(ts_ms)
+
+    def offset_for_time_now(self, ts_ms: int) -> int:
         """The first offset whose append time is at or after ``ts_ms`` (the end if none)."""
         self._check_open()
         end = self._end_offset
@@ -464,7 +474,11 @@ class PartitionLog(Healing, LinkedHolds, CompactionHooks):
 
     # -- retention ---------------------------------------------------------------
 
-    def apply_retention(self, now_ms: int | None = None) -> int:
+    async def apply_retention(self, now_ms: int | None = None) -> int:
+        """:meth:`apply_retention_now` for the storage seam: it never yields."""
+        return self.apply_retention_now(now_ms)
+
+    def apply_retention_now(self, now_ms: int | None = None) -> int:
         """Delete whole sealed segments past the age or size limits; returns how many.
 
         The active segment is rolled first if it is old enough, as Kafka's

@@ -222,7 +222,7 @@ class Api:
         # Names topics and event types: open only where listing topics is.
         if self.auth.enabled:
             self._authorize(request, "admin")
-        return _json(asyncapi.document(self.hub))
+        return _json(await asyncapi.document(self.hub))
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(openapi.docs_html())
@@ -299,7 +299,7 @@ class Api:
             raise BadRequest(f"appended must be true or false, not {appended!r}", field="appended")
         topic = self.hub.topic(name)
         partition = _opt_int(q.get("partition"), "partition")
-        positions = self.hub.positions(topic, partition, q.get("from"), q.get("from_time"))
+        positions = await self.hub.positions(topic, partition, q.get("from"), q.get("from_time"))
         limit = 100 if (n := _opt_int(q.get("limit"), "limit")) is None else n
         wait = _opt_seconds(q.get("wait"), "wait")
         types = TypeFilter.parse(q.get("types"), limit=self.hub.options.max_type_patterns)

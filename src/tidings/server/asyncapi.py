@@ -33,7 +33,7 @@ def _relocated(schema: Any, at: str) -> Any:
     return orjson.loads(text.replace('"$dynamicRef":"#', f'"$dynamicRef":"{at}'))
 
 
-def document(hub: Hub) -> dict[str, Any]:
+async def document(hub: Hub) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     message_id, channel_id, schema_id = ComponentIds(), ComponentIds(), ComponentIds()
@@ -45,9 +45,11 @@ def document(hub: Hub) -> dict[str, Any]:
             schemas[sid] = _relocated(v.schema, f"#/components/schemas/{sid}")
             latest[etype] = sid
     for name in sorted(hub.topics):
-        topic = hub.topics[name]
+        topic = hub.topics.get(name)
+        if topic is None:  # deleted while an earlier one was read
+            continue
         refs: dict[str, Any] = {}
-        for etype in hub.catalog.types(name, topic.partitions):
+        for etype in await hub.catalog.types(name, topic.partitions):
             mid = message_id(etype)
             payload: dict[str, Any] = {
                 "type": "object",

@@ -78,7 +78,7 @@ class SchemaRoutes:
         seen: set[str] = set()
         for name, topic in list(self.hub.topics.items()):
             if visible is None or visible(name):
-                seen.update(self.hub.catalog.types(name, topic.partitions))
+                seen.update(await self.hub.catalog.types(name, topic.partitions))
         unregistered = sorted(
             t for t in seen if t not in self.registry.types or not self.registry.types[t].versions
         )
@@ -88,8 +88,8 @@ class SchemaRoutes:
         etype = self._type(request)
         visible = self._reader(request)
         ts = self.registry.get(etype)
-        carriers = self._carriers(ts.name, visible)
-        sample = sample_type(ts.name, carriers)
+        carriers = await self._carriers(ts.name, visible)
+        sample = await sample_type(ts.name, carriers)
         return _json(self._describe(ts, sample, visible is None))
 
     def _describe(self, ts: TypeSchemas, sample: Sample, sees_all: bool) -> dict[str, Any]:
@@ -118,14 +118,14 @@ class SchemaRoutes:
             "failures": {"count": ts.failures, "last": ts.last_failure if sees_all else None},
         }
 
-    def _carriers(
+    async def _carriers(
         self, etype: str, visible: Callable[[str], bool] | None
     ) -> list[tuple[str, Any]]:
         return [
             (name, t.partitions)
             for name, t in sorted(self.hub.topics.items())
             if (visible is None or visible(name))
-            and etype in self.hub.catalog.types(name, t.partitions)
+            and etype in await self.hub.catalog.types(name, t.partitions)
         ]
 
     async def version(self, request: Request) -> Response:
@@ -146,7 +146,7 @@ class SchemaRoutes:
         etype = self._type(request)
         self._writer(request, etype)
         visible = self._reader(request)
-        sample = sample_type(etype, self._carriers(etype, visible))
+        sample = await sample_type(etype, await self._carriers(etype, visible))
         if not sample.events:
             raise NotFound(f"no recent event of type {etype!r} to infer a schema from", type=etype)
         return _json(
@@ -169,7 +169,7 @@ class SchemaRoutes:
         self._writer(request, etype)
         body = await self.api._json_body(request, allow_empty=False)
         _only(body, {"schema", "producer"}, frozenset({"schema"}))
-        version, created = self.registry.put(etype, body["schema"], body.get("producer"))
+        version, created = await self.registry.put(etype, body["schema"], body.get("producer"))
         return _json(
             {"type": etype, "version": version.number, "uri": version.uri, "created": created},
             201 if created else 200,
@@ -190,7 +190,7 @@ class SchemaRoutes:
         self._writer(request, etype)
         body = await self.api._json_body(request, allow_empty=False)
         _only(body, {"compatibility"}, frozenset({"compatibility"}))
-        ts = self.registry.configure(etype, body["compatibility"])
+        ts = await self.registry.configure(etype, body["compatibility"])
         return _json({"type": etype, "compatibility": ts.compatibility})
 
     async def consumer(self, request: Request) -> Response:
@@ -199,7 +199,7 @@ class SchemaRoutes:
         name = check_app_name(request.path_params["name"], "consumer")
         body = await self.api._json_body(request, allow_empty=False)
         _only(body, {"schema"}, frozenset({"schema"}))
-        self.registry.put_consumer(etype, name, body["schema"])
+        await self.registry.put_consumer(etype, name, body["schema"])
         return _json({"type": etype, "consumer": name})
 
     def routes(self) -> list[Route]:

@@ -74,13 +74,13 @@ class SseEndpoint:
                     f"Last-Event-ID {last!r} is not a resume token like '0:15,1:7'",
                     field="Last-Event-ID",
                 )
-            positions = self.hub.positions(topic, None, last, None)
+            positions = await self.hub.positions(topic, None, last, None)
         else:
             start = q.get("from", "latest")
             if start in ("earliest", "latest") or is_token(start):
-                positions = self.hub.positions(topic, None, start, None)
+                positions = await self.hub.positions(topic, None, start, None)
             else:
-                positions = self.hub.positions(topic, None, None, start)
+                positions = await self.hub.positions(topic, None, None, start)
         types = TypeFilter.parse(q.get("types"), limit=self.hub.options.max_type_patterns) or None
         return StreamingResponse(
             self._stream(name, positions, types),

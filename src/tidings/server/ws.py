@@ -316,7 +316,7 @@ class Connection:
         try:
             topic = self.hub.topic(action.topic)
             if action.group is None:
-                positions = self.hub.positions(topic, None, action.start, action.from_time)
+                positions = await self.hub.positions(topic, None, action.start, action.from_time)
             else:
                 await self._join_group(action)
                 positions = {}

@@ -107,7 +107,7 @@ class EmbeddedStorage:
     def _remove_orphans(self) -> None:
         """Delete topic directories that no metadata names: a deletion a crash cut
         short. Left there, a new topic of the same name would find their records."""
-        known = set(self.load_topics())
+        known = {row[0] for row in self._db.execute("SELECT name FROM topics")}
         for directory in (self.data_dir / "topics").iterdir():
             if directory.is_dir() and directory.name not in known:
                 logger.warning("removing %s: no topic of that name exists", directory)
@@ -118,7 +118,13 @@ class EmbeddedStorage:
     def _topic_dir(self, topic: str) -> Path:
         return self.data_dir / "topics" / topic
 
-    def open_partition(self, topic: str, partition: int, retention: Retention) -> PartitionLog:
+    async def open_partition(
+        self, topic: str, partition: int, retention: Retention
+    ) -> PartitionLog:
+        return self.open_partition_now(topic, partition, retention)
+
+    def open_partition_now(self, topic: str, partition: int, retention: Retention) -> PartitionLog:
+        """What :meth:`open_partition` does, at once (the embedded backend never waits)."""
         part = self._open_log(topic, partition, retention)
         if part.report.linked:
             # A publish over several partitions may have been cut short by a crash:
@@ -219,7 +225,7 @@ class EmbeddedStorage:
 
     # -- metadata ----------------------------------------------------------------
 
-    def load_topics(self) -> dict[str, dict[str, Any]]:
+    async def load_topics(self) -> dict[str, dict[str, Any]]:
         rows = self._db.execute("SELECT name, config FROM topics").fetchall()
         return {name: json.loads(config) for name, config in rows}
 
@@ -230,25 +236,25 @@ class EmbeddedStorage:
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(f"metadata not saved: {exc}") from exc
 
-    def save_topic(self, topic: str, config: dict[str, Any]) -> None:
+    async def save_topic(self, topic: str, config: dict[str, Any]) -> None:
         self._write(
             "INSERT INTO topics (name, config) VALUES (?, ?) "
             "ON CONFLICT(name) DO UPDATE SET config = excluded.config",
             (topic, json.dumps(config)),
         )
 
-    def load_schemas(self) -> dict[str, dict[str, Any]]:
+    async def load_schemas(self) -> dict[str, dict[str, Any]]:
         rows = self._db.execute("SELECT type, entry FROM schemas").fetchall()
         return {etype: json.loads(entry) for etype, entry in rows}
 
-    def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
+    async def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
         self._write(
             "INSERT INTO schemas (type, entry) VALUES (?, ?) "
             "ON CONFLICT(type) DO UPDATE SET entry = excluded.entry",
             (etype, json.dumps(entry)),
         )
 
-    def load_groups(self) -> list[GroupRow]:
+    async def load_groups(self) -> list[GroupRow]:
         rows = self._db.execute(
             "SELECT topic, name, config, positions, stats FROM groups"
         ).fetchall()
@@ -270,14 +276,14 @@ class EmbeddedStorage:
             for t, g, c, pos, stats in rows
         ]
 
-    def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None:
+    async def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None:
         self._write(
             "INSERT INTO groups (topic, name, config) VALUES (?, ?, ?) "
             "ON CONFLICT(topic, name) DO UPDATE SET config = excluded.config",
             (topic, group, json.dumps(config)),
         )
 
-    def save_positions(
+    async def save_positions(
         self, topic: str, group: str, positions: Positions, stats: GroupStats | None = None
     ) -> None:
         encoded = orjson.dumps({str(p): v for p, v in positions.items()}).decode()
@@ -292,7 +298,7 @@ class EmbeddedStorage:
                 (encoded, orjson.dumps(stats).decode(), topic, group),
             )
 
-    def delete_group(self, topic: str, group: str) -> None:
+    async def delete_group(self, topic: str, group: str) -> None:
         self._write("DELETE FROM groups WHERE topic = ? AND name = ?", (topic, group))
 
     def open_index(self) -> SqliteIndex:

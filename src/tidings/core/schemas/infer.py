@@ -35,18 +35,18 @@ class Sample:
     topics: list[str] = field(default_factory=list)
 
 
-def sample_type(etype: str, topics: Iterable[tuple[str, Sequence[PartitionStore]]]) -> Sample:
+async def sample_type(etype: str, topics: Iterable[tuple[str, Sequence[PartitionStore]]]) -> Sample:
     """The recent events of ``etype`` on ``topics``: their data and sources."""
     got = Sample()
     needle = orjson.dumps(etype)
     for name, partitions in topics:
         found = False
-        for part in partitions:
+        for part in list(partitions):
             start = max(part.start_offset, part.end_offset - SAMPLE)
             if start >= part.end_offset:
                 continue
             try:
-                records = part.read(start, SAMPLE, 16 << 20)
+                records = await part.read(start, SAMPLE, 16 << 20)
             except TidingsError:  # damage: the sample makes do without it
                 continue
             for _, _, payload in reversed(records):

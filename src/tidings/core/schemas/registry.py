@@ -21,6 +21,7 @@ its ``dataschema`` names), with a validator compiled once per version by
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -114,9 +115,12 @@ class SchemaRegistry:
         #: Put before a version's path to make an event's dataschema, which CloudEvents
         #: wants absolute: the hub's address (``tidings serve`` sets it), else "tidings:".
         self.base_uri = IN_PROCESS
+        # A change reads a type's entry, makes the new one and saves it: one change at
+        # a time, so that none is made from an entry another is about to replace.
+        self._changing = asyncio.Lock()
 
-    def load(self) -> None:
-        for name, entry in self.storage.load_schemas().items():
+    async def load(self) -> None:
+        for name, entry in (await self.storage.load_schemas()).items():
             ts = TypeSchemas(name, compatibility=entry.get("compatibility", "backward"))
             for schema in entry.get("versions", []):
                 ts.versions.append(_compile(name, len(ts.versions) + 1, schema))
@@ -154,9 +158,9 @@ class SchemaRegistry:
             ts = TypeSchemas(etype)
         return ts
 
-    def _save(self, ts: TypeSchemas) -> None:
+    async def _save(self, ts: TypeSchemas) -> None:
         # Saved first, kept after: a save that fails (a full disk) changes nothing.
-        self.storage.save_schemas(ts.name, ts.entry())
+        await self.storage.save_schemas(ts.name, ts.entry())
         self.types[ts.name] = ts
 
     def check(self, etype: str, schema: Any, producer: str | None = None) -> dict[str, Any]:
@@ -195,7 +199,15 @@ class SchemaRegistry:
                 out.append({"name": name, "changes": [_for_consumer(b) for b in found]})
         return out
 
-    def put(self, etype: str, schema: Any, producer: str | None = None) -> tuple[Version, bool]:
+    async def put(
+        self, etype: str, schema: Any, producer: str | None = None
+    ) -> tuple[Version, bool]:
+        async with self._changing:
+            return await self._put(etype, schema, producer)
+
+    async def _put(
+        self, etype: str, schema: Any, producer: str | None = None
+    ) -> tuple[Version, bool]:
         """Add ``schema`` as the next version of ``etype`` (or answer the version it is
         already); Conflict (409) with each break by path when it is incompatible."""
         if producer is not None:
@@ -218,10 +230,14 @@ class SchemaRegistry:
         if producer is not None:
             _bounded(new.producers, producer, "producers")
             new.producers[producer] = version.number
-        self._save(new)
+        await self._save(new)
         return version, created
 
-    def put_consumer(self, etype: str, name: str, schema: Any) -> list[dict[str, Any]]:
+    async def put_consumer(self, etype: str, name: str, schema: Any) -> list[dict[str, Any]]:
+        async with self._changing:
+            return await self._put_consumer(etype, name, schema)
+
+    async def _put_consumer(self, etype: str, name: str, schema: Any) -> list[dict[str, Any]]:
         """Record that app ``name`` reads ``etype`` with ``schema``; Conflict when it
         cannot read what the latest version allows."""
         check_app_name(name, "consumer")
@@ -243,10 +259,14 @@ class SchemaRegistry:
         new = _copy(ts)
         _bounded(new.consumers, name, "consumers")
         new.consumers[name] = schema
-        self._save(new)
+        await self._save(new)
         return []
 
-    def configure(self, etype: str, compatibility: Any) -> TypeSchemas:
+    async def configure(self, etype: str, compatibility: Any) -> TypeSchemas:
+        async with self._changing:
+            return await self._configure(etype, compatibility)
+
+    async def _configure(self, etype: str, compatibility: Any) -> TypeSchemas:
         if compatibility not in MODES:
             raise BadRequest(
                 f"compatibility must be one of {', '.join(MODES)}", field="compatibility"
@@ -254,7 +274,7 @@ class SchemaRegistry:
         ts = self._entry(etype)
         new = _copy(ts)
         new.compatibility = cast(Mode, compatibility)
-        self._save(new)
+        await self._save(new)
         return new
 
     # -- publish ------------------------------------------------------------------------
