@@ -94,6 +94,14 @@ class GroupOps:
             )
         return topic, g
 
+    def _still(self, topic_name: str, name: str, g: ConsumerGroup) -> None:
+        """GroupNotFound if ``g`` was deleted (or made again) while its lock was awaited:
+        nothing is saved for a group that is gone."""
+        if self.group(topic_name, name)[1] is not g:
+            raise GroupNotFound(
+                f"group {name!r} of topic {topic_name!r} was deleted", topic=topic_name, group=name
+            )
+
     async def put_group(
         self, topic_name: str, name: str, config: GroupConfig
     ) -> tuple[ConsumerGroup, bool]:
@@ -134,6 +142,7 @@ class GroupOps:
     async def delete_group(self, topic_name: str, name: str) -> None:
         topic, g = self.group(topic_name, name)
         async with g.changing:  # after any save of it under way
+            self._still(topic_name, name, g)
             await self.storage.delete_group(topic_name, name)  # saved first, as every change
         if topic.groups.get(name) is g:
             del topic.groups[name]
@@ -226,6 +235,7 @@ class GroupOps:
             changed = self._group_changed.setdefault((topic_name, name), asyncio.Event())
             changed.clear()
             async with g.changing:  # the fetch, its dead letters and its save, as one
+                self._still(topic_name, name, g)
                 now = self.clock.time_ms()
                 try:
                     out, dead = await g.fetch(now, max_records, read, types)
@@ -303,6 +313,7 @@ class GroupOps:
         _, g = self.group(topic_name, name)
         leases = _leases(leases)
         async with g.changing:
+            self._still(topic_name, name, g)
             positions, acked = g.ack_positions(leases)
             await self.storage.save_positions(
                 topic_name, name, positions, g.stats(acked=len(acked.found))
@@ -327,6 +338,7 @@ class GroupOps:
         topic, g = self.group(topic_name, name)
         leases = _leases(leases)
         async with g.changing:
+            self._still(topic_name, name, g)
             now = self.clock.time_ms()
             await self.storage.save_positions(
                 topic_name, name, g.nack_positions(leases, now, delay_ms, unsent), g.stats()
@@ -380,6 +392,7 @@ class GroupOps:
                 field="to",
             )
         async with g.changing:
+            self._still(topic_name, name, g)
             await self.storage.save_positions(topic_name, name, g.positions(reset=pos), g.stats())
             g.seek(pos)
         ev = self._group_changed.get((topic_name, name))

@@ -239,6 +239,8 @@ class Hub(ReadOps, PublishOps, GroupOps):
                         due = group.next_due_ms()
                         if due is not None and due <= now:
                             async with group.changing:
+                                if topic.groups.get(group.name) is not group:
+                                    continue  # deleted while the lock was awaited
                                 dead = group.expire(now)
                                 if dead:
                                     await self._dead_letter(topic, group, dead)
