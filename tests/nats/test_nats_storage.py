@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import uuid
 from collections.abc import AsyncIterator
 
@@ -19,6 +20,7 @@ import pytest
 from natsproc import NatsCluster, NatsServer
 
 from tidings.backends.nats import NatsSettings, names
+from tidings.backends.nats import linked as linked_module
 from tidings.backends.nats.linked import ABORTED, COMMITTED, LINK_HEADER
 from tidings.backends.nats.storage import NatsStorage, read_hub_id
 from tidings.errors import BadRequest, Conflict, OffsetOutOfRange, StorageUnavailable
@@ -145,9 +147,25 @@ async def test_retention_moves_the_start_and_apply_retention_counts_it(
     removed = await part.apply_retention()
     assert removed > 0 and part.start_offset == removed
     assert part.size_bytes <= 2000
-    with pytest.raises(OffsetOutOfRange):
-        await part.read(0)
     assert (await part.read(part.start_offset))[0][0] == part.start_offset
+    with pytest.raises(OffsetOutOfRange):
+        await part.read(part.end_offset + 1)
+
+
+async def test_a_read_below_a_start_jetstream_moved_by_itself_answers_from_the_start(
+    store: NatsStorage, other: NatsStorage
+) -> None:
+    r = Retention(max_bytes=2000)
+    topic = fresh_topic()
+    (part,) = await make_topic(store, topic, 1, r)
+    theirs = await other.open_partition(topic, 0, r)  # its start read before the appends
+    for _ in range(10):
+        await part.append([b"y" * 500])
+    assert theirs.start_offset == 0  # no apply_retention on this node yet
+    got = await theirs.read(0)
+    assert got and got[0][0] > 0  # the records JetStream kept, not OffsetOutOfRange
+    assert theirs.start_offset == got[0][0]
+    assert [o for o, _, _ in got] == list(range(got[0][0], 10))
 
 
 # -- metadata ----------------------------------------------------------------------
@@ -266,6 +284,125 @@ async def test_a_reader_that_aborts_a_slow_linked_append_fails_it_and_leaves_gap
         assert [(o, p) for o, _, p in await theirs1.read(0)] == [(1, b"after")]
         assert await theirs1.wait(0, timeout=5)  # past the gap
     finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_the_horizon_stays_at_a_held_back_linked_record_until_it_is_decided(
+    store: NatsStorage, other: NatsStorage
+) -> None:
+    topic = fresh_topic()
+    await make_topic(store, topic, 2)
+    real_append = store.log.append
+    stored, go = asyncio.Event(), asyncio.Event()
+
+    async def held_append(t, p, payloads, msg_ids=None, headers=None):  # type: ignore[no-untyped-def]
+        if p == 1:
+            await go.wait()
+        out = await real_append(t, p, payloads, msg_ids, headers)
+        if p == 0:
+            stored.set()
+        return out
+
+    store.log.append = held_append  # type: ignore[method-assign]
+    try:
+        linked = store.append_linked(topic, [(0, [b"a"]), (1, [b"b"])])
+        await stored.wait()
+        theirs = await other.open_partition(topic, 0, NO_RETENTION)
+        assert await theirs.read(0) == []  # held back: undecided
+        stamp = (await other.log.read(topic, 0, 0))[0][1]
+        later = stamp + 3_600_000
+        # The record becomes readable later with its own (earlier) time stamp.
+        assert theirs.horizon(later) == stamp
+        go.set()
+        await linked
+        assert [p for _, _, p in await theirs.read(0)] == [b"a"]
+        assert theirs.horizon(later) == later
+    finally:
+        go.set()
+        store.log.append = real_append  # type: ignore[method-assign]
+
+
+async def test_an_append_stored_but_not_answered_in_time_answers_its_offsets_once(
+    store: NatsStorage,
+) -> None:
+    (part,) = await make_topic(store, fresh_topic(), 1)
+    real_append = store.log.append
+    calls = 0
+
+    async def unanswered(t, p, payloads, msg_ids=None, headers=None, repeats=None):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        out = await real_append(t, p, payloads, msg_ids, headers, repeats)
+        if calls == 1:  # stored, but its ack is lost: the retry deadline passed
+            raise StorageUnavailable("publish: no answer within 30 s")
+        return out
+
+    store.log.append = unanswered  # type: ignore[method-assign]
+    try:
+        first = part.append([b"a", b"b"])
+        assert await first == 0
+        assert await part.append([b"c"]) == 2
+    finally:
+        store.log.append = real_append  # type: ignore[method-assign]
+    assert [p for _, _, p in await part.read(0)] == [b"a", b"b", b"c"]  # stored once
+
+
+async def test_a_link_commit_stored_but_not_answered_in_time_is_a_success(
+    store: NatsStorage,
+) -> None:
+    topic = fresh_topic()
+    parts = await make_topic(store, topic, 2)
+    bucket = store.links.bucket
+    real_put = bucket.put
+
+    async def unanswered(key, value, revision=None, *, msg_id=None):  # type: ignore[no-untyped-def]
+        out = await real_put(key, value, revision, msg_id=msg_id)
+        if value == COMMITTED:
+            raise StorageUnavailable("publish: no answer within 30 s")
+        return out
+
+    bucket.put = unanswered  # type: ignore[method-assign]
+    try:
+        assert await store.append_linked(topic, [(0, [b"a"]), (1, [b"b"])]) == [0, 0]
+    finally:
+        bucket.put = real_put  # type: ignore[method-assign]
+    assert [p for _, _, p in await parts[0].read(0)] == [b"a"]
+    assert [p for _, _, p in await parts[1].read(0)] == [b"b"]
+
+
+async def test_a_reader_whose_clock_runs_ahead_does_not_abort_a_live_linked_append(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = await NatsStorage.connect([nats_server.url], link_timeout_s=2.0)
+    reader = await NatsStorage.connect([nats_server.url], link_timeout_s=2.0)
+    try:
+        topic = fresh_topic()
+        await make_topic(writer, topic, 2)
+        real_append = writer.log.append
+        stored, go = asyncio.Event(), asyncio.Event()
+
+        async def held_append(t, p, payloads, msg_ids=None, headers=None, repeats=None):  # type: ignore[no-untyped-def]
+            if p == 1:
+                await go.wait()
+            out = await real_append(t, p, payloads, msg_ids, headers, repeats)
+            if p == 0:
+                stored.set()
+            return out
+
+        writer.log.append = held_append  # type: ignore[method-assign]
+        linked = writer.append_linked(topic, [(0, [b"a"]), (1, [b"b"])])
+        await stored.wait()
+        # The reader's wall clock is an hour ahead of the server's time stamps.
+        ahead = types.SimpleNamespace(time=lambda: time.time() + 3600, monotonic=time.monotonic)
+        monkeypatch.setattr(linked_module, "time", ahead)
+        theirs = await reader.open_partition(topic, 0, NO_RETENTION)
+        assert await theirs.read(0) == []  # held back, not aborted
+        go.set()
+        assert await linked == [0, 0]
+        assert [p for _, _, p in await theirs.read(0)] == [b"a"]
+    finally:
+        writer.log.append = real_append  # type: ignore[method-assign]
         await writer.close()
         await reader.close()
 
@@ -405,3 +542,16 @@ async def test_a_topic_saved_with_fewer_partitions_than_the_cluster_holds_is_ref
     await other.open_partition(topic, 0, NO_RETENTION)
     await other.save_topic(topic, topic_config(4))  # growing is a change like any other
     assert (await store.load_topics())[topic]["partitions"] == 4
+
+
+async def test_a_refused_change_leaves_a_later_deletion_whole(
+    store: NatsStorage, other: NatsStorage
+) -> None:
+    topic = fresh_topic()
+    await make_topic(store, topic, 1)
+    assert topic in await other.load_topics()  # known to the other node
+    await make_topic(store, topic, 3)  # grown by the first meanwhile
+    with pytest.raises(Conflict, match="3 partitions in the cluster"):
+        await other.save_topic(topic, topic_config(2))  # a change: refused
+    await other.drop_topic(topic)  # a DELETE on the other node, later
+    assert topic not in await store.load_topics()

@@ -9,11 +9,14 @@ compare-and-set on "never written" (the first write wins, every later one fails)
 
 - The writer, once every part is acknowledged, writes ``committed``. If that write
   fails because the key holds ``aborted``, the append failed: it raises
-  :class:`~tidings.errors.StorageUnavailable` and its stored parts are gaps.
+  :class:`~tidings.errors.StorageUnavailable` and its stored parts are gaps. If the
+  write is not answered (it may have landed), the writer writes ``aborted`` the same
+  way: refused, the key holds ``committed`` and the append succeeded.
 - A reader that meets a linked record whose key holds nothing holds back there (the
-  record and everything after it in that partition are not answered yet). Once the
-  record is older than ``timeout_s`` (its JetStream time stamp against this node's
-  clock), the reader writes ``aborted``; whichever write came first is the decision.
+  record and everything after it in that partition are not answered yet). Once its
+  node has seen the key undecided for ``timeout_s`` (on its own monotonic clock, from
+  the first time it met it: clock skew between nodes and servers does not matter),
+  the reader writes ``aborted``; whichever write came first is the decision.
 - ``committed`` records are read as any other; ``aborted`` ones are stepped over,
   like the gaps of a compacted topic.
 
@@ -50,12 +53,14 @@ class Links:
         self.bucket = bucket
         self.timeout_s = timeout_s
         self._decided: dict[str, bool] = {}
+        self._undecided: dict[str, float] = {}  # link -> when first seen undecided here
         self._changed = asyncio.Event()  # set (and replaced) whenever this node decides
 
     def _remember(self, link: str, committed: bool) -> bool:
         if len(self._decided) >= CACHE:
             self._decided.clear()
         self._decided[link] = committed
+        self._undecided.pop(link, None)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         return committed
@@ -77,6 +82,14 @@ class Links:
                 raise StorageUnavailable(
                     f"linked append {link} was aborted: a part took longer than {self.timeout_s} s"
                 ) from None
+        except StorageUnavailable as exc:
+            # No answer: the write may have landed all the same. Deciding ``aborted``
+            # settles it either way (the first decision wins); if that fails too, the
+            # outcome is unknown and readers decide it after the timeout.
+            if not await self.abort(link):
+                raise StorageUnavailable(
+                    f"linked append {link} failed: its commit was not answered ({exc})"
+                ) from None
         self._remember(link, True)
 
     async def abort(self, link: str) -> bool:
@@ -88,15 +101,21 @@ class Links:
             return self._remember(link, entry is not None and entry.value == COMMITTED)
         return self._remember(link, False)
 
-    async def decision(self, link: str, stamp_ms: int) -> bool | None:
-        """True if committed, False if aborted, None if undecided and younger than the
-        timeout (a reader holds back there). ``stamp_ms``: the record's append time."""
+    async def decision(self, link: str) -> bool | None:
+        """True if committed, False if aborted, None if undecided and first seen so by
+        this node less than the timeout ago (a reader holds back there). Measured on
+        this node's monotonic clock, not against the record's JetStream time stamp:
+        clocks of nodes and servers that disagree do not abort appends still live."""
         known = self._decided.get(link)
         if known is not None:
             return known
         entry = await self.bucket.get(link)
         if entry is not None and entry.value in (COMMITTED, ABORTED):
             return self._remember(link, entry.value == COMMITTED)
-        if time.time() * 1000 - stamp_ms < self.timeout_s * 1000:
+        now = time.monotonic()
+        if len(self._undecided) >= CACHE and link not in self._undecided:
+            self._undecided.clear()  # each is seen again, its wait started over
+        first = self._undecided.setdefault(link, now)
+        if now - first < self.timeout_s:
             return None
         return await self.abort(link)

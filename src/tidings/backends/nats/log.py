@@ -274,9 +274,12 @@ class NatsLog:
         payloads: Sequence[bytes],
         msg_ids: Sequence[str] | None = None,
         headers: dict[str, str] | None = None,
+        repeats: float | None = None,
     ) -> list[int]:
         """Append each payload (each with ``headers``, if given); the offset of each,
-        once JetStream acknowledged it.
+        once JetStream acknowledged it. ``repeats``: the ``time.monotonic()`` at which
+        an earlier call with the same ids began (its outcome unknown): this call's
+        retries end within that call's duplicate window instead of its own.
 
         Up to 1000 payloads are one atomic batch: stored together at consecutive offsets,
         or none (StorageUnavailable once the deadline passes); a longer append is one
@@ -314,7 +317,10 @@ class NatsLog:
         subject = names.subject(topic, partition)
         # every retry of this call within the duplicate window of its first attempt
         window_s = self._windows.get(topic, self.duplicate_window_ms / 1000)
-        deadline = time.monotonic() + 0.8 * window_s
+        if repeats is None:
+            deadline = time.monotonic() + 0.8 * window_s
+        else:  # at least one attempt is made even past it
+            deadline = repeats + 0.95 * window_s
         if len(payloads) == 1:
             acks = await self.conn.publish(
                 subject, payloads, msg_ids, headers, on_no_responders=no_stream,

@@ -29,6 +29,7 @@ import asyncio
 import collections
 import contextlib
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,6 +43,11 @@ from tidings.log.damage import Damage
 
 if TYPE_CHECKING:
     from tidings.backends.nats.log import NatsLog
+
+
+# Held-back linked records remembered per partition for ``horizon``: a read stops at
+# the first one it meets, so there are few; the latest are let go past this.
+_HELD_KEPT = 1000
 
 
 @dataclass
@@ -72,6 +78,8 @@ class NatsPartition:
         self._queue: collections.deque[_Append] = collections.deque()
         self._inflight_ms: int | None = None  # call time of the oldest append being sent
         self._writer: asyncio.Task[None] | None = None
+        # Undecided linked records reads held back at: offset -> JetStream time stamp.
+        self._held: dict[int, int] = {}
         self.closed = False
 
     async def refresh(self) -> int:
@@ -84,7 +92,13 @@ class NatsPartition:
         self._start = max(self._start, start)
         self._end = max(self._end, end)
         self._size = int(state["bytes"])
+        self._forget_held()
         return moved
+
+    def _forget_held(self) -> None:
+        """Held-back records that retention removed are never to be read."""
+        for off in [o for o in self._held if o < self._start]:
+            del self._held[off]
 
     # -- the synchronous view --------------------------------------------------------
 
@@ -109,13 +123,17 @@ class NatsPartition:
         return self._failure
 
     def horizon(self, now_ms: int) -> int:
-        """``now_ms``, or the call time of this node's oldest append not acknowledged
-        yet, if earlier. Append times are JetStream's (the stream leader's clock), so
-        this holds as far as the clocks of the nodes and servers agree, and only for
-        this node's appends: another node's append in flight is not seen."""
+        """``now_ms``, or if earlier: the call time of this node's oldest append not
+        acknowledged yet, or the time stamp of the oldest linked record a read of this
+        node held back at (stored, its link not decided yet: readable once committed).
+        Append times are JetStream's (the stream leader's clock), so this holds as far
+        as the clocks of the nodes and servers agree, and only for what this node saw:
+        another node's append in flight is not seen."""
         pending = [self._queue[0].called_ms] if self._queue else []
         if self._inflight_ms is not None:
             pending.append(self._inflight_ms)
+        if self._held:
+            pending.append(min(self._held.values()))
         return min([now_ms, *pending])
 
     # -- appends -----------------------------------------------------------------
@@ -166,10 +184,21 @@ class NatsPartition:
                     count += len(more.payloads)
             self._inflight_ms = first.called_ms
             payloads = [p for a in batch for p in a.payloads]
+            ids = [uuid.uuid4().hex for _ in payloads]
+            began = time.monotonic()
             try:
-                offsets = await self.log.append(
-                    self.topic, self.partition, payloads, headers=first.headers
-                )
+                try:
+                    offsets = await self.log.append(
+                        self.topic, self.partition, payloads, ids, first.headers
+                    )
+                except StorageUnavailable:
+                    # Not answered in time, yet perhaps stored: sent again under the
+                    # same ids within the duplicate window, JetStream answers the
+                    # offsets it stored them at (or stores them now). Only a second
+                    # failure fails the append.
+                    offsets = await self.log.append(
+                        self.topic, self.partition, payloads, ids, first.headers, began
+                    )
             except Exception as exc:
                 self._inflight_ms = None
                 if not isinstance(exc, TidingsError):
@@ -210,16 +239,28 @@ class NatsPartition:
                 )
             except OffsetOutOfRange as exc:
                 start = exc.fields.get("start")
-                if isinstance(start, int):
-                    self._start = max(self._start, start)
-                raise
+                if not isinstance(start, int):
+                    raise
+                self._start = max(self._start, start)
+                self._forget_held()
+                if not 0 <= offset < start:
+                    raise
+                # JetStream removed records (max_age, max_bytes) since this node last
+                # looked: read on from the start, as a read at start_offset would (the
+                # caller finds the range it skipped empty, like retention's).
+                offset = start
+                continue
             out: list[LogRecord] = []
             for off, ts, data, hdrs in raw:
                 link = hdrs.get(LINK_HEADER)
                 if link is not None:
-                    decided = await self.links.decision(link, ts)
+                    decided = await self.links.decision(link)
                     if decided is None:
+                        if len(self._held) >= _HELD_KEPT:
+                            self._held.pop(max(self._held))  # the oldest ones matter
+                        self._held[off] = ts
                         return out, off
+                    self._held.pop(off, None)
                     if not decided:
                         continue  # an aborted part: a gap
                 out.append((off, ts, data))

@@ -70,6 +70,7 @@ class NatsStorage:
         self._starting: asyncio.Lock | None = None
         self._parts: dict[tuple[str, int], NatsPartition] = {}
         self._not_ours: set[str] = set()  # topics whose creation save_topic refused
+        self._known: set[str] = set()  # topics loaded or saved here: saves change them
 
     @classmethod
     async def connect(
@@ -177,6 +178,7 @@ class NatsStorage:
         opened = [k for k in self._parts if k[0] == topic]
         for key in opened:
             await self._parts.pop(key).close()
+        self._known.discard(topic)
         if topic in self._not_ours:  # a creation refused by save_topic: keep the topic
             self._not_ours.discard(topic)
             return
@@ -196,6 +198,7 @@ class NatsStorage:
     async def load_topics(self) -> dict[str, dict[str, Any]]:
         await self.start()
         records = await self.log.load_topics()
+        self._known.update(records)
         return {t: dict(r.get("hub") or _hub_config(r)) for t, r in records.items()}
 
     async def save_topic(self, topic: str, config: dict[str, Any]) -> None:
@@ -216,8 +219,10 @@ class NatsStorage:
             held = entry.value if entry is not None else None
             if held is not None and int(held.get("partitions", 0)) > partitions:
                 # another node made it larger than this one knows: never shrink it, and
-                # the drop_topic that follows a failed creation must not delete it
-                self._not_ours.add(topic)
+                # the drop_topic that follows a failed creation must not delete it (a
+                # refused change of a topic known here is followed by none)
+                if topic not in self._known:
+                    self._not_ours.add(topic)
                 raise Conflict(
                     f"topic {topic!r} has {held['partitions']} partitions in the cluster, "
                     f"not {partitions}: made or changed by another node",
@@ -231,6 +236,8 @@ class NatsStorage:
         else:
             raise StorageUnavailable(f"topic {topic!r} kept changing while it was saved")
         self.log._remember(topic, record)
+        self._known.add(topic)
+        self._not_ours.discard(topic)
 
     # -- groups --------------------------------------------------------------------
 
