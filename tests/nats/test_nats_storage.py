@@ -175,6 +175,22 @@ async def test_every_node_answers_the_same_hub_id(store: NatsStorage, other: Nat
     assert store.hub_id == other.hub_id and len(store.hub_id) == 32
 
 
+async def test_a_group_saved_again_sees_what_another_node_wrote_since(
+    store: NatsStorage, other: NatsStorage
+) -> None:
+    topic = fresh_topic()
+    await make_topic(store, topic, 1)
+    await store.save_group(topic, "g", {"max_deliver": 1})
+    await store.save_positions(topic, "g", {0: (1, [])})
+    await other.save_group(topic, "g", {"max_deliver": 2})  # another node's change
+    await store.save_positions(topic, "g", {0: (2, [])})
+    ((_, _, config, positions, _),) = [r for r in await other.load_groups() if r[0] == topic]
+    assert config == {"max_deliver": 2} and positions[0][0] == 2
+    await other.delete_group(topic, "g")
+    await store.save_positions(topic, "g", {0: (3, [])})  # brings no row back
+    assert [r for r in await other.load_groups() if r[0] == topic] == []
+
+
 async def test_topics_groups_and_schemas_are_shared_by_nodes(
     store: NatsStorage, other: NatsStorage
 ) -> None:

@@ -40,6 +40,7 @@ from tidings.log.config import GroupRow, GroupStats, Positions, Retention
 from tidings.log.memory import MemoryIndex
 
 CAS_ATTEMPTS = 20
+_GROUP_WRITES_KEPT = 10_000  # groups whose last write this node remembers
 
 
 class NatsStorage:
@@ -71,6 +72,8 @@ class NatsStorage:
         self._parts: dict[tuple[str, int], NatsPartition] = {}
         self._not_ours: set[str] = set()  # topics whose creation save_topic refused
         self._known: set[str] = set()  # topics loaded or saved here: saves change them
+        # group key -> (revision, value) of this node's last write of it
+        self._group_writes: dict[str, tuple[int, dict[str, Any]]] = {}
 
     @classmethod
     async def connect(
@@ -187,8 +190,10 @@ class NatsStorage:
         except TopicNotFound:  # a creation that failed: streams opened, no record
             for _, p in opened:
                 await self.log.drop_stream(topic, p)
-        entries, _ = await self.groups.items()
         prefix = names.key(topic) + "."
+        for k in [k for k in self._group_writes if k.startswith(prefix)]:
+            del self._group_writes[k]
+        entries, _ = await self.groups.items()
         for k, entry in entries.items():
             if k.startswith(prefix):
                 await self.groups.delete(k, entry.revision)
@@ -243,6 +248,17 @@ class NatsStorage:
 
     async def _change_group(self, topic: str, group: str, change: dict[str, Any]) -> None:
         key = f"{names.key(topic)}.{names.key(group)}"
+        # This node's last write of the key, if any: one put, no get, unless another
+        # node (or a deletion) wrote it since (Conflict: read it, as without).
+        last = self._group_writes.pop(key, None)
+        if last is not None:
+            revision, written = last
+            value = {**written, **change}
+            try:
+                self._group_writes[key] = (await self.groups.put(key, value, revision), value)
+                return
+            except Conflict:
+                pass
         for _ in range(CAS_ATTEMPTS):
             entry = await self.groups.get(key)
             old = entry.value if entry is not None and entry.value is not None else None
@@ -250,10 +266,13 @@ class NatsStorage:
                 return  # positions of a group never saved (or deleted): nothing to keep
             value = {"positions": {}, "stats": {}, **(old or {}), **change}
             try:
-                await self.groups.put(key, value, 0 if entry is None else entry.revision)
-                return
+                revision = await self.groups.put(key, value, 0 if entry is None else entry.revision)
             except Conflict:
                 continue
+            if len(self._group_writes) >= _GROUP_WRITES_KEPT:
+                self._group_writes.clear()
+            self._group_writes[key] = (revision, value)
+            return
         raise StorageUnavailable(f"group {group!r} of {topic!r} kept changing while saved")
 
     async def load_groups(self) -> list[GroupRow]:
@@ -285,6 +304,7 @@ class NatsStorage:
     async def delete_group(self, topic: str, group: str) -> None:
         await self.start()
         key = f"{names.key(topic)}.{names.key(group)}"
+        self._group_writes.pop(key, None)
         entry = await self.groups.get(key)
         if entry is not None and entry.value is not None:
             await self.groups.delete(key)
