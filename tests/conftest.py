@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from hubproc import HubFactory, HubProcess
+from natsproc import NatsServer
 from receivers import Receiver
 
 
@@ -37,6 +38,28 @@ def module_hub_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub
 def hub(module_hub_factory: HubFactory) -> HubProcess:
     """A default hub shared by a module's tests; each test uses topics of its own."""
     return module_hub_factory.start()
+
+
+@pytest.fixture(scope="module", params=["embedded", "nats"])
+def backend_hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HubProcess]:
+    """A default hub on each backend in turn: the embedded log, then a ``nats-server``
+    of its own (JetStream, ``sync_interval: always``). A module opts in by making its
+    ``hub`` this one; a test that cannot run on NATS skips itself there, saying why."""
+    factory = HubFactory(tmp_path_factory.mktemp("hubs"))
+    server: NatsServer | None = None
+    try:
+        if request.param == "embedded":
+            yield factory.start()
+        else:
+            server = NatsServer(tmp_path_factory.mktemp("nats"), "hubs", sync="always")
+            server.start().wait_ready()
+            yield factory.start("--backend", server.url)
+    finally:
+        factory.close()
+        if server is not None:
+            server.kill()
 
 
 @pytest.fixture

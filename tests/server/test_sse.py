@@ -17,6 +17,12 @@ from livehelp import Publisher, check_exactly_once
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(scope="module")
+def hub(backend_hub: HubProcess) -> HubProcess:
+    """This module's hub, on the embedded log and on NATS in turn (``backend_hub``)."""
+    return backend_hub
+
+
 async def messages(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, str]]:
     """SSE messages as field dicts; comments come as ``{"comment": ...}``."""
     fields: dict[str, str] = {}

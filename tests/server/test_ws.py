@@ -19,6 +19,12 @@ from livehelp import PROTOCOL, Publisher, check_exactly_once, recv, ws_url
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(scope="module")
+def hub(backend_hub: HubProcess) -> HubProcess:
+    """This module's hub, on the embedded log and on NATS in turn (``backend_hub``)."""
+    return backend_hub
+
+
 async def send(ws: websockets.ClientConnection, **frame: Any) -> None:
     await ws.send(orjson.dumps(frame).decode())
 

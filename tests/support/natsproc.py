@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 START_TIMEOUT_S = 30.0
 
@@ -187,3 +188,8 @@ class NatsCluster:
     def close(self) -> None:
         for s in self.servers:
             s.kill()
+
+
+def on_nats(hub: Any) -> bool:
+    """Whether a ``hubproc.HubProcess`` runs on a NATS backend (``--backend nats://...``)."""
+    return "--backend" in hub.extra

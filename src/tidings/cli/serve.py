@@ -221,12 +221,28 @@ def serve(
             "it keeps the last 8640 points, 24 h at the default",
         ),
     ] = 10.0,
+    backend: Annotated[
+        str,
+        typer.Option(
+            envvar="TIDINGS_BACKEND",
+            help="Where the log lives: embedded (in --data-dir), or a NATS JetStream "
+            "cluster, nats://HOST:PORT[,nats://HOST:PORT...], shared by every node "
+            "given the same cluster",
+        ),
+    ] = "embedded",
+    replicas: Annotated[
+        int,
+        typer.Option(
+            envvar="TIDINGS_REPLICAS",
+            help="With a NATS backend: copies of each stream and bucket (1, 3 or 5)",
+        ),
+    ] = 1,
 ) -> None:
-    """Serve the hub on the embedded log."""
+    """Serve the hub on the embedded log, or on a NATS JetStream cluster."""
     from tidings.log.config import FsyncPolicy
     from tidings.server.history import HistoryOptions
     from tidings.server.protocol import HttpLimits
-    from tidings.server.serve import ServeConfig
+    from tidings.server.serve import ServeConfig, parse_backend
     from tidings.server.serve import serve as run
 
     try:
@@ -264,6 +280,8 @@ def serve(
             max_body_bytes_in_flight=max_body_bytes_in_flight,
             ws_max_message_bytes=ws_max_message_bytes,
             history=HistoryOptions(interval_ms=max(1, round(history_interval * 1000))),
+            backend=parse_backend(backend),
+            replicas=replicas,
         )
         run(config)
     except TidingsError as exc:

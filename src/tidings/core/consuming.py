@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tidings.hub")
 
 MAX_WAIT_S = 60.0
+# A group made or deleted while put_group waited on a lock: how many looks before a 409.
+_PUT_GROUP_TRIES = 3
 _DLQ_ATTRIBUTES = (
     "dlqtopic", "dlqpartition", "dlqoffset", "dlqgroup", "dlqreason", "dlqdeliveries",
     "dlqtime",
@@ -109,24 +111,46 @@ class GroupOps:
         if config.dead_letter_topic is not None:
             check_name("dead_letter_topic", config.dead_letter_topic)
         topic = await self._topic_for_publish(topic_name)  # Forbidden for the hub's own topics
-        # With topic changes held off: a deletion of the topic meanwhile would leave this
-        # group's row behind, for a topic of the same name made later to find.
-        async with self._creating:
-            if self.topics.get(topic_name) is not topic:
-                raise Conflict(f"topic {topic_name!r} was deleted meanwhile", topic=topic_name)
+        for _ in range(_PUT_GROUP_TRIES):
             existing = topic.groups.get(name)
-            await self.storage.save_group(topic_name, name, config.to_dict())
             if existing is not None:
-                existing.reconfigure(config)
-                return existing, False
-            if config.start == "latest":
-                start = {i: p.end_offset for i, p in enumerate(topic.partitions)}
-            else:
-                start = {i: p.start_offset for i, p in enumerate(topic.partitions)}
-            group = ConsumerGroup(topic_name, name, config, {p: (o, []) for p, o in start.items()})
-            await self.storage.save_positions(topic_name, name, group.positions(), group.stats())
-            topic.groups[name] = group
-            return group, True
+                # A change: after any fetch, ack or deletion of it under way (their lock
+                # first, then the topics' lock, as a dead-letter copy takes them).
+                async with existing.changing, self._creating:
+                    self._topic_still(topic_name, topic)
+                    if topic.groups.get(name) is not existing:
+                        continue  # deleted meanwhile: made anew
+                    await self.storage.save_group(topic_name, name, config.to_dict())
+                    existing.reconfigure(config)
+                    return existing, False
+            # With topic changes held off: a deletion of the topic meanwhile would leave
+            # this group's row behind, for a topic of the same name made later to find.
+            async with self._creating:
+                self._topic_still(topic_name, topic)
+                if topic.groups.get(name) is not None:
+                    continue  # made meanwhile: changed under its own lock
+                await self.storage.save_group(topic_name, name, config.to_dict())
+                if config.start == "latest":
+                    start = {i: p.end_offset for i, p in enumerate(topic.partitions)}
+                else:
+                    start = {i: p.start_offset for i, p in enumerate(topic.partitions)}
+                group = ConsumerGroup(
+                    topic_name, name, config, {p: (o, []) for p, o in start.items()}
+                )
+                await self.storage.save_positions(
+                    topic_name, name, group.positions(), group.stats()
+                )
+                topic.groups[name] = group
+                return group, True
+        raise Conflict(
+            f"group {name!r} was made and deleted meanwhile; try again",
+            topic=topic_name,
+            group=name,
+        )
+
+    def _topic_still(self, topic_name: str, topic: Topic) -> None:
+        if self.topics.get(topic_name) is not topic:
+            raise Conflict(f"topic {topic_name!r} was deleted meanwhile", topic=topic_name)
 
     def _fill_positions(self, topic: Topic, group: ConsumerGroup) -> None:
         known = set(group.partitions)

@@ -36,6 +36,7 @@ the read it is given).
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,8 @@ def check_client_group(name: str) -> None:
 # A record being appended to the dead-letter topic (its lease is DEAD) never expires;
 # it is done only once that append is durable (settle()).
 _NEVER = 1 << 62
+
+logger = logging.getLogger(__name__)
 
 # How many records a partition may hold read but not leased (filtered out by a
 # fetch's types, or waiting behind their key).
@@ -315,7 +318,10 @@ class ConsumerGroup(DeadLettering):
     async def fetch(
         self, now_ms: int, max_records: int, read: ReadFn, types: TypeFilter | None = None
     ) -> tuple[list[Delivery], list[DeadLetter]]:
-        """Lease up to ``max_records``; also return records that ran out of deliveries."""
+        """Lease up to ``max_records``; also return records that ran out of deliveries.
+
+        A partition whose read raises is passed over (the others are read); its error
+        is raised only if nothing was leased and no record ran out of deliveries."""
         if max_records < 1:
             raise BadRequest("max must be at least 1", field="max")
         dead = self.expire(now_ms)
@@ -324,11 +330,31 @@ class ConsumerGroup(DeadLettering):
         if not parts:
             return out, dead
         self._rotate = (self._rotate + 1) % len(parts)
-        for p in parts[self._rotate :] + parts[: self._rotate]:
-            if len(out) >= max_records:
-                break
-            await self._fetch_partition(p, now_ms, max_records - len(out), read, types, out, dead)
+        failed: Exception | None = None
+        try:
+            for p in parts[self._rotate :] + parts[: self._rotate]:
+                if len(out) >= max_records:
+                    break
+                try:
+                    await self._fetch_partition(
+                        p, now_ms, max_records - len(out), read, types, out, dead
+                    )
+                except Exception as exc:  # a partition that cannot be read now
+                    logger.warning(
+                        "group %s/%s: partition %d not read: %r", self.topic, self.name, p, exc
+                    )
+                    failed = failed or exc
+        except BaseException:  # cancelled in a read: as if this fetch leased nothing
+            self.delivered += len(out)
+            self.unlease(out)
+            self.unsettle(dead)
+            raise
         self.delivered += len(out)
+        # What was leased or expired before and after a failed read goes to the caller,
+        # which saves it: raised alone, it would stay leased with no holder, or dead
+        # and never copied to the dead-letter topic.
+        if failed is not None and not out and not dead:
+            raise failed
         return out, dead
 
     async def _fetch_partition(

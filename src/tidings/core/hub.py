@@ -236,6 +236,8 @@ class Hub(ReadOps, PublishOps, GroupOps):
             try:
                 for topic in list(self.topics.values()):
                     for group in list(topic.groups.values()):
+                        if self.topics.get(topic.name) is not topic:
+                            break  # deleted while an earlier group was swept
                         due = group.next_due_ms()
                         if due is not None and due <= now:
                             async with group.changing:
@@ -278,7 +280,13 @@ class Hub(ReadOps, PublishOps, GroupOps):
         # Copies: topics, partitions and groups may come and go while a removal is awaited.
         for topic in list(self.topics.values()):
             for i, part in enumerate(list(topic.partitions)):
-                removed += await part.apply_retention(now_ms)
+                if self.topics.get(topic.name) is not topic:
+                    break  # deleted while an earlier partition was worked on
+                try:
+                    removed += await part.apply_retention(now_ms)
+                except Exception:  # one partition's fault does not hold up the others
+                    logger.exception("retention of %s/%d failed", topic.name, i)
+                    continue
                 for group in list(topic.groups.values()):
                     async with group.changing:  # not inside a fetch that awaits a read
                         group.clamp(i, part.start_offset)
@@ -293,19 +301,36 @@ class Hub(ReadOps, PublishOps, GroupOps):
         retention: Retention,
         save: bool = True,
         schemas: str = "off",
+        room: bool = False,
     ) -> Topic:
         """Open (with ``save``: create) a topic. Its partitions open first and its
         metadata is saved last, so a creation that fails records nothing; what it
         opened is closed and its directory removed.
 
         One creation at a time: one that finds the topic made while it waited
-        answers it, and a name being deleted meanwhile is refused (Conflict)."""
+        answers it, and a name being deleted meanwhile is refused (Conflict). With
+        ``room``, a new topic past ``max_topics`` is refused (Conflict), judged
+        under the same lock, so creations at once never pass the limit together."""
         async with self._creating:
-            t = self.topics.get(name)
-            if t is not None:
-                return t
-            self._check_not_deleting(name)
-            return await self._make_topic(name, partitions, retention, save, schemas)
+            return await self._open_topic_now(name, partitions, retention, save, schemas, room)
+
+    async def _open_topic_now(
+        self,
+        name: str,
+        partitions: int,
+        retention: Retention,
+        save: bool = True,
+        schemas: str = "off",
+        room: bool = False,
+    ) -> Topic:
+        """:meth:`_open_topic` for a caller that holds ``_creating``."""
+        t = self.topics.get(name)
+        if t is not None:
+            return t
+        self._check_not_deleting(name)
+        if room:
+            self._check_room_for_topic()
+        return await self._make_topic(name, partitions, retention, save, schemas)
 
     async def _make_topic(
         self, name: str, partitions: int, retention: Retention, save: bool, schemas: str
@@ -483,8 +508,8 @@ class Hub(ReadOps, PublishOps, GroupOps):
         if t is not None:
             return t
         self._check_publishable(name)
-        self._check_room_for_topic()
-        return await self._open_topic(name, 1, Retention())
+        self._check_room_for_topic()  # at once, without waiting on the lock; again under it
+        return await self._open_topic(name, 1, Retention(), room=True)
 
     def _check_publishable(self, name: str) -> None:
         """Raise what a publish to ``name`` would raise before it makes the topic."""

@@ -419,19 +419,20 @@ class Views(ViewReads):
         auto-create, else TopicNotFound), once each is known to be makeable and there is
         room for them and ``more`` topics besides: all of them or none."""
         hub = self.hub
-        missing = [t for t in topics if t not in hub.topics]
-        for t in missing:
-            hub._check_publishable(t)
-        limit = hub.options.max_topics
-        count = len(hub.topics) + len(hub.unavailable)
-        if (missing or more) and count + len(missing) + more > limit:
-            raise Conflict(
-                f"the hub has {count} topics and the view needs {len(missing) + more} more, "
-                f"past its limit (--max-topics {limit}); delete a topic or raise the limit",
-                limit="max_topics", max_topics=limit,
-            )  # fmt: skip
-        for t in missing:
-            await hub._topic_for_publish(t)
+        async with hub._creating:  # counted and made with no other creation between
+            missing = [t for t in topics if t not in hub.topics]
+            for t in missing:
+                hub._check_publishable(t)
+            limit = hub.options.max_topics
+            count = len(hub.topics) + len(hub.unavailable)
+            if (missing or more) and count + len(missing) + more > limit:
+                raise Conflict(
+                    f"the hub has {count} topics and the view needs {len(missing) + more} "
+                    f"more, past its limit (--max-topics {limit}); delete a topic or raise "
+                    "the limit", limit="max_topics", max_topics=limit,
+                )  # fmt: skip
+            for t in missing:
+                await hub._open_topic_now(t, 1, Retention())
 
     def _check_results(self, name: str, inputs: list[str], results: list[str]) -> None:
         """A new window view's result topics: valid names, none of its inputs, none

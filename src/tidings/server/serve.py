@@ -1,4 +1,5 @@
-"""``tidings serve``: the hub on the embedded log, under uvicorn with uvloop and httptools."""
+"""``tidings serve``: the hub on the embedded log or a NATS JetStream cluster, under uvicorn
+with uvloop and httptools."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ import uvicorn
 from tidings.backends.embedded.history import SqliteHistoryStore
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.backends.embedded.webhooks import SqliteWebhookStore
+from tidings.backends.nats.connection import NatsSettings
+from tidings.backends.nats.storage import NatsStorage, read_hub_id
 from tidings.core.hub import MAX_PARTITIONS, MAX_TOPICS, Hub, HubOptions
 from tidings.core.patterns import MAX_TYPE_PATTERNS
 from tidings.core.positions import parse_duration_ms
+from tidings.core.storage import Storage
 from tidings.core.webhooks.config import WebhookPolicy, parse_schedule
 from tidings.core.webhooks.schedule import DEFAULT_DISABLE_AFTER_MS, RetrySchedule
 from tidings.core.webhooks.targets import parse_networks
@@ -68,6 +72,26 @@ class ServeConfig:
     max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT
     ws_max_message_bytes: int = 4 << 20  # a WebSocket message past it is closed with 1009
     history: HistoryOptions = field(default_factory=HistoryOptions)  # metrics over time
+    backend: tuple[str, ...] = ()  # NATS server URLs; empty: the embedded log
+    replicas: int = 1  # of each stream and bucket, on NATS
+
+
+def parse_backend(given: str) -> tuple[str, ...]:
+    """``embedded`` (empty), or the URLs of ``nats://HOST:PORT[,nats://HOST:PORT...]``."""
+    given = given.strip()
+    if given == "embedded":
+        return ()
+    urls = tuple(u.strip() for u in given.split(","))
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        hostpart, _, port = rest.rpartition(":")
+        if scheme not in ("nats", "tls") or not sep or not hostpart or not port.isdigit():
+            raise BadRequest(
+                f"--backend {given!r}: {url!r} is not nats://HOST:PORT "
+                "(the backend is embedded, or NATS URLs separated by commas)",
+                field="backend",
+            )
+    return urls
 
 
 def is_loopback(host: str) -> bool:
@@ -117,13 +141,22 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         # A failing endpoint is probed no less often than its retries come.
         probe_max_ms=max(1, min(60_000, max(schedule.delays_ms[1:], default=60_000))),
     )
-    log_files = log_files_limit(config.max_open_files)
-    storage = EmbeddedStorage(
-        config.data_dir,
-        config.fsync,
-        LogConfig(segment_bytes=config.segment_bytes),
-        files=OpenFiles(log_files),
-    )
+    storage: Storage
+    if config.backend:
+        if config.replicas not in (1, 3, 5):
+            raise BadRequest(f"--replicas must be 1, 3 or 5, not {config.replicas}")
+        # the hub id is on every answer from the start: read before the server's loop
+        hub_id = read_hub_id(config.backend, config.replicas)
+        settings = NatsSettings(servers=config.backend)
+        storage = NatsStorage(settings, replicas=config.replicas, hub_id=hub_id)
+        config.data_dir.mkdir(parents=True, exist_ok=True)  # webhooks, history: node-local
+    else:
+        storage = EmbeddedStorage(
+            config.data_dir,
+            config.fsync,
+            LogConfig(segment_bytes=config.segment_bytes),
+            files=OpenFiles(log_files_limit(config.max_open_files)),
+        )
     hub = Hub(
         storage,
         HubOptions(

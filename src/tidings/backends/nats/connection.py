@@ -32,7 +32,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import nats
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -118,23 +117,37 @@ class NatsConnection:
         async def quiet(_: Exception) -> None:
             return None  # reconnects are expected; failures surface as timeouts
 
+        # nats-py retries a first connection without end when reconnects are
+        # unlimited: bounded here as every other wait is, and the client closed
+        nc = Client()
         try:
-            self._nc = await nats.connect(
-                list(s.servers),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=s.reconnect_wait_s,
-                ping_interval=s.ping_interval_s,
-                max_outstanding_pings=2,
-                connect_timeout=s.connect_timeout_s,
-                pending_size=s.pending_bytes,
-                error_cb=quiet,
+            await asyncio.wait_for(
+                nc.connect(
+                    list(s.servers),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=s.reconnect_wait_s,  # type: ignore[arg-type]  # a float works
+                    ping_interval=s.ping_interval_s,
+                    max_outstanding_pings=2,
+                    connect_timeout=s.connect_timeout_s,
+                    pending_size=s.pending_bytes,
+                    error_cb=quiet,
+                ),
+                s.retry_deadline_s,
             )
         except Exception as exc:  # nats-py raises several unrelated types here
+            with contextlib.suppress(Exception):
+                await nc.close()
             where = ", ".join(s.servers)
-            raise StorageUnavailable(f"cannot connect to NATS at {where}: {exc}") from None
-        self._prefix = self._nc.new_inbox() + "."
-        await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+            why = (
+                f"no server answered within {s.retry_deadline_s} s"
+                if isinstance(exc, TimeoutError)
+                else str(exc)
+            )
+            raise StorageUnavailable(f"cannot connect to NATS at {where}: {why}") from None
+        self._nc = nc
+        self._prefix = nc.new_inbox() + "."
+        await nc.subscribe(self._prefix + "*", cb=self._on_reply)
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
@@ -274,13 +287,14 @@ class NatsConnection:
     async def publish_atomic(
         self, subject: str, payloads: Sequence[bytes], msg_ids: Sequence[str],
         on_no_responders: Callable[[], Awaitable[None]] | None = None,
-        deadline: float | None = None,
+        deadline: float | None = None, headers: dict[str, str] | None = None,
     ) -> list[int] | None:  # fmt: skip
-        """Publish the payloads as one atomic batch (nats-server 2.12+, a stream with
-        ``allow_atomic``): all are stored, at consecutive sequences, or none. The
-        sequences; None if the batch holds a ``Nats-Msg-Id`` already in the duplicate
-        window (nothing of the batch is stored then). Resent whole under a new batch id
-        until the deadline (as in :meth:`publish`)."""
+        """Publish the payloads (each with ``headers``, if given) as one atomic batch
+        (nats-server 2.12+, a stream with ``allow_atomic``): all are stored, at
+        consecutive sequences, or none. The sequences; None if the batch holds a
+        ``Nats-Msg-Id`` already in the duplicate window (nothing of the batch is stored
+        then). Resent whole under a new batch id until the deadline (as in
+        :meth:`publish`)."""
         self.check_size(payloads)
         if not 1 <= len(payloads) <= MAX_ATOMIC_BATCH:
             raise ValueError(f"an atomic batch holds 1 to {MAX_ATOMIC_BATCH} records")
@@ -295,6 +309,7 @@ class NatsConnection:
                     nc = self.client
                     for i, payload in enumerate(payloads):
                         hdrs = {
+                            **(headers or {}),
                             "Nats-Batch-Id": batch_id,
                             "Nats-Batch-Sequence": str(i + 1),
                             "Nats-Msg-Id": msg_ids[i],
@@ -425,3 +440,14 @@ def _pub_ack(replies: _Replies) -> PubAck:
 def b64decode(text: str) -> bytes:
     """The bytes of a base64 field of a JetStream API answer (empty if absent)."""
     return base64.b64decode(text) if text else b""
+
+
+def parse_headers(raw: bytes) -> dict[str, str]:
+    """The headers of a message as JetStream stores them (``NATS/1.0`` and lines of
+    ``Name: value``); the last value of a repeated name."""
+    out: dict[str, str] = {}
+    for line in raw.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            out[name.strip().decode()] = value.strip().decode()
+    return out

@@ -28,16 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
-
-from nats.aio.msg import Msg
-from nats.js import api
 
 from tidings.backends.nats import names
 from tidings.backends.nats.connection import (
@@ -46,6 +42,7 @@ from tidings.backends.nats.connection import (
     NatsConnection,
     NatsSettings,
     b64decode,
+    parse_headers,
 )
 from tidings.backends.nats.meta import (
     ERR_NO_MESSAGE,
@@ -53,11 +50,11 @@ from tidings.backends.nats.meta import (
     Entry,
     MetaBucket,
 )
+from tidings.backends.nats.tail import Tail as _Tail
 from tidings.errors import (
     BadRequest,
     Conflict,
     OffsetOutOfRange,
-    StorageUnavailable,
     TopicNotFound,
 )
 from tidings.log.config import LogRecord, Retention
@@ -68,8 +65,6 @@ MAX_READ_RECORDS = 1000  # per direct get; more is read in several
 _ERR_STREAM_EXISTS = 10058
 MAX_MSG_ID = 256  # within the room connection.HEADER_ROOM keeps for headers
 _MSG_ID = re.compile(rf"[!-~]{{1,{MAX_MSG_ID}}}")
-# nats-py recreates an ordered consumer after two missed heartbeats (its server died)
-TAIL_HEARTBEAT_S = 1.0
 
 
 class NatsLog:
@@ -217,18 +212,22 @@ class NatsLog:
         if entry is None or entry.value is None:
             raise TopicNotFound(f"no topic {topic!r}", topic=topic)
         for p in range(int(entry.value["partitions"])):
-            stream = names.stream_name(topic, p)
-            tail = self._tails.pop(stream, None)
-            if tail is not None:
-                await tail.close()
-            try:
-                await self.conn.api(f"STREAM.DELETE.{stream}")
-            except JetStreamApiError as exc:
-                if exc.err_code != ERR_STREAM_NOT_FOUND:
-                    raise
+            await self.drop_stream(topic, p)
         await self.topics.delete(names.key(topic), entry.revision)
         self._partitions.pop(topic, None)
         self._windows.pop(topic, None)
+
+    async def drop_stream(self, topic: str, partition: int) -> None:
+        """Delete one partition's stream (none: nothing to do) and stop following it."""
+        stream = names.stream_name(topic, partition)
+        tail = self._tails.pop(stream, None)
+        if tail is not None:
+            await tail.close()
+        try:
+            await self.conn.api(f"STREAM.DELETE.{stream}")
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
 
     async def _forget(self, topic: str) -> None:
         """Drop what this node keeps of a topic (dropped, perhaps by another node)."""
@@ -274,8 +273,13 @@ class NatsLog:
         partition: int,
         payloads: Sequence[bytes],
         msg_ids: Sequence[str] | None = None,
+        headers: dict[str, str] | None = None,
+        repeats: float | None = None,
     ) -> list[int]:
-        """Append each payload; the offset of each, once JetStream acknowledged it.
+        """Append each payload (each with ``headers``, if given); the offset of each,
+        once JetStream acknowledged it. ``repeats``: the ``time.monotonic()`` at which
+        an earlier call with the same ids began (its outcome unknown): this call's
+        retries end within that call's duplicate window instead of its own.
 
         Up to 1000 payloads are one atomic batch: stored together at consecutive offsets,
         or none (StorageUnavailable once the deadline passes); a longer append is one
@@ -313,20 +317,26 @@ class NatsLog:
         subject = names.subject(topic, partition)
         # every retry of this call within the duplicate window of its first attempt
         window_s = self._windows.get(topic, self.duplicate_window_ms / 1000)
-        deadline = time.monotonic() + 0.8 * window_s
+        if repeats is None:
+            deadline = time.monotonic() + 0.8 * window_s
+        else:  # at least one attempt is made even past it
+            deadline = repeats + 0.95 * window_s
         if len(payloads) == 1:
             acks = await self.conn.publish(
-                subject, payloads, msg_ids, on_no_responders=no_stream, deadline=deadline
-            )
+                subject, payloads, msg_ids, headers, on_no_responders=no_stream,
+                deadline=deadline,
+            )  # fmt: skip
             offsets = [acks[0].seq - 1]
         else:
             offsets = []
             for b in range(0, len(payloads), MAX_ATOMIC_BATCH):
                 chunk, ids = payloads[b : b + MAX_ATOMIC_BATCH], msg_ids[b : b + MAX_ATOMIC_BATCH]
-                seqs = await self.conn.publish_atomic(subject, chunk, ids, no_stream, deadline)
+                seqs = await self.conn.publish_atomic(
+                    subject, chunk, ids, no_stream, deadline, headers
+                )
                 if seqs is None:  # an id already stored
                     seqs = await self._append_past_duplicates(
-                        stream, subject, chunk, ids, no_stream, deadline
+                        stream, subject, chunk, ids, no_stream, deadline, headers
                     )
                 offsets += [s - 1 for s in seqs]
         tail = self._tails.get(stream)
@@ -337,6 +347,7 @@ class NatsLog:
     async def _append_past_duplicates(
         self, stream: str, subject: str, chunk: Sequence[bytes], ids: Sequence[str],
         no_stream: Callable[[], Awaitable[None]], deadline: float,
+        headers: dict[str, str] | None = None,
     ) -> list[int]:  # fmt: skip
         """The sequences of a batch that JetStream refused for an id it holds: the first
         record alone, acknowledged before the next is sent, as long as its id is a
@@ -348,7 +359,7 @@ class NatsLog:
         i = 0
         while i < len(chunk):
             (ack,) = await self.conn.publish(
-                subject, chunk[i : i + 1], ids[i : i + 1], on_no_responders=no_stream,
+                subject, chunk[i : i + 1], ids[i : i + 1], headers, on_no_responders=no_stream,
                 deadline=deadline,
             )  # fmt: skip
             seqs.append(ack.seq)
@@ -360,7 +371,7 @@ class NatsLog:
                 i += len(landed)
                 if i < len(chunk):
                     rest = await self.conn.publish_atomic(
-                        subject, chunk[i:], ids[i:], no_stream, deadline
+                        subject, chunk[i:], ids[i:], no_stream, deadline, headers
                     )
                     if rest is not None:
                         return seqs + rest
@@ -372,6 +383,14 @@ class NatsLog:
     ) -> list[LogRecord]:  # fmt: skip
         """Records from ``offset`` on, in order: at least one if any is there, else up to
         ``max_records`` and ``max_bytes``. OffsetOutOfRange outside [start, end]."""
+        msgs = await self.read_with_headers(topic, partition, offset, max_records, max_bytes)
+        return [(o, ts, data) for o, ts, data, _ in msgs]
+
+    async def read_with_headers(
+        self, topic: str, partition: int, offset: int, max_records: int = 1000,
+        max_bytes: int = 1 << 20,
+    ) -> list[tuple[int, int, bytes, dict[str, str]]]:  # fmt: skip
+        """As :meth:`read`, each record with the headers it was appended with."""
         stream = await self._stream(topic, partition)
         if max_records < 1 or max_bytes < 1:
             raise BadRequest("max_records and max_bytes must be positive", field="max_records")
@@ -390,7 +409,7 @@ class NatsLog:
             if offset == end:
                 return []
             return await self._read_leader(stream, offset)  # a replica behind answered
-        records: list[LogRecord] = []
+        records: list[tuple[int, int, bytes, dict[str, str]]] = []
         size = 0
         for msg in msgs:
             hdrs = msg.headers or {}
@@ -400,10 +419,12 @@ class NatsLog:
             size += len(msg.data)
             if records and size > max_bytes:
                 break
-            records.append((seq - 1, _ts_ms(hdrs["Nats-Time-Stamp"]), msg.data))
+            records.append((seq - 1, _ts_ms(hdrs["Nats-Time-Stamp"]), msg.data, hdrs))
         return records
 
-    async def _read_leader(self, stream: str, offset: int) -> list[LogRecord]:
+    async def _read_leader(
+        self, stream: str, offset: int
+    ) -> list[tuple[int, int, bytes, dict[str, str]]]:
         try:
             resp = await self.conn.api(f"STREAM.MSG.GET.{stream}", {"seq": offset + 1})
         except JetStreamApiError as exc:
@@ -412,7 +433,8 @@ class NatsLog:
             raise
         m = resp["message"]
         data = b64decode(m.get("data", ""))
-        return [(int(m["seq"]) - 1, _ts_ms(m["time"]), data)]
+        hdrs = parse_headers(b64decode(m.get("hdrs", "")))
+        return [(int(m["seq"]) - 1, _ts_ms(m["time"]), data, hdrs)]
 
     async def _out_of_range(self, stream: str, offset: int) -> OffsetOutOfRange:
         start, end = await self._bounds(stream)
@@ -457,6 +479,21 @@ class NatsLog:
             raise
         return int(resp["message"]["seq"]) - 1
 
+    async def follow(self, topic: str, partition: int) -> _Tail:
+        """The partition's tail, subscribed (whether or not the topic is recorded yet):
+        its ``end`` follows every record stored from then on, whichever node wrote it."""
+        stream = names.stream_name(topic, partition)
+        tail = self._tails.get(stream)
+        if tail is None:
+            tail = self._tails[stream] = _Tail(self, stream, names.subject(topic, partition))
+        await tail.started()
+        return tail
+
+    def tail_end(self, topic: str, partition: int) -> int:
+        """The end the partition's tail has seen on this node; 0 if not followed."""
+        tail = self._tails.get(names.stream_name(topic, partition))
+        return 0 if tail is None else tail.end
+
     async def wait(
         self, topic: str, partition: int, offset: int, timeout: float | None = None
     ) -> bool:
@@ -473,93 +510,6 @@ class NatsLog:
             return tail.end > offset
         left = None if until is None else max(until - time.monotonic(), 0)
         return await tail.wait(offset, left)
-
-
-class _Tail:
-    """The end of one partition as this node sees it, kept by an ordered consumer that
-    JetStream feeds with each stored record's headers; waiters wake as it passes them."""
-
-    def __init__(self, log: NatsLog, stream: str, subject: str) -> None:
-        self.log = log
-        self.stream = stream
-        self.subject = subject
-        self.end = 0
-        self.created: str | None = None  # the stream's, as first seen: which one it follows
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._sub: Any = None
-        self._start: asyncio.Task[None] | None = None
-        self._closed = False
-
-    async def started(self) -> None:
-        if self._start is None:
-            self._start = asyncio.ensure_future(self._subscribe())
-        try:
-            await asyncio.shield(self._start)
-        except BaseException:
-            if self._start.done():
-                self._start = None  # let the next wait try again
-            raise
-
-    async def _subscribe(self) -> None:
-        _, end = await self.log._bounds(self.stream)  # sets self.created
-        self.advance(end)
-
-        async def on_msg(msg: Msg) -> None:
-            self.advance(msg.metadata.sequence.stream)
-
-        conn = self.log.conn
-        config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=end + 1
-        )
-        deadline = time.monotonic() + conn.settings.retry_deadline_s
-        while True:
-            try:
-                js = conn.client.jetstream(timeout=conn.settings.request_timeout_s)
-                self._sub = await js.subscribe(
-                    self.subject, stream=self.stream, cb=on_msg, ordered_consumer=True,
-                    config=config, headers_only=True, idle_heartbeat=TAIL_HEARTBEAT_S,
-                )  # fmt: skip
-                return
-            except Exception as exc:  # an election in progress: the API does not answer
-                if time.monotonic() > deadline or self._closed:
-                    raise StorageUnavailable(f"cannot follow {self.stream}: {exc}") from None
-                await asyncio.sleep(0.1)
-
-    def advance(self, end: int) -> None:
-        if end <= self.end:
-            return
-        self.end = end
-        keep = []
-        for offset, fut in self._waiters:
-            if offset < end:
-                if not fut.done():
-                    fut.set_result(None)
-            else:
-                keep.append((offset, fut))
-        self._waiters = keep
-
-    async def wait(self, offset: int, timeout: float | None) -> bool:
-        if self.end > offset:
-            return True
-        if self._closed:
-            return False
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((offset, fut))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(fut, timeout)
-        return self.end > offset
-
-    async def close(self) -> None:
-        self._closed = True
-        for _, fut in self._waiters:
-            if not fut.done():
-                fut.set_result(None)
-        self._waiters = []
-        if self._start is not None and not self._start.done():
-            self._start.cancel()
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
 
 
 def _check_partitions(topic: str, existing: Entry | None, partitions: int) -> None:

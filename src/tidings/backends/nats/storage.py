@@ -1,0 +1,386 @@
+"""The hub's storage (the ``Storage`` seam of ``tidings.core.storage``) on JetStream.
+
+Partitions are ``NatsPartition`` over one stream each (``log``); metadata lives in KV
+buckets of the same replicas:
+
+- ``td_topics``: each topic's record (``NatsLog``'s partition count and retention,
+  which make its streams) with the hub's own configuration under ``"hub"``; written
+  by compare-and-set, so two nodes that save the same topic at once both land, the
+  second over the first.
+- ``td_groups``: one key per consumer group (``<topic>.<group>``, encoded as in
+  ``names``) holding its configuration, positions and counters; ``save_group`` and
+  ``save_positions`` change their part by compare-and-set, so neither undoes the
+  other. Two nodes saving the positions of one group race: the last write wins.
+- ``td_schemas``: one key per event type; the last write wins.
+- ``td_hub``: the hub id, created once by compare-and-set: every node that shares
+  the cluster answers the same one.
+- ``td_links``: the decisions of linked appends (see ``linked``).
+
+The event index is node-local (in memory): its rows are hints, which each node
+rebuilds from the log when it starts. Compaction by key is not done: a compacted
+topic keeps every record, a superset of what compaction promises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from tidings.backends.nats import names
+from tidings.backends.nats.connection import NatsSettings
+from tidings.backends.nats.linked import DEFAULT_TIMEOUT_S, LINK_HEADER, LINKS_BUCKET, Links
+from tidings.backends.nats.log import NatsLog
+from tidings.backends.nats.meta import MetaBucket
+from tidings.backends.nats.partition import NatsPartition
+from tidings.errors import BadRequest, Conflict, StorageUnavailable, TopicNotFound
+from tidings.log.config import GroupRow, GroupStats, Positions, Retention
+from tidings.log.memory import MemoryIndex
+
+CAS_ATTEMPTS = 20
+_GROUP_WRITES_KEPT = 10_000  # groups whose last write this node remembers
+
+
+class NatsStorage:
+    """Partitions and metadata in a NATS JetStream cluster, shared by every node.
+
+    Made unconnected (the hub is built before its event loop runs); :meth:`start`
+    connects within the loop, and every async method starts it first. ``hub_id`` is
+    known before: given (read by :func:`read_hub_id` beforehand), or set by ``start``.
+    """
+
+    def __init__(
+        self,
+        settings: NatsSettings,
+        *,
+        replicas: int = 1,
+        link_timeout_s: float = DEFAULT_TIMEOUT_S,
+        hub_id: str = "",
+    ) -> None:
+        self.settings = settings
+        self.replicas = replicas
+        self.link_timeout_s = link_timeout_s
+        self.hub_id = hub_id
+        self.log: NatsLog
+        self.links: Links
+        self.groups: MetaBucket
+        self.schemas: MetaBucket
+        self._started = False
+        self._starting: asyncio.Lock | None = None
+        self._parts: dict[tuple[str, int], NatsPartition] = {}
+        self._not_ours: set[str] = set()  # topics whose creation save_topic refused
+        self._known: set[str] = set()  # topics loaded or saved here: saves change them
+        # group key -> (revision, value) of this node's last write of it
+        self._group_writes: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: Sequence[str],
+        *,
+        replicas: int = 1,
+        link_timeout_s: float = DEFAULT_TIMEOUT_S,
+        settings: NatsSettings | None = None,
+    ) -> NatsStorage:
+        """A started storage on ``servers``."""
+        if settings is None:
+            settings = NatsSettings(servers=tuple(servers))
+        store = cls(settings, replicas=replicas, link_timeout_s=link_timeout_s)
+        await store.start()
+        return store
+
+    async def start(self) -> None:
+        """Connect, make the buckets that are missing, and read (or make) the hub id;
+        once: later calls return at once."""
+        if self._started:
+            return
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._started:
+                return
+            log = await NatsLog.connect(self.settings, replicas=self.replicas)
+            try:
+                links = Links(await log.bucket(LINKS_BUCKET), self.link_timeout_s)
+                groups = await log.bucket("td_groups")
+                schemas = await log.bucket("td_schemas")
+                hub_id = await _hub_id(await log.bucket("td_hub"))
+                if self.hub_id and hub_id != self.hub_id:
+                    raise StorageUnavailable(
+                        f"the cluster holds hub {hub_id}, not {self.hub_id} as read before"
+                    )
+            except BaseException:
+                await log.close()
+                raise
+            self.log, self.links, self.groups, self.schemas = log, links, groups, schemas
+            self.hub_id = hub_id
+            self._started = True
+
+    # -- partitions ----------------------------------------------------------------
+
+    async def open_partition(
+        self, topic: str, partition: int, retention: Retention
+    ) -> NatsPartition:
+        """The partition's stream, made unless it exists (with ``retention``'s limits
+        either way), and its tail followed from now on."""
+        await self.start()
+        key = (topic, partition)
+        part = self._parts.get(key)
+        await self.log._ensure_stream(topic, partition, retention)
+        if part is not None and not part.closed:
+            part.retention = retention
+            return part
+        part = NatsPartition(self.log, self.links, topic, partition, retention)
+        await part.refresh()
+        await self.log.follow(topic, partition)
+        self._parts[key] = part
+        return part
+
+    def append_linked(
+        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+    ) -> asyncio.Future[list[int]]:
+        """Each part with the same ``Td-Link`` header, queued now on its partition (in
+        call order there), then ``committed`` in ``td_links`` once all are
+        acknowledged: no part is read before, and an append whose writer dies between
+        parts is aborted by a reader after the links' timeout (see ``linked``)."""
+        opened = []
+        for p, _ in parts:
+            part = self._parts.get((topic, p))
+            if part is None or part.closed:
+                raise StorageUnavailable(f"partition {p} of {topic!r} is not open")
+            opened.append(part)
+        for part, (_, payloads) in zip(opened, parts, strict=True):
+            part.check(payloads)  # every part, before any is queued
+        headers = {LINK_HEADER: uuid.uuid4().hex}
+        link = headers[LINK_HEADER]
+        pairs = zip(opened, parts, strict=True)
+        futures = [part.enqueue(payloads, headers) for part, (_, payloads) in pairs]
+
+        async def finish() -> list[int]:
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException):
+                    await self._abort_quietly(link)
+                    raise r
+            await self.links.commit(link)
+            return [r for r in results if isinstance(r, int)]
+
+        return asyncio.ensure_future(finish())
+
+    async def _abort_quietly(self, link: str) -> None:
+        with contextlib.suppress(Exception):  # else a reader aborts it after the timeout
+            await self.links.abort(link)
+
+    async def drop_topic(self, topic: str) -> None:
+        """Close the topic's partitions here, delete its streams, its record and its
+        groups' keys; after a creation that ``save_topic`` refused because the cluster
+        holds the topic larger (made by another node), only close them here."""
+        await self.start()
+        opened = [k for k in self._parts if k[0] == topic]
+        for key in opened:
+            await self._parts.pop(key).close()
+        self._known.discard(topic)
+        if topic in self._not_ours:  # a creation refused by save_topic: keep the topic
+            self._not_ours.discard(topic)
+            return
+        try:
+            await self.log.drop_topic(topic)
+        except TopicNotFound:  # a creation that failed: streams opened, no record
+            for _, p in opened:
+                await self.log.drop_stream(topic, p)
+        prefix = names.key(topic) + "."
+        for k in [k for k in self._group_writes if k.startswith(prefix)]:
+            del self._group_writes[k]
+        entries, _ = await self.groups.items()
+        for k, entry in entries.items():
+            if k.startswith(prefix):
+                await self.groups.delete(k, entry.revision)
+
+    # -- topics --------------------------------------------------------------------
+
+    async def load_topics(self) -> dict[str, dict[str, Any]]:
+        await self.start()
+        records = await self.log.load_topics()
+        self._known.update(records)
+        return {t: dict(r.get("hub") or _hub_config(r)) for t, r in records.items()}
+
+    async def save_topic(self, topic: str, config: dict[str, Any]) -> None:
+        await self.start()
+        partitions = config.get("partitions")
+        if not isinstance(partitions, int) or partitions < 1:
+            raise BadRequest(f"topic {topic!r}: partitions {partitions!r}", field="partitions")
+        retention = config.get("retention") or {}
+        record = {
+            "partitions": partitions,
+            "max_age_ms": retention.get("max_age_ms"),
+            "max_bytes": retention.get("max_bytes"),
+            "hub": config,
+        }
+        key = names.key(topic)
+        for _ in range(CAS_ATTEMPTS):
+            entry = await self.log.topics.get(key)
+            held = entry.value if entry is not None else None
+            if held is not None and int(held.get("partitions", 0)) > partitions:
+                # another node made it larger than this one knows: never shrink it, and
+                # the drop_topic that follows a failed creation must not delete it (a
+                # refused change of a topic known here is followed by none)
+                if topic not in self._known:
+                    self._not_ours.add(topic)
+                raise Conflict(
+                    f"topic {topic!r} has {held['partitions']} partitions in the cluster, "
+                    f"not {partitions}: made or changed by another node",
+                    topic=topic,
+                )
+            try:
+                await self.log.topics.put(key, record, 0 if entry is None else entry.revision)
+                break
+            except Conflict:
+                continue  # another node wrote it meanwhile
+        else:
+            raise StorageUnavailable(f"topic {topic!r} kept changing while it was saved")
+        self.log._remember(topic, record)
+        self._known.add(topic)
+        self._not_ours.discard(topic)
+
+    # -- groups --------------------------------------------------------------------
+
+    async def _change_group(self, topic: str, group: str, change: dict[str, Any]) -> None:
+        key = f"{names.key(topic)}.{names.key(group)}"
+        # This node's last write of the key, if any: one put, no get, unless another
+        # node (or a deletion) wrote it since (Conflict: read it, as without).
+        last = self._group_writes.pop(key, None)
+        if last is not None:
+            revision, written = last
+            value = {**written, **change}
+            try:
+                self._group_writes[key] = (await self.groups.put(key, value, revision), value)
+                return
+            except Conflict:
+                pass
+        for _ in range(CAS_ATTEMPTS):
+            entry = await self.groups.get(key)
+            old = entry.value if entry is not None and entry.value is not None else None
+            if old is None and "config" not in change:
+                return  # positions of a group never saved (or deleted): nothing to keep
+            value = {"positions": {}, "stats": {}, **(old or {}), **change}
+            try:
+                revision = await self.groups.put(key, value, 0 if entry is None else entry.revision)
+            except Conflict:
+                continue
+            if len(self._group_writes) >= _GROUP_WRITES_KEPT:
+                self._group_writes.clear()
+            self._group_writes[key] = (revision, value)
+            return
+        raise StorageUnavailable(f"group {group!r} of {topic!r} kept changing while saved")
+
+    async def load_groups(self) -> list[GroupRow]:
+        await self.start()
+        entries, _ = await self.groups.items()
+        out: list[GroupRow] = []
+        for k, entry in sorted(entries.items()):
+            t, _, g = k.partition(".")
+            v = entry.value
+            out.append(
+                (names.decode(t), names.decode(g), v["config"], _positions(v["positions"]),
+                 dict(v.get("stats") or {}))
+            )  # fmt: skip
+        return out
+
+    async def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None:
+        await self.start()
+        await self._change_group(topic, group, {"config": config})
+
+    async def save_positions(
+        self, topic: str, group: str, positions: Positions, stats: GroupStats | None = None
+    ) -> None:
+        await self.start()
+        change: dict[str, Any] = {"positions": {str(p): v for p, v in positions.items()}}
+        if stats is not None:
+            change["stats"] = stats
+        await self._change_group(topic, group, change)
+
+    async def delete_group(self, topic: str, group: str) -> None:
+        await self.start()
+        key = f"{names.key(topic)}.{names.key(group)}"
+        self._group_writes.pop(key, None)
+        entry = await self.groups.get(key)
+        if entry is not None and entry.value is not None:
+            await self.groups.delete(key)
+
+    # -- schemas -------------------------------------------------------------------
+
+    async def load_schemas(self) -> dict[str, dict[str, Any]]:
+        await self.start()
+        entries, _ = await self.schemas.items()
+        return {names.decode(k): dict(e.value) for k, e in entries.items()}
+
+    async def save_schemas(self, etype: str, entry: dict[str, Any]) -> None:
+        await self.start()
+        await self.schemas.put(names.key(etype), entry)
+
+    # -- the rest ------------------------------------------------------------------
+
+    def open_index(self) -> MemoryIndex:
+        """Node-local rows in memory: hints, rebuilt from the log on each start."""
+        return MemoryIndex()
+
+    async def compact(self, now_ms: int) -> int:
+        """Not done on NATS: a topic compacted by key keeps every record (a superset of
+        the latest per key, all that compaction promises). Removes nothing."""
+        return 0
+
+    async def close(self) -> None:
+        """Let queued appends finish, then close the connection."""
+        if not self._started:
+            return
+        for part in list(self._parts.values()):
+            await part.close()
+        self._parts.clear()
+        await self.log.close()
+
+
+async def _hub_id(bucket: MetaBucket) -> str:
+    """The hub id in ``bucket``, made unless there (the first node's wins)."""
+    entry = await bucket.get("id")
+    if entry is None or not isinstance(entry.value, str):
+        with contextlib.suppress(Conflict):  # another node made it first: theirs
+            await bucket.put("id", uuid.uuid4().hex, 0)
+        entry = await bucket.get("id")
+    if entry is None or not isinstance(entry.value, str):
+        raise StorageUnavailable("the hub id in bucket td_hub is missing")
+    return entry.value
+
+
+def read_hub_id(servers: Sequence[str], replicas: int = 1) -> str:
+    """The cluster's hub id (made unless there), over a connection of its own in an
+    event loop of its own: for a server that needs it before its loop runs."""
+
+    async def read() -> str:
+        log = await NatsLog.connect(NatsSettings(servers=tuple(servers)), replicas=replicas)
+        try:
+            return await _hub_id(await log.bucket("td_hub"))
+        finally:
+            await log.close()
+
+    return asyncio.run(read())
+
+
+def _hub_config(record: dict[str, Any]) -> dict[str, Any]:
+    """The hub's configuration of a topic made by ``NatsLog.create_topic``."""
+    return {
+        "partitions": record["partitions"],
+        "retention": {"max_age_ms": record.get("max_age_ms"), "max_bytes": record.get("max_bytes")},
+    }
+
+
+def _positions(raw: dict[str, Any]) -> Positions:
+    return {
+        int(p): (
+            v[0],
+            [o if isinstance(o, int) else tuple(o) for o in v[1]],
+            [tuple(r) for r in v[2]] if len(v) > 2 else [],
+        )
+        for p, v in raw.items()
+    }
