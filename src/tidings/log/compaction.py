@@ -402,7 +402,15 @@ class Compactor:
         async with self._lock:
             budget = self.round_bytes
             removed = 0
-            live = [(log, settled_in(logs)) for logs in topics for log in logs.values()]
+            # One look at a topic's partitions serves all of them: asking it again per
+            # partition made a round quadratic in the partition count (seconds of a
+            # blocked event loop for a topic of a thousand partitions).
+            live = [
+                (log, settled)
+                for logs in topics
+                for settled in (settled_in(logs),)
+                for log in logs.values()
+            ]
             alive = {log.directory for log, _ in live}
             self._seen = {k: v for k, v in self._seen.items() if k in alive}
             for log, settled in live:
