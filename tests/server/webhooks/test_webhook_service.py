@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+import orjson
 import pytest
 
 from tidings.core.hub import Hub
+from tidings.core.webhooks.config import WebhookPolicy
 from tidings.core.webhooks.store import MemoryWebhookStore
 from tidings.core.webhooks.targets import AddressPolicy
 from tidings.log.memory import MemoryStorage
@@ -89,7 +91,8 @@ async def test_a_deleted_webhook_group_goes_on_from_the_end(service: WebhookServ
 
 @pytest.mark.parametrize(
     # Digits of other scripts, on purpose: yarl makes them plain before connecting.
-    "url", ["http://①②⑦.0.0.1:9/x", "http://１２７.0.0.1:9/x", "http://0x7f.0.0.1:9/x"]  # noqa: RUF001
+    "url",
+    ["http://①②⑦.0.0.1:9/x", "http://１２７.0.0.1:9/x", "http://0x7f.0.0.1:9/x"],  # noqa: RUF001
 )
 async def test_hosts_that_become_refused_addresses_are_never_connected(url: str) -> None:
     sender = AiohttpSender(AddressPolicy())
@@ -99,3 +102,79 @@ async def test_hosts_that_become_refused_addresses_are_never_connected(url: str)
         await sender.close()
     assert result.status is None
     assert result.error is not None and result.error.startswith("refused"), result
+
+
+class FakeClock:
+    """The hub's ``Clock`` seam: a time the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now_ms = 1_700_000_000_000
+
+    def time_ms(self) -> int:
+        return self.now_ms
+
+
+class GatedSender(SlowChecks):
+    """Sends succeed, each once the test lets one go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Semaphore(0)
+
+    async def check(self, url: str) -> None:
+        pass
+
+    async def send(
+        self, url: str, body: bytes, headers: dict[str, str], timeout_s: float
+    ) -> SendResult:
+        self.sent.append(body)
+        await self.go.acquire()
+        return SendResult(200, 0.1, None, "ok")
+
+
+async def _until(cond: Callable[[], bool], seconds: float = 3.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_records_leased_ahead_are_not_sent_past_their_lease() -> None:
+    """Records leased ahead of the workers wait behind slow attempts; one whose lease
+    an attempt could outlast goes back to the group unsent and is leased anew, so it
+    is never on its way twice (its lease lapsed, and the group leased it again)."""
+    clock = FakeClock()
+    hub = Hub(MemoryStorage(), clock=clock)
+    await hub.start()
+    sender = GatedSender()
+    # Attempts of at most 20 s: the endpoint's group leases for 20 + 30 s.
+    service = WebhookService(
+        hub, MemoryWebhookStore(), sender=sender, policy=WebhookPolicy(timeout_s=20)
+    )
+    await service.start()
+    try:
+        await service.create(
+            {"url": "https://hooks.example.com/a", "topics": ["orders"], "concurrency": 1}
+        )
+        await hub.publish(
+            "orders",
+            [{"type": "t", "id": str(i), "specversion": "1.0", "source": "/x"} for i in range(3)],
+        )
+        # One worker, three records leased at once (two ahead); each attempt takes
+        # its 20 s. The third would begin 40 s after its lease and could end at 60 s.
+        for n in (1, 2, 3):
+            await _until(lambda n=n: len(sender.sent) >= n)
+            clock.now_ms += 20_000
+            await asyncio.sleep(1.5)  # the pump looks again: a lapsed lease is leased anew
+            sender.go.release()
+        await _until(lambda: len(sender.sent) >= 4, 2.0)
+        for _ in range(4):
+            sender.go.release()
+        await asyncio.sleep(0.2)
+        ids = sorted(orjson.loads(body)["id"] for body in sender.sent)
+        assert ids == ["0", "1", "2"], ids  # each once: none sent under a lapsed lease
+    finally:
+        for _ in range(4):
+            sender.go.release()
+        await service.close()
+        await hub.close()

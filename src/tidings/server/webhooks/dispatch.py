@@ -55,6 +55,7 @@ class _Job:
     topic: str
     delivery: Delivery
     ahead: bool = False  # leased ahead of a free worker, while the endpoint was up
+    leased_ms: int = 0  # hub time of the fetch that leased it
 
 
 class EndpointDispatcher:
@@ -240,9 +241,10 @@ class EndpointDispatcher:
             if self.bucket is not None:
                 self.bucket.take(len(deliveries), clock.time_ms())
             ahead = self.bucket is None and not self.ep.health.down
+            leased_ms = clock.time_ms()
             for d in deliveries:
                 self.in_flight += 1
-                self.queue.put_nowait(_Job(topic, d, ahead))
+                self.queue.put_nowait(_Job(topic, d, ahead, leased_ms))
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -275,6 +277,12 @@ class EndpointDispatcher:
         if job.ahead and (self.ep.health.down or self.ep.health.state is State.DISABLED):
             # Leased ahead while the endpoint was up; it is down now (one probe at a
             # time) or disabled: back to the group unsent, due again at once.
+            await self._nack(job, 0, unsent=True)
+            return
+        if job.ahead and not self._within_lease(job):
+            # It waited behind slow attempts: one begun now could outlast its lease,
+            # and the group would lease it again while this one is on its way (two
+            # deliveries at once). Back to the group unsent, leased anew at once.
             await self._nack(job, 0, unsent=True)
             return
         pos = (job.topic, d.partition, d.offset)
@@ -358,6 +366,15 @@ class EndpointDispatcher:
                 # Not acked: the records come again after ack_wait (at least once).
                 logger.exception("webhook %s: acking %d on %s failed",
                                  self.ep.id, len(leases), topic)
+
+    def _within_lease(self, job: _Job) -> bool:
+        """Whether an attempt begun now, at its longest, ends before the job's lease."""
+        topic = self.hub.topics.get(job.topic)
+        group = topic.groups.get(self.group) if topic is not None else None
+        if group is None:
+            return True  # gone: the attempt's ack will say so
+        longest = round(self.service.policy.timeout_s * 1000)
+        return self.hub.clock.time_ms() + longest < job.leased_ms + group.config.ack_wait_ms
 
     async def _nack(self, job: _Job, delay_ms: int, unsent: bool = False) -> None:
         with contextlib.suppress(StaleLease, NotFound, StorageUnavailable):
