@@ -144,7 +144,7 @@ class Book:
         return self.levels[sku]
 
     async def prefetch(
-        self, order_id: str, partition: int, offset: int
+        self, order_id: str, partition: int, offset: int, deliveries: int = 1
     ) -> tuple[int, dict[str, Any] | None] | None:
         """An order's entry in the ``reservations`` view, read before taking the lock
         (so the read waits beside other decisions), with the generation it was read in;
@@ -154,11 +154,13 @@ class Book:
         to be filled has no entry there that the copy lacks, and is not read: a hold for
         it could only be written after it was placed, by this process (then it is in the
         copy) or by another one running at the same time, which one inventory process
-        rules out (the one before it was gone before this one started)."""
+        rules out (the one before it was gone before this one started). A redelivery
+        is read all the same: two processes may overlap in a rolling restart, and one
+        that died after its hold was written leaves the order to the other."""
         if order_id in self.holds or "reservations" not in self.caught_up:
             return None
         generation = self.generation
-        if offset >= self.fresh_from.get(partition, offset + 1):
+        if deliveries == 1 and offset >= self.fresh_from.get(partition, offset + 1):
             return generation, None
         return generation, await app.view_get("reservations", order_id)
 
@@ -252,7 +254,7 @@ async def reserve(order: OrderPlaced, ctx: Context) -> InventoryReserved | Inven
     oid = order.order_id
     wanted = _wanted(order)
     book = _book()
-    early = await book.prefetch(oid, ctx.partition, ctx.offset)
+    early = await book.prefetch(oid, ctx.partition, ctx.offset, ctx.deliveries)
     async with book.lock:
         await book.refresh(oid)
         hold, *at = await asyncio.gather(

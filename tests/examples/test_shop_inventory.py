@@ -146,3 +146,30 @@ async def test_an_order_placed_after_the_copy_was_filled_is_not_read_from_the_vi
         assert ("reservations", "o-9") in reads
         assert ("reservations", "o-10") not in reads
         assert await level("tea") == PRODUCTS["tea"].stock - 3
+
+
+async def test_a_redelivered_order_is_read_from_the_view_even_when_placed_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two processes may overlap in a rolling restart: an order placed after this
+    # one's copy began may hold stock from the other, which died before its ack. A
+    # first delivery is decided from the copy; a redelivery reads the view.
+    reads: list[tuple[str, str]] = []
+    real = inventory.app.view_get
+
+    async def counting(name: str, key: str, **kw: Any) -> dict[str, Any] | None:
+        reads.append((name, key))
+        return await real(name, key, **kw)
+
+    monkeypatch.setattr(inventory.app, "view_get", counting)
+    async with TestHub(inventory.app) as hub:
+        decisions, _ = await decide(hub, placed("o-12", ("tea", 1)))  # fills the copy
+        assert [e.type for e in decisions] == ["inventory.reserved"]
+        partition, fresh = next(iter(inventory._book().fresh_from.items()))
+        await left_by_a_crash(hub, "reserved", "o-13", "tea", 1)  # the other process's
+        await hub.drain()
+        assert await inventory._book().prefetch("o-13", partition, fresh, 1) is not None
+        assert ("reservations", "o-13") not in reads
+        early = await inventory._book().prefetch("o-13", partition, fresh, 2)
+        assert ("reservations", "o-13") in reads
+        assert early is not None and early[1] is not None  # its hold, found
