@@ -24,8 +24,9 @@ going on from the end, a retry of every publish deduped exactly (each id once
 in the log), and the consumer group delivering every surviving event it had not
 acknowledged.
 
-``python tests/support/powerloss.py --cuts N --seed S --seconds T`` prints the
-summary of :func:`campaign` as JSON.
+``python tests/support/powerloss.py --cuts N --seed S --seconds T [--keep DIR]``
+prints the summary of :func:`campaign` as JSON (each failing run with its seed,
+policy, cut mode, problems and where its cut directory was kept).
 """
 
 from __future__ import annotations
@@ -554,10 +555,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuts", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument(
+        "--keep", type=Path,
+        help="move the cut directories of failing runs here (made if missing); "
+        "without it they stay in the campaign's scratch directory",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.cuts < 1 or args.seconds <= 0:
         parser.error("--cuts must be at least 1 and --seconds more than 0")
-    summary = campaign(args.cuts, args.seed, args.seconds)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    summary = campaign(args.cuts, args.seed, args.seconds, keep=args.keep)
     json.dump(summary, sys.stdout, indent=1)
     print()
     bad = summary["lost"] + summary["duplicated"] + summary["out_of_order"] + summary["torn"]
