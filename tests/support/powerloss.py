@@ -84,7 +84,8 @@ class RecordingDisk(Disk):
     """A :class:`Disk` that notes what each sync made durable, under ``root``.
 
     It makes nothing durable for real (the page cache is the disk of this model),
-    so a run costs no real fsync. Thread-safe: the log syncs from worker threads.
+    so a run costs no real fsync. Thread-safe: the log syncs from worker threads, and
+    each sync reads and notes under one lock, so what is noted follows the syncs' order.
     """
 
     def __init__(self, root: Path) -> None:
@@ -104,11 +105,18 @@ class RecordingDisk(Disk):
         if not self._inside(path):
             return
         ino = os.fstat(fd).st_ino
-        with open(f"/proc/self/fd/{fd}", "rb") as f:  # write-only descriptors too
-            data = f.read()
+        # Read under the lock too: a sync in one thread (the interval flusher's) that
+        # read the file before a write must not note its bytes after a sync in another
+        # (a roll sealing the segment) noted the newer ones. An fsync never takes back
+        # what another made durable; noted out of order, a cut lost a sealed tail.
         with self.lock:
             if self.recording:
-                self.data[ino] = data
+                self.data[ino] = self._read(fd)
+
+    def _read(self, fd: int) -> bytes:
+        """The bytes of the file open as ``fd`` now."""
+        with open(f"/proc/self/fd/{fd}", "rb") as f:  # write-only descriptors too
+            return f.read()
 
     def fdatasync(self, fd: int) -> None:
         self.syncs.append(time.monotonic())
@@ -121,10 +129,9 @@ class RecordingDisk(Disk):
         real = os.path.realpath(path)
         if not self._inside(real):
             return
-        entries = _entries(real)
-        with self.lock:
+        with self.lock:  # listed under the lock, as in _keep
             if self.recording:
-                self.dirs[real] = entries
+                self.dirs[real] = _entries(real)
 
     def cut(self, dest: Path, rng: random.Random, mode: str) -> dict[str, int]:
         """Stop recording and build at ``dest`` what a power cut now could leave.
