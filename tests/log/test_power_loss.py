@@ -8,7 +8,9 @@ each fsync kept and builds what a machine cut off at that instant could have lef
 from __future__ import annotations
 
 import json
+import os
 import random
+import threading
 import zlib
 from pathlib import Path
 
@@ -193,3 +195,42 @@ async def test_a_linked_part_written_after_a_roll_in_the_same_write(tmp_path: Pa
         assert kept == [b"x" * 900]  # the publish is cut, with what followed it
     finally:
         await storage.close()
+
+
+def test_a_sync_that_read_the_file_first_never_takes_back_a_later_one(tmp_path: Path) -> None:
+    # Under interval the flusher fsyncs a partition's active segment in a worker thread
+    # while the loop may roll it (sealing fsyncs it whole). An fsync never takes back
+    # what a later one made durable: noted the other way round, a power cut lost the
+    # tail of a sealed segment (damage, a gap and a torn linked publish after restart).
+    data = tmp_path / "data"
+    data.mkdir()
+    read, go = threading.Event(), threading.Event()
+
+    class Paused(RecordingDisk):
+        def _read(self, fd: int) -> bytes:
+            out = super()._read(fd)
+            if threading.current_thread().name == "flusher":
+                read.set()
+                go.wait(10)
+            return out
+
+    disk = Paused(data)
+    fd = os.open(data / "seg.log", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        disk.fsync_dir(data)
+        os.write(fd, b"a" * 100)
+        flusher = threading.Thread(target=disk.fdatasync, args=(fd,), name="flusher")
+        flusher.start()
+        assert read.wait(10)  # the flusher has read the file: 100 bytes
+        os.write(fd, b"b" * 100)
+        sealer = threading.Thread(target=disk.fsync, args=(fd,), name="sealer")
+        sealer.start()
+        if not disk.lock.locked():  # nothing holds the seal back: let it note its bytes
+            sealer.join(10)
+        go.set()
+        flusher.join(10)
+        sealer.join(10)
+    finally:
+        os.close(fd)
+    disk.cut(tmp_path / "cut", random.Random(0), "synced")
+    assert (tmp_path / "cut" / "seg.log").read_bytes() == b"a" * 100 + b"b" * 100

@@ -23,6 +23,7 @@ import random
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -302,8 +303,13 @@ async def group_past_damage(
 # -- power loss --------------------------------------------------------------------------
 
 
-def power_loss(cuts: int, seconds: float, seed: int) -> Result:
-    """``powerloss.campaign`` when the module is there; a row that says so when not."""
+def power_loss(cuts: int, seconds: float, seed: int, keep: Path | None = None) -> Result:
+    """``powerloss.campaign`` when the module is there; a row that says so when not.
+
+    Each failing run is a problem naming its seed, fsync policy, cut mode, what was
+    wrong and where its cut directory was kept: under ``keep`` (made if missing), or
+    a new ``tidings-powerloss-*`` directory in the system's temporary directory.
+    """
     res = Result("power loss")
     started = time.monotonic()
     try:
@@ -314,7 +320,20 @@ def power_loss(cuts: int, seconds: float, seed: int) -> Result:
         res.ran = False
         res.notes.append("did not run: tests/support/powerloss.py is not here")
         return res
-    out = powerloss.campaign(cuts=cuts, seed=seed, seconds=seconds)
+    made = keep is None
+    kept = Path(tempfile.mkdtemp(prefix="tidings-powerloss-")) if keep is None else keep
+    kept.mkdir(parents=True, exist_ok=True)
+    try:
+        out = powerloss.campaign(cuts=cuts, seed=seed, seconds=seconds, keep=kept)
+    finally:
+        if made and not any(kept.iterdir()):
+            kept.rmdir()
+    for f in out["failures"]:
+        res.problem(
+            f"run seed {f['seed']}, {f['policy']}, {f['mode']} cut "
+            f"(window {f['window_ms']} ms), cut kept at {f['cut_dir']}: "
+            + "; ".join(f["problems"])
+        )
     res.cuts = int(out["runs"])
     for name in ("acknowledged", "lost", "duplicated", "out_of_order", "torn"):
         setattr(res, name, int(out[name]))

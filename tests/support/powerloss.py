@@ -24,8 +24,9 @@ going on from the end, a retry of every publish deduped exactly (each id once
 in the log), and the consumer group delivering every surviving event it had not
 acknowledged.
 
-``python tests/support/powerloss.py --cuts N --seed S --seconds T`` prints the
-summary of :func:`campaign` as JSON.
+``python tests/support/powerloss.py --cuts N --seed S --seconds T [--keep DIR]``
+prints the summary of :func:`campaign` as JSON (each failing run with its seed,
+policy, cut mode, problems and where its cut directory was kept).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class RecordingDisk(Disk):
     """A :class:`Disk` that notes what each sync made durable, under ``root``.
 
     It makes nothing durable for real (the page cache is the disk of this model),
-    so a run costs no real fsync. Thread-safe: the log syncs from worker threads.
+    so a run costs no real fsync. Thread-safe: the log syncs from worker threads, and
+    each sync reads and notes under one lock, so what is noted follows the syncs' order.
     """
 
     def __init__(self, root: Path) -> None:
@@ -103,11 +105,18 @@ class RecordingDisk(Disk):
         if not self._inside(path):
             return
         ino = os.fstat(fd).st_ino
-        with open(f"/proc/self/fd/{fd}", "rb") as f:  # write-only descriptors too
-            data = f.read()
+        # Read under the lock too: a sync in one thread (the interval flusher's) that
+        # read the file before a write must not note its bytes after a sync in another
+        # (a roll sealing the segment) noted the newer ones. An fsync never takes back
+        # what another made durable; noted out of order, a cut lost a sealed tail.
         with self.lock:
             if self.recording:
-                self.data[ino] = data
+                self.data[ino] = self._read(fd)
+
+    def _read(self, fd: int) -> bytes:
+        """The bytes of the file open as ``fd`` now."""
+        with open(f"/proc/self/fd/{fd}", "rb") as f:  # write-only descriptors too
+            return f.read()
 
     def fdatasync(self, fd: int) -> None:
         self.syncs.append(time.monotonic())
@@ -120,10 +129,9 @@ class RecordingDisk(Disk):
         real = os.path.realpath(path)
         if not self._inside(real):
             return
-        entries = _entries(real)
-        with self.lock:
+        with self.lock:  # listed under the lock, as in _keep
             if self.recording:
-                self.dirs[real] = entries
+                self.dirs[real] = _entries(real)
 
     def cut(self, dest: Path, rng: random.Random, mode: str) -> dict[str, int]:
         """Stop recording and build at ``dest`` what a power cut now could leave.
@@ -554,10 +562,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuts", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument(
+        "--keep", type=Path,
+        help="move the cut directories of failing runs here (made if missing); "
+        "without it they stay in the campaign's scratch directory",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.cuts < 1 or args.seconds <= 0:
         parser.error("--cuts must be at least 1 and --seconds more than 0")
-    summary = campaign(args.cuts, args.seed, args.seconds)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    summary = campaign(args.cuts, args.seed, args.seconds, keep=args.keep)
     json.dump(summary, sys.stdout, indent=1)
     print()
     bad = summary["lost"] + summary["duplicated"] + summary["out_of_order"] + summary["torn"]
