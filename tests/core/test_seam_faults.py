@@ -47,15 +47,13 @@ class FailingPartition(MemoryPartition):
 
 
 class FailingStorage(MemoryStorage):
+    partition_type = FailingPartition
+
     async def open_partition(
         self, topic: str, partition: int, retention: Retention
     ) -> MemoryPartition:
         await _turns()
-        part = self.partitions.get((topic, partition))
-        if part is None:
-            part = self.partitions[(topic, partition)] = FailingPartition(retention, self.clock)
-        part.retention = retention
-        return part
+        return await super().open_partition(topic, partition, retention)
 
     async def save_group(self, topic: str, group: str, config: dict[str, Any]) -> None:
         await _turns()  # a network round trip: others run meanwhile

@@ -40,15 +40,13 @@ class YieldingPartition(MemoryPartition):
 class YieldingStorage(MemoryStorage):
     """Each call waits a few turns of the loop first; a save lands after them."""
 
+    partition_type = YieldingPartition
+
     async def open_partition(
         self, topic: str, partition: int, retention: Retention
     ) -> MemoryPartition:
         await _turns()
-        part = self.partitions.get((topic, partition))
-        if part is None:
-            part = self.partitions[(topic, partition)] = YieldingPartition(retention, self.clock)
-        part.retention = retention
-        return part
+        return await super().open_partition(topic, partition, retention)
 
     async def save_topic(self, topic: str, config: dict[str, Any]) -> None:
         await _turns()

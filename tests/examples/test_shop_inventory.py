@@ -123,11 +123,8 @@ async def test_a_ledger_event_it_did_not_write_is_decided_on() -> None:
         assert await level("kettle") == 0
 
 
-async def test_an_order_placed_after_the_copy_was_filled_is_not_read_from_the_view(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # No other process can have written a hold for it: one read per order saved. An
-    # order placed before (as one a killed process left) is read, as above.
+def count_view_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """The (view, key) of every ``view_get`` the inventory app makes from now on."""
     reads: list[tuple[str, str]] = []
     real = inventory.app.view_get
 
@@ -136,6 +133,15 @@ async def test_an_order_placed_after_the_copy_was_filled_is_not_read_from_the_vi
         return await real(name, key, **kw)
 
     monkeypatch.setattr(inventory.app, "view_get", counting)
+    return reads
+
+
+async def test_an_order_placed_after_the_copy_was_filled_is_not_read_from_the_view(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No other process can have written a hold for it: one read per order saved. An
+    # order placed before (as one a killed process left) is read, as above.
+    reads = count_view_reads(monkeypatch)
     async with TestHub(inventory.app) as hub:
         await left_by_a_crash(hub, "reserved", "o-9", "tea", 1)
         decisions, _ = await decide(hub, placed("o-9", ("tea", 1)))  # fills the copy
@@ -154,14 +160,7 @@ async def test_a_redelivered_order_is_read_from_the_view_even_when_placed_after(
     # Two processes may overlap in a rolling restart: an order placed after this
     # one's copy began may hold stock from the other, which died before its ack. A
     # first delivery is decided from the copy; a redelivery reads the view.
-    reads: list[tuple[str, str]] = []
-    real = inventory.app.view_get
-
-    async def counting(name: str, key: str, **kw: Any) -> dict[str, Any] | None:
-        reads.append((name, key))
-        return await real(name, key, **kw)
-
-    monkeypatch.setattr(inventory.app, "view_get", counting)
+    reads = count_view_reads(monkeypatch)
     async with TestHub(inventory.app) as hub:
         decisions, _ = await decide(hub, placed("o-12", ("tea", 1)))  # fills the copy
         assert [e.type for e in decisions] == ["inventory.reserved"]

@@ -212,6 +212,8 @@ class MemoryIndex:
 class MemoryStorage:
     """Partitions and metadata in memory; nothing survives the process."""
 
+    partition_type: type[MemoryPartition] = MemoryPartition  # what open_partition makes
+
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or SystemClock()
         self.hub_id = uuid.uuid4().hex  # a hub of its own, for as long as it lives
@@ -227,7 +229,9 @@ class MemoryStorage:
     ) -> MemoryPartition:
         part = self.partitions.get((topic, partition))
         if part is None:
-            part = self.partitions[(topic, partition)] = MemoryPartition(retention, self.clock)
+            part = self.partitions[(topic, partition)] = self.partition_type(
+                retention, self.clock
+            )
         part.retention = retention
         return part
 
