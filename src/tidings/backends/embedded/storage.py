@@ -93,6 +93,9 @@ class EmbeddedStorage:
         self._compactor = Compactor()
         self._sync_lock = asyncio.Lock()
         self._closed = False
+        # Directories made and synced in their parents by a worker thread, not yet
+        # opened (partitions), or for as long as the topic lasts (topics).
+        self._synced_dirs: set[Path] = set()
 
     def _hub_id(self) -> str:
         """The id made the first time this data directory was opened, kept in its
@@ -121,6 +124,19 @@ class EmbeddedStorage:
     async def open_partition(
         self, topic: str, partition: int, retention: Retention
     ) -> PartitionLog:
+        directory = self._topic_dir(topic) / str(partition)
+        if (
+            (topic, partition) not in self.partitions
+            and not self._closed
+            and not directory.is_dir()
+        ):
+            # A new partition's directory is made and synced in its parent (and its
+            # topic's, once) in a worker thread: a topic of a thousand partitions
+            # would otherwise hold the loop for seconds of fsyncs.
+            topic_synced = directory.parent in self._synced_dirs
+            await asyncio.to_thread(make_dirs, directory, 1 if topic_synced else 2)
+            self._synced_dirs.add(directory.parent)
+            self._synced_dirs.add(directory)
         return self.open_partition_now(topic, partition, retention)
 
     def open_partition_now(self, topic: str, partition: int, retention: Retention) -> PartitionLog:
@@ -157,7 +173,11 @@ class EmbeddedStorage:
             return part
         directory = self._topic_dir(topic) / str(partition)
         try:
-            part = PartitionLog.open(directory, config, self.policy, self.clock, self.files)
+            part = PartitionLog.open(
+                directory, config, self.policy, self.clock, self.files,
+                synced=directory in self._synced_dirs,
+            )  # fmt: skip
+            self._synced_dirs.discard(directory)
         except OSError as exc:
             raise StorageUnavailable(
                 f"cannot open partition {partition} of {topic!r}: {exc}"
@@ -180,6 +200,8 @@ class EmbeddedStorage:
         self._db.execute("DELETE FROM topics WHERE name = ?", (topic,))
         self._db.execute("DELETE FROM groups WHERE topic = ?", (topic,))
         self._db.execute("COMMIT")
+        gone = self._topic_dir(topic)
+        self._synced_dirs = {d for d in self._synced_dirs if gone not in (d, d.parent)}
         async with self._sync_lock:
             for key in [k for k in self.partitions if k[0] == topic]:
                 await self.partitions.pop(key).close()
