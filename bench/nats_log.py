@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,10 +30,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import ServiceUnavailableError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
-from natsproc import NatsCluster, NatsServer
-
 from tidings.backends.nats import NatsLog, NatsSettings, names
+from tidings.cluster.natsproc import NatsCluster, NatsServer
 
 
 def _payloads(n: int) -> list[bytes]:

