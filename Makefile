@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8700
 DATA_DIR ?= ./tidings-data
 
-.PHONY: run test bench demo soak reliability clean
+.PHONY: run cluster test bench demo soak reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ demo: $(VENV)/.installed
 
 run: $(VENV)/.installed
 	$(BIN)/tidings serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+$(VENV)/.installed-cluster: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[cluster]'
+	touch $(VENV)/.installed $@
+
+# Three nats-servers and three hub nodes (8701-8703) on loopback; Ctrl-C stops them.
+# See README, "Running a cluster".
+cluster: $(VENV)/.installed-cluster
+	$(BIN)/tidings cluster --data-dir $(or $(CLUSTER_DIR),./cluster-data)
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench examples

@@ -36,7 +36,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent dies (a
     test run killed with SIGKILL leaves no server behind); None where not possible."""
     if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
@@ -127,7 +127,9 @@ class NatsServer:
             self.proc = subprocess.Popen(
                 [server_binary(), "-c", str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
-                preexec_fn=_die_with_parent(),
+                # its own session: a Ctrl-C in a terminal reaches the starter only,
+                # which stops its servers in order
+                preexec_fn=die_with_parent(), start_new_session=True,
             )  # fmt: skip
         return self
 
