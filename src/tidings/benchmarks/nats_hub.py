@@ -165,13 +165,16 @@ async def raw_fetch_ack(nc: Any, topic: str, durable: str, want: int, replicas: 
     from nats.js import api
 
     js = nc.jetstream()
-    sub = await js.pull_subscribe(
-        names.subject(topic, 0), durable=durable, stream=names.stream_name(topic, 0),
-        config=api.ConsumerConfig(
-            ack_policy=api.AckPolicy.ALL, deliver_policy=api.DeliverPolicy.ALL,
-            num_replicas=replicas, max_ack_pending=-1,
+    stream = names.stream_name(topic, 0)
+    # no filter: the stream's two subjects (each append's last record is on the second)
+    await js.add_consumer(
+        stream,
+        api.ConsumerConfig(
+            durable_name=durable, ack_policy=api.AckPolicy.ALL,
+            deliver_policy=api.DeliverPolicy.ALL, num_replicas=replicas, max_ack_pending=-1,
         ),
     )  # fmt: skip
+    sub = await js.pull_subscribe_bind(durable, stream)
     got = 0
     start = time.perf_counter()
     while got < want:
@@ -215,20 +218,38 @@ async def _measure(
                 raise BenchmarkFailed(f"{load.errors} publishes to {topic} failed")
             return load.events_per_s
 
-        ours = await asyncio.to_thread(hub_load, single, True)
-        ceiling = await raw_single(log, nc, "raw-" + single, events, opts.connections,
-                                   opts.seconds)  # fmt: skip
+        # ours first in even rounds, the ceiling first in odd ones (drift hits both)
+        async def pair(ours_first: bool, *sides: Any) -> tuple[float, float]:
+            ours_side, ceiling_side = sides
+            if ours_first:
+                a = await ours_side()
+                return a, await ceiling_side()
+            b = await ceiling_side()
+            return await ours_side(), b
+
+        first = run % 2 == 0
+        ours, ceiling = await pair(
+            first,
+            lambda: asyncio.to_thread(hub_load, single, True),
+            lambda: raw_single(log, nc, "raw-" + single, events, opts.connections, opts.seconds),
+        )
         figures.append(Figure(r, "publish single", ours, ceiling))
-        ceiling = await raw_atomic(nc, "raw-" + batch, events, opts.seconds)
-        ours = await asyncio.to_thread(hub_load, batch, False)
+        ours, ceiling = await pair(
+            not first,
+            lambda: asyncio.to_thread(hub_load, batch, False),
+            lambda: raw_atomic(nc, "raw-" + batch, events, opts.seconds),
+        )
         figures.append(Figure(r, f"publish batch of {BATCH_EVENTS}", ours, ceiling))
 
         # the same records for both consumers: published through the hub
         for _ in range(opts.records // BATCH_EVENTS):
             await asyncio.to_thread(_post, f"{hub}/v1/topics/{filled}/events", body, BATCH)
         want = (opts.records // BATCH_EVENTS) * BATCH_EVENTS
-        ceiling = await raw_fetch_ack(nc, filled, f"raw{run}", want, r)
-        ours = await ours_fetch_ack(hub, filled, f"g{run}", want)
+        ours, ceiling = await pair(
+            first,
+            lambda: ours_fetch_ack(hub, filled, f"g{run}", want),
+            lambda: raw_fetch_ack(nc, filled, f"raw{run}", want, r),
+        )
         figures.append(Figure(r, f"group fetch/ack of {BATCH_EVENTS}", ours, ceiling))
     finally:
         await nc.close()
