@@ -55,6 +55,7 @@ bench: $(VENV)/.installed $(VENV)/.installed-bench
 	$(BIN)/tidings bench shop
 	$(BIN)/tidings bench lookup
 	$(BIN)/tidings bench streams
+	$(BIN)/tidings bench nats
 
 # Ten minutes of hostile clients beside ordinary publishes; prints a JSON summary.
 soak: $(VENV)/.installed-test
