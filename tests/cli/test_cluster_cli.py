@@ -192,3 +192,37 @@ def test_a_taken_port_or_a_bad_size_is_refused_and_starts_nothing(tmp_path: Path
     )  # fmt: skip
     assert run.returncode == 2 and "give 1, 3 or 5" in run.stderr, run.stderr
     assert not (tmp_path / "c").exists()
+
+
+def processes_under(root: Path) -> list[int]:
+    """The processes whose command line names ``root`` (the servers' configs, the
+    hubs' data directories)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(root).encode() in cmdline and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.timeout(120)
+def test_a_cluster_that_does_not_start_in_time_says_so_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "slow"
+    run = subprocess.run(
+        [sys.executable, "-m", "tidings", "cluster", "--data-dir", str(root),
+         "--port", "0", "--nats-port", "0", "--timeout", "1"],
+        capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "error: the cluster did not start" in run.stdout, run.stdout
+    assert "in time" in run.stdout or "not ready in" in run.stdout, run.stdout
+    assert not (root / "cluster.json").exists()
+    assert processes_under(root) == []

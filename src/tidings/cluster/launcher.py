@@ -248,7 +248,7 @@ def run(cluster: LocalCluster, timeout: float = START_TIMEOUT_S, out: TextIO = s
         try:
             cluster.start(timeout)
         except ClusterFailed as exc:
-            _say(out, f"error: the cluster did not start: {exc}")
+            _say(out, f"error: the cluster did not start within {timeout:g} s (--timeout): {exc}")
             return 1
         _say(out, _banner(cluster))
         _watch(cluster, out)
