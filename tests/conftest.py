@@ -14,8 +14,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from hubproc import HubFactory, HubProcess
-from natsproc import NatsServer
 from receivers import Receiver
+
+from tidings.cluster.natsproc import NatsServer
 
 
 @pytest.fixture

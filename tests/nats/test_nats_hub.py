@@ -19,7 +19,8 @@ import pytest
 from hubapi import expect, publish, put_topic, read_all, unique
 from hubproc import HubFactory, HubProcess, free_port, hub_env
 from livehelp import Publisher, check_exactly_once
-from natsproc import NatsServer
+
+from tidings.cluster.natsproc import NatsServer
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,12 +17,12 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from natsproc import NatsCluster, NatsServer
 
 from tidings.backends.nats import NatsSettings, names
 from tidings.backends.nats import linked as linked_module
 from tidings.backends.nats.linked import ABORTED, COMMITTED, LINK_HEADER
 from tidings.backends.nats.storage import NatsStorage, read_hub_id
+from tidings.cluster.natsproc import NatsCluster, NatsServer
 from tidings.errors import BadRequest, Conflict, OffsetOutOfRange, StorageUnavailable
 from tidings.log.config import Retention
 

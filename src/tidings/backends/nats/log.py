@@ -1,12 +1,13 @@
 """The partitioned log over JetStream: one stream per topic partition.
 
-Partition ``p`` of a topic is a stream of its own over one subject (see ``names``),
-so a partition's offsets are the stream's sequences less one: dense, never reused,
-kept by JetStream across restarts, elections and retention. Records are appended
-with a ``Nats-Msg-Id`` each, several as one atomic batch; JetStream's duplicate window
-answers a repeated id with the first record's sequence, so a retried append returns
-the offsets it got first (see :meth:`NatsLog.append` for a batch that holds both
-duplicates and new records).
+Partition ``p`` of a topic is a stream of its own over two subjects (see ``names``:
+the last record of each publish goes to the second, the end subject, so that the
+tail gets one message per append), so a partition's offsets are the stream's
+sequences less one: dense, never reused, kept by JetStream across restarts,
+elections and retention. Records are appended with a ``Nats-Msg-Id`` each, several
+as one atomic batch; JetStream's duplicate window answers a repeated id with the
+first record's sequence, so a retried append returns the offsets it got first (see
+:meth:`NatsLog.append` for a batch that holds both duplicates and new records).
 Retention (``max_age``, ``max_bytes``) is the stream's: JetStream removes records
 from the start and ``start_offset`` moves on.
 
@@ -15,8 +16,9 @@ Reads are batched direct gets (``$JS.API.DIRECT.GET``, one request for up to
 per read (see ``bench/nats_log.py``). Any replica answers a direct get; one behind
 the leader may not hold a record whose append was acknowledged, so a read that comes
 back empty below the end the leader reports asks the leader (``STREAM.MSG.GET``).
-``wait`` is a subscription: an ordered push consumer per partition, headers only,
-which JetStream feeds only with stored records. What a node keeps of a topic (its
+``wait`` is a subscription: an ordered push consumer per partition on its end
+subject, headers only, which JetStream feeds only with stored records, one per
+append. What a node keeps of a topic (its
 partition count, its tails) is checked against the streams when they disagree: another
 node may drop a topic and make it again.
 
@@ -175,7 +177,7 @@ class NatsLog:
         window_ms = self._window_ms(retention.max_age_ms)
         config = {
             "name": names.stream_name(topic, partition),
-            "subjects": [names.subject(topic, partition)],
+            "subjects": [names.subject(topic, partition), names.end_subject(topic, partition)],
             "storage": "file",
             "num_replicas": self.replicas,
             "retention": "limits",
@@ -258,12 +260,23 @@ class NatsLog:
     async def _gone(self, topic: str, partition: int) -> None:
         """Raise TopicNotFound if the partition's stream does not exist (any more)."""
         try:
-            await self.conn.api(f"STREAM.INFO.{names.stream_name(topic, partition)}")
+            info = await self.conn.api(f"STREAM.INFO.{names.stream_name(topic, partition)}")
         except JetStreamApiError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
                 await self._forget(topic)
                 raise TopicNotFound(f"no topic {topic!r}", topic=topic) from None
             raise
+        await self._end_subject(info)
+
+    async def _end_subject(self, info: dict[str, Any]) -> None:
+        """Give a stream made before streams had an end subject its end subject (its
+        records stay as they are)."""
+        config = info.get("config") or {}
+        subjects = list(config.get("subjects") or [])
+        if len(subjects) != 1 or not subjects[0].startswith(names.SUBJECT_PREFIX):
+            return
+        config = {**config, "subjects": [subjects[0], subjects[0] + ".e"]}
+        await self.conn.api(f"STREAM.UPDATE.{config['name']}", config)
 
     # -- records ---------------------------------------------------------------
 
@@ -315,6 +328,7 @@ class NatsLog:
             await self._gone(topic, partition)
 
         subject = names.subject(topic, partition)
+        end = names.end_subject(topic, partition)  # the last record of each publish
         # every retry of this call within the duplicate window of its first attempt
         window_s = self._windows.get(topic, self.duplicate_window_ms / 1000)
         if repeats is None:
@@ -323,7 +337,7 @@ class NatsLog:
             deadline = repeats + 0.95 * window_s
         if len(payloads) == 1:
             acks = await self.conn.publish(
-                subject, payloads, msg_ids, headers, on_no_responders=no_stream,
+                end, payloads, msg_ids, headers, on_no_responders=no_stream,
                 deadline=deadline,
             )  # fmt: skip
             offsets = [acks[0].seq - 1]
@@ -332,7 +346,7 @@ class NatsLog:
             for b in range(0, len(payloads), MAX_ATOMIC_BATCH):
                 chunk, ids = payloads[b : b + MAX_ATOMIC_BATCH], msg_ids[b : b + MAX_ATOMIC_BATCH]
                 seqs = await self.conn.publish_atomic(
-                    subject, chunk, ids, no_stream, deadline, headers
+                    subject, chunk, ids, no_stream, deadline, headers, last_subject=end
                 )
                 if seqs is None:  # an id already stored
                     seqs = await self._append_past_duplicates(
@@ -356,10 +370,11 @@ class NatsLog:
         read back); then the rest as one atomic batch, again while it is refused. A
         record that is not a duplicate is stored alone only when a later one is."""
         seqs: list[int] = []
+        end = subject + ".e"  # names.end_subject: the last record of each publish
         i = 0
         while i < len(chunk):
             (ack,) = await self.conn.publish(
-                subject, chunk[i : i + 1], ids[i : i + 1], headers, on_no_responders=no_stream,
+                end, chunk[i : i + 1], ids[i : i + 1], headers, on_no_responders=no_stream,
                 deadline=deadline,
             )  # fmt: skip
             seqs.append(ack.seq)
@@ -371,8 +386,9 @@ class NatsLog:
                 i += len(landed)
                 if i < len(chunk):
                     rest = await self.conn.publish_atomic(
-                        subject, chunk[i:], ids[i:], no_stream, deadline, headers
-                    )
+                        subject, chunk[i:], ids[i:], no_stream, deadline, headers,
+                        last_subject=end,
+                    )  # fmt: skip
                     if rest is not None:
                         return seqs + rest
         return seqs
@@ -442,6 +458,7 @@ class NatsLog:
 
     async def _bounds(self, stream: str) -> tuple[int, int]:
         info = await self.conn.api(f"STREAM.INFO.{stream}")
+        await self._end_subject(info)
         state = info["state"]
         end = int(state["last_seq"])
         start = end if int(state["messages"]) == 0 else int(state["first_seq"]) - 1
@@ -485,7 +502,7 @@ class NatsLog:
         stream = names.stream_name(topic, partition)
         tail = self._tails.get(stream)
         if tail is None:
-            tail = self._tails[stream] = _Tail(self, stream, names.subject(topic, partition))
+            tail = self._tails[stream] = _Tail(self, stream, names.end_subject(topic, partition))
         await tail.started()
         return tail
 
@@ -501,7 +518,7 @@ class NatsLog:
         stream = await self._stream(topic, partition)
         tail = self._tails.get(stream)
         if tail is None:
-            tail = self._tails[stream] = _Tail(self, stream, names.subject(topic, partition))
+            tail = self._tails[stream] = _Tail(self, stream, names.end_subject(topic, partition))
         until = None if timeout is None else time.monotonic() + timeout
         try:  # the subscription's start counts within the timeout
             async with asyncio.timeout(timeout):

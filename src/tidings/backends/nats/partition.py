@@ -184,7 +184,8 @@ class NatsPartition:
                     count += len(more.payloads)
             self._inflight_ms = first.called_ms
             payloads = [p for a in batch for p in a.payloads]
-            ids = [uuid.uuid4().hex for _ in payloads]
+            base = uuid.uuid4().hex  # one random id per batch, a suffix per record
+            ids = [f"{base}-{i}" for i in range(len(payloads))]
             began = time.monotonic()
             try:
                 try:
