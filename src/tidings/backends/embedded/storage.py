@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS hub (one INTEGER PRIMARY KEY CHECK (one = 1), id TEXT
 class EmbeddedStorage:
     """Everything on local disk under ``data_dir``."""
 
+    shared_dedupe = False  # one process: the hub's dedupe window is all there is
+
     def __init__(
         self,
         data_dir: str | Path,
@@ -168,7 +170,10 @@ class EmbeddedStorage:
         return part
 
     def append_linked(
-        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+        self,
+        topic: str,
+        parts: Sequence[tuple[int, Sequence[bytes]]],
+        ids: Sequence[Sequence[str]] | None = None,
     ) -> asyncio.Future[list[int]]:
         logs = [(p, self.partitions[(topic, p)], payloads) for p, payloads in parts]
         return append_linked(logs, self.clock.time_ms())

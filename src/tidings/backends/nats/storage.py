@@ -35,6 +35,7 @@ from tidings.backends.nats.linked import DEFAULT_TIMEOUT_S, LINK_HEADER, LINKS_B
 from tidings.backends.nats.log import NatsLog
 from tidings.backends.nats.meta import MetaBucket
 from tidings.backends.nats.partition import NatsPartition
+from tidings.core.storage import Deduplicated
 from tidings.errors import BadRequest, Conflict, StorageUnavailable, TopicNotFound
 from tidings.log.config import GroupRow, GroupStats, Positions, Retention
 from tidings.log.memory import MemoryIndex
@@ -50,6 +51,10 @@ class NatsStorage:
     connects within the loop, and every async method starts it first. ``hub_id`` is
     known before: given (read by :func:`read_hub_id` beforehand), or set by ``start``.
     """
+
+    # Appends given event ids carry them as ``Nats-Msg-Id`` (see ``NatsPartition``):
+    # JetStream's duplicate window, shared by every node, answers a retry.
+    shared_dedupe = True
 
     def __init__(
         self,
@@ -139,12 +144,20 @@ class NatsStorage:
         return part
 
     def append_linked(
-        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+        self,
+        topic: str,
+        parts: Sequence[tuple[int, Sequence[bytes]]],
+        ids: Sequence[Sequence[str]] | None = None,
     ) -> asyncio.Future[list[int]]:
         """Each part with the same ``Td-Link`` header, queued now on its partition (in
         call order there), then ``committed`` in ``td_links`` once all are
         acknowledged: no part is read before, and an append whose writer dies between
-        parts is aborted by a reader after the links' timeout (see ``linked``)."""
+        parts is aborted by a reader after the links' timeout (see ``linked``).
+
+        With ``ids`` (each part's event ids), records stored before (a retry, through
+        any node) are not stored again: they carry the link of the append that stored
+        them, which is committed too (the first writer may have died before its
+        commit), else the append fails (StorageUnavailable: a reader aborted it)."""
         opened = []
         for p, _ in parts:
             part = self._parts.get((topic, p))
@@ -155,8 +168,9 @@ class NatsStorage:
             part.check(payloads)  # every part, before any is queued
         headers = {LINK_HEADER: uuid.uuid4().hex}
         link = headers[LINK_HEADER]
-        pairs = zip(opened, parts, strict=True)
-        futures = [part.enqueue(payloads, headers) for part, (_, payloads) in pairs]
+        part_ids = [None] * len(parts) if ids is None else list(ids)
+        pairs = zip(opened, parts, part_ids, strict=True)
+        futures = [part.enqueue(payloads, headers, i) for part, (_, payloads), i in pairs]
 
         async def finish() -> list[int]:
             results = await asyncio.gather(*futures, return_exceptions=True)
@@ -164,10 +178,36 @@ class NatsStorage:
                 if isinstance(r, BaseException):
                     await self._abort_quietly(link)
                     raise r
+            bases = [r for r in results if isinstance(r, int)]
+            for earlier in await self._links_of_repeats(opened, bases, link):
+                await self.links.commit(earlier)
             await self.links.commit(link)
-            return [r for r in results if isinstance(r, int)]
+            return bases
 
         return asyncio.ensure_future(finish())
+
+    async def _links_of_repeats(
+        self, opened: list[NatsPartition], bases: list[int], link: str
+    ) -> set[str]:
+        """The links (other than ``link``) of the records a linked append found stored
+        before: read back from where they are."""
+        found: set[str] = set()
+        for part, base in zip(opened, bases, strict=True):
+            if not isinstance(base, Deduplicated):
+                continue
+            wanted = sorted(o for o, rep in zip(base.offsets, base.repeated, strict=True) if rep)
+            while wanted:
+                records = await self.log.read_with_headers(
+                    part.topic, part.partition, wanted[0], wanted[-1] - wanted[0] + 1
+                )
+                want = set(wanted)
+                for off, _, _, hdrs in records:
+                    earlier = hdrs.get(LINK_HEADER)
+                    if earlier is not None and earlier != link and off in want:
+                        found.add(earlier)
+                last = records[-1][0] if records else wanted[-1]
+                wanted = [o for o in wanted if o > last]
+        return found
 
     async def _abort_quietly(self, link: str) -> None:
         with contextlib.suppress(Exception):  # else a reader aborts it after the timeout
