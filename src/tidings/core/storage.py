@@ -15,7 +15,7 @@ partition's offsets, size, damage, failure and ``horizon``, and the call of
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 from tidings.log.config import GroupRow, GroupStats, LogRecord, Positions, Retention
@@ -238,6 +238,22 @@ class Storage(Protocol):
 
     async def load_topics(self) -> dict[str, dict[str, Any]]: ...
     async def save_topic(self, topic: str, config: dict[str, Any]) -> None: ...
+
+    def topic_changes(self) -> AsyncIterator[str]:
+        """The topic of each change of topics' metadata after ``load_topics``, as it
+        happens: another process that shares the storage (a node of the hub) may make
+        it, and this one's own changes may come too. Ends at once where no other
+        process shares the storage."""
+        ...
+
+    async def load_topic(self, topic: str) -> dict[str, Any] | None:
+        """The topic's config as last saved by any process (None: there is none)."""
+        ...
+
+    async def forget_topic(self, topic: str) -> None:
+        """Close what this process opened of a topic another process dropped (deleting
+        it was that one's)."""
+        ...
 
     async def load_groups(self) -> list[GroupRow]:
         """(topic, group, config, positions, stats) for every group."""

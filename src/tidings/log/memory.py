@@ -6,7 +6,7 @@ import asyncio
 import bisect
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from tidings.errors import OffsetOutOfRange, StorageUnavailable
@@ -264,6 +264,17 @@ class MemoryStorage:
             self.groups.pop(gkey)
             self.positions.pop(gkey, None)
             self.stats.pop(gkey, None)
+
+    async def topic_changes(self) -> AsyncIterator[str]:
+        """None: no other process shares these topics."""
+        return
+        yield
+
+    async def load_topic(self, topic: str) -> dict[str, Any] | None:
+        return (await self.load_topics()).get(topic)
+
+    async def forget_topic(self, topic: str) -> None:
+        """Nothing: no other process drops these topics."""
 
     async def load_topics(self) -> dict[str, dict[str, Any]]:
         return dict(self.topics)

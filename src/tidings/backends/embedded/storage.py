@@ -22,7 +22,7 @@ import logging
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +229,17 @@ class EmbeddedStorage:
         return await self._compactor.run_round(topics.values(), now_ms) if topics else 0
 
     # -- metadata ----------------------------------------------------------------
+
+    async def topic_changes(self) -> AsyncIterator[str]:
+        """None: no other process shares these topics."""
+        return
+        yield
+
+    async def load_topic(self, topic: str) -> dict[str, Any] | None:
+        return (await self.load_topics()).get(topic)
+
+    async def forget_topic(self, topic: str) -> None:
+        """Nothing: no other process drops these topics."""
 
     async def load_topics(self) -> dict[str, dict[str, Any]]:
         rows = self._db.execute("SELECT name, config FROM topics").fetchall()

@@ -86,6 +86,7 @@ class NatsLog:
         self._partitions: dict[str, int] = {}  # topic -> partition count, as last read
         self._windows: dict[str, float] = {}  # topic -> its duplicate window, seconds
         self._tails: dict[str, _Tail] = {}  # stream -> its subscription for wait()
+        self.topics_revision = 0  # of td_topics, as load_topics last read it
         self._closed = False
 
     @classmethod
@@ -197,8 +198,9 @@ class NatsLog:
             await self.conn.api(f"STREAM.UPDATE.{name}", config)  # new retention
 
     async def load_topics(self) -> dict[str, dict[str, Any]]:
-        """Every topic's record, as ``create_topic`` saved it."""
-        entries, _ = await self.topics.items()
+        """Every topic's record, as ``create_topic`` saved it; ``topics_revision`` is
+        then the bucket's revision they were read at (a watch from it misses nothing)."""
+        entries, self.topics_revision = await self.topics.items()
         out = {names.decode(k): e.value for k, e in entries.items()}
         self._partitions = {}
         self._windows = {}

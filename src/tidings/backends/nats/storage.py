@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from tidings.backends.nats import names
@@ -79,6 +79,7 @@ class NatsStorage:
         self._known: set[str] = set()  # topics loaded or saved here: saves change them
         # group key -> (revision, value) of this node's last write of it
         self._group_writes: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._topics_seen: int | None = None  # td_topics revision topic_changes reached
 
     @classmethod
     async def connect(
@@ -244,7 +245,47 @@ class NatsStorage:
         await self.start()
         records = await self.log.load_topics()
         self._known.update(records)
+        if self._topics_seen is None:
+            self._topics_seen = self.log.topics_revision
         return {t: dict(r.get("hub") or _hub_config(r)) for t, r in records.items()}
+
+    async def topic_changes(self) -> AsyncIterator[str]:
+        """The topic of each write of ``td_topics`` after ``load_topics`` read it, by any
+        node, from a watch of the bucket (an ordered consumer, pushed each write as it
+        is stored). Started again after a failure, it goes on after the last write it
+        told."""
+        await self.start()
+        if self._topics_seen is None:
+            await self.load_topics()
+        assert self._topics_seen is not None
+        async for entry in self.log.topics.watch(self._topics_seen):
+            self._topics_seen = entry.revision
+            yield names.decode(entry.key)
+
+    async def load_topic(self, topic: str) -> dict[str, Any] | None:
+        """The topic's config as the cluster holds it now (read from the leader)."""
+        await self.start()
+        entry = await self.log.topics.get(names.key(topic))
+        if entry is None or entry.value is None:
+            return None
+        self.log._remember(topic, entry.value)
+        self._known.add(topic)
+        self._not_ours.discard(topic)
+        return dict(entry.value.get("hub") or _hub_config(entry.value))
+
+    async def forget_topic(self, topic: str) -> None:
+        """Close the partitions of a topic another node dropped, and stop its tails:
+        deleting its streams was the dropping node's."""
+        await self._forget_topic(topic)
+
+    async def _forget_topic(self, topic: str) -> None:
+        for key in [k for k in self._parts if k[0] == topic]:
+            await self._parts.pop(key).close()
+        self._known.discard(topic)
+        await self.log._forget(topic)
+        prefix = names.key(topic) + "."
+        for k in [k for k in self._group_writes if k.startswith(prefix)]:
+            del self._group_writes[k]
 
     async def save_topic(self, topic: str, config: dict[str, Any]) -> None:
         await self.start()
