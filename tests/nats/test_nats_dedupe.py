@@ -19,7 +19,9 @@ from hubproc import HubFactory
 from natsproc import NatsServer
 
 from tidings import AsyncClient, TidingsError
+from tidings.backends.nats.log import DUPLICATE_WINDOW_MS
 from tidings.client import Reconnect
+from tidings.core.hub import HubOptions
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -39,6 +41,11 @@ def nodes(nats: NatsServer, tmp_path: Path) -> Iterator[HubFactory]:
     factory = HubFactory(tmp_path)
     yield factory
     factory.close()
+
+
+def test_the_duplicate_window_is_as_long_as_the_hubs_dedupe_window() -> None:
+    """A retry through another node is answered for as long as one through this node."""
+    assert DUPLICATE_WINDOW_MS == HubOptions().dedupe_window_ms
 
 
 def ev(eid: str, **attrs: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from functools import partial
 from itertools import repeat
 from operator import contains, is_, itemgetter, methodcaller
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -24,6 +24,7 @@ from tidings.core.catalog import Catalog
 from tidings.core.dedupe import DedupeWindow, dedupe_key
 from tidings.core.indexrows import Hint
 from tidings.core.metrics import Metrics
+from tidings.core.published import Published, Run, Spread, answer_deduplicated
 from tidings.core.schemas.registry import SchemaRegistry
 from tidings.core.storage import Deduplicated
 from tidings.errors import TooLarge
@@ -33,51 +34,6 @@ if TYPE_CHECKING:
     from tidings.core.hub import HubOptions, Topic
     from tidings.core.storage import PartitionStore, Storage
     from tidings.log.config import Clock
-
-
-class Published(NamedTuple):
-    """Where a published event landed (a tuple: made once per event on the hot path)."""
-
-    id: str
-    partition: int
-    offset: int
-    duplicate: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": self.id, "partition": self.partition, "offset": self.offset}
-        if self.duplicate:
-            d["duplicate"] = True
-        return d
-
-
-class Run(NamedTuple):
-    """A batch that landed whole in one partition: event ``i`` at offset ``base + i``.
-
-    What a batch of new ids usually gets: one object, not a :class:`Published` per event.
-    """
-
-    ids: list[str]
-    partition: int
-    base: int
-
-    def published(self) -> list[Published]:
-        make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
-        p, base = self.partition, self.base
-        return [make(Published, (eid, p, base + k, False)) for k, eid in enumerate(self.ids)]
-
-
-class Spread(NamedTuple):
-    """A batch of new events spread over partitions by their keys: event ``i`` at
-    ``partitions[i]``, ``offsets[i]`` (one object, not a :class:`Published` per event)."""
-
-    ids: list[str]
-    partitions: list[int]
-    offsets: list[int]
-
-    def published(self) -> list[Published]:
-        make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
-        rows = zip(self.ids, self.partitions, self.offsets, repeat(False))
-        return list(map(make, repeat(Published), rows))
 
 
 class _Claim:
@@ -228,7 +184,7 @@ class PublishOps:
             self.catalog.note(topic_name, types)
             self.metrics.published(topic_name, len(ids), nbytes)
             if isinstance(base, Deduplicated):
-                return _deduplicated(ids, claim.partition, base)
+                return answer_deduplicated(ids, claim.partition, base)
             return Run(ids, claim.partition, base)
         # Some ids repeat (within the batch, the window or a concurrent append),
         # or keys spread the batch over partitions: event by event.
@@ -537,14 +493,6 @@ def _append(
     return part.append(payloads) if ids is None else part.append(payloads, ids=ids)
 
 
-def _deduplicated(ids: list[str], partition: int, base: Deduplicated) -> list[Published]:
-    """What a batch got when the storage found some of it stored before."""
-    return [
-        Published(eid, partition, off, rep)
-        for eid, off, rep in zip(ids, base.offsets, base.repeated, strict=True)
-    ]
-
-
 def _spread_result(
     ids: list[str], claims: list[_Claim], bases: list[int], order: list[int]
 ) -> Spread | list[Published]:
@@ -554,7 +502,7 @@ def _spread_result(
         start = 0
         for claim, base in zip(claims, bases, strict=True):
             count = len(claim.keys)
-            part = _deduplicated(
+            part = answer_deduplicated(
                 [ids[i] for i in order[start : start + count]], claim.partition,
                 base if isinstance(base, Deduplicated)
                 else Deduplicated(range(base, base + count), [False] * count),
