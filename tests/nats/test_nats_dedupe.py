@@ -45,7 +45,7 @@ def nodes(nats: NatsServer, tmp_path: Path) -> Iterator[HubFactory]:
 
 def test_the_duplicate_window_is_as_long_as_the_hubs_dedupe_window() -> None:
     """A retry through another node is answered for as long as one through this node."""
-    assert DUPLICATE_WINDOW_MS == HubOptions().dedupe_window_ms
+    assert HubOptions().dedupe_window_ms == DUPLICATE_WINDOW_MS
 
 
 def ev(eid: str, **attrs: Any) -> dict[str, Any]:
