@@ -86,16 +86,14 @@ async def apply_change(hub: Hub, name: str) -> None:
 
 
 async def _forget(hub: Hub, name: str) -> None:
-    """What ``Hub.delete_topic`` does here, without deleting what the storage holds."""
-    hub._deleting.add(name)
-    try:
-        del hub.topics[name]
-        hub.dedupe.drop_topic(name)
-        hub.catalog.drop(name)
-        await hub.index.forget(name)
-        await hub.storage.forget_topic(name)
-    finally:
-        hub._deleting.discard(name)
+    """What ``Hub.delete_topic`` does here, without deleting what the storage holds.
+    The caller holds the topic lock: a publish that makes the topic again meanwhile
+    waits for it (instead of being refused as during a deletion of this node's)."""
+    del hub.topics[name]
+    hub.dedupe.drop_topic(name)
+    hub.catalog.drop(name)
+    await hub.index.forget(name)
+    await hub.storage.forget_topic(name)
     for key in [k for k in hub._group_changed if k[0] == name]:
         hub._group_changed.pop(key).set()
     logger.info("topic %r dropped by another node", name)
