@@ -139,6 +139,8 @@ async def measure(case: str, which: str, requests: int) -> dict[str, Any]:
             "cpu_us_per_event": round((cpu2 - cpu0) / requests / per * 1e6, 3),
             "index_catch_up_us_per_event": round((cpu2 - cpu1) / requests / per * 1e6, 3),
             "wall_s": round(wall2 - wall0, 2),
+            **({} if hub is None else {"index_read_back": hub.index.read_back_total,
+                                       "indexed": hub.index.indexed_total}),
         }  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

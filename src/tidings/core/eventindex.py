@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tidings.index")
 
-ROUND_RECORDS = 5000  # records read per round, over all partitions
+ROUND_RECORDS = 20_000  # records read per round, over all partitions
 IDLE_S = 0.05  # how often a caught-up index looks for new records (a lookup wakes it at once)
 YIELD = 2.0  # under a publish load, the index rests this many times as long as it works
 PRUNE_S = 30.0  # how often the index lets go of rows that retention made useless
