@@ -3,7 +3,8 @@
 The index follows the log as a cursor: one task takes each partition from the
 offset it has indexed up to, a few thousand records a round, and a worker thread
 stores a row per record (the hash of its id, the hash of its correlationid, its
-position and append time) with each partition's new offset, as one change, in an
+position and append time), or one for a batch of ids the hub made (a run, see
+:mod:`tidings.core.indexrows`), with each partition's new offset, as one change, in an
 :class:`~tidings.core.storage.IndexStore`. Most records are not read back for it:
 a publish whose append is acknowledged leaves a :class:`~tidings.core.indexrows.Hint`
 (:meth:`EventIndex.hint`) of the ids and correlationids it had checked, and a round
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from tidings.core.indexrows import Chunk, Hint, key_hash, rows_of
+from tidings.core.indexrows import Chunk, Hint, key_hash, rows_of, run_key
 from tidings.core.skipping import read_past_damage
 from tidings.core.storage import IndexStore, PartitionStore
 from tidings.errors import BadRequest, OffsetOutOfRange, ServerBusy, StorageUnavailable
@@ -341,7 +342,7 @@ class EventIndex:
     ) -> None:
         for trim in trims:
             self.store.trim(*trim)
-        self.store.add([(name, p, nxt, rows_of(chunks)) for name, p, nxt, chunks, *_ in parts])
+        self.store.add([(name, p, nxt, *rows_of(chunks)) for name, p, nxt, chunks, *_ in parts])
 
     async def forget(self, topic: str) -> None:
         """Drop a deleted topic's rows (before its files go: a crash in between
@@ -462,7 +463,9 @@ class EventIndex:
         has not taken in yet (it trails a publish load it cannot keep up with).
         """
         settled = await self.settle()
-        rows = await self._run(self._reader, self.store.by_id, key_hash(event_id), MAX_ID_MATCHES)
+        rows = await self._run(
+            self._reader, self.store.by_id, key_hash(event_id), MAX_ID_MATCHES, run_key(event_id)
+        )
         for where in rows:
             if visible is not None and not visible(where[0]):
                 continue

@@ -385,7 +385,7 @@ class PublishOps:
         part = topic.partitions[sticky]
         append = part.append(payloads)
         types = set(map(_get_type, events))
-        hint = Hint(topic.name, sticky, part, ids, _corrs(events), now)
+        hint = Hint(topic.name, sticky, part, ids, _corrs(events), now, new_in is not None)
         return _Claim(sticky, append, claim_keys, new_in, hint=hint), ids, sum(sizes), types
 
     async def _await_claims(self, claims: list[_Claim], now: int) -> list[int]:
