@@ -121,6 +121,9 @@ class EventIndex:
         self._hints: dict[tuple[str, int], dict[int, Hint]] = {}
         self._hinted = 0  # events in _hints
         self._last_ts: dict[tuple[str, int], int] = {}  # time of the last row made
+        # Each partition's end at the previous round: only records there by then are
+        # read back (a publish acknowledged since may not have left its hint yet).
+        self._seen_end: dict[tuple[str, int], int] = {}
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -295,10 +298,14 @@ class EventIndex:
         first = pos
         hints = self._hints.get(key)
         last_ts = self._last_ts.get(key, 0)
+        seen = self._seen_end.get(key)
+        self._seen_end[key] = end
         chunks: list[Chunk] = []
         count = read = 0
         while pos < end and count < budget:
-            upto = end
+            # The settling callback of an append acknowledged since the last round may
+            # not have run yet: its records wait a round for its hint, not read back.
+            upto = end if seen is None else min(end, seen)
             if hints:
                 hint = hints.pop(pos, None)
                 if hint is not None:
@@ -314,7 +321,9 @@ class EventIndex:
                         hints[pos] = hint
                         break
                     self._hinted -= n  # a deleted topic's partition: never taken
-                upto = min((b for b in hints if b > pos), default=end)
+                upto = min(upto, min((b for b in hints if b > pos), default=end))
+            if upto <= pos:
+                break
             try:
                 got, nxt, _ = await read_past_damage(part, p, pos, min(budget - count, upto - pos))
             except (OffsetOutOfRange, StorageUnavailable):
@@ -354,6 +363,8 @@ class EventIndex:
             for key in [k for k in self._hints if k[0] == topic]:
                 self._hinted -= sum(len(h.ids) for h in self._hints.pop(key).values())
                 self._last_ts.pop(key, None)
+            for key in [k for k in self._seen_end if k[0] == topic]:
+                del self._seen_end[key]
             self._forgetting.add(topic)
             try:
                 await self._run(self._writer, self.store.forget, topic)
