@@ -28,7 +28,8 @@ from typing import Any, cast
 import orjson
 import uvloop
 
-from tidings.benchmarks.http_ingest import KEYED_TOPIC, TAG_LEN, TAG_MARK, build_events, ceiling_app
+from tidings.benchmarks.http_ingest import KEYED_TOPIC, build_events, ceiling_app
+from tidings.benchmarks.http_load import TAG_LEN, TAG_MARK
 from tidings.log.config import FsyncPolicy
 from tidings.server.serve import ServeConfig, build
 
