@@ -43,7 +43,8 @@ import orjson
 import uvloop
 
 from tidings.backends.nats import NatsLog, NatsSettings, names
-from tidings.benchmarks.http_ingest import BATCH, STRUCTURED, Wrk, build_events
+from tidings.benchmarks.http_ingest import BATCH, STRUCTURED, build_events
+from tidings.benchmarks.http_load import Wrk
 from tidings.benchmarks.processes import BenchmarkFailed, scratch_dir
 from tidings.client.async_client import AsyncClient
 from tidings.client.groups import group_path

@@ -375,7 +375,7 @@ class PublishOps:
         shared = self.storage.shared_dedupe and new_in is None  # ids passed to the append
         append = _append(part, payloads, ids if shared else None)
         types = set(map(_get_type, events))
-        hint = Hint(topic.name, sticky, part, ids, _corrs(events), now)
+        hint = Hint(topic.name, sticky, part, ids, _corrs(events), now, new_in is not None)
         return _Claim(sticky, append, claim_keys, new_in, hint=hint), ids, sum(sizes), types
 
     async def _await_claims(self, claims: list[_Claim], now: int) -> list[int]:

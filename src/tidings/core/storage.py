@@ -22,13 +22,19 @@ from tidings.log.config import GroupRow, GroupStats, LogRecord, Positions, Reten
 from tidings.log.damage import Damage
 
 __all__ = [
-    "Damage", "Deduplicated", "GroupRow", "GroupStats", "IndexRow", "IndexStore", "LogRecord",
-    "PartitionStore", "Positions", "Retention", "Storage",
+    "Damage", "Deduplicated", "GroupRow", "GroupStats", "IdRun", "IndexRow", "IndexStore",
+    "LogRecord", "PartitionStore", "Positions", "Retention", "Storage",
 ]  # fmt: skip
 
 # One indexed record: (offset, append time in ms, hash of its id, hash of its
 # correlationid or None). The hashes are :func:`tidings.core.indexrows.key_hash`.
 IndexRow = tuple[int, int, int, int | None]
+# Ids the hub made for one batch, all in one partition and without correlationids,
+# as one row: (first offset, append time in ms, hash of the ids' shared first 28
+# characters, the first id's last 8 hex digits as a number, how many). Id ``k`` of the
+# run counts up ``k`` from the first in those digits and is at offset ``first + k``
+# (see :func:`tidings.core.indexrows.run_key`).
+IdRun = tuple[int, int, int, int, int]
 
 
 class Deduplicated(int):
@@ -156,8 +162,11 @@ class IndexStore(Protocol):
         """The next offset to index, per partition indexed so far."""
         ...
 
-    def add(self, parts: Sequence[tuple[str, int, int, Sequence[IndexRow]]]) -> None:
-        """``(topic, partition, next offset, rows)`` for each partition, as one change."""
+    def add(
+        self, parts: Sequence[tuple[str, int, int, Sequence[IndexRow], Sequence[IdRun]]]
+    ) -> None:
+        """``(topic, partition, next offset, rows, runs)`` for each partition, as one
+        change. A run stands for a row per id it holds."""
         ...
 
     def forget(self, topic: str) -> None: ...
@@ -169,8 +178,11 @@ class IndexStore(Protocol):
         can at low cost; how many units (rows, tables) went."""
         ...
 
-    def by_id(self, id_hash: int, limit: int) -> list[tuple[str, int, int]]:
-        """``(topic, partition, offset)`` of rows with this id hash, in publish order."""
+    def by_id(
+        self, id_hash: int, limit: int, run: tuple[int, int] | None = None
+    ) -> list[tuple[str, int, int]]:
+        """``(topic, partition, offset)`` of rows with this id hash, and of ids in runs
+        that hold ``run`` (its :func:`~tidings.core.indexrows.run_key`), in publish order."""
         ...
 
     def by_correlation(
