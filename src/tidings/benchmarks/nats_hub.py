@@ -166,6 +166,7 @@ async def raw_fetch_ack(nc: Any, topic: str, durable: str, want: int, replicas: 
     awaited."""
     from nats.errors import TimeoutError as NatsTimeoutError
     from nats.js import api
+    from nats.js.errors import ServiceUnavailableError
 
     js = nc.jetstream()
     stream = names.stream_name(topic, 0)
@@ -186,6 +187,9 @@ async def raw_fetch_ack(nc: Any, topic: str, durable: str, want: int, replicas: 
         try:
             msgs = await sub.fetch(BATCH_EVENTS, timeout=5)
         except NatsTimeoutError:
+            continue
+        except ServiceUnavailableError:  # an R3 consumer's leader not elected yet
+            await asyncio.sleep(0.05)
             continue
         await msgs[-1].ack_sync(timeout=10)
         got += len(msgs)
