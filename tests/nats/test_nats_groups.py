@@ -17,12 +17,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
+import websockets
 from hubapi import unique
 from hubproc import HubFactory, HubProcess
+from livehelp import PROTOCOL, recv, ws_url
 from natsproc import NatsServer
 
 from tidings import AsyncClient
+from tidings.backends.nats.storage import GroupMoved, NatsStorage
 from tidings.errors import GroupNotFound, StaleLease, TidingsError
 
 pytestmark = pytest.mark.timeout(180)
@@ -224,3 +228,64 @@ async def test_owner_killed_under_consumption(nodes: HubFactory, nats: NatsServe
     async with AsyncClient(b.base_url) as cb:
         info = await cb.group(topic, "g")
     assert info["lag"] == 0
+
+
+async def test_a_stale_owners_saves_are_refused(nats: NatsServer) -> None:
+    """Fencing in td_groups: once another node took a group (and wrote it again), a
+    save from the node that served it before is refused, and stays refused."""
+    s1 = await NatsStorage.connect([nats.url])
+    s2 = await NatsStorage.connect([nats.url])
+    try:
+        topic, config = unique(), {"start": "earliest", "ack_wait": 30}
+        moved: list[tuple[str, str]] = []
+        s1.on_group_moved = lambda t, g: moved.append((t, g))
+        await s1.save_group(topic, "g", config)
+        assert await s1.take_group(topic, "g") is not None
+        await s1.save_positions(topic, "g", {0: (5, [], [])})
+        row = await s2.take_group(topic, "g")  # another node takes it over
+        assert row is not None and row[3][0][0] == 5
+        with pytest.raises(GroupMoved):
+            await s1.save_positions(topic, "g", {0: (9, [], [])})
+        assert moved == [(topic, "g")]
+        with pytest.raises(GroupMoved):  # every later save too, until taken again
+            await s1.save_group(topic, "g", config)
+        await s2.save_positions(topic, "g", {0: (7, [], [])})
+        got = await s1.read_group(topic, "g")
+        assert got is not None and got[3][0][0] == 7
+        # s2's take wrote the group again: a save s1 had on its way is refused too
+        assert await s1.take_group(topic, "g") is not None
+        with pytest.raises(GroupMoved):
+            await s2.save_positions(topic, "g", {0: (8, [], [])})
+    finally:
+        await s1.close()
+        await s2.close()
+
+
+async def test_websocket_group_subscription_through_the_other_node(
+    nodes: HubFactory, nats: NatsServer
+) -> None:
+    a = _start(nodes, nats)
+    topic = unique()
+    async with AsyncClient(a.base_url) as ca:
+        await ca.create_topic(topic)  # before b starts: b knows the topic, not the group
+        b = _start(nodes, nats)
+        await ca.create_group(topic, "g", ack_wait=1)  # a serves it
+        ids = await _events(ca, topic, 3)
+        async with websockets.connect(ws_url(b.base_url), subprotocols=[PROTOCOL]) as ws:
+            await ws.send(orjson.dumps({"type": "subscribe", "id": "s", "topic": topic,
+                                        "group": "g"}).decode())  # fmt: skip
+            subscribed = await recv(ws)
+            assert subscribed["type"] == "subscribed", subscribed
+            first = [await recv(ws) for _ in range(3)]
+            assert [e["event"]["id"] for e in first] == ids
+            leases = [e["lease"] for e in first[:2]]
+            await ws.send(orjson.dumps({"type": "ack", "sub": "s", "ref": "r",
+                                        "leases": leases}).decode())  # fmt: skip
+            got = await recv(ws)
+            while got["type"] != "acked":  # the third, not acked, comes back after 1 s
+                got = await recv(ws)
+            assert got["count"] == 2
+            again = await recv(ws)
+            assert again["event"]["id"] == ids[2] and again["deliveries"] == 2
+        info = await ca.group(topic, "g")
+        assert info["acked"] == 2 and info["redelivered"] >= 1
