@@ -53,6 +53,7 @@ from tidings.errors import GroupNotFound, NotFound, StorageUnavailable, TidingsE
 logger = logging.getLogger("tidings.nats")
 
 _RETRY_S = 0.1  # between looks at a lease whose holder does not answer
+CLOSE_TIMEOUT_S = 5.0  # for releasing the leases at a clean stop
 
 
 class _Moved(Exception):
@@ -111,7 +112,9 @@ class NatsGroupRouter:
         for task in list(self._tasks):
             task.cancel()
         if self._leases is not None:
-            await self._leases.close(release=True)
+            # bounded: with the cluster unreachable, the leases run out by themselves
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._leases.close(release=True), CLOSE_TIMEOUT_S)
         for key in list(self._served):
             self._drop(key)
 
