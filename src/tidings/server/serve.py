@@ -149,12 +149,12 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
     if config.backend:
         if config.replicas not in (1, 3, 5):
             raise BadRequest(f"--replicas must be 1, 3 or 5, not {config.replicas}")
+        if not config.group_lease_s > 0:
+            raise BadRequest(f"--group-lease must be positive, not {config.group_lease_s:g}")
         # the hub id is on every answer from the start: read before the server's loop
         hub_id = read_hub_id(config.backend, config.replicas)
         settings = NatsSettings(servers=config.backend)
         storage = NatsStorage(settings, replicas=config.replicas, hub_id=hub_id)
-        if not config.group_lease_s > 0:
-            raise BadRequest(f"--group-lease must be positive, not {config.group_lease_s}")
         router = NatsGroupRouter(storage, lease_s=config.group_lease_s)
         config.data_dir.mkdir(parents=True, exist_ok=True)  # webhooks, history: node-local
     else:
