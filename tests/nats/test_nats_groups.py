@@ -289,3 +289,20 @@ async def test_websocket_group_subscription_through_the_other_node(
             assert again["event"]["id"] == ids[2] and again["deliveries"] == 2
         info = await ca.group(topic, "g")
         assert info["acked"] == 2 and info["redelivered"] >= 1
+
+
+async def test_a_forwarded_fetch_past_one_message_reads_its_payloads(
+    nodes: HubFactory, nats: NatsServer
+) -> None:
+    """Three events of 400 KB leased at once do not fit one NATS message (1 MiB): the
+    owner answers without payloads, and the forwarding node reads them from the log."""
+    a, b = _start(nodes, nats), _start(nodes, nats)
+    topic = unique()
+    async with AsyncClient(a.base_url) as ca, AsyncClient(b.base_url) as cb:
+        await ca.create_topic(topic)
+        await ca.create_group(topic, "g")  # a serves it
+        sent = [await ca.publish(topic, "big", {"blob": str(i) * 400_000}) for i in range(3)]
+        got = await cb.fetch(topic, "g", max=3)
+        assert [d.event.id for d in got] == [e["id"] for e in sent]
+        assert [d.event.data for d in got] == [{"blob": str(i) * 400_000} for i in range(3)]
+        assert await cb.ack(topic, "g", [d.lease for d in got]) == 3
