@@ -127,3 +127,25 @@ async def test_a_holder_whose_renewal_fails_stops_owning(nats_log: NatsLog) -> N
     assert await a.holder("g") == Holder("z", "rpc.z")
     await a.close()  # releases nothing it does not hold
     assert await a.holder("g") == Holder("z", "rpc.z")
+
+
+async def test_a_lease_lapsed_for_want_of_renewal_is_taken_back_if_nobody_took_it(
+    nats_log: NatsLog,
+) -> None:
+    b = await _bucket(nats_log)
+    a_clock, c_clock = Clock(), Clock()
+    lost: list[str] = []
+    a = Leases(b, "a", "rpc.a", lease_s=10, clock=a_clock, on_lost=lost.append)
+    c = Leases(b, "c", "rpc.c", lease_s=10, clock=c_clock)
+    assert await a.claim("g") == a.me
+    a_clock.now += 6  # a slow renewal: past half the lease time, a stops owning
+    assert not a.holds("g") and lost == ["g"]
+    assert await a.claim("g") == a.me  # its own revision, unchanged: taken again
+    assert a.holds("g")
+    # once another node took it, a lapsed lease is not taken back
+    a_clock.now += 6
+    assert not a.holds("g")
+    assert await c.claim("g") == a.me
+    c_clock.now += 10.5
+    assert await c.claim("g") == c.me
+    assert await a.claim("g") == c.me and not a.holds("g")

@@ -13,8 +13,10 @@ and no consensus is made here; the KV's compare-and-set decides every change:
 - **Lost** when the holder has not renewed for half the lease time (its own clock:
   a contender waits the whole lease time from a revision it read after the renewal),
   or when a renewal's compare-and-set fails (someone else took it). The holder stops
-  acting as owner at once and is told through ``on_lost``; it never takes the key
-  back by itself.
+  acting as owner at once and is told through ``on_lost``. A lease lost for lack of
+  a timely renewal (a slow answer, a pause) may be taken again by the same node,
+  by compare-and-set on the revision it last wrote: that succeeds only if nobody
+  took it meanwhile.
 - **Released** on a clean shutdown: deleted by compare-and-set, so a contender takes
   it at once instead of after the lease time.
 
@@ -84,6 +86,7 @@ class Leases:
         self.on_lost = on_lost
         self._held: dict[str, _Held] = {}
         self._seen: dict[str, tuple[int, float]] = {}  # key -> (revision, first seen)
+        self._lapsed: dict[str, int] = {}  # key -> revision of a lease lost for lack of renewal
         self._renewing: asyncio.Task[None] | None = None
         self._taking: dict[str, asyncio.Lock] = {}
 
@@ -104,7 +107,11 @@ class Leases:
         if release:
             for key in list(self._held):
                 await self.release(key)
+            for key, revision in list(self._lapsed.items()):
+                with contextlib.suppress(TidingsError):  # unless taken since
+                    await self.bucket.delete(key, revision)
         self._held.clear()
+        self._lapsed.clear()
 
     # -- the holder's side -------------------------------------------------------------
 
@@ -118,6 +125,7 @@ class Leases:
         if self.clock() - held.sent < self.lease_s / 2:
             return True
         self._lose(key, "not renewed within half the lease time")
+        self._lapsed[key] = held.revision
         return False
 
     def held(self) -> list[str]:
@@ -154,16 +162,15 @@ class Leases:
         try:
             revision = await self.bucket.put(key, self._value(), held.revision)
         except Conflict:
-            self._lose(key, "renewal refused: taken by another node")
+            self._lose(key, "renewal refused: taken by another node")  # not taken back
             return
         except TidingsError as exc:  # unreachable: it runs out after half the lease time
             logger.warning("lease %s of %s not renewed: %s", key, self.bucket.name, exc)
             return
         if self._held.get(key) is held:
             held.revision, held.renewed, held.sent = revision, self.clock(), sent
-        else:  # lost while the renewal was on its way: let it go
-            with contextlib.suppress(TidingsError):
-                await self.bucket.delete(key, revision)
+        elif key in self._lapsed:  # lapsed while the renewal was on its way
+            self._lapsed[key] = revision
 
     # -- a contender's side ------------------------------------------------------------
 
@@ -184,9 +191,11 @@ class Leases:
     async def _claim(self, key: str) -> Holder | None:
         entry = await self.bucket.get(key)
         now = self.clock()
+        lapsed = self._lapsed.pop(key, None)
         if entry is not None and entry.value is not None:
-            # (one naming this node but not held here was lost: it runs out like any)
             holder = _holder(entry.value)
+            if holder == self.me and lapsed == entry.revision:
+                return await self._take(key, entry.revision, now)  # nobody took it since
             seen = self._seen.get(key)
             if seen is None or seen[0] != entry.revision:
                 self._seen[key] = (entry.revision, now)
@@ -194,13 +203,14 @@ class Leases:
             if now - seen[1] < self.lease_s:
                 return holder
             # unchanged for the lease time on this node's clock: run out
-        revision = 0 if entry is None else entry.revision
+        return await self._take(key, 0 if entry is None else entry.revision, now)
+
+    async def _take(self, key: str, revision: int, now: float) -> Holder | None:
+        self._seen.pop(key, None)
         try:
             taken = await self.bucket.put(key, self._value(), revision)
         except Conflict:
-            self._seen.pop(key, None)
             return None  # someone else took or renewed it: look again
-        self._seen.pop(key, None)
         self._held[key] = _Held(taken, self.clock(), now)
         return self.me
 
