@@ -26,8 +26,13 @@ from livehelp import PROTOCOL, recv, ws_url
 from natsproc import NatsServer
 
 from tidings import AsyncClient
+from tidings.backends.nats import NatsSettings
+from tidings.backends.nats.grouprouter import NatsGroupRouter, _lease_key
 from tidings.backends.nats.storage import GroupMoved, NatsStorage
+from tidings.core.groups import GroupConfig
+from tidings.core.hub import Hub
 from tidings.errors import GroupNotFound, StaleLease, TidingsError
+from tidings.events import normalize_event
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -306,3 +311,61 @@ async def test_a_forwarded_fetch_past_one_message_reads_its_payloads(
         assert [d.event.id for d in got] == [e["id"] for e in sent]
         assert [d.event.data for d in got] == [{"blob": str(i) * 400_000} for i in range(3)]
         assert await cb.ack(topic, "g", [d.lease for d in got]) == 3
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _node(nats: NatsServer, clock: Clock) -> Hub:
+    storage = NatsStorage(NatsSettings(servers=(nats.url,)))
+    hub = Hub(storage, group_router=NatsGroupRouter(storage, lease_s=30, clock=clock))
+    await hub.start()
+    return hub
+
+
+async def test_a_stale_owner_drops_the_group_and_forwards(nats: NatsServer) -> None:
+    """Two hubs in this process, their lease clocks a seam. Node 1 serves the group;
+    node 2 takes it over (as after node 1 stopped answering for the lease time) while
+    node 1's clock says it still holds it: node 1's next save is refused, and it drops
+    the group, gives its lease up and forwards to node 2 from then on."""
+    c1, c2 = Clock(), Clock()
+    h1 = await _node(nats, c1)
+    h2: Hub | None = None
+    try:
+        topic = unique()
+        await h1.create_topic(topic, 1)
+        await h1.publish(topic, [normalize_event({"type": "t"}, topic=topic) for _ in range(4)])
+        await h1.configure_group(topic, "g", GroupConfig())
+        h2 = await _node(nats, c2)
+        got = await h1.fetch(topic, "g", 2)
+        assert [d.offset for d in got] == [0, 1] and h1.serves(topic, "g")
+        assert await h2.ack(topic, "g", [got[0].lease]) == 1  # forwarded to node 1
+        router2 = h2.group_router
+        assert isinstance(router2, NatsGroupRouter)
+        key = _lease_key(topic, "g")
+        assert await router2.leases.claim(key) != router2.leases.me  # node 2 starts watching
+        c2.now += 31  # the lease time on node 2's clock, node 1's standing still
+        assert await router2.leases.claim(key) == router2.leases.me
+        more = await h2.fetch(topic, "g", 10)  # node 2 loads the group and serves it:
+        # offset 1, leased by node 1 and not acked, is delivered again (at least once)
+        assert [d.offset for d in more] == [1, 2, 3] and h2.serves(topic, "g")
+        # node 1 still believes it holds the lease: its ack is refused by td_groups,
+        # so it drops the group and forwards the ack to node 2
+        with pytest.raises(StaleLease):  # node 2 leased offset 1 again: node 1's is stale
+            await h1.ack(topic, "g", [got[1].lease])
+        assert not h1.serves(topic, "g") and h2.serves(topic, "g")
+        router1 = h1.group_router
+        assert isinstance(router1, NatsGroupRouter) and not router1.leases.holds(key)
+        assert await h1.ack(topic, "g", [d.lease for d in more]) == 3  # through node 2
+        assert not h1.serves(topic, "g")
+        info = await h1.describe_group(topic, "g")
+        assert info["acked"] == 4 and info["lag"] == 0 and info["pending"] == 0
+    finally:
+        await h1.close()
+        if h2 is not None:
+            await h2.close()

@@ -34,6 +34,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -64,10 +65,16 @@ class NatsGroupRouter:
     """Routes each client group's operations to the node that holds its lease."""
 
     def __init__(
-        self, storage: NatsStorage, *, lease_s: float = DEFAULT_LEASE_S, node: str = ""
+        self,
+        storage: NatsStorage,
+        *,
+        lease_s: float = DEFAULT_LEASE_S,
+        node: str = "",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.storage = storage
         self.lease_s = lease_s
+        self.clock = clock  # the leases' (a seam for tests)
         self.node = node or uuid.uuid4().hex[:16]
         self.subject = f"_td.node.{self.node}"
         self._hub: GroupRouting | None = None
@@ -96,8 +103,9 @@ class NatsGroupRouter:
         self._hub = hub
         bucket = await self.storage.log.bucket(LEASES_BUCKET)
         self._leases = Leases(
-            bucket, self.node, self.subject, lease_s=self.lease_s, on_lost=self._lost
-        )
+            bucket, self.node, self.subject, lease_s=self.lease_s, clock=self.clock,
+            on_lost=self._lost,
+        )  # fmt: skip
         self.storage.on_group_moved = self._moved
         client = self.storage.log.conn.client
         self._sub = await client.subscribe(self.subject, cb=self._on_request)
@@ -242,11 +250,17 @@ class NatsGroupRouter:
         key = _lease_key(topic, group)
         if key in self._served:
             self._drop(key)
-            if self._leases is not None:
-                # another node wrote the group: give the lease up rather than fight
-                task = asyncio.get_running_loop().create_task(self._leases.release(key))
+            # another node wrote the group: give the lease up (now: the operation that
+            # met this is routed again at once) rather than take the group back
+            revision = None if self._leases is None else self._leases.forget(key)
+            if revision is not None:
+                task = asyncio.get_running_loop().create_task(self._delete(key, revision))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    async def _delete(self, key: str, revision: int) -> None:
+        with contextlib.suppress(TidingsError):  # taken meanwhile: nothing to give up
+            await self.leases.bucket.delete(key, revision)
 
     # -- requests between nodes --------------------------------------------------------
 

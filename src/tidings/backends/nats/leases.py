@@ -140,6 +140,13 @@ class Leases:
         with contextlib.suppress(TidingsError):  # taken meanwhile, or unreachable: it runs out
             await self.bucket.delete(key, held.revision)
 
+    def forget(self, key: str) -> int | None:
+        """Stop holding ``key`` now, without ``on_lost`` (the caller knows): the
+        revision this node wrote last, for a delete by compare-and-set, or None."""
+        held = self._held.pop(key, None)
+        self._lapsed.pop(key, None)
+        return None if held is None else held.revision
+
     def _lose(self, key: str, why: str) -> None:
         if self._held.pop(key, None) is None:
             return
