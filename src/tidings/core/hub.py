@@ -33,6 +33,7 @@ from tidings.core.reading import ReadOps
 from tidings.core.refill import refill
 from tidings.core.schemas.registry import TOPIC_MODES, SchemaRegistry
 from tidings.core.storage import Damage, PartitionStore, Retention, Storage
+from tidings.core.topicsync import apply_change, follow_topics
 from tidings.core.views import Views
 from tidings.errors import (
     BadPosition,
@@ -186,6 +187,7 @@ class Hub(ReadOps, PublishOps, GroupRouting):
             loop.create_task(self._maintain()),
             loop.create_task(self._refill_dedupe()),
             loop.create_task(self._compact()),
+            loop.create_task(follow_topics(self)),  # other nodes' changes, if any
         ]
         if wait_ready:
             await self._refilled.wait()
@@ -379,15 +381,10 @@ class Hub(ReadOps, PublishOps, GroupRouting):
 
     async def learn_topic(self, name: str) -> None:
         """Open a topic that the storage holds and this hub does not know yet (another
-        node of a shared storage made it since this one started); else nothing."""
-        if name in self.topics:
-            return
-        cfg = (await self.storage.load_topics()).get(name)
-        if cfg is None:
-            return
-        retention = _retention(cfg.get("retention"))
-        t = await self._open_topic(name, int(cfg["partitions"]), retention, save=False)
-        t.schemas = cfg.get("schemas", "off")
+        node of a shared storage made it, and the change has not reached this one yet);
+        else nothing."""
+        if name not in self.topics:
+            await apply_change(self, name)
 
     def _check_available(self, name: str) -> None:
         why = self.unavailable.get(name)

@@ -6,7 +6,7 @@ import asyncio
 import bisect
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from tidings.errors import OffsetOutOfRange, StorageUnavailable
@@ -56,8 +56,12 @@ class MemoryPartition:
         return None  # memory does not fill up the way a disk does
 
     def append(
-        self, payloads: Sequence[bytes], timestamp_ms: int | None = None
+        self,
+        payloads: Sequence[bytes],
+        timestamp_ms: int | None = None,
+        ids: Sequence[str] | None = None,
     ) -> asyncio.Future[int]:
+        """``ids`` are not kept: the hub's dedupe window is all there is in memory."""
         if self.closed:
             raise StorageUnavailable("partition is closed")
         ts = max(self.clock.time_ms() if timestamp_ms is None else timestamp_ms, self._last_ts)
@@ -213,6 +217,7 @@ class MemoryStorage:
     """Partitions and metadata in memory; nothing survives the process."""
 
     partition_type: type[MemoryPartition] = MemoryPartition  # what open_partition makes
+    shared_dedupe = False  # one process: the hub's dedupe window is all there is
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or SystemClock()
@@ -236,7 +241,10 @@ class MemoryStorage:
         return part
 
     def append_linked(
-        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+        self,
+        topic: str,
+        parts: Sequence[tuple[int, Sequence[bytes]]],
+        ids: Sequence[Sequence[str]] | None = None,
     ) -> asyncio.Future[list[int]]:
         """Nothing in memory survives a crash, so the parts are simply appended together."""
         ts = max([self.clock.time_ms()] + [self.partitions[(topic, p)].last_ts for p, _ in parts])
@@ -256,6 +264,17 @@ class MemoryStorage:
             self.groups.pop(gkey)
             self.positions.pop(gkey, None)
             self.stats.pop(gkey, None)
+
+    async def topic_changes(self) -> AsyncIterator[str]:
+        """None: no other process shares these topics."""
+        return
+        yield
+
+    async def load_topic(self, topic: str) -> dict[str, Any] | None:
+        return (await self.load_topics()).get(topic)
+
+    async def forget_topic(self, topic: str) -> None:
+        """Nothing: no other process drops these topics."""
 
     async def load_topics(self) -> dict[str, dict[str, Any]]:
         return dict(self.topics)
