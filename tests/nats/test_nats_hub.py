@@ -114,7 +114,7 @@ def serve_fails(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -
     return out.stderr
 
 
-@pytest.mark.timeout(300)  # four starts of the CLI, one of them waits for the 30 s deadline
+@pytest.mark.timeout(300)  # five starts of the CLI, one of them waits for the 30 s deadline
 def test_serve_refuses_a_bad_backend_and_replicas(tmp_path: Path, nats: NatsServer) -> None:
     assert "'redis://x:1' is not nats://HOST:PORT" in serve_fails(
         tmp_path, "--backend", "redis://x:1"
@@ -123,6 +123,9 @@ def test_serve_refuses_a_bad_backend_and_replicas(tmp_path: Path, nats: NatsServ
     assert "'nats://h' is not nats://HOST:PORT" in err
     assert "--replicas must be 1, 3 or 5, not 2" in serve_fails(
         tmp_path, "--backend", nats.url, "--replicas", "2"
+    )
+    assert "--group-lease must be positive, not 0" in serve_fails(
+        tmp_path, "--backend", nats.url, "--group-lease", "0"
     )
     port = free_port()  # nothing listens there
     assert "cannot connect to NATS" in serve_fails(

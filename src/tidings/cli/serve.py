@@ -237,6 +237,14 @@ def serve(
             help="With a NATS backend: copies of each stream and bucket (1, 3 or 5)",
         ),
     ] = 1,
+    group_lease: Annotated[
+        float,
+        typer.Option(
+            envvar="TIDINGS_GROUP_LEASE",
+            help="With a NATS backend: seconds a consumer group's owner node holds it "
+            "without renewing; a dead owner's groups are taken over after about this long",
+        ),
+    ] = 10.0,
 ) -> None:
     """Serve the hub on the embedded log, or on a NATS JetStream cluster."""
     from tidings.log.config import FsyncPolicy
@@ -282,6 +290,7 @@ def serve(
             history=HistoryOptions(interval_ms=max(1, round(history_interval * 1000))),
             backend=parse_backend(backend),
             replicas=replicas,
+            group_lease_s=group_lease,
         )
         run(config)
     except TidingsError as exc:

@@ -19,6 +19,8 @@ from tidings.backends.embedded.history import SqliteHistoryStore
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.backends.embedded.webhooks import SqliteWebhookStore
 from tidings.backends.nats.connection import NatsSettings
+from tidings.backends.nats.grouprouter import NatsGroupRouter
+from tidings.backends.nats.leases import DEFAULT_LEASE_S
 from tidings.backends.nats.storage import NatsStorage, read_hub_id
 from tidings.core.hub import MAX_PARTITIONS, MAX_TOPICS, Hub, HubOptions
 from tidings.core.patterns import MAX_TYPE_PATTERNS
@@ -74,6 +76,7 @@ class ServeConfig:
     history: HistoryOptions = field(default_factory=HistoryOptions)  # metrics over time
     backend: tuple[str, ...] = ()  # NATS server URLs; empty: the embedded log
     replicas: int = 1  # of each stream and bucket, on NATS
+    group_lease_s: float = DEFAULT_LEASE_S  # on NATS: a consumer group's owner lease
 
 
 def parse_backend(given: str) -> tuple[str, ...]:
@@ -142,13 +145,17 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         probe_max_ms=max(1, min(60_000, max(schedule.delays_ms[1:], default=60_000))),
     )
     storage: Storage
+    router: NatsGroupRouter | None = None
     if config.backend:
         if config.replicas not in (1, 3, 5):
             raise BadRequest(f"--replicas must be 1, 3 or 5, not {config.replicas}")
+        if not config.group_lease_s > 0:
+            raise BadRequest(f"--group-lease must be positive, not {config.group_lease_s:g}")
         # the hub id is on every answer from the start: read before the server's loop
         hub_id = read_hub_id(config.backend, config.replicas)
         settings = NatsSettings(servers=config.backend)
         storage = NatsStorage(settings, replicas=config.replicas, hub_id=hub_id)
+        router = NatsGroupRouter(storage, lease_s=config.group_lease_s)
         config.data_dir.mkdir(parents=True, exist_ok=True)  # webhooks, history: node-local
     else:
         storage = EmbeddedStorage(
@@ -166,6 +173,7 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
             max_type_patterns=config.max_type_patterns,
             compaction_check_s=config.compaction_interval_s,
         ),
+        group_router=router,
     )
     # An event's dataschema is an absolute URI (CloudEvents): the version's path here.
     host = f"[{config.host}]" if ":" in config.host else config.host

@@ -10,7 +10,8 @@ buckets of the same replicas:
 - ``td_groups``: one key per consumer group (``<topic>.<group>``, encoded as in
   ``names``) holding its configuration, positions and counters; ``save_group`` and
   ``save_positions`` change their part by compare-and-set, so neither undoes the
-  other. Two nodes saving the positions of one group race: the last write wins.
+  other. A client's group is served by one node (its owner, see ``grouprouter``),
+  whose saves are compare-and-sets on its own last write (:meth:`take_group`).
 - ``td_schemas``: one key per event type; the last write wins.
 - ``td_hub``: the hub id, created once by compare-and-set: every node that shares
   the cluster answers the same one.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from tidings.backends.nats import names
@@ -41,6 +42,12 @@ from tidings.log.config import GroupRow, GroupStats, Positions, Retention
 from tidings.log.memory import MemoryIndex
 
 CAS_ATTEMPTS = 20
+
+
+class GroupMoved(StorageUnavailable):
+    """A save of a group this node served was refused: another node serves it now."""
+
+
 _GROUP_WRITES_KEPT = 10_000  # groups whose last write this node remembers
 
 
@@ -79,6 +86,11 @@ class NatsStorage:
         self._known: set[str] = set()  # topics loaded or saved here: saves change them
         # group key -> (revision, value) of this node's last write of it
         self._group_writes: dict[str, tuple[int, dict[str, Any]]] = {}
+        # group key -> (revision, value or None) of the groups this node serves as their
+        # owner: each save is a compare-and-set on it, and a refusal is GroupMoved
+        self._fenced: dict[str, tuple[int, dict[str, Any] | None]] = {}
+        #: Called with (topic, group) when a save of a group served here is refused.
+        self.on_group_moved: Callable[[str, str], None] | None = None
         self._topics_seen: int | None = None  # td_topics revision topic_changes reached
 
     @classmethod
@@ -234,6 +246,8 @@ class NatsStorage:
         prefix = names.key(topic) + "."
         for k in [k for k in self._group_writes if k.startswith(prefix)]:
             del self._group_writes[k]
+        for k in [k for k in self._fenced if k.startswith(prefix)]:
+            del self._fenced[k]
         entries, _ = await self.groups.items()
         for k, entry in entries.items():
             if k.startswith(prefix):
@@ -327,8 +341,70 @@ class NatsStorage:
 
     # -- groups --------------------------------------------------------------------
 
+    async def take_group(self, topic: str, group: str) -> GroupRow | None:
+        """Start serving a group as its owner: its saved state (None if there is none),
+        written again by compare-and-set so that a save still on its way from the node
+        that served it before is refused; from now on each save of it is a
+        compare-and-set on this node's last write, and a refusal raises
+        :class:`GroupMoved` (another node serves it)."""
+        await self.start()
+        key = _group_key(topic, group)
+        for _ in range(CAS_ATTEMPTS):
+            entry = await self.groups.get(key)
+            if entry is None or entry.value is None:
+                self._fenced[key] = (0 if entry is None else entry.revision, None)
+                return None
+            try:
+                revision = await self.groups.put(key, entry.value, entry.revision)
+            except Conflict:
+                continue  # the node before was still saving: read its last write
+            v = entry.value
+            self._fenced[key] = (revision, v)
+            return (topic, group, v["config"], _positions(v["positions"]),
+                    dict(v.get("stats") or {}))  # fmt: skip
+        raise StorageUnavailable(f"group {group!r} of {topic!r} kept changing while taken")
+
+    async def read_group(self, topic: str, group: str) -> GroupRow | None:
+        """A group's saved state (None if there is none), without taking it."""
+        await self.start()
+        entry = await self.groups.get(_group_key(topic, group))
+        if entry is None or entry.value is None:
+            return None
+        v = entry.value
+        return topic, group, v["config"], _positions(v["positions"]), dict(v.get("stats") or {})
+
+    def let_go_group(self, topic: str, group: str) -> None:
+        """Stop serving a group as its owner (see :meth:`take_group`)."""
+        self._fenced.pop(_group_key(topic, group), None)
+
+    async def _change_fenced(
+        self, key: str, fenced: tuple[int, dict[str, Any] | None], change: dict[str, Any]
+    ) -> None:
+        revision, old = fenced
+        if revision < 0:
+            raise GroupMoved(f"group {key} was written by another node: it serves it")
+        if old is None and "config" not in change:
+            return  # positions of a group never saved (or deleted): nothing to keep
+        value = {"positions": {}, "stats": {}, **(old or {}), **change}
+        try:
+            self._fenced[key] = (await self.groups.put(key, value, revision), value)
+        except Conflict:
+            self._moved(key)
+            raise GroupMoved(f"group {key} was written by another node: it serves it") from None
+
+    def _moved(self, key: str) -> None:
+        """Every later save of the group is refused too, until taken again or let go."""
+        self._fenced[key] = (-1, None)
+        if self.on_group_moved is not None:
+            t, _, g = key.partition(".")
+            self.on_group_moved(names.decode(t), names.decode(g))
+
     async def _change_group(self, topic: str, group: str, change: dict[str, Any]) -> None:
-        key = f"{names.key(topic)}.{names.key(group)}"
+        key = _group_key(topic, group)
+        fenced = self._fenced.get(key)
+        if fenced is not None:
+            await self._change_fenced(key, fenced, change)
+            return
         # This node's last write of the key, if any: one put, no get, unless another
         # node (or a deletion) wrote it since (Conflict: read it, as without).
         last = self._group_writes.pop(key, None)
@@ -384,8 +460,19 @@ class NatsStorage:
 
     async def delete_group(self, topic: str, group: str) -> None:
         await self.start()
-        key = f"{names.key(topic)}.{names.key(group)}"
+        key = _group_key(topic, group)
         self._group_writes.pop(key, None)
+        fenced = self._fenced.get(key)
+        if fenced is not None:
+            if fenced[0] < 0:
+                raise GroupMoved(f"group {key} was written by another node: it serves it")
+            if fenced[1] is not None:
+                try:
+                    self._fenced[key] = (await self.groups.delete(key, fenced[0]), None)
+                except Conflict:
+                    self._moved(key)
+                    raise GroupMoved(f"group {key} was written by another node") from None
+            return
         entry = await self.groups.get(key)
         if entry is not None and entry.value is not None:
             await self.groups.delete(key)
@@ -454,6 +541,10 @@ def _hub_config(record: dict[str, Any]) -> dict[str, Any]:
         "partitions": record["partitions"],
         "retention": {"max_age_ms": record.get("max_age_ms"), "max_bytes": record.get("max_bytes")},
     }
+
+
+def _group_key(topic: str, group: str) -> str:
+    return f"{names.key(topic)}.{names.key(group)}"
 
 
 def _positions(raw: dict[str, Any]) -> Positions:
