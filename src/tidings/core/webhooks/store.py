@@ -82,35 +82,35 @@ class WebhookStore(Protocol):
     endpoint deletes its attempts and dead letters with it.
     """
 
-    def load_endpoints(self) -> list[dict[str, Any]]: ...
-    def save_endpoint(self, row: dict[str, Any]) -> None: ...
-    def delete_endpoint(self, endpoint: str) -> None:
+    async def load_endpoints(self) -> list[dict[str, Any]]: ...
+    async def save_endpoint(self, row: dict[str, Any]) -> None: ...
+    async def delete_endpoint(self, endpoint: str) -> None:
         """The endpoint, its attempts and its dead letters."""
         ...
 
-    def add_attempts(self, attempts: Sequence[Attempt]) -> None: ...
-    def attempts(
+    async def add_attempts(self, attempts: Sequence[Attempt]) -> None: ...
+    async def attempts(
         self, endpoint: str, outcome: str | None, limit: int, before: int | None
     ) -> list[Attempt]:
         """Newest first; ``outcome`` "succeeded" or "failed" or one outcome's name."""
         ...
 
-    def prune_attempts(self, older_than_ms: int, keep: int) -> int: ...
-    def retry_state(
+    async def prune_attempts(self, older_than_ms: int, keep: int) -> int: ...
+    async def retry_state(
         self, endpoint: str, since_ms: int
     ) -> dict[tuple[str, int, int], tuple[int, int]]:
         """Records with delivery attempts since ``since_ms`` and no success: per
         (topic, partition, offset), the attempts made and the time of the last."""
         ...
 
-    def add_dead_letter(self, dead: WebhookDeadLetter) -> int: ...
-    def dead_letters(
+    async def add_dead_letter(self, dead: WebhookDeadLetter) -> int: ...
+    async def dead_letters(
         self, endpoint: str, limit: int, before: int | None, replaying: bool | None = None
     ) -> list[WebhookDeadLetter]: ...
-    def mark_replaying(self, endpoint: str, ids: Iterable[int] | None) -> int: ...
-    def update_dead_letter(self, dead: WebhookDeadLetter) -> None: ...
-    def remove_dead_letter(self, id: int) -> None: ...
-    def close(self) -> None: ...
+    async def mark_replaying(self, endpoint: str, ids: Iterable[int] | None) -> int: ...
+    async def update_dead_letter(self, dead: WebhookDeadLetter) -> None: ...
+    async def remove_dead_letter(self, id: int) -> None: ...
+    async def close(self) -> None: ...
 
 
 def outcome_filter(outcome: str | None) -> tuple[str, ...] | None:
@@ -133,23 +133,23 @@ class MemoryWebhookStore:
         self._dead: dict[int, WebhookDeadLetter] = {}
         self._next = 1
 
-    def load_endpoints(self) -> list[dict[str, Any]]:
+    async def load_endpoints(self) -> list[dict[str, Any]]:
         return list(self.endpoints.values())
 
-    def save_endpoint(self, row: dict[str, Any]) -> None:
+    async def save_endpoint(self, row: dict[str, Any]) -> None:
         self.endpoints[row["id"]] = row
 
-    def delete_endpoint(self, endpoint: str) -> None:
+    async def delete_endpoint(self, endpoint: str) -> None:
         self.endpoints.pop(endpoint, None)
         self._attempts = [a for a in self._attempts if a.endpoint != endpoint]
         self._dead = {k: d for k, d in self._dead.items() if d.endpoint != endpoint}
 
-    def add_attempts(self, attempts: Sequence[Attempt]) -> None:
+    async def add_attempts(self, attempts: Sequence[Attempt]) -> None:
         for a in attempts:
             self._attempts.append(replace(a, id=self._next))
             self._next += 1
 
-    def attempts(
+    async def attempts(
         self, endpoint: str, outcome: str | None, limit: int, before: int | None
     ) -> list[Attempt]:
         wanted = outcome_filter(outcome)
@@ -162,7 +162,7 @@ class MemoryWebhookStore:
         ]
         return out[:limit]
 
-    def prune_attempts(self, older_than_ms: int, keep: int) -> int:
+    async def prune_attempts(self, older_than_ms: int, keep: int) -> int:
         before = len(self._attempts)
         kept: list[Attempt] = []
         per: dict[str, int] = {}
@@ -174,7 +174,7 @@ class MemoryWebhookStore:
         self._attempts = kept[::-1]
         return before - len(self._attempts)
 
-    def retry_state(
+    async def retry_state(
         self, endpoint: str, since_ms: int
     ) -> dict[tuple[str, int, int], tuple[int, int]]:
         state: dict[tuple[str, int, int], tuple[int, int]] = {}
@@ -191,13 +191,13 @@ class MemoryWebhookStore:
             state[pos] = (max(made, a.attempt), max(last, a.time_ms))
         return {p: v for p, v in state.items() if p not in succeeded}
 
-    def add_dead_letter(self, dead: WebhookDeadLetter) -> int:
+    async def add_dead_letter(self, dead: WebhookDeadLetter) -> int:
         i = self._next
         self._next += 1
         self._dead[i] = replace(dead, id=i)
         return i
 
-    def dead_letters(
+    async def dead_letters(
         self, endpoint: str, limit: int, before: int | None, replaying: bool | None = None
     ) -> list[WebhookDeadLetter]:
         out = [
@@ -209,7 +209,7 @@ class MemoryWebhookStore:
         ]
         return out[:limit]
 
-    def mark_replaying(self, endpoint: str, ids: Iterable[int] | None) -> int:
+    async def mark_replaying(self, endpoint: str, ids: Iterable[int] | None) -> int:
         chosen = None if ids is None else set(ids)
         n = 0
         for i, d in self._dead.items():
@@ -218,12 +218,12 @@ class MemoryWebhookStore:
                 n += 1
         return n
 
-    def update_dead_letter(self, dead: WebhookDeadLetter) -> None:
+    async def update_dead_letter(self, dead: WebhookDeadLetter) -> None:
         if dead.id in self._dead:
             self._dead[dead.id] = dead
 
-    def remove_dead_letter(self, id: int) -> None:
+    async def remove_dead_letter(self, id: int) -> None:
         self._dead.pop(id, None)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass

@@ -92,13 +92,13 @@ class WebhookService:
     # -- life ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        for row in self.store.load_endpoints():
+        for row in await self.store.load_endpoints():
             ep = Endpoint.from_row(row, self._health())
             self.endpoints[ep.id] = ep
             for topic in ep.config.topics:
                 if topic in self.hub.topics:  # a deleted topic's pump waits for its return
                     await self.follow(ep, topic)
-            self._run(ep, resume=True)
+            await self._run(ep, resume=True)
         # A registration cut short by a crash leaves groups that no endpoint owns.
         owned = {ep.group for ep in self.endpoints.values()}
         for t in list(self.hub.topics.values()):
@@ -114,15 +114,15 @@ class WebhookService:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        self.flush()
+        await self.flush()
         await self.sender.close()
-        self.store.close()
+        await self.store.close()
 
-    def _run(self, ep: Endpoint, resume: bool = False) -> None:
+    async def _run(self, ep: Endpoint, resume: bool = False) -> None:
         d = EndpointDispatcher(self, ep)
         if resume:
             since = self.hub.clock.time_ms() - sum(self.policy.schedule.delays_ms) - 86_400_000
-            d.resume(self.store.retry_state(ep.id, since))
+            d.resume(await self.store.retry_state(ep.id, since))
         self.dispatchers[ep.id] = d
         d.start()
 
@@ -130,7 +130,7 @@ class WebhookService:
         old = self.dispatchers.pop(ep.id, None)
         if old is not None:
             await old.stop()
-        self._run(ep)
+        await self._run(ep)
         if old is not None:  # the records waiting for a retry keep their counts
             self.dispatchers[ep.id].attempts.update(old.attempts)
 
@@ -158,22 +158,23 @@ class WebhookService:
         while True:
             await asyncio.sleep(FLUSH_S)
             try:
-                self.flush()
+                await self.flush()
                 if time.monotonic() - last_prune > PRUNE_S:
                     last_prune = time.monotonic()
-                    self.store.prune_attempts(
+                    await self.store.prune_attempts(
                         self.hub.clock.time_ms() - self.policy.attempts_max_age_ms,
                         self.policy.attempts_kept,
                     )
             except Exception:
                 logger.exception("could not write the webhook attempts log")
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         log, self._log = self._log, []
-        self.store.add_attempts(log)
+        if log:
+            await self.store.add_attempts(log)
 
-    def save(self, ep: Endpoint) -> None:
-        self.store.save_endpoint(ep.to_row())
+    async def save(self, ep: Endpoint) -> None:
+        await self.store.save_endpoint(ep.to_row())
 
     # -- the API -------------------------------------------------------------------------
 
@@ -226,8 +227,8 @@ class WebhookService:
         for topic in config.topics:
             await self.follow(ep, topic)
         self.endpoints[ep.id] = ep
-        self.save(ep)
-        self._run(ep)
+        await self.save(ep)
+        await self._run(ep)
         return {**ep.view(), "secret": ep.secrets[0].value}
 
     async def _patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -247,7 +248,7 @@ class WebhookService:
             elif topic not in old.topics:
                 await self.follow(ep, topic)  # a new topic: followed from its end
             # else: a followed topic that was deleted; its pump waits for it
-        self.save(ep)
+        await self.save(ep)
         delivery = ("url", "topics", "types", "ordering", "concurrency", "rate_limit")
         if any(getattr(old, f) != getattr(ep.config, f) for f in delivery) or (
             ep.health.state is not was
@@ -267,18 +268,18 @@ class WebhookService:
         for topic in ep.config.topics:
             with contextlib.suppress(NotFound):
                 await self.hub.delete_group(topic, ep.group)
-        self.flush()
-        self.store.delete_endpoint(id)
+        await self.flush()
+        await self.store.delete_endpoint(id)
 
-    def rotate(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def rotate(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         ep = self.get(id)
         grace = parse_grace_ms(body)
         now = self.hub.clock.time_ms()
         secret = ep.rotate(now, grace)
-        self.save(ep)
+        await self.save(ep)
         return {"id": id, "secret": secret, "previous_valid_until": now + grace}
 
-    def attempts(
+    async def attempts(
         self, id: str, status: str | None, limit: int, before: int | None
     ) -> dict[str, Any]:
         self.get(id)
@@ -286,8 +287,8 @@ class WebhookService:
             raise BadRequest(
                 "status must be succeeded, failed, success, gone, throttled", field="status"
             )
-        self.flush()
-        rows = self.store.attempts(id, status, limit, before)
+        await self.flush()
+        rows = await self.store.attempts(id, status, limit, before)
         return {
             "attempts": [a.view() for a in rows],
             "next": rows[-1].id if len(rows) == limit else None,
@@ -333,15 +334,15 @@ class WebhookService:
             d.notify()
         return {"id": id, "topics": moved}
 
-    def dead_letters(self, id: str, limit: int, before: int | None) -> dict[str, Any]:
+    async def dead_letters(self, id: str, limit: int, before: int | None) -> dict[str, Any]:
         self.get(id)
-        rows = self.store.dead_letters(id, limit, before)
+        rows = await self.store.dead_letters(id, limit, before)
         return {
             "dead_letters": [d.view() for d in rows],
             "next": rows[-1].id if len(rows) == limit else None,
         }
 
-    def replay_dead_letters(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def replay_dead_letters(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self.get(id)
         unknown = sorted(set(body) - {"ids"})
         if unknown:
@@ -354,7 +355,7 @@ class WebhookService:
             )
         ):
             raise BadRequest("ids must be a list of dead-letter ids", field="ids")
-        n = self.store.mark_replaying(id, ids)
+        n = await self.store.mark_replaying(id, ids)
         d = self.dispatchers.get(id)
         if d is not None:
             d.replay_dead_letters()
@@ -378,13 +379,13 @@ class WebhookService:
         _, outcome = await self._post(ep, body, msg_id, None, None, None, 1, "test")
         if outcome is Outcome.SUCCESS and ep.health.state is State.FAILING:
             ep.health.on_attempt(outcome, 1, self.hub.clock.time_ms())
-            self.save(ep)
+            await self.save(ep)
             d = self.dispatchers.get(id)
             if d is not None:
                 d.drain()
-        self.flush()
+        await self.flush()
         # The newest attempt of this message: deliveries may have been logged since.
-        recent = self.store.attempts(id, None, 100, None)
+        recent = await self.store.attempts(id, None, 100, None)
         attempt = next(a for a in recent if a.msg_id == msg_id and a.trigger == "test")
         return {"id": id, "event": event, "attempt": attempt.view()}
 
@@ -449,8 +450,10 @@ class WebhookService:
         )
         return result, outcome
 
-    def dead_letter(self, ep: Endpoint, topic: str, d: Delivery, made: int, reason: str) -> None:
-        self.store.add_dead_letter(
+    async def dead_letter(
+        self, ep: Endpoint, topic: str, d: Delivery, made: int, reason: str
+    ) -> None:
+        await self.store.add_dead_letter(
             WebhookDeadLetter(
                 ep.id, self.hub.clock.time_ms(), topic, d.partition, d.offset,
                 _event_id(d.payload), d.payload, made, reason,
