@@ -222,8 +222,8 @@ class NatsWebhookStore:
         self, endpoint: str, lo: int, hi: int | None, start_time: str | None = None
     ) -> AsyncIterator[Attempt]:
         async for msg in self._scan(ATTEMPTS_STREAM, _ATTEMPTS + endpoint, lo, hi, start_time):
-            row = orjson.loads(msg.data)
-            yield Attempt(*row, id=_seq(msg))
+            yield Attempt(**dict(zip(_ATTEMPT_FIELDS, orjson.loads(msg.data), strict=True)),
+                          id=_seq(msg))
 
     async def prune_attempts(self, older_than_ms: int, keep: int) -> int:
         """JetStream drops attempts past the stream's bounds by itself; this keeps at

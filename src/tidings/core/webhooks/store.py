@@ -1,12 +1,15 @@
 """Where webhook endpoints, their attempts log and their dead letters are kept.
 
 :class:`WebhookStore` is the seam; the embedded backend keeps it in SQLite
-(``tidings.backends.embedded.webhooks``) and :class:`MemoryWebhookStore` in memory.
+(``tidings.backends.embedded.webhooks``), the NATS backend in JetStream
+(``tidings.backends.nats.webhooks``) and :class:`MemoryWebhookStore` in memory.
+:class:`EndpointOwners` is the seam of a store shared by several nodes: which one
+dispatches each endpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Protocol
 
@@ -227,3 +230,48 @@ class MemoryWebhookStore:
 
     async def close(self) -> None:
         pass
+
+
+class EndpointOwners(Protocol):
+    """Which node dispatches each endpoint, when several nodes share one store (NATS).
+
+    The :class:`~tidings.server.webhooks.service.WebhookService` of each node asks it;
+    a backend whose nodes share webhooks implements it (on the embedded log there is
+    none: the one node dispatches every endpoint). What an implementation owes: at
+    most one node :meth:`holds` an endpoint at a time, as far as a lease can say so
+    (the holder stops when it has not renewed for half the lease time); a holder that
+    dies is replaced by the first contender to :meth:`claim` after the lease time;
+    :meth:`forward` runs a call on the holder and answers what it answered (its
+    error, raised again here, of the same class).
+    """
+
+    async def start(
+        self,
+        serve: Callable[[str, str, dict[str, Any]], Awaitable[Any]],
+        lost: Callable[[str], None],
+    ) -> None:
+        """Begin: ``serve(op, endpoint, body)`` answers calls other nodes forward here;
+        ``lost(endpoint)`` is called when this node stops holding an endpoint."""
+        ...
+
+    def changes(self) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
+        """Each endpoint's row as written (None: deleted) on any node, this one too,
+        since the store's ``load_endpoints``."""
+        ...
+
+    async def claim(self, endpoint: str) -> bool:
+        """Take the endpoint if nobody holds it or its holder's lease ran out; whether
+        this node holds it now."""
+        ...
+
+    def holds(self, endpoint: str) -> bool: ...
+    async def release(self, endpoint: str) -> None: ...
+
+    async def forward(self, endpoint: str, op: str, body: dict[str, Any]) -> tuple[bool, Any]:
+        """``(True, answer)`` from the node that holds the endpoint, if another does;
+        ``(False, None)`` if this node holds it or nobody does."""
+        ...
+
+    async def close(self) -> None:
+        """Release every endpoint held, so that other nodes take them at once."""
+        ...

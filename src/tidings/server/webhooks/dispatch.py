@@ -107,8 +107,10 @@ class EndpointDispatcher:
             self._workers.append(loop.create_task(self._worker()))
         self.replay_dead_letters()
 
-    async def stop(self, grace_s: float = 2.0) -> None:
-        """Stop leasing; give attempts under way ``grace_s`` to finish; release the rest."""
+    async def stop(self, grace_s: float = 2.0, give_back: bool = True) -> None:
+        """Stop leasing; give attempts under way ``grace_s`` to finish; release the rest.
+        Without ``give_back`` (another node dispatches the endpoint now) nothing is
+        acked or released: the groups are that node's to save."""
         self.running = False
         for t in self._pumps:
             t.cancel()
@@ -133,6 +135,11 @@ class EndpointDispatcher:
         for t in resending:
             t.cancel()
         await asyncio.gather(*resending, return_exceptions=True)
+        if not give_back:
+            if self._ack_task is not None:
+                self._ack_task.cancel()
+            self._acks.clear()
+            return
         if self._ack_task is not None:  # gathering: a few ms at most
             await asyncio.gather(self._ack_task, return_exceptions=True)
         await self._flush_acks()
@@ -199,7 +206,10 @@ class EndpointDispatcher:
         wake = self._wakes[topic]
         clock = self.hub.clock
         topic_gone = False
+        owners = self.service.owners
         while self.running and not self.hub.closing:
+            if owners is not None and not owners.holds(self.ep.id):
+                return  # another node dispatches it now (its lease is lost: see sharing)
             try:
                 now = clock.time_ms()
                 n = self._room(topic, now)

@@ -59,7 +59,7 @@ class WebhookRoutes:
         return _json({"webhooks": self.service.list()})
 
     async def get(self, request: Request) -> Response:
-        return _json(self.service.view(self._admin(request)))
+        return _json(await self.service.show(self._admin(request)))
 
     async def patch(self, request: Request) -> Response:
         body = await self._admin_body(request)

@@ -35,7 +35,13 @@ from tidings.core.webhooks.schedule import (
     parse_retry_after,
 )
 from tidings.core.webhooks.signing import signature_header
-from tidings.core.webhooks.store import Attempt, Trigger, WebhookDeadLetter, WebhookStore
+from tidings.core.webhooks.store import (
+    Attempt,
+    EndpointOwners,
+    Trigger,
+    WebhookDeadLetter,
+    WebhookStore,
+)
 from tidings.core.webhooks.targets import AddressPolicy
 from tidings.errors import (
     BadPosition,
@@ -46,6 +52,7 @@ from tidings.errors import (
 )
 from tidings.server.webhooks.dispatch import EndpointDispatcher
 from tidings.server.webhooks.sender import AiohttpSender, Sender, SendResult
+from tidings.server.webhooks.sharing import SharedEndpoints
 
 logger = logging.getLogger("tidings.webhooks")
 
@@ -62,9 +69,14 @@ class WebhookService:
         policy: WebhookPolicy | None = None,
         sender: Sender | None = None,
         rng: random.Random | None = None,
+        owners: EndpointOwners | None = None,
     ) -> None:
         self.hub = hub
         self.store = store
+        #: Which node dispatches each endpoint, when several share the store (NATS);
+        #: None: this one dispatches them all.
+        self.owners = owners
+        self.sharing: SharedEndpoints | None = None
         self.policy = policy or WebhookPolicy()
         self.sender = sender or AiohttpSender(
             AddressPolicy(self.policy.allow_nets), self.policy.max_response_bytes
@@ -98,16 +110,24 @@ class WebhookService:
             for topic in ep.config.topics:
                 if topic in self.hub.topics:  # a deleted topic's pump waits for its return
                     await self.follow(ep, topic)
-            await self._run(ep, resume=True)
-        # A registration cut short by a crash leaves groups that no endpoint owns.
-        owned = {ep.group for ep in self.endpoints.values()}
-        for t in list(self.hub.topics.values()):
-            for name in list(t.groups):
-                if name.startswith("webhook.wh_") and name not in owned:
-                    await self.hub.delete_group(t.name, name)
+            if self.owners is None:
+                await self._run(ep, resume=True)
+        if self.owners is None:
+            # A registration cut short by a crash leaves groups that no endpoint owns.
+            # (Not where nodes share endpoints: one may be registered on another now.)
+            owned = {ep.group for ep in self.endpoints.values()}
+            for t in list(self.hub.topics.values()):
+                for name in list(t.groups):
+                    if name.startswith("webhook.wh_") and name not in owned:
+                        await self.hub.delete_group(t.name, name)
+        else:  # each endpoint is dispatched by the node that takes its lease
+            self.sharing = SharedEndpoints(self, self.owners)
+            await self.sharing.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_every())
 
     async def close(self) -> None:
+        if self.sharing is not None:
+            await self.sharing.stop()
         await asyncio.gather(*(d.stop() for d in self.dispatchers.values()))
         self.dispatchers.clear()
         if self._flusher is not None:
@@ -115,6 +135,9 @@ class WebhookService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.flush()
+        if self.owners is not None:  # once the groups are saved: others take over at once
+            with contextlib.suppress(Exception):
+                await self.owners.close()
         await self.sender.close()
         await self.store.close()
 
@@ -187,6 +210,11 @@ class WebhookService:
     def list(self) -> list[dict[str, Any]]:
         return [ep.view() for ep in sorted(self.endpoints.values(), key=lambda e: e.id)]
 
+    async def show(self, id: str) -> dict[str, Any]:
+        """:meth:`view`, from the node that dispatches the endpoint (its lag, in flight)."""
+        forwarded, answer = await self._forward("view", id, {})
+        return answer if forwarded else self.view(id)
+
     def view(self, id: str) -> dict[str, Any]:
         ep = self.get(id)
         out = ep.view()
@@ -208,17 +236,59 @@ class WebhookService:
         async with self._changing:
             return await self._create(body)
 
+    # Where nodes share endpoints, a call on an endpoint that another node dispatches
+    # runs there (forwarded), so that one node changes its dispatcher and groups.
+
+    async def _forward(self, op: str, id: str, body: Mapping[str, Any]) -> tuple[bool, Any]:
+        if self.owners is None or id in self.dispatchers:
+            return False, None
+        self.get(id)
+        return await self.owners.forward(id, op, dict(body))
+
     async def patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        forwarded, answer = await self._forward("patch", id, body)
+        if forwarded:
+            return answer  # type: ignore[no-any-return]
         async with self._changing:
             return await self._patch(id, body)
 
     async def delete(self, id: str) -> None:
+        forwarded, _ = await self._forward("delete", id, {})
+        if forwarded:
+            return
         async with self._changing:
             await self._delete(id)
 
     async def replay(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        forwarded, answer = await self._forward("replay", id, body)
+        if forwarded:
+            return answer  # type: ignore[no-any-return]
         async with self._changing:
             return await self._replay(id, body)
+
+    async def run_here(self, op: str, id: str, body: dict[str, Any]) -> Any:
+        """A call another node forwarded here (see :meth:`_forward`), run on this node."""
+        if op == "patch":
+            async with self._changing:
+                return await self._patch(id, body)
+        if op == "delete":
+            async with self._changing:
+                await self._delete(id)
+            return None
+        if op == "replay":
+            async with self._changing:
+                return await self._replay(id, body)
+        if op == "view":
+            return self.view(id)
+        if op == "rotate":
+            return await self._rotate(id, body)
+        if op == "attempts":
+            return await self._attempts(id, body["status"], body["limit"], body["before"])
+        if op == "test":
+            return await self._test(id)
+        if op == "replay_dead_letters":
+            return await self._replay_dead_letters(id, body)
+        raise BadRequest(f"unknown webhook call {op!r}")
 
     async def _create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         config = parse_config(body, max_type_patterns=self.hub.options.max_type_patterns)
@@ -228,7 +298,8 @@ class WebhookService:
             await self.follow(ep, topic)
         self.endpoints[ep.id] = ep
         await self.save(ep)
-        await self._run(ep)
+        if self.owners is None or await self.owners.claim(ep.id):
+            await self._run(ep)
         return {**ep.view(), "secret": ep.secrets[0].value}
 
     async def _patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -270,8 +341,14 @@ class WebhookService:
                 await self.hub.delete_group(topic, ep.group)
         await self.flush()
         await self.store.delete_endpoint(id)
+        if self.owners is not None:
+            await self.owners.release(id)
 
     async def rotate(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        forwarded, answer = await self._forward("rotate", id, body)
+        return answer if forwarded else await self._rotate(id, body)
+
+    async def _rotate(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         ep = self.get(id)
         grace = parse_grace_ms(body)
         now = self.hub.clock.time_ms()
@@ -280,6 +357,17 @@ class WebhookService:
         return {"id": id, "secret": secret, "previous_valid_until": now + grace}
 
     async def attempts(
+        self, id: str, status: str | None, limit: int, before: int | None
+    ) -> dict[str, Any]:
+        """The attempts log, newest first (from the node that dispatches the endpoint:
+        it holds the attempts not written yet)."""
+        body = {"status": status, "limit": limit, "before": before}
+        forwarded, answer = await self._forward("attempts", id, body)
+        if forwarded:
+            return answer  # type: ignore[no-any-return]
+        return await self._attempts(id, status, limit, before)
+
+    async def _attempts(
         self, id: str, status: str | None, limit: int, before: int | None
     ) -> dict[str, Any]:
         self.get(id)
@@ -343,6 +431,12 @@ class WebhookService:
         }
 
     async def replay_dead_letters(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        forwarded, answer = await self._forward("replay_dead_letters", id, body)
+        if forwarded:
+            return answer  # type: ignore[no-any-return]
+        return await self._replay_dead_letters(id, body)
+
+    async def _replay_dead_letters(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self.get(id)
         unknown = sorted(set(body) - {"ids"})
         if unknown:
@@ -363,6 +457,10 @@ class WebhookService:
 
     async def test(self, id: str) -> dict[str, Any]:
         """One attempt of a ``tidings.webhook.test`` event, outside the log and its retries."""
+        forwarded, answer = await self._forward("test", id, {})
+        return answer if forwarded else await self._test(id)
+
+    async def _test(self, id: str) -> dict[str, Any]:
         ep = self.get(id)
         now = datetime.now(UTC)
         msg_id = str(uuid_utils.uuid7())
