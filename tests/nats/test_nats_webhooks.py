@@ -10,6 +10,7 @@ node knows the cluster's topics when it starts: see docs/architecture.md)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -243,4 +244,4 @@ def check_key_order(requests: list[Any], killed_at: float) -> None:
             per_key.setdefault(event["partitionkey"], []).append(event["data"]["n"])
         for key, ns in per_key.items():
             # with 8 keys over 400 events, a key's events are n, n+8, n+16...
-            assert all(y - x == 8 for x, y in zip(ns, ns[1:], strict=False)), (key, ns)
+            assert all(y - x == 8 for x, y in itertools.pairwise(ns)), (key, ns)

@@ -12,7 +12,7 @@ import itertools
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -21,6 +21,7 @@ import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from hubapi import STRUCTURED, expect, expect_problem, publish, unique
 from hubproc import HubFactory, HubProcess
+from natsproc import NatsServer
 from receivers import Answer, Receiver, Tally, always
 from standardwebhooks import Webhook
 
@@ -34,9 +35,24 @@ HUB_ARGS = (
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def whub(module_hub_factory: HubFactory) -> HubProcess:
-    return module_hub_factory.start(*HUB_ARGS)
+@pytest.fixture(scope="module", params=["embedded", "nats"])
+def whub(
+    request: pytest.FixtureRequest,
+    module_hub_factory: HubFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[HubProcess]:
+    """The hub of most tests, on each backend in turn: the embedded log, then a
+    ``nats-server`` of its own (webhooks in JetStream; see tests/nats for several
+    nodes). Those that restart hubs or read webhooks.sqlite3 run on the embedded log."""
+    if request.param == "embedded":
+        yield module_hub_factory.start(*HUB_ARGS)
+        return
+    server = NatsServer(tmp_path_factory.mktemp("nats"), "webhooks", sync="always")
+    try:
+        server.start().wait_ready()
+        yield module_hub_factory.start("--backend", server.url, *HUB_ARGS)
+    finally:
+        server.kill()
 
 
 @pytest.fixture

@@ -283,11 +283,13 @@ class NatsWebhookStore:
     async def _dead_of(self, endpoint: str) -> list[WebhookDeadLetter]:
         out = []
         async for msg in self._scan(DEAD_STREAM, f"{_DEAD}{endpoint}.*", 1):
-            raw = (msg.headers or {}).get(_DEAD_HEADER)
+            hdrs = msg.headers or {}
+            raw = hdrs.get(_DEAD_HEADER)
             if raw is None:
                 continue
             meta = orjson.loads(raw)
-            id = int(msg.subject.rsplit(".", 1)[1])
+            # (a direct get's answer comes on an inbox: the message's own subject is a header)
+            id = int(hdrs.get("Nats-Subject", "").rsplit(".", 1)[-1])
             out.append(WebhookDeadLetter(payload=msg.data, id=id, **meta))
         out.sort(key=lambda d: d.id or 0, reverse=True)
         return out
