@@ -123,14 +123,23 @@ async def test_an_endpoint_made_on_one_node_is_listed_changed_and_deleted_on_the
         for base in (a.base_url, b.base_url):
             log = await call(http, "GET", f"{base}/v1/webhooks/{wh['id']}/attempts")
             assert [x["msg_id"] for x in log["attempts"]] == [sent[0]["id"]]
+        # a replay asked of b moves a's cursor: the event comes again
+        await call(http, "POST", f"{url_b}/replay", 202, json={"since": "2020-01-01T00:00:00Z"})
+        await receiver.wait_for(lambda: len(receiver.requests) >= 2)
+        assert receiver.requests[1].headers["webhook-id"] == sent[0]["id"]
+        # a's errors come back through b as they are
+        problem = await call(http, "PATCH", url_b, 400, json={"concurrency": 0})
+        assert problem["field"] == "concurrency"
+        problem = await call(http, "POST", f"{url_b}/replay", 400, json={"since": "latest"})
+        assert problem["field"] == "since" and problem["title"] == "Bad position"
         # disabled on b: a stops delivering
         await call(http, "PATCH", url_b, json={"enabled": False})
         await eventually(http, url_a, lambda v: v["state"] == "disabled")
         await publish(http, a.base_url, topic, {"type": "order.placed", "data": {}})
         await asyncio.sleep(1.0)
-        assert len(receiver.requests) == 1
+        assert len(receiver.requests) == 2
         await call(http, "PATCH", url_b, json={"enabled": True})
-        await receiver.wait_for(lambda: len(receiver.requests) >= 2)
+        await receiver.wait_for(lambda: len(receiver.requests) >= 3)
         # deleted on b: gone on a
         await call(http, "DELETE", url_b, 204)
         await eventually(http, url_a, lambda v: True, status=404)

@@ -26,7 +26,6 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from tidings import errors
 from tidings.backends.nats.leases import DEFAULT_LEASE_S, Leases
 from tidings.backends.nats.webhooks import NatsWebhookStore
 from tidings.errors import StorageUnavailable, TidingsError
@@ -147,9 +146,15 @@ class NatsEndpointOwners:
 
 def _error(raw: dict[str, Any]) -> TidingsError:
     """The error a forwarded call raised on the other node, as the same class here."""
-    cls = getattr(errors, str(raw.get("class")), None)
-    if not (isinstance(cls, type) and issubclass(cls, TidingsError)):
-        cls = TidingsError
+    name = str(raw.get("class"))
+    cls: type[TidingsError] = TidingsError
+    todo = [TidingsError]
+    while todo:
+        c = todo.pop()
+        if c.__name__ == name:
+            cls = c
+            break
+        todo.extend(c.__subclasses__())
     detail, fields = str(raw.get("detail", "")), dict(raw.get("fields") or {})
     try:
         return cls(detail, **fields)
