@@ -140,10 +140,17 @@ async def test_an_endpoint_made_on_one_node_is_listed_changed_and_deleted_on_the
         assert len(receiver.requests) == 2
         await call(http, "PATCH", url_b, json={"enabled": True})
         await receiver.wait_for(lambda: len(receiver.requests) >= 3)
+        # b restarted loads the endpoint's groups with the others; a still dispatches it
+        b.restart()
+        groups = await call(http, "GET", f"{b.base_url}/v1/groups")
+        assert [g for g in groups["groups"] if wh["id"] in g["name"]]
         # deleted on b: gone on a
         await call(http, "DELETE", url_b, 204)
         await eventually(http, url_a, lambda v: True, status=404)
         deleted = await eventually(http, url_b, lambda v: True, status=404)
+        for base in (a.base_url, b.base_url):  # its groups, gone from both
+            groups = await call(http, "GET", f"{base}/v1/groups")
+            assert not [g for g in groups["groups"] if wh["id"] in g["name"]], groups
         print(f"on b: made seen in {seen:.3f} s, changed {changed:.3f} s, "
               f"deleted {deleted:.3f} s")  # fmt: skip
         assert max(seen, changed, deleted) < 1.5

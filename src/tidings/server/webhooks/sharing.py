@@ -158,10 +158,16 @@ class SharedEndpoints:
             s.endpoints.pop(id, None)
             await self.owners.release(id)
             return
-        if row is None:
-            s.endpoints.pop(id, None)
-            return
-        s.endpoints[id] = Endpoint.from_row(row, s._health())
+        old = s.endpoints.pop(id, None)
+        fresh = None if row is None else Endpoint.from_row(row, s._health())
+        if fresh is not None:
+            s.endpoints[id] = fresh
+        if old is not None:  # this node's copies of groups the holder deleted
+            kept = set(fresh.config.topics) if fresh is not None else set()
+            for topic in set(old.config.topics) - kept:
+                t = s.hub.topics.get(topic)
+                if t is not None:
+                    t.groups.pop(old.group, None)
 
 
 __all__ = ["SharedEndpoints"]
