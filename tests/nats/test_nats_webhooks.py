@@ -229,6 +229,9 @@ async def test_the_other_node_takes_over_when_the_dispatching_node_is_killed(
         a.kill()
         killed_at = time.monotonic()
         before = len(receiver.requests)
+        # before b takes it over, b answers for it from its own copy
+        view = await call(http, "GET", f"{b.base_url}/v1/webhooks/{wh['id']}")
+        assert view["id"] == wh["id"] and time.monotonic() - killed_at < LEASE_S
         await receiver.wait_for(lambda: len(receiver.requests) > before + 4, timeout=30)
         # the first arrivals after the kill may be a's last answers in flight
         resumed = next(r.at for r in receiver.requests[before:] if r.at > killed_at + 0.2)

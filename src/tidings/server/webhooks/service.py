@@ -47,6 +47,7 @@ from tidings.errors import (
     BadPosition,
     BadRequest,
     NotFound,
+    StorageUnavailable,
     TopicNotFound,
     WebhookNotFound,
 )
@@ -212,7 +213,10 @@ class WebhookService:
 
     async def show(self, id: str) -> dict[str, Any]:
         """:meth:`view`, from the node that dispatches the endpoint (its lag, in flight)."""
-        forwarded, answer = await self._forward("view", id, {})
+        try:
+            forwarded, answer = await self._forward("view", id, {})
+        except StorageUnavailable:  # its holder died: this node's copy, until one takes it
+            forwarded = False
         return answer if forwarded else self.view(id)
 
     def view(self, id: str) -> dict[str, Any]:
@@ -362,7 +366,10 @@ class WebhookService:
         """The attempts log, newest first (from the node that dispatches the endpoint:
         it holds the attempts not written yet)."""
         body = {"status": status, "limit": limit, "before": before}
-        forwarded, answer = await self._forward("attempts", id, body)
+        try:
+            forwarded, answer = await self._forward("attempts", id, body)
+        except StorageUnavailable:  # its holder died: the log as written so far
+            forwarded = False
         if forwarded:
             return answer  # type: ignore[no-any-return]
         return await self._attempts(id, status, limit, before)
