@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8700
 DATA_DIR ?= ./tidings-data
 
-.PHONY: run test bench demo soak reliability clean
+.PHONY: run cluster test bench demo soak reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ demo: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/tidings serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
+$(VENV)/.installed-cluster: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[cluster]'
+	touch $(VENV)/.installed $@
+
+# Three nats-servers and three hub nodes (8701-8703) on loopback; Ctrl-C stops them.
+# See README, "Running a cluster".
+cluster: $(VENV)/.installed-cluster
+	$(BIN)/tidings cluster --data-dir $(or $(CLUSTER_DIR),./cluster-data)
+
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
@@ -46,6 +55,7 @@ bench: $(VENV)/.installed $(VENV)/.installed-bench
 	$(BIN)/tidings bench shop
 	$(BIN)/tidings bench lookup
 	$(BIN)/tidings bench streams
+	$(BIN)/tidings bench nats
 
 # Ten minutes of hostile clients beside ordinary publishes; prints a JSON summary.
 soak: $(VENV)/.installed-test

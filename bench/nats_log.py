@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,10 +30,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import ServiceUnavailableError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
-from natsproc import NatsCluster, NatsServer
-
 from tidings.backends.nats import NatsLog, NatsSettings, names
+from tidings.cluster.natsproc import NatsCluster, NatsServer
 
 
 def _payloads(n: int) -> list[bytes]:
@@ -266,12 +263,16 @@ async def run(records: int, batch: int, rounds: int, replicas: int, sync: str, r
             for name, coro in runs[r % 3 :] + runs[: r % 3]:  # take turns going first
                 keep(name, await coro)
             keep("read ours (direct get)", await ours_read(log, ours_topic, records))
-            keep("read bare direct get", await bare_direct(nc, ours_topic, records))
-            keep("read bare ordered consumer", await bare_ordered(nc, ours_topic, records))
-            keep("read bare pull fetch", await bare_fetch(nc, ours_topic, records))
+            # the bare reads' consumers filter on the first subject: they read the
+            # bare atomic batches' stream (the same records; ours put the last record
+            # of each append on the end subject)
+            same = bare_topic + "a"
+            keep("read bare direct get", await bare_direct(nc, same, records))
+            keep("read bare ordered consumer", await bare_ordered(nc, same, records))
+            keep("read bare pull fetch", await bare_fetch(nc, same, records))
             keep("short reads ours (direct get)", await ours_short(log, ours_topic, records))
-            keep("short reads bare ordered", await bare_short_ordered(nc, ours_topic, records))
-            keep("short reads bare fetch", await bare_short_fetch(nc, ours_topic, records))
+            keep("short reads bare ordered", await bare_short_ordered(nc, same, records))
+            keep("short reads bare fetch", await bare_short_fetch(nc, same, records))
         await nc.close()
         await log.close()
     finally:

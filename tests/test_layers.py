@@ -27,12 +27,15 @@ ALLOWED: dict[str, set[str]] = {
     "server": {"errors", "events", "log", "core", "backends"},
     "client": {"errors", "events"},
     "app": {"errors", "events", "log", "core", "backends", "client", "streams"},
+    # local nats-server and hub processes (tidings cluster, the NATS benchmarks)
+    "cluster": set(),
     "benchmarks": {
         "errors", "events", "log", "core", "backends", "server", "client", "app", "streams",
+        "cluster",
     },
     "cli": {
         "errors", "events", "log", "core", "backends", "server", "client", "app", "benchmarks",
-        "streams",
+        "streams", "cluster",
     },
     # the public modules at the top: the API re-exported, the test harness, verify()
     "tidings": {"errors", "events", "client", "app"},

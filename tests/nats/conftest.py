@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from natsproc import NatsCluster, NatsServer
 
 from tidings.backends.nats import NatsLog, NatsSettings
+from tidings.cluster.natsproc import NatsCluster, NatsServer
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from typing import Any
 import nats
 import pytest
 from nats.js.client import JetStreamContext
-from natsproc import NatsCluster, NatsServer
 
 from tidings.backends.nats import NatsLog, NatsSettings, names
+from tidings.cluster.natsproc import NatsCluster, NatsServer
 from tidings.errors import StorageUnavailable
 from tidings.log.config import Retention
 

@@ -8,11 +8,11 @@ import itertools
 import time
 
 import pytest
-from natsproc import NatsServer
 
 from tidings.backends.nats import NatsLog, NatsSettings, names
 from tidings.backends.nats import log as log_module
 from tidings.backends.nats.connection import JetStreamApiError
+from tidings.cluster.natsproc import NatsServer
 from tidings.errors import BadRequest, OffsetOutOfRange, TooLarge, TopicNotFound
 from tidings.log.config import Retention
 
@@ -151,6 +151,51 @@ async def test_wait_wakes_on_a_new_record_and_times_out_without_one(
         assert await waiter
         assert not await far
         assert await nats_log.wait(topic, 0, 0, timeout=0)  # already there
+    finally:
+        await other.close()
+
+
+async def test_a_batch_from_another_node_wakes_waiters_up_to_its_last_record(
+    nats_log: NatsLog, nats_server: NatsServer
+) -> None:
+    """The tail follows the end subject (one message per append): a waiter at any
+    offset of another node's batch wakes, one past it does not."""
+    topic = unique()
+    await nats_log.create_topic(topic, 1)
+    assert not await nats_log.wait(topic, 0, 0, timeout=0.2)  # the tail is subscribed
+    other = await NatsLog.connect(NatsSettings(servers=(nats_server.url,)))
+    try:
+        waiters = [asyncio.create_task(nats_log.wait(topic, 0, o, timeout=30)) for o in (0, 499)]
+        beyond = asyncio.create_task(nats_log.wait(topic, 0, 500, timeout=1))
+        await asyncio.sleep(0.1)
+        assert await other.append(topic, 0, [b"r%d" % i for i in range(500)]) == list(range(500))
+        assert await asyncio.gather(*waiters) == [True, True]
+        assert not await beyond
+        assert nats_log.tail_end(topic, 0) == 500
+        single = asyncio.create_task(nats_log.wait(topic, 0, 500, timeout=30))
+        await asyncio.sleep(0.05)
+        await other.append(topic, 0, [b"one"])
+        assert await single
+    finally:
+        await other.close()
+
+
+async def test_a_stream_made_with_one_subject_gets_its_end_subject(nats_log: NatsLog) -> None:
+    """A partition's stream made before streams had an end subject takes appends and
+    wakes waiters: the end subject is added to it."""
+    topic = unique()
+    await nats_log.create_topic(topic, 1)
+    stream = names.stream_name(topic, 0)
+    info = await nats_log.conn.api(f"STREAM.INFO.{stream}")
+    old = {**info["config"], "subjects": [names.subject(topic, 0)]}
+    await nats_log.conn.api(f"STREAM.UPDATE.{stream}", old)
+    other = await NatsLog.connect(NatsSettings(servers=nats_log.conn.settings.servers))
+    try:
+        assert await other.append(topic, 0, [b"a", b"b"]) == [0, 1]
+        assert await other.append(topic, 0, [b"c"]) == [2]
+        assert await nats_log.wait(topic, 0, 2, timeout=30)
+        info = await nats_log.conn.api(f"STREAM.INFO.{stream}")
+        assert info["config"]["subjects"] == [names.subject(topic, 0), names.end_subject(topic, 0)]
     finally:
         await other.close()
 

@@ -9,9 +9,9 @@ import itertools
 import nats
 import orjson
 import pytest
-from natsproc import NatsCluster, NatsServer
 
 from tidings.backends.nats import Entry, NatsLog, NatsSettings
+from tidings.cluster.natsproc import NatsCluster, NatsServer
 from tidings.errors import BadRequest, Conflict
 
 _n = itertools.count()

@@ -4,8 +4,7 @@ dispatches it (each event delivered once in normal running, whichever node took 
 publish); a SIGKILL of the dispatching node under a backlog hands the endpoint to the
 other node, which delivers every event (at least once), in key order under
 ``ordering: key``. Receivers are real aiohttp servers; signatures are checked with
-the ``standardwebhooks`` package. Topics are made before the second node starts (a
-node knows the cluster's topics when it starts: see docs/architecture.md)."""
+the ``standardwebhooks`` package."""
 
 from __future__ import annotations
 

@@ -12,13 +12,10 @@ from pathlib import Path
 
 import pytest
 
-SUPPORT = Path(__file__).resolve().parent.parent / "support"
-
 SCRIPT = """
-import sys, time
-sys.path.insert(0, {support!r})
+import time
 from pathlib import Path
-from natsproc import NatsServer
+from tidings.cluster.natsproc import NatsServer
 server = NatsServer(Path({root!r}), "orphan").start()
 server.wait_ready()
 print(server.proc.pid, flush=True)
@@ -42,7 +39,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 @pytest.mark.timeout(60)
 def test_a_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
-    script = SCRIPT.format(support=str(SUPPORT), root=str(tmp_path))
+    script = SCRIPT.format(root=str(tmp_path))
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     pid = 0
     try:

@@ -28,8 +28,7 @@ def bench_handlers(
     concurrency: Annotated[
         str,
         typer.Option(
-            help="The handlers' concurrency, comma-separated: each measured beside its "
-            "own ceiling"
+            help="The handlers' concurrency, comma-separated: each measured beside its own ceiling"
         ),
     ] = "1,8",
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
@@ -149,4 +148,23 @@ def bench_streams(
     argv = ["--events", str(events), "--keys", str(keys), "--hubs", hubs, "--mode", mode]
     argv += ([] if anchor else ["--no-anchor"]) + (["--wall-clock"] if wall_clock else [])
     argv += ["--json"] if json_out else []
+    raise typer.Exit(bench_main(argv))
+
+
+@bench_app.command("nats")
+def bench_nats(
+    replicas: Annotated[str, typer.Option(help="1, 3 or 1,3: one nats-server, or three")] = "1,3",
+    seconds: Annotated[int, typer.Option(min=1, help="Seconds per publish measurement")] = 5,
+    records: Annotated[
+        int, typer.Option(min=1000, help="Records each consumer fetches and acks")
+    ] = 20_000,
+    rounds: Annotated[int, typer.Option(min=1, max=10, help="Rounds of every case")] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """The hub on NATS JetStream (publish single and batch over HTTP, group fetch/ack)
+    beside bare nats-py doing the same on the same servers, R1 and R3 (same run)."""
+    from tidings.benchmarks.nats_hub import main as bench_main
+
+    argv = ["--replicas", replicas, "--seconds", str(seconds), "--records", str(records)]
+    argv += ["--rounds", str(rounds)] + (["--json"] if json_out else [])
     raise typer.Exit(bench_main(argv))

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from tidings.cli import apps, check, events, lookup, serve
+from tidings.cli import apps, check, cluster, events, lookup, serve
 from tidings.cli.bench import bench_app
 from tidings.cli.schemas import schemas_app
 from tidings.cli.views import views_app
@@ -45,6 +45,7 @@ app.add_typer(views_app, name="views")
 app.add_typer(lookup.events_app, name="events")
 
 app.command()(serve.serve)
+app.command()(cluster.cluster)
 app.command()(events.publish)
 app.command()(events.tail)
 app.command()(events.topics)

@@ -32,6 +32,7 @@ from tidings.core.reading import ReadOps
 from tidings.core.refill import refill
 from tidings.core.schemas.registry import TOPIC_MODES, SchemaRegistry
 from tidings.core.storage import Damage, PartitionStore, Retention, Storage
+from tidings.core.topicsync import follow_topics
 from tidings.core.views import Views
 from tidings.errors import (
     BadPosition,
@@ -176,6 +177,7 @@ class Hub(ReadOps, PublishOps, GroupOps):
             loop.create_task(self._maintain()),
             loop.create_task(self._refill_dedupe()),
             loop.create_task(self._compact()),
+            loop.create_task(follow_topics(self)),  # other nodes' changes, if any
         ]
         if wait_ready:
             await self._refilled.wait()

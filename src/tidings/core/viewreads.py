@@ -24,7 +24,7 @@ from tidings.errors import BadRequest, StorageUnavailable, ViewNotFound
 
 if TYPE_CHECKING:
     from tidings.core.hub import Hub
-    from tidings.core.views import View
+    from tidings.core.viewstate import View
 
 MAX_SCAN = 1000
 

@@ -232,7 +232,7 @@ def check_window(window: object) -> None:
 class CheckedCommit:
     """A commit's records in the order they are written (the changes, then the
     checkpoint): ``payloads`` as the log stores them, ``events`` with the
-    ``partitionkey`` and ``data`` that :meth:`tidings.core.views.View.apply` reads."""
+    ``partitionkey`` and ``data`` that :meth:`tidings.core.viewstate.View.apply` reads."""
 
     events: list[dict[str, Any]]
     payloads: list[bytes]

@@ -45,7 +45,7 @@ from tidings.events.envelope import normalize_event
 
 if TYPE_CHECKING:
     from tidings.core.hub import Hub
-    from tidings.core.views import View
+    from tidings.core.viewstate import View
 
 __all__ = [
     "check_route_commit", "make_copy", "original", "route_and_land", "routers_of", "stages",

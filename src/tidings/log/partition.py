@@ -65,17 +65,22 @@ class PartitionLog(Healing, LinkedHolds, CompactionHooks):
         policy: FsyncPolicy | None = None,
         clock: Clock | None = None,
         files: OpenFiles | None = None,
+        *,
+        synced: bool = False,
     ) -> PartitionLog:
         """Open (creating if needed) and recover the partition in ``directory``.
 
         Its files are opened through ``files`` (a hub shares one), which closes
-        them while idle; on failure every file it opened is closed again.
+        them while idle; on failure every file it opened is closed again. With
+        ``synced``, the caller has just made ``directory`` and synced it and its
+        topic's directory in their parents.
         """
         log = cls(
             directory, config or LogConfig(), policy or FsyncPolicy(), clock or SystemClock(), files
         )
-        # The partition's directory and its topic's, each synced in its parent.
-        make_dirs(directory, 2)
+        if not synced:
+            # The partition's directory and its topic's, each synced in its parent.
+            make_dirs(directory, 2)
         remove_leftovers(directory)
         stems = [p.stem for p in directory.glob("*.log")]
         bases = sorted(int(s) for s in stems if s.isascii() and s.isdigit())
@@ -129,12 +134,16 @@ class PartitionLog(Healing, LinkedHolds, CompactionHooks):
     # -- appending ---------------------------------------------------------------
 
     def append(
-        self, payloads: Sequence[bytes], timestamp_ms: int | None = None
+        self,
+        payloads: Sequence[bytes],
+        timestamp_ms: int | None = None,
+        ids: Sequence[str] | None = None,
     ) -> asyncio.Future[int]:
         """Queue ``payloads`` as one batch; the future gives its base offset once acknowledged.
 
         Offsets are assigned now, in call order, so two appends made one after
-        the other land in that order whatever their futures do.
+        the other land in that order whatever their futures do. ``ids`` are not kept
+        (one process: the hub's dedupe window is all there is).
         """
         if self._closing or self._failed is not None:
             raise StorageUnavailable(

@@ -22,7 +22,7 @@ import logging
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS hub (one INTEGER PRIMARY KEY CHECK (one = 1), id TEXT
 class EmbeddedStorage:
     """Everything on local disk under ``data_dir``."""
 
+    shared_dedupe = False  # one process: the hub's dedupe window is all there is
+
     def __init__(
         self,
         data_dir: str | Path,
@@ -93,6 +95,9 @@ class EmbeddedStorage:
         self._compactor = Compactor()
         self._sync_lock = asyncio.Lock()
         self._closed = False
+        # Directories made and synced in their parents by a worker thread, not yet
+        # opened (partitions), or for as long as the topic lasts (topics).
+        self._synced_dirs: set[Path] = set()
 
     def _hub_id(self) -> str:
         """The id made the first time this data directory was opened, kept in its
@@ -121,6 +126,19 @@ class EmbeddedStorage:
     async def open_partition(
         self, topic: str, partition: int, retention: Retention
     ) -> PartitionLog:
+        directory = self._topic_dir(topic) / str(partition)
+        if (
+            (topic, partition) not in self.partitions
+            and not self._closed
+            and not directory.is_dir()
+        ):
+            # A new partition's directory is made and synced in its parent (and its
+            # topic's, once) in a worker thread: a topic of a thousand partitions
+            # would otherwise hold the loop for seconds of fsyncs.
+            topic_synced = directory.parent in self._synced_dirs
+            await asyncio.to_thread(make_dirs, directory, 1 if topic_synced else 2)
+            self._synced_dirs.add(directory.parent)
+            self._synced_dirs.add(directory)
         return self.open_partition_now(topic, partition, retention)
 
     def open_partition_now(self, topic: str, partition: int, retention: Retention) -> PartitionLog:
@@ -157,7 +175,11 @@ class EmbeddedStorage:
             return part
         directory = self._topic_dir(topic) / str(partition)
         try:
-            part = PartitionLog.open(directory, config, self.policy, self.clock, self.files)
+            part = PartitionLog.open(
+                directory, config, self.policy, self.clock, self.files,
+                synced=directory in self._synced_dirs,
+            )  # fmt: skip
+            self._synced_dirs.discard(directory)
         except OSError as exc:
             raise StorageUnavailable(
                 f"cannot open partition {partition} of {topic!r}: {exc}"
@@ -168,7 +190,10 @@ class EmbeddedStorage:
         return part
 
     def append_linked(
-        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+        self,
+        topic: str,
+        parts: Sequence[tuple[int, Sequence[bytes]]],
+        ids: Sequence[Sequence[str]] | None = None,
     ) -> asyncio.Future[list[int]]:
         logs = [(p, self.partitions[(topic, p)], payloads) for p, payloads in parts]
         return append_linked(logs, self.clock.time_ms())
@@ -180,6 +205,8 @@ class EmbeddedStorage:
         self._db.execute("DELETE FROM topics WHERE name = ?", (topic,))
         self._db.execute("DELETE FROM groups WHERE topic = ?", (topic,))
         self._db.execute("COMMIT")
+        gone = self._topic_dir(topic)
+        self._synced_dirs = {d for d in self._synced_dirs if gone not in (d, d.parent)}
         async with self._sync_lock:
             for key in [k for k in self.partitions if k[0] == topic]:
                 await self.partitions.pop(key).close()
@@ -224,6 +251,17 @@ class EmbeddedStorage:
         return await self._compactor.run_round(topics.values(), now_ms) if topics else 0
 
     # -- metadata ----------------------------------------------------------------
+
+    async def topic_changes(self) -> AsyncIterator[str]:
+        """None: no other process shares these topics."""
+        return
+        yield
+
+    async def load_topic(self, topic: str) -> dict[str, Any] | None:
+        return (await self.load_topics()).get(topic)
+
+    async def forget_topic(self, topic: str) -> None:
+        """Nothing: no other process drops these topics."""
 
     async def load_topics(self) -> dict[str, dict[str, Any]]:
         rows = self._db.execute("SELECT name, config FROM topics").fetchall()

@@ -288,13 +288,15 @@ class NatsConnection:
         self, subject: str, payloads: Sequence[bytes], msg_ids: Sequence[str],
         on_no_responders: Callable[[], Awaitable[None]] | None = None,
         deadline: float | None = None, headers: dict[str, str] | None = None,
+        last_subject: str | None = None,
     ) -> list[int] | None:  # fmt: skip
         """Publish the payloads (each with ``headers``, if given) as one atomic batch
         (nats-server 2.12+, a stream with ``allow_atomic``): all are stored, at
-        consecutive sequences, or none. The sequences; None if the batch holds a
-        ``Nats-Msg-Id`` already in the duplicate window (nothing of the batch is stored
-        then). Resent whole under a new batch id until the deadline (as in
-        :meth:`publish`)."""
+        consecutive sequences, or none. The last goes to ``last_subject`` if given
+        (another subject of the same stream), the others to ``subject``. The
+        sequences; None if the batch holds a ``Nats-Msg-Id`` already in the duplicate
+        window (nothing of the batch is stored then). Resent whole under a new batch
+        id until the deadline (as in :meth:`publish`)."""
         self.check_size(payloads)
         if not 1 <= len(payloads) <= MAX_ATOMIC_BATCH:
             raise ValueError(f"an atomic batch holds 1 to {MAX_ATOMIC_BATCH} records")
@@ -316,8 +318,12 @@ class NatsConnection:
                         }
                         if i == last:
                             hdrs["Nats-Batch-Commit"] = "1"
-                        reply = token if i == last else ""
-                        await nc.publish(subject, payload, reply=reply, headers=hdrs)
+                        if i == last:
+                            await nc.publish(
+                                last_subject or subject, payload, reply=token, headers=hdrs
+                            )
+                        else:
+                            await nc.publish(subject, payload, headers=hdrs)
                     await self._await(token, replies, self.settings.request_timeout_s)
                 finally:
                     self._waiting.pop(token, None)

@@ -1,12 +1,13 @@
 """The partitioned log over JetStream: one stream per topic partition.
 
-Partition ``p`` of a topic is a stream of its own over one subject (see ``names``),
-so a partition's offsets are the stream's sequences less one: dense, never reused,
-kept by JetStream across restarts, elections and retention. Records are appended
-with a ``Nats-Msg-Id`` each, several as one atomic batch; JetStream's duplicate window
-answers a repeated id with the first record's sequence, so a retried append returns
-the offsets it got first (see :meth:`NatsLog.append` for a batch that holds both
-duplicates and new records).
+Partition ``p`` of a topic is a stream of its own over two subjects (see ``names``:
+the last record of each publish goes to the second, the end subject, so that the
+tail gets one message per append), so a partition's offsets are the stream's
+sequences less one: dense, never reused, kept by JetStream across restarts,
+elections and retention. Records are appended with a ``Nats-Msg-Id`` each, several
+as one atomic batch; JetStream's duplicate window answers a repeated id with the
+first record's sequence, so a retried append returns the offsets it got first (see
+:meth:`NatsLog.append` for a batch that holds both duplicates and new records).
 Retention (``max_age``, ``max_bytes``) is the stream's: JetStream removes records
 from the start and ``start_offset`` moves on.
 
@@ -15,8 +16,9 @@ Reads are batched direct gets (``$JS.API.DIRECT.GET``, one request for up to
 per read (see ``bench/nats_log.py``). Any replica answers a direct get; one behind
 the leader may not hold a record whose append was acknowledged, so a read that comes
 back empty below the end the leader reports asks the leader (``STREAM.MSG.GET``).
-``wait`` is a subscription: an ordered push consumer per partition, headers only,
-which JetStream feeds only with stored records. What a node keeps of a topic (its
+``wait`` is a subscription: an ordered push consumer per partition on its end
+subject, headers only, which JetStream feeds only with stored records, one per
+append. What a node keeps of a topic (its
 partition count, its tails) is checked against the streams when they disagree: another
 node may drop a topic and make it again.
 
@@ -86,6 +88,7 @@ class NatsLog:
         self._partitions: dict[str, int] = {}  # topic -> partition count, as last read
         self._windows: dict[str, float] = {}  # topic -> its duplicate window, seconds
         self._tails: dict[str, _Tail] = {}  # stream -> its subscription for wait()
+        self.topics_revision = 0  # of td_topics, as load_topics last read it
         self._closed = False
 
     @classmethod
@@ -175,7 +178,7 @@ class NatsLog:
         window_ms = self._window_ms(retention.max_age_ms)
         config = {
             "name": names.stream_name(topic, partition),
-            "subjects": [names.subject(topic, partition)],
+            "subjects": [names.subject(topic, partition), names.end_subject(topic, partition)],
             "storage": "file",
             "num_replicas": self.replicas,
             "retention": "limits",
@@ -197,8 +200,9 @@ class NatsLog:
             await self.conn.api(f"STREAM.UPDATE.{name}", config)  # new retention
 
     async def load_topics(self) -> dict[str, dict[str, Any]]:
-        """Every topic's record, as ``create_topic`` saved it."""
-        entries, _ = await self.topics.items()
+        """Every topic's record, as ``create_topic`` saved it; ``topics_revision`` is
+        then the bucket's revision they were read at (a watch from it misses nothing)."""
+        entries, self.topics_revision = await self.topics.items()
         out = {names.decode(k): e.value for k, e in entries.items()}
         self._partitions = {}
         self._windows = {}
@@ -258,12 +262,23 @@ class NatsLog:
     async def _gone(self, topic: str, partition: int) -> None:
         """Raise TopicNotFound if the partition's stream does not exist (any more)."""
         try:
-            await self.conn.api(f"STREAM.INFO.{names.stream_name(topic, partition)}")
+            info = await self.conn.api(f"STREAM.INFO.{names.stream_name(topic, partition)}")
         except JetStreamApiError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
                 await self._forget(topic)
                 raise TopicNotFound(f"no topic {topic!r}", topic=topic) from None
             raise
+        await self._end_subject(info)
+
+    async def _end_subject(self, info: dict[str, Any]) -> None:
+        """Give a stream made before streams had an end subject its end subject (its
+        records stay as they are)."""
+        config = info.get("config") or {}
+        subjects = list(config.get("subjects") or [])
+        if len(subjects) != 1 or not subjects[0].startswith(names.SUBJECT_PREFIX):
+            return
+        config = {**config, "subjects": [subjects[0], subjects[0] + ".e"]}
+        await self.conn.api(f"STREAM.UPDATE.{config['name']}", config)
 
     # -- records ---------------------------------------------------------------
 
@@ -293,6 +308,25 @@ class NatsLog:
         call safe; the retries of one call end within the topic's duplicate window
         (``max_age`` may shorten it below the retry deadline).
         """
+        landed = await self.append_marked(topic, partition, payloads, msg_ids, headers, repeats)
+        assert landed is not None  # split: never refused
+        return landed[0]
+
+    async def append_marked(
+        self,
+        topic: str,
+        partition: int,
+        payloads: Sequence[bytes],
+        msg_ids: Sequence[str] | None = None,
+        headers: dict[str, str] | None = None,
+        repeats: float | None = None,
+        split: bool = True,
+    ) -> tuple[list[int], list[bool]] | None:
+        """:meth:`append`, answering also whether each record was stored before (its id
+        in the duplicate window: its offset is the first one's). ``split=False``: a batch
+        that JetStream refuses for an id it holds is not sent again record by record
+        (which could store some of its new records and not the rest, if the process
+        died meanwhile): None, nothing stored."""
         stream = await self._stream(topic, partition)
         if msg_ids is None:
             msg_ids = [uuid.uuid4().hex for _ in payloads]
@@ -308,13 +342,14 @@ class NatsLog:
                         index=i,
                     )
         if not payloads:
-            return []
+            return [], []
         self.conn.check_size(payloads)
 
         async def no_stream() -> None:
             await self._gone(topic, partition)
 
         subject = names.subject(topic, partition)
+        end = names.end_subject(topic, partition)  # the last record of each publish
         # every retry of this call within the duplicate window of its first attempt
         window_s = self._windows.get(topic, self.duplicate_window_ms / 1000)
         if repeats is None:
@@ -323,59 +358,71 @@ class NatsLog:
             deadline = repeats + 0.95 * window_s
         if len(payloads) == 1:
             acks = await self.conn.publish(
-                subject, payloads, msg_ids, headers, on_no_responders=no_stream,
+                end, payloads, msg_ids, headers, on_no_responders=no_stream,
                 deadline=deadline,
             )  # fmt: skip
             offsets = [acks[0].seq - 1]
+            repeated = [acks[0].duplicate]
         else:
-            offsets = []
+            offsets, repeated = [], []
             for b in range(0, len(payloads), MAX_ATOMIC_BATCH):
                 chunk, ids = payloads[b : b + MAX_ATOMIC_BATCH], msg_ids[b : b + MAX_ATOMIC_BATCH]
                 seqs = await self.conn.publish_atomic(
-                    subject, chunk, ids, no_stream, deadline, headers
+                    subject, chunk, ids, no_stream, deadline, headers, last_subject=end
                 )
+                if seqs is None and not split and b == 0:
+                    return None  # an id already stored, and nothing of this call was
                 if seqs is None:  # an id already stored
-                    seqs = await self._append_past_duplicates(
+                    seqs, again = await self._append_past_duplicates(
                         stream, subject, chunk, ids, no_stream, deadline, headers
                     )
+                else:
+                    again = [False] * len(seqs)
                 offsets += [s - 1 for s in seqs]
+                repeated += again
         tail = self._tails.get(stream)
         if tail is not None:
             tail.advance(max(offsets) + 1)
-        return offsets
+        return offsets, repeated
 
     async def _append_past_duplicates(
         self, stream: str, subject: str, chunk: Sequence[bytes], ids: Sequence[str],
         no_stream: Callable[[], Awaitable[None]], deadline: float,
         headers: dict[str, str] | None = None,
-    ) -> list[int]:  # fmt: skip
-        """The sequences of a batch that JetStream refused for an id it holds: the first
+    ) -> tuple[list[int], list[bool]]:  # fmt: skip
+        """The sequences of a batch that JetStream refused for an id it holds, and which
+        of them were stored before (duplicates): the first
         record alone, acknowledged before the next is sent, as long as its id is a
         duplicate (its first sequence answers, nothing is stored), and with it the
         records stored after it under the next ids (the rest of a batch that landed,
         read back); then the rest as one atomic batch, again while it is refused. A
         record that is not a duplicate is stored alone only when a later one is."""
         seqs: list[int] = []
+        end = subject + ".e"  # names.end_subject: the last record of each publish
+        repeated: list[bool] = []
         i = 0
         while i < len(chunk):
             (ack,) = await self.conn.publish(
-                subject, chunk[i : i + 1], ids[i : i + 1], headers, on_no_responders=no_stream,
+                end, chunk[i : i + 1], ids[i : i + 1], headers, on_no_responders=no_stream,
                 deadline=deadline,
             )  # fmt: skip
             seqs.append(ack.seq)
+            repeated.append(ack.duplicate)
             i += 1
             if ack.duplicate and i < len(chunk):
                 # stored after the first one, within its window: duplicates too
                 landed = await self.conn.stored_ids(stream, ack.seq + 1, ids[i:], no_stream)
                 seqs += landed
+                repeated += [True] * len(landed)
                 i += len(landed)
                 if i < len(chunk):
                     rest = await self.conn.publish_atomic(
-                        subject, chunk[i:], ids[i:], no_stream, deadline, headers
-                    )
+                        subject, chunk[i:], ids[i:], no_stream, deadline, headers,
+                        last_subject=end,
+                    )  # fmt: skip
                     if rest is not None:
-                        return seqs + rest
-        return seqs
+                        return seqs + rest, repeated + [False] * len(rest)
+        return seqs, repeated
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int = 1000,
@@ -442,6 +489,7 @@ class NatsLog:
 
     async def _bounds(self, stream: str) -> tuple[int, int]:
         info = await self.conn.api(f"STREAM.INFO.{stream}")
+        await self._end_subject(info)
         state = info["state"]
         end = int(state["last_seq"])
         start = end if int(state["messages"]) == 0 else int(state["first_seq"]) - 1
@@ -485,7 +533,7 @@ class NatsLog:
         stream = names.stream_name(topic, partition)
         tail = self._tails.get(stream)
         if tail is None:
-            tail = self._tails[stream] = _Tail(self, stream, names.subject(topic, partition))
+            tail = self._tails[stream] = _Tail(self, stream, names.end_subject(topic, partition))
         await tail.started()
         return tail
 
@@ -501,7 +549,7 @@ class NatsLog:
         stream = await self._stream(topic, partition)
         tail = self._tails.get(stream)
         if tail is None:
-            tail = self._tails[stream] = _Tail(self, stream, names.subject(topic, partition))
+            tail = self._tails[stream] = _Tail(self, stream, names.end_subject(topic, partition))
         until = None if timeout is None else time.monotonic() + timeout
         try:  # the subscription's start counts within the timeout
             async with asyncio.timeout(timeout):

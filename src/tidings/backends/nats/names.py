@@ -70,6 +70,12 @@ def subject(topic: str, partition: int) -> str:
     return f"{SUBJECT_PREFIX}{encode(topic)}.{partition}"
 
 
+def end_subject(topic: str, partition: int) -> str:
+    """The stream's second subject: the last record of each publish goes there, so that
+    a consumer filtered on it (the tail) gets one message per append, not per record."""
+    return subject(topic, partition) + ".e"
+
+
 def parse_stream_name(name: str) -> tuple[str, int] | None:
     """(topic, partition) of a stream named by :func:`stream_name`, unless hashed
     (then the topic is in the stream's metadata) or not one of ours: None."""
