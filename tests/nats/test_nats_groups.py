@@ -6,7 +6,7 @@ dead letter once, ``ordering: key`` holds across nodes, seek and re-drive work t
 a node that does not serve the group; concurrent consumers on both nodes handle each
 event; and the owner killed with SIGKILL is taken over within the lease time.
 
-The lease time is short here (``--group-lease 2``). Each group is made on node ``a``,
+The lease time is short here (``--lease-time 2``). Each group is made on node ``a``,
 which then serves it (nobody did): the dead-letter topic is read there.
 """
 
@@ -57,7 +57,7 @@ def nodes(nats: NatsServer, tmp_path: Path) -> Iterator[HubFactory]:
 
 
 def _start(nodes: HubFactory, nats: NatsServer) -> HubProcess:
-    return nodes.start("--backend", nats.url, "--group-lease", str(LEASE_S))
+    return nodes.start("--backend", nats.url, "--lease-time", str(LEASE_S))
 
 
 async def _events(hub: AsyncClient, topic: str, n: int, keys: int = 5) -> list[str]:

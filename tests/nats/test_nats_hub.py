@@ -124,8 +124,8 @@ def test_serve_refuses_a_bad_backend_and_replicas(tmp_path: Path, nats: NatsServ
     assert "--replicas must be 1, 3 or 5, not 2" in serve_fails(
         tmp_path, "--backend", nats.url, "--replicas", "2"
     )
-    assert "--group-lease must be positive, not 0" in serve_fails(
-        tmp_path, "--backend", nats.url, "--group-lease", "0"
+    assert "--lease-time must be 0.1 to 3600 seconds, not 0" in serve_fails(
+        tmp_path, "--backend", nats.url, "--lease-time", "0"
     )
     port = free_port()  # nothing listens there
     assert "cannot connect to NATS" in serve_fails(

@@ -237,12 +237,12 @@ def serve(
             help="With a NATS backend: copies of each stream and bucket (1, 3 or 5)",
         ),
     ] = 1,
-    group_lease: Annotated[
+    lease_time: Annotated[
         float,
         typer.Option(
-            envvar="TIDINGS_GROUP_LEASE",
-            help="With a NATS backend: seconds a consumer group's owner node holds it "
-            "without renewing; a dead owner's groups are taken over after about this long",
+            envvar="TIDINGS_LEASE_TIME",
+            help="With a NATS backend: seconds a node's lease on a consumer group or a "
+            "webhook endpoint lasts unrenewed; another node takes it over after about that",
         ),
     ] = 10.0,
 ) -> None:
@@ -290,7 +290,7 @@ def serve(
             history=HistoryOptions(interval_ms=max(1, round(history_interval * 1000))),
             backend=parse_backend(backend),
             replicas=replicas,
-            group_lease_s=group_lease,
+            lease_s=lease_time,
         )
         run(config)
     except TidingsError as exc:

@@ -64,7 +64,7 @@ async def test_changes_at_once_leave_one_dispatcher_and_no_deleted_endpoint(
     )
     assert results[1] is None
     assert wh["id"] not in service.endpoints and service.dispatchers == {}
-    assert service.store.load_endpoints() == []
+    assert await service.store.load_endpoints() == []
     assert "webhook." + wh["id"] not in service.hub.topics["orders"].groups
 
 
