@@ -246,6 +246,10 @@ class WorkerPool:
                 self._acker_wait = loop.create_future()
                 await self._acker_wait
                 continue
+            # One turn first: the fetch that the same finished events made room for
+            # goes out before their acks (a hub over HTTP answers the next batch
+            # without it waiting behind the acks' save).
+            await asyncio.sleep(0)
             self._finished = False
             await self._flush()
 
