@@ -427,7 +427,7 @@ class Consumer:
             remember = enabled and eid != ""
             at = None
             if remember:
-                if eid in waiting_ids:  # the same event twice in a batch: the first counts
+                if waiting_ids and eid in waiting_ids:  # twice in a batch: the first counts
                     done += await finish()
                 at = ids.get(eid)
                 if at is not None:
