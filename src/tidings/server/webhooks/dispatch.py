@@ -315,7 +315,7 @@ class EndpointDispatcher:
         made = max(self.attempts.get(pos, 0), d.deliveries - 1) + 1
         before = self.ep.health.state
         outcome, decision = await self.service.attempt(
-            self.ep, d.payload, job.topic, d.partition, d.offset, made
+            self.ep, d.payload, job.topic, d.partition, d.offset, made, event=d.event
         )
         if decision.action == "ack":
             self.attempts.pop(pos, None)

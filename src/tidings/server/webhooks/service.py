@@ -505,9 +505,12 @@ class WebhookService:
         offset: int,
         made: int,
         trigger: Trigger = "delivery",
+        event: dict[str, Any] | None = None,
     ) -> tuple[Outcome, Decision]:
-        """Send one record once, log it, and let the endpoint's health decide what next."""
-        msg_id = _event_id(payload)
+        """Send one record once, log it, and let the endpoint's health decide what next.
+        ``event``: the payload as the group's fetch parsed it, if it did (its id is
+        read there rather than from the payload parsed again)."""
+        msg_id = _event_id(payload) if event is None else str(event.get("id", ""))
         result, outcome = await self._post(ep, payload, msg_id, topic, partition, offset, made,
                                            trigger)
         now = self.hub.clock.time_ms()
