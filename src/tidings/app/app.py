@@ -59,6 +59,8 @@ V = TypeVar("V", bound=Callable[..., Any])
 
 DEFAULT_HUB = "http://127.0.0.1:8700"
 DEFAULT_BACKOFF = Backoff()
+# How long a read of one of the app's own views waits for its first declaration.
+_DECLARED_WAIT_S = 10.0
 _collector_settled = False
 
 
@@ -484,6 +486,12 @@ class App:
         transport = self._transport
         if transport is None:
             raise RuntimeError(f"app {self.name!r} is not running: await app.start() first")
+        own = next((p for p in self.processors if p.spec.name == name), None)
+        if own is not None and not own.declared.is_set():
+            # This app's own view, declared as its processor starts: read it once it is
+            # (a hub that refuses the declaration answers the read below).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(own.declared.wait(), _DECLARED_WAIT_S)
         if min_position != "latest":
             return await transport.view_get(name, key, min_position, topic)
         inputs: list[str] = next(

@@ -131,6 +131,8 @@ class ViewProcessor:
         self.owner = f"{app_name}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._stopping = False
         self._wake = asyncio.Event()
+        # Set once the hub took the view's declaration (reads of it wait for that).
+        self.declared = asyncio.Event()
         self.generation = -1
         self.commits = 0
         self.reloads = 0
@@ -197,6 +199,7 @@ class ViewProcessor:
                 if not declared:
                     await t.put_view(name, self.spec.declaration)
                     declared = True
+                    self.declared.set()
                 answer = await t.view_members(name, self.owner)
             except TidingsError as exc:
                 if exc.status in _TRANSIENT:
@@ -352,6 +355,7 @@ class TaskRunner:
             info = await t.put_view(spec.name, spec.declaration)
         except Conflict as exc:  # declared otherwise (e.g. another layout): not a race
             raise _Refused(exc.detail) from exc
+        self.processor.declared.set()
         generation = int(info["generation"])
         tasks = int(info.get("tasks", 1))
         if spec.route_key is not None:  # its tasks past these route

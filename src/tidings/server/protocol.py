@@ -156,7 +156,10 @@ class HubHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = self._head_parsed = self._header_count = 0
-        if self._deadline is None:  # a keep-alive connection's next request
+        # A keep-alive connection's next request; or one whose first bytes came with
+        # the end of the body of a request answered early (the keep-alive deadline
+        # armed then goes at the next read, and this head must keep its own).
+        if self._deadline is None or self._on_deadline is self._keep_alive:
             self._arm(self.limits.header_timeout_s, self._head_timed_out)
 
     def on_url(self, url: bytes) -> None:
@@ -374,7 +377,8 @@ class _HeadWithBody:
         held = self.held
         if held is not None:
             self.held = None
-            self.transport.write(held)
+            if not self.transport.is_closing():  # the client gone: dropped, as uvicorn does
+                self.transport.write(held)
 
     def close(self) -> None:
         self.flush()

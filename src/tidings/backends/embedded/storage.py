@@ -136,7 +136,12 @@ class EmbeddedStorage:
             # topic's, once) in a worker thread: a topic of a thousand partitions
             # would otherwise hold the loop for seconds of fsyncs.
             topic_synced = directory.parent in self._synced_dirs
-            await asyncio.to_thread(make_dirs, directory, 1 if topic_synced else 2)
+            try:
+                await asyncio.to_thread(make_dirs, directory, 1 if topic_synced else 2)
+            except OSError as exc:
+                raise StorageUnavailable(
+                    f"cannot open partition {partition} of {topic!r}: {exc}"
+                ) from exc
             self._synced_dirs.add(directory.parent)
             self._synced_dirs.add(directory)
         return self.open_partition_now(topic, partition, retention)

@@ -78,6 +78,7 @@ class EndpointDispatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._dead_tasks: dict[int, asyncio.Task[None]] = {}
         self._listing: asyncio.Task[None] | None = None  # of dead letters to send again
+        self._relist = False  # a replay asked while the listing was on its way
         self._cut: list[_Job] = []
         # Dead letters sent again go out at most `concurrency` at a time.
         self._resend_slots = asyncio.Semaphore(endpoint.config.concurrency)
@@ -404,8 +405,16 @@ class EndpointDispatcher:
         """Send again, soon, every dead letter marked for replay that is not on its way."""
         if self._listing is None or self._listing.done():
             self._listing = asyncio.get_running_loop().create_task(self._replay_dead_letters())
+        else:  # one listing is on its way: it may have read before this mark, so again
+            self._relist = True
 
     async def _replay_dead_letters(self) -> None:
+        self._relist = True
+        while self._relist:
+            self._relist = False
+            await self._list_and_resend()
+
+    async def _list_and_resend(self) -> None:
         try:
             marked = await self.service.store.dead_letters(
                 self.ep.id, 10_000, None, replaying=True
