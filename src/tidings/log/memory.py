@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from tidings.errors import OffsetOutOfRange, StorageUnavailable
+from tidings.errors import OffsetOutOfRange, StorageUnavailable, WrongEnd
 from tidings.log.config import (
     Clock,
     GroupRow,
@@ -56,10 +56,13 @@ class MemoryPartition:
         return None  # memory does not fill up the way a disk does
 
     def append(
-        self, payloads: Sequence[bytes], timestamp_ms: int | None = None
-    ) -> asyncio.Future[int]:
+        self, payloads: Sequence[bytes], timestamp_ms: int | None = None,
+        expect_end: int | None = None,
+    ) -> asyncio.Future[int]:  # fmt: skip
         if self.closed:
             raise StorageUnavailable("partition is closed")
+        if expect_end is not None and expect_end != self.end_offset:
+            raise WrongEnd(expect_end, self.end_offset)
         ts = max(self.clock.time_ms() if timestamp_ms is None else timestamp_ms, self._last_ts)
         self._last_ts = ts
         base = self.end_offset

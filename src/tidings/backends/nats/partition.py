@@ -56,6 +56,7 @@ class _Append:
     headers: dict[str, str] | None
     called_ms: int
     future: asyncio.Future[int]
+    expect_end: int | None = None  # sent alone, for JetStream to check (see append)
 
 
 class NatsPartition:
@@ -139,12 +140,15 @@ class NatsPartition:
     # -- appends -----------------------------------------------------------------
 
     def append(
-        self, payloads: Sequence[bytes], timestamp_ms: int | None = None
-    ) -> asyncio.Future[int]:
+        self, payloads: Sequence[bytes], timestamp_ms: int | None = None,
+        expect_end: int | None = None,
+    ) -> asyncio.Future[int]:  # fmt: skip
         """Queue the records; the future answers the first one's offset once JetStream
         acknowledged them all. ``timestamp_ms`` is not kept: JetStream stamps each
-        record with the time it stored it."""
-        return self.enqueue(payloads, None)
+        record with the time it stored it. ``expect_end``: sent as a batch of its own
+        that JetStream stores only at that offset (the stream's end, whichever node
+        appended before), else the future raises ``WrongEnd``."""
+        return self.enqueue(payloads, None, expect_end)
 
     def check(self, payloads: Sequence[bytes]) -> None:
         """Raise what ``enqueue`` would refuse ``payloads`` for."""
@@ -158,12 +162,15 @@ class NatsPartition:
         self.log.conn.check_size(payloads)
 
     def enqueue(
-        self, payloads: Sequence[bytes], headers: dict[str, str] | None
-    ) -> asyncio.Future[int]:
+        self, payloads: Sequence[bytes], headers: dict[str, str] | None,
+        expect_end: int | None = None,
+    ) -> asyncio.Future[int]:  # fmt: skip
         """Queue one append (``headers`` on each record); its first offset, once stored."""
         self.check(payloads)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Append(payloads, headers, int(time.time() * 1000), fut))
+        self._queue.append(
+            _Append(payloads, headers, int(time.time() * 1000), fut, expect_end)
+        )
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write())
         return fut
@@ -173,10 +180,11 @@ class NatsPartition:
             first = self._queue.popleft()
             batch = [first]
             count = len(first.payloads)
-            if first.headers is None:  # plain appends queued together: one atomic batch
-                while (
+            if first.headers is None and first.expect_end is None:
+                while (  # plain appends queued together: one atomic batch
                     self._queue
                     and self._queue[0].headers is None
+                    and self._queue[0].expect_end is None
                     and count + len(self._queue[0].payloads) <= MAX_ATOMIC_BATCH
                 ):
                     more = self._queue.popleft()
@@ -190,16 +198,18 @@ class NatsPartition:
             try:
                 try:
                     offsets = await self.log.append(
-                        self.topic, self.partition, payloads, ids, first.headers
-                    )
+                        self.topic, self.partition, payloads, ids, first.headers,
+                        expect_end=first.expect_end,
+                    )  # fmt: skip
                 except StorageUnavailable:
                     # Not answered in time, yet perhaps stored: sent again under the
                     # same ids within the duplicate window, JetStream answers the
                     # offsets it stored them at (or stores them now). Only a second
                     # failure fails the append.
                     offsets = await self.log.append(
-                        self.topic, self.partition, payloads, ids, first.headers, began
-                    )
+                        self.topic, self.partition, payloads, ids, first.headers, began,
+                        first.expect_end,
+                    )  # fmt: skip
             except Exception as exc:
                 self._inflight_ms = None
                 if not isinstance(exc, TidingsError):
