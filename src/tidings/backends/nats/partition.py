@@ -197,19 +197,13 @@ class NatsPartition:
             began = time.monotonic()
             try:
                 try:
-                    offsets = await self.log.append(
-                        self.topic, self.partition, payloads, ids, first.headers,
-                        expect_end=first.expect_end,
-                    )  # fmt: skip
+                    offsets = await self._send_one(first, payloads, ids)
                 except StorageUnavailable:
                     # Not answered in time, yet perhaps stored: sent again under the
                     # same ids within the duplicate window, JetStream answers the
                     # offsets it stored them at (or stores them now). Only a second
                     # failure fails the append.
-                    offsets = await self.log.append(
-                        self.topic, self.partition, payloads, ids, first.headers, began,
-                        first.expect_end,
-                    )  # fmt: skip
+                    offsets = await self._send_one(first, payloads, ids, began)
             except Exception as exc:
                 self._inflight_ms = None
                 if not isinstance(exc, TidingsError):
@@ -229,6 +223,19 @@ class NatsPartition:
                 if not a.future.done():
                     a.future.set_result(offsets[i])
                 i += len(a.payloads)
+
+    async def _send_one(
+        self, first: _Append, payloads: list[bytes], ids: list[str],
+        repeats: float | None = None,
+    ) -> list[int]:  # fmt: skip
+        """``log.append`` of a batch (``repeats``: the retry's, passed only by one);
+        ``expect_end`` is passed only by an append that has one."""
+        args = (self.topic, self.partition, payloads, ids, first.headers)
+        if first.expect_end is not None:
+            return await self.log.append(*args, repeats, expect_end=first.expect_end)
+        if repeats is None:
+            return await self.log.append(*args)
+        return await self.log.append(*args, repeats)
 
     async def drain(self) -> None:
         """Wait for the appends queued so far (their errors go to their callers)."""
