@@ -4,8 +4,8 @@ commits alternating through the two nodes with the right ``expect`` all land, an
 two commits at one offset through the two nodes at once exactly one lands and the
 other gets 409 with the changelog's end; each node applies the commits made through
 the other, and a read with ``min_position`` on one waits for a commit made on the
-other. The view is declared before the second node starts (a node knows the topics of
-the cluster when it starts and those it makes)."""
+other. A view declared through one node after the other started is found by name on
+the other at its first use."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from hubapi import expect, expect_problem, publish, put_topic, read_all, unique
+from hubapi import expect, expect_problem, poll_until, publish, put_topic, read_all, unique
 from hubproc import HubFactory, HubProcess
 from viewhelp import commit_events
 
@@ -131,3 +131,40 @@ async def test_a_view_is_one_view_across_two_nodes(nodes: HubFactory, nats: Nats
             assert (await expect(resp, 200))["value"] != "late"
         async with http.get(f"{a.base_url}/v1/views/{name}/keys/nope") as resp:
             await expect_problem(resp, 404)
+
+
+async def test_a_view_declared_on_one_node_is_found_on_the_other(
+    nodes: HubFactory, nats: NatsServer
+) -> None:
+    a = nodes.start("--backend", nats.url)
+    b = nodes.start("--backend", nats.url)
+    name, topic = unique("v"), unique()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        async with http.get(f"{b.base_url}/v1/views/{name}") as resp:
+            await expect_problem(resp, 404)
+        await put_topic(http, a.base_url, topic)
+        spec = {"kind": "view", "inputs": [topic], "app": "tests"}
+        async with http.put(f"{a.base_url}/v1/views/{name}", json=spec) as resp:
+            await expect(resp, 201)
+        [placed] = await publish(http, a.base_url, topic, {"type": "stock.set"})
+        inputs = {topic: {"0": placed["offset"] + 1}}
+        status, body = await commit(http, a, name, 0, 0, {"k": "first"}, inputs)
+        assert (status, body) == (200, {"offset": 0, "next": 2})
+        # b learns the view at its first request, with what a committed.
+        assert await value_at(http, b, name, "k", f"0:{placed['offset']}") == "first"
+        status, body = await commit(http, b, name, 2, 1, {"k": "second"}, inputs)
+        assert (status, body) == (200, {"offset": 2, "next": 4})
+        assert await value_at(http, a, name, "k", f"0:{placed['offset']}") in ("first", "second")
+        for node in (a, b):  # a applies b's commit once its changelog tail shows it
+
+            async def second(node: HubProcess = node) -> bool:
+                async with http.get(f"{node.base_url}/v1/views/{name}/keys/k") as resp:
+                    got = await expect(resp, 200)
+                return bool(got == {"key": "k", "value": "second", "position": "0:2"})
+
+            await poll_until(second, timeout=10, what=f"b's commit served by {node.base_url}")
+        # Declared again on b: the same view, kept (200), not made anew.
+        async with http.put(f"{b.base_url}/v1/views/{name}", json=spec) as resp:
+            await expect(resp, 200)
+        async with http.get(f"{b.base_url}/v1/views/{name}/keys/k") as resp:
+            assert (await expect(resp, 200))["value"] == "second"

@@ -9,6 +9,9 @@ commit of this node), applies the records found there. A commit of this node fir
 applies the records of others below its own (:func:`catch_up`), so the state always
 holds whole commits in changelog order. On one embedded hub every record is its own:
 the follower finds nothing to apply.
+
+A view declared through another node after this one started is found by name on
+first use (:func:`adopt`): its declaration is in its changelog topic's saved config.
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tidings.core.storage import PartitionStore
+from tidings.core.viewrecords import by_key_topic, changelog_topic
+from tidings.core.viewstate import View
 from tidings.errors import StorageUnavailable, TidingsError
 
 if TYPE_CHECKING:
     from tidings.core.hub import Hub
-    from tidings.core.viewstate import View
+    from tidings.core.views import Views
 
 logger = logging.getLogger("tidings.views")
 
@@ -125,3 +130,50 @@ class Follower:
                 w.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
         return any(not w.cancelled() and w.exception() is None and w.result() for w in done)
+
+
+def view_from(name: str, decl: dict[str, Any], tasks: int) -> View:
+    """View ``name`` as its saved declaration says, laid out over ``tasks`` changelog
+    partitions (its state empty: read from the changelog next)."""
+    view = View(
+        name, decl["kind"], list(decl["inputs"]), decl.get("app"), decl.get("window"),
+        decl.get("emit"), int(decl.get("generation", 0)), bool(decl.get("partitioned", False)),
+    )  # fmt: skip
+    # A changelog made before views had tasks has one partition: one task.
+    routers = [(str(t), int(p)) for t, p in decl.get("routers") or []]
+    view.layout(tasks, int(decl.get("repartition") or 0), routers)
+    asked = decl.get("repartition_asked", view.repartition or False)
+    view.asked = asked if isinstance(asked, bool | int) else view.repartition
+    return view
+
+
+async def adopt(views: Views, name: str) -> None:
+    """Know view ``name`` if the storage holds its declaration (declared through another
+    node sharing it): its changelog (and repartition topic, and the inputs this node
+    does not know) opened here, read, and followed. Nothing if there is none (the
+    caller answers 404 or declares it)."""
+    from tidings.core.hub import _retention  # the hub imports this module
+
+    hub = views.hub
+    async with views._declaring:
+        if name in views.views:
+            return
+        topics = await hub.storage.load_topics()
+        cfg = topics.get(changelog_topic(name)) or {}
+        decl = cfg.get("view")
+        if not isinstance(decl, dict) or changelog_topic(name) in hub.unavailable:
+            return
+        # Its inputs too, if made through another node since (reads wait on them).
+        inputs = [str(t) for t in decl.get("inputs") or []]
+        for topic in (changelog_topic(name), by_key_topic(name), *inputs):
+            saved = topics.get(topic)
+            if saved is not None and topic not in hub.topics and topic not in hub.unavailable:
+                await hub._open_topic(
+                    topic, int(saved["partitions"]), _retention(saved.get("retention")),
+                    save=False, schemas=str(saved.get("schemas", "off")),
+                )  # fmt: skip
+        view = view_from(name, decl, len(hub.topic(changelog_topic(name)).partitions))
+        await views._load(view)
+        views.views[name] = view
+        views._follow(view)
+        logger.info("view %r declared through another node: known here now", name)

@@ -38,7 +38,7 @@ import orjson
 
 from tidings.core.positions import check_name
 from tidings.core.storage import PartitionStore, Retention
-from tidings.core.viewfollow import Follower, catch_up
+from tidings.core.viewfollow import Follower, adopt, catch_up, view_from
 from tidings.core.viewmembers import HEARTBEAT_MS, check_member
 from tidings.core.viewreads import ViewReads
 from tidings.core.viewrecords import (
@@ -94,18 +94,7 @@ class Views(ViewReads):
             decl = cfg.get("view")
             if name is None or not isinstance(decl, dict) or topic not in self.hub.topics:
                 continue
-            view = View(
-                name, decl["kind"], list(decl["inputs"]), decl.get("app"), decl.get("window"),
-                decl.get("emit"), int(decl.get("generation", 0)),
-                bool(decl.get("partitioned", False)),
-            )  # fmt: skip
-            # A changelog made before views had tasks has one partition: one task.
-            routers = [(str(t), int(p)) for t, p in decl.get("routers") or []]
-            view.layout(len(self.hub.topics[topic].partitions),
-                        int(decl.get("repartition") or 0), routers)
-            asked = decl.get("repartition_asked", view.repartition or False)
-            view.asked = asked if isinstance(asked, bool | int) else view.repartition
-            self.views[name] = view
+            self.views[name] = view_from(name, decl, len(self.hub.topics[topic].partitions))
         self._loading = asyncio.get_running_loop().create_task(self._load_all())
 
     async def _load_all(self) -> None:
@@ -151,13 +140,17 @@ class Views(ViewReads):
             await _landed(view)
             view.changed()
 
-    async def ready(self, timeout: float = 10.0) -> None:
-        """Wait until the changelogs are read; 503 if that takes longer than ``timeout``."""
+    async def ready(self, timeout: float = 10.0, name: str | None = None) -> None:
+        """Wait until the changelogs are read; 503 if that takes longer than ``timeout``.
+        ``name``: a view this node does not know is looked for in the storage (declared
+        through another node sharing it since this one started: see ``adopt``)."""
         if not self.loaded.is_set():
             try:
                 await asyncio.wait_for(self.loaded.wait(), timeout)
             except TimeoutError:
                 raise _loading() from None
+        if name is not None and name not in self.views:
+            await adopt(self, name)
 
     def _check_loaded(self) -> None:
         """503 while the changelogs are read at start: a read then could see part of a
