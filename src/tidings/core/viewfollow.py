@@ -49,6 +49,9 @@ async def catch_up(view: View, p: int, part: PartitionStore, until: int) -> bool
     tries = 0
     while view.applied[p] < until:
         got = await part.read(view.applied[p], _BATCH)
+        if got and got[0][0] >= until:  # a gap up to it: nothing below it to apply
+            view.applied[p] = until
+            break
         got = [r for r in got if r[0] < until]
         if not got:
             tries += 1
