@@ -1,4 +1,4 @@
-"""HTTP ingest throughput beside its bare Starlette ceiling: ``python bench/http_ingest.py``.
+"""HTTP ingest throughput beside its bare ASGI ceiling: ``python bench/http_ingest.py``.
 
 The same as ``tidings bench http``; ``--help`` lists the options.
 """

@@ -28,7 +28,8 @@ from typing import Any, cast
 import orjson
 import uvloop
 
-from tidings.benchmarks.http_ingest import KEYED_TOPIC, TAG_LEN, TAG_MARK, build_events, ceiling_app
+from tidings.benchmarks.http_ingest import KEYED_TOPIC, build_events, ceiling_app
+from tidings.benchmarks.http_load import TAG_LEN, TAG_MARK
 from tidings.log.config import FsyncPolicy
 from tidings.server.serve import ServeConfig, build
 
@@ -139,6 +140,8 @@ async def measure(case: str, which: str, requests: int) -> dict[str, Any]:
             "cpu_us_per_event": round((cpu2 - cpu0) / requests / per * 1e6, 3),
             "index_catch_up_us_per_event": round((cpu2 - cpu1) / requests / per * 1e6, 3),
             "wall_s": round(wall2 - wall0, 2),
+            **({} if hub is None else {"index_read_back": hub.index.read_back_total,
+                                       "indexed": hub.index.indexed_total}),
         }  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

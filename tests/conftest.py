@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from hubproc import HubFactory, HubProcess
+from hubproc import BackendHubs, HubFactory, HubProcess
 from receivers import Receiver
 
 from tidings.cluster.natsproc import NatsServer
@@ -57,6 +57,26 @@ def backend_hub(
             server = NatsServer(tmp_path_factory.mktemp("nats"), "hubs", sync="always")
             server.start().wait_ready()
             yield factory.start("--backend", server.url)
+    finally:
+        factory.close()
+        if server is not None:
+            server.kill()
+
+
+@pytest.fixture(scope="module", params=["embedded", "nats"])
+def backend_hubs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BackendHubs]:
+    """As ``backend_hub``, for a module whose hubs take arguments of their own: the
+    embedded log, then a ``nats-server`` of its own. A test that starts hubs of its
+    own through ``hub_factory`` (restarts, the disk) runs on the embedded log only."""
+    factory = HubFactory(tmp_path_factory.mktemp("hubs"))
+    server: NatsServer | None = None
+    try:
+        if request.param == "nats":
+            server = NatsServer(tmp_path_factory.mktemp("nats"), "hubs", sync="always")
+            server.start().wait_ready()
+        yield BackendHubs(request.param, factory, server)
     finally:
         factory.close()
         if server is not None:

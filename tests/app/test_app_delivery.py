@@ -119,6 +119,41 @@ async def test_payloads_are_typed_by_the_annotation(target: str | None) -> None:
     assert "celsius" in bad.get("dlqreason") and "Reading" in bad.get("dlqreason")
 
 
+class Parcel(BaseModel):
+    parcel: str
+    grams: int
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_bad_data_is_dead_lettered_but_a_handler_raising_a_validation_error_is_retried(
+    target: str | None, concurrency: int
+) -> None:
+    # The loops call the model's validator themselves: an error of that call is the
+    # data's (dead-lettered at once), one the handler raises is the handler's (retried).
+    s = suffix()
+    topic = f"parcels-{s}"
+    app = App(f"scales-{s}", hub="http://127.0.0.1:1", poll_wait=0.5)
+    seen: list[tuple[str, int]] = []
+
+    @app.on(topic, retries=2, backoff=0.05, concurrency=concurrency)
+    async def weigh(parcel: Parcel, ctx: Context) -> None:
+        seen.append((parcel.parcel, ctx.deliveries))
+        if parcel.parcel == "p-2" and ctx.deliveries == 1:
+            Parcel.model_validate({"parcel": "inner"})  # raises: grams is missing
+
+    async with TestHub(app, hub=target) as hub:
+        await hub.publish(topic, type="parcel.weighed", data={"parcel": "p-1", "grams": "7"})
+        await hub.publish(topic, type="parcel.weighed", data={"parcel": "p-2", "grams": 9})
+        await hub.publish(topic, type="parcel.weighed", data={"parcel": "p-3"}, id="no-grams")
+        await hub.drain()
+        dead = await hub.events(f"{topic}.dlq")
+
+    assert sorted(seen) == [("p-1", 1), ("p-2", 1), ("p-2", 2)]
+    [bad] = dead
+    assert bad.id == "no-grams" and bad.get("dlqdeliveries") == 1
+    assert "grams" in bad.get("dlqreason") and "Parcel" in bad.get("dlqreason")
+
+
 async def test_a_failing_handler_is_retried_then_dead_lettered(target: str | None) -> None:
     s = suffix()
     topic = f"jobs-{s}"

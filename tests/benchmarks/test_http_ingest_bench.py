@@ -12,15 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from tidings.benchmarks.http_ingest import (
-    BATCH,
-    EVENT_BYTES,
-    TAG_LEN,
-    TAG_MARK,
-    Wrk,
-    build_events,
-    ceiling_app,
-)
+from tidings.benchmarks.http_ingest import BATCH, build_events, ceiling_app
+from tidings.benchmarks.http_load import TAG_LEN, TAG_MARK, Wrk
+from tidings.benchmarks.http_report import EVENT_BYTES
 from tidings.benchmarks.processes import free_port, serve_process
 
 

@@ -13,7 +13,7 @@ from tidings.core.dedupe import DedupeWindow, Position
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub, HubOptions
 from tidings.core.patterns import TypeFilter
-from tidings.core.publishing import Spread
+from tidings.core.published import Spread
 from tidings.errors import Conflict, GroupNotFound, StorageUnavailable, TooLarge, TopicNotFound
 from tidings.events.batch import new_event_ids
 from tidings.events.envelope import normalize_event

@@ -1,9 +1,9 @@
 """Two ``tidings serve`` nodes on one NATS server serve one hub: the same hub id, the
 records one node took read on the other, a live stream on one fed by publishes on the
-other, and a publish over several partitions (a linked append) read whole. Topics are
-made before the second node starts: a node knows the topics of the cluster when it
-starts and those it makes (see docs/architecture.md). A node killed under load loses
-nothing acknowledged; ``tidings serve`` refuses a bad ``--backend``."""
+other, and a publish over several partitions (a linked append) read whole; a node
+started before a topic was made publishes to it as made (topics across nodes:
+``test_nats_topics``). A node killed under load loses nothing acknowledged;
+``tidings serve`` refuses a bad ``--backend``."""
 
 from __future__ import annotations
 
@@ -81,26 +81,28 @@ async def live_on_b_sees_publishes_on_a(
     assert got is not None and got["event"]["id"] == sent[0]["id"]
 
 
-async def test_a_node_that_does_not_know_a_topic_leaves_it_whole(
+async def test_a_node_started_before_a_topic_was_made_publishes_to_it_whole(
     nodes: HubFactory, nats: NatsServer
 ) -> None:
-    """b started before a made the topic: b's auto-creation (one partition) is refused,
-    and what b then discards is its own, not the cluster's topic."""
+    """b started before a made the topic: b learns it from its watch of the topics
+    (no auto-creation of one partition refused, as before it followed them) and
+    publishes over both partitions. A creation that still loses the race is refused
+    with 409, never shrinking the topic (``test_nats_storage``)."""
     a = nodes.start("--backend", nats.url)
     b = nodes.start("--backend", nats.url)
     topic = unique()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         await put_topic(http, a.base_url, topic, partitions=2)
         await publish(http, a.base_url, topic, {"type": "order.placed", "data": {}})
-        async with http.post(
-            f"{b.base_url}/v1/topics/{topic}/events",
-            data=orjson.dumps({"type": "order.placed", "data": {}}),
-            headers={"content-type": "application/cloudevents+json"},
-        ) as resp:
-            problem = await expect(resp, 409)
-        assert "2 partitions in the cluster" in problem["detail"]
-        await publish(http, a.base_url, topic, {"type": "order.placed", "data": {}})
-        assert len(await read_all(http, a.base_url, topic)) == 2
+        for _ in range(100):
+            async with http.get(f"{b.base_url}/v1/topics/{topic}") as resp:
+                if resp.status == 200:
+                    break
+            await asyncio.sleep(0.02)
+        keyed = [{"type": "order.placed", "partitionkey": f"k{i}"} for i in range(10)]
+        sent = await publish(http, b.base_url, topic, *keyed)
+        assert {s["partition"] for s in sent} == {0, 1}
+        assert len(await read_all(http, a.base_url, topic)) == 11
 
 
 def serve_fails(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
@@ -112,7 +114,7 @@ def serve_fails(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -
     return out.stderr
 
 
-@pytest.mark.timeout(300)  # four starts of the CLI, one of them waits for the 30 s deadline
+@pytest.mark.timeout(300)  # five starts of the CLI, one of them waits for the 30 s deadline
 def test_serve_refuses_a_bad_backend_and_replicas(tmp_path: Path, nats: NatsServer) -> None:
     assert "'redis://x:1' is not nats://HOST:PORT" in serve_fails(
         tmp_path, "--backend", "redis://x:1"
@@ -121,6 +123,9 @@ def test_serve_refuses_a_bad_backend_and_replicas(tmp_path: Path, nats: NatsServ
     assert "'nats://h' is not nats://HOST:PORT" in err
     assert "--replicas must be 1, 3 or 5, not 2" in serve_fails(
         tmp_path, "--backend", nats.url, "--replicas", "2"
+    )
+    assert "--lease-time must be 0.1 to 3600 seconds, not 0" in serve_fails(
+        tmp_path, "--backend", nats.url, "--lease-time", "0"
     )
     port = free_port()  # nothing listens there
     assert "cannot connect to NATS" in serve_fails(

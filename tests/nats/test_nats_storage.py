@@ -271,19 +271,19 @@ async def test_a_reader_that_aborts_a_slow_linked_append_fails_it_and_leaves_gap
         topic = fresh_topic()
         parts = await make_topic(writer, topic, 2)
         slow = parts[1]
-        real_append = writer.log.append
+        real_append = writer.log.append_marked
         stored = asyncio.Event()
 
-        async def slow_append(t, p, payloads, msg_ids=None, headers=None):  # type: ignore[no-untyped-def]
+        async def slow_append(t, p, payloads, msg_ids=None, headers=None, repeats=None, split=True):  # type: ignore[no-untyped-def]
             if p == 1:
                 await stored.wait()
                 await asyncio.sleep(0.6)  # past the timeout: a reader aborts meanwhile
-            out = await real_append(t, p, payloads, msg_ids, headers)
+            out = await real_append(t, p, payloads, msg_ids, headers, repeats, split)
             if p == 0:
                 stored.set()
             return out
 
-        writer.log.append = slow_append  # type: ignore[method-assign]
+        writer.log.append_marked = slow_append  # type: ignore[method-assign]
         linked = writer.append_linked(topic, [(0, [b"a"]), (1, [b"b"])])
         await stored.wait()
         theirs = await reader.open_partition(topic, 0, NO_RETENTION)
@@ -294,7 +294,7 @@ async def test_a_reader_that_aborts_a_slow_linked_append_fails_it_and_leaves_gap
         assert await theirs.read(0) == []  # aborted now: a gap
         with pytest.raises(StorageUnavailable, match="aborted"):
             await linked
-        writer.log.append = real_append  # type: ignore[method-assign]
+        writer.log.append_marked = real_append  # type: ignore[method-assign]
         assert await slow.append([b"after"]) == 1
         theirs1 = await reader.open_partition(topic, 1, NO_RETENTION)
         assert [(o, p) for o, _, p in await theirs1.read(0)] == [(1, b"after")]
@@ -309,18 +309,18 @@ async def test_the_horizon_stays_at_a_held_back_linked_record_until_it_is_decide
 ) -> None:
     topic = fresh_topic()
     await make_topic(store, topic, 2)
-    real_append = store.log.append
+    real_append = store.log.append_marked
     stored, go = asyncio.Event(), asyncio.Event()
 
-    async def held_append(t, p, payloads, msg_ids=None, headers=None):  # type: ignore[no-untyped-def]
+    async def held_append(t, p, payloads, msg_ids=None, headers=None, repeats=None, split=True):  # type: ignore[no-untyped-def]
         if p == 1:
             await go.wait()
-        out = await real_append(t, p, payloads, msg_ids, headers)
+        out = await real_append(t, p, payloads, msg_ids, headers, repeats, split)
         if p == 0:
             stored.set()
         return out
 
-    store.log.append = held_append  # type: ignore[method-assign]
+    store.log.append_marked = held_append  # type: ignore[method-assign]
     try:
         linked = store.append_linked(topic, [(0, [b"a"]), (1, [b"b"])])
         await stored.wait()
@@ -336,31 +336,31 @@ async def test_the_horizon_stays_at_a_held_back_linked_record_until_it_is_decide
         assert theirs.horizon(later) == later
     finally:
         go.set()
-        store.log.append = real_append  # type: ignore[method-assign]
+        store.log.append_marked = real_append  # type: ignore[method-assign]
 
 
 async def test_an_append_stored_but_not_answered_in_time_answers_its_offsets_once(
     store: NatsStorage,
 ) -> None:
     (part,) = await make_topic(store, fresh_topic(), 1)
-    real_append = store.log.append
+    real_append = store.log.append_marked
     calls = 0
 
-    async def unanswered(t, p, payloads, msg_ids=None, headers=None, repeats=None):  # type: ignore[no-untyped-def]
+    async def unanswered(t, p, payloads, msg_ids=None, headers=None, repeats=None, split=True):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
-        out = await real_append(t, p, payloads, msg_ids, headers, repeats)
+        out = await real_append(t, p, payloads, msg_ids, headers, repeats, split)
         if calls == 1:  # stored, but its ack is lost: the retry deadline passed
             raise StorageUnavailable("publish: no answer within 30 s")
         return out
 
-    store.log.append = unanswered  # type: ignore[method-assign]
+    store.log.append_marked = unanswered  # type: ignore[method-assign]
     try:
         first = part.append([b"a", b"b"])
         assert await first == 0
         assert await part.append([b"c"]) == 2
     finally:
-        store.log.append = real_append  # type: ignore[method-assign]
+        store.log.append_marked = real_append  # type: ignore[method-assign]
     assert [p for _, _, p in await part.read(0)] == [b"a", b"b", b"c"]  # stored once
 
 
@@ -395,18 +395,18 @@ async def test_a_reader_whose_clock_runs_ahead_does_not_abort_a_live_linked_appe
     try:
         topic = fresh_topic()
         await make_topic(writer, topic, 2)
-        real_append = writer.log.append
+        real_append = writer.log.append_marked
         stored, go = asyncio.Event(), asyncio.Event()
 
-        async def held_append(t, p, payloads, msg_ids=None, headers=None, repeats=None):  # type: ignore[no-untyped-def]
+        async def held_append(t, p, payloads, msg_ids=None, headers=None, repeats=None, split=True):  # type: ignore[no-untyped-def]
             if p == 1:
                 await go.wait()
-            out = await real_append(t, p, payloads, msg_ids, headers, repeats)
+            out = await real_append(t, p, payloads, msg_ids, headers, repeats, split)
             if p == 0:
                 stored.set()
             return out
 
-        writer.log.append = held_append  # type: ignore[method-assign]
+        writer.log.append_marked = held_append  # type: ignore[method-assign]
         linked = writer.append_linked(topic, [(0, [b"a"]), (1, [b"b"])])
         await stored.wait()
         # The reader's wall clock is an hour ahead of the server's time stamps.
@@ -418,7 +418,7 @@ async def test_a_reader_whose_clock_runs_ahead_does_not_abort_a_live_linked_appe
         assert await linked == [0, 0]
         assert [p for _, _, p in await theirs.read(0)] == [b"a"]
     finally:
-        writer.log.append = real_append  # type: ignore[method-assign]
+        writer.log.append_marked = real_append  # type: ignore[method-assign]
         await writer.close()
         await reader.close()
 
@@ -434,19 +434,19 @@ async def main(url, topic):
     for p in range(2):
         await s.open_partition(topic, p, Retention())
     await s.save_topic(topic, {"partitions": 2, "retention": {}})
-    real = s.log.append
+    real = s.log.append_marked
     first = asyncio.Event()
 
-    async def append(t, p, payloads, msg_ids=None, headers=None):
+    async def append(t, p, payloads, msg_ids=None, headers=None, repeats=None, split=True):
         if p == 1:
             await first.wait()
             print("BETWEEN", flush=True)
             await asyncio.sleep(3600)
-        out = await real(t, p, payloads, msg_ids, headers)
+        out = await real(t, p, payloads, msg_ids, headers, repeats, split)
         first.set()
         return out
 
-    s.log.append = append
+    s.log.append_marked = append
     await s.append_linked(topic, [(0, [b"a0", b"a1"]), (1, [b"b0"])])
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tidings.core.publishing import Published, Run, Spread
+from tidings.core.published import Published, Run, Spread
 from tidings.events.batch import new_event_ids
 from tidings.server.publish import _answer, _one_answer, _run_answer, _spread_answer
 

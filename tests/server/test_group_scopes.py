@@ -31,7 +31,7 @@ from hubapi import (
     read_all,
     unique,
 )
-from hubproc import HubFactory, HubProcess
+from hubproc import BackendHubs, HubProcess
 from livehelp import PROTOCOL, recv, ws_url
 from receivers import Receiver
 
@@ -58,16 +58,17 @@ OPS = {"authorization": "Bearer ops-t"}
 
 @pytest.fixture(scope="module")
 def auth_hub(
-    module_hub_factory: HubFactory, tmp_path_factory: pytest.TempPathFactory
+    backend_hubs: BackendHubs, tmp_path_factory: pytest.TempPathFactory
 ) -> HubProcess:
     path: Path = tmp_path_factory.mktemp("scopes") / "tokens.json"
     path.write_text(json.dumps(TOKENS))
-    return module_hub_factory.start("--auth-file", str(path), *WEBHOOKS)
+    return backend_hubs.start("--auth-file", str(path), *WEBHOOKS)
 
 
 @pytest.fixture(scope="module")
-def open_hub(module_hub_factory: HubFactory) -> HubProcess:
-    return module_hub_factory.start(*WEBHOOKS)
+def open_hub(backend_hubs: BackendHubs) -> HubProcess:
+    """On the embedded log and on NATS in turn (``backend_hubs``)."""
+    return backend_hubs.start(*WEBHOOKS)
 
 
 async def request(

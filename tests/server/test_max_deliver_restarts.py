@@ -3,6 +3,7 @@
 Delivery counts and due times are saved with the group's position, once per
 fetch before its leases go out; so a hub killed again and again still
 dead-letters each poison event once, after exactly ``max_deliver`` deliveries.
+Embedded only: each test kills and restarts a hub of its own on its data directory.
 """
 
 from __future__ import annotations

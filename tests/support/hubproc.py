@@ -12,6 +12,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from natsproc import NatsServer
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 15.0
@@ -180,3 +184,19 @@ class HubFactory:
     def close(self) -> None:
         for hub in self.hubs:
             hub.stop()
+
+
+class BackendHubs:
+    """Hubs of any configuration on one backend: ``start(*args)`` as
+    ``HubFactory.start``, with ``--backend`` added on NATS (one ``nats-server`` for
+    the module's hubs). ``backend`` is ``"embedded"`` or ``"nats"``."""
+
+    def __init__(self, backend: str, factory: HubFactory, server: NatsServer | None) -> None:
+        self.backend = backend
+        self.factory = factory
+        self.server = server
+
+    def start(self, *extra: str, fsync: str = "interval:5") -> HubProcess:
+        if self.server is not None:
+            extra = ("--backend", self.server.url, *extra)
+        return self.factory.start(*extra, fsync=fsync)

@@ -170,6 +170,9 @@ class HandlerSpec:
     decode: Decode
     wants_ctx: bool
     emits: tuple[Any, ...] = field(default=())
+    # The payload's pydantic model when its validator may be called on the event's
+    # data directly (the model keeps pydantic's model_validate): see data_validator.
+    model: Any = None
 
     @property
     def name(self) -> str:
@@ -246,6 +249,7 @@ def make_spec(
         decode=decode,
         wants_ctx=len(params) == 2,
         emits=_emitted_models(hints.get("return")),
+        model=payload_type if _plain_model(payload_type) else None,
     )
 
 
@@ -298,8 +302,7 @@ def _decoder(tp: Any) -> Decode:
     from pydantic import TypeAdapter, ValidationError
 
     if is_model(tp):
-        base = typing.cast(Any, _model_base())
-        if getattr(tp.model_validate, "__func__", None) is base.model_validate.__func__:
+        if _plain_model(tp):
             # What model_validate does, without its Python wrapper around the
             # validator (about half the cost of validating a small model). Looked
             # up at each call: a model with forward references gets its validator
@@ -330,6 +333,41 @@ def _decoder(tp: Any) -> Decode:
             raise BadPayload(_short(exc, str(tp))) from None
 
     return adapted
+
+
+def _plain_model(tp: Any) -> bool:
+    """A pydantic model that keeps pydantic's own ``model_validate``."""
+    if not is_model(tp):
+        return False
+    base = typing.cast(Any, _model_base())
+    return getattr(tp.model_validate, "__func__", None) is base.model_validate.__func__
+
+
+class _NeverRaised(Exception):
+    """What a loop catches as the validator's error when it calls no validator."""
+
+
+def data_validator(spec: HandlerSpec) -> tuple[Callable[[Any], Any] | None, type[Exception]]:
+    """The payload model's validator (``validate_python``) and its error, for a loop
+    that validates a batch's event data itself, without the decoder's call around it:
+    ``(None, an error never raised)`` when the spec has no such model, or while the
+    model's validator is not built yet (forward references unresolved; the decoder
+    then says why). Read once per batch: a model rebuilt gets its new validator.
+    Its error is the handler's :class:`BadPayload` (see :func:`bad_payload`)."""
+    tp = spec.model
+    if tp is None:
+        return None, _NeverRaised
+    from pydantic_core import SchemaValidator, ValidationError
+
+    validator = getattr(tp, "__pydantic_validator__", None)
+    if not isinstance(validator, SchemaValidator):
+        return None, _NeverRaised
+    return validator.validate_python, ValidationError
+
+
+def bad_payload(spec: HandlerSpec, exc: Exception) -> str:
+    """Why the event's data did not validate as the spec's model (see data_validator)."""
+    return _short(exc, getattr(spec.model, "__name__", str(spec.model)))
 
 
 def _data(ev: dict[str, Any]) -> Any:

@@ -27,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tidings.app.handlers import BadPayload, Context, emitted
+from tidings.app.handlers import BadPayload, Context, bad_payload, data_validator, emitted
 from tidings.errors import TidingsError
 
 if TYPE_CHECKING:
@@ -64,7 +64,9 @@ class WorkerPool:
         self._waking = 0  # workers woken that have not run yet
         self._room = asyncio.Event()
         self._room.set()
-        self._finished = asyncio.Event()
+        # Something finished since the acker last looked; the acker's wait, if it waits.
+        self._finished = False
+        self._acker_wait: asyncio.Future[None] | None = None
         self._acker_done = False
         self._stop = asyncio.Event()
 
@@ -140,10 +142,16 @@ class WorkerPool:
         handle = c._handle if c._consume_mw else None
         spec = self.spec
         func, decode, wants_ctx = spec.func, spec.decode, spec.wants_ctx
+        new_context = object.__new__
+        # A plain model's validator, called here on the data (see data_validator):
+        # read again each time this worker wakes.
+        validate, invalid = data_validator(spec)
+        unset: Any = object()
         handled = c.handled
         window, ids, pending = handled.window_ms, c._ids, c._pending
         loop = asyncio.get_running_loop()
         queue, leased, settled = self.queue, self.leased, self.settled
+        room, refill_at = self._room, self.refill_at
         by_key = spec.ordering == "key"
         while True:
             while not queue or self.stopping:
@@ -153,6 +161,7 @@ class WorkerPool:
                 self._idle.append(waiter)
                 await waiter
                 self._waking -= 1
+                validate, invalid = data_validator(spec)
             msg: Incoming | None = queue.popleft()
             if queue and not self._waking:
                 # More to do: another worker is woken to take the next while this
@@ -175,19 +184,28 @@ class WorkerPool:
                         if at is not None:
                             del ids[eid]  # re-inserted at the end, in time order
                         ctx = None
+                        payload = unset
                         try:
+                            payload = (
+                                decode(ev) if validate is None else validate(ev.get("data"))
+                            )
                             if wants_ctx:
-                                ctx = Context(c, msg)
-                                result = await func(decode(ev), ctx)
+                                # Context(c, msg) without its __init__'s call.
+                                ctx = new_context(Context)
+                                ctx._consumer, ctx._msg = c, msg
+                                result = await func(payload, ctx)
                             else:
-                                result = await func(decode(ev))
+                                result = await func(payload)
                             if result is not None:
                                 out = emitted(result, ev, msg.topic, spec.group, source=c.source)
                                 await c._publish_all(out, ctx or Context(c, msg))
                         except BadPayload as exc:
                             await c._dead_letter(msg, str(exc), None, settled)
                         except Exception as exc:
-                            await c._failed(msg, exc, settled)
+                            if payload is unset and isinstance(exc, invalid):  # the data
+                                await c._dead_letter(msg, bad_payload(spec, exc), None, settled)
+                            else:
+                                await c._failed(msg, exc, settled)
                         else:
                             if remember:
                                 ids[eid] = settled.now_ms
@@ -198,11 +216,15 @@ class WorkerPool:
                             if c._debug:
                                 logger.debug("handled %s", eid, extra={
                                     "topic": msg.topic, "group": spec.group, "event_id": eid})
-                # Done: room for the fetcher, acks for the acker.
+                # Done: room for the fetcher, acks for the acker. Workers take leases
+                # out one at a time, so the fetcher, which waits only with more than
+                # refill_at leased, is woken as the count comes down to refill_at
+                # (stop() wakes it too): no call per event.
                 leased.pop(msg.lease, None)
-                if len(leased) <= self.refill_at:
-                    self._room.set()
-                self._finished.set()
+                if len(leased) == refill_at:
+                    room.set()
+                if not self._finished:
+                    self._wake_acker()
                 msg = self._next_of_key(msg) if by_key else None
 
     def _next_of_key(self, msg: Incoming) -> Incoming | None:
@@ -218,10 +240,24 @@ class WorkerPool:
         return None
 
     async def _ack_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._acker_done:
-            await self._finished.wait()
-            self._finished.clear()
+            if not self._finished:
+                self._acker_wait = loop.create_future()
+                await self._acker_wait
+                continue
+            # One turn first: the fetch that the same finished events made room for
+            # goes out before their acks (a hub over HTTP answers the next batch
+            # without it waiting behind the acks' save).
+            await asyncio.sleep(0)
+            self._finished = False
             await self._flush()
+
+    def _wake_acker(self) -> None:
+        self._finished = True
+        waiter, self._acker_wait = self._acker_wait, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _flush(self) -> None:
         # Taken out of the one _Settled the workers hold, not swapped for a new one:
@@ -263,7 +299,7 @@ class WorkerPool:
             # The acker is asked to end, not cancelled: cut in the middle of a request,
             # the acks it had taken would be neither sent nor handed back.
             self._acker_done = True
-            self._finished.set()
+            self._wake_acker()
             await asyncio.wait({acker}, timeout=self.consumer.poll_wait + 30)
             await _cancel(acker)
             await self._flush()

@@ -39,7 +39,9 @@ from tidings.app.handlers import (
     HandlerSpec,
     Middleware,
     app_source,
+    bad_payload,
     chain,
+    data_validator,
     emitted,
 )
 from tidings.app.outbox import Outbox
@@ -377,6 +379,10 @@ class Consumer:
         returned is stored; if that fails, it is retried as a handler that raised."""
         spec = self.spec
         func, decode, group, wants_ctx = spec.func, spec.decode, spec.group, spec.wants_ctx
+        new_context = object.__new__
+        # A plain model's validator is called here on the data (see data_validator).
+        validate, invalid = data_validator(spec)
+        unset: Any = object()
         handled, ids, now = self.handled, self._ids, settled.now_ms
         enabled = handled.enabled
         pending = handled.pending(group)
@@ -421,7 +427,7 @@ class Consumer:
             remember = enabled and eid != ""
             at = None
             if remember:
-                if eid in waiting_ids:  # the same event twice in a batch: the first counts
+                if waiting_ids and eid in waiting_ids:  # twice in a batch: the first counts
                     done += await finish()
                 at = ids.get(eid)
                 if at is not None:
@@ -429,11 +435,16 @@ class Consumer:
                         acks.append(msg.lease)
                         continue
                     del ids[eid]  # re-inserted at the end: the dict stays in time order
+            payload = unset
             try:
+                payload = decode(ev) if validate is None else validate(ev.get("data"))
                 if wants_ctx:
-                    result = await func(decode(ev), Context(self, msg))
+                    # Context(self, msg) without its __init__'s call: two slots set.
+                    ctx = new_context(Context)
+                    ctx._consumer, ctx._msg = self, msg
+                    result = await func(payload, ctx)
                 else:
-                    result = await func(decode(ev))
+                    result = await func(payload)
                 if result is not None:
                     out = emitted(result, ev, msg.topic, group, source=self.source)
                     if out:
@@ -445,7 +456,10 @@ class Consumer:
                 await self._dead_letter(msg, str(exc), None, settled)
                 continue
             except Exception as exc:
-                await self._failed(msg, exc, settled)
+                if payload is unset and isinstance(exc, invalid):  # the data, not the handler
+                    await self._dead_letter(msg, bad_payload(spec, exc), None, settled)
+                else:
+                    await self._failed(msg, exc, settled)
                 continue
             if remember:  # HandledIds.add, inline (an old entry was taken out above)
                 ids[eid] = now

@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -43,26 +43,21 @@ __all__ = [
 ]
 
 
-class Incoming:
-    """One leased event: where it sits, its lease, its delivery count, its attributes."""
+class Incoming(NamedTuple):
+    """One leased event: where it sits, its lease, its delivery count, its attributes.
 
-    __slots__ = ("deliveries", "event", "lease", "offset", "partition", "topic")
+    A named tuple: the transports make one per event with ``tuple.__new__`` (no
+    ``__init__`` of ours runs), and its fields read through C getters."""
 
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        lease: str,
-        deliveries: int,
-        event: dict[str, Any],
-    ) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        self.lease = lease
-        self.deliveries = deliveries
-        self.event = event
+    topic: str
+    partition: int
+    offset: int
+    lease: str
+    deliveries: int
+    event: dict[str, Any]
+
+
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,10 +274,11 @@ class HttpTransport:
             "POST", group_path(topic, group) + "/fetch", {"max": max, "wait": wait}, wait=wait
         )
         records: list[dict[str, Any]] = answer["records"]
+        new, cls = _new_tuple, Incoming
         return [
-            Incoming(
+            new(cls, (
                 r["topic"], r["partition"], r["offset"], r["lease"], r["deliveries"], r["event"]
-            )
+            ))
             for r in records
         ]
 
@@ -411,12 +407,12 @@ class CoreTransport:
         got = await self.hub.fetch(topic, group, max, wait)
         # The hub parsed each event it read from the log (for its type and key) and
         # hands that over: parsed here only when it did not (a redelivery).
-        loads = orjson.loads
+        loads, new, cls = orjson.loads, _new_tuple, Incoming
         return [
-            Incoming(
+            new(cls, (
                 topic, d.partition, d.offset, d.lease, d.deliveries,
                 loads(d.payload) if d.event is None else d.event,
-            )
+            ))
             for d in got
         ]
 

@@ -31,43 +31,40 @@ Run it with ``tidings bench http`` or ``python bench/http_ingest.py``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
-import itertools
-import os
 import random
-import re
 import shutil
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import uvloop
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from tidings.benchmarks.anchors import Anchor, nats_anchor, redis_anchor
+from tidings.benchmarks.http_load import TAG_LEN, TAG_MARK, Load, LoadFn, Wrk, aiohttp_load
+from tidings.benchmarks.http_report import (
+    EVENT_BYTES,
+    Case,
+    Options,
+    Run,
+    to_json,
+    to_table,
+)
 from tidings.benchmarks.processes import BenchmarkFailed, free_port, scratch_dir, serve_process
 
-EVENT_BYTES = 256
 TOPIC = "bench.orders"
 PATH = f"/v1/topics/{TOPIC}/events"
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 VALIDATED_TOPIC = "bench.validated"
 VALIDATED_PATH = f"/v1/topics/{VALIDATED_TOPIC}/events"
-GOALS = {"single": 0.60, "batch": 0.40, "validate": 0.70}
 # What build_events makes, as a JSON Schema 2020-12 document.
 ORDER_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -89,17 +86,6 @@ ORDER_SCHEMA: dict[str, Any] = {
     "required": ["order_id", "customer", "items", "total"],
 }
 
-# Bounds besides --seconds: how far past its deadline a measurement may run, and how
-# many events an anchor may send.
-_GRACE_S = 30.0
-_MAX_REQUESTS = 20_000_000
-
-_now = time.perf_counter
-
-# Keyed events' ids hold this mark; each request replaces it with a tag of TAG_LEN
-# characters of its own (two of the run, two of the wrk thread, eight of a counter).
-TAG_MARK = b"~TAG~"
-TAG_LEN = 12
 KEYED_TOPIC = "bench.keyed"
 KEYED_PATH = f"/v1/topics/{KEYED_TOPIC}/events"
 KEYED_PARTITIONS = 3
@@ -213,70 +199,6 @@ def _order_placed(now: str, data: dict[str, Any], total: str, head: dict[str, st
 # -- results ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Load:
-    """What one load run saw: 2xx answers, everything else, and the answers' latency."""
-
-    ok: int
-    errors: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    events_per_request: int
-
-    @property
-    def req_per_s(self) -> float:
-        return self.ok / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def events_per_s(self) -> float:
-        return self.req_per_s * self.events_per_request
-
-
-@dataclass(frozen=True, slots=True)
-class Case:
-    name: str
-    connections: int
-    ours: Load
-    ceiling: Load
-    # Events the hub stored while ours was measured (warm-up excluded), and of
-    # them those of requests wrk cut at its stop (stored, never answered).
-    stored: int = 0
-    cut: int = 0
-
-    @property
-    def ratio(self) -> float:
-        c = self.ceiling.events_per_s
-        return self.ours.events_per_s / c if c > 0 else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    seconds: int
-    warmup: int
-    connections: int
-    batch_connections: int
-    threads: int
-    batch: int
-    load: str
-    nats_url: str
-    redis_url: str
-    anchors: bool
-    json: bool
-    data_dir: Path | None
-    schemas: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    options: Options
-    load_tool: str
-    cases: list[Case]
-    anchors: list[Anchor]
-    stored: int
-    notes: list[str]
-
-
 def _put(url: str, body: Any) -> None:
     req = urllib.request.Request(
         url, orjson.dumps(body), {"Content-Type": "application/json"}, method="PUT"
@@ -310,173 +232,6 @@ def _stored_events(url: str, topic: str) -> int:
         return count
 
 
-# -- load generators ----------------------------------------------------------------------
-
-_WRK_SCRIPT = """\
-local f = assert(io.open([==[{body}]==], "rb"))
-local body = f:read("*a")
-f:close()
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "{content_type}"
-local mark = "{mark}"
-local parts = nil
-if mark == "" then
-  wrk.body = body
-else
-  parts = {{}}
-  local i = 1
-  while true do
-    local j = string.find(body, mark, i, true)
-    if not j then table.insert(parts, string.sub(body, i)) break end
-    table.insert(parts, string.sub(body, i, j - 1))
-    i = j + #mark
-  end
-end
--- Per thread: the 2xx answers it counted, and the requests it made.
-ok = 0
-sent = 0
-local threads = {{}}
-function setup(thread)
-  table.insert(threads, thread)
-  thread:set("tid", #threads)
-end
-function response(status, headers, body)
-  if status >= 200 and status < 300 then ok = ok + 1 end
-end
-if parts ~= nil then
-  -- Each request's ids carry a tag of its own: run, thread, counter.
-  function request()
-    sent = sent + 1
-    return wrk.format(nil, nil, nil, table.concat(parts, string.format("{run}%02d%08d", tid, sent)))
-  end
-end
-function done(s, latency, requests)
-  local n = 0
-  for _, t in ipairs(threads) do n = n + t:get("ok") end
-  local e = s.errors
-  io.write(string.format('TIDINGS_WRK {{"requests":%d,"ok":%d,"duration_us":%d,"connect":%d,' ..
-    '"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}}\\n',
-    s.requests, n, s.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
-class Wrk:
-    """``wrk`` with a Lua script that POSTs one body, counts the 2xx answers exactly,
-    and reports its summary as JSON. A body holding :data:`TAG_MARK` is sent with the
-    mark replaced by a tag unique to each request."""
-
-    def __init__(self, exe: str, threads: int, scratch: Path) -> None:
-        self.exe = exe
-        self.threads = threads
-        self.scratch = scratch
-        self.runs = 0
-
-    @property
-    def version(self) -> str:
-        out = subprocess.run([self.exe, "-v"], capture_output=True, text=True, timeout=10)
-        found = re.search(r"wrk (\S+)", out.stdout + out.stderr)
-        return f"wrk {found.group(1) if found else '?'}"
-
-    def run(
-        self, url: str, body: bytes, content_type: str, events: int, connections: int, seconds: int
-    ) -> Load:
-        self.runs += 1
-        if self.runs > 99:
-            raise BenchmarkFailed("more than 99 wrk runs: request tags would repeat")
-        body_path = self.scratch / f"body-{self.runs}.json"
-        body_path.write_bytes(body)
-        script = self.scratch / f"post-{self.runs}.lua"
-        mark = TAG_MARK.decode() if TAG_MARK in body else ""
-        script.write_text(
-            _WRK_SCRIPT.format(
-                body=body_path, content_type=content_type, mark=mark, run=f"{self.runs:02d}"
-            )
-        )
-        threads = min(self.threads, connections)
-        if threads > 99:
-            raise BenchmarkFailed("at most 99 wrk threads")
-        argv = [
-            self.exe,
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            url,
-        ]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + _GRACE_S)
-        found = re.search(r"^TIDINGS_WRK (\{.*\})$", out.stdout, re.MULTILINE)
-        if out.returncode != 0 or found is None:
-            raise BenchmarkFailed(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
-        s = orjson.loads(found.group(1))
-        # Every request that did not get a 2xx answer failed, whatever its status.
-        errors = s["requests"] - s["ok"] + s["connect"] + s["read"] + s["write"] + s["timeout"]
-        return Load(
-            ok=s["ok"],
-            errors=errors,
-            seconds=s["duration_us"] / 1e6,
-            p50_ms=s["p50_us"] / 1000,
-            p99_ms=s["p99_us"] / 1000,
-            events_per_request=events,
-        )
-
-
-async def _aiohttp_load(
-    url: str, body: bytes, content_type: str, events: int, connections: int, seconds: int
-) -> Load:
-    """The fallback: ``connections`` tasks in this process, each POSTing in a loop
-    (a body holding :data:`TAG_MARK` with a tag of its own in each request)."""
-    latencies: list[float] = []
-    errors = 0
-    run = next(_aiohttp_runs)
-    tagged = TAG_MARK in body
-    headers = {"Content-Type": content_type}
-    connector = aiohttp.TCPConnector(limit=connections)
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-        async def worker(n: int) -> None:
-            nonlocal errors
-            sent_count = 0
-            while _now() < deadline and len(latencies) + errors < _MAX_REQUESTS:
-                sent_count += 1
-                data = body
-                if tagged:
-                    data = body.replace(TAG_MARK, b"%02d%04d%06d" % (run % 100, n, sent_count))
-                sent = _now()
-                try:
-                    async with session.post(url, data=data, headers=headers) as r:
-                        await r.read()
-                        ok = 200 <= r.status < 300
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
-                if ok:
-                    latencies.append(_now() - sent)
-                else:
-                    errors += 1
-
-        start = _now()
-        deadline = start + seconds
-        async with asyncio.timeout(seconds + _GRACE_S):
-            await asyncio.gather(*(worker(n) for n in range(connections)))
-        elapsed = _now() - start
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return latencies[int(q * (len(latencies) - 1))] * 1000 if latencies else 0.0
-
-    return Load(len(latencies), errors, elapsed, pct(0.50), pct(0.99), events)
-
-
-_aiohttp_runs = itertools.count(1)
-
-LoadFn = Callable[[str, bytes, str, int, int, int], Load]
-
-
 def _load_generator(opts: Options, scratch: Path) -> tuple[str, LoadFn, list[str]]:
     exe = shutil.which("wrk") if opts.load in ("auto", "wrk") else None
     if exe is not None:
@@ -486,7 +241,7 @@ def _load_generator(opts: Options, scratch: Path) -> tuple[str, LoadFn, list[str
         raise BenchmarkFailed("wrk is not on PATH (apt-get install -y wrk)")
 
     def run(*args: Any) -> Load:
-        return uvloop.run(_aiohttp_load(*args))
+        return uvloop.run(aiohttp_load(*args))
 
     if opts.load == "aiohttp":
         return "aiohttp", run, []
@@ -607,140 +362,6 @@ def run_all(opts: Options, root: Path, progress: Console) -> Run:
         progress.log(f"anchor: Redis Streams at {opts.redis_url}")
         anchors.append(redis_anchor(opts.redis_url, events, opts.seconds))
     return Run(opts, tool, cases, anchors, stored_total, notes)
-
-
-# -- output -------------------------------------------------------------------------------
-
-
-def _machine() -> dict[str, Any]:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    versions = {p: metadata.version(p) for p in ("uvicorn", "uvloop", "httptools", "starlette")}
-    return {"cpus": cpus, "python": sys.version.split()[0], **versions}
-
-
-def _load_json(load: Load) -> dict[str, Any]:
-    return {
-        "requests": load.ok,
-        "errors": load.errors,
-        "seconds": round(load.seconds, 3),
-        "req_per_s": round(load.req_per_s, 1),
-        "events_per_s": round(load.events_per_s, 1),
-        "p50_ms": round(load.p50_ms, 3),
-        "p99_ms": round(load.p99_ms, 3),
-    }
-
-
-def _goal(case: Case) -> float:
-    if case.name.endswith("schemas validate"):
-        return GOALS["validate"]
-    return GOALS["single" if case.ours.events_per_request == 1 else "batch"]
-
-
-def to_json(run: Run) -> dict[str, Any]:
-    opts = run.options
-    ours_batch = _plain_batch(run)
-    return {
-        "benchmark": "http_ingest",
-        "date": datetime.now(UTC).date().isoformat(),
-        "event_bytes": EVENT_BYTES,
-        "seconds": opts.seconds,
-        "warmup": opts.warmup,
-        "load": run.load_tool,
-        "machine": _machine(),
-        "cases": [
-            {
-                "case": c.name,
-                "events_per_request": c.ours.events_per_request,
-                "connections": c.connections,
-                "ours": _load_json(c.ours),
-                "ceiling": _load_json(c.ceiling),
-                "ratio": round(c.ratio, 3),
-                "hub_stored": c.stored,
-                "hub_stored_of_cut_requests": c.cut,
-                "goal": _goal(c),
-                "met": c.ratio >= _goal(c),
-            }
-            for c in run.cases
-        ],
-        "hub_stored_events": run.stored,
-        "anchors": [
-            {
-                "anchor": a.name,
-                "skipped": a.skipped,
-                "detail": a.detail,
-                "events": a.events,
-                "seconds": round(a.seconds, 3),
-                "events_per_s": round(a.events_per_s, 1),
-                "ours_batch_ratio": round(ours_batch / a.events_per_s, 3)
-                if a.events_per_s
-                else None,
-            }
-            for a in run.anchors
-        ],
-        "notes": run.notes,
-    }
-
-
-def _plain_batch(run: Run) -> float:
-    """Ours on unkeyed batches without schemas: the anchors send the same events."""
-    plain = [c for c in run.cases if c.name.startswith("batch ") and "validate" not in c.name]
-    return plain[0].ours.events_per_s if plain else 0.0
-
-
-def to_table(run: Run) -> Table:
-    opts, m = run.options, _machine()
-    notes = [
-        "ours: tidings serve --fsync interval:5. ceiling: a bare ASGI route with the hub's "
-        "collector tuning that reads the body, parses it with orjson and answers 202 with each "
-        "event's id, partition and offset, same server settings, right after ours. "
-        "Only 2xx answers count; the hub stored exactly their events (plus those of requests "
-        "cut at wrk's stop). "
-        "ratio: ours / ceiling in events/s, beside its goal. Anchors: one client of another "
-        "store sending the same events; ratio: ours (batch) / anchor."
-        + (" schemas validate: ours on a topic that checks each event's data against "
-           "order.placed's registered schema; its ceiling column is ours without schemas "
-           "from the same run." if opts.schemas else ""),
-        *(f"{a.name}: {a.detail or 'skipped: ' + str(a.skipped)}" for a in run.anchors),
-        *run.notes,
-    ]
-    table = Table(
-        title=(
-            f"HTTP ingest: {EVENT_BYTES}-byte order.placed CloudEvents, {opts.seconds} s per "
-            f"figure, load {run.load_tool}, {m['cpus']} CPUs, Python {m['python']}, "
-            f"uvicorn {m['uvicorn']}, uvloop, httptools"
-        ),
-        caption="\n".join(notes),
-        title_justify="left",
-        caption_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    table.add_column("case")
-    table.add_column("ours", justify="right", no_wrap=True)
-    table.add_column("ceiling", justify="right", no_wrap=True)
-    table.add_column("ratio", justify="right", no_wrap=True)
-    for c in run.cases:
-        goal = _goal(c)
-        met = f"[green]>= {goal:.2f}[/green]" if c.ratio >= goal else f"[red]< {goal:.2f}[/red]"
-        unit = "req/s" if c.ours.events_per_request == 1 else "events/s"
-        table.add_row(
-            f"{c.name}, c{c.connections}, {unit}",
-            f"{c.ours.events_per_s:,.0f}",
-            f"{c.ceiling.events_per_s:,.0f}",
-            f"{c.ratio:.2f}x {met}",
-        )
-        for label in ("p50", "p99"):
-            ours, ceiling = getattr(c.ours, f"{label}_ms"), getattr(c.ceiling, f"{label}_ms")
-            table.add_row(f"  {label}, ms", f"{ours:,.2f}", f"{ceiling:,.2f}", "")
-        table.add_section()
-    ours_batch = _plain_batch(run)
-    for a in run.anchors:
-        if a.skipped is None and a.events_per_s > 0:
-            ratio = f"{ours_batch / a.events_per_s:.2f}x"
-            table.add_row(f"{a.name}", f"{ours_batch:,.0f}", f"{a.events_per_s:,.0f}", ratio)
-        else:
-            table.add_row(f"{a.name}", "", "skipped", "")
-    return table
 
 
 # -- command line -------------------------------------------------------------------------

@@ -43,7 +43,8 @@ import orjson
 import uvloop
 
 from tidings.backends.nats import NatsLog, NatsSettings, names
-from tidings.benchmarks.http_ingest import BATCH, STRUCTURED, Wrk, build_events
+from tidings.benchmarks.http_ingest import BATCH, STRUCTURED, build_events
+from tidings.benchmarks.http_load import Wrk
 from tidings.benchmarks.processes import BenchmarkFailed, scratch_dir
 from tidings.client.async_client import AsyncClient
 from tidings.client.groups import group_path
@@ -165,6 +166,7 @@ async def raw_fetch_ack(nc: Any, topic: str, durable: str, want: int, replicas: 
     awaited."""
     from nats.errors import TimeoutError as NatsTimeoutError
     from nats.js import api
+    from nats.js.errors import ServiceUnavailableError
 
     js = nc.jetstream()
     stream = names.stream_name(topic, 0)
@@ -185,6 +187,9 @@ async def raw_fetch_ack(nc: Any, topic: str, durable: str, want: int, replicas: 
         try:
             msgs = await sub.fetch(BATCH_EVENTS, timeout=5)
         except NatsTimeoutError:
+            continue
+        except ServiceUnavailableError:  # an R3 consumer's leader not elected yet
+            await asyncio.sleep(0.05)
             continue
         await msgs[-1].ack_sync(timeout=10)
         got += len(msgs)

@@ -47,7 +47,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from tidings.benchmarks.http_ingest import STRUCTURED, Wrk, build_events
+from tidings.benchmarks.http_ingest import STRUCTURED, build_events
+from tidings.benchmarks.http_load import Wrk
 from tidings.benchmarks.processes import BenchmarkFailed, scratch_dir
 from tidings.client.async_client import AsyncClient
 

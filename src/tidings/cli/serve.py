@@ -237,6 +237,14 @@ def serve(
             help="With a NATS backend: copies of each stream and bucket (1, 3 or 5)",
         ),
     ] = 1,
+    lease_time: Annotated[
+        float,
+        typer.Option(
+            envvar="TIDINGS_LEASE_TIME",
+            help="With a NATS backend: seconds a node's lease on a consumer group or a "
+            "webhook endpoint lasts unrenewed; another node takes it over after about that",
+        ),
+    ] = 10.0,
 ) -> None:
     """Serve the hub on the embedded log, or on a NATS JetStream cluster."""
     from tidings.log.config import FsyncPolicy
@@ -282,6 +290,7 @@ def serve(
             history=HistoryOptions(interval_ms=max(1, round(history_interval * 1000))),
             backend=parse_backend(backend),
             replicas=replicas,
+            lease_s=lease_time,
         )
         run(config)
     except TidingsError as exc:

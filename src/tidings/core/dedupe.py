@@ -18,6 +18,7 @@ cache miss or more each; a run costs one entry.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from itertools import islice
 from operator import lt
 from typing import NamedTuple
@@ -175,6 +176,13 @@ class DedupeWindow:
         """Remember ``keys`` at consecutive offsets from ``base``: one batch's append."""
         start = _pack(now_ms, partition, base)
         self._new.keys.update(zip(keys, range(start, start + len(keys)), strict=True))
+
+    def remember_each(
+        self, keys: list[str], partition: int, offsets: Sequence[int], now_ms: int
+    ) -> None:
+        """Remember ``keys`` at their ``offsets``: an append the storage deduplicated."""
+        where = _pack(now_ms, partition, 0)
+        self._new.keys.update(zip(keys, [where | o for o in offsets], strict=True))
 
     def remember_new(
         self, topic: str, event_ids: list[str], partition: int, base: int, now_ms: int

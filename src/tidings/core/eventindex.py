@@ -3,7 +3,8 @@
 The index follows the log as a cursor: one task takes each partition from the
 offset it has indexed up to, a few thousand records a round, and a worker thread
 stores a row per record (the hash of its id, the hash of its correlationid, its
-position and append time) with each partition's new offset, as one change, in an
+position and append time), or one for a batch of ids the hub made (a run, see
+:mod:`tidings.core.indexrows`), with each partition's new offset, as one change, in an
 :class:`~tidings.core.storage.IndexStore`. Most records are not read back for it:
 a publish whose append is acknowledged leaves a :class:`~tidings.core.indexrows.Hint`
 (:meth:`EventIndex.hint`) of the ids and correlationids it had checked, and a round
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from tidings.core.indexrows import Chunk, Hint, key_hash, rows_of
+from tidings.core.indexrows import Chunk, Hint, key_hash, rows_of, run_key
 from tidings.core.skipping import read_past_damage
 from tidings.core.storage import IndexStore, PartitionStore
 from tidings.errors import BadRequest, OffsetOutOfRange, ServerBusy, StorageUnavailable
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tidings.index")
 
-ROUND_RECORDS = 5000  # records read per round, over all partitions
+ROUND_RECORDS = 20_000  # records read per round, over all partitions
 IDLE_S = 0.05  # how often a caught-up index looks for new records (a lookup wakes it at once)
 YIELD = 2.0  # under a publish load, the index rests this many times as long as it works
 PRUNE_S = 30.0  # how often the index lets go of rows that retention made useless
@@ -120,6 +121,9 @@ class EventIndex:
         self._hints: dict[tuple[str, int], dict[int, Hint]] = {}
         self._hinted = 0  # events in _hints
         self._last_ts: dict[tuple[str, int], int] = {}  # time of the last row made
+        # Each partition's end at the previous round: only records there by then are
+        # read back (a publish acknowledged since may not have left its hint yet).
+        self._seen_end: dict[tuple[str, int], int] = {}
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -294,10 +298,14 @@ class EventIndex:
         first = pos
         hints = self._hints.get(key)
         last_ts = self._last_ts.get(key, 0)
+        seen = self._seen_end.get(key)
+        self._seen_end[key] = end
         chunks: list[Chunk] = []
         count = read = 0
         while pos < end and count < budget:
-            upto = end
+            # The settling callback of an append acknowledged since the last round may
+            # not have run yet: its records wait a round for its hint, not read back.
+            upto = end if seen is None else min(end, seen)
             if hints:
                 hint = hints.pop(pos, None)
                 if hint is not None:
@@ -313,7 +321,9 @@ class EventIndex:
                         hints[pos] = hint
                         break
                     self._hinted -= n  # a deleted topic's partition: never taken
-                upto = min((b for b in hints if b > pos), default=end)
+                upto = min(upto, min((b for b in hints if b > pos), default=end))
+            if upto <= pos:
+                break
             try:
                 got, nxt, _ = await read_past_damage(part, p, pos, min(budget - count, upto - pos))
             except (OffsetOutOfRange, StorageUnavailable):
@@ -341,7 +351,7 @@ class EventIndex:
     ) -> None:
         for trim in trims:
             self.store.trim(*trim)
-        self.store.add([(name, p, nxt, rows_of(chunks)) for name, p, nxt, chunks, *_ in parts])
+        self.store.add([(name, p, nxt, *rows_of(chunks)) for name, p, nxt, chunks, *_ in parts])
 
     async def forget(self, topic: str) -> None:
         """Drop a deleted topic's rows (before its files go: a crash in between
@@ -353,6 +363,8 @@ class EventIndex:
             for key in [k for k in self._hints if k[0] == topic]:
                 self._hinted -= sum(len(h.ids) for h in self._hints.pop(key).values())
                 self._last_ts.pop(key, None)
+            for key in [k for k in self._seen_end if k[0] == topic]:
+                del self._seen_end[key]
             self._forgetting.add(topic)
             try:
                 await self._run(self._writer, self.store.forget, topic)
@@ -462,7 +474,9 @@ class EventIndex:
         has not taken in yet (it trails a publish load it cannot keep up with).
         """
         settled = await self.settle()
-        rows = await self._run(self._reader, self.store.by_id, key_hash(event_id), MAX_ID_MATCHES)
+        rows = await self._run(
+            self._reader, self.store.by_id, key_hash(event_id), MAX_ID_MATCHES, run_key(event_id)
+        )
         for where in rows:
             if visible is not None and not visible(where[0]):
                 continue

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidings.core.catalog import Catalog
-from tidings.core.consuming import GroupOps, find_dead_letters, group_config
+from tidings.core.consuming import find_dead_letters, group_config
 from tidings.core.dedupe import DedupeWindow
 from tidings.core.eventindex import EventIndex
-from tidings.core.groups import ConsumerGroup
+from tidings.core.grouprouting import GroupRouter, GroupRouting
+from tidings.core.groups import ConsumerGroup, internal_group
 from tidings.core.metrics import Metrics
 from tidings.core.patterns import MAX_TYPE_PATTERNS
 from tidings.core.positions import (
@@ -32,6 +33,7 @@ from tidings.core.reading import ReadOps
 from tidings.core.refill import refill
 from tidings.core.schemas.registry import TOPIC_MODES, SchemaRegistry
 from tidings.core.storage import Damage, PartitionStore, Retention, Storage
+from tidings.core.topicsync import apply_change, follow_topics
 from tidings.core.views import Views
 from tidings.errors import (
     BadPosition,
@@ -100,11 +102,18 @@ class Topic:
         }
 
 
-class Hub(ReadOps, PublishOps, GroupOps):
+class Hub(ReadOps, PublishOps, GroupRouting):
     def __init__(
-        self, storage: Storage, options: HubOptions | None = None, clock: Clock | None = None
+        self,
+        storage: Storage,
+        options: HubOptions | None = None,
+        clock: Clock | None = None,
+        group_router: GroupRouter | None = None,
     ) -> None:
         self.storage = storage
+        #: Where client groups are served when several nodes share the storage (see
+        #: :mod:`tidings.core.grouprouting`); None: here.
+        self.group_router = group_router
         #: The hub's identity: its storage's (see ``Storage.hub_id``).
         self.id = storage.hub_id
         self.options = options or HubOptions()
@@ -159,10 +168,12 @@ class Hub(ReadOps, PublishOps, GroupOps):
                 # The hub starts all the same; this topic answers 503 until it is deleted.
                 logger.error("topic %r is unavailable: %s", name, exc.detail)
                 self.unavailable[name] = exc.detail
+        if self.group_router is not None:
+            await self.group_router.start(self)
         for topic, name, cfg, positions, stats in await self.storage.load_groups():
             t = self.topics.get(topic)
-            if t is None:
-                continue
+            if t is None or (self.group_router is not None and internal_group(name) is None):
+                continue  # a client group shared by several nodes: served once taken
             group = ConsumerGroup(topic, name, group_config(cfg), positions, stats)
             self._fill_positions(t, group)
             t.groups[name] = group
@@ -176,6 +187,7 @@ class Hub(ReadOps, PublishOps, GroupOps):
             loop.create_task(self._maintain()),
             loop.create_task(self._refill_dedupe()),
             loop.create_task(self._compact()),
+            loop.create_task(follow_topics(self)),  # other nodes' changes, if any
         ]
         if wait_ready:
             await self._refilled.wait()
@@ -220,6 +232,9 @@ class Hub(ReadOps, PublishOps, GroupOps):
                 await task
         for ev in self._group_changed.values():
             ev.set()
+        if self.group_router is not None:
+            with contextlib.suppress(Exception):  # its leases then run out
+                await self.group_router.close()
         await self.views.close()
         try:
             await self.index.close()
@@ -364,6 +379,13 @@ class Hub(ReadOps, PublishOps, GroupOps):
         self._discarding.add(task)
         task.add_done_callback(self._discarding.discard)
 
+    async def learn_topic(self, name: str) -> None:
+        """Open a topic that the storage holds and this hub does not know yet (another
+        node of a shared storage made it, and the change has not reached this one yet);
+        else nothing."""
+        if name not in self.topics:
+            await apply_change(self, name)
+
     def _check_available(self, name: str) -> None:
         why = self.unavailable.get(name)
         if why is not None:
@@ -407,9 +429,7 @@ class Hub(ReadOps, PublishOps, GroupOps):
         """
         check_name("topic", name)
         if schemas is not None and schemas not in TOPIC_MODES:
-            raise BadRequest(
-                f"schemas must be one of {', '.join(TOPIC_MODES)}", field="schemas"
-            )
+            raise BadRequest(f"schemas must be one of {', '.join(TOPIC_MODES)}", field="schemas")
         if retention is not None:
             _check_compaction(retention)
         async with self._creating:
@@ -426,8 +446,10 @@ class Hub(ReadOps, PublishOps, GroupOps):
         if retention is None:
             retention = Retention() if t is None else t.retention
         most = self.options.max_partitions
-        if isinstance(partitions, bool) or not isinstance(partitions, int) or not (
-            1 <= partitions <= most
+        if (
+            isinstance(partitions, bool)
+            or not isinstance(partitions, int)
+            or not (1 <= partitions <= most)
         ):
             raise BadRequest(
                 f"partitions must be an integer from 1 to {most} (--max-partitions)",
@@ -630,5 +652,3 @@ def _topic_dict(partitions: int, r: Retention, schemas: str = "off") -> dict[str
     if schemas != "off":
         d["schemas"] = schemas
     return d
-
-

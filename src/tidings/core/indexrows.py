@@ -10,6 +10,11 @@ off the event loop, from one of two sources for each run of offsets:
   acknowledged: the ids and correlationids it had already checked, the base offset
   its append got and the time it began. Nothing is read back for those offsets.
 
+Ids the hub made for one batch (one UUIDv7 counting up in its last 32 bits, see
+:func:`tidings.events.batch.new_event_ids`) bound for one partition, with no
+correlationid, become one :data:`~tidings.core.storage.IdRun` instead of a row each:
+a lookup of such an id (:func:`run_key`) finds the run that holds it.
+
 Both give the same hashes for the same event. A hint's time is the publish's clock
 reading taken just before its append (the log stamps the append from the same clock,
 within the same turn of the loop), raised to the last time indexed in its partition,
@@ -27,7 +32,8 @@ from zlib import adler32, crc32
 
 import orjson
 
-from tidings.core.storage import IndexRow, LogRecord, PartitionStore
+from tidings.core.storage import IdRun, IndexRow, LogRecord, PartitionStore
+from tidings.events.batch import counted_ids
 
 
 class Hint(NamedTuple):
@@ -40,6 +46,7 @@ class Hint(NamedTuple):
     ids: list[str]
     corrs: list[str | None] | None  # None: no event has a correlationid
     ts: int
+    made: bool = False  # the hub made ``ids`` for this batch (perhaps as one run)
 
 
 def key_hash(value: str) -> int:
@@ -152,16 +159,47 @@ def rows_of_hint(base: int, ts: int, hint: Hint) -> list[IndexRow]:
 
 _encode = methodcaller("encode", "utf-8", "surrogatepass")
 
+_RUN_PREFIX = 28  # a made run's ids share their first 28 characters
+_HEX = frozenset("0123456789abcdef")
+
+
+def run_key(event_id: str) -> tuple[int, int] | None:
+    """Where an :data:`~tidings.core.storage.IdRun` holding ``event_id`` is found: the
+    hash of its first 28 characters and its last 8 (hex) as a number; None when it
+    cannot be an id the hub made (36 characters, ending in 8 lowercase hex digits)."""
+    low = event_id[_RUN_PREFIX:]
+    if len(event_id) != 36 or not _HEX.issuperset(low):
+        return None
+    return key_hash(event_id[:_RUN_PREFIX]), int(low, 16)
+
+
+def run_of_hint(base: int, ts: int, hint: Hint) -> IdRun | None:
+    """``hint`` as one run, when its ids are a run the hub made (counting up from the
+    first, checked in full: a batch whose ids were made one by one is not) and no
+    event has a correlationid (those take a row each)."""
+    ids = hint.ids
+    if not hint.made or hint.corrs is not None or len(ids) < 2:
+        return None
+    key = run_key(ids[0])
+    if key is None or counted_ids(ids[0], len(ids)) != ids:
+        return None
+    return base, ts, key[0], key[1], len(ids)
+
 
 Chunk = tuple[int, int, Hint] | list[LogRecord]  # (base, time, hint), or records read
 
 
-def rows_of(chunks: Sequence[Chunk]) -> list[IndexRow]:
-    """The rows of a partition's chunks, in offset order."""
+def rows_of(chunks: Sequence[Chunk]) -> tuple[list[IndexRow], list[IdRun]]:
+    """The rows and runs of a partition's chunks, each in offset order."""
     out: list[IndexRow] = []
+    runs: list[IdRun] = []
     for chunk in chunks:
         if isinstance(chunk, list):
             out += rows_of_records(chunk)
         else:
-            out += rows_of_hint(*chunk)
-    return out
+            run = run_of_hint(*chunk)
+            if run is not None:
+                runs.append(run)
+            else:
+                out += rows_of_hint(*chunk)
+    return out, runs

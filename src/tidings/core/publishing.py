@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from functools import partial
 from itertools import repeat
 from operator import contains, is_, itemgetter, methodcaller
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -24,59 +24,16 @@ from tidings.core.catalog import Catalog
 from tidings.core.dedupe import DedupeWindow, dedupe_key
 from tidings.core.indexrows import Hint
 from tidings.core.metrics import Metrics
+from tidings.core.published import Published, Run, Spread, answer_deduplicated
 from tidings.core.schemas.registry import SchemaRegistry
+from tidings.core.storage import Deduplicated
 from tidings.errors import TooLarge
 
 if TYPE_CHECKING:
     from tidings.core.eventindex import EventIndex
     from tidings.core.hub import HubOptions, Topic
-    from tidings.core.storage import Storage
+    from tidings.core.storage import PartitionStore, Storage
     from tidings.log.config import Clock
-
-
-class Published(NamedTuple):
-    """Where a published event landed (a tuple: made once per event on the hot path)."""
-
-    id: str
-    partition: int
-    offset: int
-    duplicate: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": self.id, "partition": self.partition, "offset": self.offset}
-        if self.duplicate:
-            d["duplicate"] = True
-        return d
-
-
-class Run(NamedTuple):
-    """A batch that landed whole in one partition: event ``i`` at offset ``base + i``.
-
-    What a batch of new ids usually gets: one object, not a :class:`Published` per event.
-    """
-
-    ids: list[str]
-    partition: int
-    base: int
-
-    def published(self) -> list[Published]:
-        make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
-        p, base = self.partition, self.base
-        return [make(Published, (eid, p, base + k, False)) for k, eid in enumerate(self.ids)]
-
-
-class Spread(NamedTuple):
-    """A batch of new events spread over partitions by their keys: event ``i`` at
-    ``partitions[i]``, ``offsets[i]`` (one object, not a :class:`Published` per event)."""
-
-    ids: list[str]
-    partitions: list[int]
-    offsets: list[int]
-
-    def published(self) -> list[Published]:
-        make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
-        rows = zip(self.ids, self.partitions, self.offsets, repeat(False))
-        return list(map(make, repeat(Published), rows))
 
 
 class _Claim:
@@ -112,7 +69,9 @@ class _Claim:
 
     async def offset(self, dkey: str) -> int:
         """Where the event of ``dkey`` lands (waits for the append; rare: a repeat)."""
-        return await asyncio.shield(self.future) + self.keys.index(dkey)
+        base = await asyncio.shield(self.future)
+        k = self.keys.index(dkey)
+        return base.offsets[k] if isinstance(base, Deduplicated) else base + k
 
 
 class PublishOps:
@@ -135,6 +94,17 @@ class PublishOps:
 
     def _check_publishable(self, name: str) -> None:
         raise NotImplementedError
+
+    def _append_linked(
+        self,
+        topic: str,
+        parts: Sequence[tuple[int, Sequence[bytes]]],
+        ids: Sequence[Sequence[str]] | None,
+    ) -> Awaitable[list[int]]:
+        """``storage.append_linked``, with each part's event ids when given."""
+        if ids is None:
+            return self.storage.append_linked(topic, parts)
+        return self.storage.append_linked(topic, parts, ids=ids)
 
     async def publish(
         self, topic_name: str, events: Sequence[Mapping[str, Any]], *, new_ids: bool = False,
@@ -186,6 +156,10 @@ class PublishOps:
         n = len(topic.partitions)
         sticky = topic.rr % n
         topic.rr += 1
+        if n > 1 and self.storage.shared_dedupe and not new_ids:
+            # From the first id, not in turn: a retry through any node of a storage
+            # that deduplicates by id lands in the partition the first one did.
+            sticky = zlib.crc32(events[0]["id"].encode()) % n
         if len(events) == 1:
             return [await self._publish_one(topic, events[0], now, sticky, new_ids)]
         spread = self._start_spread(topic, events, new_ids, now)
@@ -209,6 +183,8 @@ class PublishOps:
             # Noted once stored: a refused or failed publish names no type.
             self.catalog.note(topic_name, types)
             self.metrics.published(topic_name, len(ids), nbytes)
+            if isinstance(base, Deduplicated):
+                return answer_deduplicated(ids, claim.partition, base)
             return Run(ids, claim.partition, base)
         # Some ids repeat (within the batch, the window or a concurrent append),
         # or keys spread the batch over partitions: event by event.
@@ -253,13 +229,17 @@ class PublishOps:
             lists[1].append(payload)
             lists[2].append(dkey)
         parts = list(by_part)
+        part_ids: list[list[str]] | None = None
+        if self.storage.shared_dedupe:
+            part_ids = [[events[i]["id"] for i in by_part[p][0]] for p in parts]
         if len(parts) == 1:
             [p] = parts
-            claims = [_Claim(p, topic.partitions[p].append(by_part[p][1]), by_part[p][2])]
+            append = _append(topic.partitions[p], by_part[p][1], part_ids[0] if part_ids else None)
+            claims = [_Claim(p, append, by_part[p][2])]
         else:
             # One publish over several partitions: all of it or none, across a crash too.
             linked = asyncio.ensure_future(
-                self.storage.append_linked(topic.name, [(p, by_part[p][1]) for p in parts])
+                self._append_linked(topic.name, [(p, by_part[p][1]) for p in parts], part_ids)
             )
             claims = [
                 _Claim(p, _part_of(linked, k), by_part[p][2]) for k, p in enumerate(parts)
@@ -269,6 +249,10 @@ class PublishOps:
         make = tuple.__new__  # skips NamedTuple's Python-level __new__: one per event
         for p, base in zip(parts, bases, strict=True):
             indexes = by_part[p][0]
+            if isinstance(base, Deduplicated):  # found stored by the storage: a retry
+                for k, i in enumerate(indexes):
+                    results[i] = Published(events[i]["id"], p, base.offsets[k], base.repeated[k])
+                continue
             for k, i in enumerate(indexes):
                 results[i] = make(Published, (events[i]["id"], p, base + k, False))
         for i, claim, dkey in waits:
@@ -317,6 +301,7 @@ class PublishOps:
         if known is None:
             return None
         ids, claim_keys, new_in = known
+        shared = self.storage.shared_dedupe and new_in is None  # ids passed to appends
         # As the careful path picks a partition: CRC-32 of the key's UTF-8, modulo n.
         parts = list(map(n.__rmod__, map(zlib.crc32, map(str.encode, keys))))
         payloads = list(map(orjson.dumps, events))
@@ -332,7 +317,8 @@ class PublishOps:
             [p] = used
             part = topic.partitions[p]
             hint = Hint(topic.name, p, part, ids, corrs, now)
-            claim = _Claim(p, part.append(payloads), claim_keys, new_in, hint=hint)
+            append = _append(part, payloads, ids if shared else None)
+            claim = _Claim(p, append, claim_keys, new_in, hint=hint)
             return [claim], ids, list(range(len(events))), sum(sizes), types
         # Each partition's events in batch order: a stable sort on the partition's rank.
         rank = dict(zip(used, range(len(used)), strict=True))
@@ -345,9 +331,12 @@ class PublishOps:
             cuts.append(order[start : start + counts[p]])
             start += counts[p]
         pick = payloads.__getitem__
+        parts_ids = [list(map(ids.__getitem__, idx)) for idx in cuts] if shared else None
         linked = asyncio.ensure_future(
-            self.storage.append_linked(
-                topic.name, [(p, list(map(pick, idx))) for p, idx in zip(used, cuts, strict=True)]
+            self._append_linked(
+                topic.name,
+                [(p, list(map(pick, idx))) for p, idx in zip(used, cuts, strict=True)],
+                parts_ids,
             )
         )
         claims = []
@@ -383,9 +372,10 @@ class PublishOps:
             i = next(i for i, size in enumerate(sizes) if size > limit)
             raise _too_large(sizes[i], limit, i)
         part = topic.partitions[sticky]
-        append = part.append(payloads)
+        shared = self.storage.shared_dedupe and new_in is None  # ids passed to the append
+        append = _append(part, payloads, ids if shared else None)
         types = set(map(_get_type, events))
-        hint = Hint(topic.name, sticky, part, ids, _corrs(events), now)
+        hint = Hint(topic.name, sticky, part, ids, _corrs(events), now, new_in is not None)
         return _Claim(sticky, append, claim_keys, new_in, hint=hint), ids, sum(sizes), types
 
     async def _await_claims(self, claims: list[_Claim], now: int) -> list[int]:
@@ -443,8 +433,12 @@ class PublishOps:
                         del appending[dkey]
         if future.cancelled() or future.exception() is not None:
             return
+        base = future.result()
+        if isinstance(base, Deduplicated):  # some were stored before (a retry): no run
+            self.dedupe.remember_each(claim.keys, claim.partition, base.offsets, now)
+            return
         if claim.hint is not None:
-            self.index.hint(future.result(), claim.hint)
+            self.index.hint(base, claim.hint)
         if claim.new_in is None:
             self.dedupe.remember_run(claim.keys, claim.partition, future.result(), now)
         else:
@@ -476,22 +470,47 @@ class PublishOps:
         part = topic.partitions[p]
         corr = ev.get("correlationid")
         hint = Hint(topic.name, p, part, [eid], None if corr is None else [corr], now)
-        claim = _Claim(p, part.append((payload,)), [dkey], shared=not made, hint=hint)
+        ids = [eid] if self.storage.shared_dedupe and not made else None
+        claim = _Claim(p, _append(part, (payload,), ids), [dkey], shared=not made, hint=hint)
         # _await_claims for one claim, written out: no coroutine and list of its own.
         if claim.shared:
             self._appending[dkey] = claim
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         claim.future.add_done_callback(partial(self._settled_then, claim, now, waiter))
         offset = await waiter
+        if isinstance(offset, Deduplicated):  # the storage held it (a retry, any node)
+            return Published(eid, p, offset.offsets[0], offset.repeated[0])
         self.catalog.note(topic.name, (ev["type"],))
         self.metrics.published(topic.name, 1, len(payload))
         return tuple.__new__(Published, (eid, p, offset, False))
 
 
+def _append(
+    part: PartitionStore, payloads: Sequence[bytes], ids: Sequence[str] | None
+) -> Awaitable[int]:
+    """``part.append``, with the records' event ids when given (a ``shared_dedupe``
+    storage's)."""
+    return part.append(payloads) if ids is None else part.append(payloads, ids=ids)
+
+
 def _spread_result(
     ids: list[str], claims: list[_Claim], bases: list[int], order: list[int]
-) -> Spread:
+) -> Spread | list[Published]:
     """Each event's partition and offset, in batch order, from each part's base."""
+    if any(isinstance(b, Deduplicated) for b in bases):
+        out: list[Published] = [None] * len(ids)  # type: ignore[list-item]
+        start = 0
+        for claim, base in zip(claims, bases, strict=True):
+            count = len(claim.keys)
+            part = answer_deduplicated(
+                [ids[i] for i in order[start : start + count]], claim.partition,
+                base if isinstance(base, Deduplicated)
+                else Deduplicated(range(base, base + count), [False] * count),
+            )  # fmt: skip
+            for i, published in zip(order[start : start + count], part, strict=True):
+                out[i] = published
+            start += count
+        return out
     partitions = [0] * len(ids)
     offsets = [0] * len(ids)
     start = 0

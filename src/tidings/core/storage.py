@@ -15,7 +15,7 @@ partition's offsets, size, damage, failure and ``horizon``, and the call of
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 from tidings.errors import WrongEnd
@@ -23,14 +23,37 @@ from tidings.log.config import GroupRow, GroupStats, LogRecord, Positions, Reten
 from tidings.log.damage import Damage
 
 __all__ = [
-    "Damage", "GroupRow", "GroupStats", "IndexRow", "IndexStore", "LogRecord", "PartitionStore",
-    "Positions", "Retention", "Storage", "WrongEnd",
+    "Damage", "Deduplicated", "GroupRow", "GroupStats", "IdRun", "IndexRow", "IndexStore",
+    "LogRecord", "PartitionStore", "Positions", "Retention", "Storage", "WrongEnd",
 ]  # fmt: skip
 
 
 # One indexed record: (offset, append time in ms, hash of its id, hash of its
 # correlationid or None). The hashes are :func:`tidings.core.indexrows.key_hash`.
 IndexRow = tuple[int, int, int, int | None]
+# Ids the hub made for one batch, all in one partition and without correlationids,
+# as one row: (first offset, append time in ms, hash of the ids' shared first 28
+# characters, the first id's last 8 hex digits as a number, how many). Id ``k`` of the
+# run counts up ``k`` from the first in those digits and is at offset ``first + k``
+# (see :func:`tidings.core.indexrows.run_key`).
+IdRun = tuple[int, int, int, int, int]
+
+
+class Deduplicated(int):
+    """What an append given event ``ids`` answers when the backend (one with
+    ``Storage.shared_dedupe``) found some of its records stored already under those
+    ids, by this node or another: the int is the first record's offset, ``offsets``
+    each record's, ``repeated`` whether each was stored before (nothing appended for
+    it). An append whose records are all new answers a plain int."""
+
+    offsets: tuple[int, ...]
+    repeated: tuple[bool, ...]
+
+    def __new__(cls, offsets: Sequence[int], repeated: Sequence[bool]) -> Deduplicated:
+        self = super().__new__(cls, offsets[0])
+        self.offsets = tuple(offsets)
+        self.repeated = tuple(repeated)
+        return self
 
 
 class PartitionStore(Protocol):
@@ -88,11 +111,18 @@ class PartitionStore(Protocol):
     def failure(self) -> str | None: ...
 
     def append(
-        self, payloads: Sequence[bytes], timestamp_ms: int | None = None,
+        self,
+        payloads: Sequence[bytes],
+        timestamp_ms: int | None = None,
+        ids: Sequence[str] | None = None,
         expect_end: int | None = None,
-    ) -> Awaitable[int]:  # fmt: skip
+    ) -> Awaitable[int]:
         """Assign offsets now; resolve with the first once durable by the hub's policy
-        (only at ``expect_end``, if given: else :class:`WrongEnd`)."""
+        (only at ``expect_end``, if given: else :class:`WrongEnd`).
+
+        ``ids``: the records' event ids, given only to a backend with
+        ``Storage.shared_dedupe``, which stores a record whose id it holds (within its
+        window) no more and answers a :class:`Deduplicated`; others ignore them."""
         ...
 
     async def read(
@@ -141,8 +171,11 @@ class IndexStore(Protocol):
         """The next offset to index, per partition indexed so far."""
         ...
 
-    def add(self, parts: Sequence[tuple[str, int, int, Sequence[IndexRow]]]) -> None:
-        """``(topic, partition, next offset, rows)`` for each partition, as one change."""
+    def add(
+        self, parts: Sequence[tuple[str, int, int, Sequence[IndexRow], Sequence[IdRun]]]
+    ) -> None:
+        """``(topic, partition, next offset, rows, runs)`` for each partition, as one
+        change. A run stands for a row per id it holds."""
         ...
 
     def forget(self, topic: str) -> None: ...
@@ -154,8 +187,11 @@ class IndexStore(Protocol):
         can at low cost; how many units (rows, tables) went."""
         ...
 
-    def by_id(self, id_hash: int, limit: int) -> list[tuple[str, int, int]]:
-        """``(topic, partition, offset)`` of rows with this id hash, in publish order."""
+    def by_id(
+        self, id_hash: int, limit: int, run: tuple[int, int] | None = None
+    ) -> list[tuple[str, int, int]]:
+        """``(topic, partition, offset)`` of rows with this id hash, and of ids in runs
+        that hold ``run`` (its :func:`~tidings.core.indexrows.run_key`), in publish order."""
         ...
 
     def by_correlation(
@@ -189,15 +225,26 @@ class Storage(Protocol):
     """
 
     hub_id: str
+    # Whether appends given event ids deduplicate them in the storage itself, for
+    # every node that shares it (see ``PartitionStore.append``): the hub then passes
+    # the ids of publishes, and picks the partition of an event without a
+    # ``partitionkey`` from its id, so a retry through any node lands where the
+    # first did.
+    shared_dedupe: bool
 
     async def open_partition(
         self, topic: str, partition: int, retention: Retention
     ) -> PartitionStore: ...
 
     def append_linked(
-        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+        self,
+        topic: str,
+        parts: Sequence[tuple[int, Sequence[bytes]]],
+        ids: Sequence[Sequence[str]] | None = None,
     ) -> Awaitable[list[int]]:
         """Append ``(partition, payloads)`` to several open partitions of ``topic`` as one.
+        ``ids``: each part's event ids, as ``PartitionStore.append`` takes them (a part's
+        base is then a :class:`Deduplicated` where some of its records were stored before).
 
         Owes what :meth:`PartitionStore.append` owes, for the parts together: offsets
         are assigned at the call; the awaitable gives each part's base offset once all
@@ -212,6 +259,22 @@ class Storage(Protocol):
 
     async def load_topics(self) -> dict[str, dict[str, Any]]: ...
     async def save_topic(self, topic: str, config: dict[str, Any]) -> None: ...
+
+    def topic_changes(self) -> AsyncIterator[str]:
+        """The topic of each change of topics' metadata after ``load_topics``, as it
+        happens: another process that shares the storage (a node of the hub) may make
+        it, and this one's own changes may come too. Ends at once where no other
+        process shares the storage."""
+        ...
+
+    async def load_topic(self, topic: str) -> dict[str, Any] | None:
+        """The topic's config as last saved by any process (None: there is none)."""
+        ...
+
+    async def forget_topic(self, topic: str) -> None:
+        """Close what this process opened of a topic another process dropped (deleting
+        it was that one's)."""
+        ...
 
     async def load_groups(self) -> list[GroupRow]:
         """(topic, group, config, positions, stats) for every group."""

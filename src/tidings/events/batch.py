@@ -37,7 +37,7 @@ from tidings.events.envelope import (
 )
 from tidings.events.nesting import any_too_deep
 
-__all__ = ["fill_batch", "new_event_ids"]
+__all__ = ["counted_ids", "fill_batch", "new_event_ids"]
 
 # Timestamps each ending a line, all checked by one match (groups made non-capturing, and
 # the repeat possessive: nothing to remember or undo per line).
@@ -56,11 +56,19 @@ def new_event_ids(count: int) -> list[str]:
     if count < 1:
         return []
     first = str(uuid7())
-    low = int(first[_LOW_HEX:], 16)
-    if low + count > 1 << 32:
+    ids = counted_ids(first, count)
+    if ids is None:
         ids = [first] + [str(uuid7()) for _ in range(count - 1)]
         ids.sort()  # a no-op but for a clock that stepped back: one comparison per id
-        return ids
+    return ids
+
+
+def counted_ids(first: str, count: int) -> list[str] | None:
+    """``count`` ids counting up from the UUID text ``first`` in its last 32 bits, as
+    :func:`new_event_ids` makes them; None where those bits would overflow."""
+    low = int(first[_LOW_HEX:], 16)
+    if low + count > 1 << 32:
+        return None
     counts = array(_U32, range(low, low + count))
     if sys.byteorder == "little":
         counts.byteswap()  # hex digits in reading order

@@ -6,7 +6,7 @@ import asyncio
 import bisect
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from tidings.errors import OffsetOutOfRange, StorageUnavailable, WrongEnd
@@ -56,9 +56,13 @@ class MemoryPartition:
         return None  # memory does not fill up the way a disk does
 
     def append(
-        self, payloads: Sequence[bytes], timestamp_ms: int | None = None,
+        self,
+        payloads: Sequence[bytes],
+        timestamp_ms: int | None = None,
+        ids: Sequence[str] | None = None,
         expect_end: int | None = None,
-    ) -> asyncio.Future[int]:  # fmt: skip
+    ) -> asyncio.Future[int]:
+        """``ids`` are not kept: the hub's dedupe window is all there is in memory."""
         if self.closed:
             raise StorageUnavailable("partition is closed")
         if expect_end is not None and expect_end != self.end_offset:
@@ -143,6 +147,7 @@ class MemoryPartition:
 
 
 _Row = tuple[int, int, int, int | None]  # offset, time, id hash, correlationid hash
+_Run = tuple[int, int, int, int, int]  # first offset, time, prefix hash, first low, count
 
 
 class MemoryIndex:
@@ -156,20 +161,26 @@ class MemoryIndex:
         # hash -> sorted [(ts, seq, topic, partition, offset)]
         self._ids: dict[int, list[tuple[int, int, str, int, int]]] = {}
         self._corrs: dict[int, list[tuple[int, int, str, int, int]]] = {}
+        # prefix hash -> [(first low, count, ts, first seq, topic, partition, first offset)]
+        self._runs: dict[int, list[tuple[int, int, int, int, str, int, int]]] = {}
 
     def load(self) -> dict[tuple[str, int], int]:
         with self._lock:
             return dict(self._next)
 
-    def add(self, parts: Sequence[tuple[str, int, int, Sequence[_Row]]]) -> None:
+    def add(self, parts: Sequence[tuple[str, int, int, Sequence[_Row], Sequence[_Run]]]) -> None:
         with self._lock:
-            for topic, partition, next_offset, rows in parts:
+            for topic, partition, next_offset, rows, runs in parts:
                 for off, ts, h, c in rows:
                     self._seq += 1
                     row = (ts, self._seq, topic, partition, off)
                     bisect.insort(self._ids.setdefault(h, []), row)
                     if c is not None:
                         bisect.insort(self._corrs.setdefault(c, []), row)
+                for off, ts, prefix, low, count in runs:
+                    run = (low, count, ts, self._seq + 1, topic, partition, off)
+                    self._runs.setdefault(prefix, []).append(run)
+                    self._seq += count
                 self._next[(topic, partition)] = next_offset
 
     def _drop(self, keep: Any) -> None:
@@ -178,6 +189,21 @@ class MemoryIndex:
                 table[h] = [r for r in table[h] if keep(r)]
                 if not table[h]:
                     del table[h]
+        for h in list(self._runs):
+            # A run stands for its ids: keep those ``keep`` keeps, as shorter runs.
+            kept = []
+            for low, count, ts, seq, topic, partition, off in self._runs[h]:
+                start = None
+                for k in range(count + 1):
+                    if k < count and keep((ts, seq + k, topic, partition, off + k)):
+                        start = k if start is None else start
+                    elif start is not None:
+                        n, at = k - start, off + start
+                        kept.append((low + start, n, ts, seq + start, topic, partition, at))
+                        start = None
+            self._runs[h] = kept
+            if not kept:
+                del self._runs[h]
 
     def forget(self, topic: str) -> None:
         with self._lock:
@@ -195,9 +221,19 @@ class MemoryIndex:
     def prune(self, starts: Any) -> int:
         return 0  # trim drops a partition's rows as it goes
 
-    def by_id(self, id_hash: int, limit: int) -> list[tuple[str, int, int]]:
+    def by_id(
+        self, id_hash: int, limit: int, run: tuple[int, int] | None = None
+    ) -> list[tuple[str, int, int]]:
         with self._lock:
-            return [(r[2], r[3], r[4]) for r in self._ids.get(id_hash, [])[:limit]]
+            rows = list(self._ids.get(id_hash, []))
+            if run is not None:
+                prefix, wanted = run
+                for low, count, ts, seq, topic, partition, off in self._runs.get(prefix, []):
+                    if low <= wanted < low + count:
+                        k = wanted - low
+                        rows.append((ts, seq + k, topic, partition, off + k))
+                rows.sort(key=lambda r: (r[0], r[1]))
+            return [(r[2], r[3], r[4]) for r in rows[:limit]]
 
     def by_correlation(
         self, corr_hash: int, after: tuple[int, int] | None, limit: int
@@ -216,6 +252,7 @@ class MemoryStorage:
     """Partitions and metadata in memory; nothing survives the process."""
 
     partition_type: type[MemoryPartition] = MemoryPartition  # what open_partition makes
+    shared_dedupe = False  # one process: the hub's dedupe window is all there is
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or SystemClock()
@@ -239,7 +276,10 @@ class MemoryStorage:
         return part
 
     def append_linked(
-        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+        self,
+        topic: str,
+        parts: Sequence[tuple[int, Sequence[bytes]]],
+        ids: Sequence[Sequence[str]] | None = None,
     ) -> asyncio.Future[list[int]]:
         """Nothing in memory survives a crash, so the parts are simply appended together."""
         ts = max([self.clock.time_ms()] + [self.partitions[(topic, p)].last_ts for p, _ in parts])
@@ -259,6 +299,17 @@ class MemoryStorage:
             self.groups.pop(gkey)
             self.positions.pop(gkey, None)
             self.stats.pop(gkey, None)
+
+    async def topic_changes(self) -> AsyncIterator[str]:
+        """None: no other process shares these topics."""
+        return
+        yield
+
+    async def load_topic(self, topic: str) -> dict[str, Any] | None:
+        return (await self.load_topics()).get(topic)
+
+    async def forget_topic(self, topic: str) -> None:
+        """Nothing: no other process drops these topics."""
 
     async def load_topics(self) -> dict[str, dict[str, Any]]:
         return dict(self.topics)

@@ -134,14 +134,18 @@ class PartitionLog(Healing, LinkedHolds, CompactionHooks):
     # -- appending ---------------------------------------------------------------
 
     def append(
-        self, payloads: Sequence[bytes], timestamp_ms: int | None = None,
+        self,
+        payloads: Sequence[bytes],
+        timestamp_ms: int | None = None,
+        ids: Sequence[str] | None = None,
         expect_end: int | None = None,
-    ) -> asyncio.Future[int]:  # fmt: skip
+    ) -> asyncio.Future[int]:
         """Queue ``payloads`` as one batch; the future gives its base offset once acknowledged.
 
         Offsets are assigned now, in call order, so two appends made one after
-        the other land in that order whatever their futures do. ``expect_end``: only
-        at that offset, else :class:`~tidings.errors.Conflict` (``WrongEnd``).
+        the other land in that order whatever their futures do. ``ids`` are not kept
+        (one process: the hub's dedupe window is all there is). ``expect_end``: only
+        at that offset, else :class:`~tidings.errors.WrongEnd` (a Conflict).
         """
         if self._closing or self._failed is not None:
             raise StorageUnavailable(

@@ -330,13 +330,13 @@ class Api:
             # A topic the token names is one it must be able to publish to: dead
             # letters are published there. The default {topic}.dlq is the hub's.
             self._authorize(request, "publish", config.dead_letter_topic)
-        _, created = await self.hub.put_group(topic, name, config)
-        return _json(self.hub.group_info(topic, name), 201 if created else 200)
+        info, created = await self.hub.configure_group(topic, name, config)
+        return _json(info, 201 if created else 200)
 
     async def get_group(self, request: Request) -> Response:
         topic, name = self._group(request)
         self._authorize(request, "subscribe", topic)
-        return _json(self.hub.group_info(topic, name))
+        return _json(await self.hub.describe_group(topic, name))
 
     async def delete_group(self, request: Request) -> Response:
         topic, name = self._group(request)
@@ -345,8 +345,10 @@ class Api:
         return Response(status_code=204)
 
     async def list_groups(self, request: Request) -> Response:
-        shown = self.auth.visible(request.headers.get("authorization"), self.hub.topics)
-        return _json({"groups": [g for g in self.hub.list_groups() if g["topic"] in shown]})
+        groups = await self.hub.describe_groups()
+        auth = request.headers.get("authorization")
+        shown = self.auth.visible(auth, {g["topic"] for g in groups})
+        return _json({"groups": [g for g in groups if g["topic"] in shown]})
 
     async def fetch(self, request: Request) -> Response:
         topic, name = self._group(request)

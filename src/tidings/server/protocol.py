@@ -15,7 +15,14 @@ per connection (:class:`HttpLimits`):
 - past ``max_connections`` open connections (HTTP, WebSocket and SSE alike) a new
   one is answered 503 with ``Retry-After`` and closed at once.
 
-Idle keep-alive connections are closed by uvicorn's ``timeout_keep_alive``.
+Idle keep-alive connections are closed after uvicorn's ``timeout_keep_alive``, as
+the connection's deadline (below), not a timer of its own made and cancelled each
+request.
+
+A response with a ``content-length`` goes out in one write: its head is held until
+the body's first bytes, and both are written together (one send to the socket, one
+packet for a small answer, where uvicorn writes twice). A response without one (a
+stream: SSE, chunked) writes its head at once, as uvicorn does.
 """
 
 from __future__ import annotations
@@ -24,12 +31,16 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httptools
 import orjson
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 logger = logging.getLogger("tidings.http")
@@ -48,6 +59,7 @@ class HttpLimits:
 
 
 LINGER_S = 2.0  # how long a refused connection's last bytes are read and dropped
+_JOIN_BYTES = 64 * 1024  # a body up to this size is joined to its head and written once
 
 
 class _Refused(Exception):
@@ -85,6 +97,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         self._on_deadline: Callable[[], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._keep_alive = self._keep_alive_expired  # bound once: compared by identity
 
     # -- the connection ------------------------------------------------------------------
 
@@ -173,12 +186,46 @@ class HubHttpProtocol(HttpToolsProtocol):
         self._heads += 1
         self._disarm()
         self._arm(self.limits.body_timeout_s, self._body_timed_out)
+        before = self.cycle
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not before:  # a request's cycle (an upgrade makes none): its task has not run
+            cycle.__class__ = _Cycle
+            cycle.transport = cast(asyncio.Transport, _HeadWithBody(self.transport))
 
     def on_message_complete(self) -> None:
         self._in_head = True
-        self._disarm()
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and not self.pipeline:
+            # Answered before its body ended: from here the connection idles.
+            self._arm(self.timeout_keep_alive, self._keep_alive)
+        else:
+            self._disarm()
         super().on_message_complete()
+
+    # -- keep-alive -----------------------------------------------------------------------
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, but the wait for the next request is the connection's deadline.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._deadline is None:
+            # Between requests. Else the request's body is still coming, under its own
+            # deadline, and on_message_complete starts this wait.
+            self._arm(self.timeout_keep_alive, self._keep_alive)
+
+    def _unset_keepalive_if_required(self) -> None:
+        if self._on_deadline is self._keep_alive:
+            self._disarm()
+
+    def _keep_alive_expired(self) -> None:
+        self.timeout_keep_alive_handler()
 
     # -- refusals -------------------------------------------------------------------------
 
@@ -295,6 +342,68 @@ class HubHttpProtocol(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+class _HeadWithBody:
+    """The transport as a response cycle sees it: while ``holding``, a write (the
+    response head) is kept, and goes out with the next write (the body) as one."""
+
+    __slots__ = ("held", "holding", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.holding = False
+        self.held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.holding:
+            self.held = data
+            return
+        held = self.held
+        if held is None:
+            self.transport.write(data)
+        elif len(data) <= _JOIN_BYTES:
+            self.held = None
+            self.transport.write(held + data)
+        else:  # a large body: copying it would cost more than a second write
+            self.held = None
+            self.transport.write(held)
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request-response cycle, writing a response with a content-length in
+    one write (see the module docstring)."""
+
+    async def send(self, message: Any) -> None:
+        out = cast(_HeadWithBody, self.transport)
+        if message["type"] != "http.response.start" or self.response_started:
+            await super().send(message)
+            out.flush()  # a HEAD answer writes no body: its head goes now
+            return
+        out.holding = True
+        try:
+            await super().send(message)  # writes the head: held
+        finally:
+            out.holding = False
+        if self.chunked_encoding is not False:  # no content-length: a stream, or no body
+            out.flush()
 
 
 __all__ = ["HttpLimits", "HubHttpProtocol"]

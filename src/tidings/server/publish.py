@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tidings.core.positions import is_decimal
-from tidings.core.publishing import Published, Run, Spread
+from tidings.core.published import Published, Run, Spread
 from tidings.errors import BadRequest, StorageUnavailable, TidingsError, TooLarge
 from tidings.events import http as ce
 from tidings.server.hubid import HubIdHeader

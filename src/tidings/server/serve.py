@@ -19,13 +19,18 @@ from tidings.backends.embedded.history import SqliteHistoryStore
 from tidings.backends.embedded.storage import EmbeddedStorage
 from tidings.backends.embedded.webhooks import SqliteWebhookStore
 from tidings.backends.nats.connection import NatsSettings
+from tidings.backends.nats.grouprouter import NatsGroupRouter
+from tidings.backends.nats.leases import DEFAULT_LEASE_S
 from tidings.backends.nats.storage import NatsStorage, read_hub_id
+from tidings.backends.nats.webhookowners import NatsEndpointOwners
+from tidings.backends.nats.webhooks import NatsWebhookStore
 from tidings.core.hub import MAX_PARTITIONS, MAX_TOPICS, Hub, HubOptions
 from tidings.core.patterns import MAX_TYPE_PATTERNS
 from tidings.core.positions import parse_duration_ms
 from tidings.core.storage import Storage
 from tidings.core.webhooks.config import WebhookPolicy, parse_schedule
 from tidings.core.webhooks.schedule import DEFAULT_DISABLE_AFTER_MS, RetrySchedule
+from tidings.core.webhooks.store import WebhookStore
 from tidings.core.webhooks.targets import parse_networks
 from tidings.errors import BadRequest
 from tidings.log.config import FsyncPolicy, LogConfig
@@ -74,6 +79,7 @@ class ServeConfig:
     history: HistoryOptions = field(default_factory=HistoryOptions)  # metrics over time
     backend: tuple[str, ...] = ()  # NATS server URLs; empty: the embedded log
     replicas: int = 1  # of each stream and bucket, on NATS
+    lease_s: float = DEFAULT_LEASE_S  # on NATS: a node's lease on a group or an endpoint
 
 
 def parse_backend(given: str) -> tuple[str, ...]:
@@ -142,20 +148,37 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
         probe_max_ms=max(1, min(60_000, max(schedule.delays_ms[1:], default=60_000))),
     )
     storage: Storage
+    store: WebhookStore
+    owners: NatsEndpointOwners | None = None
+    router: NatsGroupRouter | None = None
     if config.backend:
         if config.replicas not in (1, 3, 5):
             raise BadRequest(f"--replicas must be 1, 3 or 5, not {config.replicas}")
+        if not 0.1 <= config.lease_s <= 3600:
+            raise BadRequest(f"--lease-time must be 0.1 to 3600 seconds, not {config.lease_s:g}")
         # the hub id is on every answer from the start: read before the server's loop
         hub_id = read_hub_id(config.backend, config.replicas)
         settings = NatsSettings(servers=config.backend)
-        storage = NatsStorage(settings, replicas=config.replicas, hub_id=hub_id)
-        config.data_dir.mkdir(parents=True, exist_ok=True)  # webhooks, history: node-local
+        nats = NatsStorage(settings, replicas=config.replicas, hub_id=hub_id)
+        storage = nats
+        router = NatsGroupRouter(nats, lease_s=config.lease_s)
+        config.data_dir.mkdir(parents=True, exist_ok=True)  # the metrics history: node-local
+        store = NatsWebhookStore(
+            nats,
+            attempts_kept=policy.attempts_kept,
+            attempts_max_age_ms=policy.attempts_max_age_ms,
+        )
+        owners = NatsEndpointOwners(store, lease_s=config.lease_s)
     else:
         storage = EmbeddedStorage(
             config.data_dir,
             config.fsync,
             LogConfig(segment_bytes=config.segment_bytes),
             files=OpenFiles(log_files_limit(config.max_open_files)),
+        )
+        store = SqliteWebhookStore(
+            config.data_dir / "webhooks.sqlite3",
+            "FULL" if config.fsync.mode == "always" else "NORMAL",
         )
     hub = Hub(
         storage,
@@ -166,6 +189,7 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
             max_type_patterns=config.max_type_patterns,
             compaction_check_s=config.compaction_interval_s,
         ),
+        group_router=router,
     )
     # An event's dataschema is an absolute URI (CloudEvents): the version's path here.
     host = f"[{config.host}]" if ":" in config.host else config.host
@@ -173,11 +197,7 @@ def build(config: ServeConfig) -> tuple[uvicorn.Config, Hub]:
     live = LiveOptions(
         allowed_origins=config.allowed_origins, send_buffer_bytes=config.ws_send_buffer
     )
-    store = SqliteWebhookStore(
-        config.data_dir / "webhooks.sqlite3",
-        "FULL" if config.fsync.mode == "always" else "NORMAL",
-    )
-    webhooks = WebhookService(hub, store, policy)
+    webhooks = WebhookService(hub, store, policy, owners=owners)
     options = ServerOptions(
         live=live,
         allowed_hosts=served_hosts(config),

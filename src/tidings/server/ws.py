@@ -364,7 +364,7 @@ class Connection:
     async def _join_group(self, action: Subscribe) -> None:
         assert action.group is not None
         try:
-            self.hub.group(action.topic, action.group)
+            await self.hub.describe_group(action.topic, action.group)
         except GroupNotFound:
             if not allows(self.token, "manage", action.topic):
                 raise Forbidden(
@@ -429,6 +429,7 @@ class Connection:
         loop = asyncio.get_running_loop()
         settled = self._settled[action.id] = asyncio.Event()
         in_flight = self._in_flight[action.id] = {}
+        ack_wait_s: float | None = None
         while True:
             room = await self._room(in_flight, settled)
             deliveries = await hub.fetch(
@@ -437,8 +438,13 @@ class Connection:
             if hub.closing:
                 self.end((CLOSE_GOING_AWAY, "the hub is shutting down"))
                 return
-            _, g = hub.group(action.topic, group)
-            expiry = loop.time() + g.config.ack_wait_ms / 1000
+            if hub.group_router is None:
+                _, g = hub.group(action.topic, group)
+                ack_wait_s = g.config.ack_wait_ms / 1000
+            elif ack_wait_s is None:  # served by another node: its configuration once
+                info = await hub.describe_group(action.topic, group)
+                ack_wait_s = float(info["config"]["ack_wait"])
+            expiry = loop.time() + ack_wait_s
             for d in deliveries:
                 in_flight[d.lease] = expiry
             for frame in self.session.leased(action.id, deliveries):

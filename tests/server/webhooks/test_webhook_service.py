@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import AsyncIterator, Callable
 
 import orjson
@@ -64,7 +65,7 @@ async def test_changes_at_once_leave_one_dispatcher_and_no_deleted_endpoint(
     )
     assert results[1] is None
     assert wh["id"] not in service.endpoints and service.dispatchers == {}
-    assert service.store.load_endpoints() == []
+    assert await service.store.load_endpoints() == []
     assert "webhook." + wh["id"] not in service.hub.topics["orders"].groups
 
 
@@ -102,6 +103,37 @@ async def test_hosts_that_become_refused_addresses_are_never_connected(url: str)
         await sender.close()
     assert result.status is None
     assert result.error is not None and result.error.startswith("refused"), result
+
+
+async def test_a_receivers_cookies_are_never_sent_back() -> None:
+    from aiohttp import web
+
+    cookies: list[str | None] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        cookies.append(request.headers.get("cookie"))
+        response = web.Response(text="ok")
+        response.set_cookie("session", "from-the-receiver")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    # A host name, not an address: aiohttp's own jar keeps cookies of names only.
+    allowed = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+    sender = AiohttpSender(AddressPolicy(allowed))
+    try:
+        for _ in range(2):
+            result = await sender.send(f"http://localhost:{port}/hook", b"{}", {}, 5.0)
+            assert result.status == 200, result
+    finally:
+        await sender.close()
+        await runner.cleanup()
+    assert cookies == [None, None]
 
 
 class FakeClock:

@@ -20,7 +20,7 @@ import orjson
 import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from hubapi import STRUCTURED, expect, expect_problem, publish, unique
-from hubproc import HubFactory, HubProcess
+from hubproc import BackendHubs, HubFactory, HubProcess
 from receivers import Answer, Receiver, Tally, always
 from standardwebhooks import Webhook
 
@@ -35,8 +35,9 @@ HUB_ARGS = (
 
 
 @pytest.fixture(scope="module")
-def whub(module_hub_factory: HubFactory) -> HubProcess:
-    return module_hub_factory.start(*HUB_ARGS)
+def whub(backend_hubs: BackendHubs) -> HubProcess:
+    """This module's hub, on the embedded log and on NATS in turn (``backend_hubs``)."""
+    return backend_hubs.start(*HUB_ARGS)
 
 
 @pytest.fixture
@@ -379,6 +380,7 @@ async def test_replay_since_a_time_delivers_what_was_never_sent(
 # -- durability ----------------------------------------------------------------------------------
 
 
+# Embedded only: kills and restarts a hub of its own.
 async def test_nothing_is_lost_when_the_hub_is_killed_mid_retry(
     hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
@@ -404,6 +406,7 @@ async def test_nothing_is_lost_when_the_hub_is_killed_mid_retry(
     assert len(receiver.requests) == count
 
 
+# Embedded only: restarts a hub of its own.
 async def test_endpoints_survive_a_restart(
     hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
@@ -550,14 +553,14 @@ async def test_bad_calls_on_an_endpoint(
 
 
 async def test_webhooks_need_an_admin_token(
-    hub_factory: HubFactory, http: aiohttp.ClientSession, tmp_path: Any
+    backend_hubs: BackendHubs, http: aiohttp.ClientSession, tmp_path: Any
 ) -> None:
     auth = tmp_path / "auth.json"
     auth.write_bytes(orjson.dumps({"tokens": [
         {"name": "app", "token": "app-t", "publish": ["*"], "subscribe": ["*"]},
         {"name": "ops", "token": "ops-t", "admin": True},
     ]}))  # fmt: skip
-    hub = hub_factory.start("--auth-file", str(auth), *HUB_ARGS)
+    hub = backend_hubs.start("--auth-file", str(auth), *HUB_ARGS)
     body = {"url": "http://127.0.0.1:9/x", "topics": ["t"]}
     async with http.post(f"{hub.base_url}/v1/webhooks", json=body) as resp:
         await expect_problem(resp, 401)
@@ -575,9 +578,9 @@ async def test_webhooks_need_an_admin_token(
 
 
 @pytest.fixture(scope="module")
-def strict_hub(module_hub_factory: HubFactory) -> HubProcess:
+def strict_hub(backend_hubs: BackendHubs) -> HubProcess:
     """A hub with no allow-list: only public addresses."""
-    return module_hub_factory.start("--webhook-retry-schedule", "0,0.1")
+    return backend_hubs.start("--webhook-retry-schedule", "0,0.1")
 
 
 @pytest.mark.parametrize(
@@ -602,6 +605,7 @@ async def test_non_public_addresses_are_refused_at_registration(
     assert "address" in problem["detail"]
 
 
+# Embedded only: restarts a hub of its own with other settings.
 async def test_an_address_refused_at_delivery_is_never_connected(
     hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
@@ -644,9 +648,9 @@ async def test_publish_still_answers_while_an_endpoint_hangs(
 
 
 async def test_an_endpoint_failing_past_disable_after_is_disabled(
-    hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
+    backend_hubs: BackendHubs, http_fresh: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
-    hub = hub_factory.start(
+    hub = backend_hubs.start(
         "--webhook-allow-net", "127.0.0.0/8",
         "--webhook-retry-schedule", ",".join(["0.05"] * 50),
         "--webhook-disable-after", "1s",
@@ -670,6 +674,7 @@ async def test_an_endpoint_failing_past_disable_after_is_disabled(
     assert (await settled(http_fresh, base))["lag"] == {topic: 0}
 
 
+# Embedded only: kills and restarts a hub of its own.
 async def test_a_restart_goes_on_with_the_schedule_where_it_was(
     hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
@@ -690,6 +695,7 @@ async def test_a_restart_goes_on_with_the_schedule_where_it_was(
     assert third.at - second.at >= 3.0  # its 4 s wait went on across the restart
 
 
+# Embedded only: kills and restarts a hub of its own.
 async def test_the_schedule_holds_across_a_kill_right_after_an_attempt(
     hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
@@ -772,6 +778,7 @@ async def test_a_refused_connection_is_a_failed_attempt_retried(
     assert [a["attempt"] for a in log[::-1][:3]] == [1, 2, 3]
 
 
+# Embedded only: edits the hub's SQLite file on disk, then restarts it.
 async def test_groups_no_endpoint_owns_are_removed_at_start(
     hub_factory: HubFactory, http_fresh: aiohttp.ClientSession, receiver: Receiver
 ) -> None:

@@ -7,18 +7,27 @@ The ``IndexStore`` seam of :mod:`tidings.core.eventindex`. Schema::
     gen_parts (gen, tp, max_off)                        what each generation points into
     ids_<n>   (h, ts, seq, tp, off)  WITHOUT ROWID, key (h, ts, seq)   find by id
     corrs_<n> (c, ts, seq, tp, off)  WITHOUT ROWID, key (c, ts, seq)   an order's events
+    runs_<n>  (p, lo, ts, seq, n, tp, off)  WITHOUT ROWID, key (p, lo, ts, seq)
+              ids the hub made for a batch: n of them, at seq and off on, as one row
 
-Rows go to the newest generation until it holds ``GENERATION_ROWS``, then to a new
-one. Keys are hashes, so inserts land at random places in their B-tree: kept to a
-generation that fits in SQLite's page cache, each insert touches pages in memory,
-and the rate stays flat however large the index grows (one table for everything
-slowed as it outgrew the cache: 16,000 rows a second at 250,000 rows, 6,500 at
-750,000, on the benchmark machine). A lookup asks every generation in one statement
-(``UNION ALL``): one B-tree probe each.
+A run (:data:`~tidings.core.storage.IdRun`) is a batch's ids that count up from one
+UUIDv7 in its last 32 bits: ``p`` is the hash of their shared first 28 characters,
+``lo`` the first one's last 8 hex digits as a number; the id of number ``lo + k`` is
+at ``off + k``, with seq ``seq + k``. A lookup of an id of that shape also asks the
+runs of its prefix that reach it. One row instead of a thousand: each row is a
+B-tree insert at a random key, most of what the index costs.
+
+Rows go to the newest generation until it holds ``GENERATION_ROWS`` (a run counts
+its ids), then to a new one. Keys are hashes, so inserts land at random places in
+their B-tree: kept to a generation that fits in SQLite's page cache, each insert
+touches pages in memory, and the rate stays flat however large the index grows (one
+table for everything slowed as it outgrew the cache: 16,000 rows a second at 250,000
+rows, 6,500 at 750,000, on the benchmark machine). A lookup asks every generation in
+one statement (``UNION ALL``): one B-tree probe each.
 
 Retention drops whole generations: once every partition a generation points into
 has moved its first offset past the generation's highest offset there (or its topic
-was deleted), the generation's two tables go with one ``DROP``. A deleted topic's
+was deleted), the generation's tables go with one ``DROP`` each. A deleted topic's
 ``parts`` rows go at once (``tp`` numbers are never reused, AUTOINCREMENT), and
 queries join ``parts``, so its rows are never answered. Rows are hints checked
 against the log (see :mod:`tidings.core.eventindex`), so a row left pointing past a
@@ -37,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tidings.backends.embedded.sqlite import connect
-from tidings.core.storage import IndexRow
+from tidings.core.storage import IdRun, IndexRow
 from tidings.errors import StorageUnavailable
 
 GENERATION_ROWS = 200_000  # rows a generation takes: its B-trees stay in the cache
@@ -64,7 +73,17 @@ def _create_generation(db: sqlite3.Connection, n: int) -> None:
         f"CREATE TABLE corrs_{n} (c INTEGER NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,"
         " tp INTEGER NOT NULL, off INTEGER NOT NULL, PRIMARY KEY (c, ts, seq)) WITHOUT ROWID"
     )
+    _create_runs(db, n)
     db.execute("INSERT INTO gens (n, rows) VALUES (?, 0)", (n,))
+
+
+def _create_runs(db: sqlite3.Connection, n: int) -> None:
+    # IF NOT EXISTS: an index made before runs has generations without this table.
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS runs_{n} (p INTEGER NOT NULL, lo INTEGER NOT NULL,"
+        " ts INTEGER NOT NULL, seq INTEGER NOT NULL, n INTEGER NOT NULL, tp INTEGER NOT NULL,"
+        " off INTEGER NOT NULL, PRIMARY KEY (p, lo, ts, seq)) WITHOUT ROWID"
+    )
 
 
 class SqliteIndex:
@@ -84,6 +103,7 @@ class SqliteIndex:
         self._reader_gens: tuple[int, ...] = ()
         self._id_sql: list[str] = []
         self._corr_sql: list[str] = []
+        self._run_sql: list[str] = []
         self._looking_for = "id"
 
     # -- writing (one thread) ---------------------------------------------------------
@@ -117,18 +137,24 @@ class SqliteIndex:
         rows = db.execute("SELECT tp, topic, partition, next_offset FROM parts").fetchall()
         self._tps = {(t, p): tp for tp, t, p, _ in rows}
         self._gens = [n for (n,) in db.execute("SELECT n FROM gens ORDER BY n")]
-        if not self._gens:
-            try:
-                with _transaction(db):
+        try:
+            with _transaction(db):
+                if not self._gens:
                     _create_generation(db, 1)
-            except sqlite3.Error as exc:
-                raise StorageUnavailable(f"cannot open the event index: {exc}") from exc
-            self._gens = [1]
+                    self._gens = [1]
+                for n in self._gens:
+                    _create_runs(db, n)
+        except sqlite3.Error as exc:
+            self._gens = []
+            raise StorageUnavailable(f"cannot open the event index: {exc}") from exc
         newest = self._gens[-1]
         [(self._gen_rows,)] = db.execute("SELECT rows FROM gens WHERE n = ?", (newest,))
         seq = 0  # the newest generation with rows holds the highest (an empty one may follow)
         for n in reversed(self._gens):
-            [(seq,)] = db.execute(f"SELECT COALESCE(MAX(seq), 0) FROM ids_{n}")
+            [(seq,)] = db.execute(
+                f"SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM ids_{n}),"
+                f" (SELECT COALESCE(MAX(seq + n - 1), 0) FROM runs_{n}))"
+            )
             if seq:
                 break
         self._seq = int(seq)
@@ -144,7 +170,9 @@ class SqliteIndex:
             tp = self._tps[(topic, partition)] = int(cur.lastrowid or 0)
         return tp
 
-    def add(self, parts: Sequence[tuple[str, int, int, Sequence[IndexRow]]]) -> None:
+    def add(
+        self, parts: Sequence[tuple[str, int, int, Sequence[IndexRow], Sequence[IdRun]]]
+    ) -> None:
         db = self._db
         saved = (dict(self._tps), list(self._gens), self._gen_rows, self._seq)
         try:
@@ -157,29 +185,38 @@ class SqliteIndex:
                 gen = self._gens[-1]
                 ids: list[tuple[int, int, int, int, int]] = []
                 corrs: list[tuple[int, int, int, int, int]] = []
+                runs: list[tuple[int, int, int, int, int, int, int]] = []
                 seq = self._seq
-                for topic, partition, next_offset, rows in parts:
+                counted = 0  # ids, those of runs too
+                for topic, partition, next_offset, rows, id_runs in parts:
                     tp = self._tp(topic, partition, next_offset)
                     for off, ts, h, c in rows:
                         seq += 1
                         ids.append((h, ts, seq, tp, off))
                         if c is not None:
                             corrs.append((c, ts, seq, tp, off))
-                    if rows:
+                    for off, ts, prefix, low, count in id_runs:
+                        runs.append((prefix, low, ts, seq + 1, count, tp, off))
+                        seq += count
+                        counted += count
+                    if rows or id_runs:
+                        last = max([r[0] for r in rows[-1:]] + [r[0] + r[4] - 1 for r in id_runs])
                         db.execute(
                             "INSERT INTO gen_parts (gen, tp, max_off) VALUES (?, ?, ?) "
                             "ON CONFLICT (gen, tp) DO UPDATE SET "
                             "max_off = MAX(max_off, excluded.max_off)",
-                            (gen, tp, max(r[0] for r in rows)),
+                            (gen, tp, last),
                         )
                     db.execute(
                         "UPDATE parts SET next_offset = ? WHERE tp = ?", (next_offset, tp)
                     )
                 db.executemany(f"INSERT INTO ids_{gen} VALUES (?, ?, ?, ?, ?)", ids)
                 db.executemany(f"INSERT INTO corrs_{gen} VALUES (?, ?, ?, ?, ?)", corrs)
-                db.execute("UPDATE gens SET rows = rows + ? WHERE n = ?", (len(ids), gen))
+                db.executemany(f"INSERT INTO runs_{gen} VALUES (?, ?, ?, ?, ?, ?, ?)", runs)
+                counted += len(ids)
+                db.execute("UPDATE gens SET rows = rows + ? WHERE n = ?", (counted, gen))
             self._seq = seq
-            self._gen_rows += len(ids)
+            self._gen_rows += counted
         except sqlite3.Error as exc:
             self._tps, self._gens, self._gen_rows, self._seq = saved
             raise StorageUnavailable(f"event index not written: {exc}") from exc
@@ -208,10 +245,14 @@ class SqliteIndex:
                 ).fetchall() or [(0,)]
                 if end < indexed:  # rare: after a cut tail; a scan of each generation
                     for n in self._gens:
-                        for table in (f"ids_{n}", f"corrs_{n}"):
+                        for table in (f"ids_{n}", f"corrs_{n}", f"runs_{n}"):
                             self._db.execute(
                                 f"DELETE FROM {table} WHERE tp = ? AND off >= ?", (tp, end)
                             )
+                        self._db.execute(  # a run that reaches past the end: cut short
+                            f"UPDATE runs_{n} SET n = ?2 - off WHERE tp = ?1 AND off + n > ?2",
+                            (tp, end),
+                        )
                 self._db.execute(
                     "UPDATE parts SET next_offset = MIN(MAX(next_offset, ?), ?) WHERE tp = ?",
                     (start, end, tp),
@@ -233,6 +274,7 @@ class SqliteIndex:
                 with _transaction(db):
                     db.execute(f"DROP TABLE ids_{n}")
                     db.execute(f"DROP TABLE corrs_{n}")
+                    db.execute(f"DROP TABLE IF EXISTS runs_{n}")
                     db.execute("DELETE FROM gens WHERE n = ?", (n,))
                     db.execute("DELETE FROM gen_parts WHERE gen = ?", (n,))
             except sqlite3.Error as exc:
@@ -256,6 +298,9 @@ class SqliteIndex:
             self._corr_sql = [
                 _lookup_sql("corrs", "c = ?1 AND (ts, seq) > (?2, ?3)", chunk) for chunk in chunks
             ]
+            self._run_sql = [_run_lookup_sql(chunk) for chunk in chunks]
+        if self._looking_for == "run":
+            return self._run_sql
         return self._id_sql if self._looking_for == "id" else self._corr_sql
 
     def _query(self, which: str, params: tuple[int, ...]) -> list[tuple[int, int, str, int, int]]:
@@ -277,8 +322,14 @@ class SqliteIndex:
             return rows[: params[-1]]
         raise StorageUnavailable("event index: generations kept changing under a lookup")
 
-    def by_id(self, id_hash: int, limit: int) -> list[tuple[str, int, int]]:
-        return [(t, p, o) for _, _, t, p, o in self._query("id", (id_hash, limit))]
+    def by_id(
+        self, id_hash: int, limit: int, run: tuple[int, int] | None = None
+    ) -> list[tuple[str, int, int]]:
+        rows = self._query("id", (id_hash, limit))
+        if run is not None:
+            rows += self._query("run", (*run, limit))
+            rows.sort(key=lambda r: (r[0], r[1]))
+        return [(t, p, o) for _, _, t, p, o in rows[:limit]]
 
     def by_correlation(
         self, corr_hash: int, after: tuple[int, int] | None, limit: int
@@ -304,6 +355,20 @@ def _lookup_sql(table: str, where: str, gens: Sequence[int]) -> str:
     return (
         f"SELECT x.ts, x.seq, p.topic, p.partition, x.off FROM ({terms}) x "
         f"JOIN parts p ON p.tp = x.tp ORDER BY x.ts, x.seq LIMIT {limit}"
+    )
+
+
+def _run_lookup_sql(gens: Sequence[int]) -> str:
+    """The ids in runs: ?1 the prefix's hash, ?2 the id's last 8 hex digits as a
+    number, ?3 the limit; each as a row of its own, at its seq and offset in its run."""
+    terms = " UNION ALL ".join(
+        f"SELECT * FROM (SELECT ts, seq + (?2 - lo) AS seq, tp, off + (?2 - lo) AS off"
+        f" FROM runs_{n} WHERE p = ?1 AND lo <= ?2 AND lo + n > ?2 ORDER BY ts, seq LIMIT ?3)"
+        for n in gens
+    )
+    return (
+        f"SELECT x.ts, x.seq, p.topic, p.partition, x.off FROM ({terms}) x "
+        f"JOIN parts p ON p.tp = x.tp ORDER BY x.ts, x.seq LIMIT ?3"
     )
 
 

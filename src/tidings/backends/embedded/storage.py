@@ -22,7 +22,7 @@ import logging
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS hub (one INTEGER PRIMARY KEY CHECK (one = 1), id TEXT
 
 class EmbeddedStorage:
     """Everything on local disk under ``data_dir``."""
+
+    shared_dedupe = False  # one process: the hub's dedupe window is all there is
 
     def __init__(
         self,
@@ -188,7 +190,10 @@ class EmbeddedStorage:
         return part
 
     def append_linked(
-        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+        self,
+        topic: str,
+        parts: Sequence[tuple[int, Sequence[bytes]]],
+        ids: Sequence[Sequence[str]] | None = None,
     ) -> asyncio.Future[list[int]]:
         logs = [(p, self.partitions[(topic, p)], payloads) for p, payloads in parts]
         return append_linked(logs, self.clock.time_ms())
@@ -246,6 +251,17 @@ class EmbeddedStorage:
         return await self._compactor.run_round(topics.values(), now_ms) if topics else 0
 
     # -- metadata ----------------------------------------------------------------
+
+    async def topic_changes(self) -> AsyncIterator[str]:
+        """None: no other process shares these topics."""
+        return
+        yield
+
+    async def load_topic(self, topic: str) -> dict[str, Any] | None:
+        return (await self.load_topics()).get(topic)
+
+    async def forget_topic(self, topic: str) -> None:
+        """Nothing: no other process drops these topics."""
 
     async def load_topics(self) -> dict[str, dict[str, Any]]:
         rows = self._db.execute("SELECT name, config FROM topics").fetchall()

@@ -60,17 +60,17 @@ class SqliteWebhookStore:
 
     # -- endpoints -----------------------------------------------------------------
 
-    def load_endpoints(self) -> list[dict[str, Any]]:
+    async def load_endpoints(self) -> list[dict[str, Any]]:
         return [json.loads(r) for (r,) in self._db.execute("SELECT row FROM endpoints")]
 
-    def save_endpoint(self, row: dict[str, Any]) -> None:
+    async def save_endpoint(self, row: dict[str, Any]) -> None:
         self._db.execute(
             "INSERT INTO endpoints (id, row) VALUES (?, ?) "
             "ON CONFLICT(id) DO UPDATE SET row = excluded.row",
             (row["id"], json.dumps(row)),
         )
 
-    def delete_endpoint(self, endpoint: str) -> None:
+    async def delete_endpoint(self, endpoint: str) -> None:
         with self._transaction():
             self._db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint,))
             self._db.execute("DELETE FROM attempts WHERE endpoint = ?", (endpoint,))
@@ -78,7 +78,7 @@ class SqliteWebhookStore:
 
     # -- attempts --------------------------------------------------------------------
 
-    def add_attempts(self, attempts: Sequence[Attempt]) -> None:
+    async def add_attempts(self, attempts: Sequence[Attempt]) -> None:
         if not attempts:
             return
         with self._transaction():
@@ -91,7 +91,7 @@ class SqliteWebhookStore:
                 ],
             )
 
-    def attempts(
+    async def attempts(
         self, endpoint: str, outcome: str | None, limit: int, before: int | None
     ) -> list[Attempt]:
         sql = f"SELECT id, {_ATTEMPT_COLUMNS} FROM attempts WHERE endpoint = ?"
@@ -114,7 +114,7 @@ class SqliteWebhookStore:
             for r in self._db.execute(sql, args)
         ]
 
-    def prune_attempts(self, older_than_ms: int, keep: int) -> int:
+    async def prune_attempts(self, older_than_ms: int, keep: int) -> int:
         with self._transaction():
             n = self._db.execute(
                 "DELETE FROM attempts WHERE time_ms < ?", (older_than_ms,)
@@ -128,7 +128,7 @@ class SqliteWebhookStore:
                 ).rowcount
         return n
 
-    def retry_state(
+    async def retry_state(
         self, endpoint: str, since_ms: int
     ) -> dict[tuple[str, int, int], tuple[int, int]]:
         rows = self._db.execute(
@@ -142,7 +142,7 @@ class SqliteWebhookStore:
 
     # -- dead letters ------------------------------------------------------------------
 
-    def add_dead_letter(self, dead: WebhookDeadLetter) -> int:
+    async def add_dead_letter(self, dead: WebhookDeadLetter) -> int:
         cur = self._db.execute(
             f"INSERT INTO dead_letters ({_DEAD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (dead.endpoint, dead.time_ms, dead.topic, dead.partition, dead.offset, dead.msg_id,
@@ -150,7 +150,7 @@ class SqliteWebhookStore:
         )
         return int(cur.lastrowid or 0)
 
-    def dead_letters(
+    async def dead_letters(
         self, endpoint: str, limit: int, before: int | None, replaying: bool | None = None
     ) -> list[WebhookDeadLetter]:
         sql = f"SELECT id, {_DEAD_COLUMNS} FROM dead_letters WHERE endpoint = ?"
@@ -172,7 +172,7 @@ class SqliteWebhookStore:
             for r in self._db.execute(sql, args)
         ]
 
-    def mark_replaying(self, endpoint: str, ids: Iterable[int] | None) -> int:
+    async def mark_replaying(self, endpoint: str, ids: Iterable[int] | None) -> int:
         if ids is None:
             cur = self._db.execute(
                 "UPDATE dead_letters SET replaying = 1 WHERE endpoint = ? AND replaying = 0",
@@ -189,15 +189,15 @@ class SqliteWebhookStore:
                 ).rowcount
         return n
 
-    def update_dead_letter(self, dead: WebhookDeadLetter) -> None:
+    async def update_dead_letter(self, dead: WebhookDeadLetter) -> None:
         self._db.execute(
             "UPDATE dead_letters SET attempts = ?, reason = ?, replaying = ?, time_ms = ? "
             "WHERE id = ?",
             (dead.attempts, dead.reason, int(dead.replaying), dead.time_ms, dead.id),
         )
 
-    def remove_dead_letter(self, id: int) -> None:
+    async def remove_dead_letter(self, id: int) -> None:
         self._db.execute("DELETE FROM dead_letters WHERE id = ?", (id,))
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._db.close()

@@ -358,12 +358,22 @@ class NatsConnection:
     async def direct_batch(
         self, stream: str, seq: int, batch: int, max_bytes: int,
         on_no_responders: Callable[[], Awaitable[None]] | None = None,
+        subject: str | None = None, start_time: str | None = None,
     ) -> tuple[list[Msg], int | None]:  # fmt: skip
-        """Up to ``batch`` messages from ``seq`` on, by a batched direct get, and the
-        stream's last sequence as the answering replica saw it (None if not said).
-        ``on_no_responders`` is called when no replica answered (the stream may be
-        gone), and may raise to end the retries."""
-        body = orjson.dumps({"seq": seq, "batch": batch, "max_bytes": max_bytes})
+        """Up to ``batch`` messages from ``seq`` on (or from the first stored at or after
+        ``start_time``, RFC 3339, if given), only those on ``subject`` (wildcards allowed)
+        if given, by a batched direct get, and the stream's last sequence as the
+        answering replica saw it (None if not said). ``on_no_responders`` is called
+        when no replica answered (the stream may be gone), and may raise to end the
+        retries."""
+        request: dict[str, Any] = {"batch": batch, "max_bytes": max_bytes}
+        if start_time is not None:
+            request["start_time"] = start_time
+        else:
+            request["seq"] = seq
+        if subject is not None:
+            request["next_by_subj"] = subject
+        body = orjson.dumps(request)
         deadline = self._deadline()
         while True:
             replies = _Replies(batch=True)

@@ -92,6 +92,7 @@ class NatsLog:
         self._partitions: dict[str, int] = {}  # topic -> partition count, as last read
         self._windows: dict[str, float] = {}  # topic -> its duplicate window, seconds
         self._tails: dict[str, _Tail] = {}  # stream -> its subscription for wait()
+        self.topics_revision = 0  # of td_topics, as load_topics last read it
         self._closed = False
 
     @classmethod
@@ -203,8 +204,9 @@ class NatsLog:
             await self.conn.api(f"STREAM.UPDATE.{name}", config)  # new retention
 
     async def load_topics(self) -> dict[str, dict[str, Any]]:
-        """Every topic's record, as ``create_topic`` saved it."""
-        entries, _ = await self.topics.items()
+        """Every topic's record, as ``create_topic`` saved it; ``topics_revision`` is
+        then the bucket's revision they were read at (a watch from it misses nothing)."""
+        entries, self.topics_revision = await self.topics.items()
         out = {names.decode(k): e.value for k, e in entries.items()}
         self._partitions = {}
         self._windows = {}
@@ -318,6 +320,28 @@ class NatsLog:
         call safe; the retries of one call end within the topic's duplicate window
         (``max_age`` may shorten it below the retry deadline).
         """
+        landed = await self.append_marked(
+            topic, partition, payloads, msg_ids, headers, repeats, expect_end=expect_end
+        )
+        assert landed is not None  # split: never refused
+        return landed[0]
+
+    async def append_marked(
+        self,
+        topic: str,
+        partition: int,
+        payloads: Sequence[bytes],
+        msg_ids: Sequence[str] | None = None,
+        headers: dict[str, str] | None = None,
+        repeats: float | None = None,
+        split: bool = True,
+        expect_end: int | None = None,
+    ) -> tuple[list[int], list[bool]] | None:
+        """:meth:`append`, answering also whether each record was stored before (its id
+        in the duplicate window: its offset is the first one's). ``split=False``: a batch
+        that JetStream refuses for an id it holds is not sent again record by record
+        (which could store some of its new records and not the rest, if the process
+        died meanwhile): None, nothing stored. ``expect_end`` as :meth:`append` takes it."""
         stream = await self._stream(topic, partition)
         if msg_ids is None:
             msg_ids = [uuid.uuid4().hex for _ in payloads]
@@ -333,7 +357,7 @@ class NatsLog:
                         index=i,
                     )
         if not payloads:
-            return []
+            return [], []
         self.conn.check_size(payloads)
         expect: dict[str, str] | None = None
         if expect_end is not None:
@@ -363,8 +387,9 @@ class NatsLog:
                     on_no_responders=no_stream, deadline=deadline,
                 )  # fmt: skip
                 offsets = [acks[0].seq - 1]
+                repeated = [acks[0].duplicate]
             else:
-                offsets = []
+                offsets, repeated = [], []
                 for b in range(0, len(payloads), MAX_ATOMIC_BATCH):
                     chunk = payloads[b : b + MAX_ATOMIC_BATCH]
                     ids = msg_ids[b : b + MAX_ATOMIC_BATCH]
@@ -372,31 +397,38 @@ class NatsLog:
                         subject, chunk, ids, no_stream, deadline, headers, last_subject=end,
                         first_headers=expect,
                     )  # fmt: skip
+                    if seqs is None and not split and b == 0:
+                        return None  # an id already stored, and nothing of this call was
                     if seqs is None:  # an id already stored
-                        seqs = await self._append_past_duplicates(
+                        seqs, again = await self._append_past_duplicates(
                             stream, subject, chunk, ids, no_stream, deadline, headers, expect
                         )
+                    else:
+                        again = [False] * len(seqs)
                     offsets += [s - 1 for s in seqs]
+                    repeated += again
         except JetStreamApiError as exc:
             if exc.err_code != ERR_WRONG_LAST_SEQ or expect_end is None:
                 raise
             # JetStream checks the sequence before the ids of a batch: a retry of one
-            # that landed (its ack lost) is refused so; its records answer it.
+            # that landed (its ack lost) is refused so; its records answer it (this
+            # call's own: not stored before it).
             landed = await self.conn.stored_ids(stream, expect_end + 1, msg_ids, no_stream)
             if len(landed) != len(payloads):
                 raise WrongEnd(expect_end, await self._end_of(stream, exc)) from None
-            offsets = [s - 1 for s in landed]
+            offsets, repeated = [s - 1 for s in landed], [False] * len(landed)
         tail = self._tails.get(stream)
         if tail is not None:
             tail.advance(max(offsets) + 1)
-        return offsets
+        return offsets, repeated
 
     async def _append_past_duplicates(
         self, stream: str, subject: str, chunk: Sequence[bytes], ids: Sequence[str],
         no_stream: Callable[[], Awaitable[None]], deadline: float,
         headers: dict[str, str] | None = None, expect: dict[str, str] | None = None,
-    ) -> list[int]:  # fmt: skip
-        """The sequences of a batch that JetStream refused for an id it holds: the first
+    ) -> tuple[list[int], list[bool]]:  # fmt: skip
+        """The sequences of a batch that JetStream refused for an id it holds, and which
+        of them were stored before (duplicates): the first
         record alone, acknowledged before the next is sent, as long as its id is a
         duplicate (its first sequence answers, nothing is stored), and with it the
         records stored after it under the next ids (the rest of a batch that landed,
@@ -405,6 +437,7 @@ class NatsLog:
         ``expect`` (an expected last sequence) goes on the first record's publish."""
         seqs: list[int] = []
         end = subject + ".e"  # names.end_subject: the last record of each publish
+        repeated: list[bool] = []
         i = 0
         while i < len(chunk):
             first = {**(headers or {}), **(expect or {})} if i == 0 else headers
@@ -413,11 +446,13 @@ class NatsLog:
                 on_no_responders=no_stream, deadline=deadline,
             )  # fmt: skip
             seqs.append(ack.seq)
+            repeated.append(ack.duplicate)
             i += 1
             if ack.duplicate and i < len(chunk):
                 # stored after the first one, within its window: duplicates too
                 landed = await self.conn.stored_ids(stream, ack.seq + 1, ids[i:], no_stream)
                 seqs += landed
+                repeated += [True] * len(landed)
                 i += len(landed)
                 if i < len(chunk):
                     rest = await self.conn.publish_atomic(
@@ -425,8 +460,8 @@ class NatsLog:
                         last_subject=end,
                     )  # fmt: skip
                     if rest is not None:
-                        return seqs + rest
-        return seqs
+                        return seqs + rest, repeated + [False] * len(rest)
+        return seqs, repeated
 
     async def _end_of(self, stream: str, exc: JetStreamApiError) -> int:
         """The stream's end that a refused expected last sequence names (else asked)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING
 from tidings.backends.nats import names
 from tidings.backends.nats.connection import MAX_ATOMIC_BATCH
 from tidings.backends.nats.linked import LINK_HEADER, Links
+from tidings.core.storage import Deduplicated
 from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable, TidingsError
 from tidings.log.config import LogRecord, Retention
 from tidings.log.damage import Damage
@@ -56,7 +58,24 @@ class _Append:
     headers: dict[str, str] | None
     called_ms: int
     future: asyncio.Future[int]
+    msg_ids: list[str] | None = None  # from the records' event ids, if given
     expect_end: int | None = None  # sent alone, for JetStream to check (see append)
+
+
+def msg_id(topic: str, event_id: str) -> str:
+    """The ``Nats-Msg-Id`` of a record of ``topic`` with ``event_id``: the same on every
+    node, so JetStream's duplicate window answers a retry through any of them (a hash:
+    an event id may hold what a message id may not)."""
+    return hashlib.blake2b(f"{topic}\0{event_id}".encode(), digest_size=16).hexdigest()
+
+
+def _landed(offsets: Sequence[int], repeated: Sequence[bool]) -> int:
+    """What an append's future answers: its first offset, a ``Deduplicated`` when
+    some records were stored before or the offsets are not consecutive."""
+    first = offsets[0]
+    if any(repeated) or offsets[-1] - first != len(offsets) - 1:
+        return Deduplicated(offsets, repeated)
+    return first
 
 
 class NatsPartition:
@@ -140,15 +159,21 @@ class NatsPartition:
     # -- appends -----------------------------------------------------------------
 
     def append(
-        self, payloads: Sequence[bytes], timestamp_ms: int | None = None,
+        self,
+        payloads: Sequence[bytes],
+        timestamp_ms: int | None = None,
+        ids: Sequence[str] | None = None,
         expect_end: int | None = None,
-    ) -> asyncio.Future[int]:  # fmt: skip
+    ) -> asyncio.Future[int]:
         """Queue the records; the future answers the first one's offset once JetStream
         acknowledged them all. ``timestamp_ms`` is not kept: JetStream stamps each
-        record with the time it stored it. ``expect_end``: sent as a batch of its own
-        that JetStream stores only at that offset (the stream's end, whichever node
-        appended before), else the future raises ``WrongEnd``."""
-        return self.enqueue(payloads, None, expect_end)
+        record with the time it stored it. With ``ids`` (event ids), each record's
+        ``Nats-Msg-Id`` is :func:`msg_id`: a record whose id JetStream holds in its
+        duplicate window (stored by any node) is not stored again, and the future
+        answers a ``Deduplicated``. ``expect_end``: sent as a batch of its own that
+        JetStream stores only at that offset (the stream's end, whichever node appended
+        before), else the future raises ``WrongEnd``."""
+        return self.enqueue(payloads, None, ids, expect_end)
 
     def check(self, payloads: Sequence[bytes]) -> None:
         """Raise what ``enqueue`` would refuse ``payloads`` for."""
@@ -162,14 +187,21 @@ class NatsPartition:
         self.log.conn.check_size(payloads)
 
     def enqueue(
-        self, payloads: Sequence[bytes], headers: dict[str, str] | None,
+        self,
+        payloads: Sequence[bytes],
+        headers: dict[str, str] | None,
+        ids: Sequence[str] | None = None,
         expect_end: int | None = None,
-    ) -> asyncio.Future[int]:  # fmt: skip
-        """Queue one append (``headers`` on each record); its first offset, once stored."""
+    ) -> asyncio.Future[int]:
+        """Queue one append (``headers`` on each record; ``ids`` and ``expect_end`` as
+        ``append`` takes them); its first offset, once stored."""
         self.check(payloads)
+        if ids is not None and len(ids) != len(payloads):
+            raise BadRequest(f"{len(payloads)} records but {len(ids)} ids", field="ids")
+        msg_ids = None if ids is None else [msg_id(self.topic, i) for i in ids]
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append(
-            _Append(payloads, headers, int(time.time() * 1000), fut, expect_end)
+            _Append(payloads, headers, int(time.time() * 1000), fut, msg_ids, expect_end)
         )
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write())
@@ -190,52 +222,70 @@ class NatsPartition:
                     more = self._queue.popleft()
                     batch.append(more)
                     count += len(more.payloads)
-            self._inflight_ms = first.called_ms
-            payloads = [p for a in batch for p in a.payloads]
-            base = uuid.uuid4().hex  # one random id per batch, a suffix per record
-            ids = [f"{base}-{i}" for i in range(len(payloads))]
-            began = time.monotonic()
+            await self._send(batch)
+
+    async def _send(self, batch: list[_Append]) -> None:
+        """Append ``batch`` as one atomic batch, and settle each append's future. A
+        batch of several appends that JetStream refuses for an id it holds (a retry of
+        one of them) is sent again one append at a time: each whole or not at all."""
+        first = batch[0]
+        self._inflight_ms = first.called_ms
+        payloads = [p for a in batch for p in a.payloads]
+        base = uuid.uuid4().hex  # one random id per batch, a suffix per record
+        ids: list[str] = []
+        for a in batch:
+            n = len(ids)
+            ids += a.msg_ids or [f"{base}-{n + j}" for j in range(len(a.payloads))]
+        split = len(batch) == 1
+        began = time.monotonic()
+        try:
             try:
-                try:
-                    offsets = await self._send_one(first, payloads, ids)
-                except StorageUnavailable:
-                    # Not answered in time, yet perhaps stored: sent again under the
-                    # same ids within the duplicate window, JetStream answers the
-                    # offsets it stored them at (or stores them now). Only a second
-                    # failure fails the append.
-                    offsets = await self._send_one(first, payloads, ids, began)
-            except Exception as exc:
-                self._inflight_ms = None
-                if not isinstance(exc, TidingsError):
-                    exc = StorageUnavailable(f"append to {self.stream} failed: {exc}")
-                if isinstance(exc, StorageUnavailable):
-                    self._failure = str(exc)
-                for a in batch:
-                    if not a.future.done():
-                        a.future.set_exception(exc)
-                continue
+                landed = await self._append_marked(first, payloads, ids, None, split)
+            except StorageUnavailable:
+                # Not answered in time, yet perhaps stored: sent again under the same
+                # ids within the duplicate window, JetStream answers the offsets it
+                # stored them at (or stores them now); those are this call's own, not
+                # repeats. Only a second failure fails the append.
+                landed = await self._append_marked(first, payloads, ids, began, split)
+                if landed is not None:
+                    landed = (landed[0], [False] * len(landed[0]))
+        except Exception as exc:
             self._inflight_ms = None
-            self._failure = None
-            self._end = max(self._end, offsets[-1] + 1)
-            self._size += sum(len(p) for p in payloads)
-            i = 0
+            if not isinstance(exc, TidingsError):
+                exc = StorageUnavailable(f"append to {self.stream} failed: {exc}")
+            if isinstance(exc, StorageUnavailable):
+                self._failure = str(exc)
             for a in batch:
                 if not a.future.done():
-                    a.future.set_result(offsets[i])
-                i += len(a.payloads)
+                    a.future.set_exception(exc)
+            return
+        if landed is None:  # an id held: one append at a time
+            self._inflight_ms = None
+            for a in batch:
+                await self._send([a])
+            return
+        offsets, repeated = landed
+        self._inflight_ms = None
+        self._failure = None
+        self._end = max(self._end, max(offsets) + 1)
+        self._size += sum(len(p) for p, r in zip(payloads, repeated, strict=True) if not r)
+        i = 0
+        for a in batch:
+            n = len(a.payloads)
+            if not a.future.done():
+                a.future.set_result(_landed(offsets[i : i + n], repeated[i : i + n]))
+            i += n
 
-    async def _send_one(
+    async def _append_marked(
         self, first: _Append, payloads: list[bytes], ids: list[str],
-        repeats: float | None = None,
-    ) -> list[int]:  # fmt: skip
-        """``log.append`` of a batch (``repeats``: the retry's, passed only by one);
-        ``expect_end`` is passed only by an append that has one."""
-        args = (self.topic, self.partition, payloads, ids, first.headers)
-        if first.expect_end is not None:
-            return await self.log.append(*args, repeats, expect_end=first.expect_end)
-        if repeats is None:
-            return await self.log.append(*args)
-        return await self.log.append(*args, repeats)
+        repeats: float | None, split: bool,
+    ) -> tuple[list[int], list[bool]] | None:  # fmt: skip
+        """``log.append_marked`` of a batch; ``expect_end`` is passed only by an append
+        that has one."""
+        args = (self.topic, self.partition, payloads, ids, first.headers, repeats, split)
+        if first.expect_end is None:
+            return await self.log.append_marked(*args)
+        return await self.log.append_marked(*args, expect_end=first.expect_end)
 
     async def drain(self) -> None:
         """Wait for the appends queued so far (their errors go to their callers)."""

@@ -10,7 +10,8 @@ buckets of the same replicas:
 - ``td_groups``: one key per consumer group (``<topic>.<group>``, encoded as in
   ``names``) holding its configuration, positions and counters; ``save_group`` and
   ``save_positions`` change their part by compare-and-set, so neither undoes the
-  other. Two nodes saving the positions of one group race: the last write wins.
+  other. A client's group is served by one node (its owner, see ``grouprouter``),
+  whose saves are compare-and-sets on its own last write (:meth:`take_group`).
 - ``td_schemas``: one key per event type; the last write wins.
 - ``td_hub``: the hub id, created once by compare-and-set: every node that shares
   the cluster answers the same one.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from tidings.backends.nats import names
@@ -35,11 +36,18 @@ from tidings.backends.nats.linked import DEFAULT_TIMEOUT_S, LINK_HEADER, LINKS_B
 from tidings.backends.nats.log import NatsLog
 from tidings.backends.nats.meta import MetaBucket
 from tidings.backends.nats.partition import NatsPartition
+from tidings.core.storage import Deduplicated
 from tidings.errors import BadRequest, Conflict, StorageUnavailable, TopicNotFound
 from tidings.log.config import GroupRow, GroupStats, Positions, Retention
 from tidings.log.memory import MemoryIndex
 
 CAS_ATTEMPTS = 20
+
+
+class GroupMoved(StorageUnavailable):
+    """A save of a group this node served was refused: another node serves it now."""
+
+
 _GROUP_WRITES_KEPT = 10_000  # groups whose last write this node remembers
 
 
@@ -50,6 +58,10 @@ class NatsStorage:
     connects within the loop, and every async method starts it first. ``hub_id`` is
     known before: given (read by :func:`read_hub_id` beforehand), or set by ``start``.
     """
+
+    # Appends given event ids carry them as ``Nats-Msg-Id`` (see ``NatsPartition``):
+    # JetStream's duplicate window, shared by every node, answers a retry.
+    shared_dedupe = True
 
     def __init__(
         self,
@@ -74,6 +86,12 @@ class NatsStorage:
         self._known: set[str] = set()  # topics loaded or saved here: saves change them
         # group key -> (revision, value) of this node's last write of it
         self._group_writes: dict[str, tuple[int, dict[str, Any]]] = {}
+        # group key -> (revision, value or None) of the groups this node serves as their
+        # owner: each save is a compare-and-set on it, and a refusal is GroupMoved
+        self._fenced: dict[str, tuple[int, dict[str, Any] | None]] = {}
+        #: Called with (topic, group) when a save of a group served here is refused.
+        self.on_group_moved: Callable[[str, str], None] | None = None
+        self._topics_seen: int | None = None  # td_topics revision topic_changes reached
 
     @classmethod
     async def connect(
@@ -139,12 +157,20 @@ class NatsStorage:
         return part
 
     def append_linked(
-        self, topic: str, parts: Sequence[tuple[int, Sequence[bytes]]]
+        self,
+        topic: str,
+        parts: Sequence[tuple[int, Sequence[bytes]]],
+        ids: Sequence[Sequence[str]] | None = None,
     ) -> asyncio.Future[list[int]]:
         """Each part with the same ``Td-Link`` header, queued now on its partition (in
         call order there), then ``committed`` in ``td_links`` once all are
         acknowledged: no part is read before, and an append whose writer dies between
-        parts is aborted by a reader after the links' timeout (see ``linked``)."""
+        parts is aborted by a reader after the links' timeout (see ``linked``).
+
+        With ``ids`` (each part's event ids), records stored before (a retry, through
+        any node) are not stored again: they carry the link of the append that stored
+        them, which is committed too (the first writer may have died before its
+        commit), else the append fails (StorageUnavailable: a reader aborted it)."""
         opened = []
         for p, _ in parts:
             part = self._parts.get((topic, p))
@@ -155,8 +181,9 @@ class NatsStorage:
             part.check(payloads)  # every part, before any is queued
         headers = {LINK_HEADER: uuid.uuid4().hex}
         link = headers[LINK_HEADER]
-        pairs = zip(opened, parts, strict=True)
-        futures = [part.enqueue(payloads, headers) for part, (_, payloads) in pairs]
+        part_ids = [None] * len(parts) if ids is None else list(ids)
+        pairs = zip(opened, parts, part_ids, strict=True)
+        futures = [part.enqueue(payloads, headers, i) for part, (_, payloads), i in pairs]
 
         async def finish() -> list[int]:
             results = await asyncio.gather(*futures, return_exceptions=True)
@@ -164,10 +191,36 @@ class NatsStorage:
                 if isinstance(r, BaseException):
                     await self._abort_quietly(link)
                     raise r
+            bases = [r for r in results if isinstance(r, int)]
+            for earlier in await self._links_of_repeats(opened, bases, link):
+                await self.links.commit(earlier)
             await self.links.commit(link)
-            return [r for r in results if isinstance(r, int)]
+            return bases
 
         return asyncio.ensure_future(finish())
+
+    async def _links_of_repeats(
+        self, opened: list[NatsPartition], bases: list[int], link: str
+    ) -> set[str]:
+        """The links (other than ``link``) of the records a linked append found stored
+        before: read back from where they are."""
+        found: set[str] = set()
+        for part, base in zip(opened, bases, strict=True):
+            if not isinstance(base, Deduplicated):
+                continue
+            wanted = sorted(o for o, rep in zip(base.offsets, base.repeated, strict=True) if rep)
+            while wanted:
+                records = await self.log.read_with_headers(
+                    part.topic, part.partition, wanted[0], wanted[-1] - wanted[0] + 1
+                )
+                want = set(wanted)
+                for off, _, _, hdrs in records:
+                    earlier = hdrs.get(LINK_HEADER)
+                    if earlier is not None and earlier != link and off in want:
+                        found.add(earlier)
+                last = records[-1][0] if records else wanted[-1]
+                wanted = [o for o in wanted if o > last]
+        return found
 
     async def _abort_quietly(self, link: str) -> None:
         with contextlib.suppress(Exception):  # else a reader aborts it after the timeout
@@ -193,6 +246,8 @@ class NatsStorage:
         prefix = names.key(topic) + "."
         for k in [k for k in self._group_writes if k.startswith(prefix)]:
             del self._group_writes[k]
+        for k in [k for k in self._fenced if k.startswith(prefix)]:
+            del self._fenced[k]
         entries, _ = await self.groups.items()
         for k, entry in entries.items():
             if k.startswith(prefix):
@@ -204,7 +259,47 @@ class NatsStorage:
         await self.start()
         records = await self.log.load_topics()
         self._known.update(records)
+        if self._topics_seen is None:
+            self._topics_seen = self.log.topics_revision
         return {t: dict(r.get("hub") or _hub_config(r)) for t, r in records.items()}
+
+    async def topic_changes(self) -> AsyncIterator[str]:
+        """The topic of each write of ``td_topics`` after ``load_topics`` read it, by any
+        node, from a watch of the bucket (an ordered consumer, pushed each write as it
+        is stored). Started again after a failure, it goes on after the last write it
+        told."""
+        await self.start()
+        if self._topics_seen is None:
+            await self.load_topics()
+        assert self._topics_seen is not None
+        async for entry in self.log.topics.watch(self._topics_seen):
+            self._topics_seen = entry.revision
+            yield names.decode(entry.key)
+
+    async def load_topic(self, topic: str) -> dict[str, Any] | None:
+        """The topic's config as the cluster holds it now (read from the leader)."""
+        await self.start()
+        entry = await self.log.topics.get(names.key(topic))
+        if entry is None or entry.value is None:
+            return None
+        self.log._remember(topic, entry.value)
+        self._known.add(topic)
+        self._not_ours.discard(topic)
+        return dict(entry.value.get("hub") or _hub_config(entry.value))
+
+    async def forget_topic(self, topic: str) -> None:
+        """Close the partitions of a topic another node dropped, and stop its tails:
+        deleting its streams was the dropping node's."""
+        await self._forget_topic(topic)
+
+    async def _forget_topic(self, topic: str) -> None:
+        for key in [k for k in self._parts if k[0] == topic]:
+            await self._parts.pop(key).close()
+        self._known.discard(topic)
+        await self.log._forget(topic)
+        prefix = names.key(topic) + "."
+        for k in [k for k in self._group_writes if k.startswith(prefix)]:
+            del self._group_writes[k]
 
     async def save_topic(self, topic: str, config: dict[str, Any]) -> None:
         await self.start()
@@ -246,8 +341,70 @@ class NatsStorage:
 
     # -- groups --------------------------------------------------------------------
 
+    async def take_group(self, topic: str, group: str) -> GroupRow | None:
+        """Start serving a group as its owner: its saved state (None if there is none),
+        written again by compare-and-set so that a save still on its way from the node
+        that served it before is refused; from now on each save of it is a
+        compare-and-set on this node's last write, and a refusal raises
+        :class:`GroupMoved` (another node serves it)."""
+        await self.start()
+        key = _group_key(topic, group)
+        for _ in range(CAS_ATTEMPTS):
+            entry = await self.groups.get(key)
+            if entry is None or entry.value is None:
+                self._fenced[key] = (0 if entry is None else entry.revision, None)
+                return None
+            try:
+                revision = await self.groups.put(key, entry.value, entry.revision)
+            except Conflict:
+                continue  # the node before was still saving: read its last write
+            v = entry.value
+            self._fenced[key] = (revision, v)
+            return (topic, group, v["config"], _positions(v["positions"]),
+                    dict(v.get("stats") or {}))  # fmt: skip
+        raise StorageUnavailable(f"group {group!r} of {topic!r} kept changing while taken")
+
+    async def read_group(self, topic: str, group: str) -> GroupRow | None:
+        """A group's saved state (None if there is none), without taking it."""
+        await self.start()
+        entry = await self.groups.get(_group_key(topic, group))
+        if entry is None or entry.value is None:
+            return None
+        v = entry.value
+        return topic, group, v["config"], _positions(v["positions"]), dict(v.get("stats") or {})
+
+    def let_go_group(self, topic: str, group: str) -> None:
+        """Stop serving a group as its owner (see :meth:`take_group`)."""
+        self._fenced.pop(_group_key(topic, group), None)
+
+    async def _change_fenced(
+        self, key: str, fenced: tuple[int, dict[str, Any] | None], change: dict[str, Any]
+    ) -> None:
+        revision, old = fenced
+        if revision < 0:
+            raise GroupMoved(f"group {key} was written by another node: it serves it")
+        if old is None and "config" not in change:
+            return  # positions of a group never saved (or deleted): nothing to keep
+        value = {"positions": {}, "stats": {}, **(old or {}), **change}
+        try:
+            self._fenced[key] = (await self.groups.put(key, value, revision), value)
+        except Conflict:
+            self._moved(key)
+            raise GroupMoved(f"group {key} was written by another node: it serves it") from None
+
+    def _moved(self, key: str) -> None:
+        """Every later save of the group is refused too, until taken again or let go."""
+        self._fenced[key] = (-1, None)
+        if self.on_group_moved is not None:
+            t, _, g = key.partition(".")
+            self.on_group_moved(names.decode(t), names.decode(g))
+
     async def _change_group(self, topic: str, group: str, change: dict[str, Any]) -> None:
-        key = f"{names.key(topic)}.{names.key(group)}"
+        key = _group_key(topic, group)
+        fenced = self._fenced.get(key)
+        if fenced is not None:
+            await self._change_fenced(key, fenced, change)
+            return
         # This node's last write of the key, if any: one put, no get, unless another
         # node (or a deletion) wrote it since (Conflict: read it, as without).
         last = self._group_writes.pop(key, None)
@@ -303,8 +460,19 @@ class NatsStorage:
 
     async def delete_group(self, topic: str, group: str) -> None:
         await self.start()
-        key = f"{names.key(topic)}.{names.key(group)}"
+        key = _group_key(topic, group)
         self._group_writes.pop(key, None)
+        fenced = self._fenced.get(key)
+        if fenced is not None:
+            if fenced[0] < 0:
+                raise GroupMoved(f"group {key} was written by another node: it serves it")
+            if fenced[1] is not None:
+                try:
+                    self._fenced[key] = (await self.groups.delete(key, fenced[0]), None)
+                except Conflict:
+                    self._moved(key)
+                    raise GroupMoved(f"group {key} was written by another node") from None
+            return
         entry = await self.groups.get(key)
         if entry is not None and entry.value is not None:
             await self.groups.delete(key)
@@ -373,6 +541,10 @@ def _hub_config(record: dict[str, Any]) -> dict[str, Any]:
         "partitions": record["partitions"],
         "retention": {"max_age_ms": record.get("max_age_ms"), "max_bytes": record.get("max_bytes")},
     }
+
+
+def _group_key(topic: str, group: str) -> str:
+    return f"{names.key(topic)}.{names.key(group)}"
 
 
 def _positions(raw: dict[str, Any]) -> Positions:

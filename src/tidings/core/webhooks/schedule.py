@@ -160,6 +160,11 @@ class Decision:
     disabled: str | None = None  # the endpoint was disabled by this attempt, and why
 
 
+# One of each, shared (a Decision is frozen): an ack is the answer to every success.
+_ACK = Decision("ack")
+_ACK_DRAIN = Decision("ack", drain=True)
+
+
 @dataclass(slots=True)
 class EndpointHealth:
     """One endpoint's health and the rules above. Serializable with :meth:`to_dict`."""
@@ -220,7 +225,7 @@ class EndpointHealth:
                 self.failing_since_ms = None
                 self.consecutive_failures = 0
             self.state = after
-            return Decision("ack", drain=before is State.FAILING)
+            return _ACK_DRAIN if before is State.FAILING else _ACK
         if outcome is Outcome.GONE:
             return self._disable(before, "the endpoint answered 410 Gone")
         if before is State.DISABLED:

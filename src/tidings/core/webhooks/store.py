@@ -1,12 +1,15 @@
 """Where webhook endpoints, their attempts log and their dead letters are kept.
 
 :class:`WebhookStore` is the seam; the embedded backend keeps it in SQLite
-(``tidings.backends.embedded.webhooks``) and :class:`MemoryWebhookStore` in memory.
+(``tidings.backends.embedded.webhooks``), the NATS backend in JetStream
+(``tidings.backends.nats.webhooks``) and :class:`MemoryWebhookStore` in memory.
+:class:`EndpointOwners` is the seam of a store shared by several nodes: which one
+dispatches each endpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Protocol
 
@@ -82,35 +85,35 @@ class WebhookStore(Protocol):
     endpoint deletes its attempts and dead letters with it.
     """
 
-    def load_endpoints(self) -> list[dict[str, Any]]: ...
-    def save_endpoint(self, row: dict[str, Any]) -> None: ...
-    def delete_endpoint(self, endpoint: str) -> None:
+    async def load_endpoints(self) -> list[dict[str, Any]]: ...
+    async def save_endpoint(self, row: dict[str, Any]) -> None: ...
+    async def delete_endpoint(self, endpoint: str) -> None:
         """The endpoint, its attempts and its dead letters."""
         ...
 
-    def add_attempts(self, attempts: Sequence[Attempt]) -> None: ...
-    def attempts(
+    async def add_attempts(self, attempts: Sequence[Attempt]) -> None: ...
+    async def attempts(
         self, endpoint: str, outcome: str | None, limit: int, before: int | None
     ) -> list[Attempt]:
         """Newest first; ``outcome`` "succeeded" or "failed" or one outcome's name."""
         ...
 
-    def prune_attempts(self, older_than_ms: int, keep: int) -> int: ...
-    def retry_state(
+    async def prune_attempts(self, older_than_ms: int, keep: int) -> int: ...
+    async def retry_state(
         self, endpoint: str, since_ms: int
     ) -> dict[tuple[str, int, int], tuple[int, int]]:
         """Records with delivery attempts since ``since_ms`` and no success: per
         (topic, partition, offset), the attempts made and the time of the last."""
         ...
 
-    def add_dead_letter(self, dead: WebhookDeadLetter) -> int: ...
-    def dead_letters(
+    async def add_dead_letter(self, dead: WebhookDeadLetter) -> int: ...
+    async def dead_letters(
         self, endpoint: str, limit: int, before: int | None, replaying: bool | None = None
     ) -> list[WebhookDeadLetter]: ...
-    def mark_replaying(self, endpoint: str, ids: Iterable[int] | None) -> int: ...
-    def update_dead_letter(self, dead: WebhookDeadLetter) -> None: ...
-    def remove_dead_letter(self, id: int) -> None: ...
-    def close(self) -> None: ...
+    async def mark_replaying(self, endpoint: str, ids: Iterable[int] | None) -> int: ...
+    async def update_dead_letter(self, dead: WebhookDeadLetter) -> None: ...
+    async def remove_dead_letter(self, id: int) -> None: ...
+    async def close(self) -> None: ...
 
 
 def outcome_filter(outcome: str | None) -> tuple[str, ...] | None:
@@ -133,23 +136,23 @@ class MemoryWebhookStore:
         self._dead: dict[int, WebhookDeadLetter] = {}
         self._next = 1
 
-    def load_endpoints(self) -> list[dict[str, Any]]:
+    async def load_endpoints(self) -> list[dict[str, Any]]:
         return list(self.endpoints.values())
 
-    def save_endpoint(self, row: dict[str, Any]) -> None:
+    async def save_endpoint(self, row: dict[str, Any]) -> None:
         self.endpoints[row["id"]] = row
 
-    def delete_endpoint(self, endpoint: str) -> None:
+    async def delete_endpoint(self, endpoint: str) -> None:
         self.endpoints.pop(endpoint, None)
         self._attempts = [a for a in self._attempts if a.endpoint != endpoint]
         self._dead = {k: d for k, d in self._dead.items() if d.endpoint != endpoint}
 
-    def add_attempts(self, attempts: Sequence[Attempt]) -> None:
+    async def add_attempts(self, attempts: Sequence[Attempt]) -> None:
         for a in attempts:
             self._attempts.append(replace(a, id=self._next))
             self._next += 1
 
-    def attempts(
+    async def attempts(
         self, endpoint: str, outcome: str | None, limit: int, before: int | None
     ) -> list[Attempt]:
         wanted = outcome_filter(outcome)
@@ -162,7 +165,7 @@ class MemoryWebhookStore:
         ]
         return out[:limit]
 
-    def prune_attempts(self, older_than_ms: int, keep: int) -> int:
+    async def prune_attempts(self, older_than_ms: int, keep: int) -> int:
         before = len(self._attempts)
         kept: list[Attempt] = []
         per: dict[str, int] = {}
@@ -174,7 +177,7 @@ class MemoryWebhookStore:
         self._attempts = kept[::-1]
         return before - len(self._attempts)
 
-    def retry_state(
+    async def retry_state(
         self, endpoint: str, since_ms: int
     ) -> dict[tuple[str, int, int], tuple[int, int]]:
         state: dict[tuple[str, int, int], tuple[int, int]] = {}
@@ -191,13 +194,13 @@ class MemoryWebhookStore:
             state[pos] = (max(made, a.attempt), max(last, a.time_ms))
         return {p: v for p, v in state.items() if p not in succeeded}
 
-    def add_dead_letter(self, dead: WebhookDeadLetter) -> int:
+    async def add_dead_letter(self, dead: WebhookDeadLetter) -> int:
         i = self._next
         self._next += 1
         self._dead[i] = replace(dead, id=i)
         return i
 
-    def dead_letters(
+    async def dead_letters(
         self, endpoint: str, limit: int, before: int | None, replaying: bool | None = None
     ) -> list[WebhookDeadLetter]:
         out = [
@@ -209,7 +212,7 @@ class MemoryWebhookStore:
         ]
         return out[:limit]
 
-    def mark_replaying(self, endpoint: str, ids: Iterable[int] | None) -> int:
+    async def mark_replaying(self, endpoint: str, ids: Iterable[int] | None) -> int:
         chosen = None if ids is None else set(ids)
         n = 0
         for i, d in self._dead.items():
@@ -218,12 +221,57 @@ class MemoryWebhookStore:
                 n += 1
         return n
 
-    def update_dead_letter(self, dead: WebhookDeadLetter) -> None:
+    async def update_dead_letter(self, dead: WebhookDeadLetter) -> None:
         if dead.id in self._dead:
             self._dead[dead.id] = dead
 
-    def remove_dead_letter(self, id: int) -> None:
+    async def remove_dead_letter(self, id: int) -> None:
         self._dead.pop(id, None)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
+
+
+class EndpointOwners(Protocol):
+    """Which node dispatches each endpoint, when several nodes share one store (NATS).
+
+    The :class:`~tidings.server.webhooks.service.WebhookService` of each node asks it;
+    a backend whose nodes share webhooks implements it (on the embedded log there is
+    none: the one node dispatches every endpoint). What an implementation owes: at
+    most one node :meth:`holds` an endpoint at a time, as far as a lease can say so
+    (the holder stops when it has not renewed for half the lease time); a holder that
+    dies is replaced by the first contender to :meth:`claim` after the lease time;
+    :meth:`forward` runs a call on the holder and answers what it answered (its
+    error, raised again here, of the same class).
+    """
+
+    async def start(
+        self,
+        serve: Callable[[str, str, dict[str, Any]], Awaitable[Any]],
+        lost: Callable[[str], None],
+    ) -> None:
+        """Begin: ``serve(op, endpoint, body)`` answers calls other nodes forward here;
+        ``lost(endpoint)`` is called when this node stops holding an endpoint."""
+        ...
+
+    def changes(self) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
+        """Each endpoint's row as written (None: deleted) on any node, this one too,
+        since the store's ``load_endpoints``."""
+        ...
+
+    async def claim(self, endpoint: str) -> bool:
+        """Take the endpoint if nobody holds it or its holder's lease ran out; whether
+        this node holds it now."""
+        ...
+
+    def holds(self, endpoint: str) -> bool: ...
+    async def release(self, endpoint: str) -> None: ...
+
+    async def forward(self, endpoint: str, op: str, body: dict[str, Any]) -> tuple[bool, Any]:
+        """``(True, answer)`` from the node that holds the endpoint, if another does;
+        ``(False, None)`` if this node holds it or nobody does."""
+        ...
+
+    async def close(self) -> None:
+        """Release every endpoint held, so that other nodes take them at once."""
+        ...

@@ -77,6 +77,7 @@ class EndpointDispatcher:
         self._pumps: list[asyncio.Task[None]] = []
         self._workers: list[asyncio.Task[None]] = []
         self._dead_tasks: dict[int, asyncio.Task[None]] = {}
+        self._listing: asyncio.Task[None] | None = None  # of dead letters to send again
         self._cut: list[_Job] = []
         # Dead letters sent again go out at most `concurrency` at a time.
         self._resend_slots = asyncio.Semaphore(endpoint.config.concurrency)
@@ -106,8 +107,10 @@ class EndpointDispatcher:
             self._workers.append(loop.create_task(self._worker()))
         self.replay_dead_letters()
 
-    async def stop(self, grace_s: float = 2.0) -> None:
-        """Stop leasing; give attempts under way ``grace_s`` to finish; release the rest."""
+    async def stop(self, grace_s: float = 2.0, give_back: bool = True) -> None:
+        """Stop leasing; give attempts under way ``grace_s`` to finish; release the rest.
+        Without ``give_back`` (another node dispatches the endpoint now) nothing is
+        acked or released: the groups are that node's to save."""
         self.running = False
         for t in self._pumps:
             t.cancel()
@@ -125,10 +128,18 @@ class EndpointDispatcher:
             for t in late:
                 t.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        if self._listing is not None:
+            self._listing.cancel()
+            await asyncio.gather(self._listing, return_exceptions=True)
         resending = list(self._dead_tasks.values())
         for t in resending:
             t.cancel()
         await asyncio.gather(*resending, return_exceptions=True)
+        if not give_back:
+            if self._ack_task is not None:
+                self._ack_task.cancel()
+            self._acks.clear()
+            return
         if self._ack_task is not None:  # gathering: a few ms at most
             await asyncio.gather(self._ack_task, return_exceptions=True)
         await self._flush_acks()
@@ -195,7 +206,10 @@ class EndpointDispatcher:
         wake = self._wakes[topic]
         clock = self.hub.clock
         topic_gone = False
+        owners = self.service.owners
         while self.running and not self.hub.closing:
+            if owners is not None and not owners.holds(self.ep.id):
+                return  # another node dispatches it now (its lease is lost: see sharing)
             try:
                 now = clock.time_ms()
                 n = self._room(topic, now)
@@ -301,7 +315,7 @@ class EndpointDispatcher:
         made = max(self.attempts.get(pos, 0), d.deliveries - 1) + 1
         before = self.ep.health.state
         outcome, decision = await self.service.attempt(
-            self.ep, d.payload, job.topic, d.partition, d.offset, made
+            self.ep, d.payload, job.topic, d.partition, d.offset, made, event=d.event
         )
         if decision.action == "ack":
             self.attempts.pop(pos, None)
@@ -311,21 +325,25 @@ class EndpointDispatcher:
             await self._nack(job, decision.delay_ms)
         elif decision.action == "dead":
             self.attempts.pop(pos, None)
-            self.service.dead_letter(self.ep, job.topic, d, made, decision.reason)
+            await self.service.dead_letter(self.ep, job.topic, d, made, decision.reason)
             self._ack(job)
         else:  # release: the endpoint is disabled; the record waits in the log
             self.attempts[pos] = made
             await self._nack(job, 0)
-        self._after(before, outcome, decision)
+        if self._after(before, outcome, decision):
+            await self.service.save(self.ep)
 
-    def _after(self, before: State, outcome: Outcome, decision: Decision) -> None:
+    def _after(self, before: State, outcome: Outcome, decision: Decision) -> bool:
+        """Carry out what the outcome asks of the endpoint; whether its state changed
+        (then the caller saves it)."""
         if decision.disabled:
             logger.warning("webhook %s disabled: %s", self.ep.id, decision.disabled)
         if decision.drain:
             self.drain()
         if self.ep.health.state is not before:
-            self.service.save(self.ep)
             self.notify()
+            return True
+        return False
 
     def drain(self) -> None:
         """The endpoint is back: what waits for a retry goes now, in order."""
@@ -383,9 +401,22 @@ class EndpointDispatcher:
     # -- dead letters sent again ------------------------------------------------------------
 
     def replay_dead_letters(self) -> None:
-        """Send again every dead letter marked for replay that is not on its way yet."""
+        """Send again, soon, every dead letter marked for replay that is not on its way."""
+        if self._listing is None or self._listing.done():
+            self._listing = asyncio.get_running_loop().create_task(self._replay_dead_letters())
+
+    async def _replay_dead_letters(self) -> None:
+        try:
+            marked = await self.service.store.dead_letters(
+                self.ep.id, 10_000, None, replaying=True
+            )
+        except Exception:
+            logger.exception("webhook %s: listing dead letters to send failed", self.ep.id)
+            return
+        if not self.running:
+            return
         loop = asyncio.get_running_loop()
-        for dead in self.service.store.dead_letters(self.ep.id, 10_000, None, replaying=True):
+        for dead in marked:
             if dead.id is None or dead.id in self._dead_tasks:
                 continue
             task = loop.create_task(self._resend(dead))
@@ -417,15 +448,16 @@ class EndpointDispatcher:
                     self.ep, dead.payload, dead.topic, dead.partition, dead.offset, made,
                     trigger="dead-letter",
                 )
-            self._after(before, outcome, decision)
+            if self._after(before, outcome, decision):
+                await self.service.save(self.ep)
             if decision.action == "ack":
-                self.service.store.remove_dead_letter(dead.id or 0)
+                await self.service.store.remove_dead_letter(dead.id or 0)
                 return
             if decision.action == "retry":
                 await asyncio.sleep(decision.delay_ms / 1000)
                 continue
             if decision.action == "dead":
-                self.service.store.update_dead_letter(
+                await self.service.store.update_dead_letter(
                     WebhookDeadLetter(
                         dead.endpoint, self.hub.clock.time_ms(), dead.topic, dead.partition,
                         dead.offset, dead.msg_id, dead.payload, dead.attempts + made,

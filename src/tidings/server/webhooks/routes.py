@@ -59,7 +59,7 @@ class WebhookRoutes:
         return _json({"webhooks": self.service.list()})
 
     async def get(self, request: Request) -> Response:
-        return _json(self.service.view(self._admin(request)))
+        return _json(await self.service.show(self._admin(request)))
 
     async def patch(self, request: Request) -> Response:
         body = await self._admin_body(request)
@@ -71,13 +71,13 @@ class WebhookRoutes:
 
     async def rotate(self, request: Request) -> Response:
         body = await self._admin_body(request)
-        return _json(self.service.rotate(request.path_params["id"], body))
+        return _json(await self.service.rotate(request.path_params["id"], body))
 
     async def attempts(self, request: Request) -> Response:
         id = self._admin(request)
         limit, before = _page(request)
         status = request.query_params.get("status")
-        return _json(self.service.attempts(id, status, limit, before))
+        return _json(await self.service.attempts(id, status, limit, before))
 
     async def replay(self, request: Request) -> Response:
         body = await self._admin_body(request)
@@ -94,11 +94,11 @@ class WebhookRoutes:
         if "status" in request.query_params:
             raise BadRequest("unknown parameter 'status'", field="status")
         limit, before = _page(request)
-        return _json(self.service.dead_letters(id, limit, before))
+        return _json(await self.service.dead_letters(id, limit, before))
 
     async def replay_dead_letters(self, request: Request) -> Response:
         body = await self._admin_body(request)
-        return _json(self.service.replay_dead_letters(request.path_params["id"], body), 202)
+        return _json(await self.service.replay_dead_letters(request.path_params["id"], body), 202)
 
     def routes(self) -> list[Route]:
         W = "/v1/webhooks/{id}"

@@ -115,7 +115,11 @@ class AiohttpSender:
             # No session-wide headers and no skipped auto headers: aiohttp merges the
             # former into, and copies the headers to check the latter, on every request.
             # Each request carries them instead (see _FIXED).
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            # No cookie jar: a receiver's cookies are never sent back, to it or to
+            # another endpoint on its host (and no request looks cookies up).
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def check(self, url: str) -> None:

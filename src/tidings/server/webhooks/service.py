@@ -35,17 +35,25 @@ from tidings.core.webhooks.schedule import (
     parse_retry_after,
 )
 from tidings.core.webhooks.signing import signature_header
-from tidings.core.webhooks.store import Attempt, Trigger, WebhookDeadLetter, WebhookStore
+from tidings.core.webhooks.store import (
+    Attempt,
+    EndpointOwners,
+    Trigger,
+    WebhookDeadLetter,
+    WebhookStore,
+)
 from tidings.core.webhooks.targets import AddressPolicy
 from tidings.errors import (
     BadPosition,
     BadRequest,
     NotFound,
+    StorageUnavailable,
     TopicNotFound,
     WebhookNotFound,
 )
 from tidings.server.webhooks.dispatch import EndpointDispatcher
 from tidings.server.webhooks.sender import AiohttpSender, Sender, SendResult
+from tidings.server.webhooks.sharing import SharedEndpoints
 
 logger = logging.getLogger("tidings.webhooks")
 
@@ -62,9 +70,14 @@ class WebhookService:
         policy: WebhookPolicy | None = None,
         sender: Sender | None = None,
         rng: random.Random | None = None,
+        owners: EndpointOwners | None = None,
     ) -> None:
         self.hub = hub
         self.store = store
+        #: Which node dispatches each endpoint, when several share the store (NATS);
+        #: None: this one dispatches them all.
+        self.owners = owners
+        self.sharing: SharedEndpoints | None = None
         self.policy = policy or WebhookPolicy()
         self.sender = sender or AiohttpSender(
             AddressPolicy(self.policy.allow_nets), self.policy.max_response_bytes
@@ -92,37 +105,48 @@ class WebhookService:
     # -- life ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        for row in self.store.load_endpoints():
+        for row in await self.store.load_endpoints():
             ep = Endpoint.from_row(row, self._health())
             self.endpoints[ep.id] = ep
             for topic in ep.config.topics:
                 if topic in self.hub.topics:  # a deleted topic's pump waits for its return
                     await self.follow(ep, topic)
-            self._run(ep, resume=True)
-        # A registration cut short by a crash leaves groups that no endpoint owns.
-        owned = {ep.group for ep in self.endpoints.values()}
-        for t in list(self.hub.topics.values()):
-            for name in list(t.groups):
-                if name.startswith("webhook.wh_") and name not in owned:
-                    await self.hub.delete_group(t.name, name)
+            if self.owners is None:
+                await self._run(ep, resume=True)
+        if self.owners is None:
+            # A registration cut short by a crash leaves groups that no endpoint owns.
+            # (Not where nodes share endpoints: one may be registered on another now.)
+            owned = {ep.group for ep in self.endpoints.values()}
+            for t in list(self.hub.topics.values()):
+                for name in list(t.groups):
+                    if name.startswith("webhook.wh_") and name not in owned:
+                        await self.hub.delete_group(t.name, name)
+        else:  # each endpoint is dispatched by the node that takes its lease
+            self.sharing = SharedEndpoints(self, self.owners)
+            await self.sharing.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_every())
 
     async def close(self) -> None:
+        if self.sharing is not None:
+            await self.sharing.stop()
         await asyncio.gather(*(d.stop() for d in self.dispatchers.values()))
         self.dispatchers.clear()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        self.flush()
+        await self.flush()
+        if self.owners is not None:  # once the groups are saved: others take over at once
+            with contextlib.suppress(Exception):
+                await self.owners.close()
         await self.sender.close()
-        self.store.close()
+        await self.store.close()
 
-    def _run(self, ep: Endpoint, resume: bool = False) -> None:
+    async def _run(self, ep: Endpoint, resume: bool = False) -> None:
         d = EndpointDispatcher(self, ep)
         if resume:
             since = self.hub.clock.time_ms() - sum(self.policy.schedule.delays_ms) - 86_400_000
-            d.resume(self.store.retry_state(ep.id, since))
+            d.resume(await self.store.retry_state(ep.id, since))
         self.dispatchers[ep.id] = d
         d.start()
 
@@ -130,7 +154,7 @@ class WebhookService:
         old = self.dispatchers.pop(ep.id, None)
         if old is not None:
             await old.stop()
-        self._run(ep)
+        await self._run(ep)
         if old is not None:  # the records waiting for a retry keep their counts
             self.dispatchers[ep.id].attempts.update(old.attempts)
 
@@ -158,22 +182,23 @@ class WebhookService:
         while True:
             await asyncio.sleep(FLUSH_S)
             try:
-                self.flush()
+                await self.flush()
                 if time.monotonic() - last_prune > PRUNE_S:
                     last_prune = time.monotonic()
-                    self.store.prune_attempts(
+                    await self.store.prune_attempts(
                         self.hub.clock.time_ms() - self.policy.attempts_max_age_ms,
                         self.policy.attempts_kept,
                     )
             except Exception:
                 logger.exception("could not write the webhook attempts log")
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         log, self._log = self._log, []
-        self.store.add_attempts(log)
+        if log:
+            await self.store.add_attempts(log)
 
-    def save(self, ep: Endpoint) -> None:
-        self.store.save_endpoint(ep.to_row())
+    async def save(self, ep: Endpoint) -> None:
+        await self.store.save_endpoint(ep.to_row())
 
     # -- the API -------------------------------------------------------------------------
 
@@ -185,6 +210,14 @@ class WebhookService:
 
     def list(self) -> list[dict[str, Any]]:
         return [ep.view() for ep in sorted(self.endpoints.values(), key=lambda e: e.id)]
+
+    async def show(self, id: str) -> dict[str, Any]:
+        """:meth:`view`, from the node that dispatches the endpoint (its lag, in flight)."""
+        try:
+            forwarded, answer = await self._forward("view", id, {})
+        except StorageUnavailable:  # its holder died: this node's copy, until one takes it
+            forwarded = False
+        return answer if forwarded else self.view(id)
 
     def view(self, id: str) -> dict[str, Any]:
         ep = self.get(id)
@@ -207,17 +240,59 @@ class WebhookService:
         async with self._changing:
             return await self._create(body)
 
+    # Where nodes share endpoints, a call on an endpoint that another node dispatches
+    # runs there (forwarded), so that one node changes its dispatcher and groups.
+
+    async def _forward(self, op: str, id: str, body: Mapping[str, Any]) -> tuple[bool, Any]:
+        if self.owners is None or id in self.dispatchers:
+            return False, None
+        self.get(id)
+        return await self.owners.forward(id, op, dict(body))
+
     async def patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        forwarded, answer = await self._forward("patch", id, body)
+        if forwarded:
+            return answer  # type: ignore[no-any-return]
         async with self._changing:
             return await self._patch(id, body)
 
     async def delete(self, id: str) -> None:
+        forwarded, _ = await self._forward("delete", id, {})
+        if forwarded:
+            return
         async with self._changing:
             await self._delete(id)
 
     async def replay(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        forwarded, answer = await self._forward("replay", id, body)
+        if forwarded:
+            return answer  # type: ignore[no-any-return]
         async with self._changing:
             return await self._replay(id, body)
+
+    async def run_here(self, op: str, id: str, body: dict[str, Any]) -> Any:
+        """A call another node forwarded here (see :meth:`_forward`), run on this node."""
+        if op == "patch":
+            async with self._changing:
+                return await self._patch(id, body)
+        if op == "delete":
+            async with self._changing:
+                await self._delete(id)
+            return None
+        if op == "replay":
+            async with self._changing:
+                return await self._replay(id, body)
+        if op == "view":
+            return self.view(id)
+        if op == "rotate":
+            return await self._rotate(id, body)
+        if op == "attempts":
+            return await self._attempts(id, body["status"], body["limit"], body["before"])
+        if op == "test":
+            return await self._test(id)
+        if op == "replay_dead_letters":
+            return await self._replay_dead_letters(id, body)
+        raise BadRequest(f"unknown webhook call {op!r}")
 
     async def _create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         config = parse_config(body, max_type_patterns=self.hub.options.max_type_patterns)
@@ -226,8 +301,9 @@ class WebhookService:
         for topic in config.topics:
             await self.follow(ep, topic)
         self.endpoints[ep.id] = ep
-        self.save(ep)
-        self._run(ep)
+        await self.save(ep)
+        if self.owners is None or await self.owners.claim(ep.id):
+            await self._run(ep)
         return {**ep.view(), "secret": ep.secrets[0].value}
 
     async def _patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -247,7 +323,7 @@ class WebhookService:
             elif topic not in old.topics:
                 await self.follow(ep, topic)  # a new topic: followed from its end
             # else: a followed topic that was deleted; its pump waits for it
-        self.save(ep)
+        await self.save(ep)
         delivery = ("url", "topics", "types", "ordering", "concurrency", "rate_limit")
         if any(getattr(old, f) != getattr(ep.config, f) for f in delivery) or (
             ep.health.state is not was
@@ -267,18 +343,38 @@ class WebhookService:
         for topic in ep.config.topics:
             with contextlib.suppress(NotFound):
                 await self.hub.delete_group(topic, ep.group)
-        self.flush()
-        self.store.delete_endpoint(id)
+        await self.flush()
+        await self.store.delete_endpoint(id)
+        if self.owners is not None:
+            await self.owners.release(id)
 
-    def rotate(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def rotate(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        forwarded, answer = await self._forward("rotate", id, body)
+        return answer if forwarded else await self._rotate(id, body)
+
+    async def _rotate(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         ep = self.get(id)
         grace = parse_grace_ms(body)
         now = self.hub.clock.time_ms()
         secret = ep.rotate(now, grace)
-        self.save(ep)
+        await self.save(ep)
         return {"id": id, "secret": secret, "previous_valid_until": now + grace}
 
-    def attempts(
+    async def attempts(
+        self, id: str, status: str | None, limit: int, before: int | None
+    ) -> dict[str, Any]:
+        """The attempts log, newest first (from the node that dispatches the endpoint:
+        it holds the attempts not written yet)."""
+        body = {"status": status, "limit": limit, "before": before}
+        try:
+            forwarded, answer = await self._forward("attempts", id, body)
+        except StorageUnavailable:  # its holder died: the log as written so far
+            forwarded = False
+        if forwarded:
+            return answer  # type: ignore[no-any-return]
+        return await self._attempts(id, status, limit, before)
+
+    async def _attempts(
         self, id: str, status: str | None, limit: int, before: int | None
     ) -> dict[str, Any]:
         self.get(id)
@@ -286,8 +382,8 @@ class WebhookService:
             raise BadRequest(
                 "status must be succeeded, failed, success, gone, throttled", field="status"
             )
-        self.flush()
-        rows = self.store.attempts(id, status, limit, before)
+        await self.flush()
+        rows = await self.store.attempts(id, status, limit, before)
         return {
             "attempts": [a.view() for a in rows],
             "next": rows[-1].id if len(rows) == limit else None,
@@ -333,15 +429,21 @@ class WebhookService:
             d.notify()
         return {"id": id, "topics": moved}
 
-    def dead_letters(self, id: str, limit: int, before: int | None) -> dict[str, Any]:
+    async def dead_letters(self, id: str, limit: int, before: int | None) -> dict[str, Any]:
         self.get(id)
-        rows = self.store.dead_letters(id, limit, before)
+        rows = await self.store.dead_letters(id, limit, before)
         return {
             "dead_letters": [d.view() for d in rows],
             "next": rows[-1].id if len(rows) == limit else None,
         }
 
-    def replay_dead_letters(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def replay_dead_letters(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        forwarded, answer = await self._forward("replay_dead_letters", id, body)
+        if forwarded:
+            return answer  # type: ignore[no-any-return]
+        return await self._replay_dead_letters(id, body)
+
+    async def _replay_dead_letters(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self.get(id)
         unknown = sorted(set(body) - {"ids"})
         if unknown:
@@ -354,7 +456,7 @@ class WebhookService:
             )
         ):
             raise BadRequest("ids must be a list of dead-letter ids", field="ids")
-        n = self.store.mark_replaying(id, ids)
+        n = await self.store.mark_replaying(id, ids)
         d = self.dispatchers.get(id)
         if d is not None:
             d.replay_dead_letters()
@@ -362,6 +464,10 @@ class WebhookService:
 
     async def test(self, id: str) -> dict[str, Any]:
         """One attempt of a ``tidings.webhook.test`` event, outside the log and its retries."""
+        forwarded, answer = await self._forward("test", id, {})
+        return answer if forwarded else await self._test(id)
+
+    async def _test(self, id: str) -> dict[str, Any]:
         ep = self.get(id)
         now = datetime.now(UTC)
         msg_id = str(uuid_utils.uuid7())
@@ -378,13 +484,13 @@ class WebhookService:
         _, outcome = await self._post(ep, body, msg_id, None, None, None, 1, "test")
         if outcome is Outcome.SUCCESS and ep.health.state is State.FAILING:
             ep.health.on_attempt(outcome, 1, self.hub.clock.time_ms())
-            self.save(ep)
+            await self.save(ep)
             d = self.dispatchers.get(id)
             if d is not None:
                 d.drain()
-        self.flush()
+        await self.flush()
         # The newest attempt of this message: deliveries may have been logged since.
-        recent = self.store.attempts(id, None, 100, None)
+        recent = await self.store.attempts(id, None, 100, None)
         attempt = next(a for a in recent if a.msg_id == msg_id and a.trigger == "test")
         return {"id": id, "event": event, "attempt": attempt.view()}
 
@@ -399,9 +505,12 @@ class WebhookService:
         offset: int,
         made: int,
         trigger: Trigger = "delivery",
+        event: dict[str, Any] | None = None,
     ) -> tuple[Outcome, Decision]:
-        """Send one record once, log it, and let the endpoint's health decide what next."""
-        msg_id = _event_id(payload)
+        """Send one record once, log it, and let the endpoint's health decide what next.
+        ``event``: the payload as the group's fetch parsed it, if it did (its id is
+        read there rather than from the payload parsed again)."""
+        msg_id = _event_id(payload) if event is None else str(event.get("id", ""))
         result, outcome = await self._post(ep, payload, msg_id, topic, partition, offset, made,
                                            trigger)
         now = self.hub.clock.time_ms()
@@ -449,8 +558,10 @@ class WebhookService:
         )
         return result, outcome
 
-    def dead_letter(self, ep: Endpoint, topic: str, d: Delivery, made: int, reason: str) -> None:
-        self.store.add_dead_letter(
+    async def dead_letter(
+        self, ep: Endpoint, topic: str, d: Delivery, made: int, reason: str
+    ) -> None:
+        await self.store.add_dead_letter(
             WebhookDeadLetter(
                 ep.id, self.hub.clock.time_ms(), topic, d.partition, d.offset,
                 _event_id(d.payload), d.payload, made, reason,
