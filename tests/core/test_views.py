@@ -188,7 +188,11 @@ async def test_commits_are_compared_and_set_on_the_changelog_end(hub: Hub) -> No
     with pytest.raises(Conflict) as lost:
         await commit(hub, "stock", {"a": 5}, 4, expect=0)  # a writer that did not see it
     assert lost.value.fields["next_offset"] == 3 and lost.value.fields["field"] == "expect"
+    with pytest.raises(Conflict) as ahead:  # past the end: the store refuses it
+        await commit(hub, "stock", {"a": 6}, 4, expect=7)
+    assert ahead.value.fields["next_offset"] == 3 and ahead.value.fields["field"] == "expect"
     assert hub.views.get("stock", "a") == (1, 0, 0)
+    assert hub.topics["__view.stock"].partitions[0].end_offset == 3
     await commit(hub, "stock", {"a": DELETE, "c": {"n": 3}}, 5, expect=3)
     with pytest.raises(ViewNotFound):
         hub.views.get("stock", "a")

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
+from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable, WrongEnd
 from tidings.log import format as fmt
 from tidings.log.config import FsyncPolicy, LogConfig, LogRecord
 from tidings.log.partition import PartitionLog
@@ -90,6 +90,21 @@ async def test_append_then_read(tmp_path: Path, clock: FakeClock) -> None:
     assert log.read_now(0) == [(0, T0, b"a"), (1, T0, b"b"), (2, T0 + 5, b"c"), (3, T0 + 9, b"d")]
     assert log.read_now(2) == [(2, T0 + 5, b"c"), (3, T0 + 9, b"d")]
     assert log.read_now(4) == []
+    await log.close()
+
+
+async def test_an_append_at_an_expected_end_lands_only_there(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    log = open_log(tmp_path, clock)
+    assert await log.append([b"a", b"b"], expect_end=0) == 0
+    first = log.append([b"c"], expect_end=2)  # offsets are taken at the call:
+    with pytest.raises(WrongEnd) as refused:  # the next one expects past it
+        log.append([b"x"], expect_end=2)
+    assert (refused.value.end, refused.value.fields["expected"]) == (3, 2)
+    assert await first == 2
+    assert await log.append([b"d"], expect_end=3) == 3
+    assert [r[2] for r in log.read_now(0)] == [b"a", b"b", b"c", b"d"]
     await log.close()
 
 

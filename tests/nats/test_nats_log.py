@@ -13,7 +13,7 @@ from tidings.backends.nats import NatsLog, NatsSettings, names
 from tidings.backends.nats import log as log_module
 from tidings.backends.nats.connection import JetStreamApiError
 from tidings.cluster.natsproc import NatsServer
-from tidings.errors import BadRequest, OffsetOutOfRange, TooLarge, TopicNotFound
+from tidings.errors import BadRequest, OffsetOutOfRange, TooLarge, TopicNotFound, WrongEnd
 from tidings.log.config import Retention
 
 _n = itertools.count()
@@ -475,3 +475,29 @@ async def test_a_topic_whose_streams_cannot_be_made_is_not_recorded(nats_log: Na
         await nats_log.conn.api("STREAM.DELETE.intruder")
     await nats_log.create_topic(topic, 2)  # the same call again completes it
     assert await nats_log.append(topic, 1, [b"a"]) == [0]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+async def test_an_append_at_an_expected_end_is_stored_only_there(
+    nats_log: NatsLog, count: int
+) -> None:
+    """``expect_end``: JetStream stores the append only if the stream ends there (one
+    record, or the first of an atomic batch); else WrongEnd naming the end, nothing
+    stored. The same append again (its ack lost) answers its offsets."""
+    topic = unique()
+    await nats_log.create_topic(topic, 1)
+    assert await nats_log.append(topic, 0, [b"a", b"b"], expect_end=0) == [0, 1]
+    payloads = [f"r{i}".encode() for i in range(count)]
+    ids = [f"{topic}-{i}" for i in range(count)]
+    for wrong in (0, 1, 3):
+        with pytest.raises(WrongEnd) as refused:
+            await nats_log.append(topic, 0, payloads, ids, expect_end=wrong)
+        assert (refused.value.end, refused.value.fields["expected"]) == (2, wrong)
+    assert await nats_log.end_offset(topic, 0) == 2
+    stored = list(range(2, 2 + count))
+    assert await nats_log.append(topic, 0, payloads, ids, expect_end=2) == stored
+    assert await nats_log.append(topic, 0, payloads, ids, expect_end=2) == stored  # a retry
+    assert await nats_log.end_offset(topic, 0) == 2 + count
+    with pytest.raises(WrongEnd):  # other ids at the old end: refused
+        await nats_log.append(topic, 0, payloads, expect_end=2)
+    assert [r[2] for r in await nats_log.read(topic, 0, 2)] == payloads

@@ -18,13 +18,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
+from tidings.errors import WrongEnd
 from tidings.log.config import GroupRow, GroupStats, LogRecord, Positions, Retention
 from tidings.log.damage import Damage
 
 __all__ = [
     "Damage", "Deduplicated", "GroupRow", "GroupStats", "IdRun", "IndexRow", "IndexStore",
-    "LogRecord", "PartitionStore", "Positions", "Retention", "Storage",
+    "LogRecord", "PartitionStore", "Positions", "Retention", "Storage", "WrongEnd",
 ]  # fmt: skip
+
 
 # One indexed record: (offset, append time in ms, hash of its id, hash of its
 # correlationid or None). The hashes are :func:`tidings.core.indexrows.key_hash`.
@@ -84,6 +86,11 @@ class PartitionStore(Protocol):
     - ``failure`` says why appends are refused (a write that failed: a full
       disk); None when they are taken. A failed partition still serves reads,
       and heals by itself once the cause goes: no restart.
+    - ``append(..., expect_end=N)`` stores its records only if they land at offset
+      ``N`` (the partition ends there as the store of record sees it, whichever
+      process appended before): else it raises :class:`WrongEnd` naming the end,
+      at the call or from the awaitable, and stores nothing. A compare and set
+      that several processes sharing one backend may race on: exactly one wins.
     - Append times never go back within a partition (across restarts too), and
       ``horizon(now)`` answers a time H such that every record that becomes
       readable after the call has an append time of at least H: ``now``, or the
@@ -108,8 +115,10 @@ class PartitionStore(Protocol):
         payloads: Sequence[bytes],
         timestamp_ms: int | None = None,
         ids: Sequence[str] | None = None,
+        expect_end: int | None = None,
     ) -> Awaitable[int]:
-        """Assign offsets now; resolve with the first once durable by the hub's policy.
+        """Assign offsets now; resolve with the first once durable by the hub's policy
+        (only at ``expect_end``, if given: else :class:`WrongEnd`).
 
         ``ids``: the records' event ids, given only to a backend with
         ``Storage.shared_dedupe``, which stores a record whose id it holds (within its

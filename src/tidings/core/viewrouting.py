@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tidings.core.storage import PartitionStore
+from tidings.core.viewfollow import catch_up
 from tidings.core.viewrecords import MAX_COMMIT_EVENTS, MAX_TASKS
 from tidings.errors import BadRequest
 from tidings.events.envelope import normalize_event
@@ -121,10 +122,11 @@ def check_route_commit(
 
 async def route_and_land(
     hub: Hub, view: View, task: int, part: PartitionStore,
-    copies: list[dict[str, Any]], checked: list[dict[str, Any]],
+    copies: list[dict[str, Any]], checked: list[dict[str, Any]], expect_end: int | None = None,
 ) -> int:
     """Publish ``copies`` to the repartition topic, then append the routing task's
-    checkpoint (with ``routed``) and apply it: its offset (under the view's lock)."""
+    checkpoint (with ``routed``; only at ``expect_end``, else WrongEnd) and apply it:
+    its offset (under the view's lock)."""
     previous = view.checkpoints.get(task, {}).get("routed")
     routed: dict[str, int] = dict(previous) if isinstance(previous, dict) else {}
     if task not in view.verified:
@@ -156,10 +158,11 @@ async def route_and_land(
                 key = str(pub.partition)
                 routed[key] = max(routed.get(key, 0), pub.offset + 1)
         checkpoint["data"] = {**checkpoint.get("data", {}), "routed": routed}
-        base = await part.append([orjson.dumps(e) for e in checked])
+        base = await part.append([orjson.dumps(e) for e in checked], expect_end=expect_end)
     except BaseException:
         view.verified.discard(task)  # perhaps copies without a checkpoint: look again
         raise
+    await catch_up(view, task, part, base)  # what other nodes committed before
     last = base + len(checked) - 1
     got = await part.read(last, 1)
     ts = got[0][1] if got and got[0][0] == last else hub.clock.time_ms()

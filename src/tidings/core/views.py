@@ -38,6 +38,7 @@ import orjson
 
 from tidings.core.positions import check_name
 from tidings.core.storage import PartitionStore, Retention
+from tidings.core.viewfollow import Follower, adopt, catch_up, view_from
 from tidings.core.viewmembers import HEARTBEAT_MS, check_member
 from tidings.core.viewreads import ViewReads
 from tidings.core.viewrecords import (
@@ -53,7 +54,7 @@ from tidings.core.viewrecords import (
 )
 from tidings.core.viewrouting import check_route_commit, route_and_land, routers_of, stages
 from tidings.core.viewstate import View
-from tidings.errors import BadRequest, Conflict, StorageUnavailable, ViewNotFound
+from tidings.errors import BadRequest, Conflict, StorageUnavailable, ViewNotFound, WrongEnd
 
 if TYPE_CHECKING:
     from tidings.core.hub import Hub
@@ -80,6 +81,7 @@ class Views(ViewReads):
         self.loaded = asyncio.Event()  # set once every changelog is read at start
         self._loading: asyncio.Task[None] | None = None
         self._declaring = asyncio.Lock()
+        self.followers: dict[str, Follower] = {}  # commits of other nodes (viewfollow)
 
     # -- life ----------------------------------------------------------------------
 
@@ -92,18 +94,7 @@ class Views(ViewReads):
             decl = cfg.get("view")
             if name is None or not isinstance(decl, dict) or topic not in self.hub.topics:
                 continue
-            view = View(
-                name, decl["kind"], list(decl["inputs"]), decl.get("app"), decl.get("window"),
-                decl.get("emit"), int(decl.get("generation", 0)),
-                bool(decl.get("partitioned", False)),
-            )  # fmt: skip
-            # A changelog made before views had tasks has one partition: one task.
-            routers = [(str(t), int(p)) for t, p in decl.get("routers") or []]
-            view.layout(len(self.hub.topics[topic].partitions),
-                        int(decl.get("repartition") or 0), routers)
-            asked = decl.get("repartition_asked", view.repartition or False)
-            view.asked = asked if isinstance(asked, bool | int) else view.repartition
-            self.views[name] = view
+            self.views[name] = view_from(name, decl, len(self.hub.topics[topic].partitions))
         self._loading = asyncio.get_running_loop().create_task(self._load_all())
 
     async def _load_all(self) -> None:
@@ -111,6 +102,7 @@ class Views(ViewReads):
             for view in list(self.views.values()):
                 try:
                     await self._load(view)
+                    self._follow(view)
                 except Exception as exc:
                     # Served as 503, never as a partial state, and never made again over
                     # what is on disk (a declaration would otherwise take the name over).
@@ -133,22 +125,32 @@ class Views(ViewReads):
             view.applied[p] = part.end_offset
         logger.info("view %r loaded: %d keys", view.name, len(view.values))
 
+    def _follow(self, view: View) -> None:
+        if view.name not in self.followers:
+            self.followers[view.name] = Follower(self.hub, view, _landed)
+
     async def close(self) -> None:
         if self._loading is not None:
             self._loading.cancel()
             with contextlib.suppress(BaseException):
                 await self._loading
+        for follower in self.followers.values():
+            await follower.close()
         for view in self.views.values():
             await _landed(view)
             view.changed()
 
-    async def ready(self, timeout: float = 10.0) -> None:
-        """Wait until the changelogs are read; 503 if that takes longer than ``timeout``."""
+    async def ready(self, timeout: float = 10.0, name: str | None = None) -> None:
+        """Wait until the changelogs are read; 503 if that takes longer than ``timeout``.
+        ``name``: a view this node does not know is looked for in the storage (declared
+        through another node sharing it since this one started: see ``adopt``)."""
         if not self.loaded.is_set():
             try:
                 await asyncio.wait_for(self.loaded.wait(), timeout)
             except TimeoutError:
                 raise _loading() from None
+        if name is not None and name not in self.views:
+            await adopt(self, name)
 
     def _check_loaded(self) -> None:
         """503 while the changelogs are read at start: a read then could see part of a
@@ -261,6 +263,7 @@ class Views(ViewReads):
             view.layout(tasks, repartition, routers)
             view.asked = wanted
             self.views[name] = view
+            self._follow(view)
             await self._save(view)
             return self.info(name), True
 
@@ -392,12 +395,8 @@ class Views(ViewReads):
                     "rebuilt; reload it from its changelog",
                     field="generation", generation=view.generation, next_offset=end,
                 )  # fmt: skip
-            if at != end:
-                raise Conflict(
-                    f"the changelog of view {name!r} ends at offset {end}, not {at}: another "
-                    "commit came first; reload it from its changelog",
-                    field="expect", generation=view.generation, next_offset=end,
-                )  # fmt: skip
+            if at < end:  # past it: the store decides (another node may have appended)
+                raise _lost(view, at, end)
             # Checked under the lock (the CAS holds meanwhile): a commit that lost the
             # race is told so (409) before anything about its events.
             checked = check_commit(name, gen, events, self.hub.options.max_event_bytes)
@@ -405,11 +404,13 @@ class Views(ViewReads):
             copies = check_route_commit(view, task, checked.events, route)
             if copies is not None:
                 landing = asyncio.get_running_loop().create_task(
-                    route_and_land(self.hub, view, task, part, copies, checked.events)
+                    route_and_land(self.hub, view, task, part, copies, checked.events, at)
                 )
                 view.landing = landing
                 try:
                     base = await asyncio.shield(landing)
+                except WrongEnd as exc:
+                    raise _lost(view, at, exc.end) from None
                 finally:
                     if landing.done():
                         view.landing = None
@@ -417,13 +418,19 @@ class Views(ViewReads):
             # Once the append starts it lands whatever happens to the caller, so it is
             # applied whatever happens too: in a task of its own, which the next holder
             # of the lock waits for (applied in changelog order).
-            durable = part.append(checked.payloads)  # offsets taken now
+            # Only at ``at``: on a shared backend the store decides, against every node.
+            try:
+                durable = part.append(checked.payloads, expect_end=at)  # offsets taken now
+            except WrongEnd as exc:
+                raise _lost(view, at, exc.end) from None
             landing = asyncio.get_running_loop().create_task(
                 self._land(view, task, part, durable, checked.events)
             )
             view.landing = landing
             try:
                 base = await asyncio.shield(landing)
+            except WrongEnd as exc:
+                raise _lost(view, at, exc.end) from None
             finally:
                 if landing.done():  # else the caller is cancelled: the next one waits
                     view.landing = None
@@ -476,6 +483,7 @@ class Views(ViewReads):
         checked: list[dict[str, Any]],
     ) -> int:
         base = await durable
+        await catch_up(view, task, part, base)  # what other nodes committed before
         last = base + len(checked) - 1
         got = await part.read(last, 1)  # the checkpoint: its append time is the commit's
         ts = got[0][1] if got and got[0][0] == last else self.hub.clock.time_ms()
@@ -537,6 +545,15 @@ class Views(ViewReads):
         }  # fmt: skip
 
 
+def _lost(view: View, at: int, end: int) -> Conflict:
+    """The 409 of a commit whose changelog partition does not end at ``at``."""
+    return Conflict(
+        f"the changelog of view {view.name!r} ends at offset {end}, not {at}: another "
+        "commit came first; reload it from its changelog",
+        field="expect", generation=view.generation, next_offset=end,
+    )  # fmt: skip
+
+
 def _loading() -> StorageUnavailable:
     return StorageUnavailable(
         "the hub is still reading the views' changelogs; retry shortly", retry_after=1
@@ -554,6 +571,8 @@ async def _landed(view: View) -> None:
     except asyncio.CancelledError:
         if not landing.done():
             raise  # this caller is cancelled, not the landing
+    except WrongEnd:
+        pass  # lost a race: nothing was stored
     except Exception:
         logger.exception("view %r: the append of a commit whose caller left failed", view.name)
     if view.landing is landing:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from tidings.errors import OffsetOutOfRange, StorageUnavailable
+from tidings.errors import OffsetOutOfRange, StorageUnavailable, WrongEnd
 from tidings.log.config import (
     Clock,
     GroupRow,
@@ -60,10 +60,13 @@ class MemoryPartition:
         payloads: Sequence[bytes],
         timestamp_ms: int | None = None,
         ids: Sequence[str] | None = None,
+        expect_end: int | None = None,
     ) -> asyncio.Future[int]:
         """``ids`` are not kept: the hub's dedupe window is all there is in memory."""
         if self.closed:
             raise StorageUnavailable("partition is closed")
+        if expect_end is not None and expect_end != self.end_offset:
+            raise WrongEnd(expect_end, self.end_offset)
         ts = max(self.clock.time_ms() if timestamp_ms is None else timestamp_ms, self._last_ts)
         self._last_ts = ts
         base = self.end_offset

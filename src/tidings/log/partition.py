@@ -25,7 +25,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 
-from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
+from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable, WrongEnd
 from tidings.log import format as fmt
 from tidings.log.compactable import CompactionHooks
 from tidings.log.compaction import remove_leftovers
@@ -138,12 +138,14 @@ class PartitionLog(Healing, LinkedHolds, CompactionHooks):
         payloads: Sequence[bytes],
         timestamp_ms: int | None = None,
         ids: Sequence[str] | None = None,
+        expect_end: int | None = None,
     ) -> asyncio.Future[int]:
         """Queue ``payloads`` as one batch; the future gives its base offset once acknowledged.
 
         Offsets are assigned now, in call order, so two appends made one after
         the other land in that order whatever their futures do. ``ids`` are not kept
-        (one process: the hub's dedupe window is all there is).
+        (one process: the hub's dedupe window is all there is). ``expect_end``: only
+        at that offset, else :class:`~tidings.errors.WrongEnd` (a Conflict).
         """
         if self._closing or self._failed is not None:
             raise StorageUnavailable(
@@ -151,6 +153,8 @@ class PartitionLog(Healing, LinkedHolds, CompactionHooks):
             )
         if not payloads:
             raise BadRequest("an append needs at least one record")
+        if expect_end is not None and expect_end != self._next_offset:
+            raise WrongEnd(expect_end, self._next_offset)
         ts = self._times.stamp(self.clock.time_ms() if timestamp_ms is None else timestamp_ms)
         base = self._next_offset
         frame = fmt.encode_batch(base, payloads, ts)

@@ -154,7 +154,7 @@ class ViewRoutes:
                             f"result topic {topic!r}, which needs publish on it",
                             view=name, topic=topic,
                         )  # fmt: skip
-        await self.views.ready()
+        await self.views.ready(name=name)
         if name in self.views.views:
             authorize_view(api, request, name, "manage")  # the inputs it has now, too
         info, created = await self.views.put(name, body)
@@ -162,7 +162,7 @@ class ViewRoutes:
 
     async def commit(self, request: Request) -> Response:
         name = request.path_params["view"]
-        await self.views.ready()
+        await self.views.ready(name=name)
         authorize_view(self.api, request, name, "manage")
         body = await self.api._json_body(request, allow_empty=False)
         _only(body, {"generation", "expect", "events", "partition", "route"})
@@ -179,7 +179,7 @@ class ViewRoutes:
         """A process running the view joins or heartbeats (``{"member"}``), or leaves
         (``{"member", "leave": true}``): the tasks it runs."""
         name = request.path_params["view"]
-        await self.views.ready()
+        await self.views.ready(name=name)
         authorize_view(self.api, request, name, "manage")
         body = await self.api._json_body(request, allow_empty=False)
         _only(body, {"member", "leave"})
@@ -189,7 +189,7 @@ class ViewRoutes:
 
     async def rebuild(self, request: Request) -> Response:
         name = request.path_params["view"]
-        await self.views.ready()
+        await self.views.ready(name=name)
         authorize_view(self.api, request, name, "manage")
         body = await self.api._json_body(request)
         _only(body, {"partitioned", "repartition"})
@@ -217,14 +217,14 @@ class ViewRoutes:
 
     async def get(self, request: Request) -> Response:
         name = request.path_params["view"]
-        await self.views.ready()
+        await self.views.ready(name=name)
         authorize_view(self.api, request, name, "subscribe")
         _only(request.query_params.keys(), set())
         return _json(self.views.info(name))
 
     async def key(self, request: Request) -> Response:
         name, key = request.path_params["view"], request.path_params["key"]
-        await self.views.ready()
+        await self.views.ready(name=name)
         authorize_view(self.api, request, name, "subscribe")
         _only(request.query_params.keys(), {"min_position", "topic", "wait"})
         await self._caught_up(name, request)
@@ -233,7 +233,7 @@ class ViewRoutes:
 
     async def keys(self, request: Request) -> Response:
         name = request.path_params["view"]
-        await self.views.ready()
+        await self.views.ready(name=name)
         authorize_view(self.api, request, name, "subscribe")
         q = request.query_params
         _only(q.keys(), {"prefix", "after", "limit", "min_position", "topic", "wait"})
@@ -302,7 +302,7 @@ class ViewRoutes:
         api = self.api
         q = request.query_params
         token = caller(api.auth, api.tickets, request.headers, q)
-        await self.views.ready()
+        await self.views.ready(name=name)
         check_view_scope(token, self.views.view(name).inputs, "subscribe", name)
         _only(q.keys(), set(_SSE_QUERY))
         resume = request.headers.get("last-event-id", "").strip() or q.get("from")

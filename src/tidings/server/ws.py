@@ -339,7 +339,7 @@ class Connection:
     async def _view_reader(self, action: SubscribeView) -> None:
         """Follow a view: ``subscribed``, a snapshot, then each change (.views)."""
         try:
-            await self.hub.views.ready()
+            await self.hub.views.ready(name=action.view)
             frames = ws_follow(
                 self.hub, self.token, action.id, action.view, action.resume,
                 self.options.sse_heartbeat_s,

@@ -288,12 +288,15 @@ class NatsConnection:
         self, subject: str, payloads: Sequence[bytes], msg_ids: Sequence[str],
         on_no_responders: Callable[[], Awaitable[None]] | None = None,
         deadline: float | None = None, headers: dict[str, str] | None = None,
-        last_subject: str | None = None,
+        last_subject: str | None = None, first_headers: dict[str, str] | None = None,
     ) -> list[int] | None:  # fmt: skip
         """Publish the payloads (each with ``headers``, if given) as one atomic batch
         (nats-server 2.12+, a stream with ``allow_atomic``): all are stored, at
         consecutive sequences, or none. The last goes to ``last_subject`` if given
-        (another subject of the same stream), the others to ``subject``. The
+        (another subject of the same stream), the others to ``subject``.
+        ``first_headers`` go on the first record only (``Nats-Expected-Last-Sequence``:
+        JetStream checks it against the stream before the batch, so on every record
+        the second one would fail it). The
         sequences; None if the batch holds a ``Nats-Msg-Id`` already in the duplicate
         window (nothing of the batch is stored then). Resent whole under a new batch
         id until the deadline (as in :meth:`publish`)."""
@@ -316,6 +319,8 @@ class NatsConnection:
                             "Nats-Batch-Sequence": str(i + 1),
                             "Nats-Msg-Id": msg_ids[i],
                         }
+                        if i == 0 and first_headers:
+                            hdrs.update(first_headers)
                         if i == last:
                             hdrs["Nats-Batch-Commit"] = "1"
                         if i == last:

@@ -58,6 +58,7 @@ from tidings.errors import (
     Conflict,
     OffsetOutOfRange,
     TopicNotFound,
+    WrongEnd,
 )
 from tidings.log.config import LogRecord, Retention
 
@@ -65,6 +66,9 @@ DUPLICATE_WINDOW_MS = 120_000  # as the hub's dedupe window
 MAX_PARTITIONS = 1024
 MAX_READ_RECORDS = 1000  # per direct get; more is read in several
 _ERR_STREAM_EXISTS = 10058
+ERR_WRONG_LAST_SEQ = 10071  # Nats-Expected-Last-Sequence is not the stream's last
+EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
+_LAST_SEQ = re.compile(r"wrong last sequence: (\d+)")
 MAX_MSG_ID = 256  # within the room connection.HEADER_ROOM keeps for headers
 _MSG_ID = re.compile(rf"[!-~]{{1,{MAX_MSG_ID}}}")
 
@@ -290,11 +294,19 @@ class NatsLog:
         msg_ids: Sequence[str] | None = None,
         headers: dict[str, str] | None = None,
         repeats: float | None = None,
+        expect_end: int | None = None,
     ) -> list[int]:
         """Append each payload (each with ``headers``, if given); the offset of each,
         once JetStream acknowledged it. ``repeats``: the ``time.monotonic()`` at which
         an earlier call with the same ids began (its outcome unknown): this call's
         retries end within that call's duplicate window instead of its own.
+
+        ``expect_end``: stored only if the first record lands at that offset, decided
+        by JetStream (``Nats-Expected-Last-Sequence`` on the first record of the one
+        atomic batch, so at most 1000 payloads), whichever node appended before; else
+        :class:`~tidings.errors.WrongEnd` naming the stream's end, nothing stored. A
+        retry of an append that did land answers its offsets: refused for the
+        sequence, its ids are found stored from ``expect_end`` on.
 
         Up to 1000 payloads are one atomic batch: stored together at consecutive offsets,
         or none (StorageUnavailable once the deadline passes); a longer append is one
@@ -308,7 +320,9 @@ class NatsLog:
         call safe; the retries of one call end within the topic's duplicate window
         (``max_age`` may shorten it below the retry deadline).
         """
-        landed = await self.append_marked(topic, partition, payloads, msg_ids, headers, repeats)
+        landed = await self.append_marked(
+            topic, partition, payloads, msg_ids, headers, repeats, expect_end=expect_end
+        )
         assert landed is not None  # split: never refused
         return landed[0]
 
@@ -321,12 +335,13 @@ class NatsLog:
         headers: dict[str, str] | None = None,
         repeats: float | None = None,
         split: bool = True,
+        expect_end: int | None = None,
     ) -> tuple[list[int], list[bool]] | None:
         """:meth:`append`, answering also whether each record was stored before (its id
         in the duplicate window: its offset is the first one's). ``split=False``: a batch
         that JetStream refuses for an id it holds is not sent again record by record
         (which could store some of its new records and not the rest, if the process
-        died meanwhile): None, nothing stored."""
+        died meanwhile): None, nothing stored. ``expect_end`` as :meth:`append` takes it."""
         stream = await self._stream(topic, partition)
         if msg_ids is None:
             msg_ids = [uuid.uuid4().hex for _ in payloads]
@@ -344,6 +359,15 @@ class NatsLog:
         if not payloads:
             return [], []
         self.conn.check_size(payloads)
+        expect: dict[str, str] | None = None
+        if expect_end is not None:
+            if len(payloads) > MAX_ATOMIC_BATCH:
+                raise BadRequest(
+                    f"an append at an expected end holds at most {MAX_ATOMIC_BATCH} records, "
+                    f"not {len(payloads)}",
+                    field="events",
+                )
+            expect = {EXPECTED_LAST_SEQ: str(expect_end)}
 
         async def no_stream() -> None:
             await self._gone(topic, partition)
@@ -356,30 +380,43 @@ class NatsLog:
             deadline = time.monotonic() + 0.8 * window_s
         else:  # at least one attempt is made even past it
             deadline = repeats + 0.95 * window_s
-        if len(payloads) == 1:
-            acks = await self.conn.publish(
-                end, payloads, msg_ids, headers, on_no_responders=no_stream,
-                deadline=deadline,
-            )  # fmt: skip
-            offsets = [acks[0].seq - 1]
-            repeated = [acks[0].duplicate]
-        else:
-            offsets, repeated = [], []
-            for b in range(0, len(payloads), MAX_ATOMIC_BATCH):
-                chunk, ids = payloads[b : b + MAX_ATOMIC_BATCH], msg_ids[b : b + MAX_ATOMIC_BATCH]
-                seqs = await self.conn.publish_atomic(
-                    subject, chunk, ids, no_stream, deadline, headers, last_subject=end
-                )
-                if seqs is None and not split and b == 0:
-                    return None  # an id already stored, and nothing of this call was
-                if seqs is None:  # an id already stored
-                    seqs, again = await self._append_past_duplicates(
-                        stream, subject, chunk, ids, no_stream, deadline, headers
-                    )
-                else:
-                    again = [False] * len(seqs)
-                offsets += [s - 1 for s in seqs]
-                repeated += again
+        try:
+            if len(payloads) == 1:
+                acks = await self.conn.publish(
+                    end, payloads, msg_ids, {**(headers or {}), **(expect or {})} or None,
+                    on_no_responders=no_stream, deadline=deadline,
+                )  # fmt: skip
+                offsets = [acks[0].seq - 1]
+                repeated = [acks[0].duplicate]
+            else:
+                offsets, repeated = [], []
+                for b in range(0, len(payloads), MAX_ATOMIC_BATCH):
+                    chunk = payloads[b : b + MAX_ATOMIC_BATCH]
+                    ids = msg_ids[b : b + MAX_ATOMIC_BATCH]
+                    seqs = await self.conn.publish_atomic(
+                        subject, chunk, ids, no_stream, deadline, headers, last_subject=end,
+                        first_headers=expect,
+                    )  # fmt: skip
+                    if seqs is None and not split and b == 0:
+                        return None  # an id already stored, and nothing of this call was
+                    if seqs is None:  # an id already stored
+                        seqs, again = await self._append_past_duplicates(
+                            stream, subject, chunk, ids, no_stream, deadline, headers, expect
+                        )
+                    else:
+                        again = [False] * len(seqs)
+                    offsets += [s - 1 for s in seqs]
+                    repeated += again
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_WRONG_LAST_SEQ or expect_end is None:
+                raise
+            # JetStream checks the sequence before the ids of a batch: a retry of one
+            # that landed (its ack lost) is refused so; its records answer it (this
+            # call's own: not stored before it).
+            landed = await self.conn.stored_ids(stream, expect_end + 1, msg_ids, no_stream)
+            if len(landed) != len(payloads):
+                raise WrongEnd(expect_end, await self._end_of(stream, exc)) from None
+            offsets, repeated = [s - 1 for s in landed], [False] * len(landed)
         tail = self._tails.get(stream)
         if tail is not None:
             tail.advance(max(offsets) + 1)
@@ -388,7 +425,7 @@ class NatsLog:
     async def _append_past_duplicates(
         self, stream: str, subject: str, chunk: Sequence[bytes], ids: Sequence[str],
         no_stream: Callable[[], Awaitable[None]], deadline: float,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None, expect: dict[str, str] | None = None,
     ) -> tuple[list[int], list[bool]]:  # fmt: skip
         """The sequences of a batch that JetStream refused for an id it holds, and which
         of them were stored before (duplicates): the first
@@ -396,15 +433,17 @@ class NatsLog:
         duplicate (its first sequence answers, nothing is stored), and with it the
         records stored after it under the next ids (the rest of a batch that landed,
         read back); then the rest as one atomic batch, again while it is refused. A
-        record that is not a duplicate is stored alone only when a later one is."""
+        record that is not a duplicate is stored alone only when a later one is.
+        ``expect`` (an expected last sequence) goes on the first record's publish."""
         seqs: list[int] = []
         end = subject + ".e"  # names.end_subject: the last record of each publish
         repeated: list[bool] = []
         i = 0
         while i < len(chunk):
+            first = {**(headers or {}), **(expect or {})} if i == 0 else headers
             (ack,) = await self.conn.publish(
-                end, chunk[i : i + 1], ids[i : i + 1], headers, on_no_responders=no_stream,
-                deadline=deadline,
+                end, chunk[i : i + 1], ids[i : i + 1], first or None,
+                on_no_responders=no_stream, deadline=deadline,
             )  # fmt: skip
             seqs.append(ack.seq)
             repeated.append(ack.duplicate)
@@ -423,6 +462,13 @@ class NatsLog:
                     if rest is not None:
                         return seqs + rest, repeated + [False] * len(rest)
         return seqs, repeated
+
+    async def _end_of(self, stream: str, exc: JetStreamApiError) -> int:
+        """The stream's end that a refused expected last sequence names (else asked)."""
+        said = _LAST_SEQ.search(str(exc.detail))
+        if said is not None:
+            return int(said.group(1))
+        return (await self._bounds(stream))[1]
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int = 1000,

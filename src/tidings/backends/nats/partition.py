@@ -59,6 +59,7 @@ class _Append:
     called_ms: int
     future: asyncio.Future[int]
     msg_ids: list[str] | None = None  # from the records' event ids, if given
+    expect_end: int | None = None  # sent alone, for JetStream to check (see append)
 
 
 def msg_id(topic: str, event_id: str) -> str:
@@ -162,14 +163,17 @@ class NatsPartition:
         payloads: Sequence[bytes],
         timestamp_ms: int | None = None,
         ids: Sequence[str] | None = None,
+        expect_end: int | None = None,
     ) -> asyncio.Future[int]:
         """Queue the records; the future answers the first one's offset once JetStream
         acknowledged them all. ``timestamp_ms`` is not kept: JetStream stamps each
         record with the time it stored it. With ``ids`` (event ids), each record's
         ``Nats-Msg-Id`` is :func:`msg_id`: a record whose id JetStream holds in its
         duplicate window (stored by any node) is not stored again, and the future
-        answers a ``Deduplicated``."""
-        return self.enqueue(payloads, None, ids)
+        answers a ``Deduplicated``. ``expect_end``: sent as a batch of its own that
+        JetStream stores only at that offset (the stream's end, whichever node appended
+        before), else the future raises ``WrongEnd``."""
+        return self.enqueue(payloads, None, ids, expect_end)
 
     def check(self, payloads: Sequence[bytes]) -> None:
         """Raise what ``enqueue`` would refuse ``payloads`` for."""
@@ -187,15 +191,18 @@ class NatsPartition:
         payloads: Sequence[bytes],
         headers: dict[str, str] | None,
         ids: Sequence[str] | None = None,
+        expect_end: int | None = None,
     ) -> asyncio.Future[int]:
-        """Queue one append (``headers`` on each record; ``ids`` as ``append`` takes
-        them); its first offset, once stored."""
+        """Queue one append (``headers`` on each record; ``ids`` and ``expect_end`` as
+        ``append`` takes them); its first offset, once stored."""
         self.check(payloads)
         if ids is not None and len(ids) != len(payloads):
             raise BadRequest(f"{len(payloads)} records but {len(ids)} ids", field="ids")
         msg_ids = None if ids is None else [msg_id(self.topic, i) for i in ids]
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Append(payloads, headers, int(time.time() * 1000), fut, msg_ids))
+        self._queue.append(
+            _Append(payloads, headers, int(time.time() * 1000), fut, msg_ids, expect_end)
+        )
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write())
         return fut
@@ -205,10 +212,11 @@ class NatsPartition:
             first = self._queue.popleft()
             batch = [first]
             count = len(first.payloads)
-            if first.headers is None:  # plain appends queued together: one atomic batch
-                while (
+            if first.headers is None and first.expect_end is None:
+                while (  # plain appends queued together: one atomic batch
                     self._queue
                     and self._queue[0].headers is None
+                    and self._queue[0].expect_end is None
                     and count + len(self._queue[0].payloads) <= MAX_ATOMIC_BATCH
                 ):
                     more = self._queue.popleft()
@@ -232,17 +240,13 @@ class NatsPartition:
         began = time.monotonic()
         try:
             try:
-                landed = await self.log.append_marked(
-                    self.topic, self.partition, payloads, ids, first.headers, split=split
-                )
+                landed = await self._append_marked(first, payloads, ids, None, split)
             except StorageUnavailable:
                 # Not answered in time, yet perhaps stored: sent again under the same
                 # ids within the duplicate window, JetStream answers the offsets it
                 # stored them at (or stores them now); those are this call's own, not
                 # repeats. Only a second failure fails the append.
-                landed = await self.log.append_marked(
-                    self.topic, self.partition, payloads, ids, first.headers, began, split
-                )
+                landed = await self._append_marked(first, payloads, ids, began, split)
                 if landed is not None:
                     landed = (landed[0], [False] * len(landed[0]))
         except Exception as exc:
@@ -271,6 +275,17 @@ class NatsPartition:
             if not a.future.done():
                 a.future.set_result(_landed(offsets[i : i + n], repeated[i : i + n]))
             i += n
+
+    async def _append_marked(
+        self, first: _Append, payloads: list[bytes], ids: list[str],
+        repeats: float | None, split: bool,
+    ) -> tuple[list[int], list[bool]] | None:  # fmt: skip
+        """``log.append_marked`` of a batch; ``expect_end`` is passed only by an append
+        that has one."""
+        args = (self.topic, self.partition, payloads, ids, first.headers, repeats, split)
+        if first.expect_end is None:
+            return await self.log.append_marked(*args)
+        return await self.log.append_marked(*args, expect_end=first.expect_end)
 
     async def drain(self) -> None:
         """Wait for the appends queued so far (their errors go to their callers)."""
