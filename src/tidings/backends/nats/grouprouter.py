@@ -192,9 +192,13 @@ class NatsGroupRouter:
             if key not in self._served or not self.leases.holds(key):
                 raise _Moved from None  # dropped while it ran
             raise
+        except BaseException:
+            if op == "put" and key in self._served and not hub.serves(topic, group):
+                # a creation refused (no such topic, a bad name...): no group to serve
+                await self._give_up(key)
+            raise
         if op == "delete":
-            self._drop(key)
-            await self.leases.release(key)
+            await self._give_up(key)
         return answer
 
     async def _take(self, op: str, topic: str, group: str, key: str) -> None:
@@ -242,6 +246,14 @@ class NatsGroupRouter:
             if self._hub is not None:
                 self._hub.drop_group_here(*served)
             logger.info("group %s of %s no longer served here", served[1], served[0])
+
+    async def _give_up(self, key: str) -> None:
+        """Serve the group no longer, and release its lease."""
+        self._drop(key)
+        lock = self._taking.get(key)
+        if lock is not None and not lock.locked():
+            del self._taking[key]
+        await self.leases.release(key)
 
     def _lost(self, key: str) -> None:
         self._drop(key)

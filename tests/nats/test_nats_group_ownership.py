@@ -1,0 +1,58 @@
+"""What a node holds for the groups it serves, in one process on a real NATS server:
+no lease, fence or served entry outlives the group it was taken for. A group PUT
+the owner refuses gives its lease up; a save of a group whose lease lapsed while it
+was on its way is refused (the node that took it over keeps its write); a topic
+dropped by another node lets its groups' leases go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from hubapi import unique
+from natsproc import NatsServer
+
+from tidings.backends.nats import NatsSettings
+from tidings.backends.nats.grouprouter import NatsGroupRouter, _lease_key
+from tidings.backends.nats.storage import NatsStorage, _group_key
+from tidings.core.groups import GroupConfig
+from tidings.core.hub import Hub, HubOptions
+from tidings.errors import TopicNotFound
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path_factory.mktemp("nats"), "ownership", sync="always")
+    try:
+        server.start().wait_ready()
+        yield server
+    finally:
+        server.kill()
+
+
+async def test_refused_put_gives_its_lease_up(nats: NatsServer) -> None:
+    """A PUT of a group on a topic that does not exist (auto-create off) is refused
+    with TopicNotFound and leaves no lease, no served entry and no fence behind."""
+    storage = NatsStorage(NatsSettings(servers=(nats.url,)))
+    router = NatsGroupRouter(storage, lease_s=1.0)
+    hub = Hub(storage, HubOptions(auto_create=False), group_router=router)
+    await hub.start()
+    try:
+        topic = unique()
+        keys = {_lease_key(topic, f"g{i}") for i in range(5)}
+        for i in range(5):
+            with pytest.raises(TopicNotFound):
+                await hub.configure_group(topic, f"g{i}", GroupConfig())
+        await asyncio.sleep(2.0)  # two lease times: a lease kept would be renewed
+        held = [k for k in router.leases.held() if k in keys]
+        assert held == [], f"leases still held for groups that do not exist: {held}"
+        assert not keys & set(router._served)
+        assert not keys & set(router._taking)
+        fenced = {_group_key(topic, f"g{i}") for i in range(5)} & set(storage._fenced)
+        assert all(storage._fenced[k][0] < 0 for k in fenced)  # refused, if kept at all
+    finally:
+        await hub.close()
