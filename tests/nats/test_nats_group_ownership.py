@@ -16,7 +16,7 @@ from natsproc import NatsServer
 
 from tidings.backends.nats import NatsSettings
 from tidings.backends.nats.grouprouter import NatsGroupRouter, _lease_key
-from tidings.backends.nats.storage import NatsStorage, _group_key
+from tidings.backends.nats.storage import GroupMoved, NatsStorage, _group_key
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub, HubOptions
 from tidings.errors import TopicNotFound
@@ -56,3 +56,34 @@ async def test_refused_put_gives_its_lease_up(nats: NatsServer) -> None:
         assert all(storage._fenced[k][0] < 0 for k in fenced)  # refused, if kept at all
     finally:
         await hub.close()
+
+
+async def test_save_after_let_go_is_refused(nats: NatsServer) -> None:
+    """A node whose lease lapsed while a save was on its way (let go, then taken by
+    another node): that save raises GroupMoved and the new owner's row stands."""
+    a = NatsStorage(NatsSettings(servers=(nats.url,)))
+    b = NatsStorage(NatsSettings(servers=(nats.url,)))
+    topic, group = unique(), "g"
+    try:
+        await a.start()
+        await b.start()
+        await a.save_group(topic, group, {"ordering": "none"})
+        await a.save_positions(topic, group, {0: (5, [], [])})
+        assert await a.take_group(topic, group) is not None
+        a.let_go_group(topic, group)  # its lease lapsed
+        row = await b.take_group(topic, group)
+        assert row is not None
+        await b.save_positions(topic, group, {0: (9, [], [])})
+        with pytest.raises(GroupMoved):
+            await a.save_positions(topic, group, {0: (6, [], [])})  # the stale owner's save
+        with pytest.raises(GroupMoved):
+            await a.delete_group(topic, group)
+        saved = await b.read_group(topic, group)
+        assert saved is not None and saved[3] == {0: (9, [], [])}
+        await b.save_positions(topic, group, {0: (10, [], [])})  # b's fence holds still
+        again = await a.take_group(topic, group)  # taken again: a serves it from there
+        assert again is not None and again[3] == {0: (10, [], [])}
+        await a.save_positions(topic, group, {0: (11, [], [])})
+    finally:
+        await a.close()
+        await b.close()

@@ -87,7 +87,8 @@ class NatsStorage:
         # group key -> (revision, value) of this node's last write of it
         self._group_writes: dict[str, tuple[int, dict[str, Any]]] = {}
         # group key -> (revision, value or None) of the groups this node serves as their
-        # owner: each save is a compare-and-set on it, and a refusal is GroupMoved
+        # owner: each save is a compare-and-set on it, and a refusal is GroupMoved;
+        # (-1, None) for one let go or written by another node: every save is refused
         self._fenced: dict[str, tuple[int, dict[str, Any] | None]] = {}
         #: Called with (topic, group) when a save of a group served here is refused.
         self.on_group_moved: Callable[[str, str], None] | None = None
@@ -374,8 +375,10 @@ class NatsStorage:
         return topic, group, v["config"], _positions(v["positions"]), dict(v.get("stats") or {})
 
     def let_go_group(self, topic: str, group: str) -> None:
-        """Stop serving a group as its owner (see :meth:`take_group`)."""
-        self._fenced.pop(_group_key(topic, group), None)
+        """Stop serving a group as its owner (see :meth:`take_group`): a save of it still
+        on its way (its lease lapsed meanwhile) raises :class:`GroupMoved` rather than
+        write over the next owner's, until this node takes it again or the topic goes."""
+        self._fenced[_group_key(topic, group)] = (-1, None)
 
     async def _change_fenced(
         self, key: str, fenced: tuple[int, dict[str, Any] | None], change: dict[str, Any]
@@ -393,7 +396,7 @@ class NatsStorage:
             raise GroupMoved(f"group {key} was written by another node: it serves it") from None
 
     def _moved(self, key: str) -> None:
-        """Every later save of the group is refused too, until taken again or let go."""
+        """Every later save of the group is refused too, until taken again."""
         self._fenced[key] = (-1, None)
         if self.on_group_moved is not None:
             t, _, g = key.partition(".")
