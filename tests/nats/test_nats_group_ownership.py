@@ -87,3 +87,44 @@ async def test_save_after_let_go_is_refused(nats: NatsServer) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def _node(nats: NatsServer) -> tuple[Hub, NatsGroupRouter]:
+    storage = NatsStorage(NatsSettings(servers=(nats.url,)))
+    router = NatsGroupRouter(storage, lease_s=1.0)
+    hub = Hub(storage, group_router=router)
+    await hub.start()
+    return hub, router
+
+
+def _holds_nothing_of(router: NatsGroupRouter, topic: str, group: str) -> None:
+    key = _lease_key(topic, group)
+    assert key not in router.leases.held()
+    assert key not in router._served
+    assert _group_key(topic, group) not in router.storage._fenced
+
+
+async def test_a_dropped_topic_lets_its_groups_go(nats: NatsServer) -> None:
+    """A topic dropped by another node (followed here) or by this one: the leases of
+    its groups served here are released, their served entries and fences dropped."""
+    h1, r1 = await _node(nats)
+    h2, _ = await _node(nats)
+    try:
+        for dropper in (h2, h1):
+            topic = unique()
+            await h1.create_topic(topic, 1)
+            await h1.configure_group(topic, "g", GroupConfig())
+            assert _lease_key(topic, "g") in r1.leases.held()
+            await h2.learn_topic(topic)
+            await dropper.delete_topic(topic)
+            for _ in range(100):  # the other node's deletion, followed here
+                if topic not in h1.topics:
+                    break
+                await asyncio.sleep(0.05)
+            assert topic not in h1.topics
+            await asyncio.sleep(0.1)
+            _holds_nothing_of(r1, topic, "g")
+            assert await r1.leases.holder(_lease_key(topic, "g")) is None  # released
+    finally:
+        await h1.close()
+        await h2.close()

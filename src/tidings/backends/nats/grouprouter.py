@@ -107,6 +107,7 @@ class NatsGroupRouter:
             on_lost=self._lost,
         )  # fmt: skip
         self.storage.on_group_moved = self._moved
+        self.storage.on_topic_gone = self._topic_gone
         client = self.storage.log.conn.client
         self._sub = await client.subscribe(self.subject, cb=self._on_request)
         self._leases.start()
@@ -254,6 +255,11 @@ class NatsGroupRouter:
         if lock is not None and not lock.locked():
             del self._taking[key]
         await self.leases.release(key)
+
+    async def _topic_gone(self, topic: str) -> None:
+        """The topic was dropped (here or by another node): its groups are gone too."""
+        for key in [k for k, served in self._served.items() if served[0] == topic]:
+            await self._give_up(key)
 
     def _lost(self, key: str) -> None:
         self._drop(key)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from tidings.backends.nats import names
@@ -92,6 +92,8 @@ class NatsStorage:
         self._fenced: dict[str, tuple[int, dict[str, Any] | None]] = {}
         #: Called with (topic, group) when a save of a group served here is refused.
         self.on_group_moved: Callable[[str, str], None] | None = None
+        #: Awaited with the topic when it is dropped, here or by another node.
+        self.on_topic_gone: Callable[[str], Awaitable[None]] | None = None
         self._topics_seen: int | None = None  # td_topics revision topic_changes reached
 
     @classmethod
@@ -244,11 +246,8 @@ class NatsStorage:
         except TopicNotFound:  # a creation that failed: streams opened, no record
             for _, p in opened:
                 await self.log.drop_stream(topic, p)
+        await self._groups_gone(topic)
         prefix = names.key(topic) + "."
-        for k in [k for k in self._group_writes if k.startswith(prefix)]:
-            del self._group_writes[k]
-        for k in [k for k in self._fenced if k.startswith(prefix)]:
-            del self._fenced[k]
         entries, _ = await self.groups.items()
         for k, entry in entries.items():
             if k.startswith(prefix):
@@ -298,9 +297,18 @@ class NatsStorage:
             await self._parts.pop(key).close()
         self._known.discard(topic)
         await self.log._forget(topic)
+        await self._groups_gone(topic)
+
+    async def _groups_gone(self, topic: str) -> None:
+        """Its groups served here let go (``on_topic_gone``), their fences and last
+        writes forgotten."""
+        if self.on_topic_gone is not None:
+            await self.on_topic_gone(topic)
         prefix = names.key(topic) + "."
         for k in [k for k in self._group_writes if k.startswith(prefix)]:
             del self._group_writes[k]
+        for k in [k for k in self._fenced if k.startswith(prefix)]:
+            del self._fenced[k]
 
     async def save_topic(self, topic: str, config: dict[str, Any]) -> None:
         await self.start()
