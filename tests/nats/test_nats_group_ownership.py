@@ -20,6 +20,7 @@ from tidings.backends.nats.storage import GroupMoved, NatsStorage, _group_key
 from tidings.core.groups import GroupConfig
 from tidings.core.hub import Hub, HubOptions
 from tidings.errors import TopicNotFound
+from tidings.events import normalize_event
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -128,3 +129,36 @@ async def test_a_dropped_topic_lets_its_groups_go(nats: NatsServer) -> None:
     finally:
         await h1.close()
         await h2.close()
+
+
+async def test_listing_groups_takes_no_lease(nats: NatsServer) -> None:
+    """The group list describes a group nobody serves from its saved state (its
+    config, positions and counters), without taking its lease; a group another node
+    serves is described by that node."""
+    h1, _ = await _node(nats)
+    h2: Hub | None = None
+    try:
+        topic = unique()
+        await h1.create_topic(topic, 1)
+        await h1.publish(topic, [normalize_event({"type": "t"}, topic=topic) for _ in range(3)])
+        await h1.configure_group(topic, "idle", GroupConfig(max_deliver=7))
+        await h1.configure_group(topic, "busy", GroupConfig())
+        got = await h1.fetch(topic, "idle", 2)
+        assert await h1.ack(topic, "idle", [d.lease for d in got]) == 2
+        await h1.close()  # its leases released: nobody serves the groups
+        h1, _ = await _node(nats)
+        await h1.fetch(topic, "busy", 1)  # node 1 serves "busy"
+        h2, r2 = await _node(nats)
+        listed = {g["name"]: g for g in await h2.describe_groups() if g["topic"] == topic}
+        assert set(listed) == {"idle", "busy"}
+        idle = listed["idle"]
+        assert idle["config"]["max_deliver"] == 7
+        assert idle["partitions"][0]["committed"] == 2 and idle["lag"] == 1
+        assert idle["acked"] == 2 and idle["pending"] == 0
+        assert listed["busy"]["pending"] == 1  # from node 1, which serves it
+        assert r2.leases.held() == [] and r2._served == {}
+        assert await r2.leases.holder(_lease_key(topic, "idle")) is None
+    finally:
+        await h1.close()
+        if h2 is not None:
+            await h2.close()

@@ -160,7 +160,8 @@ class NatsGroupRouter:
             await asyncio.sleep(_RETRY_S)
 
     async def list_groups(self) -> list[dict[str, Any]]:
-        """Every client group in ``td_groups``, each described by the node serving it."""
+        """Every client group in ``td_groups``, each described by the node serving it;
+        one that no node serves, from its saved state (its lease not taken)."""
         entries, _ = await self.storage.groups.items()
         found = []
         for k in entries:
@@ -171,6 +172,12 @@ class NatsGroupRouter:
 
         async def describe(topic: str, group: str) -> dict[str, Any] | None:
             with contextlib.suppress(NotFound):
+                if await self.leases.holder(_lease_key(topic, group)) is None:
+                    await self.hub.learn_topic(topic)
+                    row = await self.storage.read_group(topic, group)
+                    if row is None or topic not in self.hub.topics:
+                        return None  # deleted meanwhile
+                    return self.hub.saved_group_info(*row)
                 info: dict[str, Any] = await self.call("info", topic, group, {})
                 return info
             return None  # deleted meanwhile
