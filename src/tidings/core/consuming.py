@@ -179,6 +179,11 @@ class GroupOps:
 
     def group_info(self, topic_name: str, name: str) -> dict[str, Any]:
         topic, g = self.group(topic_name, name)
+        return self._group_info(topic_name, name, topic, g)
+
+    def _group_info(
+        self, topic_name: str, name: str, topic: Topic, g: ConsumerGroup
+    ) -> dict[str, Any]:
         parts = []
         for i, p in enumerate(topic.partitions):
             committed = max(g.committed(i), p.start_offset)

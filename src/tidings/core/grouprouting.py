@@ -160,6 +160,21 @@ class GroupRouting(GroupOps):
         t.groups[name] = group
         self._wake(topic_name, name)
 
+    def saved_group_info(
+        self,
+        topic_name: str,
+        name: str,
+        config: dict[str, Any],
+        positions: Positions,
+        stats: GroupStats,
+    ) -> dict[str, Any]:
+        """:meth:`group_info` of a group nobody serves, from its saved state, without
+        serving it: nothing of it is leased (``pending`` 0)."""
+        t = self.topic(topic_name)
+        group = ConsumerGroup(topic_name, name, group_config(config), positions, stats)
+        self._fill_positions(t, group)
+        return self._group_info(topic_name, name, t, group)
+
     def drop_group_here(self, topic_name: str, name: str) -> None:
         """Stop serving a group here (another node serves it now): its long polls end."""
         t = self.topics.get(topic_name)

@@ -107,6 +107,7 @@ class NatsGroupRouter:
             on_lost=self._lost,
         )  # fmt: skip
         self.storage.on_group_moved = self._moved
+        self.storage.on_topic_gone = self._topic_gone
         client = self.storage.log.conn.client
         self._sub = await client.subscribe(self.subject, cb=self._on_request)
         self._leases.start()
@@ -159,7 +160,8 @@ class NatsGroupRouter:
             await asyncio.sleep(_RETRY_S)
 
     async def list_groups(self) -> list[dict[str, Any]]:
-        """Every client group in ``td_groups``, each described by the node serving it."""
+        """Every client group in ``td_groups``, each described by the node serving it;
+        one that no node serves, from its saved state (its lease not taken)."""
         entries, _ = await self.storage.groups.items()
         found = []
         for k in entries:
@@ -170,6 +172,12 @@ class NatsGroupRouter:
 
         async def describe(topic: str, group: str) -> dict[str, Any] | None:
             with contextlib.suppress(NotFound):
+                if await self.leases.holder(_lease_key(topic, group)) is None:
+                    await self.hub.learn_topic(topic)
+                    row = await self.storage.read_group(topic, group)
+                    if row is None or topic not in self.hub.topics:
+                        return None  # deleted meanwhile
+                    return self.hub.saved_group_info(*row)
                 info: dict[str, Any] = await self.call("info", topic, group, {})
                 return info
             return None  # deleted meanwhile
@@ -192,9 +200,13 @@ class NatsGroupRouter:
             if key not in self._served or not self.leases.holds(key):
                 raise _Moved from None  # dropped while it ran
             raise
+        except BaseException:
+            if op == "put" and key in self._served and not hub.serves(topic, group):
+                # a creation refused (no such topic, a bad name...): no group to serve
+                await self._give_up(key)
+            raise
         if op == "delete":
-            self._drop(key)
-            await self.leases.release(key)
+            await self._give_up(key)
         return answer
 
     async def _take(self, op: str, topic: str, group: str, key: str) -> None:
@@ -242,6 +254,19 @@ class NatsGroupRouter:
             if self._hub is not None:
                 self._hub.drop_group_here(*served)
             logger.info("group %s of %s no longer served here", served[1], served[0])
+
+    async def _give_up(self, key: str) -> None:
+        """Serve the group no longer, and release its lease."""
+        self._drop(key)
+        lock = self._taking.get(key)
+        if lock is not None and not lock.locked():
+            del self._taking[key]
+        await self.leases.release(key)
+
+    async def _topic_gone(self, topic: str) -> None:
+        """The topic was dropped (here or by another node): its groups are gone too."""
+        for key in [k for k, served in self._served.items() if served[0] == topic]:
+            await self._give_up(key)
 
     def _lost(self, key: str) -> None:
         self._drop(key)

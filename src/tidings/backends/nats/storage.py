@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from tidings.backends.nats import names
@@ -87,10 +87,13 @@ class NatsStorage:
         # group key -> (revision, value) of this node's last write of it
         self._group_writes: dict[str, tuple[int, dict[str, Any]]] = {}
         # group key -> (revision, value or None) of the groups this node serves as their
-        # owner: each save is a compare-and-set on it, and a refusal is GroupMoved
+        # owner: each save is a compare-and-set on it, and a refusal is GroupMoved;
+        # (-1, None) for one let go or written by another node: every save is refused
         self._fenced: dict[str, tuple[int, dict[str, Any] | None]] = {}
         #: Called with (topic, group) when a save of a group served here is refused.
         self.on_group_moved: Callable[[str, str], None] | None = None
+        #: Awaited with the topic when it is dropped, here or by another node.
+        self.on_topic_gone: Callable[[str], Awaitable[None]] | None = None
         self._topics_seen: int | None = None  # td_topics revision topic_changes reached
 
     @classmethod
@@ -243,11 +246,8 @@ class NatsStorage:
         except TopicNotFound:  # a creation that failed: streams opened, no record
             for _, p in opened:
                 await self.log.drop_stream(topic, p)
+        await self._groups_gone(topic)
         prefix = names.key(topic) + "."
-        for k in [k for k in self._group_writes if k.startswith(prefix)]:
-            del self._group_writes[k]
-        for k in [k for k in self._fenced if k.startswith(prefix)]:
-            del self._fenced[k]
         entries, _ = await self.groups.items()
         for k, entry in entries.items():
             if k.startswith(prefix):
@@ -297,9 +297,18 @@ class NatsStorage:
             await self._parts.pop(key).close()
         self._known.discard(topic)
         await self.log._forget(topic)
+        await self._groups_gone(topic)
+
+    async def _groups_gone(self, topic: str) -> None:
+        """Its groups served here let go (``on_topic_gone``), their fences and last
+        writes forgotten."""
+        if self.on_topic_gone is not None:
+            await self.on_topic_gone(topic)
         prefix = names.key(topic) + "."
         for k in [k for k in self._group_writes if k.startswith(prefix)]:
             del self._group_writes[k]
+        for k in [k for k in self._fenced if k.startswith(prefix)]:
+            del self._fenced[k]
 
     async def save_topic(self, topic: str, config: dict[str, Any]) -> None:
         await self.start()
@@ -374,8 +383,10 @@ class NatsStorage:
         return topic, group, v["config"], _positions(v["positions"]), dict(v.get("stats") or {})
 
     def let_go_group(self, topic: str, group: str) -> None:
-        """Stop serving a group as its owner (see :meth:`take_group`)."""
-        self._fenced.pop(_group_key(topic, group), None)
+        """Stop serving a group as its owner (see :meth:`take_group`): a save of it still
+        on its way (its lease lapsed meanwhile) raises :class:`GroupMoved` rather than
+        write over the next owner's, until this node takes it again or the topic goes."""
+        self._fenced[_group_key(topic, group)] = (-1, None)
 
     async def _change_fenced(
         self, key: str, fenced: tuple[int, dict[str, Any] | None], change: dict[str, Any]
@@ -393,7 +404,7 @@ class NatsStorage:
             raise GroupMoved(f"group {key} was written by another node: it serves it") from None
 
     def _moved(self, key: str) -> None:
-        """Every later save of the group is refused too, until taken again or let go."""
+        """Every later save of the group is refused too, until taken again."""
         self._fenced[key] = (-1, None)
         if self.on_group_moved is not None:
             t, _, g = key.partition(".")
