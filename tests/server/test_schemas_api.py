@@ -15,6 +15,12 @@ from hubproc import HubFactory, HubProcess
 
 Session = aiohttp.ClientSession
 
+@pytest.fixture(scope="module")
+def hub(backend_hub: HubProcess) -> HubProcess:
+    """This module's hub, on the embedded log and on NATS in turn (``backend_hub``)."""
+    return backend_hub
+
+
 
 def order(**props: Any) -> dict[str, Any]:
     return {

@@ -27,6 +27,12 @@ pytestmark = pytest.mark.timeout(180)
 
 JSON = {"content-type": "application/json"}
 
+@pytest.fixture(scope="module")
+def hub(backend_hub: HubProcess) -> HubProcess:
+    """This module's hub, on the embedded log and on NATS in turn (``backend_hub``)."""
+    return backend_hub
+
+
 
 async def declare(
     http: aiohttp.ClientSession,
