@@ -25,6 +25,8 @@ the server translates once::
     ├── StorageError                  500
     │   └── CorruptLog                500  a batch the log cannot step over: file and position
     ├── StorageUnavailable            503  disk full, closed, shutting down
+    │   └── WebhookMoved              503  (between nodes) a forwarded call on a webhook
+    │                                      this node no longer holds: asked again there
     ├── ServerBusy                    503  over a hub-wide budget; Retry-After says when to retry
     │   └── ViewBehind                503  a view not caught up with min_position in time
     ├── OutcomeUnknown                     (client) a request lost after it was sent: maybe applied
@@ -198,6 +200,13 @@ class StorageUnavailable(TidingsError):
     status = 503
     title = "Storage unavailable"
     close_code = 1013
+
+
+class WebhookMoved(StorageUnavailable):
+    """A webhook call forwarded to a node that does not hold the endpoint (NATS): the
+    forwarding node asks the holder again; a client sees a plain 503 at most."""
+
+    title = "Webhook moved"
 
 
 class ServerBusy(TidingsError):

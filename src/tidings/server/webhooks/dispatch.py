@@ -148,6 +148,14 @@ class EndpointDispatcher:
         for job in self._cut:  # attempts cut short: the receiver may have them; due again
             await self._nack(job, 0)
 
+    def halt(self) -> None:
+        """Another node dispatches the endpoint now: lease, send and ack nothing more
+        (the acks gathered are dropped: the groups are that node's). :meth:`stop`
+        with ``give_back=False`` follows."""
+        self.running = False
+        self._acks.clear()
+        self.notify()
+
     def notify(self) -> None:
         for ev in self._wakes.values():
             ev.set()
