@@ -13,9 +13,9 @@ node forwards calls on it there (see ``WebhookService._forward``).
   positions, their nacked records and retry delays), and the attempts log's retry
   state, then dispatches: what the old holder leased and had not acked is delivered
   again (at least once, as after a restart).
-- **Losing it.** A holder that could not renew its lease stops dispatching at once,
-  acks and releases nothing more (the groups are the new holder's to save), and
-  reloads the groups as saved, dropping its own leases of records. A dispatcher
+- **Losing it.** A holder that could not renew its lease stops dispatching at once:
+  it sends, acks and releases nothing more (the groups are the new holder's to save),
+  and reloads the groups as saved, dropping its own leases of records. A dispatcher
   found running here without the lease is stopped so, and the endpoint claimed again.
 - **Changes from elsewhere.** A node that does not dispatch an endpoint replaces its
   copy with each row written; the holder keeps its own (every change to its endpoint
@@ -134,6 +134,7 @@ class SharedEndpoints:
         d = self.service.dispatchers.get(id)
         if d is None:
             return
+        d.halt()  # now: no send or ack more, before its stop gets its turn
         task = asyncio.get_running_loop().create_task(self._abandon(id, d))
         self._abandoning.add(task)
         task.add_done_callback(self._abandoning.discard)
