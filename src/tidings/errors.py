@@ -25,8 +25,6 @@ the server translates once::
     ├── StorageError                  500
     │   └── CorruptLog                500  a batch the log cannot step over: file and position
     ├── StorageUnavailable            503  disk full, closed, shutting down
-    │   └── WebhookMoved              503  (between nodes) a forwarded call on a webhook
-    │                                      this node no longer holds: asked again there
     ├── ServerBusy                    503  over a hub-wide budget; Retry-After says when to retry
     │   └── ViewBehind                503  a view not caught up with min_position in time
     ├── OutcomeUnknown                     (client) a request lost after it was sent: maybe applied
@@ -131,6 +129,17 @@ class StaleLease(Conflict):
     title = "Stale lease"
 
 
+class WrongEnd(Conflict):
+    """An append with ``expect_end`` refused (``PartitionStore.append``): the partition
+    ends at ``end``, not at ``expected``; nothing of the append is stored."""
+
+    def __init__(self, expected: int, end: int) -> None:
+        super().__init__(
+            f"the partition ends at offset {end}, not {expected}", expected=expected, end=end
+        )
+        self.end = end
+
+
 class OffsetOutOfRange(BadPosition):
     title = "Offset out of range"
 
@@ -200,13 +209,6 @@ class StorageUnavailable(TidingsError):
     status = 503
     title = "Storage unavailable"
     close_code = 1013
-
-
-class WebhookMoved(StorageUnavailable):
-    """A webhook call forwarded to a node that does not hold the endpoint (NATS): the
-    forwarding node asks the holder again; a client sees a plain 503 at most."""
-
-    title = "Webhook moved"
 
 
 class ServerBusy(TidingsError):

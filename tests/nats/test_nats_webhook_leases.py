@@ -2,7 +2,8 @@
 once the node stops holding an endpoint's lease (its renewals late past half the
 lease time, on the lease's clock seam), it sends and acks nothing more for that
 endpoint, even while its dispatcher waits its turn to stop (another change of
-endpoints under way): the groups are the new holder's."""
+endpoints under way): the groups are the new holder's. A call forwarded to it then
+is refused as moved (the forwarding node asks the holder again) and changes nothing."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tidings.backends.nats.storage import NatsStorage
 from tidings.backends.nats.webhookowners import NatsEndpointOwners
 from tidings.backends.nats.webhooks import NatsWebhookStore
 from tidings.core.hub import Hub
+from tidings.core.webhooks.store import WebhookMoved
 from tidings.server.webhooks.sender import SendResult
 from tidings.server.webhooks.service import WebhookService
 
@@ -102,5 +104,31 @@ async def test_a_holder_that_lost_its_lease_sends_and_acks_nothing_more(
             sender.go.release()
         if held:
             service._changing.release()
+        await service.close()
+        await hub.close()
+
+
+async def test_a_call_forwarded_to_a_node_without_the_lease_is_refused_as_moved(
+    nats: NatsServer,
+) -> None:
+    storage = NatsStorage(NatsSettings(servers=(nats.url,)))
+    hub = Hub(storage)
+    await hub.start()
+    store = NatsWebhookStore(storage)
+    owners = NatsEndpointOwners(store, lease_s=60.0)
+    service = WebhookService(hub, store, sender=GatedSender(), owners=owners)
+    await service.start()
+    try:
+        wh = await service.create(
+            {"url": "https://hooks.example.com/b", "topics": ["orders"], "concurrency": 1}
+        )
+        assert owners.leases is not None
+        owners.leases.clock = lambda: time.monotonic() + 3600.0  # renewals far too late
+        with pytest.raises(WebhookMoved):
+            await service.run_here("patch", wh["id"], {"concurrency": 5})
+        with pytest.raises(WebhookMoved):
+            await service.run_here("view", wh["id"], {})
+        assert service.get(wh["id"]).config.concurrency == 1
+    finally:
         await service.close()
         await hub.close()

@@ -40,6 +40,7 @@ from tidings.core.webhooks.store import (
     EndpointOwners,
     Trigger,
     WebhookDeadLetter,
+    WebhookMoved,
     WebhookStore,
 )
 from tidings.core.webhooks.targets import AddressPolicy
@@ -49,7 +50,6 @@ from tidings.errors import (
     NotFound,
     StorageUnavailable,
     TopicNotFound,
-    WebhookMoved,
     WebhookNotFound,
 )
 from tidings.server.webhooks.dispatch import EndpointDispatcher
