@@ -263,3 +263,30 @@ def check_key_order(requests: list[Any], killed_at: float) -> None:
         for key, ns in per_key.items():
             # with 8 keys over 400 events, a key's events are n, n+8, n+16...
             assert all(y - x == 8 for x, y in itertools.pairwise(ns)), (key, ns)
+
+
+async def test_a_change_made_while_nobody_holds_the_endpoint_takes_it_and_delivers(
+    nodes: HubFactory, nats: NatsServer, http: aiohttp.ClientSession
+) -> None:
+    """The holder stops cleanly (its lease deleted) and a PATCH lands on the other node
+    before that node's claim loop looks again (every 15 s under a 60 s lease): the
+    node takes the lease before it changes the endpoint, and delivers it from then on
+    (a dispatcher started without the lease would stop at once and block the claims)."""
+    args = ("--webhook-allow-net", "127.0.0.0/8", "--lease-time", "60")
+    a = nodes.start("--backend", nats.url, *args)
+    topic = unique()
+    await put_topic(http, a.base_url, topic)
+    b = nodes.start("--backend", nats.url, *args)
+    receiver = await Receiver().start()
+    try:
+        wh = await make_endpoint(http, a.base_url, receiver.url, topic)
+        await eventually(http, f"{b.base_url}/v1/webhooks/{wh['id']}", lambda v: True)
+        a.stop()  # clean: a releases the lease
+        await call(http, "PATCH", f"{b.base_url}/v1/webhooks/{wh['id']}",
+                   json={"concurrency": 2})  # fmt: skip
+        await publish(http, b.base_url, topic, {"type": "t", "data": {}})
+        await receiver.wait_for(lambda: len(receiver.requests) >= 1, timeout=40)
+        view = await call(http, "GET", f"{b.base_url}/v1/webhooks/{wh['id']}")
+        assert view["concurrency"] == 2
+    finally:
+        await receiver.close()

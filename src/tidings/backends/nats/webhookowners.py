@@ -33,6 +33,7 @@ from tidings.errors import StorageUnavailable, TidingsError
 logger = logging.getLogger("tidings.webhooks")
 
 OWNERS_BUCKET = "td_webhook_owners"
+CLOSE_TIMEOUT_S = 5.0  # for releasing the leases at a clean stop
 FORWARD_TIMEOUT_S = 30.0  # a forwarded test POST may take the webhook timeout (15 s)
 
 
@@ -97,7 +98,9 @@ class NatsEndpointOwners:
             task.cancel()
         await asyncio.gather(*self._answering, return_exceptions=True)
         if self.leases is not None:
-            await self.leases.close(release=True)
+            # bounded: with the cluster unreachable, the leases run out by themselves
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.leases.close(release=True), CLOSE_TIMEOUT_S)
 
     # -- forwarding ----------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Protocol
 
+from tidings.errors import StorageUnavailable
+
 Trigger = Literal["delivery", "dead-letter", "test"]
 
 
@@ -232,6 +234,14 @@ class MemoryWebhookStore:
         pass
 
 
+class WebhookMoved(StorageUnavailable):
+    """A call forwarded to a node that does not hold the endpoint (see
+    :class:`EndpointOwners`): the forwarding node asks the holder again. Between nodes
+    only; a client sees a plain 503 at most."""
+
+    title = "Webhook moved"
+
+
 class EndpointOwners(Protocol):
     """Which node dispatches each endpoint, when several nodes share one store (NATS).
 
@@ -242,7 +252,8 @@ class EndpointOwners(Protocol):
     (the holder stops when it has not renewed for half the lease time); a holder that
     dies is replaced by the first contender to :meth:`claim` after the lease time;
     :meth:`forward` runs a call on the holder and answers what it answered (its
-    error, raised again here, of the same class).
+    error, raised again here, of the same class: :class:`WebhookMoved` from a node
+    that no longer holds it).
     """
 
     async def start(

@@ -149,6 +149,19 @@ class EndpointDispatcher:
         for job in self._cut:  # attempts cut short: the receiver may have them; due again
             await self._nack(job, 0)
 
+    def halt(self) -> None:
+        """Another node dispatches the endpoint now: lease, send and ack nothing more
+        (the acks gathered are dropped: the groups are that node's). :meth:`stop`
+        with ``give_back=False`` follows."""
+        self.running = False
+        self._acks.clear()
+        self.notify()
+
+    def _held(self) -> bool:
+        """Whether this node may act for the endpoint (it holds its lease, on NATS)."""
+        owners = self.service.owners
+        return owners is None or owners.holds(self.ep.id)
+
     def notify(self) -> None:
         for ev in self._wakes.values():
             ev.set()
@@ -289,6 +302,8 @@ class EndpointDispatcher:
 
     async def _deliver(self, job: _Job) -> None:
         d = job.delivery
+        if not self._held():
+            return  # lease lost: the new holder leases the record again
         if job.ahead and (self.ep.health.down or self.ep.health.state is State.DISABLED):
             # Leased ahead while the endpoint was up; it is down now (one probe at a
             # time) or disabled: back to the group unsent, due again at once.
@@ -369,6 +384,8 @@ class EndpointDispatcher:
     async def _flush_acks(self) -> None:
         """The acks gathered so far in one call per topic: one position save, not one each."""
         acks, self._acks = self._acks, {}
+        if not self._held():
+            return  # lease lost: the groups are the new holder's to ack
         for topic, leases in acks.items():
             try:
                 await self.hub.ack(topic, self.group, leases)

@@ -40,6 +40,7 @@ from tidings.core.webhooks.store import (
     EndpointOwners,
     Trigger,
     WebhookDeadLetter,
+    WebhookMoved,
     WebhookStore,
 )
 from tidings.core.webhooks.targets import AddressPolicy
@@ -143,6 +144,8 @@ class WebhookService:
         await self.store.close()
 
     async def _run(self, ep: Endpoint, resume: bool = False) -> None:
+        if self.owners is not None and not self.owners.holds(ep.id):
+            return  # another node's to dispatch (or nobody's until one claims it)
         d = EndpointDispatcher(self, ep)
         if resume:
             since = self.hub.clock.time_ms() - sum(self.policy.schedule.delays_ms) - 86_400_000
@@ -155,8 +158,9 @@ class WebhookService:
         if old is not None:
             await old.stop()
         await self._run(ep)
-        if old is not None:  # the records waiting for a retry keep their counts
-            self.dispatchers[ep.id].attempts.update(old.attempts)
+        d = self.dispatchers.get(ep.id)
+        if old is not None and d is not None:  # the records waiting for a retry keep
+            d.attempts.update(old.attempts)  # their counts
 
     async def follow(
         self, ep: Endpoint, topic: str, start: Literal["earliest", "latest"] = "latest"
@@ -243,17 +247,53 @@ class WebhookService:
     # Where nodes share endpoints, a call on an endpoint that another node dispatches
     # runs there (forwarded), so that one node changes its dispatcher and groups.
 
+    # If nobody holds it, this node takes it (as its claim loop would) before running
+    # the call; a call forwarded to a node that no longer holds it is refused as moved.
+
     async def _forward(self, op: str, id: str, body: Mapping[str, Any]) -> tuple[bool, Any]:
-        if self.owners is None or id in self.dispatchers:
+        if self.owners is None or (id in self.dispatchers and self.owners.holds(id)):
             return False, None
         self.get(id)
-        return await self.owners.forward(id, op, dict(body))
+        for _ in range(3):  # the holder may change under a call: ask again
+            try:
+                forwarded, answer = await self.owners.forward(id, op, dict(body))
+            except WebhookMoved:
+                continue
+            if forwarded:
+                return True, answer
+            await self._take(id)
+            return False, None
+        raise StorageUnavailable(
+            f"the node dispatching webhook {id!r} changed during the call: try again"
+        )
+
+    async def _take(self, id: str) -> None:
+        """Make this node the endpoint's holder and dispatcher, or raise 503."""
+        assert self.owners is not None and self.sharing is not None
+        if not await self.owners.claim(id):
+            raise StorageUnavailable(
+                f"another node is taking webhook {id!r} over: try again"
+            )
+        await self.sharing.take_over(id)
+        self.get(id)  # deleted meanwhile: 404
+        if not self.owners.holds(id):
+            raise StorageUnavailable(f"webhook {id!r} moved to another node: try again")
+
+    def _check_held(self, id: str, forwarded: bool = False) -> None:
+        """Refuse a call on an endpoint this node does not hold (on NATS): moved, for a
+        forwarded one (its sender asks again); else a 503 to try again."""
+        if self.owners is None or self.owners.holds(id):
+            return
+        self.get(id)
+        detail = f"webhook {id!r} is not dispatched by this node now: try again"
+        raise WebhookMoved(detail) if forwarded else StorageUnavailable(detail)
 
     async def patch(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         forwarded, answer = await self._forward("patch", id, body)
         if forwarded:
             return answer  # type: ignore[no-any-return]
         async with self._changing:
+            self._check_held(id)
             return await self._patch(id, body)
 
     async def delete(self, id: str) -> None:
@@ -261,6 +301,7 @@ class WebhookService:
         if forwarded:
             return
         async with self._changing:
+            self._check_held(id)
             await self._delete(id)
 
     async def replay(self, id: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -268,19 +309,27 @@ class WebhookService:
         if forwarded:
             return answer  # type: ignore[no-any-return]
         async with self._changing:
+            self._check_held(id)
             return await self._replay(id, body)
 
     async def run_here(self, op: str, id: str, body: dict[str, Any]) -> Any:
-        """A call another node forwarded here (see :meth:`_forward`), run on this node."""
+        """A call another node forwarded here (see :meth:`_forward`), run on this node:
+        refused as moved (:class:`WebhookMoved`) unless this node holds the endpoint."""
+        self._check_held(id, forwarded=True)
+        if id not in self.dispatchers and self.sharing is not None:
+            await self.sharing.take_over(id)  # claimed, its dispatcher not started yet
         if op == "patch":
             async with self._changing:
+                self._check_held(id, forwarded=True)
                 return await self._patch(id, body)
         if op == "delete":
             async with self._changing:
+                self._check_held(id, forwarded=True)
                 await self._delete(id)
             return None
         if op == "replay":
             async with self._changing:
+                self._check_held(id, forwarded=True)
                 return await self._replay(id, body)
         if op == "view":
             return self.view(id)

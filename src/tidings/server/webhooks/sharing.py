@@ -13,9 +13,10 @@ node forwards calls on it there (see ``WebhookService._forward``).
   positions, their nacked records and retry delays), and the attempts log's retry
   state, then dispatches: what the old holder leased and had not acked is delivered
   again (at least once, as after a restart).
-- **Losing it.** A holder that could not renew its lease stops dispatching at once,
-  acks and releases nothing more (the groups are the new holder's to save), and
-  reloads the groups as saved, dropping its own leases of records.
+- **Losing it.** A holder that could not renew its lease stops dispatching at once:
+  it sends, acks and releases nothing more (the groups are the new holder's to save),
+  and reloads the groups as saved, dropping its own leases of records. A dispatcher
+  found running here without the lease is stopped so, and the endpoint claimed again.
 - **Changes from elsewhere.** A node that does not dispatch an endpoint replaces its
   copy with each row written; the holder keeps its own (every change to its endpoint
   is forwarded to it), except a deletion, which stops it.
@@ -34,6 +35,7 @@ from tidings.core.webhooks.config import Endpoint
 from tidings.core.webhooks.store import EndpointOwners
 
 if TYPE_CHECKING:
+    from tidings.server.webhooks.dispatch import EndpointDispatcher
     from tidings.server.webhooks.service import WebhookService
 
 logger = logging.getLogger("tidings.webhooks")
@@ -69,26 +71,37 @@ class SharedEndpoints:
     async def _claim_loop(self) -> None:
         while True:
             for id in list(self.service.endpoints):
-                if id in self.service.dispatchers:
+                d = self.service.dispatchers.get(id)
+                if d is not None and self.owners.holds(id):
                     continue
                 try:
+                    if d is not None:  # its lease is gone: stop it, then claim afresh
+                        await self._abandon(id, d)
                     if await self.owners.claim(id):
-                        await self._take_over(id)
+                        await self.take_over(id)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     logger.exception("webhook %s: taking over its dispatch failed", id)
             await asyncio.sleep(self.claim_every_s)
 
-    async def _take_over(self, id: str) -> None:
+    async def take_over(self, id: str) -> None:
+        """Dispatch an endpoint this node has claimed, from its groups as saved (if no
+        dispatcher of it runs here yet)."""
         s = self.service
         async with s._changing:
             ep = s.endpoints.get(id)
             if ep is None:  # deleted meanwhile
                 await self.owners.release(id)
                 return
-            if id in s.dispatchers or not self.owners.holds(id):
+            if not self.owners.holds(id):
                 return
+            d = s.dispatchers.get(id)
+            if d is not None:
+                if d.running:
+                    return
+                del s.dispatchers[id]  # halted when its lease was lost: not its groups
+                await d.stop(grace_s=0, give_back=False)
             await self.load_groups(ep)
             await s._run(ep, resume=True)
             logger.info("webhook %s: dispatched from this node now", id)
@@ -118,16 +131,21 @@ class SharedEndpoints:
     # -- losing it ---------------------------------------------------------------------------
 
     def _lost(self, id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._abandon(id))
+        d = self.service.dispatchers.get(id)
+        if d is None:
+            return
+        d.halt()  # now: no send or ack more, before its stop gets its turn
+        task = asyncio.get_running_loop().create_task(self._abandon(id, d))
         self._abandoning.add(task)
         task.add_done_callback(self._abandoning.discard)
 
-    async def _abandon(self, id: str) -> None:
+    async def _abandon(self, id: str, d: EndpointDispatcher) -> None:
         s = self.service
         async with s._changing:
-            d = s.dispatchers.pop(id, None)
-            if d is None:
-                return
+            if s.dispatchers.get(id) is not d:
+                return  # stopped or replaced meanwhile
+            del s.dispatchers[id]
+            d.halt()
             logger.warning("webhook %s: lease lost; another node dispatches it", id)
             await d.stop(grace_s=0, give_back=False)
             with contextlib.suppress(Exception):
