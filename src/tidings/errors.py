@@ -129,17 +129,6 @@ class StaleLease(Conflict):
     title = "Stale lease"
 
 
-class WrongEnd(Conflict):
-    """An append with ``expect_end`` refused (``PartitionStore.append``): the partition
-    ends at ``end``, not at ``expected``; nothing of the append is stored."""
-
-    def __init__(self, expected: int, end: int) -> None:
-        super().__init__(
-            f"the partition ends at offset {end}, not {expected}", expected=expected, end=end
-        )
-        self.end = end
-
-
 class OffsetOutOfRange(BadPosition):
     title = "Offset out of range"
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable, WrongEnd
+from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
 from tidings.log import format as fmt
-from tidings.log.config import FsyncPolicy, LogConfig, LogRecord
+from tidings.log.config import FsyncPolicy, LogConfig, LogRecord, WrongEnd
 from tidings.log.partition import PartitionLog
 
 T0 = 1_700_000_000_000

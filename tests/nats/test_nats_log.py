@@ -13,8 +13,8 @@ from tidings.backends.nats import NatsLog, NatsSettings, names
 from tidings.backends.nats import log as log_module
 from tidings.backends.nats.connection import JetStreamApiError
 from tidings.cluster.natsproc import NatsServer
-from tidings.errors import BadRequest, OffsetOutOfRange, TooLarge, TopicNotFound, WrongEnd
-from tidings.log.config import Retention
+from tidings.errors import BadRequest, OffsetOutOfRange, TooLarge, TopicNotFound
+from tidings.log.config import Retention, WrongEnd
 
 _n = itertools.count()
 

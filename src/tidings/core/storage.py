@@ -18,8 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
-from tidings.errors import WrongEnd
-from tidings.log.config import GroupRow, GroupStats, LogRecord, Positions, Retention
+from tidings.log.config import GroupRow, GroupStats, LogRecord, Positions, Retention, WrongEnd
 from tidings.log.damage import Damage
 
 __all__ = [

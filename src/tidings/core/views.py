@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tidings.core.positions import check_name
-from tidings.core.storage import PartitionStore, Retention
+from tidings.core.storage import PartitionStore, Retention, WrongEnd
 from tidings.core.viewfollow import Follower, adopt, catch_up, view_from
 from tidings.core.viewmembers import HEARTBEAT_MS, check_member
 from tidings.core.viewreads import ViewReads
@@ -54,7 +54,7 @@ from tidings.core.viewrecords import (
 )
 from tidings.core.viewrouting import check_route_commit, route_and_land, routers_of, stages
 from tidings.core.viewstate import View
-from tidings.errors import BadRequest, Conflict, StorageUnavailable, ViewNotFound, WrongEnd
+from tidings.errors import BadRequest, Conflict, StorageUnavailable, ViewNotFound
 
 if TYPE_CHECKING:
     from tidings.core.hub import Hub

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from tidings.errors import BadRequest
+from tidings.errors import BadRequest, Conflict
 
 LogRecord = tuple[int, int, bytes]
 """(offset, timestamp in ms, payload)"""
@@ -162,3 +162,14 @@ class LogConfig:
     retention_bytes: int | None = None
     compaction: str = "none"  # or "key": see tidings.log.compaction
     delete_retention_ms: int = DELETE_RETENTION_MS
+
+
+class WrongEnd(Conflict):
+    """An append with ``expect_end`` refused (``PartitionStore.append``): the partition
+    ends at ``end``, not at ``expected``; nothing of the append is stored."""
+
+    def __init__(self, expected: int, end: int) -> None:
+        super().__init__(
+            f"the partition ends at offset {end}, not {expected}", expected=expected, end=end
+        )
+        self.end = end

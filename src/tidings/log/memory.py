@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from tidings.errors import OffsetOutOfRange, StorageUnavailable, WrongEnd
+from tidings.errors import OffsetOutOfRange, StorageUnavailable
 from tidings.log.config import (
     Clock,
     GroupRow,
@@ -18,6 +18,7 @@ from tidings.log.config import (
     Positions,
     Retention,
     SystemClock,
+    WrongEnd,
 )
 from tidings.log.damage import Damage
 

@@ -25,7 +25,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 
-from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable, WrongEnd
+from tidings.errors import BadRequest, OffsetOutOfRange, StorageUnavailable
 from tidings.log import format as fmt
 from tidings.log.compactable import CompactionHooks
 from tidings.log.compaction import remove_leftovers
@@ -36,6 +36,7 @@ from tidings.log.config import (
     LogConfig,
     LogRecord,
     SystemClock,
+    WrongEnd,
 )
 from tidings.log.damage import Damage
 from tidings.log.files import OpenFiles, SegmentFile
@@ -145,7 +146,7 @@ class PartitionLog(Healing, LinkedHolds, CompactionHooks):
         Offsets are assigned now, in call order, so two appends made one after
         the other land in that order whatever their futures do. ``ids`` are not kept
         (one process: the hub's dedupe window is all there is). ``expect_end``: only
-        at that offset, else :class:`~tidings.errors.WrongEnd` (a Conflict).
+        at that offset, else :class:`~tidings.log.config.WrongEnd` (a Conflict).
         """
         if self._closing or self._failed is not None:
             raise StorageUnavailable(

@@ -58,9 +58,8 @@ from tidings.errors import (
     Conflict,
     OffsetOutOfRange,
     TopicNotFound,
-    WrongEnd,
 )
-from tidings.log.config import LogRecord, Retention
+from tidings.log.config import LogRecord, Retention, WrongEnd
 
 DUPLICATE_WINDOW_MS = 120_000  # as the hub's dedupe window
 MAX_PARTITIONS = 1024
@@ -304,7 +303,7 @@ class NatsLog:
         ``expect_end``: stored only if the first record lands at that offset, decided
         by JetStream (``Nats-Expected-Last-Sequence`` on the first record of the one
         atomic batch, so at most 1000 payloads), whichever node appended before; else
-        :class:`~tidings.errors.WrongEnd` naming the stream's end, nothing stored. A
+        :class:`~tidings.core.storage.WrongEnd` naming the stream's end, nothing stored. A
         retry of an append that did land answers its offsets: refused for the
         sequence, its ids are found stored from ``expect_end`` on.
 
