@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -23,7 +23,7 @@ import websockets
 from hubapi import unique
 from hubproc import HubFactory, HubProcess
 from livehelp import PROTOCOL, recv, ws_url
-from natsproc import NatsServer
+from natsproc import NatsCluster, NatsServer
 
 from tidings import AsyncClient
 from tidings.backends.nats import NatsSettings
@@ -47,6 +47,15 @@ def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    c = NatsCluster(tmp_path / "cluster")
+    try:
+        yield c.start()
+    finally:
+        c.close()
 
 
 @pytest.fixture
@@ -187,7 +196,21 @@ async def test_concurrent_consumers_on_two_nodes(nodes: HubFactory, nats: NatsSe
 
 
 async def test_owner_killed_under_consumption(nodes: HubFactory, nats: NatsServer) -> None:
-    a, b = _start(nodes, nats), _start(nodes, nats)
+    await owner_killed_under_consumption(lambda: _start(nodes, nats))
+
+
+async def test_owner_killed_under_consumption_on_a_3_server_cluster(
+    nodes: HubFactory, cluster: NatsCluster
+) -> None:
+    """As above, the hubs on three routed nats-servers with R3 streams and buckets."""
+    servers = ",".join(cluster.urls)
+    await owner_killed_under_consumption(
+        lambda: nodes.start("--backend", servers, "--replicas", "3", "--lease-time", str(LEASE_S))
+    )
+
+
+async def owner_killed_under_consumption(start: Callable[[], HubProcess]) -> None:
+    a, b = start(), start()
     topic, n = unique(), 600
     async with AsyncClient(a.base_url) as ca:
         await ca.create_topic(topic, partitions=2)

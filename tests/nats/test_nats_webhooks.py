@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from hubapi import expect, publish, put_topic, unique
 from hubproc import HubFactory, HubProcess
-from natsproc import NatsServer
+from natsproc import NatsCluster, NatsServer
 from receivers import Answer, Receiver, Tally
 from standardwebhooks import Webhook
 
@@ -42,6 +42,15 @@ def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    c = NatsCluster(tmp_path / "cluster")
+    try:
+        yield c.start()
+    finally:
+        c.close()
 
 
 @pytest.fixture
@@ -210,7 +219,23 @@ async def test_the_other_node_takes_over_when_the_dispatching_node_is_killed(
     """a dispatches (it made the endpoint before b started); a backlog of 400 events
     over 8 keys under ordering: key, a slow receiver; SIGKILL of a after 60 arrived:
     b takes the endpoint over after the lease time and delivers the rest."""
-    a = start(nodes, nats)
+    await dispatching_node_killed(lambda: start(nodes, nats), http)
+
+
+async def test_the_other_node_takes_over_on_a_3_server_cluster(
+    nodes: HubFactory, cluster: NatsCluster, http: aiohttp.ClientSession
+) -> None:
+    """As above, the hubs on three routed nats-servers with R3 streams and buckets."""
+    servers = ",".join(cluster.urls)
+    await dispatching_node_killed(
+        lambda: nodes.start("--backend", servers, "--replicas", "3", *NODE_ARGS), http
+    )
+
+
+async def dispatching_node_killed(
+    start_node: Callable[[], HubProcess], http: aiohttp.ClientSession
+) -> None:
+    a = start_node()
     topic = unique()
     await put_topic(http, a.base_url, topic, partitions=2)
     tally = Tally(lambda r, n: Answer(200, delay=0.03))
@@ -220,7 +245,7 @@ async def test_the_other_node_takes_over_when_the_dispatching_node_is_killed(
             http, a.base_url, receiver.url, topic, ordering="key", concurrency=4
         )
         await call(http, "PATCH", f"{a.base_url}/v1/webhooks/{wh['id']}", json={"enabled": False})
-        b = start(nodes, nats)
+        b = start_node()
         await eventually(http, f"{b.base_url}/v1/webhooks/{wh['id']}", lambda v: True)
         ids = await publish_keyed(http, [a.base_url, b.base_url], topic, 400, keys=8)
         await call(http, "PATCH", f"{a.base_url}/v1/webhooks/{wh['id']}", json={"enabled": True})
