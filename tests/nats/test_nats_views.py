@@ -168,3 +168,48 @@ async def test_a_view_declared_on_one_node_is_found_on_the_other(
             await expect(resp, 200)
         async with http.get(f"{b.base_url}/v1/views/{name}/keys/k") as resp:
             assert (await expect(resp, 200))["value"] == "second"
+
+
+async def test_a_view_rebuilt_through_one_node_is_rebuilt_on_the_other(
+    nodes: HubFactory, nats: NatsServer
+) -> None:
+    """A rebuild drops the changelog and makes it again under the next generation: the
+    node that did not run it serves the new, empty state (not the old one), refuses
+    commits of the old generation and takes those of the new."""
+    a = nodes.start("--backend", nats.url)
+    b = nodes.start("--backend", nats.url)
+    name, topic = unique("v"), unique()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        await put_topic(http, a.base_url, topic)
+        spec = {"kind": "view", "inputs": [topic], "app": "tests"}
+        async with http.put(f"{a.base_url}/v1/views/{name}", json=spec) as resp:
+            await expect(resp, 201)
+        [placed] = await publish(http, a.base_url, topic, {"type": "stock.set"})
+        inputs = {topic: {"0": placed["offset"] + 1}}
+        status, body = await commit(http, a, name, 0, 0, {"old": 1}, inputs)
+        assert status == 200, body
+        assert await value_at(http, b, name, "old", f"0:{placed['offset']}") == 1
+
+        async with http.post(f"{a.base_url}/v1/views/{name}/rebuild", json={}) as resp:
+            info = await expect(resp, 200)
+        assert info["generation"] == 1
+
+        async def rebuilt_on_b() -> bool:
+            async with http.get(f"{b.base_url}/v1/views/{name}") as resp:
+                got = await resp.json(content_type=None)
+            return resp.status == 200 and got["generation"] == 1 and got["keys"] == 0
+
+        await poll_until(rebuilt_on_b, timeout=15)
+        async with http.get(f"{b.base_url}/v1/views/{name}/keys/old") as resp:
+            await expect_problem(resp, 404)
+        # The old generation's commit is refused through b; the new one's lands there.
+        stale = {"generation": 0, "expect": 0,
+                 "events": commit_events(name, 0, 1, {"stale": 1}, inputs)}  # fmt: skip
+        async with http.post(f"{b.base_url}/v1/views/{name}/commit", json=stale) as resp:
+            assert (await expect_problem(resp, 409))["generation"] == 1
+        fresh = {"generation": 1, "expect": 0,
+                 "events": commit_events(name, 1, 0, {"new": 2}, inputs)}  # fmt: skip
+        async with http.post(f"{b.base_url}/v1/views/{name}/commit", json=fresh) as resp:
+            await expect(resp, 200)
+        for node in (a, b):
+            assert await value_at(http, node, name, "new", f"0:{placed['offset']}") == 2

@@ -12,7 +12,10 @@ the hub hold it as the storage does, idempotently:
   group of the topic given them from their start; retention and schema checks as
   saved;
 - one dropped: forgotten here (its dedupe window, catalogue and index rows), its
-  partitions closed; the storage deleted it already.
+  partitions closed; the storage deleted it already;
+- a view's changelog made again, or saved at another generation than this node
+  serves (a rebuild through another node): the changelog and the view's repartition
+  topic opened anew, and the view read again from them (``Views.reload``).
 
 Each change is applied under the hub's topic lock, so it finds the topics as a
 creation or deletion of this node left them. A storage that no other process shares
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from tidings.core.viewrecords import by_key_topic, changelog_topic, view_of
 
 if TYPE_CHECKING:
     from tidings.core.hub import Hub
@@ -53,25 +58,44 @@ async def follow_topics(hub: Hub) -> None:
 
 async def apply_change(hub: Hub, name: str) -> None:
     """Make ``hub`` hold topic ``name`` as the storage holds it now: read under the
-    hub's topic lock, so no creation or deletion of this node comes between."""
+    hub's topic lock, so no creation or deletion of this node comes between. A view
+    whose changelog was made again is read again once the lock is let go (reading it
+    may open topics)."""
+    relaid = await _apply(hub, name)
+    if relaid is not None:
+        await hub.views.reload(relaid)
+
+
+async def _apply(hub: Hub, name: str) -> str | None:
     async with hub._creating:
         if name in hub._deleting or name in hub.unavailable:
-            return  # this node's own deletion, or a topic it cannot open: left alone
+            return None  # this node's own deletion, or a topic it cannot open: left alone
         t = hub.topics.get(name)
         config = await hub.storage.load_topic(name)
         if config is None:
             if t is not None:
                 await _forget(hub, name)
-            return
+            return None
         from tidings.core.hub import _retention  # the hub imports this module
 
         partitions = int(config["partitions"])
         retention = _retention(config.get("retention"))
         schemas = str(config.get("schemas", "off"))
+        view = _relaid_view(hub, name, config)
+        if t is not None and view is not None:
+            # Rebuilt through another node: its changelog (and repartition topic) were
+            # dropped and made again, whether or not this node saw them gone.
+            await _forget(hub, name)
+            by_key = by_key_topic(view)
+            if by_key in hub.topics:
+                await _forget(hub, by_key)
+            t = None
         if t is None:
             await hub._make_topic(name, partitions, retention, False, schemas)
             logger.info("topic %r made by another node: %d partitions", name, partitions)
-            return
+            if view is not None or (view_of(name) in hub.views.views and _is_changelog(name)):
+                return view_of(name)
+            return None
         t.schemas = schemas
         if retention != t.retention:  # each partition's, as the storage opens them
             for i in range(len(t.partitions)):
@@ -83,6 +107,25 @@ async def apply_change(hub: Hub, name: str) -> None:
             for group in t.groups.values():
                 group.add_partitions({i: part.start_offset})
             logger.info("topic %r grown by another node: partition %d opened", name, i)
+        return None
+
+
+def _is_changelog(topic: str) -> bool:
+    view = view_of(topic)
+    return view is not None and topic == changelog_topic(view)
+
+
+def _relaid_view(hub: Hub, topic: str, config: dict[str, Any]) -> str | None:
+    """The view whose changelog ``topic`` is, if this node serves it at another
+    generation than the one saved (a rebuild made through another node)."""
+    if not _is_changelog(topic):
+        return None
+    name = view_of(topic)
+    view = hub.views.views.get(name or "")
+    decl = config.get("view")
+    if view is None or not isinstance(decl, dict):
+        return None
+    return name if int(decl.get("generation", 0)) != view.generation else None
 
 
 async def _forget(hub: Hub, name: str) -> None:

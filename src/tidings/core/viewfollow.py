@@ -42,15 +42,19 @@ _RETRIES = 50  # reads of a record known stored that come back empty (a replica 
 
 async def catch_up(view: View, p: int, part: PartitionStore, until: int) -> bool:
     """Apply changelog partition ``p``'s records from what the state reflects up to
-    ``until`` (under the view's lock); whether any was applied. A record known to be
-    stored that no read answers in time: StorageUnavailable (the state stays whole,
-    short of it)."""
+    ``until`` (under the view's lock); whether any was applied. Each commit's records
+    are applied together, with no await between them (reads of the view do not take
+    its lock), so a reader never sees part of a commit however the reads cut it. A
+    record known to be stored that no read answers in time: StorageUnavailable (the
+    state stays whole, short of it)."""
     applied = False
     tries = 0
-    while view.applied[p] < until:
-        got = await part.read(view.applied[p], _BATCH)
+    pending: list[tuple[int, int, dict[str, Any]]] = []  # read past the last whole commit
+    at = view.applied[p]
+    while at < until:
+        got = await part.read(at, _BATCH)
         if got and got[0][0] >= until:  # a gap up to it: nothing below it to apply
-            view.applied[p] = until
+            at = until
             break
         got = [r for r in got if r[0] < until]
         if not got:
@@ -58,14 +62,23 @@ async def catch_up(view: View, p: int, part: PartitionStore, until: int) -> bool
             if tries > _RETRIES:
                 raise StorageUnavailable(
                     f"view {view.name!r}: changelog partition {p} holds offsets up to "
-                    f"{until} that no read answered from {view.applied[p]}"
+                    f"{until} that no read answered from {at}"
                 )
-            await part.wait(view.applied[p], 0.1)
+            await part.wait(at, 0.1)
             continue
-        for o, ts, payload in got:
-            view.apply(p, o, ts, orjson.loads(payload))
-        applied = True
+        pending += [(o, ts, orjson.loads(payload)) for o, ts, payload in got]
+        at = got[-1][0] + 1
+        ends = [i for i, (_, _, e) in enumerate(pending) if e.get("partitionkey") == "c"]
+        if ends:  # whole commits, each ending at its checkpoint
+            for o, ts, event in pending[: ends[-1] + 1]:
+                view.apply(p, o, ts, event)
+            del pending[: ends[-1] + 1]
+            applied = True
         await asyncio.sleep(0)  # others run meanwhile
+    for o, ts, event in pending:  # past the last checkpoint (a commit is one append)
+        view.apply(p, o, ts, event)
+        applied = True
+    view.applied[p] = max(view.applied[p], at)
     return applied
 
 
@@ -114,6 +127,9 @@ class Follower:
                 raise
             except (TidingsError, OSError) as exc:
                 logger.warning("view %r: following its changelog: %s", view.name, exc)
+                await asyncio.sleep(1.0)
+            except Exception:
+                logger.exception("view %r: following its changelog failed", view.name)
                 await asyncio.sleep(1.0)
 
     async def _wait(self, parts: list[PartitionStore]) -> bool:

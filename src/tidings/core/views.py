@@ -125,6 +125,19 @@ class Views(ViewReads):
             view.applied[p] = part.end_offset
         logger.info("view %r loaded: %d keys", view.name, len(view.values))
 
+    async def reload(self, name: str) -> None:
+        """Serve view ``name`` as the storage now holds it: laid out anew through another
+        node sharing it (a rebuild, a new generation), its state here is of a changelog
+        that is gone. Read again from its declaration and changelog (as :func:`adopt`
+        does); whoever waits on the old state is woken."""
+        follower = self.followers.pop(name, None)
+        if follower is not None:
+            await follower.close()
+        old = self.views.pop(name, None)
+        if old is not None:
+            old.changed()
+        await adopt(self, name)
+
     def _follow(self, view: View) -> None:
         if view.name not in self.followers:
             self.followers[view.name] = Follower(self.hub, view, _landed)
