@@ -47,8 +47,8 @@ async def test_a_client_that_never_reads_gets_4008_and_memory_stays_bounded(
     async with websockets.connect(
         url, subprotocols=[PROTOCOL], max_queue=1, compression=None
     ) as ws:
-        await ws.send(orjson.dumps({"type": "subscribe", "id": "s", "topic": "flood"}).decode())
         await hub.create_topic("flood")
+        await ws.send(orjson.dumps({"type": "subscribe", "id": "s", "topic": "flood"}).decode())
         assert (await recv(ws))["type"] == "subscribed"
         total = 0
         # 40 MiB: more than every socket buffer on the way can hold.

@@ -372,7 +372,8 @@ class Connection:
                     f"this token may not manage groups there to create it"
                 ) from None
             config = GroupConfig(start="latest" if action.start == "latest" else "earliest")
-            await self.hub.put_group(action.topic, action.group, config)
+            # where the group is served, on a hub of several nodes (as the HTTP route)
+            await self.hub.configure_group(action.topic, action.group, config)
 
     async def _read_log(
         self, action: Subscribe, positions: dict[int, int], types: TypeFilter | None

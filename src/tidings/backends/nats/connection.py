@@ -46,6 +46,9 @@ HEADER_ROOM = 512
 # Status codes a JetStream reply may carry while a leader is being elected.
 RETRYABLE_STATUS = frozenset({"408", "409", "503"})
 RETRYABLE_API_CODES = frozenset({408, 409, 503})
+# "no suitable peers for placement": a replicated stream asked for while too few
+# servers are up (a cluster still starting, a server restarting): waited out too.
+RETRYABLE_ERR_CODES = frozenset({10005})
 
 # Atomic batches (nats-server 2.12+): at most this many records; a batch holding a
 # message id already stored is refused whole with ERR_BATCH_DUPLICATE; one that lost
@@ -196,7 +199,11 @@ class NatsConnection:
                 resp: dict[str, Any] = orjson.loads(msg.data)
                 err = resp.get("error")
                 if err is not None:
-                    if err.get("code") in RETRYABLE_API_CODES:
+                    if (
+                        err.get("code") in RETRYABLE_API_CODES
+                        or err.get("err_code") in RETRYABLE_ERR_CODES
+                        or "no suitable peers" in str(err.get("description"))
+                    ):
                         raise _Retry(err.get("description", "unavailable"))
                     raise JetStreamApiError(
                         f"{subject}: {err.get('description')}",
