@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hubproc import HubFactory
 
 from tidings.backends.nats import NatsLog, NatsSettings
 from tidings.cluster.natsproc import NatsCluster, NatsServer
@@ -36,9 +37,29 @@ async def nats_log(nats_server: NatsServer) -> AsyncIterator[NatsLog]:
 
 @pytest.fixture
 def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    cluster = NatsCluster(tmp_path, size=3, sync="always")
+    cluster = NatsCluster(tmp_path / "cluster", size=3, sync="always")
     try:
         cluster.start()
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture(scope="module")
+def nats(nats_server: NatsServer) -> NatsServer:
+    """The module's nats-server, for the tests that run ``tidings serve`` nodes on it."""
+    return nats_server
+
+
+@pytest.fixture
+def cluster(nats_cluster: NatsCluster) -> NatsCluster:
+    """Three routed nats-servers of the test's own (R3 streams)."""
+    return nats_cluster
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[HubFactory]:
+    """``tidings serve`` processes of the test's own, each stopped at its end."""
+    factory = HubFactory(tmp_path)
+    yield factory
+    factory.close()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,21 +24,6 @@ from tidings.core.hub import HubOptions
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module")
-def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats"), "hubs", sync="always")
-    try:
-        server.start().wait_ready()
-        yield server
-    finally:
-        server.kill()
-
-
-@pytest.fixture
-def nodes(nats: NatsServer, tmp_path: Path) -> Iterator[HubFactory]:
-    factory = HubFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def test_the_duplicate_window_is_as_long_as_the_hubs_dedupe_window() -> None:

@@ -8,7 +8,6 @@ dropped by another node lets its groups' leases go.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from hubapi import unique
@@ -24,15 +23,6 @@ from tidings.events import normalize_event
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture(scope="module")
-def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats"), "ownership", sync="always")
-    try:
-        server.start().wait_ready()
-        yield server
-    finally:
-        server.kill()
 
 
 async def test_refused_put_gives_its_lease_up(nats: NatsServer) -> None:

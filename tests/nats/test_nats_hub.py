@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -25,21 +24,6 @@ from tidings.cluster.natsproc import NatsServer
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats"), "hubs", sync="always")
-    try:
-        server.start().wait_ready()
-        yield server
-    finally:
-        server.kill()
-
-
-@pytest.fixture
-def nodes(nats: NatsServer, tmp_path: Path) -> Iterator[HubFactory]:
-    factory = HubFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 async def test_two_nodes_serve_one_hub(nodes: HubFactory, nats: NatsServer) -> None:

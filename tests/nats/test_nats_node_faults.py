@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -38,21 +37,6 @@ EVENTS = 600
 PARTITIONS = 2
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    c = NatsCluster(tmp_path / "nats")
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[HubFactory]:
-    factory = HubFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def start_node(nodes: HubFactory, cluster: NatsCluster) -> HubProcess:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -21,21 +20,6 @@ pytestmark = pytest.mark.timeout(120)
 SEEN_WITHIN_S = 1.5  # "within about a second", with room for a loaded machine
 
 
-@pytest.fixture(scope="module")
-def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats"), "hubs", sync="always")
-    try:
-        server.start().wait_ready()
-        yield server
-    finally:
-        server.kill()
-
-
-@pytest.fixture
-def nodes(nats: NatsServer, tmp_path: Path) -> Iterator[HubFactory]:
-    factory = HubFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 async def topic_on(http: aiohttp.ClientSession, node: HubProcess, topic: str) -> Any:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,21 +25,6 @@ from tidings.cluster.natsproc import NatsServer
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module")
-def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats"), "views", sync="always")
-    try:
-        server.start().wait_ready()
-        yield server
-    finally:
-        server.kill()
-
-
-@pytest.fixture
-def nodes(nats: NatsServer, tmp_path: Path) -> Iterator[HubFactory]:
-    factory = HubFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 async def commit(

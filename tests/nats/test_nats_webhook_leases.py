@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from natsproc import NatsServer
@@ -25,15 +25,6 @@ from tidings.server.webhooks.service import WebhookService
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture(scope="module")
-def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats"), "whleases", sync="always")
-    try:
-        server.start().wait_ready()
-        yield server
-    finally:
-        server.kill()
 
 
 class GatedSender:
